@@ -1,0 +1,187 @@
+"""Raw primitives. Private: only the recipes in this package call these.
+
+Each function says in one line why it is safe to use the way we use it. Nothing here
+knows about clients, secrets or rows; the recipes add labels and associated data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import unicodedata
+from collections.abc import Iterable
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+PUBLIC_SIZE = 32
+
+ContextItem = bytes | str | int | None
+
+
+class PrimitiveFailure(Exception):
+    """An AEAD tag, a signature or a key agreement did not check out (no detail kept)."""
+
+
+def random_bytes(n: int) -> bytes:
+    """Safe: the operating system's CSPRNG, the only randomness source we use."""
+    return os.urandom(n)
+
+
+def new_nonce() -> bytes:
+    """Safe: 96-bit random nonces; each key's use count is bounded far below 2^32."""
+    return os.urandom(NONCE_SIZE)
+
+
+def encode_item(item: ContextItem) -> bytes:
+    if item is None:
+        return b""
+    if isinstance(item, bool):
+        raise TypeError("booleans are not context items")
+    if isinstance(item, int):
+        return struct.pack(">q", item)
+    if isinstance(item, str):
+        return unicodedata.normalize("NFC", item).encode("utf-8")
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    raise TypeError(f"unsupported context item type: {type(item).__name__}")
+
+
+def ctx(*items: ContextItem) -> bytes:
+    """Safe: every item is length-prefixed, so distinct contexts never collide."""
+    out = bytearray()
+    for item in items:
+        raw = encode_item(item)
+        out += struct.pack(">I", len(raw))
+        out += raw
+    return bytes(out)
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Safe: AES-256-GCM with a caller-checked unique nonce and authenticated AAD."""
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Safe: the tag is verified before any plaintext is returned."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, ValueError) as exc:
+        raise PrimitiveFailure from exc
+
+
+def hkdf(ikm: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_SIZE) -> bytes:
+    """Safe: HKDF-SHA256 with a per-purpose label as info (RFC 5869)."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """Safe: HMAC-SHA256 with a 256-bit random key."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Safe: comparison time does not depend on where the inputs differ."""
+    return hmac.compare_digest(a, b)
+
+
+def argon2id(secret: bytes, salt: bytes, memory_kib: int, time_cost: int, parallelism: int) -> bytes:
+    """Safe: Argon2id (RFC 9106), bounds checked by the caller before this runs."""
+    return hash_secret_raw(
+        secret=secret,
+        salt=salt,
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=parallelism,
+        hash_len=KEY_SIZE,
+        type=Type.ID,
+    )
+
+
+# -- X25519 -----------------------------------------------------------------
+
+
+def x25519_generate() -> tuple[bytes, bytes]:
+    """Safe: a fresh key pair from the CSPRNG; returns (private, public) raw bytes."""
+    private = X25519PrivateKey.generate()
+    return _x_private_bytes(private), _x_public_bytes(private.public_key())
+
+
+def x25519_public_from_private(private: bytes) -> bytes:
+    return _x_public_bytes(X25519PrivateKey.from_private_bytes(private).public_key())
+
+
+def x25519_exchange(private: bytes, peer_public: bytes) -> bytes:
+    """Safe: all-zero shared secrets (low-order points) are refused."""
+    try:
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(peer_public)
+        )
+    except ValueError as exc:  # cryptography refuses all-zero output and bad points
+        raise PrimitiveFailure from exc
+    if constant_time_equal(shared, bytes(len(shared))):
+        raise PrimitiveFailure
+    return shared
+
+
+def _x_private_bytes(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def _x_public_bytes(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# -- Ed25519 ----------------------------------------------------------------
+
+
+def ed25519_generate() -> tuple[bytes, bytes]:
+    """Safe: a fresh signing key; returns (seed, public) raw bytes."""
+    seed = os.urandom(KEY_SIZE)
+    return seed, ed25519_public_from_seed(seed)
+
+
+def ed25519_public_from_seed(seed: bytes) -> bytes:
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    """Safe: deterministic Ed25519 (RFC 8032); no per-signature randomness to get wrong."""
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
+    """Safe: strict verification by OpenSSL; raises PrimitiveFailure on any mismatch."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise PrimitiveFailure from exc
+
+
+def join(parts: Iterable[bytes]) -> bytes:
+    return b"".join(parts)

@@ -1,0 +1,112 @@
+"""Symmetric blob recipes: encrypt a value under a key, bound to its row.
+
+``encrypt_blob`` / ``decrypt_blob`` implement the layouts of docs/format.md §4.1–4.3:
+``version || type || key_version || nonce || ciphertext``. The associated data is the
+blob's label, its six-byte header and the context that names its row, so a blob moved
+to another row, client, version or purpose fails with ``DecryptionFailed``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from vault.crypto import _primitives as p
+from vault.crypto.labels import (
+    BLOB_CLIENT_FIELD,
+    BLOB_DATA_KEY,
+    BLOB_SECRET_FIELD,
+    FORMAT_VERSION,
+    LABEL_CLIENT_FIELD,
+    LABEL_DATA_KEY,
+    LABEL_SECRET_FIELD,
+)
+from vault.errors import DecryptionFailed
+
+HEADER_SIZE = 6
+_LABELS = {
+    BLOB_SECRET_FIELD: LABEL_SECRET_FIELD,
+    BLOB_DATA_KEY: LABEL_DATA_KEY,
+    BLOB_CLIENT_FIELD: LABEL_CLIENT_FIELD,
+}
+
+
+def new_key() -> bytes:
+    """A fresh random 256-bit key (a data key or a client key)."""
+    return p.random_bytes(p.KEY_SIZE)
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes) or len(key) != p.KEY_SIZE:
+        raise ValueError("keys are 32 bytes")
+
+
+def encrypt_blob(
+    key: bytes, blob_type: int, key_version: int, plaintext: bytes, context: tuple[p.ContextItem, ...]
+) -> bytes:
+    _check_key(key)
+    if not 0 <= key_version < 2**32:
+        raise ValueError("key version out of range")
+    header = struct.pack(">BBI", FORMAT_VERSION, blob_type, key_version)
+    nonce = p.new_nonce()
+    aad = p.ctx(_LABELS[blob_type], header, *context)
+    return header + nonce + p.aead_encrypt(key, nonce, plaintext, aad)
+
+
+def blob_key_version(blob: bytes) -> int:
+    """The key version named in a blob's header (unauthenticated until decrypted)."""
+    if len(blob) < HEADER_SIZE:
+        raise DecryptionFailed()
+    return int(struct.unpack(">I", blob[2:6])[0])
+
+
+def decrypt_blob(
+    key: bytes, blob_type: int, key_version: int, blob: bytes, context: tuple[p.ContextItem, ...]
+) -> bytes:
+    _check_key(key)
+    if len(blob) < HEADER_SIZE + p.NONCE_SIZE + p.TAG_SIZE:
+        raise DecryptionFailed()
+    header = blob[:HEADER_SIZE]
+    version, found_type, found_key_version = struct.unpack(">BBI", header)
+    if version != FORMAT_VERSION or found_type != blob_type or found_key_version != key_version:
+        raise DecryptionFailed()
+    nonce = blob[HEADER_SIZE : HEADER_SIZE + p.NONCE_SIZE]
+    aad = p.ctx(_LABELS[blob_type], header, *context)
+    try:
+        return p.aead_decrypt(key, nonce, blob[HEADER_SIZE + p.NONCE_SIZE :], aad)
+    except p.PrimitiveFailure:
+        raise DecryptionFailed() from None
+
+
+# -- named recipes (one per row kind) ------------------------------------------
+
+
+def secret_field_context(client_id: int, secret_id: int, version: int, purpose: str) -> tuple[p.ContextItem, ...]:
+    return (client_id, secret_id, version, purpose)
+
+
+def wrap_data_key(client_key: bytes, ck_version: int, data_key: bytes, client_id: int, secret_id: int, version: int) -> bytes:
+    _check_key(data_key)
+    return encrypt_blob(client_key, BLOB_DATA_KEY, ck_version, data_key, (client_id, secret_id, version))
+
+
+def unwrap_data_key(client_key: bytes, ck_version: int, wrapped: bytes, client_id: int, secret_id: int, version: int) -> bytes:
+    key = decrypt_blob(client_key, BLOB_DATA_KEY, ck_version, wrapped, (client_id, secret_id, version))
+    if len(key) != p.KEY_SIZE:
+        raise DecryptionFailed()
+    return key
+
+
+def encrypt_secret_field(data_key: bytes, ck_version: int, value: bytes, client_id: int, secret_id: int, version: int, purpose: str) -> bytes:
+    return encrypt_blob(data_key, BLOB_SECRET_FIELD, ck_version, value, secret_field_context(client_id, secret_id, version, purpose))
+
+
+def decrypt_secret_field(data_key: bytes, ck_version: int, blob: bytes, client_id: int, secret_id: int, version: int, purpose: str) -> bytes:
+    return decrypt_blob(data_key, BLOB_SECRET_FIELD, ck_version, blob, secret_field_context(client_id, secret_id, version, purpose))
+
+
+def encrypt_client_field(client_key: bytes, ck_version: int, value: bytes, client_id: int, purpose: str) -> bytes:
+    return encrypt_blob(client_key, BLOB_CLIENT_FIELD, ck_version, value, (client_id, purpose))
+
+
+def decrypt_client_field(client_key: bytes, ck_version: int, blob: bytes, client_id: int, purpose: str) -> bytes:
+    return decrypt_blob(client_key, BLOB_CLIENT_FIELD, ck_version, blob, (client_id, purpose))

@@ -1,0 +1,36 @@
+"""Every constant label of the v1 format (docs/format.md §3).
+
+A label is fixed per purpose and is always the first item of an associated-data or
+signature context, so that a ciphertext or signature made for one purpose can never
+be accepted for another.
+"""
+
+FORMAT_VERSION = 1
+
+LABEL_SECRET_FIELD = b"credvault/v1/secret-field"
+LABEL_DATA_KEY = b"credvault/v1/data-key"
+LABEL_CLIENT_FIELD = b"credvault/v1/client-field"
+LABEL_SEAL = b"credvault/v1/seal"
+LABEL_KEY_RECORD = b"credvault/v1/key-record"
+LABEL_ROOT_RECOVERY = b"credvault/v1/root/recovery-x25519"
+LABEL_ROOT_LOOKUP = b"credvault/v1/root/lookup"
+LABEL_TAG_CLIENT_SLUG = b"credvault/v1/tag/client-slug"
+LABEL_TAG_SECRET_NAME = b"credvault/v1/tag/secret-name"
+LABEL_SIG_ENGINEER = b"credvault/v1/sig/engineer-certificate"
+LABEL_SIG_CLIENT_KEY = b"credvault/v1/sig/client-key-version"
+LABEL_SIG_GRANT = b"credvault/v1/sig/grant"
+LABEL_ENROLL_MAC = b"credvault/v1/enroll"
+LABEL_FP_ENGINEER = b"credvault/v1/fingerprint/engineer"
+LABEL_FP_CLIENT_KEY = b"credvault/v1/fingerprint/client-key"
+LABEL_FP_ORG = b"credvault/v1/fingerprint/org"
+LABEL_INVITE = b"credvault/v1/invite"
+LABEL_ROOT_BUNDLE = b"credvault/v1/root-bundle"
+LABEL_CLIENT_KEY_SEAL = b"credvault/v1/client-key"
+LABEL_SHARE = b"credvault/v1/share"
+
+# Blob types (docs/format.md §4): the second byte of every blob.
+BLOB_SECRET_FIELD = 0x01
+BLOB_DATA_KEY = 0x02
+BLOB_CLIENT_FIELD = 0x03
+BLOB_SEALED = 0x04
+BLOB_KEY_RECORD = 0x05

@@ -1,0 +1,135 @@
+"""Signatures, fingerprints, lookup tags and enrolment codes (docs/format.md §4.7, §5).
+
+Every signed message is a labelled context, so a signature over one kind of record
+can never be replayed as another. Verification failures raise ``UntrustedRecord``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from vault.crypto import _primitives as p
+from vault.crypto.labels import (
+    LABEL_ENROLL_MAC,
+    LABEL_FP_CLIENT_KEY,
+    LABEL_FP_ENGINEER,
+    LABEL_FP_ORG,
+    LABEL_ROOT_LOOKUP,
+    LABEL_ROOT_RECOVERY,
+)
+from vault.errors import EnrolmentError, UntrustedRecord
+
+ContextItem = p.ContextItem
+INVITE_SECRET_SIZE = 16
+_ORG_FP_SIZE = 8
+_CHECK_SIZE = 2
+CODE_PREFIX = "CV1-"
+
+
+class SigningKey:
+    """An Ed25519 signing key; ``repr`` never shows the seed."""
+
+    __slots__ = ("seed", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != p.KEY_SIZE:
+            raise ValueError("Ed25519 seeds are 32 bytes")
+        self.seed = seed
+        self.public = p.ed25519_public_from_seed(seed)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(p.random_bytes(p.KEY_SIZE))
+
+    def sign(self, label: bytes, *fields: ContextItem) -> bytes:
+        return p.ed25519_sign(self.seed, p.ctx(label, *fields))
+
+    def __repr__(self) -> str:
+        return f"SigningKey(public={self.public[:4].hex()}…)"
+
+
+def verify(public: bytes, signature: bytes | None, label: bytes, *fields: ContextItem, what: str) -> None:
+    if not signature:
+        raise UntrustedRecord(f"{what} is not signed by an admin")
+    try:
+        p.ed25519_verify(public, signature, p.ctx(label, *fields))
+    except p.PrimitiveFailure:
+        raise UntrustedRecord(f"{what} has an invalid signature") from None
+
+
+# -- fingerprints ---------------------------------------------------------------
+
+
+def _groups(raw: bytes) -> str:
+    text = raw.hex()
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def engineer_fingerprint(sealing_public: bytes, signing_public: bytes) -> str:
+    return _groups(p.sha256(p.ctx(LABEL_FP_ENGINEER, sealing_public, signing_public))[:16])
+
+
+def org_fingerprint(org_signing_public: bytes) -> bytes:
+    return p.sha256(p.ctx(LABEL_FP_ORG, org_signing_public))
+
+
+def client_key_fingerprint(client_key: bytes) -> bytes:
+    return p.hmac_sha256(client_key, LABEL_FP_CLIENT_KEY)[:16]
+
+
+# -- root secret derivations and lookup tags ------------------------------------
+
+
+def recovery_private_from_root(root_secret: bytes) -> bytes:
+    return p.hkdf(root_secret, LABEL_ROOT_RECOVERY)
+
+
+def lookup_key_from_root(root_secret: bytes) -> bytes:
+    return p.hkdf(root_secret, LABEL_ROOT_LOOKUP)
+
+
+def lookup_tag(key: bytes, label: bytes, value: str) -> bytes:
+    return p.hmac_sha256(key, p.ctx(label, value))
+
+
+# -- enrolment ------------------------------------------------------------------
+
+
+def enrolment_mac(invite_secret: bytes, *fields: ContextItem) -> bytes:
+    return p.hmac_sha256(invite_secret, p.ctx(LABEL_ENROLL_MAC, *fields))
+
+
+def check_enrolment_mac(invite_secret: bytes, mac: bytes | None, *fields: ContextItem) -> bool:
+    return mac is not None and p.constant_time_equal(enrolment_mac(invite_secret, *fields), mac)
+
+
+def make_enrolment_code(invite_secret: bytes, org_signing_public: bytes) -> str:
+    payload = invite_secret + org_fingerprint(org_signing_public)[:_ORG_FP_SIZE]
+    raw = payload + p.sha256(payload)[:_CHECK_SIZE]
+    text = base64.b32encode(raw).decode("ascii").rstrip("=")
+    return CODE_PREFIX + "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def parse_enrolment_code(code: str) -> tuple[bytes, bytes]:
+    """Return (invite secret, organisation fingerprint prefix); never echoes the code."""
+    text = "".join(code.split()).upper()
+    if not text.startswith(CODE_PREFIX):
+        raise EnrolmentError("malformed enrolment code: it should start with CV1-")
+    body = text[len(CODE_PREFIX) :].replace("-", "")
+    if len(body) > 64:
+        raise EnrolmentError("malformed enrolment code: too long")
+    try:
+        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    except (binascii.Error, ValueError):
+        raise EnrolmentError("malformed enrolment code: unexpected characters") from None
+    if len(raw) != INVITE_SECRET_SIZE + _ORG_FP_SIZE + _CHECK_SIZE:
+        raise EnrolmentError("malformed enrolment code: wrong length")
+    payload, check = raw[:-_CHECK_SIZE], raw[-_CHECK_SIZE:]
+    if not p.constant_time_equal(p.sha256(payload)[:_CHECK_SIZE], check):
+        raise EnrolmentError("enrolment code has a typo: its checksum does not match")
+    return payload[:INVITE_SECRET_SIZE], payload[INVITE_SECRET_SIZE:]
+
+
+def org_matches(org_signing_public: bytes, fingerprint_prefix: bytes) -> bool:
+    return p.constant_time_equal(org_fingerprint(org_signing_public)[:_ORG_FP_SIZE], fingerprint_prefix)

@@ -1,0 +1,287 @@
+"""The service core: the acting engineer, and every trust decision.
+
+Every key-distribution record is verified here before it is used:
+engineer certificates against the organisation signing key (the trust anchor pinned
+in each engineer's key record), client-key versions and grants against the signing
+key of an admin whose own certificate verifies. Unsealed keys are cached for the life
+of this object only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import blobs, keyrecord, sealing, signing
+from vault.crypto.labels import (
+    LABEL_CLIENT_KEY_SEAL,
+    LABEL_ROOT_BUNDLE,
+    LABEL_SIG_CLIENT_KEY,
+    LABEL_SIG_ENGINEER,
+    LABEL_SIG_GRANT,
+)
+from vault.errors import (
+    AccessDenied,
+    DecryptionFailed,
+    GrantExpired,
+    Locked,
+    NotFound,
+    StoreUnavailable,
+    UntrustedRecord,
+)
+from vault.service.sessions import SessionStore, UnlockedSession, load_session
+from vault.storage import models as m
+from vault.storage.engine import Store
+
+Clock = Callable[[], dt.datetime]
+ROLE_ADMIN = "admin"
+ROLE_ENGINEER = "engineer"
+ACTIVE = "active"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def epoch(value: dt.datetime) -> int:
+    return int(value.timestamp())
+
+
+class RootBundle:
+    """The unsealed root bundle: root secret and organisation signing seed."""
+
+    __slots__ = ("lookup_key", "org", "recovery", "root_secret", "version")
+
+    def __init__(self, raw: bytes, version: int) -> None:
+        if len(raw) != 64:
+            raise DecryptionFailed()
+        self.root_secret = raw[:32]
+        self.org = signing.SigningKey(raw[32:])
+        self.recovery = sealing.KeyPair(signing.recovery_private_from_root(self.root_secret))
+        self.lookup_key = signing.lookup_key_from_root(self.root_secret)
+        self.version = version
+
+    def to_bytes(self) -> bytes:
+        return self.root_secret + self.org.seed
+
+    def __repr__(self) -> str:
+        return f"RootBundle(version={self.version}, <redacted>)"
+
+
+class VaultBase:
+    """State shared by every part of the service: store, clock, session, key caches."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        sessions: SessionStore,
+        engineer: str | None = None,
+        clock: Clock = utcnow,
+        kdf_params: keyrecord.Argon2Params = keyrecord.DEFAULT_PARAMS,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.engineer_name = engineer
+        self.clock = clock
+        self.kdf_params = kdf_params
+        self._session: UnlockedSession | None = None
+        self._vault_id: bytes | None = None
+        self._client_keys: dict[tuple[int, int], bytes] = {}
+        self._root: RootBundle | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.store.engine.url.render_as_string(hide_password=True)!r}, engineer={self.engineer_name!r})"
+
+    # -- vault identity -----------------------------------------------------------
+
+    def _info(self, s: Session) -> m.VaultInfo:
+        info = s.get(m.VaultInfo, 1)
+        if info is None:
+            raise StoreUnavailable("this database holds no vault", hint="run `credvault init --admin NAME` first, or check --db / CREDVAULT_DB")
+        self._vault_id = info.vault_id
+        return info
+
+    def vault_id(self) -> bytes:
+        if self._vault_id is None:
+            with self.store.transaction() as s:
+                self._info(s)
+        assert self._vault_id is not None
+        return self._vault_id
+
+    # -- the acting engineer --------------------------------------------------------
+
+    def _me(self) -> UnlockedSession:
+        if self._session is not None and self._session.expires_at > self.clock():
+            return self._session
+        if not self.engineer_name:
+            raise Locked("no engineer is selected on this machine", hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`")
+        self._session = load_session(self.sessions, self.vault_id(), self.engineer_name, self.clock())
+        return self._session
+
+    def _my_row(self, s: Session) -> m.Engineer:
+        """The acting engineer's row, with its certificate verified and matching the session."""
+        me = self._me()
+        info = self._info(s)
+        if info.org_signing_public != me.org_signing_public:
+            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        row = s.get(m.Engineer, me.engineer_id)
+        if row is None or row.name != me.name:
+            raise Locked(f"engineer {me.name!r} no longer exists in this vault")
+        self._verify_certificate(s, row)
+        if row.status != ACTIVE:
+            raise AccessDenied(f"the account of {me.name!r} is {row.status}", hint="ask an admin")
+        if row.key_generation != me.key_generation or row.sealing_public != sealing.KeyPair(me.sealing_private).public:
+            raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked", hint="run `credvault unlock` again")
+        return row
+
+    def _my_admin_row(self, s: Session) -> m.Engineer:
+        row = self._my_row(s)
+        if row.role != ROLE_ADMIN:
+            raise AccessDenied(f"{row.name!r} is not an admin", hint="ask an admin to do this")
+        return row
+
+    def _my_signing_key(self) -> signing.SigningKey:
+        return signing.SigningKey(self._me().signing_seed)
+
+    def _my_keypair(self) -> sealing.KeyPair:
+        return sealing.KeyPair(self._me().sealing_private)
+
+    # -- certificates and signatures ------------------------------------------------
+
+    def _org_public(self, s: Session) -> bytes:
+        return self._info(s).org_signing_public
+
+    def _certificate_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
+        return (
+            self._info(s).vault_id, row.id, row.name, row.role, row.status, row.key_generation,
+            row.sealing_public, row.signing_public, row.certified_at,
+        )
+
+    def _verify_certificate(self, s: Session, row: m.Engineer) -> None:
+        if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
+            raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys", hint="an admin must run `credvault engineer confirm`")
+        signing.verify(
+            self._org_public(s), row.certificate, LABEL_SIG_ENGINEER, *self._certificate_fields(s, row),
+            what=f"the public keys of engineer {row.name!r}",
+        )
+
+    def _sign_certificate(self, s: Session, row: m.Engineer, org: signing.SigningKey) -> None:
+        row.certified_at = epoch(self.clock())
+        row.certificate = org.sign(LABEL_SIG_ENGINEER, *self._certificate_fields(s, row))
+
+    def _verified_admin(self, s: Session, engineer_id: int) -> m.Engineer:
+        row = s.get(m.Engineer, engineer_id)
+        if row is None:
+            raise UntrustedRecord("a record is signed by an unknown engineer")
+        self._verify_certificate(s, row)
+        if row.role != ROLE_ADMIN or row.status != ACTIVE:
+            raise UntrustedRecord(f"a record is signed by {row.name!r}, who is not an active admin")
+        return row
+
+    def _client_key_fields(self, s: Session, ck: m.ClientKey) -> tuple[signing.ContextItem, ...]:
+        return (self._info(s).vault_id, ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
+
+    def _verify_client_key_record(self, s: Session, ck: m.ClientKey) -> None:
+        admin = self._verified_admin(s, ck.signed_by)
+        assert admin.signing_public is not None
+        signing.verify(admin.signing_public, ck.signature, LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck), what=f"client key version {ck.version}")
+
+    def _grant_fields(self, s: Session, grant: m.Grant, sealing_public: bytes | None) -> tuple[signing.ContextItem, ...]:
+        return (self._info(s).vault_id, grant.id, grant.engineer_id, sealing_public, grant.client_id, grant.signed_at, grant.until or 0)
+
+    def _verify_grant(self, s: Session, grant: m.Grant, engineer: m.Engineer) -> None:
+        admin = self._verified_admin(s, grant.granted_by)
+        assert admin.signing_public is not None
+        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public), what="the grant")
+
+    # -- the root bundle (admins) -----------------------------------------------------
+
+    def _current_root(self, s: Session) -> m.RootKey:
+        root = s.scalars(select(m.RootKey).where(m.RootKey.state == ACTIVE).order_by(m.RootKey.version.desc())).first()
+        if root is None:
+            raise UntrustedRecord("the vault has no active recovery key")
+        return root
+
+    def _root_bundle(self, s: Session) -> RootBundle:
+        admin = self._my_admin_row(s)
+        root = self._current_root(s)
+        if self._root is not None and self._root.version == root.version:
+            return self._root
+        seal = s.get(m.RootSeal, (root.version, admin.id))
+        if seal is None:
+            raise AccessDenied(f"no copy of the recovery key is sealed to {admin.name!r}", hint="another admin can re-confirm you")
+        raw = sealing.open_sealed(self._my_keypair(), root.version, seal.blob, (LABEL_ROOT_BUNDLE, self._info(s).vault_id, root.version, admin.id))
+        bundle = RootBundle(raw, root.version)
+        if bundle.recovery.public != root.recovery_public or bundle.org.public != self._org_public(s):
+            raise UntrustedRecord("the sealed recovery key does not match the vault's public recovery key")
+        self._root = bundle
+        return bundle
+
+    # -- client keys ------------------------------------------------------------------
+
+    def _seal_context(self, s: Session, client_id: int, version: int, kind: str, recipient_id: int) -> tuple[signing.ContextItem, ...]:
+        return (LABEL_CLIENT_KEY_SEAL, self._info(s).vault_id, client_id, version, kind, recipient_id)
+
+    def _seal_client_key(self, s: Session, client_id: int, version: int, key: bytes, kind: str, recipient_id: int, public: bytes) -> None:
+        blob = sealing.seal(public, version, key, self._seal_context(s, client_id, version, kind, recipient_id))
+        existing = s.get(m.ClientKeySeal, (client_id, version, kind, recipient_id))
+        if existing is None:
+            s.add(m.ClientKeySeal(client_id=client_id, version=version, recipient_kind=kind, recipient_id=recipient_id, blob=blob))
+        else:
+            existing.blob = blob
+
+    def _active_grant(self, s: Session, engineer: m.Engineer, client_id: int) -> m.Grant:
+        grants = s.scalars(
+            select(m.Grant).where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None)).order_by(m.Grant.id.desc())
+        ).all()
+        if not grants:
+            raise NotFound("no such client, or you hold no grant for it")
+        now = epoch(self.clock())
+        expired = None
+        for grant in grants:
+            self._verify_grant(s, grant, engineer)
+            if grant.until is None or grant.until > now:
+                return grant
+            expired = grant
+        assert expired is not None and expired.until is not None
+        until = dt.datetime.fromtimestamp(expired.until, dt.timezone.utc).isoformat(timespec="minutes")
+        raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
+
+    def _client_key(self, s: Session, client_id: int, version: int) -> bytes:
+        """Client key ``version`` for the acting engineer: via a grant, or the recovery key."""
+        cached = self._client_keys.get((client_id, version))
+        if cached is not None:
+            return cached
+        me = self._my_row(s)
+        ck = s.get(m.ClientKey, (client_id, version))
+        if ck is None or ck.state == "destroyed":
+            raise DecryptionFailed()
+        self._verify_client_key_record(s, ck)
+        if me.role == ROLE_ADMIN:
+            bundle = self._root_bundle(s)
+            seal = s.get(m.ClientKeySeal, (client_id, version, "recovery", bundle.version))
+            keypair, context = bundle.recovery, self._seal_context(s, client_id, version, "recovery", bundle.version)
+        else:
+            self._active_grant(s, me, client_id)
+            seal = s.get(m.ClientKeySeal, (client_id, version, "engineer", me.id))
+            keypair, context = self._my_keypair(), self._seal_context(s, client_id, version, "engineer", me.id)
+        if seal is None:
+            raise NotFound("no such client, or you hold no grant for it")
+        key = sealing.open_sealed(keypair, version, seal.blob, context)
+        if signing.client_key_fingerprint(key) != ck.fingerprint:
+            raise UntrustedRecord(f"the sealed client key does not match its signed version {version}")
+        self._client_keys[(client_id, version)] = key
+        return key
+
+    def _count_encryptions(self, s: Session, client_id: int, version: int, n: int = 1) -> None:
+        ck = s.get(m.ClientKey, (client_id, version))
+        assert ck is not None
+        ck.encryptions = ck.encryptions + n
+
+    def _client_field(self, s: Session, client: m.Client, blob: bytes, purpose: str) -> bytes:
+        version = blobs.blob_key_version(blob)
+        return blobs.decrypt_client_field(self._client_key(s, client.id, version), version, blob, client.id, purpose)

@@ -1,0 +1,188 @@
+"""Clients and grants.
+
+A client's slug, display name and lookup key are encrypted under its client key.
+Admins find a client by its slug tag (HMAC under the organisation lookup key, which
+only admins can derive); an engineer finds it by opening the slugs of the clients they
+hold grants for, so without a grant they cannot even confirm that a slug exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vault.crypto import blobs, signing
+from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
+from vault.errors import AccessDenied, AlreadyExists, InvalidInput, NotFound
+from vault.service import validation
+from vault.service.base import ACTIVE, ROLE_ADMIN, VaultBase, epoch
+from vault.service.records import ClientInfo, GrantInfo
+from vault.storage import models as m
+
+
+class ClientOps(VaultBase):
+    # -- finding clients ----------------------------------------------------------------
+
+    def _client(self, s: Session, slug: str) -> m.Client:
+        """The client ``slug`` if the acting engineer may see it, else NotFound."""
+        validation.client_slug(slug)
+        me = self._my_row(s)
+        if me.role == ROLE_ADMIN:
+            tag = signing.lookup_tag(self._root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            client = s.scalars(select(m.Client).where(m.Client.slug_tag == tag)).first()
+            if client is not None:
+                return client
+        else:
+            for client in self._granted_clients(s, me):
+                if self._client_field(s, client, client.slug_blob, "slug").decode("utf-8") == slug:
+                    return client
+        raise NotFound(f"no client {slug!r} that you may see")
+
+    def _granted_clients(self, s: Session, me: m.Engineer) -> list[m.Client]:
+        ids = s.scalars(select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)).distinct()).all()
+        out = []
+        for client_id in ids:
+            client = s.get(m.Client, client_id)
+            if client is not None:
+                try:
+                    self._active_grant(s, me, client_id)
+                except AccessDenied:
+                    continue  # expired grants hide the client
+                out.append(client)
+        return out
+
+    def _slug(self, s: Session, client: m.Client) -> str:
+        return self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
+
+    def _client_info(self, s: Session, client: m.Client) -> ClientInfo:
+        count = s.scalar(select(func.count()).select_from(m.Secret).where(m.Secret.client_id == client.id)) or 0
+        return ClientInfo(
+            slug=self._slug(s, client),
+            name=self._client_field(s, client, client.name_blob, "name").decode("utf-8"),
+            key_version=client.current_key_version,
+            secrets=int(count),
+            created_at=client.created_at,
+        )
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def add_client(self, slug: str, name: str) -> ClientInfo:
+        validation.client_slug(slug)
+        name = validation.display_name(name)
+        with self.store.transaction() as s:
+            admin = self._my_admin_row(s)
+            bundle = self._root_bundle(s)
+            tag = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            if s.scalars(select(m.Client.id).where(m.Client.slug_tag == tag)).first() is not None:
+                raise AlreadyExists(f"client {slug!r} already exists")
+            now = self.clock()
+            client = m.Client(slug_tag=tag, current_key_version=1, slug_blob=b"", name_blob=b"", lookup_key_blob=b"", created_at=now)
+            s.add(client)
+            s.flush()
+            key = blobs.new_key()
+            fingerprint = signing.client_key_fingerprint(key)
+            ck = m.ClientKey(client_id=client.id, version=1, state=ACTIVE, fingerprint=fingerprint, signed_by=admin.id, signed_at=epoch(now), encryptions=0, created_at=now)
+            ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
+            s.add(ck)
+            s.flush()
+            self._seal_client_key(s, client.id, 1, key, "recovery", bundle.version, bundle.recovery.public)
+            client.slug_blob = blobs.encrypt_client_field(key, 1, slug.encode("utf-8"), client.id, "slug")
+            client.name_blob = blobs.encrypt_client_field(key, 1, name.encode("utf-8"), client.id, "name")
+            client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
+            ck.encryptions = 3
+            self._client_keys[(client.id, 1)] = key
+            return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
+
+    def list_clients(self) -> list[ClientInfo]:
+        """The clients the acting engineer may see (all of them for an admin)."""
+        with self.store.transaction() as s:
+            me = self._my_row(s)
+            clients = s.scalars(select(m.Client)).all() if me.role == ROLE_ADMIN else self._granted_clients(s, me)
+            return sorted((self._client_info(s, c) for c in clients), key=lambda c: c.slug)
+
+    def show_client(self, slug: str) -> ClientInfo:
+        with self.store.transaction() as s:
+            return self._client_info(s, self._client(s, slug))
+
+    # -- grants --------------------------------------------------------------------------------
+
+    def grant(self, engineer: str, client: str, *, until: dt.datetime | None = None) -> GrantInfo:
+        """Seal the client's keys to the engineer's certified public key, and sign the grant."""
+        now = self.clock()
+        if until is not None and until <= now:
+            raise InvalidInput("the grant's --until time is in the past")
+        with self.store.transaction() as s:
+            admin = self._my_admin_row(s)
+            target = self._engineer_row(s, engineer)
+            self._verify_certificate(s, target)  # a swapped public key is refused here
+            if target.status != ACTIVE:
+                raise InvalidInput(f"engineer {engineer!r} is {target.status}, not active")
+            if target.role == ROLE_ADMIN:
+                raise InvalidInput(f"{engineer!r} is an admin and can already read every client")
+            row = self._client(s, client)
+            for old in s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None))):
+                old.revoked_at = now  # a new grant replaces the old one
+            grant = m.Grant(engineer_id=target.id, client_id=row.id, granted_by=admin.id, signed_at=epoch(now), until=epoch(until) if until else None, created_at=now)
+            s.add(grant)
+            s.flush()
+            grant.signature = self._my_signing_key().sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, target.sealing_public))
+            assert target.sealing_public is not None
+            for ck in s.scalars(select(m.ClientKey).where(m.ClientKey.client_id == row.id, m.ClientKey.state != "destroyed")):
+                key = self._client_key(s, row.id, ck.version)
+                self._seal_client_key(s, row.id, ck.version, key, "engineer", target.id, target.sealing_public)
+            return self._grant_info(s, grant)
+
+    def revoke(self, engineer: str, client: str) -> int:
+        """Revoke the engineer's grants for the client and delete their sealed key copies."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            target = self._engineer_row(s, engineer)
+            row = self._client(s, client)
+            grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None))).all()
+            if not grants:
+                raise NotFound(f"{engineer!r} holds no grant for {client!r}")
+            for grant in grants:
+                grant.revoked_at = self.clock()
+            for seal in s.scalars(select(m.ClientKeySeal).where(m.ClientKeySeal.client_id == row.id, m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == target.id)):
+                s.delete(seal)
+            return len(grants)
+
+    def list_grants(self, *, engineer: str | None = None, client: str | None = None) -> list[GrantInfo]:
+        with self.store.transaction() as s:
+            me = self._my_row(s)
+            query = select(m.Grant).order_by(m.Grant.id)
+            if engineer is not None:
+                query = query.where(m.Grant.engineer_id == self._engineer_row(s, engineer).id)
+            if me.role != ROLE_ADMIN:
+                query = query.where(m.Grant.engineer_id == me.id)
+            if client is not None:
+                query = query.where(m.Grant.client_id == self._client(s, client).id)
+            out = []
+            for grant in s.scalars(query):
+                try:
+                    out.append(self._grant_info(s, grant))
+                except (NotFound, AccessDenied):
+                    continue  # the viewer can no longer open that client's slug
+            return out
+
+    def _engineer_row(self, s: Session, name: str) -> m.Engineer:
+        row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
+        if row is None:
+            raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
+        return row
+
+    def _grant_info(self, s: Session, grant: m.Grant) -> GrantInfo:
+        engineer = s.get(m.Engineer, grant.engineer_id)
+        admin = s.get(m.Engineer, grant.granted_by)
+        client = s.get(m.Client, grant.client_id)
+        assert engineer is not None and admin is not None and client is not None
+        until = dt.datetime.fromtimestamp(grant.until, dt.timezone.utc) if grant.until else None
+        if grant.revoked_at is not None:
+            state = "revoked"
+        elif until is not None and until <= self.clock():
+            state = "expired"
+        else:
+            state = "active"
+        return GrantInfo(engineer.name, self._slug(s, client), admin.name, grant.created_at, until, state)

@@ -1,0 +1,213 @@
+"""Secrets and their versions.
+
+Every new value (and every metadata change) is a new version with a fresh data key,
+wrapped by the client's current key. A version holds two blobs: the password, and the
+metadata (name, username, URL, host, note, custom fields) as sorted JSON, so that
+showing or listing a secret never decrypts its password.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import blobs, signing
+from vault.crypto.labels import LABEL_TAG_SECRET_NAME
+from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, NotFound
+from vault.service import validation
+from vault.service.clients import ClientOps
+from vault.service.records import SecretInfo, VersionInfo
+from vault.storage import models as m
+
+UNSET: Any = object()
+METADATA_FIELDS = ("username", "url", "host", "note")
+
+
+@dataclass(frozen=True, repr=False)
+class _Opened:
+    metadata: dict[str, Any]
+    data_key: bytes
+
+
+class SecretOps(ClientOps):
+    def _lookup_key(self, s: Session, client: m.Client) -> bytes:
+        return self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+
+    def _secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        slug, name = validation.secret_ref(ref)
+        client = self._client(s, slug)
+        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+        secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
+        if secret is None:
+            raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
+        return client, secret, slug
+
+    def _version(self, s: Session, secret: m.Secret, version: int | None) -> m.SecretVersion:
+        row = s.get(m.SecretVersion, (secret.id, version or secret.current_version))
+        if row is None:
+            raise NotFound(f"no version {version} of this secret")
+        return row
+
+    def _open(self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion) -> _Opened:
+        client_key = self._client_key(s, client.id, row.key_version)
+        dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
+        raw = blobs.decrypt_secret_field(dek, row.key_version, row.metadata_blob, client.id, secret.id, row.version, "metadata")
+        try:
+            metadata = json.loads(raw)
+        except ValueError:
+            raise DecryptionFailed() from None
+        return _Opened(metadata, dek)
+
+    def _write_version(self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]) -> None:
+        ck_version = client.current_key_version
+        client_key = self._client_key(s, client.id, ck_version)
+        dek = blobs.new_key()
+        s.add(
+            m.SecretVersion(
+                secret_id=secret.id,
+                version=version,
+                key_version=ck_version,
+                wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
+                password_blob=blobs.encrypt_secret_field(dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"),
+                metadata_blob=blobs.encrypt_secret_field(
+                    dek, ck_version, json.dumps(metadata, sort_keys=True).encode("utf-8"), client.id, secret.id, version, "metadata"
+                ),
+                created_by=self._me().engineer_id,
+                created_at=self.clock(),
+            )
+        )
+        self._count_encryptions(s, client.id, ck_version)
+        secret.current_version = version
+        secret.updated_at = self.clock()
+
+    @staticmethod
+    def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
+        return SecretInfo(
+            client=slug, name=metadata["name"], kind=secret.kind, version=secret.current_version,
+            username=metadata.get("username"), url=metadata.get("url"), host=metadata.get("host"),
+            note=metadata.get("note"), fields=dict(metadata.get("fields") or {}),
+            created_at=secret.created_at, updated_at=secret.updated_at,
+        )
+
+    # -- public API ---------------------------------------------------------------------
+
+    def add_secret(
+        self, ref: str, *, password: str, kind: str = "other", username: str | None = None, url: str | None = None,
+        host: str | None = None, note: str | None = None, fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        slug, name = validation.secret_ref(ref)
+        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=fields or {})
+        validation.kind(kind)
+        validation.password(password)
+        with self.store.transaction() as s:
+            client = self._client(s, slug)
+            tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+            if s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first() is not None:
+                raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
+            now = self.clock()
+            secret = m.Secret(client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now)
+            s.add(secret)
+            s.flush()
+            self._write_version(s, client, secret, 1, password, metadata)
+            return self._secret_info(slug, secret, metadata)
+
+    def update_secret(
+        self, ref: str, *, password: str | None = None, username: Any = UNSET, url: Any = UNSET, host: Any = UNSET,
+        note: Any = UNSET, fields: dict[str, str] | None = None, kind: str | None = None,
+    ) -> SecretInfo:
+        """Store a new version; fields left UNSET keep their value, None clears them."""
+        if password is not None:
+            validation.password(password)
+        if kind is not None:
+            validation.kind(kind)
+        with self.store.transaction() as s:
+            client, secret, slug = self._secret(s, ref)
+            row = self._version(s, secret, None)
+            opened = self._open(s, client, secret, row)
+            old_password = password
+            if old_password is None:
+                old_password = blobs.decrypt_secret_field(
+                    opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
+                ).decode("utf-8")
+            changes = {"username": username, "url": url, "host": host, "note": note}
+            current = dict(opened.metadata)
+            for key, value in changes.items():
+                if value is not UNSET:
+                    current[key] = value
+            merged_fields = dict(current.get("fields") or {})
+            merged_fields.update(fields or {})
+            metadata = _metadata(current["name"], username=current.get("username"), url=current.get("url"),
+                                 host=current.get("host"), note=current.get("note"), fields=merged_fields)
+            if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
+                raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+            if kind is not None:
+                secret.kind = kind
+            self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
+            return self._secret_info(slug, secret, metadata)
+
+    def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
+        """Names and kinds of the secrets the acting engineer may see (never values)."""
+        with self.store.transaction() as s:
+            if client is not None:
+                clients = [self._client(s, client)]
+            else:
+                me = self._my_row(s)
+                clients = list(s.scalars(select(m.Client))) if me.role == "admin" else self._granted_clients(s, me)
+            out = []
+            for row in clients:
+                slug = self._slug(s, row)
+                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
+                    opened = self._open(s, row, secret, self._version(s, secret, None))
+                    out.append(self._secret_info(slug, secret, opened.metadata))
+            return sorted(out, key=lambda info: (info.client, info.name))
+
+    def show_secret(self, ref: str) -> SecretInfo:
+        """A secret's metadata; its password is not decrypted."""
+        with self.store.transaction() as s:
+            client, secret, slug = self._secret(s, ref)
+            return self._secret_info(slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata)
+
+    def secret_history(self, ref: str) -> list[VersionInfo]:
+        with self.store.transaction() as s:
+            _client, secret, _slug = self._secret(s, ref)
+            rows = s.scalars(select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)).all()
+            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
+            return [
+                VersionInfo(r.version, r.created_at, names.get(r.created_by, "?"), r.key_version, r.version == secret.current_version)
+                for r in rows
+            ]
+
+    def reveal(self, ref: str, field: str = "password", *, version: int | None = None) -> str:
+        """Decrypt one field of a secret version. The checkout command wraps this with its audit event."""
+        with self.store.transaction() as s:
+            client, secret, _slug = self._secret(s, ref)
+            row = self._version(s, secret, version)
+            opened = self._open(s, client, secret, row)
+            if field == "password":
+                return blobs.decrypt_secret_field(
+                    opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
+                ).decode("utf-8")
+            if field in METADATA_FIELDS or field == "name":
+                value = opened.metadata.get(field)
+            else:
+                value = (opened.metadata.get("fields") or {}).get(field)
+            if value is None:
+                raise NotFound(f"secret {ref!r} has no {validation.shown(field)} field")
+            return str(value)
+
+
+def _metadata(name: str, *, username: str | None, url: str | None, host: str | None, note: str | None, fields: dict[str, str]) -> dict[str, Any]:
+    if url and host:
+        raise InvalidInput("give either --url or --host, not both")
+    return {
+        "name": name,
+        "username": validation.field_value("username", username),
+        "url": validation.field_value("URL", url),
+        "host": validation.field_value("host", host),
+        "note": validation.field_value("note", note, allow_newlines=True),
+        "fields": validation.custom_fields(fields),
+    }

@@ -1,0 +1,138 @@
+"""Opening a database: engine set-up, SQLite pragmas, transactions, migrations.
+
+SQLite is opened in WAL mode with foreign keys, ``secure_delete`` (freed pages are
+zeroed), ``synchronous=FULL`` and a busy timeout. PostgreSQL goes through psycopg 3.
+Driver errors about reachability, locking, disk space or permissions become
+``StoreUnavailable``, so callers never see a driver traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, exc
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault.errors import ConfigurationError, StoreUnavailable
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module's implicit transactions are disabled so that SQLAlchemy's
+    # BEGIN (IMMEDIATE where we ask for it) is what the database sees.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA secure_delete = ON")
+        cursor.execute("PRAGMA synchronous = FULL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Take the write lock at BEGIN: a read-then-write transaction can then never
+    # fail half way with "database is locked" after it has decided what to write.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise ConfigurationError("the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, isolation_level="REPEATABLE READ", connect_args={"connect_timeout": 10})
+    raise ConfigurationError(f"unsupported database backend {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+class Store:
+    """An open database: the engine, a session factory and the transaction boundary."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed durably on success, rolled back on any error."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except exc.OperationalError as error:
+            raise StoreUnavailable(_describe(error)) from None
+        except exc.InterfaceError as error:
+            raise StoreUnavailable(_describe(error)) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _describe(error: exc.DBAPIError) -> str:
+    text = str(error.orig).lower() if error.orig is not None else ""
+    if "readonly" in text or "read-only" in text or "read only" in text:
+        return "the database is read-only: nothing was changed"
+    if "disk" in text and "full" in text:
+        return "the disk is full: nothing was changed"
+    if "locked" in text or "busy" in text:
+        return "the database is busy (locked by another process): nothing was changed"
+    if "no such table" in text or "does not exist" in text:
+        return "the database has no credvault schema (run `credvault db upgrade`)"
+    if "unable to open" in text:
+        return "the database file cannot be opened"
+    return "the database is unreachable or failed: nothing was changed"
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    script_location = str(resources.files("vault.migrations"))
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(store: Store, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; Alembic is the only way a schema is made."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(store.engine), revision)
+    except exc.OperationalError as error:
+        raise StoreUnavailable(_describe(error)) from None
+
+
+def current_revision(store: Store) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with store.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except exc.OperationalError as error:
+        raise StoreUnavailable(_describe(error)) from None

@@ -1,0 +1,174 @@
+"""Tables of the vault (docs/format.md §7). Only ids, enums, times, key versions,
+public keys, signatures, lookup tags and ciphertext blobs are stored here.
+
+The schema is made by Alembic migrations only (migrations/); a test checks that these
+models and the migrations agree on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class VaultInfo(Base):
+    __tablename__ = "vault_info"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vault_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    format_version: Mapped[int] = mapped_column(Integer)
+    org_signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class RootKey(Base):
+    __tablename__ = "root_keys"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recovery_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Engineer(Base):
+    __tablename__ = "engineers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    key_generation: Mapped[int] = mapped_column(Integer, default=0)
+    sealing_public: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    signing_public: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    key_record: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    invite_seal: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    invite_root_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    invite_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enroll_mac: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    certificate: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    certified_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class RootSeal(Base):
+    __tablename__ = "root_seals"
+    root_version: Mapped[int] = mapped_column(ForeignKey("root_keys.version", ondelete="CASCADE"), primary_key=True)
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id", ondelete="CASCADE"), primary_key=True)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Client(Base):
+    __tablename__ = "clients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug_tag: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    current_key_version: Mapped[int] = mapped_column(Integer)
+    slug_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    name_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    lookup_key_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ClientKey(Base):
+    __tablename__ = "client_keys"
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(16))
+    signed_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    signed_at: Mapped[int] = mapped_column(BigInteger)
+    encryptions: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ClientKeySeal(Base):
+    __tablename__ = "client_key_seals"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["client_id", "version"], ["client_keys.client_id", "client_keys.version"], ondelete="CASCADE"
+        ),
+    )
+    client_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recipient_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    granted_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
+    signed_at: Mapped[int] = mapped_column(BigInteger)
+    until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Secret(Base):
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("client_id", "name_tag"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    name_tag: Mapped[bytes] = mapped_column(LargeBinary(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SecretVersion(Base):
+    __tablename__ = "secret_versions"
+    secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key_version: Mapped[int] = mapped_column(Integer)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    password_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    metadata_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
