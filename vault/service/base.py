@@ -81,17 +81,22 @@ class VaultBase:
         sessions: SessionStore,
         engineer: str | None = None,
         clock: Clock = utcnow,
-        kdf_params: keyrecord.Argon2Params = keyrecord.DEFAULT_PARAMS,
+        kdf_params: keyrecord.Argon2Params | None = None,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.engineer_name = engineer
         self.clock = clock
-        self.kdf_params = kdf_params
+        self._kdf_params = kdf_params
         self._session: UnlockedSession | None = None
         self._vault_id: bytes | None = None
         self._client_keys: dict[tuple[int, int], bytes] = {}
         self._root: RootBundle | None = None
+
+    @property
+    def kdf_params(self) -> keyrecord.Argon2Params:
+        """Argon2 parameters for new key records (the module default unless given)."""
+        return self._kdf_params or keyrecord.DEFAULT_PARAMS
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.store.engine.url.render_as_string(hide_password=True)!r}, engineer={self.engineer_name!r})"

@@ -30,7 +30,7 @@ class Vault(EngineerOps, SecretOps):
         engineer: str | None = None,
         sessions: SessionStore | None = None,
         clock: Clock = utcnow,
-        kdf_params: keyrecord.Argon2Params = keyrecord.DEFAULT_PARAMS,
+        kdf_params: keyrecord.Argon2Params | None = None,
         upgrade: bool = False,
     ) -> Vault:
         store = storage.Store(url)
@@ -48,7 +48,7 @@ class Vault(EngineerOps, SecretOps):
         shares: tuple[int, int] | None = None,
         sessions: SessionStore | None = None,
         clock: Clock = utcnow,
-        kdf_params: keyrecord.Argon2Params = keyrecord.DEFAULT_PARAMS,
+        kdf_params: keyrecord.Argon2Params | None = None,
     ) -> tuple[Vault, InitResult]:
         """Create the schema and a new vault with its recovery key and first admin."""
         vault = cls.open(url, engineer=admin, sessions=sessions, clock=clock, kdf_params=kdf_params, upgrade=True)
