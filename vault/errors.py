@@ -16,6 +16,8 @@ ids, slugs the caller typed, and what to do next.
     │   └── GrantExpired          the grant is past its --until time
     ├── EnrolmentError            a bad, expired or already used enrolment code
     ├── RecoveryShareError        a malformed, corrupted or wrong recovery share
+    ├── AuditUnavailable          the audit event could not be written: nothing revealed
+    ├── CheckoutConflict          another engineer holds the exclusive checkout
     └── IntegrityError            stored data failed a cryptographic check
         ├── DecryptionFailed      the single opaque error of every failed decryption
         │   └── WrongPassphrase   a key record did not open with the passphrase given
@@ -91,6 +93,18 @@ class EnrolmentError(VaultError):
 
 class RecoveryShareError(VaultError):
     """A recovery share is malformed or corrupted, or the shares do not fit this vault."""
+
+
+class AuditUnavailable(VaultError):
+    """The audit event could not be durably written, so nothing was revealed or changed."""
+
+    hint = "the vault fails closed: fix the database (disk space, permissions, server) and retry"
+
+
+class CheckoutConflict(VaultError):
+    """Another engineer holds the exclusive checkout of this secret."""
+
+    hint = "wait for them to check it in, or ask an admin to break the checkout"
 
 
 class IntegrityError(VaultError):

@@ -3,5 +3,5 @@ def test_admin_adds_a_client_and_a_secret_an_engineer_reads_with_a_grant(team):
     team.admin.add_secret("acme/fw01-admin", password="pw-1", kind="equipment", host="10.0.0.1")
     alice = team.engineer("alice")
     team.admin.grant("alice", "acme")
-    assert alice.reveal("acme/fw01-admin") == "pw-1"
+    assert alice.reveal("acme/fw01-admin", reason="T-1") == "pw-1"
     assert [c.slug for c in alice.list_clients()] == ["acme"]

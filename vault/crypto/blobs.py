@@ -12,10 +12,12 @@ import struct
 
 from vault.crypto import _primitives as p
 from vault.crypto.labels import (
+    BLOB_AUDIT_DETAIL,
     BLOB_CLIENT_FIELD,
     BLOB_DATA_KEY,
     BLOB_SECRET_FIELD,
     FORMAT_VERSION,
+    LABEL_AUDIT_DETAIL,
     LABEL_CLIENT_FIELD,
     LABEL_DATA_KEY,
     LABEL_SECRET_FIELD,
@@ -27,6 +29,7 @@ _LABELS = {
     BLOB_SECRET_FIELD: LABEL_SECRET_FIELD,
     BLOB_DATA_KEY: LABEL_DATA_KEY,
     BLOB_CLIENT_FIELD: LABEL_CLIENT_FIELD,
+    BLOB_AUDIT_DETAIL: LABEL_AUDIT_DETAIL,
 }
 
 
@@ -110,3 +113,11 @@ def encrypt_client_field(client_key: bytes, ck_version: int, value: bytes, clien
 
 def decrypt_client_field(client_key: bytes, ck_version: int, blob: bytes, client_id: int, purpose: str) -> bytes:
     return decrypt_blob(client_key, BLOB_CLIENT_FIELD, ck_version, blob, (client_id, purpose))
+
+
+def encrypt_audit_detail(client_key: bytes, ck_version: int, value: bytes, client_id: int, seq: int, action: str) -> bytes:
+    return encrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, value, (client_id, seq, action))
+
+
+def decrypt_audit_detail(client_key: bytes, ck_version: int, blob: bytes, client_id: int, seq: int, action: str) -> bytes:
+    return decrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, blob, (client_id, seq, action))

@@ -27,6 +27,10 @@ LABEL_INVITE = b"credvault/v1/invite"
 LABEL_ROOT_BUNDLE = b"credvault/v1/root-bundle"
 LABEL_CLIENT_KEY_SEAL = b"credvault/v1/client-key"
 LABEL_SHARE = b"credvault/v1/share"
+LABEL_AUDIT_DETAIL = b"credvault/v1/audit-detail"
+LABEL_AUDIT_EVENT = b"credvault/v1/audit-event"
+LABEL_SIG_AUDIT = b"credvault/v1/sig/audit-event"
+LABEL_SIG_CHECKPOINT = b"credvault/v1/sig/audit-checkpoint"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01
@@ -34,3 +38,4 @@ BLOB_DATA_KEY = 0x02
 BLOB_CLIENT_FIELD = 0x03
 BLOB_SEALED = 0x04
 BLOB_KEY_RECORD = 0x05
+BLOB_AUDIT_DETAIL = 0x06

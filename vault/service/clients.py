@@ -17,12 +17,13 @@ from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
 from vault.errors import AccessDenied, AlreadyExists, InvalidInput, NotFound
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, VaultBase, epoch
+from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
+from vault.service.journal import JournalOps
 from vault.service.records import ClientInfo, GrantInfo
 from vault.storage import models as m
 
 
-class ClientOps(VaultBase):
+class ClientOps(JournalOps):
     # -- finding clients ----------------------------------------------------------------
 
     def _client(self, s: Session, slug: str) -> m.Client:
@@ -73,6 +74,7 @@ class ClientOps(VaultBase):
         name = validation.display_name(name)
         with self.store.transaction() as s:
             admin = self._my_admin_row(s)
+            self._sweep_expired_grants(s)
             bundle = self._root_bundle(s)
             tag = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             if s.scalars(select(m.Client.id).where(m.Client.slug_tag == tag)).first() is not None:
@@ -93,6 +95,8 @@ class ClientOps(VaultBase):
             client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
             ck.encryptions = 3
             self._client_keys[(client.id, 1)] = key
+            s.add(m.ClientPolicy(client_id=client.id, reason_required=True, exclusive=False, rotate_after_checkout=False, checkout_minutes=120, updated_at=now))
+            self._append(s, "client-create", client_id=client.id, details={"slug": slug})
             return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
 
     def list_clients(self) -> list[ClientInfo]:
@@ -100,21 +104,26 @@ class ClientOps(VaultBase):
         with self.store.transaction() as s:
             me = self._my_row(s)
             clients = s.scalars(select(m.Client)).all() if me.role == ROLE_ADMIN else self._granted_clients(s, me)
+            self._append(s, "client-list", public={"count": len(clients)})
             return sorted((self._client_info(s, c) for c in clients), key=lambda c: c.slug)
 
     def show_client(self, slug: str) -> ClientInfo:
         with self.store.transaction() as s:
-            return self._client_info(s, self._client(s, slug))
+            client = self._client(s, slug)
+            self._append(s, "client-view", client_id=client.id)
+            return self._client_info(s, client)
 
     # -- grants --------------------------------------------------------------------------------
 
-    def grant(self, engineer: str, client: str, *, until: dt.datetime | None = None) -> GrantInfo:
+    def grant(self, engineer: str, client: str, *, until: dt.datetime | None = None, reason: str | None = None) -> GrantInfo:
         """Seal the client's keys to the engineer's certified public key, and sign the grant."""
         now = self.clock()
+        validation.field_value("reason", reason)
         if until is not None and until <= now:
             raise InvalidInput("the grant's --until time is in the past")
         with self.store.transaction() as s:
             admin = self._my_admin_row(s)
+            self._sweep_expired_grants(s)
             target = self._engineer_row(s, engineer)
             self._verify_certificate(s, target)  # a swapped public key is refused here
             if target.status != ACTIVE:
@@ -132,12 +141,14 @@ class ClientOps(VaultBase):
             for ck in s.scalars(select(m.ClientKey).where(m.ClientKey.client_id == row.id, m.ClientKey.state != "destroyed")):
                 key = self._client_key(s, row.id, ck.version)
                 self._seal_client_key(s, row.id, ck.version, key, "engineer", target.id, target.sealing_public)
+            self._append(s, "grant", client_id=row.id, details={"engineer": engineer, "until": grant.until, "reason": reason})
             return self._grant_info(s, grant)
 
     def revoke(self, engineer: str, client: str) -> int:
         """Revoke the engineer's grants for the client and delete their sealed key copies."""
         with self.store.transaction() as s:
             self._my_admin_row(s)
+            self._sweep_expired_grants(s)
             target = self._engineer_row(s, engineer)
             row = self._client(s, client)
             grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None))).all()
@@ -147,6 +158,7 @@ class ClientOps(VaultBase):
                 grant.revoked_at = self.clock()
             for seal in s.scalars(select(m.ClientKeySeal).where(m.ClientKeySeal.client_id == row.id, m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == target.id)):
                 s.delete(seal)
+            self._append(s, "revoke", client_id=row.id, details={"engineer": engineer, "grants": len(grants)})
             return len(grants)
 
     def list_grants(self, *, engineer: str | None = None, client: str | None = None) -> list[GrantInfo]:
@@ -166,6 +178,35 @@ class ClientOps(VaultBase):
                 except (NotFound, AccessDenied):
                     continue  # the viewer can no longer open that client's slug
             return out
+
+    # -- expiry -----------------------------------------------------------------------------------------
+
+    def _sweep_expired_grants(self, s: Session) -> int:
+        """Delete the sealed key copies held only through expired grants; returns how many."""
+        now = epoch(self.clock())
+        expired = s.scalars(select(m.Grant).where(m.Grant.revoked_at.is_(None), m.Grant.until.is_not(None), m.Grant.until <= now)).all()
+        removed = 0
+        for grant in expired:
+            still_valid = s.scalars(select(m.Grant.id).where(
+                m.Grant.engineer_id == grant.engineer_id, m.Grant.client_id == grant.client_id, m.Grant.revoked_at.is_(None),
+                (m.Grant.until.is_(None)) | (m.Grant.until > now))).first()
+            grant.revoked_at = self.clock()
+            if still_valid is not None:
+                continue
+            for seal in s.scalars(select(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id == grant.client_id, m.ClientKeySeal.recipient_kind == "engineer",
+                    m.ClientKeySeal.recipient_id == grant.engineer_id)):
+                s.delete(seal)
+                removed += 1
+        if expired:
+            self._append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
+        return removed
+
+    def maintain(self) -> int:
+        """Admin housekeeping: delete key copies of expired grants. Returns copies deleted."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            return self._sweep_expired_grants(s)
 
     def _engineer_row(self, s: Session, name: str) -> m.Engineer:
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()

@@ -18,13 +18,15 @@ from vault.crypto import _primitives as prim
 from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_ROOT_BUNDLE
 from vault.errors import (
     AlreadyExists,
+    WrongPassphrase,
     EnrolmentError,
     InvalidInput,
     NotFound,
     UntrustedRecord,
 )
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, RootBundle, VaultBase
+from vault.service.base import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, RootBundle
+from vault.service.journal import JournalOps
 from vault.service.records import EngineerInfo, InitResult, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
 from vault.storage import models as m
@@ -45,7 +47,7 @@ def normalise_fingerprint(text: str) -> str:
     return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
 
 
-class EngineerOps(VaultBase):
+class EngineerOps(JournalOps):
     # -- init ----------------------------------------------------------------------
 
     def _initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
@@ -68,9 +70,10 @@ class EngineerOps(VaultBase):
             s.add(admin)
             s.flush()
             self._vault_id = vault_id
-            self._make_keys(s, admin, passphrase, org.public)
+            keys = self._make_keys(s, admin, passphrase, org.public)
             self._sign_certificate(s, admin, org)
             self._seal_root_to(s, bundle, admin)
+            self._append(s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1})
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
@@ -85,13 +88,14 @@ class EngineerOps(VaultBase):
                 shares=share_texts,
             )
 
-    def _make_keys(self, s: Session, row: m.Engineer, passphrase: str, org_public: bytes) -> None:
+    def _make_keys(self, s: Session, row: m.Engineer, passphrase: str, org_public: bytes) -> keyrecord.PrivateBundle:
         keypair = sealing.KeyPair.generate()
         sign_key = signing.SigningKey.generate()
         row.key_generation += 1
         row.sealing_public, row.signing_public = keypair.public, sign_key.public
         bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, org_public)
         row.key_record = keyrecord.lock_record(bundle, passphrase, self._info(s).vault_id, row.id, row.key_generation, self.kdf_params)
+        return bundle
 
     def _seal_root_to(self, s: Session, bundle: RootBundle, row: m.Engineer) -> None:
         assert row.sealing_public is not None
@@ -133,6 +137,7 @@ class EngineerOps(VaultBase):
             row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
             row.invite_root_version = bundle.version
             row.invite_expires_at = self.clock() + valid_for
+            self._append(s, "engineer-invite", public={"engineer": name, "role": role})
             return signing.make_enrolment_code(secret, self._org_public(s))
 
     def enroll_engineer(self, name: str, code: str, passphrase: str) -> str:
@@ -153,6 +158,7 @@ class EngineerOps(VaultBase):
             assert row.sealing_public is not None and row.signing_public is not None
             row.enroll_mac = signing.enrolment_mac(invite_secret, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public)
             row.status = ENROLLED
+            self._append(s, "enroll", actor=row, sign=False, public={"engineer": name})
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
     def pending_fingerprint(self, name: str) -> str:
@@ -187,12 +193,14 @@ class EngineerOps(VaultBase):
             self._sign_certificate(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
+            self._append(s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation})
             return self._engineer_info(row)
 
     def list_engineers(self) -> list[EngineerInfo]:
         with self.store.transaction() as s:
             self._my_row(s)
             rows = s.scalars(select(m.Engineer).order_by(m.Engineer.name)).all()
+            self._append(s, "engineer-list")
             return [self._engineer_info(row) for row in rows]
 
     @staticmethod
@@ -202,27 +210,37 @@ class EngineerOps(VaultBase):
     # -- sessions -------------------------------------------------------------------------
 
     def unlock(self, name: str, passphrase: str, *, ttl: dt.timedelta = DEFAULT_TTL, remember: bool = True) -> SessionInfo:
-        """Open the engineer's key record once and hold the session until ``ttl`` passes."""
+        """Open the engineer's key record once and hold the session until ``ttl`` passes.
+
+        A wrong passphrase is recorded as an (unsigned) ``unlock-failed`` audit event.
+        """
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
         with self.store.transaction() as s:
             info = self._info(s)
             row = self._engineer(s, name)
-            if row.key_record is None or row.status not in (ACTIVE,):
+            if row.key_record is None or row.status != ACTIVE:
                 raise NotFound(f"engineer {name!r} has no usable keys (status: {row.status})", hint="an admin must confirm the enrolment first")
-            bundle = keyrecord.open_record(row.key_record, passphrase, info.vault_id, row.id, row.key_generation)
-            if bundle.org_signing_public != info.org_signing_public:
-                raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
-            session = UnlockedSession(
-                vault_id=info.vault_id, engineer_id=row.id, name=row.name, key_generation=row.key_generation,
-                sealing_private=bundle.sealing_private, signing_seed=bundle.signing_seed,
-                org_signing_public=bundle.org_signing_public, expires_at=self.clock() + ttl,
-            )
+            record, engineer_id, generation = row.key_record, row.id, row.key_generation
+        try:
+            bundle = keyrecord.open_record(record, passphrase, info.vault_id, engineer_id, generation)
+        except WrongPassphrase:
+            with self.store.transaction() as s:
+                self._append(s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name})
+            raise
+        if bundle.org_signing_public != info.org_signing_public:
+            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        session = UnlockedSession(
+            vault_id=info.vault_id, engineer_id=engineer_id, name=name, key_generation=generation,
+            sealing_private=bundle.sealing_private, signing_seed=bundle.signing_seed,
+            org_signing_public=bundle.org_signing_public, expires_at=self.clock() + ttl,
+        )
         self._session, self.engineer_name = session, name
         self._client_keys.clear()
         self._root = None
         with self.store.transaction() as s:
-            self._my_row(s)  # certificate verified before the session is kept
+            self._my_row(s)  # the certificate is verified before the session is kept
+            self._append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
         if remember:
             self.sessions.put(session)
         return self.whoami()

@@ -106,3 +106,79 @@ class InitResult:
 
     def __repr__(self) -> str:
         return f"InitResult(vault_id={self.vault_id!r}, admin={self.admin!r}, shares=<{len(self.shares)} redacted>)"
+
+
+@dataclass(frozen=True)
+class AuditEntry(_Record):
+    """One audit event as a viewer sees it; ``details`` is None where they cannot read it."""
+
+    seq: int
+    at: dt.datetime
+    engineer: str | None
+    action: str
+    client: str | None
+    client_id: int | None
+    secret_id: int | None
+    details: dict[str, Any] | None
+    readable: bool
+
+
+@dataclass(frozen=True)
+class AuditVerification(_Record):
+    ok: bool
+    checked: int
+    first_seq: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessRecord(_Record):
+    """One reveal by an engineer, for the access and at-risk reports."""
+
+    seq: int
+    at: dt.datetime
+    client: str
+    secret: str
+    field: str
+    version: int
+    reason: str | None
+    changed_since: bool
+
+
+@dataclass(frozen=True)
+class CheckoutInfo(_Record):
+    client: str
+    secret: str
+    engineer: str
+    exclusive: bool
+    started_at: dt.datetime
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PolicyInfo(_Record):
+    client: str
+    reason_required: bool
+    exclusive: bool
+    rotate_after_checkout: bool
+    checkout_minutes: int
+
+
+@dataclass(frozen=True, repr=False)
+class Revealed:
+    """A revealed value. ``repr`` and ``str`` never show it; read ``.value``."""
+
+    ref: str
+    field: str
+    version: int
+    value: str
+    expires_at: dt.datetime | None = None
+    must_change: bool = False
+
+    def __repr__(self) -> str:
+        return f"Revealed(ref={self.ref!r}, field={self.field!r}, version={self.version}, value=<redacted>)"
+
+    __str__ = __repr__

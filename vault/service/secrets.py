@@ -113,6 +113,7 @@ class SecretOps(ClientOps):
             s.add(secret)
             s.flush()
             self._write_version(s, client, secret, 1, password, metadata)
+            self._append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"secret": name, "kind": kind})
             return self._secret_info(slug, secret, metadata)
 
     def update_secret(
@@ -147,6 +148,10 @@ class SecretOps(ClientOps):
             if kind is not None:
                 secret.kind = kind
             self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
+            if password is not None:
+                secret.must_change = False
+            self._append(s, "secret-update", client_id=client.id, secret_id=secret.id,
+                         details={"secret": metadata["name"], "version": secret.current_version, "password_changed": password is not None})
             return self._secret_info(slug, secret, metadata)
 
     def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
@@ -158,6 +163,10 @@ class SecretOps(ClientOps):
                 me = self._my_row(s)
                 clients = list(s.scalars(select(m.Client))) if me.role == "admin" else self._granted_clients(s, me)
             out = []
+            if client is None:
+                self._append(s, "secret-list", public={"clients": len(clients)})
+            else:
+                self._append(s, "secret-list", client_id=clients[0].id)
             for row in clients:
                 slug = self._slug(s, row)
                 for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
@@ -169,35 +178,20 @@ class SecretOps(ClientOps):
         """A secret's metadata; its password is not decrypted."""
         with self.store.transaction() as s:
             client, secret, slug = self._secret(s, ref)
-            return self._secret_info(slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata)
+            info = self._secret_info(slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata)
+            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id, details={"secret": info.name})
+            return info
 
     def secret_history(self, ref: str) -> list[VersionInfo]:
         with self.store.transaction() as s:
-            _client, secret, _slug = self._secret(s, ref)
+            client, secret, _slug = self._secret(s, ref)
+            self._append(s, "secret-history", client_id=client.id, secret_id=secret.id, details={"secret": ref.split("/")[1]})
             rows = s.scalars(select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)).all()
             names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
             return [
                 VersionInfo(r.version, r.created_at, names.get(r.created_by, "?"), r.key_version, r.version == secret.current_version)
                 for r in rows
             ]
-
-    def reveal(self, ref: str, field: str = "password", *, version: int | None = None) -> str:
-        """Decrypt one field of a secret version. The checkout command wraps this with its audit event."""
-        with self.store.transaction() as s:
-            client, secret, _slug = self._secret(s, ref)
-            row = self._version(s, secret, version)
-            opened = self._open(s, client, secret, row)
-            if field == "password":
-                return blobs.decrypt_secret_field(
-                    opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
-                ).decode("utf-8")
-            if field in METADATA_FIELDS or field == "name":
-                value = opened.metadata.get(field)
-            else:
-                value = (opened.metadata.get("fields") or {}).get(field)
-            if value is None:
-                raise NotFound(f"secret {ref!r} has no {validation.shown(field)} field")
-            return str(value)
 
 
 def _metadata(name: str, *, username: str | None, url: str | None, host: str | None, note: str | None, fields: dict[str, str]) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from vault.crypto import keyrecord
 from vault.service.base import Clock, utcnow
 from vault.service.engineers import EngineerOps
 from vault.service.records import InitResult
-from vault.service.secrets import SecretOps
+from vault.service.reports import ReportOps
 from vault.service.sessions import MemorySessionStore, SessionStore
 from vault.storage import engine as storage
 
 
-class Vault(EngineerOps, SecretOps):
+class Vault(EngineerOps, ReportOps):
     """One vault database, seen by one engineer at a time."""
 
     @classmethod

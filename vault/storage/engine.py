@@ -47,11 +47,15 @@ def _sqlite_begin(conn: Any) -> None:
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except exc.ArgumentError:
+        parsed.port  # noqa: B018 - a non-numeric port raises ValueError here
+    except (exc.ArgumentError, ValueError):
         raise ConfigurationError("the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            try:
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                raise StoreUnavailable("the folder for the SQLite database cannot be created") from None
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -59,7 +63,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, isolation_level="REPEATABLE READ", connect_args={"connect_timeout": 10})
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     raise ConfigurationError(f"unsupported database backend {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL")
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -158,6 +160,8 @@ class Secret(Base):
     name_tag: Mapped[bytes] = mapped_column(LargeBinary(32))
     kind: Mapped[str] = mapped_column(String(16))
     current_version: Mapped[int] = mapped_column(Integer)
+    must_change: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -172,3 +176,55 @@ class SecretVersion(Base):
     metadata_blob: Mapped[bytes] = mapped_column(LargeBinary)
     created_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ClientPolicy(Base):
+    """Per-client access policy, set by an admin (defaults: reason required)."""
+
+    __tablename__ = "client_policies"
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    reason_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    exclusive: Mapped[bool] = mapped_column(Boolean, default=False)
+    rotate_after_checkout: Mapped[bool] = mapped_column(Boolean, default=False)
+    checkout_minutes: Mapped[int] = mapped_column(Integer, default=120)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Checkout(Base):
+    __tablename__ = "checkouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"), index=True)
+    exclusive: Mapped[bool] = mapped_column(Boolean)
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    released_by: Mapped[int | None] = mapped_column(ForeignKey("engineers.id"), nullable=True)
+
+
+class AuditHead(Base):
+    """The single row every append locks: it serialises writers of the chain."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at_us: Mapped[int] = mapped_column(BigInteger)
+    engineer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    key_generation: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    client_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    secret_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    details_blob: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    details_json: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)

@@ -1,0 +1,73 @@
+"""The audit chain's hashing and signatures (docs/format.md §8).
+
+Each event's hash covers its fields and the previous event's hash; its signature
+covers the vault id, its sequence number and its hash. Signature checks of a long
+chain are spread over worker processes, since they dominate a full verification.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from vault.crypto import _primitives as p
+from vault.crypto.labels import LABEL_AUDIT_EVENT, LABEL_SIG_AUDIT, LABEL_SIG_CHECKPOINT
+
+GENESIS = bytes(32)
+PARALLEL_THRESHOLD = 20_000
+ContextItem = p.ContextItem
+
+
+def event_hash(vault_id: bytes, seq: int, *fields: ContextItem, prev_hash: bytes) -> bytes:
+    return p.sha256(p.ctx(LABEL_AUDIT_EVENT, vault_id, seq, *fields, prev_hash))
+
+
+def event_signature_message(vault_id: bytes, seq: int, digest: bytes) -> bytes:
+    return p.ctx(LABEL_SIG_AUDIT, vault_id, seq, digest)
+
+
+def sign_event(seed: bytes, vault_id: bytes, seq: int, digest: bytes) -> bytes:
+    return p.ed25519_sign(seed, event_signature_message(vault_id, seq, digest))
+
+
+def checkpoint_message(vault_id: bytes, seq: int, digest: bytes, at: int) -> bytes:
+    return p.ctx(LABEL_SIG_CHECKPOINT, vault_id, seq, digest, at)
+
+
+def sign_checkpoint(seed: bytes, vault_id: bytes, seq: int, digest: bytes, at: int) -> bytes:
+    return p.ed25519_sign(seed, checkpoint_message(vault_id, seq, digest, at))
+
+
+def checkpoint_valid(public: bytes, signature: bytes, vault_id: bytes, seq: int, digest: bytes, at: int) -> bool:
+    try:
+        p.ed25519_verify(public, signature, checkpoint_message(vault_id, seq, digest, at))
+    except p.PrimitiveFailure:
+        return False
+    return True
+
+
+# (seq, public key, signature, digest)
+SignatureJob = tuple[int, bytes, bytes, bytes]
+
+
+def _first_bad(vault_id: bytes, jobs: Sequence[SignatureJob]) -> int | None:
+    for seq, public, signature, digest in jobs:
+        try:
+            p.ed25519_verify(public, signature, event_signature_message(vault_id, seq, digest))
+        except p.PrimitiveFailure:
+            return seq
+    return None
+
+
+def first_bad_signature(vault_id: bytes, jobs: Sequence[SignatureJob], workers: int | None = None) -> int | None:
+    """The lowest sequence number whose signature fails, or None; parallel when long."""
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
+        return _first_bad(vault_id, jobs)
+    size = -(-len(jobs) // (workers * 4))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_first_bad, [vault_id] * len(chunks), chunks))
+    bad = [seq for seq in results if seq is not None]
+    return min(bad) if bad else None

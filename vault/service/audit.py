@@ -1,0 +1,240 @@
+"""The access log: a hash-chained, signed, append-only sequence of audit events.
+
+Appends lock the single ``audit_head`` row, so concurrent writers on either engine
+queue up and the chain never forks; the event commits in the same transaction as the
+change it records. Details (reason, ticket, fields revealed, secret name) are
+encrypted under the client's key, so a purge of the client leaves only pseudonymous
+ids. Verification recomputes every hash and signature and names the first bad event;
+the tail is checked against the head this machine last saw and signed checkpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import blobs, chain
+from vault.service.journal import UNSIGNED_ACTIONS
+from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.service.base import ROLE_ADMIN, epoch
+from vault.service.clients import ClientOps
+from vault.service.journal import from_us, us
+from vault.service.records import AuditEntry, AuditVerification
+from vault.storage import models as m
+
+BATCH = 50_000
+REVEAL_ACTIONS = ("reveal", "checkout")
+CHECKPOINT_PREFIX = "credvault-checkpoint:1"
+
+
+class AuditOps(ClientOps):
+    # -- reading ----------------------------------------------------------------------------
+
+    def audit_log(
+        self, *, client: str | None = None, engineer: str | None = None, since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Events the viewer may see, details decrypted where the viewer holds the key."""
+        with self.store.transaction() as s:
+            me = self._my_row(s)
+            query = select(m.AuditEvent).order_by(m.AuditEvent.seq)
+            if client is not None:
+                query = query.where(m.AuditEvent.client_id == self._client(s, client).id)
+            if engineer is not None:
+                row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
+                if row is None:
+                    raise NotFound(f"no engineer named {engineer!r}")
+                query = query.where(m.AuditEvent.engineer_id == row.id)
+            if me.role != ROLE_ADMIN:
+                query = query.where(m.AuditEvent.engineer_id == me.id)
+            if since is not None:
+                query = query.where(m.AuditEvent.at_us >= us(since))
+            if limit is not None:
+                query = query.order_by(None).order_by(m.AuditEvent.seq.desc()).limit(limit)
+            events = sorted(s.scalars(query), key=lambda e: e.seq)
+            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
+            return [self._entry(s, e, names) for e in events]
+
+    def export_audit(self, **filters: Any) -> Iterable[str]:
+        """The log as JSON lines (one event per line) for a SIEM."""
+        for entry in self.audit_log(**filters):
+            yield json.dumps(entry.to_json(), sort_keys=True)
+
+    def _entry(self, s: Session, e: m.AuditEvent, names: dict[int, str]) -> AuditEntry:
+        details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
+        slug = None
+        readable = e.details_blob is None
+        if e.client_id is not None:
+            client = s.get(m.Client, e.client_id)
+            if client is None:
+                slug = f"(purged client #{e.client_id})"
+            else:
+                try:
+                    slug = self._slug(s, client)
+                    if e.details_blob is not None and e.key_version is not None:
+                        key = self._client_key(s, e.client_id, e.key_version)
+                        raw = blobs.decrypt_audit_detail(key, e.key_version, e.details_blob, e.client_id, e.seq, e.action)
+                        details = {**(details or {}), **json.loads(raw)}
+                        readable = True
+                except VaultError:
+                    slug = slug or f"(client #{e.client_id})"
+        name = names.get(e.engineer_id) if e.engineer_id is not None else None
+        return AuditEntry(e.seq, from_us(e.at_us), name, e.action, slug, e.client_id, e.secret_id, details, readable)
+
+    # -- verifying ------------------------------------------------------------------------------
+
+    def verify_audit(
+        self, *, since: tuple[int, bytes] | None = None, known_head: tuple[int, bytes] | None = None,
+        checkpoints: Sequence[str] = (), workers: int | None = None,
+    ) -> AuditVerification:
+        """Recompute hashes and signatures from ``since`` (a trusted (seq, hash)) to the head."""
+        with self.store.transaction() as s:
+            self._my_row(s)
+            vault_id = self._info(s).vault_id
+            start_seq, running = since if since is not None else (0, chain.GENESIS)
+            if since is not None:
+                anchor = s.get(m.AuditEvent, start_seq)
+                if anchor is None or anchor.hash != running:
+                    return self._bad(0, start_seq + 1, start_seq, running, start_seq, "the event this machine verified last is missing or changed")
+            keys = self._signing_keys(s)
+            checked = 0
+            expected = start_seq + 1
+            pool = ProcessPoolExecutor(max_workers=workers) if workers != 1 else None
+            try:
+                jobs: list[chain.SignatureJob] = []
+                bad_sig: int | None = None
+                query = select(m.AuditEvent).where(m.AuditEvent.seq > start_seq).order_by(m.AuditEvent.seq).execution_options(yield_per=5000)
+                for e in s.scalars(query):
+                    problem = None
+                    if e.seq != expected:
+                        problem = f"event {expected} is missing (next is {e.seq})" if e.seq > expected else "events are out of order"
+                    elif e.prev_hash != running:
+                        problem = "it does not link to the event before it"
+                    elif self._event_hash(vault_id, e) != e.hash:
+                        problem = "its contents were changed"
+                    elif e.signature is None and e.action not in UNSIGNED_ACTIONS:
+                        problem = "it is not signed"
+                    elif e.signature is not None:
+                        public = keys.get((e.engineer_id, e.key_generation))
+                        if public is None:
+                            problem = "it is signed by an unknown or unverified engineer key"
+                        else:
+                            jobs.append((e.seq, public, e.signature, e.hash))
+                    if problem is not None:
+                        bad_sig = self._signatures(vault_id, jobs, pool)
+                        if bad_sig is not None:
+                            return self._bad(checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid")
+                        return self._bad(checked, start_seq + 1, expected - 1, running, expected, problem)
+                    running = e.hash
+                    expected += 1
+                    checked += 1
+                    if len(jobs) >= BATCH:
+                        bad_sig = self._signatures(vault_id, jobs, pool)
+                        if bad_sig is not None:
+                            return self._bad(checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid")
+                        jobs = []
+                bad_sig = self._signatures(vault_id, jobs, pool)
+            finally:
+                if pool is not None:
+                    pool.shutdown()
+            last = expected - 1
+            if bad_sig is not None:
+                return self._bad(checked, start_seq + 1, last, running, bad_sig, "its signature is invalid")
+            head = s.get(m.AuditHead, 1)
+            if head is not None and (head.seq != last or head.hash != running):
+                return self._bad(checked, start_seq + 1, last, running, last + 1, "the chain's recorded head does not match its last event (events deleted?)")
+            for known_seq, known_hash in [known_head] if known_head else []:
+                problem = self._check_known(s, known_seq, known_hash, last)
+                if problem:
+                    return self._bad(checked, start_seq + 1, last, running, min(known_seq, last + 1), problem + " (the head this machine saw)")
+            for text in checkpoints:
+                seq, digest = self._parse_checkpoint(s, vault_id, text)
+                problem = self._check_known(s, seq, digest, last)
+                if problem:
+                    return self._bad(checked, start_seq + 1, last, running, min(seq, last + 1), problem + " (a signed checkpoint)")
+            return AuditVerification(True, checked, start_seq + 1, last, running.hex())
+
+    @staticmethod
+    def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:
+        return AuditVerification(False, checked, first, last, running.hex(), seq, f"event {seq}: {problem}")
+
+    @staticmethod
+    def _signatures(vault_id: bytes, jobs: list[chain.SignatureJob], pool: ProcessPoolExecutor | None) -> int | None:
+        if not jobs:
+            return None
+        if pool is None or len(jobs) < chain.PARALLEL_THRESHOLD:
+            return chain.first_bad_signature(vault_id, jobs, workers=1)
+        size = -(-len(jobs) // 8)
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        results = list(pool.map(chain.first_bad_signature, [vault_id] * len(chunks), chunks, [1] * len(chunks)))
+        bad = [seq for seq in results if seq is not None]
+        return min(bad) if bad else None
+
+    def _signing_keys(self, s: Session) -> dict[tuple[int | None, int], bytes]:
+        """Signing keys of engineers whose certificates verify, by (id, key generation)."""
+        keys: dict[tuple[int | None, int], bytes] = {}
+        for row in s.scalars(select(m.Engineer)):
+            if row.signing_public is None:
+                continue
+            try:
+                self._verify_certificate(s, row)
+            except UntrustedRecord:
+                continue
+            keys[(row.id, row.key_generation)] = row.signing_public
+        return keys
+
+    @staticmethod
+    def _check_known(s: Session, seq: int, digest: bytes, last: int) -> str | None:
+        if seq > last:
+            return f"the log ends at event {last} but event {seq} was seen before: the tail was truncated"
+        if seq > 0:
+            event = s.get(m.AuditEvent, seq)
+            if event is None or event.hash != digest:
+                return f"event {seq} differs from the one seen before"
+        return None
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def audit_checkpoint(self) -> str:
+        """A signed statement of the current head, to keep somewhere else."""
+        with self.store.transaction() as s:
+            me = self._my_row(s)
+            info = self._info(s)
+            head = s.get(m.AuditHead, 1)
+            seq, digest = (head.seq, head.hash) if head else (0, chain.GENESIS)
+            at = epoch(self.clock())
+            signature = chain.sign_checkpoint(self._me().signing_seed, info.vault_id, seq, digest, at)
+            sig = base64.b64encode(signature).decode("ascii")
+            return f"{CHECKPOINT_PREFIX}:{info.vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
+
+    def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
+        parts = text.strip().split(":")
+        if len(parts) != 8 or ":".join(parts[:2]) != CHECKPOINT_PREFIX:
+            raise InvalidInput("malformed audit checkpoint", hint="paste the whole line `credvault audit checkpoint` printed")
+        try:
+            cp_vault, seq, digest, at = bytes.fromhex(parts[2]), int(parts[3]), bytes.fromhex(parts[4]), int(parts[5])
+            signature = base64.b64decode(parts[7], validate=True)
+        except (ValueError, binascii.Error):
+            raise InvalidInput("malformed audit checkpoint") from None
+        if cp_vault != vault_id:
+            raise InvalidInput("this checkpoint belongs to another vault")
+        signer = s.scalars(select(m.Engineer).where(m.Engineer.name == parts[6])).first()
+        if signer is None or signer.signing_public is None:
+            raise UntrustedRecord("the checkpoint's signer is unknown")
+        self._verify_certificate(s, signer)
+        if not chain.checkpoint_valid(signer.signing_public, signature, vault_id, seq, digest, at):
+            raise UntrustedRecord("the checkpoint's signature is invalid")
+        return seq, digest
+
+    def audit_head(self) -> tuple[int, bytes]:
+        with self.store.transaction() as s:
+            head = s.get(m.AuditHead, 1)
+            return (head.seq, head.hash) if head else (0, chain.GENESIS)
