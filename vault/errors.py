@@ -116,7 +116,12 @@ class IntegrityError(VaultError):
 class DecryptionFailed(IntegrityError):
     """The single opaque error of every failed decryption (corrupted, moved, wrong key)."""
 
-    def __init__(self, message: str = "cannot decrypt: the data is corrupted, was moved, or the key is wrong", *, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "cannot decrypt: the data is corrupted, was moved, or the key is wrong",
+        *,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
 
 

@@ -134,9 +134,7 @@ def x25519_public_from_private(private: bytes) -> bytes:
 def x25519_exchange(private: bytes, peer_public: bytes) -> bytes:
     """Safe: all-zero shared secrets (low-order points) are refused."""
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # cryptography refuses all-zero output and bad points
         raise PrimitiveFailure from exc
     if constant_time_equal(shared, bytes(len(shared))):
@@ -145,9 +143,7 @@ def x25519_exchange(private: bytes, peer_public: bytes) -> bytes:
 
 
 def _x_private_bytes(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
 
 
 def _x_public_bytes(key: X25519PublicKey) -> bytes:
@@ -165,9 +161,7 @@ def ed25519_generate() -> tuple[bytes, bytes]:
 
 def ed25519_public_from_seed(seed: bytes) -> bytes:
     key = Ed25519PrivateKey.from_private_bytes(seed)
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:

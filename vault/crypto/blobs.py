@@ -87,24 +87,36 @@ def secret_field_context(client_id: int, secret_id: int, version: int, purpose: 
     return (client_id, secret_id, version, purpose)
 
 
-def wrap_data_key(client_key: bytes, ck_version: int, data_key: bytes, client_id: int, secret_id: int, version: int) -> bytes:
+def wrap_data_key(
+    client_key: bytes, ck_version: int, data_key: bytes, client_id: int, secret_id: int, version: int
+) -> bytes:
     _check_key(data_key)
     return encrypt_blob(client_key, BLOB_DATA_KEY, ck_version, data_key, (client_id, secret_id, version))
 
 
-def unwrap_data_key(client_key: bytes, ck_version: int, wrapped: bytes, client_id: int, secret_id: int, version: int) -> bytes:
+def unwrap_data_key(
+    client_key: bytes, ck_version: int, wrapped: bytes, client_id: int, secret_id: int, version: int
+) -> bytes:
     key = decrypt_blob(client_key, BLOB_DATA_KEY, ck_version, wrapped, (client_id, secret_id, version))
     if len(key) != p.KEY_SIZE:
         raise DecryptionFailed()
     return key
 
 
-def encrypt_secret_field(data_key: bytes, ck_version: int, value: bytes, client_id: int, secret_id: int, version: int, purpose: str) -> bytes:
-    return encrypt_blob(data_key, BLOB_SECRET_FIELD, ck_version, value, secret_field_context(client_id, secret_id, version, purpose))
+def encrypt_secret_field(
+    data_key: bytes, ck_version: int, value: bytes, client_id: int, secret_id: int, version: int, purpose: str
+) -> bytes:
+    return encrypt_blob(
+        data_key, BLOB_SECRET_FIELD, ck_version, value, secret_field_context(client_id, secret_id, version, purpose)
+    )
 
 
-def decrypt_secret_field(data_key: bytes, ck_version: int, blob: bytes, client_id: int, secret_id: int, version: int, purpose: str) -> bytes:
-    return decrypt_blob(data_key, BLOB_SECRET_FIELD, ck_version, blob, secret_field_context(client_id, secret_id, version, purpose))
+def decrypt_secret_field(
+    data_key: bytes, ck_version: int, blob: bytes, client_id: int, secret_id: int, version: int, purpose: str
+) -> bytes:
+    return decrypt_blob(
+        data_key, BLOB_SECRET_FIELD, ck_version, blob, secret_field_context(client_id, secret_id, version, purpose)
+    )
 
 
 def encrypt_client_field(client_key: bytes, ck_version: int, value: bytes, client_id: int, purpose: str) -> bytes:
@@ -115,9 +127,13 @@ def decrypt_client_field(client_key: bytes, ck_version: int, blob: bytes, client
     return decrypt_blob(client_key, BLOB_CLIENT_FIELD, ck_version, blob, (client_id, purpose))
 
 
-def encrypt_audit_detail(client_key: bytes, ck_version: int, value: bytes, client_id: int, seq: int, action: str) -> bytes:
+def encrypt_audit_detail(
+    client_key: bytes, ck_version: int, value: bytes, client_id: int, seq: int, action: str
+) -> bytes:
     return encrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, value, (client_id, seq, action))
 
 
-def decrypt_audit_detail(client_key: bytes, ck_version: int, blob: bytes, client_id: int, seq: int, action: str) -> bytes:
+def decrypt_audit_detail(
+    client_key: bytes, ck_version: int, blob: bytes, client_id: int, seq: int, action: str
+) -> bytes:
     return decrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, blob, (client_id, seq, action))

@@ -40,9 +40,13 @@ def check_params(params: Argon2Params) -> None:
     for field in ("memory_kib", "time_cost", "parallelism"):
         value = getattr(params, field)
         if value < getattr(FLOOR, field):
-            raise KeyRecordRejected(f"key record refused: Argon2 {field} {value} is below the minimum {getattr(FLOOR, field)}")
+            raise KeyRecordRejected(
+                f"key record refused: Argon2 {field} {value} is below the minimum {getattr(FLOOR, field)}"
+            )
         if value > getattr(CEILING, field):
-            raise KeyRecordRejected(f"key record refused: Argon2 {field} {value} is above the maximum {getattr(CEILING, field)}")
+            raise KeyRecordRejected(
+                f"key record refused: Argon2 {field} {value} is above the maximum {getattr(CEILING, field)}"
+            )
     if params.memory_kib < 8 * params.parallelism:
         raise KeyRecordRejected("key record refused: Argon2 memory too small for its parallelism")
 
@@ -99,9 +103,15 @@ def lock_record(
 ) -> bytes:
     salt = p.random_bytes(SALT_SIZE)
     key = derive_passphrase_key(passphrase, salt, params)
-    header = struct.pack(_HEADER_FORMAT, FORMAT_VERSION, BLOB_KEY_RECORD, params.memory_kib, params.time_cost, params.parallelism, salt)
+    header = struct.pack(
+        _HEADER_FORMAT, FORMAT_VERSION, BLOB_KEY_RECORD, params.memory_kib, params.time_cost, params.parallelism, salt
+    )
     nonce = p.new_nonce()
-    return header + nonce + p.aead_encrypt(key, nonce, bundle.to_bytes(), _aad(header, vault_id, engineer_id, key_generation))
+    return (
+        header
+        + nonce
+        + p.aead_encrypt(key, nonce, bundle.to_bytes(), _aad(header, vault_id, engineer_id, key_generation))
+    )
 
 
 def record_params(record: bytes) -> Argon2Params:
@@ -113,7 +123,9 @@ def record_params(record: bytes) -> Argon2Params:
     return Argon2Params(memory, time_cost, parallelism)
 
 
-def open_record(record: bytes, passphrase: str, vault_id: bytes, engineer_id: int, key_generation: int) -> PrivateBundle:
+def open_record(
+    record: bytes, passphrase: str, vault_id: bytes, engineer_id: int, key_generation: int
+) -> PrivateBundle:
     params = record_params(record)
     check_params(params)  # before any derivation: no weak key, no memory exhaustion
     header = record[:_HEADER_SIZE]
@@ -121,7 +133,9 @@ def open_record(record: bytes, passphrase: str, vault_id: bytes, engineer_id: in
     key = derive_passphrase_key(passphrase, salt, params)
     nonce = record[_HEADER_SIZE : _HEADER_SIZE + p.NONCE_SIZE]
     try:
-        raw = p.aead_decrypt(key, nonce, record[_HEADER_SIZE + p.NONCE_SIZE :], _aad(header, vault_id, engineer_id, key_generation))
+        raw = p.aead_decrypt(
+            key, nonce, record[_HEADER_SIZE + p.NONCE_SIZE :], _aad(header, vault_id, engineer_id, key_generation)
+        )
     except p.PrimitiveFailure:
         raise WrongPassphrase() from None
     return PrivateBundle.from_bytes(raw)

@@ -30,7 +30,7 @@ CODE_PREFIX = "CV1-"
 class SigningKey:
     """An Ed25519 signing key; ``repr`` never shows the seed."""
 
-    __slots__ = ("seed", "public")
+    __slots__ = ("public", "seed")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != p.KEY_SIZE:

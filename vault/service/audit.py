@@ -22,11 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
-from vault.service.journal import UNSIGNED_ACTIONS
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.clients import ClientOps
-from vault.service.journal import from_us, us
+from vault.service.journal import UNSIGNED_ACTIONS, from_us, us
 from vault.service.records import AuditEntry, AuditVerification
 from vault.storage import models as m
 
@@ -39,7 +38,11 @@ class AuditOps(ClientOps):
     # -- reading ----------------------------------------------------------------------------
 
     def audit_log(
-        self, *, client: str | None = None, engineer: str | None = None, since: dt.datetime | None = None,
+        self,
+        *,
+        client: str | None = None,
+        engineer: str | None = None,
+        since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Events the viewer may see, details decrypted where the viewer holds the key."""
@@ -81,7 +84,9 @@ class AuditOps(ClientOps):
                     slug = self._slug(s, client)
                     if e.details_blob is not None and e.key_version is not None:
                         key = self._client_key(s, e.client_id, e.key_version)
-                        raw = blobs.decrypt_audit_detail(key, e.key_version, e.details_blob, e.client_id, e.seq, e.action)
+                        raw = blobs.decrypt_audit_detail(
+                            key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
+                        )
                         details = {**(details or {}), **json.loads(raw)}
                         readable = True
                 except VaultError:
@@ -92,8 +97,12 @@ class AuditOps(ClientOps):
     # -- verifying ------------------------------------------------------------------------------
 
     def verify_audit(
-        self, *, since: tuple[int, bytes] | None = None, known_head: tuple[int, bytes] | None = None,
-        checkpoints: Sequence[str] = (), workers: int | None = None,
+        self,
+        *,
+        since: tuple[int, bytes] | None = None,
+        known_head: tuple[int, bytes] | None = None,
+        checkpoints: Sequence[str] = (),
+        workers: int | None = None,
     ) -> AuditVerification:
         """Recompute hashes and signatures from ``since`` (a trusted (seq, hash)) to the head."""
         with self.store.transaction() as s:
@@ -103,7 +112,14 @@ class AuditOps(ClientOps):
             if since is not None:
                 anchor = s.get(m.AuditEvent, start_seq)
                 if anchor is None or anchor.hash != running:
-                    return self._bad(0, start_seq + 1, start_seq, running, start_seq, "the event this machine verified last is missing or changed")
+                    return self._bad(
+                        0,
+                        start_seq + 1,
+                        start_seq,
+                        running,
+                        start_seq,
+                        "the event this machine verified last is missing or changed",
+                    )
             keys = self._signing_keys(s)
             checked = 0
             expected = start_seq + 1
@@ -111,11 +127,20 @@ class AuditOps(ClientOps):
             try:
                 jobs: list[chain.SignatureJob] = []
                 bad_sig: int | None = None
-                query = select(m.AuditEvent).where(m.AuditEvent.seq > start_seq).order_by(m.AuditEvent.seq).execution_options(yield_per=5000)
+                query = (
+                    select(m.AuditEvent)
+                    .where(m.AuditEvent.seq > start_seq)
+                    .order_by(m.AuditEvent.seq)
+                    .execution_options(yield_per=5000)
+                )
                 for e in s.scalars(query):
                     problem = None
                     if e.seq != expected:
-                        problem = f"event {expected} is missing (next is {e.seq})" if e.seq > expected else "events are out of order"
+                        problem = (
+                            f"event {expected} is missing (next is {e.seq})"
+                            if e.seq > expected
+                            else "events are out of order"
+                        )
                     elif e.prev_hash != running:
                         problem = "it does not link to the event before it"
                     elif self._event_hash(vault_id, e) != e.hash:
@@ -131,7 +156,9 @@ class AuditOps(ClientOps):
                     if problem is not None:
                         bad_sig = self._signatures(vault_id, jobs, pool)
                         if bad_sig is not None:
-                            return self._bad(checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid")
+                            return self._bad(
+                                checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid"
+                            )
                         return self._bad(checked, start_seq + 1, expected - 1, running, expected, problem)
                     running = e.hash
                     expected += 1
@@ -139,7 +166,9 @@ class AuditOps(ClientOps):
                     if len(jobs) >= BATCH:
                         bad_sig = self._signatures(vault_id, jobs, pool)
                         if bad_sig is not None:
-                            return self._bad(checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid")
+                            return self._bad(
+                                checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid"
+                            )
                         jobs = []
                 bad_sig = self._signatures(vault_id, jobs, pool)
             finally:
@@ -150,16 +179,32 @@ class AuditOps(ClientOps):
                 return self._bad(checked, start_seq + 1, last, running, bad_sig, "its signature is invalid")
             head = s.get(m.AuditHead, 1)
             if head is not None and (head.seq != last or head.hash != running):
-                return self._bad(checked, start_seq + 1, last, running, last + 1, "the chain's recorded head does not match its last event (events deleted?)")
+                return self._bad(
+                    checked,
+                    start_seq + 1,
+                    last,
+                    running,
+                    last + 1,
+                    "the chain's recorded head does not match its last event (events deleted?)",
+                )
             for known_seq, known_hash in [known_head] if known_head else []:
                 problem = self._check_known(s, known_seq, known_hash, last)
                 if problem:
-                    return self._bad(checked, start_seq + 1, last, running, min(known_seq, last + 1), problem + " (the head this machine saw)")
+                    return self._bad(
+                        checked,
+                        start_seq + 1,
+                        last,
+                        running,
+                        min(known_seq, last + 1),
+                        problem + " (the head this machine saw)",
+                    )
             for text in checkpoints:
                 seq, digest = self._parse_checkpoint(s, vault_id, text)
                 problem = self._check_known(s, seq, digest, last)
                 if problem:
-                    return self._bad(checked, start_seq + 1, last, running, min(seq, last + 1), problem + " (a signed checkpoint)")
+                    return self._bad(
+                        checked, start_seq + 1, last, running, min(seq, last + 1), problem + " (a signed checkpoint)"
+                    )
             return AuditVerification(True, checked, start_seq + 1, last, running.hex())
 
     @staticmethod
@@ -218,7 +263,9 @@ class AuditOps(ClientOps):
     def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
         parts = text.strip().split(":")
         if len(parts) != 8 or ":".join(parts[:2]) != CHECKPOINT_PREFIX:
-            raise InvalidInput("malformed audit checkpoint", hint="paste the whole line `credvault audit checkpoint` printed")
+            raise InvalidInput(
+                "malformed audit checkpoint", hint="paste the whole line `credvault audit checkpoint` printed"
+            )
         try:
             cp_vault, seq, digest, at = bytes.fromhex(parts[2]), int(parts[3]), bytes.fromhex(parts[4]), int(parts[5])
             signature = base64.b64decode(parts[7], validate=True)

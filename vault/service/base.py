@@ -43,7 +43,7 @@ ACTIVE = "active"
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def epoch(value: dt.datetime) -> int:
@@ -99,14 +99,18 @@ class VaultBase:
         return self._kdf_params or keyrecord.DEFAULT_PARAMS
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={self.store.engine.url.render_as_string(hide_password=True)!r}, engineer={self.engineer_name!r})"
+        url = self.store.engine.url.render_as_string(hide_password=True)
+        return f"{type(self).__name__}(url={url!r}, engineer={self.engineer_name!r})"
 
     # -- vault identity -----------------------------------------------------------
 
     def _info(self, s: Session) -> m.VaultInfo:
         info = s.get(m.VaultInfo, 1)
         if info is None:
-            raise StoreUnavailable("this database holds no vault", hint="run `credvault init --admin NAME` first, or check --db / CREDVAULT_DB")
+            raise StoreUnavailable(
+                "this database holds no vault",
+                hint="run `credvault init --admin NAME` first, or check --db / CREDVAULT_DB",
+            )
         self._vault_id = info.vault_id
         return info
 
@@ -123,7 +127,10 @@ class VaultBase:
         if self._session is not None and self._session.expires_at > self.clock():
             return self._session
         if not self.engineer_name:
-            raise Locked("no engineer is selected on this machine", hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`")
+            raise Locked(
+                "no engineer is selected on this machine",
+                hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`",
+            )
         self._session = load_session(self.sessions, self.vault_id(), self.engineer_name, self.clock())
         return self._session
 
@@ -140,7 +147,10 @@ class VaultBase:
         if row.status != ACTIVE:
             raise AccessDenied(f"the account of {me.name!r} is {row.status}", hint="ask an admin")
         if row.key_generation != me.key_generation or row.sealing_public != sealing.KeyPair(me.sealing_private).public:
-            raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked", hint="run `credvault unlock` again")
+            raise Locked(
+                f"the keys of {me.name!r} have changed since this session was unlocked",
+                hint="run `credvault unlock` again",
+            )
         return row
 
     def _my_admin_row(self, s: Session) -> m.Engineer:
@@ -162,15 +172,27 @@ class VaultBase:
 
     def _certificate_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
         return (
-            self._info(s).vault_id, row.id, row.name, row.role, row.status, row.key_generation,
-            row.sealing_public, row.signing_public, row.certified_at,
+            self._info(s).vault_id,
+            row.id,
+            row.name,
+            row.role,
+            row.status,
+            row.key_generation,
+            row.sealing_public,
+            row.signing_public,
+            row.certified_at,
         )
 
     def _verify_certificate(self, s: Session, row: m.Engineer) -> None:
         if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
-            raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys", hint="an admin must run `credvault engineer confirm`")
+            raise UntrustedRecord(
+                f"engineer {row.name!r} has no confirmed keys", hint="an admin must run `credvault engineer confirm`"
+            )
         signing.verify(
-            self._org_public(s), row.certificate, LABEL_SIG_ENGINEER, *self._certificate_fields(s, row),
+            self._org_public(s),
+            row.certificate,
+            LABEL_SIG_ENGINEER,
+            *self._certificate_fields(s, row),
             what=f"the public keys of engineer {row.name!r}",
         )
 
@@ -193,15 +215,37 @@ class VaultBase:
     def _verify_client_key_record(self, s: Session, ck: m.ClientKey) -> None:
         admin = self._verified_admin(s, ck.signed_by)
         assert admin.signing_public is not None
-        signing.verify(admin.signing_public, ck.signature, LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck), what=f"client key version {ck.version}")
+        signing.verify(
+            admin.signing_public,
+            ck.signature,
+            LABEL_SIG_CLIENT_KEY,
+            *self._client_key_fields(s, ck),
+            what=f"client key version {ck.version}",
+        )
 
-    def _grant_fields(self, s: Session, grant: m.Grant, sealing_public: bytes | None) -> tuple[signing.ContextItem, ...]:
-        return (self._info(s).vault_id, grant.id, grant.engineer_id, sealing_public, grant.client_id, grant.signed_at, grant.until or 0)
+    def _grant_fields(
+        self, s: Session, grant: m.Grant, sealing_public: bytes | None
+    ) -> tuple[signing.ContextItem, ...]:
+        return (
+            self._info(s).vault_id,
+            grant.id,
+            grant.engineer_id,
+            sealing_public,
+            grant.client_id,
+            grant.signed_at,
+            grant.until or 0,
+        )
 
     def _verify_grant(self, s: Session, grant: m.Grant, engineer: m.Engineer) -> None:
         admin = self._verified_admin(s, grant.granted_by)
         assert admin.signing_public is not None
-        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public), what="the grant")
+        signing.verify(
+            admin.signing_public,
+            grant.signature,
+            LABEL_SIG_GRANT,
+            *self._grant_fields(s, grant, engineer.sealing_public),
+            what="the grant",
+        )
 
     # -- the root bundle (admins) -----------------------------------------------------
 
@@ -218,8 +262,15 @@ class VaultBase:
             return self._root
         seal = s.get(m.RootSeal, (root.version, admin.id))
         if seal is None:
-            raise AccessDenied(f"no copy of the recovery key is sealed to {admin.name!r}", hint="another admin can re-confirm you")
-        raw = sealing.open_sealed(self._my_keypair(), root.version, seal.blob, (LABEL_ROOT_BUNDLE, self._info(s).vault_id, root.version, admin.id))
+            raise AccessDenied(
+                f"no copy of the recovery key is sealed to {admin.name!r}", hint="another admin can re-confirm you"
+            )
+        raw = sealing.open_sealed(
+            self._my_keypair(),
+            root.version,
+            seal.blob,
+            (LABEL_ROOT_BUNDLE, self._info(s).vault_id, root.version, admin.id),
+        )
         bundle = RootBundle(raw, root.version)
         if bundle.recovery.public != root.recovery_public or bundle.org.public != self._org_public(s):
             raise UntrustedRecord("the sealed recovery key does not match the vault's public recovery key")
@@ -228,20 +279,30 @@ class VaultBase:
 
     # -- client keys ------------------------------------------------------------------
 
-    def _seal_context(self, s: Session, client_id: int, version: int, kind: str, recipient_id: int) -> tuple[signing.ContextItem, ...]:
+    def _seal_context(
+        self, s: Session, client_id: int, version: int, kind: str, recipient_id: int
+    ) -> tuple[signing.ContextItem, ...]:
         return (LABEL_CLIENT_KEY_SEAL, self._info(s).vault_id, client_id, version, kind, recipient_id)
 
-    def _seal_client_key(self, s: Session, client_id: int, version: int, key: bytes, kind: str, recipient_id: int, public: bytes) -> None:
+    def _seal_client_key(
+        self, s: Session, client_id: int, version: int, key: bytes, kind: str, recipient_id: int, public: bytes
+    ) -> None:
         blob = sealing.seal(public, version, key, self._seal_context(s, client_id, version, kind, recipient_id))
         existing = s.get(m.ClientKeySeal, (client_id, version, kind, recipient_id))
         if existing is None:
-            s.add(m.ClientKeySeal(client_id=client_id, version=version, recipient_kind=kind, recipient_id=recipient_id, blob=blob))
+            s.add(
+                m.ClientKeySeal(
+                    client_id=client_id, version=version, recipient_kind=kind, recipient_id=recipient_id, blob=blob
+                )
+            )
         else:
             existing.blob = blob
 
     def _active_grant(self, s: Session, engineer: m.Engineer, client_id: int) -> m.Grant:
         grants = s.scalars(
-            select(m.Grant).where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None)).order_by(m.Grant.id.desc())
+            select(m.Grant)
+            .where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None))
+            .order_by(m.Grant.id.desc())
         ).all()
         if not grants:
             raise NotFound("no such client, or you hold no grant for it")
@@ -253,7 +314,7 @@ class VaultBase:
                 return grant
             expired = grant
         assert expired is not None and expired.until is not None
-        until = dt.datetime.fromtimestamp(expired.until, dt.timezone.utc).isoformat(timespec="minutes")
+        until = dt.datetime.fromtimestamp(expired.until, dt.UTC).isoformat(timespec="minutes")
         raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
 
     def _client_key(self, s: Session, client_id: int, version: int) -> bytes:

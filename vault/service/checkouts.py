@@ -41,7 +41,14 @@ class CheckoutOps(SecretOps):
     def _policy(self, s: Session, client_id: int) -> m.ClientPolicy:
         policy = s.get(m.ClientPolicy, client_id)
         if policy is None:  # clients made before policies existed get the defaults
-            policy = m.ClientPolicy(client_id=client_id, reason_required=True, exclusive=False, rotate_after_checkout=False, checkout_minutes=120, updated_at=self.clock())
+            policy = m.ClientPolicy(
+                client_id=client_id,
+                reason_required=True,
+                exclusive=False,
+                rotate_after_checkout=False,
+                checkout_minutes=120,
+                updated_at=self.clock(),
+            )
             s.add(policy)
         return policy
 
@@ -52,15 +59,24 @@ class CheckoutOps(SecretOps):
             return PolicyInfo(client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes)
 
     def set_policy(
-        self, client: str, *, reason_required: bool | None = None, exclusive: bool | None = None,
-        rotate_after_checkout: bool | None = None, checkout_for: dt.timedelta | None = None,
+        self,
+        client: str,
+        *,
+        reason_required: bool | None = None,
+        exclusive: bool | None = None,
+        rotate_after_checkout: bool | None = None,
+        checkout_for: dt.timedelta | None = None,
     ) -> PolicyInfo:
         with self.store.transaction() as s:
             self._my_admin_row(s)
             row = self._client(s, client)
             p = self._policy(s, row.id)
             changes: dict[str, object] = {}
-            for name, value in (("reason_required", reason_required), ("exclusive", exclusive), ("rotate_after_checkout", rotate_after_checkout)):
+            for name, value in (
+                ("reason_required", reason_required),
+                ("exclusive", exclusive),
+                ("rotate_after_checkout", rotate_after_checkout),
+            ):
                 if value is not None and getattr(p, name) != value:
                     setattr(p, name, value)
                     changes[name] = value
@@ -76,13 +92,21 @@ class CheckoutOps(SecretOps):
 
     # -- reveal and checkout ---------------------------------------------------------------------
 
-    def reveal(self, ref: str, field: str = "password", *, version: int | None = None, reason: str | None = None) -> str:
+    def reveal(
+        self, ref: str, field: str = "password", *, version: int | None = None, reason: str | None = None
+    ) -> str:
         """Reveal one field: audited like a checkout, without holding the secret."""
         return self.checkout(ref, field=field, version=version, reason=reason, hold=False).value
 
     def checkout(
-        self, ref: str, *, reason: str | None = None, field: str = "password", version: int | None = None,
-        hold: bool = True, hold_for: dt.timedelta | None = None,
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        field: str = "password",
+        version: int | None = None,
+        hold: bool = True,
+        hold_for: dt.timedelta | None = None,
     ) -> Revealed:
         """Reveal a field of a secret after its audit event is durably committed."""
         if reason is not None:
@@ -98,13 +122,22 @@ class CheckoutOps(SecretOps):
         return revealed  # only now, after the commit, does the value leave the vault
 
     def _checkout(
-        self, s: Session, ref: str, reason: str | None, field: str, version: int | None, hold: bool, hold_for: dt.timedelta | None,
+        self,
+        s: Session,
+        ref: str,
+        reason: str | None,
+        field: str,
+        version: int | None,
+        hold: bool,
+        hold_for: dt.timedelta | None,
     ) -> Revealed:
         me = self._my_row(s)
         client, secret, slug = self._secret(s, ref)
         policy = self._policy(s, client.id)
         if policy.reason_required and not reason:
-            raise InvalidInput(f"client {slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"')
+            raise InvalidInput(
+                f"client {slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
+            )
         now = self.clock()
         held = self._lock_and_find_holds(s, secret)
         others = [c for c in held if c.engineer_id != me.id and c.exclusive]
@@ -130,8 +163,17 @@ class CheckoutOps(SecretOps):
             for mine in (c for c in held if c.engineer_id == me.id):
                 mine.released_at = now  # a new checkout by the same engineer replaces theirs
             assert expires is not None
-            s.add(m.Checkout(secret_id=secret.id, client_id=client.id, engineer_id=me.id, exclusive=policy.exclusive,
-                             event_seq=event.seq, started_at=now, expires_at=expires))
+            s.add(
+                m.Checkout(
+                    secret_id=secret.id,
+                    client_id=client.id,
+                    engineer_id=me.id,
+                    exclusive=policy.exclusive,
+                    event_seq=event.seq,
+                    started_at=now,
+                    expires_at=expires,
+                )
+            )
             if policy.rotate_after_checkout and field == "password":
                 secret.must_change = True
         secret.last_used_at = now
@@ -139,13 +181,24 @@ class CheckoutOps(SecretOps):
 
     def _lock_and_find_holds(self, s: Session, secret: m.Secret) -> list[m.Checkout]:
         s.execute(select(m.Secret.id).where(m.Secret.id == secret.id).with_for_update())
-        return list(s.scalars(select(m.Checkout).where(
-            m.Checkout.secret_id == secret.id, m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.clock())))
+        return list(
+            s.scalars(
+                select(m.Checkout).where(
+                    m.Checkout.secret_id == secret.id,
+                    m.Checkout.released_at.is_(None),
+                    m.Checkout.expires_at > self.clock(),
+                )
+            )
+        )
 
-    def _field_value(self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion, field: str, ref: str) -> str:
+    def _field_value(
+        self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion, field: str, ref: str
+    ) -> str:
         opened = self._open(s, client, secret, row)
         if field == "password":
-            raw = blobs.decrypt_secret_field(opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password")
+            raw = blobs.decrypt_secret_field(
+                opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
+            )
             return raw.decode("utf-8")
         if field in METADATA_FIELDS or field == "name":
             value = opened.metadata.get(field)
@@ -157,7 +210,9 @@ class CheckoutOps(SecretOps):
 
     # -- check-in ------------------------------------------------------------------------------------------
 
-    def checkin(self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None) -> Revealed | None:
+    def checkin(
+        self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None
+    ) -> Revealed | None:
         """Release the engineer's checkout; store a new password if given (or generated)."""
         if new_password is not None and generate:
             raise InvalidInput("give a new password or --generate, not both")
@@ -173,8 +228,13 @@ class CheckoutOps(SecretOps):
                 raise NotFound(f"you hold no checkout of {ref!r}")
             for c in mine:
                 c.released_at, c.released_by = self.clock(), me.id
-            self._append(s, "checkin", client_id=client.id, secret_id=secret.id,
-                         details={"secret": ref.split("/")[1], "new_version": new_password is not None, "released": len(mine)})
+            self._append(
+                s,
+                "checkin",
+                client_id=client.id,
+                secret_id=secret.id,
+                details={"secret": ref.split("/")[1], "new_version": new_password is not None, "released": len(mine)},
+            )
             if secret.must_change:
                 return Revealed(ref, "password", secret.current_version, "", None, True)
             return None
@@ -194,14 +254,24 @@ class CheckoutOps(SecretOps):
                 c.released_at, c.released_by = self.clock(), me.id
                 who = s.get(m.Engineer, c.engineer_id)
                 names.append(who.name if who else "?")
-            self._append(s, "checkout-break", client_id=client.id, secret_id=secret.id, details={"secret": ref.split("/")[1], "holders": names})
+            self._append(
+                s,
+                "checkout-break",
+                client_id=client.id,
+                secret_id=secret.id,
+                details={"secret": ref.split("/")[1], "holders": names},
+            )
             return ", ".join(names)
 
     def list_checkouts(self) -> list[CheckoutInfo]:
         """Open checkouts the viewer may see (all for an admin, their own otherwise)."""
         with self.store.transaction() as s:
             me = self._my_row(s)
-            query = select(m.Checkout).where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.clock()).order_by(m.Checkout.started_at)
+            query = (
+                select(m.Checkout)
+                .where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.clock())
+                .order_by(m.Checkout.started_at)
+            )
             if me.role != ROLE_ADMIN:
                 query = query.where(m.Checkout.engineer_id == me.id)
             out = []
@@ -212,5 +282,7 @@ class CheckoutOps(SecretOps):
                 if client is None or secret is None or who is None:
                     continue
                 meta = self._open(s, client, secret, self._version(s, secret, None)).metadata
-                out.append(CheckoutInfo(self._slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at))
+                out.append(
+                    CheckoutInfo(self._slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at)
+                )
             return out

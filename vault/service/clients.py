@@ -42,7 +42,9 @@ class ClientOps(JournalOps):
         raise NotFound(f"no client {slug!r} that you may see")
 
     def _granted_clients(self, s: Session, me: m.Engineer) -> list[m.Client]:
-        ids = s.scalars(select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)).distinct()).all()
+        ids = s.scalars(
+            select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)).distinct()
+        ).all()
         out = []
         for client_id in ids:
             client = s.get(m.Client, client_id)
@@ -80,12 +82,23 @@ class ClientOps(JournalOps):
             if s.scalars(select(m.Client.id).where(m.Client.slug_tag == tag)).first() is not None:
                 raise AlreadyExists(f"client {slug!r} already exists")
             now = self.clock()
-            client = m.Client(slug_tag=tag, current_key_version=1, slug_blob=b"", name_blob=b"", lookup_key_blob=b"", created_at=now)
+            client = m.Client(
+                slug_tag=tag, current_key_version=1, slug_blob=b"", name_blob=b"", lookup_key_blob=b"", created_at=now
+            )
             s.add(client)
             s.flush()
             key = blobs.new_key()
             fingerprint = signing.client_key_fingerprint(key)
-            ck = m.ClientKey(client_id=client.id, version=1, state=ACTIVE, fingerprint=fingerprint, signed_by=admin.id, signed_at=epoch(now), encryptions=0, created_at=now)
+            ck = m.ClientKey(
+                client_id=client.id,
+                version=1,
+                state=ACTIVE,
+                fingerprint=fingerprint,
+                signed_by=admin.id,
+                signed_at=epoch(now),
+                encryptions=0,
+                created_at=now,
+            )
             ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
             s.add(ck)
             s.flush()
@@ -95,7 +108,16 @@ class ClientOps(JournalOps):
             client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
             ck.encryptions = 3
             self._client_keys[(client.id, 1)] = key
-            s.add(m.ClientPolicy(client_id=client.id, reason_required=True, exclusive=False, rotate_after_checkout=False, checkout_minutes=120, updated_at=now))
+            s.add(
+                m.ClientPolicy(
+                    client_id=client.id,
+                    reason_required=True,
+                    exclusive=False,
+                    rotate_after_checkout=False,
+                    checkout_minutes=120,
+                    updated_at=now,
+                )
+            )
             self._append(s, "client-create", client_id=client.id, details={"slug": slug})
             return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
 
@@ -115,7 +137,9 @@ class ClientOps(JournalOps):
 
     # -- grants --------------------------------------------------------------------------------
 
-    def grant(self, engineer: str, client: str, *, until: dt.datetime | None = None, reason: str | None = None) -> GrantInfo:
+    def grant(
+        self, engineer: str, client: str, *, until: dt.datetime | None = None, reason: str | None = None
+    ) -> GrantInfo:
         """Seal the client's keys to the engineer's certified public key, and sign the grant."""
         now = self.clock()
         validation.field_value("reason", reason)
@@ -131,17 +155,34 @@ class ClientOps(JournalOps):
             if target.role == ROLE_ADMIN:
                 raise InvalidInput(f"{engineer!r} is an admin and can already read every client")
             row = self._client(s, client)
-            for old in s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None))):
+            for old in s.scalars(
+                select(m.Grant).where(
+                    m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None)
+                )
+            ):
                 old.revoked_at = now  # a new grant replaces the old one
-            grant = m.Grant(engineer_id=target.id, client_id=row.id, granted_by=admin.id, signed_at=epoch(now), until=epoch(until) if until else None, created_at=now)
+            grant = m.Grant(
+                engineer_id=target.id,
+                client_id=row.id,
+                granted_by=admin.id,
+                signed_at=epoch(now),
+                until=epoch(until) if until else None,
+                created_at=now,
+            )
             s.add(grant)
             s.flush()
-            grant.signature = self._my_signing_key().sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, target.sealing_public))
+            grant.signature = self._my_signing_key().sign(
+                LABEL_SIG_GRANT, *self._grant_fields(s, grant, target.sealing_public)
+            )
             assert target.sealing_public is not None
-            for ck in s.scalars(select(m.ClientKey).where(m.ClientKey.client_id == row.id, m.ClientKey.state != "destroyed")):
+            for ck in s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == row.id, m.ClientKey.state != "destroyed")
+            ):
                 key = self._client_key(s, row.id, ck.version)
                 self._seal_client_key(s, row.id, ck.version, key, "engineer", target.id, target.sealing_public)
-            self._append(s, "grant", client_id=row.id, details={"engineer": engineer, "until": grant.until, "reason": reason})
+            self._append(
+                s, "grant", client_id=row.id, details={"engineer": engineer, "until": grant.until, "reason": reason}
+            )
             return self._grant_info(s, grant)
 
     def revoke(self, engineer: str, client: str) -> int:
@@ -151,12 +192,22 @@ class ClientOps(JournalOps):
             self._sweep_expired_grants(s)
             target = self._engineer_row(s, engineer)
             row = self._client(s, client)
-            grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None))).all()
+            grants = s.scalars(
+                select(m.Grant).where(
+                    m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None)
+                )
+            ).all()
             if not grants:
                 raise NotFound(f"{engineer!r} holds no grant for {client!r}")
             for grant in grants:
                 grant.revoked_at = self.clock()
-            for seal in s.scalars(select(m.ClientKeySeal).where(m.ClientKeySeal.client_id == row.id, m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == target.id)):
+            for seal in s.scalars(
+                select(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id == row.id,
+                    m.ClientKeySeal.recipient_kind == "engineer",
+                    m.ClientKeySeal.recipient_id == target.id,
+                )
+            ):
                 s.delete(seal)
             self._append(s, "revoke", client_id=row.id, details={"engineer": engineer, "grants": len(grants)})
             return len(grants)
@@ -184,18 +235,29 @@ class ClientOps(JournalOps):
     def _sweep_expired_grants(self, s: Session) -> int:
         """Delete the sealed key copies held only through expired grants; returns how many."""
         now = epoch(self.clock())
-        expired = s.scalars(select(m.Grant).where(m.Grant.revoked_at.is_(None), m.Grant.until.is_not(None), m.Grant.until <= now)).all()
+        expired = s.scalars(
+            select(m.Grant).where(m.Grant.revoked_at.is_(None), m.Grant.until.is_not(None), m.Grant.until <= now)
+        ).all()
         removed = 0
         for grant in expired:
-            still_valid = s.scalars(select(m.Grant.id).where(
-                m.Grant.engineer_id == grant.engineer_id, m.Grant.client_id == grant.client_id, m.Grant.revoked_at.is_(None),
-                (m.Grant.until.is_(None)) | (m.Grant.until > now))).first()
+            still_valid = s.scalars(
+                select(m.Grant.id).where(
+                    m.Grant.engineer_id == grant.engineer_id,
+                    m.Grant.client_id == grant.client_id,
+                    m.Grant.revoked_at.is_(None),
+                    (m.Grant.until.is_(None)) | (m.Grant.until > now),
+                )
+            ).first()
             grant.revoked_at = self.clock()
             if still_valid is not None:
                 continue
-            for seal in s.scalars(select(m.ClientKeySeal).where(
-                    m.ClientKeySeal.client_id == grant.client_id, m.ClientKeySeal.recipient_kind == "engineer",
-                    m.ClientKeySeal.recipient_id == grant.engineer_id)):
+            for seal in s.scalars(
+                select(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id == grant.client_id,
+                    m.ClientKeySeal.recipient_kind == "engineer",
+                    m.ClientKeySeal.recipient_id == grant.engineer_id,
+                )
+            ):
                 s.delete(seal)
                 removed += 1
         if expired:
@@ -219,7 +281,7 @@ class ClientOps(JournalOps):
         admin = s.get(m.Engineer, grant.granted_by)
         client = s.get(m.Client, grant.client_id)
         assert engineer is not None and admin is not None and client is not None
-        until = dt.datetime.fromtimestamp(grant.until, dt.timezone.utc) if grant.until else None
+        until = dt.datetime.fromtimestamp(grant.until, dt.UTC) if grant.until else None
         if grant.revoked_at is not None:
             state = "revoked"
         elif until is not None and until <= self.clock():

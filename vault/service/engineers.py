@@ -13,16 +13,16 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import keyrecord, sealing, shamir, signing
 from vault.crypto import _primitives as prim
+from vault.crypto import keyrecord, sealing, shamir, signing
 from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_ROOT_BUNDLE
 from vault.errors import (
     AlreadyExists,
-    WrongPassphrase,
     EnrolmentError,
     InvalidInput,
     NotFound,
     UntrustedRecord,
+    WrongPassphrase,
 )
 from vault.service import validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, RootBundle
@@ -56,15 +56,27 @@ class EngineerOps(JournalOps):
         if shares is not None:
             k, n = shares
             if not 2 <= k <= n <= 16 or k > 9:
-                raise InvalidInput("bad recovery shares", hint="use --shares K-of-N with 2 <= K <= N <= 16 and K <= 9 (e.g. 3-of-5)")
+                raise InvalidInput(
+                    "bad recovery shares", hint="use --shares K-of-N with 2 <= K <= N <= 16 and K <= 9 (e.g. 3-of-5)"
+                )
         now = self.clock()
         with self.store.transaction() as s:
             if s.get(m.VaultInfo, 1) is not None:
-                raise AlreadyExists("this database already holds a vault", hint="use it, or pass --db to create another")
+                raise AlreadyExists(
+                    "this database already holds a vault", hint="use it, or pass --db to create another"
+                )
             vault_id = prim.random_bytes(16)
             org = signing.SigningKey.generate()
             bundle = RootBundle(prim.random_bytes(32) + org.seed, 1)
-            s.add(m.VaultInfo(id=1, vault_id=vault_id, format_version=FORMAT_VERSION, org_signing_public=org.public, created_at=now))
+            s.add(
+                m.VaultInfo(
+                    id=1,
+                    vault_id=vault_id,
+                    format_version=FORMAT_VERSION,
+                    org_signing_public=org.public,
+                    created_at=now,
+                )
+            )
             s.add(m.RootKey(version=1, recovery_public=bundle.recovery.public, state=ACTIVE, created_at=now))
             admin = m.Engineer(name=admin_name, role=ROLE_ADMIN, status=ACTIVE, key_generation=0, created_at=now)
             s.add(admin)
@@ -73,11 +85,15 @@ class EngineerOps(JournalOps):
             keys = self._make_keys(s, admin, passphrase, org.public)
             self._sign_certificate(s, admin, org)
             self._seal_root_to(s, bundle, admin)
-            self._append(s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1})
+            self._append(
+                s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1}
+            )
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
-                share_texts = tuple(shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n))
+                share_texts = tuple(
+                    shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n)
+                )
             assert admin.sealing_public is not None and admin.signing_public is not None
             return InitResult(
                 vault_id=vault_id.hex(),
@@ -94,7 +110,9 @@ class EngineerOps(JournalOps):
         row.key_generation += 1
         row.sealing_public, row.signing_public = keypair.public, sign_key.public
         bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, org_public)
-        row.key_record = keyrecord.lock_record(bundle, passphrase, self._info(s).vault_id, row.id, row.key_generation, self.kdf_params)
+        row.key_record = keyrecord.lock_record(
+            bundle, passphrase, self._info(s).vault_id, row.id, row.key_generation, self.kdf_params
+        )
         return bundle
 
     def _seal_root_to(self, s: Session, bundle: RootBundle, row: m.Engineer) -> None:
@@ -148,7 +166,10 @@ class EngineerOps(JournalOps):
         with self.store.transaction() as s:
             info = self._info(s)
             if not signing.org_matches(info.org_signing_public, org_fp):
-                raise EnrolmentError("this enrolment code is for another vault (or the vault's key was replaced)", hint="check --db, or ask the admin")
+                raise EnrolmentError(
+                    "this enrolment code is for another vault (or the vault's key was replaced)",
+                    hint="check --db, or ask the admin",
+                )
             row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
             if row is None or row.status != INVITED:
                 raise EnrolmentError(f"there is no open invitation for {name!r}")
@@ -156,7 +177,9 @@ class EngineerOps(JournalOps):
                 raise EnrolmentError(f"the invitation for {name!r} has expired")
             self._make_keys(s, row, passphrase, info.org_signing_public)
             assert row.sealing_public is not None and row.signing_public is not None
-            row.enroll_mac = signing.enrolment_mac(invite_secret, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public)
+            row.enroll_mac = signing.enrolment_mac(
+                invite_secret, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public
+            )
             row.status = ENROLLED
             self._append(s, "enroll", actor=row, sign=False, public={"engineer": name})
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
@@ -167,7 +190,10 @@ class EngineerOps(JournalOps):
             row = self._engineer(s, name)
             fingerprint = _fingerprint(row)
             if row.status != ENROLLED or fingerprint is None:
-                raise EnrolmentError(f"engineer {name!r} has not enrolled yet (status: {row.status})", hint="they run `credvault engineer enroll NAME --code CODE`")
+                raise EnrolmentError(
+                    f"engineer {name!r} has not enrolled yet (status: {row.status})",
+                    hint="they run `credvault engineer enroll NAME --code CODE`",
+                )
             return fingerprint
 
     def confirm_engineer(self, name: str, fingerprint: str) -> EngineerInfo:
@@ -183,17 +209,28 @@ class EngineerOps(JournalOps):
                     hint="compare again with the engineer in person or by phone; re-invite if in doubt",
                 )
             if row.invite_root_version != bundle.version:
-                raise EnrolmentError("the invitation predates a recovery-key rotation", hint="invite the engineer again")
+                raise EnrolmentError(
+                    "the invitation predates a recovery-key rotation", hint="invite the engineer again"
+                )
             info = self._info(s)
-            secret = sealing.open_sealed(bundle.recovery, bundle.version, row.invite_seal, (LABEL_INVITE, info.vault_id, row.id, bundle.version))
-            if not signing.check_enrolment_mac(secret, row.enroll_mac, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public):
-                raise UntrustedRecord(f"the keys of {name!r} were not made with their enrolment code: not confirmed", hint="invite the engineer again")
+            secret = sealing.open_sealed(
+                bundle.recovery, bundle.version, row.invite_seal, (LABEL_INVITE, info.vault_id, row.id, bundle.version)
+            )
+            if not signing.check_enrolment_mac(
+                secret, row.enroll_mac, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public
+            ):
+                raise UntrustedRecord(
+                    f"the keys of {name!r} were not made with their enrolment code: not confirmed",
+                    hint="invite the engineer again",
+                )
             row.status = ACTIVE
             row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
             self._sign_certificate(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
-            self._append(s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation})
+            self._append(
+                s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
+            )
             return self._engineer_info(row)
 
     def list_engineers(self) -> list[EngineerInfo]:
@@ -209,7 +246,9 @@ class EngineerOps(JournalOps):
 
     # -- sessions -------------------------------------------------------------------------
 
-    def unlock(self, name: str, passphrase: str, *, ttl: dt.timedelta = DEFAULT_TTL, remember: bool = True) -> SessionInfo:
+    def unlock(
+        self, name: str, passphrase: str, *, ttl: dt.timedelta = DEFAULT_TTL, remember: bool = True
+    ) -> SessionInfo:
         """Open the engineer's key record once and hold the session until ``ttl`` passes.
 
         A wrong passphrase is recorded as an (unsigned) ``unlock-failed`` audit event.
@@ -220,20 +259,30 @@ class EngineerOps(JournalOps):
             info = self._info(s)
             row = self._engineer(s, name)
             if row.key_record is None or row.status != ACTIVE:
-                raise NotFound(f"engineer {name!r} has no usable keys (status: {row.status})", hint="an admin must confirm the enrolment first")
+                raise NotFound(
+                    f"engineer {name!r} has no usable keys (status: {row.status})",
+                    hint="an admin must confirm the enrolment first",
+                )
             record, engineer_id, generation = row.key_record, row.id, row.key_generation
         try:
             bundle = keyrecord.open_record(record, passphrase, info.vault_id, engineer_id, generation)
         except WrongPassphrase:
             with self.store.transaction() as s:
-                self._append(s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name})
+                self._append(
+                    s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
+                )
             raise
         if bundle.org_signing_public != info.org_signing_public:
             raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
         session = UnlockedSession(
-            vault_id=info.vault_id, engineer_id=engineer_id, name=name, key_generation=generation,
-            sealing_private=bundle.sealing_private, signing_seed=bundle.signing_seed,
-            org_signing_public=bundle.org_signing_public, expires_at=self.clock() + ttl,
+            vault_id=info.vault_id,
+            engineer_id=engineer_id,
+            name=name,
+            key_generation=generation,
+            sealing_private=bundle.sealing_private,
+            signing_seed=bundle.signing_seed,
+            org_signing_public=bundle.org_signing_public,
+            expires_at=self.clock() + ttl,
         )
         self._session, self.engineer_name = session, name
         self._client_keys.clear()
@@ -261,5 +310,3 @@ class EngineerOps(JournalOps):
     def count_engineers(self) -> int:
         with self.store.transaction() as s:
             return int(s.scalar(select(func.count()).select_from(m.Engineer)) or 0)
-
-

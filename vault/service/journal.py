@@ -27,7 +27,7 @@ def us(value: dt.datetime) -> int:
 
 
 def from_us(value: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value / 1_000_000, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(value / 1_000_000, dt.UTC)
 
 
 class JournalOps(VaultBase):
@@ -71,10 +71,19 @@ class JournalOps(VaultBase):
             self._count_encryptions(s, client_id, key_version)
         details_json = json.dumps(public, sort_keys=True) if public else None
         event = m.AuditEvent(
-            seq=seq, at_us=us(self.clock()), engineer_id=actor.id if actor else None,
-            key_generation=actor.key_generation if actor else 0, action=action, client_id=client_id,
-            secret_id=secret_id, key_version=key_version, details_blob=details_blob, details_json=details_json,
-            prev_hash=head.hash, hash=b"", signature=None,
+            seq=seq,
+            at_us=us(self.clock()),
+            engineer_id=actor.id if actor else None,
+            key_generation=actor.key_generation if actor else 0,
+            action=action,
+            client_id=client_id,
+            secret_id=secret_id,
+            key_version=key_version,
+            details_blob=details_blob,
+            details_json=details_json,
+            prev_hash=head.hash,
+            hash=b"",
+            signature=None,
         )
         event.hash = self._event_hash(info.vault_id, event)
         if sign:
@@ -86,7 +95,16 @@ class JournalOps(VaultBase):
     @staticmethod
     def _event_hash(vault_id: bytes, e: m.AuditEvent) -> bytes:
         return chain.event_hash(
-            vault_id, e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id,
-            e.key_version, e.details_blob, e.details_json, prev_hash=e.prev_hash,
+            vault_id,
+            e.seq,
+            e.at_us,
+            e.engineer_id,
+            e.key_generation,
+            e.action,
+            e.client_id,
+            e.secret_id,
+            e.key_version,
+            e.details_blob,
+            e.details_json,
+            prev_hash=e.prev_hash,
         )
-

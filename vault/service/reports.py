@@ -47,8 +47,11 @@ class ReportOps(CheckoutOps, AuditOps):
         if row is None:
             raise NotFound(f"no engineer named {engineer!r}")
         names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-        events = s.scalars(select(m.AuditEvent).where(
-            m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_(REVEAL_ACTIONS)).order_by(m.AuditEvent.seq)).all()
+        events = s.scalars(
+            select(m.AuditEvent)
+            .where(m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_(REVEAL_ACTIONS))
+            .order_by(m.AuditEvent.seq)
+        ).all()
         out = []
         for event in events:
             entry = self._entry(s, event, names)
@@ -56,11 +59,23 @@ class ReportOps(CheckoutOps, AuditOps):
             field = str(details.get("field", "password"))
             version = int(details.get("version", 0))
             changed = self._changed_since(s, event.client_id, event.secret_id, version, field)
-            out.append(AccessRecord(event.seq, entry.at, entry.client or "?", str(details.get("secret", f"#{event.secret_id}")),
-                                    field, version, details.get("reason"), changed))
+            out.append(
+                AccessRecord(
+                    event.seq,
+                    entry.at,
+                    entry.client or "?",
+                    str(details.get("secret", f"#{event.secret_id}")),
+                    field,
+                    version,
+                    details.get("reason"),
+                    changed,
+                )
+            )
         return out
 
-    def _changed_since(self, s: Session, client_id: int | None, secret_id: int | None, version: int, field: str) -> bool:
+    def _changed_since(
+        self, s: Session, client_id: int | None, secret_id: int | None, version: int, field: str
+    ) -> bool:
         client = s.get(m.Client, client_id) if client_id is not None else None
         secret = s.get(m.Secret, secret_id) if secret_id is not None else None
         if client is None or secret is None:

@@ -55,14 +55,18 @@ class SecretOps(ClientOps):
     def _open(self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion) -> _Opened:
         client_key = self._client_key(s, client.id, row.key_version)
         dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
-        raw = blobs.decrypt_secret_field(dek, row.key_version, row.metadata_blob, client.id, secret.id, row.version, "metadata")
+        raw = blobs.decrypt_secret_field(
+            dek, row.key_version, row.metadata_blob, client.id, secret.id, row.version, "metadata"
+        )
         try:
             metadata = json.loads(raw)
         except ValueError:
             raise DecryptionFailed() from None
         return _Opened(metadata, dek)
 
-    def _write_version(self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]) -> None:
+    def _write_version(
+        self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
+    ) -> None:
         ck_version = client.current_key_version
         client_key = self._client_key(s, client.id, ck_version)
         dek = blobs.new_key()
@@ -72,9 +76,17 @@ class SecretOps(ClientOps):
                 version=version,
                 key_version=ck_version,
                 wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
-                password_blob=blobs.encrypt_secret_field(dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"),
+                password_blob=blobs.encrypt_secret_field(
+                    dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"
+                ),
                 metadata_blob=blobs.encrypt_secret_field(
-                    dek, ck_version, json.dumps(metadata, sort_keys=True).encode("utf-8"), client.id, secret.id, version, "metadata"
+                    dek,
+                    ck_version,
+                    json.dumps(metadata, sort_keys=True).encode("utf-8"),
+                    client.id,
+                    secret.id,
+                    version,
+                    "metadata",
                 ),
                 created_by=self._me().engineer_id,
                 created_at=self.clock(),
@@ -87,17 +99,32 @@ class SecretOps(ClientOps):
     @staticmethod
     def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
         return SecretInfo(
-            client=slug, name=metadata["name"], kind=secret.kind, version=secret.current_version,
-            username=metadata.get("username"), url=metadata.get("url"), host=metadata.get("host"),
-            note=metadata.get("note"), fields=dict(metadata.get("fields") or {}),
-            created_at=secret.created_at, updated_at=secret.updated_at,
+            client=slug,
+            name=metadata["name"],
+            kind=secret.kind,
+            version=secret.current_version,
+            username=metadata.get("username"),
+            url=metadata.get("url"),
+            host=metadata.get("host"),
+            note=metadata.get("note"),
+            fields=dict(metadata.get("fields") or {}),
+            created_at=secret.created_at,
+            updated_at=secret.updated_at,
         )
 
     # -- public API ---------------------------------------------------------------------
 
     def add_secret(
-        self, ref: str, *, password: str, kind: str = "other", username: str | None = None, url: str | None = None,
-        host: str | None = None, note: str | None = None, fields: dict[str, str] | None = None,
+        self,
+        ref: str,
+        *,
+        password: str,
+        kind: str = "other",
+        username: str | None = None,
+        url: str | None = None,
+        host: str | None = None,
+        note: str | None = None,
+        fields: dict[str, str] | None = None,
     ) -> SecretInfo:
         slug, name = validation.secret_ref(ref)
         metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=fields or {})
@@ -106,19 +133,34 @@ class SecretOps(ClientOps):
         with self.store.transaction() as s:
             client = self._client(s, slug)
             tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-            if s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first() is not None:
+            if (
+                s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
+                is not None
+            ):
                 raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
             now = self.clock()
-            secret = m.Secret(client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now)
+            secret = m.Secret(
+                client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now
+            )
             s.add(secret)
             s.flush()
             self._write_version(s, client, secret, 1, password, metadata)
-            self._append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"secret": name, "kind": kind})
+            self._append(
+                s, "secret-create", client_id=client.id, secret_id=secret.id, details={"secret": name, "kind": kind}
+            )
             return self._secret_info(slug, secret, metadata)
 
     def update_secret(
-        self, ref: str, *, password: str | None = None, username: Any = UNSET, url: Any = UNSET, host: Any = UNSET,
-        note: Any = UNSET, fields: dict[str, str] | None = None, kind: str | None = None,
+        self,
+        ref: str,
+        *,
+        password: str | None = None,
+        username: Any = UNSET,
+        url: Any = UNSET,
+        host: Any = UNSET,
+        note: Any = UNSET,
+        fields: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> SecretInfo:
         """Store a new version; fields left UNSET keep their value, None clears them."""
         if password is not None:
@@ -141,8 +183,14 @@ class SecretOps(ClientOps):
                     current[key] = value
             merged_fields = dict(current.get("fields") or {})
             merged_fields.update(fields or {})
-            metadata = _metadata(current["name"], username=current.get("username"), url=current.get("url"),
-                                 host=current.get("host"), note=current.get("note"), fields=merged_fields)
+            metadata = _metadata(
+                current["name"],
+                username=current.get("username"),
+                url=current.get("url"),
+                host=current.get("host"),
+                note=current.get("note"),
+                fields=merged_fields,
+            )
             if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
                 raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
             if kind is not None:
@@ -150,8 +198,17 @@ class SecretOps(ClientOps):
             self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
             if password is not None:
                 secret.must_change = False
-            self._append(s, "secret-update", client_id=client.id, secret_id=secret.id,
-                         details={"secret": metadata["name"], "version": secret.current_version, "password_changed": password is not None})
+            self._append(
+                s,
+                "secret-update",
+                client_id=client.id,
+                secret_id=secret.id,
+                details={
+                    "secret": metadata["name"],
+                    "version": secret.current_version,
+                    "password_changed": password is not None,
+                },
+            )
             return self._secret_info(slug, secret, metadata)
 
     def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
@@ -178,23 +235,37 @@ class SecretOps(ClientOps):
         """A secret's metadata; its password is not decrypted."""
         with self.store.transaction() as s:
             client, secret, slug = self._secret(s, ref)
-            info = self._secret_info(slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata)
+            info = self._secret_info(
+                slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata
+            )
             self._append(s, "secret-view", client_id=client.id, secret_id=secret.id, details={"secret": info.name})
             return info
 
     def secret_history(self, ref: str) -> list[VersionInfo]:
         with self.store.transaction() as s:
             client, secret, _slug = self._secret(s, ref)
-            self._append(s, "secret-history", client_id=client.id, secret_id=secret.id, details={"secret": ref.split("/")[1]})
-            rows = s.scalars(select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)).all()
+            self._append(
+                s, "secret-history", client_id=client.id, secret_id=secret.id, details={"secret": ref.split("/")[1]}
+            )
+            rows = s.scalars(
+                select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
+            ).all()
             names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
             return [
-                VersionInfo(r.version, r.created_at, names.get(r.created_by, "?"), r.key_version, r.version == secret.current_version)
+                VersionInfo(
+                    r.version,
+                    r.created_at,
+                    names.get(r.created_by, "?"),
+                    r.key_version,
+                    r.version == secret.current_version,
+                )
                 for r in rows
             ]
 
 
-def _metadata(name: str, *, username: str | None, url: str | None, host: str | None, note: str | None, fields: dict[str, str]) -> dict[str, Any]:
+def _metadata(
+    name: str, *, username: str | None, url: str | None, host: str | None, note: str | None, fields: dict[str, str]
+) -> dict[str, Any]:
     if url and host:
         raise InvalidInput("give either --url or --host, not both")
     return {

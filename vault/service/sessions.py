@@ -38,7 +38,9 @@ class UnlockedSession:
         return f"UnlockedSession(name={self.name!r}, expires_at={self.expires_at.isoformat()}, keys=<redacted>)"
 
     def to_text(self) -> str:
-        b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+        def b64(raw: bytes) -> str:
+            return base64.b64encode(raw).decode("ascii")
+
         return json.dumps(
             {
                 "v": 1,
@@ -59,7 +61,10 @@ class UnlockedSession:
             data = json.loads(text)
             if data.get("v") != 1:
                 raise ValueError
-            raw = lambda key: base64.b64decode(data[key], validate=True)  # noqa: E731
+
+            def raw(key: str) -> bytes:
+                return base64.b64decode(data[key], validate=True)
+
             return cls(
                 vault_id=raw("vault_id"),
                 engineer_id=int(data["engineer_id"]),
@@ -68,7 +73,7 @@ class UnlockedSession:
                 sealing_private=raw("sealing_private"),
                 signing_seed=raw("signing_seed"),
                 org_signing_public=raw("org_signing_public"),
-                expires_at=dt.datetime.fromtimestamp(int(data["expires_at"]), dt.timezone.utc),
+                expires_at=dt.datetime.fromtimestamp(int(data["expires_at"]), dt.UTC),
             )
         except (ValueError, KeyError, TypeError):
             raise Locked("the stored session is unreadable; it will be replaced at the next unlock") from None
@@ -121,7 +126,9 @@ class KeyringSessionStore:
         except keyring.errors.PasswordDeleteError:
             return None
         except keyring.errors.KeyringError:
-            raise StoreUnavailable("the OS keyring refused the request (is it locked?)", hint="unlock your desktop keyring and try again") from None
+            raise StoreUnavailable(
+                "the OS keyring refused the request (is it locked?)", hint="unlock your desktop keyring and try again"
+            ) from None
 
     def put(self, session: UnlockedSession) -> None:
         self._call("set_password", _entry(session.vault_id, session.name), session.to_text())

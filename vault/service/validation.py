@@ -74,7 +74,9 @@ def kind(value: str) -> str:
 def display_name(value: str) -> str:
     text = value.strip()
     if not text or len(text) > MAX_DISPLAY_NAME or not text.isprintable():
-        raise InvalidInput("bad client name", hint=f"use 1-{MAX_DISPLAY_NAME} printable characters, no control characters")
+        raise InvalidInput(
+            "bad client name", hint=f"use 1-{MAX_DISPLAY_NAME} printable characters, no control characters"
+        )
     return text
 
 
@@ -103,7 +105,9 @@ def custom_fields(fields: dict[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in fields.items():
         if not FIELD_NAME.fullmatch(key) or key in RESERVED_FIELDS:
-            raise InvalidInput(f"bad field name {shown(key)}", hint="use 1-32 letters, digits, '_' or '-', starting with a letter")
+            raise InvalidInput(
+                f"bad field name {shown(key)}", hint="use 1-32 letters, digits, '_' or '-', starting with a letter"
+            )
         checked = field_value(f"field {key}", value)
         assert checked is not None
         out[key] = checked
@@ -134,7 +138,9 @@ def point_in_time(text: str, now: dt.datetime) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InvalidInput(f"bad time {shown(text)}", hint="write an ISO time such as 2026-12-31T18:00 or a duration such as 8h") from None
+        raise InvalidInput(
+            f"bad time {shown(text)}", hint="write an ISO time such as 2026-12-31T18:00 or a duration such as 8h"
+        ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value

@@ -36,7 +36,9 @@ class Vault(EngineerOps, ReportOps):
         store = storage.Store(url)
         if upgrade:
             storage.upgrade(store)
-        return cls(store, sessions=sessions or MemorySessionStore(), engineer=engineer, clock=clock, kdf_params=kdf_params)
+        return cls(
+            store, sessions=sessions or MemorySessionStore(), engineer=engineer, clock=clock, kdf_params=kdf_params
+        )
 
     @classmethod
     def create(

@@ -49,7 +49,9 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises ValueError here
     except (exc.ArgumentError, ValueError):
-        raise ConfigurationError("the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
+        raise ConfigurationError(
+            "the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             try:
@@ -64,7 +66,9 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    raise ConfigurationError(f"unsupported database backend {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL")
+    raise ConfigurationError(
+        f"unsupported database backend {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL"
+    )
 
 
 def is_sqlite(engine: Engine) -> bool:
