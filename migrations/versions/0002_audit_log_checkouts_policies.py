@@ -89,6 +89,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_checkouts_engineer_id"), ["engineer_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_checkouts_secret_id"), ["secret_id"], unique=False)
 
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("audit_keys_blob", sa.LargeBinary(), nullable=True))
+
     with op.batch_alter_table("secrets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("must_change", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column("last_used_at", UTCDateTime(), nullable=True))

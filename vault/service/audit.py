@@ -83,7 +83,7 @@ class AuditOps(ClientOps):
                 try:
                     slug = self._slug(s, client)
                     if e.details_blob is not None and e.key_version is not None:
-                        key = self._client_key(s, e.client_id, e.key_version)
+                        key = self._audit_key(s, client, e.key_version)
                         raw = blobs.decrypt_audit_detail(
                             key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
                         )

@@ -197,7 +197,13 @@ class CheckoutOps(SecretOps):
         opened = self._open(s, client, secret, row)
         if field == "password":
             raw = blobs.decrypt_secret_field(
-                opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
+                opened.data_key,
+                blobs.blob_key_version(row.password_blob),
+                row.password_blob,
+                client.id,
+                secret.id,
+                row.version,
+                "password",
             )
             return raw.decode("utf-8")
         if field in METADATA_FIELDS or field == "name":

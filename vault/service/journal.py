@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
+from vault.errors import DecryptionFailed
 from vault.service.base import VaultBase
 from vault.storage import models as m
 
@@ -64,11 +65,9 @@ class JournalOps(VaultBase):
                 raise ValueError("encrypted details need a client")
             client = s.get(m.Client, client_id)
             assert client is not None
-            key_version = client.current_key_version
-            key = self._client_key(s, client_id, key_version)
+            key_version, key = self._current_audit_key(s, client)
             raw = json.dumps(details, sort_keys=True).encode("utf-8")
             details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
-            self._count_encryptions(s, client_id, key_version)
         details_json = json.dumps(public, sort_keys=True) if public else None
         event = m.AuditEvent(
             seq=seq,
@@ -108,3 +107,30 @@ class JournalOps(VaultBase):
             e.details_json,
             prev_hash=e.prev_hash,
         )
+
+    # -- the client's audit-key ring ---------------------------------------------------------
+
+    def _audit_ring(self, s: Session, client: m.Client) -> bytes:
+        """All audit-key generations of a client (32 bytes each), oldest first."""
+        if client.audit_keys_blob is None:
+            self._store_audit_ring(s, client, blobs.new_key())
+        assert client.audit_keys_blob is not None
+        ring = self._client_field(s, client, client.audit_keys_blob, "audit-keys")
+        if not ring or len(ring) % 32:
+            raise DecryptionFailed()
+        return ring
+
+    def _store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
+        version = client.current_key_version
+        key = self._client_key(s, client.id, version)
+        client.audit_keys_blob = blobs.encrypt_client_field(key, version, ring, client.id, "audit-keys")
+
+    def _current_audit_key(self, s: Session, client: m.Client) -> tuple[int, bytes]:
+        ring = self._audit_ring(s, client)
+        return len(ring) // 32, ring[-32:]
+
+    def _audit_key(self, s: Session, client: m.Client, generation: int) -> bytes:
+        ring = self._audit_ring(s, client)
+        if not 1 <= generation <= len(ring) // 32:
+            raise DecryptionFailed()
+        return ring[(generation - 1) * 32 : generation * 32]

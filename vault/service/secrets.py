@@ -56,7 +56,13 @@ class SecretOps(ClientOps):
         client_key = self._client_key(s, client.id, row.key_version)
         dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
         raw = blobs.decrypt_secret_field(
-            dek, row.key_version, row.metadata_blob, client.id, secret.id, row.version, "metadata"
+            dek,
+            blobs.blob_key_version(row.metadata_blob),
+            row.metadata_blob,
+            client.id,
+            secret.id,
+            row.version,
+            "metadata",
         )
         try:
             metadata = json.loads(raw)
@@ -174,7 +180,13 @@ class SecretOps(ClientOps):
             old_password = password
             if old_password is None:
                 old_password = blobs.decrypt_secret_field(
-                    opened.data_key, row.key_version, row.password_blob, client.id, secret.id, row.version, "password"
+                    opened.data_key,
+                    blobs.blob_key_version(row.password_blob),
+                    row.password_blob,
+                    client.id,
+                    secret.id,
+                    row.version,
+                    "password",
                 ).decode("utf-8")
             changes = {"username": username, "url": url, "host": host, "note": note}
             current = dict(opened.metadata)

@@ -108,6 +108,7 @@ class Client(Base):
     slug_blob: Mapped[bytes] = mapped_column(LargeBinary)
     name_blob: Mapped[bytes] = mapped_column(LargeBinary)
     lookup_key_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    audit_keys_blob: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
