@@ -6,6 +6,7 @@ knows about clients, secrets or rows; the recipes add labels and associated data
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -55,6 +56,8 @@ def encode_item(item: ContextItem) -> bytes:
     if isinstance(item, bool):
         raise TypeError("booleans are not context items")
     if isinstance(item, int):
+        if not -(2**63) <= item < 2**63:
+            raise ValueError("context integers are 64-bit")
         return struct.pack(">q", item)
     if isinstance(item, str):
         return unicodedata.normalize("NFC", item).encode("utf-8")
@@ -171,10 +174,51 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
 
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
     """Safe: strict verification by OpenSSL; raises PrimitiveFailure on any mismatch."""
+    if len(public) != PUBLIC_SIZE:
+        raise PrimitiveFailure
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
         raise PrimitiveFailure from exc
+
+
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _ed_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    # The unified twisted Edwards addition (a = -1): complete, so no special cases.
+    (x1, y1), (x2, y2) = a, b
+    k = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + k, _P - 2, _P) % _P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - k, _P - 2, _P) % _P
+    return x3, y3
+
+
+@functools.lru_cache(maxsize=4096)
+def ed25519_public_is_weak(public: bytes) -> bool:
+    """Safe: refuses non-canonical or small-order keys, under which forged signatures verify."""
+    if len(public) != PUBLIC_SIZE:
+        return True
+    y = int.from_bytes(public, "little") & ((1 << 255) - 1)
+    sign = public[31] >> 7
+    if y >= _P:
+        return True
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * x * x % _P != u:
+        x = x * _SQRT_M1 % _P
+        if v * x * x % _P != u:
+            return True  # not on the curve
+    if x == 0 and sign:
+        return True
+    if x & 1 != sign:
+        x = _P - x
+    point = (x, y)
+    for _ in range(3):
+        point = _ed_add(point, point)
+    return point == (0, 1)
 
 
 def join(parts: Iterable[bytes]) -> bytes:

@@ -37,9 +37,22 @@ class KeyPair:
         return f"KeyPair(public={self.public[:4].hex()}…)"
 
 
+def is_weak_public(public: bytes) -> bool:
+    """A low-order X25519 key: every seal to it would be readable by anyone."""
+    if len(public) != p.PUBLIC_SIZE:
+        return True
+    try:
+        p.x25519_exchange(p.x25519_generate()[0], public)
+    except p.PrimitiveFailure:
+        return True
+    return False
+
+
 def seal(recipient_public: bytes, key_version: int, message: bytes, context: tuple[p.ContextItem, ...]) -> bytes:
     if len(recipient_public) != p.PUBLIC_SIZE:
         raise ValueError("X25519 public keys are 32 bytes")
+    if not 0 <= key_version < 2**32:
+        raise ValueError("key version out of range")
     eph_private, eph_public = p.x25519_generate()
     try:
         shared = p.x25519_exchange(eph_private, recipient_public)

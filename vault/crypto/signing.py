@@ -23,7 +23,7 @@ from vault.errors import EnrolmentError, UntrustedRecord
 ContextItem = p.ContextItem
 INVITE_SECRET_SIZE = 16
 _ORG_FP_SIZE = 8
-_CHECK_SIZE = 2
+_CHECK_SIZE = 4
 CODE_PREFIX = "CV1-"
 
 
@@ -49,9 +49,16 @@ class SigningKey:
         return f"SigningKey(public={self.public[:4].hex()}…)"
 
 
+def is_weak_signing_key(public: bytes) -> bool:
+    """A non-canonical or small-order Ed25519 key (forged signatures verify under it)."""
+    return p.ed25519_public_is_weak(public)
+
+
 def verify(public: bytes, signature: bytes | None, label: bytes, *fields: ContextItem, what: str) -> None:
     if not signature:
         raise UntrustedRecord(f"{what} is not signed by an admin")
+    if p.ed25519_public_is_weak(public):
+        raise UntrustedRecord(f"{what} names a weak (small-order) signing key")
     try:
         p.ed25519_verify(public, signature, p.ctx(label, *fields))
     except p.PrimitiveFailure:
@@ -119,10 +126,14 @@ def parse_enrolment_code(code: str) -> tuple[bytes, bytes]:
     body = text[len(CODE_PREFIX) :].replace("-", "")
     if len(body) > 64:
         raise EnrolmentError("malformed enrolment code: too long")
+    if not body:
+        raise EnrolmentError("malformed enrolment code: empty")
     try:
         raw = base64.b32decode(body + "=" * (-len(body) % 8))
     except (binascii.Error, ValueError):
         raise EnrolmentError("malformed enrolment code: unexpected characters") from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != body:
+        raise EnrolmentError("malformed enrolment code: unexpected characters")  # non-canonical spelling
     if len(raw) != INVITE_SECRET_SIZE + _ORG_FP_SIZE + _CHECK_SIZE:
         raise EnrolmentError("malformed enrolment code: wrong length")
     payload, check = raw[:-_CHECK_SIZE], raw[-_CHECK_SIZE:]

@@ -224,9 +224,11 @@ class AuditOps(ClientOps):
         return min(bad) if bad else None
 
     def _signing_keys(self, s: Session) -> dict[tuple[int | None, int], bytes]:
-        """Signing keys of engineers whose certificates verify, by (id, key generation)."""
+        """Certified signing keys of every engineer and key generation, by (id, generation)."""
         keys: dict[tuple[int | None, int], bytes] = {}
+        names = {}
         for row in s.scalars(select(m.Engineer)):
+            names[row.id] = row.name
             if row.signing_public is None:
                 continue
             try:
@@ -234,6 +236,11 @@ class AuditOps(ClientOps):
             except UntrustedRecord:
                 continue
             keys[(row.id, row.key_generation)] = row.signing_public
+        for key in s.scalars(select(m.EngineerKey)):
+            try:
+                keys[(key.engineer_id, key.generation)] = self._verified_key(s, key, names.get(key.engineer_id, ""))
+            except UntrustedRecord:
+                keys.pop((key.engineer_id, key.generation), None)
         return keys
 
     @staticmethod

@@ -21,12 +21,14 @@ from vault.crypto.labels import (
     LABEL_ROOT_BUNDLE,
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_ENGINEER,
+    LABEL_SIG_ENGINEER_KEY,
     LABEL_SIG_GRANT,
 )
 from vault.errors import (
     AccessDenied,
     DecryptionFailed,
     GrantExpired,
+    IntegrityError,
     Locked,
     NotFound,
     StoreUnavailable,
@@ -38,6 +40,9 @@ from vault.storage.engine import Store
 
 Clock = Callable[[], dt.datetime]
 ROLE_ADMIN = "admin"
+# NIST SP 800-38D bounds random 96-bit nonces to 2^32 encryptions per key; stop well short.
+ENCRYPTION_LIMIT = 2**32 - 2**24
+ENCRYPTION_WARNING = 2**31
 ROLE_ENGINEER = "engineer"
 ACTIVE = "active"
 
@@ -200,6 +205,41 @@ class VaultBase:
         row.certified_at = epoch(self.clock())
         row.certificate = org.sign(LABEL_SIG_ENGINEER, *self._certificate_fields(s, row))
 
+    def _key_fields(self, s: Session, key: m.EngineerKey, name: str) -> tuple[signing.ContextItem, ...]:
+        return (
+            self._info(s).vault_id,
+            key.engineer_id,
+            name,
+            key.generation,
+            key.sealing_public,
+            key.signing_public,
+            key.certified_at,
+        )
+
+    def _record_engineer_key(self, s: Session, row: m.Engineer, org: signing.SigningKey) -> None:
+        """Keep a certified copy of the engineer's current public keys (old events verify with it)."""
+        assert row.sealing_public is not None and row.signing_public is not None and row.certified_at is not None
+        existing = s.get(m.EngineerKey, (row.id, row.key_generation))
+        key = existing or m.EngineerKey(engineer_id=row.id, generation=row.key_generation, state=ACTIVE)
+        key.sealing_public, key.signing_public, key.certified_at = (
+            row.sealing_public,
+            row.signing_public,
+            row.certified_at,
+        )
+        key.certificate = org.sign(LABEL_SIG_ENGINEER_KEY, *self._key_fields(s, key, row.name))
+        if existing is None:
+            s.add(key)
+
+    def _verified_key(self, s: Session, key: m.EngineerKey, name: str) -> bytes:
+        signing.verify(
+            self._org_public(s),
+            key.certificate,
+            LABEL_SIG_ENGINEER_KEY,
+            *self._key_fields(s, key, name),
+            what=f"key generation {key.generation} of engineer {name!r}",
+        )
+        return key.signing_public
+
     def _verified_admin(self, s: Session, engineer_id: int) -> m.Engineer:
         row = s.get(m.Engineer, engineer_id)
         if row is None:
@@ -277,6 +317,16 @@ class VaultBase:
         self._root = bundle
         return bundle
 
+    def _seal_root_to(self, s: Session, bundle: RootBundle, row: m.Engineer) -> None:
+        assert row.sealing_public is not None
+        context = (LABEL_ROOT_BUNDLE, self._info(s).vault_id, bundle.version, row.id)
+        blob = sealing.seal(row.sealing_public, bundle.version, bundle.to_bytes(), context)
+        existing = s.get(m.RootSeal, (bundle.version, row.id))
+        if existing is None:
+            s.add(m.RootSeal(root_version=bundle.version, engineer_id=row.id, blob=blob))
+        else:
+            existing.blob = blob
+
     # -- client keys ------------------------------------------------------------------
 
     def _seal_context(
@@ -344,8 +394,14 @@ class VaultBase:
         return key
 
     def _count_encryptions(self, s: Session, client_id: int, version: int, n: int = 1) -> None:
+        """Count AES-GCM encryptions under a client key; refuse past the safe bound."""
         ck = s.get(m.ClientKey, (client_id, version))
         assert ck is not None
+        if ck.encryptions + n > ENCRYPTION_LIMIT:
+            raise IntegrityError(
+                f"client key version {version} has reached its encryption limit",
+                hint="rotate the client key: `credvault rotate client SLUG`",
+            )
         ck.encryptions = ck.encryptions + n
 
     def _client_field(self, s: Session, client: m.Client, blob: bytes, purpose: str) -> bytes:

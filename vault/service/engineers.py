@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_ROOT_BUNDLE
+from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE
 from vault.errors import (
     AlreadyExists,
     EnrolmentError,
@@ -84,6 +84,7 @@ class EngineerOps(JournalOps):
             self._vault_id = vault_id
             keys = self._make_keys(s, admin, passphrase, org.public)
             self._sign_certificate(s, admin, org)
+            self._record_engineer_key(s, admin, org)
             self._seal_root_to(s, bundle, admin)
             self._append(
                 s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1}
@@ -114,16 +115,6 @@ class EngineerOps(JournalOps):
             bundle, passphrase, self._info(s).vault_id, row.id, row.key_generation, self.kdf_params
         )
         return bundle
-
-    def _seal_root_to(self, s: Session, bundle: RootBundle, row: m.Engineer) -> None:
-        assert row.sealing_public is not None
-        context = (LABEL_ROOT_BUNDLE, self._info(s).vault_id, bundle.version, row.id)
-        blob = sealing.seal(row.sealing_public, bundle.version, bundle.to_bytes(), context)
-        existing = s.get(m.RootSeal, (bundle.version, row.id))
-        if existing is None:
-            s.add(m.RootSeal(root_version=bundle.version, engineer_id=row.id, blob=blob))
-        else:
-            existing.blob = blob
 
     def _engineer(self, s: Session, name: str) -> m.Engineer:
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
@@ -203,6 +194,12 @@ class EngineerOps(JournalOps):
             row = self._engineer(s, name)
             if row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None:
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
+            assert row.sealing_public is not None and row.signing_public is not None
+            if signing.is_weak_signing_key(row.signing_public) or sealing.is_weak_public(row.sealing_public):
+                raise UntrustedRecord(
+                    f"the keys {name!r} enrolled are weak (small-order): not confirmed",
+                    hint="invite the engineer again",
+                )
             if normalise_fingerprint(fingerprint) != _fingerprint(row):
                 raise UntrustedRecord(
                     f"the fingerprint does not match the keys {name!r} enrolled: not confirmed",
@@ -226,6 +223,7 @@ class EngineerOps(JournalOps):
             row.status = ACTIVE
             row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
             self._sign_certificate(s, row, bundle.org)
+            self._record_engineer_key(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
             self._append(

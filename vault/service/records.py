@@ -182,3 +182,27 @@ class Revealed:
         return f"Revealed(ref={self.ref!r}, field={self.field!r}, version={self.version}, value=<redacted>)"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class RotationInfo(_Record):
+    client: str
+    from_version: int
+    to_version: int
+    state: str
+    done: int
+    total: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class StatusReport(_Record):
+    """What `credvault status` warns about."""
+
+    warnings: list[str]
+    clients: int
+    secrets: int
+    engineers: int
+    open_rotations: int
+    must_change: list[str]

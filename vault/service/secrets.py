@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, signing
@@ -101,6 +101,16 @@ class SecretOps(ClientOps):
         self._count_encryptions(s, client.id, ck_version)
         secret.current_version = version
         secret.updated_at = self.clock()
+        self._prune_versions(s, secret)
+
+    def _prune_versions(self, s: Session, secret: m.Secret) -> None:
+        """Destroy versions, with their data keys, beyond the retention setting (default 10)."""
+        cutoff = secret.current_version - self._info(s).retention_versions
+        if cutoff >= 1:
+            s.flush()
+            s.execute(
+                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
+            )
 
     @staticmethod
     def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:

@@ -62,6 +62,8 @@ class VaultInfo(Base):
     vault_id: Mapped[bytes] = mapped_column(LargeBinary(16))
     format_version: Mapped[int] = mapped_column(Integer)
     org_signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    retention_versions: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    cryptoperiod_days: Mapped[int] = mapped_column(Integer, default=365, server_default="365")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
@@ -72,6 +74,7 @@ class RootKey(Base):
     state: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Engineer(Base):
@@ -91,6 +94,37 @@ class Engineer(Base):
     certificate: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
     certified_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EngineerKey(Base):
+    """Every certified key generation of an engineer, kept so old audit events verify."""
+
+    __tablename__ = "engineer_keys"
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id", ondelete="CASCADE"), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sealing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    certified_at: Mapped[int] = mapped_column(BigInteger)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary(64))
+    state: Mapped[str] = mapped_column(String(16))
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Rotation(Base):
+    """A client-key rotation in progress or done; batches resume from here."""
+
+    __tablename__ = "rotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(BigInteger)
+    done: Mapped[int] = mapped_column(BigInteger)
+    started_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class RootSeal(Base):
@@ -124,6 +158,7 @@ class ClientKey(Base):
     encryptions: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ClientKeySeal(Base):

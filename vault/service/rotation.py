@@ -1,0 +1,330 @@
+"""Key rotation without downtime: client keys, the root key, secret values.
+
+A client-key rotation has three steps, each its own transaction, so a crash or Ctrl-C
+at any point leaves a vault that reads correctly and a rotation that ``resume`` ends:
+
+1. **start**: a new client-key version is made, signed and sealed to the recovery key
+   and to every current grantee; the client's own fields and audit-key ring move to it
+   and it becomes current at once (new writes use it). The old version is *retiring*.
+2. **re-wrap**: data keys still wrapped by a retiring version are re-wrapped in batches.
+   Reads keep working throughout: each row names the version that wraps it.
+3. **finish**: once nothing refers to a retiring version, its sealed copies are deleted
+   and it is marked *destroyed* (its fingerprint stays, for purge receipts).
+
+A root rotation re-seals every live client-key version to a new recovery key and
+re-tags client slugs with the new lookup key in one transaction: its cost grows with
+the number of clients, not of secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from vault.crypto import _primitives as prim
+from vault.crypto import blobs, signing
+from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
+from vault.errors import InvalidInput
+from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
+from vault.service.records import RotationInfo
+from vault.service.reports import ReportOps
+from vault.storage import models as m
+
+Progress = Callable[[int, int], None]
+RETIRING, DESTROYED, RUNNING, DONE = "retiring", "destroyed", "running", "done"
+DEFAULT_BATCH = 2000
+
+
+class RotationOps(ReportOps):
+    # -- client keys ---------------------------------------------------------------------
+
+    def rotate_client(
+        self, client: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
+    ) -> RotationInfo:
+        """Rotate a client's key: a new version now, data keys re-wrapped in batches."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            row = self._client(s, client)
+            running = s.scalars(
+                select(m.Rotation).where(m.Rotation.client_id == row.id, m.Rotation.state == RUNNING)
+            ).first()
+            if running is not None:
+                raise InvalidInput(
+                    f"a rotation of {client!r} is already under way", hint="run `credvault rotate resume`"
+                )
+            rotation_id = self._start_client_rotation(s, row)
+        return self._run_rotation(rotation_id, batch_size, progress)
+
+    def resume_rotations(
+        self, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
+    ) -> list[RotationInfo]:
+        """Finish every rotation a crash or an interrupt left under way."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            ids = list(s.scalars(select(m.Rotation.id).where(m.Rotation.state == RUNNING).order_by(m.Rotation.id)))
+        return [self._run_rotation(rotation_id, batch_size, progress) for rotation_id in ids]
+
+    def list_rotations(self, *, running_only: bool = False) -> list[RotationInfo]:
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            query = select(m.Rotation).order_by(m.Rotation.id)
+            if running_only:
+                query = query.where(m.Rotation.state == RUNNING)
+            return [self._rotation_info(s, r) for r in s.scalars(query)]
+
+    def _start_client_rotation(self, s: Session, client: m.Client) -> int:
+        admin = self._my_admin_row(s)
+        bundle = self._root_bundle(s)
+        old_version = client.current_key_version
+        old_key = self._client_key(s, client.id, old_version)
+        ring = self._audit_ring(s, client)
+        slug = self._client_field(s, client, client.slug_blob, "slug")
+        name = self._client_field(s, client, client.name_blob, "name")
+        lookup = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+        del old_key
+        new_version = (
+            s.scalar(select(func.max(m.ClientKey.version)).where(m.ClientKey.client_id == client.id)) or 0
+        ) + 1
+        key = blobs.new_key()
+        now = self.clock()
+        ck = m.ClientKey(
+            client_id=client.id,
+            version=new_version,
+            state=ACTIVE,
+            fingerprint=signing.client_key_fingerprint(key),
+            signed_by=admin.id,
+            signed_at=epoch(now),
+            encryptions=0,
+            created_at=now,
+        )
+        ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
+        s.add(ck)
+        s.flush()
+        self._client_keys[(client.id, new_version)] = key
+        self._seal_client_key(s, client.id, new_version, key, "recovery", bundle.version, bundle.recovery.public)
+        for grantee in self._current_grantees(s, client.id):
+            assert grantee.sealing_public is not None
+            self._seal_client_key(s, client.id, new_version, key, "engineer", grantee.id, grantee.sealing_public)
+        for old in s.scalars(
+            select(m.ClientKey).where(
+                m.ClientKey.client_id == client.id, m.ClientKey.state == ACTIVE, m.ClientKey.version != new_version
+            )
+        ):
+            old.state, old.retired_at = RETIRING, now
+        client.current_key_version = new_version
+        client.slug_blob = blobs.encrypt_client_field(key, new_version, slug, client.id, "slug")
+        client.name_blob = blobs.encrypt_client_field(key, new_version, name, client.id, "name")
+        client.lookup_key_blob = blobs.encrypt_client_field(key, new_version, lookup, client.id, "lookup-key")
+        self._store_audit_ring(s, client, ring + blobs.new_key())  # a fresh audit key for later events
+        ck.encryptions = 4
+        total = (
+            s.scalar(
+                select(func.count())
+                .select_from(m.SecretVersion)
+                .join(m.Secret)
+                .where(m.Secret.client_id == client.id, m.SecretVersion.key_version != new_version)
+            )
+            or 0
+        )
+        rotation = m.Rotation(
+            client_id=client.id,
+            from_version=old_version,
+            to_version=new_version,
+            state=RUNNING,
+            total=int(total),
+            done=0,
+            started_by=admin.id,
+            started_at=now,
+        )
+        s.add(rotation)
+        s.flush()
+        self._append(
+            s,
+            "client-key-rotate",
+            client_id=client.id,
+            details={"from_version": old_version, "to_version": new_version, "data_keys": int(total)},
+        )
+        return rotation.id
+
+    def _current_grantees(self, s: Session, client_id: int) -> list[m.Engineer]:
+        now = epoch(self.clock())
+        out = []
+        grants = s.scalars(select(m.Grant).where(m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None)))
+        for grant in grants:
+            if grant.until is not None and grant.until <= now:
+                continue
+            engineer = s.get(m.Engineer, grant.engineer_id)
+            if engineer is None or engineer.status != ACTIVE:
+                continue
+            self._verify_certificate(s, engineer)
+            self._verify_grant(s, grant, engineer)
+            out.append(engineer)
+        return out
+
+    def _run_rotation(self, rotation_id: int, batch_size: int, progress: Progress | None) -> RotationInfo:
+        while self._rewrap_batch(rotation_id, batch_size, progress):
+            pass
+        with self.store.transaction() as s:
+            rotation = s.get(m.Rotation, rotation_id)
+            assert rotation is not None
+            if rotation.state == RUNNING:
+                self._finish_client_rotation(s, rotation)
+            return self._rotation_info(s, rotation)
+
+    def _rewrap_batch(self, rotation_id: int, batch_size: int, progress: Progress | None) -> int:
+        """Re-wrap up to ``batch_size`` data keys in one transaction; returns how many."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            rotation = s.get(m.Rotation, rotation_id)
+            if rotation is None or rotation.state != RUNNING:
+                return 0
+            client_id, new_version = rotation.client_id, rotation.to_version
+            rows = s.execute(
+                select(
+                    m.SecretVersion.secret_id,
+                    m.SecretVersion.version,
+                    m.SecretVersion.key_version,
+                    m.SecretVersion.wrapped_dek,
+                )
+                .join(m.Secret, m.Secret.id == m.SecretVersion.secret_id)
+                .where(m.Secret.client_id == client_id, m.SecretVersion.key_version != new_version)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                return 0
+            new_key = self._client_key(s, client_id, new_version)
+            params = []
+            for secret_id, version, key_version, wrapped in rows:
+                data_key = blobs.unwrap_data_key(
+                    self._client_key(s, client_id, key_version), key_version, wrapped, client_id, secret_id, version
+                )
+                params.append(
+                    {
+                        "sid": secret_id,
+                        "ver": version,
+                        "kv": new_version,
+                        "wd": blobs.wrap_data_key(new_key, new_version, data_key, client_id, secret_id, version),
+                    }
+                )
+            s.execute(
+                update(m.SecretVersion)
+                .where(m.SecretVersion.secret_id == bindparam("sid"), m.SecretVersion.version == bindparam("ver"))
+                .values(key_version=bindparam("kv"), wrapped_dek=bindparam("wd"))
+                .execution_options(synchronize_session=False),
+                params,
+            )
+            self._count_encryptions(s, client_id, new_version, len(params))
+            rotation.done = rotation.done + len(params)
+            done, total = rotation.done, rotation.total
+        if progress is not None:
+            progress(done, max(total, done))
+        return len(params)
+
+    def _finish_client_rotation(self, s: Session, rotation: m.Rotation) -> None:
+        """Destroy retiring versions nothing refers to any more; mark the rotation done."""
+        now = self.clock()
+        for ck in s.scalars(
+            select(m.ClientKey).where(m.ClientKey.client_id == rotation.client_id, m.ClientKey.state == RETIRING)
+        ):
+            still_used = s.scalar(
+                select(func.count())
+                .select_from(m.SecretVersion)
+                .join(m.Secret)
+                .where(m.Secret.client_id == rotation.client_id, m.SecretVersion.key_version == ck.version)
+            )
+            if still_used:
+                continue
+            s.execute(
+                delete(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
+                )
+            )
+            ck.state, ck.destroyed_at = DESTROYED, now
+            self._client_keys.pop((ck.client_id, ck.version), None)
+        rotation.state, rotation.finished_at = DONE, now
+        self._append(
+            s,
+            "client-key-rotated",
+            client_id=rotation.client_id,
+            details={"to_version": rotation.to_version, "data_keys": rotation.done},
+        )
+
+    def _rotation_info(self, s: Session, rotation: m.Rotation) -> RotationInfo:
+        client = s.get(m.Client, rotation.client_id)
+        slug = self._slug(s, client) if client is not None else f"#{rotation.client_id}"
+        return RotationInfo(
+            slug,
+            rotation.from_version,
+            rotation.to_version,
+            rotation.state,
+            rotation.done,
+            rotation.total,
+            rotation.started_at,
+            rotation.finished_at,
+        )
+
+    # -- the root key ---------------------------------------------------------------------------
+
+    def rotate_root(self) -> int:
+        """A new recovery key: every live client-key version re-sealed to it, slugs re-tagged,
+        the bundle sealed to every admin, the old one destroyed. Returns clients re-sealed."""
+        with self.store.transaction() as s:
+            me = self._my_admin_row(s)
+            old = self._root_bundle(s)
+            old_root = self._current_root(s)
+            new = RootBundle(prim.random_bytes(32) + old.org.seed, old.version + 1)
+            now = self.clock()
+            s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
+            s.flush()
+            clients = 0
+            for client in s.scalars(select(m.Client)):
+                for ck in s.scalars(
+                    select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
+                ):
+                    key = self._client_key(s, client.id, ck.version)
+                    self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
+                slug = self._slug(s, client)
+                client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+                clients += 1
+            for admin in s.scalars(
+                select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)
+            ):
+                self._verify_certificate(s, admin)
+                self._seal_root_to(s, new, admin)
+            s.execute(
+                delete(m.ClientKeySeal).where(
+                    m.ClientKeySeal.recipient_kind == "recovery", m.ClientKeySeal.recipient_id == old.version
+                )
+            )
+            s.execute(delete(m.RootSeal).where(m.RootSeal.root_version == old.version))
+            old_root.state, old_root.retired_at, old_root.destroyed_at = DESTROYED, now, now
+            new_root = s.get(m.RootKey, new.version)
+            assert new_root is not None
+            new_root.state = ACTIVE
+            self._root = new
+            self._append(
+                s,
+                "root-key-rotate",
+                public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name},
+            )
+            return clients
+
+    # -- secret values ----------------------------------------------------------------------------
+
+    def set_retention(self, versions: int) -> None:
+        if not 1 <= versions <= 1000:
+            raise InvalidInput("bad retention", hint="keep between 1 and 1000 versions")
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            self._info(s).retention_versions = versions
+            self._append(s, "settings", public={"retention_versions": versions})
+
+    def client_key_versions(self, client: str) -> list[tuple[int, str]]:
+        with self.store.transaction() as s:
+            row = self._client(s, client)
+            versions = s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == row.id).order_by(m.ClientKey.version)
+            )
+            return [(ck.version, ck.state) for ck in versions]
