@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE
+from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_GRANT
 from vault.errors import (
     AlreadyExists,
     EnrolmentError,
@@ -138,16 +138,23 @@ class EngineerOps(JournalOps):
                 s.flush()
             elif row.status not in (INVITED, ENROLLED):
                 raise AlreadyExists(f"engineer {name!r} already exists ({row.status})")
-            row.role, row.status = role, INVITED
-            row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
-            row.certified_at = None
-            secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
-            context = (LABEL_INVITE, self._info(s).vault_id, row.id, bundle.version)
-            row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
-            row.invite_root_version = bundle.version
-            row.invite_expires_at = self.clock() + valid_for
-            self._append(s, "engineer-invite", public={"engineer": name, "role": role})
-            return signing.make_enrolment_code(secret, self._org_public(s))
+            row.role = role
+            return self._issue_invite(s, row, bundle, valid_for)
+
+    def _issue_invite(self, s: Session, row: m.Engineer, bundle: RootBundle, valid_for: dt.timedelta) -> str:
+        """Reset ``row`` to invited with a fresh one-time code (sealed to the recovery key)."""
+        row.status = INVITED
+        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
+        row.certified_at = None
+        secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
+        context = (LABEL_INVITE, self._info(s).vault_id, row.id, bundle.version)
+        row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
+        row.invite_root_version = bundle.version
+        row.invite_expires_at = self.clock() + valid_for
+        self._append(
+            s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
+        )
+        return signing.make_enrolment_code(secret, self._org_public(s))
 
     def enroll_engineer(self, name: str, code: str, passphrase: str) -> str:
         """Make the engineer's keys on this machine; returns the fingerprint to compare."""
@@ -174,6 +181,24 @@ class EngineerOps(JournalOps):
             row.status = ENROLLED
             self._append(s, "enroll", actor=row, sign=False, public={"engineer": name})
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
+
+    def _reseal_grants(self, s: Session, row: m.Engineer) -> None:
+        """After new keys (engineer rotation): re-sign live grants and re-seal their client keys."""
+        now = int(self.clock().timestamp())
+        grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None))).all()
+        assert row.sealing_public is not None
+        for grant in grants:
+            if grant.until is not None and grant.until <= now:
+                continue
+            grant.granted_by = self._me().engineer_id
+            grant.signature = self._my_signing_key().sign(
+                LABEL_SIG_GRANT, *self._grant_fields(s, grant, row.sealing_public)
+            )
+            for ck in s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == grant.client_id, m.ClientKey.state != "destroyed")
+            ):
+                key = self._client_key(s, grant.client_id, ck.version)
+                self._seal_client_key(s, grant.client_id, ck.version, key, "engineer", row.id, row.sealing_public)
 
     def pending_fingerprint(self, name: str) -> str:
         """The fingerprint an enrolled (not yet confirmed) engineer's keys show."""
@@ -226,6 +251,7 @@ class EngineerOps(JournalOps):
             self._record_engineer_key(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
+            self._reseal_grants(s, row)
             self._append(
                 s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
             )

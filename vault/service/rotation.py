@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
@@ -28,7 +28,8 @@ from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
 from vault.errors import InvalidInput
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
-from vault.service.records import RotationInfo
+from vault.service.passwords import generate_password
+from vault.service.records import RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
 from vault.storage import models as m
 
@@ -197,24 +198,13 @@ class RotationOps(ReportOps):
             new_key = self._client_key(s, client_id, new_version)
             params = []
             for secret_id, version, key_version, wrapped in rows:
-                data_key = blobs.unwrap_data_key(
-                    self._client_key(s, client_id, key_version), key_version, wrapped, client_id, secret_id, version
-                )
+                old_key = self._client_key(s, client_id, key_version)
+                data_key = blobs.unwrap_data_key(old_key, key_version, wrapped, client_id, secret_id, version)
+                rewrapped = blobs.wrap_data_key(new_key, new_version, data_key, client_id, secret_id, version)
                 params.append(
-                    {
-                        "sid": secret_id,
-                        "ver": version,
-                        "kv": new_version,
-                        "wd": blobs.wrap_data_key(new_key, new_version, data_key, client_id, secret_id, version),
-                    }
+                    {"secret_id": secret_id, "version": version, "key_version": new_version, "wrapped_dek": rewrapped}
                 )
-            s.execute(
-                update(m.SecretVersion)
-                .where(m.SecretVersion.secret_id == bindparam("sid"), m.SecretVersion.version == bindparam("ver"))
-                .values(key_version=bindparam("kv"), wrapped_dek=bindparam("wd"))
-                .execution_options(synchronize_session=False),
-                params,
-            )
+            s.execute(update(m.SecretVersion), params)  # ORM bulk UPDATE by primary key
             self._count_encryptions(s, client_id, new_version, len(params))
             rotation.done = rotation.done + len(params)
             done, total = rotation.done, rotation.total
@@ -312,6 +302,13 @@ class RotationOps(ReportOps):
             return clients
 
     # -- secret values ----------------------------------------------------------------------------
+
+    def rotate_secret(self, ref: str, *, password: str | None = None, length: int | None = None) -> SecretInfo:
+        """Store a new value (generated unless given) as a new version; older ones beyond
+        the retention setting are destroyed with their data keys."""
+        if password is None:
+            password = generate_password(length) if length else generate_password()
+        return self.update_secret(ref, password=password)
 
     def set_retention(self, versions: int) -> None:
         if not 1 <= versions <= 1000:
