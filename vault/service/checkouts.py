@@ -152,7 +152,7 @@ class CheckoutOps(SecretOps):
         details = {"secret": ref.split("/")[1], "field": field, "version": row.version, "reason": reason}
         action = "reveal"
         if hold:
-            length = hold_for or dt.timedelta(minutes=policy.checkout_minutes)
+            length = hold_for if hold_for is not None else dt.timedelta(minutes=policy.checkout_minutes)
             if not dt.timedelta(minutes=1) <= length <= dt.timedelta(days=7):
                 raise InvalidInput("bad checkout length", hint="use between 1m and 7d, e.g. --for 2h")
             expires = now + length
@@ -174,8 +174,8 @@ class CheckoutOps(SecretOps):
                     expires_at=expires,
                 )
             )
-            if policy.rotate_after_checkout and field == "password":
-                secret.must_change = True
+        if policy.rotate_after_checkout and field == "password":
+            secret.must_change = True  # a plain reveal shows the password too
         secret.last_used_at = now
         return Revealed(ref, field, row.version, value, expires, secret.must_change)
 

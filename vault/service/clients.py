@@ -13,9 +13,9 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import blobs, signing
+from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
-from vault.errors import AccessDenied, AlreadyExists, InvalidInput, NotFound
+from vault.errors import AccessDenied, AlreadyExists, GrantExpired, InvalidInput, NotFound, VaultError
 from vault.service import validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
 from vault.service.journal import JournalOps
@@ -39,7 +39,45 @@ class ClientOps(JournalOps):
             for client in self._granted_clients(s, me):
                 if self._client_field(s, client, client.slug_blob, "slug").decode("utf-8") == slug:
                     return client
+            self._raise_if_expired(s, me, slug)
         raise NotFound(f"no client {slug!r} that you may see")
+
+    def _raise_if_expired(self, s: Session, me: m.Engineer, slug: str) -> None:
+        """Say GrantExpired, not NotFound, while the expired grant's sealed copy still exists.
+
+        The copy is opened only to match the slug for this error; nothing else is read.
+        """
+        now = epoch(self.clock())
+        expired = s.scalars(
+            select(m.Grant).where(
+                m.Grant.engineer_id == me.id,
+                m.Grant.revoked_at.is_(None),
+                m.Grant.until.is_not(None),
+                m.Grant.until <= now,
+            )
+        ).all()
+        for grant in expired:
+            client = s.get(m.Client, grant.client_id)
+            seal = (
+                s.get(m.ClientKeySeal, (grant.client_id, client.current_key_version, "engineer", me.id))
+                if client
+                else None
+            )
+            if client is None or seal is None:
+                continue
+            try:
+                self._verify_grant(s, grant, me)
+                version = client.current_key_version
+                key = sealing.open_sealed(
+                    self._my_keypair(), version, seal.blob, self._seal_context(s, client.id, version, "engineer", me.id)
+                )
+                found = blobs.decrypt_client_field(key, version, client.slug_blob, client.id, "slug").decode("utf-8")
+            except VaultError:
+                continue
+            if found == slug:
+                assert grant.until is not None
+                until = dt.datetime.fromtimestamp(grant.until, dt.UTC).isoformat(timespec="minutes")
+                raise GrantExpired(f"your grant for {slug!r} expired at {until}", hint="ask an admin to renew it")
 
     def _granted_clients(self, s: Session, me: m.Engineer) -> list[m.Client]:
         ids = s.scalars(
@@ -143,6 +181,8 @@ class ClientOps(JournalOps):
         """Seal the client's keys to the engineer's certified public key, and sign the grant."""
         now = self.clock()
         validation.field_value("reason", reason)
+        if until is not None and until.tzinfo is None:
+            until = until.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
         if until is not None and until <= now:
             raise InvalidInput("the grant's --until time is in the past")
         with self.store.transaction() as s:

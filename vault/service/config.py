@@ -70,3 +70,53 @@ def resolve_db_url(explicit: str | None) -> str:
 
 def resolve_engineer(explicit: str | None) -> str | None:
     return explicit or os.environ.get("CREDVAULT_ENGINEER") or LocalConfig.load().engineer
+
+
+@dataclass
+class AuditMemory:
+    """What this machine remembers of a vault's audit chain: the last head it verified
+    (incremental verification starts there) and the furthest head it has seen (a log
+    that later ends before it was truncated)."""
+
+    vault_id: str
+    verified: tuple[int, bytes] | None = None
+    seen: tuple[int, bytes] | None = None
+
+    @staticmethod
+    def path(vault_id: str) -> Path:
+        return _dirs()[1] / f"audit-{vault_id}.json"
+
+    @classmethod
+    def load(cls, vault_id: str) -> AuditMemory:
+        path = cls.path(vault_id)
+        if not path.exists():
+            return cls(vault_id)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(vault_id, _head(data.get("verified")), _head(data.get("seen")))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            raise ConfigurationError(
+                f"the audit memory {path} is unreadable",
+                hint="fix or delete it, then run `credvault audit verify --full`",
+            ) from None
+
+    def save(self) -> None:
+        path = self.path(self.vault_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"verified": _dump(self.verified), "seen": _dump(self.seen)}), encoding="utf-8")
+        tmp.replace(path)
+
+    def see(self, head: tuple[int, bytes]) -> None:
+        if self.seen is None or head[0] >= self.seen[0]:
+            self.seen = head
+
+
+def _head(value: list[object] | None) -> tuple[int, bytes] | None:
+    if not value:
+        return None
+    return int(str(value[0])), bytes.fromhex(str(value[1]))
+
+
+def _dump(head: tuple[int, bytes] | None) -> list[object] | None:
+    return [head[0], head[1].hex()] if head else None

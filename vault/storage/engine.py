@@ -89,10 +89,13 @@ class Store:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except exc.OperationalError as error:
+        except (exc.OperationalError, exc.InterfaceError, exc.InternalError) as error:
             raise StoreUnavailable(_describe(error)) from None
-        except exc.InterfaceError as error:
-            raise StoreUnavailable(_describe(error)) from None
+        except exc.IntegrityError:
+            raise StoreUnavailable(
+                "the database refused the change (another change may have raced it): nothing was changed",
+                hint="try again",
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -100,7 +103,7 @@ class Store:
 
 def _describe(error: exc.DBAPIError) -> str:
     text = str(error.orig).lower() if error.orig is not None else ""
-    if "readonly" in text or "read-only" in text or "read only" in text:
+    if "readonly" in text or "read-only" in text or "read only" in text or "read_only" in text:
         return "the database is read-only: nothing was changed"
     if "disk" in text and "full" in text:
         return "the disk is full: nothing was changed"

@@ -1,0 +1,209 @@
+"""The access log and reports: audit verify/log/export/checkpoint, report access/at-risk.
+
+``audit verify`` is incremental: it starts from the last head this machine verified and
+also checks that the log still reaches the furthest head this machine has seen (both
+kept in the local config directory), so a truncated tail is caught. ``--full`` starts
+from the first event; ``--checkpoint FILE`` checks signed checkpoints kept elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .context import AppContext, pass_app
+from .errors import CommandFailed
+from .output import echo_json, echo_records, echo_table
+
+if TYPE_CHECKING:
+    from vault.service.records import AccessRecord
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group("audit")
+def audit() -> None:
+    """Verify, read and export the access log.
+
+    \b
+    Example:
+      credvault audit verify
+      credvault audit log --client acme --since 7d
+    """
+
+
+@audit.command("verify")
+@click.option("--full", is_flag=True, help="Verify from the first event, not from the last verified head.")
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file holding a checkpoint line printed by `audit checkpoint` (repeatable).",
+)
+@JSON
+@pass_app
+def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: bool) -> None:
+    """Recompute the hash chain and every signature; name the first bad event.
+
+    \b
+    Example:
+      credvault audit verify
+      credvault audit verify --full --checkpoint head-2026-11-01.txt
+    """
+    from vault.service.config import AuditMemory
+
+    vault = app.session_vault()
+    memory = AuditMemory.load(vault.vault_id().hex())
+    texts = [line for path in checkpoints for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    result = vault.verify_audit(since=None if full else memory.verified, known_head=memory.seen, checkpoints=texts)
+    if as_json:
+        echo_json(result.to_json())
+    if not result.ok:
+        raise CommandFailed(
+            f"the audit log does not verify: {result.problem}",
+            hint="the database was altered outside credvault; restore from a backup and investigate",
+        )
+    head = (result.head_seq, bytes.fromhex(result.head_hash))
+    memory.verified = head
+    memory.see(head)
+    memory.save()
+    if not as_json:
+        scope = "all" if full or result.first_seq == 1 else f"events {result.first_seq}-{result.head_seq}"
+        click.echo(
+            f"The audit log verifies: {result.checked} new event(s) checked ({scope}), head at event {result.head_seq}."
+        )
+
+
+@audit.command("checkpoint")
+@pass_app
+def checkpoint(app: AppContext) -> None:
+    """Print a signed checkpoint of the log's head, to keep somewhere else.
+
+    \b
+    Example:
+      credvault audit checkpoint >> ~/Documents/credvault-checkpoints.txt
+    """
+    click.echo(app.session_vault().audit_checkpoint())
+
+
+def _since(since: str | None) -> dt.datetime | None:
+    """An ISO time, or a duration read as "that long ago" (7d, 12h)."""
+    from vault.service.validation import point_in_time
+
+    if not since:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    start = point_in_time(since, now)
+    return now - (start - now) if start > now else start
+
+
+@audit.command("log")
+@click.option("--client", metavar="SLUG", help="Only events about this client.")
+@click.option("--engineer", metavar="NAME", help="Only events by this engineer.")
+@click.option("--since", metavar="TIME", help="An ISO time or a duration ago (7d, 12h).")
+@click.option("--limit", type=click.IntRange(1), help="Only the newest N events.")
+@JSON
+@pass_app
+def log(
+    app: AppContext, client: str | None, engineer: str | None, since: str | None, limit: int | None, as_json: bool
+) -> None:
+    """Show audit events, with details where you may read them.
+
+    \b
+    Example:
+      credvault audit log --engineer bob --since 30d
+    """
+    entries = app.session_vault().audit_log(client=client, engineer=engineer, since=_since(since), limit=limit)
+    if as_json:
+        echo_records(entries)
+        return
+    echo_table(
+        ["seq", "time", "engineer", "action", "client", "details"],
+        [(e.seq, e.at, e.engineer, e.action, e.client, _details(e.details, e.readable)) for e in entries],
+    )
+
+
+def _details(details: dict[str, object] | None, readable: bool) -> str:
+    if not readable:
+        return "(encrypted: no key)"
+    if not details:
+        return ""
+    return ", ".join(f"{k}={v}" for k, v in sorted(details.items()) if v not in (None, ""))
+
+
+@audit.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True, help="Output format."
+)
+@click.option("--client", metavar="SLUG", help="Only events about this client.")
+@click.option("--engineer", metavar="NAME", help="Only events by this engineer.")
+@click.option("--since", metavar="TIME", help="An ISO time or a duration ago (7d, 12h).")
+@pass_app
+def export(app: AppContext, fmt: str, client: str | None, engineer: str | None, since: str | None) -> None:
+    """Write the log as JSON lines, one event per line, for a SIEM.
+
+    \b
+    Example:
+      credvault audit export --format jsonl --since 1d > siem.jsonl
+    """
+    for line in app.session_vault().export_audit(client=client, engineer=engineer, since=_since(since)):
+        click.echo(line)
+
+
+@click.group("report")
+def report() -> None:
+    """Reports for admins: what an engineer revealed, and what is at risk.
+
+    \b
+    Example:
+      credvault report access bob
+      credvault report at-risk bob
+    """
+
+
+@report.command("access")
+@click.argument("engineer")
+@JSON
+@pass_app
+def access(app: AppContext, engineer: str, as_json: bool) -> None:
+    """Every secret ENGINEER revealed: when, why, and whether it changed since.
+
+    \b
+    Example:
+      credvault report access bob --json
+    """
+    rows = app.session_vault().report_access(engineer)
+    _echo_access(rows, as_json)
+
+
+@report.command("at-risk")
+@click.argument("engineer")
+@JSON
+@pass_app
+def at_risk(app: AppContext, engineer: str, as_json: bool) -> None:
+    """The values ENGINEER saw that have not changed since: change them on the equipment.
+
+    \b
+    Example:
+      credvault report at-risk bob
+    """
+    rows = app.session_vault().report_at_risk(engineer)
+    _echo_access(rows, as_json)
+
+
+def _echo_access(rows: Sequence[AccessRecord], as_json: bool) -> None:
+    if as_json:
+        echo_records(rows)
+        return
+    echo_table(
+        ["when", "secret", "field", "version", "reason", "changed since"],
+        [(r.at, f"{r.client}/{r.secret}", r.field, r.version, r.reason, r.changed_since) for r in rows],
+    )
+
+
+COMMANDS = [audit, report]

@@ -1,0 +1,129 @@
+"""What every command shares: the global options, and a Vault opened on first use.
+
+``AppContext`` is click's context object (``ctx.obj``). It resolves the database URL
+and the acting engineer the way the library documents (option, then environment, then
+the local config file, then the default), and opens ``vault.Vault`` only when a command
+asks for it, so that ``--help`` and usage errors never import SQLAlchemy.
+
+Sessions come from the OS keyring, except when the global ``--passphrase-file`` is
+given: the command then unlocks for itself alone, in memory, and leaves no session
+behind (the automation path; it needs no keyring).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vault.errors import InvalidInput, Locked
+from vault.service import config
+
+if TYPE_CHECKING:
+    from vault import Vault
+    from vault.service.sessions import SessionStore
+
+SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
+DEFAULT_SESSION_TTL = "15m"
+
+
+def strip_newline(text: str) -> str:
+    """``text`` without one trailing newline (LF or CRLF); nothing else is stripped."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text.removesuffix("\n")
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The file's text with one trailing newline removed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(
+            "cannot read the passphrase file", hint="check the path, its permissions, and that it is UTF-8 text"
+        ) from None
+    return strip_newline(text)
+
+
+def ask_passphrase(path: Path | None, *, new: bool = False, prompt: str = "Passphrase") -> str:
+    """From ``path`` if given, else a hidden prompt (asked twice when ``new``)."""
+    if path is not None:
+        return read_passphrase_file(path)
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=new, err=True))
+
+
+@dataclass
+class AppContext:
+    """The global options of one invocation and the Vault it opens lazily."""
+
+    db: str | None = None
+    as_engineer: str | None = None
+    passphrase_file: Path | None = None
+    _vaults: list[Vault] = field(default_factory=list)
+
+    # -- resolution ------------------------------------------------------------------
+
+    def db_url(self) -> str:
+        return config.resolve_db_url(self.db)
+
+    def engineer(self) -> str | None:
+        return config.resolve_engineer(self.as_engineer)
+
+    def require_engineer(self) -> str:
+        name = self.engineer()
+        if not name:
+            raise Locked(
+                "no engineer is selected on this machine",
+                hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`",
+            )
+        return name
+
+    def passphrase(self, local: Path | None = None, *, new: bool = False, prompt: str = "Passphrase") -> str:
+        """A command's own --passphrase-file wins over the global one; else a prompt."""
+        return ask_passphrase(local or self.passphrase_file, new=new, prompt=prompt)
+
+    @staticmethod
+    def session_ttl(text: str | None) -> dt.timedelta:
+        from vault.service.validation import duration
+
+        return duration(text or os.environ.get(SESSION_TTL_ENV) or DEFAULT_SESSION_TTL)
+
+    # -- opening the vault ---------------------------------------------------------------
+
+    def open(
+        self, *, engineer: str | None = None, sessions: SessionStore | None = None, url: str | None = None
+    ) -> Vault:
+        """A Vault on the resolved database; closed when the command ends."""
+        from vault import Vault
+
+        vault = Vault.open(url or self.db_url(), engineer=engineer, sessions=sessions)
+        self._vaults.append(vault)
+        return vault
+
+    def keyring_vault(self, engineer: str | None = None) -> Vault:
+        """A Vault whose sessions live in the OS keyring (unlock, lock)."""
+        from vault.service.sessions import KeyringSessionStore
+
+        return self.open(engineer=engineer or self.engineer(), sessions=KeyringSessionStore())
+
+    def session_vault(self) -> Vault:
+        """A Vault acting as the selected engineer, unlocked or ready to use a session."""
+        if self.passphrase_file is None:
+            return self.keyring_vault()
+        from vault.service.sessions import MemorySessionStore
+
+        name = self.require_engineer()
+        vault = self.open(engineer=name, sessions=MemorySessionStore())
+        vault.unlock(name, read_passphrase_file(self.passphrase_file), remember=False)
+        return vault
+
+    def close(self) -> None:
+        while self._vaults:
+            self._vaults.pop().close()
+
+
+pass_app = click.make_pass_decorator(AppContext)

@@ -1,0 +1,279 @@
+"""Engineers and sessions: init, engineer invite/enroll/confirm/list, unlock, lock, whoami.
+
+Passphrases come from a hidden prompt (asked twice when one is being set) or from
+``--passphrase-file PATH``; never from the command line itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from vault.service import config
+
+from .context import AppContext, pass_app
+from .errors import CommandFailed
+from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, when
+
+PASSPHRASE_FILE = click.option(
+    "--passphrase-file",
+    "passphrase_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Read the passphrase from PATH (one trailing newline is removed) instead of a hidden prompt.",
+)
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _parse_shares(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    k, sep, n = value.lower().partition("-of-")
+    if not sep or not k.isdigit() or not n.isdigit():
+        raise click.BadParameter("write K-of-N, e.g. 3-of-5")
+    return int(k), int(n)
+
+
+def _remember(*, db_url: str | None = None, engineer: str | None = None) -> None:
+    """Update the local config file with what this machine should use next time."""
+    local = config.LocalConfig.load()
+    if db_url is not None:
+        local.db_url = db_url
+    if engineer is not None:
+        local.engineer = engineer
+    local.save()
+
+
+@click.command()
+@click.option("--admin", "admin_name", required=True, metavar="NAME", help="Name of the first admin (you).")
+@click.option(
+    "--shares",
+    callback=_parse_shares,
+    metavar="K-of-N",
+    help="Also split the recovery key into N shares, any K of which rebuild it.",
+)
+@PASSPHRASE_FILE
+@pass_app
+def init(app: AppContext, admin_name: str, shares: tuple[int, int] | None, passphrase_file: Path | None) -> None:
+    """Create a new vault with its recovery key and first admin.
+
+    Without --db the vault is a SQLite file in this machine's data directory. The
+    recovery shares, if asked for, are printed once: store them apart.
+
+    \b
+    Example:
+      credvault init --admin alice --shares 3-of-5
+      credvault --db postgresql+psycopg://vault@db.internal/credvault init --admin alice
+    """
+    from vault import Vault
+
+    url = app.db_url()
+    passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {admin_name}")
+    vault, result = Vault.create(url, admin=admin_name, passphrase=passphrase, shares=shares)
+    vault.close()
+    _remember(db_url=url, engineer=admin_name)
+    click.echo(f"Created a vault at {safe_url(url)}")
+    echo_pairs(
+        [
+            ("admin", result.admin),
+            ("admin fingerprint", result.admin_fingerprint),
+            ("org fingerprint", result.org_fingerprint),
+        ]
+    )
+    if result.shares:
+        k = shares[0] if shares else 0
+        click.echo("")
+        click.echo(f"RECOVERY SHARES: any {k} of these {len(result.shares)} rebuild the vault's recovery key.")
+        click.echo("They are shown this once and stored nowhere. Give each to a different person or safe;")
+        click.echo("never keep them together or next to the database.")
+        for share in result.shares:
+            click.echo(f"  {share}")
+    click.echo("")
+    click.echo(f"Next: run `credvault unlock {result.admin}` to start working.")
+
+
+@click.group()
+def engineer() -> None:
+    """Invite, enrol, confirm and list engineers.
+
+    \b
+    Example:
+      credvault engineer invite bob
+      credvault engineer list
+    """
+
+
+@engineer.command("invite")
+@click.argument("name")
+@click.option(
+    "--admin", "make_admin", is_flag=True, help="Invite as an admin (can read every client and manage engineers)."
+)
+@click.option(
+    "--valid-for",
+    default="72h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the code can be used, e.g. 24h or 7d.",
+)
+@pass_app
+def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None:
+    """Create a one-time enrolment code for a new engineer (admin only).
+
+    \b
+    Example:
+      credvault engineer invite bob --valid-for 24h
+    """
+    from vault.service.validation import duration
+
+    lifetime = duration(valid_for)
+    code = app.session_vault().invite_engineer(name, role="admin" if make_admin else "engineer", valid_for=lifetime)
+    expires = dt.datetime.now(dt.UTC) + lifetime
+    click.echo(f"One-time enrolment code for {name} (valid until {when(expires)}):")
+    click.echo("")
+    click.echo(f"  {code}")
+    click.echo("")
+    click.echo(f"Give it to {name} in person or over a separate channel. On their own machine they run:")
+    click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name} --code CODE")
+    click.echo(f"then read you their fingerprint, and you run: credvault engineer confirm {name}")
+
+
+@engineer.command("enroll")
+@click.argument("name")
+@click.option("--code", metavar="CODE", help="The enrolment code from the admin (asked for if omitted).")
+@PASSPHRASE_FILE
+@pass_app
+def enroll(app: AppContext, name: str, code: str | None, passphrase_file: Path | None) -> None:
+    """Make your keys on this machine with the code an admin gave you.
+
+    You choose a passphrase (asked twice); only you know it. Then read the
+    fingerprint this prints to your admin, who confirms it.
+
+    \b
+    Example:
+      credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob --code CV1-ABCD-...
+    """
+    if code is None:
+        code = str(click.prompt("Enrolment code", err=True))
+    passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
+    url = app.db_url()
+    fingerprint = app.open(url=url).enroll_engineer(name, code, passphrase)
+    _remember(db_url=url, engineer=name)
+    click.echo(f"Enrolled {name}. Your fingerprint:")
+    click.echo("")
+    click.echo(f"  {fingerprint}")
+    click.echo("")
+    click.echo("Read it to your admin (in person or by phone); they run `credvault engineer confirm " + name + "`.")
+    click.echo("Once confirmed, run `credvault unlock` to start working.")
+
+
+@engineer.command("confirm")
+@click.argument("name")
+@click.option("--fingerprint", metavar="FP", help="The fingerprint the engineer read to you; it must match.")
+@pass_app
+def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
+    """Certify an enrolled engineer's keys after comparing their fingerprint (admin only).
+
+    Without --fingerprint it shows the fingerprint and asks whether it matches what the
+    engineer read to you; there is deliberately no way to skip the comparison.
+
+    \b
+    Example:
+      credvault engineer confirm bob --fingerprint "1a2b 3c4d ..."
+    """
+    vault = app.session_vault()
+    pending = vault.pending_fingerprint(name)
+    click.echo(f"Fingerprint of {name}'s keys: {pending}")
+    if fingerprint is None:
+        if not click.confirm("Does the engineer's fingerprint match?", default=False, err=True):
+            raise CommandFailed(
+                f"{name} was not confirmed", hint="compare the fingerprint with the engineer again, or re-invite them"
+            )
+        fingerprint = pending
+    info = vault.confirm_engineer(name, fingerprint)
+    click.echo(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
+
+
+@engineer.command("list")
+@JSON
+@pass_app
+def list_engineers(app: AppContext, as_json: bool) -> None:
+    """List the vault's engineers with their role, status and fingerprint.
+
+    \b
+    Example:
+      credvault engineer list --json
+    """
+    rows = app.session_vault().list_engineers()
+    if as_json:
+        echo_records(rows)
+        return
+    echo_table(
+        ["name", "role", "status", "fingerprint", "created"],
+        [(e.name, e.role, e.status, e.fingerprint, e.created_at) for e in rows],
+    )
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option(
+    "--ttl", metavar="DURATION", help="How long the session lasts (default CREDVAULT_SESSION_TTL or 15m; at most 12h)."
+)
+@PASSPHRASE_FILE
+@pass_app
+def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: Path | None) -> None:
+    """Open your keys once and keep the session in the OS keyring until it expires.
+
+    NAME defaults to --as, CREDVAULT_ENGINEER, or the engineer last unlocked here.
+
+    \b
+    Example:
+      credvault unlock bob --ttl 1h
+    """
+    name = name or app.require_engineer()
+    lifetime = app.session_ttl(ttl)
+    passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
+    info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime)
+    local = config.LocalConfig.load()
+    local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
+    local.save()
+    click.echo(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
+
+
+@click.command()
+@pass_app
+def lock(app: AppContext) -> None:
+    """Forget the unlocked session of the selected engineer on this machine.
+
+    \b
+    Example:
+      credvault lock
+    """
+    name = app.require_engineer()
+    if app.keyring_vault(name).lock():
+        click.echo(f"Locked {name}.")
+    else:
+        click.echo(f"{name} had no unlocked session here.")
+
+
+@click.command()
+@JSON
+@pass_app
+def whoami(app: AppContext, as_json: bool) -> None:
+    """Show the engineer acting here, their role, and when the session expires.
+
+    \b
+    Example:
+      credvault whoami --json
+    """
+    info = app.session_vault().whoami()
+    if as_json:
+        echo_json(info.to_json())
+        return
+    echo_pairs(
+        [("engineer", info.engineer), ("role", info.role), ("session until", info.expires_at), ("vault", info.vault_id)]
+    )
+
+
+COMMANDS = [init, engineer, unlock, lock, whoami]

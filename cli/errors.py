@@ -1,0 +1,87 @@
+"""The one place where an exception becomes what the user sees.
+
+Every failure ends as ``credvault: error: <message>`` on stderr, then ``hint: <hint>``
+when there is one, and an exit status: 1 for errors, 130 for an interrupt, 2 for
+click's own usage errors (which pass through untouched). Library errors
+(``vault.errors.VaultError``) carry a message and a hint written to be shown; anything
+else is a bug and is reported by its type name only, never its text, because an
+unexpected exception may quote data we did not mean to print. Set CREDVAULT_DEBUG=1 to
+get the traceback instead.
+
+    with reported_errors():
+        ...  # a command's body
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import click
+
+from vault.errors import InvalidInput, VaultError
+
+PROG = "credvault"
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+BUG_HINT = "this is a bug in credvault: please report it (set CREDVAULT_DEBUG=1 to see the details)"
+USAGE_HINT = "see the command's --help for what it accepts"
+
+
+class CommandFailed(Exception):
+    """A command stopped on purpose for a reason of its own (not the library's)."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, escape, bidi or zero-width character replaced by '?'."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def report(message: str, hint: str = "") -> None:
+    """Print the error line and, if any, the hint line to stderr."""
+    click.echo(f"{PROG}: error: {printable(message)}", err=True)
+    if hint:
+        click.echo(f"hint: {printable(hint)}", err=True)
+
+
+def debugging() -> bool:
+    return os.environ.get("CREDVAULT_DEBUG") == "1"
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn any exception raised inside into a reported error and a click exit."""
+    try:
+        yield
+    except (click.exceptions.Exit, click.UsageError, BrokenPipeError):
+        raise  # click's own control flow, usage errors (exit 2) and a closed pipe keep their meaning
+    except click.Abort as error:
+        # click.prompt turns Ctrl-C and end-of-input into Abort; its context says which.
+        if isinstance(error.__context__, KeyboardInterrupt):
+            report("interrupted")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        report("no answer was given", "answer the prompt, or see --help for the non-interactive options")
+        raise click.exceptions.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        click.echo(err=True)
+        report("interrupted")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    except VaultError as error:
+        report(str(error), error.hint or (USAGE_HINT if isinstance(error, InvalidInput) else ""))
+        raise click.exceptions.Exit(EXIT_ERROR) from None
+    except CommandFailed as error:
+        report(str(error), error.hint)
+        raise click.exceptions.Exit(EXIT_ERROR) from None
+    except click.ClickException as error:
+        report(error.format_message())
+        raise click.exceptions.Exit(error.exit_code) from None
+    except Exception as error:
+        if debugging():
+            raise
+        report(f"internal error ({type(error).__name__})", BUG_HINT)
+        raise click.exceptions.Exit(EXIT_ERROR) from None

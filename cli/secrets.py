@@ -1,0 +1,251 @@
+"""Secrets: secret add/list/show/update/history.
+
+A password is never taken from the command line and never printed here: it comes
+from a hidden prompt (typed twice), from standard input (``--password-stdin``), or is
+generated (``--generate``). Revealing a password to a person is the checkout
+command's job; these commands show metadata only.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from vault.service import passwords
+
+from .context import AppContext, pass_app, strip_newline
+from .output import echo_json, echo_pairs, echo_records, echo_table
+
+F = TypeVar("F", bound=Callable[..., Any])
+KINDS = ("equipment", "service", "other")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _parse_fields(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter("write KEY=VALUE, e.g. --field vlan=20")
+        fields[key] = value
+    return fields
+
+
+def metadata_options(fn: F) -> F:
+    """The options shared by `secret add` and `secret update`."""
+    decorators = [
+        click.option("--username", metavar="USER", help="Login name."),
+        click.option("--url", metavar="URL", help="Web address of a service (not with --host)."),
+        click.option("--host", metavar="HOST", help="Host name or address of a device (not with --url)."),
+        click.option("--note", metavar="TEXT", help="A free-text note."),
+        click.option(
+            "--field",
+            "fields",
+            multiple=True,
+            callback=_parse_fields,
+            metavar="KEY=VALUE",
+            help="A custom field; repeat for more.",
+        ),
+        click.option(
+            "--password-stdin",
+            is_flag=True,
+            help="Read the password from standard input (one trailing newline is removed).",
+        ),
+        click.option("--generate", is_flag=True, help="Generate a random password (it is stored, not shown)."),
+        click.option(
+            "--length",
+            type=int,
+            metavar="N",
+            help=f"Length of a generated password (default {passwords.DEFAULT_LENGTH}).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def _password_from_options(
+    password_stdin: bool, generate: bool, length: int | None, *, prompt: bool
+) -> tuple[str | None, str]:
+    """(password or None, how it was obtained) from the password options."""
+    if password_stdin and generate:
+        raise click.UsageError("give --password-stdin or --generate, not both")
+    if length is not None and not generate:
+        raise click.UsageError("--length only goes with --generate")
+    if generate:
+        return passwords.generate_password(length or passwords.DEFAULT_LENGTH), "generated"
+    if password_stdin:
+        return strip_newline(sys.stdin.read()), "stdin"
+    if prompt:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)), "prompt"
+    return None, ""
+
+
+def _generated_note(how: str, password: str | None) -> None:
+    if how == "generated" and password is not None:
+        click.echo(f"A random {len(password)}-character password was generated and stored; it is not shown.")
+
+
+@click.group()
+def secret() -> None:
+    """Add, list, show and update a client's secrets.
+
+    \b
+    Example:
+      credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --username admin
+      credvault secret list acme
+    """
+
+
+@secret.command("add")
+@click.argument("ref", metavar="CLIENT/NAME")
+@click.option("--kind", type=click.Choice(KINDS), required=True, help="What the secret is for.")
+@metadata_options
+@pass_app
+def add_secret(
+    app: AppContext,
+    ref: str,
+    kind: str,
+    username: str | None,
+    url: str | None,
+    host: str | None,
+    note: str | None,
+    fields: dict[str, str],
+    password_stdin: bool,
+    generate: bool,
+    length: int | None,
+) -> None:
+    """Add a secret; the password is asked for twice unless --password-stdin or --generate.
+
+    \b
+    Example:
+      credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --username admin --generate
+      printf '%s' "$PW" | credvault secret add acme/m365 --kind service --url https://portal.office.com --password-stdin
+    """
+    password, how = _password_from_options(password_stdin, generate, length, prompt=True)
+    assert password is not None
+    info = app.session_vault().add_secret(
+        ref, password=password, kind=kind, username=username, url=url, host=host, note=note, fields=fields
+    )
+    click.echo(f"Added {info.ref} ({info.kind}, version {info.version}).")
+    _generated_note(how, password)
+
+
+@secret.command("update")
+@click.argument("ref", metavar="CLIENT/NAME")
+@click.option("--kind", type=click.Choice(KINDS), help="Change what the secret is for.")
+@metadata_options
+@click.option("--prompt-password", is_flag=True, help="Ask for a new password (hidden, twice).")
+@pass_app
+def update_secret(
+    app: AppContext,
+    ref: str,
+    kind: str | None,
+    username: str | None,
+    url: str | None,
+    host: str | None,
+    note: str | None,
+    fields: dict[str, str],
+    password_stdin: bool,
+    generate: bool,
+    length: int | None,
+    prompt_password: bool,
+) -> None:
+    """Store a new version of a secret; what you do not pass is kept.
+
+    An empty value (e.g. --host "") clears that field. The password changes only
+    with --prompt-password, --password-stdin or --generate.
+
+    \b
+    Example:
+      credvault secret update acme/fw01-admin --generate
+      credvault secret update acme/fw01-admin --host 10.0.0.2 --note "moved to rack B"
+    """
+    if prompt_password and (password_stdin or generate):
+        raise click.UsageError("give one of --prompt-password, --password-stdin or --generate")
+    password, how = _password_from_options(password_stdin, generate, length, prompt=prompt_password)
+    changes: dict[str, Any] = {
+        name: value or None
+        for name, value in (("username", username), ("url", url), ("host", host), ("note", note))
+        if value is not None
+    }
+    info = app.session_vault().update_secret(ref, password=password, kind=kind, fields=fields or None, **changes)
+    click.echo(f"Updated {info.ref}: now version {info.version}.")
+    _generated_note(how, password)
+
+
+@secret.command("list")
+@click.argument("client_slug", metavar="[CLIENT]", required=False)
+@JSON
+@pass_app
+def list_secrets(app: AppContext, client_slug: str | None, as_json: bool) -> None:
+    """List the secrets you may see (names and kinds, never passwords).
+
+    \b
+    Example:
+      credvault secret list acme --json
+    """
+    rows = app.session_vault().list_secrets(client_slug)
+    if as_json:
+        echo_records(rows)
+        return
+    echo_table(
+        ["secret", "kind", "username", "version", "updated"],
+        [(s.ref, s.kind, s.username, s.version, s.updated_at) for s in rows],
+    )
+
+
+@secret.command("show")
+@click.argument("ref", metavar="CLIENT/NAME")
+@JSON
+@pass_app
+def show_secret(app: AppContext, ref: str, as_json: bool) -> None:
+    """Show a secret's metadata (never its password).
+
+    \b
+    Example:
+      credvault secret show acme/fw01-admin
+    """
+    info = app.session_vault().show_secret(ref)
+    if as_json:
+        echo_json(info.to_json())
+        return
+    pairs: list[tuple[str, object]] = [
+        ("secret", info.ref),
+        ("kind", info.kind),
+        ("version", info.version),
+        ("username", info.username),
+        ("url", info.url),
+        ("host", info.host),
+        ("note", info.note),
+    ]
+    pairs += [(f"field {key}", value) for key, value in sorted(info.fields.items())]
+    pairs += [("created", info.created_at), ("updated", info.updated_at)]
+    echo_pairs(pairs)
+
+
+@secret.command("history")
+@click.argument("ref", metavar="CLIENT/NAME")
+@JSON
+@pass_app
+def history(app: AppContext, ref: str, as_json: bool) -> None:
+    """List a secret's versions: each new value is a new version with a new data key.
+
+    \b
+    Example:
+      credvault secret history acme/fw01-admin
+    """
+    rows = app.session_vault().secret_history(ref)
+    if as_json:
+        echo_records(rows)
+        return
+    echo_table(
+        ["version", "created", "by", "key version", "current"],
+        [(v.version, v.created_at, v.created_by, v.key_version, v.current) for v in rows],
+    )
+
+
+COMMANDS = [secret]

@@ -1,0 +1,136 @@
+"""What CLI tests share: a runner, the error contract, an in-memory keyring, and a
+workspace that makes a vault through the CLI and looks at it through the library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keyring
+import keyring.errors
+from click.testing import CliRunner, Result
+from keyring.backend import KeyringBackend
+from vault.cli.main import cli
+
+from vault import Vault
+from vault.service.sessions import MemorySessionStore
+
+ADMIN, ADMIN_PASS = "root", "correct horse ✓ admin"
+ENGINEER, ENGINEER_PASS = "alice", "alice's own passphrase"
+CODE = re.compile(r"CV1-[A-Z0-9-]+")
+FINGERPRINT = re.compile(r"\b[0-9a-f]{4}(?: [0-9a-f]{4}){7}\b")
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring backend that keeps its entries in a dict."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.items.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.items[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.items.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError(username)
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Invoke `credvault ARGS...` in this process."""
+    return CliRunner().invoke(cli, list(args), input=input, env=env)
+
+
+def ok(result: Result) -> Result:
+    """Assert that a command succeeded, showing its output if not."""
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def assert_clean_error(result: Result, *never: str, code: int = 1) -> None:
+    """The error contract: exit code, error and hint lines, no traceback, nothing secret."""
+    assert result.exit_code == code, f"exit {result.exit_code}\n{result.output}"
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.stderr.startswith("credvault: error: ") or "\ncredvault: error: " in result.stderr, result.stderr
+    assert "\nhint: " in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    for secret in never:
+        assert secret not in result.output
+
+
+@dataclass
+class Workspace:
+    """A vault made through the CLI, and the passphrase files of its people."""
+
+    url: str
+    tmp: Path
+    passfiles: dict[str, str] = field(default_factory=dict)
+    passphrases: dict[str, str] = field(default_factory=dict)
+
+    def passfile(self, name: str, passphrase: str) -> str:
+        path = self.tmp / f"{name}.pass"
+        path.write_text(passphrase + "\n", encoding="utf-8")
+        self.passfiles[name], self.passphrases[name] = str(path), passphrase
+        return str(path)
+
+    def home(self, name: str) -> dict[str, str]:
+        """The environment of `name`'s own machine (their own config directory)."""
+        return {"CREDVAULT_HOME": str(self.tmp / f"home-{name}")}
+
+    def admin(self, *args: str, input: str | None = None) -> Result:
+        return run("--db", self.url, "--as", ADMIN, *args, input=input)
+
+    def as_engineer(self, name: str, *args: str, input: str | None = None) -> Result:
+        return run(*args, input=input, env=self.home(name))
+
+    def init(self) -> Result:
+        result = ok(
+            run("--db", self.url, "init", "--admin", ADMIN, "--passphrase-file", self.passfile(ADMIN, ADMIN_PASS))
+        )
+        ok(self.admin("unlock", "--passphrase-file", self.passfiles[ADMIN]))
+        return result
+
+    def enrol(self, name: str = ENGINEER, passphrase: str = ENGINEER_PASS) -> str:
+        """Invite, enrol (on their machine), confirm and unlock an engineer; returns the fingerprint."""
+        code = CODE.search(ok(self.admin("engineer", "invite", name)).stdout)
+        assert code is not None
+        enrolled = ok(
+            self.as_engineer(
+                name,
+                "--db",
+                self.url,
+                "engineer",
+                "enroll",
+                name,
+                "--code",
+                code.group(0),
+                "--passphrase-file",
+                self.passfile(name, passphrase),
+            )
+        )
+        fingerprint = FINGERPRINT.search(enrolled.stdout)
+        assert fingerprint is not None
+        ok(self.admin("engineer", "confirm", name, "--fingerprint", fingerprint.group(0)))
+        ok(self.as_engineer(name, "unlock", "--passphrase-file", self.passfiles[name]))
+        return fingerprint.group(0)
+
+    def library(self, name: str = ADMIN) -> Vault:
+        """The library's view of the vault as `name`, unlocked with their passphrase."""
+        vault = Vault.open(self.url, engineer=name, sessions=MemorySessionStore())
+        vault.unlock(name, self.passphrases[name])
+        return vault
+
+    def session_text(self, backend: MemoryKeyring, name: str) -> tuple[tuple[str, str], dict[str, object]]:
+        """The keyring entry holding `name`'s unlocked session, and its JSON."""
+        for key, text in backend.items.items():
+            if key[1].endswith(f"/{name}"):
+                return key, json.loads(text)
+        raise AssertionError(f"no session for {name}")

@@ -1,0 +1,65 @@
+"""Fixtures for CLI tests: an isolated home, an in-memory keyring, fast Argon2, a vault.
+
+Every test gets its own CREDVAULT_HOME (so no real config or data directory is
+touched), a keyring backend that lives in memory (so `unlock` works without an OS
+keyring), and the Argon2 floor instead of the default parameters (the floor is still
+OWASP's minimum; only the speed differs). Commands run through click's CliRunner;
+what they stored is then checked through the library, not by parsing their output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+from cli_workspace import MemoryKeyring, Workspace, ok
+
+import vault.crypto.keyrecord as keyrecord
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("CREDVAULT_HOME", str(home))
+    for name in ("CREDVAULT_DB", "CREDVAULT_ENGINEER", "CREDVAULT_SESSION_TTL", "CREDVAULT_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(keyrecord, "DEFAULT_PARAMS", keyrecord.FLOOR)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def fake_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace on SQLite (nothing initialised yet)."""
+    return Workspace(url=f"sqlite:///{tmp_path / 'vault.db'}", tmp=tmp_path)
+
+
+def _populate(workspace: Workspace) -> Workspace:
+    workspace.init()
+    ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
+    secret = ("acme/fw01-admin", "--kind", "equipment", "--host", "10.0.0.1", "--username", "netadmin")
+    ok(workspace.admin("secret", "add", *secret, "--password-stdin", input="fw-Passw0rd-stdin\n"))
+    workspace.enrol()
+    return workspace
+
+
+@pytest.fixture
+def ready(workspace: Workspace) -> Workspace:
+    """A vault with an unlocked admin, client acme with one secret, and alice (no grant)."""
+    return _populate(workspace)
+
+
+@pytest.fixture
+def ready_any_engine(db_url: str, tmp_path: Path) -> Workspace:
+    """The same as ``ready``, on SQLite and on PostgreSQL (tests/conftest.py's db_url)."""
+    return _populate(Workspace(url=db_url, tmp=tmp_path))
