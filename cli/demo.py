@@ -2,7 +2,8 @@
 
 It creates a temporary SQLite vault with the default Argon2id parameters, plays an
 admin and an engineer (each with their own in-memory session), adds a client and
-three secrets, lets the engineer reveal one password, and then reads the raw bytes
+three secrets, lets the engineer check one password out with a reason and check it in
+with a new value, verifies the signed access log, and then reads the raw bytes
 of the database file and its write-ahead log to show that none of the plaintext is
 in them. Every value is a demo value, which is why this command may print one.
 """
@@ -86,7 +87,12 @@ def _plaintexts(secrets: list[DemoSecret]) -> list[tuple[str, str, bool]]:
             if value
         ]
         out.append((f"{s.name}: password", s.password, True))
-    return out
+    unique: dict[str, tuple[str, str, bool]] = {}
+    for label, value, is_password in out:  # a secret listed twice (a new version) adds only its new values
+        unique.setdefault(
+            value, (label + (" (new)" if any(label == u[0] for u in unique.values()) else ""), value, is_password)
+        )
+    return list(unique.values())
 
 
 def _step(number: int, text: str) -> None:
@@ -129,10 +135,27 @@ def _workflow(url: str, secrets: list[DemoSecret], opened: list[Vault]) -> None:
     _step(4, f"admin grants {ENGINEER} access to {CLIENT} for 8 hours")
 
     shown = secrets[0]
-    revealed = engineer.reveal(shown.ref, reason="demo: show that a granted engineer can read it")
-    if revealed != shown.password:
+    revealed = engineer.checkout(shown.ref, reason="T-1001 demo: reset the VPN")
+    if revealed.value != shown.password:
         raise CommandFailed("the revealed password differs from the one stored", hint="this is a bug: please report it")
-    _step(5, f"{ENGINEER} reveals {shown.ref}: {revealed}   (a demo value)")
+    _step(5, f"{ENGINEER} checks out {shown.ref} with reason 'T-1001': {revealed.value}   (a demo value)")
+    new_password = passwords.generate_password()
+    engineer.checkin(shown.ref, new_password=new_password)
+    secrets.append(DemoSecret(shown.name, shown.kind, shown.username, new_password, shown.host, shown.url, shown.note))
+    version = engineer.show_secret(shown.ref).version
+    _step(6, f"{ENGINEER} checks it in and stores a new generated password (version {version})")
+
+    report = admin.report_access(ENGINEER)
+    verified = admin.verify_audit()
+    if not verified.ok:
+        raise CommandFailed(
+            f"the audit log does not verify: {verified.problem}", hint="this is a bug: please report it"
+        )
+    _step(
+        7,
+        f"the access log: {verified.checked} signed, hash-chained events verify; "
+        f"{ENGINEER} revealed {len(report)} value(s), changed since: {', '.join(str(r.changed_since) for r in report)}",
+    )
 
 
 def _scan(db_file: Path, secrets: list[DemoSecret]) -> list[str]:
@@ -141,7 +164,7 @@ def _scan(db_file: Path, secrets: list[DemoSecret]) -> list[str]:
     raw = b"".join(path.read_bytes() for path in files)
     sizes = ", ".join(f"{path.name} ({path.stat().st_size:,} bytes)" for path in files)
     checks = _plaintexts(secrets)
-    _step(6, f"byte scan of {sizes} for {len(checks)} plaintexts:")
+    _step(8, f"byte scan of {sizes} for {len(checks)} plaintexts:")
     found = []
     for label, value, is_password in checks:
         hit = value.encode("utf-8") in raw
