@@ -32,6 +32,8 @@ LABEL_AUDIT_EVENT = b"credvault/v1/audit-event"
 LABEL_SIG_AUDIT = b"credvault/v1/sig/audit-event"
 LABEL_SIG_CHECKPOINT = b"credvault/v1/sig/audit-checkpoint"
 LABEL_SIG_ENGINEER_KEY = b"credvault/v1/sig/engineer-key"
+LABEL_SIG_RECEIPT = b"credvault/v1/sig/purge-receipt"
+LABEL_FP_DATA_KEY = b"credvault/v1/fingerprint/data-key"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01

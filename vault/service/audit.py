@@ -78,7 +78,13 @@ class AuditOps(ClientOps):
         if e.client_id is not None:
             client = s.get(m.Client, e.client_id)
             if client is None:
-                slug = f"(purged client #{e.client_id})"
+                receipt = s.scalars(
+                    select(m.PurgeReceipt.id).where(
+                        m.PurgeReceipt.client_id == e.client_id, m.PurgeReceipt.kind == "client"
+                    )
+                ).first()
+                slug = f"(purged client #{e.client_id}, receipt #{receipt})" if receipt else f"(client #{e.client_id})"
+                readable = e.details_blob is None
             else:
                 try:
                     slug = self._slug(s, client)

@@ -56,7 +56,9 @@ class CheckoutOps(SecretOps):
         with self.store.transaction() as s:
             row = self._client(s, client)
             p = self._policy(s, row.id)
-            return PolicyInfo(client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes)
+            return PolicyInfo(
+                client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days
+            )
 
     def set_policy(
         self,
@@ -66,6 +68,7 @@ class CheckoutOps(SecretOps):
         exclusive: bool | None = None,
         rotate_after_checkout: bool | None = None,
         checkout_for: dt.timedelta | None = None,
+        stale_days: int | None = None,
     ) -> PolicyInfo:
         with self.store.transaction() as s:
             self._my_admin_row(s)
@@ -86,9 +89,16 @@ class CheckoutOps(SecretOps):
                     raise InvalidInput("bad checkout length", hint="use between 1m and 7d")
                 p.checkout_minutes = minutes
                 changes["checkout_minutes"] = minutes
+            if stale_days is not None:
+                if not 0 <= stale_days <= 36500:
+                    raise InvalidInput("bad stale-after", hint="use a number of days; 0 turns the flag off")
+                p.stale_days = stale_days or None
+                changes["stale_days"] = stale_days
             p.updated_at = self.clock()
             self._append(s, "policy-set", client_id=row.id, details=changes)
-            return PolicyInfo(client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes)
+            return PolicyInfo(
+                client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days
+            )
 
     # -- reveal and checkout ---------------------------------------------------------------------
 

@@ -165,6 +165,7 @@ class PolicyInfo(_Record):
     exclusive: bool
     rotate_after_checkout: bool
     checkout_minutes: int
+    stale_days: int | None = None
 
 
 @dataclass(frozen=True, repr=False)
@@ -206,3 +207,59 @@ class StatusReport(_Record):
     engineers: int
     open_rotations: int
     must_change: list[str]
+
+
+@dataclass(frozen=True)
+class PurgePreview(_Record):
+    client: str
+    secrets: int
+    versions: int
+    grants: int
+    open_checkouts: int
+    key_versions: int
+    audit_events: int
+
+
+@dataclass(frozen=True)
+class ReceiptInfo(_Record):
+    """A purge receipt: readable without any client key."""
+
+    id: int
+    kind: str
+    request: str
+    client_id: int
+    secret_ids: list[int]
+    counts: dict[str, Any]
+    fingerprints: list[str]
+    admin: str
+    purged_at: dt.datetime
+    event_seq: int
+
+
+@dataclass(frozen=True)
+class ReceiptCheck(_Record):
+    id: int
+    ok: bool
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class SubjectMatch(_Record):
+    """One place a person appears: a client's name or a field of a secret version."""
+
+    client: str
+    client_id: int
+    secret: str | None
+    secret_id: int | None
+    version: int | None
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class StaleSecret(_Record):
+    client: str
+    secret: str
+    last_used: dt.datetime
+    days_unused: int
+    stale_days: int

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from vault.crypto import keyrecord
 from vault.service.base import Clock, utcnow
-from vault.service.offboarding import OffboardingOps
+from vault.service.purge import PurgeOps
 from vault.service.records import InitResult
 from vault.service.sessions import MemorySessionStore, SessionStore
 from vault.storage import engine as storage
 
 
-class Vault(OffboardingOps):
+class Vault(PurgeOps):
     """One vault database, seen by one engineer at a time."""
 
     @classmethod

@@ -223,6 +223,7 @@ class ClientPolicy(Base):
     exclusive: Mapped[bool] = mapped_column(Boolean, default=False)
     rotate_after_checkout: Mapped[bool] = mapped_column(Boolean, default=False)
     checkout_minutes: Mapped[int] = mapped_column(Integer, default=120)
+    stale_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
@@ -264,3 +265,21 @@ class AuditEvent(Base):
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+
+
+class PurgeReceipt(Base):
+    """A signed, keyless record that a purge happened (readable without any client key)."""
+
+    __tablename__ = "purge_receipts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    request_ref: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[int] = mapped_column(Integer)
+    secret_ids: Mapped[str] = mapped_column(String(4000))
+    counts: Mapped[str] = mapped_column(String(2000))
+    fingerprints: Mapped[str] = mapped_column(String(20000))
+    admin_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
+    admin_generation: Mapped[int] = mapped_column(Integer)
+    purged_at: Mapped[int] = mapped_column(BigInteger)
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
