@@ -199,6 +199,9 @@ def policy_show(app: AppContext, client: str, as_json: bool) -> None:
     help="Flag the password 'must change' after each checkout.",
 )
 @click.option("--for", "hold_for", metavar="DURATION", help="How long a checkout lasts (default 2h).")
+@click.option(
+    "--stale-after", "stale_days", type=int, metavar="DAYS", help="Flag secrets unused this many days (0: off)."
+)
 @pass_app
 def policy_set(
     app: AppContext,
@@ -207,6 +210,7 @@ def policy_set(
     exclusive: bool | None,
     rotate_after_checkout: bool | None,
     hold_for: str | None,
+    stale_days: int | None,
 ) -> None:
     """Change a client's policy (admin; logged).
 
@@ -224,6 +228,7 @@ def policy_set(
         exclusive=exclusive,
         rotate_after_checkout=rotate_after_checkout,
         checkout_for=length,
+        stale_days=stale_days,
     )
     _echo_policy(info)
 
@@ -239,6 +244,7 @@ def _echo_policy(info: object) -> None:
             ("exclusive", info.exclusive),
             ("rotate after checkout", info.rotate_after_checkout),
             ("checkout lasts", f"{info.checkout_minutes} min"),
+            ("stale after", f"{info.stale_days} days" if info.stale_days else "off"),
         ]
     )
 

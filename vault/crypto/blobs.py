@@ -13,11 +13,13 @@ import struct
 from vault.crypto import _primitives as p
 from vault.crypto.labels import (
     BLOB_AUDIT_DETAIL,
+    BLOB_BACKUP_SECTION,
     BLOB_CLIENT_FIELD,
     BLOB_DATA_KEY,
     BLOB_SECRET_FIELD,
     FORMAT_VERSION,
     LABEL_AUDIT_DETAIL,
+    LABEL_BACKUP_SECTION,
     LABEL_CLIENT_FIELD,
     LABEL_DATA_KEY,
     LABEL_SECRET_FIELD,
@@ -30,6 +32,7 @@ _LABELS = {
     BLOB_DATA_KEY: LABEL_DATA_KEY,
     BLOB_CLIENT_FIELD: LABEL_CLIENT_FIELD,
     BLOB_AUDIT_DETAIL: LABEL_AUDIT_DETAIL,
+    BLOB_BACKUP_SECTION: LABEL_BACKUP_SECTION,
 }
 
 
@@ -137,3 +140,11 @@ def decrypt_audit_detail(
     client_key: bytes, ck_version: int, blob: bytes, client_id: int, seq: int, action: str
 ) -> bytes:
     return decrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, blob, (client_id, seq, action))
+
+
+def encrypt_backup_section(key: bytes, value: bytes, vault_id: bytes, backup_id: bytes, section: str) -> bytes:
+    return encrypt_blob(key, BLOB_BACKUP_SECTION, 0, value, (vault_id, backup_id, section))
+
+
+def decrypt_backup_section(key: bytes, blob: bytes, vault_id: bytes, backup_id: bytes, section: str) -> bytes:
+    return decrypt_blob(key, BLOB_BACKUP_SECTION, 0, blob, (vault_id, backup_id, section))

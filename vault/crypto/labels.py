@@ -34,6 +34,9 @@ LABEL_SIG_CHECKPOINT = b"credvault/v1/sig/audit-checkpoint"
 LABEL_SIG_ENGINEER_KEY = b"credvault/v1/sig/engineer-key"
 LABEL_SIG_RECEIPT = b"credvault/v1/sig/purge-receipt"
 LABEL_FP_DATA_KEY = b"credvault/v1/fingerprint/data-key"
+LABEL_BACKUP_SECTION = b"credvault/v1/backup-section"
+LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"
+LABEL_BACKUP_VAULT_KEY = b"credvault/v1/backup-vault-key"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01
@@ -42,3 +45,4 @@ BLOB_CLIENT_FIELD = 0x03
 BLOB_SEALED = 0x04
 BLOB_KEY_RECORD = 0x05
 BLOB_AUDIT_DETAIL = 0x06
+BLOB_BACKUP_SECTION = 0x07

@@ -263,3 +263,13 @@ class StaleSecret(_Record):
     last_used: dt.datetime
     days_unused: int
     stale_days: int
+
+
+@dataclass(frozen=True)
+class BackupInfo(_Record):
+    path: str
+    backup_id: str
+    clients: int
+    secrets: int
+    audit_head: int
+    skipped_clients: int = 0

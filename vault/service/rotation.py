@@ -24,8 +24,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
-from vault.crypto import blobs, signing
-from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
+from vault.crypto import blobs, sealing, signing
+from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
 from vault.errors import InvalidInput
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
 from vault.service.passwords import generate_password
@@ -84,6 +84,9 @@ class RotationOps(ReportOps):
         slug = self._client_field(s, client, client.slug_blob, "slug")
         name = self._client_field(s, client, client.name_blob, "name")
         lookup = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+        backup_key = None
+        if client.backup_key_blob is not None:
+            backup_key = self._client_field(s, client, client.backup_key_blob, "backup-key")
         del old_key
         new_version = (
             s.scalar(select(func.max(m.ClientKey.version)).where(m.ClientKey.client_id == client.id)) or 0
@@ -119,6 +122,8 @@ class RotationOps(ReportOps):
         client.name_blob = blobs.encrypt_client_field(key, new_version, name, client.id, "name")
         client.lookup_key_blob = blobs.encrypt_client_field(key, new_version, lookup, client.id, "lookup-key")
         self._store_audit_ring(s, client, ring + blobs.new_key())  # a fresh audit key for later events
+        if backup_key is not None:  # the per-client backup key lives on (old backups need it)
+            client.backup_key_blob = blobs.encrypt_client_field(key, new_version, backup_key, client.id, "backup-key")
         ck.encryptions = 4
         total = (
             s.scalar(
@@ -283,6 +288,11 @@ class RotationOps(ReportOps):
             ):
                 self._verify_certificate(s, admin)
                 self._seal_root_to(s, new, admin)
+            info = self._info(s)
+            if info.backup_key_seal is not None:  # the vault backup key follows the recovery key
+                context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
+                vault_backup_key = sealing.open_sealed(old.recovery, old.version, info.backup_key_seal, context)
+                info.backup_key_seal = sealing.seal(new.recovery.public, new.version, vault_backup_key, context)
             s.execute(
                 delete(m.ClientKeySeal).where(
                     m.ClientKeySeal.recipient_kind == "recovery", m.ClientKeySeal.recipient_id == old.version

@@ -11,14 +11,14 @@ subclasses on purpose.
 from __future__ import annotations
 
 from vault.crypto import keyrecord
+from vault.service.backups import BackupOps
 from vault.service.base import Clock, utcnow
-from vault.service.purge import PurgeOps
 from vault.service.records import InitResult
 from vault.service.sessions import MemorySessionStore, SessionStore
 from vault.storage import engine as storage
 
 
-class Vault(PurgeOps):
+class Vault(BackupOps):
     """One vault database, seen by one engineer at a time."""
 
     @classmethod

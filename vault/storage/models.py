@@ -62,6 +62,7 @@ class VaultInfo(Base):
     vault_id: Mapped[bytes] = mapped_column(LargeBinary(16))
     format_version: Mapped[int] = mapped_column(Integer)
     org_signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    backup_key_seal: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     retention_versions: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     cryptoperiod_days: Mapped[int] = mapped_column(Integer, default=365, server_default="365")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -143,6 +144,7 @@ class Client(Base):
     name_blob: Mapped[bytes] = mapped_column(LargeBinary)
     lookup_key_blob: Mapped[bytes] = mapped_column(LargeBinary)
     audit_keys_blob: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    backup_key_blob: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 

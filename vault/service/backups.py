@@ -1,0 +1,330 @@
+"""Encrypted backups that a purge reaches: per-client sections, keys kept apart.
+
+A backup file holds one **global section** (engineers, recovery and root seals, the
+audit chain, purge receipts: no client plaintext) and one **section per client** (its
+keys, grants, secrets and versions). Each client section is encrypted under that
+client's own **backup key**, and the global section under the vault's backup key.
+No backup file contains any backup key.
+
+The backup keys live in the live store (each client's wrapped under its client key;
+the vault's sealed to the recovery key) and in a small **key export** an admin writes
+with ``export_backup_keys`` and keeps apart from the backups. Purging a client deletes
+its backup key from the live store, so every key export made afterwards lacks it: with
+the latest key export, every old backup restores in full *except* purged clients,
+which stay unreadable. Older key exports must be destroyed (the purge says so).
+
+Restoring needs an empty store, a backup, a key export and either an admin's
+passphrase (their key record and root seal are in the export) or the recovery shares.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.orm import Session
+
+from vault.crypto import _primitives as prim
+from vault.crypto import blobs, keyrecord, sealing, shamir
+from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY
+from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, RecoveryShareError
+from vault.service.base import ROLE_ADMIN, RootBundle
+from vault.service.purge import PurgeOps
+from vault.service.records import BackupInfo
+from vault.storage import engine as storage
+from vault.storage import models as m
+
+MAGIC, KEYS_MAGIC = "credvault-backup", "credvault-backup-keys"
+GLOBAL_TABLES: tuple[type[m.Base], ...] = (
+    m.VaultInfo,
+    m.RootKey,
+    m.Engineer,
+    m.EngineerKey,
+    m.RootSeal,
+    m.AuditHead,
+    m.AuditEvent,
+    m.PurgeReceipt,
+)
+CLIENT_TABLES: tuple[type[m.Base], ...] = (
+    m.Client,
+    m.ClientKey,
+    m.ClientKeySeal,
+    m.ClientPolicy,
+    m.Grant,
+    m.Secret,
+    m.SecretVersion,
+    m.Checkout,
+    m.Rotation,
+)
+RESTORE_ORDER: tuple[type[m.Base], ...] = (
+    m.VaultInfo,
+    m.RootKey,
+    m.Engineer,
+    m.EngineerKey,
+    m.RootSeal,
+    m.Client,
+    m.ClientKey,
+    m.ClientKeySeal,
+    m.ClientPolicy,
+    m.Grant,
+    m.Secret,
+    m.SecretVersion,
+    m.Checkout,
+    m.Rotation,
+    m.AuditHead,
+    m.AuditEvent,
+    m.PurgeReceipt,
+)
+SETVAL = (
+    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))"
+)
+SERIAL_TABLES = ("engineers", "clients", "grants", "secrets", "checkouts", "rotations", "purge_receipts")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dt.datetime):
+        return {"t": value.isoformat()}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "b" in value:
+        return base64.b64decode(value["b"])
+    if isinstance(value, dict) and "t" in value:
+        return dt.datetime.fromisoformat(value["t"])
+    return value
+
+
+def _rows(s: Session, model: type[m.Base], where: Any = None) -> list[dict[str, Any]]:
+    columns = [c.key for c in inspect(model).column_attrs]
+    query = select(model) if where is None else select(model).where(where)
+    return [{c: _encode(getattr(row, c)) for c in columns} for row in s.scalars(query)]
+
+
+class BackupOps(PurgeOps):
+    # -- keys -------------------------------------------------------------------------------
+
+    def _client_backup_key(self, s: Session, client: m.Client) -> bytes:
+        if client.backup_key_blob is None:
+            version = client.current_key_version
+            key = blobs.new_key()
+            client.backup_key_blob = blobs.encrypt_client_field(
+                self._client_key(s, client.id, version), version, key, client.id, "backup-key"
+            )
+            return key
+        return self._client_field(s, client, client.backup_key_blob, "backup-key")
+
+    def _vault_backup_key(self, s: Session) -> bytes:
+        info = self._info(s)
+        bundle = self._root_bundle(s)
+        context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
+        if info.backup_key_seal is None:
+            key = blobs.new_key()
+            info.backup_key_seal = sealing.seal(bundle.recovery.public, bundle.version, key, context)
+            return key
+        return sealing.open_sealed(bundle.recovery, bundle.version, info.backup_key_seal, context)
+
+    def export_backup_keys(self, path: Path) -> int:
+        """Write the key export: every live backup key, sealed to the recovery key and to
+        each admin (with their key records, so that a passphrase can open it). Returns the
+        number of client keys in it. Keep it apart from the backups; keep only the newest."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            info = self._info(s)
+            bundle = self._root_bundle(s)
+            keys = {
+                "vault": self._vault_backup_key(s).hex(),
+                "clients": {str(c.id): self._client_backup_key(s, c).hex() for c in s.scalars(select(m.Client))},
+            }
+            payload = json.dumps(keys, sort_keys=True).encode("utf-8")
+            context = (LABEL_BACKUP_KEYS, info.vault_id)
+            admins = []
+            for admin in s.scalars(
+                select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == "active")
+            ):
+                if admin.sealing_public is None or admin.key_record is None:
+                    continue
+                admins.append(
+                    {
+                        "name": admin.name,
+                        "id": admin.id,
+                        "generation": admin.key_generation,
+                        "key_record": _encode(admin.key_record),
+                        "keys": _encode(sealing.seal(admin.sealing_public, bundle.version, payload, context)),
+                    }
+                )
+            document = {
+                "magic": KEYS_MAGIC,
+                "format": 1,
+                "vault_id": info.vault_id.hex(),
+                "root_version": bundle.version,
+                "recovery_public": bundle.recovery.public.hex(),
+                "created_at": self.clock().isoformat(),
+                "admins": admins,
+                "recovery": _encode(sealing.seal(bundle.recovery.public, bundle.version, payload, context)),
+            }
+            self._append(s, "backup-keys-export", public={"clients": len(keys["clients"])})
+        _write_private(path, json.dumps(document, indent=1))
+        return len(keys["clients"])
+
+    # -- backup -------------------------------------------------------------------------------
+
+    def create_backup(self, path: Path) -> BackupInfo:
+        """Write a consistent, encrypted copy of the whole vault to ``path``."""
+        with self.store.transaction() as s:
+            if not storage.is_sqlite(self.store.engine):
+                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            self._my_admin_row(s)
+            info = self._info(s)
+            backup_id = prim.random_bytes(16)
+            vault_key = self._vault_backup_key(s)
+            client_keys = {c.id: self._client_backup_key(s, c) for c in s.scalars(select(m.Client))}
+            s.flush()
+            event = self._append(s, "backup-create", public={"clients": len(client_keys)})
+            global_rows = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
+            sections = {
+                "global": blobs.encrypt_backup_section(
+                    vault_key, json.dumps(global_rows).encode("utf-8"), info.vault_id, backup_id, "global"
+                )
+            }
+            secrets = 0
+            for client_id, key in client_keys.items():
+                rows = self._client_rows(s, client_id)
+                secrets += len(rows["secrets"])
+                sections[f"client:{client_id}"] = blobs.encrypt_backup_section(
+                    key, json.dumps(rows).encode("utf-8"), info.vault_id, backup_id, f"client:{client_id}"
+                )
+            document = {
+                "magic": MAGIC,
+                "format": 1,
+                "vault_id": info.vault_id.hex(),
+                "backup_id": backup_id.hex(),
+                "schema": s.execute(text("SELECT version_num FROM alembic_version")).scalar(),
+                "created_at": self.clock().isoformat(),
+                "audit_head": event.seq,
+                "sections": {k: _encode(v) for k, v in sections.items()},
+            }
+        _write_private(path, json.dumps(document))
+        return BackupInfo(str(path), backup_id.hex(), len(client_keys), secrets, event.seq)
+
+    @staticmethod
+    def _client_rows(s: Session, client_id: int) -> dict[str, list[dict[str, Any]]]:
+        secret_ids = select(m.Secret.id).where(m.Secret.client_id == client_id)
+        filters: dict[type[m.Base], Any] = {
+            m.Client: m.Client.id == client_id,
+            m.ClientKey: m.ClientKey.client_id == client_id,
+            m.ClientKeySeal: m.ClientKeySeal.client_id == client_id,
+            m.ClientPolicy: m.ClientPolicy.client_id == client_id,
+            m.Grant: m.Grant.client_id == client_id,
+            m.Secret: m.Secret.client_id == client_id,
+            m.SecretVersion: m.SecretVersion.secret_id.in_(secret_ids),
+            m.Checkout: m.Checkout.client_id == client_id,
+            m.Rotation: m.Rotation.client_id == client_id,
+        }
+        return {model.__tablename__: _rows(s, model, filters[model]) for model in CLIENT_TABLES}
+
+    # -- restore ---------------------------------------------------------------------------------
+
+    def restore_backup(
+        self,
+        path: Path,
+        keys_path: Path,
+        *,
+        admin: str | None = None,
+        passphrase: str | None = None,
+        shares: list[str] | None = None,
+    ) -> BackupInfo:
+        """Restore ``path`` into this (empty, migrated) store, opening it with the key export."""
+        document, keys = _load(path, MAGIC), _load(keys_path, KEYS_MAGIC)
+        if document["vault_id"] != keys["vault_id"]:
+            raise InvalidInput("the key export belongs to another vault than the backup")
+        vault_id, backup_id = bytes.fromhex(document["vault_id"]), bytes.fromhex(document["backup_id"])
+        payload = _open_keys(keys, vault_id, admin, passphrase, shares)
+        vault_key = bytes.fromhex(payload["vault"])
+        client_keys = {int(k): bytes.fromhex(v) for k, v in payload["clients"].items()}
+        sections = {k: _decode(v) for k, v in document["sections"].items()}
+        tables: dict[str, list[dict[str, Any]]] = json.loads(
+            blobs.decrypt_backup_section(vault_key, sections.pop("global"), vault_id, backup_id, "global")
+        )
+        restored = skipped = secrets = 0
+        for name, blob in sections.items():
+            client_id = int(name.split(":")[1])
+            key = client_keys.get(client_id)
+            if key is None:
+                skipped += 1  # purged since (or unknown to this key export): unreadable by design
+                continue
+            for table, rows in json.loads(blobs.decrypt_backup_section(key, blob, vault_id, backup_id, name)).items():
+                tables.setdefault(table, []).extend(rows)
+            restored += 1
+        secrets = len(tables.get("secrets", []))
+        with self.store.transaction() as s:
+            if s.scalar(select(func.count()).select_from(m.VaultInfo)):
+                raise AlreadyExists("the target store is not empty", hint="restore into a new, empty database")
+            for model in RESTORE_ORDER:
+                for row in tables.get(model.__tablename__, []):
+                    s.add(model(**{k: _decode(v) for k, v in row.items()}))
+                s.flush()
+            if not storage.is_sqlite(self.store.engine):
+                for table in SERIAL_TABLES:
+                    sql = SETVAL.format(table=table)  # table names come from SERIAL_TABLES, a constant
+                    s.execute(text(sql))
+        return BackupInfo(str(path), backup_id.hex(), restored, secrets, int(document["audit_head"]), skipped)
+
+
+def _write_private(path: Path, content: str) -> None:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+
+
+def _load(path: Path, magic: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InvalidInput(f"cannot read {path.name}: not a credvault file") from None
+    if not isinstance(document, dict) or document.get("magic") != magic or document.get("format") != 1:
+        raise InvalidInput(f"{path.name} is not a credvault {'backup' if magic == MAGIC else 'key export'}")
+    return document
+
+
+def _open_keys(
+    keys: dict[str, Any], vault_id: bytes, admin: str | None, passphrase: str | None, shares: list[str] | None
+) -> dict[str, Any]:
+    context = (LABEL_BACKUP_KEYS, vault_id)
+    root_version = int(keys["root_version"])
+    if shares:
+        decoded = [shamir.decode_share(vault_id, text) for text in shares]
+        if len({k for k, _, _ in decoded}) != 1:
+            raise RecoveryShareError("the shares are from different splits")
+        bundle = RootBundle(shamir.combine([(x, y) for _, x, y in decoded], decoded[0][0]), root_version)
+        if bundle.recovery.public.hex() != keys.get("recovery_public"):
+            raise RecoveryShareError(
+                "the shares do not rebuild the recovery key of this key export",
+                hint="use shares printed for this vault since its last root rotation",
+            )
+        raw = sealing.open_sealed(bundle.recovery, root_version, _decode(keys["recovery"]), context)
+    else:
+        entry = next((a for a in keys["admins"] if a["name"] == admin), None)
+        if entry is None or passphrase is None:
+            raise InvalidInput(
+                "name an admin listed in the key export and give their passphrase, or use recovery shares"
+            )
+        private = keyrecord.open_record(
+            _decode(entry["key_record"]), passphrase, vault_id, int(entry["id"]), int(entry["generation"])
+        )
+        raw = sealing.open_sealed(
+            sealing.KeyPair(private.sealing_private), root_version, _decode(entry["keys"]), context
+        )
+    try:
+        payload: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        raise DecryptionFailed() from None
+    return payload
