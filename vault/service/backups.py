@@ -60,25 +60,7 @@ CLIENT_TABLES: tuple[type[m.Base], ...] = (
     m.Checkout,
     m.Rotation,
 )
-RESTORE_ORDER: tuple[type[m.Base], ...] = (
-    m.VaultInfo,
-    m.RootKey,
-    m.Engineer,
-    m.EngineerKey,
-    m.RootSeal,
-    m.Client,
-    m.ClientKey,
-    m.ClientKeySeal,
-    m.ClientPolicy,
-    m.Grant,
-    m.Secret,
-    m.SecretVersion,
-    m.Checkout,
-    m.Rotation,
-    m.AuditHead,
-    m.AuditEvent,
-    m.PurgeReceipt,
-)
+RESTORE_ORDER: tuple[type[m.Base], ...] = (*GLOBAL_TABLES[:5], *CLIENT_TABLES, *GLOBAL_TABLES[5:])  # parents first
 SETVAL = (
     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))"
 )

@@ -16,7 +16,6 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import blobs
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -206,16 +205,7 @@ class CheckoutOps(SecretOps):
     ) -> str:
         opened = self._open(s, client, secret, row)
         if field == "password":
-            raw = blobs.decrypt_secret_field(
-                opened.data_key,
-                blobs.blob_key_version(row.password_blob),
-                row.password_blob,
-                client.id,
-                secret.id,
-                row.version,
-                "password",
-            )
-            return raw.decode("utf-8")
+            return self._password(client, secret, row, opened)
         if field in METADATA_FIELDS or field == "name":
             value = opened.metadata.get(field)
         else:

@@ -125,26 +125,12 @@ class ClientOps(JournalOps):
             )
             s.add(client)
             s.flush()
-            key = blobs.new_key()
-            fingerprint = signing.client_key_fingerprint(key)
-            ck = m.ClientKey(
-                client_id=client.id,
-                version=1,
-                state=ACTIVE,
-                fingerprint=fingerprint,
-                signed_by=admin.id,
-                signed_at=epoch(now),
-                encryptions=0,
-                created_at=now,
-            )
-            ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
-            s.add(ck)
-            s.flush()
+            key = self._new_client_key_version(s, client.id, 1, admin)
             self._seal_client_key(s, client.id, 1, key, "recovery", bundle.version, bundle.recovery.public)
             client.slug_blob = blobs.encrypt_client_field(key, 1, slug.encode("utf-8"), client.id, "slug")
             client.name_blob = blobs.encrypt_client_field(key, 1, name.encode("utf-8"), client.id, "name")
             client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
-            ck.encryptions = 3
+            self._count_encryptions(s, client.id, 1, 3)
             self._client_keys[(client.id, 1)] = key
             s.add(
                 m.ClientPolicy(
@@ -158,6 +144,26 @@ class ClientOps(JournalOps):
             )
             self._append(s, "client-create", client_id=client.id, details={"slug": slug})
             return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
+
+    def _new_client_key_version(self, s: Session, client_id: int, version: int, admin: m.Engineer) -> bytes:
+        """A fresh client key as ``version``: its record signed by the acting admin, cached."""
+        key = blobs.new_key()
+        now = self.clock()
+        ck = m.ClientKey(
+            client_id=client_id,
+            version=version,
+            state=ACTIVE,
+            fingerprint=signing.client_key_fingerprint(key),
+            signed_by=admin.id,
+            signed_at=epoch(now),
+            encryptions=0,
+            created_at=now,
+        )
+        ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
+        s.add(ck)
+        s.flush()
+        self._client_keys[(client_id, version)] = key
+        return key
 
     def list_clients(self) -> list[ClientInfo]:
         """The clients the acting engineer may see (all of them for an admin)."""

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
-from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
+from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_TAG_CLIENT_SLUG
 from vault.errors import InvalidInput
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
 from vault.service.passwords import generate_password
@@ -91,22 +91,8 @@ class RotationOps(ReportOps):
         new_version = (
             s.scalar(select(func.max(m.ClientKey.version)).where(m.ClientKey.client_id == client.id)) or 0
         ) + 1
-        key = blobs.new_key()
+        key = self._new_client_key_version(s, client.id, new_version, admin)
         now = self.clock()
-        ck = m.ClientKey(
-            client_id=client.id,
-            version=new_version,
-            state=ACTIVE,
-            fingerprint=signing.client_key_fingerprint(key),
-            signed_by=admin.id,
-            signed_at=epoch(now),
-            encryptions=0,
-            created_at=now,
-        )
-        ck.signature = self._my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
-        s.add(ck)
-        s.flush()
-        self._client_keys[(client.id, new_version)] = key
         self._seal_client_key(s, client.id, new_version, key, "recovery", bundle.version, bundle.recovery.public)
         for grantee in self._current_grantees(s, client.id):
             assert grantee.sealing_public is not None
@@ -124,7 +110,7 @@ class RotationOps(ReportOps):
         self._store_audit_ring(s, client, ring + blobs.new_key())  # a fresh audit key for later events
         if backup_key is not None:  # the per-client backup key lives on (old backups need it)
             client.backup_key_blob = blobs.encrypt_client_field(key, new_version, backup_key, client.id, "backup-key")
-        ck.encryptions = 4
+        self._count_encryptions(s, client.id, new_version, 4)
         total = (
             s.scalar(
                 select(func.count())

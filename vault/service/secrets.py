@@ -70,6 +70,14 @@ class SecretOps(ClientOps):
             raise DecryptionFailed() from None
         return _Opened(metadata, dek)
 
+    @staticmethod
+    def _password(client: m.Client, secret: m.Secret, row: m.SecretVersion, opened: _Opened) -> str:
+        version = blobs.blob_key_version(row.password_blob)
+        raw = blobs.decrypt_secret_field(
+            opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"
+        )
+        return raw.decode("utf-8")
+
     def _write_version(
         self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
     ) -> None:
@@ -189,15 +197,7 @@ class SecretOps(ClientOps):
             opened = self._open(s, client, secret, row)
             old_password = password
             if old_password is None:
-                old_password = blobs.decrypt_secret_field(
-                    opened.data_key,
-                    blobs.blob_key_version(row.password_blob),
-                    row.password_blob,
-                    client.id,
-                    secret.id,
-                    row.version,
-                    "password",
-                ).decode("utf-8")
+                old_password = self._password(client, secret, row, opened)
             changes = {"username": username, "url": url, "host": host, "note": note}
             current = dict(opened.metadata)
             for key, value in changes.items():
