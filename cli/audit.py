@@ -92,14 +92,17 @@ def checkpoint(app: AppContext) -> None:
 
 
 def _since(since: str | None) -> dt.datetime | None:
-    """An ISO time, or a duration read as "that long ago" (7d, 12h)."""
-    from vault.service.validation import point_in_time
+    """An ISO time as given, or a duration read as "that long ago" (7d, 12h)."""
+    from vault.errors import InvalidInput
+    from vault.service.validation import duration, point_in_time
 
     if not since:
         return None
     now = dt.datetime.now(dt.UTC)
-    start = point_in_time(since, now)
-    return now - (start - now) if start > now else start
+    try:
+        return now - duration(since)
+    except InvalidInput:
+        return point_in_time(since, now)
 
 
 @audit.command("log")
@@ -123,9 +126,23 @@ def log(
         echo_records(entries)
         return
     echo_table(
-        ["seq", "time", "engineer", "action", "client", "details"],
-        [(e.seq, e.at, e.engineer, e.action, e.client, _details(e.details, e.readable)) for e in entries],
+        ["seq", "time", "engineer", "action", "client/secret", "details"],
+        [
+            (
+                e.seq,
+                e.at,
+                e.engineer,
+                e.action,
+                f"{e.client}/{e.secret}" if e.secret else e.client,
+                _details(e.details, e.readable),
+            )
+            for e in entries
+        ],
     )
+
+
+def _where(client: str | None, secret: str | None) -> str | None:
+    return f"{client}/{secret}" if client and secret else client
 
 
 def _details(details: dict[str, object] | None, readable: bool) -> str:

@@ -65,7 +65,10 @@ def reported_errors() -> Iterator[None]:
         if isinstance(error.__context__, KeyboardInterrupt):
             report("interrupted")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        report("no answer was given", "answer the prompt, or see --help for the non-interactive options")
+        if isinstance(error.__context__, EOFError):
+            report("no answer was given", "answer the prompt, or see --help for the non-interactive options")
+        else:
+            report("cancelled: nothing was changed", "run the command again and answer y to go ahead")
         raise click.exceptions.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         click.echo(err=True)

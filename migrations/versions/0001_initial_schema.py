@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_clients")),
         sa.UniqueConstraint("slug_tag", name=op.f("uq_clients_slug_tag")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "engineers",
@@ -51,6 +52,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_engineers")),
         sa.UniqueConstraint("name", name=op.f("uq_engineers_name")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "root_keys",
@@ -105,6 +107,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["engineer_id"], ["engineers.id"], name=op.f("fk_grants_engineer_id_engineers")),
         sa.ForeignKeyConstraint(["granted_by"], ["engineers.id"], name=op.f("fk_grants_granted_by_engineers")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_grants")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("grants", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_grants_client_id"), ["client_id"], unique=False)
@@ -140,6 +143,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_secrets")),
         sa.UniqueConstraint("client_id", "name_tag", name=op.f("uq_secrets_client_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("secrets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_secrets_client_id"), ["client_id"], unique=False)

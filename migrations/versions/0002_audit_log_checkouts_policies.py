@@ -82,6 +82,7 @@ def upgrade() -> None:
             ["secret_id"], ["secrets.id"], name=op.f("fk_checkouts_secret_id_secrets"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_checkouts")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("checkouts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_checkouts_client_id"), ["client_id"], unique=False)
@@ -91,7 +92,7 @@ def upgrade() -> None:
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.add_column(sa.Column("audit_keys_blob", sa.LargeBinary(), nullable=True))
 
-    with op.batch_alter_table("secrets", schema=None) as batch_op:
+    with op.batch_alter_table("secrets", schema=None, table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.add_column(sa.Column("must_change", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column("last_used_at", UTCDateTime(), nullable=True))
 

@@ -52,6 +52,7 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(["started_by"], ["engineers.id"], name=op.f("fk_rotations_started_by_engineers")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rotations")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("rotations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_rotations_client_id"), ["client_id"], unique=False)

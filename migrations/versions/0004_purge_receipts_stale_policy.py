@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("signature", sa.LargeBinary(length=64), nullable=False),
         sa.ForeignKeyConstraint(["admin_id"], ["engineers.id"], name=op.f("fk_purge_receipts_admin_id_engineers")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_purge_receipts")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("client_policies", schema=None) as batch_op:
         batch_op.add_column(sa.Column("stale_days", sa.Integer(), nullable=True))

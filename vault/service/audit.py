@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.service.base import ROLE_ADMIN, epoch
-from vault.service.clients import ClientOps
 from vault.service.journal import UNSIGNED_ACTIONS, from_us, us
 from vault.service.records import AuditEntry, AuditVerification
+from vault.service.secrets import SecretOps
 from vault.storage import models as m
 
 BATCH = 50_000
@@ -34,7 +34,7 @@ REVEAL_ACTIONS = ("reveal", "checkout")
 CHECKPOINT_PREFIX = "credvault-checkpoint:1"
 
 
-class AuditOps(ClientOps):
+class AuditOps(SecretOps):
     # -- reading ----------------------------------------------------------------------------
 
     def audit_log(
@@ -98,7 +98,21 @@ class AuditOps(ClientOps):
                 except VaultError:
                     slug = slug or f"(client #{e.client_id})"
         name = names.get(e.engineer_id) if e.engineer_id is not None else None
-        return AuditEntry(e.seq, from_us(e.at_us), name, e.action, slug, e.client_id, e.secret_id, details, readable)
+        secret = self._secret_name(s, e.secret_id) if e.secret_id is not None else None
+        return AuditEntry(
+            e.seq, from_us(e.at_us), name, e.action, slug, e.client_id, e.secret_id, details, readable, secret
+        )
+
+    def _secret_name(self, s: Session, secret_id: int) -> str:
+        """A secret's current name, looked up when shown (events never store it), or a marker."""
+        secret = s.get(m.Secret, secret_id)
+        client = s.get(m.Client, secret.client_id) if secret is not None else None
+        if secret is None or client is None:
+            return f"(purged secret #{secret_id})"
+        try:
+            return str(self._open(s, client, secret, self._version(s, secret, None)).metadata["name"])
+        except VaultError:
+            return f"(secret #{secret_id})"
 
     # -- verifying ------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, keyrecord, sealing, shamir
 from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY
-from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, RecoveryShareError
+from vault.errors import AlreadyExists, DecryptionFailed, IntegrityError, InvalidInput, RecoveryShareError
 from vault.service.base import ROLE_ADMIN, RootBundle
 from vault.service.purge import PurgeOps
 from vault.service.records import BackupInfo
@@ -39,6 +39,7 @@ from vault.storage import engine as storage
 from vault.storage import models as m
 
 MAGIC, KEYS_MAGIC = "credvault-backup", "credvault-backup-keys"
+MANIFEST = "_sections"
 GLOBAL_TABLES: tuple[type[m.Base], ...] = (
     m.VaultInfo,
     m.RootKey,
@@ -169,7 +170,8 @@ class BackupOps(PurgeOps):
             client_keys = {c.id: self._client_backup_key(s, c) for c in s.scalars(select(m.Client))}
             s.flush()
             event = self._append(s, "backup-create", public={"clients": len(client_keys)})
-            global_rows = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
+            global_rows: dict[str, Any] = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
+            global_rows[MANIFEST] = sorted(f"client:{client_id}" for client_id in client_keys)  # authenticated list
             sections = {
                 "global": blobs.encrypt_backup_section(
                     vault_key, json.dumps(global_rows).encode("utf-8"), info.vault_id, backup_id, "global"
@@ -234,6 +236,14 @@ class BackupOps(PurgeOps):
         tables: dict[str, list[dict[str, Any]]] = json.loads(
             blobs.decrypt_backup_section(vault_key, sections.pop("global"), vault_id, backup_id, "global")
         )
+        manifest: set[str] = {str(name) for name in tables.pop(MANIFEST, [])}
+        present = set(sections)
+        if manifest != present:
+            missing, extra = sorted(manifest - present), sorted(present - manifest)
+            raise IntegrityError(
+                f"the backup's sections do not match its manifest (missing {missing}, unexpected {extra})",
+                hint="the backup file was altered or cut; use another backup",
+            )
         restored = skipped = secrets = 0
         for name, blob in sections.items():
             client_id = int(name.split(":")[1])

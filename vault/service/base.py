@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, keyrecord, sealing, signing
@@ -395,14 +395,19 @@ class VaultBase:
 
     def _count_encryptions(self, s: Session, client_id: int, version: int, n: int = 1) -> None:
         """Count AES-GCM encryptions under a client key; refuse past the safe bound."""
-        ck = s.get(m.ClientKey, (client_id, version))
-        assert ck is not None
-        if ck.encryptions + n > ENCRYPTION_LIMIT:
+        s.flush()
+        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
+            update(m.ClientKey)
+            .where(m.ClientKey.client_id == client_id, m.ClientKey.version == version)
+            .values(encryptions=m.ClientKey.encryptions + n)
+            .returning(m.ClientKey.encryptions)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        if count > ENCRYPTION_LIMIT:
             raise IntegrityError(
                 f"client key version {version} has reached its encryption limit",
                 hint="rotate the client key: `credvault rotate client SLUG`",
             )
-        ck.encryptions = ck.encryptions + n
 
     def _client_field(self, s: Session, client: m.Client, blob: bytes, purpose: str) -> bytes:
         version = blobs.blob_key_version(blob)

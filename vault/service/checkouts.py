@@ -12,6 +12,7 @@ exactly one wins and the other gets ``CheckoutConflict`` naming the holder.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,7 +28,7 @@ from vault.errors import (
 from vault.service import validation
 from vault.service.base import ROLE_ADMIN
 from vault.service.passwords import generate_password
-from vault.service.records import CheckoutInfo, PolicyInfo, Revealed
+from vault.service.records import CheckoutInfo, PolicyInfo, Revealed, SecretInfo
 from vault.service.secrets import METADATA_FIELDS, SecretOps
 from vault.storage import models as m
 
@@ -158,7 +159,7 @@ class CheckoutOps(SecretOps):
         row = self._version(s, secret, version)
         value = self._field_value(s, client, secret, row, field, ref)
         expires = None
-        details = {"secret": ref.split("/")[1], "field": field, "version": row.version, "reason": reason}
+        details = {"field": field, "version": row.version, "reason": reason}
         action = "reveal"
         if hold:
             length = hold_for if hold_for is not None else dt.timedelta(minutes=policy.checkout_minutes)
@@ -214,6 +215,20 @@ class CheckoutOps(SecretOps):
             raise NotFound(f"secret {ref!r} has no {validation.shown(field)} field")
         return str(value)
 
+    def update_secret(self, ref: str, **changes: Any) -> SecretInfo:
+        """``SecretOps.update_secret``, refused while another engineer holds an exclusive checkout."""
+        with self.store.transaction() as s:
+            me = self._my_row(s)
+            _client, secret, _slug = self._secret(s, ref)
+            others = [c for c in self._lock_and_find_holds(s, secret) if c.engineer_id != me.id and c.exclusive]
+            if others:
+                holder = s.get(m.Engineer, others[0].engineer_id)
+                until = others[0].expires_at.isoformat(timespec="minutes")
+                raise CheckoutConflict(
+                    f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
+                )
+        return super().update_secret(ref, **changes)
+
     # -- check-in ------------------------------------------------------------------------------------------
 
     def checkin(
@@ -239,7 +254,7 @@ class CheckoutOps(SecretOps):
                 "checkin",
                 client_id=client.id,
                 secret_id=secret.id,
-                details={"secret": ref.split("/")[1], "new_version": new_password is not None, "released": len(mine)},
+                details={"new_version": new_password is not None, "released": len(mine)},
             )
             if secret.must_change:
                 return Revealed(ref, "password", secret.current_version, "", None, True)
@@ -265,7 +280,7 @@ class CheckoutOps(SecretOps):
                 "checkout-break",
                 client_id=client.id,
                 secret_id=secret.id,
-                details={"secret": ref.split("/")[1], "holders": names},
+                details={"holders": names},
             )
             return ", ".join(names)
 

@@ -62,7 +62,13 @@ class OffboardingOps(EngineerOps, RotationOps):
     def remove_engineer(
         self, name: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
     ) -> tuple[list[AccessRecord], list[RotationInfo]]:
-        """Offboard an engineer; returns the at-risk list and the client-key rotations run."""
+        """Offboard an engineer; returns the at-risk list and the client-key rotations run.
+
+        One transaction revokes, disables, rotates the root key (for an admin) and *starts*
+        a rotation of every client key the engineer could have held, so that when it
+        commits no current key is one they know. The re-wrapping batches follow; if they
+        are cut short, `rotate resume` finishes them and `status` says so.
+        """
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -71,7 +77,7 @@ class OffboardingOps(EngineerOps, RotationOps):
             if row.status == DISABLED:
                 raise InvalidInput(f"engineer {name!r} is already removed")
             was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
-            clients = self._clients_exposed_to(s, row)
+            exposed = self._clients_exposed_to(s, row)
             now = self.clock()
             for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None))):
                 grant.revoked_at = now
@@ -80,25 +86,19 @@ class OffboardingOps(EngineerOps, RotationOps):
             row.status, row.disabled_at = DISABLED, now
             if was_active or row.certified_at is not None:
                 self._sign_certificate(s, row, self._root_bundle(s).org)
-            self._append(
-                s, "engineer-remove", public={"engineer": name, "clients_to_rotate": len(clients), "admin": was_admin}
-            )
-        if was_admin:
-            self.rotate_root()
-        rotations = []
-        for client_id in sorted(clients):
-            with self.store.transaction() as s:
+            if was_admin:
+                self._rotate_root(s)
+            rotation_ids = []
+            for client_id in sorted(exposed):
                 client = s.get(m.Client, client_id)
-                if client is None:
-                    continue
-                if s.scalars(
-                    select(m.Rotation).where(m.Rotation.client_id == client_id, m.Rotation.state == RUNNING)
-                ).first():
-                    rotation_id = None
-                else:
-                    rotation_id = self._start_client_rotation(s, client)
-            if rotation_id is not None:
-                rotations.append(self._run_rotation(rotation_id, batch_size, progress))
+                if client is not None:
+                    rotation_ids.append(self._start_client_rotation(s, client))
+            self._append(
+                s,
+                "engineer-remove",
+                public={"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin},
+            )
+        rotations = [self._run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.resume_rotations(batch_size=batch_size, progress=progress)
         return self.report_at_risk(name), rotations
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
-from vault.errors import InvalidInput, NotFound, StoreUnavailable, UntrustedRecord, VaultError
+from vault.errors import AccessDenied, InvalidInput, NotFound, StoreUnavailable, UntrustedRecord, VaultError
 from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.offboarding import OffboardingOps
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo, StaleSecret, SubjectMatch
@@ -404,7 +404,7 @@ class PurgeOps(OffboardingOps):
         with self.store.transaction() as s:
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
-                raise InvalidInput("only an admin can list stale secrets")
+                raise AccessDenied("only an admin can list stale secrets", hint="ask an admin")
             now = self.clock()
             out = []
             for policy in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.stale_days.is_not(None))):

@@ -121,6 +121,7 @@ class AuditEntry(_Record):
     secret_id: int | None
     details: dict[str, Any] | None
     readable: bool
+    secret: str | None = None
 
 
 @dataclass(frozen=True)

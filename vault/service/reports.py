@@ -37,8 +37,9 @@ class ReportOps(CheckoutOps, AuditOps):
             self._my_admin_row(s)
             latest: dict[tuple[str, str, str], AccessRecord] = {}
             for record in self._access_records(s, engineer):
-                latest[(record.client, record.secret, record.field)] = record
-            out = [r for r in latest.values() if not r.changed_since]
+                if not record.changed_since:  # the latest reveal of a value that is still current
+                    latest[(record.client, record.secret, record.field)] = record
+            out = list(latest.values())
             self._append(s, "report-at-risk", public={"engineer": engineer, "records": len(out)})
             return sorted(out, key=lambda r: (r.client, r.secret, r.field))
 
@@ -64,7 +65,7 @@ class ReportOps(CheckoutOps, AuditOps):
                     event.seq,
                     entry.at,
                     entry.client or "?",
-                    str(details.get("secret", f"#{event.secret_id}")),
+                    entry.secret or f"#{event.secret_id}",
                     field,
                     version,
                     details.get("reason"),

@@ -34,7 +34,7 @@ from vault.service.reports import ReportOps
 from vault.storage import models as m
 
 Progress = Callable[[int, int], None]
-RETIRING, DESTROYED, RUNNING, DONE = "retiring", "destroyed", "running", "done"
+RETIRING, DESTROYED, RUNNING, DONE, SUPERSEDED = "retiring", "destroyed", "running", "done", "superseded"
 DEFAULT_BATCH = 2000
 
 
@@ -76,7 +76,13 @@ class RotationOps(ReportOps):
             return [self._rotation_info(s, r) for r in s.scalars(query)]
 
     def _start_client_rotation(self, s: Session, client: m.Client) -> int:
+        """Start a rotation of ``client``; a rotation already running is superseded by it
+        (its data keys are re-wrapped again, to the new version)."""
         admin = self._my_admin_row(s)
+        for running in s.scalars(
+            select(m.Rotation).where(m.Rotation.client_id == client.id, m.Rotation.state == RUNNING)
+        ):
+            running.state, running.finished_at = SUPERSEDED, self.clock()
         bundle = self._root_bundle(s)
         old_version = client.current_key_version
         old_key = self._client_key(s, client.id, old_version)
@@ -252,50 +258,52 @@ class RotationOps(ReportOps):
         """A new recovery key: every live client-key version re-sealed to it, slugs re-tagged,
         the bundle sealed to every admin, the old one destroyed. Returns clients re-sealed."""
         with self.store.transaction() as s:
-            me = self._my_admin_row(s)
-            old = self._root_bundle(s)
-            old_root = self._current_root(s)
-            new = RootBundle(prim.random_bytes(32) + old.org.seed, old.version + 1)
-            now = self.clock()
-            s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
-            s.flush()
-            clients = 0
-            for client in s.scalars(select(m.Client)):
-                for ck in s.scalars(
-                    select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
-                ):
-                    key = self._client_key(s, client.id, ck.version)
-                    self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
-                slug = self._slug(s, client)
-                client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-                clients += 1
-            for admin in s.scalars(
-                select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)
+            return self._rotate_root(s)
+
+    def _rotate_root(self, s: Session) -> int:
+        """The root rotation inside the caller's transaction (also used by admin removal)."""
+        me = self._my_admin_row(s)
+        old = self._root_bundle(s)
+        old_root = self._current_root(s)
+        new = RootBundle(prim.random_bytes(32) + old.org.seed, old.version + 1)
+        now = self.clock()
+        s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
+        s.flush()
+        clients = 0
+        for client in s.scalars(select(m.Client)):
+            for ck in s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
             ):
-                self._verify_certificate(s, admin)
-                self._seal_root_to(s, new, admin)
-            info = self._info(s)
-            if info.backup_key_seal is not None:  # the vault backup key follows the recovery key
-                context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
-                vault_backup_key = sealing.open_sealed(old.recovery, old.version, info.backup_key_seal, context)
-                info.backup_key_seal = sealing.seal(new.recovery.public, new.version, vault_backup_key, context)
-            s.execute(
-                delete(m.ClientKeySeal).where(
-                    m.ClientKeySeal.recipient_kind == "recovery", m.ClientKeySeal.recipient_id == old.version
-                )
+                key = self._client_key(s, client.id, ck.version)
+                self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
+            slug = self._slug(s, client)
+            client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            clients += 1
+        for admin in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)):
+            self._verify_certificate(s, admin)
+            self._seal_root_to(s, new, admin)
+        info = self._info(s)
+        if info.backup_key_seal is not None:  # the vault backup key follows the recovery key
+            context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
+            vault_backup_key = sealing.open_sealed(old.recovery, old.version, info.backup_key_seal, context)
+            info.backup_key_seal = sealing.seal(new.recovery.public, new.version, vault_backup_key, context)
+        s.execute(
+            delete(m.ClientKeySeal).where(
+                m.ClientKeySeal.recipient_kind == "recovery", m.ClientKeySeal.recipient_id == old.version
             )
-            s.execute(delete(m.RootSeal).where(m.RootSeal.root_version == old.version))
-            old_root.state, old_root.retired_at, old_root.destroyed_at = DESTROYED, now, now
-            new_root = s.get(m.RootKey, new.version)
-            assert new_root is not None
-            new_root.state = ACTIVE
-            self._root = new
-            self._append(
-                s,
-                "root-key-rotate",
-                public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name},
-            )
-            return clients
+        )
+        s.execute(delete(m.RootSeal).where(m.RootSeal.root_version == old.version))
+        old_root.state, old_root.retired_at, old_root.destroyed_at = DESTROYED, now, now
+        new_root = s.get(m.RootKey, new.version)
+        assert new_root is not None
+        new_root.state = ACTIVE
+        self._root = new
+        self._append(
+            s,
+            "root-key-rotate",
+            public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name},
+        )
+        return clients
 
     # -- secret values ----------------------------------------------------------------------------
 

@@ -169,9 +169,7 @@ class SecretOps(ClientOps):
             s.add(secret)
             s.flush()
             self._write_version(s, client, secret, 1, password, metadata)
-            self._append(
-                s, "secret-create", client_id=client.id, secret_id=secret.id, details={"secret": name, "kind": kind}
-            )
+            self._append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"kind": kind})
             return self._secret_info(slug, secret, metadata)
 
     def update_secret(
@@ -226,7 +224,6 @@ class SecretOps(ClientOps):
                 client_id=client.id,
                 secret_id=secret.id,
                 details={
-                    "secret": metadata["name"],
                     "version": secret.current_version,
                     "password_changed": password is not None,
                 },
@@ -260,15 +257,13 @@ class SecretOps(ClientOps):
             info = self._secret_info(
                 slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata
             )
-            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id, details={"secret": info.name})
+            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id)
             return info
 
     def secret_history(self, ref: str) -> list[VersionInfo]:
         with self.store.transaction() as s:
             client, secret, _slug = self._secret(s, ref)
-            self._append(
-                s, "secret-history", client_id=client.id, secret_id=secret.id, details={"secret": ref.split("/")[1]}
-            )
+            self._append(s, "secret-history", client_id=client.id, secret_id=secret.id)
             rows = s.scalars(
                 select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
             ).all()

@@ -35,6 +35,11 @@ NAMING = {
 }
 
 
+# Ids name clients, secrets and engineers in audit events and purge receipts: SQLite must
+# never reuse the id of a deleted row (AUTOINCREMENT; PostgreSQL sequences never do).
+AUTOINCREMENT = {"sqlite_autoincrement": True}
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Timezone-aware UTC datetimes on both engines (SQLite keeps no zone)."""
 
@@ -80,6 +85,7 @@ class RootKey(Base):
 
 class Engineer(Base):
     __tablename__ = "engineers"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))
@@ -116,6 +122,7 @@ class Rotation(Base):
     """A client-key rotation in progress or done; batches resume from here."""
 
     __tablename__ = "rotations"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     from_version: Mapped[int] = mapped_column(Integer)
@@ -137,6 +144,7 @@ class RootSeal(Base):
 
 class Client(Base):
     __tablename__ = "clients"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug_tag: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     current_key_version: Mapped[int] = mapped_column(Integer)
@@ -179,6 +187,7 @@ class ClientKeySeal(Base):
 
 class Grant(Base):
     __tablename__ = "grants"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
@@ -192,7 +201,7 @@ class Grant(Base):
 
 class Secret(Base):
     __tablename__ = "secrets"
-    __table_args__ = (UniqueConstraint("client_id", "name_tag"),)
+    __table_args__ = (UniqueConstraint("client_id", "name_tag"), AUTOINCREMENT)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     name_tag: Mapped[bytes] = mapped_column(LargeBinary(32))
@@ -231,6 +240,7 @@ class ClientPolicy(Base):
 
 class Checkout(Base):
     __tablename__ = "checkouts"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id", ondelete="CASCADE"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
@@ -273,6 +283,7 @@ class PurgeReceipt(Base):
     """A signed, keyless record that a purge happened (readable without any client key)."""
 
     __tablename__ = "purge_receipts"
+    __table_args__ = (AUTOINCREMENT,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     request_ref: Mapped[str] = mapped_column(String(64))

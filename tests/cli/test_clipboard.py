@@ -1,0 +1,398 @@
+"""The clipboard: checkout copies the value, a detached clearer empties it later, if still ours.
+
+Most tests use the file backend (CREDVAULT_CLIPBOARD_FILE), which behaves like a
+clipboard that anything may overwrite. Where Xvfb and xclip exist, one test runs the
+same cycle on a real X clipboard on a private display; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import keyring
+import pytest
+from cli_workspace import MemoryKeyring, Workspace, ok
+from vault.cli import clipboard, clipclear
+from vault.cli.clipboard import Clipboard, clear_if_ours, fingerprint
+
+from vault import Vault
+
+SECRET = "fw-Passw0rd-stdin"
+REF = "acme/fw01-admin"
+REAL_POPEN = subprocess.Popen
+CLIPBOARD_ENV = ("CREDVAULT_CLIPBOARD_FILE", "DISPLAY", "WAYLAND_DISPLAY")
+
+
+# -- a vault built once per module, copied into each test --------------------------------------
+
+
+class Snapshots:
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
+
+    def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
+        if recipe.__name__ not in self.built:
+            self.built[recipe.__name__] = self._build(recipe)
+        base, items, passphrases = self.built[recipe.__name__]
+        for entry in base.iterdir():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
+        ws = Workspace(url=f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
+        for name, passphrase in passphrases.items():
+            ws.passfile(name, passphrase)
+        for path in tmp.glob("home*/config.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "db_url": ws.url}), encoding="utf-8")
+        backend.items.update(items)
+        return ws
+
+    def _build(self, recipe: Callable[[Workspace], None]) -> tuple[Path, dict[tuple[str, str], str], dict[str, str]]:
+        base = self.factory.mktemp(recipe.__name__)
+        backend, previous = MemoryKeyring(), keyring.get_keyring()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CREDVAULT_HOME", str(base / "home"))
+            keyring.set_keyring(backend)
+            try:
+                ws = Workspace(url=f"sqlite:///{base / 'vault.db'}", tmp=base)
+                recipe(ws)
+            finally:
+                keyring.set_keyring(previous)
+        return base, dict(backend.items), dict(ws.passphrases)
+
+
+def admin_only(ws: Workspace) -> None:
+    ws.init()
+    ok(ws.admin("client", "add", "acme", "--name", "Acme Ltd"))
+    ok(ws.admin("secret", "add", REF, "--kind", "equipment", "--password-stdin", input=SECRET + "\n"))
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
+    return Snapshots(tmp_path_factory)
+
+
+@pytest.fixture
+def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
+    return snapshots.clone(admin_only, tmp_path, fake_keyring)
+
+
+@pytest.fixture
+def board_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file standing in for the clipboard, for this process and the clearers it starts."""
+    for name in CLIPBOARD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "clipboard.txt"
+    monkeypatch.setenv("CREDVAULT_CLIPBOARD_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The clearer processes started during the test (reaped, or killed, at the end)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = REAL_POPEN(*args, **kwargs)
+        if "vault.cli.clipclear" in process.args:  # not the xclip runs of the X backend
+            started.append(process)
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+
+
+def head(ws: Workspace) -> tuple[int, bytes]:
+    vault = Vault.open(ws.url)
+    try:
+        return vault.audit_head()
+    finally:
+        vault.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+# -- checkout to the clipboard, and the detached clearer ---------------------------------------
+
+
+def test_checkout_copies_to_the_clipboard_and_a_detached_clearer_empties_it_later(
+    ready: Workspace, board_file: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    before, _ = head(ready)
+    result = ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "5"))
+    copied_at = time.monotonic()
+    [clearer] = spawned
+    assert clearer.poll() is None  # the command has returned; its clearer sleeps on
+    assert os.getsid(clearer.pid) == clearer.pid  # in a session of its own: no hangup or Ctrl-C reaches it
+    cmdline = Path(f"/proc/{clearer.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"vault.cli.clipclear" in cmdline and b"5" in cmdline
+    assert SECRET.encode() not in b" ".join(cmdline)
+    assert SECRET.encode() not in Path(f"/proc/{clearer.pid}/environ").read_bytes()
+
+    assert SECRET not in result.output
+    assert "clipboard" in result.stderr and "5 s" in result.stderr
+    assert board_file.read_text(encoding="utf-8") == SECRET
+    assert [e.action for e in ready.library().audit_log() if e.seq > before].count("checkout") == 1
+    assert wait_until(lambda: board_file.read_text(encoding="utf-8") == "")
+    assert time.monotonic() - copied_at > 4  # not before its time
+    assert clearer.wait(timeout=5) == 0
+
+
+def test_the_clearer_leaves_a_clipboard_overwritten_since_alone(
+    board_file: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    board = clipboard.find()
+    assert board is not None
+    clipboard.copy_with_clear(board, SECRET, 1)  # what checkout does, with a delay the CLI would refuse
+    assert board_file.read_text(encoding="utf-8") == SECRET
+    board_file.write_text("something the engineer copied later", encoding="utf-8")
+    [clearer] = spawned
+    assert clearer.wait(timeout=15) == 3  # "not ours": nothing cleared
+    assert board_file.read_text(encoding="utf-8") == "something the engineer copied later"
+
+
+def test_the_clearer_gets_neither_the_value_on_its_command_line_nor_on_its_input(
+    ready: Workspace, board_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[list[str], dict[str, Any], io.BytesIO]] = []
+
+    class FakeProcess:
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            self.stdin = io.BytesIO()
+            self.stdin.close = lambda: None  # type: ignore[method-assign]  # keep it readable
+            calls.append((args, kwargs, self.stdin))
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "7"))
+    [(args, kwargs, stdin)] = calls
+    assert args == [sys.executable, "-m", "vault.cli.clipclear", "7"]
+    assert kwargs["stdin"] == subprocess.PIPE and kwargs["start_new_session"] is True
+    assert "env" not in kwargs or SECRET not in json.dumps(kwargs["env"])
+    sent = stdin.getvalue().decode("ascii")
+    assert SECRET not in sent
+    key_hex, digest = sent.split()
+    assert sent.endswith("\n") and len(bytes.fromhex(key_hex)) == 32
+    assert digest == fingerprint(bytes.fromhex(key_hex), SECRET)
+    # a fresh random key each time: the digest says nothing without it
+    ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "7"))
+    assert calls[1][2].getvalue().split()[0].decode() != key_hex
+
+
+@pytest.mark.parametrize("seconds", ["4", "601", "soon"])
+def test_clear_after_out_of_range_is_a_usage_error_and_nothing_is_recorded(
+    ready: Workspace, board_file: Path, seconds: str
+) -> None:
+    before = head(ready)
+    result = ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", seconds)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and SECRET not in result.output
+    assert head(ready) == before
+    assert not board_file.exists()
+
+
+def test_show_and_json_do_not_touch_the_clipboard(
+    ready: Workspace, board_file: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    ok(ready.admin("checkout", REF, "--reason", "T-1", "--show"))
+    ok(ready.admin("checkout", REF, "--reason", "T-1", "--json"))
+    assert not board_file.exists()
+    assert spawned == []
+
+
+# -- clear_if_ours and the clearer's entry point, with a fake clipboard ------------------------------
+
+
+@pytest.fixture
+def fake_board(tmp_path: Path) -> Clipboard:
+    return Clipboard("file", path=tmp_path / "board.txt")
+
+
+def test_clear_if_ours_clears_our_value(fake_board: Clipboard) -> None:
+    key = secrets.token_bytes(32)
+    fake_board.copy(SECRET)
+    assert fake_board.paste() == SECRET
+    assert clear_if_ours(fake_board, key, fingerprint(key, SECRET)) is True
+    assert fake_board.paste() == ""
+
+
+def test_clear_if_ours_leaves_another_value_alone(fake_board: Clipboard) -> None:
+    key = secrets.token_bytes(32)
+    fake_board.copy("copied by the user afterwards")
+    assert clear_if_ours(fake_board, key, fingerprint(key, SECRET)) is False
+    assert fake_board.paste() == "copied by the user afterwards"
+
+
+def test_clear_if_ours_needs_the_same_key(fake_board: Clipboard) -> None:
+    fake_board.copy(SECRET)
+    digest = fingerprint(secrets.token_bytes(32), SECRET)
+    assert clear_if_ours(fake_board, secrets.token_bytes(32), digest) is False
+    assert fake_board.paste() == SECRET
+
+
+def test_clear_if_ours_on_an_empty_clipboard_writes_nothing(fake_board: Clipboard) -> None:
+    key = secrets.token_bytes(32)
+    assert clear_if_ours(fake_board, key, fingerprint(key, SECRET)) is False
+    assert fake_board.path is not None and not fake_board.path.exists()
+
+
+def test_the_file_clipboard_is_private(fake_board: Clipboard) -> None:
+    fake_board.copy(SECRET)
+    assert fake_board.path is not None
+    assert fake_board.path.stat().st_mode & 0o777 == 0o600
+
+
+def run_clearer(monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str) -> tuple[int, list[float]]:
+    slept: list[float] = []
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    monkeypatch.setattr(clipclear.time, "sleep", slept.append)
+    return clipclear.main(argv), slept
+
+
+def test_clearer_main_clears_after_sleeping(board_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = secrets.token_bytes(32)
+    board_file.write_text(SECRET, encoding="utf-8")
+    code, slept = run_clearer(monkeypatch, ["clipclear", "30"], f"{key.hex()} {fingerprint(key, SECRET)}\n")
+    assert (code, slept, board_file.read_text(encoding="utf-8")) == (0, [30], "")
+
+
+def test_clearer_main_reports_a_value_that_is_not_ours(board_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = secrets.token_bytes(32)
+    board_file.write_text("other", encoding="utf-8")
+    code, _ = run_clearer(monkeypatch, ["clipclear", "30"], f"{key.hex()} {fingerprint(key, SECRET)}\n")
+    assert (code, board_file.read_text(encoding="utf-8")) == (3, "other")
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin"),
+    [
+        (["clipclear"], "00 11\n"),
+        (["clipclear", "x"], "00 11\n"),
+        (["clipclear", "5"], "not-hex 11\n"),
+        (["c", "5"], ""),
+    ],
+)
+def test_clearer_main_refuses_bad_input(
+    board_file: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str
+) -> None:
+    board_file.write_text(SECRET, encoding="utf-8")
+    code, slept = run_clearer(monkeypatch, argv, stdin)
+    assert (code, slept, board_file.read_text(encoding="utf-8")) == (2, [], SECRET)
+
+
+def test_clearer_main_without_a_clipboard(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CLIPBOARD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(clipboard.sys, "platform", "linux")
+    key = secrets.token_bytes(32)
+    code, slept = run_clearer(monkeypatch, ["clipclear", "5"], f"{key.hex()} {fingerprint(key, SECRET)}\n")
+    assert (code, slept) == (1, [])
+
+
+def test_the_clipboard_file_setting_wins_over_a_display(board_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-9")
+    board = clipboard.find()
+    assert board is not None and (board.name, board.path) == ("file", board_file)
+
+
+def test_no_clipboard_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CLIPBOARD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(clipboard.sys, "platform", "linux")
+    assert clipboard.find() is None
+
+
+# -- the real X clipboard, on a private Xvfb display -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def x_tools() -> None:
+    """Xvfb and xclip, installed with apt-get only when CREDVAULT_TEST_INSTALL_X=1 (as root)."""
+    missing = [tool for tool in ("Xvfb", "xclip") if shutil.which(tool) is None]
+    may_install = os.environ.get("CREDVAULT_TEST_INSTALL_X") == "1" and shutil.which("apt-get") and os.geteuid() == 0
+    if missing and may_install:
+        for args in (["apt-get", "update"], ["apt-get", "install", "-y", "xvfb", "xclip"]):
+            subprocess.run(args, check=False, capture_output=True, timeout=900)
+        missing = [tool for tool in ("Xvfb", "xclip") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no real clipboard to test here ({', '.join(missing)} missing)")
+
+
+@pytest.fixture
+def x_display(x_tools: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private Xvfb server; DISPLAY points at it and no other clipboard is configured."""
+    read_end, write_end = os.pipe()
+    server = REAL_POPEN(
+        ["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "320x240x24"],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        number = b""
+        deadline = time.monotonic() + 15
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read_end], [], [], 0.5)
+            if ready:
+                chunk = os.read(read_end, 16)
+                if not chunk:
+                    break
+                number += chunk
+        if not number.strip().isdigit():
+            pytest.skip("Xvfb did not start")
+        for name in CLIPBOARD_ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("DISPLAY", f":{number.strip().decode()}")
+        yield os.environ["DISPLAY"]
+    finally:
+        os.close(read_end)
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
+
+
+def test_real_x_clipboard_copy_paste_and_clear_if_ours(
+    ready: Workspace, x_display: str, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    board = clipboard.find()
+    assert board is not None and board.name == "xclip"
+    key = secrets.token_bytes(32)
+    board.copy(SECRET)
+    assert board.paste() == SECRET
+    board.copy("someone else's text")
+    assert clear_if_ours(board, key, fingerprint(key, SECRET)) is False
+    assert board.paste() == "someone else's text"
+    board.copy(SECRET)
+    assert clear_if_ours(board, key, fingerprint(key, SECRET)) is True
+    assert board.paste() == ""
+
+    result = ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "5"))
+    assert SECRET not in result.output
+    assert board.paste() == SECRET
+    assert wait_until(lambda: board.paste() == "")
+    [clearer] = spawned
+    assert clearer.wait(timeout=5) == 0

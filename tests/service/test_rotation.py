@@ -1,0 +1,507 @@
+"""Key rotation without downtime (issue 4): client keys, the root key, secret values.
+
+Every test runs on SQLite and PostgreSQL (``team``). Reads are checked through fresh
+Vault objects (``reopen``) so that no key cached before a rotation hides what the
+database now holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import func, select, update
+
+from vault import Vault
+from vault.crypto import blobs, sealing
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    DecryptionFailed,
+    EnrolmentError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+)
+from vault.service.base import ENCRYPTION_LIMIT, ENCRYPTION_WARNING
+from vault.storage import models as m
+
+REASON = "T-1 rotation test"
+Values = dict[str, list[str]]  # secret name -> its passwords, oldest version first
+
+
+def _client_id(vault: Vault, slug: str) -> int:
+    with vault.store.transaction() as s:
+        return vault._client(s, slug).id
+
+
+def _fill(admin: Vault, slug: str, count: int) -> Values:
+    """A client with ``count`` secrets; every other one has a second version."""
+    admin.add_client(slug, f"{slug.title()} Ltd")
+    values: Values = {}
+    for i in range(count):
+        name = f"s{i:02d}"
+        values[name] = [f"{slug}-{name}-v1"]
+        admin.add_secret(f"{slug}/{name}", password=values[name][0], username=f"user{i}")
+        if i % 2 == 0:
+            values[name].append(f"{slug}-{name}-v2")
+            admin.update_secret(f"{slug}/{name}", password=values[name][1])
+    return values
+
+
+def _assert_readable(vault: Vault, slug: str, values: Values) -> None:
+    """Every version of every secret reveals the password written; metadata opens too."""
+    for name, passwords in values.items():
+        for version, password in enumerate(passwords, start=1):
+            assert vault.reveal(f"{slug}/{name}", version=version, reason=REASON) == password
+    assert [(s.name, s.username) for s in vault.list_secrets(slug)] == [
+        (name, f"user{int(name[1:])}") for name in sorted(values) if name.startswith("s")
+    ]
+
+
+def _key_versions(db, client_id: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """``secret_versions.key_version`` of every row of the client."""
+    return [
+        r[0]
+        for r in db.all(
+            select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id)
+        )
+    ]
+
+
+def _seal_versions(db, client_id: int) -> set[int]:  # type: ignore[no-untyped-def]
+    return {r[0] for r in db.all(select(m.ClientKeySeal.version).where(m.ClientKeySeal.client_id == client_id))}
+
+
+def _interrupt_after(vault: Vault, batches: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``vault``'s re-wrap loop stop with a Ctrl-C after ``batches`` batches."""
+    original = vault._rewrap_batch
+    calls = {"n": 0}
+
+    def rewrap(rotation_id: int, batch_size: int, progress: Callable[[int, int], None] | None) -> int:
+        if calls["n"] == batches:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(rotation_id, batch_size, progress)
+
+    monkeypatch.setattr(vault, "_rewrap_batch", rewrap)
+
+
+# -- client keys -------------------------------------------------------------------------------
+
+
+def test_rotate_client_makes_a_new_version_current_and_destroys_the_old_one(team, db, reopen):
+    admin = team.admin
+    values = _fill(admin, "acme", 5)
+    cid = _client_id(admin, "acme")
+    fingerprint = db.scalar(select(m.ClientKey.fingerprint).where(m.ClientKey.client_id == cid))
+    rows = len(_key_versions(db, cid))
+    seen: list[tuple[int, int]] = []
+
+    info = admin.rotate_client("acme", batch_size=3, progress=lambda done, total: seen.append((done, total)))
+
+    assert (info.client, info.from_version, info.to_version, info.state) == ("acme", 1, 2, "done")
+    assert info.done == info.total == rows == 8
+    assert seen == [(3, 8), (6, 8), (8, 8)]
+    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
+    v1 = db.all(select(m.ClientKey).where(m.ClientKey.client_id == cid, m.ClientKey.version == 1))[0][0]
+    assert v1.fingerprint == fingerprint and v1.destroyed_at is not None and v1.retired_at is not None
+    assert _seal_versions(db, cid) == {2}
+    assert set(_key_versions(db, cid)) == {2}
+    for vault in (admin, reopen(admin)):
+        _assert_readable(vault, "acme", values)
+        assert vault.show_client("acme").key_version == 2
+
+    admin.add_secret("acme/new", password="written after")
+    newest = db.all(select(m.SecretVersion).order_by(m.SecretVersion.secret_id.desc()).limit(1))[0][0]
+    assert newest.key_version == 2 and blobs.blob_key_version(newest.wrapped_dek) == 2
+    assert reopen(admin).reveal("acme/new", reason=REASON) == "written after"
+    assert admin.list_rotations() == [info]
+    assert admin.verify_audit().ok
+
+
+def test_reads_work_throughout_an_interrupted_rotation_and_resume_finishes_it(team, db, reopen, monkeypatch):
+    admin = team.admin
+    values = _fill(admin, "acme", 6)
+    cid = _client_id(admin, "acme")
+    _interrupt_after(admin, 2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        admin.rotate_client("acme", batch_size=3)
+    monkeypatch.undo()
+
+    assert sorted(_key_versions(db, cid)) == [1] * 3 + [2] * 6  # mixed: two batches of three done
+    assert admin.client_key_versions("acme") == [(1, "retiring"), (2, "active")]
+    for vault in (admin, reopen(admin)):
+        _assert_readable(vault, "acme", values)
+    running = admin.list_rotations(running_only=True)
+    assert [(r.client, r.from_version, r.to_version, r.state, r.done, r.total) for r in running] == [
+        ("acme", 1, 2, "running", 6, 9)
+    ]
+    status = admin.status()
+    assert status.open_rotations == 1
+    assert any("incomplete (6/9)" in w and "rotate resume" in w for w in status.warnings)
+    with pytest.raises(InvalidInput) as again:
+        admin.rotate_client("acme")
+    assert "resume" in again.value.hint
+    admin.add_secret("acme/during", password="written during")  # new writes use the new version at once
+    values["during"] = ["written during"]
+    assert db.all(select(m.SecretVersion.key_version).order_by(m.SecretVersion.secret_id.desc()).limit(1))[0][0] == 2
+
+    finished = admin.resume_rotations(batch_size=4)
+    assert [(r.client, r.state, r.done, r.total) for r in finished] == [("acme", "done", 9, 9)]
+    assert admin.list_rotations(running_only=True) == []
+    assert admin.status().open_rotations == 0
+    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert set(_key_versions(db, cid)) == {2} and _seal_versions(db, cid) == {2}
+    vault = reopen(admin)
+    for name, passwords in values.items():
+        for version, password in enumerate(passwords, start=1):
+            assert vault.reveal(f"acme/{name}", version=version, reason=REASON) == password
+    assert admin.resume_rotations() == []
+    assert admin.verify_audit().ok
+
+
+def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(team, db, reopen):
+    admin = team.admin
+    values = _fill(admin, "acme", 4)
+    cid = _client_id(admin, "acme")
+    alice, bob = team.engineer("alice"), team.engineer("bob")
+    admin.grant("alice", "acme")
+    _assert_readable(alice, "acme", values)  # alice now caches version 1
+
+    admin.rotate_client("acme", batch_size=2)
+    for vault in (alice, reopen(alice)):
+        _assert_readable(vault, "acme", values)
+
+    # a rotation started by hand and stopped after one batch of three
+    with admin.store.transaction() as s:
+        rotation_id = admin._start_client_rotation(s, admin._client(s, "acme"))
+    assert admin._rewrap_batch(rotation_id, 3, None) == 3
+    assert sorted(set(_key_versions(db, cid))) == [2, 3]
+    bob_id = db.engineer_id("bob")
+    admin.grant("bob", "acme")
+    bob_seals = db.all(
+        select(m.ClientKeySeal.version).where(
+            m.ClientKeySeal.client_id == cid,
+            m.ClientKeySeal.recipient_kind == "engineer",
+            m.ClientKeySeal.recipient_id == bob_id,
+        )
+    )
+    assert sorted(r[0] for r in bob_seals) == [2, 3]
+    for vault in (bob, reopen(alice)):
+        _assert_readable(vault, "acme", values)
+
+    admin.resume_rotations()
+    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
+    assert _seal_versions(db, cid) == {3}
+    for vault in (reopen(bob), reopen(alice)):
+        _assert_readable(vault, "acme", values)
+    for call in (
+        lambda: alice.rotate_client("acme"),
+        alice.rotate_root,
+        alice.resume_rotations,
+        alice.list_rotations,
+        alice.status,
+        lambda: alice.set_retention(3),
+    ):
+        with pytest.raises(AccessDenied):
+            call()
+
+
+def test_audit_details_stay_readable_to_admins_and_the_old_client_key_reads_nothing_new(team, db):
+    admin = team.admin
+    _fill(admin, "acme", 3)
+    cid = _client_id(admin, "acme")
+    admin.reveal("acme/s01", reason="before the rotation")
+    old_key = admin._client_keys[(cid, 1)]  # what someone holding only version 1 has
+    client = db.all(select(m.Client).where(m.Client.id == cid))[0][0]
+    old_ring = blobs.decrypt_client_field(old_key, 1, client.audit_keys_blob, cid, "audit-keys")
+    assert len(old_ring) == 32
+
+    admin.rotate_client("acme")
+    admin.reveal("acme/s01", reason="after the rotation")
+
+    reveals = [e for e in admin.audit_log(client="acme") if e.action == "reveal"]
+    assert [(e.readable, e.details["reason"]) for e in reveals] == [
+        (True, "before the rotation"),
+        (True, "after the rotation"),
+    ]
+    before, after = (
+        r[0] for r in db.all(select(m.AuditEvent).where(m.AuditEvent.action == "reveal").order_by(m.AuditEvent.seq))
+    )
+    assert (before.key_version, after.key_version) == (1, 2)
+
+    # the old key (and the ring it opened) still opens the event written before the rotation...
+    raw = blobs.decrypt_audit_detail(old_ring, 1, before.details_blob, cid, before.seq, "reveal")
+    assert json.loads(raw)["reason"] == "before the rotation"
+    # ...and nothing written by or after the rotation
+    client = db.all(select(m.Client).where(m.Client.id == cid))[0][0]
+    attempts = 0
+    for version in (1, 2):
+        for blob, purpose in (
+            (client.audit_keys_blob, "audit-keys"),
+            (client.lookup_key_blob, "lookup-key"),
+            (client.slug_blob, "slug"),
+            (client.name_blob, "name"),
+        ):
+            with pytest.raises(DecryptionFailed):
+                blobs.decrypt_client_field(old_key, version, blob, cid, purpose)
+            attempts += 1
+        for key in (old_ring, old_key):
+            with pytest.raises(DecryptionFailed):
+                blobs.decrypt_audit_detail(key, version, after.details_blob, cid, after.seq, "reveal")
+            attempts += 1
+    rows = db.all(select(m.SecretVersion).join(m.Secret).where(m.Secret.client_id == cid))
+    assert rows
+    for (row,) in rows:
+        for version in (1, 2):
+            with pytest.raises(DecryptionFailed):
+                blobs.unwrap_data_key(old_key, version, row.wrapped_dek, cid, row.secret_id, row.version)
+            attempts += 1
+    assert attempts == 12 + 2 * len(rows)
+
+
+# -- the root key ------------------------------------------------------------------------------
+
+
+def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team, db, reopen):
+    admin = team.admin
+    acme, globex = _fill(admin, "acme", 3), _fill(admin, "globex", 2)
+    alice = team.engineer("alice")
+    admin2 = team.engineer("admin2", role="admin")
+    admin.grant("alice", "acme")
+    admin.rotate_client("globex")  # globex has versions 1 (destroyed) and 2
+    code = admin.invite_engineer("carol")  # issued before the root rotation
+    live = db.scalar(select(func.count()).select_from(m.ClientKey).where(m.ClientKey.state != "destroyed"))
+
+    assert admin.rotate_root() == 2
+
+    roots = db.all(select(m.RootKey.version, m.RootKey.state).order_by(m.RootKey.version))
+    assert [tuple(r) for r in roots] == [(1, "destroyed"), (2, "active")]
+    assert db.scalar(select(m.RootKey.destroyed_at).where(m.RootKey.version == 1)) is not None
+    recovery = db.all(select(m.ClientKeySeal.recipient_id).where(m.ClientKeySeal.recipient_kind == "recovery"))
+    assert sorted(r[0] for r in recovery) == [2] * live
+    assert sorted(tuple(r) for r in db.all(select(m.RootSeal.root_version, m.RootSeal.engineer_id))) == [
+        (2, db.engineer_id("root-admin")),
+        (2, db.engineer_id("admin2")),
+    ]
+    for vault in (reopen(admin), admin2):
+        assert [c.slug for c in vault.list_clients()] == ["acme", "globex"]
+        _assert_readable(vault, "acme", acme)
+        _assert_readable(vault, "globex", globex)
+    _assert_readable(alice, "acme", acme)
+    admin.add_client("initech", "Initech")  # the new lookup key tags new slugs too
+    with pytest.raises(AlreadyExists):
+        reopen(admin).add_client("acme", "Acme again")
+    assert reopen(admin).show_client("initech").name == "Initech"
+
+    carol = team.open("carol")
+    fingerprint = carol.enroll_engineer("carol", code, "pass of carol")
+    with pytest.raises(EnrolmentError) as stale:
+        admin.confirm_engineer("carol", fingerprint)
+    assert "recovery-key rotation" in str(stale.value) and "invite" in stale.value.hint
+    assert db.scalar(select(m.Engineer.status).where(m.Engineer.name == "carol")) == "enrolled"
+    fresh = admin.invite_engineer("carol")
+    carol = team.open("carol")
+    admin.confirm_engineer("carol", carol.enroll_engineer("carol", fresh, "pass of carol"))
+    carol.unlock("carol", "pass of carol")
+    assert admin.verify_audit().ok
+
+
+def test_root_rotation_cost_grows_with_clients_not_secrets(team, db, monkeypatch):
+    admin = team.admin
+    for slug in ("acme", "globex"):
+        _fill(admin, slug, 5)
+    calls = {"seal": 0, "wrap": 0}
+    seal, wrap = sealing.seal, blobs.wrap_data_key
+
+    def counting_seal(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["seal"] += 1
+        return seal(*args, **kwargs)
+
+    def counting_wrap(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["wrap"] += 1
+        return wrap(*args, **kwargs)
+
+    monkeypatch.setattr(sealing, "seal", counting_seal)
+    monkeypatch.setattr(blobs, "wrap_data_key", counting_wrap)
+
+    def cost() -> int:
+        calls["seal"] = calls["wrap"] = 0
+        before = db.all(select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek))
+        admin.rotate_root()
+        after = db.all(select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek))
+        assert sorted(before) == sorted(after)  # no data key is touched
+        assert calls["wrap"] == 0
+        return calls["seal"]
+
+    small = cost()
+    assert small == 2 + 1  # one recovery seal per live client-key version, one bundle per admin
+    for slug in ("acme", "globex"):
+        for i in range(5, 50):
+            admin.add_secret(f"{slug}/s{i:02d}", password=f"p{i}")
+    assert db.scalar(select(func.count()).select_from(m.Secret)) == 100
+    assert cost() == small
+    admin.add_client("initech", "Initech")
+    admin.add_client("umbrella", "Umbrella")
+    assert cost() == small + 2
+
+
+# -- secret values -------------------------------------------------------------------------------
+
+
+def test_rotate_secret_stores_a_new_version_with_a_different_password(team, reopen):
+    admin = team.admin
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw01", password="original", username="root")
+    info = admin.rotate_secret("acme/fw01")
+    assert info.version == 2
+    generated = admin.reveal("acme/fw01", reason=REASON)
+    assert generated != "original" and len(generated) >= 16
+    assert admin.reveal("acme/fw01", version=1, reason=REASON) == "original"
+    assert admin.reveal("acme/fw01", "username", reason=REASON) == "root"
+    assert admin.rotate_secret("acme/fw01", length=40).version == 3
+    assert len(admin.reveal("acme/fw01", reason=REASON)) == 40
+    assert admin.rotate_secret("acme/fw01", password="chosen").version == 4
+    assert reopen(admin).reveal("acme/fw01", reason=REASON) == "chosen"
+    assert [v.version for v in admin.secret_history("acme/fw01")] == [1, 2, 3, 4]
+
+
+def test_retention_keeps_only_the_newest_versions(team, db, reopen):
+    admin = team.admin
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw01", password="v1")
+    admin.add_secret("acme/sw01", password="other")
+    with pytest.raises(InvalidInput):
+        admin.set_retention(0)
+    admin.set_retention(3)
+    for version in range(2, 7):
+        admin.update_secret("acme/fw01", password=f"v{version}")
+    secret_id = db.all(select(m.SecretVersion.secret_id).where(m.SecretVersion.version == 6))[0][0]
+    kept = db.all(select(m.SecretVersion.version).where(m.SecretVersion.secret_id == secret_id))
+    assert sorted(r[0] for r in kept) == [4, 5, 6]
+    assert db.scalar(select(func.count()).select_from(m.SecretVersion)) == 4  # sw01 keeps its one version
+    vault = reopen(admin)
+    for version in (1, 2, 3):
+        with pytest.raises(NotFound):
+            vault.reveal("acme/fw01", version=version, reason=REASON)
+    assert [vault.reveal("acme/fw01", version=v, reason=REASON) for v in (4, 5, 6)] == ["v4", "v5", "v6"]
+    assert [v.version for v in vault.secret_history("acme/fw01")] == [4, 5, 6]
+    admin.rotate_secret("acme/fw01", password="v7")
+    kept = db.all(select(m.SecretVersion.version).where(m.SecretVersion.secret_id == secret_id))
+    assert sorted(r[0] for r in kept) == [5, 6, 7]
+
+
+# -- counting encryptions -------------------------------------------------------------------------
+
+
+def test_the_encryption_limit_refuses_writes_until_the_client_key_is_rotated(team, db, reopen):
+    admin = team.admin
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw01", password="first")
+    cid = _client_id(admin, "acme")
+    db.run(
+        update(m.ClientKey)
+        .where(m.ClientKey.client_id == cid, m.ClientKey.version == 1)
+        .values(encryptions=ENCRYPTION_LIMIT - 1)
+    )
+    admin.add_secret("acme/sw01", password="the last one allowed")
+    assert db.scalar(select(m.ClientKey.encryptions).where(m.ClientKey.client_id == cid)) == ENCRYPTION_LIMIT
+    assert any("encryptions" in w and "rotate" in w for w in admin.status().warnings)
+    before = (db.counts(), admin.audit_head())
+    with pytest.raises(IntegrityError) as refused:
+        admin.add_secret("acme/vpn", password="one too many")
+    assert "rotate" in refused.value.hint
+    with pytest.raises(IntegrityError):
+        admin.update_secret("acme/fw01", password="also too many")
+    assert (db.counts(), admin.audit_head()) == before
+
+    admin.rotate_client("acme")
+    admin.add_secret("acme/vpn", password="after the rotation")
+    admin.update_secret("acme/fw01", password="second")
+    vault = reopen(admin)
+    assert [vault.reveal(f"acme/{n}", reason=REASON) for n in ("fw01", "sw01", "vpn")] == [
+        "second",
+        "the last one allowed",
+        "after the rotation",
+    ]
+    new = db.scalar(select(m.ClientKey.encryptions).where(m.ClientKey.client_id == cid, m.ClientKey.version == 2))
+    assert 0 < new < ENCRYPTION_WARNING
+    assert not any("encryptions" in w for w in admin.status().warnings)
+
+
+def test_status_warns_about_keys_older_than_the_cryptoperiod(team):
+    admin, clock = team.admin, team.clock
+    admin.add_client("acme", "Acme")
+    team.engineer("alice")
+    assert admin.status().warnings == []
+    clock.advance(days=366)
+    admin.unlock("root-admin", team.passphrases["root-admin"])  # the session expired meanwhile
+    warnings = admin.status().warnings
+    assert any("recovery key is older than 365 days" in w and "rotate root" in w for w in warnings)
+    assert any(w.startswith("client acme: key version 1 is older than 365 days") for w in warnings)
+    assert {w for w in warnings if w.startswith("engineer ")} == {
+        "engineer root-admin: keys older than 365 days",
+        "engineer alice: keys older than 365 days",
+    }
+    admin.rotate_root()
+    admin.rotate_client("acme")
+    assert [w for w in admin.status().warnings if not w.startswith("engineer ")] == []
+    with pytest.raises(InvalidInput):
+        admin.set_cryptoperiod(0)
+    admin.set_cryptoperiod(400)
+    assert admin.status().warnings == []
+
+
+# -- the audit trail of key operations -------------------------------------------------------------
+
+
+def test_every_key_operation_is_an_audit_event(team, db):
+    admin = team.admin
+    _fill(admin, "acme", 2)
+    team.engineer("alice")
+    bob = team.engineer("bob")
+    admin.grant("alice", "acme")
+    admin.grant("bob", "acme")
+    start = admin.audit_head()[0]
+
+    admin.rotate_client("acme")
+    admin.rotate_root()
+    admin.rotate_engineer("alice")
+    bob.change_passphrase(team.passphrases["bob"], "a new passphrase for bob")
+    admin.remove_engineer("bob")
+
+    rows = db.all(
+        select(m.AuditEvent.action, m.AuditEvent.engineer_id, m.AuditEvent.client_id, m.AuditEvent.signature)
+        .where(m.AuditEvent.seq > start)
+        .order_by(m.AuditEvent.seq)
+    )
+    key_actions = {
+        "client-key-rotate",
+        "client-key-rotated",
+        "root-key-rotate",
+        "engineer-key-rotate",
+        "engineer-remove",
+        "passphrase-change",
+    }
+    cid, admin_id, bob_id = _client_id(admin, "acme"), db.engineer_id("root-admin"), db.engineer_id("bob")
+    got = [(r.action, r.engineer_id, r.client_id) for r in rows if r.action in key_actions]
+    assert got == [
+        ("client-key-rotate", admin_id, cid),
+        ("client-key-rotated", admin_id, cid),
+        ("root-key-rotate", admin_id, None),
+        ("engineer-key-rotate", admin_id, None),
+        ("passphrase-change", bob_id, None),
+        ("engineer-remove", admin_id, None),
+        ("client-key-rotate", admin_id, cid),  # bob held acme's key: removal rotates it
+        ("client-key-rotated", admin_id, cid),
+    ]
+    assert all(r.signature is not None for r in rows if r.action in key_actions)
+    details = [e.details for e in admin.audit_log(client="acme") if e.action == "client-key-rotate"]
+    assert [(d["from_version"], d["to_version"]) for d in details] == [(1, 2), (2, 3)]
+    public = {e.action: e.details for e in admin.audit_log() if e.action in key_actions and e.client is None}
+    assert public["root-key-rotate"]["to_version"] == 2
+    assert public["engineer-key-rotate"]["engineer"] == "alice"
+    assert public["engineer-remove"]["engineer"] == "bob"
+    assert admin.verify_audit().ok
