@@ -1,0 +1,214 @@
+"""Helpers of the service tests.
+
+* ``db`` — direct access to the tables of ``team``'s vault, as a reader or a writer of
+  the database who is not an admin.
+* ``reopen(vault)`` — a new Vault object for the same engineer and session store, so
+  that no key cached by the old object hides what the database now says.
+* ``shared`` — one vault per engine and test module: each test takes fresh names from
+  it (``shared.name("acme")``), so tests do not see each other's clients or engineers,
+  and moves its clock only inside ``with shared.later(minutes=11):``. Creating a
+  database per test costs about half a second on PostgreSQL; sharing one keeps the
+  suite within its time budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.engine import Engine, make_url
+
+from vault import Vault
+from vault.crypto.keyrecord import FLOOR
+from vault.service.sessions import MemorySessionStore
+from vault.storage import models as m
+from vault.storage.engine import Store
+
+PG_URL = os.environ.get("CREDVAULT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REASON = "T-1 test"
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
+LONG_SESSION = dt.timedelta(hours=12)
+
+
+def _reveal(vault: Vault, ref: str, field: str = "password", **kwargs: Any) -> str:
+    """A library reveal with the reason the default client policy asks for."""
+    return vault.reveal(ref, field, reason=REASON, **kwargs)
+
+
+@pytest.fixture
+def reveal() -> Callable[..., str]:
+    """``reveal(vault, "acme/fw01", field="password", version=None)``."""
+    return _reveal
+
+
+@dataclass
+class Db:
+    """Direct access to the vault's tables, bypassing every check of the service."""
+
+    store: Store
+
+    def run(self, *statements: Any) -> None:
+        with self.store.transaction() as s:
+            for statement in statements:
+                s.execute(statement)
+
+    def all(self, statement: Any) -> list[Any]:
+        with self.store.transaction() as s:
+            return list(s.execute(statement).all())
+
+    def scalar(self, statement: Any) -> Any:
+        with self.store.transaction() as s:
+            return s.scalar(statement)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table, for every table in the database (not only the models')."""
+        engine: Engine = self.store.engine
+        with engine.connect() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(text(_quoted(engine, name)))).scalar() or 0)
+                for name in sorted(inspect(engine).get_table_names())
+            }
+
+    def rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """(table, {column: value}) for every row of every table."""
+        engine: Engine = self.store.engine
+        out = []
+        with engine.connect() as conn:
+            for name in sorted(inspect(engine).get_table_names()):
+                result = conn.execute(text(f"SELECT * FROM {_quoted(engine, name)}"))
+                out.extend((name, dict(row._mapping)) for row in result)
+        return out
+
+    def engineer_id(self, name: str) -> int:
+        return int(self.scalar(select(m.Engineer.id).where(m.Engineer.name == name)))
+
+    def newest_client_id(self) -> int:
+        return int(self.scalar(select(func.max(m.Client.id))))
+
+    def secret_ids(self, client_id: int) -> list[int]:
+        return [
+            r[0] for r in self.all(select(m.Secret.id).where(m.Secret.client_id == client_id).order_by(m.Secret.id))
+        ]
+
+
+def _quoted(engine: Engine, name: str) -> str:
+    return engine.dialect.identifier_preparer.quote(name)
+
+
+@pytest.fixture
+def db(team) -> Db:  # type: ignore[no-untyped-def]
+    return Db(team.admin.store)
+
+
+@pytest.fixture
+def reopen() -> Callable[[Vault], Vault]:
+    """A new Vault object for the same engineer, clock and session store: no cached keys.
+
+    It shares the old object's database connection pool, which caches nothing of the vault.
+    """
+
+    def _reopen(vault: Vault) -> Vault:
+        return Vault(
+            vault.store, engineer=vault.engineer_name, sessions=vault.sessions, clock=vault.clock, kdf_params=FLOOR
+        )
+
+    return _reopen
+
+
+# -- one vault per engine and module ------------------------------------------------------
+
+
+@dataclass
+class Shared:
+    """A vault with an unlocked admin; tests take unique names and move the clock only with ``later``."""
+
+    url: str
+    admin: Vault
+    db: Db
+    now: dt.datetime
+    passphrases: dict[str, str] = field(default_factory=dict)
+    _counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def clock(self) -> dt.datetime:
+        return self.now
+
+    @contextlib.contextmanager
+    def later(self, **delta: float) -> Iterator[None]:
+        """Move the clock forward for the block, then back, so later tests see the usual time.
+
+        Sessions of the shared vault last 12 hours; move it further only around calls
+        that need no admin session.
+        """
+        saved = self.now
+        self.now = saved + dt.timedelta(**delta)
+        try:
+            yield
+        finally:
+            self.now = saved
+
+    def name(self, base: str) -> str:
+        """A name no other test of this module uses: ``acme`` → ``acme-7``."""
+        return f"{base}-{next(self._counter)}"
+
+    def open(self, name: str | None = None) -> Vault:
+        """A fresh, locked Vault object for ``name`` (on the admin's connection pool)."""
+        return Vault(self.admin.store, engineer=name, clock=self.clock, kdf_params=FLOOR, sessions=MemorySessionStore())
+
+    def engineer(self, base: str, *, role: str = "engineer") -> Vault:
+        """Invite, enrol, confirm and unlock a new engineer named ``base-N``."""
+        name = self.name(base)
+        passphrase = f"pass of {name}"
+        code = self.admin.invite_engineer(name, role=role)
+        mine = self.open(name)
+        self.admin.confirm_engineer(name, mine.enroll_engineer(name, code, passphrase))
+        mine.unlock(name, passphrase, ttl=LONG_SESSION)
+        self.passphrases[name] = passphrase
+        return mine
+
+    def client(self, base: str = "acme", display: str = "Acme Ltd") -> str:
+        slug = self.name(base)
+        self.admin.add_client(slug, display)
+        return slug
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def shared(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[Shared]:  # type: ignore[no-untyped-def]
+    drop: Callable[[], None] | None = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('shared') / 'vault.db'}"
+    else:
+        if pg_template is None:
+            pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+        url, drop = _clone_pg(pg_template)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=lambda: now, kdf_params=FLOOR)
+    env = Shared(url, admin, Db(admin.store), now)
+    admin.clock = env.clock
+    admin.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
+    env.passphrases[ADMIN] = ADMIN_PASS
+    yield env
+    admin.close()
+    if drop is not None:
+        drop()
+
+
+def _clone_pg(template: str) -> tuple[str, Callable[[], None]]:
+    name = f"credvault_shared_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False), drop

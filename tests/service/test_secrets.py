@@ -1,0 +1,325 @@
+"""Secrets: every field round-trips, versions, size limits, and hostile names."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from vault.crypto import blobs
+from vault.errors import AlreadyExists, InvalidInput, NotFound
+from vault.storage import models as m
+
+PASSWORD = "pä$$ wörd ✓ 🔑 עברית 'q\" \\ `x` <>&"
+USERNAME = "admin@acme.example"
+URL = "https://fw01.acme.example:8443/login?a=1&b=ü"
+NOTE = "line one\nline two ✓\n\tindented\n"
+FIELDS = {"serial": "SN-1234-ü", "pin_code": "0042", "Wifi-PSK": "correct horse ✓"}
+LIMIT = 64 * 1024
+
+# Control and look-alike characters that must never reach a terminal or a log line.
+RAW_CONTROL = ("\u202e", "\u200b", "\n", "\r", "\x1b", "\x00", "\t", "\u2028")
+
+
+def assert_safe_message(error: Exception) -> None:
+    text = f"{error} {getattr(error, 'hint', '')}"
+    for ch in RAW_CONTROL:
+        assert ch not in text, f"raw control character {ch!r} in the message {text!r}"
+    assert all(ch.isprintable() for ch in text), repr(text)
+
+
+def test_every_field_round_trips(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(
+        f"{c}/fw01-admin", password=PASSWORD, kind="equipment", username=USERNAME, url=URL, note=NOTE, fields=FIELDS
+    )
+    admin.add_secret(f"{c}/sw01", password="x", kind="service", host="10.0.0.1")
+    info = admin.show_secret(f"{c}/fw01-admin")
+    assert (info.client, info.name, info.kind, info.version) == (c, "fw01-admin", "equipment", 1)
+    assert (info.username, info.url, info.host, info.note, info.fields) == (USERNAME, URL, None, NOTE, FIELDS)
+    assert reveal(admin, f"{c}/fw01-admin") == PASSWORD
+    assert reveal(admin, f"{c}/fw01-admin", "username") == USERNAME
+    assert reveal(admin, f"{c}/fw01-admin", "url") == URL
+    assert reveal(admin, f"{c}/fw01-admin", "note") == NOTE
+    for key, value in FIELDS.items():
+        assert reveal(admin, f"{c}/fw01-admin", key) == value
+    with pytest.raises(NotFound):
+        reveal(admin, f"{c}/fw01-admin", "host")
+    other = admin.show_secret(f"{c}/sw01")
+    assert (other.kind, other.host, other.url, other.username, other.note, other.fields) == (
+        "service",
+        "10.0.0.1",
+        None,
+        None,
+        None,
+        {},
+    )
+    assert reveal(admin, f"{c}/sw01", "host") == "10.0.0.1"
+    assert [(s.name, s.kind) for s in admin.list_secrets(c)] == [("fw01-admin", "equipment"), ("sw01", "service")]
+    assert {f"{c}/fw01-admin", f"{c}/sw01"} <= {s.ref for s in admin.list_secrets()}
+    assert admin.show_client(c).secrets == 2
+
+
+def test_an_engineer_with_a_grant_reads_the_same_values(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(
+        f"{c}/fw01-admin", password=PASSWORD, username=USERNAME, host="fw01.acme.example", note=NOTE, fields=FIELDS
+    )
+    alice = shared.engineer("alice")
+    admin.grant(alice.engineer_name, c)
+    assert reveal(alice, f"{c}/fw01-admin") == PASSWORD
+    assert reveal(alice, f"{c}/fw01-admin", "Wifi-PSK") == FIELDS["Wifi-PSK"]
+    mine, theirs = alice.show_secret(f"{c}/fw01-admin"), admin.show_secret(f"{c}/fw01-admin")
+    assert (mine.username, mine.host, mine.note, mine.fields) == (
+        theirs.username,
+        theirs.host,
+        theirs.note,
+        theirs.fields,
+    )
+
+
+def test_a_field_of_exactly_64_kib_is_accepted(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    big = "é" * (LIMIT // 2)  # 65 536 bytes of UTF-8
+    assert len(big.encode()) == LIMIT
+    admin.add_secret(f"{c}/big", password="p" * LIMIT, note=big, username="u" * LIMIT, fields={"blob": "f" * LIMIT})
+    assert reveal(admin, f"{c}/big") == "p" * LIMIT
+    assert reveal(admin, f"{c}/big", "note") == big
+    assert reveal(admin, f"{c}/big", "blob") == "f" * LIMIT
+    assert admin.show_secret(f"{c}/big").username == "u" * LIMIT
+
+
+def test_a_field_one_byte_over_64_kib_is_refused_and_nothing_is_written(shared):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1", note="n")
+    before = shared.db.counts()
+    over = "x" * (LIMIT + 1)
+    attempts = [
+        dict(password=over),
+        dict(password="pw", note=over),
+        dict(password="pw", username=over),
+        dict(password="pw", url=over),
+        dict(password="pw", host=over),
+        dict(password="pw", fields={"serial": over}),
+        dict(password="pw", note="é" * (LIMIT // 2) + "x"),
+    ]
+    for kwargs in attempts:
+        with pytest.raises(InvalidInput):
+            admin.add_secret(f"{c}/too-big", **kwargs)
+        with pytest.raises(InvalidInput):
+            admin.update_secret(f"{c}/fw01", **kwargs)
+    assert shared.db.counts() == before
+
+
+def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    client_id = shared.db.newest_client_id()
+    admin.add_secret(
+        f"{c}/fw01",
+        password="pw-1",
+        kind="equipment",
+        username="u1",
+        host="10.0.0.1",
+        note="n1",
+        fields={"serial": "S1"},
+    )
+    updated = admin.update_secret(f"{c}/fw01", password="pw-2")
+    assert updated.version == 2
+    assert (updated.username, updated.host, updated.note, updated.fields, updated.kind) == (
+        "u1",
+        "10.0.0.1",
+        "n1",
+        {"serial": "S1"},
+        "equipment",
+    )
+    admin.update_secret(f"{c}/fw01", username="u3", fields={"rack": "R9"})
+    info = admin.show_secret(f"{c}/fw01")
+    assert (info.version, info.username, info.host, info.note) == (3, "u3", "10.0.0.1", "n1")
+    assert info.fields == {"serial": "S1", "rack": "R9"}
+    assert reveal(admin, f"{c}/fw01") == "pw-2"  # a metadata change keeps the password
+    assert reveal(admin, f"{c}/fw01", version=1) == "pw-1"
+    assert reveal(admin, f"{c}/fw01", "username", version=1) == "u1"
+
+    (secret_id,) = shared.db.secret_ids(client_id)
+    versions = [
+        r[0]
+        for r in shared.db.all(
+            select(m.SecretVersion).where(m.SecretVersion.secret_id == secret_id).order_by(m.SecretVersion.version)
+        )
+    ]
+    assert [v.version for v in versions] == [1, 2, 3]
+    assert len({v.wrapped_dek for v in versions}) == 3
+    assert len({v.password_blob for v in versions}) == 3
+    with admin.store.transaction() as s:  # unwrap each data key with the client key
+        client_key = admin._client_key(s, client_id, 1)
+        deks = {blobs.unwrap_data_key(client_key, 1, v.wrapped_dek, client_id, secret_id, v.version) for v in versions}
+    assert len(deks) == 3, "every version must have its own data key"
+
+    history = admin.secret_history(f"{c}/fw01")
+    assert [(h.version, h.current, h.created_by, h.key_version) for h in history] == [
+        (1, False, "root-admin", 1),
+        (2, False, "root-admin", 1),
+        (3, True, "root-admin", 1),
+    ]
+
+
+def test_update_with_nothing_new_is_refused(shared):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1", username="u1")
+    before = shared.db.counts()
+    with pytest.raises(InvalidInput):
+        admin.update_secret(f"{c}/fw01", username="u1")
+    assert shared.db.counts() == before
+
+
+def test_url_and_host_together_are_refused(shared):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1", host="10.0.0.1")
+    before = shared.db.counts()
+    with pytest.raises(InvalidInput):
+        admin.add_secret(f"{c}/fw02", password="pw", url="https://x.example", host="10.0.0.2")
+    with pytest.raises(InvalidInput):
+        admin.update_secret(f"{c}/fw01", url="https://x.example")
+    assert shared.db.counts() == before
+    switched = admin.update_secret(f"{c}/fw01", url="https://x.example", host=None)
+    assert (switched.url, switched.host) == ("https://x.example", None)
+
+
+BAD_SECRET_NAMES = [
+    "\u202eexe.txt",
+    "fw\u200b01",
+    "fw\n01",
+    "\x1b[31mred",
+    "x'; drop table secrets;--",
+    "../x",
+    "a/b",
+    "x\\y",
+    "café",
+    " fw01",
+    "fw01\x00",
+    "",
+    "a" * 129,
+    "fw01\u2028",
+]
+BAD_SLUGS = [
+    "\u202eacme",
+    "ac\u200bme",
+    "acme\n",
+    "\x1b[31macme",
+    "x'; drop table clients;--",
+    "../acme",
+    "a/b",
+    "Acme",
+    "acme_ltd",
+    "-acme",
+    "",
+    "a" * 64,
+    "acmé",
+    "acme ",
+]
+BAD_ENGINEERS = [
+    "\u202ebob",
+    "bo\u200bb",
+    "bob\n",
+    "\x1b[31mbob",
+    "bob'; drop table engineers;--",
+    "../bob",
+    "Bob",
+    "1bob",
+    "",
+    "b" * 33,
+]
+
+
+def test_bad_secret_references_are_refused_without_echoing_control_characters(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1")
+    refs = [f"{c}/{name}" for name in BAD_SECRET_NAMES] + ["../x", f"/{c}", c, f"{c.upper()}/fw01", f"{c}/fw01/x"]
+    before = shared.db.counts()
+    for ref in refs:
+        for call in (
+            lambda: admin.add_secret(ref, password="pw"),
+            lambda: admin.update_secret(ref, password="pw"),
+            lambda: admin.show_secret(ref),
+            lambda: reveal(admin, ref),
+            lambda: admin.secret_history(ref),
+        ):
+            with pytest.raises(InvalidInput) as caught:
+                call()
+            assert_safe_message(caught.value)
+    assert shared.db.counts() == before
+
+
+def test_bad_client_slugs_and_engineer_names_are_refused(shared):
+    admin, c = shared.admin, shared.client()
+    before = shared.db.counts()
+    for slug in BAD_SLUGS:
+        for call in (
+            lambda: admin.add_client(slug, "Name"),
+            lambda: admin.show_client(slug),
+            lambda: admin.list_secrets(slug),
+        ):
+            with pytest.raises(InvalidInput) as caught:
+                call()
+            assert_safe_message(caught.value)
+    for name in BAD_ENGINEERS:
+        for call in (lambda: admin.invite_engineer(name), lambda: admin.grant(name, c)):
+            with pytest.raises(InvalidInput) as caught:
+                call()
+            assert_safe_message(caught.value)
+    assert shared.db.counts() == before
+
+
+def test_control_characters_in_values_are_refused(shared):
+    admin, c = shared.admin, shared.client()
+    before = shared.db.counts()
+    for bad in ("\x1b[31mred", "a\u202eb", "a\u200bb", "a\x00b", "a\rb", "a\u2028b"):
+        for call in (
+            lambda: admin.add_client(shared.name("globex"), f"Globex {bad}"),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", username=bad),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", host=bad),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", url=bad),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", note=bad),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", fields={"serial": bad}),
+            lambda: admin.add_secret(f"{c}/fw01", password="pw", fields={f"s{bad}": "v"}),
+        ):
+            with pytest.raises(InvalidInput) as caught:
+                call()
+            assert_safe_message(caught.value)
+            assert bad not in str(caught.value)
+    for reserved in ("password", "username", "name"):
+        with pytest.raises(InvalidInput):
+            admin.add_secret(f"{c}/fw01", password="pw", fields={reserved: "v"})
+    with pytest.raises(InvalidInput):
+        admin.add_secret(f"{c}/fw01", password="")
+    with pytest.raises(InvalidInput):
+        admin.add_secret(f"{c}/fw01", password="pw", kind="router")
+    assert shared.db.counts() == before
+
+
+def test_a_duplicate_secret_or_client_is_refused(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1")
+    before = shared.db.counts()
+    with pytest.raises(AlreadyExists):
+        admin.add_secret(f"{c}/fw01", password="pw-2")
+    with pytest.raises(AlreadyExists):
+        admin.add_client(c, "Acme again")
+    assert shared.db.counts() == before
+    assert reveal(admin, f"{c}/fw01") == "pw-1"
+    other = shared.client("globex", "Globex")
+    admin.add_secret(f"{other}/fw01", password="pw-3")  # the same name in another client is fine
+    assert reveal(admin, f"{other}/fw01") == "pw-3"
+    assert reveal(admin, f"{c}/fw01") == "pw-1"
+
+
+def test_unknown_secrets_and_versions_are_not_found(shared, reveal):
+    admin, c = shared.admin, shared.client()
+    admin.add_secret(f"{c}/fw01", password="pw-1")
+    for call in (
+        lambda: admin.show_secret(f"{c}/nope"),
+        lambda: reveal(admin, f"{c}/nope"),
+        lambda: reveal(admin, f"{c}/fw01", version=7),
+        lambda: admin.show_secret("nosuch-client/fw01"),
+    ):
+        with pytest.raises(NotFound):
+            call()
