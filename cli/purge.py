@@ -254,11 +254,18 @@ def subject_report(app: AppContext, query: str, out: Path) -> None:
     Example:
       credvault subject report "Jane Doe" --out jane-doe.json
     """
-    report = app.session_vault().subject_report(query)
-    try:
+    try:  # claim the file first: a refused run must not log a report nobody received
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise CommandFailed(f"{out} already exists", hint="choose a new file name") from None
+    except OSError:
+        raise CommandFailed(f"cannot create {out}", hint="check the folder exists and is writable") from None
+    try:
+        report = app.session_vault().subject_report(query)
+    except BaseException:
+        os.close(fd)
+        out.unlink(missing_ok=True)
+        raise
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2, ensure_ascii=False)
     click.echo(f"Wrote {len(report['matches'])} match(es) to {out}.")

@@ -159,11 +159,6 @@ def test_subject_find_and_report_and_report_stale(ready: Workspace, tmp_path: Pa
     assert json.loads(ok(ws.admin("report", "stale", "--json")).stdout) == []  # and now it was used
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `subject report --out FILE` generates (and logs) the report before it finds that FILE exists, "
-    "so a refused run leaves a subject-report audit event for a report that was never written",
-)
 def test_a_refused_subject_report_is_not_logged(ready: Workspace, tmp_path: Path) -> None:
     out = tmp_path / "existing.json"
     out.write_text("{}", encoding="utf-8")

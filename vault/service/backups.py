@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, keyrecord, sealing, shamir
 from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY
-from vault.errors import AlreadyExists, DecryptionFailed, IntegrityError, InvalidInput, RecoveryShareError
+from vault.errors import AlreadyExists, DecryptionFailed, IntegrityError, InvalidInput, RecoveryShareError, VaultError
 from vault.service.base import ROLE_ADMIN, RootBundle
 from vault.service.purge import PurgeOps
 from vault.service.records import BackupInfo
@@ -39,7 +39,7 @@ from vault.storage import engine as storage
 from vault.storage import models as m
 
 MAGIC, KEYS_MAGIC = "credvault-backup", "credvault-backup-keys"
-MANIFEST = "_sections"
+MANIFEST, COUNTERS = "_sections", "_counters"
 GLOBAL_TABLES: tuple[type[m.Base], ...] = (
     m.VaultInfo,
     m.RootKey,
@@ -62,9 +62,6 @@ CLIENT_TABLES: tuple[type[m.Base], ...] = (
     m.Rotation,
 )
 RESTORE_ORDER: tuple[type[m.Base], ...] = (*GLOBAL_TABLES[:5], *CLIENT_TABLES, *GLOBAL_TABLES[5:])  # parents first
-SETVAL = (
-    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))"
-)
 SERIAL_TABLES = ("engineers", "clients", "grants", "secrets", "checkouts", "rotations", "purge_receipts")
 
 
@@ -117,6 +114,7 @@ class BackupOps(PurgeOps):
         """Write the key export: every live backup key, sealed to the recovery key and to
         each admin (with their key records, so that a passphrase can open it). Returns the
         number of client keys in it. Keep it apart from the backups; keep only the newest."""
+        _refuse_existing(path)
         with self.store.transaction() as s:
             self._my_admin_row(s)
             info = self._info(s)
@@ -153,13 +151,14 @@ class BackupOps(PurgeOps):
                 "recovery": _encode(sealing.seal(bundle.recovery.public, bundle.version, payload, context)),
             }
             self._append(s, "backup-keys-export", public={"clients": len(keys["clients"])})
-        _write_private(path, json.dumps(document, indent=1))
+            _write_private(path, json.dumps(document, indent=1))  # before the commit: no event without a file
         return len(keys["clients"])
 
     # -- backup -------------------------------------------------------------------------------
 
     def create_backup(self, path: Path) -> BackupInfo:
         """Write a consistent, encrypted copy of the whole vault to ``path``."""
+        _refuse_existing(path)
         with self.store.transaction() as s:
             if not storage.is_sqlite(self.store.engine):
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -172,6 +171,7 @@ class BackupOps(PurgeOps):
             event = self._append(s, "backup-create", public={"clients": len(client_keys)})
             global_rows: dict[str, Any] = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
             global_rows[MANIFEST] = sorted(f"client:{client_id}" for client_id in client_keys)  # authenticated list
+            global_rows[COUNTERS] = _counters(s)  # ids already used, purged ones included: never reused
             sections = {
                 "global": blobs.encrypt_backup_section(
                     vault_key, json.dumps(global_rows).encode("utf-8"), info.vault_id, backup_id, "global"
@@ -194,7 +194,7 @@ class BackupOps(PurgeOps):
                 "audit_head": event.seq,
                 "sections": {k: _encode(v) for k, v in sections.items()},
             }
-        _write_private(path, json.dumps(document))
+            _write_private(path, json.dumps(document))  # before the commit: no event without a file
         return BackupInfo(str(path), backup_id.hex(), len(client_keys), secrets, event.seq)
 
     @staticmethod
@@ -225,6 +225,16 @@ class BackupOps(PurgeOps):
         shares: list[str] | None = None,
     ) -> BackupInfo:
         """Restore ``path`` into this (empty, migrated) store, opening it with the key export."""
+        try:
+            return self._restore(path, keys_path, admin, passphrase, shares)
+        except VaultError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+            raise InvalidInput("the backup or the key export is malformed", hint="use an unmodified file") from None
+
+    def _restore(
+        self, path: Path, keys_path: Path, admin: str | None, passphrase: str | None, shares: list[str] | None
+    ) -> BackupInfo:
         document, keys = _load(path, MAGIC), _load(keys_path, KEYS_MAGIC)
         if document["vault_id"] != keys["vault_id"]:
             raise InvalidInput("the key export belongs to another vault than the backup")
@@ -233,10 +243,12 @@ class BackupOps(PurgeOps):
         vault_key = bytes.fromhex(payload["vault"])
         client_keys = {int(k): bytes.fromhex(v) for k, v in payload["clients"].items()}
         sections = {k: _decode(v) for k, v in document["sections"].items()}
-        tables: dict[str, list[dict[str, Any]]] = json.loads(
+        tables: dict[str, Any] = json.loads(
             blobs.decrypt_backup_section(vault_key, sections.pop("global"), vault_id, backup_id, "global")
         )
         manifest: set[str] = {str(name) for name in tables.pop(MANIFEST, [])}
+        raw_counters: dict[str, Any] = tables.pop(COUNTERS, {})
+        counters: dict[str, int] = {str(k): int(v) for k, v in raw_counters.items()}
         present = set(sections)
         if manifest != present:
             missing, extra = sorted(manifest - present), sorted(present - manifest)
@@ -262,11 +274,41 @@ class BackupOps(PurgeOps):
                 for row in tables.get(model.__tablename__, []):
                     s.add(model(**{k: _decode(v) for k, v in row.items()}))
                 s.flush()
-            if not storage.is_sqlite(self.store.engine):
-                for table in SERIAL_TABLES:
-                    sql = SETVAL.format(table=table)  # table names come from SERIAL_TABLES, a constant
-                    s.execute(text(sql))
+            for table in SERIAL_TABLES:
+                restored_max = max((int(row["id"]) for row in tables.get(table, [])), default=0)
+                _set_counter(s, table, max(restored_max, counters.get(table, 0)))
         return BackupInfo(str(path), backup_id.hex(), restored, secrets, int(document["audit_head"]), skipped)
+
+
+def _refuse_existing(path: Path) -> None:
+    if Path(path).exists():
+        raise AlreadyExists(f"{Path(path).name} already exists", hint="choose a new file name")
+
+
+def _counters(s: Session) -> dict[str, int]:
+    """The last id each serial table has handed out (deleted rows included)."""
+    out = {}
+    for table in SERIAL_TABLES:
+        if s.get_bind().dialect.name == "sqlite":
+            value = s.execute(text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}).scalar()
+        else:
+            sequence = s.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar()
+            value = s.execute(text(f"SELECT last_value FROM {sequence}")).scalar() if sequence else 0  # noqa: S608
+        out[table] = int(value or 0)
+    return out
+
+
+def _set_counter(s: Session, table: str, value: int) -> None:
+    """Make the next id of ``table`` greater than ``value`` (table names are constants)."""
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(text("DELETE FROM sqlite_sequence WHERE name = :t"), {"t": table})
+        if value > 0:
+            s.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :v)"), {"v": value, "t": table})
+    else:
+        s.execute(
+            text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :v, :called)"),
+            {"t": table, "v": max(value, 1), "called": value > 0},
+        )
 
 
 def _write_private(path: Path, content: str) -> None:
