@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keyring
 import keyring.errors
+import pytest
 from click.testing import CliRunner, Result
 from keyring.backend import KeyringBackend
 from vault.cli.main import cli
@@ -134,3 +137,41 @@ class Workspace:
             if key[1].endswith(f"/{name}"):
                 return key, json.loads(text)
         raise AssertionError(f"no session for {name}")
+
+
+# -- vaults built once per module and copied into each test (building one takes about a second) --
+
+
+class Snapshots:
+    """Workspaces built once per module by a recipe, then copied (files, config, keyring)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
+
+    def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
+        if recipe.__name__ not in self.built:
+            self.built[recipe.__name__] = self._build(recipe)
+        base, items, passphrases = self.built[recipe.__name__]
+        for entry in base.iterdir():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
+        ws = Workspace(url=f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
+        for name, passphrase in passphrases.items():
+            ws.passfile(name, passphrase)
+        for path in tmp.glob("home*/config.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "db_url": ws.url}), encoding="utf-8")
+        backend.items.update(items)
+        return ws
+
+    def _build(self, recipe: Callable[[Workspace], None]) -> tuple[Path, dict[tuple[str, str], str], dict[str, str]]:
+        base = self.factory.mktemp(recipe.__name__)
+        backend, previous = MemoryKeyring(), keyring.get_keyring()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CREDVAULT_HOME", str(base / "home"))
+            keyring.set_keyring(backend)
+            try:
+                ws = Workspace(url=f"sqlite:///{base / 'vault.db'}", tmp=base)
+                recipe(ws)
+            finally:
+                keyring.set_keyring(previous)
+        return base, dict(backend.items), dict(ws.passphrases)

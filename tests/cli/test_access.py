@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-import keyring
 import pytest
-from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Workspace, assert_clean_error, ok
+from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, assert_clean_error, ok
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.orm import Session
 
@@ -54,39 +51,6 @@ def reveal(ws: Workspace, version: int | None = None) -> str:
 
 
 # -- vaults built once per module, copied into each test (building one takes about a second) --
-
-
-class Snapshots:
-    def __init__(self, factory: pytest.TempPathFactory) -> None:
-        self.factory = factory
-        self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
-
-    def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
-        if recipe.__name__ not in self.built:
-            self.built[recipe.__name__] = self._build(recipe)
-        base, items, passphrases = self.built[recipe.__name__]
-        for entry in base.iterdir():
-            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
-        ws = Workspace(url=f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
-        for name, passphrase in passphrases.items():
-            ws.passfile(name, passphrase)
-        for path in tmp.glob("home*/config.json"):
-            path.write_text(json.dumps({**json.loads(path.read_text()), "db_url": ws.url}), encoding="utf-8")
-        backend.items.update(items)
-        return ws
-
-    def _build(self, recipe: Callable[[Workspace], None]) -> tuple[Path, dict[tuple[str, str], str], dict[str, str]]:
-        base = self.factory.mktemp(recipe.__name__)
-        backend, previous = MemoryKeyring(), keyring.get_keyring()
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("CREDVAULT_HOME", str(base / "home"))
-            keyring.set_keyring(backend)
-            try:
-                ws = Workspace(url=f"sqlite:///{base / 'vault.db'}", tmp=base)
-                recipe(ws)
-            finally:
-                keyring.set_keyring(previous)
-        return base, dict(backend.items), dict(ws.passphrases)
 
 
 def populated(ws: Workspace) -> None:
