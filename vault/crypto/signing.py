@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 from vault.crypto import _primitives as p
 from vault.crypto.labels import (
@@ -59,10 +60,18 @@ def verify(public: bytes, signature: bytes | None, label: bytes, *fields: Contex
         raise UntrustedRecord(f"{what} is not signed by an admin")
     if p.ed25519_public_is_weak(public):
         raise UntrustedRecord(f"{what} names a weak (small-order) signing key")
+    if not _valid(public, signature, p.ctx(label, *fields)):
+        raise UntrustedRecord(f"{what} has an invalid signature")
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Ed25519 verification, remembered: the same exact (key, signature, message) is checked once."""
     try:
-        p.ed25519_verify(public, signature, p.ctx(label, *fields))
+        p.ed25519_verify(public, signature, message)
     except p.PrimitiveFailure:
-        raise UntrustedRecord(f"{what} has an invalid signature") from None
+        return False
+    return True
 
 
 # -- fingerprints ---------------------------------------------------------------

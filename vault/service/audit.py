@@ -127,7 +127,7 @@ class AuditOps(SecretOps):
         """Recompute hashes and signatures from ``since`` (a trusted (seq, hash)) to the head."""
         with self.store.transaction() as s:
             self._my_row(s)
-            vault_id = self._info(s).vault_id
+            vault_id = self._vid(s)
             start_seq, running = since if since is not None else (0, chain.GENESIS)
             if since is not None:
                 anchor = s.get(m.AuditEvent, start_seq)

@@ -267,7 +267,11 @@ class BackupOps(PurgeOps):
                 tables.setdefault(table, []).extend(rows)
             restored += 1
         secrets = len(tables.get("secrets", []))
-        with self.store.transaction() as s:
+        heads = tables.get("audit_head") or [{"seq": 0}]
+        audit_head = int(heads[0]["seq"])  # from the authenticated section, not the plain header
+        if int(document["audit_head"]) != audit_head:
+            raise IntegrityError("the backup's header does not match its contents", hint="use an unmodified backup")
+        with self.store.transaction() as s:  # everything is checked above: from here on only rows are written
             if s.scalar(select(func.count()).select_from(m.VaultInfo)):
                 raise AlreadyExists("the target store is not empty", hint="restore into a new, empty database")
             for model in RESTORE_ORDER:
@@ -277,7 +281,7 @@ class BackupOps(PurgeOps):
             for table in SERIAL_TABLES:
                 restored_max = max((int(row["id"]) for row in tables.get(table, [])), default=0)
                 _set_counter(s, table, max(restored_max, counters.get(table, 0)))
-        return BackupInfo(str(path), backup_id.hex(), restored, secrets, int(document["audit_head"]), skipped)
+        return BackupInfo(str(path), backup_id.hex(), restored, secrets, audit_head, skipped)
 
 
 def _refuse_existing(path: Path) -> None:

@@ -96,6 +96,7 @@ class VaultBase:
         self._session: UnlockedSession | None = None
         self._vault_id: bytes | None = None
         self._client_keys: dict[tuple[int, int], bytes] = {}
+        self._slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
         self._root: RootBundle | None = None
 
     @property
@@ -118,6 +119,10 @@ class VaultBase:
             )
         self._vault_id = info.vault_id
         return info
+
+    def _vid(self, s: Session) -> bytes:
+        """The vault id, read once per Vault object (it never changes)."""
+        return self._vault_id if self._vault_id is not None else self._info(s).vault_id
 
     def vault_id(self) -> bytes:
         if self._vault_id is None:
@@ -173,11 +178,15 @@ class VaultBase:
     # -- certificates and signatures ------------------------------------------------
 
     def _org_public(self, s: Session) -> bytes:
+        """The organisation key records are verified against: the one the acting engineer
+        pinned at enrolment (from their key record) when a session is open, else the stored one."""
+        if self._session is not None:
+            return self._session.org_signing_public
         return self._info(s).org_signing_public
 
     def _certificate_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
         return (
-            self._info(s).vault_id,
+            self._vid(s),
             row.id,
             row.name,
             row.role,
@@ -207,7 +216,7 @@ class VaultBase:
 
     def _key_fields(self, s: Session, key: m.EngineerKey, name: str) -> tuple[signing.ContextItem, ...]:
         return (
-            self._info(s).vault_id,
+            self._vid(s),
             key.engineer_id,
             name,
             key.generation,
@@ -250,7 +259,7 @@ class VaultBase:
         return row
 
     def _client_key_fields(self, s: Session, ck: m.ClientKey) -> tuple[signing.ContextItem, ...]:
-        return (self._info(s).vault_id, ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
+        return (self._vid(s), ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
 
     def _verify_client_key_record(self, s: Session, ck: m.ClientKey) -> None:
         admin = self._verified_admin(s, ck.signed_by)
@@ -267,7 +276,7 @@ class VaultBase:
         self, s: Session, grant: m.Grant, sealing_public: bytes | None
     ) -> tuple[signing.ContextItem, ...]:
         return (
-            self._info(s).vault_id,
+            self._vid(s),
             grant.id,
             grant.engineer_id,
             sealing_public,
@@ -309,7 +318,7 @@ class VaultBase:
             self._my_keypair(),
             root.version,
             seal.blob,
-            (LABEL_ROOT_BUNDLE, self._info(s).vault_id, root.version, admin.id),
+            (LABEL_ROOT_BUNDLE, self._vid(s), root.version, admin.id),
         )
         bundle = RootBundle(raw, root.version)
         if bundle.recovery.public != root.recovery_public or bundle.org.public != self._org_public(s):
@@ -319,7 +328,7 @@ class VaultBase:
 
     def _seal_root_to(self, s: Session, bundle: RootBundle, row: m.Engineer) -> None:
         assert row.sealing_public is not None
-        context = (LABEL_ROOT_BUNDLE, self._info(s).vault_id, bundle.version, row.id)
+        context = (LABEL_ROOT_BUNDLE, self._vid(s), bundle.version, row.id)
         blob = sealing.seal(row.sealing_public, bundle.version, bundle.to_bytes(), context)
         existing = s.get(m.RootSeal, (bundle.version, row.id))
         if existing is None:
@@ -332,7 +341,7 @@ class VaultBase:
     def _seal_context(
         self, s: Session, client_id: int, version: int, kind: str, recipient_id: int
     ) -> tuple[signing.ContextItem, ...]:
-        return (LABEL_CLIENT_KEY_SEAL, self._info(s).vault_id, client_id, version, kind, recipient_id)
+        return (LABEL_CLIENT_KEY_SEAL, self._vid(s), client_id, version, kind, recipient_id)
 
     def _seal_client_key(
         self, s: Session, client_id: int, version: int, key: bytes, kind: str, recipient_id: int, public: bytes

@@ -36,8 +36,15 @@ class ClientOps(JournalOps):
             if client is not None:
                 return client
         else:
+            known = self._slugs.get(slug)
+            client = s.get(m.Client, known) if known is not None else None
+            if client is not None:
+                self._active_grant(s, me, client.id)  # the grant is checked on every call
+                return client
             for client in self._granted_clients(s, me):
-                if self._client_field(s, client, client.slug_blob, "slug").decode("utf-8") == slug:
+                found = self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
+                self._slugs[found] = client.id
+                if found == slug:
                     return client
             self._raise_if_expired(s, me, slug)
         raise NotFound(f"no client {slug!r} that you may see")
@@ -112,9 +119,9 @@ class ClientOps(JournalOps):
     def add_client(self, slug: str, name: str) -> ClientInfo:
         validation.client_slug(slug)
         name = validation.display_name(name)
+        self._sweep()  # its own transaction: committed even if this operation fails
         with self.store.transaction() as s:
             admin = self._my_admin_row(s)
-            self._sweep_expired_grants(s)
             bundle = self._root_bundle(s)
             tag = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             if s.scalars(select(m.Client.id).where(m.Client.slug_tag == tag)).first() is not None:
@@ -191,9 +198,9 @@ class ClientOps(JournalOps):
             until = until.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
         if until is not None and until <= now:
             raise InvalidInput("the grant's --until time is in the past")
+        self._sweep()  # its own transaction: committed even if this operation fails
         with self.store.transaction() as s:
             admin = self._my_admin_row(s)
-            self._sweep_expired_grants(s)
             target = self._engineer_row(s, engineer)
             self._verify_certificate(s, target)  # a swapped public key is refused here
             if target.status != ACTIVE:
@@ -233,9 +240,9 @@ class ClientOps(JournalOps):
 
     def revoke(self, engineer: str, client: str) -> int:
         """Revoke the engineer's grants for the client and delete their sealed key copies."""
+        self._sweep()  # its own transaction: committed even if this operation fails
         with self.store.transaction() as s:
             self._my_admin_row(s)
-            self._sweep_expired_grants(s)
             target = self._engineer_row(s, engineer)
             row = self._client(s, client)
             grants = s.scalars(
@@ -309,6 +316,12 @@ class ClientOps(JournalOps):
         if expired:
             self._append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
         return removed
+
+    def _sweep(self) -> int:
+        """Sweep expired grants as the acting admin, in a transaction of its own."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            return self._sweep_expired_grants(s)
 
     def maintain(self) -> int:
         """Admin housekeeping: delete key copies of expired grants. Returns copies deleted."""

@@ -112,7 +112,7 @@ class EngineerOps(JournalOps):
         row.sealing_public, row.signing_public = keypair.public, sign_key.public
         bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, org_public)
         row.key_record = keyrecord.lock_record(
-            bundle, passphrase, self._info(s).vault_id, row.id, row.key_generation, self.kdf_params
+            bundle, passphrase, self._vid(s), row.id, row.key_generation, self.kdf_params
         )
         return bundle
 
@@ -147,7 +147,7 @@ class EngineerOps(JournalOps):
         row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
         row.certified_at = None
         secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
-        context = (LABEL_INVITE, self._info(s).vault_id, row.id, bundle.version)
+        context = (LABEL_INVITE, self._vid(s), row.id, bundle.version)
         row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
         row.invite_root_version = bundle.version
         row.invite_expires_at = self.clock() + valid_for
@@ -310,6 +310,7 @@ class EngineerOps(JournalOps):
         )
         self._session, self.engineer_name = session, name
         self._client_keys.clear()
+        self._slugs.clear()
         self._root = None
         with self.store.transaction() as s:
             self._my_row(s)  # the certificate is verified before the session is kept
@@ -322,6 +323,7 @@ class EngineerOps(JournalOps):
         """Forget the unlocked session of the selected engineer; True if one was held."""
         self._session, self._root = None, None
         self._client_keys.clear()
+        self._slugs.clear()
         if not self.engineer_name:
             return False
         return self.sessions.delete(self.vault_id(), self.engineer_name)
@@ -329,7 +331,7 @@ class EngineerOps(JournalOps):
     def whoami(self) -> SessionInfo:
         with self.store.transaction() as s:
             row = self._my_row(s)
-            return SessionInfo(row.name, row.role, self._me().expires_at, self._info(s).vault_id.hex())
+            return SessionInfo(row.name, row.role, self._me().expires_at, self._vid(s).hex())
 
     def count_engineers(self) -> int:
         with self.store.transaction() as s:

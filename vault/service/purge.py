@@ -150,7 +150,7 @@ class PurgeOps(OffboardingOps):
 
     def _receipt_fields(self, s: Session, r: m.PurgeReceipt) -> tuple[signing.ContextItem, ...]:
         return (
-            self._info(s).vault_id,
+            self._vid(s),
             r.id,
             r.kind,
             r.request_ref,

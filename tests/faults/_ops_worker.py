@@ -1,0 +1,98 @@
+"""Crash-test worker for everyday operations: forks one child per job, like ``_worker.py``.
+
+Started by ``test_crash_operations.py`` as ``python _ops_worker.py``. The child opens
+the SQLite vault, unlocks the admin with the passphrase read from a file, says
+``ready PID``, then runs ``count`` operations of one kind. Before each call it says
+``try PID JSON`` (what it is about to write) and after the call returns ``ack PID JSON``
+(what was written); at the end ``done PID SECONDS`` (or ``error PID TEXT``). Commands,
+one JSON object per line on stdin:
+
+    {"op": "run", "db": PATH, "kind": KIND, "passphrase_file": PATH, "count": N, "tag": TEXT}
+    {"op": "reap", "pid": PID}      -> "reaped PID CODE" (CODE is -9 after SIGKILL)
+
+Kinds: ``add`` (new secrets acme/new-TAG-I), ``update`` (new passwords for acme/sNN),
+``grant`` (acme to eng0..engN-1), ``checkout`` (acme/sNN with a reason), ``purge`` (the
+client acme). Nothing here opens a database before forking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import sqlalchemy.dialects.sqlite  # noqa: F401 - loaded before forking, like the rest
+
+from vault import Vault
+from vault.crypto.keyrecord import FLOOR
+from vault.service.sessions import MemorySessionStore
+
+ADMIN = "root-admin"
+REASON = "T-1 crash test"
+
+
+def _say(line: str) -> None:
+    os.write(1, (line + "\n").encode("utf-8"))
+
+
+def _job(command: dict[str, object]) -> None:
+    pid = os.getpid()
+    vault = Vault.open(f"sqlite:///{command['db']}", engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
+    vault.unlock(ADMIN, Path(str(command["passphrase_file"])).read_text(encoding="utf-8"))
+    count, tag, kind = int(command["count"]), str(command["tag"]), command["kind"]  # type: ignore[call-overload]
+    _say(f"ready {pid}")
+    started = time.perf_counter()
+    for i in range(count):
+        if kind == "add":
+            item = {"ref": f"acme/new-{tag}-{i}", "password": f"added {tag} {i} ✓"}
+            _say(f"try {pid} {json.dumps(item)}")
+            vault.add_secret(item["ref"], password=item["password"], username=f"user{i}")
+        elif kind == "update":
+            item = {"ref": f"acme/s{i:02d}", "password": f"updated {tag} {i} ✓"}
+            _say(f"try {pid} {json.dumps(item)}")
+            vault.update_secret(item["ref"], password=item["password"])
+        elif kind == "grant":
+            item = {"engineer": f"eng{i}", "client": "acme"}
+            _say(f"try {pid} {json.dumps(item)}")
+            vault.grant(item["engineer"], "acme", reason=f"T-{tag}")
+        elif kind == "checkout":
+            item = {"ref": f"acme/s{i:02d}"}
+            _say(f"try {pid} {json.dumps(item)}")
+            item["value"] = vault.checkout(item["ref"], reason=REASON).value
+        elif kind == "purge":
+            item = {"client": "acme"}
+            _say(f"try {pid} {json.dumps(item)}")
+            item["receipt"] = vault.purge_client("acme", request=f"REQ-{tag}").id  # type: ignore[assignment]
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        _say(f"ack {pid} {json.dumps(item)}")
+    _say(f"done {pid} {time.perf_counter() - started:.6f}")
+
+
+def main() -> None:
+    print("worker ready", flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "run":
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                code = 0
+                try:
+                    _job(command)
+                except BaseException:
+                    _say(f"error {os.getpid()} " + traceback.format_exc().replace("\n", " | "))
+                    code = 1
+                os._exit(code)
+        elif command["op"] == "reap":
+            pid = int(command["pid"])
+            _, status = os.waitpid(pid, 0)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            print(f"reaped {pid} {code}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
