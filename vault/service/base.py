@@ -97,6 +97,7 @@ class VaultBase:
         self._vault_id: bytes | None = None
         self._client_keys: dict[tuple[int, int], bytes] = {}
         self._slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
+        self._cursors: dict[int, tuple[int, int]] = {}  # rotation id -> last re-wrapped (secret id, version)
         self._root: RootBundle | None = None
 
     @property

@@ -92,7 +92,8 @@ class JournalOps(VaultBase):
         return event
 
     @staticmethod
-    def _event_hash(vault_id: bytes, e: m.AuditEvent) -> bytes:
+    def _event_hash(vault_id: bytes, e: Any) -> bytes:
+        """The chain hash of an event (an ORM object or a plain row with the same columns)."""
         return chain.event_hash(
             vault_id,
             e.seq,

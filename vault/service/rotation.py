@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
@@ -162,8 +162,12 @@ class RotationOps(ReportOps):
         return out
 
     def _run_rotation(self, rotation_id: int, batch_size: int, progress: Progress | None) -> RotationInfo:
-        while self._rewrap_batch(rotation_id, batch_size, progress):
-            pass
+        # Batches walk the versions in key order from a cursor (linear, not quadratic, in N);
+        # a second walk from the start finds anything the first could not see (normally nothing).
+        for _ in range(2):
+            self._cursors.pop(rotation_id, None)
+            while self._rewrap_batch(rotation_id, batch_size, progress):
+                pass
         with self.store.transaction() as s:
             rotation = s.get(m.Rotation, rotation_id)
             assert rotation is not None
@@ -179,6 +183,7 @@ class RotationOps(ReportOps):
             if rotation is None or rotation.state != RUNNING:
                 return 0
             client_id, new_version = rotation.client_id, rotation.to_version
+            cursor = self._cursors.get(rotation_id, (0, 0))
             rows = s.execute(
                 select(
                     m.SecretVersion.secret_id,
@@ -187,7 +192,12 @@ class RotationOps(ReportOps):
                     m.SecretVersion.wrapped_dek,
                 )
                 .join(m.Secret, m.Secret.id == m.SecretVersion.secret_id)
-                .where(m.Secret.client_id == client_id, m.SecretVersion.key_version != new_version)
+                .where(
+                    m.Secret.client_id == client_id,
+                    m.SecretVersion.key_version != new_version,
+                    tuple_(m.SecretVersion.secret_id, m.SecretVersion.version) > tuple_(*cursor),
+                )
+                .order_by(m.SecretVersion.secret_id, m.SecretVersion.version)
                 .limit(batch_size)
             ).all()
             if not rows:
@@ -204,7 +214,9 @@ class RotationOps(ReportOps):
             s.execute(update(m.SecretVersion), params)  # ORM bulk UPDATE by primary key
             self._count_encryptions(s, client_id, new_version, len(params))
             rotation.done = rotation.done + len(params)
+            last = (rows[-1][0], rows[-1][1])
             done, total = rotation.done, rotation.total
+        self._cursors[rotation_id] = last  # only after the batch committed
         if progress is not None:
             progress(done, max(total, done))
         return len(params)
