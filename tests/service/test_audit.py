@@ -602,6 +602,10 @@ class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
         type(self).maps += 1
         return super().map(*args, **kwargs)
 
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        type(self).maps += 1  # work handed to the worker processes, by map or by submit
+        return super().submit(*args, **kwargs)
+
 
 def test_parallel_signature_checks_agree_with_the_serial_ones(team, monkeypatch):
     alice = _build(team)

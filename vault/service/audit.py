@@ -15,7 +15,7 @@ import binascii
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +29,6 @@ from vault.service.records import AuditEntry, AuditVerification
 from vault.service.secrets import SecretOps
 from vault.storage import models as m
 
-BATCH = 50_000
 REVEAL_ACTIONS = ("reveal", "checkout")
 CHECKPOINT_PREFIX = "credvault-checkpoint:1"
 
@@ -143,10 +142,8 @@ class AuditOps(SecretOps):
             keys = self._signing_keys(s)
             checked = 0
             expected = start_seq + 1
-            pool = ProcessPoolExecutor(max_workers=workers) if workers != 1 else None
+            signatures = _SignatureChecks(vault_id, workers)
             try:
-                jobs: list[chain.SignatureJob] = []
-                bad_sig: int | None = None
                 query = (
                     select(*m.AuditEvent.__table__.columns)  # plain rows: no ORM objects for a million events
                     .where(m.AuditEvent.seq > start_seq)
@@ -172,9 +169,9 @@ class AuditOps(SecretOps):
                         if public is None:
                             problem = "it is signed by an unknown or unverified engineer key"
                         else:
-                            jobs.append((e.seq, public, e.signature, e.hash))
+                            signatures.add((e.seq, public, e.signature, e.hash))
                     if problem is not None:
-                        bad_sig = self._signatures(vault_id, jobs, pool)
+                        bad_sig = signatures.first_bad()  # an earlier bad signature is the first bad event
                         if bad_sig is not None:
                             return self._bad(
                                 checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid"
@@ -183,17 +180,9 @@ class AuditOps(SecretOps):
                     running = e.hash
                     expected += 1
                     checked += 1
-                    if len(jobs) >= BATCH:
-                        bad_sig = self._signatures(vault_id, jobs, pool)
-                        if bad_sig is not None:
-                            return self._bad(
-                                checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid"
-                            )
-                        jobs = []
-                bad_sig = self._signatures(vault_id, jobs, pool)
+                bad_sig = signatures.first_bad()
             finally:
-                if pool is not None:
-                    pool.shutdown()
+                signatures.close()
             last = expected - 1
             if bad_sig is not None:
                 return self._bad(checked, start_seq + 1, last, running, bad_sig, "its signature is invalid")
@@ -230,18 +219,6 @@ class AuditOps(SecretOps):
     @staticmethod
     def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(False, checked, first, last, running.hex(), seq, f"event {seq}: {problem}")
-
-    @staticmethod
-    def _signatures(vault_id: bytes, jobs: list[chain.SignatureJob], pool: ProcessPoolExecutor | None) -> int | None:
-        if not jobs:
-            return None
-        if pool is None or len(jobs) < chain.PARALLEL_THRESHOLD:
-            return chain.first_bad_signature(vault_id, jobs, workers=1)
-        size = -(-len(jobs) // 8)
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        results = list(pool.map(chain.first_bad_signature, [vault_id] * len(chunks), chunks, [1] * len(chunks)))
-        bad = [seq for seq in results if seq is not None]
-        return min(bad) if bad else None
 
     def _signing_keys(self, s: Session) -> dict[tuple[int | None, int], bytes]:
         """Certified signing keys of every engineer and key generation, by (id, generation)."""
@@ -312,3 +289,53 @@ class AuditOps(SecretOps):
         with self.store.transaction() as s:
             head = s.get(m.AuditHead, 1)
             return (head.seq, head.hash) if head else (0, chain.GENESIS)
+
+
+class _SignatureChecks:
+    """Signature checks that overlap with hashing: once a verification is long enough to
+    be worth it, chunks go to worker processes while the main process keeps hashing."""
+
+    CHUNK = 5_000
+
+    def __init__(self, vault_id: bytes, workers: int | None) -> None:
+        self.vault_id, self.workers = vault_id, workers
+        self.jobs: list[chain.SignatureJob] = []
+        self.futures: list[Future[int | None]] = []
+        self.pool: ProcessPoolExecutor | None = None
+
+    def add(self, job: chain.SignatureJob) -> None:
+        self.jobs.append(job)
+        if self.workers == 1:
+            return
+        if self.pool is None and len(self.jobs) >= chain.PARALLEL_THRESHOLD:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+        if self.pool is not None and len(self.jobs) >= self._chunk():
+            self._submit()
+
+    def _chunk(self) -> int:
+        return max(1, min(self.CHUNK, chain.PARALLEL_THRESHOLD))
+
+    def _submit(self) -> None:
+        assert self.pool is not None
+        size = self._chunk()
+        for start in range(0, len(self.jobs), size):
+            chunk = self.jobs[start : start + size]
+            self.futures.append(self.pool.submit(chain.first_bad_signature, self.vault_id, chunk, 1))
+        self.jobs = []
+
+    def first_bad(self) -> int | None:
+        """The lowest sequence number with a bad signature among every job added so far."""
+        found: list[int | None] = []
+        if self.pool is not None:
+            self._submit()
+        elif self.jobs:
+            found.append(chain.first_bad_signature(self.vault_id, self.jobs, 1))
+        self.jobs = []
+        found += [future.result() for future in self.futures]
+        self.futures = []
+        bad = [seq for seq in found if seq is not None]
+        return min(bad) if bad else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
