@@ -141,10 +141,6 @@ def log(
     )
 
 
-def _where(client: str | None, secret: str | None) -> str | None:
-    return f"{client}/{secret}" if client and secret else client
-
-
 def _details(details: dict[str, object] | None, readable: bool) -> str:
     if not readable:
         return "(encrypted: no key)"

@@ -145,7 +145,7 @@ def passwd(app: AppContext) -> None:
     """
     vault = app.session_vault()
     old = app.passphrase(prompt="Current passphrase")
-    new = app.passphrase(new=True, prompt="New passphrase") if app.passphrase_file is None else _new_from_prompt()
+    new = _new_from_prompt()  # always typed: never the --passphrase-file that gave the old one
     vault.change_passphrase(old, new)
     click.echo("Passphrase changed.")
 

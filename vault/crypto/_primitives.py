@@ -12,7 +12,6 @@ import hmac
 import os
 import struct
 import unicodedata
-from collections.abc import Iterable
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -219,7 +218,3 @@ def ed25519_public_is_weak(public: bytes) -> bool:
     for _ in range(3):
         point = _ed_add(point, point)
     return point == (0, 1)
-
-
-def join(parts: Iterable[bytes]) -> bytes:
-    return b"".join(parts)

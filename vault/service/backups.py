@@ -31,7 +31,15 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, keyrecord, sealing, shamir
 from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY
-from vault.errors import AlreadyExists, DecryptionFailed, IntegrityError, InvalidInput, RecoveryShareError, VaultError
+from vault.errors import (
+    AlreadyExists,
+    DecryptionFailed,
+    IntegrityError,
+    InvalidInput,
+    RecoveryShareError,
+    StoreUnavailable,
+    VaultError,
+)
 from vault.service.base import ROLE_ADMIN, RootBundle
 from vault.service.purge import PurgeOps
 from vault.service.records import BackupInfo
@@ -316,11 +324,28 @@ def _set_counter(s: Session, table: str, value: int) -> None:
 
 
 def _write_private(path: Path, content: str) -> None:
+    """Write a new file readable by its owner only; a failed write leaves no file behind.
+
+    Called inside the transaction that records the backup, so a failure records nothing.
+    """
     import os
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AlreadyExists(f"{Path(path).name} already exists", hint="choose a new file name") from None
+    except OSError:
+        raise StoreUnavailable(
+            f"cannot create {Path(path).name}", hint="check that the folder exists and is writable"
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+    except OSError:
+        Path(path).unlink(missing_ok=True)
+        raise StoreUnavailable(
+            f"cannot write {Path(path).name}: nothing was recorded", hint="check free disk space"
+        ) from None
 
 
 def _load(path: Path, magic: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
@@ -332,7 +332,3 @@ class EngineerOps(JournalOps):
         with self.store.transaction() as s:
             row = self._my_row(s)
             return SessionInfo(row.name, row.role, self._me().expires_at, self._vid(s).hex())
-
-    def count_engineers(self) -> int:
-        with self.store.transaction() as s:
-            return int(s.scalar(select(func.count()).select_from(m.Engineer)) or 0)

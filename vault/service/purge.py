@@ -256,7 +256,7 @@ class PurgeOps(OffboardingOps):
         except Exception as error:  # the purge itself is committed; scrubbing is best effort
             raise StoreUnavailable(
                 f"the purge is committed but scrubbing failed ({type(error).__name__})",
-                hint="run `credvault purge scrub --vacuum` later",
+                hint="`credvault receipts` shows its receipt; run `credvault purge scrub --vacuum` later",
             ) from None
 
     # -- receipts -------------------------------------------------------------------------------
