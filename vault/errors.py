@@ -7,6 +7,7 @@ ids, slugs the caller typed, and what to do next.
     VaultError
     ├── ConfigurationError        no vault configured here, or a bad setting
     ├── StoreUnavailable          the database cannot be reached, read or written
+    │   └── ConcurrentChange      a serialization failure or deadlock (retried by Vault)
     ├── InvalidInput              a malformed name, slug, time, passphrase, option
     ├── AlreadyExists             a client, secret or engineer of that name exists
     ├── NotFound                  no such client, secret or engineer (or not visible)
@@ -49,6 +50,14 @@ class StoreUnavailable(VaultError):
     """The database cannot be reached, opened, read or written (nothing was changed)."""
 
     hint = "check the --db URL or CREDVAULT_DB, that the server runs, and disk space and permissions"
+
+
+class ConcurrentChange(StoreUnavailable):
+    """The database aborted a transaction because of a concurrent one (a serialization
+    failure or a deadlock). Nothing was changed; every public ``Vault`` method retries
+    its whole unit of work a few times before letting this through."""
+
+    hint = "another change raced this one; try again"
 
 
 class InvalidInput(VaultError):

@@ -21,6 +21,7 @@ from vault.errors import (
     AccessDenied,
     AuditUnavailable,
     CheckoutConflict,
+    ConcurrentChange,
     InvalidInput,
     NotFound,
     StoreUnavailable,
@@ -127,6 +128,8 @@ class CheckoutOps(SecretOps):
         try:
             with self.store.transaction() as s:
                 revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
+        except ConcurrentChange:
+            raise  # nothing was revealed or recorded: Vault retries the whole checkout
         except StoreUnavailable as error:
             raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
         return revealed  # only now, after the commit, does the value leave the vault

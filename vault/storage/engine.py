@@ -18,9 +18,11 @@ from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.errors import ConfigurationError, StoreUnavailable
+from vault.errors import ConcurrentChange, ConfigurationError, StoreUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
+# SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
+SERIALIZATION_FAILURE, DEADLOCK_DETECTED = "40001", "40P01"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -90,6 +92,10 @@ class Store:
             with self._sessions.begin() as session:
                 yield session
         except (exc.OperationalError, exc.InterfaceError, exc.InternalError) as error:
+            if _sqlstate(error) in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+                raise ConcurrentChange(
+                    "a concurrent change made the database abort this one: nothing was changed"
+                ) from None
             raise StoreUnavailable(_describe(error)) from None
         except exc.IntegrityError:
             raise StoreUnavailable(
@@ -99,6 +105,11 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _sqlstate(error: exc.DBAPIError) -> str | None:
+    state = getattr(error.orig, "sqlstate", None)  # psycopg; sqlite3 errors have none
+    return state if isinstance(state, str) else None
 
 
 def _describe(error: exc.DBAPIError) -> str:
