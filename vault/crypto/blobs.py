@@ -9,6 +9,10 @@ to another row, client, version or purpose fails with ``DecryptionFailed``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault.crypto import _primitives as p
 from vault.crypto.labels import (
@@ -104,6 +108,54 @@ def unwrap_data_key(
     if len(key) != p.KEY_SIZE:
         raise DecryptionFailed()
     return key
+
+
+_ROW_CONTEXT = struct.Struct(">IqIq")  # ctx items secret_id, version: 8-byte ints, length-prefixed (§1)
+
+
+def rewrap_data_keys(
+    old_keys: Mapping[int, bytes],
+    new_key: bytes,
+    new_version: int,
+    client_id: int,
+    rows: Iterable[tuple[int, int, int, bytes]],
+) -> list[bytes]:
+    """Re-wrap many data keys of one client: for each ``(secret_id, version, key_version,
+    wrapped)`` the blob ``wrap_data_key(new_key, new_version, unwrap_data_key(old_keys[key_version],
+    key_version, wrapped, client_id, secret_id, version), client_id, secret_id, version)`` would
+    give, with the same checks and errors; each key's cipher and the constant part of the
+    associated data (label, header, client id) are made once, not once per row."""
+    _check_key(new_key)
+    if not 0 <= new_version < 2**32:
+        raise ValueError("key version out of range")
+    label = _LABELS[BLOB_DATA_KEY]
+    new_header = struct.pack(">BBI", FORMAT_VERSION, BLOB_DATA_KEY, new_version)
+    new_aead, new_prefix = AESGCM(new_key), p.ctx(label, new_header, client_id)
+    opened: dict[int, tuple[AESGCM, bytes, bytes]] = {}
+    body = HEADER_SIZE + p.NONCE_SIZE  # where the ciphertext starts
+    out = []
+    for secret_id, version, key_version, wrapped in rows:
+        entry = opened.get(key_version)
+        if entry is None:
+            if not 0 <= key_version < 2**32:
+                raise DecryptionFailed()
+            old_key = old_keys[key_version]
+            _check_key(old_key)
+            header = struct.pack(">BBI", FORMAT_VERSION, BLOB_DATA_KEY, key_version)
+            entry = opened[key_version] = (AESGCM(old_key), header, p.ctx(label, header, client_id))
+        aead, header, prefix = entry
+        if len(wrapped) < body + p.TAG_SIZE or wrapped[:HEADER_SIZE] != header:
+            raise DecryptionFailed()
+        row = _ROW_CONTEXT.pack(8, secret_id, 8, version)
+        try:
+            data_key = aead.decrypt(wrapped[HEADER_SIZE:body], wrapped[body:], prefix + row)
+        except (InvalidTag, ValueError):
+            raise DecryptionFailed() from None
+        if len(data_key) != p.KEY_SIZE:
+            raise DecryptionFailed()
+        nonce = p.new_nonce()
+        out.append(new_header + nonce + new_aead.encrypt(nonce, data_key, new_prefix + row))
+    return out
 
 
 def encrypt_secret_field(

@@ -18,9 +18,10 @@ the number of clients, not of secrets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
@@ -183,43 +184,22 @@ class RotationOps(ReportOps):
             if rotation is None or rotation.state != RUNNING:
                 return 0
             client_id, new_version = rotation.client_id, rotation.to_version
-            cursor = self._cursors.get(rotation_id, (0, 0))
-            rows = s.execute(
-                select(
-                    m.SecretVersion.secret_id,
-                    m.SecretVersion.version,
-                    m.SecretVersion.key_version,
-                    m.SecretVersion.wrapped_dek,
-                )
-                .join(m.Secret, m.Secret.id == m.SecretVersion.secret_id)
-                .where(
-                    m.Secret.client_id == client_id,
-                    m.SecretVersion.key_version != new_version,
-                    tuple_(m.SecretVersion.secret_id, m.SecretVersion.version) > tuple_(*cursor),
-                )
-                .order_by(m.SecretVersion.secret_id, m.SecretVersion.version)
-                .limit(batch_size)
-            ).all()
+            rows, cursor = _next_rows(s, client_id, new_version, self._cursors.get(rotation_id, (0, 0)), batch_size)
             if not rows:
                 return 0
+            # Each client-key version is opened (and its seal and signature checked) once
+            # per batch, not once per row.
+            keys = {v: self._client_key(s, client_id, v) for v in {row[2] for row in rows}}
             new_key = self._client_key(s, client_id, new_version)
-            params = []
-            for secret_id, version, key_version, wrapped in rows:
-                old_key = self._client_key(s, client_id, key_version)
-                data_key = blobs.unwrap_data_key(old_key, key_version, wrapped, client_id, secret_id, version)
-                rewrapped = blobs.wrap_data_key(new_key, new_version, data_key, client_id, secret_id, version)
-                params.append(
-                    {"secret_id": secret_id, "version": version, "key_version": new_version, "wrapped_dek": rewrapped}
-                )
-            s.execute(update(m.SecretVersion), params)  # ORM bulk UPDATE by primary key
-            self._count_encryptions(s, client_id, new_version, len(params))
-            rotation.done = rotation.done + len(params)
-            last = (rows[-1][0], rows[-1][1])
+            rewrapped = blobs.rewrap_data_keys(keys, new_key, new_version, client_id, rows)
+            _write_rewrapped(s.connection(), new_version, rows, rewrapped)
+            self._count_encryptions(s, client_id, new_version, len(rows))
+            rotation.done = rotation.done + len(rows)
             done, total = rotation.done, rotation.total
-        self._cursors[rotation_id] = last  # only after the batch committed
+        self._cursors[rotation_id] = cursor  # only after the batch committed
         if progress is not None:
             progress(done, max(total, done))
-        return len(params)
+        return len(rows)
 
     def _finish_client_rotation(self, s: Session, rotation: m.Rotation) -> None:
         """Destroy retiring versions nothing refers to any more; mark the rotation done."""
@@ -341,3 +321,79 @@ class RotationOps(ReportOps):
                 select(m.ClientKey).where(m.ClientKey.client_id == row.id).order_by(m.ClientKey.version)
             )
             return [(ck.version, ck.state) for ck in versions]
+
+
+# -- the re-wrap walk -------------------------------------------------------------------------
+
+_SECRETS, _VERSIONS = cast(Table, m.Secret.__table__), cast(Table, m.SecretVersion.__table__)
+_PAST_LAST_VERSION = 2**31 - 1  # a cursor (id, this) is past every version of secret ``id``
+# One UPDATE by primary key, run as an executemany over the batch (Core: no ORM objects).
+_REWRAP = (
+    update(_VERSIONS)
+    .where(_VERSIONS.c.secret_id == bindparam("sid"), _VERSIONS.c.version == bindparam("ver"))
+    .values(key_version=bindparam("kv"), wrapped_dek=bindparam("dek"))
+)
+
+Rows = Sequence[tuple[int, int, int, bytes]]  # (secret id, version, key version, wrapped data key)
+
+
+def _next_rows(
+    s: Session, client_id: int, new_version: int, cursor: tuple[int, int], batch_size: int
+) -> tuple[Rows, tuple[int, int]]:
+    """The next (up to ``batch_size``) versions of the client's secrets after ``cursor`` whose
+    data key is not yet under ``new_version``, in key order, and the cursor past them.
+
+    Each query is bounded: a window of at most ``batch_size`` of the client's secrets is taken
+    from the ``(client_id, id)`` index first, and only that window's versions are read and
+    sorted, so a batch costs the same at the start and at the end of a walk over N secrets."""
+    conn = s.connection()
+    while True:
+        upper = conn.execute(
+            select(_SECRETS.c.id)
+            .where(_SECRETS.c.client_id == client_id, _SECRETS.c.id >= cursor[0])
+            .order_by(_SECRETS.c.id)
+            .offset(batch_size - 1)
+            .limit(1)
+        ).scalar()
+        query = (
+            select(_VERSIONS.c.secret_id, _VERSIONS.c.version, _VERSIONS.c.key_version, _VERSIONS.c.wrapped_dek)
+            .join(_SECRETS, _SECRETS.c.id == _VERSIONS.c.secret_id)
+            .where(
+                _SECRETS.c.client_id == client_id,
+                _SECRETS.c.id >= cursor[0],
+                _VERSIONS.c.key_version != new_version,
+                tuple_(_VERSIONS.c.secret_id, _VERSIONS.c.version) > tuple_(*cursor),
+            )
+            .order_by(_VERSIONS.c.secret_id, _VERSIONS.c.version)
+            .limit(batch_size)
+        )
+        if upper is not None:
+            query = query.where(_SECRETS.c.id <= upper)
+        rows = conn.execute(query).all()
+        if len(rows) == batch_size:
+            return rows, (rows[-1][0], rows[-1][1])
+        if upper is None:  # the last window: nothing after it
+            return rows, (rows[-1][0], rows[-1][1]) if rows else cursor
+        cursor = (int(upper), _PAST_LAST_VERSION)  # this window is done
+        if rows:
+            return rows, cursor
+
+
+def _write_rewrapped(conn: Connection, new_version: int, rows: Rows, rewrapped: list[bytes]) -> None:
+    """``_REWRAP`` for every row, as one executemany. Where the driver takes positional
+    parameters (SQLite) the compiled statement goes to it with plain tuples: SQLAlchemy's
+    per-row parameter processing would cost about as much as the cryptography."""
+    if conn.dialect.positional:
+        compiled = _REWRAP.compile(dialect=conn.dialect)
+        assert compiled.positiontup == ["kv", "dek", "sid", "ver"], compiled.positiontup
+        conn.exec_driver_sql(
+            compiled.string, [(new_version, dek, row[0], row[1]) for row, dek in zip(rows, rewrapped, strict=True)]
+        )
+    else:
+        conn.execute(
+            _REWRAP,
+            [
+                {"sid": row[0], "ver": row[1], "kv": new_version, "dek": dek}
+                for row, dek in zip(rows, rewrapped, strict=True)
+            ],
+        )
