@@ -8,6 +8,7 @@ chain are spread over worker processes, since they dominate a full verification.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -71,3 +72,44 @@ def first_bad_signature(vault_id: bytes, jobs: Sequence[SignatureJob], workers: 
         results = list(pool.map(_first_bad, [vault_id] * len(chunks), chunks))
     bad = [seq for seq in results if seq is not None]
     return min(bad) if bad else None
+
+
+class EventCodec:
+    """``event_hash`` and signature checks for one vault with fewer Python calls per event.
+
+    Byte for byte the same as ``event_hash`` / ``event_signature_message`` (the common
+    item types are encoded inline; anything else goes through ``ctx``'s own encoder), for
+    verifiers that recompute a long chain.
+    """
+
+    _LEN = struct.Struct(">I").pack
+    _INT = struct.Struct(">Iq").pack
+    _EMPTY = bytes(4)
+
+    def __init__(self, vault_id: bytes) -> None:
+        self.hash_prefix = p.ctx(LABEL_AUDIT_EVENT, vault_id)
+        self.sig_prefix = p.ctx(LABEL_SIG_AUDIT, vault_id)
+
+    def item(self, value: ContextItem) -> bytes:
+        kind = type(value)
+        if kind is int and -(2**63) <= value < 2**63:  # type: ignore[operator]
+            return self._INT(8, value)
+        if value is None:
+            return self._EMPTY
+        if kind is bytes:
+            return self._LEN(len(value)) + value  # type: ignore[arg-type, operator]
+        raw = p.encode_item(value)
+        return self._LEN(len(raw)) + raw
+
+    def event_hash(self, seq: int, *fields: ContextItem, prev_hash: bytes) -> bytes:
+        """The same digest as ``event_hash(vault_id, seq, *fields, prev_hash=prev_hash)``."""
+        item = self.item
+        return p.sha256(b"".join((self.hash_prefix, item(seq), *[item(f) for f in fields], item(prev_hash))))
+
+    def signature_valid(self, public: bytes, signature: bytes, seq: int, digest: bytes) -> bool:
+        """Whether ``signature`` is ``sign_event``'s for (seq, digest) under ``public``."""
+        try:
+            p.ed25519_verify(public, signature, self.sig_prefix + self.item(seq) + self.item(digest))
+        except p.PrimitiveFailure:
+            return False
+        return True

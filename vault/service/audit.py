@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
+from collections.abc import Generator, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.service import auditverify
 from vault.service.base import ROLE_ADMIN, epoch
-from vault.service.journal import UNSIGNED_ACTIONS, from_us, us
+from vault.service.journal import from_us, us
 from vault.service.records import AuditEntry, AuditVerification
 from vault.service.secrets import SecretOps
 from vault.storage import models as m
@@ -140,52 +143,19 @@ class AuditOps(SecretOps):
                         "the event this machine verified last is missing or changed",
                     )
             keys = self._signing_keys(s)
-            checked = 0
-            expected = start_seq + 1
-            signatures = _SignatureChecks(vault_id, workers)
-            try:
-                query = (
-                    select(*m.AuditEvent.__table__.columns)  # plain rows: no ORM objects for a million events
-                    .where(m.AuditEvent.seq > start_seq)
-                    .order_by(m.AuditEvent.seq)
-                    .execution_options(yield_per=5000)
-                )
-                for e in s.execute(query):
-                    problem = None
-                    if e.seq != expected:
-                        problem = (
-                            f"event {expected} is missing (next is {e.seq})"
-                            if e.seq > expected
-                            else "events are out of order"
-                        )
-                    elif e.prev_hash != running:
-                        problem = "it does not link to the event before it"
-                    elif self._event_hash(vault_id, e) != e.hash:
-                        problem = "its contents were changed"
-                    elif e.signature is None and e.action not in UNSIGNED_ACTIONS:
-                        problem = "it is not signed"
-                    elif e.signature is not None:
-                        public = keys.get((e.engineer_id, e.key_generation))
-                        if public is None:
-                            problem = "it is signed by an unknown or unverified engineer key"
-                        else:
-                            signatures.add((e.seq, public, e.signature, e.hash))
-                    if problem is not None:
-                        bad_sig = signatures.first_bad()  # an earlier bad signature is the first bad event
-                        if bad_sig is not None:
-                            return self._bad(
-                                checked, start_seq + 1, expected - 1, running, bad_sig, "its signature is invalid"
-                            )
-                        return self._bad(checked, start_seq + 1, expected - 1, running, expected, problem)
-                    running = e.hash
-                    expected += 1
-                    checked += 1
-                bad_sig = signatures.first_bad()
-            finally:
-                signatures.close()
-            last = expected - 1
-            if bad_sig is not None:
-                return self._bad(checked, start_seq + 1, last, running, bad_sig, "its signature is invalid")
+            end = s.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.seq > start_seq)) or start_seq
+            checked, last = 0, start_seq
+            with contextlib.closing(self._ranges(s, vault_id, keys, start_seq + 1, end, workers)) as ranges:
+                for lo, hi, r in ranges:  # in order: each range's first link is checked against the one before
+                    if r.first_prev is not None and r.first_prev != running:
+                        unlinked = "it does not link to the event before it"
+                        return self._bad(checked, start_seq + 1, last, running, lo, unlinked)
+                    if r.last_hash is not None:
+                        checked, last, running = checked + r.good, lo + r.good - 1, r.last_hash
+                    if r.bad_seq is not None:
+                        return self._bad(checked, start_seq + 1, last, running, r.bad_seq, str(r.problem))
+                    if last < hi:  # the rows stop here and nothing follows
+                        break
             head = s.get(m.AuditHead, 1)
             if head is not None and (head.seq != last or head.hash != running):
                 return self._bad(
@@ -219,6 +189,30 @@ class AuditOps(SecretOps):
     @staticmethod
     def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(False, checked, first, last, running.hex(), seq, f"event {seq}: {problem}")
+
+    def _ranges(
+        self, s: Session, vault_id: bytes, keys: auditverify.Keys, lo: int, hi: int, workers: int | None
+    ) -> Generator[tuple[int, int, auditverify.RangeResult], None, None]:
+        """Events lo..hi checked range by range, in order: over worker processes once the
+        chain is long enough to be worth it, else here in the caller's transaction."""
+        workers = workers or os.cpu_count() or 1
+        events = hi - lo + 1
+        if workers < 2 or events < chain.PARALLEL_THRESHOLD or not auditverify.shareable(self.store.url):
+            connection = s.connection()
+            if events > 0:
+                yield lo, hi, auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, lo, hi)
+            return
+        size = auditverify.chunk_size(events, workers)
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
+            starts = range(lo, hi + 1, size)
+            check = auditverify.check_range_at
+            futures = [(a, min(a + size - 1, hi)) for a in starts]
+            pending = [pool.submit(check, self.store.url, vault_id, keys, a, b) for a, b in futures]
+            for (a, b), future in zip(futures, pending, strict=True):
+                yield a, b, future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
 
     def _signing_keys(self, s: Session) -> dict[tuple[int | None, int], bytes]:
         """Certified signing keys of every engineer and key generation, by (id, generation)."""
@@ -289,53 +283,3 @@ class AuditOps(SecretOps):
         with self.store.transaction() as s:
             head = s.get(m.AuditHead, 1)
             return (head.seq, head.hash) if head else (0, chain.GENESIS)
-
-
-class _SignatureChecks:
-    """Signature checks that overlap with hashing: once a verification is long enough to
-    be worth it, chunks go to worker processes while the main process keeps hashing."""
-
-    CHUNK = 5_000
-
-    def __init__(self, vault_id: bytes, workers: int | None) -> None:
-        self.vault_id, self.workers = vault_id, workers
-        self.jobs: list[chain.SignatureJob] = []
-        self.futures: list[Future[int | None]] = []
-        self.pool: ProcessPoolExecutor | None = None
-
-    def add(self, job: chain.SignatureJob) -> None:
-        self.jobs.append(job)
-        if self.workers == 1:
-            return
-        if self.pool is None and len(self.jobs) >= chain.PARALLEL_THRESHOLD:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers)
-        if self.pool is not None and len(self.jobs) >= self._chunk():
-            self._submit()
-
-    def _chunk(self) -> int:
-        return max(1, min(self.CHUNK, chain.PARALLEL_THRESHOLD))
-
-    def _submit(self) -> None:
-        assert self.pool is not None
-        size = self._chunk()
-        for start in range(0, len(self.jobs), size):
-            chunk = self.jobs[start : start + size]
-            self.futures.append(self.pool.submit(chain.first_bad_signature, self.vault_id, chunk, 1))
-        self.jobs = []
-
-    def first_bad(self) -> int | None:
-        """The lowest sequence number with a bad signature among every job added so far."""
-        found: list[int | None] = []
-        if self.pool is not None:
-            self._submit()
-        elif self.jobs:
-            found.append(chain.first_bad_signature(self.vault_id, self.jobs, 1))
-        self.jobs = []
-        found += [future.result() for future in self.futures]
-        self.futures = []
-        bad = [seq for seq in found if seq is not None]
-        return min(bad) if bad else None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
