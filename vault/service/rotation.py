@@ -163,18 +163,24 @@ class RotationOps(ReportOps):
         return out
 
     def _run_rotation(self, rotation_id: int, batch_size: int, progress: Progress | None) -> RotationInfo:
-        # Batches walk the versions in key order from a cursor (linear, not quadratic, in N);
-        # a second walk from the start finds anything the first could not see (normally nothing).
-        for _ in range(2):
+        # Batches walk the versions in key order from a cursor (linear, not quadratic, in N).
+        # The finishing transaction counts what still refers to an old version; if the walk
+        # missed anything (a version written behind the cursor under an old key: normally
+        # nothing), a second walk from the start re-wraps it before the rotation finishes.
+        for walk in (1, 2):
             self._cursors.pop(rotation_id, None)
             while self._rewrap_batch(rotation_id, batch_size, progress):
                 pass
-        with self.store.transaction() as s:
-            rotation = s.get(m.Rotation, rotation_id)
-            assert rotation is not None
-            if rotation.state == RUNNING:
-                self._finish_client_rotation(s, rotation)
-            return self._rotation_info(s, rotation)
+            with self.store.transaction() as s:
+                rotation = s.get(m.Rotation, rotation_id)
+                assert rotation is not None
+                if rotation.state == RUNNING:
+                    in_use = _old_versions_in_use(s, rotation.client_id, rotation.to_version)
+                    if in_use and walk == 1:
+                        continue
+                    self._finish_client_rotation(s, rotation, in_use)
+                return self._rotation_info(s, rotation)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _rewrap_batch(self, rotation_id: int, batch_size: int, progress: Progress | None) -> int:
         """Re-wrap up to ``batch_size`` data keys in one transaction; returns how many."""
@@ -201,19 +207,14 @@ class RotationOps(ReportOps):
             progress(done, max(total, done))
         return len(rows)
 
-    def _finish_client_rotation(self, s: Session, rotation: m.Rotation) -> None:
-        """Destroy retiring versions nothing refers to any more; mark the rotation done."""
+    def _finish_client_rotation(self, s: Session, rotation: m.Rotation, in_use: dict[int, int]) -> None:
+        """Destroy retiring versions nothing refers to any more (``in_use``: the data keys each
+        old version still wraps, counted in this transaction); mark the rotation done."""
         now = self.clock()
         for ck in s.scalars(
             select(m.ClientKey).where(m.ClientKey.client_id == rotation.client_id, m.ClientKey.state == RETIRING)
         ):
-            still_used = s.scalar(
-                select(func.count())
-                .select_from(m.SecretVersion)
-                .join(m.Secret)
-                .where(m.Secret.client_id == rotation.client_id, m.SecretVersion.key_version == ck.version)
-            )
-            if still_used:
+            if in_use.get(ck.version):
                 continue
             s.execute(
                 delete(m.ClientKeySeal).where(
@@ -327,12 +328,36 @@ class RotationOps(ReportOps):
 
 _SECRETS, _VERSIONS = cast(Table, m.Secret.__table__), cast(Table, m.SecretVersion.__table__)
 _PAST_LAST_VERSION = 2**31 - 1  # a cursor (id, this) is past every version of secret ``id``
+
+# The walk's statements, built once. A window is at most ``batch_size`` of the client's
+# secrets from the ``(client_id, id)`` index: its last id, then its versions still to do.
+_WINDOW_END = (
+    select(_SECRETS.c.id)
+    .where(_SECRETS.c.client_id == bindparam("client"), _SECRETS.c.id >= bindparam("from_id"))
+    .order_by(_SECRETS.c.id)
+    .offset(bindparam("skip"))
+    .limit(1)
+)
+_TO_DO = (
+    select(_VERSIONS.c.secret_id, _VERSIONS.c.version, _VERSIONS.c.key_version, _VERSIONS.c.wrapped_dek)
+    .join(_SECRETS, _SECRETS.c.id == _VERSIONS.c.secret_id)
+    .where(
+        _SECRETS.c.client_id == bindparam("client"),
+        _SECRETS.c.id >= bindparam("from_id"),
+        _VERSIONS.c.key_version != bindparam("new_version"),
+        tuple_(_VERSIONS.c.secret_id, _VERSIONS.c.version) > tuple_(bindparam("from_id"), bindparam("after")),
+    )
+    .order_by(_VERSIONS.c.secret_id, _VERSIONS.c.version)
+    .limit(bindparam("rows"))
+)
+_TO_DO_IN_WINDOW = _TO_DO.where(_SECRETS.c.id <= bindparam("to_id"))
 # One UPDATE by primary key, run as an executemany over the batch (Core: no ORM objects).
 _REWRAP = (
     update(_VERSIONS)
     .where(_VERSIONS.c.secret_id == bindparam("sid"), _VERSIONS.c.version == bindparam("ver"))
     .values(key_version=bindparam("kv"), wrapped_dek=bindparam("dek"))
 )
+_REWRAP_SQL: dict[tuple[str, str], str] = {}  # (dialect, paramstyle) -> _REWRAP compiled, positional
 
 Rows = Sequence[tuple[int, int, int, bytes]]  # (secret id, version, key version, wrapped data key)
 
@@ -343,51 +368,48 @@ def _next_rows(
     """The next (up to ``batch_size``) versions of the client's secrets after ``cursor`` whose
     data key is not yet under ``new_version``, in key order, and the cursor past them.
 
-    Each query is bounded: a window of at most ``batch_size`` of the client's secrets is taken
-    from the ``(client_id, id)`` index first, and only that window's versions are read and
-    sorted, so a batch costs the same at the start and at the end of a walk over N secrets."""
+    Each query is bounded by a window of at most ``batch_size`` secrets, so a batch costs the
+    same at the start and at the end of a walk over N secrets (no rescan, no sort of the rest)."""
     conn = s.connection()
+    params = {"client": client_id, "new_version": new_version, "skip": batch_size - 1, "rows": batch_size}
     while True:
-        upper = conn.execute(
-            select(_SECRETS.c.id)
-            .where(_SECRETS.c.client_id == client_id, _SECRETS.c.id >= cursor[0])
-            .order_by(_SECRETS.c.id)
-            .offset(batch_size - 1)
-            .limit(1)
-        ).scalar()
-        query = (
-            select(_VERSIONS.c.secret_id, _VERSIONS.c.version, _VERSIONS.c.key_version, _VERSIONS.c.wrapped_dek)
-            .join(_SECRETS, _SECRETS.c.id == _VERSIONS.c.secret_id)
-            .where(
-                _SECRETS.c.client_id == client_id,
-                _SECRETS.c.id >= cursor[0],
-                _VERSIONS.c.key_version != new_version,
-                tuple_(_VERSIONS.c.secret_id, _VERSIONS.c.version) > tuple_(*cursor),
-            )
-            .order_by(_VERSIONS.c.secret_id, _VERSIONS.c.version)
-            .limit(batch_size)
-        )
-        if upper is not None:
-            query = query.where(_SECRETS.c.id <= upper)
-        rows = conn.execute(query).all()
+        params |= {"from_id": cursor[0], "after": cursor[1]}
+        upper = conn.execute(_WINDOW_END, params).scalar()
+        if upper is None:  # the last window: nothing after it
+            rows = conn.execute(_TO_DO, params).all()
+            return rows, (rows[-1][0], rows[-1][1]) if rows else cursor
+        rows = conn.execute(_TO_DO_IN_WINDOW, params | {"to_id": upper}).all()
         if len(rows) == batch_size:
             return rows, (rows[-1][0], rows[-1][1])
-        if upper is None:  # the last window: nothing after it
-            return rows, (rows[-1][0], rows[-1][1]) if rows else cursor
         cursor = (int(upper), _PAST_LAST_VERSION)  # this window is done
         if rows:
             return rows, cursor
+
+
+def _old_versions_in_use(s: Session, client_id: int, new_version: int) -> dict[int, int]:
+    """How many of the client's data keys each version other than ``new_version`` wraps."""
+    counts = s.execute(
+        select(_VERSIONS.c.key_version, func.count())
+        .join(_SECRETS, _SECRETS.c.id == _VERSIONS.c.secret_id)
+        .where(_SECRETS.c.client_id == client_id, _VERSIONS.c.key_version != new_version)
+        .group_by(_VERSIONS.c.key_version)
+    )
+    return {int(version): int(n) for version, n in counts}
 
 
 def _write_rewrapped(conn: Connection, new_version: int, rows: Rows, rewrapped: list[bytes]) -> None:
     """``_REWRAP`` for every row, as one executemany. Where the driver takes positional
     parameters (SQLite) the compiled statement goes to it with plain tuples: SQLAlchemy's
     per-row parameter processing would cost about as much as the cryptography."""
-    if conn.dialect.positional:
-        compiled = _REWRAP.compile(dialect=conn.dialect)
-        assert compiled.positiontup == ["kv", "dek", "sid", "ver"], compiled.positiontup
+    dialect = conn.dialect
+    if dialect.positional:
+        sql = _REWRAP_SQL.get((dialect.name, dialect.paramstyle))
+        if sql is None:
+            compiled = _REWRAP.compile(dialect=dialect)
+            assert compiled.positiontup == ["kv", "dek", "sid", "ver"], compiled.positiontup
+            sql = _REWRAP_SQL[(dialect.name, dialect.paramstyle)] = compiled.string
         conn.exec_driver_sql(
-            compiled.string, [(new_version, dek, row[0], row[1]) for row, dek in zip(rows, rewrapped, strict=True)]
+            sql, [(new_version, dek, row[0], row[1]) for row, dek in zip(rows, rewrapped, strict=True)]
         )
     else:
         conn.execute(
