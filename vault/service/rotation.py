@@ -193,8 +193,8 @@ class RotationOps(ReportOps):
             rows, cursor = _next_rows(s, client_id, new_version, self._cursors.get(rotation_id, (0, 0)), batch_size)
             if not rows:
                 return 0
-            # Each client-key version is opened (and its seal and signature checked) once
-            # per batch, not once per row.
+            # Each client-key version in the batch is looked up once, not once per row (the
+            # first lookup in this Vault opens its seal and checks its signature).
             keys = {v: self._client_key(s, client_id, v) for v in {row[2] for row in rows}}
             new_key = self._client_key(s, client_id, new_version)
             rewrapped = blobs.rewrap_data_keys(keys, new_key, new_version, client_id, rows)
