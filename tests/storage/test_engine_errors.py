@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
-from vault.errors import ConfigurationError, StoreUnavailable, VaultError
+from vault.errors import AuditUnavailable, ConfigurationError, StoreUnavailable, VaultError
 from vault.service.sessions import MemorySessionStore
 from vault.storage import engine as storage
 from vault.storage import models as m
@@ -145,3 +146,40 @@ def test_opening_an_sqlite_uri_url_creates_nothing_in_the_working_directory(vaul
     monkeypatch.chdir(cwd)
     Vault.open(f"sqlite:///file:{path}?mode=ro&uri=true").close()
     assert list(Path(cwd).iterdir()) == []
+
+
+def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveals_nothing(
+    vault_file, tmp_path, monkeypatch
+):
+    """Reading the log, verifying it and listing grants write nothing, so they work; a
+    checkout, a reveal and an unlock are on the record, so they are refused, fail closed."""
+    path, sessions = vault_file
+    monkeypatch.chdir(tmp_path)
+    before = _counts(f"sqlite:///{path}")
+    readonly = Vault.open(f"sqlite:///file:{path}?mode=ro&uri=true", engineer="root-admin", sessions=sessions)
+    try:
+        seq, _hash = readonly.audit_head()
+        assert seq > 0
+        result = readonly.verify_audit()
+        assert result.ok and result.head_seq == seq, result.problem
+        assert [e.seq for e in readonly.audit_log()] == list(range(1, seq + 1))
+        assert readonly.list_grants() == []
+        assert readonly.whoami().engineer == "root-admin"
+        for reveal in (
+            lambda: readonly.checkout("acme/fw01", reason="T-1"),
+            lambda: readonly.reveal("acme/fw01", reason="T-1"),
+        ):
+            with pytest.raises(AuditUnavailable) as caught:
+                reveal()
+            assert "read-only" in str(caught.value) and "nothing was revealed" in str(caught.value)
+            assert_clean(caught.value)
+            error = caught.value
+            shown = [str(error), error.hint, repr(error), *traceback.format_exception(error)]
+            assert not any("pw-1" in text for text in shown), "the value is in the exception"
+        with pytest.raises(StoreUnavailable) as refused:
+            readonly.unlock("root-admin", "pass")
+        assert "read-only" in str(refused.value)
+        assert_clean(refused.value)
+    finally:
+        readonly.close()
+    assert _counts(f"sqlite:///{path}") == before
