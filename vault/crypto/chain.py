@@ -98,6 +98,8 @@ class EventCodec:
             return self._EMPTY
         if kind is bytes:
             return self._LEN(len(value)) + value  # type: ignore[arg-type, operator]
+        if kind is str and value.isascii():  # type: ignore[union-attr]
+            return self._LEN(len(value)) + value.encode("ascii")  # type: ignore[arg-type, union-attr]  # NFC of ASCII is itself
         raw = p.encode_item(value)
         return self._LEN(len(raw)) + raw
 
@@ -105,6 +107,41 @@ class EventCodec:
         """The same digest as ``event_hash(vault_id, seq, *fields, prev_hash=prev_hash)``."""
         item = self.item
         return p.sha256(b"".join((self.hash_prefix, item(seq), *[item(f) for f in fields], item(prev_hash))))
+
+    def audit_event_hash(
+        self,
+        seq: int,
+        at_us: int,
+        engineer_id: int | None,
+        key_generation: int,
+        action: str,
+        client_id: int | None,
+        secret_id: int | None,
+        key_version: int | None,
+        details_blob: bytes | None,
+        details_json: str | None,
+        prev_hash: bytes,
+    ) -> bytes:
+        """``event_hash`` of an audit row's fields, in ``journal``'s order, unrolled."""
+        i = self.item
+        return p.sha256(
+            b"".join(
+                (
+                    self.hash_prefix,
+                    i(seq),
+                    i(at_us),
+                    i(engineer_id),
+                    i(key_generation),
+                    i(action),
+                    i(client_id),
+                    i(secret_id),
+                    i(key_version),
+                    i(details_blob),
+                    i(details_json),
+                    i(prev_hash),
+                )
+            )
+        )
 
     def signature_valid(self, public: bytes, signature: bytes, seq: int, digest: bytes) -> bool:
         """Whether ``signature`` is ``sign_event``'s for (seq, digest) under ``public``."""

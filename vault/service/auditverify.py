@@ -104,11 +104,10 @@ def _fetched(cursor: Any) -> Iterator[tuple[Any, ...]]:
 
 def _check(rows: Iterable[tuple[Any, ...]], codec: chain.EventCodec, keys: Keys, lo: int) -> RangeResult:
     expected, first_prev, running = lo, None, None
-    event_hash, signature_valid = codec.event_hash, codec.signature_valid
+    event_hash, signature_valid = codec.audit_event_hash, codec.signature_valid
     problem = None
     for row in rows:
-        seq, at_us, engineer_id, generation, action, client_id, secret_id, key_version = row[:8]
-        details_blob, details_json, prev_hash, digest, signature = row[8:]
+        seq, _, engineer_id, generation, action, _, _, _, _, _, prev_hash, digest, signature = row
         if seq != expected:
             problem = f"event {expected} is missing (next is {seq})" if seq > expected else "events are out of order"
         elif running is None:
@@ -116,8 +115,7 @@ def _check(rows: Iterable[tuple[Any, ...]], codec: chain.EventCodec, keys: Keys,
         elif prev_hash != running:
             problem = "it does not link to the event before it"
         if problem is None:
-            fields = (at_us, engineer_id, generation, action, client_id, secret_id, key_version, details_blob)
-            if event_hash(seq, *fields, details_json, prev_hash=prev_hash) != digest:
+            if event_hash(*row[:11]) != digest:  # seq … details_json, prev_hash: the hashed fields in order
                 problem = "its contents were changed"
             elif signature is None:
                 if action not in UNSIGNED_ACTIONS:
