@@ -176,7 +176,7 @@ def _floor_per_event(admin: Any, vault_id: bytes) -> tuple[float, float]:
         ]
     codec = chain.EventCodec(vault_id)
     sig_s, bad = _cpu_timed(lambda: chain.first_bad_signature(vault_id, jobs, workers=1))
-    hash_s, hashes = _cpu_timed(lambda: [codec.event_hash(*f[:-1], prev_hash=f[-1]) for f in fields])
+    hash_s, hashes = _cpu_timed(lambda: [codec.audit_event_hash(*f) for f in fields])
     assert bad is None and hashes == [e.hash for e in events]
     return sig_s / len(jobs), hash_s / len(fields)
 
