@@ -1,13 +1,15 @@
 """Crash-test worker for everyday operations: forks one child per job, like ``_worker.py``.
 
-Started by ``test_crash_operations.py`` as ``python _ops_worker.py``. The child opens
-the SQLite vault, unlocks the admin with the passphrase read from a file, says
+Started by ``test_crash_operations.py`` (and ``test_pg_faults.py``) as ``python
+_ops_worker.py``. The child opens the vault (a SQLite path as ``db``, or any database
+URL as ``url``), unlocks the admin with the passphrase read from a file, says
 ``ready PID``, then runs ``count`` operations of one kind. Before each call it says
 ``try PID JSON`` (what it is about to write) and after the call returns ``ack PID JSON``
 (what was written); at the end ``done PID SECONDS`` (or ``error PID TEXT``). Commands,
 one JSON object per line on stdin:
 
     {"op": "run", "db": PATH, "kind": KIND, "passphrase_file": PATH, "count": N, "tag": TEXT}
+    {"op": "run", "url": URL, ...}  # the same, on any database URL (PostgreSQL)
     {"op": "reap", "pid": PID}      -> "reaped PID CODE" (CODE is -9 after SIGKILL)
 
 Kinds: ``add`` (new secrets acme/new-TAG-I), ``update`` (new passwords for acme/sNN),
@@ -24,7 +26,8 @@ import time
 import traceback
 from pathlib import Path
 
-import sqlalchemy.dialects.sqlite  # noqa: F401 - loaded before forking, like the rest
+import psycopg  # noqa: F401 - loaded before forking, like the rest (no connection is open)
+import sqlalchemy.dialects.sqlite  # noqa: F401
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
@@ -40,7 +43,8 @@ def _say(line: str) -> None:
 
 def _job(command: dict[str, object]) -> None:
     pid = os.getpid()
-    vault = Vault.open(f"sqlite:///{command['db']}", engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
+    url = str(command["url"]) if "url" in command else f"sqlite:///{command['db']}"
+    vault = Vault.open(url, engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
     vault.unlock(ADMIN, Path(str(command["passphrase_file"])).read_text(encoding="utf-8"))
     count, tag, kind = int(command["count"]), str(command["tag"]), command["kind"]  # type: ignore[call-overload]
     _say(f"ready {pid}")
