@@ -326,7 +326,6 @@ class RotationOps(ReportOps):
 # -- the re-wrap walk -------------------------------------------------------------------------
 
 _SECRETS, _VERSIONS = cast(Table, m.Secret.__table__), cast(Table, m.SecretVersion.__table__)
-_PAST_LAST_VERSION = 2**31 - 1  # a cursor (id, this) is past every version of secret ``id``
 
 # The walk's statements, built once. A window is at most ``batch_size`` of the client's
 # secrets from the ``(client_id, id)`` index: its last id, then its versions still to do.
@@ -380,7 +379,7 @@ def _next_rows(
         rows = conn.execute(_TO_DO_IN_WINDOW, params | {"to_id": upper}).all()
         if len(rows) == batch_size:
             return rows, (rows[-1][0], rows[-1][1])
-        cursor = (int(upper), _PAST_LAST_VERSION)  # this window is done
+        cursor = (int(upper) + 1, 0)  # this window is done: the next one starts after it
         if rows:
             return rows, cursor
 
