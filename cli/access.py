@@ -75,7 +75,9 @@ def checkout(
             hint="pass --show to print the value, or --json for scripts",
         )
     length = duration(hold_for) if hold_for else None
-    revealed = app.session_vault().checkout(ref, reason=reason, field=field, version=version, hold_for=length)
+    revealed = app.agent_checkout(ref, reason=reason, field=field, version=version, hold_for=hold_for)
+    if revealed is None:  # no agent runs: open the vault and the session here
+        revealed = app.session_vault().checkout(ref, reason=reason, field=field, version=version, hold_for=length)
     if as_json:
         echo_json(
             {

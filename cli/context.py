@@ -25,6 +25,7 @@ from vault.service import config
 
 if TYPE_CHECKING:
     from vault import Vault
+    from vault.service.records import Revealed
     from vault.service.sessions import SessionStore
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
@@ -120,6 +121,49 @@ class AppContext:
         vault = self.open(engineer=name, sessions=MemorySessionStore())
         vault.unlock(name, read_passphrase_file(self.passphrase_file), remember=False)
         return vault
+
+    def agent_checkout(
+        self, ref: str, *, reason: str | None, field: str, version: int | None, hold_for: str | None
+    ) -> Revealed | None:
+        """The checkout done by the selected engineer's running agent, or None if none runs.
+
+        Only when no --passphrase-file asks this command to unlock for itself. The agent
+        runs the same audited ``Vault.checkout``; its errors are raised here as they are.
+        """
+        name = self.engineer()
+        if self.passphrase_file is not None or not name:
+            return None
+        from vault.errors import ConfigurationError
+        from vault.service import agent
+        from vault.service.records import Revealed
+
+        try:
+            path = agent.socket_path(self.db_url(), name)
+        except ConfigurationError:
+            return None  # no usable private directory: no agent can be running there
+        if not path.exists():
+            return None
+        message = {
+            "op": "checkout",
+            "ref": ref,
+            "reason": reason,
+            "field": field,
+            "version": version,
+            "hold_for": hold_for,
+        }
+        try:
+            answer = agent.request(path, message)
+        except agent.AgentAbsent:
+            return None
+        expires = answer.get("expires_at")
+        return Revealed(
+            ref=str(answer["ref"]),
+            field=str(answer["field"]),
+            version=int(answer["version"]),
+            value=str(answer["value"]),
+            expires_at=dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None,
+            must_change=answer.get("must_change") is True,
+        )
 
     def close(self) -> None:
         while self._vaults:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from vault.errors import ConfigurationError
 from vault.service import config
 
 from .context import AppContext, pass_app
@@ -244,16 +245,27 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
 @click.command()
 @pass_app
 def lock(app: AppContext) -> None:
-    """Forget the unlocked session of the selected engineer on this machine.
+    """Forget the unlocked session of the selected engineer on this machine, and stop their agent.
 
     \b
     Example:
       credvault lock
     """
+    from .agent import stop_agent
+
     name = app.require_engineer()
-    if app.keyring_vault(name).lock():
+    stopped = stop_agent(app, name)
+    if stopped:
+        click.echo(f"Stopped the agent for {name}.")
+    try:
+        locked = app.keyring_vault(name).lock()
+    except ConfigurationError:
+        if not stopped:
+            raise
+        return  # no OS keyring here, so the agent held the only session
+    if locked:
         click.echo(f"Locked {name}.")
-    else:
+    elif not stopped:
         click.echo(f"{name} had no unlocked session here.")
 
 

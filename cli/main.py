@@ -15,7 +15,7 @@ import click
 
 from vault import __version__
 
-from . import access, admin, audit, clients, demo, engineers, keys, purge, secrets
+from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets
 from .context import AppContext
 from .errors import reported_errors
 
@@ -69,7 +69,7 @@ def cli(ctx: click.Context, db: str | None, as_engineer: str | None, passphrase_
     ctx.call_on_close(app.close)
 
 
-for family in (engineers, clients, secrets, access, audit, keys, purge, admin, demo):
+for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo):
     for command in family.COMMANDS:
         cli.add_command(command)
 for command in keys.ENGINEER_COMMANDS:

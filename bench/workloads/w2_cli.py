@@ -86,6 +86,15 @@ def _import_profile(cmd: list[str], env: dict[str, str]) -> tuple[list[str], lis
     return top, sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)
 
 
+def _checkout_events(admin: Any) -> int:
+    from sqlalchemy import func, select
+
+    from vault.storage import models as m
+
+    with admin.store.transaction() as s:
+        return int(s.scalar(select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == "checkout")))
+
+
 def _pass_show(reps: int, ref: str, password: str, tmp: Path) -> dict[str, Any]:
     if not (shutil.which("pass") and shutil.which("gpg")):
         return {"available": False, "why": "pass unavailable (apt-get install pass gnupg)"}
@@ -179,6 +188,22 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
             (f"W2: `credvault unlock` keeps a session in the test keyring ({out.strip()[:60]!r})", code_ == 0)
         )
         session_times, ok1, cli_peak = _timed_runs(base + args, env, reps, expect)
+        agent_times: list[float] = []
+        if has_checkout:  # the same command while `credvault agent` holds the session
+            before = _checkout_events(admin)
+            _s, code_, out, _r = _run([*base, "agent", "start", "--passphrase-file", str(secret_file)], env)
+            checks.append((f"W2: `credvault agent start` ({out.strip()[:50]!r})", code_ == 0))
+            agent_times, ok3, agent_peak = _timed_runs(base + args, env, reps, expect)
+            cli_peak = max(cli_peak, agent_peak)
+            _run([*base, "agent", "stop"], env)
+            recorded = _checkout_events(admin) - before
+            checks.append(("W2: every agent run exited 0 and printed the value", ok3))
+            checks.append(
+                (
+                    f"W2: the {reps + 1} checkouts through the agent wrote {recorded} checkout events",
+                    recorded == reps + 1,
+                )
+            )
         file_times, ok2, cli_peak2 = _timed_runs(
             [*base, "--passphrase-file", str(secret_file), *args], env, reps, expect
         )
@@ -225,6 +250,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
         "command": "credvault " + " ".join(args),
         "stand_in": not has_checkout,
         "session": summary(session_times),
+        "agent": summary(agent_times) if agent_times else None,
         "passphrase_file": summary(file_times),
         "cli_peak_mib": max(cli_peak, cli_peak2),
         "startup": summary(startup),
@@ -257,17 +283,35 @@ def run(ctx: Context) -> Outcome:
     pass_what = "pass show" if pass_ms is not None else v["pass"].get("why", "pass unavailable")
     n = f"n={v['session']['n']}"
     session_ms = v["session"]["median"] * 1000
-    verdict = (MET if session_ms <= 2 * pass_ms else NOT_MET) if pass_ms is not None else "not measurable"
+    agent_ms = v["agent"]["median"] * 1000 if v.get("agent") else None
+    verdict = "not measurable"
+    if pass_ms is not None and agent_ms is not None:
+        verdict = MET if agent_ms <= 2 * pass_ms else NOT_MET
+    if agent_ms is not None:
+        out.rows.append(
+            Row(
+                "W2",
+                f"{label}, session held by `credvault agent`: median",
+                agent_ms,
+                "ms",
+                pass_ms,
+                pass_what,
+                "≤ 2× pass",
+                verdict,
+                peak,
+                n,
+            )
+        )
     out.rows += [
         Row(
             "W2",
-            f"{label}, keyring session: median",
+            f"{label}, keyring session, no agent: median",
             session_ms,
             "ms",
             pass_ms,
             pass_what,
-            "≤ 2× pass",
-            verdict,
+            "—",
+            REPORT,
             peak,
             n,
         ),
@@ -311,13 +355,13 @@ def run(ctx: Context) -> Outcome:
         ),
         Row(
             "W2",
-            "resident-agent estimate: stdlib client start + in-process checkout",
+            "agent floor: bare interpreter start (`python -I -S`) + in-process checkout",
             (v["thin_client"]["median"] + v["in_process"]["median"]) * 1000,
             "ms",
             pass_ms,
             pass_what,
-            "≤ 2× pass",
-            "estimate",
+            "—",
+            REPORT,
         ),
     ]
     out.notes += _discussion(v, session_ms, pass_ms)
@@ -334,49 +378,31 @@ def _discussion(v: dict[str, Any], session_ms: float, pass_ms: float | None) -> 
     tops = ", ".join(f"`{name}` {ms / total_self:.0%}" for name, ms in v["by_package"][:6])
     thin, inproc = v["thin_client"]["median"] * 1000, v["in_process"]["median"] * 1000
     what = "`" + v["command"] + "`" + (" (a stand-in: the CLI has no `checkout` command yet)" if v["stand_in"] else "")
-    if pass_ms is None:
-        head = f"**Target (≤ 2× `pass show`): not measurable here** ({v['pass'].get('why')})."
+    agent_ms = v["agent"]["median"] * 1000 if v.get("agent") else None
+    if pass_ms is None or agent_ms is None:
+        why = v["pass"].get("why") if pass_ms is None else "no `checkout` command"
+        head = f"**Target (≤ 2× `pass show`): not measurable here** ({why})."
     else:
-        verdict = "met" if session_ms <= 2 * pass_ms else "not met"
+        verdict = "met" if agent_ms <= 2 * pass_ms else "not met"
         head = (
             f"**Target (≤ 2× `pass show`): {verdict}.** `pass show` takes {pass_ms:.0f} ms (gpg key "
-            f"{'/'.join(v['pass'].get('curves', []))}, agent warm); {what} with an unlocked keyring session "
-            f"takes {session_ms:.0f} ms, {session_ms / pass_ms:.1f}× pass."
+            f"{'/'.join(v['pass'].get('curves', []))}, gpg-agent warm); {what} while `credvault agent` holds the "
+            f"unlocked session takes {agent_ms:.0f} ms, {agent_ms / pass_ms:.1f}× pass. The command's entry point "
+            "(`cli/fast.py`) reads this one command line with the standard library alone and sends it over "
+            "the agent's socket; the agent runs the same audited `Vault.checkout` (one checkout event per run: see "
+            "the checks). The agent's own floor is a bare interpreter start plus an in-process checkout: "
+            f"{thin:.0f} + {inproc:.1f} ms."
         )
     return [
         head,
-        f"Where the {session_ms:.0f} ms go (medians of separate processes): the interpreter starts in "
-        f"{startup:.0f} ms (`python -c pass`); importing the {v['imported_modules']} top-level modules the command "
-        f"imports takes {imports:.0f} ms more ({main_only:.0f} ms of it is `import vault.cli.main` alone, before "
-        f"any command runs); the remaining {max(rest, 0):.0f} ms open the database, read the session and do the "
-        f"checkout (in-process a checkout takes {inproc:.1f} ms, see W1). Import time by package (self time "
-        f"under `-X importtime`): {tops}: SQLAlchemy and the ORM models dominate. With `--passphrase-file` every "
-        f"process also derives its key with Argon2id (64 MiB, t=3, p=4: {argon:.0f} ms here), so a run takes "
-        f"{file_ms:.0f} ms. A real desktop keyring adds its own import and backend detection "
-        f"({v['keyring']['median'] * 1000:.0f} ms for `import keyring; keyring.get_keyring()`, start-up included) "
-        "and a D-Bus round trip, which the file-backed test keyring does not pay.",
-        _what_would_meet(thin, inproc, pass_ms),
+        f"Without an agent, with an unlocked keyring session, the same command takes {session_ms:.0f} ms: the "
+        f"interpreter starts in {startup:.0f} ms (`python -c pass`); importing the {v['imported_modules']} top-level "
+        f"modules the command imports takes {imports:.0f} ms more ({main_only:.0f} ms of it is `import "
+        f"vault.cli.main` alone, before any command runs); the remaining {max(rest, 0):.0f} ms open the database, "
+        f"read the session and do the checkout (in-process a checkout takes {inproc:.1f} ms, see W1). Import time "
+        f"by package (self time under `-X importtime`): {tops}: SQLAlchemy and the ORM models dominate. With "
+        f"`--passphrase-file` every process also derives its key with Argon2id (64 MiB, t=3, p=4: {argon:.0f} ms "
+        f"here), so a run takes {file_ms:.0f} ms. A real desktop keyring adds its own import and backend "
+        f"detection ({v['keyring']['median'] * 1000:.0f} ms for `import keyring; keyring.get_keyring()`, start-up "
+        "included) and a D-Bus round trip, which the file-backed test keyring does not pay.",
     ]
-
-
-def _what_would_meet(thin: float, inproc: float, pass_ms: float | None) -> str:
-    agent = thin + inproc
-    text = (
-        "What would meet it: importing less only trims the import share; every process still pays the "
-        "interpreter, SQLAlchemy and `cryptography` before it can read one row. A resident agent, as gpg-agent "
-        "and ssh-agent do, would hold the unlocked session, the open database and the warm caches (and keep the "
-        "private keys out of the keyring, in the agent's memory only); each command would then cost a client's "
-        f"start plus one in-process checkout ({inproc:.1f} ms). With a thin Python client that imports only the "
-        f"standard library (a `python -I -S` start with `socket`: {thin:.0f} ms here) that is about {agent:.0f} ms"
-    )
-    if pass_ms is None:
-        return text + "."
-    text += f", {agent / pass_ms:.1f}× pass"
-    if agent <= 2 * pass_ms:
-        return text + ": within the target."
-    budget = 2 * pass_ms - inproc
-    return text + (
-        f": still over 2× on this machine. Meeting it needs, besides the agent, a client that starts in under "
-        f"{max(budget, 0):.0f} ms (a small compiled client, or the agent answering a shell function over its "
-        "socket)" + ("" if budget > 0 else ", and a faster in-process checkout (W1)") + "."
-    )

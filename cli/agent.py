@@ -1,0 +1,131 @@
+"""The resident agent: ``credvault agent start | status | stop``.
+
+``agent start`` unlocks once (a hidden prompt or ``--passphrase-file``) into a
+background process that holds the session in memory, without the OS keyring; while it
+runs, ``credvault checkout`` asks it over a private Unix socket instead of opening the
+database and the keys itself (see ``vault/service/agent.py``). Every checkout is still
+an audited ``Vault.checkout`` with its reason. ``credvault lock`` stops it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from vault.errors import ConfigurationError
+from vault.service import agent as agent_service
+from vault.service import config
+
+from .context import AppContext, pass_app
+from .engineers import PASSPHRASE_FILE
+from .output import echo_json, when
+
+
+@click.group("agent")
+def agent() -> None:
+    """Keep your unlocked session in a background agent, for fast checkouts.
+
+    \b
+    Example:
+      credvault agent start --ttl 8h
+      credvault checkout acme/fw01-admin -r T-1234
+      credvault agent stop
+    """
+
+
+@agent.command("start")
+@click.option(
+    "--ttl", metavar="DURATION", help="How long the agent lives (default CREDVAULT_SESSION_TTL or 15m; at most 12h)."
+)
+@PASSPHRASE_FILE
+@pass_app
+def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> None:
+    """Unlock once and start the agent; checkouts then go through it.
+
+    The agent keeps your keys in its memory only, answers only your own user on a
+    socket in a private directory, and ends when its time is up, at `agent stop` or at
+    `credvault lock`.
+
+    \b
+    Example:
+      credvault agent start --ttl 4h
+    """
+    name = app.require_engineer()
+    lifetime = app.session_ttl(ttl)
+    url = app.db_url()
+    path = agent_service.socket_path(url, name)
+    running = _ping(path)
+    if running is not None:
+        click.echo(f"An agent for {name} is already running, until {_until(running)}.")
+        return
+    passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
+    answer = agent_service.start(url, name, passphrase, lifetime)
+    local = config.LocalConfig.load()
+    local.engineer, local.db_url = name, local.db_url or url
+    local.save()
+    click.echo(f"Started the agent for {name} until {_until(answer)}; `credvault agent stop` ends it.")
+
+
+@agent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Say whether an agent runs for the selected engineer, and until when.
+
+    \b
+    Example:
+      credvault agent status
+    """
+    name = app.require_engineer()
+    running = _ping(agent_service.socket_path(app.db_url(), name))
+    if as_json:
+        echo_json({"engineer": name, "running": running is not None, "expires_at": (running or {}).get("expires_at")})
+    elif running is None:
+        click.echo(f"No agent runs for {name}.")
+    else:
+        click.echo(f"The agent for {name} runs until {_until(running)}.")
+
+
+@agent.command("stop")
+@pass_app
+def stop(app: AppContext) -> None:
+    """Stop the selected engineer's agent (its keys go with it).
+
+    \b
+    Example:
+      credvault agent stop
+    """
+    name = app.require_engineer()
+    if stop_agent(app, name):
+        click.echo(f"Stopped the agent for {name}.")
+    else:
+        click.echo(f"No agent runs for {name}.")
+
+
+def stop_agent(app: AppContext, name: str) -> bool:
+    """Stop the agent of ``name`` on the selected database; True if one answered."""
+    try:
+        path = agent_service.socket_path(app.db_url(), name)
+    except ConfigurationError:
+        return False  # no usable private directory: no agent can be running there
+    try:
+        agent_service.request(path, {"op": "stop"}, timeout=agent_service.CONNECT_TIMEOUT)
+    except agent_service.AgentAbsent:
+        return False
+    return True
+
+
+def _ping(path: Path) -> dict[str, object] | None:
+    try:
+        return agent_service.request(path, {"op": "ping"}, timeout=agent_service.CONNECT_TIMEOUT)
+    except agent_service.AgentAbsent:
+        return None
+
+
+def _until(answer: dict[str, object]) -> str:
+    return when(dt.datetime.fromisoformat(str(answer["expires_at"])))
+
+
+COMMANDS = [agent]

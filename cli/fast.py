@@ -1,0 +1,168 @@
+"""The console-script entry point, with a fast path for checkouts through a running agent.
+
+``credvault checkout REF --reason TEXT --show`` (or ``--json``) while the engineer's
+agent runs needs none of click, SQLAlchemy or cryptography: only the socket request
+and the same output the click command prints. This module parses that one command
+line strictly, with the standard library alone, and hands *everything else* to the
+click CLI (``vault.cli.main``): another command, any option it does not know, an
+option given twice, ``--help``, the clipboard, ``--passphrase-file``, no agent
+running. Whatever it cannot do exactly as the click command would, it leaves to it;
+``tests/cli/test_fast.py`` runs both on the same command lines and compares them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+
+PROG = "credvault"
+USAGE_HINT = "see the command's --help for what it accepts"  # as vault.cli.errors.USAGE_HINT
+GLOBAL_OPTIONS = {"--db": "db", "--as": "as_engineer"}
+CHECKOUT_OPTIONS = {
+    "--reason": "reason",
+    "-r": "reason",
+    "--field": "field",
+    "--for": "hold_for",
+    "--version": "version",
+}
+CHECKOUT_FLAGS = {"--show": "show", "--json": "as_json"}
+
+
+@dataclass
+class Checkout:
+    """One ``checkout`` command line, as the click command would read it."""
+
+    db: str | None = None
+    as_engineer: str | None = None
+    ref: str | None = None
+    reason: str | None = None
+    field: str = "password"
+    hold_for: str | None = None
+    version: int | None = None
+    show: bool = False
+    as_json: bool = False
+
+
+def parse(argv: list[str]) -> Checkout | None:
+    """The checkout that ``argv`` asks for, or None if the click CLI should read it."""
+    found = Checkout()
+    seen: set[str] = set()
+    args = list(argv)
+    while args and args[0] != "checkout":  # global options come before the command
+        name, value, args = _option(args, GLOBAL_OPTIONS)
+        if name is None or name in seen:
+            return None
+        seen.add(name)
+        setattr(found, name, value)
+    if not args:
+        return None
+    args = args[1:]
+    while args:
+        if args[0] in CHECKOUT_FLAGS:
+            name = CHECKOUT_FLAGS[args[0]]
+            if name in seen:
+                return None
+            seen.add(name)
+            setattr(found, name, True)
+            args = args[1:]
+        elif not args[0].startswith("-") and found.ref is None:
+            found.ref, args = args[0], args[1:]
+        else:
+            name, value, args = _option(args, CHECKOUT_OPTIONS)
+            if name is None or name in seen or value is None:
+                return None
+            seen.add(name)
+            if name == "version":
+                if not value.isascii() or not value.isdigit():
+                    return None  # click says why
+                found.version = int(value)
+            else:
+                setattr(found, name, value)
+    if found.ref is None or not (found.show or found.as_json):
+        return None  # a missing argument (click's usage error) or the clipboard
+    return found
+
+
+def _option(args: list[str], known: dict[str, str]) -> tuple[str | None, str | None, list[str]]:
+    """(attribute, value, rest) for ``--opt VALUE`` or ``--opt=VALUE`` at the front of ``args``."""
+    head = args[0]
+    flag, eq, inline = head.partition("=")
+    if flag not in known or (eq and not flag.startswith("--")):
+        return None, None, args
+    if eq:
+        return known[flag], inline, args[1:]
+    if len(args) < 2 or (args[1].startswith("-") and args[1] != "-"):
+        return None, None, args  # no value: click reports it
+    return known[flag], args[1], args[2:]
+
+
+def via_agent(order: Checkout) -> int | None:
+    """Run ``order`` through the engineer's agent; the exit status, or None if none runs."""
+    from vault import errors
+    from vault.service import agent, config
+
+    try:
+        name = config.resolve_engineer(order.as_engineer)
+        if not name:
+            return None
+        path = agent.socket_path(config.resolve_db_url(order.db), name)
+        if not path.exists():
+            return None
+        message = {
+            "op": "checkout",
+            "ref": order.ref,
+            "reason": order.reason,
+            "field": order.field,
+            "version": order.version,
+            "hold_for": order.hold_for,
+        }
+        answer = agent.request(path, message)
+    except agent.AgentAbsent:
+        return None
+    except errors.ConfigurationError:
+        return None  # the click CLI says it with its full context
+    except errors.VaultError as error:
+        _report(str(error), error.hint or (USAGE_HINT if isinstance(error, errors.InvalidInput) else ""))
+        return 1
+    _print(order, answer)
+    return 0
+
+
+def _print(order: Checkout, answer: dict[str, object]) -> None:
+    """What ``vault.cli.access.checkout`` prints for --json and --show."""
+    expires = answer.get("expires_at")
+    until = dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None
+    if order.as_json:
+        fields = ("ref", "field", "version", "value", "expires_at", "must_change")
+        sys.stdout.write(json.dumps({k: answer.get(k) for k in fields}, indent=2, ensure_ascii=True) + "\n")
+        return
+    sys.stdout.write(f"{answer['value']}\n")
+    if until is not None:
+        shown = until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        sys.stderr.write(f"Checked out until {shown}; run `credvault checkin {answer['ref']}` when done.\n")
+    if answer.get("must_change") is True:
+        sys.stderr.write("This client rotates after checkout: store a new value at check-in (--generate).\n")
+
+
+def _report(message: str, hint: str) -> None:
+    def printable(text: str) -> str:  # as vault.cli.errors.printable
+        return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+    sys.stderr.write(f"{PROG}: error: {printable(message)}\n")
+    if hint:
+        sys.stderr.write(f"hint: {printable(hint)}\n")
+
+
+def main() -> None:
+    """Console-script entry point: the agent fast path, else the click CLI."""
+    order = parse(sys.argv[1:])
+    if order is not None:
+        status = via_agent(order)
+        if status is not None:
+            sys.stdout.flush()
+            sys.exit(status)
+    from .main import main as click_main
+
+    click_main()

@@ -1,0 +1,156 @@
+"""`credvault agent start | status | stop`, and checkouts through a real agent process.
+
+The agent is a real background process (`python -m vault.service.agent`); the session
+keyring of these tests is empty, so a checkout that succeeds without --passphrase-file
+can only have gone through the agent. What was recorded is checked through the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
+from sqlalchemy import func, select
+
+from vault.service import agent
+from vault.storage import models as m
+
+PASSWORD = "fw-Passw0rd-stdin"
+
+
+@pytest.fixture
+def short_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cvag") as tmp:
+        monkeypatch.setenv("CREDVAULT_HOME", tmp)
+        yield Path(tmp)
+
+
+@pytest.fixture
+def vault_ws(workspace: Workspace, short_home: Path, fake_keyring: object) -> Iterator[Workspace]:
+    """acme/fw01-admin, the admin's keyring session dropped; any agent is killed at the end."""
+    workspace.init()
+    ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
+    ok(
+        workspace.admin(
+            "secret", "add", "acme/fw01-admin", "--kind", "equipment", "--password-stdin", input=PASSWORD + "\n"
+        )
+    )
+    ok(workspace.admin("lock"))
+    yield workspace
+    path = agent.socket_path(workspace.url, ADMIN)
+    with contextlib.suppress(agent.AgentAbsent):
+        agent.request(path, {"op": "stop"})
+
+
+def _checkouts(ws: Workspace) -> int:
+    vault = ws.library(ADMIN)
+    try:
+        with vault.store.transaction() as s:
+            query = select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == "checkout")
+            return int(s.scalar(query))
+    finally:
+        vault.close()
+
+
+def test_start_checkout_status_stop(vault_ws: Workspace) -> None:
+    ws = vault_ws
+    # Without an agent and without a keyring session, a checkout is refused (locked).
+    assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
+    started = ok(ws.admin("agent", "start", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert "Started the agent for root until" in started.stdout
+    assert ADMIN_PASS not in started.output
+    path = agent.socket_path(ws.url, ADMIN)
+    assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
+    before = _checkouts(ws)
+    shown = ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"))
+    assert shown.stdout == PASSWORD + "\n"
+    as_json = json.loads(ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-2", "--json", "--for", "1h")).stdout)
+    assert as_json["value"] == PASSWORD and as_json["version"] == 1 and as_json["expires_at"]
+    assert _checkouts(ws) == before + 2  # each one on record, like any checkout
+    status = json.loads(ok(ws.admin("agent", "status", "--json")).stdout)
+    assert status["running"] is True and status["engineer"] == ADMIN
+    again = ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert "already running" in again.stdout
+    assert "Stopped the agent for root." in ok(ws.admin("agent", "stop")).stdout
+    assert "No agent runs for root." in ok(ws.admin("agent", "status")).stdout
+    assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-3", "--show"), PASSWORD)
+    assert _checkouts(ws) == before + 2
+
+
+def test_errors_through_the_agent_follow_the_error_contract(vault_ws: Workspace) -> None:
+    ws = vault_ws
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    missing = ws.admin("checkout", "acme/nope", "-r", "T-1", "--show")
+    assert_clean_error(missing, PASSWORD)
+    assert "no secret 'acme/nope'" in missing.stderr
+    no_reason = ws.admin("checkout", "acme/fw01-admin", "--show")
+    assert_clean_error(no_reason, PASSWORD)
+    assert "requires a reason" in no_reason.stderr
+    bad_length = ws.admin("checkout", "acme/fw01-admin", "-r", "x", "--show", "--for", "9y")
+    assert_clean_error(bad_length, PASSWORD)
+    assert _checkouts(ws) == 0
+
+
+def test_wrong_passphrase_starts_nothing(vault_ws: Workspace) -> None:
+    ws = vault_ws
+    wrong = ws.tmp / "wrong.pass"
+    wrong.write_text("not the passphrase\n", encoding="utf-8")
+    result = ws.admin("agent", "start", "--passphrase-file", str(wrong))
+    assert_clean_error(result, ADMIN_PASS)
+    assert "No agent runs" in ok(ws.admin("agent", "status")).stdout
+    assert not agent.socket_path(ws.url, ADMIN).exists()
+
+
+def test_lock_stops_the_agent(vault_ws: Workspace) -> None:
+    ws = vault_ws
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    pid = _agent_pid(ws)
+    locked = ok(ws.admin("lock"))
+    assert "Stopped the agent for root." in locked.stdout
+    assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
+    _wait_gone(pid)
+
+
+def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
+    """SIGKILL leaves a stale socket file: the CLI falls back and a new agent replaces it."""
+    ws = vault_ws
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    pid = _agent_pid(ws)
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    assert agent.socket_path(ws.url, ADMIN).exists()  # stale
+    # No agent and no keyring session: the ordinary clean "locked" error, not a socket error.
+    assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
+    # With --passphrase-file the command unlocks for itself and never asks the agent.
+    own = ok(
+        ws.admin("--passphrase-file", ws.passfiles[ADMIN], "checkout", "acme/fw01-admin", "-r", "T-1", "--show")
+    )
+    assert own.stdout == PASSWORD + "\n"
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-2", "--show")).stdout == PASSWORD + "\n"
+
+
+def _agent_pid(ws: Workspace) -> int:
+    return int(agent.request(agent.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
+
+
+def _wait_gone(pid: int) -> None:
+    import time
+
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):  # reap it: the agent is our child until it ends
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    raise AssertionError(f"agent {pid} still runs")
