@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
-from vault.errors import CheckoutConflict, NotFound, StoreUnavailable, VaultError
+from vault.errors import CheckoutConflict, NotFound, VaultError
 from vault.service.sessions import MemorySessionStore
 
 # CheckoutConflict: another engineer holds the exclusive checkout (checkout, reveal, update);
@@ -44,11 +44,6 @@ EXPECTED: dict[str, tuple[type[VaultError], ...]] = {
     "update": (CheckoutConflict,),
     "revoke": (NotFound,),
 }
-# A known library bug, counted apart (see test_two_updates_of_one_secret_at_once_both_land in
-# tests/service/test_retry.py): on PostgreSQL two writers of the same new row (a secret's next
-# version, a grant's sealed key copy) meet a unique violation, which is refused as this
-# StoreUnavailable instead of being retried like a ConcurrentChange.
-RACED = "another change may have raced it"
 
 
 class Worker:
@@ -75,11 +70,6 @@ class Worker:
             return True, call()
         except EXPECTED.get(op, ()) as error:
             self.expected[f"{op}:{type(error).__name__}"] += 1
-        except StoreUnavailable as error:
-            if op in ("update", "grant") and RACED in str(error):
-                self.expected[f"{op}:raced (not retried)"] += 1
-            else:
-                self.unexpected.append(f"{op}: {traceback.format_exc()}")
         except Exception:  # reported to the test, which fails on any
             self.unexpected.append(f"{op}: {traceback.format_exc()}")
         return False, None

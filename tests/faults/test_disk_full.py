@@ -368,11 +368,6 @@ def test_the_cli_on_a_full_disk_exits_with_a_clear_error_and_prints_no_secret(di
 # -- a disk that was full before the vault was opened -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: SQLite reports SQLITE_IOERR_SHMSIZE ('disk I/O error') when it cannot size the "
-    "WAL index on a full disk; _describe calls that 'unreachable or failed', not 'the disk is full'",
-)
 def test_a_vault_opened_on_a_disk_that_is_already_full_says_the_disk_is_full(small_fs):
     """Every CLI command opens the vault afresh; when the last one closed it, SQLite removed
     the WAL and its index, and on a full disk the index cannot be made again."""
@@ -456,11 +451,6 @@ def test_a_vault_on_a_read_only_filesystem_fails_closed_reads_with_an_immutable_
     _assert_intact(disk, admin)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: on a read-only filesystem SQLite says SQLITE_CANTOPEN and _describe says 'the database "
-    "file cannot be opened', not that it is read-only (nor how to read it: ?mode=ro&immutable=1&uri=true)",
-)
 def test_a_vault_on_a_read_only_filesystem_says_it_is_read_only(small_fs):
     disk, _counts_before, _head, sessions = _read_only_vault(small_fs)
     try:

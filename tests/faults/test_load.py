@@ -18,11 +18,10 @@ Every call that returns is acknowledged in a file with what it wrote or read. Th
 * audit sequence numbers are contiguous and ``verify_audit`` passes;
 * no worker met an unexpected exception; retries (``Vault.retries``) are reported.
 
-Refusals counted, not failed: ``CheckoutConflict`` (exclusive client), ``NotFound`` (a
-revoke that another admin's revoke beat), and the StoreUnavailable "another change may
-have raced it" of two writers of one new row on PostgreSQL — a known bug (not retried;
-see the strict xfail ``test_two_updates_of_one_secret_at_once_both_land``), reported as
-``update:raced`` so that its rate is visible.
+Refusals counted, not failed: ``CheckoutConflict`` (exclusive client) and ``NotFound`` (a
+revoke that another admin's revoke beat). Two writers of one new row on PostgreSQL (the
+next version of a secret) used to refuse one of them; the loser is now retried as a
+``ConcurrentChange`` (``tests/service/test_retry.py``), so any refusal is a failure.
 
 The default run is 6 workers for 8 s; ``-m slow`` runs 32 workers for 60 s. Throughput
 and retries are printed (``pytest -s`` shows them). The test needs PostgreSQL: it is

@@ -11,8 +11,9 @@
   through and nothing was written; a nested public call does not multiply the attempts;
   a checkout that loses is retried (never ``AuditUnavailable``) and reveals nothing of
   the attempt that lost.
-* Two races on PostgreSQL that retries do not cover (strict xfails, library bugs; each
-  passes on SQLite): two updates of one secret, and a revoke racing a re-grant.
+* Two races on PostgreSQL that retries alone did not cover (library bugs found here,
+  fixed: a unique violation is a ``ConcurrentChange``; grant and revoke lock the
+  engineer's row): two updates of one secret, and a revoke racing a re-grant.
 * A SQLite "database is locked" stays ``StoreUnavailable`` and is not retried.
 """
 
@@ -474,13 +475,6 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     reports as StoreUnavailable ("another change may have raced it") rather than as a
     ConcurrentChange that ``retried`` would have run again: an engineer's update is
     refused under ordinary contention."""
-    if shared.url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="library bug: on PostgreSQL a lost race for a secret's next version is refused, not retried",
-            )
-        )
     client = shared.client()
     ref = f"{client}/fw01"
     shared.admin.add_secret(ref, password=FIRST)
@@ -526,13 +520,6 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
     COMMITTED) B's revoke, decided on the rows it read before waiting, revokes only the
     old grant and deletes the key copy A has just re-sealed: the log says grant, revoke,
     yet the new grant is live, and it opens nothing."""
-    if shared.url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="library bug: on PostgreSQL a revoke racing a grant leaves a live grant without its key",
-            )
-        )
     client = shared.client()
     ref = f"{client}/fw01"
     shared.admin.add_secret(ref, password=FIRST)

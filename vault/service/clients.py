@@ -202,6 +202,7 @@ class ClientOps(JournalOps):
         with self.store.transaction() as s:
             admin = self._my_admin_row(s)
             target = self._engineer_row(s, engineer)
+            _lock_grants_of(s, target)
             self._verify_certificate(s, target)  # a swapped public key is refused here
             if target.status != ACTIVE:
                 raise InvalidInput(f"engineer {engineer!r} is {target.status}, not active")
@@ -244,6 +245,7 @@ class ClientOps(JournalOps):
         with self.store.transaction() as s:
             self._my_admin_row(s)
             target = self._engineer_row(s, engineer)
+            _lock_grants_of(s, target)
             row = self._client(s, client)
             grants = s.scalars(
                 select(m.Grant).where(
@@ -348,3 +350,12 @@ class ClientOps(JournalOps):
         else:
             state = "active"
         return GrantInfo(engineer.name, self._slug(s, client), admin.name, grant.created_at, until, state)
+
+
+def _lock_grants_of(s: Session, engineer: m.Engineer) -> None:
+    """Serialise grant changes for one engineer: on PostgreSQL (READ COMMITTED) a grant and a
+    revoke that overlap would otherwise each act on the grant rows they read before the other
+    committed (a revoke could delete the key copy of a grant it never saw). The row lock makes
+    the second wait, and its next statements see what the first committed. SQLite's writer
+    lock (BEGIN IMMEDIATE) already serialises them; FOR UPDATE is a no-op there."""
+    s.execute(select(m.Engineer.id).where(m.Engineer.id == engineer.id).with_for_update())

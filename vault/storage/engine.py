@@ -9,6 +9,7 @@ Driver errors about reachability, locking, disk space or permissions become
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ from vault.errors import ConcurrentChange, ConfigurationError, StoreUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
-SERIALIZATION_FAILURE, DEADLOCK_DETECTED = "40001", "40P01"
+SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -96,8 +97,13 @@ class Store:
                 raise ConcurrentChange(
                     "a concurrent change made the database abort this one: nothing was changed"
                 ) from None
-            raise StoreUnavailable(_describe(error)) from None
-        except exc.IntegrityError:
+            raise _unavailable(error, self.engine) from None
+        except exc.IntegrityError as error:
+            if _sqlstate(error) == UNIQUE_VIOLATION:
+                # PostgreSQL, READ COMMITTED: a concurrent transaction committed the same key
+                # first (the next version of a secret, a client of the same name). Running the
+                # unit of work again reads what it committed and decides afresh.
+                raise ConcurrentChange("a concurrent change wrote the same row first: nothing was changed") from None
             raise StoreUnavailable(
                 "the database refused the change (another change may have raced it): nothing was changed",
                 hint="try again",
@@ -112,11 +118,51 @@ def _sqlstate(error: exc.DBAPIError) -> str | None:
     return state if isinstance(state, str) else None
 
 
+DISK_FULL = "53100"  # PostgreSQL's disk_full
+NEARLY_FULL_BYTES = 1 << 20
+READ_ONLY_HINT = "to read it anyway, open it read-only: --db 'sqlite:///file:PATH?mode=ro&immutable=1&uri=true'"
+
+
+def _unavailable(error: exc.DBAPIError, engine: Engine) -> StoreUnavailable:
+    """The clear error for a driver failure: from its text, and for SQLite also from the
+    state of the file system that holds the database, because SQLite reports a full or
+    read-only disk under several names ("disk I/O error" when the WAL index cannot grow,
+    "unable to open" when the WAL cannot be created)."""
+    message = _describe(error)
+    if is_sqlite(engine) and message.endswith(("failed: nothing was changed", "cannot be opened")):
+        state = _sqlite_filesystem(engine)
+        if state == "read-only":
+            return StoreUnavailable(
+                "the database is on a read-only file system: nothing was changed", hint=READ_ONLY_HINT
+            )
+        if state == "full":
+            return StoreUnavailable("the disk is full: nothing was changed", hint="free some space and try again")
+    if message.startswith("the disk is full"):
+        return StoreUnavailable(message, hint="free some space and try again")
+    return StoreUnavailable(message)
+
+
+def _sqlite_filesystem(engine: Engine) -> str | None:
+    """ "read-only" or "full" for the file system of a SQLite database file, else None."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        stats = os.statvfs(Path(database).expanduser().resolve().parent)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES:
+        return "full"
+    return None
+
+
 def _describe(error: exc.DBAPIError) -> str:
     text = str(error.orig).lower() if error.orig is not None else ""
     if "readonly" in text or "read-only" in text or "read only" in text or "read_only" in text:
         return "the database is read-only: nothing was changed"
-    if "disk" in text and "full" in text:
+    if ("disk" in text and "full" in text) or "no space left" in text or _sqlstate(error) == DISK_FULL:
         return "the disk is full: nothing was changed"
     if "locked" in text or "busy" in text:
         return "the database is busy (locked by another process): nothing was changed"
@@ -147,7 +193,7 @@ def upgrade(store: Store, revision: str = "head") -> None:
     try:
         command.upgrade(_alembic_config(store.engine), revision)
     except exc.OperationalError as error:
-        raise StoreUnavailable(_describe(error)) from None
+        raise _unavailable(error, store.engine) from None
 
 
 def current_revision(store: Store) -> str | None:
@@ -157,4 +203,4 @@ def current_revision(store: Store) -> str | None:
         with store.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except exc.OperationalError as error:
-        raise StoreUnavailable(_describe(error)) from None
+        raise _unavailable(error, store.engine) from None
