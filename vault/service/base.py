@@ -10,7 +10,7 @@ of this object only.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from vault.errors import (
     StoreUnavailable,
     UntrustedRecord,
 )
+from vault.service.rows import EngineerRecord, GrantRecord, HasId, KeyCache
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -95,7 +96,8 @@ class VaultBase:
         self._kdf_params = kdf_params
         self._session: UnlockedSession | None = None
         self._vault_id: bytes | None = None
-        self._client_keys: dict[tuple[int, int], bytes] = {}
+        self._client_keys = KeyCache()
+        self._sealing_public: tuple[bytes, bytes] | None = None  # (private, public) of the session
         self._slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
         self._cursors: dict[int, tuple[int, int]] = {}  # rotation id -> last re-wrapped (secret id, version)
         self._root: RootBundle | None = None
@@ -112,12 +114,16 @@ class VaultBase:
     # -- vault identity -----------------------------------------------------------
 
     def _info(self, s: Session) -> m.VaultInfo:
-        info = s.get(m.VaultInfo, 1)
+        """The vault_info row, read once per transaction (held in ``s.info``: the identity map is weak)."""
+        info: m.VaultInfo | None = s.info.get("vault_info")
         if info is None:
-            raise StoreUnavailable(
-                "this database holds no vault",
-                hint="run `credvault init --admin NAME` first, or check --db / CREDVAULT_DB",
-            )
+            info = s.get(m.VaultInfo, 1)
+            if info is None:
+                raise StoreUnavailable(
+                    "this database holds no vault",
+                    hint="run `credvault init --admin NAME` first, or check --db / CREDVAULT_DB",
+                )
+            s.info["vault_info"] = info
         self._vault_id = info.vault_id
         return info
 
@@ -149,20 +155,37 @@ class VaultBase:
         """The acting engineer's row, with its certificate verified and matching the session."""
         me = self._me()
         info = self._info(s)
-        if info.org_signing_public != me.org_signing_public:
-            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        self._check_pin(me, info.org_signing_public)
         row = s.get(m.Engineer, me.engineer_id)
+        self._check_me(s, me, row)
+        assert row is not None
+        return row
+
+    @staticmethod
+    def _check_pin(me: UnlockedSession, org_signing_public: bytes) -> None:
+        if org_signing_public != me.org_signing_public:
+            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+
+    def _check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
+        """The acting engineer's row (ORM or plain): present, certified, active, with the session's keys."""
         if row is None or row.name != me.name:
             raise Locked(f"engineer {me.name!r} no longer exists in this vault")
         self._verify_certificate(s, row)
         if row.status != ACTIVE:
             raise AccessDenied(f"the account of {me.name!r} is {row.status}", hint="ask an admin")
-        if row.key_generation != me.key_generation or row.sealing_public != sealing.KeyPair(me.sealing_private).public:
+        if row.key_generation != me.key_generation or row.sealing_public != self._session_sealing_public(me):
             raise Locked(
                 f"the keys of {me.name!r} have changed since this session was unlocked",
                 hint="run `credvault unlock` again",
             )
-        return row
+
+    def _session_sealing_public(self, me: UnlockedSession) -> bytes:
+        """The X25519 public key of the session's private key (derived once per session object)."""
+        cached = self._sealing_public
+        if cached is None or cached[0] is not me.sealing_private:
+            cached = (me.sealing_private, sealing.KeyPair(me.sealing_private).public)
+            self._sealing_public = cached
+        return cached[1]
 
     def _my_admin_row(self, s: Session) -> m.Engineer:
         row = self._my_row(s)
@@ -185,7 +208,7 @@ class VaultBase:
             return self._session.org_signing_public
         return self._info(s).org_signing_public
 
-    def _certificate_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
+    def _certificate_fields(self, s: Session, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
         return (
             self._vid(s),
             row.id,
@@ -198,7 +221,7 @@ class VaultBase:
             row.certified_at,
         )
 
-    def _verify_certificate(self, s: Session, row: m.Engineer) -> None:
+    def _verify_certificate(self, s: Session, row: EngineerRecord) -> None:
         if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
             raise UntrustedRecord(
                 f"engineer {row.name!r} has no confirmed keys", hint="an admin must run `credvault engineer confirm`"
@@ -250,8 +273,11 @@ class VaultBase:
         )
         return key.signing_public
 
-    def _verified_admin(self, s: Session, engineer_id: int) -> m.Engineer:
-        row = s.get(m.Engineer, engineer_id)
+    def _verified_admin(self, s: Session, engineer_id: int) -> EngineerRecord:
+        return self._check_admin(s, s.get(m.Engineer, engineer_id))
+
+    def _check_admin(self, s: Session, row: EngineerRecord | None) -> EngineerRecord:
+        """The signer of a record (ORM or plain row): certified, an admin, active."""
         if row is None:
             raise UntrustedRecord("a record is signed by an unknown engineer")
         self._verify_certificate(s, row)
@@ -274,7 +300,7 @@ class VaultBase:
         )
 
     def _grant_fields(
-        self, s: Session, grant: m.Grant, sealing_public: bytes | None
+        self, s: Session, grant: GrantRecord, sealing_public: bytes | None
     ) -> tuple[signing.ContextItem, ...]:
         return (
             self._vid(s),
@@ -286,8 +312,11 @@ class VaultBase:
             grant.until or 0,
         )
 
-    def _verify_grant(self, s: Session, grant: m.Grant, engineer: m.Engineer) -> None:
-        admin = self._verified_admin(s, grant.granted_by)
+    def _verify_grant(
+        self, s: Session, grant: GrantRecord, engineer: EngineerRecord, signer: EngineerRecord | None = None
+    ) -> None:
+        """The grant's signature, by an active admin: ``signer`` (their row, already checked) or looked up."""
+        admin = signer if signer is not None else self._verified_admin(s, grant.granted_by)
         assert admin.signing_public is not None
         signing.verify(
             admin.signing_public,
@@ -364,14 +393,29 @@ class VaultBase:
             .where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None))
             .order_by(m.Grant.id.desc())
         ).all()
+        return grants[self._first_valid_grant(s, grants, engineer, [None] * len(grants))]
+
+    def _first_valid_grant(
+        self,
+        s: Session,
+        grants: Sequence[GrantRecord],
+        engineer: EngineerRecord,
+        signers: Sequence[EngineerRecord | None],
+    ) -> int:
+        """The index of the newest unexpired grant; every grant up to it must verify.
+
+        ``signers`` are the signers' rows when the caller fetched them with the grants
+        (each is checked here), or None to look each one up.
+        """
         if not grants:
             raise NotFound("no such client, or you hold no grant for it")
         now = epoch(self.clock())
         expired = None
-        for grant in grants:
-            self._verify_grant(s, grant, engineer)
+        for index, grant in enumerate(grants):
+            signer = signers[index]
+            self._verify_grant(s, grant, engineer, self._check_admin(s, signer) if signer is not None else None)
             if grant.until is None or grant.until > now:
-                return grant
+                return index
             expired = grant
         assert expired is not None and expired.until is not None
         until = dt.datetime.fromtimestamp(expired.until, dt.UTC).isoformat(timespec="minutes")
@@ -419,6 +463,18 @@ class VaultBase:
                 hint="rotate the client key: `credvault rotate client SLUG`",
             )
 
-    def _client_field(self, s: Session, client: m.Client, blob: bytes, purpose: str) -> bytes:
+    def _client_field(self, s: Session, client: HasId, blob: bytes, purpose: str) -> bytes:
+        """A client field, decrypted once per exact (key, blob): the result is a pure function of both."""
         version = blobs.blob_key_version(blob)
-        return blobs.decrypt_client_field(self._client_key(s, client.id, version), version, blob, client.id, purpose)
+        key = self._client_key(s, client.id, version)
+        slot = (client.id, version)
+        if self._client_keys.get(slot) is not key:
+            return blobs.decrypt_client_field(key, version, blob, client.id, purpose)
+        opened = self._client_keys.fields.setdefault(slot, {})
+        value = opened.get((blob, purpose))
+        if value is None:
+            value = blobs.decrypt_client_field(key, version, blob, client.id, purpose)
+            if len(opened) >= 16:  # a few purposes per key; a bound against churn
+                opened.clear()
+            opened[(blob, purpose)] = value
+        return value

@@ -12,11 +12,14 @@ exactly one wins and the other gets ``CheckoutConflict`` naming the holder.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG, LABEL_TAG_SECRET_NAME
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -25,15 +28,32 @@ from vault.errors import (
     InvalidInput,
     NotFound,
     StoreUnavailable,
+    VaultError,
 )
-from vault.service import validation
+from vault.service import rows, validation
 from vault.service.base import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.records import CheckoutInfo, PolicyInfo, Revealed, SecretInfo
+from vault.service.rows import EngineerRecord, HasId, PolicyRecord, SecretRecord, VersionRecord
 from vault.service.secrets import METADATA_FIELDS, SecretOps
 from vault.storage import models as m
 
 MAX_REASON = 500
+
+
+class _Target(NamedTuple):
+    """What a checkout acts on, as ORM objects or plain rows, every check on them made."""
+
+    vault_id: bytes
+    head: tuple[int, bytes] | None  # the audit head, when read under the write lock already
+    me: EngineerRecord
+    client: HasId
+    audit_keys_blob: bytes
+    secret: SecretRecord
+    must_change: bool
+    slug: str
+    policy: PolicyRecord
+    version: VersionRecord | None  # None: read it after the holds are known
 
 
 class CheckoutOps(SecretOps):
@@ -144,12 +164,11 @@ class CheckoutOps(SecretOps):
         hold: bool,
         hold_for: dt.timedelta | None,
     ) -> Revealed:
-        me = self._my_row(s)
-        client, secret, slug = self._secret(s, ref)
-        policy = self._policy(s, client.id)
+        t = self._fast_target(s, ref, version) or self._target(s, ref)
+        me, secret, policy = t.me, t.secret, t.policy
         if policy.reason_required and not reason:
             raise InvalidInput(
-                f"client {slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
+                f"client {t.slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
             )
         now = self.clock()
         held = self._lock_and_find_holds(s, secret)
@@ -159,8 +178,8 @@ class CheckoutOps(SecretOps):
             who = s.get(m.Engineer, holder.engineer_id)
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
-        row = self._version(s, secret, version)
-        value = self._field_value(s, client, secret, row, field, ref)
+        row = t.version or self._version(s, secret, version)
+        value = self._field_value(s, t.client, secret, row, field, ref)
         expires = None
         details = {"field": field, "version": row.version, "reason": reason}
         action = "reveal"
@@ -171,42 +190,115 @@ class CheckoutOps(SecretOps):
             expires = now + length
             action = "checkout"
             details.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
-        event = self._append(s, action, client_id=client.id, secret_id=secret.id, details=details)
+        appending = rows.RowAppend(t.vault_id, t.head, t.client, t.audit_keys_blob)
+        seq = self._append(
+            s, action, client_id=t.client.id, secret_id=secret.id, details=details, actor=me, row=appending
+        )
+        conn = s.connection()
         if hold:
-            for mine in (c for c in held if c.engineer_id == me.id):
-                mine.released_at = now  # a new checkout by the same engineer replaces theirs
-            assert expires is not None
-            s.add(
-                m.Checkout(
-                    secret_id=secret.id,
-                    client_id=client.id,
-                    engineer_id=me.id,
-                    exclusive=policy.exclusive,
-                    event_seq=event.seq,
-                    started_at=now,
-                    expires_at=expires,
-                )
+            mine = [c.id for c in held if c.engineer_id == me.id]
+            if mine:  # a new checkout by the same engineer replaces theirs
+                conn.execute(rows.REPLACE, {"ids": mine, "at": now})
+            conn.execute(
+                rows.ADD_CHECKOUT,
+                {
+                    "secret_id": secret.id,
+                    "client_id": t.client.id,
+                    "engineer_id": me.id,
+                    "exclusive": policy.exclusive,
+                    "event_seq": seq,
+                    "started_at": now,
+                    "expires_at": expires,
+                },
             )
-        if policy.rotate_after_checkout and field == "password":
-            secret.must_change = True  # a plain reveal shows the password too
-        secret.last_used_at = now
-        return Revealed(ref, field, row.version, value, expires, secret.must_change)
+        flag = policy.rotate_after_checkout and field == "password"  # a plain reveal shows the password too
+        conn.execute(rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET, {"secret": secret.id, "at": now})
+        return Revealed(ref, field, row.version, value, expires, flag or t.must_change)
 
-    def _lock_and_find_holds(self, s: Session, secret: m.Secret) -> list[m.Checkout]:
-        s.execute(select(m.Secret.id).where(m.Secret.id == secret.id).with_for_update())
-        return list(
-            s.scalars(
-                select(m.Checkout).where(
-                    m.Checkout.secret_id == secret.id,
-                    m.Checkout.released_at.is_(None),
-                    m.Checkout.expires_at > self.clock(),
-                )
-            )
+    def _target(self, s: Session, ref: str) -> _Target:
+        """What a checkout acts on, found and checked through the ORM (the general path)."""
+        me = self._my_row(s)
+        client, secret, slug = self._secret(s, ref)
+        policy = self._policy(s, client.id)
+        if client.audit_keys_blob is None:
+            self._audit_ring(s, client)  # made on first use
+        assert client.audit_keys_blob is not None
+        tags = self._client_keys.tags
+        if len(tags) >= 4096:  # a guess per secret checked out; bounded
+            tags.clear()
+        tags[validation.secret_ref(ref)] = secret.name_tag
+        vault_id = self._info(s).vault_id
+        return _Target(
+            vault_id, None, me, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, None
         )
 
-    def _field_value(
-        self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion, field: str, ref: str
-    ) -> str:
+    def _fast_target(self, s: Session, ref: str, version: int | None) -> _Target | None:
+        """``_target`` in two or three Core statements, or None to take the general path.
+
+        Every check of the general path is made here on the rows read now (the engineer's
+        row, certificate, status and keys, the organisation key pin, the root-key version,
+        an engineer's grants and their signers); only what is a pure function of bytes
+        already verified is remembered (signatures, decrypted client fields), plus a guess
+        of the secret's name tag that is checked against the client's lookup key. Anything
+        unexpected, an error included, goes to the general path, which says what is wrong.
+        """
+        try:
+            slug, name = validation.secret_ref(ref)
+            tag = self._client_keys.tags.get((slug, name))
+            if tag is None:
+                return None
+            me = self._me()
+            conn = s.connection()
+            sqlite = conn.dialect.name == "sqlite"
+            found = conn.execute(rows.ME_AND_HEAD if sqlite else rows.ME, {"me": me.engineer_id}).first()
+            if found is None:
+                return None
+            self._vault_id = vault_id = found[0]
+            self._check_pin(me, found[1])
+            row = rows.EngineerRow._make(found[3 : rows.ME_WIDTH])
+            self._check_me(s, me, row)
+            params = {"tag": tag, "version": version or None}
+            if row.role == ROLE_ADMIN:
+                bundle = self._root
+                if bundle is None or bundle.version != found[2]:
+                    return None
+                params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+                target = conn.execute(rows.TARGET_BY_SLUG_TAG, params).first()
+            else:
+                client_id = self._slugs.get(slug)
+                if client_id is None:
+                    return None
+                n = rows.GRANT_WIDTH
+                grants = conn.execute(rows.GRANTS_OF, {"me": row.id, "client": client_id}).all()
+                signers = [None if g[n] is None else rows.EngineerRow._make(g[n:]) for g in grants]
+                self._first_valid_grant(s, [rows.GrantRow._make(g[:n]) for g in grants], row, signers)
+                params["client"] = client_id
+                target = conn.execute(rows.TARGET_BY_ID, params).first()
+            if target is None or target[rows.TARGET_SPLITS[1]] is None:
+                return None  # no such secret (or a stale guess), or a client without a policy row
+            a, b, c, d = rows.TARGET_SPLITS
+            client, secret = rows.ClientRow._make(target[:a]), rows.SecretRow._make(target[a:b])
+            lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+            if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
+                return None
+        except VaultError:
+            return None
+        policy = rows.PolicyRow._make(target[b:c])
+        row_version = None if target[c] is None else rows.VersionRow._make(target[c:d])
+        head = (found[-2], found[-1]) if sqlite else None
+        return _Target(
+            vault_id, head, row, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, row_version
+        )
+
+    def _lock_and_find_holds(self, s: Session, secret: HasId) -> Sequence[Row[Any, Any, Any, Any]]:
+        """The open checkouts of a secret, after locking its row (``FOR UPDATE`` on PostgreSQL;
+        on SQLite, BEGIN IMMEDIATE has already serialised writers)."""
+        conn = s.connection()
+        if conn.dialect.name != "sqlite":
+            conn.execute(rows.LOCK_SECRET, {"secret": secret.id})
+        return conn.execute(rows.HOLDS, {"secret": secret.id, "now": self.clock()}).all()
+
+    def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
         opened = self._open(s, client, secret, row)
         if field == "password":
             return self._password(client, secret, row, opened)
@@ -247,11 +339,11 @@ class CheckoutOps(SecretOps):
         with self.store.transaction() as s:
             me = self._my_row(s)
             client, secret, _slug = self._secret(s, ref)
-            mine = [c for c in self._lock_and_find_holds(s, secret) if c.engineer_id == me.id]
+            mine = [c.id for c in self._lock_and_find_holds(s, secret) if c.engineer_id == me.id]
             if not mine and new_password is None:
                 raise NotFound(f"you hold no checkout of {ref!r}")
-            for c in mine:
-                c.released_at, c.released_by = self.clock(), me.id
+            if mine:
+                s.connection().execute(rows.RELEASE, {"ids": mine, "at": self.clock(), "by": me.id})
             self._append(
                 s,
                 "checkin",
@@ -273,9 +365,9 @@ class CheckoutOps(SecretOps):
             held = self._lock_and_find_holds(s, secret)
             if not held:
                 raise NotFound(f"{ref!r} is not checked out")
+            s.connection().execute(rows.RELEASE, {"ids": [c.id for c in held], "at": self.clock(), "by": me.id})
             names = []
             for c in held:
-                c.released_at, c.released_by = self.clock(), me.id
                 who = s.get(m.Engineer, c.engineer_id)
                 names.append(who.name if who else "?")
             self._append(

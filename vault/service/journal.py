@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
 from vault.errors import DecryptionFailed
+from vault.service import rows
 from vault.service.base import VaultBase
+from vault.service.rows import EngineerRecord, HasId, RowAppend
 from vault.storage import models as m
 
 # Events that nobody can sign: no certified key exists for the actor at that moment.
@@ -34,6 +36,35 @@ def from_us(value: int) -> dt.datetime:
 class JournalOps(VaultBase):
     # -- appending ---------------------------------------------------------------------
 
+    @overload
+    def _append(
+        self,
+        s: Session,
+        action: str,
+        *,
+        client_id: int | None = ...,
+        secret_id: int | None = ...,
+        details: dict[str, Any] | None = ...,
+        public: dict[str, Any] | None = ...,
+        actor: m.Engineer | None = ...,
+        sign: bool = ...,
+        seed: bytes | None = ...,
+        row: None = ...,
+    ) -> m.AuditEvent: ...
+
+    @overload
+    def _append(
+        self,
+        s: Session,
+        action: str,
+        *,
+        client_id: int,
+        secret_id: int,
+        details: dict[str, Any],
+        actor: EngineerRecord,
+        row: RowAppend,
+    ) -> int: ...
+
     def _append(
         self,
         s: Session,
@@ -43,53 +74,142 @@ class JournalOps(VaultBase):
         secret_id: int | None = None,
         details: dict[str, Any] | None = None,
         public: dict[str, Any] | None = None,
-        actor: m.Engineer | None = None,
+        actor: EngineerRecord | None = None,
         sign: bool = True,
         seed: bytes | None = None,
-    ) -> m.AuditEvent:
-        """Append one event in the caller's transaction (it commits with the change)."""
+        row: RowAppend | None = None,
+    ) -> m.AuditEvent | int:
+        """Append one event in the caller's transaction (it commits with the change).
+
+        With ``row`` (a hot path that has read the client's ring blob, and maybe the head),
+        the event is written with Core statements and its sequence number returned.
+        """
+        if row is not None:
+            assert actor is not None and client_id is not None and secret_id is not None and details is not None
+            return self._append_row(s, row, action, actor, client_id, secret_id, details)
         info = self._info(s)
         head = s.scalars(select(m.AuditHead).where(m.AuditHead.id == 1).with_for_update()).first()
         if head is None:
             head = m.AuditHead(id=1, seq=0, hash=chain.GENESIS)
             s.add(head)
             s.flush()
-        seq = head.seq + 1
         if actor is None and sign:
             actor = s.get(m.Engineer, self._me().engineer_id)
-        if sign and actor is not None and actor.signing_public is None:
-            raise ValueError("the actor has no signing key")
-        details_blob = key_version = None
+        audit_key = None
         if details is not None:
             if client_id is None:
                 raise ValueError("encrypted details need a client")
             client = s.get(m.Client, client_id)
             assert client is not None
-            key_version, key = self._current_audit_key(s, client)
+            audit_key = self._current_audit_key(s, client)
+        values = self._event_values(
+            info.vault_id,
+            head.seq + 1,
+            head.hash,
+            action,
+            actor,
+            client_id,
+            secret_id,
+            details,
+            audit_key,
+            public,
+            (seed or self._me().signing_seed) if sign else None,
+        )
+        event = m.AuditEvent(**values)
+        s.add(event)
+        head.seq, head.hash = event.seq, event.hash
+        return event
+
+    def _append_row(
+        self,
+        s: Session,
+        row: RowAppend,
+        action: str,
+        actor: EngineerRecord,
+        client_id: int,
+        secret_id: int,
+        details: dict[str, Any],
+    ) -> int:
+        """One signed event with encrypted details by the acting engineer, with Core statements.
+        ``row.head`` is the (seq, hash) read in this transaction under the write lock (SQLite),
+        or None to read it here (locked on PostgreSQL)."""
+        conn = s.connection()
+        head = row.head
+        if head is None:
+            found = conn.execute(rows.HEAD_FOR_UPDATE).first()
+            if found is None:  # a vault without a head row yet: the ORM path makes it
+                return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
+            head = (found.seq, found.hash)
+        audit_key = self._audit_key_of(s, row.client, row.audit_keys_blob)
+        values = self._event_values(
+            row.vault_id,
+            head[0] + 1,
+            head[1],
+            action,
+            actor,
+            client_id,
+            secret_id,
+            details,
+            audit_key,
+            None,
+            self._me().signing_seed,
+        )
+        conn.execute(rows.ADD_EVENT, values)
+        conn.execute(rows.MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
+        return int(values["seq"])
+
+    def _event_values(
+        self,
+        vault_id: bytes,
+        seq: int,
+        prev_hash: bytes,
+        action: str,
+        actor: EngineerRecord | None,
+        client_id: int | None,
+        secret_id: int | None,
+        details: dict[str, Any] | None,
+        audit_key: tuple[int, bytes] | None,
+        public: dict[str, Any] | None,
+        seed: bytes | None,
+    ) -> dict[str, Any]:
+        """The columns of a new event: encrypted details, chain hash, and the signature when ``seed`` is given."""
+        if seed is not None and actor is not None and actor.signing_public is None:
+            raise ValueError("the actor has no signing key")
+        details_blob = key_version = None
+        if details is not None:
+            assert client_id is not None and audit_key is not None
+            key_version, key = audit_key
             raw = json.dumps(details, sort_keys=True).encode("utf-8")
             details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
-        details_json = json.dumps(public, sort_keys=True) if public else None
-        event = m.AuditEvent(
-            seq=seq,
-            at_us=us(self.clock()),
-            engineer_id=actor.id if actor else None,
-            key_generation=actor.key_generation if actor else 0,
-            action=action,
-            client_id=client_id,
-            secret_id=secret_id,
-            key_version=key_version,
-            details_blob=details_blob,
-            details_json=details_json,
-            prev_hash=head.hash,
-            hash=b"",
-            signature=None,
+        values: dict[str, Any] = {
+            "seq": seq,
+            "at_us": us(self.clock()),
+            "engineer_id": actor.id if actor else None,
+            "key_generation": actor.key_generation if actor else 0,
+            "action": action,
+            "client_id": client_id,
+            "secret_id": secret_id,
+            "key_version": key_version,
+            "details_blob": details_blob,
+            "details_json": json.dumps(public, sort_keys=True) if public else None,
+            "prev_hash": prev_hash,
+        }
+        values["hash"] = chain.event_hash(
+            vault_id,
+            seq,
+            values["at_us"],
+            values["engineer_id"],
+            values["key_generation"],
+            action,
+            client_id,
+            secret_id,
+            key_version,
+            details_blob,
+            values["details_json"],
+            prev_hash=prev_hash,
         )
-        event.hash = self._event_hash(info.vault_id, event)
-        if sign:
-            event.signature = chain.sign_event(seed or self._me().signing_seed, info.vault_id, seq, event.hash)
-        s.add(event)
-        head.seq, head.hash = seq, event.hash
-        return event
+        values["signature"] = chain.sign_event(seed, vault_id, seq, values["hash"]) if seed is not None else None
+        return values
 
     @staticmethod
     def _event_hash(vault_id: bytes, e: Any) -> bytes:
@@ -116,10 +236,18 @@ class JournalOps(VaultBase):
         if client.audit_keys_blob is None:
             self._store_audit_ring(s, client, blobs.new_key())
         assert client.audit_keys_blob is not None
-        ring = self._client_field(s, client, client.audit_keys_blob, "audit-keys")
+        return self._ring(s, client, client.audit_keys_blob)
+
+    def _ring(self, s: Session, client: HasId, audit_keys_blob: bytes) -> bytes:
+        ring = self._client_field(s, client, audit_keys_blob, "audit-keys")
         if not ring or len(ring) % 32:
             raise DecryptionFailed()
         return ring
+
+    def _audit_key_of(self, s: Session, client: HasId, audit_keys_blob: bytes) -> tuple[int, bytes]:
+        """The current audit key of a client whose ring blob the caller has read."""
+        ring = self._ring(s, client, audit_keys_blob)
+        return len(ring) // 32, ring[-32:]
 
     def _store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
         version = client.current_key_version

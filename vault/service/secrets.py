@@ -21,6 +21,7 @@ from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, NotFound
 from vault.service import validation
 from vault.service.clients import ClientOps
 from vault.service.records import SecretInfo, VersionInfo
+from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
 
 UNSET: Any = object()
@@ -46,13 +47,13 @@ class SecretOps(ClientOps):
             raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
         return client, secret, slug
 
-    def _version(self, s: Session, secret: m.Secret, version: int | None) -> m.SecretVersion:
+    def _version(self, s: Session, secret: SecretRecord, version: int | None) -> m.SecretVersion:
         row = s.get(m.SecretVersion, (secret.id, version or secret.current_version))
         if row is None:
             raise NotFound(f"no version {version} of this secret")
         return row
 
-    def _open(self, s: Session, client: m.Client, secret: m.Secret, row: m.SecretVersion) -> _Opened:
+    def _open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> _Opened:
         client_key = self._client_key(s, client.id, row.key_version)
         dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
         raw = blobs.decrypt_secret_field(
@@ -71,7 +72,7 @@ class SecretOps(ClientOps):
         return _Opened(metadata, dek)
 
     @staticmethod
-    def _password(client: m.Client, secret: m.Secret, row: m.SecretVersion, opened: _Opened) -> str:
+    def _password(client: HasId, secret: HasId, row: VersionRecord, opened: _Opened) -> str:
         version = blobs.blob_key_version(row.password_blob)
         raw = blobs.decrypt_secret_field(
             opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"

@@ -1,0 +1,290 @@
+"""Plain rows for the checkout path: the columns a check reads, as tuples, not ORM objects.
+
+The checks in ``base.py`` read records through the protocols below, so verifying a
+certificate or a grant is the same code whether the record came as an ORM object or
+as a row of one of the Core queries here. The queries are built once (SQLAlchemy
+caches their compiled form) and each fetches, in one statement, what the ORM would
+fetch in several: the vault's identity with the acting engineer, or a client with
+the secret, its policy and the version to reveal (issue 7, workload W1). The
+``KeyCache`` holds a Vault object's unsealed client keys and what was opened with them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, cast
+
+from sqlalchemy import ColumnElement, FromClause, Integer, Select, Table, and_, bindparam, func, insert, select, update
+
+from vault.storage import models as m
+
+
+def _table(model: type[m.Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+INFO, ENGINEERS, ROOT_KEYS, HEAD = (_table(t) for t in (m.VaultInfo, m.Engineer, m.RootKey, m.AuditHead))
+CLIENTS, SECRETS, VERSIONS, POLICIES = (_table(t) for t in (m.Client, m.Secret, m.SecretVersion, m.ClientPolicy))
+GRANTS, CHECKOUTS, EVENTS = (_table(t) for t in (m.Grant, m.Checkout, m.AuditEvent))
+
+
+# -- what the checks read ------------------------------------------------------------------
+
+
+class EngineerRecord(Protocol):
+    """The columns of an engineer that its certificate covers (an ORM row or a tuple)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def key_generation(self) -> int: ...
+    @property
+    def sealing_public(self) -> bytes | None: ...
+    @property
+    def signing_public(self) -> bytes | None: ...
+    @property
+    def certified_at(self) -> int | None: ...
+    @property
+    def certificate(self) -> bytes | None: ...
+
+
+class GrantRecord(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def client_id(self) -> int: ...
+    @property
+    def granted_by(self) -> int: ...
+    @property
+    def signed_at(self) -> int: ...
+    @property
+    def until(self) -> int | None: ...
+    @property
+    def signature(self) -> bytes | None: ...
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+class SecretRecord(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def current_version(self) -> int: ...
+
+
+class VersionRecord(Protocol):
+    @property
+    def version(self) -> int: ...
+    @property
+    def key_version(self) -> int: ...
+    @property
+    def wrapped_dek(self) -> bytes: ...
+    @property
+    def password_blob(self) -> bytes: ...
+    @property
+    def metadata_blob(self) -> bytes: ...
+
+
+class PolicyRecord(Protocol):
+    @property
+    def reason_required(self) -> bool: ...
+    @property
+    def exclusive(self) -> bool: ...
+    @property
+    def rotate_after_checkout(self) -> bool: ...
+    @property
+    def checkout_minutes(self) -> int: ...
+
+
+class EngineerRow(NamedTuple):
+    id: int
+    name: str
+    role: str
+    status: str
+    key_generation: int
+    sealing_public: bytes | None
+    signing_public: bytes | None
+    certified_at: int | None
+    certificate: bytes | None
+
+
+class GrantRow(NamedTuple):
+    id: int
+    engineer_id: int
+    client_id: int
+    granted_by: int
+    signed_at: int
+    until: int | None
+    signature: bytes | None
+
+
+class ClientRow(NamedTuple):
+    id: int
+    lookup_key_blob: bytes
+    audit_keys_blob: bytes | None
+
+
+class SecretRow(NamedTuple):
+    id: int
+    name_tag: bytes
+    current_version: int
+    must_change: bool
+
+
+class PolicyRow(NamedTuple):
+    reason_required: bool
+    exclusive: bool
+    rotate_after_checkout: bool
+    checkout_minutes: int
+
+
+class VersionRow(NamedTuple):
+    version: int
+    key_version: int
+    wrapped_dek: bytes
+    password_blob: bytes
+    metadata_blob: bytes
+
+
+class RowAppend(NamedTuple):
+    """What ``JournalOps._append`` needs to write a hot path's event with Core statements."""
+
+    vault_id: bytes
+    head: tuple[int, bytes] | None  # (seq, hash) read under the write lock, or None: read it then
+    client: HasId
+    audit_keys_blob: bytes
+
+
+def _columns(table: FromClause, row: type[tuple[object, ...]]) -> list[object]:
+    return [table.c[name] for name in row._fields]  # type: ignore[attr-defined]
+
+
+# -- the caches of a Vault object ------------------------------------------------------------
+
+
+class KeyCache(dict[tuple[int, int], bytes]):
+    """Unsealed client keys by (client id, version), and the client fields opened with them.
+
+    A client field (slug, name, lookup key, audit-key ring) is remembered keyed by the
+    exact blob it was decrypted from, next to the key that decrypted it, and forgotten
+    with that key (lock, unlock, rotation, purge). ``tags`` remembers which secret-name
+    tag a (slug, name) had; it is only a guess, checked against the row it finds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[tuple[int, int], dict[tuple[bytes, str], bytes]] = {}
+        self.tags: dict[tuple[str, str], bytes] = {}
+
+    def __setitem__(self, slot: tuple[int, int], key: bytes) -> None:
+        if self.get(slot) is not key:
+            self.fields.pop(slot, None)
+        super().__setitem__(slot, key)
+
+    def __delitem__(self, slot: tuple[int, int]) -> None:
+        self.fields.pop(slot, None)
+        super().__delitem__(slot)
+
+    def pop(self, slot: tuple[int, int], *default: bytes | None) -> bytes | None:  # type: ignore[override]
+        self.fields.pop(slot, None)
+        return super().pop(slot, *default)
+
+    def clear(self) -> None:
+        self.fields.clear()
+        self.tags.clear()
+        super().clear()
+
+
+# -- the queries of a checkout ----------------------------------------------------------------
+
+_ENGINEER = _columns(ENGINEERS, EngineerRow)
+_GRANTER = ENGINEERS.alias("granter")
+_ROOT_VERSION = (
+    select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == "active").scalar_subquery().label("root_version")
+)
+
+# The vault's identity, the acting engineer and the current root-key version; on SQLite
+# (whose BEGIN IMMEDIATE already holds the only write lock) also the audit head.
+ME = (
+    select(INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER)
+    .select_from(INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me")))
+    .where(INFO.c.id == 1)
+)
+ME_AND_HEAD = (
+    select(INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER, HEAD.c.seq, HEAD.c.hash)  # type: ignore[call-overload]
+    .select_from(INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me")).join(HEAD, HEAD.c.id == 1))
+    .where(INFO.c.id == 1)
+)
+ME_WIDTH = 3 + len(EngineerRow._fields)
+
+# An engineer's unrevoked grants for a client, newest first, each with its signer's row.
+GRANTS_OF = (
+    select(*_columns(GRANTS, GrantRow), *_columns(_GRANTER, EngineerRow))  # type: ignore[call-overload]
+    .select_from(GRANTS.outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by))
+    .where(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
+    .where(GRANTS.c.revoked_at.is_(None))
+    .order_by(GRANTS.c.id.desc())
+)
+GRANT_WIDTH = len(GrantRow._fields)
+
+
+def _target(where: ColumnElement[bool]) -> Select[Any]:
+    """A client with one of its secrets (by name tag), its policy and one version."""
+    wanted = func.coalesce(bindparam("version", type_=Integer), SECRETS.c.current_version)
+    query: Select[Any] = (
+        select(  # type: ignore[call-overload]
+            *_columns(CLIENTS, ClientRow),
+            *_columns(SECRETS, SecretRow),
+            *_columns(POLICIES, PolicyRow),
+            *_columns(VERSIONS, VersionRow),
+        )
+        .select_from(
+            CLIENTS.join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
+            .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
+            .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
+        )
+        .where(where)
+    )
+    return query
+
+
+TARGET_BY_SLUG_TAG = _target(CLIENTS.c.slug_tag == bindparam("slug_tag"))
+TARGET_BY_ID = _target(CLIENTS.c.id == bindparam("client"))
+TARGET_SPLITS = tuple(
+    sum(len(r._fields) for r in (ClientRow, SecretRow, PolicyRow, VersionRow)[:i]) for i in range(1, 5)
+)
+
+# The secret's row lock (PostgreSQL; SQLite's writers are serialised by BEGIN IMMEDIATE)
+# and the open checkouts of the secret.
+LOCK_SECRET = select(SECRETS.c.id).where(SECRETS.c.id == bindparam("secret")).with_for_update()
+HOLDS = select(CHECKOUTS.c.id, CHECKOUTS.c.engineer_id, CHECKOUTS.c.exclusive, CHECKOUTS.c.expires_at).where(
+    CHECKOUTS.c.secret_id == bindparam("secret"),
+    CHECKOUTS.c.released_at.is_(None),
+    CHECKOUTS.c.expires_at > bindparam("now"),
+)
+RELEASE = (
+    update(CHECKOUTS)
+    .where(CHECKOUTS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(released_at=bindparam("at"), released_by=bindparam("by"))
+)
+REPLACE = (
+    update(CHECKOUTS).where(CHECKOUTS.c.id.in_(bindparam("ids", expanding=True))).values(released_at=bindparam("at"))
+)
+ADD_CHECKOUT = insert(CHECKOUTS)
+TOUCH_SECRET = update(SECRETS).where(SECRETS.c.id == bindparam("secret")).values(last_used_at=bindparam("at"))
+TOUCH_AND_FLAG_SECRET = TOUCH_SECRET.values(must_change=True)
+
+# The audit chain's head (locked on PostgreSQL) and the append itself.
+HEAD_FOR_UPDATE = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+ADD_EVENT = insert(EVENTS)
+MOVE_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
