@@ -16,7 +16,7 @@ import click
 
 from vault.errors import ConfigurationError
 from vault.service import agent as agent_service
-from vault.service import config
+from vault.service import agentclient, config
 
 from .context import AppContext, pass_app
 from .engineers import PASSPHRASE_FILE
@@ -55,7 +55,7 @@ def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> Non
     name = app.require_engineer()
     lifetime = app.session_ttl(ttl)
     url = app.db_url()
-    path = agent_service.socket_path(url, name)
+    path = agentclient.socket_path(url, name)
     running = _ping(path)
     if running is not None:
         click.echo(f"An agent for {name} is already running, until {_until(running)}.")
@@ -79,7 +79,7 @@ def status(app: AppContext, as_json: bool) -> None:
       credvault agent status
     """
     name = app.require_engineer()
-    running = _ping(agent_service.socket_path(app.db_url(), name))
+    running = _ping(agentclient.socket_path(app.db_url(), name))
     if as_json:
         echo_json({"engineer": name, "running": running is not None, "expires_at": (running or {}).get("expires_at")})
     elif running is None:
@@ -107,20 +107,20 @@ def stop(app: AppContext) -> None:
 def stop_agent(app: AppContext, name: str) -> bool:
     """Stop the agent of ``name`` on the selected database; True if one answered."""
     try:
-        path = agent_service.socket_path(app.db_url(), name)
+        path = agentclient.socket_path(app.db_url(), name)
     except ConfigurationError:
         return False  # no usable private directory: no agent can be running there
     try:
-        agent_service.request(path, {"op": "stop"}, timeout=agent_service.CONNECT_TIMEOUT)
-    except agent_service.AgentAbsent:
+        agentclient.request(path, {"op": "stop"}, timeout=agentclient.CONNECT_TIMEOUT)
+    except agentclient.AgentAbsent:
         return False
     return True
 
 
-def _ping(path: Path) -> dict[str, object] | None:
+def _ping(path: str) -> dict[str, object] | None:
     try:
-        return agent_service.request(path, {"op": "ping"}, timeout=agent_service.CONNECT_TIMEOUT)
-    except agent_service.AgentAbsent:
+        return agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
+    except agentclient.AgentAbsent:
         return None
 
 

@@ -134,14 +134,14 @@ class AppContext:
         if self.passphrase_file is not None or not name:
             return None
         from vault.errors import ConfigurationError
-        from vault.service import agent
+        from vault.service import agentclient
         from vault.service.records import Revealed
 
         try:
-            path = agent.socket_path(self.db_url(), name)
+            path = agentclient.socket_path(self.db_url(), name)
         except ConfigurationError:
             return None  # no usable private directory: no agent can be running there
-        if not path.exists():
+        if not os.path.exists(path):
             return None
         message = {
             "op": "checkout",
@@ -152,8 +152,8 @@ class AppContext:
             "hold_for": hold_for,
         }
         try:
-            answer = agent.request(path, message)
-        except agent.AgentAbsent:
+            answer = agentclient.request(path, message)
+        except agentclient.AgentAbsent:
             return None
         expires = answer.get("expires_at")
         return Revealed(

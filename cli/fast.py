@@ -12,10 +12,9 @@ running. Whatever it cannot do exactly as the click command would, it leaves to 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
 import sys
-from dataclasses import dataclass
 
 PROG = "credvault"
 USAGE_HINT = "see the command's --help for what it accepts"  # as vault.cli.errors.USAGE_HINT
@@ -30,19 +29,35 @@ CHECKOUT_OPTIONS = {
 CHECKOUT_FLAGS = {"--show": "show", "--json": "as_json"}
 
 
-@dataclass
 class Checkout:
-    """One ``checkout`` command line, as the click command would read it."""
+    """One ``checkout`` command line, as the click command would read it (a plain class:
+    importing dataclasses would cost this path several milliseconds)."""
 
-    db: str | None = None
-    as_engineer: str | None = None
-    ref: str | None = None
-    reason: str | None = None
-    field: str = "password"
-    hold_for: str | None = None
-    version: int | None = None
-    show: bool = False
-    as_json: bool = False
+    FIELDS = ("db", "as_engineer", "ref", "reason", "field", "hold_for", "version", "show", "as_json")
+
+    def __init__(self, **values: object) -> None:
+        self.db: str | None = None
+        self.as_engineer: str | None = None
+        self.ref: str | None = None
+        self.reason: str | None = None
+        self.field = "password"
+        self.hold_for: str | None = None
+        self.version: int | None = None
+        self.show = False
+        self.as_json = False
+        for name, value in values.items():
+            if name not in self.FIELDS:
+                raise TypeError(name)
+            setattr(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Checkout) and all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    def __repr__(self) -> str:
+        shown = {f: getattr(self, f) for f in self.FIELDS if f != "reason"}  # a reason may name a person
+        return f"Checkout({shown})"
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def parse(argv: list[str]) -> Checkout | None:
@@ -101,14 +116,14 @@ def _option(args: list[str], known: dict[str, str]) -> tuple[str | None, str | N
 def via_agent(order: Checkout) -> int | None:
     """Run ``order`` through the engineer's agent; the exit status, or None if none runs."""
     from vault import errors
-    from vault.service import agent, config
+    from vault.service import agentclient, config
 
     try:
         name = config.resolve_engineer(order.as_engineer)
         if not name:
             return None
-        path = agent.socket_path(config.resolve_db_url(order.db), name)
-        if not path.exists():
+        path = agentclient.socket_path(config.resolve_db_url(order.db), name)
+        if not os.path.exists(path):
             return None
         message = {
             "op": "checkout",
@@ -118,8 +133,8 @@ def via_agent(order: Checkout) -> int | None:
             "version": order.version,
             "hold_for": order.hold_for,
         }
-        answer = agent.request(path, message)
-    except agent.AgentAbsent:
+        answer = agentclient.request(path, message)
+    except agentclient.AgentAbsent:
         return None
     except errors.ConfigurationError:
         return None  # the click CLI says it with its full context
@@ -133,17 +148,26 @@ def via_agent(order: Checkout) -> int | None:
 def _print(order: Checkout, answer: dict[str, object]) -> None:
     """What ``vault.cli.access.checkout`` prints for --json and --show."""
     expires = answer.get("expires_at")
-    until = dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None
     if order.as_json:
         fields = ("ref", "field", "version", "value", "expires_at", "must_change")
         sys.stdout.write(json.dumps({k: answer.get(k) for k in fields}, indent=2, ensure_ascii=True) + "\n")
         return
     sys.stdout.write(f"{answer['value']}\n")
-    if until is not None:
-        shown = until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(expires, str):
+        shown = _when(expires)
         sys.stderr.write(f"Checked out until {shown}; run `credvault checkin {answer['ref']}` when done.\n")
     if answer.get("must_change") is True:
         sys.stderr.write("This client rotates after checkout: store a new value at check-in (--generate).\n")
+
+
+def _when(iso: str) -> str:
+    """``vault.cli.output.when`` of an ISO-8601 time; the agent sends UTC ("+00:00"), which
+    is sliced rather than parsed (importing datetime costs this path a millisecond)."""
+    if len(iso) >= 16 and iso.endswith("+00:00") and iso[10] == "T":
+        return f"{iso[:10]} {iso[11:16]} UTC"
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _report(message: str, hint: str) -> None:

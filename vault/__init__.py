@@ -6,8 +6,7 @@ The public API is ``vault.Vault`` (see ``vault.service.vault``) and the errors i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 __version__ = "0.1.0"
 __all__ = ["Vault", "__version__"]
 
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
     from vault.service.vault import Vault
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name == "Vault":
         from vault.service.vault import Vault
 

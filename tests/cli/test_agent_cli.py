@@ -19,7 +19,7 @@ import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
 from sqlalchemy import func, select
 
-from vault.service import agent
+from vault.service import agentclient
 from vault.storage import models as m
 
 PASSWORD = "fw-Passw0rd-stdin"
@@ -44,9 +44,9 @@ def vault_ws(workspace: Workspace, short_home: Path, fake_keyring: object) -> It
     )
     ok(workspace.admin("lock"))
     yield workspace
-    path = agent.socket_path(workspace.url, ADMIN)
-    with contextlib.suppress(agent.AgentAbsent):
-        agent.request(path, {"op": "stop"})
+    path = Path(agentclient.socket_path(workspace.url, ADMIN))
+    with contextlib.suppress(agentclient.AgentAbsent):
+        agentclient.request(path, {"op": "stop"})
 
 
 def _checkouts(ws: Workspace) -> int:
@@ -66,7 +66,7 @@ def test_start_checkout_status_stop(vault_ws: Workspace) -> None:
     started = ok(ws.admin("agent", "start", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
     assert "Started the agent for root until" in started.stdout
     assert ADMIN_PASS not in started.output
-    path = agent.socket_path(ws.url, ADMIN)
+    path = Path(agentclient.socket_path(ws.url, ADMIN))
     assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
     before = _checkouts(ws)
@@ -106,7 +106,7 @@ def test_wrong_passphrase_starts_nothing(vault_ws: Workspace) -> None:
     result = ws.admin("agent", "start", "--passphrase-file", str(wrong))
     assert_clean_error(result, ADMIN_PASS)
     assert "No agent runs" in ok(ws.admin("agent", "status")).stdout
-    assert not agent.socket_path(ws.url, ADMIN).exists()
+    assert not os.path.exists(agentclient.socket_path(ws.url, ADMIN))
 
 
 def test_lock_stops_the_agent(vault_ws: Workspace) -> None:
@@ -126,7 +126,7 @@ def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
     pid = _agent_pid(ws)
     os.kill(pid, signal.SIGKILL)
     _wait_gone(pid)
-    assert agent.socket_path(ws.url, ADMIN).exists()  # stale
+    assert os.path.exists(agentclient.socket_path(ws.url, ADMIN))  # stale
     # No agent and no keyring session: the ordinary clean "locked" error, not a socket error.
     assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
     # With --passphrase-file the command unlocks for itself and never asks the agent.
@@ -139,7 +139,7 @@ def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
 
 
 def _agent_pid(ws: Workspace) -> int:
-    return int(agent.request(agent.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
+    return int(agentclient.request(agentclient.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
 
 
 def _wait_gone(pid: int) -> None:

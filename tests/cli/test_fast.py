@@ -20,7 +20,7 @@ import pytest
 from cli_workspace import ADMIN, Workspace, ok
 from vault.cli.fast import Checkout, parse
 
-from vault.service import agent
+from vault.service import agentclient
 
 PASSWORD = "fw-Passw0rd-stdin"
 REF = "acme/fw01-admin"
@@ -93,8 +93,8 @@ def served(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: 
         try:
             yield workspace
         finally:
-            with contextlib.suppress(agent.AgentAbsent):
-                agent.request(agent.socket_path(workspace.url, ADMIN), {"op": "stop"})
+            with contextlib.suppress(agentclient.AgentAbsent):
+                agentclient.request(agentclient.socket_path(workspace.url, ADMIN), {"op": "stop"})
 
 
 def _run(entry: str, args: list[str]) -> tuple[int, str, str, bool]:

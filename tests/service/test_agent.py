@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from vault import Vault
 from vault.errors import ConfigurationError, InvalidInput, Locked, NotFound, StoreUnavailable
-from vault.service import agent
+from vault.service import agent, agentclient
 from vault.storage import models as m
 
 ADMIN = "root-admin"  # as tests/conftest.py
@@ -60,7 +60,7 @@ class Clock:
 @pytest.fixture
 def served(admin: Vault, home: Path) -> Iterator[tuple[agent.Agent, Path, Clock]]:
     clock = Clock()
-    path = agent.socket_path(admin.store.url, ADMIN)
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     server = agent.Agent(admin, clock() + dt.timedelta(minutes=5), clock)
     listener = agent.bind(path)
     thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
@@ -75,10 +75,10 @@ def served(admin: Vault, home: Path) -> Iterator[tuple[agent.Agent, Path, Clock]
 def test_checkout_through_the_socket_is_audited(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     _server, path, _clock = served
     before = _events(admin, "checkout")
-    answer = agent.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
+    answer = agentclient.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
     assert answer["value"] == PASSWORD and answer["version"] == 1 and answer["expires_at"]
     assert _events(admin, "checkout") == before + 1
-    reveal = agent.request(
+    reveal = agentclient.request(
         path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-2", "field": "username", "hold": False}
     )
     assert reveal["value"] == "root" and reveal["expires_at"] is None
@@ -88,16 +88,16 @@ def test_checkout_through_the_socket_is_audited(served: tuple[agent.Agent, Path,
 def test_errors_come_back_as_the_library_s_errors(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     _server, path, _clock = served
     with pytest.raises(NotFound, match="no secret 'agentco/nope'"):
-        agent.request(path, {"op": "checkout", "ref": "agentco/nope", "reason": "T-1", "field": "password"})
+        agentclient.request(path, {"op": "checkout", "ref": "agentco/nope", "reason": "T-1", "field": "password"})
     with pytest.raises(InvalidInput, match="requires a reason"):
-        agent.request(path, {"op": "checkout", "ref": "agentco/fw", "field": "password"})
+        agentclient.request(path, {"op": "checkout", "ref": "agentco/fw", "field": "password"})
     with pytest.raises(InvalidInput, match="bad duration"):
         order = {"op": "checkout", "ref": "agentco/fw", "reason": "x", "field": "password", "hold_for": "9y"}
-        agent.request(path, order)
+        agentclient.request(path, order)
     with pytest.raises(InvalidInput, match="unknown agent request"):
-        agent.request(path, {"op": "export-keys"})
+        agentclient.request(path, {"op": "export-keys"})
     with pytest.raises(InvalidInput, match="has no ref"):
-        agent.request(path, {"op": "checkout", "ref": 7, "field": "password"})
+        agentclient.request(path, {"op": "checkout", "ref": 7, "field": "password"})
     assert _events(admin, "checkout") == 0  # nothing was revealed by any of them
 
 
@@ -118,31 +118,31 @@ def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(
     admin: Vault, home: Path
 ) -> None:
     clock = Clock()
-    path = agent.socket_path(admin.store.url, ADMIN)
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     server = agent.Agent(admin, clock() + dt.timedelta(seconds=30), clock)
     listener = agent.bind(path)
     thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
     thread.start()
-    assert agent.request(path, {"op": "ping"})["engineer"] == ADMIN
+    assert agentclient.request(path, {"op": "ping"})["engineer"] == ADMIN
     clock.now += dt.timedelta(seconds=31)
     thread.join(timeout=5)
     assert not thread.is_alive(), "the agent still serves after its session expired"
     listener.close()
-    with pytest.raises(agent.AgentAbsent):
-        agent.request(path, {"op": "ping"})
+    with pytest.raises(agentclient.AgentAbsent):
+        agentclient.request(path, {"op": "ping"})
 
 
 def test_a_locked_session_stops_the_agent(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     server, path, _clock = served
     admin.lock()  # the vault object forgets its keys: the next request fails with Locked
     with pytest.raises(Locked):
-        agent.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
+        agentclient.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
     assert server.running is False
 
 
 def test_stop_request_ends_the_loop(served: tuple[agent.Agent, Path, Clock]) -> None:
     server, path, _clock = served
-    assert agent.request(path, {"op": "stop"}) == {"ok": True}
+    assert agentclient.request(path, {"op": "stop"}) == {"ok": True}
     assert server.running is False
 
 
@@ -153,7 +153,7 @@ def test_a_second_agent_on_the_same_socket_is_refused(served: tuple[agent.Agent,
 
 
 def test_a_stale_socket_file_is_replaced(home: Path, admin: Vault) -> None:
-    path = agent.socket_path(admin.store.url, ADMIN)
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(os.fspath(path))
     stale.close()  # the file stays, nobody listens
@@ -169,20 +169,20 @@ def test_the_socket_directory_must_be_private(home: Path) -> None:
     run.mkdir(mode=0o755)
     run.chmod(0o755)
     with pytest.raises(ConfigurationError, match="not a private directory"):
-        agent.runtime_dir()
+        agentclient.runtime_dir()
     run.chmod(0o700)
-    assert agent.runtime_dir() == run
+    assert Path(agentclient.runtime_dir()) == run
 
 
 def test_a_socket_path_that_cannot_fit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / ("x" * 90)))
     with pytest.raises(ConfigurationError, match="too long"):
-        agent.socket_path("sqlite:///v.db", "alice")
+        agentclient.socket_path("sqlite:///v.db", "alice")
 
 
 def test_an_absent_agent_is_absent(home: Path) -> None:
-    with pytest.raises(agent.AgentAbsent):
-        agent.request(home / "nobody.sock", {"op": "ping"})
+    with pytest.raises(agentclient.AgentAbsent):
+        agentclient.request(home / "nobody.sock", {"op": "ping"})
 
 
 def test_a_silent_peer_is_no_agent(home: Path) -> None:
@@ -198,8 +198,8 @@ def test_a_silent_peer_is_no_agent(home: Path) -> None:
     thread = threading.Thread(target=close_at_once, daemon=True)
     thread.start()
     try:
-        with pytest.raises((agent.AgentAbsent, StoreUnavailable)):  # EOF, or a reset while sending
-            agent.request(path, {"op": "ping"})
+        with pytest.raises((agentclient.AgentAbsent, StoreUnavailable)):  # EOF, or a reset while sending
+            agentclient.request(path, {"op": "ping"})
     finally:
         thread.join(timeout=5)
         listener.close()
@@ -218,9 +218,9 @@ def test_another_user_gets_no_answer(served: tuple[agent.Agent, Path, Clock], ad
         code = 3
         try:
             os.setuid(65534)
-            agent.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
+            agentclient.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
             code = 1  # an answer came back
-        except (agent.AgentAbsent, StoreUnavailable):
+        except (agentclient.AgentAbsent, StoreUnavailable):
             code = 0  # the agent closed the connection without a word
         except BaseException:
             code = 2

@@ -26,122 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import select
 import socket
-import stat
 import struct
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from vault import errors
+from vault.service.agentclient import (
+    CONNECT_TIMEOUT,
+    REPLY_TIMEOUT,
+    AgentAbsent,
+    _error_from,
+    _read_line,
+    request,
+    socket_path,
+)
 
-MAX_LINE = 64 * 1024
-CONNECT_TIMEOUT = 2.0
-REPLY_TIMEOUT = 30.0  # a checkout may wait on a busy database (BEGIN IMMEDIATE, 10 s)
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
 START_TIMEOUT = 120.0  # Argon2id and opening the database
-
-
-# -- where the socket lives ----------------------------------------------------------------------
-
-
-def runtime_dir() -> Path:
-    """A private directory for sockets: 0700 and owned by us, or an error."""
-    home = os.environ.get("CREDVAULT_HOME")
-    if home:
-        base = Path(home) / "run"
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        base = Path(os.environ["XDG_RUNTIME_DIR"]) / "credvault"
-    else:
-        base = Path("/tmp") / f"credvault-{os.getuid()}"  # noqa: S108 - checked to be ours and private below
-    try:
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = base.lstat()
-    except OSError:
-        raise errors.ConfigurationError(f"cannot create the agent directory {base}") from None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise errors.ConfigurationError(
-            f"the agent directory {base} is not a private directory of this user",
-            hint=f"remove it, or make it yours with mode 0700 (chmod 700 {base})",
-        )
-    return base
-
-
-def socket_path(url: str, engineer: str) -> Path:
-    """The socket of the agent for ``engineer`` on the database ``url``."""
-    digest = hashlib.sha256(f"{url}\0{engineer}".encode()).hexdigest()[:16]
-    path = runtime_dir() / f"agent-{digest}.sock"
-    if len(os.fsencode(path)) > 100:  # sun_path is 104–108 bytes
-        raise errors.ConfigurationError(
-            "the agent's socket path is too long", hint="set CREDVAULT_HOME or XDG_RUNTIME_DIR to a shorter path"
-        )
-    return path
-
-
-# -- the client ------------------------------------------------------------------------------------
-
-
-class AgentAbsent(Exception):
-    """No agent answers on that socket (none started, or it has ended)."""
-
-
-def request(path: Path, message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
-    """Send one request; return the agent's answer, or raise the ``VaultError`` it reported.
-
-    ``AgentAbsent`` when nobody listens, so that the caller can do the work itself.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(os.fspath(path))
-        except OSError:  # no file, nobody listening, not ours to open: no agent of ours
-            raise AgentAbsent() from None
-        sock.settimeout(timeout)
-        try:
-            sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
-            answer = _read_line(sock)
-        except OSError:
-            raise errors.StoreUnavailable(
-                "the credvault agent did not answer", hint="run `credvault agent stop`, then start it again"
-            ) from None
-    finally:
-        sock.close()
-    if answer is None:  # it did not take the request (it is stopping, or we are not its user)
-        raise AgentAbsent()
-    if answer.get("ok") is True:
-        return answer
-    raise _error_from(answer)
-
-
-def _error_from(answer: dict[str, Any]) -> errors.VaultError:
-    kind = getattr(errors, str(answer.get("error")), None)
-    if not (isinstance(kind, type) and issubclass(kind, errors.VaultError)):
-        kind = errors.VaultError
-    hint = answer.get("hint")
-    return kind(str(answer.get("message") or "the agent refused the request"), hint=hint or None)
-
-
-def _read_line(sock: socket.socket) -> dict[str, Any] | None:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_LINE:
-            raise ValueError("line too long")
-    if not data.strip():
-        return None
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("not an object")
-    return value
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -218,7 +124,7 @@ class Agent:
                 "message": f"internal error in the agent ({type(error).__name__})",
             }
 
-    def serve(self, listener: socket.socket, path: Path | None = None) -> None:
+    def serve(self, listener: socket.socket, path: str | os.PathLike[str] | None = None) -> None:
         """Answer one connection at a time until the session ends or a stop request;
         ``path`` (the socket file) is removed as soon as the agent decides to stop."""
         listener.settimeout(ACCEPT_POLL)
@@ -241,7 +147,7 @@ class Agent:
                 if not self.running:  # stop before saying so: no later request may be left unheard
                     listener.close()
                     if path is not None:
-                        path.unlink(missing_ok=True)
+                        _remove(path)
                 with contextlib.suppress(OSError):  # the client went away; the checkout stays on record
                     conn.sendall(reply)
 
@@ -257,13 +163,18 @@ def _failure(error: errors.VaultError) -> dict[str, Any]:
     return {"ok": False, "error": type(error).__name__, "message": str(error), "hint": error.hint}
 
 
-def bind(path: Path) -> socket.socket:
+def _remove(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def bind(path: str | os.PathLike[str]) -> socket.socket:
     """A listening socket at ``path`` (0600), replacing a stale one nobody answers on."""
-    if path.exists():
+    if os.path.exists(path):
         try:
             request(path, {"op": "ping"}, timeout=CONNECT_TIMEOUT)
         except AgentAbsent:
-            path.unlink(missing_ok=True)
+            _remove(path)
         else:
             raise errors.AlreadyExists("an agent is already running for this engineer and database")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -309,7 +220,7 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         Agent(vault, info.expires_at, lambda: dt.datetime.now(dt.UTC)).serve(listener, path)
     finally:
         listener.close()
-        path.unlink(missing_ok=True)
+        _remove(path)
         vault.close()
     return 0
 

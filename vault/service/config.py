@@ -11,45 +11,65 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from vault.errors import ConfigurationError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
 
 APP = "credvault"
 
 
-def _dirs() -> tuple[Path, Path]:
+def _dir_names() -> tuple[str, str]:
+    """The data and config directories as strings: resolving the database and the engineer
+    for a checkout (cli/fast.py) needs no pathlib, whose import costs it milliseconds."""
     home = os.environ.get("CREDVAULT_HOME")
     if home:
-        base = Path(home).expanduser()
+        base = os.path.expanduser(home)
         return base, base
     import platformdirs
 
-    return Path(platformdirs.user_data_dir(APP)), Path(platformdirs.user_config_dir(APP))
+    return platformdirs.user_data_dir(APP), platformdirs.user_config_dir(APP)
+
+
+def _dirs() -> tuple[Path, Path]:
+    from pathlib import Path
+
+    data, conf = _dir_names()
+    return Path(data), Path(conf)
 
 
 def default_db_url() -> str:
-    data, _ = _dirs()
-    return f"sqlite:///{data / 'vault.db'}"
+    return f"sqlite:///{os.path.join(_dir_names()[0], 'vault.db')}"
 
 
 def config_path() -> Path:
     return _dirs()[1] / "config.json"
 
 
-@dataclass
 class LocalConfig:
-    db_url: str | None = None
-    engineer: str | None = None
+    # A plain class, not a dataclass: the checkout fast path (cli/fast.py) reads this
+    # file, and importing dataclasses (and with it inspect) costs it several milliseconds.
+    def __init__(self, db_url: str | None = None, engineer: str | None = None) -> None:
+        self.db_url, self.engineer = db_url, engineer
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LocalConfig) and (self.db_url, self.engineer) == (other.db_url, other.engineer)
+
+    def __repr__(self) -> str:
+        return f"LocalConfig(db_url={self.db_url!r}, engineer={self.engineer!r})"
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def load(cls) -> LocalConfig:
-        path = config_path()
-        if not path.exists():
+        path = os.path.join(_dir_names()[1], "config.json")
+        if not os.path.exists(path):
             return cls()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, encoding="utf-8") as file:
+                data = json.load(file)
             return cls(db_url=data.get("db_url"), engineer=data.get("engineer"))
         except (OSError, ValueError):
             raise ConfigurationError(f"the config file {path} is unreadable", hint="fix or delete it") from None
@@ -72,15 +92,15 @@ def resolve_engineer(explicit: str | None) -> str | None:
     return explicit or os.environ.get("CREDVAULT_ENGINEER") or LocalConfig.load().engineer
 
 
-@dataclass
 class AuditMemory:
     """What this machine remembers of a vault's audit chain: the last head it verified
     (incremental verification starts there) and the furthest head it has seen (a log
     that later ends before it was truncated)."""
 
-    vault_id: str
-    verified: tuple[int, bytes] | None = None
-    seen: tuple[int, bytes] | None = None
+    def __init__(
+        self, vault_id: str, verified: tuple[int, bytes] | None = None, seen: tuple[int, bytes] | None = None
+    ) -> None:
+        self.vault_id, self.verified, self.seen = vault_id, verified, seen
 
     @staticmethod
     def path(vault_id: str) -> Path:

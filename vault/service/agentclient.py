@@ -1,0 +1,123 @@
+"""The client side of the credvault agent: where its socket is, and one request.
+
+Imported by the command-line fast path (``cli/fast.py``) for every checkout, so it
+imports only what a request needs (no typing, dataclasses, datetime or threads): each
+millisecond of import is paid by every command. The server is ``vault.service.agent``;
+the protocol is in docs/format.md §12.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import stat
+
+from vault import errors
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_LINE = 64 * 1024
+CONNECT_TIMEOUT = 2.0
+REPLY_TIMEOUT = 30.0  # a checkout may wait on a busy database (BEGIN IMMEDIATE, 10 s)
+
+
+# -- where the socket lives ----------------------------------------------------------------------
+
+
+def runtime_dir() -> str:
+    """A private directory for sockets: 0700 and owned by us, or an error. (Paths here are
+    strings: importing pathlib would cost the checkout fast path several milliseconds.)"""
+    home = os.environ.get("CREDVAULT_HOME")
+    if home:
+        base = os.path.join(os.path.expanduser(home), "run")
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        base = os.path.join(os.environ["XDG_RUNTIME_DIR"], "credvault")
+    else:
+        base = f"/tmp/credvault-{os.getuid()}"  # noqa: S108 - checked to be ours and private below
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        info = os.lstat(base)
+    except OSError:
+        raise errors.ConfigurationError(f"cannot create the agent directory {base}") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise errors.ConfigurationError(
+            f"the agent directory {base} is not a private directory of this user",
+            hint=f"remove it, or make it yours with mode 0700 (chmod 700 {base})",
+        )
+    return base
+
+
+def socket_path(url: str, engineer: str) -> str:
+    """The socket of the agent for ``engineer`` on the database ``url``."""
+    digest = hashlib.sha256(f"{url}\0{engineer}".encode()).hexdigest()[:16]
+    path = os.path.join(runtime_dir(), f"agent-{digest}.sock")
+    if len(os.fsencode(path)) > 100:  # sun_path is 104–108 bytes
+        raise errors.ConfigurationError(
+            "the agent's socket path is too long", hint="set CREDVAULT_HOME or XDG_RUNTIME_DIR to a shorter path"
+        )
+    return path
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+class AgentAbsent(Exception):
+    """No agent answers on that socket (none started, or it has ended)."""
+
+
+def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
+    """Send one request; return the agent's answer, or raise the ``VaultError`` it reported.
+
+    ``AgentAbsent`` when nobody listens, so that the caller can do the work itself.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(os.fspath(path))
+        except OSError:  # no file, nobody listening, not ours to open: no agent of ours
+            raise AgentAbsent() from None
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+            answer = _read_line(sock)
+        except OSError:
+            raise errors.StoreUnavailable(
+                "the credvault agent did not answer", hint="run `credvault agent stop`, then start it again"
+            ) from None
+    finally:
+        sock.close()
+    if answer is None:  # it did not take the request (it is stopping, or we are not its user)
+        raise AgentAbsent()
+    if answer.get("ok") is True:
+        return answer
+    raise _error_from(answer)
+
+
+def _error_from(answer: dict[str, Any]) -> errors.VaultError:
+    kind = getattr(errors, str(answer.get("error")), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.VaultError)):
+        kind = errors.VaultError
+    hint = answer.get("hint")
+    return kind(str(answer.get("message") or "the agent refused the request"), hint=hint or None)
+
+
+def _read_line(sock: socket.socket) -> dict[str, Any] | None:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_LINE:
+            raise ValueError("line too long")
+    if not data.strip():
+        return None
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    return value
