@@ -12,10 +12,9 @@ exactly one wins and the other gets ``CheckoutConflict`` naming the holder.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import signing
@@ -146,7 +145,10 @@ class CheckoutOps(SecretOps):
             if len(reason) > MAX_REASON:
                 raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
         try:
-            with self.store.transaction() as s:
+            # The session first: loading it may read the vault id in a transaction of its own,
+            # which must not wait for the write lock the unit below takes at once (SQLite).
+            self._me()
+            with self.store.unit() as s:
                 revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
         except ConcurrentChange:
             raise  # nothing was revealed or recorded: Vault retries the whole checkout
@@ -194,11 +196,11 @@ class CheckoutOps(SecretOps):
         seq = self._append(
             s, action, client_id=t.client.id, secret_id=secret.id, details=details, actor=me, row=appending
         )
-        conn = s.connection()
+        conn = rows.connection(s)
         if hold:
             mine = [c.id for c in held if c.engineer_id == me.id]
             if mine:  # a new checkout by the same engineer replaces theirs
-                conn.execute(rows.REPLACE, {"ids": mine, "at": now})
+                conn.execute(rows.REPLACE, [{"checkout": i, "at": now} for i in mine])
             conn.execute(
                 rows.ADD_CHECKOUT,
                 {
@@ -248,55 +250,62 @@ class CheckoutOps(SecretOps):
             if tag is None:
                 return None
             me = self._me()
-            conn = s.connection()
+            conn = rows.connection(s)
             sqlite = conn.dialect.name == "sqlite"
-            found = conn.execute(rows.ME_AND_HEAD if sqlite else rows.ME, {"me": me.engineer_id}).first()
-            if found is None:
-                return None
-            self._vault_id = vault_id = found[0]
-            self._check_pin(me, found[1])
-            row = rows.EngineerRow._make(found[3 : rows.ME_WIDTH])
-            self._check_me(s, me, row)
-            params = {"tag": tag, "version": version or None}
-            if row.role == ROLE_ADMIN:
-                bundle = self._root
-                if bundle is None or bundle.version != found[2]:
-                    return None
+            params: dict[str, Any] = {"me": me.engineer_id, "tag": tag, "version": version or None, "now": self.clock()}
+            bundle, client_id = self._root, self._slugs.get(slug)
+            if bundle is not None:  # an admin's (checked below): the client by its slug tag
                 params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-                target = conn.execute(rows.TARGET_BY_SLUG_TAG, params).first()
+            elif client_id is not None:  # an engineer's: the client their grant named
+                params["client"] = client_id
             else:
-                client_id = self._slugs.get(slug)
-                if client_id is None:
-                    return None
+                return None
+            found = conn.execute(rows.CHECKOUT_READ[bundle is not None, sqlite], params).all()
+            if not found:
+                return None  # no such secret (or a stale guess): the general path says which
+            first = found[0]
+            self._vault_id = vault_id = first[0]
+            self._check_pin(me, first[1])
+            row = rows.EngineerRow._make(first[3 : rows.ME_WIDTH])
+            self._check_me(s, me, row)
+            if (row.role == ROLE_ADMIN) != (bundle is not None) or (bundle is not None and bundle.version != first[2]):
+                return None
+            if bundle is None:
                 n = rows.GRANT_WIDTH
                 grants = conn.execute(rows.GRANTS_OF, {"me": row.id, "client": client_id}).all()
                 signers = [None if g[n] is None else rows.EngineerRow._make(g[n:]) for g in grants]
                 self._first_valid_grant(s, [rows.GrantRow._make(g[:n]) for g in grants], row, signers)
-                params["client"] = client_id
-                target = conn.execute(rows.TARGET_BY_ID, params).first()
-            if target is None or target[rows.TARGET_SPLITS[1]] is None:
-                return None  # no such secret (or a stale guess), or a client without a policy row
-            a, b, c, d = rows.TARGET_SPLITS
-            client, secret = rows.ClientRow._make(target[:a]), rows.SecretRow._make(target[a:b])
+            a = rows.ME_WIDTH + (2 if sqlite else 0)
+            b, c, d, e = (a + sum(rows.TARGET_WIDTHS[: i + 1]) for i in range(4))
+            if first[c] is None:
+                return None  # a client without a policy row: the general path makes one
+            client, secret = rows.ClientRow._make(first[a:b]), rows.SecretRow._make(first[b:c])
             lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
         except VaultError:
             return None
-        policy = rows.PolicyRow._make(target[b:c])
-        row_version = None if target[c] is None else rows.VersionRow._make(target[c:d])
-        head = (found[-2], found[-1]) if sqlite else None
+        policy = rows.PolicyRow._make(first[c:d])
+        row_version = None if first[d] is None else rows.VersionRow._make(first[d:e])
+        head = None
+        if sqlite:  # read under SQLite's write lock, in this transaction: current
+            head = (first[rows.ME_WIDTH], first[rows.ME_WIDTH + 1])
+            s.info["holds"] = (secret.id, [rows.HoldRow._make(r[e:]) for r in found if r[e] is not None])
         return _Target(
             vault_id, head, row, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, row_version
         )
 
-    def _lock_and_find_holds(self, s: Session, secret: HasId) -> Sequence[Row[Any, Any, Any, Any]]:
+    def _lock_and_find_holds(self, s: Session, secret: HasId) -> list[rows.HoldRow]:
         """The open checkouts of a secret, after locking its row (``FOR UPDATE`` on PostgreSQL;
-        on SQLite, BEGIN IMMEDIATE has already serialised writers)."""
-        conn = s.connection()
+        on SQLite, BEGIN IMMEDIATE has already serialised writers, so the ones the fast path
+        read with the secret in this transaction are current)."""
+        known = s.info.pop("holds", None)
+        if known is not None and known[0] == secret.id:
+            return list(known[1])
+        conn = rows.connection(s)
         if conn.dialect.name != "sqlite":
             conn.execute(rows.LOCK_SECRET, {"secret": secret.id})
-        return conn.execute(rows.HOLDS, {"secret": secret.id, "now": self.clock()}).all()
+        return [rows.HoldRow._make(r) for r in conn.execute(rows.HOLDS, {"secret": secret.id, "now": self.clock()})]
 
     def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
         opened = self._open(s, client, secret, row)
@@ -343,7 +352,9 @@ class CheckoutOps(SecretOps):
             if not mine and new_password is None:
                 raise NotFound(f"you hold no checkout of {ref!r}")
             if mine:
-                s.connection().execute(rows.RELEASE, {"ids": mine, "at": self.clock(), "by": me.id})
+                rows.connection(s).execute(
+                    rows.RELEASE, [{"checkout": i, "at": self.clock(), "by": me.id} for i in mine]
+                )
             self._append(
                 s,
                 "checkin",
@@ -365,7 +376,9 @@ class CheckoutOps(SecretOps):
             held = self._lock_and_find_holds(s, secret)
             if not held:
                 raise NotFound(f"{ref!r} is not checked out")
-            s.connection().execute(rows.RELEASE, {"ids": [c.id for c in held], "at": self.clock(), "by": me.id})
+            rows.connection(s).execute(
+                rows.RELEASE, [{"checkout": c.id, "at": self.clock(), "by": me.id} for c in held]
+            )
             names = []
             for c in held:
                 who = s.get(m.Engineer, c.engineer_id)

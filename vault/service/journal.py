@@ -133,7 +133,7 @@ class JournalOps(VaultBase):
         """One signed event with encrypted details by the acting engineer, with Core statements.
         ``row.head`` is the (seq, hash) read in this transaction under the write lock (SQLite),
         or None to read it here (locked on PostgreSQL)."""
-        conn = s.connection()
+        conn = rows.connection(s)
         head = row.head
         if head is None:
             found = conn.execute(rows.HEAD_FOR_UPDATE).first()

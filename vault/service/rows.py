@@ -11,11 +11,20 @@ the secret, its policy and the version to reveal (issue 7, workload W1). The
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import ColumnElement, FromClause, Integer, Select, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import FromClause, Integer, Select, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from vault.storage import models as m
+
+
+def connection(s: Session) -> Connection:
+    """The Core connection of a transaction: the one ``Store.unit`` keeps, else the Session's."""
+    conn = s.info.get("connection")
+    return conn if isinstance(conn, Connection) else s.connection()
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -148,6 +157,15 @@ class PolicyRow(NamedTuple):
     checkout_minutes: int
 
 
+class HoldRow(NamedTuple):
+    """An open checkout of a secret."""
+
+    id: int
+    engineer_id: int
+    exclusive: bool
+    expires_at: dt.datetime
+
+
 class VersionRow(NamedTuple):
     version: int
     key_version: int
@@ -213,20 +231,6 @@ _ROOT_VERSION = (
     select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == "active").scalar_subquery().label("root_version")
 )
 
-# The vault's identity, the acting engineer and the current root-key version; on SQLite
-# (whose BEGIN IMMEDIATE already holds the only write lock) also the audit head.
-ME = (
-    select(INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER)
-    .select_from(INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me")))
-    .where(INFO.c.id == 1)
-)
-ME_AND_HEAD = (
-    select(INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER, HEAD.c.seq, HEAD.c.hash)  # type: ignore[call-overload]
-    .select_from(INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me")).join(HEAD, HEAD.c.id == 1))
-    .where(INFO.c.id == 1)
-)
-ME_WIDTH = 3 + len(EngineerRow._fields)
-
 # An engineer's unrevoked grants for a client, newest first, each with its signer's row.
 GRANTS_OF = (
     select(*_columns(GRANTS, GrantRow), *_columns(_GRANTER, EngineerRow))  # type: ignore[call-overload]
@@ -238,48 +242,66 @@ GRANTS_OF = (
 GRANT_WIDTH = len(GrantRow._fields)
 
 
-def _target(where: ColumnElement[bool]) -> Select[Any]:
-    """A client with one of its secrets (by name tag), its policy and one version."""
+_OPEN_HOLDS = and_(
+    CHECKOUTS.c.secret_id == SECRETS.c.id, CHECKOUTS.c.released_at.is_(None), CHECKOUTS.c.expires_at > bindparam("now")
+)
+
+
+def _checkout_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
+    """Everything a checkout reads, in one statement: the vault's identity, the acting
+    engineer and the current root-key version; a client (by slug tag or id) with one of its
+    secrets (by name tag), its policy and one version. On SQLite, whose BEGIN IMMEDIATE
+    already serialises writers, also the audit head and one row per open checkout of the
+    secret (PostgreSQL reads those after locking the rows)."""
     wanted = func.coalesce(bindparam("version", type_=Integer), SECRETS.c.current_version)
-    query: Select[Any] = (
-        select(  # type: ignore[call-overload]
-            *_columns(CLIENTS, ClientRow),
-            *_columns(SECRETS, SecretRow),
-            *_columns(POLICIES, PolicyRow),
-            *_columns(VERSIONS, VersionRow),
-        )
-        .select_from(
-            CLIENTS.join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
-            .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
-            .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
-        )
-        .where(where)
+    client = CLIENTS.c.slug_tag == bindparam("slug_tag") if by_slug_tag else CLIENTS.c.id == bindparam("client")
+    joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
+    columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER]
+    if sqlite:
+        joined = joined.join(HEAD, HEAD.c.id == 1)
+        columns += [HEAD.c.seq, HEAD.c.hash]
+    joined = (
+        joined.join(CLIENTS, client)
+        .join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
+        .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
+        .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
     )
+    columns += [
+        *_columns(CLIENTS, ClientRow),
+        *_columns(SECRETS, SecretRow),
+        *_columns(POLICIES, PolicyRow),
+        *_columns(VERSIONS, VersionRow),
+    ]
+    if sqlite:
+        joined = joined.outerjoin(CHECKOUTS, _OPEN_HOLDS)
+        columns += _columns(CHECKOUTS, HoldRow)
+    query: Select[Any] = select(*columns).select_from(joined).where(INFO.c.id == 1)  # type: ignore[call-overload]
     return query
 
 
-TARGET_BY_SLUG_TAG = _target(CLIENTS.c.slug_tag == bindparam("slug_tag"))
-TARGET_BY_ID = _target(CLIENTS.c.id == bindparam("client"))
-TARGET_SPLITS = tuple(
-    sum(len(r._fields) for r in (ClientRow, SecretRow, PolicyRow, VersionRow)[:i]) for i in range(1, 5)
-)
+CHECKOUT_READ = {
+    (by_slug_tag, sqlite): _checkout_query(by_slug_tag, sqlite)
+    for by_slug_tag in (True, False)
+    for sqlite in (True, False)
+}
+ME_WIDTH = 3 + len(EngineerRow._fields)  # then the head (SQLite), then the client, secret, policy, version, hold
+TARGET_WIDTHS = tuple(len(r._fields) for r in (ClientRow, SecretRow, PolicyRow, VersionRow))
 
 # The secret's row lock (PostgreSQL; SQLite's writers are serialised by BEGIN IMMEDIATE)
 # and the open checkouts of the secret.
 LOCK_SECRET = select(SECRETS.c.id).where(SECRETS.c.id == bindparam("secret")).with_for_update()
-HOLDS = select(CHECKOUTS.c.id, CHECKOUTS.c.engineer_id, CHECKOUTS.c.exclusive, CHECKOUTS.c.expires_at).where(
+HOLDS = select(*_columns(CHECKOUTS, HoldRow)).where(  # type: ignore[call-overload]
     CHECKOUTS.c.secret_id == bindparam("secret"),
     CHECKOUTS.c.released_at.is_(None),
     CHECKOUTS.c.expires_at > bindparam("now"),
 )
+# Releasing checkouts, one row per parameter set (executemany; usually one).
 RELEASE = (
     update(CHECKOUTS)
-    .where(CHECKOUTS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(CHECKOUTS.c.id == bindparam("checkout"))
     .values(released_at=bindparam("at"), released_by=bindparam("by"))
 )
-REPLACE = (
-    update(CHECKOUTS).where(CHECKOUTS.c.id.in_(bindparam("ids", expanding=True))).values(released_at=bindparam("at"))
-)
+REPLACE = update(CHECKOUTS).where(CHECKOUTS.c.id == bindparam("checkout")).values(released_at=bindparam("at"))
 ADD_CHECKOUT = insert(CHECKOUTS)
 TOUCH_SECRET = update(SECRETS).where(SECRETS.c.id == bindparam("secret")).values(last_used_at=bindparam("at"))
 TOUCH_AND_FLAG_SECRET = TOUCH_SECRET.values(must_change=True)

@@ -89,9 +89,28 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed durably on success, rolled back on any error."""
-        try:
-            with self._sessions.begin() as session:
+        with self._mapped_errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[Session]:
+        """``transaction()`` for a hot path: a Core transaction on one connection, kept in
+        ``session.info["connection"]`` for Core statements, with a Session joined to it that
+        costs nothing unless the ORM is used (flushed before the same durable commit)."""
+        with self._mapped_errors(), self.engine.begin() as conn:
+            session = Session(bind=conn, expire_on_commit=False)  # joins conn's transaction
+            session.info["connection"] = conn
+            try:
                 yield session
+                session.flush()
+            finally:
+                session.close()  # leaves conn's transaction to engine.begin(): commit or roll back
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Driver errors become ConcurrentChange (retry-safe) or StoreUnavailable."""
+        try:
+            yield
         except (exc.OperationalError, exc.InterfaceError, exc.InternalError) as error:
             if _sqlstate(error) in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
                 raise ConcurrentChange(
