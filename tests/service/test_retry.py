@@ -446,15 +446,11 @@ def test_a_checkout_that_keeps_losing_reveals_nothing(shared, losing, backoff, c
     assert [c for c in shared.admin.list_checkouts() if c.client == case.client] == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="library bug: a retried checkin re-runs the update_secret its lost attempt committed"
-)
 def test_a_checkin_with_a_new_password_that_loses_its_release_stores_the_password_once(shared, losing, backoff):
-    """checkin(new_password=...) commits update_secret in transactions of its own, then
-    releases the checkout in another. When the release loses, ``retried`` runs the whole
-    checkin again, update_secret included: the new password is stored twice (two
-    versions, two ``secret-update`` events), though the docstring of ``retried`` says
-    nothing of a lost attempt was committed."""
+    """checkin(new_password=...) used to commit update_secret in transactions of its own,
+    then release the checkout in another: when the release lost, ``retried`` ran the whole
+    checkin again and stored the password twice (a bug found here). Now the new version and
+    the release are one transaction: a lost attempt leaves nothing behind."""
     case = Case(shared, "checkout")
     vault = _admin(shared)
     vault.checkout(case.ref, reason=REASON)

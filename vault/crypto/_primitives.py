@@ -170,7 +170,14 @@ def ed25519_public_from_seed(seed: bytes) -> bytes:
 
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     """Safe: deterministic Ed25519 (RFC 8032); no per-signature randomness to get wrong."""
-    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    return _signing_key(bytes(seed)).sign(message)
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(seed: bytes) -> Ed25519PrivateKey:
+    # Expanding the seed costs about half a signature; an unlocked session signs every audit
+    # event with the same seed. The cache holds what the session already holds in memory.
+    return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:

@@ -319,19 +319,27 @@ class CheckoutOps(SecretOps):
             raise NotFound(f"secret {ref!r} has no {validation.shown(field)} field")
         return str(value)
 
-    def update_secret(self, ref: str, **changes: Any) -> SecretInfo:
-        """``SecretOps.update_secret``, refused while another engineer holds an exclusive checkout."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
-            _client, secret, _slug = self._secret(s, ref)
-            others = [c for c in self._lock_and_find_holds(s, secret) if c.engineer_id != me.id and c.exclusive]
-            if others:
-                holder = s.get(m.Engineer, others[0].engineer_id)
-                until = others[0].expires_at.isoformat(timespec="minutes")
-                raise CheckoutConflict(
-                    f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
-                )
-        return super().update_secret(ref, **changes)
+    def _update_in(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """``SecretOps._update_in``, refused while another engineer holds an exclusive
+        checkout (checked in the same transaction as the write: no window between them)."""
+        me = self._my_row(s)
+        _client, secret, _slug = self._secret(s, ref)
+        others = [c for c in self._lock_and_find_holds(s, secret) if c.engineer_id != me.id and c.exclusive]
+        if others:
+            holder = s.get(m.Engineer, others[0].engineer_id)
+            until = others[0].expires_at.isoformat(timespec="minutes")
+            raise CheckoutConflict(
+                f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
+            )
+        return super()._update_in(s, ref, password, changes, fields, kind)
 
     # -- check-in ------------------------------------------------------------------------------------------
 
@@ -343,9 +351,9 @@ class CheckoutOps(SecretOps):
             raise InvalidInput("give a new password or --generate, not both")
         if generate:
             new_password = generate_password(length) if length else generate_password()
-        if new_password is not None:
-            self.update_secret(ref, password=new_password)
-        with self.store.transaction() as s:
+        with self.store.transaction() as s:  # the new version and the release commit together
+            if new_password is not None:
+                self._update_in(s, ref, new_password, {}, None, None)
             me = self._my_row(s)
             client, secret, _slug = self._secret(s, ref)
             mine = [c.id for c in self._lock_and_find_holds(s, secret) if c.engineer_id == me.id]

@@ -186,50 +186,63 @@ class SecretOps(ClientOps):
         kind: str | None = None,
     ) -> SecretInfo:
         """Store a new version; fields left UNSET keep their value, None clears them."""
+        changes = {"username": username, "url": url, "host": host, "note": note}
+        with self.store.transaction() as s:
+            return self._update_in(s, ref, password, changes, fields, kind)
+
+    def _update_in(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """``update_secret`` inside the caller's transaction (check-in stores a new password
+        and releases the checkout in one transaction: a retry never stores it twice)."""
         if password is not None:
             validation.password(password)
         if kind is not None:
             validation.kind(kind)
-        with self.store.transaction() as s:
-            client, secret, slug = self._secret(s, ref)
-            row = self._version(s, secret, None)
-            opened = self._open(s, client, secret, row)
-            old_password = password
-            if old_password is None:
-                old_password = self._password(client, secret, row, opened)
-            changes = {"username": username, "url": url, "host": host, "note": note}
-            current = dict(opened.metadata)
-            for key, value in changes.items():
-                if value is not UNSET:
-                    current[key] = value
-            merged_fields = dict(current.get("fields") or {})
-            merged_fields.update(fields or {})
-            metadata = _metadata(
-                current["name"],
-                username=current.get("username"),
-                url=current.get("url"),
-                host=current.get("host"),
-                note=current.get("note"),
-                fields=merged_fields,
-            )
-            if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
-                raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-            if kind is not None:
-                secret.kind = kind
-            self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
-            if password is not None:
-                secret.must_change = False
-            self._append(
-                s,
-                "secret-update",
-                client_id=client.id,
-                secret_id=secret.id,
-                details={
-                    "version": secret.current_version,
-                    "password_changed": password is not None,
-                },
-            )
-            return self._secret_info(slug, secret, metadata)
+        client, secret, slug = self._secret(s, ref)
+        row = self._version(s, secret, None)
+        opened = self._open(s, client, secret, row)
+        old_password = password
+        if old_password is None:
+            old_password = self._password(client, secret, row, opened)
+        current = dict(opened.metadata)
+        for key, value in changes.items():
+            if value is not UNSET:
+                current[key] = value
+        merged_fields = dict(current.get("fields") or {})
+        merged_fields.update(fields or {})
+        metadata = _metadata(
+            current["name"],
+            username=current.get("username"),
+            url=current.get("url"),
+            host=current.get("host"),
+            note=current.get("note"),
+            fields=merged_fields,
+        )
+        if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
+            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+        if kind is not None:
+            secret.kind = kind
+        self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
+        if password is not None:
+            secret.must_change = False
+        self._append(
+            s,
+            "secret-update",
+            client_id=client.id,
+            secret_id=secret.id,
+            details={
+                "version": secret.current_version,
+                "password_changed": password is not None,
+            },
+        )
+        return self._secret_info(slug, secret, metadata)
 
     def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values)."""
