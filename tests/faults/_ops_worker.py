@@ -14,20 +14,22 @@ one JSON object per line on stdin:
 
 Kinds: ``add`` (new secrets acme/new-TAG-I), ``update`` (new passwords for acme/sNN),
 ``grant`` (acme to eng0..engN-1), ``checkout`` (acme/sNN with a reason), ``purge`` (the
-client acme). Nothing here opens a database before forking.
+client acme): ``batch``, which ``test_pg_faults.py`` also runs in its own process.
+Nothing here opens a database before forking.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg  # noqa: F401 - loaded before forking, like the rest (no connection is open)
 import sqlalchemy.dialects.sqlite  # noqa: F401
+from _worker import serve
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
@@ -35,10 +37,44 @@ from vault.service.sessions import MemorySessionStore
 
 ADMIN = "root-admin"
 REASON = "T-1 crash test"
+Item = dict[str, Any]  # what a call writes: said as JSON in ``try`` and ``ack``
 
 
 def _say(line: str) -> None:
     os.write(1, (line + "\n").encode("utf-8"))
+
+
+def batch(
+    vault: Vault, kind: object, count: int, tag: str, tried: Callable[[Item], None], acked: Callable[[Item], None]
+) -> None:
+    """Run ``count`` calls of ``kind``, telling ``tried`` each item before its call and ``acked`` after it.
+
+    ``test_pg_faults.py`` runs it in its own process too (a server stop, on a long-lived Vault)."""
+    for i in range(count):
+        item: Item
+        if kind == "add":
+            item = {"ref": f"acme/new-{tag}-{i}", "password": f"added {tag} {i} ✓"}
+            tried(item)
+            vault.add_secret(item["ref"], password=item["password"], username=f"user{i}")
+        elif kind == "update":
+            item = {"ref": f"acme/s{i:02d}", "password": f"updated {tag} {i} ✓"}
+            tried(item)
+            vault.update_secret(item["ref"], password=item["password"])
+        elif kind == "grant":
+            item = {"engineer": f"eng{i}", "client": "acme"}
+            tried(item)
+            vault.grant(item["engineer"], "acme", reason=f"T-{tag}")
+        elif kind == "checkout":
+            item = {"ref": f"acme/s{i:02d}"}
+            tried(item)
+            item["value"] = vault.checkout(item["ref"], reason=REASON).value
+        elif kind == "purge":
+            item = {"client": "acme"}
+            tried(item)
+            item["receipt"] = vault.purge_client("acme", request=f"REQ-{tag}").id
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        acked(item)
 
 
 def _job(command: dict[str, object]) -> None:
@@ -49,53 +85,19 @@ def _job(command: dict[str, object]) -> None:
     count, tag, kind = int(command["count"]), str(command["tag"]), command["kind"]  # type: ignore[call-overload]
     _say(f"ready {pid}")
     started = time.perf_counter()
-    for i in range(count):
-        if kind == "add":
-            item = {"ref": f"acme/new-{tag}-{i}", "password": f"added {tag} {i} ✓"}
-            _say(f"try {pid} {json.dumps(item)}")
-            vault.add_secret(item["ref"], password=item["password"], username=f"user{i}")
-        elif kind == "update":
-            item = {"ref": f"acme/s{i:02d}", "password": f"updated {tag} {i} ✓"}
-            _say(f"try {pid} {json.dumps(item)}")
-            vault.update_secret(item["ref"], password=item["password"])
-        elif kind == "grant":
-            item = {"engineer": f"eng{i}", "client": "acme"}
-            _say(f"try {pid} {json.dumps(item)}")
-            vault.grant(item["engineer"], "acme", reason=f"T-{tag}")
-        elif kind == "checkout":
-            item = {"ref": f"acme/s{i:02d}"}
-            _say(f"try {pid} {json.dumps(item)}")
-            item["value"] = vault.checkout(item["ref"], reason=REASON).value
-        elif kind == "purge":
-            item = {"client": "acme"}
-            _say(f"try {pid} {json.dumps(item)}")
-            item["receipt"] = vault.purge_client("acme", request=f"REQ-{tag}").id  # type: ignore[assignment]
-        else:
-            raise ValueError(f"unknown kind {kind!r}")
-        _say(f"ack {pid} {json.dumps(item)}")
+    batch(
+        vault,
+        kind,
+        count,
+        tag,
+        lambda item: _say(f"try {pid} {json.dumps(item)}"),
+        lambda item: _say(f"ack {pid} {json.dumps(item)}"),
+    )
     _say(f"done {pid} {time.perf_counter() - started:.6f}")
 
 
 def main() -> None:
-    print("worker ready", flush=True)
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["op"] == "run":
-            sys.stdout.flush()
-            pid = os.fork()
-            if pid == 0:
-                code = 0
-                try:
-                    _job(command)
-                except BaseException:
-                    _say(f"error {os.getpid()} " + traceback.format_exc().replace("\n", " | "))
-                    code = 1
-                os._exit(code)
-        elif command["op"] == "reap":
-            pid = int(command["pid"])
-            _, status = os.waitpid(pid, 0)
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            print(f"reaped {pid} {code}", flush=True)
+    serve(_job)
 
 
 if __name__ == "__main__":

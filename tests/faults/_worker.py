@@ -11,7 +11,8 @@ stdin:
     {"op": "reap", "pid": PID}      -> "reaped PID CODE" (CODE is -9 after SIGKILL)
 
 Children are reaped only on request, so a PID cannot be reused before the test has
-sent its SIGKILL. Nothing here opens a database before forking.
+sent its SIGKILL (``serve``, which ``_ops_worker.py`` uses too). Nothing here opens a
+database before forking.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy.dialects.sqlite  # noqa: F401 - loaded before forking, like the rest
@@ -61,7 +63,8 @@ def _job(command: dict[str, object]) -> None:
     _say(f"done {pid} {time.perf_counter() - started:.6f}")
 
 
-def main() -> None:
+def serve(job: Callable[[dict[str, object]], None]) -> None:
+    """Fork a child that runs ``job`` for each ``run`` command; reap one for each ``reap`` (``_ops_worker.py`` too)."""
     print("worker ready", flush=True)
     for line in sys.stdin:
         command = json.loads(line)
@@ -71,7 +74,7 @@ def main() -> None:
             if pid == 0:
                 code = 0
                 try:
-                    _job(command)
+                    job(command)
                 except BaseException:
                     _say(f"error {os.getpid()} " + traceback.format_exc().replace("\n", " | "))
                     code = 1
@@ -81,6 +84,10 @@ def main() -> None:
             _, status = os.waitpid(pid, 0)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             print(f"reaped {pid} {code}", flush=True)
+
+
+def main() -> None:
+    serve(_job)
 
 
 if __name__ == "__main__":

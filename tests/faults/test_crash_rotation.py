@@ -15,21 +15,27 @@ The short runs (8 per kind, engineer-key rotation excepted) are in the default s
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _invariants import (
+    ADMIN,
+    ADMIN_PASS,
+    REASON,
+    Outcome,
+    WorkerProcess,
+    add_clients,
+    open_vault,
+    write_passphrase_file,
+)
 from sqlalchemy import select
 
 from vault import Vault
@@ -37,10 +43,7 @@ from vault.crypto.keyrecord import FLOOR
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
-ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
-REASON = "T-1 crash test"
 WORKER = Path(__file__).with_name("_worker.py")
-REPO = Path(__file__).resolve().parents[2]
 KINDS = ("client", "root", "remove", "engineer")
 SHORT_KINDS = ("client", "root", "remove")  # an engineer-key rotation is one transaction: -m slow only
 SHORT_RUNS, LONG_RUNS = 8, 50
@@ -55,24 +58,13 @@ class Template:
     values: dict[str, str]  # ref -> password written
 
 
-def _open(path: Path) -> Vault:
-    vault = Vault.open(f"sqlite:///{path}", engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
-    vault.unlock(ADMIN, ADMIN_PASS)
-    return vault
-
-
 def _build(path: Path, kind: str) -> Template:
     admin, _ = Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
     admin.unlock(ADMIN, ADMIN_PASS)
     sizes = {"client": {"acme": 60}, "remove": {"acme": 9, "globex": 9, "initech": 2}}.get(
         kind, {"acme": 3, "globex": 3, "initech": 3}
     )
-    values = {}
-    for slug, count in sizes.items():
-        admin.add_client(slug, slug.title())
-        for i in range(count):
-            values[f"{slug}/s{i:02d}"] = f"{slug}-{i}-✓"
-            admin.add_secret(f"{slug}/s{i:02d}", password=values[f"{slug}/s{i:02d}"])
+    values = add_clients(admin, sizes)
     if kind != "client":
         code = admin.invite_engineer("alice")
         alice = Vault.open(admin.store.url, engineer="alice", sessions=MemorySessionStore(), kdf_params=FLOOR)
@@ -102,72 +94,24 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Te
 # -- the worker -------------------------------------------------------------------------------------
 
 
-class Worker:
+class Worker(WorkerProcess):
     """The process that forks the children the test kills."""
-
-    def __init__(self, passphrase_file: Path) -> None:
-        self.passphrase_file = passphrase_file
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=env,
-            cwd=REPO,
-        )
-        assert self._line() == "worker ready"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the crash worker exited ({self.proc.poll()})")
-        return line.rstrip("\n")
-
-    def _send(self, **command: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
 
     def run(self, db: Path, kind: str, kill_after: float | None) -> tuple[int, float | None]:
         """Run ``kind`` on ``db``; SIGKILL it ``kill_after`` seconds after it is ready.
 
         Returns (exit code, -9 when killed; seconds the operation took, if it finished).
         """
-        self._send(op="run", db=str(db), kind=kind, engineer=ADMIN, passphrase_file=str(self.passphrase_file), batch=3)
-        word, pid_text, *rest = self._line().split(" ", 2)
-        if word == "error":
-            raise AssertionError(f"the worker failed before it was ready: {rest}")
-        assert word == "ready", word
-        pid = int(pid_text)
+        pid = self.start(db=str(db), kind=kind, engineer=ADMIN, batch=3)
         if kill_after is not None:
-            time.sleep(kill_after)
-            os.kill(pid, signal.SIGKILL)  # not reaped yet: the PID is still this child's
-        self._send(op="reap", pid=pid)
-        took = None
-        while True:
-            word, *rest = self._line().split(" ", 2)
-            if word == "done":
-                took = float(rest[1])
-            elif word == "error":
-                raise AssertionError(f"the operation failed (not a crash): {rest[1]}")
-            elif word == "reaped":
-                return int(rest[1]), took
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+            self.kill(pid, kill_after)
+        out = self.reap(pid, Outcome())
+        return out.code, out.duration
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    secret = tmp_path_factory.mktemp("worker") / "passphrase"
-    secret.write_text(ADMIN_PASS, encoding="utf-8")
-    secret.chmod(0o600)
-    w = Worker(secret)
+    w = Worker(WORKER, write_passphrase_file(tmp_path_factory.mktemp("worker")))
     yield w
     w.close()
 
@@ -186,7 +130,7 @@ def _integrity(path: Path) -> list[tuple[str]]:
 def _recover(path: Path, template: Template, kind: str) -> str:
     """Check the vault after a crash and resume; returns where the crash landed."""
     assert _integrity(path) == [("ok",)]
-    vault = _open(path)
+    vault = open_vault(f"sqlite:///{path}")
     try:
         for ref, password in template.values.items():
             assert vault.reveal(ref, reason=REASON) == password, ref
