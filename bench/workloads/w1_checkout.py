@@ -210,7 +210,12 @@ def _discussion(figures: dict[str, dict[str, Any]]) -> list[str]:
     if sq is None:
         return []
     admin, engineer, floor = (sq[k]["median"] * 1000 for k in ("admin", "engineer", "floor"))
-    verdict = "met" if admin <= TARGET_MS else "not met"
+    if admin <= TARGET_MS and engineer <= TARGET_MS:
+        verdict = "met"
+    elif admin <= TARGET_MS:
+        verdict = "met for an admin, not met for an engineer"
+    else:
+        verdict = "not met"
     if floor >= TARGET_MS:
         storage = (
             f"On this storage the target cannot be met at all: one durable commit already takes {floor:.2f} ms, and "
@@ -238,7 +243,12 @@ def _discussion(figures: dict[str, dict[str, Any]]) -> list[str]:
             "SQLAlchemy's cost per statement (tens of µs each), the audit event's Ed25519 signature, and "
             "Python's per-call overhead"
         )
-    ending = "." if admin <= TARGET_MS else "; the rest would need fewer statements or a cheaper driver layer."
+    ending = (
+        "."
+        if max(admin, engineer) <= TARGET_MS
+        else "; the rest would need fewer statements (an engineer's grants are one more query) or a cheaper "
+        "driver layer than SQLAlchemy's per-statement processing."
+    )
     text = [
         f"**Target (≤ 1 ms median on SQLite): {verdict}.** An admin's checkout takes {admin:.2f} ms (median); a "
         f"single durable commit on the same disk with the pragmas credvault uses (WAL, `synchronous=FULL`) takes "
@@ -247,7 +257,8 @@ def _discussion(figures: dict[str, dict[str, Any]]) -> list[str]:
     ]
     if engineer <= 2 * admin:
         text.append(
-            f"An engineer's checkout takes {engineer:.1f} ms with {sq['grants']} grants, no more than the admin's: "
+            f"An engineer's checkout takes {engineer:.2f} ms with {sq['grants']} grants "
+            f"({'within' if engineer <= TARGET_MS else 'over'} the target; {engineer / admin:.2f}× the admin's): "
             f"the library remembers which client a slug names and which signatures it has verified, so the cost "
             f"of a call no longer grows with the engineer's grants ({_costs(engineer_costs)} counted on one call; "
             "only the first lookup in a `Vault` object opens the slugs of every granted client)."

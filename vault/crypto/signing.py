@@ -58,20 +58,34 @@ def is_weak_signing_key(public: bytes) -> bool:
 def verify(public: bytes, signature: bytes | None, label: bytes, *fields: ContextItem, what: str) -> None:
     if not signature:
         raise UntrustedRecord(f"{what} is not signed by an admin")
-    if p.ed25519_public_is_weak(public):
+    if any(isinstance(item, bool) for item in fields):
+        raise TypeError("booleans are not context items")  # True == 1 must not share a memo entry
+    try:
+        result = _remembered(public, signature, label, fields)
+    except TypeError:  # an unhashable item (bytearray, memoryview): check without the memo
+        result = _check(public, signature, p.ctx(label, *fields))
+    if result == "weak":
         raise UntrustedRecord(f"{what} names a weak (small-order) signing key")
-    if not _valid(public, signature, p.ctx(label, *fields)):
+    if result != "valid":
         raise UntrustedRecord(f"{what} has an invalid signature")
 
 
 @functools.lru_cache(maxsize=8192)
-def _valid(public: bytes, signature: bytes, message: bytes) -> bool:
-    """Ed25519 verification, remembered: the same exact (key, signature, message) is checked once."""
+def _remembered(public: bytes, signature: bytes, label: bytes, fields: tuple[ContextItem, ...]) -> str:
+    """``_check`` remembered by the exact key, signature, label and field values: the signed
+    message is a pure function of them, so a hit is the same check (checkouts verify the same
+    certificates and grants on every call; encoding their messages cost more than the lookup)."""
+    return _check(public, signature, p.ctx(label, *fields))
+
+
+def _check(public: bytes, signature: bytes, message: bytes) -> str:
+    if p.ed25519_public_is_weak(public):
+        return "weak"
     try:
         p.ed25519_verify(public, signature, message)
     except p.PrimitiveFailure:
-        return False
-    return True
+        return "invalid"
+    return "valid"
 
 
 # -- fingerprints ---------------------------------------------------------------
