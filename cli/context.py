@@ -133,27 +133,13 @@ class AppContext:
         name = self.engineer()
         if self.passphrase_file is not None or not name:
             return None
-        from vault.errors import ConfigurationError
         from vault.service import agentclient
         from vault.service.records import Revealed
 
-        try:
-            path = agentclient.socket_path(self.db_url(), name)
-        except ConfigurationError:
-            return None  # no usable private directory: no agent can be running there
-        if not os.path.exists(path):
-            return None
-        message = {
-            "op": "checkout",
-            "ref": ref,
-            "reason": reason,
-            "field": field,
-            "version": version,
-            "hold_for": hold_for,
-        }
-        try:
-            answer = agentclient.request(path, message)
-        except agentclient.AgentAbsent:
+        answer = agentclient.checkout(
+            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for
+        )
+        if answer is None:
             return None
         expires = answer.get("expires_at")
         return Revealed(

@@ -13,7 +13,6 @@ running. Whatever it cannot do exactly as the click command would, it leaves to 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 PROG = "credvault"
@@ -122,20 +121,17 @@ def via_agent(order: Checkout) -> int | None:
         name = config.resolve_engineer(order.as_engineer)
         if not name:
             return None
-        path = agentclient.socket_path(config.resolve_db_url(order.db), name)
-        if not os.path.exists(path):
+        answer = agentclient.checkout(
+            config.resolve_db_url(order.db),
+            name,
+            ref=str(order.ref),
+            reason=order.reason,
+            field=order.field,
+            version=order.version,
+            hold_for=order.hold_for,
+        )
+        if answer is None:
             return None
-        message = {
-            "op": "checkout",
-            "ref": order.ref,
-            "reason": order.reason,
-            "field": order.field,
-            "version": order.version,
-            "hold_for": order.hold_for,
-        }
-        answer = agentclient.request(path, message)
-    except agentclient.AgentAbsent:
-        return None
     except errors.ConfigurationError:
         return None  # the click CLI says it with its full context
     except errors.VaultError as error:

@@ -121,3 +121,21 @@ def _read_line(sock: socket.socket) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValueError("not an object")
     return value
+
+
+def checkout(
+    url: str, engineer: str, *, ref: str, reason: str | None, field: str, version: int | None, hold_for: str | None
+) -> dict[str, Any] | None:
+    """The answer of ``engineer``'s agent on ``url`` to a checkout (``hold_for`` as typed,
+    e.g. "2h"), or None when no agent of theirs runs here; its errors are raised."""
+    try:
+        path = socket_path(url, engineer)
+    except errors.ConfigurationError:
+        return None  # no usable private directory: no agent can be running there
+    if not os.path.exists(path):
+        return None
+    message = {"op": "checkout", "ref": ref, "reason": reason, "field": field, "version": version, "hold_for": hold_for}
+    try:
+        return request(path, message)
+    except AgentAbsent:
+        return None
