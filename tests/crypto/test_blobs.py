@@ -422,3 +422,48 @@ def test_decrypt_inverts_encrypt_and_any_single_bit_flip_fails(
     bit = data.draw(st.integers(min_value=0, max_value=len(blob) * 8 - 1), label="bit")
     tampered = _flip(blob, bit // 8, 1 << (bit % 8))
     rejects(lambda: kind.decrypt(KEY, row, tampered), KEY)
+
+
+# -- the batch re-wrap of a client-key rotation --------------------------------------------
+
+
+def test_rewrap_data_keys_gives_what_unwrap_then_wrap_gives() -> None:
+    old = {1: b"\x01" * 32, 2: b"\x02" * 32}
+    new = b"\x03" * 32
+    data_keys = [bytes([i]) * 32 for i in range(4)]
+    rows = [
+        (10 + i, 1 + i % 2, 1 + i % 2, blobs.wrap_data_key(old[1 + i % 2], 1 + i % 2, dk, 7, 10 + i, 1 + i % 2))
+        for i, dk in enumerate(data_keys)
+    ]
+    rewrapped = blobs.rewrap_data_keys(old, new, 3, 7, rows)
+    for (secret_id, version, _kv, _w), blob, dk in zip(rows, rewrapped, data_keys, strict=True):
+        assert blob[:6] == struct.pack(">BBI", 1, blob[1], 3)
+        assert blobs.unwrap_data_key(new, 3, blob, 7, secret_id, version) == dk
+        with pytest.raises(DecryptionFailed):  # bound to its row, as wrap_data_key binds it
+            blobs.unwrap_data_key(new, 3, blob, 7, secret_id + 100, version)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["flip", "truncate", "moved row", "other client", "wrong key version", "header rewritten"],
+)
+def test_rewrap_data_keys_refuses_what_unwrap_refuses(change: str) -> None:
+    old, new = {1: b"\x01" * 32, 2: b"\x09" * 32}, b"\x03" * 32
+    wrapped = blobs.wrap_data_key(old[1], 1, b"\x05" * 32, 7, 10, 1)
+    row, client = (10, 1, 1, wrapped), 7
+    if change == "flip":
+        row = (10, 1, 1, wrapped[:-1] + bytes([wrapped[-1] ^ 1]))
+    elif change == "truncate":
+        row = (10, 1, 1, wrapped[:20])
+    elif change == "moved row":
+        row = (11, 1, 1, wrapped)
+    elif change == "other client":
+        client = 8
+    elif change == "wrong key version":
+        row = (10, 1, 2, wrapped)
+    elif change == "header rewritten":
+        row = (10, 1, 2, wrapped[:2] + struct.pack(">I", 2) + wrapped[6:])
+    with pytest.raises(DecryptionFailed):
+        blobs.unwrap_data_key(old[row[2]], row[2], row[3], client, row[0], row[1])
+    with pytest.raises(DecryptionFailed):
+        blobs.rewrap_data_keys(old, new, 3, client, [row])

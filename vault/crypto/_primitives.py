@@ -90,6 +90,28 @@ def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byt
         raise PrimitiveFailure from exc
 
 
+class KeyedAead:
+    """``aead_encrypt``/``aead_decrypt`` under one key, its cipher set up once (a batch
+    re-wrap uses the same few keys for thousands of blobs). Same safety notes as those."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "KeyedAead(<redacted>)"
+
+    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return self._aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except (InvalidTag, ValueError) as exc:
+            raise PrimitiveFailure from exc
+
+
 def hkdf(ikm: bytes, info: bytes, salt: bytes | None = None, length: int = KEY_SIZE) -> bytes:
     """Safe: HKDF-SHA256 with a per-purpose label as info (RFC 5869)."""
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from vault.crypto import _primitives as p
 from vault.crypto.labels import (
     BLOB_AUDIT_DETAIL,
@@ -130,8 +127,8 @@ def rewrap_data_keys(
         raise ValueError("key version out of range")
     label = _LABELS[BLOB_DATA_KEY]
     new_header = struct.pack(">BBI", FORMAT_VERSION, BLOB_DATA_KEY, new_version)
-    new_aead, new_prefix = AESGCM(new_key), p.ctx(label, new_header, client_id)
-    opened: dict[int, tuple[AESGCM, bytes, bytes]] = {}
+    new_aead, new_prefix = p.KeyedAead(new_key), p.ctx(label, new_header, client_id)
+    opened: dict[int, tuple[p.KeyedAead, bytes, bytes]] = {}
     body = HEADER_SIZE + p.NONCE_SIZE  # where the ciphertext starts
     out = []
     for secret_id, version, key_version, wrapped in rows:
@@ -142,14 +139,14 @@ def rewrap_data_keys(
             old_key = old_keys[key_version]
             _check_key(old_key)
             header = struct.pack(">BBI", FORMAT_VERSION, BLOB_DATA_KEY, key_version)
-            entry = opened[key_version] = (AESGCM(old_key), header, p.ctx(label, header, client_id))
+            entry = opened[key_version] = (p.KeyedAead(old_key), header, p.ctx(label, header, client_id))
         aead, header, prefix = entry
         if len(wrapped) < body + p.TAG_SIZE or wrapped[:HEADER_SIZE] != header:
             raise DecryptionFailed()
         row = _ROW_CONTEXT.pack(8, secret_id, 8, version)
         try:
             data_key = aead.decrypt(wrapped[HEADER_SIZE:body], wrapped[body:], prefix + row)
-        except (InvalidTag, ValueError):
+        except p.PrimitiveFailure:
             raise DecryptionFailed() from None
         if len(data_key) != p.KEY_SIZE:
             raise DecryptionFailed()
