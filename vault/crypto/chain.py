@@ -103,11 +103,6 @@ class EventCodec:
         raw = p.encode_item(value)
         return self._LEN(len(raw)) + raw
 
-    def event_hash(self, seq: int, *fields: ContextItem, prev_hash: bytes) -> bytes:
-        """The same digest as ``event_hash(vault_id, seq, *fields, prev_hash=prev_hash)``."""
-        item = self.item
-        return p.sha256(b"".join((self.hash_prefix, item(seq), *[item(f) for f in fields], item(prev_hash))))
-
     def audit_event_hash(
         self,
         seq: int,
