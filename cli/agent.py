@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 
 from vault.errors import ConfigurationError
-from vault.service import agent as agent_service
 from vault.service import agentclient, config
 
 from .context import AppContext, pass_app
@@ -61,6 +60,8 @@ def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> Non
         click.echo(f"An agent for {name} is already running, until {_until(running)}.")
         return
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
+    from vault.service import agent as agent_service  # the server side: only `start` needs it
+
     answer = agent_service.start(url, name, passphrase, lifetime)
     local = config.LocalConfig.load()
     local.engineer, local.db_url = name, local.db_url or url
