@@ -33,13 +33,14 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
-import vault.service.vault as vault_module
+import vault.service.retrying as retrying
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import AuditUnavailable, ConcurrentChange, StoreUnavailable, VaultError
 from vault.service.base import VaultBase
 from vault.service.checkouts import CheckoutOps
 from vault.service.journal import JournalOps
+from vault.service.rotation import RotationOps
 from vault.service.secrets import SecretOps
 from vault.service.vault import BACKOFF_SECONDS, RETRIES
 from vault.storage import engine as storage
@@ -152,7 +153,7 @@ class Backoff:
 @pytest.fixture
 def backoff(monkeypatch) -> Backoff:  # type: ignore[no-untyped-def]
     recorder = Backoff()
-    monkeypatch.setattr(vault_module, "time", types.SimpleNamespace(sleep=recorder.sleep))
+    monkeypatch.setattr(retrying, "time", types.SimpleNamespace(sleep=recorder.sleep))
     return recorder
 
 
@@ -616,3 +617,31 @@ def test_a_locked_sqlite_database_stays_store_unavailable_and_is_not_retried(db_
     finally:
         holder.close()
         vault.close()
+
+
+def test_a_rotation_batch_that_loses_is_run_again_and_the_rotation_finishes(shared, losing, backoff, monkeypatch):
+    """A client-key rotation is several transactions (start, batches, finish). A batch that
+    loses must be run again on its own: re-running the whole ``rotate_client`` would find
+    its own rotation under way and refuse ("already under way")."""
+    client = shared.client()
+    refs = [f"{client}/s{i}" for i in range(5)]
+    for ref in refs:
+        shared.admin.add_secret(ref, password=f"{ref} ✓")
+    vault = _admin(shared)
+    real_batch, armed = RotationOps._rewrap_batch, [True]
+
+    def batch(self: Any, *args: Any) -> Any:
+        if armed and armed.pop():  # the first batch's commit loses, twice
+            losing.lose(2)
+        return real_batch(self, *args)
+
+    monkeypatch.setattr(RotationOps, "_rewrap_batch", batch)
+    retries = vault.retries
+    info = vault.rotate_client(client, batch_size=2)
+    assert losing.failed == 2
+    assert vault.retries - retries == 2
+    assert (info.state, info.done, info.total) == ("done", 5, 5)
+    assert [r for r in shared.admin.list_rotations() if r.client == client] == [info]
+    assert shared.admin.client_key_versions(client) == [(1, "destroyed"), (2, "active")]
+    for ref in refs:
+        assert shared.admin.reveal(ref, reason=REASON) == f"{ref} ✓"

@@ -80,6 +80,9 @@ class RootBundle:
 class VaultBase:
     """State shared by every part of the service: store, clock, session, key caches."""
 
+    retries = 0  # transactions run again after a ConcurrentChange (retrying.py), over this object's life
+    _retry_depth = 0
+
     def __init__(
         self,
         store: Store,

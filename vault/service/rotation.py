@@ -32,6 +32,7 @@ from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
 from vault.service.passwords import generate_password
 from vault.service.records import RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
+from vault.service.retrying import again_on_conflict
 from vault.storage import models as m
 
 Progress = Callable[[int, int], None]
@@ -168,7 +169,12 @@ class RotationOps(ReportOps):
         # nothing), a second walk from the start re-wraps it before the rotation finishes.
         for walk in (1, 2):
             self._cursors.pop(rotation_id, None)
-            while self._rewrap_batch(rotation_id, batch_size, progress):
+            # A lost batch is run again on its own (running rotate_client again would find
+            # this rotation under way); the cursor only moves after a batch commits.
+            def batch() -> int:
+                return self._rewrap_batch(rotation_id, batch_size, progress)
+
+            while again_on_conflict(self, "a re-wrap batch", batch):
                 pass
             with self.store.transaction() as s:
                 rotation = s.get(m.Rotation, rotation_id)
