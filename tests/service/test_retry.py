@@ -645,3 +645,17 @@ def test_a_rotation_batch_that_loses_is_run_again_and_the_rotation_finishes(shar
     assert shared.admin.client_key_versions(client) == [(1, "destroyed"), (2, "active")]
     for ref in refs:
         assert shared.admin.reveal(ref, reason=REASON) == f"{ref} ✓"
+
+
+def test_a_rotation_whose_finishing_transaction_loses_finishes(shared, losing, backoff):
+    """The finishing transaction of a rotation (it appends ``client-key-rotated``) is run
+    again on its own too."""
+    client = shared.client()
+    shared.admin.add_secret(f"{client}/s0", password="finish ✓")
+    vault = _admin(shared)
+    losing.lose(1, action="client-key-rotated")
+    info = vault.rotate_client(client)
+    assert losing.failed == 1
+    assert (info.state, info.done, info.total) == ("done", 1, 1)
+    assert shared.admin.client_key_versions(client) == [(1, "destroyed"), (2, "active")]
+    assert shared.admin.reveal(f"{client}/s0", reason=REASON) == "finish ✓"

@@ -18,6 +18,7 @@ the number of clients, not of secrets.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -167,25 +168,33 @@ class RotationOps(ReportOps):
         # The finishing transaction counts what still refers to an old version; if the walk
         # missed anything (a version written behind the cursor under an old key: normally
         # nothing), a second walk from the start re-wraps it before the rotation finishes.
+        # Each transaction that loses to a concurrent one is run again on its own: running
+        # rotate_client again would find this rotation under way (retrying.py).
+        def batch() -> int:
+            return self._rewrap_batch(rotation_id, batch_size, progress)
+
         for walk in (1, 2):
             self._cursors.pop(rotation_id, None)
-            # A lost batch is run again on its own (running rotate_client again would find
-            # this rotation under way); the cursor only moves after a batch commits.
-            def batch() -> int:
-                return self._rewrap_batch(rotation_id, batch_size, progress)
-
             while again_on_conflict(self, "a re-wrap batch", batch):
-                pass
-            with self.store.transaction() as s:
-                rotation = s.get(m.Rotation, rotation_id)
-                assert rotation is not None
-                if rotation.state == RUNNING:
-                    in_use = _old_versions_in_use(s, rotation.client_id, rotation.to_version)
-                    if in_use and walk == 1:
-                        continue
-                    self._finish_client_rotation(s, rotation, in_use)
-                return self._rotation_info(s, rotation)
+                pass  # the cursor only moves after a batch commits
+            end = functools.partial(self._end_rotation, rotation_id, walk)
+            info = again_on_conflict(self, "the end of a rotation", end)
+            if info is not None:
+                return info
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _end_rotation(self, rotation_id: int, walk: int) -> RotationInfo | None:
+        """Finish the rotation if nothing refers to an old version any more (or this is the
+        second walk); None to walk again."""
+        with self.store.transaction() as s:
+            rotation = s.get(m.Rotation, rotation_id)
+            assert rotation is not None
+            if rotation.state == RUNNING:
+                in_use = _old_versions_in_use(s, rotation.client_id, rotation.to_version)
+                if in_use and walk == 1:
+                    return None
+                self._finish_client_rotation(s, rotation, in_use)
+            return self._rotation_info(s, rotation)
 
     def _rewrap_batch(self, rotation_id: int, batch_size: int, progress: Progress | None) -> int:
         """Re-wrap up to ``batch_size`` data keys in one transaction; returns how many."""
