@@ -64,3 +64,36 @@ def test_upgrade_is_idempotent_and_keeps_the_data(empty_url):
         assert _drift(vault.store) == []
     finally:
         vault.close()
+
+
+def _indexes(store: storage.Store, table: str) -> set[str]:
+    return {str(ix["name"]) for ix in inspect(store.engine).get_indexes(table)}
+
+
+def test_0006_adds_the_checkout_indexes_to_a_vault_in_use_and_down_again(empty_url):
+    """A vault made before revision 0006, with data and an open checkout, upgrades in place;
+    the downgrade gives back 0005's indexes. Nothing is lost either way."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.unlock("root-admin", "pass")
+        vault.add_client("acme", "Acme Ltd")
+        vault.add_secret("acme/fw01", password="pw-1")
+        vault.checkout("acme/fw01", reason="T-1")
+        config = storage._alembic_config(vault.store.engine)
+        command.downgrade(config, "0005")
+        assert storage.current_revision(vault.store) == "0005"
+        assert "ix_checkouts_open" not in _indexes(vault.store, "checkouts")
+        assert _indexes(vault.store, "grants") >= {"ix_grants_engineer_id"}
+        assert "ix_grants_engineer_client" not in _indexes(vault.store, "grants")
+
+        assert vault.upgrade_schema() == _head(vault.store)
+        assert "ix_checkouts_open" in _indexes(vault.store, "checkouts")
+        assert "ix_grants_engineer_client" in _indexes(vault.store, "grants")
+        assert "ix_grants_engineer_id" not in _indexes(vault.store, "grants")
+        assert _drift(vault.store) == []
+        assert [c.engineer for c in vault.list_checkouts()] == ["root-admin"]
+        assert vault.checkout("acme/fw01", reason="T-2").value == "pw-1"
+    finally:
+        vault.close()

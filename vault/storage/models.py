@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -24,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql import false
+from sqlalchemy.sql import false, text
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -187,9 +188,11 @@ class ClientKeySeal(Base):
 
 class Grant(Base):
     __tablename__ = "grants"
-    __table_args__ = (AUTOINCREMENT,)
+    # A checkout reads an engineer's grants for one client: one index seek, however many
+    # clients the engineer holds (its prefix serves the queries by engineer alone).
+    __table_args__ = (Index("ix_grants_engineer_client", "engineer_id", "client_id"), AUTOINCREMENT)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"), index=True)
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     granted_by: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
     signed_at: Mapped[int] = mapped_column(BigInteger)
@@ -238,9 +241,17 @@ class ClientPolicy(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+OPEN = text("released_at IS NULL")
+
+
 class Checkout(Base):
     __tablename__ = "checkouts"
-    __table_args__ = (AUTOINCREMENT,)
+    # The open checkouts of a secret are found by a seek on this partial index: the cost of
+    # a checkout does not grow with the secret's past checkouts, released or expired.
+    __table_args__ = (
+        Index("ix_checkouts_open", "secret_id", "expires_at", sqlite_where=OPEN, postgresql_where=OPEN),
+        AUTOINCREMENT,
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id", ondelete="CASCADE"), index=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
