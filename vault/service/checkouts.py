@@ -235,7 +235,7 @@ class CheckoutOps(SecretOps):
         )
 
     def _fast_target(self, s: Session, ref: str, version: int | None) -> _Target | None:
-        """``_target`` in two or three Core statements, or None to take the general path.
+        """``_target`` in one Core statement, or None to take the general path.
 
         Every check of the general path is made here on the rows read now (the engineer's
         row, certificate, status and keys, the organisation key pin, the root-key version,
@@ -263,36 +263,38 @@ class CheckoutOps(SecretOps):
             found = conn.execute(rows.CHECKOUT_READ[bundle is not None, sqlite], params).all()
             if not found:
                 return None  # no such secret (or a stale guess): the general path says which
-            first = found[0]
-            self._vault_id = vault_id = first[0]
-            self._check_pin(me, first[1])
-            row = rows.EngineerRow._make(first[3 : rows.ME_WIDTH])
+            read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
+            self._vault_id = read.vault_id
+            self._check_pin(me, read.org_signing_public)
+            row = read.me
             self._check_me(s, me, row)
-            if (row.role == ROLE_ADMIN) != (bundle is not None) or (bundle is not None and bundle.version != first[2]):
+            if (row.role == ROLE_ADMIN) != (bundle is not None) or (
+                bundle is not None and bundle.version != read.root_version
+            ):
                 return None
             if bundle is None:
-                n = rows.GRANT_WIDTH
-                grants = conn.execute(rows.GRANTS_OF, {"me": row.id, "client": client_id}).all()
-                signers = [None if g[n] is None else rows.EngineerRow._make(g[n:]) for g in grants]
-                self._first_valid_grant(s, [rows.GrantRow._make(g[:n]) for g in grants], row, signers)
-            a = rows.ME_WIDTH + (2 if sqlite else 0)
-            b, c, d, e = (a + sum(rows.TARGET_WIDTHS[: i + 1]) for i in range(4))
-            if first[c] is None:
+                self._first_valid_grant(s, read.grants, row, read.signers)
+            if read.policy is None:
                 return None  # a client without a policy row: the general path makes one
-            client, secret = rows.ClientRow._make(first[a:b]), rows.SecretRow._make(first[b:c])
+            client, secret = read.client, read.secret
             lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
         except VaultError:
             return None
-        policy = rows.PolicyRow._make(first[c:d])
-        row_version = None if first[d] is None else rows.VersionRow._make(first[d:e])
-        head = None
-        if sqlite:  # read under SQLite's write lock, in this transaction: current
-            head = (first[rows.ME_WIDTH], first[rows.ME_WIDTH + 1])
-            s.info["holds"] = (secret.id, [rows.HoldRow._make(r[e:]) for r in found if r[e] is not None])
+        if read.holds is not None:  # read under SQLite's write lock, in this transaction: current
+            s.info["holds"] = (secret.id, read.holds)
         return _Target(
-            vault_id, head, row, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, row_version
+            read.vault_id,
+            read.head,
+            row,
+            client,
+            client.audit_keys_blob,
+            secret,
+            secret.must_change,
+            slug,
+            read.policy,
+            read.version,
         )
 
     def _lock_and_find_holds(self, s: Session, secret: HasId) -> list[rows.HoldRow]:
