@@ -200,9 +200,9 @@ class CheckoutOps(SecretOps):
         if hold:
             mine = [c.id for c in held if c.engineer_id == me.id]
             if mine:  # a new checkout by the same engineer replaces theirs
-                conn.execute(rows.REPLACE, [{"checkout": i, "at": now} for i in mine])
-            conn.execute(
-                rows.ADD_CHECKOUT,
+                rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
+            rows.ADD_CHECKOUT.run(
+                conn,
                 {
                     "secret_id": secret.id,
                     "client_id": t.client.id,
@@ -214,7 +214,7 @@ class CheckoutOps(SecretOps):
                 },
             )
         flag = policy.rotate_after_checkout and field == "password"  # a plain reveal shows the password too
-        conn.execute(rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET, {"secret": secret.id, "at": now})
+        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
         return Revealed(ref, field, row.version, value, expires, flag or t.must_change)
 
     def _target(self, s: Session, ref: str) -> _Target:
@@ -260,7 +260,7 @@ class CheckoutOps(SecretOps):
                 params["client"] = client_id
             else:
                 return None
-            found = conn.execute(rows.CHECKOUT_READ[bundle is not None, sqlite], params).all()
+            found = rows.CHECKOUT_READ[bundle is not None, sqlite].all(conn, params)
             if not found:
                 return None  # no such secret (or a stale guess): the general path says which
             read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
@@ -306,8 +306,8 @@ class CheckoutOps(SecretOps):
             return list(known[1])
         conn = rows.connection(s)
         if conn.dialect.name != "sqlite":
-            conn.execute(rows.LOCK_SECRET, {"secret": secret.id})
-        return [rows.HoldRow._make(r) for r in conn.execute(rows.HOLDS, {"secret": secret.id, "now": self.clock()})]
+            rows.LOCK_SECRET.all(conn, {"secret": secret.id})
+        return [rows.HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret.id, "now": self.clock()})]
 
     def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
         opened = self._open(s, client, secret, row)
@@ -362,8 +362,8 @@ class CheckoutOps(SecretOps):
             if not mine and new_password is None:
                 raise NotFound(f"you hold no checkout of {ref!r}")
             if mine:
-                rows.connection(s).execute(
-                    rows.RELEASE, [{"checkout": i, "at": self.clock(), "by": me.id} for i in mine]
+                rows.RELEASE.run_many(
+                    rows.connection(s), [{"checkout": i, "at": self.clock(), "by": me.id} for i in mine]
                 )
             self._append(
                 s,
@@ -386,8 +386,8 @@ class CheckoutOps(SecretOps):
             held = self._lock_and_find_holds(s, secret)
             if not held:
                 raise NotFound(f"{ref!r} is not checked out")
-            rows.connection(s).execute(
-                rows.RELEASE, [{"checkout": c.id, "at": self.clock(), "by": me.id} for c in held]
+            rows.RELEASE.run_many(
+                rows.connection(s), [{"checkout": c.id, "at": self.clock(), "by": me.id} for c in held]
             )
             names = []
             for c in held:

@@ -136,10 +136,10 @@ class JournalOps(VaultBase):
         conn = rows.connection(s)
         head = row.head
         if head is None:
-            found = conn.execute(rows.HEAD_FOR_UPDATE).first()
-            if found is None:  # a vault without a head row yet: the ORM path makes it
+            found = rows.HEAD_FOR_UPDATE.all(conn)
+            if not found:  # a vault without a head row yet: the ORM path makes it
                 return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
-            head = (found.seq, found.hash)
+            head = (found[0][0], found[0][1])
         audit_key = self._audit_key_of(s, row.client, row.audit_keys_blob)
         values = self._event_values(
             row.vault_id,
@@ -154,8 +154,8 @@ class JournalOps(VaultBase):
             None,
             self._me().signing_seed,
         )
-        conn.execute(rows.ADD_EVENT, values)
-        conn.execute(rows.MOVE_HEAD, {"new_seq": values["seq"], "new_hash": values["hash"]})
+        rows.ADD_EVENT.run(conn, values)
+        rows.MOVE_HEAD.run(conn, {"new_seq": values["seq"], "new_hash": values["hash"]})
         return int(values["seq"])
 
     def _event_values(

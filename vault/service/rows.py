@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vault.storage import models as m
+from vault.storage.prepared import Prepared
 
 
 def connection(s: Session) -> Connection:
@@ -281,7 +282,7 @@ def _checkout_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
 
 
 CHECKOUT_READ = {
-    (by_slug_tag, sqlite): _checkout_query(by_slug_tag, sqlite)
+    (by_slug_tag, sqlite): Prepared(_checkout_query(by_slug_tag, sqlite))
     for by_slug_tag in (True, False)
     for sqlite in (True, False)
 }
@@ -324,26 +325,31 @@ class CheckoutRead:
                 self.grants.append(GrantRow._make(r[e : e + n]))
                 self.signers.append(None if r[e + n] is None else EngineerRow._make(r[e + n : e + n + ME_WIDTH - 3]))
 
+
 # The secret's row lock (PostgreSQL; SQLite's writers are serialised by BEGIN IMMEDIATE)
 # and the open checkouts of the secret.
-LOCK_SECRET = select(SECRETS.c.id).where(SECRETS.c.id == bindparam("secret")).with_for_update()
-HOLDS = select(*_columns(CHECKOUTS, HoldRow)).where(  # type: ignore[call-overload]
-    CHECKOUTS.c.secret_id == bindparam("secret"),
-    CHECKOUTS.c.released_at.is_(None),
-    CHECKOUTS.c.expires_at > bindparam("now"),
+LOCK_SECRET = Prepared(select(SECRETS.c.id).where(SECRETS.c.id == bindparam("secret")).with_for_update())
+HOLDS = Prepared(
+    select(*_columns(CHECKOUTS, HoldRow)).where(  # type: ignore[call-overload]
+        CHECKOUTS.c.secret_id == bindparam("secret"),
+        CHECKOUTS.c.released_at.is_(None),
+        CHECKOUTS.c.expires_at > bindparam("now"),
+    )
 )
-# Releasing checkouts, one row per parameter set (executemany; usually one).
-RELEASE = (
+# Releasing checkouts, one row per parameter set (usually one).
+RELEASE = Prepared(
     update(CHECKOUTS)
     .where(CHECKOUTS.c.id == bindparam("checkout"))
     .values(released_at=bindparam("at"), released_by=bindparam("by"))
 )
-REPLACE = update(CHECKOUTS).where(CHECKOUTS.c.id == bindparam("checkout")).values(released_at=bindparam("at"))
-ADD_CHECKOUT = insert(CHECKOUTS)
-TOUCH_SECRET = update(SECRETS).where(SECRETS.c.id == bindparam("secret")).values(last_used_at=bindparam("at"))
-TOUCH_AND_FLAG_SECRET = TOUCH_SECRET.values(must_change=True)
+REPLACE = Prepared(update(CHECKOUTS).where(CHECKOUTS.c.id == bindparam("checkout")).values(released_at=bindparam("at")))
+CHECKOUT_COLUMNS = ("secret_id", "client_id", "engineer_id", "exclusive", "event_seq", "started_at", "expires_at")
+ADD_CHECKOUT = Prepared(insert(CHECKOUTS), CHECKOUT_COLUMNS)
+_TOUCH = update(SECRETS).where(SECRETS.c.id == bindparam("secret")).values(last_used_at=bindparam("at"))
+TOUCH_SECRET, TOUCH_AND_FLAG_SECRET = Prepared(_TOUCH), Prepared(_TOUCH.values(must_change=True))
 
 # The audit chain's head (locked on PostgreSQL) and the append itself.
-HEAD_FOR_UPDATE = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
-ADD_EVENT = insert(EVENTS)
-MOVE_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+HEAD_FOR_UPDATE = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update())
+EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
+ADD_EVENT = Prepared(insert(EVENTS), EVENT_COLUMNS)
+MOVE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConcurrentChange, ConfigurationError, StoreUnavailable
+from vault.storage.prepared import on_driver
 
 BUSY_TIMEOUT_MS = 10_000
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
@@ -44,7 +45,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # Take the write lock at BEGIN: a read-then-write transaction can then never
     # fail half way with "database is locked" after it has decided what to write.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    on_driver(conn, "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:

@@ -1,0 +1,152 @@
+"""Prepared statements (vault/storage/prepared.py) read and write exactly what
+``Connection.execute`` does, raise the same exceptions, and are seen by the engine's
+statement listeners. Every statement of the checkout path is compared, on both engines
+(on PostgreSQL a Prepared statement *is* ``Connection.execute``: the comparison holds
+the two paths of the code to one behaviour)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import event, exc, insert, select
+
+from vault.errors import StoreUnavailable
+from vault.service import rows
+from vault.storage import models as m
+from vault.storage.prepared import Prepared
+
+REF, PW, REASON = "acme/fw01", "acme-pw-1", "T-1 prepared"
+
+
+@pytest.fixture
+def acme(team):  # type: ignore[no-untyped-def]
+    """A client with a secret, an engineer holding a grant, and open checkouts by both."""
+    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.add_secret(REF, password=PW)
+    alice = team.engineer("alice")
+    team.admin.grant("alice", "acme")
+    alice.checkout(REF, reason=REASON)
+    team.admin.checkout(REF, reason=REASON)
+    with team.admin.store.transaction() as s:
+        secret = s.scalars(select(m.Secret)).one()
+        alice_id = s.scalar(select(m.Engineer.id).where(m.Engineer.name == "alice"))
+    team.ids = {"secret": secret.id, "client": secret.client_id, "tag": secret.name_tag, "alice": alice_id}
+    return team
+
+
+def _same_as_execute(conn: Any, prepared: Prepared, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+    got = prepared.all(conn, values)
+    assert got == [tuple(r) for r in conn.execute(prepared.statement, values)]
+    return got
+
+
+def test_every_read_of_the_checkout_path_returns_what_execute_returns(acme):
+    ids, now = acme.ids, acme.clock()
+    with acme.admin.store.transaction() as s:
+        slug_tag = s.scalar(select(m.Client.slug_tag))
+    head = acme.admin.audit_head()
+    with acme.admin.store.unit() as s:
+        conn = rows.connection(s)
+        sqlite = conn.dialect.name == "sqlite"
+        for by_slug_tag in (True, False):
+            values = {"me": ids["alice"], "tag": ids["tag"], "version": None, "now": now, "client": ids["client"]}
+            if by_slug_tag:
+                values["slug_tag"] = slug_tag
+            found = _same_as_execute(conn, rows.CHECKOUT_READ[by_slug_tag, sqlite], values)
+            read = rows.CheckoutRead(found, sqlite, engineer=not by_slug_tag)
+            assert read.secret.id == ids["secret"] and read.policy is not None and read.version is not None
+            assert isinstance(read.policy.reason_required, bool) and read.policy.reason_required is True
+            if sqlite:
+                assert read.holds is not None and len(read.holds) == 2
+            if not by_slug_tag:
+                assert [g.engineer_id for g in read.grants] == [ids["alice"]]
+        holds = _same_as_execute(conn, rows.HOLDS, {"secret": ids["secret"], "now": now})
+        assert len(holds) == 2
+        for hold in map(rows.HoldRow._make, holds):
+            assert hold.expires_at.tzinfo is not None and hold.expires_at > now  # a UTC time, as the ORM gives
+            assert hold.exclusive is False  # a bool, not SQLite's 0
+        assert _same_as_execute(conn, rows.HEAD_FOR_UPDATE, {}) == [head]
+        assert _same_as_execute(conn, rows.HOLDS, {"secret": ids["secret"], "now": now + dt.timedelta(days=30)}) == []
+
+
+def test_writes_store_what_execute_stores(acme):
+    ids, now = acme.ids, acme.clock()
+    start = now.replace(microsecond=123456)
+    values = {
+        "secret_id": ids["secret"],
+        "client_id": ids["client"],
+        "engineer_id": ids["alice"],
+        "exclusive": True,
+        "event_seq": 7,
+        "started_at": start,
+        "expires_at": start + dt.timedelta(hours=2),
+    }
+    with acme.admin.store.unit() as s:
+        conn = rows.connection(s)
+        before = set(s.scalars(select(m.Checkout.id)))
+        rows.ADD_CHECKOUT.run(conn, values)
+        conn.execute(insert(m.Checkout), values)
+        new = [c for c in s.scalars(select(m.Checkout).order_by(m.Checkout.id)) if c.id not in before]
+        assert len(new) == 2
+        columns = [*rows.CHECKOUT_COLUMNS, "released_at", "released_by"]
+        assert [getattr(new[0], c) for c in columns] == [getattr(new[1], c) for c in columns]
+        assert new[0].started_at == start and new[0].exclusive is True
+        # And the same bytes in the database, not only equal once read back through the ORM.
+        raw = conn.exec_driver_sql(
+            "SELECT started_at, expires_at, exclusive, released_at FROM checkouts WHERE id IN ({}, {}) ORDER BY id".format(
+                new[0].id, new[1].id
+            )
+        ).all()
+        assert raw[0] == raw[1]
+        rows.REPLACE.run_many(conn, [{"checkout": c.id, "at": now} for c in new])
+        rows.TOUCH_AND_FLAG_SECRET.run(conn, {"secret": ids["secret"], "at": start})
+    with acme.admin.store.transaction() as s:
+        assert all(s.get(m.Checkout, c.id).released_at == now for c in new)  # type: ignore[union-attr]
+        secret = s.get(m.Secret, ids["secret"])
+        assert secret is not None and secret.must_change is True and secret.last_used_at == start
+
+
+def test_listeners_see_each_statement_and_an_empty_batch_sends_nothing(acme):
+    seen: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(acme.admin.store.engine, "before_cursor_execute", keep)
+    try:
+        with acme.admin.store.unit() as s:
+            conn = rows.connection(s)
+            seen.clear()
+            rows.RELEASE.run_many(conn, [])
+            assert seen == []
+            rows.TOUCH_SECRET.run(conn, {"secret": acme.ids["secret"], "at": acme.clock()})
+    finally:
+        event.remove(acme.admin.store.engine, "before_cursor_execute", keep)
+    touched = [(sql, p) for sql, p in seen if sql.lstrip().upper().startswith("UPDATE SECRETS")]
+    assert len(touched) == 1
+    parameters = touched[0][1]
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    assert acme.ids["secret"] in list(values)
+
+
+def test_a_missing_parameter_is_refused_before_anything_is_sent(acme):
+    with acme.admin.store.unit() as s:
+        conn = rows.connection(s)
+        with pytest.raises(exc.SQLAlchemyError, match="(?i)a value is required for bind parameter 'now'"):
+            rows.HOLDS.all(conn, {"secret": acme.ids["secret"]})
+
+
+def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
+    values = {c: 1 for c in rows.CHECKOUT_COLUMNS} | {"secret_id": 999_999, "exclusive": False}
+    values |= {"started_at": acme.clock(), "expires_at": acme.clock()}
+    with pytest.raises(exc.IntegrityError):  # no such secret: the foreign key refuses it
+        with acme.admin.store.engine.begin() as conn:
+            rows.ADD_CHECKOUT.run(conn, values)
+    with pytest.raises(StoreUnavailable) as caught:
+        with acme.admin.store.unit() as s:
+            rows.ADD_CHECKOUT.run(rows.connection(s), values)
+    assert "999999" not in str(caught.value) and caught.value.__cause__ is None
+    with acme.admin.store.transaction() as s:  # nothing was written
+        assert s.scalar(select(m.Checkout.id).where(m.Checkout.secret_id == 999_999)) is None

@@ -1,0 +1,153 @@
+"""Prepared statements for the hot path: a Core statement compiled once, run on the driver.
+
+SQLAlchemy's per-statement work (building an execution context, processing every
+parameter, wrapping the cursor in a result) costs about 14 µs a statement on SQLite,
+as much as SQLite's own work for the small statements a checkout sends (issue 7,
+workload W1). A ``Prepared`` statement does that work once: on SQLite it compiles the
+statement for the dialect, keeps the SQL text, the order of its parameters and the
+type processors SQLAlchemy itself would apply (through the public ``bind_processor`` /
+``result_processor`` of each type), and then runs on the connection's own sqlite3
+cursor, inside the transaction SQLAlchemy began. On any other dialect it is a plain
+``Connection.execute``: PostgreSQL's round trip dwarfs that cost.
+
+What stays the same either way, and is tested on both engines:
+
+* the values bound and returned are those of ``Connection.execute`` (same processors);
+* driver errors are raised as SQLAlchemy's exceptions (``DBAPIError.instance``), so
+  ``Store``'s error mapping applies unchanged;
+* the engine's ``before_cursor_execute`` listeners are called with the statement, so
+  what watches statements (tests counting them, fault injection, the benchmark's cost
+  counts) sees these too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Compiled:
+    """One statement compiled for SQLite: its text, parameter order, defaults and processors."""
+
+    __slots__ = ("binds", "defaults", "order", "results", "sql")
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str] | None) -> None:
+        compiled = cast(ClauseElement, statement).compile(
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
+        )
+        assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] = tuple(compiled.positiontup)
+        self.defaults = {name: bind.value for name, bind in compiled.binds.items() if bind.value is not None}
+        self.binds: dict[str, Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
+        }
+        # The columns of a SELECT whose values SQLAlchemy would convert (times, booleans).
+        columns = getattr(statement, "selected_columns", ())
+        self.results: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (i, p)
+            for i, p in enumerate(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+            if p is not None
+        )
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name in self.order:
+            if name in values:
+                value = values[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:
+                raise exc.ArgumentError(f"a value is required for bind parameter {name!r}")
+            process = self.binds[name]
+            out.append(process(value) if process is not None and value is not None else value)
+        return tuple(out)
+
+
+class Prepared:
+    """A Core statement run with ``all``, ``run`` or ``run_many`` (see the module docstring).
+
+    ``keys`` names the columns an INSERT sets (the others take their defaults in the
+    database), as ``Connection.execute`` would infer from its parameters.
+    """
+
+    __slots__ = ("_sqlite", "keys", "statement")
+
+    def __init__(self, statement: Executable, keys: Iterable[str] | None = None) -> None:
+        self.statement = statement
+        self.keys = tuple(keys) if keys is not None else None
+        self._sqlite: _Compiled | None = None
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.statement!s})"
+
+    def all(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a SELECT, as tuples."""
+        compiled = self._compiled(conn)
+        if compiled is None:
+            return [tuple(r) for r in conn.execute(self.statement, dict(values or {}))]
+        rows: list[tuple[Any, ...]] = self._cursor(conn, compiled, compiled.parameters(values or {})).fetchall()
+        if not compiled.results:
+            return rows
+        out = []
+        for r in rows:
+            row = list(r)
+            for i, process in compiled.results:
+                if row[i] is not None:
+                    row[i] = process(row[i])
+            out.append(tuple(row))
+        return out
+
+    def run(self, conn: Connection, values: Mapping[str, Any] | None = None) -> None:
+        """Execute a statement that returns no rows."""
+        compiled = self._compiled(conn)
+        if compiled is None:
+            conn.execute(self.statement, dict(values or {}))
+            return
+        self._cursor(conn, compiled, compiled.parameters(values or {}))
+
+    def run_many(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a statement once per parameter set (none: nothing is sent)."""
+        if not values:
+            return
+        compiled = self._compiled(conn)
+        if compiled is None:
+            conn.execute(self.statement, [dict(v) for v in values])
+            return
+        for one in values:
+            self._cursor(conn, compiled, compiled.parameters(one))
+
+    def _compiled(self, conn: Connection) -> _Compiled | None:
+        if conn.dialect.name != "sqlite":
+            return None
+        if self._sqlite is None:
+            self._sqlite = _Compiled(self.statement, conn.dialect, self.keys)
+        return self._sqlite
+
+    @staticmethod
+    def _cursor(conn: Connection, compiled: _Compiled, parameters: tuple[Any, ...]) -> Any:
+        return on_driver(conn, compiled.sql, parameters)
+
+
+def on_driver(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    """Run ``sql`` on the SQLite connection's own cursor, in its current transaction:
+    the engine's ``before_cursor_execute`` listeners are called first, and a driver
+    error is raised as SQLAlchemy's exception for it. Returns the cursor."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    cursor = driver.cursor()
+    for listener in conn.dispatch.before_cursor_execute:
+        listener(conn, cursor, sql, parameters, None, False)
+    try:
+        cursor.execute(sql, parameters)
+    except sqlite3.Error as error:
+        raise exc.DBAPIError.instance(sql, parameters, error, sqlite3.Error) from error
+    return cursor
