@@ -2,11 +2,13 @@
 
 The checks in ``base.py`` read records through the protocols below, so verifying a
 certificate or a grant is the same code whether the record came as an ORM object or
-as a row of one of the Core queries here. The queries are built once (SQLAlchemy
-caches their compiled form) and each fetches, in one statement, what the ORM would
-fetch in several: the vault's identity with the acting engineer, or a client with
-the secret, its policy and the version to reveal (issue 7, workload W1). The
-``KeyCache`` holds a Vault object's unsealed client keys and what was opened with them.
+as a row of one of the Core queries here. The statements are built once, as
+``Prepared`` statements (vault/storage/prepared.py: compiled once, run on the driver's
+cursor on SQLite), and the read fetches in one statement what the ORM would fetch in
+several: the vault's identity with the acting engineer, a client with the secret, its
+policy and the version to reveal, the open checkouts (SQLite) and an engineer's grants
+for the client (issue 7, workload W1). The ``KeyCache`` holds a Vault object's
+unsealed client keys and what was opened with them.
 """
 
 from __future__ import annotations
