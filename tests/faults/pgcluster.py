@@ -113,9 +113,10 @@ class PgCluster:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def create(self) -> None:
-        """initdb into a new directory under /tmp, owned by the postgres user when we are root."""
-        self.root = Path(tempfile.mkdtemp(prefix="credvault-pg-", dir="/tmp"))  # short: the socket lives here
+    def create(self, parent: Path | None = None) -> None:
+        """initdb into a new directory under ``parent`` (default /tmp; keep it short, the
+        socket lives there), owned by the postgres user when we are root."""
+        self.root = Path(tempfile.mkdtemp(prefix="credvault-pg-", dir=str(parent or "/tmp")))
         if os.getuid() == 0:
             try:
                 user = pwd.getpwnam(OS_USER)

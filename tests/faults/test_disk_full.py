@@ -22,10 +22,7 @@ finaliser, always (lazily if something still holds them).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import subprocess
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,6 +32,7 @@ from typing import Any
 import keyring
 import keyring.errors
 import pytest
+from _fs import fill, mount_small, run, unmount
 from click.testing import CliRunner, Result
 from keyring.backend import KeyringBackend
 from sqlalchemy import select
@@ -49,7 +47,7 @@ from vault.storage import models as m
 
 ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 REASON = "T-6 disk test"
-SIZE = "4m"
+SIZE_MIB = 4
 # The values stored before the disk fills, and the ones the refused writes carry: none may
 # appear in an error, and every one of the first must be readable afterwards.
 VALUES = {f"acme/s{i}": f"stored before the disk filled #{i} ✓" for i in range(4)}
@@ -71,53 +69,18 @@ def assert_clean(error: VaultError, *never: str) -> None:
 # -- a small filesystem ---------------------------------------------------------------------------------
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-
-def _unmount(where: Path) -> None:
-    if _run("umount", str(where)).returncode != 0:
-        _run("umount", "-l", str(where))  # something still holds it: detach now, free when released
-
-
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A freshly mounted 4 MiB filesystem (tmpfs, else loop ext4), unmounted afterwards."""
     where = tmp_path / "mnt"
     where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root (the max_page_count variant runs anyway)")
-    tried = _run("mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(where))
-    if tried.returncode != 0:
-        image = tmp_path / "small.img"
-        steps = [("truncate", "-s", "8M", str(image)), ("mkfs.ext4", "-q", "-F", str(image))]
-        steps.append(("mount", "-o", "loop", str(image), str(where)))
-        for step in steps:
-            looped = _run(*step)
-            if looped.returncode != 0:
-                pytest.skip(
-                    f"cannot mount a small filesystem: tmpfs: {tried.stderr.strip()!r}; "
-                    f"loop ext4 ({step[0]}): {looped.stderr.strip()!r} (the max_page_count variant runs anyway)"
-                )
+    why_not = mount_small(where, SIZE_MIB)
+    if why_not is not None:
+        pytest.skip(f"{why_not} (the max_page_count variant runs anyway)")
     try:
         yield where
     finally:
-        _unmount(where)
-
-
-def _fill(where: Path) -> Path:
-    """Take every free block of the filesystem with a filler file."""
-    filler = where / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 4096, 512, 1):
-            chunk = b"\xff" * size
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, chunk)
-    finally:
-        os.close(fd)
-    return filler
+        unmount(where)
 
 
 # -- two ways to fill the disk -------------------------------------------------------------------------------
@@ -150,7 +113,7 @@ class Disk:
     def fill(self) -> None:
         self.full = True
         if self.kind == "tmpfs":
-            _fill(self.folder)
+            fill(self.folder)
 
     def free(self) -> None:
         self.full = False
@@ -396,13 +359,13 @@ def _read_only_vault(small_fs: Path) -> tuple[Disk, dict[str, int], tuple[int, b
     admin.grant("bob", "acme", reason="T-6 grant")
     counts, head, sessions = _counts(admin), admin.audit_head(), admin.sessions
     disk.close()  # the last connection closes: SQLite folds the WAL into the file and removes it
-    remounted = _run("mount", "-o", "remount,ro", str(small_fs))
+    remounted = run("mount", "-o", "remount,ro", str(small_fs))
     assert remounted.returncode == 0, remounted.stderr
     return disk, counts, head, sessions  # type: ignore[return-value]
 
 
 def _remount_rw(small_fs: Path) -> None:
-    remounted = _run("mount", "-o", "remount,rw", str(small_fs))
+    remounted = run("mount", "-o", "remount,rw", str(small_fs))
     assert remounted.returncode == 0, remounted.stderr
 
 
