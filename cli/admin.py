@@ -57,14 +57,20 @@ def status(app: AppContext, as_json: bool) -> None:
             vault_id = vault.vault_id().hex()
         except StoreUnavailable:
             vault_id = None  # a schema without a vault yet: `credvault init` makes one
-    url = safe_url(app.db_url())
+    url, head = safe_url(app.db_url()), vault.schema_head()
     if as_json:
-        echo_json({"db_url": url, "revision": revision, "vault_id": vault_id})
+        echo_json({"db_url": url, "revision": revision, "latest_revision": head, "vault_id": vault_id})
         return
+    if revision is None:
+        shown = "none (run `credvault db upgrade`)"
+    elif revision != head:
+        shown = f"{revision}, behind this credvault's {head} (run `credvault db upgrade`)"
+    else:
+        shown = f"{revision} (the latest)"
     echo_pairs(
         [
             ("database", url),
-            ("schema revision", revision or "none (run `credvault db upgrade`)"),
+            ("schema revision", shown),
             ("vault", vault_id or "none (run `credvault init --admin NAME`)"),
         ]
     )

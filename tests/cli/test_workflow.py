@@ -248,6 +248,33 @@ def test_db_upgrade_and_status(tmp_path: Path) -> None:
     assert after["vault_id"] is None
 
 
+def test_a_schema_behind_this_credvault_is_shown_and_warned_about_until_db_upgrade(ready: Workspace) -> None:
+    """An existing vault opened by a newer credvault: it still works, `db status` and the
+    admin's `status` say the schema is behind, and `db upgrade` brings it to the head."""
+    from alembic import command
+
+    from vault import Vault
+    from vault.storage import engine as storage
+
+    vault = Vault.open(ready.url)
+    head = vault.schema_head()
+    command.downgrade(storage._alembic_config(vault.store.engine), "0005")
+    assert vault.schema_revision() == "0005" != head
+    shown = ok(ready.admin("db", "status")).stdout
+    assert f"0005, behind this credvault's {head} (run `credvault db upgrade`)" in shown
+    assert json.loads(ok(ready.admin("db", "status", "--json")).stdout)["latest_revision"] == head
+    warned = ok(ready.admin("status")).stdout
+    assert f"warning: the database schema is at revision 0005; this version of credvault brings {head}" in warned
+    assert "No warnings." not in warned
+    ok(ready.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"))  # an older schema still works
+
+    ok(ready.admin("db", "upgrade"))
+    assert vault.schema_revision() == head
+    assert f"{head} (the latest)" in ok(ready.admin("db", "status")).stdout
+    assert "schema" not in ok(ready.admin("status")).stdout
+    vault.close()
+
+
 def test_db_status_hides_a_password_in_the_url(tmp_path: Path) -> None:
     from vault.cli.output import safe_url
 

@@ -24,6 +24,7 @@ from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
 from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress, RotationOps
+from vault.storage import engine as storage
 from vault.storage import models as m
 
 
@@ -154,7 +155,9 @@ class OffboardingOps(EngineerOps, RotationOps):
     # -- status ------------------------------------------------------------------------------
 
     def status(self) -> StatusReport:
-        """Warnings an admin should act on: old keys, unfinished rotations, values to change."""
+        """Warnings an admin should act on: old keys, unfinished rotations, values to change,
+        a schema older than this version of credvault."""
+        revision, head = storage.current_revision(self.store), storage.head_revision()  # before: own connection
         with self.store.transaction() as s:
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
@@ -163,6 +166,11 @@ class OffboardingOps(EngineerOps, RotationOps):
             now = self.clock()
             old = now - dt.timedelta(days=info.cryptoperiod_days)
             warnings: list[str] = []
+            if revision != head:
+                warnings.append(
+                    f"the database schema is at revision {revision}; this version of credvault brings {head}: "
+                    "run `credvault db upgrade`"
+                )
             root = self._current_root(s)
             if root.created_at < old:
                 warnings.append(

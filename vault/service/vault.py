@@ -81,5 +81,10 @@ class Vault(BackupOps):
     def schema_revision(self) -> str | None:
         return storage.current_revision(self.store)
 
+    @staticmethod
+    def schema_head() -> str:
+        """The newest schema revision this version of credvault brings."""
+        return storage.head_revision()
+
     def close(self) -> None:
         self.store.close()

@@ -196,13 +196,14 @@ def _describe(error: exc.DBAPIError) -> str:
 # -- migrations -------------------------------------------------------------------
 
 
-def _alembic_config(engine: Engine) -> Any:
+def _alembic_config(engine: Engine | None) -> Any:
     from alembic.config import Config
 
     script_location = str(resources.files("vault.migrations"))
     config = Config()
     config.set_main_option("script_location", script_location)
-    config.attributes["engine"] = engine
+    if engine is not None:
+        config.attributes["engine"] = engine
     return config
 
 
@@ -214,6 +215,14 @@ def upgrade(store: Store, revision: str = "head") -> None:
         command.upgrade(_alembic_config(store.engine), revision)
     except exc.OperationalError as error:
         raise _unavailable(error, store.engine) from None
+
+
+def head_revision() -> str:
+    """The newest migration this version of credvault brings (no database needed)."""
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)
+    return str(ScriptDirectory.from_config(config).get_current_head())
 
 
 def current_revision(store: Store) -> str | None:
