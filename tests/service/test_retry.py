@@ -466,12 +466,11 @@ def test_a_checkin_with_a_new_password_that_loses_its_release_stores_the_passwor
 def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, request):
     """The first update reads the secret's current version, then pauses before writing the
     next one; the second update runs meanwhile. On SQLite the second waits at BEGIN
-    IMMEDIATE and then writes the version after the first's. On PostgreSQL (READ
-    COMMITTED, nothing locked yet) the second commits that version number first, and the
-    first's insert then fails with a unique violation, which ``Store.transaction``
-    reports as StoreUnavailable ("another change may have raced it") rather than as a
-    ConcurrentChange that ``retried`` would have run again: an engineer's update is
-    refused under ordinary contention."""
+    IMMEDIATE; on PostgreSQL at the secret's row lock, and once it has the lock it reads
+    the row again. Either way it then writes the version after the first's, at its first
+    attempt: before the re-read, on PostgreSQL it wrote the same version number as the
+    first, lost on the unique key and was only saved by a retry (and under heavy load ran
+    out of them: the slow load test saw 14 updates refused)."""
     client = shared.client()
     ref = f"{client}/fw01"
     shared.admin.add_secret(ref, password=FIRST)
@@ -479,7 +478,10 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     paused, release = threading.Event(), threading.Event()
     real_write = SecretOps._write_version
 
+    writes: Counter[str] = Counter()
+
     def pausing_write(vault: Any, s: Any, *args: Any) -> Any:
+        writes[threading.current_thread().name] += 1
         if threading.current_thread().name == "first" and not paused.is_set():
             paused.set()
             assert release.wait(30)
@@ -504,6 +506,7 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     one.join(60)
     two.join(60)
     assert errors == [], f"an update was refused: {errors[0]!r}"
+    assert writes == Counter({"first": 1, "second": 1}), "an update had to be run again"
     assert [v.version for v in shared.admin.secret_history(ref)] == [1, 2, 3]
     stored = {shared.admin.reveal(ref, version=v, reason=REASON) for v in (2, 3)}
     assert stored == {"first update ✓", "second update ✓"}

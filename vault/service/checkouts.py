@@ -334,7 +334,13 @@ class CheckoutOps(SecretOps):
         checkout (checked in the same transaction as the write: no window between them)."""
         me = self._my_row(s)
         _client, secret, _slug = self._secret(s, ref)
-        others = [c for c in self._lock_and_find_holds(s, secret) if c.engineer_id != me.id and c.exclusive]
+        holds = self._lock_and_find_holds(s, secret)
+        if rows.connection(s).dialect.name != "sqlite":
+            # Locked now (PostgreSQL, READ COMMITTED): read the row again, so that an update
+            # committed while we waited for the lock is the one this one follows, instead of
+            # both writing the same next version and one failing on the unique key.
+            s.refresh(secret)
+        others = [c for c in holds if c.engineer_id != me.id and c.exclusive]
         if others:
             holder = s.get(m.Engineer, others[0].engineer_id)
             until = others[0].expires_at.isoformat(timespec="minutes")
