@@ -150,3 +150,15 @@ def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
     assert "999999" not in str(caught.value) and caught.value.__cause__ is None
     with acme.admin.store.transaction() as s:  # nothing was written
         assert s.scalar(select(m.Checkout.id).where(m.Checkout.secret_id == 999_999)) is None
+
+
+def test_a_statement_whose_text_depends_on_its_values_is_refused_on_first_use(acme):
+    """An IN list is compiled per call; a statement compiled once cannot take one."""
+    in_list = Prepared(select(m.Secret.id).where(m.Secret.id.in_([acme.ids["secret"], -1])))
+    with acme.admin.store.unit() as s:
+        conn = rows.connection(s)
+        if conn.dialect.name != "sqlite":
+            assert in_list.all(conn) == [(acme.ids["secret"],)]  # Connection.execute compiles it per call
+            return
+        with pytest.raises(ValueError, match="expanding"):
+            in_list.all(conn)

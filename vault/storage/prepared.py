@@ -44,6 +44,8 @@ class _Compiled:
             dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
         assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError("a prepared statement takes no expanding (IN) or literal-execute parameters")
         self.sql: str = compiled.string
         self.order: tuple[str, ...] = tuple(compiled.positiontup)
         self.defaults = {name: bind.value for name, bind in compiled.binds.items() if bind.value is not None}
