@@ -38,6 +38,7 @@ from vault.errors import (
     InvalidInput,
     NotFound,
     RecoveryShareError,
+    StoreUnavailable,
     VaultError,
     WrongPassphrase,
 )
@@ -498,6 +499,54 @@ def test_a_backup_or_key_export_never_overwrites_a_file_and_fails_with_a_vault_e
             call(existing)
     assert existing.read_text(encoding="utf-8") == "precious"
     assert world.admin.audit_head()[0] == head  # nothing claims a backup was written
+
+
+def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, tmp_path, monkeypatch):
+    """The file is written section by section: a failure after the first sections are on
+    disk (the disk fills, or the database stops answering) removes what was written and
+    rolls the backup's event back."""
+    from vault.service import backups
+
+    real_encode, real_rows = backups._encode, backups.BackupOps._client_rows
+    head = world.admin.audit_head()[0]
+
+    cut_short: list[int] = []  # the size of the file when the failure struck
+
+    def full_after(n: int, target: Path) -> Callable[[Any], Any]:
+        calls = itertools.count()
+
+        def encode(value: Any) -> Any:
+            if isinstance(value, bytes) and len(value) > 1000 and next(calls) >= n:
+                cut_short.append(target.stat().st_size)  # sections are on disk already
+                raise OSError(28, "No space left on device")  # a section about to be written
+            return real_encode(value)
+
+        return encode
+
+    read = itertools.count()
+
+    def rows_then_unavailable(s: Any, client_id: int) -> Any:
+        if next(read) >= 1:  # the first client's section is written, then the database fails
+            raise StoreUnavailable("the database is unreachable or failed: nothing was changed")
+        return real_rows(s, client_id)
+
+    for n in (1, 2):  # after the global section; after the first client's
+        target = tmp_path / f"cut-{n}.cvbk"
+        monkeypatch.setattr(backups, "_encode", full_after(n, target))
+        with pytest.raises(StoreUnavailable, match="nothing was recorded"):
+            world.admin.create_backup(target)
+        monkeypatch.setattr(backups, "_encode", real_encode)
+        assert not target.exists(), "a cut-short backup was left behind"
+    assert len(cut_short) == 2 and min(cut_short) > 0, cut_short  # written in part, then removed
+    monkeypatch.setattr(backups.BackupOps, "_client_rows", staticmethod(rows_then_unavailable))
+    target = tmp_path / "cut-rows.cvbk"
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        world.admin.create_backup(target)
+    assert not target.exists()
+    monkeypatch.setattr(backups.BackupOps, "_client_rows", staticmethod(real_rows))
+    assert world.admin.audit_head()[0] == head  # no event claims a backup was written
+    whole = tmp_path / "whole.cvbk"
+    assert world.admin.create_backup(whole).clients == 2 and whole.exists()  # and it works again
 
 
 # -- recovery shares, and rotations ---------------------------------------------------------------------

@@ -20,12 +20,15 @@ passphrase (their key record and root seal are in the export) or the recovery sh
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
@@ -69,7 +72,6 @@ CLIENT_TABLES: tuple[type[m.Base], ...] = (
     m.Checkout,
     m.Rotation,
 )
-RESTORE_ORDER: tuple[type[m.Base], ...] = (*GLOBAL_TABLES[:5], *CLIENT_TABLES, *GLOBAL_TABLES[5:])  # parents first
 SERIAL_TABLES = ("engineers", "clients", "grants", "secrets", "checkouts", "rotations", "purge_receipts")
 
 
@@ -90,9 +92,11 @@ def _decode(value: Any) -> Any:
 
 
 def _rows(s: Session, model: type[m.Base], where: Any = None) -> list[dict[str, Any]]:
-    columns = [c.key for c in inspect(model).column_attrs]
-    query = select(model) if where is None else select(model).where(where)
-    return [{c: _encode(getattr(row, c)) for c in columns} for row in s.scalars(query)]
+    """The rows of ``model``'s table as plain dicts, read with Core (no ORM object per row)."""
+    table = cast(Table, model.__table__)
+    keys = [c.key for c in table.columns]
+    query = select(table) if where is None else select(table).where(where)
+    return [{k: _encode(v) for k, v in zip(keys, row, strict=True)} for row in s.execute(query)]
 
 
 class BackupOps(PurgeOps):
@@ -177,22 +181,11 @@ class BackupOps(PurgeOps):
             client_keys = {c.id: self._client_backup_key(s, c) for c in s.scalars(select(m.Client))}
             s.flush()
             event = self._append(s, "backup-create", public={"clients": len(client_keys)})
+            s.flush()  # the event and the moved head, before the Core reads below
             global_rows: dict[str, Any] = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
             global_rows[MANIFEST] = sorted(f"client:{client_id}" for client_id in client_keys)  # authenticated list
             global_rows[COUNTERS] = _counters(s)  # ids already used, purged ones included: never reused
-            sections = {
-                "global": blobs.encrypt_backup_section(
-                    vault_key, json.dumps(global_rows).encode("utf-8"), info.vault_id, backup_id, "global"
-                )
-            }
-            secrets = 0
-            for client_id, key in client_keys.items():
-                rows = self._client_rows(s, client_id)
-                secrets += len(rows["secrets"])
-                sections[f"client:{client_id}"] = blobs.encrypt_backup_section(
-                    key, json.dumps(rows).encode("utf-8"), info.vault_id, backup_id, f"client:{client_id}"
-                )
-            document = {
+            header = {
                 "magic": MAGIC,
                 "format": 1,
                 "vault_id": info.vault_id.hex(),
@@ -200,9 +193,27 @@ class BackupOps(PurgeOps):
                 "schema": s.execute(text("SELECT version_num FROM alembic_version")).scalar(),
                 "created_at": self.clock().isoformat(),
                 "audit_head": event.seq,
-                "sections": {k: _encode(v) for k, v in sections.items()},
             }
-            _write_private(path, json.dumps(document))  # before the commit: no event without a file
+            secrets = 0
+            # Written section by section, each encrypted and written before the next is read:
+            # memory holds one section, not the whole vault. Before the commit: no event
+            # without a file, and a failed write leaves no file behind.
+            with _private_file(path) as out:
+                out.write(json.dumps(header)[:-1] + ', "sections": {"global": ')
+                plain = json.dumps(global_rows).encode("utf-8")
+                del global_rows
+                blob = blobs.encrypt_backup_section(vault_key, plain, info.vault_id, backup_id, "global")
+                del plain
+                out.write(json.dumps(_encode(blob)))
+                for client_id, key in client_keys.items():
+                    name = f"client:{client_id}"
+                    rows = self._client_rows(s, client_id)
+                    secrets += len(rows["secrets"])
+                    blob = blobs.encrypt_backup_section(
+                        key, json.dumps(rows).encode("utf-8"), info.vault_id, backup_id, name
+                    )
+                    out.write(f", {json.dumps(name)}: {json.dumps(_encode(blob))}")
+                out.write("}}")
         return BackupInfo(str(path), backup_id.hex(), len(client_keys), secrets, event.seq)
 
     @staticmethod
@@ -250,9 +261,9 @@ class BackupOps(PurgeOps):
         payload = _open_keys(keys, vault_id, admin, passphrase, shares)
         vault_key = bytes.fromhex(payload["vault"])
         client_keys = {int(k): bytes.fromhex(v) for k, v in payload["clients"].items()}
-        sections = {k: _decode(v) for k, v in document["sections"].items()}
+        sections = dict(document["sections"])  # still base64: each is decoded when it is opened
         tables: dict[str, Any] = json.loads(
-            blobs.decrypt_backup_section(vault_key, sections.pop("global"), vault_id, backup_id, "global")
+            blobs.decrypt_backup_section(vault_key, _decode(sections.pop("global")), vault_id, backup_id, "global")
         )
         manifest: set[str] = {str(name) for name in tables.pop(MANIFEST, [])}
         raw_counters: dict[str, Any] = tables.pop(COUNTERS, {})
@@ -264,32 +275,46 @@ class BackupOps(PurgeOps):
                 f"the backup's sections do not match its manifest (missing {missing}, unexpected {extra})",
                 hint="the backup file was altered or cut; use another backup",
             )
-        restored = skipped = secrets = 0
-        for name, blob in sections.items():
-            client_id = int(name.split(":")[1])
-            key = client_keys.get(client_id)
-            if key is None:
-                skipped += 1  # purged since (or unknown to this key export): unreadable by design
-                continue
-            for table, rows in json.loads(blobs.decrypt_backup_section(key, blob, vault_id, backup_id, name)).items():
-                tables.setdefault(table, []).extend(rows)
-            restored += 1
-        secrets = len(tables.get("secrets", []))
+        # Every readable section is opened and parsed once before anything is written, then
+        # again, one at a time, to write it: memory holds one client's rows, not the vault's.
+        readable = {name: key for name in sections if (key := client_keys.get(int(name.split(":")[1]))) is not None}
+        skipped = len(sections) - len(readable)  # purged since (or unknown to this key export): unreadable by design
+
+        def client_tables(name: str) -> dict[str, list[dict[str, Any]]]:
+            opened = blobs.decrypt_backup_section(readable[name], _decode(sections[name]), vault_id, backup_id, name)
+            return cast(dict[str, list[dict[str, Any]]], json.loads(opened))
+
+        secrets = sum(len(client_tables(name).get("secrets", [])) for name in readable)
         heads = tables.get("audit_head") or [{"seq": 0}]
         audit_head = int(heads[0]["seq"])  # from the authenticated section, not the plain header
         if int(document["audit_head"]) != audit_head:
             raise IntegrityError("the backup's header does not match its contents", hint="use an unmodified backup")
+        most = dict.fromkeys(SERIAL_TABLES, 0)  # the largest id restored per serial table
         with self.store.transaction() as s:  # everything is checked above: from here on only rows are written
             if s.scalar(select(func.count()).select_from(m.VaultInfo)):
                 raise AlreadyExists("the target store is not empty", hint="restore into a new, empty database")
-            for model in RESTORE_ORDER:
-                for row in tables.get(model.__tablename__, []):
-                    s.add(model(**{k: _decode(v) for k, v in row.items()}))
-                s.flush()
+            _insert(s, GLOBAL_TABLES[:5], tables, most)  # parents of the clients' rows
+            for name in readable:
+                _insert(s, CLIENT_TABLES, client_tables(name), most)
+            _insert(s, GLOBAL_TABLES[5:], tables, most)
             for table in SERIAL_TABLES:
-                restored_max = max((int(row["id"]) for row in tables.get(table, [])), default=0)
-                _set_counter(s, table, max(restored_max, counters.get(table, 0)))
+                _set_counter(s, table, max(most[table], counters.get(table, 0)))
+        restored = len(readable)
         return BackupInfo(str(path), backup_id.hex(), restored, secrets, audit_head, skipped)
+
+
+def _insert(
+    s: Session, models: tuple[type[m.Base], ...], tables: dict[str, list[dict[str, Any]]], most: dict[str, int]
+) -> None:
+    """Insert the rows of ``tables`` for ``models``, in that order (parents first), with
+    Core (no ORM object per row); note the largest id of each serial table in ``most``."""
+    for model in models:
+        rows = [{k: _decode(v) for k, v in row.items()} for row in tables.get(model.__tablename__, [])]
+        if not rows:
+            continue
+        s.execute(insert(cast(Table, model.__table__)), rows)
+        if model.__tablename__ in most:
+            most[model.__tablename__] = max(most[model.__tablename__], *(int(r["id"]) for r in rows))
 
 
 def _refuse_existing(path: Path) -> None:
@@ -324,12 +349,19 @@ def _set_counter(s: Session, table: str, value: int) -> None:
 
 
 def _write_private(path: Path, content: str) -> None:
-    """Write a new file readable by its owner only; a failed write leaves no file behind.
+    """Write a new file readable by its owner only; a failed write leaves no file behind."""
+    with _private_file(path) as out:
+        out.write(content)
 
-    Called inside the transaction that records the backup, so a failure records nothing.
+
+@contextlib.contextmanager
+def _private_file(path: Path) -> Iterator[TextIO]:
+    """A new file readable by its owner only, to write to; if anything fails before the
+    block ends, the file is removed (a cut-short backup never stays behind) and a write
+    error is ``StoreUnavailable``.
+
+    Used inside the transaction that records the file, so a failure records nothing.
     """
-    import os
-
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -340,12 +372,15 @@ def _write_private(path: Path, content: str) -> None:
         ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
+            yield handle
     except OSError:
         Path(path).unlink(missing_ok=True)
         raise StoreUnavailable(
             f"cannot write {Path(path).name}: nothing was recorded", hint="check free disk space"
         ) from None
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
 
 
 def _load(path: Path, magic: str) -> dict[str, Any]:
