@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import backupdoc
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -346,7 +347,10 @@ class Small:
             self.checkpoint = self.admin.audit_checkpoint()
             self.admin.create_backup(self.dir / "backup.json")
             self.admin.export_backup_keys(self.dir / "keys.json")
-        self.backup = json.loads((self.dir / "backup.json").read_text(encoding="utf-8"))
+        # The backup as one document (the format-1 reader's input, which mutated documents
+        # exercise), and its format-2 text (JSON Lines, which mutated text exercises).
+        self.backup = {**backupdoc.read(self.dir / "backup.json"), "format": 1}
+        self.backup_lines = (self.dir / "backup.json").read_text(encoding="utf-8")
         self.keys = json.loads((self.dir / "keys.json").read_text(encoding="utf-8"))
         self.empty = self.dir / "empty.db"
         store = storage.Store(f"sqlite:///{self.empty}")
@@ -413,16 +417,17 @@ def test_the_unmodified_backup_restores_and_the_checkpoint_verifies() -> None:
     restored.close()
 
 
+@pytest.mark.parametrize("file_format", [1, 2])
 @pytest.mark.parametrize("audit_head", ["x", None, [], "delete"])
-def test_a_restore_refused_for_a_malformed_audit_head_writes_nothing(audit_head: Any) -> None:
+def test_a_restore_refused_for_a_malformed_audit_head_writes_nothing(audit_head: Any, file_format: int) -> None:
     small = _small()
-    backup = copy.deepcopy(small.backup)
+    backup = {**copy.deepcopy(small.backup), "format": file_format}
     if audit_head == "delete":
         del backup["audit_head"]
     else:
         backup["audit_head"] = audit_head
     work = Path(tempfile.mkdtemp(prefix="credvault-head-", dir=small.dir))
-    (work / "backup.json").write_text(json.dumps(backup), encoding="utf-8")
+    backupdoc.write(backup, work / "backup.json")
     shutil.copyfile(small.empty, work / "target.db")
     target = Vault.open(f"sqlite:///{work / 'target.db'}", sessions=MemorySessionStore(), kdf_params=FLOOR)
     try:
@@ -468,9 +473,16 @@ def test_checkpoint_parser_raises_only_vault_errors_long(text: str) -> None:
 def _restore_inputs(draw: st.DrawFn) -> tuple[str, str]:
     small = _small()
     backup, keys = json.dumps(small.backup), json.dumps(small.keys)
-    which = draw(st.sampled_from(["backup", "keys", "both", "random"]))
+    which = draw(st.sampled_from(["backup", "keys", "both", "random", "lines", "line"]))
     if which in ("backup", "both"):
         backup = draw(mutated_document(small.backup))
+    if which == "lines":  # the format-2 file, its text mutated
+        backup = draw(mutated_text(small.backup_lines))
+    if which == "line":  # one of its lines replaced by a mutated JSON object
+        lines = small.backup_lines.splitlines()
+        at = draw(st.integers(0, len(lines) - 1))
+        lines[at] = draw(mutated_document(json.loads(lines[at])))
+        backup = "\n".join(lines) + "\n"
     if which in ("keys", "both"):
         keys = draw(mutated_document(small.keys))
     if which == "random":

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import backupdoc
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
@@ -230,15 +231,13 @@ def _found(raw: bytes, needles: dict[str, bytes]) -> list[str]:
 
 
 def _section_bytes(path: Path) -> dict[str, bytes]:
-    document = json.loads(path.read_text(encoding="utf-8"))
-    return {name: base64.b64decode(value["b"]) for name, value in document["sections"].items()}
+    return {name: base64.b64decode(value["b"]) for name, value in backupdoc.read(path)["sections"].items()}
 
 
 def _rewrite(source: Path, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    document = json.loads(source.read_text(encoding="utf-8"))
+    document = backupdoc.read(source)
     change(document)
-    target.write_text(json.dumps(document), encoding="utf-8")
-    return target
+    return backupdoc.write(document, target)
 
 
 def _row_count(url: str) -> int:
@@ -320,7 +319,8 @@ def test_the_old_backup_file_holds_no_plaintext_and_no_key(world):
     raw = world.old.read_bytes()
     assert _found(raw, needles) == []
     sections = _section_bytes(world.old)
-    assert set(sections) == {"global"} | {f"client:{n.split()[-1]}" for n in world.keys if n.startswith("client key")}
+    clients = {f"client:{n.split()[-1]}" for n in world.keys if n.startswith("client key")}
+    assert set(sections) == {"global", "audit:0"} | clients  # a small log: one audit section
     for name, blob in sections.items():
         assert blob[:2] == b"\x01\x07", name  # an encrypted backup section
         assert _found(blob, needles) == [], name
@@ -388,10 +388,10 @@ def test_a_tampered_truncated_or_garbage_backup_is_refused(world, databases, tmp
         return change
 
     def swap_with_later(document: dict[str, Any]) -> None:
-        document["sections"][acme] = json.loads(later.read_text())["sections"][acme]
+        document["sections"][acme] = backupdoc.read(later)["sections"][acme]
 
     def other_backup_id(document: dict[str, Any]) -> None:
-        document["backup_id"] = json.loads(later.read_text())["backup_id"]
+        document["backup_id"] = backupdoc.read(later)["backup_id"]
 
     def rename(document: dict[str, Any]) -> None:
         sections = document["sections"]
@@ -419,7 +419,9 @@ def test_a_tampered_truncated_or_garbage_backup_is_refused(world, databases, tmp
         "empty.cvbk": b"",
         "list.cvbk": b"[1, 2, 3]",
         "keys-as-backup.cvbk": world.new_keys.read_bytes(),
-        "other-format.cvbk": json.dumps({**json.loads(raw), "format": 2}).encode(),
+        "other-format.cvbk": backupdoc.text({**backupdoc.read(world.old), "format": 3}).encode(),
+        "no end line.cvbk": b"\n".join(raw.splitlines()[:-1]) + b"\n",
+        "cut at a line.cvbk": b"\n".join(raw.splitlines()[:2]) + b"\n",
     }
     for name, content in broken.items():
         (tmp_path / name).write_bytes(content)
@@ -453,7 +455,7 @@ def test_a_backup_with_a_client_section_removed_or_added_is_refused(world, datab
 @ENGINE_FREE
 def test_a_well_labelled_but_malformed_backup_or_key_export_is_refused_as_invalid_input(world, databases, tmp_path):
     restore = world.opened(databases.new("sqlite")).restore_backup
-    backup = json.loads(world.old.read_text(encoding="utf-8"))
+    backup = {**backupdoc.read(world.old), "format": 1}  # written as one document: the format-1 reader
     keys = json.loads(world.new_keys.read_text(encoding="utf-8"))
     bad_backups = {
         "only the magic": {"magic": backup["magic"], "format": 1},
@@ -505,24 +507,29 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     """The file is written section by section: a failure after the first sections are on
     disk (the disk fills, or the database stops answering) removes what was written and
     rolls the backup's event back."""
-    from vault.service import backups
+    from vault.service import backupfile, backups
 
-    real_encode, real_rows = backups._encode, backups.BackupOps._client_rows
+    real_section, real_rows = backupfile.BackupWriter.section, backups.BackupOps._client_rows
     head = world.admin.audit_head()[0]
+    cut_short: list[int] = []  # the sections written when the failure struck
 
-    cut_short: list[int] = []  # the size of the file when the failure struck
+    def full_after(n: int) -> Callable[..., None]:
+        def section(writer: Any, name: str, blob: bytes) -> None:
+            if writer.count >= n:
+                cut_short.append(writer.count)
+                raise OSError(28, "No space left on device")
+            real_section(writer, name, blob)
 
-    def full_after(n: int, target: Path) -> Callable[[Any], Any]:
-        calls = itertools.count()
+        return section
 
-        def encode(value: Any) -> Any:
-            if isinstance(value, bytes) and len(value) > 1000 and next(calls) >= n:
-                cut_short.append(target.stat().st_size)  # sections are on disk already
-                raise OSError(28, "No space left on device")  # a section about to be written
-            return real_encode(value)
-
-        return encode
-
+    for n in (1, 2):  # after the audit section; after the first client's
+        target = tmp_path / f"cut-{n}.cvbk"
+        monkeypatch.setattr(backupfile.BackupWriter, "section", full_after(n))
+        with pytest.raises(StoreUnavailable, match="nothing was recorded"):
+            world.admin.create_backup(target)
+        monkeypatch.setattr(backupfile.BackupWriter, "section", real_section)
+        assert not target.exists(), "a cut-short backup was left behind"
+    assert cut_short == [1, 2]
     read = itertools.count()
 
     def rows_then_unavailable(s: Any, client_id: int) -> Any:
@@ -530,14 +537,6 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
             raise StoreUnavailable("the database is unreachable or failed: nothing was changed")
         return real_rows(s, client_id)
 
-    for n in (1, 2):  # after the global section; after the first client's
-        target = tmp_path / f"cut-{n}.cvbk"
-        monkeypatch.setattr(backups, "_encode", full_after(n, target))
-        with pytest.raises(StoreUnavailable, match="nothing was recorded"):
-            world.admin.create_backup(target)
-        monkeypatch.setattr(backups, "_encode", real_encode)
-        assert not target.exists(), "a cut-short backup was left behind"
-    assert len(cut_short) == 2 and min(cut_short) > 0, cut_short  # written in part, then removed
     monkeypatch.setattr(backups.BackupOps, "_client_rows", staticmethod(rows_then_unavailable))
     target = tmp_path / "cut-rows.cvbk"
     with pytest.raises(StoreUnavailable, match="unreachable"):
@@ -547,6 +546,85 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     assert world.admin.audit_head()[0] == head  # no event claims a backup was written
     whole = tmp_path / "whole.cvbk"
     assert world.admin.create_backup(whole).clients == 2 and whole.exists()  # and it works again
+
+
+FORMAT1 = Path(__file__).resolve().parent.parent / "vectors" / "backup-format1"
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_backup_in_format_1_made_by_the_previous_version_still_restores(databases, engine):
+    """tests/vectors/backup-format1 was written by credvault before backups became JSON
+    Lines (format 2): one JSON document, the audit log inside the global section."""
+    expected = json.loads((FORMAT1 / "expected.json").read_text(encoding="utf-8"))
+    assert json.loads((FORMAT1 / "backup.cvbk").read_text(encoding="utf-8"))["format"] == 1
+    target = databases.new(engine)
+    opened = Opened(Clock())
+    try:
+        info = opened(target).restore_backup(
+            FORMAT1 / "backup.cvbk", FORMAT1 / "keys.json", admin=expected["admin"], passphrase=expected["passphrase"]
+        )
+        assert (info.clients, info.secrets, info.skipped_clients) == (2, 3, 0)
+        assert info.audit_head == expected["audit_head_seq"]
+        admin = opened(target, expected["admin"], expected["passphrase"])
+        for ref, password in expected["secrets"].items():
+            assert admin.reveal(ref, reason=REASON) == password
+        bob = opened(target, expected["engineer"], expected["engineer_passphrase"])
+        assert bob.reveal("acme/fw01", reason=REASON) == expected["secrets"]["acme/fw01"]
+        with pytest.raises(NotFound):
+            bob.reveal("globex/mail", reason=REASON)  # no grant for globex, restored as it was
+        assert admin.verify_audit().ok
+        admin.add_secret("acme/new", password="after the restore")  # a working vault: ids move on
+        assert bob.reveal("acme/new", reason=REASON) == "after the restore"
+    finally:
+        opened.close()
+
+
+@ENGINE_FREE
+def test_a_long_audit_log_is_split_into_sections_each_checked_and_all_restored(world, databases, tmp_path, monkeypatch):
+    from vault.service import backups
+
+    monkeypatch.setattr(backups, "AUDIT_CHUNK", 4)
+    path = tmp_path / "chunked.cvbk"
+    world.admin.create_backup(path)
+    sections = _section_bytes(path)
+    audit = sorted((n for n in sections if n.startswith("audit:")), key=lambda n: int(n.split(":")[1]))
+    events = world.admin.audit_head()[0]
+    assert len(audit) == -(-events // 4) >= 5, (events, audit)  # every event, four to a section
+    target = databases.new("sqlite")
+    info = world.opened(target).restore_backup(path, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    assert info.audit_head == events
+    restored = world.opened(target, ADMIN, ADMIN_PASS)
+    verified = restored.verify_audit()
+    assert verified.ok and verified.first_seq == 1 and verified.checked >= events  # (+ the unlock just now)
+    middle = audit[len(audit) // 2]
+    refused = {
+        "an audit section removed": (
+            _rewrite(path, tmp_path / "cut.cvbk", lambda d: d["sections"].pop(middle)),
+            IntegrityError,
+        ),
+        "two audit sections swapped": (
+            _rewrite(
+                path,
+                tmp_path / "swapped.cvbk",
+                lambda d: d["sections"].update({audit[0]: d["sections"][audit[1]], audit[1]: d["sections"][audit[0]]}),
+            ),
+            DecryptionFailed,
+        ),
+    }
+    for name, (tampered, error) in refused.items():
+        empty = databases.new("sqlite")
+        with pytest.raises(error):
+            world.opened(empty).restore_backup(tampered, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+        assert _row_count(empty) == 0, name
+    lines = path.read_bytes().splitlines()
+    dropped = b"\n".join(line for line in lines if middle.encode() not in line) + b"\n"  # end line kept
+    (tmp_path / "dropped.cvbk").write_bytes(dropped)
+    empty = databases.new("sqlite")
+    with pytest.raises(IntegrityError):  # the end line counts one section more than there is
+        world.opened(empty).restore_backup(
+            tmp_path / "dropped.cvbk", world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS
+        )
+    assert _row_count(empty) == 0
 
 
 # -- recovery shares, and rotations ---------------------------------------------------------------------

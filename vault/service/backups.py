@@ -1,10 +1,12 @@
 """Encrypted backups that a purge reaches: per-client sections, keys kept apart.
 
-A backup file holds one **global section** (engineers, recovery and root seals, the
-audit chain, purge receipts: no client plaintext) and one **section per client** (its
-keys, grants, secrets and versions). Each client section is encrypted under that
-client's own **backup key**, and the global section under the vault's backup key.
-No backup file contains any backup key.
+A backup file holds **audit sections** (the audit chain, 20,000 events each), one
+**section per client** (its keys, grants, secrets and versions) and one **global
+section** (engineers, recovery and root seals, purge receipts, and the manifest of all
+other sections: no client plaintext). Each client section is encrypted under that
+client's own **backup key**, the others under the vault's backup key. No backup file
+contains any backup key. The file itself (``backupfile.py``) is written and read one
+section at a time.
 
 The backup keys live in the live store (each client's wrapped under its client key;
 the vault's sealed to the recovery key) and in a small **key export** an admin writes
@@ -19,14 +21,9 @@ passphrase (their key record and root seal are in the export) or the recovery sh
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import datetime as dt
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
@@ -40,17 +37,18 @@ from vault.errors import (
     IntegrityError,
     InvalidInput,
     RecoveryShareError,
-    StoreUnavailable,
     VaultError,
 )
+from vault.service import backupfile
+from vault.service.backupfile import decode, encode
 from vault.service.base import ROLE_ADMIN, RootBundle
 from vault.service.purge import PurgeOps
 from vault.service.records import BackupInfo
 from vault.storage import engine as storage
 from vault.storage import models as m
 
-MAGIC, KEYS_MAGIC = "credvault-backup", "credvault-backup-keys"
 MANIFEST, COUNTERS = "_sections", "_counters"
+AUDIT_CHUNK = 20_000  # audit events per section: a million-event log is fifty sections, not one
 GLOBAL_TABLES: tuple[type[m.Base], ...] = (
     m.VaultInfo,
     m.RootKey,
@@ -75,28 +73,15 @@ CLIENT_TABLES: tuple[type[m.Base], ...] = (
 SERIAL_TABLES = ("engineers", "clients", "grants", "secrets", "checkouts", "rotations", "purge_receipts")
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"b": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, dt.datetime):
-        return {"t": value.isoformat()}
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and "b" in value:
-        return base64.b64decode(value["b"])
-    if isinstance(value, dict) and "t" in value:
-        return dt.datetime.fromisoformat(value["t"])
-    return value
-
-
-def _rows(s: Session, model: type[m.Base], where: Any = None) -> list[dict[str, Any]]:
-    """The rows of ``model``'s table as plain dicts, read with Core (no ORM object per row)."""
+def _rows(s: Session, model: type[m.Base], where: Any = None, *, after_seq: int | None = None) -> list[dict[str, Any]]:
+    """The rows of ``model``'s table as plain dicts, read with Core (no ORM object per row);
+    with ``after_seq``, the next ``AUDIT_CHUNK`` audit events after that sequence number."""
     table = cast(Table, model.__table__)
     keys = [c.key for c in table.columns]
     query = select(table) if where is None else select(table).where(where)
-    return [{k: _encode(v) for k, v in zip(keys, row, strict=True)} for row in s.execute(query)]
+    if after_seq is not None:
+        query = query.where(table.c.seq > after_seq).order_by(table.c.seq).limit(AUDIT_CHUNK)
+    return [{k: encode(v) for k, v in zip(keys, row, strict=True)} for row in s.execute(query)]
 
 
 class BackupOps(PurgeOps):
@@ -148,22 +133,22 @@ class BackupOps(PurgeOps):
                         "name": admin.name,
                         "id": admin.id,
                         "generation": admin.key_generation,
-                        "key_record": _encode(admin.key_record),
-                        "keys": _encode(sealing.seal(admin.sealing_public, bundle.version, payload, context)),
+                        "key_record": encode(admin.key_record),
+                        "keys": encode(sealing.seal(admin.sealing_public, bundle.version, payload, context)),
                     }
                 )
             document = {
-                "magic": KEYS_MAGIC,
+                "magic": backupfile.KEYS_MAGIC,
                 "format": 1,
                 "vault_id": info.vault_id.hex(),
                 "root_version": bundle.version,
                 "recovery_public": bundle.recovery.public.hex(),
                 "created_at": self.clock().isoformat(),
                 "admins": admins,
-                "recovery": _encode(sealing.seal(bundle.recovery.public, bundle.version, payload, context)),
+                "recovery": encode(sealing.seal(bundle.recovery.public, bundle.version, payload, context)),
             }
             self._append(s, "backup-keys-export", public={"clients": len(keys["clients"])})
-            _write_private(path, json.dumps(document, indent=1))  # before the commit: no event without a file
+            backupfile.write_private(path, json.dumps(document, indent=1))  # before the commit: no event without a file
         return len(keys["clients"])
 
     # -- backup -------------------------------------------------------------------------------
@@ -182,38 +167,43 @@ class BackupOps(PurgeOps):
             s.flush()
             event = self._append(s, "backup-create", public={"clients": len(client_keys)})
             s.flush()  # the event and the moved head, before the Core reads below
-            global_rows: dict[str, Any] = {model.__tablename__: _rows(s, model) for model in GLOBAL_TABLES}
-            global_rows[MANIFEST] = sorted(f"client:{client_id}" for client_id in client_keys)  # authenticated list
-            global_rows[COUNTERS] = _counters(s)  # ids already used, purged ones included: never reused
             header = {
-                "magic": MAGIC,
-                "format": 1,
                 "vault_id": info.vault_id.hex(),
                 "backup_id": backup_id.hex(),
                 "schema": s.execute(text("SELECT version_num FROM alembic_version")).scalar(),
                 "created_at": self.clock().isoformat(),
                 "audit_head": event.seq,
             }
+
+            def seal(key: bytes, name: str, rows: dict[str, Any]) -> bytes:
+                plain = json.dumps(rows).encode("utf-8")
+                return blobs.encrypt_backup_section(key, plain, info.vault_id, backup_id, name)
+
+            # Each section is written as soon as it is made: memory holds one section, not
+            # the vault. The global section comes last, listing every other one (its
+            # authenticated manifest). Before the commit: no event without a file, and a
+            # failed write leaves no file behind.
+            names: list[str] = []
             secrets = 0
-            # Written section by section, each encrypted and written before the next is read:
-            # memory holds one section, not the whole vault. Before the commit: no event
-            # without a file, and a failed write leaves no file behind.
-            with _private_file(path) as out:
-                out.write(json.dumps(header)[:-1] + ', "sections": {"global": ')
-                plain = json.dumps(global_rows).encode("utf-8")
-                del global_rows
-                blob = blobs.encrypt_backup_section(vault_key, plain, info.vault_id, backup_id, "global")
-                del plain
-                out.write(json.dumps(_encode(blob)))
+            with backupfile.private_file(path) as handle:
+                out = backupfile.BackupWriter(handle, header)
+                last = 0
+                while events := _rows(s, m.AuditEvent, after_seq=last):
+                    names.append(f"audit:{len(names)}")
+                    out.section(names[-1], seal(vault_key, names[-1], {"audit_events": events}))
+                    last = int(events[-1]["seq"])
                 for client_id, key in client_keys.items():
-                    name = f"client:{client_id}"
+                    names.append(f"client:{client_id}")
                     rows = self._client_rows(s, client_id)
                     secrets += len(rows["secrets"])
-                    blob = blobs.encrypt_backup_section(
-                        key, json.dumps(rows).encode("utf-8"), info.vault_id, backup_id, name
-                    )
-                    out.write(f", {json.dumps(name)}: {json.dumps(_encode(blob))}")
-                out.write("}}")
+                    out.section(names[-1], seal(key, names[-1], rows))
+                global_rows: dict[str, Any] = {
+                    t.__tablename__: _rows(s, t) for t in GLOBAL_TABLES if t is not m.AuditEvent
+                }
+                global_rows[MANIFEST] = sorted(names)
+                global_rows[COUNTERS] = _counters(s)  # ids already used, purged ones included: never reused
+                out.section("global", seal(vault_key, "global", global_rows))
+                out.end()
         return BackupInfo(str(path), backup_id.hex(), len(client_keys), secrets, event.seq)
 
     @staticmethod
@@ -254,52 +244,77 @@ class BackupOps(PurgeOps):
     def _restore(
         self, path: Path, keys_path: Path, admin: str | None, passphrase: str | None, shares: list[str] | None
     ) -> BackupInfo:
-        document, keys = _load(path, MAGIC), _load(keys_path, KEYS_MAGIC)
-        if document["vault_id"] != keys["vault_id"]:
+        backup = backupfile.BackupReader(path)
+        keys = backupfile.load_json(keys_path, backupfile.KEYS_MAGIC, "key export")
+        header = backup.header
+        if header["vault_id"] != keys["vault_id"]:
             raise InvalidInput("the key export belongs to another vault than the backup")
-        vault_id, backup_id = bytes.fromhex(document["vault_id"]), bytes.fromhex(document["backup_id"])
+        vault_id, backup_id = bytes.fromhex(header["vault_id"]), bytes.fromhex(header["backup_id"])
         payload = _open_keys(keys, vault_id, admin, passphrase, shares)
         vault_key = bytes.fromhex(payload["vault"])
         client_keys = {int(k): bytes.fromhex(v) for k, v in payload["clients"].items()}
-        sections = dict(document["sections"])  # still base64: each is decoded when it is opened
-        tables: dict[str, Any] = json.loads(
-            blobs.decrypt_backup_section(vault_key, _decode(sections.pop("global")), vault_id, backup_id, "global")
-        )
+
+        def key_of(name: str) -> bytes | None:
+            """The key of a section, or None for a client this key export cannot open."""
+            if name == "global" or name.startswith("audit:"):
+                return vault_key
+            if not name.startswith("client:"):
+                raise IntegrityError(f"the backup has an unknown section {name!r}", hint="use an unmodified backup")
+            return client_keys.get(int(name.split(":")[1]))  # None: purged since, unreadable by design
+
+        def opened(name: str, blob: bytes, key: bytes) -> dict[str, Any]:
+            plain = blobs.decrypt_backup_section(key, blob, vault_id, backup_id, name)
+            return cast(dict[str, Any], json.loads(plain))
+
+        # First every section is opened, checked and dropped (only the small global one is
+        # kept); then, in one transaction, each is opened again and written. Memory holds
+        # one section; nothing is written unless every section checked out.
+        tables: dict[str, Any] | None = None
+        seen: list[str] = []
+        secrets = skipped = 0
+        for name, blob in backup.sections():
+            seen.append(name)
+            key = key_of(name)
+            if key is None:
+                skipped += 1
+                continue
+            rows = opened(name, blob, key)
+            if name == "global":
+                tables = rows
+            secrets += len(rows.get("secrets", []))
+        if tables is None:
+            raise InvalidInput("the backup has no global section", hint="use an unmodified backup")
         manifest: set[str] = {str(name) for name in tables.pop(MANIFEST, [])}
         raw_counters: dict[str, Any] = tables.pop(COUNTERS, {})
         counters: dict[str, int] = {str(k): int(v) for k, v in raw_counters.items()}
-        present = set(sections)
-        if manifest != present:
-            missing, extra = sorted(manifest - present), sorted(present - manifest)
+        present = [n for n in seen if n != "global"]
+        if manifest != set(present) or len(present) != len(set(present)) or seen.count("global") != 1:
+            missing, extra = sorted(manifest - set(present)), sorted(set(present) - manifest)
             raise IntegrityError(
                 f"the backup's sections do not match its manifest (missing {missing}, unexpected {extra})",
                 hint="the backup file was altered or cut; use another backup",
             )
-        # Every readable section is opened and parsed once before anything is written, then
-        # again, one at a time, to write it: memory holds one client's rows, not the vault's.
-        readable = {name: key for name in sections if (key := client_keys.get(int(name.split(":")[1]))) is not None}
-        skipped = len(sections) - len(readable)  # purged since (or unknown to this key export): unreadable by design
-
-        def client_tables(name: str) -> dict[str, list[dict[str, Any]]]:
-            opened = blobs.decrypt_backup_section(readable[name], _decode(sections[name]), vault_id, backup_id, name)
-            return cast(dict[str, list[dict[str, Any]]], json.loads(opened))
-
-        secrets = sum(len(client_tables(name).get("secrets", [])) for name in readable)
         heads = tables.get("audit_head") or [{"seq": 0}]
         audit_head = int(heads[0]["seq"])  # from the authenticated section, not the plain header
-        if int(document["audit_head"]) != audit_head:
+        if int(header["audit_head"]) != audit_head:
             raise IntegrityError("the backup's header does not match its contents", hint="use an unmodified backup")
         most = dict.fromkeys(SERIAL_TABLES, 0)  # the largest id restored per serial table
         with self.store.transaction() as s:  # everything is checked above: from here on only rows are written
             if s.scalar(select(func.count()).select_from(m.VaultInfo)):
                 raise AlreadyExists("the target store is not empty", hint="restore into a new, empty database")
             _insert(s, GLOBAL_TABLES[:5], tables, most)  # parents of the clients' rows
-            for name in readable:
-                _insert(s, CLIENT_TABLES, client_tables(name), most)
-            _insert(s, GLOBAL_TABLES[5:], tables, most)
+            written = []
+            for name, blob in backup.sections():
+                written.append(name)
+                key = key_of(name)
+                if name != "global" and key is not None:
+                    _insert(s, (*CLIENT_TABLES, m.AuditEvent), opened(name, blob, key), most)
+            if written != seen:  # rolled back: the file changed while it was being restored
+                raise IntegrityError("the backup file changed during the restore", hint="restore it again")
+            _insert(s, GLOBAL_TABLES[5:], tables, most)  # a format-1 backup keeps its audit events here
             for table in SERIAL_TABLES:
                 _set_counter(s, table, max(most[table], counters.get(table, 0)))
-        restored = len(readable)
+        restored = len(present) - skipped - sum(1 for n in present if n.startswith("audit:"))
         return BackupInfo(str(path), backup_id.hex(), restored, secrets, audit_head, skipped)
 
 
@@ -309,7 +324,7 @@ def _insert(
     """Insert the rows of ``tables`` for ``models``, in that order (parents first), with
     Core (no ORM object per row); note the largest id of each serial table in ``most``."""
     for model in models:
-        rows = [{k: _decode(v) for k, v in row.items()} for row in tables.get(model.__tablename__, [])]
+        rows = [{k: decode(v) for k, v in row.items()} for row in tables.get(model.__tablename__, [])]
         if not rows:
             continue
         s.execute(insert(cast(Table, model.__table__)), rows)
@@ -348,51 +363,6 @@ def _set_counter(s: Session, table: str, value: int) -> None:
         )
 
 
-def _write_private(path: Path, content: str) -> None:
-    """Write a new file readable by its owner only; a failed write leaves no file behind."""
-    with _private_file(path) as out:
-        out.write(content)
-
-
-@contextlib.contextmanager
-def _private_file(path: Path) -> Iterator[TextIO]:
-    """A new file readable by its owner only, to write to; if anything fails before the
-    block ends, the file is removed (a cut-short backup never stays behind) and a write
-    error is ``StoreUnavailable``.
-
-    Used inside the transaction that records the file, so a failure records nothing.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise AlreadyExists(f"{Path(path).name} already exists", hint="choose a new file name") from None
-    except OSError:
-        raise StoreUnavailable(
-            f"cannot create {Path(path).name}", hint="check that the folder exists and is writable"
-        ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-    except OSError:
-        Path(path).unlink(missing_ok=True)
-        raise StoreUnavailable(
-            f"cannot write {Path(path).name}: nothing was recorded", hint="check free disk space"
-        ) from None
-    except BaseException:
-        Path(path).unlink(missing_ok=True)
-        raise
-
-
-def _load(path: Path, magic: str) -> dict[str, Any]:
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InvalidInput(f"cannot read {path.name}: not a credvault file") from None
-    if not isinstance(document, dict) or document.get("magic") != magic or document.get("format") != 1:
-        raise InvalidInput(f"{path.name} is not a credvault {'backup' if magic == MAGIC else 'key export'}")
-    return document
-
-
 def _open_keys(
     keys: dict[str, Any], vault_id: bytes, admin: str | None, passphrase: str | None, shares: list[str] | None
 ) -> dict[str, Any]:
@@ -408,7 +378,7 @@ def _open_keys(
                 "the shares do not rebuild the recovery key of this key export",
                 hint="use shares printed for this vault since its last root rotation",
             )
-        raw = sealing.open_sealed(bundle.recovery, root_version, _decode(keys["recovery"]), context)
+        raw = sealing.open_sealed(bundle.recovery, root_version, decode(keys["recovery"]), context)
     else:
         entry = next((a for a in keys["admins"] if a["name"] == admin), None)
         if entry is None or passphrase is None:
@@ -416,10 +386,10 @@ def _open_keys(
                 "name an admin listed in the key export and give their passphrase, or use recovery shares"
             )
         private = keyrecord.open_record(
-            _decode(entry["key_record"]), passphrase, vault_id, int(entry["id"]), int(entry["generation"])
+            decode(entry["key_record"]), passphrase, vault_id, int(entry["id"]), int(entry["generation"])
         )
         raw = sealing.open_sealed(
-            sealing.KeyPair(private.sealing_private), root_version, _decode(entry["keys"]), context
+            sealing.KeyPair(private.sealing_private), root_version, decode(entry["keys"]), context
         )
     try:
         payload: dict[str, Any] = json.loads(raw)
