@@ -627,6 +627,28 @@ def test_a_long_audit_log_is_split_into_sections_each_checked_and_all_restored(w
     assert _row_count(empty) == 0
 
 
+@ENGINE_FREE
+def test_a_backup_file_that_changes_between_the_check_and_the_write_is_refused(world, databases, monkeypatch):
+    """A restore reads the file twice (check, then write): if a section has gone by the
+    second reading, the transaction is rolled back and nothing is written."""
+    from vault.service import backupfile
+
+    real = backupfile.BackupReader.sections
+    readings = itertools.count()
+
+    def sections(reader: Any) -> Iterator[tuple[str, bytes]]:
+        first = next(readings) == 0
+        for name, blob in real(reader):
+            if first or not name.startswith("client:"):
+                yield name, blob
+
+    monkeypatch.setattr(backupfile.BackupReader, "sections", sections)
+    target = databases.new("sqlite")
+    with pytest.raises(IntegrityError, match="changed during the restore"):
+        world.opened(target).restore_backup(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    assert _row_count(target) == 0
+
+
 # -- recovery shares, and rotations ---------------------------------------------------------------------
 
 
