@@ -11,6 +11,6 @@ Layout:
   sets; ``step.py``: one subprocess per measured step, with its peak RSS;
 * ``dataset.py`` and ``auditgen.py``: the documented fast paths that make a million
   secrets and a million audit events with the library's own recipes;
-* ``workloads/``: one module per workload (W1 … W7; W8 is the peak-RSS column);
+* ``workloads/``: one module per workload (W1 … W7, and W9: backup and restore; W8 is the peak-RSS column);
 * ``report.py`` and ``machine.py``: the table, the document, the machine description.
 """

@@ -33,6 +33,7 @@ WORKLOADS = {
     "W5": ("purge of a client", "bench.workloads.w5_purge"),
     "W6": ("audit verification", "bench.workloads.w6_audit"),
     "W7": ("team load on PostgreSQL", "bench.workloads.w7_team_load"),
+    "W9": ("backup and restore", "bench.workloads.w9_backup"),
 }
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 INTRO = (
@@ -68,7 +69,7 @@ def _selection(text: str | None) -> list[str]:
     chosen = [w.strip().upper() for w in text.split(",") if w.strip()]
     unknown = [w for w in chosen if w not in WORKLOADS and w != "W8"]
     if unknown:
-        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W8)")
+        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W9)")
     return [w for w in WORKLOADS if w in chosen]
 
 

@@ -110,8 +110,9 @@ def _add_history(vault: Any, secret_id: int, engineer: str, n: int) -> None:
     now = dt.datetime.now(dt.UTC)
     with vault.store.engine.begin() as conn:
         client_id, engineer_id = conn.execute(
-            select(m.Secret.client_id, select(m.Engineer.id).where(m.Engineer.name == engineer).scalar_subquery())
-            .where(m.Secret.id == secret_id)
+            select(
+                m.Secret.client_id, select(m.Engineer.id).where(m.Engineer.name == engineer).scalar_subquery()
+            ).where(m.Secret.id == secret_id)
         ).one()
         rows = []
         for i in range(n):
@@ -204,7 +205,8 @@ def _rows(engine: str, value: dict[str, Any], peak: float) -> list[Row]:
         out.append(
             Row(
                 "W1",
-                f"checkout, engineer, the same secret after {value['past_checkouts']:,} past checkouts, {engine}: median",
+                f"checkout, engineer, the same secret after {value['past_checkouts']:,} past checkouts, "
+                f"{engine}: median",
                 median,
                 "ms",
                 value["engineer"]["median"] * 1000,
