@@ -4,7 +4,8 @@
 loop-mounted ext4 image of twice the size) and returns None, or the reason it could
 not (callers skip with it): mounting needs root. ``fill(where)`` takes every free block
 with a filler file; deleting that file gives the space back. ``unmount(where)`` always
-detaches, lazily if something still holds the filesystem.
+detaches, lazily if something still holds the filesystem. ``assert_clean(error, *secrets)``
+is what both full-disk tests ask of every refusal: no driver text, no secret.
 """
 
 from __future__ import annotations
@@ -12,7 +13,32 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import traceback
 from pathlib import Path
+
+from vault.errors import VaultError
+
+DRIVER_WORDS = (
+    "Traceback",
+    "sqlite3",
+    "psycopg",
+    "Error:",
+    "errno",
+    "Background on this error",
+    "sqlalche.me",
+    "[SQL:",
+)
+
+
+def assert_clean(error: VaultError, *never: str) -> None:
+    """No driver text in the message or hint; no secret anywhere in the exception."""
+    for word in DRIVER_WORDS:
+        assert word.lower() not in (str(error) + error.hint).lower(), f"driver text {word!r} in {error!r}"
+    shown = "\n".join([str(error), error.hint, repr(error), *map(str, error.args), *traceback.format_exception(error)])
+    for secret in never:
+        assert secret not in shown, "a secret is in the exception"
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

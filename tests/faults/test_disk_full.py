@@ -23,7 +23,6 @@ finaliser, always (lazily if something still holds them).
 from __future__ import annotations
 
 import sqlite3
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import keyring
 import keyring.errors
 import pytest
-from _fs import fill, mount_small, run, unmount
+from _fs import assert_clean, fill, mount_small, run, unmount
 from click.testing import CliRunner, Result
 from keyring.backend import KeyringBackend
 from sqlalchemy import select
@@ -40,7 +39,7 @@ from vault.cli.main import cli
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
-from vault.errors import AuditUnavailable, StoreUnavailable, VaultError
+from vault.errors import AuditUnavailable, StoreUnavailable
 from vault.service.sessions import MemorySessionStore
 from vault.storage import engine as storage
 from vault.storage import models as m
@@ -52,18 +51,6 @@ SIZE_MIB = 4
 # appear in an error, and every one of the first must be readable afterwards.
 VALUES = {f"acme/s{i}": f"stored before the disk filled #{i} ✓" for i in range(4)}
 REFUSED = {"add": "refused new secret ✓", "update": "refused update ✓"}
-DRIVER_WORDS = ("Traceback", "sqlite3", "Error:", "errno", "Background on this error", "sqlalche.me", "[SQL:")
-
-
-def assert_clean(error: VaultError, *never: str) -> None:
-    """No driver text in the message or hint; no secret anywhere in the exception."""
-    for word in DRIVER_WORDS:
-        assert word.lower() not in (str(error) + error.hint).lower(), f"driver text {word!r} in {error!r}"
-    shown = "\n".join([str(error), error.hint, repr(error), *map(str, error.args), *traceback.format_exception(error)])
-    for secret in never:
-        assert secret not in shown, "a secret is in the exception"
-    assert error.__cause__ is None
-    assert error.__context__ is None or error.__suppress_context__
 
 
 # -- a small filesystem ---------------------------------------------------------------------------------
