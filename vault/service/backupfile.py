@@ -151,9 +151,15 @@ class BackupReader:
                     return
                 count += 1
                 name, blob = item.get("section"), item.get("b")
-                if not isinstance(name, str) or not isinstance(blob, str):
-                    raise InvalidInput(f"{self.path.name} has a malformed section", hint="use an unmodified file")
-                yield name, decode({"b": blob})
+                try:
+                    if not isinstance(name, str) or not isinstance(blob, str):
+                        raise ValueError(name)
+                    raw = base64.b64decode(blob, validate=True)
+                except ValueError:
+                    raise InvalidInput(
+                        f"{self.path.name} has a malformed section", hint="use an unmodified file"
+                    ) from None
+                yield name, raw
         raise InvalidInput(f"{self.path.name} was cut short", hint="use a complete backup")
 
     def _first_line(self) -> Any:
