@@ -15,7 +15,7 @@ import keyring
 import keyring.errors
 import pytest
 from click.testing import CliRunner, Result
-from keyring.backend import KeyringBackend
+from memory_keyring import MemoryKeyring
 from vault.cli.main import cli
 
 from vault import Vault
@@ -25,26 +25,6 @@ ADMIN, ADMIN_PASS = "root", "correct horse ✓ admin"
 ENGINEER, ENGINEER_PASS = "alice", "alice's own passphrase"
 CODE = re.compile(r"CV1-[A-Z0-9-]+")
 FINGERPRINT = re.compile(r"\b[0-9a-f]{4}(?: [0-9a-f]{4}){7}\b")
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring backend that keeps its entries in a dict."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.items.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.items[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.items.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError(username)
 
 
 def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import keyring
 import pytest
-from cli_workspace import MemoryKeyring, Workspace, ok
+from cli_workspace import Workspace, ok
+from memory_keyring import MemoryKeyring
 
 import vault.crypto.keyrecord as keyrecord
 

@@ -33,7 +33,7 @@ import keyring.errors
 import pytest
 from _fs import assert_clean, fill, mount_small, run, unmount
 from click.testing import CliRunner, Result
-from keyring.backend import KeyringBackend
+from memory_keyring import MemoryKeyring
 from sqlalchemy import select
 from vault.cli.main import cli
 
@@ -228,26 +228,6 @@ def test_a_full_disk_refuses_writes_clearly_reveals_nothing_and_loses_nothing(di
 
 
 # -- a full disk: the CLI ----------------------------------------------------------------------------------------
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring backend that keeps its entries in a dict (as tests/cli does)."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.items.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.items[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.items.pop((service, username), None) is None:
-            raise keyring.errors.PasswordDeleteError(username)
 
 
 @pytest.fixture

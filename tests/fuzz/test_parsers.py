@@ -575,24 +575,8 @@ def _cli_files() -> tuple[Path, Path]:
 
 def _run_cli(argv: list[str]) -> None:
     import keyring
-    from keyring.backend import KeyringBackend
+    from memory_keyring import MemoryKeyring
     from vault.cli.main import cli
-
-    class MemoryKeyring(KeyringBackend):
-        priority = 1  # type: ignore[assignment]
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.items: dict[tuple[str, str], str] = {}
-
-        def get_password(self, service: str, username: str) -> str | None:
-            return self.items.get((service, username))
-
-        def set_password(self, service: str, username: str, password: str) -> None:
-            self.items[(service, username)] = password
-
-        def delete_password(self, service: str, username: str) -> None:
-            self.items.pop((service, username), None)
 
     small = _small()
     home = small.dir / "home"

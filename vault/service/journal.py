@@ -211,24 +211,6 @@ class JournalOps(VaultBase):
         values["signature"] = chain.sign_event(seed, vault_id, seq, values["hash"]) if seed is not None else None
         return values
 
-    @staticmethod
-    def _event_hash(vault_id: bytes, e: Any) -> bytes:
-        """The chain hash of an event (an ORM object or a plain row with the same columns)."""
-        return chain.event_hash(
-            vault_id,
-            e.seq,
-            e.at_us,
-            e.engineer_id,
-            e.key_generation,
-            e.action,
-            e.client_id,
-            e.secret_id,
-            e.key_version,
-            e.details_blob,
-            e.details_json,
-            prev_hash=e.prev_hash,
-        )
-
     # -- the client's audit-key ring ---------------------------------------------------------
 
     def _audit_ring(self, s: Session, client: m.Client) -> bytes:
