@@ -55,16 +55,16 @@ def test_no_engineer_selected(workspace: Workspace, isolated_home: Path) -> None
     assert_clean_error(run("client", "list"))
 
 
-def test_expired_session(ready: Workspace, fake_keyring: MemoryKeyring) -> None:
+def test_edited_session_expiry(ready: Workspace, fake_keyring: MemoryKeyring) -> None:
     import json
 
     key, data = ready.session_text(fake_keyring, ADMIN)
-    data["expires_at"] = int(time.time()) - 5
+    data["expires_at"] = int(time.time()) - 5  # the expiry is authenticated: any edit fails to open
     fake_keyring.items[key] = json.dumps(data)
     result = ready.admin("client", "list")
     assert_clean_error(result)
-    assert "expired" in result.stderr
-    assert key not in fake_keyring.items  # an expired session is removed
+    assert "does not open" in result.stderr
+    assert key not in fake_keyring.items  # an altered session is removed
 
 
 def test_expired_session_after_a_short_ttl(ready: Workspace) -> None:

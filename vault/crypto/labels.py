@@ -46,3 +46,6 @@ BLOB_SEALED = 0x04
 BLOB_KEY_RECORD = 0x05
 BLOB_AUDIT_DETAIL = 0x06
 BLOB_BACKUP_SECTION = 0x07
+
+# Unlocked sessions kept in the OS keyring (docs/format.md, "Unlocked sessions").
+LABEL_SESSION = b"credvault/v1/session"

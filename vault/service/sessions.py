@@ -2,20 +2,38 @@
 
 ``unlock`` opens the key record once (Argon2id) and puts the private keys, with an
 expiry, into a session store: the OS keyring (Secret Service, macOS Keychain, Windows
-Credential Locker) through the ``keyring`` package. Expiry is enforced when a session
-is read: an expired entry is deleted and ``SessionExpired`` raised. Anyone who can read
-the unlocked keyring before then holds the keys; docs/threat-model.md says so.
+Credential Locker) through the ``keyring`` package.
+
+The keyring entry never holds the keys in the clear. ``KeyringSessionStore.put``
+draws a random per-session secret, writes it to a 0600 file in the user's private
+runtime directory (``$XDG_RUNTIME_DIR/credvault``, a tmpfs emptied at logout, or
+``$CREDVAULT_HOME/run``), and stores in the keyring only the keys sealed under it
+(``vault.crypto.sessionbox``), with the vault, the engineer, the session id and the
+expiry as associated data. So:
+
+* an edited ``expires_at`` fails to open (``Locked``), and the entry is removed;
+* ``lock`` deletes the secret file: a copy of the keyring entry taken before opens
+  nothing, and neither does a keyring synced to another machine or read after reboot;
+* expiry is enforced when a session is read: an expired entry and its file are deleted
+  and ``SessionExpired`` raised.
+
+What it cannot stop: a process running as the same user *while the session is
+unlocked* can read both the entry and the file (or the memory of a command) and so
+the long-term keys; docs/threat-model.md says so.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from vault.errors import ConfigurationError, Locked, SessionExpired, StoreUnavailable
+from vault.errors import ConfigurationError, DecryptionFailed, Locked, SessionExpired, StoreUnavailable
 
 KEYRING_SERVICE = "credvault"
 DEFAULT_TTL = dt.timedelta(minutes=15)
@@ -106,10 +124,11 @@ class MemorySessionStore:
 
 
 class KeyringSessionStore:
-    """Sessions in the OS keyring, one entry per vault and engineer."""
+    """Sessions in the OS keyring, one entry per vault and engineer, sealed under a secret
+    kept in a 0600 file of ``key_dir`` (default: the private runtime directory)."""
 
-    def __init__(self, service: str = KEYRING_SERVICE) -> None:
-        self.service = service
+    def __init__(self, service: str = KEYRING_SERVICE, key_dir: str | None = None) -> None:
+        self.service, self._key_dir = service, key_dir
 
     def _call(self, fn_name: str, *args: str) -> str | None:
         import keyring
@@ -130,17 +149,92 @@ class KeyringSessionStore:
                 "the OS keyring refused the request (is it locked?)", hint="unlock your desktop keyring and try again"
             ) from None
 
+    def _key_path(self, vault_id: bytes, name: str) -> str:
+        """The file of the session's wrapping secret, in a private (0700, ours) directory."""
+        if self._key_dir is None:
+            from vault.service.agentclient import runtime_dir
+
+            self._key_dir = runtime_dir()
+        digest = hashlib.sha256(f"{self.service}\0{vault_id.hex()}\0{name}".encode()).hexdigest()[:32]
+        return os.path.join(self._key_dir, f"session-{digest}.key")
+
     def put(self, session: UnlockedSession) -> None:
-        self._call("set_password", _entry(session.vault_id, session.name), session.to_text())
+        from vault.crypto import sessionbox
+
+        secret, sid = sessionbox.new_secret(), sessionbox.new_session_id()
+        expires = int(session.expires_at.timestamp())
+        box = sessionbox.seal_session(
+            secret, sid, session.to_text().encode("utf-8"), _context(session.vault_id, session.name, sid, expires)
+        )
+        _write_private(self._key_path(session.vault_id, session.name), secret)
+        envelope = {"v": 2, "sid": _b64(sid), "expires_at": expires, "box": _b64(box)}
+        self._call("set_password", _entry(session.vault_id, session.name), json.dumps(envelope))
 
     def get(self, vault_id: bytes, name: str) -> str | None:
-        return self._call("get_password", _entry(vault_id, name))
+        """The session's text, opened with its secret file; None when there is none (or it
+        was locked: the secret file is gone); ``Locked`` for an entry that does not open."""
+        from vault.crypto import sessionbox
+
+        text = self._call("get_password", _entry(vault_id, name))
+        if text is None:
+            return None
+        path = self._key_path(vault_id, name)
+        try:
+            with open(path, "rb") as file:
+                secret = file.read(sessionbox.SECRET_SIZE + 1)
+        except FileNotFoundError:
+            self.delete(vault_id, name)  # locked, or the runtime directory was emptied
+            return None
+        except OSError:
+            raise Locked(f"the session key file {path} cannot be read") from None
+        try:
+            envelope = json.loads(text)
+            if not isinstance(envelope, dict) or envelope.get("v") != 2:
+                raise ValueError
+            sid, expires = base64.b64decode(envelope["sid"], validate=True), int(envelope["expires_at"])
+            plain = sessionbox.open_session(
+                secret, sid, base64.b64decode(envelope["box"], validate=True), _context(vault_id, name, sid, expires)
+            ).decode("utf-8")
+        except (ValueError, KeyError, TypeError, DecryptionFailed):
+            self.delete(vault_id, name)
+            raise Locked(
+                f"the stored session of {name!r} does not open (altered, or from before this version); it was removed"
+            ) from None
+        return plain
 
     def delete(self, vault_id: bytes, name: str) -> bool:
-        if self.get(vault_id, name) is None:
-            return False
-        self._call("delete_password", _entry(vault_id, name))
-        return True
+        """Remove the secret file first (that alone makes every copy of the entry useless),
+        then the keyring entry; True if either existed."""
+        removed = False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._key_path(vault_id, name))
+            removed = True
+        if self._call("get_password", _entry(vault_id, name)) is not None:
+            self._call("delete_password", _entry(vault_id, name))
+            removed = True
+        return removed
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _context(vault_id: bytes, name: str, sid: bytes, expires: int) -> tuple[bytes | str | int, ...]:
+    return (vault_id, name, sid, expires)
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to a new 0600 file at ``path``, replacing any previous one atomically."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def load_session(store: SessionStore, vault_id: bytes, name: str, now: dt.datetime) -> UnlockedSession:

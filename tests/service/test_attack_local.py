@@ -1,0 +1,105 @@
+"""Attacks from the engineer's own machine (issue 12, items 13–15).
+
+* Item 13: the unlocked session in the OS keyring. A local attacker edits its expiry,
+  or keeps a copy of the entry taken while it was unlocked and puts it back after
+  ``lock``; neither may give them a working session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+from memory_keyring import MemoryKeyring
+
+from vault import Vault
+from vault.crypto.keyrecord import FLOOR as FAST_KDF
+from vault.errors import Locked, SessionExpired
+from vault.service.sessions import KEYRING_SERVICE, KeyringSessionStore
+
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"  # tests/conftest.py's team
+
+
+@pytest.fixture
+def memory_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))  # the private runtime directory lives here
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def _keyring_vault(team) -> Vault:
+    return Vault.open(team.url, engineer=ADMIN, clock=team.clock, kdf_params=FAST_KDF, sessions=KeyringSessionStore())
+
+
+def _entry(backend: MemoryKeyring) -> tuple[str, str]:
+    (key,) = [k for k in backend.items if k[0] == KEYRING_SERVICE]
+    return key
+
+
+# -- item 13: the session in the keyring ----------------------------------------------------------
+
+
+def test_an_edited_session_expiry_is_refused(team, memory_keyring: MemoryKeyring) -> None:
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    key = _entry(memory_keyring)
+    entry = json.loads(memory_keyring.items[key])
+    entry["expires_at"] = int(entry["expires_at"]) + 86_400  # a day more, written by the attacker
+    memory_keyring.items[key] = json.dumps(entry)
+    team.clock.advance(hours=1)  # past the real expiry, well inside the forged one
+    with pytest.raises(Locked):
+        _keyring_vault(team).whoami()
+    assert key not in memory_keyring.items  # the altered entry is gone
+
+
+def test_a_copy_of_the_keyring_entry_taken_before_lock_opens_nothing(team, memory_keyring: MemoryKeyring) -> None:
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    key = _entry(memory_keyring)
+    stolen = memory_keyring.items[key]
+    assert _keyring_vault(team).lock() is True
+    memory_keyring.items[key] = stolen  # put back after lock
+    with pytest.raises(Locked):
+        _keyring_vault(team).whoami()
+    # not after the next unlock either: that one has a new secret
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    memory_keyring.items[key] = stolen
+    with pytest.raises(Locked):
+        _keyring_vault(team).whoami()
+
+
+def test_the_keyring_entry_holds_no_key_in_the_clear(team, memory_keyring: MemoryKeyring) -> None:
+    vault = _keyring_vault(team)
+    vault.unlock(ADMIN, ADMIN_PASS)
+    me = vault._me()
+    text = memory_keyring.items[_entry(memory_keyring)]
+    for raw in (me.sealing_private, me.signing_seed):
+        assert raw.hex() not in text and __import__("base64").b64encode(raw).decode() not in text
+    assert vault.whoami().engineer == ADMIN  # and the honest user still works from it
+
+
+def test_an_expired_session_is_refused_and_removed_with_its_key_file(
+    team, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    key_files = list((tmp_path / "home" / "run").glob("session-*.key"))
+    assert len(key_files) == 1 and (key_files[0].stat().st_mode & 0o777) == 0o600
+    team.clock.advance(minutes=16)
+    with pytest.raises(SessionExpired):
+        _keyring_vault(team).whoami()
+    assert memory_keyring.items == {} and not key_files[0].exists()
+
+
+def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path: Path) -> None:
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    run = tmp_path / "home" / "run"
+    assert list(run.glob("session-*.key"))
+    assert _keyring_vault(team).lock() is True
+    assert not list(run.glob("session-*.key")) and memory_keyring.items == {}
+    assert os.stat(run).st_mode & 0o777 == 0o700
