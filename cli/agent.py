@@ -59,6 +59,7 @@ def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> Non
     if running is not None:
         click.echo(f"An agent for {name} is already running, until {_until(running)}.")
         return
+    app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before any passphrase is typed
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     from vault.service import agent as agent_service  # the server side: only `start` needs it
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vault.service.sessions import SessionStore
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
+INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
 DEFAULT_SESSION_TTL = "15m"
 
 
@@ -64,6 +65,7 @@ class AppContext:
     db: str | None = None
     as_engineer: str | None = None
     passphrase_file: Path | None = None
+    trust_new_vault: bool = False
     _vaults: list[Vault] = field(default_factory=list)
 
     # -- resolution ------------------------------------------------------------------
@@ -101,9 +103,26 @@ class AppContext:
         """A Vault on the resolved database; closed when the command ends."""
         from vault import Vault
 
-        vault = Vault.open(url or self.db_url(), engineer=engineer, sessions=sessions)
+        url = url or self.db_url()
+        vault = Vault.open(url, engineer=engineer, sessions=sessions)
         self._vaults.append(vault)
+        self.check_pin(url, vault)
         return vault
+
+    def check_pin(self, url: str, vault: Vault, *, trust: bool = False) -> None:
+        """Refuse a database whose vault is not the one this machine pinned for ``url``
+        (or a new URL while others are pinned), unless --trust-new-vault (or ``trust``:
+        the user just created or restored this vault). A database that holds no vault
+        yet, or cannot be read, is left to the command, which fails on its own."""
+        from vault.errors import StoreUnavailable
+
+        try:
+            vault_id = vault.vault_id().hex()
+        except StoreUnavailable:
+            return
+        warning = config.VaultPins.load().check(url, vault_id, trust_new=trust or self.trust_new_vault)
+        if warning:
+            click.echo(f"credvault: warning: {warning}", err=True)
 
     def keyring_vault(self, engineer: str | None = None) -> Vault:
         """A Vault whose sessions live in the OS keyring (unlock, lock)."""

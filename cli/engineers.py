@@ -73,7 +73,10 @@ def init(app: AppContext, admin_name: str, shares: tuple[int, int] | None, passp
     url = app.db_url()
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {admin_name}")
     vault, result = Vault.create(url, admin=admin_name, passphrase=passphrase, shares=shares)
-    vault.close()
+    try:
+        app.check_pin(url, vault, trust=True)  # the vault just made here is the one to expect there
+    finally:
+        vault.close()
     _remember(db_url=url, engineer=admin_name)
     click.echo(f"Created a vault at {safe_url(url)}")
     echo_pairs(

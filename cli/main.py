@@ -8,6 +8,7 @@ command functions, so this module imports click and the small service modules al
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import click
 from vault import __version__
 
 from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets
-from .context import AppContext
+from .context import INSECURE_DB_ENV, AppContext
 from .errors import reported_errors
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -49,9 +50,26 @@ class CredvaultGroup(click.Group):
     metavar="PATH",
     help="Unlock for this one command from the passphrase in PATH, without the OS keyring (automation).",
 )
+@click.option(
+    "--trust-new-vault",
+    is_flag=True,
+    help="Accept a database whose vault this machine has not pinned for its URL (a new or replaced vault).",
+)
+@click.option(
+    "--insecure-db",
+    is_flag=True,
+    help="Allow a remote PostgreSQL URL without sslmode=verify-full (TLS with certificate check).",
+)
 @click.version_option(__version__, prog_name="credvault")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, as_engineer: str | None, passphrase_file: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    db: str | None,
+    as_engineer: str | None,
+    passphrase_file: Path | None,
+    trust_new_vault: bool,
+    insecure_db: bool,
+) -> None:
     """credvault: a credential vault for managed service providers.
 
     Client passwords are encrypted under per-client keys; engineers read only the
@@ -64,9 +82,11 @@ def cli(ctx: click.Context, db: str | None, as_engineer: str | None, passphrase_
       credvault client add acme --name "Acme Ltd"
       credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --generate
     """
-    app = AppContext(db=db, as_engineer=as_engineer, passphrase_file=passphrase_file)
+    app = AppContext(db=db, as_engineer=as_engineer, passphrase_file=passphrase_file, trust_new_vault=trust_new_vault)
     ctx.obj = app
     ctx.call_on_close(app.close)
+    if insecure_db:
+        ctx.call_on_close(_insecure_db())
 
 
 for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo):
@@ -78,6 +98,22 @@ for command in keys.SECRET_COMMANDS:
     secrets.secret.add_command(command)
 for command in purge.REPORT_COMMANDS:
     audit.report.add_command(command)
+
+
+def _insecure_db() -> Callable[[], None]:
+    """Set CREDVAULT_INSECURE_DB=1 for this command (and an agent it starts); return the undo."""
+    import os
+
+    previous = os.environ.get(INSECURE_DB_ENV)
+    os.environ[INSECURE_DB_ENV] = "1"
+
+    def undo() -> None:
+        if previous is None:
+            os.environ.pop(INSECURE_DB_ENV, None)
+        else:
+            os.environ[INSECURE_DB_ENV] = previous
+
+    return undo
 
 
 def main() -> None:

@@ -351,6 +351,7 @@ def backup_restore(app: AppContext, file: Path, keys: Path, admin: str | None, s
     vault = Vault.open(app.db_url(), upgrade=True)
     try:
         info = vault.restore_backup(file, keys, admin=admin, passphrase=passphrase, shares=list(shares) or None)
+        app.check_pin(app.db_url(), vault, trust=True)  # restored here on purpose: expect it here
     finally:
         vault.close()
     click.echo(f"Restored {info.clients} client(s) and {info.secrets} secret(s) from {file}.")

@@ -140,6 +140,9 @@ class Snapshots:
             ws.passfile(name, passphrase)
         for path in tmp.glob("home*/config.json"):
             path.write_text(json.dumps({**json.loads(path.read_text()), "db_url": ws.url}), encoding="utf-8")
+        for path in tmp.glob("home*/pins.json"):  # the vault pinned at the built URL: now at the copy's
+            text = path.read_text(encoding="utf-8").replace(str(base / "vault.db"), str(tmp / "vault.db"))
+            path.write_text(text, encoding="utf-8")
         backend.items.update(items)
         return ws
 

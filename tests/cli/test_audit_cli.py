@@ -170,8 +170,18 @@ def test_a_checkpoint_kept_elsewhere_catches_truncation_on_a_fresh_machine(ready
 
     def fresh_machine(*args: str) -> Result:
         home = ready.tmp / f"fresh-{len(list(ready.tmp.glob('fresh-*')))}"
-        return run(
-            "--db", ready.url, "--as", ADMIN, "audit", "verify", "--full", *args, env={"CREDVAULT_HOME": str(home)}
+        return run(  # another machine: the keyring session of this one does not open there
+            "--db",
+            ready.url,
+            "--as",
+            ADMIN,
+            "--passphrase-file",
+            ready.passfiles[ADMIN],
+            "audit",
+            "verify",
+            "--full",
+            *args,
+            env={"CREDVAULT_HOME": str(home)},
         )
 
     ok(fresh_machine())  # without the checkpoint (or a memory), a clean cut is invisible

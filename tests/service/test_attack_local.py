@@ -3,6 +3,8 @@
 * Item 13: the unlocked session in the OS keyring. A local attacker edits its expiry,
   or keeps a copy of the entry taken while it was unlocked and puts it back after
   ``lock``; neither may give them a working session.
+* Item 14: a remote PostgreSQL URL without verified TLS (the clone attack through the
+  config file or CREDVAULT_DB is in tests/cli/test_local_attacks.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from memory_keyring import MemoryKeyring
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR as FAST_KDF
-from vault.errors import Locked, SessionExpired
+from vault.errors import ConfigurationError, Locked, SessionExpired
 from vault.service.sessions import KEYRING_SERVICE, KeyringSessionStore
+from vault.storage import engine as storage
 
 ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"  # tests/conftest.py's team
 
@@ -103,3 +106,41 @@ def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path
     assert _keyring_vault(team).lock() is True
     assert not list(run.glob("session-*.key")) and memory_keyring.items == {}
     assert os.stat(run).st_mode & 0o777 == 0o700
+
+
+# -- item 14: a remote PostgreSQL server must be verified ------------------------------------------
+
+
+REMOTE = "postgresql+psycopg://vault@db.example.net/credvault"
+
+
+@pytest.mark.parametrize("url", [REMOTE, REMOTE + "?sslmode=require", REMOTE + "?sslmode=verify-ca",
+                                 "postgresql://vault@10.0.0.5:5432/credvault?sslmode=prefer"])  # fmt: skip
+def test_a_remote_postgresql_url_without_verify_full_is_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    with pytest.raises(ConfigurationError) as caught:
+        storage.make_engine(url)
+    assert "verify-full" in (caught.value.hint or "") and "--insecure-db" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        REMOTE + "?sslmode=verify-full",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        "postgresql+psycopg://postgres@localhost/postgres",
+        "postgresql+psycopg://postgres@[::1]/postgres",
+        "postgresql+psycopg:///credvault",  # the local Unix socket
+        "postgresql+psycopg://vault@/credvault?host=/var/run/postgresql",
+    ],
+)
+def test_verified_tls_loopback_and_sockets_are_accepted(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    storage.make_engine(url).dispose()  # no connection is made: only the URL is judged
+
+
+def test_the_explicit_opt_out_accepts_a_remote_url_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    storage.make_engine(REMOTE, insecure=True).dispose()
+    monkeypatch.setenv(storage.INSECURE_DB_ENV, "1")
+    storage.make_engine(REMOTE).dispose()

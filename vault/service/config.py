@@ -140,3 +140,114 @@ def _head(value: list[object] | None) -> tuple[int, bytes] | None:
 
 def _dump(head: tuple[int, bytes] | None) -> list[object] | None:
     return [head[0], head[1].hex()] if head else None
+
+
+# -- which vault each database URL holds (pinned at first use) ------------------------------------
+
+
+def pin_key(url: str) -> str:
+    """The URL a pin is kept under: without its password, a SQLite path made absolute."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:") and "?" not in url:
+        return "sqlite:///" + os.path.abspath(os.path.expanduser(url[len("sqlite:///") :]))
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class VaultPins:
+    """The vault id this machine has seen at each database URL (``pins.json``, 0600).
+
+    The first vault used here is pinned silently; after that a URL whose vault id changed,
+    or a URL never used while others are pinned, is refused until the user passes
+    ``--trust-new-vault`` (the KeePass CVE-2023-24055 pattern: a config file or
+    ``CREDVAULT_DB`` pointed at a clone).
+    """
+
+    def __init__(self, pins: dict[str, str] | None = None) -> None:
+        self.pins = dict(pins or {})
+
+    @staticmethod
+    def path() -> Path:
+        return _dirs()[1] / "pins.json"
+
+    @classmethod
+    def load(cls) -> VaultPins:
+        path = cls.path()
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            pins = data["pins"]
+            if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
+                raise ValueError
+            return cls({str(k): v for k, v in pins.items()})
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigurationError(
+                f"the vault pins file {path} is unreadable",
+                hint="fix it; deleting it makes this machine trust the next vault it opens",
+            ) from None
+
+    def save(self) -> None:
+        path = self.path()
+        _private_dir(path.parent)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump({"pins": self.pins}, file, indent=2)
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+
+    def check(self, url: str, vault_id_hex: str, *, trust_new: bool = False) -> str | None:
+        """Refuse a vault this machine did not expect at ``url``; pin it when trusted.
+
+        Returns a warning to show when a pin was replaced or added with ``trust_new``.
+        """
+        key = pin_key(url)
+        known = self.pins.get(key)
+        if known == vault_id_hex:
+            return None
+        shown = _shown_url(key)
+        warning: str | None
+        if known is not None:
+            if not trust_new:
+                raise ConfigurationError(
+                    f"the database at {shown} holds vault {vault_id_hex[:16]}, not the vault {known[:16]} "
+                    "this machine pinned for it",
+                    hint="someone may have pointed you at another database; if you replaced the vault yourself, "
+                    "pass --trust-new-vault once",
+                )
+            warning = f"this machine now trusts vault {vault_id_hex[:16]} at {shown} (was {known[:16]})"
+        elif self.pins and not trust_new:
+            raise ConfigurationError(
+                f"{shown} is not a database this machine has used (it knows {len(self.pins)} other)",
+                hint="check --db, CREDVAULT_DB and the config file; if you mean to use this database, "
+                "pass --trust-new-vault once",
+            )
+        else:
+            warning = f"this machine now trusts vault {vault_id_hex[:16]} at {shown}" if self.pins else None
+        self.pins[key] = vault_id_hex
+        self.save()
+        return warning
+
+
+def _shown_url(url: str) -> str:
+    from vault.service.validation import shown
+
+    return shown(url, limit=200)
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) 0700; an existing directory is left as it is."""
+    old = os.umask(0o077)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(old)

@@ -182,9 +182,8 @@ class KeyringSessionStore:
         try:
             with open(path, "rb") as file:
                 secret = file.read(sessionbox.SECRET_SIZE + 1)
-        except FileNotFoundError:
-            self.delete(vault_id, name)  # locked, or the runtime directory was emptied
-            return None
+        except FileNotFoundError:  # locked, the runtime directory was emptied, or another CREDVAULT_HOME:
+            return None  # the entry opens nothing without its file (left for the next unlock to replace)
         except OSError:
             raise Locked(f"the session key file {path} cannot be read") from None
         try:

@@ -23,6 +23,7 @@ from vault.errors import ConcurrentChange, ConfigurationError, StoreUnavailable
 from vault.storage.prepared import on_driver
 
 BUSY_TIMEOUT_MS = 10_000
+INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # "1": allow a remote PostgreSQL URL without verify-full
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
 SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
 
@@ -48,7 +49,42 @@ def _sqlite_begin(conn: Any) -> None:
     on_driver(conn, "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
+def _is_local_host(host: str | None) -> bool:
+    """A Unix socket (no host, or a directory) or a loopback address."""
+    import ipaddress
+
+    if not host or host.startswith("/") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_verified_tls(parsed: Any, insecure: bool | None) -> None:
+    """A remote PostgreSQL server must be reached over TLS with its certificate and host
+    name checked (``sslmode=verify-full``), unless the user opts out explicitly."""
+    query_host = parsed.query.get("host")
+    host = query_host if isinstance(query_host, str) else parsed.host
+    if _is_local_host(host):
+        return
+    if insecure is None:
+        insecure = os.environ.get(INSECURE_DB_ENV) == "1"
+    sslmode = parsed.query.get("sslmode")
+    if sslmode == "verify-full" or insecure:
+        return
+    found = f"sslmode={sslmode}" if isinstance(sslmode, str) else "no sslmode"
+    raise ConfigurationError(
+        f"the PostgreSQL server {host!r} is remote and the URL has {found}: "
+        "passwords and keys would cross the network without a verified server",
+        hint="add ?sslmode=verify-full (and sslrootcert=PATH for a private CA) to the URL; "
+        f"to accept the risk, pass --insecure-db (or set {INSECURE_DB_ENV}=1)",
+    )
+
+
+def make_engine(url: str, *, insecure: bool | None = None) -> Engine:
+    """An engine for ``url``. ``insecure`` (default: ``CREDVAULT_INSECURE_DB=1``) allows a
+    remote PostgreSQL URL without ``sslmode=verify-full``."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises ValueError here
@@ -67,6 +103,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        _require_verified_tls(parsed, insecure)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
