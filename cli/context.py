@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
+ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # as vault.storage.engine.ALLOW_READABLE_ENV
 DEFAULT_SESSION_TTL = "15m"
 
 
@@ -40,15 +41,29 @@ def strip_newline(text: str) -> str:
     return text.removesuffix("\n")
 
 
-def read_passphrase_file(path: Path) -> str:
-    """The file's text with one trailing newline removed."""
+def read_private_file(path: Path, what: str = "passphrase file") -> str:
+    """The text of a file holding a secret (a passphrase, an enrolment code, recovery
+    shares), refused when other users may read it: what it holds would not be secret."""
+    import stat
+
     try:
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+            raise InvalidInput(
+                f"the {what} {path} can be read by other users (mode {info.st_mode & 0o777:o})",
+                hint=f"run `chmod 600 {path}` (and change the secret it held if others could read it)",
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         raise InvalidInput(
-            "cannot read the passphrase file", hint="check the path, its permissions, and that it is UTF-8 text"
+            f"cannot read the {what}", hint="check the path, its permissions, and that it is UTF-8 text"
         ) from None
-    return strip_newline(text)
+    return text
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The file's text with one trailing newline removed (refused if others may read it)."""
+    return strip_newline(read_private_file(path))
 
 
 def ask_passphrase(path: Path | None, *, new: bool = False, prompt: str = "Passphrase") -> str:

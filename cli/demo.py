@@ -199,7 +199,7 @@ def demo(keep: Path | None) -> None:
     if keep is not None:
         if db_file.exists():
             raise CommandFailed(f"{db_file} already exists", hint="pass an empty or new directory to --keep")
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     secrets = _secrets()
     click.echo(f"credvault demo: a temporary SQLite vault at {db_file}")
     opened: list[Vault] = []

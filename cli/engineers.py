@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, InvalidInput
 from vault.service import config
 
-from .context import AppContext, pass_app
+from .context import AppContext, pass_app, read_private_file
 from .errors import CommandFailed
 from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, when
 
@@ -139,27 +139,45 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     click.echo(f"  {code}")
     click.echo("")
     click.echo(f"Give it to {name} in person or over a separate channel. On their own machine they run:")
-    click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name} --code CODE")
+    click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name}")
+    click.echo("and type the code when asked (or pass --code-file PATH: a file only they can read).")
     click.echo(f"then read you their fingerprint, and you run: credvault engineer confirm {name}")
 
 
 @engineer.command("enroll")
 @click.argument("name")
-@click.option("--code", metavar="CODE", help="The enrolment code from the admin (asked for if omitted).")
+@click.option(
+    "--code-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Read the enrolment code from PATH (a file only you can read); else it is asked for.",
+)
+@click.option("--code", "code_in_argv", metavar="CODE", hidden=True, help="Refused: the code never goes in argv.")
 @PASSPHRASE_FILE
 @pass_app
-def enroll(app: AppContext, name: str, code: str | None, passphrase_file: Path | None) -> None:
+def enroll(
+    app: AppContext, name: str, code_file: Path | None, code_in_argv: str | None, passphrase_file: Path | None
+) -> None:
     """Make your keys on this machine with the code an admin gave you.
 
-    You choose a passphrase (asked twice); only you know it. Then read the
+    Type the code when asked (it is never taken on the command line, where other
+    users and your shell history would see it), or put it in a file only you can
+    read. You choose a passphrase (asked twice); only you know it. Then read the
     fingerprint this prints to your admin, who confirms it.
 
     \b
     Example:
-      credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob --code CV1-ABCD-...
+      credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob
     """
-    if code is None:
-        code = str(click.prompt("Enrolment code", err=True))
+    if code_in_argv is not None:
+        raise InvalidInput(
+            "the enrolment code is not taken on the command line (ps and shell history would show it)",
+            hint="run the command without --code and type the code when asked, or pass --code-file PATH",
+        )
+    if code_file is not None:
+        code = read_private_file(code_file, "enrolment code file").strip()
+    else:
+        code = str(click.prompt("Enrolment code", hide_input=True, err=True)).strip()
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
     url = app.db_url()
     fingerprint = app.open(url=url).enroll_engineer(name, code, passphrase)

@@ -111,9 +111,10 @@ def rotate_engineer(app: AppContext, name: str) -> None:
     """
     code = app.session_vault().rotate_engineer(name)
     click.echo(f"The keys of {name} are destroyed; their grants wait for new keys.")
-    click.echo(f"Give {name} this one-time code (valid 72 h) to enrol again:")
-    click.echo(f"  credvault engineer enroll {name} --code {code}")
-    click.echo(f"then confirm with `credvault engineer confirm {name}`.")
+    click.echo(f"Give {name} this one-time code (valid 72 h) to enrol again, by a separate channel:")
+    click.echo(f"  {code}")
+    click.echo(f"They run `credvault engineer enroll {name}` and type it when asked (or use --code-file PATH);")
+    click.echo(f"then you confirm with `credvault engineer confirm {name}`.")
 
 
 @rotate.command("resume")

@@ -17,7 +17,7 @@ import click
 from vault import __version__
 
 from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets
-from .context import INSECURE_DB_ENV, AppContext
+from .context import ALLOW_READABLE_ENV, INSECURE_DB_ENV, AppContext
 from .errors import reported_errors
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -60,6 +60,11 @@ class CredvaultGroup(click.Group):
     is_flag=True,
     help="Allow a remote PostgreSQL URL without sslmode=verify-full (TLS with certificate check).",
 )
+@click.option(
+    "--allow-readable",
+    is_flag=True,
+    help="Open a SQLite vault file that other users may read (better: chmod 600 it).",
+)
 @click.version_option(__version__, prog_name="credvault")
 @click.pass_context
 def cli(
@@ -69,6 +74,7 @@ def cli(
     passphrase_file: Path | None,
     trust_new_vault: bool,
     insecure_db: bool,
+    allow_readable: bool,
 ) -> None:
     """credvault: a credential vault for managed service providers.
 
@@ -85,8 +91,9 @@ def cli(
     app = AppContext(db=db, as_engineer=as_engineer, passphrase_file=passphrase_file, trust_new_vault=trust_new_vault)
     ctx.obj = app
     ctx.call_on_close(app.close)
-    if insecure_db:
-        ctx.call_on_close(_insecure_db())
+    for flag, name in ((insecure_db, INSECURE_DB_ENV), (allow_readable, ALLOW_READABLE_ENV)):
+        if flag:
+            ctx.call_on_close(_set_for_this_command(name))
 
 
 for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo):
@@ -100,18 +107,19 @@ for command in purge.REPORT_COMMANDS:
     audit.report.add_command(command)
 
 
-def _insecure_db() -> Callable[[], None]:
-    """Set CREDVAULT_INSECURE_DB=1 for this command (and an agent it starts); return the undo."""
+def _set_for_this_command(name: str) -> Callable[[], None]:
+    """Set the opt-out ``name``=1 for this command (and an agent it starts: the library and
+    the agent read it from the environment); return the undo."""
     import os
 
-    previous = os.environ.get(INSECURE_DB_ENV)
-    os.environ[INSECURE_DB_ENV] = "1"
+    previous = os.environ.get(name)
+    os.environ[name] = "1"
 
     def undo() -> None:
         if previous is None:
-            os.environ.pop(INSECURE_DB_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[INSECURE_DB_ENV] = previous
+            os.environ[name] = previous
 
     return undo
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
-from .context import AppContext, pass_app, read_passphrase_file
+from vault.errors import InvalidInput
+
+from .context import AppContext, pass_app, read_passphrase_file, read_private_file
 from .errors import CommandFailed
 from .output import echo_json, echo_pairs, echo_records, echo_table
 
@@ -320,6 +322,17 @@ def backup_export_keys(app: AppContext, file: Path) -> None:
     click.echo(f"Wrote the keys of {count} client(s) to {file}. Destroy older key exports.")
 
 
+def _read_shares(path: Path) -> tuple[str, ...]:
+    """Shares from a private file, or typed one per line (hidden) until an empty line."""
+    if str(path) == "-":
+        typed: list[str] = []
+        prompt = "Share {} (an empty line ends)"
+        while line := str(click.prompt(prompt.format(len(typed) + 1), default="", hide_input=True, err=True)).strip():
+            typed.append(line)
+        return tuple(typed)
+    return tuple(line.strip() for line in read_private_file(path, "shares file").splitlines() if line.strip())
+
+
 @backup.command("restore")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -327,18 +340,39 @@ def backup_export_keys(app: AppContext, file: Path) -> None:
 )
 @click.option("--admin", metavar="NAME", help="An admin named in the key export (asks for their passphrase).")
 @click.option(
-    "--share", "shares", multiple=True, metavar="SHARE", help="A recovery share instead of an admin (repeat k times)."
+    "--shares-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="PATH",
+    help="Recovery shares instead of an admin, one per line, from PATH (only you may read it) or - (typed).",
 )
+@click.option("--share", "share_in_argv", multiple=True, hidden=True, help="Refused: shares never go in argv.")
 @pass_app
-def backup_restore(app: AppContext, file: Path, keys: Path, admin: str | None, shares: tuple[str, ...]) -> None:
+def backup_restore(
+    app: AppContext,
+    file: Path,
+    keys: Path,
+    admin: str | None,
+    shares_file: Path | None,
+    share_in_argv: tuple[str, ...],
+) -> None:
     """Restore FILE into an empty database (--db), opening it with a key export.
+
+    Recovery shares are read from a file only you can read, or typed (`--shares-file -`,
+    one per line, an empty line to end); never from the command line.
 
     \b
     Example:
       credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --admin alice
+      credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --shares-file -
     """
-    if not admin and not shares:
-        raise click.UsageError("give --admin NAME or --share SHARE (k times)")
+    if share_in_argv:
+        raise InvalidInput(
+            "recovery shares are not taken on the command line (ps and shell history would show them)",
+            hint="pass --shares-file PATH (one share per line, a file only you can read), or - to type them",
+        )
+    if not admin and shares_file is None:
+        raise click.UsageError("give --admin NAME or --shares-file PATH")
+    shares = _read_shares(shares_file) if shares_file is not None else ()
     passphrase = None
     if admin:
         passphrase = (

@@ -51,7 +51,7 @@ def floor_step(params: dict[str, Any]) -> dict[str, Any]:
     source = make_url(mf.url).database
     assert source is not None
     path = source + ".floor.db"
-    shutil.copyfile(source, path)
+    shutil.copy(source, path)
     vault, keys = dataset.AdminKeys.unlock(f"sqlite:///{path}")
     key, version = keys.client_key(vault.store.engine, CLIENT_ID, 1), 1
     vault.close()

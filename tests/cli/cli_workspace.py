@@ -61,6 +61,7 @@ class Workspace:
     def passfile(self, name: str, passphrase: str) -> str:
         path = self.tmp / f"{name}.pass"
         path.write_text(passphrase + "\n", encoding="utf-8")
+        path.chmod(0o600)  # a passphrase file others may read is refused
         self.passfiles[name], self.passphrases[name] = str(path), passphrase
         return str(path)
 
@@ -93,10 +94,9 @@ class Workspace:
                 "engineer",
                 "enroll",
                 name,
-                "--code",
-                code.group(0),
                 "--passphrase-file",
                 self.passfile(name, passphrase),
+                input=code.group(0) + "\n",  # typed at the prompt: never in argv
             )
         )
         fingerprint = FINGERPRINT.search(enrolled.stdout)

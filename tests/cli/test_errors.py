@@ -189,10 +189,9 @@ def test_wrong_fingerprint_on_confirm(workspace: Workspace) -> None:
             "engineer",
             "enroll",
             "bob",
-            "--code",
-            "CV1-" + code,
             "--passphrase-file",
             workspace.passfile("bob", "bob passphrase"),
+            input=f"CV1-{code}\n",
         )
     )
     result = workspace.admin("engineer", "confirm", "bob", "--fingerprint", "0000 1111 2222 3333 4444 5555 6666 7777")
@@ -212,10 +211,9 @@ def test_malformed_enrolment_code(workspace: Workspace, code: str) -> None:
         "engineer",
         "enroll",
         "bob",
-        "--code",
-        code,
         "--passphrase-file",
         workspace.passfile("bob", "bob passphrase"),
+        input=code + "\n",
     )
     assert_clean_error(result, "bob passphrase")
     assert "enrolment code" in result.stderr

@@ -219,7 +219,7 @@ def test_rotate_engineer_then_re_enrol_confirm_and_the_grants_work_again(ready: 
     new_file = ready.passfile(ENGINEER, "alice's second passphrase")
     enrolled = ok(
         ready.as_engineer(
-            ENGINEER, "engineer", "enroll", ENGINEER, "--code", code.group(0), "--passphrase-file", new_file
+            ENGINEER, "engineer", "enroll", ENGINEER, "--passphrase-file", new_file, input=code.group(0) + "\n"
         )
     )
     fingerprint = FINGERPRINT.search(enrolled.stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -39,7 +40,10 @@ def test_a_keyring_copy_taken_before_lock_opens_nothing_after_it(
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite vault (WAL included), as a thief would take it."""
+    """A consistent copy of a live SQLite vault (WAL included), as a thief would take it
+    (private: the clone must fail for being a clone, not for its file mode)."""
+    target.touch(mode=0o600)
+    target.chmod(0o600)
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
 
@@ -58,7 +62,8 @@ def _enrolled_not_confirmed(ready: Workspace, name: str) -> str:
             "engineer",
             "enroll",
             name,
-            *_code_args(code.group(0), code_file),
+            "--code-file",
+            str(code_file),
             "--passphrase-file",
             ready.passfile(name, f"{name}'s passphrase"),
         )
@@ -66,14 +71,6 @@ def _enrolled_not_confirmed(ready: Workspace, name: str) -> str:
     fingerprint = FINGERPRINT.search(enrolled.stdout)
     assert fingerprint is not None
     return fingerprint.group(0)
-
-
-def _code_args(code: str, code_file: Path) -> list[str]:
-    from vault.cli.engineers import enroll
-
-    if any("--code-file" in param.opts for param in enroll.params):
-        return ["--code-file", str(code_file)]
-    return ["--code", code]  # the main this test was first run on had only --code
 
 
 def test_an_admin_pointed_at_a_clone_by_credvault_db_is_refused(ready: Workspace) -> None:
@@ -121,3 +118,96 @@ def test_a_remote_postgresql_url_without_verified_tls_is_refused_with_a_hint(wor
         result = run("--db", url, "status")
         assert_clean_error(result)
         assert "sslmode=verify-full" in result.stderr and "--insecure-db" in result.stderr
+
+
+# -- item 15: local files and argv -----------------------------------------------------------------
+
+
+def test_init_makes_a_private_data_folder_vault_and_config(isolated_home: Path, tmp_path: Path) -> None:
+    passfile = tmp_path / "admin.pass"
+    passfile.write_text("an admin passphrase\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    ok(run("init", "--admin", ADMIN, "--passphrase-file", str(passfile)))  # the embedded default: CREDVAULT_HOME
+    ok(run("--as", ADMIN, "unlock", "--passphrase-file", str(passfile)))
+    for path in (isolated_home / "vault.db", isolated_home / "config.json", isolated_home / "pins.json"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    for folder in (isolated_home, isolated_home / "run"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def test_a_world_readable_vault_file_is_refused_unless_allowed(ready: Workspace) -> None:
+    (ready.tmp / "vault.db").chmod(0o644)
+    result = ready.admin("client", "list")
+    assert_clean_error(result)
+    assert "chmod 600" in result.stderr and "--allow-readable" in result.stderr
+    assert "acme" in ok(run("--db", ready.url, "--as", ADMIN, "--allow-readable", "client", "list")).stdout
+
+
+def test_a_passphrase_file_others_may_read_is_refused(ready: Workspace) -> None:
+    ok(ready.admin("lock"))
+    Path(ready.passfiles[ADMIN]).chmod(0o644)
+    result = ready.admin("unlock", "--passphrase-file", ready.passfiles[ADMIN])
+    assert_clean_error(result, ready.passphrases[ADMIN])
+    assert "chmod 600" in result.stderr
+    assert_clean_error(ready.admin("whoami"))  # nothing was unlocked
+    result = run("--db", ready.url, "--as", ADMIN, "--passphrase-file", ready.passfiles[ADMIN], "client", "list")
+    assert_clean_error(result, ready.passphrases[ADMIN])
+
+
+def test_the_enrolment_code_is_never_taken_from_argv(ready: Workspace) -> None:
+    code = CODE.search(ok(ready.admin("engineer", "invite", "bob")).stdout)
+    assert code is not None
+    passfile = ready.passfile("bob", "bob's passphrase")
+    argv = ready.as_engineer("bob", "--db", ready.url, "engineer", "enroll", "bob", "--code", code.group(0),
+                             "--passphrase-file", passfile)  # fmt: skip
+    assert_clean_error(argv, code.group(0))
+    assert "--code-file" in argv.stderr
+    code_file = ready.tmp / "bob.code"
+    code_file.write_text(code.group(0) + "\n", encoding="utf-8")
+    code_file.chmod(0o644)
+    readable = ready.as_engineer("bob", "--db", ready.url, "engineer", "enroll", "bob", "--code-file", str(code_file),
+                                 "--passphrase-file", passfile)  # fmt: skip
+    assert_clean_error(readable, code.group(0))
+    status = {e.name: e.status for e in ready.library().list_engineers()}
+    assert status["bob"] == "invited"  # neither attempt used the code
+    code_file.chmod(0o600)
+    ok(ready.as_engineer("bob", "--db", ready.url, "engineer", "enroll", "bob", "--code-file", str(code_file),
+                         "--passphrase-file", passfile))  # fmt: skip
+    assert {e.name: e.status for e in ready.library().list_engineers()}["bob"] == "enrolled"
+
+
+def test_recovery_shares_are_never_taken_from_argv(ready: Workspace, tmp_path: Path) -> None:
+    backup, keys = tmp_path / "b.cvbk", tmp_path / "k.json"
+    ok(ready.admin("backup", "create", str(backup)))
+    ok(ready.admin("backup", "export-keys", str(keys)))
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    share = "CV1S-" + "A" * 40
+    argv = run("--db", target, "backup", "restore", str(backup), "--keys", str(keys), "--share", share)
+    assert_clean_error(argv, share)
+    assert "--shares-file" in argv.stderr
+    shares_file = tmp_path / "shares.txt"
+    shares_file.write_text(share + "\n", encoding="utf-8")
+    shares_file.chmod(0o644)
+    restore = ("backup", "restore", str(backup), "--keys", str(keys))
+    readable = run("--db", target, *restore, "--shares-file", str(shares_file))
+    assert_clean_error(readable, share)
+    assert "chmod 600" in readable.stderr
+
+
+def test_recovery_shares_from_a_private_file_or_typed_restore_a_backup(workspace: Workspace, tmp_path: Path) -> None:
+    made = ok(run("--db", workspace.url, "init", "--admin", ADMIN, "--shares", "2-of-3",
+                  "--passphrase-file", workspace.passfile(ADMIN, "admin passphrase")))  # fmt: skip
+    shares = re.findall(r"^  (\S+)$", made.stdout.split("RECOVERY SHARES", 1)[1], flags=re.MULTILINE)
+    assert len(shares) == 3
+    ok(workspace.admin("unlock", "--passphrase-file", workspace.passfiles[ADMIN]))
+    backup, keys = tmp_path / "b.cvbk", tmp_path / "k.json"
+    ok(workspace.admin("backup", "create", str(backup)))
+    ok(workspace.admin("backup", "export-keys", str(keys)))
+    shares_file = tmp_path / "shares.txt"
+    shares_file.write_text("\n".join(shares[:2]) + "\n", encoding="utf-8")
+    shares_file.chmod(0o600)
+    restore = ("backup", "restore", str(backup), "--keys", str(keys))
+    ok(run("--db", f"sqlite:///{tmp_path / 'one.db'}", *restore, "--shares-file", str(shares_file)))
+    typed = ok(run("--db", f"sqlite:///{tmp_path / 'two.db'}", *restore, "--shares-file", "-",
+                   input=f"{shares[1]}\n{shares[2]}\n\n"))  # fmt: skip
+    assert shares[1] not in typed.output  # hidden input

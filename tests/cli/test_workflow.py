@@ -111,6 +111,7 @@ def test_bad_shares_option_is_a_usage_error(workspace: Workspace) -> None:
 def test_passphrase_file_loses_only_one_trailing_newline(workspace: Workspace) -> None:
     path = workspace.tmp / "spaces.pass"
     path.write_text(" padded passphrase \n\n", encoding="utf-8")
+    path.chmod(0o600)
     ok(run("--db", workspace.url, "init", "--admin", ADMIN, "--passphrase-file", str(path)))
     workspace.passphrases[ADMIN] = " padded passphrase \n"
     assert workspace.library().whoami().engineer == ADMIN
@@ -138,9 +139,7 @@ def test_interactive_confirm_asks_whether_the_fingerprint_matches(workspace: Wor
             "engineer",
             "enroll",
             "bob",
-            "--code",
-            "CV1-" + code,
-            input="bob passphrase\nbob passphrase\n",
+            input=f"CV1-{code}\nbob passphrase\nbob passphrase\n",
         )
     )
     refused = workspace.admin("engineer", "confirm", "bob", input="n\n")

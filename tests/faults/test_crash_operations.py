@@ -97,7 +97,7 @@ def _crash_runs(kind: str, runs: int, template: Template, worker: Worker, tmp_pa
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     calibration = tmp_path / "calibration.db"
-    shutil.copyfile(template.path, calibration)
+    shutil.copy(template.path, calibration)
     measured = worker.run(calibration, kind, "cal", None)
     assert measured.code == 0 and measured.duration is not None
     assert len(measured.acked) == COUNTS[kind]
@@ -105,7 +105,7 @@ def _crash_runs(kind: str, runs: int, template: Template, worker: Worker, tmp_pa
     outcomes: Counter[str] = Counter()
     for run in range(runs):
         db = tmp_path / f"run{run}.db"
-        shutil.copyfile(template.path, db)
+        shutil.copy(template.path, db)
         delay = rng.uniform(0, measured.duration)
         out = worker.run(db, kind, str(run), delay)
         outcomes["killed" if out.code == -signal.SIGKILL else f"exit {out.code}"] += 1

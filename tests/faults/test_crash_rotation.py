@@ -189,14 +189,14 @@ def _crash_runs(kind: str, runs: int, templates: dict[str, Template], worker: Wo
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     calibration = tmp_path / "calibration.db"
-    shutil.copyfile(template.path, calibration)
+    shutil.copy(template.path, calibration)
     code, duration = worker.run(calibration, kind, None)
     assert code == 0 and duration is not None
     assert _recover(calibration, template, kind) == "after"
     outcomes: Counter[str] = Counter()
     for run in range(runs):
         db = tmp_path / f"run{run}.db"
-        shutil.copyfile(template.path, db)
+        shutil.copy(template.path, db)
         delay = rng.uniform(0, duration)
         code, _ = worker.run(db, kind, delay)
         outcomes["killed" if code == -signal.SIGKILL else f"exit {code}"] += 1

@@ -263,6 +263,7 @@ def test_the_cli_on_a_full_disk_exits_with_a_clear_error_and_prints_no_secret(di
     admin = _populate(disk)
     passfile = tmp_path / "admin.pass"
     passfile.write_text(ADMIN_PASS + "\n", encoding="utf-8")
+    passfile.chmod(0o600)  # a passphrase file others may read is refused
     unlocked = _cli(disk, "unlock", "--passphrase-file", str(passfile))
     assert unlocked.exit_code == 0, unlocked.output
     _fill_until_writes_fail(disk, admin)

@@ -366,7 +366,7 @@ class Small:
         try:
             (work / "backup.json").write_text(backup_text, encoding="utf-8")
             (work / "keys.json").write_text(keys_text, encoding="utf-8")
-            shutil.copyfile(self.empty, work / "target.db")
+            shutil.copy(self.empty, work / "target.db")
             target = Vault.open(f"sqlite:///{work / 'target.db'}", sessions=MemorySessionStore(), kdf_params=FLOOR)
             try:
                 with fast_argon2():
@@ -402,7 +402,7 @@ def test_the_unmodified_backup_restores_and_the_checkpoint_verifies() -> None:
     small = _small()
     assert small.admin.verify_audit(checkpoints=[small.checkpoint]).ok
     target_path = small.dir / "whole.db"
-    shutil.copyfile(small.empty, target_path)
+    shutil.copy(small.empty, target_path)
     target = Vault.open(f"sqlite:///{target_path}", sessions=MemorySessionStore(), kdf_params=FLOOR)
     with fast_argon2():
         info = target.restore_backup(
@@ -428,7 +428,7 @@ def test_a_restore_refused_for_a_malformed_audit_head_writes_nothing(audit_head:
         backup["audit_head"] = audit_head
     work = Path(tempfile.mkdtemp(prefix="credvault-head-", dir=small.dir))
     backupdoc.write(backup, work / "backup.json")
-    shutil.copyfile(small.empty, work / "target.db")
+    shutil.copy(small.empty, work / "target.db")
     target = Vault.open(f"sqlite:///{work / 'target.db'}", sessions=MemorySessionStore(), kdf_params=FLOOR)
     try:
         with fast_argon2(), pytest.raises(VaultError):
@@ -564,6 +564,7 @@ def _cli_files() -> tuple[Path, Path]:
     small = _small()
     db, passphrase = small.dir / "cli.db", small.dir / "passphrase"
     if not db.exists():
+        db.touch(mode=0o600)  # a vault file others may read is refused
         source, copy_ = sqlite3.connect(small.dir / "vault.db"), sqlite3.connect(db)
         source.backup(copy_)  # the live vault may still hold pages in its WAL
         source.close()

@@ -82,7 +82,7 @@ class VaultMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="credvault-model-"))
         self.path = self.dir / "vault.db"
-        shutil.copyfile(_template(), self.path)
+        shutil.copy(_template(), self.path)
         self.url = f"sqlite:///{self.path}"
         self.clock = Clock()
         self.admin = self._open(ADMIN)

@@ -144,3 +144,47 @@ def test_the_explicit_opt_out_accepts_a_remote_url_without_tls(monkeypatch: pyte
     storage.make_engine(REMOTE, insecure=True).dispose()
     monkeypatch.setenv(storage.INSECURE_DB_ENV, "1")
     storage.make_engine(REMOTE).dispose()
+
+
+# -- item 15: files other users could read ----------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The common default umask (022): files 0644 and folders 0755 unless made private."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_new_embedded_vault_its_wal_backups_and_exports_are_private(tmp_path: Path, open_umask: None) -> None:
+    folder = tmp_path / "data" / "credvault"
+    vault, _ = Vault.create(f"sqlite:///{folder / 'vault.db'}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FAST_KDF)
+    try:
+        vault.unlock(ADMIN, ADMIN_PASS)
+        vault.add_client("acme", "Acme Ltd")
+        vault.create_backup(tmp_path / "vault.cvbk")
+        vault.export_backup_keys(tmp_path / "keys.json")
+        written = [folder / "vault.db", *folder.glob("vault.db-*"), tmp_path / "vault.cvbk", tmp_path / "keys.json"]
+        assert (folder / "vault.db-wal").exists()
+        for path in written:
+            assert path.stat().st_mode & 0o777 == 0o600, path
+        assert (folder.stat().st_mode & 0o777, folder.parent.stat().st_mode & 0o777) == (0o700, 0o700)
+    finally:
+        vault.close()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_vault_file_others_may_read_is_refused_without_the_flag(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(storage.ALLOW_READABLE_ENV, raising=False)
+    path = tmp_path / "vault.db"
+    Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FAST_KDF)[0].close()
+    path.chmod(mode)
+    with pytest.raises(ConfigurationError) as caught:
+        Vault.open(f"sqlite:///{path}")
+    assert f"chmod 600 {path}" in (caught.value.hint or "")
+    storage.make_engine(f"sqlite:///{path}", allow_readable=True).dispose()
+    monkeypatch.setenv(storage.ALLOW_READABLE_ENV, "1")
+    Vault.open(f"sqlite:///{path}").close()

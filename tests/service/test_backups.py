@@ -92,7 +92,7 @@ class Databases:
                 storage.upgrade(store)
                 store.close()
             path = self.tmp / f"db-{next(self._count)}.db"
-            shutil.copyfile(self._sqlite_template, path)
+            shutil.copy(self._sqlite_template, path)
             return f"sqlite:///{path}"
         if self.pg_template is None:
             pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")

@@ -33,9 +33,7 @@ def _key(secret: bytes, session_id: bytes) -> bytes:
     return p.hkdf(secret, p.ctx(LABEL_SESSION, session_id))
 
 
-def seal_session(
-    secret: bytes, session_id: bytes, plaintext: bytes, context: tuple[p.ContextItem, ...]
-) -> bytes:
+def seal_session(secret: bytes, session_id: bytes, plaintext: bytes, context: tuple[p.ContextItem, ...]) -> bytes:
     """``nonce || AES-256-GCM(HKDF(secret, label || session id), plaintext, label || context)``."""
     nonce = p.new_nonce()
     return nonce + p.aead_encrypt(_key(secret, session_id), nonce, plaintext, p.ctx(LABEL_SESSION, *context))

@@ -75,12 +75,7 @@ class LocalConfig:
             raise ConfigurationError(f"the config file {path} is unreadable", hint="fix or delete it") from None
 
     def save(self) -> None:
-        path = config_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"db_url": self.db_url, "engineer": self.engineer}, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        _write_private(config_path(), json.dumps({"db_url": self.db_url, "engineer": self.engineer}, indent=2))
 
 
 def resolve_db_url(explicit: str | None) -> str:
@@ -121,11 +116,8 @@ class AuditMemory:
             ) from None
 
     def save(self) -> None:
-        path = self.path(self.vault_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"verified": _dump(self.verified), "seen": _dump(self.seen)}), encoding="utf-8")
-        tmp.replace(path)
+        memory = {"verified": _dump(self.verified), "seen": _dump(self.seen)}
+        _write_private(self.path(self.vault_id), json.dumps(memory))
 
     def see(self, head: tuple[int, bytes]) -> None:
         if self.seen is None or head[0] >= self.seen[0]:
@@ -196,14 +188,7 @@ class VaultPins:
             ) from None
 
     def save(self) -> None:
-        path = self.path()
-        _private_dir(path.parent)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump({"pins": self.pins}, file, indent=2)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        _write_private(self.path(), json.dumps({"pins": self.pins}, indent=2))
 
     def check(self, url: str, vault_id_hex: str, *, trust_new: bool = False) -> str | None:
         """Refuse a vault this machine did not expect at ``url``; pin it when trusted.
@@ -242,6 +227,17 @@ def _shown_url(url: str) -> str:
     from vault.service.validation import shown
 
     return shown(url, limit=200)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` through a 0600 temporary file, in a folder created 0700."""
+    _private_dir(path.parent)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
 
 
 def _private_dir(path: Path) -> None:

@@ -208,7 +208,7 @@ class EngineerOps(JournalOps):
             if row.status != ENROLLED or fingerprint is None:
                 raise EnrolmentError(
                     f"engineer {name!r} has not enrolled yet (status: {row.status})",
-                    hint="they run `credvault engineer enroll NAME --code CODE`",
+                    hint="they run `credvault engineer enroll NAME` and type the code when asked",
                 )
             return fingerprint
 

@@ -24,6 +24,7 @@ from vault.storage.prepared import on_driver
 
 BUSY_TIMEOUT_MS = 10_000
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # "1": allow a remote PostgreSQL URL without verify-full
+ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # "1": open a SQLite vault file others may read
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
 SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
 
@@ -82,9 +83,39 @@ def _require_verified_tls(parsed: Any, insecure: bool | None) -> None:
     )
 
 
-def make_engine(url: str, *, insecure: bool | None = None) -> Engine:
+def _private_sqlite_file(path: Path, allow_readable: bool | None) -> None:
+    """Create a new vault file 0600 in folders created 0700 (SQLite gives its -wal and -shm
+    files the database file's mode); refuse an existing one that others may read."""
+    old = os.umask(0o077)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)  # an empty file is an empty SQLite database
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        raise StoreUnavailable("the folder for the SQLite database cannot be created") from None
+    finally:
+        os.umask(old)
+    if allow_readable is None:
+        allow_readable = os.environ.get(ALLOW_READABLE_ENV) == "1"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # SQLite reports what is wrong with it
+    if mode & 0o077 and not allow_readable:
+        raise ConfigurationError(
+            f"the vault file {path} can be read or written by other users (mode {mode & 0o777:o})",
+            hint=f"run `chmod 600 {path}` (and its -wal and -shm files); to open it anyway, "
+            f"pass --allow-readable (or set {ALLOW_READABLE_ENV}=1)",
+        )
+
+
+def make_engine(url: str, *, insecure: bool | None = None, allow_readable: bool | None = None) -> Engine:
     """An engine for ``url``. ``insecure`` (default: ``CREDVAULT_INSECURE_DB=1``) allows a
-    remote PostgreSQL URL without ``sslmode=verify-full``."""
+    remote PostgreSQL URL without ``sslmode=verify-full``; ``allow_readable`` (default:
+    ``CREDVAULT_ALLOW_READABLE=1``) a SQLite file that other users may read."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises ValueError here
@@ -94,10 +125,7 @@ def make_engine(url: str, *, insecure: bool | None = None) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            try:
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                raise StoreUnavailable("the folder for the SQLite database cannot be created") from None
+            _private_sqlite_file(Path(parsed.database).expanduser(), allow_readable)
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
