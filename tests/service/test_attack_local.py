@@ -87,6 +87,16 @@ def test_the_keyring_entry_holds_no_key_in_the_clear(team, memory_keyring: Memor
     assert vault.whoami().engineer == ADMIN  # and the honest user still works from it
 
 
+def test_a_session_in_the_clear_from_an_older_version_is_removed_unread(team, memory_keyring: MemoryKeyring) -> None:
+    vault = _keyring_vault(team)
+    vault.unlock(ADMIN, ADMIN_PASS)
+    key = _entry(memory_keyring)
+    memory_keyring.items[key] = vault._me().to_text()  # the v1 entry: the keys in the clear
+    with pytest.raises(Locked) as caught:
+        _keyring_vault(team).whoami()
+    assert "does not open" in str(caught.value) and key not in memory_keyring.items
+
+
 def test_an_expired_session_is_refused_and_removed_with_its_key_file(
     team, memory_keyring: MemoryKeyring, tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from vault.errors import ConfigurationError, DecryptionFailed, Locked, SessionExpired, StoreUnavailable
 
@@ -178,6 +178,15 @@ class KeyringSessionStore:
         text = self._call("get_password", _entry(vault_id, name))
         if text is None:
             return None
+        try:
+            envelope = json.loads(text)
+            if not isinstance(envelope, dict) or envelope.get("v") != 2:
+                raise ValueError("not a sealed session")  # e.g. keys in the clear, written before v2
+            sid = base64.b64decode(envelope["sid"], validate=True)
+            box = base64.b64decode(envelope["box"], validate=True)
+            expires = int(envelope["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            self._refuse(vault_id, name)
         path = self._key_path(vault_id, name)
         try:
             with open(path, "rb") as file:
@@ -187,19 +196,15 @@ class KeyringSessionStore:
         except OSError:
             raise Locked(f"the session key file {path} cannot be read") from None
         try:
-            envelope = json.loads(text)
-            if not isinstance(envelope, dict) or envelope.get("v") != 2:
-                raise ValueError
-            sid, expires = base64.b64decode(envelope["sid"], validate=True), int(envelope["expires_at"])
-            plain = sessionbox.open_session(
-                secret, sid, base64.b64decode(envelope["box"], validate=True), _context(vault_id, name, sid, expires)
-            ).decode("utf-8")
-        except (ValueError, KeyError, TypeError, DecryptionFailed):
-            self.delete(vault_id, name)
-            raise Locked(
-                f"the stored session of {name!r} does not open (altered, or from before this version); it was removed"
-            ) from None
-        return plain
+            return sessionbox.open_session(secret, sid, box, _context(vault_id, name, sid, expires)).decode("utf-8")
+        except (DecryptionFailed, UnicodeDecodeError):
+            self._refuse(vault_id, name)
+
+    def _refuse(self, vault_id: bytes, name: str) -> NoReturn:
+        self.delete(vault_id, name)
+        raise Locked(
+            f"the stored session of {name!r} does not open (altered, or from before this version); it was removed"
+        )
 
     def delete(self, vault_id: bytes, name: str) -> bool:
         """Remove the secret file first (that alone makes every copy of the entry useless),
