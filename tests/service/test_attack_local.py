@@ -127,7 +127,8 @@ REMOTE = "postgresql+psycopg://vault@db.example.net/credvault"
 @pytest.mark.parametrize("url", [REMOTE, REMOTE + "?sslmode=require", REMOTE + "?sslmode=verify-ca",
                                  "postgresql://vault@10.0.0.5:5432/credvault?sslmode=prefer"])  # fmt: skip
 def test_a_remote_postgresql_url_without_verify_full_is_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    for name in (storage.INSECURE_DB_ENV, "PGHOST", "PGSSLMODE"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError) as caught:
         storage.make_engine(url)
     assert "verify-full" in (caught.value.hint or "") and "--insecure-db" in (caught.value.hint or "")
@@ -145,8 +146,19 @@ def test_a_remote_postgresql_url_without_verify_full_is_refused(url: str, monkey
     ],
 )
 def test_verified_tls_loopback_and_sockets_are_accepted(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    for name in (storage.INSECURE_DB_ENV, "PGHOST", "PGSSLMODE"):
+        monkeypatch.delenv(name, raising=False)
     storage.make_engine(url).dispose()  # no connection is made: only the URL is judged
+
+
+def test_libpq_environment_is_judged_as_libpq_would_use_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.INSECURE_DB_ENV, raising=False)
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    monkeypatch.setenv("PGHOST", "db.example.net")  # a URL without a host goes there, not to a socket
+    with pytest.raises(ConfigurationError):
+        storage.make_engine("postgresql+psycopg:///credvault")
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    storage.make_engine("postgresql+psycopg:///credvault").dispose()
 
 
 def test_the_explicit_opt_out_accepts_a_remote_url_without_tls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,12 +66,12 @@ def _require_verified_tls(parsed: Any, insecure: bool | None) -> None:
     """A remote PostgreSQL server must be reached over TLS with its certificate and host
     name checked (``sslmode=verify-full``), unless the user opts out explicitly."""
     query_host = parsed.query.get("host")
-    host = query_host if isinstance(query_host, str) else parsed.host
+    host = query_host if isinstance(query_host, str) else parsed.host or os.environ.get("PGHOST")  # as libpq
     if _is_local_host(host):
         return
     if insecure is None:
         insecure = os.environ.get(INSECURE_DB_ENV) == "1"
-    sslmode = parsed.query.get("sslmode")
+    sslmode = parsed.query.get("sslmode") or os.environ.get("PGSSLMODE")
     if sslmode == "verify-full" or insecure:
         return
     found = f"sslmode={sslmode}" if isinstance(sslmode, str) else "no sslmode"
