@@ -10,11 +10,12 @@ an audited ``Vault.checkout`` with its reason. ``credvault lock`` stops it too.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import click
 
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, StoreUnavailable
 from vault.service import agentclient, config
 
 from .context import AppContext, pass_app
@@ -106,23 +107,33 @@ def stop(app: AppContext) -> None:
         click.echo(f"No agent runs for {name}.")
 
 
-def stop_agent(app: AppContext, name: str) -> bool:
-    """Stop the agent of ``name`` on the selected database; True if one answered."""
+def stop_agent(app: AppContext, name: str, *, every: bool = False) -> bool:
+    """Stop the agent of ``name`` on the selected database, or with ``every`` each agent of
+    ``name`` in this user's private directory (whatever URL spelling started it: ``lock``
+    must leave no session running); True if one answered."""
     try:
-        path = agentclient.socket_path(app.db_url(), name)
-    except ConfigurationError:
+        paths = [agentclient.socket_path(app.db_url(), name)]
+        if every:
+            folder = agentclient.runtime_dir()
+            paths += [os.path.join(folder, entry) for entry in sorted(os.listdir(folder)) if entry.endswith(".sock")]
+    except (ConfigurationError, OSError):
         return False  # no usable private directory: no agent can be running there
-    try:
-        agentclient.request(path, {"op": "stop"}, timeout=agentclient.CONNECT_TIMEOUT)
-    except agentclient.AgentAbsent:
-        return False
-    return True
+    stopped = False
+    for path in dict.fromkeys(paths):
+        if path != paths[0] and (_ping(path) or {}).get("engineer") != name:
+            continue
+        try:
+            agentclient.request(path, {"op": "stop"}, timeout=agentclient.CONNECT_TIMEOUT)
+        except (agentclient.AgentAbsent, StoreUnavailable):
+            continue
+        stopped = True
+    return stopped
 
 
 def _ping(path: str) -> dict[str, object] | None:
     try:
         return agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
-    except agentclient.AgentAbsent:
+    except (agentclient.AgentAbsent, StoreUnavailable):
         return None
 
 

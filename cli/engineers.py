@@ -266,7 +266,7 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
 @click.command()
 @pass_app
 def lock(app: AppContext) -> None:
-    """Forget the unlocked session of the selected engineer on this machine, and stop their agent.
+    """Forget the unlocked session of the selected engineer on this machine, and stop their agents.
 
     \b
     Example:
@@ -275,7 +275,7 @@ def lock(app: AppContext) -> None:
     from .agent import stop_agent
 
     name = app.require_engineer()
-    stopped = stop_agent(app, name)
+    stopped = stop_agent(app, name, every=True)
     if stopped:
         click.echo(f"Stopped the agent for {name}.")
     try:

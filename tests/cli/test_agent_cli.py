@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
+from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok, run
 from sqlalchemy import func, select
 
 from vault.service import agentclient
@@ -116,6 +116,17 @@ def test_lock_stops_the_agent(vault_ws: Workspace) -> None:
     locked = ok(ws.admin("lock"))
     assert "Stopped the agent for root." in locked.stdout
     assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
+    _wait_gone(pid)
+
+
+def test_lock_stops_an_agent_started_with_another_spelling_of_the_url(vault_ws: Workspace) -> None:
+    ws = vault_ws
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    pid = _agent_pid(ws)
+    folder, _, file = ws.url.rpartition("/")
+    same_database = f"{folder}/./{file}"  # another URL (another socket) for the same file
+    locked = ok(run("--db", same_database, "--as", ADMIN, "lock"))
+    assert "Stopped the agent for root." in locked.stdout
     _wait_gone(pid)
 
 
