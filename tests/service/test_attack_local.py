@@ -210,3 +210,15 @@ def test_a_vault_file_others_may_read_is_refused_without_the_flag(
     storage.make_engine(f"sqlite:///{path}", allow_readable=True).dispose()
     monkeypatch.setenv(storage.ALLOW_READABLE_ENV, "1")
     Vault.open(f"sqlite:///{path}").close()
+
+
+def test_a_readable_wal_beside_a_private_vault_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.ALLOW_READABLE_ENV, raising=False)
+    path = tmp_path / "vault.db"
+    Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FAST_KDF)[0].close()
+    wal = tmp_path / "vault.db-wal"
+    wal.touch()
+    wal.chmod(0o644)  # left readable by an older version: it holds the newest pages
+    with pytest.raises(ConfigurationError) as caught:
+        Vault.open(f"sqlite:///{path}")
+    assert "vault.db-wal" in str(caught.value)

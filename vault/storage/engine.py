@@ -85,7 +85,8 @@ def _require_verified_tls(parsed: Any, insecure: bool | None) -> None:
 
 def _private_sqlite_file(path: Path, allow_readable: bool | None) -> None:
     """Create a new vault file 0600 in folders created 0700 (SQLite gives its -wal and -shm
-    files the database file's mode); refuse an existing one that others may read."""
+    files the database file's mode); refuse an existing one, or its -wal or -shm file,
+    that others may read."""
     old = os.umask(0o077)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,16 +101,19 @@ def _private_sqlite_file(path: Path, allow_readable: bool | None) -> None:
         os.umask(old)
     if allow_readable is None:
         allow_readable = os.environ.get(ALLOW_READABLE_ENV) == "1"
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return  # SQLite reports what is wrong with it
-    if mode & 0o077 and not allow_readable:
-        raise ConfigurationError(
-            f"the vault file {path} can be read or written by other users (mode {mode & 0o777:o})",
-            hint=f"run `chmod 600 {path}` (and its -wal and -shm files); to open it anyway, "
-            f"pass --allow-readable (or set {ALLOW_READABLE_ENV}=1)",
-        )
+    if allow_readable:
+        return
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = file.stat().st_mode
+        except OSError:
+            continue  # absent (no WAL yet), or SQLite reports what is wrong with it
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"the vault file {file} can be read or written by other users (mode {mode & 0o777:o})",
+                hint=f"run `chmod 600 {path}*` (the file and its -wal and -shm files); to open it anyway, "
+                f"pass --allow-readable (or set {ALLOW_READABLE_ENV}=1)",
+            )
 
 
 def make_engine(url: str, *, insecure: bool | None = None, allow_readable: bool | None = None) -> Engine:
