@@ -242,3 +242,59 @@ def test_a_leaver_who_deletes_his_reveal_events_makes_the_at_risk_report_fail_lo
         team.admin.remove_engineer("leaver")  # the removal itself is done, the report refuses
     assert _current_version(team, "acme") == 2
     assert "disabled" in {e.status for e in team.admin.list_engineers() if e.name == "leaver"}
+
+
+# -- rows from before the ledger (revision 0006) ---------------------------------------------------
+
+
+def _as_before_the_ledger(team) -> None:  # type: ignore[no-untyped-def]
+    """Take the vault back to revision 0006 (the ledger's columns go) and sign every grant
+    the way that version did, as an admin of that time would have."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from vault.crypto.labels import LABEL_SIG_GRANT
+    from vault.storage import engine as storage
+
+    command.downgrade(storage._alembic_config(team.admin.store.engine), "0006")
+    grants = sa.table(
+        "grants", *(sa.column(c) for c in ("id", "engineer_id", "client_id", "signed_at", "until", "signature"))
+    )
+    engineers = sa.table("engineers", sa.column("id"), sa.column("sealing_public"))
+    key, vault_id = team.admin._my_signing_key(), team.admin.vault_id()
+    with team.admin.store.engine.begin() as conn:
+        for g in conn.execute(sa.select(grants)).all():
+            public = conn.execute(sa.select(engineers.c.sealing_public).where(engineers.c.id == g.engineer_id)).scalar()
+            fields = (vault_id, g.id, g.engineer_id, public, g.client_id, g.signed_at, g.until or 0)
+            conn.execute(
+                sa.update(grants).where(grants.c.id == g.id).values(signature=key.sign(LABEL_SIG_GRANT, *fields))
+            )
+    command.upgrade(storage._alembic_config(team.admin.store.engine), "head")
+
+
+def test_grants_from_before_the_ledger_keep_working_and_old_revocations_stay(acme, db):
+    team = acme
+    alice, bob = team.engineer("alice"), team.engineer("bob")
+    team.admin.grant("alice", "acme")
+    team.admin.grant("bob", "acme")
+    team.admin.revoke("bob", "acme")
+    _as_before_the_ledger(team)
+    assert db.scalar(select(func.count()).select_from(m.Grant).where(m.Grant.seq.is_not(None))) == 0
+    alice_id, bob_id, client_id = _id(db, "alice"), _id(db, "bob"), _client_id(team, "acme")
+
+    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"  # an old live grant still works
+    _cannot_read(bob, "acme/fw01")  # an old revocation (no signature) still holds
+    assert {(g.engineer, g.state) for g in team.admin.list_grants()} == {("alice", "active"), ("bob", "revoked")}
+
+    _unrevoke(db, m.Grant.engineer_id == bob_id)  # the attack on an old row
+    team.admin.rotate_client("acme")
+    assert _seals(db, alice_id, client_id, 2) == 1 and _seals(db, bob_id, client_id) == 0
+    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
+
+    team.admin.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))  # a ledger entry replaces it
+    states = sorted((g.state, g.until is None) for g in team.admin.list_grants(engineer="alice"))
+    assert states == [("active", False), ("revoked", True)]
+    team.clock.advance(minutes=6)
+    _unrevoke(db, m.Grant.engineer_id == alice_id, m.Grant.seq.is_(None))  # revive the old open-ended one
+    with pytest.raises(VaultError):
+        alice.reveal("acme/fw01", reason=REASON)
