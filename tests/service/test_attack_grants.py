@@ -298,3 +298,31 @@ def test_grants_from_before_the_ledger_keep_working_and_old_revocations_stay(acm
     _unrevoke(db, m.Grant.engineer_id == alice_id, m.Grant.seq.is_(None))  # revive the old open-ended one
     with pytest.raises(VaultError):
         alice.reveal("acme/fw01", reason=REASON)
+
+
+def test_only_audited_live_heads_are_offered_for_carrying_over_to_new_keys(acme, db):
+    """``_grants_to_carry`` is what ``engineer confirm`` re-seals after ``rotate engineer``
+    (issue 12, item 1 calls it): a cleared revocation and a deleted newer grant carry nothing."""
+    team = acme
+    team.admin.add_client("globex", "Globex")
+    team.admin.add_client("initech", "Initech")
+    team.engineer("alice")
+    for slug in ("acme", "globex", "initech"):
+        team.admin.grant("alice", slug)
+    team.admin.revoke("alice", "acme")
+    team.admin.grant("alice", "initech", until=team.clock() + dt.timedelta(minutes=5))
+    alice_id = _id(db, "alice")
+    acme_id, globex_id, initech_id = (_client_id(team, c) for c in ("acme", "globex", "initech"))
+    newest = db.scalar(select(func.max(m.Grant.id)).where(m.Grant.client_id == initech_id))
+    team.clock.advance(minutes=6)
+
+    _unrevoke(db, m.Grant.engineer_id == alice_id)  # the attacks: every revocation cleared,
+    db.run(delete(m.Grant).where(m.Grant.id == newest))  # and the newer initech grant deleted
+    with team.admin.store.transaction() as s:
+        row = s.get(m.Engineer, alice_id)
+        carried, refused = team.admin._grants_to_carry(s, row)
+        carried_clients = sorted(g.client_id for g in carried)
+        refused_clients = sorted(g.client_id for g, _ in refused)
+
+    assert carried_clients == [globex_id]
+    assert refused_clients == sorted([acme_id, initech_id])

@@ -34,6 +34,7 @@ from vault.errors import VaultError
 from vault.service import auditverify
 from vault.service.base import ROLE_ADMIN, epoch, is_revoked
 from vault.service.journal import JournalOps
+from vault.service.rows import GRANT_ORDER, EngineerRecord
 from vault.storage import models as m
 
 GRANT_ACTIONS = ("grant", "revoke")
@@ -140,7 +141,11 @@ class GrantLedgerOps(JournalOps):
 
     def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
         """Certified signing keys by (engineer id, generation), and the ids whose verified
-        certificate says admin (a removed admin included: what they signed stays theirs)."""
+        certificate says admin (a removed admin included: what they signed stays theirs);
+        worked out once per transaction (a removal rotates many clients in one)."""
+        cached = s.info.get("grant_event_keys")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         keys: auditverify.Keys = {}
         admins: set[int] = set()
         names: dict[int, str] = {}
@@ -160,6 +165,7 @@ class GrantLedgerOps(JournalOps):
                 keys[(key.engineer_id, key.generation)] = self._verified_key(s, key, names.get(key.engineer_id, ""))
             except VaultError:
                 keys.pop((key.engineer_id, key.generation), None)
+        s.info["grant_event_keys"] = (keys, admins)
         return keys, admins
 
     def _verified_details(
@@ -185,7 +191,7 @@ class GrantLedgerOps(JournalOps):
     # -- the ledger's rows ----------------------------------------------------------------------
 
     def _ledger_head(
-        self, s: Session, grants: Sequence[m.Grant], engineer: m.Engineer
+        self, s: Session, grants: Sequence[m.Grant], engineer: EngineerRecord
     ) -> tuple[m.Grant | None, list[tuple[m.Grant, str]]]:
         """The newest entry of one (engineer, client) ledger that verifies, and the rows
         that did not verify (with why). ``grants`` come newest first (``GRANT_ORDER``)."""
@@ -198,6 +204,33 @@ class GrantLedgerOps(JournalOps):
                 continue
             return grant, bad
         return None, bad
+
+    def _grants_to_carry(
+        self, s: Session, engineer: EngineerRecord
+    ) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
+        """What may be re-sealed to an engineer's new keys (``engineer confirm`` after
+        ``rotate engineer``): for each client, the head of their ledger, its signature
+        checked over ``engineer.sealing_public`` (the keys it was signed for), live, and
+        the last word of the verified audit log; with every other row and why it is not
+        carried. A revocation cleared or a newer grant deleted in the database carries nothing."""
+        ledgers: dict[int, list[m.Grant]] = {}
+        query = select(m.Grant).where(m.Grant.engineer_id == engineer.id).order_by(*GRANT_ORDER)
+        for grant in s.scalars(query):
+            ledgers.setdefault(grant.client_id, []).append(grant)
+        history = self._grant_history(s, list(ledgers)) if ledgers else GrantHistory()
+        carried: list[m.Grant] = []
+        refused: list[tuple[m.Grant, str]] = []
+        for client_id, grants in sorted(ledgers.items()):
+            head, bad = self._ledger_head(s, grants, engineer)
+            refused += bad
+            if head is None or not self._is_live(head):
+                continue
+            problem = history.confirms(engineer.name, client_id, head)
+            if problem is None:
+                carried.append(head)
+            else:
+                refused.append((head, problem))
+        return carried, refused
 
     def _is_live(self, grant: m.Grant | None) -> bool:
         """A verified head that is not revoked and not past its until."""

@@ -72,7 +72,8 @@ class OffboardingOps(EngineerOps, RotationOps):
         """
         # Exposure comes from signed history: the audit log is checked first, and if it does
         # not verify, every client is rotated (when in doubt, rotate).
-        log_verified = self.verify_audit().ok
+        check = self.verify_audit()
+        log_verified = check.ok
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -105,7 +106,8 @@ class OffboardingOps(EngineerOps, RotationOps):
         rotations = [self._run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.resume_rotations(batch_size=batch_size, progress=progress)
         try:
-            at_risk = self.report_at_risk(name)
+            verified = (check.head_seq, bytes.fromhex(check.head_hash)) if log_verified else self._verified_log()
+            at_risk = self._report_at_risk(name, verified)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"{name!r} is removed and every client key they could hold is rotated, but {exc}", hint=exc.hint
