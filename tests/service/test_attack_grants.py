@@ -326,3 +326,19 @@ def test_only_audited_live_heads_are_offered_for_carrying_over_to_new_keys(acme,
 
     assert carried_clients == [globex_id]
     assert refused_clients == sorted([acme_id, initech_id])
+
+
+def test_removal_with_an_audit_log_that_does_not_verify_rotates_every_client(acme, db):
+    """When the signed history cannot be trusted, exposure cannot be worked out: rotate all."""
+    team = acme
+    team.admin.add_client("globex", "Globex")
+    team.engineer("leaver")
+    team.admin.grant("leaver", "acme")
+    first_event = db.scalar(select(func.min(m.AuditEvent.seq)).where(m.AuditEvent.action == "client-create"))
+    db.run(update(m.AuditEvent).where(m.AuditEvent.seq == first_event).values(at_us=1))  # any event altered
+
+    with pytest.raises(IntegrityError, match="removed"):
+        team.admin.remove_engineer("leaver")
+
+    assert _current_version(team, "acme") == 2 and _current_version(team, "globex") == 2
+    assert {e.name: e.status for e in team.admin.list_engineers()}["leaver"] == "disabled"
