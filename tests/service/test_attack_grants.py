@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from vault import Vault
-from vault.errors import IntegrityError, VaultError
+from vault.errors import IntegrityError, NotFound, VaultError
 from vault.storage import models as m
 
 REASON = "T-12 grant attack"
@@ -342,3 +342,18 @@ def test_removal_with_an_audit_log_that_does_not_verify_rotates_every_client(acm
 
     assert _current_version(team, "acme") == 2 and _current_version(team, "globex") == 2
     assert {e.name: e.status for e in team.admin.list_engineers()}["leaver"] == "disabled"
+
+
+def test_a_grant_revoked_by_an_admin_who_left_stays_plainly_revoked(acme, db):
+    team = acme
+    alice, other = team.engineer("alice"), team.engineer("other-admin", role="admin")
+    other.grant("alice", "acme")
+    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    other.revoke("alice", "acme")
+    team.admin.remove_engineer("other-admin")
+
+    with pytest.raises(NotFound):
+        alice.reveal("acme/fw01", reason=REASON)
+    assert [g.state for g in team.admin.list_grants(engineer="alice")] == ["revoked"]
+    team.admin.grant("alice", "acme")
+    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"

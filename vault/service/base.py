@@ -451,9 +451,9 @@ class VaultBase:
         if not grants:
             raise NotFound("no such client, or you hold no grant for it")
         head, signer = grants[0], signers[0]
-        self._verify_grant(s, head, engineer, self._check_admin(s, signer) if signer is not None else None)
-        if is_revoked(head):
+        if is_revoked(head):  # a mark of revocation only ever takes access away: no signature needed
             raise NotFound("no such client, or you hold no grant for it")
+        self._verify_grant(s, head, engineer, self._check_admin(s, signer) if signer is not None else None)
         if head.until is not None and head.until <= epoch(self.clock()):
             until = dt.datetime.fromtimestamp(head.until, dt.UTC).isoformat(timespec="minutes")
             raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")

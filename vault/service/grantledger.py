@@ -193,10 +193,13 @@ class GrantLedgerOps(JournalOps):
     def _ledger_head(
         self, s: Session, grants: Sequence[m.Grant], engineer: EngineerRecord
     ) -> tuple[m.Grant | None, list[tuple[m.Grant, str]]]:
-        """The newest entry of one (engineer, client) ledger that verifies, and the rows
-        that did not verify (with why). ``grants`` come newest first (``GRANT_ORDER``)."""
+        """The newest entry of one (engineer, client) ledger that verifies (or is revoked:
+        marking a row revoked only takes access away), and the rows before it that did not
+        verify (with why). ``grants`` come newest first (``GRANT_ORDER``)."""
         bad: list[tuple[m.Grant, str]] = []
         for grant in grants:
+            if is_revoked(grant):
+                return grant, bad  # a revoked entry grants nothing, whoever signed it (a removed admin)
             try:
                 self._verify_grant(s, grant, engineer)
             except VaultError as exc:
