@@ -23,6 +23,7 @@ from vault.crypto.labels import (
     LABEL_SIG_ENGINEER,
     LABEL_SIG_ENGINEER_KEY,
     LABEL_SIG_GRANT,
+    LABEL_SIG_GRANT_REVOCATION,
 )
 from vault.errors import (
     AccessDenied,
@@ -34,7 +35,7 @@ from vault.errors import (
     StoreUnavailable,
     UntrustedRecord,
 )
-from vault.service.rows import EngineerRecord, GrantRecord, HasId, KeyCache
+from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord, HasId, KeyCache
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -54,6 +55,13 @@ def utcnow() -> dt.datetime:
 
 def epoch(value: dt.datetime) -> int:
     return int(value.timestamp())
+
+
+def is_revoked(grant: GrantRecord) -> bool:
+    """Whether a grant row carries any mark of revocation. A revocation is never undone, so
+    any mark counts, signed or not (a row revoked before revision 0007 has no signature);
+    clearing every mark is what the ledger's ``seq`` and the audit log catch."""
+    return grant.revoked_at is not None or grant.revocation is not None or grant.revoked_by is not None
 
 
 class RootBundle:
@@ -305,7 +313,11 @@ class VaultBase:
     def _grant_fields(
         self, s: Session, grant: GrantRecord, sealing_public: bytes | None
     ) -> tuple[signing.ContextItem, ...]:
-        return (
+        """What a grant's signature covers. A grant of the ledger (``seq`` set, revision 0007
+        on) also covers its position among the grants of its (engineer, client) and the
+        audit event that recorded it; a row from before has the older, shorter layout (and
+        a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ)."""
+        fields: tuple[signing.ContextItem, ...] = (
             self._vid(s),
             grant.id,
             grant.engineer_id,
@@ -314,6 +326,9 @@ class VaultBase:
             grant.signed_at,
             grant.until or 0,
         )
+        if grant.seq is not None:
+            fields += (grant.seq, grant.event_seq or 0)
+        return fields
 
     def _verify_grant(
         self, s: Session, grant: GrantRecord, engineer: EngineerRecord, signer: EngineerRecord | None = None
@@ -328,6 +343,26 @@ class VaultBase:
             *self._grant_fields(s, grant, engineer.sealing_public),
             what="the grant",
         )
+
+    def _revocation_fields(self, s: Session, grant: GrantRecord) -> tuple[signing.ContextItem, ...]:
+        assert grant.revoked_at is not None
+        return (
+            self._vid(s),
+            grant.id,
+            grant.engineer_id,
+            grant.client_id,
+            grant.seq or 0,
+            epoch(grant.revoked_at),
+            grant.revoked_by,
+        )
+
+    def _revoke_grant(self, s: Session, grant: m.Grant, admin: m.Engineer) -> None:
+        """Revoke one grant row with the acting admin's signature over the revocation."""
+        grant.revoked_at = self.clock()
+        grant.revoked_by = admin.id
+        grant.revocation = self._my_signing_key().sign(LABEL_SIG_GRANT_REVOCATION, *self._revocation_fields(s, grant))
+
+    # -- the root bundle (admins) -----------------------------------------------------
 
     # -- the root bundle (admins) -----------------------------------------------------
 
@@ -393,8 +428,8 @@ class VaultBase:
     def _active_grant(self, s: Session, engineer: m.Engineer, client_id: int) -> m.Grant:
         grants = s.scalars(
             select(m.Grant)
-            .where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None))
-            .order_by(m.Grant.id.desc())
+            .where(m.Grant.engineer_id == engineer.id, m.Grant.client_id == client_id)
+            .order_by(*GRANT_ORDER)
         ).all()
         return grants[self._first_valid_grant(s, grants, engineer, [None] * len(grants))]
 
@@ -405,24 +440,24 @@ class VaultBase:
         engineer: EngineerRecord,
         signers: Sequence[EngineerRecord | None],
     ) -> int:
-        """The index of the newest unexpired grant; every grant up to it must verify.
+        """The index of the grant that counts: the head of the engineer's ledger for the
+        client (``grants`` come newest first, by signed ``seq``, then id). It must verify,
+        be unrevoked and unexpired; an older row never stands in for it (a superseded or
+        revoked grant is not revived by clearing columns of the newer one).
 
         ``signers`` are the signers' rows when the caller fetched them with the grants
         (each is checked here), or None to look each one up.
         """
         if not grants:
             raise NotFound("no such client, or you hold no grant for it")
-        now = epoch(self.clock())
-        expired = None
-        for index, grant in enumerate(grants):
-            signer = signers[index]
-            self._verify_grant(s, grant, engineer, self._check_admin(s, signer) if signer is not None else None)
-            if grant.until is None or grant.until > now:
-                return index
-            expired = grant
-        assert expired is not None and expired.until is not None
-        until = dt.datetime.fromtimestamp(expired.until, dt.UTC).isoformat(timespec="minutes")
-        raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
+        head, signer = grants[0], signers[0]
+        if is_revoked(head):  # a mark of revocation only ever takes access away: no signature needed
+            raise NotFound("no such client, or you hold no grant for it")
+        self._verify_grant(s, head, engineer, self._check_admin(s, signer) if signer is not None else None)
+        if head.until is not None and head.until <= epoch(self.clock()):
+            until = dt.datetime.fromtimestamp(head.until, dt.UTC).isoformat(timespec="minutes")
+            raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
+        return 0
 
     def _client_key(self, s: Session, client_id: int, version: int) -> bytes:
         """Client key ``version`` for the acting engineer: via a grant, or the recovery key."""

@@ -17,13 +17,14 @@ from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
 from vault.errors import AccessDenied, AlreadyExists, GrantExpired, InvalidInput, NotFound, VaultError
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
-from vault.service.journal import JournalOps
+from vault.service.base import ACTIVE, ROLE_ADMIN, epoch, is_revoked
+from vault.service.grantledger import GrantHistory, GrantLedgerOps
 from vault.service.records import ClientInfo, GrantInfo
+from vault.service.rows import GRANT_ORDER
 from vault.storage import models as m
 
 
-class ClientOps(JournalOps):
+class ClientOps(GrantLedgerOps):
     # -- finding clients ----------------------------------------------------------------
 
     def _client(self, s: Session, slug: str) -> m.Client:
@@ -96,8 +97,8 @@ class ClientOps(JournalOps):
             if client is not None:
                 try:
                     self._active_grant(s, me, client_id)
-                except AccessDenied:
-                    continue  # expired grants hide the client
+                except (AccessDenied, NotFound):
+                    continue  # expired or revoked grants hide the client
                 out.append(client)
         return out
 
@@ -209,12 +210,12 @@ class ClientOps(JournalOps):
             if target.role == ROLE_ADMIN:
                 raise InvalidInput(f"{engineer!r} is an admin and can already read every client")
             row = self._client(s, client)
-            for old in s.scalars(
-                select(m.Grant).where(
-                    m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None)
-                )
-            ):
-                old.revoked_at = now  # a new grant replaces the old one
+            ledger = s.scalars(
+                select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id)
+            ).all()
+            for old in ledger:
+                if not is_revoked(old):
+                    self._revoke_grant(s, old, admin)  # a new grant replaces the old one, signed
             grant = m.Grant(
                 engineer_id=target.id,
                 client_id=row.id,
@@ -222,9 +223,23 @@ class ClientOps(JournalOps):
                 signed_at=epoch(now),
                 until=epoch(until) if until else None,
                 created_at=now,
+                seq=max((g.seq or 0 for g in ledger), default=0) + 1,
             )
             s.add(grant)
             s.flush()
+            event = self._append(
+                s,
+                "grant",
+                client_id=row.id,
+                details={
+                    "engineer": engineer,
+                    "until": grant.until,
+                    "reason": reason,
+                    "grant": grant.id,
+                    "seq": grant.seq,
+                },
+            )
+            grant.event_seq = event.seq
             grant.signature = self._my_signing_key().sign(
                 LABEL_SIG_GRANT, *self._grant_fields(s, grant, target.sealing_public)
             )
@@ -234,89 +249,125 @@ class ClientOps(JournalOps):
             ):
                 key = self._client_key(s, row.id, ck.version)
                 self._seal_client_key(s, row.id, ck.version, key, "engineer", target.id, target.sealing_public)
-            self._append(
-                s, "grant", client_id=row.id, details={"engineer": engineer, "until": grant.until, "reason": reason}
-            )
-            return self._grant_info(s, grant)
+            return self._grant_info(s, grant, "active")
 
     def revoke(self, engineer: str, client: str) -> int:
-        """Revoke the engineer's grants for the client and delete their sealed key copies."""
+        """Revoke the engineer's grants for the client (each revocation signed) and delete
+        their sealed key copies."""
         self._sweep()  # its own transaction: committed even if this operation fails
         with self.store.transaction() as s:
-            self._my_admin_row(s)
+            admin = self._my_admin_row(s)
             target = self._engineer_row(s, engineer)
             _lock_grants_of(s, target)
             row = self._client(s, client)
-            grants = s.scalars(
-                select(m.Grant).where(
-                    m.Grant.engineer_id == target.id, m.Grant.client_id == row.id, m.Grant.revoked_at.is_(None)
+            grants = [
+                g
+                for g in s.scalars(
+                    select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id)
                 )
-            ).all()
+                if not is_revoked(g)
+            ]
             if not grants:
                 raise NotFound(f"{engineer!r} holds no grant for {client!r}")
             for grant in grants:
-                grant.revoked_at = self.clock()
-            for seal in s.scalars(
-                select(m.ClientKeySeal).where(
-                    m.ClientKeySeal.client_id == row.id,
-                    m.ClientKeySeal.recipient_kind == "engineer",
-                    m.ClientKeySeal.recipient_id == target.id,
-                )
-            ):
-                s.delete(seal)
-            self._append(s, "revoke", client_id=row.id, details={"engineer": engineer, "grants": len(grants)})
+                self._revoke_grant(s, grant, admin)
+            self._delete_seals(s, row.id, target.id)
+            self._append(
+                s,
+                "revoke",
+                client_id=row.id,
+                details={"engineer": engineer, "grants": len(grants), "grant_ids": [g.id for g in grants]},
+            )
             return len(grants)
 
     def list_grants(self, *, engineer: str | None = None, client: str | None = None) -> list[GrantInfo]:
+        """Grant rows with their state: ``active`` only for the newest signed entry of its
+        (engineer, client) that is unrevoked and unexpired (and, for an admin, that the
+        audit log confirms); else ``revoked``, ``expired``, ``superseded`` or ``unverified``."""
         with self.store.transaction() as s:
             me = self._my_row(s)
-            query = select(m.Grant).order_by(m.Grant.id)
+            query = select(m.Grant).order_by(*GRANT_ORDER)
             if engineer is not None:
                 query = query.where(m.Grant.engineer_id == self._engineer_row(s, engineer).id)
             if me.role != ROLE_ADMIN:
                 query = query.where(m.Grant.engineer_id == me.id)
             if client is not None:
                 query = query.where(m.Grant.client_id == self._client(s, client).id)
-            out = []
+            ledgers: dict[tuple[int, int], list[m.Grant]] = {}
             for grant in s.scalars(query):
-                try:
-                    out.append(self._grant_info(s, grant))
-                except (NotFound, AccessDenied):
-                    continue  # the viewer can no longer open that client's slug
-            return out
+                ledgers.setdefault((grant.engineer_id, grant.client_id), []).append(grant)
+            history = self._grant_history(s, {c for _, c in ledgers}) if me.role == ROLE_ADMIN else None
+            out = []
+            for (engineer_id, client_id), grants in ledgers.items():
+                states = self._ledger_states(s, engineer_id, client_id, grants, history)
+                for grant in grants:
+                    try:
+                        out.append((grant.id, self._grant_info(s, grant, states[grant.id])))
+                    except (NotFound, AccessDenied):
+                        continue  # the viewer can no longer open that client's slug
+            return [info for _, info in sorted(out, key=lambda pair: pair[0])]
+
+    def _ledger_states(
+        self, s: Session, engineer_id: int, client_id: int, grants: list[m.Grant], history: GrantHistory | None
+    ) -> dict[int, str]:
+        target = s.get(m.Engineer, engineer_id)
+        assert target is not None
+        head, bad = self._ledger_head(s, grants, target)
+        states = {g.id: "unverified" for g, _ in bad}
+        for grant in grants:
+            if grant.id in states:
+                continue
+            if is_revoked(grant):
+                states[grant.id] = "revoked"
+            elif grant is not head:
+                states[grant.id] = "superseded"
+            elif not self._is_live(grant):
+                states[grant.id] = "expired"
+            elif history is not None and history.confirms(target.name, client_id, grant) is not None:
+                states[grant.id] = "unconfirmed"  # the audit log does not back it: it counts for nothing
+            else:
+                states[grant.id] = "active"
+        return states
 
     # -- expiry -----------------------------------------------------------------------------------------
 
     def _sweep_expired_grants(self, s: Session) -> int:
-        """Delete the sealed key copies held only through expired grants; returns how many."""
+        """Revoke (signed) the grants past their until, and delete the sealed key copies of
+        every (engineer, client) whose ledger has no live verified entry left; returns how
+        many copies were deleted. A row that does not verify never stops the sweep."""
         now = epoch(self.clock())
-        expired = s.scalars(
-            select(m.Grant).where(m.Grant.revoked_at.is_(None), m.Grant.until.is_not(None), m.Grant.until <= now)
-        ).all()
+        expired = [
+            g
+            for g in s.scalars(select(m.Grant).where(m.Grant.until.is_not(None), m.Grant.until <= now))
+            if not is_revoked(g)
+        ]
+        if not expired:
+            return 0
+        admin = self._my_admin_row(s)
         removed = 0
-        for grant in expired:
-            still_valid = s.scalars(
-                select(m.Grant.id).where(
-                    m.Grant.engineer_id == grant.engineer_id,
-                    m.Grant.client_id == grant.client_id,
-                    m.Grant.revoked_at.is_(None),
-                    (m.Grant.until.is_(None)) | (m.Grant.until > now),
-                )
-            ).first()
-            grant.revoked_at = self.clock()
-            if still_valid is not None:
+        for engineer_id, client_id in sorted({(g.engineer_id, g.client_id) for g in expired}):
+            target = s.get(m.Engineer, engineer_id)
+            ledger = s.scalars(
+                select(m.Grant)
+                .where(m.Grant.engineer_id == engineer_id, m.Grant.client_id == client_id)
+                .order_by(*GRANT_ORDER)
+            ).all()
+            head = self._ledger_head(s, ledger, target)[0] if target is not None else None
+            if self._is_live(head):
                 continue
-            for seal in s.scalars(
-                select(m.ClientKeySeal).where(
-                    m.ClientKeySeal.client_id == grant.client_id,
-                    m.ClientKeySeal.recipient_kind == "engineer",
-                    m.ClientKeySeal.recipient_id == grant.engineer_id,
-                )
-            ):
-                s.delete(seal)
-                removed += 1
-        if expired:
-            self._append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
+            removed += len(
+                s.scalars(
+                    select(m.ClientKeySeal.version).where(
+                        m.ClientKeySeal.client_id == client_id,
+                        m.ClientKeySeal.recipient_kind == "engineer",
+                        m.ClientKeySeal.recipient_id == engineer_id,
+                    )
+                ).all()
+            )
+            self._delete_seals(s, client_id, engineer_id)
+        for grant in expired:
+            self._revoke_grant(s, grant, admin)
+        self._append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
         return removed
 
     def _sweep(self) -> int:
@@ -337,19 +388,15 @@ class ClientOps(JournalOps):
             raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
         return row
 
-    def _grant_info(self, s: Session, grant: m.Grant) -> GrantInfo:
+    def _grant_info(self, s: Session, grant: m.Grant, state: str) -> GrantInfo:
         engineer = s.get(m.Engineer, grant.engineer_id)
         admin = s.get(m.Engineer, grant.granted_by)
         client = s.get(m.Client, grant.client_id)
-        assert engineer is not None and admin is not None and client is not None
+        if engineer is None or client is None:
+            raise NotFound("the grant names an engineer or client that is gone")
         until = dt.datetime.fromtimestamp(grant.until, dt.UTC) if grant.until else None
-        if grant.revoked_at is not None:
-            state = "revoked"
-        elif until is not None and until <= self.clock():
-            state = "expired"
-        else:
-            state = "active"
-        return GrantInfo(engineer.name, self._slug(s, client), admin.name, grant.created_at, until, state)
+        signer = admin.name if admin is not None else f"#{grant.granted_by}"
+        return GrantInfo(engineer.name, self._slug(s, client), signer, grant.created_at, until, state)
 
 
 def _lock_grants_of(s: Session, engineer: m.Engineer) -> None:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import keyrecord
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
-from vault.errors import AccessDenied, InvalidInput
-from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN
+from vault.errors import AccessDenied, IntegrityError, InvalidInput
+from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
 from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress, RotationOps
@@ -70,6 +70,10 @@ class OffboardingOps(EngineerOps, RotationOps):
         commits no current key is one they know. The re-wrapping batches follow; if they
         are cut short, `rotate resume` finishes them and `status` says so.
         """
+        # Exposure comes from signed history: the audit log is checked first, and if it does
+        # not verify, every client is rotated (when in doubt, rotate).
+        check = self.verify_audit()
+        log_verified = check.ok
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -78,10 +82,11 @@ class OffboardingOps(EngineerOps, RotationOps):
             if row.status == DISABLED:
                 raise InvalidInput(f"engineer {name!r} is already removed")
             was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
-            exposed = self._clients_exposed_to(s, row)
+            exposed = self._clients_exposed_to(s, row, log_verified=log_verified)
+            for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)):
+                if not is_revoked(grant):
+                    self._revoke_grant(s, grant, me)
             now = self.clock()
-            for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None))):
-                grant.revoked_at = now
             self._adopt_signatures(s, row)
             self._destroy_engineer_keys(s, row, keep_public=True)
             row.status, row.disabled_at = DISABLED, now
@@ -94,31 +99,50 @@ class OffboardingOps(EngineerOps, RotationOps):
                 client = s.get(m.Client, client_id)
                 if client is not None:
                     rotation_ids.append(self._start_client_rotation(s, client))
-            self._append(
-                s,
-                "engineer-remove",
-                public={"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin},
-            )
+            public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin}
+            if not log_verified:
+                public["audit_log_verified"] = False
+            self._append(s, "engineer-remove", public=public)
         rotations = [self._run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.resume_rotations(batch_size=batch_size, progress=progress)
-        return self.report_at_risk(name), rotations
+        try:
+            verified = (check.head_seq, bytes.fromhex(check.head_hash)) if log_verified else self._verified_log()
+            at_risk = self._report_at_risk(name, verified)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{name!r} is removed and every client key they could hold is rotated, but {exc}", hint=exc.hint
+            ) from None
+        return at_risk, rotations
 
-    def _clients_exposed_to(self, s: Session, row: m.Engineer) -> set[int]:
-        """Clients whose current key the engineer could have held (every client for an admin)."""
-        if row.role == ROLE_ADMIN:
-            return set(s.scalars(select(m.Client.id)))
+    def _clients_exposed_to(self, s: Session, row: m.Engineer, *, log_verified: bool = True) -> set[int]:
+        """Clients whose current key the engineer could have held: every client for an admin,
+        or when the audit log does not verify; else every client that the verified log, a
+        grant row (in any state, verified or not) or a sealed copy ties to the engineer,
+        unless the log proves that their access ended before the current key version was
+        made (a revoke event, or the until of the last grant, before the rotation's event)."""
+        everyone = set(s.scalars(select(m.Client.id)))
+        if row.role == ROLE_ADMIN or not log_verified:
+            return everyone
+        candidates = set(s.scalars(select(m.Grant.client_id).where(m.Grant.engineer_id == row.id)))
+        candidates |= set(
+            s.scalars(
+                select(m.ClientKeySeal.client_id).where(
+                    m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id
+                )
+            )
+        )
+        history = self._grant_history(s)
+        candidates |= history.clients_of(row.name) | set(history.doubts)
+        now = epoch(self.clock())
         exposed = set()
-        for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)):
-            client = s.get(m.Client, grant.client_id)
-            if client is None:
+        for client_id in candidates & everyone:
+            client = s.get(m.Client, client_id)
+            assert client is not None
+            version = client.current_key_version
+            sealed = s.get(m.ClientKeySeal, (client_id, version, "engineer", row.id)) is not None
+            if not sealed and history.ended_before(row.name, client_id, version, now):
                 continue
-            ck = s.get(m.ClientKey, (client.id, client.current_key_version))
-            ended = grant.revoked_at
-            if grant.until is not None:
-                until = dt.datetime.fromtimestamp(grant.until, dt.UTC)
-                ended = min(ended, until) if ended else until
-            if ck is not None and (ended is None or ck.created_at < ended):
-                exposed.add(client.id)
+            exposed.add(client_id)
         return exposed
 
     def _destroy_engineer_keys(self, s: Session, row: m.Engineer, *, keep_public: bool = False) -> None:

@@ -4,6 +4,7 @@
 the reason, and whether the revealed value has changed since: the revealed version's
 value is compared, inside the vault, with the current one. A value that has not
 changed is at risk if that engineer leaves: someone must change it on the equipment.
+The at-risk list is made only from a log whose whole chain verifies (issue 12, item 7).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hmac
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.errors import NotFound, VaultError
+from vault.errors import IntegrityError, NotFound, VaultError
 from vault.service.audit import AuditOps
 from vault.service.checkouts import CheckoutOps
 from vault.service.records import AccessRecord
@@ -32,7 +33,27 @@ class ReportOps(CheckoutOps, AuditOps):
             return out
 
     def report_at_risk(self, engineer: str) -> list[AccessRecord]:
-        """The latest reveal of each value ``engineer`` saw that has not changed since."""
+        """The latest reveal of each value ``engineer`` saw that has not changed since.
+
+        It is read from the audit log, so the whole chain is verified first: a reveal event
+        deleted or altered in the database would otherwise drop out of the list unseen."""
+        return self._report_at_risk(engineer, self._verified_log())
+
+    def _verified_log(self, since: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
+        """Verify the audit chain (from genesis, or on from ``since``, a (seq, hash) this
+        object verified moments ago); its head, or IntegrityError naming the first bad event."""
+        check = self.verify_audit(since=since if since is not None and since[0] > 0 else None)
+        if not check.ok:
+            raise IntegrityError(
+                f"the audit log does not verify ({check.problem}), so the at-risk list could be incomplete",
+                hint="run `credvault audit verify`; until it is explained, treat every value the engineer "
+                "could read as at risk",
+            )
+        return check.head_seq, bytes.fromhex(check.head_hash)
+
+    def _report_at_risk(self, engineer: str, verified: tuple[int, bytes]) -> list[AccessRecord]:
+        """``report_at_risk`` on a log verified up to ``verified`` (later events are checked here)."""
+        self._verified_log(since=verified)
         with self.store.transaction() as s:
             self._my_admin_row(s)
             latest: dict[tuple[str, str, str], AccessRecord] = {}

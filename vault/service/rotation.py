@@ -28,12 +28,13 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_TAG_CLIENT_SLUG
-from vault.errors import InvalidInput
-from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
+from vault.errors import InvalidInput, VaultError
+from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle
 from vault.service.passwords import generate_password
 from vault.service.records import RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
 from vault.service.retrying import again_on_conflict
+from vault.service.rows import GRANT_ORDER
 from vault.storage import models as m
 
 Progress = Callable[[int, int], None]
@@ -149,18 +150,47 @@ class RotationOps(ReportOps):
         return rotation.id
 
     def _current_grantees(self, s: Session, client_id: int) -> list[m.Engineer]:
-        now = epoch(self.clock())
+        """The engineers a new client-key version is sealed to: for each (engineer, client)
+        ledger, its newest verified entry, unrevoked and unexpired, of an active certified
+        engineer, *and* the last word of the verified audit log about them and the client
+        (so a revocation cleared, or a newer grant deleted, in the database gives nothing).
+        Anything else is reported (a ``grant-refused`` event), its key copies for the client
+        are deleted, and the rotation goes on."""
+        ledgers: dict[int, list[m.Grant]] = {}
+        for grant in s.scalars(select(m.Grant).where(m.Grant.client_id == client_id).order_by(*GRANT_ORDER)):
+            ledgers.setdefault(grant.engineer_id, []).append(grant)
+        history = self._grant_history(s, [client_id]) if ledgers else None
         out = []
-        grants = s.scalars(select(m.Grant).where(m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None)))
-        for grant in grants:
-            if grant.until is not None and grant.until <= now:
+        for engineer_id, grants in sorted(ledgers.items()):
+            engineer = s.get(m.Engineer, engineer_id)
+            if engineer is None:
                 continue
-            engineer = s.get(m.Engineer, grant.engineer_id)
-            if engineer is None or engineer.status != ACTIVE:
+            try:
+                self._verify_certificate(s, engineer)
+            except VaultError as exc:
+                self._refuse_grants(s, client_id, engineer, [(grants[0], str(exc))])
                 continue
-            self._verify_certificate(s, engineer)
-            self._verify_grant(s, grant, engineer)
-            out.append(engineer)
+            head, bad = self._ledger_head(s, grants, engineer)
+            refused: list[tuple[m.Grant | None, str]] = list(bad)
+            live = engineer.status == ACTIVE and self._is_live(head)
+            if live and head is not None and history is not None:
+                problem = history.confirms(engineer.name, client_id, head)
+                if problem is not None:
+                    refused.append((head, problem))
+                    live = False
+            if live:
+                out.append(engineer)
+                for grant, problem in bad:  # reported; the verified entry still counts
+                    self._append(
+                        s,
+                        "grant-refused",
+                        client_id=client_id,
+                        details={"engineer": engineer.name, "grant": grant.id, "problem": problem[:200]},
+                    )
+            elif refused:
+                self._refuse_grants(s, client_id, engineer, refused)
+            else:
+                self._delete_seals(s, client_id, engineer.id)
         return out
 
     def _run_rotation(self, rotation_id: int, batch_size: int, progress: Progress | None) -> RotationInfo:

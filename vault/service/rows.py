@@ -81,6 +81,16 @@ class GrantRecord(Protocol):
     def until(self) -> int | None: ...
     @property
     def signature(self) -> bytes | None: ...
+    @property
+    def seq(self) -> int | None: ...
+    @property
+    def event_seq(self) -> int | None: ...
+    @property
+    def revoked_at(self) -> dt.datetime | None: ...
+    @property
+    def revoked_by(self) -> int | None: ...
+    @property
+    def revocation(self) -> bytes | None: ...
 
 
 class HasId(Protocol):
@@ -139,6 +149,11 @@ class GrantRow(NamedTuple):
     signed_at: int
     until: int | None
     signature: bytes | None
+    seq: int | None
+    event_seq: int | None
+    revoked_at: dt.datetime | None
+    revoked_by: int | None
+    revocation: bytes | None
 
 
 class ClientRow(NamedTuple):
@@ -235,10 +250,11 @@ _ROOT_VERSION = (
     select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == "active").scalar_subquery().label("root_version")
 )
 
-# An engineer's unrevoked grants for a client, newest first, each with its signer's row.
-_MY_GRANTS = and_(
-    GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == CLIENTS.c.id, GRANTS.c.revoked_at.is_(None)
-)
+# Every grant of an engineer for a client (revoked ones too: the newest signed entry of the
+# ledger decides, docs/format.md §5), newest first, each with its signer's row.
+_MY_GRANTS = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == CLIENTS.c.id)
+# Newest first: by the signed ledger position, rows from before it (NULL) after every other.
+GRANT_ORDER = (func.coalesce(GRANTS.c.seq, 0).desc(), GRANTS.c.id.desc())
 
 
 _OPEN_HOLDS = and_(
@@ -252,7 +268,7 @@ def _checkout_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
     secrets (by name tag), its policy and one version. On SQLite, whose BEGIN IMMEDIATE
     already serialises writers, also the audit head and one row per open checkout of the
     secret (PostgreSQL reads those after locking the rows). For an engineer (a client by
-    id), also one row per unrevoked grant of theirs for the client, newest first, with its
+    id), also one row per grant of theirs for the client, newest first, with its
     signer's row. Rows are the product of holds and grants: ``CheckoutRead`` splits them."""
     wanted = func.coalesce(bindparam("version", type_=Integer), SECRETS.c.current_version)
     client = CLIENTS.c.slug_tag == bindparam("slug_tag") if by_slug_tag else CLIENTS.c.id == bindparam("client")
@@ -280,7 +296,7 @@ def _checkout_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
         joined = joined.outerjoin(GRANTS, _MY_GRANTS).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
         columns += [*_columns(GRANTS, GrantRow), *_columns(_GRANTER, EngineerRow)]
     query: Select[Any] = select(*columns).select_from(joined).where(INFO.c.id == 1)  # type: ignore[call-overload]
-    return query.order_by(GRANTS.c.id.desc()) if not by_slug_tag else query
+    return query.order_by(*GRANT_ORDER) if not by_slug_tag else query
 
 
 CHECKOUT_READ = {

@@ -200,6 +200,13 @@ class Grant(Base):
     signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The grant ledger (docs/format.md §5): the signed position of this grant among the
+    # grants of its (engineer, client), NULL on rows signed before revision 0007; the
+    # audit event that recorded it; and the admin's signature over its revocation.
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revocation: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
 
 
 class Secret(Base):

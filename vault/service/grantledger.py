@@ -1,0 +1,264 @@
+"""The grant ledger: which grant of an (engineer, client) counts, and what the signed
+audit log says about it (issue 12, items 4 and 7).
+
+A grant row is an entry of a per-(engineer, client) ledger: its admin signature covers
+its position ``seq`` (one more than the entry it replaces) and the sequence number of
+the audit event that recorded it (docs/format.md §5). Only the newest entry that
+verifies counts; an older one never stands in for it. Revocation is signed too, and any
+mark of revocation on a row keeps it revoked.
+
+Rows alone cannot prove that nothing newer existed: a writer of the database can delete
+the newest entry, or clear every column of a revocation. So every operation that
+*hands out* a key (a client-key rotation sealing the new version to the grantees) or
+decides *exposure* (engineer removal) also asks the audit log, whose grant, revoke and
+rotation events are hash-chained and signed by the admin who acted: the entry must be
+the last word of the log about that engineer and client. Deleting the later ``revoke``
+or ``grant`` event breaks the chain, which ``audit verify`` reports (and removal, when
+the chain does not verify, rotates every client). A checkout only reads the ledger: the
+revoked engineer's sealed copies are deleted at revocation, and only the operations
+above make new ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vault.crypto import blobs, chain
+from vault.errors import VaultError
+from vault.service import auditverify
+from vault.service.base import ROLE_ADMIN, epoch, is_revoked
+from vault.service.journal import JournalOps
+from vault.service.rows import GRANT_ORDER, EngineerRecord
+from vault.storage import models as m
+
+GRANT_ACTIONS = ("grant", "revoke")
+ROTATE_ACTION = "client-key-rotate"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One verified grant or revoke event about an engineer and a client."""
+
+    seq: int
+    at_us: int
+    action: str
+    by_admin: bool
+    until: int | None
+    grant_id: int | None
+
+
+@dataclass
+class GrantHistory:
+    """What the verified audit log says about grants, by (engineer name, client id)."""
+
+    words: dict[tuple[str, int], list[Word]] = field(default_factory=dict)
+    doubts: dict[int, list[int]] = field(default_factory=dict)  # client -> seqs of events that did not verify or open
+    rotations: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)  # client -> version -> (seq, at_us)
+
+    def last(self, name: str, client_id: int) -> Word | None:
+        words = self.words.get((name, client_id))
+        return words[-1] if words else None
+
+    def clients_of(self, name: str) -> set[int]:
+        return {client for who, client in self.words if who == name}
+
+    def doubted_after(self, client_id: int, seq: int) -> bool:
+        return any(bad > seq for bad in self.doubts.get(client_id, ()))
+
+    def confirms(self, name: str, client_id: int, grant: m.Grant) -> str | None:
+        """None if ``grant`` is the log's last word about ``name`` and the client, else why not."""
+        last = self.last(name, client_id)
+        if last is None:
+            return "the audit log has no grant event for it"
+        if last.action != "grant":
+            return "the audit log records a later revocation"
+        if not last.by_admin:
+            return "its audit event is not signed by an admin"
+        if grant.event_seq is not None and last.seq != grant.event_seq:
+            return "the audit log records a later grant or revocation"
+        if grant.event_seq is None and last.until != grant.until:
+            return "it does not match the last grant in the audit log"
+        if self.doubted_after(client_id, last.seq):
+            return "a later grant or revoke event of the audit log does not verify"
+        return None
+
+    def ended_before(self, name: str, client_id: int, version: int, now: int) -> bool:
+        """Whether the log proves that the engineer's access to the client ended before the
+        rotation that made client-key ``version`` (so they never held it)."""
+        last, made = self.last(name, client_id), self.rotations.get(client_id, {}).get(version)
+        if last is None or made is None or self.doubted_after(client_id, last.seq):
+            return False
+        made_seq, made_at = made
+        if last.action == "revoke":
+            return last.seq < made_seq
+        return last.until is not None and last.until <= now and last.until * 1_000_000 < made_at
+
+
+class GrantLedgerOps(JournalOps):
+    def _grant_history(self, s: Session, client_ids: Collection[int] | None = None) -> GrantHistory:
+        """The grant, revoke and client-key rotation events of the audit log, each verified
+        (its hash, and its signature by a certified key) and opened; the acting engineer
+        must be able to open the clients' audit keys (an admin can)."""
+        keys, admins = self._event_keys(s)
+        codec = chain.EventCodec(self._vid(s))
+        query = select(m.AuditEvent).where(m.AuditEvent.action.in_((*GRANT_ACTIONS, ROTATE_ACTION)))
+        if client_ids is not None:
+            query = query.where(m.AuditEvent.client_id.in_(list(client_ids)))
+        history = GrantHistory()
+        for event in s.scalars(query.order_by(m.AuditEvent.seq)):
+            if event.client_id is None:
+                continue
+            details = self._verified_details(s, event, codec, keys)
+            if details is None:
+                history.doubts.setdefault(event.client_id, []).append(event.seq)
+                continue
+            by_admin = event.engineer_id in admins
+            if event.action == ROTATE_ACTION:
+                version = details.get("to_version")
+                if by_admin and isinstance(version, int):
+                    history.rotations.setdefault(event.client_id, {})[version] = (event.seq, event.at_us)
+                continue
+            name, until, grant_id = details.get("engineer"), details.get("until"), details.get("grant")
+            if not isinstance(name, str):
+                history.doubts.setdefault(event.client_id, []).append(event.seq)
+                continue
+            word = Word(
+                event.seq,
+                event.at_us,
+                event.action,
+                by_admin,
+                until if isinstance(until, int) else None,
+                grant_id if isinstance(grant_id, int) else None,
+            )
+            history.words.setdefault((name, event.client_id), []).append(word)
+        return history
+
+    def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
+        """Certified signing keys by (engineer id, generation), and the ids whose verified
+        certificate says admin (a removed admin included: what they signed stays theirs);
+        worked out once per transaction (a removal rotates many clients in one)."""
+        cached = s.info.get("grant_event_keys")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        keys: auditverify.Keys = {}
+        admins: set[int] = set()
+        names: dict[int, str] = {}
+        for row in s.scalars(select(m.Engineer)):
+            names[row.id] = row.name
+            if row.signing_public is None:
+                continue
+            try:
+                self._verify_certificate(s, row)
+            except VaultError:
+                continue
+            keys[(row.id, row.key_generation)] = row.signing_public
+            if row.role == ROLE_ADMIN:
+                admins.add(row.id)
+        for key in s.scalars(select(m.EngineerKey)):
+            try:
+                keys[(key.engineer_id, key.generation)] = self._verified_key(s, key, names.get(key.engineer_id, ""))
+            except VaultError:
+                keys.pop((key.engineer_id, key.generation), None)
+        s.info["grant_event_keys"] = (keys, admins)
+        return keys, admins
+
+    def _verified_details(
+        self, s: Session, event: m.AuditEvent, codec: chain.EventCodec, keys: auditverify.Keys
+    ) -> dict[str, Any] | None:
+        """The event's decrypted details if its hash and signature verify, else None."""
+        row = tuple(getattr(event, c.key) for c in auditverify._COLUMNS)
+        if auditverify._check([row], codec, keys, event.seq).problem is not None:
+            return None
+        client = s.get(m.Client, event.client_id)
+        if client is None or event.details_blob is None or event.key_version is None:
+            return None
+        try:
+            key = self._audit_key(s, client, event.key_version)
+            raw = blobs.decrypt_audit_detail(
+                key, event.key_version, event.details_blob, client.id, event.seq, event.action
+            )
+            details = json.loads(raw)
+        except (VaultError, ValueError):
+            return None
+        return details if isinstance(details, dict) else None
+
+    # -- the ledger's rows ----------------------------------------------------------------------
+
+    def _ledger_head(
+        self, s: Session, grants: Sequence[m.Grant], engineer: EngineerRecord
+    ) -> tuple[m.Grant | None, list[tuple[m.Grant, str]]]:
+        """The newest entry of one (engineer, client) ledger that verifies (or is revoked:
+        marking a row revoked only takes access away), and the rows before it that did not
+        verify (with why). ``grants`` come newest first (``GRANT_ORDER``)."""
+        bad: list[tuple[m.Grant, str]] = []
+        for grant in grants:
+            if is_revoked(grant):
+                return grant, bad  # a revoked entry grants nothing, whoever signed it (a removed admin)
+            try:
+                self._verify_grant(s, grant, engineer)
+            except VaultError as exc:
+                bad.append((grant, str(exc)))
+                continue
+            return grant, bad
+        return None, bad
+
+    def _grants_to_carry(
+        self, s: Session, engineer: EngineerRecord
+    ) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
+        """What may be re-sealed to an engineer's new keys (``engineer confirm`` after
+        ``rotate engineer``): for each client, the head of their ledger, its signature
+        checked over ``engineer.sealing_public`` (the keys it was signed for), live, and
+        the last word of the verified audit log; with every other row and why it is not
+        carried. A revocation cleared or a newer grant deleted in the database carries nothing."""
+        ledgers: dict[int, list[m.Grant]] = {}
+        query = select(m.Grant).where(m.Grant.engineer_id == engineer.id).order_by(*GRANT_ORDER)
+        for grant in s.scalars(query):
+            ledgers.setdefault(grant.client_id, []).append(grant)
+        history = self._grant_history(s, list(ledgers)) if ledgers else GrantHistory()
+        carried: list[m.Grant] = []
+        refused: list[tuple[m.Grant, str]] = []
+        for client_id, grants in sorted(ledgers.items()):
+            head, bad = self._ledger_head(s, grants, engineer)
+            refused += bad
+            if head is None or not self._is_live(head):
+                continue
+            problem = history.confirms(engineer.name, client_id, head)
+            if problem is None:
+                carried.append(head)
+            else:
+                refused.append((head, problem))
+        return carried, refused
+
+    def _is_live(self, grant: m.Grant | None) -> bool:
+        """A verified head that is not revoked and not past its until."""
+        if grant is None or is_revoked(grant):
+            return False
+        return grant.until is None or grant.until > epoch(self.clock())
+
+    def _refuse_grants(
+        self, s: Session, client_id: int, engineer: m.Engineer, refused: Iterable[tuple[m.Grant | None, str]]
+    ) -> int:
+        """Report grants that do not count (an audit event each) and delete every key copy
+        sealed to the engineer for the client. Returns how many were reported."""
+        n = 0
+        for grant, problem in refused:
+            details = {"engineer": engineer.name, "grant": grant.id if grant else None, "problem": problem[:200]}
+            self._append(s, "grant-refused", client_id=client_id, details=details)
+            n += 1
+        self._delete_seals(s, client_id, engineer.id)
+        return n
+
+    def _delete_seals(self, s: Session, client_id: int, engineer_id: int) -> None:
+        s.execute(
+            delete(m.ClientKeySeal).where(
+                m.ClientKeySeal.client_id == client_id,
+                m.ClientKeySeal.recipient_kind == "engineer",
+                m.ClientKeySeal.recipient_id == engineer_id,
+            )
+        )
