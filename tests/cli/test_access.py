@@ -412,3 +412,21 @@ def test_an_engineer_cannot_set_a_policy(team: Workspace) -> None:
     result = team.as_engineer(ENGINEER, "policy", "set", "acme", "--no-reason-required")
     assert_clean_error(result, SECRET)
     assert team.library().get_policy("acme").reason_required
+
+
+def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_applies(ready: Workspace) -> None:
+    """Issue 12 item 12: a database writer switches "reason required" off with SQL."""
+    engine = create_engine(ready.url)
+    with Session(engine) as s, s.begin():
+        s.execute(update(m.ClientPolicy).values(reason_required=False))
+    engine.dispose()
+    before = head(ready)
+    assert_clean_error(ready.admin("checkout", REF, "--show"), SECRET)
+    assert head(ready) == before  # nothing revealed, nothing recorded
+    shown = ok(ready.admin("policy", "show", "acme"))
+    assert "NO: the stored policy does not verify" in shown.stdout and "policy set acme" in shown.stderr
+    policy = ready.library().get_policy("acme")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (False, True, True)
+    ok(ready.admin("policy", "set", "acme", "--no-exclusive", "--no-rotate-after-checkout"))
+    policy = ready.library().get_policy("acme")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (True, True, False)

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from vault.crypto import keyrecord
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
 from vault.errors import AccessDenied, InvalidInput
-from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN
+from vault.service import policies
+from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
 from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress, RotationOps
@@ -151,6 +152,7 @@ class OffboardingOps(EngineerOps, RotationOps):
                 continue
             grant.granted_by = me.id
             grant.signature = sign.sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public))
+        self._adopt_policies(s, row)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -162,9 +164,9 @@ class OffboardingOps(EngineerOps, RotationOps):
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can see the vault's status")
-            info = self._info(s)
+            period = self._cryptoperiod(s)  # verified and bounded (policies.py)
             now = self.clock()
-            old = now - dt.timedelta(days=info.cryptoperiod_days)
+            old = now - dt.timedelta(days=period)
             warnings: list[str] = []
             if revision != head:
                 warnings.append(
@@ -173,16 +175,12 @@ class OffboardingOps(EngineerOps, RotationOps):
                 )
             root = self._current_root(s)
             if root.created_at < old:
-                warnings.append(
-                    f"the recovery key is older than {info.cryptoperiod_days} days: run `credvault rotate root`"
-                )
+                warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
             for client in s.scalars(select(m.Client)):
                 ck = s.get(m.ClientKey, (client.id, client.current_key_version))
                 slug = self._slug(s, client)
                 if ck is not None and ck.created_at < old:
-                    warnings.append(
-                        f"client {slug}: key version {ck.version} is older than {info.cryptoperiod_days} days"
-                    )
+                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
                 if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
                     warnings.append(
                         f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"
@@ -191,7 +189,7 @@ class OffboardingOps(EngineerOps, RotationOps):
                 certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
                 engineer = s.get(m.Engineer, key.engineer_id)
                 if certified < old and engineer is not None and engineer.status == ACTIVE:
-                    warnings.append(f"engineer {engineer.name}: keys older than {info.cryptoperiod_days} days")
+                    warnings.append(f"engineer {engineer.name}: keys older than {period} days")
             running = list(s.scalars(select(m.Rotation).where(m.Rotation.state == RUNNING)))
             for rotation in running:
                 progress = f"{rotation.done}/{rotation.total}"
@@ -208,9 +206,13 @@ class OffboardingOps(EngineerOps, RotationOps):
             return StatusReport(warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change))
 
     def set_cryptoperiod(self, days: int) -> None:
-        if not 1 <= days <= 3650:
+        """Days before keys are reported old (admin); signs both settings as they now apply."""
+        if not policies.MIN_CRYPTOPERIOD <= days <= policies.MAX_CRYPTOPERIOD:
             raise InvalidInput("bad cryptoperiod", hint="use between 1 and 3650 days")
         with self.store.transaction() as s:
-            self._my_admin_row(s)
-            self._info(s).cryptoperiod_days = days
+            admin = self._my_admin_row(s)
+            info = self._info(s)
+            info.retention_versions = self._retention(s)  # an unverified value is not signed as it stands
+            info.cryptoperiod_days = days
+            policies.sign_settings(self._my_signing_key(), info, admin.id, epoch(self.clock()))
             self._append(s, "settings", public={"cryptoperiod_days": days})

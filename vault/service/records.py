@@ -167,6 +167,7 @@ class PolicyInfo(_Record):
     rotate_after_checkout: bool
     checkout_minutes: int
     stale_days: int | None = None
+    signed: bool = True  # False: the stored policy does not verify; the strict one applies
 
 
 @dataclass(frozen=True, repr=False)

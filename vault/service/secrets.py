@@ -20,6 +20,7 @@ from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, NotFound
 from vault.service import validation
 from vault.service.clients import ClientOps
+from vault.service.policies import PolicyOps
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
@@ -34,7 +35,7 @@ class _Opened:
     data_key: bytes
 
 
-class SecretOps(ClientOps):
+class SecretOps(ClientOps, PolicyOps):
     def _lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self._client_field(s, client, client.lookup_key_blob, "lookup-key")
 
@@ -113,8 +114,9 @@ class SecretOps(ClientOps):
         self._prune_versions(s, secret)
 
     def _prune_versions(self, s: Session, secret: m.Secret) -> None:
-        """Destroy versions, with their data keys, beyond the retention setting (default 10)."""
-        cutoff = secret.current_version - self._info(s).retention_versions
+        """Destroy versions, with their data keys, beyond the retention setting (default 10;
+        never fewer than 1 kept: the version just written survives whatever the row says)."""
+        cutoff = secret.current_version - self._retention(s)
         if cutoff >= 1:
             s.flush()
             s.execute(
