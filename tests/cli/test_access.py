@@ -430,3 +430,39 @@ def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_a
     ok(ready.admin("policy", "set", "acme", "--no-exclusive", "--no-rotate-after-checkout"))
     policy = ready.library().get_policy("acme")
     assert (policy.signed, policy.reason_required, policy.exclusive) == (True, True, False)
+
+
+def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_the_record(ready: Workspace) -> None:
+    """Issue 12 item 16: `secret show` printed MFA seeds and enable secrets, unlogged."""
+    seed, enable = "JBSWY3DPEHPK3PXP", "En4ble-S3cret"
+    ok(
+        ready.admin(
+            "secret",
+            "update",
+            REF,
+            "--field",
+            f"mfa-seed={seed}",
+            "--sensitive-field",
+            f"enable={enable}",
+            "--public-field",
+            "pin-colour=blue",
+        )
+    )
+    shown = ok(ready.admin("secret", "show", REF))
+    data = json.loads(ok(ready.admin("secret", "show", REF, "--json")).stdout)
+    listed = ok(ready.admin("secret", "list", "acme", "--json"))
+    for output in (shown.output, json.dumps(data), listed.output):
+        assert seed not in output and enable not in output
+    assert f"credvault checkout {REF} --field mfa-seed" in shown.stdout
+    assert (data["fields"], data["sensitive_fields"]) == ({"pin-colour": "blue"}, ["enable", "mfa-seed"])
+    before, _ = head(ready)
+    assert ok(ready.admin("checkout", REF, "--field", "mfa-seed", "-r", "T-5 token", "--show")).stdout.strip() == seed
+    [event] = [e for e in events_after(ready, before) if e.action == "checkout"]
+    assert event.details is not None and event.details["field"] == "mfa-seed"
+    vault = ready.library()
+    try:
+        assert [(r.field, r.reason) for r in vault.report_at_risk(ADMIN) if r.field != "password"] == [
+            ("mfa-seed", "T-5 token")
+        ]
+    finally:
+        vault.close()

@@ -288,3 +288,18 @@ def test_no_hold_no_policy_row_needed_for_an_old_client(acme):
         mallory.checkin(ref)
     revealed = mallory.checkout(ref, reason=REASON)
     assert revealed.value == "pw-1" and revealed.must_change
+
+
+def test_status_names_a_policy_and_settings_that_do_not_verify(acme):
+    shared, slug, _ref, client_id, _alice, _mallory = acme
+    assert not any(slug in w for w in shared.admin.status().warnings)
+    _set_policy_row(shared, client_id, exclusive=True)
+    shared.db.run(update(m.VaultInfo).values(retention_versions=2))
+    try:
+        warnings = shared.admin.status().warnings
+        assert any(f"client {slug}: its policy does not verify" in w for w in warnings)
+        assert any("the vault settings do not verify, so 10 versions are kept" in w for w in warnings)
+    finally:
+        shared.db.run(update(m.VaultInfo).values(retention_versions=10))
+    shared.admin.set_policy(slug, exclusive=False, rotate_after_checkout=False)
+    assert not any(slug in w for w in shared.admin.status().warnings)

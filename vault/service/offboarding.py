@@ -173,6 +173,7 @@ class OffboardingOps(EngineerOps, RotationOps):
                     f"the database schema is at revision {revision}; this version of credvault brings {head}: "
                     "run `credvault db upgrade`"
                 )
+            warnings += self._settings_warnings(s)
             root = self._current_root(s)
             if root.created_at < old:
                 warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
@@ -181,6 +182,11 @@ class OffboardingOps(EngineerOps, RotationOps):
                 slug = self._slug(s, client)
                 if ck is not None and ck.created_at < old:
                     warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
+                if not self._policy(s, client.id).signed:
+                    warnings.append(
+                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
+                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
+                    )
                 if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
                     warnings.append(
                         f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"

@@ -168,3 +168,16 @@ class PolicyOps(VaultBase):
         """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
         stored = _clamp(self._info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
         return stored if self._settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
+
+    def _settings_warnings(self, s: Session) -> list[str]:
+        """For ``status``: settings an admin set that no longer verify (so do not apply)."""
+        info = self._info(s)
+        if self._settings_signed(s):
+            return []
+        stored = (info.retention_versions, info.cryptoperiod_days)
+        if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
+            return []  # never set: the defaults apply, as they always did
+        return [
+            f"the vault settings do not verify, so {self._retention(s)} versions are kept per secret and keys are "
+            f"reported old after {self._cryptoperiod(s)} days: set them again with `credvault settings`"
+        ]

@@ -78,6 +78,7 @@ class SecretInfo(_Record):
     fields: dict[str, str] = field(default_factory=dict)
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    sensitive_fields: tuple[str, ...] = ()  # names only: their values are revealed by checkout
 
     @property
     def ref(self) -> str:
