@@ -143,12 +143,16 @@ def test_an_admin_re_signs_an_unverified_policy_starting_from_the_strict_one(acm
     assert mallory.checkout(ref, hold=False).value == "pw-1"  # an admin's relaxation applies
 
 
-def test_a_policy_signed_by_a_removed_admin_is_adopted_by_the_remover(acme):
+def test_a_policy_and_settings_signed_by_a_removed_admin_are_adopted_by_the_remover(acme):
     shared, slug, ref, _client_id, _alice, mallory = acme
     other = shared.engineer("admin", role="admin")
     other.set_policy(slug, reason_required=False)
+    other.set_retention(12)
     shared.admin.remove_engineer(other.engineer_name)
     assert shared.admin.get_policy(slug).signed
+    with shared.admin.store.transaction() as s:
+        assert (shared.admin._settings_signed(s), shared.admin._retention(s)) == (True, 12)
+    shared.admin.set_retention(10)
     mallory.unlock(mallory.engineer_name, shared.passphrases[mallory.engineer_name])  # keys rotated
     assert mallory.checkout(ref, hold=False).value == "pw-1"
 

@@ -129,12 +129,16 @@ class CheckoutOps(SecretOps):
             return self._policy_info(client, Policy(**{**wanted, "signed": True}))
 
     def _adopt_policies(self, s: Session, departing: m.Engineer) -> None:
-        """Re-sign, as the acting admin, the policies ``departing`` signed that verify now
-        (before they lose the admin role); the others stay unverified: strict."""
+        """Re-sign, as the acting admin, the policies and settings ``departing`` signed that
+        verify now (before they lose the admin role); the others stay unverified."""
         me = self._my_admin_row(s)
+        at = epoch(self.clock())
         for stored in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id)):
             if self._verified_policy(s, stored.client_id, stored).signed:
-                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, me.id, epoch(self.clock()))
+                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, me.id, at)
+        info = self._info(s)
+        if info.settings_signed_by == departing.id and self._settings_signed(s):
+            policies.sign_settings(self._my_signing_key(), info, me.id, at)
 
     # -- reveal and checkout ---------------------------------------------------------------------
 
