@@ -39,6 +39,27 @@ def _parse_fields(_ctx: click.Context, _param: click.Parameter, values: tuple[st
     return fields
 
 
+def _parse_sensitive(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str | None]:
+    """KEY=VALUE, or KEY alone: its value is then asked for at a hidden prompt (not in argv)."""
+    fields: dict[str, str | None] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise click.BadParameter("write KEY or KEY=VALUE, e.g. --sensitive-field mfa-seed")
+        fields[key] = value if sep else None
+    return fields
+
+
+def _prompted(fields: dict[str, str | None]) -> dict[str, str]:
+    """The sensitive fields given without a value, asked for (hidden, twice)."""
+    return {
+        key: value
+        if value is not None
+        else str(click.prompt(f"Value of {key}", hide_input=True, confirmation_prompt=True, err=True))
+        for key, value in fields.items()
+    }
+
+
 def metadata_options(fn: F) -> F:
     """The options shared by `secret add` and `secret update`."""
     decorators = [
@@ -58,9 +79,9 @@ def metadata_options(fn: F) -> F:
             "--sensitive-field",
             "sensitive_fields",
             multiple=True,
-            callback=_parse_fields,
-            metavar="KEY=VALUE",
-            help="A custom field revealed only by checkout (logged); repeat for more.",
+            callback=_parse_sensitive,
+            metavar="KEY[=VALUE]",
+            help="A custom field revealed only by checkout (logged); KEY alone asks for the value. Repeat for more.",
         ),
         click.option(
             "--public-field",
@@ -135,7 +156,7 @@ def add_secret(
     host: str | None,
     note: str | None,
     fields: dict[str, str],
-    sensitive_fields: dict[str, str],
+    sensitive_fields: dict[str, str | None],
     public_fields: dict[str, str],
     password_stdin: bool,
     generate: bool,
@@ -147,7 +168,7 @@ def add_secret(
     Example:
       credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --username admin --generate
       printf '%s' "$PW" | credvault secret add acme/m365 --kind service --url https://portal.office.com --password-stdin
-      credvault secret add acme/sw01 --kind equipment --generate --field vlan=20 --sensitive-field enable=S3cret
+      credvault secret add acme/sw01 --kind equipment --generate --field vlan=20 --sensitive-field enable
     """
     password, how = _password_from_options(password_stdin, generate, length, prompt=True)
     assert password is not None
@@ -160,7 +181,7 @@ def add_secret(
         host=host,
         note=note,
         fields=fields,
-        sensitive_fields=sensitive_fields or None,
+        sensitive_fields=_prompted(sensitive_fields) or None,
         public_fields=public_fields or None,
     )
     click.echo(f"Added {info.ref} ({info.kind}, version {info.version}).")
@@ -182,7 +203,7 @@ def update_secret(
     host: str | None,
     note: str | None,
     fields: dict[str, str],
-    sensitive_fields: dict[str, str],
+    sensitive_fields: dict[str, str | None],
     public_fields: dict[str, str],
     password_stdin: bool,
     generate: bool,
@@ -212,7 +233,7 @@ def update_secret(
         password=password,
         kind=kind,
         fields=fields or None,
-        sensitive_fields=sensitive_fields or None,
+        sensitive_fields=_prompted(sensitive_fields) or None,
         public_fields=public_fields or None,
         **changes,
     )

@@ -466,3 +466,15 @@ def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_
         ]
     finally:
         vault.close()
+
+
+def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(ready: Workspace) -> None:
+    value = "Rec0very-1111-2222"
+    result = ok(ready.admin("secret", "update", REF, "--sensitive-field", "rescue", input=f"{value}\n{value}\n"))
+    assert value not in result.stdout
+    vault = ready.library()
+    try:
+        assert vault.show_secret(REF).sensitive_fields == ("rescue",)
+        assert vault.reveal(REF, "rescue", reason="T-6 check") == value
+    finally:
+        vault.close()
