@@ -247,8 +247,14 @@ def _echo_policy(info: object) -> None:
             ("rotate after checkout", info.rotate_after_checkout),
             ("checkout lasts", f"{info.checkout_minutes} min"),
             ("stale after", f"{info.stale_days} days" if info.stale_days else "off"),
+            ("signed", "yes" if info.signed else "NO: the stored policy does not verify; the strict one applies"),
         ]
     )
+    if not info.signed:
+        click.echo(
+            f"hint: an admin re-signs it: `credvault policy set {info.client} ...` (starting from the values above)",
+            err=True,
+        )
 
 
 COMMANDS = [checkout, checkin, checkouts, policy]

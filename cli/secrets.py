@@ -4,6 +4,11 @@ A password is never taken from the command line and never printed here: it comes
 from a hidden prompt (typed twice), from standard input (``--password-stdin``), or is
 generated (``--generate``). Revealing a password to a person is the checkout
 command's job; these commands show metadata only.
+
+Custom fields: ``--field KEY=VALUE`` is sensitive when its name looks like a secret's
+(pass, secret, key, token, seed, otp, mfa, pin, code, recovery, enable, ...), else
+shown with the metadata; ``--sensitive-field`` and ``--public-field`` say so explicitly.
+A sensitive field is revealed only by ``credvault checkout REF --field KEY`` (logged).
 """
 
 from __future__ import annotations
@@ -34,6 +39,27 @@ def _parse_fields(_ctx: click.Context, _param: click.Parameter, values: tuple[st
     return fields
 
 
+def _parse_sensitive(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str | None]:
+    """KEY=VALUE, or KEY alone: its value is then asked for at a hidden prompt (not in argv)."""
+    fields: dict[str, str | None] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise click.BadParameter("write KEY or KEY=VALUE, e.g. --sensitive-field mfa-seed")
+        fields[key] = value if sep else None
+    return fields
+
+
+def _prompted(fields: dict[str, str | None]) -> dict[str, str]:
+    """The sensitive fields given without a value, asked for (hidden, twice)."""
+    return {
+        key: value
+        if value is not None
+        else str(click.prompt(f"Value of {key}", hide_input=True, confirmation_prompt=True, err=True))
+        for key, value in fields.items()
+    }
+
+
 def metadata_options(fn: F) -> F:
     """The options shared by `secret add` and `secret update`."""
     decorators = [
@@ -47,7 +73,23 @@ def metadata_options(fn: F) -> F:
             multiple=True,
             callback=_parse_fields,
             metavar="KEY=VALUE",
-            help="A custom field; repeat for more.",
+            help="A custom field, sensitive if its name looks like a secret's (e.g. mfa-seed); repeat for more.",
+        ),
+        click.option(
+            "--sensitive-field",
+            "sensitive_fields",
+            multiple=True,
+            callback=_parse_sensitive,
+            metavar="KEY[=VALUE]",
+            help="A custom field revealed only by checkout (logged); KEY alone asks for the value. Repeat for more.",
+        ),
+        click.option(
+            "--public-field",
+            "public_fields",
+            multiple=True,
+            callback=_parse_fields,
+            metavar="KEY=VALUE",
+            help="A custom field shown with the metadata, whatever its name; repeat for more.",
         ),
         click.option(
             "--password-stdin",
@@ -114,6 +156,8 @@ def add_secret(
     host: str | None,
     note: str | None,
     fields: dict[str, str],
+    sensitive_fields: dict[str, str | None],
+    public_fields: dict[str, str],
     password_stdin: bool,
     generate: bool,
     length: int | None,
@@ -124,11 +168,21 @@ def add_secret(
     Example:
       credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --username admin --generate
       printf '%s' "$PW" | credvault secret add acme/m365 --kind service --url https://portal.office.com --password-stdin
+      credvault secret add acme/sw01 --kind equipment --generate --field vlan=20 --sensitive-field enable
     """
     password, how = _password_from_options(password_stdin, generate, length, prompt=True)
     assert password is not None
     info = app.session_vault().add_secret(
-        ref, password=password, kind=kind, username=username, url=url, host=host, note=note, fields=fields
+        ref,
+        password=password,
+        kind=kind,
+        username=username,
+        url=url,
+        host=host,
+        note=note,
+        fields=fields,
+        sensitive_fields=_prompted(sensitive_fields) or None,
+        public_fields=public_fields or None,
     )
     click.echo(f"Added {info.ref} ({info.kind}, version {info.version}).")
     _generated_note(how, password)
@@ -149,6 +203,8 @@ def update_secret(
     host: str | None,
     note: str | None,
     fields: dict[str, str],
+    sensitive_fields: dict[str, str | None],
+    public_fields: dict[str, str],
     password_stdin: bool,
     generate: bool,
     length: int | None,
@@ -172,7 +228,15 @@ def update_secret(
         for name, value in (("username", username), ("url", url), ("host", host), ("note", note))
         if value is not None
     }
-    info = app.session_vault().update_secret(ref, password=password, kind=kind, fields=fields or None, **changes)
+    info = app.session_vault().update_secret(
+        ref,
+        password=password,
+        kind=kind,
+        fields=fields or None,
+        sensitive_fields=_prompted(sensitive_fields) or None,
+        public_fields=public_fields or None,
+        **changes,
+    )
     click.echo(f"Updated {info.ref}: now version {info.version}.")
     _generated_note(how, password)
 
@@ -203,7 +267,10 @@ def list_secrets(app: AppContext, client_slug: str | None, as_json: bool) -> Non
 @JSON
 @pass_app
 def show_secret(app: AppContext, ref: str, as_json: bool) -> None:
-    """Show a secret's metadata (never its password).
+    """Show a secret's metadata (never its password nor its sensitive fields).
+
+    Sensitive custom fields are listed by name; `credvault checkout REF --field NAME`
+    reveals one (logged).
 
     \b
     Example:
@@ -223,6 +290,9 @@ def show_secret(app: AppContext, ref: str, as_json: bool) -> None:
         ("note", info.note),
     ]
     pairs += [(f"field {key}", value) for key, value in sorted(info.fields.items())]
+    pairs += [
+        (f"field {key}", f"(sensitive: `credvault checkout {info.ref} --field {key}`)") for key in info.sensitive_fields
+    ]
     pairs += [("created", info.created_at), ("updated", info.updated_at)]
     echo_pairs(pairs)
 

@@ -412,3 +412,69 @@ def test_an_engineer_cannot_set_a_policy(team: Workspace) -> None:
     result = team.as_engineer(ENGINEER, "policy", "set", "acme", "--no-reason-required")
     assert_clean_error(result, SECRET)
     assert team.library().get_policy("acme").reason_required
+
+
+def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_applies(ready: Workspace) -> None:
+    """Issue 12 item 12: a database writer switches "reason required" off with SQL."""
+    engine = create_engine(ready.url)
+    with Session(engine) as s, s.begin():
+        s.execute(update(m.ClientPolicy).values(reason_required=False))
+    engine.dispose()
+    before = head(ready)
+    assert_clean_error(ready.admin("checkout", REF, "--show"), SECRET)
+    assert head(ready) == before  # nothing revealed, nothing recorded
+    shown = ok(ready.admin("policy", "show", "acme"))
+    assert "NO: the stored policy does not verify" in shown.stdout and "policy set acme" in shown.stderr
+    policy = ready.library().get_policy("acme")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (False, True, True)
+    ok(ready.admin("policy", "set", "acme", "--no-exclusive", "--no-rotate-after-checkout"))
+    policy = ready.library().get_policy("acme")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (True, True, False)
+
+
+def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_the_record(ready: Workspace) -> None:
+    """Issue 12 item 16: `secret show` printed MFA seeds and enable secrets, unlogged."""
+    seed, enable = "JBSWY3DPEHPK3PXP", "En4ble-S3cret"
+    ok(
+        ready.admin(
+            "secret",
+            "update",
+            REF,
+            "--field",
+            f"mfa-seed={seed}",
+            "--sensitive-field",
+            f"enable={enable}",
+            "--public-field",
+            "pin-colour=blue",
+        )
+    )
+    shown = ok(ready.admin("secret", "show", REF))
+    data = json.loads(ok(ready.admin("secret", "show", REF, "--json")).stdout)
+    listed = ok(ready.admin("secret", "list", "acme", "--json"))
+    for output in (shown.output, json.dumps(data), listed.output):
+        assert seed not in output and enable not in output
+    assert f"credvault checkout {REF} --field mfa-seed" in shown.stdout
+    assert (data["fields"], data["sensitive_fields"]) == ({"pin-colour": "blue"}, ["enable", "mfa-seed"])
+    before, _ = head(ready)
+    assert ok(ready.admin("checkout", REF, "--field", "mfa-seed", "-r", "T-5 token", "--show")).stdout.strip() == seed
+    [event] = [e for e in events_after(ready, before) if e.action == "checkout"]
+    assert event.details is not None and event.details["field"] == "mfa-seed"
+    vault = ready.library()
+    try:
+        assert [(r.field, r.reason) for r in vault.report_at_risk(ADMIN) if r.field != "password"] == [
+            ("mfa-seed", "T-5 token")
+        ]
+    finally:
+        vault.close()
+
+
+def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(ready: Workspace) -> None:
+    value = "Rec0very-1111-2222"
+    result = ok(ready.admin("secret", "update", REF, "--sensitive-field", "rescue", input=f"{value}\n{value}\n"))
+    assert value not in result.stdout
+    vault = ready.library()
+    try:
+        assert vault.show_secret(REF).sensitive_fields == ("rescue",)
+        assert vault.reveal(REF, "rescue", reason="T-6 check") == value
+    finally:
+        vault.close()

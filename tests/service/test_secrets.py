@@ -35,7 +35,8 @@ def test_every_field_round_trips(shared, reveal):
     admin.add_secret(f"{c}/sw01", password="x", kind="service", host="10.0.0.1")
     info = admin.show_secret(f"{c}/fw01-admin")
     assert (info.client, info.name, info.kind, info.version) == (c, "fw01-admin", "equipment", 1)
-    assert (info.username, info.url, info.host, info.note, info.fields) == (USERNAME, URL, None, NOTE, FIELDS)
+    assert (info.username, info.url, info.host, info.note) == (USERNAME, URL, None, NOTE)
+    assert (info.fields, info.sensitive_fields) == ({"serial": FIELDS["serial"]}, ("Wifi-PSK", "pin_code"))
     assert reveal(admin, f"{c}/fw01-admin") == PASSWORD
     assert reveal(admin, f"{c}/fw01-admin", "username") == USERNAME
     assert reveal(admin, f"{c}/fw01-admin", "url") == URL
@@ -323,3 +324,88 @@ def test_unknown_secrets_and_versions_are_not_found(shared, reveal):
     ):
         with pytest.raises(NotFound):
             call()
+
+
+# -- sensitive custom fields (issue 12, item 16) ------------------------------------------------
+
+SEED, ENABLE, RECOVERY = "JBSWY3DPEHPK3PXP", "en-4ble ✓", "1111-2222-3333"
+
+
+def _sensitive_secret(shared):  # type: ignore[no-untyped-def]
+    """A client with a secret holding an MFA seed, an enable secret, a recovery code and a
+    VLAN, and an engineer holding a grant for it."""
+    c = shared.client()
+    ref = f"{c}/fw01"
+    shared.admin.add_secret(
+        ref,
+        password="pw",
+        kind="equipment",
+        fields={"mfa-seed": SEED, "vlan": "20"},
+        sensitive_fields={"enable": ENABLE, "rescue": RECOVERY},
+    )
+    alice = shared.engineer("alice")
+    shared.admin.grant(alice.engineer_name, c)
+    return ref, alice
+
+
+def test_secret_show_and_list_never_return_a_sensitive_field(shared):
+    ref, alice = _sensitive_secret(shared)
+    c = ref.split("/")[0]
+    for info in (alice.show_secret(ref), *alice.list_secrets(c), *shared.admin.list_secrets(c)):
+        assert info.fields == {"vlan": "20"}
+        assert info.sensitive_fields == ("enable", "mfa-seed", "rescue")
+        dumped = f"{info!r} {info.to_json()}"
+        for value in (SEED, ENABLE, RECOVERY):
+            assert value not in dumped
+
+
+def test_a_sensitive_field_is_revealed_by_checkout_logged_and_counted_at_risk(shared):
+    ref, alice = _sensitive_secret(shared)
+    assert alice.checkout(ref, field="mfa-seed", reason="T-1 token reset", hold=False).value == SEED
+    assert alice.checkout(ref, field="enable", reason="T-2 enable", hold=False).value == ENABLE
+    name = alice.engineer_name
+    access = shared.admin.report_access(name)
+    assert {(r.secret, r.field, r.reason) for r in access} == {
+        ("fw01", "mfa-seed", "T-1 token reset"),
+        ("fw01", "enable", "T-2 enable"),
+    }
+    assert {r.field for r in shared.admin.report_at_risk(name)} == {"mfa-seed", "enable"}
+    shared.admin.update_secret(ref, fields={"mfa-seed": "NEWSEED234567"})  # rotated on the token server
+    assert {r.field for r in shared.admin.report_at_risk(name)} == {"enable"}
+
+
+def test_marks_override_the_name_and_survive_updates(shared):
+    c = shared.client()
+    ref = f"{c}/sw01"
+    shared.admin.add_secret(ref, password="pw", public_fields={"pin-colour": "blue"}, sensitive_fields={"vlan": "7"})
+    info = shared.admin.show_secret(ref)
+    assert (info.fields, info.sensitive_fields) == ({"pin-colour": "blue"}, ("vlan",))
+    shared.admin.update_secret(ref, fields={"vlan": "8", "pin-colour": "red"})  # plain --field keeps the marks
+    info = shared.admin.show_secret(ref)
+    assert (info.fields, info.sensitive_fields) == ({"pin-colour": "red"}, ("vlan",))
+    shared.admin.update_secret(ref, public_fields={"vlan": "8"}, sensitive_fields={"pin-colour": "red"})
+    info = shared.admin.show_secret(ref)
+    assert (info.fields, info.sensitive_fields) == ({"vlan": "8"}, ("pin-colour",))
+    with pytest.raises(InvalidInput, match="twice"):
+        shared.admin.update_secret(ref, fields={"vlan": "9"}, sensitive_fields={"vlan": "9"})
+
+
+def test_fields_stored_before_the_marks_are_classified_by_name_and_old_views_count_as_reveals(shared):
+    """A version written by the code before item 16 has no marks; a `secret show` logged
+    then printed every field, so the reports count it as a reveal of the sensitive ones."""
+    ref, alice = _sensitive_secret(shared)
+    c = ref.split("/")[0]
+    old_ref = f"{c}/legacy"
+    shared.admin.add_secret(old_ref, password="pw", fields={"recovery-codes": RECOVERY, "rack": "R4"})
+    with shared.admin.store.transaction() as s:
+        client, secret, _slug = shared.admin._secret(s, old_ref)
+        metadata = shared.admin._open(s, client, secret, shared.admin._version(s, secret, None)).metadata
+        assert "sensitive_fields" not in metadata and "public_fields" not in metadata  # the old layout
+    info = alice.show_secret(old_ref)
+    assert (info.fields, info.sensitive_fields) == ({"rack": "R4"}, ("recovery-codes",))
+    assert shared.admin.report_at_risk(alice.engineer_name) == []  # a view now reveals nothing
+    with alice.store.transaction() as s:  # what the old show_secret logged: no details
+        client, secret, _slug = alice._secret(s, old_ref)
+        alice._append(s, "secret-view", client_id=client.id, secret_id=secret.id)
+    [record] = shared.admin.report_at_risk(alice.engineer_name)
+    assert (record.secret, record.field, record.version, record.changed_since) == ("legacy", "recovery-codes", 1, False)

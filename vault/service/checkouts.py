@@ -12,12 +12,13 @@ exactly one wins and the other gets ``CheckoutConflict`` naming the holder.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import signing
+from vault.crypto import blobs, chain, signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG, LABEL_TAG_SECRET_NAME
 from vault.errors import (
     AccessDenied,
@@ -27,13 +28,15 @@ from vault.errors import (
     InvalidInput,
     NotFound,
     StoreUnavailable,
+    UntrustedRecord,
     VaultError,
 )
-from vault.service import rows, validation
-from vault.service.base import ROLE_ADMIN
+from vault.service import policies, rows, validation
+from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.passwords import generate_password
+from vault.service.policies import Policy
 from vault.service.records import CheckoutInfo, PolicyInfo, Revealed, SecretInfo
-from vault.service.rows import EngineerRecord, HasId, PolicyRecord, SecretRecord, VersionRecord
+from vault.service.rows import EngineerRecord, HasId, SecretRecord, VersionRecord
 from vault.service.secrets import METADATA_FIELDS, SecretOps
 from vault.storage import models as m
 
@@ -51,34 +54,29 @@ class _Target(NamedTuple):
     secret: SecretRecord
     must_change: bool
     slug: str
-    policy: PolicyRecord
+    policy: Policy  # verified, or the strict policy (policies.py)
     version: VersionRecord | None  # None: read it after the holds are known
 
 
 class CheckoutOps(SecretOps):
-    # -- policy --------------------------------------------------------------------------
+    # -- policy ----------------------------------------------------------------------------
+    # A policy is used only through its admin's signature (policies.py); a missing,
+    # unsigned or forged row reads as the strict policy.
 
-    def _policy(self, s: Session, client_id: int) -> m.ClientPolicy:
-        policy = s.get(m.ClientPolicy, client_id)
-        if policy is None:  # clients made before policies existed get the defaults
-            policy = m.ClientPolicy(
-                client_id=client_id,
-                reason_required=True,
-                exclusive=False,
-                rotate_after_checkout=False,
-                checkout_minutes=120,
-                updated_at=self.clock(),
-            )
-            s.add(policy)
-        return policy
+    def _policy(self, s: Session, client_id: int) -> Policy:
+        return self._verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))
+
+    @staticmethod
+    def _policy_info(client: str, p: Policy) -> PolicyInfo:
+        return PolicyInfo(
+            client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days, p.signed
+        )
 
     def get_policy(self, client: str) -> PolicyInfo:
+        """The policy that applies (``signed`` False: the stored one fails verification, the strict one applies)."""
         with self.store.transaction() as s:
             row = self._client(s, client)
-            p = self._policy(s, row.id)
-            return PolicyInfo(
-                client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days
-            )
+            return self._policy_info(client, self._policy(s, row.id))
 
     def set_policy(
         self,
@@ -90,35 +88,57 @@ class CheckoutOps(SecretOps):
         checkout_for: dt.timedelta | None = None,
         stale_days: int | None = None,
     ) -> PolicyInfo:
+        """Change a client's policy and sign it (admin). What is not given keeps its value
+        as it applies now: the strict one when the stored policy does not verify."""
         with self.store.transaction() as s:
-            self._my_admin_row(s)
+            admin = self._my_admin_row(s)
             row = self._client(s, client)
-            p = self._policy(s, row.id)
-            changes: dict[str, object] = {}
+            stored = s.get(m.ClientPolicy, row.id)
+            current = self._verified_policy(s, row.id, stored, (admin,))
+            wanted = current._asdict()
             for name, value in (
                 ("reason_required", reason_required),
                 ("exclusive", exclusive),
                 ("rotate_after_checkout", rotate_after_checkout),
             ):
-                if value is not None and getattr(p, name) != value:
-                    setattr(p, name, value)
-                    changes[name] = value
+                if value is not None:
+                    wanted[name] = value
             if checkout_for is not None:
                 minutes = int(checkout_for.total_seconds() // 60)
-                if not 1 <= minutes <= 7 * 24 * 60:
+                if not 1 <= minutes <= policies.MAX_CHECKOUT_MINUTES:
                     raise InvalidInput("bad checkout length", hint="use between 1m and 7d")
-                p.checkout_minutes = minutes
-                changes["checkout_minutes"] = minutes
+                wanted["checkout_minutes"] = minutes
             if stale_days is not None:
-                if not 0 <= stale_days <= 36500:
+                if not 0 <= stale_days <= policies.MAX_STALE_DAYS:
                     raise InvalidInput("bad stale-after", hint="use a number of days; 0 turns the flag off")
-                p.stale_days = stale_days or None
-                changes["stale_days"] = stale_days
-            p.updated_at = self.clock()
+                wanted["stale_days"] = stale_days or None
+            changes: dict[str, object] = {
+                name: value for name, value in wanted.items() if name != "signed" and getattr(current, name) != value
+            }
+            if not current.signed:
+                changes["signed"] = True  # a policy that did not verify is signed afresh
+            if stored is None:
+                stored = m.ClientPolicy(client_id=row.id)
+                s.add(stored)
+            for name in ("reason_required", "exclusive", "rotate_after_checkout", "checkout_minutes", "stale_days"):
+                setattr(stored, name, wanted[name])
+            now = self.clock()
+            stored.updated_at = now
+            policies.sign_policy(self._my_signing_key(), self._vid(s), stored, admin.id, epoch(now))
             self._append(s, "policy-set", client_id=row.id, details=changes)
-            return PolicyInfo(
-                client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days
-            )
+            return self._policy_info(client, Policy(**{**wanted, "signed": True}))
+
+    def _adopt_policies(self, s: Session, departing: m.Engineer) -> None:
+        """Re-sign, as the acting admin, the policies and settings ``departing`` signed that
+        verify now (before they lose the admin role); the others stay unverified."""
+        me = self._my_admin_row(s)
+        at = epoch(self.clock())
+        for stored in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id)):
+            if self._verified_policy(s, stored.client_id, stored).signed:
+                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, me.id, at)
+        info = self._info(s)
+        if info.settings_signed_by == departing.id and self._settings_signed(s):
+            policies.sign_settings(self._my_signing_key(), info, me.id, at)
 
     # -- reveal and checkout ---------------------------------------------------------------------
 
@@ -174,9 +194,13 @@ class CheckoutOps(SecretOps):
             )
         now = self.clock()
         held = self._lock_and_find_holds(s, secret)
-        others = [c for c in held if c.engineer_id != me.id and c.exclusive]
-        if others or (policy.exclusive and hold and any(c.engineer_id != me.id for c in held)):
-            holder = others[0] if others else next(c for c in held if c.engineer_id != me.id)
+        # Another's hold can only stop this checkout if it claims to be exclusive, or if the
+        # policy is (then only when this checkout holds too): only those are verified.
+        blocking = [c for c in held if c.exclusive or (policy.exclusive and hold)]
+        theirs = self._genuine_holds(s, t.client, t.audit_keys_blob, secret.id, blocking, me.id)
+        others = [c for c in theirs if c.exclusive]
+        if others or (policy.exclusive and hold and theirs):
+            holder = others[0] if others else theirs[0]
             who = s.get(m.Engineer, holder.engineer_id)
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
@@ -274,9 +298,8 @@ class CheckoutOps(SecretOps):
                 return None
             if bundle is None:
                 self._first_valid_grant(s, read.grants, row, read.signers)
-            if read.policy is None:
-                return None  # a client without a policy row: the general path makes one
             client, secret = read.client, read.secret
+            policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
             lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
@@ -293,7 +316,7 @@ class CheckoutOps(SecretOps):
             secret,
             secret.must_change,
             slug,
-            read.policy,
+            policy,
             read.version,
         )
 
@@ -308,6 +331,86 @@ class CheckoutOps(SecretOps):
         if conn.dialect.name != "sqlite":
             rows.LOCK_SECRET.all(conn, {"secret": secret.id})
         return [rows.HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret.id, "now": self.clock()})]
+
+    def _genuine_holds(
+        self,
+        s: Session,
+        client: HasId,
+        audit_keys_blob: bytes | None,
+        secret_id: int,
+        held: list[rows.HoldRow],
+        me_id: int,
+    ) -> list[rows.HoldRow]:
+        """Other engineers' open checkouts that their audit events vouch for, each marked
+        exclusive as its event says. A hold row is honoured only if the event it names is a
+        ``checkout`` of this secret by that engineer, whose hash and signature (by that
+        engineer's certified key) verify and whose details, sealed under the client's audit
+        key, match the row's exclusivity and end. Planted or edited holds block nobody."""
+        out = []
+        for hold in held:
+            if hold.engineer_id == me_id:
+                continue
+            exclusive = self._hold_event(s, client, audit_keys_blob, secret_id, hold)
+            if exclusive is not None:
+                out.append(hold._replace(exclusive=exclusive))
+        return out
+
+    def _hold_event(
+        self, s: Session, client: HasId, audit_keys_blob: bytes | None, secret_id: int, hold: rows.HoldRow
+    ) -> bool | None:
+        """Whether the checkout event behind ``hold`` made it exclusive; None if it does not verify."""
+        e = s.get(m.AuditEvent, hold.event_seq)
+        if (
+            e is None
+            or audit_keys_blob is None
+            or e.action != "checkout"
+            or (e.engineer_id, e.client_id, e.secret_id) != (hold.engineer_id, client.id, secret_id)
+            or e.signature is None
+            or e.details_blob is None
+            or e.key_version is None
+        ):
+            return None
+        codec = chain.EventCodec(self._vid(s))
+        digest = codec.audit_event_hash(
+            e.seq,
+            e.at_us,
+            e.engineer_id,
+            e.key_generation,
+            e.action,
+            e.client_id,
+            e.secret_id,
+            e.key_version,
+            e.details_blob,
+            e.details_json,
+            e.prev_hash,
+        )
+        public = self._event_key(s, hold.engineer_id, e.key_generation)
+        if digest != e.hash or public is None or not codec.signature_valid(public, e.signature, e.seq, digest):
+            return None
+        try:
+            ring = self._ring(s, client, audit_keys_blob)
+            if not 1 <= e.key_version <= len(ring) // 32:
+                return None
+            key = ring[(e.key_version - 1) * 32 : e.key_version * 32]
+            raw = blobs.decrypt_audit_detail(key, e.key_version, e.details_blob, client.id, e.seq, e.action)
+            details = json.loads(raw)
+        except (VaultError, ValueError):
+            return None
+        if not isinstance(details, dict) or details.get("until") != int(hold.expires_at.timestamp()):
+            return None
+        return details.get("exclusive") is True
+
+    def _event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
+        """The certified signing key of an engineer's key generation, or None."""
+        row = s.get(m.Engineer, engineer_id)
+        try:
+            if row is not None and row.key_generation == generation and row.signing_public is not None:
+                self._verify_certificate(s, row)
+                return row.signing_public
+            key = s.get(m.EngineerKey, (engineer_id, generation))
+            return None if key is None or row is None else self._verified_key(s, key, row.name)
+        except UntrustedRecord:
+            return None
 
     def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
         opened = self._open(s, client, secret, row)
@@ -335,12 +438,17 @@ class CheckoutOps(SecretOps):
         me = self._my_row(s)
         _client, secret, _slug = self._secret(s, ref)
         holds = self._lock_and_find_holds(s, secret)
+        # A hold whose row says "not exclusive" may have been edited: under an exclusive
+        # policy every hold is checked against its event, which says what it was.
+        exclusive_policy = bool(holds) and self._policy(s, _client.id).exclusive
+        claimed = [c for c in holds if c.exclusive or exclusive_policy]
+        holds = self._genuine_holds(s, _client, _client.audit_keys_blob, secret.id, claimed, me.id)
         if rows.connection(s).dialect.name != "sqlite":
             # Locked now (PostgreSQL, READ COMMITTED): read the row again, so that an update
             # committed while we waited for the lock is the one this one follows, instead of
             # both writing the same next version and one failing on the unique key.
             s.refresh(secret)
-        others = [c for c in holds if c.engineer_id != me.id and c.exclusive]
+        others = [c for c in holds if c.exclusive]
         if others:
             holder = s.get(m.Engineer, others[0].engineer_id)
             until = others[0].expires_at.isoformat(timespec="minutes")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
 from vault.errors import AccessDenied, AlreadyExists, GrantExpired, InvalidInput, NotFound, VaultError
-from vault.service import validation
+from vault.service import policies, validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, epoch, is_revoked
 from vault.service.grantledger import GrantHistory, GrantLedgerOps
 from vault.service.records import ClientInfo, GrantInfo
@@ -140,16 +140,16 @@ class ClientOps(GrantLedgerOps):
             client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
             self._count_encryptions(s, client.id, 1, 3)
             self._client_keys[(client.id, 1)] = key
-            s.add(
-                m.ClientPolicy(
-                    client_id=client.id,
-                    reason_required=True,
-                    exclusive=False,
-                    rotate_after_checkout=False,
-                    checkout_minutes=120,
-                    updated_at=now,
-                )
+            policy = m.ClientPolicy(
+                client_id=client.id,
+                reason_required=True,
+                exclusive=False,
+                rotate_after_checkout=False,
+                checkout_minutes=policies.DEFAULT_CHECKOUT_MINUTES,
+                updated_at=now,
             )
+            policies.sign_policy(self._my_signing_key(), self._vid(s), policy, admin.id, epoch(now))
+            s.add(policy)
             self._append(s, "client-create", client_id=client.id, details={"slug": slug})
             return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
 

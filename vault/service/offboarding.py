@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import keyrecord
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
 from vault.errors import AccessDenied, IntegrityError, InvalidInput
+from vault.service import policies
 from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
@@ -175,6 +176,7 @@ class OffboardingOps(EngineerOps, RotationOps):
                 continue
             grant.granted_by = me.id
             grant.signature = sign.sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public))
+        self._adopt_policies(s, row)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -186,26 +188,28 @@ class OffboardingOps(EngineerOps, RotationOps):
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can see the vault's status")
-            info = self._info(s)
+            period = self._cryptoperiod(s)  # verified and bounded (policies.py)
             now = self.clock()
-            old = now - dt.timedelta(days=info.cryptoperiod_days)
+            old = now - dt.timedelta(days=period)
             warnings: list[str] = []
             if revision != head:
                 warnings.append(
                     f"the database schema is at revision {revision}; this version of credvault brings {head}: "
                     "run `credvault db upgrade`"
                 )
+            warnings += self._settings_warnings(s)
             root = self._current_root(s)
             if root.created_at < old:
-                warnings.append(
-                    f"the recovery key is older than {info.cryptoperiod_days} days: run `credvault rotate root`"
-                )
+                warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
             for client in s.scalars(select(m.Client)):
                 ck = s.get(m.ClientKey, (client.id, client.current_key_version))
                 slug = self._slug(s, client)
                 if ck is not None and ck.created_at < old:
+                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
+                if not self._policy(s, client.id).signed:
                     warnings.append(
-                        f"client {slug}: key version {ck.version} is older than {info.cryptoperiod_days} days"
+                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
+                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
                     )
                 if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
                     warnings.append(
@@ -215,7 +219,7 @@ class OffboardingOps(EngineerOps, RotationOps):
                 certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
                 engineer = s.get(m.Engineer, key.engineer_id)
                 if certified < old and engineer is not None and engineer.status == ACTIVE:
-                    warnings.append(f"engineer {engineer.name}: keys older than {info.cryptoperiod_days} days")
+                    warnings.append(f"engineer {engineer.name}: keys older than {period} days")
             running = list(s.scalars(select(m.Rotation).where(m.Rotation.state == RUNNING)))
             for rotation in running:
                 progress = f"{rotation.done}/{rotation.total}"
@@ -232,9 +236,13 @@ class OffboardingOps(EngineerOps, RotationOps):
             return StatusReport(warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change))
 
     def set_cryptoperiod(self, days: int) -> None:
-        if not 1 <= days <= 3650:
+        """Days before keys are reported old (admin); signs both settings as they now apply."""
+        if not policies.MIN_CRYPTOPERIOD <= days <= policies.MAX_CRYPTOPERIOD:
             raise InvalidInput("bad cryptoperiod", hint="use between 1 and 3650 days")
         with self.store.transaction() as s:
-            self._my_admin_row(s)
-            self._info(s).cryptoperiod_days = days
+            admin = self._my_admin_row(s)
+            info = self._info(s)
+            info.retention_versions = self._retention(s)  # an unverified value is not signed as it stands
+            info.cryptoperiod_days = days
+            policies.sign_settings(self._my_signing_key(), info, admin.id, epoch(self.clock()))
             self._append(s, "settings", public={"cryptoperiod_days": days})

@@ -78,6 +78,7 @@ class SecretInfo(_Record):
     fields: dict[str, str] = field(default_factory=dict)
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    sensitive_fields: tuple[str, ...] = ()  # names only: their values are revealed by checkout
 
     @property
     def ref(self) -> str:
@@ -167,6 +168,7 @@ class PolicyInfo(_Record):
     rotate_after_checkout: bool
     checkout_minutes: int
     stale_days: int | None = None
+    signed: bool = True  # False: the stored policy does not verify; the strict one applies
 
 
 @dataclass(frozen=True, repr=False)

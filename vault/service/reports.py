@@ -5,22 +5,31 @@ the reason, and whether the revealed value has changed since: the revealed versi
 value is compared, inside the vault, with the current one. A value that has not
 changed is at risk if that engineer leaves: someone must change it on the equipment.
 The at-risk list is made only from a log whose whole chain verifies (issue 12, item 7).
+
+Sensitive custom fields (secrets.py) are revealed only by checkout, so they appear here
+like the password. Before they existed, ``secret show`` printed every custom field: a
+``secret-view`` event without the "public-only" mark counts as a reveal of each
+sensitive field of the version current at that time.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.errors import IntegrityError, NotFound, VaultError
 from vault.service.audit import AuditOps
 from vault.service.checkouts import CheckoutOps
 from vault.service.records import AccessRecord
+from vault.service.secrets import VIEW_PUBLIC_ONLY, sensitive_field_names
 from vault.storage import models as m
 
 REVEAL_ACTIONS = ("reveal", "checkout")
+VIEW = "secret-view"
+LEGACY_VIEW = "(secret show, before sensitive fields were kept for checkout)"
 
 
 class ReportOps(CheckoutOps, AuditOps):
@@ -71,13 +80,17 @@ class ReportOps(CheckoutOps, AuditOps):
         names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
         events = s.scalars(
             select(m.AuditEvent)
-            .where(m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_(REVEAL_ACTIONS))
+            .where(m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_((*REVEAL_ACTIONS, VIEW)))
             .order_by(m.AuditEvent.seq)
         ).all()
         out = []
         for event in events:
             entry = self._entry(s, event, names)
             details = entry.details or {}
+            if event.action == VIEW:
+                if details.get("fields") != VIEW_PUBLIC_ONLY:
+                    out.extend(self._legacy_view_records(s, event, entry.client or "?", entry.secret, entry.at))
+                continue
             field = str(details.get("field", "password"))
             version = int(details.get("version", 0))
             changed = self._changed_since(s, event.client_id, event.secret_id, version, field)
@@ -94,6 +107,40 @@ class ReportOps(CheckoutOps, AuditOps):
                 )
             )
         return out
+
+    def _legacy_view_records(
+        self, s: Session, event: m.AuditEvent, client_slug: str, secret_name: str | None, at: dt.datetime
+    ) -> list[AccessRecord]:
+        """The sensitive fields a ``secret show`` logged before they were kept for checkout
+        printed: those of the version current then (or now, if that one is gone)."""
+        client = s.get(m.Client, event.client_id) if event.client_id is not None else None
+        secret = s.get(m.Secret, event.secret_id) if event.secret_id is not None else None
+        if client is None or secret is None:
+            return []  # purged or deleted: nothing left to change
+        version = s.scalar(
+            select(func.max(m.SecretVersion.version)).where(
+                m.SecretVersion.secret_id == secret.id, m.SecretVersion.created_at <= at
+            )
+        )
+        try:
+            row = self._version(s, secret, version)
+            names = sensitive_field_names(self._open(s, client, secret, row).metadata)
+        except VaultError:
+            return []
+        name = secret_name or f"#{event.secret_id}"
+        return [
+            AccessRecord(
+                event.seq,
+                at,
+                client_slug,
+                name,
+                field,
+                row.version,
+                LEGACY_VIEW,
+                self._changed_since(s, client.id, secret.id, row.version, field),
+            )
+            for field in names
+        ]
 
     def _changed_since(
         self, s: Session, client_id: int | None, secret_id: int | None, version: int, field: str

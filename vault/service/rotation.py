@@ -29,7 +29,8 @@ from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_TAG_CLIENT_SLUG
 from vault.errors import InvalidInput, VaultError
-from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle
+from vault.service import policies
+from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
 from vault.service.passwords import generate_password
 from vault.service.records import RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
@@ -352,11 +353,15 @@ class RotationOps(ReportOps):
         return self.update_secret(ref, password=password)
 
     def set_retention(self, versions: int) -> None:
-        if not 1 <= versions <= 1000:
+        """Versions kept per secret (admin); signs both settings as they now apply."""
+        if not policies.MIN_RETENTION <= versions <= policies.MAX_RETENTION:
             raise InvalidInput("bad retention", hint="keep between 1 and 1000 versions")
         with self.store.transaction() as s:
-            self._my_admin_row(s)
-            self._info(s).retention_versions = versions
+            admin = self._my_admin_row(s)
+            info = self._info(s)
+            info.cryptoperiod_days = self._cryptoperiod(s)  # an unverified value is not signed as it stands
+            info.retention_versions = versions
+            policies.sign_settings(self._my_signing_key(), info, admin.id, epoch(self.clock()))
             self._append(s, "settings", public={"retention_versions": versions})
 
     def client_key_versions(self, client: str) -> list[tuple[int, str]]:

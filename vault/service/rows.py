@@ -118,17 +118,6 @@ class VersionRecord(Protocol):
     def metadata_blob(self) -> bytes: ...
 
 
-class PolicyRecord(Protocol):
-    @property
-    def reason_required(self) -> bool: ...
-    @property
-    def exclusive(self) -> bool: ...
-    @property
-    def rotate_after_checkout(self) -> bool: ...
-    @property
-    def checkout_minutes(self) -> int: ...
-
-
 class EngineerRow(NamedTuple):
     id: int
     name: str
@@ -170,19 +159,27 @@ class SecretRow(NamedTuple):
 
 
 class PolicyRow(NamedTuple):
+    """A client's stored policy, unverified (``CheckoutOps`` verifies it: policies.py)."""
+
     reason_required: bool
     exclusive: bool
     rotate_after_checkout: bool
     checkout_minutes: int
+    stale_days: int | None
+    signed_by: int | None
+    signed_at: int | None
+    signature: bytes | None
 
 
 class HoldRow(NamedTuple):
-    """An open checkout of a secret."""
+    """An open checkout of a secret, as stored: honoured only once its ``event_seq``
+    event verifies (``CheckoutOps._genuine_holds``)."""
 
     id: int
     engineer_id: int
     exclusive: bool
     expires_at: dt.datetime
+    event_seq: int
 
 
 class VersionRow(NamedTuple):

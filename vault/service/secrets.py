@@ -4,11 +4,21 @@ Every new value (and every metadata change) is a new version with a fresh data k
 wrapped by the client's current key. A version holds two blobs: the password, and the
 metadata (name, username, URL, host, note, custom fields) as sorted JSON, so that
 showing or listing a secret never decrypts its password.
+
+A custom field is either metadata, shown by ``show_secret`` and ``list_secrets``, or
+**sensitive** (an MFA seed, an enable secret, a recovery code), revealed only by a
+checkout, which is logged and counted in the access and at-risk reports. A field is
+sensitive if its name looks like a secret's (``SENSITIVE_NAME``) unless it was stored
+as public, or if it was stored as sensitive; the marks live in the metadata blob
+(``sensitive_fields`` / ``public_fields``, docs/format.md §4.1), so fields written before
+the marks existed are classified by their name when read.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +30,29 @@ from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, NotFound
 from vault.service import validation
 from vault.service.clients import ClientOps
+from vault.service.policies import PolicyOps
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
 
 UNSET: Any = object()
 METADATA_FIELDS = ("username", "url", "host", "note")
+# Names that look like a secret's: such a custom field is sensitive unless stored as public.
+SENSITIVE_NAME = re.compile(r"pass|secret|key|token|seed|otp|mfa|2fa|pin|code|recovery|enable|cred|psk")
+SENSITIVE_MARKS, PUBLIC_MARKS = "sensitive_fields", "public_fields"
+
+
+def field_is_sensitive(name: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether custom field ``name`` of a version's metadata is revealed only by checkout."""
+    if name in (metadata.get(PUBLIC_MARKS) or ()):
+        return False
+    if name in (metadata.get(SENSITIVE_MARKS) or ()):
+        return True
+    return SENSITIVE_NAME.search(name.lower()) is not None
+
+
+def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
+    return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
 
 
 @dataclass(frozen=True, repr=False)
@@ -34,7 +61,7 @@ class _Opened:
     data_key: bytes
 
 
-class SecretOps(ClientOps):
+class SecretOps(ClientOps, PolicyOps):
     def _lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self._client_field(s, client, client.lookup_key_blob, "lookup-key")
 
@@ -113,8 +140,9 @@ class SecretOps(ClientOps):
         self._prune_versions(s, secret)
 
     def _prune_versions(self, s: Session, secret: m.Secret) -> None:
-        """Destroy versions, with their data keys, beyond the retention setting (default 10)."""
-        cutoff = secret.current_version - self._info(s).retention_versions
+        """Destroy versions, with their data keys, beyond the retention setting (default 10;
+        never fewer than 1 kept: the version just written survives whatever the row says)."""
+        cutoff = secret.current_version - self._retention(s)
         if cutoff >= 1:
             s.flush()
             s.execute(
@@ -123,6 +151,10 @@ class SecretOps(ClientOps):
 
     @staticmethod
     def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
+        """A secret's metadata: its public custom fields with their values, its sensitive
+        ones by name only (their values are revealed by checkout)."""
+        custom = metadata.get("fields") or {}
+        sensitive = sensitive_field_names(metadata)
         return SecretInfo(
             client=slug,
             name=metadata["name"],
@@ -132,9 +164,10 @@ class SecretOps(ClientOps):
             url=metadata.get("url"),
             host=metadata.get("host"),
             note=metadata.get("note"),
-            fields=dict(metadata.get("fields") or {}),
+            fields={name: value for name, value in custom.items() if name not in sensitive},
             created_at=secret.created_at,
             updated_at=secret.updated_at,
+            sensitive_fields=tuple(sensitive),
         )
 
     # -- public API ---------------------------------------------------------------------
@@ -150,9 +183,15 @@ class SecretOps(ClientOps):
         host: str | None = None,
         note: str | None = None,
         fields: dict[str, str] | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
     ) -> SecretInfo:
+        """Add a secret. ``fields`` are custom fields classified by their name (sensitive
+        if it looks like a secret's); ``sensitive_fields`` are always revealed only by
+        checkout, ``public_fields`` always shown with the metadata."""
         slug, name = validation.secret_ref(ref)
-        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=fields or {})
+        custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
+        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
         validation.kind(kind)
         validation.password(password)
         with self.store.transaction() as s:
@@ -184,9 +223,16 @@ class SecretOps(ClientOps):
         note: Any = UNSET,
         fields: dict[str, str] | None = None,
         kind: str | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
     ) -> SecretInfo:
-        """Store a new version; fields left UNSET keep their value, None clears them."""
+        """Store a new version; fields left UNSET keep their value, None clears them.
+        A custom field given in ``fields`` keeps its sensitive/public mark; one given in
+        ``sensitive_fields`` or ``public_fields`` takes that mark."""
         changes = {"username": username, "url": url, "host": host, "note": note}
+        if sensitive_fields or public_fields:
+            changes[SENSITIVE_MARKS] = sensitive_fields or {}
+            changes[PUBLIC_MARKS] = public_fields or {}
         with self.store.transaction() as s:
             return self._update_in(s, ref, password, changes, fields, kind)
 
@@ -211,12 +257,13 @@ class SecretOps(ClientOps):
         old_password = password
         if old_password is None:
             old_password = self._password(client, secret, row, opened)
+        changes = dict(changes)
+        sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
         current = dict(opened.metadata)
         for key, value in changes.items():
             if value is not UNSET:
                 current[key] = value
-        merged_fields = dict(current.get("fields") or {})
-        merged_fields.update(fields or {})
+        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
         metadata = _metadata(
             current["name"],
             username=current.get("username"),
@@ -224,6 +271,7 @@ class SecretOps(ClientOps):
             host=current.get("host"),
             note=current.get("note"),
             fields=merged_fields,
+            marks=marks,
         )
         if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
             raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
@@ -265,13 +313,16 @@ class SecretOps(ClientOps):
             return sorted(out, key=lambda info: (info.client, info.name))
 
     def show_secret(self, ref: str) -> SecretInfo:
-        """A secret's metadata; its password is not decrypted."""
+        """A secret's metadata; its password and sensitive fields are not shown."""
         with self.store.transaction() as s:
             client, secret, slug = self._secret(s, ref)
             info = self._secret_info(
                 slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata
             )
-            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id)
+            # "public-only": this view showed no sensitive field (views logged before it
+            # existed showed every field: the reports count those; reports.py).
+            details = {"fields": VIEW_PUBLIC_ONLY}
+            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id, details=details)
             return info
 
     def secret_history(self, ref: str) -> list[VersionInfo]:
@@ -294,12 +345,44 @@ class SecretOps(ClientOps):
             ]
 
 
+VIEW_PUBLIC_ONLY = "public-only"
+
+
+def _custom_fields(
+    current: Mapping[str, Any],
+    fields: dict[str, str] | None,
+    sensitive: dict[str, str] | None,
+    public: dict[str, str] | None,
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The custom fields of a new version, and their explicit marks, from the current
+    metadata (its fields and marks) and the fields given now."""
+    fields, sensitive, public = fields or {}, sensitive or {}, public or {}
+    given = [*fields, *sensitive, *public]
+    if len(given) != len(set(given)):
+        twice = sorted({name for name in given if given.count(name) > 1})
+        raise InvalidInput(
+            f"field {validation.shown(twice[0])} is given twice", hint="give each field once, with one of the options"
+        )
+    merged = {**(current.get("fields") or {}), **fields, **sensitive, **public}
+    marked_sensitive = (set(current.get(SENSITIVE_MARKS) or ()) - set(public)) | set(sensitive)
+    marked_public = (set(current.get(PUBLIC_MARKS) or ()) - set(sensitive)) | set(public)
+    marks = {SENSITIVE_MARKS: sorted(marked_sensitive & set(merged)), PUBLIC_MARKS: sorted(marked_public & set(merged))}
+    return merged, marks
+
+
 def _metadata(
-    name: str, *, username: str | None, url: str | None, host: str | None, note: str | None, fields: dict[str, str]
+    name: str,
+    *,
+    username: str | None,
+    url: str | None,
+    host: str | None,
+    note: str | None,
+    fields: dict[str, str],
+    marks: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     if url and host:
         raise InvalidInput("give either --url or --host, not both")
-    return {
+    metadata: dict[str, Any] = {
         "name": name,
         "username": validation.field_value("username", username),
         "url": validation.field_value("URL", url),
@@ -307,3 +390,7 @@ def _metadata(
         "note": validation.field_value("note", note, allow_newlines=True),
         "fields": validation.custom_fields(fields),
     }
+    for key, names in (marks or {}).items():
+        if names:  # absent when empty: a version without marks reads as before they existed
+            metadata[key] = names
+    return metadata

@@ -71,6 +71,10 @@ class VaultInfo(Base):
     backup_key_seal: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     retention_versions: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     cryptoperiod_days: Mapped[int] = mapped_column(Integer, default=365, server_default="365")
+    # The two settings above, signed by an admin (docs/format.md, "Signed settings").
+    settings_signed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    settings_signed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    settings_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
@@ -246,6 +250,10 @@ class ClientPolicy(Base):
     checkout_minutes: Mapped[int] = mapped_column(Integer, default=120)
     stale_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Every field above but ``updated_at``, signed by an admin (docs/format.md, "Signed policies").
+    signed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    signed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
 
 
 OPEN = text("released_at IS NULL")

@@ -1,0 +1,183 @@
+"""Client policies and vault settings: signed by an admin, verified where they are used.
+
+A client's policy (reason required, exclusive, rotate after checkout, checkout length,
+stale-after) and the vault's settings (versions kept per secret, cryptoperiod) decide
+how much a checkout is watched and how much history a check-in destroys. Stored as
+plain rows, any database writer could relax them; so each row carries an Ed25519
+signature by an active admin over the vault id, the client id and every field
+(docs/format.md, "Signed policies and settings"), checked on every use:
+
+* a policy row that is missing, unsigned, or whose signature or signer fails reads as
+  the **strict policy**: a reason required, exclusive, the password flagged for change
+  after each checkout, a checkout of at most the default length. An admin re-signs it
+  with ``set_policy`` (which starts from the policy as read, so from the strict one);
+* settings that fail verification read as their defaults, bounded so that a forged row
+  can only keep *more* versions (``retention >= 10``) and warn *sooner*
+  (``cryptoperiod <= 365``); signed or not, both are clamped to their ranges where used.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy.orm import Session
+
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
+from vault.errors import UntrustedRecord
+from vault.service.base import VaultBase
+from vault.service.rows import EngineerRecord, PolicyRow
+from vault.storage import models as m
+
+DEFAULT_CHECKOUT_MINUTES = 120
+MAX_CHECKOUT_MINUTES = 7 * 24 * 60
+MAX_STALE_DAYS = 36500
+DEFAULT_RETENTION, MIN_RETENTION, MAX_RETENTION = 10, 1, 1000
+DEFAULT_CRYPTOPERIOD, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD = 365, 1, 3650
+
+
+class Policy(NamedTuple):
+    """A client's policy as it applies: verified, or the strict policy (``signed`` False)."""
+
+    reason_required: bool
+    exclusive: bool
+    rotate_after_checkout: bool
+    checkout_minutes: int
+    stale_days: int | None
+    signed: bool
+
+
+StoredPolicy = m.ClientPolicy | PolicyRow  # as read by the ORM or by the checkout's Core query
+
+
+def strict_policy(row: StoredPolicy | None) -> Policy:
+    """What applies when a policy cannot be trusted: every check on, the shorter length."""
+    if row is None:
+        return Policy(True, True, True, DEFAULT_CHECKOUT_MINUTES, None, False)
+    minutes = row.checkout_minutes
+    if not isinstance(minutes, int) or not 1 <= minutes <= DEFAULT_CHECKOUT_MINUTES:
+        minutes = DEFAULT_CHECKOUT_MINUTES
+    stale = row.stale_days
+    return Policy(True, True, True, minutes, stale if isinstance(stale, int) and stale > 0 else None, False)
+
+
+def policy_fields(vault_id: bytes, client_id: int, row: StoredPolicy) -> tuple[signing.ContextItem, ...]:
+    """What a policy signature covers (booleans as 0/1: they are not context items)."""
+    return (
+        vault_id,
+        client_id,
+        int(bool(row.reason_required)),
+        int(bool(row.exclusive)),
+        int(bool(row.rotate_after_checkout)),
+        int(row.checkout_minutes),
+        int(row.stale_days or 0),
+        int(row.signed_by or 0),
+        int(row.signed_at or 0),
+    )
+
+
+def sign_policy(key: signing.SigningKey, vault_id: bytes, row: m.ClientPolicy, admin_id: int, at: int) -> None:
+    """Sign ``row`` as the admin ``admin_id`` (the caller checked they are the acting admin)."""
+    row.signed_by, row.signed_at = admin_id, at
+    row.signature = key.sign(LABEL_SIG_POLICY, *policy_fields(vault_id, row.client_id, row))
+
+
+def settings_fields(vault_id: bytes, info: m.VaultInfo) -> tuple[signing.ContextItem, ...]:
+    return (
+        vault_id,
+        int(info.retention_versions),
+        int(info.cryptoperiod_days),
+        int(info.settings_signed_by or 0),
+        int(info.settings_signed_at or 0),
+    )
+
+
+def sign_settings(key: signing.SigningKey, info: m.VaultInfo, admin_id: int, at: int) -> None:
+    info.settings_signed_by, info.settings_signed_at = admin_id, at
+    info.settings_signature = key.sign(LABEL_SIG_SETTINGS, *settings_fields(info.vault_id, info))
+
+
+def _clamp(value: object, low: int, high: int, default: int) -> int:
+    return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class PolicyOps(VaultBase):
+    """Reading policies and settings through their signatures."""
+
+    def _signer(self, s: Session, signer_id: int | None, known: tuple[EngineerRecord | None, ...]) -> EngineerRecord:
+        """The signer's row (one the caller read already, else looked up), checked as an active admin."""
+        for row in known:
+            if row is not None and row.id == signer_id:
+                return self._check_admin(s, row)
+        return self._verified_admin(s, signer_id or 0)
+
+    def _verified_policy(
+        self, s: Session, client_id: int, row: StoredPolicy | None, known: tuple[EngineerRecord | None, ...] = ()
+    ) -> Policy:
+        """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain)."""
+        if row is None or row.signature is None:
+            return strict_policy(row)
+        try:
+            admin = self._signer(s, row.signed_by, known)
+            assert admin.signing_public is not None
+            signing.verify(
+                admin.signing_public,
+                row.signature,
+                LABEL_SIG_POLICY,
+                *policy_fields(self._vid(s), client_id, row),
+                what="the client's policy",
+            )
+        except UntrustedRecord:
+            return strict_policy(row)
+        minutes, stale = row.checkout_minutes, row.stale_days
+        if not 1 <= minutes <= MAX_CHECKOUT_MINUTES or not (stale is None or 0 < stale <= MAX_STALE_DAYS):
+            return strict_policy(row)  # signed, but out of range: never by this code
+        return Policy(
+            bool(row.reason_required),
+            bool(row.exclusive),
+            bool(row.rotate_after_checkout),
+            minutes,
+            stale,
+            True,
+        )
+
+    def _settings_signed(self, s: Session) -> bool:
+        info = self._info(s)
+        if info.settings_signature is None:
+            return False
+        try:
+            admin = self._verified_admin(s, info.settings_signed_by or 0)
+            assert admin.signing_public is not None
+            signing.verify(
+                admin.signing_public,
+                info.settings_signature,
+                LABEL_SIG_SETTINGS,
+                *settings_fields(self._vid(s), info),
+                what="the vault settings",
+            )
+        except UntrustedRecord:
+            return False
+        return True
+
+    def _retention(self, s: Session) -> int:
+        """Versions kept per secret: bounded; at least the default unless an admin signed it."""
+        stored = _clamp(self._info(s).retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
+        return stored if self._settings_signed(s) else max(stored, DEFAULT_RETENTION)
+
+    def _cryptoperiod(self, s: Session) -> int:
+        """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
+        stored = _clamp(self._info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
+        return stored if self._settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
+
+    def _settings_warnings(self, s: Session) -> list[str]:
+        """For ``status``: settings an admin set that no longer verify (so do not apply)."""
+        info = self._info(s)
+        if self._settings_signed(s):
+            return []
+        stored = (info.retention_versions, info.cryptoperiod_days)
+        if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
+            return []  # never set: the defaults apply, as they always did
+        return [
+            f"the vault settings do not verify, so {self._retention(s)} versions are kept per secret and keys are "
+            f"reported old after {self._cryptoperiod(s)} days: set them again with `credvault settings`"
+        ]
