@@ -89,7 +89,7 @@ class BackupOps(PurgeOps):
 
     def _client_backup_key(self, s: Session, client: m.Client) -> bytes:
         if client.backup_key_blob is None:
-            version = client.current_key_version
+            version = self._current_key_version(s, client)
             key = blobs.new_key()
             client.backup_key_blob = blobs.encrypt_client_field(
                 self._client_key(s, client.id, version), version, key, client.id, "backup-key"

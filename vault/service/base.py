@@ -104,6 +104,7 @@ class VaultBase:
         self._slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
         self._cursors: dict[int, tuple[int, int]] = {}  # rotation id -> last re-wrapped (secret id, version)
         self._root: RootBundle | None = None
+        self.adoption_skipped: list[str] = []  # forged records the last admin removal or rotation did not adopt
 
     @property
     def kdf_params(self) -> keyrecord.Argon2Params:
@@ -301,6 +302,33 @@ class VaultBase:
             *self._client_key_fields(s, ck),
             what=f"client key version {ck.version}",
         )
+
+    def _newest_signed_key(self, s: Session, client_id: int) -> m.ClientKey | None:
+        """The client's newest client-key version whose record an active admin signed.
+
+        Versions only grow, and a rotation makes its new version current at once, so this
+        is the version the admins made current; rows that do not verify (planted by a
+        writer of the database) are passed over."""
+        for ck in s.scalars(
+            select(m.ClientKey).where(m.ClientKey.client_id == client_id).order_by(m.ClientKey.version.desc())
+        ):
+            try:
+                self._verify_client_key_record(s, ck)
+            except UntrustedRecord:
+                continue
+            return ck
+        return None
+
+    def _current_key_version(self, s: Session, client: m.Client) -> int:
+        """The client-key version new data is written under: the newest signed version, which
+        must also be what ``clients.current_key_version`` says and must not be destroyed."""
+        ck = self._newest_signed_key(s, client.id)
+        if ck is None or ck.version != client.current_key_version or ck.state == "destroyed":
+            raise IntegrityError(
+                f"the current key of client #{client.id} is not its newest admin-signed key version",
+                hint="the database was changed outside credvault; an admin can run `credvault rotate client SLUG`",
+            )
+        return ck.version
 
     def _grant_fields(
         self, s: Session, grant: GrantRecord, sealing_public: bytes | None

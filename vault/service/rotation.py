@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_BACKUP_VAULT_KEY, LABEL_TAG_CLIENT_SLUG
-from vault.errors import InvalidInput
+from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, epoch
 from vault.service.passwords import generate_password
 from vault.service.records import RotationInfo, SecretInfo
@@ -87,7 +87,7 @@ class RotationOps(ReportOps):
         ):
             running.state, running.finished_at = SUPERSEDED, self.clock()
         bundle = self._root_bundle(s)
-        old_version = client.current_key_version
+        old_version = self._current_key_version(s, client)
         old_key = self._client_key(s, client.id, old_version)
         ring = self._audit_ring(s, client)
         slug = self._client_field(s, client, client.slug_blob, "slug")
@@ -277,11 +277,22 @@ class RotationOps(ReportOps):
         s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
         s.flush()
         clients = 0
+        refused: list[str] = []
         for client in s.scalars(select(m.Client)):
             for ck in s.scalars(
                 select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
-            ):
-                key = self._client_key(s, client.id, ck.version)
+            ).all():
+                try:
+                    key = self._client_key(s, client.id, ck.version)
+                except (UntrustedRecord, DecryptionFailed, NotFound):
+                    # a version no admin signed (or whose copy does not match): never re-sealed
+                    refused.append(f"client #{client.id} key version {ck.version}")
+                    s.execute(
+                        delete(m.ClientKeySeal).where(
+                            m.ClientKeySeal.client_id == client.id, m.ClientKeySeal.version == ck.version
+                        )
+                    )
+                    continue
                 self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
             slug = self._slug(s, client)
             client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
@@ -308,8 +319,10 @@ class RotationOps(ReportOps):
         self._append(
             s,
             "root-key-rotate",
-            public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name},
+            public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name}
+            | ({"refused": len(refused)} if refused else {}),
         )
+        self.adoption_skipped += [entry for entry in refused if entry not in self.adoption_skipped]
         return clients
 
     # -- secret values ----------------------------------------------------------------------------
