@@ -23,17 +23,20 @@ from vault.crypto.labels import (
     LABEL_SIG_ENGINEER,
     LABEL_SIG_ENGINEER_KEY,
     LABEL_SIG_GRANT,
+    LABEL_SIG_ORG_KEY,
 )
 from vault.errors import (
     AccessDenied,
     DecryptionFailed,
     GrantExpired,
     IntegrityError,
+    InvalidInput,
     Locked,
     NotFound,
     StoreUnavailable,
     UntrustedRecord,
 )
+from vault.service.records import RootRotation
 from vault.service.rows import EngineerRecord, GrantRecord, HasId, KeyCache
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage import models as m
@@ -46,6 +49,14 @@ ENCRYPTION_LIMIT = 2**32 - 2**24
 ENCRYPTION_WARNING = 2**31
 ROLE_ENGINEER = "engineer"
 ACTIVE = "active"
+
+
+def check_share_policy(k: int, n: int) -> None:
+    """Recovery shares: any k of n rebuild the root bundle (docs/format.md §6)."""
+    if not 2 <= k <= n <= 16 or k > 9:
+        raise InvalidInput(
+            "bad recovery shares", hint="use --shares K-of-N with 2 <= K <= N <= 16 and K <= 9 (e.g. 3-of-5)"
+        )
 
 
 def utcnow() -> dt.datetime:
@@ -105,6 +116,7 @@ class VaultBase:
         self._cursors: dict[int, tuple[int, int]] = {}  # rotation id -> last re-wrapped (secret id, version)
         self._root: RootBundle | None = None
         self.adoption_skipped: list[str] = []  # forged records the last admin removal or rotation did not adopt
+        self.last_root_rotation: RootRotation | None = None  # its shares are printed once by the CLI
 
     @property
     def kdf_params(self) -> keyrecord.Argon2Params:
@@ -158,8 +170,7 @@ class VaultBase:
     def _my_row(self, s: Session) -> m.Engineer:
         """The acting engineer's row, with its certificate verified and matching the session."""
         me = self._me()
-        info = self._info(s)
-        self._check_pin(me, info.org_signing_public)
+        self._org_head(s, me.org_signing_public)  # the pin leads, by signed links, to the current key
         row = s.get(m.Engineer, me.engineer_id)
         self._check_me(s, me, row)
         assert row is not None
@@ -206,11 +217,46 @@ class VaultBase:
     # -- certificates and signatures ------------------------------------------------
 
     def _org_public(self, s: Session) -> bytes:
-        """The organisation key records are verified against: the one the acting engineer
-        pinned at enrolment (from their key record) when a session is open, else the stored one."""
+        """The organisation key records are verified against: when a session is open, the
+        current key reached from the one the acting engineer pinned (in their key record)
+        by the signed forward chain (``_org_head``); else the stored one."""
         if self._session is not None:
-            return self._session.org_signing_public
+            return self._org_head(s, self._session.org_signing_public)
         return self._info(s).org_signing_public
+
+    def _org_head(self, s: Session, pinned: bytes) -> bytes:
+        """The current organisation key, trusted from ``pinned``: every key after the pinned
+        one must be signed by the key before it, and the last must be the vault's current
+        key. Checked once per transaction (held in ``s.info``)."""
+        current = self._info(s).org_signing_public
+        if pinned == current:
+            return current  # the common case: nothing rotated since the pin
+        cached = s.info.get("org_head")
+        if cached is not None and cached[0] == pinned and cached[1] == current:
+            return current
+        keys = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version)).all()
+        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+        if start is None:
+            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        head = keys[start]
+        for key in keys[start + 1 :]:
+            if key.version != head.version + 1:
+                raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
+            signing.verify(
+                head.public,
+                key.signature,
+                LABEL_SIG_ORG_KEY,
+                *self._org_key_fields(s, key, head.public),
+                what=f"organisation key version {key.version}",
+            )
+            head = key
+        if head.public != current:
+            raise UntrustedRecord("the vault's organisation key is not on the chain this engineer trusts")
+        s.info["org_head"] = (pinned, current)
+        return current
+
+    def _org_key_fields(self, s: Session, key: m.OrgKey, previous: bytes) -> tuple[signing.ContextItem, ...]:
+        return (self._vid(s), key.version, key.public, previous, key.signed_at)
 
     def _certificate_fields(self, s: Session, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
         return (

@@ -71,6 +71,7 @@ class OffboardingOps(EngineerOps, RotationOps):
         commits no current key is one they know. The re-wrapping batches follow; if they
         are cut short, `rotate resume` finishes them and `status` says so.
         """
+        self.last_root_rotation = None
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -88,7 +89,7 @@ class OffboardingOps(EngineerOps, RotationOps):
             row.status, row.disabled_at = DISABLED, now
             if was_active or row.certified_at is not None:
                 self._sign_certificate(s, row, self._root_bundle(s).org)
-            if was_admin:
+            if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
                 self._rotate_root(s)
             rotation_ids = []
             for client_id in sorted(exposed):
