@@ -9,11 +9,15 @@ that the attack does not succeed.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
-from vault.crypto import blobs, sealing, signing
-from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY
-from vault.errors import IntegrityError, VaultError
+from vault import Vault
+from vault.crypto import blobs, keyrecord, sealing, shamir, signing
+from vault.crypto.keyrecord import FLOOR
+from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER
+from vault.errors import DecryptionFailed, IntegrityError, UntrustedRecord, VaultError
+from vault.service.base import RootBundle
+from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
 REASON = "T-1 test"
@@ -203,3 +207,207 @@ def test_current_key_version_column_does_not_choose_the_write_key(team, db, reop
         r[0] for r in db.all(select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id))
     ]
     assert key_versions == [2]
+
+
+# -- item 8: a removed admin keeps the organisation signing seed ---------------------------------
+
+
+def _org_seed_of(vault) -> signing.SigningKey:  # type: ignore[no-untyped-def]
+    """What an admin can copy while still an admin: the organisation signing key."""
+    with vault.store.transaction() as s:
+        return signing.SigningKey(vault._root_bundle(s).org.seed)
+
+
+def _recertify(db, vault_id: bytes, org: signing.SigningKey, name: str) -> None:  # type: ignore[no-untyped-def]
+    """One UPDATE: the engineer is an active admin again, under a certificate made with ``org``."""
+    (row,) = db.all(select(m.Engineer).where(m.Engineer.name == name))[0]
+    fields = (
+        vault_id,
+        row.id,
+        row.name,
+        "admin",
+        "active",
+        row.key_generation,
+        row.sealing_public,
+        row.signing_public,
+        row.certified_at,
+    )
+    db.run(
+        update(m.Engineer)
+        .where(m.Engineer.id == row.id)
+        .values(role="admin", status="active", disabled_at=None, certificate=org.sign(LABEL_SIG_ENGINEER, *fields))
+    )
+
+
+def test_a_removed_admin_who_re_certifies_himself_gets_no_new_root_bundle(team, db, reopen):
+    """Item 8: admin2 copies the organisation seed, is removed, then re-certifies himself
+    with it (one UPDATE); the next `rotate root` must not seal the new bundle to him."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    seed = _org_seed_of(admin2)
+    admin.remove_engineer("admin2")
+    _recertify(db, admin.vault_id(), seed, "admin2")
+
+    honest = reopen(admin)
+    try:
+        result = honest.rotate_root()
+    except UntrustedRecord:
+        result = None  # refusing the whole rotation would also be safe
+    admin2_id = db.engineer_id("admin2")
+    assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == admin2_id)) == []
+    assert result is not None and "admin2" not in result.admins
+    assert any("admin2" in entry for entry in result.refused)
+    info = db.all(select(m.VaultInfo.org_signing_public))[0][0]
+    assert info != seed.public  # the copied seed certifies nothing current
+    assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
+
+
+def test_engineers_keep_working_across_org_key_rotations_without_re_enrolling(team, db, reopen):
+    """Item 8: the org key changes at every root rotation and admin removal; an engineer
+    enrolled under the first key keeps working (same session, a new one, a new unlock),
+    and after an unlock their key record pins the current key."""
+    admin = team.admin
+    team.engineer("admin2", role="admin")
+    alice = team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    admin.grant("alice", "acme")
+    first = db.all(select(m.VaultInfo.org_signing_public))[0][0]
+
+    admin.remove_engineer("admin2")
+    reopen(admin).rotate_root()
+
+    keys = db.all(select(m.OrgKey.version, m.OrgKey.public).order_by(m.OrgKey.version))
+    assert [r[0] for r in keys] == [1, 2, 3] and keys[0][1] == first
+    assert keys[2][1] == db.all(select(m.VaultInfo.org_signing_public))[0][0]
+    assert alice.reveal("acme/fw", reason=REASON) == "acme-pw"  # the session from before
+    again = team.open("alice")
+    again.unlock("alice", team.passphrases["alice"])
+    assert again.reveal("acme/fw", reason=REASON) == "acme-pw"
+    record = db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0][0]
+    opened = keyrecord.open_record(record, team.passphrases["alice"], admin.vault_id(), db.engineer_id("alice"), 1)
+    assert opened.org_signing_public == keys[2][1]  # re-pinned at unlock
+    assert reopen(admin).verify_audit().ok
+
+
+def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
+    """Item 8: the removed admin deletes the newer org key and puts back the one he holds
+    (with certificates he signs again); an engineer who unlocked since refuses it."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    admin.grant("alice", "acme")
+    seed = _org_seed_of(admin2)
+    admin.remove_engineer("admin2")
+    alice = team.open("alice")
+    alice.unlock("alice", team.passphrases["alice"])  # re-pins the current org key
+    vault_id = admin.vault_id()
+    db.run(delete(m.OrgKey).where(m.OrgKey.version > 1), update(m.VaultInfo).values(org_signing_public=seed.public))
+    for (row,) in db.all(select(m.Engineer).where(m.Engineer.certificate.is_not(None))):
+        fields = (
+            vault_id,
+            row.id,
+            row.name,
+            row.role,
+            row.status,
+            row.key_generation,
+            row.sealing_public,
+            row.signing_public,
+            row.certified_at,
+        )
+        db.run(
+            update(m.Engineer).where(m.Engineer.id == row.id).values(certificate=seed.sign(LABEL_SIG_ENGINEER, *fields))
+        )
+    with pytest.raises(UntrustedRecord):
+        reopen(alice).reveal("acme/fw", reason=REASON)
+
+
+# -- item 9: recovery shares -------------------------------------------------------------------------
+
+
+class _Db:
+    """The ``db`` fixture's reader and writer, for a vault these tests make themselves."""
+
+    def __init__(self, store) -> None:  # type: ignore[no-untyped-def]
+        self.store = store
+
+    def run(self, *statements) -> None:  # type: ignore[no-untyped-def]
+        with self.store.transaction() as s:
+            for statement in statements:
+                s.execute(statement)
+
+    def all(self, statement):  # type: ignore[no-untyped-def]
+        with self.store.transaction() as s:
+            return list(s.execute(statement).all())
+
+
+def _combine(texts, vault_id: bytes, version: int):  # type: ignore[no-untyped-def]
+    decoded = [shamir.decode_share(vault_id, text) for text in texts]
+    return RootBundle(shamir.combine([(x, y) for _, x, y in decoded], decoded[0][0]), version)
+
+
+def _opens_nothing_current(db, bundle) -> None:  # type: ignore[no-untyped-def]
+    """The bundle's recovery key is not the vault's, opens no sealed client key, and its
+    organisation key is not the current one."""
+    _, recovery_public = _recovery(db)
+    assert bundle.recovery.public != recovery_public
+    assert bundle.org.public != db.all(select(m.VaultInfo.org_signing_public))[0][0]
+    vault_id = db.all(select(m.VaultInfo.vault_id))[0][0]
+    seals = db.all(select(m.ClientKeySeal).where(m.ClientKeySeal.recipient_kind == "recovery"))
+    assert seals
+    for (seal,) in seals:
+        context = (LABEL_CLIENT_KEY_SEAL, vault_id, seal.client_id, seal.version, "recovery", seal.recipient_id)
+        with pytest.raises(DecryptionFailed):
+            sealing.open_sealed(bundle.recovery, seal.version, seal.blob, context)
+
+
+def test_root_rotation_and_admin_removal_issue_new_shares_and_old_ones_open_nothing(db_url, clock):
+    """Item 9: with a 2-of-3 vault, `rotate root` and admin removal return new shares that
+    rebuild the current bundle; every older set rebuilds only destroyed keys."""
+    admin, made = Vault.create(
+        db_url, admin="root-admin", passphrase="admin pass", clock=clock, kdf_params=FLOOR, shares=(2, 3)
+    )
+    admin.unlock("root-admin", "admin pass")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    code = admin.invite_engineer("admin2", role="admin")
+    admin2 = Vault.open(db_url, engineer="admin2", clock=clock, kdf_params=FLOOR, sessions=MemorySessionStore())
+    admin.confirm_engineer("admin2", admin2.enroll_engineer("admin2", code, "admin2 pass"))
+    db = _Db(admin.store)
+    vault_id = admin.vault_id()
+
+    rotated = admin.rotate_root()
+    assert len(rotated.shares) == 3 and rotated.threshold == 2
+    _opens_nothing_current(db, _combine(made.shares[:2], vault_id, 1))
+    current = _combine(rotated.shares[1:], vault_id, 2)
+    assert current.recovery.public == _recovery(db)[1]
+    assert current.org.public == db.all(select(m.VaultInfo.org_signing_public))[0][0]
+
+    admin.remove_engineer("admin2")
+    removal = admin.last_root_rotation
+    assert removal is not None and len(removal.shares) == 3 and removal.admins == ("root-admin",)
+    _opens_nothing_current(db, _combine(rotated.shares[:2], vault_id, 2))
+    assert _combine([removal.shares[0], removal.shares[2]], vault_id, 3).recovery.public == _recovery(db)[1]
+    admin.close()
+    admin2.close()
+
+
+def test_a_database_writer_cannot_lower_the_share_threshold(db_url, clock):
+    """Item 9: the k-of-n is signed by the organisation key: a writer who lowers 3-of-5 to
+    2-of-5 gets no weaker shares issued (none, and a warning naming the fix)."""
+    admin, _ = Vault.create(
+        db_url, admin="root-admin", passphrase="admin pass", clock=clock, kdf_params=FLOOR, shares=(3, 5)
+    )
+    admin.unlock("root-admin", "admin pass")
+    admin.add_client("acme", "Acme")
+    _Db(admin.store).run(update(m.VaultInfo).values(share_threshold=2, share_count=5))
+    result = admin.rotate_root()
+    assert result.shares == () and any("rotate root --shares" in w for w in result.warnings)
+    result = admin.rotate_root(shares=(3, 5))
+    assert len(result.shares) == 5 and result.threshold == 3
+    assert len(admin.rotate_root().shares) == 5
+    admin.close()
