@@ -1,9 +1,10 @@
 """organisation-key chain and the signed recovery-share policy (issue 12, items 8 and 9)
 
 ``org_keys`` holds every organisation signing key, each later one signed by the one
-before it; an existing vault gets its one key as version 1. ``vault_info`` gains the
-k-of-n of its recovery shares, signed by the current organisation key (unknown, so
-empty, for vaults made before: `credvault rotate root --shares K-of-N` sets it).
+before it, with the k-of-n of the recovery shares of its root bundle signed by itself;
+an existing vault gets its one key as version 1, with no share policy (unknown: `credvault
+rotate root --shares K-of-N` sets it). No existing table changes, so a vault not yet
+upgraded keeps working with this code until `credvault db upgrade`.
 
 Revision ID: 0007_org_keys
 Revises: 0006
@@ -31,12 +32,11 @@ def upgrade() -> None:
         sa.Column("signed_at", sa.BigInteger(), nullable=False),
         sa.Column("signature", sa.LargeBinary(length=64), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("share_threshold", sa.Integer(), nullable=True),
+        sa.Column("share_count", sa.Integer(), nullable=True),
+        sa.Column("share_signature", sa.LargeBinary(length=64), nullable=True),
         sa.PrimaryKeyConstraint("version", name=op.f("pk_org_keys")),
     )
-    with op.batch_alter_table("vault_info", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("share_threshold", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("share_count", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("share_signature", sa.LargeBinary(length=64), nullable=True))
     vault_info = sa.table(
         "vault_info",
         sa.column("id", sa.Integer()),
@@ -61,8 +61,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("vault_info", schema=None) as batch_op:
-        batch_op.drop_column("share_signature")
-        batch_op.drop_column("share_count")
-        batch_op.drop_column("share_threshold")
     op.drop_table("org_keys")

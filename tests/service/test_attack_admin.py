@@ -404,7 +404,7 @@ def test_a_database_writer_cannot_lower_the_share_threshold(db_url, clock):
     )
     admin.unlock("root-admin", "admin pass")
     admin.add_client("acme", "Acme")
-    _Db(admin.store).run(update(m.VaultInfo).values(share_threshold=2, share_count=5))
+    _Db(admin.store).run(update(m.OrgKey).values(share_threshold=2, share_count=5))
     result = admin.rotate_root()
     assert result.shares == () and any("rotate root --shares" in w for w in result.warnings)
     result = admin.rotate_root(shares=(3, 5))

@@ -59,6 +59,11 @@ def check_share_policy(k: int, n: int) -> None:
         )
 
 
+def share_policy_fields(s: Session, vault: VaultBase, key: m.OrgKey, k: int, n: int) -> tuple[signing.ContextItem, ...]:
+    """What the k-of-n of the recovery shares is signed over (by the organisation key ``key``)."""
+    return (vault._vid(s), key.version, key.public, k, n)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -177,9 +182,13 @@ class VaultBase:
         return row
 
     @staticmethod
-    def _check_pin(me: UnlockedSession, org_signing_public: bytes) -> None:
+    def _check_pin(me: UnlockedSession, org_signing_public: bytes, s: Session | None = None) -> None:
+        """The fast check: the vault's current organisation key (``org_signing_public``, read in
+        transaction ``s``) is the one the session pins. Otherwise ``_org_head`` follows the chain."""
         if org_signing_public != me.org_signing_public:
             raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        if s is not None:
+            s.info["org_current"] = org_signing_public
 
     def _check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
         """The acting engineer's row (ORM or plain): present, certified, active, with the session's keys."""
@@ -228,7 +237,10 @@ class VaultBase:
         """The current organisation key, trusted from ``pinned``: every key after the pinned
         one must be signed by the key before it, and the last must be the vault's current
         key. Checked once per transaction (held in ``s.info``)."""
-        current = self._info(s).org_signing_public
+        info: m.VaultInfo | None = s.info.get("vault_info")
+        current = info.org_signing_public if info is not None else s.info.get("org_current")
+        if current is None:
+            current = self._info(s).org_signing_public
         if pinned == current:
             return current  # the common case: nothing rotated since the pin
         cached = s.info.get("org_head")

@@ -25,7 +25,15 @@ from vault.errors import (
     WrongPassphrase,
 )
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, RootBundle, check_share_policy, epoch
+from vault.service.base import (
+    ACTIVE,
+    ROLE_ADMIN,
+    ROLE_ENGINEER,
+    RootBundle,
+    check_share_policy,
+    epoch,
+    share_policy_fields,
+)
 from vault.service.journal import JournalOps
 from vault.service.records import EngineerInfo, InitResult, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
@@ -74,7 +82,8 @@ class EngineerOps(JournalOps):
                 )
             )
             s.add(m.RootKey(version=1, recovery_public=bundle.recovery.public, state=ACTIVE, created_at=now))
-            s.add(m.OrgKey(version=1, public=org.public, signed_at=epoch(now), signature=None, created_at=now))
+            first = m.OrgKey(version=1, public=org.public, signed_at=epoch(now), signature=None, created_at=now)
+            s.add(first)
             admin = m.Engineer(name=admin_name, role=ROLE_ADMIN, status=ACTIVE, key_generation=0, created_at=now)
             s.add(admin)
             s.flush()
@@ -89,9 +98,8 @@ class EngineerOps(JournalOps):
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
-                info = self._info(s)
-                info.share_threshold, info.share_count = k, n  # signed: rotations issue new shares of k-of-n
-                info.share_signature = org.sign(LABEL_SIG_SHARE_POLICY, vault_id, k, n)
+                first.share_threshold, first.share_count = k, n  # signed: rotations issue new k-of-n shares
+                first.share_signature = org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, first, k, n))
                 share_texts = tuple(
                     shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n)
                 )

@@ -37,7 +37,7 @@ from vault.crypto.labels import (
 )
 from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch
+from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch, share_policy_fields
 from vault.service.passwords import generate_password
 from vault.service.records import RootRotation, RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
@@ -341,12 +341,13 @@ class RotationOps(ReportOps):
         share_texts: tuple[str, ...] = ()
         if policy is not None:
             k, n = policy
-            self._sign_share_policy(s, new_org, k, n)
+            link = s.get(m.OrgKey, org_version)
+            assert link is not None
+            link.share_threshold, link.share_count = k, n
+            link.share_signature = new_org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, link, k, n))
             share_texts = tuple(
                 shamir.encode_share(info.vault_id, k, x, y) for x, y in shamir.split(new.to_bytes(), k, n)
             )
-        else:
-            info.share_threshold = info.share_count = info.share_signature = None
         self._append(
             s,
             "root-key-rotate",
@@ -427,16 +428,21 @@ class RotationOps(ReportOps):
         return link.version
 
     def _share_policy(self, s: Session, org_public: bytes, warnings: list[str]) -> tuple[int, int] | None:
-        """The vault's k-of-n recovery shares, if it uses them and the record verifies."""
-        info = self._info(s)
-        k, n = info.share_threshold, info.share_count
-        if k is None and n is None and info.share_signature is None:
+        """The k-of-n recovery shares of the current root bundle, if the vault uses them and
+        the record (on the current organisation key's row, signed by that key) verifies."""
+        head = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version.desc())).first()
+        if head is None or (head.share_threshold is None and head.share_count is None and head.share_signature is None):
             return None
+        k, n = head.share_threshold, head.share_count
         try:
-            if k is None or n is None:
+            if k is None or n is None or head.public != org_public:
                 raise UntrustedRecord("the recovery-share policy is incomplete")
             signing.verify(
-                org_public, info.share_signature, LABEL_SIG_SHARE_POLICY, info.vault_id, k, n, what="the share policy"
+                org_public,
+                head.share_signature,
+                LABEL_SIG_SHARE_POLICY,
+                *share_policy_fields(s, self, head, k, n),
+                what="the recovery-share policy",
             )
             check_share_policy(k, n)
         except (UntrustedRecord, InvalidInput):
@@ -446,11 +452,6 @@ class RotationOps(ReportOps):
             )
             return None
         return k, n
-
-    def _sign_share_policy(self, s: Session, org: signing.SigningKey, k: int, n: int) -> None:
-        info = self._info(s)
-        info.share_threshold, info.share_count = k, n
-        info.share_signature = org.sign(LABEL_SIG_SHARE_POLICY, info.vault_id, k, n)
 
     # -- secret values ----------------------------------------------------------------------------
 

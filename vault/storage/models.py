@@ -72,10 +72,6 @@ class VaultInfo(Base):
     retention_versions: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     cryptoperiod_days: Mapped[int] = mapped_column(Integer, default=365, server_default="365")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    # k-of-n of the recovery shares, signed by the current organisation key (None: no shares)
-    share_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    share_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    share_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
 
 
 class OrgKey(Base):
@@ -90,6 +86,11 @@ class OrgKey(Base):
     signed_at: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # k-of-n of the recovery shares of the root bundle holding this key, signed by this key
+    # (None: the vault issues no shares)
+    share_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    share_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    share_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
 
 
 class RootKey(Base):
