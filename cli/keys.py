@@ -268,17 +268,26 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
     if not yes:
         click.confirm(f"Remove {name}, revoke every grant and rotate every key they could hold?", abort=True, err=True)
     with progress_bar("rotating client keys") as progress:
-        at_risk, rotations = app.session_vault().remove_engineer(name, batch_size=batch_size, progress=progress)
+        vault = app.session_vault()
+        at_risk, rotations = vault.remove_engineer(name, batch_size=batch_size, progress=progress)
+    root = vault.last_root_rotation
     if as_json:
-        echo_json({"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]})
+        out: dict[str, Any] = {"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]}
+        out["not_adopted"] = list(vault.adoption_skipped)
+        if root is not None:  # printed this once: the new recovery shares, if the vault uses them
+            out["root_rotation"] = {
+                "admins": list(root.admins),
+                "shares": list(root.shares),
+                "threshold": root.threshold,
+            }
+        echo_json(out)
         return
     click.echo(f"Removed {name}: {len(rotations)} client key(s) rotated.")
-    vault = app.session_vault()
     for entry in vault.adoption_skipped:
         click.echo(f"warning: not signed by {name}, not adopted, its key copies deleted: {entry}", err=True)
-    if vault.last_root_rotation is not None:
+    if root is not None:
         click.echo(f"{name} was an admin: the recovery key and the organisation key were rotated.")
-        echo_root_rotation(vault.last_root_rotation)
+        echo_root_rotation(root)
     if at_risk:
         click.echo(f"{len(at_risk)} value(s) {name} saw have not changed since; change them on the equipment:")
         echo_table(
