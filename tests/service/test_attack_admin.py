@@ -411,3 +411,28 @@ def test_a_database_writer_cannot_lower_the_share_threshold(db_url, clock):
     assert len(result.shares) == 5 and result.threshold == 3
     assert len(admin.rotate_root().shares) == 5
     admin.close()
+
+
+def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, reopen):
+    """Migration 0007 gives an existing vault its one organisation key as version 1 (no
+    share policy); engineers enrolled before keep working through a root rotation."""
+    from alembic import command
+
+    from vault.storage import engine as storage
+
+    admin = team.admin
+    alice = team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    admin.grant("alice", "acme")
+    first = db.all(select(m.VaultInfo.org_signing_public))[0][0]
+    config = storage._alembic_config(admin.store.engine)
+    command.downgrade(config, "0006")
+    command.upgrade(config, "head")
+    keys = db.all(select(m.OrgKey.version, m.OrgKey.public, m.OrgKey.signature, m.OrgKey.share_threshold))
+    assert [tuple(k) for k in keys] == [(1, first, None, None)]
+
+    result = reopen(admin).rotate_root()
+    assert result.org_version == 2 and result.shares == ()
+    assert reopen(alice).reveal("acme/fw", reason=REASON) == "acme-pw"
+    assert reopen(admin).verify_audit().ok

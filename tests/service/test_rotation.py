@@ -507,3 +507,16 @@ def test_every_key_operation_is_an_audit_event(team, db):
     assert public["engineer-key-rotate"]["engineer"] == "alice"
     assert public["engineer-remove"]["engineer"] == "bob"
     assert admin.verify_audit().ok
+
+
+def test_rotate_root_with_shares_checks_k_of_n_and_returns_them_once(team, db):
+    admin = team.admin
+    _fill(admin, "acme", 1)
+    for bad in ((1, 3), (4, 3), (2, 17), (10, 12)):
+        with pytest.raises(InvalidInput):
+            admin.rotate_root(shares=bad)
+    assert [r[0] for r in db.all(select(m.RootKey.version))] == [1]  # nothing rotated
+    result = admin.rotate_root(shares=(2, 4))
+    assert (result.threshold, len(result.shares), len(set(result.shares))) == (2, 4, 4)
+    assert "redacted" in repr(result) and not any(share in repr(result) for share in result.shares)
+    assert db.all(select(m.OrgKey.share_threshold, m.OrgKey.share_count).where(m.OrgKey.version == 2)) == [(2, 4)]
