@@ -94,6 +94,13 @@ def init(app: AppContext, admin_name: str, shares: tuple[int, int] | None, passp
         click.echo("never keep them together or next to the database.")
         for share in result.shares:
             click.echo(f"  {share}")
+    else:
+        click.echo("")
+        click.echo(
+            "warning: no recovery shares were made: if every admin loses their passphrase, the vault cannot be "
+            "recovered. To make them: `credvault rotate root --shares 3-of-5` (any 3 of 5 rebuild the key).",
+            err=True,
+        )
     click.echo("")
     click.echo(f"Next: run `credvault unlock {result.admin}` to start working.")
 

@@ -16,7 +16,11 @@ from typing import Any
 
 import click
 
+from vault.service.records import RootRotation
+from vault.service.validation import shown
+
 from .context import AppContext, pass_app
+from .engineers import _parse_shares
 from .output import echo_json, echo_table
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -86,17 +90,54 @@ def rotate_client(app: AppContext, client: str, batch_size: int) -> None:
 
 
 @rotate.command("root")
+@click.option(
+    "--shares",
+    callback=_parse_shares,
+    metavar="K-of-N",
+    help="Issue new recovery shares, any K of N rebuild the new key (and use K-of-N from now on).",
+)
 @pass_app
-def rotate_root(app: AppContext) -> None:
-    """Make a new recovery (root) key and re-seal every client key to it (admin).
+def rotate_root(app: AppContext, shares: tuple[int, int] | None) -> None:
+    """Make a new recovery key and organisation key; re-seal every client key (admin).
+
+    Every verified certificate is re-issued under the new organisation key (engineers
+    keep working), the new key is sealed to every certified admin, and when the vault
+    uses recovery shares new ones are printed once: the old shares open nothing current.
 
     \b
     Example:
       credvault rotate root
+      credvault rotate root --shares 3-of-5
     """
-    clients = app.session_vault().rotate_root()
-    click.echo(f"Rotated the recovery key: {clients} client(s) re-sealed; the old key is destroyed.")
-    click.echo("Recovery shares printed at init no longer apply.", err=True)
+    result = app.session_vault().rotate_root(shares=shares)
+    click.echo(
+        f"Rotated the recovery key (version {result.root_version}) and the organisation key "
+        f"(version {result.org_version}): {result.clients} client(s) re-sealed; the old keys are destroyed."
+    )
+    echo_root_rotation(result)
+
+
+def echo_root_rotation(result: RootRotation) -> None:
+    """What a root rotation leaves an admin to check or keep: the roster, refusals, the new shares."""
+    click.echo(f"The new recovery key is sealed to: {', '.join(shown(a) for a in result.admins)}.")
+    for entry in result.refused:
+        click.echo(f"warning: not trusted, left out: {entry}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.shares:
+        click.echo("")
+        click.echo(
+            f"NEW RECOVERY SHARES: any {result.threshold} of these {len(result.shares)} rebuild the new recovery key."
+        )
+        click.echo("Shown this once and stored nowhere; destroy the old shares: they open nothing current.")
+        for share in result.shares:
+            click.echo(f"  {share}")
+    else:
+        click.echo(
+            "This vault has no recovery shares (old ones, if any, open nothing current). "
+            "To make them: `credvault rotate root --shares 3-of-5`.",
+            err=True,
+        )
 
 
 @rotate.command("engineer")
@@ -228,11 +269,26 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
     if not yes:
         click.confirm(f"Remove {name}, revoke every grant and rotate every key they could hold?", abort=True, err=True)
     with progress_bar("rotating client keys") as progress:
-        at_risk, rotations = app.session_vault().remove_engineer(name, batch_size=batch_size, progress=progress)
+        vault = app.session_vault()
+        at_risk, rotations = vault.remove_engineer(name, batch_size=batch_size, progress=progress)
+    root = vault.last_root_rotation
     if as_json:
-        echo_json({"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]})
+        out: dict[str, Any] = {"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]}
+        out["not_adopted"] = list(vault.adoption_skipped)
+        if root is not None:  # printed this once: the new recovery shares, if the vault uses them
+            out["root_rotation"] = {
+                "admins": list(root.admins),
+                "shares": list(root.shares),
+                "threshold": root.threshold,
+            }
+        echo_json(out)
         return
     click.echo(f"Removed {name}: {len(rotations)} client key(s) rotated.")
+    for entry in vault.adoption_skipped:
+        click.echo(f"warning: not signed by {name}, not adopted, its key copies deleted: {entry}", err=True)
+    if root is not None:
+        click.echo(f"{name} was an admin: the recovery key and the organisation key were rotated.")
+        echo_root_rotation(root)
     if at_risk:
         click.echo(f"{len(at_risk)} value(s) {name} saw have not changed since; change them on the equipment:")
         echo_table(

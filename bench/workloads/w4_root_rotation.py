@@ -34,10 +34,10 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
     times, peaks, counts = [], [], []
     for _ in range(params["reps"]):
         with PhasePeak() as peak:
-            seconds, clients = timed(admin.rotate_root)  # type: ignore[attr-defined]
+            seconds, result = timed(admin.rotate_root)  # type: ignore[attr-defined]
         times.append(seconds)
         peaks.append(peak.mib or 0.0)
-        counts.append(clients)
+        counts.append(getattr(result, "clients", result))  # a RootRotation (an int before issue 12)
     checks = [
         (
             f"{label}: every rotation re-sealed all {mf.shape.clients:,} clients",

@@ -728,7 +728,7 @@ def test_backups_keep_working_across_client_key_and_root_rotations(with_shares, 
     admin = env.admin
     admin.rotate_client("acme-k7q")
     admin.rotate_client("acme-k7q")
-    assert admin.rotate_root() == 3
+    assert admin.rotate_root().clients == 3
     admin.create_backup(env.tmp / "b2.cvbk")
     admin.export_backup_keys(env.tmp / "k2.json")
     for backup, current in (("b2.cvbk", 3), ("b1.cvbk", 1)):  # made after the rotations, and before them

@@ -275,7 +275,9 @@ def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team,
     code = admin.invite_engineer("carol")  # issued before the root rotation
     live = db.scalar(select(func.count()).select_from(m.ClientKey).where(m.ClientKey.state != "destroyed"))
 
-    assert admin.rotate_root() == 2
+    result = admin.rotate_root()
+    assert (result.root_version, result.org_version, result.clients) == (2, 2, 2)
+    assert result.admins == ("admin2", "root-admin") and result.shares == () and result.refused == ()
 
     roots = db.all(select(m.RootKey.version, m.RootKey.state).order_by(m.RootKey.version))
     assert [tuple(r) for r in roots] == [(1, "destroyed"), (2, "active")]
@@ -297,11 +299,10 @@ def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team,
     assert reopen(admin).show_client("initech").name == "Initech"
 
     carol = team.open("carol")
-    fingerprint = carol.enroll_engineer("carol", code, "pass of carol")
-    with pytest.raises(EnrolmentError) as stale:
-        admin.confirm_engineer("carol", fingerprint)
-    assert "recovery-key rotation" in str(stale.value) and "invite" in stale.value.hint
-    assert db.scalar(select(m.Engineer.status).where(m.Engineer.name == "carol")) == "enrolled"
+    with pytest.raises(EnrolmentError) as stale:  # the code names the organisation key, rotated with the root
+        carol.enroll_engineer("carol", code, "pass of carol")
+    assert "key was replaced" in str(stale.value)
+    assert db.scalar(select(m.Engineer.status).where(m.Engineer.name == "carol")) == "invited"
     fresh = admin.invite_engineer("carol")
     carol = team.open("carol")
     admin.confirm_engineer("carol", carol.enroll_engineer("carol", fresh, "pass of carol"))
@@ -506,3 +507,16 @@ def test_every_key_operation_is_an_audit_event(team, db):
     assert public["engineer-key-rotate"]["engineer"] == "alice"
     assert public["engineer-remove"]["engineer"] == "bob"
     assert admin.verify_audit().ok
+
+
+def test_rotate_root_with_shares_checks_k_of_n_and_returns_them_once(team, db):
+    admin = team.admin
+    _fill(admin, "acme", 1)
+    for bad in ((1, 3), (4, 3), (2, 17), (10, 12)):
+        with pytest.raises(InvalidInput):
+            admin.rotate_root(shares=bad)
+    assert [r[0] for r in db.all(select(m.RootKey.version))] == [1]  # nothing rotated
+    result = admin.rotate_root(shares=(2, 4))
+    assert (result.threshold, len(result.shares), len(set(result.shares))) == (2, 4, 4)
+    assert "redacted" in repr(result) and not any(share in repr(result) for share in result.shares)
+    assert db.all(select(m.OrgKey.share_threshold, m.OrgKey.share_count).where(m.OrgKey.version == 2)) == [(2, 4)]

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from vault import Vault
-from vault.errors import DecryptionFailed
+from vault.errors import DecryptionFailed, IntegrityError
 from vault.storage import models as m
 
 OPAQUE = str(DecryptionFailed())
@@ -184,6 +184,10 @@ def test_a_client_blob_moved_to_another_client_or_purpose_is_rejected(shared, sc
         with altered(db, m.Client, m.Client.id == scene.client_id, **values):
             assert_opaque_failure(lambda: reopen(shared.admin).show_secret(f"{c}/one"))
             assert_opaque_failure(lambda: _reveal(reopen(scene.alice), f"{c}/one"))
-    with altered(db, m.Client, m.Client.id == scene.client_id, current_key_version=2):
-        assert_opaque_failure(lambda: reopen(shared.admin).add_secret(f"{c}/three", password="pw-three"))
+    # the write key comes from signed client-key records, and the column must agree (issue 12, item 6)
+    with (
+        altered(db, m.Client, m.Client.id == scene.client_id, current_key_version=2),
+        pytest.raises(IntegrityError, match="not its newest admin-signed key version"),
+    ):
+        reopen(shared.admin).add_secret(f"{c}/three", password="pw-three")
     assert reopen(scene.alice).show_client(c).name == "Tamper Client"

@@ -40,6 +40,8 @@ LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"
 LABEL_BACKUP_VAULT_KEY = b"credvault/v1/backup-vault-key"
 LABEL_SIG_POLICY = b"credvault/v1/sig/client-policy"
 LABEL_SIG_SETTINGS = b"credvault/v1/sig/vault-settings"
+LABEL_SIG_ORG_KEY = b"credvault/v1/sig/org-key"
+LABEL_SIG_SHARE_POLICY = b"credvault/v1/sig/recovery-shares"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01

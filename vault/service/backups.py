@@ -51,6 +51,7 @@ MANIFEST, COUNTERS = "_sections", "_counters"
 AUDIT_CHUNK = 20_000  # audit events per section: a million-event log is fifty sections, not one
 GLOBAL_TABLES: tuple[type[m.Base], ...] = (
     m.VaultInfo,
+    m.OrgKey,
     m.RootKey,
     m.Engineer,
     m.EngineerKey,
@@ -89,7 +90,7 @@ class BackupOps(PurgeOps):
 
     def _client_backup_key(self, s: Session, client: m.Client) -> bytes:
         if client.backup_key_blob is None:
-            version = client.current_key_version
+            version = self._current_key_version(s, client)
             key = blobs.new_key()
             client.backup_key_blob = blobs.encrypt_client_field(
                 self._client_key(s, client.id, version), version, key, client.id, "backup-key"
@@ -302,7 +303,8 @@ class BackupOps(PurgeOps):
         with self.store.transaction() as s:  # everything is checked above: from here on only rows are written
             if s.scalar(select(func.count()).select_from(m.VaultInfo)):
                 raise AlreadyExists("the target store is not empty", hint="restore into a new, empty database")
-            _insert(s, GLOBAL_TABLES[:5], tables, most)  # parents of the clients' rows
+            _insert(s, GLOBAL_TABLES[:6], tables, most)  # parents of the clients' rows
+            _first_org_key(s, tables)
             written = []
             for name, blob in backup.sections():
                 written.append(name)
@@ -311,7 +313,7 @@ class BackupOps(PurgeOps):
                     _insert(s, (*CLIENT_TABLES, m.AuditEvent), opened(name, blob, key), most)
             if written != seen:  # rolled back: the file changed while it was being restored
                 raise IntegrityError("the backup file changed during the restore", hint="restore it again")
-            _insert(s, GLOBAL_TABLES[5:], tables, most)  # a format-1 backup keeps its audit events here
+            _insert(s, GLOBAL_TABLES[6:], tables, most)  # a format-1 backup keeps its audit events here
             for table in SERIAL_TABLES:
                 _set_counter(s, table, max(most[table], counters.get(table, 0)))
         restored = len(present) - skipped - sum(1 for n in present if n.startswith("audit:"))
@@ -330,6 +332,25 @@ def _insert(
         s.execute(insert(cast(Table, model.__table__)), rows)
         if model.__tablename__ in most:
             most[model.__tablename__] = max(most[model.__tablename__], *(int(r["id"]) for r in rows))
+
+
+def _first_org_key(s: Session, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """A backup made before the organisation-key chain existed: its one key is version 1
+    (as migration 0007 does for a live vault)."""
+    if tables.get(m.OrgKey.__tablename__):
+        return
+    info = s.get(m.VaultInfo, 1)
+    if info is not None:
+        s.add(
+            m.OrgKey(
+                version=1,
+                public=info.org_signing_public,
+                signed_at=int(info.created_at.timestamp()),
+                signature=None,
+                created_at=info.created_at,
+            )
+        )
+        s.flush()
 
 
 def _refuse_existing(path: Path) -> None:

@@ -24,17 +24,20 @@ from vault.crypto.labels import (
     LABEL_SIG_ENGINEER_KEY,
     LABEL_SIG_GRANT,
     LABEL_SIG_GRANT_REVOCATION,
+    LABEL_SIG_ORG_KEY,
 )
 from vault.errors import (
     AccessDenied,
     DecryptionFailed,
     GrantExpired,
     IntegrityError,
+    InvalidInput,
     Locked,
     NotFound,
     StoreUnavailable,
     UntrustedRecord,
 )
+from vault.service.records import RootRotation
 from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord, HasId, KeyCache
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage import models as m
@@ -47,6 +50,19 @@ ENCRYPTION_LIMIT = 2**32 - 2**24
 ENCRYPTION_WARNING = 2**31
 ROLE_ENGINEER = "engineer"
 ACTIVE = "active"
+
+
+def check_share_policy(k: int, n: int) -> None:
+    """Recovery shares: any k of n rebuild the root bundle (docs/format.md §6)."""
+    if not 2 <= k <= n <= 16 or k > 9:
+        raise InvalidInput(
+            "bad recovery shares", hint="use --shares K-of-N with 2 <= K <= N <= 16 and K <= 9 (e.g. 3-of-5)"
+        )
+
+
+def share_policy_fields(s: Session, vault: VaultBase, key: m.OrgKey, k: int, n: int) -> tuple[signing.ContextItem, ...]:
+    """What the k-of-n of the recovery shares is signed over (by the organisation key ``key``)."""
+    return (vault._vid(s), key.version, key.public, k, n)
 
 
 def utcnow() -> dt.datetime:
@@ -112,6 +128,8 @@ class VaultBase:
         self._slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
         self._cursors: dict[int, tuple[int, int]] = {}  # rotation id -> last re-wrapped (secret id, version)
         self._root: RootBundle | None = None
+        self.adoption_skipped: list[str] = []  # forged records the last admin removal or rotation did not adopt
+        self.last_root_rotation: RootRotation | None = None  # its shares are printed once by the CLI
 
     @property
     def kdf_params(self) -> keyrecord.Argon2Params:
@@ -165,17 +183,20 @@ class VaultBase:
     def _my_row(self, s: Session) -> m.Engineer:
         """The acting engineer's row, with its certificate verified and matching the session."""
         me = self._me()
-        info = self._info(s)
-        self._check_pin(me, info.org_signing_public)
+        self._org_head(s, me.org_signing_public)  # the pin leads, by signed links, to the current key
         row = s.get(m.Engineer, me.engineer_id)
         self._check_me(s, me, row)
         assert row is not None
         return row
 
     @staticmethod
-    def _check_pin(me: UnlockedSession, org_signing_public: bytes) -> None:
+    def _check_pin(me: UnlockedSession, org_signing_public: bytes, s: Session | None = None) -> None:
+        """The fast check: the vault's current organisation key (``org_signing_public``, read in
+        transaction ``s``) is the one the session pins. Otherwise ``_org_head`` follows the chain."""
         if org_signing_public != me.org_signing_public:
             raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        if s is not None:
+            s.info["org_current"] = org_signing_public
 
     def _check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
         """The acting engineer's row (ORM or plain): present, certified, active, with the session's keys."""
@@ -213,11 +234,49 @@ class VaultBase:
     # -- certificates and signatures ------------------------------------------------
 
     def _org_public(self, s: Session) -> bytes:
-        """The organisation key records are verified against: the one the acting engineer
-        pinned at enrolment (from their key record) when a session is open, else the stored one."""
+        """The organisation key records are verified against: when a session is open, the
+        current key reached from the one the acting engineer pinned (in their key record)
+        by the signed forward chain (``_org_head``); else the stored one."""
         if self._session is not None:
-            return self._session.org_signing_public
+            return self._org_head(s, self._session.org_signing_public)
         return self._info(s).org_signing_public
+
+    def _org_head(self, s: Session, pinned: bytes) -> bytes:
+        """The current organisation key, trusted from ``pinned``: every key after the pinned
+        one must be signed by the key before it, and the last must be the vault's current
+        key. Checked once per transaction (held in ``s.info``)."""
+        info: m.VaultInfo | None = s.info.get("vault_info")
+        current = info.org_signing_public if info is not None else s.info.get("org_current")
+        if current is None:
+            current = self._info(s).org_signing_public
+        if pinned == current:
+            return current  # the common case: nothing rotated since the pin
+        cached = s.info.get("org_head")
+        if cached is not None and cached[0] == pinned and cached[1] == current:
+            return current
+        keys = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version)).all()
+        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+        if start is None:
+            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        head = keys[start]
+        for key in keys[start + 1 :]:
+            if key.version != head.version + 1:
+                raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
+            signing.verify(
+                head.public,
+                key.signature,
+                LABEL_SIG_ORG_KEY,
+                *self._org_key_fields(s, key, head.public),
+                what=f"organisation key version {key.version}",
+            )
+            head = key
+        if head.public != current:
+            raise UntrustedRecord("the vault's organisation key is not on the chain this engineer trusts")
+        s.info["org_head"] = (pinned, current)
+        return current
+
+    def _org_key_fields(self, s: Session, key: m.OrgKey, previous: bytes) -> tuple[signing.ContextItem, ...]:
+        return (self._vid(s), key.version, key.public, previous, key.signed_at)
 
     def _certificate_fields(self, s: Session, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
         return (
@@ -309,6 +368,33 @@ class VaultBase:
             *self._client_key_fields(s, ck),
             what=f"client key version {ck.version}",
         )
+
+    def _newest_signed_key(self, s: Session, client_id: int) -> m.ClientKey | None:
+        """The client's newest client-key version whose record an active admin signed.
+
+        Versions only grow, and a rotation makes its new version current at once, so this
+        is the version the admins made current; rows that do not verify (planted by a
+        writer of the database) are passed over."""
+        for ck in s.scalars(
+            select(m.ClientKey).where(m.ClientKey.client_id == client_id).order_by(m.ClientKey.version.desc())
+        ):
+            try:
+                self._verify_client_key_record(s, ck)
+            except UntrustedRecord:
+                continue
+            return ck
+        return None
+
+    def _current_key_version(self, s: Session, client: m.Client) -> int:
+        """The client-key version new data is written under: the newest signed version, which
+        must also be what ``clients.current_key_version`` says and must not be destroyed."""
+        ck = self._newest_signed_key(s, client.id)
+        if ck is None or ck.version != client.current_key_version or ck.state == "destroyed":
+            raise IntegrityError(
+                f"the current key of client #{client.id} is not its newest admin-signed key version",
+                hint="the database was changed outside credvault; an admin can run `credvault rotate client SLUG`",
+            )
+        return ck.version
 
     def _grant_fields(
         self, s: Session, grant: GrantRecord, sealing_public: bytes | None

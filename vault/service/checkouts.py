@@ -289,7 +289,7 @@ class CheckoutOps(SecretOps):
                 return None  # no such secret (or a stale guess): the general path says which
             read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
             self._vault_id = read.vault_id
-            self._check_pin(me, read.org_signing_public)
+            self._check_pin(me, read.org_signing_public, s)
             row = read.me
             self._check_me(s, me, row)
             if (row.role == ROLE_ADMIN) != (bundle is not None) or (

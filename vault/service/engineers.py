@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_GRANT
+from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_GRANT, LABEL_SIG_SHARE_POLICY
 from vault.errors import (
     AlreadyExists,
     EnrolmentError,
@@ -25,7 +25,15 @@ from vault.errors import (
     WrongPassphrase,
 )
 from vault.service import validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, RootBundle
+from vault.service.base import (
+    ACTIVE,
+    ROLE_ADMIN,
+    ROLE_ENGINEER,
+    RootBundle,
+    check_share_policy,
+    epoch,
+    share_policy_fields,
+)
 from vault.service.journal import JournalOps
 from vault.service.records import EngineerInfo, InitResult, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
@@ -54,11 +62,7 @@ class EngineerOps(JournalOps):
         validation.engineer_name(admin_name)
         keyrecord.normalise_passphrase(passphrase)
         if shares is not None:
-            k, n = shares
-            if not 2 <= k <= n <= 16 or k > 9:
-                raise InvalidInput(
-                    "bad recovery shares", hint="use --shares K-of-N with 2 <= K <= N <= 16 and K <= 9 (e.g. 3-of-5)"
-                )
+            check_share_policy(*shares)
         now = self.clock()
         with self.store.transaction() as s:
             if s.get(m.VaultInfo, 1) is not None:
@@ -78,6 +82,8 @@ class EngineerOps(JournalOps):
                 )
             )
             s.add(m.RootKey(version=1, recovery_public=bundle.recovery.public, state=ACTIVE, created_at=now))
+            first = m.OrgKey(version=1, public=org.public, signed_at=epoch(now), signature=None, created_at=now)
+            s.add(first)
             admin = m.Engineer(name=admin_name, role=ROLE_ADMIN, status=ACTIVE, key_generation=0, created_at=now)
             s.add(admin)
             s.flush()
@@ -92,6 +98,8 @@ class EngineerOps(JournalOps):
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
+                first.share_threshold, first.share_count = k, n  # signed: rotations issue new k-of-n shares
+                first.share_signature = org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, first, k, n))
                 share_texts = tuple(
                     shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n)
                 )
@@ -296,8 +304,7 @@ class EngineerOps(JournalOps):
                     s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
                 )
             raise
-        if bundle.org_signing_public != info.org_signing_public:
-            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+        bundle = self._repin(bundle, record, passphrase, engineer_id, generation)
         session = UnlockedSession(
             vault_id=info.vault_id,
             engineer_id=engineer_id,
@@ -318,6 +325,24 @@ class EngineerOps(JournalOps):
         if remember:
             self.sessions.put(session)
         return self.whoami()
+
+    def _repin(
+        self, bundle: keyrecord.PrivateBundle, record: bytes, passphrase: str, engineer_id: int, generation: int
+    ) -> keyrecord.PrivateBundle:
+        """Follow the signed organisation-key chain from the key the record pins; if the
+        organisation key was rotated since, pin the current one in the record (same Argon2
+        parameters), so that a chain later cut back below it is refused."""
+        with self.store.transaction() as s:
+            current = self._org_head(s, bundle.org_signing_public)
+            if current == bundle.org_signing_public:
+                return bundle
+            repinned = keyrecord.PrivateBundle(bundle.sealing_private, bundle.signing_seed, current)
+            row = s.get(m.Engineer, engineer_id)
+            if row is not None and row.key_record == record and row.key_generation == generation:
+                row.key_record = keyrecord.lock_record(
+                    repinned, passphrase, self._vid(s), engineer_id, generation, keyrecord.record_params(record)
+                )
+            return repinned
 
     def lock(self) -> bool:
         """Forget the unlocked session of the selected engineer; True if one was held."""

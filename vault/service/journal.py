@@ -232,7 +232,7 @@ class JournalOps(VaultBase):
         return len(ring) // 32, ring[-32:]
 
     def _store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
-        version = client.current_key_version
+        version = self._current_key_version(s, client)
         key = self._client_key(s, client.id, version)
         client.audit_keys_blob = blobs.encrypt_client_field(key, version, ring, client.id, "audit-keys")
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import keyrecord
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
-from vault.errors import AccessDenied, IntegrityError, InvalidInput
-from vault.service import policies
+from vault.errors import AccessDenied, DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
+from vault.service import policies, validation
 from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
@@ -75,6 +75,7 @@ class OffboardingOps(EngineerOps, RotationOps):
         # not verify, every client is rotated (when in doubt, rotate).
         check = self.verify_audit()
         log_verified = check.ok
+        self.last_root_rotation = None
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -93,7 +94,7 @@ class OffboardingOps(EngineerOps, RotationOps):
             row.status, row.disabled_at = DISABLED, now
             if was_active or row.certified_at is not None:
                 self._sign_certificate(s, row, self._root_bundle(s).org)
-            if was_admin:
+            if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
                 self._rotate_root(s)
             rotation_ids = []
             for client_id in sorted(exposed):
@@ -161,22 +162,99 @@ class OffboardingOps(EngineerOps, RotationOps):
             row.sealing_public = row.signing_public = row.certificate = None
             row.certified_at = None
 
-    def _adopt_signatures(self, s: Session, row: m.Engineer) -> None:
-        """Re-sign, as the acting admin, the records ``row`` signed: they stay trusted after it goes."""
+    def _adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
+        """Re-sign, as the acting admin, the records ``row`` signed: they stay trusted after it goes.
+
+        Only records that verify are adopted: a client-key version whose signature is by
+        ``row``'s certified key (while ``row`` is still an active admin) and whose
+        recovery-sealed copy opens to the signed fingerprint; a grant whose signature is
+        by ``row``. Anything else was planted by a writer of the database: it is not
+        re-signed, its sealed copies are deleted (a grant is also revoked), and it is
+        named in the returned list (also kept in ``adoption_skipped`` and the audit event)."""
         me = self._my_admin_row(s)
         sign = self._my_signing_key()
+        skipped: list[str] = []
+        touched: set[int] = set()
         for ck in s.scalars(
             select(m.ClientKey).where(m.ClientKey.signed_by == row.id, m.ClientKey.state != "destroyed")
-        ):
+        ).all():
+            if not self._adoptable_client_key(s, ck):
+                skipped.append(f"client #{ck.client_id} key version {ck.version}")
+                self._drop_client_key_copies(s, ck)
+                touched.add(ck.client_id)
+                continue
             ck.signed_by = me.id
             ck.signature = sign.sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
-        for grant in s.scalars(select(m.Grant).where(m.Grant.granted_by == row.id, m.Grant.revoked_at.is_(None))):
+        for client_id in touched:
+            self._repair_current_version(s, client_id)
+        for grant in s.scalars(select(m.Grant).where(m.Grant.granted_by == row.id, m.Grant.revoked_at.is_(None))).all():
             engineer = s.get(m.Engineer, grant.engineer_id)
             if engineer is None:
+                continue
+            try:
+                self._verify_grant(s, grant, engineer, self._check_admin(s, row))
+            except UntrustedRecord:
+                skipped.append(f"grant #{grant.id} to {validation.shown(engineer.name)}")
+                self._drop_forged_grant(s, grant, engineer)
                 continue
             grant.granted_by = me.id
             grant.signature = sign.sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public))
         self._adopt_policies(s, row)
+        self.adoption_skipped = skipped
+        if skipped:
+            self._append(
+                s, "adoption-refused", public={"engineer": row.name, "count": len(skipped), "records": skipped[:20]}
+            )
+        return skipped
+
+    def _adoptable_client_key(self, s: Session, ck: m.ClientKey) -> bool:
+        """True if the version's record verifies and its recovery copy opens to its fingerprint."""
+        self._client_keys.pop((ck.client_id, ck.version), None)
+        try:
+            self._client_key(s, ck.client_id, ck.version)
+        except (UntrustedRecord, DecryptionFailed, NotFound):
+            return False
+        return True
+
+    def _drop_client_key_copies(self, s: Session, ck: m.ClientKey) -> None:
+        s.execute(
+            delete(m.ClientKeySeal).where(
+                m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
+            )
+        )
+        self._client_keys.pop((ck.client_id, ck.version), None)
+
+    def _repair_current_version(self, s: Session, client_id: int) -> None:
+        """Point the client at its newest signed key version (a forged one may have been made current)."""
+        client = s.get(m.Client, client_id)
+        newest = self._newest_signed_key(s, client_id)
+        if client is not None and newest is not None:
+            client.current_key_version = newest.version
+
+    def _drop_forged_grant(self, s: Session, grant: m.Grant, engineer: m.Engineer) -> None:
+        """Revoke a grant that does not verify; delete the engineer's copies of the client's
+        keys unless another of their grants for it verifies."""
+        grant.revoked_at = self.clock()
+        for other in s.scalars(
+            select(m.Grant).where(
+                m.Grant.engineer_id == engineer.id,
+                m.Grant.client_id == grant.client_id,
+                m.Grant.revoked_at.is_(None),
+                m.Grant.id != grant.id,
+            )
+        ).all():
+            try:
+                self._verify_grant(s, other, engineer)
+            except UntrustedRecord:
+                continue
+            return
+        s.execute(
+            delete(m.ClientKeySeal).where(
+                m.ClientKeySeal.client_id == grant.client_id,
+                m.ClientKeySeal.recipient_kind == "engineer",
+                m.ClientKeySeal.recipient_id == engineer.id,
+            )
+        )
 
     # -- status ------------------------------------------------------------------------------
 

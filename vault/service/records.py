@@ -109,6 +109,29 @@ class InitResult:
         return f"InitResult(vault_id={self.vault_id!r}, admin={self.admin!r}, shares=<{len(self.shares)} redacted>)"
 
 
+@dataclass(frozen=True, repr=False)
+class RootRotation:
+    """What a root rotation did. ``shares`` (k of them rebuild the new root bundle) are
+    secret: print them once, store none. ``admins`` are the admins the new bundle is sealed
+    to; ``refused`` names records that did not verify and were left out; ``warnings`` say
+    what an admin should do next."""
+
+    root_version: int
+    org_version: int
+    clients: int
+    admins: tuple[str, ...]
+    shares: tuple[str, ...] = ()
+    threshold: int | None = None
+    refused: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"RootRotation(root_version={self.root_version}, org_version={self.org_version}, "
+            f"clients={self.clients}, admins={self.admins!r}, shares=<{len(self.shares)} redacted>)"
+        )
+
+
 @dataclass(frozen=True)
 class AuditEntry(_Record):
     """One audit event as a viewer sees it; ``details`` is None where they cannot read it."""

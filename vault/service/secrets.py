@@ -109,7 +109,7 @@ class SecretOps(ClientOps, PolicyOps):
     def _write_version(
         self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
     ) -> None:
-        ck_version = client.current_key_version
+        ck_version = self._current_key_version(s, client)
         client_key = self._client_key(s, client.id, ck_version)
         dek = blobs.new_key()
         s.add(

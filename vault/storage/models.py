@@ -78,6 +78,25 @@ class VaultInfo(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class OrgKey(Base):
+    """The organisation signing keys, oldest first: each later one signed by the one before.
+
+    Engineers pin one of them in their key record and follow the signed chain forward to
+    the current one (``vault_info.org_signing_public``)."""
+
+    __tablename__ = "org_keys"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signed_at: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # k-of-n of the recovery shares of the root bundle holding this key, signed by this key
+    # (None: the vault issues no shares)
+    share_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    share_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    share_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+
+
 class RootKey(Base):
     __tablename__ = "root_keys"
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
