@@ -37,6 +37,7 @@ LABEL_FP_DATA_KEY = b"credvault/v1/fingerprint/data-key"
 LABEL_BACKUP_SECTION = b"credvault/v1/backup-section"
 LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"
 LABEL_BACKUP_VAULT_KEY = b"credvault/v1/backup-vault-key"
+LABEL_SIG_INVITE = b"credvault/v1/sig/invite"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01

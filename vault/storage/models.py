@@ -103,6 +103,11 @@ class Engineer(Base):
     certified_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The invitation, signed by the inviting admin (docs/format.md §5): NULL once confirmed,
+    # and on invitations made before revision 0007 (refused at enrolment and confirmation).
+    invite_signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    invite_signed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    invite_prev_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class EngineerKey(Base):
