@@ -334,7 +334,11 @@ def test_an_invitation_signature_moved_from_another_invitation_is_refused(shared
     boss, hire = shared.name("boss"), shared.name("hire")
     admin.invite_engineer(boss, role="admin")
     _, fingerprint = _enrol(shared, hire, admin.invite_engineer(hire))
-    source = _engineer(db, boss)
+    (source,) = db.all(
+        select(m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_expires_at).where(
+            m.Engineer.name == boss
+        )
+    )
     db.run(
         update(m.Engineer)
         .where(m.Engineer.name == hire)
@@ -443,3 +447,61 @@ def test_confirmation_is_still_audited(shared):
     actions = [r[0] for r in db.all(select(m.AuditEvent.action).where(m.AuditEvent.seq > start))]
     assert actions == ["engineer-confirm"]
     assert admin.verify_audit().ok
+
+
+def _empty_database(url: str, tmp_path, pg_template) -> tuple[str, object]:  # type: ignore[no-untyped-def]
+    """A new, migrated, empty database on the engine of ``url`` and a function that drops it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from vault.storage import engine as storage
+
+    if url.startswith("sqlite"):
+        target = f"sqlite:///{tmp_path / 'restored.db'}"
+        store = storage.Store(target)
+        storage.upgrade(store)
+        store.close()
+        return target, lambda: None
+    name = f"credvault_restore_{uuid.uuid4().hex[:12]}"
+    server = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+
+    def drop() -> None:
+        with server.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def test_a_backup_carries_the_signed_invitation(shared, tmp_path, pg_template):
+    """An invitation pending when a backup was made is still verifiable once restored."""
+    admin, db = shared.admin, shared.db
+    admin_name = admin.engineer_name
+    name = shared.name("pending")
+    code = admin.invite_engineer(name)
+    admin.export_backup_keys(tmp_path / "keys.json")
+    admin.create_backup(tmp_path / "vault.backup")
+    target, drop = _empty_database(shared.url, tmp_path, pg_template)
+    try:
+        restored = Vault.open(target, engineer=admin_name, kdf_params=FLOOR)
+        passphrase = shared.passphrases[admin_name]
+        restored.restore_backup(
+            tmp_path / "vault.backup", tmp_path / "keys.json", admin=admin_name, passphrase=passphrase
+        )
+        columns = (m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_prev_generation)
+        with restored.store.transaction() as s:
+            copied = s.execute(select(*columns).where(m.Engineer.name == name)).one()
+        assert tuple(copied) == tuple(db.all(select(*columns).where(m.Engineer.name == name))[0])
+        assert copied[0] is not None
+        restored.unlock(admin_name, passphrase)
+        mine = Vault.open(target, engineer=name, kdf_params=FLOOR)
+        fingerprint = mine.enroll_engineer(name, code, "passphrase")
+        assert restored.confirm_engineer(name, fingerprint).status == "active"
+        mine.close()
+        restored.close()
+    finally:
+        drop()  # type: ignore[operator]
