@@ -200,7 +200,7 @@ def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
                 f"{name} was not confirmed", hint="compare the fingerprint with the engineer again, or re-invite them"
             )
         fingerprint = pending.fingerprint
-    info = vault.confirm_engineer(name, fingerprint)
+    info = vault.confirm_engineer(name, fingerprint, shown=pending)
     click.echo(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
 
 

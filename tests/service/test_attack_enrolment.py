@@ -236,8 +236,27 @@ def test_pending_confirmation_shows_what_confirm_will_carry_over_and_drop(shared
     assert [(d.grant_id, d.client) for d in pending.dropped] == [(planted, globex)]
     assert "not signed" in pending.dropped[0].reason
     assert pending.to_json()["carried"] == [{"client": acme, "until": until.isoformat()}]
-    info = admin.confirm_engineer(name, fingerprint)
+    info = admin.confirm_engineer(name, fingerprint, shown=pending)
     assert info.status == "active"
+
+
+def test_confirm_refuses_when_what_it_would_carry_changed_since_it_was_shown(shared):
+    admin, db = shared.admin, shared.db
+    acme, _ = _client_with_secret(shared, "acme-pw")
+    alice = shared.engineer("alice")
+    name = alice.engineer_name
+    admin.grant(name, acme, until=shared.now + dt.timedelta(hours=1))
+    code = admin.rotate_engineer(name)
+    _, fingerprint = _enrol(shared, name, code)
+    pending = admin.pending_confirmation(name)
+    assert [g.client for g in pending.carried] == [acme]
+    with shared.later(hours=2):  # the grant expired after the admin saw it listed
+        with pytest.raises(EnrolmentError) as changed:
+            admin.confirm_engineer(name, fingerprint, shown=pending)
+        assert "changed since it was shown" in str(changed.value)
+        assert _engineer(db, name).status == "enrolled"
+        again = admin.pending_confirmation(name)
+        assert again.carried == [] and admin.confirm_engineer(name, fingerprint, shown=again).status == "active"
 
 
 # -- 2. the role is bound by the inviting admin's signature -------------------------------------------

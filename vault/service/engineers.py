@@ -243,10 +243,7 @@ class EngineerOps(JournalOps):
                 what=f"the invitation of engineer {name!r}",
             )
         except UntrustedRecord as error:
-            raise UntrustedRecord(
-                f"the invitation of engineer {name!r} does not verify ({error}): not trusted",
-                hint=_reinvite_hint(name),
-            ) from None
+            raise UntrustedRecord(f"not trusted: {error}", hint=_reinvite_hint(name)) from None
         return signer
 
     def enroll_engineer(self, name: str, code: str, passphrase: str) -> str:
@@ -407,11 +404,15 @@ class EngineerOps(JournalOps):
                 dropped=plan.dropped,
             )
 
-    def confirm_engineer(self, name: str, fingerprint: str) -> EngineerInfo:
+    def confirm_engineer(
+        self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None
+    ) -> EngineerInfo:
         """Certify an enrolled engineer's keys, after a person compared ``fingerprint``.
 
         The invitation must be signed by an admin (its role is the one certified), and only
         the grants ``pending_confirmation`` lists as carried over are re-signed and re-sealed.
+        With ``shown`` (what ``pending_confirmation`` returned and the admin saw), nothing is
+        confirmed if the role, fingerprint or grants carried over have changed since.
         """
         with self.store.transaction() as s:
             bundle = self._root_bundle(s)
@@ -420,6 +421,14 @@ class EngineerOps(JournalOps):
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
             assert row.sealing_public is not None and row.signing_public is not None
             plan = self._confirmation_plan(s, row)
+            if shown is not None and (
+                (shown.name, shown.role, shown.fingerprint) != (row.name, row.role, _fingerprint(row))
+                or shown.carried != [info for _, info in plan.carried]
+            ):
+                raise EnrolmentError(
+                    f"what confirming {name!r} would do has changed since it was shown: not confirmed",
+                    hint=f"run `credvault engineer confirm {name}` again and check what it shows",
+                )
             if signing.is_weak_signing_key(row.signing_public) or sealing.is_weak_public(row.sealing_public):
                 raise UntrustedRecord(
                     f"the keys {name!r} enrolled are weak (small-order): not confirmed",
