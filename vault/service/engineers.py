@@ -463,15 +463,7 @@ class EngineerOps(JournalOps):
                 self._seal_root_to(s, bundle, row)
             self._carry_grants(s, row, plan)
             self._append(
-                s,
-                "engineer-confirm",
-                public={
-                    "engineer": name,
-                    "role": row.role,
-                    "key_generation": row.key_generation,
-                    "grants_carried": len(plan.carried),
-                    "grants_dropped": len(plan.dropped),
-                },
+                s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
             )
             return self._engineer_info(row)
 
