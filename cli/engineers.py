@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from vault.service import config
 from .context import AppContext, pass_app, read_private_file
 from .errors import CommandFailed
 from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, when
+
+if TYPE_CHECKING:
+    from vault.service.records import PendingConfirmation
 
 PASSPHRASE_FILE = click.option(
     "--passphrase-file",
@@ -204,24 +208,47 @@ def enroll(
 def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
     """Certify an enrolled engineer's keys after comparing their fingerprint (admin only).
 
-    Without --fingerprint it shows the fingerprint and asks whether it matches what the
-    engineer read to you; there is deliberately no way to skip the comparison.
+    It first shows what it will certify: the name, the role the signed invitation gives,
+    the fingerprint, the grants it carries over to the new keys and the grant rows it
+    drops (not signed by an admin for this engineer, or expired). Without --fingerprint
+    it then asks whether the fingerprint matches what the engineer read to you; there is
+    deliberately no way to skip the comparison.
 
     \b
     Example:
       credvault engineer confirm bob --fingerprint "1a2b 3c4d ..."
     """
     vault = app.session_vault()
-    pending = vault.pending_fingerprint(name)
-    click.echo(f"Fingerprint of {name}'s keys: {pending}")
+    pending = vault.pending_confirmation(name)
+    _echo_pending(pending)
     if fingerprint is None:
-        if not click.confirm("Does the engineer's fingerprint match?", default=False, err=True):
+        question = "Does the engineer's fingerprint match, and are the role and grants above what you expect?"
+        if not click.confirm(question, default=False, err=True):
             raise CommandFailed(
                 f"{name} was not confirmed", hint="compare the fingerprint with the engineer again, or re-invite them"
             )
-        fingerprint = pending
-    info = vault.confirm_engineer(name, fingerprint)
+        fingerprint = pending.fingerprint
+    info = vault.confirm_engineer(name, fingerprint, shown=pending)
     click.echo(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
+
+
+def _echo_pending(pending: PendingConfirmation) -> None:
+    echo_pairs(
+        [
+            ("engineer", pending.name),
+            ("role", pending.role),
+            ("invited by", pending.invited_by),
+            ("fingerprint", pending.fingerprint),
+        ]
+    )
+    click.echo("")
+    click.echo(f"Grants carried over to the new keys ({len(pending.carried)}):")
+    echo_table(["client", "until"], [(g.client, g.until or "open-ended") for g in pending.carried])
+    if pending.dropped:
+        click.echo("")
+        click.echo(f"Grant rows NOT carried over ({len(pending.dropped)}):")
+        echo_table(["grant", "client", "reason"], [(d.grant_id, d.client or "?", d.reason) for d in pending.dropped])
+    click.echo("")
 
 
 @engineer.command("list")

@@ -278,3 +278,21 @@ def test_a_session_past_its_expiry_is_refused_and_deleted(shared):
     alice.unlock(name, shared.passphrases[name], ttl=dt.timedelta(minutes=5))
     with shared.later(minutes=6), pytest.raises(SessionExpired):
         alice.list_clients()
+
+
+def test_an_invitation_is_signed_by_the_inviting_admin_and_cleared_at_confirmation(shared):
+    admin, name = shared.admin, shared.name("alice")
+    code = admin.invite_engineer(name, role="admin")
+    columns = (m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_prev_generation)
+    ((signature, signed_by, previous),) = shared.db.all(select(*columns).where(m.Engineer.name == name))
+    assert len(signature) == 64 and signed_by == shared.db.engineer_id(admin.engineer_name) and previous == 0
+    fingerprint = shared.open(name).enroll_engineer(name, code, "passphrase")
+    pending = admin.pending_confirmation(name)
+    assert (pending.role, pending.invited_by, pending.carried, pending.dropped) == (
+        "admin",
+        admin.engineer_name,
+        [],
+        [],
+    )
+    admin.confirm_engineer(name, fingerprint)
+    assert shared.db.all(select(*columns).where(m.Engineer.name == name)) == [(None, None, None)]

@@ -42,6 +42,7 @@ LABEL_SIG_POLICY = b"credvault/v1/sig/client-policy"
 LABEL_SIG_SETTINGS = b"credvault/v1/sig/vault-settings"
 LABEL_SIG_ORG_KEY = b"credvault/v1/sig/org-key"
 LABEL_SIG_SHARE_POLICY = b"credvault/v1/sig/recovery-shares"
+LABEL_SIG_INVITE = b"credvault/v1/sig/invite"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01

@@ -4,6 +4,11 @@ Each passphrase is known only to its engineer. An admin invites (a one-time code
 engineer enrols on their own machine (makes their keys and key record), and an admin
 confirms after comparing the fingerprint enrol printed: only then does the
 organisation key certify the engineer's public keys.
+
+The invitation is a record signed by the inviting admin, which the enrolling engineer
+and the confirming admin both verify; a confirmation carries over only the grants an
+admin signed over the engineer's previous key (both in ``invitations.py``), and
+``pending_confirmation`` shows the admin what it will certify and carry before they do.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_GRANT, LABEL_SIG_SHARE_POLICY
+from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_SHARE_POLICY
 from vault.errors import (
     AlreadyExists,
     EnrolmentError,
@@ -34,8 +39,13 @@ from vault.service.base import (
     epoch,
     share_policy_fields,
 )
-from vault.service.journal import JournalOps
-from vault.service.records import EngineerInfo, InitResult, SessionInfo
+from vault.service.invitations import InvitationOps
+from vault.service.records import (
+    EngineerInfo,
+    InitResult,
+    PendingConfirmation,
+    SessionInfo,
+)
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
 from vault.storage import models as m
 
@@ -55,7 +65,7 @@ def normalise_fingerprint(text: str) -> str:
     return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
 
 
-class EngineerOps(JournalOps):
+class EngineerOps(InvitationOps):
     # -- init ----------------------------------------------------------------------
 
     def _initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
@@ -158,7 +168,8 @@ class EngineerOps(JournalOps):
         context = (LABEL_INVITE, self._vid(s), row.id, bundle.version)
         row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
         row.invite_root_version = bundle.version
-        row.invite_expires_at = self.clock() + valid_for
+        row.invite_expires_at = (self.clock() + valid_for).replace(microsecond=0)
+        self._sign_invite(s, row)
         self._append(
             s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
         )
@@ -181,6 +192,12 @@ class EngineerOps(JournalOps):
                 raise EnrolmentError(f"there is no open invitation for {name!r}")
             if row.invite_expires_at is None or row.invite_expires_at <= self.clock():
                 raise EnrolmentError(f"the invitation for {name!r} has expired")
+            if row.invite_signature is None:
+                raise EnrolmentError(
+                    f"the invitation for {name!r} was made before credvault signed invitations",
+                    hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
+                )
+            self._verify_invite(s, row)  # the role and expiry are the inviting admin's
             self._make_keys(s, row, passphrase, info.org_signing_public)
             assert row.sealing_public is not None and row.signing_public is not None
             row.enroll_mac = signing.enrolment_mac(
@@ -190,44 +207,65 @@ class EngineerOps(JournalOps):
             self._append(s, "enroll", actor=row, sign=False, public={"engineer": name})
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
-    def _reseal_grants(self, s: Session, row: m.Engineer) -> None:
-        """After new keys (engineer rotation): re-sign live grants and re-seal their client keys."""
-        now = int(self.clock().timestamp())
-        grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None))).all()
-        assert row.sealing_public is not None
-        for grant in grants:
-            if grant.until is not None and grant.until <= now:
-                continue
-            grant.granted_by = self._me().engineer_id
-            grant.signature = self._my_signing_key().sign(
-                LABEL_SIG_GRANT, *self._grant_fields(s, grant, row.sealing_public)
+    @staticmethod
+    def _enrolled(row: m.Engineer, name: str) -> str:
+        fingerprint = _fingerprint(row)
+        if row.status != ENROLLED or fingerprint is None:
+            raise EnrolmentError(
+                f"engineer {name!r} has not enrolled yet (status: {row.status})",
+                hint="they run `credvault engineer enroll NAME` and type the code when asked",
             )
-            for ck in s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == grant.client_id, m.ClientKey.state != "destroyed")
-            ):
-                key = self._client_key(s, grant.client_id, ck.version)
-                self._seal_client_key(s, grant.client_id, ck.version, key, "engineer", row.id, row.sealing_public)
+        return fingerprint
 
     def pending_fingerprint(self, name: str) -> str:
         """The fingerprint an enrolled (not yet confirmed) engineer's keys show."""
         with self.store.transaction() as s:
-            row = self._engineer(s, name)
-            fingerprint = _fingerprint(row)
-            if row.status != ENROLLED or fingerprint is None:
-                raise EnrolmentError(
-                    f"engineer {name!r} has not enrolled yet (status: {row.status})",
-                    hint="they run `credvault engineer enroll NAME` and type the code when asked",
-                )
-            return fingerprint
+            return self._enrolled(self._engineer(s, name), name)
 
-    def confirm_engineer(self, name: str, fingerprint: str) -> EngineerInfo:
-        """Certify an enrolled engineer's keys, after a person compared ``fingerprint``."""
+    def pending_confirmation(self, name: str) -> PendingConfirmation:
+        """What confirming ``name`` would certify (admin only): their name, the role their
+        signed invitation gives, their fingerprint, and the grants it would carry over and
+        drop. Raises ``UntrustedRecord`` if the invitation is not signed by an admin."""
+        with self.store.transaction() as s:
+            self._my_admin_row(s)
+            row = self._engineer(s, name)
+            fingerprint = self._enrolled(row, name)
+            plan = self._confirmation_plan(s, row)
+            return PendingConfirmation(
+                name=row.name,
+                role=row.role,
+                fingerprint=fingerprint,
+                key_generation=row.key_generation,
+                invited_by=plan.signer.name,
+                carried=[info for _, info in plan.carried],
+                dropped=plan.dropped,
+            )
+
+    def confirm_engineer(
+        self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None
+    ) -> EngineerInfo:
+        """Certify an enrolled engineer's keys, after a person compared ``fingerprint``.
+
+        The invitation must be signed by an admin (its role is the one certified), and only
+        the grants ``pending_confirmation`` lists as carried over are re-signed and re-sealed.
+        With ``shown`` (what ``pending_confirmation`` returned and the admin saw), nothing is
+        confirmed if the role, fingerprint or grants carried over have changed since.
+        """
         with self.store.transaction() as s:
             bundle = self._root_bundle(s)
             row = self._engineer(s, name)
             if row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None:
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
             assert row.sealing_public is not None and row.signing_public is not None
+            plan = self._confirmation_plan(s, row)
+            if shown is not None and (
+                (shown.name, shown.role, shown.fingerprint) != (row.name, row.role, _fingerprint(row))
+                or shown.carried != [info for _, info in plan.carried]
+            ):
+                raise EnrolmentError(
+                    f"what confirming {name!r} would do has changed since it was shown: not confirmed",
+                    hint=f"run `credvault engineer confirm {name}` again and check what it shows",
+                )
             if signing.is_weak_signing_key(row.signing_public) or sealing.is_weak_public(row.sealing_public):
                 raise UntrustedRecord(
                     f"the keys {name!r} enrolled are weak (small-order): not confirmed",
@@ -255,11 +293,12 @@ class EngineerOps(JournalOps):
                 )
             row.status = ACTIVE
             row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
+            row.invite_signature = row.invite_signed_by = row.invite_prev_generation = None
             self._sign_certificate(s, row, bundle.org)
             self._record_engineer_key(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
-            self._reseal_grants(s, row)
+            self._carry_grants(s, row, plan)
             self._append(
                 s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
             )

@@ -31,7 +31,11 @@ from vault.storage import models as m
 
 class OffboardingOps(EngineerOps, RotationOps):
     def rotate_engineer(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
-        """Destroy an engineer's keys now and re-invite them; returns the new enrolment code."""
+        """Destroy an engineer's keys now and re-invite them; returns the new enrolment code.
+
+        The new invitation is signed with the role the engineer's certificate holds and
+        names their current key generation: re-confirmation carries over only the grants
+        an admin signed over that generation's key."""
         with self.store.transaction() as s:
             me = self._my_admin_row(s)
             row = self._engineer(s, name)
@@ -41,7 +45,10 @@ class OffboardingOps(EngineerOps, RotationOps):
                 )
             if row.status != ACTIVE:
                 raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
+            self._verify_certificate(s, row)  # the role re-invited is the certified one, not the row's word
             bundle = self._root_bundle(s)
+            if s.get(m.EngineerKey, (row.id, row.key_generation)) is None:
+                self._record_engineer_key(s, row, bundle.org)  # the generation whose grants carry over
             self._adopt_signatures(s, row)
             self._destroy_engineer_keys(s, row)
             code = self._issue_invite(s, row, bundle, valid_for)

@@ -299,3 +299,33 @@ class BackupInfo(_Record):
     secrets: int
     audit_head: int
     skipped_clients: int = 0
+
+
+@dataclass(frozen=True)
+class CarriedGrant(_Record):
+    """A grant that confirmation will re-sign and re-seal to the engineer's new keys."""
+
+    client: str
+    until: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class DroppedGrant(_Record):
+    """A grant row confirmation will not carry over, and why (``client`` None if unreadable)."""
+
+    grant_id: int
+    client: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class PendingConfirmation(_Record):
+    """What ``confirm_engineer`` will certify: shown to the admin before they confirm."""
+
+    name: str
+    role: str
+    fingerprint: str
+    key_generation: int
+    invited_by: str
+    carried: list[CarriedGrant]
+    dropped: list[DroppedGrant]

@@ -1,0 +1,199 @@
+"""Invitations as signed records, and what a confirmation carries over (issue 12).
+
+An invitation is signed by the inviting admin over the vault id, the engineer's id, name
+and role, their previous certified key generation, the root version, the expiry and the
+sealed invite secret (docs/format.md §5). The enrolling engineer and the confirming
+admin verify it against an admin whose certificate verifies, so a writer of the
+database can neither raise an invited role nor make an enrolment without an invitation.
+
+A confirmation carries over only the grants an active admin signed over the engineer's
+previous sealing key (from ``engineer_keys``, verified); it re-signs them over the new
+key and re-seals their client keys. Every other unrevoked grant row is reported, and
+the rows no admin signed are set aside (revoked) so that none blocks a lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_INVITE
+from vault.errors import IntegrityError, UntrustedRecord, VaultError
+from vault.service.base import epoch
+from vault.service.journal import JournalOps
+from vault.service.records import CarriedGrant, DroppedGrant
+from vault.service.rows import EngineerRecord, EngineerRow
+from vault.storage import models as m
+
+
+def reinvite_hint(name: str) -> str:
+    return f"invite them again: `credvault engineer invite {name}` (add --admin for an admin)"
+
+
+class _Plan(NamedTuple):
+    """What a confirmation does with the engineer's unrevoked grant rows."""
+
+    signer: EngineerRecord  # the admin who signed the invitation
+    carried: list[tuple[m.Grant, CarriedGrant]]  # verified and live: re-signed and re-sealed
+    expired: list[m.Grant]  # verified and expired: re-signed as history, nothing sealed
+    unsigned: list[m.Grant]  # no admin signed them over the engineer's previous key: revoked
+    dropped: list[DroppedGrant]  # every row not carried, with the reason, for the admin
+
+
+class InvitationOps(JournalOps):
+    def _sign_invite(self, s: Session, row: m.Engineer) -> None:
+        """Sign ``row``'s invitation (its seal, root version and expiry already set) as the acting admin."""
+        row.invite_prev_generation = self._previous_generation(s, row)
+        row.invite_signed_by = self._me().engineer_id
+        row.invite_signature = self._my_signing_key().sign(LABEL_SIG_INVITE, *self._invite_fields(s, row))
+
+    def _previous_generation(self, s: Session, row: m.Engineer) -> int:
+        """The engineer's newest certified key generation (0 if none): grants signed over it
+        are the ones a confirmation of this invitation may carry over."""
+        key = s.scalars(
+            select(m.EngineerKey).where(m.EngineerKey.engineer_id == row.id).order_by(m.EngineerKey.generation.desc())
+        ).first()
+        if key is None:
+            return 0
+        self._verified_key(s, key, row.name)
+        return key.generation
+
+    def _invite_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
+        assert row.invite_seal is not None and row.invite_root_version is not None
+        assert row.invite_expires_at is not None and row.invite_prev_generation is not None
+        return (
+            self._vid(s),
+            row.id,
+            row.name,
+            row.role,
+            row.invite_prev_generation,
+            row.invite_root_version,
+            epoch(row.invite_expires_at),
+            row.invite_seal,
+        )
+
+    def _verify_invite(self, s: Session, row: m.Engineer) -> EngineerRecord:
+        """The invitation's signature by an admin whose certificate verifies; returns that admin."""
+        name = row.name
+        if (
+            row.invite_signature is None
+            or row.invite_signed_by is None
+            or row.invite_prev_generation is None
+            or row.invite_seal is None
+            or row.invite_root_version is None
+            or row.invite_expires_at is None
+        ):
+            raise UntrustedRecord(
+                f"engineer {name!r} has no invitation signed by an admin "
+                "(made before credvault signed invitations, or not by an admin): not trusted",
+                hint=reinvite_hint(name),
+            )
+        try:
+            signer = self._verified_admin(s, row.invite_signed_by)
+            assert signer.signing_public is not None
+            signing.verify(
+                signer.signing_public,
+                row.invite_signature,
+                LABEL_SIG_INVITE,
+                *self._invite_fields(s, row),
+                what=f"the invitation of engineer {name!r}",
+            )
+        except UntrustedRecord as error:
+            raise UntrustedRecord(f"not trusted: {error}", hint=reinvite_hint(name)) from None
+        return signer
+
+    # -- what a confirmation carries over ------------------------------------------------------
+
+    def _previous_keys(self, s: Session, row: m.Engineer) -> tuple[EngineerRow | None, str]:
+        """The engineer's keys as they were when invited (the generation the signed invitation
+        names), verified against the organisation key; else None and why."""
+        generation = row.invite_prev_generation or 0
+        if generation <= 0:
+            return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
+        key = s.get(m.EngineerKey, (row.id, generation))
+        try:
+            if key is None or generation >= row.key_generation:
+                raise UntrustedRecord(f"key generation {generation} is missing")
+            self._verified_key(s, key, row.name)
+        except UntrustedRecord as error:
+            return None, f"the engineer's previous keys do not verify: {error}"
+        return (
+            EngineerRow(
+                row.id,
+                row.name,
+                row.role,
+                row.status,
+                key.generation,
+                key.sealing_public,
+                key.signing_public,
+                key.certified_at,
+                key.certificate,
+            ),
+            "",
+        )
+
+    def _shown_slug(self, s: Session, client_id: int) -> str | None:
+        """The client's slug as the acting admin opens it, or None if it does not open."""
+        client = s.get(m.Client, client_id)
+        if client is None:
+            return None
+        try:
+            return self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
+        except (VaultError, UnicodeDecodeError):
+            return None
+
+    def _confirmation_plan(self, s: Session, row: m.Engineer) -> _Plan:
+        """The signed invitation's admin, the grants to carry over and the rows to drop.
+
+        A grant is carried over only if an active, certified admin signed it over the
+        engineer's previous sealing key (the generation the invitation names) and it has
+        not expired; every other unrevoked grant row of the engineer is dropped with a reason.
+        """
+        signer = self._verify_invite(s, row)
+        previous, why_none = self._previous_keys(s, row)
+        now = epoch(self.clock())
+        plan = _Plan(signer, [], [], [], [])
+        grants = s.scalars(
+            select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None)).order_by(m.Grant.id)
+        ).all()
+        for grant in grants:
+            slug = self._shown_slug(s, grant.client_id)
+            try:
+                if previous is None:
+                    raise UntrustedRecord(why_none)
+                self._verify_grant(s, grant, previous)
+            except IntegrityError as error:
+                plan.unsigned.append(grant)
+                plan.dropped.append(DroppedGrant(grant.id, slug, str(error)))
+                continue
+            if grant.until is not None and grant.until <= now:
+                plan.expired.append(grant)
+                plan.dropped.append(DroppedGrant(grant.id, slug, "expired (kept as history; nothing is sealed)"))
+            elif slug is None:
+                plan.dropped.append(DroppedGrant(grant.id, None, "its client's keys do not open or verify"))
+            else:
+                until = None if grant.until is None else dt.datetime.fromtimestamp(grant.until, dt.UTC)
+                plan.carried.append((grant, CarriedGrant(slug, until)))
+        return plan
+
+    def _carry_grants(self, s: Session, row: m.Engineer, plan: _Plan) -> None:
+        """Re-sign the verified grants over the engineer's new keys and re-seal the client keys
+        of the live ones; set aside (revoke) the rows no admin signed, so none blocks a lookup."""
+        assert row.sealing_public is not None
+        for grant in [g for g, _ in plan.carried] + plan.expired:
+            grant.granted_by = self._me().engineer_id
+            grant.signature = self._my_signing_key().sign(
+                LABEL_SIG_GRANT, *self._grant_fields(s, grant, row.sealing_public)
+            )
+        for grant, _ in plan.carried:
+            for ck in s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == grant.client_id, m.ClientKey.state != "destroyed")
+            ):
+                key = self._client_key(s, grant.client_id, ck.version)
+                self._seal_client_key(s, grant.client_id, ck.version, key, "engineer", row.id, row.sealing_public)
+        for grant in plan.unsigned:
+            grant.revoked_at = self.clock()
