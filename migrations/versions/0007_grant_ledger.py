@@ -6,7 +6,7 @@ had (``seq`` stays NULL, which marks the older signature layout). A row revoked 
 this revision has ``revoked_at`` and no revocation signature: it stays revoked (a
 revocation is never undone, signed or not).
 
-Revision ID: 0007_grant_ledger
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-05 01:10:00
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_grant_ledger"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None

@@ -249,7 +249,7 @@ def test_db_upgrade_and_status(tmp_path: Path) -> None:
 
 def test_a_schema_behind_this_credvault_is_shown_and_warned_about_until_db_upgrade(ready: Workspace) -> None:
     """An existing vault opened by a newer credvault: `db status` says the schema is behind,
-    and `db upgrade` brings it to the head. (Since revision 0007_signed_policies added
+    and `db upgrade` brings it to the head. (Since revision 0008 added
     signature columns that every checkout reads, a vault must be upgraded before use.)"""
     from alembic import command
 

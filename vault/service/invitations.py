@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_INVITE
 from vault.errors import IntegrityError, UntrustedRecord, VaultError
-from vault.service.base import epoch
-from vault.service.journal import JournalOps
+from vault.service.base import epoch, is_revoked
+from vault.service.grantledger import GrantLedgerOps
 from vault.service.records import CarriedGrant, DroppedGrant
 from vault.service.rows import EngineerRecord, EngineerRow
 from vault.storage import models as m
@@ -44,7 +44,7 @@ class _Plan(NamedTuple):
     dropped: list[DroppedGrant]  # every row not carried, with the reason, for the admin
 
 
-class InvitationOps(JournalOps):
+class InvitationOps(GrantLedgerOps):
     def _sign_invite(self, s: Session, row: m.Engineer) -> None:
         """Sign ``row``'s invitation (its seal, root version and expiry already set) as the acting admin."""
         row.invite_prev_generation = self._previous_generation(s, row)
@@ -157,9 +157,20 @@ class InvitationOps(JournalOps):
         previous, why_none = self._previous_keys(s, row)
         now = epoch(self.clock())
         plan = _Plan(signer, [], [], [], [])
-        grants = s.scalars(
-            select(m.Grant).where(m.Grant.engineer_id == row.id, m.Grant.revoked_at.is_(None)).order_by(m.Grant.id)
-        ).all()
+        # The grant ledger decides what may be re-sealed (grantledger.py): per client, only the
+        # head of the engineer's ledger, live, and confirmed by the verified audit log. A
+        # revocation cleared or a newer grant deleted in the database carries nothing.
+        heads: set[int] = set()
+        reasons: dict[int, str] = {}
+        if previous is not None:
+            carry, refused = self._grants_to_carry(s, previous)
+            heads = {grant.id for grant in carry}
+            reasons = {grant.id: why for grant, why in refused}
+        grants = [
+            grant
+            for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id).order_by(m.Grant.id)).all()
+            if not is_revoked(grant)
+        ]
         for grant in grants:
             slug = self._shown_slug(s, grant.client_id)
             try:
@@ -173,6 +184,9 @@ class InvitationOps(JournalOps):
             if grant.until is not None and grant.until <= now:
                 plan.expired.append(grant)
                 plan.dropped.append(DroppedGrant(grant.id, slug, "expired (kept as history; nothing is sealed)"))
+            elif grant.id not in heads:
+                why = reasons.get(grant.id, "superseded by a newer grant for the same client")
+                plan.dropped.append(DroppedGrant(grant.id, slug, why))
             elif slug is None:
                 plan.dropped.append(DroppedGrant(grant.id, None, "its client's keys do not open or verify"))
             else:

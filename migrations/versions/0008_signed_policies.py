@@ -8,8 +8,8 @@ this revision have no signature: a client's policy then reads as the strict poli
 the settings as their bounded defaults, until an admin sets them again
 (`credvault policy set CLIENT ...`, `credvault settings ...`).
 
-Revision ID: 0007_signed_policies
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-05 01:00:00
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_signed_policies"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@ Before this revision an invitation was a row anyone who can write the database c
 make or edit (its role in particular). Invitations made before it have no signature:
 enrolment and confirmation refuse them with a hint to invite the engineer again.
 
-Revision ID: 0007_signed_invites
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-05 01:30:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_signed_invites"
-down_revision = "0006"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -6,8 +6,8 @@ an existing vault gets its one key as version 1, with no share policy (unknown: 
 rotate root --shares K-of-N` sets it). No existing table changes, so a vault not yet
 upgraded keeps working with this code until `credvault db upgrade`.
 
-Revision ID: 0007_org_keys
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-05 01:10:00
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from vault.storage.models import UTCDateTime
 
-revision = "0007_org_keys"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
