@@ -277,6 +277,7 @@ class CheckoutOps(SecretOps):
             if read.policy is None:
                 return None  # a client without a policy row: the general path makes one
             client, secret = read.client, read.secret
+            self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
             lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
@@ -311,6 +312,7 @@ class CheckoutOps(SecretOps):
 
     def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
         opened = self._open(s, client, secret, row)
+        self._check_name(opened, validation.secret_ref(ref)[1])  # the name tag found this row: check it
         if field == "password":
             return self._password(client, secret, row, opened)
         if field in METADATA_FIELDS or field == "name":
