@@ -16,7 +16,7 @@ from vault.service import config
 
 from .context import AppContext, pass_app
 from .errors import CommandFailed
-from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, when
+from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, say, when
 
 PASSPHRASE_FILE = click.option(
     "--passphrase-file",
@@ -193,7 +193,7 @@ def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
             )
         fingerprint = pending
     info = vault.confirm_engineer(name, fingerprint)
-    click.echo(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
+    say(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
 
 
 @engineer.command("list")
@@ -239,7 +239,7 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     local = config.LocalConfig.load()
     local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
     local.save()
-    click.echo(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
+    say(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
 
 
 @click.command()

@@ -15,7 +15,7 @@ import click
 
 from .context import AppContext, pass_app, read_passphrase_file
 from .errors import CommandFailed
-from .output import echo_json, echo_pairs, echo_records, echo_table
+from .output import echo_json, echo_pairs, echo_records, echo_table, say
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 REQUEST = click.option(
@@ -139,7 +139,7 @@ def purge_subject(app: AppContext, query: str, request: str, yes: bool, vacuum: 
     vault = app.session_vault()
     matches = [x for x in vault.subject_find(query) if x.secret_id is not None]
     refs = sorted({f"{x.client}/{x.secret}" for x in matches})
-    click.echo(f"This destroys {len(refs)} secret(s): {', '.join(refs) or '-'}", err=True)
+    say(f"This destroys {len(refs)} secret(s): {', '.join(refs) or '-'}", err=True)
     _confirm_typed("yes", yes)
     receipts = vault.purge_subject(query, request=request, vacuum=vacuum)
     if as_json:

@@ -139,6 +139,9 @@ class CheckoutOps(SecretOps):
         hold_for: dt.timedelta | None = None,
     ) -> Revealed:
         """Reveal a field of a secret after its audit event is durably committed."""
+        validation.field_name(field)
+        if version is not None:
+            validation.number("version", version, 1)
         if reason is not None:
             reason = reason.strip()
             validation.field_value("reason", reason)
@@ -181,7 +184,7 @@ class CheckoutOps(SecretOps):
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
         row = t.version or self._version(s, secret, version)
-        value = self._field_value(s, t.client, secret, row, field, ref)
+        value = self._field_value(s, t.client, secret, row, field, ref, named=True)
         expires = None
         details = {"field": field, "version": row.version, "reason": reason}
         action = "reveal"
@@ -310,9 +313,13 @@ class CheckoutOps(SecretOps):
             rows.LOCK_SECRET.all(conn, {"secret": secret.id})
         return [rows.HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret.id, "now": self.clock()})]
 
-    def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
+    def _field_value(
+        self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str, *, named: bool = False
+    ) -> str:
+        """The field's value; ``named``: ``secret`` was found by the name in ``ref``, checked here."""
         opened = self._open(s, client, secret, row)
-        self._check_name(opened, validation.secret_ref(ref)[1])  # the name tag found this row: check it
+        if named:  # the name tag found this row (the fast path too): the metadata must hold that name
+            self._check_name(opened, validation.secret_ref(ref)[1])
         if field == "password":
             return self._password(client, secret, row, opened)
         if field in METADATA_FIELDS or field == "name":
@@ -360,7 +367,7 @@ class CheckoutOps(SecretOps):
         if new_password is not None and generate:
             raise InvalidInput("give a new password or --generate, not both")
         if generate:
-            new_password = generate_password(length) if length else generate_password()
+            new_password = generate_password(length) if length is not None else generate_password()
         with self.store.transaction() as s:  # the new version and the release commit together
             if new_password is not None:
                 self._update_in(s, ref, new_password, {}, None, None)
