@@ -14,16 +14,21 @@ with ESC, CR and BEL are shown neutralised on every output path.
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_workspace import ENGINEER, MemoryKeyring, Snapshots, Workspace, ok
 from click.testing import Result
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from vault import Vault
 from vault.crypto import blobs
 
+PG_URL = os.environ.get("CREDVAULT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REF = "acme/fw01-admin"
 SECRET = "fw-Passw0rd-stdin"
 STATE_TABLES = ("clients", "secrets", "secret_versions", "grants", "engineers", "checkouts", "purge_receipts")
@@ -157,6 +162,27 @@ def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> 
     return snapshots.clone(populated, tmp_path, fake_keyring)
 
 
+@pytest.fixture(scope="module")
+def pg_snapshots(tmp_path_factory: pytest.TempPathFactory, pg_template: str | None) -> Iterator[Snapshots]:
+    """One PostgreSQL vault for this module (cloned from the migrated template): every case
+    is refused, so they can share it; each checks that nothing changed."""
+    if pg_template is None:
+        pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+    name = f"credvault_badinput_{uuid.uuid4().hex[:12]}"
+    server = create_engine(make_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield Snapshots(tmp_path_factory, url=make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.fixture
+def ready_pg(pg_snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
+    return pg_snapshots.clone(populated, tmp_path, fake_keyring)
+
+
 def _fill(slot: tuple[str, ...], value: str) -> list[str]:
     return [part.replace("{}", value) for part in slot]
 
@@ -204,6 +230,19 @@ def test_bad_input_is_a_clear_error(ready: Workspace, slot: tuple[str, ...], val
     before = _state(ready)
     assert_refused_cleanly(ready.admin(*_fill(slot, value)))
     assert _state(ready) == before, "a refused command changed the vault"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("slot", "value"),
+    _cases(TEXT_SLOTS, {k: TEXT[k] for k in ("nul", "invalid-utf8")}) + _cases(NUMBER_SLOTS, {"huge": NUMBERS["huge"]}),
+)
+def test_bad_input_is_a_clear_error_on_postgresql(ready_pg: Workspace, slot: tuple[str, ...], value: str) -> None:
+    """PostgreSQL refuses NUL in text and integers past 64 bits itself (DataError): the
+    vault must refuse them first, with the same clear error as on SQLite."""
+    before = _state(ready_pg)
+    assert_refused_cleanly(ready_pg.admin(*_fill(slot, value)))
+    assert _state(ready_pg) == before, "a refused command changed the vault"
 
 
 @pytest.mark.parametrize(
