@@ -13,6 +13,7 @@ import click
 
 from vault.errors import ConfigurationError
 from vault.service import config
+from vault.service.validation import engineer_name
 
 from .context import AppContext, pass_app
 from .errors import CommandFailed
@@ -71,6 +72,7 @@ def init(app: AppContext, admin_name: str, shares: tuple[int, int] | None, passp
     from vault import Vault
 
     url = app.db_url()
+    engineer_name(admin_name)  # before the prompt that names them
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {admin_name}")
     vault, result = Vault.create(url, admin=admin_name, passphrase=passphrase, shares=shares)
     vault.close()
@@ -155,6 +157,7 @@ def enroll(app: AppContext, name: str, code: str | None, passphrase_file: Path |
     Example:
       credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob --code CV1-ABCD-...
     """
+    engineer_name(name)  # before the prompts: the second one names them
     if code is None:
         code = str(click.prompt("Enrolment code", err=True))
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
@@ -234,6 +237,7 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     """
     name = name or app.require_engineer()
     lifetime = app.session_ttl(ttl)
+    engineer_name(name)  # before the prompt that names them
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime)
     local = config.LocalConfig.load()

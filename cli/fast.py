@@ -91,8 +91,8 @@ def parse(argv: list[str]) -> Checkout | None:
                 return None
             seen.add(name)
             if name == "version":
-                if not value.isascii() or not value.isdigit():
-                    return None  # click says why
+                if not value.isascii() or not value.isdigit() or len(value) > 18:
+                    return None  # click (or the library, for a number out of range) says why
                 found.version = int(value)
             else:
                 setattr(found, name, value)

@@ -341,6 +341,9 @@ def backup_restore(app: AppContext, file: Path, keys: Path, admin: str | None, s
         raise click.UsageError("give --admin NAME or --share SHARE (k times)")
     passphrase = None
     if admin:
+        from vault.service.validation import engineer_name
+
+        engineer_name(admin)  # before the prompt that names them
         passphrase = (
             read_passphrase_file(app.passphrase_file)
             if app.passphrase_file

@@ -13,20 +13,25 @@ with ESC, CR and BEL are shown neutralised on every output path.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_workspace import ENGINEER, MemoryKeyring, Snapshots, Workspace, ok
+from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, ok
 from click.testing import Result
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from vault.cli import fast
 
 from vault import Vault
 from vault.crypto import blobs
+from vault.service import agent, agentclient
 
 PG_URL = os.environ.get("CREDVAULT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REF = "acme/fw01-admin"
@@ -111,6 +116,13 @@ TEXT_SLOTS = [
     ("purge", "subject", "{}", "--request", "DSR-1", "--yes"),
     ("subject", "find", "{}"),
     ("--as", "{}", "client", "list"),
+    ("--db", "{}", "client", "list"),
+    ("engineer", "enroll", "{}", "--code", "CV1-AAAA-AAAA"),
+    ("engineer", "enroll", "bob", "--code", "{}"),
+    ("subject", "report", "{}", "--out", "report.json"),
+    ("unlock", "{}"),
+    ("--as", "{}", "unlock"),
+    ("--as", "{}", "agent", "start"),
 ]
 NAME_SLOTS = [  # where nested JSON is bad too: a name, slug or reference is expected
     ("client", "show", "{}"),
@@ -341,3 +353,65 @@ def test_show_warns_when_a_value_holds_control_characters(planted: Workspace) ->
     assert "--json" in result.stderr  # where the exact value can be had
     exact = json.loads(ok(planted.admin("checkout", REF, "--field", "username", "--reason", "T-3", "--json")).stdout)
     assert exact["value"] == PLANTED_USER
+
+
+FAST_TEXT_SLOTS = [
+    ("checkout", "{}", "--reason", "r", "--show"),
+    ("checkout", REF, "--reason", "{}", "--show"),
+    ("checkout", REF, "--reason", "r", "--field", "{}", "--json"),
+    ("--as", "{}", "checkout", REF, "--reason", "r", "--show"),
+]
+FAST_CASES = (
+    _cases(FAST_TEXT_SLOTS, TEXT)
+    + _cases(FAST_TEXT_SLOTS[:1], {"nested-json": NESTED})
+    + _cases([("checkout", REF, "--reason", "r", "--for", "{}", "--show")], DURATIONS)
+    + _cases([("checkout", REF, "--reason", "r", "--version", "{}", "--show")], NUMBERS)
+)
+
+
+@pytest.fixture
+def agent_of_admin(ready: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, agent.Agent]]:
+    """The admin's agent, serving in a thread on the socket cli/fast.py looks for."""
+    with tempfile.TemporaryDirectory(prefix="cvbad") as short:  # a socket path must fit in 100 bytes
+        monkeypatch.setenv("CREDVAULT_HOME", short)
+        vault = ready.library()
+        path = Path(agentclient.socket_path(ready.url, ADMIN))
+        server = agent.Agent(vault, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5), lambda: dt.datetime.now(dt.UTC))
+        listener = agent.bind(path)
+        thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
+        thread.start()
+        yield path, server
+        server.running = False
+        thread.join(timeout=5)
+        listener.close()
+        vault.close()
+
+
+@pytest.mark.parametrize(("slot", "value"), FAST_CASES)
+def test_the_fast_path_and_the_agent_refuse_bad_input_cleanly(
+    ready: Workspace,
+    agent_of_admin: tuple[Path, agent.Agent],
+    slot: tuple[str, ...],
+    value: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """cli/fast.py reads a checkout line with the standard library alone and sends it to the
+    running agent: bad input is refused there (or handed to the click CLI), never a traceback."""
+    path, server = agent_of_admin
+    before = _state(ready)
+    args = _fill(slot, value)
+    order = fast.parse(["--db", ready.url, *([] if slot[0] == "--as" else ["--as", ADMIN]), *args])
+    status = fast.via_agent(order) if order is not None else None
+    if order is not None and slot[0] != "--as":
+        assert status is not None, "the running agent was not asked"
+    if status is None:  # handed to the click CLI: the same contract
+        assert_refused_cleanly(ready.admin(*args))
+    else:
+        out, err = capsys.readouterr()
+        assert status == 1, out
+        assert err.startswith("credvault: error: ") and "\nhint: " in err, err
+        assert "internal error" not in err
+        for control in RAW_CONTROLS:
+            assert control not in out + err
+    assert server.running and agentclient.request(path, {"op": "ping"})["ok"] is True
+    assert _state(ready) == before

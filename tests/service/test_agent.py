@@ -116,7 +116,9 @@ def test_a_bug_in_the_agent_is_reported_without_its_text(admin: Vault) -> None:
     assert PASSWORD not in repr(answer)
 
 
-def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(admin: Vault, home: Path) -> None:
+def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(
+    admin: Vault, home: Path
+) -> None:
     clock = Clock()
     path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     server = agent.Agent(admin, clock() + dt.timedelta(seconds=30), clock)
