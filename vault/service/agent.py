@@ -15,6 +15,9 @@ done (the audit event is committed before the value leaves the agent).
   stop`` or ``credvault lock``; the socket file is removed when it ends.
 * **What crosses the socket.** One JSON line each way: the request (never a key or a
   passphrase), and the revealed value or an error (class name, message, hint).
+* **Bad requests.** A line that is not one JSON object of at most 64 KiB, or a member of
+  the wrong type, is answered with ``InvalidInput``; no request ends the agent (only
+  ``stop``, its expiry or a ``Locked`` session does).
 * **What never happens.** The passphrase reaches the agent on its standard input, never
   in argv or the environment; the agent writes no key to disk and logs nothing.
 
