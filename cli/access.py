@@ -15,7 +15,7 @@ import click
 from . import clipboard
 from .context import AppContext, pass_app
 from .errors import CommandFailed
-from .output import echo_json, echo_pairs, echo_records, echo_table, when
+from .output import SHOW_WARNING, echo_json, echo_pairs, echo_records, echo_table, say, shown_value, when
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
@@ -91,7 +91,10 @@ def checkout(
         )
         return
     if show:
-        click.echo(revealed.value)
+        value, altered = shown_value(revealed.value)
+        click.echo(value)
+        if altered:
+            click.echo(f"warning: {SHOW_WARNING}", err=True)
     else:
         assert board is not None
         clipboard.copy_with_clear(board, revealed.value, clear_after)
@@ -128,7 +131,7 @@ def checkin(
     vault = app.session_vault()
     if break_it:
         holders = vault.break_checkout(ref)
-        click.echo(f"Released the checkout of {ref} held by {holders}.")
+        say(f"Released the checkout of {ref} held by {holders}.")
         return
     new_password = None
     if new_password_stdin:

@@ -17,6 +17,7 @@ import click
 
 from vault.errors import ConfigurationError, StoreUnavailable
 from vault.service import agentclient, config
+from vault.service.validation import engineer_name
 
 from .context import AppContext, pass_app
 from .engineers import PASSPHRASE_FILE
@@ -52,7 +53,7 @@ def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> Non
     Example:
       credvault agent start --ttl 4h
     """
-    name = app.require_engineer()
+    name = engineer_name(app.require_engineer())
     lifetime = app.session_ttl(ttl)
     url = app.db_url()
     path = agentclient.socket_path(url, name)

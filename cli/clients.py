@@ -11,7 +11,7 @@ import datetime as dt
 import click
 
 from .context import AppContext, pass_app
-from .output import echo_json, echo_pairs, echo_records, echo_table, when
+from .output import echo_json, echo_pairs, echo_records, echo_table, say, when
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -109,9 +109,7 @@ def grant(app: AppContext, engineer: str, client_slug: str, until: str | None, r
 
     end = point_in_time(until, dt.datetime.now(dt.UTC)) if until else None
     info = app.session_vault().grant(engineer, client_slug, until=end, reason=reason)
-    click.echo(
-        f"Granted {info.engineer} access to {info.client}" + (f" until {when(info.until)}." if info.until else ".")
-    )
+    say(f"Granted {info.engineer} access to {info.client}" + (f" until {when(info.until)}." if info.until else "."))
 
 
 @click.command()

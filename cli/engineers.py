@@ -14,10 +14,11 @@ import click
 
 from vault.errors import ConfigurationError, InvalidInput
 from vault.service import config
+from vault.service.validation import engineer_name
 
 from .context import AppContext, pass_app, read_private_file
 from .errors import CommandFailed
-from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, when
+from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, say, when
 
 if TYPE_CHECKING:
     from vault.service.records import PendingConfirmation
@@ -75,6 +76,7 @@ def init(app: AppContext, admin_name: str, shares: tuple[int, int] | None, passp
     from vault import Vault
 
     url = app.db_url()
+    engineer_name(admin_name)  # before the prompt that names them
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {admin_name}")
     vault, result = Vault.create(url, admin=admin_name, passphrase=passphrase, shares=shares)
     try:
@@ -180,6 +182,7 @@ def enroll(
     Example:
       credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob
     """
+    engineer_name(name)  # before the prompts: the second one names them
     if code_in_argv is not None:
         raise InvalidInput(
             "the enrolment code is not taken on the command line (ps and shell history would show it)",
@@ -229,7 +232,7 @@ def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
             )
         fingerprint = pending.fingerprint
     info = vault.confirm_engineer(name, fingerprint, shown=pending)
-    click.echo(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
+    say(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
 
 
 def _echo_pending(pending: PendingConfirmation) -> None:
@@ -289,12 +292,13 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     """
     name = name or app.require_engineer()
     lifetime = app.session_ttl(ttl)
+    engineer_name(name)  # before the prompt that names them
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime)
     local = config.LocalConfig.load()
     local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
     local.save()
-    click.echo(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
+    say(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
 
 
 @click.command()

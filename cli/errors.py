@@ -37,16 +37,25 @@ class CommandFailed(Exception):
         self.hint = hint
 
 
+MAX_MESSAGE = 300  # an error line quotes at most this much: a 100 KB argument is not echoed back
+
+
 def printable(text: str) -> str:
-    """``text`` with every control, escape, bidi or zero-width character replaced by '?'."""
+    """``text`` with every control, escape, bidi or zero-width character replaced by '?'
+    (lone surrogates, which undecodable input becomes, are not printable either)."""
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def shortened(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``printable(text)``, cut to ``limit`` characters."""
+    return printable(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def report(message: str, hint: str = "") -> None:
     """Print the error line and, if any, the hint line to stderr."""
-    click.echo(f"{PROG}: error: {printable(message)}", err=True)
+    click.echo(f"{PROG}: error: {shortened(message)}", err=True)
     if hint:
-        click.echo(f"hint: {printable(hint)}", err=True)
+        click.echo(f"hint: {shortened(hint)}", err=True)
 
 
 def debugging() -> bool:
@@ -58,8 +67,11 @@ def reported_errors() -> Iterator[None]:
     """Turn any exception raised inside into a reported error and a click exit."""
     try:
         yield
-    except (click.exceptions.Exit, click.UsageError, BrokenPipeError):
-        raise  # click's own control flow, usage errors (exit 2) and a closed pipe keep their meaning
+    except click.UsageError as error:
+        setattr(error, "message", shortened(error.message))  # noqa: B010 - click quotes the bad value: neutralised, cut short
+        raise  # usage errors keep click's exit status 2
+    except (click.exceptions.Exit, BrokenPipeError):
+        raise  # click's own control flow and a closed pipe keep their meaning
     except click.Abort as error:
         # click.prompt turns Ctrl-C and end-of-input into Abort; its context says which.
         if isinstance(error.__context__, KeyboardInterrupt):
@@ -83,6 +95,10 @@ def reported_errors() -> Iterator[None]:
     except click.ClickException as error:
         report(error.format_message())
         raise click.exceptions.Exit(error.exit_code) from None
+    except UnicodeDecodeError:
+        # Only input is decoded: standard input or a file given to the command was not UTF-8.
+        report("the input is not valid UTF-8 text", "give UTF-8 text on standard input and in files")
+        raise click.exceptions.Exit(EXIT_ERROR) from None
     except Exception as error:
         if debugging():
             raise

@@ -17,6 +17,8 @@ import sys
 
 PROG = "credvault"
 USAGE_HINT = "see the command's --help for what it accepts"  # as vault.cli.errors.USAGE_HINT
+MAX_MESSAGE = 300  # as vault.cli.errors.MAX_MESSAGE
+SHOW_WARNING = "the value holds control characters, printed as '?'; use --json for the exact value"  # as cli/output.py
 GLOBAL_OPTIONS = {"--db": "db", "--as": "as_engineer"}
 CHECKOUT_OPTIONS = {
     "--reason": "reason",
@@ -89,8 +91,8 @@ def parse(argv: list[str]) -> Checkout | None:
                 return None
             seen.add(name)
             if name == "version":
-                if not value.isascii() or not value.isdigit():
-                    return None  # click says why
+                if not value.isascii() or not value.isdigit() or len(value) > 18:
+                    return None  # click (or the library, for a number out of range) says why
                 found.version = int(value)
             else:
                 setattr(found, name, value)
@@ -148,7 +150,11 @@ def _print(order: Checkout, answer: dict[str, object]) -> None:
         fields = ("ref", "field", "version", "value", "expires_at", "must_change")
         sys.stdout.write(json.dumps({k: answer.get(k) for k in fields}, indent=2, ensure_ascii=True) + "\n")
         return
-    sys.stdout.write(f"{answer['value']}\n")
+    value = str(answer["value"])
+    printed = "\n".join("\t".join(_printable(part) for part in line.split("\t")) for line in value.split("\n"))
+    sys.stdout.write(f"{printed}\n")  # as vault.cli.output.shown_value
+    if printed != value:
+        sys.stderr.write(f"warning: {SHOW_WARNING}\n")
     if isinstance(expires, str):
         shown = _when(expires)
         sys.stderr.write(f"Checked out until {shown}; run `credvault checkin {answer['ref']}` when done.\n")
@@ -166,13 +172,18 @@ def _when(iso: str) -> str:
     return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _report(message: str, hint: str) -> None:
-    def printable(text: str) -> str:  # as vault.cli.errors.printable
-        return "".join(ch if ch.isprintable() else "?" for ch in text)
+def _printable(text: str) -> str:  # as vault.cli.errors.printable
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
-    sys.stderr.write(f"{PROG}: error: {printable(message)}\n")
+
+def _shortened(text: str) -> str:  # as vault.cli.errors.shortened
+    return _printable(text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…")
+
+
+def _report(message: str, hint: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {_shortened(message)}\n")
     if hint:
-        sys.stderr.write(f"hint: {printable(hint)}\n")
+        sys.stderr.write(f"hint: {_shortened(hint)}\n")
 
 
 def main() -> None:

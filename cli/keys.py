@@ -21,7 +21,7 @@ from vault.service.validation import shown
 
 from .context import AppContext, pass_app
 from .engineers import _parse_shares
-from .output import echo_json, echo_table
+from .output import echo_json, echo_table, say
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 BATCH = click.option(
@@ -83,7 +83,7 @@ def rotate_client(app: AppContext, client: str, batch_size: int) -> None:
     """
     with progress_bar(f"re-wrapping {client}") as progress:
         info = app.session_vault().rotate_client(client, batch_size=batch_size, progress=progress)
-    click.echo(
+    say(
         f"Rotated {info.client}: key version {info.from_version} -> {info.to_version}, "
         f"{info.done} data key(s) re-wrapped, old version destroyed."
     )
@@ -173,7 +173,7 @@ def rotate_resume(app: AppContext, batch_size: int) -> None:
     if not done:
         click.echo("No rotation was under way.")
     for info in done:
-        click.echo(f"Finished {info.client}: key version {info.to_version}, {info.done} data key(s) re-wrapped.")
+        say(f"Finished {info.client}: key version {info.to_version}, {info.done} data key(s) re-wrapped.")
 
 
 @click.command("passwd")
@@ -212,9 +212,9 @@ def status(app: AppContext, as_json: bool) -> None:
         return
     click.echo(f"{report.clients} client(s), {report.secrets} secret(s), {report.engineers} engineer(s).")
     for warning in report.warnings:
-        click.echo(f"warning: {warning}")
+        say(f"warning: {warning}")
     for ref in report.must_change:
-        click.echo(f"must change: {ref}")
+        say(f"must change: {ref}")
     if not report.warnings:
         click.echo("No warnings.")
 

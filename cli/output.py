@@ -48,6 +48,24 @@ def safe_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", url)
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """One line of text that may quote names or metadata read from the database: printed
+    with control and escape characters neutralised (``printable``)."""
+    click.echo(printable(text), err=err)
+
+
+def shown_value(value: str) -> tuple[str, bool]:
+    """A revealed value as ``checkout --show`` prints it: lines and tabs kept, every other
+    control or escape character replaced by '?'; and whether anything was replaced (then
+    the exact value is only in --json or the clipboard)."""
+    lines = value.split("\n")
+    cleaned = "\n".join("\t".join(printable(part) for part in line.split("\t")) for line in lines)
+    return cleaned, cleaned != value
+
+
+SHOW_WARNING = "the value holds control characters, printed as '?'; use --json for the exact value"
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=True))
 

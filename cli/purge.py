@@ -17,7 +17,7 @@ from vault.errors import InvalidInput
 
 from .context import AppContext, pass_app, read_passphrase_file, read_private_file
 from .errors import CommandFailed
-from .output import echo_json, echo_pairs, echo_records, echo_table
+from .output import echo_json, echo_pairs, echo_records, echo_table, say
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 REQUEST = click.option(
@@ -141,7 +141,7 @@ def purge_subject(app: AppContext, query: str, request: str, yes: bool, vacuum: 
     vault = app.session_vault()
     matches = [x for x in vault.subject_find(query) if x.secret_id is not None]
     refs = sorted({f"{x.client}/{x.secret}" for x in matches})
-    click.echo(f"This destroys {len(refs)} secret(s): {', '.join(refs) or '-'}", err=True)
+    say(f"This destroys {len(refs)} secret(s): {', '.join(refs) or '-'}", err=True)
     _confirm_typed("yes", yes)
     receipts = vault.purge_subject(query, request=request, vacuum=vacuum)
     if as_json:
@@ -375,6 +375,9 @@ def backup_restore(
     shares = _read_shares(shares_file) if shares_file is not None else ()
     passphrase = None
     if admin:
+        from vault.service.validation import engineer_name
+
+        engineer_name(admin)  # before the prompt that names them
         passphrase = (
             read_passphrase_file(app.passphrase_file)
             if app.passphrase_file

@@ -118,7 +118,7 @@ def _password_from_options(
     if length is not None and not generate:
         raise click.UsageError("--length only goes with --generate")
     if generate:
-        return passwords.generate_password(length or passwords.DEFAULT_LENGTH), "generated"
+        return passwords.generate_password(passwords.DEFAULT_LENGTH if length is None else length), "generated"
     if password_stdin:
         return strip_newline(sys.stdin.read()), "stdin"
     if prompt:

@@ -23,6 +23,7 @@ ids, slugs the caller typed, and what to do next.
         ├── DecryptionFailed      the single opaque error of every failed decryption
         │   └── WrongPassphrase   a key record did not open with the passphrase given
         ├── UntrustedRecord       a key-distribution record has no valid admin signature
+        ├── LookupMismatch        a row found by its lookup tag holds another name
         └── KeyRecordRejected     a key record's Argon2 parameters are out of bounds
 """
 
@@ -147,6 +148,12 @@ class UntrustedRecord(IntegrityError):
     """A public key, client-key version or grant lacks a valid admin signature."""
 
     hint = "someone who is not an admin may have changed the database; ask an admin to check"
+
+
+class LookupMismatch(IntegrityError):
+    """A client or secret found by its lookup tag holds another slug or name: the tag was moved."""
+
+    hint = "nothing was done: someone who is not an admin may have changed the database; ask an admin to check"
 
 
 class KeyRecordRejected(IntegrityError):

@@ -123,10 +123,15 @@ class Workspace:
 
 
 class Snapshots:
-    """Workspaces built once per module by a recipe, then copied (files, config, keyring)."""
+    """Workspaces built once per module by a recipe, then copied (files, config, keyring).
 
-    def __init__(self, factory: pytest.TempPathFactory) -> None:
+    With ``url`` (a server database), every copy shares that one database: only the
+    homes and the keyring are copied.
+    """
+
+    def __init__(self, factory: pytest.TempPathFactory, url: str | None = None) -> None:
         self.factory = factory
+        self.url = url
         self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
 
     def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
@@ -135,7 +140,7 @@ class Snapshots:
         base, items, passphrases = self.built[recipe.__name__]
         for entry in base.iterdir():
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
-        ws = Workspace(url=f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
+        ws = Workspace(url=self.url or f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
         for name, passphrase in passphrases.items():
             ws.passfile(name, passphrase)
         for path in tmp.glob("home*/config.json"):
@@ -153,7 +158,7 @@ class Snapshots:
             mp.setenv("CREDVAULT_HOME", str(base / "home"))
             keyring.set_keyring(backend)
             try:
-                ws = Workspace(url=f"sqlite:///{base / 'vault.db'}", tmp=base)
+                ws = Workspace(url=self.url or f"sqlite:///{base / 'vault.db'}", tmp=base)
                 recipe(ws)
             finally:
                 keyring.set_keyring(previous)

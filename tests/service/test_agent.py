@@ -7,7 +7,9 @@ separate process is covered by tests/cli/test_agent_cli.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import socket
 import tempfile
@@ -230,3 +232,95 @@ def test_another_user_gets_no_answer(served: tuple[agent.Agent, Path, Clock], ad
         folder.chmod(0o700)
     assert os.waitstatus_to_exitcode(status) == 0
     assert _events(admin, "checkout") == before
+
+
+# -- bad requests (issue 12, item 17): each is answered with a clear error; the agent lives on ------
+
+DEEP = b"[" * 60_000 + b"]" * 4_000  # deeper than the JSON parser's recursion limit, within 64 KiB
+CHECKOUT = {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"}
+BAD_REQUESTS = {
+    "garbage": b"\x00\xff\xfe garbage \x1b[2J\n",
+    "invalid-utf8": b'{"op": "ping\xff"}\n',
+    "invalid-json": b'{"op": "checkout", "ref": \n',
+    "nested-json": DEEP + b"\n",
+    "nested-object": b'{"op": "checkout", "ref": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}\n",
+    "not-an-object": b'["checkout", "agentco/fw"]\n',
+    "oversized": b'{"op": "ping", "pad": "' + b"a" * 70_000 + b'"}\n',
+    "no-newline-oversized": b"a" * 70_000,
+}
+WRONG_TYPES = {
+    "op-list": {"op": ["checkout"]},
+    "op-nested": {"op": {"op": {"op": "ping"}}},
+    "ref-int": {**CHECKOUT, "ref": 7},
+    "ref-nul": {**CHECKOUT, "ref": "agentco/fw\x00"},
+    "ref-surrogate": {**CHECKOUT, "ref": "agentco/fw\udcff"},
+    "ref-oversized": {**CHECKOUT, "ref": "agentco/" + "a" * 60_000},
+    "field-null": {**CHECKOUT, "field": None},
+    "field-escape": {**CHECKOUT, "field": "x\x1b[2J"},
+    "reason-list": {**CHECKOUT, "reason": ["T-1"]},
+    "reason-surrogate": {**CHECKOUT, "reason": "T-1 \udcff"},
+    "reason-nul": {**CHECKOUT, "reason": "T-1\x00"},
+    "version-text": {**CHECKOUT, "version": "1"},
+    "version-bool": {**CHECKOUT, "version": True},
+    "version-huge": {**CHECKOUT, "version": 10**30},
+    "version-zero": {**CHECKOUT, "version": 0},
+    "version-float": {**CHECKOUT, "version": 1.5},
+    "hold-text": {**CHECKOUT, "hold": "no"},
+    "hold-for-int": {**CHECKOUT, "hold_for": 5},
+    "hold-for-huge": {**CHECKOUT, "hold_for": "9" * 30 + "w"},
+    "hold-for-digits": {**CHECKOUT, "hold_for": "1" + "0" * 5000 + "s"},
+}
+
+
+def _raw(path: Path, payload: bytes) -> dict[str, Any] | None:
+    """Send ``payload`` as it is; the agent's answer, or None if it closed without one."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    try:
+        sock.connect(os.fspath(path))
+        with contextlib.suppress(OSError):  # it may answer (and close) before reading everything
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    finally:
+        sock.close()
+    return json.loads(data) if data.strip() else None
+
+
+def _alive(path: Path, admin: Vault) -> None:
+    assert agentclient.request(path, {"op": "ping"})["ok"] is True
+    before = _events(admin, "checkout")
+    assert agentclient.request(path, CHECKOUT)["value"] == PASSWORD
+    assert _events(admin, "checkout") == before + 1
+
+
+def test_the_agent_answers_malformed_requests_and_survives(
+    served: tuple[agent.Agent, Path, Clock], admin: Vault
+) -> None:
+    server, path, _clock = served
+    for name, payload in BAD_REQUESTS.items():
+        answer = _raw(path, payload)
+        assert answer is not None and answer["ok"] is False, name
+        assert answer["error"] == "InvalidInput" and answer["hint"], (name, answer)
+        assert "internal error" not in answer["message"], name
+        assert server.running, name
+    _alive(path, admin)
+    assert _events(admin, "checkout") == 1  # only the valid request revealed anything
+
+
+def test_the_agent_refuses_wrong_types_and_values_and_survives(
+    served: tuple[agent.Agent, Path, Clock], admin: Vault
+) -> None:
+    server, path, _clock = served
+    for name, message in WRONG_TYPES.items():
+        with pytest.raises(InvalidInput) as caught:
+            agentclient.request(path, message)
+        assert "internal error" not in str(caught.value) and caught.value.hint, name
+        for control in ("\x00", "\x1b", "\udcff"):
+            assert control not in str(caught.value), name
+        assert server.running, name
+    assert _events(admin, "checkout") == 0
+    _alive(path, admin)

@@ -15,6 +15,9 @@ done (the audit event is committed before the value leaves the agent).
   stop`` or ``credvault lock``; the socket file is removed when it ends.
 * **What crosses the socket.** One JSON line each way: the request (never a key or a
   passphrase), and the revealed value or an error (class name, message, hint).
+* **Bad requests.** A line that is not one JSON object of at most 64 KiB, or a member of
+  the wrong type, is answered with ``InvalidInput``; no request ends the agent (only
+  ``stop``, its expiry or a ``Locked`` session does).
 * **What never happens.** The passphrase reaches the agent on its standard input, never
   in argv or the environment; the agent writes no key to disk and logs nothing.
 
@@ -47,6 +50,8 @@ from vault.service.agentclient import (
 )
 
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
+REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one connection at a time)
+REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
 
 
@@ -72,6 +77,8 @@ class Agent:
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
+        if not isinstance(op, str):
+            raise errors.InvalidInput("the agent request has no op", hint=REQUEST_HINT)
         if op == "ping":
             return {
                 "ok": True,
@@ -84,20 +91,25 @@ class Agent:
             return {"ok": True}
         if op == "checkout":
             return self._checkout(message)
-        return _failure(errors.InvalidInput(f"unknown agent request {str(op)[:40]!r}"))
+        from vault.service.validation import shown
+
+        raise errors.InvalidInput(f"unknown agent request {shown(op)}", hint=REQUEST_HINT)
 
     def _checkout(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A checkout request, each member of the type docs/format.md §12 gives it (a wrong
+        type is refused, never read as "absent"), the values checked by the library."""
         from vault.service.validation import duration
 
-        hold_for = message.get("hold_for")  # as the user typed it, e.g. "2h"
-        version = message.get("version")
+        hold_for = _optional(message, "hold_for", str)  # as the user typed it, e.g. "2h"
+        version = _optional(message, "version", int)
+        hold = _optional(message, "hold", bool)
         revealed = self.vault.checkout(
             _text(message, "ref"),
-            reason=message.get("reason") if isinstance(message.get("reason"), str) else None,
+            reason=_optional(message, "reason", str),
             field=_text(message, "field"),
-            version=version if isinstance(version, int) else None,
-            hold=message.get("hold", True) is not False,
-            hold_for=duration(hold_for) if isinstance(hold_for, str) else None,
+            version=version,
+            hold=hold is not False,
+            hold_for=duration(hold_for) if hold_for is not None else None,
         )
         return {
             "ok": True,
@@ -133,30 +145,52 @@ class Agent:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.settimeout(REPLY_TIMEOUT)
-                if peer_uid(conn) not in (None, os.getuid()):
-                    continue  # another user's process: say nothing
-                try:
-                    message = _read_line(conn)
-                except (OSError, ValueError):
-                    continue
-                if message is None:
-                    continue
-                reply = json.dumps(self.answer(message)).encode("utf-8") + b"\n"
-                if not self.running:  # stop before saying so: no later request may be left unheard
-                    listener.close()
-                    if path is not None:
-                        _remove(path)
-                with contextlib.suppress(OSError):  # the client went away; the checkout stays on record
-                    conn.sendall(reply)
+            with conn, contextlib.suppress(Exception):  # no request, however malformed, ends the agent
+                self._converse(conn, listener, path)
+
+    def _converse(self, conn: socket.socket, listener: socket.socket, path: str | os.PathLike[str] | None) -> None:
+        """One connection: read the request line, answer it (a malformed one with InvalidInput)."""
+        conn.settimeout(REQUEST_TIMEOUT)
+        if peer_uid(conn) not in (None, os.getuid()):
+            return  # another user's process: say nothing
+        try:
+            message = _read_line(conn)
+        except OSError:
+            return  # the client went away (or sent nothing in time)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, too long, not an object
+            answer = _failure(
+                errors.InvalidInput(
+                    "the agent request is not one JSON object on one line of at most 64 KiB", hint=REQUEST_HINT
+                )
+            )
+        else:
+            if message is None:
+                return
+            answer = self.answer(message)
+        reply = json.dumps(answer).encode("utf-8") + b"\n"
+        if not self.running:  # stop before saying so: no later request may be left unheard
+            listener.close()
+            if path is not None:
+                _remove(path)
+        conn.settimeout(REPLY_TIMEOUT)
+        with contextlib.suppress(OSError):  # the client went away; the checkout stays on record
+            conn.sendall(reply)
 
 
 def _text(message: dict[str, Any], key: str) -> str:
     value = message.get(key)
     if not isinstance(value, str):
-        raise errors.InvalidInput(f"the agent request has no {key}")
+        raise errors.InvalidInput(f"the agent request has no {key}", hint=REQUEST_HINT)
     return value
+
+
+def _optional(message: dict[str, Any], key: str, kind: type) -> Any:
+    """``message[key]`` if it is absent or null (None) or of type ``kind``, else InvalidInput
+    (a bool is not taken for an int)."""
+    value = message.get(key)
+    if value is None or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+        return value
+    raise errors.InvalidInput(f"the agent request's {key} is not a {kind.__name__}", hint=REQUEST_HINT)
 
 
 def _failure(error: errors.VaultError) -> dict[str, Any]:
@@ -210,7 +244,7 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
     except errors.VaultError as error:
         stdout.write(json.dumps(_failure(error)) + "\n")
         return 1
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         stdout.write(json.dumps(_failure(errors.InvalidInput("the agent's start order is malformed"))) + "\n")
         return 1
     try:

@@ -53,7 +53,8 @@ def runtime_dir() -> str:
 
 def socket_path(url: str, engineer: str) -> str:
     """The socket of the agent for ``engineer`` on the database ``url``."""
-    digest = hashlib.sha256(f"{url}\0{engineer}".encode()).hexdigest()[:16]
+    # surrogatepass: a name that is not valid text (undecodable argv) still has a path, never an error
+    digest = hashlib.sha256(f"{url}\0{engineer}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
     path = os.path.join(runtime_dir(), f"agent-{digest}.sock")
     if len(os.fsencode(path)) > 100:  # sun_path is 104–108 bytes
         raise errors.ConfigurationError(

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
-from vault.service import auditverify
+from vault.service import auditverify, validation
 from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.journal import from_us, us
 from vault.service.records import AuditEntry, AuditVerification
@@ -54,6 +54,7 @@ class AuditOps(SecretOps):
             if client is not None:
                 query = query.where(m.AuditEvent.client_id == self._client(s, client).id)
             if engineer is not None:
+                validation.engineer_name(engineer)
                 row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
                 if row is None:
                     raise NotFound(f"no engineer named {engineer!r}")
@@ -63,6 +64,7 @@ class AuditOps(SecretOps):
             if since is not None:
                 query = query.where(m.AuditEvent.at_us >= us(since))
             if limit is not None:
+                validation.number("limit", limit, 1)
                 query = query.order_by(None).order_by(m.AuditEvent.seq.desc()).limit(limit)
             events = sorted(s.scalars(query), key=lambda e: e.seq)
             names = {e.id: e.name for e in s.scalars(select(m.Engineer))}

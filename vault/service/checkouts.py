@@ -159,6 +159,9 @@ class CheckoutOps(SecretOps):
         hold_for: dt.timedelta | None = None,
     ) -> Revealed:
         """Reveal a field of a secret after its audit event is durably committed."""
+        validation.field_name(field)
+        if version is not None:
+            validation.number("version", version, 1)
         if reason is not None:
             reason = reason.strip()
             validation.field_value("reason", reason)
@@ -205,7 +208,7 @@ class CheckoutOps(SecretOps):
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
         row = t.version or self._version(s, secret, version)
-        value = self._field_value(s, t.client, secret, row, field, ref)
+        value = self._field_value(s, t.client, secret, row, field, ref, named=True)
         expires = None
         details = {"field": field, "version": row.version, "reason": reason}
         action = "reveal"
@@ -300,6 +303,7 @@ class CheckoutOps(SecretOps):
                 self._first_valid_grant(s, read.grants, row, read.signers)
             client, secret = read.client, read.secret
             policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
+            self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
             lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
@@ -412,8 +416,13 @@ class CheckoutOps(SecretOps):
         except UntrustedRecord:
             return None
 
-    def _field_value(self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str) -> str:
+    def _field_value(
+        self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str, *, named: bool = False
+    ) -> str:
+        """The field's value; ``named``: ``secret`` was found by the name in ``ref``, checked here."""
         opened = self._open(s, client, secret, row)
+        if named:  # the name tag found this row (the fast path too): the metadata must hold that name
+            self._check_name(opened, validation.secret_ref(ref)[1])
         if field == "password":
             return self._password(client, secret, row, opened)
         if field in METADATA_FIELDS or field == "name":
@@ -466,7 +475,7 @@ class CheckoutOps(SecretOps):
         if new_password is not None and generate:
             raise InvalidInput("give a new password or --generate, not both")
         if generate:
-            new_password = generate_password(length) if length else generate_password()
+            new_password = generate_password(length) if length is not None else generate_password()
         with self.store.transaction() as s:  # the new version and the release commit together
             if new_password is not None:
                 self._update_in(s, ref, new_password, {}, None, None)

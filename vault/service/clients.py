@@ -15,12 +15,20 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT, LABEL_TAG_CLIENT_SLUG
-from vault.errors import AccessDenied, AlreadyExists, GrantExpired, InvalidInput, NotFound, VaultError
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    GrantExpired,
+    InvalidInput,
+    LookupMismatch,
+    NotFound,
+    VaultError,
+)
 from vault.service import policies, validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, epoch, is_revoked
 from vault.service.grantledger import GrantHistory, GrantLedgerOps
 from vault.service.records import ClientInfo, GrantInfo
-from vault.service.rows import GRANT_ORDER
+from vault.service.rows import GRANT_ORDER, HasId
 from vault.storage import models as m
 
 
@@ -35,13 +43,16 @@ class ClientOps(GrantLedgerOps):
             tag = signing.lookup_tag(self._root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             client = s.scalars(select(m.Client).where(m.Client.slug_tag == tag)).first()
             if client is not None:
+                self._check_slug(s, client, client.slug_blob, slug)  # the tag is only a hint: a moved tag is refused
                 return client
         else:
             known = self._slugs.get(slug)
             client = s.get(m.Client, known) if known is not None else None
             if client is not None:
                 self._active_grant(s, me, client.id)  # the grant is checked on every call
-                return client
+                if self._slug(s, client) == slug:
+                    return client
+                del self._slugs[slug]  # a stale hint (the row now holds another slug): look again
             for client in self._granted_clients(s, me):
                 found = self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
                 self._slugs[found] = client.id
@@ -49,6 +60,13 @@ class ClientOps(GrantLedgerOps):
                     return client
             self._raise_if_expired(s, me, slug)
         raise NotFound(f"no client {slug!r} that you may see")
+
+    def _check_slug(self, s: Session, client: HasId, slug_blob: bytes, slug: str) -> None:
+        """The client found for ``slug`` by its lookup tag holds that slug in its encrypted
+        slug (bound to the row by its associated data), else ``LookupMismatch``. The slug is
+        opened once per blob and key (``_client_field``), so a repeated lookup costs nothing."""
+        if self._client_field(s, client, slug_blob, "slug") != slug.encode("utf-8"):
+            raise LookupMismatch(f"the client found for {slug!r} holds another slug: its lookup tag was moved")
 
     def _raise_if_expired(self, s: Session, me: m.Engineer, slug: str) -> None:
         """Say GrantExpired, not NotFound, while the expired grant's sealed copy still exists.

@@ -18,8 +18,8 @@ def generate_password(length: int = DEFAULT_LENGTH) -> str:
     Rejection sampling keeps every character uniform over ALPHABET; the class rule is
     met by redrawing the whole password, which does not bias individual positions.
     """
-    if not MIN_LENGTH <= length <= MAX_LENGTH:
-        raise InvalidInput(f"bad password length {length}", hint=f"use {MIN_LENGTH} to {MAX_LENGTH}")
+    if isinstance(length, bool) or not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise InvalidInput("bad password length", hint=f"use {MIN_LENGTH} to {MAX_LENGTH}")
     while True:
         candidate = "".join(secrets.choice(ALPHABET) for _ in range(length))
         if (

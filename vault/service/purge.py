@@ -29,6 +29,7 @@ from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
 from vault.errors import AccessDenied, InvalidInput, NotFound, StoreUnavailable, UntrustedRecord, VaultError
+from vault.service import validation
 from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.offboarding import OffboardingOps
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo, StaleSecret, SubjectMatch
@@ -270,7 +271,7 @@ class PurgeOps(OffboardingOps):
         """Check the receipt's signature, and that nothing it destroyed can be found in the store."""
         with self.store.transaction() as s:
             self._my_row(s)
-            r = s.get(m.PurgeReceipt, receipt_id)
+            r = s.get(m.PurgeReceipt, validation.number("receipt number", receipt_id, 1))
             if r is None:
                 raise NotFound(f"no purge receipt #{receipt_id}")
             problems: list[str] = []
@@ -427,6 +428,9 @@ def _fold(value: str) -> str:
 
 
 def _needle(query: str) -> str:
+    validation.valid_text("search", query, limit=validation.MAX_TEXT)
+    if not query.isprintable():
+        raise InvalidInput("the search contains control characters", hint="search for a name or an email address")
     needle = _fold(query.strip())
     if len(needle) < MIN_QUERY:
         raise InvalidInput(

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.errors import IntegrityError, NotFound, VaultError
+from vault.service import validation
 from vault.service.audit import AuditOps
 from vault.service.checkouts import CheckoutOps
 from vault.service.records import AccessRecord
@@ -74,6 +75,7 @@ class ReportOps(CheckoutOps, AuditOps):
             return sorted(out, key=lambda r: (r.client, r.secret, r.field))
 
     def _access_records(self, s: Session, engineer: str) -> list[AccessRecord]:
+        validation.engineer_name(engineer)
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
         if row is None:
             raise NotFound(f"no engineer named {engineer!r}")

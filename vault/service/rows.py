@@ -147,6 +147,7 @@ class GrantRow(NamedTuple):
 
 class ClientRow(NamedTuple):
     id: int
+    slug_blob: bytes  # opened to check that the slug tag (or an engineer's cached id) found the slug asked for
     lookup_key_blob: bytes
     audit_keys_blob: bytes | None
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
-from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, NotFound
+from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, LookupMismatch, NotFound
 from vault.service import validation
 from vault.service.clients import ClientOps
 from vault.service.policies import PolicyOps
@@ -72,7 +72,16 @@ class SecretOps(ClientOps, PolicyOps):
         secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
         if secret is None:
             raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
+        row = self._version(s, secret, None)
+        self._check_name(self._open(s, client, secret, row), name)
         return client, secret, slug
+
+    @staticmethod
+    def _check_name(opened: _Opened, name: str) -> None:
+        """The secret found for ``name`` by its lookup tag holds that name in its metadata
+        (bound to the secret's row by its associated data), else ``LookupMismatch``."""
+        if opened.metadata.get("name") != name:
+            raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
 
     def _version(self, s: Session, secret: SecretRecord, version: int | None) -> m.SecretVersion:
         row = s.get(m.SecretVersion, (secret.id, version or secret.current_version))
