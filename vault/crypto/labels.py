@@ -46,3 +46,9 @@ BLOB_SEALED = 0x04
 BLOB_KEY_RECORD = 0x05
 BLOB_AUDIT_DETAIL = 0x06
 BLOB_BACKUP_SECTION = 0x07
+
+# Audit events of format 2 (docs/format.md §8): hashed over ``chain.typed_ctx``, in which
+# ``None``, ``""`` and ``b""`` (and an int and its bytes) encode differently. Events written
+# before format 2 keep ``LABEL_AUDIT_EVENT`` and the plain ``ctx`` and still verify.
+AUDIT_EVENT_FORMAT = 2
+LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"

@@ -3,6 +3,11 @@
 The append locks the single ``audit_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL;
 SQLite transactions here start with ``BEGIN IMMEDIATE``), so concurrent writers queue
 and sequence numbers stay contiguous. Reading and verifying live in ``audit.py``.
+
+Events are written in format 2 (``chain.event_hash``), and never dated before the event
+they follow: a writer whose clock is behind the chain's last event (another machine's
+clock, or its own set back) dates its event at that event's time, since the verifier
+refuses a format-2 event earlier than its predecessor (a backdated insertion).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import datetime as dt
 import json
 from typing import Any, overload
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
@@ -20,9 +25,24 @@ from vault.service import rows
 from vault.service.base import VaultBase
 from vault.service.rows import EngineerRecord, HasId, RowAppend
 from vault.storage import models as m
+from vault.storage.prepared import Prepared
 
-# Events that nobody can sign: no certified key exists for the actor at that moment.
-UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
+# Events that nobody can sign: no key of the actor's can be opened at that moment. Shown
+# as unauthenticated (anyone with database access could have written one).
+UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
+# Format-1 events (written before format 2) also left ``enroll`` unsigned; format 2 signs it
+# with the key just made (docs/format.md §8).
+LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
+
+_HEAD, _EVENTS = m.AuditHead.__table__, m.AuditEvent.__table__
+# The head (locked on PostgreSQL) with its event's time, in one statement.
+_HEAD_AND_TIME = Prepared(
+    select(_HEAD.c.seq, _HEAD.c.hash, _EVENTS.c.at_us)
+    .select_from(_HEAD.outerjoin(_EVENTS, _EVENTS.c.seq == _HEAD.c.seq))
+    .where(_HEAD.c.id == 1)
+    .with_for_update(of=_HEAD)
+)
+_TIME_OF = Prepared(select(_EVENTS.c.at_us).where(_EVENTS.c.seq == bindparam("seq")))
 
 
 def us(value: dt.datetime) -> int:
@@ -93,6 +113,7 @@ class JournalOps(VaultBase):
             head = m.AuditHead(id=1, seq=0, hash=chain.GENESIS)
             s.add(head)
             s.flush()
+        after = s.scalar(select(m.AuditEvent.at_us).where(m.AuditEvent.seq == head.seq)) if head.seq else None
         if actor is None and sign:
             actor = s.get(m.Engineer, self._me().engineer_id)
         audit_key = None
@@ -114,6 +135,7 @@ class JournalOps(VaultBase):
             audit_key,
             public,
             (seed or self._me().signing_seed) if sign else None,
+            after,
         )
         event = m.AuditEvent(**values)
         s.add(event)
@@ -136,10 +158,13 @@ class JournalOps(VaultBase):
         conn = rows.connection(s)
         head = row.head
         if head is None:
-            found = rows.HEAD_FOR_UPDATE.all(conn)
+            found = _HEAD_AND_TIME.all(conn)
             if not found:  # a vault without a head row yet: the ORM path makes it
                 return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
-            head = (found[0][0], found[0][1])
+            head, after = (found[0][0], found[0][1]), found[0][2]
+        else:
+            before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
+            after = before[0][0] if before else None
         audit_key = self._audit_key_of(s, row.client, row.audit_keys_blob)
         values = self._event_values(
             row.vault_id,
@@ -153,6 +178,7 @@ class JournalOps(VaultBase):
             audit_key,
             None,
             self._me().signing_seed,
+            after,
         )
         rows.ADD_EVENT.run(conn, values)
         rows.MOVE_HEAD.run(conn, {"new_seq": values["seq"], "new_hash": values["hash"]})
@@ -171,8 +197,10 @@ class JournalOps(VaultBase):
         audit_key: tuple[int, bytes] | None,
         public: dict[str, Any] | None,
         seed: bytes | None,
+        after: int | None = None,
     ) -> dict[str, Any]:
-        """The columns of a new event: encrypted details, chain hash, and the signature when ``seed`` is given."""
+        """The columns of a new event: encrypted details, chain hash, and the signature when
+        ``seed`` is given; dated no earlier than ``after`` (the time of the event it follows)."""
         if seed is not None and actor is not None and actor.signing_public is None:
             raise ValueError("the actor has no signing key")
         details_blob = key_version = None
@@ -183,7 +211,7 @@ class JournalOps(VaultBase):
             details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
         values: dict[str, Any] = {
             "seq": seq,
-            "at_us": us(self.clock()),
+            "at_us": us(self.clock()) if after is None else max(us(self.clock()), after),
             "engineer_id": actor.id if actor else None,
             "key_generation": actor.key_generation if actor else 0,
             "action": action,
