@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from vault.crypto import chain
+from vault.service import audit as audit_module
 from vault.storage import models as m
 
 
@@ -206,3 +207,102 @@ def test_null_and_empty_blob_do_not_collide(team):
         )
         s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == seq).values(details_blob=b""))
     _refused_at(team, seq)
+
+
+# -- old events still verify; ranges checked in parallel agree ------------------------------------------
+
+
+def _rewrite(team, start: int, seeds: dict[int, bytes], *, legacy: bool = False, edit=None) -> None:  # type: ignore[no-untyped-def]
+    """Re-hash (format 1 or 2) and re-sign every event from ``start`` with its signer's seed, as an
+    honest writer of that format would have written them (format 1 left ``enroll`` unsigned)."""
+    vault_id = team.admin.vault_id()
+    hash_of = chain.event_hash_v1 if legacy else chain.event_hash
+    with team.admin.store.transaction() as s:
+        prev = s.scalar(select(m.AuditEvent.hash).where(m.AuditEvent.seq == start - 1)) if start > 1 else chain.GENESIS
+        rows = list(s.scalars(select(m.AuditEvent).where(m.AuditEvent.seq >= start).order_by(m.AuditEvent.seq)))
+        for e in rows:
+            if edit is not None:
+                edit(e)
+            if legacy and e.action == "enroll":
+                e.details_json, e.signature = json.dumps({"engineer": json.loads(e.details_json)["engineer"]}), None
+            fields = (e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id, e.key_version)
+            e.prev_hash, e.hash = (
+                prev,
+                hash_of(vault_id, e.seq, *fields, e.details_blob, e.details_json, prev_hash=prev),
+            )
+            if e.signature is not None:
+                e.signature = chain.sign_event(seeds[e.engineer_id], vault_id, e.seq, e.hash)
+            prev = e.hash
+        head = s.get(m.AuditHead, 1)
+        assert head is not None
+        head.seq, head.hash = rows[-1].seq, prev
+
+
+def _seeds(team, *vaults) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+    return {v._me().engineer_id: v._me().signing_seed for v in (team.admin, *vaults)}
+
+
+def test_a_chain_written_in_the_old_format_still_verifies_and_new_events_follow_it(team):
+    alice = team.engineer("alice")
+    alice.list_clients()
+    team.admin.list_engineers()
+    seeds = _seeds(team, alice)
+    _rewrite(team, 1, seeds, legacy=True)  # as written before format 2: enroll unsigned
+    assert team.admin.verify_audit().ok
+    entry = next(e for e in team.admin.audit_log() if e.action == "enroll")
+    assert entry.details is not None and entry.details["unauthenticated"] is True
+    alice.list_clients()  # the first format-2 event, after format-1 ones
+    assert team.admin.verify_audit().ok
+    assert team.admin.verify_audit(workers=2).ok
+
+
+def test_an_old_format_event_with_an_empty_value_where_null_was_stored_is_refused(team):
+    team.admin.list_engineers()
+    _rewrite(team, 1, _seeds(team), legacy=True)
+    with team.admin.store.transaction() as s:
+        seq = s.scalar(select(m.AuditEvent.seq).where(m.AuditEvent.action == "engineer-list"))
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == seq).values(details_json=""))
+    assert team.admin.verify_audit().ok is False
+    _refused_at(team, seq)
+
+
+class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        type(self).submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_parallel_ranges_refuse_a_backdated_or_old_format_event_at_a_range_boundary(team, monkeypatch):
+    for _ in range(40):
+        team.admin.list_clients()
+        team.clock.advance(seconds=1)
+    monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
+    monkeypatch.setattr(audit_module, "ProcessPoolExecutor", _CountingPool)
+    assert team.admin.verify_audit(workers=2).ok
+    assert _CountingPool.submitted > 1  # the ranges really went to worker processes
+    head = team.admin.audit_head()[0]
+    for target in range(head - 12, head - 6):  # ranges of 3 events at 2 workers: every position in a range
+        with team.admin.store.transaction() as s:
+            original = {e.seq: (e.at_us, e.hash, e.prev_hash, e.signature) for e in s.scalars(select(m.AuditEvent))}
+        _rewrite(team, target, _seeds(team), edit=lambda e, t=target: _backdate(e, t))
+        serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+        assert (serial.ok, serial.first_bad_seq) == (False, target), serial
+        assert parallel == serial and "backdated" in str(serial.problem)
+        _rewrite(team, target, _seeds(team), legacy=True)
+        serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+        assert (serial.ok, serial.first_bad_seq) == (False, target), serial
+        assert parallel == serial and "format" in str(serial.problem)
+        with team.admin.store.transaction() as s:  # put the chain back for the next position
+            for e in s.scalars(select(m.AuditEvent).where(m.AuditEvent.seq >= target)):
+                e.at_us, e.hash, e.prev_hash, e.signature = original[e.seq]
+            head_row = s.get(m.AuditHead, 1)
+            assert head_row is not None
+            head_row.seq, head_row.hash = head, original[head][1]
+        assert team.admin.verify_audit(workers=2).ok
+
+
+def _backdate(e: m.AuditEvent, target: int) -> None:
+    if e.seq == target:
+        e.at_us -= 10_000_000
