@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from vault.crypto import chain
+from vault.errors import ConcurrentChange
 from vault.service import audit as audit_module
 from vault.storage import models as m
 
@@ -306,3 +308,19 @@ def test_parallel_ranges_refuse_a_backdated_or_old_format_event_at_a_range_bound
 def _backdate(e: m.AuditEvent, target: int) -> None:
     if e.seq == target:
         e.at_us -= 10_000_000
+
+
+def test_an_event_racing_the_removal_of_its_engineer_is_not_written(team):
+    """PostgreSQL runs read committed: a transaction that checked alice's certificate can reach
+    the head lock after her removal committed. Its event would be signed outside her key's
+    lifetime (and fail every later verification), so it is aborted instead."""
+    if team.url.startswith("sqlite"):
+        pytest.skip("SQLite's BEGIN IMMEDIATE serialises whole transactions: no such race")
+    alice = team.engineer("alice")
+    head = team.admin.audit_head()[0]
+    with pytest.raises(ConcurrentChange), alice.store.transaction() as s:
+        alice._my_row(s)  # her certificate checks out…
+        team.admin.remove_engineer("alice")  # …then an admin removes her (its own transaction, committed)
+        alice._append(s, "client-list", public={"count": 0})
+    assert [e.action for e in team.admin.audit_log() if e.seq > head].count("client-list") == 0
+    assert team.admin.verify_audit().ok

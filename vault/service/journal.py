@@ -20,9 +20,9 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
-from vault.errors import DecryptionFailed
+from vault.errors import ConcurrentChange, DecryptionFailed
 from vault.service import rows
-from vault.service.base import VaultBase
+from vault.service.base import ACTIVE, VaultBase
 from vault.service.rows import EngineerRecord, HasId, RowAppend
 from vault.storage import models as m
 from vault.storage.prepared import Prepared
@@ -34,15 +34,29 @@ UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
 # with the key just made (docs/format.md §8).
 LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
 
-_HEAD, _EVENTS = m.AuditHead.__table__, m.AuditEvent.__table__
-# The head (locked on PostgreSQL) with its event's time, in one statement.
+_HEAD, _EVENTS, _ENGINEERS = m.AuditHead.__table__, m.AuditEvent.__table__, m.Engineer.__table__
+# The head (locked on PostgreSQL) with its event's time and the acting engineer's status and
+# key generation as committed now, in one statement.
 _HEAD_AND_TIME = Prepared(
-    select(_HEAD.c.seq, _HEAD.c.hash, _EVENTS.c.at_us)
-    .select_from(_HEAD.outerjoin(_EVENTS, _EVENTS.c.seq == _HEAD.c.seq))
+    select(_HEAD.c.seq, _HEAD.c.hash, _EVENTS.c.at_us, _ENGINEERS.c.status, _ENGINEERS.c.key_generation)
+    .select_from(
+        _HEAD.outerjoin(_EVENTS, _EVENTS.c.seq == _HEAD.c.seq).outerjoin(_ENGINEERS, _ENGINEERS.c.id == bindparam("me"))
+    )
     .where(_HEAD.c.id == 1)
     .with_for_update(of=_HEAD)
 )
 _TIME_OF = Prepared(select(_EVENTS.c.at_us).where(_EVENTS.c.seq == bindparam("seq")))
+# Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
+_NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+
+
+def _check_still_current(status: str | None, generation: int | None, actor: EngineerRecord) -> None:
+    """On PostgreSQL (read committed), a transaction that checked its engineer's certificate
+    may reach the head lock after an admin removed them or rotated their keys: its event would
+    then be signed outside the key's lifetime and fail verification for good. Abort it instead
+    (retried as a concurrent change, the retry is refused with the usual error)."""
+    if status != ACTIVE or generation != actor.key_generation:
+        raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
 
 
 def us(value: dt.datetime) -> int:
@@ -116,6 +130,11 @@ class JournalOps(VaultBase):
         after = s.scalar(select(m.AuditEvent.at_us).where(m.AuditEvent.seq == head.seq)) if head.seq else None
         if actor is None and sign:
             actor = s.get(m.Engineer, self._me().engineer_id)
+        if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
+            now = s.execute(
+                select(m.Engineer.status, m.Engineer.key_generation).where(m.Engineer.id == actor.id)
+            ).first()
+            _check_still_current(now[0] if now else None, now[1] if now else None, actor)
         audit_key = None
         if details is not None:
             if client_id is None:
@@ -158,10 +177,11 @@ class JournalOps(VaultBase):
         conn = rows.connection(s)
         head = row.head
         if head is None:
-            found = _HEAD_AND_TIME.all(conn)
+            found = _HEAD_AND_TIME.all(conn, {"me": actor.id})
             if not found:  # a vault without a head row yet: the ORM path makes it
                 return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
             head, after = (found[0][0], found[0][1]), found[0][2]
+            _check_still_current(found[0][3], found[0][4], actor)
         else:
             before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
             after = before[0][0] if before else None
