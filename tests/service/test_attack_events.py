@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from vault.crypto import chain
 from vault.errors import ConcurrentChange
@@ -324,3 +324,21 @@ def test_an_event_racing_the_removal_of_its_engineer_is_not_written(team):
         alice._append(s, "client-list", public={"count": 0})
     assert [e.action for e in team.admin.audit_log() if e.seq > head].count("client-list") == 0
     assert team.admin.verify_audit().ok
+
+
+def test_a_vault_older_than_its_audit_chain_still_verifies(team):
+    """Vaults made before migration 0002 had no chain: theirs begins after the keys were
+    certified, without a vault-init. Their certified keys sign from event 1 (event 1 is signed,
+    so a newer vault cannot be made to look like one); retirements still apply."""
+    alice = team.engineer("alice")
+    bob = team.engineer("bob")
+    with team.admin.store.transaction() as s:
+        s.execute(delete(m.AuditEvent))
+        s.execute(delete(m.AuditHead))
+    alice.list_clients()  # event 1: no vault-init before it
+    team.admin.list_engineers()
+    bob_seed, bob_id = bob._me().signing_seed, _engineer_id(team, "bob")
+    team.admin.remove_engineer("bob")
+    assert team.admin.verify_audit().ok
+    seq = _forge(team, "client-list", engineer_id=bob_id, key_generation=1, seed=bob_seed, public={"count": 0})
+    assert "lifetime" in _refused_at(team, seq)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.service import auditverify
-from vault.service.base import ROLE_ADMIN, epoch
+from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
 from vault.service.journal import from_us, us
 from vault.service.records import AuditEntry, AuditVerification
 from vault.service.secrets import SecretOps
@@ -308,12 +308,21 @@ class AuditOps(SecretOps):
         admins: set[Any] = set()
         invited: set[tuple[Any, Any]] = set()
         problems: dict[int, str] = {}
+        assumed: set[tuple[int, int]] = set()
         e = m.AuditEvent
         events = s.execute(
             select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
             .where(e.action.in_(KEY_ACTIONS))
             .order_by(e.seq)
         )
+        if s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init"):
+            # A vault older than its audit chain (made before migration 0002): its chain begins
+            # after its keys were certified, so the keys certified now sign from event 1 and
+            # its active admins are admins. Event 1 is signed: no writer can make a newer
+            # vault look like this one.
+            assumed = set(certified)
+            start = dict.fromkeys(assumed, 1)
+            admins = self._active_admins(s)
         for seq, engineer_id, generation, action, text in events:
             details = _details(text)
             signer = (engineer_id, generation)
@@ -338,7 +347,9 @@ class AuditOps(SecretOps):
             elif action == "engineer-confirm":
                 confirmed = details.get("key_generation")
                 for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
-                    if (engineer, confirmed) in start:
+                    if (engineer, confirmed) in assumed:
+                        assumed.discard((engineer, confirmed))  # confirmed after the chain began
+                    elif (engineer, confirmed) in start:
                         problems[seq] = "it certifies again a key generation the chain certified before"
                         break
                     start[(engineer, confirmed)] = seq + 1
@@ -356,6 +367,17 @@ class AuditOps(SecretOps):
             for k, (public, _) in certified.items()
         }
         return keys, problems
+
+    def _active_admins(self, s: Session) -> set[Any]:
+        """Active admins by their own (verified) certificates."""
+        admins = set()
+        for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)):
+            try:
+                self._verify_certificate(s, row)
+            except UntrustedRecord:
+                continue
+            admins.add(row.id)
+        return admins
 
     @staticmethod
     def _check_known(s: Session, seq: int, digest: bytes, last: int) -> str | None:
