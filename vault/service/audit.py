@@ -34,8 +34,6 @@ from vault.service.validation import shown
 from vault.storage import models as m
 
 REVEAL_ACTIONS = ("reveal", "checkout")
-# The events that certify and retire keys, and the invitations enrolments follow.
-KEY_ACTIONS = ("vault-init", "engineer-invite", "enroll", "engineer-confirm", "engineer-key-rotate", "engineer-remove")
 CHECKPOINT_PREFIX = "credvault-checkpoint:1"
 
 
@@ -312,7 +310,7 @@ class AuditOps(SecretOps):
         e = m.AuditEvent
         events = s.execute(
             select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
-            .where(e.action.in_(KEY_ACTIONS))
+            .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
             .order_by(e.seq)
         )
         if s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init"):
