@@ -332,11 +332,16 @@ def test_a_vault_older_than_its_audit_chain_still_verifies(team):
     so a newer vault cannot be made to look like one); retirements still apply."""
     alice = team.engineer("alice")
     bob = team.engineer("bob")
+    code = team.admin.invite_engineer("carol")  # invited before the chain began
     with team.admin.store.transaction() as s:
         s.execute(delete(m.AuditEvent))
         s.execute(delete(m.AuditHead))
     alice.list_clients()  # event 1: no vault-init before it
     team.admin.list_engineers()
+    carol = team.open("carol")
+    team.admin.confirm_engineer("carol", carol.enroll_engineer("carol", code, "pass of carol"))
+    carol.unlock("carol", "pass of carol")
+    carol.list_clients()
     bob_seed, bob_id = bob._me().signing_seed, _engineer_id(team, "bob")
     team.admin.remove_engineer("bob")
     assert team.admin.verify_audit().ok

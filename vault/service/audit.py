@@ -313,11 +313,12 @@ class AuditOps(SecretOps):
             .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
             .order_by(e.seq)
         )
-        if s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init"):
+        older_than_chain = s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init")
+        if older_than_chain:
             # A vault older than its audit chain (made before migration 0002): its chain begins
-            # after its keys were certified, so the keys certified now sign from event 1 and
-            # its active admins are admins. Event 1 is signed: no writer can make a newer
-            # vault look like this one.
+            # after its keys were certified, so the keys certified now sign from event 1, its
+            # active admins are admins, and an enrolment may follow an invitation made before
+            # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
             assumed = set(certified)
             start = dict.fromkeys(assumed, 1)
             admins = self._active_admins(s)
@@ -332,7 +333,7 @@ class AuditOps(SecretOps):
                     start[signer], admins = 1, {engineer_id}
                 continue
             if action == "enroll":
-                if (name, generation - 1) not in invited and (name, None) not in invited:
+                if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
                     problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
                 continue
             live = signer in start and start[signer] <= seq < end.get(signer, auditverify.NEVER)
