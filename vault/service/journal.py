@@ -122,19 +122,25 @@ class JournalOps(VaultBase):
             assert actor is not None and client_id is not None and secret_id is not None and details is not None
             return self._append_row(s, row, action, actor, client_id, secret_id, details)
         info = self._info(s)
-        head = s.scalars(select(m.AuditHead).where(m.AuditHead.id == 1).with_for_update()).first()
-        if head is None:
-            head = m.AuditHead(id=1, seq=0, hash=chain.GENESIS)
-            s.add(head)
-            s.flush()
-        after = s.scalar(select(m.AuditEvent.at_us).where(m.AuditEvent.seq == head.seq)) if head.seq else None
         if actor is None and sign:
             actor = s.get(m.Engineer, self._me().engineer_id)
-        if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
-            now = s.execute(
-                select(m.Engineer.status, m.Engineer.key_generation).where(m.Engineer.id == actor.id)
-            ).first()
-            _check_still_current(now[0] if now else None, now[1] if now else None, actor)
+        # The head (locked on PostgreSQL), its event's time and the actor's status and key
+        # generation as committed now, in one statement.
+        found = s.execute(
+            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
+            .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
+            .outerjoin(m.Engineer, m.Engineer.id == (actor.id if actor is not None else None))
+            .where(m.AuditHead.id == 1)
+            .with_for_update(of=m.AuditHead)
+        ).first()
+        if found is None:
+            head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
+            s.add(head)
+            s.flush()
+        else:
+            head, after = found[0], found[1]
+            if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
+                _check_still_current(found[2], found[3], actor)
         audit_key = None
         if details is not None:
             if client_id is None:
