@@ -89,10 +89,9 @@ def test_removing_an_admin_prints_new_shares(workspace: Workspace) -> None:
             "engineer",
             "enroll",
             "bob",
-            "--code",
-            code.group(0),
             "--passphrase-file",
             workspace.passfile("bob", "bob pass"),
+            input=code.group(0) + "\n",  # typed at the prompt: never in argv
         )
     )
     fingerprint = FINGERPRINT.search(enrolled.stdout)

@@ -26,7 +26,9 @@ def _status(ws: Workspace, name: str) -> str:
 def _re_enrol(ws: Workspace, name: str, code: str) -> str:
     passfile = ws.passfile(name, f"second passphrase of {name}")
     enrolled = ok(
-        ws.as_engineer(name, "--db", ws.url, "engineer", "enroll", name, "--code", code, "--passphrase-file", passfile)
+        ws.as_engineer(
+            name, "--db", ws.url, "engineer", "enroll", name, "--passphrase-file", passfile, input=code + "\n"
+        )
     )
     fingerprint = FINGERPRINT.search(enrolled.stdout)
     assert fingerprint is not None

@@ -1,8 +1,10 @@
 """``chain.EventCodec``, the verifier's unrolled encoder, against the reference recipes.
 
-The codec re-implements ``event_hash`` and ``event_signature_message`` for speed (bench
-W6); a divergence would make every verification of a long chain wrong. Hypothesis drives
-both with the item types an audit row can hold, edge values and non-ASCII text included.
+The codec re-implements ``event_hash`` (format 2), ``event_hash_v1`` and
+``event_signature_message`` for speed (bench W6); a divergence would make every
+verification of a long chain wrong. Hypothesis drives both with the item types an audit
+row can hold, edge values and non-ASCII text included. Format 2's ``typed_ctx`` is also
+checked against a fixed vector and for the collisions of ``ctx`` it removes (issue 12).
 """
 
 from __future__ import annotations
@@ -52,15 +54,49 @@ def test_audit_event_hash_is_event_hash(
 ) -> None:
     fields = (at_us, engineer_id, key_generation, action, client_id, secret_id, key_version, details_blob, details_json)
     expected = chain.event_hash(VAULT_ID, seq, *fields, prev_hash=prev_hash)
-    assert chain.EventCodec(VAULT_ID).audit_event_hash(seq, *fields, prev_hash) == expected
+    codec = chain.EventCodec(VAULT_ID)
+    assert codec.audit_event_hash(seq, *fields, prev_hash) == expected
+    expected_v1 = chain.event_hash_v1(VAULT_ID, seq, *fields, prev_hash=prev_hash)
+    assert codec.audit_event_hash_v1(seq, *fields, prev_hash) == expected_v1
+    assert expected != expected_v1  # the two formats are separate domains (labels and encodings differ)
+
+
+def test_typed_ctx_vector() -> None:
+    assert chain.typed_ctx(None, 1, "é", b"\x00") == bytes.fromhex(
+        "00" + "01" + "0000000000000001" + "02" + "00000002" + "c3a9" + "03" + "00000001" + "00"
+    )
+    assert chain.typed_ctx(unicodedata.normalize("NFD", "é")) == chain.typed_ctx("é")  # NFC, as ctx
+
+
+def test_typed_ctx_tells_none_empty_text_empty_bytes_and_zero_apart() -> None:
+    values: list[p.ContextItem] = [None, "", b"", 0, bytes(8), "\x00" * 8]
+    assert len({chain.typed_ctx("x", v, "y") for v in values}) == len(values)
+    assert len({p.ctx("x", v, "y") for v in (None, "", b"")}) == 1  # why format 1 needed a canonical-form check
+    # and no shift of a boundary makes two different tuples meet
+    assert chain.typed_ctx("ab", "") != chain.typed_ctx("a", "b")
+    assert chain.typed_ctx(None, "") != chain.typed_ctx("", None)
+
+
+def test_event_hashes_differ_when_a_null_becomes_empty() -> None:
+    base = (1, 7, 1, "engineer-list", None, None, None, None, None)
+    emptied = (1, 7, 1, "engineer-list", None, None, None, b"", "")
+    assert chain.event_hash_v1(VAULT_ID, 3, *base, prev_hash=bytes(32)) == chain.event_hash_v1(
+        VAULT_ID, 3, *emptied, prev_hash=bytes(32)
+    )  # format 1: the collision the verifier's canonical-form check refuses
+    assert chain.event_hash(VAULT_ID, 3, *base, prev_hash=bytes(32)) != chain.event_hash(
+        VAULT_ID, 3, *emptied, prev_hash=bytes(32)
+    )
 
 
 def test_audit_event_hash_refuses_what_ctx_refuses() -> None:
     codec = chain.EventCodec(VAULT_ID)
-    with pytest.raises(ValueError):
-        codec.audit_event_hash(2**63, 0, None, 0, "a", None, None, None, None, None, bytes(32))
-    with pytest.raises(TypeError):
-        codec.audit_event_hash(1, 0, None, 0, 3.5, None, None, None, None, None, bytes(32))  # type: ignore[arg-type]
+    for encode in (codec.audit_event_hash, codec.audit_event_hash_v1):
+        with pytest.raises(ValueError):
+            encode(2**63, 0, None, 0, "a", None, None, None, None, None, bytes(32))
+        with pytest.raises(TypeError):
+            encode(1, 0, None, 0, 3.5, None, None, None, None, None, bytes(32))  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            encode(1, 0, True, 0, "a", None, None, None, None, None, bytes(32))
 
 
 @settings(max_examples=100, deadline=None)

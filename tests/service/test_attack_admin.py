@@ -414,7 +414,7 @@ def test_a_database_writer_cannot_lower_the_share_threshold(db_url, clock):
 
 
 def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, reopen):
-    """Migration 0007 gives an existing vault its one organisation key as version 1 (no
+    """Migration 0009 gives an existing vault its one organisation key as version 1 (no
     share policy); engineers enrolled before keep working through a root rotation."""
     from alembic import command
 
@@ -427,7 +427,7 @@ def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, re
     admin.grant("alice", "acme")
     first = db.all(select(m.VaultInfo.org_signing_public))[0][0]
     config = storage._alembic_config(admin.store.engine)
-    command.downgrade(config, "0006")
+    command.downgrade(config, "0008")  # the revision before the organisation-key chain (0009)
     command.upgrade(config, "head")
     keys = db.all(select(m.OrgKey.version, m.OrgKey.public, m.OrgKey.signature, m.OrgKey.share_threshold))
     assert [tuple(k) for k in keys] == [(1, first, None, None)]

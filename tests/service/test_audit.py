@@ -410,11 +410,12 @@ def test_tampering_an_unsigned_event_is_detected_at_it(team):
 
 
 def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpoint(team):
-    """Re-signing under her own name keeps every signature valid: only the head seen before tells."""
+    """Re-signing under her own name, within her key's lifetime, keeps every signature valid:
+    only the head seen before tells."""
+    mallory = team.engineer("mallory")
     _build(team)
     seen = team.admin.audit_head()
     checkpoint = team.admin.audit_checkpoint()
-    mallory = team.engineer("mallory")
     target = _seq_of(team, "checkout", 1)
     me = mallory._me()
 
@@ -426,6 +427,22 @@ def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpo
     for result in (team.admin.verify_audit(known_head=seen), team.admin.verify_audit(checkpoints=[checkpoint])):
         assert (result.ok, result.first_bad_seq) == (False, seen[0])
         assert result.problem is not None and "differs" in result.problem
+
+
+def test_an_engineer_rewriting_events_from_before_her_certification_is_caught(team):
+    """Issue 12 item 11: her key signs only from its certification on (in chain order)."""
+    _build(team)
+    mallory = team.engineer("mallory")
+    target = _seq_of(team, "checkout", 1)
+    me = mallory._me()
+
+    def edit(e: m.AuditEvent) -> None:
+        e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
+
+    _rechain(team, target, sign_with=me.signing_seed, edit=edit)
+    result = team.admin.verify_audit()
+    assert (result.ok, result.first_bad_seq) == (False, target)
+    assert result.problem is not None and "certified" in result.problem
 
 
 # -- truncation and checkpoints -------------------------------------------------------------------------

@@ -55,3 +55,8 @@ BLOB_BACKUP_SECTION = 0x07
 
 # Unlocked sessions kept in the OS keyring (docs/format.md, "Unlocked sessions").
 LABEL_SESSION = b"credvault/v1/session"
+# Audit events of format 2 (docs/format.md §8): hashed over ``chain.typed_ctx``, in which
+# ``None``, ``""`` and ``b""`` (and an int and its bytes) encode differently. Events written
+# before format 2 keep ``LABEL_AUDIT_EVENT`` and the plain ``ctx`` and still verify.
+AUDIT_EVENT_FORMAT = 2
+LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.service import auditverify, validation
-from vault.service.base import ROLE_ADMIN, epoch
+from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
 from vault.service.journal import from_us, us
 from vault.service.records import AuditEntry, AuditVerification
 from vault.service.secrets import SecretOps
+from vault.service.validation import shown
 from vault.storage import models as m
 
 REVEAL_ACTIONS = ("reveal", "checkout")
@@ -101,6 +102,8 @@ class AuditOps(SecretOps):
                         readable = True
                 except VaultError:
                     slug = slug or f"(client #{e.client_id})"
+        if e.signature is None:  # unlock-failed (and old enrolments): nobody's key vouches for it
+            details = {**(details or {}), "unauthenticated": True}
         name = names.get(e.engineer_id) if e.engineer_id is not None else None
         secret = self._secret_name(s, e.secret_id) if e.secret_id is not None else None
         return AuditEntry(
@@ -144,16 +147,21 @@ class AuditOps(SecretOps):
                         start_seq,
                         "the event this machine verified last is missing or changed",
                     )
-            keys = self._signing_keys(s)
+            keys, problems = self._key_lifetimes(s, self._signing_keys(s))
+            prev_at, prev_format = self._time_and_format(s, vault_id, start_seq)
             end = s.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.seq > start_seq)) or start_seq
             checked, last = 0, start_seq
-            with contextlib.closing(self._ranges(s, vault_id, keys, start_seq + 1, end, workers)) as ranges:
+            with contextlib.closing(self._ranges(s, vault_id, keys, problems, start_seq + 1, end, workers)) as ranges:
                 for lo, hi, r in ranges:  # in order: each range's first link is checked against the one before
                     if r.first_prev is not None and r.first_prev != running:
                         unlinked = "it does not link to the event before it"
                         return self._bad(checked, start_seq + 1, last, running, lo, unlinked)
+                    boundary = self._boundary(r, prev_at, prev_format)
+                    if boundary is not None:
+                        return self._bad(checked, start_seq + 1, last, running, lo, boundary)
                     if r.last_hash is not None:
                         checked, last, running = checked + r.good, lo + r.good - 1, r.last_hash
+                        prev_at, prev_format = r.last_at, r.last_format
                     if r.bad_seq is not None:
                         return self._bad(checked, start_seq + 1, last, running, r.bad_seq, str(r.problem))
                     if last < hi:  # the rows stop here and nothing follows
@@ -192,8 +200,35 @@ class AuditOps(SecretOps):
     def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(False, checked, first, last, running.hex(), seq, f"event {seq}: {problem}")
 
+    @staticmethod
+    def _boundary(r: auditverify.RangeResult, prev_at: int | None, prev_format: int | None) -> str | None:
+        """The first event of a range against the last of the range before (its time, its format)."""
+        if r.first_format == 2 and prev_at is not None and r.first_at is not None and r.first_at < prev_at:
+            return f"it is dated before the event before it (backdated: {r.first_at} < {prev_at})"
+        if r.first_format == 1 and prev_format == 2:
+            return "it is in the old event format (1) after an event in format 2"
+        return None
+
+    @staticmethod
+    def _time_and_format(s: Session, vault_id: bytes, seq: int) -> tuple[int | None, int | None]:
+        """The time and format of the (trusted) event a verification starts after, if any."""
+        e = s.get(m.AuditEvent, seq) if seq else None
+        if e is None:
+            return None, None
+        fields = (e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id, e.key_version)
+        fields += (e.details_blob, e.details_json)  # type: ignore[assignment]
+        current = chain.event_hash(vault_id, e.seq, *fields, prev_hash=e.prev_hash) == e.hash
+        return e.at_us, 2 if current else 1
+
     def _ranges(
-        self, s: Session, vault_id: bytes, keys: auditverify.Keys, lo: int, hi: int, workers: int | None
+        self,
+        s: Session,
+        vault_id: bytes,
+        keys: auditverify.Keys,
+        problems: auditverify.Problems,
+        lo: int,
+        hi: int,
+        workers: int | None,
     ) -> Generator[tuple[int, int, auditverify.RangeResult], None, None]:
         """Events lo..hi checked range by range, in order: over worker processes once the
         chain is long enough to be worth it, else here in the caller's transaction."""
@@ -202,7 +237,10 @@ class AuditOps(SecretOps):
         if workers < 2 or events < chain.PARALLEL_THRESHOLD or not auditverify.shareable(self.store.url):
             connection = s.connection()
             if events > 0:
-                yield lo, hi, auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, lo, hi)
+                checked = auditverify.check_range(
+                    connection.connection, connection.dialect, vault_id, keys, lo, hi, problems
+                )
+                yield lo, hi, checked
             return
         size = auditverify.chunk_size(events, workers)
         pool = ProcessPoolExecutor(max_workers=workers)
@@ -210,15 +248,21 @@ class AuditOps(SecretOps):
             starts = range(lo, hi + 1, size)
             check = auditverify.check_range_at
             futures = [(a, min(a + size - 1, hi)) for a in starts]
-            pending = [pool.submit(check, self.store.url, vault_id, keys, a, b) for a, b in futures]
+            pending = [
+                pool.submit(
+                    check, self.store.url, vault_id, keys, a, b, {k: v for k, v in problems.items() if a <= k <= b}
+                )
+                for a, b in futures
+            ]
             for (a, b), future in zip(futures, pending, strict=True):
                 yield a, b, future.result()
         finally:
             pool.shutdown(cancel_futures=True)
 
-    def _signing_keys(self, s: Session) -> dict[tuple[int | None, int], bytes]:
-        """Certified signing keys of every engineer and key generation, by (id, generation)."""
-        keys: dict[tuple[int | None, int], bytes] = {}
+    def _signing_keys(self, s: Session) -> dict[tuple[int, int], tuple[bytes, str]]:
+        """Certified signing keys of every engineer and key generation, by (id, generation),
+        each with the engineer's name its certificate binds."""
+        keys: dict[tuple[int, int], tuple[bytes, str]] = {}
         names = {}
         for row in s.scalars(select(m.Engineer)):
             names[row.id] = row.name
@@ -228,13 +272,113 @@ class AuditOps(SecretOps):
                 self._verify_certificate(s, row)
             except UntrustedRecord:
                 continue
-            keys[(row.id, row.key_generation)] = row.signing_public
+            keys[(row.id, row.key_generation)] = (row.signing_public, row.name)
         for key in s.scalars(select(m.EngineerKey)):
+            name = names.get(key.engineer_id, "")
             try:
-                keys[(key.engineer_id, key.generation)] = self._verified_key(s, key, names.get(key.engineer_id, ""))
+                keys[(key.engineer_id, key.generation)] = (self._verified_key(s, key, name), name)
             except UntrustedRecord:
                 keys.pop((key.engineer_id, key.generation), None)
         return keys
+
+    def _key_lifetimes(
+        self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
+    ) -> tuple[auditverify.Keys, dict[int, str]]:
+        """When each certified key may sign, from the chain's own signed events, read in order.
+
+        The organisation's certificates say *which* keys are an engineer's; the chain says
+        *when*: a key generation signs from the event after the admin-signed ``engineer-confirm``
+        that certified it (the first admin's from ``vault-init``, event 1) until the
+        admin-signed ``engineer-key-rotate`` or ``engineer-remove`` that retired it. Admins are
+        those the chain made admins (``vault-init``, a confirmation with role admin), until
+        removed. This first pass reads only those few events, unverified: a forged one is
+        itself refused at its own sequence number by the full pass (hash, link, signature),
+        and it can only change what is decided about events after it, so the first bad
+        event named is still the right one. What this pass finds wrong (a key event not
+        signed by a live admin, a second ``vault-init``, an enrolment without an invitation)
+        is returned by sequence number, for the range checks to report in order.
+        """
+        by_name_gen: dict[tuple[Any, int], list[int]] = {}
+        by_name: dict[str, set[int]] = {}
+        for (eid, gen), (_, who) in certified.items():
+            by_name_gen.setdefault((who, gen), []).append(eid)
+            by_name.setdefault(who, set()).add(eid)
+        start: dict[tuple[Any, Any], int] = {}
+        end: dict[tuple[Any, Any], int] = {}
+        admins: set[Any] = set()
+        invited: set[tuple[Any, Any]] = set()
+        problems: dict[int, str] = {}
+        assumed: set[tuple[int, int]] = set()
+        e = m.AuditEvent
+        events = s.execute(
+            select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
+            .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
+            .order_by(e.seq)
+        )
+        older_than_chain = s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init")
+        if older_than_chain:
+            # A vault older than its audit chain (made before migration 0002): its chain begins
+            # after its keys were certified, so the keys certified now sign from event 1, its
+            # active admins are admins, and an enrolment may follow an invitation made before
+            # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
+            assumed = set(certified)
+            start = dict.fromkeys(assumed, 1)
+            admins = self._active_admins(s)
+        for seq, engineer_id, generation, action, text in events:
+            details = _details(text)
+            signer = (engineer_id, generation)
+            name = details.get("engineer")
+            if action == "vault-init":
+                if seq != 1:
+                    problems[seq] = "a vault-init event after the first event"
+                else:
+                    start[signer], admins = 1, {engineer_id}
+                continue
+            if action == "enroll":
+                if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
+                    problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
+                continue
+            live = signer in start and start[signer] <= seq < end.get(signer, auditverify.NEVER)
+            if engineer_id not in admins or not live:
+                problems[seq] = f"{action} is not signed by an admin the chain has certified"
+                continue
+            if action == "engineer-invite":
+                invited_gen = details.get("key_generation")
+                invited.add((name, invited_gen if type(invited_gen) is int else None))
+            elif action == "engineer-confirm":
+                confirmed = details.get("key_generation")
+                for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
+                    if (engineer, confirmed) in assumed:
+                        assumed.discard((engineer, confirmed))  # confirmed after the chain began
+                    elif (engineer, confirmed) in start:
+                        problems[seq] = "it certifies again a key generation the chain certified before"
+                        break
+                    start[(engineer, confirmed)] = seq + 1
+                    (admins.add if details.get("role") == ROLE_ADMIN else admins.discard)(engineer)
+            elif action == "engineer-key-rotate":
+                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                    end.setdefault((engineer, details.get("old_generation")), seq)
+            elif action == "engineer-remove":
+                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                    for key in [k for k in start if k[0] == engineer]:
+                        end.setdefault(key, seq)
+                    admins.discard(engineer)
+        keys: auditverify.Keys = {
+            k: (public, start.get(k, auditverify.NEVER), end.get(k, auditverify.NEVER))
+            for k, (public, _) in certified.items()
+        }
+        return keys, problems
+
+    def _active_admins(self, s: Session) -> set[Any]:
+        """Active admins by their own (verified) certificates."""
+        admins = set()
+        for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)):
+            try:
+                self._verify_certificate(s, row)
+            except UntrustedRecord:
+                continue
+            admins.add(row.id)
+        return admins
 
     @staticmethod
     def _check_known(s: Session, seq: int, digest: bytes, last: int) -> str | None:
@@ -285,3 +429,11 @@ class AuditOps(SecretOps):
         with self.store.transaction() as s:
             head = s.get(m.AuditHead, 1)
             return (head.seq, head.hash) if head else (0, chain.GENESIS)
+
+
+def _details(text: str | None) -> dict[str, Any]:
+    try:
+        details = json.loads(text) if text else {}
+    except ValueError:
+        return {}  # never so in a genuine event: the full pass refuses it at its own seq
+    return details if isinstance(details, dict) else {}

@@ -11,11 +11,27 @@ the range, the vault id and the public keys crosses a process boundary), while a
 one is one range checked in the caller's own transaction.
 
 Rows are read as plain DB-API tuples: a million events are never ORM objects.
+
+Per event, beyond its hash and signature (docs/format.md §8):
+
+* its format: format 2 (``chain.event_hash``) or, for events written before it, format 1 in
+  its canonical form (no ``""`` / ``b""`` where the writer stored NULL); never a format-1
+  event after a format-2 one;
+* its time: a format-2 event is not dated before the event it follows;
+* its signer's lifetime: the key generation that signed it must be one the chain has
+  certified and not yet retired at that point (``Keys`` carries, per key, the sequence
+  numbers between which it may sign; ``AuditOps`` works them out in a first pass over the
+  few events that certify and retire keys, and hands over the problems that pass found);
+* ``enroll`` (format 2) is signed by the key it enrols, and that is the key later certified.
+
+The first event of a range is checked against the range before it by the caller, as for its
+link: ``RangeResult`` carries its time and format and those of the last good event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from multiprocessing.util import Finalize
 from typing import Any, NamedTuple
 
@@ -23,7 +39,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Dialect, Engine, make_url
 
 from vault.crypto import chain
-from vault.service.journal import UNSIGNED_ACTIONS
+from vault.service.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
 from vault.storage import models as m
 from vault.storage.engine import make_engine
 
@@ -31,7 +47,11 @@ CHUNK = 20_000  # events per range handed to a worker process, at most
 CHUNKS_PER_WORKER = 8  # at least this many ranges per worker, so a busy core does not hold the others up
 FETCH = 2_000
 
-Keys = dict[tuple[int | None, int], bytes]
+NEVER = 2**63
+# Per (engineer id, key generation): the signing key and the sequence numbers it signs in,
+# from ``start`` (inclusive; NEVER if the chain never certified it) to ``end`` (exclusive).
+Keys = dict[tuple[int | None, int], tuple[bytes, int, int]]
+Problems = Mapping[int, str]  # found by the caller's first pass, by sequence number
 
 _T = m.AuditEvent.__table__
 _COLUMNS = [
@@ -60,6 +80,10 @@ class RangeResult(NamedTuple):
     last_hash: bytes | None  # hash of the last event that verified
     bad_seq: int | None = None
     problem: str | None = None
+    first_at: int | None = None  # at_us and format of event lo, when it is there and its hash checked out
+    first_format: int | None = None
+    last_at: int | None = None  # at_us and format of the last event that verified
+    last_format: int | None = None
 
 
 def chunk_size(events: int, workers: int) -> int:
@@ -79,13 +103,22 @@ def _sql(dialect: Dialect, statement: Any) -> str:
     return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
-def check_range(dbapi_connection: Any, dialect: Dialect, vault_id: bytes, keys: Keys, lo: int, hi: int) -> RangeResult:
+def check_range(
+    dbapi_connection: Any,
+    dialect: Dialect,
+    vault_id: bytes,
+    keys: Keys,
+    lo: int,
+    hi: int,
+    problems: Problems | None = None,
+) -> RangeResult:
     """Check events ``lo``..``hi`` (all but the first one's link) on a DB-API connection."""
     cursor = dbapi_connection.cursor()
     try:
         seq = _T.c.seq
         cursor.execute(_sql(dialect, select(*_COLUMNS).where(seq >= lo, seq <= hi).order_by(seq)))
-        result = _check(_fetched(cursor), chain.EventCodec(vault_id), keys, lo)
+        marked = {k: v for k, v in (problems or {}).items() if lo <= k <= hi}
+        result = _check(_fetched(cursor), chain.EventCodec(vault_id), keys, lo, marked)
         missing = lo + result.good
         if result.problem is None and missing <= hi:  # the rows stop before hi: what comes next?
             cursor.execute(_sql(dialect, select(func.min(seq)).where(seq > missing)))
@@ -102,35 +135,130 @@ def _fetched(cursor: Any) -> Iterator[tuple[Any, ...]]:
         yield from rows
 
 
-def _check(rows: Iterable[tuple[Any, ...]], codec: chain.EventCodec, keys: Keys, lo: int) -> RangeResult:
+_INTS = (0, 1, 2, 3, 5, 6, 7)  # seq, at_us, engineer_id, key_generation, client_id, secret_id, key_version
+
+
+def _canonical_v1(row: tuple[Any, ...]) -> bool:
+    """Whether a row is as a format-1 writer stored it. Format 1 encodes None, "" and b""
+    alike (and SQLite keeps a string in an integer column): its writer stored integers or
+    NULL in the integer columns and never an empty blob or text."""
+    if not all(row[i] is None or type(row[i]) is int for i in _INTS):
+        return False
+    blob, text = row[8], row[9]
+    return (blob is None or (not isinstance(blob, str) and len(blob) > 0)) and (
+        text is None or (isinstance(text, str) and text != "")
+    )
+
+
+def _lifetime(seq: int, start: int, end: int) -> str:
+    if start == NEVER:
+        return "it is signed by a key generation the chain never certified (outside its certified lifetime)"
+    if seq < start:
+        return f"it is signed before its key was certified (lifetime from event {start})"
+    return f"it is signed by a key the chain retired at event {end} (outside its certified lifetime)"
+
+
+def _enrolment(
+    entry: tuple[bytes, int, int] | None,
+    details_json: Any,
+    seq: int,
+    digest: bytes,
+    signature: bytes,
+    codec: chain.EventCodec,
+) -> str | None:
+    """An ``enroll`` is signed by the key it enrols (named in its details), before that key's
+    certification; once certified, the certified key must be that one."""
+    try:
+        details = json.loads(details_json) if details_json else {}
+        public = bytes.fromhex(details["signing_public"])
+    except (ValueError, TypeError, KeyError):
+        return "the enrolment does not name the key it was signed with"
+    if entry is not None:
+        if entry[0] != public:
+            return "the enrolment's key is not the key the organisation certified for it"
+        if seq >= entry[1]:
+            return "the enrolment comes after its key was certified"
+    if not codec.signature_valid(public, signature, seq, digest):
+        return "its signature is invalid"
+    return None
+
+
+def _check(
+    rows: Iterable[tuple[Any, ...]], codec: chain.EventCodec, keys: Keys, lo: int, problems: Problems | None = None
+) -> RangeResult:
     expected, first_prev, running = lo, None, None
-    event_hash, signature_valid = codec.audit_event_hash, codec.signature_valid
+    event_hash, event_hash_v1, signature_valid = (
+        codec.audit_event_hash,
+        codec.audit_event_hash_v1,
+        codec.signature_valid,
+    )
+    marks = iter(sorted(problems or ()))
+    mark = next(marks, None)
+    first_at = first_format = last_at = None
+    current = False  # the format of the event before (in this range): True for format 2
     problem = None
     for row in rows:
-        seq, _, engineer_id, generation, action, _, _, _, _, _, prev_hash, digest, signature = row
+        seq, at_us, engineer_id, generation, action, _, _, _, _, text, prev_hash, digest, signature = row
         if seq != expected:
             problem = f"event {expected} is missing (next is {seq})" if seq > expected else "events are out of order"
         elif running is None:
             first_prev = prev_hash
         elif prev_hash != running:
             problem = "it does not link to the event before it"
+        fmt = 0
         if problem is None:
-            if event_hash(*row[:11]) != digest:  # seq … details_json, prev_hash: the hashed fields in order
-                problem = "its contents were changed"
-            elif signature is None:
-                if action not in UNSIGNED_ACTIONS:
-                    problem = "it is not signed"
+            # seq … details_json, prev_hash: the hashed fields in order
+            if event_hash(*row[:11]) == digest:
+                fmt = 2
+                if running is not None and at_us < last_at:
+                    problem = f"it is dated before the event before it (backdated: {at_us} < {last_at})"
+            elif _canonical_v1(row) and event_hash_v1(*row[:11]) == digest:
+                fmt = 1
+                if running is not None and current:
+                    problem = "it is in the old event format (1) after an event in format 2"
             else:
-                public = keys.get((engineer_id, generation))
-                if public is None:
+                problem = "its contents were changed"
+            if fmt and running is None:
+                first_at, first_format = at_us, fmt
+        if problem is None and seq == mark:
+            problem = problems[seq]  # type: ignore[index]
+        if problem is None:
+            if signature is None:
+                if action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
+                    problem = "it is not signed"
+            elif action == "enroll":
+                problem = _enrolment(keys.get((engineer_id, generation)), text, seq, digest, signature, codec)
+            else:
+                entry = keys.get((engineer_id, generation))
+                if entry is None:
                     problem = "it is signed by an unknown or unverified engineer key"
-                elif not signature_valid(public, signature, seq, digest):
+                elif not entry[1] <= seq < entry[2]:
+                    problem = _lifetime(seq, entry[1], entry[2])
+                elif not signature_valid(entry[0], signature, seq, digest):
                     problem = "its signature is invalid"
         if problem is not None:
-            return RangeResult(expected - lo, first_prev, running, expected, problem)
-        running = digest
+            return RangeResult(
+                expected - lo,
+                first_prev,
+                running,
+                expected,
+                problem,
+                first_at,
+                first_format,
+                last_at,
+                _fmt(running, current),
+            )
+        if seq == mark:
+            mark = next(marks, None)
+        running, last_at, current = digest, at_us, fmt == 2
         expected += 1
-    return RangeResult(expected - lo, first_prev, running)
+    return RangeResult(
+        expected - lo, first_prev, running, None, None, first_at, first_format, last_at, _fmt(running, current)
+    )
+
+
+def _fmt(running: bytes | None, current: bool) -> int | None:
+    return None if running is None else (2 if current else 1)
 
 
 # -- in a worker process --------------------------------------------------------------------------
@@ -138,7 +266,9 @@ def _check(rows: Iterable[tuple[Any, ...]], codec: chain.EventCodec, keys: Keys,
 _ENGINES: dict[str, Engine] = {}
 
 
-def check_range_at(url: str, vault_id: bytes, keys: Keys, lo: int, hi: int) -> RangeResult:
+def check_range_at(
+    url: str, vault_id: bytes, keys: Keys, lo: int, hi: int, problems: Problems | None = None
+) -> RangeResult:
     """``check_range`` on a connection of this (worker) process's own, read-only use.
 
     A plain DB-API connection, outside the store's transactions: on SQLite those begin
@@ -151,6 +281,6 @@ def check_range_at(url: str, vault_id: bytes, keys: Keys, lo: int, hi: int) -> R
         Finalize(None, engine.dispose, exitpriority=10)  # close it when the worker process exits
     connection = engine.raw_connection()
     try:
-        return check_range(connection, engine.dialect, vault_id, keys, lo, hi)
+        return check_range(connection, engine.dialect, vault_id, keys, lo, hi, problems)
     finally:
         connection.close()

@@ -198,13 +198,14 @@ class EngineerOps(InvitationOps):
                     hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
                 )
             self._verify_invite(s, row)  # the role and expiry are the inviting admin's
-            self._make_keys(s, row, passphrase, info.org_signing_public)
+            keys = self._make_keys(s, row, passphrase, info.org_signing_public)
             assert row.sealing_public is not None and row.signing_public is not None
             row.enroll_mac = signing.enrolment_mac(
                 invite_secret, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public
             )
             row.status = ENROLLED
-            self._append(s, "enroll", actor=row, sign=False, public={"engineer": name})
+            public = {"engineer": name, "signing_public": row.signing_public.hex()}  # signed by the new key
+            self._append(s, "enroll", actor=row, seed=keys.signing_seed, public=public)
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
     @staticmethod

@@ -142,7 +142,9 @@ class GrantLedgerOps(JournalOps):
     def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
         """Certified signing keys by (engineer id, generation), and the ids whose verified
         certificate says admin (a removed admin included: what they signed stays theirs);
-        worked out once per transaction (a removal rotates many clients in one)."""
+        worked out once per transaction (a removal rotates many clients in one). Each key is
+        taken as valid for the whole chain here: when a key may sign is the full audit
+        verification's check (``AuditOps._key_lifetimes``), which removal runs first."""
         cached = s.info.get("grant_event_keys")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
@@ -157,12 +159,13 @@ class GrantLedgerOps(JournalOps):
                 self._verify_certificate(s, row)
             except VaultError:
                 continue
-            keys[(row.id, row.key_generation)] = row.signing_public
+            keys[(row.id, row.key_generation)] = (row.signing_public, 0, auditverify.NEVER)
             if row.role == ROLE_ADMIN:
                 admins.add(row.id)
         for key in s.scalars(select(m.EngineerKey)):
             try:
-                keys[(key.engineer_id, key.generation)] = self._verified_key(s, key, names.get(key.engineer_id, ""))
+                public = self._verified_key(s, key, names.get(key.engineer_id, ""))
+                keys[(key.engineer_id, key.generation)] = (public, 0, auditverify.NEVER)
             except VaultError:
                 keys.pop((key.engineer_id, key.generation), None)
         s.info["grant_event_keys"] = (keys, admins)

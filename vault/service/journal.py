@@ -3,6 +3,11 @@
 The append locks the single ``audit_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL;
 SQLite transactions here start with ``BEGIN IMMEDIATE``), so concurrent writers queue
 and sequence numbers stay contiguous. Reading and verifying live in ``audit.py``.
+
+Events are written in format 2 (``chain.event_hash``), and never dated before the event
+they follow: a writer whose clock is behind the chain's last event (another machine's
+clock, or its own set back) dates its event at that event's time, since the verifier
+refuses a format-2 event earlier than its predecessor (a backdated insertion).
 """
 
 from __future__ import annotations
@@ -11,18 +16,47 @@ import datetime as dt
 import json
 from typing import Any, overload
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, chain
-from vault.errors import DecryptionFailed
+from vault.errors import ConcurrentChange, DecryptionFailed
 from vault.service import rows
-from vault.service.base import VaultBase
+from vault.service.base import ACTIVE, VaultBase
 from vault.service.rows import EngineerRecord, HasId, RowAppend
 from vault.storage import models as m
+from vault.storage.prepared import Prepared
 
-# Events that nobody can sign: no certified key exists for the actor at that moment.
-UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
+# Events that nobody can sign: no key of the actor's can be opened at that moment. Shown
+# as unauthenticated (anyone with database access could have written one).
+UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
+# Format-1 events (written before format 2) also left ``enroll`` unsigned; format 2 signs it
+# with the key just made (docs/format.md §8).
+LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
+
+_HEAD, _EVENTS, _ENGINEERS = m.AuditHead.__table__, m.AuditEvent.__table__, m.Engineer.__table__
+# The head (locked on PostgreSQL) with its event's time and the acting engineer's status and
+# key generation as committed now, in one statement.
+_HEAD_AND_TIME = Prepared(
+    select(_HEAD.c.seq, _HEAD.c.hash, _EVENTS.c.at_us, _ENGINEERS.c.status, _ENGINEERS.c.key_generation)
+    .select_from(
+        _HEAD.outerjoin(_EVENTS, _EVENTS.c.seq == _HEAD.c.seq).outerjoin(_ENGINEERS, _ENGINEERS.c.id == bindparam("me"))
+    )
+    .where(_HEAD.c.id == 1)
+    .with_for_update(of=_HEAD)
+)
+_TIME_OF = Prepared(select(_EVENTS.c.at_us).where(_EVENTS.c.seq == bindparam("seq")))
+# Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
+_NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+
+
+def _check_still_current(status: str | None, generation: int | None, actor: EngineerRecord) -> None:
+    """On PostgreSQL (read committed), a transaction that checked its engineer's certificate
+    may reach the head lock after an admin removed them or rotated their keys: its event would
+    then be signed outside the key's lifetime and fail verification for good. Abort it instead
+    (retried as a concurrent change, the retry is refused with the usual error)."""
+    if status != ACTIVE or generation != actor.key_generation:
+        raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
 
 
 def us(value: dt.datetime) -> int:
@@ -88,13 +122,25 @@ class JournalOps(VaultBase):
             assert actor is not None and client_id is not None and secret_id is not None and details is not None
             return self._append_row(s, row, action, actor, client_id, secret_id, details)
         info = self._info(s)
-        head = s.scalars(select(m.AuditHead).where(m.AuditHead.id == 1).with_for_update()).first()
-        if head is None:
-            head = m.AuditHead(id=1, seq=0, hash=chain.GENESIS)
-            s.add(head)
-            s.flush()
         if actor is None and sign:
             actor = s.get(m.Engineer, self._me().engineer_id)
+        # The head (locked on PostgreSQL), its event's time and the actor's status and key
+        # generation as committed now, in one statement.
+        found = s.execute(
+            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
+            .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
+            .outerjoin(m.Engineer, m.Engineer.id == (actor.id if actor is not None else None))
+            .where(m.AuditHead.id == 1)
+            .with_for_update(of=m.AuditHead)
+        ).first()
+        if found is None:
+            head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
+            s.add(head)
+            s.flush()
+        else:
+            head, after = found[0], found[1]
+            if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
+                _check_still_current(found[2], found[3], actor)
         audit_key = None
         if details is not None:
             if client_id is None:
@@ -114,6 +160,7 @@ class JournalOps(VaultBase):
             audit_key,
             public,
             (seed or self._me().signing_seed) if sign else None,
+            after,
         )
         event = m.AuditEvent(**values)
         s.add(event)
@@ -136,10 +183,14 @@ class JournalOps(VaultBase):
         conn = rows.connection(s)
         head = row.head
         if head is None:
-            found = rows.HEAD_FOR_UPDATE.all(conn)
+            found = _HEAD_AND_TIME.all(conn, {"me": actor.id})
             if not found:  # a vault without a head row yet: the ORM path makes it
                 return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
-            head = (found[0][0], found[0][1])
+            head, after = (found[0][0], found[0][1]), found[0][2]
+            _check_still_current(found[0][3], found[0][4], actor)
+        else:
+            before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
+            after = before[0][0] if before else None
         audit_key = self._audit_key_of(s, row.client, row.audit_keys_blob)
         values = self._event_values(
             row.vault_id,
@@ -153,6 +204,7 @@ class JournalOps(VaultBase):
             audit_key,
             None,
             self._me().signing_seed,
+            after,
         )
         rows.ADD_EVENT.run(conn, values)
         rows.MOVE_HEAD.run(conn, {"new_seq": values["seq"], "new_hash": values["hash"]})
@@ -171,8 +223,10 @@ class JournalOps(VaultBase):
         audit_key: tuple[int, bytes] | None,
         public: dict[str, Any] | None,
         seed: bytes | None,
+        after: int | None = None,
     ) -> dict[str, Any]:
-        """The columns of a new event: encrypted details, chain hash, and the signature when ``seed`` is given."""
+        """The columns of a new event: encrypted details, chain hash, and the signature when
+        ``seed`` is given; dated no earlier than ``after`` (the time of the event it follows)."""
         if seed is not None and actor is not None and actor.signing_public is None:
             raise ValueError("the actor has no signing key")
         details_blob = key_version = None
@@ -183,7 +237,7 @@ class JournalOps(VaultBase):
             details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
         values: dict[str, Any] = {
             "seq": seq,
-            "at_us": us(self.clock()),
+            "at_us": us(self.clock()) if after is None else max(us(self.clock()), after),
             "engineer_id": actor.id if actor else None,
             "key_generation": actor.key_generation if actor else 0,
             "action": action,

@@ -318,8 +318,24 @@ class AuditHead(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
+# The events that certify and retire engineer keys (and the invitations enrolments follow):
+# verification reads them first, in order, to know when each key may sign (docs/format.md
+# §8.1). A partial index, so that finding them does not read the whole log and appending
+# any other event costs nothing more. The verifier's query uses this exact text.
+KEY_EVENT_ACTIONS = (
+    "vault-init",
+    "engineer-invite",
+    "enroll",
+    "engineer-confirm",
+    "engineer-key-rotate",
+    "engineer-remove",
+)
+KEY_EVENTS = text("action IN (" + ", ".join(f"'{a}'" for a in KEY_EVENT_ACTIONS) + ")")
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_key", "seq", sqlite_where=KEY_EVENTS, postgresql_where=KEY_EVENTS),)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at_us: Mapped[int] = mapped_column(BigInteger)
     engineer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

@@ -1,0 +1,50 @@
+"""Revision 0011 (audit key events): the partial index of the audit events that certify and
+retire engineer keys (issue 12, item 11), which verification reads first, in order.
+
+A vault in use upgrades to it and down again with its chain intact and verifying; on
+SQLite the verifier's query is answered from the index, not by reading the whole log.
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import inspect, select, text
+
+from vault import Vault
+from vault.crypto.keyrecord import FLOOR
+from vault.storage import engine as storage
+from vault.storage import models as m
+
+
+def _indexes(store: storage.Store) -> set[str]:
+    return {str(ix["name"]) for ix in inspect(store.engine).get_indexes("audit_events")}
+
+
+def test_0011_adds_the_key_event_index_to_a_vault_in_use_and_down_again(empty_url):
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.unlock("root-admin", "pass")
+        vault.add_client("acme", "Acme Ltd")
+        assert "ix_audit_events_key" in _indexes(vault.store)
+        config = storage._alembic_config(vault.store.engine)
+        command.downgrade(config, "0010")
+        assert "ix_audit_events_key" not in _indexes(vault.store)
+        assert vault.verify_audit().ok  # the same answer without the index
+        command.upgrade(config, "0011")
+        assert "ix_audit_events_key" in _indexes(vault.store)
+        vault.list_clients()
+        assert vault.verify_audit().ok
+    finally:
+        vault.close()
+
+
+def test_the_key_events_are_read_from_the_partial_index(sqlite_url):
+    vault, _ = Vault.create(sqlite_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        query = select(m.AuditEvent.seq).where(m.KEY_EVENTS).order_by(m.AuditEvent.seq)
+        sql = str(query.compile(vault.store.engine, compile_kwargs={"literal_binds": True}))
+        with vault.store.engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "ix_audit_events_key" in plan, plan
+    finally:
+        vault.close()
