@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from bench import auditgen
@@ -23,9 +24,11 @@ from vault.crypto.labels import (
     LABEL_CLIENT_KEY_SEAL,
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_GRANT,
+    LABEL_SIG_POLICY,
     LABEL_TAG_CLIENT_SLUG,
     LABEL_TAG_SECRET_NAME,
 )
+from vault.service import policies
 from vault.service.base import ACTIVE
 
 KINDS = ("equipment", "service", "other")
@@ -164,16 +167,21 @@ def _header_rows(u: Unit) -> dict[str, list[Any]]:
             blob=sealing.seal(r.recovery_public, 1, u.key, recovery_ctx),
         )
     )
-    out["policies"].append(
-        dict(
-            client_id=cid,
-            reason_required=True,
-            exclusive=False,
-            rotate_after_checkout=False,
-            checkout_minutes=120,
-            updated_at=r.now,
-        )
+    policy: dict[str, Any] = dict(
+        client_id=cid,
+        reason_required=True,
+        exclusive=False,
+        rotate_after_checkout=False,
+        checkout_minutes=120,
+        stale_days=None,
+        signed_by=r.admin_id,
+        signed_at=signed_at,
+        updated_at=r.now,
     )
+    # Signed by the admin as `add_client` signs it (docs/format.md, "Signed policies and settings").
+    signed = policies.policy_fields(r.vault_id, cid, SimpleNamespace(**policy))  # type: ignore[arg-type]
+    policy["signature"] = admin.sign(LABEL_SIG_POLICY, *signed)
+    out["policies"].append(policy)
     seq = u.first_seq
     out["events"].append(_event(u, seq, "client-create", {"slug": slug}))
     for n, (engineer_id, name, sealing_public) in enumerate(u.grantees):
