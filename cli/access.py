@@ -173,6 +173,7 @@ def policy() -> None:
     Example:
       credvault policy show acme
       credvault policy set acme --exclusive --rotate-after-checkout --for 2h
+      credvault policy adopt
     """
 
 
@@ -236,6 +237,46 @@ def policy_set(
         stale_days=stale_days,
     )
     _echo_policy(info)
+
+
+@policy.command("adopt")
+@click.option("--yes", is_flag=True, help="Sign without asking (the list is still printed).")
+@pass_app
+def policy_adopt(app: AppContext, yes: bool) -> None:
+    """Sign, as stored, the policies that do not verify (admin; logged), after review.
+
+    After upgrading to signed policies (revision 0008) every stored policy reads as the
+    strict one until an admin signs it. This lists them as stored and, once you agree,
+    signs exactly what it listed. Relaxed values you do not recognise: answer no and use
+    `policy set` for that client instead.
+
+    \b
+    Example:
+      credvault policy adopt
+    """
+    vault = app.session_vault()
+    pending = vault.unsigned_policies()
+    if not pending:
+        click.echo("Every stored policy is signed: nothing to adopt.")
+        return
+    echo_table(
+        ["client", "reason required", "exclusive", "rotate after checkout", "checkout lasts", "stale after"],
+        [
+            (
+                p.client,
+                p.reason_required,
+                p.exclusive,
+                p.rotate_after_checkout,
+                f"{p.checkout_minutes} min",
+                f"{p.stale_days} days" if p.stale_days else "off",
+            )
+            for p in pending
+        ],
+    )
+    if not yes and not click.confirm(f"Sign these {len(pending)} policies as shown?", default=False, err=True):
+        raise CommandFailed("nothing was signed", hint="`credvault policy set CLIENT ...` signs one client's policy")
+    signed = vault.adopt_policies(pending)
+    click.echo(f"Signed {len(signed)} policies.")
 
 
 def _echo_policy(info: object) -> None:

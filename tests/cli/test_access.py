@@ -478,3 +478,19 @@ def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(
         assert vault.reveal(REF, "rescue", reason="T-6 check") == value
     finally:
         vault.close()
+
+
+def test_policy_adopt_lists_the_unsigned_policies_and_signs_them_only_when_agreed(ready: Workspace) -> None:
+    """After the upgrade to signed policies: `policy adopt` shows the stored values first."""
+    engine = create_engine(ready.url)
+    with Session(engine) as s, s.begin():
+        s.execute(update(m.ClientPolicy).values(signature=None, signed_by=None, signed_at=None))
+    engine.dispose()
+    declined = ready.admin("policy", "adopt", input="n\n")
+    assert_clean_error(declined)
+    assert "acme" in declined.output and "nothing was signed" in declined.output
+    assert not ready.library().get_policy("acme").signed
+    adopted = ok(ready.admin("policy", "adopt", "--yes"))
+    assert "Signed 1 policies." in adopted.stdout
+    assert ready.library().get_policy("acme").signed
+    assert "nothing to adopt" in ok(ready.admin("policy", "adopt")).stdout

@@ -31,11 +31,11 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
-from vault.service import policies, rows, validation
-from vault.service.base import ROLE_ADMIN, epoch
+from vault.service import rows, validation
+from vault.service.base import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.policies import Policy
-from vault.service.records import CheckoutInfo, PolicyInfo, Revealed, SecretInfo
+from vault.service.records import CheckoutInfo, Revealed, SecretInfo
 from vault.service.rows import EngineerRecord, HasId, SecretRecord, VersionRecord
 from vault.service.secrets import METADATA_FIELDS, SecretOps
 from vault.storage import models as m
@@ -65,80 +65,6 @@ class CheckoutOps(SecretOps):
 
     def _policy(self, s: Session, client_id: int) -> Policy:
         return self._verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))
-
-    @staticmethod
-    def _policy_info(client: str, p: Policy) -> PolicyInfo:
-        return PolicyInfo(
-            client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days, p.signed
-        )
-
-    def get_policy(self, client: str) -> PolicyInfo:
-        """The policy that applies (``signed`` False: the stored one fails verification, the strict one applies)."""
-        with self.store.transaction() as s:
-            row = self._client(s, client)
-            return self._policy_info(client, self._policy(s, row.id))
-
-    def set_policy(
-        self,
-        client: str,
-        *,
-        reason_required: bool | None = None,
-        exclusive: bool | None = None,
-        rotate_after_checkout: bool | None = None,
-        checkout_for: dt.timedelta | None = None,
-        stale_days: int | None = None,
-    ) -> PolicyInfo:
-        """Change a client's policy and sign it (admin). What is not given keeps its value
-        as it applies now: the strict one when the stored policy does not verify."""
-        with self.store.transaction() as s:
-            admin = self._my_admin_row(s)
-            row = self._client(s, client)
-            stored = s.get(m.ClientPolicy, row.id)
-            current = self._verified_policy(s, row.id, stored, (admin,))
-            wanted = current._asdict()
-            for name, value in (
-                ("reason_required", reason_required),
-                ("exclusive", exclusive),
-                ("rotate_after_checkout", rotate_after_checkout),
-            ):
-                if value is not None:
-                    wanted[name] = value
-            if checkout_for is not None:
-                minutes = int(checkout_for.total_seconds() // 60)
-                if not 1 <= minutes <= policies.MAX_CHECKOUT_MINUTES:
-                    raise InvalidInput("bad checkout length", hint="use between 1m and 7d")
-                wanted["checkout_minutes"] = minutes
-            if stale_days is not None:
-                if not 0 <= stale_days <= policies.MAX_STALE_DAYS:
-                    raise InvalidInput("bad stale-after", hint="use a number of days; 0 turns the flag off")
-                wanted["stale_days"] = stale_days or None
-            changes: dict[str, object] = {
-                name: value for name, value in wanted.items() if name != "signed" and getattr(current, name) != value
-            }
-            if not current.signed:
-                changes["signed"] = True  # a policy that did not verify is signed afresh
-            if stored is None:
-                stored = m.ClientPolicy(client_id=row.id)
-                s.add(stored)
-            for name in ("reason_required", "exclusive", "rotate_after_checkout", "checkout_minutes", "stale_days"):
-                setattr(stored, name, wanted[name])
-            now = self.clock()
-            stored.updated_at = now
-            policies.sign_policy(self._my_signing_key(), self._vid(s), stored, admin.id, epoch(now))
-            self._append(s, "policy-set", client_id=row.id, details=changes)
-            return self._policy_info(client, Policy(**{**wanted, "signed": True}))
-
-    def _adopt_policies(self, s: Session, departing: m.Engineer) -> None:
-        """Re-sign, as the acting admin, the policies and settings ``departing`` signed that
-        verify now (before they lose the admin role); the others stay unverified."""
-        me = self._my_admin_row(s)
-        at = epoch(self.clock())
-        for stored in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id)):
-            if self._verified_policy(s, stored.client_id, stored).signed:
-                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, me.id, at)
-        info = self._info(s)
-        if info.settings_signed_by == departing.id and self._settings_signed(s):
-            policies.sign_settings(self._my_signing_key(), info, me.id, at)
 
     # -- reveal and checkout ---------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from vault.errors import IntegrityError, NotFound, VaultError
 from vault.service import validation
 from vault.service.audit import AuditOps
-from vault.service.checkouts import CheckoutOps
+from vault.service.policyadmin import PolicyAdminOps
 from vault.service.records import AccessRecord
 from vault.service.secrets import VIEW_PUBLIC_ONLY, sensitive_field_names
 from vault.storage import models as m
@@ -33,7 +33,7 @@ VIEW = "secret-view"
 LEGACY_VIEW = "(secret show, before sensitive fields were kept for checkout)"
 
 
-class ReportOps(CheckoutOps, AuditOps):
+class ReportOps(PolicyAdminOps, AuditOps):
     def report_access(self, engineer: str) -> list[AccessRecord]:
         """Every secret ``engineer`` revealed: when, why, and whether it changed since."""
         with self.store.transaction() as s:
