@@ -151,3 +151,22 @@ class UntrustedRecord(IntegrityError):
 
 class KeyRecordRejected(IntegrityError):
     """A key record's Argon2 parameters are below the floor or above the ceiling."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another session holds a lock this change needs, past the lock time-out (nothing was changed)."""
+
+    hint = (
+        "another session (an open transaction, a stuck client) holds the lock; try again, "
+        "or ask the database's administrator to end that session"
+    )
+
+
+class TamperedSchema(IntegrityError):
+    """The database holds a trigger, rule, view, policy, table, schema or function that
+    credvault's migrations did not create: credvault refuses to work on it."""
+
+    hint = (
+        "someone changed the database's schema outside credvault; an admin must inspect and drop "
+        "the object(s) named (or restore from a backup), then run `credvault audit verify --full`"
+    )
