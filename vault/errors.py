@@ -7,7 +7,8 @@ ids, slugs the caller typed, and what to do next.
     VaultError
     ├── ConfigurationError        no vault configured here, or a bad setting
     ├── StoreUnavailable          the database cannot be reached, read or written
-    │   └── ConcurrentChange      a serialization failure or deadlock (retried by Vault)
+    │   ├── ConcurrentChange      a serialization failure or deadlock (retried by Vault)
+    │   └── StoreBusy             another session holds a lock past the lock time-out
     ├── InvalidInput              a malformed name, slug, time, passphrase, option
     ├── AlreadyExists             a client, secret or engineer of that name exists
     ├── NotFound                  no such client, secret or engineer (or not visible)
@@ -23,7 +24,8 @@ ids, slugs the caller typed, and what to do next.
         ├── DecryptionFailed      the single opaque error of every failed decryption
         │   └── WrongPassphrase   a key record did not open with the passphrase given
         ├── UntrustedRecord       a key-distribution record has no valid admin signature
-        └── KeyRecordRejected     a key record's Argon2 parameters are out of bounds
+        ├── KeyRecordRejected     a key record's Argon2 parameters are out of bounds
+        └── TamperedSchema        the database holds a trigger, view, table … credvault did not create
 """
 
 from __future__ import annotations
