@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from cli_workspace import Workspace, assert_clean_error, ok
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, exc, text
 
 from vault import Vault
 from vault.service.config import AuditMemory
@@ -75,3 +76,16 @@ def test_an_old_full_verify_makes_the_next_verify_a_full_one(ready: Workspace, i
     result = ready.admin("audit", "verify")
     assert_clean_error(result, SECRET)
     assert "event 3: its contents were changed" in result.stderr
+
+
+def test_a_driver_error_the_library_missed_is_a_database_failure_not_an_internal_error(
+    ready: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise exc.DataError("INSERT INTO purge_receipts", {}, Exception("value too long for type character varying"))
+
+    monkeypatch.setattr(Vault, "list_clients", failing)
+    result = ready.admin("client", "list")
+    assert_clean_error(result, SECRET)
+    assert "the database failed: nothing was changed" in result.stderr
+    assert "internal error" not in result.stderr and "purge_receipts" not in result.stderr
