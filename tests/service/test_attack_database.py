@@ -176,6 +176,59 @@ def test_a_view_or_an_extra_table_is_refused(
     assert _head(attacker) == before
 
 
+PG_OBJECTS = {
+    "rule": (
+        ["CREATE RULE keep_seals AS ON DELETE TO client_key_seals DO INSTEAD NOTHING"],
+        "rule 'keep_seals' on client_key_seals",
+    ),
+    "row-level security": (
+        [
+            "ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY",
+            "CREATE POLICY hide_reveals ON audit_events USING (action NOT IN ('reveal', 'checkout'))",
+        ],
+        "policy 'hide_reveals' on audit_events",
+    ),
+    "check calling a function": (
+        [
+            "CREATE SCHEMA spy",
+            "CREATE TABLE spy.copies (blob bytea)",
+            """CREATE FUNCTION spy.keep(b bytea) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO spy.copies VALUES (b); RETURN true; END $$""",
+            "ALTER TABLE client_key_seals ADD CONSTRAINT keep_copy CHECK (spy.keep(blob))",
+        ],
+        "call of function 'keep' on client_key_seals",
+    ),
+    "event trigger": (
+        [
+            "CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$",
+            "CREATE EVENT TRIGGER on_ddl ON ddl_command_start EXECUTE FUNCTION on_ddl()",
+        ],
+        "event trigger 'on_ddl'",
+    ),
+    "publication": (["CREATE PUBLICATION copy_seals FOR TABLE client_key_seals"], "publication 'copy_seals'"),
+    "shadowing schema": (  # the user's own schema comes first on the default search path
+        ["CREATE SCHEMA postgres", "CREATE TABLE postgres.audit_events (LIKE public.audit_events INCLUDING ALL)"],
+        "shadowed table 'audit_events' in schema 'public'",
+    ),
+}
+
+
+@postgres_only
+@pytest.mark.parametrize("case", sorted(PG_OBJECTS))
+def test_pg_rules_policies_functions_event_triggers_publications_and_shadows_are_refused(
+    team: Team, attacker: Engine, case: str
+) -> None:
+    _scene(team)
+    statements, expected = PG_OBJECTS[case]
+    _sql(attacker, *statements)
+    before = _head(attacker)
+    admin = _fresh(team)
+    with pytest.raises(TamperedSchema) as caught:
+        admin.reveal(REF, reason="T-1 incident")
+    _refused(caught.value, expected)
+    assert _head(attacker) == before
+
+
 def test_a_vault_without_foreign_objects_opens_and_reports_none(team: Team) -> None:
     _scene(team)
     admin = _fresh(team)

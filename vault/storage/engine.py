@@ -317,9 +317,12 @@ def foreign_objects(conn: Connection) -> list[str]:
     ours = _our_tables()
     found = []
     for kind, name, table in rows:
-        if kind == "table" and name in ours:
-            continue
-        where = f" on {_shown(table) if table not in ours else table}" if table else ""
+        if (kind == "table" and name in ours) or (kind == "shadowed table" and name not in ours):
+            continue  # our own tables; in another schema, only a table of one of our names matters
+        if kind == "shadowed table":
+            where = f" in schema {_shown(table)} (credvault works in another schema of the same database)"
+        else:
+            where = f" on {_shown(table) if table not in ours else table}" if table else ""
         found.append(f"{kind} {_shown(name)}{where}")
     return sorted(found)
 
@@ -335,7 +338,8 @@ SQLITE_CATALOG = (
 # security and policies, functions (but an extension's), calls from a default or a
 # constraint to a function outside pg_catalog, columns of a type outside pg_catalog
 # (a domain's CHECK can call anything); in the database: event triggers, publications,
-# schemas other than ours, public and the system's.
+# schemas other than ours, public and the system's, and a relation of one of our names in
+# any other schema (a schema named after the user, first on the search path, shadows ours).
 POSTGRES_CATALOG = """
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()),
 rels AS (
@@ -374,6 +378,10 @@ UNION ALL
 SELECT 'event trigger', e.evtname::text, NULL FROM pg_event_trigger e
 UNION ALL
 SELECT 'publication', pub.pubname::text, NULL FROM pg_publication pub
+UNION ALL
+SELECT 'shadowed table', c.relname::text, n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.oid <> (SELECT oid FROM ns)
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND left(n.nspname, 3) <> 'pg_'
 UNION ALL
 SELECT 'schema', n.nspname::text, NULL FROM pg_namespace n
   WHERE n.oid <> (SELECT oid FROM ns) AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
