@@ -154,6 +154,20 @@ def test_sqlite_trigger_hiding_reveals_is_refused(team: Team, attacker: Engine) 
     assert _head(attacker) == before
 
 
+@sqlite_only
+def test_sqlite_a_trigger_added_while_a_vault_is_open_is_refused_at_its_next_unit_of_work(
+    team: Team, attacker: Engine
+) -> None:
+    _scene(team)
+    assert team.admin.reveal(REF, reason="T-1") == PW  # checked and open, as the agent would be
+    _sql(attacker, "CREATE TRIGGER quiet AFTER INSERT ON audit_events BEGIN SELECT 1; END")
+    before = _head(attacker)
+    with pytest.raises(TamperedSchema) as caught:
+        team.admin.reveal(REF, reason="T-2")
+    _refused(caught.value, "quiet", "audit_events")
+    assert _head(attacker) == before
+
+
 @pytest.mark.parametrize(
     "kind, statement, name",
     [

@@ -34,12 +34,13 @@ REF, PW = "acme/fw01", "acme-pw-1"
 REASON = "T-7 bench"
 
 # Statements of one warmed-up checkout that replaces the engineer's own previous one:
-# SQLite: BEGIN IMMEDIATE; one read of the vault identity, engineer, root version, audit
-# head, client, secret, policy, version, open holds and, for an engineer, their grants for
-# the client with their signers; INSERT event, UPDATE head, release the old checkout, INSERT checkout, UPDATE
-# secret. PostgreSQL (no BEGIN statement): the secret's row lock, then the open holds,
-# and the head read locked: + 2.
-FAST = {("sqlite", "admin"): 7, ("sqlite", "engineer"): 7, ("postgresql", "admin"): 9, ("postgresql", "engineer"): 9}
+# SQLite: BEGIN IMMEDIATE; PRAGMA schema_version (the schema cookie, in memory: the catalog
+# is read again only when it changed, issue 12 item 10); one read of the vault identity,
+# engineer, root version, audit head, client, secret, policy, version, open holds and, for an
+# engineer, their grants for the client with their signers; INSERT event, UPDATE head,
+# release the old checkout, INSERT checkout, UPDATE secret. PostgreSQL (no BEGIN statement,
+# no schema cookie): the secret's row lock, then the open holds, and the head read locked: + 1.
+FAST = {("sqlite", "admin"): 8, ("sqlite", "engineer"): 8, ("postgresql", "admin"): 9, ("postgresql", "engineer"): 9}
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def _id(team, model: Any, where: Any) -> int:  # type: ignore[no-untyped-def]
 def test_a_warm_checkout_runs_the_counted_statements(acme):
     _warm(acme.admin, "admin")
     alice = _alice(acme)
-    expected = {"sqlite": 5, "postgresql": 7}[_engine(alice)]  # a reveal: no checkout row to replace or add
+    expected = {"sqlite": 6, "postgresql": 7}[_engine(alice)]  # a reveal: no checkout row to replace or add
     for vault in (acme.admin, alice):
         with _counting(vault) as seen:
             assert vault.reveal(REF, reason=REASON) == PW

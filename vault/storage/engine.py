@@ -7,11 +7,12 @@ a lock held by another session fails a change with ``StoreBusy`` instead of hang
 Every driver error becomes an error of ``vault.errors`` (``_mapped_errors``), so callers
 never see a driver traceback.
 
-Before its first unit of work (and again every ``SCHEMA_RECHECK_SECONDS``), a guarded
-``Store`` reads the catalog once and refuses to work (``TamperedSchema``) on a database
-that holds an object its migrations did not create: a trigger, a rule, a view, a
-row-level security policy, a table, a function or a schema of someone else's, an event
-trigger or a publication. Any of them could rewrite, hide or copy what credvault writes
+Before its first unit of work (and again when SQLite's schema cookie changes, or every
+``SCHEMA_RECHECK_SECONDS`` on PostgreSQL), a guarded ``Store`` reads the catalog once and
+refuses to work (``TamperedSchema``) on a database that holds an object its migrations
+did not create: a trigger, a rule, a view, a row-level security policy, a table, a
+function or a schema of someone else's, an event trigger or a publication. Any of them
+could rewrite, hide or copy what credvault writes
 (delete reveal events at commit, archive the key copies a purge deletes).
 """
 
@@ -170,7 +171,8 @@ class Store:
     """An open database: the engine, a session factory and the transaction boundary.
 
     A guarded store (the default) checks the catalog for objects credvault did not create
-    before its first unit of work and every ``SCHEMA_RECHECK_SECONDS`` after (``_guard``).
+    before its first unit of work, and after that: on SQLite whenever the schema cookie
+    changed (checked in every unit of work), on PostgreSQL every ``SCHEMA_RECHECK_SECONDS``.
     """
 
     def __init__(self, url: str, *, timeouts: Timeouts | None = None, guarded: bool = True) -> None:
@@ -178,6 +180,8 @@ class Store:
         self.engine = make_engine(url, timeouts)
         self.guarded = guarded
         self._checked_at: float | None = None  # time.monotonic() of the last check that found nothing
+        self._schema_cookie: object = None  # SQLite's schema_version at that check
+        self._sqlite = is_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Checked when a session first takes its connection (and so, on SQLite, the write lock):
         # a unit of work that opens another one before its first statement must not wait for itself.
@@ -234,16 +238,25 @@ class Store:
     def _check_due(self) -> bool:
         if not self.guarded or _INSPECTING.get():
             return False
+        if self._sqlite:
+            return True  # _guard reads SQLite's schema cookie: a few microseconds per unit of work
         return self._checked_at is None or time.monotonic() - self._checked_at > SCHEMA_RECHECK_SECONDS
 
     def _guard(self, conn: Connection) -> None:
+        cookie = None
+        if self._sqlite:
+            # PRAGMA schema_version changes with every change of the schema (a trigger, a view, a
+            # table): the catalog is read again only then, in the transaction that holds the lock.
+            cookie = on_driver(conn, "PRAGMA schema_version").fetchone()[0]
+            if cookie == self._schema_cookie and self._checked_at is not None:
+                return
         found = foreign_objects(conn)
         if found:
             raise TamperedSchema(
                 "the database holds " + _listed(found) + " that credvault did not create: credvault refuses to work "
                 "on it (nothing was read or changed)"
             )
-        self._checked_at = time.monotonic()
+        self._checked_at, self._schema_cookie = time.monotonic(), cookie
 
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
