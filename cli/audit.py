@@ -1,9 +1,12 @@
 """The access log and reports: audit verify/log/export/checkpoint, report access/at-risk.
 
-``audit verify`` is incremental: it starts from the last head this machine verified and
-also checks that the log still reaches the furthest head this machine has seen (both
-kept in the local config directory), so a truncated tail is caught. ``--full`` starts
-from the first event; ``--checkpoint FILE`` checks signed checkpoints kept elsewhere.
+``audit verify`` is incremental: it starts from the last head this machine verified (whose
+own fields, signature and link are checked again) and also checks that the log still
+reaches the furthest head this machine has seen (both kept in the local config
+directory), so a truncated tail is caught. An incremental verify never re-reads the
+events before its anchor, so a full one is run instead when this machine's last full
+verify is older than ``FULL_EVERY_DAYS`` or ``FULL_EVERY_EVENTS`` events. ``--full``
+starts from the first event; ``--checkpoint FILE`` checks signed checkpoints kept elsewhere.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ if TYPE_CHECKING:
     from vault.service.records import AccessRecord
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+FULL_EVERY_DAYS = 7
+FULL_EVERY_EVENTS = 100_000
+
+
+def full_verify_due(full: tuple[int, int] | None, head_seq: int, now: dt.datetime) -> bool:
+    """Whether the periodic full verify is due: never run here, or too long or too many events ago."""
+    if full is None:
+        return True
+    at, seq = full
+    return now.timestamp() - at > FULL_EVERY_DAYS * 86_400 or head_seq - seq > FULL_EVERY_EVENTS
 
 
 @click.group("audit")
@@ -37,7 +50,12 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--full", is_flag=True, help="Verify from the first event, not from the last verified head.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Verify from the first event, not from the last verified head (done anyway every "
+    f"{FULL_EVERY_DAYS} days or {FULL_EVERY_EVENTS} events).",
+)
 @click.option(
     "--checkpoint",
     "checkpoints",
@@ -58,9 +76,15 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
     from vault.service.config import AuditMemory
 
     vault = app.session_vault()
-    memory = AuditMemory.load(vault.vault_id().hex())
     texts = [line for path in checkpoints for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    result = vault.verify_audit(since=None if full else memory.verified, known_head=memory.seen, checkpoints=texts)
+    now = dt.datetime.now(dt.UTC)
+    with vault.store.inspecting():  # a database holding foreign objects is reported by verify_audit, not refused
+        memory = AuditMemory.load(vault.vault_id().hex())
+        due = memory.verified is not None and full_verify_due(memory.full, vault.audit_head()[0], now)
+        periodic = not full and due
+        full = full or periodic or memory.verified is None
+        since = None if full else memory.verified
+        result = vault.verify_audit(since=since, known_head=memory.seen, checkpoints=texts)
     if as_json:
         echo_json(result.to_json())
     if not result.ok:
@@ -71,9 +95,13 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
     head = (result.head_seq, bytes.fromhex(result.head_hash))
     memory.verified = head
     memory.see(head)
+    if full:
+        memory.full = (int(now.timestamp()), result.head_seq)
     memory.save()
     if not as_json:
         scope = "all" if full or result.first_seq == 1 else f"events {result.first_seq}-{result.head_seq}"
+        if periodic:
+            scope += f"; the periodic full verify, due every {FULL_EVERY_DAYS} days or {FULL_EVERY_EVENTS} events"
         click.echo(
             f"The audit log verifies: {result.checked} new event(s) checked ({scope}), head at event {result.head_seq}."
         )

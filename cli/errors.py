@@ -5,7 +5,8 @@ when there is one, and an exit status: 1 for errors, 130 for an interrupt, 2 for
 click's own usage errors (which pass through untouched). Library errors
 (``vault.errors.VaultError``) carry a message and a hint written to be shown; anything
 else is a bug and is reported by its type name only, never its text, because an
-unexpected exception may quote data we did not mean to print. Set CREDVAULT_DEBUG=1 to
+unexpected exception may quote data we did not mean to print (a database driver's own
+exception, which the library should have mapped, is reported as a failed database). Set CREDVAULT_DEBUG=1 to
 get the traceback instead.
 
     with reported_errors():
@@ -102,5 +103,17 @@ def reported_errors() -> Iterator[None]:
     except Exception as error:
         if debugging():
             raise
-        report(f"internal error ({type(error).__name__})", BUG_HINT)
+        if _from_the_driver(error):  # the library maps these (vault/storage/engine.py): a safety net
+            report("the database failed: nothing was changed", DRIVER_HINT)
+        else:
+            report(f"internal error ({type(error).__name__})", BUG_HINT)
         raise click.exceptions.Exit(EXIT_ERROR) from None
+
+
+DRIVER_MODULES = ("sqlalchemy", "psycopg", "sqlite3")
+DRIVER_HINT = "check the --db URL or CREDVAULT_DB, that the server runs, and disk space and permissions"
+
+
+def _from_the_driver(error: BaseException) -> bool:
+    """Whether ``error`` is the database driver's (checked by module: --help imports no driver)."""
+    return type(error).__module__.split(".")[0] in DRIVER_MODULES

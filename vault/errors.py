@@ -7,7 +7,8 @@ ids, slugs the caller typed, and what to do next.
     VaultError
     ├── ConfigurationError        no vault configured here, or a bad setting
     ├── StoreUnavailable          the database cannot be reached, read or written
-    │   └── ConcurrentChange      a serialization failure or deadlock (retried by Vault)
+    │   ├── ConcurrentChange      a serialization failure or deadlock (retried by Vault)
+    │   └── StoreBusy             another session holds a lock past the lock time-out
     ├── InvalidInput              a malformed name, slug, time, passphrase, option
     ├── AlreadyExists             a client, secret or engineer of that name exists
     ├── NotFound                  no such client, secret or engineer (or not visible)
@@ -24,7 +25,8 @@ ids, slugs the caller typed, and what to do next.
         │   └── WrongPassphrase   a key record did not open with the passphrase given
         ├── UntrustedRecord       a key-distribution record has no valid admin signature
         ├── LookupMismatch        a row found by its lookup tag holds another name
-        └── KeyRecordRejected     a key record's Argon2 parameters are out of bounds
+        ├── KeyRecordRejected     a key record's Argon2 parameters are out of bounds
+        └── TamperedSchema        the database holds a trigger, view, table … credvault did not create
 """
 
 from __future__ import annotations
@@ -158,3 +160,22 @@ class LookupMismatch(IntegrityError):
 
 class KeyRecordRejected(IntegrityError):
     """A key record's Argon2 parameters are below the floor or above the ceiling."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another session holds a lock this change needs, past the lock time-out (nothing was changed)."""
+
+    hint = (
+        "another session (an open transaction, a stuck client) holds the lock; try again, "
+        "or ask the database's administrator to end that session"
+    )
+
+
+class TamperedSchema(IntegrityError):
+    """The database holds a trigger, rule, view, policy, table, schema or function that
+    credvault's migrations did not create: credvault refuses to work on it."""
+
+    hint = (
+        "someone changed the database's schema outside credvault; an admin must inspect and drop "
+        "the object(s) named (or restore from a backup), then run `credvault audit verify --full`"
+    )

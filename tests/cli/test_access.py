@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, assert_clean_error, ok
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, exc, update
 from sqlalchemy.orm import Session
 
 from vault import Vault
+from vault.service.journal import JournalOps
 from vault.service.records import AuditEntry
 from vault.storage import models as m
 
@@ -165,16 +167,19 @@ def test_checkout_without_a_clipboard_fails_before_anything_is_recorded(
     assert ready.library().list_checkouts() == []
 
 
-def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(ready: Workspace) -> None:
-    engine = create_engine(ready.url)
-    with engine.begin() as conn:  # the log refuses checkout events, as a full or failing disk would
-        conn.execute(
-            text(
-                "CREATE TRIGGER refuse_checkout BEFORE INSERT ON audit_events WHEN NEW.action = 'checkout' "
-                "BEGIN SELECT RAISE(ABORT, 'cannot write'); END"
-            )
-        )
-    engine.dispose()
+def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
+    ready: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log refuses checkout events, as a full or failing disk would. (Not with a trigger:
+    # credvault refuses to work on a database holding one, see test_attack_database.py.)
+    original = JournalOps._event_values
+
+    def failing(self: JournalOps, vault_id: bytes, seq: int, prev: bytes, action: str, *rest: object) -> object:
+        if action == "checkout":
+            raise exc.OperationalError("INSERT INTO audit_events", {}, sqlite3.OperationalError("disk I/O error"))
+        return original(self, vault_id, seq, prev, action, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JournalOps, "_event_values", failing)
     before = head(ready)
     for args in (("--show",), ("--json",), ("--field", "username", "--show")):
         result = ready.admin("checkout", REF, "--reason", "T-1", *args)

@@ -131,11 +131,37 @@ class AuditOps(SecretOps):
         checkpoints: Sequence[str] = (),
         workers: int | None = None,
     ) -> AuditVerification:
-        """Recompute hashes and signatures from ``since`` (a trusted (seq, hash)) to the head."""
+        """Recompute hashes and signatures from ``since`` (a trusted (seq, hash)) to the head.
+
+        A database holding objects credvault did not create (a trigger that deletes events
+        at commit, a view, …) does not verify, whatever its events say.
+        """
+        with self.store.inspecting() as foreign:
+            result = self._verify_chain(since, known_head, checkpoints, workers)
+        if not foreign:
+            return result
+        problem = (
+            f"the database holds {', '.join(foreign)} that credvault did not create: they can hide or rewrite "
+            "events, so the log cannot be trusted"
+        )
+        if not result.ok:
+            problem += f"; and {result.problem}"
+        return AuditVerification(
+            False, result.checked, result.first_seq, result.head_seq, result.head_hash, result.first_bad_seq, problem
+        )
+
+    def _verify_chain(
+        self,
+        since: tuple[int, bytes] | None,
+        known_head: tuple[int, bytes] | None,
+        checkpoints: Sequence[str],
+        workers: int | None,
+    ) -> AuditVerification:
         with self.store.transaction() as s:
             self._my_row(s)
             vault_id = self._vid(s)
             start_seq, running = since if since is not None else (0, chain.GENESIS)
+            keys, problems = self._key_lifetimes(s, self._signing_keys(s))
             if since is not None:
                 anchor = s.get(m.AuditEvent, start_seq)
                 if anchor is None or anchor.hash != running:
@@ -147,7 +173,9 @@ class AuditOps(SecretOps):
                         start_seq,
                         "the event this machine verified last is missing or changed",
                     )
-            keys, problems = self._key_lifetimes(s, self._signing_keys(s))
+                problem = self._anchor_problem(s, vault_id, keys, start_seq)
+                if problem is not None:
+                    return self._bad(0, start_seq + 1, start_seq, running, start_seq, problem + " (the anchor)")
             prev_at, prev_format = self._time_and_format(s, vault_id, start_seq)
             end = s.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.seq > start_seq)) or start_seq
             checked, last = 0, start_seq
@@ -195,6 +223,21 @@ class AuditOps(SecretOps):
                         checked, start_seq + 1, last, running, min(seq, last + 1), problem + " (a signed checkpoint)"
                     )
             return AuditVerification(True, checked, start_seq + 1, last, running.hex())
+
+    @staticmethod
+    def _anchor_problem(s: Session, vault_id: bytes, keys: auditverify.Keys, seq: int) -> str | None:
+        """The anchor of an incremental verify checked again: its hash from its fields, its
+        signature, and its link to the event before it (its stored hash)."""
+        if seq <= 0:
+            return None
+        connection = s.connection()
+        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq)
+        if r.problem is not None:
+            return r.problem
+        before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None
+        if r.first_prev != (before.hash if before is not None else chain.GENESIS):
+            return "it does not link to the event before it"
+        return None
 
     @staticmethod
     def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:

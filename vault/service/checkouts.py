@@ -27,6 +27,7 @@ from vault.errors import (
     ConcurrentChange,
     InvalidInput,
     NotFound,
+    StoreBusy,
     StoreUnavailable,
     UntrustedRecord,
     VaultError,
@@ -99,8 +100,8 @@ class CheckoutOps(SecretOps):
             self._me()
             with self.store.unit() as s:
                 revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
-        except ConcurrentChange:
-            raise  # nothing was revealed or recorded: Vault retries the whole checkout
+        except (ConcurrentChange, StoreBusy):
+            raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange; a lock held elsewhere says so
         except StoreUnavailable as error:
             raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
         return revealed  # only now, after the commit, does the value leave the vault

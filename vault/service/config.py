@@ -90,12 +90,18 @@ def resolve_engineer(explicit: str | None) -> str | None:
 class AuditMemory:
     """What this machine remembers of a vault's audit chain: the last head it verified
     (incremental verification starts there) and the furthest head it has seen (a log
-    that later ends before it was truncated)."""
+    that later ends before it was truncated), and when and up to which event it last
+    verified the whole log (``full``: (epoch seconds, seq); a full verify is due again
+    after a while, see cli/audit.py)."""
 
     def __init__(
-        self, vault_id: str, verified: tuple[int, bytes] | None = None, seen: tuple[int, bytes] | None = None
+        self,
+        vault_id: str,
+        verified: tuple[int, bytes] | None = None,
+        seen: tuple[int, bytes] | None = None,
+        full: tuple[int, int] | None = None,
     ) -> None:
-        self.vault_id, self.verified, self.seen = vault_id, verified, seen
+        self.vault_id, self.verified, self.seen, self.full = vault_id, verified, seen, full
 
     @staticmethod
     def path(vault_id: str) -> Path:
@@ -108,7 +114,13 @@ class AuditMemory:
             return cls(vault_id)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(vault_id, _head(data.get("verified")), _head(data.get("seen")))
+            full = data.get("full")
+            return cls(
+                vault_id,
+                _head(data.get("verified")),
+                _head(data.get("seen")),
+                (int(full[0]), int(full[1])) if full else None,
+            )
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             raise ConfigurationError(
                 f"the audit memory {path} is unreadable",
@@ -116,7 +128,11 @@ class AuditMemory:
             ) from None
 
     def save(self) -> None:
-        memory = {"verified": _dump(self.verified), "seen": _dump(self.seen)}
+        memory = {
+            "verified": _dump(self.verified),
+            "seen": _dump(self.seen),
+            "full": list(self.full) if self.full else None,
+        }
         _write_private(self.path(self.vault_id), json.dumps(memory))
 
     def see(self, head: tuple[int, bytes]) -> None:

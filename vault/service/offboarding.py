@@ -269,7 +269,7 @@ class OffboardingOps(EngineerOps, RotationOps):
         """Warnings an admin should act on: old keys, unfinished rotations, values to change,
         a schema older than this version of credvault."""
         revision, head = storage.current_revision(self.store), storage.head_revision()  # before: own connection
-        with self.store.transaction() as s:
+        with self.store.inspecting() as foreign, self.store.transaction() as s:  # names foreign objects, not refused
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can see the vault's status")
@@ -277,6 +277,11 @@ class OffboardingOps(EngineerOps, RotationOps):
             now = self.clock()
             old = now - dt.timedelta(days=period)
             warnings: list[str] = []
+            if foreign:
+                warnings.append(
+                    f"the database holds {len(foreign)} object(s) credvault did not create ({', '.join(foreign)}): "
+                    "every other command refuses to work until an admin removes them"
+                )
             if revision != head:
                 warnings.append(
                     f"the database schema is at revision {revision}; this version of credvault brings {head}: "
@@ -318,7 +323,9 @@ class OffboardingOps(EngineerOps, RotationOps):
             if must_change:
                 warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
             counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]
-            return StatusReport(warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change))
+            return StatusReport(
+                warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change), schema_problems=foreign
+            )
 
     def set_cryptoperiod(self, days: int) -> None:
         """Days before keys are reported old (admin); signs both settings as they now apply."""

@@ -268,13 +268,17 @@ class PurgeOps(OffboardingOps):
             return [self._receipt_info(s, r) for r in s.scalars(select(m.PurgeReceipt).order_by(m.PurgeReceipt.id))]
 
     def verify_receipt(self, receipt_id: int) -> ReceiptCheck:
-        """Check the receipt's signature, and that nothing it destroyed can be found in the store."""
-        with self.store.transaction() as s:
+        """Check the receipt's signature, that nothing it destroyed can be found in the store,
+        and that the database holds no object (a trigger, a table …) that could have kept a copy."""
+        with self.store.inspecting() as foreign, self.store.transaction() as s:
             self._my_row(s)
             r = s.get(m.PurgeReceipt, validation.number("receipt number", receipt_id, 1))
             if r is None:
                 raise NotFound(f"no purge receipt #{receipt_id}")
-            problems: list[str] = []
+            problems: list[str] = [
+                f"the database holds {thing} that credvault did not create: it may have kept what the purge deleted"
+                for thing in foreign
+            ]
             try:
                 public = self._signer_key(s, r.admin_id, r.admin_generation)
                 signing.verify(

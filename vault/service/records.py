@@ -233,6 +233,7 @@ class StatusReport(_Record):
     engineers: int
     open_rotations: int
     must_change: list[str]
+    schema_problems: list[str] = field(default_factory=list)  # objects credvault did not create (issue 12)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,46 @@
 """Opening a database: engine set-up, SQLite pragmas, transactions, migrations.
 
 SQLite is opened in WAL mode with foreign keys, ``secure_delete`` (freed pages are
-zeroed), ``synchronous=FULL`` and a busy timeout. PostgreSQL goes through psycopg 3.
-Driver errors about reachability, locking, disk space or permissions become
-``StoreUnavailable``, so callers never see a driver traceback.
+zeroed), ``synchronous=FULL`` and a busy timeout. PostgreSQL goes through psycopg 3,
+each session with a lock, a statement and an idle-in-transaction time-out (``Timeouts``:
+a lock held by another session fails a change with ``StoreBusy`` instead of hanging it).
+Every driver error becomes an error of ``vault.errors`` (``_mapped_errors``), so callers
+never see a driver traceback.
+
+Before its first unit of work (and again when SQLite's schema cookie changes, or every
+``SCHEMA_RECHECK_SECONDS`` on PostgreSQL), a guarded ``Store`` reads the catalog once and
+refuses to work (``TamperedSchema``) on a database that holds an object its migrations
+did not create: a trigger, a rule, a view, a row-level security policy, a table, a
+function or a schema of someone else's, an event trigger or a publication. Any of them
+could rewrite, hide or copy what credvault writes
+(delete reveal events at commit, archive the key copies a purge deletes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.errors import ConcurrentChange, ConfigurationError, StoreUnavailable
+from vault.errors import (
+    ConcurrentChange,
+    ConfigurationError,
+    InvalidInput,
+    StoreBusy,
+    StoreUnavailable,
+    TamperedSchema,
+)
 from vault.storage.prepared import on_driver
 
 BUSY_TIMEOUT_MS = 10_000
@@ -27,15 +48,65 @@ INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # "1": allow a remote PostgreSQL URL 
 ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # "1": open a SQLite vault file others may read
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
 SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
+LOCK_NOT_AVAILABLE, QUERY_CANCELED, IDLE_IN_TRANSACTION_TIMEOUT = "55P03", "57014", "25P03"
+INSUFFICIENT_PRIVILEGE, UNDEFINED_TABLE = "42501", "42P01"
+BUSY_MESSAGE = "the database is locked by another session: nothing was changed"
+TIMEOUT_VARIABLES = {
+    "lock": "CREDVAULT_LOCK_TIMEOUT",
+    "statement": "CREDVAULT_STATEMENT_TIMEOUT",
+    "idle": "CREDVAULT_IDLE_TIMEOUT",
+}
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# -- time-outs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a session of ours waits, in seconds (0: no limit, for ``statement`` and ``idle``).
+
+    ``lock``: for a lock another session holds (PostgreSQL ``lock_timeout``, SQLite's busy
+    time-out); ``statement``: for one statement (PostgreSQL ``statement_timeout``);
+    ``idle``: a transaction of ours left idle (a suspended laptop holding the audit head)
+    is ended by the server (PostgreSQL ``idle_in_transaction_session_timeout``). Each
+    comes from ``CREDVAULT_LOCK_TIMEOUT`` / ``CREDVAULT_STATEMENT_TIMEOUT`` /
+    ``CREDVAULT_IDLE_TIMEOUT`` when set.
+    """
+
+    lock: float = BUSY_TIMEOUT_MS / 1000
+    statement: float = 600.0
+    idle: float = 600.0
+
+    @classmethod
+    def from_environment(cls) -> Timeouts:
+        values: dict[str, float] = {"lock": BUSY_TIMEOUT_MS / 1000}  # read now: tests may lower it
+        for name, variable in TIMEOUT_VARIABLES.items():
+            raw = os.environ.get(variable)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not (0 < value <= 86_400 if name == "lock" else 0 <= value <= 86_400):
+                raise ConfigurationError(
+                    f"{variable} is not a number of seconds",
+                    hint=f"set {variable} to seconds between {'0.001' if name == 'lock' else '0'} and 86400",
+                )
+            values[name] = value
+        return cls(**values)
+
+    def milliseconds(self, name: str) -> int:
+        return max(0, round(float(getattr(self, name)) * 1000))
+
+
+def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
     # The sqlite3 module's implicit transactions are disabled so that SQLAlchemy's
     # BEGIN (IMMEDIATE where we ask for it) is what the database sees.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA secure_delete = ON")
@@ -116,10 +187,31 @@ def _private_sqlite_file(path: Path, allow_readable: bool | None) -> None:
             )
 
 
-def make_engine(url: str, *, insecure: bool | None = None, allow_readable: bool | None = None) -> Engine:
-    """An engine for ``url``. ``insecure`` (default: ``CREDVAULT_INSECURE_DB=1``) allows a
-    remote PostgreSQL URL without ``sslmode=verify-full``; ``allow_readable`` (default:
-    ``CREDVAULT_ALLOW_READABLE=1``) a SQLite file that other users may read."""
+def _postgres_timeouts(timeouts: Timeouts, dbapi_connection: Any, _record: Any) -> None:
+    """Session settings, once per new connection (committed, so a rollback keeps them)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false), "
+            "set_config('idle_in_transaction_session_timeout', %s, false)",
+            tuple(f"{timeouts.milliseconds(name)}ms" for name in ("lock", "statement", "idle")),
+        )
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
+
+
+def make_engine(
+    url: str,
+    timeouts: Timeouts | None = None,
+    *,
+    insecure: bool | None = None,
+    allow_readable: bool | None = None,
+) -> Engine:
+    """An engine for ``url`` with ``timeouts`` (default: from the environment). ``insecure``
+    (default: ``CREDVAULT_INSECURE_DB=1``) allows a remote PostgreSQL URL without
+    ``sslmode=verify-full``; ``allow_readable`` (default: ``CREDVAULT_ALLOW_READABLE=1``) a
+    SQLite file that other users may read."""
     try:
         parsed = make_url(url)
         parsed.port  # noqa: B018 - a non-numeric port raises ValueError here
@@ -127,18 +219,21 @@ def make_engine(url: str, *, insecure: bool | None = None, allow_readable: bool 
         raise ConfigurationError(
             "the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         ) from None
+    timeouts = timeouts or Timeouts.from_environment()
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             _private_sqlite_file(Path(parsed.database).expanduser(), allow_readable)
-        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(parsed, connect_args={"timeout": timeouts.lock})
+        event.listen(engine, "connect", functools.partial(_sqlite_pragmas, timeouts.milliseconds("lock")))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         _require_verified_tls(parsed, insecure)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        event.listen(engine, "connect", functools.partial(_postgres_timeouts, timeouts))
+        return engine
     raise ConfigurationError(
         f"unsupported database backend {parsed.get_backend_name()!r}", hint="use SQLite or PostgreSQL"
     )
@@ -149,12 +244,24 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 class Store:
-    """An open database: the engine, a session factory and the transaction boundary."""
+    """An open database: the engine, a session factory and the transaction boundary.
 
-    def __init__(self, url: str) -> None:
+    A guarded store (the default) checks the catalog for objects credvault did not create
+    before its first unit of work, and after that: on SQLite whenever the schema cookie
+    changed (checked in every unit of work), on PostgreSQL every ``SCHEMA_RECHECK_SECONDS``.
+    """
+
+    def __init__(self, url: str, *, timeouts: Timeouts | None = None, guarded: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeouts)
+        self.guarded = guarded
+        self._checked_at: float | None = None  # time.monotonic() of the last check that found nothing
+        self._schema_cookie: object = None  # SQLite's schema_version at that check
+        self._sqlite = is_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Checked when a session first takes its connection (and so, on SQLite, the write lock):
+        # a unit of work that opens another one before its first statement must not wait for itself.
+        event.listen(self._sessions, "after_begin", self._session_began)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -162,12 +269,18 @@ class Store:
         with self._mapped_errors(), self._sessions.begin() as session:
             yield session
 
+    def _session_began(self, _session: Session, _transaction: Any, conn: Connection) -> None:
+        if self._check_due():
+            self._guard(conn)
+
     @contextlib.contextmanager
     def unit(self) -> Iterator[Session]:
         """``transaction()`` for a hot path: a Core transaction on one connection, kept in
         ``session.info["connection"]`` for Core statements, with a Session joined to it that
         costs nothing unless the ORM is used (flushed before the same durable commit)."""
         with self._mapped_errors(), self.engine.begin() as conn:
+            if self._check_due():
+                self._guard(conn)
             session = Session(bind=conn, expire_on_commit=False)  # joins conn's transaction
             session.info["connection"] = conn
             try:
@@ -176,17 +289,63 @@ class Store:
             finally:
                 session.close()  # leaves conn's transaction to engine.begin(): commit or roll back
 
+    # -- objects credvault did not create ---------------------------------------------------
+
+    def foreign_objects(self) -> list[str]:
+        """Every object in the database that credvault's migrations did not create, described
+        for a person ("trigger 'x' on audit_events"); read now, on a connection of its own."""
+        with self._mapped_errors(), self.engine.connect() as conn:
+            found = foreign_objects(conn)
+            conn.rollback()
+            return found
+
+    @contextlib.contextmanager
+    def inspecting(self) -> Iterator[list[str]]:
+        """Units of work opened inside (in this thread) are not refused for foreign objects:
+        for the reports that name them (``audit verify``, ``receipts verify``, ``status``).
+        Yields the objects found now."""
+        found = self.foreign_objects()
+        token = _INSPECTING.set(True)
+        try:
+            yield found
+        finally:
+            _INSPECTING.reset(token)
+
+    def _check_due(self) -> bool:
+        if not self.guarded or _INSPECTING.get():
+            return False
+        if self._sqlite:
+            return True  # _guard reads SQLite's schema cookie: a few microseconds per unit of work
+        return self._checked_at is None or time.monotonic() - self._checked_at > SCHEMA_RECHECK_SECONDS
+
+    def _guard(self, conn: Connection) -> None:
+        cookie = None
+        if self._sqlite:
+            # PRAGMA schema_version changes with every change of the schema (a trigger, a view, a
+            # table): the catalog is read again only then, in the transaction that holds the lock.
+            cookie = on_driver(conn, "PRAGMA schema_version").fetchone()[0]
+            if cookie == self._schema_cookie and self._checked_at is not None:
+                return
+        found = foreign_objects(conn)
+        if found:
+            raise TamperedSchema(
+                "the database holds " + _listed(found) + " that credvault did not create: credvault refuses to work "
+                "on it (nothing was read or changed)"
+            )
+        self._checked_at, self._schema_cookie = time.monotonic(), cookie
+
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
-        """Driver errors become ConcurrentChange (retry-safe) or StoreUnavailable."""
+        """Every driver error becomes an error of the tree: ConcurrentChange (retry-safe),
+        StoreBusy (a lock held elsewhere), InvalidInput (a value the column cannot hold),
+        or StoreUnavailable."""
         try:
             yield
-        except (exc.OperationalError, exc.InterfaceError, exc.InternalError) as error:
-            if _sqlstate(error) in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
-                raise ConcurrentChange(
-                    "a concurrent change made the database abort this one: nothing was changed"
-                ) from None
-            raise _unavailable(error, self.engine) from None
+        except exc.DataError:
+            raise InvalidInput(
+                "a value does not fit its database column (too long, out of range, or not valid text): "
+                "nothing was changed"
+            ) from None
         except exc.IntegrityError as error:
             if _sqlstate(error) == UNIQUE_VIOLATION:
                 # PostgreSQL, READ COMMITTED: a concurrent transaction committed the same key
@@ -197,9 +356,126 @@ class Store:
                 "the database refused the change (another change may have raced it): nothing was changed",
                 hint="try again",
             ) from None
+        except exc.DBAPIError as error:  # Operational, Interface, Internal, Programming, NotSupported, …
+            state = _sqlstate(error)
+            if state in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+                raise ConcurrentChange(
+                    "a concurrent change made the database abort this one: nothing was changed"
+                ) from None
+            raise _unavailable(error, self.engine) from None
+        except OverflowError as error:
+            if "sqlite" not in str(error).lower():  # not the driver's: a bug, reported as one
+                raise
+            raise InvalidInput("a number is out of range for the database: nothing was changed") from None
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+SCHEMA_RECHECK_SECONDS = 60.0
+_INSPECTING: contextvars.ContextVar[bool] = contextvars.ContextVar("credvault_inspecting", default=False)
+ALEMBIC_TABLE = "alembic_version"
+SHOWN_OBJECTS = 6
+
+
+def _listed(found: list[str]) -> str:
+    shown = ", ".join(found[:SHOWN_OBJECTS])
+    more = len(found) - SHOWN_OBJECTS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+@functools.cache
+def _our_tables() -> frozenset[str]:
+    from vault.storage import models
+
+    return frozenset(models.Base.metadata.tables) | {ALEMBIC_TABLE}
+
+
+def _shown(name: object) -> str:
+    text = str(name)
+    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:64])
+    return repr(cleaned + ("…" if len(text) > 64 else ""))
+
+
+def foreign_objects(conn: Connection) -> list[str]:
+    """The catalog's objects that credvault's migrations did not create, in one query."""
+    if is_sqlite(conn.engine):
+        rows = conn.exec_driver_sql(SQLITE_CATALOG).all()
+    else:
+        rows = conn.exec_driver_sql(POSTGRES_CATALOG).all()
+    ours = _our_tables()
+    found = []
+    for kind, name, table in rows:
+        if (kind == "table" and name in ours) or (kind == "shadowed table" and name not in ours):
+            continue  # our own tables; in another schema, only a table of one of our names matters
+        if kind == "shadowed table":
+            where = f" in schema {_shown(table)} (credvault works in another schema of the same database)"
+        else:
+            where = f" on {_shown(table) if table not in ours else table}" if table else ""
+        found.append(f"{kind} {_shown(name)}{where}")
+    return sorted(found)
+
+
+# Triggers and views of any kind, and tables of names the models do not have.
+SQLITE_CATALOG = (
+    "SELECT type, name, CASE WHEN type = 'trigger' THEN tbl_name END FROM sqlite_master "
+    "WHERE type IN ('trigger', 'view') OR (type = 'table' AND substr(name, 1, 7) <> 'sqlite_')"
+)
+
+# In the schema credvault works in (current_schema()): triggers (but the internal ones of
+# foreign keys), rules (but views' own), relations other than our tables, row-level
+# security and policies, functions (but an extension's), calls from a default or a
+# constraint to a function outside pg_catalog, columns of a type outside pg_catalog
+# (a domain's CHECK can call anything); in the database: event triggers, publications,
+# schemas other than ours, public and the system's, and a relation of one of our names in
+# any other schema (a schema named after the user, first on the search path, shadows ours).
+POSTGRES_CATALOG = """
+WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()),
+rels AS (
+  SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity
+  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)
+)
+SELECT 'trigger', t.tgname::text, r.relname::text FROM pg_trigger t JOIN rels r ON r.oid = t.tgrelid
+  WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'rule', w.rulename::text, r.relname::text FROM pg_rewrite w JOIN rels r ON r.oid = w.ev_class
+  WHERE w.rulename <> '_RETURN'
+UNION ALL
+SELECT CASE r.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+  ELSE 'table' END, r.relname::text, NULL FROM rels r WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f')
+UNION ALL
+SELECT 'row-level security', r.relname::text, NULL FROM rels r WHERE r.relrowsecurity OR r.relforcerowsecurity
+UNION ALL
+SELECT 'policy', p.polname::text, r.relname::text FROM pg_policy p JOIN rels r ON r.oid = p.polrelid
+UNION ALL
+SELECT 'function', p.proname::text, NULL FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                  AND d.deptype = 'e')
+UNION ALL
+SELECT 'call of function', pr.proname::text, r.relname::text
+  FROM pg_depend d JOIN pg_proc pr ON d.refclassid = 'pg_proc'::regclass AND pr.oid = d.refobjid
+  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+  LEFT JOIN pg_constraint co ON d.classid = 'pg_constraint'::regclass AND co.oid = d.objid
+  JOIN rels r ON r.oid = coalesce(ad.adrelid, co.conrelid)
+  WHERE pr.pronamespace <> 'pg_catalog'::regnamespace
+UNION ALL
+SELECT 'column type', a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod), r.relname::text
+  FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid JOIN pg_type ty ON ty.oid = a.atttypid
+  WHERE r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+    AND ty.typnamespace <> 'pg_catalog'::regnamespace
+UNION ALL
+SELECT 'event trigger', e.evtname::text, NULL FROM pg_event_trigger e
+UNION ALL
+SELECT 'publication', pub.pubname::text, NULL FROM pg_publication pub
+UNION ALL
+SELECT 'shadowed table', c.relname::text, n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.oid <> (SELECT oid FROM ns)
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND left(n.nspname, 3) <> 'pg_'
+UNION ALL
+SELECT 'schema', n.nspname::text, NULL FROM pg_namespace n
+  WHERE n.oid <> (SELECT oid FROM ns) AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
+    AND left(n.nspname, 3) <> 'pg_'
+"""
 
 
 def _sqlstate(error: exc.DBAPIError) -> str | None:
@@ -217,6 +493,26 @@ def _unavailable(error: exc.DBAPIError, engine: Engine) -> StoreUnavailable:
     state of the file system that holds the database, because SQLite reports a full or
     read-only disk under several names ("disk I/O error" when the WAL index cannot grow,
     "unable to open" when the WAL cannot be created)."""
+    state = _sqlstate(error)
+    if state == LOCK_NOT_AVAILABLE or (is_sqlite(engine) and _sqlite_busy(error)):
+        return StoreBusy(BUSY_MESSAGE)
+    if state == QUERY_CANCELED:
+        return StoreBusy(
+            "a statement ran past the statement time-out (the database may be locked by another session): "
+            "nothing was changed",
+            hint="try again; if it keeps happening, raise CREDVAULT_STATEMENT_TIMEOUT or ask the database's "
+            "administrator what holds the database",
+        )
+    if state == IDLE_IN_TRANSACTION_TIMEOUT:
+        return StoreUnavailable(
+            "the server ended this session: it stayed idle in a transaction past the time-out; nothing was changed",
+            hint="try again; raise CREDVAULT_IDLE_TIMEOUT if a long operation needs it",
+        )
+    if state == INSUFFICIENT_PRIVILEGE:
+        return StoreUnavailable(
+            "the database user may not do this (permission denied): nothing was changed",
+            hint="connect as the user that owns credvault's tables",
+        )
     message = _describe(error)
     if is_sqlite(engine) and message.endswith(("failed: nothing was changed", "cannot be opened")):
         state = _sqlite_filesystem(engine)
@@ -229,6 +525,11 @@ def _unavailable(error: exc.DBAPIError, engine: Engine) -> StoreUnavailable:
     if message.startswith("the disk is full"):
         return StoreUnavailable(message, hint="free some space and try again")
     return StoreUnavailable(message)
+
+
+def _sqlite_busy(error: exc.DBAPIError) -> bool:
+    text = str(error.orig).lower() if error.orig is not None else ""
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
 def _sqlite_filesystem(engine: Engine) -> str | None:
@@ -255,7 +556,7 @@ def _describe(error: exc.DBAPIError) -> str:
         return "the disk is full: nothing was changed"
     if "locked" in text or "busy" in text:
         return "the database is busy (locked by another process): nothing was changed"
-    if "no such table" in text or "does not exist" in text:
+    if "no such table" in text or "does not exist" in text or _sqlstate(error) == UNDEFINED_TABLE:
         return "the database has no credvault schema (run `credvault db upgrade`)"
     if "unable to open" in text:
         return "the database file cannot be opened"
@@ -282,7 +583,7 @@ def upgrade(store: Store, revision: str = "head") -> None:
 
     try:
         command.upgrade(_alembic_config(store.engine), revision)
-    except exc.OperationalError as error:
+    except exc.DBAPIError as error:
         raise _unavailable(error, store.engine) from None
 
 
@@ -300,5 +601,5 @@ def current_revision(store: Store) -> str | None:
     try:
         with store.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except exc.OperationalError as error:
+    except exc.DBAPIError as error:
         raise _unavailable(error, store.engine) from None

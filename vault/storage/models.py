@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -345,7 +346,7 @@ class AuditEvent(Base):
     secret_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     details_blob: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    details_json: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    details_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
@@ -360,9 +361,9 @@ class PurgeReceipt(Base):
     kind: Mapped[str] = mapped_column(String(16))
     request_ref: Mapped[str] = mapped_column(String(64))
     client_id: Mapped[int] = mapped_column(Integer)
-    secret_ids: Mapped[str] = mapped_column(String(4000))
-    counts: Mapped[str] = mapped_column(String(2000))
-    fingerprints: Mapped[str] = mapped_column(String(20000))
+    secret_ids: Mapped[str] = mapped_column(Text)  # unbounded: a client may have thousands of secrets
+    counts: Mapped[str] = mapped_column(Text)
+    fingerprints: Mapped[str] = mapped_column(Text)
     admin_id: Mapped[int] = mapped_column(ForeignKey("engineers.id"))
     admin_generation: Mapped[int] = mapped_column(Integer)
     purged_at: Mapped[int] = mapped_column(BigInteger)
