@@ -129,10 +129,16 @@ class AppContext:
         (or a new URL while others are pinned), unless --trust-new-vault (or ``trust``:
         the user just created or restored this vault). A database that holds no vault
         yet, or cannot be read, is left to the command, which fails on its own."""
-        from vault.errors import StoreUnavailable
+        from vault.errors import StoreUnavailable, TamperedSchema
 
         try:
-            vault_id = vault.vault_id().hex()
+            try:
+                vault_id = vault.vault_id().hex()
+            except TamperedSchema:
+                # The pin is still checked: the command then refuses the foreign objects
+                # itself, or (status, audit verify) names them.
+                with vault.store.inspecting():
+                    vault_id = vault.vault_id().hex()
         except StoreUnavailable:
             return
         warning = config.VaultPins.load().check(url, vault_id, trust_new=trust or self.trust_new_vault)
