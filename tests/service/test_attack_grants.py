@@ -233,9 +233,8 @@ def test_a_leaver_who_deletes_his_reveal_events_makes_the_at_risk_report_fail_lo
     team.admin.add_secret("acme/other", password="x")  # an event after the reveal
     leaver_id = _id(db, "leaver")
 
-    db.run(
-        delete(m.AuditEvent).where(m.AuditEvent.engineer_id == leaver_id, m.AuditEvent.action.in_(["reveal", "checkout"]))
-    )
+    reveals = m.AuditEvent.action.in_(["reveal", "checkout"])
+    db.run(delete(m.AuditEvent).where(m.AuditEvent.engineer_id == leaver_id, reveals))
     with pytest.raises(IntegrityError):
         team.admin.report_at_risk("leaver")
     with pytest.raises(IntegrityError):
