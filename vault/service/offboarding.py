@@ -24,12 +24,13 @@ from vault.service import policies, validation
 from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
-from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress, RotationOps
+from vault.service.rootrotation import RootRotationOps
+from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress
 from vault.storage import engine as storage
 from vault.storage import models as m
 
 
-class OffboardingOps(EngineerOps, RotationOps):
+class OffboardingOps(EngineerOps, RootRotationOps):
     def rotate_engineer(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Destroy an engineer's keys now and re-invite them; returns the new enrolment code.
 

@@ -11,9 +11,7 @@ at any point leaves a vault that reads correctly and a rotation that ``resume`` 
 3. **finish**: once nothing refers to a retiring version, its sealed copies are deleted
    and it is marked *destroyed* (its fingerprint stays, for purge receipts).
 
-A root rotation re-seals every live client-key version to a new recovery key and
-re-tags client slugs with the new lookup key in one transaction: its cost grows with
-the number of clients, not of secrets.
+The root key (and with it the organisation key) rotates in rootrotation.py.
 """
 
 from __future__ import annotations
@@ -25,21 +23,12 @@ from typing import cast
 from sqlalchemy import Connection, Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from vault.crypto import _primitives as prim
-from vault.crypto import blobs, sealing, shamir, signing
-from vault.crypto.labels import (
-    LABEL_BACKUP_VAULT_KEY,
-    LABEL_SIG_ENGINEER,
-    LABEL_SIG_ENGINEER_KEY,
-    LABEL_SIG_ORG_KEY,
-    LABEL_SIG_SHARE_POLICY,
-    LABEL_TAG_CLIENT_SLUG,
-)
-from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord, VaultError
-from vault.service import policies, validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch, share_policy_fields
+from vault.crypto import blobs
+from vault.errors import InvalidInput, VaultError
+from vault.service import policies
+from vault.service.base import ACTIVE, epoch
 from vault.service.passwords import generate_password
-from vault.service.records import RootRotation, RotationInfo, SecretInfo
+from vault.service.records import RotationInfo, SecretInfo
 from vault.service.reports import ReportOps
 from vault.service.retrying import again_on_conflict
 from vault.service.rows import GRANT_ORDER
@@ -296,192 +285,6 @@ class RotationOps(ReportOps):
             rotation.started_at,
             rotation.finished_at,
         )
-
-    # -- the root key ---------------------------------------------------------------------------
-
-    def rotate_root(self, *, shares: tuple[int, int] | None = None) -> RootRotation:
-        """A new root bundle: a new recovery key (every live client-key version re-sealed to
-        it, slugs re-tagged) and a new organisation signing key (signed by the old one;
-        every verified certificate re-issued under it), sealed to every admin on the signed
-        roster; the old root destroyed. New recovery shares are returned when the vault uses
-        them (``shares`` = (k, n) sets or changes that)."""
-        if shares is not None:
-            check_share_policy(*shares)
-        with self.store.transaction() as s:
-            return self._rotate_root(s, shares=shares)
-
-    def _rotate_root(self, s: Session, *, shares: tuple[int, int] | None = None) -> RootRotation:
-        """The root rotation inside the caller's transaction (also used by admin removal)."""
-        me = self._my_admin_row(s)
-        old = self._root_bundle(s)
-        old_root = self._current_root(s)
-        info = self._info(s)
-        warnings: list[str] = []
-        policy = shares if shares is not None else self._share_policy(s, old.org.public, warnings)
-        # The roster and every certificate are checked under the current organisation key
-        # before it is replaced: only what verifies is re-issued under the new one.
-        certified, keys, refused = self._verified_certificates(s)
-        new_org = signing.SigningKey.generate()
-        new = RootBundle(prim.random_bytes(32) + new_org.seed, old.version + 1)
-        now = self.clock()
-        s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
-        s.flush()
-        clients = 0
-        for client in s.scalars(select(m.Client)):
-            for ck in s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
-            ).all():
-                try:
-                    key = self._client_key(s, client.id, ck.version)
-                except (UntrustedRecord, DecryptionFailed, NotFound):
-                    # a version no admin signed (or whose copy does not match): never re-sealed
-                    refused.append(f"client #{client.id} key version {ck.version}")
-                    s.execute(
-                        delete(m.ClientKeySeal).where(
-                            m.ClientKeySeal.client_id == client.id, m.ClientKeySeal.version == ck.version
-                        )
-                    )
-                    continue
-                self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
-            slug = self._slug(s, client)
-            client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-            clients += 1
-        org_version = self._rotate_org_key(s, old.org, new_org, certified, keys)
-        admins = []
-        for admin in certified:
-            if admin.role == ROLE_ADMIN and admin.status == ACTIVE:
-                self._verify_certificate(s, admin)  # under the new key, through the signed chain
-                self._seal_root_to(s, new, admin)
-                admins.append(admin.name)
-        if info.backup_key_seal is not None:  # the vault backup key follows the recovery key
-            context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
-            vault_backup_key = sealing.open_sealed(old.recovery, old.version, info.backup_key_seal, context)
-            info.backup_key_seal = sealing.seal(new.recovery.public, new.version, vault_backup_key, context)
-        s.execute(
-            delete(m.ClientKeySeal).where(
-                m.ClientKeySeal.recipient_kind == "recovery", m.ClientKeySeal.recipient_id == old.version
-            )
-        )
-        s.execute(delete(m.RootSeal).where(m.RootSeal.root_version == old.version))
-        old_root.state, old_root.retired_at, old_root.destroyed_at = DESTROYED, now, now
-        new_root = s.get(m.RootKey, new.version)
-        assert new_root is not None
-        new_root.state = ACTIVE
-        self._root = new
-        share_texts: tuple[str, ...] = ()
-        if policy is not None:
-            k, n = policy
-            link = s.get(m.OrgKey, org_version)
-            assert link is not None
-            link.share_threshold, link.share_count = k, n
-            link.share_signature = new_org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, link, k, n))
-            share_texts = tuple(
-                shamir.encode_share(info.vault_id, k, x, y) for x, y in shamir.split(new.to_bytes(), k, n)
-            )
-        self._append(
-            s,
-            "root-key-rotate",
-            public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name}
-            | {
-                "org_version": org_version,
-                "admins": len(admins),
-                "shares": f"{policy[0]}-of-{policy[1]}" if policy else None,
-            }
-            | ({"refused": len(refused)} if refused else {}),
-        )
-        self.adoption_skipped += [entry for entry in refused if entry not in self.adoption_skipped]
-        result = RootRotation(
-            root_version=new.version,
-            org_version=org_version,
-            clients=clients,
-            admins=tuple(sorted(admins)),
-            shares=share_texts,
-            threshold=policy[0] if policy else None,
-            refused=tuple(refused),
-            warnings=tuple(warnings),
-        )
-        self.last_root_rotation = result
-        return result
-
-    def _verified_certificates(self, s: Session) -> tuple[list[m.Engineer], list[tuple[m.EngineerKey, str]], list[str]]:
-        """Every engineer certificate and key-generation certificate that verifies under the
-        current organisation key; the names of those that do not (never re-issued)."""
-        certified: list[m.Engineer] = []
-        names: dict[int, str] = {}
-        refused: list[str] = []
-        for row in s.scalars(select(m.Engineer).where(m.Engineer.certificate.is_not(None)).order_by(m.Engineer.id)):
-            names[row.id] = row.name
-            try:
-                self._verify_certificate(s, row)
-            except UntrustedRecord:
-                refused.append(f"the certificate of engineer {validation.shown(row.name)}")
-                continue
-            certified.append(row)
-        keys: list[tuple[m.EngineerKey, str]] = []
-        for key in s.scalars(select(m.EngineerKey).order_by(m.EngineerKey.engineer_id, m.EngineerKey.generation)):
-            name = names.get(key.engineer_id)
-            if name is None:
-                owner = s.get(m.Engineer, key.engineer_id)
-                name = owner.name if owner is not None else ""
-            try:
-                self._verified_key(s, key, name)
-            except UntrustedRecord:
-                refused.append(f"key generation {key.generation} of engineer {validation.shown(name)}")
-                continue
-            keys.append((key, name))
-        return certified, keys, refused
-
-    def _rotate_org_key(
-        self,
-        s: Session,
-        old: signing.SigningKey,
-        new: signing.SigningKey,
-        certified: list[m.Engineer],
-        keys: list[tuple[m.EngineerKey, str]],
-    ) -> int:
-        """Make ``new`` the organisation key: a chain link signed by ``old``, and the verified
-        certificates re-issued under it. Returns the new key's version."""
-        info = self._info(s)
-        last = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version.desc())).first()
-        if last is None or last.public != old.public:
-            raise UntrustedRecord("the organisation key chain does not end with the current organisation key")
-        now = self.clock()
-        link = m.OrgKey(version=last.version + 1, public=new.public, signed_at=epoch(now), created_at=now)
-        link.signature = old.sign(LABEL_SIG_ORG_KEY, *self._org_key_fields(s, link, old.public))
-        s.add(link)
-        info.org_signing_public = new.public
-        s.flush()
-        for row in certified:
-            row.certificate = new.sign(LABEL_SIG_ENGINEER, *self._certificate_fields(s, row))
-        for key, name in keys:
-            key.certificate = new.sign(LABEL_SIG_ENGINEER_KEY, *self._key_fields(s, key, name))
-        return link.version
-
-    def _share_policy(self, s: Session, org_public: bytes, warnings: list[str]) -> tuple[int, int] | None:
-        """The k-of-n recovery shares of the current root bundle, if the vault uses them and
-        the record (on the current organisation key's row, signed by that key) verifies."""
-        head = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version.desc())).first()
-        if head is None or (head.share_threshold is None and head.share_count is None and head.share_signature is None):
-            return None
-        k, n = head.share_threshold, head.share_count
-        try:
-            if k is None or n is None or head.public != org_public:
-                raise UntrustedRecord("the recovery-share policy is incomplete")
-            signing.verify(
-                org_public,
-                head.share_signature,
-                LABEL_SIG_SHARE_POLICY,
-                *share_policy_fields(s, self, head, k, n),
-                what="the recovery-share policy",
-            )
-            check_share_policy(k, n)
-        except (UntrustedRecord, InvalidInput):
-            warnings.append(
-                "the vault's record of its recovery shares does not verify: no shares were issued; "
-                "run `credvault rotate root --shares K-of-N`"
-            )
-            return None
-        return k, n
 
     # -- secret values ----------------------------------------------------------------------------
 

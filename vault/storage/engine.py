@@ -41,11 +41,16 @@ from vault.errors import (
     StoreUnavailable,
     TamperedSchema,
 )
+from vault.storage.catalog import foreign_objects, listed
 from vault.storage.prepared import on_driver
+from vault.storage.reach import (  # noqa: F401  (re-exported: the CLI and tests name them here)
+    ALLOW_READABLE_ENV,
+    INSECURE_DB_ENV,
+    private_sqlite_file,
+    require_verified_tls,
+)
 
 BUSY_TIMEOUT_MS = 10_000
-INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # "1": allow a remote PostgreSQL URL without verify-full
-ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # "1": open a SQLite vault file others may read
 # SQLSTATEs of transactions the server aborted because of a concurrent one: retry-safe.
 SERIALIZATION_FAILURE, DEADLOCK_DETECTED, UNIQUE_VIOLATION = "40001", "40P01", "23505"
 LOCK_NOT_AVAILABLE, QUERY_CANCELED, IDLE_IN_TRANSACTION_TIMEOUT = "55P03", "57014", "25P03"
@@ -121,72 +126,6 @@ def _sqlite_begin(conn: Any) -> None:
     on_driver(conn, "BEGIN IMMEDIATE")
 
 
-def _is_local_host(host: str | None) -> bool:
-    """A Unix socket (no host, or a directory) or a loopback address."""
-    import ipaddress
-
-    if not host or host.startswith("/") or host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _require_verified_tls(parsed: Any, insecure: bool | None) -> None:
-    """A remote PostgreSQL server must be reached over TLS with its certificate and host
-    name checked (``sslmode=verify-full``), unless the user opts out explicitly."""
-    query_host = parsed.query.get("host")
-    host = query_host if isinstance(query_host, str) else parsed.host or os.environ.get("PGHOST")  # as libpq
-    if _is_local_host(host):
-        return
-    if insecure is None:
-        insecure = os.environ.get(INSECURE_DB_ENV) == "1"
-    sslmode = parsed.query.get("sslmode") or os.environ.get("PGSSLMODE")
-    if sslmode == "verify-full" or insecure:
-        return
-    found = f"sslmode={sslmode}" if isinstance(sslmode, str) else "no sslmode"
-    raise ConfigurationError(
-        f"the PostgreSQL server {host!r} is remote and the URL has {found}: "
-        "passwords and keys would cross the network without a verified server",
-        hint="add ?sslmode=verify-full (and sslrootcert=PATH for a private CA) to the URL; "
-        f"to accept the risk, pass --insecure-db (or set {INSECURE_DB_ENV}=1)",
-    )
-
-
-def _private_sqlite_file(path: Path, allow_readable: bool | None) -> None:
-    """Create a new vault file 0600 in folders created 0700 (SQLite gives its -wal and -shm
-    files the database file's mode); refuse an existing one, or its -wal or -shm file,
-    that others may read."""
-    old = os.umask(0o077)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)  # an empty file is an empty SQLite database
-        return
-    except FileExistsError:
-        pass
-    except OSError:
-        raise StoreUnavailable("the folder for the SQLite database cannot be created") from None
-    finally:
-        os.umask(old)
-    if allow_readable is None:
-        allow_readable = os.environ.get(ALLOW_READABLE_ENV) == "1"
-    if allow_readable:
-        return
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            mode = file.stat().st_mode
-        except OSError:
-            continue  # absent (no WAL yet), or SQLite reports what is wrong with it
-        if mode & 0o077:
-            raise ConfigurationError(
-                f"the vault file {file} can be read or written by other users (mode {mode & 0o777:o})",
-                hint=f"run `chmod 600 {path}*` (the file and its -wal and -shm files); to open it anyway, "
-                f"pass --allow-readable (or set {ALLOW_READABLE_ENV}=1)",
-            )
-
-
 def _postgres_timeouts(timeouts: Timeouts, dbapi_connection: Any, _record: Any) -> None:
     """Session settings, once per new connection (committed, so a rollback keeps them)."""
     cursor = dbapi_connection.cursor()
@@ -222,13 +161,13 @@ def make_engine(
     timeouts = timeouts or Timeouts.from_environment()
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            _private_sqlite_file(Path(parsed.database).expanduser(), allow_readable)
+            private_sqlite_file(Path(parsed.database).expanduser(), allow_readable)
         engine = create_engine(parsed, connect_args={"timeout": timeouts.lock})
         event.listen(engine, "connect", functools.partial(_sqlite_pragmas, timeouts.milliseconds("lock")))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        _require_verified_tls(parsed, insecure)
+        require_verified_tls(parsed, insecure)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
@@ -329,7 +268,7 @@ class Store:
         found = foreign_objects(conn)
         if found:
             raise TamperedSchema(
-                "the database holds " + _listed(found) + " that credvault did not create: credvault refuses to work "
+                "the database holds " + listed(found) + " that credvault did not create: credvault refuses to work "
                 "on it (nothing was read or changed)"
             )
         self._checked_at, self._schema_cookie = time.monotonic(), cookie
@@ -374,110 +313,6 @@ class Store:
 
 SCHEMA_RECHECK_SECONDS = 60.0
 _INSPECTING: contextvars.ContextVar[bool] = contextvars.ContextVar("credvault_inspecting", default=False)
-ALEMBIC_TABLE = "alembic_version"
-SHOWN_OBJECTS = 6
-
-
-def _listed(found: list[str]) -> str:
-    shown = ", ".join(found[:SHOWN_OBJECTS])
-    more = len(found) - SHOWN_OBJECTS
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-@functools.cache
-def _our_tables() -> frozenset[str]:
-    from vault.storage import models
-
-    return frozenset(models.Base.metadata.tables) | {ALEMBIC_TABLE}
-
-
-def _shown(name: object) -> str:
-    text = str(name)
-    cleaned = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[:64])
-    return repr(cleaned + ("…" if len(text) > 64 else ""))
-
-
-def foreign_objects(conn: Connection) -> list[str]:
-    """The catalog's objects that credvault's migrations did not create, in one query."""
-    if is_sqlite(conn.engine):
-        rows = conn.exec_driver_sql(SQLITE_CATALOG).all()
-    else:
-        rows = conn.exec_driver_sql(POSTGRES_CATALOG).all()
-    ours = _our_tables()
-    found = []
-    for kind, name, table in rows:
-        if (kind == "table" and name in ours) or (kind == "shadowed table" and name not in ours):
-            continue  # our own tables; in another schema, only a table of one of our names matters
-        if kind == "shadowed table":
-            where = f" in schema {_shown(table)} (credvault works in another schema of the same database)"
-        else:
-            where = f" on {_shown(table) if table not in ours else table}" if table else ""
-        found.append(f"{kind} {_shown(name)}{where}")
-    return sorted(found)
-
-
-# Triggers and views of any kind, and tables of names the models do not have.
-SQLITE_CATALOG = (
-    "SELECT type, name, CASE WHEN type = 'trigger' THEN tbl_name END FROM sqlite_master "
-    "WHERE type IN ('trigger', 'view') OR (type = 'table' AND substr(name, 1, 7) <> 'sqlite_')"
-)
-
-# In the schema credvault works in (current_schema()): triggers (but the internal ones of
-# foreign keys), rules (but views' own), relations other than our tables, row-level
-# security and policies, functions (but an extension's), calls from a default or a
-# constraint to a function outside pg_catalog, columns of a type outside pg_catalog
-# (a domain's CHECK can call anything); in the database: event triggers, publications,
-# schemas other than ours, public and the system's, and a relation of one of our names in
-# any other schema (a schema named after the user, first on the search path, shadows ours).
-POSTGRES_CATALOG = """
-WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()),
-rels AS (
-  SELECT c.oid, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity
-  FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns)
-)
-SELECT 'trigger', t.tgname::text, r.relname::text FROM pg_trigger t JOIN rels r ON r.oid = t.tgrelid
-  WHERE NOT t.tgisinternal
-UNION ALL
-SELECT 'rule', w.rulename::text, r.relname::text FROM pg_rewrite w JOIN rels r ON r.oid = w.ev_class
-  WHERE w.rulename <> '_RETURN'
-UNION ALL
-SELECT CASE r.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
-  ELSE 'table' END, r.relname::text, NULL FROM rels r WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f')
-UNION ALL
-SELECT 'row-level security', r.relname::text, NULL FROM rels r WHERE r.relrowsecurity OR r.relforcerowsecurity
-UNION ALL
-SELECT 'policy', p.polname::text, r.relname::text FROM pg_policy p JOIN rels r ON r.oid = p.polrelid
-UNION ALL
-SELECT 'function', p.proname::text, NULL FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                  AND d.deptype = 'e')
-UNION ALL
-SELECT 'call of function', pr.proname::text, r.relname::text
-  FROM pg_depend d JOIN pg_proc pr ON d.refclassid = 'pg_proc'::regclass AND pr.oid = d.refobjid
-  LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-  LEFT JOIN pg_constraint co ON d.classid = 'pg_constraint'::regclass AND co.oid = d.objid
-  JOIN rels r ON r.oid = coalesce(ad.adrelid, co.conrelid)
-  WHERE pr.pronamespace <> 'pg_catalog'::regnamespace
-UNION ALL
-SELECT 'column type', a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod), r.relname::text
-  FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid JOIN pg_type ty ON ty.oid = a.atttypid
-  WHERE r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-    AND ty.typnamespace <> 'pg_catalog'::regnamespace
-UNION ALL
-SELECT 'event trigger', e.evtname::text, NULL FROM pg_event_trigger e
-UNION ALL
-SELECT 'publication', pub.pubname::text, NULL FROM pg_publication pub
-UNION ALL
-SELECT 'shadowed table', c.relname::text, n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.oid <> (SELECT oid FROM ns)
-    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND left(n.nspname, 3) <> 'pg_'
-UNION ALL
-SELECT 'schema', n.nspname::text, NULL FROM pg_namespace n
-  WHERE n.oid <> (SELECT oid FROM ns) AND n.nspname NOT IN ('public', 'pg_catalog', 'information_schema')
-    AND left(n.nspname, 3) <> 'pg_'
-"""
-
-
 def _sqlstate(error: exc.DBAPIError) -> str | None:
     state = getattr(error.orig, "sqlstate", None)  # psycopg; sqlite3 errors have none
     return state if isinstance(state, str) else None
