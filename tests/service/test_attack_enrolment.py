@@ -524,3 +524,42 @@ def test_a_backup_carries_the_signed_invitation(shared, tmp_path, pg_template):
         restored.close()
     finally:
         drop()  # type: ignore[operator]
+
+
+def test_a_revocation_cleared_before_re_confirmation_carries_nothing(shared):
+    """Issue 12, items 1 and 4: after ``rotate_engineer``, the engineer clears every mark of
+    the revocation of a grant (and deletes a newer, shorter grant of another client, so the
+    older open-ended one is the ledger's newest row). The re-confirmation must carry neither:
+    the audit log's last word about each is a revocation or a newer grant."""
+    admin, db = shared.admin, shared.db
+    acme, acme_id = _client_with_secret(shared, "acme-pw")
+    globex, globex_id = _client_with_secret(shared, "globex-pw")
+    initech, _ = _client_with_secret(shared, "initech-pw")
+    alice = shared.engineer("alice")
+    name = alice.engineer_name
+    alice_id = db.engineer_id(name)
+    for slug in (acme, globex, initech):
+        admin.grant(name, slug)
+    admin.revoke(name, acme)
+    admin.grant(name, globex, until=shared.now + dt.timedelta(minutes=5))
+    newer = db.scalar(select(func.max(m.Grant.id)).where(m.Grant.client_id == globex_id))
+    code = admin.rotate_engineer(name)
+
+    with shared.later(minutes=10):
+        cleared = {"revoked_at": None, "revoked_by": None, "revocation": None}
+        db.run(update(m.Grant).where(m.Grant.engineer_id == alice_id).values(**cleared))  # the attacks: the
+        db.run(m.Grant.__table__.delete().where(m.Grant.id == newer))  # revocation cleared, the newer grant deleted
+        mine, fingerprint = _enrol(shared, name, code)
+        pending = admin.pending_confirmation(name)
+        assert [g.client for g in pending.carried] == [initech]
+        assert sorted(d.client for d in pending.dropped) == sorted([acme, globex])
+        admin.confirm_engineer(name, fingerprint, shown=pending)
+
+        mine.unlock(name, shared.passphrases[name])
+        assert mine.reveal(f"{initech}/s0", "password", reason=REASON) == "initech-pw"
+        for slug in (acme, globex):
+            with pytest.raises(VaultError):
+                mine.reveal(f"{slug}/s0", "password", reason=REASON)
+        assert {c for c, _ in _seals_to(db, alice_id)} == {db.newest_client_id()}
+        assert [c.slug for c in mine.list_clients()] == [initech]
+    assert acme_id not in {c for c, _ in _seals_to(db, alice_id)}

@@ -9,7 +9,8 @@ database can neither raise an invited role nor make an enrolment without an invi
 A confirmation carries over only the grants an active admin signed over the engineer's
 previous sealing key (from ``engineer_keys``, verified); it re-signs them over the new
 key and re-seals their client keys. Every other unrevoked grant row is reported, and
-the rows no admin signed are set aside (revoked) so that none blocks a lookup.
+the rows no admin signed, or that the grant ledger refuses (a revocation cleared in the
+database), are set aside (revoked) so that none blocks a lookup.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class _Plan(NamedTuple):
     signer: EngineerRecord  # the admin who signed the invitation
     carried: list[tuple[m.Grant, CarriedGrant]]  # verified and live: re-signed and re-sealed
     expired: list[m.Grant]  # verified and expired: re-signed as history, nothing sealed
-    unsigned: list[m.Grant]  # no admin signed them over the engineer's previous key: revoked
+    unsigned: list[m.Grant]  # not signed over the previous key, or refused by the ledger: revoked
     dropped: list[DroppedGrant]  # every row not carried, with the reason, for the admin
 
 
@@ -184,9 +185,11 @@ class InvitationOps(GrantLedgerOps):
             if grant.until is not None and grant.until <= now:
                 plan.expired.append(grant)
                 plan.dropped.append(DroppedGrant(grant.id, slug, "expired (kept as history; nothing is sealed)"))
+            elif grant.id in reasons:  # a ledger head the audit log does not confirm (a cleared revocation)
+                plan.unsigned.append(grant)
+                plan.dropped.append(DroppedGrant(grant.id, slug, reasons[grant.id]))
             elif grant.id not in heads:
-                why = reasons.get(grant.id, "superseded by a newer grant for the same client")
-                plan.dropped.append(DroppedGrant(grant.id, slug, why))
+                plan.dropped.append(DroppedGrant(grant.id, slug, "superseded by a newer grant for the same client"))
             elif slug is None:
                 plan.dropped.append(DroppedGrant(grant.id, None, "its client's keys do not open or verify"))
             else:
@@ -196,7 +199,7 @@ class InvitationOps(GrantLedgerOps):
 
     def _carry_grants(self, s: Session, row: m.Engineer, plan: _Plan) -> None:
         """Re-sign the verified grants over the engineer's new keys and re-seal the client keys
-        of the live ones; set aside (revoke) the rows no admin signed, so none blocks a lookup."""
+        of the live ones; set aside (revoke) the rows the plan refused, so none blocks a lookup."""
         assert row.sealing_public is not None
         for grant in [g for g, _ in plan.carried] + plan.expired:
             grant.granted_by = self._me().engineer_id
