@@ -356,3 +356,44 @@ def test_a_grant_revoked_by_an_admin_who_left_stays_plainly_revoked(acme, db):
     assert [g.state for g in team.admin.list_grants(engineer="alice")] == ["revoked"]
     team.admin.grant("alice", "acme")
     assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
+
+
+def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_last_word(acme, db):
+    """The grant-history check (``rotate client``, confirmation, removal) reads the log's
+    signatures with the keys' certified lifetimes: a removed admin who kept his signing key
+    and writes the database appends a ``grant`` event after his removal, correctly linked,
+    hashed and signed; it must count as a doubt, not as an admin's word."""
+    team = acme
+    carol = team.engineer("carol", role="admin")
+    carol_seed, carol_id = carol._me().signing_seed, _id(db, "carol")
+    team.engineer("alice")
+    team.admin.grant("alice", "acme")
+    team.admin.revoke("alice", "acme")
+    team.admin.remove_engineer("carol")
+    acme_id = _client_id(team, "acme")
+    with team.admin.store.transaction() as s:  # the attack: a forged grant event at the tail
+        head = s.get(m.AuditHead, 1)
+        carol_row = s.get(m.Engineer, carol_id)
+        values = team.admin._event_values(
+            team.admin._vid(s),
+            head.seq + 1,
+            head.hash,
+            "grant",
+            carol_row,
+            acme_id,
+            None,
+            {"engineer": "alice", "until": None, "grant": None},
+            team.admin._current_audit_key(s, s.get(m.Client, acme_id)),
+            None,
+            carol_seed,
+            s.get(m.AuditEvent, head.seq).at_us,
+        )
+        s.add(m.AuditEvent(**values))
+        head.seq, head.hash = values["seq"], values["hash"]
+    assert not team.admin.verify_audit().ok  # the full verification refuses it
+
+    with team.admin.store.transaction() as s:
+        history = team.admin._grant_history(s, [acme_id])
+    last = history.last("alice", acme_id)
+    assert last is not None and last.action == "revoke"
+    assert history.doubted_after(acme_id, last.seq)

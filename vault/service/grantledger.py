@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -140,36 +140,33 @@ class GrantLedgerOps(JournalOps):
         return history
 
     def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
-        """Certified signing keys by (engineer id, generation), and the ids whose verified
-        certificate says admin (a removed admin included: what they signed stays theirs);
-        worked out once per transaction (a removal rotates many clients in one). Each key is
-        taken as valid for the whole chain here: when a key may sign is the full audit
-        verification's check (``AuditOps._key_lifetimes``), which removal runs first."""
+        """Certified signing keys by (engineer id, generation), each with its certified lifetime
+        in the chain (the full verification's ``AuditOps._key_lifetimes``: a key retired by
+        ``rotate engineer`` or removal signs nothing after), and the ids whose verified
+        certificate says admin (a removed admin included: what they signed in their lifetime
+        stays theirs); worked out once per transaction (a removal rotates many clients in one)."""
         cached = s.info.get("grant_event_keys")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        keys: auditverify.Keys = {}
+        certified = self._signing_keys(s)
+        keys, _ = self._key_lifetimes(s, certified)
         admins: set[int] = set()
-        names: dict[int, str] = {}
-        for row in s.scalars(select(m.Engineer)):
-            names[row.id] = row.name
-            if row.signing_public is None:
-                continue
+        for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN)):
             try:
                 self._verify_certificate(s, row)
             except VaultError:
                 continue
-            keys[(row.id, row.key_generation)] = (row.signing_public, 0, auditverify.NEVER)
-            if row.role == ROLE_ADMIN:
-                admins.add(row.id)
-        for key in s.scalars(select(m.EngineerKey)):
-            try:
-                public = self._verified_key(s, key, names.get(key.engineer_id, ""))
-                keys[(key.engineer_id, key.generation)] = (public, 0, auditverify.NEVER)
-            except VaultError:
-                keys.pop((key.engineer_id, key.generation), None)
+            admins.add(row.id)
         s.info["grant_event_keys"] = (keys, admins)
         return keys, admins
+
+    if TYPE_CHECKING:  # AuditOps's (the Vault class inherits both)
+
+        def _signing_keys(self, s: Session) -> dict[tuple[int, int], tuple[bytes, str]]: ...
+
+        def _key_lifetimes(
+            self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
+        ) -> tuple[auditverify.Keys, dict[int, str]]: ...
 
     def _verified_details(
         self, s: Session, event: m.AuditEvent, codec: chain.EventCodec, keys: auditverify.Keys
