@@ -397,3 +397,23 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
     last = history.last("alice", acme_id)
     assert last is not None and last.action == "revoke"
     assert history.doubted_after(acme_id, last.seq)
+
+
+def test_a_revocation_cleared_with_its_audit_event_deleted_gets_no_key_at_the_next_rotation(acme, db):
+    """The writer clears the revocation and deletes its ``revoke`` event from the middle of the
+    log: the grant event is then the last word the log still holds. The gap in the chain's
+    sequence numbers is a doubt: ``rotate client`` seals nothing to her."""
+    team = acme
+    team.engineer("alice")
+    team.admin.grant("alice", "acme")
+    team.admin.revoke("alice", "acme")
+    team.admin.list_clients()  # an event after the revocation: it is not the head
+    alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
+    revoke_seq = db.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.action == "revoke"))
+
+    _unrevoke(db, m.Grant.engineer_id == alice_id)  # the attack
+    db.run(delete(m.AuditEvent).where(m.AuditEvent.seq == revoke_seq))
+    team.admin.rotate_client("acme")
+
+    assert _seals(db, alice_id, client_id) == 0  # the new key was not sealed to her
+    assert "active" not in {g.state for g in team.admin.list_grants(engineer="alice")}

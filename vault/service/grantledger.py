@@ -26,8 +26,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from vault.crypto import blobs, chain
 from vault.errors import VaultError
@@ -60,6 +60,7 @@ class GrantHistory:
     words: dict[tuple[str, int], list[Word]] = field(default_factory=dict)
     doubts: dict[int, list[int]] = field(default_factory=dict)  # client -> seqs of events that did not verify or open
     rotations: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)  # client -> version -> (seq, at_us)
+    last_missing: int | None = None  # the newest sequence number missing from the log (a deleted event), if any
 
     def last(self, name: str, client_id: int) -> Word | None:
         words = self.words.get((name, client_id))
@@ -69,6 +70,10 @@ class GrantHistory:
         return {client for who, client in self.words if who == name}
 
     def doubted_after(self, client_id: int, seq: int) -> bool:
+        """Whether an event after ``seq`` about the client did not verify, or any event after
+        ``seq`` is missing (a deleted event could have been about this client)."""
+        if self.last_missing is not None and self.last_missing > seq:
+            return True
         return any(bad > seq for bad in self.doubts.get(client_id, ()))
 
     def confirms(self, name: str, client_id: int, grant: m.Grant) -> str | None:
@@ -85,7 +90,7 @@ class GrantHistory:
         if grant.event_seq is None and last.until != grant.until:
             return "it does not match the last grant in the audit log"
         if self.doubted_after(client_id, last.seq):
-            return "a later grant or revoke event of the audit log does not verify"
+            return "a later event of the audit log is missing, or a later grant or revoke event does not verify"
         return None
 
     def ended_before(self, name: str, client_id: int, version: int, now: int) -> bool:
@@ -110,7 +115,7 @@ class GrantLedgerOps(JournalOps):
         query = select(m.AuditEvent).where(m.AuditEvent.action.in_((*GRANT_ACTIONS, ROTATE_ACTION)))
         if client_ids is not None:
             query = query.where(m.AuditEvent.client_id.in_(list(client_ids)))
-        history = GrantHistory()
+        history = GrantHistory(last_missing=self._last_missing_event(s))
         for event in s.scalars(query.order_by(m.AuditEvent.seq)):
             if event.client_id is None:
                 continue
@@ -138,6 +143,25 @@ class GrantLedgerOps(JournalOps):
             )
             history.words.setdefault((name, event.client_id), []).append(word)
         return history
+
+    def _last_missing_event(self, s: Session) -> int | None:
+        """The newest sequence number from 1 to the audit head that has no event, or None.
+
+        Each event is checked on its own here, which cannot see that one was deleted (a
+        ``revoke`` removed so that the ``grant`` before it reads as the last word); the
+        sequence numbers, signed into every event, can. One count in the usual case."""
+        e = m.AuditEvent
+        head = s.get(m.AuditHead, 1)  # first: every event up to a committed head is committed
+        end = head.seq if head is not None else 0
+        if s.scalar(select(func.count()).select_from(e).where(e.seq >= 1, e.seq <= end)) == end:
+            return None
+        if s.get(e, end) is None:
+            return end
+        before = aliased(e)
+        first_after_gap = s.scalar(
+            select(func.max(e.seq)).where(e.seq > 1, e.seq <= end, ~exists().where(before.seq == e.seq - 1))
+        )
+        return first_after_gap - 1 if first_after_gap is not None else end
 
     def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
         """Certified signing keys by (engineer id, generation), each with its certified lifetime
