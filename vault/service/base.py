@@ -450,8 +450,6 @@ class VaultBase:
 
     # -- the root bundle (admins) -----------------------------------------------------
 
-    # -- the root bundle (admins) -----------------------------------------------------
-
     def _current_root(self, s: Session) -> m.RootKey:
         root = s.scalars(select(m.RootKey).where(m.RootKey.state == ACTIVE).order_by(m.RootKey.version.desc())).first()
         if root is None:
