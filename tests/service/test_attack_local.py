@@ -118,6 +118,45 @@ def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path
     assert os.stat(run).st_mode & 0o777 == 0o700
 
 
+def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
+    team, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    """Two honest unlocks at once (two terminals, or two shells with their own runtime
+    directory): whichever keyring entry is written last must open, and neither shell may
+    be told its session was altered nor log the other out."""
+    vault = _keyring_vault(team)
+    vault.unlock(ADMIN, ADMIN_PASS)
+    session = vault._me()
+    vid = session.vault_id
+    text = session.to_text()
+    here, there = KeyringSessionStore(key_dir=str(tmp_path / "a")), KeyringSessionStore(key_dir=str(tmp_path / "b"))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir(mode=0o700)
+    # interleaved in one directory: A writes its file, B writes its file and its entry, then A its entry
+    racing = KeyringSessionStore(key_dir=str(tmp_path / "a"))
+    set_password = keyring.set_password
+    calls: list[tuple[str, str, str]] = []
+
+    def late_set(service: str, user: str, value: str) -> None:
+        calls.append((service, user, value))
+
+    keyring.set_password = late_set  # type: ignore[assignment]
+    try:
+        here.put(session)  # A: file written, entry held back
+    finally:
+        keyring.set_password = set_password  # type: ignore[assignment]
+    racing.put(session)  # B: file and entry
+    keyring.set_password(*calls[0])  # A's entry lands last
+    assert here.get(vid, ADMIN) == text and racing.get(vid, ADMIN) == text
+    # another runtime directory: its unlock wins; the first shell is merely not unlocked there
+    there.put(session)
+    assert here.get(vid, ADMIN) is None and there.get(vid, ADMIN) == text
+    assert there.get(vid, ADMIN) == text  # the first shell's read destroyed nothing
+    # lock removes every secret file of this engineer here, and the entry
+    assert here.delete(vid, ADMIN) is True
+    assert not list((tmp_path / "a").glob("session-*.key")) and memory_keyring.items == {}
+
+
 # -- item 14: a remote PostgreSQL server must be verified ------------------------------------------
 
 
