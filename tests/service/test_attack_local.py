@@ -261,3 +261,38 @@ def test_a_readable_wal_beside_a_private_vault_file_is_refused(tmp_path: Path, m
     with pytest.raises(ConfigurationError) as caught:
         Vault.open(f"sqlite:///{path}")
     assert "vault.db-wal" in str(caught.value)
+
+
+# -- the files this machine keeps (pins, config, audit memory) ------------------------------------
+
+
+def test_two_commands_saving_pins_at_once_both_finish_and_leave_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands pinning at once (two terminals, the agent and a command): each writes
+    through its own temporary file, so neither fails on the other's rename, and nothing is
+    ever written into a file that others may read (a stale temporary file left 0644)."""
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(mode=0o700)
+    stale = tmp_path / "home" / "pins.tmp"  # as an older version's crash left it
+    stale.write_text("{}")
+    stale.chmod(0o644)
+    real_open = os.open
+    modes: list[int] = []
+
+    def other_command_saves_meanwhile(path: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        modes.append(os.fstat(fd).st_mode & 0o777)
+        if len(modes) == 1:  # the second command saves while the first is half-way
+            config.VaultPins({"sqlite:///other": "22" * 16}).save()
+        return fd
+
+    monkeypatch.setattr(config.os, "open", other_command_saves_meanwhile)
+    config.VaultPins({"sqlite:///first": "11" * 16}).save()
+    assert modes == [0o600, 0o600]
+    assert config.VaultPins.load().pins == {"sqlite:///first": "11" * 16}  # the last rename wins, whole
+    pins = tmp_path / "home" / "pins.json"
+    assert pins.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (tmp_path / "home").iterdir() if p.name.endswith(".tmp")] == ["pins.tmp"]  # ours: none

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from vault.errors import ConfigurationError, DecryptionFailed, Locked, SessionExpired, StoreUnavailable
+from vault.service.config import write_private
 
 KEYRING_SERVICE = "credvault"
 DEFAULT_TTL = dt.timedelta(minutes=15)
@@ -174,7 +175,7 @@ class KeyringSessionStore:
         box = sessionbox.seal_session(
             secret, sid, session.to_text().encode("utf-8"), _context(session.vault_id, session.name, sid, expires)
         )
-        _write_private(self._key_path(session.vault_id, session.name, sid), secret)
+        write_private(self._key_path(session.vault_id, session.name, sid), secret)
         previous = self._sid(self._call("get_password", _entry(session.vault_id, session.name)))
         envelope = {"v": 2, "sid": _b64(sid), "expires_at": expires, "box": _b64(box)}
         self._call("set_password", _entry(session.vault_id, session.name), json.dumps(envelope))
@@ -253,20 +254,6 @@ def _b64(raw: bytes) -> str:
 
 def _context(vault_id: bytes, name: str, sid: bytes, expires: int) -> tuple[bytes | str | int, ...]:
     return (vault_id, name, sid, expires)
-
-
-def _write_private(path: str, data: bytes) -> None:
-    """Write ``data`` to a new 0600 file at ``path``, replacing any previous one atomically."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def load_session(store: SessionStore, vault_id: bytes, name: str, now: dt.datetime) -> UnlockedSession:
