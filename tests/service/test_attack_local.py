@@ -296,3 +296,36 @@ def test_two_commands_saving_pins_at_once_both_finish_and_leave_a_private_file(
     pins = tmp_path / "home" / "pins.json"
     assert pins.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in (tmp_path / "home").iterdir() if p.name.endswith(".tmp")] == ["pins.tmp"]  # ours: none
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"pins": []}', '{"pins": {"sqlite:///x": 1}}', "\xff"])
+def test_a_corrupted_pins_file_is_a_clear_error_naming_it(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    config.VaultPins.path().write_text(text, encoding="latin-1")
+    with pytest.raises(ConfigurationError) as caught:
+        config.VaultPins.load()
+    assert "pins.json" in str(caught.value) and "trust" in (caught.value.hint or "")
+
+
+def test_a_pin_never_stores_the_database_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    pins = config.VaultPins()
+    assert pins.check("postgresql+psycopg://vault:s3cret-pw@db.internal/credvault", "ab" * 16) is None  # first: silent
+    text = config.VaultPins.path().read_text(encoding="utf-8")
+    assert "s3cret-pw" not in text and "vault@db.internal" in text
+    # the same database with another password is the same pin; another host is not
+    assert config.VaultPins.load().check("postgresql+psycopg://vault:other@db.internal/credvault", "ab" * 16) is None
+    with pytest.raises(ConfigurationError):
+        config.VaultPins.load().check("postgresql+psycopg://vault:s3cret-pw@db.evil/credvault", "ab" * 16)
+    with pytest.raises(ConfigurationError) as caught:
+        config.VaultPins.load().check("postgresql+psycopg://vault@db.internal/credvault", "cd" * 16)
+    assert "s3cret-pw" not in str(caught.value)
+    url = "postgresql+psycopg://vault@db.internal/credvault"
+    warning = config.VaultPins.load().check(url, "cd" * 16, trust_new=True)
+    assert warning is not None and "cdcd" in warning and config.VaultPins.load().pins == {url: "cd" * 16}
