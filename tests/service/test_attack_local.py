@@ -118,6 +118,19 @@ def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path
     assert os.stat(run).st_mode & 0o777 == 0o700
 
 
+def test_an_unlock_over_a_session_left_behind_removes_its_secret_file(
+    team, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    run = tmp_path / "home" / "run"
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    (first,) = run.glob("session-*.key")
+    team.clock.advance(minutes=16)  # expired, never read again: left behind
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    (second,) = run.glob("session-*.key")
+    assert second != first and not first.exists()
+    assert _keyring_vault(team).whoami().engineer == ADMIN
+
+
 def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
     team, memory_keyring: MemoryKeyring, tmp_path: Path
 ) -> None:
