@@ -92,13 +92,17 @@ class AppContext:
         return config.resolve_engineer(self.as_engineer)
 
     def require_engineer(self) -> str:
+        """The selected engineer's name, checked: commands that open nothing with it (lock,
+        agent stop/status) still echo it and hash it into paths."""
+        from vault.service.validation import engineer_name
+
         name = self.engineer()
         if not name:
             raise Locked(
                 "no engineer is selected on this machine",
                 hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`",
             )
-        return name
+        return engineer_name(name)
 
     def passphrase(self, local: Path | None = None, *, new: bool = False, prompt: str = "Passphrase") -> str:
         """A command's own --passphrase-file wins over the global one; else a prompt."""

@@ -188,13 +188,14 @@ def enroll(
             "the enrolment code is not taken on the command line (ps and shell history would show it)",
             hint="run the command without --code and type the code when asked, or pass --code-file PATH",
         )
+    url = app.db_url()
+    vault = app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before anything is typed
     if code_file is not None:
         code = read_private_file(code_file, "enrolment code file").strip()
     else:
         code = str(click.prompt("Enrolment code", hide_input=True, err=True)).strip()
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
-    url = app.db_url()
-    fingerprint = app.open(url=url).enroll_engineer(name, code, passphrase)
+    fingerprint = vault.enroll_engineer(name, code, passphrase)
     _remember(db_url=url, engineer=name)
     click.echo(f"Enrolled {name}. Your fingerprint:")
     click.echo("")
@@ -293,8 +294,9 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     name = name or app.require_engineer()
     lifetime = app.session_ttl(ttl)
     engineer_name(name)  # before the prompt that names them
+    vault = app.keyring_vault(name)  # the pinned vault (see `AppContext.check_pin`), before the passphrase
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
-    info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime)
+    info = vault.unlock(name, passphrase, ttl=lifetime)
     local = config.LocalConfig.load()
     local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
     local.save()

@@ -123,6 +123,9 @@ TEXT_SLOTS = [
     ("unlock", "{}"),
     ("--as", "{}", "unlock"),
     ("--as", "{}", "agent", "start"),
+    ("--as", "{}", "lock"),  # nothing to open: the name is only echoed and hashed into paths
+    ("--as", "{}", "agent", "stop"),
+    ("--as", "{}", "agent", "status"),
 ]
 NAME_SLOTS = [  # where nested JSON is bad too: a name, slug or reference is expected
     ("client", "show", "{}"),

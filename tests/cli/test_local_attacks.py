@@ -112,6 +112,25 @@ def test_another_vault_at_a_pinned_url_is_refused_until_trusted(ready: Workspace
     assert ok(run("--db", ready.url, "--as", ADMIN, "--passphrase-file", passfile, "whoami")).exit_code == 0
 
 
+def test_an_unpinned_database_is_refused_before_any_code_or_passphrase_is_typed(
+    ready: Workspace, tmp_path: Path
+) -> None:
+    """`unlock` and `engineer enroll` on a database this machine has not pinned stop at the
+    pin check, as `agent start` does, instead of asking for a passphrase (and a code) that
+    the refusal then throws away."""
+    from vault import Vault
+
+    other = tmp_path / "other.db"
+    made, _ = Vault.create(f"sqlite:///{other}", admin="other-admin", passphrase="another admin passphrase")
+    made.close()
+    other_url = f"sqlite:///{other}"
+    for args in (("unlock", ADMIN), ("engineer", "enroll", "newbie")):
+        result = run("--db", other_url, *args, input="")  # nothing typed: any prompt would abort
+        assert_clean_error(result)
+        assert "--trust-new-vault" in result.stderr and "Passphrase" not in result.stderr
+        assert "Enrolment code" not in result.stderr
+
+
 def test_a_remote_postgresql_url_without_verified_tls_is_refused_with_a_hint(workspace: Workspace) -> None:
     for url in ("postgresql+psycopg://vault@db.example.net/credvault",
                 "postgresql+psycopg://vault@10.1.2.3/credvault?sslmode=require"):  # fmt: skip

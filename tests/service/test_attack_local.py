@@ -118,6 +118,58 @@ def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path
     assert os.stat(run).st_mode & 0o777 == 0o700
 
 
+def test_an_unlock_over_a_session_left_behind_removes_its_secret_file(
+    team, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    run = tmp_path / "home" / "run"
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    (first,) = run.glob("session-*.key")
+    team.clock.advance(minutes=16)  # expired, never read again: left behind
+    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    (second,) = run.glob("session-*.key")
+    assert second != first and not first.exists()
+    assert _keyring_vault(team).whoami().engineer == ADMIN
+
+
+def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
+    team, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    """Two honest unlocks at once (two terminals, or two shells with their own runtime
+    directory): whichever keyring entry is written last must open, and neither shell may
+    be told its session was altered nor log the other out."""
+    vault = _keyring_vault(team)
+    vault.unlock(ADMIN, ADMIN_PASS)
+    session = vault._me()
+    vid = session.vault_id
+    text = session.to_text()
+    here, there = KeyringSessionStore(key_dir=str(tmp_path / "a")), KeyringSessionStore(key_dir=str(tmp_path / "b"))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir(mode=0o700)
+    # interleaved in one directory: A writes its file, B writes its file and its entry, then A its entry
+    racing = KeyringSessionStore(key_dir=str(tmp_path / "a"))
+    set_password = keyring.set_password
+    calls: list[tuple[str, str, str]] = []
+
+    def late_set(service: str, user: str, value: str) -> None:
+        calls.append((service, user, value))
+
+    keyring.set_password = late_set  # type: ignore[assignment]
+    try:
+        here.put(session)  # A: file written, entry held back
+    finally:
+        keyring.set_password = set_password  # type: ignore[assignment]
+    racing.put(session)  # B: file and entry
+    keyring.set_password(*calls[0])  # A's entry lands last
+    assert here.get(vid, ADMIN) == text and racing.get(vid, ADMIN) == text
+    # another runtime directory: its unlock wins; the first shell is merely not unlocked there
+    there.put(session)
+    assert here.get(vid, ADMIN) is None and there.get(vid, ADMIN) == text
+    assert there.get(vid, ADMIN) == text  # the first shell's read destroyed nothing
+    # lock removes every secret file of this engineer here, and the entry
+    assert here.delete(vid, ADMIN) is True
+    assert not list((tmp_path / "a").glob("session-*.key")) and memory_keyring.items == {}
+
+
 # -- item 14: a remote PostgreSQL server must be verified ------------------------------------------
 
 
@@ -222,3 +274,71 @@ def test_a_readable_wal_beside_a_private_vault_file_is_refused(tmp_path: Path, m
     with pytest.raises(ConfigurationError) as caught:
         Vault.open(f"sqlite:///{path}")
     assert "vault.db-wal" in str(caught.value)
+
+
+# -- the files this machine keeps (pins, config, audit memory) ------------------------------------
+
+
+def test_two_commands_saving_pins_at_once_both_finish_and_leave_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands pinning at once (two terminals, the agent and a command): each writes
+    through its own temporary file, so neither fails on the other's rename, and nothing is
+    ever written into a file that others may read (a stale temporary file left 0644)."""
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(mode=0o700)
+    stale = tmp_path / "home" / "pins.tmp"  # as an older version's crash left it
+    stale.write_text("{}")
+    stale.chmod(0o644)
+    real_open = os.open
+    modes: list[int] = []
+
+    def other_command_saves_meanwhile(path: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        modes.append(os.fstat(fd).st_mode & 0o777)
+        if len(modes) == 1:  # the second command saves while the first is half-way
+            config.VaultPins({"sqlite:///other": "22" * 16}).save()
+        return fd
+
+    monkeypatch.setattr(config.os, "open", other_command_saves_meanwhile)
+    config.VaultPins({"sqlite:///first": "11" * 16}).save()
+    assert modes == [0o600, 0o600]
+    assert config.VaultPins.load().pins == {"sqlite:///first": "11" * 16}  # the last rename wins, whole
+    pins = tmp_path / "home" / "pins.json"
+    assert pins.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in (tmp_path / "home").iterdir() if p.name.endswith(".tmp")] == ["pins.tmp"]  # ours: none
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"pins": []}', '{"pins": {"sqlite:///x": 1}}', "\xff"])
+def test_a_corrupted_pins_file_is_a_clear_error_naming_it(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    config.VaultPins.path().write_text(text, encoding="latin-1")
+    with pytest.raises(ConfigurationError) as caught:
+        config.VaultPins.load()
+    assert "pins.json" in str(caught.value) and "trust" in (caught.value.hint or "")
+
+
+def test_a_pin_never_stores_the_database_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault.service import config
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    pins = config.VaultPins()
+    assert pins.check("postgresql+psycopg://vault:s3cret-pw@db.internal/credvault", "ab" * 16) is None  # first: silent
+    text = config.VaultPins.path().read_text(encoding="utf-8")
+    assert "s3cret-pw" not in text and "vault@db.internal" in text
+    # the same database with another password is the same pin; another host is not
+    assert config.VaultPins.load().check("postgresql+psycopg://vault:other@db.internal/credvault", "ab" * 16) is None
+    with pytest.raises(ConfigurationError):
+        config.VaultPins.load().check("postgresql+psycopg://vault:s3cret-pw@db.evil/credvault", "ab" * 16)
+    with pytest.raises(ConfigurationError) as caught:
+        config.VaultPins.load().check("postgresql+psycopg://vault@db.internal/credvault", "cd" * 16)
+    assert "s3cret-pw" not in str(caught.value)
+    url = "postgresql+psycopg://vault@db.internal/credvault"
+    warning = config.VaultPins.load().check(url, "cd" * 16, trust_new=True)
+    assert warning is not None and "cdcd" in warning and config.VaultPins.load().pins == {url: "cd" * 16}

@@ -9,6 +9,7 @@ data and the config directory (tests, several vaults on one machine).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -246,14 +247,27 @@ def _shown_url(url: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a 0600 temporary file, in a folder created 0700."""
+    """Replace ``path`` with ``text`` (see ``write_private``), in a folder created 0700."""
     _private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(str(path), text.encode("utf-8"))
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Replace the file ``path`` with ``data`` atomically, never readable by others: through
+    a new 0600 temporary file of its own (a random name, created exclusively, no symlink
+    followed), so that two writers at once never share one and a stale file is never reused."""
+    tmp = f"{path}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:  # closes fd; its write() writes all of data or raises
+            file.write(data)
+            file.flush()
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _private_dir(path: Path) -> None:

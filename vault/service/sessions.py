@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from vault.errors import ConfigurationError, DecryptionFailed, Locked, SessionExpired, StoreUnavailable
+from vault.service.config import write_private
 
 KEYRING_SERVICE = "credvault"
 DEFAULT_TTL = dt.timedelta(minutes=15)
@@ -149,14 +150,22 @@ class KeyringSessionStore:
                 "the OS keyring refused the request (is it locked?)", hint="unlock your desktop keyring and try again"
             ) from None
 
-    def _key_path(self, vault_id: bytes, name: str) -> str:
-        """The file of the session's wrapping secret, in a private (0700, ours) directory."""
+    def _key_prefix(self, vault_id: bytes, name: str) -> str:
+        """Where the session secrets of this vault and engineer live, in a private (0700,
+        ours) directory: ``session-H-SID.key``, one per unlock (see ``put``)."""
         if self._key_dir is None:
             from vault.service.agentclient import runtime_dir
 
             self._key_dir = runtime_dir()
-        digest = hashlib.sha256(f"{self.service}\0{vault_id.hex()}\0{name}".encode()).hexdigest()[:32]
-        return os.path.join(self._key_dir, f"session-{digest}.key")
+        # surrogatepass: as agentclient.socket_path, a name from undecodable argv still has a path
+        digest = hashlib.sha256(f"{self.service}\0{vault_id.hex()}\0{name}".encode("utf-8", "surrogatepass"))
+        return os.path.join(self._key_dir, f"session-{digest.hexdigest()[:32]}")
+
+    def _key_path(self, vault_id: bytes, name: str, sid: bytes) -> str:
+        """The file of one session's wrapping secret. Named after the session id, so that two
+        unlocks racing (or two runtime directories) never pair one's entry with the other's
+        secret: whichever entry the keyring keeps finds its own file, or none."""
+        return f"{self._key_prefix(vault_id, name)}-{sid.hex()}.key"
 
     def put(self, session: UnlockedSession) -> None:
         from vault.crypto import sessionbox
@@ -166,9 +175,24 @@ class KeyringSessionStore:
         box = sessionbox.seal_session(
             secret, sid, session.to_text().encode("utf-8"), _context(session.vault_id, session.name, sid, expires)
         )
-        _write_private(self._key_path(session.vault_id, session.name), secret)
+        write_private(self._key_path(session.vault_id, session.name, sid), secret)
+        previous = self._sid(self._call("get_password", _entry(session.vault_id, session.name)))
         envelope = {"v": 2, "sid": _b64(sid), "expires_at": expires, "box": _b64(box)}
         self._call("set_password", _entry(session.vault_id, session.name), json.dumps(envelope))
+        if previous is not None and previous != sid:  # the replaced session's secret: it opens nothing now
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._key_path(session.vault_id, session.name, previous))
+
+    @staticmethod
+    def _sid(text: str | None) -> bytes | None:
+        """The session id of a stored entry, or None (none, or not one we can read)."""
+        from vault.crypto.sessionbox import SESSION_ID_SIZE
+
+        try:
+            sid = base64.b64decode(json.loads(text or "null")["sid"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            return None
+        return sid if len(sid) == SESSION_ID_SIZE else None
 
     def get(self, vault_id: bytes, name: str) -> str | None:
         """The session's text, opened with its secret file; None when there is none (or it
@@ -185,14 +209,16 @@ class KeyringSessionStore:
             sid = base64.b64decode(envelope["sid"], validate=True)
             box = base64.b64decode(envelope["box"], validate=True)
             expires = int(envelope["expires_at"])
+            if len(sid) != sessionbox.SESSION_ID_SIZE:
+                raise ValueError("not a session id")
         except (ValueError, KeyError, TypeError):
             self._refuse(vault_id, name)
-        path = self._key_path(vault_id, name)
+        path = self._key_path(vault_id, name, sid)
         try:
             with open(path, "rb") as file:
                 secret = file.read(sessionbox.SECRET_SIZE + 1)
-        except FileNotFoundError:  # locked, the runtime directory was emptied, or another CREDVAULT_HOME:
-            return None  # the entry opens nothing without its file (left for the next unlock to replace)
+        except FileNotFoundError:  # locked, the runtime directory was emptied, or unlocked from another
+            return None  # runtime directory: the entry opens nothing here (left for the next unlock to replace)
         except OSError:
             raise Locked(f"the session key file {path} cannot be read") from None
         try:
@@ -207,12 +233,15 @@ class KeyringSessionStore:
         )
 
     def delete(self, vault_id: bytes, name: str) -> bool:
-        """Remove the secret file first (that alone makes every copy of the entry useless),
-        then the keyring entry; True if either existed."""
+        """Remove the secret files first (that alone makes every copy of the entry useless),
+        then the keyring entry; True if any existed."""
+        import glob
+
         removed = False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._key_path(vault_id, name))
-            removed = True
+        for path in glob.glob(glob.escape(self._key_prefix(vault_id, name)) + "-*.key"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed = True
         if self._call("get_password", _entry(vault_id, name)) is not None:
             self._call("delete_password", _entry(vault_id, name))
             removed = True
@@ -225,20 +254,6 @@ def _b64(raw: bytes) -> str:
 
 def _context(vault_id: bytes, name: str, sid: bytes, expires: int) -> tuple[bytes | str | int, ...]:
     return (vault_id, name, sid, expires)
-
-
-def _write_private(path: str, data: bytes) -> None:
-    """Write ``data`` to a new 0600 file at ``path``, replacing any previous one atomically."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def load_session(store: SessionStore, vault_id: bytes, name: str, now: dt.datetime) -> UnlockedSession:
