@@ -277,9 +277,14 @@ class Store:
     def _mapped_errors(self) -> Iterator[None]:
         """Every driver error becomes an error of the tree: ConcurrentChange (retry-safe),
         StoreBusy (a lock held elsewhere), InvalidInput (a value the column cannot hold),
-        or StoreUnavailable."""
+        or StoreUnavailable. The driver's own exceptions, raised on a DB-API cursor below
+        SQLAlchemy (``auditverify.check_range``), are wrapped first and mapped alike."""
+        raw = self.engine.dialect.loaded_dbapi.Error
         try:
-            yield
+            try:
+                yield
+            except raw as error:
+                raise exc.DBAPIError.instance(None, None, error, raw) from None
         except exc.DataError:
             raise InvalidInput(
                 "a value does not fit its database column (too long, out of range, or not valid text): "
