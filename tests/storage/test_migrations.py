@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -171,3 +172,22 @@ def test_0007_to_0012_upgrade_a_vault_with_data_and_down_again(empty_url):
         assert vault.verify_audit().ok
     finally:
         vault.close()
+
+
+def test_upgrading_a_database_a_newer_credvault_upgraded_is_a_clear_error(empty_url):
+    from sqlalchemy import text
+
+    from vault.errors import ConfigurationError
+
+    store = storage.Store(empty_url)
+    try:
+        storage.upgrade(store)
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(ConfigurationError) as caught:  # before the fix: alembic's CommandError
+            storage.upgrade(store)
+        assert "'0099'" in str(caught.value) and "newer credvault" in str(caught.value)
+        assert "credvault" in caught.value.hint
+        assert storage.current_revision(store) == "0099"
+    finally:
+        store.close()

@@ -428,11 +428,31 @@ def _alembic_config(engine: Engine | None) -> Any:
 def upgrade(store: Store, revision: str = "head") -> None:
     """Bring the schema to ``revision``; Alembic is the only way a schema is made."""
     from alembic import command
+    from alembic.util import CommandError
 
     try:
         command.upgrade(_alembic_config(store.engine), revision)
     except exc.DBAPIError as error:
         raise _unavailable(error, store.engine) from None
+    except CommandError:
+        current = current_revision(store)
+        if current is None or _known_revision(current):
+            raise  # not the database's doing: a bug, reported as one
+        raise ConfigurationError(
+            f"the database schema is at revision {current[:32]!r}, which this version of credvault does not "
+            "know: a newer credvault upgraded it (nothing was changed)",
+            hint="use the credvault version that upgraded this database, or a newer one",
+        ) from None
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(_alembic_config(None)).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def head_revision() -> str:
