@@ -89,3 +89,32 @@ def test_a_driver_error_the_library_missed_is_a_database_failure_not_an_internal
     assert_clean_error(result, SECRET)
     assert "the database failed: nothing was changed" in result.stderr
     assert "internal error" not in result.stderr and "purge_receipts" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, most",
+    [
+        (("client", "list"), 1),
+        (("checkout", REF, "--reason", "T-1", "--show"), 1),
+        (("status",), 2),  # the guard's check, then the one whose findings status shows
+        (("audit", "verify"), 2),  # the same: the command's and verify_audit's inspecting() share one
+    ],
+)
+def test_a_command_reads_the_postgresql_catalog_at_most_once_more_to_report_it(
+    ready_any_engine: Workspace, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], most: int
+) -> None:
+    """The catalog query (2.6-25 ms on PostgreSQL) runs once per command for the guard, once
+    more only where the command reports what it finds: never once per unit of work."""
+    from vault.storage import engine
+
+    calls = []
+    real = engine.foreign_objects
+
+    def counted(conn):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(conn)
+
+    monkeypatch.setattr(engine, "foreign_objects", counted)
+    ok(ready_any_engine.admin(*args))
+    if ready_any_engine.url.startswith("postgresql"):
+        assert 1 <= len(calls) <= most, f"{args}: the catalog was read {len(calls)} times"

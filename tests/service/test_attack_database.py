@@ -13,6 +13,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,6 +250,35 @@ def test_a_vault_without_foreign_objects_opens_and_reports_none(team: Team) -> N
     assert admin.reveal(REF, reason="T-1") == PW
     assert admin.status().schema_problems == []
     assert admin.store.foreign_objects() == []
+
+
+def test_inspecting_one_database_neither_unguards_another_nor_reads_its_catalog_twice(
+    team: Team, tmp_path: Path
+) -> None:
+    other, _ = Vault.create(f"sqlite:///{tmp_path / 'other.db'}", admin=ADMIN, passphrase="pass", kdf_params=FLOOR)
+    other.close()
+    intruder = create_engine(other.store.url)
+    _sql(intruder, "CREATE VIEW quiet_log AS SELECT seq, action FROM audit_events")
+    intruder.dispose()
+    store = storage.Store(other.store.url)
+
+    def read() -> int:
+        with store.transaction() as s:
+            return int(s.scalar(select(func.count()).select_from(m.AuditEvent)))
+
+    try:
+        with team.admin.store.inspecting() as found:
+            assert found == []
+            with pytest.raises(TamperedSchema) as caught:  # before the fix: read as if inspected
+                read()
+            _refused(caught.value, "quiet_log")
+            with store.inspecting() as theirs, store.inspecting() as again:
+                assert theirs == again == ["view 'quiet_log'"]
+                assert read() > 0
+        with pytest.raises(TamperedSchema):
+            read()
+    finally:
+        store.close()
 
 
 def test_status_audit_verify_and_receipts_verify_name_the_foreign_objects(team: Team, attacker: Engine) -> None:

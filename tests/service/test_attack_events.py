@@ -123,6 +123,28 @@ def test_key_certification_signed_by_a_non_admin_is_refused(team):
 # -- time goes forward ------------------------------------------------------------------------------
 
 
+def test_key_certification_signed_by_a_non_admin_is_refused_as_the_anchor_of_an_incremental_verify(team):
+    """A machine that last verified with the code before key lifetimes remembered such an
+    event as verified: the incremental verify re-checks its anchor by today's rules, the
+    problems of the key-event pass included (before the fix: only hash, link and signature)."""
+    team.engineer("alice")
+    bob = team.engineer("bob")
+    seq = _forge(
+        team,
+        "engineer-confirm",
+        engineer_id=_engineer_id(team, "bob"),
+        key_generation=1,
+        seed=bob._me().signing_seed,
+        public={"engineer": "alice", "key_generation": 1, "role": "admin"},
+    )
+    since = team.admin.audit_head()
+    assert since[0] == seq
+    team.admin.list_clients()
+    result = team.admin.verify_audit(since=since)
+    assert (result.ok, result.first_bad_seq) == (False, seq), result.problem
+    assert result.problem is not None and "admin" in result.problem and "(the anchor)" in result.problem
+
+
 def test_backdated_event_is_refused(team):
     alice = team.engineer("alice")
     alice.list_clients()

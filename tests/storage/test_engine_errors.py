@@ -183,3 +183,15 @@ def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveal
     finally:
         readonly.close()
     assert _counts(f"sqlite:///{path}") == before
+
+
+def test_a_driver_error_on_the_verifiers_own_cursor_raises_store_unavailable(team, monkeypatch):
+    """``audit verify`` reads the events on a DB-API cursor of its own (auditverify.check_range),
+    below SQLAlchemy: the driver's raw exception is mapped too, not shown as a failed bug."""
+    from vault.service import auditverify
+
+    monkeypatch.setattr(auditverify, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
+    with pytest.raises(StoreUnavailable) as caught:
+        team.admin.verify_audit()
+    assert_clean(caught.value)
+    assert "no credvault schema" in str(caught.value)

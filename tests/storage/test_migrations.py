@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -97,3 +98,100 @@ def test_0006_adds_the_checkout_indexes_to_a_vault_in_use_and_down_again(empty_u
         assert vault.checkout("acme/fw01", reason="T-2").value == "pw-1"
     finally:
         vault.close()
+
+
+def _columns(store: storage.Store, table: str) -> set[str]:
+    return {str(c["name"]) for c in inspect(store.engine).get_columns(table)}
+
+
+def test_an_empty_0006_schema_upgrades_to_head_and_downgrades_back(empty_url):
+    from alembic import command
+
+    store = storage.Store(empty_url)
+    try:
+        config = storage._alembic_config(store.engine)
+        command.upgrade(config, "0006")
+        assert "org_keys" not in inspect(store.engine).get_table_names()
+        storage.upgrade(store)
+        assert storage.current_revision(store) == _head(store)
+        assert _drift(store) == []
+        command.downgrade(config, "0006")
+        assert storage.current_revision(store) == "0006"
+        assert "org_keys" not in inspect(store.engine).get_table_names()
+        assert "seq" not in _columns(store, "grants")
+        storage.upgrade(store)
+        assert _drift(store) == []
+    finally:
+        store.close()
+
+
+def test_0007_to_0012_upgrade_a_vault_with_data_and_down_again(empty_url):
+    """A vault in use taken back to 0006 (its rows keep what 0006 has) upgrades through
+    0007-0012 in place on both engines: 0009 makes its one organisation key version 1, the
+    rows and the audit chain are unchanged (0012 copies two tables on SQLite), and it keeps
+    working; the downgrade to 0006 takes the new columns and table away again."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.unlock("root-admin", "pass")
+        vault.add_client("acme", "Acme Ltd")
+        vault.add_secret("acme/fw01", password="pw-1")
+        vault.checkout("acme/fw01", reason="T-1")
+        config = storage._alembic_config(vault.store.engine)
+
+        def snapshot() -> tuple[list[object], dict[str, int], bytes]:
+            with vault.store.transaction() as s:
+                events = [tuple(r) for r in s.execute(select(m.AuditEvent.seq, m.AuditEvent.hash).order_by("seq"))]
+                counts = {
+                    t: s.scalar(select(func.count()).select_from(m.Base.metadata.tables[t]))
+                    for t in m.Base.metadata.tables
+                    if t != "org_keys"
+                }
+                public = s.scalar(select(m.VaultInfo.org_signing_public))
+            return events, counts, public
+
+        before = snapshot()
+        command.downgrade(config, "0006")
+        assert storage.current_revision(vault.store) == "0006"
+        assert "org_keys" not in inspect(vault.store.engine).get_table_names()
+        assert not {"seq", "event_seq", "revoked_by", "revocation"} & _columns(vault.store, "grants")
+        assert "signature" not in _columns(vault.store, "client_policies")
+        assert "invite_signature" not in _columns(vault.store, "engineers")
+        assert "ix_audit_events_key" not in _indexes(vault.store, "audit_events")
+
+        assert vault.upgrade_schema() == _head(vault.store)
+        assert _drift(vault.store) == []
+        assert "ix_audit_events_key" in _indexes(vault.store, "audit_events")
+        if storage.is_sqlite(vault.store.engine):  # still partial after 0012 copied the table
+            with vault.store.engine.connect() as conn:
+                sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'ix_audit_events_key'").scalar()
+            assert "WHERE action IN ('vault-init'," in str(sql)
+        assert snapshot() == before
+        with vault.store.transaction() as s:
+            keys = [(k.version, k.public, k.signature) for k in s.scalars(select(m.OrgKey))]
+        assert keys == [(1, before[2], None)]
+        assert vault.verify_audit().ok
+        assert vault.checkout("acme/fw01", reason="T-2").value == "pw-1"
+        assert vault.verify_audit().ok
+    finally:
+        vault.close()
+
+
+def test_upgrading_a_database_a_newer_credvault_upgraded_is_a_clear_error(empty_url):
+    from sqlalchemy import text
+
+    from vault.errors import ConfigurationError
+
+    store = storage.Store(empty_url)
+    try:
+        storage.upgrade(store)
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(ConfigurationError) as caught:  # before the fix: alembic's CommandError
+            storage.upgrade(store)
+        assert "'0099'" in str(caught.value) and "newer credvault" in str(caught.value)
+        assert "credvault" in caught.value.hint
+        assert storage.current_revision(store) == "0099"
+    finally:
+        store.close()

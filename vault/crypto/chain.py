@@ -13,9 +13,10 @@ event after a format-2 one.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from vault.crypto import _primitives as p
@@ -111,6 +112,47 @@ def first_bad_signature(vault_id: bytes, jobs: Sequence[SignatureJob], workers: 
     return min(bad) if bad else None
 
 
+AuditEventHash = Callable[
+    [int, int, int | None, int, str, int | None, int | None, int | None, bytes | None, str | None, bytes], bytes
+]
+
+
+def _unrolled_hash(
+    prefix: bytes,
+    i: Callable[[ContextItem], bytes],
+    seq: int,
+    at_us: int,
+    engineer_id: int | None,
+    key_generation: int,
+    action: str,
+    client_id: int | None,
+    secret_id: int | None,
+    key_version: int | None,
+    details_blob: bytes | None,
+    details_json: str | None,
+    prev_hash: bytes,
+) -> bytes:
+    """SHA-256 of ``prefix`` and each field encoded by ``i``, unrolled (``EventCodec``)."""
+    return p.sha256(
+        b"".join(
+            (
+                prefix,
+                i(seq),
+                i(at_us),
+                i(engineer_id),
+                i(key_generation),
+                i(action),
+                i(client_id),
+                i(secret_id),
+                i(key_version),
+                i(details_blob),
+                i(details_json),
+                i(prev_hash),
+            )
+        )
+    )
+
+
 class EventCodec:
     """``event_hash`` and signature checks for one vault with fewer Python calls per event.
 
@@ -125,10 +167,20 @@ class EventCodec:
     _T_INT = _TYPED_INT
     _T_LEN = _TYPED_LEN
 
+    # ``event_hash`` (format 2) and ``event_hash_v1`` (events written before format 2) of an
+    # audit row's fields, in ``journal``'s order (seq, at_us, engineer_id, key_generation,
+    # action, client_id, secret_id, key_version, details_blob, details_json, prev_hash):
+    # ``_unrolled_hash`` bound to each format's prefix and encoder (a partial costs no
+    # Python call of its own, which a method around it would, once per event).
+    audit_event_hash: AuditEventHash
+    audit_event_hash_v1: AuditEventHash
+
     def __init__(self, vault_id: bytes) -> None:
         self.hash_prefix = typed_ctx(LABEL_AUDIT_EVENT_V2, vault_id)
         self.hash_prefix_v1 = p.ctx(LABEL_AUDIT_EVENT, vault_id)
         self.sig_prefix = p.ctx(LABEL_SIG_AUDIT, vault_id)
+        self.audit_event_hash = functools.partial(_unrolled_hash, self.hash_prefix, self.typed)
+        self.audit_event_hash_v1 = functools.partial(_unrolled_hash, self.hash_prefix_v1, self.item)
 
     def typed(self, value: ContextItem) -> bytes:
         kind = type(value)
@@ -154,76 +206,6 @@ class EventCodec:
             return self._LEN(len(value)) + value.encode("ascii")  # type: ignore[arg-type, union-attr]  # NFC of ASCII is itself
         raw = p.encode_item(value)
         return self._LEN(len(raw)) + raw
-
-    def audit_event_hash(
-        self,
-        seq: int,
-        at_us: int,
-        engineer_id: int | None,
-        key_generation: int,
-        action: str,
-        client_id: int | None,
-        secret_id: int | None,
-        key_version: int | None,
-        details_blob: bytes | None,
-        details_json: str | None,
-        prev_hash: bytes,
-    ) -> bytes:
-        """``event_hash`` (format 2) of an audit row's fields, in ``journal``'s order, unrolled."""
-        i = self.typed
-        return p.sha256(
-            b"".join(
-                (
-                    self.hash_prefix,
-                    i(seq),
-                    i(at_us),
-                    i(engineer_id),
-                    i(key_generation),
-                    i(action),
-                    i(client_id),
-                    i(secret_id),
-                    i(key_version),
-                    i(details_blob),
-                    i(details_json),
-                    i(prev_hash),
-                )
-            )
-        )
-
-    def audit_event_hash_v1(
-        self,
-        seq: int,
-        at_us: int,
-        engineer_id: int | None,
-        key_generation: int,
-        action: str,
-        client_id: int | None,
-        secret_id: int | None,
-        key_version: int | None,
-        details_blob: bytes | None,
-        details_json: str | None,
-        prev_hash: bytes,
-    ) -> bytes:
-        """``event_hash_v1`` of an audit row's fields (events written before format 2)."""
-        i = self.item
-        return p.sha256(
-            b"".join(
-                (
-                    self.hash_prefix_v1,
-                    i(seq),
-                    i(at_us),
-                    i(engineer_id),
-                    i(key_generation),
-                    i(action),
-                    i(client_id),
-                    i(secret_id),
-                    i(key_version),
-                    i(details_blob),
-                    i(details_json),
-                    i(prev_hash),
-                )
-            )
-        )
 
     def signature_valid(self, public: bytes, signature: bytes, seq: int, digest: bytes) -> bool:
         """Whether ``signature`` is ``sign_event``'s for (seq, digest) under ``public``."""

@@ -173,7 +173,7 @@ class AuditOps(SecretOps):
                         start_seq,
                         "the event this machine verified last is missing or changed",
                     )
-                problem = self._anchor_problem(s, vault_id, keys, start_seq)
+                problem = self._anchor_problem(s, vault_id, keys, problems, start_seq)
                 if problem is not None:
                     return self._bad(0, start_seq + 1, start_seq, running, start_seq, problem + " (the anchor)")
             prev_at, prev_format = self._time_and_format(s, vault_id, start_seq)
@@ -225,13 +225,16 @@ class AuditOps(SecretOps):
             return AuditVerification(True, checked, start_seq + 1, last, running.hex())
 
     @staticmethod
-    def _anchor_problem(s: Session, vault_id: bytes, keys: auditverify.Keys, seq: int) -> str | None:
+    def _anchor_problem(
+        s: Session, vault_id: bytes, keys: auditverify.Keys, problems: auditverify.Problems, seq: int
+    ) -> str | None:
         """The anchor of an incremental verify checked again: its hash from its fields, its
-        signature, and its link to the event before it (its stored hash)."""
+        signature in its key's lifetime, what the key-event pass found at it, and its link to
+        the event before it (its stored hash)."""
         if seq <= 0:
             return None
         connection = s.connection()
-        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq)
+        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
         if r.problem is not None:
             return r.problem
         before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None

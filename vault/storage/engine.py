@@ -197,6 +197,11 @@ class Store:
         self._checked_at: float | None = None  # time.monotonic() of the last check that found nothing
         self._schema_cookie: object = None  # SQLite's schema_version at that check
         self._sqlite = is_sqlite(self.engine)
+        # Inside this store's inspecting() (in this thread): the foreign objects it found. One
+        # variable per store: inspecting one database does not unguard another.
+        self._inspecting: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+            f"credvault_inspecting_{id(self)}", default=None
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Checked when a session first takes its connection (and so, on SQLite, the write lock):
         # a unit of work that opens another one before its first statement must not wait for itself.
@@ -242,16 +247,18 @@ class Store:
     def inspecting(self) -> Iterator[list[str]]:
         """Units of work opened inside (in this thread) are not refused for foreign objects:
         for the reports that name them (``audit verify``, ``receipts verify``, ``status``).
-        Yields the objects found now."""
-        found = self.foreign_objects()
-        token = _INSPECTING.set(True)
+        Yields the objects found now (inside another ``inspecting()``: those it found, not
+        read again)."""
+        outer = self._inspecting.get()
+        found = list(outer) if outer is not None else self.foreign_objects()
+        token = self._inspecting.set(tuple(found))
         try:
             yield found
         finally:
-            _INSPECTING.reset(token)
+            self._inspecting.reset(token)
 
     def _check_due(self) -> bool:
-        if not self.guarded or _INSPECTING.get():
+        if not self.guarded or self._inspecting.get() is not None:
             return False
         if self._sqlite:
             return True  # _guard reads SQLite's schema cookie: a few microseconds per unit of work
@@ -277,9 +284,14 @@ class Store:
     def _mapped_errors(self) -> Iterator[None]:
         """Every driver error becomes an error of the tree: ConcurrentChange (retry-safe),
         StoreBusy (a lock held elsewhere), InvalidInput (a value the column cannot hold),
-        or StoreUnavailable."""
+        or StoreUnavailable. The driver's own exceptions, raised on a DB-API cursor below
+        SQLAlchemy (``auditverify.check_range``), are wrapped first and mapped alike."""
+        raw = self.engine.dialect.loaded_dbapi.Error
         try:
-            yield
+            try:
+                yield
+            except raw as error:
+                raise exc.DBAPIError.instance(None, None, error, raw) from None
         except exc.DataError:
             raise InvalidInput(
                 "a value does not fit its database column (too long, out of range, or not valid text): "
@@ -312,7 +324,8 @@ class Store:
 
 
 SCHEMA_RECHECK_SECONDS = 60.0
-_INSPECTING: contextvars.ContextVar[bool] = contextvars.ContextVar("credvault_inspecting", default=False)
+
+
 def _sqlstate(error: exc.DBAPIError) -> str | None:
     state = getattr(error.orig, "sqlstate", None)  # psycopg; sqlite3 errors have none
     return state if isinstance(state, str) else None
@@ -415,11 +428,31 @@ def _alembic_config(engine: Engine | None) -> Any:
 def upgrade(store: Store, revision: str = "head") -> None:
     """Bring the schema to ``revision``; Alembic is the only way a schema is made."""
     from alembic import command
+    from alembic.util import CommandError
 
     try:
         command.upgrade(_alembic_config(store.engine), revision)
     except exc.DBAPIError as error:
         raise _unavailable(error, store.engine) from None
+    except CommandError:
+        current = current_revision(store)
+        if current is None or _known_revision(current):
+            raise  # not the database's doing: a bug, reported as one
+        raise ConfigurationError(
+            f"the database schema is at revision {current[:32]!r}, which this version of credvault does not "
+            "know: a newer credvault upgraded it (nothing was changed)",
+            hint="use the credvault version that upgraded this database, or a newer one",
+        ) from None
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(_alembic_config(None)).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def head_revision() -> str:

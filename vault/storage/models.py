@@ -128,9 +128,9 @@ class Engineer(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The invitation, signed by the inviting admin (docs/format.md §5): NULL once confirmed,
-    # and on invitations made before revision 0007 (refused at enrolment and confirmation).
+    # and on invitations made before revision 0010 (refused at enrolment and confirmation).
     # Deferred: loaded only by the invitation's own paths, so that every other operation
-    # still works on a schema older than 0007 until `credvault db upgrade`.
+    # still works on a schema older than 0010 until `credvault db upgrade`.
     invite_signature: Mapped[bytes | None] = mapped_column(
         LargeBinary(64), nullable=True, deferred=True, deferred_group="invite"
     )

@@ -33,13 +33,29 @@ def _is_local_host(host: str | None) -> bool:
         return False
 
 
+def _addresses(parsed: Any, name: str, variable: str | None) -> list[str | None]:
+    """Every value of the URL's ``name`` parameter (repeated or comma-separated), else of the
+    libpq environment ``variable``: where libpq would connect."""
+    value = parsed.query.get(name)
+    values = [value] if isinstance(value, str) else list(value or ())
+    if not values and variable and os.environ.get(variable):
+        values = [os.environ[variable]]
+    return [part.strip() or None for text in values for part in text.split(",")]
+
+
 def require_verified_tls(parsed: Any, insecure: bool | None) -> None:
     """A remote PostgreSQL server must be reached over TLS with its certificate and host
     name checked (``sslmode=verify-full``), unless the user opts out explicitly."""
-    query_host = parsed.query.get("host")
-    host = query_host if isinstance(query_host, str) else parsed.host or os.environ.get("PGHOST")  # as libpq
-    if _is_local_host(host):
+    hosts: list[str | None] = (
+        [parsed.host, *_addresses(parsed, "host", None)] if parsed.host else _addresses(parsed, "host", "PGHOST")
+    )
+    # (no host at all: libpq's default, the local Unix socket)
+    # libpq connects to ``hostaddr`` instead of resolving ``host``, and tries every host of a list
+    addresses = hosts + _addresses(parsed, "hostaddr", "PGHOSTADDR")
+    remote = [a for a in addresses if not _is_local_host(a)]
+    if not remote:
         return
+    host = remote[0]
     if insecure is None:
         insecure = os.environ.get(INSECURE_DB_ENV) == "1"
     sslmode = parsed.query.get("sslmode") or os.environ.get("PGSSLMODE")
