@@ -326,6 +326,26 @@ def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
         reopen(alice).reveal("acme/fw", reason=REASON)
 
 
+def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle(team, db, reopen):
+    """Item 8: admin2, while still an admin, makes alice an admin with one UPDATE (a
+    certificate with role admin signed with the organisation seed he holds; no event says
+    so); the rotation that removes him must not re-issue it nor seal the new bundle to her."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    _recertify(db, admin.vault_id(), _org_seed_of(admin2), "alice")
+
+    admin.remove_engineer("admin2")
+    result = admin.last_root_rotation
+    assert result is not None
+    assert "alice" not in result.admins
+    assert any("alice" in entry for entry in result.refused)
+    assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == db.engineer_id("alice"))) == []
+    assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
+
+
 # -- item 9: recovery shares -------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from vault.crypto.labels import (
     LABEL_TAG_CLIENT_SLUG,
 )
 from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord
-from vault.service import validation
+from vault.service import auditverify, validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch, share_policy_fields
 from vault.service.records import RootRotation
 from vault.service.rotation import DESTROYED, RotationOps
@@ -141,7 +141,28 @@ class RootRotationOps(RotationOps):
 
     def _verified_certificates(self, s: Session) -> tuple[list[m.Engineer], list[tuple[m.EngineerKey, str]], list[str]]:
         """Every engineer certificate and key-generation certificate that verifies under the
-        current organisation key; the names of those that do not (never re-issued)."""
+        current organisation key *and* that the signed audit chain vouches for; the names of
+        the others (never re-issued).
+
+        A holder of the organisation seed (a removed admin) can write a certificate no admin
+        made; the chain says which key generations an admin certified (and which it retired)
+        and whom it made admins (``AuditOps._key_lifetimes``), and the event that vouches is
+        checked here (its hash, signature and link). An active engineer's key generation must
+        be certified and not retired, and an active admin must be one the chain made."""
+        lifetimes, problems, chain_admins = self._key_lifetimes(s, self._signing_keys(s))
+        vault_id = self._vid(s)
+        checked: dict[int, bool] = {}
+
+        def vouched(engineer_id: int, generation: int) -> bool:
+            start = lifetimes.get((engineer_id, generation), (b"", auditverify.NEVER, 0))[1]
+            if start == auditverify.NEVER:
+                return False
+            seq = max(start - 1, 1)  # the confirmation that certified it (vault-init: event 1)
+            if seq not in checked:
+                bad = seq in problems or self._anchor_problem(s, vault_id, lifetimes, seq) is not None
+                checked[seq] = not bad
+            return checked[seq]
+
         certified: list[m.Engineer] = []
         names: dict[int, str] = {}
         refused: list[str] = []
@@ -149,6 +170,12 @@ class RootRotationOps(RotationOps):
             names[row.id] = row.name
             try:
                 self._verify_certificate(s, row)
+                if not vouched(row.id, row.key_generation):
+                    raise UntrustedRecord("no admin certified these keys")
+                if row.status == ACTIVE:
+                    end = lifetimes[(row.id, row.key_generation)][2]
+                    if end != auditverify.NEVER or (row.role == ROLE_ADMIN and row.id not in chain_admins):
+                        raise UntrustedRecord("the audit log does not make this engineer what the certificate says")
             except UntrustedRecord:
                 refused.append(f"the certificate of engineer {validation.shown(row.name)}")
                 continue
@@ -161,6 +188,8 @@ class RootRotationOps(RotationOps):
                 name = owner.name if owner is not None else ""
             try:
                 self._verified_key(s, key, name)
+                if not vouched(key.engineer_id, key.generation):
+                    raise UntrustedRecord("no admin certified this key generation")
             except UntrustedRecord:
                 refused.append(f"key generation {key.generation} of engineer {validation.shown(name)}")
                 continue
