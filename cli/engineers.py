@@ -294,7 +294,7 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     lifetime = app.session_ttl(ttl)
     engineer_name(name)  # before the prompt that names them
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
-    info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime)
+    info = app.keyring_vault(name).unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
     local = config.LocalConfig.load()
     local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
     local.save()

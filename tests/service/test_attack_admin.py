@@ -346,6 +346,64 @@ def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle
     assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
 
 
+def _resign_all(db, vault_id: bytes, org: signing.SigningKey) -> None:  # type: ignore[no-untyped-def]
+    """Every engineer certificate signed again with ``org``."""
+    for (row,) in db.all(select(m.Engineer).where(m.Engineer.certificate.is_not(None))):
+        fields = (
+            vault_id,
+            row.id,
+            row.name,
+            row.role,
+            row.status,
+            row.key_generation,
+            row.sealing_public,
+            row.signing_public,
+            row.certified_at,
+        )
+        db.run(
+            update(m.Engineer).where(m.Engineer.id == row.id).values(certificate=org.sign(LABEL_SIG_ENGINEER, *fields))
+        )
+
+
+def test_a_fork_with_an_old_key_record_is_refused_by_the_machines_org_key_memory(team, db, tmp_path, monkeypatch):
+    """Item 8: admin2 keeps the organisation seed and a copy of alice's key record (which
+    pins that key); after his removal he puts the record back and cuts ``org_keys`` back to
+    his key. The record alone cannot tell; alice's machine remembers the newer key it
+    verified, and her next unlock refuses the fork (and rewrites nothing)."""
+    from vault.service.config import OrgKeyMemory
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    memory = OrgKeyMemory()
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    admin.grant("alice", "acme")
+    vault_id = admin.vault_id()
+    seed = _org_seed_of(admin2)
+    (old_record,) = db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0]
+
+    admin.remove_engineer("admin2")
+    alice = team.open("alice")
+    alice.unlock("alice", team.passphrases["alice"], org_memory=memory)
+    head = db.all(select(m.OrgKey.version, m.OrgKey.public).order_by(m.OrgKey.version.desc()))[0]
+    assert memory.head(vault_id.hex()) == (head[0], head[1]) and head[0] == 2
+    assert oct(OrgKeyMemory.path(vault_id.hex()).stat().st_mode & 0o777) == "0o600"
+
+    db.run(
+        delete(m.OrgKey).where(m.OrgKey.version > 1),
+        update(m.VaultInfo).values(org_signing_public=seed.public),
+        update(m.Engineer).where(m.Engineer.name == "alice").values(key_record=old_record),
+    )
+    _resign_all(db, vault_id, seed)
+    again = team.open("alice")
+    with pytest.raises(UntrustedRecord, match="does not reach version 2"):
+        again.unlock("alice", team.passphrases["alice"], org_memory=memory)
+    assert db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0][0] == old_record
+    assert memory.head(vault_id.hex()) == (head[0], head[1])
+
+
 # -- item 9: recovery shares -------------------------------------------------------------------------
 
 
