@@ -346,6 +346,28 @@ def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle
     assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
 
 
+def test_an_admin_whose_public_keys_were_swapped_gets_no_new_root_bundle(team, db):
+    """Item 8: admin2, holding the organisation seed, puts his own sealing key in admin3's
+    row and signs her certificate again; the rotation that removes him must not seal the
+    new bundle to that key (the confirmation event names the keys it certified)."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("admin3", role="admin")
+    seed = _org_seed_of(admin2)
+    vault_id = admin.vault_id()
+    (row,) = db.all(select(m.Engineer).where(m.Engineer.name == "admin3"))[0]
+    swapped = sealing.KeyPair.generate().public
+    fields = (vault_id, row.id, row.name, "admin", "active", row.key_generation, swapped, row.signing_public)
+    certificate = seed.sign(LABEL_SIG_ENGINEER, *fields, row.certified_at)
+    db.run(update(m.Engineer).where(m.Engineer.id == row.id).values(sealing_public=swapped, certificate=certificate))
+
+    admin.remove_engineer("admin2")
+    result = admin.last_root_rotation
+    assert result is not None and "admin3" not in result.admins
+    assert any("admin3" in entry for entry in result.refused)
+    assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == row.id)) == []
+
+
 def _resign_all(db, vault_id: bytes, org: signing.SigningKey) -> None:  # type: ignore[no-untyped-def]
     """Every engineer certificate signed again with ``org``."""
     for (row,) in db.all(select(m.Engineer).where(m.Engineer.certificate.is_not(None))):

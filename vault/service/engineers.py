@@ -103,9 +103,8 @@ class EngineerOps(InvitationOps):
             self._sign_certificate(s, admin, org)
             self._record_engineer_key(s, admin, org)
             self._seal_root_to(s, bundle, admin)
-            self._append(
-                s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1}
-            )
+            public = {"admin": admin_name, "root_version": 1, "fingerprint": _fingerprint(admin)}
+            self._append(s, "vault-init", actor=admin, seed=keys.signing_seed, public=public)
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
@@ -301,9 +300,8 @@ class EngineerOps(InvitationOps):
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
             self._carry_grants(s, row, plan)
-            self._append(
-                s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
-            )
+            public = {"engineer": name, "role": row.role, "key_generation": row.key_generation}
+            self._append(s, "engineer-confirm", public=public | {"fingerprint": _fingerprint(row)})
             return self._engineer_info(row)
 
     def list_engineers(self) -> list[EngineerInfo]:
