@@ -296,7 +296,7 @@ def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: 
     engineer_name(name)  # before the prompt that names them
     vault = app.keyring_vault(name)  # the pinned vault (see `AppContext.check_pin`), before the passphrase
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
-    info = vault.unlock(name, passphrase, ttl=lifetime)
+    info = vault.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
     local = config.LocalConfig.load()
     local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
     local.save()

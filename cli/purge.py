@@ -384,11 +384,13 @@ def backup_restore(
             else app.passphrase(prompt=f"Passphrase of {admin}")
         )
     from vault import Vault
+    from vault.service.config import OrgKeyMemory
 
     vault = Vault.open(app.db_url(), upgrade=True)
     try:
         info = vault.restore_backup(file, keys, admin=admin, passphrase=passphrase, shares=list(shares) or None)
         app.check_pin(app.db_url(), vault, trust=True)  # restored here on purpose: expect it here
+        OrgKeyMemory().forget(vault.vault_id().hex())  # its org-key chain may end before the one seen
     finally:
         vault.close()
     click.echo(f"Restored {info.clients} client(s) and {info.secrets} secret(s) from {file}.")

@@ -326,6 +326,106 @@ def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
         reopen(alice).reveal("acme/fw", reason=REASON)
 
 
+def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle(team, db, reopen):
+    """Item 8: admin2, while still an admin, makes alice an admin with one UPDATE (a
+    certificate with role admin signed with the organisation seed he holds; no event says
+    so); the rotation that removes him must not re-issue it nor seal the new bundle to her."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    _recertify(db, admin.vault_id(), _org_seed_of(admin2), "alice")
+
+    admin.remove_engineer("admin2")
+    result = admin.last_root_rotation
+    assert result is not None
+    assert "alice" not in result.admins
+    assert any("alice" in entry for entry in result.refused)
+    assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == db.engineer_id("alice"))) == []
+    assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
+
+
+def test_an_admin_whose_public_keys_were_swapped_gets_no_new_root_bundle(team, db):
+    """Item 8: admin2, holding the organisation seed, puts his own sealing key in admin3's
+    row and signs her certificate again; the rotation that removes him must not seal the
+    new bundle to that key (the confirmation event names the keys it certified)."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("admin3", role="admin")
+    seed = _org_seed_of(admin2)
+    vault_id = admin.vault_id()
+    (row,) = db.all(select(m.Engineer).where(m.Engineer.name == "admin3"))[0]
+    swapped = sealing.KeyPair.generate().public
+    fields = (vault_id, row.id, row.name, "admin", "active", row.key_generation, swapped, row.signing_public)
+    certificate = seed.sign(LABEL_SIG_ENGINEER, *fields, row.certified_at)
+    db.run(update(m.Engineer).where(m.Engineer.id == row.id).values(sealing_public=swapped, certificate=certificate))
+
+    admin.remove_engineer("admin2")
+    result = admin.last_root_rotation
+    assert result is not None and "admin3" not in result.admins
+    assert any("admin3" in entry for entry in result.refused)
+    assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == row.id)) == []
+
+
+def _resign_all(db, vault_id: bytes, org: signing.SigningKey) -> None:  # type: ignore[no-untyped-def]
+    """Every engineer certificate signed again with ``org``."""
+    for (row,) in db.all(select(m.Engineer).where(m.Engineer.certificate.is_not(None))):
+        fields = (
+            vault_id,
+            row.id,
+            row.name,
+            row.role,
+            row.status,
+            row.key_generation,
+            row.sealing_public,
+            row.signing_public,
+            row.certified_at,
+        )
+        db.run(
+            update(m.Engineer).where(m.Engineer.id == row.id).values(certificate=org.sign(LABEL_SIG_ENGINEER, *fields))
+        )
+
+
+def test_a_fork_with_an_old_key_record_is_refused_by_the_machines_org_key_memory(team, db, tmp_path, monkeypatch):
+    """Item 8: admin2 keeps the organisation seed and a copy of alice's key record (which
+    pins that key); after his removal he puts the record back and cuts ``org_keys`` back to
+    his key. The record alone cannot tell; alice's machine remembers the newer key it
+    verified, and her next unlock refuses the fork (and rewrites nothing)."""
+    from vault.service.config import OrgKeyMemory
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path))
+    memory = OrgKeyMemory()
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    team.engineer("alice")
+    admin.add_client("acme", "Acme")
+    admin.add_secret("acme/fw", password="acme-pw")
+    admin.grant("alice", "acme")
+    vault_id = admin.vault_id()
+    seed = _org_seed_of(admin2)
+    (old_record,) = db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0]
+
+    admin.remove_engineer("admin2")
+    alice = team.open("alice")
+    alice.unlock("alice", team.passphrases["alice"], org_memory=memory)
+    head = db.all(select(m.OrgKey.version, m.OrgKey.public).order_by(m.OrgKey.version.desc()))[0]
+    assert memory.head(vault_id.hex()) == (head[0], head[1]) and head[0] == 2
+    assert oct(OrgKeyMemory.path(vault_id.hex()).stat().st_mode & 0o777) == "0o600"
+
+    db.run(
+        delete(m.OrgKey).where(m.OrgKey.version > 1),
+        update(m.VaultInfo).values(org_signing_public=seed.public),
+        update(m.Engineer).where(m.Engineer.name == "alice").values(key_record=old_record),
+    )
+    _resign_all(db, vault_id, seed)
+    again = team.open("alice")
+    with pytest.raises(UntrustedRecord, match="does not reach version 2"):
+        again.unlock("alice", team.passphrases["alice"], org_memory=memory)
+    assert db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0][0] == old_record
+    assert memory.head(vault_id.hex()) == (head[0], head[1])
+
+
 # -- item 9: recovery shares -------------------------------------------------------------------------
 
 

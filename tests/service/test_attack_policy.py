@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
+from vault.crypto import chain
 from vault.errors import CheckoutConflict, InvalidInput, NotFound
 from vault.storage import models as m
 
@@ -221,6 +222,36 @@ def test_a_genuine_exclusive_hold_still_blocks_and_its_copy_in_another_name_does
         expires_at=hold.expires_at,
     )
     assert shared.admin.checkout(ref, reason=REASON).value == "pw-1"
+
+
+def _rehash_in_format_1(shared, start: int, seed: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Events from ``start`` re-hashed in format 1 and re-signed with ``seed`` (one signer), as a
+    credvault from before format 2 wrote them."""
+    vault_id = shared.admin.vault_id()
+    with shared.admin.store.transaction() as s:
+        prev = s.scalar(select(m.AuditEvent.hash).where(m.AuditEvent.seq == start - 1))
+        events = list(s.scalars(select(m.AuditEvent).where(m.AuditEvent.seq >= start).order_by(m.AuditEvent.seq)))
+        for e in events:
+            fields = (e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id, e.key_version)
+            e.prev_hash = prev
+            e.hash = chain.event_hash_v1(vault_id, e.seq, *fields, e.details_blob, e.details_json, prev_hash=prev)
+            e.signature = chain.sign_event(seed, vault_id, e.seq, e.hash)
+            prev = e.hash
+        head = s.get(m.AuditHead, 1)
+        assert head is not None
+        head.seq, head.hash = events[-1].seq, prev
+
+
+def test_an_exclusive_hold_taken_before_the_upgrade_to_event_format_2_still_blocks(acme):
+    shared, slug, ref, client_id, alice, mallory = acme
+    shared.admin.set_policy(slug, exclusive=True)
+    mallory.checkout(ref, reason=REASON)
+    hold = _open_holds(shared, shared.db.secret_ids(client_id)[0])[0]
+    _rehash_in_format_1(shared, hold.event_seq, mallory._me().signing_seed)  # the checkout is the last event
+    with pytest.raises(CheckoutConflict, match="mallory"):
+        alice.checkout(ref, reason=REASON)
+    with pytest.raises(CheckoutConflict, match="mallory"):
+        shared.admin.update_secret(ref, note="blocked")
 
 
 # -- vault settings ---------------------------------------------------------------------------

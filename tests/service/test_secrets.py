@@ -359,6 +359,18 @@ def test_secret_show_and_list_never_return_a_sensitive_field(shared):
             assert value not in dumped
 
 
+def test_a_subject_search_finds_a_sensitive_field_without_reproducing_its_value(shared):
+    ref, _alice = _sensitive_secret(shared)
+    c = ref.split("/")[0]
+    matches = shared.admin.subject_find(RECOVERY[:9])
+    assert [(x.secret, x.field) for x in matches if x.client == c] == [("fw01", "rescue")]  # found: can be purged
+    report = shared.admin.subject_report(RECOVERY[:9])
+    assert [x["field"] for x in report["matches"] if x["client"] == c] == ["rescue"]
+    dumped = f"{matches!r} {[x.to_json() for x in matches]} {report}"
+    for value in (SEED, ENABLE, RECOVERY):
+        assert value not in dumped
+
+
 def test_a_sensitive_field_is_revealed_by_checkout_logged_and_counted_at_risk(shared):
     ref, alice = _sensitive_secret(shared)
     assert alice.checkout(ref, field="mfa-seed", reason="T-1 token reset", hold=False).value == SEED

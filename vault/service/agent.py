@@ -235,8 +235,14 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
 
         url, engineer = str(order["url"]), str(order["engineer"])
         vault = Vault.open(url, engineer=engineer)
+        from vault.service.config import OrgKeyMemory
+
         info = vault.unlock(
-            engineer, str(order["passphrase"]), ttl=dt.timedelta(seconds=order["ttl_seconds"]), remember=False
+            engineer,
+            str(order["passphrase"]),
+            ttl=dt.timedelta(seconds=order["ttl_seconds"]),
+            remember=False,
+            org_memory=OrgKeyMemory(),
         )
         del order
         path = socket_path(url, engineer)

@@ -161,7 +161,7 @@ class AuditOps(SecretOps):
             self._my_row(s)
             vault_id = self._vid(s)
             start_seq, running = since if since is not None else (0, chain.GENESIS)
-            keys, problems = self._key_lifetimes(s, self._signing_keys(s))
+            keys, problems, _ = self._key_lifetimes(s, self._signing_keys(s))
             if since is not None:
                 anchor = s.get(m.AuditEvent, start_seq)
                 if anchor is None or anchor.hash != running:
@@ -329,7 +329,7 @@ class AuditOps(SecretOps):
 
     def _key_lifetimes(
         self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
-    ) -> tuple[auditverify.Keys, dict[int, str]]:
+    ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]:
         """When each certified key may sign, from the chain's own signed events, read in order.
 
         The organisation's certificates say *which* keys are an engineer's; the chain says
@@ -342,7 +342,9 @@ class AuditOps(SecretOps):
         and it can only change what is decided about events after it, so the first bad
         event named is still the right one. What this pass finds wrong (a key event not
         signed by a live admin, a second ``vault-init``, an enrolment without an invitation)
-        is returned by sequence number, for the range checks to report in order.
+        is returned by sequence number, for the range checks to report in order. Also
+        returned: the ids of the engineers the chain has made admins and not removed (a
+        root rotation seals only to them).
         """
         by_name_gen: dict[tuple[Any, int], list[int]] = {}
         by_name: dict[str, set[int]] = {}
@@ -413,7 +415,7 @@ class AuditOps(SecretOps):
             k: (public, start.get(k, auditverify.NEVER), end.get(k, auditverify.NEVER))
             for k, (public, _) in certified.items()
         }
-        return keys, problems
+        return keys, problems, admins
 
     def _active_admins(self, s: Session) -> set[Any]:
         """Active admins by their own (verified) certificates."""

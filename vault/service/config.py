@@ -141,6 +141,43 @@ class AuditMemory:
             self.seen = head
 
 
+class OrgKeyMemory:
+    """The newest organisation key this machine verified for each vault
+    (``orgkey-<vault id>.json``, 0600). An unlock refuses a chain that no longer reaches
+    it: a writer holding an old organisation seed (a removed admin) cut ``org_keys`` back
+    and put back an older key record (issue 12, item 8). Optional: the library's ``Vault``
+    works without a home directory; the CLI passes one to ``unlock``."""
+
+    @staticmethod
+    def path(vault_id: str) -> Path:
+        return _dirs()[1] / f"orgkey-{vault_id}.json"
+
+    def head(self, vault_id: str) -> tuple[int, bytes] | None:
+        """(version, public key) of the newest organisation key verified here, if any."""
+        path = self.path(vault_id)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            head = _head(data["head"])
+            if head is None or len(head[1]) != 32:
+                raise ValueError
+            return head
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            raise ConfigurationError(
+                f"this machine's record of the organisation key {path} is unreadable",
+                hint="fix it; deleting it makes this machine trust the key its key record pins",
+            ) from None
+
+    def remember(self, vault_id: str, head: tuple[int, bytes]) -> None:
+        if self.head(vault_id) != head:
+            _write_private(self.path(vault_id), json.dumps({"head": _dump(head)}))
+
+    def forget(self, vault_id: str) -> None:
+        """After a restore made here on purpose: the restored chain may end before the one seen."""
+        self.path(vault_id).unlink(missing_ok=True)
+
+
 def _head(value: list[object] | None) -> tuple[int, bytes] | None:
     if not value:
         return None

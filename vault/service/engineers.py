@@ -39,6 +39,7 @@ from vault.service.base import (
     epoch,
     share_policy_fields,
 )
+from vault.service.config import OrgKeyMemory
 from vault.service.invitations import InvitationOps
 from vault.service.records import (
     EngineerInfo,
@@ -102,9 +103,8 @@ class EngineerOps(InvitationOps):
             self._sign_certificate(s, admin, org)
             self._record_engineer_key(s, admin, org)
             self._seal_root_to(s, bundle, admin)
-            self._append(
-                s, "vault-init", actor=admin, seed=keys.signing_seed, public={"admin": admin_name, "root_version": 1}
-            )
+            public = {"admin": admin_name, "root_version": 1, "fingerprint": _fingerprint(admin)}
+            self._append(s, "vault-init", actor=admin, seed=keys.signing_seed, public=public)
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
@@ -300,9 +300,8 @@ class EngineerOps(InvitationOps):
             if row.role == ROLE_ADMIN:
                 self._seal_root_to(s, bundle, row)
             self._carry_grants(s, row, plan)
-            self._append(
-                s, "engineer-confirm", public={"engineer": name, "role": row.role, "key_generation": row.key_generation}
-            )
+            public = {"engineer": name, "role": row.role, "key_generation": row.key_generation}
+            self._append(s, "engineer-confirm", public=public | {"fingerprint": _fingerprint(row)})
             return self._engineer_info(row)
 
     def list_engineers(self) -> list[EngineerInfo]:
@@ -319,11 +318,20 @@ class EngineerOps(InvitationOps):
     # -- sessions -------------------------------------------------------------------------
 
     def unlock(
-        self, name: str, passphrase: str, *, ttl: dt.timedelta = DEFAULT_TTL, remember: bool = True
+        self,
+        name: str,
+        passphrase: str,
+        *,
+        ttl: dt.timedelta = DEFAULT_TTL,
+        remember: bool = True,
+        org_memory: OrgKeyMemory | None = None,
     ) -> SessionInfo:
         """Open the engineer's key record once and hold the session until ``ttl`` passes.
 
-        A wrong passphrase is recorded as an (unsigned) ``unlock-failed`` audit event.
+        A wrong passphrase is recorded as an (unsigned) ``unlock-failed`` audit event. With
+        ``org_memory`` (this machine's record of the newest organisation key it verified),
+        an organisation-key chain that does not reach that key is refused, and the key
+        reached is remembered.
         """
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
@@ -344,7 +352,9 @@ class EngineerOps(InvitationOps):
                     s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
                 )
             raise
-        bundle = self._repin(bundle, record, passphrase, engineer_id, generation)
+        vault_hex = info.vault_id.hex()
+        seen = org_memory.head(vault_hex) if org_memory is not None else None
+        bundle, head = self._repin(bundle, record, passphrase, engineer_id, generation, seen)
         session = UnlockedSession(
             vault_id=info.vault_id,
             engineer_id=engineer_id,
@@ -362,27 +372,50 @@ class EngineerOps(InvitationOps):
         with self.store.transaction() as s:
             self._my_row(s)  # the certificate is verified before the session is kept
             self._append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
+        if org_memory is not None:
+            org_memory.remember(vault_hex, head)
         if remember:
             self.sessions.put(session)
         return self.whoami()
 
     def _repin(
-        self, bundle: keyrecord.PrivateBundle, record: bytes, passphrase: str, engineer_id: int, generation: int
-    ) -> keyrecord.PrivateBundle:
-        """Follow the signed organisation-key chain from the key the record pins; if the
-        organisation key was rotated since, pin the current one in the record (same Argon2
-        parameters), so that a chain later cut back below it is refused."""
+        self,
+        bundle: keyrecord.PrivateBundle,
+        record: bytes,
+        passphrase: str,
+        engineer_id: int,
+        generation: int,
+        seen: tuple[int, bytes] | None = None,
+    ) -> tuple[keyrecord.PrivateBundle, tuple[int, bytes]]:
+        """Follow the signed organisation-key chain from the key the record pins (and from
+        ``seen``, the newest one this machine verified, if known); if the organisation key
+        was rotated since, pin the current one in the record (same Argon2 parameters), so
+        that a chain later cut back below it is refused. Returns the bundle and the current
+        key's (version, public key)."""
         with self.store.transaction() as s:
+            if seen is not None:
+                try:
+                    self._org_head(s, seen[1])
+                except UntrustedRecord:
+                    raise UntrustedRecord(
+                        f"the vault's organisation key chain does not reach version {seen[0]}, which this machine "
+                        "verified before: it was cut back or replaced (a holder of an old organisation key?)",
+                        hint="do not use this vault; tell your admins. If the vault was restored from an older "
+                        "backup on purpose, delete this machine's file orgkey-<vault id>.json in the credvault "
+                        "config folder",
+                    ) from None
             current = self._org_head(s, bundle.org_signing_public)
+            version = s.scalar(select(m.OrgKey.version).where(m.OrgKey.public == current))
+            head = (version if version is not None else 0, current)
             if current == bundle.org_signing_public:
-                return bundle
+                return bundle, head
             repinned = keyrecord.PrivateBundle(bundle.sealing_private, bundle.signing_seed, current)
             row = s.get(m.Engineer, engineer_id)
             if row is not None and row.key_record == record and row.key_generation == generation:
                 row.key_record = keyrecord.lock_record(
                     repinned, passphrase, self._vid(s), engineer_id, generation, keyrecord.record_params(record)
                 )
-            return repinned
+            return repinned, head
 
     def lock(self) -> bool:
         """Forget the unlocked session of the selected engineer; True if one was held."""

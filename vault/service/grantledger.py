@@ -173,7 +173,7 @@ class GrantLedgerOps(JournalOps):
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         certified = self._signing_keys(s)
-        keys, _ = self._key_lifetimes(s, certified)
+        keys, _, _ = self._key_lifetimes(s, certified)
         admins: set[int] = set()
         for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN)):
             try:
@@ -190,7 +190,7 @@ class GrantLedgerOps(JournalOps):
 
         def _key_lifetimes(
             self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
-        ) -> tuple[auditverify.Keys, dict[int, str]]: ...
+        ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]: ...
 
     def _verified_details(
         self, s: Session, event: m.AuditEvent, codec: chain.EventCodec, keys: auditverify.Keys

@@ -33,6 +33,7 @@ from vault.service import validation
 from vault.service.base import ROLE_ADMIN, epoch
 from vault.service.offboarding import OffboardingOps
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo, StaleSecret, SubjectMatch
+from vault.service.secrets import SENSITIVE_NOT_SHOWN, sensitive_field_names
 from vault.storage import models as m
 from vault.storage.engine import is_sqlite
 
@@ -395,10 +396,12 @@ class PurgeOps(OffboardingOps):
                         "note": meta.get("note"),
                         **(meta.get("fields") or {}),
                     }
+                    hidden = sensitive_field_names(meta)  # found (to be purged), revealed only by checkout
                     for field, value in fields.items():
                         if isinstance(value, str) and needle in _fold(value):
+                            shown = SENSITIVE_NOT_SHOWN if field in hidden else value
                             out.append(
-                                SubjectMatch(slug, client.id, meta.get("name"), secret.id, row.version, field, value)
+                                SubjectMatch(slug, client.id, meta.get("name"), secret.id, row.version, field, shown)
                             )
         return out
 

@@ -25,11 +25,20 @@ from vault.crypto.labels import (
     LABEL_TAG_CLIENT_SLUG,
 )
 from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord
-from vault.service import validation
+from vault.service import auditverify, validation
+from vault.service.audit import _details
 from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch, share_policy_fields
 from vault.service.records import RootRotation
 from vault.service.rotation import DESTROYED, RotationOps
 from vault.storage import models as m
+
+_CERTIFYING = ("vault-init", "engineer-confirm")
+
+
+def _fingerprint(sealing_public: bytes | None, signing_public: bytes | None) -> str | None:
+    if sealing_public is None or signing_public is None:
+        return None
+    return signing.engineer_fingerprint(sealing_public, signing_public)
 
 
 class RootRotationOps(RotationOps):
@@ -141,7 +150,34 @@ class RootRotationOps(RotationOps):
 
     def _verified_certificates(self, s: Session) -> tuple[list[m.Engineer], list[tuple[m.EngineerKey, str]], list[str]]:
         """Every engineer certificate and key-generation certificate that verifies under the
-        current organisation key; the names of those that do not (never re-issued)."""
+        current organisation key *and* that the signed audit chain vouches for; the names of
+        the others (never re-issued).
+
+        A holder of the organisation seed (a removed admin) can write a certificate no admin
+        made; the chain says which key generations an admin certified (and which it retired)
+        and whom it made admins (``AuditOps._key_lifetimes``), and the event that vouches is
+        checked here (its hash, signature and link; and, when it names them, the keys it
+        certified: a seed holder who swaps an admin's public keys gets no root seal). An
+        active engineer's key generation must be certified and not retired, and an active
+        admin must be one the chain made."""
+        lifetimes, problems, chain_admins = self._key_lifetimes(s, self._signing_keys(s))
+        vault_id = self._vid(s)
+        checked: dict[int, bool] = {}
+
+        def vouched(engineer_id: int, generation: int, fingerprint: str | None) -> bool:
+            start = lifetimes.get((engineer_id, generation), (b"", auditverify.NEVER, 0))[1]
+            if start == auditverify.NEVER:
+                return False
+            seq = max(start - 1, 1)  # the confirmation that certified it (vault-init: event 1)
+            if seq not in checked:
+                bad = seq in problems or self._anchor_problem(s, vault_id, lifetimes, problems, seq) is not None
+                checked[seq] = not bad
+            event = s.get(m.AuditEvent, seq)
+            signed = _details(event.details_json) if event is not None else {}
+            # the keys the event certified (events written before it named them carry no fingerprint)
+            named = signed.get("fingerprint") if event is not None and event.action in _CERTIFYING else None
+            return checked[seq] and named in (None, fingerprint)
+
         certified: list[m.Engineer] = []
         names: dict[int, str] = {}
         refused: list[str] = []
@@ -149,6 +185,12 @@ class RootRotationOps(RotationOps):
             names[row.id] = row.name
             try:
                 self._verify_certificate(s, row)
+                if not vouched(row.id, row.key_generation, _fingerprint(row.sealing_public, row.signing_public)):
+                    raise UntrustedRecord("no admin certified these keys")
+                if row.status == ACTIVE:
+                    end = lifetimes[(row.id, row.key_generation)][2]
+                    if end != auditverify.NEVER or (row.role == ROLE_ADMIN and row.id not in chain_admins):
+                        raise UntrustedRecord("the audit log does not make this engineer what the certificate says")
             except UntrustedRecord:
                 refused.append(f"the certificate of engineer {validation.shown(row.name)}")
                 continue
@@ -161,6 +203,8 @@ class RootRotationOps(RotationOps):
                 name = owner.name if owner is not None else ""
             try:
                 self._verified_key(s, key, name)
+                if not vouched(key.engineer_id, key.generation, _fingerprint(key.sealing_public, key.signing_public)):
+                    raise UntrustedRecord("no admin certified this key generation")
             except UntrustedRecord:
                 refused.append(f"key generation {key.generation} of engineer {validation.shown(name)}")
                 continue

@@ -40,6 +40,8 @@ METADATA_FIELDS = ("username", "url", "host", "note")
 # Names that look like a secret's: such a custom field is sensitive unless stored as public.
 SENSITIVE_NAME = re.compile(r"pass|secret|key|token|seed|otp|mfa|2fa|pin|code|recovery|enable|cred|psk")
 SENSITIVE_MARKS, PUBLIC_MARKS = "sensitive_fields", "public_fields"
+# What a search shows in place of a sensitive field's value (``checkout --field`` reveals it).
+SENSITIVE_NOT_SHOWN = "(sensitive: revealed by checkout)"
 
 
 def field_is_sensitive(name: str, metadata: Mapping[str, Any]) -> bool:
