@@ -307,21 +307,7 @@ def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
     alice.unlock("alice", team.passphrases["alice"])  # re-pins the current org key
     vault_id = admin.vault_id()
     db.run(delete(m.OrgKey).where(m.OrgKey.version > 1), update(m.VaultInfo).values(org_signing_public=seed.public))
-    for (row,) in db.all(select(m.Engineer).where(m.Engineer.certificate.is_not(None))):
-        fields = (
-            vault_id,
-            row.id,
-            row.name,
-            row.role,
-            row.status,
-            row.key_generation,
-            row.sealing_public,
-            row.signing_public,
-            row.certified_at,
-        )
-        db.run(
-            update(m.Engineer).where(m.Engineer.id == row.id).values(certificate=seed.sign(LABEL_SIG_ENGINEER, *fields))
-        )
+    _resign_all(db, vault_id, seed)
     with pytest.raises(UntrustedRecord):
         reopen(alice).reveal("acme/fw", reason=REASON)
 
