@@ -34,6 +34,12 @@ WORKLOADS = {
     "W6": ("audit verification", "bench.workloads.w6_audit"),
     "W7": ("team load on PostgreSQL", "bench.workloads.w7_team_load"),
     "W9": ("backup and restore", "bench.workloads.w9_backup"),
+    "W10": ("everyday CLI commands against pass", "bench.workloads.w10_everyday"),
+    "W11": ("in-process checkout of a secret not touched before", "bench.workloads.w11_cold_checkout"),
+    "W12": ("listings at 10,000 secrets and 10,000 clients", "bench.workloads.w12_listings"),
+    "W13": ("checkout with 1,000 grants against 10", "bench.workloads.w13_grants"),
+    "W14": ("checkouts while an admin runs heavy commands", "bench.workloads.w14_contention"),
+    "W15": ("audit export in flat memory", "bench.workloads.w15_export"),
 }
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 INTRO = (
@@ -69,7 +75,7 @@ def _selection(text: str | None) -> list[str]:
     chosen = [w.strip().upper() for w in text.split(",") if w.strip()]
     unknown = [w for w in chosen if w not in WORKLOADS and w != "W8"]
     if unknown:
-        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W9)")
+        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W15)")
     return [w for w in WORKLOADS if w in chosen]
 
 

@@ -23,6 +23,9 @@ from bench.report import Outcome
 from bench.step import StepFailed, StepResult, run_step
 
 FULL_SCALE = 1_000_000
+# W12: one client of 10,000 secrets among 10,000 clients; W14: one of 10,000 among 10
+W12_SHAPE = Shape(secrets=20_000, clients=10_000, engineers=3, grants_per_client=1, big_client=10_000)
+W14_SHAPE = Shape(secrets=10_900, clients=10, engineers=4, big_client=10_000)
 
 
 # -- the PostgreSQL server ---------------------------------------------------------------
@@ -86,6 +89,15 @@ class Plan:
     w7_engineers: int
     w7_seconds: float
     pg_shape: Shape
+    w10_reps: int = 15
+    w10_installed: bool = True
+    w11_samples: int = 60
+    w12_shape: Shape = W12_SHAPE
+    w12_reps: int = 5
+    w13_grants: int = 1_000
+    w13_samples: int = 30
+    w14_shape: Shape = W14_SHAPE
+    w14_solo_seconds: float = 10.0
 
     @classmethod
     def make(cls, scale: int, quick: bool, audit_events: int | None = None) -> Plan:
@@ -108,6 +120,15 @@ class Plan:
                 w7_engineers=4,
                 w7_seconds=2.0,
                 pg_shape=Shape(secrets=200, clients=20, engineers=4),
+                w10_reps=1,
+                w10_installed=False,
+                w11_samples=5,
+                w12_shape=Shape(secrets=300, clients=50, engineers=3, grants_per_client=1, big_client=200),
+                w12_reps=2,
+                w13_grants=40,
+                w13_samples=5,
+                w14_shape=Shape(secrets=290, clients=10, engineers=4, big_client=200),
+                w14_solo_seconds=1.5,
             )
         w4_clients = min(1_000, max(10, scale // 1_000))
         pg_clients = min(200, max(10, scale // 100))
@@ -150,6 +171,15 @@ class Plan:
             f"W5: one client with {self.w5_secrets:,} secrets",
             f"* W6: {self.w6_events:,} generated audit events, then {self.w6_new_events:,} appended through the API",
             f"* W7: {self.w7_engineers} engineer processes for {self.w7_seconds:g} s on PostgreSQL",
+            f"* W10: {self.w10_reps} runs of each everyday command "
+            f"({'an installed copy' if self.w10_installed else 'the .venv console script'}); "
+            f"W11: {self.w11_samples} checkouts, each of a secret not touched before, by a fresh `Vault` object",
+            f"* W12: one client with {self.w12_shape.big_client:,} secrets among {self.w12_shape.clients:,} clients, "
+            f"{self.w12_reps} runs of each listing; W13: an engineer holding {self.w13_grants:,} grants and one "
+            f"holding 10, {self.w13_samples} fresh-object checkouts each",
+            f"* W14: {self.w6_events:,} generated audit events and one client with {self.w14_shape.big_client:,} "
+            f"secrets, checkouts every 50 ms ({self.w14_solo_seconds:g} s alone first), on SQLite and PostgreSQL; "
+            f"W15: `audit export` of the same {self.w6_events:,} events and more",
         ]
         return "\n".join(lines)
 
@@ -165,6 +195,7 @@ class Context:
         self._pg_manifest: str | None = None
         self.setup_checks: list[tuple[str, bool]] = []
         self.steps: list[tuple[str, float, float]] = []  # (label, seconds, peak RSS MiB): workload 8
+        self.shared: dict[str, Any] = {}  # data sets two workloads share (W14 and W15), by name
 
     def sqlite_url(self, name: str) -> str:
         return f"sqlite:///{self.workdir / name}.db"

@@ -21,15 +21,17 @@ in-process checkout).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench import dataset
+from bench.clitools import installed_copy as _installed_copy
+from bench.clitools import pass_show as _pass_show
+from bench.clitools import run as _run
+from bench.clitools import timed_runs as _timed_runs
 from bench.report import MET, NOT_MET, REPORT, Outcome, Row
 from bench.step import child_env, log
 from bench.suite import Context
@@ -40,32 +42,6 @@ from vault.service.sessions import MemorySessionStore
 
 CLI_ENGINEER = "cli-bench"
 KEYRING_BACKEND = "bench.keyring_file.FileKeyring"
-
-
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str, float]:
-    """(seconds, exit status, output, peak RSS MiB) of one process, reaped with wait4."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    return seconds, proc.returncode, out, usage.ru_maxrss / 1024
-
-
-def _timed_runs(cmd: list[str], env: dict[str, str], reps: int, expect: str) -> tuple[list[float], bool, float]:
-    times, ok, peak = [], True, 0.0
-    for i in range(reps + 1):  # the first run warms the page cache and is not counted
-        seconds, code, out, rss = _run(cmd, env)
-        ok = ok and code == 0 and expect in out
-        peak = max(peak, rss)
-        if i:
-            times.append(seconds)
-    return times, ok, peak
 
 
 def _import_profile(cmd: list[str], env: dict[str, str]) -> tuple[list[str], list[tuple[str, float]]]:
@@ -86,43 +62,6 @@ def _import_profile(cmd: list[str], env: dict[str, str]) -> tuple[list[str], lis
     return top, sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)
 
 
-def _installed_copy(tmp: Path) -> str | None:
-    """``credvault`` as `pip install .` makes it, in a throw-away venv, or None if that fails.
-
-    The project's own .venv holds an editable install, whose import hook runs at every
-    interpreter start (about 8 ms here): a user's installed command does not pay it. The
-    throw-away venv reaches the same dependencies through a .pth line naming .venv's
-    site-packages (a path entry only: .pth files there are not run)."""
-    venv = tmp / "installed"
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-        site = next((venv / "lib").glob("python3*/site-packages"))
-        deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "sqlalchemy").exists())
-        (site / "deps.pth").write_text(f"{deps}\n", encoding="utf-8")
-        repo = Path(__file__).resolve().parents[2]
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "--python",
-                str(venv / "bin" / "python"),
-                "install",
-                "-q",
-                "--no-deps",
-                str(repo),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, StopIteration, OSError) as error:
-        log(f"could not make an installed copy ({type(error).__name__}); timing the editable install only")
-        return None
-    command = venv / "bin" / "credvault"
-    return str(command) if command.exists() else None
-
-
 def _checkout_events(admin: Any) -> int:
     from sqlalchemy import func, select
 
@@ -130,57 +69,6 @@ def _checkout_events(admin: Any) -> int:
 
     with admin.store.transaction() as s:
         return int(s.scalar(select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == "checkout")))
-
-
-def _pass_show(reps: int, ref: str, password: str, tmp: Path) -> dict[str, Any]:
-    if not (shutil.which("pass") and shutil.which("gpg")):
-        return {"available": False, "why": "pass unavailable (apt-get install pass gnupg)"}
-    gnupg, store = tmp / "gnupg", tmp / "store"
-    gnupg.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(gnupg), "PASSWORD_STORE_DIR": str(store)}
-    try:
-        subprocess.run(
-            [
-                "gpg",
-                "--batch",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-                "--quick-gen-key",
-                "credvault bench <bench@example.invalid>",
-                "future-default",
-                "default",
-                "never",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        listing = subprocess.run(
-            ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-        algos = {line.split(":")[16] for line in listing.splitlines() if line.startswith(("sec:", "ssb:"))}
-        subprocess.run(["pass", "init", fpr], env=env, check=True, capture_output=True)
-        subprocess.run(
-            ["pass", "insert", "--multiline", ref],
-            env=env,
-            input=password + "\n",
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        times, ok, _ = _timed_runs(["pass", "show", ref], env, reps, password)
-        return {"available": True, "times": times, "ok": ok, "curves": sorted(a for a in algos if a)}
-    except (subprocess.CalledProcessError, StopIteration) as error:
-        return {"available": False, "why": f"pass could not be set up ({type(error).__name__})"}
-    finally:
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
 
 
 def measure(params: dict[str, Any]) -> dict[str, Any]:
