@@ -189,20 +189,20 @@ class CliUser:
     def run(self, *args: str, stdin: str | None = None) -> tuple[float, int, str, float]:
         return run(self.argv(*args), self.env, stdin)
 
-    def peak_rss(self, *args: str, stdin: str | None = None) -> tuple[int, str, float | None]:
-        """(exit status, output, peak RSS MiB) of one run under GNU time (None without it).
+    def peak_rss(self, *args: str, stdin: str | None = None) -> tuple[float, int, str, float | None]:
+        """(seconds, exit status, output, peak RSS MiB) of one run under GNU time (None without it).
 
         ``wait4`` cannot give a command's own peak here: a child forked from a large
         process is charged that process's pages until its exec, so the command runs
         under ``/usr/bin/time``, a small process, and its report is read back."""
         if not Path(GNU_TIME).exists():
-            _s, code, out, _r = self.run(*args, stdin=stdin)
-            return code, out, None
-        _s, code, out, _r = run([GNU_TIME, "-f", f"{RSS_MARK}%M", *self.argv(*args)], self.env, stdin)
+            seconds, code, out, _r = self.run(*args, stdin=stdin)
+            return seconds, code, out, None
+        seconds, code, out, _r = run([GNU_TIME, "-f", f"{RSS_MARK}%M", *self.argv(*args)], self.env, stdin)
         lines = out.splitlines(keepends=True)
         marks = [line for line in lines if line.startswith(RSS_MARK)]
         rest = "".join(line for line in lines if not line.startswith(RSS_MARK))
-        return code, rest, int(marks[-1][len(RSS_MARK) :]) / 1024 if marks else None
+        return seconds, code, rest, int(marks[-1][len(RSS_MARK) :]) / 1024 if marks else None
 
     def start(self) -> list[tuple[str, bool]]:
         """``credvault unlock``, then ``credvault agent start`` where the CLI has it; the checks."""

@@ -120,11 +120,11 @@ class Plan:
                 w7_engineers=4,
                 w7_seconds=2.0,
                 pg_shape=Shape(secrets=200, clients=20, engineers=4),
-                w10_reps=1,
+                w10_reps=0,  # one run of each command, which is also the sample
                 w10_installed=False,
                 w11_samples=5,
                 w12_shape=Shape(secrets=300, clients=50, engineers=3, grants_per_client=1, big_client=200),
-                w12_reps=2,
+                w12_reps=1,
                 w13_grants=40,
                 w13_samples=5,
                 w14_shape=Shape(secrets=290, clients=10, engineers=4, big_client=200),
