@@ -125,8 +125,8 @@ def document(
         markdown_table(rows),
         "",
         "Ratios are credvault ÷ baseline, both measured in this run. Peak RSS is that of the",
-        "step's own process (the largest of it and the worker processes it waited for),",
-        "read with `wait4`: workload 8.",
+        "step's own process (the largest of its own `VmHWM` and of the worker processes it waited",
+        "for; `bench/step.py`): workload 8. W10 and W12 give each CLI command's own, read by GNU `time`.",
         "",
     ]
     for workload, paragraphs in notes.items():
@@ -137,9 +137,10 @@ def document(
     lines += [
         "## W8: peak memory of each step",
         "",
-        "Each step is its own process; its peak RSS comes from `wait4` (the largest of the process and the",
-        "worker processes it waited for). Data-set generation is a step of its own, so its memory is not",
-        "charged to the workload that uses the data set.",
+        "Each step is its own process; its peak RSS is the largest of its own `VmHWM` and of the worker",
+        "processes it waited for (not `wait4`'s figure, which charges a child the size of the process it",
+        "was forked from). Data-set generation is a step of its own, so its memory is not charged to the",
+        "workload that uses the data set.",
         "",
         "| step | wall time | peak RSS |",
         "|---|---|---|",

@@ -2,9 +2,13 @@
 
 The parent runs ``python -m bench.step MODULE:FUNCTION PARAMS_JSON OUT_PATH``; the
 child imports ``MODULE``, calls ``FUNCTION(params)`` and writes the returned dict as
-JSON to ``OUT_PATH``. The parent reaps the child with ``os.wait4``, whose resource
-usage gives the child's peak RSS, including that of any worker processes it started
-and waited for (``ru_maxrss`` of the largest). This is workload 8's column.
+JSON to ``OUT_PATH``. Its peak RSS, workload 8's column, is the largest of its own
+(``VmHWM`` in ``/proc/self/status``) and of the worker processes it started and waited
+for (``RUSAGE_CHILDREN``); the child writes it next to its result. (The ``ru_maxrss``
+that ``os.wait4`` gives the parent is no measure of the child: Linux charges a process
+the resident size of the process it was forked from until its ``exec``, so every step
+would weigh at least as much as ``run.py`` itself. It is used only if the child wrote
+no figure.)
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +62,17 @@ def run_step(target: str, params: dict[str, Any]) -> StepResult:
         if code != 0:
             raise StepFailed(f"step {target} exited with status {code}")
         value = json.loads(out.read_text())
-    return StepResult(value, seconds, usage.ru_maxrss / 1024)
+        own = Path(str(out) + ".rss")
+        peak = float(own.read_text()) if own.exists() else usage.ru_maxrss / 1024
+    return StepResult(value, seconds, peak)
+
+
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS, or its waited-for workers' if larger, in MiB."""
+    from bench.timing import peak_rss_mib
+
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return max(peak_rss_mib() or 0.0, workers)
 
 
 def log(message: str) -> None:
@@ -71,6 +86,7 @@ def main(argv: list[str]) -> int:
     fn = getattr(importlib.import_module(module_name), function)
     result = fn(json.loads(params))
     Path(out).write_text(json.dumps(result))
+    Path(out + ".rss").write_text(f"{own_peak_rss_mib():.1f}")
     return 0
 
 

@@ -98,6 +98,7 @@ class Plan:
     w13_samples: int = 30
     w14_shape: Shape = W14_SHAPE
     w14_solo_seconds: float = 10.0
+    w14_events: int = 0  # W14's and W15's audit events; 0: W6's (the run's audit scale)
 
     @classmethod
     def make(cls, scale: int, quick: bool, audit_events: int | None = None) -> Plan:
@@ -129,6 +130,7 @@ class Plan:
                 w13_samples=5,
                 w14_shape=Shape(secrets=290, clients=10, engineers=4, big_client=200),
                 w14_solo_seconds=1.5,
+                w14_events=300,
             )
         w4_clients = min(1_000, max(10, scale // 1_000))
         pg_clients = min(200, max(10, scale // 100))
@@ -151,6 +153,11 @@ class Plan:
             w7_seconds=10.0,
             pg_shape=Shape(secrets=min(scale, 20_000), clients=pg_clients, engineers=32),
         )
+
+    @property
+    def audit_scale(self) -> int:
+        """Generated audit events for W14 and W15: the run's audit scale (smaller with --quick)."""
+        return self.w14_events or self.w6_events
 
     def describe(self) -> str:
         s, p = self.shape, self.pg_shape
@@ -177,9 +184,9 @@ class Plan:
             f"* W12: one client with {self.w12_shape.big_client:,} secrets among {self.w12_shape.clients:,} clients, "
             f"{self.w12_reps} runs of each listing; W13: an engineer holding {self.w13_grants:,} grants and one "
             f"holding 10, {self.w13_samples} fresh-object checkouts each",
-            f"* W14: {self.w6_events:,} generated audit events and one client with {self.w14_shape.big_client:,} "
+            f"* W14: {self.audit_scale:,} generated audit events and one client with {self.w14_shape.big_client:,} "
             f"secrets, checkouts every 50 ms ({self.w14_solo_seconds:g} s alone first), on SQLite and PostgreSQL; "
-            f"W15: `audit export` of the same {self.w6_events:,} events and more",
+            f"W15: `audit export` of the same {self.audit_scale:,} events and more",
         ]
         return "\n".join(lines)
 

@@ -97,12 +97,13 @@ def make_events(u: EventUnit) -> dict[str, list[Any]]:
 
 def generate_step(params: dict[str, Any]) -> dict[str, Any]:
     url, total = params["url"], params["events"]
-    mf = dataset.build(url, SHAPE)
+    shape = Shape(**params["shape"]) if "shape" in params else SHAPE  # W14 asks for a big client
+    mf = dataset.build(url, shape)
     Path(params["manifest"]).write_text(json.dumps(mf.to_json()))
     admin, keys = dataset.AdminKeys.unlock(url)
     engine = admin.store.engine
     seeds, engineers = {}, []
-    for e in range(SHAPE.engineers):
+    for e in range(shape.engineers):
         name = dataset.engineer_name(e)
         vault = dataset.open_vault(mf, name)
         text = vault.sessions.get(keys.vault_id, name)
@@ -125,7 +126,7 @@ def generate_step(params: dict[str, Any]) -> dict[str, Any]:
     admin.close()
     at_us = int(time.time() * 1_000_000)
     units = [
-        EventUnit(keys.vault_id, s, min(UNIT, seq + total + 1 - s), at_us, tuple(engineers), tuple(audit_keys), SHAPE)
+        EventUnit(keys.vault_id, s, min(UNIT, seq + total + 1 - s), at_us, tuple(engineers), tuple(audit_keys), shape)
         for s in range(seq + 1, seq + total + 1, UNIT)
     ]
     windows = iter([units[i : i + WINDOW_UNITS] for i in range(0, len(units), WINDOW_UNITS)])
