@@ -64,7 +64,9 @@ METHOD = """\
 * **Baselines**, measured in the same run: W1, one durable single-row commit on the same storage (the floor of any
   checkout that commits its audit event first); W2, `pass show`; W3, re-wrapping the same keys with plain
   sqlite3 + cryptography; W4, the same rotation at a tenth of the secrets; W6, the Ed25519 + SHA-256 work per
-  event, divided by the cores.
+  event, divided by the cores; W10, `pass show`; W11, W1's durable-commit floor; W12, one JOIN plus the same
+  decryption with the library's recipes; W13, the same engineer set-up with 10 grants; W14, the same checkouts
+  alone; W15, the same process reading 20 events.
 * **Statistics**: medians (and nearest-rank p99) of repeated runs; `n=` gives the count. Nothing asserts on a
   time: the exit status is non-zero only when a correctness check fails."""
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes; check results, not times (CI)")
     parser.add_argument("--only", metavar="W1,W6", help="run only these workloads (W8 is every row's peak RSS)")
     parser.add_argument("--out", type=Path, help="write the report here (default docs/performance.md; none in --quick)")
-    parser.add_argument("--audit-events", type=int, help="events for W6 (default: the scale)")
+    parser.add_argument("--audit-events", type=int, help="audit events for W6, W14 and W15 (default: the scale)")
     parser.add_argument("--workdir", type=Path, help="where the data sets go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the data sets afterwards")
     args = parser.parse_args(argv)

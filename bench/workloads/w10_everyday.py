@@ -197,7 +197,8 @@ def run(ctx: Context) -> Outcome:
     pass_what = "pass show" if pass_ms is not None else v["pass"].get("why", "pass unavailable")
     where = "installed copy" if v["installed"] else ".venv console script"
     session = "agent running" if v["agent"] else "keyring session, no agent"
-    met, slow = [], []
+    met: list[str] = []
+    slow: list[str] = []
     for label, f in v["commands"].items():
         ms = f["summary"]["median"] * 1000
         verdict = "not measurable"

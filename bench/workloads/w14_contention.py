@@ -90,13 +90,13 @@ def _checker(manifest: dict[str, Any], ref: str, ready: Any, stop: Any, results:
         if wait > 0:
             time.sleep(wait)
         start = time.monotonic()
-        error = None
+        failed: str | None = None
         try:
             if vault.checkout(ref, reason="bench W14").value != expected:
-                error = "wrong value"
+                failed = "wrong value"
         except Exception as failure:  # any exception is a failed checkout
-            error = type(failure).__name__
-        samples.append((start, time.monotonic() - start, error))
+            failed = type(failure).__name__
+        samples.append((start, time.monotonic() - start, failed))
         tick = max(tick + PERIOD_S, time.monotonic())  # an overrun starts the next one at once, no burst
     vault.close()
     results.put({"samples": samples, "warm": 1})
