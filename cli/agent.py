@@ -131,6 +131,14 @@ def stop_agent(app: AppContext, name: str, *, every: bool = False) -> bool:
     return stopped
 
 
+def agent_running(app: AppContext, name: str) -> bool:
+    """Whether an agent of ``name`` answers on the selected database."""
+    try:
+        return _ping(agentclient.socket_path(app.db_url(), name)) is not None
+    except ConfigurationError:
+        return False
+
+
 def _ping(path: str) -> dict[str, object] | None:
     try:
         return agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)

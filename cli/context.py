@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vault.errors import InvalidInput, Locked
+from vault.errors import ConfigurationError, InvalidInput, Locked
 from vault.service import config
 
 if TYPE_CHECKING:
     from vault import Vault
     from vault.service.records import Revealed
-    from vault.service.sessions import SessionStore
+    from vault.service.sessions import SessionStore, UnlockedSession
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
@@ -158,7 +158,10 @@ class AppContext:
     def session_vault(self) -> Vault:
         """A Vault acting as the selected engineer, unlocked or ready to use a session."""
         if self.passphrase_file is None:
-            return self.keyring_vault()
+            from vault.service.sessions import KeyringSessionStore
+
+            name = self.engineer()
+            return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
         from vault.service.sessions import MemorySessionStore
 
         name = self.require_engineer()
@@ -181,7 +184,7 @@ class AppContext:
         from vault.service.records import Revealed
 
         answer = agentclient.checkout(
-            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for
+            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for or None
         )
         if answer is None:
             return None
@@ -198,6 +201,43 @@ class AppContext:
     def close(self) -> None:
         while self._vaults:
             self._vaults.pop().close()
+
+
+class AgentAwareSessions:
+    """The keyring's sessions, saying what to do when the session is in an agent instead.
+
+    The agent lends no key: a command the fast path (cli/fast/) does not serve through
+    it runs in this process and needs the session here (``unlock --keyring``) or its
+    own unlock (``--passphrase-file``)."""
+
+    def __init__(self, inner: SessionStore, app: AppContext, name: str | None) -> None:
+        self.inner, self.app, self.name = inner, app, name
+
+    def put(self, session: UnlockedSession) -> None:
+        self.inner.put(session)
+
+    def delete(self, vault_id: bytes, name: str) -> bool:
+        return self.inner.delete(vault_id, name)
+
+    def get(self, vault_id: bytes, name: str) -> str | None:
+        try:
+            text = self.inner.get(vault_id, name)
+        except ConfigurationError:
+            if not self._agent_runs(name):
+                raise
+            text = None
+        if text is None and self._agent_runs(name):
+            raise Locked(
+                f"the agent holds the session of {name!r}, and this command runs in this process",
+                hint="the agent serves the everyday commands; for this one run `credvault unlock --keyring`, "
+                "or pass --passphrase-file PATH",
+            )
+        return text
+
+    def _agent_runs(self, name: str) -> bool:
+        from .agent import agent_running
+
+        return agent_running(self.app, name)
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -51,6 +51,7 @@ from vault.service.agentclient import (
 
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
 REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one connection at a time)
+READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log")
 REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
 
@@ -91,6 +92,12 @@ class Agent:
             return {"ok": True}
         if op == "checkout":
             return self._checkout(message)
+        if op in READS:
+            return {"ok": True, "result": self._read(op, message)}
+        if op == "checkin":
+            return self._checkin(message)
+        if op == "secret-add":
+            return self._add_secret(message)
         from vault.service.validation import shown
 
         raise errors.InvalidInput(f"unknown agent request {shown(op)}", hint=REQUEST_HINT)
@@ -120,6 +127,52 @@ class Agent:
             "expires_at": revealed.expires_at.isoformat() if revealed.expires_at else None,
             "must_change": revealed.must_change,
         }
+
+    def _read(self, op: str, message: dict[str, Any]) -> Any:
+        """A read op's records as JSON (``to_json`` of each): the CLI prints them as the
+        click command would print the records themselves."""
+        vault = self.vault
+        if op == "whoami":
+            return vault.whoami().to_json()
+        if op == "client-list":
+            return [c.to_json() for c in vault.list_clients()]
+        if op == "secret-list":
+            return [s.to_json() for s in vault.list_secrets(_optional(message, "client", str))]
+        if op == "secret-show":
+            return vault.show_secret(_text(message, "ref")).to_json()
+        limit = _optional(message, "limit", int)
+        if limit is not None and limit < 1:
+            raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
+        entries = vault.audit_log(
+            client=_optional(message, "client", str), engineer=_optional(message, "engineer", str), limit=limit
+        )
+        return [e.to_json() for e in entries]
+
+    def _checkin(self, message: dict[str, Any]) -> dict[str, Any]:
+        result = self.vault.checkin(
+            _text(message, "ref"),
+            new_password=_optional(message, "new_password", str),
+            generate=_optional(message, "generate", bool) is True,
+            length=_optional(message, "length", int),
+        )
+        return {"ok": True, "must_change": None if result is None else result.must_change}
+
+    def _add_secret(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``secret add``: the password comes in the request (from the CLI's stdin or its
+        generator), never from the CLI's argv."""
+        info = self.vault.add_secret(
+            _text(message, "ref"),
+            password=_text(message, "password"),
+            kind=_text(message, "kind"),
+            username=_optional(message, "username", str),
+            url=_optional(message, "url", str),
+            host=_optional(message, "host", str),
+            note=_optional(message, "note", str),
+            fields=_texts(message, "fields") or {},
+            sensitive_fields=_texts(message, "sensitive_fields") or None,
+            public_fields=_texts(message, "public_fields") or None,
+        )
+        return {"ok": True, "ref": info.ref, "kind": info.kind, "version": info.version}
 
     def answer(self, message: dict[str, Any]) -> dict[str, Any]:
         """``handle`` with every failure turned into an error answer (never a traceback)."""
@@ -182,6 +235,14 @@ def _text(message: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise errors.InvalidInput(f"the agent request has no {key}", hint=REQUEST_HINT)
     return value
+
+
+def _texts(message: dict[str, Any], key: str) -> dict[str, str] | None:
+    """``message[key]``: absent, null, or an object of strings; else InvalidInput."""
+    value = _optional(message, key, dict)
+    if value is not None and not all(isinstance(v, str) for v in value.values()):
+        raise errors.InvalidInput(f"the agent request's {key} holds a value that is not a str", hint=REQUEST_HINT)
+    return None if value is None else {str(k): str(v) for k, v in value.items()}
 
 
 def _optional(message: dict[str, Any], key: str, kind: type) -> Any:
@@ -254,7 +315,14 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         stdout.write(json.dumps(_failure(errors.InvalidInput("the agent's start order is malformed"))) + "\n")
         return 1
     try:
-        stdout.write(json.dumps({"ok": True, "expires_at": info.expires_at.isoformat(), "pid": os.getpid()}) + "\n")
+        ready = {
+            "ok": True,
+            "engineer": info.engineer,
+            "role": info.role,
+            "expires_at": info.expires_at.isoformat(),
+            "pid": os.getpid(),
+        }
+        stdout.write(json.dumps(ready) + "\n")
         stdout.flush()
         stdout.close()
         Agent(vault, info.expires_at, lambda: dt.datetime.now(dt.UTC)).serve(listener, path)
