@@ -16,11 +16,11 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
-from vault.errors import ConfigurationError, InvalidInput, Locked
+from vault.errors import ConfigurationError, InvalidInput, Locked, StoreUnavailable
 from vault.service import config
 
 if TYPE_CHECKING:
@@ -158,16 +158,37 @@ class AppContext:
     def session_vault(self) -> Vault:
         """A Vault acting as the selected engineer, unlocked or ready to use a session."""
         if self.passphrase_file is None:
-            from vault.service.sessions import KeyringSessionStore
-
             name = self.engineer()
-            return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
+            path = self._agent_path(name)
+            if path is not None:  # the everyday calls go to the agent (cli/agentvault.py)
+                from .agentvault import AgentVault
+
+                return cast("Vault", AgentVault(path, lambda: self._keyring_session_vault(name)))
+            return self._keyring_session_vault(name)
         from vault.service.sessions import MemorySessionStore
 
         name = self.require_engineer()
         vault = self.open(engineer=name, sessions=MemorySessionStore())
         vault.unlock(name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory())
         return vault
+
+    def _keyring_session_vault(self, name: str | None) -> Vault:
+        from vault.service.sessions import KeyringSessionStore
+
+        return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
+
+    def _agent_path(self, name: str | None) -> str | None:
+        """The socket of the selected engineer's running agent, or None."""
+        from vault.service import agentclient
+
+        if not name:
+            return None
+        try:
+            path = agentclient.socket_path(self.db_url(), name)
+            agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
+        except (agentclient.AgentAbsent, ConfigurationError, StoreUnavailable):
+            return None
+        return path
 
     def agent_checkout(
         self, ref: str, *, reason: str | None, field: str, version: int | None, hold_for: str | None

@@ -228,7 +228,8 @@ def checkin(served: Served) -> None:
     )
     stored = " and stored a new password" if (new_password is not None or order.generate) else ""
     echo(f"Checked in {order.ref}{stored}.")
-    if answer.get("must_change") is True:
+    result = answer.get("result")
+    if isinstance(result, dict) and result.get("must_change") is True:
         echo("Note: this secret must still be changed (rotate-after-checkout).", err=True)
 
 
@@ -261,7 +262,8 @@ def secret_add(served: Served) -> None:
         sensitive_fields=order.sensitive_fields,
         public_fields=order.public_fields,
     )
-    echo(f"Added {answer['ref']} ({answer['kind']}, version {answer['version']}).")
+    info = answer["result"]
+    echo(f"Added {info['client']}/{info['name']} ({info['kind']}, version {info['version']}).")
     if order.generate:
         echo(f"A random {len(password)}-character password was generated and stored; it is not shown.")
 

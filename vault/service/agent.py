@@ -143,8 +143,12 @@ class Agent:
         limit = _optional(message, "limit", int)
         if limit is not None and limit < 1:
             raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
+        since = _optional(message, "since", str)
         entries = vault.audit_log(
-            client=_optional(message, "client", str), engineer=_optional(message, "engineer", str), limit=limit
+            client=_optional(message, "client", str),
+            engineer=_optional(message, "engineer", str),
+            since=_point(since) if since is not None else None,
+            limit=limit,
         )
         return [e.to_json() for e in entries]
 
@@ -155,7 +159,11 @@ class Agent:
             generate=_optional(message, "generate", bool) is True,
             length=_optional(message, "length", int),
         )
-        return {"ok": True, "must_change": None if result is None else result.must_change}
+        if result is None:
+            return {"ok": True, "result": None}
+        expires = result.expires_at.isoformat() if result.expires_at else None
+        fields = {"ref": result.ref, "field": result.field, "version": result.version, "expires_at": expires}
+        return {"ok": True, "result": {**fields, "must_change": result.must_change}}  # never the value
 
     def _add_secret(self, message: dict[str, Any]) -> dict[str, Any]:
         """``secret add``: the password comes in the request (from the CLI's stdin or its
@@ -172,7 +180,7 @@ class Agent:
             sensitive_fields=_texts(message, "sensitive_fields") or None,
             public_fields=_texts(message, "public_fields") or None,
         )
-        return {"ok": True, "ref": info.ref, "kind": info.kind, "version": info.version}
+        return {"ok": True, "result": info.to_json()}
 
     def answer(self, message: dict[str, Any]) -> dict[str, Any]:
         """``handle`` with every failure turned into an error answer (never a traceback)."""
@@ -234,6 +242,17 @@ def _text(message: dict[str, Any], key: str) -> str:
     value = message.get(key)
     if not isinstance(value, str):
         raise errors.InvalidInput(f"the agent request has no {key}", hint=REQUEST_HINT)
+    return value
+
+
+def _point(text: str) -> dt.datetime:
+    """An aware ISO-8601 time (audit-log's ``since``), else InvalidInput."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise errors.InvalidInput("the agent request's since is not an ISO-8601 time with a zone", hint=REQUEST_HINT)
     return value
 
 
