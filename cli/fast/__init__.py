@@ -21,7 +21,7 @@ import sys
 
 from .parse import Order, parse
 
-__all__ = ["Order", "main", "parse"]
+__all__ = ["Order", "main", "parse", "via_agent"]
 
 
 def main() -> None:
@@ -37,3 +37,10 @@ def main() -> None:
     from ..main import main as click_main
 
     click_main()
+
+
+def via_agent(order: Order) -> int | None:
+    """Run ``order`` through the engineer's agent: the exit status, or None if none runs."""
+    from .serve import serve
+
+    return serve(order)
