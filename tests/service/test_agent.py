@@ -116,9 +116,7 @@ def test_a_bug_in_the_agent_is_reported_without_its_text(admin: Vault) -> None:
     assert PASSWORD not in repr(answer)
 
 
-def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(
-    admin: Vault, home: Path
-) -> None:
+def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(admin: Vault, home: Path) -> None:
     clock = Clock()
     path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     server = agent.Agent(admin, clock() + dt.timedelta(seconds=30), clock)
@@ -371,9 +369,7 @@ def test_the_everyday_ops_refuse_wrong_types_and_values_and_the_agent_lives_on(
     _alive(path, admin)
 
 
-def test_the_everyday_ops_answer_records_and_never_a_key(
-    served: tuple[agent.Agent, Path, Clock], admin: Vault
-) -> None:
+def test_the_everyday_ops_answer_records_and_never_a_key(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     _server, path, _clock = served
     assert agentclient.request(path, {"op": "whoami"})["result"] == admin.whoami().to_json()
     assert agentclient.request(path, {"op": "client-list"})["result"] == [c.to_json() for c in admin.list_clients()]
