@@ -41,6 +41,13 @@ def strip_newline(text: str) -> str:
     return text.removesuffix("\n")
 
 
+def interactive() -> bool:
+    """Whether a person can answer a prompt (standard input and error are terminals)."""
+    import sys
+
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 def read_private_file(path: Path, what: str = "passphrase file") -> str:
     """The text of a file holding a secret (a passphrase, an enrolment code, recovery
     shares), refused when other users may read it: what it holds would not be secret."""
@@ -163,7 +170,7 @@ class AppContext:
             if path is not None:  # the everyday calls go to the agent (cli/agentvault.py)
                 from .agentvault import AgentVault
 
-                return cast("Vault", AgentVault(path, lambda: self._keyring_session_vault(name)))
+                return cast("Vault", AgentVault(path, lambda: self._beside_the_agent(name)))
             return self._keyring_session_vault(name)
         from vault.service.sessions import MemorySessionStore
 
@@ -176,6 +183,23 @@ class AppContext:
         from vault.service.sessions import KeyringSessionStore
 
         return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
+
+    def _beside_the_agent(self, name: str | None) -> Vault:
+        """A Vault for a call the agent does not serve: the keyring's session if there is
+        one, else (at a terminal) the passphrase asked once for this command alone; the
+        agent lends no key. Not at a terminal: ``Locked``, saying what to do."""
+        vault = self._keyring_session_vault(name)
+        if not name or not interactive():
+            return vault
+        try:
+            vault.whoami()  # a usable session in this process? (no audit event)
+        except (Locked, ConfigurationError):
+            from vault.service.sessions import MemorySessionStore
+
+            passphrase = ask_passphrase(None, prompt=f"Passphrase for {name} (this command runs outside the agent)")
+            vault = self.open(engineer=name, sessions=MemorySessionStore())
+            vault.unlock(name, passphrase, remember=False, org_memory=config.OrgKeyMemory())
+        return vault
 
     def _agent_path(self, name: str | None) -> str | None:
         """The socket of the selected engineer's running agent, or None."""
@@ -250,8 +274,8 @@ class AgentAwareSessions:
         if text is None and self._agent_runs(name):
             raise Locked(
                 f"the agent holds the session of {name!r}, and this command runs in this process",
-                hint="the agent serves the everyday commands; for this one run `credvault unlock --keyring`, "
-                "or pass --passphrase-file PATH",
+                hint="the agent serves the everyday commands; for this one run it at a terminal (it asks the "
+                "passphrase), run `credvault unlock --keyring`, or pass --passphrase-file PATH",
             )
         return text
 

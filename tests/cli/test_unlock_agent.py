@@ -105,3 +105,22 @@ def test_the_unlock_mode_comes_from_the_environment(headless: Workspace, monkeyp
     bad = headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN])
     assert_clean_error(bad)
     assert "CREDVAULT_UNLOCK must be agent or keyring" in bad.stderr
+
+
+def test_at_a_terminal_a_command_the_agent_does_not_serve_asks_the_passphrase(
+    headless: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent lends no key: `client add` asks the passphrase once for itself."""
+    from vault.cli import context
+
+    ws = headless
+    ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))
+    monkeypatch.setattr(context, "interactive", lambda: True)
+    wrong = ws.admin("client", "add", "globex", "--name", "Globex", input="not the passphrase\n")
+    assert_clean_error(wrong, "not the passphrase")
+    added = ok(ws.admin("client", "add", "globex", "--name", "Globex", input=ADMIN_PASS + "\n"))
+    assert "Passphrase for root (this command runs outside the agent)" in added.stderr
+    assert ADMIN_PASS not in added.output
+    assert "globex" in ok(ws.admin("client", "list")).stdout  # through the agent, no prompt
+    monkeypatch.setattr(context, "interactive", lambda: False)
+    assert_clean_error(ws.admin("client", "add", "initech", "--name", "Initech", input=ADMIN_PASS + "\n"))
