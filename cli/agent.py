@@ -1,10 +1,12 @@
 """The resident agent: ``credvault agent start | status | stop``.
 
-``agent start`` unlocks once (a hidden prompt or ``--passphrase-file``) into a
-background process that holds the session in memory, without the OS keyring; while it
-runs, ``credvault checkout`` asks it over a private Unix socket instead of opening the
-database and the keys itself (see ``vault/service/agent.py``). Every checkout is still
-an audited ``Vault.checkout`` with its reason. ``credvault lock`` stops it too.
+``credvault unlock`` starts the agent by default; ``agent start`` does the same without
+replacing a running one. Either unlocks once (a hidden prompt or ``--passphrase-file``)
+into a background process that holds the session in memory, without the OS keyring;
+while it runs, the everyday commands ask it over a private Unix socket instead of
+opening the database and the keys themselves (cli/fast/, cli/agentvault.py,
+``vault/service/agent.py``). Every request is still the audited library call the
+command would make. ``credvault lock`` stops it too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .output import echo_json, when
 
 @click.group("agent")
 def agent() -> None:
-    """Keep your unlocked session in a background agent, for fast checkouts.
+    """Keep your unlocked session in a background agent (what `unlock` does by default).
 
     \b
     Example:
@@ -43,7 +45,7 @@ def agent() -> None:
 @PASSPHRASE_FILE
 @pass_app
 def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> None:
-    """Unlock once and start the agent; checkouts then go through it.
+    """Unlock once and start the agent; the everyday commands then go through it.
 
     The agent keeps your keys in its memory only, answers only your own user on a
     socket in a private directory, and ends when its time is up, at `agent stop` or at
@@ -129,6 +131,14 @@ def stop_agent(app: AppContext, name: str, *, every: bool = False) -> bool:
             continue
         stopped = True
     return stopped
+
+
+def agent_running(app: AppContext, name: str) -> bool:
+    """Whether an agent of ``name`` answers on the selected database."""
+    try:
+        return _ping(agentclient.socket_path(app.db_url(), name)) is not None
+    except ConfigurationError:
+        return False
 
 
 def _ping(path: str) -> dict[str, object] | None:

@@ -16,17 +16,17 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
-from vault.errors import InvalidInput, Locked
+from vault.errors import ConfigurationError, InvalidInput, Locked, StoreUnavailable
 from vault.service import config
 
 if TYPE_CHECKING:
     from vault import Vault
     from vault.service.records import Revealed
-    from vault.service.sessions import SessionStore
+    from vault.service.sessions import SessionStore, UnlockedSession
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
@@ -39,6 +39,13 @@ def strip_newline(text: str) -> str:
     if text.endswith("\r\n"):
         return text[:-2]
     return text.removesuffix("\n")
+
+
+def interactive() -> bool:
+    """Whether a person can answer a prompt (standard input and error are terminals)."""
+    import sys
+
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def read_private_file(path: Path, what: str = "passphrase file") -> str:
@@ -158,13 +165,54 @@ class AppContext:
     def session_vault(self) -> Vault:
         """A Vault acting as the selected engineer, unlocked or ready to use a session."""
         if self.passphrase_file is None:
-            return self.keyring_vault()
+            name = self.engineer()
+            path = self._agent_path(name)
+            if path is not None:  # the everyday calls go to the agent (cli/agentvault.py)
+                from .agentvault import AgentVault
+
+                return cast("Vault", AgentVault(path, lambda: self._beside_the_agent(name)))
+            return self._keyring_session_vault(name)
         from vault.service.sessions import MemorySessionStore
 
         name = self.require_engineer()
         vault = self.open(engineer=name, sessions=MemorySessionStore())
         vault.unlock(name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory())
         return vault
+
+    def _keyring_session_vault(self, name: str | None) -> Vault:
+        from vault.service.sessions import KeyringSessionStore
+
+        return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
+
+    def _beside_the_agent(self, name: str | None) -> Vault:
+        """A Vault for a call the agent does not serve: the keyring's session if there is
+        one, else (at a terminal) the passphrase asked once for this command alone; the
+        agent lends no key. Not at a terminal: ``Locked``, saying what to do."""
+        vault = self._keyring_session_vault(name)
+        if not name or not interactive():
+            return vault
+        try:
+            vault.whoami()  # a usable session in this process? (no audit event)
+        except (Locked, ConfigurationError):
+            from vault.service.sessions import MemorySessionStore
+
+            passphrase = ask_passphrase(None, prompt=f"Passphrase for {name} (this command runs outside the agent)")
+            vault = self.open(engineer=name, sessions=MemorySessionStore())
+            vault.unlock(name, passphrase, remember=False, org_memory=config.OrgKeyMemory())
+        return vault
+
+    def _agent_path(self, name: str | None) -> str | None:
+        """The socket of the selected engineer's running agent, or None."""
+        from vault.service import agentclient
+
+        if not name:
+            return None
+        try:
+            path = agentclient.socket_path(self.db_url(), name)
+            agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
+        except (agentclient.AgentAbsent, ConfigurationError, StoreUnavailable):
+            return None
+        return path
 
     def agent_checkout(
         self, ref: str, *, reason: str | None, field: str, version: int | None, hold_for: str | None
@@ -181,7 +229,7 @@ class AppContext:
         from vault.service.records import Revealed
 
         answer = agentclient.checkout(
-            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for
+            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for or None
         )
         if answer is None:
             return None
@@ -198,6 +246,43 @@ class AppContext:
     def close(self) -> None:
         while self._vaults:
             self._vaults.pop().close()
+
+
+class AgentAwareSessions:
+    """The keyring's sessions, saying what to do when the session is in an agent instead.
+
+    The agent lends no key: a command the fast path (cli/fast/) does not serve through
+    it runs in this process and needs the session here (``unlock --keyring``) or its
+    own unlock (``--passphrase-file``)."""
+
+    def __init__(self, inner: SessionStore, app: AppContext, name: str | None) -> None:
+        self.inner, self.app, self.name = inner, app, name
+
+    def put(self, session: UnlockedSession) -> None:
+        self.inner.put(session)
+
+    def delete(self, vault_id: bytes, name: str) -> bool:
+        return self.inner.delete(vault_id, name)
+
+    def get(self, vault_id: bytes, name: str) -> str | None:
+        try:
+            text = self.inner.get(vault_id, name)
+        except ConfigurationError:
+            if not self._agent_runs(name):
+                raise
+            text = None
+        if text is None and self._agent_runs(name):
+            raise Locked(
+                f"the agent holds the session of {name!r}, and this command runs in this process",
+                hint="the agent serves the everyday commands; for this one run it at a terminal (it asks the "
+                "passphrase), run `credvault unlock --keyring`, or pass --passphrase-file PATH",
+            )
+        return text
+
+    def _agent_runs(self, name: str) -> bool:
+        from .agent import agent_running
+
+        return agent_running(self.app, name)
 
 
 pass_app = click.make_pass_decorator(AppContext)

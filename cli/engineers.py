@@ -275,32 +275,80 @@ def list_engineers(app: AppContext, as_json: bool) -> None:
     )
 
 
+UNLOCK_ENV = "CREDVAULT_UNLOCK"  # "agent" (the default) or "keyring": where `unlock` keeps the session
+UNLOCK_MODES = ("agent", "keyring")
+
+
+def unlock_mode(flag: bool | None) -> str:
+    """``keyring`` or ``agent``: --keyring/--agent, else CREDVAULT_UNLOCK, else the agent."""
+    import os
+
+    if flag is not None:
+        return "keyring" if flag else "agent"
+    mode = os.environ.get(UNLOCK_ENV) or "agent"
+    if mode not in UNLOCK_MODES:
+        raise ConfigurationError(
+            f"{UNLOCK_ENV} must be agent or keyring", hint=f"unset {UNLOCK_ENV}, or set it to agent"
+        )
+    return mode
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option(
     "--ttl", metavar="DURATION", help="How long the session lasts (default CREDVAULT_SESSION_TTL or 15m; at most 12h)."
 )
+@click.option(
+    "--keyring/--agent",
+    "use_keyring",
+    default=None,
+    help="Keep the session in the OS keyring instead of the agent (default: the agent, or CREDVAULT_UNLOCK).",
+)
 @PASSPHRASE_FILE
 @pass_app
-def unlock(app: AppContext, name: str | None, ttl: str | None, passphrase_file: Path | None) -> None:
-    """Open your keys once and keep the session in the OS keyring until it expires.
+def unlock(
+    app: AppContext, name: str | None, ttl: str | None, use_keyring: bool | None, passphrase_file: Path | None
+) -> None:
+    """Open your keys once and keep the session in the agent until it expires.
 
-    NAME defaults to --as, CREDVAULT_ENGINEER, or the engineer last unlocked here.
+    The agent is a background process holding your keys in memory (no OS keyring
+    needed); the everyday commands go through it. With --keyring (or
+    CREDVAULT_UNLOCK=keyring) the session goes to the OS keyring instead, where every
+    command opens it in-process. NAME defaults to --as, CREDVAULT_ENGINEER, or the
+    engineer last unlocked here.
 
     \b
     Example:
       credvault unlock bob --ttl 1h
+      credvault unlock --keyring
     """
     name = name or app.require_engineer()
     lifetime = app.session_ttl(ttl)
     engineer_name(name)  # before the prompt that names them
+    if unlock_mode(use_keyring) == "agent":
+        _unlock_agent(app, name, lifetime, passphrase_file)
+        return
     vault = app.keyring_vault(name)  # the pinned vault (see `AppContext.check_pin`), before the passphrase
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     info = vault.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
-    local = config.LocalConfig.load()
-    local.engineer, local.db_url = info.engineer, local.db_url or app.db_url()
-    local.save()
+    _remember(db_url=config.LocalConfig.load().db_url or app.db_url(), engineer=info.engineer)
     say(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
+
+
+def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase_file: Path | None) -> None:
+    """``unlock`` into a new agent, replacing this engineer's agent on this database."""
+    from vault.service import agent as agent_service  # the server side: only starting needs it
+
+    from .agent import stop_agent
+
+    url = app.db_url()
+    app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before any passphrase is typed
+    passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
+    stop_agent(app, name)  # a new unlock replaces the session, as it does in the keyring
+    answer = agent_service.start(url, name, passphrase, lifetime)
+    _remember(db_url=config.LocalConfig.load().db_url or url, engineer=str(answer["engineer"]))
+    expires = dt.datetime.fromisoformat(str(answer["expires_at"]))
+    say(f"Unlocked {answer['engineer']} ({answer['role']}) until {when(expires)}; the agent holds the session.")
 
 
 @click.command()
@@ -322,8 +370,8 @@ def lock(app: AppContext) -> None:
         locked = app.keyring_vault(name).lock()
     except ConfigurationError:
         if not stopped:
-            raise
-        return  # no OS keyring here, so the agent held the only session
+            click.echo(f"{name} had no unlocked session here.")
+        return  # no OS keyring here: an agent held the only session, if any
     if locked:
         click.echo(f"Locked {name}.")
     elif not stopped:

@@ -25,6 +25,10 @@ from vault.crypto.keyrecord import FLOOR
 from vault.service.sessions import MemorySessionStore
 from vault.storage import engine as storage
 
+# `credvault unlock` starts an agent by default; the suite written for the keyring session
+# keeps testing that mode (`unlock --keyring`). The agent's tests (tests/cli/test_fast.py,
+# test_agent_cli.py, test_unlock_agent.py) delete this to test the default.
+os.environ["CREDVAULT_UNLOCK"] = "keyring"
 PG_URL = os.environ.get("CREDVAULT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 FAST_KDF = FLOOR  # the floor is still OWASP's minimum; tests use it for speed

@@ -1,24 +1,29 @@
-"""The console-script entry point's fast path (cli/fast.py) against the click command.
+"""The console-script entry point's fast path (cli/fast/) against the click command.
 
 ``parse`` must take exactly the command lines it can answer as the click command would
 and hand every other one on; for the lines it takes, a real agent answers and the
 output, error text and exit status must equal the click command's, byte for byte
-(times to the minute aside), while importing no click.
+(times to the minute aside), while the CLI process imports neither click nor
+SQLAlchemy nor cryptography. Both runs go through the same agent (the click command
+asks it too, cli/agentvault.py), on the same vault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, Workspace, ok
-from vault.cli.fast import Checkout, parse
+from test_bad_input import PLANTED_NAME, PLANTED_USER, RAW_CONTROLS, _plant_metadata
+from vault.cli.fast import Order, parse
 
 from vault.service import agentclient
 
@@ -29,19 +34,49 @@ REF = "acme/fw01-admin"
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["checkout", REF, "-r", "T-1", "--show"], Checkout(ref=REF, reason="T-1", show=True)),
+        (["checkout", REF, "-r", "T-1", "--show"], Order("checkout", ref=REF, reason="T-1", show=True)),
         (
             ["--db", "sqlite:///x.db", "--as", "bob", "checkout", "--json", REF, "--reason=T 2", "--for", "2h"],
-            Checkout(db="sqlite:///x.db", as_engineer="bob", ref=REF, reason="T 2", hold_for="2h", as_json=True),
+            Order(
+                "checkout", db="sqlite:///x.db", as_engineer="bob", ref=REF, reason="T 2", hold_for="2h", as_json=True
+            ),
         ),
         (
             ["checkout", REF, "--field", "username", "--version", "3", "--show", "-r", "x"],
-            Checkout(ref=REF, reason="x", field="username", version=3, show=True),
+            Order("checkout", ref=REF, reason="x", field="username", version=3, show=True),
         ),
-        (["checkout", REF, "--show"], Checkout(ref=REF, show=True)),  # the agent says a reason is needed
+        (["checkout", REF, "--show"], Order("checkout", ref=REF, show=True)),  # the agent says a reason is needed
+        (["checkout", REF, "-r", "x"], Order("checkout", ref=REF, reason="x")),  # the clipboard, copied here
+        (["checkout", REF, "-r", "x", "--clear-after", "9"], Order("checkout", ref=REF, reason="x", clear_after=9)),
+        (["whoami"], Order("whoami")),
+        (["--as", "bob", "whoami", "--json"], Order("whoami", as_engineer="bob", as_json=True)),
+        (["client", "list"], Order("client list")),
+        (["secret", "list"], Order("secret list")),
+        (["secret", "list", "--json", "acme"], Order("secret list", client="acme", as_json=True)),
+        (["secret", "show", REF], Order("secret show", ref=REF)),
+        (["audit", "log", "--limit", "20"], Order("audit log", limit=20)),
+        (["audit", "log", "--client=acme", "--json"], Order("audit log", client="acme", as_json=True)),
+        (["checkin", REF], Order("checkin", ref=REF)),
+        (["checkin", REF, "--generate", "--length", "30"], Order("checkin", ref=REF, generate=True, length=30)),
+        (["checkin", REF, "--new-password-stdin"], Order("checkin", ref=REF, new_password_stdin=True)),
+        (
+            ["secret", "add", REF, "--kind", "equipment", "--password-stdin", "--field", "a=1", "--field", "b=2"],
+            Order("secret add", ref=REF, kind="equipment", password_stdin=True, fields={"a": "1", "b": "2"}),
+        ),
+        (
+            ["secret", "add", REF, "--kind=other", "--generate", "--sensitive-field", "en=x", "--public-field", "k=v"],
+            Order(
+                "secret add",
+                ref=REF,
+                kind="other",
+                generate=True,
+                sensitive_fields={"en": "x"},
+                public_fields={"k": "v"},
+            ),
+        ),
     ],
 )
-def test_parse_takes_what_it_can_answer(argv: list[str], expected: Checkout) -> None:
+def test_parse_takes_what_it_can_answer(argv: list[str], expected: Order) -> None:
     assert parse(argv) == expected
 
 
@@ -51,24 +86,44 @@ def test_parse_takes_what_it_can_answer(argv: list[str], expected: Checkout) -> 
         [],
         ["--help"],
         ["checkout"],  # a missing argument: click's usage error
-        ["checkout", REF, "-r", "T-1"],  # the clipboard: click's command does it
-        ["checkout", REF, "-r", "T-1", "--show", "--clear-after", "9"],
         ["--passphrase-file", "p", "checkout", REF, "-r", "T-1", "--show"],
         ["checkout", REF, "-rT-1", "--show"],
+        ["checkout", REF, "-r=T-1", "--show"],
         ["checkout", REF, "-r", "a", "-r", "b", "--show"],  # given twice
         ["checkout", REF, "--show", "--show"],
         ["checkout", REF, "other", "--show"],  # two arguments
         ["checkout", REF, "--version", "x", "--show"],
         ["checkout", REF, "--version", "٣", "--show"],  # a non-ASCII digit
+        ["checkout", REF, "--version", "+3", "--show"],
+        ["checkout", REF, "--clear-after", "4"],  # out of click's range
         ["checkout", REF, "--reason", "--show"],  # a value that looks like an option
         ["checkout", REF, "--show", "--help"],
+        ["checkout", REF, "--show", "-h"],
         ["checkout", REF, "--show", "--"],
         ["--db", "x", "--db", "y", "checkout", REF, "--show"],
         ["--version"],
-        ["secret", "show", REF],
-        ["checkin", REF],
-        ["checkout", REF, "--show", "-r", "x", "--unknown"],
+        ["--trust-new-vault", "whoami"],
         ["--as", "checkout", REF, "--show"],
+        ["checkout", REF, "--show", "-r", "x", "--unknown"],
+        ["secret", "history", REF],
+        ["secret", "update", REF, "--generate"],
+        ["secret", "show"],
+        ["secret", "show", REF, "extra"],
+        ["secret", "--json", "list"],
+        ["client", "show", "acme"],
+        ["client", "list", "extra"],
+        ["whoami", "--json", "--json"],
+        ["audit", "log", "--limit", "0"],
+        ["audit", "log", "--since", "7d"],  # read by the click command
+        ["audit", "verify"],
+        ["checkin", REF, "--break"],
+        ["checkin", REF, "--length", "x"],
+        ["secret", "add", REF, "--kind", "rocket", "--generate"],
+        ["secret", "add", REF, "--kind", "other", "--field", "novalue", "--generate"],
+        ["secret", "add", REF, "--kind", "other", "--sensitive-field", "enable", "--generate"],  # a prompt
+        ["secret", "add", REF, "--kind", "other", "--field", "=v", "--generate"],
+        ["secret", "add", REF, "--kind", "other", "--kind", "service", "--generate"],
+        ["checkout", "-", "--show"],
     ],
 )
 def test_parse_hands_everything_else_to_click(argv: list[str]) -> None:
@@ -77,19 +132,36 @@ def test_parse_hands_everything_else_to_click(argv: list[str]) -> None:
 
 # -- the same command lines, both ways, with a real agent -------------------------------------------
 
-RUN_FAST = "import sys, atexit; atexit.register(lambda: print('CLICK', 'click' in sys.modules, file=sys.stderr)); "
+HEAVY = ("click", "sqlalchemy", "cryptography")
+RUN_HOOK = (
+    "import sys, atexit; atexit.register(lambda: print('MODULES', "
+    f"*[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)); "
+)
 
 
 @pytest.fixture
 def served(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object) -> Iterator[Workspace]:
+    """acme/fw01-admin (username, fields), acme/evil and acme/fw01-admin's metadata planted
+    with control characters; the admin's session in an agent started by `unlock`."""
     with tempfile.TemporaryDirectory(prefix="cvfast") as home:
         monkeypatch.setenv("CREDVAULT_HOME", home)
         workspace.init()
         ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
         secret = (REF, "--kind", "equipment", "--username", "netadmin", "--password-stdin")
-        ok(workspace.admin("secret", "add", *secret, input=PASSWORD + "\n"))
+        fields = ("--field", "vlan=20", "--sensitive-field", "enable=en-Secret-1")
+        ok(workspace.admin("secret", "add", *secret, *fields, input=PASSWORD + "\n"))
+        ok(workspace.admin("secret", "add", "acme/evil", "--kind", "other", "--generate"))
+        ok(workspace.admin("secret", "add", "acme/plain", "--kind", "service", "--generate", "--note", "x\ny"))
+        vault = workspace.library()
+        try:
+            _plant_metadata(vault, "acme/evil", name=PLANTED_NAME)
+            _plant_metadata(vault, "acme/plain", username=PLANTED_USER, note="a\x1b[2J\x07b\rc\nd")
+        finally:
+            vault.close()
         ok(workspace.admin("lock"))
-        ok(workspace.admin("agent", "start", "--passphrase-file", workspace.passfiles[ADMIN]))
+        monkeypatch.delenv("CREDVAULT_UNLOCK")  # the default: `unlock` starts the agent
+        unlocked = ok(workspace.admin("unlock", "--passphrase-file", workspace.passfiles[ADMIN]))
+        assert "the agent holds the session" in unlocked.stdout
         try:
             yield workspace
         finally:
@@ -97,46 +169,178 @@ def served(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: 
                 agentclient.request(agentclient.socket_path(workspace.url, ADMIN), {"op": "stop"})
 
 
-def _run(entry: str, args: list[str]) -> tuple[int, str, str, bool]:
-    code = f"{RUN_FAST}sys.argv = ['credvault', *{args!r}]; from {entry} import main; main()"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
-    stderr, _, flag = proc.stderr.rpartition("CLICK ")
-    clock = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d\.\d+)?(\+00:00| UTC)")
-    return proc.returncode, clock.sub("TIME", proc.stdout), clock.sub("TIME", stderr), flag.strip() == "True"
+CLOCK = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00| UTC)")
 
 
-LINES = [
+def _run(
+    entry: str, args: list[str], *, input: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str, tuple[str, ...]]:
+    """(status, stdout, stderr, heavy modules imported) of one CLI process."""
+    code = f"{RUN_HOOK}sys.argv = ['credvault', *{args!r}]; from {entry} import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, input=input, env={**os.environ, **(env or {})}
+    )
+    stderr, _, modules = proc.stderr.rpartition("MODULES")
+    return proc.returncode, CLOCK.sub("TIME", proc.stdout), CLOCK.sub("TIME", stderr), tuple(modules.split())
+
+
+def _both(ws: Workspace, args: list[str], **kw: object) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+    argv = ["--db", ws.url, "--as", ADMIN, *args]
+    fast = _run("vault.cli.fast", argv, **kw)  # type: ignore[arg-type]
+    slow = _run("vault.cli.main", argv, **kw)  # type: ignore[arg-type]
+    assert fast[3] == (), f"the fast path imported {fast[3]}"
+    assert "click" in slow[3]
+    return fast[:3], slow[:3]
+
+
+READS = [
+    ["whoami"],
+    ["whoami", "--json"],
+    ["client", "list"],
+    ["client", "list", "--json"],
+    ["secret", "list"],
+    ["secret", "list", "acme"],
+    ["secret", "list", "acme", "--json"],
+    ["secret", "list", "nope"],
+    ["secret", "show", REF],
+    ["secret", "show", REF, "--json"],
+    ["secret", "show", "acme/plain"],
+    ["secret", "show", "acme/evil"],  # its stored name is no longer "evil"
+    ["secret", "show", "acme/plain", "--json"],
+    ["secret", "show", "acme/nope"],
+    ["secret", "show", "Not A Ref"],
+    ["audit", "log", "--limit", "20"],
+    ["audit", "log", "--limit", "5", "--json"],
+    ["audit", "log", "--limit", "3", "--client", "acme"],
+    ["audit", "log", "--limit", "3", "--engineer", "nobody"],
     ["checkout", REF, "-r", "T-1", "--show"],
     ["checkout", REF, "--reason", "T-1", "--json"],
     ["checkout", REF, "-r", "T-1", "--show", "--for", "1h", "--field", "username"],
     ["checkout", REF, "-r", "T-1", "--json", "--version", "1"],
+    ["checkout", REF, "-r", "T-1", "--show", "--field", "enable"],
+    ["checkout", "acme/plain", "-r", "T-1", "--show", "--field", "note"],
+    ["checkout", "acme/plain", "-r", "T-1", "--json", "--field", "username"],
     ["checkout", "acme/nope", "-r", "T-1", "--show"],
     ["checkout", REF, "--show"],
     ["checkout", REF, "-r", "T-1", "--show", "--for", "9y"],
+    ["checkout", REF, "-r", "T-1", "--show", "--for", ""],
     ["checkout", REF, "-r", "T-1", "--show", "--version", "7"],
     ["checkout", "Not A Ref", "-r", "T-1", "--show"],
+    ["checkin", "acme/nope"],
+    ["secret", "add", REF, "--kind", "other", "--generate"],  # it exists: the same error both ways
+    ["secret", "add", "acme/x", "--kind", "other", "--generate", "--length", "5"],
+    ["secret", "add", "acme/x", "--kind", "other", "--generate", "--field", "no pe=1"],
 ]
 
 
-@pytest.mark.parametrize("args", LINES, ids=[" ".join(a[1:]) for a in LINES])
+@pytest.mark.parametrize("args", READS, ids=[" ".join(a) for a in READS])
 def test_fast_path_answers_as_the_click_command(served: Workspace, args: list[str]) -> None:
-    argv = ["--db", served.url, "--as", ADMIN, *args]
-    fast = _run("vault.cli.fast", argv)
-    slow = _run("vault.cli.main", argv)
-    assert fast[3] is False, "the fast path imported click"
-    assert slow[3] is True
-    assert fast[:3] == slow[:3]
-    if fast[0] == 0:
-        assert PASSWORD in fast[1] or "netadmin" in fast[1]
+    fast, slow = _both(served, args)
+    assert fast == slow
+    status, out, err = fast
+    if status == 0:
+        assert out
     else:
-        assert fast[2].startswith("credvault: error: ") and "\nhint: " in fast[2]
-        assert PASSWORD not in fast[1] + fast[2]
+        assert err.startswith("credvault: error: ") and "\nhint: " in err
+        assert PASSWORD not in out + err
+    for control in RAW_CONTROLS:
+        assert control not in out + err, f"raw {control!r} printed"
+
+
+def test_control_characters_from_storage_are_neutralised(served: Workspace) -> None:
+    """acme/evil's planted name, acme/plain's username and note reach the screen as '?'."""
+    expected = {
+        ("secret", "list", "acme"): ("ev?[2Jil??", "net?]0;owned?admin??"),
+        ("secret", "show", "acme/plain"): (
+            "username:  net?]0;owned?admin\n",
+            "note:      a?[2J?b\n",
+            "\n           d\n",
+        ),
+        ("checkout", "acme/plain", "-r", "T-9", "--show", "--field", "note"): ("a?[2J?b?c\nd\n",),
+    }
+    for args, shown in expected.items():
+        (status, out, err), slow = _both(served, list(args))
+        assert status == 0 and (status, out, err) == slow
+        for text in shown:
+            assert text in out, out
+        for control in RAW_CONTROLS:
+            assert control not in out + err
+
+
+def test_checkout_then_checkin_both_ways(served: Workspace) -> None:
+    results = []
+    for entry in ("vault.cli.fast", "vault.cli.main"):
+        argv = ["--db", served.url, "--as", ADMIN]
+        taken = _run(entry, [*argv, "checkout", REF, "-r", "T-5", "--show"])
+        given = _run(entry, [*argv, "checkin", REF])
+        again = _run(entry, [*argv, "checkin", REF])  # nothing held now: an error
+        assert (taken[3] == ()) == (entry == "vault.cli.fast") == (given[3] == ()) == (again[3] == ())
+        results.append((taken[:3], given[:3], again[:3]))
+    assert results[0] == results[1]
+    assert results[0][1] == (0, f"Checked in {REF}.\n", "")
+    assert results[0][2][0] == 1
+
+
+def test_checkin_with_a_new_password_from_stdin_both_ways(served: Workspace) -> None:
+    argv = ["--db", served.url, "--as", ADMIN]
+    outputs = []
+    for number, entry in enumerate(("vault.cli.fast", "vault.cli.main")):
+        ok_out = _run(entry, [*argv, "checkout", REF, "-r", "T-6", "--show"])
+        assert ok_out[0] == 0
+        new = f"new-Passw0rd-{number}"
+        given = _run(entry, [*argv, "checkin", REF, "--new-password-stdin"], input=new + "\n")
+        outputs.append(given[:3])
+        shown = _run("vault.cli.fast", [*argv, "checkout", REF, "-r", "T-7", "--json", "--for", "1m"])
+        assert json.loads(shown[1])["value"] == new
+        assert _run("vault.cli.fast", [*argv, "checkin", REF])[0] == 0
+    assert outputs[0] == outputs[1] == (0, f"Checked in {REF} and stored a new password.\n", "")
+
+
+def test_secret_add_both_ways(served: Workspace) -> None:
+    """The same `secret add` lines add acme/fast-N with the fast path and acme/click-N with
+    click: the outputs match once the names are swapped, and so do the stored secrets."""
+    lines = [
+        (["--kind", "equipment", "--password-stdin", "--username", "u1", "--field", "vlan=7"], "stdin-Pw-1\n"),
+        (["--kind", "service", "--generate", "--url", "https://x.example", "--sensitive-field", "otp=123456"], None),
+        (["--kind", "other", "--generate", "--length", "40", "--public-field", "pin-hint=blue", "--note", "n"], None),
+        (["--kind", "other", "--password-stdin", "--host", "bad host\x07"], "pw\n"),  # the library refuses it
+    ]
+    for number, (options, given) in enumerate(lines):
+        argv = ["--db", served.url, "--as", ADMIN, "secret", "add"]
+        fast = _run("vault.cli.fast", [*argv, f"acme/fast-{number}", *options], input=given)
+        slow = _run("vault.cli.main", [*argv, f"acme/click-{number}", *options], input=given)
+        assert fast[3] == () and "click" in slow[3]
+        assert fast[:3] == tuple(x.replace("click-", "fast-") if isinstance(x, str) else x for x in slow[:3])
+        if fast[0] == 0:
+            shown = [
+                _run("vault.cli.fast", ["--db", served.url, "--as", ADMIN, "secret", "show", ref, "--json"])[1]
+                for ref in (f"acme/fast-{number}", f"acme/click-{number}")
+            ]
+            first, second = (json.loads(text) for text in shown)
+            for record in (first, second):
+                del record["name"], record["created_at"], record["updated_at"]
+            assert first == second
+    assert "stdin-Pw-1" not in str(lines[0][0])  # the value was never in argv
+
+
+def test_the_clipboard_copy_happens_in_the_cli_process(served: Workspace, tmp_path: Path) -> None:
+    outputs = []
+    for entry in ("vault.cli.fast", "vault.cli.main"):
+        board = tmp_path / f"{entry}.clip"
+        argv = ["--db", served.url, "--as", ADMIN, "checkout", REF, "-r", "T-8", "--clear-after", "5"]
+        result = _run(entry, argv, env={"CREDVAULT_CLIPBOARD_FILE": str(board)})
+        assert (result[3] == ()) == (entry == "vault.cli.fast")
+        assert board.read_text(encoding="utf-8") == PASSWORD
+        outputs.append(result[:3])
+    assert outputs[0] == outputs[1]
+    assert "it is cleared in 5 s" in outputs[0][2] and PASSWORD not in outputs[0][1] + outputs[0][2]
 
 
 def test_without_an_agent_the_click_command_answers(workspace: Workspace, fake_keyring: object) -> None:
     workspace.init()
     ok(workspace.admin("lock"))
-    argv = ["--db", workspace.url, "--as", ADMIN, "checkout", REF, "-r", "T-1", "--show"]
-    code, out, err, imported_click = _run("vault.cli.fast", argv)
-    assert imported_click and code == 1 and out == ""
-    assert err.startswith("credvault: error: ") and "locked" in err
+    for args in (["checkout", REF, "-r", "T-1", "--show"], ["whoami"], ["secret", "list"]):
+        argv = ["--db", workspace.url, "--as", ADMIN, *args]
+        code, out, err, modules = _run("vault.cli.fast", argv)
+        assert "click" in modules and code == 1 and out == ""
+        assert err.startswith("credvault: error: ") and "locked" in err

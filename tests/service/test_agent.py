@@ -116,9 +116,7 @@ def test_a_bug_in_the_agent_is_reported_without_its_text(admin: Vault) -> None:
     assert PASSWORD not in repr(answer)
 
 
-def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(
-    admin: Vault, home: Path
-) -> None:
+def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(admin: Vault, home: Path) -> None:
     clock = Clock()
     path = Path(agentclient.socket_path(admin.store.url, ADMIN))
     server = agent.Agent(admin, clock() + dt.timedelta(seconds=30), clock)
@@ -324,3 +322,71 @@ def test_the_agent_refuses_wrong_types_and_values_and_survives(
         assert server.running, name
     assert _events(admin, "checkout") == 0
     _alive(path, admin)
+
+
+ADD = {"op": "secret-add", "ref": "agentco/new", "password": "pw-new-1", "kind": "other"}
+EVERYDAY_WRONG = {
+    "secret-show-ref-int": {"op": "secret-show", "ref": 7},
+    "secret-show-no-ref": {"op": "secret-show"},
+    "secret-list-client-list": {"op": "secret-list", "client": ["agentco"]},
+    "audit-log-limit-bool": {"op": "audit-log", "limit": True},
+    "audit-log-limit-zero": {"op": "audit-log", "limit": 0},
+    "audit-log-limit-text": {"op": "audit-log", "limit": "5"},
+    "audit-log-since-words": {"op": "audit-log", "since": "yesterday"},
+    "audit-log-since-naive": {"op": "audit-log", "since": "2026-01-01T00:00:00"},
+    "audit-log-engineer-int": {"op": "audit-log", "engineer": 3},
+    "checkin-generate-text": {"op": "checkin", "ref": "agentco/fw", "generate": "yes"},
+    "checkin-password-int": {"op": "checkin", "ref": "agentco/fw", "new_password": 1234},
+    "checkin-length-float": {"op": "checkin", "ref": "agentco/fw", "generate": True, "length": 20.5},
+    "add-password-int": {**ADD, "password": 1234},
+    "add-no-password": {k: v for k, v in ADD.items() if k != "password"},
+    "add-kind-null": {**ADD, "kind": None},
+    "add-kind-unknown": {**ADD, "kind": "rocket"},
+    "add-fields-list": {**ADD, "fields": ["vlan=20"]},
+    "add-fields-int-value": {**ADD, "fields": {"vlan": 20}},
+    "add-sensitive-nested": {**ADD, "sensitive_fields": {"enable": {"x": "y"}}},
+    "add-username-escape": {**ADD, "username": "net\x1b[2J"},
+    "add-ref-surrogate": {**ADD, "ref": "agentco/new\udcff"},
+    "unknown-op": {"op": "export-session"},
+    "op-with-case": {"op": "WHOAMI"},
+}
+
+
+def test_the_everyday_ops_refuse_wrong_types_and_values_and_the_agent_lives_on(
+    served: tuple[agent.Agent, Path, Clock], admin: Vault
+) -> None:
+    server, path, _clock = served
+    before = [s.ref for s in admin.list_secrets()]
+    for name, message in EVERYDAY_WRONG.items():
+        with pytest.raises(InvalidInput) as caught:
+            agentclient.request(path, message)
+        assert "internal error" not in str(caught.value) and caught.value.hint, name
+        for control in ("\x00", "\x1b", "\udcff"):
+            assert control not in str(caught.value), name
+        assert server.running, name
+    assert [s.ref for s in admin.list_secrets()] == before  # nothing was added
+    assert _events(admin, "checkin") == 0
+    _alive(path, admin)
+
+
+def test_the_everyday_ops_answer_records_and_never_a_key(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
+    _server, path, _clock = served
+    assert agentclient.request(path, {"op": "whoami"})["result"] == admin.whoami().to_json()
+    assert agentclient.request(path, {"op": "client-list"})["result"] == [c.to_json() for c in admin.list_clients()]
+    listed = agentclient.request(path, {"op": "secret-list", "client": "agentco"})["result"]
+    assert listed == [s.to_json() for s in admin.list_secrets("agentco")]
+    assert agentclient.request(path, {"op": "secret-show", "ref": "agentco/fw"})["result"]["name"] == "fw"
+    added = agentclient.request(path, {**ADD, "fields": {"vlan": "20"}, "sensitive_fields": {"enable": "en-1"}})
+    assert added["result"]["name"] == "new" and added["result"]["sensitive_fields"] == ["enable"]
+    assert admin.checkout("agentco/new", reason="T-9", field="enable").value == "en-1"
+    assert "pw-new-1" not in json.dumps(added) and "en-1" not in json.dumps(added)
+    agentclient.request(path, CHECKOUT)
+    checked_in = agentclient.request(path, {"op": "checkin", "ref": "agentco/fw", "generate": True})
+    assert checked_in == {"ok": True, "result": None}  # the generated value stays in the vault
+    assert admin.show_secret("agentco/fw").version == 2
+    log = agentclient.request(path, {"op": "audit-log", "limit": 2})["result"]
+    assert [e["seq"] for e in log] == [e.seq for e in admin.audit_log(limit=2)]
+    since = agentclient.request(path, {"op": "audit-log", "since": "2000-01-01T00:00:00+00:00", "limit": 1})
+    assert len(since["result"]) == 1
+    for text in (json.dumps(agentclient.request(path, {"op": op})) for op in ("whoami", "client-list", "ping")):
+        assert "sealing" not in text and "signing_seed" not in text and PASSWORD not in text

@@ -3,9 +3,11 @@
 A command-line checkout pays Python's start-up, SQLAlchemy's and cryptography's
 imports and, without a keyring session, Argon2id: hundreds of milliseconds. Like
 ssh-agent and gpg-agent, ``credvault agent start`` unlocks once into a background
-process that keeps the ``Vault`` open; a checkout then sends one request over a Unix
-socket and the agent does the same audited ``Vault.checkout`` the command would have
-done (the audit event is committed before the value leaves the agent).
+process that keeps the ``Vault`` open (``credvault unlock`` does so by default); an
+everyday command (checkout, checkin, whoami, client and secret listings, secret show
+and add, audit log) then sends one request over a Unix socket and the agent makes the
+same audited public ``Vault`` call the command would have made (the audit event is
+committed before the value leaves the agent). The requests are in docs/format.md §12.
 
 * **Who may ask.** The socket lives in a directory only the user can enter (0700,
   owned by them, checked), the socket itself is 0600, and the agent refuses any peer
@@ -14,7 +16,9 @@ done (the audit event is committed before the value leaves the agent).
 * **How long.** Until the session expires (``--ttl``, at most 12 h), ``credvault agent
   stop`` or ``credvault lock``; the socket file is removed when it ends.
 * **What crosses the socket.** One JSON line each way: the request (never a key or a
-  passphrase), and the revealed value or an error (class name, message, hint).
+  passphrase; a new password for ``secret add``/``checkin`` from the CLI's stdin or
+  generator), and the records as JSON, the revealed value, or an error (class name,
+  message, hint). No request returns a key or the session.
 * **Bad requests.** A line that is not one JSON object of at most 64 KiB, or a member of
   the wrong type, is answered with ``InvalidInput``; no request ends the agent (only
   ``stop``, its expiry or a ``Locked`` session does).
@@ -51,6 +55,7 @@ from vault.service.agentclient import (
 
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
 REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one connection at a time)
+READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log")
 REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
 
@@ -91,6 +96,12 @@ class Agent:
             return {"ok": True}
         if op == "checkout":
             return self._checkout(message)
+        if op in READS:
+            return {"ok": True, "result": self._read(op, message)}
+        if op == "checkin":
+            return self._checkin(message)
+        if op == "secret-add":
+            return self._add_secret(message)
         from vault.service.validation import shown
 
         raise errors.InvalidInput(f"unknown agent request {shown(op)}", hint=REQUEST_HINT)
@@ -120,6 +131,60 @@ class Agent:
             "expires_at": revealed.expires_at.isoformat() if revealed.expires_at else None,
             "must_change": revealed.must_change,
         }
+
+    def _read(self, op: str, message: dict[str, Any]) -> Any:
+        """A read op's records as JSON (``to_json`` of each): the CLI prints them as the
+        click command would print the records themselves."""
+        vault = self.vault
+        if op == "whoami":
+            return vault.whoami().to_json()
+        if op == "client-list":
+            return [c.to_json() for c in vault.list_clients()]
+        if op == "secret-list":
+            return [s.to_json() for s in vault.list_secrets(_optional(message, "client", str))]
+        if op == "secret-show":
+            return vault.show_secret(_text(message, "ref")).to_json()
+        limit = _optional(message, "limit", int)
+        if limit is not None and limit < 1:
+            raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
+        since = _optional(message, "since", str)
+        entries = vault.audit_log(
+            client=_optional(message, "client", str),
+            engineer=_optional(message, "engineer", str),
+            since=_point(since) if since is not None else None,
+            limit=limit,
+        )
+        return [e.to_json() for e in entries]
+
+    def _checkin(self, message: dict[str, Any]) -> dict[str, Any]:
+        result = self.vault.checkin(
+            _text(message, "ref"),
+            new_password=_optional(message, "new_password", str),
+            generate=_optional(message, "generate", bool) is True,
+            length=_optional(message, "length", int),
+        )
+        if result is None:
+            return {"ok": True, "result": None}
+        expires = result.expires_at.isoformat() if result.expires_at else None
+        fields = {"ref": result.ref, "field": result.field, "version": result.version, "expires_at": expires}
+        return {"ok": True, "result": {**fields, "must_change": result.must_change}}  # never the value
+
+    def _add_secret(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``secret add``: the password comes in the request (from the CLI's stdin or its
+        generator), never from the CLI's argv."""
+        info = self.vault.add_secret(
+            _text(message, "ref"),
+            password=_text(message, "password"),
+            kind=_text(message, "kind"),
+            username=_optional(message, "username", str),
+            url=_optional(message, "url", str),
+            host=_optional(message, "host", str),
+            note=_optional(message, "note", str),
+            fields=_texts(message, "fields") or {},
+            sensitive_fields=_texts(message, "sensitive_fields") or None,
+            public_fields=_texts(message, "public_fields") or None,
+        )
+        return {"ok": True, "result": info.to_json()}
 
     def answer(self, message: dict[str, Any]) -> dict[str, Any]:
         """``handle`` with every failure turned into an error answer (never a traceback)."""
@@ -182,6 +247,25 @@ def _text(message: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise errors.InvalidInput(f"the agent request has no {key}", hint=REQUEST_HINT)
     return value
+
+
+def _point(text: str) -> dt.datetime:
+    """An aware ISO-8601 time (audit-log's ``since``), else InvalidInput."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise errors.InvalidInput("the agent request's since is not an ISO-8601 time with a zone", hint=REQUEST_HINT)
+    return value
+
+
+def _texts(message: dict[str, Any], key: str) -> dict[str, str] | None:
+    """``message[key]``: absent, null, or an object of strings; else InvalidInput."""
+    value = _optional(message, key, dict)
+    if value is not None and not all(isinstance(v, str) for v in value.values()):
+        raise errors.InvalidInput(f"the agent request's {key} holds a value that is not a str", hint=REQUEST_HINT)
+    return None if value is None else {str(k): str(v) for k, v in value.items()}
 
 
 def _optional(message: dict[str, Any], key: str, kind: type) -> Any:
@@ -254,7 +338,14 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         stdout.write(json.dumps(_failure(errors.InvalidInput("the agent's start order is malformed"))) + "\n")
         return 1
     try:
-        stdout.write(json.dumps({"ok": True, "expires_at": info.expires_at.isoformat(), "pid": os.getpid()}) + "\n")
+        ready = {
+            "ok": True,
+            "engineer": info.engineer,
+            "role": info.role,
+            "expires_at": info.expires_at.isoformat(),
+            "pid": os.getpid(),
+        }
+        stdout.write(json.dumps(ready) + "\n")
         stdout.flush()
         stdout.close()
         Agent(vault, info.expires_at, lambda: dt.datetime.now(dt.UTC)).serve(listener, path)

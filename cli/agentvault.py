@@ -1,0 +1,122 @@
+"""The everyday ``Vault`` calls of the click commands, answered by the running agent.
+
+When the selected engineer's agent runs, ``AppContext.session_vault`` hands the click
+commands an ``AgentVault``: the calls the agent serves (``whoami``, ``list_clients``,
+``list_secrets``, ``show_secret``, ``audit_log``, ``checkin``, ``add_secret``) become
+one request each (docs/format.md §12) and come back as the library's own records;
+every other call goes to an in-process ``Vault`` whose session must be here (the
+keyring or --passphrase-file): the agent lends no key. So a click command prints the
+same records whether the fast path (cli/fast/) or click read its command line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from vault.service import agentclient
+from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo
+
+
+def _time(value: object) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+class AgentVault:
+    """The agent's answers as ``Vault`` methods; anything else from ``fallback()``."""
+
+    def __init__(self, path: str, fallback: Callable[[], Any]) -> None:
+        self.path, self._fallback = path, fallback
+        self._vault: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._vault is None:
+            self._vault = self._fallback()
+        return getattr(self._vault, name)
+
+    def _ask(self, op: str, **values: object) -> Any:
+        return agentclient.request(self.path, {"op": op, **values})
+
+    def whoami(self) -> SessionInfo:
+        data = self._ask("whoami")["result"]
+        expires = dt.datetime.fromisoformat(data["expires_at"])
+        return SessionInfo(data["engineer"], data["role"], expires, data["vault_id"])
+
+    def list_clients(self) -> list[ClientInfo]:
+        return [
+            ClientInfo(c["slug"], c["name"], c["key_version"], c["secrets"], dt.datetime.fromisoformat(c["created_at"]))
+            for c in self._ask("client-list")["result"]
+        ]
+
+    def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
+        return [_secret(s) for s in self._ask("secret-list", client=client)["result"]]
+
+    def show_secret(self, ref: str) -> SecretInfo:
+        return _secret(self._ask("secret-show", ref=ref)["result"])
+
+    def audit_log(
+        self,
+        *,
+        client: str | None = None,
+        engineer: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        since_text = since.isoformat() if since is not None else None
+        entries = self._ask("audit-log", client=client, engineer=engineer, since=since_text, limit=limit)["result"]
+        return [
+            AuditEntry(
+                seq=e["seq"],
+                at=dt.datetime.fromisoformat(e["at"]),
+                engineer=e["engineer"],
+                action=e["action"],
+                client=e["client"],
+                client_id=e["client_id"],
+                secret_id=e["secret_id"],
+                details=e["details"],
+                readable=e["readable"],
+                secret=e["secret"],
+            )
+            for e in entries
+        ]
+
+    def checkin(
+        self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None
+    ) -> Revealed | None:
+        """As ``Vault.checkin``; the agent does not send a generated value back, so the
+        record's ``value`` is empty (the command prints only ``must_change``)."""
+        answer = self._ask("checkin", ref=ref, new_password=new_password, generate=generate, length=length)
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            return None
+        return Revealed(
+            ref=result["ref"],
+            field=result["field"],
+            version=result["version"],
+            value="",
+            expires_at=_time(result["expires_at"]),
+            must_change=result["must_change"] is True,
+        )
+
+    def add_secret(self, ref: str, *, password: str, **metadata: Any) -> SecretInfo:
+        return _secret(self._ask("secret-add", ref=ref, password=password, **metadata)["result"])
+
+
+def _secret(data: dict[str, Any]) -> SecretInfo:
+    return SecretInfo(
+        client=data["client"],
+        name=data["name"],
+        kind=data["kind"],
+        version=data["version"],
+        username=data["username"],
+        url=data["url"],
+        host=data["host"],
+        note=data["note"],
+        fields=dict(data["fields"]),
+        created_at=_time(data["created_at"]),
+        updated_at=_time(data["updated_at"]),
+        sensitive_fields=tuple(data["sensitive_fields"]),
+    )

@@ -1,0 +1,126 @@
+"""`credvault unlock` starts the agent by default, with no OS keyring; `lock` ends it.
+
+The keyring here is keyring's own "fail" backend (what a headless Linux machine has):
+the session can only live in the agent. The in-process commands the agent does not
+serve say how to get a session they can use, and `unlock --keyring` keeps today's
+keyring session where one exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import pytest
+from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
+from keyring.backends import fail
+
+from vault.service import agentclient
+
+
+@pytest.fixture
+def headless(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object) -> Iterator[Workspace]:
+    """A vault with acme (made with the in-memory keyring), then no keyring at all."""
+    with tempfile.TemporaryDirectory(prefix="cvul") as home:  # a socket path must fit in 100 bytes
+        monkeypatch.setenv("CREDVAULT_HOME", home)
+        workspace.init()
+        ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
+        ok(workspace.admin("lock"))
+        monkeypatch.delenv("CREDVAULT_UNLOCK")
+        previous = keyring.get_keyring()
+        keyring.set_keyring(fail.Keyring())
+        try:
+            yield workspace
+        finally:
+            keyring.set_keyring(previous)
+            with contextlib.suppress(agentclient.AgentAbsent):
+                agentclient.request(agentclient.socket_path(workspace.url, ADMIN), {"op": "stop"})
+
+
+def _pid(ws: Workspace) -> int | None:
+    try:
+        return int(agentclient.request(agentclient.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
+    except agentclient.AgentAbsent:
+        return None
+
+
+def _wait_gone(pid: int) -> None:
+    for _ in range(100):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"agent {pid} still runs")
+
+
+def test_unlock_without_any_keyring_starts_the_agent_and_lock_ends_it(headless: Workspace) -> None:
+    ws = headless
+    assert_clean_error(ws.admin("unlock", "--keyring", "--passphrase-file", ws.passfiles[ADMIN]), ADMIN_PASS)
+    assert _pid(ws) is None  # a refused keyring unlock starts nothing
+    unlocked = ok(ws.admin("unlock", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert unlocked.stdout.startswith(f"Unlocked {ADMIN} (admin) until ") and ADMIN_PASS not in unlocked.output
+    pid = _pid(ws)
+    assert pid is not None
+    assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout  # the click command, through the agent
+    assert "acme" in ok(ws.admin("client", "list")).stdout
+    refused = ws.admin("client", "add", "globex", "--name", "Globex")  # not served: needs the keys here
+    assert_clean_error(refused, ADMIN_PASS)
+    assert "the agent holds the session" in refused.stderr and "unlock --keyring" in refused.stderr
+    again = ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))  # a new unlock replaces the agent
+    assert "Unlocked" in again.stdout
+    new_pid = _pid(ws)
+    assert new_pid is not None and new_pid != pid
+    _wait_gone(pid)
+    locked = ok(ws.admin("lock"))
+    assert locked.stdout == f"Stopped the agent for {ADMIN}.\n"
+    _wait_gone(new_pid)
+    assert _pid(ws) is None
+    assert_clean_error(ws.admin("whoami"))
+    assert ok(ws.admin("lock")).stdout == f"{ADMIN} had no unlocked session here.\n"
+
+
+def test_a_wrong_passphrase_keeps_no_agent(headless: Workspace) -> None:
+    wrong = Path(headless.tmp) / "wrong.pass"
+    wrong.write_text("not it\n", encoding="utf-8")
+    wrong.chmod(0o600)
+    assert_clean_error(headless.admin("unlock", "--passphrase-file", str(wrong)))
+    assert _pid(headless) is None
+
+
+def test_the_unlock_mode_comes_from_the_environment(headless: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDVAULT_UNLOCK", "keyring")
+    assert_clean_error(headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN]))  # no keyring here
+    assert _pid(headless) is None
+    ok(headless.admin("unlock", "--agent", "--passphrase-file", headless.passfiles[ADMIN]))  # the flag wins
+    assert _pid(headless) is not None
+    monkeypatch.setenv("CREDVAULT_UNLOCK", "tmpfs")
+    bad = headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN])
+    assert_clean_error(bad)
+    assert "CREDVAULT_UNLOCK must be agent or keyring" in bad.stderr
+
+
+def test_at_a_terminal_a_command_the_agent_does_not_serve_asks_the_passphrase(
+    headless: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent lends no key: `client add` asks the passphrase once for itself."""
+    from vault.cli import context
+
+    ws = headless
+    ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))
+    monkeypatch.setattr(context, "interactive", lambda: True)
+    wrong = ws.admin("client", "add", "globex", "--name", "Globex", input="not the passphrase\n")
+    assert_clean_error(wrong, "not the passphrase")
+    added = ok(ws.admin("client", "add", "globex", "--name", "Globex", input=ADMIN_PASS + "\n"))
+    assert "Passphrase for root (this command runs outside the agent)" in added.stderr
+    assert ADMIN_PASS not in added.output
+    assert "globex" in ok(ws.admin("client", "list")).stdout  # through the agent, no prompt
+    monkeypatch.setattr(context, "interactive", lambda: False)
+    assert_clean_error(ws.admin("client", "add", "initech", "--name", "Initech", input=ADMIN_PASS + "\n"))
