@@ -72,7 +72,8 @@ from vault.crypto.labels import (
     LABEL_CLIENT_KEY_SEAL,
     LABEL_ROOT_BUNDLE,
 )
-from vault.service.base import ACTIVE, RootBundle
+from vault.keyholder.keys import RootBundle
+from vault.service.core import ACTIVE
 from vault.service.sessions import MemorySessionStore, UnlockedSession
 from vault.storage import models as m
 

@@ -29,7 +29,7 @@ from vault.crypto.labels import (
     LABEL_TAG_SECRET_NAME,
 )
 from vault.service import policies
-from vault.service.base import ACTIVE
+from vault.service.core import ACTIVE
 
 KINDS = ("equipment", "service", "other")
 

@@ -77,7 +77,9 @@ def checkout(
     length = duration(hold_for) if hold_for else None
     revealed = app.agent_checkout(ref, reason=reason, field=field, version=version, hold_for=hold_for)
     if revealed is None:  # no agent runs: open the vault and the session here
-        revealed = app.session_vault().checkout(ref, reason=reason, field=field, version=version, hold_for=length)
+        revealed = app.session_vault().checkouts.checkout(
+            ref, reason=reason, field=field, version=version, hold_for=length
+        )
     if as_json:
         echo_json(
             {
@@ -130,7 +132,7 @@ def checkin(
     """
     vault = app.session_vault()
     if break_it:
-        holders = vault.break_checkout(ref)
+        holders = vault.checkouts.break_checkout(ref)
         say(f"Released the checkout of {ref} held by {holders}.")
         return
     new_password = None
@@ -138,7 +140,7 @@ def checkin(
         from .context import strip_newline
 
         new_password = strip_newline(sys.stdin.read())
-    result = vault.checkin(ref, new_password=new_password, generate=generate, length=length)
+    result = vault.checkouts.checkin(ref, new_password=new_password, generate=generate, length=length)
     stored = " and stored a new password" if (new_password is not None or generate) else ""
     click.echo(f"Checked in {ref}{stored}.")
     if result is not None and result.must_change:
@@ -155,7 +157,7 @@ def checkouts(app: AppContext, as_json: bool) -> None:
     Example:
       credvault checkouts
     """
-    rows = app.session_vault().list_checkouts()
+    rows = app.session_vault().checkouts.list()
     if as_json:
         echo_records(rows)
         return
@@ -188,7 +190,7 @@ def policy_show(app: AppContext, client: str, as_json: bool) -> None:
     Example:
       credvault policy show acme --json
     """
-    info = app.session_vault().get_policy(client)
+    info = app.session_vault().policies.get(client)
     if as_json:
         echo_json(info.to_json())
         return
@@ -228,7 +230,7 @@ def policy_set(
     from vault.service.validation import duration
 
     length: dt.timedelta | None = duration(hold_for) if hold_for else None
-    info = app.session_vault().set_policy(
+    info = app.session_vault().policies.set(
         client,
         reason_required=reason_required,
         exclusive=exclusive,
@@ -255,7 +257,7 @@ def policy_adopt(app: AppContext, yes: bool) -> None:
       credvault policy adopt
     """
     vault = app.session_vault()
-    pending = vault.unsigned_policies()
+    pending = vault.policies.unsigned()
     if not pending:
         click.echo("Every stored policy is signed: nothing to adopt.")
         return
@@ -275,7 +277,7 @@ def policy_adopt(app: AppContext, yes: bool) -> None:
     )
     if not yes and not click.confirm(f"Sign these {len(pending)} policies as shown?", default=False, err=True):
         raise CommandFailed("nothing was signed", hint="`credvault policy set CLIENT ...` signs one client's policy")
-    signed = vault.adopt_policies(pending)
+    signed = vault.policies.adopt(pending)
     click.echo(f"Signed {len(signed)} policies.")
 
 

@@ -80,11 +80,11 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
     now = dt.datetime.now(dt.UTC)
     with vault.store.inspecting():  # a database holding foreign objects is reported by verify_audit, not refused
         memory = AuditMemory.load(vault.vault_id().hex())
-        due = memory.verified is not None and full_verify_due(memory.full, vault.audit_head()[0], now)
+        due = memory.verified is not None and full_verify_due(memory.full, vault.audit.head()[0], now)
         periodic = not full and due
         full = full or periodic or memory.verified is None
         since = None if full else memory.verified
-        result = vault.verify_audit(since=since, known_head=memory.seen, checkpoints=texts)
+        result = vault.audit.verify(since=since, known_head=memory.seen, checkpoints=texts)
     if as_json:
         echo_json(result.to_json())
     if not result.ok:
@@ -116,7 +116,7 @@ def checkpoint(app: AppContext) -> None:
     Example:
       credvault audit checkpoint >> ~/Documents/credvault-checkpoints.txt
     """
-    click.echo(app.session_vault().audit_checkpoint())
+    click.echo(app.session_vault().audit.checkpoint())
 
 
 def _since(since: str | None) -> dt.datetime | None:
@@ -149,7 +149,7 @@ def log(
     Example:
       credvault audit log --engineer bob --since 30d
     """
-    entries = app.session_vault().audit_log(client=client, engineer=engineer, since=_since(since), limit=limit)
+    entries = app.session_vault().audit.log(client=client, engineer=engineer, since=_since(since), limit=limit)
     if as_json:
         echo_records(entries)
         return
@@ -192,7 +192,7 @@ def export(app: AppContext, fmt: str, client: str | None, engineer: str | None, 
     Example:
       credvault audit export --format jsonl --since 1d > siem.jsonl
     """
-    for line in app.session_vault().export_audit(client=client, engineer=engineer, since=_since(since)):
+    for line in app.session_vault().audit.export(client=client, engineer=engineer, since=_since(since)):
         click.echo(line)
 
 
@@ -218,7 +218,7 @@ def access(app: AppContext, engineer: str, as_json: bool) -> None:
     Example:
       credvault report access bob --json
     """
-    rows = app.session_vault().report_access(engineer)
+    rows = app.session_vault().reports.access(engineer)
     _echo_access(rows, as_json)
 
 
@@ -233,7 +233,7 @@ def at_risk(app: AppContext, engineer: str, as_json: bool) -> None:
     Example:
       credvault report at-risk bob
     """
-    rows = app.session_vault().report_at_risk(engineer)
+    rows = app.session_vault().reports.at_risk(engineer)
     _echo_access(rows, as_json)
 
 

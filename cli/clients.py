@@ -40,7 +40,7 @@ def add_client(app: AppContext, slug: str, name: str) -> None:
     Example:
       credvault client add acme --name "Acme Ltd"
     """
-    info = app.session_vault().add_client(slug, name)
+    info = app.session_vault().clients.add(slug, name)
     click.echo(f"Added client {info.slug} ({info.name}).")
 
 
@@ -54,7 +54,7 @@ def list_clients(app: AppContext, as_json: bool) -> None:
     Example:
       credvault client list --json
     """
-    rows = app.session_vault().list_clients()
+    rows = app.session_vault().clients.list()
     if as_json:
         echo_records(rows)
         return
@@ -75,7 +75,7 @@ def show_client(app: AppContext, slug: str, as_json: bool) -> None:
     Example:
       credvault client show acme
     """
-    info = app.session_vault().show_client(slug)
+    info = app.session_vault().clients.show(slug)
     if as_json:
         echo_json(info.to_json())
         return
@@ -108,7 +108,7 @@ def grant(app: AppContext, engineer: str, client_slug: str, until: str | None, r
     from vault.service.validation import point_in_time
 
     end = point_in_time(until, dt.datetime.now(dt.UTC)) if until else None
-    info = app.session_vault().grant(engineer, client_slug, until=end, reason=reason)
+    info = app.session_vault().grants.grant(engineer, client_slug, until=end, reason=reason)
     say(f"Granted {info.engineer} access to {info.client}" + (f" until {when(info.until)}." if info.until else "."))
 
 
@@ -123,7 +123,7 @@ def revoke(app: AppContext, engineer: str, client_slug: str) -> None:
     Example:
       credvault revoke bob acme
     """
-    count = app.session_vault().revoke(engineer, client_slug)
+    count = app.session_vault().grants.revoke(engineer, client_slug)
     click.echo(f"Revoked {count} grant{'s' if count != 1 else ''} of {engineer} for {client_slug}.")
 
 
@@ -141,7 +141,7 @@ def grants(app: AppContext, engineer: str | None, client_slug: str | None, as_js
     """
     if engineer is not None and client_slug is not None:
         raise click.UsageError("give --engineer or --client, not both")
-    rows = app.session_vault().list_grants(engineer=engineer, client=client_slug)
+    rows = app.session_vault().grants.list(engineer=engineer, client=client_slug)
     if as_json:
         echo_records(rows)
         return

@@ -176,7 +176,9 @@ class AppContext:
 
         name = self.require_engineer()
         vault = self.open(engineer=name, sessions=MemorySessionStore())
-        vault.unlock(name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory())
+        vault.engineers.unlock(
+            name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory()
+        )
         return vault
 
     def _keyring_session_vault(self, name: str | None) -> Vault:

@@ -106,24 +106,24 @@ def _workflow(url: str, secrets: list[DemoSecret], opened: list[Vault]) -> None:
     admin_pass, engineer_pass = "demo admin passphrase", "demo engineer passphrase"
     admin, result = Vault.create(url, admin=ADMIN, passphrase=admin_pass, sessions=MemorySessionStore())
     opened.append(admin)
-    admin.unlock(ADMIN, admin_pass)
+    admin.engineers.unlock(ADMIN, admin_pass)
     _step(1, f"init: admin {ADMIN} (fingerprint {result.admin_fingerprint}), org fingerprint {result.org_fingerprint}")
 
-    code = admin.invite_engineer(ENGINEER)
+    code = admin.engineers.invite(ENGINEER)
     engineer = Vault.open(url, engineer=ENGINEER, sessions=MemorySessionStore())
     opened.append(engineer)
-    fingerprint = engineer.enroll_engineer(ENGINEER, code, engineer_pass)
-    if admin.pending_fingerprint(ENGINEER) != fingerprint:
+    fingerprint = engineer.engineers.enroll(ENGINEER, code, engineer_pass)
+    if admin.engineers.pending_fingerprint(ENGINEER) != fingerprint:
         raise CommandFailed(
             "the enrolled fingerprint differs from the one the admin sees", hint="this is a bug: please report it"
         )
-    admin.confirm_engineer(ENGINEER, fingerprint)
-    engineer.unlock(ENGINEER, engineer_pass)
+    admin.engineers.confirm(ENGINEER, fingerprint)
+    engineer.engineers.unlock(ENGINEER, engineer_pass)
     _step(2, f"invite {ENGINEER} -> enrol (fingerprint {fingerprint}) -> admin compares it and confirms")
 
-    admin.add_client(CLIENT, CLIENT_NAME)
+    admin.clients.add(CLIENT, CLIENT_NAME)
     for s in secrets:
-        admin.add_secret(
+        admin.secrets.add(
             s.ref, password=s.password, kind=s.kind, username=s.username, url=s.url, host=s.host, note=s.note
         )
     _step(
@@ -131,22 +131,22 @@ def _workflow(url: str, secrets: list[DemoSecret], opened: list[Vault]) -> None:
         f"admin adds client {CLIENT} ({CLIENT_NAME}) and {len(secrets)} secrets: " + ", ".join(s.name for s in secrets),
     )
 
-    admin.grant(ENGINEER, CLIENT, until=dt.datetime.now(dt.UTC) + dt.timedelta(hours=8))
+    admin.grants.grant(ENGINEER, CLIENT, until=dt.datetime.now(dt.UTC) + dt.timedelta(hours=8))
     _step(4, f"admin grants {ENGINEER} access to {CLIENT} for 8 hours")
 
     shown = secrets[0]
-    revealed = engineer.checkout(shown.ref, reason="T-1001 demo: reset the VPN")
+    revealed = engineer.checkouts.checkout(shown.ref, reason="T-1001 demo: reset the VPN")
     if revealed.value != shown.password:
         raise CommandFailed("the revealed password differs from the one stored", hint="this is a bug: please report it")
     _step(5, f"{ENGINEER} checks out {shown.ref} with reason 'T-1001': {revealed.value}   (a demo value)")
     new_password = passwords.generate_password()
-    engineer.checkin(shown.ref, new_password=new_password)
+    engineer.checkouts.checkin(shown.ref, new_password=new_password)
     secrets.append(DemoSecret(shown.name, shown.kind, shown.username, new_password, shown.host, shown.url, shown.note))
-    version = engineer.show_secret(shown.ref).version
+    version = engineer.secrets.show(shown.ref).version
     _step(6, f"{ENGINEER} checks it in and stores a new generated password (version {version})")
 
-    report = admin.report_access(ENGINEER)
-    verified = admin.verify_audit()
+    report = admin.reports.access(ENGINEER)
+    verified = admin.audit.verify()
     if not verified.ok:
         raise CommandFailed(
             f"the audit log does not verify: {verified.problem}", hint="this is a bug: please report it"

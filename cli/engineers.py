@@ -145,7 +145,7 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     from vault.service.validation import duration
 
     lifetime = duration(valid_for)
-    code = app.session_vault().invite_engineer(name, role="admin" if make_admin else "engineer", valid_for=lifetime)
+    code = app.session_vault().engineers.invite(name, role="admin" if make_admin else "engineer", valid_for=lifetime)
     expires = dt.datetime.now(dt.UTC) + lifetime
     click.echo(f"One-time enrolment code for {name} (valid until {when(expires)}):")
     click.echo("")
@@ -195,7 +195,7 @@ def enroll(
     else:
         code = str(click.prompt("Enrolment code", hide_input=True, err=True)).strip()
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
-    fingerprint = vault.enroll_engineer(name, code, passphrase)
+    fingerprint = vault.engineers.enroll(name, code, passphrase)
     _remember(db_url=url, engineer=name)
     click.echo(f"Enrolled {name}. Your fingerprint:")
     click.echo("")
@@ -223,7 +223,7 @@ def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
       credvault engineer confirm bob --fingerprint "1a2b 3c4d ..."
     """
     vault = app.session_vault()
-    pending = vault.pending_confirmation(name)
+    pending = vault.engineers.pending_confirmation(name)
     _echo_pending(pending)
     if fingerprint is None:
         question = "Does the engineer's fingerprint match, and are the role and grants above what you expect?"
@@ -232,7 +232,7 @@ def confirm(app: AppContext, name: str, fingerprint: str | None) -> None:
                 f"{name} was not confirmed", hint="compare the fingerprint with the engineer again, or re-invite them"
             )
         fingerprint = pending.fingerprint
-    info = vault.confirm_engineer(name, fingerprint, shown=pending)
+    info = vault.engineers.confirm(name, fingerprint, shown=pending)
     say(f"Confirmed {info.name} ({info.role}). They can now run `credvault unlock`.")
 
 
@@ -265,7 +265,7 @@ def list_engineers(app: AppContext, as_json: bool) -> None:
     Example:
       credvault engineer list --json
     """
-    rows = app.session_vault().list_engineers()
+    rows = app.session_vault().engineers.list()
     if as_json:
         echo_records(rows)
         return
@@ -330,7 +330,7 @@ def unlock(
         return
     vault = app.keyring_vault(name)  # the pinned vault (see `AppContext.check_pin`), before the passphrase
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
-    info = vault.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
+    info = vault.engineers.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
     _remember(db_url=config.LocalConfig.load().db_url or app.db_url(), engineer=info.engineer)
     say(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
 
@@ -367,7 +367,7 @@ def lock(app: AppContext) -> None:
     if stopped:
         click.echo(f"Stopped the agent for {name}.")
     try:
-        locked = app.keyring_vault(name).lock()
+        locked = app.keyring_vault(name).engineers.lock()
     except ConfigurationError:
         if not stopped:
             click.echo(f"{name} had no unlocked session here.")
@@ -388,7 +388,7 @@ def whoami(app: AppContext, as_json: bool) -> None:
     Example:
       credvault whoami --json
     """
-    info = app.session_vault().whoami()
+    info = app.session_vault().engineers.whoami()
     if as_json:
         echo_json(info.to_json())
         return

@@ -82,7 +82,7 @@ def rotate_client(app: AppContext, client: str, batch_size: int) -> None:
       credvault rotate client acme
     """
     with progress_bar(f"re-wrapping {client}") as progress:
-        info = app.session_vault().rotate_client(client, batch_size=batch_size, progress=progress)
+        info = app.session_vault().keys.rotate_client(client, batch_size=batch_size, progress=progress)
     say(
         f"Rotated {info.client}: key version {info.from_version} -> {info.to_version}, "
         f"{info.done} data key(s) re-wrapped, old version destroyed."
@@ -109,7 +109,7 @@ def rotate_root(app: AppContext, shares: tuple[int, int] | None) -> None:
       credvault rotate root
       credvault rotate root --shares 3-of-5
     """
-    result = app.session_vault().rotate_root(shares=shares)
+    result = app.session_vault().keys.rotate_root(shares=shares)
     click.echo(
         f"Rotated the recovery key (version {result.root_version}) and the organisation key "
         f"(version {result.org_version}): {result.clients} client(s) re-sealed; the old keys are destroyed."
@@ -150,7 +150,7 @@ def rotate_engineer(app: AppContext, name: str) -> None:
     Example:
       credvault rotate engineer bob
     """
-    code = app.session_vault().rotate_engineer(name)
+    code = app.session_vault().engineers.rotate(name)
     click.echo(f"The keys of {name} are destroyed; their grants wait for new keys.")
     click.echo(f"Give {name} this one-time code (valid 72 h) to enrol again, by a separate channel:")
     click.echo(f"  {code}")
@@ -169,7 +169,7 @@ def rotate_resume(app: AppContext, batch_size: int) -> None:
       credvault rotate resume
     """
     with progress_bar("re-wrapping") as progress:
-        done = app.session_vault().resume_rotations(batch_size=batch_size, progress=progress)
+        done = app.session_vault().keys.resume(batch_size=batch_size, progress=progress)
     if not done:
         click.echo("No rotation was under way.")
     for info in done:
@@ -188,7 +188,7 @@ def passwd(app: AppContext) -> None:
     vault = app.session_vault()
     old = app.passphrase(prompt="Current passphrase")
     new = _new_from_prompt()  # always typed: never the --passphrase-file that gave the old one
-    vault.change_passphrase(old, new)
+    vault.engineers.change_passphrase(old, new)
     click.echo("Passphrase changed.")
 
 
@@ -206,7 +206,7 @@ def status(app: AppContext, as_json: bool) -> None:
     Example:
       credvault status
     """
-    report = app.session_vault().status()
+    report = app.session_vault().reports.status()
     if as_json:
         echo_json(report.to_json())
         return
@@ -228,7 +228,7 @@ def maintain(app: AppContext) -> None:
     Example:
       credvault maintain
     """
-    removed = app.session_vault().maintain()
+    removed = app.session_vault().grants.maintain()
     click.echo(f"Deleted {removed} sealed key copy(ies) of expired grants.")
 
 
@@ -247,9 +247,9 @@ def settings(app: AppContext, retention: int | None, cryptoperiod: int | None) -
     if retention is None and cryptoperiod is None:
         raise click.UsageError("give --retention and/or --cryptoperiod")
     if retention is not None:
-        vault.set_retention(retention)
+        vault.keys.set_retention(retention)
     if cryptoperiod is not None:
-        vault.set_cryptoperiod(cryptoperiod)
+        vault.keys.set_cryptoperiod(cryptoperiod)
     click.echo("Settings saved.")
 
 
@@ -270,7 +270,7 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
         click.confirm(f"Remove {name}, revoke every grant and rotate every key they could hold?", abort=True, err=True)
     with progress_bar("rotating client keys") as progress:
         vault = app.session_vault()
-        at_risk, rotations = vault.remove_engineer(name, batch_size=batch_size, progress=progress)
+        at_risk, rotations = vault.engineers.remove(name, batch_size=batch_size, progress=progress)
     root = vault.last_root_rotation
     if as_json:
         out: dict[str, Any] = {"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]}
@@ -314,7 +314,7 @@ def rotate_secret(app: AppContext, ref: str, generate: bool, length: int | None,
     Example:
       credvault secret rotate acme/fw01-admin --length 32
     """
-    info = app.session_vault().rotate_secret(ref, length=length)
+    info = app.session_vault().keys.rotate_secret(ref, length=length)
     if as_json:
         echo_json(info.to_json())
         return

@@ -90,7 +90,7 @@ def purge_client(app: AppContext, client: str, request: str, yes: bool, vacuum: 
       credvault purge client acme --request DSR-2026-014
     """
     vault = app.session_vault()
-    preview = vault.purge_preview(client)
+    preview = vault.purge.preview(client)
     click.echo(
         f"This destroys client {client}: {preview.secrets} secret(s), {preview.versions} version(s), "
         f"{preview.key_versions} key version(s), {preview.grants} grant(s), {preview.open_checkouts} open checkout(s); "
@@ -98,7 +98,7 @@ def purge_client(app: AppContext, client: str, request: str, yes: bool, vacuum: 
         err=True,
     )
     _confirm_typed(client, yes)
-    receipt = vault.purge_client(client, request=request, vacuum=vacuum)
+    receipt = vault.purge.client(client, request=request, vacuum=vacuum)
     _echo_receipt(receipt, as_json)
     click.echo(KEY_EXPORT_REMINDER, err=True)
 
@@ -118,10 +118,10 @@ def purge_secret(app: AppContext, ref: str, request: str, yes: bool, vacuum: boo
       credvault purge secret acme/old-vpn --request DSR-2026-016
     """
     vault = app.session_vault()
-    versions = len(vault.secret_history(ref))
+    versions = len(vault.secrets.history(ref))
     click.echo(f"This destroys {ref} and its {versions} version(s).", err=True)
     _confirm_typed(ref, yes)
-    _echo_receipt(vault.purge_secret(ref, request=request, vacuum=vacuum), as_json)
+    _echo_receipt(vault.purge.secret(ref, request=request, vacuum=vacuum), as_json)
 
 
 @purge.command("subject")
@@ -139,11 +139,11 @@ def purge_subject(app: AppContext, query: str, request: str, yes: bool, vacuum: 
       credvault purge subject jane.doe@example.org --request DSR-2026-015
     """
     vault = app.session_vault()
-    matches = [x for x in vault.subject_find(query) if x.secret_id is not None]
+    matches = [x for x in vault.subjects.find(query) if x.secret_id is not None]
     refs = sorted({f"{x.client}/{x.secret}" for x in matches})
     say(f"This destroys {len(refs)} secret(s): {', '.join(refs) or '-'}", err=True)
     _confirm_typed("yes", yes)
-    receipts = vault.purge_subject(query, request=request, vacuum=vacuum)
+    receipts = vault.subjects.purge(query, request=request, vacuum=vacuum)
     if as_json:
         echo_records(receipts)
         return
@@ -161,7 +161,7 @@ def scrub(app: AppContext, vacuum: bool) -> None:
     Example:
       credvault purge scrub --vacuum
     """
-    click.echo(app.session_vault().scrub(vacuum=vacuum))
+    click.echo(app.session_vault().purge.scrub(vacuum=vacuum))
 
 
 @click.group("receipts", invoke_without_command=True)
@@ -179,7 +179,7 @@ def receipts(ctx: click.Context, as_json: bool) -> None:
         return
     app = ctx.find_object(AppContext)
     assert app is not None
-    rows = app.session_vault().list_receipts()
+    rows = app.session_vault().purge.receipts()
     if as_json:
         echo_records(rows)
         return
@@ -202,7 +202,7 @@ def verify_receipt(app: AppContext, receipt_id: int) -> None:
     Example:
       credvault receipts verify 3
     """
-    check = app.session_vault().verify_receipt(receipt_id)
+    check = app.session_vault().purge.verify_receipt(receipt_id)
     if not check.ok:
         raise CommandFailed(
             f"receipt #{receipt_id} does not verify: " + "; ".join(check.problems),
@@ -233,7 +233,7 @@ def subject_find(app: AppContext, query: str, as_json: bool) -> None:
     Example:
       credvault subject find jane.doe@example.org
     """
-    matches = app.session_vault().subject_find(query)
+    matches = app.session_vault().subjects.find(query)
     if as_json:
         echo_records(matches)
         return
@@ -263,7 +263,7 @@ def subject_report(app: AppContext, query: str, out: Path) -> None:
     except OSError:
         raise CommandFailed(f"cannot create {out}", hint="check the folder exists and is writable") from None
     try:
-        report = app.session_vault().subject_report(query)
+        report = app.session_vault().subjects.report(query)
     except BaseException:
         os.close(fd)
         out.unlink(missing_ok=True)
@@ -301,7 +301,7 @@ def backup_create(app: AppContext, file: Path) -> None:
     """
     if file.exists():
         raise CommandFailed(f"{file} already exists", hint="choose a new file name")
-    info = app.session_vault().create_backup(file)
+    info = app.session_vault().backups.create(file)
     click.echo(f"Wrote {file}: {info.clients} client(s), {info.secrets} secret(s), audit head {info.audit_head}.")
     click.echo("It needs a key export to restore: `credvault backup export-keys FILE` (keep it apart).", err=True)
 
@@ -318,7 +318,7 @@ def backup_export_keys(app: AppContext, file: Path) -> None:
     """
     if file.exists():
         raise CommandFailed(f"{file} already exists", hint="choose a new file name")
-    count = app.session_vault().export_backup_keys(file)
+    count = app.session_vault().backups.export_keys(file)
     click.echo(f"Wrote the keys of {count} client(s) to {file}. Destroy older key exports.")
 
 
@@ -388,7 +388,7 @@ def backup_restore(
 
     vault = Vault.open(app.db_url(), upgrade=True)
     try:
-        info = vault.restore_backup(file, keys, admin=admin, passphrase=passphrase, shares=list(shares) or None)
+        info = vault.backups.restore(file, keys, admin=admin, passphrase=passphrase, shares=list(shares) or None)
         app.check_pin(app.db_url(), vault, trust=True)  # restored here on purpose: expect it here
         OrgKeyMemory().forget(vault.vault_id().hex())  # its org-key chain may end before the one seen
     finally:
@@ -411,7 +411,7 @@ def report_stale(app: AppContext, as_json: bool) -> None:
       credvault policy set acme --stale-after 180
       credvault report stale
     """
-    rows = app.session_vault().report_stale()
+    rows = app.session_vault().reports.stale()
     if as_json:
         echo_records(rows)
         return

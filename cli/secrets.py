@@ -172,7 +172,7 @@ def add_secret(
     """
     password, how = _password_from_options(password_stdin, generate, length, prompt=True)
     assert password is not None
-    info = app.session_vault().add_secret(
+    info = app.session_vault().secrets.add(
         ref,
         password=password,
         kind=kind,
@@ -228,7 +228,7 @@ def update_secret(
         for name, value in (("username", username), ("url", url), ("host", host), ("note", note))
         if value is not None
     }
-    info = app.session_vault().update_secret(
+    info = app.session_vault().secrets.update(
         ref,
         password=password,
         kind=kind,
@@ -252,7 +252,7 @@ def list_secrets(app: AppContext, client_slug: str | None, as_json: bool) -> Non
     Example:
       credvault secret list acme --json
     """
-    rows = app.session_vault().list_secrets(client_slug)
+    rows = app.session_vault().secrets.list(client_slug)
     if as_json:
         echo_records(rows)
         return
@@ -276,7 +276,7 @@ def show_secret(app: AppContext, ref: str, as_json: bool) -> None:
     Example:
       credvault secret show acme/fw01-admin
     """
-    info = app.session_vault().show_secret(ref)
+    info = app.session_vault().secrets.show(ref)
     if as_json:
         echo_json(info.to_json())
         return
@@ -308,7 +308,7 @@ def history(app: AppContext, ref: str, as_json: bool) -> None:
     Example:
       credvault secret history acme/fw01-admin
     """
-    rows = app.session_vault().secret_history(ref)
+    rows = app.session_vault().secrets.history(ref)
     if as_json:
         echo_records(rows)
         return

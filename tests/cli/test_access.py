@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, exc, update
 from sqlalchemy.orm import Session
 
 from vault import Vault
-from vault.service.journal import JournalOps
+from vault.authority.journal import Journal
 from vault.service.records import AuditEntry
 from vault.storage import models as m
 
@@ -172,14 +172,14 @@ def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
 ) -> None:
     # The log refuses checkout events, as a full or failing disk would. (Not with a trigger:
     # credvault refuses to work on a database holding one, see test_attack_database.py.)
-    original = JournalOps._event_values
+    original = Journal._event_values
 
-    def failing(self: JournalOps, vault_id: bytes, seq: int, prev: bytes, action: str, *rest: object) -> object:
+    def failing(self: Journal, vault_id: bytes, seq: int, prev: bytes, action: str, *rest: object) -> object:
         if action == "checkout":
             raise exc.OperationalError("INSERT INTO audit_events", {}, sqlite3.OperationalError("disk I/O error"))
         return original(self, vault_id, seq, prev, action, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JournalOps, "_event_values", failing)
+    monkeypatch.setattr(Journal, "_event_values", failing)
     before = head(ready)
     for args in (("--show",), ("--json",), ("--field", "username", "--show")):
         result = ready.admin("checkout", REF, "--reason", "T-1", *args)

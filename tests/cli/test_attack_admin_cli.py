@@ -10,7 +10,7 @@ from cli_workspace import ADMIN, ADMIN_PASS, CODE, FINGERPRINT, Workspace, ok, r
 from sqlalchemy import select
 
 from vault.crypto import shamir
-from vault.service.base import RootBundle
+from vault.keyholder.keys import RootBundle
 from vault.storage import models as m
 
 

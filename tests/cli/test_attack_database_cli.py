@@ -12,6 +12,7 @@ from cli_workspace import Workspace, assert_clean_error, ok
 from sqlalchemy import create_engine, exc, text
 
 from vault import Vault
+from vault.service.clients import Clients
 from vault.service.config import AuditMemory
 
 SECRET = "fw-Passw0rd-stdin"
@@ -84,7 +85,7 @@ def test_a_driver_error_the_library_missed_is_a_database_failure_not_an_internal
     def failing(*_args: object, **_kwargs: object) -> None:
         raise exc.DataError("INSERT INTO purge_receipts", {}, Exception("value too long for type character varying"))
 
-    monkeypatch.setattr(Vault, "list_clients", failing)
+    monkeypatch.setattr(Clients, "list", failing)
     result = ready.admin("client", "list")
     assert_clean_error(result, SECRET)
     assert "the database failed: nothing was changed" in result.stderr

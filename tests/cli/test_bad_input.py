@@ -296,9 +296,9 @@ def _plant_metadata(vault: Vault, ref: str, **changes: object) -> None:
     """Rewrite the metadata of ``ref``'s current version as an insider holding the client key
     would (an engineer with a grant and write access to the database): validation is skipped."""
     with vault.store.transaction() as s:
-        client, secret, _slug = vault._secret(s, ref)
-        row = vault._version(s, secret, None)
-        opened = vault._open(s, client, secret, row)
+        client, secret, _slug = vault.secrets.secret(s, ref)
+        row = vault.secrets.version(s, secret, None)
+        opened = vault.secrets.open(s, client, secret, row)
         metadata = json.dumps({**opened.metadata, **changes}, sort_keys=True).encode("utf-8")
         key_version = blobs.blob_key_version(row.metadata_blob)
         row.metadata_blob = blobs.encrypt_secret_field(

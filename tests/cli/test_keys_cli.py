@@ -137,7 +137,7 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
     library = ready.library()
     for i in range(3):
         library.add_secret(f"acme/extra-{i}", password=f"extra-Passw0rd-{i}")
-    rewrap = library._rewrap_batch
+    rewrap = library.keys._rewrap_batch
     batches: list[int] = []
 
     def one_batch_then_crash(rotation_id: int, batch_size: int, progress: object) -> int:
@@ -146,7 +146,7 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
         batches.append(rewrap(rotation_id, batch_size, progress))  # type: ignore[arg-type]
         return batches[-1]
 
-    library._rewrap_batch = one_batch_then_crash  # type: ignore[method-assign]
+    library.keys._rewrap_batch = one_batch_then_crash  # type: ignore[method-assign]
     with pytest.raises(Crash):
         library.rotate_client("acme", batch_size=1)
     assert batches == [1]

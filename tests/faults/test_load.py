@@ -261,7 +261,7 @@ def _check(
         assert (key in live) == granted, f"grant {key} should be {'live' if granted else 'revoked'}"
     with admin.store.transaction() as s:
         ids = {e.name: e.id for e in s.scalars(select(m.Engineer))}
-        slugs = {slug: admin._client(s, slug).id for slug in CLIENTS}
+        slugs = {slug: admin.clients.client(s, slug).id for slug in CLIENTS}
         live_versions = {
             (k.client_id, k.version) for k in s.scalars(select(m.ClientKey).where(m.ClientKey.state != "destroyed"))
         }

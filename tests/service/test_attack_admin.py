@@ -16,7 +16,7 @@ from vault.crypto import blobs, keyrecord, sealing, shamir, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER
 from vault.errors import DecryptionFailed, IntegrityError, UntrustedRecord, VaultError
-from vault.service.base import RootBundle
+from vault.keyholder.keys import RootBundle
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
@@ -179,7 +179,7 @@ def test_current_key_version_column_does_not_choose_the_write_key(team, db, reop
     admin.grant("alice", "acme")
     client_id = db.newest_client_id()
     with alice.store.transaction() as s:
-        kept = alice._client_key(s, client_id, 1)  # what alice could hold while granted
+        kept = alice.keyholder.client_key(s, client_id, 1)  # what alice could hold while granted
     admin.rotate_client("acme")  # version 1 destroyed, version 2 current
     vault_id = admin.vault_id()
     root_version, recovery_public = _recovery(db)
@@ -215,7 +215,7 @@ def test_current_key_version_column_does_not_choose_the_write_key(team, db, reop
 def _org_seed_of(vault) -> signing.SigningKey:  # type: ignore[no-untyped-def]
     """What an admin can copy while still an admin: the organisation signing key."""
     with vault.store.transaction() as s:
-        return signing.SigningKey(vault._root_bundle(s).org.seed)
+        return signing.SigningKey(vault.keyholder.root_bundle(s).org.seed)
 
 
 def _recertify(db, vault_id: bytes, org: signing.SigningKey, name: str) -> None:  # type: ignore[no-untyped-def]

@@ -83,7 +83,7 @@ def _refused_at(team, seq: int) -> str:  # type: ignore[no-untyped-def]
 
 def test_event_signed_by_a_destroyed_key_after_its_destruction_is_refused(team):
     alice = team.engineer("alice")
-    old_seed = alice._me().signing_seed  # what a departing engineer keeps
+    old_seed = alice.keyholder.me().signing_seed  # what a departing engineer keeps
     alice_id = _engineer_id(team, "alice")
     team.admin.rotate_engineer("alice")  # destroys generation 1
     assert team.admin.verify_audit().ok
@@ -93,7 +93,7 @@ def test_event_signed_by_a_destroyed_key_after_its_destruction_is_refused(team):
 
 def test_event_signed_by_a_removed_engineer_after_removal_is_refused(team):
     alice = team.engineer("alice")
-    old_seed = alice._me().signing_seed
+    old_seed = alice.keyholder.me().signing_seed
     alice_id = _engineer_id(team, "alice")
     team.admin.remove_engineer("alice")
     assert team.admin.verify_audit().ok
@@ -113,7 +113,7 @@ def test_key_certification_signed_by_a_non_admin_is_refused(team):
         "engineer-confirm",
         engineer_id=bob_id,
         key_generation=1,
-        seed=bob._me().signing_seed,
+        seed=bob.keyholder.me().signing_seed,
         public={"engineer": "alice", "key_generation": 1, "role": "admin"},
     )
     assert alice is not None
@@ -134,7 +134,7 @@ def test_key_certification_signed_by_a_non_admin_is_refused_as_the_anchor_of_an_
         "engineer-confirm",
         engineer_id=_engineer_id(team, "bob"),
         key_generation=1,
-        seed=bob._me().signing_seed,
+        seed=bob.keyholder.me().signing_seed,
         public={"engineer": "alice", "key_generation": 1, "role": "admin"},
     )
     since = team.admin.audit_head()
@@ -155,7 +155,7 @@ def test_backdated_event_is_refused(team):
         "client-list",
         engineer_id=_engineer_id(team, "alice"),
         key_generation=1,
-        seed=alice._me().signing_seed,
+        seed=alice.keyholder.me().signing_seed,
         public={"count": 0},
         at_us=last_at - 86_400_000_000,  # a day before its predecessor
     )
@@ -263,7 +263,7 @@ def _rewrite(team, start: int, seeds: dict[int, bytes], *, legacy: bool = False,
 
 
 def _seeds(team, *vaults) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
-    return {v._me().engineer_id: v._me().signing_seed for v in (team.admin, *vaults)}
+    return {v.keyholder.me().engineer_id: v.keyholder.me().signing_seed for v in (team.admin, *vaults)}
 
 
 def test_a_chain_written_in_the_old_format_still_verifies_and_new_events_follow_it(team):
@@ -341,9 +341,9 @@ def test_an_event_racing_the_removal_of_its_engineer_is_not_written(team):
     alice = team.engineer("alice")
     head = team.admin.audit_head()[0]
     with pytest.raises(ConcurrentChange), alice.store.transaction() as s:
-        alice._my_row(s)  # her certificate checks out…
+        alice.trust.my_row(s)  # her certificate checks out…
         team.admin.remove_engineer("alice")  # …then an admin removes her (its own transaction, committed)
-        alice._append(s, "client-list", public={"count": 0})
+        alice.journal.append(s, "client-list", public={"count": 0})
     assert [e.action for e in team.admin.audit_log() if e.seq > head].count("client-list") == 0
     assert team.admin.verify_audit().ok
 
@@ -364,7 +364,7 @@ def test_a_vault_older_than_its_audit_chain_still_verifies(team):
     team.admin.confirm_engineer("carol", carol.enroll_engineer("carol", code, "pass of carol"))
     carol.unlock("carol", "pass of carol")
     carol.list_clients()
-    bob_seed, bob_id = bob._me().signing_seed, _engineer_id(team, "bob")
+    bob_seed, bob_id = bob.keyholder.me().signing_seed, _engineer_id(team, "bob")
     team.admin.remove_engineer("bob")
     assert team.admin.verify_audit().ok
     seq = _forge(team, "client-list", engineer_id=bob_id, key_generation=1, seed=bob_seed, public={"count": 0})

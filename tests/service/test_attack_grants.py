@@ -30,7 +30,7 @@ def _id(db, name: str) -> int:  # type: ignore[no-untyped-def]
 
 def _client_id(team, slug: str) -> int:  # type: ignore[no-untyped-def]
     with team.admin.store.transaction() as s:
-        return int(team.admin._client(s, slug).id)
+        return int(team.admin.clients.client(s, slug).id)
 
 
 def _seals(db, engineer_id: int, client_id: int, version: int | None = None) -> int:  # type: ignore[no-untyped-def]
@@ -260,7 +260,7 @@ def _as_before_the_ledger(team) -> None:  # type: ignore[no-untyped-def]
         "grants", *(sa.column(c) for c in ("id", "engineer_id", "client_id", "signed_at", "until", "signature"))
     )
     engineers = sa.table("engineers", sa.column("id"), sa.column("sealing_public"))
-    key, vault_id = team.admin._my_signing_key(), team.admin.vault_id()
+    key, vault_id = team.admin.keyholder.my_signing_key(), team.admin.vault_id()
     with team.admin.store.engine.begin() as conn:
         for g in conn.execute(sa.select(grants)).all():
             public = conn.execute(sa.select(engineers.c.sealing_public).where(engineers.c.id == g.engineer_id)).scalar()
@@ -319,7 +319,7 @@ def test_only_audited_live_heads_are_offered_for_carrying_over_to_new_keys(acme,
     db.run(delete(m.Grant).where(m.Grant.id == newest))  # and the newer initech grant deleted
     with team.admin.store.transaction() as s:
         row = s.get(m.Engineer, alice_id)
-        carried, refused = team.admin._grants_to_carry(s, row)
+        carried, refused = team.admin.ledger.grants_to_carry(s, row)
         carried_clients = sorted(g.client_id for g in carried)
         refused_clients = sorted(g.client_id for g, _ in refused)
 
@@ -365,7 +365,7 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
     hashed and signed; it must count as a doubt, not as an admin's word."""
     team = acme
     carol = team.engineer("carol", role="admin")
-    carol_seed, carol_id = carol._me().signing_seed, _id(db, "carol")
+    carol_seed, carol_id = carol.keyholder.me().signing_seed, _id(db, "carol")
     team.engineer("alice")
     team.admin.grant("alice", "acme")
     team.admin.revoke("alice", "acme")
@@ -374,8 +374,8 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
     with team.admin.store.transaction() as s:  # the attack: a forged grant event at the tail
         head = s.get(m.AuditHead, 1)
         carol_row = s.get(m.Engineer, carol_id)
-        values = team.admin._event_values(
-            team.admin._vid(s),
+        values = team.admin.journal._event_values(
+            team.admin.core.vid(s),
             head.seq + 1,
             head.hash,
             "grant",
@@ -383,7 +383,7 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
             acme_id,
             None,
             {"engineer": "alice", "until": None, "grant": None},
-            team.admin._current_audit_key(s, s.get(m.Client, acme_id)),
+            team.admin.journal._current_audit_key(s, s.get(m.Client, acme_id)),
             None,
             carol_seed,
             s.get(m.AuditEvent, head.seq).at_us,
@@ -393,7 +393,7 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
     assert not team.admin.verify_audit().ok  # the full verification refuses it
 
     with team.admin.store.transaction() as s:
-        history = team.admin._grant_history(s, [acme_id])
+        history = team.admin.ledger.grant_history(s, [acme_id])
     last = history.last("alice", acme_id)
     assert last is not None and last.action == "revoke"
     assert history.doubted_after(acme_id, last.seq)

@@ -80,7 +80,7 @@ def test_a_copy_of_the_keyring_entry_taken_before_lock_opens_nothing(team, memor
 def test_the_keyring_entry_holds_no_key_in_the_clear(team, memory_keyring: MemoryKeyring) -> None:
     vault = _keyring_vault(team)
     vault.unlock(ADMIN, ADMIN_PASS)
-    me = vault._me()
+    me = vault.keyholder.me()
     text = memory_keyring.items[_entry(memory_keyring)]
     for raw in (me.sealing_private, me.signing_seed):
         assert raw.hex() not in text and __import__("base64").b64encode(raw).decode() not in text
@@ -91,7 +91,7 @@ def test_a_session_in_the_clear_from_an_older_version_is_removed_unread(team, me
     vault = _keyring_vault(team)
     vault.unlock(ADMIN, ADMIN_PASS)
     key = _entry(memory_keyring)
-    memory_keyring.items[key] = vault._me().to_text()  # the v1 entry: the keys in the clear
+    memory_keyring.items[key] = vault.keyholder.me().to_text()  # the v1 entry: the keys in the clear
     with pytest.raises(Locked) as caught:
         _keyring_vault(team).whoami()
     assert "does not open" in str(caught.value) and key not in memory_keyring.items
@@ -139,7 +139,7 @@ def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
     be told its session was altered nor log the other out."""
     vault = _keyring_vault(team)
     vault.unlock(ADMIN, ADMIN_PASS)
-    session = vault._me()
+    session = vault.keyholder.me()
     vid = session.vault_id
     text = session.to_text()
     here, there = KeyringSessionStore(key_dir=str(tmp_path / "a")), KeyringSessionStore(key_dir=str(tmp_path / "b"))

@@ -204,6 +204,6 @@ def test_an_engineer_s_stale_slug_cache_does_not_redirect(shared: Any, warm: boo
     carol = fresh(carol)
     if warm:
         assert carol.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
-    carol._slugs[mine] = victim_id  # a cache entry naming another row (as an id reused after a purge would)
+    carol.keyholder.slugs[mine] = victim_id  # a cache entry naming another row (as an id reused after a purge would)
     assert carol.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
-    assert carol._slugs[mine] == mine_id
+    assert carol.keyholder.slugs[mine] == mine_id

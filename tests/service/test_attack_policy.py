@@ -93,14 +93,14 @@ def test_a_policy_signed_by_an_engineer_is_not_an_admins(acme):
     me = shared.db.engineer_id(mallory.engineer_name)
     forged = {**row, "reason_required": False, "signed_by": me}
     with mallory.store.transaction() as s:
-        vid = mallory._vid(s)
+        vid = mallory.core.vid(s)
     fields = policies.policy_fields(vid, client_id, _Row(**forged))
     _set_policy_row(
         shared,
         client_id,
         reason_required=False,
         signed_by=me,
-        signature=mallory._my_signing_key().sign(LABEL_SIG_POLICY, *fields),
+        signature=mallory.keyholder.my_signing_key().sign(LABEL_SIG_POLICY, *fields),
     )
     with pytest.raises(InvalidInput, match="requires a reason"):
         mallory.checkout(ref, hold=False)
@@ -152,7 +152,7 @@ def test_a_policy_and_settings_signed_by_a_removed_admin_are_adopted_by_the_remo
     shared.admin.remove_engineer(other.engineer_name)
     assert shared.admin.get_policy(slug).signed
     with shared.admin.store.transaction() as s:
-        assert (shared.admin._settings_signed(s), shared.admin._retention(s)) == (True, 12)
+        assert (shared.admin.policy_check.settings_signed(s), shared.admin.policy_check.retention(s)) == (True, 12)
     shared.admin.set_retention(10)
     mallory.unlock(mallory.engineer_name, shared.passphrases[mallory.engineer_name])  # keys rotated
     assert mallory.checkout(ref, hold=False).value == "pw-1"
@@ -247,7 +247,7 @@ def test_an_exclusive_hold_taken_before_the_upgrade_to_event_format_2_still_bloc
     shared.admin.set_policy(slug, exclusive=True)
     mallory.checkout(ref, reason=REASON)
     hold = _open_holds(shared, shared.db.secret_ids(client_id)[0])[0]
-    _rehash_in_format_1(shared, hold.event_seq, mallory._me().signing_seed)  # the checkout is the last event
+    _rehash_in_format_1(shared, hold.event_seq, mallory.keyholder.me().signing_seed)  # the checkout is the last event
     with pytest.raises(CheckoutConflict, match="mallory"):
         alice.checkout(ref, reason=REASON)
     with pytest.raises(CheckoutConflict, match="mallory"):

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from vault import Vault
+from vault.authority.journal import UNSIGNED_ACTIONS
 from vault.crypto import chain, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import InvalidInput, UntrustedRecord, WrongPassphrase
 from vault.service import audit as audit_module
-from vault.service.journal import UNSIGNED_ACTIONS
 from vault.storage import models as m
 
 REF, PW = "acme/fw01", "acme-pw-1"
@@ -337,7 +337,7 @@ def _borrow_signature(team, target: int) -> int:  # type: ignore[no-untyped-def]
 def _resign_as_attacker(team, target: int) -> int:  # type: ignore[no-untyped-def]
     """A certified engineer (not an admin) edits an event and re-signs the rest with her key."""
     mallory = team.engineer("mallory")
-    seed = mallory._me().signing_seed
+    seed = mallory.keyholder.me().signing_seed
     _rechain(
         team, target, sign_with=seed, edit=lambda e: setattr(e, "action", "secret-view") if e.seq == target else None
     )
@@ -417,7 +417,7 @@ def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpo
     seen = team.admin.audit_head()
     checkpoint = team.admin.audit_checkpoint()
     target = _seq_of(team, "checkout", 1)
-    me = mallory._me()
+    me = mallory.keyholder.me()
 
     def edit(e: m.AuditEvent) -> None:
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
@@ -434,7 +434,7 @@ def test_an_engineer_rewriting_events_from_before_her_certification_is_caught(te
     _build(team)
     mallory = team.engineer("mallory")
     target = _seq_of(team, "checkout", 1)
-    me = mallory._me()
+    me = mallory.keyholder.me()
 
     def edit(e: m.AuditEvent) -> None:
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation

@@ -160,10 +160,10 @@ def _keys(admin: Vault) -> dict[str, bytes]:
     """Every backup key and every client key the admin can reach now."""
     out: dict[str, bytes] = {}
     with admin.store.transaction() as s:
-        out["vault backup key"] = admin._vault_backup_key(s)
+        out["vault backup key"] = admin.backups._vault_backup_key(s)
         for client in s.scalars(select(m.Client)):
-            out[f"backup key {client.id}"] = admin._client_backup_key(s, client)
-            out[f"client key {client.id}"] = admin._client_key(s, client.id, client.current_key_version)
+            out[f"backup key {client.id}"] = admin.backups._client_backup_key(s, client)
+            out[f"client key {client.id}"] = admin.keyholder.client_key(s, client.id, client.current_key_version)
     return out
 
 
@@ -509,7 +509,7 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     rolls the backup's event back."""
     from vault.service import backupfile, backups
 
-    real_section, real_rows = backupfile.BackupWriter.section, backups.BackupOps._client_rows
+    real_section, real_rows = backupfile.BackupWriter.section, backups.Backups._client_rows
     head = world.admin.audit_head()[0]
     cut_short: list[int] = []  # the sections written when the failure struck
 
@@ -537,12 +537,12 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
             raise StoreUnavailable("the database is unreachable or failed: nothing was changed")
         return real_rows(s, client_id)
 
-    monkeypatch.setattr(backups.BackupOps, "_client_rows", staticmethod(rows_then_unavailable))
+    monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(rows_then_unavailable))
     target = tmp_path / "cut-rows.cvbk"
     with pytest.raises(StoreUnavailable, match="unreachable"):
         world.admin.create_backup(target)
     assert not target.exists()
-    monkeypatch.setattr(backups.BackupOps, "_client_rows", staticmethod(real_rows))
+    monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(real_rows))
     assert world.admin.audit_head()[0] == head  # no event claims a backup was written
     whole = tmp_path / "whole.cvbk"
     assert world.admin.create_backup(whole).clients == 2 and whole.exists()  # and it works again

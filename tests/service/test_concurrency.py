@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from vault import Vault
 from vault.errors import CheckoutConflict
-from vault.service.checkouts import CheckoutOps
+from vault.service.holds import Holds
 from vault.storage import models as m
 
 REF, PW = "acme/fw01", "acme-pw-1"
@@ -218,14 +218,14 @@ def wide_race_window(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     Without the lock on the secret's row, every racer would find no holder in that
     window and all of them would win; with it, the others wait and then see the winner.
     """
-    real = CheckoutOps._lock_and_find_holds
+    real = Holds.lock_and_find_holds
 
     def slow(self, s, secret):  # type: ignore[no-untyped-def]
         held = real(self, s, secret)
         time.sleep(0.05)
         return held
 
-    monkeypatch.setattr(CheckoutOps, "_lock_and_find_holds", slow)
+    monkeypatch.setattr(Holds, "lock_and_find_holds", slow)
 
 
 def _race(team, vaults: list[Vault], rounds: int) -> None:  # type: ignore[no-untyped-def]

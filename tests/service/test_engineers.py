@@ -22,7 +22,7 @@ from vault.errors import (
     UntrustedRecord,
     WrongPassphrase,
 )
-from vault.service.base import RootBundle
+from vault.keyholder.keys import RootBundle
 from vault.storage import models as m
 
 

@@ -114,7 +114,7 @@ def _owned_by(table: str, row: dict[str, Any], client_id: int, secret_ids: set[i
 
 def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene, db):
     alice = scene
-    me = alice._me()
+    me = alice.keyholder.me()
     rows = db.rows()
     ids = _ids(rows)
     vault_id = alice.vault_id()
@@ -136,7 +136,7 @@ def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene,
     # 2. Every sealed blob she does not legitimately hold stays shut, under every context.
     mine = [sealing.KeyPair(me.sealing_private), sealing.KeyPair(me.signing_seed)]
     with alice.store.transaction() as s:
-        globex_key = alice._client_key(s, globex_id, 1)  # the key she does hold
+        globex_key = alice.keyholder.client_key(s, globex_id, 1)  # the key she does hold
     symmetric_keys = [globex_key, me.sealing_private, me.signing_seed]
     seal_contexts = _seal_contexts(vault_id, ids)
     sealed_tried = fields_tried = 0

@@ -22,7 +22,7 @@ from vault import Vault
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_INVITE, LABEL_ROOT_BUNDLE, LABEL_TAG_CLIENT_SLUG
 from vault.errors import AccessDenied, DecryptionFailed, InvalidInput, NotFound, VaultError, WrongPassphrase
-from vault.service.base import RootBundle
+from vault.keyholder.keys import RootBundle
 from vault.storage import models as m
 
 REASON = "T-1 offboarding test"
@@ -58,15 +58,17 @@ class Loot:
 
 def _harvest(url: str, vault: Vault) -> Loot:
     """Open, with the engineer's own private key, everything in the database that opens."""
-    me = vault._me()
+    me = vault.keyholder.me()
     loot = Loot([sealing.KeyPair(me.sealing_private)])
-    loot.client_keys.update(vault._client_keys)  # whatever their vault object still caches
+    loot.client_keys.update(vault.keyholder.client_keys)  # whatever their vault object still caches
     with _copy_of(url) as s:
         vault_id = s.scalars(select(m.VaultInfo.vault_id)).one()
         for row in s.scalars(select(m.RootSeal)):  # admins: the root bundle, hence the recovery key
             with contextlib.suppress(DecryptionFailed):
                 raw = sealing.open_sealed(
-                    loot.keypairs[0], row.root_version, row.blob,
+                    loot.keypairs[0],
+                    row.root_version,
+                    row.blob,
                     (LABEL_ROOT_BUNDLE, vault_id, row.root_version, row.engineer_id),
                 )
                 bundle = RootBundle(raw, row.root_version)
@@ -74,7 +76,12 @@ def _harvest(url: str, vault: Vault) -> Loot:
                 loot.lookup_keys.append(bundle.lookup_key)
         for row in s.scalars(select(m.ClientKeySeal)):
             context = (
-                LABEL_CLIENT_KEY_SEAL, vault_id, row.client_id, row.version, row.recipient_kind, row.recipient_id
+                LABEL_CLIENT_KEY_SEAL,
+                vault_id,
+                row.client_id,
+                row.version,
+                row.recipient_kind,
+                row.recipient_id,
             )
             for keypair in loot.keypairs:
                 with contextlib.suppress(DecryptionFailed):
@@ -115,7 +122,10 @@ class Attempts:
 
 
 FIELD_BLOBS = {
-    "slug": "slug_blob", "name": "name_blob", "lookup-key": "lookup_key_blob", "audit-keys": "audit_keys_blob"
+    "slug": "slug_blob",
+    "name": "name_blob",
+    "lookup-key": "lookup_key_blob",
+    "audit-keys": "audit_keys_blob",
 }
 
 
@@ -133,39 +143,81 @@ def _attack(url: str, loot: Loot, *, after_seq: int, before: set[tuple[int, int]
                     context = (LABEL_CLIENT_KEY_SEAL, vault_id, seal.client_id, seal.version, kind, rid)
                     for keypair in loot.keypairs:
                         what = f"client {seal.client_id} v{seal.version} as {kind} {rid}"
-                        tries.fails("a sealed client key", what, sealing.open_sealed, keypair, seal.version, seal.blob,
-                                    context)
+                        tries.fails(
+                            "a sealed client key", what, sealing.open_sealed, keypair, seal.version, seal.blob, context
+                        )
         for root_seal in s.scalars(select(m.RootSeal)):
             for eid in engineer_ids:
                 context = (LABEL_ROOT_BUNDLE, vault_id, root_seal.root_version, eid)
                 for keypair in loot.keypairs:
-                    tries.fails("a sealed root bundle", f"root {root_seal.root_version} as {eid}", sealing.open_sealed,
-                                keypair, root_seal.root_version, root_seal.blob, context)
+                    tries.fails(
+                        "a sealed root bundle",
+                        f"root {root_seal.root_version} as {eid}",
+                        sealing.open_sealed,
+                        keypair,
+                        root_seal.root_version,
+                        root_seal.blob,
+                        context,
+                    )
         for invited in s.scalars(select(m.Engineer).where(m.Engineer.invite_seal.is_not(None))):
             for version in roots:
                 context = (LABEL_INVITE, vault_id, invited.id, version)
                 for keypair in loot.keypairs:
-                    tries.fails("a sealed invite", invited.name, sealing.open_sealed, keypair, version,
-                                invited.invite_seal, context)
+                    tries.fails(
+                        "a sealed invite",
+                        invited.name,
+                        sealing.open_sealed,
+                        keypair,
+                        version,
+                        invited.invite_seal,
+                        context,
+                    )
         for client in s.scalars(select(m.Client)):
             for purpose, column in FIELD_BLOBS.items():
                 blob = getattr(client, column)
                 for version, key in loot.keys_of(client.id):
                     for v in {version, blobs.blob_key_version(blob)}:
-                        tries.fails("a client field", f"client {client.id} {purpose}", blobs.decrypt_client_field,
-                                    key, v, blob, client.id, purpose)
+                        tries.fails(
+                            "a client field",
+                            f"client {client.id} {purpose}",
+                            blobs.decrypt_client_field,
+                            key,
+                            v,
+                            blob,
+                            client.id,
+                            purpose,
+                        )
         for row, client_id in s.execute(select(m.SecretVersion, m.Secret.client_id).join(m.Secret)).all():
             what = f"secret {row.secret_id} v{row.version}"
             for version, key in loot.keys_of(client_id):
                 for v in {version, row.key_version}:
-                    tries.fails("a wrapped data key", what, blobs.unwrap_data_key, key, v, row.wrapped_dek, client_id,
-                                row.secret_id, row.version)
+                    tries.fails(
+                        "a wrapped data key",
+                        what,
+                        blobs.unwrap_data_key,
+                        key,
+                        v,
+                        row.wrapped_dek,
+                        client_id,
+                        row.secret_id,
+                        row.version,
+                    )
             if (row.secret_id, row.version) in before:
                 continue
             for dek in loot.data_keys:
                 for purpose, blob in (("password", row.password_blob), ("metadata", row.metadata_blob)):
-                    tries.fails("a secret field", f"{what} {purpose}", blobs.decrypt_secret_field, dek,
-                                blobs.blob_key_version(blob), blob, client_id, row.secret_id, row.version, purpose)
+                    tries.fails(
+                        "a secret field",
+                        f"{what} {purpose}",
+                        blobs.decrypt_secret_field,
+                        dek,
+                        blobs.blob_key_version(blob),
+                        blob,
+                        client_id,
+                        row.secret_id,
+                        row.version,
+                        purpose,
+                    )
         events = s.scalars(
             select(m.AuditEvent).where(m.AuditEvent.seq > after_seq, m.AuditEvent.details_blob.is_not(None))
         )
@@ -174,8 +226,17 @@ def _attack(url: str, loot: Loot, *, after_seq: int, before: set[tuple[int, int]
             keys = [ring[i : i + 32] for i in range(0, len(ring), 32)] + [k for _, k in loot.keys_of(event.client_id)]
             for key in keys:
                 for v in {event.key_version, *range(1, len(ring) // 32 + 1)}:
-                    tries.fails("audit details", f"event {event.seq}", blobs.decrypt_audit_detail, key, v,
-                                event.details_blob, event.client_id, event.seq, event.action)
+                    tries.fails(
+                        "audit details",
+                        f"event {event.seq}",
+                        blobs.decrypt_audit_detail,
+                        key,
+                        v,
+                        event.details_blob,
+                        event.client_id,
+                        event.seq,
+                        event.action,
+                    )
     return tries
 
 
@@ -208,7 +269,11 @@ def test_a_removed_engineer_with_their_old_keys_and_the_database_decrypts_nothin
     before, after_seq = _versions(team.url), admin.audit_head()[0]
     control = _attack(team.url, loot, after_seq=0, before=set())  # the same attack, before removal
     assert {kind for kind, _ in control.opened} >= {
-        "a sealed client key", "a client field", "a wrapped data key", "a secret field", "audit details"
+        "a sealed client key",
+        "a client field",
+        "a wrapped data key",
+        "a secret field",
+        "audit details",
     } | ({"a sealed root bundle"} if role == "admin" else set())
 
     admin.remove_engineer("leaver", batch_size=2)
@@ -223,12 +288,22 @@ def test_a_removed_engineer_with_their_old_keys_and_the_database_decrypts_nothin
 
     attack = _attack(team.url, loot, after_seq=after_seq, before=before)
     assert attack.opened == []
-    kinds = {"a sealed client key", "a sealed root bundle", "a sealed invite", "a client field",
-             "a wrapped data key", "a secret field", "audit details"}
+    kinds = {
+        "a sealed client key",
+        "a sealed root bundle",
+        "a sealed invite",
+        "a client field",
+        "a wrapped data key",
+        "a secret field",
+        "audit details",
+    }
     assert set(attack.counts) == kinds and min(attack.counts.values()) > 0, attack.counts
     with _copy_of(team.url) as s:  # audit details after removal use a generation they never held
-        for client_id, key_version in s.execute(select(m.AuditEvent.client_id, m.AuditEvent.key_version).where(
-                m.AuditEvent.seq > after_seq, m.AuditEvent.details_blob.is_not(None))):
+        for client_id, key_version in s.execute(
+            select(m.AuditEvent.client_id, m.AuditEvent.key_version).where(
+                m.AuditEvent.seq > after_seq, m.AuditEvent.details_blob.is_not(None)
+            )
+        ):
             assert key_version > len(loot.audit_rings.get(client_id, b"")) // 32
     if role == "admin":  # the old lookup key no longer matches any slug tag
         with _copy_of(team.url) as s:
@@ -248,8 +323,8 @@ def test_removal_during_a_rotation_still_moves_the_client_to_a_key_the_engineer_
     admin.grant("leaver", "acme")
     leaver.reveal("acme/s0", reason=REASON)
     with admin.store.transaction() as s:  # a rotation under way (interrupted after one batch)
-        rotation_id = admin._start_client_rotation(s, admin._client(s, "acme"))
-    admin._rewrap_batch(rotation_id, 2, None)
+        rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))
+    admin.keys._rewrap_batch(rotation_id, 2, None)
     loot = _harvest(team.url, leaver)
     assert (1, 2) in loot.client_keys  # the new version was sealed to every grantee at the start
     before, after_seq = _versions(team.url), admin.audit_head()[0]
@@ -280,7 +355,7 @@ def test_an_interrupted_removal_is_finished_by_resume(team, role, monkeypatch):
 
     # The removal commits (grants revoked, root rotated for an admin, every rotation started);
     # the interrupt lands in the re-wrapping that follows, which `resume_rotations` finishes.
-    monkeypatch.setattr(admin, "_run_rotation", interrupted)
+    monkeypatch.setattr(admin.keys, "run_rotation", interrupted)
     with pytest.raises(KeyboardInterrupt):
         admin.remove_engineer("leaver")
     monkeypatch.undo()
@@ -345,14 +420,19 @@ def test_removal_disables_the_account_keeps_its_public_keys_and_old_events_verif
     assert (after.sealing_public, after.signing_public) == (row.sealing_public, row.signing_public)
     key = db.all(select(m.EngineerKey).where(m.EngineerKey.engineer_id == alice_id))
     assert [(k.generation, k.state, k.signing_public) for (k,) in key] == [(1, "destroyed", row.signing_public)]
-    seals = select(func.count()).select_from(m.ClientKeySeal).where(
-        m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == alice_id
+    seals = (
+        select(func.count())
+        .select_from(m.ClientKeySeal)
+        .where(m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == alice_id)
     )
     assert db.scalar(seals) == 0
     grants = db.all(select(m.Grant.revoked_at).where(m.Grant.engineer_id == alice_id))
     assert grants and all(r[0] is not None for r in grants)
-    signed = db.scalar(select(func.count()).select_from(m.AuditEvent).where(
-        m.AuditEvent.engineer_id == alice_id, m.AuditEvent.signature.is_not(None)))
+    signed = db.scalar(
+        select(func.count())
+        .select_from(m.AuditEvent)
+        .where(m.AuditEvent.engineer_id == alice_id, m.AuditEvent.signature.is_not(None))
+    )
     assert signed >= 3
     assert admin.verify_audit().ok
     for call in (lambda: alice.reveal("acme/fw01", reason=REASON), alice.list_clients, alice.whoami):
@@ -432,7 +512,7 @@ def test_rotate_engineer_destroys_the_old_keys_and_re_enrolment_restores_the_gra
     alice.reveal("acme/s0", reason=REASON)
     alice_id = db.engineer_id("alice")
     old = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
-    old_keypair = sealing.KeyPair(alice._me().sealing_private)
+    old_keypair = sealing.KeyPair(alice.keyholder.me().sealing_private)
 
     code = admin.rotate_engineer("alice")
 
@@ -468,8 +548,13 @@ def test_rotate_engineer_destroys_the_old_keys_and_re_enrolment_restores_the_gra
         context = (LABEL_CLIENT_KEY_SEAL, vault_id, seal.client_id, seal.version, "engineer", alice_id)
         with pytest.raises(DecryptionFailed):
             sealing.open_sealed(old_keypair, seal.version, seal.blob, context)
-    old_events = db.scalar(select(func.count()).select_from(m.AuditEvent).where(
-        m.AuditEvent.engineer_id == alice_id, m.AuditEvent.key_generation == 1, m.AuditEvent.signature.is_not(None)))
+    old_events = db.scalar(
+        select(func.count())
+        .select_from(m.AuditEvent)
+        .where(
+            m.AuditEvent.engineer_id == alice_id, m.AuditEvent.key_generation == 1, m.AuditEvent.signature.is_not(None)
+        )
+    )
     assert old_events >= 2
     assert admin.verify_audit().ok
     assert mine.verify_audit().ok

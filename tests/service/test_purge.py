@@ -175,12 +175,12 @@ def _run(vault: Vault, *statements: Any) -> None:
 
 def _client_id(vault: Vault, slug: str) -> int:
     with vault.store.transaction() as s:
-        return vault._client(s, slug).id
+        return vault.clients.client(s, slug).id
 
 
 def _secret_id(vault: Vault, ref: str) -> int:
     with vault.store.transaction() as s:
-        return vault._secret(s, ref)[1].id
+        return vault.secrets.secret(s, ref)[1].id
 
 
 def _data_keys(vault: Vault, client_id: int, client_keys: dict[int, bytes]) -> dict[tuple[int, int], bytes]:
@@ -233,11 +233,11 @@ def _add_victim(org: Org, backup_dir: Path) -> Victim:
     admin.grant("eve", OTHER)
     assert eve.reveal(f"{SLUG}/frontdesk-pc-k9", reason=REASON) == "Fr0ntDesk!Pw-two"
     assert eve.show_secret(f"{SLUG}/xray-server-v7").username == "radiology-svc-v7"
-    client_keys = {1: admin._client_keys[(cid, 1)]}
-    assert eve._client_keys[(cid, 1)] == client_keys[1]  # the grantee's copy is the same key
+    client_keys = {1: admin.keyholder.client_keys[(cid, 1)]}
+    assert eve.keyholder.client_keys[(cid, 1)] == client_keys[1]  # the grantee's copy is the same key
     before = _data_keys(admin, cid, client_keys)
     admin.rotate_client(SLUG)
-    client_keys[2] = admin._client_keys[(cid, 2)]
+    client_keys[2] = admin.keyholder.client_keys[(cid, 2)]
     assert _data_keys(admin, cid, {2: client_keys[2]}) == before  # re-wrapped, not replaced
     for version, key in client_keys.items():
         victim.keys[f"client key v{version}"] = key
@@ -336,7 +336,9 @@ def _cells(vault: Vault) -> list[tuple[str, bytes]]:
 def _scan_after_purge(url: str, admin: Vault, victim: Victim, receipt: ReceiptInfo, tmp: Path) -> None:
     """The database files, an audit export, a fresh backup and key export: none of the client."""
     needles = _needles(victim.keys)
-    assert not [k for k in admin._client_keys if k[0] == victim.client_id], "the admin's cached copies are gone"
+    assert not [k for k in admin.keyholder.client_keys if k[0] == victim.client_id], (
+        "the admin's cached copies are gone"
+    )
     files = _sqlite_files(url)
     for file in files:
         assert _found(file.read_bytes(), needles) == [], f"{file.name} still holds the purged client"
@@ -602,8 +604,8 @@ def test_purge_secret_removes_only_that_secret_every_version_and_data_key(world)
     admin, org = world.admin, world.org
     target, kept = f"{OTHER}/switch", f"{OTHER}/router"
     cid, sid = _client_id(admin, OTHER), _secret_id(admin, target)
-    assert admin._client_keys[(cid, 1)]
-    deks = {k: v for k, v in _data_keys(admin, cid, {1: admin._client_keys[(cid, 1)]}).items() if k[0] == sid}
+    assert admin.keyholder.client_keys[(cid, 1)]
+    deks = {k: v for k, v in _data_keys(admin, cid, {1: admin.keyholder.client_keys[(cid, 1)]}).items() if k[0] == sid}
     assert len(deks) == 3
     longest = "R" + "1234567890" * 6 + "a#:"  # 64 characters: the longest reference accepted
     assert len(longest) == 64

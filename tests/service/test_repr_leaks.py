@@ -59,16 +59,20 @@ def scene(shared, reveal):  # type: ignore[no-untyped-def]
 
 def test_sessions_keys_and_bundles_never_show_their_secrets(shared, scene):
     _, alice = scene
-    me = alice._me()
+    me = alice.keyholder.me()
     session_secrets = [me.sealing_private, me.signing_seed]
     assert_hides(me, session_secrets, [shared.passphrases[alice.engineer_name]])
     assert_hides(alice, session_secrets, [PASSWORD, PASSPHRASE_MARK])
-    assert_hides(shared.admin, [shared.admin._me().sealing_private, shared.admin._me().signing_seed], [PASSWORD])
+    assert_hides(
+        shared.admin,
+        [shared.admin.keyholder.me().sealing_private, shared.admin.keyholder.me().signing_seed],
+        [PASSWORD],
+    )
 
     client_id = shared.db.newest_client_id()
     with shared.admin.store.transaction() as s:
-        bundle = shared.admin._root_bundle(s)
-        client_key = shared.admin._client_key(s, client_id, 1)
+        bundle = shared.admin.keyholder.root_bundle(s)
+        client_key = shared.admin.keyholder.client_key(s, client_id, 1)
     assert_hides(
         bundle, [bundle.root_secret, bundle.org.seed, bundle.recovery.private, bundle.lookup_key, bundle.to_bytes()]
     )
@@ -107,7 +111,7 @@ def test_init_result_never_shows_its_recovery_shares(tmp_path):
 def test_record_types_never_show_a_password_or_key(shared, scene, reveal):
     c, alice = scene
     admin = shared.admin
-    me = alice._me()
+    me = alice.keyholder.me()
     secrets = [me.sealing_private, me.signing_seed]
     texts = [PASSWORD, PASSPHRASE_MARK]
     values: list[Any] = [

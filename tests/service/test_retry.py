@@ -35,13 +35,14 @@ from sqlalchemy.engine import Engine, make_url
 
 import vault.service.retrying as retrying
 from vault import Vault
+from vault.authority.journal import Journal
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import ConcurrentChange, StoreBusy, StoreUnavailable, VaultError
-from vault.service.base import VaultBase
-from vault.service.checkouts import CheckoutOps
-from vault.service.journal import JournalOps
-from vault.service.rotation import RotationOps
-from vault.service.secrets import SecretOps
+from vault.keyholder.keys import Keys
+from vault.service.checkouts import Checkouts
+from vault.service.holds import Holds
+from vault.service.rotation import KeyRotation
+from vault.service.secrets import Secrets
 from vault.service.vault import BACKOFF_SECONDS, RETRIES
 from vault.storage import engine as storage
 from vault.storage import models as m
@@ -91,7 +92,7 @@ class Losing:
         self.pending: list[str] = []  # actions appended since the last commit or rollback
         self.postgres = engine.dialect.name == "postgresql"
         dialect = engine.dialect
-        real_commit, real_rollback, real_append = dialect.do_commit, dialect.do_rollback, JournalOps._append
+        real_commit, real_rollback, real_append = dialect.do_commit, dialect.do_rollback, Journal.append
 
         def do_commit(dbapi_connection: Any) -> None:
             actions, self.pending = self.pending, []
@@ -112,7 +113,7 @@ class Losing:
 
         monkeypatch.setattr(dialect, "do_commit", do_commit)
         monkeypatch.setattr(dialect, "do_rollback", do_rollback)
-        monkeypatch.setattr(JournalOps, "_append", append)
+        monkeypatch.setattr(Journal, "append", append)
 
     def lose(self, times: int, *, action: str | None = None) -> None:
         self.remaining, self.action, self.failed = times, action, 0
@@ -281,7 +282,7 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
         real_state = storage._sqlstate
         monkeypatch.setattr(storage, "_sqlstate", lambda error: states.append(real_state(error)) or states[-1])
         holding = threading.Event()
-        real_lock = CheckoutOps._lock_and_find_holds
+        real_lock = Holds.lock_and_find_holds
 
         def lock_then_linger(self, s, secret):  # type: ignore[no-untyped-def]
             held = real_lock(self, s, secret)
@@ -290,7 +291,7 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
                 time.sleep(0.5)
             return held
 
-        monkeypatch.setattr(CheckoutOps, "_lock_and_find_holds", lock_then_linger)
+        monkeypatch.setattr(Holds, "lock_and_find_holds", lock_then_linger)
         outcome: dict[str, Any] = {}
 
         def checkout() -> None:
@@ -372,7 +373,7 @@ def test_after_retries_losses_the_concurrent_change_gets_through_and_nothing_was
     assert vault.retries - retries == RETRIES - 1
     assert len(backoff.sleeps) == RETRIES - 1
     backoff.assert_jittered_doubling()
-    assert vault._retry_depth == 0
+    assert vault.core._retry_depth == 0
     assert shared.admin.audit_head() == head, "an event of a lost attempt was kept"
     assert shared.db.counts() == counts, "a row of a lost attempt was kept"
 
@@ -389,8 +390,8 @@ def test_nested_public_calls_do_not_multiply_the_attempts(shared, losing, backof
 
     # reveal -> checkout: both public, both wrapped; only reveal retries
     attempts = []
-    real_checkout = CheckoutOps._checkout
-    monkeypatch.setattr(CheckoutOps, "_checkout", lambda *a, **k: attempts.append(1) or real_checkout(*a, **k))
+    real_checkout = Checkouts._checkout
+    monkeypatch.setattr(Checkouts, "_checkout", lambda *a, **k: attempts.append(1) or real_checkout(*a, **k))
     losing.lose(ALWAYS)
     retries = vault.retries
     with pytest.raises(ConcurrentChange):
@@ -406,7 +407,7 @@ def test_nested_public_calls_do_not_multiply_the_attempts(shared, losing, backof
     assert losing.failed == RETRIES, f"{losing.failed} attempts (nested retries multiply them)"
     assert vault.retries - retries == RETRIES - 1
     assert len(backoff.sleeps) == 2 * (RETRIES - 1)
-    assert vault._retry_depth == 0
+    assert vault.core._retry_depth == 0
     losing.lose(0)
     assert shared.admin.audit_head() == head and shared.db.counts() == counts
 
@@ -476,7 +477,7 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     shared.admin.add_secret(ref, password=FIRST)
     first, second = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
-    real_write = SecretOps._write_version
+    real_write = Secrets._write_version
 
     writes: Counter[str] = Counter()
 
@@ -487,7 +488,7 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
             assert release.wait(30)
         return real_write(vault, s, *args)
 
-    monkeypatch.setattr(SecretOps, "_write_version", pausing_write)
+    monkeypatch.setattr(Secrets, "_write_version", pausing_write)
     errors: list[BaseException] = []
 
     def update(vault: Vault, value: str) -> None:
@@ -530,7 +531,7 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
     head = shared.admin.audit_head()[0]
     a, b = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
-    real_seal = VaultBase._seal_client_key
+    real_seal = Keys.seal_client_key
 
     def pausing_seal(vault: Any, s: Any, *args: Any) -> Any:
         if threading.current_thread().name == "A" and not paused.is_set():
@@ -538,7 +539,7 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
             assert release.wait(30)
         return real_seal(vault, s, *args)
 
-    monkeypatch.setattr(VaultBase, "_seal_client_key", pausing_seal)
+    monkeypatch.setattr(Keys, "seal_client_key", pausing_seal)
     errors: list[BaseException] = []
 
     def run(call: Callable[[], Any]) -> None:
@@ -631,14 +632,14 @@ def test_a_rotation_batch_that_loses_is_run_again_and_the_rotation_finishes(shar
     for ref in refs:
         shared.admin.add_secret(ref, password=f"{ref} ✓")
     vault = _admin(shared)
-    real_batch, armed = RotationOps._rewrap_batch, [True]
+    real_batch, armed = KeyRotation._rewrap_batch, [True]
 
     def batch(self: Any, *args: Any) -> Any:
         if armed and armed.pop():  # the first batch's commit loses, twice
             losing.lose(2)
         return real_batch(self, *args)
 
-    monkeypatch.setattr(RotationOps, "_rewrap_batch", batch)
+    monkeypatch.setattr(KeyRotation, "_rewrap_batch", batch)
     retries = vault.retries
     info = vault.rotate_client(client, batch_size=2)
     assert losing.failed == 2

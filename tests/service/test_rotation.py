@@ -24,7 +24,7 @@ from vault.errors import (
     InvalidInput,
     NotFound,
 )
-from vault.service.base import ENCRYPTION_LIMIT, ENCRYPTION_WARNING
+from vault.service.core import ENCRYPTION_LIMIT, ENCRYPTION_WARNING
 from vault.storage import models as m
 
 REASON = "T-1 rotation test"
@@ -33,7 +33,7 @@ Values = dict[str, list[str]]  # secret name -> its passwords, oldest version fi
 
 def _client_id(vault: Vault, slug: str) -> int:
     with vault.store.transaction() as s:
-        return vault._client(s, slug).id
+        return vault.clients.client(s, slug).id
 
 
 def _fill(admin: Vault, slug: str, count: int) -> Values:
@@ -63,10 +63,7 @@ def _assert_readable(vault: Vault, slug: str, values: Values) -> None:
 def _key_versions(db, client_id: int) -> list[int]:  # type: ignore[no-untyped-def]
     """``secret_versions.key_version`` of every row of the client."""
     return [
-        r[0]
-        for r in db.all(
-            select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id)
-        )
+        r[0] for r in db.all(select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id))
     ]
 
 
@@ -76,7 +73,7 @@ def _seal_versions(db, client_id: int) -> set[int]:  # type: ignore[no-untyped-d
 
 def _interrupt_after(vault: Vault, batches: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``vault``'s re-wrap loop stop with a Ctrl-C after ``batches`` batches."""
-    original = vault._rewrap_batch
+    original = vault.keys._rewrap_batch
     calls = {"n": 0}
 
     def rewrap(rotation_id: int, batch_size: int, progress: Callable[[int, int], None] | None) -> int:
@@ -85,7 +82,7 @@ def _interrupt_after(vault: Vault, batches: int, monkeypatch: pytest.MonkeyPatch
         calls["n"] += 1
         return original(rotation_id, batch_size, progress)
 
-    monkeypatch.setattr(vault, "_rewrap_batch", rewrap)
+    monkeypatch.setattr(vault.keys, "_rewrap_batch", rewrap)
 
 
 # -- client keys -------------------------------------------------------------------------------
@@ -176,8 +173,8 @@ def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(t
 
     # a rotation started by hand and stopped after one batch of three
     with admin.store.transaction() as s:
-        rotation_id = admin._start_client_rotation(s, admin._client(s, "acme"))
-    assert admin._rewrap_batch(rotation_id, 3, None) == 3
+        rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))
+    assert admin.keys._rewrap_batch(rotation_id, 3, None) == 3
     assert sorted(set(_key_versions(db, cid))) == [2, 3]
     bob_id = db.engineer_id("bob")
     admin.grant("bob", "acme")
@@ -214,7 +211,7 @@ def test_audit_details_stay_readable_to_admins_and_the_old_client_key_reads_noth
     _fill(admin, "acme", 3)
     cid = _client_id(admin, "acme")
     admin.reveal("acme/s01", reason="before the rotation")
-    old_key = admin._client_keys[(cid, 1)]  # what someone holding only version 1 has
+    old_key = admin.keyholder.client_keys[(cid, 1)]  # what someone holding only version 1 has
     client = db.all(select(m.Client).where(m.Client.id == cid))[0][0]
     old_ring = blobs.decrypt_client_field(old_key, 1, client.audit_keys_blob, cid, "audit-keys")
     assert len(old_ring) == 32

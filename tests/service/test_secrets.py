@@ -151,7 +151,7 @@ def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(s
     assert len({v.wrapped_dek for v in versions}) == 3
     assert len({v.password_blob for v in versions}) == 3
     with admin.store.transaction() as s:  # unwrap each data key with the client key
-        client_key = admin._client_key(s, client_id, 1)
+        client_key = admin.keyholder.client_key(s, client_id, 1)
         deks = {blobs.unwrap_data_key(client_key, 1, v.wrapped_dek, client_id, secret_id, v.version) for v in versions}
     assert len(deks) == 3, "every version must have its own data key"
 
@@ -410,14 +410,14 @@ def test_fields_stored_before_the_marks_are_classified_by_name_and_old_views_cou
     old_ref = f"{c}/legacy"
     shared.admin.add_secret(old_ref, password="pw", fields={"recovery-codes": RECOVERY, "rack": "R4"})
     with shared.admin.store.transaction() as s:
-        client, secret, _slug = shared.admin._secret(s, old_ref)
-        metadata = shared.admin._open(s, client, secret, shared.admin._version(s, secret, None)).metadata
+        client, secret, _slug = shared.admin.secrets.secret(s, old_ref)
+        metadata = shared.admin.secrets.open(s, client, secret, shared.admin.secrets.version(s, secret, None)).metadata
         assert "sensitive_fields" not in metadata and "public_fields" not in metadata  # the old layout
     info = alice.show_secret(old_ref)
     assert (info.fields, info.sensitive_fields) == ({"rack": "R4"}, ("recovery-codes",))
     assert shared.admin.report_at_risk(alice.engineer_name) == []  # a view now reveals nothing
     with alice.store.transaction() as s:  # what the old show_secret logged: no details
-        client, secret, _slug = alice._secret(s, old_ref)
-        alice._append(s, "secret-view", client_id=client.id, secret_id=secret.id)
+        client, secret, _slug = alice.secrets.secret(s, old_ref)
+        alice.journal.append(s, "secret-view", client_id=client.id, secret_id=secret.id)
     [record] = shared.admin.report_at_risk(alice.engineer_name)
     assert (record.secret, record.field, record.version, record.changed_since) == ("legacy", "recovery-codes", 1, False)

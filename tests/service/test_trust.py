@@ -152,7 +152,7 @@ def test_a_grant_inserted_by_a_database_writer_is_refused(shared, setup, reveal,
             blob=sealing.seal(alice_public, 1, attacker_key, _seal_context(vault_id, client_id, alice_id)),
         )
     )
-    own_key = signing.SigningKey(alice._me().signing_seed)
+    own_key = signing.SigningKey(alice.keyholder.me().signing_seed)
     forged = [
         dict(granted_by=admin_id, signature=None),
         dict(granted_by=admin_id, signature=bytes(64)),

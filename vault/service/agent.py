@@ -321,7 +321,7 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         vault = Vault.open(url, engineer=engineer)
         from vault.service.config import OrgKeyMemory
 
-        info = vault.unlock(
+        info = vault.engineers.unlock(
             engineer,
             str(order["passphrase"]),
             ttl=dt.timedelta(seconds=order["ttl_seconds"]),

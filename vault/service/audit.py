@@ -18,29 +18,63 @@ import json
 import os
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.journal import from_us, us
 from vault.crypto import blobs, chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.service import auditverify, validation
-from vault.service.base import ACTIVE, ROLE_ADMIN, epoch
-from vault.service.journal import from_us, us
+from vault.service.core import ROLE_ADMIN, epoch
 from vault.service.records import AuditEntry, AuditVerification
-from vault.service.secrets import SecretOps
-from vault.service.validation import shown
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.signers import Signers
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.secrets import Secrets
+
 
 REVEAL_ACTIONS = ("reveal", "checkout")
 CHECKPOINT_PREFIX = "credvault-checkpoint:1"
 
 
-class AuditOps(SecretOps):
-    # -- reading ----------------------------------------------------------------------------
+def _details(text: str | None) -> dict[str, Any]:
+    try:
+        details = json.loads(text) if text else {}
+    except ValueError:
+        return {}  # never so in a genuine event: the full pass refuses it at its own seq
+    return details if isinstance(details, dict) else {}
 
-    def audit_log(
+
+class Audit:
+    """The audit log: ``vault.audit.log/export/verify/checkpoint/head``."""
+
+    def __init__(
+        self,
+        core: Core,
+        keys: Keys,
+        trust: Trust,
+        signers: Signers,
+        journal: Journal,
+        clients: Clients,
+        secrets: Secrets,
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.signers = signers
+        self.journal = journal
+        self.clients = clients
+        self.secrets = secrets
+
+    def log(
         self,
         *,
         client: str | None = None,
@@ -49,11 +83,11 @@ class AuditOps(SecretOps):
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Events the viewer may see, details decrypted where the viewer holds the key."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
+        with self.core.store.transaction() as s:
+            me = self.trust.my_row(s)
             query = select(m.AuditEvent).order_by(m.AuditEvent.seq)
             if client is not None:
-                query = query.where(m.AuditEvent.client_id == self._client(s, client).id)
+                query = query.where(m.AuditEvent.client_id == self.clients.client(s, client).id)
             if engineer is not None:
                 validation.engineer_name(engineer)
                 row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
@@ -69,14 +103,14 @@ class AuditOps(SecretOps):
                 query = query.order_by(None).order_by(m.AuditEvent.seq.desc()).limit(limit)
             events = sorted(s.scalars(query), key=lambda e: e.seq)
             names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-            return [self._entry(s, e, names) for e in events]
+            return [self.entry(s, e, names) for e in events]
 
-    def export_audit(self, **filters: Any) -> Iterable[str]:
+    def export(self, **filters: Any) -> Iterable[str]:
         """The log as JSON lines (one event per line) for a SIEM."""
-        for entry in self.audit_log(**filters):
+        for entry in self.log(**filters):
             yield json.dumps(entry.to_json(), sort_keys=True)
 
-    def _entry(self, s: Session, e: m.AuditEvent, names: dict[int, str]) -> AuditEntry:
+    def entry(self, s: Session, e: m.AuditEvent, names: dict[int, str]) -> AuditEntry:
         details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
         slug = None
         readable = e.details_blob is None
@@ -92,9 +126,9 @@ class AuditOps(SecretOps):
                 readable = e.details_blob is None
             else:
                 try:
-                    slug = self._slug(s, client)
+                    slug = self.clients.slug(s, client)
                     if e.details_blob is not None and e.key_version is not None:
-                        key = self._audit_key(s, client, e.key_version)
+                        key = self.journal.audit_key(s, client, e.key_version)
                         raw = blobs.decrypt_audit_detail(
                             key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
                         )
@@ -117,13 +151,13 @@ class AuditOps(SecretOps):
         if secret is None or client is None:
             return f"(purged secret #{secret_id})"
         try:
-            return str(self._open(s, client, secret, self._version(s, secret, None)).metadata["name"])
+            return str(self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata["name"])
         except VaultError:
             return f"(secret #{secret_id})"
 
     # -- verifying ------------------------------------------------------------------------------
 
-    def verify_audit(
+    def verify(
         self,
         *,
         since: tuple[int, bytes] | None = None,
@@ -136,7 +170,7 @@ class AuditOps(SecretOps):
         A database holding objects credvault did not create (a trigger that deletes events
         at commit, a view, …) does not verify, whatever its events say.
         """
-        with self.store.inspecting() as foreign:
+        with self.core.store.inspecting() as foreign:
             result = self._verify_chain(since, known_head, checkpoints, workers)
         if not foreign:
             return result
@@ -157,11 +191,11 @@ class AuditOps(SecretOps):
         checkpoints: Sequence[str],
         workers: int | None,
     ) -> AuditVerification:
-        with self.store.transaction() as s:
-            self._my_row(s)
-            vault_id = self._vid(s)
+        with self.core.store.transaction() as s:
+            self.trust.my_row(s)
+            vault_id = self.core.vid(s)
             start_seq, running = since if since is not None else (0, chain.GENESIS)
-            keys, problems, _ = self._key_lifetimes(s, self._signing_keys(s))
+            keys, problems, _ = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
             if since is not None:
                 anchor = s.get(m.AuditEvent, start_seq)
                 if anchor is None or anchor.hash != running:
@@ -173,7 +207,7 @@ class AuditOps(SecretOps):
                         start_seq,
                         "the event this machine verified last is missing or changed",
                     )
-                problem = self._anchor_problem(s, vault_id, keys, problems, start_seq)
+                problem = self.signers.anchor_problem(s, vault_id, keys, problems, start_seq)
                 if problem is not None:
                     return self._bad(0, start_seq + 1, start_seq, running, start_seq, problem + " (the anchor)")
             prev_at, prev_format = self._time_and_format(s, vault_id, start_seq)
@@ -225,24 +259,6 @@ class AuditOps(SecretOps):
             return AuditVerification(True, checked, start_seq + 1, last, running.hex())
 
     @staticmethod
-    def _anchor_problem(
-        s: Session, vault_id: bytes, keys: auditverify.Keys, problems: auditverify.Problems, seq: int
-    ) -> str | None:
-        """The anchor of an incremental verify checked again: its hash from its fields, its
-        signature in its key's lifetime, what the key-event pass found at it, and its link to
-        the event before it (its stored hash)."""
-        if seq <= 0:
-            return None
-        connection = s.connection()
-        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
-        if r.problem is not None:
-            return r.problem
-        before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None
-        if r.first_prev != (before.hash if before is not None else chain.GENESIS):
-            return "it does not link to the event before it"
-        return None
-
-    @staticmethod
     def _bad(checked: int, first: int, last: int, running: bytes, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(False, checked, first, last, running.hex(), seq, f"event {seq}: {problem}")
 
@@ -280,7 +296,7 @@ class AuditOps(SecretOps):
         chain is long enough to be worth it, else here in the caller's transaction."""
         workers = workers or os.cpu_count() or 1
         events = hi - lo + 1
-        if workers < 2 or events < chain.PARALLEL_THRESHOLD or not auditverify.shareable(self.store.url):
+        if workers < 2 or events < chain.PARALLEL_THRESHOLD or not auditverify.shareable(self.core.store.url):
             connection = s.connection()
             if events > 0:
                 checked = auditverify.check_range(
@@ -296,7 +312,7 @@ class AuditOps(SecretOps):
             futures = [(a, min(a + size - 1, hi)) for a in starts]
             pending = [
                 pool.submit(
-                    check, self.store.url, vault_id, keys, a, b, {k: v for k, v in problems.items() if a <= k <= b}
+                    check, self.core.store.url, vault_id, keys, a, b, {k: v for k, v in problems.items() if a <= k <= b}
                 )
                 for a, b in futures
             ]
@@ -304,129 +320,6 @@ class AuditOps(SecretOps):
                 yield a, b, future.result()
         finally:
             pool.shutdown(cancel_futures=True)
-
-    def _signing_keys(self, s: Session) -> dict[tuple[int, int], tuple[bytes, str]]:
-        """Certified signing keys of every engineer and key generation, by (id, generation),
-        each with the engineer's name its certificate binds."""
-        keys: dict[tuple[int, int], tuple[bytes, str]] = {}
-        names = {}
-        for row in s.scalars(select(m.Engineer)):
-            names[row.id] = row.name
-            if row.signing_public is None:
-                continue
-            try:
-                self._verify_certificate(s, row)
-            except UntrustedRecord:
-                continue
-            keys[(row.id, row.key_generation)] = (row.signing_public, row.name)
-        for key in s.scalars(select(m.EngineerKey)):
-            name = names.get(key.engineer_id, "")
-            try:
-                keys[(key.engineer_id, key.generation)] = (self._verified_key(s, key, name), name)
-            except UntrustedRecord:
-                keys.pop((key.engineer_id, key.generation), None)
-        return keys
-
-    def _key_lifetimes(
-        self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
-    ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]:
-        """When each certified key may sign, from the chain's own signed events, read in order.
-
-        The organisation's certificates say *which* keys are an engineer's; the chain says
-        *when*: a key generation signs from the event after the admin-signed ``engineer-confirm``
-        that certified it (the first admin's from ``vault-init``, event 1) until the
-        admin-signed ``engineer-key-rotate`` or ``engineer-remove`` that retired it. Admins are
-        those the chain made admins (``vault-init``, a confirmation with role admin), until
-        removed. This first pass reads only those few events, unverified: a forged one is
-        itself refused at its own sequence number by the full pass (hash, link, signature),
-        and it can only change what is decided about events after it, so the first bad
-        event named is still the right one. What this pass finds wrong (a key event not
-        signed by a live admin, a second ``vault-init``, an enrolment without an invitation)
-        is returned by sequence number, for the range checks to report in order. Also
-        returned: the ids of the engineers the chain has made admins and not removed (a
-        root rotation seals only to them).
-        """
-        by_name_gen: dict[tuple[Any, int], list[int]] = {}
-        by_name: dict[str, set[int]] = {}
-        for (eid, gen), (_, who) in certified.items():
-            by_name_gen.setdefault((who, gen), []).append(eid)
-            by_name.setdefault(who, set()).add(eid)
-        start: dict[tuple[Any, Any], int] = {}
-        end: dict[tuple[Any, Any], int] = {}
-        admins: set[Any] = set()
-        invited: set[tuple[Any, Any]] = set()
-        problems: dict[int, str] = {}
-        assumed: set[tuple[int, int]] = set()
-        e = m.AuditEvent
-        events = s.execute(
-            select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
-            .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
-            .order_by(e.seq)
-        )
-        older_than_chain = s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init")
-        if older_than_chain:
-            # A vault older than its audit chain (made before migration 0002): its chain begins
-            # after its keys were certified, so the keys certified now sign from event 1, its
-            # active admins are admins, and an enrolment may follow an invitation made before
-            # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
-            assumed = set(certified)
-            start = dict.fromkeys(assumed, 1)
-            admins = self._active_admins(s)
-        for seq, engineer_id, generation, action, text in events:
-            details = _details(text)
-            signer = (engineer_id, generation)
-            name = details.get("engineer")
-            if action == "vault-init":
-                if seq != 1:
-                    problems[seq] = "a vault-init event after the first event"
-                else:
-                    start[signer], admins = 1, {engineer_id}
-                continue
-            if action == "enroll":
-                if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
-                    problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
-                continue
-            live = signer in start and start[signer] <= seq < end.get(signer, auditverify.NEVER)
-            if engineer_id not in admins or not live:
-                problems[seq] = f"{action} is not signed by an admin the chain has certified"
-                continue
-            if action == "engineer-invite":
-                invited_gen = details.get("key_generation")
-                invited.add((name, invited_gen if type(invited_gen) is int else None))
-            elif action == "engineer-confirm":
-                confirmed = details.get("key_generation")
-                for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
-                    if (engineer, confirmed) in assumed:
-                        assumed.discard((engineer, confirmed))  # confirmed after the chain began
-                    elif (engineer, confirmed) in start:
-                        problems[seq] = "it certifies again a key generation the chain certified before"
-                        break
-                    start[(engineer, confirmed)] = seq + 1
-                    (admins.add if details.get("role") == ROLE_ADMIN else admins.discard)(engineer)
-            elif action == "engineer-key-rotate":
-                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
-                    end.setdefault((engineer, details.get("old_generation")), seq)
-            elif action == "engineer-remove":
-                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
-                    for key in [k for k in start if k[0] == engineer]:
-                        end.setdefault(key, seq)
-                    admins.discard(engineer)
-        keys: auditverify.Keys = {
-            k: (public, start.get(k, auditverify.NEVER), end.get(k, auditverify.NEVER))
-            for k, (public, _) in certified.items()
-        }
-        return keys, problems, admins
-
-    def _active_admins(self, s: Session) -> set[Any]:
-        """Active admins by their own (verified) certificates."""
-        admins = set()
-        for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)):
-            try:
-                self._verify_certificate(s, row)
-            except UntrustedRecord:
-                continue
-            admins.add(row.id)
-        return admins
 
     @staticmethod
     def _check_known(s: Session, seq: int, digest: bytes, last: int) -> str | None:
@@ -440,15 +333,15 @@ class AuditOps(SecretOps):
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def audit_checkpoint(self) -> str:
+    def checkpoint(self) -> str:
         """A signed statement of the current head, to keep somewhere else."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
-            info = self._info(s)
+        with self.core.store.transaction() as s:
+            me = self.trust.my_row(s)
+            info = self.core.info(s)
             head = s.get(m.AuditHead, 1)
             seq, digest = (head.seq, head.hash) if head else (0, chain.GENESIS)
-            at = epoch(self.clock())
-            signature = chain.sign_checkpoint(self._me().signing_seed, info.vault_id, seq, digest, at)
+            at = epoch(self.core.clock())
+            signature = chain.sign_checkpoint(self.keys.me().signing_seed, info.vault_id, seq, digest, at)
             sig = base64.b64encode(signature).decode("ascii")
             return f"{CHECKPOINT_PREFIX}:{info.vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
 
@@ -468,20 +361,12 @@ class AuditOps(SecretOps):
         signer = s.scalars(select(m.Engineer).where(m.Engineer.name == parts[6])).first()
         if signer is None or signer.signing_public is None:
             raise UntrustedRecord("the checkpoint's signer is unknown")
-        self._verify_certificate(s, signer)
+        self.trust.verify_certificate(s, signer)
         if not chain.checkpoint_valid(signer.signing_public, signature, vault_id, seq, digest, at):
             raise UntrustedRecord("the checkpoint's signature is invalid")
         return seq, digest
 
-    def audit_head(self) -> tuple[int, bytes]:
-        with self.store.transaction() as s:
+    def head(self) -> tuple[int, bytes]:
+        with self.core.store.transaction() as s:
             head = s.get(m.AuditHead, 1)
             return (head.seq, head.hash) if head else (0, chain.GENESIS)
-
-
-def _details(text: str | None) -> dict[str, Any]:
-    try:
-        details = json.loads(text) if text else {}
-    except ValueError:
-        return {}  # never so in a genuine event: the full pass refuses it at its own seq
-    return details if isinstance(details, dict) else {}

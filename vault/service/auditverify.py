@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.engine import Dialect, Engine, make_url
 
+from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
 from vault.crypto import chain
-from vault.service.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
 from vault.storage import models as m
 from vault.storage.engine import make_engine
 

@@ -11,14 +11,14 @@ exactly one wins and the other gets ``CheckoutConflict`` naming the holder.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
-import json
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import blobs, chain, signing
+from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG, LABEL_TAG_SECRET_NAME
 from vault.errors import (
     AccessDenied,
@@ -29,17 +29,27 @@ from vault.errors import (
     NotFound,
     StoreBusy,
     StoreUnavailable,
-    UntrustedRecord,
     VaultError,
 )
 from vault.service import rows, validation
-from vault.service.base import ROLE_ADMIN
+from vault.service.core import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.policies import Policy
-from vault.service.records import CheckoutInfo, Revealed, SecretInfo
+from vault.service.records import CheckoutInfo, Revealed
 from vault.service.rows import EngineerRecord, HasId, SecretRecord, VersionRecord
-from vault.service.secrets import METADATA_FIELDS, SecretOps
+from vault.service.secrets import METADATA_FIELDS
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.holds import Holds
+    from vault.service.policies import PolicyCheck
+    from vault.service.secrets import Secrets
+
 
 MAX_REASON = 500
 
@@ -59,13 +69,28 @@ class _Target(NamedTuple):
     version: VersionRecord | None  # None: read it after the holds are known
 
 
-class CheckoutOps(SecretOps):
-    # -- policy ----------------------------------------------------------------------------
-    # A policy is used only through its admin's signature (policies.py); a missing,
-    # unsigned or forged row reads as the strict policy.
+class Checkouts:
+    """Checkouts: ``vault.checkouts.checkout/reveal/checkin/break_checkout/list``."""
 
-    def _policy(self, s: Session, client_id: int) -> Policy:
-        return self._verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))
+    def __init__(
+        self,
+        core: Core,
+        keys: Keys,
+        trust: Trust,
+        journal: Journal,
+        policy_check: PolicyCheck,
+        holds: Holds,
+        clients: Clients,
+        secrets: Secrets,
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.policy_check = policy_check
+        self.holds = holds
+        self.clients = clients
+        self.secrets = secrets
 
     # -- reveal and checkout ---------------------------------------------------------------------
 
@@ -97,8 +122,8 @@ class CheckoutOps(SecretOps):
         try:
             # The session first: loading it may read the vault id in a transaction of its own,
             # which must not wait for the write lock the unit below takes at once (SQLite).
-            self._me()
-            with self.store.unit() as s:
+            self.keys.me()
+            with self.core.store.unit() as s:
                 revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
         except (ConcurrentChange, StoreBusy):
             raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange; a lock held elsewhere says so
@@ -122,20 +147,20 @@ class CheckoutOps(SecretOps):
             raise InvalidInput(
                 f"client {t.slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
             )
-        now = self.clock()
-        held = self._lock_and_find_holds(s, secret)
+        now = self.core.clock()
+        held = self.holds.lock_and_find_holds(s, secret)
         # Another's hold can only stop this checkout if it claims to be exclusive, or if the
         # policy is (then only when this checkout holds too): only those are verified.
         blocking = [c for c in held if c.exclusive or (policy.exclusive and hold)]
-        theirs = self._genuine_holds(s, t.client, t.audit_keys_blob, secret.id, blocking, me.id)
+        theirs = self.holds.genuine_holds(s, t.client, t.audit_keys_blob, secret.id, blocking, me.id)
         others = [c for c in theirs if c.exclusive]
         if others or (policy.exclusive and hold and theirs):
             holder = others[0] if others else theirs[0]
             who = s.get(m.Engineer, holder.engineer_id)
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
-        row = t.version or self._version(s, secret, version)
-        value = self._field_value(s, t.client, secret, row, field, ref, named=True)
+        row = t.version or self.secrets.version(s, secret, version)
+        value = self.field_value(s, t.client, secret, row, field, ref, named=True)
         expires = None
         details = {"field": field, "version": row.version, "reason": reason}
         action = "reveal"
@@ -147,7 +172,7 @@ class CheckoutOps(SecretOps):
             action = "checkout"
             details.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
         appending = rows.RowAppend(t.vault_id, t.head, t.client, t.audit_keys_blob)
-        seq = self._append(
+        seq = self.journal.append(
             s, action, client_id=t.client.id, secret_id=secret.id, details=details, actor=me, row=appending
         )
         conn = rows.connection(s)
@@ -173,17 +198,17 @@ class CheckoutOps(SecretOps):
 
     def _target(self, s: Session, ref: str) -> _Target:
         """What a checkout acts on, found and checked through the ORM (the general path)."""
-        me = self._my_row(s)
-        client, secret, slug = self._secret(s, ref)
-        policy = self._policy(s, client.id)
+        me = self.trust.my_row(s)
+        client, secret, slug = self.secrets.secret(s, ref)
+        policy = self.policy_check.policy(s, client.id)
         if client.audit_keys_blob is None:
-            self._audit_ring(s, client)  # made on first use
+            self.journal.audit_ring(s, client)  # made on first use
         assert client.audit_keys_blob is not None
-        tags = self._client_keys.tags
+        tags = self.keys.client_keys.tags
         if len(tags) >= 4096:  # a guess per secret checked out; bounded
             tags.clear()
         tags[validation.secret_ref(ref)] = secret.name_tag
-        vault_id = self._info(s).vault_id
+        vault_id = self.core.info(s).vault_id
         return _Target(
             vault_id, None, me, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, None
         )
@@ -200,14 +225,19 @@ class CheckoutOps(SecretOps):
         """
         try:
             slug, name = validation.secret_ref(ref)
-            tag = self._client_keys.tags.get((slug, name))
+            tag = self.keys.client_keys.tags.get((slug, name))
             if tag is None:
                 return None
-            me = self._me()
+            me = self.keys.me()
             conn = rows.connection(s)
             sqlite = conn.dialect.name == "sqlite"
-            params: dict[str, Any] = {"me": me.engineer_id, "tag": tag, "version": version or None, "now": self.clock()}
-            bundle, client_id = self._root, self._slugs.get(slug)
+            params: dict[str, Any] = {
+                "me": me.engineer_id,
+                "tag": tag,
+                "version": version or None,
+                "now": self.core.clock(),
+            }
+            bundle, client_id = self.keys.root, self.keys.slugs.get(slug)
             if bundle is not None:  # an admin's (checked below): the client by its slug tag
                 params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             elif client_id is not None:  # an engineer's: the client their grant named
@@ -218,20 +248,20 @@ class CheckoutOps(SecretOps):
             if not found:
                 return None  # no such secret (or a stale guess): the general path says which
             read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
-            self._vault_id = read.vault_id
-            self._check_pin(me, read.org_signing_public, s)
+            self.core.cached_vault_id = read.vault_id
+            self.trust.check_pin(me, read.org_signing_public, s)
             row = read.me
-            self._check_me(s, me, row)
+            self.trust.check_me(s, me, row)
             if (row.role == ROLE_ADMIN) != (bundle is not None) or (
                 bundle is not None and bundle.version != read.root_version
             ):
                 return None
             if bundle is None:
-                self._first_valid_grant(s, read.grants, row, read.signers)
+                self.trust.first_valid_grant(s, read.grants, row, read.signers)
             client, secret = read.client, read.secret
-            policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
-            self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
-            lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+            policy = self.policy_check.verified_policy(s, client.id, read.policy, (row, *read.signers))
+            self.clients.check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
+            lookup_key = self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
             if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
                 return None
         except VaultError:
@@ -251,99 +281,15 @@ class CheckoutOps(SecretOps):
             read.version,
         )
 
-    def _lock_and_find_holds(self, s: Session, secret: HasId) -> list[rows.HoldRow]:
-        """The open checkouts of a secret, after locking its row (``FOR UPDATE`` on PostgreSQL;
-        on SQLite, BEGIN IMMEDIATE has already serialised writers, so the ones the fast path
-        read with the secret in this transaction are current)."""
-        known = s.info.pop("holds", None)
-        if known is not None and known[0] == secret.id:
-            return list(known[1])
-        conn = rows.connection(s)
-        if conn.dialect.name != "sqlite":
-            rows.LOCK_SECRET.all(conn, {"secret": secret.id})
-        return [rows.HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret.id, "now": self.clock()})]
-
-    def _genuine_holds(
-        self,
-        s: Session,
-        client: HasId,
-        audit_keys_blob: bytes | None,
-        secret_id: int,
-        held: list[rows.HoldRow],
-        me_id: int,
-    ) -> list[rows.HoldRow]:
-        """Other engineers' open checkouts that their audit events vouch for, each marked
-        exclusive as its event says. A hold row is honoured only if the event it names is a
-        ``checkout`` of this secret by that engineer, whose hash and signature (by that
-        engineer's certified key) verify and whose details, sealed under the client's audit
-        key, match the row's exclusivity and end. Planted or edited holds block nobody."""
-        out = []
-        for hold in held:
-            if hold.engineer_id == me_id:
-                continue
-            exclusive = self._hold_event(s, client, audit_keys_blob, secret_id, hold)
-            if exclusive is not None:
-                out.append(hold._replace(exclusive=exclusive))
-        return out
-
-    def _hold_event(
-        self, s: Session, client: HasId, audit_keys_blob: bytes | None, secret_id: int, hold: rows.HoldRow
-    ) -> bool | None:
-        """Whether the checkout event behind ``hold`` made it exclusive; None if it does not verify."""
-        e = s.get(m.AuditEvent, hold.event_seq)
-        if (
-            e is None
-            or audit_keys_blob is None
-            or e.action != "checkout"
-            or (e.engineer_id, e.client_id, e.secret_id) != (hold.engineer_id, client.id, secret_id)
-            or e.signature is None
-            or e.details_blob is None
-            or e.key_version is None
-        ):
-            return None
-        codec = chain.EventCodec(self._vid(s))
-        row = (e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id, e.key_version)
-        fields = (*row, e.details_blob, e.details_json, e.prev_hash)
-        # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
-        if e.hash not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
-            return None
-        public = self._event_key(s, hold.engineer_id, e.key_generation)
-        if public is None or not codec.signature_valid(public, e.signature, e.seq, e.hash):
-            return None
-        try:
-            ring = self._ring(s, client, audit_keys_blob)
-            if not 1 <= e.key_version <= len(ring) // 32:
-                return None
-            key = ring[(e.key_version - 1) * 32 : e.key_version * 32]
-            raw = blobs.decrypt_audit_detail(key, e.key_version, e.details_blob, client.id, e.seq, e.action)
-            details = json.loads(raw)
-        except (VaultError, ValueError):
-            return None
-        if not isinstance(details, dict) or details.get("until") != int(hold.expires_at.timestamp()):
-            return None
-        return details.get("exclusive") is True
-
-    def _event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
-        """The certified signing key of an engineer's key generation, or None."""
-        row = s.get(m.Engineer, engineer_id)
-        try:
-            if row is not None and row.key_generation == generation and row.signing_public is not None:
-                self._verify_certificate(s, row)
-                return row.signing_public
-            key = s.get(m.EngineerKey, (engineer_id, generation))
-            return None if key is None or row is None else self._verified_key(s, key, row.name)
-        except UntrustedRecord:
-            return None
-
-    def _field_value(
+    def field_value(
         self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str, *, named: bool = False
     ) -> str:
         """The field's value; ``named``: ``secret`` was found by the name in ``ref``, checked here."""
-        opened = self._open(s, client, secret, row)
+        opened = self.secrets.open(s, client, secret, row)
         if named:  # the name tag found this row (the fast path too): the metadata must hold that name
-            self._check_name(opened, validation.secret_ref(ref)[1])
+            self.secrets.check_name(opened, validation.secret_ref(ref)[1])
         if field == "password":
-            return self._password(client, secret, row, opened)
+            return self.secrets.password(client, secret, row, opened)
         if field in METADATA_FIELDS or field == "name":
             value = opened.metadata.get(field)
         else:
@@ -351,39 +297,6 @@ class CheckoutOps(SecretOps):
         if value is None:
             raise NotFound(f"secret {ref!r} has no {validation.shown(field)} field")
         return str(value)
-
-    def _update_in(
-        self,
-        s: Session,
-        ref: str,
-        password: str | None,
-        changes: dict[str, Any],
-        fields: dict[str, str] | None,
-        kind: str | None,
-    ) -> SecretInfo:
-        """``SecretOps._update_in``, refused while another engineer holds an exclusive
-        checkout (checked in the same transaction as the write: no window between them)."""
-        me = self._my_row(s)
-        _client, secret, _slug = self._secret(s, ref)
-        holds = self._lock_and_find_holds(s, secret)
-        # A hold whose row says "not exclusive" may have been edited: under an exclusive
-        # policy every hold is checked against its event, which says what it was.
-        exclusive_policy = bool(holds) and self._policy(s, _client.id).exclusive
-        claimed = [c for c in holds if c.exclusive or exclusive_policy]
-        holds = self._genuine_holds(s, _client, _client.audit_keys_blob, secret.id, claimed, me.id)
-        if rows.connection(s).dialect.name != "sqlite":
-            # Locked now (PostgreSQL, READ COMMITTED): read the row again, so that an update
-            # committed while we waited for the lock is the one this one follows, instead of
-            # both writing the same next version and one failing on the unique key.
-            s.refresh(secret)
-        others = [c for c in holds if c.exclusive]
-        if others:
-            holder = s.get(m.Engineer, others[0].engineer_id)
-            until = others[0].expires_at.isoformat(timespec="minutes")
-            raise CheckoutConflict(
-                f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
-            )
-        return super()._update_in(s, ref, password, changes, fields, kind)
 
     # -- check-in ------------------------------------------------------------------------------------------
 
@@ -395,19 +308,19 @@ class CheckoutOps(SecretOps):
             raise InvalidInput("give a new password or --generate, not both")
         if generate:
             new_password = generate_password(length) if length is not None else generate_password()
-        with self.store.transaction() as s:  # the new version and the release commit together
+        with self.core.store.transaction() as s:  # the new version and the release commit together
             if new_password is not None:
-                self._update_in(s, ref, new_password, {}, None, None)
-            me = self._my_row(s)
-            client, secret, _slug = self._secret(s, ref)
-            mine = [c.id for c in self._lock_and_find_holds(s, secret) if c.engineer_id == me.id]
+                self.secrets.update_in(s, ref, new_password, {}, None, None)
+            me = self.trust.my_row(s)
+            client, secret, _slug = self.secrets.secret(s, ref)
+            mine = [c.id for c in self.holds.lock_and_find_holds(s, secret) if c.engineer_id == me.id]
             if not mine and new_password is None:
                 raise NotFound(f"you hold no checkout of {ref!r}")
             if mine:
                 rows.RELEASE.run_many(
-                    rows.connection(s), [{"checkout": i, "at": self.clock(), "by": me.id} for i in mine]
+                    rows.connection(s), [{"checkout": i, "at": self.core.clock(), "by": me.id} for i in mine]
                 )
-            self._append(
+            self.journal.append(
                 s,
                 "checkin",
                 client_id=client.id,
@@ -420,22 +333,22 @@ class CheckoutOps(SecretOps):
 
     def break_checkout(self, ref: str) -> str:
         """Admin: release every open checkout of a secret; returns who held it."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
+        with self.core.store.transaction() as s:
+            me = self.trust.my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can break a checkout")
-            client, secret, _slug = self._secret(s, ref)
-            held = self._lock_and_find_holds(s, secret)
+            client, secret, _slug = self.secrets.secret(s, ref)
+            held = self.holds.lock_and_find_holds(s, secret)
             if not held:
                 raise NotFound(f"{ref!r} is not checked out")
             rows.RELEASE.run_many(
-                rows.connection(s), [{"checkout": c.id, "at": self.clock(), "by": me.id} for c in held]
+                rows.connection(s), [{"checkout": c.id, "at": self.core.clock(), "by": me.id} for c in held]
             )
             names = []
             for c in held:
                 who = s.get(m.Engineer, c.engineer_id)
                 names.append(who.name if who else "?")
-            self._append(
+            self.journal.append(
                 s,
                 "checkout-break",
                 client_id=client.id,
@@ -444,13 +357,13 @@ class CheckoutOps(SecretOps):
             )
             return ", ".join(names)
 
-    def list_checkouts(self) -> list[CheckoutInfo]:
+    def list(self) -> builtins.list[CheckoutInfo]:
         """Open checkouts the viewer may see (all for an admin, their own otherwise)."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
+        with self.core.store.transaction() as s:
+            me = self.trust.my_row(s)
             query = (
                 select(m.Checkout)
-                .where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.clock())
+                .where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.core.clock())
                 .order_by(m.Checkout.started_at)
             )
             if me.role != ROLE_ADMIN:
@@ -462,8 +375,10 @@ class CheckoutOps(SecretOps):
                 who = s.get(m.Engineer, c.engineer_id)
                 if client is None or secret is None or who is None:
                     continue
-                meta = self._open(s, client, secret, self._version(s, secret, None)).metadata
+                meta = self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata
                 out.append(
-                    CheckoutInfo(self._slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at)
+                    CheckoutInfo(
+                        self.clients.slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at
+                    )
                 )
             return out

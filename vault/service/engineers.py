@@ -13,7 +13,9 @@ admin signed over the engineer's previous key (both in ``invitations.py``), and
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,38 +23,30 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
 from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_SHARE_POLICY
-from vault.errors import (
-    AlreadyExists,
-    EnrolmentError,
-    InvalidInput,
-    NotFound,
-    UntrustedRecord,
-    WrongPassphrase,
-)
+from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, NotFound, UntrustedRecord, WrongPassphrase
+from vault.keyholder.keys import RootBundle
 from vault.service import validation
-from vault.service.base import (
-    ACTIVE,
-    ROLE_ADMIN,
-    ROLE_ENGINEER,
-    RootBundle,
-    check_share_policy,
-    epoch,
-    share_policy_fields,
-)
 from vault.service.config import OrgKeyMemory
-from vault.service.invitations import InvitationOps
-from vault.service.records import (
-    EngineerInfo,
-    InitResult,
-    PendingConfirmation,
-    SessionInfo,
-)
+from vault.service.core import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, check_share_policy, epoch, share_policy_fields
+from vault.service.offboarding import ENROLLED, INVITE_TTL, INVITED, Offboarding
+from vault.service.records import EngineerInfo, InitResult, PendingConfirmation, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
 from vault.storage import models as m
 
-INVITE_TTL = dt.timedelta(hours=72)
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.audit import Audit
+    from vault.service.core import Core
+    from vault.service.grantledger import GrantLedger
+    from vault.service.invitations import Invitations
+    from vault.service.policyadmin import Policies
+    from vault.service.reports import Reports
+    from vault.service.rootrotation import RootRotator
+    from vault.service.rotation import KeyRotation
+
 MAX_SESSION_TTL = dt.timedelta(hours=12)
-INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
 
 
 def _fingerprint(row: m.Engineer) -> str | None:
@@ -66,16 +60,42 @@ def normalise_fingerprint(text: str) -> str:
     return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
 
 
-class EngineerOps(InvitationOps):
-    # -- init ----------------------------------------------------------------------
+class Engineers(Offboarding):
+    """Engineers: ``vault.engineers.invite/enroll/confirm/list/unlock/lock/whoami/remove/rotate``."""
 
-    def _initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
+    def __init__(
+        self,
+        core: Core,
+        keys: Keys,
+        trust: Trust,
+        journal: Journal,
+        ledger: GrantLedger,
+        invitations: Invitations,
+        policies: Policies,
+        audit: Audit,
+        reports: Reports,
+        rotation: KeyRotation,
+        root_rotator: RootRotator,
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.ledger = ledger
+        self.invitations = invitations
+        self.policies = policies
+        self.audit = audit
+        self.reports = reports
+        self.rotation = rotation
+        self.root_rotator = root_rotator
+
+    def initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
         validation.engineer_name(admin_name)
         keyrecord.normalise_passphrase(passphrase)
         if shares is not None:
             check_share_policy(*shares)
-        now = self.clock()
-        with self.store.transaction() as s:
+        now = self.core.clock()
+        with self.core.store.transaction() as s:
             if s.get(m.VaultInfo, 1) is not None:
                 raise AlreadyExists(
                     "this database already holds a vault", hint="use it, or pass --db to create another"
@@ -98,18 +118,20 @@ class EngineerOps(InvitationOps):
             admin = m.Engineer(name=admin_name, role=ROLE_ADMIN, status=ACTIVE, key_generation=0, created_at=now)
             s.add(admin)
             s.flush()
-            self._vault_id = vault_id
+            self.core.cached_vault_id = vault_id
             keys = self._make_keys(s, admin, passphrase, org.public)
-            self._sign_certificate(s, admin, org)
-            self._record_engineer_key(s, admin, org)
-            self._seal_root_to(s, bundle, admin)
+            self.trust.sign_certificate(s, admin, org)
+            self.trust.record_engineer_key(s, admin, org)
+            self.keys.seal_root_to(s, bundle, admin)
             public = {"admin": admin_name, "root_version": 1, "fingerprint": _fingerprint(admin)}
-            self._append(s, "vault-init", actor=admin, seed=keys.signing_seed, public=public)
+            self.journal.append(s, "vault-init", actor=admin, seed=keys.signing_seed, public=public)
             share_texts: tuple[str, ...] = ()
             if shares is not None:
                 k, n = shares
                 first.share_threshold, first.share_count = k, n  # signed: rotations issue new k-of-n shares
-                first.share_signature = org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, first, k, n))
+                first.share_signature = org.sign(
+                    LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self.core, first, k, n)
+                )
                 share_texts = tuple(
                     shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n)
                 )
@@ -119,7 +141,7 @@ class EngineerOps(InvitationOps):
                 admin=admin_name,
                 admin_fingerprint=signing.engineer_fingerprint(admin.sealing_public, admin.signing_public),
                 org_fingerprint=signing.org_fingerprint(org.public)[:8].hex(),
-                db_url=self.store.url,
+                db_url=self.core.store.url,
                 shares=share_texts,
             )
 
@@ -130,28 +152,22 @@ class EngineerOps(InvitationOps):
         row.sealing_public, row.signing_public = keypair.public, sign_key.public
         bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, org_public)
         row.key_record = keyrecord.lock_record(
-            bundle, passphrase, self._vid(s), row.id, row.key_generation, self.kdf_params
+            bundle, passphrase, self.core.vid(s), row.id, row.key_generation, self.core.kdf_params
         )
         return bundle
 
-    def _engineer(self, s: Session, name: str) -> m.Engineer:
-        row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
-        if row is None:
-            raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
-        return row
-
     # -- invite, enrol, confirm -------------------------------------------------------
 
-    def invite_engineer(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
+    def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Create (or renew) an invitation; returns the one-time enrolment code."""
         validation.engineer_name(name)
         if role not in (ROLE_ENGINEER, ROLE_ADMIN):
             raise InvalidInput(f"bad role {validation.shown(role)}", hint="use engineer or admin")
-        with self.store.transaction() as s:
-            bundle = self._root_bundle(s)
+        with self.core.store.transaction() as s:
+            bundle = self.keys.root_bundle(s)
             row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
             if row is None:
-                row = m.Engineer(name=name, role=role, status=INVITED, key_generation=0, created_at=self.clock())
+                row = m.Engineer(name=name, role=role, status=INVITED, key_generation=0, created_at=self.core.clock())
                 s.add(row)
                 s.flush()
             elif row.status not in (INVITED, ENROLLED):
@@ -159,29 +175,13 @@ class EngineerOps(InvitationOps):
             row.role = role
             return self._issue_invite(s, row, bundle, valid_for)
 
-    def _issue_invite(self, s: Session, row: m.Engineer, bundle: RootBundle, valid_for: dt.timedelta) -> str:
-        """Reset ``row`` to invited with a fresh one-time code (sealed to the recovery key)."""
-        row.status = INVITED
-        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
-        row.certified_at = None
-        secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
-        context = (LABEL_INVITE, self._vid(s), row.id, bundle.version)
-        row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
-        row.invite_root_version = bundle.version
-        row.invite_expires_at = (self.clock() + valid_for).replace(microsecond=0)
-        self._sign_invite(s, row)
-        self._append(
-            s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
-        )
-        return signing.make_enrolment_code(secret, self._org_public(s))
-
-    def enroll_engineer(self, name: str, code: str, passphrase: str) -> str:
+    def enroll(self, name: str, code: str, passphrase: str) -> str:
         """Make the engineer's keys on this machine; returns the fingerprint to compare."""
         validation.engineer_name(name)
         invite_secret, org_fp = signing.parse_enrolment_code(code)
         keyrecord.normalise_passphrase(passphrase)
-        with self.store.transaction() as s:
-            info = self._info(s)
+        with self.core.store.transaction() as s:
+            info = self.core.info(s)
             if not signing.org_matches(info.org_signing_public, org_fp):
                 raise EnrolmentError(
                     "this enrolment code is for another vault (or the vault's key was replaced)",
@@ -190,14 +190,14 @@ class EngineerOps(InvitationOps):
             row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
             if row is None or row.status != INVITED:
                 raise EnrolmentError(f"there is no open invitation for {name!r}")
-            if row.invite_expires_at is None or row.invite_expires_at <= self.clock():
+            if row.invite_expires_at is None or row.invite_expires_at <= self.core.clock():
                 raise EnrolmentError(f"the invitation for {name!r} has expired")
             if row.invite_signature is None:
                 raise EnrolmentError(
                     f"the invitation for {name!r} was made before credvault signed invitations",
                     hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
                 )
-            self._verify_invite(s, row)  # the role and expiry are the inviting admin's
+            self.invitations.verify_invite(s, row)  # the role and expiry are the inviting admin's
             keys = self._make_keys(s, row, passphrase, info.org_signing_public)
             assert row.sealing_public is not None and row.signing_public is not None
             row.enroll_mac = signing.enrolment_mac(
@@ -205,7 +205,7 @@ class EngineerOps(InvitationOps):
             )
             row.status = ENROLLED
             public = {"engineer": name, "signing_public": row.signing_public.hex()}  # signed by the new key
-            self._append(s, "enroll", actor=row, seed=keys.signing_seed, public=public)
+            self.journal.append(s, "enroll", actor=row, seed=keys.signing_seed, public=public)
             return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
     @staticmethod
@@ -220,18 +220,18 @@ class EngineerOps(InvitationOps):
 
     def pending_fingerprint(self, name: str) -> str:
         """The fingerprint an enrolled (not yet confirmed) engineer's keys show."""
-        with self.store.transaction() as s:
+        with self.core.store.transaction() as s:
             return self._enrolled(self._engineer(s, name), name)
 
     def pending_confirmation(self, name: str) -> PendingConfirmation:
         """What confirming ``name`` would certify (admin only): their name, the role their
         signed invitation gives, their fingerprint, and the grants it would carry over and
         drop. Raises ``UntrustedRecord`` if the invitation is not signed by an admin."""
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
             row = self._engineer(s, name)
             fingerprint = self._enrolled(row, name)
-            plan = self._confirmation_plan(s, row)
+            plan = self.invitations.confirmation_plan(s, row)
             return PendingConfirmation(
                 name=row.name,
                 role=row.role,
@@ -242,9 +242,7 @@ class EngineerOps(InvitationOps):
                 dropped=plan.dropped,
             )
 
-    def confirm_engineer(
-        self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None
-    ) -> EngineerInfo:
+    def confirm(self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None) -> EngineerInfo:
         """Certify an enrolled engineer's keys, after a person compared ``fingerprint``.
 
         The invitation must be signed by an admin (its role is the one certified), and only
@@ -252,13 +250,13 @@ class EngineerOps(InvitationOps):
         With ``shown`` (what ``pending_confirmation`` returned and the admin saw), nothing is
         confirmed if the role, fingerprint or grants carried over have changed since.
         """
-        with self.store.transaction() as s:
-            bundle = self._root_bundle(s)
+        with self.core.store.transaction() as s:
+            bundle = self.keys.root_bundle(s)
             row = self._engineer(s, name)
             if row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None:
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
             assert row.sealing_public is not None and row.signing_public is not None
-            plan = self._confirmation_plan(s, row)
+            plan = self.invitations.confirmation_plan(s, row)
             if shown is not None and (
                 (shown.name, shown.role, shown.fingerprint) != (row.name, row.role, _fingerprint(row))
                 or shown.carried != [info for _, info in plan.carried]
@@ -281,7 +279,7 @@ class EngineerOps(InvitationOps):
                 raise EnrolmentError(
                     "the invitation predates a recovery-key rotation", hint="invite the engineer again"
                 )
-            info = self._info(s)
+            info = self.core.info(s)
             secret = sealing.open_sealed(
                 bundle.recovery, bundle.version, row.invite_seal, (LABEL_INVITE, info.vault_id, row.id, bundle.version)
             )
@@ -295,20 +293,20 @@ class EngineerOps(InvitationOps):
             row.status = ACTIVE
             row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
             row.invite_signature = row.invite_signed_by = row.invite_prev_generation = None
-            self._sign_certificate(s, row, bundle.org)
-            self._record_engineer_key(s, row, bundle.org)
+            self.trust.sign_certificate(s, row, bundle.org)
+            self.trust.record_engineer_key(s, row, bundle.org)
             if row.role == ROLE_ADMIN:
-                self._seal_root_to(s, bundle, row)
-            self._carry_grants(s, row, plan)
+                self.keys.seal_root_to(s, bundle, row)
+            self.invitations.carry_grants(s, row, plan)
             public = {"engineer": name, "role": row.role, "key_generation": row.key_generation}
-            self._append(s, "engineer-confirm", public=public | {"fingerprint": _fingerprint(row)})
+            self.journal.append(s, "engineer-confirm", public=public | {"fingerprint": _fingerprint(row)})
             return self._engineer_info(row)
 
-    def list_engineers(self) -> list[EngineerInfo]:
-        with self.store.transaction() as s:
-            self._my_row(s)
+    def list(self) -> builtins.list[EngineerInfo]:
+        with self.core.store.transaction() as s:
+            self.trust.my_row(s)
             rows = s.scalars(select(m.Engineer).order_by(m.Engineer.name)).all()
-            self._append(s, "engineer-list")
+            self.journal.append(s, "engineer-list")
             return [self._engineer_info(row) for row in rows]
 
     @staticmethod
@@ -335,8 +333,8 @@ class EngineerOps(InvitationOps):
         """
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
-        with self.store.transaction() as s:
-            info = self._info(s)
+        with self.core.store.transaction() as s:
+            info = self.core.info(s)
             row = self._engineer(s, name)
             if row.key_record is None or row.status != ACTIVE:
                 raise NotFound(
@@ -347,8 +345,8 @@ class EngineerOps(InvitationOps):
         try:
             bundle = keyrecord.open_record(record, passphrase, info.vault_id, engineer_id, generation)
         except WrongPassphrase:
-            with self.store.transaction() as s:
-                self._append(
+            with self.core.store.transaction() as s:
+                self.journal.append(
                     s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
                 )
             raise
@@ -363,19 +361,19 @@ class EngineerOps(InvitationOps):
             sealing_private=bundle.sealing_private,
             signing_seed=bundle.signing_seed,
             org_signing_public=bundle.org_signing_public,
-            expires_at=self.clock() + ttl,
+            expires_at=self.core.clock() + ttl,
         )
-        self._session, self.engineer_name = session, name
-        self._client_keys.clear()
-        self._slugs.clear()
-        self._root = None
-        with self.store.transaction() as s:
-            self._my_row(s)  # the certificate is verified before the session is kept
-            self._append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
+        self.keys.session, self.core.engineer_name = session, name
+        self.keys.client_keys.clear()
+        self.keys.slugs.clear()
+        self.keys.root = None
+        with self.core.store.transaction() as s:
+            self.trust.my_row(s)  # the certificate is verified before the session is kept
+            self.journal.append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
         if org_memory is not None:
             org_memory.remember(vault_hex, head)
         if remember:
-            self.sessions.put(session)
+            self.core.sessions.put(session)
         return self.whoami()
 
     def _repin(
@@ -392,10 +390,10 @@ class EngineerOps(InvitationOps):
         was rotated since, pin the current one in the record (same Argon2 parameters), so
         that a chain later cut back below it is refused. Returns the bundle and the current
         key's (version, public key)."""
-        with self.store.transaction() as s:
+        with self.core.store.transaction() as s:
             if seen is not None:
                 try:
-                    self._org_head(s, seen[1])
+                    self.trust.org_head(s, seen[1])
                 except UntrustedRecord:
                     raise UntrustedRecord(
                         f"the vault's organisation key chain does not reach version {seen[0]}, which this machine "
@@ -404,7 +402,7 @@ class EngineerOps(InvitationOps):
                         "backup on purpose, delete this machine's file orgkey-<vault id>.json in the credvault "
                         "config folder",
                     ) from None
-            current = self._org_head(s, bundle.org_signing_public)
+            current = self.trust.org_head(s, bundle.org_signing_public)
             version = s.scalar(select(m.OrgKey.version).where(m.OrgKey.public == current))
             head = (version if version is not None else 0, current)
             if current == bundle.org_signing_public:
@@ -413,20 +411,20 @@ class EngineerOps(InvitationOps):
             row = s.get(m.Engineer, engineer_id)
             if row is not None and row.key_record == record and row.key_generation == generation:
                 row.key_record = keyrecord.lock_record(
-                    repinned, passphrase, self._vid(s), engineer_id, generation, keyrecord.record_params(record)
+                    repinned, passphrase, self.core.vid(s), engineer_id, generation, keyrecord.record_params(record)
                 )
             return repinned, head
 
     def lock(self) -> bool:
         """Forget the unlocked session of the selected engineer; True if one was held."""
-        self._session, self._root = None, None
-        self._client_keys.clear()
-        self._slugs.clear()
-        if not self.engineer_name:
+        self.keys.session, self.keys.root = None, None
+        self.keys.client_keys.clear()
+        self.keys.slugs.clear()
+        if not self.core.engineer_name:
             return False
-        return self.sessions.delete(self.vault_id(), self.engineer_name)
+        return self.core.sessions.delete(self.core.vault_id(), self.core.engineer_name)
 
     def whoami(self) -> SessionInfo:
-        with self.store.transaction() as s:
-            row = self._my_row(s)
-            return SessionInfo(row.name, row.role, self._me().expires_at, self._vid(s).hex())
+        with self.core.store.transaction() as s:
+            row = self.trust.my_row(s)
+            return SessionInfo(row.name, row.role, self.keys.me().expires_at, self.core.vid(s).hex())

@@ -32,10 +32,16 @@ from sqlalchemy.orm import Session, aliased
 from vault.crypto import blobs, chain
 from vault.errors import VaultError
 from vault.service import auditverify
-from vault.service.base import ROLE_ADMIN, epoch, is_revoked
-from vault.service.journal import JournalOps
+from vault.service.core import ROLE_ADMIN, epoch, is_revoked
 from vault.service.rows import GRANT_ORDER, EngineerRecord
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.signers import Signers
+    from vault.keyholder.trust import Trust
+    from vault.service.core import Core
+
 
 GRANT_ACTIONS = ("grant", "revoke")
 ROTATE_ACTION = "client-key-rotate"
@@ -105,13 +111,21 @@ class GrantHistory:
         return last.until is not None and last.until <= now and last.until * 1_000_000 < made_at
 
 
-class GrantLedgerOps(JournalOps):
-    def _grant_history(self, s: Session, client_ids: Collection[int] | None = None) -> GrantHistory:
+class GrantLedger:
+    """The grant ledger: what the signed audit events say about each grant."""
+
+    def __init__(self, core: Core, trust: Trust, signers: Signers, journal: Journal) -> None:
+        self.core = core
+        self.trust = trust
+        self.signers = signers
+        self.journal = journal
+
+    def grant_history(self, s: Session, client_ids: Collection[int] | None = None) -> GrantHistory:
         """The grant, revoke and client-key rotation events of the audit log, each verified
         (its hash, and its signature by a certified key) and opened; the acting engineer
         must be able to open the clients' audit keys (an admin can)."""
         keys, admins = self._event_keys(s)
-        codec = chain.EventCodec(self._vid(s))
+        codec = chain.EventCodec(self.core.vid(s))
         query = select(m.AuditEvent).where(m.AuditEvent.action.in_((*GRANT_ACTIONS, ROTATE_ACTION)))
         if client_ids is not None:
             query = query.where(m.AuditEvent.client_id.in_(list(client_ids)))
@@ -172,25 +186,17 @@ class GrantLedgerOps(JournalOps):
         cached = s.info.get("grant_event_keys")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        certified = self._signing_keys(s)
-        keys, _, _ = self._key_lifetimes(s, certified)
+        certified = self.signers.signing_keys(s)
+        keys, _, _ = self.signers.key_lifetimes(s, certified)
         admins: set[int] = set()
         for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN)):
             try:
-                self._verify_certificate(s, row)
+                self.trust.verify_certificate(s, row)
             except VaultError:
                 continue
             admins.add(row.id)
         s.info["grant_event_keys"] = (keys, admins)
         return keys, admins
-
-    if TYPE_CHECKING:  # AuditOps's (the Vault class inherits both)
-
-        def _signing_keys(self, s: Session) -> dict[tuple[int, int], tuple[bytes, str]]: ...
-
-        def _key_lifetimes(
-            self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
-        ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]: ...
 
     def _verified_details(
         self, s: Session, event: m.AuditEvent, codec: chain.EventCodec, keys: auditverify.Keys
@@ -203,7 +209,7 @@ class GrantLedgerOps(JournalOps):
         if client is None or event.details_blob is None or event.key_version is None:
             return None
         try:
-            key = self._audit_key(s, client, event.key_version)
+            key = self.journal.audit_key(s, client, event.key_version)
             raw = blobs.decrypt_audit_detail(
                 key, event.key_version, event.details_blob, client.id, event.seq, event.action
             )
@@ -214,7 +220,7 @@ class GrantLedgerOps(JournalOps):
 
     # -- the ledger's rows ----------------------------------------------------------------------
 
-    def _ledger_head(
+    def ledger_head(
         self, s: Session, grants: Sequence[m.Grant], engineer: EngineerRecord
     ) -> tuple[m.Grant | None, list[tuple[m.Grant, str]]]:
         """The newest entry of one (engineer, client) ledger that verifies (or is revoked:
@@ -225,16 +231,14 @@ class GrantLedgerOps(JournalOps):
             if is_revoked(grant):
                 return grant, bad  # a revoked entry grants nothing, whoever signed it (a removed admin)
             try:
-                self._verify_grant(s, grant, engineer)
+                self.trust.verify_grant(s, grant, engineer)
             except VaultError as exc:
                 bad.append((grant, str(exc)))
                 continue
             return grant, bad
         return None, bad
 
-    def _grants_to_carry(
-        self, s: Session, engineer: EngineerRecord
-    ) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
+    def grants_to_carry(self, s: Session, engineer: EngineerRecord) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
         """What may be re-sealed to an engineer's new keys (``engineer confirm`` after
         ``rotate engineer``): for each client, the head of their ledger, its signature
         checked over ``engineer.sealing_public`` (the keys it was signed for), live, and
@@ -244,13 +248,13 @@ class GrantLedgerOps(JournalOps):
         query = select(m.Grant).where(m.Grant.engineer_id == engineer.id).order_by(*GRANT_ORDER)
         for grant in s.scalars(query):
             ledgers.setdefault(grant.client_id, []).append(grant)
-        history = self._grant_history(s, list(ledgers)) if ledgers else GrantHistory()
+        history = self.grant_history(s, list(ledgers)) if ledgers else GrantHistory()
         carried: list[m.Grant] = []
         refused: list[tuple[m.Grant, str]] = []
         for client_id, grants in sorted(ledgers.items()):
-            head, bad = self._ledger_head(s, grants, engineer)
+            head, bad = self.ledger_head(s, grants, engineer)
             refused += bad
-            if head is None or not self._is_live(head):
+            if head is None or not self.is_live(head):
                 continue
             problem = history.confirms(engineer.name, client_id, head)
             if problem is None:
@@ -259,13 +263,13 @@ class GrantLedgerOps(JournalOps):
                 refused.append((head, problem))
         return carried, refused
 
-    def _is_live(self, grant: m.Grant | None) -> bool:
+    def is_live(self, grant: m.Grant | None) -> bool:
         """A verified head that is not revoked and not past its until."""
         if grant is None or is_revoked(grant):
             return False
-        return grant.until is None or grant.until > epoch(self.clock())
+        return grant.until is None or grant.until > epoch(self.core.clock())
 
-    def _refuse_grants(
+    def refuse_grants(
         self, s: Session, client_id: int, engineer: m.Engineer, refused: Iterable[tuple[m.Grant | None, str]]
     ) -> int:
         """Report grants that do not count (an audit event each) and delete every key copy
@@ -273,12 +277,12 @@ class GrantLedgerOps(JournalOps):
         n = 0
         for grant, problem in refused:
             details = {"engineer": engineer.name, "grant": grant.id if grant else None, "problem": problem[:200]}
-            self._append(s, "grant-refused", client_id=client_id, details=details)
+            self.journal.append(s, "grant-refused", client_id=client_id, details=details)
             n += 1
-        self._delete_seals(s, client_id, engineer.id)
+        self.delete_seals(s, client_id, engineer.id)
         return n
 
-    def _delete_seals(self, s: Session, client_id: int, engineer_id: int) -> None:
+    def delete_seals(self, s: Session, client_id: int, engineer_id: int) -> None:
         s.execute(
             delete(m.ClientKeySeal).where(
                 m.ClientKeySeal.client_id == client_id,
@@ -286,3 +290,50 @@ class GrantLedgerOps(JournalOps):
                 m.ClientKeySeal.recipient_id == engineer_id,
             )
         )
+
+    # -- expiry -----------------------------------------------------------------------------------------
+
+    def sweep_expired_grants(self, s: Session) -> int:
+        """Revoke (signed) the grants past their until, and delete the sealed key copies of
+        every (engineer, client) whose ledger has no live verified entry left; returns how
+        many copies were deleted. A row that does not verify never stops the sweep."""
+        now = epoch(self.core.clock())
+        expired = [
+            g
+            for g in s.scalars(select(m.Grant).where(m.Grant.until.is_not(None), m.Grant.until <= now))
+            if not is_revoked(g)
+        ]
+        if not expired:
+            return 0
+        admin = self.trust.my_admin_row(s)
+        removed = 0
+        for engineer_id, client_id in sorted({(g.engineer_id, g.client_id) for g in expired}):
+            target = s.get(m.Engineer, engineer_id)
+            ledger = s.scalars(
+                select(m.Grant)
+                .where(m.Grant.engineer_id == engineer_id, m.Grant.client_id == client_id)
+                .order_by(*GRANT_ORDER)
+            ).all()
+            head = self.ledger_head(s, ledger, target)[0] if target is not None else None
+            if self.is_live(head):
+                continue
+            removed += len(
+                s.scalars(
+                    select(m.ClientKeySeal.version).where(
+                        m.ClientKeySeal.client_id == client_id,
+                        m.ClientKeySeal.recipient_kind == "engineer",
+                        m.ClientKeySeal.recipient_id == engineer_id,
+                    )
+                ).all()
+            )
+            self.delete_seals(s, client_id, engineer_id)
+        for grant in expired:
+            self.trust.revoke_grant(s, grant, admin)
+        self.journal.append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
+        return removed
+
+    def sweep(self) -> int:
+        """Sweep expired grants as the acting admin, in a transaction of its own."""
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
+            return self.sweep_expired_grants(s)

@@ -16,7 +16,7 @@ database), are set aside (revoked) so that none blocks a lookup.
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,11 +24,16 @@ from sqlalchemy.orm import Session
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_INVITE
 from vault.errors import IntegrityError, UntrustedRecord, VaultError
-from vault.service.base import epoch, is_revoked
-from vault.service.grantledger import GrantLedgerOps
+from vault.service.core import epoch, is_revoked
 from vault.service.records import CarriedGrant, DroppedGrant
 from vault.service.rows import EngineerRecord, EngineerRow
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.core import Core
+    from vault.service.grantledger import GrantLedger
 
 
 def reinvite_hint(name: str) -> str:
@@ -45,12 +50,20 @@ class _Plan(NamedTuple):
     dropped: list[DroppedGrant]  # every row not carried, with the reason, for the admin
 
 
-class InvitationOps(GrantLedgerOps):
-    def _sign_invite(self, s: Session, row: m.Engineer) -> None:
+class Invitations:
+    """Invitations and confirmations: what an enrolment carries over."""
+
+    def __init__(self, core: Core, keys: Keys, trust: Trust, ledger: GrantLedger) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.ledger = ledger
+
+    def sign_invite(self, s: Session, row: m.Engineer) -> None:
         """Sign ``row``'s invitation (its seal, root version and expiry already set) as the acting admin."""
         row.invite_prev_generation = self._previous_generation(s, row)
-        row.invite_signed_by = self._me().engineer_id
-        row.invite_signature = self._my_signing_key().sign(LABEL_SIG_INVITE, *self._invite_fields(s, row))
+        row.invite_signed_by = self.keys.me().engineer_id
+        row.invite_signature = self.keys.my_signing_key().sign(LABEL_SIG_INVITE, *self._invite_fields(s, row))
 
     def _previous_generation(self, s: Session, row: m.Engineer) -> int:
         """The engineer's newest certified key generation (0 if none): grants signed over it
@@ -60,14 +73,14 @@ class InvitationOps(GrantLedgerOps):
         ).first()
         if key is None:
             return 0
-        self._verified_key(s, key, row.name)
+        self.trust.verified_key(s, key, row.name)
         return key.generation
 
     def _invite_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
         assert row.invite_seal is not None and row.invite_root_version is not None
         assert row.invite_expires_at is not None and row.invite_prev_generation is not None
         return (
-            self._vid(s),
+            self.core.vid(s),
             row.id,
             row.name,
             row.role,
@@ -77,7 +90,7 @@ class InvitationOps(GrantLedgerOps):
             row.invite_seal,
         )
 
-    def _verify_invite(self, s: Session, row: m.Engineer) -> EngineerRecord:
+    def verify_invite(self, s: Session, row: m.Engineer) -> EngineerRecord:
         """The invitation's signature by an admin whose certificate verifies; returns that admin."""
         name = row.name
         if (
@@ -94,7 +107,7 @@ class InvitationOps(GrantLedgerOps):
                 hint=reinvite_hint(name),
             )
         try:
-            signer = self._verified_admin(s, row.invite_signed_by)
+            signer = self.trust.verified_admin(s, row.invite_signed_by)
             assert signer.signing_public is not None
             signing.verify(
                 signer.signing_public,
@@ -119,7 +132,7 @@ class InvitationOps(GrantLedgerOps):
         try:
             if key is None or generation >= row.key_generation:
                 raise UntrustedRecord(f"key generation {generation} is missing")
-            self._verified_key(s, key, row.name)
+            self.trust.verified_key(s, key, row.name)
         except UntrustedRecord as error:
             return None, f"the engineer's previous keys do not verify: {error}"
         return (
@@ -143,20 +156,20 @@ class InvitationOps(GrantLedgerOps):
         if client is None:
             return None
         try:
-            return self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
+            return self.keys.client_field(s, client, client.slug_blob, "slug").decode("utf-8")
         except (VaultError, UnicodeDecodeError):
             return None
 
-    def _confirmation_plan(self, s: Session, row: m.Engineer) -> _Plan:
+    def confirmation_plan(self, s: Session, row: m.Engineer) -> _Plan:
         """The signed invitation's admin, the grants to carry over and the rows to drop.
 
         A grant is carried over only if an active, certified admin signed it over the
         engineer's previous sealing key (the generation the invitation names) and it has
         not expired; every other unrevoked grant row of the engineer is dropped with a reason.
         """
-        signer = self._verify_invite(s, row)
+        signer = self.verify_invite(s, row)
         previous, why_none = self._previous_keys(s, row)
-        now = epoch(self.clock())
+        now = epoch(self.core.clock())
         plan = _Plan(signer, [], [], [], [])
         # The grant ledger decides what may be re-sealed (grantledger.py): per client, only the
         # head of the engineer's ledger, live, and confirmed by the verified audit log. A
@@ -164,7 +177,7 @@ class InvitationOps(GrantLedgerOps):
         heads: set[int] = set()
         reasons: dict[int, str] = {}
         if previous is not None:
-            carry, refused = self._grants_to_carry(s, previous)
+            carry, refused = self.ledger.grants_to_carry(s, previous)
             heads = {grant.id for grant in carry}
             reasons = {grant.id: why for grant, why in refused}
         grants = [
@@ -177,7 +190,7 @@ class InvitationOps(GrantLedgerOps):
             try:
                 if previous is None:
                     raise UntrustedRecord(why_none)
-                self._verify_grant(s, grant, previous)
+                self.trust.verify_grant(s, grant, previous)
             except IntegrityError as error:
                 plan.unsigned.append(grant)
                 plan.dropped.append(DroppedGrant(grant.id, slug, str(error)))
@@ -197,20 +210,20 @@ class InvitationOps(GrantLedgerOps):
                 plan.carried.append((grant, CarriedGrant(slug, until)))
         return plan
 
-    def _carry_grants(self, s: Session, row: m.Engineer, plan: _Plan) -> None:
+    def carry_grants(self, s: Session, row: m.Engineer, plan: _Plan) -> None:
         """Re-sign the verified grants over the engineer's new keys and re-seal the client keys
         of the live ones; set aside (revoke) the rows the plan refused, so none blocks a lookup."""
         assert row.sealing_public is not None
         for grant in [g for g, _ in plan.carried] + plan.expired:
-            grant.granted_by = self._me().engineer_id
-            grant.signature = self._my_signing_key().sign(
-                LABEL_SIG_GRANT, *self._grant_fields(s, grant, row.sealing_public)
+            grant.granted_by = self.keys.me().engineer_id
+            grant.signature = self.keys.my_signing_key().sign(
+                LABEL_SIG_GRANT, *self.trust.grant_fields(s, grant, row.sealing_public)
             )
         for grant, _ in plan.carried:
             for ck in s.scalars(
                 select(m.ClientKey).where(m.ClientKey.client_id == grant.client_id, m.ClientKey.state != "destroyed")
             ):
-                key = self._client_key(s, grant.client_id, ck.version)
-                self._seal_client_key(s, grant.client_id, ck.version, key, "engineer", row.id, row.sealing_public)
+                key = self.keys.client_key(s, grant.client_id, ck.version)
+                self.keys.seal_client_key(s, grant.client_id, ck.version, key, "engineer", row.id, row.sealing_public)
         for grant in plan.unsigned:
-            grant.revoked_at = self.clock()
+            grant.revoked_at = self.core.clock()

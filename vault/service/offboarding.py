@@ -13,32 +13,103 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import keyrecord
-from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
-from vault.errors import AccessDenied, DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
-from vault.service import policies, validation
-from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
-from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
-from vault.service.records import AccessRecord, RotationInfo, StatusReport
-from vault.service.rootrotation import RootRotationOps
-from vault.service.rotation import DEFAULT_BATCH, RUNNING, Progress
-from vault.storage import engine as storage
+from vault.crypto import _primitives as prim
+from vault.crypto import keyrecord, sealing, signing
+from vault.crypto.labels import (
+    LABEL_INVITE,
+    LABEL_SIG_CLIENT_KEY,
+    LABEL_SIG_GRANT,
+)
+from vault.errors import (
+    DecryptionFailed,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    UntrustedRecord,
+)
+from vault.keyholder.keys import RootBundle
+from vault.service import validation
+from vault.service.core import (
+    ACTIVE,
+    ROLE_ADMIN,
+    epoch,
+    is_revoked,
+)
+from vault.service.records import (
+    AccessRecord,
+    RotationInfo,
+)
+from vault.service.rotation import DEFAULT_BATCH, Progress
 from vault.storage import models as m
 
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.audit import Audit
+    from vault.service.core import Core
+    from vault.service.grantledger import GrantLedger
+    from vault.service.invitations import Invitations
+    from vault.service.policyadmin import Policies
+    from vault.service.reports import Reports
+    from vault.service.rootrotation import RootRotator
+    from vault.service.rotation import KeyRotation
 
-class OffboardingOps(EngineerOps, RootRotationOps):
-    def rotate_engineer(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
+
+INVITE_TTL = dt.timedelta(hours=72)
+INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
+
+
+class Offboarding:
+    """Removing and re-keying engineers, and passphrase changes (part of ``vault.engineers``)."""
+
+    core: Core
+    keys: Keys
+    trust: Trust
+    journal: Journal
+    ledger: GrantLedger
+    invitations: Invitations
+    policies: Policies
+    audit: Audit
+    reports: Reports
+    rotation: KeyRotation
+    root_rotator: RootRotator
+
+    def _engineer(self, s: Session, name: str) -> m.Engineer:
+        row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
+        if row is None:
+            raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
+        return row
+
+    def _issue_invite(self, s: Session, row: m.Engineer, bundle: RootBundle, valid_for: dt.timedelta) -> str:
+        """Reset ``row`` to invited with a fresh one-time code (sealed to the recovery key)."""
+        row.status = INVITED
+        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
+        row.certified_at = None
+        secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
+        context = (LABEL_INVITE, self.core.vid(s), row.id, bundle.version)
+        row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
+        row.invite_root_version = bundle.version
+        row.invite_expires_at = (self.core.clock() + valid_for).replace(microsecond=0)
+        self.invitations.sign_invite(s, row)
+        self.journal.append(
+            s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
+        )
+        return signing.make_enrolment_code(secret, self.trust.org_public(s))
+
+    def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Destroy an engineer's keys now and re-invite them; returns the new enrolment code.
 
         The new invitation is signed with the role the engineer's certificate holds and
         names their current key generation: re-confirmation carries over only the grants
         an admin signed over that generation's key."""
-        with self.store.transaction() as s:
-            me = self._my_admin_row(s)
+        with self.core.store.transaction() as s:
+            me = self.trust.my_admin_row(s)
             row = self._engineer(s, name)
             if row.id == me.id:
                 raise InvalidInput(
@@ -46,30 +117,32 @@ class OffboardingOps(EngineerOps, RootRotationOps):
                 )
             if row.status != ACTIVE:
                 raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
-            self._verify_certificate(s, row)  # the role re-invited is the certified one, not the row's word
-            bundle = self._root_bundle(s)
+            self.trust.verify_certificate(s, row)  # the role re-invited is the certified one, not the row's word
+            bundle = self.keys.root_bundle(s)
             if s.get(m.EngineerKey, (row.id, row.key_generation)) is None:
-                self._record_engineer_key(s, row, bundle.org)  # the generation whose grants carry over
+                self.trust.record_engineer_key(s, row, bundle.org)  # the generation whose grants carry over
             self._adopt_signatures(s, row)
             self._destroy_engineer_keys(s, row)
             code = self._issue_invite(s, row, bundle, valid_for)
-            self._append(s, "engineer-key-rotate", public={"engineer": name, "old_generation": row.key_generation})
+            self.journal.append(
+                s, "engineer-key-rotate", public={"engineer": name, "old_generation": row.key_generation}
+            )
             return code
 
     def change_passphrase(self, old: str, new: str) -> None:
         """Re-encrypt the acting engineer's key record under a new passphrase."""
         keyrecord.normalise_passphrase(new)
-        with self.store.transaction() as s:
-            row = self._my_row(s)
-            info = self._info(s)
+        with self.core.store.transaction() as s:
+            row = self.trust.my_row(s)
+            info = self.core.info(s)
             assert row.key_record is not None
             bundle = keyrecord.open_record(row.key_record, old, info.vault_id, row.id, row.key_generation)
             row.key_record = keyrecord.lock_record(
-                bundle, new, info.vault_id, row.id, row.key_generation, self.kdf_params
+                bundle, new, info.vault_id, row.id, row.key_generation, self.core.kdf_params
             )
-            self._append(s, "passphrase-change", public={"engineer": row.name})
+            self.journal.append(s, "passphrase-change", public={"engineer": row.name})
 
-    def remove_engineer(
+    def remove(
         self, name: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
     ) -> tuple[list[AccessRecord], list[RotationInfo]]:
         """Offboard an engineer; returns the at-risk list and the client-key rotations run.
@@ -81,11 +154,11 @@ class OffboardingOps(EngineerOps, RootRotationOps):
         """
         # Exposure comes from signed history: the audit log is checked first, and if it does
         # not verify, every client is rotated (when in doubt, rotate).
-        check = self.verify_audit()
+        check = self.audit.verify()
         log_verified = check.ok
-        self.last_root_rotation = None
-        with self.store.transaction() as s:
-            me = self._my_admin_row(s)
+        self.core.last_root_rotation = None
+        with self.core.store.transaction() as s:
+            me = self.trust.my_admin_row(s)
             row = self._engineer(s, name)
             if row.id == me.id:
                 raise InvalidInput("you cannot remove yourself", hint="another admin can")
@@ -95,29 +168,29 @@ class OffboardingOps(EngineerOps, RootRotationOps):
             exposed = self._clients_exposed_to(s, row, log_verified=log_verified)
             for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)):
                 if not is_revoked(grant):
-                    self._revoke_grant(s, grant, me)
-            now = self.clock()
+                    self.trust.revoke_grant(s, grant, me)
+            now = self.core.clock()
             self._adopt_signatures(s, row)
             self._destroy_engineer_keys(s, row, keep_public=True)
             row.status, row.disabled_at = DISABLED, now
             if was_active or row.certified_at is not None:
-                self._sign_certificate(s, row, self._root_bundle(s).org)
+                self.trust.sign_certificate(s, row, self.keys.root_bundle(s).org)
             if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
-                self._rotate_root(s)
+                self.root_rotator.rotate_root(s)
             rotation_ids = []
             for client_id in sorted(exposed):
                 client = s.get(m.Client, client_id)
                 if client is not None:
-                    rotation_ids.append(self._start_client_rotation(s, client))
+                    rotation_ids.append(self.rotation.start_client_rotation(s, client))
             public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin}
             if not log_verified:
                 public["audit_log_verified"] = False
-            self._append(s, "engineer-remove", public=public)
-        rotations = [self._run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
-        rotations += self.resume_rotations(batch_size=batch_size, progress=progress)
+            self.journal.append(s, "engineer-remove", public=public)
+        rotations = [self.rotation.run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
+        rotations += self.rotation.resume(batch_size=batch_size, progress=progress)
         try:
-            verified = (check.head_seq, bytes.fromhex(check.head_hash)) if log_verified else self._verified_log()
-            at_risk = self._report_at_risk(name, verified)
+            verified = (check.head_seq, bytes.fromhex(check.head_hash)) if log_verified else self.reports.verified_log()
+            at_risk = self.reports.report_at_risk(name, verified)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"{name!r} is removed and every client key they could hold is rotated, but {exc}", hint=exc.hint
@@ -141,9 +214,9 @@ class OffboardingOps(EngineerOps, RootRotationOps):
                 )
             )
         )
-        history = self._grant_history(s)
+        history = self.ledger.grant_history(s)
         candidates |= history.clients_of(row.name) | set(history.doubts)
-        now = epoch(self.clock())
+        now = epoch(self.core.clock())
         exposed = set()
         for client_id in candidates & everyone:
             client = s.get(m.Client, client_id)
@@ -164,7 +237,7 @@ class OffboardingOps(EngineerOps, RootRotationOps):
         s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
         key = s.get(m.EngineerKey, (row.id, row.key_generation))
         if key is not None:
-            key.state, key.destroyed_at = "destroyed", self.clock()
+            key.state, key.destroyed_at = "destroyed", self.core.clock()
         row.key_record = None
         if not keep_public:
             row.sealing_public = row.signing_public = row.certificate = None
@@ -179,8 +252,8 @@ class OffboardingOps(EngineerOps, RootRotationOps):
         by ``row``. Anything else was planted by a writer of the database: it is not
         re-signed, its sealed copies are deleted (a grant is also revoked), and it is
         named in the returned list (also kept in ``adoption_skipped`` and the audit event)."""
-        me = self._my_admin_row(s)
-        sign = self._my_signing_key()
+        me = self.trust.my_admin_row(s)
+        sign = self.keys.my_signing_key()
         skipped: list[str] = []
         touched: set[int] = set()
         for ck in s.scalars(
@@ -192,7 +265,7 @@ class OffboardingOps(EngineerOps, RootRotationOps):
                 touched.add(ck.client_id)
                 continue
             ck.signed_by = me.id
-            ck.signature = sign.sign(LABEL_SIG_CLIENT_KEY, *self._client_key_fields(s, ck))
+            ck.signature = sign.sign(LABEL_SIG_CLIENT_KEY, *self.trust.client_key_fields(s, ck))
         for client_id in touched:
             self._repair_current_version(s, client_id)
         for grant in s.scalars(select(m.Grant).where(m.Grant.granted_by == row.id, m.Grant.revoked_at.is_(None))).all():
@@ -200,26 +273,26 @@ class OffboardingOps(EngineerOps, RootRotationOps):
             if engineer is None:
                 continue
             try:
-                self._verify_grant(s, grant, engineer, self._check_admin(s, row))
+                self.trust.verify_grant(s, grant, engineer, self.trust.check_admin(s, row))
             except UntrustedRecord:
                 skipped.append(f"grant #{grant.id} to {validation.shown(engineer.name)}")
                 self._drop_forged_grant(s, grant, engineer)
                 continue
             grant.granted_by = me.id
-            grant.signature = sign.sign(LABEL_SIG_GRANT, *self._grant_fields(s, grant, engineer.sealing_public))
-        self._adopt_policies(s, row)
-        self.adoption_skipped = skipped
+            grant.signature = sign.sign(LABEL_SIG_GRANT, *self.trust.grant_fields(s, grant, engineer.sealing_public))
+        self.policies.adopt_policies(s, row)
+        self.core.adoption_skipped = skipped
         if skipped:
-            self._append(
+            self.journal.append(
                 s, "adoption-refused", public={"engineer": row.name, "count": len(skipped), "records": skipped[:20]}
             )
         return skipped
 
     def _adoptable_client_key(self, s: Session, ck: m.ClientKey) -> bool:
         """True if the version's record verifies and its recovery copy opens to its fingerprint."""
-        self._client_keys.pop((ck.client_id, ck.version), None)
+        self.keys.client_keys.pop((ck.client_id, ck.version), None)
         try:
-            self._client_key(s, ck.client_id, ck.version)
+            self.keys.client_key(s, ck.client_id, ck.version)
         except (UntrustedRecord, DecryptionFailed, NotFound):
             return False
         return True
@@ -230,19 +303,19 @@ class OffboardingOps(EngineerOps, RootRotationOps):
                 m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
             )
         )
-        self._client_keys.pop((ck.client_id, ck.version), None)
+        self.keys.client_keys.pop((ck.client_id, ck.version), None)
 
     def _repair_current_version(self, s: Session, client_id: int) -> None:
         """Point the client at its newest signed key version (a forged one may have been made current)."""
         client = s.get(m.Client, client_id)
-        newest = self._newest_signed_key(s, client_id)
+        newest = self.trust.newest_signed_key(s, client_id)
         if client is not None and newest is not None:
             client.current_key_version = newest.version
 
     def _drop_forged_grant(self, s: Session, grant: m.Grant, engineer: m.Engineer) -> None:
         """Revoke a grant that does not verify; delete the engineer's copies of the client's
         keys unless another of their grants for it verifies."""
-        grant.revoked_at = self.clock()
+        grant.revoked_at = self.core.clock()
         for other in s.scalars(
             select(m.Grant).where(
                 m.Grant.engineer_id == engineer.id,
@@ -252,7 +325,7 @@ class OffboardingOps(EngineerOps, RootRotationOps):
             )
         ).all():
             try:
-                self._verify_grant(s, other, engineer)
+                self.trust.verify_grant(s, other, engineer)
             except UntrustedRecord:
                 continue
             return
@@ -263,79 +336,3 @@ class OffboardingOps(EngineerOps, RootRotationOps):
                 m.ClientKeySeal.recipient_id == engineer.id,
             )
         )
-
-    # -- status ------------------------------------------------------------------------------
-
-    def status(self) -> StatusReport:
-        """Warnings an admin should act on: old keys, unfinished rotations, values to change,
-        a schema older than this version of credvault."""
-        revision, head = storage.current_revision(self.store), storage.head_revision()  # before: own connection
-        with self.store.inspecting() as foreign, self.store.transaction() as s:  # names foreign objects, not refused
-            me = self._my_row(s)
-            if me.role != ROLE_ADMIN:
-                raise AccessDenied("only an admin can see the vault's status")
-            period = self._cryptoperiod(s)  # verified and bounded (policies.py)
-            now = self.clock()
-            old = now - dt.timedelta(days=period)
-            warnings: list[str] = []
-            if foreign:
-                warnings.append(
-                    f"the database holds {len(foreign)} object(s) credvault did not create ({', '.join(foreign)}): "
-                    "every other command refuses to work until an admin removes them"
-                )
-            if revision != head:
-                warnings.append(
-                    f"the database schema is at revision {revision}; this version of credvault brings {head}: "
-                    "run `credvault db upgrade`"
-                )
-            warnings += self._settings_warnings(s)
-            root = self._current_root(s)
-            if root.created_at < old:
-                warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
-            for client in s.scalars(select(m.Client)):
-                ck = s.get(m.ClientKey, (client.id, client.current_key_version))
-                slug = self._slug(s, client)
-                if ck is not None and ck.created_at < old:
-                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
-                if not self._policy(s, client.id).signed:
-                    warnings.append(
-                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
-                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
-                    )
-                if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
-                    warnings.append(
-                        f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"
-                    )
-            for key in s.scalars(select(m.EngineerKey).where(m.EngineerKey.state == ACTIVE)):
-                certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
-                engineer = s.get(m.Engineer, key.engineer_id)
-                if certified < old and engineer is not None and engineer.status == ACTIVE:
-                    warnings.append(f"engineer {engineer.name}: keys older than {period} days")
-            running = list(s.scalars(select(m.Rotation).where(m.Rotation.state == RUNNING)))
-            for rotation in running:
-                progress = f"{rotation.done}/{rotation.total}"
-                warnings.append(f"a client-key rotation is incomplete ({progress}): run `credvault rotate resume`")
-            must_change = []
-            for secret in s.scalars(select(m.Secret).where(m.Secret.must_change.is_(True))):
-                owner = s.get(m.Client, secret.client_id)
-                assert owner is not None
-                meta = self._open(s, owner, secret, self._version(s, secret, None)).metadata
-                must_change.append(f"{self._slug(s, owner)}/{meta['name']}")
-            if must_change:
-                warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
-            counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]
-            return StatusReport(
-                warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change), schema_problems=foreign
-            )
-
-    def set_cryptoperiod(self, days: int) -> None:
-        """Days before keys are reported old (admin); signs both settings as they now apply."""
-        if not policies.MIN_CRYPTOPERIOD <= days <= policies.MAX_CRYPTOPERIOD:
-            raise InvalidInput("bad cryptoperiod", hint="use between 1 and 3650 days")
-        with self.store.transaction() as s:
-            admin = self._my_admin_row(s)
-            info = self._info(s)
-            info.retention_versions = self._retention(s)  # an unverified value is not signed as it stands
-            info.cryptoperiod_days = days
-            policies.sign_settings(self._my_signing_key(), info, admin.id, epoch(self.clock()))
-            self._append(s, "settings", public={"cryptoperiod_days": days})

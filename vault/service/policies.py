@@ -18,16 +18,22 @@ signature by an active admin over the vault id, the client id and every field
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy.orm import Session
 
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
-from vault.errors import UntrustedRecord
-from vault.service.base import VaultBase
+from vault.errors import (
+    UntrustedRecord,
+)
 from vault.service.rows import EngineerRecord, PolicyRow
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.keyholder.trust import Trust
+    from vault.service.core import Core
+
 
 DEFAULT_CHECKOUT_MINUTES = 120
 MAX_CHECKOUT_MINUTES = 7 * 24 * 60
@@ -101,17 +107,21 @@ def _clamp(value: object, low: int, high: int, default: int) -> int:
     return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-class PolicyOps(VaultBase):
-    """Reading policies and settings through their signatures."""
+class PolicyCheck:
+    """Verified checkout policies and the signed vault settings."""
+
+    def __init__(self, core: Core, trust: Trust) -> None:
+        self.core = core
+        self.trust = trust
 
     def _signer(self, s: Session, signer_id: int | None, known: tuple[EngineerRecord | None, ...]) -> EngineerRecord:
         """The signer's row (one the caller read already, else looked up), checked as an active admin."""
         for row in known:
             if row is not None and row.id == signer_id:
-                return self._check_admin(s, row)
-        return self._verified_admin(s, signer_id or 0)
+                return self.trust.check_admin(s, row)
+        return self.trust.verified_admin(s, signer_id or 0)
 
-    def _verified_policy(
+    def verified_policy(
         self, s: Session, client_id: int, row: StoredPolicy | None, known: tuple[EngineerRecord | None, ...] = ()
     ) -> Policy:
         """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain)."""
@@ -124,7 +134,7 @@ class PolicyOps(VaultBase):
                 admin.signing_public,
                 row.signature,
                 LABEL_SIG_POLICY,
-                *policy_fields(self._vid(s), client_id, row),
+                *policy_fields(self.core.vid(s), client_id, row),
                 what="the client's policy",
             )
         except UntrustedRecord:
@@ -141,43 +151,46 @@ class PolicyOps(VaultBase):
             True,
         )
 
-    def _settings_signed(self, s: Session) -> bool:
-        info = self._info(s)
+    def settings_signed(self, s: Session) -> bool:
+        info = self.core.info(s)
         if info.settings_signature is None:
             return False
         try:
-            admin = self._verified_admin(s, info.settings_signed_by or 0)
+            admin = self.trust.verified_admin(s, info.settings_signed_by or 0)
             assert admin.signing_public is not None
             signing.verify(
                 admin.signing_public,
                 info.settings_signature,
                 LABEL_SIG_SETTINGS,
-                *settings_fields(self._vid(s), info),
+                *settings_fields(self.core.vid(s), info),
                 what="the vault settings",
             )
         except UntrustedRecord:
             return False
         return True
 
-    def _retention(self, s: Session) -> int:
+    def retention(self, s: Session) -> int:
         """Versions kept per secret: bounded; at least the default unless an admin signed it."""
-        stored = _clamp(self._info(s).retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
-        return stored if self._settings_signed(s) else max(stored, DEFAULT_RETENTION)
+        stored = _clamp(self.core.info(s).retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
+        return stored if self.settings_signed(s) else max(stored, DEFAULT_RETENTION)
 
-    def _cryptoperiod(self, s: Session) -> int:
+    def cryptoperiod(self, s: Session) -> int:
         """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
-        stored = _clamp(self._info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
-        return stored if self._settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
+        stored = _clamp(self.core.info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
+        return stored if self.settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
 
-    def _settings_warnings(self, s: Session) -> list[str]:
+    def settings_warnings(self, s: Session) -> list[str]:
         """For ``status``: settings an admin set that no longer verify (so do not apply)."""
-        info = self._info(s)
-        if self._settings_signed(s):
+        info = self.core.info(s)
+        if self.settings_signed(s):
             return []
         stored = (info.retention_versions, info.cryptoperiod_days)
         if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
             return []  # never set: the defaults apply, as they always did
         return [
-            f"the vault settings do not verify, so {self._retention(s)} versions are kept per secret and keys are "
-            f"reported old after {self._cryptoperiod(s)} days: set them again with `credvault settings`"
+            f"the vault settings do not verify, so {self.retention(s)} versions are kept per secret and keys are "
+            f"reported old after {self.cryptoperiod(s)} days: set them again with `credvault settings`"
         ]
+
+    def policy(self, s: Session, client_id: int) -> Policy:
+        return self.verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))

@@ -10,36 +10,57 @@ so that an upgrade need not be followed by one ``policy set`` per client.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.errors import IntegrityError, InvalidInput, VaultError
 from vault.service import policies
-from vault.service.base import epoch
-from vault.service.checkouts import CheckoutOps
+from vault.service.core import epoch
 from vault.service.policies import Policy
 from vault.service.records import PolicyInfo
 from vault.service.rows import EngineerRecord
 from vault.storage import models as m
 
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.policies import PolicyCheck
 
-class PolicyAdminOps(CheckoutOps):
+
+class Policies:
+    """Checkout policies: ``vault.policies.get/set/unsigned/adopt``."""
+
+    def __init__(
+        self, core: Core, keys: Keys, trust: Trust, journal: Journal, policy_check: PolicyCheck, clients: Clients
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.policy_check = policy_check
+        self.clients = clients
+
     @staticmethod
     def _policy_info(client: str, p: Policy) -> PolicyInfo:
         return PolicyInfo(
             client, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days, p.signed
         )
 
-    def get_policy(self, client: str) -> PolicyInfo:
+    def get(self, client: str) -> PolicyInfo:
         """The policy that applies (``signed`` False: the stored one fails verification, the strict one applies)."""
-        with self.store.transaction() as s:
-            row = self._client(s, client)
-            return self._policy_info(client, self._policy(s, row.id))
+        with self.core.store.transaction() as s:
+            row = self.clients.client(s, client)
+            return self._policy_info(client, self.policy_check.policy(s, row.id))
 
-    def set_policy(
+    def set(
         self,
         client: str,
         *,
@@ -51,11 +72,11 @@ class PolicyAdminOps(CheckoutOps):
     ) -> PolicyInfo:
         """Change a client's policy and sign it (admin). What is not given keeps its value
         as it applies now: the strict one when the stored policy does not verify."""
-        with self.store.transaction() as s:
-            admin = self._my_admin_row(s)
-            row = self._client(s, client)
+        with self.core.store.transaction() as s:
+            admin = self.trust.my_admin_row(s)
+            row = self.clients.client(s, client)
             stored = s.get(m.ClientPolicy, row.id)
-            current = self._verified_policy(s, row.id, stored, (admin,))
+            current = self.policy_check.verified_policy(s, row.id, stored, (admin,))
             wanted = current._asdict()
             for name, value in (
                 ("reason_required", reason_required),
@@ -83,48 +104,48 @@ class PolicyAdminOps(CheckoutOps):
                 s.add(stored)
             for name in ("reason_required", "exclusive", "rotate_after_checkout", "checkout_minutes", "stale_days"):
                 setattr(stored, name, wanted[name])
-            now = self.clock()
+            now = self.core.clock()
             stored.updated_at = now
-            policies.sign_policy(self._my_signing_key(), self._vid(s), stored, admin.id, epoch(now))
-            self._append(s, "policy-set", client_id=row.id, details=changes)
+            policies.sign_policy(self.keys.my_signing_key(), self.core.vid(s), stored, admin.id, epoch(now))
+            self.journal.append(s, "policy-set", client_id=row.id, details=changes)
             return self._policy_info(client, Policy(**{**wanted, "signed": True}))
 
-    def _adopt_policies(self, s: Session, departing: m.Engineer) -> None:
+    def adopt_policies(self, s: Session, departing: m.Engineer) -> None:
         """Re-sign, as the acting admin, the policies and settings ``departing`` signed that
         verify now (before they lose the admin role); the others stay unverified."""
-        me = self._my_admin_row(s)
-        at = epoch(self.clock())
+        me = self.trust.my_admin_row(s)
+        at = epoch(self.core.clock())
         for stored in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id)):
-            if self._verified_policy(s, stored.client_id, stored).signed:
-                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, me.id, at)
-        info = self._info(s)
-        if info.settings_signed_by == departing.id and self._settings_signed(s):
-            policies.sign_settings(self._my_signing_key(), info, me.id, at)
+            if self.policy_check.verified_policy(s, stored.client_id, stored).signed:
+                policies.sign_policy(self.keys.my_signing_key(), self.core.vid(s), stored, me.id, at)
+        info = self.core.info(s)
+        if info.settings_signed_by == departing.id and self.policy_check.settings_signed(s):
+            policies.sign_settings(self.keys.my_signing_key(), info, me.id, at)
 
-    def unsigned_policies(self) -> list[PolicyInfo]:
+    def unsigned(self) -> builtins.list[PolicyInfo]:
         """Admin: every client whose stored policy does not verify, with the values as stored
         (``signed`` False) and within the bounds a policy may have: what ``adopt_policies``
         would sign. A stored row out of bounds is not listed (``policy set`` fixes it)."""
-        with self.store.transaction() as s:
-            return [info for _, info in self._unsigned_policies(s, self._my_admin_row(s))]
+        with self.core.store.transaction() as s:
+            return [info for _, info in self._unsigned_policies(s, self.trust.my_admin_row(s))]
 
-    def adopt_policies(self, shown: Sequence[PolicyInfo]) -> list[PolicyInfo]:
+    def adopt(self, shown: Sequence[PolicyInfo]) -> builtins.list[PolicyInfo]:
         """Admin: sign, as stored, the unverified policies ``shown`` (what ``unsigned_policies``
         returned and the admin reviewed); one ``policy-set`` event per client. Nothing is
         signed if the stored policies changed since they were shown."""
-        with self.store.transaction() as s:
-            admin = self._my_admin_row(s)
+        with self.core.store.transaction() as s:
+            admin = self.trust.my_admin_row(s)
             pending = self._unsigned_policies(s, admin)
             if [info for _, info in pending] != list(shown):
                 raise IntegrityError(
                     "the stored policies changed since they were shown: nothing was signed",
                     hint="run `credvault policy adopt` again and check what it shows",
                 )
-            now = self.clock()
+            now = self.core.clock()
             signed = []
             for stored, info in pending:
                 stored.updated_at = now
-                policies.sign_policy(self._my_signing_key(), self._vid(s), stored, admin.id, epoch(now))
+                policies.sign_policy(self.keys.my_signing_key(), self.core.vid(s), stored, admin.id, epoch(now))
                 details = {
                     "adopted": True,
                     "reason_required": info.reason_required,
@@ -133,14 +154,14 @@ class PolicyAdminOps(CheckoutOps):
                     "checkout_minutes": info.checkout_minutes,
                     "stale_days": info.stale_days,
                 }
-                self._append(s, "policy-set", client_id=stored.client_id, details=details)
+                self.journal.append(s, "policy-set", client_id=stored.client_id, details=details)
                 signed.append(PolicyInfo(**{**info.to_json(), "signed": True}))
             return signed
 
-    def _unsigned_policies(self, s: Session, admin: EngineerRecord) -> list[tuple[m.ClientPolicy, PolicyInfo]]:
+    def _unsigned_policies(self, s: Session, admin: EngineerRecord) -> builtins.list[tuple[m.ClientPolicy, PolicyInfo]]:
         out = []
         for stored in s.scalars(select(m.ClientPolicy).order_by(m.ClientPolicy.client_id)):
-            if self._verified_policy(s, stored.client_id, stored, (admin,)).signed:
+            if self.policy_check.verified_policy(s, stored.client_id, stored, (admin,)).signed:
                 continue
             minutes, stale = stored.checkout_minutes, stored.stale_days
             if not 1 <= minutes <= policies.MAX_CHECKOUT_MINUTES or not (
@@ -149,7 +170,7 @@ class PolicyAdminOps(CheckoutOps):
                 continue
             client = s.get(m.Client, stored.client_id)
             try:
-                slug = self._slug(s, client) if client is not None else None
+                slug = self.clients.slug(s, client) if client is not None else None
             except (VaultError, UnicodeDecodeError):
                 slug = None
             if slug is None:

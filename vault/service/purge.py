@@ -19,8 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
@@ -28,14 +27,21 @@ from sqlalchemy.orm import Session
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
-from vault.errors import AccessDenied, InvalidInput, NotFound, StoreUnavailable, UntrustedRecord, VaultError
+from vault.errors import InvalidInput, NotFound, StoreUnavailable, UntrustedRecord
 from vault.service import validation
-from vault.service.base import ROLE_ADMIN, epoch
-from vault.service.offboarding import OffboardingOps
-from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo, StaleSecret, SubjectMatch
-from vault.service.secrets import SENSITIVE_NOT_SHOWN, sensitive_field_names
+from vault.service.core import epoch
+from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.storage import models as m
 from vault.storage.engine import is_sqlite
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.secrets import Secrets
+
 
 REQUEST_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#/-]{0,63}")
 MIN_QUERY = 3
@@ -50,14 +56,24 @@ def _request(ref: str) -> str:
     return ref
 
 
-class PurgeOps(OffboardingOps):
-    # -- preview ---------------------------------------------------------------------------
+class Purge:
+    """Purges: ``vault.purge.preview/client/secret/scrub/receipts/verify_receipt``."""
 
-    def purge_preview(self, client: str) -> PurgePreview:
+    def __init__(
+        self, core: Core, keys: Keys, trust: Trust, journal: Journal, clients: Clients, secrets: Secrets
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.clients = clients
+        self.secrets = secrets
+
+    def preview(self, client: str) -> PurgePreview:
         """What ``purge_client`` would remove, for the admin to review first."""
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
-            row = self._client(s, client)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
+            row = self.clients.client(s, client)
             return self._preview(s, client, row)
 
     def _preview(self, s: Session, slug: str, row: m.Client) -> PurgePreview:
@@ -78,7 +94,7 @@ class PurgeOps(OffboardingOps):
                 .where(
                     m.Checkout.client_id == row.id,
                     m.Checkout.released_at.is_(None),
-                    m.Checkout.expires_at > self.clock(),
+                    m.Checkout.expires_at > self.core.clock(),
                 )
             ),
             key_versions=count(select(func.count()).select_from(m.ClientKey).where(m.ClientKey.client_id == row.id)),
@@ -87,12 +103,12 @@ class PurgeOps(OffboardingOps):
 
     # -- purging -----------------------------------------------------------------------------
 
-    def purge_client(self, client: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+    def client(self, client: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
         """Crypto-shred a client: every key copy destroyed, every row deleted, a signed receipt."""
         _request(request)
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
-            row = self._client(s, client)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
+            row = self.clients.client(s, client)
             preview = self._preview(s, client, row)
             fingerprints = [
                 ck.fingerprint.hex()
@@ -120,27 +136,27 @@ class PurgeOps(OffboardingOps):
         s.execute(delete(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id))
         s.execute(delete(m.ClientKey).where(m.ClientKey.client_id == client_id))
         s.execute(delete(m.Client).where(m.Client.id == client_id))
-        for cached in [k for k in self._client_keys if k[0] == client_id]:
-            del self._client_keys[cached]
+        for cached in [k for k in self.keys.client_keys if k[0] == client_id]:
+            del self.keys.client_keys[cached]
 
-    def purge_secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+    def secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
         """Destroy one secret: every version and its data key; a signed receipt."""
         _request(request)
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
-            client, secret, _slug = self._secret(s, ref)
-            receipt = self._purge_secrets(s, client, [secret], "secret", request)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
+            client, secret, _slug = self.secrets.secret(s, ref)
+            receipt = self.purge_secrets(s, client, [secret], "secret", request)
         self.scrub(vacuum=vacuum)
         return receipt
 
-    def _purge_secrets(
+    def purge_secrets(
         self, s: Session, client: m.Client, secrets: list[m.Secret], kind: str, request: str
     ) -> ReceiptInfo:
         fingerprints: list[str] = []
         versions = checkouts = 0
         for secret in secrets:
             for row in s.scalars(select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id)):
-                key = self._client_key(s, client.id, row.key_version)
+                key = self.keys.client_key(s, client.id, row.key_version)
                 dek = blobs.unwrap_data_key(key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
                 fingerprints.append(prim.sha256(prim.ctx(LABEL_FP_DATA_KEY, dek))[:16].hex())
                 versions += 1
@@ -152,7 +168,7 @@ class PurgeOps(OffboardingOps):
 
     def _receipt_fields(self, s: Session, r: m.PurgeReceipt) -> tuple[signing.ContextItem, ...]:
         return (
-            self._vid(s),
+            self.core.vid(s),
             r.id,
             r.kind,
             r.request_ref,
@@ -176,7 +192,7 @@ class PurgeOps(OffboardingOps):
         counts: dict[str, Any],
         fingerprints: list[str],
     ) -> ReceiptInfo:
-        me = self._my_admin_row(s)
+        me = self.trust.my_admin_row(s)
         receipt = m.PurgeReceipt(
             kind=kind,
             request_ref=request,
@@ -186,13 +202,13 @@ class PurgeOps(OffboardingOps):
             fingerprints=json.dumps(fingerprints),
             admin_id=me.id,
             admin_generation=me.key_generation,
-            purged_at=epoch(self.clock()),
+            purged_at=epoch(self.core.clock()),
             event_seq=0,
             signature=b"",
         )
         s.add(receipt)
         s.flush()
-        event = self._append(
+        event = self.journal.append(
             s,
             f"purge-{kind}",
             client_id=client_id,
@@ -200,7 +216,7 @@ class PurgeOps(OffboardingOps):
             public={"receipt": receipt.id, "request": request, "counts": counts},
         )
         receipt.event_seq = event.seq
-        receipt.signature = self._my_signing_key().sign(LABEL_SIG_RECEIPT, *self._receipt_fields(s, receipt))
+        receipt.signature = self.keys.my_signing_key().sign(LABEL_SIG_RECEIPT, *self._receipt_fields(s, receipt))
         return self._receipt_info(s, receipt)
 
     def _receipt_info(self, s: Session, r: m.PurgeReceipt) -> ReceiptInfo:
@@ -230,8 +246,8 @@ class PurgeOps(OffboardingOps):
         WAL segments and replicas keep old row images until they are recycled.
         """
         try:
-            if is_sqlite(self.store.engine):
-                raw = self.store.engine.raw_connection()  # outside any transaction, as these need
+            if is_sqlite(self.core.store.engine):
+                raw = self.core.store.engine.raw_connection()  # outside any transaction, as these need
                 try:
                     cursor = raw.cursor()
                     if vacuum:
@@ -243,7 +259,7 @@ class PurgeOps(OffboardingOps):
                 return "sqlite: freed pages zeroed (secure_delete), WAL checkpointed and truncated" + (
                     ", file vacuumed" if vacuum else ""
                 )
-            with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self.core.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for table in (
                     "secret_versions",
                     "secrets",
@@ -263,16 +279,16 @@ class PurgeOps(OffboardingOps):
 
     # -- receipts -------------------------------------------------------------------------------
 
-    def list_receipts(self) -> list[ReceiptInfo]:
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
+    def receipts(self) -> list[ReceiptInfo]:
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
             return [self._receipt_info(s, r) for r in s.scalars(select(m.PurgeReceipt).order_by(m.PurgeReceipt.id))]
 
     def verify_receipt(self, receipt_id: int) -> ReceiptCheck:
         """Check the receipt's signature, that nothing it destroyed can be found in the store,
         and that the database holds no object (a trigger, a table …) that could have kept a copy."""
-        with self.store.inspecting() as foreign, self.store.transaction() as s:
-            self._my_row(s)
+        with self.core.store.inspecting() as foreign, self.core.store.transaction() as s:
+            self.trust.my_row(s)
             r = s.get(m.PurgeReceipt, validation.number("receipt number", receipt_id, 1))
             if r is None:
                 raise NotFound(f"no purge receipt #{receipt_id}")
@@ -319,128 +335,8 @@ class PurgeOps(OffboardingOps):
             raise UntrustedRecord("the receipt's signer is unknown")
         key = s.get(m.EngineerKey, (engineer_id, generation))
         if key is not None:
-            return self._verified_key(s, key, row.name)
-        self._verify_certificate(s, row)
+            return self.trust.verified_key(s, key, row.name)
+        self.trust.verify_certificate(s, row)
         if row.key_generation != generation or row.signing_public is None:
             raise UntrustedRecord("the receipt's signing key is unknown")
         return row.signing_public
-
-    # -- subjects (a person's access and erasure requests) ---------------------------------------
-
-    def subject_find(self, query: str) -> list[SubjectMatch]:
-        """Where a person appears in decrypted metadata (every version), across all clients."""
-        needle = _needle(query)
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
-            matches = self._find(s, needle)
-            self._append(s, "subject-find", public={"matches": len(matches)})
-            return matches
-
-    def subject_report(self, query: str) -> dict[str, Any]:
-        """What is held about a person: every match with the metadata held alongside it."""
-        needle = _needle(query)
-        with self.store.transaction() as s:
-            me = self._my_admin_row(s)
-            matches = self._find(s, needle)
-            self._append(s, "subject-report", public={"matches": len(matches), "by": me.name})
-            return {
-                "generated_at": self.clock().isoformat(),
-                "generated_by": me.name,
-                "matches": [x.to_json() for x in matches],
-                "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
-            }
-
-    def purge_subject(self, query: str, *, request: str, vacuum: bool = False) -> list[ReceiptInfo]:
-        """Purge every secret whose metadata matches (one receipt per client)."""
-        _request(request)
-        needle = _needle(query)
-        receipts = []
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
-            by_client: dict[int, set[int]] = {}
-            for match in self._find(s, needle):
-                if match.secret_id is not None:
-                    by_client.setdefault(match.client_id, set()).add(match.secret_id)
-            if not by_client:
-                raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
-            for client_id, ids in sorted(by_client.items()):
-                client = s.get(m.Client, client_id)
-                assert client is not None
-                secrets = [x for x in (s.get(m.Secret, i) for i in sorted(ids)) if x is not None]
-                receipts.append(self._purge_secrets(s, client, secrets, "subject", request))
-        self.scrub(vacuum=vacuum)
-        return receipts
-
-    def _find(self, s: Session, needle: str) -> list[SubjectMatch]:
-        out: list[SubjectMatch] = []
-        for client in s.scalars(select(m.Client).order_by(m.Client.id)):
-            slug = self._slug(s, client)
-            name = self._client_field(s, client, client.name_blob, "name").decode("utf-8")
-            if needle in _fold(name):
-                out.append(SubjectMatch(slug, client.id, None, None, None, "client name", name))
-            for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == client.id).order_by(m.Secret.id)):
-                for row in s.scalars(
-                    select(m.SecretVersion)
-                    .where(m.SecretVersion.secret_id == secret.id)
-                    .order_by(m.SecretVersion.version)
-                ):
-                    try:
-                        meta = self._open(s, client, secret, row).metadata
-                    except VaultError:
-                        continue
-                    fields = {
-                        "name": meta.get("name"),
-                        "username": meta.get("username"),
-                        "url": meta.get("url"),
-                        "host": meta.get("host"),
-                        "note": meta.get("note"),
-                        **(meta.get("fields") or {}),
-                    }
-                    hidden = sensitive_field_names(meta)  # found (to be purged), revealed only by checkout
-                    for field, value in fields.items():
-                        if isinstance(value, str) and needle in _fold(value):
-                            shown = SENSITIVE_NOT_SHOWN if field in hidden else value
-                            out.append(
-                                SubjectMatch(slug, client.id, meta.get("name"), secret.id, row.version, field, shown)
-                            )
-        return out
-
-    # -- retention -----------------------------------------------------------------------------
-
-    def report_stale(self) -> list[StaleSecret]:
-        """Secrets unused for longer than their client's stale_days (nothing is deleted)."""
-        with self.store.transaction() as s:
-            me = self._my_row(s)
-            if me.role != ROLE_ADMIN:
-                raise AccessDenied("only an admin can list stale secrets", hint="ask an admin")
-            now = self.clock()
-            out = []
-            for policy in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.stale_days.is_not(None))):
-                client = s.get(m.Client, policy.client_id)
-                if client is None or policy.stale_days is None:
-                    continue
-                cutoff = now - dt.timedelta(days=policy.stale_days)
-                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == client.id)):
-                    last = secret.last_used_at or secret.created_at
-                    if last < cutoff:
-                        meta = self._open(s, client, secret, self._version(s, secret, None)).metadata
-                        out.append(
-                            StaleSecret(self._slug(s, client), meta["name"], last, (now - last).days, policy.stale_days)
-                        )
-            return sorted(out, key=lambda x: (x.client, x.secret))
-
-
-def _fold(value: str) -> str:
-    return unicodedata.normalize("NFC", value).casefold()
-
-
-def _needle(query: str) -> str:
-    validation.valid_text("search", query, limit=validation.MAX_TEXT)
-    if not query.isprintable():
-        raise InvalidInput("the search contains control characters", hint="search for a name or an email address")
-    needle = _fold(query.strip())
-    if len(needle) < MIN_QUERY:
-        raise InvalidInput(
-            f"the search is shorter than {MIN_QUERY} characters", hint="search for a name or an email address"
-        )
-    return needle

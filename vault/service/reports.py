@@ -16,43 +16,90 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault.errors import IntegrityError, NotFound, VaultError
+from vault.errors import (
+    AccessDenied,
+    IntegrityError,
+    NotFound,
+    VaultError,
+)
 from vault.service import validation
-from vault.service.audit import AuditOps
-from vault.service.policyadmin import PolicyAdminOps
-from vault.service.records import AccessRecord
+from vault.service.core import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN
+from vault.service.records import (
+    AccessRecord,
+    StaleSecret,
+    StatusReport,
+)
+from vault.service.rotation import RUNNING
 from vault.service.secrets import VIEW_PUBLIC_ONLY, sensitive_field_names
+from vault.storage import engine as storage
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.audit import Audit
+    from vault.service.checkouts import Checkouts
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.policies import PolicyCheck
+    from vault.service.secrets import Secrets
+
 
 REVEAL_ACTIONS = ("reveal", "checkout")
 VIEW = "secret-view"
 LEGACY_VIEW = "(secret show, before sensitive fields were kept for checkout)"
 
 
-class ReportOps(PolicyAdminOps, AuditOps):
-    def report_access(self, engineer: str) -> list[AccessRecord]:
+class Reports:
+    """Reports: ``vault.reports.access/at_risk/stale/status``."""
+
+    def __init__(
+        self,
+        core: Core,
+        keys: Keys,
+        trust: Trust,
+        journal: Journal,
+        policy_check: PolicyCheck,
+        clients: Clients,
+        secrets: Secrets,
+        checkouts: Checkouts,
+        audit: Audit,
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.policy_check = policy_check
+        self.clients = clients
+        self.secrets = secrets
+        self.checkouts = checkouts
+        self.audit = audit
+
+    def access(self, engineer: str) -> list[AccessRecord]:
         """Every secret ``engineer`` revealed: when, why, and whether it changed since."""
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
             out = self._access_records(s, engineer)
-            self._append(s, "report-access", public={"engineer": engineer, "records": len(out)})
+            self.journal.append(s, "report-access", public={"engineer": engineer, "records": len(out)})
             return out
 
-    def report_at_risk(self, engineer: str) -> list[AccessRecord]:
+    def at_risk(self, engineer: str) -> list[AccessRecord]:
         """The latest reveal of each value ``engineer`` saw that has not changed since.
 
         It is read from the audit log, so the whole chain is verified first: a reveal event
         deleted or altered in the database would otherwise drop out of the list unseen."""
-        return self._report_at_risk(engineer, self._verified_log())
+        return self.report_at_risk(engineer, self.verified_log())
 
-    def _verified_log(self, since: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
+    def verified_log(self, since: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
         """Verify the audit chain (from genesis, or on from ``since``, a (seq, hash) this
         object verified moments ago); its head, or IntegrityError naming the first bad event."""
-        check = self.verify_audit(since=since if since is not None and since[0] > 0 else None)
+        check = self.audit.verify(since=since if since is not None and since[0] > 0 else None)
         if not check.ok:
             raise IntegrityError(
                 f"the audit log does not verify ({check.problem}), so the at-risk list could be incomplete",
@@ -61,17 +108,17 @@ class ReportOps(PolicyAdminOps, AuditOps):
             )
         return check.head_seq, bytes.fromhex(check.head_hash)
 
-    def _report_at_risk(self, engineer: str, verified: tuple[int, bytes]) -> list[AccessRecord]:
+    def report_at_risk(self, engineer: str, verified: tuple[int, bytes]) -> list[AccessRecord]:
         """``report_at_risk`` on a log verified up to ``verified`` (later events are checked here)."""
-        self._verified_log(since=verified)
-        with self.store.transaction() as s:
-            self._my_admin_row(s)
+        self.verified_log(since=verified)
+        with self.core.store.transaction() as s:
+            self.trust.my_admin_row(s)
             latest: dict[tuple[str, str, str], AccessRecord] = {}
             for record in self._access_records(s, engineer):
                 if not record.changed_since:  # the latest reveal of a value that is still current
                     latest[(record.client, record.secret, record.field)] = record
             out = list(latest.values())
-            self._append(s, "report-at-risk", public={"engineer": engineer, "records": len(out)})
+            self.journal.append(s, "report-at-risk", public={"engineer": engineer, "records": len(out)})
             return sorted(out, key=lambda r: (r.client, r.secret, r.field))
 
     def _access_records(self, s: Session, engineer: str) -> list[AccessRecord]:
@@ -87,7 +134,7 @@ class ReportOps(PolicyAdminOps, AuditOps):
         ).all()
         out = []
         for event in events:
-            entry = self._entry(s, event, names)
+            entry = self.audit.entry(s, event, names)
             details = entry.details or {}
             if event.action == VIEW:
                 if details.get("fields") != VIEW_PUBLIC_ONLY:
@@ -125,8 +172,8 @@ class ReportOps(PolicyAdminOps, AuditOps):
             )
         )
         try:
-            row = self._version(s, secret, version)
-            names = sensitive_field_names(self._open(s, client, secret, row).metadata)
+            row = self.secrets.version(s, secret, version)
+            names = sensitive_field_names(self.secrets.open(s, client, secret, row).metadata)
         except VaultError:
             return []
         name = secret_name or f"#{event.secret_id}"
@@ -154,8 +201,101 @@ class ReportOps(PolicyAdminOps, AuditOps):
         if secret.current_version == version:
             return False
         try:
-            old = self._field_value(s, client, secret, self._version(s, secret, version), field, "")
-            new = self._field_value(s, client, secret, self._version(s, secret, None), field, "")
+            old = self.checkouts.field_value(s, client, secret, self.secrets.version(s, secret, version), field, "")
+            new = self.checkouts.field_value(s, client, secret, self.secrets.version(s, secret, None), field, "")
         except VaultError:
             return False  # cannot tell: report it as still at risk
         return not hmac.compare_digest(old.encode("utf-8"), new.encode("utf-8"))
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> StatusReport:
+        """Warnings an admin should act on: old keys, unfinished rotations, values to change,
+        a schema older than this version of credvault."""
+        revision, head = storage.current_revision(self.core.store), storage.head_revision()  # before: own connection
+        with (
+            self.core.store.inspecting() as foreign,
+            self.core.store.transaction() as s,
+        ):  # names foreign objects, not refused
+            me = self.trust.my_row(s)
+            if me.role != ROLE_ADMIN:
+                raise AccessDenied("only an admin can see the vault's status")
+            period = self.policy_check.cryptoperiod(s)  # verified and bounded (policies.py)
+            now = self.core.clock()
+            old = now - dt.timedelta(days=period)
+            warnings: list[str] = []
+            if foreign:
+                warnings.append(
+                    f"the database holds {len(foreign)} object(s) credvault did not create ({', '.join(foreign)}): "
+                    "every other command refuses to work until an admin removes them"
+                )
+            if revision != head:
+                warnings.append(
+                    f"the database schema is at revision {revision}; this version of credvault brings {head}: "
+                    "run `credvault db upgrade`"
+                )
+            warnings += self.policy_check.settings_warnings(s)
+            root = self.trust.current_root(s)
+            if root.created_at < old:
+                warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
+            for client in s.scalars(select(m.Client)):
+                ck = s.get(m.ClientKey, (client.id, client.current_key_version))
+                slug = self.clients.slug(s, client)
+                if ck is not None and ck.created_at < old:
+                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
+                if not self.policy_check.policy(s, client.id).signed:
+                    warnings.append(
+                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
+                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
+                    )
+                if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
+                    warnings.append(
+                        f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"
+                    )
+            for key in s.scalars(select(m.EngineerKey).where(m.EngineerKey.state == ACTIVE)):
+                certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
+                engineer = s.get(m.Engineer, key.engineer_id)
+                if certified < old and engineer is not None and engineer.status == ACTIVE:
+                    warnings.append(f"engineer {engineer.name}: keys older than {period} days")
+            running = list(s.scalars(select(m.Rotation).where(m.Rotation.state == RUNNING)))
+            for rotation in running:
+                progress = f"{rotation.done}/{rotation.total}"
+                warnings.append(f"a client-key rotation is incomplete ({progress}): run `credvault rotate resume`")
+            must_change = []
+            for secret in s.scalars(select(m.Secret).where(m.Secret.must_change.is_(True))):
+                owner = s.get(m.Client, secret.client_id)
+                assert owner is not None
+                meta = self.secrets.open(s, owner, secret, self.secrets.version(s, secret, None)).metadata
+                must_change.append(f"{self.clients.slug(s, owner)}/{meta['name']}")
+            if must_change:
+                warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
+            counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]
+            return StatusReport(
+                warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change), schema_problems=foreign
+            )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def stale(self) -> list[StaleSecret]:
+        """Secrets unused for longer than their client's stale_days (nothing is deleted)."""
+        with self.core.store.transaction() as s:
+            me = self.trust.my_row(s)
+            if me.role != ROLE_ADMIN:
+                raise AccessDenied("only an admin can list stale secrets", hint="ask an admin")
+            now = self.core.clock()
+            out = []
+            for policy in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.stale_days.is_not(None))):
+                client = s.get(m.Client, policy.client_id)
+                if client is None or policy.stale_days is None:
+                    continue
+                cutoff = now - dt.timedelta(days=policy.stale_days)
+                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == client.id)):
+                    last = secret.last_used_at or secret.created_at
+                    if last < cutoff:
+                        meta = self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata
+                        out.append(
+                            StaleSecret(
+                                self.clients.slug(s, client), meta["name"], last, (now - last).days, policy.stale_days
+                            )
+                        )
+            return sorted(out, key=lambda x: (x.client, x.secret))

@@ -5,14 +5,15 @@ violation into ``ConcurrentChange``: the transaction was rolled back, nothing of
 committed or revealed, so running the same unit of work again is safe and usually
 succeeds. Two places do that:
 
-* ``retried`` wraps every public method of ``Vault`` (``vault.py``): the whole call runs
-  again, and only the outermost public call retries, so a public method that calls
-  another does not multiply the attempts;
+* ``retried`` wraps every public operation of the nouns (``vault.secrets.add``, ...; the
+  table in ``vault/authority/permissions.py``, applied in ``vault.py``): the whole call runs
+  again, and only the outermost public call retries, so an operation that calls another
+  does not multiply the attempts (the counters are the ``Core``'s, shared by every noun);
 * a method made of several transactions retries each one on its own where running the
   whole method again would not be the same (a client-key rotation: its start commits
   the new key version, so a lost re-wrap batch is run again, not the rotation).
 
-Each retry is counted in ``VaultBase.retries`` and logged (without arguments: they may
+Each retry is counted in ``Core.retries`` and logged (without arguments: they may
 hold a secret).
 """
 
@@ -54,17 +55,26 @@ def again_on_conflict(owner: Retrying, what: str, unit: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def retried(method: F) -> F:
-    """``method`` run by ``again_on_conflict`` when it is the outermost public call."""
+def retried(method: F, first: Callable[[Any], None] | None = None) -> F:
+    """``method`` run by ``again_on_conflict`` when it is the outermost public call, after
+    ``first(self)`` (the permission check) in the same attempt. The counters are those of
+    ``self.core`` where the method belongs to a noun, else of ``self``."""
 
     @functools.wraps(method)
-    def wrapper(self: Retrying, *args: Any, **kwargs: Any) -> Any:
-        if self._retry_depth:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        owner: Retrying = getattr(self, "core", self)
+        if owner._retry_depth:
             return method(self, *args, **kwargs)
-        self._retry_depth += 1
+
+        def unit() -> Any:
+            if first is not None:
+                first(self)
+            return method(self, *args, **kwargs)
+
+        owner._retry_depth += 1
         try:
-            return again_on_conflict(self, method.__name__, lambda: method(self, *args, **kwargs))
+            return again_on_conflict(owner, method.__name__, unit)
         finally:
-            self._retry_depth -= 1
+            owner._retry_depth -= 1
 
     return wrapper  # type: ignore[return-value]

@@ -11,6 +11,8 @@ new recovery shares when the vault uses them (the old ones open nothing current)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -25,12 +27,22 @@ from vault.crypto.labels import (
     LABEL_TAG_CLIENT_SLUG,
 )
 from vault.errors import DecryptionFailed, InvalidInput, NotFound, UntrustedRecord
+from vault.keyholder.keys import RootBundle
 from vault.service import auditverify, validation
 from vault.service.audit import _details
-from vault.service.base import ACTIVE, ROLE_ADMIN, RootBundle, check_share_policy, epoch, share_policy_fields
+from vault.service.core import ACTIVE, ROLE_ADMIN, check_share_policy, epoch, share_policy_fields
 from vault.service.records import RootRotation
-from vault.service.rotation import DESTROYED, RotationOps
+from vault.service.rotation import DESTROYED
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.signers import Signers
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+
 
 _CERTIFYING = ("vault-init", "engineer-confirm")
 
@@ -41,26 +53,25 @@ def _fingerprint(sealing_public: bytes | None, signing_public: bytes | None) -> 
     return signing.engineer_fingerprint(sealing_public, signing_public)
 
 
-class RootRotationOps(RotationOps):
-    # -- the root key ---------------------------------------------------------------------------
+class RootRotator:
+    """Rotating the root bundle and the organisation key (``vault.keys.rotate_root``)."""
 
-    def rotate_root(self, *, shares: tuple[int, int] | None = None) -> RootRotation:
-        """A new root bundle: a new recovery key (every live client-key version re-sealed to
-        it, slugs re-tagged) and a new organisation signing key (signed by the old one;
-        every verified certificate re-issued under it), sealed to every admin on the signed
-        roster; the old root destroyed. New recovery shares are returned when the vault uses
-        them (``shares`` = (k, n) sets or changes that)."""
-        if shares is not None:
-            check_share_policy(*shares)
-        with self.store.transaction() as s:
-            return self._rotate_root(s, shares=shares)
+    def __init__(
+        self, core: Core, keys: Keys, trust: Trust, signers: Signers, journal: Journal, clients: Clients
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.signers = signers
+        self.journal = journal
+        self.clients = clients
 
-    def _rotate_root(self, s: Session, *, shares: tuple[int, int] | None = None) -> RootRotation:
+    def rotate_root(self, s: Session, *, shares: tuple[int, int] | None = None) -> RootRotation:
         """The root rotation inside the caller's transaction (also used by admin removal)."""
-        me = self._my_admin_row(s)
-        old = self._root_bundle(s)
-        old_root = self._current_root(s)
-        info = self._info(s)
+        me = self.trust.my_admin_row(s)
+        old = self.keys.root_bundle(s)
+        old_root = self.trust.current_root(s)
+        info = self.core.info(s)
         warnings: list[str] = []
         policy = shares if shares is not None else self._share_policy(s, old.org.public, warnings)
         # The roster and every certificate are checked under the current organisation key
@@ -68,7 +79,7 @@ class RootRotationOps(RotationOps):
         certified, keys, refused = self._verified_certificates(s)
         new_org = signing.SigningKey.generate()
         new = RootBundle(prim.random_bytes(32) + new_org.seed, old.version + 1)
-        now = self.clock()
+        now = self.core.clock()
         s.add(m.RootKey(version=new.version, recovery_public=new.recovery.public, state="pending", created_at=now))
         s.flush()
         clients = 0
@@ -77,7 +88,7 @@ class RootRotationOps(RotationOps):
                 select(m.ClientKey).where(m.ClientKey.client_id == client.id, m.ClientKey.state != DESTROYED)
             ).all():
                 try:
-                    key = self._client_key(s, client.id, ck.version)
+                    key = self.keys.client_key(s, client.id, ck.version)
                 except (UntrustedRecord, DecryptionFailed, NotFound):
                     # a version no admin signed (or whose copy does not match): never re-sealed
                     refused.append(f"client #{client.id} key version {ck.version}")
@@ -87,16 +98,16 @@ class RootRotationOps(RotationOps):
                         )
                     )
                     continue
-                self._seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
-            slug = self._slug(s, client)
+                self.keys.seal_client_key(s, client.id, ck.version, key, "recovery", new.version, new.recovery.public)
+            slug = self.clients.slug(s, client)
             client.slug_tag = signing.lookup_tag(new.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             clients += 1
         org_version = self._rotate_org_key(s, old.org, new_org, certified, keys)
         admins = []
         for admin in certified:
             if admin.role == ROLE_ADMIN and admin.status == ACTIVE:
-                self._verify_certificate(s, admin)  # under the new key, through the signed chain
-                self._seal_root_to(s, new, admin)
+                self.trust.verify_certificate(s, admin)  # under the new key, through the signed chain
+                self.keys.seal_root_to(s, new, admin)
                 admins.append(admin.name)
         if info.backup_key_seal is not None:  # the vault backup key follows the recovery key
             context = (LABEL_BACKUP_VAULT_KEY, info.vault_id)
@@ -112,18 +123,18 @@ class RootRotationOps(RotationOps):
         new_root = s.get(m.RootKey, new.version)
         assert new_root is not None
         new_root.state = ACTIVE
-        self._root = new
+        self.keys.root = new
         share_texts: tuple[str, ...] = ()
         if policy is not None:
             k, n = policy
             link = s.get(m.OrgKey, org_version)
             assert link is not None
             link.share_threshold, link.share_count = k, n
-            link.share_signature = new_org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self, link, k, n))
+            link.share_signature = new_org.sign(LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self.core, link, k, n))
             share_texts = tuple(
                 shamir.encode_share(info.vault_id, k, x, y) for x, y in shamir.split(new.to_bytes(), k, n)
             )
-        self._append(
+        self.journal.append(
             s,
             "root-key-rotate",
             public={"from_version": old.version, "to_version": new.version, "clients": clients, "by": me.name}
@@ -134,7 +145,7 @@ class RootRotationOps(RotationOps):
             }
             | ({"refused": len(refused)} if refused else {}),
         )
-        self.adoption_skipped += [entry for entry in refused if entry not in self.adoption_skipped]
+        self.core.adoption_skipped += [entry for entry in refused if entry not in self.core.adoption_skipped]
         result = RootRotation(
             root_version=new.version,
             org_version=org_version,
@@ -145,7 +156,7 @@ class RootRotationOps(RotationOps):
             refused=tuple(refused),
             warnings=tuple(warnings),
         )
-        self.last_root_rotation = result
+        self.core.last_root_rotation = result
         return result
 
     def _verified_certificates(self, s: Session) -> tuple[list[m.Engineer], list[tuple[m.EngineerKey, str]], list[str]]:
@@ -160,8 +171,8 @@ class RootRotationOps(RotationOps):
         certified: a seed holder who swaps an admin's public keys gets no root seal). An
         active engineer's key generation must be certified and not retired, and an active
         admin must be one the chain made."""
-        lifetimes, problems, chain_admins = self._key_lifetimes(s, self._signing_keys(s))
-        vault_id = self._vid(s)
+        lifetimes, problems, chain_admins = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
+        vault_id = self.core.vid(s)
         checked: dict[int, bool] = {}
 
         def vouched(engineer_id: int, generation: int, fingerprint: str | None) -> bool:
@@ -170,7 +181,7 @@ class RootRotationOps(RotationOps):
                 return False
             seq = max(start - 1, 1)  # the confirmation that certified it (vault-init: event 1)
             if seq not in checked:
-                bad = seq in problems or self._anchor_problem(s, vault_id, lifetimes, problems, seq) is not None
+                bad = seq in problems or self.signers.anchor_problem(s, vault_id, lifetimes, problems, seq) is not None
                 checked[seq] = not bad
             event = s.get(m.AuditEvent, seq)
             signed = _details(event.details_json) if event is not None else {}
@@ -184,7 +195,7 @@ class RootRotationOps(RotationOps):
         for row in s.scalars(select(m.Engineer).where(m.Engineer.certificate.is_not(None)).order_by(m.Engineer.id)):
             names[row.id] = row.name
             try:
-                self._verify_certificate(s, row)
+                self.trust.verify_certificate(s, row)
                 if not vouched(row.id, row.key_generation, _fingerprint(row.sealing_public, row.signing_public)):
                     raise UntrustedRecord("no admin certified these keys")
                 if row.status == ACTIVE:
@@ -202,7 +213,7 @@ class RootRotationOps(RotationOps):
                 owner = s.get(m.Engineer, key.engineer_id)
                 name = owner.name if owner is not None else ""
             try:
-                self._verified_key(s, key, name)
+                self.trust.verified_key(s, key, name)
                 if not vouched(key.engineer_id, key.generation, _fingerprint(key.sealing_public, key.signing_public)):
                     raise UntrustedRecord("no admin certified this key generation")
             except UntrustedRecord:
@@ -221,20 +232,20 @@ class RootRotationOps(RotationOps):
     ) -> int:
         """Make ``new`` the organisation key: a chain link signed by ``old``, and the verified
         certificates re-issued under it. Returns the new key's version."""
-        info = self._info(s)
+        info = self.core.info(s)
         last = s.scalars(select(m.OrgKey).order_by(m.OrgKey.version.desc())).first()
         if last is None or last.public != old.public:
             raise UntrustedRecord("the organisation key chain does not end with the current organisation key")
-        now = self.clock()
+        now = self.core.clock()
         link = m.OrgKey(version=last.version + 1, public=new.public, signed_at=epoch(now), created_at=now)
-        link.signature = old.sign(LABEL_SIG_ORG_KEY, *self._org_key_fields(s, link, old.public))
+        link.signature = old.sign(LABEL_SIG_ORG_KEY, *self.trust.org_key_fields(s, link, old.public))
         s.add(link)
         info.org_signing_public = new.public
         s.flush()
         for row in certified:
-            row.certificate = new.sign(LABEL_SIG_ENGINEER, *self._certificate_fields(s, row))
+            row.certificate = new.sign(LABEL_SIG_ENGINEER, *self.trust.certificate_fields(s, row))
         for key, name in keys:
-            key.certificate = new.sign(LABEL_SIG_ENGINEER_KEY, *self._key_fields(s, key, name))
+            key.certificate = new.sign(LABEL_SIG_ENGINEER_KEY, *self.trust.key_fields(s, key, name))
         return link.version
 
     def _share_policy(self, s: Session, org_public: bytes, warnings: list[str]) -> tuple[int, int] | None:
@@ -251,7 +262,7 @@ class RootRotationOps(RotationOps):
                 org_public,
                 head.share_signature,
                 LABEL_SIG_SHARE_POLICY,
-                *share_policy_fields(s, self, head, k, n),
+                *share_policy_fields(s, self.core, head, k, n),
                 what="the recovery-share policy",
             )
             check_share_policy(k, n)

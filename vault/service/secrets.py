@@ -16,24 +16,40 @@ the marks existed are classified by their name when read.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
-from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, LookupMismatch, NotFound
-from vault.service import validation
-from vault.service.clients import ClientOps
-from vault.service.policies import PolicyOps
+from vault.errors import (
+    AlreadyExists,
+    CheckoutConflict,
+    DecryptionFailed,
+    InvalidInput,
+    LookupMismatch,
+    NotFound,
+)
+from vault.service import rows, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.holds import Holds
+    from vault.service.policies import PolicyCheck
+
 
 UNSET: Any = object()
 METADATA_FIELDS = ("username", "url", "host", "note")
@@ -61,299 +77,6 @@ def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
 class _Opened:
     metadata: dict[str, Any]
     data_key: bytes
-
-
-class SecretOps(ClientOps, PolicyOps):
-    def _lookup_key(self, s: Session, client: m.Client) -> bytes:
-        return self._client_field(s, client, client.lookup_key_blob, "lookup-key")
-
-    def _secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
-        slug, name = validation.secret_ref(ref)
-        client = self._client(s, slug)
-        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-        secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
-        if secret is None:
-            raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
-        row = self._version(s, secret, None)
-        self._check_name(self._open(s, client, secret, row), name)
-        return client, secret, slug
-
-    @staticmethod
-    def _check_name(opened: _Opened, name: str) -> None:
-        """The secret found for ``name`` by its lookup tag holds that name in its metadata
-        (bound to the secret's row by its associated data), else ``LookupMismatch``."""
-        if opened.metadata.get("name") != name:
-            raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
-
-    def _version(self, s: Session, secret: SecretRecord, version: int | None) -> m.SecretVersion:
-        row = s.get(m.SecretVersion, (secret.id, version or secret.current_version))
-        if row is None:
-            raise NotFound(f"no version {version} of this secret")
-        return row
-
-    def _open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> _Opened:
-        client_key = self._client_key(s, client.id, row.key_version)
-        dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
-        raw = blobs.decrypt_secret_field(
-            dek,
-            blobs.blob_key_version(row.metadata_blob),
-            row.metadata_blob,
-            client.id,
-            secret.id,
-            row.version,
-            "metadata",
-        )
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise DecryptionFailed() from None
-        return _Opened(metadata, dek)
-
-    @staticmethod
-    def _password(client: HasId, secret: HasId, row: VersionRecord, opened: _Opened) -> str:
-        version = blobs.blob_key_version(row.password_blob)
-        raw = blobs.decrypt_secret_field(
-            opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"
-        )
-        return raw.decode("utf-8")
-
-    def _write_version(
-        self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
-    ) -> None:
-        ck_version = self._current_key_version(s, client)
-        client_key = self._client_key(s, client.id, ck_version)
-        dek = blobs.new_key()
-        s.add(
-            m.SecretVersion(
-                secret_id=secret.id,
-                version=version,
-                key_version=ck_version,
-                wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
-                password_blob=blobs.encrypt_secret_field(
-                    dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"
-                ),
-                metadata_blob=blobs.encrypt_secret_field(
-                    dek,
-                    ck_version,
-                    json.dumps(metadata, sort_keys=True).encode("utf-8"),
-                    client.id,
-                    secret.id,
-                    version,
-                    "metadata",
-                ),
-                created_by=self._me().engineer_id,
-                created_at=self.clock(),
-            )
-        )
-        self._count_encryptions(s, client.id, ck_version)
-        secret.current_version = version
-        secret.updated_at = self.clock()
-        self._prune_versions(s, secret)
-
-    def _prune_versions(self, s: Session, secret: m.Secret) -> None:
-        """Destroy versions, with their data keys, beyond the retention setting (default 10;
-        never fewer than 1 kept: the version just written survives whatever the row says)."""
-        cutoff = secret.current_version - self._retention(s)
-        if cutoff >= 1:
-            s.flush()
-            s.execute(
-                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
-            )
-
-    @staticmethod
-    def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
-        """A secret's metadata: its public custom fields with their values, its sensitive
-        ones by name only (their values are revealed by checkout)."""
-        custom = metadata.get("fields") or {}
-        sensitive = sensitive_field_names(metadata)
-        return SecretInfo(
-            client=slug,
-            name=metadata["name"],
-            kind=secret.kind,
-            version=secret.current_version,
-            username=metadata.get("username"),
-            url=metadata.get("url"),
-            host=metadata.get("host"),
-            note=metadata.get("note"),
-            fields={name: value for name, value in custom.items() if name not in sensitive},
-            created_at=secret.created_at,
-            updated_at=secret.updated_at,
-            sensitive_fields=tuple(sensitive),
-        )
-
-    # -- public API ---------------------------------------------------------------------
-
-    def add_secret(
-        self,
-        ref: str,
-        *,
-        password: str,
-        kind: str = "other",
-        username: str | None = None,
-        url: str | None = None,
-        host: str | None = None,
-        note: str | None = None,
-        fields: dict[str, str] | None = None,
-        sensitive_fields: dict[str, str] | None = None,
-        public_fields: dict[str, str] | None = None,
-    ) -> SecretInfo:
-        """Add a secret. ``fields`` are custom fields classified by their name (sensitive
-        if it looks like a secret's); ``sensitive_fields`` are always revealed only by
-        checkout, ``public_fields`` always shown with the metadata."""
-        slug, name = validation.secret_ref(ref)
-        custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
-        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
-        validation.kind(kind)
-        validation.password(password)
-        with self.store.transaction() as s:
-            client = self._client(s, slug)
-            tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-            if (
-                s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
-                is not None
-            ):
-                raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
-            now = self.clock()
-            secret = m.Secret(
-                client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now
-            )
-            s.add(secret)
-            s.flush()
-            self._write_version(s, client, secret, 1, password, metadata)
-            self._append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"kind": kind})
-            return self._secret_info(slug, secret, metadata)
-
-    def update_secret(
-        self,
-        ref: str,
-        *,
-        password: str | None = None,
-        username: Any = UNSET,
-        url: Any = UNSET,
-        host: Any = UNSET,
-        note: Any = UNSET,
-        fields: dict[str, str] | None = None,
-        kind: str | None = None,
-        sensitive_fields: dict[str, str] | None = None,
-        public_fields: dict[str, str] | None = None,
-    ) -> SecretInfo:
-        """Store a new version; fields left UNSET keep their value, None clears them.
-        A custom field given in ``fields`` keeps its sensitive/public mark; one given in
-        ``sensitive_fields`` or ``public_fields`` takes that mark."""
-        changes = {"username": username, "url": url, "host": host, "note": note}
-        if sensitive_fields or public_fields:
-            changes[SENSITIVE_MARKS] = sensitive_fields or {}
-            changes[PUBLIC_MARKS] = public_fields or {}
-        with self.store.transaction() as s:
-            return self._update_in(s, ref, password, changes, fields, kind)
-
-    def _update_in(
-        self,
-        s: Session,
-        ref: str,
-        password: str | None,
-        changes: dict[str, Any],
-        fields: dict[str, str] | None,
-        kind: str | None,
-    ) -> SecretInfo:
-        """``update_secret`` inside the caller's transaction (check-in stores a new password
-        and releases the checkout in one transaction: a retry never stores it twice)."""
-        if password is not None:
-            validation.password(password)
-        if kind is not None:
-            validation.kind(kind)
-        client, secret, slug = self._secret(s, ref)
-        row = self._version(s, secret, None)
-        opened = self._open(s, client, secret, row)
-        old_password = password
-        if old_password is None:
-            old_password = self._password(client, secret, row, opened)
-        changes = dict(changes)
-        sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
-        current = dict(opened.metadata)
-        for key, value in changes.items():
-            if value is not UNSET:
-                current[key] = value
-        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
-        metadata = _metadata(
-            current["name"],
-            username=current.get("username"),
-            url=current.get("url"),
-            host=current.get("host"),
-            note=current.get("note"),
-            fields=merged_fields,
-            marks=marks,
-        )
-        if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
-            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-        if kind is not None:
-            secret.kind = kind
-        self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
-        if password is not None:
-            secret.must_change = False
-        self._append(
-            s,
-            "secret-update",
-            client_id=client.id,
-            secret_id=secret.id,
-            details={
-                "version": secret.current_version,
-                "password_changed": password is not None,
-            },
-        )
-        return self._secret_info(slug, secret, metadata)
-
-    def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
-        """Names and kinds of the secrets the acting engineer may see (never values)."""
-        with self.store.transaction() as s:
-            if client is not None:
-                clients = [self._client(s, client)]
-            else:
-                me = self._my_row(s)
-                clients = list(s.scalars(select(m.Client))) if me.role == "admin" else self._granted_clients(s, me)
-            out = []
-            if client is None:
-                self._append(s, "secret-list", public={"clients": len(clients)})
-            else:
-                self._append(s, "secret-list", client_id=clients[0].id)
-            for row in clients:
-                slug = self._slug(s, row)
-                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
-                    opened = self._open(s, row, secret, self._version(s, secret, None))
-                    out.append(self._secret_info(slug, secret, opened.metadata))
-            return sorted(out, key=lambda info: (info.client, info.name))
-
-    def show_secret(self, ref: str) -> SecretInfo:
-        """A secret's metadata; its password and sensitive fields are not shown."""
-        with self.store.transaction() as s:
-            client, secret, slug = self._secret(s, ref)
-            info = self._secret_info(
-                slug, secret, self._open(s, client, secret, self._version(s, secret, None)).metadata
-            )
-            # "public-only": this view showed no sensitive field (views logged before it
-            # existed showed every field: the reports count those; reports.py).
-            details = {"fields": VIEW_PUBLIC_ONLY}
-            self._append(s, "secret-view", client_id=client.id, secret_id=secret.id, details=details)
-            return info
-
-    def secret_history(self, ref: str) -> list[VersionInfo]:
-        with self.store.transaction() as s:
-            client, secret, _slug = self._secret(s, ref)
-            self._append(s, "secret-history", client_id=client.id, secret_id=secret.id)
-            rows = s.scalars(
-                select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
-            ).all()
-            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-            return [
-                VersionInfo(
-                    r.version,
-                    r.created_at,
-                    names.get(r.created_by, "?"),
-                    r.key_version,
-                    r.version == secret.current_version,
-                )
-                for r in rows
-            ]
 
 
 VIEW_PUBLIC_ONLY = "public-only"
@@ -405,3 +128,349 @@ def _metadata(
         if names:  # absent when empty: a version without marks reads as before they existed
             metadata[key] = names
     return metadata
+
+
+class Secrets:
+    """Secrets: ``vault.secrets.add/update/list/show/history``."""
+
+    def __init__(
+        self,
+        core: Core,
+        keys: Keys,
+        trust: Trust,
+        journal: Journal,
+        policy_check: PolicyCheck,
+        holds: Holds,
+        clients: Clients,
+    ) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
+        self.journal = journal
+        self.policy_check = policy_check
+        self.holds = holds
+        self.clients = clients
+
+    def _lookup_key(self, s: Session, client: m.Client) -> bytes:
+        return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
+
+    def secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        slug, name = validation.secret_ref(ref)
+        client = self.clients.client(s, slug)
+        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+        secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
+        if secret is None:
+            raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
+        row = self.version(s, secret, None)
+        self.check_name(self.open(s, client, secret, row), name)
+        return client, secret, slug
+
+    @staticmethod
+    def check_name(opened: _Opened, name: str) -> None:
+        """The secret found for ``name`` by its lookup tag holds that name in its metadata
+        (bound to the secret's row by its associated data), else ``LookupMismatch``."""
+        if opened.metadata.get("name") != name:
+            raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
+
+    def version(self, s: Session, secret: SecretRecord, version: int | None) -> m.SecretVersion:
+        row = s.get(m.SecretVersion, (secret.id, version or secret.current_version))
+        if row is None:
+            raise NotFound(f"no version {version} of this secret")
+        return row
+
+    def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> _Opened:
+        client_key = self.keys.client_key(s, client.id, row.key_version)
+        dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
+        raw = blobs.decrypt_secret_field(
+            dek,
+            blobs.blob_key_version(row.metadata_blob),
+            row.metadata_blob,
+            client.id,
+            secret.id,
+            row.version,
+            "metadata",
+        )
+        try:
+            metadata = json.loads(raw)
+        except ValueError:
+            raise DecryptionFailed() from None
+        return _Opened(metadata, dek)
+
+    @staticmethod
+    def password(client: HasId, secret: HasId, row: VersionRecord, opened: _Opened) -> str:
+        version = blobs.blob_key_version(row.password_blob)
+        raw = blobs.decrypt_secret_field(
+            opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"
+        )
+        return raw.decode("utf-8")
+
+    def _write_version(
+        self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
+    ) -> None:
+        ck_version = self.trust.current_key_version(s, client)
+        client_key = self.keys.client_key(s, client.id, ck_version)
+        dek = blobs.new_key()
+        s.add(
+            m.SecretVersion(
+                secret_id=secret.id,
+                version=version,
+                key_version=ck_version,
+                wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
+                password_blob=blobs.encrypt_secret_field(
+                    dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"
+                ),
+                metadata_blob=blobs.encrypt_secret_field(
+                    dek,
+                    ck_version,
+                    json.dumps(metadata, sort_keys=True).encode("utf-8"),
+                    client.id,
+                    secret.id,
+                    version,
+                    "metadata",
+                ),
+                created_by=self.keys.me().engineer_id,
+                created_at=self.core.clock(),
+            )
+        )
+        self.keys.count_encryptions(s, client.id, ck_version)
+        secret.current_version = version
+        secret.updated_at = self.core.clock()
+        self._prune_versions(s, secret)
+
+    def _prune_versions(self, s: Session, secret: m.Secret) -> None:
+        """Destroy versions, with their data keys, beyond the retention setting (default 10;
+        never fewer than 1 kept: the version just written survives whatever the row says)."""
+        cutoff = secret.current_version - self.policy_check.retention(s)
+        if cutoff >= 1:
+            s.flush()
+            s.execute(
+                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
+            )
+
+    @staticmethod
+    def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
+        """A secret's metadata: its public custom fields with their values, its sensitive
+        ones by name only (their values are revealed by checkout)."""
+        custom = metadata.get("fields") or {}
+        sensitive = sensitive_field_names(metadata)
+        return SecretInfo(
+            client=slug,
+            name=metadata["name"],
+            kind=secret.kind,
+            version=secret.current_version,
+            username=metadata.get("username"),
+            url=metadata.get("url"),
+            host=metadata.get("host"),
+            note=metadata.get("note"),
+            fields={name: value for name, value in custom.items() if name not in sensitive},
+            created_at=secret.created_at,
+            updated_at=secret.updated_at,
+            sensitive_fields=tuple(sensitive),
+        )
+
+    # -- public API ---------------------------------------------------------------------
+
+    def add(
+        self,
+        ref: str,
+        *,
+        password: str,
+        kind: str = "other",
+        username: str | None = None,
+        url: str | None = None,
+        host: str | None = None,
+        note: str | None = None,
+        fields: dict[str, str] | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        """Add a secret. ``fields`` are custom fields classified by their name (sensitive
+        if it looks like a secret's); ``sensitive_fields`` are always revealed only by
+        checkout, ``public_fields`` always shown with the metadata."""
+        slug, name = validation.secret_ref(ref)
+        custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
+        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
+        validation.kind(kind)
+        validation.password(password)
+        with self.core.store.transaction() as s:
+            client = self.clients.client(s, slug)
+            tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+            if (
+                s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
+                is not None
+            ):
+                raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
+            now = self.core.clock()
+            secret = m.Secret(
+                client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now
+            )
+            s.add(secret)
+            s.flush()
+            self._write_version(s, client, secret, 1, password, metadata)
+            self.journal.append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"kind": kind})
+            return self._secret_info(slug, secret, metadata)
+
+    def update(
+        self,
+        ref: str,
+        *,
+        password: str | None = None,
+        username: Any = UNSET,
+        url: Any = UNSET,
+        host: Any = UNSET,
+        note: Any = UNSET,
+        fields: dict[str, str] | None = None,
+        kind: str | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        """Store a new version; fields left UNSET keep their value, None clears them.
+        A custom field given in ``fields`` keeps its sensitive/public mark; one given in
+        ``sensitive_fields`` or ``public_fields`` takes that mark."""
+        changes = {"username": username, "url": url, "host": host, "note": note}
+        if sensitive_fields or public_fields:
+            changes[SENSITIVE_MARKS] = sensitive_fields or {}
+            changes[PUBLIC_MARKS] = public_fields or {}
+        with self.core.store.transaction() as s:
+            return self.update_in(s, ref, password, changes, fields, kind)
+
+    def _write_update(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """``update_secret`` inside the caller's transaction (check-in stores a new password
+        and releases the checkout in one transaction: a retry never stores it twice)."""
+        if password is not None:
+            validation.password(password)
+        if kind is not None:
+            validation.kind(kind)
+        client, secret, slug = self.secret(s, ref)
+        row = self.version(s, secret, None)
+        opened = self.open(s, client, secret, row)
+        old_password = password
+        if old_password is None:
+            old_password = self.password(client, secret, row, opened)
+        changes = dict(changes)
+        sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
+        current = dict(opened.metadata)
+        for key, value in changes.items():
+            if value is not UNSET:
+                current[key] = value
+        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
+        metadata = _metadata(
+            current["name"],
+            username=current.get("username"),
+            url=current.get("url"),
+            host=current.get("host"),
+            note=current.get("note"),
+            fields=merged_fields,
+            marks=marks,
+        )
+        if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
+            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+        if kind is not None:
+            secret.kind = kind
+        self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
+        if password is not None:
+            secret.must_change = False
+        self.journal.append(
+            s,
+            "secret-update",
+            client_id=client.id,
+            secret_id=secret.id,
+            details={
+                "version": secret.current_version,
+                "password_changed": password is not None,
+            },
+        )
+        return self._secret_info(slug, secret, metadata)
+
+    def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
+        """Names and kinds of the secrets the acting engineer may see (never values)."""
+        with self.core.store.transaction() as s:
+            if client is not None:
+                clients = [self.clients.client(s, client)]
+            else:
+                me = self.trust.my_row(s)
+                clients = (
+                    list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
+                )
+            out = []
+            if client is None:
+                self.journal.append(s, "secret-list", public={"clients": len(clients)})
+            else:
+                self.journal.append(s, "secret-list", client_id=clients[0].id)
+            for row in clients:
+                slug = self.clients.slug(s, row)
+                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
+                    opened = self.open(s, row, secret, self.version(s, secret, None))
+                    out.append(self._secret_info(slug, secret, opened.metadata))
+            return sorted(out, key=lambda info: (info.client, info.name))
+
+    def show(self, ref: str) -> SecretInfo:
+        """A secret's metadata; its password and sensitive fields are not shown."""
+        with self.core.store.transaction() as s:
+            client, secret, slug = self.secret(s, ref)
+            info = self._secret_info(slug, secret, self.open(s, client, secret, self.version(s, secret, None)).metadata)
+            # "public-only": this view showed no sensitive field (views logged before it
+            # existed showed every field: the reports count those; reports.py).
+            details = {"fields": VIEW_PUBLIC_ONLY}
+            self.journal.append(s, "secret-view", client_id=client.id, secret_id=secret.id, details=details)
+            return info
+
+    def history(self, ref: str) -> builtins.list[VersionInfo]:
+        with self.core.store.transaction() as s:
+            client, secret, _slug = self.secret(s, ref)
+            self.journal.append(s, "secret-history", client_id=client.id, secret_id=secret.id)
+            rows = s.scalars(
+                select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
+            ).all()
+            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
+            return [
+                VersionInfo(
+                    r.version,
+                    r.created_at,
+                    names.get(r.created_by, "?"),
+                    r.key_version,
+                    r.version == secret.current_version,
+                )
+                for r in rows
+            ]
+
+    def update_in(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """``SecretOps._update_in``, refused while another engineer holds an exclusive
+        checkout (checked in the same transaction as the write: no window between them)."""
+        me = self.trust.my_row(s)
+        _client, secret, _slug = self.secret(s, ref)
+        holds = self.holds.lock_and_find_holds(s, secret)
+        # A hold whose row says "not exclusive" may have been edited: under an exclusive
+        # policy every hold is checked against its event, which says what it was.
+        exclusive_policy = bool(holds) and self.policy_check.policy(s, _client.id).exclusive
+        claimed = [c for c in holds if c.exclusive or exclusive_policy]
+        holds = self.holds.genuine_holds(s, _client, _client.audit_keys_blob, secret.id, claimed, me.id)
+        if rows.connection(s).dialect.name != "sqlite":
+            # Locked now (PostgreSQL, READ COMMITTED): read the row again, so that an update
+            # committed while we waited for the lock is the one this one follows, instead of
+            # both writing the same next version and one failing on the unique key.
+            s.refresh(secret)
+        others = [c for c in holds if c.exclusive]
+        if others:
+            holder = s.get(m.Engineer, others[0].engineer_id)
+            until = others[0].expires_at.isoformat(timespec="minutes")
+            raise CheckoutConflict(
+                f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
+            )
+        return self._write_update(s, ref, password, changes, fields, kind)

@@ -1,43 +1,226 @@
-"""``Vault``: the public Python API of credvault.
+"""``Vault``: the public Python API of credvault, composed by noun.
 
     vault = Vault.open("sqlite:///vault.db", engineer="alice")
-    vault.unlock("alice", passphrase)
-    vault.add_secret("acme/fw01-admin", password=..., kind="equipment", host="10.0.0.1")
+    vault.engineers.unlock("alice", passphrase)
+    vault.secrets.add("acme/fw01-admin", password=..., kind="equipment", host="10.0.0.1")
+    revealed = vault.checkouts.checkout("acme/fw01-admin", reason="change 4711")
 
-Every method runs in one transaction and raises only ``vault.errors.VaultError``
-subclasses on purpose. A method whose transaction the database aborts because of a
-concurrent one (``ConcurrentChange``: a PostgreSQL serialization failure or deadlock)
-is run again from the start, up to ``RETRIES`` times with a short random back-off:
-nothing of the aborted attempt was committed or revealed, so running it again is safe
+The nouns: ``clients``, ``grants``, ``secrets``, ``checkouts``, ``engineers``, ``keys``
+(rotation, retention, cryptoperiod), ``audit``, ``reports``, ``policies``, ``purge``,
+``subjects``, ``backups``. Each is built once per ``Vault`` from the shared collaborators
+(``core``, ``keyholder``: the unlocked keys, ``trust``, ``journal``, ``ledger``) and the
+nouns it needs, passed in explicitly.
+
+Every public noun method is one unit of work: it runs in one transaction and raises only
+``vault.errors.VaultError`` subclasses on purpose. Who may call it is declared in
+``vault/authority/permissions.py`` and checked first. A method whose transaction the
+database aborts because of a concurrent one (``ConcurrentChange``: a PostgreSQL serialization
+failure or deadlock) is run again from the start, up to ``RETRIES`` times with a short random
+back-off: nothing of the aborted attempt was committed or revealed, so running it again is safe
 (``vault/service/retrying.py``).
+
+The flat methods of earlier versions (``vault.add_secret(...)``, ``vault.checkout(...)``)
+remain for now as one-line delegates, generated from ``FLAT`` (old name -> noun, method).
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Callable
+from typing import Any
 
+from vault.authority import permissions
+from vault.authority.journal import Journal
 from vault.crypto import keyrecord
-from vault.service.backups import BackupOps
-from vault.service.base import Clock, utcnow
-from vault.service.records import InitResult
+from vault.keyholder.keys import Keys
+from vault.keyholder.signers import Signers
+from vault.keyholder.trust import Trust
+from vault.service.audit import Audit
+from vault.service.backups import Backups
+from vault.service.checkouts import Checkouts
+from vault.service.clients import Clients
+from vault.service.core import Clock, Core, utcnow
+from vault.service.engineers import Engineers
+from vault.service.grantledger import GrantLedger
+from vault.service.grants import Grants
+from vault.service.holds import Holds
+from vault.service.invitations import Invitations
+from vault.service.policies import PolicyCheck
+from vault.service.policyadmin import Policies
+from vault.service.purge import Purge
+from vault.service.records import InitResult, RootRotation
+from vault.service.reports import Reports
 from vault.service.retrying import BACKOFF_SECONDS, RETRIES, retried
+from vault.service.rootrotation import RootRotator
+from vault.service.rotation import KeyRotation
+from vault.service.secrets import Secrets
 from vault.service.sessions import MemorySessionStore, SessionStore
+from vault.service.subjects import Subjects
 from vault.storage import engine as storage
+from vault.storage.engine import Store
 
-__all__ = ["BACKOFF_SECONDS", "RETRIES", "Vault"]
+__all__ = ["BACKOFF_SECONDS", "FLAT", "NOUNS", "RETRIES", "Vault"]
+
+# the attribute of Vault -> the class of that noun (the keys of permissions.OPERATIONS)
+NOUNS: dict[str, type] = {
+    "clients": Clients,
+    "grants": Grants,
+    "secrets": Secrets,
+    "checkouts": Checkouts,
+    "engineers": Engineers,
+    "keys": KeyRotation,
+    "audit": Audit,
+    "reports": Reports,
+    "policies": Policies,
+    "purge": Purge,
+    "subjects": Subjects,
+    "backups": Backups,
+}
+
+# The flat methods of earlier versions: old name -> (noun, method). To be removed with issue 13.
+FLAT: dict[str, tuple[str, str]] = {
+    "add_client": ("clients", "add"),
+    "add_secret": ("secrets", "add"),
+    "adopt_policies": ("policies", "adopt"),
+    "audit_checkpoint": ("audit", "checkpoint"),
+    "audit_head": ("audit", "head"),
+    "audit_log": ("audit", "log"),
+    "break_checkout": ("checkouts", "break_checkout"),
+    "change_passphrase": ("engineers", "change_passphrase"),
+    "checkin": ("checkouts", "checkin"),
+    "checkout": ("checkouts", "checkout"),
+    "client_key_versions": ("keys", "versions"),
+    "confirm_engineer": ("engineers", "confirm"),
+    "create_backup": ("backups", "create"),
+    "enroll_engineer": ("engineers", "enroll"),
+    "export_audit": ("audit", "export"),
+    "export_backup_keys": ("backups", "export_keys"),
+    "get_policy": ("policies", "get"),
+    "grant": ("grants", "grant"),
+    "invite_engineer": ("engineers", "invite"),
+    "list_checkouts": ("checkouts", "list"),
+    "list_clients": ("clients", "list"),
+    "list_engineers": ("engineers", "list"),
+    "list_grants": ("grants", "list"),
+    "list_receipts": ("purge", "receipts"),
+    "list_rotations": ("keys", "list"),
+    "list_secrets": ("secrets", "list"),
+    "lock": ("engineers", "lock"),
+    "maintain": ("grants", "maintain"),
+    "pending_confirmation": ("engineers", "pending_confirmation"),
+    "pending_fingerprint": ("engineers", "pending_fingerprint"),
+    "purge_client": ("purge", "client"),
+    "purge_preview": ("purge", "preview"),
+    "purge_secret": ("purge", "secret"),
+    "purge_subject": ("subjects", "purge"),
+    "remove_engineer": ("engineers", "remove"),
+    "report_access": ("reports", "access"),
+    "report_at_risk": ("reports", "at_risk"),
+    "report_stale": ("reports", "stale"),
+    "restore_backup": ("backups", "restore"),
+    "resume_rotations": ("keys", "resume"),
+    "reveal": ("checkouts", "reveal"),
+    "revoke": ("grants", "revoke"),
+    "rotate_client": ("keys", "rotate_client"),
+    "rotate_engineer": ("engineers", "rotate"),
+    "rotate_root": ("keys", "rotate_root"),
+    "rotate_secret": ("keys", "rotate_secret"),
+    "scrub": ("purge", "scrub"),
+    "secret_history": ("secrets", "history"),
+    "set_cryptoperiod": ("keys", "set_cryptoperiod"),
+    "set_policy": ("policies", "set"),
+    "set_retention": ("keys", "set_retention"),
+    "show_client": ("clients", "show"),
+    "show_secret": ("secrets", "show"),
+    "status": ("reports", "status"),
+    "subject_find": ("subjects", "find"),
+    "subject_report": ("subjects", "report"),
+    "unlock": ("engineers", "unlock"),
+    "unsigned_policies": ("policies", "unsigned"),
+    "update_secret": ("secrets", "update"),
+    "verify_audit": ("audit", "verify"),
+    "verify_receipt": ("purge", "verify_receipt"),
+    "whoami": ("engineers", "whoami"),
+}
 
 
-def _retry_public_methods(cls: type[Vault]) -> type[Vault]:
-    for name, member in inspect.getmembers(cls, inspect.isfunction):
-        # Instance methods only: static and class methods are not units of work on a vault.
-        if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(cls, name)):
-            setattr(cls, name, retried(member))
-    return cls
+def _operations() -> None:
+    """Wrap every public noun method declared in the permissions table: the role check first,
+    then the call, both run again on a concurrent change (outermost call only)."""
+    for noun, cls in NOUNS.items():
+        inspecting = permissions.NAMES_FOREIGN_OBJECTS.get(noun, frozenset())
+        for name, role in permissions.OPERATIONS[noun].items():
+            method = getattr(cls, name)
+
+            def first(self: Any, role: permissions.Role = role, foreign: bool = name in inspecting) -> None:
+                permissions.require(role, self, names_foreign_objects=foreign)
+
+            setattr(cls, name, retried(method, first))
 
 
-@_retry_public_methods
-class Vault(BackupOps):
-    """One vault database, seen by one engineer at a time."""
+_operations()
+
+
+class Vault:
+    """One vault database, seen by one engineer at a time, composed by noun."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        sessions: SessionStore,
+        engineer: str | None = None,
+        clock: Clock = utcnow,
+        kdf_params: keyrecord.Argon2Params | None = None,
+    ) -> None:
+        core = Core(store, sessions=sessions, engineer=engineer, clock=clock, kdf_params=kdf_params)
+        keys = Keys(core)
+        trust = Trust(core, keys)
+        keys.trust = trust  # Trust asks Keys for the session; Keys asks Trust to verify (keys.py)
+        signers = Signers(trust)
+        journal = Journal(core, keys, trust)
+        ledger = GrantLedger(core, trust, signers, journal)
+        invitations = Invitations(core, keys, trust, ledger)
+        policy_check = PolicyCheck(core, trust)
+        holds = Holds(core, trust, journal)
+        clients = Clients(core, keys, trust, journal, ledger)
+        grants = Grants(core, keys, trust, journal, ledger, clients)
+        secrets = Secrets(core, keys, trust, journal, policy_check, holds, clients)
+        checkouts = Checkouts(core, keys, trust, journal, policy_check, holds, clients, secrets)
+        policies = Policies(core, keys, trust, journal, policy_check, clients)
+        audit = Audit(core, keys, trust, signers, journal, clients, secrets)
+        reports = Reports(core, keys, trust, journal, policy_check, clients, secrets, checkouts, audit)
+        root_rotator = RootRotator(core, keys, trust, signers, journal, clients)
+        rotation = KeyRotation(core, keys, trust, journal, ledger, policy_check, clients, secrets, root_rotator)
+        engineers = Engineers(
+            core, keys, trust, journal, ledger, invitations, policies, audit, reports, rotation, root_rotator
+        )
+        purge = Purge(core, keys, trust, journal, clients, secrets)
+        subjects = Subjects(core, keys, trust, journal, clients, secrets, purge)
+        backups = Backups(core, keys, trust, journal)
+        # shared collaborators
+        self.core = core
+        self.keyholder = keys
+        self.trust = trust
+        self.signers = signers
+        self.journal = journal
+        self.ledger = ledger
+        self.invitations = invitations
+        self.policy_check = policy_check
+        self.holds = holds
+        self.root_rotator = root_rotator
+        # the nouns
+        self.clients = clients
+        self.grants = grants
+        self.secrets = secrets
+        self.checkouts = checkouts
+        self.engineers = engineers
+        self.keys = rotation
+        self.audit = audit
+        self.reports = reports
+        self.policies = policies
+        self.purge = purge
+        self.subjects = subjects
+        self.backups = backups
 
     @classmethod
     def open(
@@ -71,8 +254,59 @@ class Vault(BackupOps):
     ) -> tuple[Vault, InitResult]:
         """Create the schema and a new vault with its recovery key and first admin."""
         vault = cls.open(url, engineer=admin, sessions=sessions, clock=clock, kdf_params=kdf_params, upgrade=True)
-        result = vault._initialise(admin, passphrase, shares)
+        result = vault.engineers.initialise(admin, passphrase, shares)
         return vault, result
+
+    def __repr__(self) -> str:
+        return repr(self.core).replace("Core(", f"{type(self).__name__}(", 1)
+
+    # -- the shared state, as earlier versions named it ------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.core.sessions
+
+    @property
+    def engineer_name(self) -> str | None:
+        return self.core.engineer_name
+
+    @engineer_name.setter
+    def engineer_name(self, value: str | None) -> None:
+        self.core.engineer_name = value
+
+    @property
+    def clock(self) -> Clock:
+        return self.core.clock
+
+    @clock.setter
+    def clock(self, value: Clock) -> None:
+        self.core.clock = value
+
+    @property
+    def kdf_params(self) -> keyrecord.Argon2Params:
+        return self.core.kdf_params
+
+    @property
+    def retries(self) -> int:
+        """Transactions run again after a ConcurrentChange (retrying.py), over this vault's life."""
+        return self.core.retries
+
+    @property
+    def adoption_skipped(self) -> list[str]:
+        """Forged records the last admin removal or rotation did not adopt."""
+        return self.core.adoption_skipped
+
+    @property
+    def last_root_rotation(self) -> RootRotation | None:
+        """The last root rotation of this object (its shares are printed once by the CLI)."""
+        return self.core.last_root_rotation
+
+    def vault_id(self) -> bytes:
+        return self.core.vault_id()
 
     def upgrade_schema(self) -> str | None:
         storage.upgrade(self.store)
@@ -88,3 +322,16 @@ class Vault(BackupOps):
 
     def close(self) -> None:
         self.store.close()
+
+
+def _delegate(old: str, noun: str, method: str) -> Callable[..., Any]:
+    def flat(self: Vault, *args: Any, **kwargs: Any) -> Any:
+        return getattr(getattr(self, noun), method)(*args, **kwargs)
+
+    flat.__name__ = flat.__qualname__ = old
+    flat.__doc__ = f"``vault.{noun}.{method}`` (the flat name of earlier versions)."
+    return flat
+
+
+for _old, (_noun, _method) in FLAT.items():
+    setattr(Vault, _old, _delegate(_old, _noun, _method))

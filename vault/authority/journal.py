@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -22,10 +22,16 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, chain
 from vault.errors import ConcurrentChange, DecryptionFailed
 from vault.service import rows
-from vault.service.base import ACTIVE, VaultBase
+from vault.service.core import ACTIVE
 from vault.service.rows import EngineerRecord, HasId, RowAppend
 from vault.storage import models as m
 from vault.storage.prepared import Prepared
+
+if TYPE_CHECKING:
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.core import Core
+
 
 # Events that nobody can sign: no key of the actor's can be opened at that moment. Shown
 # as unauthenticated (anyone with database access could have written one).
@@ -67,11 +73,16 @@ def from_us(value: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(value / 1_000_000, dt.UTC)
 
 
-class JournalOps(VaultBase):
-    # -- appending ---------------------------------------------------------------------
+class Journal:
+    """Appending events to the audit chain, and the clients' audit key rings."""
+
+    def __init__(self, core: Core, keys: Keys, trust: Trust) -> None:
+        self.core = core
+        self.keys = keys
+        self.trust = trust
 
     @overload
-    def _append(
+    def append(
         self,
         s: Session,
         action: str,
@@ -87,7 +98,7 @@ class JournalOps(VaultBase):
     ) -> m.AuditEvent: ...
 
     @overload
-    def _append(
+    def append(
         self,
         s: Session,
         action: str,
@@ -99,7 +110,7 @@ class JournalOps(VaultBase):
         row: RowAppend,
     ) -> int: ...
 
-    def _append(
+    def append(
         self,
         s: Session,
         action: str,
@@ -121,9 +132,9 @@ class JournalOps(VaultBase):
         if row is not None:
             assert actor is not None and client_id is not None and secret_id is not None and details is not None
             return self._append_row(s, row, action, actor, client_id, secret_id, details)
-        info = self._info(s)
+        info = self.core.info(s)
         if actor is None and sign:
-            actor = s.get(m.Engineer, self._me().engineer_id)
+            actor = s.get(m.Engineer, self.keys.me().engineer_id)
         # The head (locked on PostgreSQL), its event's time and the actor's status and key
         # generation as committed now, in one statement.
         found = s.execute(
@@ -159,7 +170,7 @@ class JournalOps(VaultBase):
             details,
             audit_key,
             public,
-            (seed or self._me().signing_seed) if sign else None,
+            (seed or self.keys.me().signing_seed) if sign else None,
             after,
         )
         event = m.AuditEvent(**values)
@@ -185,7 +196,7 @@ class JournalOps(VaultBase):
         if head is None:
             found = _HEAD_AND_TIME.all(conn, {"me": actor.id})
             if not found:  # a vault without a head row yet: the ORM path makes it
-                return self._append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
+                return self.append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
             head, after = (found[0][0], found[0][1]), found[0][2]
             _check_still_current(found[0][3], found[0][4], actor)
         else:
@@ -203,7 +214,7 @@ class JournalOps(VaultBase):
             details,
             audit_key,
             None,
-            self._me().signing_seed,
+            self.keys.me().signing_seed,
             after,
         )
         rows.ADD_EVENT.run(conn, values)
@@ -237,7 +248,7 @@ class JournalOps(VaultBase):
             details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
         values: dict[str, Any] = {
             "seq": seq,
-            "at_us": us(self.clock()) if after is None else max(us(self.clock()), after),
+            "at_us": us(self.core.clock()) if after is None else max(us(self.core.clock()), after),
             "engineer_id": actor.id if actor else None,
             "key_generation": actor.key_generation if actor else 0,
             "action": action,
@@ -267,35 +278,35 @@ class JournalOps(VaultBase):
 
     # -- the client's audit-key ring ---------------------------------------------------------
 
-    def _audit_ring(self, s: Session, client: m.Client) -> bytes:
+    def audit_ring(self, s: Session, client: m.Client) -> bytes:
         """All audit-key generations of a client (32 bytes each), oldest first."""
         if client.audit_keys_blob is None:
-            self._store_audit_ring(s, client, blobs.new_key())
+            self.store_audit_ring(s, client, blobs.new_key())
         assert client.audit_keys_blob is not None
-        return self._ring(s, client, client.audit_keys_blob)
+        return self.ring(s, client, client.audit_keys_blob)
 
-    def _ring(self, s: Session, client: HasId, audit_keys_blob: bytes) -> bytes:
-        ring = self._client_field(s, client, audit_keys_blob, "audit-keys")
+    def ring(self, s: Session, client: HasId, audit_keys_blob: bytes) -> bytes:
+        ring = self.keys.client_field(s, client, audit_keys_blob, "audit-keys")
         if not ring or len(ring) % 32:
             raise DecryptionFailed()
         return ring
 
     def _audit_key_of(self, s: Session, client: HasId, audit_keys_blob: bytes) -> tuple[int, bytes]:
         """The current audit key of a client whose ring blob the caller has read."""
-        ring = self._ring(s, client, audit_keys_blob)
+        ring = self.ring(s, client, audit_keys_blob)
         return len(ring) // 32, ring[-32:]
 
-    def _store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
-        version = self._current_key_version(s, client)
-        key = self._client_key(s, client.id, version)
+    def store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
+        version = self.trust.current_key_version(s, client)
+        key = self.keys.client_key(s, client.id, version)
         client.audit_keys_blob = blobs.encrypt_client_field(key, version, ring, client.id, "audit-keys")
 
     def _current_audit_key(self, s: Session, client: m.Client) -> tuple[int, bytes]:
-        ring = self._audit_ring(s, client)
+        ring = self.audit_ring(s, client)
         return len(ring) // 32, ring[-32:]
 
-    def _audit_key(self, s: Session, client: m.Client, generation: int) -> bytes:
-        ring = self._audit_ring(s, client)
+    def audit_key(self, s: Session, client: m.Client, generation: int) -> bytes:
+        ring = self.audit_ring(s, client)
         if not 1 <= generation <= len(ring) // 32:
             raise DecryptionFailed()
         return ring[(generation - 1) * 32 : generation * 32]

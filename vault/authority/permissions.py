@@ -1,0 +1,179 @@
+"""Who may call each public operation of the vault, declared in one place.
+
+Every public noun method (``vault.secrets.add``, ``vault.grants.grant``, ...) appears in
+``OPERATIONS`` with the role it needs, and ``Vault`` wraps each one so that ``require`` runs
+first, before the operation reads any row of its own:
+
+* ``ADMIN``: an unlocked session whose engineer row verifies as an active admin (checked in
+  a short read transaction of its own: the operation's own admin check then finds the same row);
+* ``ENGINEER``: an unlocked session of an engineer (admin or not); the operation verifies the
+  engineer's row (certificate, status) in its own transaction, as the first thing it reads;
+* ``ANYONE_UNLOCKED``: an unlocked session, whatever it is for (``whoami``, a passphrase change);
+* ``NO_SESSION``: nothing (unlock, enrolment, the audit head, a restore from a backup file,
+  scrubbing freed pages after a purge).
+
+A new operation is added here first; ``tests/service/test_structure.py`` fails for a public
+noun method that is missing.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
+
+Role = Literal["admin", "engineer", "anyone-unlocked", "no session"]
+ADMIN: Role = "admin"
+ENGINEER: Role = "engineer"
+ANYONE_UNLOCKED: Role = "anyone-unlocked"
+NO_SESSION: Role = "no session"
+
+OPERATIONS: dict[str, dict[str, Role]] = {
+    "clients": {
+        "add": ADMIN,
+        "list": ENGINEER,
+        "show": ENGINEER,
+    },
+    "grants": {
+        "grant": ADMIN,
+        "revoke": ADMIN,
+        "list": ENGINEER,
+        "maintain": ADMIN,
+    },
+    "secrets": {
+        "add": ENGINEER,
+        "update": ENGINEER,
+        "list": ENGINEER,
+        "show": ENGINEER,
+        "history": ENGINEER,
+    },
+    "checkouts": {
+        "reveal": ENGINEER,
+        "checkout": ENGINEER,
+        "checkin": ENGINEER,
+        "break_checkout": ENGINEER,
+        "list": ENGINEER,
+    },
+    "engineers": {
+        "invite": ADMIN,
+        "enroll": NO_SESSION,
+        "pending_fingerprint": NO_SESSION,
+        "pending_confirmation": ADMIN,
+        "confirm": ADMIN,
+        "list": ENGINEER,
+        "initialise": NO_SESSION,
+        "unlock": NO_SESSION,
+        "lock": NO_SESSION,
+        "whoami": ANYONE_UNLOCKED,
+        "rotate": ADMIN,
+        "change_passphrase": ANYONE_UNLOCKED,
+        "remove": ADMIN,
+    },
+    "keys": {
+        "rotate_client": ADMIN,
+        "resume": ADMIN,
+        "list": ADMIN,
+        "rotate_secret": ENGINEER,
+        "set_retention": ADMIN,
+        "versions": ENGINEER,
+        "rotate_root": ADMIN,
+        "set_cryptoperiod": ADMIN,
+    },
+    "audit": {
+        "log": ENGINEER,
+        "export": ENGINEER,
+        "verify": ENGINEER,
+        "checkpoint": ENGINEER,
+        "head": NO_SESSION,
+    },
+    "reports": {
+        "access": ADMIN,
+        "at_risk": ADMIN,
+        "status": ENGINEER,
+        "stale": ENGINEER,
+    },
+    "policies": {
+        "get": ENGINEER,
+        "set": ADMIN,
+        "unsigned": ADMIN,
+        "adopt": ADMIN,
+    },
+    "purge": {
+        "preview": ADMIN,
+        "client": ADMIN,
+        "secret": ADMIN,
+        "scrub": NO_SESSION,
+        "receipts": ADMIN,
+        "verify_receipt": ENGINEER,
+    },
+    "subjects": {
+        "find": ADMIN,
+        "report": ADMIN,
+        "purge": ADMIN,
+    },
+    "backups": {
+        "export_keys": ADMIN,
+        "create": ADMIN,
+        "restore": NO_SESSION,
+    },
+}
+
+# Operations that name the objects credvault did not create instead of refusing to work
+# (engine.Store.inspecting): their check runs under the same allowance.
+NAMES_FOREIGN_OBJECTS: dict[str, frozenset[str]] = {
+    "reports": frozenset({"status"}),
+    "audit": frozenset({"verify"}),
+    "purge": frozenset({"verify_receipt"}),
+}
+
+# Public methods of a noun that are not operations: other nouns call them inside a unit of
+# work of their own (an engineer's removal runs the rotations and the at-risk report it needs).
+COMPOSED: dict[str, frozenset[str]] = {
+    "keys": frozenset({"run_rotation"}),
+    "reports": frozenset({"report_at_risk", "verified_log"}),
+}
+
+
+class _Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def inspecting(self) -> AbstractContextManager[Any]: ...
+
+
+class _Core(Protocol):
+    @property
+    def store(self) -> _Store: ...
+
+
+class _Keys(Protocol):
+    def me(self) -> object: ...
+
+
+class _Trust(Protocol):
+    def my_admin_row(self, s: Any) -> object: ...
+
+
+class Guarded(Protocol):
+    """What a noun hands the guard: the store, the unlocked keys and the trust checks."""
+
+    core: _Core
+    keys: _Keys
+    trust: _Trust
+
+
+def role_of(noun: str, method: str) -> Role:
+    """The role ``noun.method`` needs; ``KeyError`` for an operation nobody declared."""
+    return OPERATIONS[noun][method]
+
+
+def require(role: Role, noun: Guarded, *, names_foreign_objects: bool = False) -> None:
+    """Refuse the call unless the acting engineer holds ``role`` (``Locked``, ``AccessDenied``)."""
+    if role == NO_SESSION:
+        return
+    if names_foreign_objects:
+        with noun.core.store.inspecting():
+            require(role, noun)
+        return
+    noun.keys.me()
+    if role == ADMIN:
+        with noun.core.store.transaction() as s:
+            noun.trust.my_admin_row(s)

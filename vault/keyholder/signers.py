@@ -1,0 +1,167 @@
+"""Who signed the audit chain when: the signing keys of the chain and their lifetimes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import chain
+from vault.errors import UntrustedRecord
+from vault.service import auditverify
+from vault.service.audit import _details
+from vault.service.core import ACTIVE, ROLE_ADMIN
+from vault.service.validation import shown
+from vault.storage import models as m
+
+if TYPE_CHECKING:
+    from vault.keyholder.trust import Trust
+
+
+class Signers:
+    """Who signed the audit chain when: the engineers' signing keys and their lifetimes."""
+
+    def __init__(self, trust: Trust) -> None:
+        self.trust = trust
+
+    @staticmethod
+    def anchor_problem(
+        s: Session, vault_id: bytes, keys: auditverify.Keys, problems: auditverify.Problems, seq: int
+    ) -> str | None:
+        """The anchor of an incremental verify checked again: its hash from its fields, its
+        signature in its key's lifetime, what the key-event pass found at it, and its link to
+        the event before it (its stored hash)."""
+        if seq <= 0:
+            return None
+        connection = s.connection()
+        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
+        if r.problem is not None:
+            return r.problem
+        before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None
+        if r.first_prev != (before.hash if before is not None else chain.GENESIS):
+            return "it does not link to the event before it"
+        return None
+
+    def signing_keys(self, s: Session) -> dict[tuple[int, int], tuple[bytes, str]]:
+        """Certified signing keys of every engineer and key generation, by (id, generation),
+        each with the engineer's name its certificate binds."""
+        keys: dict[tuple[int, int], tuple[bytes, str]] = {}
+        names = {}
+        for row in s.scalars(select(m.Engineer)):
+            names[row.id] = row.name
+            if row.signing_public is None:
+                continue
+            try:
+                self.trust.verify_certificate(s, row)
+            except UntrustedRecord:
+                continue
+            keys[(row.id, row.key_generation)] = (row.signing_public, row.name)
+        for key in s.scalars(select(m.EngineerKey)):
+            name = names.get(key.engineer_id, "")
+            try:
+                keys[(key.engineer_id, key.generation)] = (self.trust.verified_key(s, key, name), name)
+            except UntrustedRecord:
+                keys.pop((key.engineer_id, key.generation), None)
+        return keys
+
+    def key_lifetimes(
+        self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
+    ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]:
+        """When each certified key may sign, from the chain's own signed events, read in order.
+
+        The organisation's certificates say *which* keys are an engineer's; the chain says
+        *when*: a key generation signs from the event after the admin-signed ``engineer-confirm``
+        that certified it (the first admin's from ``vault-init``, event 1) until the
+        admin-signed ``engineer-key-rotate`` or ``engineer-remove`` that retired it. Admins are
+        those the chain made admins (``vault-init``, a confirmation with role admin), until
+        removed. This first pass reads only those few events, unverified: a forged one is
+        itself refused at its own sequence number by the full pass (hash, link, signature),
+        and it can only change what is decided about events after it, so the first bad
+        event named is still the right one. What this pass finds wrong (a key event not
+        signed by a live admin, a second ``vault-init``, an enrolment without an invitation)
+        is returned by sequence number, for the range checks to report in order. Also
+        returned: the ids of the engineers the chain has made admins and not removed (a
+        root rotation seals only to them).
+        """
+        by_name_gen: dict[tuple[Any, int], list[int]] = {}
+        by_name: dict[str, set[int]] = {}
+        for (eid, gen), (_, who) in certified.items():
+            by_name_gen.setdefault((who, gen), []).append(eid)
+            by_name.setdefault(who, set()).add(eid)
+        start: dict[tuple[Any, Any], int] = {}
+        end: dict[tuple[Any, Any], int] = {}
+        admins: set[Any] = set()
+        invited: set[tuple[Any, Any]] = set()
+        problems: dict[int, str] = {}
+        assumed: set[tuple[int, int]] = set()
+        e = m.AuditEvent
+        events = s.execute(
+            select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
+            .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
+            .order_by(e.seq)
+        )
+        older_than_chain = s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init")
+        if older_than_chain:
+            # A vault older than its audit chain (made before migration 0002): its chain begins
+            # after its keys were certified, so the keys certified now sign from event 1, its
+            # active admins are admins, and an enrolment may follow an invitation made before
+            # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
+            assumed = set(certified)
+            start = dict.fromkeys(assumed, 1)
+            admins = self._active_admins(s)
+        for seq, engineer_id, generation, action, text in events:
+            details = _details(text)
+            signer = (engineer_id, generation)
+            name = details.get("engineer")
+            if action == "vault-init":
+                if seq != 1:
+                    problems[seq] = "a vault-init event after the first event"
+                else:
+                    start[signer], admins = 1, {engineer_id}
+                continue
+            if action == "enroll":
+                if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
+                    problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
+                continue
+            live = signer in start and start[signer] <= seq < end.get(signer, auditverify.NEVER)
+            if engineer_id not in admins or not live:
+                problems[seq] = f"{action} is not signed by an admin the chain has certified"
+                continue
+            if action == "engineer-invite":
+                invited_gen = details.get("key_generation")
+                invited.add((name, invited_gen if type(invited_gen) is int else None))
+            elif action == "engineer-confirm":
+                confirmed = details.get("key_generation")
+                for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
+                    if (engineer, confirmed) in assumed:
+                        assumed.discard((engineer, confirmed))  # confirmed after the chain began
+                    elif (engineer, confirmed) in start:
+                        problems[seq] = "it certifies again a key generation the chain certified before"
+                        break
+                    start[(engineer, confirmed)] = seq + 1
+                    (admins.add if details.get("role") == ROLE_ADMIN else admins.discard)(engineer)
+            elif action == "engineer-key-rotate":
+                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                    end.setdefault((engineer, details.get("old_generation")), seq)
+            elif action == "engineer-remove":
+                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                    for key in [k for k in start if k[0] == engineer]:
+                        end.setdefault(key, seq)
+                    admins.discard(engineer)
+        keys: auditverify.Keys = {
+            k: (public, start.get(k, auditverify.NEVER), end.get(k, auditverify.NEVER))
+            for k, (public, _) in certified.items()
+        }
+        return keys, problems, admins
+
+    def _active_admins(self, s: Session) -> set[Any]:
+        """Active admins by their own (verified) certificates."""
+        admins = set()
+        for row in s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN, m.Engineer.status == ACTIVE)):
+            try:
+                self.trust.verify_certificate(s, row)
+            except UntrustedRecord:
+                continue
+            admins.add(row.id)
+        return admins
