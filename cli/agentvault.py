@@ -23,19 +23,51 @@ def _time(value: object) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
+# The noun methods the agent serves: Vault noun -> {method -> the AgentVault method that asks}.
+SERVED: dict[str, dict[str, str]] = {
+    "engineers": {"whoami": "whoami"},
+    "clients": {"list": "list_clients"},
+    "secrets": {"list": "list_secrets", "show": "show_secret", "add": "add_secret"},
+    "audit": {"log": "audit_log"},
+    "checkouts": {"checkin": "checkin"},
+}
+
+
+class _AgentNoun:
+    """One noun of the ``Vault`` API (``vault.secrets``, ...): its served methods ask the
+    agent; any other method is the in-process ``Vault``'s."""
+
+    def __init__(self, owner: AgentVault, noun: str) -> None:
+        self._owner, self._noun = owner, noun
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        served = SERVED.get(self._noun, {}).get(name)
+        if served is not None:
+            return getattr(self._owner, served)
+        return getattr(getattr(self._owner._in_process(), self._noun), name)
+
+
 class AgentVault:
-    """The agent's answers as ``Vault`` methods; anything else from ``fallback()``."""
+    """The agent's answers as ``Vault`` methods (flat, or by noun: ``vault.secrets.list()``);
+    anything else from ``fallback()``."""
 
     def __init__(self, path: str, fallback: Callable[[], Any]) -> None:
         self.path, self._fallback = path, fallback
         self._vault: Any = None
 
+    def _in_process(self) -> Any:
+        if self._vault is None:
+            self._vault = self._fallback()
+        return self._vault
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._vault is None:
-            self._vault = self._fallback()
-        return getattr(self._vault, name)
+        if name in SERVED:
+            return _AgentNoun(self, name)
+        return getattr(self._in_process(), name)
 
     def _ask(self, op: str, **values: object) -> Any:
         return agentclient.request(self.path, {"op": op, **values})
