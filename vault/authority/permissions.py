@@ -21,6 +21,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol
 
+from vault.errors import AuditUnavailable, ConcurrentChange, StoreBusy, StoreUnavailable
+
 Role = Literal["admin", "engineer", "anyone-unlocked", "no session"]
 ADMIN: Role = "admin"
 ENGINEER: Role = "engineer"
@@ -125,6 +127,12 @@ NAMES_FOREIGN_OBJECTS: dict[str, frozenset[str]] = {
     "purge": frozenset({"verify_receipt"}),
 }
 
+# Operations that reveal a value: a store failure while checking the caller is reported as
+# the operation reports it ("the access could not be recorded; nothing was revealed").
+REVEALS: dict[str, frozenset[str]] = {
+    "checkouts": frozenset({"checkout", "reveal"}),
+}
+
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).
 COMPOSED: dict[str, frozenset[str]] = {
@@ -165,15 +173,18 @@ def role_of(noun: str, method: str) -> Role:
     return OPERATIONS[noun][method]
 
 
-def require(role: Role, noun: Guarded, *, names_foreign_objects: bool = False) -> None:
+def require(role: Role, noun: Guarded, *, reveals: bool = False) -> None:
     """Refuse the call unless the acting engineer holds ``role`` (``Locked``, ``AccessDenied``)."""
     if role == NO_SESSION:
         return
-    if names_foreign_objects:
-        with noun.core.store.inspecting():
-            require(role, noun)
-        return
-    noun.keys.me()
+    try:
+        noun.keys.me()
+    except (ConcurrentChange, StoreBusy):
+        raise
+    except StoreUnavailable as error:
+        if not reveals:
+            raise
+        raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
     if role == ADMIN:
         with noun.core.store.transaction() as s:
             noun.trust.my_admin_row(s)

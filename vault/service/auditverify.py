@@ -1,4 +1,4 @@
-"""Checking one range of the audit chain: the work behind ``AuditOps.verify_audit``.
+"""Checking one range of the audit chain: the work behind ``Audit.verify``.
 
 Every row stores its own hash and its predecessor's, so a range ``[lo, hi]`` of events
 can be checked on its own: each event's sequence number, its hash recomputed from its
@@ -20,7 +20,7 @@ Per event, beyond its hash and signature (docs/format.md §8):
 * its time: a format-2 event is not dated before the event it follows;
 * its signer's lifetime: the key generation that signed it must be one the chain has
   certified and not yet retired at that point (``Keys`` carries, per key, the sequence
-  numbers between which it may sign; ``AuditOps`` works them out in a first pass over the
+  numbers between which it may sign; ``Audit`` works them out in a first pass over the
   few events that certify and retire keys, and hands over the problems that pass found);
 * ``enroll`` (format 2) is signed by the key it enrols, and that is the key later certified.
 

@@ -179,7 +179,7 @@ class GrantLedger:
 
     def _event_keys(self, s: Session) -> tuple[auditverify.Keys, set[int]]:
         """Certified signing keys by (engineer id, generation), each with its certified lifetime
-        in the chain (the full verification's ``AuditOps._key_lifetimes``: a key retired by
+        in the chain (the full verification's ``Signers.key_lifetimes``: a key retired by
         ``rotate engineer`` or removal signs nothing after), and the ids whose verified
         certificate says admin (a removed admin included: what they signed in their lifetime
         stays theirs); worked out once per transaction (a removal rotates many clients in one)."""

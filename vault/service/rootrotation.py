@@ -166,7 +166,7 @@ class RootRotator:
 
         A holder of the organisation seed (a removed admin) can write a certificate no admin
         made; the chain says which key generations an admin certified (and which it retired)
-        and whom it made admins (``AuditOps._key_lifetimes``), and the event that vouches is
+        and whom it made admins (``Signers.key_lifetimes``), and the event that vouches is
         checked here (its hash, signature and link; and, when it names them, the keys it
         certified: a seed holder who swaps an admin's public keys gets no root seal). An
         active engineer's key generation must be certified and not retired, and an active

@@ -1,6 +1,6 @@
 """Plain rows for the checkout path: the columns a check reads, as tuples, not ORM objects.
 
-The checks in ``base.py`` read records through the protocols below, so verifying a
+The checks in ``keyholder/trust.py`` read records through the protocols below, so verifying a
 certificate or a grant is the same code whether the record came as an ORM object or
 as a row of one of the Core queries here. The statements are built once, as
 ``Prepared`` statements (vault/storage/prepared.py: compiled once, run on the driver's
@@ -160,7 +160,7 @@ class SecretRow(NamedTuple):
 
 
 class PolicyRow(NamedTuple):
-    """A client's stored policy, unverified (``CheckoutOps`` verifies it: policies.py)."""
+    """A client's stored policy, unverified (``Checkouts`` verifies it: policies.py)."""
 
     reason_required: bool
     exclusive: bool
@@ -174,7 +174,7 @@ class PolicyRow(NamedTuple):
 
 class HoldRow(NamedTuple):
     """An open checkout of a secret, as stored: honoured only once its ``event_seq``
-    event verifies (``CheckoutOps._genuine_holds``)."""
+    event verifies (``Holds.genuine_holds``)."""
 
     id: int
     engineer_id: int
@@ -192,7 +192,7 @@ class VersionRow(NamedTuple):
 
 
 class RowAppend(NamedTuple):
-    """What ``JournalOps._append`` needs to write a hot path's event with Core statements."""
+    """What ``Journal.append`` needs to write a hot path's event with Core statements."""
 
     vault_id: bytes
     head: tuple[int, bytes] | None  # (seq, hash) read under the write lock, or None: read it then

@@ -451,7 +451,7 @@ class Secrets:
         fields: dict[str, str] | None,
         kind: str | None,
     ) -> SecretInfo:
-        """``SecretOps._update_in``, refused while another engineer holds an exclusive
+        """``Secrets._write_update``, refused while another engineer holds an exclusive
         checkout (checked in the same transaction as the write: no window between them)."""
         me = self.trust.my_row(s)
         _client, secret, _slug = self.secret(s, ref)

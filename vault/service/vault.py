@@ -25,6 +25,7 @@ remain for now as one-line delegates, generated from ``FLAT`` (old name -> noun,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -145,16 +146,31 @@ FLAT: dict[str, tuple[str, str]] = {
 
 def _operations() -> None:
     """Wrap every public noun method declared in the permissions table: the role check first,
-    then the call, both run again on a concurrent change (outermost call only)."""
+    then the call, both run again on a concurrent change (outermost call only). An operation
+    that names foreign objects runs its check and itself under one ``store.inspecting()``."""
     for noun, cls in NOUNS.items():
         inspecting = permissions.NAMES_FOREIGN_OBJECTS.get(noun, frozenset())
+        reveals = permissions.REVEALS.get(noun, frozenset())
         for name, role in permissions.OPERATIONS[noun].items():
             method = getattr(cls, name)
+            if name in inspecting:
+                setattr(cls, name, retried(_inspected(method, role)))
+                continue
 
-            def first(self: Any, role: permissions.Role = role, foreign: bool = name in inspecting) -> None:
-                permissions.require(role, self, names_foreign_objects=foreign)
+            def first(self: Any, role: permissions.Role = role, reveal: bool = name in reveals) -> None:
+                permissions.require(role, self, reveals=reveal)
 
             setattr(cls, name, retried(method, first))
+
+
+def _inspected(method: Callable[..., Any], role: permissions.Role) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.core.store.inspecting():  # the operation's own inspecting() reads nothing again
+            permissions.require(role, self)
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 _operations()
