@@ -24,7 +24,7 @@ from vault.errors import (
     NotFound,
     VaultError,
 )
-from vault.service import policies, validation
+from vault.service import listing, policies, validation
 from vault.service.base import ACTIVE, ROLE_ADMIN, epoch, is_revoked
 from vault.service.grantledger import GrantHistory, GrantLedgerOps
 from vault.service.records import ClientInfo, GrantInfo
@@ -106,19 +106,9 @@ class ClientOps(GrantLedgerOps):
                 raise GrantExpired(f"your grant for {slug!r} expired at {until}", hint="ask an admin to renew it")
 
     def _granted_clients(self, s: Session, me: m.Engineer) -> list[m.Client]:
-        ids = s.scalars(
-            select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)).distinct()
-        ).all()
-        out = []
-        for client_id in ids:
-            client = s.get(m.Client, client_id)
-            if client is not None:
-                try:
-                    self._active_grant(s, me, client_id)
-                except (AccessDenied, NotFound):
-                    continue  # expired or revoked grants hide the client
-                out.append(client)
-        return out
+        """The clients ``me`` holds a live, verified grant for: the whole grant ledger in one
+        statement, each verified grant remembered while its rows stay the same (listing.py)."""
+        return listing.granted_clients(self, s, me)
 
     def _slug(self, s: Session, client: m.Client) -> str:
         return self._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
@@ -192,12 +182,15 @@ class ClientOps(GrantLedgerOps):
         return key
 
     def list_clients(self) -> list[ClientInfo]:
-        """The clients the acting engineer may see (all of them for an admin)."""
-        with self.store.transaction() as s:
+        """The clients the acting engineer may see (all of them for an admin): read without
+        the write lock, the secret counts in one statement; the ``client-list`` event is
+        appended after, and the list returned once it is committed (listing.py)."""
+        with self.store.read() as s:
             me = self._my_row(s)
             clients = s.scalars(select(m.Client)).all() if me.role == ROLE_ADMIN else self._granted_clients(s, me)
-            self._append(s, "client-list", public={"count": len(clients)})
-            return sorted((self._client_info(s, c) for c in clients), key=lambda c: c.slug)
+            out = listing.client_infos(self, s, clients)
+        listing.append_after_read(self, "client-list", public={"count": len(clients)})
+        return out
 
     def show_client(self, slug: str) -> ClientInfo:
         with self.store.transaction() as s:
@@ -280,9 +273,7 @@ class ClientOps(GrantLedgerOps):
             row = self._client(s, client)
             grants = [
                 g
-                for g in s.scalars(
-                    select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id)
-                )
+                for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id))
                 if not is_revoked(g)
             ]
             if not grants:

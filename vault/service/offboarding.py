@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from vault.crypto import keyrecord
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT
 from vault.errors import AccessDenied, DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
-from vault.service import policies, validation
-from vault.service.base import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
+from vault.service import listing, policies, validation
+from vault.service.base import ACTIVE, ROLE_ADMIN, epoch, is_revoked
 from vault.service.engineers import DISABLED, INVITE_TTL, EngineerOps
 from vault.service.records import AccessRecord, RotationInfo, StatusReport
 from vault.service.rootrotation import RootRotationOps
@@ -268,9 +268,12 @@ class OffboardingOps(EngineerOps, RootRotationOps):
 
     def status(self) -> StatusReport:
         """Warnings an admin should act on: old keys, unfinished rotations, values to change,
-        a schema older than this version of credvault."""
+        a schema older than this version of credvault.
+
+        Read without the write lock, the clients a page per statement with their current
+        key and policy (listing.py: ``status_warnings``)."""
         revision, head = storage.current_revision(self.store), storage.head_revision()  # before: own connection
-        with self.store.inspecting() as foreign, self.store.transaction() as s:  # names foreign objects, not refused
+        with self.store.inspecting() as foreign, self.store.read() as s:  # names foreign objects, not refused
             me = self._my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can see the vault's status")
@@ -292,20 +295,7 @@ class OffboardingOps(EngineerOps, RootRotationOps):
             root = self._current_root(s)
             if root.created_at < old:
                 warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
-            for client in s.scalars(select(m.Client)):
-                ck = s.get(m.ClientKey, (client.id, client.current_key_version))
-                slug = self._slug(s, client)
-                if ck is not None and ck.created_at < old:
-                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
-                if not self._policy(s, client.id).signed:
-                    warnings.append(
-                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
-                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
-                    )
-                if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
-                    warnings.append(
-                        f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"
-                    )
+            warnings += listing.client_warnings(self, s, old, period)
             for key in s.scalars(select(m.EngineerKey).where(m.EngineerKey.state == ACTIVE)):
                 certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
                 engineer = s.get(m.Engineer, key.engineer_id)
@@ -315,12 +305,7 @@ class OffboardingOps(EngineerOps, RootRotationOps):
             for rotation in running:
                 progress = f"{rotation.done}/{rotation.total}"
                 warnings.append(f"a client-key rotation is incomplete ({progress}): run `credvault rotate resume`")
-            must_change = []
-            for secret in s.scalars(select(m.Secret).where(m.Secret.must_change.is_(True))):
-                owner = s.get(m.Client, secret.client_id)
-                assert owner is not None
-                meta = self._open(s, owner, secret, self._version(s, secret, None)).metadata
-                must_change.append(f"{self._slug(s, owner)}/{meta['name']}")
+            must_change = listing.must_change(self, s)
             if must_change:
                 warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
             counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Iterator
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.errors import IntegrityError, NotFound, VaultError
-from vault.service import validation
+from vault.service import auditpages, listing, validation
 from vault.service.audit import AuditOps
 from vault.service.policyadmin import PolicyAdminOps
 from vault.service.records import AccessRecord
-from vault.service.secrets import VIEW_PUBLIC_ONLY, sensitive_field_names
+from vault.service.secrets import sensitive_field_names
 from vault.storage import models as m
 
 REVEAL_ACTIONS = ("reveal", "checkout")
@@ -35,12 +36,15 @@ LEGACY_VIEW = "(secret show, before sensitive fields were kept for checkout)"
 
 class ReportOps(PolicyAdminOps, AuditOps):
     def report_access(self, engineer: str) -> list[AccessRecord]:
-        """Every secret ``engineer`` revealed: when, why, and whether it changed since."""
-        with self.store.transaction() as s:
+        """Every secret ``engineer`` revealed: when, why, and whether it changed since.
+
+        Read without the write lock, a page of events per statement (auditpages.py); the
+        ``report-access`` event is appended after, and the report returned once it is committed."""
+        with self.store.read() as s:
             self._my_admin_row(s)
             out = self._access_records(s, engineer)
-            self._append(s, "report-access", public={"engineer": engineer, "records": len(out)})
-            return out
+        listing.append_after_read(self, "report-access", public={"engineer": engineer, "records": len(out)})
+        return out
 
     def report_at_risk(self, engineer: str) -> list[AccessRecord]:
         """The latest reveal of each value ``engineer`` saw that has not changed since.
@@ -75,40 +79,15 @@ class ReportOps(PolicyAdminOps, AuditOps):
             return sorted(out, key=lambda r: (r.client, r.secret, r.field))
 
     def _access_records(self, s: Session, engineer: str) -> list[AccessRecord]:
+        return list(self._iter_access_records(s, engineer))
+
+    def _iter_access_records(self, s: Session, engineer: str) -> Iterator[AccessRecord]:
+        """The reveals of ``engineer`` in the order of the log, a page of events per statement."""
         validation.engineer_name(engineer)
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
         if row is None:
             raise NotFound(f"no engineer named {engineer!r}")
-        names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-        events = s.scalars(
-            select(m.AuditEvent)
-            .where(m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_((*REVEAL_ACTIONS, VIEW)))
-            .order_by(m.AuditEvent.seq)
-        ).all()
-        out = []
-        for event in events:
-            entry = self._entry(s, event, names)
-            details = entry.details or {}
-            if event.action == VIEW:
-                if details.get("fields") != VIEW_PUBLIC_ONLY:
-                    out.extend(self._legacy_view_records(s, event, entry.client or "?", entry.secret, entry.at))
-                continue
-            field = str(details.get("field", "password"))
-            version = int(details.get("version", 0))
-            changed = self._changed_since(s, event.client_id, event.secret_id, version, field)
-            out.append(
-                AccessRecord(
-                    event.seq,
-                    entry.at,
-                    entry.client or "?",
-                    entry.secret or f"#{event.secret_id}",
-                    field,
-                    version,
-                    details.get("reason"),
-                    changed,
-                )
-            )
-        return out
+        return auditpages.AccessReader(self, s).records(row.id)
 
     def _legacy_view_records(
         self, s: Session, event: m.AuditEvent, client_slug: str, secret_name: str | None, at: dt.datetime

@@ -16,11 +16,12 @@ the marks existed are classified by their name when read.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import AlreadyExists, DecryptionFailed, InvalidInput, LookupMismatch, NotFound
-from vault.service import validation
+from vault.service import listing, validation
 from vault.service.clients import ClientOps
 from vault.service.policies import PolicyOps
 from vault.service.records import SecretInfo, VersionInfo
@@ -55,6 +56,19 @@ def field_is_sensitive(name: str, metadata: Mapping[str, Any]) -> bool:
 
 def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
+
+
+class ShownSecret(Protocol):
+    """The columns of a secret its metadata view shows (an ORM row or a listing's row)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def current_version(self) -> int: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def updated_at(self) -> dt.datetime: ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -161,7 +175,7 @@ class SecretOps(ClientOps, PolicyOps):
             )
 
     @staticmethod
-    def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
+    def _secret_info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
         """A secret's metadata: its public custom fields with their values, its sensitive
         ones by name only (their values are revealed by checkout)."""
         custom = metadata.get("fields") or {}
@@ -304,24 +318,22 @@ class SecretOps(ClientOps, PolicyOps):
         return self._secret_info(slug, secret, metadata)
 
     def list_secrets(self, client: str | None = None) -> list[SecretInfo]:
-        """Names and kinds of the secrets the acting engineer may see (never values)."""
-        with self.store.transaction() as s:
+        """Names and kinds of the secrets the acting engineer may see (never values).
+
+        Read without the write lock, one page of secrets per statement (listing.py); the
+        ``secret-list`` event is appended after, and the list returned once it is committed."""
+        with self.store.read() as s:
             if client is not None:
                 clients = [self._client(s, client)]
             else:
                 me = self._my_row(s)
                 clients = list(s.scalars(select(m.Client))) if me.role == "admin" else self._granted_clients(s, me)
-            out = []
-            if client is None:
-                self._append(s, "secret-list", public={"clients": len(clients)})
-            else:
-                self._append(s, "secret-list", client_id=clients[0].id)
-            for row in clients:
-                slug = self._slug(s, row)
-                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
-                    opened = self._open(s, row, secret, self._version(s, secret, None))
-                    out.append(self._secret_info(slug, secret, opened.metadata))
-            return sorted(out, key=lambda info: (info.client, info.name))
+            out = listing.secret_infos(self, s, clients, every=client is None and me.role == "admin")
+        if client is None:
+            listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
+        else:
+            listing.append_after_read(self, "secret-list", client_id=clients[0].id)
+        return out
 
     def show_secret(self, ref: str) -> SecretInfo:
         """A secret's metadata; its password and sensitive fields are not shown."""

@@ -1,0 +1,215 @@
+"""Listings read without the write lock, set-based, and audited after they read.
+
+A listing (``secret list``, ``client list``, ``status``, the audit log and the reports)
+reads in ``Store.read()``: on SQLite a deferred transaction that takes no write lock, so a
+checkout in another connection goes on while it runs; on PostgreSQL a transaction that
+locks no row. Its rows come from the repositories (``vault/storage/repositories``) one
+page per statement, never one statement per row. The audit event a listing must append
+is written afterwards by ``append_after_read``, in a short write transaction that checks
+the acting engineer again and holds the audit head (locked on PostgreSQL) only for the
+append and its commit, never across the decryption of what was listed; what the listing
+read is handed back only once that event is durably committed (fail closed).
+
+``granted_clients`` finds an engineer's clients from their whole grant ledger in one
+statement, and remembers each verified grant in the Vault object's ``ClientIndex`` so
+that the next lookup verifies only what changed: with 10 grants or 1,000, the same
+statements. Nothing is trusted from memory that the rows read now do not match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.errors import AccessDenied, NotFound
+from vault.service import rows
+from vault.service.base import ENCRYPTION_WARNING, epoch, is_revoked
+from vault.service.records import ClientInfo, SecretInfo
+from vault.service.rows import EngineerRecord, EngineerRow, GrantRow
+from vault.storage import models as m
+from vault.storage.repositories import clients as client_rows
+from vault.storage.repositories import grants as grant_rows
+from vault.storage.repositories import secrets as secret_rows
+
+if TYPE_CHECKING:
+    from vault.service.clients import ClientOps
+    from vault.service.journal import JournalOps
+    from vault.service.offboarding import OffboardingOps
+    from vault.service.secrets import SecretOps
+
+
+def append_after_read(vault: JournalOps, action: str, **event: Any) -> None:
+    """Append a listing's event in a short write transaction of its own, after the listing
+    read its rows: the acting engineer is checked again first (still certified, active,
+    with the session's keys: the event is signed inside its key's lifetime), and the audit
+    head is held only for the append and the durable commit."""
+    with vault.store.transaction() as s:
+        vault._my_row(s)
+        vault._append(s, action, **event)
+
+
+# -- an engineer's clients ------------------------------------------------------------------------
+
+
+class ClientIndex:
+    """What a Vault object verified of its engineer's grants, reused while the rows match.
+
+    ``verified`` holds, for each client, the exact columns of the grant that counted and of
+    its signer, with the keys they were verified under (the organisation key and the
+    engineer's sealing key): a pure function of bytes, so a lookup whose rows are identical
+    need not verify the same signatures again. A revoked, replaced or edited grant reads as
+    different columns and is verified afresh (and refused); an expiry is checked against
+    the clock on every lookup. ``clear`` forgets everything (lock, unlock).
+    """
+
+    LIMIT = 100_000  # entries; a bound against churn, far above any engineer's grants
+
+    def __init__(self) -> None:
+        self.verified: dict[int, tuple[Any, ...]] = {}
+
+    def known(self, client_id: int, proof: tuple[Any, ...]) -> bool:
+        return self.verified.get(client_id) == proof
+
+    def remember(self, client_id: int, proof: tuple[Any, ...]) -> None:
+        if len(self.verified) >= self.LIMIT:
+            self.verified.clear()
+        self.verified[client_id] = proof
+
+    def clear(self) -> None:
+        self.verified.clear()
+
+
+def _index(vault: ClientOps) -> ClientIndex:
+    index = getattr(vault, "_client_index", None)
+    if not isinstance(index, ClientIndex):
+        index = ClientIndex()
+        vault._client_index = index  # type: ignore[attr-defined]
+    return index
+
+
+def granted_client_ids(vault: ClientOps, s: Session, me: EngineerRecord) -> list[int]:
+    """The ids of the clients ``me`` holds a live, verified grant for, from the whole ledger
+    in one statement. A ledger with no unrevoked row is passed over unread, as before; the
+    head of each other ledger must verify (``_first_valid_grant``), else the client is
+    hidden (expired, revoked) or the error of a forged grant goes through."""
+    index, now = _index(vault), epoch(vault.clock())
+    org, sealing_public = vault._org_public(s), me.sealing_public
+    out = []
+    for ledger in grant_rows.ledgers(rows.connection(s), me.id, GrantRow._fields, EngineerRow._fields):
+        grants = [GrantRow._make(g) for g in ledger.grants]
+        if all(g.revoked_at is not None for g in grants):
+            continue  # no unrevoked row: not a client of theirs (the query of old)
+        signers = [None if r is None else EngineerRow._make(r) for r in ledger.signers]
+        head = grants[0]
+        proof = (head, signers[0], org, sealing_public, me.id)
+        if index.known(ledger.client_id, proof) and not is_revoked(head):
+            if head.until is not None and head.until <= now:
+                continue  # expired since it was verified: hidden, as _first_valid_grant would
+            out.append(ledger.client_id)
+            continue
+        try:
+            vault._first_valid_grant(s, grants, me, signers)
+        except (AccessDenied, NotFound):
+            continue  # expired or revoked grants hide the client
+        index.remember(ledger.client_id, proof)
+        out.append(ledger.client_id)
+    return out
+
+
+def granted_clients(vault: ClientOps, s: Session, me: EngineerRecord) -> list[m.Client]:
+    """``granted_client_ids`` as client rows (one more statement)."""
+    ids = granted_client_ids(vault, s, me)
+    if not ids:
+        return []
+    found = {c.id: c for c in s.scalars(select(m.Client).where(m.Client.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+# -- secrets ----------------------------------------------------------------------------------------
+
+
+def secret_infos(vault: SecretOps, s: Session, clients: Sequence[m.Client], every: bool) -> list[SecretInfo]:
+    """The metadata of every secret of ``clients`` (``every``: of all clients, read without a
+    filter), sorted by client and name: the secrets with their current version one page per
+    statement, each metadata blob opened here (never a password)."""
+    by_id = {c.id: c for c in clients}
+    slugs = {c.id: vault._slug(s, c) for c in clients}
+    out = []
+    conn = rows.connection(s)
+    for secret in secret_rows.current(conn, None if every else list(by_id)):
+        client = by_id.get(secret.client_id)
+        if client is None:
+            continue  # a client added since the clients were read (PostgreSQL): not listed
+        opened = vault._open(s, client, secret, secret)
+        out.append(vault._secret_info(slugs[client.id], secret, opened.metadata))
+    return sorted(out, key=lambda info: (info.client, info.name))
+
+
+# -- clients ----------------------------------------------------------------------------------------
+
+
+def client_infos(vault: ClientOps, s: Session, clients: Iterable[m.Client]) -> list[ClientInfo]:
+    """``ClientInfo`` of each client, sorted by slug, the secret counts in one statement."""
+    listed = list(clients)
+    counts = client_rows.secret_counts(rows.connection(s), [c.id for c in listed])
+    out = [
+        ClientInfo(
+            slug=vault._slug(s, client),
+            name=vault._client_field(s, client, client.name_blob, "name").decode("utf-8"),
+            key_version=client.current_key_version,
+            secrets=counts.get(client.id, 0),
+            created_at=client.created_at,
+        )
+        for client in listed
+    ]
+    return sorted(out, key=lambda c: c.slug)
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+
+def client_warnings(vault: OffboardingOps, s: Session, old: dt.datetime, period: int) -> list[str]:
+    """``status``'s warnings about clients (an old or worn current key, a policy that does not
+    verify), a page of clients per statement with their current key, and their policies in
+    one more statement per page."""
+    conn = rows.connection(s)
+    warnings = []
+    for page in client_rows.pages(conn):
+        ids = [c.id for c in page]
+        stored = {p.client_id: p for p in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.client_id.in_(ids)))}
+        for client in page:
+            slug = vault._client_field(s, client, client.slug_blob, "slug").decode("utf-8")
+            has_key = client.key_created_at is not None
+            if has_key and client.key_created_at < old:
+                warnings.append(f"client {slug}: key version {client.current_key_version} is older than {period} days")
+            if not vault._verified_policy(s, client.id, stored.get(client.id)).signed:
+                warnings.append(
+                    f"client {slug}: its policy does not verify, so the strict one applies: review it "
+                    f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
+                )
+            if has_key and (client.key_encryptions or 0) > ENCRYPTION_WARNING:
+                warnings.append(
+                    f"client {slug}: key version {client.current_key_version} has made {client.key_encryptions} "
+                    "encryptions; rotate it"
+                )
+    return warnings
+
+
+def must_change(vault: OffboardingOps, s: Session) -> list[str]:
+    """``client/name`` of each secret flagged to be changed after a checkout, a page per
+    statement (and their clients in one more)."""
+    conn = rows.connection(s)
+    out = []
+    flagged = list(secret_rows.flagged(conn))
+    owners = client_rows.by_ids(conn, {r.client_id for r in flagged})
+    for secret in flagged:
+        owner = owners.get(secret.client_id)
+        assert owner is not None
+        metadata = vault._open(s, owner, secret, secret).metadata
+        slug = vault._client_field(s, owner, owner.slug_blob, "slug").decode("utf-8")
+        out.append(f"{slug}/{metadata['name']}")
+    return out
