@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import blobs
 from vault.errors import DecryptionFailed, VaultError
-from vault.service import rows
+from vault.service import listing, rows
 from vault.service.journal import from_us
 from vault.service.records import AccessRecord, AuditEntry
 from vault.service.secrets import VIEW_PUBLIC_ONLY
@@ -47,6 +47,7 @@ class EntryReader:
     def __init__(self, vault: AuditOps, s: Session) -> None:
         self.vault, self.s = vault, s
         self.conn = rows.connection(s)
+        self.me = vault._my_row(s)
         self.names = event_rows.names(self.conn)
         self.clients: dict[int, client_rows.ClientRow | None] = {}
         self.receipts: dict[int, int] = {}
@@ -86,6 +87,7 @@ class EntryReader:
         if not ids:
             return
         found = client_rows.by_ids(self.conn, ids)
+        listing.unseal_client_keys(self.vault, self.s, self.me, found.values())  # an admin's: a few statements
         missing = ids - set(found)
         self.receipts.update(event_rows.purge_receipts(self.conn, missing))
         for client_id in ids:
