@@ -160,23 +160,19 @@ def test_audit_log_with_a_limit_reads_the_newest_events(team) -> None:  # type: 
     assert views[-1] >= head - 1 and len(views) == 3
 
 
-# -- reads take no write lock (SQLite) ---------------------------------------------------------
-
-
-def _sqlite_only(team) -> None:  # type: ignore[no-untyped-def]
-    if not team.url.startswith("sqlite"):
-        pytest.skip("SQLite's write lock: PostgreSQL readers never take one")
+# -- reads take no write lock ------------------------------------------------------------------
 
 
 def _other_connection(team, monkeypatch) -> Vault:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CREDVAULT_LOCK_TIMEOUT", "0.3")  # a blocked writer fails fast
-    other = team.open(ADMIN)  # its own engine: another connection to the same file
+    other = team.open(ADMIN)  # its own engine: another connection to the same database
     other.unlock(ADMIN, ADMIN_PASS)
     return other
 
 
 def test_a_checkout_in_another_connection_is_not_blocked_by_a_running_listing(team, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    _sqlite_only(team)
+    """SQLite: the listing's deferred transaction takes no write lock; PostgreSQL: the
+    listing holds no audit-head lock while it decrypts (its event is appended after)."""
     team.admin.add_client("acme", "Acme Ltd")
     team.admin.add_secret("acme/fw01", password="pw-1")
     other = _other_connection(team, monkeypatch)
@@ -184,7 +180,7 @@ def test_a_checkout_in_another_connection_is_not_blocked_by_a_running_listing(te
     read_rows = listing.secret_infos
 
     def listing_that_waits(*args: Any, **kwargs: Any) -> Any:
-        found = read_rows(*args, **kwargs)  # rows read: the listing's transaction is open
+        found = read_rows(*args, **kwargs)  # rows read and opened: the listing's transaction is open
         during.append(other.checkout("acme/fw01", reason=REASON).value)
         return found
 
@@ -198,14 +194,14 @@ def test_a_checkout_in_another_connection_is_not_blocked_by_a_running_listing(te
 
 
 def test_the_locking_transaction_of_old_would_block_that_checkout(team, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The control: the same checkout while a write transaction holds SQLite's lock fails,
-    so the test above would fail if listings still took the lock."""
-    _sqlite_only(team)
+    """The control: what a listing held before (SQLite's write lock from BEGIN IMMEDIATE; on
+    PostgreSQL the audit head, locked by an append made before the decryption loop) makes
+    the same checkout fail, so the test above would fail if listings still held it."""
     team.admin.add_client("acme", "Acme Ltd")
     team.admin.add_secret("acme/fw01", password="pw-1")
     other = _other_connection(team, monkeypatch)
     with team.admin.store.transaction() as s:
-        s.execute(select(m.Secret.id)).all()
+        s.execute(select(m.AuditHead.seq).where(m.AuditHead.id == 1).with_for_update()).all()
         with pytest.raises(StoreBusy):
             other.checkout("acme/fw01", reason=REASON)
     other.close()

@@ -11,7 +11,8 @@ append and its commit, never across the decryption of what was listed; what the 
 read is handed back only once that event is durably committed (fail closed).
 
 ``granted_clients`` finds an engineer's clients from their whole grant ledger in one
-statement, and remembers each verified grant in the Vault object's ``ClientIndex`` so
+statement, and remembers each verified grant in the Vault object's key cache
+(``KeyCache.grants``: the exact rows verified, with the keys they were verified under) so
 that the next lookup verifies only what changed: with 10 grants or 1,000, the same
 statements. Nothing is trusted from memory that the rows read now do not match.
 """
@@ -56,48 +57,12 @@ def append_after_read(vault: JournalOps, action: str, **event: Any) -> None:
 # -- an engineer's clients ------------------------------------------------------------------------
 
 
-class ClientIndex:
-    """What a Vault object verified of its engineer's grants, reused while the rows match.
-
-    ``verified`` holds, for each client, the exact columns of the grant that counted and of
-    its signer, with the keys they were verified under (the organisation key and the
-    engineer's sealing key): a pure function of bytes, so a lookup whose rows are identical
-    need not verify the same signatures again. A revoked, replaced or edited grant reads as
-    different columns and is verified afresh (and refused); an expiry is checked against
-    the clock on every lookup. ``clear`` forgets everything (lock, unlock).
-    """
-
-    LIMIT = 100_000  # entries; a bound against churn, far above any engineer's grants
-
-    def __init__(self) -> None:
-        self.verified: dict[int, tuple[Any, ...]] = {}
-
-    def known(self, client_id: int, proof: tuple[Any, ...]) -> bool:
-        return self.verified.get(client_id) == proof
-
-    def remember(self, client_id: int, proof: tuple[Any, ...]) -> None:
-        if len(self.verified) >= self.LIMIT:
-            self.verified.clear()
-        self.verified[client_id] = proof
-
-    def clear(self) -> None:
-        self.verified.clear()
-
-
-def _index(vault: ClientOps) -> ClientIndex:
-    index = getattr(vault, "_client_index", None)
-    if not isinstance(index, ClientIndex):
-        index = ClientIndex()
-        vault._client_index = index  # type: ignore[attr-defined]
-    return index
-
-
 def granted_client_ids(vault: ClientOps, s: Session, me: EngineerRecord) -> list[int]:
     """The ids of the clients ``me`` holds a live, verified grant for, from the whole ledger
     in one statement. A ledger with no unrevoked row is passed over unread, as before; the
     head of each other ledger must verify (``_first_valid_grant``), else the client is
     hidden (expired, revoked) or the error of a forged grant goes through."""
-    index, now = _index(vault), epoch(vault.clock())
+    index, now = vault._client_keys.grants, epoch(vault.clock())
     org, sealing_public = vault._org_public(s), me.sealing_public
     out = []
     for ledger in grant_rows.ledgers(rows.connection(s), me.id, GrantRow._fields, EngineerRow._fields):
@@ -107,7 +72,7 @@ def granted_client_ids(vault: ClientOps, s: Session, me: EngineerRecord) -> list
         signers = [None if r is None else EngineerRow._make(r) for r in ledger.signers]
         head = grants[0]
         proof = (head, signers[0], org, sealing_public, me.id)
-        if index.known(ledger.client_id, proof) and not is_revoked(head):
+        if index.get(ledger.client_id) == proof and not is_revoked(head):
             if head.until is not None and head.until <= now:
                 continue  # expired since it was verified: hidden, as _first_valid_grant would
             out.append(ledger.client_id)
@@ -116,7 +81,9 @@ def granted_client_ids(vault: ClientOps, s: Session, me: EngineerRecord) -> list
             vault._first_valid_grant(s, grants, me, signers)
         except (AccessDenied, NotFound):
             continue  # expired or revoked grants hide the client
-        index.remember(ledger.client_id, proof)
+        if len(index) >= vault._client_keys.GRANTS_LIMIT:
+            index.clear()
+        index[ledger.client_id] = proof
         out.append(ledger.client_id)
     return out
 
