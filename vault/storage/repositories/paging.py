@@ -19,24 +19,16 @@ PAGE = 500  # rows per statement: big enough that a page costs little, small eno
 
 
 def pages(
-    conn: Connection,
-    query: Select[Any],
-    key: ColumnElement[Any],
-    *,
-    size: int = PAGE,
-    descending: bool = False,
-    after: Any = None,
+    conn: Connection, query: Select[Any], key: ColumnElement[Any], *, size: int = PAGE
 ) -> Iterator[Sequence[Row[Any]]]:
     """The rows of ``query`` ordered by ``key`` (unique, never NULL), one page at a time.
-    ``key`` must be one of the columns ``query`` selects. ``after``: start past this key."""
+    ``key`` must be one of the columns ``query`` selects."""
     if size < 1:
         raise ValueError("a page holds at least one row")
-    last = after
+    last = None
     while True:
-        page = query
-        if last is not None:
-            page = page.where(key < last if descending else key > last)
-        page = page.order_by(key.desc() if descending else key).limit(size)
+        page = query if last is None else query.where(key > last)
+        page = page.order_by(key).limit(size)
         found = conn.execute(page).all()
         if found:
             yield found
@@ -45,9 +37,7 @@ def pages(
         last = found[-1]._mapping[key]
 
 
-def rows(
-    conn: Connection, query: Select[Any], key: ColumnElement[Any], *, size: int = PAGE, descending: bool = False
-) -> Iterator[Row[Any]]:
+def rows(conn: Connection, query: Select[Any], key: ColumnElement[Any], *, size: int = PAGE) -> Iterator[Row[Any]]:
     """``pages`` flattened: each row of ``query`` in ``key`` order, read ``size`` at a time."""
-    for page in pages(conn, query, key, size=size, descending=descending):
+    for page in pages(conn, query, key, size=size):
         yield from page
