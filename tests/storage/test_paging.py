@@ -3,6 +3,8 @@ statement per page, and a row written during the walk neither skipped nor read t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,16 +26,24 @@ def conn() -> Any:
     engine.dispose()
 
 
-def _count(conn: Connection) -> list[str]:
+@contextlib.contextmanager
+def _counting(conn: Connection) -> Iterator[list[str]]:
     seen: list[str] = []
-    event.listen(conn, "before_cursor_execute", lambda *args: seen.append(args[2]))
-    return seen
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(conn, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(conn, "before_cursor_execute", count)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5, 23, 24, 500])
 def test_every_row_comes_once_in_key_order_one_statement_a_page(conn, size) -> None:  # type: ignore[no-untyped-def]
-    seen = _count(conn)
-    pages = list(paging.pages(conn, select(ITEMS.c.id, ITEMS.c.kind), ITEMS.c.id, size=size))
+    with _counting(conn) as seen:
+        pages = list(paging.pages(conn, select(ITEMS.c.id, ITEMS.c.kind), ITEMS.c.id, size=size))
     ids = [row.id for page in pages for row in page]
     assert ids == list(range(1, 24))
     assert all(len(page) <= size for page in pages)

@@ -37,6 +37,8 @@ from vault.storage.repositories import clients as client_rows
 from vault.storage.repositories import grants as grant_rows
 from vault.storage.repositories import secrets as secret_rows
 
+BATCH = 10_000  # ids in one IN list at most (PostgreSQL takes 65,535 parameters a statement, SQLite 32,766)
+
 if TYPE_CHECKING:
     from vault.service.clients import ClientOps
     from vault.service.journal import JournalOps
@@ -139,38 +141,40 @@ def unseal_client_keys(
                 wanted.add(slot)
     if not wanted:
         return
-    ids = sorted({client_id for client_id, _ in wanted})
     if admin:
         bundle = vault._root_bundle(s)
         kind, recipient, keypair = "recovery", bundle.version, bundle.recovery
     else:
         kind, recipient, keypair = "engineer", me.id, vault._my_keypair()
-    records = {
-        (k.client_id, k.version): k for k in s.scalars(select(m.ClientKey).where(m.ClientKey.client_id.in_(ids)))
-    }
-    copies = {
-        (c.client_id, c.version): c.blob
-        for c in s.scalars(
-            select(m.ClientKeySeal).where(
-                m.ClientKeySeal.client_id.in_(ids),
-                m.ClientKeySeal.recipient_kind == kind,
-                m.ClientKeySeal.recipient_id == recipient,
-            )
-        )
-    }
     signers = list(s.scalars(select(m.Engineer).where(m.Engineer.role == ROLE_ADMIN)))  # held: no lookup per key
-    for client_id, version in sorted(wanted):
-        ck, copy = records.get((client_id, version)), copies.get((client_id, version))
-        if ck is None or ck.state == "destroyed" or copy is None:
-            continue
-        try:
-            vault._verify_client_key_record(s, ck)
-            context = vault._seal_context(s, client_id, version, kind, recipient)
-            key = sealing.open_sealed(keypair, version, copy, context)
-        except VaultError:
-            continue
-        if signing.client_key_fingerprint(key) == ck.fingerprint:
-            vault._client_keys[(client_id, version)] = key
+    ids = sorted({client_id for client_id, _ in wanted})
+    for start in range(0, len(ids), BATCH):  # a bounded IN list per statement
+        batch = ids[start : start + BATCH]
+        records = {
+            (k.client_id, k.version): k for k in s.scalars(select(m.ClientKey).where(m.ClientKey.client_id.in_(batch)))
+        }
+        copies = {
+            (c.client_id, c.version): c.blob
+            for c in s.scalars(
+                select(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id.in_(batch),
+                    m.ClientKeySeal.recipient_kind == kind,
+                    m.ClientKeySeal.recipient_id == recipient,
+                )
+            )
+        }
+        for client_id, version in sorted(slot for slot in wanted if batch[0] <= slot[0] <= batch[-1]):
+            ck, copy = records.get((client_id, version)), copies.get((client_id, version))
+            if ck is None or ck.state == "destroyed" or copy is None:
+                continue
+            try:
+                vault._verify_client_key_record(s, ck)
+                context = vault._seal_context(s, client_id, version, kind, recipient)
+                key = sealing.open_sealed(keypair, version, copy, context)
+            except VaultError:
+                continue
+            if signing.client_key_fingerprint(key) == ck.fingerprint:
+                vault._client_keys[(client_id, version)] = key
     del signers
 
 
@@ -202,7 +206,8 @@ def client_infos(vault: ClientOps, s: Session, clients: Iterable[m.Client]) -> l
     """``ClientInfo`` of each client, sorted by slug, the secret counts in one statement."""
     listed = list(clients)
     unseal_client_keys(vault, s, vault._my_row(s), listed)  # an engineer's: unsealed with their grants
-    counts = client_rows.secret_counts(rows.connection(s), [c.id for c in listed])
+    ids = [c.id for c in listed]
+    counts = client_rows.secret_counts(rows.connection(s), ids if len(ids) <= BATCH else None)
     out = [
         ClientInfo(
             slug=vault._slug(s, client),
