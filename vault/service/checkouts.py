@@ -26,6 +26,7 @@ from vault.errors import (
     CheckoutConflict,
     ConcurrentChange,
     InvalidInput,
+    LookupMismatch,
     NotFound,
     StoreBusy,
     StoreUnavailable,
@@ -116,7 +117,7 @@ class CheckoutOps(SecretOps):
         hold: bool,
         hold_for: dt.timedelta | None,
     ) -> Revealed:
-        t = self._fast_target(s, ref, version) or self._target(s, ref)
+        t = self._target(s, ref, version)
         me, secret, policy = t.me, t.secret, t.policy
         if policy.reason_required and not reason:
             raise InvalidInput(
@@ -171,71 +172,101 @@ class CheckoutOps(SecretOps):
         (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
         return Revealed(ref, field, row.version, value, expires, flag or t.must_change)
 
-    def _target(self, s: Session, ref: str) -> _Target:
-        """What a checkout acts on, found and checked through the ORM (the general path)."""
-        me = self._my_row(s)
-        client, secret, slug = self._secret(s, ref)
-        policy = self._policy(s, client.id)
-        if client.audit_keys_blob is None:
-            self._audit_ring(s, client)  # made on first use
-        assert client.audit_keys_blob is not None
+    def _target(self, s: Session, ref: str, version: int | None) -> _Target:
+        """What a checkout acts on, read in one Core statement with every check made on it.
+
+        The statement needs the secret's name tag and the client (an admin's by slug tag,
+        an engineer's by the id their grant named). Both are remembered per session; when
+        they are not known yet, or the rows no longer fit them (a stale hint), they are
+        learned through the client lookup (``_client``: grant, slug and tag checks, with
+        their errors), and the same read runs once more, this time raising what it finds.
+        """
+        slug, name = validation.secret_ref(ref)
+        hint = self._hint(slug, name)
+        if hint is not None:
+            try:
+                return self._read_target(s, ref, version, slug, name, *hint)
+            except VaultError:
+                self._client_keys.tags.pop((slug, name), None)  # learned again below, which says what is wrong
+        return self._read_target(s, ref, version, slug, name, *self._learn(s, slug, name))
+
+    def _hint(self, slug: str, name: str) -> tuple[bytes, bool, int | None] | None:
+        """The remembered (name tag, admin?, client id) of a secret reference, or None."""
+        tag = self._client_keys.tags.get((slug, name))
+        if tag is None:
+            return None
+        if self._root is not None:
+            return tag, True, None
+        client_id = self._slugs.get(slug)
+        return None if client_id is None else (tag, False, client_id)
+
+    def _learn(self, s: Session, slug: str, name: str) -> tuple[bytes, bool, int | None]:
+        """Find the client through its checked lookup and compute the secret's name tag."""
+        admin = self._my_row(s).role == ROLE_ADMIN
+        client = self._client(s, slug)
+        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
         tags = self._client_keys.tags
         if len(tags) >= 4096:  # a guess per secret checked out; bounded
             tags.clear()
-        tags[validation.secret_ref(ref)] = secret.name_tag
-        vault_id = self._info(s).vault_id
-        return _Target(
-            vault_id, None, me, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, None
-        )
+        tags[(slug, name)] = tag
+        return tag, admin, None if admin else client.id
 
-    def _fast_target(self, s: Session, ref: str, version: int | None) -> _Target | None:
-        """``_target`` in one Core statement, or None to take the general path.
-
-        Every check of the general path is made here on the rows read now (the engineer's
-        row, certificate, status and keys, the organisation key pin, the root-key version,
-        an engineer's grants and their signers); only what is a pure function of bytes
-        already verified is remembered (signatures, decrypted client fields), plus a guess
-        of the secret's name tag that is checked against the client's lookup key. Anything
-        unexpected, an error included, goes to the general path, which says what is wrong.
-        """
-        try:
-            slug, name = validation.secret_ref(ref)
-            tag = self._client_keys.tags.get((slug, name))
-            if tag is None:
-                return None
-            me = self._me()
-            conn = rows.connection(s)
-            sqlite = conn.dialect.name == "sqlite"
-            params: dict[str, Any] = {"me": me.engineer_id, "tag": tag, "version": version or None, "now": self.clock()}
-            bundle, client_id = self._root, self._slugs.get(slug)
-            if bundle is not None:  # an admin's (checked below): the client by its slug tag
-                params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-            elif client_id is not None:  # an engineer's: the client their grant named
-                params["client"] = client_id
-            else:
-                return None
-            found = rows.CHECKOUT_READ[bundle is not None, sqlite].all(conn, params)
-            if not found:
-                return None  # no such secret (or a stale guess): the general path says which
-            read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
-            self._vault_id = read.vault_id
-            self._check_pin(me, read.org_signing_public, s)
-            row = read.me
-            self._check_me(s, me, row)
-            if (row.role == ROLE_ADMIN) != (bundle is not None) or (
-                bundle is not None and bundle.version != read.root_version
-            ):
-                return None
+    def _read_target(
+        self,
+        s: Session,
+        ref: str,
+        version: int | None,
+        slug: str,
+        name: str,
+        tag: bytes,
+        admin: bool,
+        client_id: int | None,
+    ) -> _Target:
+        """The one read of a checkout and its checks: the engineer's row, certificate, status
+        and keys, the organisation key chain from their pin, the root-key version (an admin)
+        or the grant ledger's head and its signer (an engineer), the policy's signature, the
+        client's slug and the name tag against the client's lookup key."""
+        me = self._me()
+        conn = rows.connection(s)
+        sqlite = conn.dialect.name == "sqlite"
+        params: dict[str, Any] = {"me": me.engineer_id, "tag": tag, "version": version or None, "now": self.clock()}
+        bundle = self._root if admin else None
+        if admin:
             if bundle is None:
-                self._first_valid_grant(s, read.grants, row, read.signers)
-            client, secret = read.client, read.secret
-            policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
-            self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
-            lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
-            if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
-                return None
-        except VaultError:
-            return None
+                bundle = self._root_bundle(s)
+            params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+        else:
+            params["client"] = client_id
+        found = rows.CHECKOUT_READ[admin, sqlite].all(conn, params)
+        if not found:
+            raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
+        read = rows.CheckoutRead(found, sqlite, engineer=not admin)
+        self._vault_id = read.vault_id
+        s.info["org_current"] = read.org_signing_public
+        self._org_head(s, me.org_signing_public)  # the pin leads, by signed links, to the current key
+        row = read.me
+        self._check_me(s, me, row)
+        if (row.role == ROLE_ADMIN) != admin:
+            raise ConcurrentChange("the engineer's role changed while this ran: nothing was changed")
+        if bundle is not None and bundle.version != read.root_version:
+            bundle = self._root_bundle(s)  # the recovery key was rotated: open the current one
+            if bundle.version != read.root_version:
+                raise ConcurrentChange("the recovery key changed while this ran: nothing was changed")
+        if not admin:
+            self._first_valid_grant(s, read.grants, row, read.signers)
+        client, secret = read.client, read.secret
+        policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
+        self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag is refused
+        lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
+        if signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
+            raise LookupMismatch(f"the secret found for {name!r} is not the one its name leads to")
+        audit_keys_blob = client.audit_keys_blob
+        if audit_keys_blob is None:  # the client's audit-key ring is made on first use
+            stored = s.get(m.Client, client.id)
+            assert stored is not None
+            self._audit_ring(s, stored)
+            audit_keys_blob = stored.audit_keys_blob
+            assert audit_keys_blob is not None
         if read.holds is not None:  # read under SQLite's write lock, in this transaction: current
             s.info["holds"] = (secret.id, read.holds)
         return _Target(
@@ -243,7 +274,7 @@ class CheckoutOps(SecretOps):
             read.head,
             row,
             client,
-            client.audit_keys_blob,
+            audit_keys_blob,
             secret,
             secret.must_change,
             slug,
