@@ -13,51 +13,41 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import blobs, chain, signing
-from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG, LABEL_TAG_SECRET_NAME
+from vault.authority.checkouts import CheckoutAuthority
+from vault.crypto import blobs, chain, sealing, signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
     CheckoutConflict,
     ConcurrentChange,
+    DecryptionFailed,
     InvalidInput,
-    LookupMismatch,
     NotFound,
     StoreBusy,
     StoreUnavailable,
     UntrustedRecord,
     VaultError,
 )
+from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
 from vault.service import rows, validation
 from vault.service.base import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.policies import Policy
 from vault.service.records import CheckoutInfo, Revealed, SecretInfo
-from vault.service.rows import EngineerRecord, HasId, SecretRecord, VersionRecord
+from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord, HasId, PolicyRow, VersionRecord
 from vault.service.secrets import METADATA_FIELDS, SecretOps
+from vault.service.sessions import UnlockedSession
 from vault.storage import models as m
+from vault.transport.inprocess import InProcessTransport
 
 MAX_REASON = 500
-
-
-class _Target(NamedTuple):
-    """What a checkout acts on, as ORM objects or plain rows, every check on them made."""
-
-    vault_id: bytes
-    head: tuple[int, bytes] | None  # the audit head, when read under the write lock already
-    me: EngineerRecord
-    client: HasId
-    audit_keys_blob: bytes
-    secret: SecretRecord
-    must_change: bool
-    slug: str
-    policy: Policy  # verified, or the strict policy (policies.py)
-    version: VersionRecord | None  # None: read it after the holds are known
 
 
 class CheckoutOps(SecretOps):
@@ -95,21 +85,12 @@ class CheckoutOps(SecretOps):
             validation.field_value("reason", reason)
             if len(reason) > MAX_REASON:
                 raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
-        try:
-            # The session first: loading it may read the vault id in a transaction of its own,
-            # which must not wait for the write lock the unit below takes at once (SQLite).
-            self._me()
-            with self.store.unit() as s:
-                revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
-        except (ConcurrentChange, StoreBusy):
-            raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange; a lock held elsewhere says so
-        except StoreUnavailable as error:
-            raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
-        return revealed  # only now, after the commit, does the value leave the vault
+        # The session first: loading it may read the vault id in a transaction of its own.
+        self._me()
+        return self._checkout(ref, reason or None, field, version, hold, hold_for)
 
     def _checkout(
         self,
-        s: Session,
         ref: str,
         reason: str | None,
         field: str,
@@ -117,178 +98,31 @@ class CheckoutOps(SecretOps):
         hold: bool,
         hold_for: dt.timedelta | None,
     ) -> Revealed:
-        t = self._target(s, ref, version)
-        me, secret, policy = t.me, t.secret, t.policy
-        if policy.reason_required and not reason:
-            raise InvalidInput(
-                f"client {t.slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
+        """One attempt: the keyholder's request through the in-process transport to the
+        authority, which commits the audit event before it answers; the answer verified."""
+        try:
+            return self._checkout_keyholder().checkout(
+                ref, reason=reason, field=field, version=version, hold=hold, hold_for=hold_for
             )
-        now = self.clock()
-        held = self._lock_and_find_holds(s, secret)
-        # Another's hold can only stop this checkout if it claims to be exclusive, or if the
-        # policy is (then only when this checkout holds too): only those are verified.
-        blocking = [c for c in held if c.exclusive or (policy.exclusive and hold)]
-        theirs = self._genuine_holds(s, t.client, t.audit_keys_blob, secret.id, blocking, me.id)
-        others = [c for c in theirs if c.exclusive]
-        if others or (policy.exclusive and hold and theirs):
-            holder = others[0] if others else theirs[0]
-            who = s.get(m.Engineer, holder.engineer_id)
-            until = holder.expires_at.isoformat(timespec="minutes")
-            raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
-        row = t.version or self._version(s, secret, version)
-        value = self._field_value(s, t.client, secret, row, field, ref, named=True)
-        expires = None
-        details = {"field": field, "version": row.version, "reason": reason}
-        action = "reveal"
-        if hold:
-            length = hold_for if hold_for is not None else dt.timedelta(minutes=policy.checkout_minutes)
-            if not dt.timedelta(minutes=1) <= length <= dt.timedelta(days=7):
-                raise InvalidInput("bad checkout length", hint="use between 1m and 7d, e.g. --for 2h")
-            expires = now + length
-            action = "checkout"
-            details.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
-        appending = rows.RowAppend(t.vault_id, t.head, t.client, t.audit_keys_blob)
-        seq = self._append(
-            s, action, client_id=t.client.id, secret_id=secret.id, details=details, actor=me, row=appending
-        )
-        conn = rows.connection(s)
-        if hold:
-            mine = [c.id for c in held if c.engineer_id == me.id]
-            if mine:  # a new checkout by the same engineer replaces theirs
-                rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
-            rows.ADD_CHECKOUT.run(
-                conn,
-                {
-                    "secret_id": secret.id,
-                    "client_id": t.client.id,
-                    "engineer_id": me.id,
-                    "exclusive": policy.exclusive,
-                    "event_seq": seq,
-                    "started_at": now,
-                    "expires_at": expires,
-                },
+        except (ConcurrentChange, StoreBusy, AuditUnavailable):
+            raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange
+        except StoreUnavailable as error:
+            raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
+
+    def _checkout_keyholder(self) -> CheckoutKeyholder:
+        """This Vault object's checkout keyholder, over an in-process transport to its authority."""
+        keyholder: CheckoutKeyholder | None = self.__dict__.get("_keyholder")
+        if keyholder is None:
+            authority = CheckoutAuthority(self.store, _PublicChecks(self), self.clock)
+            keyholder = CheckoutKeyholder(
+                InProcessTransport(authority), _EngineerKeys(self), _ClientLookup(self), self._client_keys, self.clock
             )
-        flag = policy.rotate_after_checkout and field == "password"  # a plain reveal shows the password too
-        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
-        return Revealed(ref, field, row.version, value, expires, flag or t.must_change)
-
-    def _target(self, s: Session, ref: str, version: int | None) -> _Target:
-        """What a checkout acts on, read in one Core statement with every check made on it.
-
-        The statement needs the secret's name tag and the client (an admin's by slug tag,
-        an engineer's by the id their grant named). Both are remembered per session; when
-        they are not known yet, or the rows no longer fit them (a stale hint), they are
-        learned through the client lookup (``_client``: grant, slug and tag checks, with
-        their errors), and the same read runs once more, this time raising what it finds.
-        """
-        slug, name = validation.secret_ref(ref)
-        hint = self._hint(slug, name)
-        if hint is not None:
-            try:
-                return self._read_target(s, ref, version, slug, name, *hint)
-            except VaultError:
-                self._client_keys.tags.pop((slug, name), None)  # learned again below, which says what is wrong
-        return self._read_target(s, ref, version, slug, name, *self._learn(s, slug, name))
-
-    def _hint(self, slug: str, name: str) -> tuple[bytes, bool, int | None] | None:
-        """The remembered (name tag, admin?, client id) of a secret reference, or None."""
-        tag = self._client_keys.tags.get((slug, name))
-        if tag is None:
-            return None
-        if self._root is not None:
-            return tag, True, None
-        client_id = self._slugs.get(slug)
-        return None if client_id is None else (tag, False, client_id)
-
-    def _learn(self, s: Session, slug: str, name: str) -> tuple[bytes, bool, int | None]:
-        """Find the client through its checked lookup and compute the secret's name tag."""
-        admin = self._my_row(s).role == ROLE_ADMIN
-        client = self._client(s, slug)
-        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-        tags = self._client_keys.tags
-        if len(tags) >= 4096:  # a guess per secret checked out; bounded
-            tags.clear()
-        tags[(slug, name)] = tag
-        return tag, admin, None if admin else client.id
-
-    def _read_target(
-        self,
-        s: Session,
-        ref: str,
-        version: int | None,
-        slug: str,
-        name: str,
-        tag: bytes,
-        admin: bool,
-        client_id: int | None,
-    ) -> _Target:
-        """The one read of a checkout and its checks: the engineer's row, certificate, status
-        and keys, the organisation key chain from their pin, the root-key version (an admin)
-        or the grant ledger's head and its signer (an engineer), the policy's signature, the
-        client's slug and the name tag against the client's lookup key."""
-        me = self._me()
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        params: dict[str, Any] = {"me": me.engineer_id, "tag": tag, "version": version or None, "now": self.clock()}
-        bundle = self._root if admin else None
-        if admin:
-            if bundle is None:
-                bundle = self._root_bundle(s)
-            params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-        else:
-            params["client"] = client_id
-        found = rows.CHECKOUT_READ[admin, sqlite].all(conn, params)
-        if not found:
-            raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
-        read = rows.CheckoutRead(found, sqlite, engineer=not admin)
-        self._vault_id = read.vault_id
-        s.info["org_current"] = read.org_signing_public
-        self._org_head(s, me.org_signing_public)  # the pin leads, by signed links, to the current key
-        row = read.me
-        self._check_me(s, me, row)
-        if (row.role == ROLE_ADMIN) != admin:
-            raise ConcurrentChange("the engineer's role changed while this ran: nothing was changed")
-        if bundle is not None and bundle.version != read.root_version:
-            bundle = self._root_bundle(s)  # the recovery key was rotated: open the current one
-            if bundle.version != read.root_version:
-                raise ConcurrentChange("the recovery key changed while this ran: nothing was changed")
-        if not admin:
-            self._first_valid_grant(s, read.grants, row, read.signers)
-        client, secret = read.client, read.secret
-        policy = self._verified_policy(s, client.id, read.policy, (row, *read.signers))
-        self._check_slug(s, client, client.slug_blob, slug)  # a moved slug tag is refused
-        lookup_key = self._client_field(s, client, client.lookup_key_blob, "lookup-key")
-        if signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
-            raise LookupMismatch(f"the secret found for {name!r} is not the one its name leads to")
-        audit_keys_blob = client.audit_keys_blob
-        if audit_keys_blob is None:  # the client's audit-key ring is made on first use
-            stored = s.get(m.Client, client.id)
-            assert stored is not None
-            self._audit_ring(s, stored)
-            audit_keys_blob = stored.audit_keys_blob
-            assert audit_keys_blob is not None
-        if read.holds is not None:  # read under SQLite's write lock, in this transaction: current
-            s.info["holds"] = (secret.id, read.holds)
-        return _Target(
-            read.vault_id,
-            read.head,
-            row,
-            client,
-            audit_keys_blob,
-            secret,
-            secret.must_change,
-            slug,
-            policy,
-            read.version,
-        )
+            self.__dict__["_keyholder"] = keyholder
+        return keyholder
 
     def _lock_and_find_holds(self, s: Session, secret: HasId) -> list[rows.HoldRow]:
         """The open checkouts of a secret, after locking its row (``FOR UPDATE`` on PostgreSQL;
-        on SQLite, BEGIN IMMEDIATE has already serialised writers, so the ones the fast path
-        read with the secret in this transaction are current)."""
-        known = s.info.pop("holds", None)
-        if known is not None and known[0] == secret.id:
-            return list(known[1])
+        on SQLite, BEGIN IMMEDIATE has already serialised writers)."""
         conn = rows.connection(s)
         if conn.dialect.name != "sqlite":
             rows.LOCK_SECRET.all(conn, {"secret": secret.id})
@@ -498,3 +332,87 @@ class CheckoutOps(SecretOps):
                     CheckoutInfo(self._slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at)
                 )
             return out
+
+
+# -- the in-process collaborators of the checkout's two halves ------------------------------------------
+# Adapters over this Vault object's checks and keys, passed to the authority and the keyholder
+# (issue 13: to become vault/authority/permissions.py and vault/keyholder/{keys,trust}.py).
+
+
+class _PublicChecks:
+    """The authority's checks (signatures and public keys only), as this Vault object makes them."""
+
+    def __init__(self, vault: CheckoutOps) -> None:
+        self._vault = vault
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        self._vault._verify_certificate(s, row)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._vault._first_valid_grant(s, grants, engineer, signers)
+
+    def policy(
+        self, s: Session, client_id: int, row: PolicyRow | None, known: tuple[EngineerRow | None, ...]
+    ) -> Policy:
+        return self._vault._verified_policy(s, client_id, row, known)
+
+    def event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
+        return self._vault._event_key(s, engineer_id, generation)
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+
+class _EngineerKeys:
+    """The acting engineer's unlocked keys, as the checkout keyholder asks for them."""
+
+    def __init__(self, vault: CheckoutOps) -> None:
+        self._vault = vault
+
+    def session(self) -> UnlockedSession:
+        return self._vault._me()
+
+    def sealing_public(self) -> bytes:
+        return self._vault._session_sealing_public(self._vault._me())
+
+    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        if kind == "recovery":
+            bundle = self._vault._root
+            if bundle is None or bundle.version != recipient_id:
+                raise DecryptionFailed()
+            return sealing.open_sealed(bundle.recovery, version, blob, context)
+        if kind != "engineer" or recipient_id != self._vault._me().engineer_id:
+            raise DecryptionFailed()
+        return sealing.open_sealed(self._vault._my_keypair(), version, blob, context)
+
+    def recovery_version(self) -> int | None:
+        bundle = self._vault._root  # opened when the client's context was learned
+        return None if bundle is None else bundle.version
+
+
+class _ClientLookup:
+    """A client's key context, learned through this Vault object's checked client lookup (the
+    grant, the slug, the lookup key; the audit-key ring made on first use)."""
+
+    def __init__(self, vault: CheckoutOps) -> None:
+        self._vault = vault
+
+    def context(self, slug: str) -> ClientContext:
+        vault = self._vault
+        with vault.store.transaction() as s:
+            admin = vault._my_row(s).role == ROLE_ADMIN
+            client = vault._client(s, slug)
+            slug_tag = None
+            if admin:  # by its slug tag, under the current recovery key (opened: it opens client keys too)
+                slug_tag = signing.lookup_tag(vault._root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            lookup_key = vault._lookup_key(s, client)
+            ring = vault._audit_ring(s, client)
+            blob = client.audit_keys_blob
+            assert blob is not None
+            key = vault._client_keys[(client.id, blobs.blob_key_version(blob))]
+            return ClientContext(client.id, slug, slug_tag, client.slug_blob, lookup_key, blob, ring, key)
+
+    def known(self, slug: str) -> int | None:
+        return self._vault._slugs.get(slug)
