@@ -280,7 +280,9 @@ class ClientOps(GrantLedgerOps):
             row = self._client(s, client)
             grants = [
                 g
-                for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id))
+                for g in s.scalars(
+                    select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id)
+                )
                 if not is_revoked(g)
             ]
             if not grants:

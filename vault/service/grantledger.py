@@ -232,7 +232,9 @@ class GrantLedgerOps(JournalOps):
             return grant, bad
         return None, bad
 
-    def _grants_to_carry(self, s: Session, engineer: EngineerRecord) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
+    def _grants_to_carry(
+        self, s: Session, engineer: EngineerRecord
+    ) -> tuple[list[m.Grant], list[tuple[m.Grant, str]]]:
         """What may be re-sealed to an engineer's new keys (``engineer confirm`` after
         ``rotate engineer``): for each client, the head of their ledger, its signature
         checked over ``engineer.sealing_public`` (the keys it was signed for), live, and
