@@ -21,10 +21,22 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vault.authority.checkout_reads import (
+    ACTIVE,
+    CALLER,
+    ENGINEER_WIDTH,
+    EVENT,
+    HEAD_AND_TIME,
+    NAME,
+    ORG_KEYS,
+    SEALED_KEY,
+    TARGET,
+    TIME_OF,
+    CallerRead,
+)
 from vault.authority.requests import (
     CHECKOUT,
     MISSING_TARGET,
@@ -52,32 +64,18 @@ from vault.errors import (
 from vault.service import rows
 from vault.service.policies import Policy
 from vault.service.rows import (
-    CHECKOUTS,
-    CLIENTS,
-    ENGINEERS,
-    EVENTS,
-    GRANTS,
-    HEAD,
-    INFO,
-    POLICIES,
-    ROOT_KEYS,
-    SECRETS,
-    VERSIONS,
     ClientRow,
     EngineerRecord,
     EngineerRow,
     GrantRecord,
-    GrantRow,
     HoldRow,
     PolicyRow,
     SecretRow,
     VersionRow,
 )
-from vault.storage import models as m
 from vault.storage.engine import Store
-from vault.storage.prepared import Prepared
 
-ROLE_ADMIN, ACTIVE = "admin", "active"
+ROLE_ADMIN = "admin"
 MIN_HOLD, MAX_HOLD = dt.timedelta(minutes=1), dt.timedelta(days=7)
 
 
@@ -134,124 +132,8 @@ class EventSeal(Protocol):
         """The opened details of another engineer's checkout event, or None if they do not open."""
 
 
-def _cols(table: Any, row: type[tuple[object, ...]]) -> list[Any]:
-    return [table.c[name] for name in row._fields]  # type: ignore[attr-defined]
-
-
-_GRANTER = ENGINEERS.alias("granter")
-_ROOT_VERSION = (
-    select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == ACTIVE).scalar_subquery().label("root_version")
-)
-_ENGINEER_WIDTH = len(EngineerRow._fields)
-_GRANT_WIDTH = len(GrantRow._fields)
-
-
-def _caller_query(sqlite: bool) -> Select[Any]:
-    """Who calls: the vault's identity, the engineer, the root-key version, (SQLite) the audit
-    head, and the engineer's grants for the client, newest first, each with its signer."""
-    joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
-    columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_cols(ENGINEERS, EngineerRow)]
-    if sqlite:
-        joined = joined.join(HEAD, HEAD.c.id == 1)
-        columns += [HEAD.c.seq, HEAD.c.hash]
-    mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
-    joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
-    columns += [*_cols(GRANTS, GrantRow), *_cols(_GRANTER, EngineerRow)]
-    query: Select[Any] = select(*columns).select_from(joined).where(INFO.c.id == 1)
-    return query.order_by(*rows.GRANT_ORDER)
-
-
-def _target_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
-    """What is acted on: the client, the secret by its name tag, its policy, the version asked
-    (or the current one) and, on SQLite (writers already serialised), its open checkouts."""
-    wanted = func.coalesce(bindparam("version", type_=m.SecretVersion.version.type), SECRETS.c.current_version)
-    joined = (
-        CLIENTS.join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
-        .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
-        .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
-    )
-    columns = [*_cols(CLIENTS, ClientRow), *_cols(SECRETS, SecretRow), *_cols(POLICIES, PolicyRow)]
-    columns += _cols(VERSIONS, VersionRow)
-    if sqlite:
-        open_holds = and_(
-            CHECKOUTS.c.secret_id == SECRETS.c.id,
-            CHECKOUTS.c.released_at.is_(None),
-            CHECKOUTS.c.expires_at > bindparam("now"),
-        )
-        joined = joined.outerjoin(CHECKOUTS, open_holds)
-        columns += _cols(CHECKOUTS, HoldRow)
-    client = CLIENTS.c.slug_tag == bindparam("slug_tag") if by_slug_tag else CLIENTS.c.id == bindparam("client")
-    query: Select[Any] = select(*columns).select_from(joined).where(client)
-    return query
-
-
-_CALLER = {sqlite: Prepared(_caller_query(sqlite)) for sqlite in (True, False)}
-_TARGET = {(tag, sqlite): Prepared(_target_query(tag, sqlite)) for tag in (True, False) for sqlite in (True, False)}
-_HEAD_AND_TIME = Prepared(
-    select(HEAD.c.seq, HEAD.c.hash, EVENTS.c.at_us, ENGINEERS.c.status, ENGINEERS.c.key_generation)
-    .select_from(
-        HEAD.outerjoin(EVENTS, EVENTS.c.seq == HEAD.c.seq).outerjoin(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
-    )
-    .where(HEAD.c.id == 1)
-    .with_for_update(of=HEAD)
-)
-_ORG = rows._table(m.OrgKey)
-_ORG_KEYS = Prepared(select(_ORG.c.version, _ORG.c.public, _ORG.c.signed_at, _ORG.c.signature).order_by(_ORG.c.version))
-_TIME_OF = Prepared(select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")))
-_EVENT = Prepared(select(*EVENTS.c).where(EVENTS.c.seq == bindparam("seq")))
-_NAME = Prepared(select(ENGINEERS.c.name).where(ENGINEERS.c.id == bindparam("id")))
-_KEYS, _SEALS = (rows._table(t) for t in (m.ClientKey, m.ClientKeySeal))
-_SEALED_KEY = Prepared(
-    select(
-        _KEYS.c.client_id,
-        _KEYS.c.version,
-        _KEYS.c.fingerprint,
-        _KEYS.c.signed_at,
-        _KEYS.c.signed_by,
-        _KEYS.c.signature,
-        _KEYS.c.state,
-        _SEALS.c.blob,
-        *_cols(ENGINEERS, EngineerRow),
-    )
-    .select_from(
-        _KEYS.outerjoin(
-            _SEALS,
-            and_(
-                _SEALS.c.client_id == _KEYS.c.client_id,
-                _SEALS.c.version == _KEYS.c.version,
-                _SEALS.c.recipient_kind == bindparam("kind"),
-                _SEALS.c.recipient_id == bindparam("recipient"),
-            ),
-        ).outerjoin(ENGINEERS, ENGINEERS.c.id == _KEYS.c.signed_by)
-    )
-    .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("version"))
-)
-
-
 def us(value: dt.datetime) -> int:
     return int(value.timestamp() * 1_000_000)
-
-
-class _Caller:
-    """The rows of ``_CALLER`` split: identity, engineer, head (SQLite), grants with signers."""
-
-    def __init__(self, found: Sequence[Sequence[Any]], sqlite: bool) -> None:
-        first = found[0]
-        self.vault_id: bytes = first[0]
-        self.org_signing_public: bytes = first[1]
-        self.root_version: int | None = first[2]
-        a = 3 + _ENGINEER_WIDTH
-        self.me = EngineerRow._make(first[3:a])
-        self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite else None
-        e = a + (2 if sqlite else 0)
-        self.grants: list[GrantRow] = []
-        self.signers: list[EngineerRow | None] = []
-        for r in found:
-            if r[e] is None or (self.grants and self.grants[-1].id == r[e]):
-                continue
-            self.grants.append(GrantRow._make(r[e : e + _GRANT_WIDTH]))
-            signer = r[e + _GRANT_WIDTH : e + _GRANT_WIDTH + _ENGINEER_WIDTH]
-            self.signers.append(None if signer[0] is None else EngineerRow._make(signer))
 
 
 class CheckoutAuthority:
@@ -285,7 +167,7 @@ class CheckoutAuthority:
         by_tag = request.slug_tag is not None
         params = {"tag": request.name_tag, "version": request.version, "now": now}
         params |= {"slug_tag": request.slug_tag} if by_tag else {"client": request.client_id}
-        found = _TARGET[by_tag, sqlite].all(conn, params)
+        found = TARGET[by_tag, sqlite].all(conn, params)
         if not found:
             raise NotFound(MISSING_TARGET)
         client, secret, stored_policy, version, holds = self._split_target(found, sqlite)
@@ -302,7 +184,7 @@ class CheckoutAuthority:
         others = [c for c in theirs if c.exclusive]
         if others or (policy.exclusive and hold and theirs):
             holder = others[0] if others else theirs[0]
-            name = _NAME.all(conn, {"id": holder.engineer_id})
+            name = NAME.all(conn, {"id": holder.engineer_id})
             until = holder.expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"checked out exclusively by {name[0][0] if name else '?'} until {until}")
         if version is None:
@@ -366,17 +248,17 @@ class CheckoutAuthority:
         rows.LOCK_SECRET.all(conn, {"secret": secret_id})
         return [HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret_id, "now": now})]
 
-    def _authorise(self, s: Session, conn: Connection, sqlite: bool, request: CheckoutRequest) -> _Caller:
+    def _authorise(self, s: Session, conn: Connection, sqlite: bool, request: CheckoutRequest) -> CallerRead:
         """Who may check out: an active, certified engineer of the key generation the request
         names, who is an admin or holds the grant ledger's head for the client. Nothing of the
         client or the secret has been read when this refuses."""
         if (request.client_id is None) == (request.slug_tag is None):
             raise InvalidInput("a checkout names its client by id or by slug tag")
         client_id = request.client_id if request.client_id is not None else 0  # an admin's: no grant needed
-        found = _CALLER[sqlite].all(conn, {"me": request.caller.engineer_id, "client": client_id})
+        found = CALLER[sqlite].all(conn, {"me": request.caller.engineer_id, "client": client_id})
         if not found:
             raise Locked("the acting engineer no longer exists in this vault")
-        caller = _Caller(found, sqlite)
+        caller = CallerRead(found, sqlite)
         me = caller.me
         self.checks.organisation_key(s, caller.org_signing_public)
         self.checks.certificate(s, me)
@@ -428,7 +310,7 @@ class CheckoutAuthority:
         Planted or edited holds block nobody."""
         out = []
         for hold in held:
-            found = _EVENT.all(conn, {"seq": hold.event_seq})
+            found = EVENT.all(conn, {"seq": hold.event_seq})
             e = dict(zip(rows.EVENT_COLUMNS, found[0], strict=True)) if found else None
             if (
                 e is None
@@ -469,7 +351,7 @@ class CheckoutAuthority:
         self,
         conn: Connection,
         sqlite: bool,
-        caller: _Caller,
+        caller: CallerRead,
         request: CheckoutRequest,
         client_id: int,
         secret_id: int,
@@ -481,10 +363,10 @@ class CheckoutAuthority:
         me = caller.me
         if caller.head is not None:
             head = caller.head
-            before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
+            before = TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
             after = before[0][0] if before else None
         else:
-            found = _HEAD_AND_TIME.all(conn, {"me": me.id})
+            found = HEAD_AND_TIME.all(conn, {"me": me.id})
             if not found:
                 raise StoreUnavailable("the audit chain has no head")
             head, after = (found[0][0], found[0][1]), found[0][2]
@@ -531,20 +413,20 @@ class CheckoutAuthority:
         (none if the pinned key is not among them: the keyholder refuses that)."""
         if pinned == current:
             return ()
-        keys = [OrgKeyRow(*r) for r in _ORG_KEYS.all(conn, {})]
+        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
         start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
         return () if start is None else tuple(keys[start:])
 
     @staticmethod
-    def _sealed_key(conn: Connection, caller: _Caller, client_id: int, version: int) -> SealedClientKey | None:
+    def _sealed_key(conn: Connection, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:
         """The signed record of a client-key version and the caller's sealed copy of it (an
         admin's: the one sealed to the current recovery key), or None if there is no such version."""
         admin = caller.me.role == ROLE_ADMIN
         kind, recipient = ("recovery", caller.root_version or 0) if admin else ("engineer", caller.me.id)
-        found = _SEALED_KEY.all(conn, {"client": client_id, "version": version, "kind": kind, "recipient": recipient})
+        found = SEALED_KEY.all(conn, {"client": client_id, "version": version, "kind": kind, "recipient": recipient})
         if not found:
             return None
         r = found[0]
         record = ClientKeyRow(*r[:7])
-        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + _ENGINEER_WIDTH])
+        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
         return SealedClientKey(record, signer, kind, recipient, r[7])
