@@ -85,8 +85,6 @@ class CheckoutOps(SecretOps):
             validation.field_value("reason", reason)
             if len(reason) > MAX_REASON:
                 raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
-        # The session first: loading it may read the vault id in a transaction of its own.
-        self._me()
         return self._checkout(ref, reason or None, field, version, hold, hold_for)
 
     def _checkout(
@@ -101,6 +99,8 @@ class CheckoutOps(SecretOps):
         """One attempt: the keyholder's request through the in-process transport to the
         authority, which commits the audit event before it answers; the answer verified."""
         try:
+            # The session first: loading it may read the vault id in a transaction of its own.
+            self._me()
             return self._checkout_keyholder().checkout(
                 ref, reason=reason, field=field, version=version, hold=hold, hold_for=hold_for
             )
