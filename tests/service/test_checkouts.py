@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from vault import Vault
+from vault.authority.checkouts import CheckoutAuthority
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -24,7 +25,6 @@ from vault.errors import (
     NotFound,
     StoreUnavailable,
 )
-from vault.service.journal import JournalOps
 from vault.storage import models as m
 
 REF, PW = "acme/fw01", "acme-pw-1"
@@ -161,14 +161,14 @@ def test_when_the_audit_event_cannot_be_written_nothing_is_revealed(acme, monkey
     alice = _granted(acme, "alice")
     acme.admin.set_policy("acme", exclusive=True, rotate_after_checkout=True)
     head = acme.admin.audit_head()
-    real = JournalOps._append
+    real = CheckoutAuthority._append
 
-    def append(self, s, action, **kwargs):  # type: ignore[no-untyped-def]
-        if action in ("checkout", "reveal"):
+    def append(self, conn, sqlite, caller, request, *rest):  # type: ignore[no-untyped-def]
+        if request.action in ("checkout", "reveal"):  # the checkout's event, appended by its authority
             raise StoreUnavailable("disk full")
-        return real(self, s, action, **kwargs)
+        return real(self, conn, sqlite, caller, request, *rest)
 
-    monkeypatch.setattr(JournalOps, "_append", append)
+    monkeypatch.setattr(CheckoutAuthority, "_append", append)
     outcomes = []
     for call in (
         lambda: alice.checkout(REF, reason=REASON),
