@@ -1,6 +1,6 @@
 """Fast path for audit events: the rows ``vault/service/journal.py`` appends, in bulk.
 
-``JournalOps._append`` makes one event per call: it encrypts the details under the
+``Journal.append`` (vault/authority/journal.py) makes one event per call: it encrypts the details under the
 client's current key (``blobs.encrypt_audit_detail`` with the event's sequence number
 and action in the associated data), hashes the event with ``chain.event_hash`` over the
 previous event's hash, signs ``(vault_id, seq, hash)`` with the actor's key through

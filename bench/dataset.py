@@ -13,16 +13,16 @@ For each, this module calls the same recipes, with the same arguments, in the sa
 order as the service does, and inserts the rows with ``executemany`` in large
 transactions (the API commits, and fsyncs, once per call):
 
-* a client as ``ClientOps.add_client``: slug tag (``signing.lookup_tag`` under the
+* a client as ``Clients.add``: slug tag (``signing.lookup_tag`` under the
   organisation lookup key), client key version 1 with its fingerprint and the admin's
   signature over ``_client_key_fields``, the key sealed to the recovery key
   (``sealing.seal`` with ``_seal_context``), slug/name/lookup-key blobs
   (``blobs.encrypt_client_field``), the audit-key ring of one fresh generation
-  (``JournalOps._audit_ring``: purpose ``audit-keys``), the default policy, and a
+  (``Journal.audit_ring``: purpose ``audit-keys``), the default policy, and a
   ``client-create`` event whose details are encrypted under audit key generation 1;
-* a grant as ``ClientOps.grant``: the admin's signature over ``_grant_fields``, the
+* a grant as ``Grants.grant``: the admin's signature over ``_grant_fields``, the
   client key sealed to the engineer, and a ``grant`` event;
-* a secret as ``SecretOps.add_secret``: name tag under the client's lookup key, a fresh
+* a secret as ``Secrets.add``: name tag under the client's lookup key, a fresh
   data key wrapped by ``blobs.wrap_data_key``, password and sorted-JSON metadata blobs
   by ``blobs.encrypt_secret_field``, and a ``secret-create`` event (optional: W3's
   one-client data sets leave them out, as rotation never reads the log);

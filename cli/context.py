@@ -194,13 +194,13 @@ class AppContext:
         if not name or not interactive():
             return vault
         try:
-            vault.whoami()  # a usable session in this process? (no audit event)
+            vault.engineers.whoami()  # a usable session in this process? (no audit event)
         except (Locked, ConfigurationError):
             from vault.service.sessions import MemorySessionStore
 
             passphrase = ask_passphrase(None, prompt=f"Passphrase for {name} (this command runs outside the agent)")
             vault = self.open(engineer=name, sessions=MemorySessionStore())
-            vault.unlock(name, passphrase, remember=False, org_memory=config.OrgKeyMemory())
+            vault.engineers.unlock(name, passphrase, remember=False, org_memory=config.OrgKeyMemory())
         return vault
 
     def _agent_path(self, name: str | None) -> str | None:

@@ -322,7 +322,7 @@ def _discussion(figures: dict[str, dict[str, Any]]) -> list[str]:
         )
     else:
         text.append(
-            f"An engineer's checkout takes {engineer:.1f} ms: `ClientOps._client` finds a client for a non-admin "
+            f"An engineer's checkout takes {engineer:.1f} ms: `Clients.client` finds a client for a non-admin "
             f"by going through the clients they hold grants for and verifying grants and certificates; with "
             f"{sq['grants']} grants that is O(grants) work on every call ({_costs(engineer_costs)}). A lookup tag "
             "per engineer, or caching verified grants for the life of the `Vault` object, would make it as cheap "

@@ -3,7 +3,7 @@
 **Generation** (its own step): a small vault (``dataset.py``: 10 clients, 4 engineers),
 then E events generated through the fast path of ``bench/auditgen.py``: each is a
 ``reveal`` by an engineer of a secret of a client they hold a grant for, made as
-``CheckoutOps._checkout`` (``hold=False``) appends it: the details
+``CheckoutAuthority`` (vault/authority/checkouts.py) (``hold=False``) appends it: the details
 ``{"secret", "field", "version", "reason"}`` as sorted JSON encrypted under the
 client's current audit key (``blobs.encrypt_audit_detail``, generation from the
 client's audit-key ring), hashed with ``chain.event_hash`` and signed with

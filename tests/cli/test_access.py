@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, assert_clean_error, ok
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, exc, update
 from sqlalchemy.orm import Session
 
 from vault import Vault
-from vault.authority.journal import Journal
+from vault.authority.checkouts import CheckoutAuthority
 from vault.service.records import AuditEntry
 from vault.storage import models as m
 
@@ -172,14 +173,15 @@ def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
 ) -> None:
     # The log refuses checkout events, as a full or failing disk would. (Not with a trigger:
     # credvault refuses to work on a database holding one, see test_attack_database.py.)
-    original = Journal._event_values
+    # A checkout's event is appended by the checkout's authority (vault/authority/checkouts.py).
+    original = CheckoutAuthority._append
 
-    def failing(self: Journal, vault_id: bytes, seq: int, prev: bytes, action: str, *rest: object) -> object:
-        if action == "checkout":
+    def failing(self: CheckoutAuthority, conn: Any, sqlite: bool, caller: Any, request: Any, *rest: Any) -> int:
+        if request.action == "checkout":
             raise exc.OperationalError("INSERT INTO audit_events", {}, sqlite3.OperationalError("disk I/O error"))
-        return original(self, vault_id, seq, prev, action, *rest)  # type: ignore[arg-type]
+        return original(self, conn, sqlite, caller, request, *rest)
 
-    monkeypatch.setattr(Journal, "_event_values", failing)
+    monkeypatch.setattr(CheckoutAuthority, "_append", failing)
     before = head(ready)
     for args in (("--show",), ("--json",), ("--field", "username", "--show")):
         result = ready.admin("checkout", REF, "--reason", "T-1", *args)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from vault import Vault
-from vault.authority.journal import Journal
+from vault.authority.checkouts import CheckoutAuthority
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -69,7 +69,7 @@ def _scalar(team, statement: Any) -> Any:  # type: ignore[no-untyped-def]
 def _secret_row(team, ref: str = REF) -> m.Secret:  # type: ignore[no-untyped-def]
     """The secret's row, read through SQLAlchemy (the name is only known to the service)."""
     with team.admin.store.transaction() as s:
-        _client, secret, _slug = team.admin.secrets.secret(s, ref)
+        _client, secret, _slug = team.admin._secret(s, ref)
         s.expunge(secret)
         return secret
 
@@ -161,14 +161,14 @@ def test_when_the_audit_event_cannot_be_written_nothing_is_revealed(acme, monkey
     alice = _granted(acme, "alice")
     acme.admin.set_policy("acme", exclusive=True, rotate_after_checkout=True)
     head = acme.admin.audit_head()
-    real = Journal.append
+    real = CheckoutAuthority._append
 
-    def append(self, s, action, **kwargs):  # type: ignore[no-untyped-def]
-        if action in ("checkout", "reveal"):
+    def append(self, conn, sqlite, caller, request, *rest):  # type: ignore[no-untyped-def]
+        if request.action in ("checkout", "reveal"):  # the checkout's event, appended by its authority
             raise StoreUnavailable("disk full")
-        return real(self, s, action, **kwargs)
+        return real(self, conn, sqlite, caller, request, *rest)
 
-    monkeypatch.setattr(Journal, "append", append)
+    monkeypatch.setattr(CheckoutAuthority, "_append", append)
     outcomes = []
     for call in (
         lambda: alice.checkout(REF, reason=REASON),

@@ -35,12 +35,12 @@ from sqlalchemy.engine import Engine, make_url
 
 import vault.service.retrying as retrying
 from vault import Vault
+from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.journal import Journal
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import ConcurrentChange, StoreBusy, StoreUnavailable, VaultError
 from vault.keyholder.keys import Keys
 from vault.service.checkouts import Checkouts
-from vault.service.holds import Holds
 from vault.service.rotation import KeyRotation
 from vault.service.secrets import Secrets
 from vault.service.vault import BACKOFF_SECONDS, RETRIES
@@ -114,6 +114,13 @@ class Losing:
         monkeypatch.setattr(dialect, "do_commit", do_commit)
         monkeypatch.setattr(dialect, "do_rollback", do_rollback)
         monkeypatch.setattr(Journal, "append", append)
+        real_authority_append = CheckoutAuthority._append
+
+        def authority_append(authority: Any, conn: Any, sqlite: bool, caller: Any, request: Any, *rest: Any) -> Any:
+            self.pending.append(request.action)  # a checkout's event is appended by its authority
+            return real_authority_append(authority, conn, sqlite, caller, request, *rest)
+
+        monkeypatch.setattr(CheckoutAuthority, "_append", authority_append)
 
     def lose(self, times: int, *, action: str | None = None) -> None:
         self.remaining, self.action, self.failed = times, action, 0
@@ -282,16 +289,16 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
         real_state = storage._sqlstate
         monkeypatch.setattr(storage, "_sqlstate", lambda error: states.append(real_state(error)) or states[-1])
         holding = threading.Event()
-        real_lock = Holds.lock_and_find_holds
+        real_lock = CheckoutAuthority._lock_and_find_holds  # the checkout's authority locks the secret
 
-        def lock_then_linger(self, s, secret):  # type: ignore[no-untyped-def]
-            held = real_lock(self, s, secret)
+        def lock_then_linger(conn, secret_id, now):  # type: ignore[no-untyped-def]
+            held = real_lock(conn, secret_id, now)
             if not holding.is_set():  # first attempt only: give the test time to queue behind us
                 holding.set()
                 time.sleep(0.5)
             return held
 
-        monkeypatch.setattr(Holds, "lock_and_find_holds", lock_then_linger)
+        monkeypatch.setattr(CheckoutAuthority, "_lock_and_find_holds", staticmethod(lock_then_linger))
         outcome: dict[str, Any] = {}
 
         def checkout() -> None:

@@ -55,12 +55,12 @@ class Trust:
         me = self.keys.me()
         self.org_head(s, me.org_signing_public)  # the pin leads, by signed links, to the current key
         row = s.get(m.Engineer, me.engineer_id)
-        self.check_me(s, me, row)
+        self._check_me(s, me, row)
         assert row is not None
         return row
 
     @staticmethod
-    def check_pin(me: UnlockedSession, org_signing_public: bytes, s: Session | None = None) -> None:
+    def _check_pin(me: UnlockedSession, org_signing_public: bytes, s: Session | None = None) -> None:
         """The fast check: the vault's current organisation key (``org_signing_public``, read in
         transaction ``s``) is the one the session pins. Otherwise ``_org_head`` follows the chain."""
         if org_signing_public != me.org_signing_public:
@@ -68,7 +68,7 @@ class Trust:
         if s is not None:
             s.info["org_current"] = org_signing_public
 
-    def check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
+    def _check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
         """The acting engineer's row (ORM or plain): present, certified, active, with the session's keys."""
         if row is None or row.name != me.name:
             raise Locked(f"engineer {me.name!r} no longer exists in this vault")

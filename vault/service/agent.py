@@ -114,7 +114,7 @@ class Agent:
         hold_for = _optional(message, "hold_for", str)  # as the user typed it, e.g. "2h"
         version = _optional(message, "version", int)
         hold = _optional(message, "hold", bool)
-        revealed = self.vault.checkout(
+        revealed = self.vault.checkouts.checkout(
             _text(message, "ref"),
             reason=_optional(message, "reason", str),
             field=_text(message, "field"),
@@ -137,18 +137,18 @@ class Agent:
         click command would print the records themselves."""
         vault = self.vault
         if op == "whoami":
-            return vault.whoami().to_json()
+            return vault.engineers.whoami().to_json()
         if op == "client-list":
-            return [c.to_json() for c in vault.list_clients()]
+            return [c.to_json() for c in vault.clients.list()]
         if op == "secret-list":
-            return [s.to_json() for s in vault.list_secrets(_optional(message, "client", str))]
+            return [s.to_json() for s in vault.secrets.list(_optional(message, "client", str))]
         if op == "secret-show":
-            return vault.show_secret(_text(message, "ref")).to_json()
+            return vault.secrets.show(_text(message, "ref")).to_json()
         limit = _optional(message, "limit", int)
         if limit is not None and limit < 1:
             raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
         since = _optional(message, "since", str)
-        entries = vault.audit_log(
+        entries = vault.audit.log(
             client=_optional(message, "client", str),
             engineer=_optional(message, "engineer", str),
             since=_point(since) if since is not None else None,
@@ -157,7 +157,7 @@ class Agent:
         return [e.to_json() for e in entries]
 
     def _checkin(self, message: dict[str, Any]) -> dict[str, Any]:
-        result = self.vault.checkin(
+        result = self.vault.checkouts.checkin(
             _text(message, "ref"),
             new_password=_optional(message, "new_password", str),
             generate=_optional(message, "generate", bool) is True,
@@ -172,7 +172,7 @@ class Agent:
     def _add_secret(self, message: dict[str, Any]) -> dict[str, Any]:
         """``secret add``: the password comes in the request (from the CLI's stdin or its
         generator), never from the CLI's argv."""
-        info = self.vault.add_secret(
+        info = self.vault.secrets.add(
             _text(message, "ref"),
             password=_text(message, "password"),
             kind=_text(message, "kind"),

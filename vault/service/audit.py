@@ -16,20 +16,21 @@ import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import from_us, us
-from vault.crypto import blobs, chain
-from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
-from vault.service import auditverify, validation
+from vault.authority.journal import us
+from vault.crypto import chain
+from vault.errors import InvalidInput, NotFound, UntrustedRecord
+from vault.service import auditpages, auditverify, rows, validation
 from vault.service.core import ROLE_ADMIN, epoch
 from vault.service.records import AuditEntry, AuditVerification
 from vault.storage import models as m
+from vault.storage.repositories import audit as event_rows
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -70,9 +71,9 @@ class Audit:
         self.keys = keys
         self.trust = trust
         self.signers = signers
-        self.journal = journal
+        self.journal = journal  # the clients' audit-key rings, to read events' details (auditpages.py)
         self.clients = clients
-        self.secrets = secrets
+        self.secrets = secrets  # the names of the secrets events refer to
 
     def log(
         self,
@@ -83,77 +84,46 @@ class Audit:
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Events the viewer may see, details decrypted where the viewer holds the key."""
-        with self.core.store.transaction() as s:
+        return list(self.iter_audit_log(client=client, engineer=engineer, since=since, limit=limit))
+
+    def iter_audit_log(
+        self,
+        *,
+        client: str | None = None,
+        engineer: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditEntry]:
+        """``audit_log`` as a stream: read without the write lock, a page of events per
+        statement, each page shown before the next is read (bounded memory, auditpages.py)."""
+        with self.core.store.read() as s:
             me = self.trust.my_row(s)
-            query = select(m.AuditEvent).order_by(m.AuditEvent.seq)
-            if client is not None:
-                query = query.where(m.AuditEvent.client_id == self.clients.client(s, client).id)
+            conn = rows.connection(s)
+            client_id = self.clients.client(s, client).id if client is not None else None
+            engineer_ids: set[int] | None = None
             if engineer is not None:
                 validation.engineer_name(engineer)
-                row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
-                if row is None:
+                found = event_rows.engineer_id(conn, engineer)
+                if found is None:
                     raise NotFound(f"no engineer named {engineer!r}")
-                query = query.where(m.AuditEvent.engineer_id == row.id)
+                engineer_ids = {found}
             if me.role != ROLE_ADMIN:
-                query = query.where(m.AuditEvent.engineer_id == me.id)
-            if since is not None:
-                query = query.where(m.AuditEvent.at_us >= us(since))
+                engineer_ids = {me.id} & engineer_ids if engineer_ids is not None else {me.id}
+            since_us = us(since) if since is not None else None
             if limit is not None:
                 validation.number("limit", limit, 1)
-                query = query.order_by(None).order_by(m.AuditEvent.seq.desc()).limit(limit)
-            events = sorted(s.scalars(query), key=lambda e: e.seq)
-            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-            return [self.entry(s, e, names) for e in events]
-
-    def export(self, **filters: Any) -> Iterable[str]:
-        """The log as JSON lines (one event per line) for a SIEM."""
-        for entry in self.log(**filters):
-            yield json.dumps(entry.to_json(), sort_keys=True)
-
-    def entry(self, s: Session, e: m.AuditEvent, names: dict[int, str]) -> AuditEntry:
-        details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
-        slug = None
-        readable = e.details_blob is None
-        if e.client_id is not None:
-            client = s.get(m.Client, e.client_id)
-            if client is None:
-                receipt = s.scalars(
-                    select(m.PurgeReceipt.id).where(
-                        m.PurgeReceipt.client_id == e.client_id, m.PurgeReceipt.kind == "client"
-                    )
-                ).first()
-                slug = f"(purged client #{e.client_id}, receipt #{receipt})" if receipt else f"(client #{e.client_id})"
-                readable = e.details_blob is None
+                pages = event_rows.newest(
+                    conn, limit, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us
+                )
             else:
-                try:
-                    slug = self.clients.slug(s, client)
-                    if e.details_blob is not None and e.key_version is not None:
-                        key = self.journal.audit_key(s, client, e.key_version)
-                        raw = blobs.decrypt_audit_detail(
-                            key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
-                        )
-                        details = {**(details or {}), **json.loads(raw)}
-                        readable = True
-                except VaultError:
-                    slug = slug or f"(client #{e.client_id})"
-        if e.signature is None:  # unlock-failed (and old enrolments): nobody's key vouches for it
-            details = {**(details or {}), "unauthenticated": True}
-        name = names.get(e.engineer_id) if e.engineer_id is not None else None
-        secret = self._secret_name(s, e.secret_id) if e.secret_id is not None else None
-        return AuditEntry(
-            e.seq, from_us(e.at_us), name, e.action, slug, e.client_id, e.secret_id, details, readable, secret
-        )
+                pages = event_rows.events(conn, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us)
+            yield from auditpages.entries(auditpages.EntryReader(self, s), pages)
 
-    def _secret_name(self, s: Session, secret_id: int) -> str:
-        """A secret's current name, looked up when shown (events never store it), or a marker."""
-        secret = s.get(m.Secret, secret_id)
-        client = s.get(m.Client, secret.client_id) if secret is not None else None
-        if secret is None or client is None:
-            return f"(purged secret #{secret_id})"
-        try:
-            return str(self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata["name"])
-        except VaultError:
-            return f"(secret #{secret_id})"
+    def export(self, **filters: Any) -> Iterator[str]:
+        """The log as JSON lines (one event per line) for a SIEM, streamed: each line is
+        yielded as its page is read (``iter_audit_log``), never the whole log in memory."""
+        for entry in self.iter_audit_log(**filters):
+            yield json.dumps(entry.to_json(), sort_keys=True)
 
     # -- verifying ------------------------------------------------------------------------------
 

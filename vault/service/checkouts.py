@@ -13,32 +13,36 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import signing
-from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG, LABEL_TAG_SECRET_NAME
+from vault.authority.checkouts import CheckoutAuthority
+from vault.crypto import blobs, sealing, signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
-    CheckoutConflict,
     ConcurrentChange,
+    DecryptionFailed,
     InvalidInput,
     NotFound,
     StoreBusy,
     StoreUnavailable,
-    VaultError,
 )
+from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
 from vault.service import rows, validation
 from vault.service.core import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.policies import Policy
 from vault.service.records import CheckoutInfo, Revealed
-from vault.service.rows import EngineerRecord, HasId, SecretRecord, VersionRecord
+from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord, HasId, PolicyRow, VersionRecord
 from vault.service.secrets import METADATA_FIELDS
+from vault.service.sessions import UnlockedSession
 from vault.storage import models as m
+from vault.transport.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -54,19 +58,88 @@ if TYPE_CHECKING:
 MAX_REASON = 500
 
 
-class _Target(NamedTuple):
-    """What a checkout acts on, as ORM objects or plain rows, every check on them made."""
+# -- the in-process collaborators of the checkout's two halves ------------------------------------------
+# Adapters over this Vault object's checks and keys, passed to the authority and the keyholder
+# (issue 13: to become vault/authority/permissions.py and vault/keyholder/{keys,trust}.py).
 
-    vault_id: bytes
-    head: tuple[int, bytes] | None  # the audit head, when read under the write lock already
-    me: EngineerRecord
-    client: HasId
-    audit_keys_blob: bytes
-    secret: SecretRecord
-    must_change: bool
-    slug: str
-    policy: Policy  # verified, or the strict policy (policies.py)
-    version: VersionRecord | None  # None: read it after the holds are known
+
+class _PublicChecks:
+    """The authority's checks (signatures and public keys only), made by the Vault's trust."""
+
+    def __init__(self, checkouts: Checkouts) -> None:
+        self._trust, self._policies, self._holds = checkouts.trust, checkouts.policy_check, checkouts.holds
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        self._trust.verify_certificate(s, row)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._trust.first_valid_grant(s, grants, engineer, signers)
+
+    def policy(
+        self, s: Session, client_id: int, row: PolicyRow | None, known: tuple[EngineerRow | None, ...]
+    ) -> Policy:
+        return self._policies.verified_policy(s, client_id, row, known)
+
+    def event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
+        return self._holds.event_key(s, engineer_id, generation)
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+
+class _EngineerKeys:
+    """The acting engineer's unlocked keys, as the checkout keyholder asks for them."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    def session(self) -> UnlockedSession:
+        return self._keys.me()
+
+    def sealing_public(self) -> bytes:
+        return self._keys.session_sealing_public(self._keys.me())
+
+    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        if kind == "recovery":
+            bundle = self._keys.root
+            if bundle is None or bundle.version != recipient_id:
+                raise DecryptionFailed()
+            return sealing.open_sealed(bundle.recovery, version, blob, context)
+        if kind != "engineer" or recipient_id != self._keys.me().engineer_id:
+            raise DecryptionFailed()
+        return sealing.open_sealed(self._keys.my_keypair(), version, blob, context)
+
+    def recovery_version(self) -> int | None:
+        bundle = self._keys.root  # opened when the client's context was learned
+        return None if bundle is None else bundle.version
+
+
+class _ClientLookup:
+    """A client's key context, learned through the Vault's checked client lookup (the grant,
+    the slug, the lookup key; the audit-key ring made on first use)."""
+
+    def __init__(self, checkouts: Checkouts) -> None:
+        self._c = checkouts
+
+    def context(self, slug: str) -> ClientContext:
+        c = self._c
+        with c.core.store.transaction() as s:
+            admin = c.trust.my_row(s).role == ROLE_ADMIN
+            client = c.clients.client(s, slug)
+            slug_tag = None
+            if admin:  # by its slug tag, under the current recovery key (opened: it opens client keys too)
+                slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            lookup_key = c.secrets.lookup_key(s, client)
+            ring = c.journal.audit_ring(s, client)
+            blob = client.audit_keys_blob
+            assert blob is not None
+            key = c.keys.client_keys[(client.id, blobs.blob_key_version(blob))]
+            return ClientContext(client.id, slug, slug_tag, client.slug_blob, lookup_key, blob, ring, key)
+
+    def known(self, slug: str) -> int | None:
+        return self._c.keys.slugs.get(slug)
 
 
 class Checkouts:
@@ -83,11 +156,12 @@ class Checkouts:
         clients: Clients,
         secrets: Secrets,
     ) -> None:
+        self.policy_check = policy_check
+        self._keyholder: CheckoutKeyholder | None = None
         self.core = core
         self.keys = keys
         self.trust = trust
         self.journal = journal
-        self.policy_check = policy_check
         self.holds = holds
         self.clients = clients
         self.secrets = secrets
@@ -119,21 +193,10 @@ class Checkouts:
             validation.field_value("reason", reason)
             if len(reason) > MAX_REASON:
                 raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
-        try:
-            # The session first: loading it may read the vault id in a transaction of its own,
-            # which must not wait for the write lock the unit below takes at once (SQLite).
-            self.keys.me()
-            with self.core.store.unit() as s:
-                revealed = self._checkout(s, ref, reason or None, field, version, hold, hold_for)
-        except (ConcurrentChange, StoreBusy):
-            raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange; a lock held elsewhere says so
-        except StoreUnavailable as error:
-            raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
-        return revealed  # only now, after the commit, does the value leave the vault
+        return self._checkout(ref, reason or None, field, version, hold, hold_for)
 
     def _checkout(
         self,
-        s: Session,
         ref: str,
         reason: str | None,
         field: str,
@@ -141,145 +204,31 @@ class Checkouts:
         hold: bool,
         hold_for: dt.timedelta | None,
     ) -> Revealed:
-        t = self._fast_target(s, ref, version) or self._target(s, ref)
-        me, secret, policy = t.me, t.secret, t.policy
-        if policy.reason_required and not reason:
-            raise InvalidInput(
-                f"client {t.slug!r} requires a reason for every checkout", hint='pass --reason "T-1234 reset VPN"'
-            )
-        now = self.core.clock()
-        held = self.holds.lock_and_find_holds(s, secret)
-        # Another's hold can only stop this checkout if it claims to be exclusive, or if the
-        # policy is (then only when this checkout holds too): only those are verified.
-        blocking = [c for c in held if c.exclusive or (policy.exclusive and hold)]
-        theirs = self.holds.genuine_holds(s, t.client, t.audit_keys_blob, secret.id, blocking, me.id)
-        others = [c for c in theirs if c.exclusive]
-        if others or (policy.exclusive and hold and theirs):
-            holder = others[0] if others else theirs[0]
-            who = s.get(m.Engineer, holder.engineer_id)
-            until = holder.expires_at.isoformat(timespec="minutes")
-            raise CheckoutConflict(f"{ref} is checked out exclusively by {who.name if who else '?'} until {until}")
-        row = t.version or self.secrets.version(s, secret, version)
-        value = self.field_value(s, t.client, secret, row, field, ref, named=True)
-        expires = None
-        details = {"field": field, "version": row.version, "reason": reason}
-        action = "reveal"
-        if hold:
-            length = hold_for if hold_for is not None else dt.timedelta(minutes=policy.checkout_minutes)
-            if not dt.timedelta(minutes=1) <= length <= dt.timedelta(days=7):
-                raise InvalidInput("bad checkout length", hint="use between 1m and 7d, e.g. --for 2h")
-            expires = now + length
-            action = "checkout"
-            details.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
-        appending = rows.RowAppend(t.vault_id, t.head, t.client, t.audit_keys_blob)
-        seq = self.journal.append(
-            s, action, client_id=t.client.id, secret_id=secret.id, details=details, actor=me, row=appending
-        )
-        conn = rows.connection(s)
-        if hold:
-            mine = [c.id for c in held if c.engineer_id == me.id]
-            if mine:  # a new checkout by the same engineer replaces theirs
-                rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
-            rows.ADD_CHECKOUT.run(
-                conn,
-                {
-                    "secret_id": secret.id,
-                    "client_id": t.client.id,
-                    "engineer_id": me.id,
-                    "exclusive": policy.exclusive,
-                    "event_seq": seq,
-                    "started_at": now,
-                    "expires_at": expires,
-                },
-            )
-        flag = policy.rotate_after_checkout and field == "password"  # a plain reveal shows the password too
-        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
-        return Revealed(ref, field, row.version, value, expires, flag or t.must_change)
-
-    def _target(self, s: Session, ref: str) -> _Target:
-        """What a checkout acts on, found and checked through the ORM (the general path)."""
-        me = self.trust.my_row(s)
-        client, secret, slug = self.secrets.secret(s, ref)
-        policy = self.policy_check.policy(s, client.id)
-        if client.audit_keys_blob is None:
-            self.journal.audit_ring(s, client)  # made on first use
-        assert client.audit_keys_blob is not None
-        tags = self.keys.client_keys.tags
-        if len(tags) >= 4096:  # a guess per secret checked out; bounded
-            tags.clear()
-        tags[validation.secret_ref(ref)] = secret.name_tag
-        vault_id = self.core.info(s).vault_id
-        return _Target(
-            vault_id, None, me, client, client.audit_keys_blob, secret, secret.must_change, slug, policy, None
-        )
-
-    def _fast_target(self, s: Session, ref: str, version: int | None) -> _Target | None:
-        """``_target`` in one Core statement, or None to take the general path.
-
-        Every check of the general path is made here on the rows read now (the engineer's
-        row, certificate, status and keys, the organisation key pin, the root-key version,
-        an engineer's grants and their signers); only what is a pure function of bytes
-        already verified is remembered (signatures, decrypted client fields), plus a guess
-        of the secret's name tag that is checked against the client's lookup key. Anything
-        unexpected, an error included, goes to the general path, which says what is wrong.
-        """
+        """One attempt: the keyholder's request through the in-process transport to the
+        authority, which commits the audit event before it answers; the answer verified."""
         try:
-            slug, name = validation.secret_ref(ref)
-            tag = self.keys.client_keys.tags.get((slug, name))
-            if tag is None:
-                return None
-            me = self.keys.me()
-            conn = rows.connection(s)
-            sqlite = conn.dialect.name == "sqlite"
-            params: dict[str, Any] = {
-                "me": me.engineer_id,
-                "tag": tag,
-                "version": version or None,
-                "now": self.core.clock(),
-            }
-            bundle, client_id = self.keys.root, self.keys.slugs.get(slug)
-            if bundle is not None:  # an admin's (checked below): the client by its slug tag
-                params["slug_tag"] = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-            elif client_id is not None:  # an engineer's: the client their grant named
-                params["client"] = client_id
-            else:
-                return None
-            found = rows.CHECKOUT_READ[bundle is not None, sqlite].all(conn, params)
-            if not found:
-                return None  # no such secret (or a stale guess): the general path says which
-            read = rows.CheckoutRead(found, sqlite, engineer=bundle is None)
-            self.core.cached_vault_id = read.vault_id
-            self.trust.check_pin(me, read.org_signing_public, s)
-            row = read.me
-            self.trust.check_me(s, me, row)
-            if (row.role == ROLE_ADMIN) != (bundle is not None) or (
-                bundle is not None and bundle.version != read.root_version
-            ):
-                return None
-            if bundle is None:
-                self.trust.first_valid_grant(s, read.grants, row, read.signers)
-            client, secret = read.client, read.secret
-            policy = self.policy_check.verified_policy(s, client.id, read.policy, (row, *read.signers))
-            self.clients.check_slug(s, client, client.slug_blob, slug)  # a moved slug tag: the general path refuses it
-            lookup_key = self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
-            if client.audit_keys_blob is None or signing.lookup_tag(lookup_key, LABEL_TAG_SECRET_NAME, name) != tag:
-                return None
-        except VaultError:
-            return None
-        if read.holds is not None:  # read under SQLite's write lock, in this transaction: current
-            s.info["holds"] = (secret.id, read.holds)
-        return _Target(
-            read.vault_id,
-            read.head,
-            row,
-            client,
-            client.audit_keys_blob,
-            secret,
-            secret.must_change,
-            slug,
-            policy,
-            read.version,
-        )
+            # The session first: loading it may read the vault id in a transaction of its own.
+            self.keys.me()
+            return self._checkout_keyholder().checkout(
+                ref, reason=reason, field=field, version=version, hold=hold, hold_for=hold_for
+            )
+        except (ConcurrentChange, StoreBusy, AuditUnavailable):
+            raise  # nothing was revealed or recorded: Vault retries a ConcurrentChange
+        except StoreUnavailable as error:
+            raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
+
+    def _checkout_keyholder(self) -> CheckoutKeyholder:
+        """This Vault object's checkout keyholder, over an in-process transport to its authority."""
+        if self._keyholder is None:
+            authority = CheckoutAuthority(self.core.store, _PublicChecks(self), self.core.clock)
+            self._keyholder = CheckoutKeyholder(
+                InProcessTransport(authority),
+                _EngineerKeys(self.keys),
+                _ClientLookup(self),
+                self.keys.client_keys,
+                self.core.clock,
+            )
+        return self._keyholder
 
     def field_value(
         self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str, *, named: bool = False

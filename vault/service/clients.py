@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
-from vault.errors import AccessDenied, AlreadyExists, GrantExpired, LookupMismatch, NotFound, VaultError
-from vault.service import policies, validation
+from vault.errors import AlreadyExists, GrantExpired, LookupMismatch, NotFound, VaultError
+from vault.service import listing, policies, validation
 from vault.service.core import ACTIVE, ROLE_ADMIN, epoch
 from vault.service.records import ClientInfo
 from vault.service.rows import HasId
@@ -50,7 +50,7 @@ class Clients:
             tag = signing.lookup_tag(self.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             client = s.scalars(select(m.Client).where(m.Client.slug_tag == tag)).first()
             if client is not None:
-                self.check_slug(s, client, client.slug_blob, slug)  # the tag is only a hint: a moved tag is refused
+                self._check_slug(s, client, client.slug_blob, slug)  # the tag is only a hint: a moved tag is refused
                 return client
         else:
             known = self.keys.slugs.get(slug)
@@ -68,7 +68,7 @@ class Clients:
             self._raise_if_expired(s, me, slug)
         raise NotFound(f"no client {slug!r} that you may see")
 
-    def check_slug(self, s: Session, client: HasId, slug_blob: bytes, slug: str) -> None:
+    def _check_slug(self, s: Session, client: HasId, slug_blob: bytes, slug: str) -> None:
         """The client found for ``slug`` by its lookup tag holds that slug in its encrypted
         slug (bound to the row by its associated data), else ``LookupMismatch``. The slug is
         opened once per blob and key (``_client_field``), so a repeated lookup costs nothing."""
@@ -116,19 +116,9 @@ class Clients:
                 raise GrantExpired(f"your grant for {slug!r} expired at {until}", hint="ask an admin to renew it")
 
     def granted_clients(self, s: Session, me: m.Engineer) -> builtins.list[m.Client]:
-        ids = s.scalars(
-            select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)).distinct()
-        ).all()
-        out = []
-        for client_id in ids:
-            client = s.get(m.Client, client_id)
-            if client is not None:
-                try:
-                    self.trust.active_grant(s, me, client_id)
-                except (AccessDenied, NotFound):
-                    continue  # expired or revoked grants hide the client
-                out.append(client)
-        return out
+        """The clients ``me`` holds a live, verified grant for: the whole grant ledger in one
+        statement, each verified grant remembered while its rows stay the same (listing.py)."""
+        return listing.granted_clients(self, s, me)
 
     def slug(self, s: Session, client: m.Client) -> str:
         return self.keys.client_field(s, client, client.slug_blob, "slug").decode("utf-8")
@@ -202,12 +192,15 @@ class Clients:
         return key
 
     def list(self) -> builtins.list[ClientInfo]:
-        """The clients the acting engineer may see (all of them for an admin)."""
-        with self.core.store.transaction() as s:
+        """The clients the acting engineer may see (all of them for an admin): read without
+        the write lock, the secret counts in one statement; the ``client-list`` event is
+        appended after, and the list returned once it is committed (listing.py)."""
+        with self.core.store.read() as s:
             me = self.trust.my_row(s)
             clients = s.scalars(select(m.Client)).all() if me.role == ROLE_ADMIN else self.granted_clients(s, me)
-            self.journal.append(s, "client-list", public={"count": len(clients)})
-            return sorted((self._client_info(s, c) for c in clients), key=lambda c: c.slug)
+            out = listing.client_infos(self, s, clients)
+        listing.append_after_read(self, "client-list", public={"count": len(clients)})
+        return out
 
     def show(self, slug: str) -> ClientInfo:
         with self.core.store.transaction() as s:

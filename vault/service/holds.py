@@ -32,11 +32,7 @@ class Holds:
 
     def lock_and_find_holds(self, s: Session, secret: HasId) -> list[rows.HoldRow]:
         """The open checkouts of a secret, after locking its row (``FOR UPDATE`` on PostgreSQL;
-        on SQLite, BEGIN IMMEDIATE has already serialised writers, so the ones the fast path
-        read with the secret in this transaction are current)."""
-        known = s.info.pop("holds", None)
-        if known is not None and known[0] == secret.id:
-            return list(known[1])
+        on SQLite, BEGIN IMMEDIATE has already serialised writers)."""
         conn = rows.connection(s)
         if conn.dialect.name != "sqlite":
             rows.LOCK_SECRET.all(conn, {"secret": secret.id})
@@ -86,7 +82,7 @@ class Holds:
         # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
         if e.hash not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
             return None
-        public = self._event_key(s, hold.engineer_id, e.key_generation)
+        public = self.event_key(s, hold.engineer_id, e.key_generation)
         if public is None or not codec.signature_valid(public, e.signature, e.seq, e.hash):
             return None
         try:
@@ -102,7 +98,7 @@ class Holds:
             return None
         return details.get("exclusive") is True
 
-    def _event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
+    def event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
         """The certified signing key of an engineer's key generation, or None."""
         row = s.get(m.Engineer, engineer_id)
         try:

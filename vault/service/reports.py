@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -27,15 +28,15 @@ from vault.errors import (
     NotFound,
     VaultError,
 )
-from vault.service import validation
-from vault.service.core import ACTIVE, ENCRYPTION_WARNING, ROLE_ADMIN
+from vault.service import auditpages, listing, validation
+from vault.service.core import ACTIVE, ROLE_ADMIN
 from vault.service.records import (
     AccessRecord,
     StaleSecret,
     StatusReport,
 )
 from vault.service.rotation import RUNNING
-from vault.service.secrets import VIEW_PUBLIC_ONLY, sensitive_field_names
+from vault.service.secrets import sensitive_field_names
 from vault.storage import engine as storage
 from vault.storage import models as m
 
@@ -82,12 +83,15 @@ class Reports:
         self.audit = audit
 
     def access(self, engineer: str) -> list[AccessRecord]:
-        """Every secret ``engineer`` revealed: when, why, and whether it changed since."""
-        with self.core.store.transaction() as s:
+        """Every secret ``engineer`` revealed: when, why, and whether it changed since.
+
+        Read without the write lock, a page of events per statement (auditpages.py); the
+        ``report-access`` event is appended after, and the report returned once it is committed."""
+        with self.core.store.read() as s:
             self.trust.my_admin_row(s)
             out = self._access_records(s, engineer)
-            self.journal.append(s, "report-access", public={"engineer": engineer, "records": len(out)})
-            return out
+        listing.append_after_read(self, "report-access", public={"engineer": engineer, "records": len(out)})
+        return out
 
     def at_risk(self, engineer: str) -> list[AccessRecord]:
         """The latest reveal of each value ``engineer`` saw that has not changed since.
@@ -122,42 +126,17 @@ class Reports:
             return sorted(out, key=lambda r: (r.client, r.secret, r.field))
 
     def _access_records(self, s: Session, engineer: str) -> list[AccessRecord]:
+        return list(self._iter_access_records(s, engineer))
+
+    def _iter_access_records(self, s: Session, engineer: str) -> Iterator[AccessRecord]:
+        """The reveals of ``engineer`` in the order of the log, a page of events per statement."""
         validation.engineer_name(engineer)
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
         if row is None:
             raise NotFound(f"no engineer named {engineer!r}")
-        names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-        events = s.scalars(
-            select(m.AuditEvent)
-            .where(m.AuditEvent.engineer_id == row.id, m.AuditEvent.action.in_((*REVEAL_ACTIONS, VIEW)))
-            .order_by(m.AuditEvent.seq)
-        ).all()
-        out = []
-        for event in events:
-            entry = self.audit.entry(s, event, names)
-            details = entry.details or {}
-            if event.action == VIEW:
-                if details.get("fields") != VIEW_PUBLIC_ONLY:
-                    out.extend(self._legacy_view_records(s, event, entry.client or "?", entry.secret, entry.at))
-                continue
-            field = str(details.get("field", "password"))
-            version = int(details.get("version", 0))
-            changed = self._changed_since(s, event.client_id, event.secret_id, version, field)
-            out.append(
-                AccessRecord(
-                    event.seq,
-                    entry.at,
-                    entry.client or "?",
-                    entry.secret or f"#{event.secret_id}",
-                    field,
-                    version,
-                    details.get("reason"),
-                    changed,
-                )
-            )
-        return out
+        return auditpages.AccessReader(self, s).records(row.id)
 
-    def _legacy_view_records(
+    def legacy_view_records(
         self, s: Session, event: m.AuditEvent, client_slug: str, secret_name: str | None, at: dt.datetime
     ) -> list[AccessRecord]:
         """The sensitive fields a ``secret show`` logged before they were kept for checkout
@@ -186,14 +165,12 @@ class Reports:
                 field,
                 row.version,
                 LEGACY_VIEW,
-                self._changed_since(s, client.id, secret.id, row.version, field),
+                self.changed_since(s, client.id, secret.id, row.version, field),
             )
             for field in names
         ]
 
-    def _changed_since(
-        self, s: Session, client_id: int | None, secret_id: int | None, version: int, field: str
-    ) -> bool:
+    def changed_since(self, s: Session, client_id: int | None, secret_id: int | None, version: int, field: str) -> bool:
         client = s.get(m.Client, client_id) if client_id is not None else None
         secret = s.get(m.Secret, secret_id) if secret_id is not None else None
         if client is None or secret is None:
@@ -211,12 +188,12 @@ class Reports:
 
     def status(self) -> StatusReport:
         """Warnings an admin should act on: old keys, unfinished rotations, values to change,
-        a schema older than this version of credvault."""
+        a schema older than this version of credvault.
+
+        Read without the write lock, the clients a page per statement with their current
+        key and policy (listing.py: ``status_warnings``)."""
         revision, head = storage.current_revision(self.core.store), storage.head_revision()  # before: own connection
-        with (
-            self.core.store.inspecting() as foreign,
-            self.core.store.transaction() as s,
-        ):  # names foreign objects, not refused
+        with self.core.store.inspecting() as foreign, self.core.store.read() as s:  # names foreign objects, not refused
             me = self.trust.my_row(s)
             if me.role != ROLE_ADMIN:
                 raise AccessDenied("only an admin can see the vault's status")
@@ -238,20 +215,7 @@ class Reports:
             root = self.trust.current_root(s)
             if root.created_at < old:
                 warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
-            for client in s.scalars(select(m.Client)):
-                ck = s.get(m.ClientKey, (client.id, client.current_key_version))
-                slug = self.clients.slug(s, client)
-                if ck is not None and ck.created_at < old:
-                    warnings.append(f"client {slug}: key version {ck.version} is older than {period} days")
-                if not self.policy_check.policy(s, client.id).signed:
-                    warnings.append(
-                        f"client {slug}: its policy does not verify, so the strict one applies: review it "
-                        f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
-                    )
-                if ck is not None and ck.encryptions > ENCRYPTION_WARNING:
-                    warnings.append(
-                        f"client {slug}: key version {ck.version} has made {ck.encryptions} encryptions; rotate it"
-                    )
+            warnings += listing.client_warnings(self, s, old, period)
             for key in s.scalars(select(m.EngineerKey).where(m.EngineerKey.state == ACTIVE)):
                 certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
                 engineer = s.get(m.Engineer, key.engineer_id)
@@ -261,12 +225,7 @@ class Reports:
             for rotation in running:
                 progress = f"{rotation.done}/{rotation.total}"
                 warnings.append(f"a client-key rotation is incomplete ({progress}): run `credvault rotate resume`")
-            must_change = []
-            for secret in s.scalars(select(m.Secret).where(m.Secret.must_change.is_(True))):
-                owner = s.get(m.Client, secret.client_id)
-                assert owner is not None
-                meta = self.secrets.open(s, owner, secret, self.secrets.version(s, secret, None)).metadata
-                must_change.append(f"{self.clients.slug(s, owner)}/{meta['name']}")
+            must_change = listing.must_change(self, s)
             if must_change:
                 warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
             counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]

@@ -30,11 +30,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.service import policies
-from vault.service.core import (
-    ACTIVE,
-    check_share_policy,
-    epoch,
-)
+from vault.service.core import ACTIVE, check_share_policy, epoch
 from vault.service.passwords import generate_password
 from vault.service.records import RootRotation, RotationInfo, SecretInfo
 from vault.service.retrying import again_on_conflict

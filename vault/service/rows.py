@@ -214,12 +214,18 @@ class KeyCache(dict[tuple[int, int], bytes]):
     exact blob it was decrypted from, next to the key that decrypted it, and forgotten
     with that key (lock, unlock, rotation, purge). ``tags`` remembers which secret-name
     tag a (slug, name) had; it is only a guess, checked against the row it finds.
+    ``grants`` is the engineer's client index (``listing.granted_client_ids``): by client
+    id, the exact grant and signer rows last verified and the keys they were verified
+    under; a row that differs in any column is verified again.
     """
+
+    GRANTS_LIMIT = 100_000  # a bound against churn, far above any engineer's grants
 
     def __init__(self) -> None:
         super().__init__()
         self.fields: dict[tuple[int, int], dict[tuple[bytes, str], bytes]] = {}
         self.tags: dict[tuple[str, str], bytes] = {}
+        self.grants: dict[int, tuple[Any, ...]] = {}
 
     def __setitem__(self, slot: tuple[int, int], key: bytes) -> None:
         if self.get(slot) is not key:
@@ -237,6 +243,7 @@ class KeyCache(dict[tuple[int, int], bytes]):
     def clear(self) -> None:
         self.fields.clear()
         self.tags.clear()
+        self.grants.clear()
         super().clear()
 
 

@@ -17,11 +17,12 @@ the marks existed are classified by their name when read.
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ from vault.errors import (
     LookupMismatch,
     NotFound,
 )
-from vault.service import rows, validation
+from vault.service import listing, rows, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
@@ -71,6 +72,19 @@ def field_is_sensitive(name: str, metadata: Mapping[str, Any]) -> bool:
 
 def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
+
+
+class ShownSecret(Protocol):
+    """The columns of a secret its metadata view shows (an ORM row or a listing's row)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def current_version(self) -> int: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def updated_at(self) -> dt.datetime: ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -151,13 +165,13 @@ class Secrets:
         self.holds = holds
         self.clients = clients
 
-    def _lookup_key(self, s: Session, client: m.Client) -> bytes:
+    def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
 
     def secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
         slug, name = validation.secret_ref(ref)
         client = self.clients.client(s, slug)
-        tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+        tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
         secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
         if secret is None:
             raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
@@ -248,7 +262,7 @@ class Secrets:
             )
 
     @staticmethod
-    def _secret_info(slug: str, secret: m.Secret, metadata: dict[str, Any]) -> SecretInfo:
+    def _secret_info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
         """A secret's metadata: its public custom fields with their values, its sensitive
         ones by name only (their values are revealed by checkout)."""
         custom = metadata.get("fields") or {}
@@ -294,7 +308,7 @@ class Secrets:
         validation.password(password)
         with self.core.store.transaction() as s:
             client = self.clients.client(s, slug)
-            tag = signing.lookup_tag(self._lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
+            tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
             if (
                 s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
                 is not None
@@ -391,8 +405,11 @@ class Secrets:
         return self._secret_info(slug, secret, metadata)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
-        """Names and kinds of the secrets the acting engineer may see (never values)."""
-        with self.core.store.transaction() as s:
+        """Names and kinds of the secrets the acting engineer may see (never values).
+
+        Read without the write lock, one page of secrets per statement (listing.py); the
+        ``secret-list`` event is appended after, and the list returned once it is committed."""
+        with self.core.store.read() as s:
             if client is not None:
                 clients = [self.clients.client(s, client)]
             else:
@@ -400,17 +417,12 @@ class Secrets:
                 clients = (
                     list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
                 )
-            out = []
-            if client is None:
-                self.journal.append(s, "secret-list", public={"clients": len(clients)})
-            else:
-                self.journal.append(s, "secret-list", client_id=clients[0].id)
-            for row in clients:
-                slug = self.clients.slug(s, row)
-                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == row.id)):
-                    opened = self.open(s, row, secret, self.version(s, secret, None))
-                    out.append(self._secret_info(slug, secret, opened.metadata))
-            return sorted(out, key=lambda info: (info.client, info.name))
+            out = listing.secret_infos(self, s, clients, every=client is None and me.role == "admin")
+        if client is None:
+            listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
+        else:
+            listing.append_after_read(self, "secret-list", client_id=clients[0].id)
+        return out
 
     def show(self, ref: str) -> SecretInfo:
         """A secret's metadata; its password and sensitive fields are not shown."""

@@ -120,10 +120,18 @@ def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+READ_ONLY_OPTION = "credvault_read"  # a Connection execution option: a read unit of work (``Store.read``)
+
+
 def _sqlite_begin(conn: Any) -> None:
     # Take the write lock at BEGIN: a read-then-write transaction can then never
     # fail half way with "database is locked" after it has decided what to write.
-    on_driver(conn, "BEGIN IMMEDIATE")
+    # A read unit of work (``Store.read``) begins deferred: it takes only WAL's read
+    # snapshot at its first statement, and never blocks a writer.
+    if conn.get_execution_options().get(READ_ONLY_OPTION):
+        on_driver(conn, "BEGIN")
+    else:
+        on_driver(conn, "BEGIN IMMEDIATE")
 
 
 def _postgres_timeouts(timeouts: Timeouts, dbapi_connection: Any, _record: Any) -> None:
@@ -232,6 +240,32 @@ class Store:
                 session.flush()
             finally:
                 session.close()  # leaves conn's transaction to engine.begin(): commit or roll back
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read unit of work for listings and reports: it never takes the write lock.
+
+        On SQLite it begins deferred (``BEGIN``), so it reads one WAL snapshot and a writer
+        in another connection (a checkout) is not blocked while it runs; on PostgreSQL it is
+        an ordinary transaction that locks no row. Nothing is written: whatever the unit
+        changed through the ORM is discarded (rolled back), never flushed. A listing that
+        must be audited appends its event afterwards, in a short ``transaction()`` of its own,
+        and returns what it read only once that event is committed. The Core connection is
+        kept in ``session.info["connection"]`` (``rows.connection``) for set-based queries.
+        """
+        with self._mapped_errors(), self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY_OPTION: True})
+            with conn.begin() as transaction:
+                if self._check_due():
+                    self._guard(conn)
+                session = Session(bind=conn, expire_on_commit=False, autoflush=False)
+                session.info["connection"] = conn
+                session.info["read_only"] = True
+                try:
+                    yield session
+                finally:
+                    session.close()
+                    transaction.rollback()
 
     # -- objects credvault did not create ---------------------------------------------------
 

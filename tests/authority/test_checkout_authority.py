@@ -1,0 +1,295 @@
+"""The checkout authority, run with no key material at all.
+
+The rows are made by the usual fixtures (an admin adds a client and a secret, grants an
+engineer); then the authority is driven alone: its public-key checks are a stand-in that
+reads only the rows it is given, and the acting engineer's seal is a fake that returns a
+fixed details blob and a fixed signature. No client key, data key or private key reaches
+it, yet it must refuse a caller without a grant before it reads the secret, write the
+audit event before it answers, and answer with ciphertext only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from vault.authority.checkouts import CheckoutAuthority
+from vault.authority.requests import (
+    CHECKOUT,
+    MISSING_TARGET,
+    REASON_REQUIRED,
+    REVEAL,
+    STALE_CONTEXT,
+    Caller,
+    CheckoutRequest,
+    CheckoutResponse,
+)
+from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, NotFound, UntrustedRecord
+from vault.service.policies import Policy
+from vault.storage import models as m
+
+PW, USER, REASON = "authority-test-Pw-1", "fw-admin", "T-9 authority"
+DETAILS, SIGNATURE = b"\x01fake details blob", b"\x5a" * 64
+READS_THE_SECRET = re.compile(r"\b(secrets|secret_versions)\b", re.IGNORECASE)
+
+
+class Checks:
+    """Public-key checks that look at the rows only (the real ones verify signatures)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy_ = policy
+
+    def organisation_key(self, s: Any, current: bytes) -> None:
+        pass
+
+    def certificate(self, s: Any, row: Any) -> None:
+        if row.certificate is None:
+            raise UntrustedRecord("no certificate")
+
+    def first_valid_grant(self, s: Any, grants: Sequence[Any], engineer: Any, signers: Sequence[Any]) -> int:
+        if not grants or grants[0].revoked_at is not None:
+            raise NotFound("no such client, or you hold no grant for it")
+        return 0
+
+    def policy(self, s: Any, client_id: int, row: Any, known: Any) -> Policy:
+        return self.policy_
+
+    def event_key(self, s: Any, engineer_id: int, generation: int) -> bytes | None:
+        return None
+
+
+class FakeSeal:
+    """The acting engineer's seal, without a key: fixed blobs; it records what it is shown."""
+
+    def __init__(self, store: Any, refuse: bool = False) -> None:
+        self.store, self.refuse = store, refuse
+        self.drafts: list[CheckoutResponse] = []
+        self.sealed: list[tuple[int, int, str, dict[str, Any]]] = []
+        self.events_when_admitted: list[int] = []
+
+    def admit(self, draft: CheckoutResponse) -> None:
+        self.drafts.append(draft)
+        if self.refuse:
+            raise UntrustedRecord("the keyholder refuses this answer")
+
+    def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]:
+        self.sealed.append((client_id, seq, action, facts))
+        return 1, DETAILS
+
+    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
+        return SIGNATURE
+
+    def hold_claim(self, *args: Any) -> dict[str, Any] | None:
+        return None
+
+
+@dataclasses.dataclass
+class Scene:
+    team: Any
+    client_id: int
+    tag: bytes
+    ring: bytes
+    alice: tuple[int, int]  # (id, key generation), granted
+    bob: tuple[int, int]  # not granted
+    admin: tuple[int, int]
+
+
+def _one(team: Any, query: Any) -> Any:
+    with team.admin.store.transaction() as s:
+        return s.execute(query).one()
+
+
+@pytest.fixture
+def scene(team: Any) -> Scene:
+    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.add_secret("acme/fw01", password=PW, username=USER)
+    team.engineer("alice")
+    team.engineer("bob")
+    team.admin.grant("alice", "acme")
+    team.admin.reveal("acme/fw01", reason=REASON)  # the client's audit-key ring is made on first use
+    client_id, ring = _one(team, select(m.Client.id, m.Client.audit_keys_blob))
+    (tag,) = _one(team, select(m.Secret.name_tag))
+    ids = {}
+    for name in ("alice", "bob", team.admin.engineer_name):
+        ids[name] = tuple(_one(team, select(m.Engineer.id, m.Engineer.key_generation).where(m.Engineer.name == name)))
+    return Scene(team, client_id, tag, ring, ids["alice"], ids["bob"], ids[team.admin.engineer_name])
+
+
+def _authority(scene: Scene, *, reason_required: bool = True) -> CheckoutAuthority:
+    policy = Policy(reason_required, False, False, 60, None, True)
+    return CheckoutAuthority(scene.team.admin.store, Checks(policy), scene.team.clock)
+
+
+def _request(scene: Scene, who: tuple[int, int], **changes: Any) -> CheckoutRequest:
+    request = CheckoutRequest(
+        action=CHECKOUT,
+        caller=Caller(*who),
+        client_id=scene.client_id,
+        slug_tag=None,
+        name_tag=scene.tag,
+        version=None,
+        hold_seconds=None,
+        has_reason=True,
+        field_is_password=True,
+        audit_keys_blob=scene.ring,
+        known_key_versions=(),
+        org_pin=b"",
+    )
+    return dataclasses.replace(request, **changes)
+
+
+def _state(scene: Scene) -> tuple[Any, ...]:
+    with scene.team.admin.store.transaction() as s:
+        head = s.execute(select(m.AuditHead.seq, m.AuditHead.hash)).one()
+        holds = s.scalars(select(m.Checkout.id)).all()
+    return tuple(head), tuple(holds)
+
+
+@pytest.fixture
+def statements(scene: Scene) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = scene.team.admin.store.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    """Every leaf value of a response (dataclasses, named tuples, tuples)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _walk(getattr(value, f.name))
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from _walk(item)
+    else:
+        yield value
+
+
+def test_a_caller_without_a_grant_is_refused_before_the_secret_is_read(scene: Scene, statements: list[str]) -> None:
+    before = _state(scene)
+    seal = FakeSeal(scene.team.admin.store)
+    statements.clear()
+    with pytest.raises(NotFound, match="no grant"):
+        _authority(scene).checkout(_request(scene, scene.bob), seal)
+    assert statements, "the authority read nothing"
+    assert not [st for st in statements if READS_THE_SECRET.search(st)], statements
+    assert seal.drafts == [] and seal.sealed == []
+    assert _state(scene) == before
+
+
+def test_an_engineer_cannot_name_a_client_by_its_slug_tag(scene: Scene, statements: list[str]) -> None:
+    before = _state(scene)
+    statements.clear()
+    request = _request(scene, scene.alice, client_id=None, slug_tag=b"\x00" * 32)
+    with pytest.raises(AccessDenied):
+        _authority(scene).checkout(request, FakeSeal(scene.team.admin.store))
+    assert not [st for st in statements if READS_THE_SECRET.search(st)], statements
+    assert _state(scene) == before
+
+
+def test_a_caller_of_another_key_generation_is_refused(scene: Scene) -> None:
+    before = _state(scene)
+    with pytest.raises(Exception, match="keys of 'alice' have changed"):
+        _authority(scene).checkout(_request(scene, (scene.alice[0], scene.alice[1] + 1)), FakeSeal(None))
+    assert _state(scene) == before
+
+
+def test_the_event_is_written_and_committed_before_the_answer(scene: Scene) -> None:
+    (head_before, holds_before) = _state(scene)
+    seal = FakeSeal(scene.team.admin.store)
+    response = _authority(scene).checkout(_request(scene, scene.alice), seal)
+    assert response.seq == head_before[0] + 1
+    # read on a connection of its own: committed, durably, before checkout() returned
+    with scene.team.admin.store.engine.connect() as conn:
+        row = conn.execute(select(m.AuditEvent).where(m.AuditEvent.seq == response.seq)).one()
+        holds = conn.execute(select(m.Checkout.event_seq)).scalars().all()
+    assert (row.action, row.engineer_id, row.client_id) == (CHECKOUT, scene.alice[0], scene.client_id)
+    assert row.details_blob == DETAILS and row.signature == SIGNATURE and row.prev_hash == head_before[1]
+    assert response.seq in holds and len(holds) == len(holds_before) + 1
+    assert [(c, seq, a) for c, seq, a, _ in seal.sealed] == [(scene.client_id, response.seq, CHECKOUT)]
+    assert set(seal.sealed[0][3]) == {"version", "exclusive", "until"}
+    assert len(seal.drafts) == 1 and seal.drafts[0].seq == 0  # shown before the append numbered it
+    assert dataclasses.replace(response, seq=0) == seal.drafts[0]
+
+
+def test_the_answer_holds_ciphertext_only(scene: Scene) -> None:
+    response = _authority(scene).checkout(_request(scene, scene.alice, action=REVEAL), FakeSeal(None))
+    leaves = list(_walk(response))
+    for plain in (PW, USER, "acme", "fw01"):
+        for leaf in leaves:
+            if isinstance(leaf, bytes):
+                assert plain.encode() not in leaf
+            elif isinstance(leaf, str):
+                assert plain not in leaf or leaf in ("alice",), (plain, leaf)
+    with scene.team.admin.store.transaction() as s:
+        stored = s.scalars(select(m.SecretVersion)).one()
+    assert response.version.password_blob == stored.password_blob
+    assert response.version.wrapped_dek == stored.wrapped_dek
+    assert response.sealed_key is not None and response.sealed_key.kind == "engineer"
+    assert response.sealed_key.recipient_id == scene.alice[0]
+    assert response.expires_us is None  # a reveal holds nothing
+    assert "fw01" not in repr(response) and PW not in repr(response)
+
+
+def test_a_stale_audit_ring_is_refused_as_retryable_and_nothing_is_written(scene: Scene) -> None:
+    before = _state(scene)
+    seal = FakeSeal(None)
+    with pytest.raises(ConcurrentChange) as caught:
+        _authority(scene).checkout(_request(scene, scene.alice, audit_keys_blob=b"an older ring"), seal)
+    assert str(caught.value) == STALE_CONTEXT
+    assert seal.sealed == [] and _state(scene) == before
+
+
+def test_a_missing_reason_is_refused_when_the_policy_wants_one(scene: Scene) -> None:
+    before = _state(scene)
+    with pytest.raises(InvalidInput) as caught:
+        _authority(scene).checkout(_request(scene, scene.alice, has_reason=False), FakeSeal(None))
+    assert str(caught.value) == REASON_REQUIRED and _state(scene) == before
+    response = _authority(scene, reason_required=False).checkout(
+        _request(scene, scene.alice, has_reason=False), FakeSeal(None)
+    )
+    assert response.seq == before[0][0] + 1
+
+
+def test_an_unknown_name_tag_is_refused_and_nothing_is_written(scene: Scene) -> None:
+    before = _state(scene)
+    with pytest.raises(NotFound) as caught:
+        _authority(scene).checkout(_request(scene, scene.alice, name_tag=b"\x00" * 32), FakeSeal(None))
+    assert str(caught.value) == MISSING_TARGET and _state(scene) == before
+
+
+def test_the_keyholder_refusing_the_draft_writes_nothing(scene: Scene) -> None:
+    before = _state(scene)
+    seal = FakeSeal(None, refuse=True)
+    with pytest.raises(UntrustedRecord):
+        _authority(scene).checkout(_request(scene, scene.alice), seal)
+    assert len(seal.drafts) == 1 and seal.sealed == []
+    assert _state(scene) == before
+
+
+def test_a_checkout_length_out_of_range_is_refused(scene: Scene) -> None:
+    before = _state(scene)
+    for seconds in (30, 8 * 24 * 3600):
+        with pytest.raises(InvalidInput, match="bad checkout length"):
+            _authority(scene).checkout(_request(scene, scene.alice, hold_seconds=seconds), FakeSeal(None))
+    assert _state(scene) == before
+
+
+def test_an_admin_names_the_client_by_slug_tag_and_gets_the_recovery_seal(scene: Scene) -> None:
+    (slug_tag,) = _one(scene.team, select(m.Client.slug_tag))
+    request = _request(scene, scene.admin, client_id=None, slug_tag=slug_tag)
+    response = _authority(scene).checkout(request, FakeSeal(None))
+    assert response.client.id == scene.client_id and response.grant is None
+    assert response.sealed_key is not None and response.sealed_key.kind == "recovery"

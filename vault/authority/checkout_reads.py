@@ -1,0 +1,162 @@
+"""The reads of a checkout's authority, as prepared statements (compiled once).
+
+Who calls (``CALLER``: the vault's identity, the engineer, the root-key version, on SQLite
+the audit head, and the engineer's grants for the client, newest first, with their
+signers), read first so that a refused caller is refused before anything of the client
+or secret is read; then what is acted on (``TARGET``: the client, the secret by its name
+tag, its policy, the version and, on SQLite, its open checkouts); and the smaller reads
+of the append, the holds' events and a sealed client key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, and_, bindparam, func, select
+
+from vault.service import rows
+from vault.service.rows import (
+    CHECKOUTS,
+    CLIENTS,
+    ENGINEERS,
+    EVENTS,
+    GRANTS,
+    HEAD,
+    INFO,
+    POLICIES,
+    ROOT_KEYS,
+    SECRETS,
+    VERSIONS,
+    ClientRow,
+    EngineerRow,
+    GrantRow,
+    HoldRow,
+    PolicyRow,
+    SecretRow,
+    VersionRow,
+)
+from vault.storage import models as m
+from vault.storage.prepared import Prepared
+
+ACTIVE = "active"
+
+
+def _table(model: type[m.Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _cols(table: Any, row: type[tuple[object, ...]]) -> list[Any]:
+    return [table.c[name] for name in row._fields]  # type: ignore[attr-defined]
+
+
+_GRANTER = ENGINEERS.alias("granter")
+_ROOT_VERSION = (
+    select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == ACTIVE).scalar_subquery().label("root_version")
+)
+ENGINEER_WIDTH = len(EngineerRow._fields)
+GRANT_WIDTH = len(GrantRow._fields)
+
+
+def caller_query(sqlite: bool) -> Select[Any]:
+    """Who calls: the vault's identity, the engineer, the root-key version, (SQLite) the audit
+    head, and the engineer's grants for the client, newest first, each with its signer."""
+    joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
+    columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_cols(ENGINEERS, EngineerRow)]
+    if sqlite:
+        joined = joined.join(HEAD, HEAD.c.id == 1)
+        columns += [HEAD.c.seq, HEAD.c.hash]
+    mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
+    joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
+    columns += [*_cols(GRANTS, GrantRow), *_cols(_GRANTER, EngineerRow)]
+    query: Select[Any] = select(*columns).select_from(joined).where(INFO.c.id == 1)
+    return query.order_by(*rows.GRANT_ORDER)
+
+
+def target_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
+    """What is acted on: the client, the secret by its name tag, its policy, the version asked
+    (or the current one) and, on SQLite (writers already serialised), its open checkouts."""
+    wanted = func.coalesce(bindparam("version", type_=m.SecretVersion.version.type), SECRETS.c.current_version)
+    joined = (
+        CLIENTS.join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
+        .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
+        .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
+    )
+    columns = [*_cols(CLIENTS, ClientRow), *_cols(SECRETS, SecretRow), *_cols(POLICIES, PolicyRow)]
+    columns += _cols(VERSIONS, VersionRow)
+    if sqlite:
+        open_holds = and_(
+            CHECKOUTS.c.secret_id == SECRETS.c.id,
+            CHECKOUTS.c.released_at.is_(None),
+            CHECKOUTS.c.expires_at > bindparam("now"),
+        )
+        joined = joined.outerjoin(CHECKOUTS, open_holds)
+        columns += _cols(CHECKOUTS, HoldRow)
+    client = CLIENTS.c.slug_tag == bindparam("slug_tag") if by_slug_tag else CLIENTS.c.id == bindparam("client")
+    query: Select[Any] = select(*columns).select_from(joined).where(client)
+    return query
+
+
+CALLER = {sqlite: Prepared(caller_query(sqlite)) for sqlite in (True, False)}
+TARGET = {(tag, sqlite): Prepared(target_query(tag, sqlite)) for tag in (True, False) for sqlite in (True, False)}
+HEAD_AND_TIME = Prepared(
+    select(HEAD.c.seq, HEAD.c.hash, EVENTS.c.at_us, ENGINEERS.c.status, ENGINEERS.c.key_generation)
+    .select_from(
+        HEAD.outerjoin(EVENTS, EVENTS.c.seq == HEAD.c.seq).outerjoin(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
+    )
+    .where(HEAD.c.id == 1)
+    .with_for_update(of=HEAD)
+)
+_ORG = _table(m.OrgKey)
+ORG_KEYS = Prepared(select(_ORG.c.version, _ORG.c.public, _ORG.c.signed_at, _ORG.c.signature).order_by(_ORG.c.version))
+TIME_OF = Prepared(select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")))
+EVENT = Prepared(select(*EVENTS.c).where(EVENTS.c.seq == bindparam("seq")))
+NAME = Prepared(select(ENGINEERS.c.name).where(ENGINEERS.c.id == bindparam("id")))
+_KEYS, _SEALS = (_table(t) for t in (m.ClientKey, m.ClientKeySeal))
+SEALED_KEY = Prepared(
+    select(
+        _KEYS.c.client_id,
+        _KEYS.c.version,
+        _KEYS.c.fingerprint,
+        _KEYS.c.signed_at,
+        _KEYS.c.signed_by,
+        _KEYS.c.signature,
+        _KEYS.c.state,
+        _SEALS.c.blob,
+        *_cols(ENGINEERS, EngineerRow),
+    )
+    .select_from(
+        _KEYS.outerjoin(
+            _SEALS,
+            and_(
+                _SEALS.c.client_id == _KEYS.c.client_id,
+                _SEALS.c.version == _KEYS.c.version,
+                _SEALS.c.recipient_kind == bindparam("kind"),
+                _SEALS.c.recipient_id == bindparam("recipient"),
+            ),
+        ).outerjoin(ENGINEERS, ENGINEERS.c.id == _KEYS.c.signed_by)
+    )
+    .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("version"))
+)
+
+
+class CallerRead:
+    """The rows of ``CALLER`` split: identity, engineer, head (SQLite), grants with signers."""
+
+    def __init__(self, found: Sequence[Sequence[Any]], sqlite: bool) -> None:
+        first = found[0]
+        self.vault_id: bytes = first[0]
+        self.org_signing_public: bytes = first[1]
+        self.root_version: int | None = first[2]
+        a = 3 + ENGINEER_WIDTH
+        self.me = EngineerRow._make(first[3:a])
+        self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite else None
+        e = a + (2 if sqlite else 0)
+        self.grants: list[GrantRow] = []
+        self.signers: list[EngineerRow | None] = []
+        for r in found:
+            if r[e] is None or (self.grants and self.grants[-1].id == r[e]):
+                continue
+            self.grants.append(GrantRow._make(r[e : e + GRANT_WIDTH]))
+            signer = r[e + GRANT_WIDTH : e + GRANT_WIDTH + ENGINEER_WIDTH]
+            self.signers.append(None if signer[0] is None else EngineerRow._make(signer))

@@ -1,0 +1,121 @@
+"""The values that cross between the keyholder and the authority, for a checkout.
+
+Frozen, made of plain ints, bytes, str, bools and the storage layer's plain rows
+(``vault/service/rows.py`` named tuples of the same), so that the same requests can be
+serialised and cross a network later. What the keyholder sends names the action, the
+target (ids and lookup tags, never a slug or a name), whether a reason was given (the
+reason itself only ever travels inside the encrypted details of the audit event) and the
+acting engineer; what the authority answers is ciphertext and signed public records,
+which the keyholder verifies before it uses any of them.
+
+Two refusals are marked so that the keyholder can say them in the user's words (it knows
+the slug and name the authority never sees): ``MISSING_TARGET`` and ``REASON_REQUIRED``; and
+``STALE_CONTEXT`` asks it to refresh the client's key context once and send again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vault.service.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
+
+CHECKOUT, REVEAL = "checkout", "reveal"
+MISSING_TARGET = "no such secret of this client"
+REASON_REQUIRED = "this client requires a reason for every checkout"
+STALE_CONTEXT = "the client's audit keys changed since this request was built: nothing was done"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The acting engineer as the request names them (the in-process transport vouches for it)."""
+
+    engineer_id: int
+    key_generation: int
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """A checkout or a plain reveal of one version of one secret.
+
+    The client is named by its id (an engineer's, from their grant) or by its slug tag
+    (an admin's: only an admin may name a client so).
+
+    ``audit_keys_blob`` is the client's audit-key ring (ciphertext) the event's details
+    will be sealed under: the authority refuses with ``STALE_CONTEXT`` if it is no longer
+    the client's. ``known_key_versions``: client-key versions the keyholder holds already;
+    for any other the response carries the signed record and the caller's sealed copy.
+    """
+
+    action: str
+    caller: Caller
+    client_id: int | None  # an engineer's client: the id their grant names
+    slug_tag: bytes | None  # an admin's client: by the tag of its slug under the root lookup key
+    name_tag: bytes
+    version: int | None
+    hold_seconds: int | None  # None: the policy's length (a checkout), or no hold (a reveal)
+    has_reason: bool
+    field_is_password: bool  # a password shown: the policy may flag it for change
+    audit_keys_blob: bytes
+    known_key_versions: tuple[int, ...]
+    org_pin: bytes  # the organisation key the engineer trusts: a later current key comes with its chain
+
+    def __repr__(self) -> str:
+        return f"CheckoutRequest(action={self.action!r}, client={self.client_id}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class ClientKeyRow:
+    """A client-key version's signed record (the fingerprint of the key, not the key)."""
+
+    client_id: int
+    version: int
+    fingerprint: bytes
+    signed_at: int
+    signed_by: int
+    signature: bytes | None
+    state: str
+
+
+@dataclass(frozen=True)
+class OrgKeyRow:
+    """An organisation signing key; each after the first is signed by the one before it."""
+
+    version: int
+    public: bytes
+    signed_at: int
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
+class SealedClientKey:
+    """A client key sealed to the caller (an engineer) or to the recovery key (an admin)."""
+
+    record: ClientKeyRow
+    signer: EngineerRow | None
+    kind: str  # "engineer" or "recovery"
+    recipient_id: int  # the engineer's id, or the root-key version
+    blob: bytes | None  # None: the version exists, but no copy is sealed to the caller
+
+
+@dataclass(frozen=True, repr=False)
+class CheckoutResponse:
+    """What a committed checkout returns: its event's number, and ciphertext with the rows
+    the keyholder needs to verify it (its own certificate; an engineer's grant head and
+    its signer; the client; the secret and the version revealed; a sealed client key)."""
+
+    seq: int
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]  # from the pinned key to the current one, when they differ
+    me: EngineerRow
+    grant: GrantRow | None
+    grant_signer: EngineerRow | None
+    client: ClientRow
+    secret: SecretRow
+    version: VersionRow
+    sealed_key: SealedClientKey | None
+    expires_us: int | None  # the hold's end, microseconds since the epoch; None for a reveal
+    flagged: bool  # the password must change (the policy's rotate-after-checkout, or already)
+
+    def __repr__(self) -> str:
+        return f"CheckoutResponse(seq={self.seq}, secret={self.secret.id}, version={self.version.version})"

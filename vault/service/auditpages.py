@@ -1,0 +1,220 @@
+"""The audit log read as a stream: a page of events per statement, shown page by page.
+
+``EntryReader`` turns a page of event rows (``repositories/audit.py``) into
+``AuditEntry`` values: it reads what the page refers to in one statement per kind (the
+clients, their purge receipts, the secrets with their current version) and only for ids
+it has not seen yet, and remembers what it opened (a client's slug, a secret's name) for
+the rest of the stream, within a bound. Memory is that of one page plus those bounded
+caches, whatever the length of the log: ``audit export`` of a million events streams.
+
+``AccessReader`` is the same for ``report access``: the reveal events of one engineer,
+each with whether the revealed value changed since (decided once per version and field).
+Nothing here appends: the callers do, after reading (``listing.append_after_read``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from sqlalchemy.orm import Session
+
+from vault.authority.journal import from_us
+from vault.crypto import blobs
+from vault.errors import DecryptionFailed, VaultError
+from vault.service import listing, rows
+from vault.service.records import AccessRecord, AuditEntry
+from vault.service.secrets import VIEW_PUBLIC_ONLY
+from vault.storage import models as m
+from vault.storage.repositories import audit as event_rows
+from vault.storage.repositories import clients as client_rows
+from vault.storage.repositories import secrets as secret_rows
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.keys import Keys
+    from vault.keyholder.trust import Trust
+    from vault.service.core import Core
+    from vault.service.reports import Reports
+    from vault.service.secrets import Secrets
+
+
+class Viewer(Protocol):
+    """What reading the audit log takes: the viewer's verified row, their keys, the clients'
+    audit-key rings and the secrets' metadata."""
+
+    core: Core
+    keys: Keys
+    trust: Trust
+    journal: Journal
+    secrets: Secrets
+
+
+CACHE_LIMIT = 50_000  # names and slugs remembered per stream; cleared past it (a bound, not a need)
+REVEAL_ACTIONS = ("reveal", "checkout")
+VIEW = "secret-view"
+_FAILED = object()
+
+
+class EntryReader:
+    """Audit entries of event rows, for the viewer ``vault``, in the read unit ``s``."""
+
+    def __init__(self, vault: Viewer, s: Session) -> None:
+        self.vault, self.s = vault, s
+        self.conn = rows.connection(s)
+        self.me = vault.trust.my_row(s)
+        self.names = event_rows.names(self.conn)
+        self.clients: dict[int, client_rows.ClientRow | None] = {}
+        self.receipts: dict[int, int] = {}
+        self.secrets: dict[int, str] = {}
+        self.slugs: dict[int, object] = {}  # client id -> slug, or _FAILED (the viewer cannot open it)
+
+    def page(self, events: list[event_rows.EventRow]) -> list[AuditEntry]:
+        """The entries of one page of events, what they refer to read in a few statements."""
+        self._prefetch(events)
+        return [self.entry(e) for e in events]
+
+    def _prefetch(self, events: list[event_rows.EventRow]) -> None:
+        for cache in (self.clients, self.secrets, self.slugs):
+            if len(cache) > CACHE_LIMIT:
+                cache.clear()
+        secret_ids = {e.secret_id for e in events if e.secret_id is not None and e.secret_id not in self.secrets}
+        found = secret_rows.by_ids(self.conn, secret_ids)
+        client_ids = {e.client_id for e in events if e.client_id is not None} | {r.client_id for r in found}
+        self._clients({c for c in client_ids if c not in self.clients})
+        present = {r.id for r in found}
+        for secret_id in secret_ids - present:
+            self.secrets[secret_id] = f"(purged secret #{secret_id})"
+        for row in found:
+            client = self.clients.get(row.client_id)
+            if client is None:
+                self.secrets[row.id] = f"(purged secret #{row.id})"
+                continue
+            try:
+                if row.version is None:
+                    raise DecryptionFailed()
+                name = self.vault.secrets.open(self.s, client, row, cast(Any, row)).metadata["name"]
+                self.secrets[row.id] = str(name)
+            except VaultError:
+                self.secrets[row.id] = f"(secret #{row.id})"
+
+    def _clients(self, ids: set[int]) -> None:
+        if not ids:
+            return
+        found = client_rows.by_ids(self.conn, ids)
+        listing.unseal_client_keys(self.vault, self.s, self.me, found.values())  # an admin's: a few statements
+        missing = ids - set(found)
+        self.receipts.update(event_rows.purge_receipts(self.conn, missing))
+        for client_id in ids:
+            self.clients[client_id] = found.get(client_id)
+
+    def _slug(self, client: client_rows.ClientRow) -> str:
+        slug = self.slugs.get(client.id)
+        if slug is None:
+            try:
+                slug = self.vault.keys.client_field(self.s, client, client.slug_blob, "slug").decode("utf-8")
+            except VaultError:
+                slug = _FAILED
+            self.slugs[client.id] = slug
+        if slug is _FAILED:
+            raise DecryptionFailed()
+        return str(slug)
+
+    def entry(self, e: event_rows.EventRow) -> AuditEntry:
+        """One event as the viewer may see it (``AuditOps._entry``'s rules)."""
+        details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
+        slug = None
+        readable = e.details_blob is None
+        if e.client_id is not None:
+            if e.client_id not in self.clients:
+                self._clients({e.client_id})
+            client = self.clients[e.client_id]
+            if client is None:
+                receipt = self.receipts.get(e.client_id)
+                slug = f"(purged client #{e.client_id}, receipt #{receipt})" if receipt else f"(client #{e.client_id})"
+            else:
+                try:
+                    slug = self._slug(client)
+                    if e.details_blob is not None and e.key_version is not None:
+                        key = self._audit_key(client, e.key_version)
+                        raw = blobs.decrypt_audit_detail(
+                            key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
+                        )
+                        details = {**(details or {}), **json.loads(raw)}
+                        readable = True
+                except VaultError:
+                    slug = slug or f"(client #{e.client_id})"
+        if e.signature is None:  # unlock-failed (and old enrolments): nobody's key vouches for it
+            details = {**(details or {}), "unauthenticated": True}
+        name = self.names.get(e.engineer_id) if e.engineer_id is not None else None
+        secret = None
+        if e.secret_id is not None:
+            if e.secret_id not in self.secrets:
+                self._prefetch([e])
+            secret = self.secrets[e.secret_id]
+        return AuditEntry(
+            e.seq, from_us(e.at_us), name, e.action, slug, e.client_id, e.secret_id, details, readable, secret
+        )
+
+    def _audit_key(self, client: client_rows.ClientRow, generation: int) -> bytes:
+        if client.audit_keys_blob is None:
+            raise DecryptionFailed()  # no ring yet: nothing was sealed under one
+        ring = self.vault.journal.ring(self.s, client, client.audit_keys_blob)
+        if not 1 <= generation <= len(ring) // 32:
+            raise DecryptionFailed()
+        return ring[(generation - 1) * 32 : generation * 32]
+
+
+def entries(reader: EntryReader, pages: Iterator[list[event_rows.EventRow]]) -> Iterator[AuditEntry]:
+    for events in pages:
+        yield from reader.page(events)
+
+
+# -- report access ------------------------------------------------------------------------------------
+
+
+class AccessReader:
+    """The reveals of one engineer, as ``AccessRecord`` values, streamed page by page."""
+
+    def __init__(self, vault: Reports, s: Session) -> None:
+        self.vault, self.s = vault, s
+        self.reader = EntryReader(vault, s)
+        self.changed: dict[tuple[int | None, int | None, int, str], bool] = {}
+
+    def records(self, engineer_id: int) -> Iterator[AccessRecord]:
+        pages = event_rows.events(self.reader.conn, engineer_ids=[engineer_id], actions=(*REVEAL_ACTIONS, VIEW))
+        for events in pages:
+            for event, entry in zip(events, self.reader.page(events), strict=True):
+                yield from self._records(event, entry)
+
+    def _records(self, event: event_rows.EventRow, entry: AuditEntry) -> Iterator[AccessRecord]:
+        details = entry.details or {}
+        if event.action == VIEW:
+            if details.get("fields") != VIEW_PUBLIC_ONLY:
+                # an old event (rare): the vault's own rules, on its row
+                legacy = cast(m.AuditEvent, event)
+                yield from self.vault.legacy_view_records(self.s, legacy, entry.client or "?", entry.secret, entry.at)
+            return
+        field = str(details.get("field", "password"))
+        version = int(details.get("version", 0))
+        yield AccessRecord(
+            event.seq,
+            entry.at,
+            entry.client or "?",
+            entry.secret or f"#{event.secret_id}",
+            field,
+            version,
+            details.get("reason"),
+            self.changed_since(event.client_id, event.secret_id, version, field),
+        )
+
+    def changed_since(self, client_id: int | None, secret_id: int | None, version: int, field: str) -> bool:
+        """``Reports.changed_since``, decided once per (client, secret, version, field)."""
+        key = (client_id, secret_id, version, field)
+        known = self.changed.get(key)
+        if known is None:
+            if len(self.changed) > CACHE_LIMIT:
+                self.changed.clear()
+            known = self.changed[key] = self.vault.changed_since(self.s, client_id, secret_id, version, field)
+        return known

@@ -1,0 +1,112 @@
+"""Audit events: read in pages of sequence numbers, with what showing them needs.
+
+``events`` walks the log by keyset on ``seq`` (one statement per page, bounded memory),
+filtered by client, engineer, time and a set of actions; ``newest`` reads the last
+``limit`` of them. ``names`` and ``purge_receipts`` answer, in one statement each, what
+a page of events refers to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, select
+from sqlalchemy.engine import Connection
+
+from vault.storage import models as m
+from vault.storage.repositories import paging
+
+EVENTS, ENGINEERS, RECEIPTS = m.AuditEvent.__table__, m.Engineer.__table__, m.PurgeReceipt.__table__
+
+
+class EventRow(NamedTuple):
+    seq: int
+    at_us: int
+    engineer_id: int | None
+    key_generation: int
+    action: str
+    client_id: int | None
+    secret_id: int | None
+    key_version: int | None
+    details_blob: bytes | None
+    details_json: str | None
+    signature: bytes | None
+
+
+def _query(
+    client_id: int | None,
+    engineer_ids: Collection[int] | None,
+    since_us: int | None,
+    actions: Collection[str] | None,
+) -> Select[Any]:
+    query = select(*(EVENTS.c[name] for name in EventRow._fields))
+    if client_id is not None:
+        query = query.where(EVENTS.c.client_id == client_id)
+    if engineer_ids is not None:
+        query = query.where(EVENTS.c.engineer_id.in_(sorted(engineer_ids)))
+    if since_us is not None:
+        query = query.where(EVENTS.c.at_us >= since_us)
+    if actions is not None:
+        query = query.where(EVENTS.c.action.in_(sorted(actions)))
+    return query
+
+
+def events(
+    conn: Connection,
+    *,
+    client_id: int | None = None,
+    engineer_ids: Collection[int] | None = None,
+    since_us: int | None = None,
+    actions: Collection[str] | None = None,
+    page: int = paging.PAGE,
+) -> Iterator[list[EventRow]]:
+    """The events that pass every filter given, oldest first, one page per statement."""
+    query = _query(client_id, engineer_ids, since_us, actions)
+    for found in paging.pages(conn, query, EVENTS.c.seq, size=page):
+        yield [EventRow._make(row) for row in found]
+
+
+def newest(
+    conn: Connection,
+    limit: int,
+    *,
+    client_id: int | None = None,
+    engineer_ids: Collection[int] | None = None,
+    since_us: int | None = None,
+    page: int = paging.PAGE,
+) -> Iterator[list[EventRow]]:
+    """The last ``limit`` events that pass the filters, oldest first, in pages (one
+    statement to find where they start, then one per page)."""
+    query = _query(client_id, engineer_ids, since_us, None)
+    offset = max(0, limit - 1)
+    start = conn.execute(
+        query.with_only_columns(EVENTS.c.seq).order_by(EVENTS.c.seq.desc()).offset(offset).limit(1)
+    ).scalar()
+    if start is None:  # fewer than ``limit`` events: all of them
+        yield from events(conn, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us, page=page)
+        return
+    for found in paging.pages(conn, query.where(EVENTS.c.seq >= start), EVENTS.c.seq, size=page):
+        yield [EventRow._make(row) for row in found]
+
+
+def names(conn: Connection) -> dict[int, str]:
+    """Every engineer's name by id (one statement; engineers are few)."""
+    return {int(i): str(n) for i, n in conn.execute(select(ENGINEERS.c.id, ENGINEERS.c.name))}
+
+
+def engineer_id(conn: Connection, name: str) -> int | None:
+    found = conn.execute(select(ENGINEERS.c.id).where(ENGINEERS.c.name == name)).first()
+    return None if found is None else int(found[0])
+
+
+def purge_receipts(conn: Connection, client_ids: Collection[int]) -> dict[int, int]:
+    """The receipt of each purged client of ``client_ids`` (the first, if several), by client id."""
+    if not client_ids:
+        return {}
+    query = (
+        select(RECEIPTS.c.client_id, RECEIPTS.c.id)
+        .where(RECEIPTS.c.client_id.in_(sorted(client_ids)), RECEIPTS.c.kind == "client")
+        .order_by(RECEIPTS.c.id.desc())
+    )
+    return {int(client): int(receipt) for client, receipt in conn.execute(query)}

@@ -1,0 +1,1 @@
+"""Transports between the keyholder and the authority (in-process now; HTTPS later)."""
