@@ -302,7 +302,8 @@ def unlock_mode(flag: bool | None) -> str:
     "--keyring/--agent",
     "use_keyring",
     default=None,
-    help="Keep the session in the OS keyring instead of the agent (default: the agent, or CREDVAULT_UNLOCK).",
+    help="Keep the session in the OS keyring only "
+    "(default: the agent, and the OS keyring where one works; or CREDVAULT_UNLOCK).",
 )
 @PASSPHRASE_FILE
 @pass_app
@@ -348,7 +349,13 @@ def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase
     answer = agent_service.start(url, name, passphrase, lifetime)
     _remember(db_url=config.LocalConfig.load().db_url or url, engineer=str(answer["engineer"]))
     expires = dt.datetime.fromisoformat(str(answer["expires_at"]))
-    say(f"Unlocked {answer['engineer']} ({answer['role']}) until {when(expires)}; the agent holds the session.")
+    where = "the agent holds the session"
+    try:  # where an OS keyring works, the commands the agent does not serve use it, unprompted
+        app.keyring_vault(name).engineers.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
+        where = "the agent and the OS keyring hold the session"
+    except ConfigurationError:
+        pass  # no keyring here (headless): those commands ask the passphrase at a terminal
+    say(f"Unlocked {answer['engineer']} ({answer['role']}) until {when(expires)}; {where}.")
 
 
 @click.command()

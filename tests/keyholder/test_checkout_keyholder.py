@@ -87,7 +87,7 @@ def scene(team: Any) -> Scene:
     assert alice.reveal("beta/fw01", reason=REASON) == BETA_PW
     assert alice.reveal("acme/sw01", reason=REASON) == OTHER_PW
     with admin.store.transaction() as s:
-        ids = {slug: cid for cid, slug in ((c.id, admin._slug(s, c)) for c in s.scalars(select(m.Client)))}
+        ids = {slug: cid for cid, slug in ((c.id, admin.clients.slug(s, c)) for c in s.scalars(select(m.Client)))}
         secrets = {(sid, cid): None for sid, cid in s.execute(select(m.Secret.id, m.Secret.client_id)).all()}
     acme_secrets = sorted(sid for sid, cid in secrets if cid == ids["acme"])
     return Scene(team, alice, ids["acme"], ids["beta"], acme_secrets[0], acme_secrets[1])
@@ -99,7 +99,7 @@ def _head(scene: Scene) -> Any:
 
 def _with(scene: Scene, tamper: Tamper, who: Any = None, **options: Any) -> Any:
     vault = who or scene.alice
-    keyholder = vault._checkout_keyholder()
+    keyholder = vault.checkouts._checkout_keyholder()
     real = keyholder.transport
     while isinstance(real, TamperingTransport):  # one tampering at a time
         real = real.real
@@ -201,7 +201,7 @@ def test_another_client_s_slug_in_the_client_asked_for_is_refused(scene: Scene) 
 
 def _sealed_path(scene: Scene) -> dict[str, Any]:
     version = _version(scene, scene.fw)
-    return {"drop_key": (scene.alice._client_keys, (scene.acme, version.key_version))}
+    return {"drop_key": (scene.alice.keyholder.client_keys, (scene.acme, version.key_version))}
 
 
 def test_a_sealed_client_key_opens_when_it_is_genuine(scene: Scene) -> None:

@@ -383,7 +383,7 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
             acme_id,
             None,
             {"engineer": "alice", "until": None, "grant": None},
-            team.admin.journal._current_audit_key(s, s.get(m.Client, acme_id)),
+            team.admin.journal.audit_keys.current_audit_key(s, s.get(m.Client, acme_id)),
             None,
             carol_seed,
             s.get(m.AuditEvent, head.seq).at_us,

@@ -93,21 +93,21 @@ def test_client_list_and_status_count_secrets_in_one_statement(team, reopen) -> 
 
 def _many_events(vault: Vault, n: int) -> None:
     """``n`` signed, chained events, every other one with details sealed under a client's
-    audit key, written in one transaction (the values of ``_append``, inserted in bulk)."""
+    audit key, written in one transaction (the values of ``Journal.append``, inserted in bulk)."""
     with vault.store.transaction() as s:
-        client = vault._client(s, "acme")
-        vault._append(s, "client-view", client_id=client.id, details={"n": -1})  # makes the audit-key ring
+        client = vault.clients.client(s, "acme")
+        vault.journal.append(s, "client-view", client_id=client.id, details={"n": -1})  # makes the audit-key ring
         s.flush()
-        me = s.get(m.Engineer, vault._me().engineer_id)
-        audit_key = vault._current_audit_key(s, client)
+        me = s.get(m.Engineer, vault.keyholder.me().engineer_id)
+        audit_key = vault.journal.audit_keys.current_audit_key(s, client)
         head = s.get(m.AuditHead, 1)
         assert head is not None and me is not None
         seq, running, values = head.seq, head.hash, []
         for i in range(n):
             seq += 1
             detailed = i % 2 == 1
-            row = vault._event_values(
-                vault._vid(s),
+            row = vault.journal._event_values(
+                vault.core.vid(s),
                 seq,
                 running,
                 "client-view" if detailed else "secret-list",
@@ -117,7 +117,7 @@ def _many_events(vault: Vault, n: int) -> None:
                 {"n": i, "pad": "x" * 64} if detailed else None,
                 audit_key if detailed else None,
                 None if detailed else {"clients": i},
-                vault._me().signing_seed,
+                vault.keyholder.me().signing_seed,
             )
             values.append(row)
             running = row["hash"]

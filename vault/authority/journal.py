@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any, overload
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import blobs, chain
-from vault.errors import ConcurrentChange, DecryptionFailed
+from vault.crypto import chain
+from vault.errors import ConcurrentChange
 from vault.service import rows
 from vault.service.core import ACTIVE
-from vault.service.rows import EngineerRecord, HasId, RowAppend
+from vault.service.rows import EngineerRecord, RowAppend
 from vault.storage import models as m
 from vault.storage.prepared import Prepared
 
 if TYPE_CHECKING:
+    from vault.keyholder.auditkeys import AuditKeys
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
@@ -74,12 +75,19 @@ def from_us(value: int) -> dt.datetime:
 
 
 class Journal:
-    """Appending events to the audit chain, and the clients' audit key rings."""
+    """Appending events to the audit chain.
 
-    def __init__(self, core: Core, keys: Keys, trust: Trust) -> None:
+    It computes the chain (sequence, previous hash, event hash) and writes the rows; what
+    needs a key is the keyholder's: the encrypted details come from ``audit_keys``
+    (``vault/keyholder/auditkeys.py``) and the signature from the acting engineer's key
+    (``keys``), handed over in-process (the seam the team server replaces with signed
+    requests and server checkpoints)."""
+
+    def __init__(self, core: Core, keys: Keys, trust: Trust, audit_keys: AuditKeys) -> None:
         self.core = core
         self.keys = keys
         self.trust = trust
+        self.audit_keys = audit_keys
 
     @overload
     def append(
@@ -158,7 +166,7 @@ class Journal:
                 raise ValueError("encrypted details need a client")
             client = s.get(m.Client, client_id)
             assert client is not None
-            audit_key = self._current_audit_key(s, client)
+            audit_key = self.audit_keys.current_audit_key(s, client)
         values = self._event_values(
             info.vault_id,
             head.seq + 1,
@@ -202,7 +210,7 @@ class Journal:
         else:
             before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
             after = before[0][0] if before else None
-        audit_key = self._audit_key_of(s, row.client, row.audit_keys_blob)
+        audit_key = self.audit_keys.audit_key_of(s, row.client, row.audit_keys_blob)
         values = self._event_values(
             row.vault_id,
             head[0] + 1,
@@ -243,9 +251,9 @@ class Journal:
         details_blob = key_version = None
         if details is not None:
             assert client_id is not None and audit_key is not None
-            key_version, key = audit_key
+            key_version = audit_key[0]
             raw = json.dumps(details, sort_keys=True).encode("utf-8")
-            details_blob = blobs.encrypt_audit_detail(key, key_version, raw, client_id, seq, action)
+            details_blob = self.audit_keys.encrypt_details(audit_key, raw, client_id, seq, action)
         values: dict[str, Any] = {
             "seq": seq,
             "at_us": us(self.core.clock()) if after is None else max(us(self.core.clock()), after),
@@ -275,38 +283,3 @@ class Journal:
         )
         values["signature"] = chain.sign_event(seed, vault_id, seq, values["hash"]) if seed is not None else None
         return values
-
-    # -- the client's audit-key ring ---------------------------------------------------------
-
-    def audit_ring(self, s: Session, client: m.Client) -> bytes:
-        """All audit-key generations of a client (32 bytes each), oldest first."""
-        if client.audit_keys_blob is None:
-            self.store_audit_ring(s, client, blobs.new_key())
-        assert client.audit_keys_blob is not None
-        return self.ring(s, client, client.audit_keys_blob)
-
-    def ring(self, s: Session, client: HasId, audit_keys_blob: bytes) -> bytes:
-        ring = self.keys.client_field(s, client, audit_keys_blob, "audit-keys")
-        if not ring or len(ring) % 32:
-            raise DecryptionFailed()
-        return ring
-
-    def _audit_key_of(self, s: Session, client: HasId, audit_keys_blob: bytes) -> tuple[int, bytes]:
-        """The current audit key of a client whose ring blob the caller has read."""
-        ring = self.ring(s, client, audit_keys_blob)
-        return len(ring) // 32, ring[-32:]
-
-    def store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
-        version = self.trust.current_key_version(s, client)
-        key = self.keys.client_key(s, client.id, version)
-        client.audit_keys_blob = blobs.encrypt_client_field(key, version, ring, client.id, "audit-keys")
-
-    def _current_audit_key(self, s: Session, client: m.Client) -> tuple[int, bytes]:
-        ring = self.audit_ring(s, client)
-        return len(ring) // 32, ring[-32:]
-
-    def audit_key(self, s: Session, client: m.Client, generation: int) -> bytes:
-        ring = self.audit_ring(s, client)
-        if not 1 <= generation <= len(ring) // 32:
-            raise DecryptionFailed()
-        return ring[(generation - 1) * 32 : generation * 32]

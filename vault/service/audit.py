@@ -84,9 +84,9 @@ class Audit:
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Events the viewer may see, details decrypted where the viewer holds the key."""
-        return list(self.iter_audit_log(client=client, engineer=engineer, since=since, limit=limit))
+        return list(self._entries(client=client, engineer=engineer, since=since, limit=limit))
 
-    def iter_audit_log(
+    def _entries(
         self,
         *,
         client: str | None = None,
@@ -94,7 +94,7 @@ class Audit:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> Iterator[AuditEntry]:
-        """``audit_log`` as a stream: read without the write lock, a page of events per
+        """``log`` as a stream: read without the write lock, a page of events per
         statement, each page shown before the next is read (bounded memory, auditpages.py)."""
         with self.core.store.read() as s:
             me = self.trust.my_row(s)
@@ -121,8 +121,8 @@ class Audit:
 
     def export(self, **filters: Any) -> Iterator[str]:
         """The log as JSON lines (one event per line) for a SIEM, streamed: each line is
-        yielded as its page is read (``iter_audit_log``), never the whole log in memory."""
-        for entry in self.iter_audit_log(**filters):
+        yielded as its page is read (``_entries``), never the whole log in memory."""
+        for entry in self._entries(**filters):
             yield json.dumps(entry.to_json(), sort_keys=True)
 
     # -- verifying ------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ class EntryReader:
     def _audit_key(self, client: client_rows.ClientRow, generation: int) -> bytes:
         if client.audit_keys_blob is None:
             raise DecryptionFailed()  # no ring yet: nothing was sealed under one
-        ring = self.vault.journal.ring(self.s, client, client.audit_keys_blob)
+        ring = self.vault.journal.audit_keys.ring(self.s, client, client.audit_keys_blob)
         if not 1 <= generation <= len(ring) // 32:
             raise DecryptionFailed()
         return ring[(generation - 1) * 32 : generation * 32]

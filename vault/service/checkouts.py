@@ -132,7 +132,7 @@ class _ClientLookup:
             if admin:  # by its slug tag, under the current recovery key (opened: it opens client keys too)
                 slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             lookup_key = c.secrets.lookup_key(s, client)
-            ring = c.journal.audit_ring(s, client)
+            ring = c.journal.audit_keys.audit_ring(s, client)
             blob = client.audit_keys_blob
             assert blob is not None
             key = c.keys.client_keys[(client.id, blobs.blob_key_version(blob))]

@@ -209,7 +209,7 @@ class GrantLedger:
         if client is None or event.details_blob is None or event.key_version is None:
             return None
         try:
-            key = self.journal.audit_key(s, client, event.key_version)
+            key = self.journal.audit_keys.audit_key(s, client, event.key_version)
             raw = blobs.decrypt_audit_detail(
                 key, event.key_version, event.details_blob, client.id, event.seq, event.action
             )

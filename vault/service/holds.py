@@ -86,7 +86,7 @@ class Holds:
         if public is None or not codec.signature_valid(public, e.signature, e.seq, e.hash):
             return None
         try:
-            ring = self.journal.ring(s, client, audit_keys_blob)
+            ring = self.journal.audit_keys.ring(s, client, audit_keys_blob)
             if not 1 <= e.key_version <= len(ring) // 32:
                 return None
             key = ring[(e.key_version - 1) * 32 : e.key_version * 32]

@@ -222,7 +222,7 @@ class KeyRotation:
         bundle = self.keys.root_bundle(s)
         old_version = self.trust.current_key_version(s, client)
         old_key = self.keys.client_key(s, client.id, old_version)
-        ring = self.journal.audit_ring(s, client)
+        ring = self.journal.audit_keys.audit_ring(s, client)
         slug = self.keys.client_field(s, client, client.slug_blob, "slug")
         name = self.keys.client_field(s, client, client.name_blob, "name")
         lookup = self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -249,7 +249,9 @@ class KeyRotation:
         client.slug_blob = blobs.encrypt_client_field(key, new_version, slug, client.id, "slug")
         client.name_blob = blobs.encrypt_client_field(key, new_version, name, client.id, "name")
         client.lookup_key_blob = blobs.encrypt_client_field(key, new_version, lookup, client.id, "lookup-key")
-        self.journal.store_audit_ring(s, client, ring + blobs.new_key())  # a fresh audit key for later events
+        self.journal.audit_keys.store_audit_ring(
+            s, client, ring + blobs.new_key()
+        )  # a fresh audit key for later events
         if backup_key is not None:  # the per-client backup key lives on (old backups need it)
             client.backup_key_blob = blobs.encrypt_client_field(key, new_version, backup_key, client.id, "backup-key")
         self.keys.count_encryptions(s, client.id, new_version, 4)

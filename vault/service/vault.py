@@ -32,6 +32,7 @@ from typing import Any
 from vault.authority import permissions
 from vault.authority.journal import Journal
 from vault.crypto import keyrecord
+from vault.keyholder.auditkeys import AuditKeys
 from vault.keyholder.keys import Keys
 from vault.keyholder.signers import Signers
 from vault.keyholder.trust import Trust
@@ -193,7 +194,7 @@ class Vault:
         trust = Trust(core, keys)
         keys.trust = trust  # Trust asks Keys for the session; Keys asks Trust to verify (keys.py)
         signers = Signers(trust)
-        journal = Journal(core, keys, trust)
+        journal = Journal(core, keys, trust, AuditKeys(keys, trust))
         ledger = GrantLedger(core, trust, signers, journal)
         invitations = Invitations(core, keys, trust, ledger)
         policy_check = PolicyCheck(core, trust)
