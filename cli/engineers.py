@@ -352,7 +352,7 @@ def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase
     where = "the agent holds the session"
     try:  # where an OS keyring works, the commands the agent does not serve use it, unprompted
         app.keyring_vault(name).engineers.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
-        where = "the agent and the OS keyring hold the session"
+        where += " (and the OS keyring, for the commands the agent does not serve)"
     except ConfigurationError:
         pass  # no keyring here (headless): those commands ask the passphrase at a terminal
     say(f"Unlocked {answer['engineer']} ({answer['role']}) until {when(expires)}; {where}.")

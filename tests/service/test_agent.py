@@ -104,11 +104,13 @@ def test_errors_come_back_as_the_library_s_errors(served: tuple[agent.Agent, Pat
 
 
 def test_a_bug_in_the_agent_is_reported_without_its_text(admin: Vault) -> None:
-    class Broken:
-        engineer_name = ADMIN
-
+    class BrokenCheckouts:
         def checkout(self, *_args: object, **_kwargs: object) -> None:
             raise RuntimeError(PASSWORD)  # an unexpected exception quoting a secret
+
+    class Broken:
+        engineer_name = ADMIN
+        checkouts = BrokenCheckouts()
 
     server = agent.Agent(Broken(), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1), Clock())
     answer = server.answer({"op": "checkout", "ref": "agentco/fw", "field": "password"})

@@ -69,7 +69,7 @@ def _scalar(team, statement: Any) -> Any:  # type: ignore[no-untyped-def]
 def _secret_row(team, ref: str = REF) -> m.Secret:  # type: ignore[no-untyped-def]
     """The secret's row, read through SQLAlchemy (the name is only known to the service)."""
     with team.admin.store.transaction() as s:
-        _client, secret, _slug = team.admin._secret(s, ref)
+        _client, secret, _slug = team.admin.secrets.secret(s, ref)
         s.expunge(secret)
         return secret
 

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from vault import Vault
+from vault.authority.journal import Journal
 from vault.errors import AccessDenied, NotFound, StoreBusy, VaultError
 from vault.service import listing
 from vault.storage import models as m
@@ -223,7 +224,7 @@ def test_a_listing_is_not_returned_when_its_event_cannot_be_written(team, monkey
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise StoreBusy("the database is locked by another session: nothing was changed")
 
-    monkeypatch.setattr(type(team.admin), "_append", broken)
+    monkeypatch.setattr(Journal, "append", broken)
     for call in (lambda: team.admin.list_secrets("acme"), team.admin.list_clients):
         with pytest.raises(StoreBusy):
             call()
