@@ -230,6 +230,40 @@ def test_an_untouched_chain_verifies(team):
     assert [e.seq for e in _events(team)] == list(range(1, head_seq + 1))
 
 
+def test_events_appended_while_the_chain_is_checked_are_no_false_alarm(team, monkeypatch):
+    # Found by the benchmark (W14): a verification that read the newest event at its start and
+    # the head at its end reported "events deleted?" whenever checkouts went on meanwhile.
+    alice = _build(team)
+    real = audit_module.Audit._ranges
+    appended: list[int] = []
+
+    def ranges_then_checkout(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not appended:  # another engineer's checkout commits while the chain is being read
+            alice.checkout(REF, reason=REASON)
+            appended.append(team.admin.audit_head()[0])
+        yield from real(self, *args, **kwargs)
+
+    monkeypatch.setattr(audit_module.Audit, "_ranges", ranges_then_checkout)
+    result = team.admin.verify_audit()
+    assert appended and result.ok and result.problem is None
+    assert result.head_seq == appended[0] - 1  # the chain as it stood when the check began
+    monkeypatch.undo()
+    assert team.admin.verify_audit().head_seq == appended[0]  # the next check takes in the new event
+
+
+def test_an_event_planted_past_the_recorded_head_is_caught(team):
+    _build(team)
+    head_seq, _ = team.admin.audit_head()
+    with team.admin.store.transaction() as s:  # a writer of the database copies the last event past the head
+        last = s.get(m.AuditEvent, head_seq)
+        assert last is not None
+        columns = {c.name: getattr(last, c.name) for c in m.AuditEvent.__table__.columns}
+        s.add(m.AuditEvent(**(columns | {"seq": head_seq + 1, "prev_hash": last.hash})))
+    result = team.admin.verify_audit()
+    assert not result.ok and result.first_bad_seq == head_seq + 1
+    assert result.problem == f"event {head_seq + 1}: events lie beyond the chain's recorded head"
+
+
 def test_the_tamper_helper_recomputes_exactly_the_stored_hashes(team):
     _build(team)
     before = [(e.seq, e.prev_hash, e.hash, e.signature) for e in _events(team)]

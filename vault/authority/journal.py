@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import chain
 from vault.errors import ConcurrentChange
-from vault.service import rows
 from vault.service.core import ACTIVE
-from vault.service.rows import EngineerRecord, RowAppend
+from vault.service.rows import EngineerRecord
 from vault.storage import models as m
-from vault.storage.prepared import Prepared
 
 if TYPE_CHECKING:
     from vault.keyholder.auditkeys import AuditKeys
@@ -41,18 +39,6 @@ UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
 # with the key just made (docs/format.md §8).
 LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
 
-_HEAD, _EVENTS, _ENGINEERS = m.AuditHead.__table__, m.AuditEvent.__table__, m.Engineer.__table__
-# The head (locked on PostgreSQL) with its event's time and the acting engineer's status and
-# key generation as committed now, in one statement.
-_HEAD_AND_TIME = Prepared(
-    select(_HEAD.c.seq, _HEAD.c.hash, _EVENTS.c.at_us, _ENGINEERS.c.status, _ENGINEERS.c.key_generation)
-    .select_from(
-        _HEAD.outerjoin(_EVENTS, _EVENTS.c.seq == _HEAD.c.seq).outerjoin(_ENGINEERS, _ENGINEERS.c.id == bindparam("me"))
-    )
-    .where(_HEAD.c.id == 1)
-    .with_for_update(of=_HEAD)
-)
-_TIME_OF = Prepared(select(_EVENTS.c.at_us).where(_EVENTS.c.seq == bindparam("seq")))
 # Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
 _NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
 
@@ -89,35 +75,6 @@ class Journal:
         self.trust = trust
         self.audit_keys = audit_keys
 
-    @overload
-    def append(
-        self,
-        s: Session,
-        action: str,
-        *,
-        client_id: int | None = ...,
-        secret_id: int | None = ...,
-        details: dict[str, Any] | None = ...,
-        public: dict[str, Any] | None = ...,
-        actor: m.Engineer | None = ...,
-        sign: bool = ...,
-        seed: bytes | None = ...,
-        row: None = ...,
-    ) -> m.AuditEvent: ...
-
-    @overload
-    def append(
-        self,
-        s: Session,
-        action: str,
-        *,
-        client_id: int,
-        secret_id: int,
-        details: dict[str, Any],
-        actor: EngineerRecord,
-        row: RowAppend,
-    ) -> int: ...
-
     def append(
         self,
         s: Session,
@@ -130,16 +87,8 @@ class Journal:
         actor: EngineerRecord | None = None,
         sign: bool = True,
         seed: bytes | None = None,
-        row: RowAppend | None = None,
-    ) -> m.AuditEvent | int:
-        """Append one event in the caller's transaction (it commits with the change).
-
-        With ``row`` (a hot path that has read the client's ring blob, and maybe the head),
-        the event is written with Core statements and its sequence number returned.
-        """
-        if row is not None:
-            assert actor is not None and client_id is not None and secret_id is not None and details is not None
-            return self._append_row(s, row, action, actor, client_id, secret_id, details)
+    ) -> m.AuditEvent:
+        """Append one event in the caller's transaction (it commits with the change)."""
         info = self.core.info(s)
         if actor is None and sign:
             actor = s.get(m.Engineer, self.keys.me().engineer_id)
@@ -185,49 +134,6 @@ class Journal:
         s.add(event)
         head.seq, head.hash = event.seq, event.hash
         return event
-
-    def _append_row(
-        self,
-        s: Session,
-        row: RowAppend,
-        action: str,
-        actor: EngineerRecord,
-        client_id: int,
-        secret_id: int,
-        details: dict[str, Any],
-    ) -> int:
-        """One signed event with encrypted details by the acting engineer, with Core statements.
-        ``row.head`` is the (seq, hash) read in this transaction under the write lock (SQLite),
-        or None to read it here (locked on PostgreSQL)."""
-        conn = rows.connection(s)
-        head = row.head
-        if head is None:
-            found = _HEAD_AND_TIME.all(conn, {"me": actor.id})
-            if not found:  # a vault without a head row yet: the ORM path makes it
-                return self.append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
-            head, after = (found[0][0], found[0][1]), found[0][2]
-            _check_still_current(found[0][3], found[0][4], actor)
-        else:
-            before = _TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
-            after = before[0][0] if before else None
-        audit_key = self.audit_keys.audit_key_of(s, row.client, row.audit_keys_blob)
-        values = self._event_values(
-            row.vault_id,
-            head[0] + 1,
-            head[1],
-            action,
-            actor,
-            client_id,
-            secret_id,
-            details,
-            audit_key,
-            None,
-            self.keys.me().signing_seed,
-            after,
-        )
-        rows.ADD_EVENT.run(conn, values)
-        rows.MOVE_HEAD.run(conn, {"new_seq": values["seq"], "new_hash": values["hash"]})
-        return int(values["seq"])
 
     def _event_values(
         self,

@@ -161,9 +161,13 @@ class Audit:
         checkpoints: Sequence[str],
         workers: int | None,
     ) -> AuditVerification:
-        with self.core.store.transaction() as s:
+        # A read unit (no write lock on SQLite: checkouts go on while the chain is checked). The
+        # chain is checked up to the head as recorded when the check starts; events appended
+        # meanwhile are left to the next check (see the end for events beyond the head).
+        with self.core.store.read() as s:
             self.trust.my_row(s)
             vault_id = self.core.vid(s)
+            start_head = s.execute(select(m.AuditHead.seq, m.AuditHead.hash).where(m.AuditHead.id == 1)).first()
             start_seq, running = since if since is not None else (0, chain.GENESIS)
             keys, problems, _ = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
             if since is not None:
@@ -181,7 +185,7 @@ class Audit:
                 if problem is not None:
                     return self._bad(0, start_seq + 1, start_seq, running, start_seq, problem + " (the anchor)")
             prev_at, prev_format = self._time_and_format(s, vault_id, start_seq)
-            end = s.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.seq > start_seq)) or start_seq
+            end = max(start_head[0], start_seq) if start_head is not None else start_seq
             checked, last = 0, start_seq
             with contextlib.closing(self._ranges(s, vault_id, keys, problems, start_seq + 1, end, workers)) as ranges:
                 for lo, hi, r in ranges:  # in order: each range's first link is checked against the one before
@@ -198,8 +202,7 @@ class Audit:
                         return self._bad(checked, start_seq + 1, last, running, r.bad_seq, str(r.problem))
                     if last < hi:  # the rows stop here and nothing follows
                         break
-            head = s.get(m.AuditHead, 1)
-            if head is not None and (head.seq != last or head.hash != running):
+            if start_head is not None and (start_head[0] != last or start_head[1] != running):
                 return self._bad(
                     checked,
                     start_seq + 1,
@@ -207,6 +210,15 @@ class Audit:
                     running,
                     last + 1,
                     "the chain's recorded head does not match its last event (events deleted?)",
+                )
+            # An event past the head that no append made: the newest event is read before the
+            # head, and the head moves in the transaction of every event, so a concurrent append
+            # cannot put the newest event past the head read after it.
+            newest = s.scalar(select(func.max(m.AuditEvent.seq)))
+            head_now = s.scalar(select(m.AuditHead.seq).where(m.AuditHead.id == 1))
+            if newest is not None and (head_now is None or newest > head_now):
+                return self._bad(
+                    checked, start_seq + 1, last, running, last + 1, "events lie beyond the chain's recorded head"
                 )
             for known_seq, known_hash in [known_head] if known_head else []:
                 problem = self._check_known(s, known_seq, known_hash, last)

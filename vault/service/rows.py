@@ -14,10 +14,9 @@ unsealed client keys and what was opened with them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import FromClause, Integer, Select, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import FromClause, Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -191,15 +190,6 @@ class VersionRow(NamedTuple):
     metadata_blob: bytes
 
 
-class RowAppend(NamedTuple):
-    """What ``Journal.append`` needs to write a hot path's event with Core statements."""
-
-    vault_id: bytes
-    head: tuple[int, bytes] | None  # (seq, hash) read under the write lock, or None: read it then
-    client: HasId
-    audit_keys_blob: bytes
-
-
 def _columns(table: FromClause, row: type[tuple[object, ...]]) -> list[object]:
     return [table.c[name] for name in row._fields]  # type: ignore[attr-defined]
 
@@ -249,108 +239,10 @@ class KeyCache(dict[tuple[int, int], bytes]):
 
 # -- the queries of a checkout ----------------------------------------------------------------
 
-_ENGINEER = _columns(ENGINEERS, EngineerRow)
-_GRANTER = ENGINEERS.alias("granter")
-_ROOT_VERSION = (
-    select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == "active").scalar_subquery().label("root_version")
-)
-
-# Every grant of an engineer for a client (revoked ones too: the newest signed entry of the
-# ledger decides, docs/format.md §5), newest first, each with its signer's row.
-_MY_GRANTS = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == CLIENTS.c.id)
 # Newest first: by the signed ledger position, rows from before it (NULL) after every other.
 GRANT_ORDER = (func.coalesce(GRANTS.c.seq, 0).desc(), GRANTS.c.id.desc())
 
 
-_OPEN_HOLDS = and_(
-    CHECKOUTS.c.secret_id == SECRETS.c.id, CHECKOUTS.c.released_at.is_(None), CHECKOUTS.c.expires_at > bindparam("now")
-)
-
-
-def _checkout_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
-    """Everything a checkout reads, in one statement: the vault's identity, the acting
-    engineer and the current root-key version; a client (by slug tag or id) with one of its
-    secrets (by name tag), its policy and one version. On SQLite, whose BEGIN IMMEDIATE
-    already serialises writers, also the audit head and one row per open checkout of the
-    secret (PostgreSQL reads those after locking the rows). For an engineer (a client by
-    id), also one row per grant of theirs for the client, newest first, with its
-    signer's row. Rows are the product of holds and grants: ``CheckoutRead`` splits them."""
-    wanted = func.coalesce(bindparam("version", type_=Integer), SECRETS.c.current_version)
-    client = CLIENTS.c.slug_tag == bindparam("slug_tag") if by_slug_tag else CLIENTS.c.id == bindparam("client")
-    joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
-    columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_ENGINEER]
-    if sqlite:
-        joined = joined.join(HEAD, HEAD.c.id == 1)
-        columns += [HEAD.c.seq, HEAD.c.hash]
-    joined = (
-        joined.join(CLIENTS, client)
-        .join(SECRETS, and_(SECRETS.c.client_id == CLIENTS.c.id, SECRETS.c.name_tag == bindparam("tag")))
-        .outerjoin(POLICIES, POLICIES.c.client_id == CLIENTS.c.id)
-        .outerjoin(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == wanted))
-    )
-    columns += [
-        *_columns(CLIENTS, ClientRow),
-        *_columns(SECRETS, SecretRow),
-        *_columns(POLICIES, PolicyRow),
-        *_columns(VERSIONS, VersionRow),
-    ]
-    if sqlite:
-        joined = joined.outerjoin(CHECKOUTS, _OPEN_HOLDS)
-        columns += _columns(CHECKOUTS, HoldRow)
-    if not by_slug_tag:
-        joined = joined.outerjoin(GRANTS, _MY_GRANTS).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
-        columns += [*_columns(GRANTS, GrantRow), *_columns(_GRANTER, EngineerRow)]
-    query: Select[Any] = select(*columns).select_from(joined).where(INFO.c.id == 1)  # type: ignore[call-overload]
-    return query.order_by(*GRANT_ORDER) if not by_slug_tag else query
-
-
-CHECKOUT_READ = {
-    (by_slug_tag, sqlite): Prepared(_checkout_query(by_slug_tag, sqlite))
-    for by_slug_tag in (True, False)
-    for sqlite in (True, False)
-}
-ME_WIDTH = 3 + len(EngineerRow._fields)  # then the head (SQLite), then the client, secret, policy, version, hold
-TARGET_WIDTHS = tuple(len(r._fields) for r in (ClientRow, SecretRow, PolicyRow, VersionRow))
-HOLD_WIDTH = len(HoldRow._fields)
-
-
-class CheckoutRead:
-    """The rows of a ``CHECKOUT_READ`` split into their records (see ``_checkout_query``)."""
-
-    def __init__(self, found: Sequence[Sequence[Any]], sqlite: bool, engineer: bool) -> None:
-        first = found[0]
-        self.vault_id: bytes = first[0]
-        self.org_signing_public: bytes = first[1]
-        self.root_version: int | None = first[2]
-        self.me = EngineerRow._make(first[3:ME_WIDTH])
-        self.head: tuple[int, bytes] | None = (first[ME_WIDTH], first[ME_WIDTH + 1]) if sqlite else None
-        a = ME_WIDTH + (2 if sqlite else 0)
-        b, c, d, e = (a + sum(TARGET_WIDTHS[: i + 1]) for i in range(4))
-        self.client, self.secret = ClientRow._make(first[a:b]), SecretRow._make(first[b:c])
-        self.policy = None if first[c] is None else PolicyRow._make(first[c:d])
-        self.version = None if first[d] is None else VersionRow._make(first[d:e])
-        self.holds: list[HoldRow] | None = None
-        if sqlite:
-            seen: dict[int, HoldRow] = {}
-            for r in found:
-                if r[e] is not None and r[e] not in seen:
-                    seen[r[e]] = HoldRow._make(r[e : e + HOLD_WIDTH])
-            self.holds = list(seen.values())
-            e += HOLD_WIDTH
-        # An engineer's grants, newest first (the rows are in that order), each with its signer.
-        self.grants: list[GrantRow] = []
-        self.signers: list[EngineerRow | None] = []
-        if engineer:
-            n = len(GrantRow._fields)
-            for r in found:
-                if r[e] is None or (self.grants and self.grants[-1].id == r[e]):
-                    continue
-                self.grants.append(GrantRow._make(r[e : e + n]))
-                self.signers.append(None if r[e + n] is None else EngineerRow._make(r[e + n : e + n + ME_WIDTH - 3]))
-
-
-# The secret's row lock (PostgreSQL; SQLite's writers are serialised by BEGIN IMMEDIATE)
-# and the open checkouts of the secret.
 LOCK_SECRET = Prepared(select(SECRETS.c.id).where(SECRETS.c.id == bindparam("secret")).with_for_update())
 HOLDS = Prepared(
     select(*_columns(CHECKOUTS, HoldRow)).where(  # type: ignore[call-overload]
