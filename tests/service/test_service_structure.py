@@ -229,3 +229,23 @@ def test_a_non_admin_is_refused_before_the_operation_looks_at_its_input(shared: 
     locked.engineers.lock()
     with pytest.raises(Locked):
         locked.secrets.list()
+
+
+def test_every_package_is_installed() -> None:
+    # `pip install .` (not editable) installs only the packages pyproject.toml lists: a new
+    # folder missing from the list breaks every installed copy (found by bench W2/W10).
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        "vault" + ("." + ".".join(p.relative_to(ROOT / "vault").parts) if p != ROOT / "vault" else "")
+        for p in (ROOT / "vault").rglob("*")
+        if p.is_dir() and (p / "__init__.py").exists()
+    }
+    found |= {
+        "vault.cli" + ("." + ".".join(p.relative_to(ROOT / "cli").parts) if p != ROOT / "cli" else "")
+        for p in [ROOT / "cli", *(ROOT / "cli").rglob("*")]
+        if p.is_dir() and (p / "__init__.py").exists()
+    }
+    assert found - listed == set()
