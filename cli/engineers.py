@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vault.errors import ConfigurationError, InvalidInput
+from vault.errors import ConfigurationError, InvalidInput, VaultError
 from vault.service import config
 from vault.service.validation import engineer_name
 
 from .context import AppContext, pass_app, read_private_file
-from .errors import CommandFailed
+from .errors import CommandFailed, printable
 from .output import echo_json, echo_pairs, echo_records, echo_table, safe_url, say, when
 
 if TYPE_CHECKING:
@@ -355,6 +355,8 @@ def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase
         where += " (and the OS keyring, for the commands the agent does not serve)"
     except ConfigurationError:
         pass  # no keyring here (headless): those commands ask the passphrase at a terminal
+    except VaultError as error:  # a keyring that refuses (locked): the agent's session stands, say so
+        where += f"; the OS keyring did not keep it ({printable(str(error))})"
     say(f"Unlocked {answer['engineer']} ({answer['role']}) until {when(expires)}; {where}.")
 
 

@@ -84,7 +84,7 @@ class FakeSeal:
     def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
         return SIGNATURE
 
-    def hold_claim(self, *args: Any) -> dict[str, Any] | None:
+    def hold_claim(self, *args: Any) -> bool | None:
         return None
 
 

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
+import keyring.errors
 import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
+from keyring.backend import KeyringBackend
 from keyring.backends import fail
 
 from vault.service import agentclient
@@ -124,3 +126,31 @@ def test_at_a_terminal_a_command_the_agent_does_not_serve_asks_the_passphrase(
     assert "globex" in ok(ws.admin("client", "list")).stdout  # through the agent, no prompt
     monkeypatch.setattr(context, "interactive", lambda: False)
     assert_clean_error(ws.admin("client", "add", "initech", "--name", "Initech", input=ADMIN_PASS + "\n"))
+
+
+class _RefusingKeyring(KeyringBackend):
+    """A keyring that is there but refuses to keep anything (a locked collection)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise keyring.errors.PasswordSetError("the collection is locked")
+
+    def delete_password(self, service: str, username: str) -> None:
+        raise keyring.errors.PasswordDeleteError("the collection is locked")
+
+
+def test_a_keyring_that_refuses_the_session_leaves_the_agent_and_says_so(headless: Workspace) -> None:
+    # Found in review: unlock said it failed (exit 1) while the agent it had started served on.
+    ws = headless
+    keyring.set_keyring(_RefusingKeyring())
+    unlocked = ok(ws.admin("unlock", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert "the agent holds the session" in unlocked.stdout and "the OS keyring did not keep it" in unlocked.stdout
+    assert ADMIN_PASS not in unlocked.output
+    assert _pid(ws) is not None
+    assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout
+    ok(ws.admin("lock"))
+    assert _pid(ws) is None

@@ -392,3 +392,43 @@ def test_the_everyday_ops_answer_records_and_never_a_key(served: tuple[agent.Age
     assert len(since["result"]) == 1
     for text in (json.dumps(agentclient.request(path, {"op": op})) for op in ("whoami", "client-list", "ping")):
         assert "sealing" not in text and "signing_seed" not in text and PASSWORD not in text
+
+
+def test_an_answer_longer_than_a_request_may_be_reaches_the_cli(admin: Vault, home: Path) -> None:
+    # Found in review: the 64 KiB bound of a request also applied to the agent's answer, so a
+    # `secret list` of a few hundred secrets through the agent ended in a traceback.
+    for i in range(30):
+        admin.secrets.add(f"agentco/long-{i}", password=PASSWORD, note="n" * 4_000)
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
+    server = agent.Agent(admin, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1), Clock())
+    listener = agent.bind(path)
+    thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
+    thread.start()
+    try:
+        listed = agentclient.request(path, {"op": "secret-list", "client": "agentco"})["result"]
+        assert len(json.dumps(listed)) > agentclient.MAX_LINE
+        assert {s["name"] for s in listed} >= {f"long-{i}" for i in range(30)}
+    finally:
+        agentclient.request(path, {"op": "stop"})
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_a_malformed_answer_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"[1, 2]\n")  # JSON, but not an object
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    with pytest.raises(StoreUnavailable, match="malformed"):
+        agentclient.request(path, {"op": "ping"})
+    thread.join(timeout=5)
+    listener.close()

@@ -727,3 +727,15 @@ def test_export_yields_one_json_object_per_event(team):
     checkout = next(p for p in parsed if p["action"] == "checkout")
     assert checkout["client"] == "acme" and REASON in checkout["details"]["reason"]
     assert PW not in "\n".join(lines)
+
+
+def test_a_revoked_engineer_no_longer_reads_the_clients_names_or_details_in_the_log(team):
+    # Found in review: the agent's long-lived Vault still held the client key after a
+    # revocation, and the audit log opened the client's slug, secret names and reasons with it.
+    alice = _build(team)
+    assert any(e.client == "acme" and e.readable for e in alice.audit_log())
+    team.admin.revoke("alice", "acme")
+    entries = [e for e in alice.audit_log() if e.client_id is not None]  # the same Vault object
+    assert entries and all(e.client != "acme" and not e.readable for e in entries)
+    assert all(e.secret is None or "fw" not in e.secret for e in entries)
+    assert not any(REASON in json.dumps(e.details) for e in entries)

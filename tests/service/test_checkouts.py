@@ -486,3 +486,47 @@ def test_checkout_on_an_expired_grant_raises_grant_expired(acme):
     _unlock_again(acme, alice)
     with pytest.raises(GrantExpired):
         alice.checkout(REF, reason="T-late")
+
+
+# -- what the keyholder remembers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["admin", "engineer"])
+def test_a_client_made_again_under_the_same_slug_is_checked_out_with_its_new_lookup_key(team, who):
+    # Found in review: a name tag remembered per (slug, name) was sent again after the client
+    # was purged and made again (a new lookup key), so the secret read as missing until unlock.
+    admin = team.admin
+    admin.add_client("acme", "Acme Ltd")
+    admin.add_secret(REF, password="first-pw")
+    vault = admin if who == "admin" else team.engineer("bob")
+    if who == "engineer":
+        admin.grant("bob", "acme", reason="on call")
+    assert vault.checkout(REF, reason=REASON).value == "first-pw"
+    vault.checkin(REF)
+    admin.purge_client("acme", request="DSR-1")
+    admin.add_client("acme", "Acme Ltd, again")
+    admin.add_secret(REF, password="second-pw")
+    if who == "engineer":
+        admin.grant("bob", "acme", reason="on call")
+        assert vault.show_secret(REF).name == "fw01"  # the engineer's client index learns the new client
+    assert vault.checkout(REF, reason=REASON).value == "second-pw"
+
+
+def test_the_authority_learns_only_whether_a_hold_is_exclusive_never_its_reason(acme, monkeypatch):
+    # Found in review: the hold check handed the authority the whole opened details (the reason).
+    acme.admin.set_policy("acme", exclusive=True)
+    alice, bob = _granted(acme, "alice"), _granted(acme, "bob")
+    alice.checkout(REF, reason="INC-42 alice's private reason")
+    from vault.keyholder import checkouts as keyholder
+
+    answers: list[object] = []
+    real = keyholder._EventSeal.hold_claim
+
+    def spy(self, *args):  # type: ignore[no-untyped-def]
+        answers.append(real(self, *args))
+        return answers[-1]
+
+    monkeypatch.setattr(keyholder._EventSeal, "hold_claim", spy)
+    with pytest.raises(CheckoutConflict):
+        bob.checkout(REF, reason="T-2")
+    assert answers == [True]

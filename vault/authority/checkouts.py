@@ -128,8 +128,12 @@ class EventSeal(Protocol):
     def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
         """The acting engineer's signature of event ``seq`` with hash ``digest``."""
 
-    def hold_claim(self, client_id: int, seq: int, action: str, key_version: int, blob: bytes) -> dict[str, Any] | None:
-        """The opened details of another engineer's checkout event, or None if they do not open."""
+    def hold_claim(
+        self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
+    ) -> bool | None:
+        """Whether another engineer's checkout event claims an exclusive hold ending at ``until``:
+        True or False, or None if its details do not open or name another end. Only that bit
+        crosses to the authority, never the details (which hold the reason)."""
 
 
 def us(value: dt.datetime) -> int:
@@ -341,10 +345,11 @@ class CheckoutAuthority:
             public = self.checks.event_key(s, hold.engineer_id, e["key_generation"])
             if public is None or not codec.signature_valid(public, e["signature"], e["seq"], e["hash"]):
                 continue
-            details = seal.hold_claim(client_id, e["seq"], e["action"], e["key_version"], e["details_blob"])
-            if details is None or details.get("until") != int(hold.expires_at.timestamp()):
+            until = int(hold.expires_at.timestamp())
+            exclusive = seal.hold_claim(client_id, e["seq"], e["action"], e["key_version"], e["details_blob"], until)
+            if exclusive is None:
                 continue
-            out.append(hold._replace(exclusive=details.get("exclusive") is True))
+            out.append(hold._replace(exclusive=exclusive))
         return out
 
     def _append(

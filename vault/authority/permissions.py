@@ -144,6 +144,8 @@ COMPOSED: dict[str, frozenset[str]] = {
 class _Store(Protocol):
     def transaction(self) -> AbstractContextManager[Any]: ...
 
+    def read(self) -> AbstractContextManager[Any]: ...
+
     def inspecting(self) -> AbstractContextManager[Any]: ...
 
 
@@ -186,5 +188,5 @@ def require(role: Role, noun: Guarded, *, reveals: bool = False) -> None:
             raise
         raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
     if role == ADMIN:
-        with noun.core.store.transaction() as s:
+        with noun.core.store.read() as s:  # no write lock: the operation's own unit takes what it needs
             noun.trust.my_admin_row(s)

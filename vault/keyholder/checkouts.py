@@ -255,7 +255,11 @@ class _EventSeal:
     def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
         return chain.sign_event(self._seed, vault_id, seq, digest)
 
-    def hold_claim(self, client_id: int, seq: int, action: str, key_version: int, blob: bytes) -> dict[str, Any] | None:
+    def hold_claim(
+        self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
+    ) -> bool | None:
+        """Whether the event's details claim an exclusive hold ending at ``until`` (None: they do
+        not open, or name another end). Only that bit goes back to the authority."""
         ring = self._ctx.ring
         if client_id != self._ctx.client_id or not 1 <= key_version <= len(ring) // 32:
             return None
@@ -264,7 +268,9 @@ class _EventSeal:
             details = json.loads(blobs.decrypt_audit_detail(key, key_version, blob, client_id, seq, action))
         except (VaultError, ValueError):
             return None
-        return details if isinstance(details, dict) else None
+        if not isinstance(details, dict) or details.get("until") != until:
+            return None
+        return details.get("exclusive") is True
 
 
 class CheckoutKeyholder:
@@ -296,7 +302,7 @@ class CheckoutKeyholder:
         me = self.keys.session()
         for attempt in (0, 1):
             ctx = self._context(me, slug, fresh=attempt > 0)
-            tag = self._tag(ctx, slug, name)
+            tag = self._tag(ctx, slug, name, fresh=attempt > 0)
             request = CheckoutRequest(
                 action=CHECKOUT if hold else REVEAL,
                 caller=Caller(me.engineer_id, me.key_generation),
@@ -361,9 +367,12 @@ class CheckoutKeyholder:
         self._contexts[slot] = ctx
         return ctx
 
-    def _tag(self, ctx: ClientContext, slug: str, name: str) -> bytes:
+    def _tag(self, ctx: ClientContext, slug: str, name: str, *, fresh: bool) -> bytes:
+        """The secret's name tag: remembered per (slug, name) as a guess (the authority finds no
+        secret under a stale one: a client purged and made again has a new lookup key), and
+        computed from the client's lookup key when ``fresh``."""
         tags = self.cache.tags
-        tag = tags.get((slug, name))
+        tag = None if fresh else tags.get((slug, name))
         if tag is None:
             tag = signing.lookup_tag(ctx.lookup_key, LABEL_TAG_SECRET_NAME, name)
             if len(tags) >= 4096:  # a tag per secret checked out; bounded

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_LINE = 64 * 1024
+MAX_REPLY = 512 * 1024 * 1024  # an answer: a listing of 100,000 secrets is about 60 MiB of JSON
 CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 30.0  # a checkout may wait on a busy database (BEGIN IMMEDIATE, 10 s)
 
@@ -85,7 +86,12 @@ def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: f
         sock.settimeout(timeout)
         try:
             sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
-            answer = _read_line(sock)
+            answer = _read_line(sock, MAX_REPLY)
+        except ValueError:  # an answer that is not one JSON object, or past the bound
+            raise errors.StoreUnavailable(
+                "the credvault agent's answer was malformed or too large",
+                hint="run the command with --passphrase-file PATH, or narrow it (e.g. --limit)",
+            ) from None
         except OSError:
             raise errors.StoreUnavailable(
                 "the credvault agent did not answer", hint="run `credvault agent stop`, then start it again"
@@ -107,14 +113,16 @@ def _error_from(answer: dict[str, Any]) -> errors.VaultError:
     return kind(str(answer.get("message") or "the agent refused the request"), hint=hint or None)
 
 
-def _read_line(sock: socket.socket) -> dict[str, Any] | None:
-    data = b""
+def _read_line(sock: socket.socket, limit: int = MAX_LINE) -> dict[str, Any] | None:
+    """One JSON object on one line, of at most ``limit`` bytes (a request: ``MAX_LINE``; an
+    answer, which may carry a listing of thousands of records: ``MAX_REPLY``)."""
+    data = bytearray()
     while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
+        chunk = sock.recv(1 << 20)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_LINE:
+        if len(data) > limit:
             raise ValueError("line too long")
     if not data.strip():
         return None

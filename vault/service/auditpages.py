@@ -24,6 +24,7 @@ from vault.authority.journal import from_us
 from vault.crypto import blobs
 from vault.errors import DecryptionFailed, VaultError
 from vault.service import listing, rows
+from vault.service.core import ROLE_ADMIN
 from vault.service.records import AccessRecord, AuditEntry
 from vault.service.secrets import VIEW_PUBLIC_ONLY
 from vault.storage import models as m
@@ -69,6 +70,12 @@ class EntryReader:
         self.receipts: dict[int, int] = {}
         self.secrets: dict[int, str] = {}
         self.slugs: dict[int, object] = {}  # client id -> slug, or _FAILED (the viewer cannot open it)
+        # An engineer opens only the clients of their live, verified grants, as of this read:
+        # a key still in the session's cache after a revocation opens nothing here.
+        self.allowed = None if self.me.role == ROLE_ADMIN else set(listing.granted_client_ids(vault, s, self.me))
+
+    def _may_open(self, client_id: int) -> bool:
+        return self.allowed is None or client_id in self.allowed
 
     def page(self, events: list[event_rows.EventRow]) -> list[AuditEntry]:
         """The entries of one page of events, what they refer to read in a few statements."""
@@ -91,6 +98,9 @@ class EntryReader:
             if client is None:
                 self.secrets[row.id] = f"(purged secret #{row.id})"
                 continue
+            if not self._may_open(row.client_id):
+                self.secrets[row.id] = f"(secret #{row.id})"
+                continue
             try:
                 if row.version is None:
                     raise DecryptionFailed()
@@ -103,13 +113,19 @@ class EntryReader:
         if not ids:
             return
         found = client_rows.by_ids(self.conn, ids)
-        listing.unseal_client_keys(self.vault, self.s, self.me, found.values())  # an admin's: a few statements
+        for client_id in found:
+            if not self._may_open(client_id):
+                self.slugs[client_id] = _FAILED
+        openable = [c for c in found.values() if self._may_open(c.id)]
+        listing.unseal_client_keys(self.vault, self.s, self.me, openable)  # an admin's: a few statements
         missing = ids - set(found)
         self.receipts.update(event_rows.purge_receipts(self.conn, missing))
         for client_id in ids:
             self.clients[client_id] = found.get(client_id)
 
     def _slug(self, client: client_rows.ClientRow) -> str:
+        if not self._may_open(client.id):
+            raise DecryptionFailed()
         slug = self.slugs.get(client.id)
         if slug is None:
             try:
