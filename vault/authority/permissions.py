@@ -170,11 +170,6 @@ class Guarded(Protocol):
     trust: _Trust
 
 
-def role_of(noun: str, method: str) -> Role:
-    """The role ``noun.method`` needs; ``KeyError`` for an operation nobody declared."""
-    return OPERATIONS[noun][method]
-
-
 def require(role: Role, noun: Guarded, *, reveals: bool = False) -> None:
     """Refuse the call unless the acting engineer holds ``role`` (``Locked``, ``AccessDenied``)."""
     if role == NO_SESSION:

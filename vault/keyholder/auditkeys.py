@@ -44,11 +44,6 @@ class AuditKeys:
             raise DecryptionFailed()
         return ring
 
-    def audit_key_of(self, s: Session, client: HasId, audit_keys_blob: bytes) -> tuple[int, bytes]:
-        """The current audit key of a client whose ring blob the caller has read."""
-        ring = self.ring(s, client, audit_keys_blob)
-        return len(ring) // 32, ring[-32:]
-
     def store_audit_ring(self, s: Session, client: m.Client, ring: bytes) -> None:
         version = self.trust.current_key_version(s, client)
         key = self.keys.client_key(s, client.id, version)

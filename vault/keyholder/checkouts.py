@@ -65,12 +65,13 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
+from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
 from vault.service import validation
+from vault.service.core import ACTIVE, ROLE_ADMIN, is_revoked
 from vault.service.records import Revealed
 from vault.service.rows import EngineerRecord, GrantRecord, KeyCache
 from vault.service.sessions import UnlockedSession
 
-ROLE_ADMIN, ACTIVE = "admin", "active"
 METADATA_FIELDS = ("username", "url", "host", "note", "name")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -134,7 +135,7 @@ def trusted_org_key(vault_id: bytes, pinned: bytes, current: bytes, keys: tuple[
     for key in keys[1:]:
         if key.version != head.version + 1:
             raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
-        fields = (vault_id, key.version, key.public, head.public, key.signed_at)
+        fields = org_key_fields(vault_id, key.version, key.public, head.public, key.signed_at)
         signing.verify(
             head.public, key.signature, LABEL_SIG_ORG_KEY, *fields, what=f"organisation key version {key.version}"
         )
@@ -153,14 +154,11 @@ class ResponseChecks:
     def certificate(self, row: EngineerRecord) -> None:
         if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
             raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys")
-        fields = (row.id, row.name, row.role, row.status, row.key_generation, row.sealing_public, row.signing_public)
         signing.verify(
             self.org_public,
             row.certificate,
             LABEL_SIG_ENGINEER,
-            self.vault_id,
-            *fields,
-            row.certified_at,
+            *certificate_fields(self.vault_id, row),
             what=f"the public keys of engineer {row.name!r}",
         )
 
@@ -177,28 +175,13 @@ class ResponseChecks:
         self, grant: GrantRecord | None, signer: EngineerRecord | None, me: EngineerRecord, client_id: int
     ) -> None:
         """The head of ``me``'s grant ledger for ``client_id``: theirs, unrevoked, signed, unexpired."""
-        if (
-            grant is None
-            or grant.revoked_at is not None
-            or grant.revocation is not None
-            or grant.revoked_by is not None
-        ):
+        if grant is None or is_revoked(grant):
             raise NotFound("no such client, or you hold no grant for it")
         if (grant.engineer_id, grant.client_id) != (me.id, client_id):
             raise UntrustedRecord("the grant returned is not this engineer's for this client")
         admin = self.admin(signer, grant.granted_by)
         assert admin.signing_public is not None
-        fields: tuple[Any, ...] = (
-            self.vault_id,
-            grant.id,
-            grant.engineer_id,
-            me.sealing_public,
-            grant.client_id,
-            grant.signed_at,
-            grant.until or 0,
-        )
-        if grant.seq is not None:
-            fields += (grant.seq, grant.event_seq or 0)
+        fields = grant_fields(self.vault_id, grant, me.sealing_public)
         signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
         if grant.until is not None and grant.until <= int(self.now.timestamp()):
             until = dt.datetime.fromtimestamp(grant.until, dt.UTC).isoformat(timespec="minutes")
@@ -214,11 +197,7 @@ class ResponseChecks:
             admin.signing_public,
             record.signature,
             LABEL_SIG_CLIENT_KEY,
-            self.vault_id,
-            record.client_id,
-            record.version,
-            record.fingerprint,
-            record.signed_at,
+            *client_key_fields(self.vault_id, record),
             what=f"client key version {record.version}",
         )
 

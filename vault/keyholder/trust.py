@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,6 +41,64 @@ if TYPE_CHECKING:
     from vault.service.core import Core
 
 
+class _ClientKeyRecord(Protocol):
+    @property
+    def client_id(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def fingerprint(self) -> bytes: ...
+    @property
+    def signed_at(self) -> int: ...
+
+
+# What each signature covers (docs/format.md): one definition, used to sign and to verify,
+# in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py).
+
+
+def org_key_fields(
+    vault_id: bytes, version: int, public: bytes, previous: bytes, signed_at: int
+) -> tuple[signing.ContextItem, ...]:
+    return (vault_id, version, public, previous, signed_at)
+
+
+def certificate_fields(vault_id: bytes, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
+    return (
+        vault_id,
+        row.id,
+        row.name,
+        row.role,
+        row.status,
+        row.key_generation,
+        row.sealing_public,
+        row.signing_public,
+        row.certified_at,
+    )
+
+
+def client_key_fields(vault_id: bytes, ck: _ClientKeyRecord) -> tuple[signing.ContextItem, ...]:
+    return (vault_id, ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
+
+
+def grant_fields(vault_id: bytes, grant: GrantRecord, sealing_public: bytes | None) -> tuple[signing.ContextItem, ...]:
+    """What a grant's signature covers. A grant of the ledger (``seq`` set, revision 0007
+    on) also covers its position among the grants of its (engineer, client) and the
+    audit event that recorded it; a row from before has the older, shorter layout (and
+    a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ)."""
+    fields: tuple[signing.ContextItem, ...] = (
+        vault_id,
+        grant.id,
+        grant.engineer_id,
+        sealing_public,
+        grant.client_id,
+        grant.signed_at,
+        grant.until or 0,
+    )
+    if grant.seq is not None:
+        fields += (grant.seq, grant.event_seq or 0)
+    return fields
+
+
 class Trust:
     """Every verification of what the store returns: the organisation key chain, certificates,
     engineer key records, admins, client-key records, grants and revocations; the acting
@@ -58,15 +116,6 @@ class Trust:
         self._check_me(s, me, row)
         assert row is not None
         return row
-
-    @staticmethod
-    def _check_pin(me: UnlockedSession, org_signing_public: bytes, s: Session | None = None) -> None:
-        """The fast check: the vault's current organisation key (``org_signing_public``, read in
-        transaction ``s``) is the one the session pins. Otherwise ``_org_head`` follows the chain."""
-        if org_signing_public != me.org_signing_public:
-            raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
-        if s is not None:
-            s.info["org_current"] = org_signing_public
 
     def _check_me(self, s: Session, me: UnlockedSession, row: EngineerRecord | None) -> None:
         """The acting engineer's row (ORM or plain): present, certified, active, with the session's keys."""
@@ -132,20 +181,10 @@ class Trust:
         return current
 
     def org_key_fields(self, s: Session, key: m.OrgKey, previous: bytes) -> tuple[signing.ContextItem, ...]:
-        return (self.core.vid(s), key.version, key.public, previous, key.signed_at)
+        return org_key_fields(self.core.vid(s), key.version, key.public, previous, key.signed_at)
 
     def certificate_fields(self, s: Session, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
-        return (
-            self.core.vid(s),
-            row.id,
-            row.name,
-            row.role,
-            row.status,
-            row.key_generation,
-            row.sealing_public,
-            row.signing_public,
-            row.certified_at,
-        )
+        return certificate_fields(self.core.vid(s), row)
 
     def verify_certificate(self, s: Session, row: EngineerRecord) -> None:
         if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
@@ -212,7 +251,7 @@ class Trust:
         return row
 
     def client_key_fields(self, s: Session, ck: m.ClientKey) -> tuple[signing.ContextItem, ...]:
-        return (self.core.vid(s), ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
+        return client_key_fields(self.core.vid(s), ck)
 
     def verify_client_key_record(self, s: Session, ck: m.ClientKey) -> None:
         admin = self.verified_admin(s, ck.signed_by)
@@ -255,22 +294,7 @@ class Trust:
     def grant_fields(
         self, s: Session, grant: GrantRecord, sealing_public: bytes | None
     ) -> tuple[signing.ContextItem, ...]:
-        """What a grant's signature covers. A grant of the ledger (``seq`` set, revision 0007
-        on) also covers its position among the grants of its (engineer, client) and the
-        audit event that recorded it; a row from before has the older, shorter layout (and
-        a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ)."""
-        fields: tuple[signing.ContextItem, ...] = (
-            self.core.vid(s),
-            grant.id,
-            grant.engineer_id,
-            sealing_public,
-            grant.client_id,
-            grant.signed_at,
-            grant.until or 0,
-        )
-        if grant.seq is not None:
-            fields += (grant.seq, grant.event_seq or 0)
-        return fields
+        return grant_fields(self.core.vid(s), grant, sealing_public)
 
     def verify_grant(
         self, s: Session, grant: GrantRecord, engineer: EngineerRecord, signer: EngineerRecord | None = None
