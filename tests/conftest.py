@@ -34,6 +34,24 @@ ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 FAST_KDF = FLOOR  # the floor is still OWASP's minimum; tests use it for speed
 
 
+@pytest.fixture(autouse=True)
+def _close_vaults_opened_by_the_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every Vault a test opened and left open: each holds database connections,
+    and a long run of a worker otherwise passes 1,024 open descriptors (where a bug that
+    only shows there, ``select()`` on a descriptor past 1023, failed CI but not a short run)."""
+    opened: list[Vault] = []
+    original = Vault.__init__
+
+    def recording(self: Vault, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(Vault, "__init__", recording)
+    yield
+    for vault in opened:
+        vault.close()
+
+
 class Clock:
     """A clock tests can move: ``clock.advance(hours=3)``."""
 

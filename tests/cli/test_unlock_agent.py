@@ -154,3 +154,26 @@ def test_a_keyring_that_refuses_the_session_leaves_the_agent_and_says_so(headles
     assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout
     ok(ws.admin("lock"))
     assert _pid(ws) is None
+
+
+def test_unlock_starts_the_agent_from_a_process_holding_many_descriptors(headless: Workspace) -> None:
+    """A process with a descriptor past 1023 (a long test run, a busy host application):
+    `select()` cannot watch it and raised ValueError; the agent must start all the same."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, 0) < 1100 and (hard == resource.RLIM_INFINITY or hard >= 1100):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1100, hard))
+    elif soft < 1100:
+        pytest.skip("this process may not open 1,100 descriptors")
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1030:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        ok(headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN]))
+    finally:
+        for fd in held:
+            os.close(fd)
+        if soft < 1100:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert _pid(headless) is not None

@@ -35,7 +35,7 @@ import contextlib
 import datetime as dt
 import json
 import os
-import select
+import selectors
 import socket
 import struct
 import sys
@@ -374,7 +374,9 @@ def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta) -> dict[s
     try:
         proc.stdin.write(order + "\n")
         proc.stdin.close()
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        with selectors.DefaultSelector() as waiting:  # poll/epoll: select() fails on a descriptor past 1023
+            waiting.register(proc.stdout, selectors.EVENT_READ)
+            ready = waiting.select(START_TIMEOUT)
         if ready:
             line = proc.stdout.readline()
         else:
