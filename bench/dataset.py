@@ -198,7 +198,7 @@ class AdminKeys:
     def unlock(cls, url: str, name: str = ADMIN) -> tuple[Vault, AdminKeys]:
         sessions = MemorySessionStore()
         vault = Vault.open(url, engineer=name, sessions=sessions, kdf_params=FLOOR)
-        vault.unlock(name, passphrase(name))
+        vault.engineers.unlock(name, passphrase(name))
         return vault, cls.of(vault, sessions)
 
     def client_key(self, engine: Engine, client_id: int, version: int) -> bytes:
@@ -301,12 +301,12 @@ def build(url: str, shape: Shape, *, workers: int = 2) -> Manifest:
     seed = os.urandom(16)
     sessions = MemorySessionStore()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=passphrase(ADMIN), kdf_params=FLOOR, sessions=sessions)
-    admin.unlock(ADMIN, passphrase(ADMIN))
+    admin.engineers.unlock(ADMIN, passphrase(ADMIN))
     enrolling = Vault.open(url, kdf_params=FLOOR, sessions=MemorySessionStore())
     for i in range(shape.engineers):
         name = engineer_name(i)
-        code = admin.invite_engineer(name)
-        admin.confirm_engineer(name, enrolling.enroll_engineer(name, code, passphrase(name)))
+        code = admin.engineers.invite(name)
+        admin.engineers.confirm(name, enrolling.engineers.enroll(name, code, passphrase(name)))
     enrolling.close()
     log(f"{shape.engineers} engineers invited, enrolled and confirmed through the API")
     keys = AdminKeys.of(admin, sessions)
@@ -374,8 +374,8 @@ def check_sample(vault: Vault, manifest: Manifest, refs: list[str], who: str) ->
     bad = []
     for ref in refs:
         slug, name = ref.split("/")
-        value = vault.reveal(ref, reason="bench sample check")
-        info = vault.show_secret(ref)
+        value = vault.checkouts.reveal(ref, reason="bench sample check")
+        info = vault.secrets.show(ref)
         kind, metadata = metadata_of(int(slug[1:]), int(name[1:]))
         if (
             value != manifest.password(ref)
@@ -387,7 +387,7 @@ def check_sample(vault: Vault, manifest: Manifest, refs: list[str], who: str) ->
     checks = [(f"{who} reads back {len(refs)} sampled generated secrets through the API", not bad and bool(refs))]
     if refs:
         slug = refs[0].split("/")[0]
-        entries = vault.audit_log(client=slug, limit=50)
+        entries = vault.audit.log(client=slug, limit=50)
         unreadable = [f"{e.seq} {e.action}" for e in entries if not e.readable]
         checks.append(
             (
@@ -402,5 +402,5 @@ def check_sample(vault: Vault, manifest: Manifest, refs: list[str], who: str) ->
 def open_vault(manifest: Manifest, name: str, url: str | None = None) -> Vault:
     """A fresh ``Vault`` for ``name``, unlocked in memory."""
     vault = Vault.open(url or manifest.url, engineer=name, sessions=MemorySessionStore(), kdf_params=FLOOR)
-    vault.unlock(name, passphrase(name))
+    vault.engineers.unlock(name, passphrase(name))
     return vault

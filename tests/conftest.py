@@ -151,11 +151,11 @@ class Team:
     def engineer(self, name: str, *, role: str = "engineer", passphrase: str | None = None) -> Vault:
         """Invite, enrol, confirm and unlock an engineer; returns their Vault."""
         passphrase = passphrase or f"pass of {name}"
-        code = self.admin.invite_engineer(name, role=role)
+        code = self.admin.engineers.invite(name, role=role)
         mine = self.open(name)
-        fingerprint = mine.enroll_engineer(name, code, passphrase)
-        self.admin.confirm_engineer(name, fingerprint)
-        mine.unlock(name, passphrase)
+        fingerprint = mine.engineers.enroll(name, code, passphrase)
+        self.admin.engineers.confirm(name, fingerprint)
+        mine.engineers.unlock(name, passphrase)
         self.passphrases[name] = passphrase
         return mine
 
@@ -163,6 +163,6 @@ class Team:
 @pytest.fixture
 def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin, _ = Vault.create(db_url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     yield Team(db_url, admin, clock, {ADMIN: ADMIN_PASS})
     admin.close()

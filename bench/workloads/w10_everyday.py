@@ -115,13 +115,13 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     reps = params["reps"]
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    code = admin.invite_engineer(ENGINEER)
+    code = admin.engineers.invite(ENGINEER)
     enrolling = Vault.open(mf.url, sessions=MemorySessionStore())  # default Argon2id parameters, as a user
-    admin.confirm_engineer(ENGINEER, enrolling.enroll_engineer(ENGINEER, code, dataset.passphrase(ENGINEER)))
+    admin.engineers.confirm(ENGINEER, enrolling.engineers.enroll(ENGINEER, code, dataset.passphrase(ENGINEER)))
     enrolling.close()
-    admin.grant(ENGINEER, dataset.client_slug(0))
+    admin.grants.grant(ENGINEER, dataset.client_slug(0))
     ref, password = mf.ref(0, 0), mf.password(mf.ref(0, 0))
-    head = admin.audit_head()[0]
+    head = admin.audit.head()[0]
     checks: list[tuple[str, bool]] = []
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cvbench-w10-") as tmp_name:
@@ -160,7 +160,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
             figures[label] = {"summary": summary(times), "peak": peak}
         user.stop()
         added = [f"{dataset.client_slug(0)}/w10-added-{i:03d}" for i in range(reps + 1)]
-        stored = [admin.reveal(r, reason="bench W10 read-back") for r in added]
+        stored = [admin.checkouts.reveal(r, reason="bench W10 read-back") for r in added]
         expected = [f"w10-value-{i}-{mf.seed[:8]}" for i in range(reps + 1)]
         checks.append((f"W10: the library reads back the {len(added)} values `secret add` stored", stored == expected))
         written = _events(admin, head)

@@ -5,7 +5,7 @@ checks out a secret that no earlier call in the process touched, of a client no 
 sample touched while there are clients left, through a **fresh** ``Vault`` object
 (``Vault.open``, its session copied from the unlocked one, so no Argon2id is paid): no
 cache of an earlier object helps it, and its first statement opens its own database
-connection. Only ``vault.checkout(REF, reason=...)`` is timed. This is what a command
+connection. Only ``vault.checkouts.checkout(REF, reason=...)`` is timed. This is what a command
 served in-process pays for a secret, and what a long-lived process pays for a secret it
 has not seen. It is measured as an engineer (their grants) and as the admin, on the main
 SQLite data set; a second series keeps one ``Vault`` object for the whole series (warm
@@ -76,7 +76,7 @@ def _series(mf: dataset.Manifest, name: str, refs: Iterator[str], n: int, fresh:
     for i in range(WARMUP + n):
         ref = next(refs)
         vault = make() if kept is None else kept
-        seconds, revealed = timed(lambda: vault.checkout(ref, reason="bench W11"))  # noqa: B023 - called at once
+        seconds, revealed = timed(lambda: vault.checkouts.checkout(ref, reason="bench W11"))  # noqa: B023 - called at once
         wrong += revealed.value != mf.password(ref)
         if kept is None:
             vault.close()
@@ -91,7 +91,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     n = params["samples"]
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    head = admin.audit_head()[0]
+    head = admin.audit.head()[0]
     engineer = dataset.engineer_name(0)
     series: dict[str, dict[str, Any]] = {}
     wrong = 0

@@ -5,7 +5,7 @@ secrets and the others one each (``Shape.big_client``); ``--quick``: 50 clients,
 secrets in client 0.
 
 **Measured**, as the admin, in-process (one ``Vault`` object, a few runs each, the first
-one untimed): ``vault.list_secrets(CLIENT)``, ``vault.list_clients()``, ``vault.status()``;
+one untimed): ``vault.secrets.list(CLIENT)``, ``vault.clients.list()``, ``vault.reports.status()``;
 then the same three as CLI commands (``secret list CLIENT``, ``client list``, ``status``)
 run by the admin with a session unlocked and the agent started (``bench/clitools.py``;
 the installed console script, or .venv's with ``--quick``).
@@ -116,8 +116,8 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     slug = dataset.client_slug(0)
     admin = dataset.open_vault(mf, dataset.ADMIN)
     checks: list[tuple[str, bool]] = []
-    _s, listed = timed(lambda: admin.list_secrets(slug))
-    listing = repeat(lambda: admin.list_secrets(slug), reps)
+    _s, listed = timed(lambda: admin.secrets.list(slug))
+    listing = repeat(lambda: admin.secrets.list(slug), reps)
     keeper, keys = dataset.AdminKeys.unlock(mf.url)
     engine = keeper.store.engine
     baseline_rows = join_and_decrypt(keys, engine, 1)  # client 0 has id 1 (ids follow the clients)
@@ -127,16 +127,16 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     got = sorted((s.name, s.kind) for s in listed)
     checks.append((f"W12: list_secrets returns the {big:,} generated secrets of {slug}", got == expected))
     checks.append(("W12: the baseline decrypts the same names and kinds", baseline_rows == expected))
-    _s, clients = timed(admin.list_clients)
-    client_times = repeat(admin.list_clients, reps)
+    _s, clients = timed(admin.clients.list)
+    client_times = repeat(admin.clients.list, reps)
     checks.append(
         (
             f"W12: list_clients returns all {mf.shape.clients:,} clients",
             sorted(c.slug for c in clients) == sorted(dataset.client_slug(c) for c in range(mf.shape.clients)),
         )
     )
-    _s, report = timed(admin.status)
-    status_times = repeat(admin.status, reps)
+    _s, report = timed(admin.reports.status)
+    status_times = repeat(admin.reports.status, reps)
     checks.append(
         (
             f"W12: status counts {report.clients:,} clients and {report.secrets:,} secrets",

@@ -53,14 +53,14 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     n = params["samples"]
     many = dataset.engineer_name(0)
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    code = admin.invite_engineer(FEW)
+    code = admin.engineers.invite(FEW)
     enrolling = Vault.open(mf.url, kdf_params=FLOOR, sessions=MemorySessionStore())
-    admin.confirm_engineer(FEW, enrolling.enroll_engineer(FEW, code, dataset.passphrase(FEW)))
+    admin.engineers.confirm(FEW, enrolling.engineers.enroll(FEW, code, dataset.passphrase(FEW)))
     enrolling.close()
     for c in range(FEW_GRANTS):
-        admin.grant(FEW, dataset.client_slug(c))
+        admin.grants.grant(FEW, dataset.client_slug(c))
     log(f"{FEW} enrolled and granted {FEW_GRANTS} clients through the API")
-    head = admin.audit_head()[0]
+    head = admin.audit.head()[0]
     checks: list[tuple[str, bool]] = []
     makers = {"many": FreshObjects(mf, many), "few": FreshObjects(mf, FEW)}
     cold: dict[str, list[float]] = {"many": [], "few": []}
@@ -69,7 +69,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
         ref = mf.ref(i % FEW_GRANTS, (i // FEW_GRANTS) % 2)
         for who in ("many", "few") if i % 2 else ("few", "many"):
             vault = makers[who]()
-            seconds, revealed = timed(lambda: vault.checkout(ref, reason="bench W13"))  # noqa: B023
+            seconds, revealed = timed(lambda: vault.checkouts.checkout(ref, reason="bench W13"))  # noqa: B023
             vault.close()
             wrong += revealed.value != mf.password(ref)
             checkouts += 1
@@ -80,7 +80,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     ref = mf.ref(0, 0)
     for i in range(params["warm"] + 2):
         for who in ("many", "few") if i % 2 else ("few", "many"):
-            seconds, revealed = timed(lambda: vaults[who].checkout(ref, reason="bench W13 warm"))  # noqa: B023
+            seconds, revealed = timed(lambda: vaults[who].checkouts.checkout(ref, reason="bench W13 warm"))  # noqa: B023
             wrong += revealed.value != mf.password(ref)
             checkouts += 1
             if i >= 2:

@@ -77,7 +77,7 @@ def _checker(manifest: dict[str, Any], ref: str, ready: Any, stop: Any, results:
     samples: list[tuple[float, float, str | None]] = []
     try:
         vault = dataset.open_vault(mf, dataset.engineer_name(0))
-        vault.checkout(ref, reason="bench W14 warm-up")
+        vault.checkouts.checkout(ref, reason="bench W14 warm-up")
     except Exception as error:  # reported as a failure, whatever it is
         samples.append((time.monotonic(), 0.0, type(error).__name__))
         ready.set()
@@ -92,7 +92,7 @@ def _checker(manifest: dict[str, Any], ref: str, ready: Any, stop: Any, results:
         start = time.monotonic()
         failed: str | None = None
         try:
-            if vault.checkout(ref, reason="bench W14").value != expected:
+            if vault.checkouts.checkout(ref, reason="bench W14").value != expected:
                 failed = "wrong value"
         except Exception as failure:  # any exception is a failed checkout
             failed = type(failure).__name__
@@ -127,7 +127,7 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
     ready, stop, results = fork.Event(), fork.Event(), fork.Queue()
     checker = fork.Process(target=_checker, args=(mf.to_json(), ref, ready, stop, results))
     first = dataset.open_vault(mf, dataset.ADMIN)
-    head = first.audit_head()  # before the checker's first checkout
+    head = first.audit.head()  # before the checker's first checkout
     first.close()  # nothing open is inherited by the forked checker
     checker.start()
     admin = dataset.open_vault(mf, dataset.ADMIN)
@@ -145,20 +145,20 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
         ops[label] = time.monotonic() - start
         return value
 
-    verified = op("audit verify --full", admin.verify_audit)
+    verified = op("audit verify --full", admin.audit.verify)
     # Its verdict goes to the table (a command that fails under load misses the target); the
     # check below is that the chain is intact once the checkouts stopped.
     verify_problem = None if verified.ok else str(verified.problem)[:300]
-    records = op("report access", lambda: admin.report_access(engineer))
+    records = op("report access", lambda: admin.reports.access(engineer))
     checks.append((f"W14 ({engine}): report access lists {len(records):,} reveals by {engineer}", len(records) > 0))
-    listed = op("secret list", lambda: admin.list_secrets(slug))
+    listed = op("secret list", lambda: admin.secrets.list(slug))
     big = mf.shape.secrets_of(0)
     checks.append((f"W14 ({engine}): secret list returns the {big:,} secrets of {slug}", len(listed) == big))
-    before_export = admin.audit_head()[0]
+    before_export = admin.audit.head()[0]
 
     def export() -> int:
         lines = 0
-        for line in admin.export_audit():
+        for line in admin.audit.export():
             lines += 1 if line.startswith("{") else 0
         return lines
 
@@ -176,7 +176,7 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
     failures = Counter(e for _t, _d, e in samples if e is not None)
     successes = sum(1 for _t, _d, e in samples if e is None) + answer["warm"]
     written = _count(admin, head[0], engineer)
-    after = admin.verify_audit(since=head) if verify_problem is None else admin.verify_audit()  # again, all of it
+    after = admin.audit.verify(since=head) if verify_problem is None else admin.audit.verify()  # again, all of it
     admin.close()
     checks += [
         (f"W14 ({engine}): no failed checkout ({dict(failures) or 'none'})", not failures),

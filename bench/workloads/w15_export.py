@@ -2,7 +2,7 @@
 
 On the SQLite data set of W14 (built here if W14 did not run: N generated audit events,
 N the run's audit scale, plus the events of the data set's own making and of W14), the
-admin consumes ``vault.export_audit()`` to the end in a step of its own, checking each
+admin consumes ``vault.audit.export()`` to the end in a step of its own, checking each
 line (one JSON object, the events in order, none missing). The figure is the step's peak
 RSS (W8's measure, ``bench/step.py``), against the target of 150 MiB; the baseline is
 the peak RSS of the same step reading only the last 20 events (``audit_log(limit=20)``):
@@ -29,14 +29,14 @@ TARGET_MIB = 150.0
 def export_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    head = admin.audit_head()[0]
+    head = admin.audit.head()[0]
     if not params["export"]:  # the baseline: the same process without the export
-        entries = admin.audit_log(limit=20)
+        entries = admin.audit.log(limit=20)
         admin.close()
         return {"checks": [("W15: the baseline step reads the last 20 events", len(entries) == min(20, head))]}
     start = time.perf_counter()
     count, previous, in_order = 0, 0, True
-    for line in admin.export_audit():
+    for line in admin.audit.export():
         seq = json.loads(line)["seq"]
         in_order = in_order and seq > previous
         previous = seq

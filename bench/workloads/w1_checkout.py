@@ -1,6 +1,6 @@
 """W1: in-process checkout of one secret, unlocked session, durable audit event included.
 
-``vault.checkout("CLIENT/NAME", reason="bench")`` on the main data set (the client has
+``vault.checkouts.checkout("CLIENT/NAME", reason="bench")`` on the main data set (the client has
 the default policy: a reason is required), timed call by call after a warm-up, as the
 admin (who finds a client by its slug tag) and as an engineer (who finds it by opening
 the slugs of the clients they hold grants for). Each call commits its audit event and
@@ -50,17 +50,17 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     others = [c for c in range(mf.shape.clients) if c not in granted]
     if others:
         try:
-            engineer.reveal(mf.ref(others[0], 0), reason="bench")
+            engineer.checkouts.reveal(mf.ref(others[0], 0), reason="bench")
             checks.append((f"{engineer_name} cannot read a client without a grant", False))
         except NotFound:
             checks.append((f"{engineer_name} cannot read a client without a grant", True))
 
-    head = admin.audit_head()
+    head = admin.audit.head()
     admin_ref, engineer_ref = mf.ref(0, 0), mf.ref(granted[0], 0)
     wrong: list[str] = []
 
     def checkout(vault: Any, ref: str) -> None:
-        if vault.checkout(ref, reason="bench").value != mf.password(ref):
+        if vault.checkouts.checkout(ref, reason="bench").value != mf.password(ref):
             wrong.append(ref)
 
     admin_times = repeat(lambda: checkout(admin, admin_ref), calls, warmup)
@@ -81,7 +81,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     checks.append(
         (f"W1 ({params['engine']}): {expected} checkouts wrote {written} checkout events", written == expected)
     )
-    verified = admin.verify_audit(since=head)
+    verified = admin.audit.verify(since=head)
     checks.append(
         (f"W1 ({params['engine']}): verify_audit accepts the {verified.checked} events appended", verified.ok)
     )
@@ -156,7 +156,7 @@ def _per_call_costs(vault: Any, ref: str) -> dict[str, int]:
     p.ed25519_verify, p.ed25519_sign = verify, sign
     event.listen(vault.store.engine, "before_cursor_execute", statement)
     try:
-        vault.checkout(ref, reason="bench")
+        vault.checkouts.checkout(ref, reason="bench")
     finally:
         p.ed25519_verify, p.ed25519_sign = real_verify, real_sign
         event.remove(vault.store.engine, "before_cursor_execute", statement)

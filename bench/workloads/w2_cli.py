@@ -76,14 +76,14 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     reps = params["reps"]
     checks: list[tuple[str, bool]] = []
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    code = admin.invite_engineer(CLI_ENGINEER)
+    code = admin.engineers.invite(CLI_ENGINEER)
     enrolling = Vault.open(mf.url, sessions=MemorySessionStore())  # default Argon2id parameters
-    admin.confirm_engineer(
-        CLI_ENGINEER, enrolling.enroll_engineer(CLI_ENGINEER, code, dataset.passphrase(CLI_ENGINEER))
+    admin.engineers.confirm(
+        CLI_ENGINEER, enrolling.engineers.enroll(CLI_ENGINEER, code, dataset.passphrase(CLI_ENGINEER))
     )
     enrolling.close()
     slug = dataset.client_slug(0)
-    admin.grant(CLI_ENGINEER, slug)
+    admin.grants.grant(CLI_ENGINEER, slug)
     ref, password = mf.ref(0, 0), mf.password(mf.ref(0, 0))
     credvault = str(Path(sys.executable).parent / "credvault")
 
@@ -174,7 +174,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     salt = os.urandom(16)
     argon = repeat(lambda: keyrecord.derive_passphrase_key("x", salt, keyrecord.DEFAULT_PARAMS), min(reps, 3), 1)
     me = dataset.open_vault(mf, CLI_ENGINEER)
-    in_process = repeat(lambda: me.checkout(ref, reason="bench"), 20 if reps > 2 else 5, 2)
+    in_process = repeat(lambda: me.checkouts.checkout(ref, reason="bench"), 20 if reps > 2 else 5, 2)
     me.close()
     admin.close()
     return {

@@ -6,7 +6,7 @@ never reads). Then, each in its own process:
 
 * the **floor** (``rewrap_floor.py``) re-wraps the N data keys of a copy of that file
   with plain sqlite3 + cryptography;
-* **credvault** calls ``vault.rotate_client(slug, batch_size=rewrap_floor.BATCH)`` as
+* **credvault** calls ``vault.keys.rotate_client(slug, batch_size=rewrap_floor.BATCH)`` as
   the admin, when the library has it (``hasattr(Vault, "rotate_client")``); until then
   the row says "not implemented yet" and only the floor is measured. Both sides commit
   one transaction per batch of the same size, so they pay the same number of durable
@@ -94,20 +94,20 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
     n, slug = mf.shape.secrets, dataset.client_slug(0)
     admin = dataset.open_vault(mf, dataset.ADMIN)
     checks = dataset.check_sample(admin, mf, dataset.sample_refs(mf, 5), f"W3 N={n:,}: admin before rotation")
-    head = admin.audit_head()
-    before = admin.show_client(slug).key_version
+    head = admin.audit.head()
+    before = admin.clients.show(slug).key_version
     times, peaks = [], []
     reps = _reps(n, params["reps"])
     for _ in range(reps):
         with PhasePeak() as peak:
-            seconds, _ = timed(lambda: admin.rotate_client(slug, batch_size=rewrap_floor.BATCH))
+            seconds, _ = timed(lambda: admin.keys.rotate_client(slug, batch_size=rewrap_floor.BATCH))
         times.append(seconds)
         peaks.append(peak.mib)
     fresh = dataset.open_vault(mf, dataset.ADMIN)  # no cached keys
     checks += dataset.check_sample(
         fresh, mf, dataset.sample_refs(mf, 20, rng_seed=11), f"W3 N={n:,}: admin after rotation"
     )
-    after = fresh.show_client(slug).key_version
+    after = fresh.clients.show(slug).key_version
     checks.append(
         (
             f"W3 N={n:,}: the client key moved from version {before} to {after} after {reps} rotations",
@@ -120,7 +120,7 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
             engineer, mf, dataset.sample_refs(mf, 5, rng_seed=13), f"W3 N={n:,}: the grantee after rotation"
         )
         engineer.close()
-    verified = fresh.verify_audit(since=head)
+    verified = fresh.audit.verify(since=head)
     checks.append((f"W3 N={n:,}: verify_audit accepts the {verified.checked} events appended", verified.ok))
     admin.close()
     fresh.close()
@@ -237,7 +237,7 @@ def _discussion(floors: dict[int, dict[str, Any]], mine: dict[int, dict[str, Any
         text.append(
             "**Targets (≤ 1.5× the floor; memory flat in N): not measurable yet.** The library has no "
             "`Vault.rotate_client` (client-key rotation is not built). The credvault side is written against "
-            "`vault.rotate_client(slug)` and runs as soon as that method exists; the data sets and the floor are "
+            "`vault.keys.rotate_client(slug)` and runs as soon as that method exists; the data sets and the floor are "
             "already measured in every run, so the comparison will appear without changing bench/."
         )
     else:

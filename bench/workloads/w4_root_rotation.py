@@ -3,7 +3,7 @@
 A root rotation re-seals every live client-key version to a new recovery key and
 re-tags every client slug: its cost should grow with clients and stay flat in secrets.
 Two vaults with the same number of clients (and engineers) are built, one with ten
-times the secrets of the other, and ``vault.rotate_root()`` is timed on each as the
+times the secrets of the other, and ``vault.keys.rotate_root()`` is timed on each as the
 admin (when the library has it: ``hasattr(Vault, "rotate_root")``). The baseline of the
 larger is the smaller: the ratio is the target.
 
@@ -30,11 +30,11 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     label = f"W4 ({mf.shape.clients:,} clients, {mf.shape.secrets:,} secrets)"
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    head = admin.audit_head()
+    head = admin.audit.head()
     times, peaks, counts = [], [], []
     for _ in range(params["reps"]):
         with PhasePeak() as peak:
-            seconds, result = timed(admin.rotate_root)  # type: ignore[attr-defined]
+            seconds, result = timed(admin.keys.rotate_root)  # type: ignore[attr-defined]
         times.append(seconds)
         peaks.append(peak.mib or 0.0)
         counts.append(getattr(result, "clients", result))  # a RootRotation (an int before issue 12)
@@ -53,7 +53,7 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
         dataset.sample_refs(mf, 5, clients=mf.shape.granted_clients(0)),
         f"{label}: an engineer after rotation",
     )
-    verified = fresh.verify_audit(since=head)
+    verified = fresh.audit.verify(since=head)
     checks.append((f"{label}: verify_audit accepts the {verified.checked} events appended", verified.ok))
     for v in (admin, fresh, engineer):
         v.close()

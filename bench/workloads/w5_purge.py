@@ -1,7 +1,7 @@
 """W5: purge of a client with 100,000 secrets, scrub included (reported, no target).
 
 A vault is built whose client 0 holds the secrets and nine other clients hold a few
-each; ``vault.purge_client(slug, request="REF")`` is timed as the admin (when the
+each; ``vault.purge.client(slug, request="REF")`` is timed as the admin (when the
 library has it: ``hasattr(Vault, "purge_client")``). Before the purge a sample of the
 client's ciphertexts is read from the database; afterwards the database file and its
 WAL are searched for them: a scrubbed purge leaves none (SQLite ``secure_delete``
@@ -56,11 +56,11 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
         ).all()
     needles = [bytes(blob) for row in rows for blob in row]
     with PhasePeak() as peak:
-        seconds, receipt = timed(lambda: admin.purge_client(slug, request="REF"))  # type: ignore[attr-defined]
+        seconds, receipt = timed(lambda: admin.purge.client(slug, request="REF"))  # type: ignore[attr-defined]
     checks: list[tuple[str, bool]] = []
     fresh = dataset.open_vault(mf, dataset.ADMIN)
     try:
-        fresh.reveal(mf.ref(0, 0), reason="bench")
+        fresh.checkouts.reveal(mf.ref(0, 0), reason="bench")
         checks.append(("W5: a purged client's secret can no longer be read", False))
     except VaultError:
         checks.append(("W5: a purged client's secret can no longer be read", True))
@@ -83,7 +83,7 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
                 left_blobs == 0,
             )
         )
-    verified = fresh.verify_audit()
+    verified = fresh.audit.verify()
     checks.append(
         (f"W5: verify_audit accepts the whole chain after the purge ({verified.checked:,} events)", verified.ok)
     )
@@ -99,7 +99,7 @@ def run(ctx: Context) -> Outcome:
         out.rows.append(Row("W5", f"purge of a client with {n:,} secrets, scrub included", None, "s", verdict=MISSING))
         out.notes.append(
             "**Report: not measurable yet**: the library has no `Vault.purge_client`. The workload is written "
-            'against `vault.purge_client(slug, request="REF")` and runs (with its scrub check) once it exists.'
+            'against `vault.purge.client(slug, request="REF")` and runs (with its scrub check) once it exists.'
         )
         return out
     shape = Shape(secrets=n + OTHER_CLIENTS * OTHER_SECRETS, clients=1 + OTHER_CLIENTS, engineers=3, big_client=n)

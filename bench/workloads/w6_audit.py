@@ -185,10 +185,10 @@ def _floor_per_event(admin: Any, vault_id: bytes) -> tuple[float, float]:
 def verify_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    head = admin.audit_head()
+    head = admin.audit.head()
     cpu0 = _cpu_seconds()
     with PhasePeak() as peak:
-        full_s, full = timed(admin.verify_audit)
+        full_s, full = timed(admin.audit.verify)
     cpu_s = _cpu_seconds() - cpu0
     cores = cpu_s / full_s
     checks = [
@@ -200,13 +200,13 @@ def verify_step(params: dict[str, Any]) -> dict[str, Any]:
     checks += dataset.check_sample(admin, mf, dataset.sample_refs(mf, 3), "W6: admin (generated events' details)")
     sig_each, hash_each = _floor_per_event(admin, bytes.fromhex(mf.vault_id))
     engineer = dataset.open_vault(mf, dataset.engineer_name(0))
-    start = admin.audit_head()
+    start = admin.audit.head()
     refs = dataset.sample_refs(mf, params["new"], clients=SHAPE.granted_clients(0), rng_seed=3)
     for ref in refs:
-        engineer.reveal(ref, reason="bench")
-    end = admin.audit_head()
-    incremental = repeat(lambda: admin.verify_audit(since=start), params["reps"], 1)
-    last = admin.verify_audit(since=start)
+        engineer.checkouts.reveal(ref, reason="bench")
+    end = admin.audit.head()
+    incremental = repeat(lambda: admin.audit.verify(since=start), params["reps"], 1)
+    last = admin.audit.verify(since=start)
     checks.append(
         (
             f"W6: incremental verify_audit accepts the {end[0] - start[0]:,} new events",

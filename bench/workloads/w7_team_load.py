@@ -43,7 +43,7 @@ def _engineer(index: int, manifest: dict[str, Any], seconds: float, barrier: Any
     warm = 0
     try:
         vault = dataset.open_vault(mf, dataset.engineer_name(index))
-        vault.checkout(refs[0], reason="bench warm-up")  # caches, connections: not timed, but counted
+        vault.checkouts.checkout(refs[0], reason="bench warm-up")  # caches, connections: not timed, but counted
         warm = 1
     except VaultError as error:
         failures[type(error).__name__] += 1
@@ -57,7 +57,7 @@ def _engineer(index: int, manifest: dict[str, Any], seconds: float, barrier: Any
         ref = rng.choice(refs)
         t0 = time.perf_counter()
         try:
-            value = vault.checkout(ref, reason="bench team load").value
+            value = vault.checkouts.checkout(ref, reason="bench team load").value
         except VaultError as error:
             failures[type(error).__name__] += 1
             continue
@@ -129,11 +129,11 @@ def load_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     engineers, seconds = params["engineers"], params["seconds"]
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    head = admin.audit_head()
+    head = admin.audit.head()
     admin.close()  # nothing open is inherited by the forked engineers
     alone = dataset.open_vault(mf, dataset.engineer_name(0))
     solo_ref = mf.ref(mf.shape.granted_clients(0)[0], 0)
-    uncontended = repeat(lambda: alone.checkout(solo_ref, reason="bench alone"), 5, 1)
+    uncontended = repeat(lambda: alone.checkouts.checkout(solo_ref, reason="bench alone"), 5, 1)
     alone.close()
     small = _team(mf, min(4, engineers), seconds) if engineers > 4 else None
     team = _team(mf, engineers, seconds)
@@ -150,7 +150,7 @@ def load_step(params: dict[str, Any]) -> dict[str, Any]:
             .select_from(m.AuditEvent)
             .where(m.AuditEvent.seq > head[0], m.AuditEvent.action == "checkout")
         )
-    verified = admin.verify_audit()
+    verified = admin.audit.verify()
     admin.close()
     checks = [
         (f"W7: {engineers} engineers, no failed checkout ({dict(failures) or 'none'})", not failures),

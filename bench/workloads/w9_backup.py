@@ -1,6 +1,6 @@
 """W9: backup and restore of the main data set (reported; beyond the issue's table).
 
-``vault.create_backup(path)`` then ``export_backup_keys``, timed as the admin on the main
+``vault.backups.create(path)`` then ``export_backup_keys``, timed as the admin on the main
 data set (1,000,000 secrets at full scale), and ``restore_backup`` of that file into a
 new, empty SQLite database, each its own step so that each has its own peak RSS (W8):
 a backup is written, and restored, one section at a time, so neither should grow with
@@ -33,8 +33,8 @@ from vault.storage import models as m
 def backup_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
     admin = dataset.open_vault(mf, dataset.ADMIN)
-    seconds, info = timed(lambda: admin.create_backup(Path(params["backup"])))
-    admin.export_backup_keys(Path(params["keys"]))
+    seconds, info = timed(lambda: admin.backups.create(Path(params["backup"])))
+    admin.backups.export_keys(Path(params["keys"]))
     anchor = max(0, info.audit_head - 1_000)  # the restored chain is verified from here, trusted from the source
     with admin.store.transaction() as s:
         anchor_hash = s.scalar(select(m.AuditEvent.hash).where(m.AuditEvent.seq == anchor)) if anchor else None
@@ -61,7 +61,7 @@ def restore_step(params: dict[str, Any]) -> dict[str, Any]:
     passphrase = dataset.passphrase(dataset.ADMIN)
 
     def restore() -> Any:
-        return target.restore_backup(
+        return target.backups.restore(
             Path(params["backup"]), Path(params["keys"]), admin=dataset.ADMIN, passphrase=passphrase
         )
 
@@ -77,7 +77,7 @@ def restore_step(params: dict[str, Any]) -> dict[str, Any]:
     restored = dataset.open_vault(mf, dataset.ADMIN, url=params["target"])
     checks += dataset.check_sample(restored, mf, dataset.sample_refs(mf, 10), "W9: admin, restored vault")
     seq, digest = params["anchor"]
-    verified = restored.verify_audit(since=(seq, bytes.fromhex(digest)) if digest else None)
+    verified = restored.audit.verify(since=(seq, bytes.fromhex(digest)) if digest else None)
     checks.append((f"W9: the restored audit chain verifies ({verified.checked:,} events checked)", verified.ok))
     restored.close()
     return {"checks": checks, "seconds": seconds}

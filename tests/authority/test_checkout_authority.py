@@ -106,12 +106,12 @@ def _one(team: Any, query: Any) -> Any:
 
 @pytest.fixture
 def scene(team: Any) -> Scene:
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password=PW, username=USER)
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password=PW, username=USER)
     team.engineer("alice")
     team.engineer("bob")
-    team.admin.grant("alice", "acme")
-    team.admin.reveal("acme/fw01", reason=REASON)  # the client's audit-key ring is made on first use
+    team.admin.grants.grant("alice", "acme")
+    team.admin.checkouts.reveal("acme/fw01", reason=REASON)  # the client's audit-key ring is made on first use
     client_id, ring = _one(team, select(m.Client.id, m.Client.audit_keys_blob))
     (tag,) = _one(team, select(m.Secret.name_tag))
     ids = {}

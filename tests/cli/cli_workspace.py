@@ -108,7 +108,7 @@ class Workspace:
     def library(self, name: str = ADMIN) -> Vault:
         """The library's view of the vault as `name`, unlocked with their passphrase."""
         vault = Vault.open(self.url, engineer=name, sessions=MemorySessionStore())
-        vault.unlock(name, self.passphrases[name])
+        vault.engineers.unlock(name, self.passphrases[name])
         return vault
 
     def session_text(self, backend: MemoryKeyring, name: str) -> tuple[tuple[str, str], dict[str, object]]:

@@ -32,7 +32,7 @@ def head(ws: Workspace) -> tuple[int, bytes]:
     """The audit chain's head, read without unlocking (unlocking appends an event)."""
     vault = Vault.open(ws.url)
     try:
-        return vault.audit_head()
+        return vault.audit.head()
     finally:
         vault.close()
 
@@ -40,7 +40,7 @@ def head(ws: Workspace) -> tuple[int, bytes]:
 def events_after(ws: Workspace, seq: int, name: str = ADMIN) -> list[AuditEntry]:
     vault = ws.library(name)
     try:
-        return [e for e in vault.audit_log() if e.seq > seq]
+        return [e for e in vault.audit.log() if e.seq > seq]
     finally:
         vault.close()
 
@@ -48,7 +48,7 @@ def events_after(ws: Workspace, seq: int, name: str = ADMIN) -> list[AuditEntry]
 def reveal(ws: Workspace, version: int | None = None) -> str:
     vault = ws.library()
     try:
-        return vault.reveal(REF, reason="test: check the stored value", version=version)
+        return vault.checkouts.reveal(REF, reason="test: check the stored value", version=version)
     finally:
         vault.close()
 
@@ -121,7 +121,7 @@ def test_checkout_json_has_the_value_version_and_expiry(ready: Workspace) -> Non
     expires = dt.datetime.fromisoformat(data["expires_at"])
     assert dt.timedelta(minutes=119) < expires - start <= dt.timedelta(minutes=121)  # the default 2h
     assert data["must_change"] is False
-    [hold] = ready.library().list_checkouts()
+    [hold] = ready.library().checkouts.list()
     assert (hold.client, hold.secret, hold.engineer) == ("acme", "fw01-admin", ADMIN)
     assert abs(hold.expires_at - expires) < dt.timedelta(seconds=1)
 
@@ -165,7 +165,7 @@ def test_checkout_without_a_clipboard_fails_before_anything_is_recorded(
     assert_clean_error(result, SECRET)
     assert "clipboard" in result.stderr and "--show" in result.stderr
     assert head(ready) == before
-    assert ready.library().list_checkouts() == []
+    assert ready.library().checkouts.list() == []
 
 
 def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
@@ -188,7 +188,7 @@ def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
         assert_clean_error(result, SECRET, "netadmin")
         assert "nothing was revealed" in result.stderr
     assert head(ready) == before
-    assert ready.library().list_checkouts() == []
+    assert ready.library().checkouts.list() == []
 
 
 def test_an_engineer_without_a_grant_cannot_check_out(ready: Workspace) -> None:
@@ -201,13 +201,13 @@ def test_an_engineer_without_a_grant_cannot_check_out(ready: Workspace) -> None:
 def test_an_engineer_with_a_grant_checks_out(team: Workspace) -> None:
     result = ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-2", "--show"))
     assert result.stdout.splitlines()[0] == SECRET
-    [hold] = team.library().list_checkouts()
+    [hold] = team.library().checkouts.list()
     assert hold.engineer == ENGINEER
 
 
 def test_no_reason_policy_allows_a_checkout_without_one(ready: Workspace) -> None:
     ok(ready.admin("policy", "set", "acme", "--no-reason-required"))
-    assert not ready.library().get_policy("acme").reason_required
+    assert not ready.library().policies.get("acme").reason_required
     before, _ = head(ready)
     ok(ready.admin("checkout", REF, "--show"))
     [event] = [e for e in events_after(ready, before) if e.action == "checkout"]
@@ -225,7 +225,7 @@ def test_exclusive_checkout_refuses_a_second_engineer_naming_the_holder(team: Wo
     assert_clean_error(refused, SECRET)
     assert "checked out exclusively by alice until" in refused.stderr
     assert head(team) == before
-    [hold] = team.library().list_checkouts()
+    [hold] = team.library().checkouts.list()
     assert (hold.engineer, hold.exclusive) == (ENGINEER, True)
 
 
@@ -236,17 +236,17 @@ def test_a_lapsed_exclusive_checkout_no_longer_blocks(team: Workspace) -> None:
     with Session(engine) as s, s.begin():
         s.execute(update(m.Checkout).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
     engine.dispose()
-    assert team.library().list_checkouts() == []
+    assert team.library().checkouts.list() == []
     assert json.loads(ok(team.admin("checkouts", "--json")).stdout) == []
     ok(team.as_engineer(BOB, "checkout", REF, "-r", "T-2", "--show"))
-    assert [c.engineer for c in team.library().list_checkouts()] == [BOB]
+    assert [c.engineer for c in team.library().checkouts.list()] == [BOB]
 
 
 def test_checking_out_again_replaces_ones_own_hold(team: Workspace) -> None:
     ok(team.admin("policy", "set", "acme", "--exclusive"))
     ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-1", "--show", "--for", "10m"))
     data = json.loads(ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-1", "--json", "--for", "3h")).stdout)
-    [hold] = team.library().list_checkouts()
+    [hold] = team.library().checkouts.list()
     assert hold.engineer == ENGINEER
     assert abs(hold.expires_at - dt.datetime.fromisoformat(data["expires_at"])) < dt.timedelta(seconds=1)
 
@@ -256,13 +256,13 @@ def test_checkin_releases_an_exclusive_checkout(team: Workspace) -> None:
     ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-1", "--show"))
     before, _ = head(team)
     ok(team.as_engineer(ENGINEER, "checkin", REF))
-    assert team.library().list_checkouts() == []
+    assert team.library().checkouts.list() == []
     [event] = [e for e in events_after(team, before) if e.action == "checkin"]
     assert event.engineer == ENGINEER
     assert event.details is not None and event.details["released"] == 1
     result = ok(team.as_engineer(BOB, "checkout", REF, "-r", "T-2", "--show"))
     assert result.stdout.splitlines()[0] == SECRET
-    assert [c.engineer for c in team.library().list_checkouts()] == [BOB]
+    assert [c.engineer for c in team.library().checkouts.list()] == [BOB]
 
 
 def test_checkin_without_a_checkout_is_an_error(team: Workspace) -> None:
@@ -280,8 +280,8 @@ def test_checkin_generate_stores_a_new_password(team: Workspace) -> None:
     assert new != SECRET and len(new) == 24
     assert reveal(team, version=1) == SECRET
     assert new not in result.output
-    assert team.library().list_checkouts() == []
-    assert team.library().show_secret(REF).version == 2
+    assert team.library().checkouts.list() == []
+    assert team.library().secrets.show(REF).version == 2
 
 
 def test_checkin_generate_with_a_length(team: Workspace) -> None:
@@ -295,7 +295,7 @@ def test_checkin_new_password_from_stdin(team: Workspace) -> None:
     result = ok(team.as_engineer(ENGINEER, "checkin", REF, "--new-password-stdin", input="Changed-On-The-Box-1\n"))
     assert reveal(team) == "Changed-On-The-Box-1"
     assert "Changed-On-The-Box-1" not in result.output
-    assert team.library().list_checkouts() == []
+    assert team.library().checkouts.list() == []
 
 
 def test_checkin_with_both_a_new_password_and_generate_is_refused(team: Workspace) -> None:
@@ -303,7 +303,7 @@ def test_checkin_with_both_a_new_password_and_generate_is_refused(team: Workspac
     result = team.as_engineer(ENGINEER, "checkin", REF, "--generate", "--new-password-stdin", input="Other-Passw0rd\n")
     assert_clean_error(result, "Other-Passw0rd", SECRET)
     assert reveal(team) == SECRET
-    assert [c.engineer for c in team.library().list_checkouts()] == [ENGINEER]
+    assert [c.engineer for c in team.library().checkouts.list()] == [ENGINEER]
 
 
 def test_admin_breaks_a_checkout(team: Workspace) -> None:
@@ -312,7 +312,7 @@ def test_admin_breaks_a_checkout(team: Workspace) -> None:
     before, _ = head(team)
     result = ok(team.admin("checkin", REF, "--break"))
     assert ENGINEER in result.stdout
-    assert team.library().list_checkouts() == []
+    assert team.library().checkouts.list() == []
     [event] = [e for e in events_after(team, before) if e.action == "checkout-break"]
     assert event.engineer == ADMIN
     assert event.details is not None and event.details["holders"] == [ENGINEER]
@@ -335,21 +335,21 @@ def test_an_engineer_cannot_break_a_checkout(team: Workspace) -> None:
     assert_clean_error(result, SECRET)
     assert "admin" in result.stderr
     assert head(team) == before
-    assert [c.engineer for c in team.library().list_checkouts()] == [ENGINEER]
+    assert [c.engineer for c in team.library().checkouts.list()] == [ENGINEER]
 
 
 def test_rotate_after_checkout_flags_must_change_until_checkin_stores_a_value(team: Workspace) -> None:
     ok(team.admin("policy", "set", "acme", "--rotate-after-checkout"))
     data = json.loads(ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-1", "--json")).stdout)
     assert data["must_change"] is True
-    assert team.library().status().must_change == [REF]
+    assert team.library().reports.status().must_change == [REF]
     plain = team.as_engineer(ENGINEER, "checkin", REF)
     ok(plain)
     assert "must still be changed" in plain.stderr
-    assert team.library().status().must_change == [REF]
+    assert team.library().reports.status().must_change == [REF]
     ok(team.as_engineer(ENGINEER, "checkout", REF, "-r", "T-1", "--show"))
     ok(team.as_engineer(ENGINEER, "checkin", REF, "--generate"))
-    assert team.library().status().must_change == []
+    assert team.library().reports.status().must_change == []
     assert reveal(team) != SECRET
 
 
@@ -391,7 +391,7 @@ def test_policy_show_json_has_the_defaults(ready: Workspace) -> None:
 def test_policy_set_is_stored_and_logged(ready: Workspace) -> None:
     before, _ = head(ready)
     ok(ready.admin("policy", "set", "acme", "--exclusive", "--rotate-after-checkout", "--for", "90m"))
-    policy = ready.library().get_policy("acme")
+    policy = ready.library().policies.get("acme")
     assert (policy.reason_required, policy.exclusive, policy.rotate_after_checkout, policy.checkout_minutes) == (
         True,
         True,
@@ -411,14 +411,14 @@ def test_policy_set_with_a_bad_checkout_length_is_refused(ready: Workspace, leng
     result = ready.admin("policy", "set", "acme", "--exclusive", "--for", length)
     assert_clean_error(result, SECRET)
     assert head(ready) == before
-    policy = ready.library().get_policy("acme")
+    policy = ready.library().policies.get("acme")
     assert (policy.exclusive, policy.checkout_minutes) == (False, 120)
 
 
 def test_an_engineer_cannot_set_a_policy(team: Workspace) -> None:
     result = team.as_engineer(ENGINEER, "policy", "set", "acme", "--no-reason-required")
     assert_clean_error(result, SECRET)
-    assert team.library().get_policy("acme").reason_required
+    assert team.library().policies.get("acme").reason_required
 
 
 def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_applies(ready: Workspace) -> None:
@@ -432,10 +432,10 @@ def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_a
     assert head(ready) == before  # nothing revealed, nothing recorded
     shown = ok(ready.admin("policy", "show", "acme"))
     assert "NO: the stored policy does not verify" in shown.stdout and "policy set acme" in shown.stderr
-    policy = ready.library().get_policy("acme")
+    policy = ready.library().policies.get("acme")
     assert (policy.signed, policy.reason_required, policy.exclusive) == (False, True, True)
     ok(ready.admin("policy", "set", "acme", "--no-exclusive", "--no-rotate-after-checkout"))
-    policy = ready.library().get_policy("acme")
+    policy = ready.library().policies.get("acme")
     assert (policy.signed, policy.reason_required, policy.exclusive) == (True, True, False)
 
 
@@ -468,7 +468,7 @@ def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_
     assert event.details is not None and event.details["field"] == "mfa-seed"
     vault = ready.library()
     try:
-        assert [(r.field, r.reason) for r in vault.report_at_risk(ADMIN) if r.field != "password"] == [
+        assert [(r.field, r.reason) for r in vault.reports.at_risk(ADMIN) if r.field != "password"] == [
             ("mfa-seed", "T-5 token")
         ]
     finally:
@@ -481,8 +481,8 @@ def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(
     assert value not in result.stdout
     vault = ready.library()
     try:
-        assert vault.show_secret(REF).sensitive_fields == ("rescue",)
-        assert vault.reveal(REF, "rescue", reason="T-6 check") == value
+        assert vault.secrets.show(REF).sensitive_fields == ("rescue",)
+        assert vault.checkouts.reveal(REF, "rescue", reason="T-6 check") == value
     finally:
         vault.close()
 
@@ -496,8 +496,8 @@ def test_policy_adopt_lists_the_unsigned_policies_and_signs_them_only_when_agree
     declined = ready.admin("policy", "adopt", input="n\n")
     assert_clean_error(declined)
     assert "acme" in declined.output and "nothing was signed" in declined.output
-    assert not ready.library().get_policy("acme").signed
+    assert not ready.library().policies.get("acme").signed
     adopted = ok(ready.admin("policy", "adopt", "--yes"))
     assert "Signed 1 policies." in adopted.stdout
-    assert ready.library().get_policy("acme").signed
+    assert ready.library().policies.get("acme").signed
     assert "nothing to adopt" in ok(ready.admin("policy", "adopt")).stdout

@@ -42,7 +42,7 @@ def test_a_null_detail_made_empty_is_named_by_a_full_verify(ready: Workspace) ->
     result = ready.admin("audit", "verify", "--full")
     assert_clean_error(result)
     assert f"event {seq}: its contents were changed" in result.stderr
-    assert ready.library().verify_audit().first_bad_seq == seq
+    assert ready.library().audit.verify().first_bad_seq == seq
 
 
 def test_a_forged_unlock_failure_is_shown_unauthenticated(ready: Workspace) -> None:

@@ -28,6 +28,6 @@ def test_grant_with_swapped_slug_tags_is_refused(ready_any_engine: Workspace) ->
     assert "lookup tag was moved" in result.stderr
     vault = ready.library()
     try:
-        assert vault.list_grants(engineer=ENGINEER) == []
+        assert vault.grants.list(engineer=ENGINEER) == []
     finally:
         vault.close()

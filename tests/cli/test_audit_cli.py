@@ -55,7 +55,7 @@ def head(ws: Workspace) -> tuple[int, bytes]:
     """The chain's head, read without unlocking (unlocking appends an event)."""
     vault = Vault.open(ws.url)
     try:
-        return vault.audit_head()
+        return vault.audit.head()
     finally:
         vault.close()
 
@@ -127,7 +127,7 @@ def test_full_verify_checks_every_event(ready: Workspace) -> None:
 def test_a_changed_event_is_named_by_a_full_verify(ready: Workspace) -> None:
     activity(ready)
     ok(ready.admin("audit", "verify"))
-    checkout = next(e.seq for e in ready.library().audit_log(engineer=ENGINEER) if e.action == "checkout")
+    checkout = next(e.seq for e in ready.library().audit.log(engineer=ENGINEER) if e.action == "checkout")
     sql(ready, "UPDATE audit_events SET action = 'secret-list' WHERE seq = :s", s=checkout)
     result = ready.admin("audit", "verify", "--full")
     assert_clean_error(result, SECRET, "T-42")
@@ -209,7 +209,7 @@ def test_audit_log_json_shows_details_the_admin_may_read(ready: Workspace) -> No
     activity(ready)
     library = ready.library()
     entries = json.loads(ok(ready.admin("audit", "log", "--json")).stdout)
-    assert [e["seq"] for e in entries] == [e.seq for e in library.audit_log()]
+    assert [e["seq"] for e in entries] == [e.seq for e in library.audit.log()]
     [checkout] = [e for e in entries if e["action"] == "checkout"]
     assert (checkout["engineer"], checkout["client"], checkout["readable"]) == (ENGINEER, "acme", True)
     assert checkout["details"]["reason"] == "T-42 reset VPN"
@@ -221,11 +221,11 @@ def test_audit_log_filters(ready: Workspace) -> None:
     library = ready.library()
     by_client = json.loads(ok(ready.admin("audit", "log", "--client", "acme", "--json")).stdout)
     assert by_client and {e["client"] for e in by_client} == {"acme"}
-    assert [e["seq"] for e in by_client] == [e.seq for e in library.audit_log(client="acme")]
+    assert [e["seq"] for e in by_client] == [e.seq for e in library.audit.log(client="acme")]
     by_engineer = json.loads(ok(ready.admin("audit", "log", "--engineer", ENGINEER, "--json")).stdout)
     assert by_engineer and {e["engineer"] for e in by_engineer} == {ENGINEER}
-    assert [e["seq"] for e in by_engineer] == [e.seq for e in library.audit_log(engineer=ENGINEER)]
-    everything = [e.seq for e in library.audit_log()]
+    assert [e["seq"] for e in by_engineer] == [e.seq for e in library.audit.log(engineer=ENGINEER)]
+    everything = [e.seq for e in library.audit.log()]
     recent = json.loads(ok(ready.admin("audit", "log", "--since", "1d", "--json")).stdout)
     assert [e["seq"] for e in recent] == everything
     after_all = dt.datetime.now(dt.UTC).isoformat()  # later than every event, earlier than the command
@@ -269,7 +269,7 @@ def test_audit_export_jsonl_has_one_event_per_line(ready: Workspace) -> None:
     result = ok(ready.admin("audit", "export", "--format", "jsonl"))
     lines = result.stdout.splitlines()
     events = [json.loads(line) for line in lines]
-    assert [e["seq"] for e in events] == [e.seq for e in library.audit_log()]
+    assert [e["seq"] for e in events] == [e.seq for e in library.audit.log()]
     assert {"seq", "at", "engineer", "action", "client", "details"} <= set(events[0])
     assert [e["details"]["reason"] for e in events if e["action"] == "checkout"] == ["T-42 reset VPN"]
     assert SECRET not in result.output
@@ -300,7 +300,7 @@ def test_report_access_and_at_risk_follow_reveals_and_changes(ready: Workspace) 
     assert [(r["field"], r["changed_since"]) for r in access] == [("password", True), ("username", False)]
     at_risk = json.loads(ok(ready.admin("report", "at-risk", ENGINEER, "--json")).stdout)
     assert [(r["secret"], r["field"]) for r in at_risk] == [("fw01-admin", "username")]
-    actions = [e.action for e in ready.library().audit_log(engineer=ADMIN)]
+    actions = [e.action for e in ready.library().audit.log(engineer=ADMIN)]
     assert "report-access" in actions and "report-at-risk" in actions
 
 

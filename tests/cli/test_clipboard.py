@@ -84,7 +84,7 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[b
 def head(ws: Workspace) -> tuple[int, bytes]:
     vault = Vault.open(ws.url)
     try:
-        return vault.audit_head()
+        return vault.audit.head()
     finally:
         vault.close()
 
@@ -118,7 +118,7 @@ def test_checkout_copies_to_the_clipboard_and_a_detached_clearer_empties_it_late
     assert SECRET not in result.output
     assert "clipboard" in result.stderr and "5 s" in result.stderr
     assert board_file.read_text(encoding="utf-8") == SECRET
-    assert [e.action for e in ready.library().audit_log() if e.seq > before].count("checkout") == 1
+    assert [e.action for e in ready.library().audit.log() if e.seq > before].count("checkout") == 1
     assert wait_until(lambda: board_file.read_text(encoding="utf-8") == "")
     assert time.monotonic() - copied_at > 4  # not before its time
     assert clearer.wait(timeout=5) == 0

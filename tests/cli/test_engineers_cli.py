@@ -20,7 +20,7 @@ QUESTION = "Does the engineer's fingerprint match"
 
 
 def _status(ws: Workspace, name: str) -> str:
-    return {e.name: e.status for e in ws.library().list_engineers()}[name]
+    return {e.name: e.status for e in ws.library().engineers.list()}[name]
 
 
 def _re_enrol(ws: Workspace, name: str, code: str) -> str:
@@ -70,10 +70,10 @@ def test_confirm_shows_name_role_fingerprint_and_the_grants_it_carries_before_as
     assert _status(ws, ENGINEER) == "active"
     ws.passphrases[ENGINEER] = f"second passphrase of {ENGINEER}"
     mine = ws.library(ENGINEER)
-    assert mine.reveal("acme/fw01-admin", reason="T-1") == SECRET
-    assert [c.slug for c in mine.list_clients()] == ["acme"]
+    assert mine.checkouts.reveal("acme/fw01-admin", reason="T-1") == SECRET
+    assert [c.slug for c in mine.clients.list()] == ["acme"]
     with pytest.raises(VaultError):
-        mine.show_client("globex")
+        mine.clients.show("globex")
 
 
 def test_confirm_refuses_a_role_raised_in_the_database_before_asking(ready_any_engine: Workspace) -> None:
@@ -91,7 +91,7 @@ def test_confirm_refuses_a_role_raised_in_the_database_before_asking(ready_any_e
         assert "invitation" in result.stderr and "credvault engineer invite bob" in result.stderr
         assert QUESTION not in result.stderr
     assert _status(ws, "bob") == "enrolled"
-    assert {e.name: e.role for e in ws.library().list_engineers()}["bob"] == "admin"  # the row's word only
+    assert {e.name: e.role for e in ws.library().engineers.list()}["bob"] == "admin"  # the row's word only
     with admin.store.transaction() as s:
         bob = s.scalar(select(m.Engineer.id).where(m.Engineer.name == "bob"))
         assert s.scalar(select(func.count()).select_from(m.RootSeal).where(m.RootSeal.engineer_id == bob)) == 0

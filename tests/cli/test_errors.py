@@ -197,7 +197,7 @@ def test_wrong_fingerprint_on_confirm(workspace: Workspace) -> None:
     result = workspace.admin("engineer", "confirm", "bob", "--fingerprint", "0000 1111 2222 3333 4444 5555 6666 7777")
     assert_clean_error(result, "bob passphrase")
     assert "does not match" in result.stderr
-    assert {e.name: e.status for e in workspace.library().list_engineers()}["bob"] == "enrolled"
+    assert {e.name: e.status for e in workspace.library().engineers.list()}["bob"] == "enrolled"
 
 
 @pytest.mark.parametrize("code", ["hello", "CV1-AAAA-BBBB", "CV1-" + "A" * 80, "CV1-!!!!-????"])
@@ -227,7 +227,7 @@ def test_confirmation_mismatch_then_end_of_input(workspace: Workspace) -> None:
 def test_password_prompt_mismatch_stores_nothing(ready: Workspace) -> None:
     result = ready.admin("secret", "add", "acme/new", "--kind", "other", input="one-Passw0rd\ntwo-Passw0rd\n")
     assert_clean_error(result, "one-Passw0rd", "two-Passw0rd")
-    assert [s.name for s in ready.library().list_secrets()] == ["fw01-admin"]
+    assert [s.name for s in ready.library().secrets.list()] == ["fw01-admin"]
 
 
 def test_session_length_out_of_bounds(ready: Workspace) -> None:
@@ -241,7 +241,7 @@ def test_duplicate_secret(ready: Workspace) -> None:
         "secret", "add", "acme/fw01-admin", "--kind", "other", "--password-stdin", input="another-Passw0rd\n"
     )
     assert_clean_error(result, "another-Passw0rd", SECRET)
-    assert ready.library().reveal("acme/fw01-admin", reason="test") == SECRET
+    assert ready.library().checkouts.reveal("acme/fw01-admin", reason="test") == SECRET
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_usage_errors_keep_exit_code_2(ready: Workspace, args: tuple[str, ...]) 
     result = ready.admin(*args, input="x\n")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert [s.name for s in ready.library().list_secrets()] == ["fw01-admin"]
+    assert [s.name for s in ready.library().secrets.list()] == ["fw01-admin"]
 
 
 def test_unexpected_exception_is_reported_by_type_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,9 +54,9 @@ def test_rotate_client_after_a_cleared_revocation_seals_nothing_to_the_revoked_e
     assert _alice_seals(granted) == 0
     assert_clean_error(granted.as_engineer(ENGINEER, "checkout", SECRET_REF, "--reason", "T-1", "--show"), PASSWORD)
     library = granted.library()
-    assert library.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
-    assert "active" not in {g.state for g in library.list_grants(engineer=ENGINEER)}
-    refused = [e for e in library.audit_log(client="acme") if e.action == "grant-refused"]
+    assert library.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert "active" not in {g.state for g in library.grants.list(engineer=ENGINEER)}
+    refused = [e for e in library.audit.log(client="acme") if e.action == "grant-refused"]
     assert refused and refused[0].details is not None and refused[0].details["engineer"] == ENGINEER
 
 
@@ -68,4 +68,4 @@ def test_engineer_remove_rotates_a_client_whose_grant_rows_the_leaver_deleted(gr
 
     assert "1 client key(s) rotated" in result.stdout
     assert PASSWORD not in result.output
-    assert granted.library().client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert granted.library().keys.versions("acme") == [(1, "destroyed"), (2, "active")]

@@ -68,7 +68,7 @@ def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> 
 def head(ws: Workspace) -> tuple[int, bytes]:
     vault = Vault.open(ws.url)
     try:
-        return vault.audit_head()
+        return vault.audit.head()
     finally:
         vault.close()
 
@@ -91,20 +91,20 @@ def alice_reads(ws: Workspace) -> str:
 
 def test_rotate_client_makes_a_new_version_and_destroys_the_old(ready: Workspace) -> None:
     library = ready.library()
-    library.add_secret("acme/m365", password="m365-Passw0rd", kind="service")
-    assert library.client_key_versions("acme") == [(1, "active")]
+    library.secrets.add("acme/m365", password="m365-Passw0rd", kind="service")
+    assert library.keys.versions("acme") == [(1, "active")]
     result = ok(ready.admin("rotate", "client", "acme", "--batch", "1"))
     assert "key version 1 -> 2" in result.stdout and "2 data key(s)" in result.stdout
     after = ready.library()
-    assert after.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
-    assert [c.key_version for c in after.list_clients()] == [2]
-    assert {v.key_version for v in after.secret_history(REF)} == {2}
-    assert after.reveal(REF, reason="test") == SECRET
-    assert after.reveal("acme/m365", reason="test") == "m365-Passw0rd"
-    [rotation] = after.list_rotations()
+    assert after.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert [c.key_version for c in after.clients.list()] == [2]
+    assert {v.key_version for v in after.secrets.history(REF)} == {2}
+    assert after.checkouts.reveal(REF, reason="test") == SECRET
+    assert after.checkouts.reveal("acme/m365", reason="test") == "m365-Passw0rd"
+    [rotation] = after.keys.list()
     assert (rotation.state, rotation.done, rotation.total) == ("done", 2, 2)
     assert alice_reads(ready) == SECRET  # her grant was re-sealed to the new version
-    actions = [e.action for e in after.audit_log(client="acme")]
+    actions = [e.action for e in after.audit.log(client="acme")]
     assert "client-key-rotate" in actions and "client-key-rotated" in actions
 
 
@@ -112,21 +112,21 @@ def test_rotate_client_twice(ready: Workspace) -> None:
     ok(ready.admin("rotate", "client", "acme"))
     ok(ready.admin("rotate", "client", "acme"))
     library = ready.library()
-    assert library.client_key_versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
-    assert library.reveal(REF, reason="test") == SECRET
+    assert library.keys.versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
+    assert library.checkouts.reveal(REF, reason="test") == SECRET
 
 
 def test_rotate_unknown_client_and_by_an_engineer_are_refused(ready: Workspace) -> None:
     assert_clean_error(ready.admin("rotate", "client", "nope"), SECRET)
     result = ready.as_engineer(ENGINEER, "rotate", "client", "acme")
     assert_clean_error(result, SECRET)
-    assert ready.library().client_key_versions("acme") == [(1, "active")]
+    assert ready.library().keys.versions("acme") == [(1, "active")]
 
 
 def test_rotate_resume_with_nothing_pending_says_so(ready: Workspace) -> None:
     result = ok(ready.admin("rotate", "resume"))
     assert result.stdout.strip() == "No rotation was under way."
-    assert ready.library().list_rotations() == []
+    assert ready.library().keys.list() == []
 
 
 class Crash(Exception):
@@ -136,7 +136,7 @@ class Crash(Exception):
 def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) -> None:
     library = ready.library()
     for i in range(3):
-        library.add_secret(f"acme/extra-{i}", password=f"extra-Passw0rd-{i}")
+        library.secrets.add(f"acme/extra-{i}", password=f"extra-Passw0rd-{i}")
     rewrap = library.keys._rewrap_batch
     batches: list[int] = []
 
@@ -148,11 +148,11 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
 
     library.keys._rewrap_batch = one_batch_then_crash  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        library.rotate_client("acme", batch_size=1)
+        library.keys.rotate_client("acme", batch_size=1)
     assert batches == [1]
 
     library = ready.library()
-    [running] = library.list_rotations(running_only=True)
+    [running] = library.keys.list(running_only=True)
     assert (running.client, running.from_version, running.to_version, running.done, running.total) == (
         "acme",
         1,
@@ -160,8 +160,8 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
         1,
         4,
     )
-    assert library.client_key_versions("acme") == [(1, "retiring"), (2, "active")]
-    assert library.reveal("acme/extra-2", reason="test") == "extra-Passw0rd-2"  # reads keep working
+    assert library.keys.versions("acme") == [(1, "retiring"), (2, "active")]
+    assert library.checkouts.reveal("acme/extra-2", reason="test") == "extra-Passw0rd-2"  # reads keep working
     assert alice_reads(ready) == SECRET
     status = ok(ready.admin("status"))
     assert "rotation is incomplete (1/4)" in status.stdout and "rotate resume" in status.stdout
@@ -172,12 +172,12 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
     result = ok(ready.admin("rotate", "resume", "--batch", "2"))
     assert "Finished acme: key version 2, 4 data key(s) re-wrapped." in result.stdout
     library = ready.library()
-    assert library.list_rotations(running_only=True) == []
-    assert library.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
-    assert [library.reveal(f"acme/extra-{i}", reason="test") for i in range(3)] == [
+    assert library.keys.list(running_only=True) == []
+    assert library.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert [library.checkouts.reveal(f"acme/extra-{i}", reason="test") for i in range(3)] == [
         f"extra-Passw0rd-{i}" for i in range(3)
     ]
-    assert library.reveal(REF, reason="test") == SECRET
+    assert library.checkouts.reveal(REF, reason="test") == SECRET
     assert "No warnings." in ok(ready.admin("status")).stdout
     ok(ready.admin("audit", "verify", "--full"))
 
@@ -193,11 +193,11 @@ def test_rotate_root_reseals_every_client_and_destroys_the_old_key(ready: Worksp
     assert query(ready, "SELECT version, state FROM root_keys ORDER BY version") == [(1, "destroyed"), (2, "active")]
     assert query(ready, "SELECT DISTINCT root_version FROM root_seals") == [(2,)]
     library = ready.library()  # a fresh admin session opens the new recovery key
-    assert library.reveal(REF, reason="test") == SECRET
-    assert sorted(c.slug for c in library.list_clients()) == ["acme", "globex"]  # slugs re-tagged
-    library.add_client("initech", name="Initech")  # needs the new root bundle
+    assert library.checkouts.reveal(REF, reason="test") == SECRET
+    assert sorted(c.slug for c in library.clients.list()) == ["acme", "globex"]  # slugs re-tagged
+    library.clients.add("initech", name="Initech")  # needs the new root bundle
     assert alice_reads(ready) == SECRET
-    assert "root-key-rotate" in [e.action for e in library.audit_log(engineer=ADMIN)]
+    assert "root-key-rotate" in [e.action for e in library.audit.log(engineer=ADMIN)]
 
 
 def test_rotate_root_by_an_engineer_is_refused(ready: Workspace) -> None:
@@ -214,7 +214,7 @@ def test_rotate_engineer_then_re_enrol_confirm_and_the_grants_work_again(ready: 
     assert code is not None
     stale = ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-1", "--show")
     assert_clean_error(stale, SECRET)  # the old keys are gone: her session is useless
-    assert {e.name: e.status for e in ready.library().list_engineers()}[ENGINEER] == "invited"
+    assert {e.name: e.status for e in ready.library().engineers.list()}[ENGINEER] == "invited"
 
     new_file = ready.passfile(ENGINEER, "alice's second passphrase")
     enrolled = ok(
@@ -228,12 +228,12 @@ def test_rotate_engineer_then_re_enrol_confirm_and_the_grants_work_again(ready: 
     ok(ready.as_engineer(ENGINEER, "unlock", "--passphrase-file", new_file))
     assert alice_reads(ready) == SECRET
     alice = ready.library(ENGINEER)
-    assert alice.reveal(REF, reason="test") == SECRET
-    info = {e.name: e for e in ready.library().list_engineers()}[ENGINEER]
+    assert alice.checkouts.reveal(REF, reason="test") == SECRET
+    info = {e.name: e for e in ready.library().engineers.list()}[ENGINEER]
     assert (info.status, info.key_generation, info.fingerprint) == ("active", 2, fingerprint.group(0))
     old = Vault.open(ready.url, engineer=ENGINEER, sessions=MemorySessionStore())
     with pytest.raises(WrongPassphrase):
-        old.unlock(ENGINEER, ENGINEER_PASS)
+        old.engineers.unlock(ENGINEER, ENGINEER_PASS)
     ok(ready.admin("audit", "verify", "--full"))
 
 
@@ -253,10 +253,10 @@ def test_passwd_through_the_prompts(ready: Workspace) -> None:
     assert ADMIN_PASS not in result.output and NEW_PASS not in result.output
     fresh = Vault.open(ready.url, engineer=ADMIN, sessions=MemorySessionStore())
     with pytest.raises(WrongPassphrase):
-        fresh.unlock(ADMIN, ADMIN_PASS)
-    fresh.unlock(ADMIN, NEW_PASS)
-    assert fresh.reveal(REF, reason="test") == SECRET
-    assert "passphrase-change" in [e.action for e in fresh.audit_log(engineer=ADMIN)]
+        fresh.engineers.unlock(ADMIN, ADMIN_PASS)
+    fresh.engineers.unlock(ADMIN, NEW_PASS)
+    assert fresh.checkouts.reveal(REF, reason="test") == SECRET
+    assert "passphrase-change" in [e.action for e in fresh.audit.log(engineer=ADMIN)]
     ok(ready.admin("client", "list"))  # the unlocked session is still good: the keys did not change
     assert alice_reads(ready) == SECRET
 
@@ -265,20 +265,20 @@ def test_passwd_with_the_global_passphrase_file(ready: Workspace) -> None:
     args = ("--db", ready.url, "--as", ENGINEER, "--passphrase-file", ready.passfiles[ENGINEER], "passwd")
     ok(run(*args, input=f"{NEW_PASS}\n{NEW_PASS}\n"))
     ready.passphrases[ENGINEER] = NEW_PASS
-    assert ready.library(ENGINEER).reveal(REF, reason="test") == SECRET
-    assert ready.library().reveal(REF, reason="test") == SECRET  # nobody else's record changed
+    assert ready.library(ENGINEER).checkouts.reveal(REF, reason="test") == SECRET
+    assert ready.library().checkouts.reveal(REF, reason="test") == SECRET  # nobody else's record changed
 
 
 def test_passwd_with_a_wrong_current_passphrase_changes_nothing(ready: Workspace) -> None:
     result = ready.admin("passwd", input=f"not my passphrase\n{NEW_PASS}\n{NEW_PASS}\n")
     assert_clean_error(result, "not my passphrase", NEW_PASS, ADMIN_PASS, SECRET)
-    assert ready.library().whoami().engineer == ADMIN  # the old passphrase still unlocks
+    assert ready.library().engineers.whoami().engineer == ADMIN  # the old passphrase still unlocks
 
 
 def test_passwd_confirmation_mismatch_changes_nothing(ready: Workspace) -> None:
     result = ready.admin("passwd", input=f"{ADMIN_PASS}\none new passphrase\nanother new one\n")
     assert_clean_error(result, ADMIN_PASS, "one new passphrase", "another new one", SECRET)
-    assert ready.library().whoami().engineer == ADMIN
+    assert ready.library().engineers.whoami().engineer == ADMIN
 
 
 # -- status, maintain, settings, secret rotate ---------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_status_lists_secrets_that_must_change(ready: Workspace) -> None:
     assert SECRET not in result.output
     assert json.loads(ok(ready.admin("status", "--json")).stdout)["must_change"] == [REF]
     ok(ready.admin("secret", "rotate", REF))
-    assert ready.library().status().must_change == []
+    assert ready.library().reports.status().must_change == []
 
 
 def test_status_warns_about_keys_older_than_the_cryptoperiod(ready: Workspace) -> None:
@@ -331,8 +331,8 @@ def test_maintain_deletes_the_key_copies_of_expired_grants(ready: Workspace) -> 
     ok(ready.admin("secret", "add", "globex/vpn", "--kind", "service", "--password-stdin", input="globex-Pw-1\n"))
     an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     past = Vault.open(ready.url, engineer=ADMIN, sessions=MemorySessionStore(), clock=lambda: an_hour_ago)
-    past.unlock(ADMIN, ADMIN_PASS)
-    past.grant(ENGINEER, "globex", until=an_hour_ago + dt.timedelta(minutes=30))  # ended half an hour ago
+    past.engineers.unlock(ADMIN, ADMIN_PASS)
+    past.grants.grant(ENGINEER, "globex", until=an_hour_ago + dt.timedelta(minutes=30))  # ended half an hour ago
     past.close()
     seals = "SELECT COUNT(*) FROM client_key_seals WHERE recipient_kind = 'engineer'"
     assert query(ready, seals) == [(2,)]
@@ -340,7 +340,7 @@ def test_maintain_deletes_the_key_copies_of_expired_grants(ready: Workspace) -> 
     result = ok(ready.admin("maintain"))
     assert "Deleted 1 sealed key copy(ies)" in result.stdout
     assert query(ready, seals) == [(1,)]
-    assert [g.state for g in ready.library().list_grants(engineer=ENGINEER, client="globex")] == ["revoked"]
+    assert [g.state for g in ready.library().grants.list(engineer=ENGINEER, client="globex")] == ["revoked"]
     expired = ready.as_engineer(ENGINEER, "checkout", "globex/vpn", "--reason", "T-1", "--show")
     assert_clean_error(expired, "globex-Pw-1", SECRET)
     assert alice_reads(ready) == SECRET
@@ -355,13 +355,13 @@ def test_retention_keeps_the_last_n_versions(ready: Workspace) -> None:
     ok(ready.admin("settings", "--retention", "3"))
     outputs = [ok(ready.admin("secret", "rotate", REF)).output for _ in range(5)]
     library = ready.library()
-    assert [v.version for v in library.secret_history(REF)] == [4, 5, 6]
-    values = [library.reveal(REF, reason="test", version=v) for v in (4, 5, 6)]
+    assert [v.version for v in library.secrets.history(REF)] == [4, 5, 6]
+    values = [library.checkouts.reveal(REF, reason="test", version=v) for v in (4, 5, 6)]
     assert len(set(values) | {SECRET}) == 4
     for printed in outputs:
         assert not any(value in printed for value in values)
     with pytest.raises(NotFound):
-        library.reveal(REF, reason="test", version=3)
+        library.checkouts.reveal(REF, reason="test", version=3)
     assert alice_reads(ready) == values[-1]
 
 
@@ -369,12 +369,12 @@ def test_secret_rotate_json_and_length(ready: Workspace) -> None:
     data = json.loads(ok(ready.admin("secret", "rotate", REF, "--length", "40", "--json")).stdout)
     assert (data["client"], data["name"], data["version"]) == ("acme", "fw01-admin", 2)
     assert "password" not in data
-    assert len(ready.library().reveal(REF, reason="test")) == 40
+    assert len(ready.library().checkouts.reveal(REF, reason="test")) == 40
 
 
 def test_secret_rotate_by_an_engineer_with_a_grant(ready: Workspace) -> None:
     ok(ready.as_engineer(ENGINEER, "secret", "rotate", REF))
-    assert ready.library().reveal(REF, reason="test") not in (SECRET, "")
+    assert ready.library().checkouts.reveal(REF, reason="test") not in (SECRET, "")
 
 
 @pytest.mark.parametrize(
@@ -407,10 +407,10 @@ def test_engineer_remove_prints_the_at_risk_list_and_the_engineer_can_do_nothing
     assert SECRET not in result.output and "netadmin" not in result.output
 
     library = ready.library()
-    assert {e.name: e.status for e in library.list_engineers()}[ENGINEER] == "disabled"
-    assert [g.state for g in library.list_grants(engineer=ENGINEER)] == ["revoked"]
-    assert library.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
-    assert library.reveal(REF, reason="test") == SECRET
+    assert {e.name: e.status for e in library.engineers.list()}[ENGINEER] == "disabled"
+    assert [g.state for g in library.grants.list(engineer=ENGINEER)] == ["revoked"]
+    assert library.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert library.checkouts.reveal(REF, reason="test") == SECRET
     for args in (("checkout", REF, "--reason", "T-3", "--show"), ("secret", "list"), ("audit", "log")):
         assert_clean_error(ready.as_engineer(ENGINEER, *args), SECRET)
     unlock = ready.as_engineer(ENGINEER, "unlock", "--passphrase-file", ready.passfiles[ENGINEER])
@@ -441,9 +441,9 @@ def test_engineer_remove_answered_no_changes_nothing(ready: Workspace) -> None:
     assert_clean_error(result, SECRET)
     assert head(ready) == before
     library = ready.library()
-    assert {e.name: e.status for e in library.list_engineers()}[ENGINEER] == "active"
-    assert [g.state for g in library.list_grants(engineer=ENGINEER)] == ["active"]
-    assert library.client_key_versions("acme") == [(1, "active")]
+    assert {e.name: e.status for e in library.engineers.list()}[ENGINEER] == "active"
+    assert [g.state for g in library.grants.list(engineer=ENGINEER)] == ["active"]
+    assert library.keys.versions("acme") == [(1, "active")]
     assert alice_reads(ready) == SECRET
 
 
@@ -457,7 +457,7 @@ def test_engineer_remove_refuses_oneself_unknown_names_and_engineers(ready: Work
     assert_clean_error(ready.admin("engineer", "remove", ADMIN, "--yes"), SECRET)
     assert_clean_error(ready.admin("engineer", "remove", "nobody", "--yes"), SECRET)
     assert_clean_error(ready.as_engineer(ENGINEER, "engineer", "remove", ENGINEER, "--yes"), SECRET)
-    assert {e.name: e.status for e in ready.library().list_engineers()} == {ADMIN: "active", ENGINEER: "active"}
+    assert {e.name: e.status for e in ready.library().engineers.list()} == {ADMIN: "active", ENGINEER: "active"}
 
 
 def test_engineer_remove_twice_is_refused(ready: Workspace) -> None:

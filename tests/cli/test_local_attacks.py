@@ -187,12 +187,12 @@ def test_the_enrolment_code_is_never_taken_from_argv(ready: Workspace) -> None:
     readable = ready.as_engineer("bob", "--db", ready.url, "engineer", "enroll", "bob", "--code-file", str(code_file),
                                  "--passphrase-file", passfile)  # fmt: skip
     assert_clean_error(readable, code.group(0))
-    status = {e.name: e.status for e in ready.library().list_engineers()}
+    status = {e.name: e.status for e in ready.library().engineers.list()}
     assert status["bob"] == "invited"  # neither attempt used the code
     code_file.chmod(0o600)
     ok(ready.as_engineer("bob", "--db", ready.url, "engineer", "enroll", "bob", "--code-file", str(code_file),
                          "--passphrase-file", passfile))  # fmt: skip
-    assert {e.name: e.status for e in ready.library().list_engineers()}["bob"] == "enrolled"
+    assert {e.name: e.status for e in ready.library().engineers.list()}["bob"] == "enrolled"
 
 
 def test_recovery_shares_are_never_taken_from_argv(ready: Workspace, tmp_path: Path) -> None:

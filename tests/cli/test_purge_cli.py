@@ -40,7 +40,7 @@ def _store_write(url: str, statement: object) -> None:
 
 def _open(url: str, ws: Workspace, name: str = ADMIN) -> Vault:
     vault = Vault.open(url, engineer=name, sessions=MemorySessionStore())
-    vault.unlock(name, ws.passphrases[name])
+    vault.engineers.unlock(name, ws.passphrases[name])
     return vault
 
 
@@ -60,16 +60,16 @@ def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(read
     bad_ref = ws.admin("purge", "client", "acme", "--request", "jane@example.org", input="acme\n")
     assert_clean_error(bad_ref)
     library = ws.library()
-    assert library.show_client("acme").secrets == 1 and library.list_receipts() == []
-    assert library.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
+    assert library.clients.show("acme").secrets == 1 and library.purge.receipts() == []
+    assert library.checkouts.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
 
     purged = ok(ws.admin("purge", "client", "acme", "--request", "DSR-1", input="acme\n"))
     assert "#1" in purged.stdout and "DSR-1" in purged.stdout
     assert "destroy every older key export" in purged.stderr
     library = ws.library()
     with pytest.raises(NotFound):
-        library.show_client("acme")
-    (receipt,) = library.list_receipts()
+        library.clients.show("acme")
+    (receipt,) = library.purge.receipts()
     assert (receipt.kind, receipt.request, receipt.counts["secrets"]) == ("client", "DSR-1", 1)
     assert " ".join(receipt.fingerprints) in purged.stdout
 
@@ -82,7 +82,7 @@ def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(read
     tampered = ws.admin("receipts", "verify", "1")
     assert_clean_error(tampered)
     assert "does not verify" in tampered.stderr and "invalid signature" in tampered.stderr
-    assert not ws.library().verify_receipt(1).ok
+    assert not ws.library().purge.verify_receipt(1).ok
 
 
 def test_purge_secret_and_subject_remove_only_what_was_named(ready: Workspace) -> None:
@@ -95,27 +95,27 @@ def test_purge_secret_and_subject_remove_only_what_was_named(ready: Workspace) -
     _add_secret(ws, "globex/wifi", "Globex-Wifi-Pw-4")
 
     assert_clean_error(ws.admin("purge", "secret", "acme/fw01-admin", "--request", "DSR-2", input="acme\n"))
-    assert ws.library().reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
+    assert ws.library().checkouts.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
     ok(ws.admin("purge", "secret", "acme/fw01-admin", "--request", "DSR-2", input="acme/fw01-admin\n"))
 
     declined = ws.admin("purge", "subject", email, "--request", "DSR-3", input="no\n")
     assert_clean_error(declined)
     assert "acme/jane-mailbox" in declined.stderr and "globex/vpn" in declined.stderr
-    assert len(ws.library().list_receipts()) == 1
+    assert len(ws.library().purge.receipts()) == 1
     assert_clean_error(ws.admin("purge", "subject", "no.such.person@example.org", "--request", "DSR-3", "--yes"))
     ok(ws.admin("purge", "subject", email, "--request", "DSR-3", "--yes"))
 
     library = ws.library()
-    receipts = library.list_receipts()
+    receipts = library.purge.receipts()
     assert [(r.kind, r.request) for r in receipts] == [("secret", "DSR-2"), ("subject", "DSR-3"), ("subject", "DSR-3")]
-    assert all(library.verify_receipt(r.id).ok for r in receipts)
-    assert sorted(s.ref for s in library.list_secrets()) == ["acme/printer", "globex/wifi"]
-    assert library.reveal("globex/wifi", reason=REASON) == "Globex-Wifi-Pw-4"
-    assert library.subject_find(email) == []
+    assert all(library.purge.verify_receipt(r.id).ok for r in receipts)
+    assert sorted(s.ref for s in library.secrets.list()) == ["acme/printer", "globex/wifi"]
+    assert library.checkouts.reveal("globex/wifi", reason=REASON) == "Globex-Wifi-Pw-4"
+    assert library.subjects.find(email) == []
 
     ok(ws.admin("purge", "client", "globex", "--request", "DSR-4", "--yes"))
-    assert [c.slug for c in ws.library().list_clients()] == ["acme"]
-    assert ws.library().verify_audit().ok
+    assert [c.slug for c in ws.library().clients.list()] == ["acme"]
+    assert ws.library().audit.verify().ok
 
 
 # -- subject find / report, report stale ---------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_subject_find_and_report_and_report_stale(ready: Workspace, tmp_path: Pa
     assert_clean_error(again)
     assert "already exists" in again.stderr and out.read_bytes() == written
     assert ws.admin("subject", "report", "netadmin").exit_code == 2  # --out is required
-    assert len([e for e in ws.library().audit_log() if e.action == "subject-report"]) >= 1
+    assert len([e for e in ws.library().audit.log() if e.action == "subject-report"]) >= 1
 
     ok(ws.admin("policy", "set", "acme", "--stale-after", "30"))
     assert json.loads(ok(ws.admin("report", "stale", "--json")).stdout) == []
@@ -155,7 +155,7 @@ def test_subject_find_and_report_and_report_stale(ready: Workspace, tmp_path: Pa
         ("acme", "fw01-admin", 40, 30)
     ]
     assert "acme/fw01-admin" in ok(ws.admin("report", "stale")).stdout
-    assert ws.library().reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD  # flagged, not deleted
+    assert ws.library().checkouts.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD  # flagged, not deleted
     assert json.loads(ok(ws.admin("report", "stale", "--json")).stdout) == []  # and now it was used
 
 
@@ -163,7 +163,7 @@ def test_a_refused_subject_report_is_not_logged(ready: Workspace, tmp_path: Path
     out = tmp_path / "existing.json"
     out.write_text("{}", encoding="utf-8")
     assert_clean_error(ready.admin("subject", "report", "netadmin", "--out", str(out)))
-    assert [e for e in ready.library().audit_log() if e.action == "subject-report"] == []
+    assert [e for e in ready.library().audit.log() if e.action == "subject-report"] == []
 
 
 # -- backups ------------------------------------------------------------------------------------------
@@ -192,8 +192,8 @@ def test_backup_create_export_keys_and_restore_round_trip(ready: Workspace, tmp_
     assert "Restored 1 client(s) and 1 secret(s)" in restored.stdout
     assert_clean_error(run("--db", target, "--passphrase-file", passfile, *restore, "--admin", ADMIN))  # not empty
     copy = _open(target, ws)
-    assert copy.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
-    assert copy.verify_audit().ok
+    assert copy.checkouts.reveal("acme/fw01-admin", reason=REASON) == FW_PASSWORD
+    assert copy.audit.verify().ok
     copy.close()
 
     # purge acme, export the keys again: the old backup restores without acme
@@ -218,8 +218,8 @@ def test_backup_create_export_keys_and_restore_round_trip(ready: Workspace, tmp_
     )
     assert "1 client(s) stayed unreadable" in after.stdout
     copy = _open(second, ws)
-    assert copy.list_clients() == []
+    assert copy.clients.list() == []
     with pytest.raises(NotFound):
-        copy.reveal("acme/fw01-admin", reason=REASON)
-    assert copy.verify_audit().ok
+        copy.checkouts.reveal("acme/fw01-admin", reason=REASON)
+    assert copy.audit.verify().ok
     copy.close()

@@ -69,10 +69,10 @@ def test_full_workflow_from_init_to_an_engineer_reading_a_granted_client(db_url:
     assert [c["slug"] for c in json.loads(mine.stdout)] == ["acme"]
 
     alice = ws.library(ENGINEER)
-    assert alice.reveal("acme/fw01-admin", reason="test") == STDIN_PASSWORD
-    generated = alice.reveal("acme/m365", reason="test")
+    assert alice.checkouts.reveal("acme/fw01-admin", reason="test") == STDIN_PASSWORD
+    generated = alice.checkouts.reveal("acme/m365", reason="test")
     assert len(generated) == 32
-    info = alice.show_secret("acme/fw01-admin")
+    info = alice.secrets.show("acme/fw01-admin")
     assert (info.kind, info.host, info.username, info.note, info.fields) == (
         "equipment",
         "10.0.0.1",
@@ -81,9 +81,9 @@ def test_full_workflow_from_init_to_an_engineer_reading_a_granted_client(db_url:
         {"vlan": "20"},
     )
     admin = ws.library(ADMIN)
-    engineers = {e.name: e for e in admin.list_engineers()}
+    engineers = {e.name: e for e in admin.engineers.list()}
     assert (engineers[ENGINEER].status, engineers[ENGINEER].fingerprint) == ("active", fingerprint)
-    [grant] = admin.list_grants(engineer=ENGINEER)
+    [grant] = admin.grants.list(engineer=ENGINEER)
     assert (grant.client, grant.state, grant.until is not None) == ("acme", "active", True)
     for text in outputs:
         for secret in (STDIN_PASSWORD, generated, ADMIN_PASS, ENGINEER_PASS):
@@ -100,7 +100,7 @@ def test_init_prints_recovery_shares_once_and_asks_the_passphrase_twice(workspac
     assert "store" in result.stdout.lower() or "apart" in result.stdout.lower()
     assert ADMIN_PASS not in result.output
     workspace.passphrases[ADMIN] = ADMIN_PASS
-    assert workspace.library().whoami().role == "admin"
+    assert workspace.library().engineers.whoami().role == "admin"
 
 
 def test_bad_shares_option_is_a_usage_error(workspace: Workspace) -> None:
@@ -114,7 +114,7 @@ def test_passphrase_file_loses_only_one_trailing_newline(workspace: Workspace) -
     path.chmod(0o600)
     ok(run("--db", workspace.url, "init", "--admin", ADMIN, "--passphrase-file", str(path)))
     workspace.passphrases[ADMIN] = " padded passphrase \n"
-    assert workspace.library().whoami().engineer == ADMIN
+    assert workspace.library().engineers.whoami().engineer == ADMIN
 
 
 def test_global_passphrase_file_works_without_any_keyring(ready: Workspace) -> None:
@@ -144,9 +144,9 @@ def test_interactive_confirm_asks_whether_the_fingerprint_matches(workspace: Wor
     )
     refused = workspace.admin("engineer", "confirm", "bob", input="n\n")
     assert refused.exit_code == 1 and "not confirmed" in refused.stderr
-    assert {e.name: e.status for e in workspace.library().list_engineers()}["bob"] == "enrolled"
+    assert {e.name: e.status for e in workspace.library().engineers.list()}["bob"] == "enrolled"
     ok(workspace.admin("engineer", "confirm", "bob", input="y\n"))
-    assert {e.name: e.status for e in workspace.library().list_engineers()}["bob"] == "active"
+    assert {e.name: e.status for e in workspace.library().engineers.list()}["bob"] == "active"
 
 
 def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_engine: Workspace) -> None:
@@ -156,16 +156,16 @@ def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_
     history = ok(ready.admin("secret", "history", "acme/fw01-admin", "--json"))
     assert [v["version"] for v in json.loads(history.stdout)] == [1, 2, 3]
     admin = ready.library()
-    info = admin.show_secret("acme/fw01-admin")
+    info = admin.secrets.show("acme/fw01-admin")
     assert (info.version, info.host, info.note, info.username) == (3, "10.0.0.2", "moved", None)
-    assert admin.reveal("acme/fw01-admin", reason="test") == "new-Passw0rd"
-    assert admin.reveal("acme/fw01-admin", reason="test", version=2) == "fw-Passw0rd-stdin"
+    assert admin.checkouts.reveal("acme/fw01-admin", reason="test") == "new-Passw0rd"
+    assert admin.checkouts.reveal("acme/fw01-admin", reason="test", version=2) == "fw-Passw0rd-stdin"
     assert "new-Passw0rd" not in history.output
 
 
 def test_secret_update_with_generate_stores_an_unseen_password(ready: Workspace) -> None:
     result = ok(ready.admin("secret", "update", "acme/fw01-admin", "--generate"))
-    password = ready.library().reveal("acme/fw01-admin", reason="test")
+    password = ready.library().checkouts.reveal("acme/fw01-admin", reason="test")
     assert len(password) == 24 and password != "fw-Passw0rd-stdin"
     assert password not in result.output
 
@@ -177,7 +177,7 @@ def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     assert [(g["engineer"], g["state"]) for g in json.loads(listed.stdout)] == [(ENGINEER, "active")]
     assert ENGINEER in ok(ready.as_engineer(ENGINEER, "grants")).stdout
     ok(ready.admin("revoke", ENGINEER, "acme"))
-    assert [g.state for g in ready.library().list_grants(engineer=ENGINEER)] == ["revoked"]
+    assert [g.state for g in ready.library().grants.list(engineer=ENGINEER)] == ["revoked"]
     assert run("--db", ready.url, "grants", "--engineer", ENGINEER, "--client", "acme").exit_code == 2
 
 

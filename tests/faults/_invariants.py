@@ -51,7 +51,7 @@ class Seeded(Protocol):
 
 def open_vault(url: str, name: str = ADMIN, passphrase: str = ADMIN_PASS) -> Vault:
     vault = Vault.open(url, engineer=name, sessions=MemorySessionStore(), kdf_params=FLOOR)
-    vault.unlock(name, passphrase)
+    vault.engineers.unlock(name, passphrase)
     return vault
 
 
@@ -59,10 +59,10 @@ def add_clients(admin: Vault, sizes: dict[str, int]) -> dict[str, str]:
     """Add each client with that many secrets ``slug/sNN``; returns ref -> password."""
     values: dict[str, str] = {}
     for slug, count in sizes.items():
-        admin.add_client(slug, slug.title())
+        admin.clients.add(slug, slug.title())
         for i in range(count):
             values[f"{slug}/s{i:02d}"] = f"{slug}-{i}-✓"
-            admin.add_secret(f"{slug}/s{i:02d}", password=values[f"{slug}/s{i:02d}"])
+            admin.secrets.add(f"{slug}/s{i:02d}", password=values[f"{slug}/s{i:02d}"])
     return values
 
 
@@ -70,14 +70,14 @@ def seed_vault(url: str) -> tuple[dict[str, str], dict[str, str]]:
     """Create the vault the operation batches start from: clients acme (8 secrets) and
     globex (3), engineers eng0..eng5 enrolled without grants. Returns (values, passphrases)."""
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     values = add_clients(admin, {"acme": 8, "globex": 3})
     passphrases = {}
     for i in range(ENGINEERS):
         name = f"eng{i}"
-        code = admin.invite_engineer(name)
+        code = admin.engineers.invite(name)
         mine = Vault.open(url, engineer=name, sessions=MemorySessionStore(), kdf_params=FLOOR)
-        admin.confirm_engineer(name, mine.enroll_engineer(name, code, f"pass of {name}"))
+        admin.engineers.confirm(name, mine.engineers.enroll(name, code, f"pass of {name}"))
         mine.close()
         passphrases[name] = f"pass of {name}"
     admin.close()
@@ -194,7 +194,7 @@ class WorkerProcess:
 
 
 def chain_is_whole(vault: Vault) -> None:
-    result = vault.verify_audit()
+    result = vault.audit.verify()
     assert result.ok, result.problem
     with vault.store.transaction() as s:
         seqs = list(s.scalars(select(m.AuditEvent.seq).order_by(m.AuditEvent.seq)))
@@ -267,16 +267,16 @@ def purged_rows(vault: Vault, client_id: int) -> dict[str, int]:
 def _added(vault: Vault, out: Outcome, landed: str) -> str:
     flight = out.in_flight
     for item in out.acked:
-        assert vault.reveal(item["ref"], reason=REASON) == item["password"], item
-        assert vault.show_secret(item["ref"]).username == f"user{item['ref'].rsplit('-', 1)[1]}"
+        assert vault.checkouts.reveal(item["ref"], reason=REASON) == item["password"], item
+        assert vault.secrets.show(item["ref"]).username == f"user{item['ref'].rsplit('-', 1)[1]}"
     if flight:
         try:
-            assert vault.reveal(flight["ref"], reason=REASON) == flight["password"]
-            assert vault.show_secret(flight["ref"]).username == f"user{flight['ref'].rsplit('-', 1)[1]}"
+            assert vault.checkouts.reveal(flight["ref"], reason=REASON) == flight["password"]
+            assert vault.secrets.show(flight["ref"]).username == f"user{flight['ref'].rsplit('-', 1)[1]}"
             landed = "in flight, committed"
         except NotFound:
             landed = "in flight, rolled back"
-    assert len(vault.list_secrets("acme")) == 8 + len(out.acked) + (landed == "in flight, committed")
+    assert len(vault.secrets.list("acme")) == 8 + len(out.acked) + (landed == "in flight, committed")
     return landed
 
 
@@ -286,8 +286,8 @@ def _updated(vault: Vault, template: Seeded, out: Outcome, landed: str) -> str:
     for ref, old in template.values.items():
         if not ref.startswith("acme/"):
             continue
-        value = vault.reveal(ref, reason=REASON)
-        history = vault.secret_history(ref)
+        value = vault.checkouts.reveal(ref, reason=REASON)
+        history = vault.secrets.history(ref)
         if ref in acked:
             assert value == acked[ref] and len(history) == 2, ref
         elif flight and flight["ref"] == ref:
@@ -300,7 +300,7 @@ def _updated(vault: Vault, template: Seeded, out: Outcome, landed: str) -> str:
 
 def _granted(vault: Vault, url: str, template: Seeded, out: Outcome, landed: str) -> str:
     flight = out.in_flight
-    granted = {g.engineer for g in vault.list_grants(client="acme") if g.state == "active"}
+    granted = {g.engineer for g in vault.grants.list(client="acme") if g.state == "active"}
     acked = {item["engineer"] for item in out.acked}
     assert acked <= granted, (acked, granted)
     allowed = acked | ({flight["engineer"]} if flight else set())
@@ -311,10 +311,10 @@ def _granted(vault: Vault, url: str, template: Seeded, out: Outcome, landed: str
         mine = open_vault(url, name, template.passphrases[name])
         try:
             if name in granted:
-                assert mine.reveal("acme/s00", reason=REASON) == template.values["acme/s00"]
+                assert mine.checkouts.reveal("acme/s00", reason=REASON) == template.values["acme/s00"]
             else:
                 with pytest.raises((NotFound, AccessDenied)):
-                    mine.reveal("acme/s00", reason=REASON)
+                    mine.checkouts.reveal("acme/s00", reason=REASON)
         finally:
             mine.close()
     return landed
@@ -326,7 +326,7 @@ def _checked_out(vault: Vault, template: Seeded, out: Outcome, landed: str) -> s
         assert item["value"] == template.values[item["ref"]], item
     if flight:
         assert "value" not in flight, "the checkout in flight returned a value"
-    held = {f"{c.client}/{c.secret}" for c in vault.list_checkouts() if c.engineer == ADMIN}
+    held = {f"{c.client}/{c.secret}" for c in vault.checkouts.list() if c.engineer == ADMIN}
     acked_refs = [item["ref"] for item in out.acked]
     assert set(acked_refs) <= held, (acked_refs, held)
     with vault.store.transaction() as s:
@@ -341,9 +341,9 @@ def _checked_out(vault: Vault, template: Seeded, out: Outcome, landed: str) -> s
 
 def _purged(vault: Vault, template: Seeded, out: Outcome) -> str:
     flight = out.in_flight
-    receipts = vault.list_receipts()
+    receipts = vault.purge.receipts()
     try:
-        vault.show_client("acme")
+        vault.clients.show("acme")
         present = True
     except NotFound:
         present = False
@@ -351,11 +351,11 @@ def _purged(vault: Vault, template: Seeded, out: Outcome) -> str:
         assert not out.acked and receipts == [], "acknowledged purge, yet the client is there"
         for ref, password in template.values.items():
             if ref.startswith("acme/"):
-                assert vault.reveal(ref, reason=REASON) == password, ref
-        assert len(vault.list_secrets("acme")) == 8
+                assert vault.checkouts.reveal(ref, reason=REASON) == password, ref
+        assert len(vault.secrets.list("acme")) == 8
         return ("in flight, " if flight else "") + "before"
     assert len(receipts) == 1, receipts
-    check = vault.verify_receipt(receipts[0].id)
+    check = vault.purge.verify_receipt(receipts[0].id)
     assert check.ok, check.problems
     if out.acked:
         assert out.acked[0]["receipt"] == receipts[0].id
@@ -363,7 +363,7 @@ def _purged(vault: Vault, template: Seeded, out: Outcome) -> str:
     for ref in template.values:
         if ref.startswith("acme/"):
             with pytest.raises(NotFound):
-                vault.reveal(ref, reason=REASON)
+                vault.checkouts.reveal(ref, reason=REASON)
     return ("in flight, " if flight else "") + "after"
 
 
@@ -375,7 +375,7 @@ def check_batch(url: str, template: Seeded, kind: str, out: Outcome) -> str:
         nothing_half_applied(vault)
         for ref, password in template.values.items():
             if ref.startswith("globex/"):
-                assert vault.reveal(ref, reason=REASON) == password, ref
+                assert vault.checkouts.reveal(ref, reason=REASON) == password, ref
         landed = "in flight" if out.in_flight else ("all acked" if len(out.acked) == COUNTS[kind] else "between calls")
         if kind == "add":
             landed = _added(vault, out, landed)
@@ -399,31 +399,31 @@ def retry_in_flight(vault: Vault, kind: str, flight: dict[str, Any], landed: str
     if kind == "add":
         if committed:
             with pytest.raises(AlreadyExists):
-                vault.add_secret(flight["ref"], password=flight["password"], username="again")
+                vault.secrets.add(flight["ref"], password=flight["password"], username="again")
         else:
-            vault.add_secret(flight["ref"], password=flight["password"], username="again")
-        assert vault.reveal(flight["ref"], reason=REASON) == flight["password"]
+            vault.secrets.add(flight["ref"], password=flight["password"], username="again")
+        assert vault.checkouts.reveal(flight["ref"], reason=REASON) == flight["password"]
     elif kind == "update":
-        before = len(vault.secret_history(flight["ref"]))
-        vault.update_secret(flight["ref"], password=flight["password"])
-        assert vault.reveal(flight["ref"], reason=REASON) == flight["password"]
-        assert len(vault.secret_history(flight["ref"])) == before + 1
+        before = len(vault.secrets.history(flight["ref"]))
+        vault.secrets.update(flight["ref"], password=flight["password"])
+        assert vault.checkouts.reveal(flight["ref"], reason=REASON) == flight["password"]
+        assert len(vault.secrets.history(flight["ref"])) == before + 1
     elif kind == "grant":
-        vault.grant(flight["engineer"], "acme", reason="T-again")
+        vault.grants.grant(flight["engineer"], "acme", reason="T-again")
         active = [
-            g for g in vault.list_grants(client="acme") if g.engineer == flight["engineer"] and g.state == "active"
+            g for g in vault.grants.list(client="acme") if g.engineer == flight["engineer"] and g.state == "active"
         ]
         assert len(active) == 1, active
         nothing_half_applied(vault)
     elif kind == "checkout":
-        assert vault.checkout(flight["ref"], reason=REASON).value == template.values[flight["ref"]]
+        assert vault.checkouts.checkout(flight["ref"], reason=REASON).value == template.values[flight["ref"]]
     elif kind == "purge":
         if committed:
             with pytest.raises(NotFound):
-                vault.purge_client("acme", request="REQ-again")
+                vault.purge.client("acme", request="REQ-again")
         else:
-            receipt = vault.purge_client("acme", request="REQ-again")
-            assert vault.verify_receipt(receipt.id).ok
+            receipt = vault.purge.client("acme", request="REQ-again")
+            assert vault.purge.verify_receipt(receipt.id).ok
             assert purged_rows(vault, receipt.client_id) == {}
         with pytest.raises(NotFound):
-            vault.reveal("acme/s00", reason=REASON)
+            vault.checkouts.reveal("acme/s00", reason=REASON)

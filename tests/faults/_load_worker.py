@@ -76,7 +76,7 @@ class Worker:
 
     def run(self) -> dict[str, Any]:
         job, vault = self.job, self.vault
-        vault.unlock(self.name, job["passphrase"])
+        vault.engineers.unlock(self.name, job["passphrase"])
         self.ack({"op": "unlock"})
         Path(job["ready"]).touch()
         go, wait_until = Path(job["go"]), time.monotonic() + 300
@@ -108,26 +108,26 @@ class Worker:
         if self.job["role"] == "admin" and r < 0.6:
             spare, client = rng.choice(self.job["spares"]), rng.choice(self.job["clients"])
             if rng.random() < 0.55:
-                if self.attempt("grant", lambda: vault.grant(spare, client, reason=reason))[0]:
+                if self.attempt("grant", lambda: vault.grants.grant(spare, client, reason=reason))[0]:
                     self.ack({"op": "grant", "engineer": spare, "client": client})
             else:
-                done, revoked = self.attempt("revoke", lambda: vault.revoke(spare, client))
+                done, revoked = self.attempt("revoke", lambda: vault.grants.revoke(spare, client))
                 if done:
                     self.ack({"op": "revoke", "engineer": spare, "client": client, "grants": revoked})
         elif r < 0.75:
-            done, out = self.attempt("checkout", lambda: vault.checkout(ref, reason=reason))
+            done, out = self.attempt("checkout", lambda: vault.checkouts.checkout(ref, reason=reason))
             if done:
                 self.ack({"op": "checkout", "ref": ref, "version": out.version, "value": out.value})
                 # an exclusive hold is always released; others are often kept (a new one replaces it)
-                if (self.refs[ref] or rng.random() < 0.7) and self.attempt("checkin", lambda: vault.checkin(ref))[0]:
+                if (self.refs[ref] or rng.random() < 0.7) and self.attempt("checkin", lambda: vault.checkouts.checkin(ref))[0]:
                     self.ack({"op": "checkin", "ref": ref})
         elif r < 0.85:
-            done, value = self.attempt("reveal", lambda: vault.reveal(ref, reason=reason))
+            done, value = self.attempt("reveal", lambda: vault.checkouts.reveal(ref, reason=reason))
             if done:
                 self.ack({"op": "reveal", "ref": ref, "value": value})
         else:
             password = f"{self.name}/{i}/{rng.getrandbits(48):012x} ✓"
-            done, info = self.attempt("update", lambda: vault.update_secret(ref, password=password))
+            done, info = self.attempt("update", lambda: vault.secrets.update(ref, password=password))
             if done:
                 self.ack({"op": "update", "ref": ref, "version": info.version, "password": password})
 

@@ -55,23 +55,23 @@ def batch(
         if kind == "add":
             item = {"ref": f"acme/new-{tag}-{i}", "password": f"added {tag} {i} ✓"}
             tried(item)
-            vault.add_secret(item["ref"], password=item["password"], username=f"user{i}")
+            vault.secrets.add(item["ref"], password=item["password"], username=f"user{i}")
         elif kind == "update":
             item = {"ref": f"acme/s{i:02d}", "password": f"updated {tag} {i} ✓"}
             tried(item)
-            vault.update_secret(item["ref"], password=item["password"])
+            vault.secrets.update(item["ref"], password=item["password"])
         elif kind == "grant":
             item = {"engineer": f"eng{i}", "client": "acme"}
             tried(item)
-            vault.grant(item["engineer"], "acme", reason=f"T-{tag}")
+            vault.grants.grant(item["engineer"], "acme", reason=f"T-{tag}")
         elif kind == "checkout":
             item = {"ref": f"acme/s{i:02d}"}
             tried(item)
-            item["value"] = vault.checkout(item["ref"], reason=REASON).value
+            item["value"] = vault.checkouts.checkout(item["ref"], reason=REASON).value
         elif kind == "purge":
             item = {"client": "acme"}
             tried(item)
-            item["receipt"] = vault.purge_client("acme", request=f"REQ-{tag}").id
+            item["receipt"] = vault.purge.client("acme", request=f"REQ-{tag}").id
         else:
             raise ValueError(f"unknown kind {kind!r}")
         acked(item)
@@ -81,7 +81,7 @@ def _job(command: dict[str, object]) -> None:
     pid = os.getpid()
     url = str(command["url"]) if "url" in command else f"sqlite:///{command['db']}"
     vault = Vault.open(url, engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
-    vault.unlock(ADMIN, Path(str(command["passphrase_file"])).read_text(encoding="utf-8"))
+    vault.engineers.unlock(ADMIN, Path(str(command["passphrase_file"])).read_text(encoding="utf-8"))
     count, tag, kind = int(command["count"]), str(command["tag"]), command["kind"]  # type: ignore[call-overload]
     _say(f"ready {pid}")
     started = time.perf_counter()

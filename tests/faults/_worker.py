@@ -45,19 +45,19 @@ def _job(command: dict[str, object]) -> None:
         kdf_params=FLOOR,
     )
     passphrase = Path(str(command["passphrase_file"])).read_text(encoding="utf-8")
-    vault.unlock(str(command["engineer"]), passphrase)
+    vault.engineers.unlock(str(command["engineer"]), passphrase)
     batch = int(command.get("batch", 3))  # type: ignore[call-overload]
     _say(f"ready {pid}")
     started = time.perf_counter()
     kind = command["kind"]
     if kind == "client":
-        vault.rotate_client("acme", batch_size=batch)
+        vault.keys.rotate_client("acme", batch_size=batch)
     elif kind == "root":
-        vault.rotate_root()
+        vault.keys.rotate_root()
     elif kind == "remove":
-        vault.remove_engineer("alice", batch_size=batch)
+        vault.engineers.remove("alice", batch_size=batch)
     elif kind == "engineer":
-        vault.rotate_engineer("alice")
+        vault.engineers.rotate("alice")
     else:
         raise ValueError(f"unknown kind {kind!r}")
     _say(f"done {pid} {time.perf_counter() - started:.6f}")

@@ -60,19 +60,19 @@ class Template:
 
 def _build(path: Path, kind: str) -> Template:
     admin, _ = Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     sizes = {"client": {"acme": 60}, "remove": {"acme": 9, "globex": 9, "initech": 2}}.get(
         kind, {"acme": 3, "globex": 3, "initech": 3}
     )
     values = add_clients(admin, sizes)
     if kind != "client":
-        code = admin.invite_engineer("alice")
+        code = admin.engineers.invite("alice")
         alice = Vault.open(admin.store.url, engineer="alice", sessions=MemorySessionStore(), kdf_params=FLOOR)
-        admin.confirm_engineer("alice", alice.enroll_engineer("alice", code, "alice passphrase"))
-        alice.unlock("alice", "alice passphrase")
+        admin.engineers.confirm("alice", alice.engineers.enroll("alice", code, "alice passphrase"))
+        alice.engineers.unlock("alice", "alice passphrase")
         for slug in ("acme", "globex"):
-            admin.grant("alice", slug)
-            alice.reveal(f"{slug}/s01", reason=REASON)
+            admin.grants.grant("alice", slug)
+            alice.checkouts.reveal(f"{slug}/s01", reason=REASON)
         alice.close()
     admin.close()
     return Template(path, values)
@@ -133,16 +133,16 @@ def _recover(path: Path, template: Template, kind: str) -> str:
     vault = open_vault(f"sqlite:///{path}")
     try:
         for ref, password in template.values.items():
-            assert vault.reveal(ref, reason=REASON) == password, ref
-        assert vault.verify_audit().ok
-        running = vault.list_rotations(running_only=True)
+            assert vault.checkouts.reveal(ref, reason=REASON) == password, ref
+        assert vault.audit.verify().ok
+        running = vault.keys.list(running_only=True)
         with vault.store.transaction() as s:
             root = max(s.scalars(select(m.RootKey.version)))
             alice = s.scalars(select(m.Engineer.status).where(m.Engineer.name == "alice")).first()
             current = {c.id: c.current_key_version for c in s.scalars(select(m.Client))}
-        finished = vault.resume_rotations(batch_size=7)
+        finished = vault.keys.resume(batch_size=7)
         assert [(r.client, r.state) for r in finished] == [(r.client, "done") for r in running]
-        assert vault.list_rotations(running_only=True) == []
+        assert vault.keys.list(running_only=True) == []
         with vault.store.transaction() as s:
             for client_id, version in current.items():
                 states = {
@@ -163,9 +163,9 @@ def _recover(path: Path, template: Template, kind: str) -> str:
             assert roots[max(roots)] == "active"
             assert sorted(roots.values()) == ["active"] + ["destroyed"] * (len(roots) - 1)
         first, last = next(iter(template.values)), list(template.values)[-1]
-        assert vault.reveal(first, reason=REASON) == template.values[first]
-        assert vault.reveal(last, reason=REASON) == template.values[last]
-        assert vault.verify_audit().ok
+        assert vault.checkouts.reveal(first, reason=REASON) == template.values[first]
+        assert vault.checkouts.reveal(last, reason=REASON) == template.values[last]
+        assert vault.audit.verify().ok
     finally:
         vault.close()
     assert _integrity(path) == [("ok",)]

@@ -127,14 +127,14 @@ def _populate(disk: Disk) -> Vault:
     """A vault with client acme (VALUES and acme/probe) and engineer bob (no grant); its admin."""
     admin, _ = Vault.create(disk.url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
     disk.vaults.append(admin)
-    admin.unlock(ADMIN, ADMIN_PASS)
-    admin.add_client("acme", "Acme Ltd")
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    admin.clients.add("acme", "Acme Ltd")
     for ref, value in VALUES.items():
-        admin.add_secret(ref, password=value, kind="equipment", host="10.0.0.1")
-    admin.add_secret("acme/probe", password="probe 0 ✓")
-    code = admin.invite_engineer("bob")
+        admin.secrets.add(ref, password=value, kind="equipment", host="10.0.0.1")
+    admin.secrets.add("acme/probe", password="probe 0 ✓")
+    code = admin.engineers.invite("bob")
     bob = Vault.open(disk.url, engineer="bob", sessions=MemorySessionStore(), kdf_params=FLOOR)
-    admin.confirm_engineer("bob", bob.enroll_engineer("bob", code, "pass of bob"))
+    admin.engineers.confirm("bob", bob.engineers.enroll("bob", code, "pass of bob"))
     bob.close()
     return admin
 
@@ -146,7 +146,7 @@ def _fill_until_writes_fail(disk: Disk, admin: Vault) -> list[str]:
     for i in range(1, 3000):
         value = f"probe {i} ✓"
         try:
-            admin.update_secret("acme/probe", password=value)
+            admin.secrets.update("acme/probe", password=value)
         except StoreUnavailable as error:
             assert "disk is full" in str(error), str(error)
             _fill_slack(admin)
@@ -160,7 +160,7 @@ def _fill_slack(admin: Vault) -> None:
     an update (a grant) must not fit in what an update left over."""
     for _ in range(3000):
         try:
-            admin.list_clients()
+            admin.clients.list()
         except StoreUnavailable as error:
             assert "disk is full" in str(error), str(error)
             return
@@ -187,15 +187,15 @@ def _counts(admin: Vault) -> dict[str, int]:
 
 def _writes(vault: Vault) -> dict[str, Callable[[], Any]]:
     return {
-        "add": lambda: vault.add_secret("acme/new", password=REFUSED["add"]),
-        "update": lambda: vault.update_secret("acme/s1", password=REFUSED["update"]),
-        "grant": lambda: vault.grant("bob", "acme", reason="T-6 grant"),
+        "add": lambda: vault.secrets.add("acme/new", password=REFUSED["add"]),
+        "update": lambda: vault.secrets.update("acme/s1", password=REFUSED["update"]),
+        "grant": lambda: vault.grants.grant("bob", "acme", reason="T-6 grant"),
     }
 
 
 def _assert_intact(disk: Disk, admin: Vault) -> None:
     assert _integrity(disk.path) == "ok"
-    result = admin.verify_audit()
+    result = admin.audit.verify()
     assert result.ok, result.problem
 
 
@@ -205,7 +205,7 @@ def _assert_intact(disk: Disk, admin: Vault) -> None:
 def test_a_full_disk_refuses_writes_clearly_reveals_nothing_and_loses_nothing(disk):
     admin = _populate(disk)
     acked = _fill_until_writes_fail(disk, admin)
-    counts, head = _counts(admin), admin.audit_head()
+    counts, head = _counts(admin), admin.audit.head()
     user = disk.attach(admin.sessions)  # a new engine and connection, made on the full disk
 
     for vault in (admin, user):
@@ -217,26 +217,26 @@ def test_a_full_disk_refuses_writes_clearly_reveals_nothing_and_loses_nothing(di
             assert "nothing was changed" in str(caught.value)
             assert_clean(caught.value, *REFUSED.values(), *VALUES.values())
         with pytest.raises(AuditUnavailable) as refused:
-            vault.checkout("acme/s2", reason=REASON)
+            vault.checkouts.checkout("acme/s2", reason=REASON)
         assert "disk is full" in str(refused.value) and "nothing was revealed" in str(refused.value)
         assert_clean(refused.value, *VALUES.values(), "probe")
 
     # nothing of the refused writes is there, and what was there is intact
-    assert (_counts(admin), admin.audit_head()) == (counts, head)
-    assert admin.list_checkouts() == []
+    assert (_counts(admin), admin.audit.head()) == (counts, head)
+    assert admin.checkouts.list() == []
     _assert_intact(disk, admin)
 
     disk.free()
     for what, write in _writes(user).items():
         write()
-    assert user.checkout("acme/s2", reason=REASON).value == VALUES["acme/s2"]
+    assert user.checkouts.checkout("acme/s2", reason=REASON).value == VALUES["acme/s2"]
     assert _events(admin, head[0]) == Counter({"secret-create": 1, "secret-update": 1, "grant": 1, "checkout": 1})
     expected = {**VALUES, "acme/s1": REFUSED["update"], "acme/new": REFUSED["add"]}
     expected["acme/probe"] = acked[-1] if acked else "probe 0 ✓"
     for ref, value in expected.items():
-        assert admin.reveal(ref, reason=REASON) == value, ref
-    assert [v.version for v in admin.secret_history("acme/s1")] == [1, 2]
-    assert [(g.engineer, g.state) for g in admin.list_grants(client="acme")] == [("bob", "active")]
+        assert admin.checkouts.reveal(ref, reason=REASON) == value, ref
+    assert [v.version for v in admin.secrets.history("acme/s1")] == [1, 2]
+    assert [(g.engineer, g.state) for g in admin.grants.list(client="acme")] == [("bob", "active")]
     _assert_intact(disk, admin)
 
 
@@ -280,7 +280,7 @@ def test_the_cli_on_a_full_disk_exits_with_a_clear_error_and_prints_no_secret(di
     unlocked = _cli(disk, "unlock", "--passphrase-file", str(passfile))
     assert unlocked.exit_code == 0, unlocked.output
     _fill_until_writes_fail(disk, admin)
-    head = admin.audit_head()
+    head = admin.audit.head()
 
     commands = {
         "add": (("secret", "add", "acme/new", "--kind", "other", "--password-stdin"), REFUSED["add"] + "\n"),
@@ -294,7 +294,7 @@ def test_the_cli_on_a_full_disk_exits_with_a_clear_error_and_prints_no_secret(di
         assert "disk is full" in result.stderr, f"{what}: {result.stderr}"
         if what == "checkout":
             assert "nothing was revealed" in result.stderr
-    assert admin.audit_head() == head
+    assert admin.audit.head() == head
     _assert_intact(disk, admin)
 
     disk.free()
@@ -302,10 +302,10 @@ def test_the_cli_on_a_full_disk_exits_with_a_clear_error_and_prints_no_secret(di
         result = _cli(disk, *args, input=stdin)
         assert result.exit_code == 0, f"{what}: {result.output}"
     assert result.stdout.strip().splitlines()[0] == VALUES["acme/s2"]  # the checkout printed the value
-    assert admin.reveal("acme/s1", reason=REASON) == REFUSED["update"]
-    assert admin.reveal("acme/new", reason=REASON) == REFUSED["add"]
+    assert admin.checkouts.reveal("acme/s1", reason=REASON) == REFUSED["update"]
+    assert admin.checkouts.reveal("acme/new", reason=REASON) == REFUSED["add"]
     for ref in ("acme/s0", "acme/s2", "acme/s3"):
-        assert admin.reveal(ref, reason=REASON) == VALUES[ref]
+        assert admin.checkouts.reveal(ref, reason=REASON) == VALUES[ref]
     _assert_intact(disk, admin)
 
 
@@ -323,7 +323,7 @@ def test_a_vault_opened_on_a_disk_that_is_already_full_says_the_disk_is_full(sma
         vault = Vault.open(disk.url, engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
         disk.vaults.append(vault)
         with pytest.raises(StoreUnavailable) as caught:
-            vault.unlock(ADMIN, ADMIN_PASS)
+            vault.engineers.unlock(ADMIN, ADMIN_PASS)
         assert_clean(caught.value, *VALUES.values())
         assert "disk is full" in str(caught.value), str(caught.value)
     finally:
@@ -337,8 +337,8 @@ def _read_only_vault(small_fs: Path) -> tuple[Disk, dict[str, int], tuple[int, b
     """A vault on small_fs, closed, then the filesystem remounted read-only."""
     disk = Disk("tmpfs", small_fs, pytest.MonkeyPatch())
     admin = _populate(disk)
-    admin.grant("bob", "acme", reason="T-6 grant")
-    counts, head, sessions = _counts(admin), admin.audit_head(), admin.sessions
+    admin.grants.grant("bob", "acme", reason="T-6 grant")
+    counts, head, sessions = _counts(admin), admin.audit.head(), admin.sessions
     disk.close()  # the last connection closes: SQLite folds the WAL into the file and removes it
     remounted = run("mount", "-o", "remount,ro", str(small_fs))
     assert remounted.returncode == 0, remounted.stderr
@@ -355,33 +355,33 @@ def test_a_vault_on_a_read_only_filesystem_fails_closed_reads_with_an_immutable_
     try:
         # the plain URL: SQLite cannot open a WAL database it cannot write; a clean error, nothing revealed
         plain = disk.attach(sessions)
-        for call in (plain.audit_head, *_writes(plain).values(), lambda: plain.unlock(ADMIN, ADMIN_PASS)):
+        for call in (plain.audit.head, *_writes(plain).values(), lambda: plain.engineers.unlock(ADMIN, ADMIN_PASS)):
             with pytest.raises(StoreUnavailable) as caught:
                 call()
             assert_clean(caught.value, *REFUSED.values(), *VALUES.values())
         with pytest.raises(AuditUnavailable) as refused:
-            plain.checkout("acme/s2", reason=REASON)
+            plain.checkouts.checkout("acme/s2", reason=REASON)
         assert_clean(refused.value, *VALUES.values())
 
         # read-only and immutable: what needs no audit event can be read; everything else is refused
         url = f"sqlite:///file:{disk.path}?mode=ro&immutable=1&uri=true"
         reader = Vault.open(url, engineer=ADMIN, sessions=sessions, kdf_params=FLOOR)
         disk.vaults.append(reader)  # (on the same file: attach would use the plain URL)
-        assert reader.audit_head() == head
-        result = reader.verify_audit()
+        assert reader.audit.head() == head
+        result = reader.audit.verify()
         assert result.ok and result.head_seq == head[0], result.problem
-        assert [(g.engineer, g.client, g.state) for g in reader.list_grants()] == [("bob", "acme", "active")]
-        assert len(reader.audit_log()) == head[0]
+        assert [(g.engineer, g.client, g.state) for g in reader.grants.list()] == [("bob", "acme", "active")]
+        assert len(reader.audit.log()) == head[0]
         for what, write in _writes(reader).items():
             with pytest.raises(StoreUnavailable) as caught:
                 write()
             assert "read-only" in str(caught.value), f"{what}: {caught.value}"
             assert_clean(caught.value, *REFUSED.values(), *VALUES.values())
         with pytest.raises(StoreUnavailable) as caught:
-            reader.unlock(ADMIN, ADMIN_PASS)  # unlocking is on the record too
+            reader.engineers.unlock(ADMIN, ADMIN_PASS)  # unlocking is on the record too
         assert "read-only" in str(caught.value)
         with pytest.raises(AuditUnavailable) as refused:
-            reader.checkout("acme/s2", reason=REASON)
+            reader.checkouts.checkout("acme/s2", reason=REASON)
         assert "read-only" in str(refused.value) and "nothing was revealed" in str(refused.value)
         assert_clean(refused.value, *VALUES.values())
         disk.close()
@@ -389,9 +389,9 @@ def test_a_vault_on_a_read_only_filesystem_fails_closed_reads_with_an_immutable_
         _remount_rw(small_fs)
 
     admin = disk.attach(sessions)
-    assert (_counts(admin), admin.audit_head()) == (counts, head)
+    assert (_counts(admin), admin.audit.head()) == (counts, head)
     for ref, value in VALUES.items():
-        assert admin.reveal(ref, reason=REASON) == value
+        assert admin.checkouts.reveal(ref, reason=REASON) == value
     _assert_intact(disk, admin)
 
 
@@ -400,7 +400,7 @@ def test_a_vault_on_a_read_only_filesystem_says_it_is_read_only(small_fs):
     try:
         vault = disk.attach(sessions)
         with pytest.raises(StoreUnavailable) as caught:
-            vault.add_secret("acme/new", password=REFUSED["add"])
+            vault.secrets.add("acme/new", password=REFUSED["add"])
         assert "read-only" in str(caught.value), str(caught.value)
     finally:
         disk.close()

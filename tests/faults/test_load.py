@@ -72,15 +72,15 @@ def _initial(ref: str) -> str:
 def _setup(url: str, workers: int) -> tuple[Vault, list[dict[str, Any]]]:
     """The vault, its clients and secrets, and one job per worker (admins first)."""
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     refs: dict[str, bool] = {}
     for slug, (count, exclusive) in CLIENTS.items():
-        admin.add_client(slug, slug.title())
+        admin.clients.add(slug, slug.title())
         if exclusive:
-            admin.set_policy(slug, exclusive=True)
+            admin.policies.set(slug, exclusive=True)
         for i in range(count):
             ref = f"{slug}/s{i}"
-            admin.add_secret(ref, password=_initial(ref), kind="equipment")
+            admin.secrets.add(ref, password=_initial(ref), kind="equipment")
             refs[ref] = exclusive
     admins = max(1, workers // 6)
     people = [(f"adm{i}", "admin") for i in range(admins)]
@@ -89,13 +89,13 @@ def _setup(url: str, workers: int) -> tuple[Vault, list[dict[str, Any]]]:
     jobs = []
     for index, (name, role) in enumerate(people):
         passphrase = f"pass of {name}"
-        code = admin.invite_engineer(name, role="admin" if role == "admin" else "engineer")
+        code = admin.engineers.invite(name, role="admin" if role == "admin" else "engineer")
         mine = Vault.open(url, engineer=name, sessions=MemorySessionStore(), kdf_params=FLOOR)
-        admin.confirm_engineer(name, mine.enroll_engineer(name, code, passphrase))
+        admin.engineers.confirm(name, mine.engineers.enroll(name, code, passphrase))
         mine.close()
         if role == "engineer":
             for slug in CLIENTS:
-                admin.grant(name, slug, reason="T-0 load setup")
+                admin.grants.grant(name, slug, reason="T-0 load setup")
         if role != "spare":
             jobs.append(
                 {
@@ -167,7 +167,7 @@ def _load(db_url: str, tmp_path: Path, workers: int, seconds: float) -> None:
     started = time.monotonic()
     admin, jobs = _setup(db_url, workers)
     try:
-        before = admin.audit_head()[0]
+        before = admin.audit.head()[0]
         load_started = time.monotonic()
         reports = _run(jobs, tmp_path, seconds)
         load_seconds = time.monotonic() - load_started
@@ -231,13 +231,13 @@ def _check(
             if a["op"] == "update":
                 assert a["version"] not in written[a["ref"]], f"two updates acknowledged as {a['ref']} v{a['version']}"
                 written[a["ref"]][a["version"]] = a["password"]
-    current = {ref: admin.show_secret(ref).version for ref in written}
+    current = {ref: admin.secrets.show(ref).version for ref in written}
     for ref, versions in written.items():
         assert sorted(versions) == list(range(1, current[ref] + 1)), f"{ref}: versions written != acknowledged"
-        retained = [v.version for v in admin.secret_history(ref)]
+        retained = [v.version for v in admin.secrets.history(ref)]
         assert retained == sorted(versions)[-len(retained) :] and current[ref] in retained
         for version in retained:
-            assert admin.reveal(ref, version=version, reason=REASON) == versions[version], f"{ref} v{version}"
+            assert admin.checkouts.reveal(ref, version=version, reason=REASON) == versions[version], f"{ref} v{version}"
 
     # reads returned what was written
     for done in acks.values():
@@ -256,7 +256,7 @@ def _check(
         a = ops[name][cursor[name]]
         cursor[name] += 1
         expected_grants[(a["engineer"], a["client"])] = a["op"] == "grant"
-    live = {(g.engineer, g.client) for g in admin.list_grants() if g.state == "active"}
+    live = {(g.engineer, g.client) for g in admin.grants.list() if g.state == "active"}
     for key, granted in expected_grants.items():
         assert (key in live) == granted, f"grant {key} should be {'live' if granted else 'revoked'}"
     with admin.store.transaction() as s:
@@ -274,9 +274,9 @@ def _check(
             if client_id == slugs[slug]:
                 assert (client_id, version, ids[engineer]) in seals, f"{engineer}'s live grant for {slug} has no key"
 
-    result = admin.verify_audit()
+    result = admin.audit.verify()
     assert result.ok, result.problem
-    assert result.head_seq == admin.audit_head()[0] > len(events)
+    assert result.head_seq == admin.audit.head()[0] > len(events)
 
 
 def test_six_engineers_for_eight_seconds_on_postgresql(db_url, tmp_path):

@@ -70,9 +70,9 @@ def full_cluster() -> Iterator[tuple[PgCluster, Path]]:
 
 
 def _enrol(url: str, admin: Vault, name: str) -> None:
-    code = admin.invite_engineer(name)
+    code = admin.engineers.invite(name)
     theirs = Vault.open(url, kdf_params=FLOOR, sessions=MemorySessionStore())
-    admin.confirm_engineer(name, theirs.enroll_engineer(name, code, f"pass of {name}"))
+    admin.engineers.confirm(name, theirs.engineers.enroll(name, code, f"pass of {name}"))
     theirs.close()
 
 
@@ -80,10 +80,10 @@ def test_postgresql_on_a_full_disk_refuses_writes_clearly_reveals_nothing_and_lo
     pg, mount = full_cluster
     url = pg.url()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR, sessions=MemorySessionStore())
-    admin.unlock(ADMIN, ADMIN_PASS)
-    admin.add_client("acme", "Acme Ltd")
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    admin.clients.add("acme", "Acme Ltd")
     for ref, password in VALUES.items():
-        admin.add_secret(ref, password=password)
+        admin.secrets.add(ref, password=password)
     _enrol(url, admin, "bob")
     values = dict(VALUES)  # what must be readable at the end
     refused: dict[str, str] = {}  # what a refused write carried: never stored, never shown
@@ -96,7 +96,7 @@ def test_postgresql_on_a_full_disk_refuses_writes_clearly_reveals_nothing_and_lo
 
         def call() -> None:
             refused["update"] = value
-            admin.update_secret("acme/s1", password=value)
+            admin.secrets.update("acme/s1", password=value)
             values["acme/s1"] = value
 
         return call
@@ -104,7 +104,7 @@ def test_postgresql_on_a_full_disk_refuses_writes_clearly_reveals_nothing_and_lo
     def checkout(_i: int) -> Callable[[], Any]:
         def call() -> None:
             nonlocal checkouts
-            assert admin.checkout("acme/s0", reason=REASON).value == VALUES["acme/s0"]
+            assert admin.checkouts.checkout("acme/s0", reason=REASON).value == VALUES["acme/s0"]
             checkouts += 1
 
         return call
@@ -114,13 +114,13 @@ def test_postgresql_on_a_full_disk_refuses_writes_clearly_reveals_nothing_and_lo
 
         def call() -> None:
             refused["add"], refused["add-ref"] = value, ref
-            admin.add_secret(ref, password=value)
+            admin.secrets.add(ref, password=value)
             values[ref] = value
 
         return call
 
     def grant(_i: int) -> Callable[[], Any]:
-        return lambda: admin.grant("bob", "acme", reason="T-6 grant")
+        return lambda: admin.grants.grant("bob", "acme", reason="T-6 grant")
 
     filler = fill(mount)
     for kind, make in (("update", update), ("checkout", checkout), ("add", add), ("grant", grant)):
@@ -146,16 +146,16 @@ def test_postgresql_on_a_full_disk_refuses_writes_clearly_reveals_nothing_and_lo
     _wait_until_it_answers(admin)
     assert "add-ref" in refused
     with pytest.raises(NotFound):
-        admin.reveal(refused["add-ref"], reason=REASON)
+        admin.checkouts.reveal(refused["add-ref"], reason=REASON)
     for ref, value in values.items():
-        assert admin.reveal(ref, reason=REASON) == value, ref
+        assert admin.checkouts.reveal(ref, reason=REASON) == value, ref
     assert refused["update"] != values["acme/s1"]
     with admin.store.transaction() as s:
         events = s.scalar(select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == "checkout"))
     assert events == checkouts  # one event per acknowledged checkout, none for the refused one
-    assert admin.verify_audit().ok
-    admin.update_secret("acme/s2", password="after the disk was freed ✓")
-    assert admin.reveal("acme/s2", reason=REASON) == "after the disk was freed ✓"
+    assert admin.audit.verify().ok
+    admin.secrets.update("acme/s2", password="after the disk was freed ✓")
+    assert admin.checkouts.reveal("acme/s2", reason=REASON) == "after the disk was freed ✓"
     admin.close()
 
 
@@ -166,7 +166,7 @@ def _wait_until_it_answers(admin: Vault, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            admin.audit_head()
+            admin.audit.head()
             return
         except StoreUnavailable:
             if time.monotonic() > deadline:

@@ -270,8 +270,8 @@ def _kill_runs(kind: str, runs: int, cluster: PgCluster, template: Template, wor
             started = time.monotonic()
             after = open_vault(cluster.url(database, **BOUNDED))
             try:
-                after.add_secret(f"globex/after-kill-{run}", password="after ✓")
-                assert after.reveal(f"globex/after-kill-{run}", reason=REASON) == "after ✓"
+                after.secrets.add(f"globex/after-kill-{run}", password="after ✓")
+                assert after.checkouts.reveal(f"globex/after-kill-{run}", reason=REASON) == "after ✓"
             finally:
                 after.close()
             assert time.monotonic() - started < SETTLE_SECONDS
@@ -390,7 +390,7 @@ def _calibrate(kind: str, cluster: PgCluster, template: Template) -> float:
         database = _fresh(cluster, template)
         vault = open_vault(cluster.url(database))
         try:
-            assert len(vault.list_secrets("acme")) == 8
+            assert len(vault.secrets.list("acme")) == 8
             out = Outcome()
             run_batch(vault, kind, "cal", out)
             assert out.error is None, repr(out.error)
@@ -418,7 +418,7 @@ def _stop_run(
     vault = open_vault(url)  # long-lived: it must outlive the server's crash
     context = f"{kind} stop {run}"
     try:
-        assert len(vault.list_secrets("acme")) == 8  # its pool now holds a connection to the old server
+        assert len(vault.secrets.list("acme")) == 8  # its pool now holds a connection to the old server
         out = Outcome()
         runner = threading.Thread(target=run_batch, args=(vault, kind, f"stop{run}", out), daemon=True)
         # A call drawn at random; the server stops at a moment drawn over a call's length after it began.
@@ -440,9 +440,9 @@ def _stop_run(
         # While the server is down, every call fails cleanly and fast.
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
-            vault.add_secret(f"globex/while-down-{run}", password="never ✓")
+            vault.secrets.add(f"globex/while-down-{run}", password="never ✓")
         with pytest.raises(AuditUnavailable):
-            vault.reveal("globex/s00", reason=REASON)
+            vault.checkouts.reveal("globex/s00", reason=REASON)
         assert time.monotonic() - started < 30, context
         _cli_while_down(url, passphrase_file, home)
 
@@ -450,11 +450,11 @@ def _stop_run(
         assert _recoveries(cluster) == crashes + 1, "the restart did not run crash recovery"
         # The same Vault object works again: its dead pooled connections are replaced.
         started = time.monotonic()
-        vault.add_secret(f"globex/after-restart-{run}", password=f"after restart {run} ✓")
-        assert vault.reveal(f"globex/after-restart-{run}", reason=REASON) == f"after restart {run} ✓"
+        vault.secrets.add(f"globex/after-restart-{run}", password=f"after restart {run} ✓")
+        assert vault.checkouts.reveal(f"globex/after-restart-{run}", reason=REASON) == f"after restart {run} ✓"
         assert time.monotonic() - started < 30, context
         with pytest.raises(NotFound):
-            vault.reveal(f"globex/while-down-{run}", reason=REASON)
+            vault.checkouts.reveal(f"globex/while-down-{run}", reason=REASON)
         landed = check_batch(cluster.url(database, **BOUNDED), template, kind, out)
         amcheck = _amcheck(cluster, database)
         if out.in_flight is not None:

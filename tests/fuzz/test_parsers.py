@@ -339,14 +339,14 @@ class Small:
             self.admin, _ = Vault.create(
                 f"sqlite:///{self.dir / 'vault.db'}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR
             )
-            self.admin.unlock(ADMIN, ADMIN_PASS)
-            self.admin.add_client("acme", "Acme")
-            self.admin.add_secret("acme/fw01", password="fw password ✓", username="admin")
-            self.admin.add_client("globex", "Globex")
-            self.admin.add_secret("globex/vpn", password="vpn password ✓")
-            self.checkpoint = self.admin.audit_checkpoint()
-            self.admin.create_backup(self.dir / "backup.json")
-            self.admin.export_backup_keys(self.dir / "keys.json")
+            self.admin.engineers.unlock(ADMIN, ADMIN_PASS)
+            self.admin.clients.add("acme", "Acme")
+            self.admin.secrets.add("acme/fw01", password="fw password ✓", username="admin")
+            self.admin.clients.add("globex", "Globex")
+            self.admin.secrets.add("globex/vpn", password="vpn password ✓")
+            self.checkpoint = self.admin.audit.checkpoint()
+            self.admin.backups.create(self.dir / "backup.json")
+            self.admin.backups.export_keys(self.dir / "keys.json")
         # The backup as one document (the format-1 reader's input, which mutated documents
         # exercise), and its format-2 text (JSON Lines, which mutated text exercises).
         self.backup = {**backupdoc.read(self.dir / "backup.json"), "format": 1}
@@ -370,7 +370,7 @@ class Small:
             target = Vault.open(f"sqlite:///{work / 'target.db'}", sessions=MemorySessionStore(), kdf_params=FLOOR)
             try:
                 with fast_argon2():
-                    target.restore_backup(work / "backup.json", work / "keys.json", admin=ADMIN, passphrase=ADMIN_PASS)
+                    target.backups.restore(work / "backup.json", work / "keys.json", admin=ADMIN, passphrase=ADMIN_PASS)
             except VaultError:
                 # a refused restore writes nothing
                 if _restored_rows(work / "target.db"):
@@ -400,20 +400,20 @@ def _small() -> Small:
 
 def test_the_unmodified_backup_restores_and_the_checkpoint_verifies() -> None:
     small = _small()
-    assert small.admin.verify_audit(checkpoints=[small.checkpoint]).ok
+    assert small.admin.audit.verify(checkpoints=[small.checkpoint]).ok
     target_path = small.dir / "whole.db"
     shutil.copy(small.empty, target_path)
     target = Vault.open(f"sqlite:///{target_path}", sessions=MemorySessionStore(), kdf_params=FLOOR)
     with fast_argon2():
-        info = target.restore_backup(
+        info = target.backups.restore(
             small.dir / "backup.json", small.dir / "keys.json", admin=ADMIN, passphrase=ADMIN_PASS
         )
     target.close()
     assert info.secrets == 2
     restored = Vault.open(f"sqlite:///{target_path}", engineer=ADMIN, sessions=MemorySessionStore(), kdf_params=FLOOR)
     with fast_argon2():
-        restored.unlock(ADMIN, ADMIN_PASS)
-    assert restored.reveal("acme/fw01", reason=REASON) == "fw password ✓"
+        restored.engineers.unlock(ADMIN, ADMIN_PASS)
+    assert restored.checkouts.reveal("acme/fw01", reason=REASON) == "fw password ✓"
     restored.close()
 
 
@@ -432,7 +432,7 @@ def test_a_restore_refused_for_a_malformed_audit_head_writes_nothing(audit_head:
     target = Vault.open(f"sqlite:///{work / 'target.db'}", sessions=MemorySessionStore(), kdf_params=FLOOR)
     try:
         with fast_argon2(), pytest.raises(VaultError):
-            target.restore_backup(work / "backup.json", small.dir / "keys.json", admin=ADMIN, passphrase=ADMIN_PASS)
+            target.backups.restore(work / "backup.json", small.dir / "keys.json", admin=ADMIN, passphrase=ADMIN_PASS)
     finally:
         target.close()
     assert _restored_rows(work / "target.db") == 0
@@ -448,7 +448,7 @@ def _checkpoints(draw: st.DrawFn) -> str:
 
 
 def _verify_checkpoint(text: str) -> None:
-    result = _assert_vault_error(_small().admin.verify_audit, checkpoints=[text])
+    result = _assert_vault_error(_small().admin.audit.verify, checkpoints=[text])
     if result is not None and text.strip() == _small().checkpoint:
         assert result.ok
 

@@ -74,18 +74,18 @@ class Scene:
 @pytest.fixture
 def scene(team: Any) -> Scene:
     admin = team.admin
-    admin.add_client("acme", "Acme Ltd")
-    admin.add_client("beta", "Beta Ltd")
-    admin.add_secret("acme/fw01", password=PW, username="fw-admin")
-    admin.add_secret("acme/sw01", password=OTHER_PW, username="sw-admin")
-    admin.add_secret("beta/fw01", password=BETA_PW)
+    admin.clients.add("acme", "Acme Ltd")
+    admin.clients.add("beta", "Beta Ltd")
+    admin.secrets.add("acme/fw01", password=PW, username="fw-admin")
+    admin.secrets.add("acme/sw01", password=OTHER_PW, username="sw-admin")
+    admin.secrets.add("beta/fw01", password=BETA_PW)
     alice = team.engineer("alice")
     team.engineer("bob")
-    admin.grant("alice", "acme")
-    admin.grant("alice", "beta")
-    admin.grant("bob", "acme")
-    assert alice.reveal("beta/fw01", reason=REASON) == BETA_PW
-    assert alice.reveal("acme/sw01", reason=REASON) == OTHER_PW
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("alice", "beta")
+    admin.grants.grant("bob", "acme")
+    assert alice.checkouts.reveal("beta/fw01", reason=REASON) == BETA_PW
+    assert alice.checkouts.reveal("acme/sw01", reason=REASON) == OTHER_PW
     with admin.store.transaction() as s:
         ids = {slug: cid for cid, slug in ((c.id, admin.clients.slug(s, c)) for c in s.scalars(select(m.Client)))}
         secrets = {(sid, cid): None for sid, cid in s.execute(select(m.Secret.id, m.Secret.client_id)).all()}
@@ -94,7 +94,7 @@ def scene(team: Any) -> Scene:
 
 
 def _head(scene: Scene) -> Any:
-    return scene.team.admin.audit_head()
+    return scene.team.admin.audit.head()
 
 
 def _with(scene: Scene, tamper: Tamper, who: Any = None, **options: Any) -> Any:
@@ -111,7 +111,7 @@ def _refused(scene: Scene, tamper: Tamper, error: type[VaultError], *, who: Any 
     vault = _with(scene, tamper, who, **options)
     before = _head(scene)
     with pytest.raises(error) as caught:
-        vault.checkout("acme/fw01", reason=REASON)
+        vault.checkouts.checkout("acme/fw01", reason=REASON)
     for value in (PW, OTHER_PW, BETA_PW):
         assert value not in str(caught.value) and value not in repr(caught.value)
     if options.get("show_draft", True):
@@ -125,7 +125,7 @@ def _version(scene: Scene, secret_id: int) -> rows.VersionRow:
 
 def test_an_untampered_answer_is_revealed(scene: Scene) -> None:
     vault = _with(scene, lambda r: r)
-    assert vault.checkout("acme/fw01", reason=REASON).value == PW  # the harness itself changes nothing
+    assert vault.checkouts.checkout("acme/fw01", reason=REASON).value == PW  # the harness itself changes nothing
 
 
 def test_a_password_blob_of_another_secret_is_refused(scene: Scene) -> None:
@@ -206,7 +206,7 @@ def _sealed_path(scene: Scene) -> dict[str, Any]:
 
 def test_a_sealed_client_key_opens_when_it_is_genuine(scene: Scene) -> None:
     vault = _with(scene, lambda r: r, **_sealed_path(scene))
-    assert vault.checkout("acme/fw01", reason=REASON).value == PW  # the sealed path itself works
+    assert vault.checkouts.checkout("acme/fw01", reason=REASON).value == PW  # the sealed path itself works
 
 
 def test_another_client_s_sealed_key_is_refused(scene: Scene) -> None:

@@ -59,9 +59,9 @@ def _template() -> Path:
         path = Path(tempfile.mkdtemp(prefix="credvault-model-tpl-")) / "vault.db"
         atexit.register(shutil.rmtree, path.parent, ignore_errors=True)
         admin, _ = Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
-        admin.unlock(ADMIN, ADMIN_PASS)
+        admin.engineers.unlock(ADMIN, ADMIN_PASS)
         for slug in CLIENTS:
-            admin.add_client(slug, slug.title())
+            admin.clients.add(slug, slug.title())
         admin.close()
         _TEMPLATE["path"] = path
     return _TEMPLATE["path"]
@@ -104,7 +104,7 @@ class VaultMachine(RuleBasedStateMachine):
         return Vault.open(self.url, engineer=name, clock=self.clock, kdf_params=FLOOR, sessions=MemorySessionStore())
 
     def _unlock(self, name: str, vault: Vault) -> None:
-        vault.unlock(name, self.passphrases[name], ttl=SESSION)
+        vault.engineers.unlock(name, self.passphrases[name], ttl=SESSION)
         self.session_until[name] = self.clock.now + SESSION
 
     def _fresh(self, name: str, vault: Vault) -> None:
@@ -129,9 +129,9 @@ class VaultMachine(RuleBasedStateMachine):
         name = f"eng{self.counter}"
         self.counter += 1
         self._fresh(ADMIN, self.admin)
-        code = self.admin.invite_engineer(name)
+        code = self.admin.engineers.invite(name)
         mine = self._open(name)
-        self.admin.confirm_engineer(name, mine.enroll_engineer(name, code, f"pass of {name}"))
+        self.admin.engineers.confirm(name, mine.engineers.enroll(name, code, f"pass of {name}"))
         self.passphrases[name] = f"pass of {name}"
         self._unlock(name, mine)
         self.vaults[name] = mine
@@ -144,7 +144,7 @@ class VaultMachine(RuleBasedStateMachine):
             return
         self._fresh(ADMIN, self.admin)
         until = None if hours is None else self.clock.now + dt.timedelta(hours=hours)
-        self.admin.grant(engineer, client, until=until, reason="T-2 model grant")
+        self.admin.grants.grant(engineer, client, until=until, reason="T-2 model grant")
         self.grants[(engineer, client)] = until
 
     @rule(engineer=engineers, client=st.sampled_from(CLIENTS))
@@ -154,7 +154,7 @@ class VaultMachine(RuleBasedStateMachine):
         self._fresh(ADMIN, self.admin)
         held = (engineer, client) in self.grants
         try:
-            self.admin.revoke(engineer, client)
+            self.admin.grants.revoke(engineer, client)
         except NotFound:
             # only when the model holds no grant, or one that has expired (and been swept)
             assert not held or not self._may_read(engineer, client), (engineer, client)
@@ -174,7 +174,7 @@ class VaultMachine(RuleBasedStateMachine):
         if client in self.purged or ref in self.secrets or "\x00" in password:
             return
         self._fresh(ADMIN, self.admin)
-        self.admin.add_secret(ref, password=password)
+        self.admin.secrets.add(ref, password=password)
         self.secrets[ref] = password
 
     @rule(data=st.data(), password=st.text(min_size=1, max_size=20))
@@ -183,7 +183,7 @@ class VaultMachine(RuleBasedStateMachine):
             return
         ref = data.draw(st.sampled_from(sorted(self.secrets)))
         self._fresh(ADMIN, self.admin)
-        self.admin.update_secret(ref, password=password)
+        self.admin.secrets.update(ref, password=password)
         self.secrets[ref] = password
 
     @rule(data=st.data())
@@ -197,24 +197,24 @@ class VaultMachine(RuleBasedStateMachine):
             self._fresh(who, vault)
         client = ref.split("/")[0]
         if who == ADMIN or self._may_read(who, client):
-            assert vault.checkout(ref, reason=REASON).value == self.secrets[ref]
+            assert vault.checkouts.checkout(ref, reason=REASON).value == self.secrets[ref]
         else:
             with pytest.raises(DENIED):
-                vault.checkout(ref, reason=REASON)
+                vault.checkouts.checkout(ref, reason=REASON)
 
     @rule(client=st.sampled_from(CLIENTS))
     def rotate_client(self, client: str) -> None:
         if client in self.purged:
             return
         self._fresh(ADMIN, self.admin)
-        assert self.admin.rotate_client(client, batch_size=2).state == "done"
+        assert self.admin.keys.rotate_client(client, batch_size=2).state == "done"
 
     @rule(engineer=consumes(engineers))
     def remove_engineer(self, engineer: str) -> None:
         if engineer not in self.active:
             return
         self._fresh(ADMIN, self.admin)
-        self.admin.remove_engineer(engineer, batch_size=2)
+        self.admin.engineers.remove(engineer, batch_size=2)
         self.active.discard(engineer)
         self.removed.add(engineer)
         for key in [k for k in self.grants if k[0] == engineer]:
@@ -225,7 +225,7 @@ class VaultMachine(RuleBasedStateMachine):
         if client in self.purged:
             return
         self._fresh(ADMIN, self.admin)
-        receipt = self.admin.purge_client(client, request="REQ-42")
+        receipt = self.admin.purge.client(client, request="REQ-42")
         refs = [r for r in self.secrets if r.startswith(client + "/")]
         for ref in refs:
             del self.secrets[ref]
@@ -240,36 +240,36 @@ class VaultMachine(RuleBasedStateMachine):
         for ref, password in self.secrets.items():
             client = ref.split("/")[0]
             self._fresh(ADMIN, self.admin)
-            assert self.admin.reveal(ref, reason=REASON) == password, ref
+            assert self.admin.checkouts.reveal(ref, reason=REASON) == password, ref
             for name, vault in self.vaults.items():
                 if name in self.active:
                     self._fresh(name, vault)
                 if self._may_read(name, client):
-                    assert vault.reveal(ref, reason=REASON) == password, (name, ref)
+                    assert vault.checkouts.reveal(ref, reason=REASON) == password, (name, ref)
                 else:
                     with pytest.raises(DENIED):
-                        vault.reveal(ref, reason=REASON)
+                        vault.checkouts.reveal(ref, reason=REASON)
 
     @invariant()
     def a_purged_client_is_unreadable_and_its_receipt_verifies(self) -> None:
         for client, (receipt_id, refs) in self.purged.items():
             self._fresh(ADMIN, self.admin)
-            check = self.admin.verify_receipt(receipt_id)
+            check = self.admin.purge.verify_receipt(receipt_id)
             assert check.ok, check.problems
             for ref in [*refs, f"{client}/{SECRET_NAMES[0]}"]:
                 with pytest.raises(NotFound):
-                    self.admin.reveal(ref, reason=REASON)
+                    self.admin.checkouts.reveal(ref, reason=REASON)
                 for name, vault in self.vaults.items():
                     if name in self.active:
                         self._fresh(name, vault)
                     # an active engineer is told the client does not exist; a removed one may be refused first
                     with pytest.raises(NotFound if name in self.active else DENIED):
-                        vault.reveal(ref, reason=REASON)
+                        vault.checkouts.reveal(ref, reason=REASON)
 
     @invariant()
     def the_audit_chain_verifies(self) -> None:
         self._fresh(ADMIN, self.admin)
-        result = self.admin.verify_audit()
+        result = self.admin.audit.verify()
         assert result.ok, result.problem
 
     def teardown(self) -> None:

@@ -40,7 +40,7 @@ LONG_SESSION = dt.timedelta(hours=12)
 
 def _reveal(vault: Vault, ref: str, field: str = "password", **kwargs: Any) -> str:
     """A library reveal with the reason the default client policy asks for."""
-    return vault.reveal(ref, field, reason=REASON, **kwargs)
+    return vault.checkouts.reveal(ref, field, reason=REASON, **kwargs)
 
 
 @pytest.fixture
@@ -166,16 +166,16 @@ class Shared:
         """Invite, enrol, confirm and unlock a new engineer named ``base-N``."""
         name = self.name(base)
         passphrase = f"pass of {name}"
-        code = self.admin.invite_engineer(name, role=role)
+        code = self.admin.engineers.invite(name, role=role)
         mine = self.open(name)
-        self.admin.confirm_engineer(name, mine.enroll_engineer(name, code, passphrase))
-        mine.unlock(name, passphrase, ttl=LONG_SESSION)
+        self.admin.engineers.confirm(name, mine.engineers.enroll(name, code, passphrase))
+        mine.engineers.unlock(name, passphrase, ttl=LONG_SESSION)
         self.passphrases[name] = passphrase
         return mine
 
     def client(self, base: str = "acme", display: str = "Acme Ltd") -> str:
         slug = self.name(base)
-        self.admin.add_client(slug, display)
+        self.admin.clients.add(slug, display)
         return slug
 
 
@@ -192,7 +192,7 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Ite
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=lambda: now, kdf_params=FLOOR)
     env = Shared(url, admin, Db(admin.store), now)
     admin.clock = env.clock
-    admin.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
     env.passphrases[ADMIN] = ADMIN_PASS
     yield env
     admin.close()

@@ -41,8 +41,8 @@ def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def admin(team: Any) -> Vault:
     vault: Vault = team.admin
-    vault.add_client("agentco", "Agent Co")
-    vault.add_secret("agentco/fw", password=PASSWORD, username="root")
+    vault.clients.add("agentco", "Agent Co")
+    vault.secrets.add("agentco/fw", password=PASSWORD, username="root")
     return vault
 
 
@@ -136,7 +136,7 @@ def test_the_agent_ends_at_its_expiry_and_removes_nothing_it_should_keep(admin: 
 
 def test_a_locked_session_stops_the_agent(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     server, path, _clock = served
-    admin.lock()  # the vault object forgets its keys: the next request fails with Locked
+    admin.engineers.lock()  # the vault object forgets its keys: the next request fails with Locked
     with pytest.raises(Locked):
         agentclient.request(path, {"op": "checkout", "ref": "agentco/fw", "reason": "T-1", "field": "password"})
     assert server.running is False
@@ -358,7 +358,7 @@ def test_the_everyday_ops_refuse_wrong_types_and_values_and_the_agent_lives_on(
     served: tuple[agent.Agent, Path, Clock], admin: Vault
 ) -> None:
     server, path, _clock = served
-    before = [s.ref for s in admin.list_secrets()]
+    before = [s.ref for s in admin.secrets.list()]
     for name, message in EVERYDAY_WRONG.items():
         with pytest.raises(InvalidInput) as caught:
             agentclient.request(path, message)
@@ -366,28 +366,28 @@ def test_the_everyday_ops_refuse_wrong_types_and_values_and_the_agent_lives_on(
         for control in ("\x00", "\x1b", "\udcff"):
             assert control not in str(caught.value), name
         assert server.running, name
-    assert [s.ref for s in admin.list_secrets()] == before  # nothing was added
+    assert [s.ref for s in admin.secrets.list()] == before  # nothing was added
     assert _events(admin, "checkin") == 0
     _alive(path, admin)
 
 
 def test_the_everyday_ops_answer_records_and_never_a_key(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:
     _server, path, _clock = served
-    assert agentclient.request(path, {"op": "whoami"})["result"] == admin.whoami().to_json()
-    assert agentclient.request(path, {"op": "client-list"})["result"] == [c.to_json() for c in admin.list_clients()]
+    assert agentclient.request(path, {"op": "whoami"})["result"] == admin.engineers.whoami().to_json()
+    assert agentclient.request(path, {"op": "client-list"})["result"] == [c.to_json() for c in admin.clients.list()]
     listed = agentclient.request(path, {"op": "secret-list", "client": "agentco"})["result"]
-    assert listed == [s.to_json() for s in admin.list_secrets("agentco")]
+    assert listed == [s.to_json() for s in admin.secrets.list("agentco")]
     assert agentclient.request(path, {"op": "secret-show", "ref": "agentco/fw"})["result"]["name"] == "fw"
     added = agentclient.request(path, {**ADD, "fields": {"vlan": "20"}, "sensitive_fields": {"enable": "en-1"}})
     assert added["result"]["name"] == "new" and added["result"]["sensitive_fields"] == ["enable"]
-    assert admin.checkout("agentco/new", reason="T-9", field="enable").value == "en-1"
+    assert admin.checkouts.checkout("agentco/new", reason="T-9", field="enable").value == "en-1"
     assert "pw-new-1" not in json.dumps(added) and "en-1" not in json.dumps(added)
     agentclient.request(path, CHECKOUT)
     checked_in = agentclient.request(path, {"op": "checkin", "ref": "agentco/fw", "generate": True})
     assert checked_in == {"ok": True, "result": None}  # the generated value stays in the vault
-    assert admin.show_secret("agentco/fw").version == 2
+    assert admin.secrets.show("agentco/fw").version == 2
     log = agentclient.request(path, {"op": "audit-log", "limit": 2})["result"]
-    assert [e["seq"] for e in log] == [e.seq for e in admin.audit_log(limit=2)]
+    assert [e["seq"] for e in log] == [e.seq for e in admin.audit.log(limit=2)]
     since = agentclient.request(path, {"op": "audit-log", "since": "2000-01-01T00:00:00+00:00", "limit": 1})
     assert len(since["result"]) == 1
     for text in (json.dumps(agentclient.request(path, {"op": op})) for op in ("whoami", "client-list", "ping")):

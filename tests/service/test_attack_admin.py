@@ -99,8 +99,8 @@ def test_admin_removal_or_rotation_does_not_adopt_a_planted_client_key(team, db,
     deleted, and no secret is written under it afterwards."""
     admin = team.admin
     team.engineer("admin2", role="admin")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="old-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="old-pw")
     client_id = db.newest_client_id()
     admin2_id = db.engineer_id("admin2")
     root_version, recovery_public = _recovery(db)
@@ -109,9 +109,9 @@ def test_admin_removal_or_rotation_does_not_adopt_a_planted_client_key(team, db,
 
     acting = reopen(admin)
     if how == "rotate":
-        acting.rotate_engineer("admin2")
+        acting.engineers.rotate("admin2")
     else:
-        acting.remove_engineer("admin2")
+        acting.engineers.remove("admin2")
 
     row = db.all(select(m.ClientKey).where(m.ClientKey.client_id == client_id, m.ClientKey.version == 2))[0][0]
     assert row.signed_by == admin2_id  # never re-signed by the acting admin
@@ -120,12 +120,12 @@ def test_admin_removal_or_rotation_does_not_adopt_a_planted_client_key(team, db,
         == []
     )
     fresh = reopen(admin)
-    fresh.update_secret("acme/fw", password="new-pw")
+    fresh.secrets.update("acme/fw", password="new-pw")
     key_versions = [
         r[0] for r in db.all(select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id))
     ]
     assert key_versions and 2 not in key_versions
-    assert fresh.reveal("acme/fw", reason=REASON) == "new-pw"
+    assert fresh.checkouts.reveal("acme/fw", reason=REASON) == "new-pw"
     assert acting.adoption_skipped and "version 2" in acting.adoption_skipped[0]
 
 
@@ -135,8 +135,8 @@ def test_admin_removal_does_not_adopt_a_forged_grant(team, db, reopen):
     admin = team.admin
     team.engineer("admin2", role="admin")
     mallory = team.engineer("mallory")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
     client_id = db.newest_client_id()
     admin2_id, mallory_id = db.engineer_id("admin2"), db.engineer_id("mallory")
     row = db.all(select(m.ClientKey).where(m.ClientKey.client_id == client_id))[0][0]
@@ -152,12 +152,12 @@ def test_admin_removal_does_not_adopt_a_forged_grant(team, db, reopen):
         )
     )
 
-    reopen(admin).remove_engineer("admin2")
+    reopen(admin).engineers.remove("admin2")
 
     grants = db.all(select(m.Grant).where(m.Grant.engineer_id == mallory_id))
     assert grants and all(g[0].granted_by == admin2_id or g[0].revoked_at is not None for g in grants)
     with pytest.raises(VaultError):
-        reopen(mallory).reveal("acme/fw", reason=REASON)
+        reopen(mallory).checkouts.reveal("acme/fw", reason=REASON)
     assert (
         db.all(
             select(m.ClientKeySeal).where(
@@ -174,13 +174,13 @@ def test_current_key_version_column_does_not_choose_the_write_key(team, db, reop
     write must not be encrypted under it."""
     admin = team.admin
     alice = team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="one")
-    admin.grant("alice", "acme")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="one")
+    admin.grants.grant("alice", "acme")
     client_id = db.newest_client_id()
     with alice.store.transaction() as s:
         kept = alice.keyholder.client_key(s, client_id, 1)  # what alice could hold while granted
-    admin.rotate_client("acme")  # version 1 destroyed, version 2 current
+    admin.keys.rotate_client("acme")  # version 1 destroyed, version 2 current
     vault_id = admin.vault_id()
     root_version, recovery_public = _recovery(db)
     context = (LABEL_CLIENT_KEY_SEAL, vault_id, client_id, 1, "recovery", root_version)
@@ -202,7 +202,7 @@ def test_current_key_version_column_does_not_choose_the_write_key(team, db, reop
     )
 
     with pytest.raises(IntegrityError):
-        reopen(admin).update_secret("acme/fw", password="two")
+        reopen(admin).secrets.update("acme/fw", password="two")
     key_versions = [
         r[0] for r in db.all(select(m.SecretVersion.key_version).join(m.Secret).where(m.Secret.client_id == client_id))
     ]
@@ -244,15 +244,15 @@ def test_a_removed_admin_who_re_certifies_himself_gets_no_new_root_bundle(team, 
     with it (one UPDATE); the next `rotate root` must not seal the new bundle to him."""
     admin = team.admin
     admin2 = team.engineer("admin2", role="admin")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
     seed = _org_seed_of(admin2)
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     _recertify(db, admin.vault_id(), seed, "admin2")
 
     honest = reopen(admin)
     try:
-        result = honest.rotate_root()
+        result = honest.keys.rotate_root()
     except UntrustedRecord:
         result = None  # refusing the whole rotation would also be safe
     admin2_id = db.engineer_id("admin2")
@@ -261,7 +261,7 @@ def test_a_removed_admin_who_re_certifies_himself_gets_no_new_root_bundle(team, 
     assert any("admin2" in entry for entry in result.refused)
     info = db.all(select(m.VaultInfo.org_signing_public))[0][0]
     assert info != seed.public  # the copied seed certifies nothing current
-    assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
+    assert reopen(admin).checkouts.reveal("acme/fw", reason=REASON) == "acme-pw"
 
 
 def test_engineers_keep_working_across_org_key_rotations_without_re_enrolling(team, db, reopen):
@@ -271,25 +271,25 @@ def test_engineers_keep_working_across_org_key_rotations_without_re_enrolling(te
     admin = team.admin
     team.engineer("admin2", role="admin")
     alice = team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
-    admin.grant("alice", "acme")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
+    admin.grants.grant("alice", "acme")
     first = db.all(select(m.VaultInfo.org_signing_public))[0][0]
 
-    admin.remove_engineer("admin2")
-    reopen(admin).rotate_root()
+    admin.engineers.remove("admin2")
+    reopen(admin).keys.rotate_root()
 
     keys = db.all(select(m.OrgKey.version, m.OrgKey.public).order_by(m.OrgKey.version))
     assert [r[0] for r in keys] == [1, 2, 3] and keys[0][1] == first
     assert keys[2][1] == db.all(select(m.VaultInfo.org_signing_public))[0][0]
-    assert alice.reveal("acme/fw", reason=REASON) == "acme-pw"  # the session from before
+    assert alice.checkouts.reveal("acme/fw", reason=REASON) == "acme-pw"  # the session from before
     again = team.open("alice")
-    again.unlock("alice", team.passphrases["alice"])
-    assert again.reveal("acme/fw", reason=REASON) == "acme-pw"
+    again.engineers.unlock("alice", team.passphrases["alice"])
+    assert again.checkouts.reveal("acme/fw", reason=REASON) == "acme-pw"
     record = db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0][0]
     opened = keyrecord.open_record(record, team.passphrases["alice"], admin.vault_id(), db.engineer_id("alice"), 1)
     assert opened.org_signing_public == keys[2][1]  # re-pinned at unlock
-    assert reopen(admin).verify_audit().ok
+    assert reopen(admin).audit.verify().ok
 
 
 def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
@@ -298,18 +298,18 @@ def test_a_chain_cut_back_to_a_removed_admins_key_is_refused(team, db, reopen):
     admin = team.admin
     admin2 = team.engineer("admin2", role="admin")
     team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
-    admin.grant("alice", "acme")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
+    admin.grants.grant("alice", "acme")
     seed = _org_seed_of(admin2)
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     alice = team.open("alice")
-    alice.unlock("alice", team.passphrases["alice"])  # re-pins the current org key
+    alice.engineers.unlock("alice", team.passphrases["alice"])  # re-pins the current org key
     vault_id = admin.vault_id()
     db.run(delete(m.OrgKey).where(m.OrgKey.version > 1), update(m.VaultInfo).values(org_signing_public=seed.public))
     _resign_all(db, vault_id, seed)
     with pytest.raises(UntrustedRecord):
-        reopen(alice).reveal("acme/fw", reason=REASON)
+        reopen(alice).checkouts.reveal("acme/fw", reason=REASON)
 
 
 def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle(team, db, reopen):
@@ -319,17 +319,17 @@ def test_an_admin_certificate_the_audit_chain_never_made_gets_no_new_root_bundle
     admin = team.admin
     admin2 = team.engineer("admin2", role="admin")
     team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
     _recertify(db, admin.vault_id(), _org_seed_of(admin2), "alice")
 
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     result = admin.last_root_rotation
     assert result is not None
     assert "alice" not in result.admins
     assert any("alice" in entry for entry in result.refused)
     assert db.all(select(m.RootSeal).where(m.RootSeal.engineer_id == db.engineer_id("alice"))) == []
-    assert reopen(admin).reveal("acme/fw", reason=REASON) == "acme-pw"
+    assert reopen(admin).checkouts.reveal("acme/fw", reason=REASON) == "acme-pw"
 
 
 def test_an_admin_whose_public_keys_were_swapped_gets_no_new_root_bundle(team, db):
@@ -347,7 +347,7 @@ def test_an_admin_whose_public_keys_were_swapped_gets_no_new_root_bundle(team, d
     certificate = seed.sign(LABEL_SIG_ENGINEER, *fields, row.certified_at)
     db.run(update(m.Engineer).where(m.Engineer.id == row.id).values(sealing_public=swapped, certificate=certificate))
 
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     result = admin.last_root_rotation
     assert result is not None and "admin3" not in result.admins
     assert any("admin3" in entry for entry in result.refused)
@@ -385,16 +385,16 @@ def test_a_fork_with_an_old_key_record_is_refused_by_the_machines_org_key_memory
     admin = team.admin
     admin2 = team.engineer("admin2", role="admin")
     team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
-    admin.grant("alice", "acme")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
+    admin.grants.grant("alice", "acme")
     vault_id = admin.vault_id()
     seed = _org_seed_of(admin2)
     (old_record,) = db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0]
 
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     alice = team.open("alice")
-    alice.unlock("alice", team.passphrases["alice"], org_memory=memory)
+    alice.engineers.unlock("alice", team.passphrases["alice"], org_memory=memory)
     head = db.all(select(m.OrgKey.version, m.OrgKey.public).order_by(m.OrgKey.version.desc()))[0]
     assert memory.head(vault_id.hex()) == (head[0], head[1]) and head[0] == 2
     assert oct(OrgKeyMemory.path(vault_id.hex()).stat().st_mode & 0o777) == "0o600"
@@ -407,7 +407,7 @@ def test_a_fork_with_an_old_key_record_is_refused_by_the_machines_org_key_memory
     _resign_all(db, vault_id, seed)
     again = team.open("alice")
     with pytest.raises(UntrustedRecord, match="does not reach version 2"):
-        again.unlock("alice", team.passphrases["alice"], org_memory=memory)
+        again.engineers.unlock("alice", team.passphrases["alice"], org_memory=memory)
     assert db.all(select(m.Engineer.key_record).where(m.Engineer.name == "alice"))[0][0] == old_record
     assert memory.head(vault_id.hex()) == (head[0], head[1])
 
@@ -457,23 +457,23 @@ def test_root_rotation_and_admin_removal_issue_new_shares_and_old_ones_open_noth
     admin, made = Vault.create(
         db_url, admin="root-admin", passphrase="admin pass", clock=clock, kdf_params=FLOOR, shares=(2, 3)
     )
-    admin.unlock("root-admin", "admin pass")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
-    code = admin.invite_engineer("admin2", role="admin")
+    admin.engineers.unlock("root-admin", "admin pass")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
+    code = admin.engineers.invite("admin2", role="admin")
     admin2 = Vault.open(db_url, engineer="admin2", clock=clock, kdf_params=FLOOR, sessions=MemorySessionStore())
-    admin.confirm_engineer("admin2", admin2.enroll_engineer("admin2", code, "admin2 pass"))
+    admin.engineers.confirm("admin2", admin2.engineers.enroll("admin2", code, "admin2 pass"))
     db = _Db(admin.store)
     vault_id = admin.vault_id()
 
-    rotated = admin.rotate_root()
+    rotated = admin.keys.rotate_root()
     assert len(rotated.shares) == 3 and rotated.threshold == 2
     _opens_nothing_current(db, _combine(made.shares[:2], vault_id, 1))
     current = _combine(rotated.shares[1:], vault_id, 2)
     assert current.recovery.public == _recovery(db)[1]
     assert current.org.public == db.all(select(m.VaultInfo.org_signing_public))[0][0]
 
-    admin.remove_engineer("admin2")
+    admin.engineers.remove("admin2")
     removal = admin.last_root_rotation
     assert removal is not None and len(removal.shares) == 3 and removal.admins == ("root-admin",)
     _opens_nothing_current(db, _combine(rotated.shares[:2], vault_id, 2))
@@ -488,14 +488,14 @@ def test_a_database_writer_cannot_lower_the_share_threshold(db_url, clock):
     admin, _ = Vault.create(
         db_url, admin="root-admin", passphrase="admin pass", clock=clock, kdf_params=FLOOR, shares=(3, 5)
     )
-    admin.unlock("root-admin", "admin pass")
-    admin.add_client("acme", "Acme")
+    admin.engineers.unlock("root-admin", "admin pass")
+    admin.clients.add("acme", "Acme")
     _Db(admin.store).run(update(m.OrgKey).values(share_threshold=2, share_count=5))
-    result = admin.rotate_root()
+    result = admin.keys.rotate_root()
     assert result.shares == () and any("rotate root --shares" in w for w in result.warnings)
-    result = admin.rotate_root(shares=(3, 5))
+    result = admin.keys.rotate_root(shares=(3, 5))
     assert len(result.shares) == 5 and result.threshold == 3
-    assert len(admin.rotate_root().shares) == 5
+    assert len(admin.keys.rotate_root().shares) == 5
     admin.close()
 
 
@@ -508,9 +508,9 @@ def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, re
 
     admin = team.admin
     alice = team.engineer("alice")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="acme-pw")
-    admin.grant("alice", "acme")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="acme-pw")
+    admin.grants.grant("alice", "acme")
     first = db.all(select(m.VaultInfo.org_signing_public))[0][0]
     config = storage._alembic_config(admin.store.engine)
     command.downgrade(config, "0008")  # the revision before the organisation-key chain (0009)
@@ -518,7 +518,7 @@ def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, re
     keys = db.all(select(m.OrgKey.version, m.OrgKey.public, m.OrgKey.signature, m.OrgKey.share_threshold))
     assert [tuple(k) for k in keys] == [(1, first, None, None)]
 
-    result = reopen(admin).rotate_root()
+    result = reopen(admin).keys.rotate_root()
     assert result.org_version == 2 and result.shares == ()
-    assert reopen(alice).reveal("acme/fw", reason=REASON) == "acme-pw"
-    assert reopen(admin).verify_audit().ok
+    assert reopen(alice).checkouts.reveal("acme/fw", reason=REASON) == "acme-pw"
+    assert reopen(admin).audit.verify().ok

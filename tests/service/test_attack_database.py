@@ -70,8 +70,8 @@ def _fresh(team: Team) -> Vault:
 
 
 def _scene(team: Team) -> None:
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret(REF, password=PW, username="fw-admin")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add(REF, password=PW, username="fw-admin")
 
 
 def _head(engine: Engine) -> tuple[int, bytes]:
@@ -109,7 +109,7 @@ def test_pg_constraint_trigger_deleting_reveal_events_at_commit_is_refused(team:
     before = _head(attacker)
     admin = _fresh(team)
     with pytest.raises(TamperedSchema) as caught:
-        admin.checkout(REF, reason="T-1 incident")
+        admin.checkouts.checkout(REF, reason="T-1 incident")
     _refused(caught.value, "blind_reveals", "audit_events")
     assert _head(attacker) == before
     assert _scalar(attacker, select(func.count()).select_from(m.Checkout)) == 0
@@ -128,7 +128,7 @@ def test_pg_archive_trigger_on_client_key_seals_is_refused_and_nothing_is_purged
     )
     admin = _fresh(team)
     with pytest.raises(TamperedSchema) as caught:
-        admin.purge_client("acme", request="GDPR-1")
+        admin.purge.client("acme", request="GDPR-1")
     _refused(caught.value, "archive_seals", "client_key_seals")
     assert _scalar(attacker, text("SELECT count(*) FROM keep.seals")) == 0
     assert _scalar(attacker, select(func.count()).select_from(m.Client)) == 1
@@ -150,7 +150,7 @@ def test_sqlite_trigger_hiding_reveals_is_refused(team: Team, attacker: Engine) 
     before = _head(attacker)
     admin = _fresh(team)
     with pytest.raises(TamperedSchema) as caught:
-        admin.reveal(REF, reason="T-1 incident")
+        admin.checkouts.reveal(REF, reason="T-1 incident")
     _refused(caught.value, "blind_reveals", "audit_head")
     assert _head(attacker) == before
 
@@ -160,11 +160,11 @@ def test_sqlite_a_trigger_added_while_a_vault_is_open_is_refused_at_its_next_uni
     team: Team, attacker: Engine
 ) -> None:
     _scene(team)
-    assert team.admin.reveal(REF, reason="T-1") == PW  # checked and open, as the agent would be
+    assert team.admin.checkouts.reveal(REF, reason="T-1") == PW  # checked and open, as the agent would be
     _sql(attacker, "CREATE TRIGGER quiet AFTER INSERT ON audit_events BEGIN SELECT 1; END")
     before = _head(attacker)
     with pytest.raises(TamperedSchema) as caught:
-        team.admin.reveal(REF, reason="T-2")
+        team.admin.checkouts.reveal(REF, reason="T-2")
     _refused(caught.value, "quiet", "audit_events")
     assert _head(attacker) == before
 
@@ -186,7 +186,7 @@ def test_a_view_or_an_extra_table_is_refused(
     before = _head(attacker)
     admin = _fresh(team)
     with pytest.raises(TamperedSchema) as caught:
-        admin.reveal(REF, reason="T-1 incident")
+        admin.checkouts.reveal(REF, reason="T-1 incident")
     _refused(caught.value, kind, name)
     assert _head(attacker) == before
 
@@ -239,7 +239,7 @@ def test_pg_rules_policies_functions_event_triggers_publications_and_shadows_are
     before = _head(attacker)
     admin = _fresh(team)
     with pytest.raises(TamperedSchema) as caught:
-        admin.reveal(REF, reason="T-1 incident")
+        admin.checkouts.reveal(REF, reason="T-1 incident")
     _refused(caught.value, expected)
     assert _head(attacker) == before
 
@@ -247,8 +247,8 @@ def test_pg_rules_policies_functions_event_triggers_publications_and_shadows_are
 def test_a_vault_without_foreign_objects_opens_and_reports_none(team: Team) -> None:
     _scene(team)
     admin = _fresh(team)
-    assert admin.reveal(REF, reason="T-1") == PW
-    assert admin.status().schema_problems == []
+    assert admin.checkouts.reveal(REF, reason="T-1") == PW
+    assert admin.reports.status().schema_problems == []
     assert admin.store.foreign_objects() == []
 
 
@@ -283,40 +283,40 @@ def test_inspecting_one_database_neither_unguards_another_nor_reads_its_catalog_
 
 def test_status_audit_verify_and_receipts_verify_name_the_foreign_objects(team: Team, attacker: Engine) -> None:
     _scene(team)
-    team.admin.add_client("globex", "Globex")
-    receipt = team.admin.purge_client("globex", request="GDPR-2")
+    team.admin.clients.add("globex", "Globex")
+    receipt = team.admin.purge.client("globex", request="GDPR-2")
     _sql(attacker, "CREATE VIEW quiet_log AS SELECT seq, action FROM audit_events")
     admin = _fresh(team)
-    status = admin.status()
+    status = admin.reports.status()
     assert any("quiet_log" in problem for problem in status.schema_problems)
     assert any("quiet_log" in warning for warning in status.warnings)
-    result = admin.verify_audit()
+    result = admin.audit.verify()
     assert not result.ok and result.problem is not None and "quiet_log" in result.problem
-    check = admin.verify_receipt(receipt.id)
+    check = admin.purge.verify_receipt(receipt.id)
     assert not check.ok and any("quiet_log" in problem for problem in check.problems)
     with pytest.raises(TamperedSchema):  # and everything else is refused
-        admin.list_clients()
+        admin.clients.list()
 
 
 def test_an_anchor_edited_behind_its_hash_is_caught_by_the_incremental_verify(team: Team, attacker: Engine) -> None:
     _scene(team)
-    team.admin.reveal(REF, reason="T-1 incident")
-    since = team.admin.audit_head()
-    team.admin.show_secret(REF)
+    team.admin.checkouts.reveal(REF, reason="T-1 incident")
+    since = team.admin.audit.head()
+    team.admin.secrets.show(REF)
     with attacker.begin() as conn:  # the anchor (a reveal) now names another action; its hash is kept
         conn.execute(update(m.AuditEvent).where(m.AuditEvent.seq == since[0]).values(action="secret-list"))
-    result = _fresh(team).verify_audit(since=since)
+    result = _fresh(team).audit.verify(since=since)
     assert (result.ok, result.first_bad_seq) == (False, since[0])
 
 
 def test_an_anchor_that_no_longer_links_to_the_event_before_it_is_caught(team: Team, attacker: Engine) -> None:
     _scene(team)
-    team.admin.reveal(REF, reason="T-1 incident")
-    since = team.admin.audit_head()
-    team.admin.show_secret(REF)
+    team.admin.checkouts.reveal(REF, reason="T-1 incident")
+    since = team.admin.audit.head()
+    team.admin.secrets.show(REF)
     with attacker.begin() as conn:  # the event before the anchor was replaced (its hash with it)
         conn.execute(update(m.AuditEvent).where(m.AuditEvent.seq == since[0] - 1).values(hash=bytes(32)))
-    result = _fresh(team).verify_audit(since=since)
+    result = _fresh(team).audit.verify(since=since)
     assert (result.ok, result.first_bad_seq) == (False, since[0])
 
 
@@ -327,26 +327,26 @@ def _bigco(team: Team, attacker: Engine, n: int = 600) -> None:
     """A client with ``n`` secrets whose ids have six digits, as in a vault in use for years."""
     if not storage.is_sqlite(attacker):
         _sql(attacker, "SELECT setval(pg_get_serial_sequence('secrets', 'id'), 100000)")
-    team.admin.add_client("bigco", "Big Co")
+    team.admin.clients.add("bigco", "Big Co")
     for i in range(n):
-        team.admin.add_secret(f"bigco/host-{i:04d}", password=f"pw-{i}", username="jane.doe@example.com")
+        team.admin.secrets.add(f"bigco/host-{i:04d}", password=f"pw-{i}", username="jane.doe@example.com")
 
 
 def test_purging_a_client_with_600_secrets_gives_a_receipt_that_verifies(team: Team, attacker: Engine) -> None:
     _bigco(team, attacker)
-    receipt = team.admin.purge_client("bigco", request="GDPR-600")
+    receipt = team.admin.purge.client("bigco", request="GDPR-600")
     assert len(receipt.secret_ids) == 600
-    check = team.admin.verify_receipt(receipt.id)
+    check = team.admin.purge.verify_receipt(receipt.id)
     assert check.ok, check.problems
-    assert team.admin.verify_audit().ok
+    assert team.admin.audit.verify().ok
 
 
 def test_purging_a_subject_in_600_secrets_gives_a_receipt_that_verifies(team: Team, attacker: Engine) -> None:
     _bigco(team, attacker)
-    (receipt,) = team.admin.purge_subject("jane.doe@example.com", request="GDPR-601")
+    (receipt,) = team.admin.subjects.purge("jane.doe@example.com", request="GDPR-601")
     assert len(receipt.secret_ids) == 600 and len(receipt.fingerprints) == 600  # 21,600 characters of them
-    assert team.admin.verify_receipt(receipt.id).ok
-    assert team.admin.verify_audit().ok
+    assert team.admin.purge.verify_receipt(receipt.id).ok
+    assert team.admin.audit.verify().ok
 
 
 @pytest.mark.parametrize(
@@ -398,7 +398,7 @@ def test_a_checkout_fails_in_time_while_another_session_holds_the_audit_head(
     monkeypatch.setenv("CREDVAULT_LOCK_TIMEOUT", "1")
     admin = _fresh(team)
     admin.vault_id()
-    before = team.admin.audit_head()
+    before = team.admin.audit.head()
     held, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=_hold_head, args=(team, held, release))
     holder.start()
@@ -407,7 +407,7 @@ def test_a_checkout_fails_in_time_while_another_session_holds_the_audit_head(
     def checkout() -> None:
         started = time.monotonic()
         try:
-            outcome["value"] = admin.checkout(REF, reason="T-1 incident").value
+            outcome["value"] = admin.checkouts.checkout(REF, reason="T-1 incident").value
         except VaultError as error:
             outcome["error"] = error
         outcome["seconds"] = time.monotonic() - started
@@ -428,5 +428,5 @@ def test_a_checkout_fails_in_time_while_another_session_holds_the_audit_head(
     assert isinstance(error, StoreBusy)
     assert "locked by another session" in str(error) and error.hint
     assert outcome["seconds"] < 10
-    assert team.admin.audit_head() == before
-    assert team.admin.list_checkouts() == []
+    assert team.admin.audit.head() == before
+    assert team.admin.checkouts.list() == []

@@ -108,14 +108,14 @@ def _assert_not_confirmed(db, name: str) -> None:  # type: ignore[no-untyped-def
 
 def _client_with_secret(shared, password: str) -> tuple[str, int]:  # type: ignore[no-untyped-def]
     slug = shared.client()
-    shared.admin.add_secret(f"{slug}/s0", password=password)
+    shared.admin.secrets.add(f"{slug}/s0", password=password)
     return slug, shared.db.newest_client_id()
 
 
 def _enrol(shared, name: str, code: str) -> tuple[Vault, str]:  # type: ignore[no-untyped-def]
     passphrase = f"new pass of {name}"
     mine = shared.open(name)
-    fingerprint = mine.enroll_engineer(name, code, passphrase)
+    fingerprint = mine.engineers.enroll(name, code, passphrase)
     shared.passphrases[name] = passphrase
     return mine, fingerprint
 
@@ -134,25 +134,25 @@ def test_grant_rows_planted_before_confirmation_are_not_carried_over(shared):
     acme, acme_id = _client_with_secret(shared, "acme-pw")
     globex, globex_id = _client_with_secret(shared, "globex-pw")
     name = shared.name("hire")
-    mine, fingerprint = _enrol(shared, name, admin.invite_engineer(name))
+    mine, fingerprint = _enrol(shared, name, admin.engineers.invite(name))
     hire_id = db.engineer_id(name)
     planted = [
         _plant_grant(db, hire_id, acme_id, _admin_id(shared)),
         _plant_grant(db, hire_id, globex_id, _admin_id(shared), signature=bytes(64)),
     ]
 
-    admin.confirm_engineer(name, fingerprint)
+    admin.engineers.confirm(name, fingerprint)
 
-    mine.unlock(name, shared.passphrases[name])
+    mine.engineers.unlock(name, shared.passphrases[name])
     assert _seals_to(db, hire_id) == []
     for slug in (acme, globex):
         with pytest.raises(VaultError):
-            mine.reveal(f"{slug}/s0", "password", reason=REASON)
+            mine.checkouts.reveal(f"{slug}/s0", "password", reason=REASON)
     signatures = db.all(select(m.Grant.signature).where(m.Grant.id.in_(planted)).order_by(m.Grant.id))
     assert [r[0] for r in signatures] == [None, bytes(64)]  # never signed
     revoked = db.all(select(m.Grant.revoked_at).where(m.Grant.id.in_(planted)))
     assert all(r[0] is not None for r in revoked)  # set aside: no lookup trips over them
-    assert mine.list_clients() == []
+    assert mine.clients.list() == []
 
 
 def test_grant_rows_planted_before_re_confirmation_are_not_carried_over_but_signed_ones_are(shared):
@@ -165,28 +165,28 @@ def test_grant_rows_planted_before_re_confirmation_are_not_carried_over_but_sign
     initech, initech_id = _client_with_secret(shared, "initech-pw")
     alice, bob = shared.engineer("alice"), shared.engineer("bob")
     alice_name = alice.engineer_name
-    admin.grant(alice_name, acme)
-    admin.grant(bob.engineer_name, initech)
+    admin.grants.grant(alice_name, acme)
+    admin.grants.grant(bob.engineer_name, initech)
     alice_id = db.engineer_id(alice_name)
-    code = admin.rotate_engineer(alice_name)
+    code = admin.engineers.rotate(alice_name)
 
     _plant_grant(db, alice_id, globex_id, _admin_id(shared))
     bobs = db.all(select(m.Grant).where(m.Grant.engineer_id == db.engineer_id(bob.engineer_name)))[0][0]
     _plant_grant(db, alice_id, initech_id, bobs.granted_by, signature=bobs.signature)
     mine, fingerprint = _enrol(shared, alice_name, code)
-    admin.confirm_engineer(alice_name, fingerprint)
+    admin.engineers.confirm(alice_name, fingerprint)
 
-    mine.unlock(alice_name, shared.passphrases[alice_name])
-    assert mine.reveal(f"{acme}/s0", "password", reason=REASON) == "acme-pw"
+    mine.engineers.unlock(alice_name, shared.passphrases[alice_name])
+    assert mine.checkouts.reveal(f"{acme}/s0", "password", reason=REASON) == "acme-pw"
     for slug in (globex, initech):
         with pytest.raises(VaultError):
-            mine.reveal(f"{slug}/s0", "password", reason=REASON)
+            mine.checkouts.reveal(f"{slug}/s0", "password", reason=REASON)
     assert {client for client, _ in _seals_to(db, alice_id)} == {acme_id}
     planted = db.all(select(m.Grant.client_id, m.Grant.signature).where(m.Grant.engineer_id == alice_id))
     assert sorted((c, sig) for c, sig in planted if c != acme_id) == sorted(
         [(globex_id, None), (initech_id, bobs.signature)]
     )  # never signed
-    assert [c.slug for c in mine.list_clients()] == [acme]
+    assert [c.slug for c in mine.clients.list()] == [acme]
 
 
 def test_an_expired_grant_stays_verifiable_history_after_re_confirmation(shared):
@@ -197,20 +197,20 @@ def test_an_expired_grant_stays_verifiable_history_after_re_confirmation(shared)
     globex, _ = _client_with_secret(shared, "globex-pw")
     alice = shared.engineer("alice")
     name = alice.engineer_name
-    admin.grant(name, acme, until=shared.now + dt.timedelta(hours=1))
-    admin.grant(name, globex)
+    admin.grants.grant(name, acme, until=shared.now + dt.timedelta(hours=1))
+    admin.grants.grant(name, globex)
     with shared.later(hours=2):
-        code = admin.rotate_engineer(name)
+        code = admin.engineers.rotate(name)
         mine, fingerprint = _enrol(shared, name, code)
-        pending = admin.pending_confirmation(name)
+        pending = admin.engineers.pending_confirmation(name)
         assert [g.client for g in pending.carried] == [globex]
         assert [(d.client, d.reason.split()[0]) for d in pending.dropped] == [(acme, "expired")]
-        admin.confirm_engineer(name, fingerprint)
-        mine.unlock(name, shared.passphrases[name])
-        assert [c.slug for c in mine.list_clients()] == [globex]
+        admin.engineers.confirm(name, fingerprint)
+        mine.engineers.unlock(name, shared.passphrases[name])
+        assert [c.slug for c in mine.clients.list()] == [globex]
         with pytest.raises(NotFound):
-            mine.reveal(f"{acme}/s0", "password", reason=REASON)
-        assert mine.reveal(f"{globex}/s0", "password", reason=REASON) == "globex-pw"
+            mine.checkouts.reveal(f"{acme}/s0", "password", reason=REASON)
+        assert mine.checkouts.reveal(f"{globex}/s0", "password", reason=REASON) == "globex-pw"
     assert {c for c, _ in _seals_to(db, db.engineer_id(name))} == {db.newest_client_id()}
 
 
@@ -221,14 +221,14 @@ def test_pending_confirmation_shows_what_confirm_will_carry_over_and_drop(shared
     alice = shared.engineer("alice")
     name = alice.engineer_name
     until = shared.now + dt.timedelta(days=30)
-    admin.grant(name, acme, until=until)
-    code = admin.rotate_engineer(name)
+    admin.grants.grant(name, acme, until=until)
+    code = admin.engineers.rotate(name)
     planted = _plant_grant(db, db.engineer_id(name), globex_id, _admin_id(shared))
     with pytest.raises(EnrolmentError):
-        admin.pending_confirmation(name)  # not enrolled yet
+        admin.engineers.pending_confirmation(name)  # not enrolled yet
     _, fingerprint = _enrol(shared, name, code)
 
-    pending = admin.pending_confirmation(name)
+    pending = admin.engineers.pending_confirmation(name)
 
     assert (pending.name, pending.role, pending.fingerprint) == (name, "engineer", fingerprint)
     assert pending.invited_by == admin.engineer_name
@@ -236,7 +236,7 @@ def test_pending_confirmation_shows_what_confirm_will_carry_over_and_drop(shared
     assert [(d.grant_id, d.client) for d in pending.dropped] == [(planted, globex)]
     assert "not signed" in pending.dropped[0].reason
     assert pending.to_json()["carried"] == [{"client": acme, "until": until.isoformat()}]
-    info = admin.confirm_engineer(name, fingerprint, shown=pending)
+    info = admin.engineers.confirm(name, fingerprint, shown=pending)
     assert info.status == "active"
 
 
@@ -245,18 +245,18 @@ def test_confirm_refuses_when_what_it_would_carry_changed_since_it_was_shown(sha
     acme, _ = _client_with_secret(shared, "acme-pw")
     alice = shared.engineer("alice")
     name = alice.engineer_name
-    admin.grant(name, acme, until=shared.now + dt.timedelta(hours=1))
-    code = admin.rotate_engineer(name)
+    admin.grants.grant(name, acme, until=shared.now + dt.timedelta(hours=1))
+    code = admin.engineers.rotate(name)
     _, fingerprint = _enrol(shared, name, code)
-    pending = admin.pending_confirmation(name)
+    pending = admin.engineers.pending_confirmation(name)
     assert [g.client for g in pending.carried] == [acme]
     with shared.later(hours=2):  # the grant expired after the admin saw it listed
         with pytest.raises(EnrolmentError) as changed:
-            admin.confirm_engineer(name, fingerprint, shown=pending)
+            admin.engineers.confirm(name, fingerprint, shown=pending)
         assert "changed since it was shown" in str(changed.value)
-        assert _engineer(db, name).status == "enrolled"
-        again = admin.pending_confirmation(name)
-        assert again.carried == [] and admin.confirm_engineer(name, fingerprint, shown=again).status == "active"
+        assert _engineer(db, name).reports.status == "enrolled"
+        again = admin.engineers.pending_confirmation(name)
+        assert again.carried == [] and admin.engineers.confirm(name, fingerprint, shown=again).status == "active"
 
 
 # -- 2. the role is bound by the inviting admin's signature -------------------------------------------
@@ -265,11 +265,11 @@ def test_confirm_refuses_when_what_it_would_carry_changed_since_it_was_shown(sha
 def test_role_raised_in_the_database_before_confirmation_is_refused(shared):
     admin, db = shared.admin, shared.db
     name = shared.name("hire")
-    _, fingerprint = _enrol(shared, name, admin.invite_engineer(name))
+    _, fingerprint = _enrol(shared, name, admin.engineers.invite(name))
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="admin"))
 
     with pytest.raises(UntrustedRecord):
-        admin.confirm_engineer(name, fingerprint)
+        admin.engineers.confirm(name, fingerprint)
 
     _assert_not_confirmed(db, name)
 
@@ -277,11 +277,11 @@ def test_role_raised_in_the_database_before_confirmation_is_refused(shared):
 def test_role_raised_before_enrolment_is_refused_by_the_enrolling_engineer(shared):
     admin, db = shared.admin, shared.db
     name = shared.name("hire")
-    code = admin.invite_engineer(name)
+    code = admin.engineers.invite(name)
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="admin"))
 
     with pytest.raises(UntrustedRecord):
-        shared.open(name).enroll_engineer(name, code, "passphrase")
+        shared.open(name).engineers.enroll(name, code, "passphrase")
 
     row = _engineer(db, name)
     assert (row.status, row.sealing_public, row.key_record) == ("invited", None, None)
@@ -290,13 +290,13 @@ def test_role_raised_before_enrolment_is_refused_by_the_enrolling_engineer(share
 def test_invitation_expiry_extended_in_the_database_is_refused_at_enrolment(shared):
     admin, db = shared.admin, shared.db
     name = shared.name("hire")
-    code = admin.invite_engineer(name)
+    code = admin.engineers.invite(name)
     db.run(
         update(m.Engineer).where(m.Engineer.name == name).values(invite_expires_at=shared.now + dt.timedelta(days=365))
     )
     with shared.later(hours=73), pytest.raises(UntrustedRecord):
-        shared.open(name).enroll_engineer(name, code, "passphrase")
-    assert _engineer(db, name).status == "invited"
+        shared.open(name).engineers.enroll(name, code, "passphrase")
+    assert _engineer(db, name).reports.status == "invited"
 
 
 def test_role_raised_on_an_active_engineer_is_refused_by_rotate_engineer(shared):
@@ -307,26 +307,26 @@ def test_role_raised_on_an_active_engineer_is_refused_by_rotate_engineer(shared)
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="admin"))
 
     with pytest.raises(UntrustedRecord):
-        admin.rotate_engineer(name)
+        admin.engineers.rotate(name)
 
     after = _engineer(db, name)
-    assert (after.status, after.key_record, after.invite_seal) == ("active", before.key_record, None)
+    assert (after.reports.status, after.key_record, after.invite_seal) == ("active", before.key_record, None)
 
 
 def test_role_raised_after_rotate_engineer_is_refused_at_re_confirmation(shared):
     admin, db = shared.admin, shared.db
     bob = shared.engineer("bob")
     name = bob.engineer_name
-    code = admin.rotate_engineer(name)
+    code = admin.engineers.rotate(name)
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="admin"))
     with pytest.raises(UntrustedRecord):
-        shared.open(name).enroll_engineer(name, code, "passphrase")  # the engineer's own check
+        shared.open(name).engineers.enroll(name, code, "passphrase")  # the engineer's own check
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="engineer"))
     _, fingerprint = _enrol(shared, name, code)
     db.run(update(m.Engineer).where(m.Engineer.name == name).values(role="admin"))
 
     with pytest.raises(UntrustedRecord):
-        admin.confirm_engineer(name, fingerprint)
+        admin.engineers.confirm(name, fingerprint)
 
     row = _engineer(db, name)
     assert (row.status, row.certificate) == ("enrolled", None)
@@ -338,12 +338,12 @@ def test_rotate_engineer_re_invites_with_the_signed_role_it_had(shared, role):
     admin, db = shared.admin, shared.db
     person = shared.engineer("person", role=role)
     name = person.engineer_name
-    code = admin.rotate_engineer(name)
+    code = admin.engineers.rotate(name)
     mine, fingerprint = _enrol(shared, name, code)
-    assert admin.pending_confirmation(name).role == role
-    assert admin.confirm_engineer(name, fingerprint).role == role
-    mine.unlock(name, shared.passphrases[name])
-    assert mine.whoami().role == role
+    assert admin.engineers.pending_confirmation(name).role == role
+    assert admin.engineers.confirm(name, fingerprint).role == role
+    mine.engineers.unlock(name, shared.passphrases[name])
+    assert mine.engineers.whoami().role == role
     assert _root_seals_to(db, db.engineer_id(name)) == (1 if role == "admin" else 0)
 
 
@@ -351,8 +351,8 @@ def test_an_invitation_signature_moved_from_another_invitation_is_refused(shared
     """An admin invitation's signed fields and signature copied onto an engineer's row."""
     admin, db = shared.admin, shared.db
     boss, hire = shared.name("boss"), shared.name("hire")
-    admin.invite_engineer(boss, role="admin")
-    _, fingerprint = _enrol(shared, hire, admin.invite_engineer(hire))
+    admin.engineers.invite(boss, role="admin")
+    _, fingerprint = _enrol(shared, hire, admin.engineers.invite(hire))
     (source,) = db.all(
         select(m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_expires_at).where(
             m.Engineer.name == boss
@@ -369,7 +369,7 @@ def test_an_invitation_signature_moved_from_another_invitation_is_refused(shared
         )
     )
     with pytest.raises(UntrustedRecord):
-        admin.confirm_engineer(hire, fingerprint)
+        admin.engineers.confirm(hire, fingerprint)
     _assert_not_confirmed(db, hire)
 
 
@@ -381,10 +381,10 @@ def test_an_enrolment_forged_without_an_invitation_is_refused_at_confirmation(sh
     admin, db = shared.admin, shared.db
     name = shared.name("forged")
     fingerprint = _forge_enrolment(db, name, role)
-    assert admin.pending_fingerprint(name) == fingerprint
+    assert admin.engineers.pending_fingerprint(name) == fingerprint
 
     with pytest.raises(UntrustedRecord) as caught:
-        admin.confirm_engineer(name, fingerprint)
+        admin.engineers.confirm(name, fingerprint)
 
     assert "engineer invite" in caught.value.hint
     _assert_not_confirmed(db, name)
@@ -400,7 +400,7 @@ def test_an_enrolment_forged_with_a_made_up_invitation_signature_is_refused(shar
         .values(invite_signature=bytes(range(64)), invite_signed_by=_admin_id(shared))
     )
     with pytest.raises(UntrustedRecord):
-        admin.confirm_engineer(name, fingerprint)
+        admin.engineers.confirm(name, fingerprint)
     _assert_not_confirmed(db, name)
 
 
@@ -410,21 +410,21 @@ def test_an_enrolment_forged_with_a_made_up_invitation_signature_is_refused(shar
 def test_an_invitation_from_before_signed_invitations_is_refused_with_a_hint_to_re_invite(shared):
     admin, db = shared.admin, shared.db
     enrolled, invited = shared.name("old"), shared.name("old")
-    _, fingerprint = _enrol(shared, enrolled, admin.invite_engineer(enrolled))
-    code = admin.invite_engineer(invited)
+    _, fingerprint = _enrol(shared, enrolled, admin.engineers.invite(enrolled))
+    code = admin.engineers.invite(invited)
     unsigned = {"invite_signature": None, "invite_signed_by": None, "invite_prev_generation": None}
     db.run(update(m.Engineer).where(m.Engineer.name.in_([enrolled, invited])).values(**unsigned))
 
     with pytest.raises(UntrustedRecord) as refused:
-        admin.confirm_engineer(enrolled, fingerprint)
+        admin.engineers.confirm(enrolled, fingerprint)
     assert f"credvault engineer invite {enrolled}" in refused.value.hint
     _assert_not_confirmed(db, enrolled)
     with pytest.raises(EnrolmentError) as stale:
-        shared.open(invited).enroll_engineer(invited, code, "passphrase")
+        shared.open(invited).engineers.enroll(invited, code, "passphrase")
     assert "engineer invite" in stale.value.hint
 
-    _, fingerprint = _enrol(shared, enrolled, admin.invite_engineer(enrolled))
-    assert admin.confirm_engineer(enrolled, fingerprint).status == "active"
+    _, fingerprint = _enrol(shared, enrolled, admin.engineers.invite(enrolled))
+    assert admin.engineers.confirm(enrolled, fingerprint).status == "active"
 
 
 def test_a_vault_upgraded_with_an_enrolment_pending_refuses_it_until_re_invited(db_url):
@@ -436,23 +436,23 @@ def test_a_vault_upgraded_with_an_enrolment_pending_refuses_it_until_re_invited(
 
     admin, _ = Vault.create(db_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
     try:
-        admin.unlock("root-admin", "pass")
-        code = admin.invite_engineer("carol")
+        admin.engineers.unlock("root-admin", "pass")
+        code = admin.engineers.invite("carol")
         carol = Vault.open(db_url, engineer="carol", kdf_params=FLOOR)
-        fingerprint = carol.enroll_engineer("carol", code, "pass of carol")
+        fingerprint = carol.engineers.enroll("carol", code, "pass of carol")
         carol.close()
         command.downgrade(storage._alembic_config(admin.store.engine), "0006")
         assert admin.upgrade_schema() == storage.head_revision()
         with pytest.raises(UntrustedRecord) as refused:
-            admin.confirm_engineer("carol", fingerprint)
+            admin.engineers.confirm("carol", fingerprint)
         assert "credvault engineer invite carol" in refused.value.hint
-        code = admin.invite_engineer("carol")
+        code = admin.engineers.invite("carol")
         carol = Vault.open(db_url, engineer="carol", kdf_params=FLOOR)
-        fingerprint = carol.enroll_engineer("carol", code, "pass of carol")
-        assert admin.confirm_engineer("carol", fingerprint).status == "active"
-        carol.unlock("carol", "pass of carol")
+        fingerprint = carol.engineers.enroll("carol", code, "pass of carol")
+        assert admin.engineers.confirm("carol", fingerprint).status == "active"
+        carol.engineers.unlock("carol", "pass of carol")
         carol.close()
-        assert admin.verify_audit().ok
+        assert admin.audit.verify().ok
     finally:
         admin.close()
 
@@ -460,12 +460,12 @@ def test_a_vault_upgraded_with_an_enrolment_pending_refuses_it_until_re_invited(
 def test_confirmation_is_still_audited(shared):
     admin, db = shared.admin, shared.db
     name = shared.name("hire")
-    _, fingerprint = _enrol(shared, name, admin.invite_engineer(name))
-    start = admin.audit_head()[0]
-    admin.confirm_engineer(name, fingerprint)
+    _, fingerprint = _enrol(shared, name, admin.engineers.invite(name))
+    start = admin.audit.head()[0]
+    admin.engineers.confirm(name, fingerprint)
     actions = [r[0] for r in db.all(select(m.AuditEvent.action).where(m.AuditEvent.seq > start))]
     assert actions == ["engineer-confirm"]
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok
 
 
 def _empty_database(url: str, tmp_path, pg_template) -> tuple[str, object]:  # type: ignore[no-untyped-def]
@@ -501,14 +501,14 @@ def test_a_backup_carries_the_signed_invitation(shared, tmp_path, pg_template):
     admin, db = shared.admin, shared.db
     admin_name = admin.engineer_name
     name = shared.name("pending")
-    code = admin.invite_engineer(name)
-    admin.export_backup_keys(tmp_path / "keys.json")
-    admin.create_backup(tmp_path / "vault.backup")
+    code = admin.engineers.invite(name)
+    admin.backups.export_keys(tmp_path / "keys.json")
+    admin.backups.create(tmp_path / "vault.backup")
     target, drop = _empty_database(shared.url, tmp_path, pg_template)
     try:
         restored = Vault.open(target, engineer=admin_name, kdf_params=FLOOR)
         passphrase = shared.passphrases[admin_name]
-        restored.restore_backup(
+        restored.backups.restore(
             tmp_path / "vault.backup", tmp_path / "keys.json", admin=admin_name, passphrase=passphrase
         )
         columns = (m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_prev_generation)
@@ -516,10 +516,10 @@ def test_a_backup_carries_the_signed_invitation(shared, tmp_path, pg_template):
             copied = s.execute(select(*columns).where(m.Engineer.name == name)).one()
         assert tuple(copied) == tuple(db.all(select(*columns).where(m.Engineer.name == name))[0])
         assert copied[0] is not None
-        restored.unlock(admin_name, passphrase)
+        restored.engineers.unlock(admin_name, passphrase)
         mine = Vault.open(target, engineer=name, kdf_params=FLOOR)
-        fingerprint = mine.enroll_engineer(name, code, "passphrase")
-        assert restored.confirm_engineer(name, fingerprint).status == "active"
+        fingerprint = mine.engineers.enroll(name, code, "passphrase")
+        assert restored.engineers.confirm(name, fingerprint).status == "active"
         mine.close()
         restored.close()
     finally:
@@ -539,27 +539,27 @@ def test_a_revocation_cleared_before_re_confirmation_carries_nothing(shared):
     name = alice.engineer_name
     alice_id = db.engineer_id(name)
     for slug in (acme, globex, initech):
-        admin.grant(name, slug)
-    admin.revoke(name, acme)
-    admin.grant(name, globex, until=shared.now + dt.timedelta(minutes=5))
+        admin.grants.grant(name, slug)
+    admin.grants.revoke(name, acme)
+    admin.grants.grant(name, globex, until=shared.now + dt.timedelta(minutes=5))
     newer = db.scalar(select(func.max(m.Grant.id)).where(m.Grant.client_id == globex_id))
-    code = admin.rotate_engineer(name)
+    code = admin.engineers.rotate(name)
 
     with shared.later(minutes=10):
         cleared = {"revoked_at": None, "revoked_by": None, "revocation": None}
         db.run(update(m.Grant).where(m.Grant.engineer_id == alice_id).values(**cleared))  # the attacks: the
         db.run(m.Grant.__table__.delete().where(m.Grant.id == newer))  # revocation cleared, the newer grant deleted
         mine, fingerprint = _enrol(shared, name, code)
-        pending = admin.pending_confirmation(name)
+        pending = admin.engineers.pending_confirmation(name)
         assert [g.client for g in pending.carried] == [initech]
         assert sorted(d.client for d in pending.dropped) == sorted([acme, globex])
-        admin.confirm_engineer(name, fingerprint, shown=pending)
+        admin.engineers.confirm(name, fingerprint, shown=pending)
 
-        mine.unlock(name, shared.passphrases[name])
-        assert mine.reveal(f"{initech}/s0", "password", reason=REASON) == "initech-pw"
+        mine.engineers.unlock(name, shared.passphrases[name])
+        assert mine.checkouts.reveal(f"{initech}/s0", "password", reason=REASON) == "initech-pw"
         for slug in (acme, globex):
             with pytest.raises(VaultError):
-                mine.reveal(f"{slug}/s0", "password", reason=REASON)
+                mine.checkouts.reveal(f"{slug}/s0", "password", reason=REASON)
         assert {c for c, _ in _seals_to(db, alice_id)} == {db.newest_client_id()}
-        assert [c.slug for c in mine.list_clients()] == [initech]
+        assert [c.slug for c in mine.clients.list()] == [initech]
     assert acme_id not in {c for c, _ in _seals_to(db, alice_id)}

@@ -71,7 +71,7 @@ def _forge(  # type: ignore[no-untyped-def]
 
 
 def _refused_at(team, seq: int) -> str:  # type: ignore[no-untyped-def]
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert not result.ok, "the forged event verified"
     assert result.first_bad_seq == seq, result.problem
     assert result.problem is not None and result.problem.startswith(f"event {seq}:")
@@ -85,8 +85,8 @@ def test_event_signed_by_a_destroyed_key_after_its_destruction_is_refused(team):
     alice = team.engineer("alice")
     old_seed = alice.keyholder.me().signing_seed  # what a departing engineer keeps
     alice_id = _engineer_id(team, "alice")
-    team.admin.rotate_engineer("alice")  # destroys generation 1
-    assert team.admin.verify_audit().ok
+    team.admin.engineers.rotate("alice")  # destroys generation 1
+    assert team.admin.audit.verify().ok
     seq = _forge(team, "client-list", engineer_id=alice_id, key_generation=1, seed=old_seed, public={"count": 0})
     assert "lifetime" in _refused_at(team, seq)
 
@@ -95,8 +95,8 @@ def test_event_signed_by_a_removed_engineer_after_removal_is_refused(team):
     alice = team.engineer("alice")
     old_seed = alice.keyholder.me().signing_seed
     alice_id = _engineer_id(team, "alice")
-    team.admin.remove_engineer("alice")
-    assert team.admin.verify_audit().ok
+    team.admin.engineers.remove("alice")
+    assert team.admin.audit.verify().ok
     seq = _forge(team, "client-list", engineer_id=alice_id, key_generation=1, seed=old_seed, public={"count": 0})
     assert "lifetime" in _refused_at(team, seq)
 
@@ -137,17 +137,17 @@ def test_key_certification_signed_by_a_non_admin_is_refused_as_the_anchor_of_an_
         seed=bob.keyholder.me().signing_seed,
         public={"engineer": "alice", "key_generation": 1, "role": "admin"},
     )
-    since = team.admin.audit_head()
+    since = team.admin.audit.head()
     assert since[0] == seq
-    team.admin.list_clients()
-    result = team.admin.verify_audit(since=since)
+    team.admin.clients.list()
+    result = team.admin.audit.verify(since=since)
     assert (result.ok, result.first_bad_seq) == (False, seq), result.problem
     assert result.problem is not None and "admin" in result.problem and "(the anchor)" in result.problem
 
 
 def test_backdated_event_is_refused(team):
     alice = team.engineer("alice")
-    alice.list_clients()
+    alice.clients.list()
     with team.admin.store.transaction() as s:
         last_at = s.scalar(select(m.AuditEvent.at_us).order_by(m.AuditEvent.seq.desc()).limit(1))
     seq = _forge(
@@ -165,11 +165,11 @@ def test_backdated_event_is_refused(team):
 def test_events_written_while_the_clock_goes_back_still_verify(team):
     """An honest writer whose clock is behind the last event's never makes a backdated event."""
     alice = team.engineer("alice")
-    alice.list_clients()
+    alice.clients.list()
     team.clock.advance(hours=-2)
-    alice.list_clients()
-    team.admin.list_clients()
-    assert team.admin.verify_audit().ok
+    alice.clients.list()
+    team.admin.clients.list()
+    assert team.admin.audit.verify().ok
 
 
 # -- unsigned kinds -------------------------------------------------------------------------------------
@@ -196,16 +196,16 @@ def test_enroll_is_signed_by_the_new_key_and_verifies(team):
         enroll = s.scalars(select(m.AuditEvent).where(m.AuditEvent.action == "enroll")).one()
         assert enroll.signature is not None
         assert enroll.engineer_id == alice_id and enroll.key_generation == 1
-    assert team.admin.verify_audit().ok
+    assert team.admin.audit.verify().ok
 
 
 def test_unsigned_unlock_failed_cannot_frame_an_engineer_silently(team):
     team.engineer("alice")
     alice_id = _engineer_id(team, "alice")
     seq = _forge(team, "unlock-failed", engineer_id=alice_id, key_generation=1, public={"engineer": "alice"})
-    entry = next(e for e in team.admin.audit_log() if e.seq == seq)
+    entry = next(e for e in team.admin.audit.log() if e.seq == seq)
     assert entry.details is not None and entry.details.get("unauthenticated") is True
-    signed = [e for e in team.admin.audit_log() if e.action == "unlock"]
+    signed = [e for e in team.admin.audit.log() if e.action == "unlock"]
     assert signed and all("unauthenticated" not in (e.details or {}) for e in signed)
 
 
@@ -213,7 +213,7 @@ def test_unsigned_unlock_failed_cannot_frame_an_engineer_silently(team):
 
 
 def test_null_and_empty_details_do_not_collide(team):
-    team.admin.list_engineers()  # an event without public details: details_json is NULL
+    team.admin.engineers.list()  # an event without public details: details_json is NULL
     with team.admin.store.transaction() as s:
         seq = s.scalar(
             select(m.AuditEvent.seq).where(m.AuditEvent.action == "engineer-list").order_by(m.AuditEvent.seq.desc())
@@ -224,7 +224,7 @@ def test_null_and_empty_details_do_not_collide(team):
 
 
 def test_null_and_empty_blob_do_not_collide(team):
-    team.admin.list_engineers()
+    team.admin.engineers.list()
     with team.admin.store.transaction() as s:
         seq = s.scalar(
             select(m.AuditEvent.seq).where(m.AuditEvent.action == "engineer-list").order_by(m.AuditEvent.seq.desc())
@@ -268,25 +268,25 @@ def _seeds(team, *vaults) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
 
 def test_a_chain_written_in_the_old_format_still_verifies_and_new_events_follow_it(team):
     alice = team.engineer("alice")
-    alice.list_clients()
-    team.admin.list_engineers()
+    alice.clients.list()
+    team.admin.engineers.list()
     seeds = _seeds(team, alice)
     _rewrite(team, 1, seeds, legacy=True)  # as written before format 2: enroll unsigned
-    assert team.admin.verify_audit().ok
-    entry = next(e for e in team.admin.audit_log() if e.action == "enroll")
+    assert team.admin.audit.verify().ok
+    entry = next(e for e in team.admin.audit.log() if e.action == "enroll")
     assert entry.details is not None and entry.details["unauthenticated"] is True
-    alice.list_clients()  # the first format-2 event, after format-1 ones
-    assert team.admin.verify_audit().ok
-    assert team.admin.verify_audit(workers=2).ok
+    alice.clients.list()  # the first format-2 event, after format-1 ones
+    assert team.admin.audit.verify().ok
+    assert team.admin.audit.verify(workers=2).ok
 
 
 def test_an_old_format_event_with_an_empty_value_where_null_was_stored_is_refused(team):
-    team.admin.list_engineers()
+    team.admin.engineers.list()
     _rewrite(team, 1, _seeds(team), legacy=True)
     with team.admin.store.transaction() as s:
         seq = s.scalar(select(m.AuditEvent.seq).where(m.AuditEvent.action == "engineer-list"))
         s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == seq).values(details_json=""))
-    assert team.admin.verify_audit().ok is False
+    assert team.admin.audit.verify().ok is False
     _refused_at(team, seq)
 
 
@@ -300,22 +300,22 @@ class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
 
 def test_parallel_ranges_refuse_a_backdated_or_old_format_event_at_a_range_boundary(team, monkeypatch):
     for _ in range(40):
-        team.admin.list_clients()
+        team.admin.clients.list()
         team.clock.advance(seconds=1)
     monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
     monkeypatch.setattr(audit_module, "ProcessPoolExecutor", _CountingPool)
-    assert team.admin.verify_audit(workers=2).ok
+    assert team.admin.audit.verify(workers=2).ok
     assert _CountingPool.submitted > 1  # the ranges really went to worker processes
-    head = team.admin.audit_head()[0]
+    head = team.admin.audit.head()[0]
     for target in range(head - 12, head - 6):  # ranges of 3 events at 2 workers: every position in a range
         with team.admin.store.transaction() as s:
             original = {e.seq: (e.at_us, e.hash, e.prev_hash, e.signature) for e in s.scalars(select(m.AuditEvent))}
         _rewrite(team, target, _seeds(team), edit=lambda e, t=target: _backdate(e, t))
-        serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+        serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
         assert (serial.ok, serial.first_bad_seq) == (False, target), serial
         assert parallel == serial and "backdated" in str(serial.problem)
         _rewrite(team, target, _seeds(team), legacy=True)
-        serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+        serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
         assert (serial.ok, serial.first_bad_seq) == (False, target), serial
         assert parallel == serial and "format" in str(serial.problem)
         with team.admin.store.transaction() as s:  # put the chain back for the next position
@@ -324,7 +324,7 @@ def test_parallel_ranges_refuse_a_backdated_or_old_format_event_at_a_range_bound
             head_row = s.get(m.AuditHead, 1)
             assert head_row is not None
             head_row.seq, head_row.hash = head, original[head][1]
-        assert team.admin.verify_audit(workers=2).ok
+        assert team.admin.audit.verify(workers=2).ok
 
 
 def _backdate(e: m.AuditEvent, target: int) -> None:
@@ -339,13 +339,13 @@ def test_an_event_racing_the_removal_of_its_engineer_is_not_written(team):
     if team.url.startswith("sqlite"):
         pytest.skip("SQLite's BEGIN IMMEDIATE serialises whole transactions: no such race")
     alice = team.engineer("alice")
-    head = team.admin.audit_head()[0]
+    head = team.admin.audit.head()[0]
     with pytest.raises(ConcurrentChange), alice.store.transaction() as s:
         alice.trust.my_row(s)  # her certificate checks out…
-        team.admin.remove_engineer("alice")  # …then an admin removes her (its own transaction, committed)
+        team.admin.engineers.remove("alice")  # …then an admin removes her (its own transaction, committed)
         alice.journal.append(s, "client-list", public={"count": 0})
-    assert [e.action for e in team.admin.audit_log() if e.seq > head].count("client-list") == 0
-    assert team.admin.verify_audit().ok
+    assert [e.action for e in team.admin.audit.log() if e.seq > head].count("client-list") == 0
+    assert team.admin.audit.verify().ok
 
 
 def test_a_vault_older_than_its_audit_chain_still_verifies(team):
@@ -354,18 +354,18 @@ def test_a_vault_older_than_its_audit_chain_still_verifies(team):
     so a newer vault cannot be made to look like one); retirements still apply."""
     alice = team.engineer("alice")
     bob = team.engineer("bob")
-    code = team.admin.invite_engineer("carol")  # invited before the chain began
+    code = team.admin.engineers.invite("carol")  # invited before the chain began
     with team.admin.store.transaction() as s:
         s.execute(delete(m.AuditEvent))
         s.execute(delete(m.AuditHead))
-    alice.list_clients()  # event 1: no vault-init before it
-    team.admin.list_engineers()
+    alice.clients.list()  # event 1: no vault-init before it
+    team.admin.engineers.list()
     carol = team.open("carol")
-    team.admin.confirm_engineer("carol", carol.enroll_engineer("carol", code, "pass of carol"))
-    carol.unlock("carol", "pass of carol")
-    carol.list_clients()
+    team.admin.engineers.confirm("carol", carol.engineers.enroll("carol", code, "pass of carol"))
+    carol.engineers.unlock("carol", "pass of carol")
+    carol.clients.list()
     bob_seed, bob_id = bob.keyholder.me().signing_seed, _engineer_id(team, "bob")
-    team.admin.remove_engineer("bob")
-    assert team.admin.verify_audit().ok
+    team.admin.engineers.remove("bob")
+    assert team.admin.audit.verify().ok
     seq = _forge(team, "client-list", engineer_id=bob_id, key_generation=1, seed=bob_seed, public={"count": 0})
     assert "lifetime" in _refused_at(team, seq)

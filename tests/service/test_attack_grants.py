@@ -50,18 +50,18 @@ def _unrevoke(db, *where) -> None:  # type: ignore[no-untyped-def]
 
 
 def _current_version(team, slug: str) -> int:  # type: ignore[no-untyped-def]
-    return max(v for v, state in team.admin.client_key_versions(slug) if state == "active")
+    return max(v for v, state in team.admin.keys.versions(slug) if state == "active")
 
 
 def _cannot_read(vault: Vault, ref: str) -> None:
     with pytest.raises(VaultError):
-        vault.reveal(ref, reason=REASON)
+        vault.checkouts.reveal(ref, reason=REASON)
 
 
 @pytest.fixture
 def acme(team):  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme")
-    team.admin.add_secret("acme/fw01", password="acme-pw")
+    team.admin.clients.add("acme", "Acme")
+    team.admin.secrets.add("acme/fw01", password="acme-pw")
     return team
 
 
@@ -71,53 +71,53 @@ def acme(team):  # type: ignore[no-untyped-def]
 def test_a_revocation_cleared_in_the_database_gets_no_key_at_the_next_rotation(acme, db):
     team = acme
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme")
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
-    team.admin.revoke("alice", "acme")
+    team.admin.grants.grant("alice", "acme")
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    team.admin.grants.revoke("alice", "acme")
     alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
 
     _unrevoke(db, m.Grant.engineer_id == alice_id)  # the attack
-    team.admin.rotate_client("acme")
+    team.admin.keys.rotate_client("acme")
 
     assert _seals(db, alice_id, client_id) == 0  # the new key was not sealed to her
     _cannot_read(team.open("alice"), "acme/fw01")
     fresh = team.open("alice")
-    fresh.unlock("alice", team.passphrases["alice"])
+    fresh.engineers.unlock("alice", team.passphrases["alice"])
     _cannot_read(fresh, "acme/fw01")
-    assert "active" not in {g.state for g in team.admin.list_grants(engineer="alice")}
+    assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}
 
 
 def test_a_superseded_grant_is_not_revived_after_the_newer_one_expires(acme, db):
     team = acme
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme")  # open-ended
-    team.admin.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))  # replaces it
+    team.admin.grants.grant("alice", "acme")  # open-ended
+    team.admin.grants.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))  # replaces it
     alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
     first = db.scalar(select(func.min(m.Grant.id)).where(m.Grant.engineer_id == alice_id))
     team.clock.advance(minutes=6)
 
     _unrevoke(db, m.Grant.id == first)  # the attack: the open-ended grant is back
     with pytest.raises(VaultError):
-        alice.reveal("acme/fw01", reason=REASON)
-    team.admin.rotate_client("acme")
+        alice.checkouts.reveal("acme/fw01", reason=REASON)
+    team.admin.keys.rotate_client("acme")
     assert _seals(db, alice_id, client_id, _current_version(team, "acme")) == 0
     _cannot_read(alice, "acme/fw01")
-    assert "active" not in {g.state for g in team.admin.list_grants(engineer="alice")}
+    assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}
 
 
 def test_deleting_the_newer_grant_does_not_revive_the_older_one_at_rotation(acme, db):
     team = acme
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme")
-    team.admin.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))
     alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
     first, second = sorted(db.all(select(m.Grant.id).where(m.Grant.engineer_id == alice_id)))
     team.clock.advance(minutes=6)
-    team.admin.maintain()  # the sweep: the expired grant's key copies go
+    team.admin.grants.maintain()  # the sweep: the expired grant's key copies go
 
     db.run(delete(m.Grant).where(m.Grant.id == second[0]))  # the attack: the newer entry is gone
     _unrevoke(db, m.Grant.id == first[0])  # and the older one un-revoked
-    team.admin.rotate_client("acme")
+    team.admin.keys.rotate_client("acme")
 
     assert _seals(db, alice_id, client_id) == 0
     _cannot_read(alice, "acme/fw01")
@@ -127,16 +127,16 @@ def test_deleting_the_revoked_grant_and_planting_a_copy_of_an_old_one_gets_no_ke
     """A grant row copied back from an old snapshot (validly signed, unrevoked) after revocation."""
     team = acme
     team.engineer("alice")
-    team.admin.grant("alice", "acme")
+    team.admin.grants.grant("alice", "acme")
     alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
     snapshot = db.all(select(*m.Grant.__table__.columns).where(m.Grant.engineer_id == alice_id))
     assert len(snapshot) == 1
     saved = dict(snapshot[0]._mapping)
-    team.admin.revoke("alice", "acme")
+    team.admin.grants.revoke("alice", "acme")
 
     db.run(delete(m.Grant).where(m.Grant.engineer_id == alice_id))
     db.run(insert(m.Grant).values(**saved))  # the attack: the pre-revocation row is back
-    team.admin.rotate_client("acme")
+    team.admin.keys.rotate_client("acme")
 
     assert _seals(db, alice_id, client_id) == 0
 
@@ -146,31 +146,31 @@ def test_deleting_the_revoked_grant_and_planting_a_copy_of_an_old_one_gets_no_ke
 
 def test_a_leaver_who_deletes_his_grant_rows_still_has_his_clients_rotated(acme, db):
     team = acme
-    team.admin.add_client("globex", "Globex")
+    team.admin.clients.add("globex", "Globex")
     leaver = team.engineer("leaver")
-    team.admin.grant("leaver", "acme")
-    team.admin.grant("leaver", "globex")
-    assert leaver.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    team.admin.grants.grant("leaver", "acme")
+    team.admin.grants.grant("leaver", "globex")
+    assert leaver.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
     leaver_id = _id(db, "leaver")
 
     db.run(delete(m.Grant).where(m.Grant.engineer_id == leaver_id))  # the attack
-    _, rotations = team.admin.remove_engineer("leaver")
+    _, rotations = team.admin.engineers.remove("leaver")
 
     assert sorted(r.client for r in rotations) == ["acme", "globex"]
     assert _current_version(team, "acme") == 2 and _current_version(team, "globex") == 2
-    assert [(r.client, r.secret) for r in team.admin.report_at_risk("leaver")] == [("acme", "fw01")]
+    assert [(r.client, r.secret) for r in team.admin.reports.at_risk("leaver")] == [("acme", "fw01")]
 
 
 def test_a_leaver_who_backdates_his_revocation_still_has_the_client_rotated(acme, db):
     team = acme
     team.engineer("leaver")
-    team.admin.grant("leaver", "acme")
+    team.admin.grants.grant("leaver", "acme")
     leaver_id = _id(db, "leaver")
     team.clock.advance(minutes=6)
     long_ago = team.clock() - dt.timedelta(days=3650)
 
     db.run(update(m.Grant).where(m.Grant.engineer_id == leaver_id).values(revoked_at=long_ago))  # the attack
-    _, rotations = team.admin.remove_engineer("leaver")
+    _, rotations = team.admin.engineers.remove("leaver")
 
     assert [r.client for r in rotations] == ["acme"]
 
@@ -178,14 +178,14 @@ def test_a_leaver_who_backdates_his_revocation_still_has_the_client_rotated(acme
 def test_a_client_rotated_after_the_revocation_is_not_rotated_again_at_removal(acme):
     """The audit log proves the leaver's access ended before the current key: no rotation needed."""
     team = acme
-    team.admin.add_client("globex", "Globex")
+    team.admin.clients.add("globex", "Globex")
     team.engineer("leaver")
-    team.admin.grant("leaver", "acme")
-    team.admin.grant("leaver", "globex")
-    team.admin.revoke("leaver", "acme")
-    team.admin.rotate_client("acme")
+    team.admin.grants.grant("leaver", "acme")
+    team.admin.grants.grant("leaver", "globex")
+    team.admin.grants.revoke("leaver", "acme")
+    team.admin.keys.rotate_client("acme")
 
-    _, rotations = team.admin.remove_engineer("leaver")
+    _, rotations = team.admin.engineers.remove("leaver")
 
     assert [r.client for r in rotations] == ["globex"]
 
@@ -193,19 +193,19 @@ def test_a_client_rotated_after_the_revocation_is_not_rotated_again_at_removal(a
 def test_one_bad_grant_row_does_not_block_rotate_client_and_loses_its_seals(acme, db):
     team = acme
     alice, bob = team.engineer("alice"), team.engineer("bob")
-    team.admin.grant("alice", "acme")
-    team.admin.grant("bob", "acme")
-    assert bob.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.grant("bob", "acme")
+    assert bob.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
     alice_id, bob_id, client_id = _id(db, "alice"), _id(db, "bob"), _client_id(team, "acme")
 
     db.run(update(m.Grant).where(m.Grant.engineer_id == bob_id).values(until=None, signature=b"\0" * 64))  # bad row
-    info = team.admin.rotate_client("acme")
+    info = team.admin.keys.rotate_client("acme")
 
     assert info.state == "done" and _current_version(team, "acme") == 2
     assert _seals(db, alice_id, client_id, 2) == 1  # the good grantee got the new key
     assert _seals(db, bob_id, client_id) == 0  # the bad row's copies are gone
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
-    refused = [e for e in team.admin.audit_log(client="acme") if e.action == "grant-refused"]
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    refused = [e for e in team.admin.audit.log(client="acme") if e.action == "grant-refused"]
     assert refused and refused[-1].details is not None and refused[-1].details.get("engineer") == "bob"
 
 
@@ -213,14 +213,14 @@ def test_one_bad_grant_row_does_not_block_engineer_remove(acme, db):
     team = acme
     team.engineer("alice")
     team.engineer("bob")
-    team.admin.grant("alice", "acme")
-    team.admin.grant("bob", "acme")
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.grant("bob", "acme")
     bob_id = _id(db, "bob")
     db.run(update(m.Grant).where(m.Grant.engineer_id == bob_id).values(signature=b"\0" * 64))
 
-    _, rotations = team.admin.remove_engineer("alice")  # another engineer's bad row
+    _, rotations = team.admin.engineers.remove("alice")  # another engineer's bad row
     assert [r.client for r in rotations] == ["acme"]
-    _, rotations = team.admin.remove_engineer("bob")  # the bad row is the leaver's own
+    _, rotations = team.admin.engineers.remove("bob")  # the bad row is the leaver's own
     assert [r.client for r in rotations] == ["acme"]
     assert _current_version(team, "acme") == 3
 
@@ -228,19 +228,19 @@ def test_one_bad_grant_row_does_not_block_engineer_remove(acme, db):
 def test_a_leaver_who_deletes_his_reveal_events_makes_the_at_risk_report_fail_loudly(acme, db):
     team = acme
     leaver = team.engineer("leaver")
-    team.admin.grant("leaver", "acme")
-    leaver.reveal("acme/fw01", reason=REASON)
-    team.admin.add_secret("acme/other", password="x")  # an event after the reveal
+    team.admin.grants.grant("leaver", "acme")
+    leaver.checkouts.reveal("acme/fw01", reason=REASON)
+    team.admin.secrets.add("acme/other", password="x")  # an event after the reveal
     leaver_id = _id(db, "leaver")
 
     reveals = m.AuditEvent.action.in_(["reveal", "checkout"])
     db.run(delete(m.AuditEvent).where(m.AuditEvent.engineer_id == leaver_id, reveals))
     with pytest.raises(IntegrityError):
-        team.admin.report_at_risk("leaver")
+        team.admin.reports.at_risk("leaver")
     with pytest.raises(IntegrityError):
-        team.admin.remove_engineer("leaver")  # the removal itself is done, the report refuses
+        team.admin.engineers.remove("leaver")  # the removal itself is done, the report refuses
     assert _current_version(team, "acme") == 2
-    assert "disabled" in {e.status for e in team.admin.list_engineers() if e.name == "leaver"}
+    assert "disabled" in {e.status for e in team.admin.engineers.list() if e.name == "leaver"}
 
 
 # -- rows from before the ledger (revision 0006) ---------------------------------------------------
@@ -274,42 +274,42 @@ def _as_before_the_ledger(team) -> None:  # type: ignore[no-untyped-def]
 def test_grants_from_before_the_ledger_keep_working_and_old_revocations_stay(acme, db):
     team = acme
     alice, bob = team.engineer("alice"), team.engineer("bob")
-    team.admin.grant("alice", "acme")
-    team.admin.grant("bob", "acme")
-    team.admin.revoke("bob", "acme")
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.grant("bob", "acme")
+    team.admin.grants.revoke("bob", "acme")
     _as_before_the_ledger(team)
     assert db.scalar(select(func.count()).select_from(m.Grant).where(m.Grant.seq.is_not(None))) == 0
     alice_id, bob_id, client_id = _id(db, "alice"), _id(db, "bob"), _client_id(team, "acme")
 
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"  # an old live grant still works
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"  # an old live grant still works
     _cannot_read(bob, "acme/fw01")  # an old revocation (no signature) still holds
-    assert {(g.engineer, g.state) for g in team.admin.list_grants()} == {("alice", "active"), ("bob", "revoked")}
+    assert {(g.engineer, g.state) for g in team.admin.grants.list()} == {("alice", "active"), ("bob", "revoked")}
 
     _unrevoke(db, m.Grant.engineer_id == bob_id)  # the attack on an old row
-    team.admin.rotate_client("acme")
+    team.admin.keys.rotate_client("acme")
     assert _seals(db, alice_id, client_id, 2) == 1 and _seals(db, bob_id, client_id) == 0
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
 
-    team.admin.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))  # a ledger entry replaces it
-    states = sorted((g.state, g.until is None) for g in team.admin.list_grants(engineer="alice"))
+    team.admin.grants.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=5))  # a ledger entry replaces it
+    states = sorted((g.state, g.until is None) for g in team.admin.grants.list(engineer="alice"))
     assert states == [("active", False), ("revoked", True)]
     team.clock.advance(minutes=6)
     _unrevoke(db, m.Grant.engineer_id == alice_id, m.Grant.seq.is_(None))  # revive the old open-ended one
     with pytest.raises(VaultError):
-        alice.reveal("acme/fw01", reason=REASON)
+        alice.checkouts.reveal("acme/fw01", reason=REASON)
 
 
 def test_only_audited_live_heads_are_offered_for_carrying_over_to_new_keys(acme, db):
     """``_grants_to_carry`` is what ``engineer confirm`` re-seals after ``rotate engineer``
     (issue 12, item 1 calls it): a cleared revocation and a deleted newer grant carry nothing."""
     team = acme
-    team.admin.add_client("globex", "Globex")
-    team.admin.add_client("initech", "Initech")
+    team.admin.clients.add("globex", "Globex")
+    team.admin.clients.add("initech", "Initech")
     team.engineer("alice")
     for slug in ("acme", "globex", "initech"):
-        team.admin.grant("alice", slug)
-    team.admin.revoke("alice", "acme")
-    team.admin.grant("alice", "initech", until=team.clock() + dt.timedelta(minutes=5))
+        team.admin.grants.grant("alice", slug)
+    team.admin.grants.revoke("alice", "acme")
+    team.admin.grants.grant("alice", "initech", until=team.clock() + dt.timedelta(minutes=5))
     alice_id = _id(db, "alice")
     acme_id, globex_id, initech_id = (_client_id(team, c) for c in ("acme", "globex", "initech"))
     newest = db.scalar(select(func.max(m.Grant.id)).where(m.Grant.client_id == initech_id))
@@ -330,32 +330,32 @@ def test_only_audited_live_heads_are_offered_for_carrying_over_to_new_keys(acme,
 def test_removal_with_an_audit_log_that_does_not_verify_rotates_every_client(acme, db):
     """When the signed history cannot be trusted, exposure cannot be worked out: rotate all."""
     team = acme
-    team.admin.add_client("globex", "Globex")
+    team.admin.clients.add("globex", "Globex")
     team.engineer("leaver")
-    team.admin.grant("leaver", "acme")
+    team.admin.grants.grant("leaver", "acme")
     first_event = db.scalar(select(func.min(m.AuditEvent.seq)).where(m.AuditEvent.action == "client-create"))
     db.run(update(m.AuditEvent).where(m.AuditEvent.seq == first_event).values(at_us=1))  # any event altered
 
     with pytest.raises(IntegrityError, match="removed"):
-        team.admin.remove_engineer("leaver")
+        team.admin.engineers.remove("leaver")
 
     assert _current_version(team, "acme") == 2 and _current_version(team, "globex") == 2
-    assert {e.name: e.status for e in team.admin.list_engineers()}["leaver"] == "disabled"
+    assert {e.name: e.status for e in team.admin.engineers.list()}["leaver"] == "disabled"
 
 
 def test_a_grant_revoked_by_an_admin_who_left_stays_plainly_revoked(acme, db):
     team = acme
     alice, other = team.engineer("alice"), team.engineer("other-admin", role="admin")
-    other.grant("alice", "acme")
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
-    other.revoke("alice", "acme")
-    team.admin.remove_engineer("other-admin")
+    other.grants.grant("alice", "acme")
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
+    other.grants.revoke("alice", "acme")
+    team.admin.engineers.remove("other-admin")
 
     with pytest.raises(NotFound):
-        alice.reveal("acme/fw01", reason=REASON)
-    assert [g.state for g in team.admin.list_grants(engineer="alice")] == ["revoked"]
-    team.admin.grant("alice", "acme")
-    assert alice.reveal("acme/fw01", reason=REASON) == "acme-pw"
+        alice.checkouts.reveal("acme/fw01", reason=REASON)
+    assert [g.state for g in team.admin.grants.list(engineer="alice")] == ["revoked"]
+    team.admin.grants.grant("alice", "acme")
+    assert alice.checkouts.reveal("acme/fw01", reason=REASON) == "acme-pw"
 
 
 def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_last_word(acme, db):
@@ -367,9 +367,9 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
     carol = team.engineer("carol", role="admin")
     carol_seed, carol_id = carol.keyholder.me().signing_seed, _id(db, "carol")
     team.engineer("alice")
-    team.admin.grant("alice", "acme")
-    team.admin.revoke("alice", "acme")
-    team.admin.remove_engineer("carol")
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.revoke("alice", "acme")
+    team.admin.engineers.remove("carol")
     acme_id = _client_id(team, "acme")
     with team.admin.store.transaction() as s:  # the attack: a forged grant event at the tail
         head = s.get(m.AuditHead, 1)
@@ -390,7 +390,7 @@ def test_a_grant_event_signed_by_a_removed_admin_after_removal_is_not_the_logs_l
         )
         s.add(m.AuditEvent(**values))
         head.seq, head.hash = values["seq"], values["hash"]
-    assert not team.admin.verify_audit().ok  # the full verification refuses it
+    assert not team.admin.audit.verify().ok  # the full verification refuses it
 
     with team.admin.store.transaction() as s:
         history = team.admin.ledger.grant_history(s, [acme_id])
@@ -405,15 +405,15 @@ def test_a_revocation_cleared_with_its_audit_event_deleted_gets_no_key_at_the_ne
     sequence numbers is a doubt: ``rotate client`` seals nothing to her."""
     team = acme
     team.engineer("alice")
-    team.admin.grant("alice", "acme")
-    team.admin.revoke("alice", "acme")
-    team.admin.list_clients()  # an event after the revocation: it is not the head
+    team.admin.grants.grant("alice", "acme")
+    team.admin.grants.revoke("alice", "acme")
+    team.admin.clients.list()  # an event after the revocation: it is not the head
     alice_id, client_id = _id(db, "alice"), _client_id(team, "acme")
     revoke_seq = db.scalar(select(func.max(m.AuditEvent.seq)).where(m.AuditEvent.action == "revoke"))
 
     _unrevoke(db, m.Grant.engineer_id == alice_id)  # the attack
     db.run(delete(m.AuditEvent).where(m.AuditEvent.seq == revoke_seq))
-    team.admin.rotate_client("acme")
+    team.admin.keys.rotate_client("acme")
 
     assert _seals(db, alice_id, client_id) == 0  # the new key was not sealed to her
-    assert "active" not in {g.state for g in team.admin.list_grants(engineer="alice")}
+    assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}

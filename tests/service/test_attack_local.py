@@ -51,69 +51,69 @@ def _entry(backend: MemoryKeyring) -> tuple[str, str]:
 
 
 def test_an_edited_session_expiry_is_refused(team, memory_keyring: MemoryKeyring) -> None:
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
     key = _entry(memory_keyring)
     entry = json.loads(memory_keyring.items[key])
     entry["expires_at"] = int(entry["expires_at"]) + 86_400  # a day more, written by the attacker
     memory_keyring.items[key] = json.dumps(entry)
     team.clock.advance(hours=1)  # past the real expiry, well inside the forged one
     with pytest.raises(Locked):
-        _keyring_vault(team).whoami()
+        _keyring_vault(team).engineers.whoami()
     assert key not in memory_keyring.items  # the altered entry is gone
 
 
 def test_a_copy_of_the_keyring_entry_taken_before_lock_opens_nothing(team, memory_keyring: MemoryKeyring) -> None:
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS)
     key = _entry(memory_keyring)
     stolen = memory_keyring.items[key]
-    assert _keyring_vault(team).lock() is True
+    assert _keyring_vault(team).engineers.lock() is True
     memory_keyring.items[key] = stolen  # put back after lock
     with pytest.raises(Locked):
-        _keyring_vault(team).whoami()
+        _keyring_vault(team).engineers.whoami()
     # not after the next unlock either: that one has a new secret
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS)
     memory_keyring.items[key] = stolen
     with pytest.raises(Locked):
-        _keyring_vault(team).whoami()
+        _keyring_vault(team).engineers.whoami()
 
 
 def test_the_keyring_entry_holds_no_key_in_the_clear(team, memory_keyring: MemoryKeyring) -> None:
     vault = _keyring_vault(team)
-    vault.unlock(ADMIN, ADMIN_PASS)
+    vault.engineers.unlock(ADMIN, ADMIN_PASS)
     me = vault.keyholder.me()
     text = memory_keyring.items[_entry(memory_keyring)]
     for raw in (me.sealing_private, me.signing_seed):
         assert raw.hex() not in text and __import__("base64").b64encode(raw).decode() not in text
-    assert vault.whoami().engineer == ADMIN  # and the honest user still works from it
+    assert vault.engineers.whoami().engineer == ADMIN  # and the honest user still works from it
 
 
 def test_a_session_in_the_clear_from_an_older_version_is_removed_unread(team, memory_keyring: MemoryKeyring) -> None:
     vault = _keyring_vault(team)
-    vault.unlock(ADMIN, ADMIN_PASS)
+    vault.engineers.unlock(ADMIN, ADMIN_PASS)
     key = _entry(memory_keyring)
     memory_keyring.items[key] = vault.keyholder.me().to_text()  # the v1 entry: the keys in the clear
     with pytest.raises(Locked) as caught:
-        _keyring_vault(team).whoami()
+        _keyring_vault(team).engineers.whoami()
     assert "does not open" in str(caught.value) and key not in memory_keyring.items
 
 
 def test_an_expired_session_is_refused_and_removed_with_its_key_file(
     team, memory_keyring: MemoryKeyring, tmp_path: Path
 ) -> None:
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
     key_files = list((tmp_path / "home" / "run").glob("session-*.key"))
     assert len(key_files) == 1 and (key_files[0].stat().st_mode & 0o777) == 0o600
     team.clock.advance(minutes=16)
     with pytest.raises(SessionExpired):
-        _keyring_vault(team).whoami()
+        _keyring_vault(team).engineers.whoami()
     assert memory_keyring.items == {} and not key_files[0].exists()
 
 
 def test_lock_removes_the_key_file(team, memory_keyring: MemoryKeyring, tmp_path: Path) -> None:
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS)
     run = tmp_path / "home" / "run"
     assert list(run.glob("session-*.key"))
-    assert _keyring_vault(team).lock() is True
+    assert _keyring_vault(team).engineers.lock() is True
     assert not list(run.glob("session-*.key")) and memory_keyring.items == {}
     assert os.stat(run).st_mode & 0o777 == 0o700
 
@@ -122,13 +122,13 @@ def test_an_unlock_over_a_session_left_behind_removes_its_secret_file(
     team, memory_keyring: MemoryKeyring, tmp_path: Path
 ) -> None:
     run = tmp_path / "home" / "run"
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS, ttl=dt.timedelta(minutes=15))
     (first,) = run.glob("session-*.key")
     team.clock.advance(minutes=16)  # expired, never read again: left behind
-    _keyring_vault(team).unlock(ADMIN, ADMIN_PASS)
+    _keyring_vault(team).engineers.unlock(ADMIN, ADMIN_PASS)
     (second,) = run.glob("session-*.key")
     assert second != first and not first.exists()
-    assert _keyring_vault(team).whoami().engineer == ADMIN
+    assert _keyring_vault(team).engineers.whoami().engineer == ADMIN
 
 
 def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
@@ -138,7 +138,7 @@ def test_two_unlocks_racing_leave_a_working_session_and_lock_ends_both(
     directory): whichever keyring entry is written last must open, and neither shell may
     be told its session was altered nor log the other out."""
     vault = _keyring_vault(team)
-    vault.unlock(ADMIN, ADMIN_PASS)
+    vault.engineers.unlock(ADMIN, ADMIN_PASS)
     session = vault.keyholder.me()
     vid = session.vault_id
     text = session.to_text()
@@ -235,10 +235,10 @@ def test_a_new_embedded_vault_its_wal_backups_and_exports_are_private(tmp_path: 
     folder = tmp_path / "data" / "credvault"
     vault, _ = Vault.create(f"sqlite:///{folder / 'vault.db'}", admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FAST_KDF)
     try:
-        vault.unlock(ADMIN, ADMIN_PASS)
-        vault.add_client("acme", "Acme Ltd")
-        vault.create_backup(tmp_path / "vault.cvbk")
-        vault.export_backup_keys(tmp_path / "keys.json")
+        vault.engineers.unlock(ADMIN, ADMIN_PASS)
+        vault.clients.add("acme", "Acme Ltd")
+        vault.backups.create(tmp_path / "vault.cvbk")
+        vault.backups.export_keys(tmp_path / "keys.json")
         written = [folder / "vault.db", *folder.glob("vault.db-*"), tmp_path / "vault.cvbk", tmp_path / "keys.json"]
         assert (folder / "vault.db-wal").exists()
         for path in written:

@@ -77,7 +77,7 @@ def test_grant_on_swapped_slug_tags_is_refused(shared: Any) -> None:
     alice = shared.engineer("alice")
     alice_id = db.engineer_id(alice.engineer_name)
     with swapped(db, m.Client.slug_tag, m.Client.id, mine_id, victim_id), pytest.raises(LookupMismatch):
-        admin.grant(alice.engineer_name, mine)  # the admin means "mine"; the row found is the victim's
+        admin.grants.grant(alice.engineer_name, mine)  # the admin means "mine"; the row found is the victim's
     assert count(db, m.Grant, m.Grant.engineer_id == alice_id) == 0
     assert (
         count(
@@ -85,42 +85,42 @@ def test_grant_on_swapped_slug_tags_is_refused(shared: Any) -> None:
         )
         == 0
     )
-    admin.grant(alice.engineer_name, mine)  # the tags back in place: the grant goes where it was meant
-    assert [g.client for g in admin.list_grants(engineer=alice.engineer_name)] == [mine]
+    admin.grants.grant(alice.engineer_name, mine)  # the tags back in place: the grant goes where it was meant
+    assert [g.client for g in admin.grants.list(engineer=alice.engineer_name)] == [mine]
 
 
 def test_secret_add_on_swapped_slug_tags_is_refused(shared: Any) -> None:
     admin, db = shared.admin, shared.db
     mine, mine_id, victim, victim_id = two_clients(shared)
     alice = shared.engineer("alice")
-    admin.grant(alice.engineer_name, mine)  # alice reads "mine"; the new secret is for the victim
+    admin.grants.grant(alice.engineer_name, mine)  # alice reads "mine"; the new secret is for the victim
     with swapped(db, m.Client.slug_tag, m.Client.id, mine_id, victim_id), pytest.raises(LookupMismatch):
-        admin.add_secret(f"{victim}/vpn", password="victim-vpn-Pw-1")
+        admin.secrets.add(f"{victim}/vpn", password="victim-vpn-Pw-1")
     assert count(db, m.Secret, m.Secret.client_id.in_([mine_id, victim_id])) == 0
-    assert [s.name for s in fresh(alice).list_secrets(mine)] == []
+    assert [s.name for s in fresh(alice).secrets.list(mine)] == []
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["general-path", "fast-path"])
 def test_admin_checkout_on_swapped_slug_tags_is_refused(shared: Any, warm: bool) -> None:
     db = shared.db
     mine, mine_id, victim, victim_id = two_clients(shared)
-    shared.admin.add_secret(f"{mine}/fw", password="mine-fw-Pw-1")
-    shared.admin.add_secret(f"{victim}/fw", password="victim-fw-Pw-1")
+    shared.admin.secrets.add(f"{mine}/fw", password="mine-fw-Pw-1")
+    shared.admin.secrets.add(f"{victim}/fw", password="victim-fw-Pw-1")
     admin = fresh(shared.admin)
     if warm:  # the admin's Vault has checked this secret out before: the one-statement fast path
-        assert admin.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
+        assert admin.checkouts.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
     before = (events(db, "checkout"), count(db, m.Checkout))
     with swapped(db, m.Client.slug_tag, m.Client.id, mine_id, victim_id), pytest.raises(LookupMismatch):
-        admin.checkout(f"{mine}/fw", reason=REASON)
+        admin.checkouts.checkout(f"{mine}/fw", reason=REASON)
     assert (events(db, "checkout"), count(db, m.Checkout)) == before
-    assert admin.checkout(f"{mine}/fw", reason=REASON).value == "mine-fw-Pw-1"
+    assert admin.checkouts.checkout(f"{mine}/fw", reason=REASON).value == "mine-fw-Pw-1"
 
 
 def _client_with_two_secrets(shared: Any) -> tuple[str, int, int]:
     c = shared.client("acme")
     cid = shared.db.newest_client_id()
-    shared.admin.add_secret(f"{c}/one", password="one-Pw-1", username="user-one")
-    shared.admin.add_secret(f"{c}/two", password="two-Pw-2", username="user-two")
+    shared.admin.secrets.add(f"{c}/one", password="one-Pw-1", username="user-one")
+    shared.admin.secrets.add(f"{c}/two", password="two-Pw-2", username="user-two")
     one, two = shared.db.secret_ids(cid)
     return c, one, two
 
@@ -134,18 +134,18 @@ def test_checkout_on_swapped_name_tags_is_refused(shared: Any, role: str, warm: 
         who = fresh(shared.admin)
     else:
         who = shared.engineer("bob")
-        shared.admin.grant(who.engineer_name, c)
+        shared.admin.grants.grant(who.engineer_name, c)
         who = fresh(who)
     if warm:
-        assert who.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
+        assert who.checkouts.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
     before = (events(db, "checkout"), events(db, "reveal"), count(db, m.Checkout))
     with swapped(db, m.Secret.name_tag, m.Secret.id, one, two):
         with pytest.raises(LookupMismatch):
-            who.checkout(f"{c}/one", reason=REASON)
+            who.checkouts.checkout(f"{c}/one", reason=REASON)
         with pytest.raises(LookupMismatch):
-            who.reveal(f"{c}/one", "username", reason=REASON)
+            who.checkouts.reveal(f"{c}/one", "username", reason=REASON)
     assert (events(db, "checkout"), events(db, "reveal"), count(db, m.Checkout)) == before
-    assert who.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
+    assert who.checkouts.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
 
 
 def test_secret_update_and_show_on_swapped_name_tags_are_refused(shared: Any) -> None:
@@ -153,26 +153,26 @@ def test_secret_update_and_show_on_swapped_name_tags_are_refused(shared: Any) ->
     c, one, two = _client_with_two_secrets(shared)
     with swapped(db, m.Secret.name_tag, m.Secret.id, one, two):
         with pytest.raises(LookupMismatch):
-            admin.update_secret(f"{c}/one", password="written-to-the-wrong-secret")
+            admin.secrets.update(f"{c}/one", password="written-to-the-wrong-secret")
         with pytest.raises(LookupMismatch):
-            admin.show_secret(f"{c}/one")
+            admin.secrets.show(f"{c}/one")
     assert count(db, m.SecretVersion, m.SecretVersion.secret_id.in_([one, two])) == 2
-    assert admin.reveal(f"{c}/two", reason=REASON) == "two-Pw-2"
+    assert admin.checkouts.reveal(f"{c}/two", reason=REASON) == "two-Pw-2"
 
 
 def test_purge_client_on_swapped_slug_tags_is_refused(shared: Any) -> None:
     db = shared.db
     keep, keep_id, gone, gone_id = two_clients(shared)
-    shared.admin.add_secret(f"{keep}/fw", password="keep-fw-Pw-1")
+    shared.admin.secrets.add(f"{keep}/fw", password="keep-fw-Pw-1")
     admin = fresh(shared.admin)
     with swapped(db, m.Client.slug_tag, m.Client.id, keep_id, gone_id):
         with pytest.raises(LookupMismatch):
-            admin.purge_preview(gone)
+            admin.purge.preview(gone)
         with pytest.raises(LookupMismatch):
-            admin.purge_client(gone, request="DSR-5")
+            admin.purge.client(gone, request="DSR-5")
     assert count(db, m.Client, m.Client.id.in_([keep_id, gone_id])) == 2
     assert count(db, m.PurgeReceipt, m.PurgeReceipt.client_id.in_([keep_id, gone_id])) == 0
-    assert admin.reveal(f"{keep}/fw", reason=REASON) == "keep-fw-Pw-1"
+    assert admin.checkouts.reveal(f"{keep}/fw", reason=REASON) == "keep-fw-Pw-1"
 
 
 def test_purge_secret_on_swapped_name_tags_is_refused(shared: Any) -> None:
@@ -180,9 +180,9 @@ def test_purge_secret_on_swapped_name_tags_is_refused(shared: Any) -> None:
     c, one, two = _client_with_two_secrets(shared)
     admin = fresh(shared.admin)
     with swapped(db, m.Secret.name_tag, m.Secret.id, one, two), pytest.raises(LookupMismatch):
-        admin.purge_secret(f"{c}/two", request="DSR-5b")
+        admin.purge.secret(f"{c}/two", request="DSR-5b")
     assert count(db, m.Secret, m.Secret.id.in_([one, two])) == 2
-    assert admin.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
+    assert admin.checkouts.reveal(f"{c}/one", reason=REASON) == "one-Pw-1"
 
 
 def test_a_lookup_mismatch_is_an_integrity_error() -> None:
@@ -196,14 +196,14 @@ def test_a_lookup_mismatch_is_an_integrity_error() -> None:
 @pytest.mark.parametrize("warm", [False, True], ids=["general-path", "fast-path"])
 def test_an_engineer_s_stale_slug_cache_does_not_redirect(shared: Any, warm: bool) -> None:
     mine, mine_id, victim, victim_id = two_clients(shared)
-    shared.admin.add_secret(f"{mine}/fw", password="mine-fw-Pw-1")
-    shared.admin.add_secret(f"{victim}/fw", password="victim-fw-Pw-1")
+    shared.admin.secrets.add(f"{mine}/fw", password="mine-fw-Pw-1")
+    shared.admin.secrets.add(f"{victim}/fw", password="victim-fw-Pw-1")
     carol = shared.engineer("carol")
-    shared.admin.grant(carol.engineer_name, mine)
-    shared.admin.grant(carol.engineer_name, victim)
+    shared.admin.grants.grant(carol.engineer_name, mine)
+    shared.admin.grants.grant(carol.engineer_name, victim)
     carol = fresh(carol)
     if warm:
-        assert carol.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
+        assert carol.checkouts.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
     carol.keyholder.slugs[mine] = victim_id  # a cache entry naming another row (as an id reused after a purge would)
-    assert carol.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
+    assert carol.checkouts.reveal(f"{mine}/fw", reason=REASON) == "mine-fw-Pw-1"
     assert carol.keyholder.slugs[mine] == mine_id

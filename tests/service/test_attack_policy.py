@@ -28,10 +28,10 @@ def acme(shared):  # type: ignore[no-untyped-def]
     """A fresh client with one secret, two engineers holding grants, and handles to it all."""
     slug = shared.client()
     ref = f"{slug}/fw01"
-    shared.admin.add_secret(ref, password="pw-1", kind="equipment")
+    shared.admin.secrets.add(ref, password="pw-1", kind="equipment")
     alice, mallory = shared.engineer("alice"), shared.engineer("mallory")
     for vault in (alice, mallory):
-        shared.admin.grant(vault.engineer_name, slug)
+        shared.admin.grants.grant(vault.engineer_name, slug)
     client_id = shared.db.newest_client_id()
     return shared, slug, ref, client_id, alice, mallory
 
@@ -58,30 +58,30 @@ def _open_holds(shared, secret_id: int) -> list[Any]:  # type: ignore[no-untyped
 def test_switching_off_reason_required_in_the_row_does_not_waive_the_reason(acme, warm):
     shared, _slug, ref, client_id, _alice, mallory = acme
     if warm:  # the checkout's one-statement path is used from the second checkout on
-        mallory.checkout(ref, reason=REASON, hold=False)
+        mallory.checkouts.checkout(ref, reason=REASON, hold=False)
     _set_policy_row(shared, client_id, reason_required=False)
     with pytest.raises(InvalidInput, match="requires a reason"):
-        mallory.checkout(ref, hold=False)
+        mallory.checkouts.checkout(ref, hold=False)
 
 
 def test_switching_off_exclusivity_in_the_rows_does_not_let_a_second_engineer_in(acme):
     shared, slug, ref, client_id, alice, mallory = acme
-    shared.admin.set_policy(slug, exclusive=True)
-    alice.checkout(ref, reason=REASON)
+    shared.admin.policies.set(slug, exclusive=True)
+    alice.checkouts.checkout(ref, reason=REASON)
     secret_id = shared.db.secret_ids(client_id)[0]
     _set_policy_row(shared, client_id, exclusive=False)
     shared.db.run(update(m.Checkout).where(m.Checkout.secret_id == secret_id).values(exclusive=False))
     with pytest.raises(CheckoutConflict, match="alice"):
-        mallory.checkout(ref, reason=REASON)
+        mallory.checkouts.checkout(ref, reason=REASON)
     with pytest.raises(CheckoutConflict):
-        mallory.update_secret(ref, note="mine now")
+        mallory.secrets.update(ref, note="mine now")
 
 
 def test_switching_off_rotate_after_checkout_still_flags_the_password(acme):
     shared, slug, ref, client_id, _alice, mallory = acme
-    shared.admin.set_policy(slug, rotate_after_checkout=True)
+    shared.admin.policies.set(slug, rotate_after_checkout=True)
     _set_policy_row(shared, client_id, rotate_after_checkout=False)
-    assert mallory.checkout(ref, reason=REASON, hold=False).must_change
+    assert mallory.checkouts.checkout(ref, reason=REASON, hold=False).must_change
 
 
 def test_a_policy_signed_by_an_engineer_is_not_an_admins(acme):
@@ -103,14 +103,14 @@ def test_a_policy_signed_by_an_engineer_is_not_an_admins(acme):
         signature=mallory.keyholder.my_signing_key().sign(LABEL_SIG_POLICY, *fields),
     )
     with pytest.raises(InvalidInput, match="requires a reason"):
-        mallory.checkout(ref, hold=False)
-    assert shared.admin.get_policy(_slug).signed is False
+        mallory.checkouts.checkout(ref, hold=False)
+    assert shared.admin.policies.get(_slug).signed is False
 
 
 def test_an_admins_relaxed_policy_copied_to_another_client_does_not_apply(acme):
     shared, _slug, ref, client_id, _alice, mallory = acme
     lax = shared.client("lax")
-    shared.admin.set_policy(lax, reason_required=False)
+    shared.admin.policies.set(lax, reason_required=False)
     lax_row = _policy_row(shared, shared.db.newest_client_id())
     _set_policy_row(
         shared,
@@ -118,44 +118,44 @@ def test_an_admins_relaxed_policy_copied_to_another_client_does_not_apply(acme):
         **{k: lax_row[k] for k in ("reason_required", "signed_by", "signed_at", "signature")},
     )
     with pytest.raises(InvalidInput, match="requires a reason"):
-        mallory.checkout(ref, hold=False)
+        mallory.checkouts.checkout(ref, hold=False)
 
 
 def test_a_deleted_policy_row_reads_as_the_strict_policy(acme):
     shared, slug, ref, client_id, alice, mallory = acme
-    shared.admin.set_policy(slug, exclusive=True)
+    shared.admin.policies.set(slug, exclusive=True)
     shared.db.run(m.ClientPolicy.__table__.delete().where(m.ClientPolicy.client_id == client_id))
-    alice.checkout(ref, reason=REASON)
+    alice.checkouts.checkout(ref, reason=REASON)
     with pytest.raises(CheckoutConflict):
-        mallory.checkout(ref, reason=REASON)
-    info = shared.admin.get_policy(slug)
+        mallory.checkouts.checkout(ref, reason=REASON)
+    info = shared.admin.policies.get(slug)
     assert (info.reason_required, info.exclusive, info.rotate_after_checkout, info.signed) == (True, True, True, False)
 
 
 def test_an_admin_re_signs_an_unverified_policy_starting_from_the_strict_one(acme):
     shared, slug, ref, client_id, _alice, mallory = acme
     _set_policy_row(shared, client_id, signature=None, reason_required=False)
-    info = shared.admin.set_policy(slug, exclusive=False, rotate_after_checkout=False)
+    info = shared.admin.policies.set(slug, exclusive=False, rotate_after_checkout=False)
     assert (info.reason_required, info.exclusive, info.rotate_after_checkout, info.signed) == (True, False, False, True)
-    assert shared.admin.get_policy(slug) == info
+    assert shared.admin.policies.get(slug) == info
     with pytest.raises(InvalidInput, match="requires a reason"):
-        mallory.checkout(ref, hold=False)
-    shared.admin.set_policy(slug, reason_required=False)
-    assert mallory.checkout(ref, hold=False).value == "pw-1"  # an admin's relaxation applies
+        mallory.checkouts.checkout(ref, hold=False)
+    shared.admin.policies.set(slug, reason_required=False)
+    assert mallory.checkouts.checkout(ref, hold=False).value == "pw-1"  # an admin's relaxation applies
 
 
 def test_a_policy_and_settings_signed_by_a_removed_admin_are_adopted_by_the_remover(acme):
     shared, slug, ref, _client_id, _alice, mallory = acme
     other = shared.engineer("admin", role="admin")
-    other.set_policy(slug, reason_required=False)
-    other.set_retention(12)
-    shared.admin.remove_engineer(other.engineer_name)
-    assert shared.admin.get_policy(slug).signed
+    other.policies.set(slug, reason_required=False)
+    other.keys.set_retention(12)
+    shared.admin.engineers.remove(other.engineer_name)
+    assert shared.admin.policies.get(slug).signed
     with shared.admin.store.transaction() as s:
         assert (shared.admin.policy_check.settings_signed(s), shared.admin.policy_check.retention(s)) == (True, 12)
-    shared.admin.set_retention(10)
-    mallory.unlock(mallory.engineer_name, shared.passphrases[mallory.engineer_name])  # keys rotated
-    assert mallory.checkout(ref, hold=False).value == "pw-1"
+    shared.admin.keys.set_retention(10)
+    mallory.engineers.unlock(mallory.engineer_name, shared.passphrases[mallory.engineer_name])  # keys rotated
+    assert mallory.checkouts.checkout(ref, hold=False).value == "pw-1"
 
 
 class _Row:
@@ -187,31 +187,31 @@ def test_a_planted_exclusive_hold_blocks_nobody(acme):
     head = shared.db.scalar(select(m.AuditHead.seq))
     _plant(shared, secret_id, client_id, shared.db.engineer_id(mallory.engineer_name), head)
     _plant(shared, secret_id, client_id, shared.db.engineer_id(alice.engineer_name), 10**9)
-    assert alice.checkout(ref, reason=REASON).value == "pw-1"
-    assert shared.admin.checkout(ref, reason=REASON).value == "pw-1"
-    assert shared.admin.update_secret(ref, note="still ours").version == 2
+    assert alice.checkouts.checkout(ref, reason=REASON).value == "pw-1"
+    assert shared.admin.checkouts.checkout(ref, reason=REASON).value == "pw-1"
+    assert shared.admin.secrets.update(ref, note="still ours").version == 2
 
 
 def test_a_hold_made_exclusive_after_a_shared_checkout_blocks_nobody(acme):
     shared, _slug, ref, client_id, alice, mallory = acme
-    mallory.checkout(ref, reason=REASON)  # the policy is not exclusive: a shared hold
+    mallory.checkouts.checkout(ref, reason=REASON)  # the policy is not exclusive: a shared hold
     secret_id = shared.db.secret_ids(client_id)[0]
     far = shared.now + dt.timedelta(days=6)
     shared.db.run(update(m.Checkout).where(m.Checkout.secret_id == secret_id).values(exclusive=True))
-    assert alice.checkout(ref, reason=REASON).value == "pw-1"
+    assert alice.checkouts.checkout(ref, reason=REASON).value == "pw-1"
     shared.db.run(update(m.Checkout).where(m.Checkout.secret_id == secret_id).values(expires_at=far))
-    assert shared.admin.update_secret(ref, note="not blocked").version == 2
+    assert shared.admin.secrets.update(ref, note="not blocked").version == 2
 
 
 def test_a_genuine_exclusive_hold_still_blocks_and_its_copy_in_another_name_does_not(acme):
     shared, slug, ref, client_id, alice, mallory = acme
-    shared.admin.set_policy(slug, exclusive=True)
-    mallory.checkout(ref, reason=REASON)
+    shared.admin.policies.set(slug, exclusive=True)
+    mallory.checkouts.checkout(ref, reason=REASON)
     secret_id = shared.db.secret_ids(client_id)[0]
     hold = _open_holds(shared, secret_id)[0]
     with pytest.raises(CheckoutConflict, match="mallory"):
-        alice.checkout(ref, reason=REASON)
-    mallory.checkin(ref)
+        alice.checkouts.checkout(ref, reason=REASON)
+    mallory.checkouts.checkin(ref)
     # Mallory re-plants her released event's hold in Alice's name, to block Alice's colleague.
     _plant(
         shared,
@@ -221,7 +221,7 @@ def test_a_genuine_exclusive_hold_still_blocks_and_its_copy_in_another_name_does
         hold.event_seq,
         expires_at=hold.expires_at,
     )
-    assert shared.admin.checkout(ref, reason=REASON).value == "pw-1"
+    assert shared.admin.checkouts.checkout(ref, reason=REASON).value == "pw-1"
 
 
 def _rehash_in_format_1(shared, start: int, seed: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -244,14 +244,14 @@ def _rehash_in_format_1(shared, start: int, seed: bytes) -> None:  # type: ignor
 
 def test_an_exclusive_hold_taken_before_the_upgrade_to_event_format_2_still_blocks(acme):
     shared, slug, ref, client_id, alice, mallory = acme
-    shared.admin.set_policy(slug, exclusive=True)
-    mallory.checkout(ref, reason=REASON)
+    shared.admin.policies.set(slug, exclusive=True)
+    mallory.checkouts.checkout(ref, reason=REASON)
     hold = _open_holds(shared, shared.db.secret_ids(client_id)[0])[0]
     _rehash_in_format_1(shared, hold.event_seq, mallory.keyholder.me().signing_seed)  # the checkout is the last event
     with pytest.raises(CheckoutConflict, match="mallory"):
-        alice.checkout(ref, reason=REASON)
+        alice.checkouts.checkout(ref, reason=REASON)
     with pytest.raises(CheckoutConflict, match="mallory"):
-        shared.admin.update_secret(ref, note="blocked")
+        shared.admin.secrets.update(ref, note="blocked")
 
 
 # -- vault settings ---------------------------------------------------------------------------
@@ -261,9 +261,9 @@ def test_retention_zero_in_the_row_does_not_destroy_the_password_just_checked_in
     shared, _slug, ref, _client_id, _alice, mallory = acme
     shared.db.run(update(m.VaultInfo).values(retention_versions=0))
     try:
-        mallory.checkout(ref, reason=REASON)
-        mallory.checkin(ref, new_password="pw-new")
-        assert shared.admin.reveal(ref, reason=REASON) == "pw-new"
+        mallory.checkouts.checkout(ref, reason=REASON)
+        mallory.checkouts.checkin(ref, new_password="pw-new")
+        assert shared.admin.checkouts.reveal(ref, reason=REASON) == "pw-new"
     finally:
         shared.db.run(update(m.VaultInfo).values(retention_versions=10))
 
@@ -273,46 +273,46 @@ def test_an_unsigned_lower_retention_keeps_the_default_number_of_versions(acme):
     shared.db.run(update(m.VaultInfo).values(retention_versions=1))
     try:
         for n in range(3):
-            shared.admin.update_secret(ref, note=f"v{n}")
-        assert [v.version for v in shared.admin.secret_history(ref)] == [1, 2, 3, 4]
-        assert shared.admin.reveal(ref, reason=REASON, version=1) == "pw-1"
+            shared.admin.secrets.update(ref, note=f"v{n}")
+        assert [v.version for v in shared.admin.secrets.history(ref)] == [1, 2, 3, 4]
+        assert shared.admin.checkouts.reveal(ref, reason=REASON, version=1) == "pw-1"
     finally:
         shared.db.run(update(m.VaultInfo).values(retention_versions=10))
 
 
 def test_a_signed_retention_applies_and_a_tampered_one_falls_back(team):  # type: ignore[no-untyped-def]
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw", password="p0", kind="equipment")
-    admin.set_retention(2)
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="p0", kind="equipment")
+    admin.keys.set_retention(2)
     for n in range(3):
-        admin.update_secret("acme/fw", note=f"v{n}")
-    assert [v.version for v in admin.secret_history("acme/fw")] == [3, 4]
+        admin.secrets.update("acme/fw", note=f"v{n}")
+    assert [v.version for v in admin.secrets.history("acme/fw")] == [3, 4]
     with admin.store.transaction() as s:
         s.execute(update(m.VaultInfo).values(retention_versions=1))  # the signature no longer matches
     for n in range(3):
-        admin.update_secret("acme/fw", note=f"w{n}")
-    assert [v.version for v in admin.secret_history("acme/fw")] == [3, 4, 5, 6, 7]  # default 10 applies
+        admin.secrets.update("acme/fw", note=f"w{n}")
+    assert [v.version for v in admin.secrets.history("acme/fw")] == [3, 4, 5, 6, 7]  # default 10 applies
 
 
 def test_a_longer_cryptoperiod_in_the_row_does_not_silence_old_key_warnings(team):  # type: ignore[no-untyped-def]
     admin = team.admin
-    admin.set_cryptoperiod(30)
+    admin.keys.set_cryptoperiod(30)
     with admin.store.transaction() as s:
         s.execute(update(m.VaultInfo).values(cryptoperiod_days=3650))
     team.clock.advance(days=400)
-    admin.unlock(admin.engineer_name, team.passphrases[admin.engineer_name])
-    warnings = admin.status().warnings
+    admin.engineers.unlock(admin.engineer_name, team.passphrases[admin.engineer_name])
+    warnings = admin.reports.status().warnings
     assert any("older than 365 days" in w for w in warnings)
 
 
 def test_settings_out_of_range_are_refused_by_the_setters(team):  # type: ignore[no-untyped-def]
     for bad in (0, -1, 1001):
         with pytest.raises(InvalidInput):
-            team.admin.set_retention(bad)
+            team.admin.keys.set_retention(bad)
     for bad in (0, 3651):
         with pytest.raises(InvalidInput):
-            team.admin.set_cryptoperiod(bad)
+            team.admin.keys.set_cryptoperiod(bad)
 
 
 def test_no_hold_no_policy_row_needed_for_an_old_client(acme):
@@ -320,21 +320,21 @@ def test_no_hold_no_policy_row_needed_for_an_old_client(acme):
     shared, _slug, ref, client_id, _alice, mallory = acme
     shared.db.run(m.ClientPolicy.__table__.delete().where(m.ClientPolicy.client_id == client_id))
     with pytest.raises(NotFound):
-        mallory.checkin(ref)
-    revealed = mallory.checkout(ref, reason=REASON)
+        mallory.checkouts.checkin(ref)
+    revealed = mallory.checkouts.checkout(ref, reason=REASON)
     assert revealed.value == "pw-1" and revealed.must_change
 
 
 def test_status_names_a_policy_and_settings_that_do_not_verify(acme):
     shared, slug, _ref, client_id, _alice, _mallory = acme
-    assert not any(slug in w for w in shared.admin.status().warnings)
+    assert not any(slug in w for w in shared.admin.reports.status().warnings)
     _set_policy_row(shared, client_id, exclusive=True)
     shared.db.run(update(m.VaultInfo).values(retention_versions=2))
     try:
-        warnings = shared.admin.status().warnings
+        warnings = shared.admin.reports.status().warnings
         assert any(f"client {slug}: its policy does not verify" in w for w in warnings)
         assert any("the vault settings do not verify, so 10 versions are kept" in w for w in warnings)
     finally:
         shared.db.run(update(m.VaultInfo).values(retention_versions=10))
-    shared.admin.set_policy(slug, exclusive=False, rotate_after_checkout=False)
-    assert not any(slug in w for w in shared.admin.status().warnings)
+    shared.admin.policies.set(slug, exclusive=False, rotate_after_checkout=False)
+    assert not any(slug in w for w in shared.admin.reports.status().warnings)

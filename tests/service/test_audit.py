@@ -109,15 +109,15 @@ def _engineer_id(team, name: str) -> int:  # type: ignore[no-untyped-def]
 
 def _build(team) -> Vault:  # type: ignore[no-untyped-def]
     """A chain of 15 events by several engineers; returns alice's vault."""
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret(REF, password=PW, kind="equipment", username="fw-admin")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add(REF, password=PW, kind="equipment", username="fw-admin")
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme", reason="on call")
+    team.admin.grants.grant("alice", "acme", reason="on call")
     for i in range(3):
-        alice.checkout(REF, reason=f"T-{i} {REASON}")
+        alice.checkouts.checkout(REF, reason=f"T-{i} {REASON}")
     for _ in range(3):
-        alice.show_secret(REF)
-    assert team.admin.audit_head()[0] >= 12
+        alice.secrets.show(REF)
+    assert team.admin.audit.head()[0] >= 12
     return alice
 
 
@@ -129,53 +129,53 @@ def test_every_action_family_appends_its_event(team):
     signed: dict[str, bool] = {}
 
     def expect(actions: list[str], call: Callable[[], Any]) -> Any:
-        head = admin.audit_head()[0]
+        head = admin.audit.head()[0]
         result = call()
         assert _actions_since(team, head) == actions, actions
         for e in _events(team)[head:]:
             signed[e.action] = e.signature is not None
         return result
 
-    expect(["client-create"], lambda: admin.add_client("acme", "Acme Ltd"))
-    expect(["secret-create"], lambda: admin.add_secret(REF, password=PW, username="fw-admin"))
-    code = expect(["engineer-invite"], lambda: admin.invite_engineer("alice"))
+    expect(["client-create"], lambda: admin.clients.add("acme", "Acme Ltd"))
+    expect(["secret-create"], lambda: admin.secrets.add(REF, password=PW, username="fw-admin"))
+    code = expect(["engineer-invite"], lambda: admin.engineers.invite("alice"))
     alice = team.open("alice")
-    fingerprint = expect(["enroll"], lambda: alice.enroll_engineer("alice", code, "alice's passphrase"))
-    expect(["engineer-confirm"], lambda: admin.confirm_engineer("alice", fingerprint))
-    expect(["unlock"], lambda: alice.unlock("alice", "alice's passphrase"))
+    fingerprint = expect(["enroll"], lambda: alice.engineers.enroll("alice", code, "alice's passphrase"))
+    expect(["engineer-confirm"], lambda: admin.engineers.confirm("alice", fingerprint))
+    expect(["unlock"], lambda: alice.engineers.unlock("alice", "alice's passphrase"))
     with pytest.raises(WrongPassphrase):
-        expect(["unlock-failed"], lambda: team.open("alice").unlock("alice", "not alice's passphrase"))
-    assert _actions_since(team, admin.audit_head()[0] - 1) == ["unlock-failed"]  # recorded although it raised
+        expect(["unlock-failed"], lambda: team.open("alice").engineers.unlock("alice", "not alice's passphrase"))
+    assert _actions_since(team, admin.audit.head()[0] - 1) == ["unlock-failed"]  # recorded although it raised
     assert _events(team)[-1].engineer_id == _engineer_id(team, "alice")
     signed["unlock-failed"] = _events(team)[-1].signature is not None
-    expect(["grant"], lambda: admin.grant("alice", "acme", reason="on call"))
-    expect(["client-list"], alice.list_clients)
-    expect(["client-view"], lambda: alice.show_client("acme"))
-    expect(["secret-list"], lambda: alice.list_secrets("acme"))
-    expect(["secret-list"], alice.list_secrets)
-    expect(["secret-view"], lambda: alice.show_secret(REF))
-    expect(["secret-history"], lambda: alice.secret_history(REF))
-    expect(["reveal"], lambda: alice.reveal(REF, reason=REASON))
-    expect(["checkout"], lambda: alice.checkout(REF, reason=REASON))
-    expect(["checkin"], lambda: alice.checkin(REF))
-    expect(["secret-update"], lambda: admin.update_secret(REF, username="fw-root"))
-    expect(["policy-set"], lambda: admin.set_policy("acme", exclusive=True))
-    expect(["report-access"], lambda: admin.report_access("alice"))
-    expect(["revoke"], lambda: admin.revoke("alice", "acme"))
+    expect(["grant"], lambda: admin.grants.grant("alice", "acme", reason="on call"))
+    expect(["client-list"], alice.clients.list)
+    expect(["client-view"], lambda: alice.clients.show("acme"))
+    expect(["secret-list"], lambda: alice.secrets.list("acme"))
+    expect(["secret-list"], alice.secrets.list)
+    expect(["secret-view"], lambda: alice.secrets.show(REF))
+    expect(["secret-history"], lambda: alice.secrets.history(REF))
+    expect(["reveal"], lambda: alice.checkouts.reveal(REF, reason=REASON))
+    expect(["checkout"], lambda: alice.checkouts.checkout(REF, reason=REASON))
+    expect(["checkin"], lambda: alice.checkouts.checkin(REF))
+    expect(["secret-update"], lambda: admin.secrets.update(REF, username="fw-root"))
+    expect(["policy-set"], lambda: admin.policies.set("acme", exclusive=True))
+    expect(["report-access"], lambda: admin.reports.access("alice"))
+    expect(["revoke"], lambda: admin.grants.revoke("alice", "acme"))
 
     for action, is_signed in signed.items():
         assert is_signed == (action not in UNSIGNED_ACTIONS), action
     assert {"enroll", "unlock-failed"} <= set(signed)
-    assert team.admin.verify_audit().ok
+    assert team.admin.audit.verify().ok
 
 
 def test_listing_and_revealing_are_distinct_actions_with_the_field_revealed(team):
     alice = _build(team)
-    head = team.admin.audit_head()[0]
-    alice.list_secrets("acme")
-    alice.reveal(REF, reason=REASON, field="username")
-    alice.checkout(REF, reason=REASON)
-    entries = [e for e in team.admin.audit_log() if e.seq > head]
+    head = team.admin.audit.head()[0]
+    alice.secrets.list("acme")
+    alice.checkouts.reveal(REF, reason=REASON, field="username")
+    alice.checkouts.checkout(REF, reason=REASON)
+    entries = [e for e in team.admin.audit.log() if e.seq > head]
     assert [e.action for e in entries] == ["secret-list", "reveal", "checkout"]
     assert entries[0].details is None  # a listing reveals no field
     assert [e.details["field"] for e in entries[1:] if e.details] == ["username", "password"]
@@ -183,8 +183,8 @@ def test_listing_and_revealing_are_distinct_actions_with_the_field_revealed(team
 
 def test_details_of_client_events_are_encrypted_under_the_client_key(team):
     alice = _build(team)
-    team.admin.grant("alice", "acme", reason="grant-reason-marker")
-    alice.reveal(REF, reason=REASON)
+    team.admin.grants.grant("alice", "acme", reason="grant-reason-marker")
+    alice.checkouts.reveal(REF, reason=REASON)
     client_events = [e for e in _events(team) if e.client_id is not None]
     assert {"client-create", "secret-create", "grant", "checkout", "reveal", "secret-view"} <= {
         e.action for e in client_events
@@ -197,7 +197,7 @@ def test_details_of_client_events_are_encrypted_under_the_client_key(team):
     for e in _events(team):  # nowhere in the log in the clear, not even in public details
         for column in (e.details_json or "", e.action):
             assert "secret-reason-marker" not in column and "grant-reason-marker" not in column
-    readable = {e.seq: e for e in team.admin.audit_log()}
+    readable = {e.seq: e for e in team.admin.audit.log()}
     reasons = [e.details.get("reason") for e in readable.values() if e.details and e.action in ("checkout", "reveal")]
     assert REASON in reasons
     grant = [e for e in readable.values() if e.action == "grant"][-1]
@@ -209,7 +209,7 @@ def test_details_moved_to_another_event_do_not_decrypt(team):
     first, second = _seq_of(team, "checkout", 0), _seq_of(team, "checkout", 1)
     blob = next(e.details_blob for e in _events(team) if e.seq == first)
     _set(team, second, details_blob=blob)  # bound to seq and action: not readable elsewhere
-    entry = next(e for e in team.admin.audit_log() if e.seq == second)
+    entry = next(e for e in team.admin.audit.log() if e.seq == second)
     assert entry.readable is False and (entry.details is None or "reason" not in entry.details)
 
 
@@ -218,8 +218,8 @@ def test_details_moved_to_another_event_do_not_decrypt(team):
 
 def test_an_untouched_chain_verifies(team):
     _build(team)
-    head_seq, head_hash = team.admin.audit_head()
-    result = team.admin.verify_audit()
+    head_seq, head_hash = team.admin.audit.head()
+    result = team.admin.audit.verify()
     assert result.ok and result.first_bad_seq is None and result.problem is None
     assert (result.checked, result.first_seq, result.head_seq, result.head_hash) == (
         head_seq,
@@ -239,27 +239,27 @@ def test_events_appended_while_the_chain_is_checked_are_no_false_alarm(team, mon
 
     def ranges_then_checkout(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if not appended:  # another engineer's checkout commits while the chain is being read
-            alice.checkout(REF, reason=REASON)
-            appended.append(team.admin.audit_head()[0])
+            alice.checkouts.checkout(REF, reason=REASON)
+            appended.append(team.admin.audit.head()[0])
         yield from real(self, *args, **kwargs)
 
     monkeypatch.setattr(audit_module.Audit, "_ranges", ranges_then_checkout)
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert appended and result.ok and result.problem is None
     assert result.head_seq == appended[0] - 1  # the chain as it stood when the check began
     monkeypatch.undo()
-    assert team.admin.verify_audit().head_seq == appended[0]  # the next check takes in the new event
+    assert team.admin.audit.verify().head_seq == appended[0]  # the next check takes in the new event
 
 
 def test_an_event_planted_past_the_recorded_head_is_caught(team):
     _build(team)
-    head_seq, _ = team.admin.audit_head()
+    head_seq, _ = team.admin.audit.head()
     with team.admin.store.transaction() as s:  # a writer of the database copies the last event past the head
         last = s.get(m.AuditEvent, head_seq)
         assert last is not None
         columns = {c.name: getattr(last, c.name) for c in m.AuditEvent.__table__.columns}
         s.add(m.AuditEvent(**(columns | {"seq": head_seq + 1, "prev_hash": last.hash})))
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert not result.ok and result.first_bad_seq == head_seq + 1
     assert result.problem == f"event {head_seq + 1}: events lie beyond the chain's recorded head"
 
@@ -269,7 +269,7 @@ def test_the_tamper_helper_recomputes_exactly_the_stored_hashes(team):
     before = [(e.seq, e.prev_hash, e.hash, e.signature) for e in _events(team)]
     _rechain(team, 1)
     assert [(e.seq, e.prev_hash, e.hash, e.signature) for e in _events(team)] == before
-    assert team.admin.verify_audit().ok
+    assert team.admin.audit.verify().ok
 
 
 def _edit_action(team, target: int) -> int:  # type: ignore[no-untyped-def]
@@ -426,20 +426,20 @@ TAMPERS = {
 def test_tampering_is_detected_at_the_first_bad_event(team, kind):
     _build(team)
     target = _seq_of(team, "checkout", 1)  # a signed event in the middle of the chain
-    assert 5 < target < team.admin.audit_head()[0] - 2
+    assert 5 < target < team.admin.audit.head()[0] - 2
     assert TAMPERS[kind](team, target) == target
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert result.ok is False
     assert result.first_bad_seq == target, result.problem
     assert result.problem is not None and result.problem.startswith(f"event {target}:")
-    assert team.admin.verify_audit(workers=1) == result
+    assert team.admin.audit.verify(workers=1) == result
 
 
 def test_tampering_an_unsigned_event_is_detected_at_it(team):
     _build(team)
     target = _seq_of(team, "enroll")
     _set(team, target, details_json=json.dumps({"engineer": "someone-else"}))
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert (result.ok, result.first_bad_seq) == (False, target)
 
 
@@ -448,8 +448,8 @@ def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpo
     only the head seen before tells."""
     mallory = team.engineer("mallory")
     _build(team)
-    seen = team.admin.audit_head()
-    checkpoint = team.admin.audit_checkpoint()
+    seen = team.admin.audit.head()
+    checkpoint = team.admin.audit.checkpoint()
     target = _seq_of(team, "checkout", 1)
     me = mallory.keyholder.me()
 
@@ -457,8 +457,8 @@ def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpo
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
 
     _rechain(team, target, sign_with=me.signing_seed, edit=edit)
-    assert team.admin.verify_audit().ok  # a limit of per-engineer signatures, stated in the threat model
-    for result in (team.admin.verify_audit(known_head=seen), team.admin.verify_audit(checkpoints=[checkpoint])):
+    assert team.admin.audit.verify().ok  # a limit of per-engineer signatures, stated in the threat model
+    for result in (team.admin.audit.verify(known_head=seen), team.admin.audit.verify(checkpoints=[checkpoint])):
         assert (result.ok, result.first_bad_seq) == (False, seen[0])
         assert result.problem is not None and "differs" in result.problem
 
@@ -474,7 +474,7 @@ def test_an_engineer_rewriting_events_from_before_her_certification_is_caught(te
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
 
     _rechain(team, target, sign_with=me.signing_seed, edit=edit)
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert (result.ok, result.first_bad_seq) == (False, target)
     assert result.problem is not None and "certified" in result.problem
 
@@ -483,7 +483,7 @@ def test_an_engineer_rewriting_events_from_before_her_certification_is_caught(te
 
 
 def _truncate(team, n: int, *, rewind_head: bool) -> int:  # type: ignore[no-untyped-def]
-    last = team.admin.audit_head()[0]
+    last = team.admin.audit.head()[0]
     _run(team, delete(m.AuditEvent).where(m.AuditEvent.seq > last - n))
     if rewind_head:
         new_last = next(e for e in _events(team) if e.seq == last - n)
@@ -494,43 +494,43 @@ def _truncate(team, n: int, *, rewind_head: bool) -> int:  # type: ignore[no-unt
 def test_truncating_the_tail_without_rewinding_the_head_is_detected(team):
     _build(team)
     new_last = _truncate(team, 3, rewind_head=False)
-    result = team.admin.verify_audit()
+    result = team.admin.audit.verify()
     assert (result.ok, result.first_bad_seq, result.head_seq) == (False, new_last + 1, new_last)
 
 
 def test_a_careful_truncation_is_caught_by_the_known_head_and_by_a_checkpoint(team):
     _build(team)
-    seen = team.admin.audit_head()
-    checkpoint = team.admin.audit_checkpoint()
-    assert team.admin.verify_audit(known_head=seen, checkpoints=[checkpoint]).ok
+    seen = team.admin.audit.head()
+    checkpoint = team.admin.audit.checkpoint()
+    assert team.admin.audit.verify(known_head=seen, checkpoints=[checkpoint]).ok
     new_last = _truncate(team, 3, rewind_head=True)
-    alone = team.admin.verify_audit()
+    alone = team.admin.audit.verify()
     assert alone.ok and alone.head_seq == new_last  # the chain on its own cannot tell
-    for result in (team.admin.verify_audit(known_head=seen), team.admin.verify_audit(checkpoints=[checkpoint])):
+    for result in (team.admin.audit.verify(known_head=seen), team.admin.audit.verify(checkpoints=[checkpoint])):
         assert (result.ok, result.first_bad_seq) == (False, new_last + 1)
         assert result.problem is not None and "truncated" in result.problem
 
 
 def test_a_truncation_hidden_by_new_events_is_still_caught(team):
     alice = _build(team)
-    seen = team.admin.audit_head()
-    checkpoint = team.admin.audit_checkpoint()
+    seen = team.admin.audit.head()
+    checkpoint = team.admin.audit.checkpoint()
     _truncate(team, 3, rewind_head=True)
     team.clock.advance(seconds=1)  # with a frozen clock, re-doing the deleted events would rebuild them exactly
     for _ in range(5):
-        alice.show_secret(REF)  # the log grows past the old head again
-    assert team.admin.verify_audit().ok
-    for result in (team.admin.verify_audit(known_head=seen), team.admin.verify_audit(checkpoints=[checkpoint])):
+        alice.secrets.show(REF)  # the log grows past the old head again
+    assert team.admin.audit.verify().ok
+    for result in (team.admin.audit.verify(known_head=seen), team.admin.audit.verify(checkpoints=[checkpoint])):
         assert (result.ok, result.first_bad_seq) == (False, seen[0])
 
 
 def test_checkpoints_of_an_untouched_chain_verify_later(team):
     alice = _build(team)
-    early = team.admin.audit_checkpoint()
-    alice.show_secret(REF)
-    by_engineer = alice.audit_checkpoint()
-    alice.show_secret(REF)
-    assert team.admin.verify_audit(checkpoints=[early, by_engineer], known_head=team.admin.audit_head()).ok
+    early = team.admin.audit.checkpoint()
+    alice.secrets.show(REF)
+    by_engineer = alice.audit.checkpoint()
+    alice.secrets.show(REF)
+    assert team.admin.audit.verify(checkpoints=[early, by_engineer], known_head=team.admin.audit.head()).ok
 
 
 def _flip(text: str, index: int) -> str:
@@ -539,12 +539,12 @@ def _flip(text: str, index: int) -> str:
 
 def test_a_checkpoint_with_a_changed_signature_or_head_is_untrusted(team):
     _build(team)
-    checkpoint = team.admin.audit_checkpoint()
+    checkpoint = team.admin.audit.checkpoint()
     parts = checkpoint.split(":")
     assert len(base64.b64decode(parts[-1])) == 64
     bad_signature = ":".join([*parts[:-1], _flip(parts[-1], 10)])
     with pytest.raises(UntrustedRecord):
-        team.admin.verify_audit(checkpoints=[bad_signature])
+        team.admin.audit.verify(checkpoints=[bad_signature])
     head_seq = int(parts[3])
     for changed in (
         ":".join([*parts[:3], str(head_seq - 1), *parts[4:]]),  # an older seq with the same signature
@@ -553,7 +553,7 @@ def test_a_checkpoint_with_a_changed_signature_or_head_is_untrusted(team):
         ":".join([*parts[:6], "alice", parts[7]]),  # claimed by another engineer
     ):
         with pytest.raises(UntrustedRecord):
-            team.admin.verify_audit(checkpoints=[changed])
+            team.admin.audit.verify(checkpoints=[changed])
 
 
 @pytest.mark.parametrize(
@@ -571,10 +571,10 @@ def test_a_checkpoint_with_a_changed_signature_or_head_is_untrusted(team):
 )
 def test_a_malformed_checkpoint_is_invalid_input(team, text):
     _build(team)
-    real = team.admin.audit_checkpoint().split(":")
+    real = team.admin.audit.checkpoint().split(":")
     text = text.format(vault=real[2], hash=real[4], sig=real[7])
     with pytest.raises(InvalidInput):
-        team.admin.verify_audit(checkpoints=[text])
+        team.admin.audit.verify(checkpoints=[text])
 
 
 def test_a_checkpoint_from_another_vault_is_invalid_input(team, tmp_path, clock):
@@ -586,11 +586,11 @@ def test_a_checkpoint_from_another_vault_is_invalid_input(team, tmp_path, clock)
         clock=clock,
         kdf_params=FLOOR,
     )
-    other.unlock("root-admin", "other vault pass")
-    foreign = other.audit_checkpoint()
+    other.engineers.unlock("root-admin", "other vault pass")
+    foreign = other.audit.checkpoint()
     other.close()
     with pytest.raises(InvalidInput):
-        team.admin.verify_audit(checkpoints=[foreign])
+        team.admin.audit.verify(checkpoints=[foreign])
 
 
 # -- incremental verification ---------------------------------------------------------------------------
@@ -598,48 +598,48 @@ def test_a_checkpoint_from_another_vault_is_invalid_input(team, tmp_path, clock)
 
 def test_incremental_verification_checks_only_the_new_events(team):
     alice = _build(team)
-    assert team.admin.verify_audit().ok
-    since = team.admin.audit_head()
+    assert team.admin.audit.verify().ok
+    since = team.admin.audit.head()
     for _ in range(5):
-        alice.show_secret(REF)
-    result = team.admin.verify_audit(since=since)
+        alice.secrets.show(REF)
+    result = team.admin.audit.verify(since=since)
     assert result.ok
     assert (result.checked, result.first_seq, result.head_seq) == (5, since[0] + 1, since[0] + 5)
-    assert team.admin.verify_audit(since=team.admin.audit_head()).checked == 0
+    assert team.admin.audit.verify(since=team.admin.audit.head()).checked == 0
 
 
 def test_incremental_verification_detects_tampering_after_the_anchor(team):
     alice = _build(team)
-    since = team.admin.audit_head()
+    since = team.admin.audit.head()
     for _ in range(5):
-        alice.show_secret(REF)
+        alice.secrets.show(REF)
     _edit_action(team, since[0] + 3)
-    result = team.admin.verify_audit(since=since)
+    result = team.admin.audit.verify(since=since)
     assert (result.ok, result.first_bad_seq) == (False, since[0] + 3)
 
 
 def test_incremental_verification_trusts_what_it_verified_before(team):
     alice = _build(team)
-    since = team.admin.audit_head()
-    alice.show_secret(REF)
+    since = team.admin.audit.head()
+    alice.secrets.show(REF)
     _edit_action(team, 3)  # before the anchor: a full verify's business
-    assert team.admin.verify_audit(since=since).ok
-    assert team.admin.verify_audit().first_bad_seq == 3
+    assert team.admin.audit.verify(since=since).ok
+    assert team.admin.audit.verify().first_bad_seq == 3
 
 
 @pytest.mark.parametrize("how", ["rewritten", "deleted", "wrong-hash-given"])
 def test_an_edited_or_missing_anchor_is_reported(team, how):
     alice = _build(team)
-    since = team.admin.audit_head()
+    since = team.admin.audit.head()
     for _ in range(3):
-        alice.show_secret(REF)
+        alice.secrets.show(REF)
     if how == "rewritten":  # the anchor and everything after it rewritten with consistent hashes
         _rechain(team, since[0], edit=lambda e: setattr(e, "action", "secret-list") if e.seq == since[0] else None)
     elif how == "deleted":
         _run(team, delete(m.AuditEvent).where(m.AuditEvent.seq == since[0]))
     else:
         since = (since[0], bytes(32))
-    result = team.admin.verify_audit(since=since)
+    result = team.admin.audit.verify(since=since)
     assert (result.ok, result.first_bad_seq) == (False, since[0])
 
 
@@ -661,13 +661,13 @@ class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
 def test_parallel_signature_checks_agree_with_the_serial_ones(team, monkeypatch):
     alice = _build(team)
     for i in range(30):
-        (alice.show_secret(REF) if i % 2 else alice.reveal(REF, reason=REASON))
-    assert team.admin.audit_head()[0] >= 40
+        (alice.secrets.show(REF) if i % 2 else alice.checkouts.reveal(REF, reason=REASON))
+    assert team.admin.audit.head()[0] >= 40
     monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
     monkeypatch.setattr(audit_module, "ProcessPoolExecutor", _CountingPool)
     _CountingPool.maps = 0
 
-    serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+    serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
     assert serial.ok and parallel == serial
     assert _CountingPool.maps >= 1  # the worker processes really ran
 
@@ -675,10 +675,10 @@ def test_parallel_signature_checks_agree_with_the_serial_ones(team, monkeypatch)
     assert bad < worse
     for seq in (worse, bad):  # two bad signatures: the lowest is named
         _set(team, seq, signature=next(e.signature for e in _events(team) if e.seq == seq - 1))
-    serial, parallel = team.admin.verify_audit(workers=1), team.admin.verify_audit(workers=2)
+    serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
     assert (serial.ok, serial.first_bad_seq) == (False, bad)
     assert parallel == serial
-    assert team.admin.verify_audit() == serial  # the default worker count
+    assert team.admin.audit.verify() == serial  # the default worker count
 
 
 # -- reading the log -----------------------------------------------------------------------------------
@@ -687,20 +687,20 @@ def test_parallel_signature_checks_agree_with_the_serial_ones(team, monkeypatch)
 def test_engineers_see_their_own_events_and_the_admin_sees_all_decrypted(team):
     alice = _build(team)
     bob = team.engineer("bob")
-    team.admin.grant("bob", "acme")
-    bob.reveal(REF, reason="T-bob")
-    alice.reveal(REF, reason="T-alice")
+    team.admin.grants.grant("bob", "acme")
+    bob.checkouts.reveal(REF, reason="T-bob")
+    alice.checkouts.reveal(REF, reason="T-alice")
 
-    mine = alice.audit_log()
+    mine = alice.audit.log()
     assert mine and {e.engineer for e in mine} == {"alice"}
     assert "T-bob" not in json.dumps([e.to_json() for e in mine])
     own_reveal = [e for e in mine if e.action == "reveal"][-1]
     assert own_reveal.readable and own_reveal.details is not None and own_reveal.details["reason"] == "T-alice"
-    assert alice.audit_log(engineer="bob") == []
-    assert {e.engineer for e in bob.audit_log()} == {"bob"}
+    assert alice.audit.log(engineer="bob") == []
+    assert {e.engineer for e in bob.audit.log()} == {"bob"}
 
-    everything = team.admin.audit_log()
-    assert [e.seq for e in everything] == list(range(1, team.admin.audit_head()[0] + 1))
+    everything = team.admin.audit.log()
+    assert [e.seq for e in everything] == list(range(1, team.admin.audit.head()[0] + 1))
     assert {"root-admin", "alice", "bob"} <= {e.engineer for e in everything}
     for e in everything:
         if e.client_id is not None:
@@ -708,18 +708,18 @@ def test_engineers_see_their_own_events_and_the_admin_sees_all_decrypted(team):
     reasons = {e.details["reason"] for e in everything if e.action == "reveal" and e.details}
     assert {"T-bob", "T-alice"} <= reasons
 
-    assert {e.engineer for e in team.admin.audit_log(engineer="bob")} == {"bob"}
-    assert all(e.client == "acme" for e in team.admin.audit_log(client="acme"))
-    assert len(team.admin.audit_log(limit=3)) == 3
+    assert {e.engineer for e in team.admin.audit.log(engineer="bob")} == {"bob"}
+    assert all(e.client == "acme" for e in team.admin.audit.log(client="acme"))
+    assert len(team.admin.audit.log(limit=3)) == 3
     team.clock.advance(seconds=10)
-    alice.reveal(REF, reason="T-later")
-    assert [e.action for e in team.admin.audit_log(since=team.clock())] == ["reveal"]
+    alice.checkouts.reveal(REF, reason="T-later")
+    assert [e.action for e in team.admin.audit.log(since=team.clock())] == ["reveal"]
 
 
 def test_export_yields_one_json_object_per_event(team):
     _build(team)
-    lines = list(team.admin.export_audit())
-    assert len(lines) == team.admin.audit_head()[0]
+    lines = list(team.admin.audit.export())
+    assert len(lines) == team.admin.audit.head()[0]
     parsed = [json.loads(line) for line in lines]
     assert all("\n" not in line for line in lines)
     assert [p["seq"] for p in parsed] == list(range(1, len(lines) + 1))
@@ -733,9 +733,9 @@ def test_a_revoked_engineer_no_longer_reads_the_clients_names_or_details_in_the_
     # Found in review: the agent's long-lived Vault still held the client key after a
     # revocation, and the audit log opened the client's slug, secret names and reasons with it.
     alice = _build(team)
-    assert any(e.client == "acme" and e.readable for e in alice.audit_log())
-    team.admin.revoke("alice", "acme")
-    entries = [e for e in alice.audit_log() if e.client_id is not None]  # the same Vault object
+    assert any(e.client == "acme" and e.readable for e in alice.audit.log())
+    team.admin.grants.revoke("alice", "acme")
+    entries = [e for e in alice.audit.log() if e.client_id is not None]  # the same Vault object
     assert entries and all(e.client != "acme" and not e.readable for e in entries)
     assert all(e.secret is None or "fw" not in e.secret for e in entries)
     assert not any(REASON in json.dumps(e.details) for e in entries)

@@ -133,7 +133,7 @@ class Opened:
         vault = Vault.open(url, engineer=name, clock=self.clock, kdf_params=FLOOR, sessions=MemorySessionStore())
         self.vaults.append(vault)
         if name is not None and passphrase is not None:
-            vault.unlock(name, passphrase)
+            vault.engineers.unlock(name, passphrase)
         return vault
 
     def close(self) -> None:
@@ -143,16 +143,16 @@ class Opened:
 
 def _populate(admin: Vault, opened: Opened, url: str) -> Vault:
     for slug, name in CLIENT_NAMES.items():
-        admin.add_client(slug, name)
+        admin.clients.add(slug, name)
     for ref, (password, username, note) in SECRETS.items():
-        admin.add_secret(ref, password=password, username=username, note=note)
-    code = admin.invite_engineer(EVE)
+        admin.secrets.add(ref, password=password, username=username, note=note)
+    code = admin.engineers.invite(EVE)
     eve = opened(url, EVE)
-    admin.confirm_engineer(EVE, eve.enroll_engineer(EVE, code, EVE_PASS))
-    eve.unlock(EVE, EVE_PASS)
-    admin.grant(EVE, "acme-k7q")
-    admin.grant(EVE, "purgeco-p9x")
-    assert eve.reveal("purgeco-p9x/db-vault-pz", reason=REASON) == SECRETS["purgeco-p9x/db-vault-pz"][0]
+    admin.engineers.confirm(EVE, eve.engineers.enroll(EVE, code, EVE_PASS))
+    eve.engineers.unlock(EVE, EVE_PASS)
+    admin.grants.grant(EVE, "acme-k7q")
+    admin.grants.grant(EVE, "purgeco-p9x")
+    assert eve.checkouts.reveal("purgeco-p9x/db-vault-pz", reason=REASON) == SECRETS["purgeco-p9x/db-vault-pz"][0]
     return eve
 
 
@@ -201,16 +201,16 @@ def world(request: pytest.FixtureRequest, databases: Databases, tmp_path_factory
     opened = Opened(clock)
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
     opened.vaults.append(admin)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     _populate(admin, opened, url)
-    admin.add_client("oldco", "Old Company")
-    early = admin.purge_client("oldco", request="DSR-0")
+    admin.clients.add("oldco", "Old Company")
+    early = admin.purge.client("oldco", request="DSR-0")
     keys = _keys(admin)
-    info = admin.create_backup(tmp / "old.cvbk")
+    info = admin.backups.create(tmp / "old.cvbk")
     assert (info.clients, info.secrets) == (3, 3)
-    assert admin.export_backup_keys(tmp / "keys-old.json") == 3
-    late = admin.purge_client("purgeco-p9x", request="DSR-1")
-    assert admin.export_backup_keys(tmp / "keys-new.json") == 2
+    assert admin.backups.export_keys(tmp / "keys-old.json") == 3
+    late = admin.purge.client("purgeco-p9x", request="DSR-1")
+    assert admin.backups.export_keys(tmp / "keys-new.json") == 2
     yield World(request.param, url, admin, opened, tmp, keys, early, late)
     opened.close()
 
@@ -258,27 +258,27 @@ def _row_count(url: str) -> int:
 
 def test_an_old_backup_restored_with_the_new_key_export_brings_back_everything_but_the_purged_client(world, databases):
     target = databases.new(world.engine)
-    info = world.opened(target).restore_backup(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    info = world.opened(target).backups.restore(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     assert (info.clients, info.skipped_clients, info.secrets) == (2, 1, 2)
 
     admin = world.opened(target, ADMIN, ADMIN_PASS)
     eve = world.opened(target, EVE, EVE_PASS)  # the grantee, with her own passphrase
-    assert {c.slug for c in admin.list_clients()} == {"acme-k7q", "globex-w3z"}
+    assert {c.slug for c in admin.clients.list()} == {"acme-k7q", "globex-w3z"}
     for ref in ("acme-k7q/fw01-edge-qx", "globex-w3z/mail-tenant-gx"):
         password, username, note = SECRETS[ref]
-        assert admin.reveal(ref, reason=REASON) == password
-        assert (admin.show_secret(ref).username, admin.show_secret(ref).note) == (username, note)
-    assert eve.reveal("acme-k7q/fw01-edge-qx", reason=REASON) == SECRETS["acme-k7q/fw01-edge-qx"][0]
-    assert [c.slug for c in eve.list_clients()] == ["acme-k7q"]
+        assert admin.checkouts.reveal(ref, reason=REASON) == password
+        assert (admin.secrets.show(ref).username, admin.secrets.show(ref).note) == (username, note)
+    assert eve.checkouts.reveal("acme-k7q/fw01-edge-qx", reason=REASON) == SECRETS["acme-k7q/fw01-edge-qx"][0]
+    assert [c.slug for c in eve.clients.list()] == ["acme-k7q"]
     for vault in (admin, eve):
         with pytest.raises(NotFound):
-            vault.reveal("purgeco-p9x/db-vault-pz", reason=REASON)
+            vault.checkouts.reveal("purgeco-p9x/db-vault-pz", reason=REASON)
         with pytest.raises(NotFound):
-            vault.show_client("purgeco-p9x")
-    assert admin.subject_find("purgeco-dba") == []
+            vault.clients.show("purgeco-p9x")
+    assert admin.subjects.find("purgeco-dba") == []
     for vault in (admin, eve):
-        assert vault.verify_audit().ok
-    assert admin.verify_receipt(world.early_receipt.id).ok  # a receipt older than the backup came with it
+        assert vault.audit.verify().ok
+    assert admin.purge.verify_receipt(world.early_receipt.id).ok  # a receipt older than the backup came with it
     # the restored store holds nothing of the purged client, in any row
     store = storage.Store(target)
     try:
@@ -295,23 +295,23 @@ def test_an_old_backup_restored_with_the_new_key_export_brings_back_everything_b
     assert not [p for p in purged if p.encode() in cells]
     assert SECRETS["acme-k7q/fw01-edge-qx"][0].encode() not in cells  # (the others are encrypted, of course)
     # and it is a working vault: new rows get new ids (PostgreSQL sequences were moved on)
-    admin.add_client("newco", "New Company")
-    admin.add_secret("newco/wifi", password="Newco-Wifi-Pw")
-    admin.grant(EVE, "newco")
-    assert eve.reveal("newco/wifi", reason=REASON) == "Newco-Wifi-Pw"
-    receipt = admin.purge_client("newco", request="DSR-9")
-    assert receipt.id > world.early_receipt.id and admin.verify_receipt(receipt.id).ok
+    admin.clients.add("newco", "New Company")
+    admin.secrets.add("newco/wifi", password="Newco-Wifi-Pw")
+    admin.grants.grant(EVE, "newco")
+    assert eve.checkouts.reveal("newco/wifi", reason=REASON) == "Newco-Wifi-Pw"
+    receipt = admin.purge.client("newco", request="DSR-9")
+    assert receipt.id > world.early_receipt.id and admin.purge.verify_receipt(receipt.id).ok
 
 
 def test_clients_added_after_a_restore_never_take_the_id_of_a_purged_client(world, databases):
     target = databases.new(world.engine)
-    info = world.opened(target).restore_backup(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    info = world.opened(target).backups.restore(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     admin = world.opened(target, ADMIN, ADMIN_PASS)
     for slug in ("later-one", "later-two"):
-        admin.add_client(slug, "A later client")
-        events = admin.audit_log(client=slug)
+        admin.clients.add(slug, "A later client")
+        events = admin.audit.log(client=slug)
         assert events[0].action == "client-create" and events[0].seq > info.audit_head, slug
-    assert admin.verify_receipt(world.early_receipt.id).ok
+    assert admin.purge.verify_receipt(world.early_receipt.id).ok
 
 
 def test_the_old_backup_file_holds_no_plaintext_and_no_key(world):
@@ -330,14 +330,14 @@ def test_the_old_backup_file_holds_no_plaintext_and_no_key(world):
 
 def test_an_old_key_export_still_opens_the_purged_client_so_old_exports_must_be_destroyed(world, databases):
     target = databases.new("sqlite")  # from either engine into SQLite: backups are portable
-    info = world.opened(target).restore_backup(world.old, world.old_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    info = world.opened(target).backups.restore(world.old, world.old_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     assert (info.clients, info.skipped_clients, info.secrets) == (3, 0, 3)
     admin = world.opened(target, ADMIN, ADMIN_PASS)
     for ref, (password, _username, _note) in SECRETS.items():
-        assert admin.reveal(ref, reason=REASON) == password
+        assert admin.checkouts.reveal(ref, reason=REASON) == password
     eve = world.opened(target, EVE, EVE_PASS)
-    assert eve.reveal("purgeco-p9x/db-vault-pz", reason=REASON) == SECRETS["purgeco-p9x/db-vault-pz"][0]
-    assert admin.verify_audit().ok
+    assert eve.checkouts.reveal("purgeco-p9x/db-vault-pz", reason=REASON) == SECRETS["purgeco-p9x/db-vault-pz"][0]
+    assert admin.audit.verify().ok
 
 
 # -- refused restores (engine-independent: one run, on SQLite) -----------------------------------------
@@ -346,7 +346,7 @@ def test_an_old_key_export_still_opens_the_purged_client_so_old_exports_must_be_
 @ENGINE_FREE
 def test_restores_with_a_wrong_passphrase_admin_or_foreign_key_export_are_refused(world, databases, tmp_path):
     target = databases.new("sqlite")
-    restore = world.opened(target).restore_backup
+    restore = world.opened(target).backups.restore
     with pytest.raises(WrongPassphrase):
         restore(world.old, world.new_keys, admin=ADMIN, passphrase="not the passphrase")
     for admin, passphrase in ((EVE, EVE_PASS), ("nobody", ADMIN_PASS), (ADMIN, None), (None, None)):
@@ -356,8 +356,8 @@ def test_restores_with_a_wrong_passphrase_admin_or_foreign_key_export_are_refuse
         databases.new("sqlite"), admin=ADMIN, passphrase=ADMIN_PASS, clock=world.opened.clock, kdf_params=FLOOR
     )
     world.opened.vaults.append(other)
-    other.unlock(ADMIN, ADMIN_PASS)
-    other.export_backup_keys(tmp_path / "foreign-keys.json")
+    other.engineers.unlock(ADMIN, ADMIN_PASS)
+    other.backups.export_keys(tmp_path / "foreign-keys.json")
     with pytest.raises(InvalidInput):
         restore(world.old, tmp_path / "foreign-keys.json", admin=ADMIN, passphrase=ADMIN_PASS)
     assert _row_count(target) == 0  # nothing was written
@@ -366,17 +366,17 @@ def test_restores_with_a_wrong_passphrase_admin_or_foreign_key_export_are_refuse
     with pytest.raises(AlreadyExists):
         restore(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     with pytest.raises(AlreadyExists):
-        world.opened(world.url).restore_backup(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+        world.opened(world.url).backups.restore(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     assert _row_count(target) == before
 
 
 @ENGINE_FREE
 def test_a_tampered_truncated_or_garbage_backup_is_refused(world, databases, tmp_path):
     target = databases.new("sqlite")
-    restore = world.opened(target).restore_backup
+    restore = world.opened(target).backups.restore
     later = world.tmp / "later.cvbk"
     if not later.exists():
-        world.admin.create_backup(later)
+        world.admin.backups.create(later)
     acme = next(n for n in _section_bytes(world.old) if n.startswith("client:"))
 
     def flip(section: str, position: int) -> Callable[[dict[str, Any]], None]:
@@ -438,7 +438,7 @@ def test_a_tampered_truncated_or_garbage_backup_is_refused(world, databases, tmp
 @ENGINE_FREE
 def test_a_backup_with_a_client_section_removed_or_added_is_refused(world, databases, tmp_path):
     target = databases.new("sqlite")
-    restore = world.opened(target).restore_backup
+    restore = world.opened(target).backups.restore
     sections = _section_bytes(world.old)
     acme = next(n for n in sections if n.startswith("client:"))
     cut = _rewrite(world.old, tmp_path / "cut.cvbk", lambda d: d["sections"].pop(acme))
@@ -454,7 +454,7 @@ def test_a_backup_with_a_client_section_removed_or_added_is_refused(world, datab
 
 @ENGINE_FREE
 def test_a_well_labelled_but_malformed_backup_or_key_export_is_refused_as_invalid_input(world, databases, tmp_path):
-    restore = world.opened(databases.new("sqlite")).restore_backup
+    restore = world.opened(databases.new("sqlite")).backups.restore
     backup = {**backupdoc.read(world.old), "format": 1}  # written as one document: the format-1 reader
     keys = json.loads(world.new_keys.read_text(encoding="utf-8"))
     bad_backups = {
@@ -495,12 +495,12 @@ def test_a_well_labelled_but_malformed_backup_or_key_export_is_refused_as_invali
 def test_a_backup_or_key_export_never_overwrites_a_file_and_fails_with_a_vault_error(world, tmp_path):
     existing = tmp_path / "existing"
     existing.write_text("precious", encoding="utf-8")
-    head = world.admin.audit_head()[0]
-    for call in (world.admin.create_backup, world.admin.export_backup_keys):
+    head = world.admin.audit.head()[0]
+    for call in (world.admin.backups.create, world.admin.backups.export_keys):
         with pytest.raises(VaultError):
             call(existing)
     assert existing.read_text(encoding="utf-8") == "precious"
-    assert world.admin.audit_head()[0] == head  # nothing claims a backup was written
+    assert world.admin.audit.head()[0] == head  # nothing claims a backup was written
 
 
 def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, tmp_path, monkeypatch):
@@ -510,7 +510,7 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     from vault.service import backupfile, backups
 
     real_section, real_rows = backupfile.BackupWriter.section, backups.Backups._client_rows
-    head = world.admin.audit_head()[0]
+    head = world.admin.audit.head()[0]
     cut_short: list[int] = []  # the sections written when the failure struck
 
     def full_after(n: int) -> Callable[..., None]:
@@ -526,7 +526,7 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
         target = tmp_path / f"cut-{n}.cvbk"
         monkeypatch.setattr(backupfile.BackupWriter, "section", full_after(n))
         with pytest.raises(StoreUnavailable, match="nothing was recorded"):
-            world.admin.create_backup(target)
+            world.admin.backups.create(target)
         monkeypatch.setattr(backupfile.BackupWriter, "section", real_section)
         assert not target.exists(), "a cut-short backup was left behind"
     assert cut_short == [1, 2]
@@ -540,12 +540,12 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(rows_then_unavailable))
     target = tmp_path / "cut-rows.cvbk"
     with pytest.raises(StoreUnavailable, match="unreachable"):
-        world.admin.create_backup(target)
+        world.admin.backups.create(target)
     assert not target.exists()
     monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(real_rows))
-    assert world.admin.audit_head()[0] == head  # no event claims a backup was written
+    assert world.admin.audit.head()[0] == head  # no event claims a backup was written
     whole = tmp_path / "whole.cvbk"
-    assert world.admin.create_backup(whole).clients == 2 and whole.exists()  # and it works again
+    assert world.admin.backups.create(whole).clients == 2 and whole.exists()  # and it works again
 
 
 FORMAT1 = Path(__file__).resolve().parent.parent / "vectors" / "backup-format1"
@@ -560,21 +560,21 @@ def test_a_backup_in_format_1_made_by_the_previous_version_still_restores(databa
     target = databases.new(engine)
     opened = Opened(Clock())
     try:
-        info = opened(target).restore_backup(
+        info = opened(target).backups.restore(
             FORMAT1 / "backup.cvbk", FORMAT1 / "keys.json", admin=expected["admin"], passphrase=expected["passphrase"]
         )
         assert (info.clients, info.secrets, info.skipped_clients) == (2, 3, 0)
         assert info.audit_head == expected["audit_head_seq"]
         admin = opened(target, expected["admin"], expected["passphrase"])
         for ref, password in expected["secrets"].items():
-            assert admin.reveal(ref, reason=REASON) == password
+            assert admin.checkouts.reveal(ref, reason=REASON) == password
         bob = opened(target, expected["engineer"], expected["engineer_passphrase"])
-        assert bob.reveal("acme/fw01", reason=REASON) == expected["secrets"]["acme/fw01"]
+        assert bob.checkouts.reveal("acme/fw01", reason=REASON) == expected["secrets"]["acme/fw01"]
         with pytest.raises(NotFound):
-            bob.reveal("globex/mail", reason=REASON)  # no grant for globex, restored as it was
-        assert admin.verify_audit().ok
-        admin.add_secret("acme/new", password="after the restore")  # a working vault: ids move on
-        assert bob.reveal("acme/new", reason=REASON) == "after the restore"
+            bob.checkouts.reveal("globex/mail", reason=REASON)  # no grant for globex, restored as it was
+        assert admin.audit.verify().ok
+        admin.secrets.add("acme/new", password="after the restore")  # a working vault: ids move on
+        assert bob.checkouts.reveal("acme/new", reason=REASON) == "after the restore"
     finally:
         opened.close()
 
@@ -585,16 +585,16 @@ def test_a_long_audit_log_is_split_into_sections_each_checked_and_all_restored(w
 
     monkeypatch.setattr(backups, "AUDIT_CHUNK", 4)
     path = tmp_path / "chunked.cvbk"
-    world.admin.create_backup(path)
+    world.admin.backups.create(path)
     sections = _section_bytes(path)
     audit = sorted((n for n in sections if n.startswith("audit:")), key=lambda n: int(n.split(":")[1]))
-    events = world.admin.audit_head()[0]
+    events = world.admin.audit.head()[0]
     assert len(audit) == -(-events // 4) >= 5, (events, audit)  # every event, four to a section
     target = databases.new("sqlite")
-    info = world.opened(target).restore_backup(path, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+    info = world.opened(target).backups.restore(path, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     assert info.audit_head == events
     restored = world.opened(target, ADMIN, ADMIN_PASS)
-    verified = restored.verify_audit()
+    verified = restored.audit.verify()
     assert verified.ok and verified.first_seq == 1 and verified.checked >= events  # (+ the unlock just now)
     middle = audit[len(audit) // 2]
     refused = {
@@ -614,14 +614,14 @@ def test_a_long_audit_log_is_split_into_sections_each_checked_and_all_restored(w
     for name, (tampered, error) in refused.items():
         empty = databases.new("sqlite")
         with pytest.raises(error):
-            world.opened(empty).restore_backup(tampered, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+            world.opened(empty).backups.restore(tampered, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
         assert _row_count(empty) == 0, name
     lines = path.read_bytes().splitlines()
     dropped = b"\n".join(line for line in lines if middle.encode() not in line) + b"\n"  # end line kept
     (tmp_path / "dropped.cvbk").write_bytes(dropped)
     empty = databases.new("sqlite")
     with pytest.raises(IntegrityError):  # the end line counts one section more than there is
-        world.opened(empty).restore_backup(
+        world.opened(empty).backups.restore(
             tmp_path / "dropped.cvbk", world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS
         )
     assert _row_count(empty) == 0
@@ -645,7 +645,7 @@ def test_a_backup_file_that_changes_between_the_check_and_the_write_is_refused(w
     monkeypatch.setattr(backupfile.BackupReader, "sections", sections)
     target = databases.new("sqlite")
     with pytest.raises(IntegrityError, match="changed during the restore"):
-        world.opened(target).restore_backup(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
+        world.opened(target).backups.restore(world.old, world.new_keys, admin=ADMIN, passphrase=ADMIN_PASS)
     assert _row_count(target) == 0
 
 
@@ -671,10 +671,10 @@ def with_shares(databases: Databases, tmp_path_factory: pytest.TempPathFactory) 
         url, admin=ADMIN, passphrase=ADMIN_PASS, shares=(2, 3), clock=opened.clock, kdf_params=FLOOR
     )
     opened.vaults.append(admin)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     _populate(admin, opened, url)
-    admin.create_backup(tmp / "b1.cvbk")
-    admin.export_backup_keys(tmp / "k1.json")
+    admin.backups.create(tmp / "b1.cvbk")
+    admin.backups.export_keys(tmp / "k1.json")
     yield Shared(url, admin, result.shares, opened, tmp)
     opened.close()
 
@@ -684,20 +684,20 @@ def test_any_two_of_three_recovery_shares_restore_a_backup(with_shares, database
     assert len(env.shares) == 3
     for pair in itertools.combinations(env.shares, 2):
         target = databases.new("sqlite")
-        info = env.opened(target).restore_backup(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=list(pair))
+        info = env.opened(target).backups.restore(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=list(pair))
         assert (info.clients, info.skipped_clients, info.secrets) == (3, 0, 3)
         admin = env.opened(target, ADMIN, ADMIN_PASS)
-        assert admin.reveal("globex-w3z/mail-tenant-gx", reason=REASON) == SECRETS["globex-w3z/mail-tenant-gx"][0]
+        assert admin.checkouts.reveal("globex-w3z/mail-tenant-gx", reason=REASON) == SECRETS["globex-w3z/mail-tenant-gx"][0]
     # reordered, with all three, and in lower case with spaces: still the same bundle
     target = databases.new("sqlite")
     shares = [env.shares[2].lower(), " " + env.shares[0] + " "]
-    assert env.opened(target).restore_backup(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=shares).clients == 3
+    assert env.opened(target).backups.restore(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=shares).clients == 3
 
 
 def test_wrong_recovery_shares_are_refused(with_shares, databases):
     env = with_shares
     target = databases.new("sqlite")
-    restore = env.opened(target).restore_backup
+    restore = env.opened(target).backups.restore
     other, foreign = Vault.create(
         databases.new("sqlite"), admin=ADMIN, passphrase=ADMIN_PASS, shares=(2, 3), kdf_params=FLOOR
     )
@@ -715,8 +715,8 @@ def test_wrong_recovery_shares_are_refused(with_shares, databases):
         with pytest.raises(RecoveryShareError):
             restore(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=shares)
         assert _row_count(target) == 0, name
-    other.unlock(ADMIN, ADMIN_PASS)
-    other.create_backup(env.tmp / "foreign.cvbk")
+    other.engineers.unlock(ADMIN, ADMIN_PASS)
+    other.backups.create(env.tmp / "foreign.cvbk")
     with pytest.raises(InvalidInput):  # a backup of another vault, the key export and shares of this one
         restore(env.tmp / "foreign.cvbk", env.tmp / "k1.json", shares=list(env.shares[:2]))
     assert _row_count(target) == 0
@@ -726,25 +726,25 @@ def test_backups_keep_working_across_client_key_and_root_rotations(with_shares, 
     """Last of the shares tests: it rotates the root, after which the printed shares are void."""
     env = with_shares
     admin = env.admin
-    admin.rotate_client("acme-k7q")
-    admin.rotate_client("acme-k7q")
-    assert admin.rotate_root().clients == 3
-    admin.create_backup(env.tmp / "b2.cvbk")
-    admin.export_backup_keys(env.tmp / "k2.json")
+    admin.keys.rotate_client("acme-k7q")
+    admin.keys.rotate_client("acme-k7q")
+    assert admin.keys.rotate_root().clients == 3
+    admin.backups.create(env.tmp / "b2.cvbk")
+    admin.backups.export_keys(env.tmp / "k2.json")
     for backup, current in (("b2.cvbk", 3), ("b1.cvbk", 1)):  # made after the rotations, and before them
         target = databases.new("sqlite")
         keys = env.tmp / "k2.json"
-        info = env.opened(target).restore_backup(env.tmp / backup, keys, admin=ADMIN, passphrase=ADMIN_PASS)
+        info = env.opened(target).backups.restore(env.tmp / backup, keys, admin=ADMIN, passphrase=ADMIN_PASS)
         assert (info.clients, info.skipped_clients) == (3, 0), backup
         restored = env.opened(target, ADMIN, ADMIN_PASS)
         eve = env.opened(target, EVE, EVE_PASS)
         for ref, (password, _username, _note) in SECRETS.items():
-            assert restored.reveal(ref, reason=REASON) == password, (backup, ref)
-        assert eve.reveal("acme-k7q/fw01-edge-qx", reason=REASON) == SECRETS["acme-k7q/fw01-edge-qx"][0]
-        assert restored.verify_audit().ok
-        assert [v for v, state in restored.client_key_versions("acme-k7q") if state == "active"] == [current]
+            assert restored.checkouts.reveal(ref, reason=REASON) == password, (backup, ref)
+        assert eve.checkouts.reveal("acme-k7q/fw01-edge-qx", reason=REASON) == SECRETS["acme-k7q/fw01-edge-qx"][0]
+        assert restored.audit.verify().ok
+        assert [v for v, state in restored.keys.versions("acme-k7q") if state == "active"] == [current]
     target = databases.new("sqlite")
     for pair in itertools.combinations(env.shares, 2):  # printed before the root rotation
         with pytest.raises(RecoveryShareError):
-            env.opened(target).restore_backup(env.tmp / "b2.cvbk", env.tmp / "k2.json", shares=list(pair))
+            env.opened(target).backups.restore(env.tmp / "b2.cvbk", env.tmp / "k2.json", shares=list(pair))
     assert _row_count(target) == 0

@@ -54,9 +54,9 @@ FAST = {
 
 @pytest.fixture
 def acme(team):  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret(REF, password=PW, kind="equipment", username="fw-admin")
-    team.admin.add_secret("acme/sw01", password="other-pw")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add(REF, password=PW, kind="equipment", username="fw-admin")
+    team.admin.secrets.add("acme/sw01", password="other-pw")
     return team
 
 
@@ -81,15 +81,15 @@ def _counting(vault: Vault) -> Iterator[list[str]]:
 def _warm(vault: Vault, who: str) -> None:
     """Check out twice, then prove the third checkout takes the fast path."""
     for _ in range(2):
-        assert vault.checkout(REF, reason=REASON).value == PW
+        assert vault.checkouts.checkout(REF, reason=REASON).value == PW
     with _counting(vault) as seen:
-        assert vault.checkout(REF, reason=REASON).value == PW
+        assert vault.checkouts.checkout(REF, reason=REASON).value == PW
     assert len(seen) == FAST[(_engine(vault), who)], seen
 
 
 def _alice(team):  # type: ignore[no-untyped-def]
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme")
+    team.admin.grants.grant("alice", "acme")
     _warm(alice, "engineer")
     return alice
 
@@ -114,12 +114,12 @@ def test_a_warm_checkout_runs_the_counted_statements(acme):
     expected = {"sqlite": 8, "postgresql": 8}[_engine(alice)]  # a reveal: no checkout row to replace or add
     for vault in (acme.admin, alice):
         with _counting(vault) as seen:
-            assert vault.reveal(REF, reason=REASON) == PW
+            assert vault.checkouts.reveal(REF, reason=REASON) == PW
         assert len(seen) == expected, seen
     with acme.admin.store.transaction() as s:
         events = s.scalar(select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == "checkout"))
     assert events == 6
-    assert acme.admin.verify_audit().ok
+    assert acme.admin.audit.verify().ok
 
 
 # -- each check fires on the next call --------------------------------------------------------------
@@ -127,25 +127,25 @@ def test_a_warm_checkout_runs_the_counted_statements(acme):
 
 def test_a_revoked_grant_stops_the_next_checkout(acme):
     alice = _alice(acme)
-    acme.admin.revoke("alice", "acme")
+    acme.admin.grants.revoke("alice", "acme")
     with pytest.raises(NotFound):
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)
 
 
 def test_an_expired_grant_stops_the_next_checkout(acme):
     alice = acme.engineer("alice")
-    acme.admin.grant("alice", "acme", until=acme.clock() + dt.timedelta(minutes=5))
+    acme.admin.grants.grant("alice", "acme", until=acme.clock() + dt.timedelta(minutes=5))
     _warm(alice, "engineer")
     acme.clock.advance(minutes=6)  # within the session's 15 minutes: only the grant has expired
     with pytest.raises(GrantExpired):
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)
 
 
 def test_a_removed_engineer_is_stopped_at_the_next_checkout(acme):
     alice = _alice(acme)
-    acme.admin.remove_engineer("alice")
+    acme.admin.engineers.remove("alice")
     with pytest.raises((AccessDenied, Locked, NotFound)):
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)
 
 
 def test_a_disabled_engineer_is_stopped_at_the_next_checkout(acme):
@@ -153,34 +153,34 @@ def test_a_disabled_engineer_is_stopped_at_the_next_checkout(acme):
     alice_id = _id(acme, m.Engineer, m.Engineer.name == "alice")
     _write(acme, update(m.Engineer).where(m.Engineer.id == alice_id).values(status="disabled"))
     with pytest.raises(UntrustedRecord):  # the status is covered by the certificate
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)
     _write(acme, update(m.Engineer).where(m.Engineer.id == alice_id).values(status="active"))
-    assert alice.checkout(REF, reason=REASON).value == PW  # control: the same object, restored
+    assert alice.checkouts.checkout(REF, reason=REASON).value == PW  # control: the same object, restored
 
 
 def test_an_exclusive_hold_by_another_engineer_stops_the_next_checkout(acme):
     alice = _alice(acme)
     bob = acme.engineer("bob")
-    acme.admin.grant("bob", "acme")
+    acme.admin.grants.grant("bob", "acme")
     _warm(bob, "engineer")
-    acme.admin.set_policy("acme", exclusive=True)
-    alice.checkin(REF)
-    assert bob.checkout(REF, reason=REASON).value == PW  # replaces bob's own open one
+    acme.admin.policies.set("acme", exclusive=True)
+    alice.checkouts.checkin(REF)
+    assert bob.checkouts.checkout(REF, reason=REASON).value == PW  # replaces bob's own open one
     for vault in (alice, acme.admin):
         with pytest.raises(CheckoutConflict) as caught:
-            vault.checkout(REF, reason=REASON)
+            vault.checkouts.checkout(REF, reason=REASON)
         assert "bob" in str(caught.value)
-    assert bob.checkout(REF, reason=REASON).value == PW  # the holder may check out again
+    assert bob.checkouts.checkout(REF, reason=REASON).value == PW  # the holder may check out again
 
 
 def test_a_policy_change_applies_to_the_next_checkout(acme):
     alice = _alice(acme)
-    acme.admin.set_policy("acme", reason_required=False)
-    assert alice.checkout(REF).value == PW
-    acme.admin.set_policy("acme", reason_required=True, rotate_after_checkout=True)
+    acme.admin.policies.set("acme", reason_required=False)
+    assert alice.checkouts.checkout(REF).value == PW
+    acme.admin.policies.set("acme", reason_required=True, rotate_after_checkout=True)
     with pytest.raises(InvalidInput):
-        alice.checkout(REF)
-    assert alice.checkout(REF, reason=REASON).must_change is True
+        alice.checkouts.checkout(REF)
+    assert alice.checkouts.checkout(REF, reason=REASON).must_change is True
     with acme.admin.store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(m.Secret).where(m.Secret.must_change.is_(True))) == 1
 
@@ -193,9 +193,9 @@ def test_a_tampered_grant_signature_stops_the_next_checkout(acme):
     for forged in (bytes(64), signature[:-1] + bytes([signature[-1] ^ 1])):
         _write(acme, update(m.Grant).where(m.Grant.id == grant_id).values(signature=forged))
         with pytest.raises(UntrustedRecord):
-            alice.checkout(REF, reason=REASON)
+            alice.checkouts.checkout(REF, reason=REASON)
     _write(acme, update(m.Grant).where(m.Grant.id == grant_id).values(signature=signature))
-    assert alice.checkout(REF, reason=REASON).value == PW  # control
+    assert alice.checkouts.checkout(REF, reason=REASON).value == PW  # control
 
 
 def test_a_tampered_certificate_role_or_organisation_key_stops_the_next_checkout(acme):
@@ -215,10 +215,10 @@ def test_a_tampered_certificate_role_or_organisation_key_stops_the_next_checkout
         _write(acme, update(model).where(where).values(**values))
         for vault in (alice, acme.admin) if model is m.VaultInfo else (alice,):
             with pytest.raises(VaultError):
-                vault.checkout(REF, reason=REASON)
+                vault.checkouts.checkout(REF, reason=REASON)
         _write(acme, update(model).where(where).values(**before))
     assert org is not None
-    assert alice.checkout(REF, reason=REASON).value == PW  # control
+    assert alice.checkouts.checkout(REF, reason=REASON).value == PW  # control
 
 
 def test_a_grant_signed_by_a_demoted_admin_stops_the_next_checkout(acme):
@@ -226,7 +226,7 @@ def test_a_grant_signed_by_a_demoted_admin_stops_the_next_checkout(acme):
     admin_id = _id(acme, m.Engineer, m.Engineer.role == "admin")
     _write(acme, update(m.Engineer).where(m.Engineer.id == admin_id).values(status="disabled"))
     with pytest.raises(UntrustedRecord):
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)
 
 
 def test_the_one_read_splits_several_holds_and_several_grants_like_the_general_path(acme):
@@ -234,22 +234,22 @@ def test_the_one_read_splits_several_holds_and_several_grants_like_the_general_p
     must see each hold once and the grants newest first, as the general path does."""
     alice = _alice(acme)
     bob = acme.engineer("bob")
-    acme.admin.grant("bob", "acme")
-    assert bob.checkout(REF, reason=REASON).value == PW  # a second open hold
+    acme.admin.grants.grant("bob", "acme")
+    assert bob.checkouts.checkout(REF, reason=REASON).value == PW  # a second open hold
     old = _id(acme, m.Grant, (m.Grant.revoked_at.is_(None)) & (m.Grant.engineer_id != _bob_id(acme)))
-    acme.admin.grant("alice", "acme", until=acme.clock() + dt.timedelta(minutes=5))  # replaces `old`
+    acme.admin.grants.grant("alice", "acme", until=acme.clock() + dt.timedelta(minutes=5))  # replaces `old`
     _write(acme, update(m.Grant).where(m.Grant.id == old).values(revoked_at=None))  # a writer revives it
     for _ in range(2):
-        assert alice.checkout(REF, reason=REASON).value == PW
+        assert alice.checkouts.checkout(REF, reason=REASON).value == PW
     with _counting(alice) as seen:
-        assert alice.checkout(REF, reason=REASON).value == PW
+        assert alice.checkouts.checkout(REF, reason=REASON).value == PW
     assert len(seen) == FAST[(_engine(alice), "engineer")], seen
     fresh = acme.open("alice")
-    fresh.unlock("alice", acme.passphrases["alice"])
-    acme.admin.set_policy("acme", exclusive=True)
+    fresh.engineers.unlock("alice", acme.passphrases["alice"])
+    acme.admin.policies.set("acme", exclusive=True)
     for vault in (alice, fresh):  # the fast path (warm) and the general path (cold) agree
         with pytest.raises(CheckoutConflict, match="bob"):
-            vault.checkout(REF, reason=REASON)
+            vault.checkouts.checkout(REF, reason=REASON)
     with acme.admin.store.transaction() as s:
         holders = s.scalars(
             select(m.Checkout.engineer_id).where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > acme.clock())
@@ -258,7 +258,7 @@ def test_the_one_read_splits_several_holds_and_several_grants_like_the_general_p
     acme.clock.advance(minutes=6)  # the newest grant has expired; the revived one has no end but
     for vault in (alice, fresh):  # does not count (issue 12, item 4): only the newest entry does
         with pytest.raises(GrantExpired):
-            vault.checkout(REF, reason=REASON)
+            vault.checkouts.checkout(REF, reason=REASON)
 
 
 def _bob_id(team) -> int:  # type: ignore[no-untyped-def]

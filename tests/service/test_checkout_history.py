@@ -82,13 +82,13 @@ def _seeks_grant(plan: str, engine: str) -> bool:
 def busy(team):  # type: ignore[no-untyped-def]
     """acme/fw01 with PAST released and PAST expired checkouts; alice holds 40 grants."""
     admin = team.admin
-    admin.add_client("acme", "Acme Ltd")
-    admin.add_secret(REF, password=PW)
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add(REF, password=PW)
     alice = team.engineer("alice")
     for i in range(39):
-        admin.add_client(f"other{i}", f"Other {i}")
-        admin.grant("alice", f"other{i}")
-    admin.grant("alice", "acme")
+        admin.clients.add(f"other{i}", f"Other {i}")
+        admin.grants.grant("alice", f"other{i}")
+    admin.grants.grant("alice", "acme")
     now = team.clock()
     with admin.store.transaction() as s:
         secret = s.scalar(select(m.Secret))  # the only secret
@@ -116,7 +116,7 @@ def busy(team):  # type: ignore[no-untyped-def]
 def test_the_first_checkout_of_acme_is_the_first_secret(busy):
     """The fixture's history belongs to the secret the tests check out."""
     team, alice = busy
-    assert alice.checkout(REF, reason=REASON).value == PW
+    assert alice.checkouts.checkout(REF, reason=REASON).value == PW
     with team.admin.store.transaction() as s:
         counted = s.scalars(select(m.Checkout.secret_id).where(m.Checkout.released_at.is_(None))).all()
     assert len(counted) == PAST + 1 and len(set(counted)) == 1
@@ -126,9 +126,9 @@ def test_a_checkout_seeks_the_open_checkouts_and_the_grant_however_long_the_hist
     team, alice = busy
     engine = alice.store.engine.dialect.name
     for _ in range(2):  # warm: the next call takes the fast path
-        assert alice.checkout(REF, reason=REASON).value == PW
+        assert alice.checkouts.checkout(REF, reason=REASON).value == PW
     with _statements(alice) as seen:
-        revealed = alice.checkout(REF, reason=REASON)
+        revealed = alice.checkouts.checkout(REF, reason=REASON)
     assert revealed.value == PW
     holds, grants = _reads(seen, "checkouts"), _reads(seen, "grants")
     assert holds and grants, [sql for sql, _ in seen]
@@ -139,29 +139,29 @@ def test_a_checkout_seeks_the_open_checkouts_and_the_grant_however_long_the_hist
         plan = _plan(alice, sql, params)
         assert _seeks_grant(plan, engine), plan
     # The expired and released rows are history, not holds: only alice's one checkout is open.
-    assert [(c.engineer, c.secret) for c in team.admin.list_checkouts()] == [("alice", "fw01")]
+    assert [(c.engineer, c.secret) for c in team.admin.checkouts.list()] == [("alice", "fw01")]
 
 
 def test_a_check_in_and_an_update_seek_the_open_checkouts(busy):
     _team, alice = busy
     engine = alice.store.engine.dialect.name
-    alice.checkout(REF, reason=REASON)
+    alice.checkouts.checkout(REF, reason=REASON)
     with _statements(alice) as seen:
-        alice.checkin(REF, new_password="acme-pw-2")
+        alice.checkouts.checkin(REF, new_password="acme-pw-2")
     holds = _reads(seen, "checkouts")
     assert holds, [sql for sql, _ in seen]
     for sql, params in holds:
         plan = _plan(alice, sql, params)
         assert _seeks_open_checkouts(plan, engine), plan
-    assert alice.checkout(REF, reason=REASON).value == "acme-pw-2"
+    assert alice.checkouts.checkout(REF, reason=REASON).value == "acme-pw-2"
 
 
 def test_expired_exclusive_history_does_not_block_and_a_live_hold_still_does(busy):
     team, alice = busy
-    team.admin.set_policy("acme", exclusive=True)
+    team.admin.policies.set("acme", exclusive=True)
     bob = team.engineer("bob")
-    team.admin.grant("bob", "acme")
+    team.admin.grants.grant("bob", "acme")
     # alice's 300 expired exclusive checkouts are over: bob takes the secret.
-    assert bob.checkout(REF, reason=REASON).value == PW
+    assert bob.checkouts.checkout(REF, reason=REASON).value == PW
     with pytest.raises(CheckoutConflict, match="bob"):
-        alice.checkout(REF, reason=REASON)
+        alice.checkouts.checkout(REF, reason=REASON)

@@ -60,7 +60,7 @@ def check(value):
 
 
 vault = Vault.open(job["url"], engineer=job["name"], kdf_params=FLOOR)
-while not attempt("unlock", lambda: vault.unlock(job["name"], job["passphrase"])):
+while not attempt("unlock", lambda: vault.engineers.unlock(job["name"], job["passphrase"])):
     assert done["busy"] < 5, "could not unlock"
 pathlib.Path(job["ready"]).touch()
 go, deadline = pathlib.Path(job["go"]), time.monotonic() + 120
@@ -72,11 +72,11 @@ for i in range(job["ops"]):
     reason = f"T-{job['index']}-{i}"
     kind = ("checkout", "secret-view", "reveal")[i % 3]
     if kind == "checkout":
-        attempt(kind, lambda: check(vault.checkout(job["ref"], reason=reason).value))
+        attempt(kind, lambda: check(vault.checkouts.checkout(job["ref"], reason=reason).value))
     elif kind == "secret-view":
-        attempt(kind, lambda: vault.show_secret(job["ref"]))
+        attempt(kind, lambda: vault.secrets.show(job["ref"]))
     else:
-        attempt(kind, lambda: check(vault.reveal(job["ref"], reason=reason)))
+        attempt(kind, lambda: check(vault.checkouts.reveal(job["ref"], reason=reason)))
 vault.close()
 print(json.dumps({"name": job["name"], "done": done}))
 """
@@ -86,12 +86,12 @@ print(json.dumps({"name": job["name"], "done": done}))
 
 
 def _acme(team, engineers: list[str]) -> list[Vault]:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret(REF, password=PW, kind="equipment")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add(REF, password=PW, kind="equipment")
     vaults = []
     for name in engineers:
         vaults.append(team.engineer(name))
-        team.admin.grant(name, "acme")
+        team.admin.grants.grant(name, "acme")
     return vaults
 
 
@@ -159,8 +159,8 @@ def _assert_one_contiguous_chain(team, expected_events: int) -> list[m.AuditEven
     events = _events(team)
     assert [e.seq for e in events] == list(range(1, expected_events + 1))
     assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
-    assert team.admin.audit_head() == (expected_events, events[-1].hash)
-    result = team.admin.verify_audit()
+    assert team.admin.audit.head() == (expected_events, events[-1].hash)
+    result = team.admin.audit.verify()
     assert result.ok, result.problem
     assert (result.checked, result.head_seq) == (expected_events, expected_events)
     return events
@@ -169,7 +169,7 @@ def _assert_one_contiguous_chain(team, expected_events: int) -> list[m.AuditEven
 def _concurrent_appends(team, tmp_path: Path, processes: int, ops: int) -> None:  # type: ignore[no-untyped-def]
     engineers = [f"eng{i}" for i in range(processes // 2)]
     _acme(team, engineers)
-    before = team.admin.audit_head()[0]
+    before = team.admin.audit.head()[0]
     names = [engineers[i % len(engineers)] for i in range(processes)]  # two writers per engineer
     reports = _run_writers(team, tmp_path, names, ops)
 
@@ -193,7 +193,7 @@ def _concurrent_appends(team, tmp_path: Path, processes: int, ops: int) -> None:
     open_by = sorted(engineer for engineer, _ in _open_checkouts(team))
     assert len(open_by) == len(set(open_by)) == len(holders)
     # and the admin can read the details of every one of them
-    assert all(e.readable for e in team.admin.audit_log() if e.client_id is not None)
+    assert all(e.readable for e in team.admin.audit.log() if e.client_id is not None)
 
 
 # -- concurrent appends ------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _race(team, vaults: list[Vault], rounds: int) -> None:  # type: ignore[no-un
         ) -> None:
             barrier.wait(timeout=60)
             try:
-                results[i] = ("won", vaults[i].checkout(REF, reason=f"T-race-{round_}-{i}").value)
+                results[i] = ("won", vaults[i].checkouts.checkout(REF, reason=f"T-race-{round_}-{i}").value)
             except CheckoutConflict as conflict:
                 results[i] = ("lost", str(conflict))
             except Exception as error:  # reported below
@@ -257,39 +257,39 @@ def _race(team, vaults: list[Vault], rounds: int) -> None:  # type: ignore[no-un
         assert results[winner][1] == PW
         assert all(str(names[winner]) in message for outcome, message in results if outcome == "lost")
         assert len(_open_checkouts(team)) == 1
-        assert vaults[winner].list_checkouts()[0].engineer == names[winner]
-        vaults[winner].checkin(REF)
+        assert vaults[winner].checkouts.list()[0].engineer == names[winner]
+        vaults[winner].checkouts.checkin(REF)
         assert _open_checkouts(team) == []
 
 
 def _race_setup(team, n: int) -> list[Vault]:  # type: ignore[no-untyped-def]
     vaults = _acme(team, [f"racer{i}" for i in range(n)])
-    team.admin.set_policy("acme", exclusive=True)
+    team.admin.policies.set("acme", exclusive=True)
     return vaults
 
 
 def test_of_six_engineers_racing_for_an_exclusive_checkout_exactly_one_wins(team, wide_race_window):
     vaults = _race_setup(team, 6)
-    before = team.admin.audit_head()[0]
+    before = team.admin.audit.head()[0]
     _race(team, vaults, rounds=5)
-    events = _assert_one_contiguous_chain(team, team.admin.audit_head()[0])
+    events = _assert_one_contiguous_chain(team, team.admin.audit.head()[0])
     assert Counter(e.action for e in events[before:]) == Counter({"checkout": 5, "checkin": 5})  # losers leave nothing
 
 
 def test_the_exclusive_checkout_race_without_a_widened_window(team):
     vaults = _race_setup(team, 8)
     _race(team, vaults, rounds=8)
-    _assert_one_contiguous_chain(team, team.admin.audit_head()[0])
+    _assert_one_contiguous_chain(team, team.admin.audit.head()[0])
 
 
 # -- other state written by concurrent writers --------------------------------------------------------
 
 
 def test_concurrent_new_versions_count_every_use_of_the_client_key(team):
-    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.clients.add("acme", "Acme Ltd")
     refs = [f"acme/s{i}" for i in range(4)]
     for ref in refs:
-        team.admin.add_secret(ref, password="v0-password")
+        team.admin.secrets.add(ref, password="v0-password")
 
     def encryptions() -> int:
         with team.admin.store.transaction() as s:
@@ -306,7 +306,7 @@ def test_concurrent_new_versions_count_every_use_of_the_client_key(team):
         barrier.wait(timeout=60)
         try:
             for k in range(5):
-                vault.update_secret(ref, password=f"v{k + 1}-password")
+                vault.secrets.update(ref, password=f"v{k + 1}-password")
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -318,5 +318,5 @@ def test_concurrent_new_versions_count_every_use_of_the_client_key(team):
     for vault in writers:
         vault.close()
     assert errors == []
-    assert [team.admin.reveal(ref, reason="T-check") for ref in refs] == ["v5-password"] * 4
+    assert [team.admin.checkouts.reveal(ref, reason="T-check") for ref in refs] == ["v5-password"] * 4
     assert encryptions() - start == 4 * 5  # one wrapped data key per new version

@@ -39,7 +39,7 @@ def test_init_twice_on_one_database_is_refused(shared):
     with pytest.raises(AlreadyExists):
         Vault.create(shared.url, admin="second-admin", passphrase="another passphrase", kdf_params=FLOOR)
     assert shared.db.counts() == before
-    assert shared.admin.whoami().engineer == "root-admin"
+    assert shared.admin.engineers.whoami().engineer == "root-admin"
 
 
 def test_recovery_shares_rebuild_the_root_bundle_from_any_three_of_five(db_url):
@@ -83,63 +83,63 @@ def test_recovery_shares_rebuild_the_root_bundle_from_any_three_of_five(db_url):
 
 def test_invite_enroll_confirm_makes_an_active_engineer_with_certified_keys(shared):
     admin, name = shared.admin, shared.name("alice")
-    code = admin.invite_engineer(name)
+    code = admin.engineers.invite(name)
     assert code.startswith("CV1-")
     assert _status(shared.db, name) == ("invited", None)
     with pytest.raises(EnrolmentError):
-        admin.pending_fingerprint(name)
+        admin.engineers.pending_fingerprint(name)
     mine = shared.open(name)
-    fingerprint = mine.enroll_engineer(name, code, "alice's passphrase")
-    assert admin.pending_fingerprint(name) == fingerprint
+    fingerprint = mine.engineers.enroll(name, code, "alice's passphrase")
+    assert admin.engineers.pending_fingerprint(name) == fingerprint
     assert _status(shared.db, name) == ("enrolled", None)
     with pytest.raises(NotFound):  # not usable before an admin confirms
-        shared.open(name).unlock(name, "alice's passphrase")
-    info = admin.confirm_engineer(name, fingerprint.upper().replace(" ", ""))  # spacing and case do not matter
+        shared.open(name).engineers.unlock(name, "alice's passphrase")
+    info = admin.engineers.confirm(name, fingerprint.upper().replace(" ", ""))  # spacing and case do not matter
     assert (info.name, info.role, info.status, info.fingerprint) == (name, "engineer", "active", fingerprint)
     status, certificate = _status(shared.db, name)
     assert status == "active" and certificate is not None
-    session = mine.unlock(name, "alice's passphrase")
+    session = mine.engineers.unlock(name, "alice's passphrase")
     assert (session.engineer, session.role) == (name, "engineer")
-    listed = {e.name: e for e in admin.list_engineers()}
+    listed = {e.name: e for e in admin.engineers.list()}
     assert listed[name].fingerprint == fingerprint and listed[name].status == "active"
     with pytest.raises(EnrolmentError):  # the code is used up
-        shared.open(name).enroll_engineer(name, code, "another passphrase")
+        shared.open(name).engineers.enroll(name, code, "another passphrase")
 
 
 def test_confirm_with_a_wrong_fingerprint_is_refused_and_the_engineer_stays_enrolled(shared):
     admin, name = shared.admin, shared.name("alice")
-    code = admin.invite_engineer(name)
-    fingerprint = shared.open(name).enroll_engineer(name, code, "passphrase")
+    code = admin.engineers.invite(name)
+    fingerprint = shared.open(name).engineers.enroll(name, code, "passphrase")
     wrong = signing.engineer_fingerprint(sealing.KeyPair.generate().public, signing.SigningKey.generate().public)
     for attempt in (wrong, fingerprint[:-1] + ("0" if fingerprint[-1] != "0" else "1"), ""):
         with pytest.raises(UntrustedRecord):
-            admin.confirm_engineer(name, attempt)
+            admin.engineers.confirm(name, attempt)
         assert _status(shared.db, name) == ("enrolled", None)
-    admin.confirm_engineer(name, fingerprint)
+    admin.engineers.confirm(name, fingerprint)
     assert _status(shared.db, name)[0] == "active"
 
 
 def test_enroll_with_a_code_for_another_vault_is_refused(shared):
     name = shared.name("alice")
-    shared.admin.invite_engineer(name)
+    shared.admin.engineers.invite(name)
     foreign = signing.make_enrolment_code(bytes(16), signing.SigningKey.generate().public)
     with pytest.raises(EnrolmentError) as caught:
-        shared.open(name).enroll_engineer(name, foreign, "passphrase")
+        shared.open(name).engineers.enroll(name, foreign, "passphrase")
     assert "another vault" in str(caught.value)
     assert _status(shared.db, name) == ("invited", None)
 
 
 def test_enroll_without_an_invitation_is_refused(shared):
     name = shared.name("alice")
-    code = shared.admin.invite_engineer(name)
+    code = shared.admin.engineers.invite(name)
     for who in (shared.name("nobody"), "root-admin"):
         with pytest.raises(EnrolmentError):
-            shared.open(who).enroll_engineer(who, code, "passphrase")
+            shared.open(who).engineers.enroll(who, code, "passphrase")
 
 
 def test_a_malformed_code_is_refused_without_echoing_it(shared):
     name = shared.name("alice")
-    code = shared.admin.invite_engineer(name)
+    code = shared.admin.engineers.invite(name)
     body = code.removeprefix("CV1-")
     typo = "CV1-" + ("B" if body[0] != "B" else "C") + body[1:]
     for bad in (
@@ -154,7 +154,7 @@ def test_a_malformed_code_is_refused_without_echoing_it(shared):
         "CV1-" + "A" * 80,
     ):
         with pytest.raises(EnrolmentError) as caught:
-            shared.open(name).enroll_engineer(name, bad, "passphrase")
+            shared.open(name).engineers.enroll(name, bad, "passphrase")
         if len(bad) > 8:
             assert bad not in str(caught.value)
     assert _status(shared.db, name) == ("invited", None)
@@ -162,21 +162,21 @@ def test_a_malformed_code_is_refused_without_echoing_it(shared):
 
 def test_enroll_after_the_invitation_expired_is_refused(shared):
     name = shared.name("alice")
-    code = shared.admin.invite_engineer(name)
+    code = shared.admin.engineers.invite(name)
     with shared.later(hours=73), pytest.raises(EnrolmentError) as caught:  # invitations last 72 hours
-        shared.open(name).enroll_engineer(name, code, "passphrase")
+        shared.open(name).engineers.enroll(name, code, "passphrase")
     assert "expired" in str(caught.value)
     assert _status(shared.db, name) == ("invited", None)
     with shared.later(hours=71):
-        fingerprint = shared.open(name).enroll_engineer(name, code, "passphrase")
-    shared.admin.confirm_engineer(name, fingerprint)
+        fingerprint = shared.open(name).engineers.enroll(name, code, "passphrase")
+    shared.admin.engineers.confirm(name, fingerprint)
 
 
 def test_keys_replaced_between_enroll_and_confirm_are_refused(shared):
     """A writer of the database swaps in their own keys and shows the admin their fingerprint."""
     admin, db, name = shared.admin, shared.db, shared.name("alice")
-    code = admin.invite_engineer(name)
-    shared.open(name).enroll_engineer(name, code, "passphrase")
+    code = admin.engineers.invite(name)
+    shared.open(name).engineers.enroll(name, code, "passphrase")
     engineer_id = db.engineer_id(name)
     vault_id = db.scalar(select(m.VaultInfo.vault_id))
     org_public = db.scalar(select(m.VaultInfo.org_signing_public))
@@ -195,20 +195,20 @@ def test_keys_replaced_between_enroll_and_confirm_are_refused(shared):
         .values(sealing_public=attacker_seal.public, signing_public=attacker_sign.public, key_record=record)
     )
     attacker_fingerprint = signing.engineer_fingerprint(attacker_seal.public, attacker_sign.public)
-    assert admin.pending_fingerprint(name) == attacker_fingerprint
+    assert admin.engineers.pending_fingerprint(name) == attacker_fingerprint
     with pytest.raises(UntrustedRecord) as caught:
-        admin.confirm_engineer(name, attacker_fingerprint)
+        admin.engineers.confirm(name, attacker_fingerprint)
     assert "not made with their enrolment code" in str(caught.value)
     assert _status(db, name) == ("enrolled", None)
 
 
 def test_enrolling_with_another_engineers_code_is_refused_at_confirm(shared):
     admin, alice, bob = shared.admin, shared.name("alice"), shared.name("bob")
-    admin.invite_engineer(alice)
-    bobs_code = admin.invite_engineer(bob)
-    fingerprint = shared.open(alice).enroll_engineer(alice, bobs_code, "passphrase")
+    admin.engineers.invite(alice)
+    bobs_code = admin.engineers.invite(bob)
+    fingerprint = shared.open(alice).engineers.enroll(alice, bobs_code, "passphrase")
     with pytest.raises(UntrustedRecord):
-        admin.confirm_engineer(alice, fingerprint)
+        admin.engineers.confirm(alice, fingerprint)
     assert _status(shared.db, alice) == ("enrolled", None)
 
 
@@ -221,10 +221,10 @@ def test_unlock_with_a_wrong_passphrase_is_refused(shared):
     real = shared.passphrases[name]
     for wrong in ("not-it-Q7x", real.upper(), real + " ", real[:-1]):
         with pytest.raises(WrongPassphrase) as caught:
-            shared.open(name).unlock(name, wrong)
+            shared.open(name).engineers.unlock(name, wrong)
         assert real not in f"{caught.value} {caught.value.hint}" and wrong not in str(caught.value)
     with pytest.raises(NotFound):
-        shared.open("nobody").unlock("nobody", real)
+        shared.open("nobody").engineers.unlock("nobody", real)
 
 
 def test_nfc_and_nfd_forms_of_a_passphrase_unlock_the_same_account(shared):
@@ -233,66 +233,66 @@ def test_nfc_and_nfd_forms_of_a_passphrase_unlock_the_same_account(shared):
     assert nfc != nfd
     for enrolled_with, unlocked_with in ((nfd, nfc), (nfc, nfd)):
         name = shared.name("zoe")
-        code = shared.admin.invite_engineer(name)
+        code = shared.admin.engineers.invite(name)
         mine = shared.open(name)
-        shared.admin.confirm_engineer(name, mine.enroll_engineer(name, code, enrolled_with))
-        assert shared.open(name).unlock(name, unlocked_with).engineer == name
+        shared.admin.engineers.confirm(name, mine.engineers.enroll(name, code, enrolled_with))
+        assert shared.open(name).engineers.unlock(name, unlocked_with).engineer == name
 
 
 def test_whoami_and_lock(shared, reveal):
     alice = shared.engineer("alice")
     name = alice.engineer_name
-    me = alice.whoami()
+    me = alice.engineers.whoami()
     assert (me.engineer, me.role, me.vault_id) == (name, "engineer", shared.admin.vault_id().hex())
     assert me.expires_at > shared.clock()
 
     def another() -> Vault:  # another Vault object on the same session store (another command)
         return Vault(alice.store, engineer=name, sessions=alice.sessions, clock=shared.clock, kdf_params=FLOOR)
 
-    assert another().whoami().engineer == name  # the session store holds it
-    assert alice.lock() is True
+    assert another().engineers.whoami().engineer == name  # the session store holds it
+    assert alice.engineers.lock() is True
     for vault in (alice, another()):
         with pytest.raises(Locked):
-            vault.whoami()
+            vault.engineers.whoami()
         with pytest.raises(Locked):
-            vault.list_clients()
-    assert alice.lock() is False
+            vault.clients.list()
+    assert alice.engineers.lock() is False
     with pytest.raises(Locked):
-        shared.open().whoami()  # no engineer selected
+        shared.open().engineers.whoami()  # no engineer selected
 
 
 def test_a_session_past_its_expiry_is_refused_and_deleted(shared):
     alice = shared.engineer("alice")
     name, vault_id = alice.engineer_name, alice.vault_id()
-    alice.unlock(name, shared.passphrases[name])  # the default session lasts 15 minutes
+    alice.engineers.unlock(name, shared.passphrases[name])  # the default session lasts 15 minutes
     assert alice.sessions.get(vault_id, name) is not None
     with shared.later(minutes=14):
-        assert alice.whoami().engineer == name
+        assert alice.engineers.whoami().engineer == name
     with shared.later(minutes=16):
         with pytest.raises(SessionExpired):
-            alice.whoami()
+            alice.engineers.whoami()
         assert alice.sessions.get(vault_id, name) is None
         with pytest.raises(Locked) as caught:
-            alice.list_clients()
+            alice.clients.list()
         assert not isinstance(caught.value, SessionExpired)
-    alice.unlock(name, shared.passphrases[name], ttl=dt.timedelta(minutes=5))
+    alice.engineers.unlock(name, shared.passphrases[name], ttl=dt.timedelta(minutes=5))
     with shared.later(minutes=6), pytest.raises(SessionExpired):
-        alice.list_clients()
+        alice.clients.list()
 
 
 def test_an_invitation_is_signed_by_the_inviting_admin_and_cleared_at_confirmation(shared):
     admin, name = shared.admin, shared.name("alice")
-    code = admin.invite_engineer(name, role="admin")
+    code = admin.engineers.invite(name, role="admin")
     columns = (m.Engineer.invite_signature, m.Engineer.invite_signed_by, m.Engineer.invite_prev_generation)
     ((signature, signed_by, previous),) = shared.db.all(select(*columns).where(m.Engineer.name == name))
     assert len(signature) == 64 and signed_by == shared.db.engineer_id(admin.engineer_name) and previous == 0
-    fingerprint = shared.open(name).enroll_engineer(name, code, "passphrase")
-    pending = admin.pending_confirmation(name)
+    fingerprint = shared.open(name).engineers.enroll(name, code, "passphrase")
+    pending = admin.engineers.pending_confirmation(name)
     assert (pending.role, pending.invited_by, pending.carried, pending.dropped) == (
         "admin",
         admin.engineer_name,
         [],
         [],
     )
-    admin.confirm_engineer(name, fingerprint)
+    admin.engineers.confirm(name, fingerprint)
     assert shared.db.all(select(*columns).where(m.Engineer.name == name)) == [(None, None, None)]

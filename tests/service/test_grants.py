@@ -30,10 +30,10 @@ class World:
 
 
 def _populate(admin: Vault, acme: str, globex: str) -> None:
-    admin.add_client(acme, "Acme Ltd")
-    admin.add_client(globex, "Globex Corp")
-    admin.add_secret(f"{acme}/fw01", password="acme-pw", host="10.0.0.1")
-    admin.add_secret(f"{globex}/sw01", password="globex-pw")
+    admin.clients.add(acme, "Acme Ltd")
+    admin.clients.add(globex, "Globex Corp")
+    admin.secrets.add(f"{acme}/fw01", password="acme-pw", host="10.0.0.1")
+    admin.secrets.add(f"{globex}/sw01", password="globex-pw")
 
 
 @pytest.fixture
@@ -55,12 +55,12 @@ def _seals_of(db, engineer_id: int) -> int:  # type: ignore[no-untyped-def]
 
 
 def _assert_hidden(vault: Vault, slug: str, reveal) -> None:  # type: ignore[no-untyped-def]
-    assert slug not in [c.slug for c in vault.list_clients()]
-    assert all(s.client != slug for s in vault.list_secrets())
+    assert slug not in [c.slug for c in vault.clients.list()]
+    assert all(s.client != slug for s in vault.secrets.list())
     for call in (
-        lambda: vault.show_client(slug),
-        lambda: vault.list_secrets(slug),
-        lambda: vault.show_secret(f"{slug}/fw01"),
+        lambda: vault.clients.show(slug),
+        lambda: vault.secrets.list(slug),
+        lambda: vault.secrets.show(f"{slug}/fw01"),
         lambda: reveal(vault, f"{slug}/fw01"),
     ):
         with pytest.raises(NotFound) as caught:
@@ -70,19 +70,19 @@ def _assert_hidden(vault: Vault, slug: str, reveal) -> None:  # type: ignore[no-
 
 def test_without_a_grant_an_engineer_sees_no_client_and_cannot_tell_it_exists(world, reveal):
     alice = world.alice
-    assert alice.list_clients() == []
-    assert alice.list_secrets() == []
+    assert alice.clients.list() == []
+    assert alice.secrets.list() == []
     _assert_hidden(alice, world.acme, reveal)
     with pytest.raises(NotFound) as existing:
-        alice.show_client(world.acme)
+        alice.clients.show(world.acme)
     with pytest.raises(NotFound) as missing:
-        alice.show_client("nosuch")
+        alice.clients.show("nosuch")
     assert str(existing.value).replace(world.acme, "X") == str(missing.value).replace("nosuch", "X")
     assert existing.value.hint == missing.value.hint
 
 
 def test_a_grant_lets_the_engineer_read_that_client_only(shared, world, reveal, reopen):
-    granted = shared.admin.grant(world.name, world.acme, reason="ticket 1")
+    granted = shared.admin.grants.grant(world.name, world.acme, reason="ticket 1")
     assert (granted.engineer, granted.client, granted.granted_by, granted.state) == (
         world.name,
         world.acme,
@@ -90,35 +90,35 @@ def test_a_grant_lets_the_engineer_read_that_client_only(shared, world, reveal, 
         "active",
     )
     for vault in (world.alice, reopen(world.alice)):
-        assert [c.slug for c in vault.list_clients()] == [world.acme]
-        assert vault.show_client(world.acme).name == "Acme Ltd"
-        assert [s.ref for s in vault.list_secrets()] == [f"{world.acme}/fw01"]
+        assert [c.slug for c in vault.clients.list()] == [world.acme]
+        assert vault.clients.show(world.acme).name == "Acme Ltd"
+        assert [s.ref for s in vault.secrets.list()] == [f"{world.acme}/fw01"]
         assert reveal(vault, f"{world.acme}/fw01") == "acme-pw"
         _assert_hidden(vault, world.globex, reveal)
 
 
 def test_revoke_hides_the_client_again_and_deletes_the_sealed_copy(shared, world, reveal, reopen):
     db, admin = shared.db, shared.admin
-    admin.grant(world.name, world.acme)
-    admin.grant(world.name, world.globex)
+    admin.grants.grant(world.name, world.acme)
+    admin.grants.grant(world.name, world.globex)
     assert reveal(world.alice, f"{world.acme}/fw01") == "acme-pw"
     alice_id = db.engineer_id(world.name)
     assert _seals_of(db, alice_id) == 2
-    assert admin.revoke(world.name, world.acme) == 1
+    assert admin.grants.revoke(world.name, world.acme) == 1
     assert _seals_of(db, alice_id) == 1  # only globex's copy is left
     for vault in (world.alice, reopen(world.alice)):  # the same object (with its caches) and a fresh one
         _assert_hidden(vault, world.acme, reveal)
         assert reveal(vault, f"{world.globex}/sw01") == "globex-pw"
     with pytest.raises(NotFound):
-        admin.revoke(world.name, world.acme)
-    states = {(g.client, g.state) for g in admin.list_grants(engineer=world.name)}
+        admin.grants.revoke(world.name, world.acme)
+    states = {(g.client, g.state) for g in admin.grants.list(engineer=world.name)}
     assert states == {(world.acme, "revoked"), (world.globex, "active")}
 
 
 def test_a_new_grant_replaces_the_old_one(shared, world):
-    shared.admin.grant(world.name, world.acme, until=shared.clock() + dt.timedelta(minutes=5))
-    shared.admin.grant(world.name, world.acme)
-    grants = shared.admin.list_grants(engineer=world.name)
+    shared.admin.grants.grant(world.name, world.acme, until=shared.clock() + dt.timedelta(minutes=5))
+    shared.admin.grants.grant(world.name, world.acme)
+    grants = shared.admin.grants.list(engineer=world.name)
     assert sorted((g.state, g.until is None) for g in grants) == [("active", True), ("revoked", False)]
 
 
@@ -126,56 +126,56 @@ def test_until_in_the_past_or_now_is_refused(shared, world):
     before = shared.db.counts()
     for until in (shared.clock() - dt.timedelta(seconds=1), shared.clock()):
         with pytest.raises(InvalidInput):
-            shared.admin.grant(world.name, world.acme, until=until)
+            shared.admin.grants.grant(world.name, world.acme, until=until)
     assert shared.db.counts() == before
 
 
 def test_a_naive_until_is_taken_as_utc(shared, world):
     naive = (shared.clock() + dt.timedelta(hours=1)).replace(tzinfo=None)
-    granted = shared.admin.grant(world.name, world.acme, until=naive)
+    granted = shared.admin.grants.grant(world.name, world.acme, until=naive)
     assert granted.until == naive.replace(tzinfo=dt.UTC)
     with pytest.raises(InvalidInput):
-        shared.admin.grant(world.name, world.acme, until=naive - dt.timedelta(hours=2))
+        shared.admin.grants.grant(world.name, world.acme, until=naive - dt.timedelta(hours=2))
 
 
 def test_a_grant_past_its_until_hides_the_client(shared, world, reveal, reopen):
     admin, alice, a, acme, globex = shared.admin, world.alice, world.name, world.acme, world.globex
-    admin.grant(a, acme, until=shared.clock() + dt.timedelta(minutes=10))
-    admin.grant(a, globex)
+    admin.grants.grant(a, acme, until=shared.clock() + dt.timedelta(minutes=10))
+    admin.grants.grant(a, globex)
     assert reveal(alice, f"{acme}/fw01") == "acme-pw"
     with shared.later(minutes=11):
         for vault in (alice, reopen(alice)):
-            assert [c.slug for c in vault.list_clients()] == [globex]
-            assert [s.ref for s in vault.list_secrets()] == [f"{globex}/sw01"]
+            assert [c.slug for c in vault.clients.list()] == [globex]
+            assert [s.ref for s in vault.secrets.list()] == [f"{globex}/sw01"]
             with pytest.raises((NotFound, GrantExpired)):  # never a value
                 reveal(vault, f"{acme}/fw01")
-        states = {(g.client, g.state) for g in admin.list_grants(engineer=a)}
+        states = {(g.client, g.state) for g in admin.grants.list(engineer=a)}
         assert states == {(acme, "expired"), (globex, "active")}
 
 
 def test_a_grant_past_its_until_raises_grant_expired(shared, world, reveal, reopen):
-    shared.admin.grant(world.name, world.acme, until=shared.clock() + dt.timedelta(minutes=10))
+    shared.admin.grants.grant(world.name, world.acme, until=shared.clock() + dt.timedelta(minutes=10))
     with shared.later(minutes=11):
         for vault in (world.alice, reopen(world.alice)):
             with pytest.raises(GrantExpired) as caught:
                 reveal(vault, f"{world.acme}/fw01")
             assert "acme-pw" not in str(caught.value)
             with pytest.raises(GrantExpired):
-                vault.show_client(world.acme)
+                vault.clients.show(world.acme)
 
 
 def test_only_an_admin_grants_revokes_invites_and_adds_clients(shared, world):
     alice, admin = world.alice, shared.admin
-    admin.grant(world.name, world.acme)
+    admin.grants.grant(world.name, world.acme)
     bob = shared.engineer("bob").engineer_name
     before = shared.db.counts()
     for call in (
-        lambda: alice.grant(bob, world.acme),
-        lambda: alice.grant(world.name, world.globex),
-        lambda: alice.revoke(world.name, world.acme),
-        lambda: alice.add_client(shared.name("initech"), "Initech"),
-        lambda: alice.invite_engineer(shared.name("mallory")),
-        lambda: alice.invite_engineer(shared.name("mallory"), role="admin"),
+        lambda: alice.grants.grant(bob, world.acme),
+        lambda: alice.grants.grant(world.name, world.globex),
+        lambda: alice.grants.revoke(world.name, world.acme),
+        lambda: alice.clients.add(shared.name("initech"), "Initech"),
+        lambda: alice.engineers.invite(shared.name("mallory")),
+        lambda: alice.engineers.invite(shared.name("mallory"), role="admin"),
     ):
         with pytest.raises(AccessDenied):
             call()
@@ -189,11 +189,11 @@ def test_grants_to_unknown_engineers_or_clients_or_admins_are_refused(shared, wo
     carol = shared.engineer("carol", role="admin").engineer_name
     before = shared.db.counts()
     with pytest.raises(NotFound):
-        shared.admin.grant("nobody", world.acme)
+        shared.admin.grants.grant("nobody", world.acme)
     with pytest.raises(NotFound):
-        shared.admin.grant(world.name, "nosuch")
+        shared.admin.grants.grant(world.name, "nosuch")
     with pytest.raises(InvalidInput):
-        shared.admin.grant(carol, world.acme)
+        shared.admin.grants.grant(carol, world.acme)
     assert shared.db.counts() == before
 
 
@@ -201,37 +201,37 @@ def test_list_grants_filters_by_engineer_and_client_and_shows_an_engineer_only_t
     admin, alice, a, acme, globex = shared.admin, world.alice, world.name, world.acme, world.globex
     bob_vault = shared.engineer("bob")
     b = bob_vault.engineer_name
-    admin.grant(a, acme)
-    admin.grant(a, globex)
-    admin.grant(b, acme)
-    admin.revoke(a, globex)
+    admin.grants.grant(a, acme)
+    admin.grants.grant(a, globex)
+    admin.grants.grant(b, acme)
+    admin.grants.revoke(a, globex)
 
     def pairs(grants):  # type: ignore[no-untyped-def]
         return sorted((g.engineer, g.client, g.state) for g in grants)
 
     ours = {a, b}
-    assert pairs(g for g in admin.list_grants() if g.engineer in ours) == [
+    assert pairs(g for g in admin.grants.list() if g.engineer in ours) == [
         (a, acme, "active"),
         (a, globex, "revoked"),
         (b, acme, "active"),
     ]
-    assert pairs(admin.list_grants(engineer=a)) == [(a, acme, "active"), (a, globex, "revoked")]
-    assert pairs(admin.list_grants(client=acme)) == [(a, acme, "active"), (b, acme, "active")]
-    assert pairs(admin.list_grants(engineer=b, client=acme)) == [(b, acme, "active")]
-    assert pairs(admin.list_grants(engineer=b, client=globex)) == []
-    assert pairs(bob_vault.list_grants()) == [(b, acme, "active")]
-    assert pairs(bob_vault.list_grants(engineer=a)) == []
-    assert all(g.engineer == a for g in alice.list_grants())
-    assert (a, acme, "active") in pairs(alice.list_grants())
+    assert pairs(admin.grants.list(engineer=a)) == [(a, acme, "active"), (a, globex, "revoked")]
+    assert pairs(admin.grants.list(client=acme)) == [(a, acme, "active"), (b, acme, "active")]
+    assert pairs(admin.grants.list(engineer=b, client=acme)) == [(b, acme, "active")]
+    assert pairs(admin.grants.list(engineer=b, client=globex)) == []
+    assert pairs(bob_vault.grants.list()) == [(b, acme, "active")]
+    assert pairs(bob_vault.grants.list(engineer=a)) == []
+    assert all(g.engineer == a for g in alice.grants.list())
+    assert (a, acme, "active") in pairs(alice.grants.list())
     with pytest.raises(NotFound):
-        bob_vault.list_grants(client=globex)
+        bob_vault.grants.list(client=globex)
 
 
 def test_access_follows_every_sequence_of_grants_revocations_and_expiries(shared, reveal):
     """State machine: at every step an engineer reads the client exactly while they hold
     an unexpired, unrevoked grant, even through a Vault object that read before."""
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="seq-pw")
+    admin.secrets.add(f"{c}/fw01", password="seq-pw")
     engineers = [shared.engineer("eve"), shared.engineer("frank")]
     start = shared.now
 
@@ -243,7 +243,7 @@ def test_access_follows_every_sequence_of_grants_revocations_and_expiries(shared
         @rule(who=st.sampled_from(engineers), minutes=st.sampled_from([None, 5, 20]))
         def grant(self, who: Vault, minutes: int | None) -> None:
             until = None if minutes is None else shared.now + dt.timedelta(minutes=minutes)
-            admin.grant(who.engineer_name, c, until=until)
+            admin.grants.grant(who.engineer_name, c, until=until)
             self.until[who.engineer_name] = until
 
         @rule(who=st.sampled_from(engineers))
@@ -252,15 +252,15 @@ def test_access_follows_every_sequence_of_grants_revocations_and_expiries(shared
                 self._revoke(who.engineer_name)
             else:
                 with pytest.raises(NotFound):
-                    admin.revoke(who.engineer_name, c)
+                    admin.grants.revoke(who.engineer_name, c)
 
         def _revoke(self, name: str) -> None:
             until = self.until.pop(name)
             if until is not None and until <= shared.now:
                 with contextlib.suppress(NotFound):  # an expired grant may already have been swept away
-                    admin.revoke(name, c)
+                    admin.grants.revoke(name, c)
             else:
-                assert admin.revoke(name, c) == 1
+                assert admin.grants.revoke(name, c) == 1
 
         @rule()
         def time_passes(self) -> None:

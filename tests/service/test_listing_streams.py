@@ -53,17 +53,17 @@ def _selects(seen: list[str]) -> int:
 
 
 def test_listing_200_secrets_issues_the_selects_of_listing_20(team, reopen) -> None:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.clients.add("acme", "Acme Ltd")
     for i in range(20):
-        team.admin.add_secret(f"acme/s{i:03}", password=f"pw-{i}")
+        team.admin.secrets.add(f"acme/s{i:03}", password=f"pw-{i}")
     counts = {}
     for total in (20, 200):
-        for i in range(len(team.admin.list_secrets("acme")), total):
-            team.admin.add_secret(f"acme/s{i:03}", password=f"pw-{i}")
+        for i in range(len(team.admin.secrets.list("acme")), total):
+            team.admin.secrets.add(f"acme/s{i:03}", password=f"pw-{i}")
         fresh = reopen(team.admin)  # no key cached: both listings start alike
         for scope in ("acme", None):
             with _statements(fresh) as seen:
-                listed = fresh.list_secrets(scope)
+                listed = fresh.secrets.list(scope)
             assert len(listed) == total and {s.name for s in listed} == {f"s{i:03}" for i in range(total)}
             counts[(total, scope)] = (_selects(seen), len(seen))
     assert counts[(200, "acme")] == counts[(20, "acme")], counts
@@ -74,16 +74,16 @@ def test_listing_200_secrets_issues_the_selects_of_listing_20(team, reopen) -> N
 def test_client_list_and_status_count_secrets_in_one_statement(team, reopen) -> None:  # type: ignore[no-untyped-def]
     counts = {}
     for n in (3, 12):
-        for i in range(len(team.admin.list_clients()), n):
-            team.admin.add_client(f"c{i:02}", f"Client {i}")
-            team.admin.add_secret(f"c{i:02}/s", password="pw")
+        for i in range(len(team.admin.clients.list()), n):
+            team.admin.clients.add(f"c{i:02}", f"Client {i}")
+            team.admin.secrets.add(f"c{i:02}/s", password="pw")
         fresh = reopen(team.admin)
-        fresh.list_clients()  # the client keys unsealed once (a cost per client, not per statement)
-        fresh.status()
+        fresh.clients.list()  # the client keys unsealed once (a cost per client, not per statement)
+        fresh.reports.status()
         with _statements(fresh) as seen:
-            clients = fresh.list_clients()
+            clients = fresh.clients.list()
         with _statements(fresh) as seen_status:
-            report = fresh.status()
+            report = fresh.reports.status()
         assert [c.secrets for c in clients] == [1] * n and report.clients == n
         counts[n] = (len(seen), len(seen_status))
     assert counts[12] == counts[3], counts
@@ -127,19 +127,19 @@ def _many_events(vault: Vault, n: int) -> None:
 
 
 def test_audit_export_of_20000_events_streams_in_bounded_memory(team) -> None:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.clients.add("acme", "Acme Ltd")
     _many_events(team.admin, 20_000)
-    head = team.admin.audit_head()[0]
+    head = team.admin.audit.head()[0]
     tracemalloc.start()
     try:
         lines = 0
         last = None
-        for line in team.admin.export_audit():
+        for line in team.admin.audit.export():
             lines += 1
             last = line
         streamed = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
-        listed = team.admin.audit_log()
+        listed = team.admin.audit.log()
         whole = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -150,14 +150,14 @@ def test_audit_export_of_20000_events_streams_in_bounded_memory(team) -> None:  
 
 
 def test_audit_log_with_a_limit_reads_the_newest_events(team) -> None:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.clients.add("acme", "Acme Ltd")
     _many_events(team.admin, 1_205)
-    head = team.admin.audit_head()[0]
+    head = team.admin.audit.head()[0]
     for limit in (1, 7, 600, 1_203, head, head + 50):
-        got = [e.seq for e in team.admin.audit_log(limit=limit)]
+        got = [e.seq for e in team.admin.audit.log(limit=limit)]
         assert got == list(range(max(1, head - limit + 1), head + 1))
-    views = [e.seq for e in team.admin.audit_log(client="acme", limit=3)]
-    assert views == [e.seq for e in team.admin.audit_log() if e.client == "acme"][-3:]
+    views = [e.seq for e in team.admin.audit.log(client="acme", limit=3)]
+    assert views == [e.seq for e in team.admin.audit.log() if e.client == "acme"][-3:]
     assert views[-1] >= head - 1 and len(views) == 3
 
 
@@ -167,29 +167,29 @@ def test_audit_log_with_a_limit_reads_the_newest_events(team) -> None:  # type: 
 def _other_connection(team, monkeypatch) -> Vault:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CREDVAULT_LOCK_TIMEOUT", "0.3")  # a blocked writer fails fast
     other = team.open(ADMIN)  # its own engine: another connection to the same database
-    other.unlock(ADMIN, ADMIN_PASS)
+    other.engineers.unlock(ADMIN, ADMIN_PASS)
     return other
 
 
 def test_a_checkout_in_another_connection_is_not_blocked_by_a_running_listing(team, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """SQLite: the listing's deferred transaction takes no write lock; PostgreSQL: the
     listing holds no audit-head lock while it decrypts (its event is appended after)."""
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password="pw-1")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password="pw-1")
     other = _other_connection(team, monkeypatch)
     during: list[str] = []
     read_rows = listing.secret_infos
 
     def listing_that_waits(*args: Any, **kwargs: Any) -> Any:
         found = read_rows(*args, **kwargs)  # rows read and opened: the listing's transaction is open
-        during.append(other.checkout("acme/fw01", reason=REASON).value)
+        during.append(other.checkouts.checkout("acme/fw01", reason=REASON).value)
         return found
 
     monkeypatch.setattr(listing, "secret_infos", listing_that_waits)
-    before = team.admin.audit_head()[0]
-    assert [s.name for s in team.admin.list_secrets("acme")] == ["fw01"]
+    before = team.admin.audit.head()[0]
+    assert [s.name for s in team.admin.secrets.list("acme")] == ["fw01"]
     assert during == ["pw-1"]
-    actions = [e.action for e in team.admin.audit_log() if e.seq > before]
+    actions = [e.action for e in team.admin.audit.log() if e.seq > before]
     assert actions == ["checkout", "secret-list"]  # the listing's event after, in its own write
     other.close()
 
@@ -198,18 +198,18 @@ def test_the_locking_transaction_of_old_would_block_that_checkout(team, monkeypa
     """The control: what a listing held before (SQLite's write lock from BEGIN IMMEDIATE; on
     PostgreSQL the audit head, locked by an append made before the decryption loop) makes
     the same checkout fail, so the test above would fail if listings still held it."""
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password="pw-1")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password="pw-1")
     other = _other_connection(team, monkeypatch)
     with team.admin.store.transaction() as s:
         s.execute(select(m.AuditHead.seq).where(m.AuditHead.id == 1).with_for_update()).all()
         with pytest.raises(StoreBusy):
-            other.checkout("acme/fw01", reason=REASON)
+            other.checkouts.checkout("acme/fw01", reason=REASON)
     other.close()
 
 
 def test_a_read_unit_writes_nothing(team) -> None:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
+    team.admin.clients.add("acme", "Acme Ltd")
     with team.admin.store.read() as s:
         client = s.scalars(select(m.Client)).one()
         client.created_at = team.clock().replace(year=2000)  # changed through the ORM: discarded
@@ -218,18 +218,18 @@ def test_a_read_unit_writes_nothing(team) -> None:  # type: ignore[no-untyped-de
 
 
 def test_a_listing_is_not_returned_when_its_event_cannot_be_written(team, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password="pw-1")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password="pw-1")
 
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise StoreBusy("the database is locked by another session: nothing was changed")
 
     monkeypatch.setattr(Journal, "append", broken)
-    for call in (lambda: team.admin.list_secrets("acme"), team.admin.list_clients):
+    for call in (lambda: team.admin.secrets.list("acme"), team.admin.clients.list):
         with pytest.raises(StoreBusy):
             call()
     with pytest.raises(StoreBusy):
-        team.admin.report_access(ADMIN)
+        team.admin.reports.access(ADMIN)
 
 
 # -- grant lookups: 10 grants or 1,000 ---------------------------------------------------------
@@ -238,7 +238,7 @@ def test_a_listing_is_not_returned_when_its_event_cannot_be_written(team, monkey
 def _granted(team, name: str, slugs: list[str]) -> Vault:  # type: ignore[no-untyped-def]
     vault = team.engineer(name)
     for slug in slugs:
-        team.admin.grant(name, slug)
+        team.admin.grants.grant(name, slug)
     return vault
 
 
@@ -247,9 +247,9 @@ def test_a_checkout_with_1000_grants_runs_the_statements_of_one_with_10(team, re
     """1,000 grants in the slow run (about a minute per engine to set up), 200 in every run."""
     slugs = [f"c{i:04}" for i in range(many)]
     for slug in slugs:
-        team.admin.add_client(slug, slug)
+        team.admin.clients.add(slug, slug)
     target = slugs[-1]  # the last one: a lookup that walked the grants would pay for all of them
-    team.admin.add_secret(f"{target}/fw01", password="pw-1")
+    team.admin.secrets.add(f"{target}/fw01", password="pw-1")
     few = _granted(team, "few", slugs[-10:])
     lots = _granted(team, "lots", slugs)
     counts = {}
@@ -258,44 +258,44 @@ def test_a_checkout_with_1000_grants_runs_the_statements_of_one_with_10(team, re
         runs = []
         for _ in range(3):  # the first finds the client (the index), then the fast path
             with _statements(fresh) as seen:
-                assert fresh.checkout(f"{target}/fw01", reason=REASON).value == "pw-1"
+                assert fresh.checkouts.checkout(f"{target}/fw01", reason=REASON).value == "pw-1"
             runs.append(len(seen))
         counts[who] = runs
-        assert len(fresh.list_clients()) == (10 if who == "few" else many)
+        assert len(fresh.clients.list()) == (10 if who == "few" else many)
     assert counts["lots"] == counts["few"], counts
 
 
 def test_a_grant_revoked_while_the_index_holds_it_is_refused_at_once(team) -> None:  # type: ignore[no-untyped-def]
     for slug in ("acme", "beta"):
-        team.admin.add_client(slug, slug)
-        team.admin.add_secret(f"{slug}/fw01", password=f"pw-{slug}")
+        team.admin.clients.add(slug, slug)
+        team.admin.secrets.add(f"{slug}/fw01", password=f"pw-{slug}")
     alice = _granted(team, "alice", ["acme", "beta"])
     for _ in range(2):
-        assert alice.checkout("acme/fw01", reason=REASON).value == "pw-acme"
-    assert [c.slug for c in alice.list_clients()] == ["acme", "beta"]  # the index holds both grants
-    team.admin.revoke("alice", "acme")
+        assert alice.checkouts.checkout("acme/fw01", reason=REASON).value == "pw-acme"
+    assert [c.slug for c in alice.clients.list()] == ["acme", "beta"]  # the index holds both grants
+    team.admin.grants.revoke("alice", "acme")
     with pytest.raises((NotFound, AccessDenied)):
-        alice.checkout("acme/fw01", reason=REASON)
+        alice.checkouts.checkout("acme/fw01", reason=REASON)
     with pytest.raises((NotFound, AccessDenied)):
-        alice.list_secrets("acme")
-    assert [c.slug for c in alice.list_clients()] == ["beta"]
-    assert [s.client for s in alice.list_secrets()] == ["beta"]
-    assert alice.checkout("beta/fw01", reason=REASON).value == "pw-beta"
+        alice.secrets.list("acme")
+    assert [c.slug for c in alice.clients.list()] == ["beta"]
+    assert [s.client for s in alice.secrets.list()] == ["beta"]
+    assert alice.checkouts.checkout("beta/fw01", reason=REASON).value == "pw-beta"
 
 
 def test_a_grant_that_expires_while_the_index_holds_it_is_refused(team) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password="pw-1")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password="pw-1")
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=2))
-    assert [c.slug for c in alice.list_clients()] == ["acme"]
-    assert alice.checkout("acme/fw01", reason=REASON).value == "pw-1"
+    team.admin.grants.grant("alice", "acme", until=team.clock() + dt.timedelta(minutes=2))
+    assert [c.slug for c in alice.clients.list()] == ["acme"]
+    assert alice.checkouts.checkout("acme/fw01", reason=REASON).value == "pw-1"
     team.clock.advance(minutes=3)  # the grant has ended; alice's session has not
-    assert alice.list_clients() == []
+    assert alice.clients.list() == []
     with pytest.raises(VaultError):
-        alice.checkout("acme/fw01", reason=REASON)
+        alice.checkouts.checkout("acme/fw01", reason=REASON)
 
 
 def test_an_edited_grant_row_is_verified_again_not_taken_from_the_index(team, db) -> None:  # type: ignore[no-untyped-def]
@@ -305,10 +305,10 @@ def test_an_edited_grant_row_is_verified_again_not_taken_from_the_index(team, db
 
     from vault.errors import UntrustedRecord
 
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret("acme/fw01", password="pw-1")
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password="pw-1")
     alice = _granted(team, "alice", ["acme"])
-    assert [c.slug for c in alice.list_clients()] == ["acme"]
+    assert [c.slug for c in alice.clients.list()] == ["acme"]
     db.run(update(m.Grant).where(m.Grant.engineer_id == db.engineer_id("alice")).values(until=2**40))
     with pytest.raises(UntrustedRecord):
-        alice.list_clients()
+        alice.clients.list()

@@ -36,9 +36,9 @@ ACME_PLAINTEXTS = [
 @pytest.fixture
 def scene(team):  # type: ignore[no-untyped-def]
     admin = team.admin
-    admin.add_client("acme", "Acme Industrial Holdings")
-    admin.add_client("globex", "Globex Corp")
-    admin.add_secret(
+    admin.clients.add("acme", "Acme Industrial Holdings")
+    admin.clients.add("globex", "Globex Corp")
+    admin.secrets.add(
         "acme/fw01-admin",
         password="Acme-Pw-7f3a!",
         kind="equipment",
@@ -47,21 +47,21 @@ def scene(team):  # type: ignore[no-untyped-def]
         note="Rack 7, cage 3 — behind the blue door",
         fields={"serial": "SN-ACME-99172"},
     )
-    admin.add_secret(
+    admin.secrets.add(
         "acme/vpn-gateway",
         password="VpnPass-42-ü",
         kind="service",
         username="svc-backup-acme",
         url="https://vpn.acme.example/",
     )
-    admin.add_secret("acme/core-switch", password="SwitchPw#5520", host="10.77.31.9")
-    admin.update_secret("acme/fw01-admin", password="Acme-Pw-v2-8c1d!")
-    admin.add_secret("globex/sw01", password="globex-pw", host="sw01.globex.example")
+    admin.secrets.add("acme/core-switch", password="SwitchPw#5520", host="10.77.31.9")
+    admin.secrets.update("acme/fw01-admin", password="Acme-Pw-v2-8c1d!")
+    admin.secrets.add("globex/sw01", password="globex-pw", host="sw01.globex.example")
     team.engineer("bob")
-    admin.grant("bob", "acme")  # someone else does hold acme's key
+    admin.grants.grant("bob", "acme")  # someone else does hold acme's key
     alice = team.engineer("alice")
-    admin.grant("alice", "globex")  # alice holds a key, just not acme's
-    admin.invite_engineer("carol")  # a pending invite: its secret is sealed too
+    admin.grants.grant("alice", "globex")  # alice holds a key, just not acme's
+    admin.engineers.invite("carol")  # a pending invite: its secret is sealed too
     return alice
 
 
@@ -163,14 +163,14 @@ def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene,
     assert fields_tried >= 4 * 3 + 4  # acme's client fields and secret versions at least
 
     # 3. And through the service she is told nothing either.
-    assert [c.slug for c in alice.list_clients()] == ["globex"]
-    assert {s.client for s in alice.list_secrets()} == {"globex"}
+    assert [c.slug for c in alice.clients.list()] == ["globex"]
+    assert {s.client for s in alice.secrets.list()} == {"globex"}
     for call in (
-        lambda: alice.show_client("acme"),
-        lambda: alice.list_secrets("acme"),
-        lambda: alice.show_secret("acme/fw01-admin"),
-        lambda: alice.reveal("acme/fw01-admin", reason="T-1"),
-        lambda: alice.list_grants(client="acme"),
+        lambda: alice.clients.show("acme"),
+        lambda: alice.secrets.list("acme"),
+        lambda: alice.secrets.show("acme/fw01-admin"),
+        lambda: alice.checkouts.reveal("acme/fw01-admin", reason="T-1"),
+        lambda: alice.grants.list(client="acme"),
     ):
         with pytest.raises(NotFound) as caught:
             call()

@@ -249,24 +249,24 @@ def _versions(url: str) -> set[tuple[int, int]]:
 def test_a_removed_engineer_with_their_old_keys_and_the_database_decrypts_nothing_written_after(team, role):
     admin = team.admin
     for slug in ("acme", "globex", "initech"):
-        admin.add_client(slug, slug.title())
+        admin.clients.add(slug, slug.title())
         for i in range(2):
-            admin.add_secret(f"{slug}/s{i}", password=f"{slug}-{i}")
+            admin.secrets.add(f"{slug}/s{i}", password=f"{slug}-{i}")
     leaver = team.engineer("leaver", role=role)
     team.engineer("bob")
     if role == "engineer":
-        admin.grant("leaver", "acme")
-        admin.grant("leaver", "globex")
-    leaver.reveal("acme/s0", reason=REASON)  # caches acme's version 1
-    admin.rotate_client("acme")  # so the leaver holds (or held) two versions of acme
-    leaver.reveal("acme/s1", reason=REASON)
-    leaver.reveal("globex/s1", reason=REASON)
+        admin.grants.grant("leaver", "acme")
+        admin.grants.grant("leaver", "globex")
+    leaver.checkouts.reveal("acme/s0", reason=REASON)  # caches acme's version 1
+    admin.keys.rotate_client("acme")  # so the leaver holds (or held) two versions of acme
+    leaver.checkouts.reveal("acme/s1", reason=REASON)
+    leaver.checkouts.reveal("globex/s1", reason=REASON)
     loot = _harvest(team.url, leaver)
     held = {c for c, _ in loot.client_keys}
     assert {(c, v) for c, v in loot.client_keys if c == min(held)} == {(min(held), 1), (min(held), 2)}
     assert len(held) == (3 if role == "admin" else 2)
     assert loot.data_keys and loot.audit_rings and (loot.lookup_keys or role == "engineer")
-    before, after_seq = _versions(team.url), admin.audit_head()[0]
+    before, after_seq = _versions(team.url), admin.audit.head()[0]
     control = _attack(team.url, loot, after_seq=0, before=set())  # the same attack, before removal
     assert {kind for kind, _ in control.opened} >= {
         "a sealed client key",
@@ -276,15 +276,15 @@ def test_a_removed_engineer_with_their_old_keys_and_the_database_decrypts_nothin
         "audit details",
     } | ({"a sealed root bundle"} if role == "admin" else set())
 
-    admin.remove_engineer("leaver", batch_size=2)
+    admin.engineers.remove("leaver", batch_size=2)
     for slug in ("acme", "globex", "initech"):  # what is written after the removal
-        admin.add_secret(f"{slug}/new", password=f"{slug}-new", username="later")
-        admin.update_secret(f"{slug}/s0", password=f"{slug}-changed")
-        admin.reveal(f"{slug}/s1", reason=REASON)
-    admin.add_client("umbrella", "Umbrella")
-    admin.add_secret("umbrella/x", password="umbrella-x")
-    admin.grant("bob", "acme")
-    admin.invite_engineer("carol")
+        admin.secrets.add(f"{slug}/new", password=f"{slug}-new", username="later")
+        admin.secrets.update(f"{slug}/s0", password=f"{slug}-changed")
+        admin.checkouts.reveal(f"{slug}/s1", reason=REASON)
+    admin.clients.add("umbrella", "Umbrella")
+    admin.secrets.add("umbrella/x", password="umbrella-x")
+    admin.grants.grant("bob", "acme")
+    admin.engineers.invite("carol")
 
     attack = _attack(team.url, loot, after_seq=after_seq, before=before)
     assert attack.opened == []
@@ -311,28 +311,28 @@ def test_a_removed_engineer_with_their_old_keys_and_the_database_decrypts_nothin
         for key in loot.lookup_keys:
             for slug in ("acme", "globex", "initech", "umbrella"):
                 assert signing.lookup_tag(key, LABEL_TAG_CLIENT_SLUG, slug) not in tags
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok
 
 
 def test_removal_during_a_rotation_still_moves_the_client_to_a_key_the_engineer_never_held(team):
     admin = team.admin
-    admin.add_client("acme", "Acme")
+    admin.clients.add("acme", "Acme")
     for i in range(4):
-        admin.add_secret(f"acme/s{i}", password=f"acme-{i}")
+        admin.secrets.add(f"acme/s{i}", password=f"acme-{i}")
     leaver = team.engineer("leaver")
-    admin.grant("leaver", "acme")
-    leaver.reveal("acme/s0", reason=REASON)
+    admin.grants.grant("leaver", "acme")
+    leaver.checkouts.reveal("acme/s0", reason=REASON)
     with admin.store.transaction() as s:  # a rotation under way (interrupted after one batch)
         rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))
     admin.keys._rewrap_batch(rotation_id, 2, None)
     loot = _harvest(team.url, leaver)
     assert (1, 2) in loot.client_keys  # the new version was sealed to every grantee at the start
-    before, after_seq = _versions(team.url), admin.audit_head()[0]
+    before, after_seq = _versions(team.url), admin.audit.head()[0]
 
-    admin.remove_engineer("leaver")
-    admin.add_secret("acme/new", password="written after removal")
+    admin.engineers.remove("leaver")
+    admin.secrets.add("acme/new", password="written after removal")
 
-    current = max(v for v, state in admin.client_key_versions("acme") if state == "active")
+    current = max(v for v, state in admin.keys.versions("acme") if state == "active")
     held = set(loot.client_keys)
     assert (1, current) not in held
     assert _attack(team.url, loot, after_seq=after_seq, before=before).opened == []
@@ -341,14 +341,14 @@ def test_removal_during_a_rotation_still_moves_the_client_to_a_key_the_engineer_
 @pytest.mark.parametrize("role", ["engineer", "admin"])
 def test_an_interrupted_removal_is_finished_by_resume(team, role, monkeypatch):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/s0", password="acme-0")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/s0", password="acme-0")
     leaver = team.engineer("leaver", role=role)
     if role == "engineer":
-        admin.grant("leaver", "acme")
-    leaver.reveal("acme/s0", reason=REASON)
+        admin.grants.grant("leaver", "acme")
+    leaver.checkouts.reveal("acme/s0", reason=REASON)
     loot = _harvest(team.url, leaver)
-    before, after_seq = _versions(team.url), admin.audit_head()[0]
+    before, after_seq = _versions(team.url), admin.audit.head()[0]
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
@@ -357,12 +357,12 @@ def test_an_interrupted_removal_is_finished_by_resume(team, role, monkeypatch):
     # the interrupt lands in the re-wrapping that follows, which `resume_rotations` finishes.
     monkeypatch.setattr(admin.keys, "run_rotation", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        admin.remove_engineer("leaver")
+        admin.engineers.remove("leaver")
     monkeypatch.undo()
 
-    admin.resume_rotations()
-    admin.add_secret("acme/new", password="written after removal")
-    assert admin.client_key_versions("acme")[-1] == (2, "active")
+    admin.keys.resume()
+    admin.secrets.add("acme/new", password="written after removal")
+    assert admin.keys.versions("acme")[-1] == (2, "active")
     assert _attack(team.url, loot, after_seq=after_seq, before=before).opened == []
 
 
@@ -371,52 +371,52 @@ def test_an_interrupted_removal_is_finished_by_resume(team, role, monkeypatch):
 
 def test_remove_engineer_returns_exactly_the_unchanged_values_they_saw(team):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_client("globex", "Globex")
-    admin.add_secret("acme/fw01", password="fw01-pw")
-    admin.add_secret("acme/sw01", password="sw01-pw")
-    admin.add_secret("acme/vpn", password="vpn-pw", username="vpnuser")
-    admin.add_secret("acme/unseen", password="nobody looked")
-    admin.add_secret("globex/x", password="globex-pw")
+    admin.clients.add("acme", "Acme")
+    admin.clients.add("globex", "Globex")
+    admin.secrets.add("acme/fw01", password="fw01-pw")
+    admin.secrets.add("acme/sw01", password="sw01-pw")
+    admin.secrets.add("acme/vpn", password="vpn-pw", username="vpnuser")
+    admin.secrets.add("acme/unseen", password="nobody looked")
+    admin.secrets.add("globex/x", password="globex-pw")
     alice = team.engineer("alice")
-    admin.grant("alice", "acme")
-    alice.reveal("acme/fw01", reason="T-10")
-    alice.reveal("acme/fw01", reason="T-11")
-    alice.reveal("acme/sw01", reason="T-12")
-    alice.reveal("acme/vpn", "username", reason="T-13")
-    admin.reveal("globex/x", reason="the admin, not alice")
-    admin.update_secret("acme/sw01", password="changed on the equipment")  # no longer at risk
-    admin.update_secret("acme/vpn", password="vpn-new")  # the username she saw is unchanged
+    admin.grants.grant("alice", "acme")
+    alice.checkouts.reveal("acme/fw01", reason="T-10")
+    alice.checkouts.reveal("acme/fw01", reason="T-11")
+    alice.checkouts.reveal("acme/sw01", reason="T-12")
+    alice.checkouts.reveal("acme/vpn", "username", reason="T-13")
+    admin.checkouts.reveal("globex/x", reason="the admin, not alice")
+    admin.secrets.update("acme/sw01", password="changed on the equipment")  # no longer at risk
+    admin.secrets.update("acme/vpn", password="vpn-new")  # the username she saw is unchanged
 
-    at_risk, rotations = admin.remove_engineer("alice")
+    at_risk, rotations = admin.engineers.remove("alice")
 
     assert [(r.client, r.secret, r.field, r.version, r.reason, r.changed_since) for r in at_risk] == [
         ("acme", "fw01", "password", 1, "T-11", False),
         ("acme", "vpn", "username", 1, "T-13", False),
     ]
-    assert admin.report_at_risk("alice") == at_risk
+    assert admin.reports.at_risk("alice") == at_risk
     assert [(r.client, r.from_version, r.to_version, r.state) for r in rotations] == [("acme", 1, 2, "done")]
-    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
-    assert admin.client_key_versions("globex") == [(1, "active")]  # she never held globex's key
-    admin.update_secret("acme/fw01", password="changed after she left")
-    assert [r.secret for r in admin.report_at_risk("alice")] == ["vpn"]
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert admin.keys.versions("globex") == [(1, "active")]  # she never held globex's key
+    admin.secrets.update("acme/fw01", password="changed after she left")
+    assert [r.secret for r in admin.reports.at_risk("alice")] == ["vpn"]
 
 
 def test_removal_disables_the_account_keeps_its_public_keys_and_old_events_verify(team, db):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw01", password="fw01-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw01", password="fw01-pw")
     alice = team.engineer("alice")
-    admin.grant("alice", "acme")
-    alice.reveal("acme/fw01", reason=REASON)
-    alice.list_clients()
+    admin.grants.grant("alice", "acme")
+    alice.checkouts.reveal("acme/fw01", reason=REASON)
+    alice.clients.list()
     alice_id = db.engineer_id("alice")
     row = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
 
-    admin.remove_engineer("alice")
+    admin.engineers.remove("alice")
 
     after = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
-    assert (after.status, after.key_record) == ("disabled", None) and after.disabled_at is not None
+    assert (after.reports.status, after.key_record) == ("disabled", None) and after.disabled_at is not None
     assert (after.sealing_public, after.signing_public) == (row.sealing_public, row.signing_public)
     key = db.all(select(m.EngineerKey).where(m.EngineerKey.engineer_id == alice_id))
     assert [(k.generation, k.state, k.signing_public) for (k,) in key] == [(1, "destroyed", row.signing_public)]
@@ -434,68 +434,68 @@ def test_removal_disables_the_account_keeps_its_public_keys_and_old_events_verif
         .where(m.AuditEvent.engineer_id == alice_id, m.AuditEvent.signature.is_not(None))
     )
     assert signed >= 3
-    assert admin.verify_audit().ok
-    for call in (lambda: alice.reveal("acme/fw01", reason=REASON), alice.list_clients, alice.whoami):
+    assert admin.audit.verify().ok
+    for call in (lambda: alice.checkouts.reveal("acme/fw01", reason=REASON), alice.clients.list, alice.engineers.whoami):
         with pytest.raises(AccessDenied):
             call()
     with pytest.raises(NotFound):
-        team.open("alice").unlock("alice", team.passphrases["alice"])
-    listed = {e.name: e for e in admin.list_engineers()}
+        team.open("alice").engineers.unlock("alice", team.passphrases["alice"])
+    listed = {e.name: e for e in admin.engineers.list()}
     assert listed["alice"].status == "disabled" and listed["alice"].fingerprint is not None
     with pytest.raises(VaultError):
-        admin.grant("alice", "acme")
+        admin.grants.grant("alice", "acme")
 
 
 def test_records_signed_by_a_removed_admin_stay_trusted(team, db, reopen):
     admin = team.admin
     admin2 = team.engineer("admin2", role="admin")
-    admin2.add_client("globex", "Globex")  # client-key version 1 signed by admin2
-    admin2.add_secret("globex/x", password="globex-pw")
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/y", password="acme-pw")
+    admin2.clients.add("globex", "Globex")  # client-key version 1 signed by admin2
+    admin2.secrets.add("globex/x", password="globex-pw")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/y", password="acme-pw")
     alice = team.engineer("alice")
-    admin2.grant("alice", "globex")
-    admin2.grant("alice", "acme")
-    admin2.rotate_client("acme")  # acme's version 2 signed by admin2 as well
+    admin2.grants.grant("alice", "globex")
+    admin2.grants.grant("alice", "acme")
+    admin2.keys.rotate_client("acme")  # acme's version 2 signed by admin2 as well
     admin2_id = db.engineer_id("admin2")
 
-    at_risk, rotations = admin.remove_engineer("admin2")
+    at_risk, rotations = admin.engineers.remove("admin2")
 
     assert at_risk == []
     assert sorted((r.client, r.to_version, r.state) for r in rotations) == [("acme", 3, "done"), ("globex", 2, "done")]
     for vault in (alice, reopen(alice)):
-        assert vault.reveal("globex/x", reason=REASON) == "globex-pw"
-        assert vault.reveal("acme/y", reason=REASON) == "acme-pw"
-        assert [c.slug for c in vault.list_clients()] == ["acme", "globex"]
+        assert vault.checkouts.reveal("globex/x", reason=REASON) == "globex-pw"
+        assert vault.checkouts.reveal("acme/y", reason=REASON) == "acme-pw"
+        assert [c.slug for c in vault.clients.list()] == ["acme", "globex"]
     roots = db.all(select(m.RootKey.version, m.RootKey.state).order_by(m.RootKey.version))
     assert [tuple(r) for r in roots] == [(1, "destroyed"), (2, "active")]
     assert [tuple(r) for r in db.all(select(m.RootSeal.root_version, m.RootSeal.engineer_id))] == [
         (2, db.engineer_id("root-admin"))
     ]
-    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
-    assert admin.client_key_versions("globex") == [(1, "destroyed"), (2, "active")]
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
+    assert admin.keys.versions("globex") == [(1, "destroyed"), (2, "active")]
     live = db.all(select(m.Grant.granted_by).where(m.Grant.revoked_at.is_(None)))
     assert live and admin2_id not in {r[0] for r in live}
     signers = db.all(select(m.ClientKey.signed_by).where(m.ClientKey.state != "destroyed"))
     assert admin2_id not in {r[0] for r in signers}
     with pytest.raises(AccessDenied):
-        admin2.list_clients()
-    assert admin.verify_audit().ok
+        admin2.clients.list()
+    assert admin.audit.verify().ok
 
 
 def test_removing_yourself_or_removing_twice_is_invalid_input(team):
     admin = team.admin
     alice = team.engineer("alice")
     with pytest.raises(InvalidInput):
-        admin.remove_engineer("root-admin")
+        admin.engineers.remove("root-admin")
     with pytest.raises(AccessDenied):
-        alice.remove_engineer("root-admin")
+        alice.engineers.remove("root-admin")
     with pytest.raises(NotFound):
-        admin.remove_engineer("nobody")
-    admin.remove_engineer("alice")
+        admin.engineers.remove("nobody")
+    admin.engineers.remove("alice")
     with pytest.raises(InvalidInput):
-        admin.remove_engineer("alice")
-    assert admin.whoami().engineer == "root-admin"
+        admin.engineers.remove("alice")
+    assert admin.engineers.whoami().engineer == "root-admin"
 
 
 # -- a lost laptop ------------------------------------------------------------------------------------
@@ -504,17 +504,17 @@ def test_removing_yourself_or_removing_twice_is_invalid_input(team):
 def test_rotate_engineer_destroys_the_old_keys_and_re_enrolment_restores_the_grants(team, db):
     admin = team.admin
     for slug in ("acme", "globex"):
-        admin.add_client(slug, slug.title())
-        admin.add_secret(f"{slug}/s0", password=f"{slug}-pw")
+        admin.clients.add(slug, slug.title())
+        admin.secrets.add(f"{slug}/s0", password=f"{slug}-pw")
     alice = team.engineer("alice")
-    admin.grant("alice", "acme")
-    admin.grant("alice", "globex")
-    alice.reveal("acme/s0", reason=REASON)
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("alice", "globex")
+    alice.checkouts.reveal("acme/s0", reason=REASON)
     alice_id = db.engineer_id("alice")
     old = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
     old_keypair = sealing.KeyPair(alice.keyholder.me().sealing_private)
 
-    code = admin.rotate_engineer("alice")
+    code = admin.engineers.rotate("alice")
 
     gone = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
     assert (gone.status, gone.key_record, gone.sealing_public) == ("invited", None, None)
@@ -523,15 +523,15 @@ def test_rotate_engineer_destroys_the_old_keys_and_re_enrolment_restores_the_gra
     )
     assert db.all(seals) == []
     with pytest.raises(NotFound):
-        team.open("alice").unlock("alice", team.passphrases["alice"])
+        team.open("alice").engineers.unlock("alice", team.passphrases["alice"])
     with pytest.raises(VaultError):
-        alice.reveal("acme/s0", reason=REASON)  # the old session's keys are no longer certified
+        alice.checkouts.reveal("acme/s0", reason=REASON)  # the old session's keys are no longer certified
 
     mine = team.open("alice")
-    admin.confirm_engineer("alice", mine.enroll_engineer("alice", code, "a new passphrase"))
-    mine.unlock("alice", "a new passphrase")
+    admin.engineers.confirm("alice", mine.engineers.enroll("alice", code, "a new passphrase"))
+    mine.engineers.unlock("alice", "a new passphrase")
 
-    assert [mine.reveal(f"{slug}/s0", reason=REASON) for slug in ("acme", "globex")] == ["acme-pw", "globex-pw"]
+    assert [mine.checkouts.reveal(f"{slug}/s0", reason=REASON) for slug in ("acme", "globex")] == ["acme-pw", "globex-pw"]
     new = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
     assert new.key_generation == old.key_generation + 1 == 2
     assert new.sealing_public != old.sealing_public and new.signing_public != old.signing_public
@@ -556,8 +556,8 @@ def test_rotate_engineer_destroys_the_old_keys_and_re_enrolment_restores_the_gra
         )
     )
     assert old_events >= 2
-    assert admin.verify_audit().ok
-    assert mine.verify_audit().ok
+    assert admin.audit.verify().ok
+    assert mine.audit.verify().ok
 
 
 # -- passphrases ----------------------------------------------------------------------------------------
@@ -578,10 +578,10 @@ def test_change_passphrase_changes_only_that_engineers_key_record(team, db):
 
     before, keys_before = engineers(), keys()
     with pytest.raises(WrongPassphrase):
-        alice.change_passphrase("not the passphrase", "whatever new")
+        alice.engineers.change_passphrase("not the passphrase", "whatever new")
     assert engineers() == before
 
-    alice.change_passphrase(old, "alice's new passphrase ✓")
+    alice.engineers.change_passphrase(old, "alice's new passphrase ✓")
 
     after = engineers()
     assert after["alice"]["key_record"] != before["alice"]["key_record"]
@@ -589,11 +589,11 @@ def test_change_passphrase_changes_only_that_engineers_key_record(team, db):
     assert {n: r for n, r in after.items() if n != "alice"} == {n: r for n, r in before.items() if n != "alice"}
     assert keys() == keys_before
     with pytest.raises(WrongPassphrase):
-        team.open("alice").unlock("alice", old)
+        team.open("alice").engineers.unlock("alice", old)
     again = team.open("alice")
-    again.unlock("alice", "alice's new passphrase ✓")
-    assert again.whoami().engineer == "alice"
-    assert alice.whoami().engineer == "alice"  # the running session is unaffected
-    admin.change_passphrase(team.passphrases["root-admin"], "admin's new passphrase")
+    again.engineers.unlock("alice", "alice's new passphrase ✓")
+    assert again.engineers.whoami().engineer == "alice"
+    assert alice.engineers.whoami().engineer == "alice"  # the running session is unaffected
+    admin.engineers.change_passphrase(team.passphrases["root-admin"], "admin's new passphrase")
     assert engineers()["alice"] == after["alice"]
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok

@@ -43,9 +43,9 @@ PLAINTEXTS = [
 
 def populate(url: str) -> Vault:
     admin, _ = Vault.create(url, admin="root-admin", passphrase=ADMIN_PASS, kdf_params=FLOOR)
-    admin.unlock("root-admin", ADMIN_PASS)
-    admin.add_client("contoso-plc", "Contoso Widgets International")
-    admin.add_secret(
+    admin.engineers.unlock("root-admin", ADMIN_PASS)
+    admin.clients.add("contoso-plc", "Contoso Widgets International")
+    admin.secrets.add(
         "contoso-plc/edge-router-7",
         password="Ro7ter!Pass-one",
         kind="equipment",
@@ -54,22 +54,22 @@ def populate(url: str) -> Vault:
         note="Reset via console port in cabinet B4\nsecond line of the note Q3",
         fields={"ilo-license-key": "LIC-9Q7Z-KK2M-0042"},
     )
-    admin.update_secret("contoso-plc/edge-router-7", password="Ro7ter!Pass-two", host="10.213.77.41")
-    admin.add_secret(
+    admin.secrets.update("contoso-plc/edge-router-7", password="Ro7ter!Pass-two", host="10.213.77.41")
+    admin.secrets.add(
         "contoso-plc/payroll-db-svc",
         password="Payr0ll-Db-Pw-\u00e9\u00e8",
         kind="service",
         username="svc_payroll_q9",
         url="https://payroll.contoso-widgets.example/admin",
     )
-    admin.update_secret("contoso-plc/payroll-db-svc", password="Gen-Pw-Δλ-991")
-    code = admin.invite_engineer("erin")
+    admin.secrets.update("contoso-plc/payroll-db-svc", password="Gen-Pw-Δλ-991")
+    code = admin.engineers.invite("erin")
     erin = Vault.open(url, engineer="erin", kdf_params=FLOOR)
-    admin.confirm_engineer("erin", erin.enroll_engineer("erin", code, ENGINEER_PASS))
-    erin.unlock("erin", ENGINEER_PASS)
-    admin.grant("erin", "contoso-plc")
-    assert erin.reveal("contoso-plc/edge-router-7", reason="T-9") == "Ro7ter!Pass-two"
-    assert erin.show_secret("contoso-plc/payroll-db-svc").username == "svc_payroll_q9"
+    admin.engineers.confirm("erin", erin.engineers.enroll("erin", code, ENGINEER_PASS))
+    erin.engineers.unlock("erin", ENGINEER_PASS)
+    admin.grants.grant("erin", "contoso-plc")
+    assert erin.checkouts.reveal("contoso-plc/edge-router-7", reason="T-9") == "Ro7ter!Pass-two"
+    assert erin.secrets.show("contoso-plc/payroll-db-svc").username == "svc_payroll_q9"
     erin.close()
     return admin
 

@@ -20,10 +20,10 @@ REASON = "T-1 adoption test"
 @pytest.fixture
 def upgraded(team, db):  # type: ignore[no-untyped-def]
     """Two clients whose policies lost their signatures, as after the upgrade to 0008."""
-    team.admin.add_client("acme", "Acme")
-    team.admin.add_client("globex", "Globex")
-    team.admin.set_policy("globex", reason_required=False, exclusive=False, rotate_after_checkout=False)
-    team.admin.add_secret("globex/fw", password="globex-pw")
+    team.admin.clients.add("acme", "Acme")
+    team.admin.clients.add("globex", "Globex")
+    team.admin.policies.set("globex", reason_required=False, exclusive=False, rotate_after_checkout=False)
+    team.admin.secrets.add("globex/fw", password="globex-pw")
     db.run(update(m.ClientPolicy).values(signature=None, signed_by=None, signed_at=None))
     return team, db
 
@@ -31,43 +31,43 @@ def upgraded(team, db):  # type: ignore[no-untyped-def]
 def test_unsigned_policies_are_listed_as_stored_and_adopted_as_shown(upgraded):
     team, db = upgraded
     admin = team.admin
-    assert admin.get_policy("globex").exclusive  # unsigned: the strict policy applies
-    pending = admin.unsigned_policies()
+    assert admin.policies.get("globex").exclusive  # unsigned: the strict policy applies
+    pending = admin.policies.unsigned()
     assert [(p.client, p.signed) for p in pending] == [("acme", False), ("globex", False)]
     globex = pending[1]
     assert (globex.reason_required, globex.exclusive, globex.rotate_after_checkout) == (False, False, False)
     before = db.scalar(select(m.AuditHead.seq))
-    signed = admin.adopt_policies(pending)
+    signed = admin.policies.adopt(pending)
     assert [p.client for p in signed] == ["acme", "globex"] and all(p.signed for p in signed)
-    policy = admin.get_policy("globex")
+    policy = admin.policies.get("globex")
     assert (policy.signed, policy.reason_required, policy.exclusive) == (True, False, False)
-    assert admin.reveal("globex/fw") == "globex-pw"  # no reason needed: the adopted policy applies
+    assert admin.checkouts.reveal("globex/fw") == "globex-pw"  # no reason needed: the adopted policy applies
     events = db.all(select(m.AuditEvent.action, m.AuditEvent.client_id).where(m.AuditEvent.seq > before))
     assert [a for a, _ in events][:2] == ["policy-set", "policy-set"]
-    assert admin.unsigned_policies() == []
-    assert admin.verify_audit().ok
+    assert admin.policies.unsigned() == []
+    assert admin.audit.verify().ok
 
 
 def test_a_row_relaxed_after_the_review_gets_nothing_signed(upgraded):
     team, db = upgraded
-    pending = team.admin.unsigned_policies()
+    pending = team.admin.policies.unsigned()
     db.run(update(m.ClientPolicy).values(reason_required=False))  # the insider, after the review
     with pytest.raises(IntegrityError, match="changed since they were shown"):
-        team.admin.adopt_policies(pending)
-    assert not team.admin.get_policy("acme").signed
+        team.admin.policies.adopt(pending)
+    assert not team.admin.policies.get("acme").signed
     assert db.scalar(select(m.ClientPolicy.signature).where(m.ClientPolicy.signature.is_not(None))) is None
 
 
 def test_an_out_of_range_row_is_not_offered(upgraded):
     team, db = upgraded
     db.run(update(m.ClientPolicy).where(m.ClientPolicy.client_id == 1).values(checkout_minutes=10**9))
-    assert [p.client for p in team.admin.unsigned_policies()] == ["globex"]
+    assert [p.client for p in team.admin.policies.unsigned()] == ["globex"]
 
 
 def test_only_an_admin_adopts(upgraded):
     team, _db = upgraded
     alice = team.engineer("alice")
     with pytest.raises(AccessDenied):
-        alice.unsigned_policies()
+        alice.policies.unsigned()
     with pytest.raises(AccessDenied):
-        alice.adopt_policies([])
+        alice.policies.adopt([])

@@ -101,16 +101,16 @@ class Org:
 
     def unlocked(self, name: str) -> Vault:
         vault = self.open(name)
-        vault.unlock(name, self.passphrases[name])
+        vault.engineers.unlock(name, self.passphrases[name])
         return vault
 
     def engineer(self, name: str) -> Vault:
         passphrase = f"pass of {name}"
-        code = self.admin.invite_engineer(name)
+        code = self.admin.engineers.invite(name)
         mine = self.open(name)
-        self.admin.confirm_engineer(name, mine.enroll_engineer(name, code, passphrase))
+        self.admin.engineers.confirm(name, mine.engineers.enroll(name, code, passphrase))
         self.passphrases[name] = passphrase
-        mine.unlock(name, passphrase)
+        mine.engineers.unlock(name, passphrase)
         return mine
 
     def close(self) -> None:
@@ -145,7 +145,7 @@ def _database(engine: str, tmp: Path, pg_template: str | None) -> tuple[str, Cal
 def _org(url: str) -> Org:
     clock = Clock()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     return Org(url, admin, clock, {ADMIN: ADMIN_PASS})
 
 
@@ -201,23 +201,23 @@ def _data_keys(vault: Vault, client_id: int, client_keys: dict[int, bytes]) -> d
 
 def _add_bystander(org: Org) -> None:
     admin = org.admin
-    admin.add_client(OTHER, "Bystander Company")
-    admin.add_secret(f"{OTHER}/router", password="Byst4nder-Pw", kind="equipment", username="by-admin")
-    admin.add_secret(f"{OTHER}/switch", password=SWITCH_PASSWORDS[0], kind="equipment", note="switch v1")
+    admin.clients.add(OTHER, "Bystander Company")
+    admin.secrets.add(f"{OTHER}/router", password="Byst4nder-Pw", kind="equipment", username="by-admin")
+    admin.secrets.add(f"{OTHER}/switch", password=SWITCH_PASSWORDS[0], kind="equipment", note="switch v1")
     for password in SWITCH_PASSWORDS[1:]:
-        admin.update_secret(f"{OTHER}/switch", password=password)
+        admin.secrets.update(f"{OTHER}/switch", password=password)
 
 
 def _add_victim(org: Org, backup_dir: Path) -> Victim:
     """Client SLUG: two secrets (one with two versions), a grantee who revealed one, a
     client-key rotation (two key versions), and a backup (so it has a backup key)."""
     admin = org.admin
-    admin.add_client(SLUG, NAME)
+    admin.clients.add(SLUG, NAME)
     cid = _client_id(admin, SLUG)
     victim = Victim(cid)
     for name, spec in SECRETS.items():
         ref = f"{SLUG}/{name}"
-        admin.add_secret(
+        admin.secrets.add(
             ref,
             password=spec["passwords"][0],
             kind="equipment",
@@ -227,16 +227,16 @@ def _add_victim(org: Org, backup_dir: Path) -> Victim:
             fields=spec["fields"],
         )
         for later in spec["passwords"][1:]:
-            admin.update_secret(ref, password=later)
+            admin.secrets.update(ref, password=later)
     eve = org.engineer("eve")
-    admin.grant("eve", SLUG, reason=REASON)
-    admin.grant("eve", OTHER)
-    assert eve.reveal(f"{SLUG}/frontdesk-pc-k9", reason=REASON) == "Fr0ntDesk!Pw-two"
-    assert eve.show_secret(f"{SLUG}/xray-server-v7").username == "radiology-svc-v7"
+    admin.grants.grant("eve", SLUG, reason=REASON)
+    admin.grants.grant("eve", OTHER)
+    assert eve.checkouts.reveal(f"{SLUG}/frontdesk-pc-k9", reason=REASON) == "Fr0ntDesk!Pw-two"
+    assert eve.secrets.show(f"{SLUG}/xray-server-v7").username == "radiology-svc-v7"
     client_keys = {1: admin.keyholder.client_keys[(cid, 1)]}
     assert eve.keyholder.client_keys[(cid, 1)] == client_keys[1]  # the grantee's copy is the same key
     before = _data_keys(admin, cid, client_keys)
-    admin.rotate_client(SLUG)
+    admin.keys.rotate_client(SLUG)
     client_keys[2] = admin.keyholder.client_keys[(cid, 2)]
     assert _data_keys(admin, cid, {2: client_keys[2]}) == before  # re-wrapped, not replaced
     for version, key in client_keys.items():
@@ -246,7 +246,7 @@ def _add_victim(org: Org, backup_dir: Path) -> Victim:
     victim.fingerprints = [stored[v].hex() for v in sorted(stored)]
     for (sid, ver), dek in before.items():
         victim.keys[f"data key {sid}/{ver}"] = dek
-    admin.create_backup(backup_dir / "before-purge.cvbk")
+    admin.backups.create(backup_dir / "before-purge.cvbk")
     (row,) = _all(
         admin,
         select(m.Client.audit_keys_blob, m.Client.lookup_key_blob, m.Client.backup_key_blob, m.Client.slug_tag).where(
@@ -261,7 +261,7 @@ def _add_victim(org: Org, backup_dir: Path) -> Victim:
     victim.keys["slug tag"] = row[3]
     for (tag,) in _all(admin, select(m.Secret.name_tag).where(m.Secret.client_id == cid)):
         victim.keys[f"name tag {tag.hex()[:8]}"] = tag
-    victim.event_seqs = [e.seq for e in admin.audit_log(client=SLUG)]
+    victim.event_seqs = [e.seq for e in admin.audit.log(client=SLUG)]
     return victim
 
 
@@ -288,9 +288,9 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     org = _org(url)
     _add_bystander(org)
     victim = _add_victim(org, tmp)
-    preview = org.admin.purge_preview(SLUG)
-    before = {e.seq: e for e in org.admin.audit_log()}
-    receipt = org.admin.purge_client(SLUG, request=REQUEST)
+    preview = org.admin.purge.preview(SLUG)
+    before = {e.seq: e for e in org.admin.audit.log()}
+    receipt = org.admin.purge.client(SLUG, request=REQUEST)
     yield World(request.param, org, victim, preview, before, receipt, tmp)
     org.close()
     drop()
@@ -348,16 +348,16 @@ def _scan_after_purge(url: str, admin: Vault, victim: Victim, receipt: ReceiptIn
     # the scan does see what is stored in clear: the receipt's request reference and fingerprints
     assert REQUEST.encode() in raw and all(fp.encode() in raw for fp in receipt.fingerprints)
 
-    exported = "\n".join(admin.export_audit()).encode("utf-8")
+    exported = "\n".join(admin.audit.export()).encode("utf-8")
     assert _found(exported, needles) == []
     assert f"(purged client #{victim.client_id}, receipt #{receipt.id})".encode() in exported
-    admin.create_backup(tmp / "after-purge.cvbk")
-    admin.export_backup_keys(tmp / "keys-after-purge.json")
+    admin.backups.create(tmp / "after-purge.cvbk")
+    admin.backups.export_keys(tmp / "keys-after-purge.json")
     for name in ("after-purge.cvbk", "keys-after-purge.json"):
         document = (tmp / name).read_bytes()
         assert _found(document, needles) == [], name
     assert f"client:{victim.client_id}".encode() not in (tmp / "after-purge.cvbk").read_bytes()
-    assert admin.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"  # the bystander is untouched
+    assert admin.checkouts.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"  # the bystander is untouched
 
 
 # -- the byte-scan proof ---------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_a_purge_with_vacuum_leaves_nothing_either_even_after_close(db_url, tmp_
     org = _org(db_url)
     _add_bystander(org)
     victim = _add_victim(org, tmp_path)
-    receipt = org.admin.purge_client(SLUG, request=REQUEST, vacuum=True)
+    receipt = org.admin.purge.client(SLUG, request=REQUEST, vacuum=True)
     _scan_after_purge(db_url, org.admin, victim, receipt, tmp_path)
     org.close()  # with every connection gone, the files are still clean
     for file in _sqlite_files(db_url):
@@ -384,7 +384,7 @@ def test_a_purge_with_vacuum_leaves_nothing_either_even_after_close(db_url, tmp_
 
 
 def test_after_a_purge_no_row_of_any_table_holds_a_plaintext_or_key_of_the_client(world):
-    done = world.admin.scrub(vacuum=True)  # what `purge scrub --vacuum` runs later
+    done = world.admin.purge.scrub(vacuum=True)  # what `purge scrub --vacuum` runs later
     assert ("VACUUM FULL" in done) if world.engine == "postgresql" else ("vacuumed" in done)
     needles = _needles(world.victim.keys)
     cells = _cells(world.admin)
@@ -405,38 +405,38 @@ def test_no_call_reveals_anything_of_a_purged_client(world):
     eve = org.unlocked("eve")  # the engineer who held a grant
     for vault in (world.admin, fresh, eve):
         for call in (
-            lambda v: v.reveal(ref, reason=REASON),
-            lambda v: v.reveal(ref, "username", reason=REASON),
-            lambda v: v.checkout(ref, reason=REASON),
-            lambda v: v.show_secret(ref),
-            lambda v: v.secret_history(ref),
-            lambda v: v.list_secrets(SLUG),
-            lambda v: v.show_client(SLUG),
-            lambda v: v.get_policy(SLUG),
-            lambda v: v.audit_log(client=SLUG),
+            lambda v: v.checkouts.reveal(ref, reason=REASON),
+            lambda v: v.checkouts.reveal(ref, "username", reason=REASON),
+            lambda v: v.checkouts.checkout(ref, reason=REASON),
+            lambda v: v.secrets.show(ref),
+            lambda v: v.secrets.history(ref),
+            lambda v: v.secrets.list(SLUG),
+            lambda v: v.clients.show(SLUG),
+            lambda v: v.policies.get(SLUG),
+            lambda v: v.audit.log(client=SLUG),
         ):
             with pytest.raises(NotFound):
                 call(vault)
-        assert SLUG not in [c.slug for c in vault.list_clients()]
-        assert SLUG not in [s.client for s in vault.list_secrets()]
-    assert eve.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"  # her other grant still works
+        assert SLUG not in [c.slug for c in vault.clients.list()]
+        assert SLUG not in [s.client for s in vault.secrets.list()]
+    assert eve.checkouts.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"  # her other grant still works
     for call in (
-        lambda: fresh.purge_client(SLUG, request=REQUEST),
-        lambda: fresh.purge_preview(SLUG),
-        lambda: fresh.set_policy(SLUG, stale_days=5),
-        lambda: fresh.grant("eve", SLUG),
-        lambda: fresh.revoke("eve", SLUG),
-        lambda: fresh.rotate_client(SLUG),
-        lambda: fresh.list_grants(client=SLUG),
+        lambda: fresh.purge.client(SLUG, request=REQUEST),
+        lambda: fresh.purge.preview(SLUG),
+        lambda: fresh.policies.set(SLUG, stale_days=5),
+        lambda: fresh.grants.grant("eve", SLUG),
+        lambda: fresh.grants.revoke("eve", SLUG),
+        lambda: fresh.keys.rotate_client(SLUG),
+        lambda: fresh.grants.list(client=SLUG),
     ):
         with pytest.raises(NotFound):
             call()
-    assert [g.client for g in fresh.list_grants(engineer="eve")] == [OTHER]
-    assert fresh.subject_find("radiology-svc") == []
-    assert fresh.subject_find("Zephyr Dental") == []
+    assert [g.client for g in fresh.grants.list(engineer="eve")] == [OTHER]
+    assert fresh.subjects.find("radiology-svc") == []
+    assert fresh.subjects.find("Zephyr Dental") == []
 
     # its audit events keep their place, pseudonymous, pointing at the receipt
-    after = {e.seq: e for e in fresh.audit_log()}
+    after = {e.seq: e for e in fresh.audit.log()}
     label = f"(purged client #{victim.client_id}, receipt #{receipt.id})"
     assert victim.event_seqs and all(world.before[seq].readable for seq in victim.event_seqs)
     for seq in victim.event_seqs:
@@ -449,11 +449,11 @@ def test_no_call_reveals_anything_of_a_purged_client(world):
     purge_event = after[receipt.event_seq]
     assert purge_event.action == "purge-client" and purge_event.client == label
     assert purge_event.details is not None and purge_event.details["receipt"] == receipt.id
-    mine = [e for e in eve.audit_log() if e.client_id == victim.client_id]
+    mine = [e for e in eve.audit.log() if e.client_id == victim.client_id]
     assert {e.action for e in mine} >= {"reveal", "secret-view"}
     assert all(e.client == label and e.details is None for e in mine)
     for vault in (fresh, eve):
-        assert vault.verify_audit().ok
+        assert vault.audit.verify().ok
 
 
 def test_the_receipt_counts_what_the_preview_showed(world):
@@ -478,14 +478,14 @@ def test_a_client_receipt_verifies_is_listed_and_is_readable_without_any_key(wor
     )
     assert receipt.fingerprints == victim.fingerprints  # every destroyed version, oldest first
     assert len(receipt.secret_ids) == 2
-    assert admin.verify_receipt(receipt.id).ok
-    assert receipt.id in [r.id for r in admin.list_receipts()]
+    assert admin.purge.verify_receipt(receipt.id).ok
+    assert receipt.id in [r.id for r in admin.purge.receipts()]
     eve = world.org.unlocked("eve")
-    assert eve.verify_receipt(receipt.id).ok  # anyone may check it; listing is for admins
+    assert eve.purge.verify_receipt(receipt.id).ok  # anyone may check it; listing is for admins
     with pytest.raises(AccessDenied):
-        eve.list_receipts()
+        eve.purge.receipts()
     with pytest.raises(NotFound):
-        admin.verify_receipt(receipt.id + 1000)
+        admin.purge.verify_receipt(receipt.id + 1000)
     # plaintext columns: a reader of the database who holds no key at all reads it
     engine = admin.store.engine
     with engine.connect() as conn:
@@ -516,11 +516,11 @@ def test_a_tampered_receipt_or_a_resurrected_key_version_fails_verification(worl
     try:
         for column, value in changes.items():
             _run(admin, update(m.PurgeReceipt).where(m.PurgeReceipt.id == rid).values({column: value}))
-            check = admin.verify_receipt(rid)
+            check = admin.purge.verify_receipt(rid)
             assert not check.ok, column
             assert f"receipt #{rid} has an invalid signature" in check.problems, (column, check)
             _run(admin, update(m.PurgeReceipt).where(m.PurgeReceipt.id == rid).values({column: original[column]}))
-            assert admin.verify_receipt(rid).ok, column
+            assert admin.purge.verify_receipt(rid).ok, column
     finally:
         _run(admin, update(m.PurgeReceipt).where(m.PurgeReceipt.id == rid).values(original))
 
@@ -531,11 +531,11 @@ def test_a_tampered_receipt_or_a_resurrected_key_version_fails_verification(worl
         row = dict(template._mapping) | {"version": 77, "fingerprint": bytes.fromhex(fingerprint)}
         _run(admin, insert(m.ClientKey).values(row))
         try:
-            check = admin.verify_receipt(rid)
+            check = admin.purge.verify_receipt(rid)
             assert not check.ok and "a purged client-key version is still recorded" in check.problems
         finally:
             _run(admin, delete(m.ClientKey).where(m.ClientKey.client_id == other, m.ClientKey.version == 77))
-    assert admin.verify_receipt(rid).ok
+    assert admin.purge.verify_receipt(rid).ok
 
 
 def test_a_client_row_put_back_under_the_purged_id_fails_verification(world):
@@ -543,11 +543,11 @@ def test_a_client_row_put_back_under_the_purged_id_fails_verification(world):
     (template,) = _all(admin, select(m.Client.__table__).where(m.Client.id == _client_id(admin, OTHER)))
     _run(admin, insert(m.Client).values(dict(template._mapping) | {"id": victim.client_id, "slug_tag": bytes(32)}))
     try:
-        check = admin.verify_receipt(world.receipt.id)
+        check = admin.purge.verify_receipt(world.receipt.id)
         assert not check.ok and "the purged client still exists" in check.problems
     finally:
         _run(admin, delete(m.Client).where(m.Client.id == victim.client_id))
-    assert admin.verify_receipt(world.receipt.id).ok
+    assert admin.purge.verify_receipt(world.receipt.id).ok
 
 
 # -- who may purge, and with what reference -----------------------------------------------------------
@@ -555,46 +555,46 @@ def test_a_client_row_put_back_under_the_purged_id_fails_verification(world):
 
 def test_a_valid_request_reference_is_required_and_nothing_is_purged_without_one(world):
     admin = world.admin
-    receipts = len(admin.list_receipts())
+    receipts = len(admin.purge.receipts())
     bad = ["", "jane@example.org", "x" * 65, "-DSR-1", "DSR 1", "DSR-1\n", "Jane Müller", None]
     for ref in bad:
         for call in (
-            lambda r: admin.purge_client(OTHER, request=r),
-            lambda r: admin.purge_secret(f"{OTHER}/router", request=r),
-            lambda r: admin.purge_subject("by-admin", request=r),
+            lambda r: admin.purge.client(OTHER, request=r),
+            lambda r: admin.purge.secret(f"{OTHER}/router", request=r),
+            lambda r: admin.subjects.purge("by-admin", request=r),
         ):
             with pytest.raises(InvalidInput):
                 call(ref)
-    assert len(admin.list_receipts()) == receipts
-    assert admin.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"
-    assert admin.show_client(OTHER).secrets == 2
+    assert len(admin.purge.receipts()) == receipts
+    assert admin.checkouts.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"
+    assert admin.clients.show(OTHER).secrets == 2
 
 
 def test_only_an_admin_may_purge_and_unknown_names_are_not_found(world):
     admin = world.admin
-    receipts = len(admin.list_receipts())
+    receipts = len(admin.purge.receipts())
     eve = world.org.unlocked("eve")
     for call in (
-        lambda: eve.purge_client(OTHER, request=REQUEST),
-        lambda: eve.purge_secret(f"{OTHER}/router", request=REQUEST),
-        lambda: eve.purge_subject("by-admin", request=REQUEST),
-        lambda: eve.purge_preview(OTHER),
-        lambda: eve.list_receipts(),
-        lambda: eve.subject_find("by-admin"),
-        lambda: eve.subject_report("by-admin"),
+        lambda: eve.purge.client(OTHER, request=REQUEST),
+        lambda: eve.purge.secret(f"{OTHER}/router", request=REQUEST),
+        lambda: eve.subjects.purge("by-admin", request=REQUEST),
+        lambda: eve.purge.preview(OTHER),
+        lambda: eve.purge.receipts(),
+        lambda: eve.subjects.find("by-admin"),
+        lambda: eve.subjects.report("by-admin"),
     ):
         with pytest.raises(AccessDenied):
             call()
     for call in (
-        lambda: admin.purge_client("nobody-here", request=REQUEST),
-        lambda: admin.purge_secret(f"{OTHER}/nope", request=REQUEST),
-        lambda: admin.purge_secret("nobody-here/router", request=REQUEST),
-        lambda: admin.purge_preview("nobody-here"),
+        lambda: admin.purge.client("nobody-here", request=REQUEST),
+        lambda: admin.purge.secret(f"{OTHER}/nope", request=REQUEST),
+        lambda: admin.purge.secret("nobody-here/router", request=REQUEST),
+        lambda: admin.purge.preview("nobody-here"),
     ):
         with pytest.raises(NotFound):
             call()
-    assert len(admin.list_receipts()) == receipts
-    assert eve.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"
+    assert len(admin.purge.receipts()) == receipts
+    assert eve.checkouts.reveal(f"{OTHER}/router", reason=REASON) == "Byst4nder-Pw"
 
 
 # -- purging one secret (changes the world: the bystander loses its switch) -------------------------------
@@ -610,7 +610,7 @@ def test_purge_secret_removes_only_that_secret_every_version_and_data_key(world)
     longest = "R" + "1234567890" * 6 + "a#:"  # 64 characters: the longest reference accepted
     assert len(longest) == 64
 
-    receipt = admin.purge_secret(target, request=longest)
+    receipt = admin.purge.secret(target, request=longest)
 
     assert (receipt.kind, receipt.request, receipt.secret_ids, receipt.counts["versions"]) == (
         "secret",
@@ -621,21 +621,21 @@ def test_purge_secret_removes_only_that_secret_every_version_and_data_key(world)
     assert sorted(receipt.fingerprints) == sorted(
         prim.sha256(prim.ctx(LABEL_FP_DATA_KEY, dek))[:16].hex() for dek in deks.values()
     )
-    assert admin.verify_receipt(receipt.id).ok
+    assert admin.purge.verify_receipt(receipt.id).ok
     eve = org.unlocked("eve")
     for vault in (admin, eve):
         for call in (
-            lambda v: v.reveal(target, reason=REASON),
-            lambda v: v.show_secret(target),
-            lambda v: v.secret_history(target),
+            lambda v: v.checkouts.reveal(target, reason=REASON),
+            lambda v: v.secrets.show(target),
+            lambda v: v.secrets.history(target),
         ):
             with pytest.raises(NotFound):
                 call(vault)
-        assert vault.reveal(kept, reason=REASON) == "Byst4nder-Pw"
-        assert [s.name for s in vault.list_secrets(OTHER)] == ["router"]
-    assert admin.show_client(OTHER).secrets == 1
+        assert vault.checkouts.reveal(kept, reason=REASON) == "Byst4nder-Pw"
+        assert [s.name for s in vault.secrets.list(OTHER)] == ["router"]
+    assert admin.clients.show(OTHER).secrets == 1
     assert _all(admin, select(m.SecretVersion).where(m.SecretVersion.secret_id == sid)) == []
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok
     needles = _needles({f"dek {k}": v for k, v in deks.items()}, SWITCH_PASSWORDS)
     assert _found(b"".join(v for _, v in _cells(admin)), needles) == []
     if world.engine == "sqlite":
@@ -644,11 +644,11 @@ def test_purge_secret_removes_only_that_secret_every_version_and_data_key(world)
     (template,) = _all(admin, select(m.Secret.__table__).where(m.Secret.client_id == cid))
     _run(admin, insert(m.Secret).values(dict(template._mapping) | {"id": sid, "name_tag": bytes(32)}))
     try:
-        check = admin.verify_receipt(receipt.id)
+        check = admin.purge.verify_receipt(receipt.id)
         assert not check.ok and "a purged secret still exists" in check.problems
     finally:
         _run(admin, delete(m.Secret).where(m.Secret.id == sid))
-    assert admin.verify_receipt(receipt.id).ok
+    assert admin.purge.verify_receipt(receipt.id).ok
 
 
 # -- ids of purged rows (last: it adds a client and a secret) -----------------------------------------------
@@ -656,12 +656,12 @@ def test_purge_secret_removes_only_that_secret_every_version_and_data_key(world)
 
 def test_ids_of_purged_rows_are_never_reused_so_receipts_and_old_events_stay_apart(world):
     admin, victim, receipt = world.admin, world.victim, world.receipt
-    admin.add_secret(f"{OTHER}/extra-1", password="Extra-Pw-1")  # takes the next secret id
-    admin.add_client(SLUG, "A different company")  # the slug is free again; takes the next client id
-    admin.add_secret(f"{SLUG}/frontdesk-pc-k9", password="New-Company-Pw")
-    assert admin.list_secrets(SLUG)[0].username is None
+    admin.secrets.add(f"{OTHER}/extra-1", password="Extra-Pw-1")  # takes the next secret id
+    admin.clients.add(SLUG, "A different company")  # the slug is free again; takes the next client id
+    admin.secrets.add(f"{SLUG}/frontdesk-pc-k9", password="New-Company-Pw")
+    assert admin.secrets.list(SLUG)[0].username is None
     assert _client_id(admin, SLUG) != victim.client_id
-    assert all(admin.verify_receipt(r.id).ok for r in admin.list_receipts())
-    assert next(e.seq for e in admin.audit_log(client=SLUG)) > receipt.event_seq
+    assert all(admin.purge.verify_receipt(r.id).ok for r in admin.purge.receipts())
+    assert next(e.seq for e in admin.audit.log(client=SLUG)) > receipt.event_seq
     label = f"(purged client #{victim.client_id}, receipt #{receipt.id})"
-    assert {e.client for e in admin.audit_log() if e.seq in victim.event_seqs} == {label}
+    assert {e.client for e in admin.audit.log() if e.seq in victim.event_seqs} == {label}

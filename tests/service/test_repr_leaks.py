@@ -50,9 +50,9 @@ def assert_hides(obj: Any, secrets: list[bytes], texts: list[str] = ()) -> None:
 @pytest.fixture
 def scene(shared, reveal):  # type: ignore[no-untyped-def]
     c = shared.client("acme", "Acme Ltd")
-    shared.admin.add_secret(f"{c}/fw01", password=PASSWORD, username="u", note="n", fields={"pin": "0042"})
+    shared.admin.secrets.add(f"{c}/fw01", password=PASSWORD, username="u", note="n", fields={"pin": "0042"})
     alice = shared.engineer("alice")
-    shared.admin.grant(alice.engineer_name, c)
+    shared.admin.grants.grant(alice.engineer_name, c)
     assert reveal(alice, f"{c}/fw01") == PASSWORD
     return c, alice
 
@@ -115,14 +115,14 @@ def test_record_types_never_show_a_password_or_key(shared, scene, reveal):
     secrets = [me.sealing_private, me.signing_seed]
     texts = [PASSWORD, PASSPHRASE_MARK]
     values: list[Any] = [
-        alice.whoami(),
-        admin.show_client(c),
-        *admin.list_grants(client=c),
-        admin.show_secret(f"{c}/fw01"),
-        *admin.list_secrets(c),
-        *admin.secret_history(f"{c}/fw01"),
-        *admin.list_engineers(),
-        alice.checkout(f"{c}/fw01", reason="T-1") if hasattr(alice, "checkout") else None,
+        alice.engineers.whoami(),
+        admin.clients.show(c),
+        *admin.grants.list(client=c),
+        admin.secrets.show(f"{c}/fw01"),
+        *admin.secrets.list(c),
+        *admin.secrets.history(f"{c}/fw01"),
+        *admin.engineers.list(),
+        alice.checkouts.checkout(f"{c}/fw01", reason="T-1") if hasattr(alice, "checkout") else None,
     ]
     values = [v for v in values if v is not None]
     seen = {type(v).__name__ for v in values}
@@ -158,15 +158,15 @@ def test_errors_never_contain_the_password_or_passphrase(shared, scene, reveal):
         else:
             raise AssertionError("expected an error")
 
-    capture(lambda: shared.open(name).unlock(name, passphrase + "x"))
-    capture(lambda: shared.open(name).unlock(name, PASSWORD))
-    capture(lambda: admin.add_secret(f"{c}/fw01", password=PASSWORD))  # exists
-    capture(lambda: admin.add_secret(f"{c}/fw02", password=PASSWORD + "\x00"))
-    capture(lambda: admin.add_secret(f"{c}/fw02", password=PASSWORD * 3000))
-    capture(lambda: admin.add_secret(f"{c}/fw02", password=PASSWORD, username=PASSWORD + "\x1b"))
-    capture(lambda: admin.update_secret(f"{c}/fw01", password=PASSWORD, url="https://x", host="y"))
+    capture(lambda: shared.open(name).engineers.unlock(name, passphrase + "x"))
+    capture(lambda: shared.open(name).engineers.unlock(name, PASSWORD))
+    capture(lambda: admin.secrets.add(f"{c}/fw01", password=PASSWORD))  # exists
+    capture(lambda: admin.secrets.add(f"{c}/fw02", password=PASSWORD + "\x00"))
+    capture(lambda: admin.secrets.add(f"{c}/fw02", password=PASSWORD * 3000))
+    capture(lambda: admin.secrets.add(f"{c}/fw02", password=PASSWORD, username=PASSWORD + "\x1b"))
+    capture(lambda: admin.secrets.update(f"{c}/fw01", password=PASSWORD, url="https://x", host="y"))
     capture(lambda: reveal(alice, f"{c}/fw01", "host"))
-    capture(lambda: alice.reveal(f"{c}/fw01", reason=PASSWORD + "\x1b"))
+    capture(lambda: alice.checkouts.reveal(f"{c}/fw01", reason=PASSWORD + "\x1b"))
     secret_id = db.secret_ids(db.newest_client_id())[0]
     (blob,) = db.all(select(m.SecretVersion.password_blob).where(m.SecretVersion.secret_id == secret_id))[0]
     db.run(

@@ -195,7 +195,7 @@ class Case:
         self.client = shared.client()
         self.client_id = shared.db.newest_client_id()
         self.ref = f"{self.client}/fw01"
-        shared.admin.add_secret(self.ref, password=FIRST)
+        shared.admin.secrets.add(self.ref, password=FIRST)
         self.engineer = shared.engineer("eng").engineer_name if op == "grant" else ""
         self.value = f"new value for {self.client} ✓"
 
@@ -205,26 +205,26 @@ class Case:
 
     def run(self, vault: Vault) -> Any:
         if self.op == "add":
-            return vault.add_secret(f"{self.client}/new", password=self.value)
+            return vault.secrets.add(f"{self.client}/new", password=self.value)
         if self.op == "update":
-            return vault.update_secret(self.ref, password=self.value)
+            return vault.secrets.update(self.ref, password=self.value)
         if self.op == "grant":
-            return vault.grant(self.engineer, self.client, reason="T-2 grant")
-        return vault.checkout(self.ref, reason=REASON)
+            return vault.grants.grant(self.engineer, self.client, reason="T-2 grant")
+        return vault.checkouts.checkout(self.ref, reason=REASON)
 
     def assert_written_once(self) -> None:
         admin = self.shared.admin
         if self.op == "add":
-            assert admin.reveal(f"{self.client}/new", reason=REASON) == self.value
-            assert [v.version for v in admin.secret_history(f"{self.client}/new")] == [1]
+            assert admin.checkouts.reveal(f"{self.client}/new", reason=REASON) == self.value
+            assert [v.version for v in admin.secrets.history(f"{self.client}/new")] == [1]
         elif self.op == "update":
-            assert admin.reveal(self.ref, reason=REASON) == self.value
-            assert [v.version for v in admin.secret_history(self.ref)] == [1, 2]
+            assert admin.checkouts.reveal(self.ref, reason=REASON) == self.value
+            assert [v.version for v in admin.secrets.history(self.ref)] == [1, 2]
         elif self.op == "grant":
-            grants = admin.list_grants(engineer=self.engineer)
+            grants = admin.grants.list(engineer=self.engineer)
             assert [(g.client, g.state) for g in grants] == [(self.client, "active")]
         else:
-            held = [(c.engineer, c.secret) for c in admin.list_checkouts() if c.client == self.client]
+            held = [(c.engineer, c.secret) for c in admin.checkouts.list() if c.client == self.client]
             assert held == [(ADMIN, "fw01")]
 
 
@@ -276,14 +276,14 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
         conn.execute(text(f"ALTER DATABASE \"{database}\" SET deadlock_timeout = '50ms'"))
     admin, _ = Vault.create(db_url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
     try:
-        admin.unlock(ADMIN, ADMIN_PASS)
-        admin.add_client("acme", "Acme Ltd")
-        admin.add_secret("acme/fw01", password=DEADLOCKED)
+        admin.engineers.unlock(ADMIN, ADMIN_PASS)
+        admin.clients.add("acme", "Acme Ltd")
+        admin.secrets.add("acme/fw01", password=DEADLOCKED)
         reader = Vault.open(db_url, engineer=ADMIN, sessions=admin.sessions, kdf_params=FLOOR)
-        reader.reveal("acme/fw01", reason=REASON)  # warm: the checkout below goes straight to its locks
+        reader.checkouts.reveal("acme/fw01", reason=REASON)  # warm: the checkout below goes straight to its locks
         with other.connect() as conn:
             secret_id = conn.execute(text("SELECT id FROM secrets")).scalar_one()
-        before = admin.audit_head()[0]
+        before = admin.audit.head()[0]
 
         states: list[str | None] = []
         real_state = storage._sqlstate
@@ -303,7 +303,7 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
 
         def checkout() -> None:
             try:
-                outcome["value"] = reader.checkout("acme/fw01", reason=REASON).value
+                outcome["value"] = reader.checkouts.checkout("acme/fw01", reason=REASON).value
             except BaseException as error:  # reported below
                 outcome["error"] = error
 
@@ -322,10 +322,10 @@ def test_a_real_deadlock_is_retried_and_the_checkout_recorded_once(db_url, monke
         assert outcome["value"] == DEADLOCKED
         assert storage.DEADLOCK_DETECTED in states, f"no deadlock was detected: {states}"
         assert reader.retries == 1
-        events = [e for e in admin.audit_log() if e.seq > before]
+        events = [e for e in admin.audit.log() if e.seq > before]
         assert [e.action for e in events] == ["checkout"]
-        assert [c.engineer for c in admin.list_checkouts()] == [ADMIN]
-        result = admin.verify_audit()
+        assert [c.engineer for c in admin.checkouts.list()] == [ADMIN]
+        result = admin.audit.verify()
         assert result.ok, result.problem
         reader.close()
     finally:
@@ -344,12 +344,12 @@ def test_a_write_that_loses_k_times_is_written_once_with_one_event(shared, losin
     vault = _admin(shared)
 
     # the same write without losing, for comparison
-    counts, head = shared.db.counts(), shared.admin.audit_head()[0]
+    counts, head = shared.db.counts(), shared.admin.audit.head()[0]
     clean.run(vault)
     clean_delta, clean_events = _delta(counts, shared.db.counts()), _events_since(shared, head)
     assert clean_events == Counter({clean.action: 1})
 
-    counts, head, retries = shared.db.counts(), shared.admin.audit_head()[0], vault.retries
+    counts, head, retries = shared.db.counts(), shared.admin.audit.head()[0], vault.retries
     encryptions = _encryptions(shared, lossy.client_id)
     losing.lose(times, action=lossy.action if where == "the writing transaction" else None)
     lossy.run(vault)
@@ -362,7 +362,7 @@ def test_a_write_that_loses_k_times_is_written_once_with_one_event(shared, losin
     if op in ("add", "update"):
         assert _encryptions(shared, lossy.client_id) == encryptions + 1  # the lost attempts' counts rolled back
     lossy.assert_written_once()
-    result = shared.admin.verify_audit()
+    result = shared.admin.audit.verify()
     assert result.ok, result.problem
 
 
@@ -370,7 +370,7 @@ def test_a_write_that_loses_k_times_is_written_once_with_one_event(shared, losin
 def test_after_retries_losses_the_concurrent_change_gets_through_and_nothing_was_written(shared, losing, backoff, op):
     case = Case(shared, op)
     vault = _admin(shared)
-    counts, head, retries = shared.db.counts(), shared.admin.audit_head(), vault.retries
+    counts, head, retries = shared.db.counts(), shared.admin.audit.head(), vault.retries
     losing.lose(ALWAYS, action=case.action)
     with pytest.raises(VaultError) as caught:
         case.run(vault)
@@ -381,7 +381,7 @@ def test_after_retries_losses_the_concurrent_change_gets_through_and_nothing_was
     assert len(backoff.sleeps) == RETRIES - 1
     backoff.assert_jittered_doubling()
     assert vault.core._retry_depth == 0
-    assert shared.admin.audit_head() == head, "an event of a lost attempt was kept"
+    assert shared.admin.audit.head() == head, "an event of a lost attempt was kept"
     assert shared.db.counts() == counts, "a row of a lost attempt was kept"
 
     losing.lose(0)
@@ -392,8 +392,8 @@ def test_after_retries_losses_the_concurrent_change_gets_through_and_nothing_was
 def test_nested_public_calls_do_not_multiply_the_attempts(shared, losing, backoff, monkeypatch):
     case = Case(shared, "checkout")
     vault = _admin(shared)
-    vault.checkout(case.ref, reason=REASON)
-    counts, head = shared.db.counts(), shared.admin.audit_head()
+    vault.checkouts.checkout(case.ref, reason=REASON)
+    counts, head = shared.db.counts(), shared.admin.audit.head()
 
     # reveal -> checkout: both public, both wrapped; only reveal retries
     attempts = []
@@ -402,7 +402,7 @@ def test_nested_public_calls_do_not_multiply_the_attempts(shared, losing, backof
     losing.lose(ALWAYS)
     retries = vault.retries
     with pytest.raises(ConcurrentChange):
-        vault.reveal(case.ref, reason=REASON)
+        vault.checkouts.reveal(case.ref, reason=REASON)
     assert len(attempts) == RETRIES
     assert vault.retries - retries == RETRIES - 1
 
@@ -410,13 +410,13 @@ def test_nested_public_calls_do_not_multiply_the_attempts(shared, losing, backof
     losing.lose(ALWAYS)
     retries = vault.retries
     with pytest.raises(ConcurrentChange):
-        vault.checkin(case.ref, new_password=case.value)
+        vault.checkouts.checkin(case.ref, new_password=case.value)
     assert losing.failed == RETRIES, f"{losing.failed} attempts (nested retries multiply them)"
     assert vault.retries - retries == RETRIES - 1
     assert len(backoff.sleeps) == 2 * (RETRIES - 1)
     assert vault.core._retry_depth == 0
     losing.lose(0)
-    assert shared.admin.audit_head() == head and shared.db.counts() == counts
+    assert shared.admin.audit.head() == head and shared.db.counts() == counts
 
 
 def test_a_checkout_that_loses_is_retried_and_reveals_what_the_winning_attempt_read(shared, losing, backoff):
@@ -425,16 +425,16 @@ def test_a_checkout_that_loses_is_retried_and_reveals_what_the_winning_attempt_r
     it had decrypted) is never handed out."""
     case = Case(shared, "checkout")
     vault = _admin(shared)
-    head, retries = shared.admin.audit_head()[0], vault.retries
-    backoff.hook = lambda: shared.admin.update_secret(case.ref, password=case.value)
+    head, retries = shared.admin.audit.head()[0], vault.retries
+    backoff.hook = lambda: shared.admin.secrets.update(case.ref, password=case.value)
     losing.lose(1, action="checkout")
-    revealed = vault.checkout(case.ref, reason=REASON)
+    revealed = vault.checkouts.checkout(case.ref, reason=REASON)
     assert losing.failed == 1 and vault.retries - retries == 1
     assert (revealed.value, revealed.version) == (case.value, 2)
-    events = [e for e in shared.admin.audit_log(client=case.client) if e.seq > head]
+    events = [e for e in shared.admin.audit.log(client=case.client) if e.seq > head]
     assert [e.action for e in events] == ["secret-update", "checkout"]
     assert events[1].details is not None and events[1].details["version"] == 2
-    assert [(c.engineer, c.secret) for c in shared.admin.list_checkouts() if c.client == case.client] == [
+    assert [(c.engineer, c.secret) for c in shared.admin.checkouts.list() if c.client == case.client] == [
         (ADMIN, "fw01")
     ]
 
@@ -442,17 +442,17 @@ def test_a_checkout_that_loses_is_retried_and_reveals_what_the_winning_attempt_r
 def test_a_checkout_that_keeps_losing_reveals_nothing(shared, losing, backoff, caplog):
     case = Case(shared, "checkout")
     vault = _admin(shared)
-    head = shared.admin.audit_head()
+    head = shared.admin.audit.head()
     caplog.set_level("DEBUG")
     losing.lose(ALWAYS, action="checkout")
     with pytest.raises(VaultError) as caught:
-        vault.checkout(case.ref, reason=REASON)
+        vault.checkouts.checkout(case.ref, reason=REASON)
     assert type(caught.value) is ConcurrentChange, "a lost checkout must be retried, not refused as unaudited"
     assert_clean(caught.value, FIRST)
     assert FIRST not in caplog.text
     assert losing.failed == RETRIES
-    assert shared.admin.audit_head() == head
-    assert [c for c in shared.admin.list_checkouts() if c.client == case.client] == []
+    assert shared.admin.audit.head() == head
+    assert [c for c in shared.admin.checkouts.list() if c.client == case.client] == []
 
 
 def test_a_checkin_with_a_new_password_that_loses_its_release_stores_the_password_once(shared, losing, backoff):
@@ -462,13 +462,13 @@ def test_a_checkin_with_a_new_password_that_loses_its_release_stores_the_passwor
     the release are one transaction: a lost attempt leaves nothing behind."""
     case = Case(shared, "checkout")
     vault = _admin(shared)
-    vault.checkout(case.ref, reason=REASON)
-    head = shared.admin.audit_head()[0]
+    vault.checkouts.checkout(case.ref, reason=REASON)
+    head = shared.admin.audit.head()[0]
     losing.lose(1, action="checkin")
-    vault.checkin(case.ref, new_password=case.value)
+    vault.checkouts.checkin(case.ref, new_password=case.value)
     assert losing.failed == 1
     assert _events_since(shared, head) == Counter({"secret-update": 1, "checkin": 1})
-    assert [v.version for v in shared.admin.secret_history(case.ref)] == [1, 2]
+    assert [v.version for v in shared.admin.secrets.history(case.ref)] == [1, 2]
 
 
 def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, request):
@@ -481,7 +481,7 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     out of them: the slow load test saw 14 updates refused)."""
     client = shared.client()
     ref = f"{client}/fw01"
-    shared.admin.add_secret(ref, password=FIRST)
+    shared.admin.secrets.add(ref, password=FIRST)
     first, second = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
     real_write = Secrets._write_version
@@ -500,7 +500,7 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
 
     def update(vault: Vault, value: str) -> None:
         try:
-            vault.update_secret(ref, password=value)
+            vault.secrets.update(ref, password=value)
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -515,8 +515,8 @@ def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, reques
     two.join(60)
     assert errors == [], f"an update was refused: {errors[0]!r}"
     assert writes == Counter({"first": 1, "second": 1}), "an update had to be run again"
-    assert [v.version for v in shared.admin.secret_history(ref)] == [1, 2, 3]
-    stored = {shared.admin.reveal(ref, version=v, reason=REASON) for v in (2, 3)}
+    assert [v.version for v in shared.admin.secrets.history(ref)] == [1, 2, 3]
+    stored = {shared.admin.checkouts.reveal(ref, version=v, reason=REASON) for v in (2, 3)}
     assert stored == {"first update ✓", "second update ✓"}
 
 
@@ -530,12 +530,12 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
     yet the new grant is live, and it opens nothing."""
     client = shared.client()
     ref = f"{client}/fw01"
-    shared.admin.add_secret(ref, password=FIRST)
+    shared.admin.secrets.add(ref, password=FIRST)
     engineer = shared.engineer("eve")
     name = engineer.engineer_name
-    shared.admin.grant(name, client, reason="T-3 first grant")
-    assert engineer.reveal(ref, reason=REASON) == FIRST
-    head = shared.admin.audit_head()[0]
+    shared.admin.grants.grant(name, client, reason="T-3 first grant")
+    assert engineer.checkouts.reveal(ref, reason=REASON) == FIRST
+    head = shared.admin.audit.head()[0]
     a, b = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
     real_seal = Keys.seal_client_key
@@ -555,8 +555,8 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
         except BaseException as error:  # reported below
             errors.append(error)
 
-    granting = threading.Thread(target=run, args=(lambda: a.grant(name, client, reason="T-3 again"),), name="A")
-    revoking = threading.Thread(target=run, args=(lambda: b.revoke(name, client),), name="B")
+    granting = threading.Thread(target=run, args=(lambda: a.grants.grant(name, client, reason="T-3 again"),), name="A")
+    revoking = threading.Thread(target=run, args=(lambda: b.grants.revoke(name, client),), name="B")
     granting.start()
     assert paused.wait(30)
     revoking.start()
@@ -565,16 +565,16 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
     granting.join(60)
     revoking.join(60)
     assert errors == [], repr(errors)
-    order = [e.action for e in shared.admin.audit_log(client=client) if e.seq > head]
+    order = [e.action for e in shared.admin.audit.log(client=client) if e.seq > head]
     assert sorted(order) == ["grant", "revoke"]
-    live = [g for g in shared.admin.list_grants(engineer=name) if g.state == "active"]
+    live = [g for g in shared.admin.grants.list(engineer=name) if g.state == "active"]
     assert bool(live) == (order[-1] == "grant"), f"log says {order}, live grants: {live}"
     fresh = Vault(shared.admin.store, engineer=name, sessions=engineer.sessions, clock=shared.clock, kdf_params=FLOOR)
     if live:
-        assert fresh.reveal(ref, reason=REASON) == FIRST
+        assert fresh.checkouts.reveal(ref, reason=REASON) == FIRST
     else:
         with pytest.raises(VaultError):
-            fresh.reveal(ref, reason=REASON)
+            fresh.checkouts.reveal(ref, reason=REASON)
 
 
 def _wait_until_blocked(shared) -> None:  # type: ignore[no-untyped-def]
@@ -597,20 +597,20 @@ def _wait_until_blocked(shared) -> None:  # type: ignore[no-untyped-def]
 @sqlite_only
 def test_a_locked_sqlite_database_stays_store_unavailable_and_is_not_retried(db_url, monkeypatch):
     admin, _ = Vault.create(db_url, admin=ADMIN, passphrase=ADMIN_PASS, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
-    admin.add_client("acme", "Acme Ltd")
-    admin.add_secret("acme/fw01", password=LOCKED)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password=LOCKED)
     admin.close()
     monkeypatch.setattr(storage, "BUSY_TIMEOUT_MS", 300)  # engines made from here on give up after 0.3 s
     vault = Vault.open(db_url, engineer=ADMIN, sessions=admin.sessions, kdf_params=FLOOR)
-    vault.unlock(ADMIN, ADMIN_PASS)
+    vault.engineers.unlock(ADMIN, ADMIN_PASS)
     holder = sqlite3.connect(make_url(db_url).database, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         for call, error_type in (
-            (lambda: vault.add_secret("acme/fw02", password=NEVER), StoreBusy),
-            (lambda: vault.update_secret("acme/fw01", password=NEVER), StoreBusy),
-            (lambda: vault.checkout("acme/fw01", reason=REASON), StoreBusy),  # a StoreUnavailable that says why
+            (lambda: vault.secrets.add("acme/fw02", password=NEVER), StoreBusy),
+            (lambda: vault.secrets.update("acme/fw01", password=NEVER), StoreBusy),
+            (lambda: vault.checkouts.checkout("acme/fw01", reason=REASON), StoreBusy),  # a StoreUnavailable that says why
         ):
             started = time.monotonic()
             with pytest.raises(VaultError) as caught:
@@ -623,7 +623,7 @@ def test_a_locked_sqlite_database_stays_store_unavailable_and_is_not_retried(db_
             assert vault.retries == 0
             assert elapsed < 0.3 * 4, f"{elapsed:.2f} s: retried?"  # one busy timeout, not RETRIES of them
         holder.execute("ROLLBACK")
-        assert vault.checkout("acme/fw01", reason=REASON).value == LOCKED
+        assert vault.checkouts.checkout("acme/fw01", reason=REASON).value == LOCKED
         assert vault.retries == 0
     finally:
         holder.close()
@@ -637,7 +637,7 @@ def test_a_rotation_batch_that_loses_is_run_again_and_the_rotation_finishes(shar
     client = shared.client()
     refs = [f"{client}/s{i}" for i in range(5)]
     for ref in refs:
-        shared.admin.add_secret(ref, password=f"{ref} ✓")
+        shared.admin.secrets.add(ref, password=f"{ref} ✓")
     vault = _admin(shared)
     real_batch, armed = KeyRotation._rewrap_batch, [True]
 
@@ -648,25 +648,25 @@ def test_a_rotation_batch_that_loses_is_run_again_and_the_rotation_finishes(shar
 
     monkeypatch.setattr(KeyRotation, "_rewrap_batch", batch)
     retries = vault.retries
-    info = vault.rotate_client(client, batch_size=2)
+    info = vault.keys.rotate_client(client, batch_size=2)
     assert losing.failed == 2
     assert vault.retries - retries == 2
     assert (info.state, info.done, info.total) == ("done", 5, 5)
-    assert [r for r in shared.admin.list_rotations() if r.client == client] == [info]
-    assert shared.admin.client_key_versions(client) == [(1, "destroyed"), (2, "active")]
+    assert [r for r in shared.admin.keys.list() if r.client == client] == [info]
+    assert shared.admin.keys.versions(client) == [(1, "destroyed"), (2, "active")]
     for ref in refs:
-        assert shared.admin.reveal(ref, reason=REASON) == f"{ref} ✓"
+        assert shared.admin.checkouts.reveal(ref, reason=REASON) == f"{ref} ✓"
 
 
 def test_a_rotation_whose_finishing_transaction_loses_finishes(shared, losing, backoff):
     """The finishing transaction of a rotation (it appends ``client-key-rotated``) is run
     again on its own too."""
     client = shared.client()
-    shared.admin.add_secret(f"{client}/s0", password="finish ✓")
+    shared.admin.secrets.add(f"{client}/s0", password="finish ✓")
     vault = _admin(shared)
     losing.lose(1, action="client-key-rotated")
-    info = vault.rotate_client(client)
+    info = vault.keys.rotate_client(client)
     assert losing.failed == 1
     assert (info.state, info.done, info.total) == ("done", 1, 1)
-    assert shared.admin.client_key_versions(client) == [(1, "destroyed"), (2, "active")]
-    assert shared.admin.reveal(f"{client}/s0", reason=REASON) == "finish ✓"
+    assert shared.admin.keys.versions(client) == [(1, "destroyed"), (2, "active")]
+    assert shared.admin.checkouts.reveal(f"{client}/s0", reason=REASON) == "finish ✓"

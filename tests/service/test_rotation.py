@@ -38,15 +38,15 @@ def _client_id(vault: Vault, slug: str) -> int:
 
 def _fill(admin: Vault, slug: str, count: int) -> Values:
     """A client with ``count`` secrets; every other one has a second version."""
-    admin.add_client(slug, f"{slug.title()} Ltd")
+    admin.clients.add(slug, f"{slug.title()} Ltd")
     values: Values = {}
     for i in range(count):
         name = f"s{i:02d}"
         values[name] = [f"{slug}-{name}-v1"]
-        admin.add_secret(f"{slug}/{name}", password=values[name][0], username=f"user{i}")
+        admin.secrets.add(f"{slug}/{name}", password=values[name][0], username=f"user{i}")
         if i % 2 == 0:
             values[name].append(f"{slug}-{name}-v2")
-            admin.update_secret(f"{slug}/{name}", password=values[name][1])
+            admin.secrets.update(f"{slug}/{name}", password=values[name][1])
     return values
 
 
@@ -54,8 +54,8 @@ def _assert_readable(vault: Vault, slug: str, values: Values) -> None:
     """Every version of every secret reveals the password written; metadata opens too."""
     for name, passwords in values.items():
         for version, password in enumerate(passwords, start=1):
-            assert vault.reveal(f"{slug}/{name}", version=version, reason=REASON) == password
-    assert [(s.name, s.username) for s in vault.list_secrets(slug)] == [
+            assert vault.checkouts.reveal(f"{slug}/{name}", version=version, reason=REASON) == password
+    assert [(s.name, s.username) for s in vault.secrets.list(slug)] == [
         (name, f"user{int(name[1:])}") for name in sorted(values) if name.startswith("s")
     ]
 
@@ -96,26 +96,26 @@ def test_rotate_client_makes_a_new_version_current_and_destroys_the_old_one(team
     rows = len(_key_versions(db, cid))
     seen: list[tuple[int, int]] = []
 
-    info = admin.rotate_client("acme", batch_size=3, progress=lambda done, total: seen.append((done, total)))
+    info = admin.keys.rotate_client("acme", batch_size=3, progress=lambda done, total: seen.append((done, total)))
 
     assert (info.client, info.from_version, info.to_version, info.state) == ("acme", 1, 2, "done")
     assert info.done == info.total == rows == 8
     assert seen == [(3, 8), (6, 8), (8, 8)]
-    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
     v1 = db.all(select(m.ClientKey).where(m.ClientKey.client_id == cid, m.ClientKey.version == 1))[0][0]
     assert v1.fingerprint == fingerprint and v1.destroyed_at is not None and v1.retired_at is not None
     assert _seal_versions(db, cid) == {2}
     assert set(_key_versions(db, cid)) == {2}
     for vault in (admin, reopen(admin)):
         _assert_readable(vault, "acme", values)
-        assert vault.show_client("acme").key_version == 2
+        assert vault.clients.show("acme").key_version == 2
 
-    admin.add_secret("acme/new", password="written after")
+    admin.secrets.add("acme/new", password="written after")
     newest = db.all(select(m.SecretVersion).order_by(m.SecretVersion.secret_id.desc()).limit(1))[0][0]
     assert newest.key_version == 2 and blobs.blob_key_version(newest.wrapped_dek) == 2
-    assert reopen(admin).reveal("acme/new", reason=REASON) == "written after"
-    assert admin.list_rotations() == [info]
-    assert admin.verify_audit().ok
+    assert reopen(admin).checkouts.reveal("acme/new", reason=REASON) == "written after"
+    assert admin.keys.list() == [info]
+    assert admin.audit.verify().ok
 
 
 def test_reads_work_throughout_an_interrupted_rotation_and_resume_finishes_it(team, db, reopen, monkeypatch):
@@ -124,39 +124,39 @@ def test_reads_work_throughout_an_interrupted_rotation_and_resume_finishes_it(te
     cid = _client_id(admin, "acme")
     _interrupt_after(admin, 2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        admin.rotate_client("acme", batch_size=3)
+        admin.keys.rotate_client("acme", batch_size=3)
     monkeypatch.undo()
 
     assert sorted(_key_versions(db, cid)) == [1] * 3 + [2] * 6  # mixed: two batches of three done
-    assert admin.client_key_versions("acme") == [(1, "retiring"), (2, "active")]
+    assert admin.keys.versions("acme") == [(1, "retiring"), (2, "active")]
     for vault in (admin, reopen(admin)):
         _assert_readable(vault, "acme", values)
-    running = admin.list_rotations(running_only=True)
+    running = admin.keys.list(running_only=True)
     assert [(r.client, r.from_version, r.to_version, r.state, r.done, r.total) for r in running] == [
         ("acme", 1, 2, "running", 6, 9)
     ]
-    status = admin.status()
+    status = admin.reports.status()
     assert status.open_rotations == 1
     assert any("incomplete (6/9)" in w and "rotate resume" in w for w in status.warnings)
     with pytest.raises(InvalidInput) as again:
-        admin.rotate_client("acme")
+        admin.keys.rotate_client("acme")
     assert "resume" in again.value.hint
-    admin.add_secret("acme/during", password="written during")  # new writes use the new version at once
+    admin.secrets.add("acme/during", password="written during")  # new writes use the new version at once
     values["during"] = ["written during"]
     assert db.all(select(m.SecretVersion.key_version).order_by(m.SecretVersion.secret_id.desc()).limit(1))[0][0] == 2
 
-    finished = admin.resume_rotations(batch_size=4)
+    finished = admin.keys.resume(batch_size=4)
     assert [(r.client, r.state, r.done, r.total) for r in finished] == [("acme", "done", 9, 9)]
-    assert admin.list_rotations(running_only=True) == []
-    assert admin.status().open_rotations == 0
-    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "active")]
+    assert admin.keys.list(running_only=True) == []
+    assert admin.reports.status().open_rotations == 0
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
     assert set(_key_versions(db, cid)) == {2} and _seal_versions(db, cid) == {2}
     vault = reopen(admin)
     for name, passwords in values.items():
         for version, password in enumerate(passwords, start=1):
-            assert vault.reveal(f"acme/{name}", version=version, reason=REASON) == password
-    assert admin.resume_rotations() == []
-    assert admin.verify_audit().ok
+            assert vault.checkouts.reveal(f"acme/{name}", version=version, reason=REASON) == password
+    assert admin.keys.resume() == []
+    assert admin.audit.verify().ok
 
 
 def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(team, db, reopen):
@@ -164,10 +164,10 @@ def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(t
     values = _fill(admin, "acme", 4)
     cid = _client_id(admin, "acme")
     alice, bob = team.engineer("alice"), team.engineer("bob")
-    admin.grant("alice", "acme")
+    admin.grants.grant("alice", "acme")
     _assert_readable(alice, "acme", values)  # alice now caches version 1
 
-    admin.rotate_client("acme", batch_size=2)
+    admin.keys.rotate_client("acme", batch_size=2)
     for vault in (alice, reopen(alice)):
         _assert_readable(vault, "acme", values)
 
@@ -177,7 +177,7 @@ def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(t
     assert admin.keys._rewrap_batch(rotation_id, 3, None) == 3
     assert sorted(set(_key_versions(db, cid))) == [2, 3]
     bob_id = db.engineer_id("bob")
-    admin.grant("bob", "acme")
+    admin.grants.grant("bob", "acme")
     bob_seals = db.all(
         select(m.ClientKeySeal.version).where(
             m.ClientKeySeal.client_id == cid,
@@ -189,18 +189,18 @@ def test_grantees_keep_access_and_a_grant_made_mid_rotation_gets_both_versions(t
     for vault in (bob, reopen(alice)):
         _assert_readable(vault, "acme", values)
 
-    admin.resume_rotations()
-    assert admin.client_key_versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
+    admin.keys.resume()
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
     assert _seal_versions(db, cid) == {3}
     for vault in (reopen(bob), reopen(alice)):
         _assert_readable(vault, "acme", values)
     for call in (
-        lambda: alice.rotate_client("acme"),
-        alice.rotate_root,
-        alice.resume_rotations,
-        alice.list_rotations,
-        alice.status,
-        lambda: alice.set_retention(3),
+        lambda: alice.keys.rotate_client("acme"),
+        alice.keys.rotate_root,
+        alice.keys.resume,
+        alice.keys.list,
+        alice.reports.status,
+        lambda: alice.keys.set_retention(3),
     ):
         with pytest.raises(AccessDenied):
             call()
@@ -210,16 +210,16 @@ def test_audit_details_stay_readable_to_admins_and_the_old_client_key_reads_noth
     admin = team.admin
     _fill(admin, "acme", 3)
     cid = _client_id(admin, "acme")
-    admin.reveal("acme/s01", reason="before the rotation")
+    admin.checkouts.reveal("acme/s01", reason="before the rotation")
     old_key = admin.keyholder.client_keys[(cid, 1)]  # what someone holding only version 1 has
     client = db.all(select(m.Client).where(m.Client.id == cid))[0][0]
     old_ring = blobs.decrypt_client_field(old_key, 1, client.audit_keys_blob, cid, "audit-keys")
     assert len(old_ring) == 32
 
-    admin.rotate_client("acme")
-    admin.reveal("acme/s01", reason="after the rotation")
+    admin.keys.rotate_client("acme")
+    admin.checkouts.reveal("acme/s01", reason="after the rotation")
 
-    reveals = [e for e in admin.audit_log(client="acme") if e.action == "reveal"]
+    reveals = [e for e in admin.audit.log(client="acme") if e.action == "reveal"]
     assert [(e.readable, e.details["reason"]) for e in reveals] == [
         (True, "before the rotation"),
         (True, "after the rotation"),
@@ -267,12 +267,12 @@ def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team,
     acme, globex = _fill(admin, "acme", 3), _fill(admin, "globex", 2)
     alice = team.engineer("alice")
     admin2 = team.engineer("admin2", role="admin")
-    admin.grant("alice", "acme")
-    admin.rotate_client("globex")  # globex has versions 1 (destroyed) and 2
-    code = admin.invite_engineer("carol")  # issued before the root rotation
+    admin.grants.grant("alice", "acme")
+    admin.keys.rotate_client("globex")  # globex has versions 1 (destroyed) and 2
+    code = admin.engineers.invite("carol")  # issued before the root rotation
     live = db.scalar(select(func.count()).select_from(m.ClientKey).where(m.ClientKey.state != "destroyed"))
 
-    result = admin.rotate_root()
+    result = admin.keys.rotate_root()
     assert (result.root_version, result.org_version, result.clients) == (2, 2, 2)
     assert result.admins == ("admin2", "root-admin") and result.shares == () and result.refused == ()
 
@@ -286,25 +286,25 @@ def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team,
         (2, db.engineer_id("admin2")),
     ]
     for vault in (reopen(admin), admin2):
-        assert [c.slug for c in vault.list_clients()] == ["acme", "globex"]
+        assert [c.slug for c in vault.clients.list()] == ["acme", "globex"]
         _assert_readable(vault, "acme", acme)
         _assert_readable(vault, "globex", globex)
     _assert_readable(alice, "acme", acme)
-    admin.add_client("initech", "Initech")  # the new lookup key tags new slugs too
+    admin.clients.add("initech", "Initech")  # the new lookup key tags new slugs too
     with pytest.raises(AlreadyExists):
-        reopen(admin).add_client("acme", "Acme again")
-    assert reopen(admin).show_client("initech").name == "Initech"
+        reopen(admin).clients.add("acme", "Acme again")
+    assert reopen(admin).clients.show("initech").name == "Initech"
 
     carol = team.open("carol")
     with pytest.raises(EnrolmentError) as stale:  # the code names the organisation key, rotated with the root
-        carol.enroll_engineer("carol", code, "pass of carol")
+        carol.engineers.enroll("carol", code, "pass of carol")
     assert "key was replaced" in str(stale.value)
     assert db.scalar(select(m.Engineer.status).where(m.Engineer.name == "carol")) == "invited"
-    fresh = admin.invite_engineer("carol")
+    fresh = admin.engineers.invite("carol")
     carol = team.open("carol")
-    admin.confirm_engineer("carol", carol.enroll_engineer("carol", fresh, "pass of carol"))
-    carol.unlock("carol", "pass of carol")
-    assert admin.verify_audit().ok
+    admin.engineers.confirm("carol", carol.engineers.enroll("carol", fresh, "pass of carol"))
+    carol.engineers.unlock("carol", "pass of carol")
+    assert admin.audit.verify().ok
 
 
 def test_root_rotation_cost_grows_with_clients_not_secrets(team, db, monkeypatch):
@@ -328,7 +328,7 @@ def test_root_rotation_cost_grows_with_clients_not_secrets(team, db, monkeypatch
     def cost() -> int:
         calls["seal"] = calls["wrap"] = 0
         before = db.all(select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek))
-        admin.rotate_root()
+        admin.keys.rotate_root()
         after = db.all(select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek))
         assert sorted(before) == sorted(after)  # no data key is touched
         assert calls["wrap"] == 0
@@ -338,11 +338,11 @@ def test_root_rotation_cost_grows_with_clients_not_secrets(team, db, monkeypatch
     assert small == 2 + 1  # one recovery seal per live client-key version, one bundle per admin
     for slug in ("acme", "globex"):
         for i in range(5, 50):
-            admin.add_secret(f"{slug}/s{i:02d}", password=f"p{i}")
+            admin.secrets.add(f"{slug}/s{i:02d}", password=f"p{i}")
     assert db.scalar(select(func.count()).select_from(m.Secret)) == 100
     assert cost() == small
-    admin.add_client("initech", "Initech")
-    admin.add_client("umbrella", "Umbrella")
+    admin.clients.add("initech", "Initech")
+    admin.clients.add("umbrella", "Umbrella")
     assert cost() == small + 2
 
 
@@ -351,31 +351,31 @@ def test_root_rotation_cost_grows_with_clients_not_secrets(team, db, monkeypatch
 
 def test_rotate_secret_stores_a_new_version_with_a_different_password(team, reopen):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw01", password="original", username="root")
-    info = admin.rotate_secret("acme/fw01")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw01", password="original", username="root")
+    info = admin.keys.rotate_secret("acme/fw01")
     assert info.version == 2
-    generated = admin.reveal("acme/fw01", reason=REASON)
+    generated = admin.checkouts.reveal("acme/fw01", reason=REASON)
     assert generated != "original" and len(generated) >= 16
-    assert admin.reveal("acme/fw01", version=1, reason=REASON) == "original"
-    assert admin.reveal("acme/fw01", "username", reason=REASON) == "root"
-    assert admin.rotate_secret("acme/fw01", length=40).version == 3
-    assert len(admin.reveal("acme/fw01", reason=REASON)) == 40
-    assert admin.rotate_secret("acme/fw01", password="chosen").version == 4
-    assert reopen(admin).reveal("acme/fw01", reason=REASON) == "chosen"
-    assert [v.version for v in admin.secret_history("acme/fw01")] == [1, 2, 3, 4]
+    assert admin.checkouts.reveal("acme/fw01", version=1, reason=REASON) == "original"
+    assert admin.checkouts.reveal("acme/fw01", "username", reason=REASON) == "root"
+    assert admin.keys.rotate_secret("acme/fw01", length=40).version == 3
+    assert len(admin.checkouts.reveal("acme/fw01", reason=REASON)) == 40
+    assert admin.keys.rotate_secret("acme/fw01", password="chosen").version == 4
+    assert reopen(admin).checkouts.reveal("acme/fw01", reason=REASON) == "chosen"
+    assert [v.version for v in admin.secrets.history("acme/fw01")] == [1, 2, 3, 4]
 
 
 def test_retention_keeps_only_the_newest_versions(team, db, reopen):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw01", password="v1")
-    admin.add_secret("acme/sw01", password="other")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw01", password="v1")
+    admin.secrets.add("acme/sw01", password="other")
     with pytest.raises(InvalidInput):
-        admin.set_retention(0)
-    admin.set_retention(3)
+        admin.keys.set_retention(0)
+    admin.keys.set_retention(3)
     for version in range(2, 7):
-        admin.update_secret("acme/fw01", password=f"v{version}")
+        admin.secrets.update("acme/fw01", password=f"v{version}")
     secret_id = db.all(select(m.SecretVersion.secret_id).where(m.SecretVersion.version == 6))[0][0]
     kept = db.all(select(m.SecretVersion.version).where(m.SecretVersion.secret_id == secret_id))
     assert sorted(r[0] for r in kept) == [4, 5, 6]
@@ -383,10 +383,10 @@ def test_retention_keeps_only_the_newest_versions(team, db, reopen):
     vault = reopen(admin)
     for version in (1, 2, 3):
         with pytest.raises(NotFound):
-            vault.reveal("acme/fw01", version=version, reason=REASON)
-    assert [vault.reveal("acme/fw01", version=v, reason=REASON) for v in (4, 5, 6)] == ["v4", "v5", "v6"]
-    assert [v.version for v in vault.secret_history("acme/fw01")] == [4, 5, 6]
-    admin.rotate_secret("acme/fw01", password="v7")
+            vault.checkouts.reveal("acme/fw01", version=version, reason=REASON)
+    assert [vault.checkouts.reveal("acme/fw01", version=v, reason=REASON) for v in (4, 5, 6)] == ["v4", "v5", "v6"]
+    assert [v.version for v in vault.secrets.history("acme/fw01")] == [4, 5, 6]
+    admin.keys.rotate_secret("acme/fw01", password="v7")
     kept = db.all(select(m.SecretVersion.version).where(m.SecretVersion.secret_id == secret_id))
     assert sorted(r[0] for r in kept) == [5, 6, 7]
 
@@ -396,60 +396,60 @@ def test_retention_keeps_only_the_newest_versions(team, db, reopen):
 
 def test_the_encryption_limit_refuses_writes_until_the_client_key_is_rotated(team, db, reopen):
     admin = team.admin
-    admin.add_client("acme", "Acme")
-    admin.add_secret("acme/fw01", password="first")
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw01", password="first")
     cid = _client_id(admin, "acme")
     db.run(
         update(m.ClientKey)
         .where(m.ClientKey.client_id == cid, m.ClientKey.version == 1)
         .values(encryptions=ENCRYPTION_LIMIT - 1)
     )
-    admin.add_secret("acme/sw01", password="the last one allowed")
+    admin.secrets.add("acme/sw01", password="the last one allowed")
     assert db.scalar(select(m.ClientKey.encryptions).where(m.ClientKey.client_id == cid)) == ENCRYPTION_LIMIT
-    assert any("encryptions" in w and "rotate" in w for w in admin.status().warnings)
-    before = (db.counts(), admin.audit_head())
+    assert any("encryptions" in w and "rotate" in w for w in admin.reports.status().warnings)
+    before = (db.counts(), admin.audit.head())
     with pytest.raises(IntegrityError) as refused:
-        admin.add_secret("acme/vpn", password="one too many")
+        admin.secrets.add("acme/vpn", password="one too many")
     assert "rotate" in refused.value.hint
     with pytest.raises(IntegrityError):
-        admin.update_secret("acme/fw01", password="also too many")
-    assert (db.counts(), admin.audit_head()) == before
+        admin.secrets.update("acme/fw01", password="also too many")
+    assert (db.counts(), admin.audit.head()) == before
 
-    admin.rotate_client("acme")
-    admin.add_secret("acme/vpn", password="after the rotation")
-    admin.update_secret("acme/fw01", password="second")
+    admin.keys.rotate_client("acme")
+    admin.secrets.add("acme/vpn", password="after the rotation")
+    admin.secrets.update("acme/fw01", password="second")
     vault = reopen(admin)
-    assert [vault.reveal(f"acme/{n}", reason=REASON) for n in ("fw01", "sw01", "vpn")] == [
+    assert [vault.checkouts.reveal(f"acme/{n}", reason=REASON) for n in ("fw01", "sw01", "vpn")] == [
         "second",
         "the last one allowed",
         "after the rotation",
     ]
     new = db.scalar(select(m.ClientKey.encryptions).where(m.ClientKey.client_id == cid, m.ClientKey.version == 2))
     assert 0 < new < ENCRYPTION_WARNING
-    assert not any("encryptions" in w for w in admin.status().warnings)
+    assert not any("encryptions" in w for w in admin.reports.status().warnings)
 
 
 def test_status_warns_about_keys_older_than_the_cryptoperiod(team):
     admin, clock = team.admin, team.clock
-    admin.add_client("acme", "Acme")
+    admin.clients.add("acme", "Acme")
     team.engineer("alice")
-    assert admin.status().warnings == []
+    assert admin.reports.status().warnings == []
     clock.advance(days=366)
-    admin.unlock("root-admin", team.passphrases["root-admin"])  # the session expired meanwhile
-    warnings = admin.status().warnings
+    admin.engineers.unlock("root-admin", team.passphrases["root-admin"])  # the session expired meanwhile
+    warnings = admin.reports.status().warnings
     assert any("recovery key is older than 365 days" in w and "rotate root" in w for w in warnings)
     assert any(w.startswith("client acme: key version 1 is older than 365 days") for w in warnings)
     assert {w for w in warnings if w.startswith("engineer ")} == {
         "engineer root-admin: keys older than 365 days",
         "engineer alice: keys older than 365 days",
     }
-    admin.rotate_root()
-    admin.rotate_client("acme")
-    assert [w for w in admin.status().warnings if not w.startswith("engineer ")] == []
+    admin.keys.rotate_root()
+    admin.keys.rotate_client("acme")
+    assert [w for w in admin.reports.status().warnings if not w.startswith("engineer ")] == []
     with pytest.raises(InvalidInput):
-        admin.set_cryptoperiod(0)
-    admin.set_cryptoperiod(400)
-    assert admin.status().warnings == []
+        admin.keys.set_cryptoperiod(0)
+    admin.keys.set_cryptoperiod(400)
+    assert admin.reports.status().warnings == []
 
 
 # -- the audit trail of key operations -------------------------------------------------------------
@@ -460,15 +460,15 @@ def test_every_key_operation_is_an_audit_event(team, db):
     _fill(admin, "acme", 2)
     team.engineer("alice")
     bob = team.engineer("bob")
-    admin.grant("alice", "acme")
-    admin.grant("bob", "acme")
-    start = admin.audit_head()[0]
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("bob", "acme")
+    start = admin.audit.head()[0]
 
-    admin.rotate_client("acme")
-    admin.rotate_root()
-    admin.rotate_engineer("alice")
-    bob.change_passphrase(team.passphrases["bob"], "a new passphrase for bob")
-    admin.remove_engineer("bob")
+    admin.keys.rotate_client("acme")
+    admin.keys.rotate_root()
+    admin.engineers.rotate("alice")
+    bob.engineers.change_passphrase(team.passphrases["bob"], "a new passphrase for bob")
+    admin.engineers.remove("bob")
 
     rows = db.all(
         select(m.AuditEvent.action, m.AuditEvent.engineer_id, m.AuditEvent.client_id, m.AuditEvent.signature)
@@ -497,13 +497,13 @@ def test_every_key_operation_is_an_audit_event(team, db):
         ("client-key-rotated", admin_id, cid),
     ]
     assert all(r.signature is not None for r in rows if r.action in key_actions)
-    details = [e.details for e in admin.audit_log(client="acme") if e.action == "client-key-rotate"]
+    details = [e.details for e in admin.audit.log(client="acme") if e.action == "client-key-rotate"]
     assert [(d["from_version"], d["to_version"]) for d in details] == [(1, 2), (2, 3)]
-    public = {e.action: e.details for e in admin.audit_log() if e.action in key_actions and e.client is None}
+    public = {e.action: e.details for e in admin.audit.log() if e.action in key_actions and e.client is None}
     assert public["root-key-rotate"]["to_version"] == 2
     assert public["engineer-key-rotate"]["engineer"] == "alice"
     assert public["engineer-remove"]["engineer"] == "bob"
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok
 
 
 def test_rotate_root_with_shares_checks_k_of_n_and_returns_them_once(team, db):
@@ -511,9 +511,9 @@ def test_rotate_root_with_shares_checks_k_of_n_and_returns_them_once(team, db):
     _fill(admin, "acme", 1)
     for bad in ((1, 3), (4, 3), (2, 17), (10, 12)):
         with pytest.raises(InvalidInput):
-            admin.rotate_root(shares=bad)
+            admin.keys.rotate_root(shares=bad)
     assert [r[0] for r in db.all(select(m.RootKey.version))] == [1]  # nothing rotated
-    result = admin.rotate_root(shares=(2, 4))
+    result = admin.keys.rotate_root(shares=(2, 4))
     assert (result.threshold, len(result.shares), len(set(result.shares))) == (2, 4, 4)
     assert "redacted" in repr(result) and not any(share in repr(result) for share in result.shares)
     assert db.all(select(m.OrgKey.share_threshold, m.OrgKey.share_count).where(m.OrgKey.version == 2)) == [(2, 4)]

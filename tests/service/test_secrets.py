@@ -29,11 +29,11 @@ def assert_safe_message(error: Exception) -> None:
 
 def test_every_field_round_trips(shared, reveal):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(
+    admin.secrets.add(
         f"{c}/fw01-admin", password=PASSWORD, kind="equipment", username=USERNAME, url=URL, note=NOTE, fields=FIELDS
     )
-    admin.add_secret(f"{c}/sw01", password="x", kind="service", host="10.0.0.1")
-    info = admin.show_secret(f"{c}/fw01-admin")
+    admin.secrets.add(f"{c}/sw01", password="x", kind="service", host="10.0.0.1")
+    info = admin.secrets.show(f"{c}/fw01-admin")
     assert (info.client, info.name, info.kind, info.version) == (c, "fw01-admin", "equipment", 1)
     assert (info.username, info.url, info.host, info.note) == (USERNAME, URL, None, NOTE)
     assert (info.fields, info.sensitive_fields) == ({"serial": FIELDS["serial"]}, ("Wifi-PSK", "pin_code"))
@@ -45,7 +45,7 @@ def test_every_field_round_trips(shared, reveal):
         assert reveal(admin, f"{c}/fw01-admin", key) == value
     with pytest.raises(NotFound):
         reveal(admin, f"{c}/fw01-admin", "host")
-    other = admin.show_secret(f"{c}/sw01")
+    other = admin.secrets.show(f"{c}/sw01")
     assert (other.kind, other.host, other.url, other.username, other.note, other.fields) == (
         "service",
         "10.0.0.1",
@@ -55,21 +55,21 @@ def test_every_field_round_trips(shared, reveal):
         {},
     )
     assert reveal(admin, f"{c}/sw01", "host") == "10.0.0.1"
-    assert [(s.name, s.kind) for s in admin.list_secrets(c)] == [("fw01-admin", "equipment"), ("sw01", "service")]
-    assert {f"{c}/fw01-admin", f"{c}/sw01"} <= {s.ref for s in admin.list_secrets()}
-    assert admin.show_client(c).secrets == 2
+    assert [(s.name, s.kind) for s in admin.secrets.list(c)] == [("fw01-admin", "equipment"), ("sw01", "service")]
+    assert {f"{c}/fw01-admin", f"{c}/sw01"} <= {s.ref for s in admin.secrets.list()}
+    assert admin.clients.show(c).secrets == 2
 
 
 def test_an_engineer_with_a_grant_reads_the_same_values(shared, reveal):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(
+    admin.secrets.add(
         f"{c}/fw01-admin", password=PASSWORD, username=USERNAME, host="fw01.acme.example", note=NOTE, fields=FIELDS
     )
     alice = shared.engineer("alice")
-    admin.grant(alice.engineer_name, c)
+    admin.grants.grant(alice.engineer_name, c)
     assert reveal(alice, f"{c}/fw01-admin") == PASSWORD
     assert reveal(alice, f"{c}/fw01-admin", "Wifi-PSK") == FIELDS["Wifi-PSK"]
-    mine, theirs = alice.show_secret(f"{c}/fw01-admin"), admin.show_secret(f"{c}/fw01-admin")
+    mine, theirs = alice.secrets.show(f"{c}/fw01-admin"), admin.secrets.show(f"{c}/fw01-admin")
     assert (mine.username, mine.host, mine.note, mine.fields) == (
         theirs.username,
         theirs.host,
@@ -82,16 +82,16 @@ def test_a_field_of_exactly_64_kib_is_accepted(shared, reveal):
     admin, c = shared.admin, shared.client()
     big = "é" * (LIMIT // 2)  # 65 536 bytes of UTF-8
     assert len(big.encode()) == LIMIT
-    admin.add_secret(f"{c}/big", password="p" * LIMIT, note=big, username="u" * LIMIT, fields={"blob": "f" * LIMIT})
+    admin.secrets.add(f"{c}/big", password="p" * LIMIT, note=big, username="u" * LIMIT, fields={"blob": "f" * LIMIT})
     assert reveal(admin, f"{c}/big") == "p" * LIMIT
     assert reveal(admin, f"{c}/big", "note") == big
     assert reveal(admin, f"{c}/big", "blob") == "f" * LIMIT
-    assert admin.show_secret(f"{c}/big").username == "u" * LIMIT
+    assert admin.secrets.show(f"{c}/big").username == "u" * LIMIT
 
 
 def test_a_field_one_byte_over_64_kib_is_refused_and_nothing_is_written(shared):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1", note="n")
+    admin.secrets.add(f"{c}/fw01", password="pw-1", note="n")
     before = shared.db.counts()
     over = "x" * (LIMIT + 1)
     attempts = [
@@ -105,16 +105,16 @@ def test_a_field_one_byte_over_64_kib_is_refused_and_nothing_is_written(shared):
     ]
     for kwargs in attempts:
         with pytest.raises(InvalidInput):
-            admin.add_secret(f"{c}/too-big", **kwargs)
+            admin.secrets.add(f"{c}/too-big", **kwargs)
         with pytest.raises(InvalidInput):
-            admin.update_secret(f"{c}/fw01", **kwargs)
+            admin.secrets.update(f"{c}/fw01", **kwargs)
     assert shared.db.counts() == before
 
 
 def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(shared, reveal):
     admin, c = shared.admin, shared.client()
     client_id = shared.db.newest_client_id()
-    admin.add_secret(
+    admin.secrets.add(
         f"{c}/fw01",
         password="pw-1",
         kind="equipment",
@@ -123,7 +123,7 @@ def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(s
         note="n1",
         fields={"serial": "S1"},
     )
-    updated = admin.update_secret(f"{c}/fw01", password="pw-2")
+    updated = admin.secrets.update(f"{c}/fw01", password="pw-2")
     assert updated.version == 2
     assert (updated.username, updated.host, updated.note, updated.fields, updated.kind) == (
         "u1",
@@ -132,8 +132,8 @@ def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(s
         {"serial": "S1"},
         "equipment",
     )
-    admin.update_secret(f"{c}/fw01", username="u3", fields={"rack": "R9"})
-    info = admin.show_secret(f"{c}/fw01")
+    admin.secrets.update(f"{c}/fw01", username="u3", fields={"rack": "R9"})
+    info = admin.secrets.show(f"{c}/fw01")
     assert (info.version, info.username, info.host, info.note) == (3, "u3", "10.0.0.1", "n1")
     assert info.fields == {"serial": "S1", "rack": "R9"}
     assert reveal(admin, f"{c}/fw01") == "pw-2"  # a metadata change keeps the password
@@ -155,7 +155,7 @@ def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(s
         deks = {blobs.unwrap_data_key(client_key, 1, v.wrapped_dek, client_id, secret_id, v.version) for v in versions}
     assert len(deks) == 3, "every version must have its own data key"
 
-    history = admin.secret_history(f"{c}/fw01")
+    history = admin.secrets.history(f"{c}/fw01")
     assert [(h.version, h.current, h.created_by, h.key_version) for h in history] == [
         (1, False, "root-admin", 1),
         (2, False, "root-admin", 1),
@@ -165,23 +165,23 @@ def test_update_makes_a_new_version_with_a_new_data_key_and_keeps_other_fields(s
 
 def test_update_with_nothing_new_is_refused(shared):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1", username="u1")
+    admin.secrets.add(f"{c}/fw01", password="pw-1", username="u1")
     before = shared.db.counts()
     with pytest.raises(InvalidInput):
-        admin.update_secret(f"{c}/fw01", username="u1")
+        admin.secrets.update(f"{c}/fw01", username="u1")
     assert shared.db.counts() == before
 
 
 def test_url_and_host_together_are_refused(shared):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1", host="10.0.0.1")
+    admin.secrets.add(f"{c}/fw01", password="pw-1", host="10.0.0.1")
     before = shared.db.counts()
     with pytest.raises(InvalidInput):
-        admin.add_secret(f"{c}/fw02", password="pw", url="https://x.example", host="10.0.0.2")
+        admin.secrets.add(f"{c}/fw02", password="pw", url="https://x.example", host="10.0.0.2")
     with pytest.raises(InvalidInput):
-        admin.update_secret(f"{c}/fw01", url="https://x.example")
+        admin.secrets.update(f"{c}/fw01", url="https://x.example")
     assert shared.db.counts() == before
-    switched = admin.update_secret(f"{c}/fw01", url="https://x.example", host=None)
+    switched = admin.secrets.update(f"{c}/fw01", url="https://x.example", host=None)
     assert (switched.url, switched.host) == ("https://x.example", None)
 
 
@@ -233,16 +233,16 @@ BAD_ENGINEERS = [
 
 def test_bad_secret_references_are_refused_without_echoing_control_characters(shared, reveal):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1")
+    admin.secrets.add(f"{c}/fw01", password="pw-1")
     refs = [f"{c}/{name}" for name in BAD_SECRET_NAMES] + ["../x", f"/{c}", c, f"{c.upper()}/fw01", f"{c}/fw01/x"]
     before = shared.db.counts()
     for ref in refs:
         for call in (
-            lambda: admin.add_secret(ref, password="pw"),
-            lambda: admin.update_secret(ref, password="pw"),
-            lambda: admin.show_secret(ref),
+            lambda: admin.secrets.add(ref, password="pw"),
+            lambda: admin.secrets.update(ref, password="pw"),
+            lambda: admin.secrets.show(ref),
             lambda: reveal(admin, ref),
-            lambda: admin.secret_history(ref),
+            lambda: admin.secrets.history(ref),
         ):
             with pytest.raises(InvalidInput) as caught:
                 call()
@@ -255,15 +255,15 @@ def test_bad_client_slugs_and_engineer_names_are_refused(shared):
     before = shared.db.counts()
     for slug in BAD_SLUGS:
         for call in (
-            lambda: admin.add_client(slug, "Name"),
-            lambda: admin.show_client(slug),
-            lambda: admin.list_secrets(slug),
+            lambda: admin.clients.add(slug, "Name"),
+            lambda: admin.clients.show(slug),
+            lambda: admin.secrets.list(slug),
         ):
             with pytest.raises(InvalidInput) as caught:
                 call()
             assert_safe_message(caught.value)
     for name in BAD_ENGINEERS:
-        for call in (lambda: admin.invite_engineer(name), lambda: admin.grant(name, c)):
+        for call in (lambda: admin.engineers.invite(name), lambda: admin.grants.grant(name, c)):
             with pytest.raises(InvalidInput) as caught:
                 call()
             assert_safe_message(caught.value)
@@ -275,13 +275,13 @@ def test_control_characters_in_values_are_refused(shared):
     before = shared.db.counts()
     for bad in ("\x1b[31mred", "a\u202eb", "a\u200bb", "a\x00b", "a\rb", "a\u2028b"):
         for call in (
-            lambda: admin.add_client(shared.name("globex"), f"Globex {bad}"),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", username=bad),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", host=bad),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", url=bad),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", note=bad),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", fields={"serial": bad}),
-            lambda: admin.add_secret(f"{c}/fw01", password="pw", fields={f"s{bad}": "v"}),
+            lambda: admin.clients.add(shared.name("globex"), f"Globex {bad}"),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", username=bad),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", host=bad),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", url=bad),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", note=bad),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", fields={"serial": bad}),
+            lambda: admin.secrets.add(f"{c}/fw01", password="pw", fields={f"s{bad}": "v"}),
         ):
             with pytest.raises(InvalidInput) as caught:
                 call()
@@ -289,38 +289,38 @@ def test_control_characters_in_values_are_refused(shared):
             assert bad not in str(caught.value)
     for reserved in ("password", "username", "name"):
         with pytest.raises(InvalidInput):
-            admin.add_secret(f"{c}/fw01", password="pw", fields={reserved: "v"})
+            admin.secrets.add(f"{c}/fw01", password="pw", fields={reserved: "v"})
     with pytest.raises(InvalidInput):
-        admin.add_secret(f"{c}/fw01", password="")
+        admin.secrets.add(f"{c}/fw01", password="")
     with pytest.raises(InvalidInput):
-        admin.add_secret(f"{c}/fw01", password="pw", kind="router")
+        admin.secrets.add(f"{c}/fw01", password="pw", kind="router")
     assert shared.db.counts() == before
 
 
 def test_a_duplicate_secret_or_client_is_refused(shared, reveal):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1")
+    admin.secrets.add(f"{c}/fw01", password="pw-1")
     before = shared.db.counts()
     with pytest.raises(AlreadyExists):
-        admin.add_secret(f"{c}/fw01", password="pw-2")
+        admin.secrets.add(f"{c}/fw01", password="pw-2")
     with pytest.raises(AlreadyExists):
-        admin.add_client(c, "Acme again")
+        admin.clients.add(c, "Acme again")
     assert shared.db.counts() == before
     assert reveal(admin, f"{c}/fw01") == "pw-1"
     other = shared.client("globex", "Globex")
-    admin.add_secret(f"{other}/fw01", password="pw-3")  # the same name in another client is fine
+    admin.secrets.add(f"{other}/fw01", password="pw-3")  # the same name in another client is fine
     assert reveal(admin, f"{other}/fw01") == "pw-3"
     assert reveal(admin, f"{c}/fw01") == "pw-1"
 
 
 def test_unknown_secrets_and_versions_are_not_found(shared, reveal):
     admin, c = shared.admin, shared.client()
-    admin.add_secret(f"{c}/fw01", password="pw-1")
+    admin.secrets.add(f"{c}/fw01", password="pw-1")
     for call in (
-        lambda: admin.show_secret(f"{c}/nope"),
+        lambda: admin.secrets.show(f"{c}/nope"),
         lambda: reveal(admin, f"{c}/nope"),
         lambda: reveal(admin, f"{c}/fw01", version=7),
-        lambda: admin.show_secret("nosuch-client/fw01"),
+        lambda: admin.secrets.show("nosuch-client/fw01"),
     ):
         with pytest.raises(NotFound):
             call()
@@ -336,7 +336,7 @@ def _sensitive_secret(shared):  # type: ignore[no-untyped-def]
     VLAN, and an engineer holding a grant for it."""
     c = shared.client()
     ref = f"{c}/fw01"
-    shared.admin.add_secret(
+    shared.admin.secrets.add(
         ref,
         password="pw",
         kind="equipment",
@@ -344,14 +344,14 @@ def _sensitive_secret(shared):  # type: ignore[no-untyped-def]
         sensitive_fields={"enable": ENABLE, "rescue": RECOVERY},
     )
     alice = shared.engineer("alice")
-    shared.admin.grant(alice.engineer_name, c)
+    shared.admin.grants.grant(alice.engineer_name, c)
     return ref, alice
 
 
 def test_secret_show_and_list_never_return_a_sensitive_field(shared):
     ref, alice = _sensitive_secret(shared)
     c = ref.split("/")[0]
-    for info in (alice.show_secret(ref), *alice.list_secrets(c), *shared.admin.list_secrets(c)):
+    for info in (alice.secrets.show(ref), *alice.secrets.list(c), *shared.admin.secrets.list(c)):
         assert info.fields == {"vlan": "20"}
         assert info.sensitive_fields == ("enable", "mfa-seed", "rescue")
         dumped = f"{info!r} {info.to_json()}"
@@ -362,9 +362,9 @@ def test_secret_show_and_list_never_return_a_sensitive_field(shared):
 def test_a_subject_search_finds_a_sensitive_field_without_reproducing_its_value(shared):
     ref, _alice = _sensitive_secret(shared)
     c = ref.split("/")[0]
-    matches = shared.admin.subject_find(RECOVERY[:9])
+    matches = shared.admin.subjects.find(RECOVERY[:9])
     assert [(x.secret, x.field) for x in matches if x.client == c] == [("fw01", "rescue")]  # found: can be purged
-    report = shared.admin.subject_report(RECOVERY[:9])
+    report = shared.admin.subjects.report(RECOVERY[:9])
     assert [x["field"] for x in report["matches"] if x["client"] == c] == ["rescue"]
     dumped = f"{matches!r} {[x.to_json() for x in matches]} {report}"
     for value in (SEED, ENABLE, RECOVERY):
@@ -373,33 +373,33 @@ def test_a_subject_search_finds_a_sensitive_field_without_reproducing_its_value(
 
 def test_a_sensitive_field_is_revealed_by_checkout_logged_and_counted_at_risk(shared):
     ref, alice = _sensitive_secret(shared)
-    assert alice.checkout(ref, field="mfa-seed", reason="T-1 token reset", hold=False).value == SEED
-    assert alice.checkout(ref, field="enable", reason="T-2 enable", hold=False).value == ENABLE
+    assert alice.checkouts.checkout(ref, field="mfa-seed", reason="T-1 token reset", hold=False).value == SEED
+    assert alice.checkouts.checkout(ref, field="enable", reason="T-2 enable", hold=False).value == ENABLE
     name = alice.engineer_name
-    access = shared.admin.report_access(name)
+    access = shared.admin.reports.access(name)
     assert {(r.secret, r.field, r.reason) for r in access} == {
         ("fw01", "mfa-seed", "T-1 token reset"),
         ("fw01", "enable", "T-2 enable"),
     }
-    assert {r.field for r in shared.admin.report_at_risk(name)} == {"mfa-seed", "enable"}
-    shared.admin.update_secret(ref, fields={"mfa-seed": "NEWSEED234567"})  # rotated on the token server
-    assert {r.field for r in shared.admin.report_at_risk(name)} == {"enable"}
+    assert {r.field for r in shared.admin.reports.at_risk(name)} == {"mfa-seed", "enable"}
+    shared.admin.secrets.update(ref, fields={"mfa-seed": "NEWSEED234567"})  # rotated on the token server
+    assert {r.field for r in shared.admin.reports.at_risk(name)} == {"enable"}
 
 
 def test_marks_override_the_name_and_survive_updates(shared):
     c = shared.client()
     ref = f"{c}/sw01"
-    shared.admin.add_secret(ref, password="pw", public_fields={"pin-colour": "blue"}, sensitive_fields={"vlan": "7"})
-    info = shared.admin.show_secret(ref)
+    shared.admin.secrets.add(ref, password="pw", public_fields={"pin-colour": "blue"}, sensitive_fields={"vlan": "7"})
+    info = shared.admin.secrets.show(ref)
     assert (info.fields, info.sensitive_fields) == ({"pin-colour": "blue"}, ("vlan",))
-    shared.admin.update_secret(ref, fields={"vlan": "8", "pin-colour": "red"})  # plain --field keeps the marks
-    info = shared.admin.show_secret(ref)
+    shared.admin.secrets.update(ref, fields={"vlan": "8", "pin-colour": "red"})  # plain --field keeps the marks
+    info = shared.admin.secrets.show(ref)
     assert (info.fields, info.sensitive_fields) == ({"pin-colour": "red"}, ("vlan",))
-    shared.admin.update_secret(ref, public_fields={"vlan": "8"}, sensitive_fields={"pin-colour": "red"})
-    info = shared.admin.show_secret(ref)
+    shared.admin.secrets.update(ref, public_fields={"vlan": "8"}, sensitive_fields={"pin-colour": "red"})
+    info = shared.admin.secrets.show(ref)
     assert (info.fields, info.sensitive_fields) == ({"vlan": "8"}, ("pin-colour",))
     with pytest.raises(InvalidInput, match="twice"):
-        shared.admin.update_secret(ref, fields={"vlan": "9"}, sensitive_fields={"vlan": "9"})
+        shared.admin.secrets.update(ref, fields={"vlan": "9"}, sensitive_fields={"vlan": "9"})
 
 
 def test_fields_stored_before_the_marks_are_classified_by_name_and_old_views_count_as_reveals(shared):
@@ -408,16 +408,16 @@ def test_fields_stored_before_the_marks_are_classified_by_name_and_old_views_cou
     ref, alice = _sensitive_secret(shared)
     c = ref.split("/")[0]
     old_ref = f"{c}/legacy"
-    shared.admin.add_secret(old_ref, password="pw", fields={"recovery-codes": RECOVERY, "rack": "R4"})
+    shared.admin.secrets.add(old_ref, password="pw", fields={"recovery-codes": RECOVERY, "rack": "R4"})
     with shared.admin.store.transaction() as s:
         client, secret, _slug = shared.admin.secrets.secret(s, old_ref)
         metadata = shared.admin.secrets.open(s, client, secret, shared.admin.secrets.version(s, secret, None)).metadata
         assert "sensitive_fields" not in metadata and "public_fields" not in metadata  # the old layout
-    info = alice.show_secret(old_ref)
+    info = alice.secrets.show(old_ref)
     assert (info.fields, info.sensitive_fields) == ({"rack": "R4"}, ("recovery-codes",))
-    assert shared.admin.report_at_risk(alice.engineer_name) == []  # a view now reveals nothing
+    assert shared.admin.reports.at_risk(alice.engineer_name) == []  # a view now reveals nothing
     with alice.store.transaction() as s:  # what the old show_secret logged: no details
         client, secret, _slug = alice.secrets.secret(s, old_ref)
         alice.journal.append(s, "secret-view", client_id=client.id, secret_id=secret.id)
-    [record] = shared.admin.report_at_risk(alice.engineer_name)
+    [record] = shared.admin.reports.at_risk(alice.engineer_name)
     assert (record.secret, record.field, record.version, record.changed_since) == ("legacy", "recovery-codes", 1, False)

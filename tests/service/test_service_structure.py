@@ -15,7 +15,7 @@ import pytest
 import vault
 from vault.authority import permissions
 from vault.errors import AccessDenied, Locked
-from vault.service.vault import FLAT, NOUNS, Vault
+from vault.service.vault import NOUNS, Vault
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 500
@@ -39,8 +39,7 @@ def _classes() -> list[type]:
 
 
 def public_members(cls: type) -> list[str]:
-    flat = set(FLAT) if cls is Vault else set()
-    return [n for n in vars(cls) if not n.startswith("_") and n not in flat]
+    return [n for n in vars(cls) if not n.startswith("_")]
 
 
 def project_depth(cls: type) -> int:
@@ -79,9 +78,12 @@ def test_no_class_has_over_40_public_members() -> None:
     assert not big
 
 
-def test_the_vault_without_its_flat_delegates_is_a_small_facade() -> None:
-    assert set(FLAT) <= set(vars(Vault))  # the delegates are there ...
-    assert 0 < len(public_members(Vault)) <= MAX_PUBLIC  # ... and the rest is small
+FORMER_FLAT_NAMES = ("add_client", "add_secret", "checkout", "reveal", "grant", "unlock", "verify_audit", "status")
+
+
+def test_the_vault_is_a_small_facade_of_nouns_without_the_flat_methods() -> None:
+    assert 0 < len(public_members(Vault)) <= MAX_PUBLIC
+    assert [name for name in FORMER_FLAT_NAMES if hasattr(Vault, name)] == []
 
 
 def test_no_service_class_has_more_than_two_levels_of_project_bases() -> None:
@@ -136,14 +138,6 @@ def test_every_declared_operation_exists_and_is_wrapped() -> None:
                 permissions.NO_SESSION,
             )
             assert hasattr(method, "__wrapped__"), f"{noun}.{name} is not wrapped by retried"
-
-
-def test_every_flat_delegate_points_at_a_noun_operation() -> None:
-    for old, (noun, name) in FLAT.items():
-        assert name in permissions.OPERATIONS[noun], old
-        assert inspect.isfunction(inspect.getattr_static(NOUNS[noun], name)), old
-        assert callable(getattr(Vault, old)), old
-    assert len(set(FLAT.values())) == len(FLAT)  # no two old names for one operation
 
 
 class _Keys:

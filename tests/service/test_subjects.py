@@ -93,27 +93,27 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     url, drop = _database(request.param, tmp_path_factory.mktemp(f"subjects-{request.param}"), pg_template)
     clock = Clock()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
-    admin.unlock(ADMIN, ADMIN_PASS)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
     for slug, name in (("acme", "Acme Ltd"), ("globex", "Globex Corp"), ("initech", "Initech")):
-        admin.add_client(slug, name)
+        admin.clients.add(slug, name)
     pw = PASSWORDS
-    admin.add_secret("acme/mailbox-jm", password=pw["acme/mailbox-jm"], kind="service", username=EMAIL)
-    admin.update_secret("acme/mailbox-jm", username="reception@acme.example")  # she is only in version 1
-    admin.add_secret("acme/firewall", password=pw["acme/firewall"], username="fwadmin", note="Managed by Acme IT")
-    admin.add_secret("acme/janet-mailbox", password=pw["acme/janet-mailbox"], username="janet.mueller@example.org")
-    admin.add_secret(f"globex/{EMAIL}", password=pw[f"globex/{EMAIL}"], username="jm")
+    admin.secrets.add("acme/mailbox-jm", password=pw["acme/mailbox-jm"], kind="service", username=EMAIL)
+    admin.secrets.update("acme/mailbox-jm", username="reception@acme.example")  # she is only in version 1
+    admin.secrets.add("acme/firewall", password=pw["acme/firewall"], username="fwadmin", note="Managed by Acme IT")
+    admin.secrets.add("acme/janet-mailbox", password=pw["acme/janet-mailbox"], username="janet.mueller@example.org")
+    admin.secrets.add(f"globex/{EMAIL}", password=pw[f"globex/{EMAIL}"], username="jm")
     nfd_note = unicodedata.normalize("NFD", "VPN token issued to JANE Q. MÜLLER, desk 4")
-    admin.add_secret("globex/vpn-jm", password=pw["globex/vpn-jm"], username="vpnuser7", note=nfd_note)
-    admin.add_secret("globex/printer", password=pw["globex/printer"], note="Second floor printer")
-    admin.add_secret(
+    admin.secrets.add("globex/vpn-jm", password=pw["globex/vpn-jm"], username="vpnuser7", note=nfd_note)
+    admin.secrets.add("globex/printer", password=pw["globex/printer"], note="Second floor printer")
+    admin.secrets.add(
         "initech/crm", password=pw["initech/crm"], username="crm-svc", fields={"owner": "Jane.Mueller@Example.ORG"}
     )
-    admin.add_secret("initech/backup-nas", password=pw["initech/backup-nas"], username="nas-admin")
-    code = admin.invite_engineer("eve")
+    admin.secrets.add("initech/backup-nas", password=pw["initech/backup-nas"], username="nas-admin")
+    code = admin.engineers.invite("eve")
     eve = Vault.open(url, engineer="eve", clock=clock, kdf_params=FLOOR, sessions=MemorySessionStore())
-    admin.confirm_engineer("eve", eve.enroll_engineer("eve", code, "pass of eve"))
-    eve.unlock("eve", "pass of eve")
-    admin.grant("eve", "acme")
+    admin.engineers.confirm("eve", eve.engineers.enroll("eve", code, "pass of eve"))
+    eve.engineers.unlock("eve", "pass of eve")
+    admin.grants.grant("eve", "acme")
     yield World(url, admin, eve, clock)
     eve.close()
     admin.close()
@@ -131,25 +131,25 @@ def test_subject_find_finds_one_person_across_clients_fields_and_versions(world)
     admin = world.admin
     by_email = {("acme", "mailbox-jm", 1, "username"), ("globex", EMAIL, 1, "name"), ("initech", "crm", 1, "owner")}
     for query in (EMAIL, EMAIL.upper(), f"  {EMAIL}  ", "Jane.Mueller@EXAMPLE.org"):
-        assert _where(admin.subject_find(query)) == by_email, query
-    match = next(x for x in admin.subject_find(EMAIL) if x.field == "owner")
+        assert _where(admin.subjects.find(query)) == by_email, query
+    match = next(x for x in admin.subjects.find(EMAIL) if x.field == "owner")
     assert match.value == "Jane.Mueller@Example.ORG"  # the value as stored
     by_name = {("globex", "vpn-jm", 1, "note")}
     for query in (PERSON, unicodedata.normalize("NFD", PERSON), PERSON.upper(), "jane q. müller"):
-        assert _where(admin.subject_find(query)) == by_name, ascii(query)
-    assert admin.subject_find("nobody.nowhere@example.org") == []
+        assert _where(admin.subjects.find(query)) == by_name, ascii(query)
+    assert admin.subjects.find("nobody.nowhere@example.org") == []
     # "janet.mueller@…" is another person: never a match for her address
-    assert "janet-mailbox" not in {x.secret for x in admin.subject_find(EMAIL)}
-    events = [e for e in admin.audit_log() if e.action == "subject-find"]
+    assert "janet-mailbox" not in {x.secret for x in admin.subjects.find(EMAIL)}
+    events = [e for e in admin.audit.log() if e.action == "subject-find"]
     assert len(events) == 11 and events[-1].details == {"matches": 3} and events[-1].engineer == ADMIN
 
 
 def test_subject_report_returns_the_matches_and_is_logged(world):
     admin = world.admin
-    head = admin.audit_head()[0]
-    report = admin.subject_report(EMAIL)
+    head = admin.audit.head()[0]
+    report = admin.subjects.report(EMAIL)
     assert report["generated_by"] == ADMIN
-    assert report["matches"] == [x.to_json() for x in admin.subject_find(EMAIL)]
+    assert report["matches"] == [x.to_json() for x in admin.subjects.find(EMAIL)]
     assert {(x["client"], x["secret"]) for x in report["matches"]} == {
         ("acme", "mailbox-jm"),
         ("globex", EMAIL),
@@ -157,31 +157,31 @@ def test_subject_report_returns_the_matches_and_is_logged(world):
     }
     written = json.dumps(report, ensure_ascii=False)
     assert not [p for p in PASSWORDS.values() if p in written]  # passwords are not reproduced
-    logged = [e for e in admin.audit_log() if e.seq > head and e.action == "subject-report"]
+    logged = [e for e in admin.audit.log() if e.seq > head and e.action == "subject-report"]
     assert len(logged) == 1 and logged[0].engineer == ADMIN
     assert logged[0].details == {"matches": 3, "by": ADMIN}
-    assert admin.verify_audit().ok
+    assert admin.audit.verify().ok
 
 
 def test_short_queries_and_non_admins_are_refused(world):
     admin, eve = world.admin, world.eve
     for query in ("", "ab", "  a  ", "é"):
         for call in (
-            admin.subject_find,
-            admin.subject_report,
-            lambda q: admin.purge_subject(q, request="DSR-7"),
+            admin.subjects.find,
+            admin.subjects.report,
+            lambda q: admin.subjects.purge(q, request="DSR-7"),
         ):
             with pytest.raises(InvalidInput):
                 call(query)
-    assert admin.subject_find("Ab1") == []  # three characters are enough
+    assert admin.subjects.find("Ab1") == []  # three characters are enough
     for call in (
-        lambda: eve.subject_find(EMAIL),
-        lambda: eve.subject_report(EMAIL),
-        lambda: eve.purge_subject(EMAIL, request="DSR-7"),
+        lambda: eve.subjects.find(EMAIL),
+        lambda: eve.subjects.report(EMAIL),
+        lambda: eve.subjects.purge(EMAIL, request="DSR-7"),
     ):
         with pytest.raises(AccessDenied):
             call()
-    assert _where(admin.subject_find(EMAIL))  # nothing was purged
+    assert _where(admin.subjects.find(EMAIL))  # nothing was purged
 
 
 # -- erasing a person (changes the world) ---------------------------------------------------------
@@ -190,34 +190,34 @@ def test_short_queries_and_non_admins_are_refused(world):
 def test_purge_subject_removes_only_the_matching_secrets_with_one_receipt_per_client(world):
     admin = world.admin
     with pytest.raises(NotFound):
-        admin.purge_subject("nobody.nowhere@example.org", request="DSR-7")
-    matched = {f"{x.client}/{x.secret}" for x in admin.subject_find(EMAIL)}
+        admin.subjects.purge("nobody.nowhere@example.org", request="DSR-7")
+    matched = {f"{x.client}/{x.secret}" for x in admin.subjects.find(EMAIL)}
     assert matched == {"acme/mailbox-jm", f"globex/{EMAIL}", "initech/crm"}
-    receipts = admin.purge_subject(EMAIL, request="DSR-7")
+    receipts = admin.subjects.purge(EMAIL, request="DSR-7")
     assert len(receipts) == 3  # one per client
     assert {r.kind for r in receipts} == {"subject"} and {r.request for r in receipts} == {"DSR-7"}
-    assert all(admin.verify_receipt(r.id).ok for r in receipts)
+    assert all(admin.purge.verify_receipt(r.id).ok for r in receipts)
     assert sorted(r.counts["versions"] for r in receipts) == [1, 1, 2]
     assert all(len(r.fingerprints) == r.counts["versions"] for r in receipts)
     for ref in matched:
         with pytest.raises(NotFound):
-            admin.reveal(ref, reason=REASON)
+            admin.checkouts.reveal(ref, reason=REASON)
     for ref, password in PASSWORDS.items():
         if ref not in matched:
-            assert admin.reveal(ref, reason=REASON) == password, ref
-    assert world.eve.reveal("acme/firewall", reason=REASON) == PASSWORDS["acme/firewall"]
-    assert admin.subject_find(EMAIL) == []
-    assert _where(admin.subject_find(PERSON)) == {("globex", "vpn-jm", 1, "note")}  # not asked for: stays
-    assert {c.slug for c in admin.list_clients()} == {"acme", "globex", "initech"}  # clients stay
-    assert admin.verify_audit().ok
+            assert admin.checkouts.reveal(ref, reason=REASON) == password, ref
+    assert world.eve.checkouts.reveal("acme/firewall", reason=REASON) == PASSWORDS["acme/firewall"]
+    assert admin.subjects.find(EMAIL) == []
+    assert _where(admin.subjects.find(PERSON)) == {("globex", "vpn-jm", 1, "note")}  # not asked for: stays
+    assert {c.slug for c in admin.clients.list()} == {"acme", "globex", "initech"}  # clients stay
+    assert admin.audit.verify().ok
     with pytest.raises(NotFound):
-        admin.purge_subject(EMAIL, request="DSR-7")
+        admin.subjects.purge(EMAIL, request="DSR-7")
 
 
 def test_after_a_subject_purge_the_audit_log_no_longer_names_the_person(world):
     admin = world.admin
-    assert admin.subject_find(EMAIL) == []  # purged by the test before
-    shown = [e.seq for e in admin.audit_log() if e.details and EMAIL in json.dumps(e.details).lower()]
+    assert admin.subjects.find(EMAIL) == []  # purged by the test before
+    shown = [e.seq for e in admin.audit.log() if e.details and EMAIL in json.dumps(e.details).lower()]
     assert shown == []
 
 
@@ -226,26 +226,26 @@ def test_after_a_subject_purge_the_audit_log_no_longer_names_the_person(world):
 
 def test_report_stale_lists_secrets_unused_past_the_client_setting_and_deletes_nothing(world):
     admin, eve, clock = world.admin, world.eve, world.clock
-    admin.set_policy("acme", stale_days=30)
-    assert admin.get_policy("acme").stale_days == 30
-    assert admin.report_stale() == []
+    admin.policies.set("acme", stale_days=30)
+    assert admin.policies.get("acme").stale_days == 30
+    assert admin.reports.stale() == []
     clock.now += dt.timedelta(days=31)
-    admin.unlock(ADMIN, ADMIN_PASS)  # the sessions expired meanwhile
-    eve.unlock("eve", "pass of eve")
-    assert eve.reveal("acme/firewall", reason=REASON) == PASSWORDS["acme/firewall"]  # used today
-    before = {(s.client, s.name) for s in admin.list_secrets()}
-    stale = admin.report_stale()
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)  # the sessions expired meanwhile
+    eve.engineers.unlock("eve", "pass of eve")
+    assert eve.checkouts.reveal("acme/firewall", reason=REASON) == PASSWORDS["acme/firewall"]  # used today
+    before = {(s.client, s.name) for s in admin.secrets.list()}
+    stale = admin.reports.stale()
     # (the module's shared vault may hold other unused acme secrets from earlier tests: they are stale too)
     rows = {(x.client, x.secret): (x.days_unused, x.stale_days) for x in stale}
     assert rows[("acme", "janet-mailbox")] == (31, 30)
     assert ("acme", "firewall") not in rows
     assert {client for client, _ in rows} == {"acme"}
     # globex and initech have no setting, however old their secrets; nothing was deleted
-    assert {(s.client, s.name) for s in admin.list_secrets()} == before
-    admin.set_policy("acme", stale_days=0)  # 0 turns the flag off
-    assert admin.report_stale() == []
+    assert {(s.client, s.name) for s in admin.secrets.list()} == before
+    admin.policies.set("acme", stale_days=0)  # 0 turns the flag off
+    assert admin.reports.stale() == []
 
 
 def test_only_an_admin_may_list_stale_secrets(world):
     with pytest.raises(AccessDenied):
-        world.eve.report_stale()
+        world.eve.reports.stale()

@@ -42,12 +42,12 @@ def scene(shared) -> Scene:  # type: ignore[no-untyped-def]
     client_id = db.newest_client_id()
     other = shared.client("globex", "Other Client")
     other_id = db.newest_client_id()
-    admin.add_secret(f"{c}/one", password="pw-one-v1", username="user-one", host="10.0.0.1")
-    admin.update_secret(f"{c}/one", password="pw-one-v2")
-    admin.add_secret(f"{c}/two", password="pw-two", username="user-two")
-    admin.add_secret(f"{other}/one", password="pw-foreign", username="user-foreign")
+    admin.secrets.add(f"{c}/one", password="pw-one-v1", username="user-one", host="10.0.0.1")
+    admin.secrets.update(f"{c}/one", password="pw-one-v2")
+    admin.secrets.add(f"{c}/two", password="pw-two", username="user-two")
+    admin.secrets.add(f"{other}/one", password="pw-foreign", username="user-foreign")
     alice = shared.engineer("alice")
-    admin.grant(alice.engineer_name, c)
+    admin.grants.grant(alice.engineer_name, c)
     one, two = db.secret_ids(client_id)
     (foreign,) = db.secret_ids(other_id)
     return Scene(c, other, client_id, other_id, one, two, foreign, alice)
@@ -90,7 +90,7 @@ def assert_opaque_failure(call: Callable[[], Any]) -> None:
 
 
 def _reveal(vault: Vault, ref: str, field: str = "password") -> str:
-    return vault.reveal(ref, field, reason="T-1")
+    return vault.checkouts.reveal(ref, field, reason="T-1")
 
 
 def test_a_flipped_bit_in_a_secret_version_blob_is_rejected(shared, scene, reopen):
@@ -104,15 +104,15 @@ def test_a_flipped_bit_in_a_secret_version_blob_is_rejected(shared, scene, reope
                     assert_opaque_failure(lambda: _reveal(vault, f"{c}/one"))
                 if column != "password_blob":  # showing and listing never decrypt the password
                     alice = scene.alice
-                    assert_opaque_failure(lambda: alice.show_secret(f"{c}/one"))
-                    assert_opaque_failure(lambda: alice.list_secrets(c))  # no partial list either
+                    assert_opaque_failure(lambda: alice.secrets.show(f"{c}/one"))
+                    assert_opaque_failure(lambda: alice.secrets.list(c))  # no partial list either
                     assert_opaque_failure(lambda: _reveal(alice, f"{c}/one", "username"))
         for broken in (current[column][:-1], current[column][:6], b"", current[column] + b"\x00"):
             with altered(db, m.SecretVersion, version_where(scene.one, 2), **{column: broken}):
                 assert_opaque_failure(lambda: _reveal(reopen(scene.alice), f"{c}/one"))
     for vault in readers:  # control: restored, everything reads again
         assert _reveal(vault, f"{c}/one") == "pw-one-v2"
-        assert vault.show_secret(f"{c}/one").username == "user-one"
+        assert vault.secrets.show(f"{c}/one").username == "user-one"
 
 
 def test_a_flipped_bit_in_a_client_blob_is_rejected(shared, scene, reopen):
@@ -125,14 +125,14 @@ def test_a_flipped_bit_in_a_client_blob_is_rejected(shared, scene, reopen):
                 admin, alice = reopen(shared.admin), reopen(scene.alice)
                 if column == "lookup_key_blob":
                     for vault in (admin, alice):
-                        assert_opaque_failure(lambda: vault.show_secret(f"{c}/one"))
+                        assert_opaque_failure(lambda: vault.secrets.show(f"{c}/one"))
                         assert_opaque_failure(lambda: _reveal(vault, f"{c}/one"))
                 else:
-                    assert_opaque_failure(lambda: admin.show_client(c))
-                    assert_opaque_failure(alice.list_clients)
+                    assert_opaque_failure(lambda: admin.clients.show(c))
+                    assert_opaque_failure(alice.clients.list)
                     if column == "slug_blob":  # an engineer finds the client by its slug
                         assert_opaque_failure(lambda: _reveal(alice, f"{c}/one"))
-    assert reopen(scene.alice).show_client(c).name == "Tamper Client"
+    assert reopen(scene.alice).clients.show(c).name == "Tamper Client"
 
 
 def test_a_secret_blob_moved_to_another_row_client_or_version_is_rejected(shared, scene):
@@ -178,16 +178,16 @@ def test_a_client_blob_moved_to_another_client_or_purpose_is_rejected(shared, sc
     ]
     for values in moves:
         with altered(db, m.Client, m.Client.id == scene.client_id, **values):
-            assert_opaque_failure(lambda: reopen(shared.admin).show_client(c))
-            assert_opaque_failure(reopen(scene.alice).list_clients)
+            assert_opaque_failure(lambda: reopen(shared.admin).clients.show(c))
+            assert_opaque_failure(reopen(scene.alice).clients.list)
     for values in (dict(lookup_key_blob=mine[1]), dict(lookup_key_blob=theirs[2])):
         with altered(db, m.Client, m.Client.id == scene.client_id, **values):
-            assert_opaque_failure(lambda: reopen(shared.admin).show_secret(f"{c}/one"))
+            assert_opaque_failure(lambda: reopen(shared.admin).secrets.show(f"{c}/one"))
             assert_opaque_failure(lambda: _reveal(reopen(scene.alice), f"{c}/one"))
     # the write key comes from signed client-key records, and the column must agree (issue 12, item 6)
     with (
         altered(db, m.Client, m.Client.id == scene.client_id, current_key_version=2),
         pytest.raises(IntegrityError, match="not its newest admin-signed key version"),
     ):
-        reopen(shared.admin).add_secret(f"{c}/three", password="pw-three")
-    assert reopen(scene.alice).show_client(c).name == "Tamper Client"
+        reopen(shared.admin).secrets.add(f"{c}/three", password="pw-three")
+    assert reopen(scene.alice).clients.show(c).name == "Tamper Client"

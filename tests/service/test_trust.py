@@ -54,7 +54,7 @@ def _count(db, model: Any, *where: Any) -> int:  # type: ignore[no-untyped-def]
 def setup(shared):  # type: ignore[no-untyped-def]
     """A client with a secret and a confirmed engineer without a grant."""
     c = shared.client()
-    shared.admin.add_secret(f"{c}/fw01", password="the-real-pw")
+    shared.admin.secrets.add(f"{c}/fw01", password="the-real-pw")
     alice = shared.engineer("alice")
     return c, alice, alice.engineer_name, shared.db.engineer_id(alice.engineer_name), shared.db.newest_client_id()
 
@@ -71,21 +71,21 @@ def test_a_swapped_public_key_never_receives_a_grant(shared, setup, reveal):
     ):
         with altered(db, m.Engineer, m.Engineer.id == alice_id, **{column: attacker_public}):
             with pytest.raises(UntrustedRecord) as caught:
-                shared.admin.grant(name, c)
+                shared.admin.grants.grant(name, c)
             assert name in str(caught.value)
             mine = (m.ClientKeySeal.recipient_kind == "engineer") & (m.ClientKeySeal.recipient_id == alice_id)
             assert _count(db, m.ClientKeySeal, mine) == 0
             assert _count(db, m.Grant, m.Grant.engineer_id == alice_id) == 0
-    shared.admin.grant(name, c)  # control: the untouched keys do get the grant
+    shared.admin.grants.grant(name, c)  # control: the untouched keys do get the grant
     assert reveal(alice, f"{c}/fw01") == "the-real-pw"
 
 
 def test_a_public_key_swapped_after_a_grant_is_refused_everywhere(shared, setup, reveal, reopen):
     c, alice, name, alice_id, _ = setup
-    shared.admin.grant(name, c)
+    shared.admin.grants.grant(name, c)
     with altered(shared.db, m.Engineer, m.Engineer.id == alice_id, sealing_public=sealing.KeyPair.generate().public):
         with pytest.raises(UntrustedRecord):
-            shared.admin.grant(name, c)  # a re-grant would seal to the attacker
+            shared.admin.grants.grant(name, c)  # a re-grant would seal to the attacker
         with pytest.raises(UntrustedRecord):
             reveal(reopen(alice), f"{c}/fw01")
 
@@ -96,7 +96,7 @@ def test_a_public_key_swapped_after_a_grant_is_refused_everywhere(shared, setup,
 def test_an_unsigned_or_altered_grant_is_refused(shared, setup, reveal, reopen):
     c, alice, name, alice_id, client_id = setup
     db, admin = shared.db, shared.admin
-    admin.grant(name, c, until=shared.clock() + dt.timedelta(hours=1))
+    admin.grants.grant(name, c, until=shared.clock() + dt.timedelta(hours=1))
     assert reveal(alice, f"{c}/fw01") == "the-real-pw"
     grant_id = db.scalar(select(m.Grant.id).where(m.Grant.engineer_id == alice_id, m.Grant.client_id == client_id))
     signature = db.scalar(select(m.Grant.signature).where(m.Grant.id == grant_id))
@@ -117,12 +117,12 @@ def test_an_unsigned_or_altered_grant_is_refused(shared, setup, reveal, reopen):
             with pytest.raises(UntrustedRecord):
                 reveal(alice, f"{c}/fw01")  # the object that already read through the grant
             fresh = reopen(alice)
-            for call in (lambda: reveal(fresh, f"{c}/fw01"), fresh.list_clients, lambda: fresh.show_client(c)):
+            for call in (lambda: reveal(fresh, f"{c}/fw01"), fresh.clients.list, lambda: fresh.clients.show(c)):
                 with pytest.raises(UntrustedRecord):
                     call()
     with altered(db, m.Grant, m.Grant.id == grant_id, engineer_id=bob_id):  # moved to another engineer
         with pytest.raises(UntrustedRecord):
-            bob.list_clients()
+            bob.clients.list()
         with pytest.raises(UntrustedRecord):
             reveal(bob, f"{c}/fw01")
     assert reveal(reopen(alice), f"{c}/fw01") == "the-real-pw"  # control: restored, it works again
@@ -178,7 +178,7 @@ def test_a_grant_inserted_by_a_database_writer_is_refused(shared, setup, reveal,
             )
         for vault in (alice, reopen(alice)):
             with pytest.raises(UntrustedRecord):
-                vault.list_clients()
+                vault.clients.list()
             with pytest.raises(UntrustedRecord):
                 reveal(vault, f"{c}/fw01")
         db.run(update(m.Grant).where(m.Grant.id == grant_id).values(revoked_at=now))
@@ -189,7 +189,7 @@ def test_a_sealed_key_replaced_by_a_database_writer_is_refused(shared, setup, re
     attacker re-encrypted the client's slug and name: the fingerprint check refuses it."""
     c, alice, name, alice_id, client_id = setup
     db, admin = shared.db, shared.admin
-    admin.grant(name, c)
+    admin.grants.grant(name, c)
     vault_id = admin.vault_id()
     alice_public = db.scalar(select(m.Engineer.sealing_public).where(m.Engineer.id == alice_id))
     attacker_key = blobs.new_key()
@@ -207,7 +207,7 @@ def test_a_sealed_key_replaced_by_a_database_writer_is_refused(shared, setup, re
         altered(db, m.ClientKeySeal, seal_where, blob=fake_seal),
         altered(db, m.Client, m.Client.id == client_id, **planted),
     ):
-        for call in (lambda v: v.list_clients(), lambda v: v.show_client(c), lambda v: reveal(v, f"{c}/fw01")):
+        for call in (lambda v: v.clients.list(), lambda v: v.clients.show(c), lambda v: reveal(v, f"{c}/fw01")):
             with pytest.raises(UntrustedRecord) as caught:
                 call(reopen(alice))
             assert "Planted" not in str(caught.value)
@@ -238,14 +238,14 @@ def test_a_role_or_status_changed_in_the_database_is_refused(shared, setup, reop
         with altered(shared.db, m.Engineer, m.Engineer.id == alice_id, **values):
             for vault in (alice, reopen(alice)):
                 for call in (
-                    vault.whoami,
-                    vault.list_clients,
-                    lambda: vault.add_client(shared.name("evil"), "Evil"),
-                    lambda: vault.invite_engineer(shared.name("mallory")),
+                    vault.engineers.whoami,
+                    vault.clients.list,
+                    lambda: vault.clients.add(shared.name("evil"), "Evil"),
+                    lambda: vault.engineers.invite(shared.name("mallory")),
                 ):
                     with pytest.raises(expected):
                         call()
-    assert alice.whoami().role == "engineer"
+    assert alice.engineers.whoami().role == "engineer"
 
 
 def test_an_admin_demoted_or_retitled_in_the_database_cannot_act(shared, setup, reopen):
@@ -253,8 +253,8 @@ def test_an_admin_demoted_or_retitled_in_the_database_cannot_act(shared, setup, 
     carol = shared.engineer("carol", role="admin")
     carol_id = shared.db.engineer_id(carol.engineer_name)
     with altered(shared.db, m.Engineer, m.Engineer.id == carol_id, role="engineer"), pytest.raises(UntrustedRecord):
-        reopen(carol).add_client(shared.name("evil"), "Evil")
-    assert reopen(carol).show_client(c).slug == c
+        reopen(carol).clients.add(shared.name("evil"), "Evil")
+    assert reopen(carol).clients.show(c).slug == c
 
 
 # (e) ---------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_an_admin_demoted_or_retitled_in_the_database_cannot_act(shared, setup, 
 def test_a_tampered_client_key_record_is_refused(shared, setup, reveal, reopen):
     c, alice, name, alice_id, client_id = setup
     db, admin = shared.db, shared.admin
-    admin.grant(name, c)
+    admin.grants.grant(name, c)
     where = (m.ClientKey.client_id == client_id) & (m.ClientKey.version == 1)
     signature, fingerprint = db.all(select(m.ClientKey.signature, m.ClientKey.fingerprint).where(where))[0]
     for values in (
@@ -279,7 +279,7 @@ def test_a_tampered_client_key_record_is_refused(shared, setup, reveal, reopen):
                 with pytest.raises(UntrustedRecord):
                     reveal(vault, f"{c}/fw01")
                 with pytest.raises(UntrustedRecord):
-                    vault.show_client(c)
+                    vault.clients.show(c)
     assert reveal(reopen(alice), f"{c}/fw01") == "the-real-pw"
 
 
@@ -311,7 +311,7 @@ def test_argon2_floor_and_ceiling_hold_when_a_tampered_key_record_is_opened(shar
             for attempt in (passphrase, "wrong"):
                 started = time.monotonic()
                 with pytest.raises(KeyRecordRejected) as caught:
-                    shared.open(name).unlock(name, attempt)
+                    shared.open(name).engineers.unlock(name, attempt)
                 assert time.monotonic() - started < 2.0, f"{params} was derived before it was refused"
                 assert passphrase not in str(caught.value)
     # Raised parameters inside the bounds are authenticated: the record no longer opens.
@@ -324,15 +324,15 @@ def test_argon2_floor_and_ceiling_hold_when_a_tampered_key_record_is_opened(shar
         ),
         pytest.raises(WrongPassphrase),
     ):
-        shared.open(name).unlock(name, passphrase)
+        shared.open(name).engineers.unlock(name, passphrase)
     for index in (14 + 3, 30 + 2, -1):  # salt, nonce and tag are authenticated too
         tampered = flip(record, index)
         with (
             altered(shared.db, m.Engineer, m.Engineer.id == alice_id, key_record=tampered),
             pytest.raises(DecryptionFailed),
         ):
-            shared.open(name).unlock(name, passphrase)
-    assert shared.open(name).unlock(name, passphrase).engineer == name
+            shared.open(name).engineers.unlock(name, passphrase)
+    assert shared.open(name).engineers.unlock(name, passphrase).engineer == name
 
 
 # the trust anchor -------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_a_replaced_organisation_key_is_refused_by_every_engineer(shared, setup,
         row.signing_public,
         row.certified_at,
     )
-    code = admin.invite_engineer(newcomer := shared.name("dave"))
+    code = admin.engineers.invite(newcomer := shared.name("dave"))
     with (
         altered(db, m.VaultInfo, m.VaultInfo.id == 1, org_signing_public=attacker.public),
         altered(
@@ -368,10 +368,10 @@ def test_a_replaced_organisation_key_is_refused_by_every_engineer(shared, setup,
         ),
     ):
         with pytest.raises(UntrustedRecord):
-            shared.open(name).unlock(name, shared.passphrases[name])
+            shared.open(name).engineers.unlock(name, shared.passphrases[name])
         for vault in (alice, reopen(alice), reopen(admin)):
             with pytest.raises(UntrustedRecord):
-                vault.list_clients()
+                vault.clients.list()
         with pytest.raises(EnrolmentError):
-            shared.open(newcomer).enroll_engineer(newcomer, code, "newcomer pass")
-    assert reopen(alice).list_clients() == []
+            shared.open(newcomer).engineers.enroll(newcomer, code, "newcomer pass")
+    assert reopen(alice).clients.list() == []

@@ -23,17 +23,17 @@ def _indexes(store: storage.Store) -> set[str]:
 def test_0011_adds_the_key_event_index_to_a_vault_in_use_and_down_again(empty_url):
     vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
     try:
-        vault.unlock("root-admin", "pass")
-        vault.add_client("acme", "Acme Ltd")
+        vault.engineers.unlock("root-admin", "pass")
+        vault.clients.add("acme", "Acme Ltd")
         assert "ix_audit_events_key" in _indexes(vault.store)
         config = storage._alembic_config(vault.store.engine)
         command.downgrade(config, "0010")
         assert "ix_audit_events_key" not in _indexes(vault.store)
-        assert vault.verify_audit().ok  # the same answer without the index
+        assert vault.audit.verify().ok  # the same answer without the index
         command.upgrade(config, "0011")
         assert "ix_audit_events_key" in _indexes(vault.store)
-        vault.list_clients()
-        assert vault.verify_audit().ok
+        vault.clients.list()
+        assert vault.audit.verify().ok
     finally:
         vault.close()
 

@@ -41,7 +41,7 @@ def assert_clean(error: VaultError) -> None:
 
 def _entry_points(url: str):  # type: ignore[no-untyped-def]
     yield "Vault.create", lambda: Vault.create(url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
-    yield "unlock", lambda: Vault.open(url).unlock("root-admin", "pass")
+    yield "unlock", lambda: Vault.open(url).engineers.unlock("root-admin", "pass")
     yield "upgrade", lambda: storage.upgrade(storage.Store(url))
     yield "current_revision", lambda: storage.current_revision(storage.Store(url))
 
@@ -91,9 +91,9 @@ def vault_file(tmp_path):  # type: ignore[no-untyped-def]
     admin, _ = Vault.create(
         f"sqlite:///{path}", admin="root-admin", passphrase="pass", kdf_params=FLOOR, sessions=sessions
     )
-    admin.unlock("root-admin", "pass")
-    admin.add_client("acme", "Acme Ltd")
-    admin.add_secret("acme/fw01", password="pw-1")
+    admin.engineers.unlock("root-admin", "pass")
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password="pw-1")
     admin.close()
     return path, sessions
 
@@ -119,10 +119,10 @@ def test_writes_to_a_read_only_sqlite_database_raise_store_unavailable_and_chang
     readonly = Vault.open(f"sqlite:///file:{path}?mode=ro&uri=true", engineer="root-admin", sessions=sessions)
     try:
         writes = [
-            lambda: readonly.add_client("globex", "Globex"),
-            lambda: readonly.add_secret("acme/fw02", password="pw-2"),
-            lambda: readonly.update_secret("acme/fw01", password="pw-3"),
-            lambda: readonly.invite_engineer("alice"),
+            lambda: readonly.clients.add("globex", "Globex"),
+            lambda: readonly.secrets.add("acme/fw02", password="pw-2"),
+            lambda: readonly.secrets.update("acme/fw01", password="pw-3"),
+            lambda: readonly.engineers.invite("alice"),
         ]
         for write in writes:
             with pytest.raises(StoreUnavailable) as caught:
@@ -134,7 +134,7 @@ def test_writes_to_a_read_only_sqlite_database_raise_store_unavailable_and_chang
     assert _counts(f"sqlite:///{path}") == before
     writer = Vault.open(f"sqlite:///{path}", engineer="root-admin", sessions=sessions)
     try:
-        assert writer.reveal("acme/fw01", reason="T-1") == "pw-1"
+        assert writer.checkouts.reveal("acme/fw01", reason="T-1") == "pw-1"
     finally:
         writer.close()
 
@@ -158,16 +158,16 @@ def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveal
     before = _counts(f"sqlite:///{path}")
     readonly = Vault.open(f"sqlite:///file:{path}?mode=ro&uri=true", engineer="root-admin", sessions=sessions)
     try:
-        seq, _hash = readonly.audit_head()
+        seq, _hash = readonly.audit.head()
         assert seq > 0
-        result = readonly.verify_audit()
+        result = readonly.audit.verify()
         assert result.ok and result.head_seq == seq, result.problem
-        assert [e.seq for e in readonly.audit_log()] == list(range(1, seq + 1))
-        assert readonly.list_grants() == []
-        assert readonly.whoami().engineer == "root-admin"
+        assert [e.seq for e in readonly.audit.log()] == list(range(1, seq + 1))
+        assert readonly.grants.list() == []
+        assert readonly.engineers.whoami().engineer == "root-admin"
         for reveal in (
-            lambda: readonly.checkout("acme/fw01", reason="T-1"),
-            lambda: readonly.reveal("acme/fw01", reason="T-1"),
+            lambda: readonly.checkouts.checkout("acme/fw01", reason="T-1"),
+            lambda: readonly.checkouts.reveal("acme/fw01", reason="T-1"),
         ):
             with pytest.raises(AuditUnavailable) as caught:
                 reveal()
@@ -177,7 +177,7 @@ def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveal
             shown = [str(error), error.hint, repr(error), *traceback.format_exception(error)]
             assert not any("pw-1" in text for text in shown), "the value is in the exception"
         with pytest.raises(StoreUnavailable) as refused:
-            readonly.unlock("root-admin", "pass")
+            readonly.engineers.unlock("root-admin", "pass")
         assert "read-only" in str(refused.value)
         assert_clean(refused.value)
     finally:
@@ -192,6 +192,6 @@ def test_a_driver_error_on_the_verifiers_own_cursor_raises_store_unavailable(tea
 
     monkeypatch.setattr(auditverify, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
     with pytest.raises(StoreUnavailable) as caught:
-        team.admin.verify_audit()
+        team.admin.audit.verify()
     assert_clean(caught.value)
     assert "no credvault schema" in str(caught.value)

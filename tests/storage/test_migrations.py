@@ -78,10 +78,10 @@ def test_0006_adds_the_checkout_indexes_to_a_vault_in_use_and_down_again(empty_u
 
     vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
     try:
-        vault.unlock("root-admin", "pass")
-        vault.add_client("acme", "Acme Ltd")
-        vault.add_secret("acme/fw01", password="pw-1")
-        vault.checkout("acme/fw01", reason="T-1")
+        vault.engineers.unlock("root-admin", "pass")
+        vault.clients.add("acme", "Acme Ltd")
+        vault.secrets.add("acme/fw01", password="pw-1")
+        vault.checkouts.checkout("acme/fw01", reason="T-1")
         config = storage._alembic_config(vault.store.engine)
         command.downgrade(config, "0005")
         assert storage.current_revision(vault.store) == "0005"
@@ -94,8 +94,8 @@ def test_0006_adds_the_checkout_indexes_to_a_vault_in_use_and_down_again(empty_u
         assert "ix_grants_engineer_client" in _indexes(vault.store, "grants")
         assert "ix_grants_engineer_id" not in _indexes(vault.store, "grants")
         assert _drift(vault.store) == []
-        assert [c.engineer for c in vault.list_checkouts()] == ["root-admin"]
-        assert vault.checkout("acme/fw01", reason="T-2").value == "pw-1"
+        assert [c.engineer for c in vault.checkouts.list()] == ["root-admin"]
+        assert vault.checkouts.checkout("acme/fw01", reason="T-2").value == "pw-1"
     finally:
         vault.close()
 
@@ -134,10 +134,10 @@ def test_0007_to_0012_upgrade_a_vault_with_data_and_down_again(empty_url):
 
     vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
     try:
-        vault.unlock("root-admin", "pass")
-        vault.add_client("acme", "Acme Ltd")
-        vault.add_secret("acme/fw01", password="pw-1")
-        vault.checkout("acme/fw01", reason="T-1")
+        vault.engineers.unlock("root-admin", "pass")
+        vault.clients.add("acme", "Acme Ltd")
+        vault.secrets.add("acme/fw01", password="pw-1")
+        vault.checkouts.checkout("acme/fw01", reason="T-1")
         config = storage._alembic_config(vault.store.engine)
 
         def snapshot() -> tuple[list[object], dict[str, int], bytes]:
@@ -171,9 +171,9 @@ def test_0007_to_0012_upgrade_a_vault_with_data_and_down_again(empty_url):
         with vault.store.transaction() as s:
             keys = [(k.version, k.public, k.signature) for k in s.scalars(select(m.OrgKey))]
         assert keys == [(1, before[2], None)]
-        assert vault.verify_audit().ok
-        assert vault.checkout("acme/fw01", reason="T-2").value == "pw-1"
-        assert vault.verify_audit().ok
+        assert vault.audit.verify().ok
+        assert vault.checkouts.checkout("acme/fw01", reason="T-2").value == "pw-1"
+        assert vault.audit.verify().ok
     finally:
         vault.close()
 

@@ -24,12 +24,12 @@ REF, PW, REASON = "acme/fw01", "acme-pw-1", "T-1 prepared"
 @pytest.fixture
 def acme(team):  # type: ignore[no-untyped-def]
     """A client with a secret, an engineer holding a grant, and open checkouts by both."""
-    team.admin.add_client("acme", "Acme Ltd")
-    team.admin.add_secret(REF, password=PW)
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add(REF, password=PW)
     alice = team.engineer("alice")
-    team.admin.grant("alice", "acme")
-    alice.checkout(REF, reason=REASON)
-    team.admin.checkout(REF, reason=REASON)
+    team.admin.grants.grant("alice", "acme")
+    alice.checkouts.checkout(REF, reason=REASON)
+    team.admin.checkouts.checkout(REF, reason=REASON)
     with team.admin.store.transaction() as s:
         secret = s.scalars(select(m.Secret)).one()
         alice_id = s.scalar(select(m.Engineer.id).where(m.Engineer.name == "alice"))
@@ -48,7 +48,7 @@ def test_every_read_of_the_checkout_path_returns_what_execute_returns(acme):
     ids, now = acme.ids, acme.clock()
     with acme.admin.store.transaction() as s:
         slug_tag = s.scalar(select(m.Client.slug_tag))
-    head = acme.admin.audit_head()
+    head = acme.admin.audit.head()
     with acme.admin.store.unit() as s:
         conn = rows.connection(s)
         sqlite = conn.dialect.name == "sqlite"

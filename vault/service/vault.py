@@ -20,7 +20,7 @@ back-off: nothing of the aborted attempt was committed or revealed, so running i
 (``vault/service/retrying.py``).
 
 The flat methods of earlier versions (``vault.add_secret(...)``, ``vault.checkout(...)``)
-remain for now as one-line delegates, generated from ``FLAT`` (old name -> noun, method).
+are gone: ``vault.secrets.add(...)``, ``vault.checkouts.checkout(...)``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from vault.service.subjects import Subjects
 from vault.storage import engine as storage
 from vault.storage.engine import Store
 
-__all__ = ["BACKOFF_SECONDS", "FLAT", "NOUNS", "RETRIES", "Vault"]
+__all__ = ["BACKOFF_SECONDS", "NOUNS", "RETRIES", "Vault"]
 
 # the attribute of Vault -> the class of that noun (the keys of permissions.OPERATIONS)
 NOUNS: dict[str, type] = {
@@ -77,73 +77,6 @@ NOUNS: dict[str, type] = {
     "subjects": Subjects,
     "backups": Backups,
 }
-
-# The flat methods of earlier versions: old name -> (noun, method). To be removed with issue 13.
-FLAT: dict[str, tuple[str, str]] = {
-    "add_client": ("clients", "add"),
-    "add_secret": ("secrets", "add"),
-    "adopt_policies": ("policies", "adopt"),
-    "audit_checkpoint": ("audit", "checkpoint"),
-    "audit_head": ("audit", "head"),
-    "audit_log": ("audit", "log"),
-    "break_checkout": ("checkouts", "break_checkout"),
-    "change_passphrase": ("engineers", "change_passphrase"),
-    "checkin": ("checkouts", "checkin"),
-    "checkout": ("checkouts", "checkout"),
-    "client_key_versions": ("keys", "versions"),
-    "confirm_engineer": ("engineers", "confirm"),
-    "create_backup": ("backups", "create"),
-    "enroll_engineer": ("engineers", "enroll"),
-    "export_audit": ("audit", "export"),
-    "export_backup_keys": ("backups", "export_keys"),
-    "get_policy": ("policies", "get"),
-    "grant": ("grants", "grant"),
-    "invite_engineer": ("engineers", "invite"),
-    "list_checkouts": ("checkouts", "list"),
-    "list_clients": ("clients", "list"),
-    "list_engineers": ("engineers", "list"),
-    "list_grants": ("grants", "list"),
-    "list_receipts": ("purge", "receipts"),
-    "list_rotations": ("keys", "list"),
-    "list_secrets": ("secrets", "list"),
-    "lock": ("engineers", "lock"),
-    "maintain": ("grants", "maintain"),
-    "pending_confirmation": ("engineers", "pending_confirmation"),
-    "pending_fingerprint": ("engineers", "pending_fingerprint"),
-    "purge_client": ("purge", "client"),
-    "purge_preview": ("purge", "preview"),
-    "purge_secret": ("purge", "secret"),
-    "purge_subject": ("subjects", "purge"),
-    "remove_engineer": ("engineers", "remove"),
-    "report_access": ("reports", "access"),
-    "report_at_risk": ("reports", "at_risk"),
-    "report_stale": ("reports", "stale"),
-    "restore_backup": ("backups", "restore"),
-    "resume_rotations": ("keys", "resume"),
-    "reveal": ("checkouts", "reveal"),
-    "revoke": ("grants", "revoke"),
-    "rotate_client": ("keys", "rotate_client"),
-    "rotate_engineer": ("engineers", "rotate"),
-    "rotate_root": ("keys", "rotate_root"),
-    "rotate_secret": ("keys", "rotate_secret"),
-    "scrub": ("purge", "scrub"),
-    "secret_history": ("secrets", "history"),
-    "set_cryptoperiod": ("keys", "set_cryptoperiod"),
-    "set_policy": ("policies", "set"),
-    "set_retention": ("keys", "set_retention"),
-    "show_client": ("clients", "show"),
-    "show_secret": ("secrets", "show"),
-    "status": ("reports", "status"),
-    "subject_find": ("subjects", "find"),
-    "subject_report": ("subjects", "report"),
-    "unlock": ("engineers", "unlock"),
-    "unsigned_policies": ("policies", "unsigned"),
-    "update_secret": ("secrets", "update"),
-    "verify_audit": ("audit", "verify"),
-    "verify_receipt": ("purge", "verify_receipt"),
-    "whoami": ("engineers", "whoami"),
-}
-
 
 def _operations() -> None:
     """Wrap every public noun method declared in the permissions table: the role check first,
@@ -339,16 +272,3 @@ class Vault:
 
     def close(self) -> None:
         self.store.close()
-
-
-def _delegate(old: str, noun: str, method: str) -> Callable[..., Any]:
-    def flat(self: Vault, *args: Any, **kwargs: Any) -> Any:
-        return getattr(getattr(self, noun), method)(*args, **kwargs)
-
-    flat.__name__ = flat.__qualname__ = old
-    flat.__doc__ = f"``vault.{noun}.{method}`` (the flat name of earlier versions)."
-    return flat
-
-
-for _old, (_noun, _method) in FLAT.items():
-    setattr(Vault, _old, _delegate(_old, _noun, _method))
