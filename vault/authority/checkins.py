@@ -45,11 +45,20 @@ from vault.authority.requests import (
     WriteKey,
 )
 from vault.errors import CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput, NotFound
-from vault.service import rows
-from vault.service.core import ENCRYPTION_LIMIT
-from vault.service.rows import CLIENTS, SECRETS, VERSIONS, ClientRow, HoldRow, PolicyRow, SecretRow, VersionRow
 from vault.storage import models as m
+from vault.storage import rows
 from vault.storage.prepared import Prepared
+from vault.storage.rows import (
+    CLIENTS,
+    ENCRYPTION_LIMIT,
+    SECRETS,
+    VERSIONS,
+    ClientRow,
+    HoldRow,
+    PolicyRow,
+    SecretRow,
+    VersionRow,
+)
 
 _KEYS = cast(Table, m.ClientKey.__table__)
 CURRENT_KEY_VERSION = Prepared(select(CLIENTS.c.current_key_version).where(CLIENTS.c.id == bindparam("client")))

@@ -22,7 +22,9 @@ from vault.authority.checkout_reads import CallerRead
 from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority
 from vault.authority.requests import ListedCheckout, ListRequest, ListResponse, SealedClientKey
 from vault.crypto.blobs import blob_key_version
-from vault.service.rows import (
+from vault.storage.engine import Store
+from vault.storage.prepared import Prepared
+from vault.storage.rows import (
     CHECKOUTS,
     CLIENTS,
     ENGINEERS,
@@ -32,8 +34,6 @@ from vault.service.rows import (
     SecretRow,
     VersionRow,
 )
-from vault.storage.engine import Store
-from vault.storage.prepared import Prepared
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _WIDTHS = [len(t._fields) for t in (ClientRow, SecretRow, VersionRow)]

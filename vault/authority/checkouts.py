@@ -37,6 +37,7 @@ from vault.authority.checkout_reads import (
     TIME_OF,
     CallerRead,
 )
+from vault.authority.policy import Policy
 from vault.authority.requests import (
     CHECKOUT,
     MISSING_TARGET,
@@ -62,9 +63,9 @@ from vault.errors import (
     StoreBusy,
     StoreUnavailable,
 )
-from vault.service import rows
-from vault.service.policies import Policy
-from vault.service.rows import (
+from vault.storage import rows
+from vault.storage.engine import Store
+from vault.storage.rows import (
     ClientRow,
     EngineerRecord,
     EngineerRow,
@@ -74,7 +75,6 @@ from vault.service.rows import (
     SecretRow,
     VersionRow,
 )
-from vault.storage.engine import Store
 
 ROLE_ADMIN = "admin"
 MIN_HOLD, MAX_HOLD = dt.timedelta(minutes=1), dt.timedelta(days=7)

@@ -1,7 +1,7 @@
 """The values that cross between the keyholder and the authority, for a checkout.
 
 Frozen, made of plain ints, bytes, str, bools and the storage layer's plain rows
-(``vault/service/rows.py`` named tuples of the same), so that the same requests can be
+(``vault/storage/rows.py`` named tuples of the same), so that the same requests can be
 serialised and cross a network later. What the keyholder sends names the action, the
 target (ids and lookup tags, never a slug or a name), whether a reason was given (the
 reason itself only ever travels inside the encrypted details of the audit event) and the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vault.service.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
+from vault.storage.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
 
 CHECKOUT, REVEAL = "checkout", "reveal"
 MISSING_TARGET = "no such secret of this client"

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.requests import (
     BREAK,
     CHECKIN,
@@ -42,10 +43,9 @@ from vault.authority.requests import (
 from vault.crypto import blobs, chain
 from vault.errors import CheckoutConflict, ConcurrentChange, DecryptionFailed, NotFound, UntrustedRecord, VaultError
 from vault.keyholder.checkouts import EPOCH, CheckoutKeyholder, ClientContext, Opened
-from vault.service import validation
-from vault.service.core import ROLE_ADMIN
-from vault.service.records import CheckoutInfo
+from vault.records import CheckoutInfo
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ROLE_ADMIN
 
 # The details each event of a release may carry (the authority proposes them; nothing else is sealed).
 _FACTS = {SECRET_UPDATE: {"version", "password_changed"}, CHECKIN: {"new_version", "released"}, BREAK: {"holders"}}

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.requests import (
     CHECKOUT,
     MISSING_TARGET,
@@ -61,11 +62,9 @@ from vault.errors import (
     VaultError,
 )
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
-from vault.service import validation
-from vault.service.core import ACTIVE, ROLE_ADMIN
-from vault.service.records import Revealed
-from vault.service.rows import EngineerRecord, EngineerRow, KeyCache
+from vault.records import Revealed
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, EngineerRow, KeyCache
 
 METADATA_FIELDS = ("username", "url", "host", "note", "name")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -16,8 +16,7 @@ from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER, LABEL_SIG_GRANT, LABEL_SIG_ORG_KEY
 from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
 from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
-from vault.service.core import ACTIVE, ROLE_ADMIN, is_revoked
-from vault.service.rows import EngineerRecord, GrantRecord
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, GrantRecord, is_revoked
 
 
 def trusted_org_key(vault_id: bytes, pinned: bytes, current: bytes, keys: tuple[OrgKeyRow, ...]) -> bytes:
