@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from standins import DETAILS, SIGNATURE, Checks, FakeSeal
 
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import (
@@ -27,65 +28,13 @@ from vault.authority.requests import (
     STALE_CONTEXT,
     Caller,
     CheckoutRequest,
-    CheckoutResponse,
 )
 from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, NotFound, UntrustedRecord
 from vault.service.policies import Policy
 from vault.storage import models as m
 
 PW, USER, REASON = "authority-test-Pw-1", "fw-admin", "T-9 authority"
-DETAILS, SIGNATURE = b"\x01fake details blob", b"\x5a" * 64
 READS_THE_SECRET = re.compile(r"\b(secrets|secret_versions)\b", re.IGNORECASE)
-
-
-class Checks:
-    """Public-key checks that look at the rows only (the real ones verify signatures)."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy_ = policy
-
-    def organisation_key(self, s: Any, current: bytes) -> None:
-        pass
-
-    def certificate(self, s: Any, row: Any) -> None:
-        if row.certificate is None:
-            raise UntrustedRecord("no certificate")
-
-    def first_valid_grant(self, s: Any, grants: Sequence[Any], engineer: Any, signers: Sequence[Any]) -> int:
-        if not grants or grants[0].revoked_at is not None:
-            raise NotFound("no such client, or you hold no grant for it")
-        return 0
-
-    def policy(self, s: Any, client_id: int, row: Any, known: Any) -> Policy:
-        return self.policy_
-
-    def event_key(self, s: Any, engineer_id: int, generation: int) -> bytes | None:
-        return None
-
-
-class FakeSeal:
-    """The acting engineer's seal, without a key: fixed blobs; it records what it is shown."""
-
-    def __init__(self, store: Any, refuse: bool = False) -> None:
-        self.store, self.refuse = store, refuse
-        self.drafts: list[CheckoutResponse] = []
-        self.sealed: list[tuple[int, int, str, dict[str, Any]]] = []
-        self.events_when_admitted: list[int] = []
-
-    def admit(self, draft: CheckoutResponse) -> None:
-        self.drafts.append(draft)
-        if self.refuse:
-            raise UntrustedRecord("the keyholder refuses this answer")
-
-    def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]:
-        self.sealed.append((client_id, seq, action, facts))
-        return 1, DETAILS
-
-    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
-        return SIGNATURE
-
-    def hold_claim(self, *args: Any) -> bool | None:
-        return None
 
 
 @dataclasses.dataclass

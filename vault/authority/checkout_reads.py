@@ -15,8 +15,10 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, func, select
 
-from vault.service import rows
-from vault.service.rows import (
+from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.prepared import Prepared
+from vault.storage.rows import (
     CHECKOUTS,
     CLIENTS,
     ENGINEERS,
@@ -36,8 +38,6 @@ from vault.service.rows import (
     SecretRow,
     VersionRow,
 )
-from vault.storage import models as m
-from vault.storage.prepared import Prepared
 
 ACTIVE = "active"
 

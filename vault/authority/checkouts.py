@@ -37,12 +37,14 @@ from vault.authority.checkout_reads import (
     TIME_OF,
     CallerRead,
 )
+from vault.authority.policy import Policy
 from vault.authority.requests import (
     CHECKOUT,
     MISSING_TARGET,
     REASON_REQUIRED,
     REVEAL,
     STALE_CONTEXT,
+    Caller,
     CheckoutRequest,
     CheckoutResponse,
     ClientKeyRow,
@@ -61,9 +63,9 @@ from vault.errors import (
     StoreBusy,
     StoreUnavailable,
 )
-from vault.service import rows
-from vault.service.policies import Policy
-from vault.service.rows import (
+from vault.storage import rows
+from vault.storage.engine import Store
+from vault.storage.rows import (
     ClientRow,
     EngineerRecord,
     EngineerRow,
@@ -73,7 +75,6 @@ from vault.service.rows import (
     SecretRow,
     VersionRow,
 )
-from vault.storage.engine import Store
 
 ROLE_ADMIN = "admin"
 MIN_HOLD, MAX_HOLD = dt.timedelta(minutes=1), dt.timedelta(days=7)
@@ -101,6 +102,34 @@ class PublicChecks(Protocol):
     def organisation_key(self, s: Session, current: bytes) -> None:
         """The vault's current organisation key as read in this unit of work (certificates verify
         under it, reached from the trust anchor by the signed chain of organisation keys)."""
+
+
+class Acting(Protocol):
+    """A request's action (the event's)."""
+
+    @property
+    def action(self) -> str: ...
+
+
+class Targeting(Protocol):
+    """What ``_authorise`` reads of a request: the caller and how the client is named."""
+
+    @property
+    def caller(self) -> Caller: ...
+
+    @property
+    def client_id(self) -> int | None: ...
+
+    @property
+    def slug_tag(self) -> bytes | None: ...
+
+
+class DetailSeal(Protocol):
+    """The part of a seal the append uses: the event's sealed details and its signature."""
+
+    def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]: ...
+
+    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes: ...
 
 
 class EventSeal(Protocol):
@@ -252,14 +281,30 @@ class CheckoutAuthority:
         rows.LOCK_SECRET.all(conn, {"secret": secret_id})
         return [HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret_id, "now": now})]
 
-    def _authorise(self, s: Session, conn: Connection, sqlite: bool, request: CheckoutRequest) -> CallerRead:
+    def _authorise(
+        self, s: Session, conn: Connection, sqlite: bool, request: Targeting, admins_only: str | None = None
+    ) -> CallerRead:
         """Who may check out: an active, certified engineer of the key generation the request
-        names, who is an admin or holds the grant ledger's head for the client. Nothing of the
-        client or the secret has been read when this refuses."""
+        names, who is an admin or holds the grant ledger's head for the client (``admins_only``:
+        an admin, else AccessDenied with that message). Nothing of the client or the secret
+        has been read when this refuses."""
         if (request.client_id is None) == (request.slug_tag is None):
             raise InvalidInput("a checkout names its client by id or by slug tag")
         client_id = request.client_id if request.client_id is not None else 0  # an admin's: no grant needed
-        found = CALLER[sqlite].all(conn, {"me": request.caller.engineer_id, "client": client_id})
+        caller = self._caller(s, conn, sqlite, request.caller, client_id)
+        me = caller.me
+        if me.role != ROLE_ADMIN:
+            if admins_only is not None:
+                raise AccessDenied(admins_only, hint="ask an admin")
+            if request.slug_tag is not None:
+                raise AccessDenied(f"{me.name!r} is not an admin", hint="name the client by the id your grant names")
+            self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
+        return caller
+
+    def _caller(self, s: Session, conn: Connection, sqlite: bool, who: Caller, client_id: int) -> CallerRead:
+        """The acting engineer (with their grants for ``client_id``): present, certified,
+        active, of the key generation the request names; else refused."""
+        found = CALLER[sqlite].all(conn, {"me": who.engineer_id, "client": client_id})
         if not found:
             raise Locked("the acting engineer no longer exists in this vault")
         caller = CallerRead(found, sqlite)
@@ -268,15 +313,11 @@ class CheckoutAuthority:
         self.checks.certificate(s, me)
         if me.status != ACTIVE:
             raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != request.caller.key_generation:
+        if me.key_generation != who.key_generation:
             raise Locked(
                 f"the keys of {me.name!r} have changed since this session was unlocked",
                 hint="run `credvault unlock` again",
             )
-        if me.role != ROLE_ADMIN:
-            if request.slug_tag is not None:
-                raise AccessDenied(f"{me.name!r} is not an admin", hint="name the client by the id your grant names")
-            self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
         return caller
 
     @staticmethod
@@ -357,11 +398,11 @@ class CheckoutAuthority:
         conn: Connection,
         sqlite: bool,
         caller: CallerRead,
-        request: CheckoutRequest,
+        request: Acting,
         client_id: int,
         secret_id: int,
         facts: dict[str, Any],
-        seal: EventSeal,
+        seal: DetailSeal,
     ) -> int:
         """The checkout's audit event, signed by the acting engineer, and the head moved to it.
         On PostgreSQL the head is locked here, last, and held to the commit."""

@@ -14,22 +14,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import chain
 from vault.errors import ConcurrentChange
-from vault.service.core import ACTIVE
-from vault.service.rows import EngineerRecord
 from vault.storage import models as m
+from vault.storage.rows import ACTIVE, EngineerRecord
 
 if TYPE_CHECKING:
     from vault.keyholder.auditkeys import AuditKeys
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
-    from vault.service.core import Core
+
+
+class Core(Protocol):
+    """What the journal uses of the service core: the vault's identity row, and the clock."""
+
+    clock: Callable[[], dt.datetime]
+
+    def info(self, s: Session) -> m.VaultInfo: ...
 
 
 # Events that nobody can sign: no key of the actor's can be opened at that moment. Shown

@@ -1,7 +1,7 @@
 """The values that cross between the keyholder and the authority, for a checkout.
 
 Frozen, made of plain ints, bytes, str, bools and the storage layer's plain rows
-(``vault/service/rows.py`` named tuples of the same), so that the same requests can be
+(``vault/storage/rows.py`` named tuples of the same), so that the same requests can be
 serialised and cross a network later. What the keyholder sends names the action, the
 target (ids and lookup tags, never a slug or a name), whether a reason was given (the
 reason itself only ever travels inside the encrypted details of the audit event) and the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vault.service.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
+from vault.storage.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
 
 CHECKOUT, REVEAL = "checkout", "reveal"
 MISSING_TARGET = "no such secret of this client"
@@ -119,3 +119,115 @@ class CheckoutResponse:
 
     def __repr__(self) -> str:
         return f"CheckoutResponse(seq={self.seq}, secret={self.secret.id}, version={self.version.version})"
+
+
+# -- check-in, break, and the listing of checkouts ---------------------------------------------------------
+
+CHECKIN, BREAK, SECRET_UPDATE = "checkin", "checkout-break", "secret-update"
+NOT_HELD = "you hold no checkout of this secret"
+NOT_CHECKED_OUT = "this secret is not checked out"
+ONLY_ADMINS_BREAK = "only an admin can break a checkout"
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """A check-in (``CHECKIN``: the caller's own holds; ``new_value``: a new version is
+    stored with it, encrypted by the keyholder) or a break (``BREAK``: an admin releases
+    every open hold). The secret is named as in a ``CheckoutRequest``."""
+
+    action: str
+    caller: Caller
+    client_id: int | None
+    slug_tag: bytes | None
+    name_tag: bytes
+    new_value: bool
+    audit_keys_blob: bytes
+    known_key_versions: tuple[int, ...]
+    org_pin: bytes
+
+    def __repr__(self) -> str:
+        return f"ReleaseRequest(action={self.action!r}, client={self.client_id}, new_value={self.new_value})"
+
+
+@dataclass(frozen=True, repr=False)
+class NewVersion:
+    """A new version, as the keyholder encrypted it: a fresh data key wrapped under the
+    client's current key, the password and the metadata under that data key."""
+
+    version: int
+    key_version: int
+    wrapped_dek: bytes
+    password_blob: bytes
+    metadata_blob: bytes
+
+    def __repr__(self) -> str:
+        return f"NewVersion(version={self.version}, key_version={self.key_version})"
+
+
+@dataclass(frozen=True, repr=False)
+class WriteKey:
+    """What a new version is written under: the client's current key version, its signed
+    record and the caller's sealed copy (the keyholder verifies both), and the version's number."""
+
+    key_version: int
+    sealed: SealedClientKey | None
+    next_version: int
+
+    def __repr__(self) -> str:
+        return f"WriteKey(key_version={self.key_version}, next_version={self.next_version})"
+
+
+@dataclass(frozen=True)
+class ReleaseResponse:
+    """What a committed check-in or break did: its event, the holds released (a break: their
+    holders' names), the secret's current version and whether it must still change."""
+
+    seq: int
+    released: int
+    holders: tuple[str, ...]
+    version: int
+    must_change: bool
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """The open checkouts the caller may see: all of them (an admin), or their own.
+    ``known_key_versions``: (client id, version) of the client keys the keyholder holds."""
+
+    caller: Caller
+    known_key_versions: tuple[tuple[int, int], ...]
+    org_pin: bytes
+
+
+@dataclass(frozen=True, repr=False)
+class ListedCheckout:
+    """One open checkout: the client and the secret (ciphertext), the current version's
+    metadata (its name is opened by the keyholder), who holds it, and its times (µs)."""
+
+    client: ClientRow
+    secret: SecretRow
+    version: VersionRow
+    engineer_id: int
+    holder: str
+    exclusive: bool
+    started_us: int
+    expires_us: int
+
+    def __repr__(self) -> str:
+        return f"ListedCheckout(client={self.client.id}, secret={self.secret.id})"
+
+
+@dataclass(frozen=True, repr=False)
+class ListResponse:
+    """The caller's own row and pinned-key chain (as in a ``CheckoutResponse``), the open
+    checkouts, oldest first, and the client keys they need that the keyholder lacks."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    checkouts: tuple[ListedCheckout, ...]
+    sealed_keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"ListResponse(checkouts={len(self.checkouts)})"

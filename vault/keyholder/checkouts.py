@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.requests import (
     CHECKOUT,
     MISSING_TARGET,
@@ -47,17 +48,12 @@ from vault.authority.requests import (
 from vault.crypto import blobs, chain, signing
 from vault.crypto.labels import (
     LABEL_CLIENT_KEY_SEAL,
-    LABEL_SIG_CLIENT_KEY,
-    LABEL_SIG_ENGINEER,
-    LABEL_SIG_GRANT,
-    LABEL_SIG_ORG_KEY,
     LABEL_TAG_SECRET_NAME,
 )
 from vault.errors import (
     CheckoutConflict,
     ConcurrentChange,
     DecryptionFailed,
-    GrantExpired,
     InvalidInput,
     Locked,
     LookupMismatch,
@@ -65,12 +61,10 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
-from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
-from vault.service import validation
-from vault.service.core import ACTIVE, ROLE_ADMIN, is_revoked
-from vault.service.records import Revealed
-from vault.service.rows import EngineerRecord, GrantRecord, KeyCache
+from vault.keyholder.responses import ResponseChecks, trusted_org_key
+from vault.records import Revealed
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, EngineerRow, KeyCache
 
 METADATA_FIELDS = ("username", "url", "host", "note", "name")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -91,6 +85,33 @@ class ClientContext:
 
     def __repr__(self) -> str:
         return f"ClientContext(client={self.client_id}, <redacted>)"
+
+
+class Opened:
+    """A version opened after its response verified: metadata, data key, and the checks and
+    the caller's row it verified under (for what the same answer asks next)."""
+
+    def __init__(self, metadata: dict[str, Any], data_key: bytes, checks: ResponseChecks, me: EngineerRecord) -> None:
+        self.metadata, self.data_key, self.checks, self.me = metadata, data_key, checks, me
+
+    def __repr__(self) -> str:
+        return "Opened(<redacted>)"
+
+
+class Signed(Protocol):
+    """What ``me_checked`` reads of a response: its vault, organisation key chain, the caller's row."""
+
+    @property
+    def vault_id(self) -> bytes: ...
+
+    @property
+    def org_signing_public(self) -> bytes: ...
+
+    @property
+    def org_chain(self) -> tuple[OrgKeyRow, ...]: ...
+
+    @property
+    def me(self) -> EngineerRow: ...
 
 
 class ClientLookup(Protocol):
@@ -119,87 +140,12 @@ class EngineerKeys(Protocol):
     def recovery_version(self) -> int | None:
         """The version of the recovery key this admin holds unsealed (None: none yet)."""
 
+    def open_recovery(self) -> None:
+        """An admin's: open the vault's current recovery key for this session (if not open yet)."""
+
 
 class Transport(Protocol):
     def call(self, request: CheckoutRequest, seal: Any) -> CheckoutResponse: ...
-
-
-def trusted_org_key(vault_id: bytes, pinned: bytes, current: bytes, keys: tuple[OrgKeyRow, ...]) -> bytes:
-    """``current`` if it is the pinned organisation key, or if ``keys`` lead to it from the
-    pinned one, each signed by the one before; else UntrustedRecord."""
-    if current == pinned:
-        return current
-    if not keys or keys[0].public != pinned:
-        raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
-    head = keys[0]
-    for key in keys[1:]:
-        if key.version != head.version + 1:
-            raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
-        fields = org_key_fields(vault_id, key.version, key.public, head.public, key.signed_at)
-        signing.verify(
-            head.public, key.signature, LABEL_SIG_ORG_KEY, *fields, what=f"organisation key version {key.version}"
-        )
-        head = key
-    if head.public != current:
-        raise UntrustedRecord("the vault's organisation key is not on the chain this engineer trusts")
-    return current
-
-
-class ResponseChecks:
-    """The trust checks on the records of one response, under one organisation key."""
-
-    def __init__(self, vault_id: bytes, org_public: bytes, now: dt.datetime) -> None:
-        self.vault_id, self.org_public, self.now = vault_id, org_public, now
-
-    def certificate(self, row: EngineerRecord) -> None:
-        if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
-            raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys")
-        signing.verify(
-            self.org_public,
-            row.certificate,
-            LABEL_SIG_ENGINEER,
-            *certificate_fields(self.vault_id, row),
-            what=f"the public keys of engineer {row.name!r}",
-        )
-
-    def admin(self, row: EngineerRecord | None, signer_id: int) -> EngineerRecord:
-        """The signer of a record: the engineer it names, certified, an active admin."""
-        if row is None or row.id != signer_id:
-            raise UntrustedRecord("a record is signed by an unknown engineer")
-        self.certificate(row)
-        if row.role != ROLE_ADMIN or row.status != ACTIVE:
-            raise UntrustedRecord(f"a record is signed by {row.name!r}, who is not an active admin")
-        return row
-
-    def grant(
-        self, grant: GrantRecord | None, signer: EngineerRecord | None, me: EngineerRecord, client_id: int
-    ) -> None:
-        """The head of ``me``'s grant ledger for ``client_id``: theirs, unrevoked, signed, unexpired."""
-        if grant is None or is_revoked(grant):
-            raise NotFound("no such client, or you hold no grant for it")
-        if (grant.engineer_id, grant.client_id) != (me.id, client_id):
-            raise UntrustedRecord("the grant returned is not this engineer's for this client")
-        admin = self.admin(signer, grant.granted_by)
-        assert admin.signing_public is not None
-        fields = grant_fields(self.vault_id, grant, me.sealing_public)
-        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
-        if grant.until is not None and grant.until <= int(self.now.timestamp()):
-            until = dt.datetime.fromtimestamp(grant.until, dt.UTC).isoformat(timespec="minutes")
-            raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
-
-    def client_key(self, sealed: SealedClientKey, client_id: int, version: int) -> None:
-        record = sealed.record
-        if (record.client_id, record.version) != (client_id, version) or record.state == "destroyed":
-            raise DecryptionFailed()
-        admin = self.admin(sealed.signer, record.signed_by)
-        assert admin.signing_public is not None
-        signing.verify(
-            admin.signing_public,
-            record.signature,
-            LABEL_SIG_CLIENT_KEY,
-            *client_key_fields(self.vault_id, record),
-            what=f"client key version {record.version}",
-        )
 
 
 class _EventSeal:
@@ -280,8 +226,8 @@ class CheckoutKeyholder:
         slug, name = validation.secret_ref(ref)
         me = self.keys.session()
         for attempt in (0, 1):
-            ctx = self._context(me, slug, fresh=attempt > 0)
-            tag = self._tag(ctx, slug, name, fresh=attempt > 0)
+            ctx = self.context(me, slug, fresh=attempt > 0)
+            tag = self.tag(ctx, slug, name, fresh=attempt > 0)
             request = CheckoutRequest(
                 action=CHECKOUT if hold else REVEAL,
                 caller=Caller(me.engineer_id, me.key_generation),
@@ -333,7 +279,8 @@ class CheckoutKeyholder:
 
     # -- the client's key context ------------------------------------------------------------
 
-    def _context(self, me: UnlockedSession, slug: str, *, fresh: bool) -> ClientContext:
+    def context(self, me: UnlockedSession, slug: str, *, fresh: bool) -> ClientContext:
+        """The client's key context for ``slug`` (kept per session; learned again when ``fresh``)."""
         slot = (me.engineer_id, slug)
         ctx = self._contexts.get(slot)
         held = None if ctx is None else self.cache.get((ctx.client_id, blobs.blob_key_version(ctx.audit_keys_blob)))
@@ -346,7 +293,7 @@ class CheckoutKeyholder:
         self._contexts[slot] = ctx
         return ctx
 
-    def _tag(self, ctx: ClientContext, slug: str, name: str, *, fresh: bool) -> bytes:
+    def tag(self, ctx: ClientContext, slug: str, name: str, *, fresh: bool) -> bytes:
         """The secret's name tag: remembered per (slug, name) as a guess (the authority finds no
         secret under a stale one: a client purged and made again has a new lookup key), and
         computed from the client's lookup key when ``fresh``."""
@@ -361,17 +308,9 @@ class CheckoutKeyholder:
 
     # -- the response, verified, then opened ------------------------------------------------------
 
-    def _reveal(
-        self,
-        me: UnlockedSession,
-        ctx: ClientContext,
-        ref: str,
-        name: str,
-        tag: bytes,
-        field: str,
-        request: CheckoutRequest,
-        r: CheckoutResponse,
-    ) -> Revealed:
+    def me_checked(self, me: UnlockedSession, r: Signed) -> tuple[ResponseChecks, EngineerRecord]:
+        """The response's organisation key (the pinned one, or reached from it by the signed
+        chain) and the caller's own row in it: certified, active, this session's keys."""
         if r.vault_id != me.vault_id:
             raise UntrustedRecord("the answer comes from another vault")
         org = trusted_org_key(r.vault_id, me.org_signing_public, r.org_signing_public, r.org_chain)
@@ -384,6 +323,20 @@ class CheckoutKeyholder:
             raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
         if row.key_generation != me.key_generation or row.sealing_public != self.keys.sealing_public():
             raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
+        return checks, row
+
+    def verified(
+        self,
+        me: UnlockedSession,
+        ctx: ClientContext,
+        name: str,
+        tag: bytes,
+        asked_version: int | None,
+        r: CheckoutResponse,
+    ) -> Opened:
+        """Every row of ``r`` verified (see the module's docstring), then the version's data key
+        unwrapped and its metadata opened, holding ``name``."""
+        checks, row = self.me_checked(me, r)
         if row.role != ROLE_ADMIN:
             checks.grant(r.grant, r.grant_signer, row, ctx.client_id)
         client, secret, version = r.client, r.secret, r.version
@@ -394,15 +347,15 @@ class CheckoutKeyholder:
         if secret.name_tag != tag:
             raise UntrustedRecord("the authority answered for another secret than the one asked for")
         if client.slug_blob != ctx.slug_blob:
-            key = self._client_key(me, row, checks, client.id, blobs.blob_key_version(client.slug_blob), None)
+            key = self.client_key(me, row, checks, client.id, blobs.blob_key_version(client.slug_blob), None)
             opened = blobs.decrypt_client_field(
                 key, blobs.blob_key_version(client.slug_blob), client.slug_blob, client.id, "slug"
             )
             if opened != ctx.slug.encode("utf-8"):
                 raise LookupMismatch(f"the client found for {ctx.slug!r} holds another slug: its lookup tag was moved")
-        if request.version is not None and version.version != request.version:
+        if asked_version is not None and version.version != asked_version:
             raise UntrustedRecord("the authority answered with another version than the one asked for")
-        key = self._client_key(me, row, checks, client.id, version.key_version, r.sealed_key)
+        key = self.client_key(me, row, checks, client.id, version.key_version, r.sealed_key)
         dek = blobs.unwrap_data_key(
             key, version.key_version, version.wrapped_dek, client.id, secret.id, version.version
         )
@@ -421,6 +374,22 @@ class CheckoutKeyholder:
             raise DecryptionFailed() from None
         if not isinstance(metadata, dict) or metadata.get("name") != name:
             raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
+        return Opened(metadata, dek, checks, row)
+
+    def _reveal(
+        self,
+        me: UnlockedSession,
+        ctx: ClientContext,
+        ref: str,
+        name: str,
+        tag: bytes,
+        field: str,
+        request: CheckoutRequest,
+        r: CheckoutResponse,
+    ) -> Revealed:
+        opened = self.verified(me, ctx, name, tag, request.version, r)
+        metadata, dek = opened.metadata, opened.data_key
+        client, secret, version = r.client, r.secret, r.version
         if field == "password":
             value: Any = blobs.decrypt_secret_field(
                 dek,
@@ -440,7 +409,7 @@ class CheckoutKeyholder:
         expires = None if r.expires_us is None else EPOCH + dt.timedelta(microseconds=r.expires_us)
         return Revealed(ref, field, version.version, str(value), expires, r.flagged)
 
-    def _client_key(
+    def client_key(
         self,
         me: UnlockedSession,
         row: EngineerRecord,

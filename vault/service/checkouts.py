@@ -16,14 +16,15 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.checkins import CheckinAuthority
+from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority
+from vault.authority.requests import BREAK, CHECKIN
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
-    AccessDenied,
     AuditUnavailable,
     ConcurrentChange,
     DecryptionFailed,
@@ -32,8 +33,9 @@ from vault.errors import (
     StoreBusy,
     StoreUnavailable,
 )
+from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
-from vault.service import rows, validation
+from vault.service import validation
 from vault.service.core import ROLE_ADMIN
 from vault.service.passwords import generate_password
 from vault.service.policies import Policy
@@ -41,7 +43,6 @@ from vault.service.records import CheckoutInfo, Revealed
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord, HasId, PolicyRow, VersionRecord
 from vault.service.secrets import METADATA_FIELDS
 from vault.service.sessions import UnlockedSession
-from vault.storage import models as m
 from vault.transport.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from vault.service.holds import Holds
     from vault.service.policies import PolicyCheck
     from vault.service.secrets import Secrets
+    from vault.storage.engine import Store
 
 
 MAX_REASON = 500
@@ -85,6 +87,9 @@ class _PublicChecks:
     def event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None:
         return self._holds.event_key(s, engineer_id, generation)
 
+    def retention(self, s: Session) -> int:
+        return self._policies.retention(s)
+
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
 
@@ -92,8 +97,12 @@ class _PublicChecks:
 class _EngineerKeys:
     """The acting engineer's unlocked keys, as the checkout keyholder asks for them."""
 
-    def __init__(self, keys: Keys) -> None:
-        self._keys = keys
+    def __init__(self, keys: Keys, store: Store) -> None:
+        self._keys, self._store = keys, store
+
+    def open_recovery(self) -> None:
+        with self._store.read() as s:
+            self._keys.root_bundle(s)
 
     def session(self) -> UnlockedSession:
         return self._keys.me()
@@ -158,6 +167,8 @@ class Checkouts:
     ) -> None:
         self.policy_check = policy_check
         self._keyholder: CheckoutKeyholder | None = None
+        self._checkins: CheckinKeyholder | None = None
+        self._transport: InProcessTransport | None = None
         self.core = core
         self.keys = keys
         self.trust = trust
@@ -220,15 +231,30 @@ class Checkouts:
     def _checkout_keyholder(self) -> CheckoutKeyholder:
         """This Vault object's checkout keyholder, over an in-process transport to its authority."""
         if self._keyholder is None:
-            authority = CheckoutAuthority(self.core.store, _PublicChecks(self), self.core.clock)
+            checks = _PublicChecks(self)
+            authority = CheckoutAuthority(self.core.store, checks, self.core.clock)
+            transport = InProcessTransport(
+                authority,
+                CheckinAuthority(authority, checks),
+                CheckoutListAuthority(self.core.store, authority, self.core.clock),
+            )
+            self._transport = transport
             self._keyholder = CheckoutKeyholder(
-                InProcessTransport(authority),
-                _EngineerKeys(self.keys),
+                transport,
+                _EngineerKeys(self.keys, self.core.store),
                 _ClientLookup(self),
                 self.keys.client_keys,
                 self.core.clock,
             )
         return self._keyholder
+
+    def _checkin_keyholder(self) -> CheckinKeyholder:
+        """This Vault object's check-in keyholder (over the checkout keyholder's transport)."""
+        if self._checkins is None:
+            checkouts = self._checkout_keyholder()
+            assert self._transport is not None
+            self._checkins = CheckinKeyholder(checkouts, self._transport)
+        return self._checkins
 
     def field_value(
         self, s: Session, client: HasId, secret: HasId, row: VersionRecord, field: str, ref: str, *, named: bool = False
@@ -252,82 +278,27 @@ class Checkouts:
     def checkin(
         self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None
     ) -> Revealed | None:
-        """Release the engineer's checkout; store a new password if given (or generated)."""
+        """Release the engineer's checkout; store a new password if given (or generated).
+        The new version and the release commit together (one request to the authority)."""
         if new_password is not None and generate:
             raise InvalidInput("give a new password or --generate, not both")
         if generate:
             new_password = generate_password(length) if length is not None else generate_password()
-        with self.core.store.transaction() as s:  # the new version and the release commit together
-            if new_password is not None:
-                self.secrets.update_in(s, ref, new_password, {}, None, None)
-            me = self.trust.my_row(s)
-            client, secret, _slug = self.secrets.secret(s, ref)
-            mine = [c.id for c in self.holds.lock_and_find_holds(s, secret) if c.engineer_id == me.id]
-            if not mine and new_password is None:
-                raise NotFound(f"you hold no checkout of {ref!r}")
-            if mine:
-                rows.RELEASE.run_many(
-                    rows.connection(s), [{"checkout": i, "at": self.core.clock(), "by": me.id} for i in mine]
-                )
-            self.journal.append(
-                s,
-                "checkin",
-                client_id=client.id,
-                secret_id=secret.id,
-                details={"new_version": new_password is not None, "released": len(mine)},
-            )
-            if secret.must_change:
-                return Revealed(ref, "password", secret.current_version, "", None, True)
-            return None
+        if new_password is not None:
+            validation.password(new_password)
+        self.keys.me()  # the session first: loading it may read the vault id in a transaction of its own
+        response = self._checkin_keyholder().release(ref, CHECKIN, new_password)
+        if response.must_change:
+            return Revealed(ref, "password", response.version, "", None, True)
+        return None
 
     def break_checkout(self, ref: str) -> str:
         """Admin: release every open checkout of a secret; returns who held it."""
-        with self.core.store.transaction() as s:
-            me = self.trust.my_row(s)
-            if me.role != ROLE_ADMIN:
-                raise AccessDenied("only an admin can break a checkout")
-            client, secret, _slug = self.secrets.secret(s, ref)
-            held = self.holds.lock_and_find_holds(s, secret)
-            if not held:
-                raise NotFound(f"{ref!r} is not checked out")
-            rows.RELEASE.run_many(
-                rows.connection(s), [{"checkout": c.id, "at": self.core.clock(), "by": me.id} for c in held]
-            )
-            names = []
-            for c in held:
-                who = s.get(m.Engineer, c.engineer_id)
-                names.append(who.name if who else "?")
-            self.journal.append(
-                s,
-                "checkout-break",
-                client_id=client.id,
-                secret_id=secret.id,
-                details={"holders": names},
-            )
-            return ", ".join(names)
+        self.keys.me()
+        return ", ".join(self._checkin_keyholder().release(ref, BREAK).holders)
 
     def list(self) -> builtins.list[CheckoutInfo]:
-        """Open checkouts the viewer may see (all for an admin, their own otherwise)."""
-        with self.core.store.transaction() as s:
-            me = self.trust.my_row(s)
-            query = (
-                select(m.Checkout)
-                .where(m.Checkout.released_at.is_(None), m.Checkout.expires_at > self.core.clock())
-                .order_by(m.Checkout.started_at)
-            )
-            if me.role != ROLE_ADMIN:
-                query = query.where(m.Checkout.engineer_id == me.id)
-            out = []
-            for c in s.scalars(query):
-                client = s.get(m.Client, c.client_id)
-                secret = s.get(m.Secret, c.secret_id)
-                who = s.get(m.Engineer, c.engineer_id)
-                if client is None or secret is None or who is None:
-                    continue
-                meta = self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata
-                out.append(
-                    CheckoutInfo(
-                        self.clients.slug(s, client), meta["name"], who.name, c.exclusive, c.started_at, c.expires_at
-                    )
-                )
-            return out
+        """Open checkouts the viewer may see (all for an admin, their own otherwise), read
+        without the write lock (``Store.read()``); the listing records no event."""
+        self.keys.me()
+        return self._checkin_keyholder().list()

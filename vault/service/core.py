@@ -20,18 +20,17 @@ from vault.errors import (
     StoreUnavailable,
 )
 from vault.service.records import RootRotation
-from vault.service.rows import GrantRecord
 from vault.service.sessions import SessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
+from vault.storage.rows import ACTIVE as ACTIVE
+from vault.storage.rows import ENCRYPTION_LIMIT as ENCRYPTION_LIMIT
+from vault.storage.rows import ROLE_ADMIN as ROLE_ADMIN
+from vault.storage.rows import ROLE_ENGINEER as ROLE_ENGINEER
+from vault.storage.rows import is_revoked as is_revoked
 
 Clock = Callable[[], dt.datetime]
-ROLE_ADMIN = "admin"
-# NIST SP 800-38D bounds random 96-bit nonces to 2^32 encryptions per key; stop well short.
-ENCRYPTION_LIMIT = 2**32 - 2**24
 ENCRYPTION_WARNING = 2**31
-ROLE_ENGINEER = "engineer"
-ACTIVE = "active"
 
 
 def check_share_policy(k: int, n: int) -> None:
@@ -53,13 +52,6 @@ def utcnow() -> dt.datetime:
 
 def epoch(value: dt.datetime) -> int:
     return int(value.timestamp())
-
-
-def is_revoked(grant: GrantRecord) -> bool:
-    """Whether a grant row carries any mark of revocation. A revocation is never undone, so
-    any mark counts, signed or not (a row revoked before revision 0007 has no signature);
-    clearing every mark is what the ledger's ``seq`` and the audit log catch."""
-    return grant.revoked_at is not None or grant.revocation is not None or grant.revoked_by is not None
 
 
 class Core:

@@ -18,10 +18,11 @@ signature by an active admin over the vault id, the client id and every field
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from vault.authority.policy import Policy as Policy
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
 from vault.errors import (
@@ -40,17 +41,6 @@ MAX_CHECKOUT_MINUTES = 7 * 24 * 60
 MAX_STALE_DAYS = 36500
 DEFAULT_RETENTION, MIN_RETENTION, MAX_RETENTION = 10, 1, 1000
 DEFAULT_CRYPTOPERIOD, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD = 365, 1, 3650
-
-
-class Policy(NamedTuple):
-    """A client's policy as it applies: verified, or the strict policy (``signed`` False)."""
-
-    reason_required: bool
-    exclusive: bool
-    rotate_after_checkout: bool
-    checkout_minutes: int
-    stale_days: int | None
-    signed: bool
 
 
 StoredPolicy = m.ClientPolicy | PolicyRow  # as read by the ORM or by the checkout's Core query

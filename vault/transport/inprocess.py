@@ -1,7 +1,9 @@
 """The in-process transport: the keyholder's requests handed to the authority in one process.
 
-``InProcessTransport(authority).call(request, seal)`` passes the request value as it is
-and returns the authority's response value. ``seal`` is the acting engineer's
+``InProcessTransport(authority, checkins, listing)`` passes each request value as it is
+to its authority and returns the response value: ``call`` a checkout or reveal
+(``CheckoutRequest``), ``release`` a check-in or break (``ReleaseRequest``; its seal
+also encrypts a new version), ``list_checkouts`` the open checkouts (``ListRequest``). ``seal`` is the acting engineer's
 ``EventSeal`` (vault/authority/checkouts.py): THE IN-PROCESS SEAM. It lends the
 authority the keyholder's hands at append time (the event's signature over the
 (vault id, seq, hash) that exist only inside the authority's transaction, the event's
@@ -12,15 +14,31 @@ HTTPS transport that carries the request and response values alone.
 
 from __future__ import annotations
 
+from vault.authority.checkins import CheckinAuthority, ReleaseSeal
+from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority, EventSeal
-from vault.authority.requests import CheckoutRequest, CheckoutResponse
+from vault.authority.requests import (
+    CheckoutRequest,
+    CheckoutResponse,
+    ListRequest,
+    ListResponse,
+    ReleaseRequest,
+    ReleaseResponse,
+)
 
 
 class InProcessTransport:
     """Calls the authority directly: no copy, no serialisation, the same values."""
 
-    def __init__(self, authority: CheckoutAuthority) -> None:
+    def __init__(
+        self,
+        authority: CheckoutAuthority,
+        checkins: CheckinAuthority | None = None,
+        listing: CheckoutListAuthority | None = None,
+    ) -> None:
         self.authority = authority
+        self.checkins = checkins
+        self.listing = listing
 
     def __repr__(self) -> str:
         return "InProcessTransport()"
@@ -28,3 +46,15 @@ class InProcessTransport:
     def call(self, request: CheckoutRequest, seal: EventSeal) -> CheckoutResponse:
         """Send one checkout request; its response, or the authority's refusal."""
         return self.authority.checkout(request, seal)
+
+    def release(self, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
+        """Send one check-in or break; its response (after the commit), or the refusal."""
+        if self.checkins is None:
+            raise TypeError("this transport carries no check-in")
+        return self.checkins.release(request, seal)
+
+    def list_checkouts(self, request: ListRequest) -> ListResponse:
+        """Ask for the open checkouts the caller may see."""
+        if self.listing is None:
+            raise TypeError("this transport carries no listing")
+        return self.listing.list(request)

@@ -1,0 +1,250 @@
+"""Check-in and break, where the database is: authorise, lock, release, record, commit.
+
+One write unit of work per request, in the checkout's order (``checkouts.py``): who calls
+(the same caller checks; a break needs an admin) — refused before any row of the client
+or secret is read; then the client, the secret by its name tag and its current version;
+a stale audit ring refused (``STALE_CONTEXT``); the secret's row lock and its open holds.
+The keyholder is shown the rows (``admit``: a ``CheckoutResponse`` draft of the current
+version, which it verifies and opens) before anything is written.
+
+A check-in that stores a new value first checks that no other engineer holds the secret
+exclusively (each hold honoured only if its event verifies), then asks the keyholder for
+the new version (``new_version``: a fresh data key wrapped under the client's current key,
+the value and the unchanged metadata under it: ciphertext only crosses), stores it, counts
+the encryption under the client key, prunes old versions and appends ``secret-update``.
+Then the holds are released and ``checkin`` (or ``checkout-break``) is appended; the
+commit follows, and only then the answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from vault.authority.checkout_reads import NAME, TARGET, CallerRead
+from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority, EventSeal, PublicChecks
+from vault.authority.requests import (
+    BREAK,
+    CHECKIN,
+    MISSING_TARGET,
+    NOT_CHECKED_OUT,
+    NOT_HELD,
+    ONLY_ADMINS_BREAK,
+    SECRET_UPDATE,
+    STALE_CONTEXT,
+    CheckoutResponse,
+    NewVersion,
+    ReleaseRequest,
+    ReleaseResponse,
+    WriteKey,
+)
+from vault.errors import CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput, NotFound
+from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.prepared import Prepared
+from vault.storage.rows import (
+    CLIENTS,
+    ENCRYPTION_LIMIT,
+    SECRETS,
+    VERSIONS,
+    ClientRow,
+    HoldRow,
+    PolicyRow,
+    SecretRow,
+    VersionRow,
+)
+
+_KEYS = cast(Table, m.ClientKey.__table__)
+CURRENT_KEY_VERSION = Prepared(select(CLIENTS.c.current_key_version).where(CLIENTS.c.id == bindparam("client")))
+ADD_VERSION = Prepared(
+    insert(VERSIONS),
+    (
+        "secret_id",
+        "version",
+        "key_version",
+        "wrapped_dek",
+        "password_blob",
+        "metadata_blob",
+        "created_by",
+        "created_at",
+    ),
+)
+COUNT_ENCRYPTION = (  # one atomic UPDATE: concurrent writers never lose a count
+    update(_KEYS)
+    .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("key"))
+    .values(encryptions=_KEYS.c.encryptions + 1)
+    .returning(_KEYS.c.encryptions)
+)
+NEW_CURRENT = Prepared(
+    update(SECRETS)
+    .where(SECRETS.c.id == bindparam("secret"))
+    .values(current_version=bindparam("new"), updated_at=bindparam("at"), must_change=False)
+)
+PRUNE = delete(VERSIONS).where(VERSIONS.c.secret_id == bindparam("secret"), VERSIONS.c.version <= bindparam("cutoff"))
+
+
+class ReleaseChecks(PublicChecks, Protocol):
+    """The checkout's public-key checks, and the signed retention setting."""
+
+    def retention(self, s: Session) -> int:
+        """Versions kept per secret (the admin-signed setting, or the default)."""
+
+
+class ReleaseSeal(EventSeal, Protocol):
+    """The acting engineer's seal (the in-process seam), and the new version it encrypts."""
+
+    def new_version(self, write: WriteKey) -> NewVersion:
+        """The new version of the secret admitted last, encrypted under ``write``'s client key."""
+
+
+@dataclass(frozen=True)
+class _Action:
+    """An event's action, for the append (the secret-update written by a check-in)."""
+
+    action: str
+
+
+class CheckinAuthority:
+    """Check-ins and breaks, given a request, in one write unit of work each."""
+
+    def __init__(self, checkouts: CheckoutAuthority, checks: ReleaseChecks) -> None:
+        self.checkouts = checkouts
+        self.store, self.checks, self.clock = checkouts.store, checks, checkouts.clock
+
+    def __repr__(self) -> str:
+        return "CheckinAuthority()"
+
+    def release(self, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
+        """Release the caller's holds (a check-in, perhaps with a new version) or every hold (a
+        break), record it, commit; the answer leaves after the commit."""
+        if request.action not in (CHECKIN, BREAK) or (request.action == BREAK and request.new_value):
+            raise InvalidInput(f"unknown release {request.action!r}")
+        with self.store.unit() as s:
+            response = self._release(s, request, seal)
+        return response
+
+    def _release(self, s: Session, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
+        a = self.checkouts
+        conn = rows.connection(s)
+        sqlite = conn.dialect.name == "sqlite"
+        now = self.clock()
+        caller = a._authorise(s, conn, sqlite, request, ONLY_ADMINS_BREAK if request.action == BREAK else None)
+        me = caller.me
+        client, secret, stored_policy, current, holds = self._target(conn, sqlite, request, now)
+        if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
+            raise ConcurrentChange(STALE_CONTEXT)
+        if holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
+            holds = a._lock_and_find_holds(conn, secret.id, now)
+            if request.new_value:  # read again under the lock: the new version follows the last committed one
+                client, secret, stored_policy, current, _ = self._target(conn, sqlite, request, now)
+        if current is None:
+            raise NotFound("the secret has no current version")
+        released = holds if request.action == BREAK else [c for c in holds if c.engineer_id == me.id]
+        if not released and not request.new_value:
+            raise NotFound(NOT_CHECKED_OUT if request.action == BREAK else NOT_HELD)
+        if request.new_value:
+            policy = self.checks.policy(s, client.id, stored_policy, (me, *caller.signers))
+            blocking = [c for c in holds if c.engineer_id != me.id and (c.exclusive or policy.exclusive)]
+            theirs = a._genuine(conn, s, caller.vault_id, client.id, secret.id, blocking, seal)
+            others = [c for c in theirs if c.exclusive]
+            if others:
+                name = NAME.all(conn, {"id": others[0].engineer_id})
+                until = others[0].expires_at.isoformat(timespec="minutes")
+                raise CheckoutConflict(f"checked out exclusively by {name[0][0] if name else '?'} until {until}")
+        engineer = me.role != ROLE_ADMIN
+        sealed = None
+        if current.key_version not in request.known_key_versions:
+            sealed = a._sealed_key(conn, caller, client.id, current.key_version)
+        seal.admit(
+            CheckoutResponse(
+                seq=0,
+                vault_id=caller.vault_id,
+                org_signing_public=caller.org_signing_public,
+                org_chain=a._org_chain(conn, request.org_pin, caller.org_signing_public),
+                me=me,
+                grant=caller.grants[0] if engineer and caller.grants else None,
+                grant_signer=caller.signers[0] if engineer and caller.signers else None,
+                client=client,
+                secret=secret,
+                version=current,
+                sealed_key=sealed,
+                expires_us=None,
+                flagged=secret.must_change,
+            )
+        )
+        version, must_change = secret.current_version, secret.must_change
+        if request.new_value:
+            version = self._store_version(s, conn, caller, client.id, secret, seal, now)
+            caller.head = None  # moved by that event: the next append reads it again
+            must_change = False
+        if released:
+            rows.RELEASE.run_many(conn, [{"checkout": c.id, "at": now, "by": me.id} for c in released])
+        holders: list[str] = []
+        if request.action == BREAK:
+            for c in released:
+                found = NAME.all(conn, {"id": c.engineer_id})
+                holders.append(found[0][0] if found else "?")
+            facts: dict[str, Any] = {"holders": holders}
+        else:
+            facts = {"new_version": request.new_value, "released": len(released)}
+        seq = a._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
+        return ReleaseResponse(seq, len(released), tuple(holders), version, must_change)
+
+    def _target(
+        self, conn: Connection, sqlite: bool, request: ReleaseRequest, now: dt.datetime
+    ) -> tuple[ClientRow, SecretRow, PolicyRow | None, VersionRow | None, list[HoldRow] | None]:
+        """The client, the secret by its name tag, its policy, its current version and, on
+        SQLite, its open holds (one statement: the checkout's)."""
+        by_tag = request.slug_tag is not None
+        params: dict[str, Any] = {"tag": request.name_tag, "version": None, "now": now}
+        params |= {"slug_tag": request.slug_tag} if by_tag else {"client": request.client_id}
+        found: Sequence[Any] = TARGET[by_tag, sqlite].all(conn, params)
+        if not found:
+            raise NotFound(MISSING_TARGET)
+        return self.checkouts._split_target(found, sqlite)
+
+    def _store_version(
+        self,
+        s: Session,
+        conn: Connection,
+        caller: CallerRead,
+        client_id: int,
+        secret: SecretRow,
+        seal: ReleaseSeal,
+        now: dt.datetime,
+    ) -> int:
+        """The keyholder's new version, under the client's current key: stored, counted, the
+        secret moved to it (its must-change flag cleared), old versions pruned, and recorded."""
+        a = self.checkouts
+        secret_id, current = secret.id, secret.current_version
+        found = CURRENT_KEY_VERSION.all(conn, {"client": client_id})
+        key_version = found[0][0]
+        write = WriteKey(key_version, a._sealed_key(conn, caller, client_id, key_version), current + 1)
+        new = seal.new_version(write)
+        if (new.version, new.key_version) != (write.next_version, write.key_version):
+            raise InvalidInput("the new version is not the one this check-in asked for")
+        values = {"secret_id": secret_id, "created_by": caller.me.id, "created_at": now}
+        values |= {f: getattr(new, f) for f in ("version", "key_version", "wrapped_dek", "password_blob")}
+        values["metadata_blob"] = new.metadata_blob
+        ADD_VERSION.run(conn, values)
+        count = conn.execute(COUNT_ENCRYPTION, {"client": client_id, "key": key_version}).scalar_one()
+        if count > ENCRYPTION_LIMIT:
+            raise IntegrityError(
+                f"client key version {key_version} has reached its encryption limit",
+                hint="rotate the client key: `credvault rotate client SLUG`",
+            )
+        NEW_CURRENT.run(conn, {"secret": secret_id, "new": new.version, "at": now})
+        cutoff = new.version - self.checks.retention(s)
+        if cutoff >= 1:
+            conn.execute(PRUNE, {"secret": secret_id, "cutoff": cutoff})
+        facts = {"version": new.version, "password_changed": True}
+        a._append(
+            conn, conn.dialect.name == "sqlite", caller, _Action(SECRET_UPDATE), client_id, secret_id, facts, seal
+        )
+        return new.version

@@ -1,0 +1,260 @@
+"""Check-in, break and the listing of checkouts, where the engineer's keys are.
+
+``CheckinKeyholder`` names the secret as the checkout does (the client's id or an admin's
+slug tag, the secret's name tag: ``CheckoutKeyholder.context``/``tag``) and sends a
+``ReleaseRequest``. Before the authority writes anything it shows the rows it acts on
+(``admit``): they are verified exactly as a checkout's answer (certificate, grant and its
+signer, client and slug, client-key record and sealed copy, the data key's binding, the
+name in the metadata). The seal signs and seals an event only after that, and only the
+event this request asked for. A check-in with a new value encrypts it here: a fresh
+data key wrapped under the client's current key, whose signed record is verified first
+(by an active admin, this client's, not destroyed), the value and the unchanged metadata
+under it; only ciphertext goes back.
+
+``list`` verifies its answer the same way (its own row, each client key returned, that an
+engineer is shown only their own checkouts) and opens each slug and name itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Protocol
+
+from vault import validation
+from vault.authority.requests import (
+    BREAK,
+    CHECKIN,
+    MISSING_TARGET,
+    NOT_CHECKED_OUT,
+    NOT_HELD,
+    SECRET_UPDATE,
+    STALE_CONTEXT,
+    Caller,
+    CheckoutResponse,
+    ListRequest,
+    ListResponse,
+    NewVersion,
+    ReleaseRequest,
+    ReleaseResponse,
+    SealedClientKey,
+    WriteKey,
+)
+from vault.crypto import blobs, chain
+from vault.errors import CheckoutConflict, ConcurrentChange, DecryptionFailed, NotFound, UntrustedRecord, VaultError
+from vault.keyholder.checkouts import EPOCH, CheckoutKeyholder, ClientContext, Opened
+from vault.records import CheckoutInfo
+from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ROLE_ADMIN
+
+# The details each event of a release may carry (the authority proposes them; nothing else is sealed).
+_FACTS = {SECRET_UPDATE: {"version", "password_changed"}, CHECKIN: {"new_version", "released"}, BREAK: {"holders"}}
+
+
+def _plain_facts(action: str, facts: dict[str, Any]) -> bool:
+    if set(facts) != _FACTS[action]:
+        return False
+    if action == BREAK:
+        holders = facts["holders"]
+        return isinstance(holders, list) and all(isinstance(h, str) for h in holders)
+    return all(isinstance(v, int) for v in facts.values())
+
+
+class ReleaseTransport(Protocol):
+    def release(self, request: ReleaseRequest, seal: Any) -> ReleaseResponse: ...
+
+    def list_checkouts(self, request: ListRequest) -> ListResponse: ...
+
+
+class _ReleaseSeal:
+    """The keyholder's side of a release at the in-process seam: it verifies the rows shown
+    (``admit``), then seals and signs the events of this request only, and encrypts a new version."""
+
+    def __init__(
+        self,
+        keyholder: CheckinKeyholder,
+        me: UnlockedSession,
+        ctx: ClientContext,
+        name: str,
+        tag: bytes,
+        request: ReleaseRequest,
+        new_value: str | None,
+    ) -> None:
+        self._k, self._me, self._ctx, self._name, self._tag = keyholder, me, ctx, name, tag
+        self._request, self._new_value = request, new_value
+        self.admitted: tuple[CheckoutResponse, Opened] | None = None
+        self._updated = False
+
+    def __repr__(self) -> str:
+        return "ReleaseSeal(<redacted>)"
+
+    def admit(self, draft: CheckoutResponse) -> None:
+        self.admitted = None
+        opened = self._k.checkouts.verified(self._me, self._ctx, self._name, self._tag, None, draft)
+        if draft.version.version != draft.secret.current_version:
+            raise UntrustedRecord("the authority showed another version than the secret's current one")
+        self.admitted = (draft, opened)
+
+    def _admitted(self) -> tuple[CheckoutResponse, Opened]:
+        if self.admitted is None:
+            raise UntrustedRecord("the authority asked to record a change to rows it did not show")
+        return self.admitted
+
+    def new_version(self, write: WriteKey) -> NewVersion:
+        draft, opened = self._admitted()
+        if self._new_value is None or self._updated:
+            raise UntrustedRecord("the authority asked for a new version this check-in did not give")
+        client, secret = draft.client, draft.secret
+        if write.next_version != secret.current_version + 1:
+            raise UntrustedRecord("the authority asked for another version number than the next one")
+        if write.sealed is None:
+            raise DecryptionFailed()  # no such client-key version
+        opened.checks.client_key(write.sealed, client.id, write.key_version)  # verified even if held
+        key = self._k.checkouts.client_key(
+            self._me, opened.me, opened.checks, client.id, write.key_version, write.sealed
+        )
+        version, kv = write.next_version, write.key_version
+        dek = blobs.new_key()
+        metadata = json.dumps(opened.metadata, sort_keys=True).encode("utf-8")
+        self._updated = True
+        return NewVersion(
+            version=version,
+            key_version=kv,
+            wrapped_dek=blobs.wrap_data_key(key, kv, dek, client.id, secret.id, version),
+            password_blob=blobs.encrypt_secret_field(
+                dek, kv, self._new_value.encode("utf-8"), client.id, secret.id, version, "password"
+            ),
+            metadata_blob=blobs.encrypt_secret_field(dek, kv, metadata, client.id, secret.id, version, "metadata"),
+        )
+
+    def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]:
+        draft, _opened = self._admitted()
+        asked = self._request.action
+        expected = (SECRET_UPDATE, asked) if self._request.new_value else (asked,)
+        if client_id != draft.client.id or action not in expected or not _plain_facts(action, facts):
+            raise UntrustedRecord("the event to seal is not the one this request asked for")
+        if action == SECRET_UPDATE and not self._updated:
+            raise UntrustedRecord("the event to seal records a version this check-in did not encrypt")
+        ring = self._ctx.ring
+        version = len(ring) // 32
+        raw = json.dumps(facts, sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail(ring[-32:], version, raw, client_id, seq, action)
+
+    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
+        self._admitted()
+        return chain.sign_event(self._me.signing_seed, vault_id, seq, digest)
+
+    def hold_claim(
+        self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
+    ) -> bool | None:
+        ring = self._ctx.ring
+        if client_id != self._ctx.client_id or not 1 <= key_version <= len(ring) // 32:
+            return None
+        key = ring[(key_version - 1) * 32 : key_version * 32]
+        try:
+            details = json.loads(blobs.decrypt_audit_detail(key, key_version, blob, client_id, seq, action))
+        except (ValueError, VaultError):
+            return None
+        if not isinstance(details, dict) or details.get("until") != until:
+            return None
+        return details.get("exclusive") is True
+
+
+class CheckinKeyholder:
+    """Check-ins, breaks and listings for the engineer whose keys the checkout keyholder holds."""
+
+    def __init__(self, checkouts: CheckoutKeyholder, transport: ReleaseTransport) -> None:
+        self.checkouts = checkouts
+        self.transport = transport
+
+    def __repr__(self) -> str:
+        return "CheckinKeyholder()"
+
+    def release(self, ref: str, action: str, new_value: str | None = None) -> ReleaseResponse:
+        """Check in (perhaps storing ``new_value``) or break ``ref``; the authority's answer once committed."""
+        slug, name = validation.secret_ref(ref)
+        k = self.checkouts
+        me = k.keys.session()
+        for attempt in (0, 1):
+            ctx = k.context(me, slug, fresh=attempt > 0)
+            tag = k.tag(ctx, slug, name, fresh=attempt > 0)
+            request = ReleaseRequest(
+                action=action,
+                caller=Caller(me.engineer_id, me.key_generation),
+                client_id=ctx.client_id if ctx.slug_tag is None else None,
+                slug_tag=ctx.slug_tag,
+                name_tag=tag,
+                new_value=new_value is not None,
+                audit_keys_blob=ctx.audit_keys_blob,
+                known_key_versions=tuple(v for (c, v) in k.cache if c == ctx.client_id),
+                org_pin=me.org_signing_public,
+            )
+            seal = _ReleaseSeal(self, me, ctx, name, tag, request, new_value)
+            try:
+                return self.transport.release(request, seal)
+            except ConcurrentChange as error:
+                if attempt == 0 and str(error) == STALE_CONTEXT:
+                    continue
+                raise
+            except NotFound as error:
+                if str(error) == MISSING_TARGET and attempt == 0:
+                    continue
+                if str(error) == MISSING_TARGET:
+                    raise NotFound(
+                        f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets"
+                    ) from None
+                if str(error) == NOT_HELD:
+                    raise NotFound(f"you hold no checkout of {ref!r}") from None
+                if str(error) == NOT_CHECKED_OUT:
+                    raise NotFound(f"{ref!r} is not checked out") from None
+                raise
+            except CheckoutConflict as error:
+                raise CheckoutConflict(f"{ref} is {error}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def list(self) -> list[CheckoutInfo]:
+        """The open checkouts the caller may see, each slug and name opened here."""
+        k = self.checkouts
+        me = k.keys.session()
+        request = ListRequest(Caller(me.engineer_id, me.key_generation), tuple(sorted(k.cache)), me.org_signing_public)
+        r: ListResponse = self.transport.list_checkouts(request)
+        checks, row = k.me_checked(me, r)
+        admin = row.role == ROLE_ADMIN
+        sealed: dict[tuple[int, int], SealedClientKey] = {}
+        for item in r.sealed_keys:
+            sealed.setdefault((item.record.client_id, item.record.version), item)
+        if admin and any(s.kind == "recovery" and s.recipient_id != k.keys.recovery_version() for s in sealed.values()):
+            k.keys.open_recovery()  # the recovery key the client keys are sealed to, opened for this session
+        out = []
+        for c in r.checkouts:
+            if not admin and c.engineer_id != me.engineer_id:
+                raise UntrustedRecord("the authority listed another engineer's checkout")
+            client, secret, version = c.client, c.secret, c.version
+            slug_version = blobs.blob_key_version(client.slug_blob)
+            key = k.client_key(me, row, checks, client.id, slug_version, sealed.get((client.id, slug_version)))
+            slug = blobs.decrypt_client_field(key, slug_version, client.slug_blob, client.id, "slug").decode("utf-8")
+            key = k.client_key(
+                me, row, checks, client.id, version.key_version, sealed.get((client.id, version.key_version))
+            )
+            dek = blobs.unwrap_data_key(
+                key, version.key_version, version.wrapped_dek, client.id, secret.id, version.version
+            )
+            raw = blobs.decrypt_secret_field(
+                dek,
+                blobs.blob_key_version(version.metadata_blob),
+                version.metadata_blob,
+                client.id,
+                secret.id,
+                version.version,
+                "metadata",
+            )
+            try:
+                metadata = json.loads(raw)
+            except ValueError:
+                raise DecryptionFailed() from None
+            if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+                raise DecryptionFailed()
+            started = EPOCH + dt.timedelta(microseconds=c.started_us)
+            expires = EPOCH + dt.timedelta(microseconds=c.expires_us)
+            out.append(CheckoutInfo(slug, metadata["name"], c.holder, c.exclusive, started, expires))
+        return out

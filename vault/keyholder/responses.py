@@ -1,0 +1,97 @@
+"""The trust checks a keyholder makes on the rows of an authority's response.
+
+Under the organisation key the engineer pinned (or one the signed chain of organisation
+keys leads to from it): certificates, an admin signer, a grant (the head of the caller's
+ledger for the client: theirs, unrevoked, signed by an active admin, unexpired) and a
+client-key record (signed by an active admin, not destroyed). The field layouts of
+every signature are those of ``vault/keyholder/trust.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from vault.authority.requests import OrgKeyRow, SealedClientKey
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER, LABEL_SIG_GRANT, LABEL_SIG_ORG_KEY
+from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
+from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, GrantRecord, is_revoked
+
+
+def trusted_org_key(vault_id: bytes, pinned: bytes, current: bytes, keys: tuple[OrgKeyRow, ...]) -> bytes:
+    """``current`` if it is the pinned organisation key, or if ``keys`` lead to it from the
+    pinned one, each signed by the one before; else UntrustedRecord."""
+    if current == pinned:
+        return current
+    if not keys or keys[0].public != pinned:
+        raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
+    head = keys[0]
+    for key in keys[1:]:
+        if key.version != head.version + 1:
+            raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
+        fields = org_key_fields(vault_id, key.version, key.public, head.public, key.signed_at)
+        signing.verify(
+            head.public, key.signature, LABEL_SIG_ORG_KEY, *fields, what=f"organisation key version {key.version}"
+        )
+        head = key
+    if head.public != current:
+        raise UntrustedRecord("the vault's organisation key is not on the chain this engineer trusts")
+    return current
+
+
+class ResponseChecks:
+    """The trust checks on the records of one response, under one organisation key."""
+
+    def __init__(self, vault_id: bytes, org_public: bytes, now: dt.datetime) -> None:
+        self.vault_id, self.org_public, self.now = vault_id, org_public, now
+
+    def certificate(self, row: EngineerRecord) -> None:
+        if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
+            raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys")
+        signing.verify(
+            self.org_public,
+            row.certificate,
+            LABEL_SIG_ENGINEER,
+            *certificate_fields(self.vault_id, row),
+            what=f"the public keys of engineer {row.name!r}",
+        )
+
+    def admin(self, row: EngineerRecord | None, signer_id: int) -> EngineerRecord:
+        """The signer of a record: the engineer it names, certified, an active admin."""
+        if row is None or row.id != signer_id:
+            raise UntrustedRecord("a record is signed by an unknown engineer")
+        self.certificate(row)
+        if row.role != ROLE_ADMIN or row.status != ACTIVE:
+            raise UntrustedRecord(f"a record is signed by {row.name!r}, who is not an active admin")
+        return row
+
+    def grant(
+        self, grant: GrantRecord | None, signer: EngineerRecord | None, me: EngineerRecord, client_id: int
+    ) -> None:
+        """The head of ``me``'s grant ledger for ``client_id``: theirs, unrevoked, signed, unexpired."""
+        if grant is None or is_revoked(grant):
+            raise NotFound("no such client, or you hold no grant for it")
+        if (grant.engineer_id, grant.client_id) != (me.id, client_id):
+            raise UntrustedRecord("the grant returned is not this engineer's for this client")
+        admin = self.admin(signer, grant.granted_by)
+        assert admin.signing_public is not None
+        fields = grant_fields(self.vault_id, grant, me.sealing_public)
+        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
+        if grant.until is not None and grant.until <= int(self.now.timestamp()):
+            until = dt.datetime.fromtimestamp(grant.until, dt.UTC).isoformat(timespec="minutes")
+            raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
+
+    def client_key(self, sealed: SealedClientKey, client_id: int, version: int) -> None:
+        record = sealed.record
+        if (record.client_id, record.version) != (client_id, version) or record.state == "destroyed":
+            raise DecryptionFailed()
+        admin = self.admin(sealed.signer, record.signed_by)
+        assert admin.signing_public is not None
+        signing.verify(
+            admin.signing_public,
+            record.signature,
+            LABEL_SIG_CLIENT_KEY,
+            *client_key_fields(self.vault_id, record),
+            what=f"client key version {record.version}",
+        )
