@@ -22,22 +22,23 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import (
-    AlreadyExists,
     CheckoutConflict,
     DecryptionFailed,
     InvalidInput,
     LookupMismatch,
     NotFound,
 )
-from vault.service import listing, rows, validation
+from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
+from vault.service import listing, rows, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
@@ -74,6 +75,13 @@ def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
 
 
+class _Shown(NamedTuple):
+    kind: str
+    current_version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 class ShownSecret(Protocol):
     """The columns of a secret its metadata view shows (an ORM row or a listing's row)."""
 
@@ -91,9 +99,6 @@ class ShownSecret(Protocol):
 class _Opened:
     metadata: dict[str, Any]
     data_key: bytes
-
-
-VIEW_PUBLIC_ONLY = "public-only"
 
 
 def _custom_fields(
@@ -164,6 +169,7 @@ class Secrets:
         self.policy_check = policy_check
         self.holds = holds
         self.clients = clients
+        self._keyholder: SecretKeyholder | None = None
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -262,7 +268,7 @@ class Secrets:
             )
 
     @staticmethod
-    def _secret_info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
+    def info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
         """A secret's metadata: its public custom fields with their values, its sensitive
         ones by name only (their values are revealed by checkout)."""
         custom = metadata.get("fields") or {}
@@ -281,6 +287,8 @@ class Secrets:
             updated_at=secret.updated_at,
             sensitive_fields=tuple(sensitive),
         )
+
+    _secret_info = info  # listing.secret_infos (vault/service/listing.py) still calls it
 
     # -- public API ---------------------------------------------------------------------
 
@@ -301,28 +309,13 @@ class Secrets:
         """Add a secret. ``fields`` are custom fields classified by their name (sensitive
         if it looks like a secret's); ``sensitive_fields`` are always revealed only by
         checkout, ``public_fields`` always shown with the metadata."""
-        slug, name = validation.secret_ref(ref)
+        _slug, name = validation.secret_ref(ref)
         custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
         metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
         validation.kind(kind)
         validation.password(password)
-        with self.core.store.transaction() as s:
-            client = self.clients.client(s, slug)
-            tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-            if (
-                s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
-                is not None
-            ):
-                raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
-            now = self.core.clock()
-            secret = m.Secret(
-                client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now
-            )
-            s.add(secret)
-            s.flush()
-            self._write_version(s, client, secret, 1, password, metadata)
-            self.journal.append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"kind": kind})
-            return self._secret_info(slug, secret, metadata)
+        opened = self.keyholder().add(ref, kind=kind, password=password, metadata=metadata)
+        return self._opened_info(opened)
 
     def update(
         self,
@@ -402,12 +395,12 @@ class Secrets:
                 "password_changed": password is not None,
             },
         )
-        return self._secret_info(slug, secret, metadata)
+        return self.info(slug, secret, metadata)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
 
-        Read without the write lock, one page of secrets per statement (listing.py); the
+        Read without the write lock, one page of secrets per statement (secretparts.py); the
         ``secret-list`` event is appended after, and the list returned once it is committed."""
         with self.core.store.read() as s:
             if client is not None:
@@ -417,7 +410,7 @@ class Secrets:
                 clients = (
                     list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
                 )
-            out = listing.secret_infos(self, s, clients, every=client is None and me.role == "admin")
+            out = secretparts.secret_infos(self, s, clients, every=client is None and me.role == "admin")
         if client is None:
             listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
         else:
@@ -425,34 +418,29 @@ class Secrets:
         return out
 
     def show(self, ref: str) -> SecretInfo:
-        """A secret's metadata; its password and sensitive fields are not shown."""
-        with self.core.store.transaction() as s:
-            client, secret, slug = self.secret(s, ref)
-            info = self._secret_info(slug, secret, self.open(s, client, secret, self.version(s, secret, None)).metadata)
-            # "public-only": this view showed no sensitive field (views logged before it
-            # existed showed every field: the reports count those; reports.py).
-            details = {"fields": VIEW_PUBLIC_ONLY}
-            self.journal.append(s, "secret-view", client_id=client.id, secret_id=secret.id, details=details)
-            return info
+        """A secret's metadata; its password and sensitive fields are not shown. The
+        ``secret-view`` event's details say "public-only": this view showed no sensitive
+        field (views logged before it existed showed every field: reports.py counts those)."""
+        return self._opened_info(self.keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
-        with self.core.store.transaction() as s:
-            client, secret, _slug = self.secret(s, ref)
-            self.journal.append(s, "secret-history", client_id=client.id, secret_id=secret.id)
-            rows = s.scalars(
-                select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
-            ).all()
-            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-            return [
-                VersionInfo(
-                    r.version,
-                    r.created_at,
-                    names.get(r.created_by, "?"),
-                    r.key_version,
-                    r.version == secret.current_version,
-                )
-                for r in rows
-            ]
+        opened = self.keyholder().history(ref)
+        current = opened.rows.secret.current_version
+        return [
+            VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
+            for r in opened.rows.history
+        ]
+
+    def keyholder(self) -> SecretKeyholder:
+        """This Vault object's secrets keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            self._keyholder = secretparts.secret_keyholder(self)
+        return self._keyholder
+
+    def _opened_info(self, opened: OpenedSecret) -> SecretInfo:
+        r = opened.rows
+        shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
+        return self.info(opened.slug, shown, opened.metadata)
 
     def update_in(
         self,
