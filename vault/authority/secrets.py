@@ -150,11 +150,11 @@ class SecretAuthority:
             with self.store.transaction() as unit:
                 return self.update(request, seal, s=unit)
         caller = self._authorise(s, request.target)
-        client, secret = self._target(s, request.target)
+        client, secret = self._target(s, request.target, lock=True)
         current = self._version(s, secret, secret.current_version)
+        written = self._write(s, caller, request.target, client, secret, current, seal)
         if request.kind is not None:
             secret.kind = request.kind
-        written = self._write(s, caller, request.target, client, secret, current, seal)
         if request.password_changed:
             secret.must_change = False
         details = {"version": secret.current_version, "password_changed": request.password_changed}
@@ -205,10 +205,11 @@ class SecretAuthority:
             raise NotFound(MISSING_TARGET)
         return client
 
-    def _target(self, s: Session, target: SecretTarget) -> tuple[m.Client, m.Secret]:
+    def _target(self, s: Session, target: SecretTarget, *, lock: bool = False) -> tuple[m.Client, m.Secret]:
+        """The client and the secret under the name tag (``lock``: the secret's row locked, PostgreSQL)."""
         client = self._client(s, target)
         found = select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == target.name_tag)
-        secret = s.scalars(found.with_for_update()).first()
+        secret = s.scalars(found.with_for_update() if lock else found).first()
         if secret is None:
             raise NotFound(MISSING_TARGET)
         return client, secret

@@ -70,7 +70,8 @@ class SecretLookup(Protocol):
     """Learns a client's context by its slug (grant, slug and lookup checks made), or raises
     what the lookup finds (NotFound, GrantExpired, LookupMismatch...)."""
 
-    def context(self, slug: str) -> SecretContext: ...
+    def context(self, slug: str, unit: Any = None) -> SecretContext:
+        """``unit``: the caller's unit of work (an update inside a check-in), else one of its own."""
 
 
 class SecretTransport(Protocol):
@@ -178,7 +179,7 @@ class SecretKeyholder:
         """A new version made by ``compose`` from the current one (decrypted here, verified first);
         ``unit``: the caller's unit of work, passed through to the authority."""
         slug, name = validation.secret_ref(ref)
-        me, ctx, target = self._target(slug, name)
+        me, ctx, target = self._target(slug, name, unit)
         made: list[dict[str, Any]] = []
 
         def verify(draft: SecretRows) -> tuple[dict[str, Any] | None, str | None]:
@@ -205,9 +206,9 @@ class SecretKeyholder:
 
     # -- the request ------------------------------------------------------------------------
 
-    def _target(self, slug: str, name: str) -> tuple[UnlockedSession, SecretContext, SecretTarget]:
+    def _target(self, slug: str, name: str, unit: Any = None) -> tuple[UnlockedSession, SecretContext, SecretTarget]:
         me = self.keys.session()
-        ctx = self.lookup.context(slug)
+        ctx = self.lookup.context(slug, unit)
         target = SecretTarget(
             caller=Caller(me.engineer_id, me.key_generation),
             client_id=ctx.client_id if ctx.slug_tag is None else None,

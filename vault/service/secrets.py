@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
@@ -224,49 +224,6 @@ class Secrets:
         )
         return raw.decode("utf-8")
 
-    def _write_version(
-        self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
-    ) -> None:
-        ck_version = self.trust.current_key_version(s, client)
-        client_key = self.keys.client_key(s, client.id, ck_version)
-        dek = blobs.new_key()
-        s.add(
-            m.SecretVersion(
-                secret_id=secret.id,
-                version=version,
-                key_version=ck_version,
-                wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
-                password_blob=blobs.encrypt_secret_field(
-                    dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"
-                ),
-                metadata_blob=blobs.encrypt_secret_field(
-                    dek,
-                    ck_version,
-                    json.dumps(metadata, sort_keys=True).encode("utf-8"),
-                    client.id,
-                    secret.id,
-                    version,
-                    "metadata",
-                ),
-                created_by=self.keys.me().engineer_id,
-                created_at=self.core.clock(),
-            )
-        )
-        self.keys.count_encryptions(s, client.id, ck_version)
-        secret.current_version = version
-        secret.updated_at = self.core.clock()
-        self._prune_versions(s, secret)
-
-    def _prune_versions(self, s: Session, secret: m.Secret) -> None:
-        """Destroy versions, with their data keys, beyond the retention setting (default 10;
-        never fewer than 1 kept: the version just written survives whatever the row says)."""
-        cutoff = secret.current_version - self.policy_check.retention(s)
-        if cutoff >= 1:
-            s.flush()
-            s.execute(
-                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
-            )
-
     @staticmethod
     def info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
         """A secret's metadata: its public custom fields with their values, its sensitive
@@ -350,52 +307,51 @@ class Secrets:
         fields: dict[str, str] | None,
         kind: str | None,
     ) -> SecretInfo:
-        """``update_secret`` inside the caller's transaction (check-in stores a new password
-        and releases the checkout in one transaction: a retry never stores it twice)."""
+        """``update`` inside the caller's transaction (check-in stores a new password and
+        releases the checkout in one transaction: a retry never stores it twice)."""
         if password is not None:
             validation.password(password)
         if kind is not None:
             validation.kind(kind)
-        client, secret, slug = self.secret(s, ref)
-        row = self.version(s, secret, None)
-        opened = self.open(s, client, secret, row)
-        old_password = password
-        if old_password is None:
-            old_password = self.password(client, secret, row, opened)
+        return self._write_version(s, ref, password, changes, fields, kind)
+
+    def _write_version(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """The next version, through the keyholder and the authority in the caller's unit of work
+        ``s``: the authority reads the current version, the keyholder verifies and opens it and
+        encrypts the new one (``compose``: the changes applied), the authority writes it."""
         changes = dict(changes)
         sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
-        current = dict(opened.metadata)
-        for key, value in changes.items():
-            if value is not UNSET:
-                current[key] = value
-        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
-        metadata = _metadata(
-            current["name"],
-            username=current.get("username"),
-            url=current.get("url"),
-            host=current.get("host"),
-            note=current.get("note"),
-            fields=merged_fields,
-            marks=marks,
-        )
-        if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
-            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-        if kind is not None:
-            secret.kind = kind
-        self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
-        if password is not None:
-            secret.must_change = False
-        self.journal.append(
-            s,
-            "secret-update",
-            client_id=client.id,
-            secret_id=secret.id,
-            details={
-                "version": secret.current_version,
-                "password_changed": password is not None,
-            },
-        )
-        return self.info(slug, secret, metadata)
+
+        def compose(opened: dict[str, Any], old_password: str, current_kind: str) -> tuple[str, dict[str, Any]]:
+            current = dict(opened)
+            for key, value in changes.items():
+                if value is not UNSET:
+                    current[key] = value
+            merged_fields, marks = _custom_fields(current, fields, sensitive, public)
+            metadata = _metadata(
+                current["name"],
+                username=current.get("username"),
+                url=current.get("url"),
+                host=current.get("host"),
+                note=current.get("note"),
+                fields=merged_fields,
+                marks=marks,
+            )
+            if password is None and kind in (None, current_kind) and metadata == opened:
+                raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+            return (old_password if password is None else password), metadata
+
+        changed = password is not None
+        opened = self.keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
+        return self._opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
