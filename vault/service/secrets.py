@@ -175,14 +175,21 @@ class Secrets:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
 
     def secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        """The client and secret of ``ref``, the secret's current metadata opened and its name checked."""
+        client, secret, slug = self.find(s, ref)
+        row = self.version(s, secret, None)
+        self.check_name(self.open(s, client, secret, row), validation.secret_ref(ref)[1])
+        return client, secret, slug
+
+    def find(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        """The client and the secret row under the name tag of ``ref``, nothing decrypted but the
+        client's lookup key (its name is checked by whoever opens it), else NotFound."""
         slug, name = validation.secret_ref(ref)
         client = self.clients.client(s, slug)
         tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
         secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
         if secret is None:
             raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
-        row = self.version(s, secret, None)
-        self.check_name(self.open(s, client, secret, row), name)
         return client, secret, slug
 
     @staticmethod
@@ -410,7 +417,7 @@ class Secrets:
         """``Secrets._write_update``, refused while another engineer holds an exclusive
         checkout (checked in the same transaction as the write: no window between them)."""
         me = self.trust.my_row(s)
-        _client, secret, _slug = self.secret(s, ref)
+        _client, secret, _slug = self.find(s, ref)  # opened by the keyholder, verified, before the write
         holds = self.holds.lock_and_find_holds(s, secret)
         # A hold whose row says "not exclusive" may have been edited: under an exclusive
         # policy every hold is checked against its event, which says what it was.
