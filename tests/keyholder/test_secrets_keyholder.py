@@ -90,7 +90,7 @@ def scene(team: Any) -> Scene:
 
 
 def _tamper_with(scene: Scene, tamper: Tamper, *, drop_key: bool = False) -> None:
-    keyholder = scene.alice.secrets.keyholder()
+    keyholder = scene.alice.secrets._secret_keyholder()
     real = keyholder.transport
     while isinstance(real, TamperingTransport):
         real = real.real
@@ -261,7 +261,7 @@ def test_an_add_answered_with_other_ciphertext_is_refused(scene: Scene) -> None:
 
 def test_a_version_asked_out_of_turn_is_not_encrypted(scene: Scene) -> None:
     """The authority asks the keyholder to encrypt for a draft it did not show first."""
-    keyholder = scene.alice.secrets.keyholder()
+    keyholder = scene.alice.secrets._secret_keyholder()
     real = keyholder.transport
 
     class Skipping:

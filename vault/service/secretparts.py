@@ -110,7 +110,7 @@ class _Lookup:
 
     def context(self, slug: str, unit: Session | None = None) -> SecretContext:
         if unit is None:
-            with self._secrets.core.store.transaction() as s:
+            with self._secrets.core.store.read() as s:  # reads only: no write lock
                 return self.context(slug, s)
         c, s = self._secrets, unit
         client = c.clients.client(s, slug)

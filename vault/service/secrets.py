@@ -278,7 +278,7 @@ class Secrets:
         metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
         validation.kind(kind)
         validation.password(password)
-        opened = self.keyholder().add(ref, kind=kind, password=password, metadata=metadata)
+        opened = self._secret_keyholder().add(ref, kind=kind, password=password, metadata=metadata)
         return self._opened_info(opened)
 
     def update(
@@ -357,7 +357,7 @@ class Secrets:
             return (old_password if password is None else password), metadata
 
         changed = password is not None
-        opened = self.keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
+        opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
         return self._opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
@@ -384,17 +384,17 @@ class Secrets:
         """A secret's metadata; its password and sensitive fields are not shown. The
         ``secret-view`` event's details say "public-only": this view showed no sensitive
         field (views logged before it existed showed every field: reports.py counts those)."""
-        return self._opened_info(self.keyholder().show(ref))
+        return self._opened_info(self._secret_keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
-        opened = self.keyholder().history(ref)
+        opened = self._secret_keyholder().history(ref)
         current = opened.rows.secret.current_version
         return [
             VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
             for r in opened.rows.history
         ]
 
-    def keyholder(self) -> SecretKeyholder:
+    def _secret_keyholder(self) -> SecretKeyholder:
         """This Vault object's secrets keyholder, over the in-process transport to its authority."""
         if self._keyholder is None:
             self._keyholder = secretparts.secret_keyholder(self)
