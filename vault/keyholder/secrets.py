@@ -176,8 +176,9 @@ class SecretKeyholder:
     def update(
         self, ref: str, *, kind: str | None, password_changed: bool, compose: Compose, unit: Any = None
     ) -> OpenedSecret:
-        """A new version made by ``compose`` from the current one (decrypted here, verified first);
-        ``unit``: the caller's unit of work, passed through to the authority."""
+        """A new version made by ``compose`` from the current one (verified, then opened here: its
+        password only if it is kept, ``password_changed`` False); ``unit``: the caller's unit of
+        work, passed through to the authority."""
         slug, name = validation.secret_ref(ref)
         me, ctx, target = self._target(slug, name, unit)
         made: list[dict[str, Any]] = []
@@ -185,13 +186,13 @@ class SecretKeyholder:
         def verify(draft: SecretRows) -> tuple[dict[str, Any] | None, str | None]:
             if draft.version is None:
                 raise UntrustedRecord("the authority sent no current version to update")
-            return self._verify(me, ctx, target.name_tag, name, draft, password=True)
+            return self._verify(me, ctx, target.name_tag, name, draft, password=not password_changed)
 
         def make(draft: SecretRows, metadata: dict[str, Any] | None, old: str | None, number: int) -> NewVersion:
-            assert metadata is not None and old is not None and draft.version is not None
+            assert metadata is not None and draft.version is not None
             if number != draft.version.version + 1:
                 raise UntrustedRecord("the authority asked for a version that does not follow the current one")
-            password, new_metadata = compose(metadata, old, draft.kind)
+            password, new_metadata = compose(metadata, old or "", draft.kind)  # old: opened only if kept
             made.append(new_metadata)
             return self._encrypt(me, draft, number, password, new_metadata)
 

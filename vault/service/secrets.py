@@ -354,7 +354,7 @@ class Secrets:
             )
             if password is None and kind in (None, current_kind) and metadata == opened:
                 raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-            return (old_password if password is None else password), metadata
+            return (old_password if password is None else password), metadata  # old: opened when kept
 
         changed = password is not None
         opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
