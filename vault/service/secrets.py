@@ -22,22 +22,23 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import (
-    AlreadyExists,
     CheckoutConflict,
     DecryptionFailed,
     InvalidInput,
     LookupMismatch,
     NotFound,
 )
-from vault.service import listing, rows, validation
+from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
+from vault.service import listing, rows, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
@@ -74,6 +75,13 @@ def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
 
 
+class _Shown(NamedTuple):
+    kind: str
+    current_version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 class ShownSecret(Protocol):
     """The columns of a secret its metadata view shows (an ORM row or a listing's row)."""
 
@@ -91,9 +99,6 @@ class ShownSecret(Protocol):
 class _Opened:
     metadata: dict[str, Any]
     data_key: bytes
-
-
-VIEW_PUBLIC_ONLY = "public-only"
 
 
 def _custom_fields(
@@ -164,19 +169,27 @@ class Secrets:
         self.policy_check = policy_check
         self.holds = holds
         self.clients = clients
+        self._keyholder: SecretKeyholder | None = None
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
 
     def secret(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        """The client and secret of ``ref``, the secret's current metadata opened and its name checked."""
+        client, secret, slug = self.find(s, ref)
+        row = self.version(s, secret, None)
+        self.check_name(self.open(s, client, secret, row), validation.secret_ref(ref)[1])
+        return client, secret, slug
+
+    def find(self, s: Session, ref: str) -> tuple[m.Client, m.Secret, str]:
+        """The client and the secret row under the name tag of ``ref``, nothing decrypted but the
+        client's lookup key (its name is checked by whoever opens it), else NotFound."""
         slug, name = validation.secret_ref(ref)
         client = self.clients.client(s, slug)
         tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
         secret = s.scalars(select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
         if secret is None:
             raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets")
-        row = self.version(s, secret, None)
-        self.check_name(self.open(s, client, secret, row), name)
         return client, secret, slug
 
     @staticmethod
@@ -218,51 +231,8 @@ class Secrets:
         )
         return raw.decode("utf-8")
 
-    def _write_version(
-        self, s: Session, client: m.Client, secret: m.Secret, version: int, password: str, metadata: dict[str, Any]
-    ) -> None:
-        ck_version = self.trust.current_key_version(s, client)
-        client_key = self.keys.client_key(s, client.id, ck_version)
-        dek = blobs.new_key()
-        s.add(
-            m.SecretVersion(
-                secret_id=secret.id,
-                version=version,
-                key_version=ck_version,
-                wrapped_dek=blobs.wrap_data_key(client_key, ck_version, dek, client.id, secret.id, version),
-                password_blob=blobs.encrypt_secret_field(
-                    dek, ck_version, password.encode("utf-8"), client.id, secret.id, version, "password"
-                ),
-                metadata_blob=blobs.encrypt_secret_field(
-                    dek,
-                    ck_version,
-                    json.dumps(metadata, sort_keys=True).encode("utf-8"),
-                    client.id,
-                    secret.id,
-                    version,
-                    "metadata",
-                ),
-                created_by=self.keys.me().engineer_id,
-                created_at=self.core.clock(),
-            )
-        )
-        self.keys.count_encryptions(s, client.id, ck_version)
-        secret.current_version = version
-        secret.updated_at = self.core.clock()
-        self._prune_versions(s, secret)
-
-    def _prune_versions(self, s: Session, secret: m.Secret) -> None:
-        """Destroy versions, with their data keys, beyond the retention setting (default 10;
-        never fewer than 1 kept: the version just written survives whatever the row says)."""
-        cutoff = secret.current_version - self.policy_check.retention(s)
-        if cutoff >= 1:
-            s.flush()
-            s.execute(
-                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
-            )
-
     @staticmethod
-    def _secret_info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
+    def info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
         """A secret's metadata: its public custom fields with their values, its sensitive
         ones by name only (their values are revealed by checkout)."""
         custom = metadata.get("fields") or {}
@@ -281,6 +251,8 @@ class Secrets:
             updated_at=secret.updated_at,
             sensitive_fields=tuple(sensitive),
         )
+
+    _secret_info = info  # listing.secret_infos (vault/service/listing.py) still calls it
 
     # -- public API ---------------------------------------------------------------------
 
@@ -301,28 +273,13 @@ class Secrets:
         """Add a secret. ``fields`` are custom fields classified by their name (sensitive
         if it looks like a secret's); ``sensitive_fields`` are always revealed only by
         checkout, ``public_fields`` always shown with the metadata."""
-        slug, name = validation.secret_ref(ref)
+        _slug, name = validation.secret_ref(ref)
         custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
         metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
         validation.kind(kind)
         validation.password(password)
-        with self.core.store.transaction() as s:
-            client = self.clients.client(s, slug)
-            tag = signing.lookup_tag(self.lookup_key(s, client), LABEL_TAG_SECRET_NAME, name)
-            if (
-                s.scalars(select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == tag)).first()
-                is not None
-            ):
-                raise AlreadyExists(f"secret {ref!r} already exists", hint="use `credvault secret update` to change it")
-            now = self.core.clock()
-            secret = m.Secret(
-                client_id=client.id, name_tag=tag, kind=kind, current_version=0, created_at=now, updated_at=now
-            )
-            s.add(secret)
-            s.flush()
-            self._write_version(s, client, secret, 1, password, metadata)
-            self.journal.append(s, "secret-create", client_id=client.id, secret_id=secret.id, details={"kind": kind})
-            return self._secret_info(slug, secret, metadata)
+        opened = self._secret_keyholder().add(ref, kind=kind, password=password, metadata=metadata)
+        return self._opened_info(opened)
 
     def update(
         self,
@@ -357,57 +314,56 @@ class Secrets:
         fields: dict[str, str] | None,
         kind: str | None,
     ) -> SecretInfo:
-        """``update_secret`` inside the caller's transaction (check-in stores a new password
-        and releases the checkout in one transaction: a retry never stores it twice)."""
+        """``update`` inside the caller's transaction (check-in stores a new password and
+        releases the checkout in one transaction: a retry never stores it twice)."""
         if password is not None:
             validation.password(password)
         if kind is not None:
             validation.kind(kind)
-        client, secret, slug = self.secret(s, ref)
-        row = self.version(s, secret, None)
-        opened = self.open(s, client, secret, row)
-        old_password = password
-        if old_password is None:
-            old_password = self.password(client, secret, row, opened)
+        return self._write_version(s, ref, password, changes, fields, kind)
+
+    def _write_version(
+        self,
+        s: Session,
+        ref: str,
+        password: str | None,
+        changes: dict[str, Any],
+        fields: dict[str, str] | None,
+        kind: str | None,
+    ) -> SecretInfo:
+        """The next version, through the keyholder and the authority in the caller's unit of work
+        ``s``: the authority reads the current version, the keyholder verifies and opens it and
+        encrypts the new one (``compose``: the changes applied), the authority writes it."""
         changes = dict(changes)
         sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
-        current = dict(opened.metadata)
-        for key, value in changes.items():
-            if value is not UNSET:
-                current[key] = value
-        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
-        metadata = _metadata(
-            current["name"],
-            username=current.get("username"),
-            url=current.get("url"),
-            host=current.get("host"),
-            note=current.get("note"),
-            fields=merged_fields,
-            marks=marks,
-        )
-        if password is None and kind in (None, secret.kind) and metadata == opened.metadata:
-            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-        if kind is not None:
-            secret.kind = kind
-        self._write_version(s, client, secret, secret.current_version + 1, old_password, metadata)
-        if password is not None:
-            secret.must_change = False
-        self.journal.append(
-            s,
-            "secret-update",
-            client_id=client.id,
-            secret_id=secret.id,
-            details={
-                "version": secret.current_version,
-                "password_changed": password is not None,
-            },
-        )
-        return self._secret_info(slug, secret, metadata)
+
+        def compose(opened: dict[str, Any], old_password: str, current_kind: str) -> tuple[str, dict[str, Any]]:
+            current = dict(opened)
+            for key, value in changes.items():
+                if value is not UNSET:
+                    current[key] = value
+            merged_fields, marks = _custom_fields(current, fields, sensitive, public)
+            metadata = _metadata(
+                current["name"],
+                username=current.get("username"),
+                url=current.get("url"),
+                host=current.get("host"),
+                note=current.get("note"),
+                fields=merged_fields,
+                marks=marks,
+            )
+            if password is None and kind in (None, current_kind) and metadata == opened:
+                raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+            return (old_password if password is None else password), metadata  # old: opened when kept
+
+        changed = password is not None
+        opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
+        return self._opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
 
-        Read without the write lock, one page of secrets per statement (listing.py); the
+        Read without the write lock, one page of secrets per statement (secretparts.py); the
         ``secret-list`` event is appended after, and the list returned once it is committed."""
         with self.core.store.read() as s:
             if client is not None:
@@ -417,7 +373,7 @@ class Secrets:
                 clients = (
                     list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
                 )
-            out = listing.secret_infos(self, s, clients, every=client is None and me.role == "admin")
+            out = secretparts.secret_infos(self, s, clients, every=client is None and me.role == "admin")
         if client is None:
             listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
         else:
@@ -425,34 +381,29 @@ class Secrets:
         return out
 
     def show(self, ref: str) -> SecretInfo:
-        """A secret's metadata; its password and sensitive fields are not shown."""
-        with self.core.store.transaction() as s:
-            client, secret, slug = self.secret(s, ref)
-            info = self._secret_info(slug, secret, self.open(s, client, secret, self.version(s, secret, None)).metadata)
-            # "public-only": this view showed no sensitive field (views logged before it
-            # existed showed every field: the reports count those; reports.py).
-            details = {"fields": VIEW_PUBLIC_ONLY}
-            self.journal.append(s, "secret-view", client_id=client.id, secret_id=secret.id, details=details)
-            return info
+        """A secret's metadata; its password and sensitive fields are not shown. The
+        ``secret-view`` event's details say "public-only": this view showed no sensitive
+        field (views logged before it existed showed every field: reports.py counts those)."""
+        return self._opened_info(self._secret_keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
-        with self.core.store.transaction() as s:
-            client, secret, _slug = self.secret(s, ref)
-            self.journal.append(s, "secret-history", client_id=client.id, secret_id=secret.id)
-            rows = s.scalars(
-                select(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id).order_by(m.SecretVersion.version)
-            ).all()
-            names = {e.id: e.name for e in s.scalars(select(m.Engineer))}
-            return [
-                VersionInfo(
-                    r.version,
-                    r.created_at,
-                    names.get(r.created_by, "?"),
-                    r.key_version,
-                    r.version == secret.current_version,
-                )
-                for r in rows
-            ]
+        opened = self._secret_keyholder().history(ref)
+        current = opened.rows.secret.current_version
+        return [
+            VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
+            for r in opened.rows.history
+        ]
+
+    def _secret_keyholder(self) -> SecretKeyholder:
+        """This Vault object's secrets keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            self._keyholder = secretparts.secret_keyholder(self)
+        return self._keyholder
+
+    def _opened_info(self, opened: OpenedSecret) -> SecretInfo:
+        r = opened.rows
+        shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
+        return self.info(opened.slug, shown, opened.metadata)
 
     def update_in(
         self,
@@ -466,7 +417,7 @@ class Secrets:
         """``Secrets._write_update``, refused while another engineer holds an exclusive
         checkout (checked in the same transaction as the write: no window between them)."""
         me = self.trust.my_row(s)
-        _client, secret, _slug = self.secret(s, ref)
+        _client, secret, _slug = self.find(s, ref)  # opened by the keyholder, verified, before the write
         holds = self.holds.lock_and_find_holds(s, secret)
         # A hold whose row says "not exclusive" may have been edited: under an exclusive
         # policy every hold is checked against its event, which says what it was.

@@ -2,7 +2,9 @@
 
 A listing reads the secrets of a set of clients (all of them, for an admin) joined with
 their current version, in pages keyed by the secret's id: one statement per page,
-whatever the number of secrets, and the memory of one page.
+whatever the number of secrets, and the memory of one page. ``secret list`` reads with
+an outer join, so that a secret whose current version row was deleted is seen (and
+reported as damaged), not skipped.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def _current_versions(outer: bool = False) -> Select[Any]:
     ).select_from(SECRETS.outerjoin(VERSIONS, on) if outer else SECRETS.join(VERSIONS, on))
 
 
-def current(conn: Connection, client_ids: Collection[int] | None, *, page: int = paging.PAGE) -> Iterator[ListedSecret]:
+def current(
+    conn: Connection, client_ids: Collection[int] | None, *, page: int = paging.PAGE, missing: bool = False
+) -> Iterator[ListedSecret]:
     """Every secret of ``client_ids`` (None: of every client) with its current version, by id.
-    A secret whose current version row is missing is not listed (nothing could be opened)."""
-    query = _current_versions()
+    A secret whose current version row is missing comes with None in the version's columns
+    when ``missing`` (a listing reports it as damaged); else it is not listed."""
+    query = _current_versions(outer=missing)
     if client_ids is not None:
         if not client_ids:
             return

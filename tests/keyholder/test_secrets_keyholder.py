@@ -1,0 +1,282 @@
+"""The secrets' keyholder against an authority that returns tampered rows.
+
+Each case runs a real ``secrets.show`` / ``add`` / ``update`` of an engineer whose
+transport hands the authority's draft (shown to the keyholder before the event is
+written) and its answer through a function that changes them. Every change must be
+refused with its error, before anything is decrypted (no secret field opens: counted at
+``blobs.decrypt_secret_field``) and, since the keyholder refuses the draft, nothing
+written (no event, no version). The first case, no change at all, is the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from vault.authority.requests import ClientKeyRow, SealedClientKey
+from vault.authority.secret_requests import SecretRows
+from vault.crypto import blobs
+from vault.errors import DecryptionFailed, UntrustedRecord, VaultError
+from vault.service.rows import EngineerRow, VersionRow
+from vault.storage import models as m
+
+PW, OTHER_PW, USER = "fw01-Pw-keyholder", "sw01-Pw-keyholder", "fw-admin"
+Tamper = Callable[[SecretRows], SecretRows]
+
+
+def _same(r: SecretRows) -> SecretRows:
+    return r
+
+
+class TamperingTransport:
+    """Forwards to the real transport; the draft and the answer go through ``tamper``.
+    ``drop_key``: (cache, slot) emptied first, so the keyholder must open the sealed copy sent."""
+
+    def __init__(self, real: Any, tamper: Tamper, drop_key: Any = None) -> None:
+        self.real, self.tamper, self.drop_key = real, tamper, drop_key
+
+    def _seal(self, seal: Any) -> Any:
+        tamper = self.tamper
+
+        class Seal:
+            def admit(self, draft: SecretRows) -> None:
+                seal.admit(tamper(draft))
+
+            def encrypt(self, draft: SecretRows, version: int) -> Any:
+                return seal.encrypt(tamper(draft), version)
+
+        return Seal()
+
+    def _request(self, request: Any) -> Any:
+        if self.drop_key is None:
+            return request
+        cache, slot = self.drop_key
+        cache.pop(slot, None)
+        return dataclasses.replace(request, target=dataclasses.replace(request.target, known_key_versions=()))
+
+    def read(self, request: Any, seal: Any) -> SecretRows:
+        return self.tamper(self.real.read(self._request(request), self._seal(seal)))
+
+    def add(self, request: Any, seal: Any) -> SecretRows:
+        return self.tamper(self.real.add(self._request(request), self._seal(seal)))
+
+    def update(self, request: Any, seal: Any, unit: Any = None) -> SecretRows:
+        return self.tamper(self.real.update(self._request(request), self._seal(seal), unit))
+
+
+@dataclasses.dataclass
+class Scene:
+    team: Any
+    alice: Any
+    client_id: int
+    one: int  # acme/fw01
+    two: int  # acme/sw01
+
+
+@pytest.fixture
+def scene(team: Any) -> Scene:
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.admin.secrets.add("acme/fw01", password=PW, username=USER)
+    team.admin.secrets.add("acme/sw01", password=OTHER_PW)
+    alice = team.engineer("alice")
+    team.admin.grants.grant("alice", "acme")
+    with team.admin.store.transaction() as s:
+        found = s.execute(select(m.Secret.id, m.Secret.client_id).order_by(m.Secret.id)).all()
+    return Scene(team, alice, found[0][1], found[0][0], found[1][0])
+
+
+def _tamper_with(scene: Scene, tamper: Tamper, *, drop_key: bool = False) -> None:
+    keyholder = scene.alice.secrets._secret_keyholder()
+    real = keyholder.transport
+    while isinstance(real, TamperingTransport):
+        real = real.real
+    slot = (keyholder.cache, (scene.client_id, 1)) if drop_key else None
+    keyholder.transport = TamperingTransport(real, tamper, slot)
+
+
+def _state(scene: Scene) -> tuple[Any, ...]:
+    with scene.team.admin.store.transaction() as s:
+        head = s.scalar(select(m.AuditHead.seq))
+        versions = s.scalar(select(func.count()).select_from(m.SecretVersion))
+        secrets = s.scalar(select(func.count()).select_from(m.Secret))
+    return head, versions, secrets
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The secret fields decrypted (successfully) while the test runs."""
+    seen: list[str] = []
+    real = blobs.decrypt_secret_field
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        value = real(*args, **kwargs)
+        seen.append(args[-1])
+        return value
+
+    monkeypatch.setattr(blobs, "decrypt_secret_field", counting)
+    yield seen
+
+
+def _version(scene: Scene, secret_id: int) -> VersionRow:
+    with scene.team.admin.store.transaction() as s:
+        row = s.get(m.SecretVersion, (secret_id, 1))
+        assert row is not None
+        return VersionRow(row.version, row.key_version, row.wrapped_dek, row.password_blob, row.metadata_blob)
+
+
+def _sealed_key(scene: Scene, **forged: Any) -> SealedClientKey:
+    """Alice's genuine sealed copy of client key 1 with its signed record (``forged``: fields changed)."""
+    with scene.team.admin.store.transaction() as s:
+        ck = s.get(m.ClientKey, (scene.client_id, 1))
+        alice = s.scalars(select(m.Engineer).where(m.Engineer.name == "alice")).one()
+        copy = s.get(m.ClientKeySeal, (scene.client_id, 1, "engineer", alice.id))
+        signer = s.get(m.Engineer, ck.signed_by) if ck is not None else None
+        assert ck is not None and copy is not None and signer is not None
+        record = ClientKeyRow(
+            ck.client_id, ck.version, ck.fingerprint, ck.signed_at, ck.signed_by, ck.signature, ck.state
+        )
+        signer_row = EngineerRow(*(getattr(signer, f) for f in EngineerRow._fields))
+        return SealedClientKey(dataclasses.replace(record, **forged), signer_row, "engineer", alice.id, copy.blob)
+
+
+def _flip(value: bytes) -> bytes:
+    return bytes([value[0] ^ 1]) + value[1:]
+
+
+def test_the_untampered_answer_is_shown(scene: Scene, opened: list[str]) -> None:
+    _tamper_with(scene, _same, drop_key=True)
+    info = scene.alice.secrets.show("acme/fw01")
+    assert (info.name, info.username) == ("fw01", USER) and opened == ["metadata"]
+
+
+def test_a_genuine_sealed_key_sent_with_the_answer_opens(scene: Scene) -> None:
+    """The control of the forged record below: the same copy, unchanged, is accepted."""
+    genuine = _sealed_key(scene)
+    _tamper_with(scene, lambda r: dataclasses.replace(r, sealed_key=genuine), drop_key=True)
+    assert scene.alice.secrets.show("acme/fw01").username == USER
+
+
+def _cases(scene: Scene) -> dict[str, tuple[Tamper, type[VaultError], bool]]:
+    two = _version(scene, scene.two)
+    forged_print = _sealed_key(scene, fingerprint=b"\x00" * 32)  # read before the authority's unit begins
+    forged_signature = _sealed_key(scene, signature=_flip(_sealed_key(scene).record.signature or b"\x00"))
+    return {
+        # the version row of another secret under this secret's id: its data key is bound to the other
+        "swapped version between secrets": (lambda r: dataclasses.replace(r, version=two), DecryptionFailed, False),
+        "swapped metadata blob between secrets": (
+            lambda r: (
+                dataclasses.replace(r, version=r.version._replace(metadata_blob=two.metadata_blob)) if r.version else r
+            ),
+            DecryptionFailed,
+            False,
+        ),
+        "wrong key version": (
+            lambda r: dataclasses.replace(r, version=r.version._replace(key_version=2)) if r.version else r,
+            DecryptionFailed,
+            False,
+        ),
+        "forged client-key fingerprint": (
+            lambda r: dataclasses.replace(r, sealed_key=forged_print),
+            UntrustedRecord,
+            True,
+        ),
+        "forged client-key signature": (
+            lambda r: dataclasses.replace(r, sealed_key=forged_signature),
+            UntrustedRecord,
+            True,
+        ),
+        "another secret's name tag": (
+            lambda r: dataclasses.replace(r, secret=r.secret._replace(name_tag=b"\x05" * 32)),
+            UntrustedRecord,
+            False,
+        ),
+        "another engineer's grant": (
+            lambda r: (
+                dataclasses.replace(r, grant=r.grant._replace(engineer_id=r.grant.engineer_id + 100)) if r.grant else r
+            ),
+            UntrustedRecord,
+            False,
+        ),
+    }
+
+
+CASES = [
+    "swapped version between secrets",
+    "swapped metadata blob between secrets",
+    "wrong key version",
+    "forged client-key fingerprint",
+    "forged client-key signature",
+    "another secret's name tag",
+    "another engineer's grant",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_tampered_view_is_refused_before_anything_is_decrypted(scene: Scene, opened: list[str], case: str) -> None:
+    tamper, error, drop = _cases(scene)[case]
+    _tamper_with(scene, tamper, drop_key=drop)
+    before = _state(scene)
+    with pytest.raises(error) as raised:
+        scene.alice.secrets.show("acme/fw01")
+    assert opened == [], f"decrypted {opened} before refusing"
+    assert USER not in str(raised.value) and PW not in str(raised.value)
+    assert _state(scene) == before, "a refused view wrote its event"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_tampered_update_is_refused_and_writes_nothing(scene: Scene, opened: list[str], case: str) -> None:
+    tamper, error, drop = _cases(scene)[case]
+    _tamper_with(scene, tamper, drop_key=drop)
+    before = _state(scene)
+    with pytest.raises(error):
+        scene.alice.secrets.update("acme/fw01", password="new-Pw-after-tamper")
+    assert opened == []
+    assert _state(scene) == before
+
+
+def test_an_add_under_a_forged_write_key_writes_nothing(scene: Scene) -> None:
+    forged = _sealed_key(scene, fingerprint=b"\x00" * 32)
+    _tamper_with(scene, lambda r: dataclasses.replace(r, write_key=forged), drop_key=True)
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord):
+        scene.alice.secrets.add("acme/new01", password="new-Pw-1")
+    assert _state(scene) == before
+
+
+def test_an_add_answered_with_other_ciphertext_is_refused(scene: Scene) -> None:
+    """The answer (after the commit) claims other blobs than the keyholder encrypted."""
+    two = _version(scene, scene.two)
+
+    def answer_other(r: SecretRows) -> SecretRows:
+        return dataclasses.replace(r, version=two) if r.version is not None else r
+
+    _tamper_with(scene, answer_other)
+    with pytest.raises(UntrustedRecord, match="not the version this keyholder wrote"):
+        scene.alice.secrets.add("acme/new01", password="new-Pw-1")
+
+
+def test_a_version_asked_out_of_turn_is_not_encrypted(scene: Scene) -> None:
+    """The authority asks the keyholder to encrypt for a draft it did not show first."""
+    keyholder = scene.alice.secrets._secret_keyholder()
+    real = keyholder.transport
+
+    class Skipping:
+        def update(self, request: Any, seal: Any, unit: Any = None) -> SecretRows:
+            class Shown:
+                def admit(self, draft: SecretRows) -> None:
+                    seal.admit(draft)
+
+                def encrypt(self, draft: SecretRows, version: int) -> Any:
+                    return seal.encrypt(dataclasses.replace(draft, kind="changed"), version)
+
+            return real.update(request, Shown(), unit)
+
+    keyholder.transport = Skipping()
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="did not admit"):
+        scene.alice.secrets.update("acme/fw01", password="new-Pw-2")
+    assert _state(scene) == before

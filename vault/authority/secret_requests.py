@@ -1,0 +1,124 @@
+"""The values that cross between the keyholder and the authority, for secrets.
+
+As for the checkout (``requests.py``): frozen values of ints, bytes, strings and the
+storage layer's plain rows, so that the same requests can be serialised and cross a
+network later. A request names the action, the caller and the target by ids and lookup
+tags only (the client's id, or an admin's slug tag; the secret's name tag): never a slug,
+a name or any plaintext. What the authority answers is ciphertext and signed public
+records, which the keyholder verifies before it decrypts anything.
+
+``SecretRows`` is both the draft the keyholder is shown before the event is written
+(``admit``: a refusal writes nothing) and the committed answer. A new version (add,
+update) is encrypted by the keyholder for the (client, secret, version) the authority
+assigns inside its unit of work (``NewVersion``), under the client-key version whose
+signed record the draft carries.
+
+Refusals the keyholder says in the user's words (it knows the slug and name the authority
+never sees): ``MISSING_TARGET`` (requests.py), ``NAME_TAKEN`` and ``NO_CURRENT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
+from vault.service.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
+
+VIEW, HISTORY, CREATE, UPDATE = "secret-view", "secret-history", "secret-create", "secret-update"
+READ_ACTIONS = (VIEW, HISTORY)
+NAME_TAKEN = "a secret of this client has this name tag already"
+NO_CURRENT_VERSION = "the secret's current version row is missing: the database was changed outside credvault"
+
+
+@dataclass(frozen=True)
+class SecretTarget:
+    """Who acts, on which client (an engineer's: by the id their grant names; an admin's: by
+    the slug tag under the root lookup key) and which secret (by its name tag)."""
+
+    caller: Caller
+    client_id: int | None
+    slug_tag: bytes | None
+    name_tag: bytes
+    known_key_versions: tuple[int, ...]  # client-key versions the keyholder holds already
+    org_pin: bytes  # the organisation key the engineer trusts
+
+    def __repr__(self) -> str:
+        return f"SecretTarget(engineer={self.caller.engineer_id}, client={self.client_id})"
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """``secret-view`` (the current version's metadata) or ``secret-history`` (the versions)."""
+
+    action: str
+    target: SecretTarget
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """A new secret of ``kind``: its first version is encrypted by the keyholder (``NewVersion``)."""
+
+    target: SecretTarget
+    kind: str
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A new version of an existing secret; ``kind`` None keeps it, ``password_changed``
+    clears the must-change flag (the new version's content is the keyholder's)."""
+
+    target: SecretTarget
+    kind: str | None
+    password_changed: bool
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One version of a secret as the history shows it (no ciphertext)."""
+
+    version: int
+    created_at: dt.datetime
+    created_by: str
+    key_version: int
+
+
+@dataclass(frozen=True, repr=False)
+class NewVersion:
+    """A version encrypted by the keyholder for (client, secret, version) under ``key_version``."""
+
+    key_version: int
+    wrapped_dek: bytes
+    password_blob: bytes
+    metadata_blob: bytes
+
+    def __repr__(self) -> str:
+        return f"NewVersion(key_version={self.key_version}, <ciphertext>)"
+
+
+@dataclass(frozen=True, repr=False)
+class SecretRows:
+    """What the authority read or wrote, with the rows that vouch for it: the caller's own
+    row, an engineer's grant head and its signer, the client, the secret, a version (the
+    current one; None in the draft of an add) and a sealed client key the keyholder does
+    not hold (or, for a write, the signed record of the key new data goes under)."""
+
+    seq: int  # the event's number; 0 in a draft
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    grant: GrantRow | None
+    grant_signer: EngineerRow | None
+    client: ClientRow
+    secret: SecretRow
+    kind: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    version: VersionRow | None
+    sealed_key: SealedClientKey | None
+    write_key: SealedClientKey | None  # add/update: the client's current key version, signed
+    history: tuple[HistoryRow, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"SecretRows(seq={self.seq}, secret={self.secret.id})"

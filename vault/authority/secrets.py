@@ -1,0 +1,358 @@
+"""Secrets, where the database is: authorise, read or write ciphertext rows, record, commit.
+
+One unit of work per request, in this order: who calls (an active engineer whose
+certificate verifies, with the key generation the request names; the head of their grant
+ledger for the client, or the admin role) — a refused caller is refused here, before any
+row of the client or the secret is read; then the client (by id, or an admin's slug tag)
+and the secret (by its name tag) with its current version; for a write, the client-key
+version new data goes under (the newest admin-signed one) and the new rows, whose
+ciphertext the keyholder makes for the ids assigned here; the audit event; the commit.
+Only then does the answer leave: ciphertext, ids, tags and signed public records.
+
+The keyholder sees the draft of the answer before the event is written (``SecretSeal.
+admit``: a refusal writes nothing), as the checkout does (authority/checkouts.py). The
+event itself is appended by ``Recorder`` (the Journal: its signature and sealed details
+are the keyholder's hands lent in-process, the seam the team-server issue replaces).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
+from vault.authority.requests import MISSING_TARGET, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.secret_requests import (
+    CREATE,
+    HISTORY,
+    NAME_TAKEN,
+    NO_CURRENT_VERSION,
+    READ_ACTIONS,
+    UPDATE,
+    VIEW,
+    AddRequest,
+    HistoryRow,
+    NewVersion,
+    ReadRequest,
+    SecretRows,
+    SecretTarget,
+    UpdateRequest,
+)
+from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
+from vault.service import rows
+from vault.service.core import ENCRYPTION_LIMIT, ROLE_ADMIN
+from vault.service.rows import ClientRow, EngineerRecord, EngineerRow, GrantRecord, SecretRow, VersionRow
+from vault.storage import models as m
+from vault.storage.engine import Store
+
+VIEW_PUBLIC_ONLY = "public-only"  # a view's details: it showed no sensitive field (reports.py counts the others)
+
+
+class SecretChecks(Protocol):
+    """The trust checks the authority makes: signatures and public keys only."""
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        """The vault's current organisation key, as read in this unit of work."""
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
+
+    def current_key_version(self, s: Session, client: m.Client) -> int:
+        """The client-key version new data goes under: the newest admin-signed one, else IntegrityError."""
+
+    def retention(self, s: Session) -> int:
+        """How many versions of a secret are kept."""
+
+
+class Recorder(Protocol):
+    """Appends an event in the caller's unit of work (the Journal)."""
+
+    def append(
+        self, s: Session, action: str, *, client_id: int | None, secret_id: int | None, details: dict[str, Any] | None
+    ) -> int:
+        """The new event's seq."""
+
+
+class SecretSeal(Protocol):
+    """The keyholder's hands inside the unit of work (the in-process seam)."""
+
+    def admit(self, draft: SecretRows) -> None:
+        """Verify (and open) what will be answered, before the event is written; raise to refuse."""
+
+    def encrypt(self, draft: SecretRows, version: int) -> NewVersion:
+        """The new version ``version`` of ``draft.secret``, encrypted under ``draft.write_key``."""
+
+
+class SecretAuthority:
+    """Show, history, add and update of secrets, given a request, one unit of work each."""
+
+    def __init__(self, store: Store, checks: SecretChecks, recorder: Recorder, clock: Callable[[], dt.datetime]):
+        self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
+
+    # -- the operations -------------------------------------------------------------------------
+
+    def read(self, request: ReadRequest, seal: SecretSeal) -> SecretRows:
+        """A secret's current version (``secret-view``) or its versions (``secret-history``)."""
+        if request.action not in READ_ACTIONS:
+            raise InvalidInput(f"unknown action {request.action!r}")
+        with self.store.transaction() as s:
+            caller = self._authorise(s, request.target)
+            client, secret = self._target(s, request.target)
+            version = self._version(s, secret, secret.current_version)
+            history: tuple[HistoryRow, ...] = ()
+            if request.action == HISTORY:
+                history = self._history(s, secret.id)
+            draft = self._draft(s, caller, request.target, client, secret, version, None, history)
+            seal.admit(draft)
+            details = {"fields": VIEW_PUBLIC_ONLY} if request.action == VIEW else None
+            seq = self.recorder.append(s, request.action, client_id=client.id, secret_id=secret.id, details=details)
+        return dataclasses.replace(draft, seq=seq)
+
+    def add(self, request: AddRequest, seal: SecretSeal) -> SecretRows:
+        """A new secret under the name tag asked for, with its first version."""
+        with self.store.transaction() as s:
+            caller = self._authorise(s, request.target)
+            client = self._client(s, request.target)
+            name_tag = request.target.name_tag
+            taken = select(m.Secret.id).where(m.Secret.client_id == client.id, m.Secret.name_tag == name_tag)
+            if s.scalars(taken).first() is not None:
+                raise AlreadyExists(NAME_TAKEN)
+            now = self.clock()
+            secret = m.Secret(
+                client_id=client.id,
+                name_tag=name_tag,
+                kind=request.kind,
+                current_version=0,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(secret)
+            s.flush()
+            written = self._write(s, caller, request.target, client, secret, None, seal)
+            seq = self.recorder.append(
+                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": request.kind}
+            )
+        return dataclasses.replace(written, seq=seq)
+
+    def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
+        """A new version of the secret (``s``: inside the caller's unit of work, which commits it)."""
+        if s is None:
+            with self.store.transaction() as unit:
+                return self.update(request, seal, s=unit)
+        caller = self._authorise(s, request.target)
+        client, secret = self._target(s, request.target, lock=True)
+        current = self._version(s, secret, secret.current_version)
+        written = self._write(s, caller, request.target, client, secret, current, seal)
+        if request.kind is not None:
+            secret.kind = request.kind
+        if request.password_changed:
+            secret.must_change = False
+        details = {"version": secret.current_version, "password_changed": request.password_changed}
+        seq = self.recorder.append(s, UPDATE, client_id=client.id, secret_id=secret.id, details=details)
+        return dataclasses.replace(written, seq=seq, kind=secret.kind, secret=self._secret_row(secret))
+
+    # -- who calls ---------------------------------------------------------------------------
+
+    def _authorise(self, s: Session, target: SecretTarget) -> CallerRead:
+        """An active, certified engineer of the key generation the request names, who is an
+        admin or holds the head of their grant ledger for the client. Nothing of the client
+        or the secret has been read when this refuses."""
+        if (target.client_id is None) == (target.slug_tag is None):
+            raise InvalidInput("a request names its client by id or by slug tag")
+        conn = rows.connection(s)
+        sqlite = conn.dialect.name == "sqlite"
+        client_id = target.client_id if target.client_id is not None else 0
+        found = CALLER[sqlite].all(conn, {"me": target.caller.engineer_id, "client": client_id})
+        if not found:
+            raise Locked("the acting engineer no longer exists in this vault")
+        caller = CallerRead(found, sqlite)
+        me = caller.me
+        self.checks.organisation_key(s, caller.org_signing_public)
+        self.checks.certificate(s, me)
+        if me.status != ACTIVE:
+            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
+        if me.key_generation != target.caller.key_generation:
+            raise Locked(
+                f"the keys of {me.name!r} have changed since this session was unlocked",
+                hint="run `credvault unlock` again",
+            )
+        if me.role != ROLE_ADMIN:
+            if target.slug_tag is not None:
+                raise AccessDenied(f"{me.name!r} is not an admin", hint="name the client by the id your grant names")
+            self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
+        return caller
+
+    # -- what is acted on ----------------------------------------------------------------------
+
+    @staticmethod
+    def _client(s: Session, target: SecretTarget) -> m.Client:
+        if target.slug_tag is not None:
+            query = select(m.Client).where(m.Client.slug_tag == target.slug_tag)
+        else:
+            query = select(m.Client).where(m.Client.id == target.client_id)
+        client = s.scalars(query).first()
+        if client is None:
+            raise NotFound(MISSING_TARGET)
+        return client
+
+    def _target(self, s: Session, target: SecretTarget, *, lock: bool = False) -> tuple[m.Client, m.Secret]:
+        """The client and the secret under the name tag (``lock``: the secret's row locked, PostgreSQL)."""
+        client = self._client(s, target)
+        found = select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == target.name_tag)
+        secret = s.scalars(found.with_for_update() if lock else found).first()
+        if secret is None:
+            raise NotFound(MISSING_TARGET)
+        return client, secret
+
+    @staticmethod
+    def _version(s: Session, secret: m.Secret, version: int) -> m.SecretVersion:
+        row = s.get(m.SecretVersion, (secret.id, version))
+        if row is None:
+            raise IntegrityError(NO_CURRENT_VERSION)
+        return row
+
+    @staticmethod
+    def _history(s: Session, secret_id: int) -> tuple[HistoryRow, ...]:
+        found = s.execute(
+            select(m.SecretVersion.version, m.SecretVersion.created_at, m.Engineer.name, m.SecretVersion.key_version)
+            .outerjoin(m.Engineer, m.Engineer.id == m.SecretVersion.created_by)
+            .where(m.SecretVersion.secret_id == secret_id)
+            .order_by(m.SecretVersion.version)
+        ).all()
+        return tuple(HistoryRow(r[0], r[1], r[2] or "?", r[3]) for r in found)
+
+    # -- a new version -------------------------------------------------------------------------
+
+    def _write(
+        self,
+        s: Session,
+        caller: CallerRead,
+        target: SecretTarget,
+        client: m.Client,
+        secret: m.Secret,
+        current: m.SecretVersion | None,
+        seal: SecretSeal,
+    ) -> SecretRows:
+        """The next version of ``secret``, encrypted by the keyholder under the client's current
+        key (its signed record in the draft), counted against the key's bound, then older
+        versions beyond the retention destroyed."""
+        key_version = self.checks.current_key_version(s, client)
+        write_key = self._sealed_key(s, caller, client.id, key_version)
+        if write_key is None:
+            raise IntegrityError(f"client key version {key_version} has no record")
+        draft = self._draft(s, caller, target, client, secret, current, write_key, ())
+        seal.admit(draft)
+        number = secret.current_version + 1
+        new = seal.encrypt(draft, number)
+        if new.key_version != key_version:
+            raise InvalidInput("the new version is not encrypted under the client's current key")
+        now = self.clock()
+        s.add(
+            m.SecretVersion(
+                secret_id=secret.id,
+                version=number,
+                key_version=key_version,
+                wrapped_dek=new.wrapped_dek,
+                password_blob=new.password_blob,
+                metadata_blob=new.metadata_blob,
+                created_by=caller.me.id,
+                created_at=now,
+            )
+        )
+        s.flush()
+        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
+            update(m.ClientKey)
+            .where(m.ClientKey.client_id == client.id, m.ClientKey.version == key_version)
+            .values(encryptions=m.ClientKey.encryptions + 1)
+            .returning(m.ClientKey.encryptions)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        if count > ENCRYPTION_LIMIT:
+            raise IntegrityError(
+                f"client key version {key_version} has reached its encryption limit",
+                hint="rotate the client key: `credvault rotate client SLUG`",
+            )
+        secret.current_version, secret.updated_at = number, now
+        cutoff = number - self.checks.retention(s)
+        if cutoff >= 1:
+            s.flush()
+            s.execute(
+                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
+            )
+        version = VersionRow(number, key_version, new.wrapped_dek, new.password_blob, new.metadata_blob)
+        return dataclasses.replace(draft, secret=self._secret_row(secret), version=version, updated_at=now)
+
+    # -- the answer ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _secret_row(secret: m.Secret) -> SecretRow:
+        return SecretRow(secret.id, secret.name_tag, secret.current_version, bool(secret.must_change))
+
+    def _draft(
+        self,
+        s: Session,
+        caller: CallerRead,
+        target: SecretTarget,
+        client: m.Client,
+        secret: m.Secret,
+        version: m.SecretVersion | None,
+        write_key: SealedClientKey | None,
+        history: tuple[HistoryRow, ...],
+    ) -> SecretRows:
+        engineer = caller.me.role != ROLE_ADMIN
+        sealed = None
+        if version is not None and version.key_version not in target.known_key_versions:
+            sealed = self._sealed_key(s, caller, client.id, version.key_version)
+        return SecretRows(
+            seq=0,
+            vault_id=caller.vault_id,
+            org_signing_public=caller.org_signing_public,
+            org_chain=self._org_chain(s, target.org_pin, caller.org_signing_public),
+            me=caller.me,
+            grant=caller.grants[0] if engineer and caller.grants else None,
+            grant_signer=caller.signers[0] if engineer and caller.signers else None,
+            client=ClientRow(client.id, client.slug_blob, client.lookup_key_blob, client.audit_keys_blob),
+            secret=self._secret_row(secret),
+            kind=secret.kind,
+            created_at=secret.created_at,
+            updated_at=secret.updated_at,
+            version=None
+            if version is None
+            else VersionRow(
+                version.version, version.key_version, version.wrapped_dek, version.password_blob, version.metadata_blob
+            ),
+            sealed_key=sealed,
+            write_key=write_key,
+            history=history,
+        )
+
+    @staticmethod
+    def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
+        if pinned == current:
+            return ()
+        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
+        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+        return () if start is None else tuple(keys[start:])
+
+    @staticmethod
+    def _sealed_key(s: Session, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:
+        """The signed record of a client-key version, its signer and the caller's sealed copy."""
+        admin = caller.me.role == ROLE_ADMIN
+        kind, recipient = ("recovery", caller.root_version or 0) if admin else ("engineer", caller.me.id)
+        params = {"client": client_id, "version": version, "kind": kind, "recipient": recipient}
+        found = SEALED_KEY.all(rows.connection(s), params)
+        if not found:
+            return None
+        r = found[0]
+        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
+        return SealedClientKey(ClientKeyRow(*r[:7]), signer, kind, recipient, r[7])

@@ -1,0 +1,156 @@
+"""The in-process collaborators of the secrets' two halves, and the secret listing.
+
+Adapters over the Vault object's trust, policies, journal and keys, handed to the
+secrets' authority (``vault/authority/secrets.py``) and keyholder
+(``vault/keyholder/secrets.py``), which are joined by the in-process transport
+(``vault/transport/secrets.py``): ``secret_keyholder(secrets)`` builds the three.
+
+``secret_infos`` is ``secret list``'s read: in ``Store.read()`` (no write lock), the
+secrets of the clients listed with their current version one keyset page per statement,
+each metadata blob opened (never a password). A secret whose current-version row is
+missing is reported as damaged (``IntegrityError``), never passed over in silence: a
+writer of the database could otherwise hide a secret from every listing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from vault.authority.secrets import SecretAuthority
+from vault.crypto import sealing, signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
+from vault.errors import DecryptionFailed, IntegrityError
+from vault.keyholder.secrets import SecretContext, SecretKeyholder
+from vault.service import listing, rows
+from vault.service.core import ROLE_ADMIN
+from vault.service.records import SecretInfo
+from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
+from vault.service.sessions import UnlockedSession
+from vault.storage import models as m
+from vault.storage.repositories import secrets as secret_rows
+from vault.transport.secrets import InProcessSecretTransport
+
+if TYPE_CHECKING:
+    from vault.keyholder.keys import Keys
+    from vault.service.secrets import Secrets
+
+
+class _Checks:
+    """The authority's checks (signatures and public keys only), made by the Vault's trust."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._trust, self._policies = secrets.trust, secrets.policy_check
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        self._trust.verify_certificate(s, row)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._trust.first_valid_grant(s, grants, engineer, signers)
+
+    def current_key_version(self, s: Session, client: m.Client) -> int:
+        return self._trust.current_key_version(s, client)
+
+    def retention(self, s: Session) -> int:
+        return self._policies.retention(s)
+
+
+class _Recorder:
+    """The Journal's append (its signature and sealed details: the keyholder's, in-process)."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._journal = secrets.journal
+
+    def append(
+        self, s: Session, action: str, *, client_id: int | None, secret_id: int | None, details: dict[str, Any] | None
+    ) -> int:
+        return self._journal.append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
+
+
+class _EngineerKeys:
+    """The acting engineer's unlocked keys, as the secrets' keyholder asks for them."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    def session(self) -> UnlockedSession:
+        return self._keys.me()
+
+    def sealing_public(self) -> bytes:
+        return self._keys.session_sealing_public(self._keys.me())
+
+    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        if kind == "recovery":
+            bundle = self._keys.root
+            if bundle is None or bundle.version != recipient_id:
+                raise DecryptionFailed()
+            return sealing.open_sealed(bundle.recovery, version, blob, context)
+        if kind != "engineer" or recipient_id != self._keys.me().engineer_id:
+            raise DecryptionFailed()
+        return sealing.open_sealed(self._keys.my_keypair(), version, blob, context)
+
+    def recovery_version(self) -> int | None:
+        bundle = self._keys.root
+        return None if bundle is None else bundle.version
+
+
+class _Lookup:
+    """A client's context, learned through the Vault's checked client lookup (the grant, the
+    slug, the lookup key), in a unit of work of its own or the caller's (``unit``)."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._secrets = secrets
+
+    def context(self, slug: str, unit: Session | None = None) -> SecretContext:
+        if unit is None:
+            with self._secrets.core.store.read() as s:  # reads only: no write lock
+                return self.context(slug, s)
+        c, s = self._secrets, unit
+        client = c.clients.client(s, slug)
+        slug_tag = None
+        if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
+            slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+        return SecretContext(client.id, slug, slug_tag, client.slug_blob, c.lookup_key(s, client))
+
+
+def secret_keyholder(secrets: Secrets) -> SecretKeyholder:
+    """The secrets' keyholder of this Vault object, over an in-process transport to its authority."""
+    authority = SecretAuthority(secrets.core.store, _Checks(secrets), _Recorder(secrets), secrets.core.clock)
+    return SecretKeyholder(
+        InProcessSecretTransport(authority),
+        _EngineerKeys(secrets.keys),
+        _Lookup(secrets),
+        secrets.keys.client_keys,
+        secrets.core.clock,
+    )
+
+
+def secret_infos(secrets: Secrets, s: Session, clients: Sequence[m.Client], every: bool) -> list[SecretInfo]:
+    """The metadata of every secret of ``clients`` (``every``: of all clients, read without a
+    filter), sorted by client and name: a keyset page of secrets with their current version
+    per statement, each metadata blob opened here. A secret without its current version is
+    damaged: ``IntegrityError``, naming it by client and id."""
+    by_id = {c.id: c for c in clients}
+    listing.unseal_client_keys(secrets, s, secrets.trust.my_row(s), clients)  # an engineer's: with their grants
+    slugs = {c.id: secrets.clients.slug(s, c) for c in clients}
+    out = []
+    for secret in secret_rows.current(rows.connection(s), None if every else list(by_id), missing=True):
+        client = by_id.get(secret.client_id)
+        if client is None:
+            continue  # a client added since the clients were read (PostgreSQL): not listed
+        if secret.version is None:
+            raise IntegrityError(
+                f"secret #{secret.id} of client {slugs[client.id]!r} is damaged: "
+                f"its current version {secret.current_version} is missing",
+                hint="the database was changed outside credvault; restore it from a backup",
+            )
+        opened = secrets.open(s, client, secret, secret)
+        out.append(secrets.info(slugs[client.id], secret, opened.metadata))
+    return sorted(out, key=lambda info: (info.client, info.name))

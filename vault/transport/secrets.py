@@ -1,0 +1,36 @@
+"""The in-process transport of the secrets' requests (``inprocess.py`` is the checkout's).
+
+``InProcessSecretTransport(authority)`` hands each request value to the secrets' authority
+and returns its answer: no copy, no serialisation. ``seal`` is the keyholder's
+``SecretSeal`` (vault/authority/secrets.py), the in-process seam: it lends the authority
+the keyholder's hands inside its unit of work (verify the draft before the event is
+written; encrypt a new version for the ids assigned there). An update made inside a
+check-in passes the check-in's unit of work (``unit``): only a transport inside one
+process can carry either; the team-server issue replaces both.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.authority.secrets import SecretAuthority, SecretSeal
+
+
+class InProcessSecretTransport:
+    """Calls the secrets' authority directly."""
+
+    def __init__(self, authority: SecretAuthority) -> None:
+        self.authority = authority
+
+    def __repr__(self) -> str:
+        return "InProcessSecretTransport()"
+
+    def read(self, request: ReadRequest, seal: SecretSeal) -> SecretRows:
+        return self.authority.read(request, seal)
+
+    def add(self, request: AddRequest, seal: SecretSeal) -> SecretRows:
+        return self.authority.add(request, seal)
+
+    def update(self, request: UpdateRequest, seal: SecretSeal, unit: Session | None = None) -> SecretRows:
+        return self.authority.update(request, seal, s=unit)
