@@ -390,3 +390,38 @@ def test_a_streamed_report_is_audited_before_its_first_record(team) -> None:  # 
     with pytest.raises(NotFound):
         next(admin.reports.access("nobody", stream=True))
     assert admin.audit.head()[0] == before + 1
+
+
+def test_a_fresh_vault_object_opens_only_the_named_clients_key(team, reopen, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The session's slug hints are shared by the Vault objects of this process: a fresh one
+    (a command served in-process) opens the key of the client it names, not of every client
+    the engineer holds a grant for; and what it opens is checked as always."""
+    from vault.crypto import sealing
+
+    opened: dict[int, int] = {}
+    for n in (3, 30):
+        slugs = [f"g{n:02}-{i:02}" for i in range(n)]
+        for slug in slugs:
+            team.admin.clients.add(slug, slug)
+        target = f"{slugs[-1]}/fw01"
+        team.admin.secrets.add(target, password="pw-1")
+        vault = team.engineer(f"eng{n}")
+        for slug in slugs:
+            team.admin.grants.grant(f"eng{n}", slug)
+        assert vault.checkouts.checkout(target, reason=REASON).value == "pw-1"  # learns the session's clients
+        fresh = reopen(vault)
+        calls = []
+        real = sealing.open_sealed
+
+        def counted(*args: Any, real: Any = real, calls: list[int] = calls, **kwargs: Any) -> Any:
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sealing, "open_sealed", counted)
+        assert fresh.checkouts.checkout(target, reason=REASON).value == "pw-1"
+        monkeypatch.undo()
+        opened[n] = len(calls)
+        team.admin.grants.revoke(f"eng{n}", slugs[-1])  # the hint does not outlive the grant
+        with pytest.raises((NotFound, AccessDenied)):
+            reopen(vault).checkouts.checkout(target, reason=REASON)
+    assert opened[30] == opened[3] <= 2, opened
