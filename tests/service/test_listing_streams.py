@@ -403,12 +403,13 @@ def test_a_fresh_vault_object_opens_only_the_named_clients_key(team, reopen, mon
         slugs = [f"g{n:02}-{i:02}" for i in range(n)]
         for slug in slugs:
             team.admin.clients.add(slug, slug)
-        target = f"{slugs[-1]}/fw01"
+        target, first = f"{slugs[-1]}/fw01", f"{slugs[0]}/fw01"
         team.admin.secrets.add(target, password="pw-1")
+        team.admin.secrets.add(first, password="pw-0")
         vault = team.engineer(f"eng{n}")
         for slug in slugs:
             team.admin.grants.grant(f"eng{n}", slug)
-        assert vault.checkouts.checkout(target, reason=REASON).value == "pw-1"  # learns the session's clients
+        assert vault.checkouts.checkout(first, reason=REASON).value == "pw-0"  # learns every client of the session
         fresh = reopen(vault)
         calls = []
         real = sealing.open_sealed

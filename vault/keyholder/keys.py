@@ -88,13 +88,13 @@ class Keys:
         A hint is only where to look: ``Clients.client`` verifies that client's grant and
         opens its slug on every use, and looks again through the grants when either fails.
         The hints hold ids and slugs, never a key; they are kept per (vault, engineer,
-        signing key, session expiry), so a new unlock starts afresh, and ``lock`` (which
-        clears them) forgets those of the session it ends. Bounded: ``HINT_SESSIONS``
-        sessions, ``HINT_SLUGS`` slugs each."""
+        signing key, session expiry to the second, as the session store keeps it), so a new
+        unlock starts afresh, and ``lock`` (which clears them) forgets those of the session
+        it ends. Bounded: ``HINT_SESSIONS`` sessions, ``HINT_SLUGS`` slugs each."""
         session = self.session
         if session is not None:
             digest = hashlib.sha256(b"credvault slug hints\0" + session.signing_seed).digest()
-            self._hint_key = (session.vault_id, session.engineer_id, digest, session.expires_at)
+            self._hint_key = (session.vault_id, session.engineer_id, digest, session.expires_at.replace(microsecond=0))
         key = self._hint_key
         if key is None:
             return {}
