@@ -12,18 +12,24 @@ starts from the first event; ``--checkpoint FILE`` checks signed checkpoints kep
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import itertools
+import json
+import textwrap
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .context import AppContext, pass_app
 from .errors import CommandFailed
-from .output import echo_json, echo_records, echo_table
+from .output import cell, echo_json, echo_records, echo_table
 
 if TYPE_CHECKING:
-    from vault.service.records import AccessRecord
+    from vault.service.records import AccessRecord, AuditEntry
+
+T = TypeVar("T")
+BLOCK = 500  # rows of a streamed table printed together (their widths decided together)
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 FULL_EVERY_DAYS = 7
@@ -149,13 +155,19 @@ def log(
     Example:
       credvault audit log --engineer bob --since 30d
     """
-    entries = app.session_vault().audit.log(client=client, engineer=engineer, since=_since(since), limit=limit)
+    vault = app.session_vault()
+    if limit is None and not _agent(vault):  # the whole log: streamed, printed as it is read
+        entries: Iterable[AuditEntry] = vault.audit.log(
+            client=client, engineer=engineer, since=_since(since), stream=True
+        )
+    else:
+        entries = vault.audit.log(client=client, engineer=engineer, since=_since(since), limit=limit)
     if as_json:
-        echo_records(entries)
+        _stream_json(e.to_json() for e in entries)
         return
-    echo_table(
+    _stream_table(
         ["seq", "time", "engineer", "action", "client/secret", "details"],
-        [
+        (
             (
                 e.seq,
                 e.at,
@@ -165,8 +177,53 @@ def log(
                 _details(e.details, e.readable),
             )
             for e in entries
-        ],
+        ),
     )
+
+
+def _agent(vault: object) -> bool:
+    """Whether ``vault`` is the running agent's (cli/agentvault.py): it answers ``audit log``
+    in one response, not as a stream."""
+    from .agentvault import AgentVault
+
+    return isinstance(vault, AgentVault)
+
+
+def _first(items: Iterable[T]) -> tuple[list[T], Iterator[T]]:
+    """The first item of ``items`` (none if it is empty) and an iterator of the rest: the
+    stream's checks and errors come out before anything is printed."""
+    it = iter(items)
+    return list(itertools.islice(it, 1)), it
+
+
+def _stream_json(records: Iterable[dict[str, Any]]) -> None:
+    """``echo_json`` of a list, printed record by record (the same text, never the whole list)."""
+    first, rest = _first(records)
+    if not first:
+        click.echo("[]")
+        return
+    for i, record in enumerate(itertools.chain(first, rest)):
+        text = textwrap.indent(json.dumps(record, indent=2, ensure_ascii=True), "  ")
+        click.echo(("[\n" if i == 0 else ",\n") + text, nl=False)
+    click.echo("\n]")
+
+
+def _stream_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """``echo_table``, printed a block of ``BLOCK`` rows at a time: the columns are as wide as
+    the widest cell of the first block, and widen (never narrow) for a wider cell later.
+    Output of up to ``BLOCK`` rows is exactly ``echo_table``'s."""
+    first, rest = _first(rows)
+    if not first:
+        click.echo("(none)")
+        return
+    widths = [len(h) for h in headers]
+    stream = itertools.chain(first, rest)
+    shown = False
+    while block := [[cell(value) for value in row] for row in itertools.islice(stream, BLOCK)]:
+        widths = [max(w, *(len(row[i]) for row in block)) for i, w in enumerate(widths)]
+        for row in block if shown else [[h.upper() for h in headers], *block]:
+            click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
+        shown = True
 
 
 def _details(details: dict[str, object] | None, readable: bool) -> str:
@@ -218,8 +275,11 @@ def access(app: AppContext, engineer: str, as_json: bool) -> None:
     Example:
       credvault report access bob --json
     """
-    rows = app.session_vault().reports.access(engineer)
-    _echo_access(rows, as_json)
+    records = app.session_vault().reports.access(engineer, stream=True)
+    if as_json:
+        _stream_json(r.to_json() for r in records)
+        return
+    _stream_table(["when", "secret", "field", "version", "reason", "changed since"], _access_rows(records))
 
 
 @report.command("at-risk")
@@ -241,10 +301,12 @@ def _echo_access(rows: Sequence[AccessRecord], as_json: bool) -> None:
     if as_json:
         echo_records(rows)
         return
-    echo_table(
-        ["when", "secret", "field", "version", "reason", "changed since"],
-        [(r.at, f"{r.client}/{r.secret}", r.field, r.version, r.reason, r.changed_since) for r in rows],
-    )
+    echo_table(["when", "secret", "field", "version", "reason", "changed since"], list(_access_rows(rows)))
+
+
+def _access_rows(records: Iterable[AccessRecord]) -> Iterator[tuple[object, ...]]:
+    for r in records:
+        yield (r.at, f"{r.client}/{r.secret}", r.field, r.version, r.reason, r.changed_since)
 
 
 COMMANDS = [audit, report]

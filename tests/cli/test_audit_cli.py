@@ -335,3 +335,51 @@ def test_report_on_an_unknown_engineer(ready: Workspace) -> None:
     result = ready.admin("report", "access", "nobody")
     assert_clean_error(result, SECRET)
     assert "nobody" in result.stderr
+
+
+# -- streamed printing (audit log, report access) ------------------------------------------------
+
+
+def test_a_streamed_table_or_json_prints_what_the_whole_list_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import audit as cli_audit
+    from cli.output import echo_json, echo_table
+
+    rows = [(i, f"name-{'x' * (i % 7)}", None, i % 2 == 0) for i in range(40)]
+    for items in (rows, []):
+        echo_table(["seq", "name", "none", "even"], items)
+        whole = capsys.readouterr().out
+        cli_audit._stream_table(["seq", "name", "none", "even"], iter(items))
+        assert capsys.readouterr().out == whole
+        records = [{"seq": i, "name": n, "nested": {"a": [1, None]}} for i, n, _, _ in items]
+        echo_json(records)
+        whole = capsys.readouterr().out
+        cli_audit._stream_json(iter(records))
+        assert capsys.readouterr().out == whole
+        assert json.loads(whole) == records
+
+
+def test_a_streamed_table_prints_its_first_block_before_reading_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import audit as cli_audit
+
+    def rows():  # type: ignore[no-untyped-def]
+        for i in range(cli_audit.BLOCK + 1):
+            yield (i, "row")
+        raise RuntimeError("the stream broke after one block")
+
+    with pytest.raises(RuntimeError):
+        cli_audit._stream_table(["seq", "what"], rows())
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["SEQ", "WHAT"] and len(printed) == 1 + cli_audit.BLOCK  # shown as read
+
+
+def test_an_error_of_the_stream_comes_before_any_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import audit as cli_audit
+
+    def broken():  # type: ignore[no-untyped-def]
+        raise RuntimeError("refused")
+        yield {}
+
+    for show in (cli_audit._stream_json, lambda items: cli_audit._stream_table(["a"], items)):
+        with pytest.raises(RuntimeError):
+            show(broken())
+        assert capsys.readouterr().out == ""

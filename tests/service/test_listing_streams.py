@@ -92,9 +92,11 @@ def test_client_list_and_status_count_secrets_in_one_statement(team, reopen) -> 
 # -- streaming: bounded memory -----------------------------------------------------------------
 
 
-def _many_events(vault: Vault, n: int) -> None:
+def _many_events(vault: Vault, n: int, *, checkouts_of: int | None = None) -> None:
     """``n`` signed, chained events, every other one with details sealed under a client's
-    audit key, written in one transaction (the values of ``Journal.append``, inserted in bulk)."""
+    audit key, written in one transaction (the values of ``Journal.append``, inserted in bulk).
+    ``checkouts_of``: every event a checkout of that secret (of acme) by the vault's engineer,
+    its details (field, version, reason) sealed."""
     with vault.store.transaction() as s:
         client = vault.clients.client(s, "acme")
         vault.journal.append(s, "client-view", client_id=client.id, details={"n": -1})  # makes the audit-key ring
@@ -106,16 +108,19 @@ def _many_events(vault: Vault, n: int) -> None:
         seq, running, values = head.seq, head.hash, []
         for i in range(n):
             seq += 1
-            detailed = i % 2 == 1
+            detailed = i % 2 == 1 or checkouts_of is not None
+            details = {"n": i, "pad": "x" * 64}
+            if checkouts_of is not None:
+                details = {"field": "password", "version": 1, "reason": f"T-{i} {'x' * 64}"}
             row = vault.journal._event_values(
                 vault.core.vid(s),
                 seq,
                 running,
-                "client-view" if detailed else "secret-list",
+                ("checkout" if checkouts_of is not None else "client-view") if detailed else "secret-list",
                 me,
                 client.id if detailed else None,
-                None,
-                {"n": i, "pad": "x" * 64} if detailed else None,
+                checkouts_of,
+                details if detailed else None,
                 audit_key if detailed else None,
                 None if detailed else {"clients": i},
                 vault.keyholder.me().signing_seed,
@@ -312,3 +317,112 @@ def test_an_edited_grant_row_is_verified_again_not_taken_from_the_index(team, db
     db.run(update(m.Grant).where(m.Grant.engineer_id == db.engineer_id("alice")).values(until=2**40))
     with pytest.raises(UntrustedRecord):
         alice.clients.list()
+
+
+def test_audit_log_of_20000_events_streams_in_bounded_memory(team) -> None:  # type: ignore[no-untyped-def]
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    _many_events(admin, 20_000)
+    head = admin.audit.head()[0]
+    tracemalloc.start()
+    try:
+        count, last = 0, None
+        for entry in admin.audit.log(stream=True):
+            count, last = count + 1, entry
+        streamed = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        listed = admin.audit.log()
+        whole = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == head == len(listed) and last == listed[-1]
+    assert last.details is not None and last.details.get("pad") == "x" * 64 and last.readable  # opened
+    assert streamed < 4 * 2**20, streamed  # a few pages, not 20,000 entries
+    assert streamed * 4 < whole, (streamed, whole)
+
+
+def test_report_access_of_20000_reveals_streams_in_bounded_memory(team) -> None:  # type: ignore[no-untyped-def]
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    secret_id = _secret_id(admin, admin.secrets.add("acme/fw01", password="pw-1").name)
+    _many_events(admin, 20_000, checkouts_of=secret_id)
+    tracemalloc.start()
+    try:
+        count, last = 0, None
+        for record in admin.reports.access(ADMIN, stream=True):
+            count, last = count + 1, record
+        streamed = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        listed = admin.reports.access(ADMIN)
+        whole = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == len(listed) == 20_000 and last == listed[-1]
+    assert (last.client, last.secret, last.version, last.changed_since) == ("acme", "fw01", 1, False)
+    assert last.reason == f"T-19999 {'x' * 64}"
+    assert streamed < 4 * 2**20, streamed
+    assert streamed * 4 < whole, (streamed, whole)
+
+
+def _secret_id(vault: Vault, name: str) -> int:
+    """The id of the vault's one secret (``name``, for the message)."""
+    with vault.store.read() as s:
+        found = list(s.scalars(select(m.Secret.id)))
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
+def test_a_streamed_report_is_audited_before_its_first_record(team) -> None:  # type: ignore[no-untyped-def]
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password="pw-1")
+    admin.checkouts.checkout("acme/fw01", reason=REASON)
+    before = admin.audit.head()[0]
+    records = admin.reports.access(ADMIN, stream=True)
+    assert admin.audit.head()[0] == before  # nothing read, nothing appended before the first next()
+    first = next(records)
+    [event] = admin.audit.log(limit=1)  # another unit, while the report's read is still open
+    assert event.seq == before + 1 and event.action == "report-access"
+    assert event.details == {"engineer": ADMIN}
+    assert first.seq < event.seq and first.reason == REASON
+    assert list(records) == []
+    # an unknown engineer (or a refused caller) is refused before any event is appended
+    with pytest.raises(NotFound):
+        next(admin.reports.access("nobody", stream=True))
+    assert admin.audit.head()[0] == before + 1
+
+
+def test_a_fresh_vault_object_opens_only_the_named_clients_key(team, reopen, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The session's slug hints are shared by the Vault objects of this process: a fresh one
+    (a command served in-process) opens the key of the client it names, not of every client
+    the engineer holds a grant for; and what it opens is checked as always."""
+    from vault.crypto import sealing
+
+    opened: dict[int, int] = {}
+    for n in (3, 30):
+        slugs = [f"g{n:02}-{i:02}" for i in range(n)]
+        for slug in slugs:
+            team.admin.clients.add(slug, slug)
+        target, first = f"{slugs[-1]}/fw01", f"{slugs[0]}/fw01"
+        team.admin.secrets.add(target, password="pw-1")
+        team.admin.secrets.add(first, password="pw-0")
+        vault = team.engineer(f"eng{n}")
+        for slug in slugs:
+            team.admin.grants.grant(f"eng{n}", slug)
+        assert vault.checkouts.checkout(first, reason=REASON).value == "pw-0"  # learns every client of the session
+        fresh = reopen(vault)
+        calls = []
+        real = sealing.open_sealed
+
+        def counted(*args: Any, real: Any = real, calls: list[int] = calls, **kwargs: Any) -> Any:
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sealing, "open_sealed", counted)
+        assert fresh.checkouts.checkout(target, reason=REASON).value == "pw-1"
+        monkeypatch.undo()
+        opened[n] = len(calls)
+        team.admin.grants.revoke(f"eng{n}", slugs[-1])  # the hint does not outlive the grant
+        with pytest.raises((NotFound, AccessDenied)):
+            reopen(vault).checkouts.checkout(target, reason=REASON)
+    assert opened[30] == opened[3] <= 2, opened

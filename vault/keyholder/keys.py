@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
@@ -31,6 +33,12 @@ from vault.storage import models as m
 if TYPE_CHECKING:
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
+
+
+HintKey = tuple[bytes, int, bytes, dt.datetime]
+_HINTS: dict[HintKey, dict[str, int]] = {}  # Keys.slugs of each unlocked session in this process
+HINT_SESSIONS = 64
+HINT_SLUGS = 20_000
 
 
 class RootBundle:
@@ -67,8 +75,37 @@ class Keys:
         self.session: UnlockedSession | None = None
         self.client_keys = KeyCache()
         self._sealing_public: tuple[bytes, bytes] | None = None  # (private, public) of the session
-        self.slugs: dict[str, int] = {}  # an engineer's slug -> client id, learned from their grants
+        self._hint_key: HintKey | None = None  # the session the slug hints were last kept for
         self.root: RootBundle | None = None
+
+    @property
+    def slugs(self) -> dict[str, int]:
+        """An engineer's slug -> client id, learned from their grants: hints kept for the
+        unlocked session, shared by every ``Keys`` of this process that holds the same
+        session (so a fresh ``Vault`` object, as a command served in-process makes, finds
+        the client it names without opening the slug of every client it holds a grant for).
+
+        A hint is only where to look: ``Clients.client`` verifies that client's grant and
+        opens its slug on every use, and looks again through the grants when either fails.
+        The hints hold ids and slugs, never a key; they are kept per (vault, engineer,
+        signing key, session expiry to the second, as the session store keeps it), so a new
+        unlock starts afresh, and ``lock`` (which clears them) forgets those of the session
+        it ends. Bounded: ``HINT_SESSIONS`` sessions, ``HINT_SLUGS`` slugs each."""
+        session = self.session
+        if session is not None:
+            digest = hashlib.sha256(b"credvault slug hints\0" + session.signing_seed).digest()
+            self._hint_key = (session.vault_id, session.engineer_id, digest, session.expires_at.replace(microsecond=0))
+        key = self._hint_key
+        if key is None:
+            return {}
+        found = _HINTS.get(key)
+        if found is None:
+            if len(_HINTS) >= HINT_SESSIONS:
+                _HINTS.clear()
+            found = _HINTS[key] = {}
+        elif len(found) > HINT_SLUGS:
+            found.clear()
+        return found
 
     # -- the acting engineer --------------------------------------------------------
 

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -75,6 +75,7 @@ class Audit:
         self.clients = clients
         self.secrets = secrets  # the names of the secrets events refer to
 
+    @overload
     def log(
         self,
         *,
@@ -82,9 +83,38 @@ class Audit:
         engineer: str | None = None,
         since: dt.datetime | None = None,
         limit: int | None = None,
-    ) -> list[AuditEntry]:
-        """Events the viewer may see, details decrypted where the viewer holds the key."""
-        return list(self._entries(client=client, engineer=engineer, since=since, limit=limit))
+        stream: Literal[False] = False,
+    ) -> list[AuditEntry]: ...
+
+    @overload
+    def log(
+        self,
+        *,
+        client: str | None = None,
+        engineer: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+        stream: Literal[True],
+    ) -> Iterator[AuditEntry]: ...
+
+    def log(
+        self,
+        *,
+        client: str | None = None,
+        engineer: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+        stream: bool = False,
+    ) -> list[AuditEntry] | Iterator[AuditEntry]:
+        """Events the viewer may see, details decrypted where the viewer holds the key.
+
+        ``stream=True``: the events as an iterator, a page read per statement as the caller
+        consumes them, in one read transaction held until the iterator is exhausted or
+        closed (bounded memory at any length of the log; ``credvault audit log`` prints as
+        it reads). Nothing is read, and no error raised, before the first ``next()``. Reading
+        the log appends no event, streamed or not."""
+        entries = self._entries(client=client, engineer=engineer, since=since, limit=limit)
+        return entries if stream else list(entries)
 
     def _entries(
         self,

@@ -109,13 +109,21 @@ def granted_client_ids(vault: Reads, s: Session, me: EngineerRecord) -> list[int
 
 def granted_clients(vault: Reads, s: Session, me: EngineerRecord) -> list[m.Client]:
     """``granted_client_ids`` as client rows (one more statement), their client keys
-    unsealed in a few statements for all of them (``unseal_client_keys``)."""
+    unsealed in a few statements for all of them (``unseal_client_keys``), and their slugs
+    kept as the session's hints (``Keys.slugs``): a walk through every grant is made once
+    per session in a process, not once per client named."""
     ids = granted_client_ids(vault, s, me)
     if not ids:
         return []
     found = {c.id: c for c in s.scalars(select(m.Client).where(m.Client.id.in_(ids)))}
     clients = [found[i] for i in ids if i in found]
     unseal_client_keys(vault, s, me, clients, granted=set(ids))
+    hints = vault.keys.slugs  # every slug learned at once (a cheap decryption each, their keys now open)
+    for client in clients:
+        try:
+            hints[vault.keys.client_field(s, client, client.slug_blob, "slug").decode("utf-8")] = client.id
+        except (VaultError, UnicodeDecodeError):
+            continue  # the per-client path meets it later and raises what it always raised
     return clients
 
 

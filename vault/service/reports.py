@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -82,16 +82,38 @@ class Reports:
         self.checkouts = checkouts
         self.audit = audit
 
-    def access(self, engineer: str) -> list[AccessRecord]:
+    @overload
+    def access(self, engineer: str, *, stream: Literal[False] = False) -> list[AccessRecord]: ...
+
+    @overload
+    def access(self, engineer: str, *, stream: Literal[True]) -> Iterator[AccessRecord]: ...
+
+    def access(self, engineer: str, *, stream: bool = False) -> list[AccessRecord] | Iterator[AccessRecord]:
         """Every secret ``engineer`` revealed: when, why, and whether it changed since.
 
-        Read without the write lock, a page of events per statement (auditpages.py); the
-        ``report-access`` event is appended after, and the report returned once it is committed."""
+        ``stream=True``: as an iterator, a page of events read per statement as the caller
+        consumes it (bounded memory at any length of the log; ``credvault report access``
+        prints as it reads); nothing is read before the first ``next()``. See
+        ``_access_stream`` for when the ``report-access`` event is appended."""
+        records = self._access_stream(engineer)
+        return records if stream else list(records)
+
+    def _access_stream(self, engineer: str) -> Iterator[AccessRecord]:
+        """The report, its event first: a report that streams cannot wait for its end to be
+        audited (what it printed is out already), so "nothing is shown before its event is
+        committed" is kept by appending first. The caller's admin row and the named
+        engineer are checked in a read (a refused or mistaken report appends nothing, as
+        before); the ``report-access`` event is appended and committed in a short write
+        (naming the engineer; no longer the count of records, unknown until the end); only
+        then are the reveals read, in a read transaction that takes no write lock."""
+        validation.engineer_name(engineer)
         with self.core.store.read() as s:
             self.trust.my_admin_row(s)
-            out = self._access_records(s, engineer)
-        listing.append_after_read(self, "report-access", public={"engineer": engineer, "records": len(out)})
-        return out
+            self._engineer_id(s, engineer)
+        listing.append_after_read(self, "report-access", public={"engineer": engineer})
+        with self.core.store.read() as s:
+            self.trust.my_admin_row(s)
+            yield from self._iter_access_records(s, engineer)
 
     def at_risk(self, engineer: str) -> list[AccessRecord]:
         """The latest reveal of each value ``engineer`` saw that has not changed since.
@@ -113,28 +135,32 @@ class Reports:
         return check.head_seq, bytes.fromhex(check.head_hash)
 
     def report_at_risk(self, engineer: str, verified: tuple[int, bytes]) -> list[AccessRecord]:
-        """``report_at_risk`` on a log verified up to ``verified`` (later events are checked here)."""
+        """``report_at_risk`` on a log verified up to ``verified`` (later events are checked here).
+
+        Read without the write lock (``Store.read()``), a page of events per statement;
+        the ``report-at-risk`` event is appended after, in a short write, and the list
+        returned once it is committed (``listing.append_after_read``)."""
         self.verified_log(since=verified)
-        with self.core.store.transaction() as s:
+        with self.core.store.read() as s:
             self.trust.my_admin_row(s)
             latest: dict[tuple[str, str, str], AccessRecord] = {}
-            for record in self._access_records(s, engineer):
+            for record in self._iter_access_records(s, engineer):
                 if not record.changed_since:  # the latest reveal of a value that is still current
                     latest[(record.client, record.secret, record.field)] = record
-            out = list(latest.values())
-            self.journal.append(s, "report-at-risk", public={"engineer": engineer, "records": len(out)})
-            return sorted(out, key=lambda r: (r.client, r.secret, r.field))
+            out = sorted(latest.values(), key=lambda r: (r.client, r.secret, r.field))
+        listing.append_after_read(self, "report-at-risk", public={"engineer": engineer, "records": len(out)})
+        return out
 
-    def _access_records(self, s: Session, engineer: str) -> list[AccessRecord]:
-        return list(self._iter_access_records(s, engineer))
+    def _engineer_id(self, s: Session, engineer: str) -> int:
+        validation.engineer_name(engineer)
+        found = s.scalar(select(m.Engineer.id).where(m.Engineer.name == engineer))
+        if found is None:
+            raise NotFound(f"no engineer named {engineer!r}")
+        return int(found)
 
     def _iter_access_records(self, s: Session, engineer: str) -> Iterator[AccessRecord]:
         """The reveals of ``engineer`` in the order of the log, a page of events per statement."""
-        validation.engineer_name(engineer)
-        row = s.scalars(select(m.Engineer).where(m.Engineer.name == engineer)).first()
-        if row is None:
-            raise NotFound(f"no engineer named {engineer!r}")
-        return auditpages.AccessReader(self, s).records(row.id)
+        return auditpages.AccessReader(self, s).records(self._engineer_id(s, engineer))
 
     def legacy_view_records(
         self, s: Session, event: m.AuditEvent, client_slug: str, secret_name: str | None, at: dt.datetime
