@@ -49,6 +49,8 @@ REF = "acme/fw01-admin"
         (["checkout", REF, "-r", "x"], Order("checkout", ref=REF, reason="x")),  # the clipboard, copied here
         (["checkout", REF, "-r", "x", "--clear-after", "9"], Order("checkout", ref=REF, reason="x", clear_after=9)),
         (["whoami"], Order("whoami")),
+        (["status"], Order("status")),
+        (["status", "--json"], Order("status", as_json=True)),
         (["--as", "bob", "whoami", "--json"], Order("whoami", as_engineer="bob", as_json=True)),
         (["client", "list"], Order("client list")),
         (["secret", "list"], Order("secret list")),
@@ -112,6 +114,8 @@ def test_parse_takes_what_it_can_answer(argv: list[str], expected: Order) -> Non
         ["secret", "--json", "list"],
         ["client", "show", "acme"],
         ["client", "list", "extra"],
+        ["status", "extra"],
+        ["status", "--json", "--json"],
         ["whoami", "--json", "--json"],
         ["audit", "log", "--limit", "0"],
         ["audit", "log", "--since", "7d"],  # read by the click command
@@ -205,6 +209,8 @@ def _both(ws: Workspace, args: list[str], **kw: object) -> tuple[tuple[int, str,
 READS = [
     ["whoami"],
     ["whoami", "--json"],
+    ["status"],
+    ["status", "--json"],
     ["client", "list"],
     ["client", "list", "--json"],
     ["secret", "list"],

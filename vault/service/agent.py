@@ -5,7 +5,7 @@ imports and, without a keyring session, Argon2id: hundreds of milliseconds. Like
 ssh-agent and gpg-agent, ``credvault agent start`` unlocks once into a background
 process that keeps the ``Vault`` open (``credvault unlock`` does so by default); an
 everyday command (checkout, checkin, whoami, client and secret listings, secret show
-and add, audit log) then sends one request over a Unix socket and the agent makes the
+and add, audit log, an admin's status) then sends one request over a Unix socket and the agent makes the
 same audited public ``Vault`` call the command would have made (the audit event is
 committed before the value leaves the agent). The requests are in docs/format.md §12.
 
@@ -55,7 +55,7 @@ from vault.service.agentclient import (
 
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
 REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one connection at a time)
-READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log")
+READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log", "status")
 REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
 
@@ -144,6 +144,8 @@ class Agent:
             return [s.to_json() for s in vault.secrets.list(_optional(message, "client", str))]
         if op == "secret-show":
             return vault.secrets.show(_text(message, "ref")).to_json()
+        if op == "status":
+            return vault.reports.status().to_json()
         limit = _optional(message, "limit", int)
         if limit is not None and limit < 1:
             raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
