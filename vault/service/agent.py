@@ -288,15 +288,19 @@ def _remove(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
 
 
-def bind(path: str | os.PathLike[str]) -> socket.socket:
-    """A listening socket at ``path`` (0600), replacing a stale one nobody answers on."""
+def bind(path: str | os.PathLike[str], *, replace: bool = False) -> socket.socket:
+    """A listening socket at ``path`` (0600), replacing a stale one nobody answers on, and
+    with ``replace`` the agent that answers there (it is stopped only now, once this agent
+    has unlocked: a wrong passphrase leaves the running session alone)."""
     if os.path.exists(path):
         try:
-            request(path, {"op": "ping"}, timeout=CONNECT_TIMEOUT)
+            request(path, {"op": "stop" if replace else "ping"}, timeout=CONNECT_TIMEOUT)
         except AgentAbsent:
             _remove(path)
         else:
-            raise errors.AlreadyExists("an agent is already running for this engineer and database")
+            if not replace:
+                raise errors.AlreadyExists("an agent is already running for this engineer and database")
+            _remove(path)  # the old agent removed it before answering; a stale one goes too
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -310,7 +314,8 @@ def bind(path: str | os.PathLike[str]) -> socket.socket:
 def run(stdin: Any = None, stdout: Any = None) -> int:
     """The agent process: read its start order from stdin, unlock, say so, serve.
 
-    The order is one JSON line: ``{"url", "engineer", "passphrase", "ttl_seconds"}``.
+    The order is one JSON line: ``{"url", "engineer", "passphrase", "ttl_seconds"}`` and
+    optionally ``"replace": true`` (stop the agent already serving there, once unlocked).
     The answer on stdout is one JSON line (``ok`` with the expiry, or an error), after
     which stdout is closed and the process serves until its session ends.
     """
@@ -330,9 +335,10 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
             remember=False,
             org_memory=OrgKeyMemory(),
         )
+        replace = order.get("replace") is True
         del order
         path = socket_path(url, engineer)
-        listener = bind(path)
+        listener = bind(path, replace=replace)
     except errors.VaultError as error:
         stdout.write(json.dumps(_failure(error)) + "\n")
         return 1
@@ -358,11 +364,22 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
     return 0
 
 
-def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta) -> dict[str, Any]:
-    """Start an agent in the background; return its ``ok`` answer or raise its error."""
+def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta, *, replace: bool = False) -> dict[str, Any]:
+    """Start an agent in the background; return its ``ok`` answer or raise its error. With
+    ``replace``, the agent already running for ``engineer`` on ``url`` is stopped by the new
+    one once it has unlocked (so not when the passphrase is wrong); else the new one refuses
+    to start beside it (``AlreadyExists``)."""
     import subprocess
 
-    order = json.dumps({"url": url, "engineer": engineer, "passphrase": passphrase, "ttl_seconds": ttl.total_seconds()})
+    order = json.dumps(
+        {
+            "url": url,
+            "engineer": engineer,
+            "passphrase": passphrase,
+            "ttl_seconds": ttl.total_seconds(),
+            "replace": replace,
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "vault.service.agent"],
         stdin=subprocess.PIPE,
