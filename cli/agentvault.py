@@ -2,7 +2,7 @@
 
 When the selected engineer's agent runs, ``AppContext.session_vault`` hands the click
 commands an ``AgentVault``: the calls the agent serves (``whoami``, ``list_clients``,
-``list_secrets``, ``show_secret``, ``audit_log``, ``checkin``, ``add_secret``) become
+``list_secrets``, ``show_secret``, ``audit_log``, ``checkin``, ``add_secret``, ``status``) become
 one request each (docs/format.md §12) and come back as the library's own records;
 every other call goes to an in-process ``Vault`` whose session must be here (the
 keyring or --passphrase-file): the agent lends no key. So a click command prints the
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.service import agentclient
-from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo
+from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo, StatusReport
 
 
 def _time(value: object) -> dt.datetime | None:
@@ -30,6 +30,7 @@ SERVED: dict[str, dict[str, str]] = {
     "secrets": {"list": "list_secrets", "show": "show_secret", "add": "add_secret"},
     "audit": {"log": "audit_log"},
     "checkouts": {"checkin": "checkin"},
+    "reports": {"status": "status"},
 }
 
 
@@ -76,6 +77,18 @@ class AgentVault:
         data = self._ask("whoami")["result"]
         expires = dt.datetime.fromisoformat(data["expires_at"])
         return SessionInfo(data["engineer"], data["role"], expires, data["vault_id"])
+
+    def status(self) -> StatusReport:
+        data = self._ask("status")["result"]
+        return StatusReport(
+            warnings=list(data["warnings"]),
+            clients=data["clients"],
+            secrets=data["secrets"],
+            engineers=data["engineers"],
+            open_rotations=data["open_rotations"],
+            must_change=list(data["must_change"]),
+            schema_problems=list(data["schema_problems"]),
+        )
 
     def list_clients(self) -> list[ClientInfo]:
         return [

@@ -2,40 +2,53 @@
 
 ``copy_with_clear`` puts the value on the clipboard and starts a small detached
 process (``python -m vault.cli.clipclear``) that sleeps, then clears the clipboard
-**only if it still holds our value**. The clearer gets a random key and an HMAC of the
-value on its standard input, never the value and never on its command line, so it
-survives the command exiting and leaks nothing to ``ps``.
+**only if it still holds our value**. The clearer gets a random key and a MAC of the
+value (keyed BLAKE2b) on its standard input, never the value and never on its command
+line, so it survives the command exiting and leaks nothing to ``ps``.
 
 Backends, first found wins: ``CREDVAULT_CLIPBOARD_FILE`` (a file standing in for the
 clipboard, for tests and headless demos), Wayland (wl-copy/wl-paste), X11 (xclip or
 xsel), macOS (pbcopy/pbpaste).
+
+The thin CLI (cli/fast/) imports this module for a clipboard checkout, so it imports
+only what that needs: no dataclasses, pathlib, shutil, secrets or hmac (with hashlib,
+OpenSSL), which together cost the command about 15 ms of start-up; the clipboard tools'
+``subprocess`` and the clearer's comparison import theirs when they run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import secrets
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+
+try:
+    from _blake2 import blake2b  # hashlib's own built-in BLAKE2b, without loading OpenSSL
+except ImportError:  # pragma: no cover - an interpreter without the C module
+    from hashlib import blake2b
 
 FILE_ENV = "CREDVAULT_CLIPBOARD_FILE"
 DEFAULT_CLEAR_SECONDS = 30
 _TIMEOUT = 5
 
 
-@dataclass(frozen=True)
 class Clipboard:
-    """One clipboard backend: commands that copy from stdin and paste to stdout."""
+    """One clipboard backend: commands that copy from stdin and paste to stdout, or a
+    file (``path``) standing in for the clipboard."""
 
-    name: str
-    copy_cmd: tuple[str, ...] = ()
-    paste_cmd: tuple[str, ...] = ()
-    path: Path | None = None
+    __slots__ = ("copy_cmd", "name", "paste_cmd", "path")
+
+    def __init__(
+        self,
+        name: str,
+        copy_cmd: tuple[str, ...] = (),
+        paste_cmd: tuple[str, ...] = (),
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.name, self.copy_cmd, self.paste_cmd = name, copy_cmd, paste_cmd
+        self.path = None if path is None else os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"Clipboard({self.name!r})"
 
     def copy(self, text: str) -> None:
         if self.path is not None:
@@ -43,6 +56,8 @@ class Clipboard:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
             return
+        import subprocess
+
         subprocess.run(  # noqa: S603 - fixed argv of a known clipboard tool
             self.copy_cmd,
             input=text.encode("utf-8"),
@@ -55,9 +70,12 @@ class Clipboard:
     def paste(self) -> str:
         if self.path is not None:
             try:
-                return self.path.read_text(encoding="utf-8")
+                with open(self.path, encoding="utf-8") as handle:
+                    return handle.read()
             except FileNotFoundError:
                 return ""
+        import subprocess
+
         result = subprocess.run(self.paste_cmd, capture_output=True, check=False, timeout=_TIMEOUT)  # noqa: S603
         return result.stdout.decode("utf-8", "replace")
 
@@ -66,7 +84,9 @@ def find() -> Clipboard | None:
     """The clipboard of this session, or None where there is none (a server, CI)."""
     path = os.environ.get(FILE_ENV)
     if path:
-        return Clipboard("file", path=Path(path))
+        return Clipboard("file", path=path)
+    import shutil
+
     if os.environ.get("WAYLAND_DISPLAY") and shutil.which("wl-copy") and shutil.which("wl-paste"):
         return Clipboard("wayland", ("wl-copy",), ("wl-paste", "--no-newline"))
     if os.environ.get("DISPLAY"):
@@ -82,28 +102,62 @@ def find() -> Clipboard | None:
 
 
 def fingerprint(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    """The MAC of ``text`` under ``key``: keyed BLAKE2b (RFC 7693), 32 bytes, in hex."""
+    return blake2b(text.encode("utf-8"), key=key, digest_size=32).hexdigest()
 
 
 def copy_with_clear(board: Clipboard, text: str, seconds: int = DEFAULT_CLEAR_SECONDS) -> None:
     """Copy ``text`` and arrange for it to be cleared after ``seconds``, if still there."""
     board.copy(text)
-    key = secrets.token_bytes(32)
-    clearer = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-    assert clearer.stdin is not None
-    clearer.stdin.write(f"{key.hex()} {fingerprint(key, text)}\n".encode("ascii"))
-    clearer.stdin.close()
+    key = os.urandom(32)  # what secrets.token_bytes returns, without importing secrets
+    line = f"{key.hex()} {fingerprint(key, text)}\n".encode("ascii")
+    spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+
+
+def spawn_detached(argv: list[str], stdin: bytes) -> int:
+    """Start ``argv`` in a session of its own (no hangup or Ctrl-C of the terminal reaches
+    it), ``stdin`` (at most a pipe's atomic write) on its standard input, its output to
+    /dev/null and no other descriptor of ours; its pid, once it has started (an error to
+    start it is raised here). What ``subprocess.Popen(..., start_new_session=True,
+    close_fds=True)`` does, without importing subprocess (about 5 ms of the command)."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    data_r, data_w = os.pipe()  # both non-inheritable (close-on-exec), as every descriptor of ours
+    status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
+    pid = os.fork()
+    if pid == 0:  # the child: only system calls until exec, then never back into this code
+        try:
+            os.setsid()
+            os.dup2(data_r, 0)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.closerange(3, status_w)
+            os.closerange(status_w + 1, limit)
+            os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and module, fixed arguments
+        except OSError as error:
+            os.write(status_w, str(error.errno or 0).encode("ascii"))
+        finally:
+            os._exit(127)
+    os.close(data_r)
+    os.close(status_w)
+    try:
+        os.write(data_w, stdin)  # an empty pipe takes PIPE_BUF (4 KiB) bytes at once: no wait
+    except OSError:
+        pass  # it did not start: the error is read below
+    finally:
+        os.close(data_w)
+    with os.fdopen(status_r, "rb") as status:
+        failed = status.read()
+    if failed:
+        os.waitpid(pid, 0)
+        raise OSError(int(failed), os.strerror(int(failed)), argv[0])
+    return pid
 
 
 def clear_if_ours(board: Clipboard, key: bytes, digest: str) -> bool:
-    """Clear the clipboard if it still holds the value whose HMAC is ``digest``."""
+    """Clear the clipboard if it still holds the value whose MAC is ``digest``."""
+    import hmac  # the clearer's, not the command's: it loads OpenSSL
+
     if not hmac.compare_digest(fingerprint(key, board.paste()), digest):
         return False
     board.copy("")

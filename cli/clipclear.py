@@ -2,7 +2,7 @@
 
     python -m vault.cli.clipclear SECONDS   < "KEY_HEX DIGEST_HEX"
 
-It reads the key and the value's HMAC from stdin, sleeps, and clears the clipboard
+It reads the key and the value's MAC (keyed BLAKE2b) from stdin, sleeps, and clears the clipboard
 only if it still holds that value. It imports nothing of the vault but the clipboard.
 """
 

@@ -340,13 +340,12 @@ def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase
     """``unlock`` into a new agent, replacing this engineer's agent on this database."""
     from vault.service import agent as agent_service  # the server side: only starting needs it
 
-    from .agent import stop_agent
-
     url = app.db_url()
     app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before any passphrase is typed
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
-    stop_agent(app, name)  # a new unlock replaces the session, as it does in the keyring
-    answer = agent_service.start(url, name, passphrase, lifetime)
+    # A new unlock replaces the session, as it does in the keyring; the new agent stops the
+    # old one only once it has unlocked, so a wrong passphrase leaves the running session alone.
+    answer = agent_service.start(url, name, passphrase, lifetime, replace=True)
     _remember(db_url=config.LocalConfig.load().db_url or url, engineer=str(answer["engineer"]))
     expires = dt.datetime.fromisoformat(str(answer["expires_at"]))
     where = "the agent holds the session"

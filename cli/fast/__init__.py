@@ -10,7 +10,7 @@ twice, ``--help``, a prompt, ``--passphrase-file``, no agent running. Whatever t
 path cannot do exactly as the click command would, it leaves to it;
 ``tests/cli/test_fast.py`` runs both on the same command lines and compares them.
 
-Served: ``whoami``, ``client list``, ``secret list [CLIENT]``, ``secret show REF``,
+Served: ``whoami``, ``status``, ``client list``, ``secret list [CLIENT]``, ``secret show REF``,
 ``secret add REF --kind K ... (--password-stdin | --generate)``, ``checkout REF``
 (``--show``, ``--json`` or the clipboard), ``checkin REF``, ``audit log``.
 """

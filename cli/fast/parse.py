@@ -80,6 +80,7 @@ SPECS = {
     spec.words: spec
     for spec in (
         Spec(("whoami",), flags=JSON_FLAG),
+        Spec(("status",), flags=JSON_FLAG),
         Spec(("client", "list"), flags=JSON_FLAG),
         Spec(("secret", "list"), args=(("client", False),), flags=JSON_FLAG),
         Spec(("secret", "show"), args=(("ref", True),), flags=JSON_FLAG),

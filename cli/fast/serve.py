@@ -24,6 +24,7 @@ from .printing import (
     echo_json,
     echo_pairs,
     echo_table,
+    printable,
     report,
     shown_value,
     when,
@@ -98,6 +99,21 @@ def whoami(served: Served) -> None:
             ("vault", info["vault_id"]),
         ]
     )
+
+
+def status(served: Served) -> None:
+    """``vault.cli.keys.status`` (an admin's warnings)."""
+    report = served.ask("status")["result"]
+    if served.order.as_json:
+        echo_json(report)
+        return
+    echo(f"{report['clients']} client(s), {report['secrets']} secret(s), {report['engineers']} engineer(s).")
+    for warning in report["warnings"]:
+        echo(printable(f"warning: {warning}"))
+    for ref in report["must_change"]:
+        echo(printable(f"must change: {ref}"))
+    if not report["warnings"]:
+        echo("No warnings.")
 
 
 def client_list(served: Served) -> None:
@@ -276,6 +292,7 @@ def _strip_newline(text: str) -> str:  # as vault.cli.context.strip_newline
 
 SERVERS = {
     ("whoami",): whoami,
+    ("status",): status,
     ("client", "list"): client_list,
     ("secret", "list"): secret_list,
     ("secret", "show"): secret_show,

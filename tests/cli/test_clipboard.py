@@ -7,8 +7,8 @@ same cycle on a real X clipboard on a private display; elsewhere it is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import os
 import secrets
 import select
@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_workspace import MemoryKeyring, Snapshots, Workspace, ok
@@ -30,6 +29,7 @@ from vault import Vault
 SECRET = "fw-Passw0rd-stdin"
 REF = "acme/fw01-admin"
 REAL_POPEN = subprocess.Popen
+REAL_SPAWN = clipboard.spawn_detached
 CLIPBOARD_ENV = ("CREDVAULT_CLIPBOARD_FILE", "DISPLAY", "WAYLAND_DISPLAY")
 
 
@@ -62,18 +62,45 @@ def board_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+class Clearer:
+    """A clearer started by ``clipboard.spawn_detached``: its pid, argv and standard input."""
+
+    def __init__(self, pid: int, args: list[str], stdin: bytes) -> None:
+        self.pid, self.args, self.stdin = pid, args, stdin
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"clearer {self.pid} still running")
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+
+
 @pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Clearer]]:
     """The clearer processes started during the test (reaped, or killed, at the end)."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[Clearer] = []
 
-    def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        process = REAL_POPEN(*args, **kwargs)
-        if "vault.cli.clipclear" in process.args:  # not the xclip runs of the X backend
-            started.append(process)
-        return process
+    def spy(args: list[str], stdin: bytes) -> int:
+        pid = REAL_SPAWN(args, stdin)
+        started.append(Clearer(pid, args, stdin))
+        return pid
 
-    monkeypatch.setattr(subprocess, "Popen", spy)
+    monkeypatch.setattr(clipboard, "spawn_detached", spy)
     yield started
     for process in started:
         if process.poll() is None:
@@ -102,7 +129,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 
 def test_checkout_copies_to_the_clipboard_and_a_detached_clearer_empties_it_later(
-    ready: Workspace, board_file: Path, spawned: list[subprocess.Popen[bytes]]
+    ready: Workspace, board_file: Path, spawned: list[Clearer]
 ) -> None:
     before, _ = head(ready)
     result = ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "5"))
@@ -124,9 +151,7 @@ def test_checkout_copies_to_the_clipboard_and_a_detached_clearer_empties_it_late
     assert clearer.wait(timeout=5) == 0
 
 
-def test_the_clearer_leaves_a_clipboard_overwritten_since_alone(
-    board_file: Path, spawned: list[subprocess.Popen[bytes]]
-) -> None:
+def test_the_clearer_leaves_a_clipboard_overwritten_since_alone(board_file: Path, spawned: list[Clearer]) -> None:
     board = clipboard.find()
     assert board is not None
     clipboard.copy_with_clear(board, SECRET, 1)  # what checkout does, with a delay the CLI would refuse
@@ -140,28 +165,60 @@ def test_the_clearer_leaves_a_clipboard_overwritten_since_alone(
 def test_the_clearer_gets_neither_the_value_on_its_command_line_nor_on_its_input(
     ready: Workspace, board_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[list[str], dict[str, Any], io.BytesIO]] = []
+    calls: list[tuple[list[str], bytes]] = []
 
-    class FakeProcess:
-        def __init__(self, args: list[str], **kwargs: Any) -> None:
-            self.stdin = io.BytesIO()
-            self.stdin.close = lambda: None  # type: ignore[method-assign]  # keep it readable
-            calls.append((args, kwargs, self.stdin))
+    def fake(args: list[str], stdin: bytes) -> int:
+        calls.append((args, stdin))
+        return 0
 
-    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(clipboard, "spawn_detached", fake)
     ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "7"))
-    [(args, kwargs, stdin)] = calls
+    [(args, stdin)] = calls
     assert args == [sys.executable, "-m", "vault.cli.clipclear", "7"]
-    assert kwargs["stdin"] == subprocess.PIPE and kwargs["start_new_session"] is True
-    assert "env" not in kwargs or SECRET not in json.dumps(kwargs["env"])
-    sent = stdin.getvalue().decode("ascii")
+    sent = stdin.decode("ascii")
     assert SECRET not in sent
     key_hex, digest = sent.split()
     assert sent.endswith("\n") and len(bytes.fromhex(key_hex)) == 32
     assert digest == fingerprint(bytes.fromhex(key_hex), SECRET)
     # a fresh random key each time: the digest says nothing without it
     ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "7"))
-    assert calls[1][2].getvalue().split()[0].decode() != key_hex
+    assert calls[1][1].split()[0].decode() != key_hex
+
+
+CHILD = """
+import os, sys
+data = sys.stdin.read()
+try:
+    os.fstat({fd})
+    inherited = "open"
+except OSError:
+    inherited = "closed"
+with open({out!r}, "w") as f:
+    f.write(repr((data, inherited, os.getsid(0) == os.getpid(), os.readlink("/proc/self/fd/1"))))
+"""
+
+
+def test_spawn_detached_passes_stdin_only_and_starts_a_session(tmp_path: Path) -> None:
+    """The clearer's start: its input on a pipe, its output to /dev/null, in a session of its
+    own, and no descriptor of ours, even one marked inheritable (as close_fds=True)."""
+    for high in (False, True):  # below and above the descriptors spawn_detached opens for itself
+        out = tmp_path / f"child-{high}.txt"
+        read_end, write_end = os.pipe()
+        os.set_inheritable(write_end, True)
+        held = os.dup2(write_end, 900, inheritable=True) if high else write_end
+        try:
+            script = CHILD.format(fd=held, out=str(out))
+            child = Clearer(clipboard.spawn_detached([sys.executable, "-c", script], b"key digest\n"), [], b"")
+            assert child.wait(timeout=15) == 0
+        finally:
+            for end in {read_end, write_end, held}:
+                os.close(end)
+        assert out.read_text() == repr(("key digest\n", "closed", True, os.devnull))
+
+
+def test_spawn_detached_raises_when_the_program_cannot_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        clipboard.spawn_detached([str(tmp_path / "no-such-program")], b"x\n")
 
 
 @pytest.mark.parametrize("seconds", ["4", "601", "soon"])
@@ -176,9 +233,7 @@ def test_clear_after_out_of_range_is_a_usage_error_and_nothing_is_recorded(
     assert not board_file.exists()
 
 
-def test_show_and_json_do_not_touch_the_clipboard(
-    ready: Workspace, board_file: Path, spawned: list[subprocess.Popen[bytes]]
-) -> None:
+def test_show_and_json_do_not_touch_the_clipboard(ready: Workspace, board_file: Path, spawned: list[Clearer]) -> None:
     ok(ready.admin("checkout", REF, "--reason", "T-1", "--show"))
     ok(ready.admin("checkout", REF, "--reason", "T-1", "--json"))
     assert not board_file.exists()
@@ -218,13 +273,13 @@ def test_clear_if_ours_needs_the_same_key(fake_board: Clipboard) -> None:
 def test_clear_if_ours_on_an_empty_clipboard_writes_nothing(fake_board: Clipboard) -> None:
     key = secrets.token_bytes(32)
     assert clear_if_ours(fake_board, key, fingerprint(key, SECRET)) is False
-    assert fake_board.path is not None and not fake_board.path.exists()
+    assert fake_board.path is not None and not os.path.exists(fake_board.path)
 
 
 def test_the_file_clipboard_is_private(fake_board: Clipboard) -> None:
     fake_board.copy(SECRET)
     assert fake_board.path is not None
-    assert fake_board.path.stat().st_mode & 0o777 == 0o600
+    assert os.stat(fake_board.path).st_mode & 0o777 == 0o600
 
 
 def run_clearer(monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str) -> tuple[int, list[float]]:
@@ -278,7 +333,7 @@ def test_the_clipboard_file_setting_wins_over_a_display(board_file: Path, monkey
     monkeypatch.setenv("DISPLAY", ":99")
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-9")
     board = clipboard.find()
-    assert board is not None and (board.name, board.path) == ("file", board_file)
+    assert board is not None and (board.name, board.path) == ("file", str(board_file))
 
 
 def test_no_clipboard_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,7 +397,7 @@ def x_display(x_tools: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_real_x_clipboard_copy_paste_and_clear_if_ours(
-    ready: Workspace, x_display: str, spawned: list[subprocess.Popen[bytes]]
+    ready: Workspace, x_display: str, spawned: list[Clearer]
 ) -> None:
     board = clipboard.find()
     assert board is not None and board.name == "xclip"

@@ -49,6 +49,8 @@ REF = "acme/fw01-admin"
         (["checkout", REF, "-r", "x"], Order("checkout", ref=REF, reason="x")),  # the clipboard, copied here
         (["checkout", REF, "-r", "x", "--clear-after", "9"], Order("checkout", ref=REF, reason="x", clear_after=9)),
         (["whoami"], Order("whoami")),
+        (["status"], Order("status")),
+        (["status", "--json"], Order("status", as_json=True)),
         (["--as", "bob", "whoami", "--json"], Order("whoami", as_engineer="bob", as_json=True)),
         (["client", "list"], Order("client list")),
         (["secret", "list"], Order("secret list")),
@@ -112,6 +114,8 @@ def test_parse_takes_what_it_can_answer(argv: list[str], expected: Order) -> Non
         ["secret", "--json", "list"],
         ["client", "show", "acme"],
         ["client", "list", "extra"],
+        ["status", "extra"],
+        ["status", "--json", "--json"],
         ["whoami", "--json", "--json"],
         ["audit", "log", "--limit", "0"],
         ["audit", "log", "--since", "7d"],  # read by the click command
@@ -133,9 +137,12 @@ def test_parse_hands_everything_else_to_click(argv: list[str]) -> None:
 # -- the same command lines, both ways, with a real agent -------------------------------------------
 
 HEAVY = ("click", "sqlalchemy", "cryptography")
-RUN_HOOK = (
-    "import sys, atexit; atexit.register(lambda: print('MODULES', "
-    f"*[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)); "
+# Standard modules that cost an everyday command milliseconds of start-up (bench W10): the
+# fast path of whoami, listings, show, checkout (--show or the clipboard) and checkin needs none.
+SLOW_TO_IMPORT = ("subprocess", "dataclasses", "pathlib", "socket", "hashlib", "_hashlib", "typing", "contextlib")
+RUN_HOOK = (  # the modules imported after start-up (the editable install's hook imports pathlib)
+    "import sys, atexit; _before = set(sys.modules); atexit.register(lambda: print('MODULES', "
+    f"*[m for m in {HEAVY + SLOW_TO_IMPORT!r} if m in sys.modules and m not in _before], file=sys.stderr)); "
 )
 
 
@@ -173,15 +180,21 @@ CLOCK = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00| UTC)"
 
 
 def _run(
-    entry: str, args: list[str], *, input: str | None = None, env: dict[str, str] | None = None
+    entry: str,
+    args: list[str],
+    *,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    watch: tuple[str, ...] = HEAVY,
 ) -> tuple[int, str, str, tuple[str, ...]]:
-    """(status, stdout, stderr, heavy modules imported) of one CLI process."""
+    """(status, stdout, stderr, the modules of ``watch`` it imported) of one CLI process."""
     code = f"{RUN_HOOK}sys.argv = ['credvault', *{args!r}]; from {entry} import main; main()"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, input=input, env={**os.environ, **(env or {})}
     )
     stderr, _, modules = proc.stderr.rpartition("MODULES")
-    return proc.returncode, CLOCK.sub("TIME", proc.stdout), CLOCK.sub("TIME", stderr), tuple(modules.split())
+    imported = tuple(name for name in modules.split() if name in watch)
+    return proc.returncode, CLOCK.sub("TIME", proc.stdout), CLOCK.sub("TIME", stderr), imported
 
 
 def _both(ws: Workspace, args: list[str], **kw: object) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
@@ -196,6 +209,8 @@ def _both(ws: Workspace, args: list[str], **kw: object) -> tuple[tuple[int, str,
 READS = [
     ["whoami"],
     ["whoami", "--json"],
+    ["status"],
+    ["status", "--json"],
     ["client", "list"],
     ["client", "list", "--json"],
     ["secret", "list"],
@@ -334,6 +349,29 @@ def test_the_clipboard_copy_happens_in_the_cli_process(served: Workspace, tmp_pa
         outputs.append(result[:3])
     assert outputs[0] == outputs[1]
     assert "it is cleared in 5 s" in outputs[0][2] and PASSWORD not in outputs[0][1] + outputs[0][2]
+
+
+def test_the_everyday_commands_import_nothing_slow_to_start(served: Workspace, tmp_path: Path) -> None:
+    """W10's commands through the agent import none of SLOW_TO_IMPORT (nor HEAVY)."""
+    argv = ["--db", served.url, "--as", ADMIN]
+    clip = {"CREDVAULT_CLIPBOARD_FILE": str(tmp_path / "clip")}
+    lines: list[tuple[list[str], dict[str, str], str | None]] = [
+        (["whoami"], {}, None),
+        (["client", "list"], {}, None),
+        (["secret", "list", "acme"], {}, None),
+        (["secret", "show", REF], {}, None),
+        (["checkout", REF, "-r", "T-9", "--show"], {}, None),
+        (["checkout", REF, "-r", "T-9", "--clear-after", "5"], clip, None),
+        (["audit", "log", "--limit", "20"], {}, None),
+        (["checkin", REF], {}, None),
+        (["secret", "add", "acme/light", "--kind", "other", "--password-stdin"], {}, "light-Pw-1\n"),
+    ]
+    for args, env, given in lines:
+        status, _out, err, imported = _run(
+            "vault.cli.fast", [*argv, *args], env=env, input=given, watch=HEAVY + SLOW_TO_IMPORT
+        )
+        assert (status, imported) == (0, ()), (args, err)
+    assert (tmp_path / "clip").read_text(encoding="utf-8") == PASSWORD
 
 
 def test_without_an_agent_the_click_command_answers(workspace: Workspace, fake_keyring: object) -> None:

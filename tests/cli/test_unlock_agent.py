@@ -97,6 +97,26 @@ def test_a_wrong_passphrase_keeps_no_agent(headless: Workspace) -> None:
     assert _pid(headless) is None
 
 
+def test_unlock_again_with_a_wrong_passphrase_leaves_the_running_agent(headless: Workspace) -> None:
+    """A typo at a second `unlock` must not end the session the first one started: the new
+    passphrase is verified (the new agent unlocks) before the old agent is stopped."""
+    ws = headless
+    ok(ws.admin("unlock", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
+    pid = _pid(ws)
+    assert pid is not None
+    wrong = Path(ws.tmp) / "wrong.pass"
+    wrong.write_text("not it\n", encoding="utf-8")
+    wrong.chmod(0o600)
+    refused = ws.admin("unlock", "--passphrase-file", str(wrong))
+    assert_clean_error(refused, "not it")
+    assert _pid(ws) == pid  # the same agent still serves
+    assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout
+    ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))  # a right one still replaces it
+    new_pid = _pid(ws)
+    assert new_pid is not None and new_pid != pid
+    _wait_gone(pid)
+
+
 def test_the_unlock_mode_comes_from_the_environment(headless: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDVAULT_UNLOCK", "keyring")
     assert_clean_error(headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN]))  # no keyring here

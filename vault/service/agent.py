@@ -5,7 +5,7 @@ imports and, without a keyring session, Argon2id: hundreds of milliseconds. Like
 ssh-agent and gpg-agent, ``credvault agent start`` unlocks once into a background
 process that keeps the ``Vault`` open (``credvault unlock`` does so by default); an
 everyday command (checkout, checkin, whoami, client and secret listings, secret show
-and add, audit log) then sends one request over a Unix socket and the agent makes the
+and add, audit log, an admin's status) then sends one request over a Unix socket and the agent makes the
 same audited public ``Vault`` call the command would have made (the audit event is
 committed before the value leaves the agent). The requests are in docs/format.md §12.
 
@@ -55,7 +55,7 @@ from vault.service.agentclient import (
 
 ACCEPT_POLL = 0.5  # how often the server looks at the clock while idle
 REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one connection at a time)
-READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log")
+READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log", "status")
 REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
 
@@ -144,6 +144,8 @@ class Agent:
             return [s.to_json() for s in vault.secrets.list(_optional(message, "client", str))]
         if op == "secret-show":
             return vault.secrets.show(_text(message, "ref")).to_json()
+        if op == "status":
+            return vault.reports.status().to_json()
         limit = _optional(message, "limit", int)
         if limit is not None and limit < 1:
             raise errors.InvalidInput("the agent request's limit is below 1", hint=REQUEST_HINT)
@@ -286,15 +288,19 @@ def _remove(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
 
 
-def bind(path: str | os.PathLike[str]) -> socket.socket:
-    """A listening socket at ``path`` (0600), replacing a stale one nobody answers on."""
+def bind(path: str | os.PathLike[str], *, replace: bool = False) -> socket.socket:
+    """A listening socket at ``path`` (0600), replacing a stale one nobody answers on, and
+    with ``replace`` the agent that answers there (it is stopped only now, once this agent
+    has unlocked: a wrong passphrase leaves the running session alone)."""
     if os.path.exists(path):
         try:
-            request(path, {"op": "ping"}, timeout=CONNECT_TIMEOUT)
+            request(path, {"op": "stop" if replace else "ping"}, timeout=CONNECT_TIMEOUT)
         except AgentAbsent:
             _remove(path)
         else:
-            raise errors.AlreadyExists("an agent is already running for this engineer and database")
+            if not replace:
+                raise errors.AlreadyExists("an agent is already running for this engineer and database")
+            _remove(path)  # the old agent removed it before answering; a stale one goes too
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -308,7 +314,8 @@ def bind(path: str | os.PathLike[str]) -> socket.socket:
 def run(stdin: Any = None, stdout: Any = None) -> int:
     """The agent process: read its start order from stdin, unlock, say so, serve.
 
-    The order is one JSON line: ``{"url", "engineer", "passphrase", "ttl_seconds"}``.
+    The order is one JSON line: ``{"url", "engineer", "passphrase", "ttl_seconds"}`` and
+    optionally ``"replace": true`` (stop the agent already serving there, once unlocked).
     The answer on stdout is one JSON line (``ok`` with the expiry, or an error), after
     which stdout is closed and the process serves until its session ends.
     """
@@ -328,9 +335,10 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
             remember=False,
             org_memory=OrgKeyMemory(),
         )
+        replace = order.get("replace") is True
         del order
         path = socket_path(url, engineer)
-        listener = bind(path)
+        listener = bind(path, replace=replace)
     except errors.VaultError as error:
         stdout.write(json.dumps(_failure(error)) + "\n")
         return 1
@@ -356,11 +364,22 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
     return 0
 
 
-def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta) -> dict[str, Any]:
-    """Start an agent in the background; return its ``ok`` answer or raise its error."""
+def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta, *, replace: bool = False) -> dict[str, Any]:
+    """Start an agent in the background; return its ``ok`` answer or raise its error. With
+    ``replace``, the agent already running for ``engineer`` on ``url`` is stopped by the new
+    one once it has unlocked (so not when the passphrase is wrong); else the new one refuses
+    to start beside it (``AlreadyExists``)."""
     import subprocess
 
-    order = json.dumps({"url": url, "engineer": engineer, "passphrase": passphrase, "ttl_seconds": ttl.total_seconds()})
+    order = json.dumps(
+        {
+            "url": url,
+            "engineer": engineer,
+            "passphrase": passphrase,
+            "ttl_seconds": ttl.total_seconds(),
+            "replace": replace,
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "vault.service.agent"],
         stdin=subprocess.PIPE,

@@ -9,7 +9,6 @@ data and the config directory (tests, several vaults on one machine).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
@@ -302,6 +301,8 @@ def write_private(path: str, data: bytes) -> None:
             os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
+        import contextlib  # here: every command's fast path imports this module, none writes
+
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
