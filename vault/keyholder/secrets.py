@@ -45,7 +45,8 @@ from vault.authority.secret_requests import (
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_TAG_SECRET_NAME
 from vault.errors import AlreadyExists, DecryptionFailed, Locked, LookupMismatch, NotFound, UntrustedRecord
-from vault.keyholder.checkouts import EngineerKeys, ResponseChecks, trusted_org_key
+from vault.keyholder.checkouts import EngineerKeys
+from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.service import validation
 from vault.service.core import ACTIVE, ROLE_ADMIN
 from vault.service.rows import KeyCache

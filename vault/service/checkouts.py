@@ -94,8 +94,8 @@ class _PublicChecks:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
 
 
-class _EngineerKeys:
-    """The acting engineer's unlocked keys, as the checkout keyholder asks for them."""
+class SessionKeys:
+    """The acting engineer's unlocked keys, as a keyholder (checkouts, secrets) asks for them."""
 
     def __init__(self, keys: Keys, store: Store) -> None:
         self._keys, self._store = keys, store
@@ -241,7 +241,7 @@ class Checkouts:
             self._transport = transport
             self._keyholder = CheckoutKeyholder(
                 transport,
-                _EngineerKeys(self.keys, self.core.store),
+                SessionKeys(self.keys, self.core.store),
                 _ClientLookup(self),
                 self.keys.client_keys,
                 self.core.clock,

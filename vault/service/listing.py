@@ -20,7 +20,7 @@ statements. Nothing is trusted from memory that the rows read now do not match.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
@@ -30,7 +30,7 @@ from vault.crypto import blobs, sealing, signing
 from vault.errors import AccessDenied, NotFound, VaultError
 from vault.service import rows
 from vault.service.core import ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
-from vault.service.records import ClientInfo, SecretInfo
+from vault.service.records import ClientInfo
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRow
 from vault.storage import models as m
 from vault.storage.repositories import clients as client_rows
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from vault.service.clients import Clients
     from vault.service.core import Core
     from vault.service.reports import Reports
-    from vault.service.secrets import Secrets
 
 
 class Reads(Protocol):
@@ -201,27 +200,6 @@ def unseal_client_keys(
             if signing.client_key_fingerprint(key) == ck.fingerprint:
                 vault.keys.client_keys[(client_id, version)] = key
     del signers
-
-
-# -- secrets ----------------------------------------------------------------------------------------
-
-
-def secret_infos(vault: Secrets, s: Session, clients: Sequence[m.Client], every: bool) -> list[SecretInfo]:
-    """The metadata of every secret of ``clients`` (``every``: of all clients, read without a
-    filter), sorted by client and name: the secrets with their current version one page per
-    statement, each metadata blob opened here (never a password)."""
-    by_id = {c.id: c for c in clients}
-    unseal_client_keys(vault, s, vault.trust.my_row(s), clients)  # an engineer's: unsealed with their grants
-    slugs = {c.id: vault.clients.slug(s, c) for c in clients}
-    out = []
-    conn = rows.connection(s)
-    for secret in secret_rows.current(conn, None if every else list(by_id)):
-        client = by_id.get(secret.client_id)
-        if client is None:
-            continue  # a client added since the clients were read (PostgreSQL): not listed
-        opened = vault.open(s, client, secret, secret)
-        out.append(vault._secret_info(slugs[client.id], secret, opened.metadata))
-    return sorted(out, key=lambda info: (info.client, info.name))
 
 
 # -- clients ----------------------------------------------------------------------------------------

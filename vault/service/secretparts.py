@@ -20,21 +20,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from vault.authority.secrets import SecretAuthority
-from vault.crypto import sealing, signing
+from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
-from vault.errors import DecryptionFailed, IntegrityError
+from vault.errors import IntegrityError
 from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.service import listing, rows
+from vault.service.checkouts import SessionKeys
 from vault.service.core import ROLE_ADMIN
 from vault.service.records import SecretInfo
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
-from vault.service.sessions import UnlockedSession
 from vault.storage import models as m
 from vault.storage.repositories import secrets as secret_rows
 from vault.transport.secrets import InProcessSecretTransport
 
 if TYPE_CHECKING:
-    from vault.keyholder.keys import Keys
     from vault.service.secrets import Secrets
 
 
@@ -74,33 +73,6 @@ class _Recorder:
         return self._journal.append(s, action, client_id=client_id, secret_id=secret_id, details=details).seq
 
 
-class _EngineerKeys:
-    """The acting engineer's unlocked keys, as the secrets' keyholder asks for them."""
-
-    def __init__(self, keys: Keys) -> None:
-        self._keys = keys
-
-    def session(self) -> UnlockedSession:
-        return self._keys.me()
-
-    def sealing_public(self) -> bytes:
-        return self._keys.session_sealing_public(self._keys.me())
-
-    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
-        if kind == "recovery":
-            bundle = self._keys.root
-            if bundle is None or bundle.version != recipient_id:
-                raise DecryptionFailed()
-            return sealing.open_sealed(bundle.recovery, version, blob, context)
-        if kind != "engineer" or recipient_id != self._keys.me().engineer_id:
-            raise DecryptionFailed()
-        return sealing.open_sealed(self._keys.my_keypair(), version, blob, context)
-
-    def recovery_version(self) -> int | None:
-        bundle = self._keys.root
-        return None if bundle is None else bundle.version
-
-
 class _Lookup:
     """A client's context, learned through the Vault's checked client lookup (the grant, the
     slug, the lookup key), in a unit of work of its own or the caller's (``unit``)."""
@@ -125,7 +97,7 @@ def secret_keyholder(secrets: Secrets) -> SecretKeyholder:
     authority = SecretAuthority(secrets.core.store, _Checks(secrets), _Recorder(secrets), secrets.core.clock)
     return SecretKeyholder(
         InProcessSecretTransport(authority),
-        _EngineerKeys(secrets.keys),
+        SessionKeys(secrets.keys, secrets.core.store),
         _Lookup(secrets),
         secrets.keys.client_keys,
         secrets.core.clock,

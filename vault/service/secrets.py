@@ -252,8 +252,6 @@ class Secrets:
             sensitive_fields=tuple(sensitive),
         )
 
-    _secret_info = info  # listing.secret_infos (vault/service/listing.py) still calls it
-
     # -- public API ---------------------------------------------------------------------
 
     def add(
