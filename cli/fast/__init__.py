@@ -30,13 +30,27 @@ def main() -> None:
     if order is not None:
         from .serve import serve
 
-        status = serve(order)
+        try:
+            status = serve(order)
+            if status is not None:
+                sys.stdout.flush()
+        except BrokenPipeError:  # `credvault secret list | head`: the reader left; no traceback
+            _quiet_stdout()
+            sys.exit(1)  # as click does on EPIPE
         if status is not None:
-            sys.stdout.flush()
             sys.exit(status)
     from ..main import main as click_main
 
     click_main()
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null so that the interpreter's last flush fails no more."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def via_agent(order: Order) -> int | None:

@@ -382,3 +382,18 @@ def test_without_an_agent_the_click_command_answers(workspace: Workspace, fake_k
         code, out, err, modules = _run("vault.cli.fast", argv)
         assert "click" in modules and code == 1 and out == ""
         assert err.startswith("credvault: error: ") and "locked" in err
+
+
+@pytest.mark.parametrize("entry", ["vault.cli.fast", "vault.cli.main"])
+def test_a_reader_that_leaves_early_gets_no_traceback(served: Workspace, entry: str) -> None:
+    """`credvault audit log | head -0`: the reader has gone before the first line is written
+    (the read end is closed at once, so the race of a reader leaving mid-output cannot pass
+    by luck); both paths end quietly with status 1, as click does."""
+    argv = ["--db", served.url, "--as", ADMIN, "audit", "log"]
+    code = f"import sys; sys.argv = ['credvault', *{argv!r}]; from {entry} import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 1, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -23,7 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
-from vault.service.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
+from vault.storage.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
 
 VIEW, HISTORY, CREATE, UPDATE = "secret-view", "secret-history", "secret-create", "secret-update"
 READ_ACTIONS = (VIEW, HISTORY)

@@ -44,11 +44,19 @@ from vault.authority.secret_requests import (
     UpdateRequest,
 )
 from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
-from vault.service import rows
-from vault.service.core import ENCRYPTION_LIMIT, ROLE_ADMIN
-from vault.service.rows import ClientRow, EngineerRecord, EngineerRow, GrantRecord, SecretRow, VersionRow
 from vault.storage import models as m
+from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.rows import (
+    ENCRYPTION_LIMIT,
+    ROLE_ADMIN,
+    ClientRow,
+    EngineerRecord,
+    EngineerRow,
+    GrantRecord,
+    SecretRow,
+    VersionRow,
+)
 
 VIEW_PUBLIC_ONLY = "public-only"  # a view's details: it showed no sensitive field (reports.py counts the others)
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.requests import MISSING_TARGET, Caller, SealedClientKey
 from vault.authority.secret_requests import (
     HISTORY,
@@ -47,10 +48,8 @@ from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_TAG_SECRET_NAME
 from vault.errors import AlreadyExists, DecryptionFailed, Locked, LookupMismatch, NotFound, UntrustedRecord
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
-from vault.service import validation
-from vault.service.core import ACTIVE, ROLE_ADMIN
-from vault.service.rows import KeyCache
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, KeyCache
 
 
 @dataclass(frozen=True, repr=False)

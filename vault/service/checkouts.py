@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -22,12 +22,11 @@ from vault.authority.checkins import CheckinAuthority
 from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import BREAK, CHECKIN
-from vault.crypto import blobs, sealing, signing
+from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
     AuditUnavailable,
     ConcurrentChange,
-    DecryptionFailed,
     InvalidInput,
     NotFound,
     StoreBusy,
@@ -35,6 +34,7 @@ from vault.errors import (
 )
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
+from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import validation
 from vault.service.core import ROLE_ADMIN
 from vault.service.passwords import generate_password
@@ -42,7 +42,6 @@ from vault.service.policies import Policy
 from vault.service.records import CheckoutInfo, Revealed
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord, HasId, PolicyRow, VersionRecord
 from vault.service.secrets import METADATA_FIELDS
-from vault.service.sessions import UnlockedSession
 from vault.transport.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
     from vault.service.holds import Holds
     from vault.service.policies import PolicyCheck
     from vault.service.secrets import Secrets
-    from vault.storage.engine import Store
 
 
 MAX_REASON = 500
@@ -92,37 +90,6 @@ class _PublicChecks:
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
-
-
-class SessionKeys:
-    """The acting engineer's unlocked keys, as a keyholder (checkouts, secrets) asks for them."""
-
-    def __init__(self, keys: Keys, store: Store) -> None:
-        self._keys, self._store = keys, store
-
-    def open_recovery(self) -> None:
-        with self._store.read() as s:
-            self._keys.root_bundle(s)
-
-    def session(self) -> UnlockedSession:
-        return self._keys.me()
-
-    def sealing_public(self) -> bytes:
-        return self._keys.session_sealing_public(self._keys.me())
-
-    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
-        if kind == "recovery":
-            bundle = self._keys.root
-            if bundle is None or bundle.version != recipient_id:
-                raise DecryptionFailed()
-            return sealing.open_sealed(bundle.recovery, version, blob, context)
-        if kind != "engineer" or recipient_id != self._keys.me().engineer_id:
-            raise DecryptionFailed()
-        return sealing.open_sealed(self._keys.my_keypair(), version, blob, context)
-
-    def recovery_version(self) -> int | None:
-        bundle = self._keys.root  # opened when the client's context was learned
-        return None if bundle is None else bundle.version
 
 
 class _ClientLookup:

@@ -24,8 +24,8 @@ from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import IntegrityError
 from vault.keyholder.secrets import SecretContext, SecretKeyholder
+from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import listing, rows
-from vault.service.checkouts import SessionKeys
 from vault.service.core import ROLE_ADMIN
 from vault.service.records import SecretInfo
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
