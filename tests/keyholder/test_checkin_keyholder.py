@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from vault.authority.requests import CheckoutResponse, ListResponse, ReleaseRequest, WriteKey
-from vault.errors import DecryptionFailed, Locked, LookupMismatch, UntrustedRecord, VaultError
+from vault.authority.requests import CHECKIN, SECRET_UPDATE, CheckoutResponse, ListResponse, ReleaseRequest, WriteKey
+from vault.errors import DecryptionFailed, IntegrityError, Locked, LookupMismatch, UntrustedRecord, VaultError
 from vault.service import rows
 from vault.storage import models as m
 
@@ -43,9 +43,10 @@ class TamperingTransport:
         facts: Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]] = lambda a, f: (a, f),
         listing: Callable[[ListResponse], ListResponse] = _same,
         show_draft: bool = True,
+        sign_twice: bool = False,
     ) -> None:
         self.real, self.draft, self.write, self.facts, self.listing = real, draft, write, facts, listing
-        self.show_draft = show_draft
+        self.show_draft, self.sign_twice = show_draft, sign_twice
 
     def release(self, request: ReleaseRequest, seal: Any) -> Any:
         outer = self
@@ -62,6 +63,8 @@ class TamperingTransport:
                 return seal.details(client_id, seq, *outer.facts(action, facts))
 
             def sign(self, *args: Any) -> Any:
+                if outer.sign_twice:
+                    seal.sign(*args)  # a second signature of the same event, kept by the authority
                 return seal.sign(*args)
 
             def hold_claim(self, *args: Any) -> Any:
@@ -258,6 +261,71 @@ def test_an_event_other_than_the_one_asked_for_is_not_sealed(scene: Scene) -> No
     )
 
 
+def test_a_secret_update_recording_another_version_is_not_sealed(scene: Scene) -> None:
+    def tamper(a: str, f: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return (a, {**f, "version": f["version"] + 1}) if a == SECRET_UPDATE else (a, f)
+
+    _refused(scene, UntrustedRecord, _checkin_new, facts=tamper)
+
+
+def _released(n: int) -> Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+    return lambda a, f: (a, {**f, "released": n}) if a == CHECKIN else (a, f)
+
+
+def test_a_check_in_recording_other_releases_is_not_sealed(scene: Scene) -> None:
+    _refused(scene, UntrustedRecord, _checkin, facts=_released(0))  # a check-in without a value releases one
+    _refused(scene, UntrustedRecord, _checkin, facts=lambda a, f: (a, {**f, "new_version": True}))
+
+
+def test_an_answer_other_than_the_events_sealed_is_refused(scene: Scene) -> None:
+    # alice holds one checkout: the keyholder cannot know that before the write, but the
+    # committed answer must be what it sealed (two released recorded, one reported)
+    with pytest.raises(UntrustedRecord, match="sealed"):
+        _with(scene.alice, facts=_released(2)).checkouts.checkin("acme/fw01")
+
+
+def test_an_event_is_signed_once(scene: Scene) -> None:
+    _refused(scene, UntrustedRecord, _checkin, sign_twice=True)
+    _refused(scene, UntrustedRecord, _checkin_new, sign_twice=True)
+
+
+# -- the insider's attack: the client's current key moved back in the database -------------------------------
+
+
+def _key_moved_back(scene: Scene) -> None:
+    """Client acme rotated (version 1 destroyed, 2 current; alice held 1 and holds 2), then a
+    writer of the database makes version 1 current again and undoes its destruction."""
+    scene.team.admin.keys.rotate_client("acme")
+    assert scene.alice.checkouts.reveal("acme/sw01", reason=REASON) == OTHER_PW  # alice's context after it
+    with scene.team.admin.store.transaction() as s:
+        s.execute(update(m.Client).where(m.Client.id == scene.acme).values(current_key_version=1))
+        s.execute(
+            update(m.ClientKey)
+            .where(m.ClientKey.client_id == scene.acme, m.ClientKey.version == 1)
+            .values(state="retiring", destroyed_at=None)
+        )
+
+
+def test_a_check_in_under_a_client_key_moved_back_is_refused_by_the_authority(scene: Scene) -> None:
+    _key_moved_back(scene)
+    before = _state(scene)
+    with pytest.raises(IntegrityError, match="not its newest admin-signed key version") as caught:
+        _checkin_new(_with(scene.alice))
+    assert type(caught.value) is IntegrityError  # the authority's refusal, not the keyholder's (a subclass)
+    assert NEW_PW not in str(caught.value) and _state(scene) == before
+
+
+def test_a_write_key_older_than_one_seen_is_refused_by_the_keyholder(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _key_moved_back(scene)
+    from vault.service import checkouts
+
+    # an authority that trusts the column (as before the fix): the keyholder must refuse on its own
+    monkeypatch.setattr(checkouts._PublicChecks, "current_key_version", lambda self, s, c: c.current_key_version)
+    _refused(scene, UntrustedRecord, _checkin_new)
+
+
 # -- the listing --------------------------------------------------------------------------------------------
 
 
@@ -306,3 +374,11 @@ def test_a_listing_with_a_forged_own_row_is_refused(scene: Scene) -> None:
     _listed(scene, scene.alice, lambda r: dataclasses.replace(r, me=r.me._replace(role="admin")), UntrustedRecord)
     (bob,) = _rows(scene.team, rows.EngineerRow, rows.ENGINEERS, rows.ENGINEERS.c.name == "bob")
     _listed(scene, scene.alice, lambda r: dataclasses.replace(r, me=bob), Locked)
+
+
+def test_a_checkout_whose_version_row_was_deleted_is_reported(scene: Scene) -> None:
+    with scene.team.admin.store.transaction() as s:
+        s.execute(delete(m.SecretVersion).where(m.SecretVersion.secret_id == scene.fw))
+    for vault in (scene.alice, scene.team.admin):
+        with pytest.raises(IntegrityError, match="damaged"):
+            _with(vault).checkouts.list()

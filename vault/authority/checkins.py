@@ -9,7 +9,9 @@ version, which it verifies and opens) before anything is written.
 
 A check-in that stores a new value first checks that no other engineer holds the secret
 exclusively (each hold honoured only if its event verifies), then asks the keyholder for
-the new version (``new_version``: a fresh data key wrapped under the client's current key,
+the new version (``new_version``: a fresh data key wrapped under the client's current key —
+the newest admin-signed version, which must match ``clients.current_key_version`` and not be
+destroyed, the secrets authority's check; a client removed meanwhile is ``NotFound`` —
 the value and the unchanged metadata under it: ciphertext only crosses), stores it, counts
 the encryption under the client key, prunes old versions and appends ``secret-update``.
 Then the holds are released and ``checkin`` (or ``checkout-break``) is appended; the
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -49,7 +51,6 @@ from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.prepared import Prepared
 from vault.storage.rows import (
-    CLIENTS,
     ENCRYPTION_LIMIT,
     SECRETS,
     VERSIONS,
@@ -61,7 +62,6 @@ from vault.storage.rows import (
 )
 
 _KEYS = cast(Table, m.ClientKey.__table__)
-CURRENT_KEY_VERSION = Prepared(select(CLIENTS.c.current_key_version).where(CLIENTS.c.id == bindparam("client")))
 ADD_VERSION = Prepared(
     insert(VERSIONS),
     (
@@ -94,6 +94,11 @@ class ReleaseChecks(PublicChecks, Protocol):
 
     def retention(self, s: Session) -> int:
         """Versions kept per secret (the admin-signed setting, or the default)."""
+
+    def current_key_version(self, s: Session, client: m.Client) -> int:
+        """The client-key version new data goes under: the newest admin-signed one, which must be
+        what ``clients.current_key_version`` says and not destroyed, else IntegrityError (the
+        secrets authority's check)."""
 
 
 class ReleaseSeal(EventSeal, Protocol):
@@ -223,8 +228,10 @@ class CheckinAuthority:
         secret moved to it (its must-change flag cleared), old versions pruned, and recorded."""
         a = self.checkouts
         secret_id, current = secret.id, secret.current_version
-        found = CURRENT_KEY_VERSION.all(conn, {"client": client_id})
-        key_version = found[0][0]
+        client = s.get(m.Client, client_id)
+        if client is None:  # removed since the target was read (PostgreSQL: no lock on the client row)
+            raise NotFound(MISSING_TARGET)
+        key_version = self.checks.current_key_version(s, client)  # never the unsigned column alone
         write = WriteKey(key_version, a._sealed_key(conn, caller, client_id, key_version), current + 1)
         new = seal.new_version(write)
         if (new.version, new.key_version) != (write.next_version, write.key_version):

@@ -5,8 +5,10 @@ so a checkout in another connection is not blocked; on PostgreSQL one that locks
 The caller is checked first (present, certified, active, of the key generation the request
 names); then one statement reads every open checkout the caller may see (an admin: all;
 an engineer: their own), oldest first, with its client, secret, current version and
-holder's name; then the client keys those rows need that the keyholder does not hold
-(the version's, and the one the client's slug is sealed under), with their signed records.
+holder's name (a checkout whose current-version row is missing is reported as damaged,
+``IntegrityError``, as ``secret list`` does, never left out); then the client keys those
+rows need that the keyholder does not hold (the version's, and the one the client's slug is
+sealed under), with their signed records.
 Nothing is written: the listing records no event (as before the split).
 """
 
@@ -22,6 +24,7 @@ from vault.authority.checkout_reads import CallerRead
 from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority
 from vault.authority.requests import ListedCheckout, ListRequest, ListResponse, SealedClientKey
 from vault.crypto.blobs import blob_key_version
+from vault.errors import IntegrityError
 from vault.storage.engine import Store
 from vault.storage.prepared import Prepared
 from vault.storage.rows import (
@@ -49,7 +52,9 @@ def listing_query(own: bool) -> Select[Any]:
     joined = (
         CHECKOUTS.join(CLIENTS, CLIENTS.c.id == CHECKOUTS.c.client_id)
         .join(SECRETS, SECRETS.c.id == CHECKOUTS.c.secret_id)
-        .join(VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == SECRETS.c.current_version))
+        .outerjoin(  # a missing current version is damage, reported (``_listed``), never passed over
+            VERSIONS, and_(VERSIONS.c.secret_id == SECRETS.c.id, VERSIONS.c.version == SECRETS.c.current_version)
+        )
         .join(ENGINEERS, ENGINEERS.c.id == CHECKOUTS.c.engineer_id)
     )
     columns = [*_cols(CLIENTS, ClientRow), *_cols(SECRETS, SecretRow), *_cols(VERSIONS, VersionRow)]
@@ -104,9 +109,16 @@ class CheckoutListAuthority:
     def _listed(r: Any) -> ListedCheckout:
         a, b, c = (sum(_WIDTHS[: i + 1]) for i in range(3))
         engineer_id, holder, exclusive, started, expires = r[c : c + 5]
+        secret = SecretRow._make(r[a:b])
+        if r[b] is None:  # the current version's row is gone: a writer of the database hid it
+            raise IntegrityError(
+                f"secret #{secret.id} of client #{r[0]} is damaged: its current version "
+                f"{secret.current_version} is missing (checked out by {holder})",
+                hint="the database was changed outside credvault; restore it from a backup",
+            )
         return ListedCheckout(
             client=ClientRow._make(r[:a]),
-            secret=SecretRow._make(r[a:b]),
+            secret=secret,
             version=VersionRow._make(r[b:c]),
             engineer_id=engineer_id,
             holder=holder,

@@ -83,12 +83,19 @@ class _ReleaseSeal:
         self._k, self._me, self._ctx, self._name, self._tag = keyholder, me, ctx, name, tag
         self._request, self._new_value = request, new_value
         self.admitted: tuple[CheckoutResponse, Opened] | None = None
-        self._updated = False
+        self._written: int | None = None  # the number of the version encrypted here
+        # The events this request may record, in order: each sealed once, then signed once.
+        self._expected = [SECRET_UPDATE, request.action] if request.new_value else [request.action]
+        self._unsigned: int | None = None  # the seq of the event sealed and not yet signed
+        self.sealed: dict[str, dict[str, Any]] = {}  # action -> the facts sealed (compared with the answer)
+        self.last_seq: int | None = None
 
     def __repr__(self) -> str:
         return "ReleaseSeal(<redacted>)"
 
     def admit(self, draft: CheckoutResponse) -> None:
+        if self._written is not None or self.sealed:
+            raise UntrustedRecord("the authority showed new rows after the change was made")
         self.admitted = None
         opened = self._k.checkouts.verified(self._me, self._ctx, self._name, self._tag, None, draft)
         if draft.version.version != draft.secret.current_version:
@@ -102,13 +109,22 @@ class _ReleaseSeal:
 
     def new_version(self, write: WriteKey) -> NewVersion:
         draft, opened = self._admitted()
-        if self._new_value is None or self._updated:
+        if self._new_value is None or self._written is not None:
             raise UntrustedRecord("the authority asked for a new version this check-in did not give")
         client, secret = draft.client, draft.secret
         if write.next_version != secret.current_version + 1:
             raise UntrustedRecord("the authority asked for another version number than the next one")
         if write.sealed is None:
             raise DecryptionFailed()  # no such client-key version
+        # Versions only grow and a rotation makes its new one current at once: a client-key
+        # version older than one verified here already (held, or the admitted version's) is not
+        # the current one, whatever the clients row says (a writer of the database moved it).
+        seen = [v for (c, v) in self._k.checkouts.cache if c == client.id] + [draft.version.key_version]
+        if write.key_version < max(seen):
+            raise UntrustedRecord(
+                f"the authority asked for a new version under client key version {write.key_version}, "
+                f"older than version {max(seen)}"
+            )
         opened.checks.client_key(write.sealed, client.id, write.key_version)  # verified even if held
         key = self._k.checkouts.client_key(
             self._me, opened.me, opened.checks, client.id, write.key_version, write.sealed
@@ -116,7 +132,7 @@ class _ReleaseSeal:
         version, kv = write.next_version, write.key_version
         dek = blobs.new_key()
         metadata = json.dumps(opened.metadata, sort_keys=True).encode("utf-8")
-        self._updated = True
+        self._written = version
         return NewVersion(
             version=version,
             key_version=kv,
@@ -129,20 +145,52 @@ class _ReleaseSeal:
 
     def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]:
         draft, _opened = self._admitted()
-        asked = self._request.action
-        expected = (SECRET_UPDATE, asked) if self._request.new_value else (asked,)
-        if client_id != draft.client.id or action not in expected or not _plain_facts(action, facts):
+        if client_id != draft.client.id or not self._expected or action != self._expected[0]:
             raise UntrustedRecord("the event to seal is not the one this request asked for")
-        if action == SECRET_UPDATE and not self._updated:
-            raise UntrustedRecord("the event to seal records a version this check-in did not encrypt")
+        if self._unsigned is not None or (self.last_seq is not None and seq != self.last_seq + 1):
+            raise UntrustedRecord("the event to seal does not follow the one sealed before")
+        if not _plain_facts(action, facts) or not self._expected_facts(action, facts):
+            raise UntrustedRecord("the event to seal records another change than the one made")
+        self._expected.pop(0)
+        self._unsigned, self.last_seq, self.sealed[action] = seq, seq, dict(facts)
         ring = self._ctx.ring
         version = len(ring) // 32
         raw = json.dumps(facts, sort_keys=True).encode("utf-8")
         return version, blobs.encrypt_audit_detail(ring[-32:], version, raw, client_id, seq, action)
 
+    def _expected_facts(self, action: str, facts: dict[str, Any]) -> bool:
+        """The facts pinned to what this request did: the version encrypted here; a check-in's
+        new-value flag; at least one hold released when nothing else changed."""
+        if action == SECRET_UPDATE:
+            return self._written is not None and facts == {"version": self._written, "password_changed": True}
+        if action == CHECKIN:
+            released = facts["released"]
+            new = self._request.new_value
+            if facts["new_version"] is not new or isinstance(released, bool) or released < (0 if new else 1):
+                return False
+            return not new or SECRET_UPDATE in self.sealed
+        return len(facts["holders"]) >= 1  # a break releases at least one hold
+
     def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
         self._admitted()
+        if self._unsigned is None or seq != self._unsigned:
+            raise UntrustedRecord("the authority asked for a signature of an event this request did not seal")
+        self._unsigned = None  # one signature per event sealed
         return chain.sign_event(self._me.signing_seed, vault_id, seq, digest)
+
+    def answered(self, r: ReleaseResponse) -> ReleaseResponse:
+        """The authority's answer, once committed, compared with what was sealed: every expected
+        event recorded, the holds and the version it reports the ones sealed."""
+        facts = self.sealed.get(self._request.action)
+        if self._expected or self._unsigned is not None or facts is None or r.seq != self.last_seq:
+            raise UntrustedRecord("the authority's answer is not the change this keyholder sealed")
+        if self._request.action == BREAK:
+            same = list(r.holders) == facts["holders"] and r.released == len(facts["holders"])
+        else:
+            same = r.released == facts["released"] and (self._written is None or r.version == self._written)
+        if not same:
+            raise UntrustedRecord("the authority's answer is not the change this keyholder sealed")
+        return r
 
     def hold_claim(
         self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
@@ -191,7 +239,7 @@ class CheckinKeyholder:
             )
             seal = _ReleaseSeal(self, me, ctx, name, tag, request, new_value)
             try:
-                return self.transport.release(request, seal)
+                return seal.answered(self.transport.release(request, seal))
             except ConcurrentChange as error:
                 if attempt == 0 and str(error) == STALE_CONTEXT:
                     continue

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from vault.service.holds import Holds
     from vault.service.policies import PolicyCheck
     from vault.service.secrets import Secrets
+    from vault.storage import models as m
 
 
 MAX_REASON = 500
@@ -87,6 +88,9 @@ class _PublicChecks:
 
     def retention(self, s: Session) -> int:
         return self._policies.retention(s)
+
+    def current_key_version(self, s: Session, client: m.Client) -> int:
+        return self._trust.current_key_version(s, client)
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
