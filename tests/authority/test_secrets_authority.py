@@ -130,7 +130,7 @@ def _authority(scene: Scene, recorder: Recorder) -> SecretAuthority:
 
 
 def _target(scene: Scene, who: tuple[int, int], **changes: Any) -> SecretTarget:
-    target = SecretTarget(Caller(*who), scene.client_id, None, scene.tag, (), b"")
+    target = SecretTarget(Caller(*who), scene.client_id, None, scene.tag, (), b"\x00" * 32)
     return dataclasses.replace(target, **changes)
 
 
@@ -266,18 +266,18 @@ def test_an_add_stores_what_the_keyholder_encrypted_for_the_ids_it_assigned(scen
     seal = FakeSeal(recorder)
     tag = b"\x07" * 32
     target = dataclasses.replace(_target(scene, scene.alice), name_tag=tag)
-    answer = _authority(scene, recorder).add(AddRequest(target, "router"), seal)
+    answer = _authority(scene, recorder).add(AddRequest(target, "equipment"), seal)
     draft = seal.drafts[0]
     assert draft.version is None and draft.write_key is not None and draft.write_key.record.version == 1
     assert draft.write_key.blob is not None  # alice's sealed copy: ciphertext, opened by the keyholder alone
     assert seal.encrypted == [(scene.client_id, answer.secret.id, 1)]
-    assert recorder.events == [(CREATE, scene.client_id, answer.secret.id, {"kind": "router"})]
+    assert recorder.events == [(CREATE, scene.client_id, answer.secret.id, {"kind": "equipment"})]
     with scene.team.admin.store.transaction() as s:
         row = s.get(m.SecretVersion, (answer.secret.id, 1))
         secret = s.get(m.Secret, answer.secret.id)
         assert row is not None and secret is not None
         stored = (row.key_version, row.wrapped_dek, row.password_blob, row.metadata_blob)
-        assert (secret.name_tag, secret.kind, secret.current_version) == (tag, "router", 1)
+        assert (secret.name_tag, secret.kind, secret.current_version) == (tag, "equipment", 1)
         assert row.created_by == scene.alice[0]
     assert stored == (NEW.key_version, NEW.wrapped_dek, NEW.password_blob, NEW.metadata_blob)
 
@@ -303,10 +303,10 @@ def test_an_update_writes_the_next_version_and_clears_the_flag(scene: Scene) -> 
         s.get(m.Secret, scene.secret_id).must_change = True  # type: ignore[union-attr]
     recorder = Recorder()
     seal = FakeSeal(recorder)
-    answer = _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), "router", True), seal)
+    answer = _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), "equipment", True), seal)
     assert seal.drafts[0].version is not None and seal.drafts[0].version.version == 1
     assert seal.encrypted == [(scene.client_id, scene.secret_id, 2)]
-    assert (answer.secret.current_version, answer.secret.must_change, answer.kind) == (2, False, "router")
+    assert (answer.secret.current_version, answer.secret.must_change, answer.kind) == (2, False, "equipment")
     assert recorder.events == [(UPDATE, scene.client_id, scene.secret_id, {"version": 2, "password_changed": True})]
 
 

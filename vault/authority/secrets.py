@@ -26,7 +26,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
-from vault.authority.requests import MISSING_TARGET, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.requests import MISSING_TARGET, Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -43,6 +43,7 @@ from vault.authority.secret_requests import (
     SecretTarget,
     UpdateRequest,
 )
+from vault import validation
 from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
@@ -59,6 +60,43 @@ from vault.storage.rows import (
 )
 
 VIEW_PUBLIC_ONLY = "public-only"  # a view's details: it showed no sensitive field (reports.py counts the others)
+MAX_KNOWN_VERSIONS = 4096  # client-key versions a keyholder may name as held: far more than rotations happen
+TAG_BYTES = 32  # a lookup tag (an HMAC-SHA256) and an organisation public key: 32 bytes each
+
+
+def _tag(label: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != TAG_BYTES:
+        raise InvalidInput(f"the request's {label} is not a {TAG_BYTES}-byte value")
+    return value
+
+
+def checked_target(target: SecretTarget) -> SecretTarget:
+    """``target`` if every field is of its type and range, else InvalidInput: the request is
+    the caller's, and nothing in it is trusted before it is checked here."""
+    if not isinstance(target, SecretTarget) or not isinstance(target.caller, Caller):
+        raise InvalidInput("the request names no caller and target")
+    validation.number("engineer id", target.caller.engineer_id, 1)
+    validation.number("key generation", target.caller.key_generation, 0)
+    if (target.client_id is None) == (target.slug_tag is None):
+        raise InvalidInput("a request names its client by id or by slug tag")
+    if target.client_id is not None:
+        validation.number("client id", target.client_id, 1)
+    if target.slug_tag is not None:
+        _tag("slug tag", target.slug_tag)
+    _tag("name tag", target.name_tag)
+    _tag("organisation key", target.org_pin)
+    if not isinstance(target.known_key_versions, tuple) or len(target.known_key_versions) > MAX_KNOWN_VERSIONS:
+        raise InvalidInput("the request's known key versions are not a short tuple")
+    for version in target.known_key_versions:
+        validation.number("client-key version", version, 1)
+    return target
+
+
+def checked_kind(kind: object) -> str:
+    """A secret's kind, one of ``validation.KINDS``, else InvalidInput."""
+    if not isinstance(kind, str):
+        raise InvalidInput("the request's kind is not text")
+    return validation.kind(kind)
 
 
 class SecretChecks(Protocol):
@@ -111,8 +149,9 @@ class SecretAuthority:
 
     def read(self, request: ReadRequest, seal: SecretSeal) -> SecretRows:
         """A secret's current version (``secret-view``) or its versions (``secret-history``)."""
-        if request.action not in READ_ACTIONS:
-            raise InvalidInput(f"unknown action {request.action!r}")
+        if not isinstance(request, ReadRequest) or request.action not in READ_ACTIONS:
+            raise InvalidInput(f"unknown action {validation.shown(str(getattr(request, 'action', '?')))}")
+        checked_target(request.target)
         with self.store.transaction() as s:
             caller = self._authorise(s, request.target)
             client, secret = self._target(s, request.target)
@@ -128,6 +167,10 @@ class SecretAuthority:
 
     def add(self, request: AddRequest, seal: SecretSeal) -> SecretRows:
         """A new secret under the name tag asked for, with its first version."""
+        if not isinstance(request, AddRequest):
+            raise InvalidInput("not an add request")
+        checked_target(request.target)
+        kind = checked_kind(request.kind)
         with self.store.transaction() as s:
             caller = self._authorise(s, request.target)
             client = self._client(s, request.target)
@@ -139,7 +182,7 @@ class SecretAuthority:
             secret = m.Secret(
                 client_id=client.id,
                 name_tag=name_tag,
-                kind=request.kind,
+                kind=kind,
                 current_version=0,
                 created_at=now,
                 updated_at=now,
@@ -148,12 +191,16 @@ class SecretAuthority:
             s.flush()
             written = self._write(s, caller, request.target, client, secret, None, seal)
             seq = self.recorder.append(
-                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": request.kind}
+                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind}
             )
         return dataclasses.replace(written, seq=seq)
 
     def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
         """A new version of the secret (``s``: inside the caller's unit of work, which commits it)."""
+        if not isinstance(request, UpdateRequest) or not isinstance(request.password_changed, bool):
+            raise InvalidInput("not an update request")
+        checked_target(request.target)
+        kind = None if request.kind is None else checked_kind(request.kind)
         if s is None:
             with self.store.transaction() as unit:
                 return self.update(request, seal, s=unit)
@@ -161,8 +208,8 @@ class SecretAuthority:
         client, secret = self._target(s, request.target, lock=True)
         current = self._version(s, secret, secret.current_version)
         written = self._write(s, caller, request.target, client, secret, current, seal)
-        if request.kind is not None:
-            secret.kind = request.kind
+        if kind is not None:
+            secret.kind = kind
         if request.password_changed:
             secret.must_change = False
         details = {"version": secret.current_version, "password_changed": request.password_changed}
