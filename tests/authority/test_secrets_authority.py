@@ -320,3 +320,37 @@ def test_a_missing_secret_and_a_missing_current_version_are_told_apart(scene: Sc
     with pytest.raises(IntegrityError, match=re.escape(NO_CURRENT_VERSION)):
         _authority(scene, recorder).read(ReadRequest(VIEW, _target(scene, scene.alice)), FakeSeal(recorder))
     assert recorder.events == []
+
+
+FORGED = {
+    "kind not a kind": lambda t: ("add", AddRequest(t, "router")),
+    "kind not text": lambda t: ("add", AddRequest(t, 7)),
+    "update to a kind not a kind": lambda t: ("update", UpdateRequest(t, "x" * 40, True)),
+    "short name tag": lambda t: ("read", ReadRequest(VIEW, dataclasses.replace(t, name_tag=b"\x07" * 5))),
+    "long name tag": lambda t: ("update", UpdateRequest(dataclasses.replace(t, name_tag=b"\x07" * 33), None, True)),
+    "name tag as text": lambda t: ("add", AddRequest(dataclasses.replace(t, name_tag="fw01"), "other")),
+    "long slug tag": lambda t: (
+        "read",
+        ReadRequest(VIEW, dataclasses.replace(t, client_id=None, slug_tag=b"\x01" * 64)),
+    ),
+    "client id not a number": lambda t: ("read", ReadRequest(HISTORY, dataclasses.replace(t, client_id="1"))),
+    "known key version zero": lambda t: ("read", ReadRequest(VIEW, dataclasses.replace(t, known_key_versions=(0,)))),
+    "password_changed not a bool": lambda t: ("update", UpdateRequest(t, None, "yes")),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED))
+def test_a_forged_request_field_is_refused_before_anything_is_read(
+    scene: Scene, statements: list[str], case: str
+) -> None:
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder)
+    target = _target(scene, scene.alice)
+    if case.startswith("kind"):
+        target = dataclasses.replace(target, name_tag=b"\x07" * 32)  # a new name: the add would go through
+    method, request = FORGED[case](target)
+    statements.clear()
+    with pytest.raises(InvalidInput):
+        getattr(_authority(scene, recorder), method)(request, seal)
+    assert statements == [], statements
+    assert seal.drafts == [] and recorder.events == [] and _state(scene) == before

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from vault import validation
 from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
 from vault.authority.requests import MISSING_TARGET, Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import (
@@ -43,7 +44,6 @@ from vault.authority.secret_requests import (
     SecretTarget,
     UpdateRequest,
 )
-from vault import validation
 from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
