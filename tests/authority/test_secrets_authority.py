@@ -12,6 +12,7 @@ with tags and ciphertext only.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,8 +36,18 @@ from vault.authority.secret_requests import (
     UpdateRequest,
 )
 from vault.authority.secrets import VIEW_PUBLIC_ONLY, SecretAuthority
-from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    CheckoutConflict,
+    IntegrityError,
+    InvalidInput,
+    Locked,
+    NotFound,
+    UntrustedRecord,
+)
 from vault.storage import models as m
+from vault.storage.rows import HoldRow
 
 PW, USER, NOTE = "authority-secret-Pw-1", "fw-admin", "rack 4, top"
 NEW = NewVersion(1, b"\x01wrapped", b"\x01password blob", b"\x01metadata blob")
@@ -63,6 +74,14 @@ class Checks:
 
     def retention(self, s: Any) -> int:
         return 10
+
+    def __init__(self, holds: Sequence[Any] = ()) -> None:
+        self.holds = list(holds)  # the exclusive holds of other engineers the stand-in reports
+        self.asked: list[int] = []  # the secrets whose holds were asked for
+
+    def exclusive_holds(self, s: Any, client: Any, secret: Any, me: int) -> list[Any]:
+        self.asked.append(secret.id)
+        return self.holds
 
 
 class Recorder:
@@ -354,3 +373,25 @@ def test_a_forged_request_field_is_refused_before_anything_is_read(
         getattr(_authority(scene, recorder), method)(request, seal)
     assert statements == [], statements
     assert seal.drafts == [] and recorder.events == [] and _state(scene) == before
+
+
+def test_an_update_is_refused_while_another_engineer_holds_the_secret_exclusively(scene: Scene) -> None:
+    """The exclusive-hold check is the authority's, under the secret's lock, before the keyholder is shown anything."""
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder)
+    checks = Checks([HoldRow(1, scene.bob[0], True, scene.team.clock() + dt.timedelta(hours=1), 1)])
+    authority = SecretAuthority(scene.team.admin.store, checks, recorder, scene.team.clock)
+    with pytest.raises(CheckoutConflict, match="checked out exclusively by bob until"):
+        authority.update(UpdateRequest(_target(scene, scene.alice), None, True), seal)
+    assert checks.asked == [scene.secret_id]
+    assert seal.drafts == [] and seal.encrypted == [] and recorder.events == [] and _state(scene) == before
+
+
+def test_the_holds_are_not_read_for_a_caller_without_a_grant(scene: Scene, statements: list[str]) -> None:
+    recorder, checks = Recorder(), Checks()
+    authority = SecretAuthority(scene.team.admin.store, checks, recorder, scene.team.clock)
+    statements.clear()
+    with pytest.raises(NotFound, match="no grant"):
+        authority.update(UpdateRequest(_target(scene, scene.bob), None, True), FakeSeal(recorder))
+    assert checks.asked == [] and not [st for st in statements if re.search(r"\bcheckouts\b", st, re.I)]
+    assert not [st for st in statements if READS_THE_TARGET.search(st)], statements

@@ -44,7 +44,7 @@ from vault.authority.secret_requests import (
     SecretTarget,
     UpdateRequest,
 )
-from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
+from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
@@ -55,6 +55,7 @@ from vault.storage.rows import (
     EngineerRecord,
     EngineerRow,
     GrantRecord,
+    HoldRow,
     SecretRow,
     VersionRow,
 )
@@ -118,6 +119,10 @@ class SecretChecks(Protocol):
 
     def retention(self, s: Session) -> int:
         """How many versions of a secret are kept."""
+
+    def exclusive_holds(self, s: Session, client: m.Client, secret: m.Secret, me: int) -> Sequence[HoldRow]:
+        """Other engineers' open exclusive checkouts of ``secret`` (its row locked), each honoured
+        only if its signed event vouches for it (under an exclusive policy, every hold)."""
 
 
 class Recorder(Protocol):
@@ -206,6 +211,11 @@ class SecretAuthority:
                 return self.update(request, seal, s=unit)
         caller = self._authorise(s, request.target)
         client, secret = self._target(s, request.target, lock=True)
+        others = self.checks.exclusive_holds(s, client, secret, caller.me.id)  # checked under the lock
+        if others:
+            holder = s.get(m.Engineer, others[0].engineer_id)
+            until = others[0].expires_at.isoformat(timespec="minutes")
+            raise CheckoutConflict(f"checked out exclusively by {holder.name if holder else '?'} until {until}")
         current = self._version(s, secret, secret.current_version)
         written = self._write(s, caller, request.target, client, secret, current, seal)
         if kind is not None:
@@ -264,7 +274,9 @@ class SecretAuthority:
         """The client and the secret under the name tag (``lock``: the secret's row locked, PostgreSQL)."""
         client = self._client(s, target)
         found = select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == target.name_tag)
-        secret = s.scalars(found.with_for_update() if lock else found).first()
+        if lock:  # read again under the lock (PostgreSQL): the new version follows the last committed one
+            found = found.with_for_update().execution_options(populate_existing=True)
+        secret = s.scalars(found).first()
         if secret is None:
             raise NotFound(MISSING_TARGET)
         return client, secret

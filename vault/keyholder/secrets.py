@@ -46,7 +46,15 @@ from vault.authority.secret_requests import (
 )
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_TAG_SECRET_NAME
-from vault.errors import AlreadyExists, DecryptionFailed, Locked, LookupMismatch, NotFound, UntrustedRecord
+from vault.errors import (
+    AlreadyExists,
+    CheckoutConflict,
+    DecryptionFailed,
+    Locked,
+    LookupMismatch,
+    NotFound,
+    UntrustedRecord,
+)
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.service.sessions import UnlockedSession
@@ -258,6 +266,8 @@ class SecretKeyholder:
             answer = self.transport.update(request, seal, unit)
         except NotFound as error:
             raise self._missing(error, ref, slug) from None
+        except CheckoutConflict as error:
+            raise CheckoutConflict(f"{ref} is {error}", hint=error.hint) from None
         finally:
             seal.close()
         self._check_written(seal, answer)
