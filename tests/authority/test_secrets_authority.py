@@ -12,6 +12,7 @@ with tags and ciphertext only.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,8 +36,18 @@ from vault.authority.secret_requests import (
     UpdateRequest,
 )
 from vault.authority.secrets import VIEW_PUBLIC_ONLY, SecretAuthority
-from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    CheckoutConflict,
+    IntegrityError,
+    InvalidInput,
+    Locked,
+    NotFound,
+    UntrustedRecord,
+)
 from vault.storage import models as m
+from vault.storage.rows import HoldRow
 
 PW, USER, NOTE = "authority-secret-Pw-1", "fw-admin", "rack 4, top"
 NEW = NewVersion(1, b"\x01wrapped", b"\x01password blob", b"\x01metadata blob")
@@ -63,6 +74,14 @@ class Checks:
 
     def retention(self, s: Any) -> int:
         return 10
+
+    def __init__(self, holds: Sequence[Any] = ()) -> None:
+        self.holds = list(holds)  # the exclusive holds of other engineers the stand-in reports
+        self.asked: list[int] = []  # the secrets whose holds were asked for
+
+    def exclusive_holds(self, s: Any, client: Any, secret: Any, me: int) -> list[Any]:
+        self.asked.append(secret.id)
+        return self.holds
 
 
 class Recorder:
@@ -130,7 +149,7 @@ def _authority(scene: Scene, recorder: Recorder) -> SecretAuthority:
 
 
 def _target(scene: Scene, who: tuple[int, int], **changes: Any) -> SecretTarget:
-    target = SecretTarget(Caller(*who), scene.client_id, None, scene.tag, (), b"")
+    target = SecretTarget(Caller(*who), scene.client_id, None, scene.tag, (), b"\x00" * 32)
     return dataclasses.replace(target, **changes)
 
 
@@ -266,18 +285,18 @@ def test_an_add_stores_what_the_keyholder_encrypted_for_the_ids_it_assigned(scen
     seal = FakeSeal(recorder)
     tag = b"\x07" * 32
     target = dataclasses.replace(_target(scene, scene.alice), name_tag=tag)
-    answer = _authority(scene, recorder).add(AddRequest(target, "router"), seal)
+    answer = _authority(scene, recorder).add(AddRequest(target, "equipment"), seal)
     draft = seal.drafts[0]
     assert draft.version is None and draft.write_key is not None and draft.write_key.record.version == 1
     assert draft.write_key.blob is not None  # alice's sealed copy: ciphertext, opened by the keyholder alone
     assert seal.encrypted == [(scene.client_id, answer.secret.id, 1)]
-    assert recorder.events == [(CREATE, scene.client_id, answer.secret.id, {"kind": "router"})]
+    assert recorder.events == [(CREATE, scene.client_id, answer.secret.id, {"kind": "equipment"})]
     with scene.team.admin.store.transaction() as s:
         row = s.get(m.SecretVersion, (answer.secret.id, 1))
         secret = s.get(m.Secret, answer.secret.id)
         assert row is not None and secret is not None
         stored = (row.key_version, row.wrapped_dek, row.password_blob, row.metadata_blob)
-        assert (secret.name_tag, secret.kind, secret.current_version) == (tag, "router", 1)
+        assert (secret.name_tag, secret.kind, secret.current_version) == (tag, "equipment", 1)
         assert row.created_by == scene.alice[0]
     assert stored == (NEW.key_version, NEW.wrapped_dek, NEW.password_blob, NEW.metadata_blob)
 
@@ -303,10 +322,10 @@ def test_an_update_writes_the_next_version_and_clears_the_flag(scene: Scene) -> 
         s.get(m.Secret, scene.secret_id).must_change = True  # type: ignore[union-attr]
     recorder = Recorder()
     seal = FakeSeal(recorder)
-    answer = _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), "router", True), seal)
+    answer = _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), "equipment", True), seal)
     assert seal.drafts[0].version is not None and seal.drafts[0].version.version == 1
     assert seal.encrypted == [(scene.client_id, scene.secret_id, 2)]
-    assert (answer.secret.current_version, answer.secret.must_change, answer.kind) == (2, False, "router")
+    assert (answer.secret.current_version, answer.secret.must_change, answer.kind) == (2, False, "equipment")
     assert recorder.events == [(UPDATE, scene.client_id, scene.secret_id, {"version": 2, "password_changed": True})]
 
 
@@ -320,3 +339,59 @@ def test_a_missing_secret_and_a_missing_current_version_are_told_apart(scene: Sc
     with pytest.raises(IntegrityError, match=re.escape(NO_CURRENT_VERSION)):
         _authority(scene, recorder).read(ReadRequest(VIEW, _target(scene, scene.alice)), FakeSeal(recorder))
     assert recorder.events == []
+
+
+FORGED = {
+    "kind not a kind": lambda t: ("add", AddRequest(t, "router")),
+    "kind not text": lambda t: ("add", AddRequest(t, 7)),
+    "update to a kind not a kind": lambda t: ("update", UpdateRequest(t, "x" * 40, True)),
+    "short name tag": lambda t: ("read", ReadRequest(VIEW, dataclasses.replace(t, name_tag=b"\x07" * 5))),
+    "long name tag": lambda t: ("update", UpdateRequest(dataclasses.replace(t, name_tag=b"\x07" * 33), None, True)),
+    "name tag as text": lambda t: ("add", AddRequest(dataclasses.replace(t, name_tag="fw01"), "other")),
+    "long slug tag": lambda t: (
+        "read",
+        ReadRequest(VIEW, dataclasses.replace(t, client_id=None, slug_tag=b"\x01" * 64)),
+    ),
+    "client id not a number": lambda t: ("read", ReadRequest(HISTORY, dataclasses.replace(t, client_id="1"))),
+    "known key version zero": lambda t: ("read", ReadRequest(VIEW, dataclasses.replace(t, known_key_versions=(0,)))),
+    "password_changed not a bool": lambda t: ("update", UpdateRequest(t, None, "yes")),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED))
+def test_a_forged_request_field_is_refused_before_anything_is_read(
+    scene: Scene, statements: list[str], case: str
+) -> None:
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder)
+    target = _target(scene, scene.alice)
+    if case.startswith("kind"):
+        target = dataclasses.replace(target, name_tag=b"\x07" * 32)  # a new name: the add would go through
+    method, request = FORGED[case](target)
+    statements.clear()
+    with pytest.raises(InvalidInput):
+        getattr(_authority(scene, recorder), method)(request, seal)
+    assert statements == [], statements
+    assert seal.drafts == [] and recorder.events == [] and _state(scene) == before
+
+
+def test_an_update_is_refused_while_another_engineer_holds_the_secret_exclusively(scene: Scene) -> None:
+    """The exclusive-hold check is the authority's, under the secret's lock, before the keyholder is shown anything."""
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder)
+    checks = Checks([HoldRow(1, scene.bob[0], True, scene.team.clock() + dt.timedelta(hours=1), 1)])
+    authority = SecretAuthority(scene.team.admin.store, checks, recorder, scene.team.clock)
+    with pytest.raises(CheckoutConflict, match="checked out exclusively by bob until"):
+        authority.update(UpdateRequest(_target(scene, scene.alice), None, True), seal)
+    assert checks.asked == [scene.secret_id]
+    assert seal.drafts == [] and seal.encrypted == [] and recorder.events == [] and _state(scene) == before
+
+
+def test_the_holds_are_not_read_for_a_caller_without_a_grant(scene: Scene, statements: list[str]) -> None:
+    recorder, checks = Recorder(), Checks()
+    authority = SecretAuthority(scene.team.admin.store, checks, recorder, scene.team.clock)
+    statements.clear()
+    with pytest.raises(NotFound, match="no grant"):
+        authority.update(UpdateRequest(_target(scene, scene.bob), None, True), FakeSeal(recorder))
+    assert checks.asked == [] and not [st for st in statements if re.search(r"\bcheckouts\b", st, re.I)]
+    assert not [st for st in statements if READS_THE_TARGET.search(st)], statements

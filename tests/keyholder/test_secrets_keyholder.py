@@ -10,8 +10,11 @@ written (no event, no version). The first case, no change at all, is the control
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,7 +153,7 @@ def _flip(value: bytes) -> bytes:
 def test_the_untampered_answer_is_shown(scene: Scene, opened: list[str]) -> None:
     _tamper_with(scene, _same, drop_key=True)
     info = scene.alice.secrets.show("acme/fw01")
-    assert (info.name, info.username) == ("fw01", USER) and opened == ["metadata"]
+    assert (info.name, info.username) == ("fw01", USER) and opened == ["metadata"] * 2  # admitted, answered
 
 
 def test_a_genuine_sealed_key_sent_with_the_answer_opens(scene: Scene) -> None:
@@ -279,4 +282,108 @@ def test_a_version_asked_out_of_turn_is_not_encrypted(scene: Scene) -> None:
     before = _state(scene)
     with pytest.raises(UntrustedRecord, match="did not admit"):
         scene.alice.secrets.update("acme/fw01", password="new-Pw-2")
+    assert _state(scene) == before
+
+
+def _reachable_text(root: Any) -> list[bytes]:
+    """Every str and bytes reachable from ``root`` through instances, containers, functions'
+    closures and bound methods (not through modules, classes or a function's globals)."""
+    seen: set[int] = set()
+    found: list[bytes] = []
+    todo = [root]
+    while todo:
+        value = todo.pop()
+        if id(value) in seen or isinstance(value, (type, types.ModuleType)):
+            continue
+        seen.add(id(value))
+        if isinstance(value, str):
+            found.append(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, (bytes, bytearray)):
+            found.append(bytes(value))
+        elif isinstance(value, types.FunctionType):
+            todo.extend(cell.cell_contents for cell in value.__closure__ or () if cell.cell_contents is not None)
+            todo.extend(value.__defaults__ or ())
+        elif isinstance(value, types.MethodType):
+            todo.extend((value.__self__, value.__func__))
+        elif isinstance(value, dict):
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            todo.extend(value)
+        elif hasattr(value, "__dict__"):
+            todo.append(vars(value))
+        elif hasattr(value, "__slots__"):
+            todo.extend(getattr(value, n) for n in value.__slots__ if hasattr(value, n))
+        elif isinstance(value, types.CellType):
+            todo.append(value.cell_contents)
+    return found
+
+
+def _keeping_the_seal(scene: Scene) -> list[Any]:
+    """The seals the keyholder hands to the authority, kept for inspection after the call."""
+    kept: list[Any] = []
+
+    def keep(r: SecretRows) -> SecretRows:
+        return r
+
+    _tamper_with(scene, keep)
+    transport = scene.alice.secrets._secret_keyholder().transport
+    real_seal = transport._seal
+
+    def seal(s: Any) -> Any:
+        kept.append(s)
+        return real_seal(s)
+
+    transport._seal = seal
+    return kept
+
+
+def test_the_seal_holds_no_plaintext_after_an_update(scene: Scene) -> None:
+    kept = _keeping_the_seal(scene)
+    scene.alice.secrets.update("acme/fw01", username="new-user-kept", note="note-kept-here")  # the password kept
+    scene.alice.secrets.update("acme/fw01", password="brand-new-Pw-9")
+    scene.alice.secrets.show("acme/fw01")
+    scene.alice.secrets.add("acme/new01", password="added-Pw-7", username="added-user")
+    assert len(kept) == 4
+    texts = [t for seal in kept for t in _reachable_text(seal)]
+    for plain in (PW, USER, "new-user-kept", "note-kept-here", "brand-new-Pw-9", "added-Pw-7", "added-user", "fw01"):
+        assert not [t for t in texts if plain.encode() in t], plain
+
+
+def test_the_keyholder_of_secrets_checks_without_assert() -> None:
+    """``assert`` vanishes under ``python -O``: every check raises an error of vault/errors.py."""
+    source = Path(__file__).parents[2] / "vault" / "keyholder" / "secrets.py"
+    tree = ast.parse(source.read_text())
+    assert [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)] == []
+
+
+def test_an_add_or_update_without_a_write_key_is_refused(scene: Scene) -> None:
+    _tamper_with(scene, lambda r: dataclasses.replace(r, write_key=None))
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="no client key"):
+        scene.alice.secrets.add("acme/new01", password="new-Pw-1")
+    with pytest.raises(UntrustedRecord, match="no client key"):
+        scene.alice.secrets.update("acme/fw01", password="new-Pw-2")
+    assert _state(scene) == before
+
+
+def test_an_add_asked_for_a_first_version_other_than_1_is_not_encrypted(scene: Scene) -> None:
+    keyholder = scene.alice.secrets._secret_keyholder()
+    real = keyholder.transport
+
+    class Renumbering:
+        def add(self, request: Any, seal: Any) -> SecretRows:
+            class Shown:
+                def admit(self, draft: SecretRows) -> None:
+                    seal.admit(draft)
+
+                def encrypt(self, draft: SecretRows, version: int) -> Any:
+                    return seal.encrypt(draft, 5)
+
+            return real.add(request, Shown())
+
+    keyholder.transport = Renumbering()
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="first version"):
+        scene.alice.secrets.add("acme/new01", password="new-Pw-1")
     assert _state(scene) == before

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from vault import validation
 from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
-from vault.authority.requests import MISSING_TARGET, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.requests import MISSING_TARGET, Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -43,7 +44,7 @@ from vault.authority.secret_requests import (
     SecretTarget,
     UpdateRequest,
 )
-from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked, NotFound
+from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
@@ -54,11 +55,49 @@ from vault.storage.rows import (
     EngineerRecord,
     EngineerRow,
     GrantRecord,
+    HoldRow,
     SecretRow,
     VersionRow,
 )
 
 VIEW_PUBLIC_ONLY = "public-only"  # a view's details: it showed no sensitive field (reports.py counts the others)
+MAX_KNOWN_VERSIONS = 4096  # client-key versions a keyholder may name as held: far more than rotations happen
+TAG_BYTES = 32  # a lookup tag (an HMAC-SHA256) and an organisation public key: 32 bytes each
+
+
+def _tag(label: str, value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != TAG_BYTES:
+        raise InvalidInput(f"the request's {label} is not a {TAG_BYTES}-byte value")
+    return value
+
+
+def checked_target(target: SecretTarget) -> SecretTarget:
+    """``target`` if every field is of its type and range, else InvalidInput: the request is
+    the caller's, and nothing in it is trusted before it is checked here."""
+    if not isinstance(target, SecretTarget) or not isinstance(target.caller, Caller):
+        raise InvalidInput("the request names no caller and target")
+    validation.number("engineer id", target.caller.engineer_id, 1)
+    validation.number("key generation", target.caller.key_generation, 0)
+    if (target.client_id is None) == (target.slug_tag is None):
+        raise InvalidInput("a request names its client by id or by slug tag")
+    if target.client_id is not None:
+        validation.number("client id", target.client_id, 1)
+    if target.slug_tag is not None:
+        _tag("slug tag", target.slug_tag)
+    _tag("name tag", target.name_tag)
+    _tag("organisation key", target.org_pin)
+    if not isinstance(target.known_key_versions, tuple) or len(target.known_key_versions) > MAX_KNOWN_VERSIONS:
+        raise InvalidInput("the request's known key versions are not a short tuple")
+    for version in target.known_key_versions:
+        validation.number("client-key version", version, 1)
+    return target
+
+
+def checked_kind(kind: object) -> str:
+    """A secret's kind, one of ``validation.KINDS``, else InvalidInput."""
+    if not isinstance(kind, str):
+        raise InvalidInput("the request's kind is not text")
+    return validation.kind(kind)
 
 
 class SecretChecks(Protocol):
@@ -80,6 +119,10 @@ class SecretChecks(Protocol):
 
     def retention(self, s: Session) -> int:
         """How many versions of a secret are kept."""
+
+    def exclusive_holds(self, s: Session, client: m.Client, secret: m.Secret, me: int) -> Sequence[HoldRow]:
+        """Other engineers' open exclusive checkouts of ``secret`` (its row locked), each honoured
+        only if its signed event vouches for it (under an exclusive policy, every hold)."""
 
 
 class Recorder(Protocol):
@@ -111,8 +154,9 @@ class SecretAuthority:
 
     def read(self, request: ReadRequest, seal: SecretSeal) -> SecretRows:
         """A secret's current version (``secret-view``) or its versions (``secret-history``)."""
-        if request.action not in READ_ACTIONS:
-            raise InvalidInput(f"unknown action {request.action!r}")
+        if not isinstance(request, ReadRequest) or request.action not in READ_ACTIONS:
+            raise InvalidInput(f"unknown action {validation.shown(str(getattr(request, 'action', '?')))}")
+        checked_target(request.target)
         with self.store.transaction() as s:
             caller = self._authorise(s, request.target)
             client, secret = self._target(s, request.target)
@@ -128,6 +172,10 @@ class SecretAuthority:
 
     def add(self, request: AddRequest, seal: SecretSeal) -> SecretRows:
         """A new secret under the name tag asked for, with its first version."""
+        if not isinstance(request, AddRequest):
+            raise InvalidInput("not an add request")
+        checked_target(request.target)
+        kind = checked_kind(request.kind)
         with self.store.transaction() as s:
             caller = self._authorise(s, request.target)
             client = self._client(s, request.target)
@@ -139,7 +187,7 @@ class SecretAuthority:
             secret = m.Secret(
                 client_id=client.id,
                 name_tag=name_tag,
-                kind=request.kind,
+                kind=kind,
                 current_version=0,
                 created_at=now,
                 updated_at=now,
@@ -148,21 +196,30 @@ class SecretAuthority:
             s.flush()
             written = self._write(s, caller, request.target, client, secret, None, seal)
             seq = self.recorder.append(
-                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": request.kind}
+                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind}
             )
         return dataclasses.replace(written, seq=seq)
 
     def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
         """A new version of the secret (``s``: inside the caller's unit of work, which commits it)."""
+        if not isinstance(request, UpdateRequest) or not isinstance(request.password_changed, bool):
+            raise InvalidInput("not an update request")
+        checked_target(request.target)
+        kind = None if request.kind is None else checked_kind(request.kind)
         if s is None:
             with self.store.transaction() as unit:
                 return self.update(request, seal, s=unit)
         caller = self._authorise(s, request.target)
         client, secret = self._target(s, request.target, lock=True)
+        others = self.checks.exclusive_holds(s, client, secret, caller.me.id)  # checked under the lock
+        if others:
+            holder = s.get(m.Engineer, others[0].engineer_id)
+            until = others[0].expires_at.isoformat(timespec="minutes")
+            raise CheckoutConflict(f"checked out exclusively by {holder.name if holder else '?'} until {until}")
         current = self._version(s, secret, secret.current_version)
         written = self._write(s, caller, request.target, client, secret, current, seal)
-        if request.kind is not None:
-            secret.kind = request.kind
+        if kind is not None:
+            secret.kind = kind
         if request.password_changed:
             secret.must_change = False
         details = {"version": secret.current_version, "password_changed": request.password_changed}
@@ -217,7 +274,9 @@ class SecretAuthority:
         """The client and the secret under the name tag (``lock``: the secret's row locked, PostgreSQL)."""
         client = self._client(s, target)
         found = select(m.Secret).where(m.Secret.client_id == client.id, m.Secret.name_tag == target.name_tag)
-        secret = s.scalars(found.with_for_update() if lock else found).first()
+        if lock:  # read again under the lock (PostgreSQL): the new version follows the last committed one
+            found = found.with_for_update().execution_options(populate_existing=True)
+        secret = s.scalars(found).first()
         if secret is None:
             raise NotFound(MISSING_TARGET)
         return client, secret

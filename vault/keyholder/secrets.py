@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,15 @@ from vault.authority.secret_requests import (
 )
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_TAG_SECRET_NAME
-from vault.errors import AlreadyExists, DecryptionFailed, Locked, LookupMismatch, NotFound, UntrustedRecord
+from vault.errors import (
+    AlreadyExists,
+    CheckoutConflict,
+    DecryptionFailed,
+    Locked,
+    LookupMismatch,
+    NotFound,
+    UntrustedRecord,
+)
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.service.sessions import UnlockedSession
@@ -96,31 +105,77 @@ class OpenedSecret:
 Compose = Callable[[dict[str, Any], str, str], tuple[str, dict[str, Any]]]
 
 
+def draft_digest(draft: SecretRows) -> bytes:
+    """SHA-256 of a canonical, typed and length-prefixed encoding of ``draft`` (every field)."""
+    out: list[bytes] = []
+
+    def put(tag: bytes, data: bytes) -> None:
+        out.append(tag + len(data).to_bytes(8, "big") + data)
+
+    def encode(value: object) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            put(b"D", type(value).__name__.encode())
+            for f in dataclasses.fields(value):
+                encode(getattr(value, f.name))
+        elif isinstance(value, tuple):
+            put(b"T", str(len(value)).encode())
+            for item in value:
+                encode(item)
+        elif value is None or isinstance(value, bool):
+            put(b"B", repr(value).encode())
+        elif isinstance(value, int):
+            put(b"I", str(value).encode())
+        elif isinstance(value, str):
+            put(b"S", value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bytes):
+            put(b"Y", value)
+        elif isinstance(value, dt.datetime):
+            put(b"d", value.isoformat().encode())
+        else:
+            raise UntrustedRecord("the authority's answer holds a value of an unexpected type")
+
+    encode(draft)
+    return hashlib.sha256(b"".join(out)).digest()
+
+
 class _Seal:
-    """The keyholder's side of ``SecretSeal``: the draft verified (and opened) before the event
-    is written; a new version encrypted for the draft it admitted, and for nothing else."""
+    """The keyholder's side of ``SecretSeal``: the draft verified before the event is written;
+    a new version encrypted for the draft it admitted, and for nothing else.
+
+    It keeps only the admitted draft's digest and secret id, and the ciphertext it made:
+    what ``verify`` opens (metadata, a kept password) goes straight to ``make`` in
+    ``encrypt`` and is not kept, and ``close`` (after the call) drops both functions, so
+    nothing reachable from this object, handed to the authority, holds plaintext."""
 
     def __init__(
         self,
-        verify: Callable[[SecretRows], tuple[dict[str, Any] | None, str | None]],
+        verify: Callable[[SecretRows], tuple[dict[str, Any] | None, str | None]] | None,
         make: Callable[[SecretRows, dict[str, Any] | None, str | None, int], NewVersion] | None,
     ) -> None:
         self._verify, self._make = verify, make
-        self.admitted: tuple[SecretRows, dict[str, Any] | None, str | None] | None = None
+        self.admitted: bytes | None = None  # the admitted draft's digest
+        self.admitted_secret: int | None = None
         self.made: NewVersion | None = None
 
     def __repr__(self) -> str:
         return "SecretSeal(<redacted>)"
 
     def admit(self, draft: SecretRows) -> None:
-        self.admitted = None
-        self.admitted = (draft, *self._verify(draft))  # raises, and nothing is written, if it does not verify
+        self.admitted = self.admitted_secret = None
+        if self._verify is None:
+            raise UntrustedRecord("this request is over")
+        self._verify(draft)  # raises, and nothing is written, if it does not verify; what it opens is dropped
+        self.admitted, self.admitted_secret = draft_digest(draft), draft.secret.id
 
     def encrypt(self, draft: SecretRows, version: int) -> NewVersion:
-        if self._make is None or self.admitted is None or self.admitted[0] != draft:
+        if self._make is None or self._verify is None or self.admitted is None or draft_digest(draft) != self.admitted:
             raise UntrustedRecord("the authority asked to encrypt a version this request did not admit")
-        self.made = self._make(draft, self.admitted[1], self.admitted[2], version)
+        self.made = self._make(draft, *self._verify(draft), version)  # opened again, handed straight on
         return self.made
+
+    def close(self) -> None:
+        """The request is over: no more admits or encryptions, no reference to what opens."""
+        self._verify = self._make = None
 
 
 class SecretKeyholder:
@@ -154,9 +209,13 @@ class SecretKeyholder:
             self._verify(me, ctx, target.name_tag, None, draft)
             if draft.version is not None or draft.secret.current_version != 0 or draft.kind != kind:
                 raise UntrustedRecord("the authority answered with another secret than the new one")
+            if draft.write_key is None:
+                raise UntrustedRecord("the authority sent no client key to write under")
             return None, None
 
         def make(draft: SecretRows, _m: dict[str, Any] | None, _p: str | None, number: int) -> NewVersion:
+            if number != 1:
+                raise UntrustedRecord("the authority asked for another first version than 1")
             return self._encrypt(me, draft, number, password, metadata)
 
         seal = _Seal(verify, make)
@@ -170,6 +229,8 @@ class SecretKeyholder:
             raise
         except NotFound as error:
             raise self._missing(error, ref, slug) from None
+        finally:
+            seal.close()
         self._check_written(seal, answer)
         return OpenedSecret(answer, slug, metadata)
 
@@ -186,10 +247,13 @@ class SecretKeyholder:
         def verify(draft: SecretRows) -> tuple[dict[str, Any] | None, str | None]:
             if draft.version is None:
                 raise UntrustedRecord("the authority sent no current version to update")
+            if draft.write_key is None:
+                raise UntrustedRecord("the authority sent no client key to write under")
             return self._verify(me, ctx, target.name_tag, name, draft, password=not password_changed)
 
         def make(draft: SecretRows, metadata: dict[str, Any] | None, old: str | None, number: int) -> NewVersion:
-            assert metadata is not None and draft.version is not None
+            if metadata is None or draft.version is None:
+                raise UntrustedRecord("the authority sent no current version to update")
             if number != draft.version.version + 1:
                 raise UntrustedRecord("the authority asked for a version that does not follow the current one")
             password, new_metadata = compose(metadata, old or "", draft.kind)  # old: opened only if kept
@@ -202,6 +266,10 @@ class SecretKeyholder:
             answer = self.transport.update(request, seal, unit)
         except NotFound as error:
             raise self._missing(error, ref, slug) from None
+        except CheckoutConflict as error:
+            raise CheckoutConflict(f"{ref} is {error}", hint=error.hint) from None
+        finally:
+            seal.close()
         self._check_written(seal, answer)
         return OpenedSecret(answer, slug, made[-1])
 
@@ -238,19 +306,21 @@ class SecretKeyholder:
             answer = self.transport.read(ReadRequest(action, target), seal)
         except NotFound as error:
             raise self._missing(error, ref, slug) from None
-        admitted = seal.admitted
-        if admitted is not None and dataclasses.replace(answer, seq=0) == admitted[0] and admitted[1] is not None:
-            return OpenedSecret(answer, slug, admitted[1])
-        metadata, _ = verify(answer)  # an answer not shown before: verified now, in full
-        assert metadata is not None
+        finally:
+            seal.close()
+        if seal.admitted is None or draft_digest(dataclasses.replace(answer, seq=0)) != seal.admitted:
+            raise UntrustedRecord("the authority's answer is not the draft this keyholder admitted")
+        metadata, _ = verify(answer)  # opened here, for the caller: the seal kept nothing of it
+        if metadata is None:
+            raise UntrustedRecord("the authority sent no current version")
         return OpenedSecret(answer, slug, metadata)
 
     @staticmethod
     def _check_written(seal: _Seal, answer: SecretRows) -> None:
         """What the authority says it stored is what this keyholder encrypted, for the secret admitted."""
-        made, admitted = seal.made, seal.admitted
+        made, admitted = seal.made, seal.admitted_secret
         v = answer.version
-        if made is None or admitted is None or v is None or answer.secret.id != admitted[0].secret.id:
+        if made is None or admitted is None or v is None or answer.secret.id != admitted:
             raise UntrustedRecord("the authority's answer is not the version this keyholder wrote")
         if (v.key_version, v.wrapped_dek, v.password_blob, v.metadata_blob) != (
             made.key_version,
@@ -330,7 +400,8 @@ class SecretKeyholder:
     ) -> NewVersion:
         """Version ``number`` of the draft's secret under the client key the draft's signed
         record names (verified in ``admit``), with a fresh data key."""
-        assert draft.write_key is not None
+        if draft.write_key is None:
+            raise UntrustedRecord("the authority sent no client key to write under")
         version = draft.write_key.record.version
         key = self.cache.get((draft.client.id, version))
         if key is None:

@@ -41,7 +41,7 @@ class _Checks:
     """The authority's checks (signatures and public keys only), made by the Vault's trust."""
 
     def __init__(self, secrets: Secrets) -> None:
-        self._trust, self._policies = secrets.trust, secrets.policy_check
+        self._trust, self._policies, self._holds = secrets.trust, secrets.policy_check, secrets.holds
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
@@ -59,6 +59,15 @@ class _Checks:
 
     def retention(self, s: Session) -> int:
         return self._policies.retention(s)
+
+    def exclusive_holds(self, s: Session, client: m.Client, secret: m.Secret, me: int) -> list[rows.HoldRow]:
+        holds = self._holds.lock_and_find_holds(s, secret)
+        # A hold whose row says "not exclusive" may have been edited: under an exclusive
+        # policy every hold is checked against its event, which says what it was.
+        exclusive_policy = bool(holds) and self._policies.policy(s, client.id).exclusive
+        claimed = [c for c in holds if c.exclusive or exclusive_policy]
+        genuine = self._holds.genuine_holds(s, client, client.audit_keys_blob, secret.id, claimed, me)
+        return [c for c in genuine if c.exclusive]
 
 
 class _Recorder:

@@ -31,14 +31,13 @@ from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import (
-    CheckoutConflict,
     DecryptionFailed,
     InvalidInput,
     LookupMismatch,
     NotFound,
 )
 from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
-from vault.service import listing, rows, secretparts, validation
+from vault.service import listing, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
@@ -301,7 +300,7 @@ class Secrets:
             changes[SENSITIVE_MARKS] = sensitive_fields or {}
             changes[PUBLIC_MARKS] = public_fields or {}
         with self.core.store.transaction() as s:
-            return self.update_in(s, ref, password, changes, fields, kind)
+            return self._write_update(s, ref, password, changes, fields, kind)
 
     def _write_update(
         self,
@@ -402,36 +401,3 @@ class Secrets:
         r = opened.rows
         shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
         return self.info(opened.slug, shown, opened.metadata)
-
-    def update_in(
-        self,
-        s: Session,
-        ref: str,
-        password: str | None,
-        changes: dict[str, Any],
-        fields: dict[str, str] | None,
-        kind: str | None,
-    ) -> SecretInfo:
-        """``Secrets._write_update``, refused while another engineer holds an exclusive
-        checkout (checked in the same transaction as the write: no window between them)."""
-        me = self.trust.my_row(s)
-        _client, secret, _slug = self.find(s, ref)  # opened by the keyholder, verified, before the write
-        holds = self.holds.lock_and_find_holds(s, secret)
-        # A hold whose row says "not exclusive" may have been edited: under an exclusive
-        # policy every hold is checked against its event, which says what it was.
-        exclusive_policy = bool(holds) and self.policy_check.policy(s, _client.id).exclusive
-        claimed = [c for c in holds if c.exclusive or exclusive_policy]
-        holds = self.holds.genuine_holds(s, _client, _client.audit_keys_blob, secret.id, claimed, me.id)
-        if rows.connection(s).dialect.name != "sqlite":
-            # Locked now (PostgreSQL, READ COMMITTED): read the row again, so that an update
-            # committed while we waited for the lock is the one this one follows, instead of
-            # both writing the same next version and one failing on the unique key.
-            s.refresh(secret)
-        others = [c for c in holds if c.exclusive]
-        if others:
-            holder = s.get(m.Engineer, others[0].engineer_id)
-            until = others[0].expires_at.isoformat(timespec="minutes")
-            raise CheckoutConflict(
-                f"{ref} is checked out exclusively by {holder.name if holder else '?'} until {until}"
-            )
-        return self._write_update(s, ref, password, changes, fields, kind)
