@@ -123,6 +123,8 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
     limit = os.sysconf("SC_OPEN_MAX")
     data_r, data_w = os.pipe()  # both non-inheritable (close-on-exec), as every descriptor of ours
     status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
+    if min(data_r, data_w, status_r, status_w) <= 2:  # we run with stdin/out/err closed
+        data_r, data_w, status_r, status_w = (_above_2(fd) for fd in (data_r, data_w, status_r, status_w))
     pid = os.fork()
     if pid == 0:  # the child: only system calls until exec, then never back into this code
         try:
@@ -131,6 +133,8 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
+            for fd in (0, 1, 2):  # dup2 onto itself (null landed on a closed 1 or 2) keeps close-on-exec
+                os.set_inheritable(fd, True)
             os.closerange(3, status_w)
             os.closerange(status_w + 1, limit)
             os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and module, fixed arguments
@@ -152,6 +156,19 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
         os.waitpid(pid, 0)
         raise OSError(int(failed), os.strerror(int(failed)), argv[0])
     return pid
+
+
+def _above_2(fd: int) -> int:
+    """``fd`` moved past the standard descriptors (close-on-exec): a pipe end the child
+    ``dup2``s onto 0 must not already be 0, or the child starts with no stdin (and one it
+    keeps must not be overwritten by those ``dup2``s)."""
+    if fd > 2:
+        return fd
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 def clear_if_ours(board: Clipboard, key: bytes, digest: str) -> bool:

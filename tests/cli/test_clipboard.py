@@ -417,3 +417,23 @@ def test_real_x_clipboard_copy_paste_and_clear_if_ours(
     assert wait_until(lambda: board.paste() == "")
     [clearer] = spawned
     assert clearer.wait(timeout=5) == 0
+
+
+def test_spawn_detached_from_a_process_with_its_standard_descriptors_closed(tmp_path: Path) -> None:
+    """Found in review: with fd 0 closed (`credvault checkout x <&-`) the pipe became fd 0, the
+    dup2 onto 0 did nothing, close-on-exec stayed: the clearer started without its input and
+    never cleared. Here 0, 1 and 2 are closed in the caller; the child still gets its line."""
+    out = tmp_path / "child.txt"
+    child = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
+    parent = (
+        "import os, sys\n"
+        "from vault.cli import clipboard\n"
+        "for fd in (0, 1, 2): os.close(fd)\n"
+        f"pid = clipboard.spawn_detached([sys.executable, '-c', {child!r}], b'key digest\\n')\n"
+        "os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", parent], timeout=30, check=False)
+    assert done.returncode == 0
+    assert out.read_text() == "key digest\n"
