@@ -45,9 +45,17 @@ class _AgentNoun:
         if name.startswith("_"):
             raise AttributeError(name)
         served = SERVED.get(self._noun, {}).get(name)
-        if served is not None:
-            return getattr(self._owner, served)
-        return getattr(getattr(self._owner._in_process(), self._noun), name)
+        if served is None:
+            return getattr(getattr(self._owner._in_process(), self._noun), name)
+        ask = getattr(self._owner, served)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return ask(*args, **kwargs)
+            except agentclient.AgentAbsent:  # it has ended, or (an earlier release) does not serve this
+                return getattr(getattr(self._owner._in_process(), self._noun), name)(*args, **kwargs)
+
+        return call
 
 
 class AgentVault:

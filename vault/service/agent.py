@@ -46,6 +46,7 @@ from vault import errors
 from vault.service.agentclient import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
+    UNKNOWN_REQUEST,
     AgentAbsent,
     _error_from,
     _read_line,
@@ -104,7 +105,7 @@ class Agent:
             return self._add_secret(message)
         from vault.service.validation import shown
 
-        raise errors.InvalidInput(f"unknown agent request {shown(op)}", hint=REQUEST_HINT)
+        raise errors.InvalidInput(f"{UNKNOWN_REQUEST} {shown(op)}", hint=REQUEST_HINT)
 
     def _checkout(self, message: dict[str, Any]) -> dict[str, Any]:
         """A checkout request, each member of the type docs/format.md §12 gives it (a wrong

@@ -91,6 +91,14 @@ class AgentAbsent(Exception):
     """No agent answers on that socket (none started, or it has ended)."""
 
 
+class UnknownRequest(AgentAbsent):
+    """The agent (of an earlier release) does not know the request: for that request
+    there is no agent, and the caller does the work itself."""
+
+
+UNKNOWN_REQUEST = "unknown agent request"  # how vault.service.agent begins that refusal
+
+
 def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
     """Send one request; return the agent's answer, or raise the ``VaultError`` it reported.
 
@@ -122,6 +130,8 @@ def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: f
         raise AgentAbsent()
     if answer.get("ok") is True:
         return answer
+    if answer.get("error") == "InvalidInput" and str(answer.get("message")).startswith(UNKNOWN_REQUEST):
+        raise UnknownRequest()
     raise _error_from(answer)
 
 
