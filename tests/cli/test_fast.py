@@ -455,3 +455,23 @@ def test_an_agent_that_does_not_know_the_request_is_no_agent(monkeypatch: pytest
                 engineers = Engineers()
 
             assert AgentVault(path, lambda: InProcess()).engineers.whoami() == "in-process"
+
+
+def test_audit_log_of_more_than_a_block_both_ways(served: Workspace) -> None:
+    """Found in review: the click command prints the audit log in blocks of 500 rows (the
+    columns widen part-way) and the fast path padded the whole table at once: above 500 rows
+    the bytes differed. A wider cell after the first block shows the difference."""
+    from vault.cli.fast.printing import BLOCK
+
+    path = agentclient.socket_path(served.url, ADMIN)
+    for i in range(BLOCK + 20):
+        agentclient.request(
+            path, {"op": "checkout", "ref": "acme/plain", "field": "username", "hold": False, "reason": f"T-{i}"}
+        )
+    wide = "acme/" + "w" * 60
+    agentclient.request(path, {"op": "secret-add", "ref": wide, "password": "pw-Wide-1", "kind": "other"})
+    fast, slow = _both(served, ["audit", "log"])
+    assert fast == slow
+    lines = fast[1].splitlines()
+    assert len(lines) > BLOCK + 20 and wide in lines[-1]
+    assert len(lines[BLOCK]) < len(lines[-1])  # the second block's columns are wider
