@@ -111,7 +111,20 @@ def copy_with_clear(board: Clipboard, text: str, seconds: int = DEFAULT_CLEAR_SE
     board.copy(text)
     key = os.urandom(32)  # what secrets.token_bytes returns, without importing secrets
     line = f"{key.hex()} {fingerprint(key, text)}\n".encode("ascii")
-    spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+    try:
+        spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+    except OSError as error:  # no clearer: the value must not stay on the clipboard
+        try:
+            board.copy("")
+            after = "the value was taken off the clipboard"
+        except Exception:  # the tool failed too: say so rather than hide it
+            after = "clear the clipboard yourself"
+        from vault import errors
+
+        raise errors.ConfigurationError(
+            f"the clipboard clearer did not start ({error.strerror or 'error'}); {after}",
+            hint="print the value with --show instead, or try again",
+        ) from None
 
 
 def spawn_detached(argv: list[str], stdin: bytes) -> int:

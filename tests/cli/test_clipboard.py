@@ -437,3 +437,19 @@ def test_spawn_detached_from_a_process_with_its_standard_descriptors_closed(tmp_
     done = subprocess.run([sys.executable, "-c", parent], timeout=30, check=False)
     assert done.returncode == 0
     assert out.read_text() == "key digest\n"
+
+
+def test_a_clearer_that_cannot_start_takes_the_value_off_and_is_a_clean_error(
+    fake_board: Clipboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a failed clearer start left the value on the clipboard and, on the
+    fast path (which reports only VaultError), printed a traceback."""
+    from vault.errors import VaultError
+
+    def cannot(_args: list[str], _stdin: bytes) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(clipboard, "spawn_detached", cannot)
+    with pytest.raises(VaultError, match="clearer did not start") as raised:
+        clipboard.copy_with_clear(fake_board, SECRET, 30)
+    assert fake_board.paste() == "" and raised.value.hint and SECRET not in str(raised.value)
