@@ -135,10 +135,23 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
     close_fds=True)`` does, without importing subprocess (about 5 ms of the command)."""
     limit = os.sysconf("SC_OPEN_MAX")
     data_r, data_w = os.pipe()  # both non-inheritable (close-on-exec), as every descriptor of ours
-    status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
-    if min(data_r, data_w, status_r, status_w) <= 2:  # we run with stdin/out/err closed
-        data_r, data_w, status_r, status_w = (_above_2(fd) for fd in (data_r, data_w, status_r, status_w))
-    pid = os.fork()
+    try:
+        status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
+    except OSError:
+        os.close(data_r)
+        os.close(data_w)
+        raise
+    try:
+        if min(data_r, data_w, status_r, status_w) <= 2:  # we run with stdin/out/err closed
+            data_r, data_w, status_r, status_w = (_above_2(fd) for fd in (data_r, data_w, status_r, status_w))
+        pid = os.fork()
+    except BaseException:  # no child: none of the four may leak into a long-lived caller
+        for fd in (data_r, data_w, status_r, status_w):
+            try:  # noqa: SIM105 - contextlib costs the fast path an import
+                os.close(fd)
+            except OSError:
+                pass
+        raise
     if pid == 0:  # the child: only system calls until exec, then never back into this code
         try:
             os.setsid()

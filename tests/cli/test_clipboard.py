@@ -453,3 +453,16 @@ def test_a_clearer_that_cannot_start_takes_the_value_off_and_is_a_clean_error(
     with pytest.raises(VaultError, match="clearer did not start") as raised:
         clipboard.copy_with_clear(fake_board, SECRET, 30)
     assert fake_board.paste() == "" and raised.value.hint and SECRET not in str(raised.value)
+
+
+def test_spawn_detached_leaks_no_descriptor_when_fork_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a failed fork() left the two pipes open in the caller."""
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(clipboard.os, "fork", no_fork)
+    with pytest.raises(OSError, match="temporarily"):
+        clipboard.spawn_detached([sys.executable, "-c", "pass"], b"x\n")
+    assert sorted(os.listdir("/proc/self/fd")) == before
