@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from vault import errors
 from vault.service import agentclient
 from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo, StatusReport
 
@@ -79,7 +80,12 @@ class AgentVault:
         return getattr(self._in_process(), name)
 
     def _ask(self, op: str, **values: object) -> Any:
-        return agentclient.request(self.path, {"op": op, **values})
+        try:
+            return agentclient.request(self.path, {"op": op, **values})
+        except errors.InvalidInput as error:
+            if agentclient.unknown_request(error):  # an agent of an earlier release: no agent for this
+                raise agentclient.AgentAbsent() from None
+            raise
 
     def whoami(self) -> SessionInfo:
         data = self._ask("whoami")["result"]

@@ -59,6 +59,10 @@ class Served:
             return agentclient.request(self.path, {"op": op, **values})
         except agentclient.AgentAbsent:
             raise NoAgent() from None
+        except errors.InvalidInput as error:
+            if agentclient.unknown_request(error):  # an agent of an earlier release: click does it
+                raise NoAgent() from None
+            raise
 
     def ensure_running(self) -> None:
         """Before reading standard input: once read, it cannot be handed to click."""

@@ -91,12 +91,13 @@ class AgentAbsent(Exception):
     """No agent answers on that socket (none started, or it has ended)."""
 
 
-class UnknownRequest(AgentAbsent):
-    """The agent (of an earlier release) does not know the request: for that request
-    there is no agent, and the caller does the work itself."""
-
-
 UNKNOWN_REQUEST = "unknown agent request"  # how vault.service.agent begins that refusal
+
+
+def unknown_request(error: errors.VaultError) -> bool:
+    """Whether ``error`` is an agent's refusal of a request it does not know (an agent of an
+    earlier release): for that request there is no agent, and the caller does the work."""
+    return isinstance(error, errors.InvalidInput) and str(error).startswith(UNKNOWN_REQUEST)
 
 
 def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
@@ -130,8 +131,6 @@ def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: f
         raise AgentAbsent()
     if answer.get("ok") is True:
         return answer
-    if answer.get("error") == "InvalidInput" and str(answer.get("message")).startswith(UNKNOWN_REQUEST):
-        raise UnknownRequest()
     raise _error_from(answer)
 
 
