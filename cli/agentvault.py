@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from vault import errors
 from vault.service import agentclient
 from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo, StatusReport
 
@@ -45,9 +46,17 @@ class _AgentNoun:
         if name.startswith("_"):
             raise AttributeError(name)
         served = SERVED.get(self._noun, {}).get(name)
-        if served is not None:
-            return getattr(self._owner, served)
-        return getattr(getattr(self._owner._in_process(), self._noun), name)
+        if served is None:
+            return getattr(getattr(self._owner._in_process(), self._noun), name)
+        ask = getattr(self._owner, served)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return ask(*args, **kwargs)
+            except agentclient.AgentAbsent:  # it has ended, or (an earlier release) does not serve this
+                return getattr(getattr(self._owner._in_process(), self._noun), name)(*args, **kwargs)
+
+        return call
 
 
 class AgentVault:
@@ -71,7 +80,12 @@ class AgentVault:
         return getattr(self._in_process(), name)
 
     def _ask(self, op: str, **values: object) -> Any:
-        return agentclient.request(self.path, {"op": op, **values})
+        try:
+            return agentclient.request(self.path, {"op": op, **values})
+        except errors.InvalidInput as error:
+            if agentclient.unknown_request(error):  # an agent of an earlier release: no agent for this
+                raise agentclient.AgentAbsent() from None
+            raise
 
     def whoami(self) -> SessionInfo:
         data = self._ask("whoami")["result"]

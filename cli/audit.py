@@ -23,13 +23,13 @@ import click
 
 from .context import AppContext, pass_app
 from .errors import CommandFailed
+from .fast.printing import BLOCK, block_lines
 from .output import cell, echo_json, echo_records, echo_table
 
 if TYPE_CHECKING:
     from vault.service.records import AccessRecord, AuditEntry
 
 T = TypeVar("T")
-BLOCK = 500  # rows of a streamed table printed together (their widths decided together)
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 FULL_EVERY_DAYS = 7
@@ -209,21 +209,14 @@ def _stream_json(records: Iterable[dict[str, Any]]) -> None:
 
 
 def _stream_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """``echo_table``, printed a block of ``BLOCK`` rows at a time: the columns are as wide as
-    the widest cell of the first block, and widen (never narrow) for a wider cell later.
-    Output of up to ``BLOCK`` rows is exactly ``echo_table``'s."""
-    first, rest = _first(rows)
+    """``echo_table``, printed a block of ``BLOCK`` rows at a time by ``block_lines`` (the
+    fast path's printer too, cli/fast/printing.py): the same text both ways."""
+    first, rest = _first(block_lines(headers, ([cell(value) for value in row] for row in rows), BLOCK))
     if not first:
         click.echo("(none)")
         return
-    widths = [len(h) for h in headers]
-    stream = itertools.chain(first, rest)
-    shown = False
-    while block := [[cell(value) for value in row] for row in itertools.islice(stream, BLOCK)]:
-        widths = [max(w, *(len(row[i]) for row in block)) for i, w in enumerate(widths)]
-        for row in block if shown else [[h.upper() for h in headers], *block]:
-            click.echo("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
-        shown = True
+    for line in itertools.chain(first, rest):
+        click.echo(line)
 
 
 def _details(details: dict[str, object] | None, readable: bool) -> str:

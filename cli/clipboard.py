@@ -111,7 +111,20 @@ def copy_with_clear(board: Clipboard, text: str, seconds: int = DEFAULT_CLEAR_SE
     board.copy(text)
     key = os.urandom(32)  # what secrets.token_bytes returns, without importing secrets
     line = f"{key.hex()} {fingerprint(key, text)}\n".encode("ascii")
-    spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+    try:
+        spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+    except OSError as error:  # no clearer: the value must not stay on the clipboard
+        try:
+            board.copy("")
+            after = "the value was taken off the clipboard"
+        except Exception:  # the tool failed too: say so rather than hide it
+            after = "clear the clipboard yourself"
+        from vault import errors
+
+        raise errors.ConfigurationError(
+            f"the clipboard clearer did not start ({error.strerror or 'error'}); {after}",
+            hint="print the value with --show instead, or try again",
+        ) from None
 
 
 def spawn_detached(argv: list[str], stdin: bytes) -> int:
@@ -122,8 +135,23 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
     close_fds=True)`` does, without importing subprocess (about 5 ms of the command)."""
     limit = os.sysconf("SC_OPEN_MAX")
     data_r, data_w = os.pipe()  # both non-inheritable (close-on-exec), as every descriptor of ours
-    status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
-    pid = os.fork()
+    try:
+        status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
+    except OSError:
+        os.close(data_r)
+        os.close(data_w)
+        raise
+    try:
+        if min(data_r, data_w, status_r, status_w) <= 2:  # we run with stdin/out/err closed
+            data_r, data_w, status_r, status_w = (_above_2(fd) for fd in (data_r, data_w, status_r, status_w))
+        pid = os.fork()
+    except BaseException:  # no child: none of the four may leak into a long-lived caller
+        for fd in (data_r, data_w, status_r, status_w):
+            try:  # noqa: SIM105 - contextlib costs the fast path an import
+                os.close(fd)
+            except OSError:
+                pass
+        raise
     if pid == 0:  # the child: only system calls until exec, then never back into this code
         try:
             os.setsid()
@@ -131,6 +159,8 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
+            for fd in (0, 1, 2):  # dup2 onto itself (null landed on a closed 1 or 2) keeps close-on-exec
+                os.set_inheritable(fd, True)
             os.closerange(3, status_w)
             os.closerange(status_w + 1, limit)
             os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and module, fixed arguments
@@ -152,6 +182,19 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
         os.waitpid(pid, 0)
         raise OSError(int(failed), os.strerror(int(failed)), argv[0])
     return pid
+
+
+def _above_2(fd: int) -> int:
+    """``fd`` moved past the standard descriptors (close-on-exec): a pipe end the child
+    ``dup2``s onto 0 must not already be 0, or the child starts with no stdin (and one it
+    keeps must not be overwritten by those ``dup2``s)."""
+    if fd > 2:
+        return fd
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 def clear_if_ours(board: Clipboard, key: bytes, digest: str) -> bool:

@@ -16,9 +16,11 @@ USAGE_HINT = "see the command's --help for what it accepts"  # as vault.cli.erro
 MAX_MESSAGE = 300  # as vault.cli.errors.MAX_MESSAGE
 SHOW_WARNING = "the value holds control characters, printed as '?'; use --json for the exact value"  # cli/output.py
 
+BLOCK = 500  # rows of a streamed table printed together (their widths decided together)
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 
 class Time:
@@ -83,6 +85,21 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empt
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
     for row in [[h.upper() for h in headers], *cells]:
         echo("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip())
+
+
+def block_lines(headers: Sequence[str], cells: Iterable[Sequence[str]], block: int = BLOCK) -> Iterator[str]:
+    """The lines of a table printed ``block`` rows at a time (``audit log``, the click command's
+    and the fast path's): the columns are as wide as the widest cell of the first block, and
+    widen (never narrow) for a wider cell later; up to ``block`` rows it is ``echo_table``'s
+    text. ``cells`` are the rows already through ``cell``; no line at all when there is none."""
+    widths = [len(h) for h in headers]
+    rows = iter(cells)
+    shown = False
+    while chunk := [list(row) for _, row in zip(range(block), rows, strict=False)]:
+        widths = [max(w, *(len(row[i]) for row in chunk)) for i, w in enumerate(widths)]
+        for row in chunk if shown else [[h.upper() for h in headers], *chunk]:
+            yield "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+        shown = True
 
 
 def echo_pairs(pairs: Iterable[tuple[str, object]]) -> None:

@@ -20,6 +20,8 @@ from .printing import (
     SHOW_WARNING,
     USAGE_HINT,
     Time,
+    block_lines,
+    cell,
     echo,
     echo_json,
     echo_pairs,
@@ -57,6 +59,10 @@ class Served:
             return agentclient.request(self.path, {"op": op, **values})
         except agentclient.AgentAbsent:
             raise NoAgent() from None
+        except errors.InvalidInput as error:
+            if agentclient.unknown_request(error):  # an agent of an earlier release: click does it
+                raise NoAgent() from None
+            raise
 
     def ensure_running(self) -> None:
         """Before reading standard input: once read, it cannot be handed to click."""
@@ -170,10 +176,10 @@ def audit_log(served: Served) -> None:
     if order.as_json:
         echo_json(entries)
         return
-    echo_table(
-        ["seq", "time", "engineer", "action", "client/secret", "details"],
+    rows = (
         [
-            (
+            cell(value)
+            for value in (
                 e["seq"],
                 Time(e["at"]),
                 e["engineer"],
@@ -181,9 +187,12 @@ def audit_log(served: Served) -> None:
                 f"{e['client']}/{e['secret']}" if e["secret"] else e["client"],
                 _details(e["details"], e["readable"]),
             )
-            for e in entries
-        ],
+        ]
+        for e in entries
     )
+    lines = list(block_lines(["seq", "time", "engineer", "action", "client/secret", "details"], rows))
+    for line in lines or ["(none)"]:  # as vault.cli.audit._stream_table
+        echo(line)
 
 
 def _details(details: dict[str, object] | None, readable: bool) -> str:  # as vault.cli.audit._details

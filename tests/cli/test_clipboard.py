@@ -417,3 +417,52 @@ def test_real_x_clipboard_copy_paste_and_clear_if_ours(
     assert wait_until(lambda: board.paste() == "")
     [clearer] = spawned
     assert clearer.wait(timeout=5) == 0
+
+
+def test_spawn_detached_from_a_process_with_its_standard_descriptors_closed(tmp_path: Path) -> None:
+    """Found in review: with fd 0 closed (`credvault checkout x <&-`) the pipe became fd 0, the
+    dup2 onto 0 did nothing, close-on-exec stayed: the clearer started without its input and
+    never cleared. Here 0, 1 and 2 are closed in the caller; the child still gets its line."""
+    out = tmp_path / "child.txt"
+    child = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
+    parent = (
+        "import os, sys\n"
+        "from vault.cli import clipboard\n"
+        "for fd in (0, 1, 2): os.close(fd)\n"
+        f"pid = clipboard.spawn_detached([sys.executable, '-c', {child!r}], b'key digest\\n')\n"
+        "os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", parent], timeout=30, check=False)
+    assert done.returncode == 0
+    assert out.read_text() == "key digest\n"
+
+
+def test_a_clearer_that_cannot_start_takes_the_value_off_and_is_a_clean_error(
+    fake_board: Clipboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a failed clearer start left the value on the clipboard and, on the
+    fast path (which reports only VaultError), printed a traceback."""
+    from vault.errors import VaultError
+
+    def cannot(_args: list[str], _stdin: bytes) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(clipboard, "spawn_detached", cannot)
+    with pytest.raises(VaultError, match="clearer did not start") as raised:
+        clipboard.copy_with_clear(fake_board, SECRET, 30)
+    assert fake_board.paste() == "" and raised.value.hint and SECRET not in str(raised.value)
+
+
+def test_spawn_detached_leaks_no_descriptor_when_fork_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a failed fork() left the two pipes open in the caller."""
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(clipboard.os, "fork", no_fork)
+    with pytest.raises(OSError, match="temporarily"):
+        clipboard.spawn_detached([sys.executable, "-c", "pass"], b"x\n")
+    assert sorted(os.listdir("/proc/self/fd")) == before

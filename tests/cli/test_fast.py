@@ -397,3 +397,81 @@ def test_a_reader_that_leaves_early_gets_no_traceback(served: Workspace, entry: 
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=30) == 1, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@contextlib.contextmanager
+def _old_agent(path: str) -> Iterator[None]:
+    """An agent of an earlier release: it answers ping and refuses every other request as unknown."""
+    import socket
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    listener.settimeout(0.2)
+    running = True
+
+    def loop() -> None:
+        while running:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                op = json.loads(conn.makefile("rb").readline())["op"]
+                if op == "ping":
+                    answer: dict[str, object] = {"ok": True, "engineer": "bob", "pid": 1, "expires_at": "x"}
+                else:
+                    answer = {"ok": False, "error": "InvalidInput", "message": f"unknown agent request '{op}'"}
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        running = False
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_an_agent_that_does_not_know_the_request_is_no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: an agent of the previous release answered "unknown agent request
+    'status'" and the command failed; it must go on as if no agent ran (click, in-process)."""
+    from vault.cli.agentvault import AgentVault
+    from vault.cli.fast.serve import serve
+
+    with tempfile.TemporaryDirectory(prefix="cvold") as home:
+        monkeypatch.setenv("CREDVAULT_HOME", home)
+        path = agentclient.socket_path("sqlite:///old.db", "bob")
+        with _old_agent(path):
+            assert serve(Order("status", db="sqlite:///old.db", as_engineer="bob")) is None  # click answers
+
+            class Engineers:
+                def whoami(self) -> str:
+                    return "in-process"
+
+            class InProcess:
+                engineers = Engineers()
+
+            assert AgentVault(path, lambda: InProcess()).engineers.whoami() == "in-process"
+
+
+def test_audit_log_of_more_than_a_block_both_ways(served: Workspace) -> None:
+    """Found in review: the click command prints the audit log in blocks of 500 rows (the
+    columns widen part-way) and the fast path padded the whole table at once: above 500 rows
+    the bytes differed. A wider cell after the first block shows the difference."""
+    from vault.cli.fast.printing import BLOCK
+
+    path = agentclient.socket_path(served.url, ADMIN)
+    for i in range(BLOCK + 20):
+        agentclient.request(
+            path, {"op": "checkout", "ref": "acme/plain", "field": "username", "hold": False, "reason": f"T-{i}"}
+        )
+    wide = "acme/" + "w" * 60
+    agentclient.request(path, {"op": "secret-add", "ref": wide, "password": "pw-Wide-1", "kind": "other"})
+    fast, slow = _both(served, ["audit", "log"])
+    assert fast == slow
+    lines = fast[1].splitlines()
+    assert len(lines) > BLOCK + 20 and wide in lines[-1]
+    assert len(lines[BLOCK]) < len(lines[-1])  # the second block's columns are wider

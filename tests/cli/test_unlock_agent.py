@@ -197,3 +197,25 @@ def test_unlock_starts_the_agent_from_a_process_holding_many_descriptors(headles
         if soft < 1100:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert _pid(headless) is not None
+
+
+def test_unlock_after_unlock_leaves_exactly_one_agent_on_the_path(headless: Workspace) -> None:
+    """Found in review: the old agent removed the socket path a second time as it ended,
+    usually after the new agent had bound it; the new session sat in an agent nobody could
+    reach and `lock` could not stop. Five unlocks in a row: after each, the new agent
+    answers on the path, the one before has ended, and `lock` ends the last one."""
+    ws = headless
+    path = agentclient.socket_path(ws.url, ADMIN)
+    earlier: list[int] = []
+    for _ in range(5):
+        ok(ws.admin("unlock", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
+        for pid in earlier:
+            _wait_gone(pid)  # the old agent has ended (and had its chance to remove the path)
+        pid = _pid(ws)
+        assert pid is not None, "no agent answers on the socket path after unlock"
+        assert pid not in earlier
+        assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".sock")] == [os.path.basename(path)]
+        earlier.append(pid)
+    assert ok(ws.admin("lock")).stdout == f"Stopped the agent for {ADMIN}.\n"
+    _wait_gone(earlier[-1])
+    assert _pid(ws) is None and not os.path.exists(path)

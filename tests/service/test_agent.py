@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import socket
@@ -432,3 +433,111 @@ def test_a_malformed_answer_is_a_clean_error(tmp_path: Path) -> None:
         agentclient.request(path, {"op": "ping"})
     thread.join(timeout=5)
     listener.close()
+
+
+class _Answer:
+    """The agent's stdout: one line, kept after run() closes it; ``said`` is set once it answered."""
+
+    def __init__(self) -> None:
+        self.text, self.said = "", threading.Event()
+
+    def write(self, text: str) -> None:
+        self.text += text
+        self.said.set()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _run_agent(team: Any, *, replace: bool) -> tuple[threading.Thread, _Answer]:
+    order = {"url": team.url, "engineer": ADMIN, "passphrase": team.passphrases[ADMIN], "ttl_seconds": 600}
+    line = json.dumps({**order, "replace": replace}) + "\n"
+    out = _Answer()
+    thread = threading.Thread(target=agent.run, args=(io.StringIO(line), out), daemon=True)
+    thread.start()
+    assert out.said.wait(30) and json.loads(out.text)["ok"] is True
+    return thread, out
+
+
+def test_a_replaced_agent_that_ends_late_leaves_the_new_socket(
+    team: Any, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the old agent removed the socket path again as run() ended, usually
+    after the new agent had bound it: the new session was unreachable. Here the old agent's
+    end is held until the new one serves, the order the review saw 36 times in 40."""
+    path = agentclient.socket_path(team.url, ADMIN)
+    new_serves = threading.Event()
+    serve = agent.Agent.serve
+
+    def held(self: agent.Agent, listener: socket.socket, where: Any = None) -> None:
+        first = not held.started  # type: ignore[attr-defined]
+        held.started = True  # type: ignore[attr-defined]
+        if not first:
+            new_serves.set()
+        serve(self, listener, where)
+        if first:
+            new_serves.wait(30)
+
+    held.started = False  # type: ignore[attr-defined]
+    monkeypatch.setattr(agent.Agent, "serve", held)
+    old, _ = _run_agent(team, replace=False)
+    new, _ = _run_agent(team, replace=True)
+    old.join(timeout=10)
+    assert not old.is_alive()
+    assert agentclient.request(path, {"op": "ping"})["engineer"] == ADMIN  # the new agent, still reachable
+    assert [n for n in os.listdir(os.path.dirname(path)) if not n.startswith("agent-")] == []  # no temporary left
+    agentclient.request(path, {"op": "stop"})
+    new.join(timeout=10)
+    assert not new.is_alive() and not os.path.exists(path)
+
+
+def test_an_agent_whose_socket_file_was_replaced_ends(admin: Vault, home: Path) -> None:
+    """A newer agent renamed its socket over the path: nobody reaches this one any more."""
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
+    server = agent.Agent(admin, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5), Clock())
+    listener = agent.bind(path)
+    thread = threading.Thread(target=server.serve, args=(listener, path), daemon=True)
+    thread.start()
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        other.bind(os.fspath(home / "other.sock"))
+        os.rename(home / "other.sock", path)
+        thread.join(timeout=5)
+        assert not thread.is_alive() and server.running is False
+        assert path.exists()  # not removed: it is the other one's
+    finally:
+        server.running = False
+        listener.close()
+        other.close()
+
+
+def test_a_busy_old_agent_is_waited_for_past_the_connect_timeout(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the old agent's answer to `stop` was given CONNECT_TIMEOUT; one busy
+    with a slow request made the new agent fail (and later ended anyway): no agent at all."""
+    monkeypatch.setattr(agent, "CONNECT_TIMEOUT", 0.2)
+    path = home / "run" / "slow.sock"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old.bind(os.fspath(path))
+    old.listen(1)
+
+    def slow_stop() -> None:
+        conn, _ = old.accept()
+        with conn:
+            conn.recv(65536)
+            threading.Event().wait(0.8)  # busy, past the connect timeout
+            os.unlink(path)
+            conn.sendall(b'{"ok": true}\n')
+
+    thread = threading.Thread(target=slow_stop, daemon=True)
+    thread.start()
+    listener = agent.bind(path, replace=True)
+    try:
+        thread.join(timeout=5)
+        assert os.path.exists(path) and agent._identity(path) == listener.identity
+    finally:
+        listener.close()
+        old.close()

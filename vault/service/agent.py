@@ -46,6 +46,7 @@ from vault import errors
 from vault.service.agentclient import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
+    UNKNOWN_REQUEST,
     AgentAbsent,
     _error_from,
     _read_line,
@@ -104,7 +105,7 @@ class Agent:
             return self._add_secret(message)
         from vault.service.validation import shown
 
-        raise errors.InvalidInput(f"unknown agent request {shown(op)}", hint=REQUEST_HINT)
+        raise errors.InvalidInput(f"{UNKNOWN_REQUEST} {shown(op)}", hint=REQUEST_HINT)
 
     def _checkout(self, message: dict[str, Any]) -> dict[str, Any]:
         """A checkout request, each member of the type docs/format.md §12 gives it (a wrong
@@ -204,18 +205,28 @@ class Agent:
             }
 
     def serve(self, listener: socket.socket, path: str | os.PathLike[str] | None = None) -> None:
-        """Answer one connection at a time until the session ends or a stop request;
-        ``path`` (the socket file) is removed as soon as the agent decides to stop."""
+        """Answer one connection at a time until the session ends, a stop request, or (with
+        ``path``, the socket file) the file at ``path`` is no longer this agent's socket (a
+        newer agent renamed its own over it: nobody can reach this one any more)."""
         listener.settimeout(ACCEPT_POLL)
+        own = getattr(listener, "identity", None) or (_identity(path) if path is not None else None)
         while self.running and self.clock() < self.expires_at:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
+                if path is not None and _identity(path) != own:
+                    self.running = False
                 continue
             with conn, contextlib.suppress(Exception):  # no request, however malformed, ends the agent
-                self._converse(conn, listener, path)
+                self._converse(conn, listener, path, own)
 
-    def _converse(self, conn: socket.socket, listener: socket.socket, path: str | os.PathLike[str] | None) -> None:
+    def _converse(
+        self,
+        conn: socket.socket,
+        listener: socket.socket,
+        path: str | os.PathLike[str] | None,
+        own: tuple[int, int] | None = None,
+    ) -> None:
         """One connection: read the request line, answer it (a malformed one with InvalidInput)."""
         conn.settimeout(REQUEST_TIMEOUT)
         if peer_uid(conn) not in (None, os.getuid()):
@@ -238,10 +249,19 @@ class Agent:
         if not self.running:  # stop before saying so: no later request may be left unheard
             listener.close()
             if path is not None:
-                _remove(path)
+                _remove_own(path, own)
+            if isinstance(listener, Listener):
+                listener.identity = None  # removed (or another's): never looked at again
         conn.settimeout(REPLY_TIMEOUT)
         with contextlib.suppress(OSError):  # the client went away; the checkout stays on record
             conn.sendall(reply)
+
+
+class Listener(socket.socket):
+    """The agent's listening socket and ``identity``: (st_dev, st_ino) of the socket file
+    it was bound to, so that the agent removes that file only while it is still its own."""
+
+    identity: tuple[int, int] | None = None
 
 
 def _text(message: dict[str, Any], key: str) -> str:
@@ -288,27 +308,66 @@ def _remove(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
 
 
-def bind(path: str | os.PathLike[str], *, replace: bool = False) -> socket.socket:
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at ``path``, or None when there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _remove_own(path: str | os.PathLike[str], own: tuple[int, int] | None) -> None:
+    """Remove ``path`` only if it is still the socket this agent bound (``own``): a newer
+    agent that renamed its socket over it keeps its own."""
+    if own is not None and _identity(path) == own:
+        _remove(path)
+
+
+def bind(path: str | os.PathLike[str], *, replace: bool = False) -> Listener:
     """A listening socket at ``path`` (0600), replacing a stale one nobody answers on, and
     with ``replace`` the agent that answers there (it is stopped only now, once this agent
-    has unlocked: a wrong passphrase leaves the running session alone)."""
-    if os.path.exists(path):
-        try:
-            request(path, {"op": "stop" if replace else "ping"}, timeout=CONNECT_TIMEOUT)
-        except AgentAbsent:
-            _remove(path)
-        else:
-            if not replace:
-                raise errors.AlreadyExists("an agent is already running for this engineer and database")
-            _remove(path)  # the old agent removed it before answering; a stale one goes too
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    has unlocked: a wrong passphrase leaves the running session alone).
+
+    The socket is bound under a temporary name in the same directory and renamed over
+    ``path`` (atomic): at every moment ``path`` is either the old agent's socket or the
+    new one's, and the old agent removes the file only if it is still its own. The old
+    agent may be busy with a slow request (one connection at a time): its ``stop`` answer
+    is awaited up to REPLY_TIMEOUT; if it does not come, the new socket replaces the path
+    all the same (the old agent reads the queued stop later, or sees its file gone, and
+    ends without touching the new one)."""
+    temporary = os.path.join(os.path.dirname(os.fspath(path)), f".{os.getpid()}.{os.urandom(3).hex()}.new")
+    listener = Listener(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        listener.bind(os.fspath(path))
+        listener.bind(temporary)  # before the old agent removes its file: never the same inode
+        listener.identity = _identity(temporary)
+        listener.listen(16)
+        if os.path.exists(path):
+            _stop_or_refuse(path, replace)
+        os.rename(temporary, path)
+    except BaseException:
+        listener.close()
+        _remove(temporary)
+        raise
     finally:
         os.umask(old)
-    listener.listen(16)
     return listener
+
+
+def _stop_or_refuse(path: str | os.PathLike[str], replace: bool) -> None:
+    """With ``replace`` stop the agent at ``path``, else refuse to start beside it; a stale
+    file nobody answers on is left for the rename to replace."""
+    try:
+        request(path, {"op": "stop" if replace else "ping"}, timeout=REPLY_TIMEOUT if replace else CONNECT_TIMEOUT)
+    except AgentAbsent:
+        return
+    except errors.StoreUnavailable:
+        if not replace:
+            raise
+        return  # busy past REPLY_TIMEOUT: it reads the queued stop later, or sees its file replaced
+    if not replace:
+        raise errors.AlreadyExists("an agent is already running for this engineer and database")
 
 
 def run(stdin: Any = None, stdout: Any = None) -> int:
@@ -359,7 +418,7 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         Agent(vault, info.expires_at, lambda: dt.datetime.now(dt.UTC)).serve(listener, path)
     finally:
         listener.close()
-        _remove(path)
+        _remove_own(path, listener.identity)  # at its expiry; after a stop it is gone or another's
         vault.close()
     return 0
 

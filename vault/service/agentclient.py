@@ -91,6 +91,15 @@ class AgentAbsent(Exception):
     """No agent answers on that socket (none started, or it has ended)."""
 
 
+UNKNOWN_REQUEST = "unknown agent request"  # how vault.service.agent begins that refusal
+
+
+def unknown_request(error: errors.VaultError) -> bool:
+    """Whether ``error`` is an agent's refusal of a request it does not know (an agent of an
+    earlier release): for that request there is no agent, and the caller does the work."""
+    return isinstance(error, errors.InvalidInput) and str(error).startswith(UNKNOWN_REQUEST)
+
+
 def request(path: str | os.PathLike[str], message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
     """Send one request; return the agent's answer, or raise the ``VaultError`` it reported.
 
