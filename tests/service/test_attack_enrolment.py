@@ -254,7 +254,7 @@ def test_confirm_refuses_when_what_it_would_carry_changed_since_it_was_shown(sha
         with pytest.raises(EnrolmentError) as changed:
             admin.engineers.confirm(name, fingerprint, shown=pending)
         assert "changed since it was shown" in str(changed.value)
-        assert _engineer(db, name).reports.status == "enrolled"
+        assert _engineer(db, name).status == "enrolled"
         again = admin.engineers.pending_confirmation(name)
         assert again.carried == [] and admin.engineers.confirm(name, fingerprint, shown=again).status == "active"
 
@@ -296,7 +296,7 @@ def test_invitation_expiry_extended_in_the_database_is_refused_at_enrolment(shar
     )
     with shared.later(hours=73), pytest.raises(UntrustedRecord):
         shared.open(name).engineers.enroll(name, code, "passphrase")
-    assert _engineer(db, name).reports.status == "invited"
+    assert _engineer(db, name).status == "invited"
 
 
 def test_role_raised_on_an_active_engineer_is_refused_by_rotate_engineer(shared):
@@ -310,7 +310,7 @@ def test_role_raised_on_an_active_engineer_is_refused_by_rotate_engineer(shared)
         admin.engineers.rotate(name)
 
     after = _engineer(db, name)
-    assert (after.reports.status, after.key_record, after.invite_seal) == ("active", before.key_record, None)
+    assert (after.status, after.key_record, after.invite_seal) == ("active", before.key_record, None)
 
 
 def test_role_raised_after_rotate_engineer_is_refused_at_re_confirmation(shared):

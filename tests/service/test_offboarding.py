@@ -416,7 +416,7 @@ def test_removal_disables_the_account_keeps_its_public_keys_and_old_events_verif
     admin.engineers.remove("alice")
 
     after = db.all(select(m.Engineer).where(m.Engineer.id == alice_id))[0][0]
-    assert (after.reports.status, after.key_record) == ("disabled", None) and after.disabled_at is not None
+    assert (after.status, after.key_record) == ("disabled", None) and after.disabled_at is not None
     assert (after.sealing_public, after.signing_public) == (row.sealing_public, row.signing_public)
     key = db.all(select(m.EngineerKey).where(m.EngineerKey.engineer_id == alice_id))
     assert [(k.generation, k.state, k.signing_public) for (k,) in key] == [(1, "destroyed", row.signing_public)]
