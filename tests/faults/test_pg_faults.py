@@ -266,15 +266,14 @@ def _kill_runs(kind: str, runs: int, cluster: PgCluster, template: Template, wor
         outcomes["killed" if out.code == -signal.SIGKILL else f"exit {out.code}"] += 1
         try:
             _no_leftover_backend(cluster, database)
-            # The next write from a new client: lock_timeout turns any wait into an error.
-            started = time.monotonic()
+            # The next write from a new client: lock_timeout (5 s) turns a wait on anything the
+            # killed client left locked into an error; no wall-clock bound (a loaded machine is slow).
             after = open_vault(cluster.url(database, **BOUNDED))
             try:
                 after.secrets.add(f"globex/after-kill-{run}", password="after ✓")
                 assert after.checkouts.reveal(f"globex/after-kill-{run}", reason=REASON) == "after ✓"
             finally:
                 after.close()
-            assert time.monotonic() - started < SETTLE_SECONDS
             outcomes[check_batch(cluster.url(database, **BOUNDED), template, kind, out)] += 1
         except AssertionError as error:
             where = f"killed {kill[1]:.4f}s into call {kill[0]}, acked {len(out.acked)}"
