@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.backup_requests import (
-    ACTIONS,
     AUDIT,
     AUDIT_TABLE,
     CLIENT,
     CLIENT_TABLES,
+    CREATE,
     EXPORT,
     GLOBAL,
     GLOBAL_PARENTS,
@@ -231,7 +231,7 @@ class BackupAuthority:
 
     def create(self, request: BackupRequest, seal: BackupSeal) -> BackupDone:
         """A consistent copy of every row, handed to the keyholder one section at a time."""
-        self._checked(request, ACTIONS[0])
+        self._checked(request, CREATE)
         with self.store.transaction() as s:
             if not storage.is_sqlite(self.store.engine):
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -239,7 +239,7 @@ class BackupAuthority:
             context = self._context(s, caller, request, admins=False)
             self._store_new(s, context, seal.keys(context))
             s.flush()
-            seq = self.recorder.append(s, ACTIONS[0], public={"clients": len(context.clients)})
+            seq = self.recorder.append(s, CREATE, public={"clients": len(context.clients)})
             s.flush()  # the event and the moved head, before the Core reads below
             schema = s.execute(text("SELECT version_num FROM alembic_version")).scalar()
             seal.begin(BackupHeader(caller.vault_id, str(schema), seq))
