@@ -4,7 +4,9 @@
 process (``python -m vault.cli.clipclear``) that sleeps, then clears the clipboard
 **only if it still holds our value**. The clearer gets a random key and a MAC of the
 value (keyed BLAKE2b) on its standard input, never the value and never on its command
-line, so it survives the command exiting and leaks nothing to ``ps``.
+line, so it survives the command exiting and leaks nothing to ``ps``. It is started by a
+double fork (``spawn_detached``): init reaps it, so a long-lived caller such as the agent
+is left no zombie per copy.
 
 Backends, first found wins: ``CREDVAULT_CLIPBOARD_FILE`` (a file standing in for the
 clipboard, for tests and headless demos), Wayland (wl-copy/wl-paste), X11 (xclip or
@@ -132,11 +134,16 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
     it), ``stdin`` (at most a pipe's atomic write) on its standard input, its output to
     /dev/null and no other descriptor of ours; its pid, once it has started (an error to
     start it is raised here). What ``subprocess.Popen(..., start_new_session=True,
-    close_fds=True)`` does, without importing subprocess (about 5 ms of the command)."""
+    close_fds=True)`` does, without importing subprocess (about 5 ms of the command).
+
+    It is started by a short-lived intermediate child (a double fork), which is reaped here
+    before this returns: the program is then an orphan, reparented to init (or the nearest
+    subreaper), which reaps it when it ends. A long-lived caller (the agent, a program using
+    the library) is left no zombie per copy, and no other child of the caller is waited for."""
     limit = os.sysconf("SC_OPEN_MAX")
     data_r, data_w = os.pipe()  # both non-inheritable (close-on-exec), as every descriptor of ours
     try:
-        status_r, status_w = os.pipe()  # the child's exec error, if any; closed by a successful exec
+        status_r, status_w = os.pipe()  # the program's pid, or an error to start it; closed by its exec
     except OSError:
         os.close(data_r)
         os.close(data_w)
@@ -144,7 +151,7 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
     try:
         if min(data_r, data_w, status_r, status_w) <= 2:  # we run with stdin/out/err closed
             data_r, data_w, status_r, status_w = (_above_2(fd) for fd in (data_r, data_w, status_r, status_w))
-        pid = os.fork()
+        middle = os.fork()
     except BaseException:  # no child: none of the four may leak into a long-lived caller
         for fd in (data_r, data_w, status_r, status_w):
             try:  # noqa: SIM105 - contextlib costs the fast path an import
@@ -152,22 +159,16 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
             except OSError:
                 pass
         raise
-    if pid == 0:  # the child: only system calls until exec, then never back into this code
+    if middle == 0:  # the intermediate child: only system calls, then _exit, never back into this code
         try:
-            os.setsid()
-            os.dup2(data_r, 0)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 1)
-            os.dup2(null, 2)
-            for fd in (0, 1, 2):  # dup2 onto itself (null landed on a closed 1 or 2) keeps close-on-exec
-                os.set_inheritable(fd, True)
-            os.closerange(3, status_w)
-            os.closerange(status_w + 1, limit)
-            os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and module, fixed arguments
+            pid = os.fork()
+            if pid == 0:
+                _exec_detached(argv, data_r, status_w, limit)  # never returns
+            os.write(status_w, b"P%d;" % pid)
         except OSError as error:
-            os.write(status_w, str(error.errno or 0).encode("ascii"))
+            os.write(status_w, b"E%d;" % (error.errno or 0))
         finally:
-            os._exit(127)
+            os._exit(0)
     os.close(data_r)
     os.close(status_w)
     try:
@@ -176,12 +177,50 @@ def spawn_detached(argv: list[str], stdin: bytes) -> int:
         pass  # it did not start: the error is read below
     finally:
         os.close(data_w)
+    _reap(middle)  # it has only to fork: it ends at once
     with os.fdopen(status_r, "rb") as status:
-        failed = status.read()
-    if failed:
-        os.waitpid(pid, 0)
-        raise OSError(int(failed), os.strerror(int(failed)), argv[0])
+        said = status.read()  # until the program's exec (or its exit): end of file
+    pid, failed = 0, None
+    for item in said.split(b";"):
+        if item.startswith(b"P"):
+            pid = int(item[1:])
+        elif item.startswith(b"E"):
+            failed = int(item[1:])
+    if failed is not None or not pid:
+        if pid:
+            _reap(pid)  # ours only if we are a subreaper; else init's, which reaps it
+        errno = failed or 0
+        raise OSError(errno, os.strerror(errno), argv[0])
     return pid
+
+
+def _exec_detached(argv: list[str], data_r: int, status_w: int, limit: int) -> None:
+    """In the program's child, after the second fork: a session of its own, ``data_r`` as
+    its standard input, /dev/null as its output, no other descriptor; exec ``argv``. On an
+    error, its errno goes to ``status_w`` and the child ends."""
+    try:
+        os.setsid()
+        os.dup2(data_r, 0)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        for fd in (0, 1, 2):  # dup2 onto itself (null landed on a closed 1 or 2) keeps close-on-exec
+            os.set_inheritable(fd, True)
+        os.closerange(3, status_w)
+        os.closerange(status_w + 1, limit)
+        os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and module, fixed arguments
+    except OSError as error:
+        os.write(status_w, b"E%d;" % (error.errno or 0))
+    finally:
+        os._exit(127)
+
+
+def _reap(pid: int) -> None:
+    """Wait for ``pid`` if it is our child; nothing otherwise (then it is not ours to reap)."""
+    try:  # noqa: SIM105 - contextlib costs the fast path an import
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _above_2(fd: int) -> int:

@@ -7,6 +7,7 @@ same cycle on a real X clipboard on a private display; elsewhere it is skipped.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -90,8 +91,26 @@ class Clearer:
             os.kill(self.pid, 9)
 
 
+def _set_subreaper(on: bool) -> None:
+    """Make this process the reaper of its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
 @pytest.fixture
-def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Clearer]]:
+def subreaper() -> Iterator[None]:
+    """The clearer is started by a double fork and left to init; while a test runs, this
+    process stands in for init (a subreaper), so that it can wait for the clearer and read
+    its exit status as the tests below do."""
+    _set_subreaper(True)
+    yield
+    _set_subreaper(False)
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch, subreaper: None) -> Iterator[list[Clearer]]:
     """The clearer processes started during the test (reaped, or killed, at the end)."""
     started: list[Clearer] = []
 
@@ -198,7 +217,7 @@ with open({out!r}, "w") as f:
 """
 
 
-def test_spawn_detached_passes_stdin_only_and_starts_a_session(tmp_path: Path) -> None:
+def test_spawn_detached_passes_stdin_only_and_starts_a_session(tmp_path: Path, subreaper: None) -> None:
     """The clearer's start: its input on a pipe, its output to /dev/null, in a session of its
     own, and no descriptor of ours, even one marked inheritable (as close_fds=True)."""
     for high in (False, True):  # below and above the descriptors spawn_detached opens for itself
@@ -426,8 +445,9 @@ def test_spawn_detached_from_a_process_with_its_standard_descriptors_closed(tmp_
     out = tmp_path / "child.txt"
     child = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
     parent = (
-        "import os, sys\n"
+        "import ctypes, os, sys\n"
         "from vault.cli import clipboard\n"
+        "assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # a subreaper: the clearer is left to init\n"
         "for fd in (0, 1, 2): os.close(fd)\n"
         f"pid = clipboard.spawn_detached([sys.executable, '-c', {child!r}], b'key digest\\n')\n"
         "os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
@@ -466,3 +486,64 @@ def test_spawn_detached_leaks_no_descriptor_when_fork_fails(monkeypatch: pytest.
     with pytest.raises(OSError, match="temporarily"):
         clipboard.spawn_detached([sys.executable, "-c", "pass"], b"x\n")
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+ZOMBIES = """
+import os, sys, time
+from vault.cli import clipboard
+
+board = clipboard.Clipboard("file", path={board!r})
+other = os.fork()  # a child of the caller's own (the agent has some): not the clearer's to wait for
+if other == 0:
+    time.sleep(1.5)
+    os._exit(7)
+started = []
+real = clipboard.spawn_detached
+
+def spy(argv, stdin):
+    started.append(real(argv, stdin))
+    return started[-1]
+
+clipboard.spawn_detached = spy
+for i in range({copies}):
+    clipboard.copy_with_clear(board, "value %d" % i, 1)
+
+def state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone", 0
+
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline and any(state(p)[0] not in ("Z", "X", "gone") for p in started):
+    time.sleep(0.1)
+me = os.getpid()
+zombies = [p for p in started if state(p)[1] == me]
+status = os.waitpid(other, 0)[1]  # still ours to wait for: nothing reaped it behind our back
+try:
+    left = os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    left = None
+print(repr((len(started), sorted(state(p)[0] for p in started), zombies, os.waitstatus_to_exitcode(status), left)))
+"""
+
+
+def test_many_copies_in_one_long_lived_process_leave_no_zombie_child(tmp_path: Path) -> None:
+    """Found in review: each copy forked a clearer that nobody waited for, one zombie per copy
+    in a long-lived caller (the agent, a program using the library). The clearer is now left
+    to init: after N copies whose clearers have all ended, the caller has no child left but
+    its own, which it still waits for itself."""
+    board = tmp_path / "clipboard.txt"
+    script = ZOMBIES.format(board=str(board), copies=5)
+    env = {**os.environ, "CREDVAULT_CLIPBOARD_FILE": str(board)}  # the clearers' clipboard
+    run = [sys.executable, "-c", script]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    count, states, zombies, other, left = ast.literal_eval(done.stdout)
+    assert count == 5 and "R" not in states and "S" not in states, states  # every clearer has ended
+    assert zombies == [], f"clearers left as zombie children of the caller: {zombies}"
+    assert other == 7  # the caller's own child was not waited for by the clipboard
+    assert left is None  # no child at all remains to be reaped
+    assert board.read_text(encoding="utf-8") == ""  # and the last clearer did its work

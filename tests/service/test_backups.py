@@ -43,6 +43,7 @@ from vault.errors import (
     VaultError,
     WrongPassphrase,
 )
+from vault.keyholder.backupsections import open_key_export
 from vault.service.records import ReceiptInfo
 from vault.service.sessions import MemorySessionStore
 from vault.storage import engine as storage
@@ -156,13 +157,15 @@ def _populate(admin: Vault, opened: Opened, url: str) -> Vault:
     return eve
 
 
-def _keys(admin: Vault) -> dict[str, bytes]:
-    """Every backup key and every client key the admin can reach now."""
-    out: dict[str, bytes] = {}
+def _keys(admin: Vault, export: Path) -> dict[str, bytes]:
+    """Every backup key (opened from the key export ``export`` just written) and every client
+    key the admin can reach now."""
+    document = json.loads(export.read_text(encoding="utf-8"))
+    opened = open_key_export(document, bytes.fromhex(document["vault_id"]), ADMIN, ADMIN_PASS, None)
+    out: dict[str, bytes] = {"vault backup key": bytes.fromhex(opened["vault"])}
     with admin.store.transaction() as s:
-        out["vault backup key"] = admin.backups._vault_backup_key(s)
         for client in s.scalars(select(m.Client)):
-            out[f"backup key {client.id}"] = admin.backups._client_backup_key(s, client)
+            out[f"backup key {client.id}"] = bytes.fromhex(opened["clients"][str(client.id)])
             out[f"client key {client.id}"] = admin.keyholder.client_key(s, client.id, client.current_key_version)
     return out
 
@@ -205,10 +208,10 @@ def world(request: pytest.FixtureRequest, databases: Databases, tmp_path_factory
     _populate(admin, opened, url)
     admin.clients.add("oldco", "Old Company")
     early = admin.purge.client("oldco", request="DSR-0")
-    keys = _keys(admin)
+    assert admin.backups.export_keys(tmp / "keys-old.json") == 3
+    keys = _keys(admin, tmp / "keys-old.json")
     info = admin.backups.create(tmp / "old.cvbk")
     assert (info.clients, info.secrets) == (3, 3)
-    assert admin.backups.export_keys(tmp / "keys-old.json") == 3
     late = admin.purge.client("purgeco-p9x", request="DSR-1")
     assert admin.backups.export_keys(tmp / "keys-new.json") == 2
     yield World(request.param, url, admin, opened, tmp, keys, early, late)
@@ -507,9 +510,10 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
     """The file is written section by section: a failure after the first sections are on
     disk (the disk fills, or the database stops answering) removes what was written and
     rolls the backup's event back."""
-    from vault.service import backupfile, backups
+    from vault.authority.backups import BackupAuthority
+    from vault.service import backupfile
 
-    real_section, real_rows = backupfile.BackupWriter.section, backups.Backups._client_rows
+    real_section, real_rows = backupfile.BackupWriter.section, BackupAuthority._client_rows
     head = world.admin.audit.head()[0]
     cut_short: list[int] = []  # the sections written when the failure struck
 
@@ -537,12 +541,12 @@ def test_a_backup_that_fails_part_way_leaves_no_file_and_records_nothing(world, 
             raise StoreUnavailable("the database is unreachable or failed: nothing was changed")
         return real_rows(s, client_id)
 
-    monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(rows_then_unavailable))
+    monkeypatch.setattr(BackupAuthority, "_client_rows", staticmethod(rows_then_unavailable))
     target = tmp_path / "cut-rows.cvbk"
     with pytest.raises(StoreUnavailable, match="unreachable"):
         world.admin.backups.create(target)
     assert not target.exists()
-    monkeypatch.setattr(backups.Backups, "_client_rows", staticmethod(real_rows))
+    monkeypatch.setattr(BackupAuthority, "_client_rows", staticmethod(real_rows))
     assert world.admin.audit.head()[0] == head  # no event claims a backup was written
     whole = tmp_path / "whole.cvbk"
     assert world.admin.backups.create(whole).clients == 2 and whole.exists()  # and it works again
@@ -581,7 +585,7 @@ def test_a_backup_in_format_1_made_by_the_previous_version_still_restores(databa
 
 @ENGINE_FREE
 def test_a_long_audit_log_is_split_into_sections_each_checked_and_all_restored(world, databases, tmp_path, monkeypatch):
-    from vault.service import backups
+    from vault.authority import backups
 
     monkeypatch.setattr(backups, "AUDIT_CHUNK", 4)
     path = tmp_path / "chunked.cvbk"

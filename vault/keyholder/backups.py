@@ -1,0 +1,350 @@
+"""Backups and key exports, where the admin's keys are: verify the context, open the backup keys, seal.
+
+``BackupKeyholder`` asks the authority for a backup or a key export (``BackupRequest``) and
+lends it a seal (``_BackupSeal``, the in-process seam) that, inside the authority's unit:
+
+* verifies the context before anything is written: the admin's own row (certified under the
+  organisation key it pinned, or one the signed chain leads to; active, an admin, this
+  session's keys), the root-key version it holds, each client's key records (signed by an
+  active admin) and recovery-sealed copies (matching the signed fingerprint), each backup
+  key (opened under its client's key: bound to that client, a blob moved to another client
+  does not open), the vault's backup key (sealed to the recovery key, bound to the vault),
+  and for a key export every admin it is sealed to (certified, active, an admin);
+* makes the backup keys that do not exist yet (only their ciphertext goes back);
+* writes a key export, or a backup one section at a time: each section checked
+  (``backupsections.check_section``: a client's rows in that client's section only, the
+  audit log whole and in order, every client of the context present) before it is sealed
+  under its key and written. A refusal raises inside the unit: no event, no file.
+
+Restoring is ``backuprestore.py``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from vault.authority.backup_requests import (
+    AUDIT,
+    AUDIT_TABLE,
+    CLIENT,
+    CREATE,
+    EXPORT,
+    BackupContext,
+    BackupDone,
+    BackupHeader,
+    BackupRequest,
+    NewBackupKeys,
+    SectionRows,
+)
+from vault.authority.requests import Caller, SealedClientKey
+from vault.crypto import _primitives as prim
+from vault.crypto import blobs, sealing, signing
+from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY, LABEL_CLIENT_KEY_SEAL
+from vault.errors import AccessDenied, AlreadyExists, DecryptionFailed, Locked, UntrustedRecord
+from vault.keyholder import backupfile
+from vault.keyholder.backupsections import (
+    COUNTERS,
+    MANIFEST,
+    check_section,
+    count_rows,
+    section_name,
+    section_plaintext,
+)
+from vault.keyholder.responses import ResponseChecks, trusted_org_key
+from vault.keyholder.sessionkeys import SessionKeys
+from vault.records import BackupInfo
+from vault.storage.rows import ACTIVE, ROLE_ADMIN
+
+
+class Session(Protocol):
+    """The unlocked session, as a backup asks for it."""
+
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def key_generation(self) -> int: ...
+    @property
+    def vault_id(self) -> bytes: ...
+    @property
+    def org_signing_public(self) -> bytes: ...
+
+
+class BackupKeys(Protocol):
+    """The admin's unlocked keys: the session, and the recovery key (opened, never handed out)."""
+
+    def session(self) -> Session: ...
+    def sealing_public(self) -> bytes: ...
+    def open_recovery(self) -> None: ...
+    def recovery_version(self) -> int | None: ...
+    def recovery_public(self) -> bytes | None: ...
+    def open_sealed(
+        self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]
+    ) -> bytes: ...
+
+
+class BackupTransport(Protocol):
+    def export_keys(self, request: BackupRequest, seal: Any) -> BackupDone: ...
+    def create(self, request: BackupRequest, seal: Any) -> BackupDone: ...
+
+
+class BackupSessionKeys(SessionKeys):
+    """``SessionKeys`` with the recovery key's public half (a backup key is sealed to it)."""
+
+    def recovery_public(self) -> bytes | None:
+        bundle = self._keys.root  # opened by ``open_recovery``
+        return None if bundle is None else bundle.recovery.public
+
+
+def refuse_existing(path: Path) -> None:
+    if Path(path).exists():
+        raise AlreadyExists(f"{Path(path).name} already exists", hint="choose a new file name")
+
+
+class _BackupSeal:
+    """The keyholder's side of ``BackupSeal`` for one backup or key export."""
+
+    def __init__(self, keys: BackupKeys, me: Session, path: Path, files: contextlib.ExitStack, now: dt.datetime):
+        self._keys, self._me, self._path, self._files, self._now = keys, me, path, files, now
+        self.context: BackupContext | None = None
+        self._vault_key = b""
+        self._client_keys: dict[int, bytes] = {}
+        self._header: BackupHeader | None = None
+        self._backup_id = b""
+        self._out: backupfile.BackupWriter | None = None
+        self.names: list[str] = []
+        self.secrets = 0
+        self._last_seq = 0
+
+    def __repr__(self) -> str:
+        return "BackupSeal(<redacted>)"
+
+    # -- the keys ---------------------------------------------------------------------------
+
+    def keys(self, context: BackupContext) -> NewBackupKeys:
+        if self.context is not None:
+            raise UntrustedRecord("the authority asked for the backup keys twice")
+        checks = self._verify_caller(context)
+        version, public = self._keys.recovery_version(), self._keys.recovery_public()
+        if version is None or public is None or context.root_version != version:
+            raise UntrustedRecord("the authority names another root key than the one this admin holds")
+        vault_context = (LABEL_BACKUP_VAULT_KEY, context.vault_id)
+        new_vault_seal = None
+        if context.vault_key_seal is None:
+            self._vault_key = blobs.new_key()
+            new_vault_seal = sealing.seal(public, version, self._vault_key, vault_context)
+        else:
+            self._vault_key = self._keys.open_sealed(
+                "recovery", version, version, context.vault_key_seal, vault_context
+            )
+        new_blobs = []
+        for client in context.clients:
+            if client.client_id in self._client_keys or not client.keys:
+                raise UntrustedRecord("the authority lists a client twice, or without its key")
+            opened = {k.record.version: self._client_key(checks, context, client.client_id, k) for k in client.keys}
+            if client.blob is None:
+                write = client.keys[0].record.version
+                key = blobs.new_key()
+                blob = blobs.encrypt_client_field(opened[write], write, key, client.client_id, "backup-key")
+                new_blobs.append((client.client_id, blob))
+            else:
+                field = blobs.blob_key_version(client.blob)
+                if field not in opened:
+                    raise DecryptionFailed()
+                key = blobs.decrypt_client_field(opened[field], field, client.blob, client.client_id, "backup-key")
+            self._client_keys[client.client_id] = key
+        for admin in context.admins:
+            checks.certificate(admin.row)
+            if admin.row.role != ROLE_ADMIN or admin.row.status != ACTIVE:
+                raise UntrustedRecord(f"the key export would be sealed to {admin.row.name!r}, not an active admin")
+        self.context = context
+        return NewBackupKeys(new_vault_seal, tuple(new_blobs))
+
+    def _verify_caller(self, context: BackupContext) -> ResponseChecks:
+        me = self._me
+        if context.vault_id != me.vault_id:
+            raise UntrustedRecord("the answer comes from another vault")
+        org = trusted_org_key(context.vault_id, me.org_signing_public, context.org_signing_public, context.org_chain)
+        checks = ResponseChecks(context.vault_id, org, self._now)
+        row = context.me
+        if row.id != me.engineer_id or row.name != me.name:
+            raise Locked(f"engineer {me.name!r} no longer exists in this vault")
+        checks.certificate(row)
+        if row.status != ACTIVE:
+            raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
+        if row.key_generation != me.key_generation or row.sealing_public != self._keys.sealing_public():
+            raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
+        if row.role != ROLE_ADMIN:
+            raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin to do this")
+        return checks
+
+    def _client_key(
+        self, checks: ResponseChecks, context: BackupContext, client_id: int, sealed: SealedClientKey
+    ) -> bytes:
+        """A client key: its record signed by an active admin, its copy sealed to the recovery
+        key this admin holds, matching the signed fingerprint."""
+        version = sealed.record.version
+        checks.client_key(sealed, client_id, version)
+        if (sealed.kind, sealed.recipient_id) != ("recovery", context.root_version) or sealed.blob is None:
+            raise DecryptionFailed()
+        seal_context = (LABEL_CLIENT_KEY_SEAL, context.vault_id, client_id, version, "recovery", context.root_version)
+        key = self._keys.open_sealed("recovery", context.root_version, version, sealed.blob, seal_context)
+        if signing.client_key_fingerprint(key) != sealed.record.fingerprint:
+            raise UntrustedRecord(f"the sealed client key does not match its signed version {version}")
+        return key
+
+    def _context(self) -> BackupContext:
+        if self.context is None:
+            raise UntrustedRecord("the authority asked to write before the backup keys were checked")
+        return self.context
+
+    # -- a key export ---------------------------------------------------------------------------
+
+    def write_export(self) -> None:
+        context = self._context()
+        public, version = self._keys.recovery_public(), context.root_version
+        assert public is not None
+        keys = {"vault": self._vault_key.hex(), "clients": {str(c): k.hex() for c, k in self._client_keys.items()}}
+        payload = json.dumps(keys, sort_keys=True).encode("utf-8")
+        sealed_to = (LABEL_BACKUP_KEYS, context.vault_id)
+        admins = [
+            {
+                "name": admin.row.name,
+                "id": admin.row.id,
+                "generation": admin.row.key_generation,
+                "key_record": backupfile.encode(admin.key_record),
+                "keys": backupfile.encode(sealing.seal(admin.row.sealing_public, version, payload, sealed_to)),
+            }
+            for admin in context.admins
+            if admin.row.sealing_public is not None
+        ]
+        document = {
+            "magic": backupfile.KEYS_MAGIC,
+            "format": 1,
+            "vault_id": context.vault_id.hex(),
+            "root_version": version,
+            "recovery_public": public.hex(),
+            "created_at": self._now.isoformat(),
+            "admins": admins,
+            "recovery": backupfile.encode(sealing.seal(public, version, payload, sealed_to)),
+        }
+        backupfile.write_private(self._path, json.dumps(document, indent=1))
+
+    # -- a backup -------------------------------------------------------------------------------
+
+    def begin(self, header: BackupHeader) -> None:
+        context = self._context()
+        if self._out is not None or header.vault_id != context.vault_id:
+            raise UntrustedRecord("the authority began another backup than this one")
+        self._header, self._backup_id = header, prim.random_bytes(16)
+        handle = self._files.enter_context(backupfile.private_file(self._path))  # removed if anything fails
+        head = {
+            "vault_id": context.vault_id.hex(),
+            "backup_id": self._backup_id.hex(),
+            "schema": header.schema,
+            "created_at": self._now.isoformat(),
+            "audit_head": header.audit_head,
+        }
+        self._out = backupfile.BackupWriter(handle, head)
+
+    def section(self, section: SectionRows) -> None:
+        if section.kind not in (AUDIT, CLIENT):
+            raise UntrustedRecord("the authority sent a section of an unknown kind")
+        check_section(section)
+        if section.kind == AUDIT:
+            self._check_audit(section)
+            key = self._vault_key
+        else:
+            assert section.client_id is not None
+            name = section_name(section, 0)
+            if name in self.names or section.client_id not in self._client_keys:
+                raise UntrustedRecord(f"the authority sent the section of client #{section.client_id} unasked")
+            key = self._client_keys[section.client_id]
+            self.secrets += count_rows(section, "secrets")
+        self._write(
+            section_name(section, sum(n.startswith("audit:") for n in self.names)), key, section_plaintext(section)
+        )
+
+    def _check_audit(self, section: SectionRows) -> None:
+        """The audit log comes whole and in order: each event follows the last one sealed."""
+        [events] = section.tables
+        at = events.columns.index("seq") if "seq" in events.columns else -1
+        for row in events.rows:
+            if at < 0 or row[at] != self._last_seq + 1:
+                raise UntrustedRecord("the audit log of the backup is not whole and in order")
+            self._last_seq += 1
+
+    def finish(self, section: SectionRows, counters: tuple[tuple[str, int], ...]) -> None:
+        context, header = self._context(), self._header
+        if section.kind != "global" or header is None:
+            raise UntrustedRecord("the authority ended the backup with another section than the global one")
+        check_section(section)
+        if any(t.table == AUDIT_TABLE for t in section.tables) or self._last_seq != header.audit_head:
+            raise UntrustedRecord("the audit log of the backup does not end at the backup's own event")
+        missing = {f"client:{c.client_id}" for c in context.clients} - set(self.names)
+        if missing:
+            raise UntrustedRecord(f"the authority left clients out of the backup: {sorted(missing)}")
+        extra = {MANIFEST: sorted(self.names), COUNTERS: {str(t): int(v) for t, v in counters}}
+        self._write("global", self._vault_key, section_plaintext(section, extra), manifest=False)
+        assert self._out is not None
+        self._out.end()
+        self._files.close()  # the file closed (and flushed) inside the unit: no event without a whole file
+
+    def _write(self, name: str, key: bytes, plain: bytes, *, manifest: bool = True) -> None:
+        if self._out is None:
+            raise UntrustedRecord("the authority sent a section before the backup began")
+        assert self.context is not None
+        self._out.section(name, blobs.encrypt_backup_section(key, plain, self.context.vault_id, self._backup_id, name))
+        if manifest:
+            self.names.append(name)
+
+    @property
+    def backup_id(self) -> bytes:
+        return self._backup_id
+
+    @property
+    def header(self) -> BackupHeader | None:
+        return self._header
+
+
+class BackupKeyholder:
+    """Key export and backup for the admin whose keys ``keys`` holds."""
+
+    def __init__(self, transport: BackupTransport, keys: BackupKeys, clock: Callable[[], dt.datetime]) -> None:
+        self.transport, self.keys, self.clock = transport, keys, clock
+
+    def export_keys(self, path: Path) -> int:
+        refuse_existing(path)
+        me, request = self._request(EXPORT)
+        with contextlib.ExitStack() as files:
+            seal = _BackupSeal(self.keys, me, Path(path), files, self.clock())
+            done = self.transport.export_keys(request, seal)
+        self._check_done(seal, done)
+        return done.clients
+
+    def create(self, path: Path) -> BackupInfo:
+        refuse_existing(path)
+        me, request = self._request(CREATE)
+        with contextlib.ExitStack() as files:  # the file is removed if the unit fails after it began
+            seal = _BackupSeal(self.keys, me, Path(path), files, self.clock())
+            done = self.transport.create(request, seal)
+        self._check_done(seal, done)
+        if seal.header is None or done.seq != seal.header.audit_head:
+            raise UntrustedRecord("the authority's answer is not the backup this keyholder wrote")
+        return BackupInfo(str(path), seal.backup_id.hex(), done.clients, seal.secrets, done.seq)
+
+    def _request(self, action: str) -> tuple[Session, BackupRequest]:
+        me = self.keys.session()
+        self.keys.open_recovery()  # the admin's recovery key, opened and checked (a read unit)
+        return me, BackupRequest(action, Caller(me.engineer_id, me.key_generation), me.org_signing_public)
+
+    @staticmethod
+    def _check_done(seal: _BackupSeal, done: BackupDone) -> None:
+        if seal.context is None or done.clients != len(seal.context.clients):
+            raise UntrustedRecord("the authority's answer is not the backup this keyholder wrote")
