@@ -80,9 +80,7 @@ class ClientChecks(Protocol):
 class ClientRecorder(Protocol):
     """Appends an event in the caller's unit of work (the Journal)."""
 
-    def append(
-        self, s: Session, action: str, *, client_id: int | None, public: dict[str, Any] | None = None
-    ) -> int:
+    def append(self, s: Session, action: str, *, client_id: int | None, public: dict[str, Any] | None = None) -> int:
         """The new event's seq."""
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vault.authority.client_requests import MISSING_CLIENT, ClientEntry, ClientRows, ListRequest, ShowRequest
-from vault.authority.requests import Caller, SealedClientKey
+from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL
 from vault.errors import AccessDenied, DecryptionFailed, Locked, LookupMismatch, NotFound, UntrustedRecord
@@ -205,22 +205,8 @@ class ClientKeyholder:
 
     # -- the answer, verified ------------------------------------------------------------------
 
-    def caller_checks(self, me: Me, r: ClientRows) -> tuple[ResponseChecks, bool]:
-        """The checks of the answer's records under the organisation key reached from the pin,
-        after the caller's own row is verified; and whether the caller is an admin."""
-        if r.vault_id != me.vault_id:
-            raise UntrustedRecord("the answer comes from another vault")
-        org = trusted_org_key(r.vault_id, me.org_signing_public, r.org_signing_public, r.org_chain)
-        checks = ResponseChecks(r.vault_id, org, self.clock())
-        row = r.me
-        if row.id != me.engineer_id or row.name != me.name:
-            raise Locked(f"engineer {me.name!r} no longer exists in this vault")
-        checks.certificate(row)
-        if row.status != ACTIVE:
-            raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
-        if row.key_generation != me.key_generation or row.sealing_public != self.keys.sealing_public():
-            raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
-        return checks, row.role == ROLE_ADMIN
+    def caller_checks(self, me: Me, r: Answer) -> tuple[ResponseChecks, bool]:
+        return verified_caller(me, r, self.keys.sealing_public(), self.clock())
 
     def _grant(self, checks: ResponseChecks, row: EngineerRow, entry: ClientEntry, *, index: bool = False) -> None:
         """The entry's grant is the head of ``row``'s ledger for the client, verified; ``index``:
@@ -306,6 +292,39 @@ class ClientKeyholder:
             raise UntrustedRecord(f"the sealed client key does not match its signed version {version}")
         self.cache[(client_id, version)] = key
         return key
+
+
+class Answer(Protocol):
+    """What every answer carries to vouch for the caller: the vault, its organisation key
+    (with the chain from the pinned one) and the caller's own row."""
+
+    @property
+    def vault_id(self) -> bytes: ...
+    @property
+    def org_signing_public(self) -> bytes: ...
+    @property
+    def org_chain(self) -> tuple[OrgKeyRow, ...]: ...
+    @property
+    def me(self) -> EngineerRow: ...
+
+
+def verified_caller(me: Me, r: Answer, sealing_public: bytes, now: dt.datetime) -> tuple[ResponseChecks, bool]:
+    """The checks of an answer's records under the organisation key reached from the pin,
+    after the caller's own row is verified (certified, active, this session's keys); and
+    whether the caller is an admin."""
+    if r.vault_id != me.vault_id:
+        raise UntrustedRecord("the answer comes from another vault")
+    org = trusted_org_key(r.vault_id, me.org_signing_public, r.org_signing_public, r.org_chain)
+    checks = ResponseChecks(r.vault_id, org, now)
+    row = r.me
+    if row.id != me.engineer_id or row.name != me.name:
+        raise Locked(f"engineer {me.name!r} no longer exists in this vault")
+    checks.certificate(row)
+    if row.status != ACTIVE:
+        raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
+    if row.key_generation != me.key_generation or row.sealing_public != sealing_public:
+        raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
+    return checks, row.role == ROLE_ADMIN
 
 
 def _sealed_by_slot(rows: ClientRows) -> dict[tuple[int, int], SealedClientKey]:

@@ -1,9 +1,10 @@
-"""The in-process collaborators of the clients' two halves.
+"""The in-process collaborators of the clients' and the grants' two halves.
 
 Adapters over the Vault object's trust, journal and keys, handed to the clients' authority
 (``vault/authority/clients.py``) and keyholder (``vault/keyholder/clients.py``), which are
 joined by the in-process transport (``vault/transport/clients.py``):
-``client_keyholder(clients)`` builds the three. The lookup learns a client's context (its
+``client_keyholder(clients)`` builds the three; ``grant_keyholder(grants)`` those of grants
+(``vault/{authority,keyholder,transport}/grants.py``). The lookup learns a client's context (its
 id, an admin's slug tag) through ``Clients.client``, the checked lookup other nouns use.
 """
 
@@ -15,18 +16,22 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from vault.authority.clients import ClientAuthority
+from vault.authority.grants import GrantAuthority
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.keyholder.clients import ClientContext, ClientKeyholder
+from vault.keyholder.grants import GrantKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.service.core import ROLE_ADMIN
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
 from vault.transport.clients import InProcessClientTransport
+from vault.transport.grants import InProcessGrantTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
     from vault.keyholder.trust import Trust
     from vault.service.clients import Clients
+    from vault.service.grants import Grants
 
 
 class TrustChecks:
@@ -79,6 +84,27 @@ class _Lookup:
             if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
                 slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             return ClientContext(client.id, slug, slug_tag, client.slug_blob)
+
+
+class SigningSessionKeys(SessionKeys):
+    """``SessionKeys`` that also sign as the acting engineer (a grant's and a revocation's
+    signatures); the signing key itself never leaves ``Keys``."""
+
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes:
+        return self._keys.my_signing_key().sign(label, *fields)
+
+
+def grant_keyholder(grants: Grants) -> GrantKeyholder:
+    """The grants' keyholder of this Vault object, over an in-process transport to its authority."""
+    core, keys = grants.core, grants.keys
+    authority = GrantAuthority(core.store, TrustChecks(grants.trust), JournalRecorder(grants.journal), core.clock)
+    return GrantKeyholder(
+        InProcessGrantTransport(authority),
+        SigningSessionKeys(keys, core.store),
+        _Lookup(grants.clients),
+        grants.clients._client_keyholder(),
+        core.clock,
+    )
 
 
 def client_keyholder(clients: Clients) -> ClientKeyholder:
