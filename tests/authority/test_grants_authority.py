@@ -10,7 +10,6 @@ with the ledger rows as stored.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator
 from typing import Any
