@@ -18,9 +18,12 @@ import pytest
 from sqlalchemy import func, select
 
 from vault.authority.grant_requests import GrantRows
-from vault.crypto import sealing
+from vault.crypto import sealing, signing
+from vault.crypto.labels import LABEL_SIG_GRANT_REVOCATION
 from vault.errors import LookupMismatch, UntrustedRecord, VaultError
+from vault.keyholder.grants import revocation_fields
 from vault.storage import models as m
+from vault.storage.rows import GrantRow
 
 Tamper = Callable[[GrantRows], GrantRows]
 # The keyholder's checks are the same on either engine (the authority's tests run on both):
@@ -210,3 +213,22 @@ def test_a_grant_the_authority_claims_but_did_not_store_is_not_reported_done(adm
     _use(admin, TamperingTransport(None, answer=GRANT_ANSWERS[case]))
     with pytest.raises(UntrustedRecord):
         admin.grants.grant("bob", "acme")
+
+
+def test_a_revocation_signed_here_verifies_under_the_layout_trust_signs(admin: Any) -> None:
+    """One layout for a revocation's signature: the keyholder's (``revocation_fields``) is the
+    one ``Trust.revoke_grant`` signs (the sweep of expired grants still signs through it)."""
+    assert admin.grants.revoke("alice", "acme") == 1
+    with admin.store.transaction() as s:
+        row = s.scalars(select(m.Grant)).one()
+        me = s.get(m.Engineer, row.revoked_by)
+        plain = GrantRow(*(getattr(row, f) for f in GrantRow._fields))
+        assert revocation_fields(admin.vault_id(), plain) == admin.trust._revocation_fields(s, row)
+        assert me is not None and me.signing_public is not None
+        signing.verify(
+            me.signing_public,
+            row.revocation,
+            LABEL_SIG_GRANT_REVOCATION,
+            *revocation_fields(admin.vault_id(), plain),
+            what="the revocation",
+        )
