@@ -166,3 +166,26 @@ def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     yield Team(db_url, admin, clock, {ADMIN: ADMIN_PASS})
     admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_team(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[Team]:  # type: ignore[no-untyped-def]
+    """A ``team`` built once per test module, on each engine: for tests that read what their
+    module's fixture made and do not change it (the setup of a team with keys is expensive)."""
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'vault.db'}"
+        store = storage.Store(url)
+        storage.upgrade(store)
+        store.close()
+    else:
+        if pg_template is None:
+            pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+        url, drop = _fresh_pg(pg_template)
+    clock = Clock()
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    yield Team(url, admin, clock, {ADMIN: ADMIN_PASS})
+    admin.close()
+    if drop is not None:
+        drop()

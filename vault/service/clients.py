@@ -12,13 +12,13 @@ import builtins
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
 from vault.errors import AlreadyExists, GrantExpired, LookupMismatch, NotFound, VaultError
-from vault.service import listing, policies, validation
+from vault.service import clientparts, listing, policies, validation
 from vault.service.core import ACTIVE, ROLE_ADMIN, epoch
 from vault.service.records import ClientInfo
 from vault.service.rows import HasId
@@ -26,6 +26,7 @@ from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.clients import ClientKeyholder
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
@@ -41,6 +42,7 @@ class Clients:
         self.trust = trust
         self.journal = journal
         self.ledger = ledger
+        self._keyholder: ClientKeyholder | None = None
 
     def client(self, s: Session, slug: str) -> m.Client:
         """The client ``slug`` if the acting engineer may see it, else NotFound."""
@@ -123,16 +125,6 @@ class Clients:
     def slug(self, s: Session, client: m.Client) -> str:
         return self.keys.client_field(s, client, client.slug_blob, "slug").decode("utf-8")
 
-    def _client_info(self, s: Session, client: m.Client) -> ClientInfo:
-        count = s.scalar(select(func.count()).select_from(m.Secret).where(m.Secret.client_id == client.id)) or 0
-        return ClientInfo(
-            slug=self.slug(s, client),
-            name=self.keys.client_field(s, client, client.name_blob, "name").decode("utf-8"),
-            key_version=client.current_key_version,
-            secrets=int(count),
-            created_at=client.created_at,
-        )
-
     # -- clients ---------------------------------------------------------------------------
 
     def add(self, slug: str, name: str) -> ClientInfo:
@@ -192,18 +184,17 @@ class Clients:
         return key
 
     def list(self) -> builtins.list[ClientInfo]:
-        """The clients the acting engineer may see (all of them for an admin): read without
-        the write lock, the secret counts in one statement; the ``client-list`` event is
-        appended after, and the list returned once it is committed (listing.py)."""
-        with self.core.store.read() as s:
-            me = self.trust.my_row(s)
-            clients = s.scalars(select(m.Client)).all() if me.role == ROLE_ADMIN else self.granted_clients(s, me)
-            out = listing.client_infos(self, s, clients)
-        listing.append_after_read(self, "client-list", public={"count": len(clients)})
-        return out
+        """The clients the acting engineer may see (all of them for an admin): read by the
+        authority without the write lock, verified and opened by the keyholder; the
+        ``client-list`` event is appended after, and the list returned once it is committed."""
+        return self._client_keyholder().list()
 
     def show(self, slug: str) -> ClientInfo:
-        with self.core.store.transaction() as s:
-            client = self.client(s, slug)
-            self.journal.append(s, "client-view", client_id=client.id)
-            return self._client_info(s, client)
+        validation.client_slug(slug)
+        return self._client_keyholder().show(slug)
+
+    def _client_keyholder(self) -> ClientKeyholder:
+        """This Vault object's clients keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            self._keyholder = clientparts.client_keyholder(self)
+        return self._keyholder

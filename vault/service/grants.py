@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto.labels import LABEL_SIG_GRANT
 from vault.errors import AccessDenied, InvalidInput, NotFound
-from vault.service import validation
-from vault.service.core import ACTIVE, ROLE_ADMIN, epoch, is_revoked
+from vault.service import clientparts, validation
+from vault.service.core import ROLE_ADMIN, epoch, is_revoked
 from vault.service.grantledger import GrantHistory
 from vault.service.records import GrantInfo
 from vault.service.rows import GRANT_ORDER
@@ -20,20 +19,12 @@ from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.grants import GrantKeyholder
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
     from vault.service.clients import Clients
     from vault.service.core import Core
     from vault.service.grantledger import GrantLedger
-
-
-def _lock_grants_of(s: Session, engineer: m.Engineer) -> None:
-    """Serialise grant changes for one engineer: on PostgreSQL (READ COMMITTED) a grant and a
-    revoke that overlap would otherwise each act on the grant rows they read before the other
-    committed (a revoke could delete the key copy of a grant it never saw). The row lock makes
-    the second wait, and its next statements see what the first committed. SQLite's writer
-    lock (BEGIN IMMEDIATE) already serialises them; FOR UPDATE is a no-op there."""
-    s.execute(select(m.Engineer.id).where(m.Engineer.id == engineer.id).with_for_update())
 
 
 class Grants:
@@ -48,6 +39,13 @@ class Grants:
         self.journal = journal
         self.ledger = ledger
         self.clients = clients
+        self._keyholder: GrantKeyholder | None = None
+
+    def _grant_keyholder(self) -> GrantKeyholder:
+        """This Vault object's grants keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            self._keyholder = clientparts.grant_keyholder(self)
+        return self._keyholder
 
     # -- grants --------------------------------------------------------------------------------
 
@@ -61,84 +59,18 @@ class Grants:
             until = until.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
         if until is not None and until <= now:
             raise InvalidInput("the grant's --until time is in the past")
+        validation.engineer_name(engineer)
+        validation.client_slug(client)
         self.ledger.sweep()  # its own transaction: committed even if this operation fails
-        with self.core.store.transaction() as s:
-            admin = self.trust.my_admin_row(s)
-            target = self._engineer_row(s, engineer)
-            _lock_grants_of(s, target)
-            self.trust.verify_certificate(s, target)  # a swapped public key is refused here
-            if target.status != ACTIVE:
-                raise InvalidInput(f"engineer {engineer!r} is {target.status}, not active")
-            if target.role == ROLE_ADMIN:
-                raise InvalidInput(f"{engineer!r} is an admin and can already read every client")
-            row = self.clients.client(s, client)
-            ledger = s.scalars(
-                select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id)
-            ).all()
-            for old in ledger:
-                if not is_revoked(old):
-                    self.trust.revoke_grant(s, old, admin)  # a new grant replaces the old one, signed
-            grant = m.Grant(
-                engineer_id=target.id,
-                client_id=row.id,
-                granted_by=admin.id,
-                signed_at=epoch(now),
-                until=epoch(until) if until else None,
-                created_at=now,
-                seq=max((g.seq or 0 for g in ledger), default=0) + 1,
-            )
-            s.add(grant)
-            s.flush()
-            event = self.journal.append(
-                s,
-                "grant",
-                client_id=row.id,
-                details={
-                    "engineer": engineer,
-                    "until": grant.until,
-                    "reason": reason,
-                    "grant": grant.id,
-                    "seq": grant.seq,
-                },
-            )
-            grant.event_seq = event.seq
-            grant.signature = self.keys.my_signing_key().sign(
-                LABEL_SIG_GRANT, *self.trust.grant_fields(s, grant, target.sealing_public)
-            )
-            assert target.sealing_public is not None
-            for ck in s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == row.id, m.ClientKey.state != "destroyed")
-            ):
-                key = self.keys.client_key(s, row.id, ck.version)
-                self.keys.seal_client_key(s, row.id, ck.version, key, "engineer", target.id, target.sealing_public)
-            return self._grant_info(s, grant, "active")
+        return self._grant_keyholder().grant(engineer, client, until=epoch(until) if until else None, reason=reason)
 
     def revoke(self, engineer: str, client: str) -> int:
         """Revoke the engineer's grants for the client (each revocation signed) and delete
         their sealed key copies."""
+        validation.engineer_name(engineer)
+        validation.client_slug(client)
         self.ledger.sweep()  # its own transaction: committed even if this operation fails
-        with self.core.store.transaction() as s:
-            admin = self.trust.my_admin_row(s)
-            target = self._engineer_row(s, engineer)
-            _lock_grants_of(s, target)
-            row = self.clients.client(s, client)
-            grants = [
-                g
-                for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == target.id, m.Grant.client_id == row.id))
-                if not is_revoked(g)
-            ]
-            if not grants:
-                raise NotFound(f"{engineer!r} holds no grant for {client!r}")
-            for grant in grants:
-                self.trust.revoke_grant(s, grant, admin)
-            self.ledger.delete_seals(s, row.id, target.id)
-            self.journal.append(
-                s,
-                "revoke",
-                client_id=row.id,
-                details={"engineer": engineer, "grants": len(grants), "grant_ids": [g.id for g in grants]},
-            )
-            return len(grants)
+        return self._grant_keyholder().revoke(engineer, client)
 
     def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
         """Grant rows with their state: ``active`` only for the newest signed entry of its

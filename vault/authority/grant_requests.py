@@ -1,0 +1,95 @@
+"""The values that cross between the keyholder and the authority, for grants.
+
+Frozen values of ints, bytes, strings and the storage layer's plain rows, as for secrets
+(``secret_requests.py``). A grant or a revoke is an admin's: it names the engineer (by
+name: engineer names are stored in clear) and the client by its slug tag under the root
+lookup key, never a slug; a grant also names its end and its reason (which only travels
+on into the sealed details of the audit event).
+
+``GrantRows`` is the draft the keyholder is shown inside the authority's unit of work
+(``admit``: a refusal writes nothing) and, read again after the writes, the committed
+answer: the ledger rows as they now stand and how many client-key copies the engineer
+now holds for the client, so that the keyholder can check that what it signed was done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
+from vault.storage.rows import EngineerRow, GrantRow
+
+GRANT, REVOKE = "grant", "revoke"
+NO_ENGINEER = "no engineer of this name"
+NO_CLIENT = "no client under this slug tag"
+NO_GRANT = "the engineer holds no grant for this client"
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """Grant ``engineer`` the client under ``slug_tag`` (a new head of their ledger, replacing
+    any unrevoked one) until ``until`` (seconds since the epoch; None: no end)."""
+
+    caller: Caller
+    engineer: str
+    slug_tag: bytes
+    until: int | None
+    reason: str | None
+    org_pin: bytes
+    action: str = GRANT
+
+    def __repr__(self) -> str:
+        return f"GrantRequest(engineer={self.engineer!r}, until={self.until})"
+
+
+@dataclass(frozen=True)
+class RevokeRequest:
+    """Revoke every unrevoked grant of ``engineer`` for the client under ``slug_tag``."""
+
+    caller: Caller
+    engineer: str
+    slug_tag: bytes
+    org_pin: bytes
+    action: str = REVOKE
+
+    def __repr__(self) -> str:
+        return f"RevokeRequest(engineer={self.engineer!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class SealedCopy:
+    """A client key sealed by the keyholder to the engineer granted (ciphertext)."""
+
+    version: int
+    blob: bytes
+
+    def __repr__(self) -> str:
+        return f"SealedCopy(version={self.version})"
+
+
+@dataclass(frozen=True, repr=False)
+class GrantRows:
+    """The caller's row and pinned-key chain, the engineer acted on, the client (its id and
+    slug blob), the grants revoked (the unrevoked rows of the ledger) at ``revoked_at``, a
+    grant's new row (unsigned in the draft) with the client-key versions to seal to the
+    engineer (each record with its recovery copy), and, in the answer, the copies the
+    engineer holds for the client after the change."""
+
+    seq: int  # the event's number; 0 in a draft
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    engineer: EngineerRow
+    client_id: int
+    slug_blob: bytes
+    grants: tuple[GrantRow, ...]
+    revoked_at: dt.datetime
+    new_grant: GrantRow | None
+    client_keys: tuple[SealedClientKey, ...]
+    copies: tuple[int, ...] = ()  # the answer's: versions sealed to the engineer for the client
+    created_at: dt.datetime | None = None  # a grant's: when its row was made
+
+    def __repr__(self) -> str:
+        return f"GrantRows(seq={self.seq}, engineer={self.engineer.id}, client={self.client_id})"

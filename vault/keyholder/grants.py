@@ -1,0 +1,282 @@
+"""Grants, where the admin's keys are: verify the draft, sign and seal, check what was stored.
+
+``GrantKeyholder`` sends an admin's grant or revoke naming the engineer and the client's
+slug tag, and lends the authority its hands inside the unit of work (``GrantSeal``), for
+the draft it admitted and nothing else:
+
+* ``admit``: the caller's own row (certified, active, this session's keys, an admin); the
+  client the lookup found (same id and slug blob: a moved slug tag is refused); the
+  engineer named, and for a grant their certificate (a swapped public key is refused
+  before anything is sealed to it), active, not an admin; every grant row the engineer's
+  and the client's, unrevoked; a grant's new row (this admin's, of the end asked for,
+  after every older entry); each client-key record signed by an active admin and its
+  recovery copy opening to the signed fingerprint;
+* ``revocations`` / ``sign_grant`` / ``seal_copies``: the signatures and copies.
+
+The answer is the ledger as stored after the change: a revoke or grant the authority says
+it made but did not (a revocation missing or not this admin's, the new grant unsigned or
+under another event, a copy left behind or not made) is refused with UntrustedRecord.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from vault.authority.grant_requests import (
+    NO_CLIENT,
+    NO_ENGINEER,
+    NO_GRANT,
+    GrantRequest,
+    GrantRows,
+    RevokeRequest,
+    SealedCopy,
+)
+from vault.authority.requests import Caller
+from vault.crypto import sealing, signing
+from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
+from vault.errors import LookupMismatch, NotFound, UntrustedRecord
+from vault.keyholder.checkouts import EngineerKeys
+from vault.keyholder.clients import ClientKeyholder, ClientLookup, verified_caller
+from vault.keyholder.trust import grant_fields
+from vault.records import GrantInfo
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
+
+
+def revocation_fields(vault_id: bytes, grant: GrantRow) -> tuple[signing.ContextItem, ...]:
+    """What a revocation's signature covers (``Trust.revoke_grant``: the same layout)."""
+    assert grant.revoked_at is not None
+    return (
+        vault_id,
+        grant.id,
+        grant.engineer_id,
+        grant.client_id,
+        grant.seq or 0,
+        int(grant.revoked_at.timestamp()),
+        grant.revoked_by,
+    )
+
+
+class SigningKeys(EngineerKeys, Protocol):
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes:
+        """The acting engineer's signature over ``fields`` under ``label``."""
+
+
+class GrantTransport(Protocol):
+    def grant(self, request: GrantRequest, seal: Any) -> GrantRows: ...
+    def revoke(self, request: RevokeRequest, seal: Any) -> GrantRows: ...
+
+
+class _Seal:
+    """The keyholder's side of ``GrantSeal``: every call is for the draft admitted."""
+
+    def __init__(self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys) -> None:
+        self._verify: Callable[[GrantRows], dict[int, bytes]] | None = verify
+        self._keys: SigningKeys | None = keys
+        self._client_keys: dict[int, bytes] = {}
+        self.admitted: GrantRows | None = None
+        self.revoked: dict[int, GrantRow] = {}
+        self.signed: bytes | None = None
+        self.sealed: set[int] = set()
+
+    def __repr__(self) -> str:
+        return "GrantSeal(<redacted>)"
+
+    def admit(self, draft: GrantRows) -> None:
+        self.admitted = None
+        if self._verify is None:
+            raise UntrustedRecord("this request is over")
+        self._client_keys = self._verify(draft)
+        self.admitted = draft
+
+    def _check(self, draft: GrantRows) -> SigningKeys:
+        if self._keys is None or self.admitted is None or draft != self.admitted:
+            raise UntrustedRecord("the authority asked to sign for a draft this request did not admit")
+        return self._keys
+
+    def revocations(self, draft: GrantRows) -> tuple[bytes, ...]:
+        keys = self._check(draft)
+        out = []
+        for grant in draft.grants:
+            revoked = grant._replace(revoked_at=draft.revoked_at, revoked_by=draft.me.id)
+            signature = keys.sign(LABEL_SIG_GRANT_REVOCATION, *revocation_fields(draft.vault_id, revoked))
+            self.revoked[grant.id] = revoked._replace(revocation=signature)
+            out.append(signature)
+        return tuple(out)
+
+    def sign_grant(self, draft: GrantRows, grant: GrantRow) -> bytes:
+        keys = self._check(draft)
+        new = draft.new_grant
+        if new is None or grant != new._replace(event_seq=grant.event_seq) or not grant.event_seq:
+            raise UntrustedRecord("the authority asked to sign another grant than the one admitted")
+        self.signed = keys.sign(LABEL_SIG_GRANT, *grant_fields(draft.vault_id, grant, draft.engineer.sealing_public))
+        return self.signed
+
+    def seal_copies(self, draft: GrantRows) -> tuple[SealedCopy, ...]:
+        self._check(draft)
+        public = draft.engineer.sealing_public
+        if draft.new_grant is None or public is None:
+            raise UntrustedRecord("the authority asked to seal keys for a draft that grants nothing")
+        out = []
+        for version, key in sorted(self._client_keys.items()):
+            context = (LABEL_CLIENT_KEY_SEAL, draft.vault_id, draft.client_id, version, "engineer", draft.engineer.id)
+            out.append(SealedCopy(version, sealing.seal(public, version, key, context)))
+            self.sealed.add(version)
+        return tuple(out)
+
+    def close(self) -> None:
+        self._verify = self._keys = None
+        self._client_keys = {}
+
+
+class GrantKeyholder:
+    """An admin's grant and revoke (the listing and the sweep still run in the service)."""
+
+    def __init__(
+        self,
+        transport: GrantTransport,
+        keys: SigningKeys,
+        lookup: ClientLookup,
+        clients: ClientKeyholder,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.transport, self.keys, self.lookup, self.clients, self.clock = transport, keys, lookup, clients, clock
+
+    def grant(self, engineer: str, slug: str, *, until: int | None, reason: str | None) -> GrantInfo:
+        me = self.keys.session()
+        ctx = self.lookup.context(slug)
+        if ctx.slug_tag is None:
+            raise UntrustedRecord("only an admin names a client by its slug tag")
+        request = GrantRequest(
+            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, until, reason, me.org_signing_public
+        )
+
+        def verify(draft: GrantRows) -> dict[int, bytes]:
+            checks = self._common(me, ctx, engineer, draft)
+            target = draft.engineer
+            checks.certificate(target)
+            if target.status != ACTIVE or target.role == ROLE_ADMIN:
+                raise UntrustedRecord("the authority would grant a client to an engineer who may not hold one")
+            new = draft.new_grant
+            if new is None or new.signature is not None or new.event_seq is not None or is_revoked(new):
+                raise UntrustedRecord("the authority's new grant is not a fresh, unsigned row")
+            if (new.engineer_id, new.client_id, new.granted_by, new.until) != (
+                target.id,
+                draft.client_id,
+                draft.me.id,
+                until,
+            ) or any((g.seq or 0) >= (new.seq or 0) for g in draft.grants):
+                raise UntrustedRecord("the authority's new grant is not the one asked for")
+            keys = {}
+            for sealed in draft.client_keys:
+                version = sealed.record.version
+                if version in keys or sealed.kind != "recovery":
+                    raise UntrustedRecord("the authority sent a client key twice, or not the recovery copy")
+                keys[version] = self.clients.client_key(me, True, checks, draft.client_id, version, sealed)
+            if not keys:
+                raise UntrustedRecord("the authority sent no client key to hand out")
+            return keys
+
+        seal = _Seal(verify, self.keys)
+        try:
+            answer = self.transport.grant(request, seal)
+        except NotFound as error:
+            raise self._missing(error, engineer, slug) from None
+        finally:
+            seal.close()
+        self._check_revoked(seal, answer)
+        new = answer.new_grant
+        if (
+            new is None
+            or seal.signed is None
+            or new.signature != seal.signed
+            or new.event_seq != answer.seq
+            or is_revoked(new)
+            or set(answer.copies) != seal.sealed
+            or answer.created_at is None
+        ):
+            raise UntrustedRecord("the authority's answer is not the grant this keyholder signed and sealed")
+        end = dt.datetime.fromtimestamp(new.until, dt.UTC) if new.until else None
+        return GrantInfo(answer.engineer.name, slug, answer.me.name, answer.created_at, end, "active")
+
+    def revoke(self, engineer: str, slug: str) -> int:
+        me = self.keys.session()
+        ctx = self.lookup.context(slug)
+        if ctx.slug_tag is None:
+            raise UntrustedRecord("only an admin names a client by its slug tag")
+        request = RevokeRequest(
+            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, me.org_signing_public
+        )
+
+        def verify(draft: GrantRows) -> dict[int, bytes]:
+            self._common(me, ctx, engineer, draft)
+            if not draft.grants or draft.new_grant is not None or draft.client_keys:
+                raise UntrustedRecord("the authority's draft is not a revocation")
+            return {}
+
+        seal = _Seal(verify, self.keys)
+        try:
+            answer = self.transport.revoke(request, seal)
+        except NotFound as error:
+            if str(error) == NO_GRANT:
+                raise NotFound(f"{engineer!r} holds no grant for {slug!r}") from None
+            raise self._missing(error, engineer, slug) from None
+        finally:
+            seal.close()
+        self._check_revoked(seal, answer)
+        if answer.copies:
+            raise UntrustedRecord("the authority left copies of the client's keys sealed to the engineer")
+        return len(answer.grants)
+
+    # -- the checks ----------------------------------------------------------------------------
+
+    def _common(self, me: Any, ctx: Any, engineer: str, draft: GrantRows) -> Any:
+        checks, admin = verified_caller(me, draft, self.keys.sealing_public(), self.clock())
+        if not admin:
+            raise UntrustedRecord("the authority answered as if this engineer were an admin")
+        if draft.client_id != ctx.client_id or draft.slug_blob != ctx.slug_blob:
+            raise LookupMismatch(f"the client found for {ctx.slug!r} holds another slug: its lookup tag was moved")
+        if draft.engineer.name != engineer:
+            raise UntrustedRecord("the authority answered for another engineer than the one named")
+        for grant in draft.grants:
+            if (grant.engineer_id, grant.client_id) != (draft.engineer.id, draft.client_id) or is_revoked(grant):
+                raise UntrustedRecord("the authority would revoke a grant of another engineer or client")
+        if len({g.id for g in draft.grants}) != len(draft.grants):
+            raise UntrustedRecord("the authority named a grant twice")
+        return checks
+
+    @staticmethod
+    def _check_revoked(seal: _Seal, answer: GrantRows) -> None:
+        """Every grant the keyholder signed a revocation for is stored revoked, with that signature."""
+        admitted = seal.admitted
+        if admitted is None or answer.seq < 1:
+            raise UntrustedRecord("the authority's answer is not for the draft this keyholder admitted")
+        stored = {g.id: g for g in answer.grants}
+        if set(stored) != set(seal.revoked) or len(stored) != len(admitted.grants):
+            raise UntrustedRecord("the authority's answer does not show the revocations this keyholder signed")
+        for grant_id, signed in seal.revoked.items():
+            row = stored[grant_id]
+            if (row.revocation, row.revoked_by) != (signed.revocation, signed.revoked_by) or row.revoked_at is None:
+                raise UntrustedRecord("the authority's answer does not show the revocations this keyholder signed")
+        if (
+            dataclasses.replace(
+                answer, seq=0, grants=admitted.grants, new_grant=admitted.new_grant, copies=(), created_at=None
+            )
+            != admitted
+        ):
+            raise UntrustedRecord("the authority's answer is not for the draft this keyholder admitted")
+
+    @staticmethod
+    def _missing(error: NotFound, engineer: str, slug: str) -> Exception:
+        if str(error) == NO_ENGINEER:
+            return NotFound(f"no engineer named {engineer!r}", hint="`credvault engineer list` shows them")
+        if str(error) == NO_CLIENT:
+            return NotFound(f"no client {slug!r} that you may see")
+        if str(error) == NO_GRANT:
+            return NotFound(f"{engineer!r} holds no grant for {slug!r}")
+        return error
+
+    def __repr__(self) -> str:
+        return "GrantKeyholder()"

@@ -1,0 +1,121 @@
+"""The in-process collaborators of the clients' and the grants' two halves.
+
+Adapters over the Vault object's trust, journal and keys, handed to the clients' authority
+(``vault/authority/clients.py``) and keyholder (``vault/keyholder/clients.py``), which are
+joined by the in-process transport (``vault/transport/clients.py``):
+``client_keyholder(clients)`` builds the three; ``grant_keyholder(grants)`` those of grants
+(``vault/{authority,keyholder,transport}/grants.py``). The lookup learns a client's context (its
+id, an admin's slug tag) through ``Clients.client``, the checked lookup other nouns use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from vault.authority.clients import ClientAuthority
+from vault.authority.grants import GrantAuthority
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
+from vault.keyholder.clients import ClientContext, ClientKeyholder
+from vault.keyholder.grants import GrantKeyholder
+from vault.keyholder.sessionkeys import SessionKeys
+from vault.service.core import ROLE_ADMIN
+from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
+from vault.transport.clients import InProcessClientTransport
+from vault.transport.grants import InProcessGrantTransport
+
+if TYPE_CHECKING:
+    from vault.authority.journal import Journal
+    from vault.keyholder.trust import Trust
+    from vault.service.clients import Clients
+    from vault.service.grants import Grants
+
+
+class TrustChecks:
+    """The authority's checks (signatures and public keys only), made by the Vault's trust."""
+
+    def __init__(self, trust: Trust) -> None:
+        self._trust = trust
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        self._trust.verify_certificate(s, row)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._trust.first_valid_grant(s, grants, engineer, signers)
+
+
+class JournalRecorder:
+    """The Journal's append (its signature and sealed details: the keyholder's, in-process)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def append(
+        self,
+        s: Session,
+        action: str,
+        *,
+        client_id: int | None,
+        details: dict[str, Any] | None = None,
+        public: dict[str, Any] | None = None,
+    ) -> int:
+        return self._journal.append(s, action, client_id=client_id, details=details, public=public).seq
+
+
+class _Lookup:
+    """A client's context, learned through the checked client lookup in a read unit."""
+
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+
+    def context(self, slug: str) -> ClientContext:
+        c = self._clients
+        with c.core.store.read() as s:  # reads only: no write lock
+            client = c.client(s, slug)
+            slug_tag = None
+            if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
+                slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            return ClientContext(client.id, slug, slug_tag, client.slug_blob)
+
+
+class SigningSessionKeys(SessionKeys):
+    """``SessionKeys`` that also sign as the acting engineer (a grant's and a revocation's
+    signatures); the signing key itself never leaves ``Keys``."""
+
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes:
+        return self._keys.my_signing_key().sign(label, *fields)
+
+
+def grant_keyholder(grants: Grants) -> GrantKeyholder:
+    """The grants' keyholder of this Vault object, over an in-process transport to its authority."""
+    core, keys = grants.core, grants.keys
+    authority = GrantAuthority(core.store, TrustChecks(grants.trust), JournalRecorder(grants.journal), core.clock)
+    return GrantKeyholder(
+        InProcessGrantTransport(authority),
+        SigningSessionKeys(keys, core.store),
+        _Lookup(grants.clients),
+        grants.clients._client_keyholder(),
+        core.clock,
+    )
+
+
+def client_keyholder(clients: Clients) -> ClientKeyholder:
+    """The clients' keyholder of this Vault object, over an in-process transport to its authority."""
+    core, keys = clients.core, clients.keys
+    authority = ClientAuthority(core.store, TrustChecks(clients.trust), JournalRecorder(clients.journal), core.clock)
+    return ClientKeyholder(
+        InProcessClientTransport(authority),
+        SessionKeys(keys, core.store),
+        _Lookup(clients),
+        keys.client_keys,
+        core.clock,
+        lambda: keys.slugs,
+    )
