@@ -36,8 +36,9 @@ from vault.authority.rotation_requests import (
     Rewrapped,
     StartDraft,
     StartRequest,
+    VersionsRequest,
 )
-from vault.errors import AccessDenied, InvalidInput, UntrustedRecord
+from vault.errors import AccessDenied, InvalidInput, NotFound, UntrustedRecord
 from vault.storage import models as m
 from vault.storage.rows import EngineerRow, GrantRow
 
@@ -71,6 +72,11 @@ class Checks:
         self.records.append((record.client_id, record.version, record.signature))
         if record.signature != SIGNATURE:
             raise UntrustedRecord("the record is not signed by the caller")
+
+    def first_valid_grant(self, s: Any, grants: Sequence[Any], engineer: Any, signers: Sequence[Any]) -> int:
+        if not grants or grants[0].revoked_at is not None:
+            raise NotFound("no such client, or you hold no grant for it")
+        return 0
 
     def grantees(self, s: Any, client_id: int) -> list[Grantee]:
         out = []
@@ -256,6 +262,8 @@ FORGED: dict[str, Any] = {
     "final not a bool": lambda sc: ("finish", FinishRequest(sc.admin, 1, 1)),
     "running_only not a bool": lambda sc: ("list", ListRequest(sc.admin, "no")),
     "a start sent as a finish": lambda sc: ("finish", StartRequest(sc.admin, sc.acme, False, PIN)),
+    "versions of client zero": lambda sc: ("versions", VersionsRequest(sc.admin, 0)),
+    "versions of a client named by text": lambda sc: ("versions", VersionsRequest(sc.admin, "acme")),
 }
 
 
@@ -454,3 +462,19 @@ def test_a_finish_destroys_a_retiring_version_nothing_refers_to(scene: Scene) ->
     assert old is not None and old.state == "destroyed" and copies == 0
     again = authority.finish(FinishRequest(scene.admin, rotation_id, True))
     assert (again.ended, again.destroyed) == (True, ())  # done already: nothing more happens
+
+
+def test_versions_are_shown_to_a_grantee_and_refused_to_an_engineer_without_a_grant_before_any_key_row(
+    scene: Scene, statements: list[str]
+) -> None:
+    authority = _authority(scene, Recorder())
+    bob = _ids(scene.team, "bob")
+    statements.clear()
+    with pytest.raises(NotFound, match="no grant"):
+        authority.versions(VersionsRequest(bob, scene.acme))
+    assert statements and not [st for st in statements if READS_A_TARGET.search(st)], statements
+    with pytest.raises(NotFound, match="no grant"):  # alice's grant is for acme, not beta
+        authority.versions(VersionsRequest(scene.alice, scene.beta))
+    _start(scene, Recorder())
+    shown = authority.versions(VersionsRequest(scene.alice, scene.acme))
+    assert [(v.version, v.state) for v in shown] == [(1, "retiring"), (2, "active")]

@@ -52,6 +52,7 @@ from vault.authority.rotation_requests import (
     Finished,
     FinishRequest,
     Grantee,
+    KeyVersionRow,
     ListRequest,
     NewClientKey,
     Rewrapped,
@@ -60,6 +61,7 @@ from vault.authority.rotation_requests import (
     StartDraft,
     Started,
     StartRequest,
+    VersionsRequest,
     WrappedKey,
 )
 from vault.authority.rotation_walk import next_rows, old_versions_in_use, write_rewrapped
@@ -68,7 +70,7 @@ from vault.errors import AccessDenied, IntegrityError, InvalidInput, Locked, Not
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
-from vault.storage.rows import ENCRYPTION_LIMIT, ROLE_ADMIN, EngineerRecord, EngineerRow
+from vault.storage.rows import ENCRYPTION_LIMIT, ROLE_ADMIN, EngineerRecord, EngineerRow, GrantRecord
 
 TAG_BYTES = 32
 MAX_ID = 2**63 - 1
@@ -88,6 +90,11 @@ class RotationChecks(Protocol):
 
     def client_key_record(self, s: Session, record: m.ClientKey) -> None:
         """The record's signature verifies under its signer's key, else UntrustedRecord."""
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
 
     def grantees(self, s: Session, client_id: int) -> Sequence[Grantee]:
         """The engineers a new version is sealed to (the ledger's verdict; refusals recorded)."""
@@ -378,14 +385,32 @@ class RotationAuthority:
                 query = query.where(m.Rotation.state == RUNNING)
             return tuple(_row(r) for r in s.scalars(query))
 
+    def versions(self, request: VersionsRequest) -> tuple[KeyVersionRow, ...]:
+        """A client's key versions and their states, oldest first (read without the write lock)."""
+        if not isinstance(request, VersionsRequest):
+            raise InvalidInput("not a versions request")
+        checked_caller(request.caller)
+        validation.number("client id", request.client_id, 1)
+        with self.store.read() as s:
+            self._authorise(s, request.caller, client_id=request.client_id)
+            found = s.execute(
+                select(m.ClientKey.version, m.ClientKey.state)
+                .where(m.ClientKey.client_id == request.client_id)
+                .order_by(m.ClientKey.version)
+            ).all()
+            if not found and s.get(m.Client, request.client_id) is None:
+                raise NotFound(NO_CLIENT)
+            return tuple(KeyVersionRow(int(version), str(state)) for version, state in found)
+
     # -- who calls -----------------------------------------------------------------------------
 
-    def _authorise(self, s: Session, caller: Caller) -> CallerRead:
-        """An active admin whose certificate verifies, of the key generation the request names.
-        The caller's read names no client: nothing of a client or a rotation is read before."""
+    def _authorise(self, s: Session, caller: Caller, *, client_id: int | None = None) -> CallerRead:
+        """An active admin whose certificate verifies, of the key generation the request names
+        (``client_id``: or an engineer holding the head of their grant ledger for it). Nothing
+        of a client or a rotation is read before: the caller's read names the client's id only."""
         conn = rows.connection(s)
         sqlite = conn.dialect.name == "sqlite"
-        found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": 0})
+        found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id or 0})
         if not found:
             raise Locked("the acting engineer no longer exists in this vault")
         read = CallerRead(found, sqlite)
@@ -400,7 +425,9 @@ class RotationAuthority:
                 hint="run `credvault unlock` again",
             )
         if me.role != ROLE_ADMIN:
-            raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin")
+            if client_id is None:
+                raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin")
+            self.checks.first_valid_grant(s, read.grants, me, read.signers)
         return read
 
     # -- rows ----------------------------------------------------------------------------------

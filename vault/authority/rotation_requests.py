@@ -22,8 +22,8 @@ A rotation has three steps, each its own unit of work at the authority:
   versions no data key refers to any more and marks the rotation done.
 
 ``ListRequest`` reads the rotations (``RotationRow``: ids and counters only; the keyholder
-opens the client's slug itself). Refusals the keyholder says in the user's words:
-``ALREADY_RUNNING`` and ``NO_CLIENT``.
+opens the client's slug itself); ``VersionsRequest`` a client's key versions and states.
+Refusals the keyholder says in the user's words: ``ALREADY_RUNNING`` and ``NO_CLIENT``.
 """
 
 from __future__ import annotations
@@ -226,6 +226,23 @@ class Finished:
     rotation: RotationRow
     ended: bool
     destroyed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VersionsRequest:
+    """The client-key versions of client ``client_id`` and their states (an admin, or an
+    engineer holding the head of their grant ledger for the client)."""
+
+    caller: Caller
+    client_id: int
+
+
+@dataclass(frozen=True)
+class KeyVersionRow:
+    """A client-key version and its state (``active``, ``retiring``, ``destroyed``)."""
+
+    version: int
+    state: str
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from vault.authority.rotation_requests import (
     BatchRequest,
     Finished,
     FinishRequest,
+    KeyVersionRow,
     ListRequest,
     NewClientKey,
     Rewrapped,
@@ -45,6 +46,7 @@ from vault.authority.rotation_requests import (
     StartDraft,
     Started,
     StartRequest,
+    VersionsRequest,
 )
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY
@@ -81,6 +83,7 @@ class RotationTransport(Protocol):
     def rewrap(self, request: BatchRequest, seal: Any) -> BatchDone: ...
     def finish(self, request: FinishRequest) -> Finished: ...
     def list(self, request: ListRequest) -> tuple[RotationRow, ...]: ...
+    def versions(self, request: VersionsRequest) -> tuple[KeyVersionRow, ...]: ...
 
 
 class RotationLookup(Protocol):
@@ -309,6 +312,12 @@ class RotationKeyholder:
             if row.state == RUNNING:
                 self.known.setdefault(row.id, (row.client_id, row.to_version))
         return found
+
+    def versions(self, slug: str) -> tuple[KeyVersionRow, ...]:
+        """Client ``slug``'s key versions and states (looked up as the caller may: a grant's)."""
+        me = self.keys.session()
+        client_id = self.lookup.client_id(slug)
+        return self.transport.versions(VersionsRequest(Caller(me.engineer_id, me.key_generation), client_id))
 
     def slugs(self, found: Iterable[RotationRow]) -> dict[int, str]:
         """The slug of each rotation's client (``#id`` for a client no longer there)."""

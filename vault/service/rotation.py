@@ -25,7 +25,6 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.rotation_requests import DESTROYED, DONE, RETIRING, RUNNING, SUPERSEDED, RotationRow
@@ -185,12 +184,8 @@ class KeyRotation:
             self.journal.append(s, "settings", public={"retention_versions": versions})
 
     def versions(self, client: str) -> builtins.list[tuple[int, str]]:
-        with self.core.store.transaction() as s:
-            row = self.clients.client(s, client)
-            versions = s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == row.id).order_by(m.ClientKey.version)
-            )
-            return [(ck.version, ck.state) for ck in versions]
+        """The client's key versions and their states, oldest first."""
+        return [(row.version, row.state) for row in self._rotation_keyholder().versions(client)]
 
     def rotate_root(self, *, shares: tuple[int, int] | None = None) -> RootRotation:
         """A new root bundle: a new recovery key (every live client-key version re-sealed to

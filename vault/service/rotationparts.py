@@ -8,7 +8,7 @@ the rotation's authority (``vault/authority/rotation.py``) and keyholder
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from vault.authority.rotation_requests import Grantee
 from vault.errors import VaultError
 from vault.keyholder.rotation import RotationKeyholder, RotationKeys
 from vault.service.core import ACTIVE
-from vault.service.rows import GRANT_ORDER, EngineerRecord, EngineerRow, GrantRow
+from vault.service.rows import GRANT_ORDER, EngineerRecord, EngineerRow, GrantRecord, GrantRow
 from vault.storage import models as m
 from vault.transport.rotation import InProcessRotationTransport
 
@@ -53,6 +53,11 @@ class _Checks:
 
     def client_key_record(self, s: Session, record: m.ClientKey) -> None:
         self._trust.verify_client_key_record(s, record)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._trust.first_valid_grant(s, grants, engineer, signers)
 
     def grantees(self, s: Session, client_id: int) -> list[Grantee]:
         """For each (engineer, client) ledger, its newest verified entry, unrevoked and

@@ -18,10 +18,12 @@ from vault.authority.rotation_requests import (
     BatchRequest,
     Finished,
     FinishRequest,
+    KeyVersionRow,
     ListRequest,
     RotationRow,
     Started,
     StartRequest,
+    VersionsRequest,
 )
 
 
@@ -45,3 +47,6 @@ class InProcessRotationTransport:
 
     def list(self, request: ListRequest) -> tuple[RotationRow, ...]:
         return self.authority.list(request)
+
+    def versions(self, request: VersionsRequest) -> tuple[KeyVersionRow, ...]:
+        return self.authority.versions(request)
