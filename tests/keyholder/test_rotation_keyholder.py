@@ -57,6 +57,9 @@ class TamperingTransport:
     def list(self, request: Any) -> Any:
         return self.real.list(request)
 
+    def versions(self, request: Any) -> Any:
+        return self.real.versions(request)
+
 
 @dataclasses.dataclass
 class Scene:
