@@ -169,6 +169,7 @@ class RotationAuthority:
         if s is None:
             with self.store.transaction() as unit:
                 return self.start(request, seal, s=unit)
+        s.flush()  # a caller's unit (an engineer's removal): its changes are read by the statements below
         caller = self._authorise(s, request.caller)
         client = s.get(m.Client, request.client_id)
         if client is None:
