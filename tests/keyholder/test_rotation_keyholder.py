@@ -1,0 +1,314 @@
+"""The client-key rotation's keyholder against an authority that hands tampered rows.
+
+Each case runs a real ``keys.rotate_client`` (the start) or a real re-wrap batch of an
+admin whose transport passes what the authority hands the keyholder (the start's draft,
+a batch) through a function that changes it: the authority of an insider who can write
+the database, or a compromised authority. Every change must be refused with its error
+and, since the keyholder refuses inside the authority's unit of work, nothing written (no
+client-key version, no sealed copy, no rotation, no re-wrapped key, no event). At the
+start, nothing is ever sealed to a key the keyholder has not verified (counted at
+``sealing.seal``). The first run of each test, no change at all, is the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from vault.authority.rotation_requests import Batch, Grantee, StartDraft
+from vault.crypto import sealing
+from vault.errors import DecryptionFailed, UntrustedRecord
+from vault.keyholder import rotation as keyholder_rotation
+from vault.storage import models as m
+from vault.storage.rows import EngineerRow, GrantRow
+
+
+class TamperingTransport:
+    """Forwards to the real transport; the start's draft and each batch go through ``tamper``."""
+
+    def __init__(self, real: Any, tamper: Callable[[Any], Any]) -> None:
+        self.real, self.tamper = real, tamper
+
+    def start(self, request: Any, seal: Any, unit: Any = None) -> Any:
+        tamper = self.tamper
+
+        class Seal:
+            def new_key(self, draft: StartDraft) -> Any:
+                return seal.new_key(tamper(draft))
+
+        return self.real.start(request, Seal(), unit)
+
+    def rewrap(self, request: Any, seal: Any) -> Any:
+        tamper = self.tamper
+
+        class Seal:
+            def rewrap(self, batch: Batch) -> Any:
+                return seal.rewrap(tamper(batch))
+
+        return self.real.rewrap(request, Seal())
+
+    def finish(self, request: Any) -> Any:
+        return self.real.finish(request)
+
+    def list(self, request: Any) -> Any:
+        return self.real.list(request)
+
+    def versions(self, request: Any) -> Any:
+        return self.real.versions(request)
+
+
+@dataclasses.dataclass
+class Scene:
+    team: Any
+    acme: int
+    beta: int
+    bob: EngineerRow
+
+
+def _engineer_row(s: Any, name: str) -> EngineerRow:
+    row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).one()
+    return EngineerRow(*(getattr(row, f) for f in EngineerRow._fields))
+
+
+@pytest.fixture
+def scene(team: Any) -> Scene:
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.clients.add("beta", "Beta Ltd")
+    for i in range(3):
+        admin.secrets.add(f"acme/s{i}", password=f"acme-Pw-{i}")
+    admin.secrets.add("beta/s0", password="beta-Pw-0")
+    team.engineer("alice")
+    team.engineer("bob")
+    admin.grants.grant("alice", "acme")
+    with admin.store.transaction() as s:
+        ids = [int(i) for i in s.scalars(select(m.Client.id).order_by(m.Client.id))]
+        bob = _engineer_row(s, "bob")
+    return Scene(team, ids[0], ids[1], bob)
+
+
+def _tamper_with(scene: Scene, tamper: Callable[[Any], Any]) -> None:
+    keyholder = scene.team.admin.keys._rotation_keyholder()
+    real = keyholder.transport
+    while isinstance(real, TamperingTransport):
+        real = real.real
+    keyholder.transport = TamperingTransport(real, tamper)
+
+
+def _state(scene: Scene) -> tuple[Any, ...]:
+    with scene.team.admin.store.transaction() as s:
+        head = s.scalar(select(m.AuditHead.seq))
+        keys = s.execute(select(m.ClientKey.client_id, m.ClientKey.version, m.ClientKey.state)).all()
+        seals = s.scalar(select(func.count()).select_from(m.ClientKeySeal))
+        rotations = s.execute(select(m.Rotation.id, m.Rotation.state, m.Rotation.done)).all()
+        versions = s.execute(
+            select(m.SecretVersion.secret_id, m.SecretVersion.key_version, m.SecretVersion.wrapped_dek)
+        ).all()
+    return head, sorted(keys), seals, sorted(rotations), sorted(versions)
+
+
+@pytest.fixture
+def sealed_to(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """The public keys the keyholder sealed anything to while the test runs."""
+    seen: list[bytes] = []
+    real = sealing.seal
+
+    def counting(public: bytes, *args: Any, **kwargs: Any) -> bytes:
+        seen.append(public)
+        return real(public, *args, **kwargs)
+
+    monkeypatch.setattr(keyholder_rotation.sealing, "seal", counting)
+    yield seen
+
+
+def _grantee(draft: StartDraft, **changes: Any) -> StartDraft:
+    [alice] = draft.grantees
+    return dataclasses.replace(draft, grantees=(dataclasses.replace(alice, **changes),))
+
+
+def _uncertified_key(draft: StartDraft) -> StartDraft:
+    alice = draft.grantees[0].engineer
+    return _grantee(draft, engineer=alice._replace(sealing_public=UNCERTIFIED))
+
+
+UNCERTIFIED = sealing.KeyPair(b"\x42" * 32).public
+
+
+def _other_client(scene: Scene) -> dict[str, Any]:
+    with scene.team.admin.store.transaction() as s:
+        beta = s.get(m.Client, scene.beta)
+        assert beta is not None
+        return {"slug_blob": beta.slug_blob, "name_blob": beta.name_blob}
+
+
+START_ATTACKS: dict[str, Callable[[Scene], Callable[[StartDraft], StartDraft]]] = {
+    "a grantee's sealing key swapped for one never certified": lambda sc: _uncertified_key,
+    "an engineer without a grant handed as a grantee": lambda sc: (
+        lambda d: dataclasses.replace(
+            d, grantees=(*d.grantees, Grantee(sc.bob, d.grantees[0].grant, d.grantees[0].grant_signer))
+        )
+    ),
+    "a revoked grant handed as live": lambda sc: (
+        lambda d: _grantee(d, grant=d.grantees[0].grant._replace(revoked_at=sc.team.clock(), revoked_by=1))
+    ),
+    "a grant whose signer is not an admin": lambda sc: lambda d: _grantee(d, grant_signer=sc.bob),
+    "a grantee whose account is disabled": lambda sc: (
+        lambda d: _grantee(d, engineer=d.grantees[0].engineer._replace(status="disabled"))
+    ),
+    "the current key's record forged": lambda sc: (
+        lambda d: dataclasses.replace(
+            d,
+            old_key=dataclasses.replace(
+                d.old_key, record=dataclasses.replace(d.old_key.record, fingerprint=b"\x01" * 32)
+            ),
+        )
+    ),
+    "a draft for another client": lambda sc: (
+        lambda d: dataclasses.replace(d, client=dataclasses.replace(d.client, id=sc.beta))
+    ),
+    "another client's fields": lambda sc: (
+        lambda other: (
+            lambda d: dataclasses.replace(d, client=dataclasses.replace(d.client, slug_blob=other["slug_blob"]))
+        )
+    )(_other_client(sc)),
+    "another recovery key": lambda sc: lambda d: dataclasses.replace(d, root_version=d.root_version + 1),
+    "a new version that does not follow the current one": lambda sc: (
+        lambda d: dataclasses.replace(d, new_version=d.old_key.record.version)
+    ),
+    "the admin's own row demoted": lambda sc: lambda d: dataclasses.replace(d, me=d.me._replace(role="engineer")),
+}
+
+
+def test_a_tampered_start_is_refused_seals_nothing_unverified_and_writes_nothing(
+    scene: Scene, sealed_to: list[bytes]
+) -> None:
+    before = _state(scene)
+    for case, attack in START_ATTACKS.items():
+        _tamper_with(scene, attack(scene))
+        sealed_to.clear()
+        with pytest.raises((UntrustedRecord, DecryptionFailed)):
+            scene.team.admin.keys.rotate_client("acme")
+        assert sealed_to == [], case  # refused before anything was sealed
+        assert _state(scene) == before, case
+    # the control: the same start, untampered, seals to the recovery key and to alice
+    _tamper_with(scene, lambda d: d)
+    info = scene.team.admin.keys.rotate_client("acme", batch_size=2)
+    assert (info.client, info.state, info.to_version, info.done) == ("acme", "done", 2, 3)
+    with scene.team.admin.store.transaction() as s:
+        alice = _engineer_row(s, "alice")
+    assert UNCERTIFIED not in sealed_to and alice.sealing_public in sealed_to and len(sealed_to) == 2
+
+
+def test_the_key_of_a_grantee_not_certified_is_never_sealed_to(scene: Scene, sealed_to: list[bytes]) -> None:
+    """The insider's aim: a key of theirs, put in place of a grantee's, gets the new client key."""
+    _tamper_with(scene, _uncertified_key)
+    with pytest.raises(UntrustedRecord, match="keys or grant do not verify"):
+        scene.team.admin.keys.rotate_client("acme")
+    assert UNCERTIFIED not in sealed_to
+
+
+def _rows_of(scene: Scene, client_id: int) -> list[tuple[int, int, bytes]]:
+    with scene.team.admin.store.transaction() as s:
+        return [
+            (int(r[0]), int(r[1]), bytes(r[2]))
+            for r in s.execute(
+                select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek)
+                .join(m.Secret)
+                .where(m.Secret.client_id == client_id)
+                .order_by(m.SecretVersion.secret_id)
+            )
+        ]
+
+
+def _first_row(batch: Batch, **changes: Any) -> Batch:
+    return dataclasses.replace(batch, rows=(dataclasses.replace(batch.rows[0], **changes), *batch.rows[1:]))
+
+
+def _swapped(batch: Batch) -> Batch:
+    one, two = batch.rows[0], batch.rows[1]
+    rows = (
+        dataclasses.replace(one, wrapped_dek=two.wrapped_dek),
+        dataclasses.replace(two, wrapped_dek=one.wrapped_dek),
+    )
+    return dataclasses.replace(batch, rows=rows + batch.rows[2:])
+
+
+def _new_record(batch: Batch, **changes: Any) -> Batch:
+    new = batch.rotation.to_version
+    keys = tuple(
+        dataclasses.replace(k, record=dataclasses.replace(k.record, **changes)) if k.record.version == new else k
+        for k in batch.keys
+    )
+    return dataclasses.replace(batch, keys=keys)
+
+
+BATCH_ATTACKS: dict[str, Callable[[Scene], Callable[[Batch], Batch]]] = {
+    "a wrapped key of another client": lambda sc: (
+        lambda dek: lambda b: _first_row(b, wrapped_dek=dek)  # read before the batch's unit of work
+    )(_rows_of(sc, sc.beta)[0][2]),
+    "wrapped keys swapped between two rows": lambda sc: _swapped,
+    "a row said to be another secret's": lambda sc: lambda b: _first_row(b, secret_id=b.rows[1].secret_id),
+    "a row said to be wrapped by the new version": lambda sc: (
+        lambda b: _first_row(b, key_version=b.rotation.to_version)
+    ),
+    "a batch of another client's rotation": lambda sc: (
+        lambda b: dataclasses.replace(b, rotation=dataclasses.replace(b.rotation, client_id=sc.beta))
+    ),
+    "a batch of another rotation": lambda sc: (
+        lambda b: dataclasses.replace(b, rotation=dataclasses.replace(b.rotation, id=b.rotation.id + 1))
+    ),
+    "the new version's record forged": lambda sc: lambda b: _new_record(b, fingerprint=b"\x02" * 32),
+    "the new version's record destroyed": lambda sc: lambda b: _new_record(b, state="destroyed"),
+    "the new version's copy missing": lambda sc: (
+        lambda b: dataclasses.replace(b, keys=tuple(k for k in b.keys if k.record.version != b.rotation.to_version))
+    ),
+}
+
+
+def test_a_tampered_batch_is_refused_whole_and_nothing_is_rewrapped(scene: Scene) -> None:
+    admin = scene.team.admin
+    with admin.store.transaction() as s:
+        rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))
+    keyholder = admin.keys._rotation_keyholder()
+    before = _state(scene)
+    for case, attack in BATCH_ATTACKS.items():
+        _tamper_with(scene, attack(scene))
+        keyholder.cache.pop((scene.acme, 2), None)  # the new key is opened from its sealed copy, as in a resume
+        with pytest.raises((UntrustedRecord, DecryptionFailed)):
+            admin.keys._rewrap_batch(rotation_id, 10, None)
+        assert _state(scene) == before, case
+        assert keyholder.cursors.get(rotation_id) is None, case
+    _tamper_with(scene, lambda b: b)
+    assert admin.keys._rewrap_batch(rotation_id, 10, None) == 3
+    with admin.store.transaction() as s:
+        wrapped_by = dict(
+            s.execute(
+                select(m.Secret.client_id, func.max(m.SecretVersion.key_version))
+                .join(m.Secret)
+                .group_by(m.Secret.client_id)
+            ).all()
+        )
+    assert wrapped_by == {scene.acme: 2, scene.beta: 1}  # every row of acme re-wrapped, none of beta
+    admin.keys.resume()
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    for i in range(3):
+        assert admin.checkouts.reveal(f"acme/s{i}", reason="check after rotation") == f"acme-Pw-{i}"
+
+
+def test_an_unchanged_grantee_row_with_a_forged_grant_signature_is_refused(scene: Scene) -> None:
+    """A DBA re-points a grant to another engineer's sealing key by editing the grant row:
+    the signature covers the sealing key, so the grant no longer verifies."""
+
+    def forged(draft: StartDraft) -> StartDraft:
+        grant: GrantRow = draft.grantees[0].grant
+        return _grantee(draft, grant=grant._replace(signature=b"\x00" * 64))
+
+    before = _state(scene)
+    _tamper_with(scene, forged)
+    with pytest.raises(UntrustedRecord):
+        scene.team.admin.keys.rotate_client("acme")
+    assert _state(scene) == before

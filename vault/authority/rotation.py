@@ -1,0 +1,470 @@
+"""Client-key rotation, where the database is: the rotation's state machine over ids and
+ciphertext (start / re-wrap / finish, each its own unit of work, resumable).
+
+Every step authorises its caller first — an active admin whose certificate verifies, with
+the key generation the request names — before any row of the client or the rotation is
+read (the caller's read names no client). Then:
+
+* ``start``: the client, its current key version (the newest admin-signed one) with its
+  recovery copy, the new version's number and the grantees (``RotationChecks.grantees``:
+  the ledger's verdict, refusals recorded there) go to the keyholder as a ``StartDraft``;
+  it answers a ``NewClientKey`` (signed record, sealed copies, the client's fields under
+  it). Stored only if it is for this version, signed by the caller (the signature checked
+  here, public key only), with one copy per grantee handed out and no other, and fields
+  naming the new version. A rotation already under way is refused, or superseded.
+* ``rewrap``: a page of wrapped data keys (``rotation_walk.next_rows``) with the signed
+  records and recovery copies of the versions they need; the keyholder's ``Rewrapped``
+  rows are stored only if they are exactly the rows handed out, in order, under the new
+  version; counted against the new key's encryption bound.
+* ``finish``: retiring versions no data key refers to are destroyed (their sealed copies
+  deleted); one still referred to is never destroyed.
+
+The keyholder's hands inside a unit (``StartSeal``, ``RewrapSeal``) and the event's
+signature (``Recorder``: the Journal) are the in-process seam, as for the secrets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from vault import validation
+from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
+from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.rotation_requests import (
+    ALREADY_RUNNING,
+    DESTROYED,
+    DONE,
+    FINISH,
+    MAX_BATCH,
+    NO_CLIENT,
+    RETIRING,
+    RUNNING,
+    START,
+    SUPERSEDED,
+    Batch,
+    BatchDone,
+    BatchRequest,
+    Finished,
+    FinishRequest,
+    Grantee,
+    KeyVersionRow,
+    ListRequest,
+    NewClientKey,
+    Rewrapped,
+    RotatedClient,
+    RotationRow,
+    StartDraft,
+    Started,
+    StartRequest,
+    VersionsRequest,
+    WrappedKey,
+)
+from vault.authority.rotation_walk import next_rows, old_versions_in_use, write_rewrapped
+from vault.crypto.blobs import blob_key_version
+from vault.errors import AccessDenied, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
+from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.engine import Store
+from vault.storage.rows import ENCRYPTION_LIMIT, ROLE_ADMIN, EngineerRecord, EngineerRow, GrantRecord
+
+TAG_BYTES = 32
+MAX_ID = 2**63 - 1
+
+
+class RotationChecks(Protocol):
+    """The trust checks the authority makes: signatures and public keys only."""
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        """The vault's current organisation key, as read in this unit of work."""
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
+
+    def current_key_version(self, s: Session, client: m.Client) -> int:
+        """The newest admin-signed client-key version, which must be the client's current one."""
+
+    def client_key_record(self, s: Session, record: m.ClientKey) -> None:
+        """The record's signature verifies under its signer's key, else UntrustedRecord."""
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
+
+    def grantees(self, s: Session, client_id: int) -> Sequence[Grantee]:
+        """The engineers a new version is sealed to (the ledger's verdict; refusals recorded)."""
+
+
+class Recorder(Protocol):
+    """Appends an event in the caller's unit of work (the Journal)."""
+
+    def append(self, s: Session, action: str, *, client_id: int | None, details: dict[str, Any] | None) -> int:
+        """The new event's seq."""
+
+
+class StartSeal(Protocol):
+    """The keyholder's hands inside the start's unit of work."""
+
+    def new_key(self, draft: StartDraft) -> NewClientKey:
+        """Verify ``draft``, then make the new version for it; raise to refuse (nothing written)."""
+
+
+class RewrapSeal(Protocol):
+    """The keyholder's hands inside a batch's unit of work."""
+
+    def rewrap(self, batch: Batch) -> Sequence[Rewrapped]:
+        """Verify ``batch``, then re-wrap its rows under the new version; raise to refuse."""
+
+
+def checked_caller(caller: object) -> Caller:
+    if not isinstance(caller, Caller):
+        raise InvalidInput("the request names no caller")
+    validation.number("engineer id", caller.engineer_id, 1)
+    validation.number("key generation", caller.key_generation, 0)
+    return caller
+
+
+def _pin(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != TAG_BYTES:
+        raise InvalidInput(f"the request's organisation key is not a {TAG_BYTES}-byte value")
+    return value
+
+
+def _row(rotation: m.Rotation) -> RotationRow:
+    return RotationRow(
+        rotation.id,
+        rotation.client_id,
+        rotation.from_version,
+        rotation.to_version,
+        rotation.state,
+        rotation.done,
+        rotation.total,
+        rotation.started_at,
+        rotation.finished_at,
+    )
+
+
+class RotationAuthority:
+    """The client-key rotation's state machine, given a request, one unit of work per step."""
+
+    def __init__(
+        self, store: Store, checks: RotationChecks, recorder: Recorder, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, request: StartRequest, seal: StartSeal, *, s: Session | None = None) -> Started:
+        """A new client-key version, current at once (``s``: inside the caller's unit of work)."""
+        if not isinstance(request, StartRequest) or not isinstance(request.supersede, bool):
+            raise InvalidInput("not a start request")
+        checked_caller(request.caller)
+        validation.number("client id", request.client_id, 1)
+        _pin(request.org_pin)
+        if s is None:
+            with self.store.transaction() as unit:
+                return self.start(request, seal, s=unit)
+        s.flush()  # a caller's unit (an engineer's removal): its changes are read by the statements below
+        caller = self._authorise(s, request.caller)
+        client = s.get(m.Client, request.client_id)
+        if client is None:
+            raise NotFound(NO_CLIENT)
+        now = self.clock()
+        for running in s.scalars(
+            select(m.Rotation).where(m.Rotation.client_id == client.id, m.Rotation.state == RUNNING)
+        ):
+            if not request.supersede:
+                raise InvalidInput(ALREADY_RUNNING, hint="run `credvault rotate resume`")
+            running.state, running.finished_at = SUPERSEDED, now
+        old_version = self.checks.current_key_version(s, client)
+        old_key = self._sealed_key(s, client.id, old_version, caller.root_version or 0)
+        if old_key is None:
+            raise IntegrityError(f"client key version {old_version} has no record")
+        newest = s.scalar(select(func.max(m.ClientKey.version)).where(m.ClientKey.client_id == client.id))
+        draft = StartDraft(
+            vault_id=caller.vault_id,
+            org_signing_public=caller.org_signing_public,
+            org_chain=self._org_chain(s, request.org_pin, caller.org_signing_public),
+            me=caller.me,
+            client=RotatedClient(
+                client.id,
+                client.slug_blob,
+                client.name_blob,
+                client.lookup_key_blob,
+                client.backup_key_blob,
+                client.audit_keys_blob,
+            ),
+            old_key=old_key,
+            new_version=(newest or 0) + 1,
+            root_version=caller.root_version or 0,
+            grantees=tuple(self.checks.grantees(s, client.id)),
+        )
+        made = seal.new_key(draft)
+        self._check_new_key(draft, made)
+        self._store_new_key(s, caller.me, client, draft, made, now)
+        # Every version of the client's secrets is still to re-wrap (none can name the version
+        # just made), so they are counted from the primary-key index alone, without reading rows.
+        total = s.scalar(
+            select(func.count()).select_from(m.SecretVersion).join(m.Secret).where(m.Secret.client_id == client.id)
+        )
+        rotation = m.Rotation(
+            client_id=client.id,
+            from_version=old_version,
+            to_version=draft.new_version,
+            state=RUNNING,
+            total=int(total or 0),
+            done=0,
+            started_by=caller.me.id,
+            started_at=now,
+        )
+        s.add(rotation)
+        s.flush()
+        details = {"from_version": old_version, "to_version": draft.new_version, "data_keys": int(total or 0)}
+        seq = self.recorder.append(s, START, client_id=client.id, details=details)
+        return Started(_row(rotation), seq)
+
+    @staticmethod
+    def _check_new_key(draft: StartDraft, made: NewClientKey) -> None:
+        """What the keyholder made is for this version, with one copy per grantee handed out."""
+        if not isinstance(made, NewClientKey) or made.version != draft.new_version:
+            raise UntrustedRecord("the new client key is not the version this rotation makes")
+        grantees = [g.engineer.id for g in draft.grantees]
+        sealed_to = [engineer_id for engineer_id, _ in made.engineer_seals]
+        if sorted(sealed_to) != sorted(grantees) or len(set(sealed_to)) != len(sealed_to):
+            raise UntrustedRecord("the new client key is sealed to other engineers than the grantees")
+        fields = [made.slug_blob, made.name_blob, made.lookup_key_blob, made.audit_keys_blob]
+        if made.backup_key_blob is not None:
+            fields.append(made.backup_key_blob)
+        if (made.backup_key_blob is None) != (draft.client.backup_key_blob is None) or any(
+            blob_key_version(blob) != made.version for blob in fields
+        ):
+            raise UntrustedRecord("the client's fields are not under the new client key")
+
+    def _store_new_key(
+        self, s: Session, me: EngineerRow, client: m.Client, draft: StartDraft, made: NewClientKey, now: dt.datetime
+    ) -> None:
+        version = made.version
+        record = m.ClientKey(
+            client_id=client.id,
+            version=version,
+            state=ACTIVE,
+            fingerprint=made.fingerprint,
+            signed_by=me.id,
+            signed_at=made.signed_at,
+            signature=made.signature,
+            encryptions=0,
+            created_at=now,
+        )
+        self.checks.client_key_record(s, record)  # signed by the caller, for this vault, client and version
+        s.add(record)
+        s.flush()
+        seals = [("recovery", draft.root_version, made.recovery_seal)]
+        seals += [("engineer", engineer_id, blob) for engineer_id, blob in made.engineer_seals]
+        for kind, recipient, blob in seals:
+            s.add(
+                m.ClientKeySeal(
+                    client_id=client.id, version=version, recipient_kind=kind, recipient_id=recipient, blob=blob
+                )
+            )
+        for old in s.scalars(
+            select(m.ClientKey).where(
+                m.ClientKey.client_id == client.id, m.ClientKey.state == ACTIVE, m.ClientKey.version != version
+            )
+        ):
+            old.state, old.retired_at = RETIRING, now
+        client.current_key_version = version
+        client.slug_blob, client.name_blob = made.slug_blob, made.name_blob
+        client.lookup_key_blob, client.audit_keys_blob = made.lookup_key_blob, made.audit_keys_blob
+        if made.backup_key_blob is not None:  # the per-client backup key lives on (old backups need it)
+            client.backup_key_blob = made.backup_key_blob
+        self._count(s, client.id, version, 4)
+
+    # -- re-wrap -------------------------------------------------------------------------------
+
+    def rewrap(self, request: BatchRequest, seal: RewrapSeal) -> BatchDone:
+        """Re-wrap the next page of data keys; ``count`` 0 when none is left."""
+        if not isinstance(request, BatchRequest) or not isinstance(request.after, tuple) or len(request.after) != 2:
+            raise InvalidInput("not a batch request")
+        checked_caller(request.caller)
+        validation.number("rotation id", request.rotation_id, 1)
+        validation.number("batch size", request.size, 1, MAX_BATCH)
+        for part in request.after:
+            validation.number("cursor", part, 0, MAX_ID)
+        _pin(request.org_pin)
+        with self.store.transaction() as s:
+            caller = self._authorise(s, request.caller)
+            rotation = s.get(m.Rotation, request.rotation_id)
+            if rotation is None or rotation.state != RUNNING:
+                done = (0, 0) if rotation is None else (rotation.done, rotation.total)
+                return BatchDone(request.rotation_id, 0, request.after, *done)
+            client_id, new_version = rotation.client_id, rotation.to_version
+            found, cursor = next_rows(s, client_id, new_version, request.after, request.size)
+            if not found:
+                return BatchDone(rotation.id, 0, request.after, rotation.done, rotation.total)
+            page = tuple(WrappedKey(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in found)
+            keys = []
+            for version in sorted({row.key_version for row in page} | {new_version}):
+                sealed = self._sealed_key(s, client_id, version, caller.root_version or 0)
+                if sealed is None:
+                    raise IntegrityError(f"client key version {version} has no record")
+                keys.append(sealed)
+            batch = Batch(
+                caller.vault_id,
+                caller.org_signing_public,
+                self._org_chain(s, request.org_pin, caller.org_signing_public),
+                caller.me,
+                _row(rotation),
+                page,
+                tuple(keys),
+            )
+            answer = tuple(seal.rewrap(batch))
+            if len(answer) != len(page) or any(
+                not isinstance(new, Rewrapped)
+                or (new.secret_id, new.version) != (old.secret_id, old.version)
+                or blob_key_version(new.wrapped_dek) != new_version
+                for new, old in zip(answer, page, strict=False)
+            ):
+                raise UntrustedRecord("the re-wrapped keys are not the rows this batch handed out")
+            write_rewrapped(s.connection(), new_version, found, [new.wrapped_dek for new in answer])
+            self._count(s, client_id, new_version, len(page))
+            rotation.done = rotation.done + len(page)
+            return BatchDone(rotation.id, len(page), cursor, rotation.done, rotation.total)
+
+    # -- finish --------------------------------------------------------------------------------
+
+    def finish(self, request: FinishRequest) -> Finished:
+        """End the rotation: destroy the retiring versions nothing refers to any more."""
+        if not isinstance(request, FinishRequest) or not isinstance(request.final, bool):
+            raise InvalidInput("not a finish request")
+        checked_caller(request.caller)
+        validation.number("rotation id", request.rotation_id, 1)
+        with self.store.transaction() as s:
+            self._authorise(s, request.caller)
+            rotation = s.get(m.Rotation, request.rotation_id)
+            if rotation is None:
+                raise NotFound("no such rotation")
+            if rotation.state != RUNNING:
+                return Finished(_row(rotation), True, ())
+            in_use = old_versions_in_use(s, rotation.client_id, rotation.to_version)
+            if in_use and not request.final:
+                return Finished(_row(rotation), False, ())
+            now = self.clock()
+            destroyed = []
+            for ck in s.scalars(
+                select(m.ClientKey).where(m.ClientKey.client_id == rotation.client_id, m.ClientKey.state == RETIRING)
+            ):
+                if in_use.get(ck.version):  # a data key still needs it: never destroyed
+                    continue
+                s.execute(
+                    delete(m.ClientKeySeal).where(
+                        m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
+                    )
+                )
+                ck.state, ck.destroyed_at = DESTROYED, now
+                destroyed.append(ck.version)
+            rotation.state, rotation.finished_at = DONE, now
+            details = {"to_version": rotation.to_version, "data_keys": rotation.done}
+            self.recorder.append(s, FINISH, client_id=rotation.client_id, details=details)
+            return Finished(_row(rotation), True, tuple(destroyed))
+
+    # -- the listing ---------------------------------------------------------------------------
+
+    def list(self, request: ListRequest) -> tuple[RotationRow, ...]:
+        """The rotations, oldest first (read without the write lock)."""
+        if not isinstance(request, ListRequest) or not isinstance(request.running_only, bool):
+            raise InvalidInput("not a listing request")
+        checked_caller(request.caller)
+        with self.store.read() as s:
+            self._authorise(s, request.caller)
+            query = select(m.Rotation).order_by(m.Rotation.id)
+            if request.running_only:
+                query = query.where(m.Rotation.state == RUNNING)
+            return tuple(_row(r) for r in s.scalars(query))
+
+    def versions(self, request: VersionsRequest) -> tuple[KeyVersionRow, ...]:
+        """A client's key versions and their states, oldest first (read without the write lock)."""
+        if not isinstance(request, VersionsRequest):
+            raise InvalidInput("not a versions request")
+        checked_caller(request.caller)
+        validation.number("client id", request.client_id, 1)
+        with self.store.read() as s:
+            self._authorise(s, request.caller, client_id=request.client_id)
+            found = s.execute(
+                select(m.ClientKey.version, m.ClientKey.state)
+                .where(m.ClientKey.client_id == request.client_id)
+                .order_by(m.ClientKey.version)
+            ).all()
+            if not found and s.get(m.Client, request.client_id) is None:
+                raise NotFound(NO_CLIENT)
+            return tuple(KeyVersionRow(int(version), str(state)) for version, state in found)
+
+    # -- who calls -----------------------------------------------------------------------------
+
+    def _authorise(self, s: Session, caller: Caller, *, client_id: int | None = None) -> CallerRead:
+        """An active admin whose certificate verifies, of the key generation the request names
+        (``client_id``: or an engineer holding the head of their grant ledger for it). Nothing
+        of a client or a rotation is read before: the caller's read names the client's id only."""
+        conn = rows.connection(s)
+        sqlite = conn.dialect.name == "sqlite"
+        found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id or 0})
+        if not found:
+            raise Locked("the acting engineer no longer exists in this vault")
+        read = CallerRead(found, sqlite)
+        me = read.me
+        self.checks.organisation_key(s, read.org_signing_public)
+        self.checks.certificate(s, me)
+        if me.status != ACTIVE:
+            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
+        if me.key_generation != caller.key_generation:
+            raise Locked(
+                f"the keys of {me.name!r} have changed since this session was unlocked",
+                hint="run `credvault unlock` again",
+            )
+        if me.role != ROLE_ADMIN:
+            if client_id is None:
+                raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin")
+            self.checks.first_valid_grant(s, read.grants, me, read.signers)
+        return read
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _count(s: Session, client_id: int, version: int, n: int) -> None:
+        """Count ``n`` encryptions under a client-key version; refuse past the safe bound."""
+        s.flush()
+        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
+            update(m.ClientKey)
+            .where(m.ClientKey.client_id == client_id, m.ClientKey.version == version)
+            .values(encryptions=m.ClientKey.encryptions + n)
+            .returning(m.ClientKey.encryptions)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        if count > ENCRYPTION_LIMIT:
+            raise IntegrityError(
+                f"client key version {version} has reached its encryption limit",
+                hint="rotate the client key: `credvault rotate client SLUG`",
+            )
+
+    @staticmethod
+    def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
+        if pinned == current:
+            return ()
+        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
+        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+        return () if start is None else tuple(keys[start:])
+
+    @staticmethod
+    def _sealed_key(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:
+        """The signed record of a client-key version, its signer and its recovery copy."""
+        params = {"client": client_id, "version": version, "kind": "recovery", "recipient": root_version}
+        found = SEALED_KEY.all(rows.connection(s), params)
+        if not found:
+            return None
+        r = found[0]
+        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
+        return SealedClientKey(ClientKeyRow(*r[:7]), signer, "recovery", root_version, r[7])

@@ -1,0 +1,253 @@
+"""The values that cross between the keyholder and the authority, for client-key rotation.
+
+As for the checkout and the secrets (``requests.py``, ``secret_requests.py``): frozen values
+of ints, bytes, strings and the storage layer's plain rows, so that the same requests can be
+serialised and cross a network later. A request names the action (its type), the caller and
+the target by ids only; what the authority answers is ciphertext, ids and signed public
+records, which the keyholder verifies before it uses any of them.
+
+A rotation has three steps, each its own unit of work at the authority:
+
+* **start** (``StartRequest`` → ``StartDraft`` → ``NewClientKey`` → ``Started``): the
+  authority reads the client, its current key version (the recovery copy and its signed
+  record), the number of the new version and the grantees it would seal to (each with its
+  certificate, grant head and signer); the keyholder verifies all of it, makes the new key,
+  signs its record and seals it to the recovery key and each verified grantee, and
+  re-encrypts the client's fields under it; the authority stores exactly that.
+* **re-wrap** (``BatchRequest`` → ``Batch`` → ``Rewrapped`` rows → ``BatchDone``): the
+  authority hands a page of wrapped data keys with the signed records (and recovery copies)
+  of the client-key versions they need; the keyholder re-wraps them under the new version;
+  the authority stores a re-wrapped key only for a row it handed out in this page.
+* **finish** (``FinishRequest`` → ``Finished``): the authority destroys the retiring
+  versions no data key refers to any more and marks the rotation done.
+
+``ListRequest`` reads the rotations (``RotationRow``: ids and counters only; the keyholder
+opens the client's slug itself); ``VersionsRequest`` a client's key versions and states.
+Refusals the keyholder says in the user's words: ``ALREADY_RUNNING`` and ``NO_CLIENT``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
+from vault.storage.rows import EngineerRow, GrantRow
+
+START, FINISH = "client-key-rotate", "client-key-rotated"
+RUNNING, RETIRING, DESTROYED, DONE, SUPERSEDED = "running", "retiring", "destroyed", "done", "superseded"
+ALREADY_RUNNING = "a rotation of this client is already under way"
+NO_CLIENT = "no such client"
+MAX_BATCH = 100_000  # data keys re-wrapped in one unit of work, at most
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """Start a rotation of client ``client_id``. ``supersede``: a rotation of it under way is
+    superseded (an engineer's removal); else the request is refused (``ALREADY_RUNNING``)."""
+
+    caller: Caller
+    client_id: int
+    supersede: bool
+    org_pin: bytes  # the organisation key the engineer trusts
+
+
+@dataclass(frozen=True, repr=False)
+class RotatedClient:
+    """The client's fields as stored: ciphertext under its current key version."""
+
+    id: int
+    slug_blob: bytes
+    name_blob: bytes
+    lookup_key_blob: bytes
+    backup_key_blob: bytes | None
+    audit_keys_blob: bytes | None
+
+    def __repr__(self) -> str:
+        return f"RotatedClient(id={self.id}, <ciphertext>)"
+
+
+@dataclass(frozen=True, repr=False)
+class Grantee:
+    """An engineer the new version would be sealed to: their row (certificate, sealing key),
+    the head of their grant ledger for the client and its signer."""
+
+    engineer: EngineerRow
+    grant: GrantRow
+    grant_signer: EngineerRow | None
+
+    def __repr__(self) -> str:
+        return f"Grantee(engineer={self.engineer.id}, grant={self.grant.id})"
+
+
+@dataclass(frozen=True, repr=False)
+class StartDraft:
+    """What the keyholder is shown inside the start's unit of work, before anything is written."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]  # from the pinned key to the current one, when they differ
+    me: EngineerRow
+    client: RotatedClient
+    old_key: SealedClientKey  # the current version: its signed record and its recovery copy
+    new_version: int
+    root_version: int  # the recovery key the new version is sealed to
+    grantees: tuple[Grantee, ...]
+
+    def __repr__(self) -> str:
+        return f"StartDraft(client={self.client.id}, new_version={self.new_version})"
+
+
+@dataclass(frozen=True, repr=False)
+class NewClientKey:
+    """The new client-key version as the keyholder made it: its signed record (no key), its
+    sealed copies and the client's fields re-encrypted under it."""
+
+    version: int
+    fingerprint: bytes
+    signed_at: int
+    signature: bytes
+    recovery_seal: bytes
+    engineer_seals: tuple[tuple[int, bytes], ...]  # (engineer id, sealed copy), one per grantee
+    slug_blob: bytes
+    name_blob: bytes
+    lookup_key_blob: bytes
+    backup_key_blob: bytes | None
+    audit_keys_blob: bytes
+
+    def __repr__(self) -> str:
+        return f"NewClientKey(version={self.version}, <ciphertext>)"
+
+
+@dataclass(frozen=True)
+class RotationRow:
+    """A rotation as stored (``rotations``): ids, versions, state and counters."""
+
+    id: int
+    client_id: int
+    from_version: int
+    to_version: int
+    state: str
+    done: int
+    total: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Started:
+    """A committed start: the rotation and its event."""
+
+    rotation: RotationRow
+    seq: int
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """The next page of data keys of rotation ``rotation_id`` after ``after`` (secret id,
+    version), at most ``size`` of them, to be re-wrapped."""
+
+    caller: Caller
+    rotation_id: int
+    after: tuple[int, int]
+    size: int
+    org_pin: bytes
+
+
+@dataclass(frozen=True, repr=False)
+class WrappedKey:
+    """One version's data key, wrapped by client-key version ``key_version``."""
+
+    secret_id: int
+    version: int
+    key_version: int
+    wrapped_dek: bytes
+
+    def __repr__(self) -> str:
+        return f"WrappedKey(secret={self.secret_id}, version={self.version}, key_version={self.key_version})"
+
+
+@dataclass(frozen=True, repr=False)
+class Batch:
+    """A page handed to the keyholder inside the batch's unit of work: the rotation, its rows,
+    and the signed record and recovery copy of every client-key version they need (the old
+    ones and the new one)."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    rotation: RotationRow
+    rows: tuple[WrappedKey, ...]
+    keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"Batch(rotation={self.rotation.id}, rows={len(self.rows)})"
+
+
+@dataclass(frozen=True, repr=False)
+class Rewrapped:
+    """A data key re-wrapped by the keyholder under the rotation's new version."""
+
+    secret_id: int
+    version: int
+    wrapped_dek: bytes
+
+    def __repr__(self) -> str:
+        return f"Rewrapped(secret={self.secret_id}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """A committed batch: how many were re-wrapped, the cursor past them, the counters."""
+
+    rotation_id: int
+    count: int
+    cursor: tuple[int, int]
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class FinishRequest:
+    """End rotation ``rotation_id`` if nothing refers to a retiring version any more, or
+    (``final``: a second walk found rows again) destroy only those nothing refers to."""
+
+    caller: Caller
+    rotation_id: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The rotation after the finish's unit (``ended`` False: walk again), and the versions
+    it destroyed."""
+
+    rotation: RotationRow
+    ended: bool
+    destroyed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VersionsRequest:
+    """The client-key versions of client ``client_id`` and their states (an admin, or an
+    engineer holding the head of their grant ledger for the client)."""
+
+    caller: Caller
+    client_id: int
+
+
+@dataclass(frozen=True)
+class KeyVersionRow:
+    """A client-key version and its state (``active``, ``retiring``, ``destroyed``)."""
+
+    version: int
+    state: str
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """The rotations (``running_only``: those under way), oldest first."""
+
+    caller: Caller
+    running_only: bool
