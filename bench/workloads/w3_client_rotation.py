@@ -7,7 +7,7 @@ never reads). Then, each in its own process:
 * the **floor** (``rewrap_floor.py``) re-wraps the N data keys of a copy of that file
   with plain sqlite3 + cryptography;
 * **credvault** calls ``vault.keys.rotate_client(slug, batch_size=rewrap_floor.BATCH)`` as
-  the admin, when the library has it (``hasattr(Vault, "rotate_client")``); until then
+  the admin, when the library has it (``hasattr(KeyRotation, "rotate_client")``); until then
   the row says "not implemented yet" and only the floor is measured. Both sides commit
   one transaction per batch of the same size, so they pay the same number of durable
   commits (the library's default batch is larger, which only makes it cheaper).
@@ -34,8 +34,8 @@ from bench.report import MET, MISSING, NOT_MET, Outcome, Row
 from bench.suite import Context
 from bench.timing import PhasePeak, median, timed
 from bench.workloads import rewrap_floor
-from vault import Vault
 from vault.crypto import blobs
+from vault.service.rotation import KeyRotation
 
 TARGET_RATIO = 1.5
 CLIENT_ID = 1
@@ -133,7 +133,7 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: Context) -> Outcome:
     out = Outcome()
-    implemented = hasattr(Vault, "rotate_client")
+    implemented = hasattr(KeyRotation, "rotate_client")
     floors: dict[int, dict[str, Any]] = {}
     mine: dict[int, dict[str, Any]] = {}
     for n in ctx.plan.w3_sizes:
@@ -236,7 +236,7 @@ def _discussion(floors: dict[int, dict[str, Any]], mine: dict[int, dict[str, Any
     if not implemented:
         text.append(
             "**Targets (≤ 1.5× the floor; memory flat in N): not measurable yet.** The library has no "
-            "`Vault.rotate_client` (client-key rotation is not built). The credvault side is written against "
+            "`vault.keys.rotate_client` (client-key rotation is not built). The credvault side is written against "
             "`vault.keys.rotate_client(slug)` and runs as soon as that method exists; the data sets and the floor are "
             "already measured in every run, so the comparison will appear without changing bench/."
         )

@@ -4,7 +4,7 @@ A root rotation re-seals every live client-key version to a new recovery key and
 re-tags every client slug: its cost should grow with clients and stay flat in secrets.
 Two vaults with the same number of clients (and engineers) are built, one with ten
 times the secrets of the other, and ``vault.keys.rotate_root()`` is timed on each as the
-admin (when the library has it: ``hasattr(Vault, "rotate_root")``). The baseline of the
+admin (when the library has it: ``hasattr(KeyRotation, "rotate_root")``). The baseline of the
 larger is the smaller: the ratio is the target.
 
 Checks: each rotation reports every client re-sealed; afterwards a fresh admin object
@@ -21,7 +21,7 @@ from bench.dataset import Shape
 from bench.report import MET, MISSING, NOT_MET, Outcome, Row
 from bench.suite import Context
 from bench.timing import PhasePeak, median, timed
-from vault import Vault
+from vault.service.rotation import KeyRotation
 
 TARGET_RATIO = 1.5
 
@@ -63,11 +63,11 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
 def run(ctx: Context) -> Outcome:
     out = Outcome()
     clients, small = ctx.plan.w4_clients, ctx.plan.w4_secrets
-    if not hasattr(Vault, "rotate_root"):
+    if not hasattr(KeyRotation, "rotate_root"):
         out.rows.append(
             Row("W4", f"root-key rotation, {clients:,} clients", None, "s", target="flat in secrets", verdict=MISSING)
         )
-        out.notes.append("**Target (flat in secrets): not measurable yet**: the library has no `Vault.rotate_root`.")
+        out.notes.append("**Target (flat in secrets): not measurable yet**: the library has no `vault.keys.rotate_root`.")
         return out
     results: dict[int, dict[str, Any]] = {}
     for secrets in (small, small * 10):

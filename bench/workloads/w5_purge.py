@@ -2,7 +2,7 @@
 
 A vault is built whose client 0 holds the secrets and nine other clients hold a few
 each; ``vault.purge.client(slug, request="REF")`` is timed as the admin (when the
-library has it: ``hasattr(Vault, "purge_client")``). Before the purge a sample of the
+library has it: ``hasattr(Purge, "client")``). Before the purge a sample of the
 client's ciphertexts is read from the database; afterwards the database file and its
 WAL are searched for them: a scrubbed purge leaves none (SQLite ``secure_delete``
 zeroes freed pages, and the WAL must be checkpointed).
@@ -25,8 +25,8 @@ from bench.dataset import Shape
 from bench.report import MISSING, Outcome, Row
 from bench.suite import Context
 from bench.timing import PhasePeak, timed
-from vault import Vault
 from vault.errors import VaultError
+from vault.service.purge import Purge
 from vault.storage import models as m
 
 OTHER_CLIENTS, OTHER_SECRETS = 9, 20
@@ -95,10 +95,10 @@ def credvault_step(params: dict[str, Any]) -> dict[str, Any]:
 def run(ctx: Context) -> Outcome:
     out = Outcome()
     n = ctx.plan.w5_secrets
-    if not hasattr(Vault, "purge_client"):
+    if not hasattr(Purge, "client"):
         out.rows.append(Row("W5", f"purge of a client with {n:,} secrets, scrub included", None, "s", verdict=MISSING))
         out.notes.append(
-            "**Report: not measurable yet**: the library has no `Vault.purge_client`. The workload is written "
+            "**Report: not measurable yet**: the library has no `vault.purge.client`. The workload is written "
             'against `vault.purge.client(slug, request="REF")` and runs (with its scrub check) once it exists.'
         )
         return out
