@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.purge_requests import SUBJECT
 from vault.errors import InvalidInput, NotFound, VaultError
 from vault.service import validation
 from vault.service.purge import MIN_QUERY, _request
@@ -84,20 +85,20 @@ class Subjects:
         """Purge every secret whose metadata matches (one receipt per client)."""
         _request(request)
         needle = _needle(query)
-        receipts = []
-        with self.core.store.transaction() as s:
+        with self.core.store.read() as s:
             self.trust.my_admin_row(s)
             by_client: dict[int, set[int]] = {}
-            for match in self._find(s, needle):
+            for match in self._find(s, needle):  # the secrets' data keys are opened here, as they are searched
                 if match.secret_id is not None:
                     by_client.setdefault(match.client_id, set()).add(match.secret_id)
             if not by_client:
                 raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
+            targets = []
             for client_id, ids in sorted(by_client.items()):
                 client = s.get(m.Client, client_id)
                 assert client is not None
-                secrets = [x for x in (s.get(m.Secret, i) for i in sorted(ids)) if x is not None]
-                receipts.append(self.purges.purge_secrets(s, client, secrets, "subject", request))
+                targets.append((client_id, client.slug_blob, tuple(sorted(ids))))
+        receipts = self.purges.keyholder.secrets(SUBJECT, targets, request)  # one unit: every client's receipt
         self.purges.scrub(vacuum=vacuum)
         return receipts
 
