@@ -12,6 +12,7 @@ client) that signs for another client, as another engineer, or out of bounds.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 import shutil
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_PASS, FAST_KDF, Clock
 from sqlalchemy import event, select, update
 from standins import Checks
 
@@ -37,6 +37,7 @@ from vault.authority.policy_requests import (
     SignedPolicy,
 )
 from vault.authority.requests import Caller
+from vault.crypto.keyrecord import FLOOR as FAST_KDF
 from vault.errors import AccessDenied, InvalidInput, NotFound, UntrustedRecord
 from vault.service.policies import Policy
 from vault.service.sessions import MemorySessionStore
@@ -45,6 +46,13 @@ from vault.storage.rows import PolicyRow
 
 READS_A_TARGET = re.compile(r"\b(clients|client_policies)\b", re.IGNORECASE)
 PIN = b"\x00" * 32
+
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase of this module"
+
+
+def fixed_clock() -> Any:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return lambda: now
 
 
 class Recorder:
@@ -73,7 +81,7 @@ class FakeSeal:
 @dataclasses.dataclass
 class Scene:
     store: Any
-    clock: Clock
+    clock: Any
     client_id: int
     other_id: int
     admin: tuple[int, int]
@@ -85,7 +93,7 @@ class Scene:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A vault file with its rows made once per module (the tests copy it)."""
     path = tmp_path_factory.mktemp("policies") / "vault.db"
-    clock = Clock()
+    clock = fixed_clock()
     admin, _ = Vault.create(f"sqlite:///{path}", admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     admin.clients.add("acme", "Acme Ltd")
@@ -109,13 +117,13 @@ def scene(template: Path, tmp_path: Path) -> Iterator[Scene]:
         if Path(f"{template}{suffix}").exists():
             shutil.copy(f"{template}{suffix}", tmp_path / f"vault.db{suffix}")
     vault = Vault.open(
-        f"sqlite:///{tmp_path / 'vault.db'}", clock=Clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore()
+        f"sqlite:///{tmp_path / 'vault.db'}", clock=fixed_clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore()
     )
     store = vault.core.store
     with store.transaction() as s:
         ids = {e.name: (e.id, e.key_generation) for e in s.scalars(select(m.Engineer))}
         clients = sorted(s.scalars(select(m.Client.id)))
-    yield Scene(store, Clock(), clients[0], clients[1], ids[ADMIN], ids["alice"], ids["bob"])
+    yield Scene(store, fixed_clock(), clients[0], clients[1], ids[ADMIN], ids["alice"], ids["bob"])
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ deletes, in the same unit, and shows it to the keyholder).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_PASS, FAST_KDF, Clock
 from sqlalchemy import delete, event, func, select
 from standins import Checks
 
@@ -42,6 +42,7 @@ from vault.authority.purge_requests import (
     Survivors,
 )
 from vault.authority.requests import Caller
+from vault.crypto.keyrecord import FLOOR as FAST_KDF
 from vault.errors import AccessDenied, InvalidInput, NotFound, UntrustedRecord
 from vault.service.policies import Policy
 from vault.service.sessions import MemorySessionStore
@@ -49,6 +50,13 @@ from vault.storage import models as m
 
 READS_A_TARGET = re.compile(r"\b(clients|secrets|secret_versions|client_keys|purge_receipts)\b", re.IGNORECASE)
 PIN, SIGNATURE = b"\x00" * 32, b"\x5a" * 64
+
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase of this module"
+
+
+def fixed_clock() -> Any:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return lambda: now
 
 
 class Recorder:
@@ -84,7 +92,7 @@ class FakeSeal:
 @dataclasses.dataclass
 class Scene:
     store: Any
-    clock: Clock
+    clock: Any
     acme: int
     beta: int
     secrets: list[int]  # acme's
@@ -95,7 +103,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("purge") / "vault.db"
-    clock = Clock()
+    clock = fixed_clock()
     url = f"sqlite:///{path}"
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
@@ -119,13 +127,13 @@ def scene(template: Path, tmp_path: Path) -> Iterator[Scene]:
         if Path(f"{template}{suffix}").exists():
             shutil.copy(f"{template}{suffix}", tmp_path / f"vault.db{suffix}")
     url = f"sqlite:///{tmp_path / 'vault.db'}"
-    vault = Vault.open(url, clock=Clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore())
+    vault = Vault.open(url, clock=fixed_clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore())
     store = vault.core.store
     with store.transaction() as s:
         ids = {e.name: (e.id, e.key_generation) for e in s.scalars(select(m.Engineer))}
         acme, beta = sorted(s.scalars(select(m.Client.id)))
         secrets = sorted(s.scalars(select(m.Secret.id).where(m.Secret.client_id == acme)))
-    yield Scene(store, Clock(), acme, beta, secrets, ids[ADMIN], ids["alice"])
+    yield Scene(store, fixed_clock(), acme, beta, secrets, ids[ADMIN], ids["alice"])
 
 
 @pytest.fixture

@@ -11,17 +11,18 @@ change signs and writes nothing. The first case, no change at all, is the contro
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_PASS, FAST_KDF, Clock
 from sqlalchemy import func, select, update
 
 from vault import Vault
 from vault.authority.policy_requests import PolicyRows
+from vault.crypto.keyrecord import FLOOR as FAST_KDF
 from vault.errors import IntegrityError, Locked, UntrustedRecord
 from vault.records import PolicyInfo
 from vault.service.sessions import MemorySessionStore
@@ -29,6 +30,13 @@ from vault.storage import models as m
 
 Tamper = Callable[[PolicyRows], PolicyRows]
 STRICT = (True, True, True, False)  # reason, exclusive, rotate, signed
+
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase of this module"
+
+
+def fixed_clock() -> Any:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return lambda: now
 
 
 def _same(r: PolicyRows) -> PolicyRows:
@@ -66,7 +74,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("policies-keyholder") / "vault.db"
-    url, clock = f"sqlite:///{path}", Clock()
+    url, clock = f"sqlite:///{path}", fixed_clock()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     admin.clients.add("acme", "Acme Ltd")
@@ -87,7 +95,7 @@ def scene(template: Path, tmp_path: Path) -> Iterator[Scene]:
     for suffix in ("", "-wal"):
         if Path(f"{template}{suffix}").exists():
             shutil.copy(f"{template}{suffix}", tmp_path / f"vault.db{suffix}")
-    url, clock = f"sqlite:///{tmp_path / 'vault.db'}", Clock()
+    url, clock = f"sqlite:///{tmp_path / 'vault.db'}", fixed_clock()
     admin = Vault.open(url, engineer=ADMIN, clock=clock, kdf_params=FAST_KDF, sessions=MemorySessionStore())
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     alice = Vault.open(url, engineer="alice", clock=clock, kdf_params=FAST_KDF, sessions=MemorySessionStore())

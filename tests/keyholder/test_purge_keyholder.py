@@ -14,20 +14,28 @@ a DBA rewrote afterwards fails ``verify_receipt``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_PASS, FAST_KDF, Clock
 from sqlalchemy import func, select, update
 
 from vault import Vault
 from vault.authority.purge_requests import PurgeRows, ReceiptRow, Survivors
+from vault.crypto.keyrecord import FLOOR as FAST_KDF
 from vault.errors import DecryptionFailed, UntrustedRecord
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
+
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase of this module"
+
+
+def fixed_clock() -> Any:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return lambda: now
 
 
 def _same(value: Any) -> Any:
@@ -82,7 +90,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("purge-keyholder") / "vault.db"
-    url, clock = f"sqlite:///{path}", Clock()
+    url, clock = f"sqlite:///{path}", fixed_clock()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     admin.clients.add("acme", "Acme Ltd")
@@ -101,7 +109,7 @@ def scene(template: Path, tmp_path: Path) -> Iterator[Scene]:
         if Path(f"{template}{suffix}").exists():
             shutil.copy(f"{template}{suffix}", tmp_path / f"vault.db{suffix}")
     url = f"sqlite:///{tmp_path / 'vault.db'}"
-    admin = Vault.open(url, engineer=ADMIN, clock=Clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore())
+    admin = Vault.open(url, engineer=ADMIN, clock=fixed_clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore())
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     with admin.core.store.transaction() as s:
         acme, beta = sorted(s.scalars(select(m.Client.id)))
