@@ -78,7 +78,7 @@ def receipt_info(r: ReceiptRow) -> ReceiptInfo:
         r.request_ref,
         r.client_id,
         list(r.secret_ids),
-        dict(r.counts),
+        dict(sorted(r.counts)),  # as stored: its JSON has sorted keys
         list(r.fingerprints),
         r.admin,
         dt.datetime.fromtimestamp(r.purged_at, dt.UTC),

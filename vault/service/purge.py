@@ -1,17 +1,19 @@
-"""Deletion requests and subject access: purge by crypto-shredding, with signed receipts.
+"""Deletion requests: purge by crypto-shredding, with signed receipts.
 
-``client`` destroys, in one transaction, every copy of every version of the
-client's key (the recovery copy, every grant's copy, this process's cache), deletes the
-client's secrets, versions, lookup tags, policies, grants and checkouts, and appends a
-**purge receipt**: request reference, admin, time, counts and the fingerprints of the
-destroyed key versions, readable without any client key and signed by the admin. The
-client's audit events keep their place in the chain; their details were encrypted under
-the client's audit keys, which went with the client, so only pseudonymous ids remain.
+``client`` destroys, in one unit of work, every copy of every version of the client's
+key (the recovery copy, every grant's copy, this process's cache), deletes the client's
+secrets, versions, lookup tags, policies, grants and checkouts, and stores a **purge
+receipt**: request reference, admin, time, counts and the fingerprints of the destroyed
+key versions, readable without any client key and signed by the admin. The client's
+audit events keep their place in the chain; their details were encrypted under the
+client's audit keys, which went with the client, so only pseudonymous ids remain.
 After the commit, freed space is scrubbed (see ``scrub``).
 
-``subject_find`` / ``subject_report`` / ``purge_subject`` answer a person's access
-and erasure requests: an admin searches the decrypted metadata of every client for a
-person (a name, an email address) and purges the matching secrets after review.
+The purge is split: the authority (vault/authority/purge.py) authorises, counts, deletes
+and stores the receipt; the keyholder (vault/keyholder/purge.py) admits what will be
+destroyed, fingerprints the data keys and signs the receipt only if it states exactly
+that and nothing of it survives. A subject's purge (subjects.py) is a purge of kind
+``subject``; ``verify_receipt`` checks a receipt's signature in the keyholder.
 """
 
 from __future__ import annotations
