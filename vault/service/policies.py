@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from vault.authority.policy import DEFAULT_CHECKOUT_MINUTES as DEFAULT_CHECKOUT_MINUTES
+from vault.authority.policy import MAX_CHECKOUT_MINUTES as MAX_CHECKOUT_MINUTES
+from vault.authority.policy import MAX_STALE_DAYS as MAX_STALE_DAYS
 from vault.authority.policy import Policy as Policy
+from vault.authority.policy import policy_fields as policy_fields
+from vault.authority.policy import strict_policy as strict_policy
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
 from vault.errors import (
@@ -36,40 +41,11 @@ if TYPE_CHECKING:
     from vault.service.core import Core
 
 
-DEFAULT_CHECKOUT_MINUTES = 120
-MAX_CHECKOUT_MINUTES = 7 * 24 * 60
-MAX_STALE_DAYS = 36500
 DEFAULT_RETENTION, MIN_RETENTION, MAX_RETENTION = 10, 1, 1000
 DEFAULT_CRYPTOPERIOD, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD = 365, 1, 3650
 
 
 StoredPolicy = m.ClientPolicy | PolicyRow  # as read by the ORM or by the checkout's Core query
-
-
-def strict_policy(row: StoredPolicy | None) -> Policy:
-    """What applies when a policy cannot be trusted: every check on, the shorter length."""
-    if row is None:
-        return Policy(True, True, True, DEFAULT_CHECKOUT_MINUTES, None, False)
-    minutes = row.checkout_minutes
-    if not isinstance(minutes, int) or not 1 <= minutes <= DEFAULT_CHECKOUT_MINUTES:
-        minutes = DEFAULT_CHECKOUT_MINUTES
-    stale = row.stale_days
-    return Policy(True, True, True, minutes, stale if isinstance(stale, int) and stale > 0 else None, False)
-
-
-def policy_fields(vault_id: bytes, client_id: int, row: StoredPolicy) -> tuple[signing.ContextItem, ...]:
-    """What a policy signature covers (booleans as 0/1: they are not context items)."""
-    return (
-        vault_id,
-        client_id,
-        int(bool(row.reason_required)),
-        int(bool(row.exclusive)),
-        int(bool(row.rotate_after_checkout)),
-        int(row.checkout_minutes),
-        int(row.stale_days or 0),
-        int(row.signed_by or 0),
-        int(row.signed_at or 0),
-    )
 
 
 def sign_policy(key: signing.SigningKey, vault_id: bytes, row: m.ClientPolicy, admin_id: int, at: int) -> None:

@@ -1,19 +1,30 @@
-"""Data subjects: finding, reporting and purging what the vault holds about a person."""
+"""Data subjects: finding, reporting and purging what the vault holds about a person.
+
+The search is the subjects' keyholder's (vault/keyholder/subjects.py): inside the
+authority's unit of work (vault/authority/subjects.py) it opens every client's slug and
+name and every version's metadata and hands them to ``_Match`` here, which knows what a
+match is and hides the values of sensitive fields; the authority records how many places
+were found (``subject-find``, ``subject-report``). A subject purge searches without an
+event, then purges the matching secrets through the purges' keyholder (one receipt per
+client, all in one unit of work).
+"""
 
 from __future__ import annotations
 
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from vault.errors import InvalidInput, NotFound, VaultError
+from vault.authority.purge_requests import SUBJECT
+from vault.authority.subjects import SubjectAuthority
+from vault.errors import InvalidInput, NotFound
+from vault.keyholder.sessionkeys import SessionKeys
+from vault.keyholder.subjects import SubjectKeyholder
 from vault.service import validation
+from vault.service.policyparts import CallerTrust, Recorder
 from vault.service.purge import MIN_QUERY, _request
 from vault.service.records import ReceiptInfo, SubjectMatch
 from vault.service.secrets import SENSITIVE_NOT_SHOWN, sensitive_field_names
-from vault.storage import models as m
+from vault.transport.subjects import InProcessSubjectTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -41,6 +52,39 @@ def _needle(query: str) -> str:
     return needle
 
 
+class _Match:
+    """Where ``needle`` appears in what the keyholder opened: a client's name, or a field of
+    a version's metadata (a sensitive field's value is not shown: it is found, to be purged,
+    and revealed only by checkout)."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle
+
+    def client(self, slug: str, client_id: int, name: str) -> list[SubjectMatch]:
+        if self.needle in _fold(name):
+            return [SubjectMatch(slug, client_id, None, None, None, "client name", name)]
+        return []
+
+    def version(
+        self, slug: str, client_id: int, secret_id: int, version: int, meta: dict[str, Any]
+    ) -> list[SubjectMatch]:
+        fields = {
+            "name": meta.get("name"),
+            "username": meta.get("username"),
+            "url": meta.get("url"),
+            "host": meta.get("host"),
+            "note": meta.get("note"),
+            **(meta.get("fields") or {}),
+        }
+        hidden = sensitive_field_names(meta)
+        out = []
+        for field, value in fields.items():
+            if isinstance(value, str) and self.needle in _fold(value):
+                shown = SENSITIVE_NOT_SHOWN if field in hidden else value
+                out.append(SubjectMatch(slug, client_id, meta.get("name"), secret_id, version, field, shown))
+        return out
+
+
 class Subjects:
     """Data subjects: ``vault.subjects.find/report/purge``."""
 
@@ -54,83 +98,40 @@ class Subjects:
         self.clients = clients
         self.secrets = secrets
         self.purges = purges
+        authority = SubjectAuthority(core.store, CallerTrust(trust), Recorder(journal))
+        self.keyholder = SubjectKeyholder(
+            InProcessSubjectTransport(authority), SessionKeys(keys, core.store), keys.client_keys, core.clock
+        )
 
     # -- subjects (a person's access and erasure requests) ---------------------------------------
 
     def find(self, query: str) -> list[SubjectMatch]:
         """Where a person appears in decrypted metadata (every version), across all clients."""
-        needle = _needle(query)
-        with self.core.store.transaction() as s:
-            self.trust.my_admin_row(s)
-            matches = self._find(s, needle)
-            self.journal.append(s, "subject-find", public={"matches": len(matches)})
-            return matches
+        matches, _ = self.keyholder.find(_Match(_needle(query)))
+        return matches
 
     def report(self, query: str) -> dict[str, Any]:
         """What is held about a person: every match with the metadata held alongside it."""
-        needle = _needle(query)
-        with self.core.store.transaction() as s:
-            me = self.trust.my_admin_row(s)
-            matches = self._find(s, needle)
-            self.journal.append(s, "subject-report", public={"matches": len(matches), "by": me.name})
-            return {
-                "generated_at": self.core.clock().isoformat(),
-                "generated_by": me.name,
-                "matches": [x.to_json() for x in matches],
-                "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
-            }
+        matches, rows = self.keyholder.report(_Match(_needle(query)))
+        return {
+            "generated_at": self.core.clock().isoformat(),
+            "generated_by": rows.me.name,
+            "matches": [x.to_json() for x in matches],
+            "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
+        }
 
     def purge(self, query: str, *, request: str, vacuum: bool = False) -> list[ReceiptInfo]:
         """Purge every secret whose metadata matches (one receipt per client)."""
         _request(request)
-        needle = _needle(query)
-        receipts = []
-        with self.core.store.transaction() as s:
-            self.trust.my_admin_row(s)
-            by_client: dict[int, set[int]] = {}
-            for match in self._find(s, needle):
-                if match.secret_id is not None:
-                    by_client.setdefault(match.client_id, set()).add(match.secret_id)
-            if not by_client:
-                raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
-            for client_id, ids in sorted(by_client.items()):
-                client = s.get(m.Client, client_id)
-                assert client is not None
-                secrets = [x for x in (s.get(m.Secret, i) for i in sorted(ids)) if x is not None]
-                receipts.append(self.purges.purge_secrets(s, client, secrets, "subject", request))
+        matches, rows = self.keyholder.select(_Match(_needle(query)))
+        by_client: dict[int, set[int]] = {}
+        for match in matches:
+            if match.secret_id is not None:
+                by_client.setdefault(match.client_id, set()).add(match.secret_id)
+        if not by_client:
+            raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
+        blobs = {c.client_id: c.slug_blob for c in rows.clients}
+        targets = [(client_id, blobs[client_id], tuple(sorted(ids))) for client_id, ids in sorted(by_client.items())]
+        receipts = self.purges.keyholder.secrets(SUBJECT, targets, request)  # one unit: every client's receipt
         self.purges.scrub(vacuum=vacuum)
         return receipts
-
-    def _find(self, s: Session, needle: str) -> list[SubjectMatch]:
-        out: list[SubjectMatch] = []
-        for client in s.scalars(select(m.Client).order_by(m.Client.id)):
-            slug = self.clients.slug(s, client)
-            name = self.keys.client_field(s, client, client.name_blob, "name").decode("utf-8")
-            if needle in _fold(name):
-                out.append(SubjectMatch(slug, client.id, None, None, None, "client name", name))
-            for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == client.id).order_by(m.Secret.id)):
-                for row in s.scalars(
-                    select(m.SecretVersion)
-                    .where(m.SecretVersion.secret_id == secret.id)
-                    .order_by(m.SecretVersion.version)
-                ):
-                    try:
-                        meta = self.secrets.open(s, client, secret, row).metadata
-                    except VaultError:
-                        continue
-                    fields = {
-                        "name": meta.get("name"),
-                        "username": meta.get("username"),
-                        "url": meta.get("url"),
-                        "host": meta.get("host"),
-                        "note": meta.get("note"),
-                        **(meta.get("fields") or {}),
-                    }
-                    hidden = sensitive_field_names(meta)  # found (to be purged), revealed only by checkout
-                    for field, value in fields.items():
-                        if isinstance(value, str) and needle in _fold(value):
-                            shown = SENSITIVE_NOT_SHOWN if field in hidden else value
-                            out.append(
-                                SubjectMatch(slug, client.id, meta.get("name"), secret.id, row.version, field, shown)
-                            )
-        return out
