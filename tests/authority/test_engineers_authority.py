@@ -1,0 +1,497 @@
+"""The engineers' authority, run with no key material at all.
+
+A vault with an admin and an active engineer is made once per module (each test acts on
+engineers of its own names); then ``EngineerAuthority`` is driven alone: its public-key
+checks are a stand-in that reads only the rows it is given, its recorder notes the events
+instead of signing them, the carry-over is a stand-in, and the keyholder's seal is a fake
+that returns fixed blobs. No private key, root bundle or invite secret reaches it, yet it
+must refuse an engineer's admin operation before it reads any row of the engineer acted
+on, refuse a forged request before any SQL, store only what the seal made for the draft
+it showed, and append the event before it answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import undefer
+
+from vault import Vault
+from vault.authority.engineer_requests import (
+    CONFIRM,
+    ENROLL,
+    INVITE,
+    LIST,
+    PENDING,
+    WHOAMI,
+    CarryPlan,
+    Certification,
+    ConfirmRequest,
+    EngineerAnswer,
+    EnrollRequest,
+    EnrolmentDraft,
+    InvitationDraft,
+    InviteRequest,
+    ListRequest,
+    NewKeys,
+    PendingRows,
+    SignedInvitation,
+)
+from vault.authority.engineers import EngineerAuthority
+from vault.authority.requests import Caller
+from vault.crypto import signing
+from vault.crypto.keyrecord import FLOOR
+from vault.errors import AccessDenied, AlreadyExists, EnrolmentError, InvalidInput, Locked, UntrustedRecord
+from vault.records import CarriedGrant
+from vault.service.sessions import MemorySessionStore
+from vault.storage import models as m
+
+ADMIN, ADMIN_PASS = "root-admin", "authority test admin passphrase"
+SIG, SEAL, RECORD, MAC = b"\x5a" * 64, b"\x01sealed invite secret", b"\x02key record", b"\x03mac"
+PUB_A, PUB_B = b"\x11" * 32, b"\x22" * 32
+# A statement that reads the engineer acted on (by name), their keys, the recovery key or its copies
+READS_THE_TARGET = re.compile(
+    r"engineers\.name\s*=|\b(engineer_keys|root_seals)\b|root_keys\.recovery_public", re.IGNORECASE
+)
+_names = (f"eng{n}" for n in itertools.count())
+
+
+class Checks:
+    """Public-key checks that look at the rows only (the real ones verify signatures)."""
+
+    def organisation_key(self, s: Any, current: bytes) -> None:
+        pass
+
+    def certificate(self, s: Any, row: Any) -> None:
+        if row.certificate is None:
+            raise UntrustedRecord("no certificate")
+
+
+class Recorder:
+    """Notes each event appended, in the unit of work (nothing signed: no key here)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], Any]] = []
+
+    def append(self, s: Any, action: str, *, public: dict[str, Any], enrolment: Any = None) -> int:
+        self.events.append((action, public, enrolment))
+        return 5000 + len(self.events)
+
+
+class Carry:
+    """A carry-over stand-in: it notes when it is asked, after what."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.calls: list[tuple[str, int, int]] = []  # (what, engineer id, events appended before)
+
+    def plan(self, s: Any, engineer_id: int) -> CarryPlan:
+        self.calls.append(("plan", engineer_id, len(self.recorder.events)))
+        return CarryPlan(ADMIN, (CarriedGrant("acme", None),), ())
+
+    def carry(self, s: Any, engineer_id: int) -> None:
+        self.calls.append(("carry", engineer_id, len(self.recorder.events)))
+
+
+class FakeSeal:
+    """The keyholder's seal without a key: it notes each draft, returns fixed values."""
+
+    def __init__(self, recorder: Recorder, *, refuse: bool = False, **made: Any) -> None:
+        self.recorder, self.refuse, self.made = recorder, refuse, made
+        self.drafts: list[Any] = []
+        self.engineer_id = 0
+
+    def _shown(self, draft: Any) -> None:
+        self.drafts.append(draft)
+        if self.refuse:
+            raise UntrustedRecord("the keyholder refuses this draft")
+
+    def sign_invitation(self, draft: InvitationDraft) -> SignedInvitation:
+        self._shown(draft)
+        return self.made.get("signed") or SignedInvitation(SEAL, 0, draft.identity.me.id, SIG)
+
+    def enrol(self, draft: EnrolmentDraft) -> NewKeys:
+        self._shown(draft)
+        self.engineer_id = draft.engineer.id
+        return self.made.get("keys") or NewKeys(draft.engineer.key_generation + 1, PUB_A, PUB_B, RECORD, MAC)
+
+    def certify(self, draft: PendingRows) -> Certification:
+        self._shown(draft)
+        root_seal = b"\x04root copy" if draft.engineer.role == "admin" else None
+        return self.made.get("cert") or Certification(1_800_000_000, SIG, SIG, draft.root.version, root_seal)
+
+    def event_seed(self) -> bytes:
+        raise AssertionError("the authority never asks for a key")
+
+
+@dataclasses.dataclass
+class Scene:
+    vault: Vault
+    admin: Caller
+    engineer: Caller  # an active engineer, not an admin
+    org: bytes
+    clock: Any
+
+    def authority(self, recorder: Recorder, carry: Carry | None = None) -> EngineerAuthority:
+        return EngineerAuthority(self.vault.store, Checks(), recorder, carry or Carry(recorder), self.clock)
+
+    def row(self, name: str) -> m.Engineer | None:
+        with self.vault.store.transaction() as s:
+            row = s.scalars(select(m.Engineer).options(undefer("*")).where(m.Engineer.name == name)).first()
+            if row is not None:
+                s.expunge(row)
+            return row
+
+    def head(self) -> int:
+        with self.vault.store.transaction() as s:
+            return int(s.scalar(select(m.AuditHead.seq)) or 0)
+
+
+@pytest.fixture(scope="module")
+def scene(module_db_url: str) -> Iterator[Scene]:
+    """A vault with an admin and an active engineer, made once per module and engine."""
+    url = module_db_url
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def clock() -> dt.datetime:
+        return now
+
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    code = admin.engineers.invite("worker")
+    mine = Vault.open(url, engineer="worker", clock=clock, kdf_params=FLOOR, sessions=MemorySessionStore())
+    admin.engineers.confirm("worker", mine.engineers.enroll("worker", code, "worker passphrase"))
+    mine.close()
+    with admin.store.transaction() as s:
+        ids = {name: id_ for name, id_ in s.execute(select(m.Engineer.name, m.Engineer.id))}
+        org = s.scalar(select(m.VaultInfo.org_signing_public))
+    yield Scene(admin, Caller(ids[ADMIN], 1), Caller(ids["worker"], 1), org, clock)
+    admin.close()
+
+
+@pytest.fixture
+def statements(scene: Scene) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = scene.vault.store.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def _invite(scene: Scene, name: str, **changes: Any) -> InviteRequest:
+    expires = int(scene.clock().timestamp()) + 3600
+    return dataclasses.replace(InviteRequest(scene.admin, name, "engineer", expires, scene.org), **changes)
+
+
+def _confirm(scene: Scene, name: str, action: str = CONFIRM, **changes: Any) -> ConfirmRequest:
+    request = ConfirmRequest(scene.admin, name, "whatever was compared", None, scene.org, action)
+    return dataclasses.replace(request, **changes)
+
+
+def _enrolled(scene: Scene, role: str = "engineer") -> str:
+    """A new engineer invited and enrolled through the authority alone (fake seals)."""
+    name, recorder = next(_names), Recorder()
+    authority = scene.authority(recorder)
+    authority.invite(_invite(scene, name, role=role), FakeSeal(recorder))
+    authority.enroll(EnrollRequest(name, signing.org_fingerprint(scene.org)[:8]), FakeSeal(recorder))
+    return name
+
+
+# -- who calls --------------------------------------------------------------------------------
+
+
+def _admin_operations(scene: Scene, name: str, caller: Caller) -> list[tuple[str, Any]]:
+    return [
+        ("invite", _invite(scene, name, caller=caller)),
+        ("confirm", _confirm(scene, name, PENDING, caller=caller)),
+        ("confirm", _confirm(scene, name, caller=caller)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3), ids=["invite", "pending", "confirm"])
+def test_an_engineer_is_refused_admin_operations_before_any_row_of_the_target_is_read(
+    scene: Scene, statements: list[str], index: int
+) -> None:
+    """The insider is an engineer calling the authority directly (their own, valid session)."""
+    name, recorder = _enrolled(scene), Recorder()
+    before, head, seal, carry = scene.row(name), scene.head(), FakeSeal(recorder), Carry(recorder)
+    method, request = _admin_operations(scene, name, scene.engineer)[index]
+    statements.clear()
+    with pytest.raises(AccessDenied, match="not an admin"):
+        getattr(scene.authority(recorder, carry), method)(request, seal)
+    assert statements, "the authority read nothing: the test cannot tell"
+    assert not [st for st in statements if READS_THE_TARGET.search(st)], statements
+    assert seal.drafts == [] and recorder.events == [] and carry.calls == []
+    after = scene.row(name)
+    assert before is not None and after is not None
+    assert (after.status, after.role, after.invite_signature) == (before.status, before.role, before.invite_signature)
+    assert scene.head() == head
+
+
+def test_an_invite_by_an_engineer_creates_no_row(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    with pytest.raises(AccessDenied):
+        scene.authority(recorder).invite(_invite(scene, name, caller=scene.engineer), FakeSeal(recorder))
+    assert scene.row(name) is None
+
+
+@pytest.mark.parametrize("index", range(3), ids=["invite", "pending", "confirm"])
+def test_a_caller_of_an_old_key_generation_is_refused_before_the_target_is_read(
+    scene: Scene, statements: list[str], index: int
+) -> None:
+    """A stolen session of keys since replaced: the authority compares the generation."""
+    name, recorder = _enrolled(scene), Recorder()
+    seal = FakeSeal(recorder)
+    method, request = _admin_operations(scene, name, Caller(scene.admin.engineer_id, 7))[index]
+    statements.clear()
+    with pytest.raises(Locked, match="have changed"):
+        getattr(scene.authority(recorder), method)(request, seal)
+    assert not [st for st in statements if READS_THE_TARGET.search(st)], statements
+    assert seal.drafts == [] and recorder.events == []
+
+
+FORGED: list[tuple[str, str, dict[str, Any]]] = [
+    ("invite", "a name that is SQL", {"name": "x'); DROP TABLE engineers; --"}),
+    ("invite", "a name that is not text", {"name": b"alice"}),
+    ("invite", "a made-up role", {"role": "superuser"}),
+    ("invite", "an expiry that is text", {"expires_at": "tomorrow"}),
+    ("invite", "an expiry that is a bool", {"expires_at": True}),
+    ("invite", "a caller id of 0", {"caller": Caller(0, 1)}),
+    ("invite", "a caller that is a tuple", {"caller": (1, 1)}),
+    ("invite", "a short organisation pin", {"org_pin": b"\x00" * 5}),
+    ("invite", "another action", {"action": CONFIRM}),
+    ("confirm", "a confirmation without a fingerprint", {"fingerprint": None}),
+    ("confirm", "a negative key generation", {"caller": Caller(1, -1)}),
+    ("confirm", "a made-up action", {"action": "engineer-remove"}),
+    ("list", "a list with a pin of text", {"org_pin": "pin"}),
+    ("enroll", "an enrolment with a fingerprint of text", {"org_fingerprint": "abcd"}),
+]
+
+
+@pytest.mark.parametrize(("method", "what", "changes"), FORGED, ids=[f[1] for f in FORGED])
+def test_a_forged_request_field_is_refused_before_any_sql(
+    scene: Scene, statements: list[str], method: str, what: str, changes: dict[str, Any]
+) -> None:
+    recorder = Recorder()
+    base: Any = {
+        "invite": _invite(scene, "newcomer"),
+        "confirm": _confirm(scene, "newcomer"),
+        "list": ListRequest(scene.engineer, scene.org),
+        "enroll": EnrollRequest("newcomer", b"\x00" * 8),
+    }[method]
+    request = dataclasses.replace(base, **changes)
+    seal = FakeSeal(recorder)
+    statements.clear()
+    with pytest.raises(InvalidInput):
+        if method == "list":
+            scene.authority(recorder).list(request)
+        else:
+            getattr(scene.authority(recorder), method)(request, seal)
+    assert statements == [] and seal.drafts == [] and recorder.events == []
+
+
+# -- invite ---------------------------------------------------------------------------------
+
+
+def test_an_invitation_stores_what_the_keyholder_signed_for_the_draft_it_was_shown(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    seal = FakeSeal(recorder)
+    request = _invite(scene, name, role="admin")
+    answer = scene.authority(recorder).invite(request, seal)
+    (draft,) = seal.drafts
+    assert (draft.name, draft.role, draft.expires_at, draft.previous_key) == (name, "admin", request.expires_at, None)
+    assert draft.identity.me.id == scene.admin.engineer_id and draft.root.sealed is not None
+    row = scene.row(name)
+    assert row is not None and row.id == draft.engineer_id == answer.engineer.id  # type: ignore[union-attr]
+    assert (row.status, row.role, row.invite_seal, row.invite_signature) == ("invited", "admin", SEAL, SIG)
+    assert (row.invite_signed_by, row.invite_prev_generation) == (scene.admin.engineer_id, 0)
+    assert row.invite_root_version == draft.root.version
+    assert recorder.events == [(INVITE, {"engineer": name, "role": "admin", "key_generation": 0}, None)]
+    assert answer.seq == 5001
+
+
+def test_a_refused_invitation_writes_nothing(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    head = scene.head()
+    with pytest.raises(UntrustedRecord):
+        scene.authority(recorder).invite(_invite(scene, name), FakeSeal(recorder, refuse=True))
+    assert scene.row(name) is None and recorder.events == [] and scene.head() == head
+
+
+def test_an_invitation_signed_in_another_admins_name_is_not_stored(scene: Scene) -> None:
+    """A compromised keyholder cannot make the row name another admin as its signer."""
+    name, recorder = next(_names), Recorder()
+    forged = SignedInvitation(SEAL, 0, scene.engineer.engineer_id, SIG)
+    with pytest.raises(InvalidInput):
+        scene.authority(recorder).invite(_invite(scene, name), FakeSeal(recorder, signed=forged))
+    assert scene.row(name) is None and recorder.events == []
+
+
+def test_an_active_engineer_cannot_be_invited_again(scene: Scene) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    with pytest.raises(AlreadyExists):
+        scene.authority(recorder).invite(_invite(scene, "worker"), seal)
+    assert seal.drafts == [] and recorder.events == []
+    assert scene.row("worker").status == "active"  # type: ignore[union-attr]
+
+
+# -- enrol ----------------------------------------------------------------------------------
+
+
+def test_an_enrolment_stores_the_keys_made_for_the_invitation_shown(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    authority = scene.authority(recorder)
+    authority.invite(_invite(scene, name), FakeSeal(recorder))
+    seal = FakeSeal(recorder)
+    answer = authority.enroll(EnrollRequest(name, signing.org_fingerprint(scene.org)[:8]), seal)
+    (draft,) = seal.drafts
+    assert draft.engineer.name == name and draft.invitation.signature == SIG and draft.invitation.seal == SEAL
+    assert draft.invitation.signer is not None and draft.invitation.signer.id == scene.admin.engineer_id
+    row = scene.row(name)
+    assert row is not None
+    assert (row.status, row.key_generation, row.sealing_public, row.signing_public) == ("enrolled", 1, PUB_A, PUB_B)
+    assert (row.key_record, row.enroll_mac) == (RECORD, MAC)
+    assert recorder.events[-1] == (ENROLL, {"engineer": name, "signing_public": PUB_B.hex()}, seal)
+    assert answer.engineer is not None and answer.engineer.sealing_public == PUB_A
+
+
+def test_enrolment_keys_of_another_generation_are_not_stored(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    authority = scene.authority(recorder)
+    authority.invite(_invite(scene, name), FakeSeal(recorder))
+    keys = NewKeys(5, PUB_A, PUB_B, RECORD, MAC)
+    with pytest.raises(InvalidInput):
+        authority.enroll(EnrollRequest(name, signing.org_fingerprint(scene.org)[:8]), FakeSeal(recorder, keys=keys))
+    row = scene.row(name)
+    assert row is not None and (row.status, row.sealing_public, row.key_generation) == ("invited", None, 0)
+
+
+@pytest.mark.parametrize("who", ["worker", "nobody-here"])
+def test_an_enrolment_without_an_open_invitation_shows_the_seal_nothing(scene: Scene, who: str) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    with pytest.raises(EnrolmentError, match="no open invitation"):
+        scene.authority(recorder).enroll(EnrollRequest(who, signing.org_fingerprint(scene.org)[:8]), seal)
+    assert seal.drafts == [] and recorder.events == []
+
+
+def test_an_enrolment_code_of_another_vault_is_refused_before_the_engineer_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    statements.clear()
+    with pytest.raises(EnrolmentError, match="another vault"):
+        scene.authority(recorder).enroll(EnrollRequest("worker", b"\x00" * 8), seal)
+    assert not [st for st in statements if READS_THE_TARGET.search(st)] and seal.drafts == []
+
+
+# -- pending confirmation and confirm -----------------------------------------------------------
+
+
+def test_pending_confirmation_shows_the_rows_and_writes_nothing(scene: Scene) -> None:
+    name, recorder = _enrolled(scene), Recorder()
+    head, seal = scene.head(), FakeSeal(recorder)
+    answer = scene.authority(recorder).confirm(_confirm(scene, name, PENDING), seal)
+    assert answer.pending is not None and answer.seq == 0
+    assert (answer.pending.engineer.name, answer.pending.engineer.sealing_public) == (name, PUB_A)
+    assert answer.pending.plan.carried == (CarriedGrant("acme", None),)
+    assert seal.drafts == [] and recorder.events == [] and scene.head() == head
+    assert scene.row(name).status == "enrolled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("role", ["engineer", "admin"])
+def test_a_confirmation_stores_the_certificate_made_for_the_keys_shown(scene: Scene, role: str) -> None:
+    name, recorder = _enrolled(scene, role), Recorder()
+    carry, seal = Carry(recorder), FakeSeal(recorder)
+    answer = scene.authority(recorder, carry).confirm(_confirm(scene, name), seal)
+    (draft,) = seal.drafts
+    assert (draft.engineer.sealing_public, draft.engineer.signing_public) == (PUB_A, PUB_B)
+    assert draft.invitation.seal == SEAL and draft.invitation.enroll_mac == MAC
+    row = scene.row(name)
+    assert row is not None and (row.status, row.certificate, row.certified_at) == ("active", SIG, 1_800_000_000)
+    assert (row.invite_seal, row.invite_signature, row.enroll_mac) == (None, None, None)
+    assert (row.sealing_public, row.signing_public) == (PUB_A, PUB_B)  # the keys shown, unchanged
+    with scene.vault.store.transaction() as s:
+        key = s.get(m.EngineerKey, (row.id, 1))
+        copy = s.get(m.RootSeal, (draft.root.version, row.id))
+        assert key is not None and (key.sealing_public, key.certificate) == (PUB_A, SIG)
+        assert (copy is not None) == (role == "admin")
+    # planned before the seal was shown anything, carried after the certificate, before the event
+    assert [c[0] for c in carry.calls] == ["plan", "carry"] and carry.calls[1][2] == 0
+    assert recorder.events[0][0] == CONFIRM
+    assert recorder.events[0][1]["fingerprint"] == signing.engineer_fingerprint(PUB_A, PUB_B)
+    assert isinstance(answer, EngineerAnswer) and answer.seq == 5001
+
+
+def test_a_refused_confirmation_writes_nothing(scene: Scene) -> None:
+    name, recorder = _enrolled(scene), Recorder()
+    carry, head = Carry(recorder), scene.head()
+    with pytest.raises(UntrustedRecord):
+        scene.authority(recorder, carry).confirm(_confirm(scene, name), FakeSeal(recorder, refuse=True))
+    row = scene.row(name)
+    assert row is not None and (row.status, row.certificate) == ("enrolled", None)
+    assert [c[0] for c in carry.calls] == ["plan"] and recorder.events == [] and scene.head() == head
+
+
+def test_a_root_copy_made_for_an_engineer_who_is_not_an_admin_is_refused(scene: Scene) -> None:
+    """A keyholder (or a row edited between draft and write) cannot give a non-admin the root bundle."""
+    name, recorder = _enrolled(scene), Recorder()
+    cert = Certification(1_800_000_000, SIG, SIG, 1, b"\x04root copy")
+    with pytest.raises(InvalidInput):
+        scene.authority(recorder).confirm(_confirm(scene, name), FakeSeal(recorder, cert=cert))
+    row = scene.row(name)
+    assert row is not None and row.status == "enrolled"
+    with scene.vault.store.transaction() as s:
+        assert s.scalars(select(m.RootSeal).where(m.RootSeal.engineer_id == row.id)).first() is None
+
+
+def test_confirming_an_engineer_still_invited_is_refused_before_the_seal(scene: Scene) -> None:
+    name, recorder = next(_names), Recorder()
+    scene.authority(recorder).invite(_invite(scene, name), FakeSeal(recorder))
+    seal = FakeSeal(recorder)
+    with pytest.raises(EnrolmentError, match="not waiting for confirmation"):
+        scene.authority(recorder).confirm(_confirm(scene, name), seal)
+    assert seal.drafts == []
+
+
+# -- list and whoami ------------------------------------------------------------------------------
+
+
+def test_the_list_answers_public_keys_after_its_event(scene: Scene) -> None:
+    recorder = Recorder()
+    answer = scene.authority(recorder).list(ListRequest(scene.engineer, scene.org))
+    assert recorder.events == [(LIST, {}, None)] and answer.seq == 5001
+    names = [r.name for r in answer.engineers]
+    assert names == sorted(names) and {ADMIN, "worker"} <= set(names)
+    assert answer.identity is not None and answer.identity.me.id == scene.engineer.engineer_id
+    for value in (f.name for r in answer.engineers for f in dataclasses.fields(r)):
+        assert value not in ("key_record", "invite_seal", "enroll_mac")
+
+
+def test_whoami_answers_the_callers_row_and_writes_no_event(scene: Scene) -> None:
+    recorder, head = Recorder(), scene.head()
+    answer = scene.authority(recorder).list(ListRequest(scene.engineer, scene.org, WHOAMI))
+    assert answer.identity is not None and answer.identity.me.name == "worker"
+    assert recorder.events == [] and answer.engineers == () and scene.head() == head
+
+
+def test_a_removed_caller_is_refused(scene: Scene) -> None:
+    recorder = Recorder()
+    with pytest.raises(Locked):
+        scene.authority(recorder).list(ListRequest(Caller(99_999, 1), scene.org))
+    assert recorder.events == []
