@@ -181,7 +181,9 @@ class _Seal:
                 "this enrolment code is for another vault (or the vault's key was replaced)",
                 hint="check --db, or ask the admin",
             )
-        if engineer.name != request.name or engineer.status != INVITED:
+        if engineer.name != request.name:
+            raise UntrustedRecord(f"the authority showed another invitation than that of {request.name!r}")
+        if engineer.status != INVITED:
             raise EnrolmentError(f"there is no open invitation for {request.name!r}")
         now = self._owner.clock()
         verified_invitation(draft.vault_id, draft.org_signing_public, now, engineer, inv)  # role, expiry: the admin's
@@ -204,7 +206,9 @@ class _Seal:
         owner, request, row, inv = self._owner, self._request, draft.engineer, draft.invitation
         org = owner.verified_me(draft.identity, admin=True)
         vault_id, name = draft.identity.vault_id, request.name
-        if row.name != name or row.status != ENROLLED or row.sealing_public is None or row.signing_public is None:
+        if row.name != name:
+            raise UntrustedRecord(f"the authority showed another engineer than {name!r}: not confirmed")
+        if row.status != ENROLLED or row.sealing_public is None or row.signing_public is None:
             raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
         verified_invitation(vault_id, org, owner.clock(), row, inv)
         shown: ShownConfirmation | None = request.shown
@@ -303,7 +307,9 @@ class EngineerKeyholder:
         org = self.verified_me(answer.identity, admin=True)
         row = pending.engineer
         fingerprint = fingerprint_of(row)
-        if row.name != name or row.status != ENROLLED or fingerprint is None:
+        if row.name != name:
+            raise UntrustedRecord(f"the authority showed another engineer than {name!r}")
+        if row.status != ENROLLED or fingerprint is None:
             raise EnrolmentError(f"engineer {name!r} has not enrolled yet (status: {row.status})")
         signer = verified_invitation(answer.identity.vault_id, org, self.clock(), row, pending.invitation)
         if signer != pending.plan.signer:
