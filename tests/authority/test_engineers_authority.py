@@ -30,6 +30,7 @@ from vault.authority.engineer_requests import (
     INVITE,
     LIST,
     PENDING,
+    RELOCK,
     WHOAMI,
     CarryPlan,
     Certification,
@@ -39,8 +40,10 @@ from vault.authority.engineer_requests import (
     EnrolmentDraft,
     InvitationDraft,
     InviteRequest,
+    KeyRecordDraft,
     ListRequest,
     NewKeys,
+    PassphraseRequest,
     PendingRows,
     SignedInvitation,
 )
@@ -126,6 +129,10 @@ class FakeSeal:
         self._shown(draft)
         root_seal = b"\x04root copy" if draft.engineer.role == "admin" else None
         return self.made.get("cert") or Certification(1_800_000_000, SIG, SIG, draft.root.version, root_seal)
+
+    def relock(self, draft: KeyRecordDraft) -> bytes:
+        self._shown(draft)
+        return self.made.get("record") or b"\x09relocked record"  # type: ignore[no-any-return]
 
     def event_seed(self) -> bytes:
         raise AssertionError("the authority never asks for a key")
@@ -494,4 +501,48 @@ def test_a_removed_caller_is_refused(scene: Scene) -> None:
     recorder = Recorder()
     with pytest.raises(Locked):
         scene.authority(recorder).list(ListRequest(Caller(99_999, 1), scene.org))
+    assert recorder.events == []
+
+
+# -- passphrase change ------------------------------------------------------------------------------
+
+
+def test_a_passphrase_change_stores_the_record_the_keyholder_relocked(scene: Scene) -> None:
+    recorder = Recorder()
+    name, _ = _enrolled(scene), None
+    scene.authority(recorder).confirm(_confirm(scene, name), FakeSeal(recorder))
+    who = scene.row(name)
+    assert who is not None
+    caller = Caller(who.id, who.key_generation)
+    seal = FakeSeal(recorder)
+    answer = scene.authority(recorder).change_passphrase(PassphraseRequest(caller, scene.org), seal)
+    (draft,) = seal.drafts
+    assert draft.key_record == RECORD and draft.identity.me.id == who.id  # their own record, no other
+    assert scene.row(name).key_record == b"\x09relocked record"  # type: ignore[union-attr]
+    assert recorder.events[-1] == (RELOCK, {"engineer": name}, None) and answer.seq == 5002
+
+
+def test_a_passphrase_change_of_a_stale_session_does_not_read_the_record(scene: Scene, statements: list[str]) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    statements.clear()
+    with pytest.raises(Locked):
+        scene.authority(recorder).change_passphrase(
+            PassphraseRequest(Caller(scene.engineer.engineer_id, 9), scene.org), seal
+        )
+    assert statements and not [st for st in statements if "engineers.key_record" in st]
+    assert seal.drafts == []
+    assert recorder.events == []
+
+
+def test_a_relocked_record_that_is_not_bytes_is_not_stored(scene: Scene) -> None:
+    recorder = Recorder()
+    with scene.vault.store.transaction() as s:
+        before = s.get(m.Engineer, scene.engineer.engineer_id).key_record  # type: ignore[union-attr]
+    with pytest.raises(InvalidInput):
+        scene.authority(recorder).change_passphrase(
+            PassphraseRequest(scene.engineer, scene.org), FakeSeal(recorder, record="a text record")
+        )
+    with scene.vault.store.transaction() as s:
+        assert s.get(m.Engineer, scene.engineer.engineer_id).key_record == before  # type: ignore[union-attr]
     assert recorder.events == []

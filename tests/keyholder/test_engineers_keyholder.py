@@ -24,7 +24,7 @@ from vault.authority.engineer_requests import EngineerAnswer, EngineerKeyRow, Id
 from vault.crypto import sealing, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.crypto.labels import LABEL_INVITE, LABEL_SIG_ENGINEER, LABEL_SIG_INVITE
-from vault.errors import DecryptionFailed, Locked, UntrustedRecord
+from vault.errors import DecryptionFailed, Locked, UntrustedRecord, WrongPassphrase
 from vault.records import PendingConfirmation
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
@@ -60,6 +60,9 @@ class TamperingSeal:
     def certify(self, draft: Any) -> Any:
         return self.real.certify(self.tamper(draft))
 
+    def relock(self, draft: Any) -> Any:
+        return self.real.relock(self.tamper(draft))
+
 
 class TamperingTransport:
     """The real in-process transport, with the drafts and the answers changed on the way."""
@@ -81,6 +84,9 @@ class TamperingTransport:
 
     def list(self, request: Any) -> EngineerAnswer:
         return self.answer(self.real.list(request))
+
+    def change_passphrase(self, request: Any, seal: Any) -> EngineerAnswer:
+        return self.answer(self.real.change_passphrase(request, self._seal(seal)))
 
 
 @dataclasses.dataclass
@@ -443,3 +449,29 @@ def test_the_list_and_whoami_through_the_keyholder(scene: Scene) -> None:
     scene.tamper(scene.admin)
     assert ADMIN in [info.name for info in scene.admin.engineers.list()]
     assert scene.admin.engineers.whoami().engineer == ADMIN
+
+
+# -- passphrase change ------------------------------------------------------------------------------
+
+
+def _record(scene: Scene, name: str) -> bytes | None:
+    with scene.admin.store.transaction() as s:
+        return s.scalar(select(m.Engineer.key_record).where(m.Engineer.name == name))
+
+
+def test_a_key_record_swapped_for_another_engineers_is_not_relocked(scene: Scene) -> None:
+    """The authority hands back another engineer's record, hoping it is re-locked under a
+    passphrase the attacker chose: it is bound to that engineer's id, so it does not open."""
+    other, _ = scene.enrolled()
+    theirs, mine, head = _record(scene, other), _record(scene, ADMIN), scene.head()
+    assert theirs is not None
+    scene.tamper(scene.admin, draft=lambda d: dataclasses.replace(d, key_record=theirs))
+    with pytest.raises((WrongPassphrase, DecryptionFailed)):
+        scene.admin.engineers.change_passphrase(ADMIN_PASS, "the attacker's choice")
+    assert _record(scene, ADMIN) == mine and _record(scene, other) == theirs and scene.head() == head
+
+
+def test_a_passphrase_change_answered_for_another_caller_is_refused(scene: Scene) -> None:
+    scene.tamper(scene.admin, answer=_identity(lambda i: dataclasses.replace(i, me=i.me._replace(id=i.me.id + 1))))
+    with pytest.raises(UntrustedRecord):
+        scene.admin.engineers.change_passphrase(ADMIN_PASS, ADMIN_PASS)

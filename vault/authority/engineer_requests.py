@@ -22,6 +22,7 @@ from vault.records import CarriedGrant, DroppedGrant
 from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
+RELOCK = "passphrase-change"
 PENDING, WHOAMI = "engineer-pending", "whoami"  # reads: no event (they never wrote one)
 INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
 ROLES = (ROLE_ENGINEER, ROLE_ADMIN)
@@ -81,6 +82,26 @@ class ListRequest:
     caller: Caller
     org_pin: bytes
     action: str = LIST
+
+
+@dataclass(frozen=True)
+class PassphraseRequest:
+    """Re-lock the caller's own key record under a new passphrase (the keyholder's work)."""
+
+    caller: Caller
+    org_pin: bytes
+    action: str = RELOCK
+
+
+@dataclass(frozen=True, repr=False)
+class KeyRecordDraft:
+    """The caller's row and their passphrase-locked key record, as stored."""
+
+    identity: Identity
+    key_record: bytes
+
+    def __repr__(self) -> str:
+        return "KeyRecordDraft(<key record>)"
 
 
 @dataclass(frozen=True)

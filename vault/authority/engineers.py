@@ -34,6 +34,7 @@ from vault.authority.engineer_requests import (
     INVITED,
     LIST,
     PENDING,
+    RELOCK,
     ROLES,
     WHOAMI,
     CarryPlan,
@@ -48,8 +49,10 @@ from vault.authority.engineer_requests import (
     Invitation,
     InvitationDraft,
     InviteRequest,
+    KeyRecordDraft,
     ListRequest,
     NewKeys,
+    PassphraseRequest,
     PendingRows,
     RootCopy,
     SignedInvitation,
@@ -99,6 +102,7 @@ class EngineerSeal(Protocol):
     def sign_invitation(self, draft: InvitationDraft) -> SignedInvitation: ...
     def enrol(self, draft: EnrolmentDraft) -> NewKeys: ...
     def certify(self, draft: PendingRows) -> Certification: ...
+    def relock(self, draft: KeyRecordDraft) -> bytes: ...
 
 
 def _bytes(label: str, value: object, size: int | None = None) -> bytes:
@@ -283,6 +287,21 @@ class EngineerAuthority:
             )
             seq = self.recorder.append(s, LIST, public={})
         return EngineerAnswer(seq, identity, engineers=listed)
+
+    def change_passphrase(self, request: PassphraseRequest, seal: EngineerSeal) -> EngineerAnswer:
+        """Store the caller's key record as the keyholder re-locked it under a new passphrase."""
+        if not isinstance(request, PassphraseRequest) or request.action != RELOCK:
+            raise InvalidInput("not a passphrase request")
+        caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
+        with self.store.transaction() as s:
+            identity = self._authorise(s, caller, org_pin=pin, admin=False)
+            row = s.get(m.Engineer, identity.me.id)
+            if row is None or row.key_record is None:
+                raise Locked("the acting engineer has no key record", hint="an admin must confirm the enrolment first")
+            record = _bytes("key record", seal.relock(KeyRecordDraft(identity, row.key_record)))
+            row.key_record = record
+            seq = self.recorder.append(s, RELOCK, public={"engineer": row.name})
+        return EngineerAnswer(seq, identity)
 
     # -- who calls ---------------------------------------------------------------------------
 

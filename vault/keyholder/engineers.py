@@ -41,8 +41,10 @@ from vault.authority.engineer_requests import (
     Invitation,
     InvitationDraft,
     InviteRequest,
+    KeyRecordDraft,
     ListRequest,
     NewKeys,
+    PassphraseRequest,
     PendingRows,
     RootCopy,
     ShownConfirmation,
@@ -96,6 +98,7 @@ class EngineerTransport(Protocol):
     def enroll(self, request: EnrollRequest, seal: Any) -> EngineerAnswer: ...
     def confirm(self, request: ConfirmRequest, seal: Any) -> EngineerAnswer: ...
     def list(self, request: ListRequest) -> EngineerAnswer: ...
+    def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer: ...
 
 
 def verified_invitation(vault_id: bytes, org: bytes, now: dt.datetime, engineer: EngineerRow, inv: Invitation) -> str:
@@ -128,8 +131,16 @@ class _Seal:
     """The keyholder's side of ``EngineerSeal`` for one request: it acts on the draft only if
     it verifies, and keeps what it made (the invite secret, the new signing seed) to itself."""
 
-    def __init__(self, owner: EngineerKeyholder, request: Any, passphrase: str = "", secret: bytes = b"") -> None:
+    def __init__(
+        self,
+        owner: EngineerKeyholder,
+        request: Any,
+        passphrase: str = "",
+        secret: bytes = b"",
+        new_passphrase: str = "",
+    ) -> None:
         self._owner, self._request, self._passphrase, self._secret = owner, request, passphrase, secret
+        self._new_passphrase = new_passphrase
         self.invite_secret: bytes | None = None
         self.org: bytes | None = None
         self.certified: tuple[bytes, bytes] | None = None  # (sealing, signing) public keys certified
@@ -254,6 +265,20 @@ class _Seal:
         self.org, self.certified, self.engineer_id = org, (row.sealing_public, row.signing_public), row.id
         return Certification(certified_at, certificate, key_certificate, bundle.version, root_seal)
 
+    def relock(self, draft: KeyRecordDraft) -> bytes:
+        """The caller's own key record, opened with the old passphrase and locked under the new
+        one (the same ids and key generation it is bound to; this session's keys inside)."""
+        owner = self._owner
+        owner.verified_me(draft.identity, admin=False)
+        me, row = owner.keys.me(), draft.identity.me
+        bundle = keyrecord.open_record(draft.key_record, self._passphrase, me.vault_id, row.id, row.key_generation)
+        if bundle.signing_seed != me.signing_seed or bundle.sealing_private != me.sealing_private:
+            raise UntrustedRecord("the key record shown holds other keys than this session's")
+        self.engineer_id = row.id
+        return keyrecord.lock_record(
+            bundle, self._new_passphrase, me.vault_id, row.id, row.key_generation, owner.kdf_params()
+        )
+
 
 class EngineerKeyholder:
     """Invite, enrol, pending confirmation, confirm, list and whoami for the engineer whose keys
@@ -359,6 +384,15 @@ class EngineerKeyholder:
         self.verified_me(answer.identity, admin=False)
         row = answer.identity.me
         return SessionInfo(row.name, row.role, me.expires_at, answer.identity.vault_id.hex())
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-lock this engineer's key record under ``new`` (opened with ``old`` here)."""
+        keyrecord.normalise_passphrase(new)
+        request = PassphraseRequest(self._caller(), self.keys.me().org_signing_public)
+        seal = _Seal(self, request, old, new_passphrase=new)
+        answer = self.transport.change_passphrase(request, seal)
+        if seal.engineer_id is None or answer.identity is None or answer.identity.me.id != seal.engineer_id:
+            raise UntrustedRecord("the authority answered a passphrase change this keyholder did not make")
 
     # -- the checks ----------------------------------------------------------------------------
 

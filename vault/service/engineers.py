@@ -205,6 +205,10 @@ class Engineers(Offboarding):
         validation.engineer_name(name)
         return self._engineer_keyholder().confirm(name, fingerprint, shown)
 
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-encrypt the acting engineer's key record under a new passphrase."""
+        self._engineer_keyholder().change_passphrase(old, new)
+
     def list(self) -> builtins.list[EngineerInfo]:
         return self._engineer_keyholder().list()
 

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vault.crypto import _primitives as prim
-from vault.crypto import keyrecord, sealing, signing
+from vault.crypto import sealing, signing
 from vault.crypto.labels import (
     LABEL_INVITE,
     LABEL_SIG_CLIENT_KEY,
@@ -128,19 +128,6 @@ class Offboarding:
                 s, "engineer-key-rotate", public={"engineer": name, "old_generation": row.key_generation}
             )
             return code
-
-    def change_passphrase(self, old: str, new: str) -> None:
-        """Re-encrypt the acting engineer's key record under a new passphrase."""
-        keyrecord.normalise_passphrase(new)
-        with self.core.store.transaction() as s:
-            row = self.trust.my_row(s)
-            info = self.core.info(s)
-            assert row.key_record is not None
-            bundle = keyrecord.open_record(row.key_record, old, info.vault_id, row.id, row.key_generation)
-            row.key_record = keyrecord.lock_record(
-                bundle, new, info.vault_id, row.id, row.key_generation, self.core.kdf_params
-            )
-            self.journal.append(s, "passphrase-change", public={"engineer": row.name})
 
     def remove(
         self, name: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None

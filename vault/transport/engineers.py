@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from vault.authority.engineer_requests import ConfirmRequest, EngineerAnswer, EnrollRequest, InviteRequest, ListRequest
+from vault.authority.engineer_requests import (
+    ConfirmRequest,
+    EngineerAnswer,
+    EnrollRequest,
+    InviteRequest,
+    ListRequest,
+    PassphraseRequest,
+)
 from vault.authority.engineers import EngineerAuthority
 
 
@@ -37,3 +44,6 @@ class InProcessEngineerTransport:
 
     def list(self, request: ListRequest) -> EngineerAnswer:
         return self.authority.list(request)
+
+    def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer:
+        return self.authority.change_passphrase(request, seal)
