@@ -23,6 +23,7 @@ from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
 RELOCK = "passphrase-change"
+UNLOCK, UNLOCK_FAILED, KEY_RECORD = "unlock", "unlock-failed", "key-record"
 PENDING, WHOAMI = "engineer-pending", "whoami"  # reads: no event (they never wrote one)
 INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
 ROLES = (ROLE_ENGINEER, ROLE_ADMIN)
@@ -102,6 +103,45 @@ class KeyRecordDraft:
 
     def __repr__(self) -> str:
         return "KeyRecordDraft(<key record>)"
+
+
+@dataclass(frozen=True)
+class KeyRecordRequest:
+    """``KEY_RECORD``: an engineer's key record, by name, to open with their passphrase (no
+    session yet); ``UNLOCK_FAILED``: record that it did not open (an unsigned event)."""
+
+    name: str
+    action: str = KEY_RECORD
+
+
+@dataclass(frozen=True, repr=False)
+class KeyRecordRows:
+    """The vault's identity, its organisation keys (oldest first), the engineer and their record."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_keys: tuple[OrgKeyRow, ...]
+    engineer: EngineerRow
+    key_record: bytes
+
+    def __repr__(self) -> str:
+        return f"KeyRecordRows(engineer={self.engineer.id})"
+
+
+@dataclass(frozen=True, repr=False)
+class UnlockRequest:
+    """Record the unlock of the caller's session; ``repinned``: their key record re-locked to
+    pin the current organisation key, stored only if the record is still ``opened``."""
+
+    caller: Caller
+    org_pin: bytes
+    ttl_seconds: int
+    opened: bytes | None = None
+    repinned: bytes | None = None
+    action: str = UNLOCK
+
+    def __repr__(self) -> str:
+        return f"UnlockRequest(engineer={self.caller.engineer_id}, repinned={self.repinned is not None})"
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,13 @@ from vault.authority.engineer_requests import (
     ENROLLED,
     INVITE,
     INVITED,
+    KEY_RECORD,
     LIST,
     PENDING,
     RELOCK,
     ROLES,
+    UNLOCK,
+    UNLOCK_FAILED,
     WHOAMI,
     CarryPlan,
     Certification,
@@ -50,12 +53,15 @@ from vault.authority.engineer_requests import (
     InvitationDraft,
     InviteRequest,
     KeyRecordDraft,
+    KeyRecordRequest,
+    KeyRecordRows,
     ListRequest,
     NewKeys,
     PassphraseRequest,
     PendingRows,
     RootCopy,
     SignedInvitation,
+    UnlockRequest,
 )
 from vault.authority.requests import Caller, OrgKeyRow
 from vault.crypto import signing
@@ -82,8 +88,11 @@ class EngineerChecks(Protocol):
 class Recorder(Protocol):
     """Appends an event in the caller's unit of work (the Journal)."""
 
-    def append(self, s: Session, action: str, *, public: dict[str, Any], enrolment: Any = None) -> int:
-        """The new event's seq (``enrolment``: the enrolling keyholder signs it with its new key)."""
+    def append(
+        self, s: Session, action: str, *, public: dict[str, Any], enrolment: Any = None, unsigned_by: int | None = None
+    ) -> int:
+        """The new event's seq (``enrolment``: the enrolling keyholder signs it with its new key;
+        ``unsigned_by``: an event of this engineer that no key signs, as a failed unlock)."""
 
 
 class Carry(Protocol):
@@ -301,6 +310,54 @@ class EngineerAuthority:
             record = _bytes("key record", seal.relock(KeyRecordDraft(identity, row.key_record)))
             row.key_record = record
             seq = self.recorder.append(s, RELOCK, public={"engineer": row.name})
+        return EngineerAnswer(seq, identity)
+
+    def key_record(self, request: KeyRecordRequest) -> KeyRecordRows:
+        """The key record of an active engineer, by name (a read: no event)."""
+        if not isinstance(request, KeyRecordRequest) or request.action != KEY_RECORD:
+            raise InvalidInput("not a key-record request")
+        name = _name(request.name)
+        with self.store.read() as s:
+            info = s.get(m.VaultInfo, 1)
+            if info is None:
+                raise NotFound("this database holds no vault", hint="check --db")
+            row = self._engineer(s, name)
+            if row.key_record is None or row.status != ACTIVE:
+                raise NotFound(
+                    f"engineer {name!r} has no usable keys (status: {row.status})",
+                    hint="an admin must confirm the enrolment first",
+                )
+            keys = tuple(OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {}))
+            return KeyRecordRows(info.vault_id, info.org_signing_public, keys, engineer_row(row), row.key_record)
+
+    def unlock_failed(self, request: KeyRecordRequest) -> int:
+        """Record (unsigned) that ``request.name``'s key record did not open with the passphrase typed."""
+        if not isinstance(request, KeyRecordRequest) or request.action != UNLOCK_FAILED:
+            raise InvalidInput("not an unlock-failed request")
+        name = _name(request.name)
+        with self.store.transaction() as s:
+            row = self._engineer(s, name)
+            seq = self.recorder.append(s, UNLOCK_FAILED, public={"engineer": name}, unsigned_by=row.id)
+        return seq
+
+    def unlock(self, request: UnlockRequest) -> EngineerAnswer:
+        """The caller's unlock, after their session is kept: authorised, a re-pinned record stored
+        if the stored one is still the one opened, the event appended."""
+        if not isinstance(request, UnlockRequest) or request.action != UNLOCK:
+            raise InvalidInput("not an unlock request")
+        caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
+        ttl = validation.number("session length", request.ttl_seconds, 1, 12 * 3600)
+        if (request.opened is None) != (request.repinned is None):
+            raise InvalidInput("a re-pinned key record comes with the record it replaces")
+        with self.store.transaction() as s:
+            identity = self._authorise(s, caller, org_pin=pin, admin=False)
+            if request.opened is not None and request.repinned is not None:
+                opened, repinned = _bytes("key record", request.opened), _bytes("key record", request.repinned)
+                row = s.get(m.Engineer, identity.me.id)
+                if row is not None and row.key_record == opened and row.key_generation == caller.key_generation:
+                    row.key_record = repinned
+            public = {"engineer": identity.me.name, "ttl_seconds": ttl}
+            seq = self.recorder.append(s, UNLOCK, public=public)
         return EngineerAnswer(seq, identity)
 
     # -- who calls ---------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from vault.authority.engineer_requests import (
     InvitationDraft,
     InviteRequest,
     KeyRecordDraft,
+    KeyRecordRequest,
+    KeyRecordRows,
     ListRequest,
     NewKeys,
     PassphraseRequest,
@@ -49,6 +51,7 @@ from vault.authority.engineer_requests import (
     RootCopy,
     ShownConfirmation,
     SignedInvitation,
+    UnlockRequest,
 )
 from vault.authority.requests import Caller
 from vault.crypto import _primitives as prim
@@ -99,6 +102,9 @@ class EngineerTransport(Protocol):
     def confirm(self, request: ConfirmRequest, seal: Any) -> EngineerAnswer: ...
     def list(self, request: ListRequest) -> EngineerAnswer: ...
     def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer: ...
+    def key_record(self, request: KeyRecordRequest) -> KeyRecordRows: ...
+    def unlock_failed(self, request: KeyRecordRequest) -> int: ...
+    def unlock(self, request: UnlockRequest) -> EngineerAnswer: ...
 
 
 def verified_invitation(vault_id: bytes, org: bytes, now: dt.datetime, engineer: EngineerRow, inv: Invitation) -> str:

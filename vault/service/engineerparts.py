@@ -51,7 +51,12 @@ class _Recorder:
     def __init__(self, engineers: Engineers) -> None:
         self._journal = engineers.journal
 
-    def append(self, s: Session, action: str, *, public: dict[str, Any], enrolment: Any = None) -> int:
+    def append(
+        self, s: Session, action: str, *, public: dict[str, Any], enrolment: Any = None, unsigned_by: int | None = None
+    ) -> int:
+        if unsigned_by is not None:
+            actor = s.get(m.Engineer, unsigned_by)
+            return self._journal.append(s, action, actor=actor, sign=False, public=public).seq
         if enrolment is None:
             return self._journal.append(s, action, public=public or None).seq
         actor = s.get(m.Engineer, enrolment.engineer_id)

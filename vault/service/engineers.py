@@ -17,15 +17,16 @@ import builtins
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.engineer_requests import Identity
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
 from vault.crypto.labels import FORMAT_VERSION, LABEL_SIG_SHARE_POLICY
-from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, NotFound, UntrustedRecord, WrongPassphrase
+from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.keys import RootBundle
+from vault.keyholder.unlocking import Unlocking
 from vault.service import engineerparts, validation
 from vault.service.config import OrgKeyMemory
 from vault.service.core import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, check_share_policy, epoch, share_policy_fields
@@ -238,31 +239,17 @@ class Engineers(Offboarding):
         """
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
-        with self.core.store.transaction() as s:
-            info = self.core.info(s)
-            row = self._engineer(s, name)
-            if row.key_record is None or row.status != ACTIVE:
-                raise NotFound(
-                    f"engineer {name!r} has no usable keys (status: {row.status})",
-                    hint="an admin must confirm the enrolment first",
-                )
-            record, engineer_id, generation = row.key_record, row.id, row.key_generation
-        try:
-            bundle = keyrecord.open_record(record, passphrase, info.vault_id, engineer_id, generation)
-        except WrongPassphrase:
-            with self.core.store.transaction() as s:
-                self.journal.append(
-                    s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
-                )
-            raise
-        vault_hex = info.vault_id.hex()
-        seen = org_memory.head(vault_hex) if org_memory is not None else None
-        bundle, head = self._repin(bundle, record, passphrase, engineer_id, generation, seen)
+        validation.engineer_name(name)
+        keyholder = self._engineer_keyholder()
+        unlocking = Unlocking(keyholder.transport)
+        seen = org_memory.head(self.core.vault_id().hex()) if org_memory is not None else None
+        opened = unlocking.open(name, passphrase, seen)
+        bundle = opened.bundle
         session = UnlockedSession(
-            vault_id=info.vault_id,
-            engineer_id=engineer_id,
+            vault_id=opened.vault_id,
+            engineer_id=opened.engineer_id,
             name=name,
-            key_generation=generation,
+            key_generation=opened.key_generation,
             sealing_private=bundle.sealing_private,
             signing_seed=bundle.signing_seed,
             org_signing_public=bundle.org_signing_public,
@@ -272,53 +259,16 @@ class Engineers(Offboarding):
         self.keys.client_keys.clear()
         self.keys.slugs.clear()
         self.keys.root = None
-        with self.core.store.transaction() as s:
-            self.trust.my_row(s)  # the certificate is verified before the session is kept
-            self.journal.append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
+        keyholder.verified_me(Identity(opened.vault_id, opened.head[1], (), opened.engineer), admin=False)
+        answer = unlocking.record(opened, int(ttl.total_seconds()))
+        if answer.identity is None:
+            raise UntrustedRecord("the authority answered no caller")
+        keyholder.verified_me(answer.identity, admin=False)  # the row the event was appended for
         if org_memory is not None:
-            org_memory.remember(vault_hex, head)
+            org_memory.remember(opened.vault_id.hex(), opened.head)
         if remember:
             self.core.sessions.put(session)
         return self.whoami()
-
-    def _repin(
-        self,
-        bundle: keyrecord.PrivateBundle,
-        record: bytes,
-        passphrase: str,
-        engineer_id: int,
-        generation: int,
-        seen: tuple[int, bytes] | None = None,
-    ) -> tuple[keyrecord.PrivateBundle, tuple[int, bytes]]:
-        """Follow the signed organisation-key chain from the key the record pins (and from
-        ``seen``, the newest one this machine verified, if known); if the organisation key
-        was rotated since, pin the current one in the record (same Argon2 parameters), so
-        that a chain later cut back below it is refused. Returns the bundle and the current
-        key's (version, public key)."""
-        with self.core.store.transaction() as s:
-            if seen is not None:
-                try:
-                    self.trust.org_head(s, seen[1])
-                except UntrustedRecord:
-                    raise UntrustedRecord(
-                        f"the vault's organisation key chain does not reach version {seen[0]}, which this machine "
-                        "verified before: it was cut back or replaced (a holder of an old organisation key?)",
-                        hint="do not use this vault; tell your admins. If the vault was restored from an older "
-                        "backup on purpose, delete this machine's file orgkey-<vault id>.json in the credvault "
-                        "config folder",
-                    ) from None
-            current = self.trust.org_head(s, bundle.org_signing_public)
-            version = s.scalar(select(m.OrgKey.version).where(m.OrgKey.public == current))
-            head = (version if version is not None else 0, current)
-            if current == bundle.org_signing_public:
-                return bundle, head
-            repinned = keyrecord.PrivateBundle(bundle.sealing_private, bundle.signing_seed, current)
-            row = s.get(m.Engineer, engineer_id)
-            if row is not None and row.key_record == record and row.key_generation == generation:
-                row.key_record = keyrecord.lock_record(
-                    repinned, passphrase, self.core.vid(s), engineer_id, generation, keyrecord.record_params(record)
-                )
-            return repinned, head
 
     def lock(self) -> bool:
         """Forget the unlocked session of the selected engineer; True if one was held."""

@@ -18,8 +18,11 @@ from vault.authority.engineer_requests import (
     EngineerAnswer,
     EnrollRequest,
     InviteRequest,
+    KeyRecordRequest,
+    KeyRecordRows,
     ListRequest,
     PassphraseRequest,
+    UnlockRequest,
 )
 from vault.authority.engineers import EngineerAuthority
 
@@ -47,3 +50,12 @@ class InProcessEngineerTransport:
 
     def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer:
         return self.authority.change_passphrase(request, seal)
+
+    def key_record(self, request: KeyRecordRequest) -> KeyRecordRows:
+        return self.authority.key_record(request)
+
+    def unlock_failed(self, request: KeyRecordRequest) -> int:
+        return self.authority.unlock_failed(request)
+
+    def unlock(self, request: UnlockRequest) -> EngineerAnswer:
+        return self.authority.unlock(request)
