@@ -31,6 +31,8 @@ from vault.authority.engineer_requests import (
     LIST,
     PENDING,
     RELOCK,
+    UNLOCK,
+    UNLOCK_FAILED,
     WHOAMI,
     CarryPlan,
     Certification,
@@ -41,17 +43,27 @@ from vault.authority.engineer_requests import (
     InvitationDraft,
     InviteRequest,
     KeyRecordDraft,
+    KeyRecordRequest,
     ListRequest,
     NewKeys,
     PassphraseRequest,
     PendingRows,
     SignedInvitation,
+    UnlockRequest,
 )
 from vault.authority.engineers import EngineerAuthority
 from vault.authority.requests import Caller
 from vault.crypto import signing
 from vault.crypto.keyrecord import FLOOR
-from vault.errors import AccessDenied, AlreadyExists, EnrolmentError, InvalidInput, Locked, UntrustedRecord
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    EnrolmentError,
+    InvalidInput,
+    Locked,
+    NotFound,
+    UntrustedRecord,
+)
 from vault.records import CarriedGrant
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
@@ -82,9 +94,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any], Any]] = []
+        self.unsigned: list[int] = []  # the engineers of the unsigned events
 
-    def append(self, s: Any, action: str, *, public: dict[str, Any], enrolment: Any = None) -> int:
+    def append(
+        self, s: Any, action: str, *, public: dict[str, Any], enrolment: Any = None, unsigned_by: int | None = None
+    ) -> int:
         self.events.append((action, public, enrolment))
+        if unsigned_by is not None:
+            self.unsigned.append(unsigned_by)
         return 5000 + len(self.events)
 
 
@@ -546,3 +563,77 @@ def test_a_relocked_record_that_is_not_bytes_is_not_stored(scene: Scene) -> None
     with scene.vault.store.transaction() as s:
         assert s.get(m.Engineer, scene.engineer.engineer_id).key_record == before  # type: ignore[union-attr]
     assert recorder.events == []
+
+
+# -- unlock ---------------------------------------------------------------------------------------
+
+
+def _active(scene: Scene) -> tuple[str, Caller]:
+    """A new engineer made active through the authority alone (fake seals): their record is RECORD."""
+    name, recorder = _enrolled(scene), Recorder()
+    scene.authority(recorder).confirm(_confirm(scene, name), FakeSeal(recorder))
+    row = scene.row(name)
+    assert row is not None
+    return name, Caller(row.id, row.key_generation)
+
+
+def test_the_key_record_is_handed_out_by_name_with_the_org_keys_and_no_event(scene: Scene) -> None:
+    name, caller = _active(scene)
+    recorder, head = Recorder(), scene.head()
+    rows = scene.authority(recorder).key_record(KeyRecordRequest(name))
+    assert (rows.engineer.id, rows.key_record, rows.org_signing_public) == (caller.engineer_id, RECORD, scene.org)
+    assert [key.public for key in rows.org_keys][-1] == scene.org
+    assert recorder.events == [] and scene.head() == head
+
+
+def test_no_key_record_is_handed_out_for_an_engineer_not_yet_confirmed(scene: Scene) -> None:
+    name = _enrolled(scene)
+    with pytest.raises(NotFound, match="no usable keys"):
+        scene.authority(Recorder()).key_record(KeyRecordRequest(name))
+
+
+def test_a_failed_unlock_is_recorded_unsigned_for_that_engineer(scene: Scene) -> None:
+    name, caller = _active(scene)
+    recorder = Recorder()
+    scene.authority(recorder).unlock_failed(KeyRecordRequest(name, UNLOCK_FAILED))
+    assert recorder.events == [(UNLOCK_FAILED, {"engineer": name}, None)]
+    assert recorder.unsigned == [caller.engineer_id]
+
+
+def test_a_repinned_record_replaces_only_the_record_that_was_opened(scene: Scene) -> None:
+    """A record re-locked from a stale read (the passphrase changed meanwhile) is not stored."""
+    name, caller = _active(scene)
+    recorder = Recorder()
+    authority = scene.authority(recorder)
+    authority.unlock(UnlockRequest(caller, scene.org, 900, b"\x05not the stored record", b"\x06repinned"))
+    assert scene.row(name).key_record == RECORD  # type: ignore[union-attr]
+    answer = authority.unlock(UnlockRequest(caller, scene.org, 900, RECORD, b"\x06repinned"))
+    assert scene.row(name).key_record == b"\x06repinned"  # type: ignore[union-attr]
+    assert [e[:2] for e in recorder.events] == [(UNLOCK, {"engineer": name, "ttl_seconds": 900})] * 2
+    assert answer.identity is not None and answer.identity.me.id == caller.engineer_id
+
+
+def test_an_unlock_of_an_old_key_generation_stores_no_record_and_no_event(scene: Scene) -> None:
+    name, caller = _active(scene)
+    recorder = Recorder()
+    with pytest.raises(Locked):
+        scene.authority(recorder).unlock(
+            UnlockRequest(Caller(caller.engineer_id, 4), scene.org, 900, RECORD, b"\x06repinned")
+        )
+    assert scene.row(name).key_record == RECORD and recorder.events == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"opened": None}, {"ttl_seconds": 0}, {"ttl_seconds": 13 * 3600}, {"repinned": "text"}, {"org_pin": b"1"}],
+    ids=["repinned without the record it replaces", "no time", "over 12 hours", "text record", "short pin"],
+)
+def test_a_forged_unlock_request_is_refused_before_any_sql(
+    scene: Scene, statements: list[str], changes: dict[str, Any]
+) -> None:
+    request = dataclasses.replace(UnlockRequest(scene.engineer, scene.org, 900, RECORD, b"\x06x"), **changes)
+    recorder = Recorder()
+    statements.clear()
+    with pytest.raises(InvalidInput):
+        scene.authority(recorder).unlock(request)
+    assert statements == [] and recorder.events == []

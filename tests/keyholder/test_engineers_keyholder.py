@@ -88,6 +88,15 @@ class TamperingTransport:
     def change_passphrase(self, request: Any, seal: Any) -> EngineerAnswer:
         return self.answer(self.real.change_passphrase(request, self._seal(seal)))
 
+    def key_record(self, request: Any) -> Any:
+        return self.answer(self.real.key_record(request))
+
+    def unlock_failed(self, request: Any) -> int:
+        return int(self.real.unlock_failed(request))
+
+    def unlock(self, request: Any) -> EngineerAnswer:
+        return self.answer(self.real.unlock(request))
+
 
 @dataclasses.dataclass
 class Scene:
@@ -475,3 +484,95 @@ def test_a_passphrase_change_answered_for_another_caller_is_refused(scene: Scene
     scene.tamper(scene.admin, answer=_identity(lambda i: dataclasses.replace(i, me=i.me._replace(id=i.me.id + 1))))
     with pytest.raises(UntrustedRecord):
         scene.admin.engineers.change_passphrase(ADMIN_PASS, ADMIN_PASS)
+
+
+# -- unlock ---------------------------------------------------------------------------------------
+
+
+def _confirmed(scene: Scene) -> tuple[str, Vault]:
+    """A confirmed engineer, and a fresh (locked) Vault of theirs."""
+    name, fingerprint = scene.enrolled()
+    scene.admin.engineers.confirm(name, fingerprint)
+    return name, scene.open(name)
+
+
+def _key_records(change: Callable[[Any], Any]) -> Tamper:
+    """Change only the key-record answers (the unlock's own answer passes)."""
+    return lambda answer: change(answer) if hasattr(answer, "key_record") else answer
+
+
+def _events(scene: Scene, action: str) -> int:
+    with scene.admin.store.transaction() as s:
+        return len(s.scalars(select(m.AuditEvent.seq).where(m.AuditEvent.action == action)).all())
+
+
+def test_a_key_record_answered_for_another_engineer_opens_no_session(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    scene.tamper(mine, answer=_key_records(lambda r: dataclasses.replace(r, engineer=r.engineer._replace(name=ADMIN))))
+    with pytest.raises(UntrustedRecord):
+        mine.engineers.unlock(name, f"pass of {name}")
+    assert mine.keyholder.session is None
+    mine.close()
+
+
+def test_another_engineers_record_handed_over_does_not_open_and_the_failure_is_recorded(scene: Scene) -> None:
+    """The authority swaps in another engineer's record (bound to their id): it does not open."""
+    name, mine = _confirmed(scene)
+    theirs = _record(scene, ADMIN)
+    failed = _events(scene, "unlock-failed")
+    scene.tamper(mine, answer=_key_records(lambda r: dataclasses.replace(r, key_record=theirs)))
+    with pytest.raises(WrongPassphrase):
+        mine.engineers.unlock(name, f"pass of {name}")
+    assert mine.keyholder.session is None and _events(scene, "unlock-failed") == failed + 1
+    mine.close()
+
+
+def test_an_organisation_key_the_pinned_chain_does_not_reach_is_refused_before_the_unlock_event(
+    scene: Scene,
+) -> None:
+    """A compromised authority names an organisation key of its own (to certify keys it made)."""
+    name, mine = _confirmed(scene)
+    forged = signing.SigningKey.generate()
+    unlocks = _events(scene, "unlock")
+    scene.tamper(mine, answer=_key_records(lambda r: dataclasses.replace(r, org_signing_public=forged.public)))
+    with pytest.raises(UntrustedRecord, match="organisation key"):
+        mine.engineers.unlock(name, f"pass of {name}")
+    assert _events(scene, "unlock") == unlocks
+    mine.close()
+
+
+def test_a_forged_link_of_the_organisation_key_chain_is_refused(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    forged = signing.SigningKey.generate()
+
+    def extend(rows: Any) -> Any:
+        head = rows.org_keys[-1]
+        link = dataclasses.replace(head, version=head.version + 1, public=forged.public, signature=b"\x00" * 64)
+        return dataclasses.replace(rows, org_signing_public=forged.public, org_keys=(*rows.org_keys, link))
+
+    scene.tamper(mine, answer=_key_records(extend))
+    with pytest.raises(UntrustedRecord):
+        mine.engineers.unlock(name, f"pass of {name}")
+    assert _record(scene, name) is not None
+    mine.close()
+
+
+def test_a_sealing_key_swapped_in_the_callers_row_is_refused_before_the_unlock_event(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    unlocks = _events(scene, "unlock")
+    attacker, _ = _attacker_keys()
+    scene.tamper(
+        mine,
+        answer=_key_records(lambda r: dataclasses.replace(r, engineer=r.engineer._replace(sealing_public=attacker))),
+    )
+    with pytest.raises(UntrustedRecord):  # the certificate covers the sealing key
+        mine.engineers.unlock(name, f"pass of {name}")
+    assert _events(scene, "unlock") == unlocks
+    mine.close()
+
+
+def test_the_untampered_unlock_through_the_keyholder(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    scene.tamper(mine)
+    assert mine.engineers.unlock(name, f"pass of {name}").engineer == name
+    mine.close()

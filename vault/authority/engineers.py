@@ -349,10 +349,11 @@ class EngineerAuthority:
         ttl = validation.number("session length", request.ttl_seconds, 1, 12 * 3600)
         if (request.opened is None) != (request.repinned is None):
             raise InvalidInput("a re-pinned key record comes with the record it replaces")
+        opened = None if request.opened is None else _bytes("key record", request.opened)
+        repinned = None if request.repinned is None else _bytes("key record", request.repinned)
         with self.store.transaction() as s:
             identity = self._authorise(s, caller, org_pin=pin, admin=False)
-            if request.opened is not None and request.repinned is not None:
-                opened, repinned = _bytes("key record", request.opened), _bytes("key record", request.repinned)
+            if opened is not None and repinned is not None:
                 row = s.get(m.Engineer, identity.me.id)
                 if row is not None and row.key_record == opened and row.key_generation == caller.key_generation:
                     row.key_record = repinned
