@@ -23,6 +23,7 @@ from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
 RELOCK = "passphrase-change"
+ROTATE = "engineer-key-rotate"
 UNLOCK, UNLOCK_FAILED, KEY_RECORD = "unlock", "unlock-failed", "key-record"
 PENDING, WHOAMI = "engineer-pending", "whoami"  # reads: no event (they never wrote one)
 INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
@@ -142,6 +143,17 @@ class UnlockRequest:
 
     def __repr__(self) -> str:
         return f"UnlockRequest(engineer={self.caller.engineer_id}, repinned={self.repinned is not None})"
+
+
+@dataclass(frozen=True)
+class RotateRequest:
+    """Destroy the keys of ``name`` (a lost laptop) and re-invite them with their certified role."""
+
+    caller: Caller
+    name: str
+    expires_at: int
+    org_pin: bytes
+    action: str = ROTATE
 
 
 @dataclass(frozen=True)
@@ -300,3 +312,24 @@ class EngineerAnswer:
     created_at: dt.datetime | None = None
     engineers: tuple[EngineerListRow, ...] = ()
     pending: PendingRows | None = None
+
+
+@dataclass(frozen=True)
+class RekeyDraft:
+    """An active engineer about to lose their keys: their row (its certificate says the role
+    they are re-invited with), and whether their current key generation has its record."""
+
+    identity: Identity
+    root: RootCopy
+    engineer: EngineerRow
+    key_recorded: bool
+
+
+@dataclass(frozen=True, repr=False)
+class Rekeyed:
+    """The current generation's engineer-key record certified (None when it exists already)."""
+
+    key_certificate: bytes | None
+
+    def __repr__(self) -> str:
+        return "Rekeyed()"

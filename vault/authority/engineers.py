@@ -168,8 +168,8 @@ class EngineerAuthority:
             raise InvalidInput(f"bad role {validation.shown(str(request.role))}", hint="use engineer or admin")
         expires_at = validation.number("invitation expiry", request.expires_at, 1, 2**40)
         with self.store.transaction() as s:
-            identity = self._authorise(s, caller, org_pin=pin, admin=True)
-            root = self._root(s, identity.me)
+            identity = self.authorise(s, caller, org_pin=pin, admin=True)
+            root = self.root_copy(s, identity.me)
             row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
             if row is None:
                 now = self.clock()
@@ -178,27 +178,7 @@ class EngineerAuthority:
                 s.flush()
             elif row.status not in (INVITED, ENROLLED):
                 raise AlreadyExists(f"engineer {name!r} already exists ({row.status})")
-            draft = InvitationDraft(
-                identity, root, row.id, name, request.role, row.key_generation, self._newest_key(s, row.id), expires_at
-            )
-            signed = seal.sign_invitation(draft)
-            if (
-                not isinstance(signed, SignedInvitation)
-                or signed.signed_by != identity.me.id
-                or signed.prev_generation not in (0, draft.previous_key.generation if draft.previous_key else 0)
-            ):
-                raise InvalidInput("the keyholder's invitation is not for this draft")
-            row.role, row.status = request.role, INVITED
-            row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
-            row.certified_at = None
-            row.invite_seal = _bytes("sealed invite secret", signed.seal)
-            row.invite_root_version = root.version
-            row.invite_expires_at = dt.datetime.fromtimestamp(expires_at, dt.UTC)
-            row.invite_prev_generation = signed.prev_generation
-            row.invite_signed_by = signed.signed_by
-            row.invite_signature = _bytes("invitation signature", signed.signature, SIGNATURE_BYTES)
-            public = {"engineer": name, "role": row.role, "key_generation": row.key_generation}
-            seq = self.recorder.append(s, INVITE, public=public)
+            seq = self.issue_invitation(s, identity, root, row, request.role, expires_at, seal)
             answer = EngineerAnswer(seq, identity, engineer_row(row), row.created_at)
         return answer
 
@@ -250,10 +230,10 @@ class EngineerAuthority:
         if request.action == CONFIRM and not isinstance(request.fingerprint, str):
             raise InvalidInput("a confirmation names the fingerprint a person compared")
         with self.store.transaction() as s:
-            identity = self._authorise(s, caller, org_pin=pin, admin=True)
+            identity = self.authorise(s, caller, org_pin=pin, admin=True)
             confirming = request.action == CONFIRM
-            root = self._root(s, identity.me) if confirming else RootCopy(0, b"", None)
-            row = self._engineer(s, name)
+            root = self.root_copy(s, identity.me) if confirming else RootCopy(0, b"", None)
+            row = self.engineer(s, name)
             if confirming and (row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None):
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
             if row.status != ENROLLED or row.sealing_public is None or row.signing_public is None:
@@ -284,9 +264,9 @@ class EngineerAuthority:
         caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
         if request.action == WHOAMI:
             with self.store.read() as s:
-                return EngineerAnswer(0, self._authorise(s, caller, org_pin=pin, admin=False))
+                return EngineerAnswer(0, self.authorise(s, caller, org_pin=pin, admin=False))
         with self.store.transaction() as s:
-            identity = self._authorise(s, caller, org_pin=pin, admin=False)
+            identity = self.authorise(s, caller, org_pin=pin, admin=False)
             found = s.scalars(select(m.Engineer).order_by(m.Engineer.name)).all()
             listed = tuple(
                 EngineerListRow(
@@ -303,7 +283,7 @@ class EngineerAuthority:
             raise InvalidInput("not a passphrase request")
         caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
         with self.store.transaction() as s:
-            identity = self._authorise(s, caller, org_pin=pin, admin=False)
+            identity = self.authorise(s, caller, org_pin=pin, admin=False)
             row = s.get(m.Engineer, identity.me.id)
             if row is None or row.key_record is None:
                 raise Locked("the acting engineer has no key record", hint="an admin must confirm the enrolment first")
@@ -321,7 +301,7 @@ class EngineerAuthority:
             info = s.get(m.VaultInfo, 1)
             if info is None:
                 raise NotFound("this database holds no vault", hint="check --db")
-            row = self._engineer(s, name)
+            row = self.engineer(s, name)
             if row.key_record is None or row.status != ACTIVE:
                 raise NotFound(
                     f"engineer {name!r} has no usable keys (status: {row.status})",
@@ -336,7 +316,7 @@ class EngineerAuthority:
             raise InvalidInput("not an unlock-failed request")
         name = _name(request.name)
         with self.store.transaction() as s:
-            row = self._engineer(s, name)
+            row = self.engineer(s, name)
             seq = self.recorder.append(s, UNLOCK_FAILED, public={"engineer": name}, unsigned_by=row.id)
         return seq
 
@@ -352,7 +332,7 @@ class EngineerAuthority:
         opened = None if request.opened is None else _bytes("key record", request.opened)
         repinned = None if request.repinned is None else _bytes("key record", request.repinned)
         with self.store.transaction() as s:
-            identity = self._authorise(s, caller, org_pin=pin, admin=False)
+            identity = self.authorise(s, caller, org_pin=pin, admin=False)
             if opened is not None and repinned is not None:
                 row = s.get(m.Engineer, identity.me.id)
                 if row is not None and row.key_record == opened and row.key_generation == caller.key_generation:
@@ -361,9 +341,42 @@ class EngineerAuthority:
             seq = self.recorder.append(s, UNLOCK, public=public)
         return EngineerAnswer(seq, identity)
 
+    def issue_invitation(
+        self,
+        s: Session,
+        identity: Identity,
+        root: RootCopy,
+        row: m.Engineer,
+        role: str,
+        expires_at: int,
+        seal: EngineerSeal,
+    ) -> int:
+        """Reset ``row`` to invited as ``role``, with the invitation the keyholder signed for the
+        draft it is shown; the ``engineer-invite`` event's seq."""
+        previous = self._newest_key(s, row.id)
+        draft = InvitationDraft(identity, root, row.id, row.name, role, row.key_generation, previous, expires_at)
+        signed = seal.sign_invitation(draft)
+        if (
+            not isinstance(signed, SignedInvitation)
+            or signed.signed_by != identity.me.id
+            or signed.prev_generation not in (0, previous.generation if previous else 0)
+        ):
+            raise InvalidInput("the keyholder's invitation is not for this draft")
+        row.role, row.status = role, INVITED
+        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
+        row.certified_at = None
+        row.invite_seal = _bytes("sealed invite secret", signed.seal)
+        row.invite_root_version = root.version
+        row.invite_expires_at = dt.datetime.fromtimestamp(expires_at, dt.UTC)
+        row.invite_prev_generation = signed.prev_generation
+        row.invite_signed_by = signed.signed_by
+        row.invite_signature = _bytes("invitation signature", signed.signature, SIGNATURE_BYTES)
+        public = {"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
+        return self.recorder.append(s, INVITE, public=public)
+
     # -- who calls ---------------------------------------------------------------------------
 
-    def _authorise(self, s: Session, caller: Caller, *, org_pin: bytes, admin: bool) -> Identity:
+    def authorise(self, s: Session, caller: Caller, *, org_pin: bytes, admin: bool) -> Identity:
         """An active, certified engineer of the key generation the request names (an admin if
         ``admin``). Nothing of the engineer acted on has been read when this refuses."""
         conn = rows.connection(s)
@@ -396,7 +409,7 @@ class EngineerAuthority:
         return () if start is None else tuple(keys[start:])
 
     @staticmethod
-    def _root(s: Session, me: EngineerRow) -> RootCopy:
+    def root_copy(s: Session, me: EngineerRow) -> RootCopy:
         """The current recovery key and the calling admin's sealed copy of the root bundle."""
         root = s.scalars(select(m.RootKey).where(m.RootKey.state == ACTIVE).order_by(m.RootKey.version.desc())).first()
         if root is None:
@@ -411,7 +424,7 @@ class EngineerAuthority:
     # -- what is acted on ----------------------------------------------------------------------
 
     @staticmethod
-    def _engineer(s: Session, name: str) -> m.Engineer:
+    def engineer(s: Session, name: str) -> m.Engineer:
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
         if row is None:
             raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")

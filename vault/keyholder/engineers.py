@@ -48,7 +48,10 @@ from vault.authority.engineer_requests import (
     NewKeys,
     PassphraseRequest,
     PendingRows,
+    RekeyDraft,
+    Rekeyed,
     RootCopy,
+    RotateRequest,
     ShownConfirmation,
     SignedInvitation,
     UnlockRequest,
@@ -64,36 +67,18 @@ from vault.crypto.labels import (
     LABEL_SIG_INVITE,
 )
 from vault.errors import AccessDenied, EnrolmentError, Locked, UntrustedRecord
+from vault.keyholder.invitations import (
+    engineer_key_fields,
+    fingerprint_of,
+    invite_fields,
+    normalise_fingerprint,
+    verified_invitation,
+)
 from vault.keyholder.keys import Keys, RootBundle
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.keyholder.trust import certificate_fields
 from vault.records import EngineerInfo, PendingConfirmation, SessionInfo
-from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow
-
-
-def reinvite_hint(name: str) -> str:
-    return f"invite them again: `credvault engineer invite {name}` (add --admin for an admin)"
-
-
-def fingerprint_of(row: EngineerRow | EngineerKeyRow | Any) -> str | None:
-    if row.sealing_public is None or row.signing_public is None:
-        return None
-    return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
-
-
-def normalise_fingerprint(text: str) -> str:
-    raw = "".join(text.split()).lower()
-    return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
-
-
-def engineer_key_fields(vault_id: bytes, key: EngineerKeyRow, name: str) -> tuple[signing.ContextItem, ...]:
-    """What an engineer-key record's certificate covers (as ``Trust.key_fields``)."""
-    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
-
-
-def invite_fields(vault_id: bytes, engineer_id: int, name: str, role: str, inv: Invitation) -> tuple[Any, ...]:
-    """What an invitation's signature covers (docs/format.md §5)."""
-    return (vault_id, engineer_id, name, role, inv.prev_generation, inv.root_version, inv.expires_at, inv.seal)
+from vault.storage.rows import ACTIVE, ROLE_ADMIN
 
 
 class EngineerTransport(Protocol):
@@ -105,32 +90,7 @@ class EngineerTransport(Protocol):
     def key_record(self, request: KeyRecordRequest) -> KeyRecordRows: ...
     def unlock_failed(self, request: KeyRecordRequest) -> int: ...
     def unlock(self, request: UnlockRequest) -> EngineerAnswer: ...
-
-
-def verified_invitation(vault_id: bytes, org: bytes, now: dt.datetime, engineer: EngineerRow, inv: Invitation) -> str:
-    """The invitation's signature by an active admin whose certificate verifies under ``org``;
-    returns that admin's name, else UntrustedRecord (with the hint to invite again)."""
-    name = engineer.name
-    if None in (inv.signature, inv.signed_by, inv.prev_generation, inv.seal, inv.root_version, inv.expires_at):
-        raise UntrustedRecord(
-            f"engineer {name!r} has no invitation signed by an admin "
-            "(made before credvault signed invitations, or not by an admin): not trusted",
-            hint=reinvite_hint(name),
-        )
-    try:
-        assert inv.signed_by is not None
-        signer = ResponseChecks(vault_id, org, now).admin(inv.signer, inv.signed_by)
-        assert signer.signing_public is not None
-        signing.verify(
-            signer.signing_public,
-            inv.signature,
-            LABEL_SIG_INVITE,
-            *invite_fields(vault_id, engineer.id, name, engineer.role, inv),
-            what=f"the invitation of engineer {name!r}",
-        )
-    except UntrustedRecord as error:
-        raise UntrustedRecord(f"not trusted: {error}", hint=reinvite_hint(name)) from None
-    return signer.name
+    def rotate(self, request: RotateRequest, seal: Any) -> EngineerAnswer: ...
 
 
 class _Seal:
@@ -147,6 +107,10 @@ class _Seal:
     ) -> None:
         self._owner, self._request, self._passphrase, self._secret = owner, request, passphrase, secret
         self._new_passphrase = new_passphrase
+        # the invitation this request may sign: (name, role, expiry); a rotation's role is the certified one
+        self.expected: tuple[str, str, int] | None = None
+        if isinstance(request, InviteRequest):
+            self.expected = (request.name, request.role, request.expires_at)
         self.invite_secret: bytes | None = None
         self.org: bytes | None = None
         self.certified: tuple[bytes, bytes] | None = None  # (sealing, signing) public keys certified
@@ -163,9 +127,9 @@ class _Seal:
         return self._seed
 
     def sign_invitation(self, draft: InvitationDraft) -> SignedInvitation:
-        owner, request = self._owner, self._request
+        owner = self._owner
         org = owner.verified_me(draft.identity, admin=True)
-        if (draft.name, draft.role, draft.expires_at) != (request.name, request.role, request.expires_at):
+        if self.expected is None or (draft.name, draft.role, draft.expires_at) != self.expected:
             raise UntrustedRecord("the invitation drafted is not the one asked for")
         bundle = owner.root_bundle(draft.identity, draft.root, org)
         vault_id, previous = draft.identity.vault_id, draft.previous_key
@@ -190,6 +154,26 @@ class _Seal:
         signature = owner.keys.my_signing_key().sign(LABEL_SIG_INVITE, *fields)
         self.invite_secret, self.org, self.engineer_id = secret, org, draft.engineer_id
         return SignedInvitation(blob, prev_generation, me.engineer_id, signature)
+
+    def rekey(self, draft: RekeyDraft) -> Rekeyed:
+        """Before an engineer's keys are destroyed: their certificate verifies (the role they are
+        re-invited with is the certified one); their current key record certified if missing."""
+        owner, request, row = self._owner, self._request, draft.engineer
+        org = owner.verified_me(draft.identity, admin=True)
+        vault_id = draft.identity.vault_id
+        if row.name != request.name or row.status != ACTIVE:
+            raise UntrustedRecord(f"the authority showed another engineer than the active {request.name!r}")
+        ResponseChecks(vault_id, org, owner.clock()).certificate(row)
+        bundle = owner.root_bundle(draft.identity, draft.root, org)
+        certificate = None
+        if not draft.key_recorded:
+            if row.sealing_public is None or row.signing_public is None:
+                raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys")
+            public = (row.sealing_public, row.signing_public)
+            key = EngineerKeyRow(row.id, row.key_generation, *public, row.certified_at, None)
+            certificate = bundle.org.sign(LABEL_SIG_ENGINEER_KEY, *engineer_key_fields(vault_id, key, row.name))
+        self.expected = (row.name, row.role, request.expires_at)
+        return Rekeyed(certificate)
 
     def enrol(self, draft: EnrolmentDraft) -> NewKeys:
         request, engineer, inv = self._request, draft.engineer, draft.invitation
@@ -316,6 +300,18 @@ class EngineerKeyholder:
             raise UntrustedRecord("the authority answered for another invitation")
         return signing.make_enrolment_code(seal.invite_secret, seal.org)
 
+    def rotate(self, name: str, valid_for: dt.timedelta) -> str:
+        """Destroy ``name``'s keys and re-invite them with their certified role; the new code."""
+        expires_at = int((self.clock() + valid_for).timestamp())
+        request = RotateRequest(self._caller(), name, expires_at, self.keys.me().org_signing_public)
+        seal = _Seal(self, request)
+        answer = self.transport.rotate(request, seal)
+        if seal.invite_secret is None or seal.org is None or answer.engineer is None:
+            raise UntrustedRecord("the authority answered a rotation this keyholder did not sign")
+        if (answer.engineer.id, answer.engineer.name) != (seal.engineer_id, name):
+            raise UntrustedRecord("the authority answered for another engineer")
+        return signing.make_enrolment_code(seal.invite_secret, seal.org)
+
     def enroll(self, name: str, code: str, passphrase: str) -> str:
         """Make this engineer's keys for their invitation; the fingerprint to compare."""
         secret, org_fp = signing.parse_enrolment_code(code)
@@ -369,7 +365,8 @@ class EngineerKeyholder:
         if row.id != seal.engineer_id or (row.sealing_public, row.signing_public) != seal.certified:
             raise UntrustedRecord("the authority certified other keys than the ones compared")
         ResponseChecks(answer.identity.vault_id, seal.org, self.clock()).certificate(row)
-        assert answer.created_at is not None
+        if answer.created_at is None:
+            raise UntrustedRecord("the authority's answer has no creation time")
         return EngineerInfo(row.name, row.role, row.status, fingerprint_of(row), row.key_generation, answer.created_at)
 
     def list(self) -> list[EngineerInfo]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from vault.authority.engineer_requests import CarryPlan
+from vault.authority.engineer_rotation import EngineerRotationAuthority
 from vault.authority.engineers import EngineerAuthority
 from vault.errors import UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
@@ -84,12 +85,26 @@ class _Carry:
         self._invitations.carry_grants(s, row, kept[1])
 
 
+class _Adoption:
+    """The records an engineer signed, re-signed by the acting admin (``Offboarding``), in the
+    authority's unit of work (it opens client keys: in-process only)."""
+
+    def __init__(self, engineers: Engineers) -> None:
+        self._engineers = engineers
+
+    def adopt(self, s: Session, engineer_id: int) -> None:
+        row = s.get(m.Engineer, engineer_id)
+        assert row is not None
+        self._engineers.adopt_signatures(s, row)
+
+
 def engineer_keyholder(engineers: Engineers) -> EngineerKeyholder:
     """The engineers' keyholder of this Vault object, over an in-process transport to its authority."""
     core = engineers.core
     authority = EngineerAuthority(
         core.store, _Checks(engineers), _Recorder(engineers), _Carry(engineers), lambda: core.clock()
     )
+    rotation = EngineerRotationAuthority(authority, _Adoption(engineers))
     return EngineerKeyholder(
-        InProcessEngineerTransport(authority), engineers.keys, lambda: core.clock(), lambda: core.kdf_params
+        InProcessEngineerTransport(authority, rotation), engineers.keys, lambda: core.clock(), lambda: core.kdf_params
     )

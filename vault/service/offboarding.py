@@ -18,10 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import _primitives as prim
-from vault.crypto import sealing, signing
 from vault.crypto.labels import (
-    LABEL_INVITE,
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_GRANT,
 )
@@ -32,7 +29,6 @@ from vault.errors import (
     NotFound,
     UntrustedRecord,
 )
-from vault.keyholder.keys import RootBundle
 from vault.service import validation
 from vault.service.core import (
     ACTIVE,
@@ -49,6 +45,7 @@ from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.engineers import EngineerKeyholder
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
     from vault.service.audit import Audit
@@ -80,27 +77,14 @@ class Offboarding:
     rotation: KeyRotation
     root_rotator: RootRotator
 
+    def _engineer_keyholder(self) -> EngineerKeyholder:
+        raise NotImplementedError  # built by Engineers (engineers.py), over the in-process transport
+
     def _engineer(self, s: Session, name: str) -> m.Engineer:
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
         if row is None:
             raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
         return row
-
-    def _issue_invite(self, s: Session, row: m.Engineer, bundle: RootBundle, valid_for: dt.timedelta) -> str:
-        """Reset ``row`` to invited with a fresh one-time code (sealed to the recovery key)."""
-        row.status = INVITED
-        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
-        row.certified_at = None
-        secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
-        context = (LABEL_INVITE, self.core.vid(s), row.id, bundle.version)
-        row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
-        row.invite_root_version = bundle.version
-        row.invite_expires_at = (self.core.clock() + valid_for).replace(microsecond=0)
-        self.invitations.sign_invite(s, row)
-        self.journal.append(
-            s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
-        )
-        return signing.make_enrolment_code(secret, self.trust.org_public(s))
 
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Destroy an engineer's keys now and re-invite them; returns the new enrolment code.
@@ -108,26 +92,8 @@ class Offboarding:
         The new invitation is signed with the role the engineer's certificate holds and
         names their current key generation: re-confirmation carries over only the grants
         an admin signed over that generation's key."""
-        with self.core.store.transaction() as s:
-            me = self.trust.my_admin_row(s)
-            row = self._engineer(s, name)
-            if row.id == me.id:
-                raise InvalidInput(
-                    "you cannot rotate your own keys this way", hint="another admin can; or use `credvault passwd`"
-                )
-            if row.status != ACTIVE:
-                raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
-            self.trust.verify_certificate(s, row)  # the role re-invited is the certified one, not the row's word
-            bundle = self.keys.root_bundle(s)
-            if s.get(m.EngineerKey, (row.id, row.key_generation)) is None:
-                self.trust.record_engineer_key(s, row, bundle.org)  # the generation whose grants carry over
-            self._adopt_signatures(s, row)
-            self._destroy_engineer_keys(s, row)
-            code = self._issue_invite(s, row, bundle, valid_for)
-            self.journal.append(
-                s, "engineer-key-rotate", public={"engineer": name, "old_generation": row.key_generation}
-            )
-            return code
+        validation.engineer_name(name)
+        return self._engineer_keyholder().rotate(name, valid_for)
 
     def remove(
         self, name: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
@@ -157,7 +123,7 @@ class Offboarding:
                 if not is_revoked(grant):
                     self.trust.revoke_grant(s, grant, me)
             now = self.core.clock()
-            self._adopt_signatures(s, row)
+            self.adopt_signatures(s, row)
             self._destroy_engineer_keys(s, row, keep_public=True)
             row.status, row.disabled_at = DISABLED, now
             if was_active or row.certified_at is not None:
@@ -230,7 +196,7 @@ class Offboarding:
             row.sealing_public = row.signing_public = row.certificate = None
             row.certified_at = None
 
-    def _adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
+    def adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
         """Re-sign, as the acting admin, the records ``row`` signed: they stay trusted after it goes.
 
         Only records that verify are adopted: a client-key version whose signature is by

@@ -22,16 +22,18 @@ from vault.authority.engineer_requests import (
     KeyRecordRows,
     ListRequest,
     PassphraseRequest,
+    RotateRequest,
     UnlockRequest,
 )
+from vault.authority.engineer_rotation import EngineerRotationAuthority
 from vault.authority.engineers import EngineerAuthority
 
 
 class InProcessEngineerTransport:
     """Calls the engineers' authority directly."""
 
-    def __init__(self, authority: EngineerAuthority) -> None:
-        self.authority = authority
+    def __init__(self, authority: EngineerAuthority, rotation: EngineerRotationAuthority) -> None:
+        self.authority, self.rotation = authority, rotation
 
     def __repr__(self) -> str:
         return "InProcessEngineerTransport()"
@@ -59,3 +61,6 @@ class InProcessEngineerTransport:
 
     def unlock(self, request: UnlockRequest) -> EngineerAnswer:
         return self.authority.unlock(request)
+
+    def rotate(self, request: RotateRequest, seal: Any) -> EngineerAnswer:
+        return self.rotation.rotate(request, seal)
