@@ -31,6 +31,7 @@ from vault.authority.engineer_requests import (
     LIST,
     PENDING,
     RELOCK,
+    ROTATE,
     UNLOCK,
     UNLOCK_FAILED,
     WHOAMI,
@@ -48,9 +49,13 @@ from vault.authority.engineer_requests import (
     NewKeys,
     PassphraseRequest,
     PendingRows,
+    RekeyDraft,
+    Rekeyed,
+    RotateRequest,
     SignedInvitation,
     UnlockRequest,
 )
+from vault.authority.engineer_rotation import EngineerRotationAuthority
 from vault.authority.engineers import EngineerAuthority
 from vault.authority.requests import Caller
 from vault.crypto import signing
@@ -146,6 +151,10 @@ class FakeSeal:
         self._shown(draft)
         root_seal = b"\x04root copy" if draft.engineer.role == "admin" else None
         return self.made.get("cert") or Certification(1_800_000_000, SIG, SIG, draft.root.version, root_seal)
+
+    def rekey(self, draft: RekeyDraft) -> Rekeyed:
+        self._shown(draft)
+        return Rekeyed(None if draft.key_recorded else SIG)
 
     def relock(self, draft: KeyRecordDraft) -> bytes:
         self._shown(draft)
@@ -637,3 +646,78 @@ def test_a_forged_unlock_request_is_refused_before_any_sql(
     with pytest.raises(InvalidInput):
         scene.authority(recorder).unlock(request)
     assert statements == [] and recorder.events == []
+
+
+# -- rotate (re-key) ------------------------------------------------------------------------------
+
+
+class Adoption:
+    """Notes the engineers whose signed records were adopted, with the events appended before."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder, self.adopted = recorder, []  # type: ignore[var-annotated]
+
+    def adopt(self, s: Any, engineer_id: int) -> None:
+        self.adopted.append((engineer_id, len(self.recorder.events)))
+
+
+def _rotate(scene: Scene, name: str, caller: Caller | None = None) -> RotateRequest:
+    return RotateRequest(caller or scene.admin, name, int(scene.clock().timestamp()) + 3600, scene.org)
+
+
+def _rotation(scene: Scene, recorder: Recorder, adoption: Adoption) -> EngineerRotationAuthority:
+    return EngineerRotationAuthority(scene.authority(recorder), adoption)
+
+
+def test_an_engineer_is_refused_a_rotation_before_any_row_of_the_target_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    name, _ = _active(scene)
+    recorder = Recorder()
+    adoption, seal, before = Adoption(recorder), FakeSeal(recorder), scene.row(name)
+    statements.clear()
+    with pytest.raises(AccessDenied, match="not an admin"):
+        _rotation(scene, recorder, adoption).rotate(_rotate(scene, name, scene.engineer), seal)
+    assert statements and not [st for st in statements if READS_THE_TARGET.search(st)], statements
+    assert seal.drafts == [] and adoption.adopted == [] and recorder.events == []
+    after = scene.row(name)
+    assert after is not None and before is not None and (after.status, after.key_record) == ("active", RECORD)
+
+
+def test_a_rotation_destroys_the_keys_and_stores_the_invitation_the_keyholder_signed(scene: Scene) -> None:
+    name, caller = _active(scene)
+    recorder = Recorder()
+    adoption, seal = Adoption(recorder), FakeSeal(recorder)
+    _rotation(scene, recorder, adoption).rotate(_rotate(scene, name), seal)
+    rekey, invitation = seal.drafts
+    assert isinstance(rekey, RekeyDraft) and rekey.engineer.id == caller.engineer_id and rekey.key_recorded
+    assert isinstance(invitation, InvitationDraft) and invitation.role == "engineer"
+    assert invitation.previous_key is not None and invitation.previous_key.generation == 1
+    assert adoption.adopted == [(caller.engineer_id, 0)]
+    row = scene.row(name)
+    assert row is not None
+    assert (row.status, row.key_record, row.sealing_public, row.certificate) == ("invited", None, None, None)
+    assert (row.invite_signature, row.invite_prev_generation) == (SIG, 0)
+    with scene.vault.store.transaction() as s:
+        assert s.get(m.EngineerKey, (caller.engineer_id, 1)).state == "destroyed"  # type: ignore[union-attr]
+    assert [e[0] for e in recorder.events] == [INVITE, ROTATE]
+    assert recorder.events[1][1] == {"engineer": name, "old_generation": 1}
+
+
+def test_a_rotation_the_keyholder_refuses_destroys_nothing(scene: Scene) -> None:
+    name, _ = _active(scene)
+    recorder = Recorder()
+    adoption = Adoption(recorder)
+    with pytest.raises(UntrustedRecord):
+        _rotation(scene, recorder, adoption).rotate(_rotate(scene, name), FakeSeal(recorder, refuse=True))
+    row = scene.row(name)
+    assert row is not None and (row.status, row.key_record, row.sealing_public) == ("active", RECORD, PUB_A)
+    assert adoption.adopted == [] and recorder.events == []
+
+
+def test_an_admin_cannot_rotate_their_own_keys_this_way(scene: Scene) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    with pytest.raises(InvalidInput, match="your own keys"):
+        _rotation(scene, recorder, Adoption(recorder)).rotate(_rotate(scene, ADMIN), seal)
+    assert seal.drafts == [] and recorder.events == []

@@ -63,6 +63,9 @@ class TamperingSeal:
     def relock(self, draft: Any) -> Any:
         return self.real.relock(self.tamper(draft))
 
+    def rekey(self, draft: Any) -> Any:
+        return self.real.rekey(self.tamper(draft))
+
 
 class TamperingTransport:
     """The real in-process transport, with the drafts and the answers changed on the way."""
@@ -96,6 +99,9 @@ class TamperingTransport:
 
     def unlock(self, request: Any) -> EngineerAnswer:
         return self.answer(self.real.unlock(request))
+
+    def rotate(self, request: Any, seal: Any) -> EngineerAnswer:
+        return self.answer(self.real.rotate(request, self._seal(seal)))
 
 
 @dataclasses.dataclass
@@ -576,3 +582,56 @@ def test_the_untampered_unlock_through_the_keyholder(scene: Scene) -> None:
     scene.tamper(mine)
     assert mine.engineers.unlock(name, f"pass of {name}").engineer == name
     mine.close()
+
+
+# -- rotate (re-key) ------------------------------------------------------------------------------
+
+
+def _rekey_only(change: Callable[[Any], Any]) -> Tamper:
+    """Change only the re-key draft (the invitation drafted after it passes)."""
+    return lambda draft: change(draft) if hasattr(draft, "key_recorded") else draft
+
+
+REKEY_DRAFTS: dict[str, Tamper] = {
+    "the role raised (a DBA making an engineer an admin before the re-invitation)": _rekey_only(
+        lambda d: dataclasses.replace(d, engineer=d.engineer._replace(role="admin"))
+    ),
+    "another engineer's row": _rekey_only(lambda d: dataclasses.replace(d, engineer=d.engineer._replace(name=ADMIN))),
+    "the key record said to be missing (to have another certified)": _rekey_only(
+        lambda d: dataclasses.replace(d, engineer=d.engineer._replace(signing_public=b"\x09" * 32), key_recorded=False)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REKEY_DRAFTS))
+def test_a_tampered_rekey_draft_destroys_nothing_and_signs_nothing(
+    scene: Scene, made: dict[str, list[Any]], case: str
+) -> None:
+    name, mine = _confirmed(scene)
+    mine.close()
+    before, head = scene.row(name), scene.head()
+    made["invitations"].clear()  # the one signed to set the scene
+    scene.tamper(scene.admin, draft=REKEY_DRAFTS[case])
+    with pytest.raises(UntrustedRecord):
+        scene.admin.engineers.rotate(name)
+    assert made["invitations"] == [] and scene.row(name) == before and scene.head() == head
+    assert _record(scene, name) is not None
+
+
+def test_a_rotation_answered_for_another_engineer_gives_no_code(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    mine.close()
+    scene.tamper(scene.admin, answer=lambda a: dataclasses.replace(a, engineer=a.engineer._replace(name="mallory")))
+    with pytest.raises(UntrustedRecord):
+        scene.admin.engineers.rotate(name)
+
+
+def test_the_untampered_rotation_re_invites_with_the_certified_role(scene: Scene) -> None:
+    name, mine = _confirmed(scene)
+    mine.close()
+    scene.tamper(scene.admin)
+    code = scene.admin.engineers.rotate(name)
+    again = scene.open(name)
+    fingerprint = again.engineers.enroll(name, code, "new pass")
+    again.close()
+    assert scene.admin.engineers.confirm(name, fingerprint).role == "engineer"
