@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from vault.authority.requests import Caller, OrgKeyRow
 from vault.records import CarriedGrant, DroppedGrant
-from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow
+from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow, GrantRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
 RELOCK = "passphrase-change"
-ROTATE = "engineer-key-rotate"
+ROTATE, REMOVE = "engineer-key-rotate", "engineer-remove"
 UNLOCK, UNLOCK_FAILED, KEY_RECORD = "unlock", "unlock-failed", "key-record"
 PENDING, WHOAMI = "engineer-pending", "whoami"  # reads: no event (they never wrote one)
 INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
@@ -333,3 +333,53 @@ class Rekeyed:
 
     def __repr__(self) -> str:
         return "Rekeyed()"
+
+
+@dataclass(frozen=True)
+class RemoveRequest:
+    """Offboard ``name``: every grant revoked, every sealed copy deleted, the account disabled;
+    ``log_verified``: whether the audit log verified (if not, every client is rotated)."""
+
+    caller: Caller
+    name: str
+    org_pin: bytes
+    log_verified: bool
+    action: str = REMOVE
+
+
+@dataclass(frozen=True)
+class RemovalDraft:
+    """The engineer to remove, their unrevoked grant rows, the revocation time, and whether
+    their certificate is re-issued (status disabled: old events still verify)."""
+
+    identity: Identity
+    root: RootCopy
+    engineer: EngineerRow
+    grants: tuple[GrantRow, ...]
+    revoked_at: int
+    recertify: bool
+
+
+@dataclass(frozen=True, repr=False)
+class Removal:
+    """The acting admin's signed revocation of each grant shown, and the re-issued certificate."""
+
+    revocations: tuple[tuple[int, bytes], ...]  # (grant id, signature)
+    certified_at: int | None
+    certificate: bytes | None
+
+    def __repr__(self) -> str:
+        return f"Removal(revocations={len(self.revocations)})"
+
+
+@dataclass(frozen=True)
+class RemovalAnswer:
+    """The removed engineer's row and every grant row of theirs as committed, and the client-key
+    rotations started (their re-wrapping follows, outside the unit of work)."""
+
+    seq: int
+    identity: Identity
+    engineer: EngineerRow
+    grants: tuple[GrantRow, ...]
+    rotation_ids: tuple[int, ...]
+    was_admin: bool

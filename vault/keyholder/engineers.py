@@ -50,6 +50,8 @@ from vault.authority.engineer_requests import (
     PendingRows,
     RekeyDraft,
     Rekeyed,
+    RemovalAnswer,
+    RemoveRequest,
     RootCopy,
     RotateRequest,
     ShownConfirmation,
@@ -91,6 +93,7 @@ class EngineerTransport(Protocol):
     def unlock_failed(self, request: KeyRecordRequest) -> int: ...
     def unlock(self, request: UnlockRequest) -> EngineerAnswer: ...
     def rotate(self, request: RotateRequest, seal: Any) -> EngineerAnswer: ...
+    def remove(self, request: RemoveRequest, seal: Any) -> RemovalAnswer: ...
 
 
 class _Seal:
@@ -291,7 +294,7 @@ class EngineerKeyholder:
     def invite(self, name: str, role: str, valid_for: dt.timedelta) -> str:
         """The enrolment code of a new (or renewed) invitation, signed by this admin."""
         expires_at = int((self.clock() + valid_for).timestamp())
-        request = InviteRequest(self._caller(), name, role, expires_at, self.keys.me().org_signing_public)
+        request = InviteRequest(self.caller(), name, role, expires_at, self.keys.me().org_signing_public)
         seal = _Seal(self, request)
         answer = self.transport.invite(request, seal)
         if seal.invite_secret is None or seal.org is None or answer.engineer is None:
@@ -303,7 +306,7 @@ class EngineerKeyholder:
     def rotate(self, name: str, valid_for: dt.timedelta) -> str:
         """Destroy ``name``'s keys and re-invite them with their certified role; the new code."""
         expires_at = int((self.clock() + valid_for).timestamp())
-        request = RotateRequest(self._caller(), name, expires_at, self.keys.me().org_signing_public)
+        request = RotateRequest(self.caller(), name, expires_at, self.keys.me().org_signing_public)
         seal = _Seal(self, request)
         answer = self.transport.rotate(request, seal)
         if seal.invite_secret is None or seal.org is None or answer.engineer is None:
@@ -370,7 +373,7 @@ class EngineerKeyholder:
         return EngineerInfo(row.name, row.role, row.status, fingerprint_of(row), row.key_generation, answer.created_at)
 
     def list(self) -> list[EngineerInfo]:
-        answer = self.transport.list(ListRequest(self._caller(), self.keys.me().org_signing_public, LIST))
+        answer = self.transport.list(ListRequest(self.caller(), self.keys.me().org_signing_public, LIST))
         if answer.identity is None:
             raise UntrustedRecord("the authority answered no caller")
         self.verified_me(answer.identity, admin=False)
@@ -381,7 +384,7 @@ class EngineerKeyholder:
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
-        answer = self.transport.list(ListRequest(self._caller(), me.org_signing_public, WHOAMI))
+        answer = self.transport.list(ListRequest(self.caller(), me.org_signing_public, WHOAMI))
         if answer.identity is None:
             raise UntrustedRecord("the authority answered no caller")
         self.verified_me(answer.identity, admin=False)
@@ -391,7 +394,7 @@ class EngineerKeyholder:
     def change_passphrase(self, old: str, new: str) -> None:
         """Re-lock this engineer's key record under ``new`` (opened with ``old`` here)."""
         keyrecord.normalise_passphrase(new)
-        request = PassphraseRequest(self._caller(), self.keys.me().org_signing_public)
+        request = PassphraseRequest(self.caller(), self.keys.me().org_signing_public)
         seal = _Seal(self, request, old, new_passphrase=new)
         answer = self.transport.change_passphrase(request, seal)
         if seal.engineer_id is None or answer.identity is None or answer.identity.me.id != seal.engineer_id:
@@ -399,14 +402,14 @@ class EngineerKeyholder:
 
     # -- the checks ----------------------------------------------------------------------------
 
-    def _caller(self) -> Caller:
+    def caller(self) -> Caller:
         me = self.keys.me()
         return Caller(me.engineer_id, me.key_generation)
 
     def _confirm_request(
         self, action: str, name: str, fingerprint: str | None, shown: ShownConfirmation | None
     ) -> ConfirmRequest:
-        return ConfirmRequest(self._caller(), name, fingerprint, shown, self.keys.me().org_signing_public, action)
+        return ConfirmRequest(self.caller(), name, fingerprint, shown, self.keys.me().org_signing_public, action)
 
     def verified_me(self, identity: Identity, *, admin: bool) -> bytes:
         """The organisation key trusted from this session's pin, after checking the caller's own

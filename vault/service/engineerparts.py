@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from vault.authority.engineer_removal import EngineerRemovalAuthority
 from vault.authority.engineer_requests import CarryPlan
 from vault.authority.engineer_rotation import EngineerRotationAuthority
 from vault.authority.engineers import EngineerAuthority
@@ -98,6 +99,30 @@ class _Adoption:
         self._engineers.adopt_signatures(s, row)
 
 
+class _RemovalSeams:
+    """What a removal still does in-process: the clients exposed (grant ledger, verified log),
+    the adoption, and the rotations (through rotation.py's and rootrotation.py's public methods)."""
+
+    def __init__(self, engineers: Engineers) -> None:
+        self._engineers = engineers
+
+    def exposed(self, s: Session, engineer_id: int, log_verified: bool) -> set[int]:
+        row = s.get(m.Engineer, engineer_id)
+        assert row is not None
+        return self._engineers.clients_exposed_to(s, row, log_verified=log_verified)
+
+    def adopt(self, s: Session, engineer_id: int) -> None:
+        _Adoption(self._engineers).adopt(s, engineer_id)
+
+    def rotate_root(self, s: Session) -> None:
+        self._engineers.root_rotator.rotate_root(s)
+
+    def start_rotation(self, s: Session, client_id: int) -> int:
+        client = s.get(m.Client, client_id)
+        assert client is not None
+        return self._engineers.rotation.start_client_rotation(s, client)
+
+
 def engineer_keyholder(engineers: Engineers) -> EngineerKeyholder:
     """The engineers' keyholder of this Vault object, over an in-process transport to its authority."""
     core = engineers.core
@@ -105,6 +130,10 @@ def engineer_keyholder(engineers: Engineers) -> EngineerKeyholder:
         core.store, _Checks(engineers), _Recorder(engineers), _Carry(engineers), lambda: core.clock()
     )
     rotation = EngineerRotationAuthority(authority, _Adoption(engineers))
+    removal = EngineerRemovalAuthority(authority, _RemovalSeams(engineers))
     return EngineerKeyholder(
-        InProcessEngineerTransport(authority, rotation), engineers.keys, lambda: core.clock(), lambda: core.kdf_params
+        InProcessEngineerTransport(authority, rotation, removal),
+        engineers.keys,
+        lambda: core.clock(),
+        lambda: core.kdf_params,
     )

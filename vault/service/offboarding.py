@@ -25,16 +25,14 @@ from vault.crypto.labels import (
 from vault.errors import (
     DecryptionFailed,
     IntegrityError,
-    InvalidInput,
     NotFound,
     UntrustedRecord,
 )
+from vault.keyholder.removal import EngineerRemoval
 from vault.service import validation
 from vault.service.core import (
-    ACTIVE,
     ROLE_ADMIN,
     epoch,
-    is_revoked,
 )
 from vault.service.records import (
     AccessRecord,
@@ -110,35 +108,9 @@ class Offboarding:
         check = self.audit.verify()
         log_verified = check.ok
         self.core.last_root_rotation = None
-        with self.core.store.transaction() as s:
-            me = self.trust.my_admin_row(s)
-            row = self._engineer(s, name)
-            if row.id == me.id:
-                raise InvalidInput("you cannot remove yourself", hint="another admin can")
-            if row.status == DISABLED:
-                raise InvalidInput(f"engineer {name!r} is already removed")
-            was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
-            exposed = self._clients_exposed_to(s, row, log_verified=log_verified)
-            for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)):
-                if not is_revoked(grant):
-                    self.trust.revoke_grant(s, grant, me)
-            now = self.core.clock()
-            self.adopt_signatures(s, row)
-            self._destroy_engineer_keys(s, row, keep_public=True)
-            row.status, row.disabled_at = DISABLED, now
-            if was_active or row.certified_at is not None:
-                self.trust.sign_certificate(s, row, self.keys.root_bundle(s).org)
-            if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
-                self.root_rotator.rotate_root(s)
-            rotation_ids = []
-            for client_id in sorted(exposed):
-                client = s.get(m.Client, client_id)
-                if client is not None:
-                    rotation_ids.append(self.rotation.start_client_rotation(s, client))
-            public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin}
-            if not log_verified:
-                public["audit_log_verified"] = False
-            self.journal.append(s, "engineer-remove", public=public)
+        validation.engineer_name(name)
+        removed = EngineerRemoval(self._engineer_keyholder()).remove(name, log_verified=log_verified)
+        rotation_ids = removed.rotation_ids
         rotations = [self.rotation.run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.rotation.resume(batch_size=batch_size, progress=progress)
         try:
@@ -150,7 +122,7 @@ class Offboarding:
             ) from None
         return at_risk, rotations
 
-    def _clients_exposed_to(self, s: Session, row: m.Engineer, *, log_verified: bool = True) -> set[int]:
+    def clients_exposed_to(self, s: Session, row: m.Engineer, *, log_verified: bool = True) -> set[int]:
         """Clients whose current key the engineer could have held: every client for an admin,
         or when the audit log does not verify; else every client that the verified log, a
         grant row (in any state, verified or not) or a sealed copy ties to the engineer,

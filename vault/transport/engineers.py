@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vault.authority.engineer_removal import EngineerRemovalAuthority
 from vault.authority.engineer_requests import (
     ConfirmRequest,
     EngineerAnswer,
@@ -22,6 +23,8 @@ from vault.authority.engineer_requests import (
     KeyRecordRows,
     ListRequest,
     PassphraseRequest,
+    RemovalAnswer,
+    RemoveRequest,
     RotateRequest,
     UnlockRequest,
 )
@@ -32,8 +35,10 @@ from vault.authority.engineers import EngineerAuthority
 class InProcessEngineerTransport:
     """Calls the engineers' authority directly."""
 
-    def __init__(self, authority: EngineerAuthority, rotation: EngineerRotationAuthority) -> None:
-        self.authority, self.rotation = authority, rotation
+    def __init__(
+        self, authority: EngineerAuthority, rotation: EngineerRotationAuthority, removal: EngineerRemovalAuthority
+    ) -> None:
+        self.authority, self.rotation, self.removal = authority, rotation, removal
 
     def __repr__(self) -> str:
         return "InProcessEngineerTransport()"
@@ -64,3 +69,6 @@ class InProcessEngineerTransport:
 
     def rotate(self, request: RotateRequest, seal: Any) -> EngineerAnswer:
         return self.rotation.rotate(request, seal)
+
+    def remove(self, request: RemoveRequest, seal: Any) -> RemovalAnswer:
+        return self.removal.remove(request, seal)
