@@ -24,6 +24,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import undefer
 
 from vault import Vault
+from vault.authority.engineer_removal import EngineerRemovalAuthority
 from vault.authority.engineer_requests import (
     CONFIRM,
     ENROLL,
@@ -31,6 +32,7 @@ from vault.authority.engineer_requests import (
     LIST,
     PENDING,
     RELOCK,
+    REMOVE,
     ROTATE,
     UNLOCK,
     UNLOCK_FAILED,
@@ -51,6 +53,9 @@ from vault.authority.engineer_requests import (
     PendingRows,
     RekeyDraft,
     Rekeyed,
+    Removal,
+    RemovalDraft,
+    RemoveRequest,
     RotateRequest,
     SignedInvitation,
     UnlockRequest,
@@ -155,6 +160,13 @@ class FakeSeal:
     def rekey(self, draft: RekeyDraft) -> Rekeyed:
         self._shown(draft)
         return Rekeyed(None if draft.key_recorded else SIG)
+
+    def remove(self, draft: RemovalDraft) -> Removal:
+        self._shown(draft)
+        if "removal" in self.made:
+            return self.made["removal"]  # type: ignore[no-any-return]
+        cert = (1_800_000_000, SIG) if draft.recertify else (None, None)
+        return Removal(tuple((g.id, SIG) for g in draft.grants), *cert)
 
     def relock(self, draft: KeyRecordDraft) -> bytes:
         self._shown(draft)
@@ -721,3 +733,133 @@ def test_an_admin_cannot_rotate_their_own_keys_this_way(scene: Scene) -> None:
     with pytest.raises(InvalidInput, match="your own keys"):
         _rotation(scene, recorder, Adoption(recorder)).rotate(_rotate(scene, ADMIN), seal)
     assert seal.drafts == [] and recorder.events == []
+
+
+# -- remove ---------------------------------------------------------------------------------------
+
+
+class Seams:
+    """The removal's in-process parts, as stand-ins: they note what they are asked."""
+
+    def __init__(self, exposed: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.exposed_ = set(exposed)
+        self.calls: list[tuple[str, int]] = []
+
+    def exposed(self, s: Any, engineer_id: int, log_verified: bool) -> set[int]:
+        self.calls.append(("exposed", engineer_id))
+        return self.exposed_
+
+    def adopt(self, s: Any, engineer_id: int) -> None:
+        self.calls.append(("adopt", engineer_id))
+
+    def rotate_root(self, s: Any) -> None:
+        self.calls.append(("rotate_root", 0))
+
+    def start_rotation(self, s: Any, client_id: int) -> int:
+        self.calls.append(("start_rotation", client_id))
+        return 900 + client_id
+
+
+def _granted(scene: Scene, engineer_id: int, n: int = 2) -> list[int]:
+    """Grant rows for the engineer (signatures are stand-ins: no key here)."""
+    ids = []
+    with scene.vault.store.transaction() as s:
+        has_client = s.scalar(select(m.Client.id)) is not None
+    if not has_client:
+        scene.vault.clients.add("acme", "Acme Ltd")  # made by the real admin: the authority under test holds no key
+    with scene.vault.store.transaction() as s:
+        client_id = s.scalar(select(m.Client.id).order_by(m.Client.id))
+        for _ in range(n):
+            grant = m.Grant(
+                engineer_id=engineer_id,
+                client_id=client_id,
+                granted_by=scene.admin.engineer_id,
+                signed_at=1,
+                until=None,
+                signature=SIG,
+                created_at=scene.clock(),
+            )
+            s.add(grant)
+            s.flush()
+            ids.append(grant.id)
+    return ids
+
+
+def _grants(scene: Scene, engineer_id: int) -> list[tuple[Any, ...]]:
+    with scene.vault.store.transaction() as s:
+        found = s.execute(
+            select(m.Grant.id, m.Grant.revoked_at, m.Grant.revoked_by, m.Grant.revocation)
+            .where(m.Grant.engineer_id == engineer_id)
+            .order_by(m.Grant.id)
+        ).all()
+        return [tuple(r) for r in found]
+
+
+def _removal(scene: Scene, recorder: Recorder, seams: Seams) -> EngineerRemovalAuthority:
+    return EngineerRemovalAuthority(scene.authority(recorder), seams)
+
+
+def _remove(scene: Scene, name: str, caller: Caller | None = None) -> RemoveRequest:
+    return RemoveRequest(caller or scene.admin, name, scene.org, True)
+
+
+def test_an_engineer_is_refused_a_removal_before_any_row_of_the_target_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    name, caller = _active(scene)
+    _granted(scene, caller.engineer_id)
+    recorder, seams = Recorder(), Seams()
+    seal, before = FakeSeal(recorder), _grants(scene, caller.engineer_id)
+    statements.clear()
+    with pytest.raises(AccessDenied, match="not an admin"):
+        _removal(scene, recorder, seams).remove(_remove(scene, name, scene.engineer), seal)
+    assert statements and not [
+        st for st in statements if READS_THE_TARGET.search(st) or re.search(r"FROM grants\s+WHERE", st)
+    ]
+    assert seal.drafts == [] and seams.calls == [] and recorder.events == []
+    assert _grants(scene, caller.engineer_id) == before and scene.row(name).status == "active"  # type: ignore[union-attr]
+
+
+def test_a_removal_stores_the_revocations_the_keyholder_signed_for_every_live_grant(scene: Scene) -> None:
+    name, caller = _active(scene)
+    ids = _granted(scene, caller.engineer_id)
+    recorder, seams = Recorder(), Seams({1})
+    seal = FakeSeal(recorder)
+    answer = _removal(scene, recorder, seams).remove(_remove(scene, name), seal)
+    (draft,) = seal.drafts
+    assert [g.id for g in draft.grants] == ids and draft.recertify
+    assert all(
+        r[1] is not None and r[2] == scene.admin.engineer_id and r[3] == SIG for r in _grants(scene, caller.engineer_id)
+    )
+    row = scene.row(name)
+    assert row is not None and (row.status, row.key_record, row.certificate) == ("disabled", None, SIG)
+    assert row.sealing_public == PUB_A  # kept: the events they signed still verify
+    assert [c[0] for c in seams.calls] == ["exposed", "adopt", "start_rotation"]
+    assert recorder.events == [(REMOVE, {"engineer": name, "clients_rotated": 1, "admin": False}, None)]
+    assert answer.rotation_ids == (901,) and {g.id for g in answer.grants} == set(ids)
+    assert all(g.revoked_at is not None for g in answer.grants)
+
+
+@pytest.mark.parametrize("what", ["one grant left out", "no certificate"])
+def test_a_removal_the_keyholder_signed_short_writes_nothing(scene: Scene, what: str) -> None:
+    """A keyholder (or a lying seal) that leaves a grant unrevoked gets no removal at all."""
+    name, caller = _active(scene)
+    ids = _granted(scene, caller.engineer_id)
+    short = {
+        "one grant left out": Removal(((ids[0], SIG),), 1_800_000_000, SIG),
+        "no certificate": Removal(tuple((i, SIG) for i in ids), None, None),
+    }[what]
+    recorder, seams = Recorder(), Seams()
+    before = _grants(scene, caller.engineer_id)
+    with pytest.raises(InvalidInput):
+        _removal(scene, recorder, seams).remove(_remove(scene, name), FakeSeal(recorder, removal=short))
+    assert _grants(scene, caller.engineer_id) == before and scene.row(name).status == "active"  # type: ignore[union-attr]
+    assert recorder.events == [] and [c[0] for c in seams.calls] == ["exposed"]
+
+
+def test_an_admin_cannot_remove_themselves(scene: Scene) -> None:
+    recorder = Recorder()
+    seal = FakeSeal(recorder)
+    with pytest.raises(InvalidInput, match="remove yourself"):
+        _removal(scene, recorder, Seams()).remove(_remove(scene, ADMIN), seal)
+    assert seal.drafts == []
