@@ -24,7 +24,7 @@ from vault.authority.engineer_requests import EngineerAnswer, EngineerKeyRow, Id
 from vault.crypto import sealing, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.crypto.labels import LABEL_INVITE, LABEL_SIG_ENGINEER, LABEL_SIG_INVITE
-from vault.errors import DecryptionFailed, Locked, UntrustedRecord, WrongPassphrase
+from vault.errors import DecryptionFailed, IntegrityError, Locked, UntrustedRecord, WrongPassphrase
 from vault.records import PendingConfirmation
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
@@ -66,6 +66,9 @@ class TamperingSeal:
     def rekey(self, draft: Any) -> Any:
         return self.real.rekey(self.tamper(draft))
 
+    def remove(self, draft: Any) -> Any:
+        return self.real.remove(self.tamper(draft))
+
 
 class TamperingTransport:
     """The real in-process transport, with the drafts and the answers changed on the way."""
@@ -102,6 +105,9 @@ class TamperingTransport:
 
     def rotate(self, request: Any, seal: Any) -> EngineerAnswer:
         return self.answer(self.real.rotate(request, self._seal(seal)))
+
+    def remove(self, request: Any, seal: Any) -> Any:
+        return self.answer(self.real.remove(request, self._seal(seal)))
 
 
 @dataclasses.dataclass
@@ -635,3 +641,73 @@ def test_the_untampered_rotation_re_invites_with_the_certified_role(scene: Scene
     fingerprint = again.engineers.enroll(name, code, "new pass")
     again.close()
     assert scene.admin.engineers.confirm(name, fingerprint).role == "engineer"
+
+
+# -- remove ---------------------------------------------------------------------------------------
+
+
+def _granted_engineer(scene: Scene) -> str:
+    """A confirmed engineer holding a grant for the module's client."""
+    name, mine = _confirmed(scene)
+    mine.close()
+    if "acme" not in [info.slug for info in scene.admin.clients.list()]:
+        scene.admin.clients.add("acme", "Acme Ltd")
+    scene.admin.grants.grant(name, "acme")
+    return name
+
+
+def _live_grants(scene: Scene, name: str) -> int:
+    with scene.admin.store.transaction() as s:
+        engineer_id = s.scalar(select(m.Engineer.id).where(m.Engineer.name == name))
+        return len(
+            s.scalars(select(m.Grant.id).where(m.Grant.engineer_id == engineer_id, m.Grant.revoked_at.is_(None))).all()
+        )
+
+
+def _grant_changed(change: Callable[[Any], Any]) -> Tamper:
+    """Change the removed engineer's grant rows in the removal's answer."""
+    return lambda a: dataclasses.replace(a, grants=tuple(change(g) for g in a.grants)) if hasattr(a, "grants") else a
+
+
+REMOVAL_ANSWERS: dict[str, Tamper] = {
+    "a grant said live": _grant_changed(lambda g: g._replace(revoked_at=None, revocation=None)),
+    "a revocation not the one signed": _grant_changed(lambda g: g._replace(revocation=_flip(g.revocation))),
+    "a grant left out": lambda a: dataclasses.replace(a, grants=()),
+    "the engineer still active": lambda a: dataclasses.replace(a, engineer=a.engineer._replace(status="active")),
+}
+
+
+@pytest.mark.parametrize("case", list(REMOVAL_ANSWERS))
+def test_an_authority_claiming_a_removal_done_while_a_grant_remains_is_refused(scene: Scene, case: str) -> None:
+    """A compromised authority answers "removed" but its rows say otherwise: the admin is told."""
+    name = _granted_engineer(scene)
+    scene.tamper(scene.admin, answer=REMOVAL_ANSWERS[case])
+    with pytest.raises(IntegrityError):
+        scene.admin.engineers.remove(name)
+
+
+REMOVAL_DRAFTS: dict[str, Tamper] = {
+    "another engineer's grant shown for revocation": lambda d: dataclasses.replace(
+        d, grants=tuple(g._replace(engineer_id=g.engineer_id + 1) for g in d.grants)
+    ),
+    "another engineer to remove": lambda d: dataclasses.replace(d, engineer=d.engineer._replace(name=ADMIN)),
+    "a revocation time of last year": lambda d: dataclasses.replace(d, revoked_at=d.revoked_at - 86_400 * 365),
+}
+
+
+@pytest.mark.parametrize("case", list(REMOVAL_DRAFTS))
+def test_a_tampered_removal_draft_revokes_nothing_and_writes_nothing(scene: Scene, case: str) -> None:
+    name = _granted_engineer(scene)
+    before, head = scene.row(name), scene.head()
+    scene.tamper(scene.admin, draft=REMOVAL_DRAFTS[case])
+    with pytest.raises(UntrustedRecord):
+        scene.admin.engineers.remove(name)
+    assert scene.row(name) == before and scene.head() == head and _live_grants(scene, name) == 1
+
+
+def test_the_untampered_removal_revokes_every_grant(scene: Scene) -> None:
+    name = _granted_engineer(scene)
+    scene.tamper(scene.admin)
+    scene.admin.engineers.remove(name)
+    row = scene.row(name)
+    assert row is not None and row[0] == "disabled" and _live_grants(scene, name) == 0
