@@ -9,6 +9,11 @@ The invitation is a record signed by the inviting admin, which the enrolling eng
 and the confirming admin both verify; a confirmation carries over only the grants an
 admin signed over the engineer's previous key (both in ``invitations.py``), and
 ``pending_confirmation`` shows the admin what it will certify and carry before they do.
+
+Every operation but ``initialise``, ``pending_fingerprint`` and ``lock`` runs as a request to
+the engineers' authority (vault/authority/engineers.py) through their keyholder
+(vault/keyholder/engineers.py, unlocking.py) over the in-process transport
+(vault/transport/engineers.py); ``engineerparts.py`` builds the three.
 """
 
 from __future__ import annotations

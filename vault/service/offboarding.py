@@ -1,5 +1,12 @@
 """Engineers' keys over their life: new keys, a new passphrase, and removal.
 
+``rotate`` and ``remove`` run as requests to the engineers' authority (authority/
+engineer_rotation.py, engineer_removal.py) through their keyholder (keyholder/engineers.py,
+removal.py); what they still do in-process, inside the authority's unit of work, is here:
+the records an engineer signed adopted by the acting admin (``adopt_signatures``) and the
+clients whose keys they could have held (``clients_exposed_to``). ``change_passphrase`` is in
+engineers.py.
+
 * ``rotate_engineer`` (a lost laptop): the engineer's key record and sealed copies are
   destroyed at once and they are re-invited; when they enrol again and an admin
   confirms, their live grants are re-signed and re-sealed to the new keys.
@@ -152,21 +159,6 @@ class Offboarding:
                 continue
             exposed.add(client_id)
         return exposed
-
-    def _destroy_engineer_keys(self, s: Session, row: m.Engineer, *, keep_public: bool = False) -> None:
-        s.execute(
-            delete(m.ClientKeySeal).where(
-                m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id
-            )
-        )
-        s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
-        key = s.get(m.EngineerKey, (row.id, row.key_generation))
-        if key is not None:
-            key.state, key.destroyed_at = "destroyed", self.core.clock()
-        row.key_record = None
-        if not keep_public:
-            row.sealing_public = row.signing_public = row.certificate = None
-            row.certified_at = None
 
     def adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
         """Re-sign, as the acting admin, the records ``row`` signed: they stay trusted after it goes.
