@@ -125,6 +125,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path, pg_template) -> Iterator[st
     drop()
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """An empty, migrated database URL on each engine, made once per test module (for a
+    module-scoped scene whose tests act on rows of their own)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'vault.db'}"
+        store = storage.Store(url)
+        storage.upgrade(store)
+        store.close()
+        yield url
+        return
+    if pg_template is None:
+        pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+    url, drop = _fresh_pg(pg_template)
+    yield url
+    drop()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path / 'vault.db'}"

@@ -9,6 +9,11 @@ The invitation is a record signed by the inviting admin, which the enrolling eng
 and the confirming admin both verify; a confirmation carries over only the grants an
 admin signed over the engineer's previous key (both in ``invitations.py``), and
 ``pending_confirmation`` shows the admin what it will certify and carry before they do.
+
+Every operation but ``initialise``, ``pending_fingerprint`` and ``lock`` runs as a request to
+the engineers' authority (vault/authority/engineers.py) through their keyholder
+(vault/keyholder/engineers.py, unlocking.py) over the in-process transport
+(vault/transport/engineers.py); ``engineerparts.py`` builds the three.
 """
 
 from __future__ import annotations
@@ -17,18 +22,20 @@ import builtins
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.engineer_requests import Identity
 from vault.crypto import _primitives as prim
 from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_INVITE, LABEL_SIG_SHARE_POLICY
-from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, NotFound, UntrustedRecord, WrongPassphrase
+from vault.crypto.labels import FORMAT_VERSION, LABEL_SIG_SHARE_POLICY
+from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, UntrustedRecord
+from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.keys import RootBundle
-from vault.service import validation
+from vault.keyholder.unlocking import Unlocking
+from vault.service import engineerparts, validation
 from vault.service.config import OrgKeyMemory
 from vault.service.core import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, check_share_policy, epoch, share_policy_fields
-from vault.service.offboarding import ENROLLED, INVITE_TTL, INVITED, Offboarding
+from vault.service.offboarding import ENROLLED, INVITE_TTL, Offboarding
 from vault.service.records import EngineerInfo, InitResult, PendingConfirmation, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
 from vault.storage import models as m
@@ -88,6 +95,7 @@ class Engineers(Offboarding):
         self.reports = reports
         self.rotation = rotation
         self.root_rotator = root_rotator
+        self._keyholder: EngineerKeyholder | None = None
 
     def initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
         validation.engineer_name(admin_name)
@@ -163,50 +171,12 @@ class Engineers(Offboarding):
         validation.engineer_name(name)
         if role not in (ROLE_ENGINEER, ROLE_ADMIN):
             raise InvalidInput(f"bad role {validation.shown(role)}", hint="use engineer or admin")
-        with self.core.store.transaction() as s:
-            bundle = self.keys.root_bundle(s)
-            row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
-            if row is None:
-                row = m.Engineer(name=name, role=role, status=INVITED, key_generation=0, created_at=self.core.clock())
-                s.add(row)
-                s.flush()
-            elif row.status not in (INVITED, ENROLLED):
-                raise AlreadyExists(f"engineer {name!r} already exists ({row.status})")
-            row.role = role
-            return self._issue_invite(s, row, bundle, valid_for)
+        return self._engineer_keyholder().invite(name, role, valid_for)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
         """Make the engineer's keys on this machine; returns the fingerprint to compare."""
         validation.engineer_name(name)
-        invite_secret, org_fp = signing.parse_enrolment_code(code)
-        keyrecord.normalise_passphrase(passphrase)
-        with self.core.store.transaction() as s:
-            info = self.core.info(s)
-            if not signing.org_matches(info.org_signing_public, org_fp):
-                raise EnrolmentError(
-                    "this enrolment code is for another vault (or the vault's key was replaced)",
-                    hint="check --db, or ask the admin",
-                )
-            row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
-            if row is None or row.status != INVITED:
-                raise EnrolmentError(f"there is no open invitation for {name!r}")
-            if row.invite_expires_at is None or row.invite_expires_at <= self.core.clock():
-                raise EnrolmentError(f"the invitation for {name!r} has expired")
-            if row.invite_signature is None:
-                raise EnrolmentError(
-                    f"the invitation for {name!r} was made before credvault signed invitations",
-                    hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
-                )
-            self.invitations.verify_invite(s, row)  # the role and expiry are the inviting admin's
-            keys = self._make_keys(s, row, passphrase, info.org_signing_public)
-            assert row.sealing_public is not None and row.signing_public is not None
-            row.enroll_mac = signing.enrolment_mac(
-                invite_secret, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public
-            )
-            row.status = ENROLLED
-            public = {"engineer": name, "signing_public": row.signing_public.hex()}  # signed by the new key
-            self.journal.append(s, "enroll", actor=row, seed=keys.signing_seed, public=public)
-            return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
+        return self._engineer_keyholder().enroll(name, code, passphrase)
 
     @staticmethod
     def _enrolled(row: m.Engineer, name: str) -> str:
@@ -227,20 +197,8 @@ class Engineers(Offboarding):
         """What confirming ``name`` would certify (admin only): their name, the role their
         signed invitation gives, their fingerprint, and the grants it would carry over and
         drop. Raises ``UntrustedRecord`` if the invitation is not signed by an admin."""
-        with self.core.store.transaction() as s:
-            self.trust.my_admin_row(s)
-            row = self._engineer(s, name)
-            fingerprint = self._enrolled(row, name)
-            plan = self.invitations.confirmation_plan(s, row)
-            return PendingConfirmation(
-                name=row.name,
-                role=row.role,
-                fingerprint=fingerprint,
-                key_generation=row.key_generation,
-                invited_by=plan.signer.name,
-                carried=[info for _, info in plan.carried],
-                dropped=plan.dropped,
-            )
+        validation.engineer_name(name)
+        return self._engineer_keyholder().pending(name)
 
     def confirm(self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None) -> EngineerInfo:
         """Certify an enrolled engineer's keys, after a person compared ``fingerprint``.
@@ -250,68 +208,21 @@ class Engineers(Offboarding):
         With ``shown`` (what ``pending_confirmation`` returned and the admin saw), nothing is
         confirmed if the role, fingerprint or grants carried over have changed since.
         """
-        with self.core.store.transaction() as s:
-            bundle = self.keys.root_bundle(s)
-            row = self._engineer(s, name)
-            if row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None:
-                raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
-            assert row.sealing_public is not None and row.signing_public is not None
-            plan = self.invitations.confirmation_plan(s, row)
-            if shown is not None and (
-                (shown.name, shown.role, shown.fingerprint) != (row.name, row.role, _fingerprint(row))
-                or shown.carried != [info for _, info in plan.carried]
-            ):
-                raise EnrolmentError(
-                    f"what confirming {name!r} would do has changed since it was shown: not confirmed",
-                    hint=f"run `credvault engineer confirm {name}` again and check what it shows",
-                )
-            if signing.is_weak_signing_key(row.signing_public) or sealing.is_weak_public(row.sealing_public):
-                raise UntrustedRecord(
-                    f"the keys {name!r} enrolled are weak (small-order): not confirmed",
-                    hint="invite the engineer again",
-                )
-            if normalise_fingerprint(fingerprint) != _fingerprint(row):
-                raise UntrustedRecord(
-                    f"the fingerprint does not match the keys {name!r} enrolled: not confirmed",
-                    hint="compare again with the engineer in person or by phone; re-invite if in doubt",
-                )
-            if row.invite_root_version != bundle.version:
-                raise EnrolmentError(
-                    "the invitation predates a recovery-key rotation", hint="invite the engineer again"
-                )
-            info = self.core.info(s)
-            secret = sealing.open_sealed(
-                bundle.recovery, bundle.version, row.invite_seal, (LABEL_INVITE, info.vault_id, row.id, bundle.version)
-            )
-            if not signing.check_enrolment_mac(
-                secret, row.enroll_mac, info.vault_id, row.id, row.name, row.sealing_public, row.signing_public
-            ):
-                raise UntrustedRecord(
-                    f"the keys of {name!r} were not made with their enrolment code: not confirmed",
-                    hint="invite the engineer again",
-                )
-            row.status = ACTIVE
-            row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
-            row.invite_signature = row.invite_signed_by = row.invite_prev_generation = None
-            self.trust.sign_certificate(s, row, bundle.org)
-            self.trust.record_engineer_key(s, row, bundle.org)
-            if row.role == ROLE_ADMIN:
-                self.keys.seal_root_to(s, bundle, row)
-            self.invitations.carry_grants(s, row, plan)
-            public = {"engineer": name, "role": row.role, "key_generation": row.key_generation}
-            self.journal.append(s, "engineer-confirm", public=public | {"fingerprint": _fingerprint(row)})
-            return self._engineer_info(row)
+        validation.engineer_name(name)
+        return self._engineer_keyholder().confirm(name, fingerprint, shown)
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-encrypt the acting engineer's key record under a new passphrase."""
+        self._engineer_keyholder().change_passphrase(old, new)
 
     def list(self) -> builtins.list[EngineerInfo]:
-        with self.core.store.transaction() as s:
-            self.trust.my_row(s)
-            rows = s.scalars(select(m.Engineer).order_by(m.Engineer.name)).all()
-            self.journal.append(s, "engineer-list")
-            return [self._engineer_info(row) for row in rows]
+        return self._engineer_keyholder().list()
 
-    @staticmethod
-    def _engineer_info(row: m.Engineer) -> EngineerInfo:
-        return EngineerInfo(row.name, row.role, row.status, _fingerprint(row), row.key_generation, row.created_at)
+    def _engineer_keyholder(self) -> EngineerKeyholder:
+        """This Vault object's engineers' keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            self._keyholder = engineerparts.engineer_keyholder(self)
+        return self._keyholder
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -333,31 +244,17 @@ class Engineers(Offboarding):
         """
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
-        with self.core.store.transaction() as s:
-            info = self.core.info(s)
-            row = self._engineer(s, name)
-            if row.key_record is None or row.status != ACTIVE:
-                raise NotFound(
-                    f"engineer {name!r} has no usable keys (status: {row.status})",
-                    hint="an admin must confirm the enrolment first",
-                )
-            record, engineer_id, generation = row.key_record, row.id, row.key_generation
-        try:
-            bundle = keyrecord.open_record(record, passphrase, info.vault_id, engineer_id, generation)
-        except WrongPassphrase:
-            with self.core.store.transaction() as s:
-                self.journal.append(
-                    s, "unlock-failed", actor=s.get(m.Engineer, engineer_id), sign=False, public={"engineer": name}
-                )
-            raise
-        vault_hex = info.vault_id.hex()
-        seen = org_memory.head(vault_hex) if org_memory is not None else None
-        bundle, head = self._repin(bundle, record, passphrase, engineer_id, generation, seen)
+        validation.engineer_name(name)
+        keyholder = self._engineer_keyholder()
+        unlocking = Unlocking(keyholder.transport)
+        seen = org_memory.head(self.core.vault_id().hex()) if org_memory is not None else None
+        opened = unlocking.open(name, passphrase, seen)
+        bundle = opened.bundle
         session = UnlockedSession(
-            vault_id=info.vault_id,
-            engineer_id=engineer_id,
+            vault_id=opened.vault_id,
+            engineer_id=opened.engineer_id,
             name=name,
-            key_generation=generation,
+            key_generation=opened.key_generation,
             sealing_private=bundle.sealing_private,
             signing_seed=bundle.signing_seed,
             org_signing_public=bundle.org_signing_public,
@@ -367,53 +264,16 @@ class Engineers(Offboarding):
         self.keys.client_keys.clear()
         self.keys.slugs.clear()
         self.keys.root = None
-        with self.core.store.transaction() as s:
-            self.trust.my_row(s)  # the certificate is verified before the session is kept
-            self.journal.append(s, "unlock", public={"engineer": name, "ttl_seconds": int(ttl.total_seconds())})
+        keyholder.verified_me(Identity(opened.vault_id, opened.head[1], (), opened.engineer), admin=False)
+        answer = unlocking.record(opened, int(ttl.total_seconds()))
+        if answer.identity is None:
+            raise UntrustedRecord("the authority answered no caller")
+        keyholder.verified_me(answer.identity, admin=False)  # the row the event was appended for
         if org_memory is not None:
-            org_memory.remember(vault_hex, head)
+            org_memory.remember(opened.vault_id.hex(), opened.head)
         if remember:
             self.core.sessions.put(session)
         return self.whoami()
-
-    def _repin(
-        self,
-        bundle: keyrecord.PrivateBundle,
-        record: bytes,
-        passphrase: str,
-        engineer_id: int,
-        generation: int,
-        seen: tuple[int, bytes] | None = None,
-    ) -> tuple[keyrecord.PrivateBundle, tuple[int, bytes]]:
-        """Follow the signed organisation-key chain from the key the record pins (and from
-        ``seen``, the newest one this machine verified, if known); if the organisation key
-        was rotated since, pin the current one in the record (same Argon2 parameters), so
-        that a chain later cut back below it is refused. Returns the bundle and the current
-        key's (version, public key)."""
-        with self.core.store.transaction() as s:
-            if seen is not None:
-                try:
-                    self.trust.org_head(s, seen[1])
-                except UntrustedRecord:
-                    raise UntrustedRecord(
-                        f"the vault's organisation key chain does not reach version {seen[0]}, which this machine "
-                        "verified before: it was cut back or replaced (a holder of an old organisation key?)",
-                        hint="do not use this vault; tell your admins. If the vault was restored from an older "
-                        "backup on purpose, delete this machine's file orgkey-<vault id>.json in the credvault "
-                        "config folder",
-                    ) from None
-            current = self.trust.org_head(s, bundle.org_signing_public)
-            version = s.scalar(select(m.OrgKey.version).where(m.OrgKey.public == current))
-            head = (version if version is not None else 0, current)
-            if current == bundle.org_signing_public:
-                return bundle, head
-            repinned = keyrecord.PrivateBundle(bundle.sealing_private, bundle.signing_seed, current)
-            row = s.get(m.Engineer, engineer_id)
-            if row is not None and row.key_record == record and row.key_generation == generation:
-                row.key_record = keyrecord.lock_record(
-                    repinned, passphrase, self.core.vid(s), engineer_id, generation, keyrecord.record_params(record)
-                )
-            return repinned, head
 
     def lock(self) -> bool:
         """Forget the unlocked session of the selected engineer; True if one was held."""
@@ -425,6 +285,4 @@ class Engineers(Offboarding):
         return self.core.sessions.delete(self.core.vault_id(), self.core.engineer_name)
 
     def whoami(self) -> SessionInfo:
-        with self.core.store.transaction() as s:
-            row = self.trust.my_row(s)
-            return SessionInfo(row.name, row.role, self.keys.me().expires_at, self.core.vid(s).hex())
+        return self._engineer_keyholder().whoami()

@@ -59,23 +59,6 @@ class Invitations:
         self.trust = trust
         self.ledger = ledger
 
-    def sign_invite(self, s: Session, row: m.Engineer) -> None:
-        """Sign ``row``'s invitation (its seal, root version and expiry already set) as the acting admin."""
-        row.invite_prev_generation = self._previous_generation(s, row)
-        row.invite_signed_by = self.keys.me().engineer_id
-        row.invite_signature = self.keys.my_signing_key().sign(LABEL_SIG_INVITE, *self._invite_fields(s, row))
-
-    def _previous_generation(self, s: Session, row: m.Engineer) -> int:
-        """The engineer's newest certified key generation (0 if none): grants signed over it
-        are the ones a confirmation of this invitation may carry over."""
-        key = s.scalars(
-            select(m.EngineerKey).where(m.EngineerKey.engineer_id == row.id).order_by(m.EngineerKey.generation.desc())
-        ).first()
-        if key is None:
-            return 0
-        self.trust.verified_key(s, key, row.name)
-        return key.generation
-
     def _invite_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
         assert row.invite_seal is not None and row.invite_root_version is not None
         assert row.invite_expires_at is not None and row.invite_prev_generation is not None

@@ -1,5 +1,12 @@
 """Engineers' keys over their life: new keys, a new passphrase, and removal.
 
+``rotate`` and ``remove`` run as requests to the engineers' authority (authority/
+engineer_rotation.py, engineer_removal.py) through their keyholder (keyholder/engineers.py,
+removal.py); what they still do in-process, inside the authority's unit of work, is here:
+the records an engineer signed adopted by the acting admin (``adopt_signatures``) and the
+clients whose keys they could have held (``clients_exposed_to``). ``change_passphrase`` is in
+engineers.py.
+
 * ``rotate_engineer`` (a lost laptop): the engineer's key record and sealed copies are
   destroyed at once and they are re-invited; when they enrol again and an admin
   confirms, their live grants are re-signed and re-sealed to the new keys.
@@ -18,27 +25,21 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vault.crypto import _primitives as prim
-from vault.crypto import keyrecord, sealing, signing
 from vault.crypto.labels import (
-    LABEL_INVITE,
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_GRANT,
 )
 from vault.errors import (
     DecryptionFailed,
     IntegrityError,
-    InvalidInput,
     NotFound,
     UntrustedRecord,
 )
-from vault.keyholder.keys import RootBundle
+from vault.keyholder.removal import EngineerRemoval
 from vault.service import validation
 from vault.service.core import (
-    ACTIVE,
     ROLE_ADMIN,
     epoch,
-    is_revoked,
 )
 from vault.service.records import (
     AccessRecord,
@@ -49,6 +50,7 @@ from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.engineers import EngineerKeyholder
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
     from vault.service.audit import Audit
@@ -80,27 +82,14 @@ class Offboarding:
     rotation: KeyRotation
     root_rotator: RootRotator
 
+    def _engineer_keyholder(self) -> EngineerKeyholder:
+        raise NotImplementedError  # built by Engineers (engineers.py), over the in-process transport
+
     def _engineer(self, s: Session, name: str) -> m.Engineer:
         row = s.scalars(select(m.Engineer).where(m.Engineer.name == validation.engineer_name(name))).first()
         if row is None:
             raise NotFound(f"no engineer named {name!r}", hint="`credvault engineer list` shows them")
         return row
-
-    def _issue_invite(self, s: Session, row: m.Engineer, bundle: RootBundle, valid_for: dt.timedelta) -> str:
-        """Reset ``row`` to invited with a fresh one-time code (sealed to the recovery key)."""
-        row.status = INVITED
-        row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
-        row.certified_at = None
-        secret = prim.random_bytes(signing.INVITE_SECRET_SIZE)
-        context = (LABEL_INVITE, self.core.vid(s), row.id, bundle.version)
-        row.invite_seal = sealing.seal(bundle.recovery.public, bundle.version, secret, context)
-        row.invite_root_version = bundle.version
-        row.invite_expires_at = (self.core.clock() + valid_for).replace(microsecond=0)
-        self.invitations.sign_invite(s, row)
-        self.journal.append(
-            s, "engineer-invite", public={"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
-        )
-        return signing.make_enrolment_code(secret, self.trust.org_public(s))
 
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Destroy an engineer's keys now and re-invite them; returns the new enrolment code.
@@ -108,39 +97,8 @@ class Offboarding:
         The new invitation is signed with the role the engineer's certificate holds and
         names their current key generation: re-confirmation carries over only the grants
         an admin signed over that generation's key."""
-        with self.core.store.transaction() as s:
-            me = self.trust.my_admin_row(s)
-            row = self._engineer(s, name)
-            if row.id == me.id:
-                raise InvalidInput(
-                    "you cannot rotate your own keys this way", hint="another admin can; or use `credvault passwd`"
-                )
-            if row.status != ACTIVE:
-                raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
-            self.trust.verify_certificate(s, row)  # the role re-invited is the certified one, not the row's word
-            bundle = self.keys.root_bundle(s)
-            if s.get(m.EngineerKey, (row.id, row.key_generation)) is None:
-                self.trust.record_engineer_key(s, row, bundle.org)  # the generation whose grants carry over
-            self._adopt_signatures(s, row)
-            self._destroy_engineer_keys(s, row)
-            code = self._issue_invite(s, row, bundle, valid_for)
-            self.journal.append(
-                s, "engineer-key-rotate", public={"engineer": name, "old_generation": row.key_generation}
-            )
-            return code
-
-    def change_passphrase(self, old: str, new: str) -> None:
-        """Re-encrypt the acting engineer's key record under a new passphrase."""
-        keyrecord.normalise_passphrase(new)
-        with self.core.store.transaction() as s:
-            row = self.trust.my_row(s)
-            info = self.core.info(s)
-            assert row.key_record is not None
-            bundle = keyrecord.open_record(row.key_record, old, info.vault_id, row.id, row.key_generation)
-            row.key_record = keyrecord.lock_record(
-                bundle, new, info.vault_id, row.id, row.key_generation, self.core.kdf_params
-            )
-            self.journal.append(s, "passphrase-change", public={"engineer": row.name})
+        validation.engineer_name(name)
+        return self._engineer_keyholder().rotate(name, valid_for)
 
     def remove(
         self, name: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
@@ -157,35 +115,9 @@ class Offboarding:
         check = self.audit.verify()
         log_verified = check.ok
         self.core.last_root_rotation = None
-        with self.core.store.transaction() as s:
-            me = self.trust.my_admin_row(s)
-            row = self._engineer(s, name)
-            if row.id == me.id:
-                raise InvalidInput("you cannot remove yourself", hint="another admin can")
-            if row.status == DISABLED:
-                raise InvalidInput(f"engineer {name!r} is already removed")
-            was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
-            exposed = self._clients_exposed_to(s, row, log_verified=log_verified)
-            for grant in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)):
-                if not is_revoked(grant):
-                    self.trust.revoke_grant(s, grant, me)
-            now = self.core.clock()
-            self._adopt_signatures(s, row)
-            self._destroy_engineer_keys(s, row, keep_public=True)
-            row.status, row.disabled_at = DISABLED, now
-            if was_active or row.certified_at is not None:
-                self.trust.sign_certificate(s, row, self.keys.root_bundle(s).org)
-            if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
-                self.root_rotator.rotate_root(s)
-            rotation_ids = []
-            for client_id in sorted(exposed):
-                client = s.get(m.Client, client_id)
-                if client is not None:
-                    rotation_ids.append(self.rotation.start_client_rotation(s, client))
-            public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin}
-            if not log_verified:
-                public["audit_log_verified"] = False
-            self.journal.append(s, "engineer-remove", public=public)
+        validation.engineer_name(name)
+        removed = EngineerRemoval(self._engineer_keyholder()).remove(name, log_verified=log_verified)
+        rotation_ids = removed.rotation_ids
         rotations = [self.rotation.run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.rotation.resume(batch_size=batch_size, progress=progress)
         try:
@@ -197,7 +129,7 @@ class Offboarding:
             ) from None
         return at_risk, rotations
 
-    def _clients_exposed_to(self, s: Session, row: m.Engineer, *, log_verified: bool = True) -> set[int]:
+    def clients_exposed_to(self, s: Session, row: m.Engineer, *, log_verified: bool = True) -> set[int]:
         """Clients whose current key the engineer could have held: every client for an admin,
         or when the audit log does not verify; else every client that the verified log, a
         grant row (in any state, verified or not) or a sealed copy ties to the engineer,
@@ -228,22 +160,7 @@ class Offboarding:
             exposed.add(client_id)
         return exposed
 
-    def _destroy_engineer_keys(self, s: Session, row: m.Engineer, *, keep_public: bool = False) -> None:
-        s.execute(
-            delete(m.ClientKeySeal).where(
-                m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id
-            )
-        )
-        s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
-        key = s.get(m.EngineerKey, (row.id, row.key_generation))
-        if key is not None:
-            key.state, key.destroyed_at = "destroyed", self.core.clock()
-        row.key_record = None
-        if not keep_public:
-            row.sealing_public = row.signing_public = row.certificate = None
-            row.certified_at = None
-
-    def _adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
+    def adopt_signatures(self, s: Session, row: m.Engineer) -> list[str]:
         """Re-sign, as the acting admin, the records ``row`` signed: they stay trusted after it goes.
 
         Only records that verify are adopted: a client-key version whose signature is by

@@ -1,0 +1,137 @@
+"""An engineer removed (offboarded), where the database is.
+
+One unit of work: the caller authorised as an admin (``EngineerAuthority.authorise``, before
+the engineer acted on is read); the engineer's row (not the caller, not removed already);
+the clients whose current key they could have held (``RemovalSeams.exposed``: from the grant
+ledger and the verified audit log, in-process); the keyholder shown the engineer's unrevoked
+grant rows and signing a revocation of each one, and re-issuing their certificate with the
+status disabled (old events still verify); the revocations stored as signed; the records
+the engineer signed adopted; every sealed copy of theirs deleted, their key record destroyed
+(the public keys kept); for an admin, the root key rotated; a client-key rotation started
+for every exposed client (``RemovalSeams``: service/rotation.py and rootrotation.py, through
+their public methods); the ``engineer-remove`` event; the commit. The answer carries every
+grant row of the engineer as committed, which the keyholder checks are all revoked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vault import validation
+from vault.authority.engineer_requests import DISABLED, REMOVE, Removal, RemovalAnswer, RemovalDraft, RemoveRequest
+from vault.authority.engineers import EngineerAuthority, EngineerSeal, engineer_row
+from vault.authority.requests import Caller
+from vault.errors import InvalidInput
+from vault.storage import models as m
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
+
+SIGNATURE_BYTES = 64
+
+
+class RemovalSeams(Protocol):
+    """What a removal still does in-process (service): exposure, adoption, rotations."""
+
+    def exposed(self, s: Session, engineer_id: int, log_verified: bool) -> set[int]: ...
+    def adopt(self, s: Session, engineer_id: int) -> None: ...
+    def rotate_root(self, s: Session) -> None: ...
+    def start_rotation(self, s: Session, client_id: int) -> int: ...
+
+
+class RemovalSeal(EngineerSeal, Protocol):
+    def remove(self, draft: RemovalDraft) -> Removal: ...
+
+
+def grant_row(grant: m.Grant) -> GrantRow:
+    return GrantRow(*(getattr(grant, name) for name in GrantRow._fields))
+
+
+class EngineerRemovalAuthority:
+    """``remove``: offboard an engineer in one unit of work."""
+
+    def __init__(self, engineers: EngineerAuthority, seams: RemovalSeams) -> None:
+        self.engineers, self.seams = engineers, seams
+
+    def __repr__(self) -> str:
+        return "EngineerRemovalAuthority()"
+
+    def remove(self, request: RemoveRequest, seal: RemovalSeal) -> RemovalAnswer:
+        if not isinstance(request, RemoveRequest) or request.action != REMOVE:
+            raise InvalidInput("not a removal request")
+        if not isinstance(request.caller, Caller) or not isinstance(request.name, str):
+            raise InvalidInput("the request names no caller or engineer")
+        validation.number("engineer id", request.caller.engineer_id, 1)
+        validation.number("key generation", request.caller.key_generation, 0)
+        name = validation.engineer_name(request.name)
+        if not isinstance(request.log_verified, bool):
+            raise InvalidInput("the request does not say whether the audit log verified")
+        if not isinstance(request.org_pin, bytes) or len(request.org_pin) != 32:
+            raise InvalidInput("the organisation key is not a well-formed value")
+        e, seams = self.engineers, self.seams
+        with e.store.transaction() as s:
+            identity = e.authorise(s, request.caller, org_pin=request.org_pin, admin=True)
+            me = identity.me
+            row = e.engineer(s, name)
+            if row.id == me.id:
+                raise InvalidInput("you cannot remove yourself", hint="another admin can")
+            if row.status == DISABLED:
+                raise InvalidInput(f"engineer {name!r} is already removed")
+            root = e.root_copy(s, me)
+            was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
+            exposed = seams.exposed(s, row.id, request.log_verified)
+            grants = [g for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)) if not is_revoked(g)]
+            revoked_at = int(e.clock().timestamp())
+            recertify = was_active or row.certified_at is not None
+            draft = RemovalDraft(
+                identity, root, engineer_row(row), tuple(grant_row(g) for g in grants), revoked_at, recertify
+            )
+            made = seal.remove(draft)
+            if not isinstance(made, Removal):
+                raise InvalidInput("the keyholder's removal is not a removal")
+            signatures = dict(made.revocations)
+            if sorted(signatures) != sorted(g.id for g in grants) or (made.certificate is None) == recertify:
+                raise InvalidInput("the keyholder's removal is not for the grants and certificate shown")
+            for grant in grants:
+                signature = signatures[grant.id]
+                if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+                    raise InvalidInput("a revocation's signature is not a well-formed value")
+                grant.revoked_at = dt.datetime.fromtimestamp(revoked_at, dt.UTC)
+                grant.revoked_by, grant.revocation = me.id, signature
+            seams.adopt(s, row.id)
+            self._destroy_keys(s, row)
+            row.status, row.disabled_at = DISABLED, e.clock()
+            if recertify:
+                row.certified_at = validation.number("certification time", made.certified_at, 1, 2**40)
+                row.certificate = made.certificate
+            if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
+                seams.rotate_root(s)
+            rotation_ids = tuple(
+                seams.start_rotation(s, client_id)
+                for client_id in sorted(exposed)
+                if s.get(m.Client, client_id) is not None
+            )
+            public: dict[str, object] = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": was_admin}
+            if not request.log_verified:
+                public["audit_log_verified"] = False
+            seq = e.recorder.append(s, REMOVE, public=public)
+            s.flush()
+            after = tuple(
+                grant_row(g)
+                for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id).order_by(m.Grant.id))
+            )
+            answer = RemovalAnswer(seq, identity, engineer_row(row), after, rotation_ids, was_admin)
+        return answer
+
+    def _destroy_keys(self, s: Session, row: m.Engineer) -> None:
+        """Every copy sealed to the engineer deleted and their key record destroyed; their public
+        keys and certificate kept, so that the events they signed still verify."""
+        mine = (m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id)
+        s.execute(delete(m.ClientKeySeal).where(*mine))
+        s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
+        key = s.get(m.EngineerKey, (row.id, row.key_generation))
+        if key is not None:
+            key.state, key.destroyed_at = "destroyed", self.engineers.clock()
+        row.key_record = None
