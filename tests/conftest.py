@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -359,6 +359,12 @@ class Team:
         self.passphrases[name] = passphrase
         return mine
 
+    def unlocked(self, name: str) -> Vault:
+        """A fresh Vault object for ``name`` (enrolled before), unlocked with their passphrase."""
+        mine = self.open(name)
+        mine.engineers.unlock(name, self.passphrases[name])
+        return mine
+
 
 @pytest.fixture
 def team(db_url: str, clock: Clock) -> Iterator[Team]:
@@ -366,3 +372,129 @@ def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     yield Team(db_url, admin, clock, {ADMIN: ADMIN_PASS})
     admin.close()
+
+
+# -- a team built once per module, a fresh copy of its database for each test ---------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory, sqlite_template, pg_databases) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """``db_url`` for a module-scoped fixture: one empty, migrated database per module and
+    engine (the same test ids as ``db_url``)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("module-db") / "vault.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if pg_databases is None:
+        pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+    url = pg_databases.take()
+    yield url
+    pg_databases.give_back(url)
+
+
+class DatabaseSnapshot:
+    """Every row of a vault database at one moment, put back into a fresh database per test:
+    on SQLite a copy of the file, on PostgreSQL the rows and sequences inserted into a
+    reused clone of the template (``PgDatabases``) in one transaction."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            self.file = folder / "snapshot.db"
+            source = Path(make_url(url).database or "")
+            with contextlib.closing(sqlite3.connect(source)) as conn:  # every page in the main file
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copy(source, self.file)
+            return
+        self.meta = MetaData()
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            self.meta.reflect(engine)  # the tables the migrations made
+            with engine.connect() as conn:
+                self.rows = {
+                    t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in self.meta.sorted_tables
+                }
+                self.sequences = [
+                    (name, *conn.execute(text(f'SELECT last_value, is_called FROM "{name}"')).one())
+                    for name in conn.scalars(text("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"))
+                ]
+        finally:
+            engine.dispose()
+
+    def restore(self, tmp_path: Path, pg_databases: PgDatabases | None) -> tuple[str, Callable[[], None]]:
+        """A new database holding the snapshot's rows: its URL and what to call when done."""
+        if self.url.startswith("sqlite"):
+            path = tmp_path / "vault.db"
+            shutil.copy(self.file, path)  # the mode (0600) too
+            return f"sqlite:///{path}", lambda: None
+        assert pg_databases is not None
+        url = pg_databases.take()
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL session_replication_role = replica"))  # rows in any order
+                conn.execute(text("DELETE FROM alembic_version"))
+                for table in self.meta.sorted_tables:
+                    if self.rows[table.name]:
+                        conn.execute(table.insert(), self.rows[table.name])
+                for name, last, called in self.sequences:
+                    conn.execute(
+                        text("SELECT setval(:name, :last, :called)"),
+                        {"name": f'"{name}"', "last": last, "called": called},
+                    )
+        finally:
+            engine.dispose()
+        return url, lambda: pg_databases.give_back(url)
+
+
+class TeamSnapshot:
+    """A team (``team``'s admin, and whatever ``build`` adds) built once, and its database
+    restored for each test: ``with built.restore(tmp_path, pg_databases) as team``. The
+    team's clock is the one it was built at; its admin is a fresh Vault object, locked
+    (``team.unlocked(name)`` opens and unlocks anyone). Every Vault the build opened is
+    closed before the snapshot is taken."""
+
+    def __init__(self, url: str, folder: Path, build: Callable[[Team], object]) -> None:
+        clock = Clock()
+        opened: list[Vault] = []
+        original = Vault.__init__
+
+        def recording(vault: Vault, *args: object, **kwargs: object) -> None:
+            original(vault, *args, **kwargs)  # type: ignore[arg-type]
+            opened.append(vault)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Vault, "__init__", recording)
+            admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+            admin.engineers.unlock(ADMIN, ADMIN_PASS)
+            team = Team(url, admin, clock, {ADMIN: ADMIN_PASS})
+            try:
+                self.facts = build(team)
+            finally:
+                for vault in opened:
+                    vault.close()
+        self.now, self.passphrases = clock.now, dict(team.passphrases)
+        self.snapshot = DatabaseSnapshot(url, folder)
+
+    @contextlib.contextmanager
+    def restore(self, tmp_path: Path, pg_databases: PgDatabases | None) -> Iterator[Team]:
+        url, done = self.snapshot.restore(tmp_path, pg_databases)
+        clock = Clock()
+        clock.now = self.now
+        team = Team(
+            url, Vault.open(url, engineer=ADMIN, clock=clock, kdf_params=FAST_KDF), clock, dict(self.passphrases)
+        )
+        try:
+            yield team
+        finally:
+            team.admin.close()
+            done()
+
+
+@pytest.fixture(scope="module")
+def build_team(
+    module_db_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Callable[[Team], object]], TeamSnapshot]:
+    """``build_team(build)``: a ``TeamSnapshot`` of ``build(team)`` on this module's database."""
+    return lambda build: TeamSnapshot(module_db_url, tmp_path_factory.mktemp("snapshot"), build)
