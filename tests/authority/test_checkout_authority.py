@@ -53,8 +53,7 @@ def _one(team: Any, query: Any) -> Any:
         return s.execute(query).one()
 
 
-@pytest.fixture
-def scene(team: Any) -> Scene:
+def _build(team: Any) -> tuple[Any, ...]:
     team.admin.clients.add("acme", "Acme Ltd")
     team.admin.secrets.add("acme/fw01", password=PW, username=USER)
     team.engineer("alice")
@@ -66,7 +65,20 @@ def scene(team: Any) -> Scene:
     ids = {}
     for name in ("alice", "bob", team.admin.engineer_name):
         ids[name] = tuple(_one(team, select(m.Engineer.id, m.Engineer.key_generation).where(m.Engineer.name == name)))
-    return Scene(team, client_id, tag, ring, ids["alice"], ids["bob"], ids[team.admin.engineer_name])
+    return client_id, tag, ring, ids["alice"], ids["bob"], ids[team.admin.engineer_name]
+
+
+@pytest.fixture(scope="module")
+def built(build_team: Any) -> Any:
+    """The rows, made once per module and engine (the authority reads nothing but rows)."""
+    return build_team(_build)
+
+
+@pytest.fixture
+def scene(built: Any, tmp_path: Any, pg_databases: Any) -> Iterator[Scene]:
+    """A fresh copy of the built database for each test."""
+    with built.restore(tmp_path, pg_databases) as team:
+        yield Scene(team, *built.facts)
 
 
 def _authority(scene: Scene, *, reason_required: bool = True) -> CheckoutAuthority:

@@ -11,7 +11,7 @@ draft at all: its answer is verified after the commit, in full, and refused the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -71,26 +71,41 @@ class Scene:
     sw: int
 
 
-@pytest.fixture
-def scene(team: Any) -> Scene:
+def _build(team: Any) -> tuple[int, ...]:
     admin = team.admin
     admin.clients.add("acme", "Acme Ltd")
     admin.clients.add("beta", "Beta Ltd")
     admin.secrets.add("acme/fw01", password=PW, username="fw-admin")
     admin.secrets.add("acme/sw01", password=OTHER_PW, username="sw-admin")
     admin.secrets.add("beta/fw01", password=BETA_PW)
-    alice = team.engineer("alice")
+    team.engineer("alice")
     team.engineer("bob")
     admin.grants.grant("alice", "acme")
     admin.grants.grant("alice", "beta")
     admin.grants.grant("bob", "acme")
-    assert alice.checkouts.reveal("beta/fw01", reason=REASON) == BETA_PW
-    assert alice.checkouts.reveal("acme/sw01", reason=REASON) == OTHER_PW
     with admin.store.transaction() as s:
         ids = {slug: cid for cid, slug in ((c.id, admin.clients.slug(s, c)) for c in s.scalars(select(m.Client)))}
         secrets = {(sid, cid): None for sid, cid in s.execute(select(m.Secret.id, m.Secret.client_id)).all()}
     acme_secrets = sorted(sid for sid, cid in secrets if cid == ids["acme"])
-    return Scene(team, alice, ids["acme"], ids["beta"], acme_secrets[0], acme_secrets[1])
+    return (ids["acme"], ids["beta"], acme_secrets[0], acme_secrets[1])
+
+
+@pytest.fixture(scope="module")
+def built(build_team: Any) -> Any:
+    """The team, clients, secrets and grants, made once per module and engine."""
+    return build_team(_build)
+
+
+@pytest.fixture
+def scene(built: Any, tmp_path: Any, pg_databases: Any) -> Iterator[Scene]:
+    """A fresh copy of the built database; the admin and alice unlocked in fresh Vault objects,
+    and alice's own first operations (her keys, grants and contexts learned) run here."""
+    with built.restore(tmp_path, pg_databases) as team:
+        team.admin.engineers.unlock(team.admin.engineer_name, team.passphrases[team.admin.engineer_name])
+        alice = team.unlocked("alice")
+        assert alice.checkouts.reveal("beta/fw01", reason=REASON) == BETA_PW
+        assert alice.checkouts.reveal("acme/sw01", reason=REASON) == OTHER_PW
+        yield Scene(team, alice, *built.facts)
 
 
 def _head(scene: Scene) -> Any:
