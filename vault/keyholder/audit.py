@@ -1,0 +1,201 @@
+"""Reading the audit log, where the engineer's keys are: every page checked before it is shown.
+
+``AuditKeyholder.pages`` asks the authority (through the transport) for a stream of pages
+(``PageRequest``, each answered in its own short read unit) and hands each page on only
+once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
+``IntegrityError`` naming the event, and nothing of that page is shown. What is checked:
+
+* the stream: every page of this vault, ending where the first page said (the head then),
+  following the request (``after``), its events in strictly increasing ``seq`` within it:
+  an event dropped in the middle of the chain, moved, or shown twice is caught by
+  continuity (below), a reordered or repeated one here;
+* the filters: every event is one the request asked for (its client, its engineer, its
+  time, its action): an event of another client or engineer is refused;
+* each event's hash, recomputed from its fields and the hash it links to (format 2, or an
+  old event in its canonical format 1): a changed field, a forged detail blob, is caught;
+* an unfiltered stream is the chain itself: from event 1 (its link the genesis hash) or
+  from where a limit starts, each event links to the one before it, without a gap, up to
+  the head; the last signed event of each page is verified under its signer's certified
+  key, and its signature covers, through the links, every event before it in the page;
+* a filtered stream has gaps, so each of its signed events is verified on its own.
+  An event dropped between two that a filter keeps leaves no trace in such a stream:
+  ``audit verify`` (the whole chain) finds it; ``report at-risk`` verifies the chain first.
+
+An unsigned event is shown marked ``unauthenticated`` (as before the split) if its action is
+one that is written unsigned; any other unsigned event is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from vault.authority.audit_requests import EventPage, EventQuery, PageRequest
+from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
+from vault.crypto import chain
+from vault.errors import IntegrityError
+from vault.storage.repositories.audit import ChainedRow
+from vault.storage.repositories.paging import PAGE
+
+# (engineer id, key generation) -> (signing public key, name): certified, verified by the keyholder
+SignerKeys = Mapping[tuple[int, int], tuple[bytes, str]]
+
+
+class AuditTransport(Protocol):
+    def page(self, request: PageRequest) -> EventPage: ...
+
+
+class PageCheck:
+    """The checks on the pages of one stream (module docstring)."""
+
+    def __init__(self, query: EventQuery, vault_id: bytes, signer_keys: Callable[[bool], SignerKeys]) -> None:
+        self.query, self.vault_id, self.signer_keys = query, vault_id, signer_keys
+        self.codec = chain.EventCodec(vault_id)
+        self.keys = signer_keys(False)
+        self.until: int | None = None
+        self.until_hash = b""
+        self.last_seq: int | None = None  # the last event shown, and its hash
+        self.last_hash = b""
+        self.actions = None if query.actions is None else frozenset(query.actions)
+
+    def _bad(self, seq: int | None, problem: str) -> IntegrityError:
+        where = f"event {seq}" if seq is not None else "a page"
+        return IntegrityError(
+            f"the audit log as the store returned it does not verify: {where}: {problem}",
+            hint="run `credvault audit verify --full`; the database may have been changed outside credvault",
+        )
+
+    def page(self, request: PageRequest, page: EventPage) -> None:
+        """Raise IntegrityError unless ``page`` is a true answer to ``request``."""
+        if page.vault_id != self.vault_id:
+            raise self._bad(None, "it is of another vault")
+        if self.until is None:
+            self.until, self.until_hash = page.until, page.until_hash
+            if request.limit is None and page.after != request.after:
+                raise self._bad(None, "it does not start where it was asked to")
+            if not request.after <= page.after <= page.until:
+                raise self._bad(None, "it starts outside the log")
+        elif page.until != self.until or page.after != request.after:
+            raise self._bad(None, "it is not the next page of this stream")
+        previous = page.after
+        for event in page.events:
+            if event.seq <= previous:
+                raise self._bad(event.seq, "the events are out of order or repeated")
+            if event.seq > page.until:
+                raise self._bad(event.seq, "it lies beyond the end of the stream")
+            previous = event.seq
+            self._wanted(event)
+            fmt = self._hashed(event)
+            if self.query.filtered:
+                self._signed(event, fmt)
+            else:
+                self._linked(event, page.after)
+            self.last_seq, self.last_hash = event.seq, event.hash
+        if not self.query.filtered:
+            signed = [e for e in page.events if e.signature is not None]
+            if signed:
+                self._signed(signed[-1], self._hashed(signed[-1]))
+            if (
+                not page.more
+                and page.until > page.after
+                and (self.last_seq, self.last_hash)
+                != (
+                    page.until,
+                    page.until_hash,
+                )
+            ):
+                first = page.after + 1 if self.last_seq is None else self.last_seq + 1
+                raise self._bad(first, "the log ends before the chain's head (events left out?)")
+
+    def _wanted(self, e: ChainedRow) -> None:
+        q = self.query
+        if q.client_id is not None and e.client_id != q.client_id:
+            raise self._bad(e.seq, "it is not of the client asked for")
+        if q.engineer_id is not None and e.engineer_id != q.engineer_id:
+            raise self._bad(e.seq, "it is not of the engineer asked for")
+        if q.since_us is not None and e.at_us < q.since_us:
+            raise self._bad(e.seq, "it is older than asked for")
+        if self.actions is not None and e.action not in self.actions:
+            raise self._bad(e.seq, "it is not of an action asked for")
+
+    def _hashed(self, e: ChainedRow) -> int:
+        """The event's format (2, or 1 for an old event), its hash recomputed, else refused."""
+        for fmt, recompute in ((2, self.codec.audit_event_hash), (1, self.codec.audit_event_hash_v1)):
+            if fmt == 1 and (e.details_blob == b"" or e.details_json == ""):
+                break  # format 1 stored NULL, never an empty value: not its canonical form
+            digest = recompute(
+                e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id,
+                e.key_version, e.details_blob, e.details_json, e.prev_hash,
+            )  # fmt: skip
+            if digest == e.hash:
+                return fmt
+        raise self._bad(e.seq, "its contents were changed")
+
+    def _linked(self, e: ChainedRow, start: int) -> None:
+        if self.last_seq is None:
+            if start == 0 and (e.seq, e.prev_hash) != (1, chain.GENESIS):
+                raise self._bad(e.seq, "the log does not begin with the chain's first event")
+            if start > 0 and e.seq != start + 1:
+                raise self._bad(start + 1, "it is missing")
+            return
+        if e.seq != self.last_seq + 1:
+            raise self._bad(self.last_seq + 1, "it is missing")
+        if e.prev_hash != self.last_hash:
+            raise self._bad(e.seq, "it does not link to the event before it")
+
+    def _signed(self, e: ChainedRow, fmt: int) -> None:
+        if e.signature is None:
+            if e.action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
+                raise self._bad(e.seq, "it is not signed")
+            return
+        public = self._key(e)
+        if public is None or not self.codec.signature_valid(public, e.signature, e.seq, e.hash):
+            raise self._bad(e.seq, "its signature is invalid")
+
+    def _key(self, e: ChainedRow) -> bytes | None:
+        if e.engineer_id is None:
+            return None
+        slot = (e.engineer_id, e.key_generation)
+        if slot not in self.keys:
+            self.keys = self.signer_keys(True)  # a key certified since the stream began
+        entry = self.keys.get(slot)
+        if entry is None and e.action == "enroll":  # signed by the key it enrols, before its certificate
+            try:
+                return bytes.fromhex(json.loads(e.details_json or "{}")["signing_public"])
+            except (ValueError, TypeError, KeyError):
+                return None
+        return None if entry is None else entry[0]
+
+
+class AuditKeyholder:
+    """Streams of verified pages of the audit log, for the engineer ``caller`` names."""
+
+    def __init__(
+        self,
+        transport: AuditTransport,
+        vault_id: Callable[[], bytes],
+        signer_keys: Callable[[bool], SignerKeys],
+        size: int = PAGE,
+    ) -> None:
+        self.transport, self.vault_id, self.signer_keys, self.size = transport, vault_id, signer_keys, size
+
+    def __repr__(self) -> str:
+        return "AuditKeyholder()"
+
+    def pages(self, query: EventQuery, limit: int | None = None) -> Iterator[tuple[ChainedRow, ...]]:
+        """The events ``query`` asks for, oldest first, a verified page at a time; ``limit``:
+        the newest ``limit`` of them. Each page is asked for only when the one before is
+        consumed: nothing is held open in between."""
+        request = PageRequest(query, after=0, until=None, size=self.size, limit=limit)
+        check: PageCheck | None = None
+        while True:
+            page = self.transport.page(request)
+            if check is None:
+                check = PageCheck(query, self.vault_id(), self.signer_keys)
+            check.page(request, page)
+            if page.events:
+                yield page.events
+            if not page.more or not page.events:
+                return
+            request = PageRequest(query, after=page.events[-1].seq, until=page.until, size=self.size)
