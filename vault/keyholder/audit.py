@@ -58,6 +58,7 @@ class PageCheck:
         self.last_seq: int | None = None  # the last event shown, and its hash
         self.last_hash = b""
         self.actions = None if query.actions is None else frozenset(query.actions)
+        self.unknown: set[tuple[int, int]] = set()  # keys not found even after a fresh read
 
     def _bad(self, seq: int | None, problem: str) -> IntegrityError:
         where = f"event {seq}" if seq is not None else "a page"
@@ -157,8 +158,10 @@ class PageCheck:
         if e.engineer_id is None:
             return None
         slot = (e.engineer_id, e.key_generation)
-        if slot not in self.keys:
-            self.keys = self.signer_keys(True)  # a key certified since the stream began
+        if slot not in self.keys and slot not in self.unknown:
+            self.keys = self.signer_keys(True)  # a key certified since the stream began: read once
+            if slot not in self.keys:
+                self.unknown.add(slot)
         entry = self.keys.get(slot)
         if entry is None and e.action == "enroll":  # signed by the key it enrols, before its certificate
             try:
