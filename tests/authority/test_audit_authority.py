@@ -241,3 +241,31 @@ def test_ill_typed_request_fields_are_refused_before_any_sql(
     with pytest.raises(InvalidInput):
         scene.authority.page(request)
     assert statements == []
+
+
+# -- the head, and the head a checkpoint is signed over ----------------------------------------------------
+
+
+def test_the_head_needs_no_caller_and_a_checkpoints_head_comes_with_its_event(scene: Scene) -> None:
+    from vault.authority.audit_requests import CHECKPOINT, HEAD, HeadRequest
+
+    plain = scene.authority.head(HeadRequest(HEAD))
+    assert plain.event is None and plain.seq >= 1 and len(plain.hash) == 32
+    answer = scene.authority.head(HeadRequest(CHECKPOINT, scene.alice))
+    assert answer.event is not None and (answer.event.seq, answer.event.hash) == (answer.seq, answer.hash)
+
+
+def test_a_checkpoint_for_a_stale_caller_is_refused_before_the_head_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    from vault.authority.audit_requests import CHECKPOINT, HeadRequest
+
+    stale = Caller(scene.alice.engineer_id, scene.alice.key_generation + 1)
+    with pytest.raises(Locked):
+        scene.authority.head(HeadRequest(CHECKPOINT, stale))
+    assert not any(READS_EVENTS.search(s) for s in statements), statements
+    statements.clear()
+    for forged in (HeadRequest("audit-purge"), HeadRequest(CHECKPOINT, None), HeadRequest(CHECKPOINT, Caller(0, 1))):
+        with pytest.raises(InvalidInput):
+            scene.authority.head(forged)
+    assert statements == []

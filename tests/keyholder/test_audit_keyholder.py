@@ -377,3 +377,38 @@ def test_on_sqlite_a_writer_and_a_checkpoint_go_through_between_pages(
         other.checkouts.reveal("acme/fw01", reason="T-during a read")
         assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
         conn.close()
+
+
+# -- a checkpoint signs only a head it verified -------------------------------------------------------------
+
+HEAD_LIES = {
+    "a made-up hash": lambda a: dataclasses.replace(a, hash=b"\x11" * 32),
+    "an older event as the head": lambda a: dataclasses.replace(a, seq=a.seq - 1),
+    "a head event with a forged signature": lambda a: dataclasses.replace(
+        a, event=a.event._replace(signature=bytes(64))
+    ),
+    "a head of another vault": lambda a: dataclasses.replace(a, vault_id=b"\x00" * 16),
+    "no head event": lambda a: dataclasses.replace(a, event=None),
+}
+
+
+@pytest.mark.parametrize("lie", list(HEAD_LIES), ids=list(HEAD_LIES))
+def test_a_checkpoint_over_a_head_the_authority_made_up_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, lie: str
+) -> None:
+    """A compromised authority would have the engineer sign a statement of a head it forged
+    (a truncated or rewritten tail made to look seen): the keyholder verifies the head event first."""
+    keyholder = audit_world.alice.audit.keyholder
+    real = keyholder.transport
+
+    class Lying:
+        def page(self, request: PageRequest) -> EventPage:
+            return real.page(request)
+
+        def head(self, request: Any) -> Any:
+            return HEAD_LIES[lie](real.head(request))
+
+    assert audit_world.alice.audit.checkpoint().startswith("credvault-checkpoint:1:")  # the control
+    monkeypatch.setattr(keyholder, "transport", Lying())
+    with pytest.raises(IntegrityError):
+        audit_world.alice.audit.checkpoint()

@@ -28,7 +28,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.audit_requests import ACCESS, MAX_ACTIONS, MAX_PAGE, READ_ACTIONS, EventPage, PageRequest
+from vault.authority.audit_requests import (
+    ACCESS,
+    CHECKPOINT,
+    HEAD,
+    MAX_ACTIONS,
+    MAX_PAGE,
+    READ_ACTIONS,
+    EventPage,
+    HeadAnswer,
+    HeadRequest,
+    PageRequest,
+)
 from vault.authority.requests import Caller
 from vault.crypto import chain
 from vault.errors import AccessDenied, InvalidInput, Locked
@@ -124,6 +135,28 @@ class AuditAuthority:
                 events=tuple(events),
                 more=len(events) == request.size,
             )
+
+    def head(self, request: HeadRequest) -> HeadAnswer:
+        """The chain's head, in a read unit; for a checkpoint, the caller checked first (before
+        the head is read) and the head event with it."""
+        if not isinstance(request, HeadRequest) or request.action not in (HEAD, CHECKPOINT):
+            raise InvalidInput("the request names no head of the audit log")
+        if request.action == CHECKPOINT:
+            if not isinstance(request.caller, Caller):
+                raise InvalidInput("a checkpoint names its caller")
+            validation.number("engineer id", request.caller.engineer_id, 1)
+            validation.number("key generation", request.caller.key_generation, 0)
+        with self.store.read() as s:
+            conn: Connection = s.info["connection"]
+            if request.caller is not None and request.action == CHECKPOINT:
+                vault_id, _ = self._caller(s, conn, request.caller)
+            else:
+                vault_id = bytes(conn.execute(select(INFO.c.vault_id)).scalar_one())
+            seq, digest = event_rows.head(conn) or (0, chain.GENESIS)
+            found = None
+            if request.action == CHECKPOINT and seq > 0:
+                found = next(iter(event_rows.chained_page(conn, seq - 1, seq, 1)), None)
+            return HeadAnswer(vault_id, seq, digest, found)
 
     def _caller(self, s: Session, conn: Connection, who: Caller) -> tuple[bytes, EngineerRow]:
         """The vault's id and the acting engineer's row: present, certified, active, of the

@@ -84,3 +84,30 @@ class EventPage:
 
     def __repr__(self) -> str:
         return f"EventPage(after={self.after}, until={self.until}, events={len(self.events)})"
+
+
+HEAD, CHECKPOINT = "audit-head", "audit-checkpoint"
+
+
+@dataclass(frozen=True)
+class HeadRequest:
+    """The chain's head: for ``audit head`` (no caller: it needs no session) or for a
+    checkpoint, which the caller signs (a caller, checked first)."""
+
+    action: str
+    caller: Caller | None = None
+
+
+@dataclass(frozen=True, repr=False)
+class HeadAnswer:
+    """The head (seq, hash; 0 and the genesis hash for an empty chain) and, for a checkpoint,
+    the head event itself: the keyholder recomputes its hash and checks its signature before
+    it signs a statement about it."""
+
+    vault_id: bytes
+    seq: int
+    hash: bytes
+    event: ChainedRow | None = None
+
+    def __repr__(self) -> str:
+        return f"HeadAnswer(seq={self.seq})"

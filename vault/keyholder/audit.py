@@ -31,8 +31,17 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from vault.authority.audit_requests import EventPage, EventQuery, PageRequest
+from vault.authority.audit_requests import (
+    CHECKPOINT,
+    LOG,
+    EventPage,
+    EventQuery,
+    HeadAnswer,
+    HeadRequest,
+    PageRequest,
+)
 from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
+from vault.authority.requests import Caller
 from vault.crypto import chain
 from vault.errors import IntegrityError
 from vault.storage.repositories.audit import ChainedRow
@@ -44,6 +53,7 @@ SignerKeys = Mapping[tuple[int, int], tuple[bytes, str]]
 
 class AuditTransport(Protocol):
     def page(self, request: PageRequest) -> EventPage: ...
+    def head(self, request: HeadRequest) -> HeadAnswer: ...
 
 
 class PageCheck:
@@ -145,6 +155,11 @@ class PageCheck:
         if e.prev_hash != self.last_hash:
             raise self._bad(e.seq, "it does not link to the event before it")
 
+    def event(self, e: ChainedRow) -> None:
+        """One event on its own: its hash recomputed, its signature verified (or unsigned
+        as its action is written), else IntegrityError."""
+        self._signed(e, self._hashed(e))
+
     def _signed(self, e: ChainedRow, fmt: int) -> None:
         if e.signature is None:
             if e.action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
@@ -202,3 +217,21 @@ class AuditKeyholder:
             if not page.more or not page.events:
                 return
             request = PageRequest(query, after=page.events[-1].seq, until=page.until, size=self.size)
+
+    def checkpoint_head(self, caller: Caller) -> tuple[bytes, int, bytes]:
+        """The head a checkpoint is signed over, (vault id, seq, hash), once its event is
+        verified: of this vault, its hash recomputed and equal to the head's, its signature
+        under its signer's certified key. A head the authority made up is refused."""
+        answer = self.transport.head(HeadRequest(CHECKPOINT, caller))
+        check = PageCheck(EventQuery(LOG, caller, engineer_id=caller.engineer_id), self.vault_id(), self.signer_keys)
+        if answer.vault_id != check.vault_id:
+            raise check._bad(None, "it is of another vault")
+        event = answer.event
+        if answer.seq == 0:
+            if answer.hash != chain.GENESIS or event is not None:
+                raise check._bad(0, "an empty chain has the genesis hash and no event")
+        elif event is None or (event.seq, event.hash) != (answer.seq, answer.hash):
+            raise check._bad(answer.seq, "it is not the chain's head")
+        else:
+            check.event(event)
+        return answer.vault_id, answer.seq, answer.hash

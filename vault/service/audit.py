@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.audit import AuditAuthority
-from vault.authority.audit_requests import LOG, EventQuery
+from vault.authority.audit_requests import HEAD, LOG, EventQuery, HeadRequest
 from vault.authority.journal import us
 from vault.authority.requests import Caller
 from vault.crypto import chain
@@ -379,16 +379,15 @@ class Audit:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        """A signed statement of the current head, to keep somewhere else."""
-        with self.core.store.transaction() as s:
+        """A signed statement of the current head, to keep somewhere else: the head asked of
+        the authority, its event verified by the keyholder (keyholder/audit.py), then signed."""
+        with self.core.store.read() as s:
             me = self.trust.my_row(s)
-            info = self.core.info(s)
-            head = s.get(m.AuditHead, 1)
-            seq, digest = (head.seq, head.hash) if head else (0, chain.GENESIS)
-            at = epoch(self.core.clock())
-            signature = chain.sign_checkpoint(self.keys.me().signing_seed, info.vault_id, seq, digest, at)
-            sig = base64.b64encode(signature).decode("ascii")
-            return f"{CHECKPOINT_PREFIX}:{info.vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
+        vault_id, seq, digest = self.keyholder.checkpoint_head(self.caller())
+        at = epoch(self.core.clock())
+        signature = chain.sign_checkpoint(self.keys.me().signing_seed, vault_id, seq, digest, at)
+        sig = base64.b64encode(signature).decode("ascii")
+        return f"{CHECKPOINT_PREFIX}:{vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
 
     def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
         parts = text.strip().split(":")
@@ -412,6 +411,6 @@ class Audit:
         return seq, digest
 
     def head(self) -> tuple[int, bytes]:
-        with self.core.store.transaction() as s:
-            head = s.get(m.AuditHead, 1)
-            return (head.seq, head.hash) if head else (0, chain.GENESIS)
+        """The chain's head (seq, hash) as the authority records it (no session needed)."""
+        answer = self.keyholder.transport.head(HeadRequest(HEAD))
+        return answer.seq, answer.hash

@@ -9,7 +9,7 @@ side, so a stream held open between pages holds no transaction.
 from __future__ import annotations
 
 from vault.authority.audit import AuditAuthority
-from vault.authority.audit_requests import EventPage, PageRequest
+from vault.authority.audit_requests import EventPage, HeadAnswer, HeadRequest, PageRequest
 
 
 class InProcessAuditTransport:
@@ -23,3 +23,6 @@ class InProcessAuditTransport:
 
     def page(self, request: PageRequest) -> EventPage:
         return self.authority.page(request)
+
+    def head(self, request: HeadRequest) -> HeadAnswer:
+        return self.authority.head(request)
