@@ -32,6 +32,9 @@ class Tampering:
     def page(self, request: PageRequest) -> EventPage:
         return self.edit(self.real.page(request))
 
+    def head(self, request: Any) -> Any:
+        return self.real.head(request)
+
 
 @pytest.fixture
 def statements(audit_world: Any) -> Iterator[list[str]]:

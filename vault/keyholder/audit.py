@@ -15,11 +15,15 @@ once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
   old event in its canonical format 1): a changed field, a forged detail blob, is caught;
 * an unfiltered stream is the chain itself: from event 1 (its link the genesis hash) or
   from where a limit starts, each event links to the one before it, without a gap, up to
-  the head; the last signed event of each page is verified under its signer's certified
-  key, and its signature covers, through the links, every event before it in the page;
-* a filtered stream has gaps, so each of its signed events is verified on its own.
-  An event dropped between two that a filter keeps leaves no trace in such a stream:
-  ``audit verify`` (the whole chain) finds it; ``report at-risk`` verifies the chain first.
+  the head;
+* signatures: events next to each other in the chain (``seq`` one apart) must link; a
+  run of such events, in a page, stands on the signature of its last signed event,
+  verified under its signer's certified key: through the links it covers every event of
+  the run before it. So an unfiltered page costs one signature check, and a filtered one
+  (gaps) one per run: each isolated event is verified on its own;
+* a filtered stream has gaps: an event dropped between two that a filter keeps leaves
+  no trace in it: ``audit verify`` (the whole chain) finds it; ``report at-risk``
+  verifies the chain first.
 
 An unsigned event is shown marked ``unauthenticated`` (as before the split) if its action is
 one that is written unsigned; any other unsigned event is refused.
@@ -90,6 +94,7 @@ class PageCheck:
         elif page.until != self.until or page.after != request.after:
             raise self._bad(None, "it is not the next page of this stream")
         previous = page.after
+        run_signed: tuple[ChainedRow, int] | None = None  # the last signed event of the current run
         for event in page.events:
             if event.seq <= previous:
                 raise self._bad(event.seq, "the events are out of order or repeated")
@@ -98,26 +103,25 @@ class PageCheck:
             previous = event.seq
             self._wanted(event)
             fmt = self._hashed(event)
-            if self.query.filtered:
-                self._signed(event, fmt)
-            else:
+            if not self.query.filtered:
                 self._linked(event, page.after)
+            adjacent = self.last_seq is not None and event.seq == self.last_seq + 1
+            if adjacent and event.prev_hash != self.last_hash:
+                raise self._bad(event.seq, "it does not link to the event before it")
+            if not adjacent and run_signed is not None:
+                self._signed(*run_signed)  # a gap: the run before it stands on its last signature
+                run_signed = None
+            if event.signature is None:
+                self._signed(event, fmt)  # unsigned: only as its action is written
+            else:
+                run_signed = (event, fmt)
             self.last_seq, self.last_hash = event.seq, event.hash
-        if not self.query.filtered:
-            signed = [e for e in page.events if e.signature is not None]
-            if signed:
-                self._signed(signed[-1], self._hashed(signed[-1]))
-            if (
-                not page.more
-                and page.until > page.after
-                and (self.last_seq, self.last_hash)
-                != (
-                    page.until,
-                    page.until_hash,
-                )
-            ):
-                first = page.after + 1 if self.last_seq is None else self.last_seq + 1
-                raise self._bad(first, "the log ends before the chain's head (events left out?)")
+        if run_signed is not None:
+            self._signed(*run_signed)
+        ended = not self.query.filtered and not page.more and page.until > page.after
+        if ended and (self.last_seq, self.last_hash) != (page.until, page.until_hash):
+            first = page.after + 1 if self.last_seq is None else self.last_seq + 1
+            raise self._bad(first, "the log ends before the chain's head (events left out?)")
 
     def _wanted(self, e: ChainedRow) -> None:
         q = self.query
