@@ -119,7 +119,7 @@ class PageCheck:
         if run_signed is not None:
             self._signed(*run_signed)
         ended = not self.query.filtered and not page.more and page.until > page.after
-        if ended and (self.last_seq, self.last_hash) != (page.until, page.until_hash):
+        if ended and (self.last_seq, self.last_hash) != (self.until, self.until_hash):
             first = page.after + 1 if self.last_seq is None else self.last_seq + 1
             raise self._bad(first, "the log ends before the chain's head (events left out?)")
 
