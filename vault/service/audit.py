@@ -94,7 +94,7 @@ class Audit:
         self.clients = clients
         self.secrets = secrets  # the names of the secrets events refer to
         authority = AuditAuthority(core.store, _CallerChecks(trust))
-        self.keyholder = AuditKeyholder(InProcessAuditTransport(authority), core.vault_id, self.signer_keys)
+        self.keyholder = AuditKeyholder(InProcessAuditTransport(authority), core.vault_id, self._signer_keys)
 
     @overload
     def log(
@@ -169,15 +169,15 @@ class Audit:
                 return  # another engineer's events: none of them for an engineer who is not an admin
             engineer_id = me.id
         since_us = us(since) if since is not None else None
-        query = EventQuery(LOG, self.caller(), client_id, engineer_id, since_us)
+        query = EventQuery(LOG, self._caller(), client_id, engineer_id, since_us)
         pages = self.keyholder.pages(query, limit)
         yield from auditpages.entries(auditpages.EntryReader(self), self.core.store, pages)
 
-    def caller(self) -> Caller:
+    def _caller(self) -> Caller:
         me = self.keys.me()
         return Caller(me.engineer_id, me.key_generation)
 
-    def signer_keys(self, _refresh: bool = False) -> dict[tuple[int, int], tuple[bytes, str]]:
+    def _signer_keys(self, _refresh: bool = False) -> dict[tuple[int, int], tuple[bytes, str]]:
         """The chain's certified signing keys, verified in a read unit of the keyholder's own."""
         with self.core.store.read() as s:
             return self.signers.signing_keys(s)
@@ -383,7 +383,7 @@ class Audit:
         the authority, its event verified by the keyholder (keyholder/audit.py), then signed."""
         with self.core.store.read() as s:
             me = self.trust.my_row(s)
-        vault_id, seq, digest = self.keyholder.checkpoint_head(self.caller())
+        vault_id, seq, digest = self.keyholder.checkpoint_head(self._caller())
         at = epoch(self.core.clock())
         signature = chain.sign_checkpoint(self.keys.me().signing_seed, vault_id, seq, digest, at)
         sig = base64.b64encode(signature).decode("ascii")

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.audit_requests import ACCESS, EventQuery
+from vault.authority.requests import Caller
 from vault.errors import (
     AccessDenied,
     IntegrityError,
@@ -165,7 +166,9 @@ class Reports:
         with self.core.store.read() as s:
             self.trust.my_admin_row(s)
             engineer_id = self._engineer_id(s, engineer)
-        query = EventQuery(ACCESS, self.audit.caller(), engineer_id=engineer_id, actions=(*REVEAL_ACTIONS, VIEW))
+        me = self.keys.me()
+        caller = Caller(me.engineer_id, me.key_generation)
+        query = EventQuery(ACCESS, caller, engineer_id=engineer_id, actions=(*REVEAL_ACTIONS, VIEW))
         pages = self.audit.keyholder.pages(query)
         return auditpages.AccessReader(self).records(self.core.store, pages)
 
