@@ -521,3 +521,54 @@ def build_team(
 ) -> Callable[[Callable[[Team], object]], TeamSnapshot]:
     """``build_team(build)``: a ``TeamSnapshot`` of ``build(team)`` on this module's database."""
     return lambda build: TeamSnapshot(module_db_url, tmp_path_factory.mktemp("snapshot"), build)
+
+
+# -- a team whose log holds a little of everything, built once per module and engine ----------------
+
+AUDIT_REASON = "T-audit-authority reason marker"
+
+
+@dataclass
+class AuditWorld(Team):
+    """``Team`` with alice (granted acme, who revealed and checked out fw01) and bob (no grant)."""
+
+    alice: Vault | None = None
+    bob: Vault | None = None
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def audit_world(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[AuditWorld]:  # type: ignore[no-untyped-def]
+    """For the audit log's authority and keyholder tests, which read it and do not change what
+    was built (a test that appends says so); expensive (three engineers' keys): once per module."""
+    drop = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('audit-world') / 'vault.db'}"
+        store = storage.Store(url)
+        storage.upgrade(store)
+        store.close()
+    else:
+        if pg_template is None:
+            pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+        url, drop = _fresh_pg(pg_template)
+    clock = Clock()
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    world = AuditWorld(url, admin, clock, {ADMIN: ADMIN_PASS})
+    admin.clients.add("acme", "Acme Ltd")
+    admin.clients.add("globex", "Globex")
+    admin.secrets.add("acme/fw01", password="pw-1", note="rack 4")
+    admin.secrets.add("globex/sw01", password="pw-2")
+    world.alice, world.bob = world.engineer("alice"), world.engineer("bob")
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("bob", "globex")
+    world.alice.checkouts.reveal("acme/fw01", reason=AUDIT_REASON)
+    world.alice.checkouts.checkout("acme/fw01", reason=AUDIT_REASON)
+    world.alice.checkouts.checkin("acme/fw01")
+    world.bob.checkouts.reveal("globex/sw01", reason=AUDIT_REASON)
+    world.bob.clients.list()
+    admin.secrets.show("globex/sw01")
+    yield world
+    for vault in (world.alice, world.bob, admin):
+        vault.close()
+    if drop is not None:
+        drop()

@@ -23,14 +23,20 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.audit import AuditAuthority
+from vault.authority.audit_requests import HEAD, LOG, EventQuery, HeadRequest
 from vault.authority.journal import us
+from vault.authority.requests import Caller
 from vault.crypto import chain
 from vault.errors import InvalidInput, NotFound, UntrustedRecord
+from vault.keyholder.audit import AuditKeyholder
 from vault.service import auditpages, auditverify, rows, validation
 from vault.service.core import ROLE_ADMIN, epoch
 from vault.service.records import AuditEntry, AuditVerification
 from vault.storage import models as m
 from vault.storage.repositories import audit as event_rows
+from vault.storage.rows import EngineerRow
+from vault.transport.audit import InProcessAuditTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -54,6 +60,19 @@ def _details(text: str | None) -> dict[str, Any]:
     return details if isinstance(details, dict) else {}
 
 
+class _CallerChecks:
+    """The authority's checks of the caller (signatures and public keys only), by the Vault's trust."""
+
+    def __init__(self, trust: Trust) -> None:
+        self._trust = trust
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+    def certificate(self, s: Session, row: EngineerRow) -> None:
+        self._trust.verify_certificate(s, row)
+
+
 class Audit:
     """The audit log: ``vault.audit.log/export/verify/checkpoint/head``."""
 
@@ -74,6 +93,8 @@ class Audit:
         self.journal = journal  # the clients' audit-key rings, to read events' details (auditpages.py)
         self.clients = clients
         self.secrets = secrets  # the names of the secrets events refer to
+        authority = AuditAuthority(core.store, _CallerChecks(trust))
+        self.keyholder = AuditKeyholder(InProcessAuditTransport(authority), core.vault_id, self._signer_keys)
 
     @overload
     def log(
@@ -108,10 +129,12 @@ class Audit:
     ) -> list[AuditEntry] | Iterator[AuditEntry]:
         """Events the viewer may see, details decrypted where the viewer holds the key.
 
-        ``stream=True``: the events as an iterator, a page read per statement as the caller
-        consumes them, in one read transaction held until the iterator is exhausted or
-        closed (bounded memory at any length of the log; ``credvault audit log`` prints as
-        it reads). Nothing is read, and no error raised, before the first ``next()``. Reading
+        ``stream=True``: the events as an iterator, a page read as the caller consumes
+        them, each page in a short read transaction of its own and checked by the keyholder
+        (its links, hashes and signatures) before it is shown (bounded memory at any length
+        of the log, no transaction held while the caller is slow; ``credvault audit log``
+        prints as it reads). A page that does not verify raises IntegrityError. Nothing is
+        read, and no error raised, before the first ``next()``. Reading
         the log appends no event, streamed or not."""
         entries = self._entries(client=client, engineer=engineer, since=since, limit=limit)
         return entries if stream else list(entries)
@@ -124,30 +147,40 @@ class Audit:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> Iterator[AuditEntry]:
-        """``log`` as a stream: read without the write lock, a page of events per
-        statement, each page shown before the next is read (bounded memory, auditpages.py)."""
+        """``log`` as a stream: the filters resolved and the viewer checked in a short read,
+        then the events a verified page at a time (keyholder/audit.py), each page asked of
+        the authority in a read unit of its own and opened in another (auditpages.py): a
+        slow consumer holds no transaction between pages."""
         with self.core.store.read() as s:
             me = self.trust.my_row(s)
-            conn = rows.connection(s)
             client_id = self.clients.client(s, client).id if client is not None else None
-            engineer_ids: set[int] | None = None
+            engineer_id: int | None = None
             if engineer is not None:
                 validation.engineer_name(engineer)
-                found = event_rows.engineer_id(conn, engineer)
+                found = event_rows.engineer_id(rows.connection(s), engineer)
                 if found is None:
                     raise NotFound(f"no engineer named {engineer!r}")
-                engineer_ids = {found}
-            if me.role != ROLE_ADMIN:
-                engineer_ids = {me.id} & engineer_ids if engineer_ids is not None else {me.id}
-            since_us = us(since) if since is not None else None
-            if limit is not None:
-                validation.number("limit", limit, 1)
-                pages = event_rows.newest(
-                    conn, limit, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us
-                )
-            else:
-                pages = event_rows.events(conn, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us)
-            yield from auditpages.entries(auditpages.EntryReader(self, s), pages)
+                engineer_id = found
+            admin = me.role == ROLE_ADMIN
+        if limit is not None:
+            validation.number("limit", limit, 1)
+        if not admin:
+            if engineer_id not in (None, me.id):
+                return  # another engineer's events: none of them for an engineer who is not an admin
+            engineer_id = me.id
+        since_us = us(since) if since is not None else None
+        query = EventQuery(LOG, self._caller(), client_id, engineer_id, since_us)
+        pages = self.keyholder.pages(query, limit)
+        yield from auditpages.entries(auditpages.EntryReader(self), self.core.store, pages)
+
+    def _caller(self) -> Caller:
+        me = self.keys.me()
+        return Caller(me.engineer_id, me.key_generation)
+
+    def _signer_keys(self, _refresh: bool = False) -> dict[tuple[int, int], tuple[bytes, str]]:
+        """The chain's certified signing keys, verified in a read unit of the keyholder's own."""
+        with self.core.store.read() as s:
+            return self.signers.signing_keys(s)
 
     def export(self, **filters: Any) -> Iterator[str]:
         """The log as JSON lines (one event per line) for a SIEM, streamed: each line is
@@ -346,16 +379,15 @@ class Audit:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        """A signed statement of the current head, to keep somewhere else."""
-        with self.core.store.transaction() as s:
+        """A signed statement of the current head, to keep somewhere else: the head asked of
+        the authority, its event verified by the keyholder (keyholder/audit.py), then signed."""
+        with self.core.store.read() as s:
             me = self.trust.my_row(s)
-            info = self.core.info(s)
-            head = s.get(m.AuditHead, 1)
-            seq, digest = (head.seq, head.hash) if head else (0, chain.GENESIS)
-            at = epoch(self.core.clock())
-            signature = chain.sign_checkpoint(self.keys.me().signing_seed, info.vault_id, seq, digest, at)
-            sig = base64.b64encode(signature).decode("ascii")
-            return f"{CHECKPOINT_PREFIX}:{info.vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
+        vault_id, seq, digest = self.keyholder.checkpoint_head(self._caller())
+        at = epoch(self.core.clock())
+        signature = chain.sign_checkpoint(self.keys.me().signing_seed, vault_id, seq, digest, at)
+        sig = base64.b64encode(signature).decode("ascii")
+        return f"{CHECKPOINT_PREFIX}:{vault_id.hex()}:{seq}:{digest.hex()}:{at}:{me.name}:{sig}"
 
     def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
         parts = text.strip().split(":")
@@ -379,6 +411,6 @@ class Audit:
         return seq, digest
 
     def head(self) -> tuple[int, bytes]:
-        with self.core.store.transaction() as s:
-            head = s.get(m.AuditHead, 1)
-            return (head.seq, head.hash) if head else (0, chain.GENESIS)
+        """The chain's head (seq, hash) as the authority records it (no session needed)."""
+        answer = self.keyholder.transport.head(HeadRequest(HEAD))
+        return answer.seq, answer.hash

@@ -15,7 +15,7 @@ Nothing here appends: the callers do, after reading (``listing.append_after_read
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from vault.service.core import Core
     from vault.service.reports import Reports
     from vault.service.secrets import Secrets
+    from vault.storage.engine import Store
+
+Event = event_rows.EventRow | event_rows.ChainedRow
 
 
 class Viewer(Protocol):
@@ -59,30 +62,47 @@ _FAILED = object()
 
 
 class EntryReader:
-    """Audit entries of event rows, for the viewer ``vault``, in the read unit ``s``."""
+    """Audit entries of event rows, for the viewer ``vault``, each page opened in a read unit.
 
-    def __init__(self, vault: Viewer, s: Session) -> None:
-        self.vault, self.s = vault, s
-        self.conn = rows.connection(s)
-        self.me = vault.trust.my_row(s)
-        self.names = event_rows.names(self.conn)
+    The keyholder's side of a page: the page's events (verified by ``keyholder/audit.py``)
+    are opened in a short read unit of their own (``page(s, events)``), so that nothing is
+    held open while the caller consumes what was opened."""
+
+    def __init__(self, vault: Viewer) -> None:
+        self.vault = vault
         self.clients: dict[int, client_rows.ClientRow | None] = {}
         self.receipts: dict[int, int] = {}
         self.secrets: dict[int, str] = {}
         self.slugs: dict[int, object] = {}  # client id -> slug, or _FAILED (the viewer cannot open it)
+        self.allowed: set[int] | None = None
+
+    def use(self, s: Session) -> None:
+        """Read the next page in ``s``: the viewer checked again, as of this read."""
+        self.s = s
+        self.conn = rows.connection(s)
+        self.me = self.vault.trust.my_row(s)
+        self.names = event_rows.names(self.conn)
         # An engineer opens only the clients of their live, verified grants, as of this read:
         # a key still in the session's cache after a revocation opens nothing here.
-        self.allowed = None if self.me.role == ROLE_ADMIN else set(listing.granted_client_ids(vault, s, self.me))
+        if self.me.role == ROLE_ADMIN:
+            self.allowed = None
+        else:
+            allowed = set(listing.granted_client_ids(self.vault, s, self.me))
+            if self.allowed is not None and self.allowed - allowed:
+                self.slugs.clear()  # a grant ended since the page before: nothing opened under it is shown
+                self.secrets.clear()
+            self.allowed = allowed
 
     def _may_open(self, client_id: int) -> bool:
         return self.allowed is None or client_id in self.allowed
 
-    def page(self, events: list[event_rows.EventRow]) -> list[AuditEntry]:
+    def page(self, s: Session, events: Sequence[Event]) -> list[AuditEntry]:
         """The entries of one page of events, what they refer to read in a few statements."""
+        self.use(s)
         self._prefetch(events)
         return [self.entry(e) for e in events]
 
-    def _prefetch(self, events: list[event_rows.EventRow]) -> None:
+    def _prefetch(self, events: Sequence[Event]) -> None:
         for cache in (self.clients, self.secrets, self.slugs):
             if len(cache) > CACHE_LIMIT:
                 cache.clear()
@@ -137,7 +157,7 @@ class EntryReader:
             raise DecryptionFailed()
         return str(slug)
 
-    def entry(self, e: event_rows.EventRow) -> AuditEntry:
+    def entry(self, e: Event) -> AuditEntry:
         """One event as the viewer may see it (``AuditOps._entry``'s rules)."""
         details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
         slug = None
@@ -182,9 +202,13 @@ class EntryReader:
         return ring[(generation - 1) * 32 : generation * 32]
 
 
-def entries(reader: EntryReader, pages: Iterator[list[event_rows.EventRow]]) -> Iterator[AuditEntry]:
+def entries(reader: EntryReader, store: Store, pages: Iterator[Sequence[Event]]) -> Iterator[AuditEntry]:
+    """The entries of verified pages, each page opened in a read unit of its own that ends
+    before its entries are handed on (a slow consumer holds no transaction)."""
     for events in pages:
-        yield from reader.page(events)
+        with store.read() as s:
+            opened = reader.page(s, events)
+        yield from opened
 
 
 # -- report access ------------------------------------------------------------------------------------
@@ -193,18 +217,25 @@ def entries(reader: EntryReader, pages: Iterator[list[event_rows.EventRow]]) -> 
 class AccessReader:
     """The reveals of one engineer, as ``AccessRecord`` values, streamed page by page."""
 
-    def __init__(self, vault: Reports, s: Session) -> None:
-        self.vault, self.s = vault, s
-        self.reader = EntryReader(vault, s)
+    def __init__(self, vault: Reports) -> None:
+        self.vault = vault
+        self.reader = EntryReader(vault)
         self.changed: dict[tuple[int | None, int | None, int, str], bool] = {}
 
-    def records(self, engineer_id: int) -> Iterator[AccessRecord]:
-        pages = event_rows.events(self.reader.conn, engineer_ids=[engineer_id], actions=(*REVEAL_ACTIONS, VIEW))
+    def records(self, store: Store, pages: Iterator[Sequence[Event]]) -> Iterator[AccessRecord]:
+        """The records of verified pages of reveal events, each page opened in a read unit of
+        its own that ends before its records are handed on."""
         for events in pages:
-            for event, entry in zip(events, self.reader.page(events), strict=True):
-                yield from self._records(event, entry)
+            with store.read() as s:
+                self.s = s
+                opened = [
+                    record
+                    for event, entry in zip(events, self.reader.page(s, events), strict=True)
+                    for record in self._records(event, entry)
+                ]
+            yield from opened
 
-    def _records(self, event: event_rows.EventRow, entry: AuditEntry) -> Iterator[AccessRecord]:
+    def _records(self, event: Event, entry: AuditEntry) -> Iterator[AccessRecord]:
         details = entry.details or {}
         if event.action == VIEW:
             if details.get("fields") != VIEW_PUBLIC_ONLY:

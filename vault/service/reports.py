@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Literal, overload
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.audit_requests import ACCESS, EventQuery
+from vault.authority.requests import Caller
 from vault.errors import (
     AccessDenied,
     IntegrityError,
@@ -91,9 +93,11 @@ class Reports:
     def access(self, engineer: str, *, stream: bool = False) -> list[AccessRecord] | Iterator[AccessRecord]:
         """Every secret ``engineer`` revealed: when, why, and whether it changed since.
 
-        ``stream=True``: as an iterator, a page of events read per statement as the caller
-        consumes it (bounded memory at any length of the log; ``credvault report access``
-        prints as it reads); nothing is read before the first ``next()``. See
+        ``stream=True``: as an iterator, a page of events read as the caller consumes it,
+        each page in short read units of its own and checked by the keyholder before it is
+        shown (bounded memory at any length of the log, no transaction held while the
+        caller is slow; ``credvault report access`` prints as it reads); nothing is read
+        before the first ``next()``. See
         ``_access_stream`` for when the ``report-access`` event is appended."""
         records = self._access_stream(engineer)
         return records if stream else list(records)
@@ -105,15 +109,13 @@ class Reports:
         engineer are checked in a read (a refused or mistaken report appends nothing, as
         before); the ``report-access`` event is appended and committed in a short write
         (naming the engineer; no longer the count of records, unknown until the end); only
-        then are the reveals read, in a read transaction that takes no write lock."""
+        then are the reveals read, a verified page at a time (``_iter_access_records``)."""
         validation.engineer_name(engineer)
         with self.core.store.read() as s:
             self.trust.my_admin_row(s)
             self._engineer_id(s, engineer)
         listing.append_after_read(self, "report-access", public={"engineer": engineer})
-        with self.core.store.read() as s:
-            self.trust.my_admin_row(s)
-            yield from self._iter_access_records(s, engineer)
+        yield from self._iter_access_records(engineer)
 
     def at_risk(self, engineer: str) -> list[AccessRecord]:
         """The latest reveal of each value ``engineer`` saw that has not changed since.
@@ -141,13 +143,11 @@ class Reports:
         the ``report-at-risk`` event is appended after, in a short write, and the list
         returned once it is committed (``listing.append_after_read``)."""
         self.verified_log(since=verified)
-        with self.core.store.read() as s:
-            self.trust.my_admin_row(s)
-            latest: dict[tuple[str, str, str], AccessRecord] = {}
-            for record in self._iter_access_records(s, engineer):
-                if not record.changed_since:  # the latest reveal of a value that is still current
-                    latest[(record.client, record.secret, record.field)] = record
-            out = sorted(latest.values(), key=lambda r: (r.client, r.secret, r.field))
+        latest: dict[tuple[str, str, str], AccessRecord] = {}
+        for record in self._iter_access_records(engineer):
+            if not record.changed_since:  # the latest reveal of a value that is still current
+                latest[(record.client, record.secret, record.field)] = record
+        out = sorted(latest.values(), key=lambda r: (r.client, r.secret, r.field))
         listing.append_after_read(self, "report-at-risk", public={"engineer": engineer, "records": len(out)})
         return out
 
@@ -158,9 +158,19 @@ class Reports:
             raise NotFound(f"no engineer named {engineer!r}")
         return int(found)
 
-    def _iter_access_records(self, s: Session, engineer: str) -> Iterator[AccessRecord]:
-        """The reveals of ``engineer`` in the order of the log, a page of events per statement."""
-        return auditpages.AccessReader(self, s).records(self._engineer_id(s, engineer))
+    def _iter_access_records(self, engineer: str) -> Iterator[AccessRecord]:
+        """The reveals of ``engineer`` in the order of the log: the caller (an admin) and the
+        engineer checked in a short read, then a verified page of reveal events at a time
+        (keyholder/audit.py), each asked of the authority and opened in read units of their
+        own (auditpages.py): a slow consumer holds no transaction between pages."""
+        with self.core.store.read() as s:
+            self.trust.my_admin_row(s)
+            engineer_id = self._engineer_id(s, engineer)
+        me = self.keys.me()
+        caller = Caller(me.engineer_id, me.key_generation)
+        query = EventQuery(ACCESS, caller, engineer_id=engineer_id, actions=(*REVEAL_ACTIONS, VIEW))
+        pages = self.audit.keyholder.pages(query)
+        return auditpages.AccessReader(self).records(self.core.store, pages)
 
     def legacy_view_records(
         self, s: Session, event: m.AuditEvent, client_slug: str, secret_name: str | None, at: dt.datetime

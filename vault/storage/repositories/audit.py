@@ -18,6 +18,7 @@ from vault.storage import models as m
 from vault.storage.repositories import paging
 
 EVENTS, ENGINEERS, RECEIPTS = m.AuditEvent.__table__, m.Engineer.__table__, m.PurgeReceipt.__table__
+HEAD = m.AuditHead.__table__
 
 
 class EventRow(NamedTuple):
@@ -110,3 +111,66 @@ def purge_receipts(conn: Connection, client_ids: Collection[int]) -> dict[int, i
         .order_by(RECEIPTS.c.id.desc())
     )
     return {int(client): int(receipt) for client, receipt in conn.execute(query)}
+
+
+# -- the keyholder's pages: each event with its chain links -----------------------------------------
+
+
+class ChainedRow(NamedTuple):
+    """An event row with its links: what a keyholder recomputes the hash of and checks."""
+
+    seq: int
+    at_us: int
+    engineer_id: int | None
+    key_generation: int
+    action: str
+    client_id: int | None
+    secret_id: int | None
+    key_version: int | None
+    details_blob: bytes | None
+    details_json: str | None
+    signature: bytes | None
+    prev_hash: bytes
+    hash: bytes
+
+
+def chained_page(
+    conn: Connection,
+    after: int,
+    until: int,
+    size: int,
+    *,
+    client_id: int | None = None,
+    engineer_ids: Collection[int] | None = None,
+    since_us: int | None = None,
+    actions: Collection[str] | None = None,
+) -> list[ChainedRow]:
+    """One page (at most ``size``) of the events after ``after`` up to ``until`` that pass
+    every filter given, oldest first: one statement (keyset on ``seq``)."""
+    query = _query(client_id, engineer_ids, since_us, actions).add_columns(EVENTS.c.prev_hash, EVENTS.c.hash)
+    query = query.where(EVENTS.c.seq > after, EVENTS.c.seq <= until).order_by(EVENTS.c.seq).limit(size)
+    return [ChainedRow._make(row) for row in conn.execute(query)]
+
+
+def newest_start(
+    conn: Connection,
+    limit: int,
+    until: int,
+    *,
+    client_id: int | None = None,
+    engineer_ids: Collection[int] | None = None,
+    since_us: int | None = None,
+) -> int:
+    """The seq just before the last ``limit`` events up to ``until`` that pass the filters
+    (0: fewer than ``limit`` of them)."""
+    query = _query(client_id, engineer_ids, since_us, None).where(EVENTS.c.seq <= until)
+    start = conn.execute(
+        query.with_only_columns(EVENTS.c.seq).order_by(EVENTS.c.seq.desc()).offset(max(0, limit - 1)).limit(1)
+    ).scalar()
+    return 0 if start is None else int(start) - 1
+
+
+def head(conn: Connection) -> tuple[int, bytes] | None:
+    """The chain's recorded head (seq, hash), if any."""
+    found = conn.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).first()
+    return None if found is None else (int(found[0]), bytes(found[1]))

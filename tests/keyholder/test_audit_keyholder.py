@@ -1,0 +1,417 @@
+"""The audit log's keyholder against an authority that lies, and the log read in short units.
+
+Each attack is an insider's: a DBA or a compromised authority answers the keyholder's page
+requests with pages it edited — an event dropped, moved or shown twice, a detail blob
+swapped in from another event (with or without the chain re-hashed after it: the DBA
+cannot sign), the tail cut off, a page of another vault or out of its stream, another
+engineer's reveal slipped into ``report access``, another client's event into a client's
+log, a signature forged or stripped. The keyholder must refuse the page (IntegrityError
+naming the event) and open nothing of it: no slug, name or detail of that page is read.
+
+Then the paging fix: a stream holds no connection between pages (a slow ``audit log |
+less``): on PostgreSQL a small ``idle_in_transaction_session_timeout`` does not cut it
+short, and on SQLite a writer and a WAL checkpoint go through between two pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from vault.authority.audit_requests import EventPage, PageRequest
+from vault.crypto import chain
+from vault.errors import IntegrityError, StoreUnavailable
+from vault.service import auditpages
+from vault.storage import models as m
+
+PAGE = 4
+Edit = Callable[[PageRequest, EventPage], EventPage]
+
+
+class Tampering:
+    """The real transport, with ``edit`` applied to the ``index``-th page it returns."""
+
+    def __init__(self, real: Any, edit: Edit, index: int = 0) -> None:
+        self.real, self.edit, self.index, self.calls = real, edit, index, 0
+
+    def page(self, request: PageRequest) -> EventPage:
+        page = self.real.page(request)
+        self.calls += 1
+        return self.edit(request, page) if self.calls - 1 == self.index else page
+
+    def head(self, request: Any) -> Any:
+        return self.real.head(request)
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The seqs of every event the keyholder opened (a slug, a name or a detail read)."""
+    seen: list[int] = []
+    real = auditpages.EntryReader.page
+
+    def page(self: Any, s: Any, events: Any) -> Any:
+        seen.extend(e.seq for e in events)
+        return real(self, s, events)
+
+    monkeypatch.setattr(auditpages.EntryReader, "page", page)
+    return seen
+
+
+def _lying(monkeypatch: pytest.MonkeyPatch, vault: Any, edit: Edit, index: int = 0) -> Tampering:
+    keyholder = vault.audit.keyholder
+    tampering = Tampering(keyholder.transport, edit, index)
+    monkeypatch.setattr(keyholder, "transport", tampering)
+    monkeypatch.setattr(keyholder, "size", PAGE)
+    return tampering
+
+
+def _events(page: EventPage, events: list[Any]) -> EventPage:
+    return dataclasses.replace(page, events=tuple(events))
+
+
+def _rehashed(vault_id: bytes, events: list[Any], start: int, prev: bytes) -> list[Any]:
+    """``events[start:]`` re-hashed and re-linked from ``prev`` on, as a DBA would (unsigned)."""
+    out = list(events[:start])
+    for e in events[start:]:
+        fields = (e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id, e.key_version)
+        digest = chain.event_hash(vault_id, e.seq, *fields, e.details_blob, e.details_json, prev_hash=prev)
+        out.append(e._replace(prev_hash=prev, hash=digest))
+        prev = digest
+    return out
+
+
+def _refused(call: Callable[[], Any], match: str) -> None:
+    with pytest.raises(IntegrityError, match=match):
+        for _ in call():
+            pass
+
+
+# -- control: the honest authority's pages pass ---------------------------------------------------------
+
+
+def test_the_honest_pages_are_shown_whole(audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]) -> None:
+    tampering = _lying(monkeypatch, audit_world.admin, lambda _r, page: page)
+    head = audit_world.admin.audit.head()[0]
+    shown = [e.seq for e in audit_world.admin.audit.log(stream=True)]
+    assert shown[:head] == list(range(1, head + 1)) and tampering.calls >= head // PAGE
+    assert opened[:head] == shown[:head]
+    assert {r.secret for r in audit_world.admin.reports.access("alice")} == {"fw01"}
+
+
+# -- the chain: dropped, moved, repeated, forged, cut ------------------------------------------------------
+
+CHAIN_ATTACKS: dict[str, tuple[Edit, str]] = {
+    "an event dropped": (lambda _r, p: _events(p, [p.events[0], *p.events[2:]]), "is missing"),
+    "two events swapped": (
+        lambda _r, p: _events(p, [p.events[1], p.events[0], *p.events[2:]]),
+        "out of order|first event|is missing",
+    ),
+    "an event shown twice": (lambda _r, p: _events(p, [p.events[0], *p.events]), "out of order or repeated"),
+    "the first event left out": (lambda _r, p: _events(p, list(p.events[1:])), "is missing|first event"),
+    "a page of another vault": (lambda _r, p: dataclasses.replace(p, vault_id=b"\x00" * 16), "another vault"),
+    "an event past the stream's end": (
+        lambda _r, p: dataclasses.replace(p, until=p.events[1].seq, until_hash=p.events[1].hash),
+        "beyond the end|not the next page",
+    ),
+}
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["first-page", "second-page"])
+@pytest.mark.parametrize("attack", list(CHAIN_ATTACKS), ids=list(CHAIN_ATTACKS))
+def test_an_authority_that_edits_the_chain_is_refused_before_the_page_is_opened(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int], attack: str, index: int
+) -> None:
+    edit, problem = CHAIN_ATTACKS[attack]
+    tampered: list[int] = []
+
+    def recorded(request: PageRequest, page: EventPage) -> EventPage:
+        tampered.extend(e.seq for e in page.events)
+        return edit(request, page)
+
+    if index == 1 and attack in ("the first event left out",):
+        pytest.skip("the first event of the chain is on the first page only")
+    _lying(monkeypatch, audit_world.admin, recorded, index)
+    _refused(lambda: audit_world.admin.audit.export(), problem)
+    assert tampered and not set(tampered) & set(opened)  # nothing of the lying page was opened
+
+
+def test_a_page_that_does_not_follow_the_one_before_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """The authority answers the second request with the first page again (a replay)."""
+    first: list[EventPage] = []
+
+    def replay(request: PageRequest, page: EventPage) -> EventPage:
+        return first[0]
+
+    tampering = _lying(monkeypatch, audit_world.admin, replay, index=1)
+    real = tampering.real.page
+
+    def remembering(request: PageRequest) -> EventPage:
+        page = real(request)
+        first.append(page)
+        return page
+
+    monkeypatch.setattr(tampering, "real", type("Real", (), {"page": staticmethod(remembering)})())
+    _refused(lambda: audit_world.admin.audit.export(), "not the next page")
+    assert opened == [e.seq for e in first[0].events]
+
+
+def test_a_log_cut_short_before_the_head_is_refused(audit_world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compromised authority ends the stream early: the last events (the newest) left out."""
+
+    def cut(_request: PageRequest, page: EventPage) -> EventPage:
+        return dataclasses.replace(page, events=page.events[:1], more=False)
+
+    _lying(monkeypatch, audit_world.admin, cut, index=1)
+    _refused(lambda: audit_world.admin.audit.export(), "ends before the chain's head")
+
+
+def test_a_detail_blob_swapped_in_from_another_event_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """A DBA gives the checkout the reveal's sealed details (a reason that was not given)."""
+
+    def swap(_request: PageRequest, page: EventPage) -> EventPage:
+        events = list(page.events)
+        sealed = [i for i, e in enumerate(events) if e.details_blob is not None]
+        a, b = sealed[0], sealed[1]
+        events[b] = events[b]._replace(details_blob=events[a].details_blob)
+        return _events(page, events)
+
+    monkeypatch.setattr(audit_world.admin.audit.keyholder, "size", 500)
+    monkeypatch.setattr(
+        audit_world.admin.audit.keyholder, "transport", Tampering(audit_world.admin.audit.keyholder.transport, swap)
+    )
+    _refused(lambda: audit_world.admin.audit.log(stream=True), "its contents were changed")
+    assert opened == []
+
+
+def test_a_forged_detail_with_the_chain_rehashed_after_it_fails_the_signature(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """The DBA re-hashes and re-links every event after the forged one (they hold no key):
+    the chain is consistent again, but the page's last signature is over the old hash."""
+    vault_id = audit_world.admin.vault_id()
+
+    def forge(_request: PageRequest, page: EventPage) -> EventPage:
+        events = list(page.events)
+        k = next(i for i, e in enumerate(events) if e.details_blob is not None and i > 0)
+        events[k] = events[k]._replace(details_blob=b"\x01" + b"forged sealed details".ljust(60, b"!"))
+        return _events(page, _rehashed(vault_id, events, k, events[k - 1].hash))
+
+    monkeypatch.setattr(audit_world.admin.audit.keyholder, "size", 500)
+    monkeypatch.setattr(
+        audit_world.admin.audit.keyholder, "transport", Tampering(audit_world.admin.audit.keyholder.transport, forge)
+    )
+    _refused(lambda: audit_world.admin.audit.export(), "signature is invalid")
+    assert opened == []
+
+
+# -- filtered streams: each event what was asked for, each signed -------------------------------------------
+
+
+def _engineer_id(vault: Any, name: str) -> int:
+    with vault.store.read() as s:
+        return int(s.scalar(select(m.Engineer.id).where(m.Engineer.name == name)))
+
+
+def _foreign_event(vault: Any, **where: Any) -> Any:
+    """A genuine event row (signed, linked) of the chain, that the filter does not ask for."""
+    from vault.storage.repositories import audit as event_rows
+
+    with vault.store.read() as s:
+        rows = event_rows.chained_page(s.info["connection"], 0, 10**9, 10**4)
+    return next(r for r in rows if all(getattr(r, k) == v for k, v in where.items()))
+
+
+def test_report_access_with_another_engineers_reveal_slipped_in_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """The authority answers ``report access alice`` with bob's reveal among hers: bob's
+    access would be charged to alice (and a value she never saw marked at risk)."""
+    bobs = _foreign_event(audit_world.admin, engineer_id=_engineer_id(audit_world.admin, "bob"), action="reveal")
+
+    def slip(_request: PageRequest, page: EventPage) -> EventPage:
+        events = sorted([*page.events, bobs], key=lambda e: e.seq)
+        return _events(page, events)
+
+    _lying(monkeypatch, audit_world.admin, slip)
+    with pytest.raises(IntegrityError, match="not of the engineer asked for"):
+        audit_world.admin.reports.access("alice")
+    assert bobs.seq not in opened
+
+
+def test_a_clients_log_with_another_clients_event_slipped_in_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    with audit_world.admin.store.read() as s:
+        acme, globex = (int(i) for i in s.scalars(select(m.Client.id).order_by(m.Client.id)))
+    other = _foreign_event(audit_world.admin, client_id=globex, action="reveal")
+
+    def slip(_request: PageRequest, page: EventPage) -> EventPage:
+        return _events(page, sorted([*page.events, other], key=lambda e: e.seq))
+
+    _lying(monkeypatch, audit_world.admin, slip)
+    _refused(lambda: audit_world.admin.audit.log(client="acme", stream=True), "not of the client asked for")
+    assert other.seq not in opened and acme != globex
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda e: e._replace(signature=bytes(64)), "signature is invalid"),
+        (lambda e: e._replace(signature=None), "not signed"),
+    ],
+    ids=["forged-signature", "stripped-signature"],
+)
+def test_a_forged_or_stripped_signature_in_a_filtered_stream_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int], change: Any, problem: str
+) -> None:
+    """In an engineer's own log (a filtered stream, no links to lean on) each event stands on its signature."""
+
+    def forge(_request: PageRequest, page: EventPage) -> EventPage:
+        return _events(page, [*page.events[:-1], change(page.events[-1])])  # a run's last event
+
+    _lying(monkeypatch, audit_world.alice, forge)
+    _refused(lambda: audit_world.alice.audit.log(stream=True), problem)
+    assert opened == []
+
+
+def test_an_engineer_shown_another_engineers_event_refuses_it(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, opened: list[int]
+) -> None:
+    """A compromised authority shows alice bob's reveal in her own log."""
+    bobs = _foreign_event(audit_world.admin, engineer_id=_engineer_id(audit_world.admin, "bob"), action="reveal")
+    _lying(monkeypatch, audit_world.alice, lambda _r, p: _events(p, sorted([*p.events, bobs], key=lambda e: e.seq)))
+    _refused(lambda: audit_world.alice.audit.log(stream=True), "not of the engineer asked for")
+    assert bobs.seq not in opened
+
+
+# -- paging: no transaction held between pages ---------------------------------------------------------------
+
+
+def _slowly(stream: Any, every: int, pause: float, between: Callable[[], None] = lambda: None) -> list[int]:
+    out = []
+    for entry in stream:
+        out.append(entry.seq)
+        if len(out) % every == 0:
+            between()
+            time.sleep(pause)
+    return out
+
+
+def test_a_slow_reader_holds_no_connection_between_pages(audit_world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = audit_world.admin
+    monkeypatch.setattr(admin.audit.keyholder, "size", PAGE)
+    pool = admin.store.engine.pool
+    held: list[int] = []
+    seqs = _slowly(admin.audit.log(stream=True), PAGE, 0, lambda: held.append(pool.checkedout()))
+    assert seqs == list(range(1, len(seqs) + 1)) and len(held) >= 3
+    assert held == [0] * len(held)  # the old stream held its read transaction's connection here
+
+
+def test_on_postgresql_a_slow_reader_is_not_cut_short_by_the_idle_transaction_timeout(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not team.url.startswith("postgresql"):
+        pytest.skip("idle_in_transaction_session_timeout is PostgreSQL's")
+    team.admin.clients.add("acme", "Acme Ltd")
+    for i in range(3):
+        team.admin.secrets.add(f"acme/s{i}", password=f"pw-{i}")
+    head = team.admin.audit.head()[0]
+    monkeypatch.setenv("CREDVAULT_IDLE_TIMEOUT", "0.3")
+    slow = team.open("root-admin")  # its connections carry the small timeout
+    slow.engineers.unlock("root-admin", team.passphrases["root-admin"])
+    monkeypatch.setattr(slow.audit.keyholder, "size", 3)
+    # the control: a transaction held while the reader sleeps is ended
+    with pytest.raises(StoreUnavailable), slow.store.read() as s:
+        s.execute(select(m.AuditHead.seq)).all()
+        time.sleep(0.8)
+        s.execute(select(m.AuditHead.seq)).all()
+    lines = []
+    for line in slow.audit.export():
+        lines.append(json.loads(line)["seq"])
+        if len(lines) % 3 == 0:
+            time.sleep(0.8)
+    assert lines[:head] == list(range(1, head + 1))
+    entries = _slowly(slow.audit.log(stream=True), 3, 0.8)
+    assert entries[:head] == list(range(1, head + 1))
+
+
+def test_on_sqlite_a_writer_and_a_checkpoint_go_through_between_pages(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not team.url.startswith("sqlite"):
+        pytest.skip("SQLite's WAL snapshot")
+    team.admin.clients.add("acme", "Acme Ltd")
+    for i in range(1, 9):
+        team.admin.secrets.add(f"acme/fw0{i}", password=f"pw-{i}")
+    monkeypatch.setenv("CREDVAULT_LOCK_TIMEOUT", "0.3")
+    other = team.open("root-admin")
+    other.engineers.unlock("root-admin", team.passphrases["root-admin"])
+    monkeypatch.setattr(team.admin.audit.keyholder, "size", PAGE)
+    path = team.url.removeprefix("sqlite:///")
+    checkpoints: list[int] = []
+
+    def between() -> None:
+        other.checkouts.reveal("acme/fw01", reason="T-between pages")  # a write, from another connection
+        conn = sqlite3.connect(path, timeout=0.3)
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            conn.close()
+        checkpoints.append(busy)
+
+    head = team.admin.audit.head()[0]
+    seqs = _slowly(team.admin.audit.log(stream=True), PAGE, 0, between)
+    assert seqs[:head] == list(range(1, head + 1)) and len(checkpoints) >= 2
+    assert checkpoints == [0] * len(checkpoints)  # no reader held a snapshot open: the WAL was truncated
+    with team.admin.store.read() as s:  # the control: a reader inside a read unit makes the checkpoint busy
+        s.execute(text("SELECT count(*) FROM audit_events")).all()
+        conn = sqlite3.connect(path, timeout=0.3)
+        other.checkouts.reveal("acme/fw01", reason="T-during a read")
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
+        conn.close()
+
+
+# -- a checkpoint signs only a head it verified -------------------------------------------------------------
+
+HEAD_LIES = {
+    "a made-up hash": lambda a: dataclasses.replace(a, hash=b"\x11" * 32),
+    "an older event as the head": lambda a: dataclasses.replace(a, seq=a.seq - 1),
+    "a head event with a forged signature": lambda a: dataclasses.replace(
+        a, event=a.event._replace(signature=bytes(64))
+    ),
+    "a head of another vault": lambda a: dataclasses.replace(a, vault_id=b"\x00" * 16),
+    "no head event": lambda a: dataclasses.replace(a, event=None),
+}
+
+
+@pytest.mark.parametrize("lie", list(HEAD_LIES), ids=list(HEAD_LIES))
+def test_a_checkpoint_over_a_head_the_authority_made_up_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch, lie: str
+) -> None:
+    """A compromised authority would have the engineer sign a statement of a head it forged
+    (a truncated or rewritten tail made to look seen): the keyholder verifies the head event first."""
+    keyholder = audit_world.alice.audit.keyholder
+    real = keyholder.transport
+
+    class Lying:
+        def page(self, request: PageRequest) -> EventPage:
+            return real.page(request)
+
+        def head(self, request: Any) -> Any:
+            return HEAD_LIES[lie](real.head(request))
+
+    assert audit_world.alice.audit.checkpoint().startswith("credvault-checkpoint:1:")  # the control
+    monkeypatch.setattr(keyholder, "transport", Lying())
+    with pytest.raises(IntegrityError):
+        audit_world.alice.audit.checkpoint()

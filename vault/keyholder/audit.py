@@ -1,0 +1,241 @@
+"""Reading the audit log, where the engineer's keys are: every page checked before it is shown.
+
+``AuditKeyholder.pages`` asks the authority (through the transport) for a stream of pages
+(``PageRequest``, each answered in its own short read unit) and hands each page on only
+once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
+``IntegrityError`` naming the event, and nothing of that page is shown. What is checked:
+
+* the stream: every page of this vault, ending where the first page said (the head then),
+  following the request (``after``), its events in strictly increasing ``seq`` within it:
+  an event dropped in the middle of the chain, moved, or shown twice is caught by
+  continuity (below), a reordered or repeated one here;
+* the filters: every event is one the request asked for (its client, its engineer, its
+  time, its action): an event of another client or engineer is refused;
+* each event's hash, recomputed from its fields and the hash it links to (format 2, or an
+  old event in its canonical format 1): a changed field, a forged detail blob, is caught;
+* an unfiltered stream is the chain itself: from event 1 (its link the genesis hash) or
+  from where a limit starts, each event links to the one before it, without a gap, up to
+  the head;
+* signatures: events next to each other in the chain (``seq`` one apart) must link; a
+  run of such events, in a page, stands on the signature of its last signed event,
+  verified under its signer's certified key: through the links it covers every event of
+  the run before it. So an unfiltered page costs one signature check, and a filtered one
+  (gaps) one per run: each isolated event is verified on its own;
+* a filtered stream has gaps: an event dropped between two that a filter keeps leaves
+  no trace in it: ``audit verify`` (the whole chain) finds it; ``report at-risk``
+  verifies the chain first.
+
+An unsigned event is shown marked ``unauthenticated`` (as before the split) if its action is
+one that is written unsigned; any other unsigned event is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from vault.authority.audit_requests import (
+    CHECKPOINT,
+    LOG,
+    EventPage,
+    EventQuery,
+    HeadAnswer,
+    HeadRequest,
+    PageRequest,
+)
+from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
+from vault.authority.requests import Caller
+from vault.crypto import chain
+from vault.errors import IntegrityError
+from vault.storage.repositories.audit import ChainedRow
+from vault.storage.repositories.paging import PAGE
+
+# (engineer id, key generation) -> (signing public key, name): certified, verified by the keyholder
+SignerKeys = Mapping[tuple[int, int], tuple[bytes, str]]
+
+
+class AuditTransport(Protocol):
+    def page(self, request: PageRequest) -> EventPage: ...
+    def head(self, request: HeadRequest) -> HeadAnswer: ...
+
+
+class PageCheck:
+    """The checks on the pages of one stream (module docstring)."""
+
+    def __init__(self, query: EventQuery, vault_id: bytes, signer_keys: Callable[[bool], SignerKeys]) -> None:
+        self.query, self.vault_id, self.signer_keys = query, vault_id, signer_keys
+        self.codec = chain.EventCodec(vault_id)
+        self.keys = signer_keys(False)
+        self.until: int | None = None
+        self.until_hash = b""
+        self.last_seq: int | None = None  # the last event shown, and its hash
+        self.last_hash = b""
+        self.actions = None if query.actions is None else frozenset(query.actions)
+        self.unknown: set[tuple[int, int]] = set()  # keys not found even after a fresh read
+
+    def _bad(self, seq: int | None, problem: str) -> IntegrityError:
+        where = f"event {seq}" if seq is not None else "a page"
+        return IntegrityError(
+            f"the audit log as the store returned it does not verify: {where}: {problem}",
+            hint="run `credvault audit verify --full`; the database may have been changed outside credvault",
+        )
+
+    def page(self, request: PageRequest, page: EventPage) -> None:
+        """Raise IntegrityError unless ``page`` is a true answer to ``request``."""
+        if page.vault_id != self.vault_id:
+            raise self._bad(None, "it is of another vault")
+        if self.until is None:
+            self.until, self.until_hash = page.until, page.until_hash
+            if request.limit is None and page.after != request.after:
+                raise self._bad(None, "it does not start where it was asked to")
+            if not request.after <= page.after <= page.until:
+                raise self._bad(None, "it starts outside the log")
+        elif page.until != self.until or page.after != request.after:
+            raise self._bad(None, "it is not the next page of this stream")
+        previous = page.after
+        run_signed: tuple[ChainedRow, int] | None = None  # the last signed event of the current run
+        for event in page.events:
+            if event.seq <= previous:
+                raise self._bad(event.seq, "the events are out of order or repeated")
+            if event.seq > page.until:
+                raise self._bad(event.seq, "it lies beyond the end of the stream")
+            previous = event.seq
+            self._wanted(event)
+            fmt = self._hashed(event)
+            if not self.query.filtered:
+                self._linked(event, page.after)
+            adjacent = self.last_seq is not None and event.seq == self.last_seq + 1
+            if adjacent and event.prev_hash != self.last_hash:
+                raise self._bad(event.seq, "it does not link to the event before it")
+            if not adjacent and run_signed is not None:
+                self._signed(*run_signed)  # a gap: the run before it stands on its last signature
+                run_signed = None
+            if event.signature is None:
+                self._signed(event, fmt)  # unsigned: only as its action is written
+            else:
+                run_signed = (event, fmt)
+            self.last_seq, self.last_hash = event.seq, event.hash
+        if run_signed is not None:
+            self._signed(*run_signed)
+        ended = not self.query.filtered and not page.more and page.until > page.after
+        if ended and (self.last_seq, self.last_hash) != (self.until, self.until_hash):
+            first = page.after + 1 if self.last_seq is None else self.last_seq + 1
+            raise self._bad(first, "the log ends before the chain's head (events left out?)")
+
+    def _wanted(self, e: ChainedRow) -> None:
+        q = self.query
+        if q.client_id is not None and e.client_id != q.client_id:
+            raise self._bad(e.seq, "it is not of the client asked for")
+        if q.engineer_id is not None and e.engineer_id != q.engineer_id:
+            raise self._bad(e.seq, "it is not of the engineer asked for")
+        if q.since_us is not None and e.at_us < q.since_us:
+            raise self._bad(e.seq, "it is older than asked for")
+        if self.actions is not None and e.action not in self.actions:
+            raise self._bad(e.seq, "it is not of an action asked for")
+
+    def _hashed(self, e: ChainedRow) -> int:
+        """The event's format (2, or 1 for an old event), its hash recomputed, else refused."""
+        for fmt, recompute in ((2, self.codec.audit_event_hash), (1, self.codec.audit_event_hash_v1)):
+            if fmt == 1 and (e.details_blob == b"" or e.details_json == ""):
+                break  # format 1 stored NULL, never an empty value: not its canonical form
+            digest = recompute(
+                e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id,
+                e.key_version, e.details_blob, e.details_json, e.prev_hash,
+            )  # fmt: skip
+            if digest == e.hash:
+                return fmt
+        raise self._bad(e.seq, "its contents were changed")
+
+    def _linked(self, e: ChainedRow, start: int) -> None:
+        if self.last_seq is None:
+            if start == 0 and (e.seq, e.prev_hash) != (1, chain.GENESIS):
+                raise self._bad(e.seq, "the log does not begin with the chain's first event")
+            if start > 0 and e.seq != start + 1:
+                raise self._bad(start + 1, "it is missing")
+            return
+        if e.seq != self.last_seq + 1:
+            raise self._bad(self.last_seq + 1, "it is missing")
+        if e.prev_hash != self.last_hash:
+            raise self._bad(e.seq, "it does not link to the event before it")
+
+    def event(self, e: ChainedRow) -> None:
+        """One event on its own: its hash recomputed, its signature verified (or unsigned
+        as its action is written), else IntegrityError."""
+        self._signed(e, self._hashed(e))
+
+    def _signed(self, e: ChainedRow, fmt: int) -> None:
+        if e.signature is None:
+            if e.action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
+                raise self._bad(e.seq, "it is not signed")
+            return
+        public = self._key(e)
+        if public is None or not self.codec.signature_valid(public, e.signature, e.seq, e.hash):
+            raise self._bad(e.seq, "its signature is invalid")
+
+    def _key(self, e: ChainedRow) -> bytes | None:
+        if e.engineer_id is None:
+            return None
+        slot = (e.engineer_id, e.key_generation)
+        if slot not in self.keys and slot not in self.unknown:
+            self.keys = self.signer_keys(True)  # a key certified since the stream began: read once
+            if slot not in self.keys:
+                self.unknown.add(slot)
+        entry = self.keys.get(slot)
+        if entry is None and e.action == "enroll":  # signed by the key it enrols, before its certificate
+            try:
+                return bytes.fromhex(json.loads(e.details_json or "{}")["signing_public"])
+            except (ValueError, TypeError, KeyError):
+                return None
+        return None if entry is None else entry[0]
+
+
+class AuditKeyholder:
+    """Streams of verified pages of the audit log, for the engineer ``caller`` names."""
+
+    def __init__(
+        self,
+        transport: AuditTransport,
+        vault_id: Callable[[], bytes],
+        signer_keys: Callable[[bool], SignerKeys],
+        size: int = PAGE,
+    ) -> None:
+        self.transport, self.vault_id, self.signer_keys, self.size = transport, vault_id, signer_keys, size
+
+    def __repr__(self) -> str:
+        return "AuditKeyholder()"
+
+    def pages(self, query: EventQuery, limit: int | None = None) -> Iterator[tuple[ChainedRow, ...]]:
+        """The events ``query`` asks for, oldest first, a verified page at a time; ``limit``:
+        the newest ``limit`` of them. Each page is asked for only when the one before is
+        consumed: nothing is held open in between."""
+        request = PageRequest(query, after=0, until=None, size=self.size, limit=limit)
+        check: PageCheck | None = None
+        while True:
+            page = self.transport.page(request)
+            if check is None:
+                check = PageCheck(query, self.vault_id(), self.signer_keys)
+            check.page(request, page)
+            if page.events:
+                yield page.events
+            if not page.more or not page.events:
+                return
+            request = PageRequest(query, after=page.events[-1].seq, until=page.until, size=self.size)
+
+    def checkpoint_head(self, caller: Caller) -> tuple[bytes, int, bytes]:
+        """The head a checkpoint is signed over, (vault id, seq, hash), once its event is
+        verified: of this vault, its hash recomputed and equal to the head's, its signature
+        under its signer's certified key. A head the authority made up is refused."""
+        answer = self.transport.head(HeadRequest(CHECKPOINT, caller))
+        check = PageCheck(EventQuery(LOG, caller, engineer_id=caller.engineer_id), self.vault_id(), self.signer_keys)
+        if answer.vault_id != check.vault_id:
+            raise check._bad(None, "it is of another vault")
+        event = answer.event
+        if answer.seq == 0:
+            if answer.hash != chain.GENESIS or event is not None:
+                raise check._bad(0, "an empty chain has the genesis hash and no event")
+        elif event is None or (event.seq, event.hash) != (answer.seq, answer.hash):
+            raise check._bad(answer.seq, "it is not the chain's head")
+        else:
+            check.event(event)
+        return answer.vault_id, answer.seq, answer.hash
