@@ -10,8 +10,9 @@ records, which the keyholder verifies before it decrypts anything.
 ``SecretRows`` is both the draft the keyholder is shown before the event is written
 (``admit``: a refusal writes nothing) and the committed answer. A new version (add,
 update) is encrypted by the keyholder for the (client, secret, version) the authority
-assigns inside its unit of work (``NewVersion``), under the client-key version whose
-signed record the draft carries.
+assigns inside its unit of work, under the client-key version whose signed record the
+draft carries: the same ``NewVersion`` value as a check-in's (``requests.py``), stored by
+the same function (``authority/versions.py``).
 
 Refusals the keyholder says in the user's words (it knows the slug and name the authority
 never sees): ``MISSING_TARGET`` (requests.py), ``NAME_TAKEN`` and ``NO_CURRENT_VERSION``.
@@ -81,19 +82,6 @@ class HistoryRow:
     created_at: dt.datetime
     created_by: str
     key_version: int
-
-
-@dataclass(frozen=True, repr=False)
-class NewVersion:
-    """A version encrypted by the keyholder for (client, secret, version) under ``key_version``."""
-
-    key_version: int
-    wrapped_dek: bytes
-    password_blob: bytes
-    metadata_blob: bytes
-
-    def __repr__(self) -> str:
-        return f"NewVersion(key_version={self.key_version}, <ciphertext>)"
 
 
 @dataclass(frozen=True, repr=False)

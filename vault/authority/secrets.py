@@ -22,12 +22,14 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
-from vault.authority.requests import MISSING_TARGET, Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority import versions
+from vault.authority.checkout_reads import ACTIVE, CALLER, ORG_KEYS, CallerRead
+from vault.authority.requests import MISSING_TARGET, Caller, NewVersion, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -38,18 +40,17 @@ from vault.authority.secret_requests import (
     VIEW,
     AddRequest,
     HistoryRow,
-    NewVersion,
     ReadRequest,
     SecretRows,
     SecretTarget,
     UpdateRequest,
 )
+from vault.authority.versions import VersionChecks
 from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
 from vault.storage.rows import (
-    ENCRYPTION_LIMIT,
     ROLE_ADMIN,
     ClientRow,
     EngineerRecord,
@@ -100,7 +101,7 @@ def checked_kind(kind: object) -> str:
     return validation.kind(kind)
 
 
-class SecretChecks(Protocol):
+class SecretChecks(VersionChecks, Protocol):
     """The trust checks the authority makes: signatures and public keys only."""
 
     def organisation_key(self, s: Session, current: bytes) -> None:
@@ -113,12 +114,6 @@ class SecretChecks(Protocol):
         self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
     ) -> int:
         """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
-
-    def current_key_version(self, s: Session, client: m.Client) -> int:
-        """The client-key version new data goes under: the newest admin-signed one, else IntegrityError."""
-
-    def retention(self, s: Session) -> int:
-        """How many versions of a secret are kept."""
 
     def exclusive_holds(self, s: Session, client: m.Client, secret: m.Secret, me: int) -> Sequence[HoldRow]:
         """Other engineers' open exclusive checkouts of ``secret`` (its row locked), each honoured
@@ -217,11 +212,9 @@ class SecretAuthority:
             until = others[0].expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"checked out exclusively by {holder.name if holder else '?'} until {until}")
         current = self._version(s, secret, secret.current_version)
-        written = self._write(s, caller, request.target, client, secret, current, seal)
+        written = self._write(s, caller, request.target, client, secret, current, seal, request.password_changed)
         if kind is not None:
             secret.kind = kind
-        if request.password_changed:
-            secret.must_change = False
         details = {"version": secret.current_version, "password_changed": request.password_changed}
         seq = self.recorder.append(s, UPDATE, client_id=client.id, secret_id=secret.id, details=details)
         return dataclasses.replace(written, seq=seq, kind=secret.kind, secret=self._secret_row(secret))
@@ -309,55 +302,33 @@ class SecretAuthority:
         secret: m.Secret,
         current: m.SecretVersion | None,
         seal: SecretSeal,
+        clear_must_change: bool = False,
     ) -> SecretRows:
         """The next version of ``secret``, encrypted by the keyholder under the client's current
-        key (its signed record in the draft), counted against the key's bound, then older
-        versions beyond the retention destroyed."""
-        key_version = self.checks.current_key_version(s, client)
-        write_key = self._sealed_key(s, caller, client.id, key_version)
-        if write_key is None:
-            raise IntegrityError(f"client key version {key_version} has no record")
-        draft = self._draft(s, caller, target, client, secret, current, write_key, ())
+        key (its signed record in the draft) and stored (authority/versions.py)."""
+        write = versions.write_key(s, self.checks, caller, client, secret.current_version)
+        if write.sealed is None:
+            raise IntegrityError(f"client key version {write.key_version} has no record")
+        draft = self._draft(s, caller, target, client, secret, current, write.sealed, ())
         seal.admit(draft)
-        number = secret.current_version + 1
-        new = seal.encrypt(draft, number)
-        if new.key_version != key_version:
-            raise InvalidInput("the new version is not encrypted under the client's current key")
         now = self.clock()
-        s.add(
-            m.SecretVersion(
-                secret_id=secret.id,
-                version=number,
-                key_version=key_version,
-                wrapped_dek=new.wrapped_dek,
-                password_blob=new.password_blob,
-                metadata_blob=new.metadata_blob,
-                created_by=caller.me.id,
-                created_at=now,
-            )
+        stored = versions.store_version(
+            s,
+            self.checks,
+            write,
+            seal.encrypt(draft, write.next_version),
+            client_id=client.id,
+            secret_id=secret.id,
+            created_by=caller.me.id,
+            now=now,
+            clear_must_change=clear_must_change,
         )
-        s.flush()
-        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
-            update(m.ClientKey)
-            .where(m.ClientKey.client_id == client.id, m.ClientKey.version == key_version)
-            .values(encryptions=m.ClientKey.encryptions + 1)
-            .returning(m.ClientKey.encryptions)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        if count > ENCRYPTION_LIMIT:
-            raise IntegrityError(
-                f"client key version {key_version} has reached its encryption limit",
-                hint="rotate the client key: `credvault rotate client SLUG`",
-            )
-        secret.current_version, secret.updated_at = number, now
-        cutoff = number - self.checks.retention(s)
-        if cutoff >= 1:
-            s.flush()
-            s.execute(
-                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
-            )
-        version = VersionRow(number, key_version, new.wrapped_dek, new.password_blob, new.metadata_blob)
-        return dataclasses.replace(draft, secret=self._secret_row(secret), version=version, updated_at=now)
+        # the secret's row as stored (a Core UPDATE): the unit's copy told, not marked changed
+        set_committed_value(secret, "current_version", stored.version)
+        set_committed_value(secret, "updated_at", now)
+        if clear_must_change:
+            set_committed_value(secret, "must_change", False)
+        return dataclasses.replace(draft, secret=self._secret_row(secret), version=stored, updated_at=now)
 
     # -- the answer ---------------------------------------------------------------------------
 
@@ -379,7 +350,7 @@ class SecretAuthority:
         engineer = caller.me.role != ROLE_ADMIN
         sealed = None
         if version is not None and version.key_version not in target.known_key_versions:
-            sealed = self._sealed_key(s, caller, client.id, version.key_version)
+            sealed = versions.sealed_key(rows.connection(s), caller, client.id, version.key_version)
         return SecretRows(
             seq=0,
             vault_id=caller.vault_id,
@@ -410,16 +381,3 @@ class SecretAuthority:
         keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
         start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
         return () if start is None else tuple(keys[start:])
-
-    @staticmethod
-    def _sealed_key(s: Session, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:
-        """The signed record of a client-key version, its signer and the caller's sealed copy."""
-        admin = caller.me.role == ROLE_ADMIN
-        kind, recipient = ("recovery", caller.root_version or 0) if admin else ("engineer", caller.me.id)
-        params = {"client": client_id, "version": version, "kind": kind, "recipient": recipient}
-        found = SEALED_KEY.all(rows.connection(s), params)
-        if not found:
-            return None
-        r = found[0]
-        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
-        return SealedClientKey(ClientKeyRow(*r[:7]), signer, kind, recipient, r[7])
