@@ -110,3 +110,59 @@ class SecretRows:
 
     def __repr__(self) -> str:
         return f"SecretRows(seq={self.seq}, secret={self.secret.id})"
+
+
+# -- secret list ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListSecretsRequest:
+    """The secrets of ``client_ids`` (each one the keyholder learned and verified: an engineer's
+    granted clients, or the one named), or of every client (None: an admin's listing alone).
+    ``known_key_versions``: the (client id, version) of the client keys the keyholder holds."""
+
+    caller: Caller
+    client_ids: tuple[int, ...] | None
+    known_key_versions: tuple[tuple[int, int], ...]
+    org_pin: bytes
+
+    def __repr__(self) -> str:
+        shown = "every" if self.client_ids is None else len(self.client_ids)
+        return f"ListSecretsRequest(engineer={self.caller.engineer_id}, clients={shown})"
+
+
+@dataclass(frozen=True, repr=False)
+class ListedSecretRow:
+    """One secret and its current version as read (``version`` None: the row is missing, and
+    the keyholder reports the secret as damaged). ``kind`` and the times are shown as stored."""
+
+    client_id: int
+    secret_id: int
+    kind: str
+    current_version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    version: VersionRow | None
+
+    def __repr__(self) -> str:
+        return f"ListedSecretRow(client={self.client_id}, secret={self.secret_id})"
+
+
+@dataclass(frozen=True, repr=False)
+class SecretPage:
+    """One keyset page of a listing, in secret-id order, with what verifies it: the caller's
+    own row and the organisation key (as in ``SecretRows``, the same on every page), the
+    client rows first listed on this page (their slug blobs), and the sealed client keys
+    its rows need that the keyholder did not name as held and no earlier page carried.
+    A listing is at least one page (perhaps empty), so the caller's row always comes."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    clients: tuple[ClientRow, ...]
+    secrets: tuple[ListedSecretRow, ...]
+    sealed_keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"SecretPage(secrets={len(self.secrets)})"

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -101,14 +102,18 @@ def checked_kind(kind: object) -> str:
     return validation.kind(kind)
 
 
-class SecretChecks(VersionChecks, Protocol):
-    """The trust checks the authority makes: signatures and public keys only."""
+class CallerChecks(Protocol):
+    """The checks of the caller's own rows: signatures and public keys only."""
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         """The vault's current organisation key, as read in this unit of work."""
 
     def certificate(self, s: Session, row: EngineerRecord) -> None:
         """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
+
+
+class SecretChecks(CallerChecks, VersionChecks, Protocol):
+    """The trust checks the authority makes: signatures and public keys only."""
 
     def first_valid_grant(
         self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
@@ -137,6 +142,40 @@ class SecretSeal(Protocol):
 
     def encrypt(self, draft: SecretRows, version: int) -> NewVersion:
         """The new version ``version`` of ``draft.secret``, encrypted under ``draft.write_key``."""
+
+
+def authorised_caller(s: Session, checks: CallerChecks, caller: Caller, client_id: int) -> CallerRead:
+    """The caller's rows (with their grant ledger for ``client_id``, 0 for none): an engineer
+    of this vault, certified under its current organisation key, active, of the key
+    generation the request names; else Locked / AccessDenied / UntrustedRecord. One
+    statement, which reads nothing of any client or secret."""
+    conn = rows.connection(s)
+    sqlite = conn.dialect.name == "sqlite"
+    found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id})
+    if not found:
+        raise Locked("the acting engineer no longer exists in this vault")
+    read = CallerRead(found, sqlite)
+    me = read.me
+    checks.organisation_key(s, read.org_signing_public)
+    checks.certificate(s, me)
+    if me.status != ACTIVE:
+        raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
+    if me.key_generation != caller.key_generation:
+        raise Locked(
+            f"the keys of {me.name!r} have changed since this session was unlocked",
+            hint="run `credvault unlock` again",
+        )
+    return read
+
+
+def org_chain(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
+    """The organisation keys from the one the keyholder pinned to the current one (none when
+    they are the same, or when the pinned one is unknown: the keyholder refuses then)."""
+    if pinned == current:
+        return ()
+    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
+    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+    return () if start is None else tuple(keys[start:])
 
 
 class SecretAuthority:
@@ -190,9 +229,7 @@ class SecretAuthority:
             s.add(secret)
             s.flush()
             written = self._write(s, caller, request.target, client, secret, None, seal)
-            seq = self.recorder.append(
-                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind}
-            )
+            seq = self.recorder.append(s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind})
         return dataclasses.replace(written, seq=seq)
 
     def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
@@ -227,27 +264,13 @@ class SecretAuthority:
         or the secret has been read when this refuses."""
         if (target.client_id is None) == (target.slug_tag is None):
             raise InvalidInput("a request names its client by id or by slug tag")
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        client_id = target.client_id if target.client_id is not None else 0
-        found = CALLER[sqlite].all(conn, {"me": target.caller.engineer_id, "client": client_id})
-        if not found:
-            raise Locked("the acting engineer no longer exists in this vault")
-        caller = CallerRead(found, sqlite)
-        me = caller.me
-        self.checks.organisation_key(s, caller.org_signing_public)
-        self.checks.certificate(s, me)
-        if me.status != ACTIVE:
-            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != target.caller.key_generation:
-            raise Locked(
-                f"the keys of {me.name!r} have changed since this session was unlocked",
-                hint="run `credvault unlock` again",
-            )
-        if me.role != ROLE_ADMIN:
+        caller = authorised_caller(s, self.checks, target.caller, target.client_id or 0)
+        if caller.me.role != ROLE_ADMIN:
             if target.slug_tag is not None:
-                raise AccessDenied(f"{me.name!r} is not an admin", hint="name the client by the id your grant names")
-            self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
+                raise AccessDenied(
+                    f"{caller.me.name!r} is not an admin", hint="name the client by the id your grant names"
+                )
+            self.checks.first_valid_grant(s, caller.grants, caller.me, caller.signers)
         return caller
 
     # -- what is acted on ----------------------------------------------------------------------
@@ -355,7 +378,7 @@ class SecretAuthority:
             seq=0,
             vault_id=caller.vault_id,
             org_signing_public=caller.org_signing_public,
-            org_chain=self._org_chain(s, target.org_pin, caller.org_signing_public),
+            org_chain=org_chain(rows.connection(s), target.org_pin, caller.org_signing_public),
             me=caller.me,
             grant=caller.grants[0] if engineer and caller.grants else None,
             grant_signer=caller.signers[0] if engineer and caller.signers else None,
@@ -373,11 +396,3 @@ class SecretAuthority:
             write_key=write_key,
             history=history,
         )
-
-    @staticmethod
-    def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])

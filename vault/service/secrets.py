@@ -36,6 +36,7 @@ from vault.errors import (
     LookupMismatch,
     NotFound,
 )
+from vault.keyholder.secret_list import SecretListKeyholder
 from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
 from vault.service import listing, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
@@ -168,7 +169,7 @@ class Secrets:
         self.policy_check = policy_check
         self.holds = holds
         self.clients = clients
-        self._keyholder: SecretKeyholder | None = None
+        self._keyholder: tuple[SecretKeyholder, SecretListKeyholder] | None = None
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -360,21 +361,24 @@ class Secrets:
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
 
-        Read without the write lock, one page of secrets per statement (secretparts.py); the
-        ``secret-list`` event is appended after, and the list returned once it is committed."""
-        with self.core.store.read() as s:
-            if client is not None:
-                clients = [self.clients.client(s, client)]
-            else:
-                me = self.trust.my_row(s)
-                clients = (
-                    list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
+        The authority reads without the write lock, one keyset page of ciphertext per
+        statement; the keyholder verifies each page and opens the names (keyholder/
+        secret_list.py). The ``secret-list`` event is appended after, and the list returned
+        once it is committed."""
+        scope, listed = self._list_keyholder().list(client)
+        out = sorted(
+            (
+                self.info(
+                    x.slug, _Shown(x.row.kind, x.row.current_version, x.row.created_at, x.row.updated_at), x.metadata
                 )
-            out = secretparts.secret_infos(self, s, clients, every=client is None and me.role == "admin")
-        if client is None:
-            listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
+                for x in listed
+            ),
+            key=lambda info: (info.client, info.name),
+        )
+        if scope.client_ids is not None and scope.slug is not None:
+            listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
-            listing.append_after_read(self, "secret-list", client_id=clients[0].id)
+            listing.append_after_read(self, "secret-list", public={"clients": scope.clients})
         return out
 
     def show(self, ref: str) -> SecretInfo:
@@ -393,8 +397,15 @@ class Secrets:
 
     def _secret_keyholder(self) -> SecretKeyholder:
         """This Vault object's secrets keyholder, over the in-process transport to its authority."""
+        return self._keyholders()[0]
+
+    def _list_keyholder(self) -> SecretListKeyholder:
+        """This Vault object's keyholder of ``secret list``, beside the secrets keyholder."""
+        return self._keyholders()[1]
+
+    def _keyholders(self) -> tuple[SecretKeyholder, SecretListKeyholder]:
         if self._keyholder is None:
-            self._keyholder = secretparts.secret_keyholder(self)
+            self._keyholder = secretparts.keyholders(self)
         return self._keyholder
 
     def _opened_info(self, opened: OpenedSecret) -> SecretInfo:
