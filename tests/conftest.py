@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -166,3 +167,41 @@ def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     yield Team(db_url, admin, clock, {ADMIN: ADMIN_PASS})
     admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """``db_url``, made once per test module: for a scene its tests read and do not change."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'vault.db'}"
+        store = storage.Store(url)
+        storage.upgrade(store)
+        store.close()
+        yield url
+        return
+    if pg_template is None:
+        pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+    url, drop = _fresh_pg(pg_template)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="module")
+def module_team(module_db_url: str) -> Iterator[Team]:
+    """``team`` made once per test module (its own clock); every Vault it opened is closed after."""
+    clock = Clock()
+    opened: list[Vault] = []
+    original = Team.open
+
+    def recording(self: Team, name: str | None = None) -> Vault:
+        vault = original(self, name)
+        opened.append(vault)
+        return vault
+
+    admin, _ = Vault.create(module_db_url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    team = Team(module_db_url, admin, clock, {ADMIN: ADMIN_PASS})
+    team.open = types.MethodType(recording, team)  # type: ignore[method-assign]
+    yield team
+    for vault in (admin, *opened):
+        vault.close()

@@ -37,6 +37,7 @@ from vault.errors import AccessDenied, InvalidInput, NotFound, VaultError
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.repositories import paging
 from vault.storage.repositories import secrets as secret_rows
 from vault.storage.rows import ROLE_ADMIN, ClientRow, EngineerRecord, EngineerRow, VersionRow
 
@@ -83,8 +84,8 @@ def checked_request(request: object) -> ListSecretsRequest:
 class SecretListAuthority:
     """``secret list``: the pages of secrets a caller may see, read in one read unit."""
 
-    def __init__(self, store: Store, checks: ListChecks) -> None:
-        self.store, self.checks = store, checks
+    def __init__(self, store: Store, checks: ListChecks, *, page: int = paging.PAGE) -> None:
+        self.store, self.checks, self.page = store, checks, page
 
     def __repr__(self) -> str:
         return "SecretListAuthority()"
@@ -100,7 +101,7 @@ class SecretListAuthority:
             chain = org_chain(conn, request.org_pin, caller.org_signing_public)
             known, sent = set(request.known_key_versions), set[int]()
             empty = True
-            for found in secret_rows.current_pages(conn, ids, missing=True):
+            for found in secret_rows.current_pages(conn, ids, page=self.page, missing=True):
                 empty = False
                 yield self._page(conn, caller, chain, found, known, sent)
             if empty:
