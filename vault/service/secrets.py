@@ -18,26 +18,25 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
-from vault.crypto import blobs, signing
+from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import (
-    DecryptionFailed,
     InvalidInput,
     LookupMismatch,
     NotFound,
 )
+from vault.keyholder import versions
 from vault.keyholder.secret_list import SecretListKeyholder
 from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
+from vault.keyholder.versions import OpenedVersion
 from vault.service import listing, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
@@ -93,12 +92,6 @@ class ShownSecret(Protocol):
     def created_at(self) -> dt.datetime: ...
     @property
     def updated_at(self) -> dt.datetime: ...
-
-
-@dataclass(frozen=True, repr=False)
-class _Opened:
-    metadata: dict[str, Any]
-    data_key: bytes
 
 
 def _custom_fields(
@@ -193,7 +186,7 @@ class Secrets:
         return client, secret, slug
 
     @staticmethod
-    def check_name(opened: _Opened, name: str) -> None:
+    def check_name(opened: OpenedVersion, name: str) -> None:
         """The secret found for ``name`` by its lookup tag holds that name in its metadata
         (bound to the secret's row by its associated data), else ``LookupMismatch``."""
         if opened.metadata.get("name") != name:
@@ -205,31 +198,14 @@ class Secrets:
             raise NotFound(f"no version {version} of this secret")
         return row
 
-    def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> _Opened:
+    def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> OpenedVersion:
+        """A version's metadata and data key, under the client key held (keyholder/versions.py)."""
         client_key = self.keys.client_key(s, client.id, row.key_version)
-        dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
-        raw = blobs.decrypt_secret_field(
-            dek,
-            blobs.blob_key_version(row.metadata_blob),
-            row.metadata_blob,
-            client.id,
-            secret.id,
-            row.version,
-            "metadata",
-        )
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise DecryptionFailed() from None
-        return _Opened(metadata, dek)
+        return versions.open_metadata(client_key, client.id, secret.id, row)
 
     @staticmethod
-    def password(client: HasId, secret: HasId, row: VersionRecord, opened: _Opened) -> str:
-        version = blobs.blob_key_version(row.password_blob)
-        raw = blobs.decrypt_secret_field(
-            opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"
-        )
-        return raw.decode("utf-8")
+    def password(client: HasId, secret: HasId, row: VersionRecord, opened: OpenedVersion) -> str:
+        return versions.open_password(opened.data_key, client.id, secret.id, row)
 
     @staticmethod
     def info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
