@@ -31,7 +31,7 @@ from vault import validation
 from vault.authority.checkout_reads import ENGINEER_WIDTH, CallerRead
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import ListedSecretRow, ListSecretsRequest, SecretPage
-from vault.authority.secrets import MAX_KNOWN_VERSIONS, TAG_BYTES, CallerChecks, authorised_caller, org_chain
+from vault.authority.secrets import TAG_BYTES, CallerChecks, authorised_caller, org_chain
 from vault.crypto.blobs import blob_key_version
 from vault.errors import AccessDenied, InvalidInput, NotFound, VaultError
 from vault.storage import models as m
@@ -42,6 +42,7 @@ from vault.storage.repositories import secrets as secret_rows
 from vault.storage.rows import ROLE_ADMIN, ClientRow, EngineerRecord, EngineerRow, VersionRow
 
 MAX_CLIENTS = 1_000_000  # client ids a listing may name: far more than a vault holds
+MAX_KNOWN_KEYS = 4 * MAX_CLIENTS  # (client, version) pairs a keyholder may name as held
 NO_GRANT = "no such client, or you hold no grant for it"
 _KEYS, _SEALS, _ENGINEERS, _CLIENTS = (
     cast(Table, t.__table__) for t in (m.ClientKey, m.ClientKeySeal, m.Engineer, m.Client)
@@ -69,7 +70,7 @@ def checked_request(request: object) -> ListSecretsRequest:
         for client_id in ids:
             validation.number("client id", client_id, 1)
     known = request.known_key_versions
-    if not isinstance(known, tuple) or len(known) > MAX_KNOWN_VERSIONS * 64:
+    if not isinstance(known, tuple) or len(known) > MAX_KNOWN_KEYS:
         raise InvalidInput("the request's known key versions are not a short tuple")
     for slot in known:
         if not isinstance(slot, tuple) or len(slot) != 2:

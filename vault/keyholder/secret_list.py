@@ -152,8 +152,14 @@ class SecretListKeyholder:
         )
         reader = _Reader(self.secrets, scope)
         out: list[ListedName] = []
-        for page in self.transport.list_secrets(request):
-            out.extend(reader.page(page))
+        pages = self.transport.list_secrets(request)
+        try:
+            for page in pages:
+                out.extend(reader.page(page))
+        finally:  # a refused page ends the authority's read unit now, not when the pages are collected
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
         if reader.first is None:
             raise UntrustedRecord("the authority answered the listing with no page")
         return scope, out
