@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import time
+import types
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -374,27 +375,25 @@ def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin.close()
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def module_team(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[Team]:  # type: ignore[no-untyped-def]
-    """A ``team`` built once per test module, on each engine: for tests that read what their
-    module's fixture made and do not change it (the setup of a team with keys is expensive)."""
-    drop = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'vault.db'}"
-        store = storage.Store(url)
-        storage.upgrade(store)
-        store.close()
-    else:
-        if pg_template is None:
-            pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
-        url, drop = _fresh_pg(pg_template)
+@pytest.fixture(scope="module")
+def module_team(module_db_url: str) -> Iterator[Team]:
+    """``team`` made once per test module (its own clock); every Vault it opened is closed after."""
     clock = Clock()
-    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+    opened: list[Vault] = []
+    original = Team.open
+
+    def recording(self: Team, name: str | None = None) -> Vault:
+        vault = original(self, name)
+        opened.append(vault)
+        return vault
+
+    admin, _ = Vault.create(module_db_url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
-    yield Team(url, admin, clock, {ADMIN: ADMIN_PASS})
-    admin.close()
-    if drop is not None:
-        drop()
+    team = Team(module_db_url, admin, clock, {ADMIN: ADMIN_PASS})
+    team.open = types.MethodType(recording, team)  # type: ignore[method-assign]
+    yield team
+    for vault in (admin, *opened):
+        vault.close()
 
 
 # -- a team built once per module, a fresh copy of its database for each test ---------------------------------

@@ -60,31 +60,39 @@ def number(label: str, value: object, low: int, high: int = MAX_ID) -> int:
     return value
 
 
+def _matching(what: str, value: object, pattern: re.Pattern[str], hint: str, reserved: tuple[str, ...] = ()) -> str:
+    """``value`` if it is a string ``pattern`` matches whole (and not one of ``reserved``), else
+    InvalidInput "bad ``what``" with ``hint``: the one shape of every name check below."""
+    if not isinstance(value, str) or not pattern.fullmatch(value) or value in reserved:
+        raise InvalidInput(f"bad {what} {shown(str(value))}", hint=hint)
+    return value
+
+
 def client_slug(slug: str) -> str:
-    if not isinstance(slug, str) or not CLIENT_SLUG.fullmatch(slug):
-        raise InvalidInput(
-            f"bad client slug {shown(str(slug))}",
-            hint="use 1-63 lowercase letters, digits and dashes, starting with a letter or digit (e.g. acme-ltd)",
-        )
-    return slug
+    return _matching(
+        "client slug",
+        slug,
+        CLIENT_SLUG,
+        "use 1-63 lowercase letters, digits and dashes, starting with a letter or digit (e.g. acme-ltd)",
+    )
 
 
 def engineer_name(name: str) -> str:
-    if not isinstance(name, str) or not ENGINEER_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"bad engineer name {shown(str(name))}",
-            hint="use 1-32 lowercase letters, digits, '.', '_' or '-', starting with a letter (e.g. alice)",
-        )
-    return name
+    return _matching(
+        "engineer name",
+        name,
+        ENGINEER_NAME,
+        "use 1-32 lowercase letters, digits, '.', '_' or '-', starting with a letter (e.g. alice)",
+    )
 
 
 def secret_name(name: str) -> str:
-    if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"bad secret name {shown(str(name))}",
-            hint="use 1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin)",
-        )
-    return name
+    return _matching(
+        "secret name",
+        name,
+        SECRET_NAME,
+        "use 1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin)",
+    )
 
 
 def secret_ref(ref: str) -> tuple[str, str]:
@@ -134,21 +142,19 @@ def password(value: str) -> str:
 
 def field_name(name: str) -> str:
     """The name of a field to reveal: password, a metadata field or a custom field's name."""
-    if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"bad field name {shown(str(name))}",
-            hint="use password, username, url, host, note or a custom field's name",
-        )
-    return name
+    return _matching(
+        "field name",
+        name,
+        FIELD_NAME,
+        "use password, username, url, host, note or a custom field's name",
+    )
 
 
 def custom_fields(fields: dict[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in fields.items():
-        if not isinstance(key, str) or not FIELD_NAME.fullmatch(key) or key in RESERVED_FIELDS:
-            raise InvalidInput(
-                f"bad field name {shown(str(key))}", hint="use 1-32 letters, digits, '_' or '-', starting with a letter"
-            )
+        hint = "use 1-32 letters, digits, '_' or '-', starting with a letter"
+        _matching("field name", key, FIELD_NAME, hint, RESERVED_FIELDS)
         checked = field_value(f"field {key}", value)
         assert checked is not None
         out[key] = checked

@@ -239,7 +239,7 @@ def test_a_new_version_not_the_one_asked_for_is_refused_and_nothing_is_written(
     scene: Scene, wrong: dict[str, int]
 ) -> None:
     before = _state(scene)
-    with pytest.raises(InvalidInput, match="not the one this check-in asked for"):
+    with pytest.raises(InvalidInput, match="not the one this request asked for"):
         _authority(scene).release(
             _request(scene, scene.alice, new_value=True), ReleaseSeal(dataclasses.replace(NEW, **wrong))
         )

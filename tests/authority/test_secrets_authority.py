@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, func, select
 
-from vault.authority.requests import MISSING_TARGET, Caller
+from vault.authority.requests import MISSING_TARGET, Caller, NewVersion
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -29,7 +29,6 @@ from vault.authority.secret_requests import (
     UPDATE,
     VIEW,
     AddRequest,
-    NewVersion,
     ReadRequest,
     SecretRows,
     SecretTarget,
@@ -50,7 +49,7 @@ from vault.storage import models as m
 from vault.storage.rows import HoldRow
 
 PW, USER, NOTE = "authority-secret-Pw-1", "fw-admin", "rack 4, top"
-NEW = NewVersion(1, b"\x01wrapped", b"\x01password blob", b"\x01metadata blob")
+NEW = NewVersion(1, 1, b"\x01wrapped", b"\x01password blob", b"\x01metadata blob")
 READS_THE_TARGET = re.compile(r"\b(clients|secrets|secret_versions)\b", re.IGNORECASE)
 
 
@@ -98,8 +97,10 @@ class Recorder:
 class FakeSeal:
     """The keyholder's seal without a key: it notes what it is shown, returns fixed blobs."""
 
-    def __init__(self, recorder: Recorder, refuse: bool = False, new: NewVersion = NEW) -> None:
-        self.recorder, self.refuse, self.new = recorder, refuse, new
+    def __init__(
+        self, recorder: Recorder, refuse: bool = False, new: NewVersion = NEW, number: int | None = None
+    ) -> None:
+        self.recorder, self.refuse, self.new, self.number = recorder, refuse, new, number
         self.drafts: list[SecretRows] = []
         self.encrypted: list[tuple[int, int, int]] = []
         self.events_when_admitted: list[int] = []
@@ -112,7 +113,7 @@ class FakeSeal:
 
     def encrypt(self, draft: SecretRows, version: int) -> NewVersion:
         self.encrypted.append((draft.client.id, draft.secret.id, version))
-        return self.new
+        return dataclasses.replace(self.new, version=version if self.number is None else self.number)
 
 
 @dataclasses.dataclass
@@ -314,6 +315,18 @@ def test_a_version_under_another_key_than_the_current_one_is_refused(scene: Scen
     seal = FakeSeal(recorder, new=dataclasses.replace(NEW, key_version=2))
     with pytest.raises(InvalidInput, match="current key"):
         _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), None, False), seal)
+    assert recorder.events == [] and _state(scene) == before
+
+
+@pytest.mark.parametrize("number", [1, 3])
+def test_a_version_numbered_other_than_the_next_is_refused_and_nothing_is_written(scene: Scene, number: int) -> None:
+    """A keyholder (or a forger at the seam) hands back ciphertext for another version
+    number than the one assigned: stored, it would overwrite or skip a version."""
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder, number=number)
+    with pytest.raises(InvalidInput, match="not the one this request asked for"):
+        _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), None, False), seal)
+    assert seal.encrypted == [(scene.client_id, scene.secret_id, 2)]
     assert recorder.events == [] and _state(scene) == before
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from vault.authority.requests import ClientKeyRow, SealedClientKey
 from vault.authority.secret_requests import SecretRows
 from vault.crypto import blobs
-from vault.errors import DecryptionFailed, UntrustedRecord, VaultError
+from vault.errors import DecryptionFailed, IntegrityError, UntrustedRecord, VaultError
+from vault.service import secretparts
 from vault.service.rows import EngineerRow, VersionRow
 from vault.storage import models as m
 
@@ -387,3 +388,77 @@ def test_an_add_asked_for_a_first_version_other_than_1_is_not_encrypted(scene: S
     with pytest.raises(UntrustedRecord, match="first version"):
         scene.alice.secrets.add("acme/new01", password="new-Pw-1")
     assert _state(scene) == before
+
+
+# -- the client key a new value goes under ----------------------------------------------------------------
+
+
+def _key_moved_back(scene: Scene) -> None:
+    """Alice holds client-key version 1 of acme (a view before the rotation) and 2 (a view
+    after it); then a writer of the database makes version 1 current again and undoes its
+    destruction (neither column is signed)."""
+    assert scene.alice.secrets.show("acme/fw01").username == USER
+    scene.team.admin.keys.rotate_client("acme")
+    assert scene.alice.secrets.show("acme/sw01").name == "sw01"
+    with scene.team.admin.store.transaction() as s:
+        s.execute(update(m.Client).where(m.Client.id == scene.client_id).values(current_key_version=1))
+        s.execute(
+            update(m.ClientKey)
+            .where(m.ClientKey.client_id == scene.client_id, m.ClientKey.version == 1)
+            .values(state="retiring", destroyed_at=None)
+        )
+
+
+@pytest.fixture
+def wrapped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The client-key versions a data key was wrapped under while the test runs."""
+    seen: list[int] = []
+    real = blobs.wrap_data_key
+
+    def counting(key: bytes, version: int, *args: Any) -> bytes:
+        seen.append(version)
+        return real(key, version, *args)
+
+    monkeypatch.setattr(blobs, "wrap_data_key", counting)
+    return seen
+
+
+def test_a_client_key_moved_back_is_refused_by_the_authority(scene: Scene, wrapped: list[int]) -> None:
+    """The control of the next test: the authority itself refuses a current key that is not
+    the newest admin-signed version."""
+    _key_moved_back(scene)
+    wrapped.clear()  # the rotation's re-wrapping
+    before = _state(scene)
+    with pytest.raises(IntegrityError, match="not its newest admin-signed key version") as caught:
+        scene.alice.secrets.add("acme/new01", password="new-Pw-1")
+    assert type(caught.value) is IntegrityError and wrapped == [] and _state(scene) == before
+
+
+@pytest.mark.parametrize("operation", ["add", "update"])
+def test_a_write_key_older_than_one_verified_is_refused_and_nothing_is_encrypted(
+    scene: Scene, wrapped: list[int], monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """A compromised authority (here: one that trusts the clients row, as a DBA moved it)
+    names client-key version 1 for a new value, though the keyholder verified version 2:
+    the old key is refused before any data key is made, and nothing is written."""
+    _key_moved_back(scene)
+    monkeypatch.setattr(secretparts._Checks, "current_key_version", lambda self, s, client: client.current_key_version)
+    wrapped.clear()  # the rotation's re-wrapping
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="older than version 2") as caught:
+        if operation == "add":
+            scene.alice.secrets.add("acme/new01", password="new-Pw-1")
+        else:
+            scene.alice.secrets.update("acme/fw01", password="new-Pw-2")
+    assert type(caught.value) is UntrustedRecord and "new-Pw" not in str(caught.value)
+    assert wrapped == [], "a data key was wrapped under the older client key"
+    assert _state(scene) == before
+
+
+def test_a_new_value_goes_under_the_newest_key(scene: Scene, wrapped: list[int]) -> None:
+    """The control: after the rotation, untampered, a new value is wrapped under version 2."""
+    scene.team.admin.keys.rotate_client("acme")
+    wrapped.clear()  # the rotation's re-wrapping
+    scene.alice.secrets.update("acme/fw01", password="new-Pw-3")
+    scene.alice.secrets.add("acme/new01", password="new-Pw-4")
+    assert wrapped == [2, 2]

@@ -23,8 +23,8 @@ from sqlalchemy import event, insert, select
 
 from vault import Vault
 from vault.authority.journal import Journal
+from vault.authority.secret_list import SecretListAuthority
 from vault.errors import AccessDenied, NotFound, StoreBusy, VaultError
-from vault.service import listing, secretparts
 from vault.storage import models as m
 
 REASON = "T-13 listing"
@@ -183,14 +183,14 @@ def test_a_checkout_in_another_connection_is_not_blocked_by_a_running_listing(te
     team.admin.secrets.add("acme/fw01", password="pw-1")
     other = _other_connection(team, monkeypatch)
     during: list[str] = []
-    read_rows = secretparts.secret_infos
+    read_pages = SecretListAuthority.pages
 
-    def listing_that_waits(*args: Any, **kwargs: Any) -> Any:
-        found = read_rows(*args, **kwargs)  # rows read and opened: the listing's transaction is open
-        during.append(other.checkouts.checkout("acme/fw01", reason=REASON).value)
-        return found
+    def listing_that_waits(self: Any, request: Any) -> Any:
+        for page in read_pages(self, request):  # a page read and handed on: the listing's transaction is open
+            during.append(other.checkouts.checkout("acme/fw01", reason=REASON).value)
+            yield page
 
-    monkeypatch.setattr(secretparts, "secret_infos", listing_that_waits)
+    monkeypatch.setattr(SecretListAuthority, "pages", listing_that_waits)
     before = team.admin.audit.head()[0]
     assert [s.name for s in team.admin.secrets.list("acme")] == ["fw01"]
     assert during == ["pw-1"]

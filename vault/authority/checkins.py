@@ -23,12 +23,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, delete, insert, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vault.authority import versions
 from vault.authority.checkout_reads import NAME, TARGET, CallerRead
 from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority, EventSeal, PublicChecks
 from vault.authority.requests import (
@@ -46,14 +46,11 @@ from vault.authority.requests import (
     ReleaseResponse,
     WriteKey,
 )
-from vault.errors import CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput, NotFound
+from vault.authority.versions import VersionChecks
+from vault.errors import CheckoutConflict, ConcurrentChange, InvalidInput, NotFound
 from vault.storage import models as m
 from vault.storage import rows
-from vault.storage.prepared import Prepared
 from vault.storage.rows import (
-    ENCRYPTION_LIMIT,
-    SECRETS,
-    VERSIONS,
     ClientRow,
     HoldRow,
     PolicyRow,
@@ -61,44 +58,9 @@ from vault.storage.rows import (
     VersionRow,
 )
 
-_KEYS = cast(Table, m.ClientKey.__table__)
-ADD_VERSION = Prepared(
-    insert(VERSIONS),
-    (
-        "secret_id",
-        "version",
-        "key_version",
-        "wrapped_dek",
-        "password_blob",
-        "metadata_blob",
-        "created_by",
-        "created_at",
-    ),
-)
-COUNT_ENCRYPTION = (  # one atomic UPDATE: concurrent writers never lose a count
-    update(_KEYS)
-    .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("key"))
-    .values(encryptions=_KEYS.c.encryptions + 1)
-    .returning(_KEYS.c.encryptions)
-)
-NEW_CURRENT = Prepared(
-    update(SECRETS)
-    .where(SECRETS.c.id == bindparam("secret"))
-    .values(current_version=bindparam("new"), updated_at=bindparam("at"), must_change=False)
-)
-PRUNE = delete(VERSIONS).where(VERSIONS.c.secret_id == bindparam("secret"), VERSIONS.c.version <= bindparam("cutoff"))
 
-
-class ReleaseChecks(PublicChecks, Protocol):
-    """The checkout's public-key checks, and the signed retention setting."""
-
-    def retention(self, s: Session) -> int:
-        """Versions kept per secret (the admin-signed setting, or the default)."""
-
-    def current_key_version(self, s: Session, client: m.Client) -> int:
-        """The client-key version new data goes under: the newest admin-signed one, which must be
-        what ``clients.current_key_version`` says and not destroyed, else IntegrityError (the
-        secrets authority's check)."""
+class ReleaseChecks(PublicChecks, VersionChecks, Protocol):
+    """The checkout's public-key checks, and what a new version depends on (authority/versions.py)."""
 
 
 class ReleaseSeal(EventSeal, Protocol):
@@ -231,27 +193,20 @@ class CheckinAuthority:
         client = s.get(m.Client, client_id)
         if client is None:  # removed since the target was read (PostgreSQL: no lock on the client row)
             raise NotFound(MISSING_TARGET)
-        key_version = self.checks.current_key_version(s, client)  # never the unsigned column alone
-        write = WriteKey(key_version, a._sealed_key(conn, caller, client_id, key_version), current + 1)
-        new = seal.new_version(write)
-        if (new.version, new.key_version) != (write.next_version, write.key_version):
-            raise InvalidInput("the new version is not the one this check-in asked for")
-        values = {"secret_id": secret_id, "created_by": caller.me.id, "created_at": now}
-        values |= {f: getattr(new, f) for f in ("version", "key_version", "wrapped_dek", "password_blob")}
-        values["metadata_blob"] = new.metadata_blob
-        ADD_VERSION.run(conn, values)
-        count = conn.execute(COUNT_ENCRYPTION, {"client": client_id, "key": key_version}).scalar_one()
-        if count > ENCRYPTION_LIMIT:
-            raise IntegrityError(
-                f"client key version {key_version} has reached its encryption limit",
-                hint="rotate the client key: `credvault rotate client SLUG`",
-            )
-        NEW_CURRENT.run(conn, {"secret": secret_id, "new": new.version, "at": now})
-        cutoff = new.version - self.checks.retention(s)
-        if cutoff >= 1:
-            conn.execute(PRUNE, {"secret": secret_id, "cutoff": cutoff})
-        facts = {"version": new.version, "password_changed": True}
+        write = versions.write_key(s, self.checks, caller, client, current)
+        stored = versions.store_version(
+            s,
+            self.checks,
+            write,
+            seal.new_version(write),
+            client_id=client_id,
+            secret_id=secret_id,
+            created_by=caller.me.id,
+            now=now,
+            clear_must_change=True,
+        )
+        facts = {"version": stored.version, "password_changed": True}
         a._append(
             conn, conn.dialect.name == "sqlite", caller, _Action(SECRET_UPDATE), client_id, secret_id, facts, seal
         )
-        return new.version
+        return stored.version

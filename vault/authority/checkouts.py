@@ -24,15 +24,14 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vault.authority import versions
 from vault.authority.checkout_reads import (
     ACTIVE,
     CALLER,
-    ENGINEER_WIDTH,
     EVENT,
     HEAD_AND_TIME,
     NAME,
     ORG_KEYS,
-    SEALED_KEY,
     TARGET,
     TIME_OF,
     CallerRead,
@@ -47,7 +46,6 @@ from vault.authority.requests import (
     Caller,
     CheckoutRequest,
     CheckoutResponse,
-    ClientKeyRow,
     OrgKeyRow,
     SealedClientKey,
 )
@@ -467,12 +465,4 @@ class CheckoutAuthority:
     def _sealed_key(conn: Connection, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:
         """The signed record of a client-key version and the caller's sealed copy of it (an
         admin's: the one sealed to the current recovery key), or None if there is no such version."""
-        admin = caller.me.role == ROLE_ADMIN
-        kind, recipient = ("recovery", caller.root_version or 0) if admin else ("engineer", caller.me.id)
-        found = SEALED_KEY.all(conn, {"client": client_id, "version": version, "kind": kind, "recipient": recipient})
-        if not found:
-            return None
-        r = found[0]
-        record = ClientKeyRow(*r[:7])
-        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
-        return SealedClientKey(record, signer, kind, recipient, r[7])
+        return versions.sealed_key(conn, caller, client_id, version)

@@ -10,8 +10,9 @@ records, which the keyholder verifies before it decrypts anything.
 ``SecretRows`` is both the draft the keyholder is shown before the event is written
 (``admit``: a refusal writes nothing) and the committed answer. A new version (add,
 update) is encrypted by the keyholder for the (client, secret, version) the authority
-assigns inside its unit of work (``NewVersion``), under the client-key version whose
-signed record the draft carries.
+assigns inside its unit of work, under the client-key version whose signed record the
+draft carries: the same ``NewVersion`` value as a check-in's (``requests.py``), stored by
+the same function (``authority/versions.py``).
 
 Refusals the keyholder says in the user's words (it knows the slug and name the authority
 never sees): ``MISSING_TARGET`` (requests.py), ``NAME_TAKEN`` and ``NO_CURRENT_VERSION``.
@@ -84,19 +85,6 @@ class HistoryRow:
 
 
 @dataclass(frozen=True, repr=False)
-class NewVersion:
-    """A version encrypted by the keyholder for (client, secret, version) under ``key_version``."""
-
-    key_version: int
-    wrapped_dek: bytes
-    password_blob: bytes
-    metadata_blob: bytes
-
-    def __repr__(self) -> str:
-        return f"NewVersion(key_version={self.key_version}, <ciphertext>)"
-
-
-@dataclass(frozen=True, repr=False)
 class SecretRows:
     """What the authority read or wrote, with the rows that vouch for it: the caller's own
     row, an engineer's grant head and its signer, the client, the secret, a version (the
@@ -122,3 +110,59 @@ class SecretRows:
 
     def __repr__(self) -> str:
         return f"SecretRows(seq={self.seq}, secret={self.secret.id})"
+
+
+# -- secret list ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListSecretsRequest:
+    """The secrets of ``client_ids`` (each one the keyholder learned and verified: an engineer's
+    granted clients, or the one named), or of every client (None: an admin's listing alone).
+    ``known_key_versions``: the (client id, version) of the client keys the keyholder holds."""
+
+    caller: Caller
+    client_ids: tuple[int, ...] | None
+    known_key_versions: tuple[tuple[int, int], ...]
+    org_pin: bytes
+
+    def __repr__(self) -> str:
+        shown = "every" if self.client_ids is None else len(self.client_ids)
+        return f"ListSecretsRequest(engineer={self.caller.engineer_id}, clients={shown})"
+
+
+@dataclass(frozen=True, repr=False)
+class ListedSecretRow:
+    """One secret and its current version as read (``version`` None: the row is missing, and
+    the keyholder reports the secret as damaged). ``kind`` and the times are shown as stored."""
+
+    client_id: int
+    secret_id: int
+    kind: str
+    current_version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    version: VersionRow | None
+
+    def __repr__(self) -> str:
+        return f"ListedSecretRow(client={self.client_id}, secret={self.secret_id})"
+
+
+@dataclass(frozen=True, repr=False)
+class SecretPage:
+    """One keyset page of a listing, in secret-id order, with what verifies it: the caller's
+    own row and the organisation key (as in ``SecretRows``, the same on every page), the
+    client rows first listed on this page (their slug blobs), and the sealed client keys
+    its rows need that the keyholder did not name as held and no earlier page carried.
+    A listing is at least one page (perhaps empty), so the caller's row always comes."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    clients: tuple[ClientRow, ...]
+    secrets: tuple[ListedSecretRow, ...]
+    sealed_keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"SecretPage(secrets={len(self.secrets)})"

@@ -22,12 +22,15 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
-from vault.authority.requests import MISSING_TARGET, Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority import versions
+from vault.authority.checkout_reads import ACTIVE, CALLER, ORG_KEYS, CallerRead
+from vault.authority.requests import MISSING_TARGET, Caller, NewVersion, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -38,18 +41,17 @@ from vault.authority.secret_requests import (
     VIEW,
     AddRequest,
     HistoryRow,
-    NewVersion,
     ReadRequest,
     SecretRows,
     SecretTarget,
     UpdateRequest,
 )
+from vault.authority.versions import VersionChecks
 from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, Locked, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
 from vault.storage.rows import (
-    ENCRYPTION_LIMIT,
     ROLE_ADMIN,
     ClientRow,
     EngineerRecord,
@@ -100,8 +102,8 @@ def checked_kind(kind: object) -> str:
     return validation.kind(kind)
 
 
-class SecretChecks(Protocol):
-    """The trust checks the authority makes: signatures and public keys only."""
+class CallerChecks(Protocol):
+    """The checks of the caller's own rows: signatures and public keys only."""
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         """The vault's current organisation key, as read in this unit of work."""
@@ -109,16 +111,14 @@ class SecretChecks(Protocol):
     def certificate(self, s: Session, row: EngineerRecord) -> None:
         """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
 
+
+class SecretChecks(CallerChecks, VersionChecks, Protocol):
+    """The trust checks the authority makes: signatures and public keys only."""
+
     def first_valid_grant(
         self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
     ) -> int:
         """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
-
-    def current_key_version(self, s: Session, client: m.Client) -> int:
-        """The client-key version new data goes under: the newest admin-signed one, else IntegrityError."""
-
-    def retention(self, s: Session) -> int:
-        """How many versions of a secret are kept."""
 
     def exclusive_holds(self, s: Session, client: m.Client, secret: m.Secret, me: int) -> Sequence[HoldRow]:
         """Other engineers' open exclusive checkouts of ``secret`` (its row locked), each honoured
@@ -142,6 +142,40 @@ class SecretSeal(Protocol):
 
     def encrypt(self, draft: SecretRows, version: int) -> NewVersion:
         """The new version ``version`` of ``draft.secret``, encrypted under ``draft.write_key``."""
+
+
+def authorised_caller(s: Session, checks: CallerChecks, caller: Caller, client_id: int) -> CallerRead:
+    """The caller's rows (with their grant ledger for ``client_id``, 0 for none): an engineer
+    of this vault, certified under its current organisation key, active, of the key
+    generation the request names; else Locked / AccessDenied / UntrustedRecord. One
+    statement, which reads nothing of any client or secret."""
+    conn = rows.connection(s)
+    sqlite = conn.dialect.name == "sqlite"
+    found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id})
+    if not found:
+        raise Locked("the acting engineer no longer exists in this vault")
+    read = CallerRead(found, sqlite)
+    me = read.me
+    checks.organisation_key(s, read.org_signing_public)
+    checks.certificate(s, me)
+    if me.status != ACTIVE:
+        raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
+    if me.key_generation != caller.key_generation:
+        raise Locked(
+            f"the keys of {me.name!r} have changed since this session was unlocked",
+            hint="run `credvault unlock` again",
+        )
+    return read
+
+
+def org_chain(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
+    """The organisation keys from the one the keyholder pinned to the current one (none when
+    they are the same, or when the pinned one is unknown: the keyholder refuses then)."""
+    if pinned == current:
+        return ()
+    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
+    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+    return () if start is None else tuple(keys[start:])
 
 
 class SecretAuthority:
@@ -195,9 +229,7 @@ class SecretAuthority:
             s.add(secret)
             s.flush()
             written = self._write(s, caller, request.target, client, secret, None, seal)
-            seq = self.recorder.append(
-                s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind}
-            )
+            seq = self.recorder.append(s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind})
         return dataclasses.replace(written, seq=seq)
 
     def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
@@ -217,11 +249,9 @@ class SecretAuthority:
             until = others[0].expires_at.isoformat(timespec="minutes")
             raise CheckoutConflict(f"checked out exclusively by {holder.name if holder else '?'} until {until}")
         current = self._version(s, secret, secret.current_version)
-        written = self._write(s, caller, request.target, client, secret, current, seal)
+        written = self._write(s, caller, request.target, client, secret, current, seal, request.password_changed)
         if kind is not None:
             secret.kind = kind
-        if request.password_changed:
-            secret.must_change = False
         details = {"version": secret.current_version, "password_changed": request.password_changed}
         seq = self.recorder.append(s, UPDATE, client_id=client.id, secret_id=secret.id, details=details)
         return dataclasses.replace(written, seq=seq, kind=secret.kind, secret=self._secret_row(secret))
@@ -234,27 +264,13 @@ class SecretAuthority:
         or the secret has been read when this refuses."""
         if (target.client_id is None) == (target.slug_tag is None):
             raise InvalidInput("a request names its client by id or by slug tag")
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        client_id = target.client_id if target.client_id is not None else 0
-        found = CALLER[sqlite].all(conn, {"me": target.caller.engineer_id, "client": client_id})
-        if not found:
-            raise Locked("the acting engineer no longer exists in this vault")
-        caller = CallerRead(found, sqlite)
-        me = caller.me
-        self.checks.organisation_key(s, caller.org_signing_public)
-        self.checks.certificate(s, me)
-        if me.status != ACTIVE:
-            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != target.caller.key_generation:
-            raise Locked(
-                f"the keys of {me.name!r} have changed since this session was unlocked",
-                hint="run `credvault unlock` again",
-            )
-        if me.role != ROLE_ADMIN:
+        caller = authorised_caller(s, self.checks, target.caller, target.client_id or 0)
+        if caller.me.role != ROLE_ADMIN:
             if target.slug_tag is not None:
-                raise AccessDenied(f"{me.name!r} is not an admin", hint="name the client by the id your grant names")
-            self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
+                raise AccessDenied(
+                    f"{caller.me.name!r} is not an admin", hint="name the client by the id your grant names"
+                )
+            self.checks.first_valid_grant(s, caller.grants, caller.me, caller.signers)
         return caller
 
     # -- what is acted on ----------------------------------------------------------------------
@@ -309,55 +325,33 @@ class SecretAuthority:
         secret: m.Secret,
         current: m.SecretVersion | None,
         seal: SecretSeal,
+        clear_must_change: bool = False,
     ) -> SecretRows:
         """The next version of ``secret``, encrypted by the keyholder under the client's current
-        key (its signed record in the draft), counted against the key's bound, then older
-        versions beyond the retention destroyed."""
-        key_version = self.checks.current_key_version(s, client)
-        write_key = self._sealed_key(s, caller, client.id, key_version)
-        if write_key is None:
-            raise IntegrityError(f"client key version {key_version} has no record")
-        draft = self._draft(s, caller, target, client, secret, current, write_key, ())
+        key (its signed record in the draft) and stored (authority/versions.py)."""
+        write = versions.write_key(s, self.checks, caller, client, secret.current_version)
+        if write.sealed is None:
+            raise IntegrityError(f"client key version {write.key_version} has no record")
+        draft = self._draft(s, caller, target, client, secret, current, write.sealed, ())
         seal.admit(draft)
-        number = secret.current_version + 1
-        new = seal.encrypt(draft, number)
-        if new.key_version != key_version:
-            raise InvalidInput("the new version is not encrypted under the client's current key")
         now = self.clock()
-        s.add(
-            m.SecretVersion(
-                secret_id=secret.id,
-                version=number,
-                key_version=key_version,
-                wrapped_dek=new.wrapped_dek,
-                password_blob=new.password_blob,
-                metadata_blob=new.metadata_blob,
-                created_by=caller.me.id,
-                created_at=now,
-            )
+        stored = versions.store_version(
+            s,
+            self.checks,
+            write,
+            seal.encrypt(draft, write.next_version),
+            client_id=client.id,
+            secret_id=secret.id,
+            created_by=caller.me.id,
+            now=now,
+            clear_must_change=clear_must_change,
         )
-        s.flush()
-        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
-            update(m.ClientKey)
-            .where(m.ClientKey.client_id == client.id, m.ClientKey.version == key_version)
-            .values(encryptions=m.ClientKey.encryptions + 1)
-            .returning(m.ClientKey.encryptions)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        if count > ENCRYPTION_LIMIT:
-            raise IntegrityError(
-                f"client key version {key_version} has reached its encryption limit",
-                hint="rotate the client key: `credvault rotate client SLUG`",
-            )
-        secret.current_version, secret.updated_at = number, now
-        cutoff = number - self.checks.retention(s)
-        if cutoff >= 1:
-            s.flush()
-            s.execute(
-                delete(m.SecretVersion).where(m.SecretVersion.secret_id == secret.id, m.SecretVersion.version <= cutoff)
-            )
-        version = VersionRow(number, key_version, new.wrapped_dek, new.password_blob, new.metadata_blob)
-        return dataclasses.replace(draft, secret=self._secret_row(secret), version=version, updated_at=now)
+        # the secret's row as stored (a Core UPDATE): the unit's copy told, not marked changed
+        set_committed_value(secret, "current_version", stored.version)
+        set_committed_value(secret, "updated_at", now)
+        if clear_must_change:
+            set_committed_value(secret, "must_change", False)
+        return dataclasses.replace(draft, secret=self._secret_row(secret), version=stored, updated_at=now)
 
     # -- the answer ---------------------------------------------------------------------------
 
@@ -379,12 +373,12 @@ class SecretAuthority:
         engineer = caller.me.role != ROLE_ADMIN
         sealed = None
         if version is not None and version.key_version not in target.known_key_versions:
-            sealed = self._sealed_key(s, caller, client.id, version.key_version)
+            sealed = versions.sealed_key(rows.connection(s), caller, client.id, version.key_version)
         return SecretRows(
             seq=0,
             vault_id=caller.vault_id,
             org_signing_public=caller.org_signing_public,
-            org_chain=self._org_chain(s, target.org_pin, caller.org_signing_public),
+            org_chain=org_chain(rows.connection(s), target.org_pin, caller.org_signing_public),
             me=caller.me,
             grant=caller.grants[0] if engineer and caller.grants else None,
             grant_signer=caller.signers[0] if engineer and caller.signers else None,
@@ -402,24 +396,3 @@ class SecretAuthority:
             write_key=write_key,
             history=history,
         )
-
-    @staticmethod
-    def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])
-
-    @staticmethod
-    def _sealed_key(s: Session, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:
-        """The signed record of a client-key version, its signer and the caller's sealed copy."""
-        admin = caller.me.role == ROLE_ADMIN
-        kind, recipient = ("recovery", caller.root_version or 0) if admin else ("engineer", caller.me.id)
-        params = {"client": client_id, "version": version, "kind": kind, "recipient": recipient}
-        found = SEALED_KEY.all(rows.connection(s), params)
-        if not found:
-            return None
-        r = found[0]
-        signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
-        return SealedClientKey(ClientKeyRow(*r[:7]), signer, kind, recipient, r[7])

@@ -42,6 +42,7 @@ from vault.authority.requests import (
 )
 from vault.crypto import blobs, chain
 from vault.errors import CheckoutConflict, ConcurrentChange, DecryptionFailed, NotFound, UntrustedRecord, VaultError
+from vault.keyholder import versions
 from vault.keyholder.checkouts import EPOCH, CheckoutKeyholder, ClientContext, Opened
 from vault.records import CheckoutInfo
 from vault.service.sessions import UnlockedSession
@@ -116,31 +117,16 @@ class _ReleaseSeal:
             raise UntrustedRecord("the authority asked for another version number than the next one")
         if write.sealed is None:
             raise DecryptionFailed()  # no such client-key version
-        # Versions only grow and a rotation makes its new one current at once: a client-key
-        # version older than one verified here already (held, or the admitted version's) is not
-        # the current one, whatever the clients row says (a writer of the database moved it).
-        seen = [v for (c, v) in self._k.checkouts.cache if c == client.id] + [draft.version.key_version]
-        if write.key_version < max(seen):
-            raise UntrustedRecord(
-                f"the authority asked for a new version under client key version {write.key_version}, "
-                f"older than version {max(seen)}"
-            )
+        # Versions only grow and a rotation makes its new one current at once (keyholder/versions.py).
+        held = [v for (c, v) in self._k.checkouts.cache if c == client.id]
+        versions.check_write_key(write.key_version, [*held, draft.version.key_version])
         opened.checks.client_key(write.sealed, client.id, write.key_version)  # verified even if held
         key = self._k.checkouts.client_key(
             self._me, opened.me, opened.checks, client.id, write.key_version, write.sealed
         )
-        version, kv = write.next_version, write.key_version
-        dek = blobs.new_key()
-        metadata = json.dumps(opened.metadata, sort_keys=True).encode("utf-8")
-        self._written = version
-        return NewVersion(
-            version=version,
-            key_version=kv,
-            wrapped_dek=blobs.wrap_data_key(key, kv, dek, client.id, secret.id, version),
-            password_blob=blobs.encrypt_secret_field(
-                dek, kv, self._new_value.encode("utf-8"), client.id, secret.id, version, "password"
-            ),
-            metadata_blob=blobs.encrypt_secret_field(dek, kv, metadata, client.id, secret.id, version, "metadata"),
+        self._written = write.next_version
+        return versions.new_version(
+            key, write.key_version, client.id, secret.id, write.next_version, self._new_value, opened.metadata
         )
 
     def details(self, client_id: int, seq: int, action: str, facts: dict[str, Any]) -> tuple[int, bytes]:
@@ -284,25 +270,8 @@ class CheckinKeyholder:
             key = k.client_key(
                 me, row, checks, client.id, version.key_version, sealed.get((client.id, version.key_version))
             )
-            dek = blobs.unwrap_data_key(
-                key, version.key_version, version.wrapped_dek, client.id, secret.id, version.version
-            )
-            raw = blobs.decrypt_secret_field(
-                dek,
-                blobs.blob_key_version(version.metadata_blob),
-                version.metadata_blob,
-                client.id,
-                secret.id,
-                version.version,
-                "metadata",
-            )
-            try:
-                metadata = json.loads(raw)
-            except ValueError:
-                raise DecryptionFailed() from None
-            if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
-                raise DecryptionFailed()
+            name = versions.open_metadata(key, client.id, secret.id, version).metadata["name"]
             started = EPOCH + dt.timedelta(microseconds=c.started_us)
             expires = EPOCH + dt.timedelta(microseconds=c.expires_us)
-            out.append(CheckoutInfo(slug, metadata["name"], c.holder, c.exclusive, started, expires))
+            out.append(CheckoutInfo(slug, name, c.holder, c.exclusive, started, expires))
         return out

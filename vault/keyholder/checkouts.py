@@ -61,6 +61,7 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
+from vault.keyholder import versions
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.records import Revealed
 from vault.service.sessions import UnlockedSession
@@ -356,25 +357,8 @@ class CheckoutKeyholder:
         if asked_version is not None and version.version != asked_version:
             raise UntrustedRecord("the authority answered with another version than the one asked for")
         key = self.client_key(me, row, checks, client.id, version.key_version, r.sealed_key)
-        dek = blobs.unwrap_data_key(
-            key, version.key_version, version.wrapped_dek, client.id, secret.id, version.version
-        )
-        raw = blobs.decrypt_secret_field(
-            dek,
-            blobs.blob_key_version(version.metadata_blob),
-            version.metadata_blob,
-            client.id,
-            secret.id,
-            version.version,
-            "metadata",
-        )
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise DecryptionFailed() from None
-        if not isinstance(metadata, dict) or metadata.get("name") != name:
-            raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
-        return Opened(metadata, dek, checks, row)
+        found = versions.open_metadata(key, client.id, secret.id, version, name)
+        return Opened(found.metadata, found.data_key, checks, row)
 
     def _reveal(
         self,
@@ -391,15 +375,7 @@ class CheckoutKeyholder:
         metadata, dek = opened.metadata, opened.data_key
         client, secret, version = r.client, r.secret, r.version
         if field == "password":
-            value: Any = blobs.decrypt_secret_field(
-                dek,
-                blobs.blob_key_version(version.password_blob),
-                version.password_blob,
-                client.id,
-                secret.id,
-                version.version,
-                "password",
-            ).decode("utf-8")
+            value: Any = versions.open_password(dek, client.id, secret.id, version)
         elif field in METADATA_FIELDS:
             value = metadata.get(field)
         else:

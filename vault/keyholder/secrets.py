@@ -26,19 +26,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vault import validation
-from vault.authority.requests import MISSING_TARGET, Caller, SealedClientKey
+from vault.authority.requests import MISSING_TARGET, Caller, NewVersion, SealedClientKey
 from vault.authority.secret_requests import (
     HISTORY,
     NAME_TAKEN,
     VIEW,
     AddRequest,
-    NewVersion,
     ReadRequest,
     SecretRows,
     SecretTarget,
@@ -55,10 +53,11 @@ from vault.errors import (
     NotFound,
     UntrustedRecord,
 )
-from vault.keyholder.checkouts import EngineerKeys
+from vault.keyholder import versions
+from vault.keyholder.checkouts import EngineerKeys, Signed
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.service.sessions import UnlockedSession
-from vault.storage.rows import ACTIVE, ROLE_ADMIN, KeyCache
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow, KeyCache
 
 
 @dataclass(frozen=True, repr=False)
@@ -332,18 +331,9 @@ class SecretKeyholder:
 
     # -- the answer, verified, then opened ------------------------------------------------------
 
-    def _verify(
-        self,
-        me: UnlockedSession,
-        ctx: SecretContext,
-        tag: bytes,
-        name: str | None,
-        r: SecretRows,
-        *,
-        password: bool = False,
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        """Every row of ``r`` checked; the version's metadata (and ``password``: its password)
-        opened and its name checked, when ``r`` carries a version."""
+    def me_checked(self, me: UnlockedSession, r: Signed) -> tuple[ResponseChecks, EngineerRow]:
+        """The answer's organisation key (the pinned one, or reached from it by the signed chain)
+        and the caller's own row in it: certified, active, this session's keys."""
         if r.vault_id != me.vault_id:
             raise UntrustedRecord("the answer comes from another vault")
         org = trusted_org_key(r.vault_id, me.org_signing_public, r.org_signing_public, r.org_chain)
@@ -356,6 +346,21 @@ class SecretKeyholder:
             raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
         if row.key_generation != me.key_generation or row.sealing_public != self.keys.sealing_public():
             raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
+        return checks, row
+
+    def _verify(
+        self,
+        me: UnlockedSession,
+        ctx: SecretContext,
+        tag: bytes,
+        name: str | None,
+        r: SecretRows,
+        *,
+        password: bool = False,
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Every row of ``r`` checked; the version's metadata (and ``password``: its password)
+        opened and its name checked, when ``r`` carries a version."""
+        checks, row = self.me_checked(me, r)
         admin = row.role == ROLE_ADMIN
         if not admin:
             checks.grant(r.grant, r.grant_signer, row, ctx.client_id)
@@ -368,32 +373,21 @@ class SecretKeyholder:
             raise UntrustedRecord("the authority answered for another secret than the one asked for")
         if client.slug_blob != ctx.slug_blob:
             version = blobs.blob_key_version(client.slug_blob)
-            key = self._client_key(me, admin, checks, client.id, version, None)
+            key = self.client_key(me, admin, checks, client.id, version, None)
             if blobs.decrypt_client_field(key, version, client.slug_blob, client.id, "slug") != ctx.slug.encode():
                 raise LookupMismatch(f"the client found for {ctx.slug!r} holds another slug: its lookup tag was moved")
-        if r.write_key is not None:
-            self._client_key(me, admin, checks, client.id, r.write_key.record.version, r.write_key)
-        v = r.version
-        if v is None:
+        v, opened = r.version, None
+        if v is not None:
+            key = self.client_key(me, admin, checks, client.id, v.key_version, r.sealed_key)
+            opened = versions.open_metadata(key, client.id, secret.id, v, name)
+        if r.write_key is not None:  # a new value goes under it: not older than a key verified already
+            held = [version for (c, version) in self.cache if c == client.id]  # the version's, once it opened
+            versions.check_write_key(r.write_key.record.version, held)
+            self.client_key(me, admin, checks, client.id, r.write_key.record.version, r.write_key)
+        if opened is None or v is None:
             return None, None
-        key = self._client_key(me, admin, checks, client.id, v.key_version, r.sealed_key)
-        dek = blobs.unwrap_data_key(key, v.key_version, v.wrapped_dek, client.id, secret.id, v.version)
-        raw = blobs.decrypt_secret_field(
-            dek, blobs.blob_key_version(v.metadata_blob), v.metadata_blob, client.id, secret.id, v.version, "metadata"
-        )
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise DecryptionFailed() from None
-        if not isinstance(metadata, dict) or metadata.get("name") != name:
-            raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
-        value = None
-        if password:
-            field = blobs.blob_key_version(v.password_blob)
-            value = blobs.decrypt_secret_field(
-                dek, field, v.password_blob, client.id, secret.id, v.version, "password"
-            ).decode("utf-8")
-        return metadata, value
+        value = versions.open_password(opened.data_key, client.id, secret.id, v) if password else None
+        return opened.metadata, value
 
     def _encrypt(
         self, me: UnlockedSession, draft: SecretRows, number: int, password: str, metadata: dict[str, Any]
@@ -406,19 +400,9 @@ class SecretKeyholder:
         key = self.cache.get((draft.client.id, version))
         if key is None:
             raise DecryptionFailed()
-        client_id, secret_id = draft.client.id, draft.secret.id
-        dek = blobs.new_key()
-        raw = json.dumps(metadata, sort_keys=True).encode("utf-8")
-        return NewVersion(
-            key_version=version,
-            wrapped_dek=blobs.wrap_data_key(key, version, dek, client_id, secret_id, number),
-            password_blob=blobs.encrypt_secret_field(
-                dek, version, password.encode("utf-8"), client_id, secret_id, number, "password"
-            ),
-            metadata_blob=blobs.encrypt_secret_field(dek, version, raw, client_id, secret_id, number, "metadata"),
-        )
+        return versions.new_version(key, version, draft.client.id, draft.secret.id, number, password, metadata)
 
-    def _client_key(
+    def client_key(
         self,
         me: UnlockedSession,
         admin: bool,

@@ -1,15 +1,16 @@
 """The in-process collaborators of the secrets' two halves, and the secret listing.
 
 Adapters over the Vault object's trust, policies, journal and keys, handed to the
-secrets' authority (``vault/authority/secrets.py``) and keyholder
-(``vault/keyholder/secrets.py``), which are joined by the in-process transport
-(``vault/transport/secrets.py``): ``secret_keyholder(secrets)`` builds the three.
+secrets' authorities (``vault/authority/secrets.py``, ``secret_list.py``) and keyholders
+(``vault/keyholder/secrets.py``, ``secret_list.py``), which are joined by the in-process
+transport (``vault/transport/secrets.py``): ``keyholders(secrets)`` builds them.
 
-``secret_infos`` is ``secret list``'s read: in ``Store.read()`` (no write lock), the
-secrets of the clients listed with their current version one keyset page per statement,
-each metadata blob opened (never a password). A secret whose current-version row is
-missing is reported as damaged (``IntegrityError``), never passed over in silence: a
-writer of the database could otherwise hide a secret from every listing.
+``secret list`` reads in ``Store.read()`` (no write lock): the authority's keyset pages of
+ciphertext, each verified and opened by the listing's keyholder (never a password). A
+secret whose current-version row is missing is reported as damaged (``IntegrityError``),
+never passed over in silence: a writer of the database could otherwise hide a secret from
+every listing. An engineer's clients come from their grant index (``listing.py``): the
+authority's check of the clients named and the keyholder's scope both use it, in-process.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.secret_list import SecretListAuthority
 from vault.authority.secrets import SecretAuthority
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
-from vault.errors import IntegrityError
+from vault.keyholder.secret_list import ListScope, SecretListKeyholder
 from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import listing, rows
 from vault.service.core import ROLE_ADMIN
-from vault.service.records import SecretInfo
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
 from vault.storage import models as m
-from vault.storage.repositories import secrets as secret_rows
 from vault.transport.secrets import InProcessSecretTransport
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class _Checks:
     """The authority's checks (signatures and public keys only), made by the Vault's trust."""
 
     def __init__(self, secrets: Secrets) -> None:
+        self._secrets = secrets
         self._trust, self._policies, self._holds = secrets.trust, secrets.policy_check, secrets.holds
 
     def organisation_key(self, s: Session, current: bytes) -> None:
@@ -56,6 +58,9 @@ class _Checks:
 
     def current_key_version(self, s: Session, client: m.Client) -> int:
         return self._trust.current_key_version(s, client)
+
+    def granted_client_ids(self, s: Session, me: EngineerRecord) -> list[int]:
+        return listing.granted_client_ids(self._secrets, s, me)  # each ledger head verified (cached per session)
 
     def retention(self, s: Session) -> int:
         return self._policies.retention(s)
@@ -101,37 +106,38 @@ class _Lookup:
         return SecretContext(client.id, slug, slug_tag, client.slug_blob, c.lookup_key(s, client))
 
 
-def secret_keyholder(secrets: Secrets) -> SecretKeyholder:
-    """The secrets' keyholder of this Vault object, over an in-process transport to its authority."""
-    authority = SecretAuthority(secrets.core.store, _Checks(secrets), _Recorder(secrets), secrets.core.clock)
-    return SecretKeyholder(
-        InProcessSecretTransport(authority),
+class _ListLookup:
+    """What a listing may ask for, learned through the Vault's checked lookups: the client
+    named (its context), an engineer's granted clients (each grant verified, their client
+    keys unsealed), or every client (an admin's, the recovery key opened)."""
+
+    def __init__(self, secrets: Secrets, lookup: _Lookup) -> None:
+        self._secrets, self._lookup = secrets, lookup
+
+    def scope(self, slug: str | None) -> ListScope:
+        if slug is not None:
+            return ListScope((self._lookup.context(slug).client_id,), 1, slug)
+        c = self._secrets
+        with c.core.store.read() as s:
+            me = c.trust.my_row(s)
+            if me.role == ROLE_ADMIN:
+                c.keys.root_bundle(s)  # the recovery key the client keys are sealed to
+                return ListScope(None, s.scalar(select(func.count()).select_from(m.Client)) or 0, None)
+            ids = tuple(client.id for client in c.clients.granted_clients(s, me))
+        return ListScope(ids, len(ids), None)
+
+
+def keyholders(secrets: Secrets) -> tuple[SecretKeyholder, SecretListKeyholder]:
+    """The secrets' keyholder and the listing's, over one in-process transport to their authorities."""
+    checks = _Checks(secrets)
+    authority = SecretAuthority(secrets.core.store, checks, _Recorder(secrets), secrets.core.clock)
+    transport = InProcessSecretTransport(authority, SecretListAuthority(secrets.core.store, checks))
+    lookup = _Lookup(secrets)
+    keyholder = SecretKeyholder(
+        transport,
         SessionKeys(secrets.keys, secrets.core.store),
-        _Lookup(secrets),
+        lookup,
         secrets.keys.client_keys,
         secrets.core.clock,
     )
-
-
-def secret_infos(secrets: Secrets, s: Session, clients: Sequence[m.Client], every: bool) -> list[SecretInfo]:
-    """The metadata of every secret of ``clients`` (``every``: of all clients, read without a
-    filter), sorted by client and name: a keyset page of secrets with their current version
-    per statement, each metadata blob opened here. A secret without its current version is
-    damaged: ``IntegrityError``, naming it by client and id."""
-    by_id = {c.id: c for c in clients}
-    listing.unseal_client_keys(secrets, s, secrets.trust.my_row(s), clients)  # an engineer's: with their grants
-    slugs = {c.id: secrets.clients.slug(s, c) for c in clients}
-    out = []
-    for secret in secret_rows.current(rows.connection(s), None if every else list(by_id), missing=True):
-        client = by_id.get(secret.client_id)
-        if client is None:
-            continue  # a client added since the clients were read (PostgreSQL): not listed
-        if secret.version is None:
-            raise IntegrityError(
-                f"secret #{secret.id} of client {slugs[client.id]!r} is damaged: "
-                f"its current version {secret.current_version} is missing",
-                hint="the database was changed outside credvault; restore it from a backup",
-            )
-        opened = secrets.open(s, client, secret, secret)
-        out.append(secrets.info(slugs[client.id], secret, opened.metadata))
-    return sorted(out, key=lambda info: (info.client, info.name))
+    return keyholder, SecretListKeyholder(keyholder, _ListLookup(secrets, lookup), transport)

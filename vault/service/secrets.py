@@ -18,25 +18,25 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
-from vault.crypto import blobs, signing
+from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import (
-    DecryptionFailed,
     InvalidInput,
     LookupMismatch,
     NotFound,
 )
+from vault.keyholder import versions
+from vault.keyholder.secret_list import SecretListKeyholder
 from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
+from vault.keyholder.versions import OpenedVersion
 from vault.service import listing, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
@@ -92,12 +92,6 @@ class ShownSecret(Protocol):
     def created_at(self) -> dt.datetime: ...
     @property
     def updated_at(self) -> dt.datetime: ...
-
-
-@dataclass(frozen=True, repr=False)
-class _Opened:
-    metadata: dict[str, Any]
-    data_key: bytes
 
 
 def _custom_fields(
@@ -168,7 +162,7 @@ class Secrets:
         self.policy_check = policy_check
         self.holds = holds
         self.clients = clients
-        self._keyholder: SecretKeyholder | None = None
+        self._keyholder: tuple[SecretKeyholder, SecretListKeyholder] | None = None
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -192,7 +186,7 @@ class Secrets:
         return client, secret, slug
 
     @staticmethod
-    def check_name(opened: _Opened, name: str) -> None:
+    def check_name(opened: OpenedVersion, name: str) -> None:
         """The secret found for ``name`` by its lookup tag holds that name in its metadata
         (bound to the secret's row by its associated data), else ``LookupMismatch``."""
         if opened.metadata.get("name") != name:
@@ -204,31 +198,14 @@ class Secrets:
             raise NotFound(f"no version {version} of this secret")
         return row
 
-    def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> _Opened:
+    def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> OpenedVersion:
+        """A version's metadata and data key, under the client key held (keyholder/versions.py)."""
         client_key = self.keys.client_key(s, client.id, row.key_version)
-        dek = blobs.unwrap_data_key(client_key, row.key_version, row.wrapped_dek, client.id, secret.id, row.version)
-        raw = blobs.decrypt_secret_field(
-            dek,
-            blobs.blob_key_version(row.metadata_blob),
-            row.metadata_blob,
-            client.id,
-            secret.id,
-            row.version,
-            "metadata",
-        )
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise DecryptionFailed() from None
-        return _Opened(metadata, dek)
+        return versions.open_metadata(client_key, client.id, secret.id, row)
 
     @staticmethod
-    def password(client: HasId, secret: HasId, row: VersionRecord, opened: _Opened) -> str:
-        version = blobs.blob_key_version(row.password_blob)
-        raw = blobs.decrypt_secret_field(
-            opened.data_key, version, row.password_blob, client.id, secret.id, row.version, "password"
-        )
-        return raw.decode("utf-8")
+    def password(client: HasId, secret: HasId, row: VersionRecord, opened: OpenedVersion) -> str:
+        return versions.open_password(opened.data_key, client.id, secret.id, row)
 
     @staticmethod
     def info(slug: str, secret: ShownSecret, metadata: dict[str, Any]) -> SecretInfo:
@@ -360,21 +337,24 @@ class Secrets:
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
 
-        Read without the write lock, one page of secrets per statement (secretparts.py); the
-        ``secret-list`` event is appended after, and the list returned once it is committed."""
-        with self.core.store.read() as s:
-            if client is not None:
-                clients = [self.clients.client(s, client)]
-            else:
-                me = self.trust.my_row(s)
-                clients = (
-                    list(s.scalars(select(m.Client))) if me.role == "admin" else self.clients.granted_clients(s, me)
+        The authority reads without the write lock, one keyset page of ciphertext per
+        statement; the keyholder verifies each page and opens the names (keyholder/
+        secret_list.py). The ``secret-list`` event is appended after, and the list returned
+        once it is committed."""
+        scope, listed = self._list_keyholder().list(client)
+        out = sorted(
+            (
+                self.info(
+                    x.slug, _Shown(x.row.kind, x.row.current_version, x.row.created_at, x.row.updated_at), x.metadata
                 )
-            out = secretparts.secret_infos(self, s, clients, every=client is None and me.role == "admin")
-        if client is None:
-            listing.append_after_read(self, "secret-list", public={"clients": len(clients)})
+                for x in listed
+            ),
+            key=lambda info: (info.client, info.name),
+        )
+        if scope.client_ids is not None and scope.slug is not None:
+            listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
-            listing.append_after_read(self, "secret-list", client_id=clients[0].id)
+            listing.append_after_read(self, "secret-list", public={"clients": scope.clients})
         return out
 
     def show(self, ref: str) -> SecretInfo:
@@ -393,8 +373,15 @@ class Secrets:
 
     def _secret_keyholder(self) -> SecretKeyholder:
         """This Vault object's secrets keyholder, over the in-process transport to its authority."""
+        return self._keyholders()[0]
+
+    def _list_keyholder(self) -> SecretListKeyholder:
+        """This Vault object's keyholder of ``secret list``, beside the secrets keyholder."""
+        return self._keyholders()[1]
+
+    def _keyholders(self) -> tuple[SecretKeyholder, SecretListKeyholder]:
         if self._keyholder is None:
-            self._keyholder = secretparts.secret_keyholder(self)
+            self._keyholder = secretparts.keyholders(self)
         return self._keyholder
 
     def _opened_info(self, opened: OpenedSecret) -> SecretInfo:

@@ -6,22 +6,35 @@ and returns its answer: no copy, no serialisation. ``seal`` is the keyholder's
 the keyholder's hands inside its unit of work (verify the draft before the event is
 written; encrypt a new version for the ids assigned there). An update made inside a
 check-in passes the check-in's unit of work (``unit``): only a transport inside one
-process can carry either; the team-server issue replaces both.
+process can carry either; the team-server issue replaces both. ``list_secrets`` hands on
+the listing's pages as ``SecretListAuthority`` reads them (a stream of values: over HTTPS,
+one response body read page by page).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy.orm import Session
 
-from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.authority.secret_list import SecretListAuthority
+from vault.authority.secret_requests import (
+    AddRequest,
+    ListSecretsRequest,
+    ReadRequest,
+    SecretPage,
+    SecretRows,
+    UpdateRequest,
+)
 from vault.authority.secrets import SecretAuthority, SecretSeal
+from vault.errors import InvalidInput
 
 
 class InProcessSecretTransport:
     """Calls the secrets' authority directly."""
 
-    def __init__(self, authority: SecretAuthority) -> None:
-        self.authority = authority
+    def __init__(self, authority: SecretAuthority, listing: SecretListAuthority | None = None) -> None:
+        self.authority, self.listing = authority, listing
 
     def __repr__(self) -> str:
         return "InProcessSecretTransport()"
@@ -34,3 +47,9 @@ class InProcessSecretTransport:
 
     def update(self, request: UpdateRequest, seal: SecretSeal, unit: Session | None = None) -> SecretRows:
         return self.authority.update(request, seal, s=unit)
+
+    def list_secrets(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
+        """The listing's pages, as the authority reads them (its read unit open until the last)."""
+        if self.listing is None:
+            raise InvalidInput("this transport carries no secret listing")
+        return self.listing.pages(request)

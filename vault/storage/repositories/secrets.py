@@ -72,6 +72,19 @@ def current(
         yield ListedSecret._make(row)
 
 
+def current_pages(
+    conn: Connection, client_ids: Collection[int] | None, *, page: int = paging.PAGE, missing: bool = False
+) -> Iterator[list[ListedSecret]]:
+    """``current`` a page at a time (one statement each): what a listing hands on page by page."""
+    query = _current_versions(outer=missing)
+    if client_ids is not None:
+        if not client_ids:
+            return
+        query = query.where(SECRETS.c.client_id.in_(sorted(client_ids)))
+    for rows in paging.pages(conn, query, SECRETS.c.id, size=page):
+        yield [ListedSecret._make(row) for row in rows]
+
+
 def flagged(conn: Connection, *, page: int = paging.PAGE) -> Iterator[ListedSecret]:
     """The secrets that must be changed (after a checkout), with their current version."""
     query = _current_versions().where(SECRETS.c.must_change.is_(True))
