@@ -70,7 +70,9 @@ class PurgedVersion:
 @dataclass(frozen=True, repr=False)
 class PurgePart:
     """What is destroyed of one client: its secrets, the counts, and (a client purge) every
-    client-key version's signed record, or (a secret purge) every version of the secrets."""
+    client-key version's signed record with, at the same place in ``key_signers``, the row
+    of the engineer it names as its signer (None: no such engineer), or (a secret purge)
+    every version of the secrets."""
 
     client_id: int
     slug_blob: bytes
@@ -78,6 +80,7 @@ class PurgePart:
     counts: Counts
     key_records: tuple[ClientKeyRow, ...]
     versions: tuple[PurgedVersion, ...]
+    key_signers: tuple[EngineerRow | None, ...] = ()
 
     def __repr__(self) -> str:
         return f"PurgePart(client={self.client_id}, secrets={len(self.secret_ids)})"

@@ -115,7 +115,7 @@ class _Seal:
                 raise UntrustedRecord("the authority drafted a purge of a client not asked for")
             if part.slug_blob != self._blobs[part.client_id]:
                 raise UntrustedRecord("the authority drafted a purge of another client than the one asked for")
-            admitted[part.client_id] = (part, h.fingerprints(request.kind, part, asked[part.client_id]))
+            admitted[part.client_id] = (part, h.fingerprints(request.kind, part, asked[part.client_id], checks))
         if not admitted or (request.kind != "subject" and len(admitted) != len(asked)):
             raise UntrustedRecord("the authority drafted a purge of other clients than those asked for")
         self._admitted, self.me, self.vault_id = admitted, (draft.me.id, draft.me.key_generation), checks.vault_id
@@ -255,17 +255,22 @@ class PurgeKeyholder:
         parts = (answer.vault_id, answer.org_signing_public, answer.org_chain, answer.me)
         return verified_caller(self.keys.session(), self.keys.sealing_public(), self.clock(), parts, admin=admin)
 
-    def fingerprints(self, kind: str, part: PurgePart, asked: tuple[int, ...]) -> tuple[str, ...]:
+    def fingerprints(
+        self, kind: str, part: PurgePart, asked: tuple[int, ...], checks: ResponseChecks
+    ) -> tuple[str, ...]:
         """What a receipt of ``part`` states as destroyed: the client's key versions (a client
-        purge) or every version's data key, unwrapped here under its row's binding."""
+        purge: every version from 1, each record signed by its admin) or every version's data
+        key, unwrapped here under its row's binding."""
         if kind == CLIENT:
             self._counts(part, CLIENT_COUNTS)
-            versions = [r.version for r in part.key_records]
-            if any(r.client_id != part.client_id for r in part.key_records) or versions != sorted(set(versions)):
-                raise UntrustedRecord("the authority drafted key records of another client")
+            records, signers = part.key_records, part.key_signers
+            if not records or len(signers) != len(records):
+                raise UntrustedRecord("the authority drafted no signed key record of the client")
             if part.versions:
                 raise UntrustedRecord("a client purge drafts no versions")
-            return tuple(r.fingerprint.hex() for r in part.key_records)
+            for version, (record, signer) in enumerate(zip(records, signers, strict=True), start=1):
+                checks.purged_client_key(record, signer, part.client_id, version)
+            return tuple(r.fingerprint.hex() for r in records)
         if (
             not part.secret_ids
             or not set(part.secret_ids) <= set(asked)

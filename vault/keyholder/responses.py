@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from vault.authority.requests import OrgKeyRow, SealedClientKey
+from vault.authority.engineer_requests import DISABLED
+from vault.authority.requests import ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER, LABEL_SIG_GRANT, LABEL_SIG_ORG_KEY
 from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
@@ -86,7 +87,28 @@ class ResponseChecks:
         record = sealed.record
         if (record.client_id, record.version) != (client_id, version) or record.state == "destroyed":
             raise DecryptionFailed()
-        admin = self.admin(sealed.signer, record.signed_by)
+        self._client_key_signature(record, self.admin(sealed.signer, record.signed_by))
+
+    def purged_client_key(
+        self, record: ClientKeyRow, signer: EngineerRecord | None, client_id: int, version: int
+    ) -> None:
+        """A client-key record a client purge destroys (any state): this client's version,
+        signed by an active admin; or, a version destroyed already, by an admin removed since
+        who signed it in their lifetime (their certificate as disabled dates from after it:
+        a removal re-signs only the versions still live)."""
+        if (record.client_id, record.version) != (client_id, version):
+            raise UntrustedRecord("the authority drafted key records of another client")
+        if record.state == "destroyed" and signer is not None and signer.status == DISABLED:
+            if signer.id != record.signed_by or signer.role != ROLE_ADMIN:
+                raise UntrustedRecord("a record is signed by an unknown engineer")
+            self.certificate(signer)
+            if signer.certified_at is None or record.signed_at > signer.certified_at:
+                raise UntrustedRecord(f"client key version {record.version} is signed after its signer was removed")
+            self._client_key_signature(record, signer)
+            return
+        self._client_key_signature(record, self.admin(signer, record.signed_by))
+
+    def _client_key_signature(self, record: ClientKeyRow, admin: EngineerRecord) -> None:
         assert admin.signing_public is not None
         signing.verify(
             admin.signing_public,
