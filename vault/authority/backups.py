@@ -63,7 +63,6 @@ from vault.storage.engine import Store
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow
 
 AUDIT_CHUNK = 20_000  # audit events per section: a million-event log is fifty sections, not one
-TAG_BYTES = 32  # an organisation public key
 MODELS: dict[str, type[m.Base]] = {
     model.__tablename__: model
     for model in (

@@ -35,6 +35,7 @@ from vault.authority.purge_requests import (
     REQUEST_REF,
     SECRET,
     Counts,
+    EngineerKeyRow,
     PurgedVersion,
     PurgePart,
     PurgeRequest,
@@ -212,6 +213,16 @@ class PurgeAuthority:
             ),
             (),
             tuple(None if signer is None else engineer_row(signer) for _, signer in keys),
+            tuple(
+                EngineerKeyRow(
+                    k.engineer_id, k.generation, k.sealing_public, k.signing_public, k.certified_at, k.certificate
+                )
+                for k in s.scalars(
+                    select(m.EngineerKey)
+                    .where(m.EngineerKey.engineer_id.in_({k.signed_by for k, _ in keys}))
+                    .order_by(m.EngineerKey.engineer_id, m.EngineerKey.generation)
+                )
+            ),
         )
 
     @staticmethod

@@ -71,8 +71,9 @@ class PurgedVersion:
 class PurgePart:
     """What is destroyed of one client: its secrets, the counts, and (a client purge) every
     client-key version's signed record with, at the same place in ``key_signers``, the row
-    of the engineer it names as its signer (None: no such engineer), or (a secret purge)
-    every version of the secrets."""
+    of the engineer it names as its signer (None: no such engineer), and the signers'
+    archived key generations (a destroyed version may be signed by a key retired since),
+    or (a secret purge) every version of the secrets."""
 
     client_id: int
     slug_blob: bytes
@@ -81,6 +82,7 @@ class PurgePart:
     key_records: tuple[ClientKeyRow, ...]
     versions: tuple[PurgedVersion, ...]
     key_signers: tuple[EngineerRow | None, ...] = ()
+    signer_keys: tuple[EngineerKeyRow, ...] = ()
 
     def __repr__(self) -> str:
         return f"PurgePart(client={self.client_id}, secrets={len(self.secret_ids)})"

@@ -44,7 +44,7 @@ from vault.authority.purge_requests import (
 from vault.authority.requests import Caller
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
-from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_ENGINEER_KEY, LABEL_SIG_RECEIPT
+from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
 from vault.errors import NotFound, UntrustedRecord
 from vault.keyholder.policies import ClientLookup, SigningKeys, verified_caller
 from vault.keyholder.responses import ResponseChecks
@@ -269,7 +269,7 @@ class PurgeKeyholder:
             if part.versions:
                 raise UntrustedRecord("a client purge drafts no versions")
             for version, (record, signer) in enumerate(zip(records, signers, strict=True), start=1):
-                checks.purged_client_key(record, signer, part.client_id, version)
+                checks.purged_client_key(record, signer, part.signer_keys, part.client_id, version)
             return tuple(r.fingerprint.hex() for r in records)
         if (
             not part.secret_ids
@@ -346,18 +346,7 @@ class PurgeKeyholder:
         if key is not None:
             if (key.engineer_id, key.generation) != (r.admin_id, r.admin_generation):
                 raise UntrustedRecord("the receipt's signing key is unknown")
-            fields = (
-                checks.vault_id,
-                key.engineer_id,
-                row.name,
-                key.generation,
-                key.sealing_public,
-                key.signing_public,
-                key.certified_at,
-            )
-            what = f"key generation {key.generation} of engineer {row.name!r}"
-            signing.verify(checks.org_public, key.certificate, LABEL_SIG_ENGINEER_KEY, *fields, what=what)
-            return key.signing_public
+            return checks.archived_key(key, row.name)
         checks.certificate(row)
         if row.key_generation != r.admin_generation or row.signing_public is None:
             raise UntrustedRecord("the receipt's signing key is unknown")
