@@ -6,7 +6,10 @@ if it describes exactly those: the client asked for (its slug blob the one the l
 opened), the secrets asked for (a subset for a subject purge: one may have gone since),
 the key records and versions of that client and those secrets. It fingerprints every
 destroyed data key itself (unwrapped under the client key, bound to its row) and takes the
-fingerprints of a client's key versions from the records it admitted.
+fingerprints of a client's key versions from their records once each verifies: every
+version from 1 on, none missing, each signed by an admin (an active admin's current key;
+for a version destroyed already, one of its signer's certified key generations within its
+lifetime: ``ResponseChecks.purged_client_key``).
 
 The receipt is signed only if it states what was admitted (kind, request reference,
 client, secrets, counts, fingerprints, this admin and key generation, a time near now)
