@@ -313,6 +313,68 @@ def test_a_key_export_sealed_to_an_engineer_posing_as_an_admin_is_refused(world:
         _refused(world, tmp_path, UntrustedRecord, "export", keys=hook)
 
 
+def test_a_key_export_that_leaves_the_calling_admin_out_of_its_recipients_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    """A compromised authority drops the calling admin from the export's recipients (every
+    other recipient genuine): the file would not open with the passphrase of the admin who
+    made it, who learns so only when restoring. Refused, no key export written."""
+
+    def without_me(context: BackupContext) -> BackupContext:
+        assert any(a.row.id == context.me.id for a in context.admins)
+        return dataclasses.replace(context, admins=tuple(a for a in context.admins if a.row.id != context.me.id))
+
+    _refused(world, tmp_path, UntrustedRecord, "export", keys=without_me)
+
+
+class RotatingFirst:
+    """A transport that lets another session of the same admin rotate the root key between
+    this keyholder opening its recovery key and the authority reading the backup context
+    (a race, not a lie), once; then forwards."""
+
+    def __init__(self, inner: InProcessBackupTransport, rotate: Callable[[], Any]) -> None:
+        self.inner, self.rotate, self.calls = inner, rotate, 0
+
+    def _first(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.rotate()
+
+    def create(self, request: Any, seal: Any) -> Any:
+        self._first()
+        return self.inner.create(request, seal)
+
+    def export_keys(self, request: Any, seal: Any) -> Any:
+        self._first()
+        return self.inner.export_keys(request, seal)
+
+
+@pytest.mark.parametrize("what", ["export", "create"])
+def test_a_backup_racing_a_root_rotation_reopens_the_recovery_key_and_succeeds(
+    team: Any, tmp_path: Path, what: str
+) -> None:
+    """The root key rotated after this admin opened the recovery key: the authority names the
+    new root version. Not a tamper alarm: the keyholder opens the current recovery key and
+    asks once more, and the file is sealed under the new root."""
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password="acme-Fw-Pw-9")
+    other = team.open(ADMIN)
+    other.engineers.unlock(ADMIN, team.passphrases[ADMIN])
+    transport = RotatingFirst(admin.backups._in_process(), other.keys.rotate_root)
+    holder = BackupKeyholder(transport, BackupSessionKeys(admin.keyholder, admin.store), admin.core.clock)
+    holder.keys.open_recovery()
+    before = holder.keys.recovery_version()
+    target = tmp_path / f"{what}.out"
+    if what == "export":
+        assert holder.export_keys(target) == 1
+        assert json.loads(target.read_text(encoding="utf-8"))["root_version"] == before + 1
+    else:
+        assert holder.create(target).clients == 1
+    assert transport.calls == 2 and holder.keys.recovery_version() == before + 1
+    other.close()
+
+
 # -- a restore of a tampered file ---------------------------------------------------------------------
 
 

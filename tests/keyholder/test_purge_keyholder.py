@@ -276,3 +276,56 @@ def test_a_receipt_a_dba_rewrote_or_reassigned_fails_verification(scene: Scene) 
         s.execute(update(m.PurgeReceipt).where(m.PurgeReceipt.id == receipt.id).values(request_ref="REQ-801"))
     check = scene.admin.purge.verify_receipt(receipt.id)
     assert not check.ok and any("receipt" in p for p in check.problems)
+
+
+@pytest.mark.parametrize("mode", ["forged-fingerprint", "records-dropped", "a-version-dropped", "forged-signer"])
+def test_client_purge_signs_key_fingerprints_it_never_verified(scene: Scene, mode: str) -> None:
+    """A compromised authority states other destroyed keys than the client's: it rewrites the
+    fingerprints of the key records, drops every record (or one version), or names another
+    engineer as their signer. The admin would sign a receipt naming keys that never existed
+    (or none), which ``verify_receipt`` then calls OK: each is refused, nothing destroyed."""
+    scene.admin.keys.rotate_client("acme")  # two versions, the first destroyed once the rotation finished
+    before = _state(scene)
+
+    def forge(r: PurgeRows) -> PurgeRows:
+        recs = r.parts[0].key_records
+        assert len(recs) >= 2
+        if mode == "records-dropped":
+            return _part(r, key_records=())
+        if mode == "a-version-dropped":
+            return _part(r, key_records=recs[1:])
+        if mode == "forged-signer":
+            return _part(r, key_records=tuple(dataclasses.replace(k, signed_by=k.signed_by + 1) for k in recs))
+        return _part(
+            r, key_records=tuple(dataclasses.replace(k, fingerprint=b"\xaa" * len(k.fingerprint)) for k in recs)
+        )
+
+    _tamper(scene, draft=forge)
+    with pytest.raises(UntrustedRecord):
+        scene.admin.purge.client("acme", request="REQ-900")
+    assert _state(scene) == before
+
+
+@pytest.mark.parametrize("then", ["removed", "keys-rotated"])
+def test_a_client_whose_destroyed_key_version_a_removed_admin_signed_is_still_purged(team: Any, then: str) -> None:
+    """The honest case the key-record checks must keep: admin2 created the client (its
+    version 1 record is theirs), rotated it (version 1 destroyed, version 2 theirs) and was
+    removed since; the removal rotates the client again and no one re-signs what admin2
+    signed of the destroyed versions. The purge states both versions' signed
+    fingerprints and its receipt verifies."""
+    admin2 = team.engineer("admin2", role="admin")
+    admin2.clients.add("gamma", "Gamma Ltd")
+    admin2.secrets.add("gamma/fw01", password="purge-keyholder-Pw-5", username="fw")
+    admin2.keys.rotate_client("gamma")
+    admin2.close()
+    if then == "removed":
+        team.admin.engineers.remove("admin2")
+    else:
+        team.admin.engineers.rotate("admin2")
+    with team.admin.core.store.transaction() as s:
+        records = s.execute(select(m.ClientKey.version, m.ClientKey.state, m.ClientKey.fingerprint)).all()
+    states = [st for _, st, _ in sorted(records)]
+    assert states[0] == "destroyed" and states[-1] == "active"  # a removal rotates the client again
+    receipt = team.admin.purge.client("gamma", request="REQ-950")
+    assert list(receipt.fingerprints) == [fp.hex() for _, _, fp in sorted(records)]
+    assert team.admin.purge.verify_receipt(receipt.id).ok

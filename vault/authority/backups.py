@@ -51,18 +51,18 @@ from vault.authority.backup_requests import (
     SectionRows,
     TableRows,
 )
-from vault.authority.checkout_reads import CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
-from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.checkout_reads import ENGINEER_WIDTH, SEALED_KEY, CallerRead
+from vault.authority.policies_caller import CallerChecks, CallerGate, checked_caller, checked_pin, org_chain
+from vault.authority.requests import ClientKeyRow, SealedClientKey
 from vault.crypto.blobs import blob_key_version
-from vault.errors import AccessDenied, AlreadyExists, IntegrityError, InvalidInput, Locked
+from vault.errors import AlreadyExists, IntegrityError, InvalidInput
 from vault.storage import engine as storage
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
-from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, EngineerRow
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow
 
 AUDIT_CHUNK = 20_000  # audit events per section: a million-event log is fifty sections, not one
-TAG_BYTES = 32  # an organisation public key
 MODELS: dict[str, type[m.Base]] = {
     model.__tablename__: model
     for model in (
@@ -74,14 +74,9 @@ MODELS: dict[str, type[m.Base]] = {
 _VALUE_TYPES = (int, str, bytes, dt.datetime, type(None))
 
 
-class BackupChecks(Protocol):
-    """The trust checks the authority makes: signatures and public keys only."""
-
-    def organisation_key(self, s: Session, current: bytes) -> None:
-        """The vault's current organisation key, as read in this unit of work."""
-
-    def certificate(self, s: Session, row: EngineerRecord) -> None:
-        """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
+class BackupChecks(CallerChecks, Protocol):
+    """The trust checks the authority makes: signatures and public keys only (the caller's,
+    ``CallerGate``; and the clients' current key versions)."""
 
     def current_key_version(self, s: Session, client: m.Client) -> int:
         """The client-key version new data goes under: the newest admin-signed one, else IntegrityError."""
@@ -215,6 +210,7 @@ class BackupAuthority:
 
     def __init__(self, store: Store, checks: BackupChecks, recorder: Recorder, clock: Callable[[], dt.datetime]):
         self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
+        self.gate = CallerGate(checks)
 
     # -- the operations -------------------------------------------------------------------------
 
@@ -222,7 +218,7 @@ class BackupAuthority:
         """Every live backup key, written by the keyholder to a key export, and its event."""
         self._checked(request, EXPORT)
         with self.store.transaction() as s:
-            caller = self._authorise(s, request)
+            caller = self.gate.authorise(s, request.caller, admin=True)  # nothing else read when it refuses
             context = self._context(s, caller, request, admins=True)
             self._store_new(s, context, seal.keys(context))
             seq = self.recorder.append(s, EXPORT, public={"clients": len(context.clients)})
@@ -235,7 +231,7 @@ class BackupAuthority:
         with self.store.transaction() as s:
             if not storage.is_sqlite(self.store.engine):
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            caller = self._authorise(s, request)
+            caller = self.gate.authorise(s, request.caller, admin=True)  # nothing else read when it refuses
             context = self._context(s, caller, request, admins=False)
             self._store_new(s, context, seal.keys(context))
             s.flush()
@@ -283,35 +279,8 @@ class BackupAuthority:
         """Every field of the request of its type and range, else InvalidInput (before any SQL)."""
         if not isinstance(request, BackupRequest) or request.action != action:
             raise InvalidInput("not a backup request of this action")
-        if not isinstance(request.caller, Caller):
-            raise InvalidInput("the request names no caller")
-        validation.number("engineer id", request.caller.engineer_id, 1)
-        validation.number("key generation", request.caller.key_generation, 0)
-        if not isinstance(request.org_pin, bytes) or len(request.org_pin) != TAG_BYTES:
-            raise InvalidInput(f"the request's organisation key is not a {TAG_BYTES}-byte value")
-
-    def _authorise(self, s: Session, request: BackupRequest) -> CallerRead:
-        """An active, certified admin of the key generation the request names: nothing else
-        (no client, no backup key, no admin list) has been read when this refuses."""
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        found = CALLER[sqlite].all(conn, {"me": request.caller.engineer_id, "client": 0})
-        if not found:
-            raise Locked("the acting engineer no longer exists in this vault")
-        caller = CallerRead(found, sqlite)
-        me = caller.me
-        self.checks.organisation_key(s, caller.org_signing_public)
-        self.checks.certificate(s, me)
-        if me.status != ACTIVE:
-            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != request.caller.key_generation:
-            raise Locked(
-                f"the keys of {me.name!r} have changed since this session was unlocked",
-                hint="run `credvault unlock` again",
-            )
-        if me.role != ROLE_ADMIN:
-            raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin to do this")
-        return caller
+        checked_caller(request.caller)
+        checked_pin(request.org_pin)
 
     # -- the backup keys ---------------------------------------------------------------------
 
@@ -338,7 +307,7 @@ class BackupAuthority:
         return BackupContext(
             vault_id=caller.vault_id,
             org_signing_public=caller.org_signing_public,
-            org_chain=self._org_chain(s, request.org_pin, caller.org_signing_public),
+            org_chain=org_chain(s, request.org_pin, caller.org_signing_public),
             me=caller.me,
             root_version=caller.root_version,
             vault_key_seal=info.backup_key_seal,
@@ -377,14 +346,6 @@ class BackupAuthority:
         r = found[0]
         signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
         return SealedClientKey(ClientKeyRow(*r[:7]), signer, "recovery", root_version, r[7])
-
-    @staticmethod
-    def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])
 
     # -- the rows of a client ----------------------------------------------------------------
 

@@ -29,9 +29,10 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, CallerRead
+from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, CallerRead
 from vault.authority.client_requests import MISSING_CLIENT, ClientEntry, ClientRows, ListRequest, ShowRequest
-from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.policies_caller import org_chain as org_chain  # also the grants' (authority/grants.py)
+from vault.authority.requests import Caller, ClientKeyRow, SealedClientKey
 from vault.crypto.blobs import blob_key_version
 from vault.errors import AccessDenied, InvalidInput, Locked, NotFound, VaultError
 from vault.storage import models as m
@@ -111,15 +112,6 @@ def authorise(s: Session, checks: ClientChecks, caller: Caller, client_id: int =
             hint="run `credvault unlock` again",
         )
     return read
-
-
-def org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-    """The organisation keys from the pinned one to the current one (empty: they are the same)."""
-    if pinned == current:
-        return ()
-    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-    return () if start is None else tuple(keys[start:])
 
 
 _SIGNER = ENGINEERS.alias("key_signer")

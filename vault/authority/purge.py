@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vault import validation
+from vault.authority.policies import engineer_row
 from vault.authority.policies_caller import CallerChecks, CallerGate, checked_caller, checked_pin, org_chain
 from vault.authority.purge_requests import (
     CLIENT,
@@ -34,6 +35,7 @@ from vault.authority.purge_requests import (
     REQUEST_REF,
     SECRET,
     Counts,
+    EngineerKeyRow,
     PurgedVersion,
     PurgePart,
     PurgeRequest,
@@ -194,19 +196,33 @@ class PurgeAuthority:
             _count(s, select(func.count()).select_from(m.ClientKey).where(m.ClientKey.client_id == client_id)),
             _count(s, select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.client_id == client_id)),
         )
-        records = tuple(
-            ClientKeyRow(k.client_id, k.version, k.fingerprint, k.signed_at, k.signed_by, k.signature, k.state)
-            for k in s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == client_id).order_by(m.ClientKey.version)
-            )
-        )
+        keys = s.execute(
+            select(m.ClientKey, m.Engineer)
+            .outerjoin(m.Engineer, m.Engineer.id == m.ClientKey.signed_by)
+            .where(m.ClientKey.client_id == client_id)
+            .order_by(m.ClientKey.version)
+        ).all()
         return PurgePart(
             client_id,
             client.slug_blob,
             tuple(sorted(s.scalars(secret_ids))),
             tuple(zip(CLIENT_COUNTS, counts, strict=True)),
-            records,
+            tuple(
+                ClientKeyRow(k.client_id, k.version, k.fingerprint, k.signed_at, k.signed_by, k.signature, k.state)
+                for k, _ in keys
+            ),
             (),
+            tuple(None if signer is None else engineer_row(signer) for _, signer in keys),
+            tuple(
+                EngineerKeyRow(
+                    k.engineer_id, k.generation, k.sealing_public, k.signing_public, k.certified_at, k.certificate
+                )
+                for k in s.scalars(
+                    select(m.EngineerKey)
+                    .where(m.EngineerKey.engineer_id.in_({k.signed_by for k, _ in keys}))
+                    .order_by(m.EngineerKey.engineer_id, m.EngineerKey.generation)
+                )
+            ),
         )
 
     @staticmethod

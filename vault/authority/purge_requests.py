@@ -70,7 +70,10 @@ class PurgedVersion:
 @dataclass(frozen=True, repr=False)
 class PurgePart:
     """What is destroyed of one client: its secrets, the counts, and (a client purge) every
-    client-key version's signed record, or (a secret purge) every version of the secrets."""
+    client-key version's signed record with, at the same place in ``key_signers``, the row
+    of the engineer it names as its signer (None: no such engineer), and the signers'
+    archived key generations (a destroyed version may be signed by a key retired since),
+    or (a secret purge) every version of the secrets."""
 
     client_id: int
     slug_blob: bytes
@@ -78,6 +81,8 @@ class PurgePart:
     counts: Counts
     key_records: tuple[ClientKeyRow, ...]
     versions: tuple[PurgedVersion, ...]
+    key_signers: tuple[EngineerRow | None, ...] = ()
+    signer_keys: tuple[EngineerKeyRow, ...] = ()
 
     def __repr__(self) -> str:
         return f"PurgePart(client={self.client_id}, secrets={len(self.secret_ids)})"

@@ -9,12 +9,18 @@ lends it a seal (``_BackupSeal``, the in-process seam) that, inside the authorit
   active admin) and recovery-sealed copies (matching the signed fingerprint), each backup
   key (opened under its client's key: bound to that client, a blob moved to another client
   does not open), the vault's backup key (sealed to the recovery key, bound to the vault),
-  and for a key export every admin it is sealed to (certified, active, an admin);
+  and for a key export every admin it is sealed to (certified, active, an admin; the caller
+  among them, so that its own passphrase opens the file);
 * makes the backup keys that do not exist yet (only their ciphertext goes back);
 * writes a key export, or a backup one section at a time: each section checked
   (``backupsections.check_section``: a client's rows in that client's section only, the
   audit log whole and in order, every client of the context present) before it is sealed
   under its key and written. A refusal raises inside the unit: no event, no file.
+
+A root key rotated between this keyholder opening its recovery key and the authority reading
+the context is a race, not a lie: the seal refuses with ``STALE_ROOT`` (nothing written) and
+the keyholder opens the current recovery key and asks once more; a second mismatch is
+refused as untrusted.
 
 Restoring is ``backuprestore.py``'s.
 """
@@ -45,7 +51,7 @@ from vault.authority.requests import Caller, SealedClientKey
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY, LABEL_CLIENT_KEY_SEAL
-from vault.errors import AccessDenied, AlreadyExists, DecryptionFailed, Locked, UntrustedRecord
+from vault.errors import AlreadyExists, ConcurrentChange, DecryptionFailed, UntrustedRecord
 from vault.keyholder import backupfile
 from vault.keyholder.backupsections import (
     COUNTERS,
@@ -55,10 +61,14 @@ from vault.keyholder.backupsections import (
     section_name,
     section_plaintext,
 )
-from vault.keyholder.responses import ResponseChecks, trusted_org_key
+from vault.keyholder.policies import verified_caller
+from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.records import BackupInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN
+
+ANOTHER_ROOT = "the authority names another root key than the one this admin holds"
+STALE_ROOT = "the root key was rotated since this admin opened the recovery key: nothing was written"
 
 
 class Session(Protocol):
@@ -110,8 +120,11 @@ def refuse_existing(path: Path) -> None:
 class _BackupSeal:
     """The keyholder's side of ``BackupSeal`` for one backup or key export."""
 
-    def __init__(self, keys: BackupKeys, me: Session, path: Path, files: contextlib.ExitStack, now: dt.datetime):
+    def __init__(
+        self, keys: BackupKeys, me: Session, path: Path, files: contextlib.ExitStack, now: dt.datetime, *, export: bool
+    ):
         self._keys, self._me, self._path, self._files, self._now = keys, me, path, files, now
+        self._export = export
         self.context: BackupContext | None = None
         self._vault_key = b""
         self._client_keys: dict[int, bytes] = {}
@@ -130,10 +143,13 @@ class _BackupSeal:
     def keys(self, context: BackupContext) -> NewBackupKeys:
         if self.context is not None:
             raise UntrustedRecord("the authority asked for the backup keys twice")
-        checks = self._verify_caller(context)
+        parts = (context.vault_id, context.org_signing_public, context.org_chain, context.me)
+        checks = verified_caller(self._me, self._keys.sealing_public(), self._now, parts, admin=True)
         version, public = self._keys.recovery_version(), self._keys.recovery_public()
+        if version is not None and public is not None and context.root_version > version:
+            raise ConcurrentChange(STALE_ROOT)  # rotated since it was opened: open the current one, ask again
         if version is None or public is None or context.root_version != version:
-            raise UntrustedRecord("the authority names another root key than the one this admin holds")
+            raise UntrustedRecord(ANOTHER_ROOT)
         vault_context = (LABEL_BACKUP_VAULT_KEY, context.vault_id)
         new_vault_seal = None
         if context.vault_key_seal is None:
@@ -163,26 +179,12 @@ class _BackupSeal:
             checks.certificate(admin.row)
             if admin.row.role != ROLE_ADMIN or admin.row.status != ACTIVE:
                 raise UntrustedRecord(f"the key export would be sealed to {admin.row.name!r}, not an active admin")
+        if self._export and context.me not in (admin.row for admin in context.admins):
+            raise UntrustedRecord("the key export would not be sealed to the admin who makes it")
+        if not self._export and context.admins:
+            raise UntrustedRecord("a backup is sealed to no admin")
         self.context = context
         return NewBackupKeys(new_vault_seal, tuple(new_blobs))
-
-    def _verify_caller(self, context: BackupContext) -> ResponseChecks:
-        me = self._me
-        if context.vault_id != me.vault_id:
-            raise UntrustedRecord("the answer comes from another vault")
-        org = trusted_org_key(context.vault_id, me.org_signing_public, context.org_signing_public, context.org_chain)
-        checks = ResponseChecks(context.vault_id, org, self._now)
-        row = context.me
-        if row.id != me.engineer_id or row.name != me.name:
-            raise Locked(f"engineer {me.name!r} no longer exists in this vault")
-        checks.certificate(row)
-        if row.status != ACTIVE:
-            raise UntrustedRecord(f"the account of {me.name!r} is {row.status}")
-        if row.key_generation != me.key_generation or row.sealing_public != self._keys.sealing_public():
-            raise Locked(f"the keys of {me.name!r} have changed since this session was unlocked")
-        if row.role != ROLE_ADMIN:
-            raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin to do this")
-        return checks
 
     def _client_key(
         self, checks: ResponseChecks, context: BackupContext, client_id: int, sealed: SealedClientKey
@@ -321,23 +323,35 @@ class BackupKeyholder:
 
     def export_keys(self, path: Path) -> int:
         refuse_existing(path)
-        me, request = self._request(EXPORT)
-        with contextlib.ExitStack() as files:
-            seal = _BackupSeal(self.keys, me, Path(path), files, self.clock())
-            done = self.transport.export_keys(request, seal)
-        self._check_done(seal, done)
+        _, done = self._run(EXPORT, Path(path))
         return done.clients
 
     def create(self, path: Path) -> BackupInfo:
         refuse_existing(path)
-        me, request = self._request(CREATE)
-        with contextlib.ExitStack() as files:  # the file is removed if the unit fails after it began
-            seal = _BackupSeal(self.keys, me, Path(path), files, self.clock())
-            done = self.transport.create(request, seal)
-        self._check_done(seal, done)
+        seal, done = self._run(CREATE, Path(path))
         if seal.header is None or done.seq != seal.header.audit_head:
             raise UntrustedRecord("the authority's answer is not the backup this keyholder wrote")
         return BackupInfo(str(path), seal.backup_id.hex(), done.clients, seal.secrets, done.seq)
+
+    def _run(self, action: str, path: Path) -> tuple[_BackupSeal, BackupDone]:
+        """The call, sent once more if the root key was rotated since the recovery key was
+        opened (``STALE_ROOT``: the current one is opened for the second); checked."""
+        for attempt in range(2):
+            me, request = self._request(action)
+            with contextlib.ExitStack() as files:  # the file is removed if the unit fails after it began
+                seal = _BackupSeal(self.keys, me, path, files, self.clock(), export=action == EXPORT)
+                try:
+                    send = self.transport.export_keys if action == EXPORT else self.transport.create
+                    done = send(request, seal)
+                except ConcurrentChange as error:
+                    if str(error) != STALE_ROOT:
+                        raise
+                    if attempt == 0:
+                        continue
+                    raise UntrustedRecord(ANOTHER_ROOT) from error
+            self._check_done(seal, done)
+            return seal, done
+        raise AssertionError("unreachable")
 
     def _request(self, action: str) -> tuple[Session, BackupRequest]:
         me = self.keys.session()

@@ -24,6 +24,7 @@ from vault.authority.policy import (
     MAX_CHECKOUT_MINUTES,
     MAX_STALE_DAYS,
     Policy,
+    StoredPolicy,
     in_bounds,
     policy_fields,
     strict_policy,
@@ -46,7 +47,7 @@ from vault.crypto.labels import LABEL_SIG_POLICY
 from vault.errors import AccessDenied, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.records import PolicyInfo
-from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow, PolicyRow
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, EngineerRow, PolicyRow
 
 
 class Acting(Protocol):
@@ -119,15 +120,26 @@ def verified_caller(
     return checks
 
 
-def applies(checks: ResponseChecks, p: ClientPolicy) -> Policy:
-    """The policy that applies to ``p.client_id`` given its stored row: verified, else strict."""
-    row = p.stored
+class SignedRow(StoredPolicy, Protocol):
+    """A stored policy row (ORM or plain) with its signature, unverified."""
+
+    @property
+    def signature(self) -> bytes | None: ...
+
+
+def verified_policy(
+    vault_id: bytes, client_id: int, row: SignedRow | None, signer: Callable[[int], EngineerRecord]
+) -> Policy:
+    """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain):
+    verified under ``signer(id)`` (the row of the engineer it names, checked as an active
+    admin, else UntrustedRecord) and within bounds, else the strict policy. The one
+    definition: the service's ``PolicyCheck`` calls it with its own signer lookup."""
     if row is None or row.signature is None:
         return strict_policy(row)
     try:
-        admin = checks.admin(p.signer, row.signed_by or 0)
+        admin = signer(row.signed_by or 0)
         assert admin.signing_public is not None
-        fields = policy_fields(checks.vault_id, p.client_id, row)
+        fields = policy_fields(vault_id, client_id, row)
         signing.verify(admin.signing_public, row.signature, LABEL_SIG_POLICY, *fields, what="the client's policy")
     except UntrustedRecord:
         return strict_policy(row)
@@ -141,6 +153,11 @@ def applies(checks: ResponseChecks, p: ClientPolicy) -> Policy:
         row.stale_days,
         True,
     )
+
+
+def applies(checks: ResponseChecks, p: ClientPolicy) -> Policy:
+    """The policy that applies to ``p.client_id`` given its stored row and signer's row."""
+    return verified_policy(checks.vault_id, p.client_id, p.stored, lambda signer_id: checks.admin(p.signer, signer_id))
 
 
 def info(slug: str, p: Policy) -> PolicyInfo:

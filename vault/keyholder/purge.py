@@ -6,7 +6,10 @@ if it describes exactly those: the client asked for (its slug blob the one the l
 opened), the secrets asked for (a subset for a subject purge: one may have gone since),
 the key records and versions of that client and those secrets. It fingerprints every
 destroyed data key itself (unwrapped under the client key, bound to its row) and takes the
-fingerprints of a client's key versions from the records it admitted.
+fingerprints of a client's key versions from their records once each verifies: every
+version from 1 on, none missing, each signed by an admin (an active admin's current key;
+for a version destroyed already, one of its signer's certified key generations within its
+lifetime: ``ResponseChecks.purged_client_key``).
 
 The receipt is signed only if it states what was admitted (kind, request reference,
 client, secrets, counts, fingerprints, this admin and key generation, a time near now)
@@ -44,7 +47,7 @@ from vault.authority.purge_requests import (
 from vault.authority.requests import Caller
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
-from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_ENGINEER_KEY, LABEL_SIG_RECEIPT
+from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
 from vault.errors import NotFound, UntrustedRecord
 from vault.keyholder.policies import ClientLookup, SigningKeys, verified_caller
 from vault.keyholder.responses import ResponseChecks
@@ -115,7 +118,7 @@ class _Seal:
                 raise UntrustedRecord("the authority drafted a purge of a client not asked for")
             if part.slug_blob != self._blobs[part.client_id]:
                 raise UntrustedRecord("the authority drafted a purge of another client than the one asked for")
-            admitted[part.client_id] = (part, h.fingerprints(request.kind, part, asked[part.client_id]))
+            admitted[part.client_id] = (part, h.fingerprints(request.kind, part, asked[part.client_id], checks))
         if not admitted or (request.kind != "subject" and len(admitted) != len(asked)):
             raise UntrustedRecord("the authority drafted a purge of other clients than those asked for")
         self._admitted, self.me, self.vault_id = admitted, (draft.me.id, draft.me.key_generation), checks.vault_id
@@ -255,17 +258,22 @@ class PurgeKeyholder:
         parts = (answer.vault_id, answer.org_signing_public, answer.org_chain, answer.me)
         return verified_caller(self.keys.session(), self.keys.sealing_public(), self.clock(), parts, admin=admin)
 
-    def fingerprints(self, kind: str, part: PurgePart, asked: tuple[int, ...]) -> tuple[str, ...]:
+    def fingerprints(
+        self, kind: str, part: PurgePart, asked: tuple[int, ...], checks: ResponseChecks
+    ) -> tuple[str, ...]:
         """What a receipt of ``part`` states as destroyed: the client's key versions (a client
-        purge) or every version's data key, unwrapped here under its row's binding."""
+        purge: every version from 1, each record signed by its admin) or every version's data
+        key, unwrapped here under its row's binding."""
         if kind == CLIENT:
             self._counts(part, CLIENT_COUNTS)
-            versions = [r.version for r in part.key_records]
-            if any(r.client_id != part.client_id for r in part.key_records) or versions != sorted(set(versions)):
-                raise UntrustedRecord("the authority drafted key records of another client")
+            records, signers = part.key_records, part.key_signers
+            if not records or len(signers) != len(records):
+                raise UntrustedRecord("the authority drafted no signed key record of the client")
             if part.versions:
                 raise UntrustedRecord("a client purge drafts no versions")
-            return tuple(r.fingerprint.hex() for r in part.key_records)
+            for version, (record, signer) in enumerate(zip(records, signers, strict=True), start=1):
+                checks.purged_client_key(record, signer, part.signer_keys, part.client_id, version)
+            return tuple(r.fingerprint.hex() for r in records)
         if (
             not part.secret_ids
             or not set(part.secret_ids) <= set(asked)
@@ -341,18 +349,7 @@ class PurgeKeyholder:
         if key is not None:
             if (key.engineer_id, key.generation) != (r.admin_id, r.admin_generation):
                 raise UntrustedRecord("the receipt's signing key is unknown")
-            fields = (
-                checks.vault_id,
-                key.engineer_id,
-                row.name,
-                key.generation,
-                key.sealing_public,
-                key.signing_public,
-                key.certified_at,
-            )
-            what = f"key generation {key.generation} of engineer {row.name!r}"
-            signing.verify(checks.org_public, key.certificate, LABEL_SIG_ENGINEER_KEY, *fields, what=what)
-            return key.signing_public
+            return checks.archived_key(key, row.name)
         checks.certificate(row)
         if row.key_generation != r.admin_generation or row.signing_public is None:
             raise UntrustedRecord("the receipt's signing key is unknown")

@@ -10,10 +10,19 @@ every signature are those of ``vault/keyholder/trust.py``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from vault.authority.requests import OrgKeyRow, SealedClientKey
+from vault.authority.engineer_requests import DISABLED
+from vault.authority.purge_requests import EngineerKeyRow
+from vault.authority.requests import ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER, LABEL_SIG_GRANT, LABEL_SIG_ORG_KEY
+from vault.crypto.labels import (
+    LABEL_SIG_CLIENT_KEY,
+    LABEL_SIG_ENGINEER,
+    LABEL_SIG_ENGINEER_KEY,
+    LABEL_SIG_GRANT,
+    LABEL_SIG_ORG_KEY,
+)
 from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
 from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, GrantRecord, is_revoked
@@ -86,7 +95,83 @@ class ResponseChecks:
         record = sealed.record
         if (record.client_id, record.version) != (client_id, version) or record.state == "destroyed":
             raise DecryptionFailed()
-        admin = self.admin(sealed.signer, record.signed_by)
+        self._client_key_signature(record, self.admin(sealed.signer, record.signed_by))
+
+    def purged_client_key(
+        self,
+        record: ClientKeyRow,
+        signer: EngineerRecord | None,
+        keys: Sequence[EngineerKeyRow],
+        client_id: int,
+        version: int,
+    ) -> None:
+        """A client-key record a client purge destroys (any state): this client's version,
+        signed by an active admin under their current key; or, a version destroyed already
+        (its record is not re-signed when its signer goes or their keys are rotated), by an
+        admin under one of their certified key generations ``keys``, within its lifetime."""
+        if (record.client_id, record.version) != (client_id, version):
+            raise UntrustedRecord("the authority drafted key records of another client")
+        try:
+            self._client_key_signature(record, self.admin(signer, record.signed_by))
+        except UntrustedRecord:
+            if record.state != "destroyed" or signer is None or signer.id != record.signed_by:
+                raise
+            self._signed_in_a_lifetime(record, signer, keys)
+
+    def _signed_in_a_lifetime(
+        self, record: ClientKeyRow, signer: EngineerRecord, keys: Sequence[EngineerKeyRow]
+    ) -> None:
+        """``record`` signed by a certified key generation of ``signer`` (an admin), dated
+        between that generation's certification and the next certification of the signer
+        (a later generation, or the certificate that disabled them)."""
+        certified = True
+        try:
+            self.certificate(signer)
+        except UntrustedRecord:
+            certified = False  # keys rotated, not yet enrolled again: no current certificate
+        if signer.role != ROLE_ADMIN:
+            raise UntrustedRecord(f"a record is signed by {signer.name!r}, who is not an admin")
+        mine = sorted((k for k in keys if k.engineer_id == signer.id), key=lambda k: k.generation)
+        for i, key in enumerate(mine):
+            ends = [k.certified_at for k in mine[i + 1 :]]
+            if (
+                certified
+                and signer.certified_at is not None
+                and (signer.key_generation > key.generation or signer.status == DISABLED)
+            ):
+                ends.append(signer.certified_at)
+            if record.signed_at < key.certified_at or (ends and record.signed_at > min(ends)):
+                continue
+            try:
+                public = self.archived_key(key, signer.name)
+                signing.verify(
+                    public,
+                    record.signature,
+                    LABEL_SIG_CLIENT_KEY,
+                    *client_key_fields(self.vault_id, record),
+                    what=f"client key version {record.version}",
+                )
+            except UntrustedRecord:
+                continue
+            return
+        raise UntrustedRecord(f"client key version {record.version} is not signed by an admin in their key's lifetime")
+
+    def archived_key(self, key: EngineerKeyRow, name: str) -> bytes:
+        """The signing key of an engineer's archived key generation, its certificate verified."""
+        fields = (
+            self.vault_id,
+            key.engineer_id,
+            name,
+            key.generation,
+            key.sealing_public,
+            key.signing_public,
+            key.certified_at,
+        )
+        what = f"key generation {key.generation} of engineer {name!r}"
+        signing.verify(self.org_public, key.certificate, LABEL_SIG_ENGINEER_KEY, *fields, what=what)
+        return key.signing_public
+
+    def _client_key_signature(self, record: ClientKeyRow, admin: EngineerRecord) -> None:
         assert admin.signing_public is not None
         signing.verify(
             admin.signing_public,

@@ -27,6 +27,7 @@ This noun builds the three from the Vault's collaborators (the adapters below).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ from vault.authority.backups import BackupAuthority
 from vault.keyholder.backuprestore import BackupRestorer
 from vault.keyholder.backups import BackupKeyholder, BackupSessionKeys
 from vault.service.records import BackupInfo
-from vault.service.rows import EngineerRecord
+from vault.service.rows import EngineerRecord, GrantRecord
 from vault.storage import models as m
+from vault.storage.rows import EngineerRow
 from vault.transport.backups import InProcessBackupTransport
 
 if TYPE_CHECKING:
@@ -58,6 +60,11 @@ class _Checks:
 
     def certificate(self, s: Session, row: EngineerRecord) -> None:
         self._trust.verify_certificate(s, row)
+
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        return self._trust.first_valid_grant(s, grants, engineer, signers)
 
     def current_key_version(self, s: Session, client: m.Client) -> int:
         return self._trust.current_key_version(s, client)

@@ -33,6 +33,7 @@ from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
 from vault.errors import (
     UntrustedRecord,
 )
+from vault.keyholder import policies as keyholder_policies
 from vault.service.rows import EngineerRecord, PolicyRow
 from vault.storage import models as m
 
@@ -90,31 +91,10 @@ class PolicyCheck:
     def verified_policy(
         self, s: Session, client_id: int, row: StoredPolicy | None, known: tuple[EngineerRecord | None, ...] = ()
     ) -> Policy:
-        """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain)."""
-        if row is None or row.signature is None:
-            return strict_policy(row)
-        try:
-            admin = self._signer(s, row.signed_by, known)
-            assert admin.signing_public is not None
-            signing.verify(
-                admin.signing_public,
-                row.signature,
-                LABEL_SIG_POLICY,
-                *policy_fields(self.core.vid(s), client_id, row),
-                what="the client's policy",
-            )
-        except UntrustedRecord:
-            return strict_policy(row)
-        minutes, stale = row.checkout_minutes, row.stale_days
-        if not 1 <= minutes <= MAX_CHECKOUT_MINUTES or not (stale is None or 0 < stale <= MAX_STALE_DAYS):
-            return strict_policy(row)  # signed, but out of range: never by this code
-        return Policy(
-            bool(row.reason_required),
-            bool(row.exclusive),
-            bool(row.rotate_after_checkout),
-            minutes,
-            stale,
-            True,
+        """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain)
+        (``keyholder/policies.verified_policy``, the signer checked by the Vault's trust)."""
+        return keyholder_policies.verified_policy(
+            self.core.vid(s), client_id, row, lambda signer_id: self._signer(s, signer_id, known)
         )
 
     def settings_signed(self, s: Session) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.policies import engineer_row
 from vault.authority.rotation import RotationAuthority
 from vault.authority.rotation_requests import Grantee
 from vault.errors import VaultError
@@ -25,10 +26,6 @@ from vault.transport.rotation import InProcessRotationTransport
 
 if TYPE_CHECKING:
     from vault.service.rotation import KeyRotation
-
-
-def engineer_row(row: m.Engineer) -> EngineerRow:
-    return EngineerRow(*(getattr(row, name) for name in EngineerRow._fields))
 
 
 def grant_row(row: m.Grant) -> GrantRow:
