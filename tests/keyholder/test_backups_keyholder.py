@@ -41,6 +41,7 @@ from vault.authority.backup_requests import (
 from vault.crypto import blobs
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, UntrustedRecord
+from vault.keyholder import backupfile
 from vault.keyholder.backuprestore import BackupRestorer
 from vault.keyholder.backups import BackupKeyholder, BackupSessionKeys
 from vault.keyholder.backupsections import open_key_export
@@ -288,10 +289,12 @@ def test_a_forged_backup_key_context_is_refused_before_anything_is_sealed(
         _refused(world, tmp_path, error, what, keys=change)
 
 
-def test_a_key_export_sealed_to_an_engineer_posing_as_an_admin_is_refused(world: World, tmp_path: Path) -> None:
+def test_a_key_export_is_never_sealed_to_an_engineer_posing_as_an_admin(world: World, tmp_path: Path) -> None:
     """A DBA makes alice (an engineer, certified as one) an admin row of the export's
     recipients, or gives the real admin's row alice's sealing key: she would open every
-    backup key. Neither certificate verifies: refused, no key export written."""
+    backup key. Neither certificate verifies. A posing recipient beside the real admin is
+    left out (the export is written, sealed to the admin alone); the admin's own row with
+    her key leaves the caller out of the recipients: refused, no key export written."""
     with world.admin.store.transaction() as s:
         alice = s.scalars(select(m.Engineer).where(m.Engineer.name == "alice")).one()
         alice_public, alice_record = alice.sealing_public, alice.key_record
@@ -309,8 +312,13 @@ def test_a_key_export_sealed_to_an_engineer_posing_as_an_admin_is_refused(world:
             context, admins=(dataclasses.replace(admin, row=admin.row._replace(sealing_public=alice_public)),)
         )
 
-    for hook in (with_alice, admin_with_alices_key):
-        _refused(world, tmp_path, UntrustedRecord, "export", keys=hook)
+    target = tmp_path / "keys.json"
+    _keyholder(world, keys=with_alice).export_keys(target)
+    document = json.loads(target.read_text(encoding="utf-8"))
+    assert [a["name"] for a in document["admins"]] == [world.admin.engineer_name]
+    assert alice_record is not None
+    assert all(a["key_record"] != backupfile.encode(alice_record) for a in document["admins"])
+    _refused(world, tmp_path, UntrustedRecord, "export", keys=admin_with_alices_key)
 
 
 def test_a_key_export_that_leaves_the_calling_admin_out_of_its_recipients_is_refused(

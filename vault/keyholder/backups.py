@@ -40,6 +40,7 @@ from vault.authority.backup_requests import (
     CLIENT,
     CREATE,
     EXPORT,
+    AdminKeys,
     BackupContext,
     BackupDone,
     BackupHeader,
@@ -65,7 +66,7 @@ from vault.keyholder.policies import verified_caller
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.records import BackupInfo
-from vault.storage.rows import ACTIVE, ROLE_ADMIN
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow
 
 ANOTHER_ROOT = "the authority names another root key than the one this admin holds"
 STALE_ROOT = "the root key was rotated since this admin opened the recovery key: nothing was written"
@@ -131,6 +132,7 @@ class _BackupSeal:
         self._header: BackupHeader | None = None
         self._backup_id = b""
         self._out: backupfile.BackupWriter | None = None
+        self._recipients: tuple[AdminKeys, ...] = ()
         self.names: list[str] = []
         self.secrets = 0
         self._last_seq = 0
@@ -175,11 +177,11 @@ class _BackupSeal:
                     raise DecryptionFailed()
                 key = blobs.decrypt_client_field(opened[field], field, client.blob, client.client_id, "backup-key")
             self._client_keys[client.client_id] = key
-        for admin in context.admins:
-            checks.certificate(admin.row)
-            if admin.row.role != ROLE_ADMIN or admin.row.status != ACTIVE:
-                raise UntrustedRecord(f"the key export would be sealed to {admin.row.name!r}, not an active admin")
-        if self._export and context.me not in (admin.row for admin in context.admins):
+        # A key export is sealed only to the admins whose certificate verifies as an active
+        # admin's: a row whose role or keys a database writer changed is left out, not sealed to
+        # (and does not stop the export: the caller's own row must be among those kept).
+        self._recipients = tuple(admin for admin in context.admins if _certified_admin(checks, admin.row))
+        if self._export and context.me not in (admin.row for admin in self._recipients):
             raise UntrustedRecord("the key export would not be sealed to the admin who makes it")
         if not self._export and context.admins:
             raise UntrustedRecord("a backup is sealed to no admin")
@@ -223,7 +225,7 @@ class _BackupSeal:
                 "key_record": backupfile.encode(admin.key_record),
                 "keys": backupfile.encode(sealing.seal(admin.row.sealing_public, version, payload, sealed_to)),
             }
-            for admin in context.admins
+            for admin in self._recipients
             if admin.row.sealing_public is not None
         ]
         document = {
@@ -362,3 +364,12 @@ class BackupKeyholder:
     def _check_done(seal: _BackupSeal, done: BackupDone) -> None:
         if seal.context is None or done.clients != len(seal.context.clients):
             raise UntrustedRecord("the authority's answer is not the backup this keyholder wrote")
+
+
+def _certified_admin(checks: ResponseChecks, row: EngineerRow) -> bool:
+    """Whether ``row`` is an active admin whose certificate verifies (a key export's recipient)."""
+    try:
+        checks.certificate(row)
+    except UntrustedRecord:
+        return False
+    return row.role == ROLE_ADMIN and row.status == ACTIVE
