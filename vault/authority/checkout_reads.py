@@ -64,7 +64,7 @@ def caller_query(sqlite: bool) -> Select[Any]:
     joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
     columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_cols(ENGINEERS, EngineerRow)]
     if sqlite:
-        joined = joined.join(HEAD, HEAD.c.id == 1)
+        joined = joined.outerjoin(HEAD, HEAD.c.id == 1)  # a vault older than its chain has no head yet
         columns += [HEAD.c.seq, HEAD.c.hash]
     mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
     joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
@@ -150,7 +150,8 @@ class CallerRead:
         self.root_version: int | None = first[2]
         a = 3 + ENGINEER_WIDTH
         self.me = EngineerRow._make(first[3:a])
-        self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite else None
+        # None on PostgreSQL (the head is locked and read last) and where no head row exists yet
+        self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite and first[a] is not None else None
         e = a + (2 if sqlite else 0)
         self.grants: list[GrantRow] = []
         self.signers: list[EngineerRow | None] = []
