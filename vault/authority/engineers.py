@@ -98,8 +98,9 @@ class Recorder(Protocol):
 class Carry(Protocol):
     """What a confirmation carries over (in-process: service/invitations.py)."""
 
-    def plan(self, s: Session, engineer_id: int) -> CarryPlan:
-        """The signed invitation's admin, the grants carried and dropped (UntrustedRecord if unsigned)."""
+    def plan(self, s: Session, engineer_id: int, root_version: int) -> CarryPlan:
+        """The signed invitation's admin, the grants carried and dropped (UntrustedRecord if
+        unsigned): ids and ciphertext, the slugs' client keys sealed to ``root_version``."""
 
     def carry(self, s: Session, engineer_id: int) -> None:
         """Re-sign and re-seal the grants the plan carries; set aside the ones it refused."""
@@ -227,12 +228,16 @@ class EngineerAuthority:
             raise InvalidInput("not a confirmation request")
         caller, name = _caller(request.caller), _name(request.name)
         pin = _bytes("organisation key", request.org_pin, KEY_BYTES)
-        if request.action == CONFIRM and not isinstance(request.fingerprint, str):
+        confirming = request.action == CONFIRM
+        if confirming and not isinstance(request.fingerprint, str):
             raise InvalidInput("a confirmation names the fingerprint a person compared")
+        if not isinstance(request.fingerprint, (str, type(None))) or len(request.fingerprint or "") > 200:
+            raise InvalidInput("the request's fingerprint is not text")
+        if not isinstance(request.shown, bool):
+            raise InvalidInput("the request's shown flag is not a bool")
         with self.store.transaction() as s:
             identity = self.authorise(s, caller, org_pin=pin, admin=True)
-            confirming = request.action == CONFIRM
-            root = self.root_copy(s, identity.me) if confirming else RootCopy(0, b"", None)
+            root = self.root_copy(s, identity.me) if confirming else self._root_if_sealed(s, identity.me)
             row = self.engineer(s, name)
             if confirming and (row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None):
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
@@ -242,7 +247,7 @@ class EngineerAuthority:
                     hint="they run `credvault engineer enroll NAME` and type the code when asked",
                 )
             pending = PendingRows(
-                identity, root, engineer_row(row), self._invitation(s, row), self.carry.plan(s, row.id)
+                identity, root, engineer_row(row), self._invitation(s, row), self.carry.plan(s, row.id, root.version)
             )
             if not confirming:
                 return EngineerAnswer(0, identity, pending.engineer, row.created_at, pending=pending)
@@ -420,6 +425,14 @@ class EngineerAuthority:
                 f"no copy of the recovery key is sealed to {me.name!r}", hint="another admin can re-confirm you"
             )
         return RootCopy(root.version, root.recovery_public, sealed.blob)
+
+    def _root_if_sealed(self, s: Session, me: EngineerRow) -> RootCopy:
+        """As ``root_copy``, with no sealed copy (and no version) if none is sealed to ``me``:
+        what a pending confirmation shows is then shown without the slugs."""
+        try:
+            return self.root_copy(s, me)
+        except (AccessDenied, UntrustedRecord):
+            return RootCopy(0, b"", None)
 
     # -- what is acted on ----------------------------------------------------------------------
 
