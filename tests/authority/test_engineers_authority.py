@@ -305,6 +305,7 @@ def test_a_caller_of_an_old_key_generation_is_refused_before_the_target_is_read(
     statements.clear()
     with pytest.raises(Locked, match="have changed"):
         getattr(scene.authority(recorder), method)(request, seal)
+    assert statements  # the capture saw the caller's read: an empty one would prove nothing
     assert not [st for st in statements if READS_THE_TARGET.search(st)], statements
     assert seal.drafts == [] and recorder.events == []
 
@@ -870,3 +871,30 @@ def test_an_admin_cannot_remove_themselves(scene: Scene) -> None:
     with pytest.raises(InvalidInput, match="remove yourself"):
         _removal(scene, recorder, Seams()).remove(_remove(scene, ADMIN), seal)
     assert seal.drafts == []
+
+
+def test_removing_a_never_confirmed_engineer_reads_no_root_copy(scene: Scene, statements: list[str]) -> None:
+    """An invited engineer was never certified: no certificate is re-issued, so the root bundle
+    sealed to the admin is not read (an admin holding no copy of it can still remove them)."""
+    name, recorder = next(_names), Recorder()
+    scene.authority(recorder).invite(_invite(scene, name), FakeSeal(recorder))
+    seal, statements[:] = FakeSeal(recorder), []
+    answer = _removal(scene, recorder, Seams()).remove(_remove(scene, name), seal)
+    (draft,) = seal.drafts
+    assert not draft.recertify and draft.root.sealed is None
+    reads = [st for st in statements if st.startswith("SELECT") and re.search(r"FROM root_seals\b", st)]
+    assert statements and not reads
+    assert answer.engineer.status == "disabled" and answer.engineer.certificate is None
+
+
+@pytest.mark.parametrize("certificate", [b"short", "a certificate of text", SIG + b"\x00"])
+def test_a_removal_with_an_ill_formed_certificate_writes_nothing(scene: Scene, certificate: Any) -> None:
+    """The disabled certificate the keyholder returns is stored only if it is a signature."""
+    name, caller = _active(scene)
+    ids = _granted(scene, caller.engineer_id, 1)
+    recorder, before = Recorder(), _grants(scene, caller.engineer_id)
+    made = Removal(tuple((i, SIG) for i in ids), 1_800_000_000, certificate)
+    with pytest.raises(InvalidInput):
+        _removal(scene, recorder, Seams()).remove(_remove(scene, name), FakeSeal(recorder, removal=made))
+    assert _grants(scene, caller.engineer_id) == before and scene.row(name).status == "active"  # type: ignore[union-attr]
+    assert recorder.events == []

@@ -35,6 +35,7 @@ from vault.service.core import (
 from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
 from vault.service.sessions import UnlockedSession
 from vault.storage import models as m
+from vault.storage.rows import GrantRow
 
 if TYPE_CHECKING:
     from vault.keyholder.keys import Keys
@@ -311,16 +312,10 @@ class Trust:
         )
 
     def _revocation_fields(self, s: Session, grant: GrantRecord) -> tuple[signing.ContextItem, ...]:
+        from vault.keyholder.grants import revocation_fields  # grants.py imports this module: the layout is there
+
         assert grant.revoked_at is not None
-        return (
-            self.core.vid(s),
-            grant.id,
-            grant.engineer_id,
-            grant.client_id,
-            grant.seq or 0,
-            epoch(grant.revoked_at),
-            grant.revoked_by,
-        )
+        return revocation_fields(self.core.vid(s), GrantRow(*(getattr(grant, f) for f in GrantRow._fields)))
 
     def revoke_grant(self, s: Session, grant: m.Grant, admin: m.Engineer) -> None:
         """Revoke one grant row with the acting admin's signature over the revocation."""
