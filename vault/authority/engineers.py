@@ -208,7 +208,7 @@ class EngineerAuthority:
                     f"the invitation for {name!r} was made before credvault signed invitations",
                     hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
                 )
-            draft = EnrolmentDraft(info.vault_id, info.org_signing_public, engineer_row(row), self._invitation(s, row))
+            draft = EnrolmentDraft(info.vault_id, info.org_signing_public, engineer_row(row), self.invitation(s, row))
             made = seal.enrol(draft)
             if not isinstance(made, NewKeys) or made.key_generation != row.key_generation + 1:
                 raise InvalidInput("the enrolling keyholder's keys are not of the next key generation")
@@ -247,7 +247,7 @@ class EngineerAuthority:
                     hint="they run `credvault engineer enroll NAME` and type the code when asked",
                 )
             pending = PendingRows(
-                identity, root, engineer_row(row), self._invitation(s, row), self.carry.plan(s, row.id, root.version)
+                identity, root, engineer_row(row), self.invitation(s, row), self.carry.plan(s, row.id, root.version)
             )
             if not confirming:
                 return EngineerAnswer(0, identity, pending.engineer, row.created_at, pending=pending)
@@ -457,7 +457,8 @@ class EngineerAuthority:
         )
 
     @staticmethod
-    def _invitation(s: Session, row: m.Engineer) -> Invitation:
+    def invitation(s: Session, row: m.Engineer) -> Invitation:
+        """The engineer's invitation as stored, and its signer's row (for the keyholder to verify)."""
         signer = None if row.invite_signed_by is None else s.get(m.Engineer, row.invite_signed_by)
         expires = row.invite_expires_at
         if expires is not None and expires.tzinfo is None:

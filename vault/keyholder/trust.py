@@ -53,6 +53,19 @@ class _ClientKeyRecord(Protocol):
     def signed_at(self) -> int: ...
 
 
+class _EngineerKeyRecord(Protocol):
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def sealing_public(self) -> bytes | None: ...
+    @property
+    def signing_public(self) -> bytes | None: ...
+    @property
+    def certified_at(self) -> int | None: ...
+
+
 # What each signature covers (docs/format.md): one definition, used to sign and to verify,
 # in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py).
 
@@ -75,6 +88,11 @@ def certificate_fields(vault_id: bytes, row: EngineerRecord) -> tuple[signing.Co
         row.signing_public,
         row.certified_at,
     )
+
+
+def engineer_key_fields(vault_id: bytes, key: _EngineerKeyRecord, name: str) -> tuple[signing.ContextItem, ...]:
+    """What an engineer-key record's certificate covers (one generation of an engineer's keys)."""
+    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
 
 
 def client_key_fields(vault_id: bytes, ck: _ClientKeyRecord) -> tuple[signing.ContextItem, ...]:
@@ -205,15 +223,7 @@ class Trust:
         row.certificate = org.sign(LABEL_SIG_ENGINEER, *self.certificate_fields(s, row))
 
     def key_fields(self, s: Session, key: m.EngineerKey, name: str) -> tuple[signing.ContextItem, ...]:
-        return (
-            self.core.vid(s),
-            key.engineer_id,
-            name,
-            key.generation,
-            key.sealing_public,
-            key.signing_public,
-            key.certified_at,
-        )
+        return engineer_key_fields(self.core.vid(s), key, name)
 
     def record_engineer_key(self, s: Session, row: m.Engineer, org: signing.SigningKey) -> None:
         """Keep a certified copy of the engineer's current public keys (old events verify with it)."""
