@@ -12,7 +12,8 @@ unexpired, signed invitation authorises it, and the keyholder verifies that invi
 
 What a confirmation carries over (the grants an admin signed over the engineer's previous
 key: re-signed and re-sealed) is still made in-process by ``Carry`` (service/invitations.py)
-in this unit of work: the seam the team-server issue replaces.
+in this unit of work: the seam the team-server issue replaces. What crosses in the answer
+(``CarryPlan``) is ids and ciphertext only: the confirming admin's keyholder opens each slug.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ generation, and checks what it is shown before it signs, seals or returns anythi
   invite secret (docs/format.md §5); the engineer's previous key record certified;
 * a pending enrolment: the fingerprint of the keys shown must be the one a person
   compared, the keys not weak, and made with the invitation's one-time code (its MAC);
-  only those keys are certified, and the answer must show them certified.
+  only those keys are certified, and the answer must show them certified; the grants
+  carried over are shown by ids and ciphertext, each slug opened here (``slugs.py``), and
+  what the admin was shown is compared here, against the slugs opened again.
 
 The invite secret, the new private keys and the root bundle never leave this module's
 objects; the authority is given sealed blobs, public keys and signatures.

@@ -4,8 +4,8 @@ An invitation is signed by the inviting admin over the vault id, the engineer's 
 and role, their previous certified key generation, the root version, the expiry and the
 sealed invite secret; the enrolling engineer and the confirming admin both verify it
 against an admin whose certificate verifies under the organisation key they trust. The
-field layouts here are the ones the keyholder signs and verifies (``engineers.py``), and
-the engineer-key record's (``Trust.key_fields``).
+field layouts here are the ones the keyholder signs and verifies (``engineers.py``, and the
+service's ``Invitations.verify_invite``); the engineer-key record's is ``trust.py``'s.
 """
 
 from __future__ import annotations
