@@ -37,6 +37,7 @@ from vault.authority.engineer_requests import (
     UNLOCK,
     UNLOCK_FAILED,
     WHOAMI,
+    CarriedRow,
     CarryPlan,
     Certification,
     ConfirmRequest,
@@ -74,11 +75,11 @@ from vault.errors import (
     NotFound,
     UntrustedRecord,
 )
-from vault.records import CarriedGrant
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
 ADMIN, ADMIN_PASS = "root-admin", "authority test admin passphrase"
+CARRIED = CarriedRow(7, 3, b"\x01slug ciphertext", None)  # ids and ciphertext: no slug crosses
 SIG, SEAL, RECORD, MAC = b"\x5a" * 64, b"\x01sealed invite secret", b"\x02key record", b"\x03mac"
 PUB_A, PUB_B = b"\x11" * 32, b"\x22" * 32
 # A statement that reads the engineer acted on (by name), their keys, the recovery key or its copies
@@ -122,9 +123,9 @@ class Carry:
         self.recorder = recorder
         self.calls: list[tuple[str, int, int]] = []  # (what, engineer id, events appended before)
 
-    def plan(self, s: Any, engineer_id: int) -> CarryPlan:
+    def plan(self, s: Any, engineer_id: int, root_version: int) -> CarryPlan:
         self.calls.append(("plan", engineer_id, len(self.recorder.events)))
-        return CarryPlan(ADMIN, (CarriedGrant("acme", None),), ())
+        return CarryPlan(ADMIN, (CARRIED,), ())
 
     def carry(self, s: Any, engineer_id: int) -> None:
         self.calls.append(("carry", engineer_id, len(self.recorder.events)))
@@ -242,7 +243,7 @@ def _invite(scene: Scene, name: str, **changes: Any) -> InviteRequest:
 
 
 def _confirm(scene: Scene, name: str, action: str = CONFIRM, **changes: Any) -> ConfirmRequest:
-    request = ConfirmRequest(scene.admin, name, "whatever was compared", None, scene.org, action)
+    request = ConfirmRequest(scene.admin, name, "whatever was compared", False, scene.org, action)
     return dataclasses.replace(request, **changes)
 
 
@@ -304,6 +305,7 @@ def test_a_caller_of_an_old_key_generation_is_refused_before_the_target_is_read(
     statements.clear()
     with pytest.raises(Locked, match="have changed"):
         getattr(scene.authority(recorder), method)(request, seal)
+    assert statements  # the capture saw the caller's read: an empty one would prove nothing
     assert not [st for st in statements if READS_THE_TARGET.search(st)], statements
     assert seal.drafts == [] and recorder.events == []
 
@@ -321,6 +323,11 @@ FORGED: list[tuple[str, str, dict[str, Any]]] = [
     ("confirm", "a confirmation without a fingerprint", {"fingerprint": None}),
     ("confirm", "a negative key generation", {"caller": Caller(1, -1)}),
     ("confirm", "a made-up action", {"action": "engineer-remove"}),
+    ("confirm", "a fingerprint that is bytes", {"fingerprint": b"ab:cd"}),
+    ("confirm", "a shown flag that is a tuple of slugs", {"shown": ("acme",)}),
+    ("confirm", "a shown flag that is None", {"shown": None}),
+    ("pending", "a pending read with a fingerprint of bytes", {"fingerprint": b"ab:cd"}),
+    ("pending", "a pending read with a shown flag of text", {"shown": "yes"}),
     ("list", "a list with a pin of text", {"org_pin": "pin"}),
     ("enroll", "an enrolment with a fingerprint of text", {"org_fingerprint": "abcd"}),
 ]
@@ -334,6 +341,7 @@ def test_a_forged_request_field_is_refused_before_any_sql(
     base: Any = {
         "invite": _invite(scene, "newcomer"),
         "confirm": _confirm(scene, "newcomer"),
+        "pending": _confirm(scene, "newcomer", PENDING),
         "list": ListRequest(scene.engineer, scene.org),
         "enroll": EnrollRequest("newcomer", b"\x00" * 8),
     }[method]
@@ -344,7 +352,7 @@ def test_a_forged_request_field_is_refused_before_any_sql(
         if method == "list":
             scene.authority(recorder).list(request)
         else:
-            getattr(scene.authority(recorder), method)(request, seal)
+            getattr(scene.authority(recorder), "confirm" if method == "pending" else method)(request, seal)
     assert statements == [] and seal.drafts == [] and recorder.events == []
 
 
@@ -454,7 +462,7 @@ def test_pending_confirmation_shows_the_rows_and_writes_nothing(scene: Scene) ->
     answer = scene.authority(recorder).confirm(_confirm(scene, name, PENDING), seal)
     assert answer.pending is not None and answer.seq == 0
     assert (answer.pending.engineer.name, answer.pending.engineer.sealing_public) == (name, PUB_A)
-    assert answer.pending.plan.carried == (CarriedGrant("acme", None),)
+    assert answer.pending.plan.carried == (CARRIED,)
     assert seal.drafts == [] and recorder.events == [] and scene.head() == head
     assert scene.row(name).status == "enrolled"  # type: ignore[union-attr]
 
@@ -863,3 +871,30 @@ def test_an_admin_cannot_remove_themselves(scene: Scene) -> None:
     with pytest.raises(InvalidInput, match="remove yourself"):
         _removal(scene, recorder, Seams()).remove(_remove(scene, ADMIN), seal)
     assert seal.drafts == []
+
+
+def test_removing_a_never_confirmed_engineer_reads_no_root_copy(scene: Scene, statements: list[str]) -> None:
+    """An invited engineer was never certified: no certificate is re-issued, so the root bundle
+    sealed to the admin is not read (an admin holding no copy of it can still remove them)."""
+    name, recorder = next(_names), Recorder()
+    scene.authority(recorder).invite(_invite(scene, name), FakeSeal(recorder))
+    seal, statements[:] = FakeSeal(recorder), []
+    answer = _removal(scene, recorder, Seams()).remove(_remove(scene, name), seal)
+    (draft,) = seal.drafts
+    assert not draft.recertify and draft.root.sealed is None
+    reads = [st for st in statements if st.startswith("SELECT") and re.search(r"FROM root_seals\b", st)]
+    assert statements and not reads
+    assert answer.engineer.status == "disabled" and answer.engineer.certificate is None
+
+
+@pytest.mark.parametrize("certificate", [b"short", "a certificate of text", SIG + b"\x00"])
+def test_a_removal_with_an_ill_formed_certificate_writes_nothing(scene: Scene, certificate: Any) -> None:
+    """The disabled certificate the keyholder returns is stored only if it is a signature."""
+    name, caller = _active(scene)
+    ids = _granted(scene, caller.engineer_id, 1)
+    recorder, before = Recorder(), _grants(scene, caller.engineer_id)
+    made = Removal(tuple((i, SIG) for i in ids), 1_800_000_000, certificate)
+    with pytest.raises(InvalidInput):
+        _removal(scene, recorder, Seams()).remove(_remove(scene, name), FakeSeal(recorder, removal=made))
+    assert _grants(scene, caller.engineer_id) == before and scene.row(name).status == "active"  # type: ignore[union-attr]
+    assert recorder.events == []

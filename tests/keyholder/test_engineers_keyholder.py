@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from vault import Vault
 from vault.authority.engineer_requests import EngineerAnswer, EngineerKeyRow, Identity
@@ -711,3 +711,33 @@ def test_the_untampered_removal_revokes_every_grant(scene: Scene) -> None:
     scene.admin.engineers.remove(name)
     row = scene.row(name)
     assert row is not None and row[0] == "disabled" and _live_grants(scene, name) == 0
+
+
+def test_a_leaving_engineers_signing_key_swapped_by_a_dba_is_not_certified(
+    scene: Scene, made: dict[str, list[Any]]
+) -> None:
+    """A DBA writes their own signing key into the leaving engineer's row just before the
+    removal: re-issuing that row's certificate as disabled would certify the DBA's key (events
+    they forge then verify as the removed engineer's). The row's current certificate does not
+    verify: refused, nothing certified, nothing revoked, no event."""
+    name = _granted_engineer(scene)
+    _, attacker = _attacker_keys()
+    with scene.admin.store.transaction() as s:
+        s.execute(update(m.Engineer).where(m.Engineer.name == name).values(signing_public=attacker))
+    before, head = scene.row(name), scene.head()
+    with pytest.raises(UntrustedRecord):
+        scene.admin.engineers.remove(name)
+    assert not [fields for fields in made["certificates"] if attacker in fields]
+    assert scene.row(name) == before and scene.head() == head and _live_grants(scene, name) == 1
+
+
+def test_a_draft_saying_not_to_recertify_an_active_engineer_still_re_issues_the_certificate(
+    scene: Scene, made: dict[str, list[Any]]
+) -> None:
+    """Whether the certificate is re-issued is read from the row the keyholder verified, not
+    from the draft's flag: an active engineer's row is re-certified as disabled."""
+    name = _granted_engineer(scene)
+    scene.tamper(scene.admin, draft=lambda d: dataclasses.replace(d, recertify=False) if hasattr(d, "recertify") else d)
+    scene.admin.engineers.remove(name)
+    assert [fields for fields in made["certificates"] if name in fields and "disabled" in fields]
+

@@ -18,18 +18,33 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.engineer_requests import DISABLED, REMOVE, Removal, RemovalAnswer, RemovalDraft, RemoveRequest
-from vault.authority.engineers import EngineerAuthority, EngineerSeal, engineer_row
-from vault.authority.requests import Caller
+from vault.authority.engineer_requests import (
+    DISABLED,
+    REMOVE,
+    Removal,
+    RemovalAnswer,
+    RemovalDraft,
+    RemoveRequest,
+    RootCopy,
+)
+from vault.authority.engineer_rotation import destroy_keys
+from vault.authority.engineers import (
+    KEY_BYTES,
+    SIGNATURE_BYTES,
+    EngineerAuthority,
+    EngineerSeal,
+    checked_bytes,
+    checked_caller,
+    checked_name,
+    engineer_row,
+)
 from vault.errors import InvalidInput
 from vault.storage import models as m
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
-
-SIGNATURE_BYTES = 64
 
 
 class RemovalSeams(Protocol):
@@ -61,30 +76,24 @@ class EngineerRemovalAuthority:
     def remove(self, request: RemoveRequest, seal: RemovalSeal) -> RemovalAnswer:
         if not isinstance(request, RemoveRequest) or request.action != REMOVE:
             raise InvalidInput("not a removal request")
-        if not isinstance(request.caller, Caller) or not isinstance(request.name, str):
-            raise InvalidInput("the request names no caller or engineer")
-        validation.number("engineer id", request.caller.engineer_id, 1)
-        validation.number("key generation", request.caller.key_generation, 0)
-        name = validation.engineer_name(request.name)
+        caller, name = checked_caller(request.caller), checked_name(request.name)
         if not isinstance(request.log_verified, bool):
             raise InvalidInput("the request does not say whether the audit log verified")
-        if not isinstance(request.org_pin, bytes) or len(request.org_pin) != 32:
-            raise InvalidInput("the organisation key is not a well-formed value")
+        pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         e, seams = self.engineers, self.seams
         with e.store.transaction() as s:
-            identity = e.authorise(s, request.caller, org_pin=request.org_pin, admin=True)
+            identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             row = e.engineer(s, name)
             if row.id == me.id:
                 raise InvalidInput("you cannot remove yourself", hint="another admin can")
             if row.status == DISABLED:
                 raise InvalidInput(f"engineer {name!r} is already removed")
-            root = e.root_copy(s, me)
-            was_admin, was_active = row.role == ROLE_ADMIN, row.status == ACTIVE
+            was_admin, recertify = row.role == ROLE_ADMIN, row.status == ACTIVE or row.certified_at is not None
+            root = e.root_copy(s, me) if recertify else RootCopy(0, b"", None)  # the bundle signs the certificate
             exposed = seams.exposed(s, row.id, request.log_verified)
             grants = [g for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id)) if not is_revoked(g)]
             revoked_at = int(e.clock().timestamp())
-            recertify = was_active or row.certified_at is not None
             draft = RemovalDraft(
                 identity, root, engineer_row(row), tuple(grant_row(g) for g in grants), revoked_at, recertify
             )
@@ -95,17 +104,15 @@ class EngineerRemovalAuthority:
             if sorted(signatures) != sorted(g.id for g in grants) or (made.certificate is None) == recertify:
                 raise InvalidInput("the keyholder's removal is not for the grants and certificate shown")
             for grant in grants:
-                signature = signatures[grant.id]
-                if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
-                    raise InvalidInput("a revocation's signature is not a well-formed value")
+                signature = checked_bytes("revocation signature", signatures[grant.id], SIGNATURE_BYTES)
                 grant.revoked_at = dt.datetime.fromtimestamp(revoked_at, dt.UTC)
                 grant.revoked_by, grant.revocation = me.id, signature
             seams.adopt(s, row.id)
-            self._destroy_keys(s, row)
+            destroy_keys(s, row, e.clock(), keep_public=True)
             row.status, row.disabled_at = DISABLED, e.clock()
             if recertify:
                 row.certified_at = validation.number("certification time", made.certified_at, 1, 2**40)
-                row.certificate = made.certificate
+                row.certificate = checked_bytes("certificate", made.certificate, SIGNATURE_BYTES)
             if was_admin:  # a new recovery key, organisation key and shares: old ones open nothing current
                 seams.rotate_root(s)
             rotation_ids = tuple(
@@ -124,14 +131,3 @@ class EngineerRemovalAuthority:
             )
             answer = RemovalAnswer(seq, identity, engineer_row(row), after, rotation_ids, was_admin)
         return answer
-
-    def _destroy_keys(self, s: Session, row: m.Engineer) -> None:
-        """Every copy sealed to the engineer deleted and their key record destroyed; their public
-        keys and certificate kept, so that the events they signed still verify."""
-        mine = (m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id)
-        s.execute(delete(m.ClientKeySeal).where(*mine))
-        s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
-        key = s.get(m.EngineerKey, (row.id, row.key_generation))
-        if key is not None:
-            key.state, key.destroyed_at = "destroyed", self.engineers.clock()
-        row.key_record = None

@@ -17,8 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from vault.authority.requests import Caller, OrgKeyRow
-from vault.records import CarriedGrant, DroppedGrant
+from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
 from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow, GrantRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
@@ -55,24 +54,15 @@ class EnrollRequest:
 
 
 @dataclass(frozen=True)
-class ShownConfirmation:
-    """What ``pending_confirmation`` showed the admin: confirming refuses if it changed since."""
-
-    name: str
-    role: str
-    fingerprint: str
-    carried: tuple[CarriedGrant, ...]
-
-
-@dataclass(frozen=True)
 class ConfirmRequest:
     """``PENDING`` (what confirming would do) or ``CONFIRM`` (certify the keys of ``name`` whose
-    fingerprint a person compared: ``fingerprint``)."""
+    fingerprint a person compared: ``fingerprint``); ``shown``: only if what the keyholder
+    showed the admin is unchanged (it compares, with the slugs it opens: none cross here)."""
 
     caller: Caller
     name: str
     fingerprint: str | None
-    shown: ShownConfirmation | None
+    shown: bool
     org_pin: bytes
     action: str = CONFIRM
 
@@ -254,12 +244,35 @@ class NewKeys:
 
 
 @dataclass(frozen=True)
+class CarriedRow:
+    """A grant a confirmation re-signs and re-seals: ids, the client's slug as stored (ciphertext)."""
+
+    grant_id: int
+    client_id: int
+    slug_blob: bytes
+    until: int | None  # epoch s
+
+
+@dataclass(frozen=True)
+class DroppedRow:
+    """A grant row a confirmation does not carry, and why (the slug as stored, if any)."""
+
+    grant_id: int
+    client_id: int
+    slug_blob: bytes | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class CarryPlan:
-    """What a confirmation does with the engineer's grant rows (``invitations.py``)."""
+    """What a confirmation does with the engineer's grant rows (``invitations.py``): ids and
+    ciphertext only, with the client-key versions the slugs are under, sealed to the recovery
+    key (the keyholder opens each slug to show it)."""
 
     signer: str
-    carried: tuple[CarriedGrant, ...]
-    dropped: tuple[DroppedGrant, ...]
+    carried: tuple[CarriedRow, ...]
+    dropped: tuple[DroppedRow, ...]
+    keys: tuple[SealedClientKey, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ the commit.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Protocol
 
 from sqlalchemy import delete
@@ -21,13 +22,19 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.engineer_requests import ROTATE, EngineerAnswer, RekeyDraft, Rekeyed, RotateRequest
-from vault.authority.engineers import EngineerAuthority, EngineerSeal, engineer_row
-from vault.authority.requests import Caller
+from vault.authority.engineers import (
+    KEY_BYTES,
+    SIGNATURE_BYTES,
+    EngineerAuthority,
+    EngineerSeal,
+    checked_bytes,
+    checked_caller,
+    checked_name,
+    engineer_row,
+)
 from vault.errors import InvalidInput
 from vault.storage import models as m
 from vault.storage.rows import ACTIVE
-
-SIGNATURE_BYTES = 64
 
 
 class Adoption(Protocol):
@@ -52,17 +59,12 @@ class EngineerRotationAuthority:
     def rotate(self, request: RotateRequest, seal: RotationSeal) -> EngineerAnswer:
         if not isinstance(request, RotateRequest) or request.action != ROTATE:
             raise InvalidInput("not a key-rotation request")
-        if not isinstance(request.caller, Caller) or not isinstance(request.name, str):
-            raise InvalidInput("the request names no caller or engineer")
-        validation.number("engineer id", request.caller.engineer_id, 1)
-        validation.number("key generation", request.caller.key_generation, 0)
-        name = validation.engineer_name(request.name)
+        caller, name = checked_caller(request.caller), checked_name(request.name)
         expires_at = validation.number("invitation expiry", request.expires_at, 1, 2**40)
-        if not isinstance(request.org_pin, bytes) or len(request.org_pin) != 32:
-            raise InvalidInput("the organisation key is not a well-formed value")
+        pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         e = self.engineers
         with e.store.transaction() as s:
-            identity = e.authorise(s, request.caller, org_pin=request.org_pin, admin=True)
+            identity = e.authorise(s, caller, org_pin=pin, admin=True)
             row = e.engineer(s, name)
             if row.id == identity.me.id:
                 raise InvalidInput(
@@ -76,8 +78,7 @@ class EngineerRotationAuthority:
             if not isinstance(made, Rekeyed) or (made.key_certificate is None) != (key is not None):
                 raise InvalidInput("the keyholder's answer is not for this engineer's keys")
             if made.key_certificate is not None:
-                if not isinstance(made.key_certificate, bytes) or len(made.key_certificate) != SIGNATURE_BYTES:
-                    raise InvalidInput("the key record's certificate is not a well-formed value")
+                certificate = checked_bytes("key record's certificate", made.key_certificate, SIGNATURE_BYTES)
                 s.add(
                     m.EngineerKey(
                         engineer_id=row.id,
@@ -86,25 +87,31 @@ class EngineerRotationAuthority:
                         sealing_public=row.sealing_public,
                         signing_public=row.signing_public,
                         certified_at=row.certified_at,
-                        certificate=made.key_certificate,
+                        certificate=certificate,
                     )
                 )
                 s.flush()
             self.adoption.adopt(s, row.id)
-            self._destroy_keys(s, row)
+            destroy_keys(s, row, e.clock(), keep_public=False)
             e.issue_invitation(s, identity, root, row, row.role, expires_at, seal)
             public = {"engineer": name, "old_generation": row.key_generation}
             seq = e.recorder.append(s, ROTATE, public=public)
             answer = EngineerAnswer(seq, identity, engineer_row(row), row.created_at)
         return answer
 
-    def _destroy_keys(self, s: Session, row: m.Engineer) -> None:
-        """Every copy sealed to the engineer deleted; their key record and public keys gone."""
-        mine = (m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id)
-        s.execute(delete(m.ClientKeySeal).where(*mine))
-        s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
-        key = s.get(m.EngineerKey, (row.id, row.key_generation))
-        if key is not None:
-            key.state, key.destroyed_at = "destroyed", self.engineers.clock()
-        row.key_record = row.sealing_public = row.signing_public = row.certificate = None
+
+def destroy_keys(s: Session, row: m.Engineer, now: dt.datetime, *, keep_public: bool) -> None:
+    """Every copy sealed to the engineer deleted, their engineer-key record of the current
+    generation marked destroyed and their key record gone; ``keep_public`` (a removal): their
+    public keys and certificate kept, so that the events they signed still verify (a rotation
+    clears them: the engineer enrols new keys)."""
+    mine = (m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == row.id)
+    s.execute(delete(m.ClientKeySeal).where(*mine))
+    s.execute(delete(m.RootSeal).where(m.RootSeal.engineer_id == row.id))
+    key = s.get(m.EngineerKey, (row.id, row.key_generation))
+    if key is not None:
+        key.state, key.destroyed_at = "destroyed", now
+    row.key_record = None
+    if not keep_public:
+        row.sealing_public = row.signing_public = row.certificate = None
         row.certified_at = None

@@ -12,7 +12,8 @@ unexpired, signed invitation authorises it, and the keyholder verifies that invi
 
 What a confirmation carries over (the grants an admin signed over the engineer's previous
 key: re-signed and re-sealed) is still made in-process by ``Carry`` (service/invitations.py)
-in this unit of work: the seam the team-server issue replaces.
+in this unit of work: the seam the team-server issue replaces. What crosses in the answer
+(``CarryPlan``) is ids and ciphertext only: the confirming admin's keyholder opens each slug.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ class Recorder(Protocol):
 class Carry(Protocol):
     """What a confirmation carries over (in-process: service/invitations.py)."""
 
-    def plan(self, s: Session, engineer_id: int) -> CarryPlan:
-        """The signed invitation's admin, the grants carried and dropped (UntrustedRecord if unsigned)."""
+    def plan(self, s: Session, engineer_id: int, root_version: int) -> CarryPlan:
+        """The signed invitation's admin, the grants carried and dropped (UntrustedRecord if
+        unsigned): ids and ciphertext, the slugs' client keys sealed to ``root_version``."""
 
     def carry(self, s: Session, engineer_id: int) -> None:
         """Re-sign and re-seal the grants the plan carries; set aside the ones it refused."""
@@ -114,13 +116,13 @@ class EngineerSeal(Protocol):
     def relock(self, draft: KeyRecordDraft) -> bytes: ...
 
 
-def _bytes(label: str, value: object, size: int | None = None) -> bytes:
+def checked_bytes(label: str, value: object, size: int | None = None) -> bytes:
     if not isinstance(value, bytes) or not 0 < len(value) <= MAX_BLOB or (size is not None and len(value) != size):
         raise InvalidInput(f"the {label} is not a well-formed value")
     return value
 
 
-def _caller(caller: object) -> Caller:
+def checked_caller(caller: object) -> Caller:
     if not isinstance(caller, Caller):
         raise InvalidInput("the request names no caller")
     validation.number("engineer id", caller.engineer_id, 1)
@@ -128,7 +130,7 @@ def _caller(caller: object) -> Caller:
     return caller
 
 
-def _name(name: object) -> str:
+def checked_name(name: object) -> str:
     if not isinstance(name, str):
         raise InvalidInput("the request's engineer name is not text")
     return validation.engineer_name(name)
@@ -162,8 +164,8 @@ class EngineerAuthority:
         """Create (or renew) the invitation of ``request.name``, signed by the calling admin."""
         if not isinstance(request, InviteRequest) or request.action != INVITE:
             raise InvalidInput("not an invite request")
-        caller, name = _caller(request.caller), _name(request.name)
-        pin = _bytes("organisation key", request.org_pin, KEY_BYTES)
+        caller, name = checked_caller(request.caller), checked_name(request.name)
+        pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         if request.role not in ROLES:
             raise InvalidInput(f"bad role {validation.shown(str(request.role))}", hint="use engineer or admin")
         expires_at = validation.number("invitation expiry", request.expires_at, 1, 2**40)
@@ -186,8 +188,8 @@ class EngineerAuthority:
         """Store the keys the enrolling engineer made for their open invitation."""
         if not isinstance(request, EnrollRequest) or request.action != ENROLL:
             raise InvalidInput("not an enrol request")
-        name = _name(request.name)
-        fingerprint = _bytes("organisation fingerprint", request.org_fingerprint)
+        name = checked_name(request.name)
+        fingerprint = checked_bytes("organisation fingerprint", request.org_fingerprint)
         with self.store.transaction() as s:
             info = s.get(m.VaultInfo, 1)
             if info is None:
@@ -207,14 +209,14 @@ class EngineerAuthority:
                     f"the invitation for {name!r} was made before credvault signed invitations",
                     hint=f"ask an admin to invite you again (`credvault engineer invite {name}`)",
                 )
-            draft = EnrolmentDraft(info.vault_id, info.org_signing_public, engineer_row(row), self._invitation(s, row))
+            draft = EnrolmentDraft(info.vault_id, info.org_signing_public, engineer_row(row), self.invitation(s, row))
             made = seal.enrol(draft)
             if not isinstance(made, NewKeys) or made.key_generation != row.key_generation + 1:
                 raise InvalidInput("the enrolling keyholder's keys are not of the next key generation")
-            row.sealing_public = _bytes("sealing key", made.sealing_public, KEY_BYTES)
-            row.signing_public = _bytes("signing key", made.signing_public, KEY_BYTES)
-            row.key_record = _bytes("key record", made.key_record)
-            row.enroll_mac = _bytes("enrolment MAC", made.enroll_mac)
+            row.sealing_public = checked_bytes("sealing key", made.sealing_public, KEY_BYTES)
+            row.signing_public = checked_bytes("signing key", made.signing_public, KEY_BYTES)
+            row.key_record = checked_bytes("key record", made.key_record)
+            row.enroll_mac = checked_bytes("enrolment MAC", made.enroll_mac)
             row.key_generation, row.status = made.key_generation, ENROLLED
             public = {"engineer": name, "signing_public": made.signing_public.hex()}  # signed by the new key
             seq = self.recorder.append(s, ENROLL, public=public, enrolment=seal)
@@ -225,14 +227,18 @@ class EngineerAuthority:
         """``PENDING``: what confirming would certify and carry (no event); ``CONFIRM``: certify it."""
         if not isinstance(request, ConfirmRequest) or request.action not in (PENDING, CONFIRM):
             raise InvalidInput("not a confirmation request")
-        caller, name = _caller(request.caller), _name(request.name)
-        pin = _bytes("organisation key", request.org_pin, KEY_BYTES)
-        if request.action == CONFIRM and not isinstance(request.fingerprint, str):
+        caller, name = checked_caller(request.caller), checked_name(request.name)
+        pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
+        confirming = request.action == CONFIRM
+        if confirming and not isinstance(request.fingerprint, str):
             raise InvalidInput("a confirmation names the fingerprint a person compared")
+        if not isinstance(request.fingerprint, (str, type(None))) or len(request.fingerprint or "") > 200:
+            raise InvalidInput("the request's fingerprint is not text")
+        if not isinstance(request.shown, bool):
+            raise InvalidInput("the request's shown flag is not a bool")
         with self.store.transaction() as s:
             identity = self.authorise(s, caller, org_pin=pin, admin=True)
-            confirming = request.action == CONFIRM
-            root = self.root_copy(s, identity.me) if confirming else RootCopy(0, b"", None)
+            root = self.root_copy(s, identity.me) if confirming else self._root_if_sealed(s, identity.me)
             row = self.engineer(s, name)
             if confirming and (row.status != ENROLLED or row.invite_seal is None or row.invite_root_version is None):
                 raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
@@ -242,7 +248,7 @@ class EngineerAuthority:
                     hint="they run `credvault engineer enroll NAME` and type the code when asked",
                 )
             pending = PendingRows(
-                identity, root, engineer_row(row), self._invitation(s, row), self.carry.plan(s, row.id)
+                identity, root, engineer_row(row), self.invitation(s, row), self.carry.plan(s, row.id, root.version)
             )
             if not confirming:
                 return EngineerAnswer(0, identity, pending.engineer, row.created_at, pending=pending)
@@ -261,7 +267,7 @@ class EngineerAuthority:
         """``LIST``: every engineer (public keys only), after the list's event; ``WHOAMI``: the caller."""
         if not isinstance(request, ListRequest) or request.action not in (LIST, WHOAMI):
             raise InvalidInput("not a list request")
-        caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
+        caller, pin = checked_caller(request.caller), checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         if request.action == WHOAMI:
             with self.store.read() as s:
                 return EngineerAnswer(0, self.authorise(s, caller, org_pin=pin, admin=False))
@@ -281,13 +287,13 @@ class EngineerAuthority:
         """Store the caller's key record as the keyholder re-locked it under a new passphrase."""
         if not isinstance(request, PassphraseRequest) or request.action != RELOCK:
             raise InvalidInput("not a passphrase request")
-        caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
+        caller, pin = checked_caller(request.caller), checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         with self.store.transaction() as s:
             identity = self.authorise(s, caller, org_pin=pin, admin=False)
             row = s.get(m.Engineer, identity.me.id)
             if row is None or row.key_record is None:
                 raise Locked("the acting engineer has no key record", hint="an admin must confirm the enrolment first")
-            record = _bytes("key record", seal.relock(KeyRecordDraft(identity, row.key_record)))
+            record = checked_bytes("key record", seal.relock(KeyRecordDraft(identity, row.key_record)))
             row.key_record = record
             seq = self.recorder.append(s, RELOCK, public={"engineer": row.name})
         return EngineerAnswer(seq, identity)
@@ -296,7 +302,7 @@ class EngineerAuthority:
         """The key record of an active engineer, by name (a read: no event)."""
         if not isinstance(request, KeyRecordRequest) or request.action != KEY_RECORD:
             raise InvalidInput("not a key-record request")
-        name = _name(request.name)
+        name = checked_name(request.name)
         with self.store.read() as s:
             info = s.get(m.VaultInfo, 1)
             if info is None:
@@ -314,7 +320,7 @@ class EngineerAuthority:
         """Record (unsigned) that ``request.name``'s key record did not open with the passphrase typed."""
         if not isinstance(request, KeyRecordRequest) or request.action != UNLOCK_FAILED:
             raise InvalidInput("not an unlock-failed request")
-        name = _name(request.name)
+        name = checked_name(request.name)
         with self.store.transaction() as s:
             row = self.engineer(s, name)
             seq = self.recorder.append(s, UNLOCK_FAILED, public={"engineer": name}, unsigned_by=row.id)
@@ -325,12 +331,12 @@ class EngineerAuthority:
         if the stored one is still the one opened, the event appended."""
         if not isinstance(request, UnlockRequest) or request.action != UNLOCK:
             raise InvalidInput("not an unlock request")
-        caller, pin = _caller(request.caller), _bytes("organisation key", request.org_pin, KEY_BYTES)
+        caller, pin = checked_caller(request.caller), checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         ttl = validation.number("session length", request.ttl_seconds, 1, 12 * 3600)
         if (request.opened is None) != (request.repinned is None):
             raise InvalidInput("a re-pinned key record comes with the record it replaces")
-        opened = None if request.opened is None else _bytes("key record", request.opened)
-        repinned = None if request.repinned is None else _bytes("key record", request.repinned)
+        opened = None if request.opened is None else checked_bytes("key record", request.opened)
+        repinned = None if request.repinned is None else checked_bytes("key record", request.repinned)
         with self.store.transaction() as s:
             identity = self.authorise(s, caller, org_pin=pin, admin=False)
             if opened is not None and repinned is not None:
@@ -365,12 +371,12 @@ class EngineerAuthority:
         row.role, row.status = role, INVITED
         row.sealing_public = row.signing_public = row.key_record = row.enroll_mac = row.certificate = None
         row.certified_at = None
-        row.invite_seal = _bytes("sealed invite secret", signed.seal)
+        row.invite_seal = checked_bytes("sealed invite secret", signed.seal)
         row.invite_root_version = root.version
         row.invite_expires_at = dt.datetime.fromtimestamp(expires_at, dt.UTC)
         row.invite_prev_generation = signed.prev_generation
         row.invite_signed_by = signed.signed_by
-        row.invite_signature = _bytes("invitation signature", signed.signature, SIGNATURE_BYTES)
+        row.invite_signature = checked_bytes("invitation signature", signed.signature, SIGNATURE_BYTES)
         public = {"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
         return self.recorder.append(s, INVITE, public=public)
 
@@ -421,6 +427,14 @@ class EngineerAuthority:
             )
         return RootCopy(root.version, root.recovery_public, sealed.blob)
 
+    def _root_if_sealed(self, s: Session, me: EngineerRow) -> RootCopy:
+        """As ``root_copy``, with no sealed copy (and no version) if none is sealed to ``me``:
+        what a pending confirmation shows is then shown without the slugs."""
+        try:
+            return self.root_copy(s, me)
+        except (AccessDenied, UntrustedRecord):
+            return RootCopy(0, b"", None)
+
     # -- what is acted on ----------------------------------------------------------------------
 
     @staticmethod
@@ -444,7 +458,8 @@ class EngineerAuthority:
         )
 
     @staticmethod
-    def _invitation(s: Session, row: m.Engineer) -> Invitation:
+    def invitation(s: Session, row: m.Engineer) -> Invitation:
+        """The engineer's invitation as stored, and its signer's row (for the keyholder to verify)."""
         signer = None if row.invite_signed_by is None else s.get(m.Engineer, row.invite_signed_by)
         expires = row.invite_expires_at
         if expires is not None and expires.tzinfo is None:
@@ -468,15 +483,16 @@ class EngineerAuthority:
         row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
         row.invite_signature = row.invite_signed_by = row.invite_prev_generation = None
         row.certified_at = validation.number("certification time", made.certified_at, 1, 2**40)
-        row.certificate = _bytes("certificate", made.certificate, SIGNATURE_BYTES)
+        row.certificate = checked_bytes("certificate", made.certificate, SIGNATURE_BYTES)
         existing = s.get(m.EngineerKey, (row.id, row.key_generation))
         key = existing or m.EngineerKey(engineer_id=row.id, generation=row.key_generation, state=ACTIVE)
         key.sealing_public, key.signing_public = row.sealing_public, row.signing_public
-        key.certified_at, key.certificate = row.certified_at, _bytes("key certificate", made.key_certificate, 64)
+        key.certified_at = row.certified_at
+        key.certificate = checked_bytes("key certificate", made.key_certificate, SIGNATURE_BYTES)
         if existing is None:
             s.add(key)
         if made.root_seal is not None:
-            blob = _bytes("sealed root bundle", made.root_seal)
+            blob = checked_bytes("sealed root bundle", made.root_seal)
             copy = s.get(m.RootSeal, (made.root_version, row.id))
             if copy is None:
                 s.add(m.RootSeal(root_version=made.root_version, engineer_id=row.id, blob=blob))

@@ -13,7 +13,9 @@ generation, and checks what it is shown before it signs, seals or returns anythi
   invite secret (docs/format.md §5); the engineer's previous key record certified;
 * a pending enrolment: the fingerprint of the keys shown must be the one a person
   compared, the keys not weak, and made with the invitation's one-time code (its MAC);
-  only those keys are certified, and the answer must show them certified.
+  only those keys are certified, and the answer must show them certified; the grants
+  carried over are shown by ids and ciphertext, each slug opened here (``slugs.py``), and
+  what the admin was shown is compared here, against the slugs opened again.
 
 The invite secret, the new private keys and the root bundle never leave this module's
 objects; the authority is given sealed blobs, public keys and signatures.
@@ -54,7 +56,6 @@ from vault.authority.engineer_requests import (
     RemoveRequest,
     RootCopy,
     RotateRequest,
-    ShownConfirmation,
     SignedInvitation,
     UnlockRequest,
 )
@@ -78,8 +79,9 @@ from vault.keyholder.invitations import (
 )
 from vault.keyholder.keys import Keys, RootBundle
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
+from vault.keyholder.slugs import SlugOpener
 from vault.keyholder.trust import certificate_fields
-from vault.records import EngineerInfo, PendingConfirmation, SessionInfo
+from vault.records import CarriedGrant, DroppedGrant, EngineerInfo, PendingConfirmation, SessionInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN
 
 
@@ -107,8 +109,10 @@ class _Seal:
         passphrase: str = "",
         secret: bytes = b"",
         new_passphrase: str = "",
+        shown: PendingConfirmation | None = None,
     ) -> None:
         self._owner, self._request, self._passphrase, self._secret = owner, request, passphrase, secret
+        self._shown = shown
         self._new_passphrase = new_passphrase
         # the invitation this request may sign: (name, role, expiry); a rotation's role is the certified one
         self.expected: tuple[str, str, int] | None = None
@@ -215,10 +219,11 @@ class _Seal:
         if row.status != ENROLLED or row.sealing_public is None or row.signing_public is None:
             raise EnrolmentError(f"engineer {name!r} is not waiting for confirmation (status: {row.status})")
         verified_invitation(vault_id, org, owner.clock(), row, inv)
-        shown: ShownConfirmation | None = request.shown
+        bundle = owner.root_bundle(draft.identity, draft.root, org)
+        shown = self._shown
         if shown is not None and (
             (shown.name, shown.role, shown.fingerprint) != (row.name, row.role, fingerprint_of(row))
-            or shown.carried != draft.plan.carried
+            or tuple(shown.carried) != owner.shown_plan(draft, org)[0]
         ):
             raise EnrolmentError(
                 f"what confirming {name!r} would do has changed since it was shown: not confirmed",
@@ -233,7 +238,6 @@ class _Seal:
                 f"the fingerprint does not match the keys {name!r} enrolled: not confirmed",
                 hint="compare again with the engineer in person or by phone; re-invite if in doubt",
             )
-        bundle = owner.root_bundle(draft.identity, draft.root, org)
         if inv.root_version != bundle.version or inv.seal is None:
             raise EnrolmentError("the invitation predates a recovery-key rotation", hint="invite the engineer again")
         secret = sealing.open_sealed(
@@ -330,7 +334,7 @@ class EngineerKeyholder:
 
     def pending(self, name: str) -> PendingConfirmation:
         """What confirming ``name`` would certify and carry over, verified."""
-        answer = self.transport.confirm(self._confirm_request(PENDING, name, None, None), None)
+        answer = self.transport.confirm(self._confirm_request(PENDING, name, None, False), None)
         pending = answer.pending
         if pending is None or answer.identity is None:
             raise UntrustedRecord("the authority answered no pending enrolment")
@@ -344,23 +348,21 @@ class EngineerKeyholder:
         signer = verified_invitation(answer.identity.vault_id, org, self.clock(), row, pending.invitation)
         if signer != pending.plan.signer:
             raise UntrustedRecord("the plan shown is not that of the signed invitation")
+        carried, dropped = self.shown_plan(pending, org)
         return PendingConfirmation(
             name=row.name,
             role=row.role,
             fingerprint=fingerprint,
             key_generation=row.key_generation,
             invited_by=signer,
-            carried=list(pending.plan.carried),
-            dropped=list(pending.plan.dropped),
+            carried=list(carried),
+            dropped=list(dropped),
         )
 
     def confirm(self, name: str, fingerprint: str, shown: PendingConfirmation | None) -> EngineerInfo:
         """Certify the keys of ``name`` whose fingerprint a person compared, and only those."""
-        seen = None
-        if shown is not None:
-            seen = ShownConfirmation(shown.name, shown.role, shown.fingerprint, tuple(shown.carried))
-        request = self._confirm_request("engineer-confirm", name, fingerprint, seen)
-        seal = _Seal(self, request)
+        request = self._confirm_request("engineer-confirm", name, fingerprint, shown is not None)
+        seal = _Seal(self, request, shown=shown)
         answer = self.transport.confirm(request, seal)
         row = answer.engineer
         if seal.certified is None or seal.org is None or row is None or answer.identity is None:
@@ -406,9 +408,7 @@ class EngineerKeyholder:
         me = self.keys.me()
         return Caller(me.engineer_id, me.key_generation)
 
-    def _confirm_request(
-        self, action: str, name: str, fingerprint: str | None, shown: ShownConfirmation | None
-    ) -> ConfirmRequest:
+    def _confirm_request(self, action: str, name: str, fingerprint: str | None, shown: bool) -> ConfirmRequest:
         return ConfirmRequest(self.caller(), name, fingerprint, shown, self.keys.me().org_signing_public, action)
 
     def verified_me(self, identity: Identity, *, admin: bool) -> bytes:
@@ -431,6 +431,25 @@ class EngineerKeyholder:
         if admin and row.role != ROLE_ADMIN:
             raise AccessDenied(f"{row.name!r} is not an admin", hint="ask an admin to do this")
         return org
+
+    def shown_plan(
+        self, pending: PendingRows, org: bytes
+    ) -> tuple[tuple[CarriedGrant, ...], tuple[DroppedGrant, ...]]:
+        """The plan as the admin reads it: each slug opened here (the authority's plan holds ids
+        and ciphertext); a carried grant whose slug does not open is refused."""
+        opened = SlugOpener(self, pending, org)
+        carried = []
+        for row in pending.plan.carried:
+            slug = opened.slug(row.client_id, row.slug_blob)
+            if slug is None:
+                raise UntrustedRecord("a grant the plan carries over is of a client whose keys do not open")
+            until = None if row.until is None else dt.datetime.fromtimestamp(row.until, dt.UTC)
+            carried.append(CarriedGrant(slug, until))
+        dropped = [
+            DroppedGrant(row.grant_id, opened.slug(row.client_id, row.slug_blob), row.reason)
+            for row in pending.plan.dropped
+        ]
+        return tuple(carried), tuple(dropped)
 
     def root_bundle(self, identity: Identity, root: RootCopy, org: bytes) -> RootBundle:
         """The root bundle sealed to this admin, for the recovery key the authority names: it

@@ -4,8 +4,8 @@ An invitation is signed by the inviting admin over the vault id, the engineer's 
 and role, their previous certified key generation, the root version, the expiry and the
 sealed invite secret; the enrolling engineer and the confirming admin both verify it
 against an admin whose certificate verifies under the organisation key they trust. The
-field layouts here are the ones the keyholder signs and verifies (``engineers.py``), and
-the engineer-key record's (``Trust.key_fields``).
+field layouts here are the ones the keyholder signs and verifies (``engineers.py``, and the
+service's ``Invitations.verify_invite``); the engineer-key record's is ``trust.py``'s.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_INVITE
 from vault.errors import UntrustedRecord
 from vault.keyholder.responses import ResponseChecks
+from vault.keyholder.trust import engineer_key_fields
+
+__all__ = ["engineer_key_fields", "fingerprint_of", "invite_fields", "normalise_fingerprint", "verified_invitation"]
 from vault.storage.rows import EngineerRow
 
 
@@ -34,11 +37,6 @@ def fingerprint_of(row: EngineerRow | EngineerKeyRow | Any) -> str | None:
 def normalise_fingerprint(text: str) -> str:
     raw = "".join(text.split()).lower()
     return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
-
-
-def engineer_key_fields(vault_id: bytes, key: EngineerKeyRow, name: str) -> tuple[signing.ContextItem, ...]:
-    """What an engineer-key record's certificate covers (as ``Trust.key_fields``)."""
-    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
 
 
 def invite_fields(vault_id: bytes, engineer_id: int, name: str, role: str, inv: Invitation) -> tuple[Any, ...]:

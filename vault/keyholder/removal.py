@@ -13,25 +13,23 @@ is still live, or whose revocation is not the one signed here, is refused (``Int
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vault.authority.engineer_requests import DISABLED, Removal, RemovalAnswer, RemovalDraft, RemoveRequest
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER, LABEL_SIG_GRANT_REVOCATION
 from vault.errors import IntegrityError, UntrustedRecord
+from vault.keyholder.grants import revocation_fields
+from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.trust import certificate_fields
-from vault.storage.rows import GrantRow, is_revoked
+from vault.storage.rows import ACTIVE, is_revoked
 
 if TYPE_CHECKING:
     from vault.keyholder.engineers import EngineerKeyholder
 
 CLOCK_SLACK = 300  # seconds between the authority's revocation time and this keyholder's clock
-
-
-def revocation_fields(vault_id: bytes, grant: GrantRow, revoked_at: int, revoked_by: int) -> tuple[Any, ...]:
-    """What a grant revocation's signature covers (as ``Trust._revocation_fields``)."""
-    return (vault_id, grant.id, grant.engineer_id, grant.client_id, grant.seq or 0, revoked_at, revoked_by)
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,14 @@ class _RemovalSeal:
         for grant in draft.grants:
             if grant.engineer_id != row.id or is_revoked(grant):
                 raise UntrustedRecord(f"a grant shown for removal is not a live grant of {self._name!r}")
-            fields = revocation_fields(vault_id, grant, draft.revoked_at, me.id)
+            revoked = grant._replace(revoked_at=dt.datetime.fromtimestamp(draft.revoked_at, dt.UTC), revoked_by=me.id)
+            fields = revocation_fields(vault_id, revoked)
             revocations.append((grant.id, sign.sign(LABEL_SIG_GRANT_REVOCATION, *fields)))
         certified_at = certificate = None
-        if draft.recertify:
+        recertify = row.status == ACTIVE or row.certified_at is not None  # read from the row, not the flag
+        if recertify:
+            # the row's keys as certified: a key a DBA swapped in is never certified (as disabled)
+            ResponseChecks(vault_id, org, owner.clock()).certificate(row)
             bundle = owner.root_bundle(draft.identity, draft.root, org)
             certified_at = int(owner.clock().timestamp())
             disabled = row._replace(status=DISABLED, certified_at=certified_at)
@@ -112,10 +114,9 @@ class EngineerRemoval:
                     hint="run `credvault engineer remove` again; the database was changed outside credvault",
                 )
             if grant.id in seal.revoked:
-                revoked_at = int(grant.revoked_at.timestamp()) if grant.revoked_at is not None else 0
-                fields = revocation_fields(vault_id, grant, revoked_at, me)
-                if grant.revocation != seal.revoked[grant.id] or grant.revoked_by != me:
+                if grant.revocation != seal.revoked[grant.id] or grant.revoked_by != me or grant.revoked_at is None:
                     raise IntegrityError(f"grant #{grant.id} of {name!r} does not carry the revocation signed")
+                fields = revocation_fields(vault_id, grant)
                 signing.verify(public, grant.revocation, LABEL_SIG_GRANT_REVOCATION, *fields, what="a revocation")
         missing = set(seal.revoked) - {grant.id for grant in answer.grants}
         if missing:

@@ -35,6 +35,7 @@ from vault.service.core import (
 from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
 from vault.service.sessions import UnlockedSession
 from vault.storage import models as m
+from vault.storage.rows import GrantRow
 
 if TYPE_CHECKING:
     from vault.keyholder.keys import Keys
@@ -50,6 +51,19 @@ class _ClientKeyRecord(Protocol):
     def fingerprint(self) -> bytes: ...
     @property
     def signed_at(self) -> int: ...
+
+
+class _EngineerKeyRecord(Protocol):
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def sealing_public(self) -> bytes | None: ...
+    @property
+    def signing_public(self) -> bytes | None: ...
+    @property
+    def certified_at(self) -> int | None: ...
 
 
 # What each signature covers (docs/format.md): one definition, used to sign and to verify,
@@ -74,6 +88,11 @@ def certificate_fields(vault_id: bytes, row: EngineerRecord) -> tuple[signing.Co
         row.signing_public,
         row.certified_at,
     )
+
+
+def engineer_key_fields(vault_id: bytes, key: _EngineerKeyRecord, name: str) -> tuple[signing.ContextItem, ...]:
+    """What an engineer-key record's certificate covers (one generation of an engineer's keys)."""
+    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
 
 
 def client_key_fields(vault_id: bytes, ck: _ClientKeyRecord) -> tuple[signing.ContextItem, ...]:
@@ -204,15 +223,7 @@ class Trust:
         row.certificate = org.sign(LABEL_SIG_ENGINEER, *self.certificate_fields(s, row))
 
     def key_fields(self, s: Session, key: m.EngineerKey, name: str) -> tuple[signing.ContextItem, ...]:
-        return (
-            self.core.vid(s),
-            key.engineer_id,
-            name,
-            key.generation,
-            key.sealing_public,
-            key.signing_public,
-            key.certified_at,
-        )
+        return engineer_key_fields(self.core.vid(s), key, name)
 
     def record_engineer_key(self, s: Session, row: m.Engineer, org: signing.SigningKey) -> None:
         """Keep a certified copy of the engineer's current public keys (old events verify with it)."""
@@ -311,16 +322,10 @@ class Trust:
         )
 
     def _revocation_fields(self, s: Session, grant: GrantRecord) -> tuple[signing.ContextItem, ...]:
+        from vault.keyholder.grants import revocation_fields  # grants.py imports this module: the layout is there
+
         assert grant.revoked_at is not None
-        return (
-            self.core.vid(s),
-            grant.id,
-            grant.engineer_id,
-            grant.client_id,
-            grant.seq or 0,
-            epoch(grant.revoked_at),
-            grant.revoked_by,
-        )
+        return revocation_fields(self.core.vid(s), GrantRow(*(getattr(grant, f) for f in GrantRow._fields)))
 
     def revoke_grant(self, s: Session, grant: m.Grant, admin: m.Engineer) -> None:
         """Revoke one grant row with the acting admin's signature over the revocation."""

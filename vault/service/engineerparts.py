@@ -17,14 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from vault.authority.checkout_reads import ENGINEER_WIDTH, SEALED_KEY
 from vault.authority.engineer_removal import EngineerRemovalAuthority
-from vault.authority.engineer_requests import CarryPlan
+from vault.authority.engineer_requests import CarriedRow, CarryPlan, DroppedRow
 from vault.authority.engineer_rotation import EngineerRotationAuthority
 from vault.authority.engineers import EngineerAuthority
+from vault.authority.requests import ClientKeyRow, SealedClientKey
+from vault.crypto.blobs import blob_key_version
 from vault.errors import UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.service.rows import EngineerRecord
 from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.rows import EngineerRow
 from vault.transport.engineers import InProcessEngineerTransport
 
 if TYPE_CHECKING:
@@ -71,12 +76,41 @@ class _Carry:
     def __init__(self, engineers: Engineers) -> None:
         self._invitations = engineers.invitations
 
-    def plan(self, s: Session, engineer_id: int) -> CarryPlan:
+    def plan(self, s: Session, engineer_id: int, root_version: int) -> CarryPlan:
+        """The plan kept for the carry; answered as ids and ciphertext only (no slug opened here
+        crosses), with each slug's client-key version sealed to the recovery key ``root_version``."""
         row = s.get(m.Engineer, engineer_id)
         assert row is not None
         plan = self._invitations.confirmation_plan(s, row)
         s.info[_PLAN] = (engineer_id, plan)
-        return CarryPlan(plan.signer.name, tuple(info for _, info in plan.carried), tuple(plan.dropped))
+        blobs_of: dict[int, bytes | None] = {}
+
+        def slug_blob(client_id: int) -> bytes | None:
+            if client_id not in blobs_of:
+                client = s.get(m.Client, client_id)
+                blobs_of[client_id] = None if client is None else client.slug_blob
+            return blobs_of[client_id]
+
+        carried = []
+        for grant, _ in plan.carried:
+            blob = slug_blob(grant.client_id)
+            assert blob is not None  # the plan carries only a grant whose slug opened
+            carried.append(CarriedRow(grant.id, grant.client_id, blob, grant.until))
+        dropped = []
+        for info in plan.dropped:
+            found = s.get(m.Grant, info.grant_id)
+            assert found is not None
+            dropped.append(DroppedRow(found.id, found.client_id, slug_blob(found.client_id), info.reason))
+        keys = []
+        conn = rows.connection(s)
+        for client_id, blob in sorted(blobs_of.items()):
+            if blob is None:
+                continue
+            params = {"client": client_id, "version": blob_key_version(blob), "kind": "recovery"}
+            for r in SEALED_KEY.all(conn, {**params, "recipient": root_version})[:1]:
+                signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
+                keys.append(SealedClientKey(ClientKeyRow(*r[:7]), signer, "recovery", root_version, r[7]))
+        return CarryPlan(plan.signer.name, tuple(carried), tuple(dropped), tuple(keys))
 
     def carry(self, s: Session, engineer_id: int) -> None:
         kept = s.info.pop(_PLAN, None)

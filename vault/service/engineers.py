@@ -62,11 +62,6 @@ def _fingerprint(row: m.Engineer) -> str | None:
     return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
 
-def normalise_fingerprint(text: str) -> str:
-    raw = "".join(text.split()).lower()
-    return " ".join(raw[i : i + 4] for i in range(0, len(raw), 4))
-
-
 class Engineers(Offboarding):
     """Engineers: ``vault.engineers.invite/enroll/confirm/list/unlock/lock/whoami/remove/rotate``."""
 

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_INVITE
+from vault.authority.engineers import EngineerAuthority, engineer_row
+from vault.crypto.labels import LABEL_SIG_GRANT
 from vault.errors import IntegrityError, UntrustedRecord, VaultError
+from vault.keyholder.invitations import verified_invitation
 from vault.service.core import epoch, is_revoked
 from vault.service.records import CarriedGrant, DroppedGrant
 from vault.service.rows import EngineerRecord, EngineerRow
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
     from vault.service.grantledger import GrantLedger
-
-
-def reinvite_hint(name: str) -> str:
-    return f"invite them again: `credvault engineer invite {name}` (add --admin for an admin)"
 
 
 class _Plan(NamedTuple):
@@ -59,48 +56,14 @@ class Invitations:
         self.trust = trust
         self.ledger = ledger
 
-    def _invite_fields(self, s: Session, row: m.Engineer) -> tuple[signing.ContextItem, ...]:
-        assert row.invite_seal is not None and row.invite_root_version is not None
-        assert row.invite_expires_at is not None and row.invite_prev_generation is not None
-        return (
-            self.core.vid(s),
-            row.id,
-            row.name,
-            row.role,
-            row.invite_prev_generation,
-            row.invite_root_version,
-            epoch(row.invite_expires_at),
-            row.invite_seal,
-        )
-
     def verify_invite(self, s: Session, row: m.Engineer) -> EngineerRecord:
-        """The invitation's signature by an admin whose certificate verifies; returns that admin."""
-        name = row.name
-        if (
-            row.invite_signature is None
-            or row.invite_signed_by is None
-            or row.invite_prev_generation is None
-            or row.invite_seal is None
-            or row.invite_root_version is None
-            or row.invite_expires_at is None
-        ):
-            raise UntrustedRecord(
-                f"engineer {name!r} has no invitation signed by an admin "
-                "(made before credvault signed invitations, or not by an admin): not trusted",
-                hint=reinvite_hint(name),
-            )
-        try:
-            signer = self.trust.verified_admin(s, row.invite_signed_by)
-            assert signer.signing_public is not None
-            signing.verify(
-                signer.signing_public,
-                row.invite_signature,
-                LABEL_SIG_INVITE,
-                *self._invite_fields(s, row),
-                what=f"the invitation of engineer {name!r}",
-            )
-        except UntrustedRecord as error:
-            raise UntrustedRecord(f"not trusted: {error}", hint=reinvite_hint(name)) from None
+        """The invitation's signature by an admin whose certificate verifies; returns that admin
+        (the keyholder's check, ``keyholder/invitations.py``, over the rows as stored)."""
+        invitation = EngineerAuthority.invitation(s, row)
+        vault_id, org = self.core.vid(s), self.trust.org_public(s)
+        verified_invitation(vault_id, org, self.core.clock(), engineer_row(row), invitation)
+        signer = s.get(m.Engineer, invitation.signed_by or 0)
+        assert signer is not None  # verified above
         return signer
 
     # -- what a confirmation carries over ------------------------------------------------------
