@@ -265,7 +265,6 @@ def test_a_revoked_grant_ends_the_listing(scene: Scene) -> None:
     assert _pages(scene, _request(scene.alice, (scene.acme,)))[0].secrets
 
 
-
 # -- a grant that ended between the keyholder's scope and the authority's read -----------------------
 
 

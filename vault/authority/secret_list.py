@@ -117,9 +117,7 @@ class SecretListAuthority:
             if empty:
                 yield self._page(conn, caller, chain, (), known, sent)
 
-    def _clients(
-        self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None, named: bool
-    ) -> list[int] | None:
+    def _clients(self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None, named: bool) -> list[int] | None:
         """The client ids to list (None: every client, an admin's), checked before any is read.
         An engineer's: the ids asked that they still hold a verified grant for; a client named
         (``named``) without one is refused, while a listing of their clients drops the ids whose
