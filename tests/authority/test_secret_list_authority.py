@@ -12,18 +12,23 @@ secret whose current version row is missing listed without one (never passed ove
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, insert, select, update
 
 from vault.authority.requests import Caller
 from vault.authority.secret_list import SecretListAuthority
 from vault.authority.secret_requests import ListSecretsRequest, SecretPage
 from vault.errors import AccessDenied, InvalidInput, Locked, NotFound, UntrustedRecord
+from vault.service import rows as srows
+from vault.service import secretparts
+from vault.service.rows import EngineerRow, GrantRow
 from vault.storage import models as m
+from vault.storage.repositories import grants as grant_rows
 
 PASSWORDS = {"acme/fw01": "list-authority-Pw-1", "acme/sw01": "list-authority-Pw-2", "beta/vpn": "list-authority-Pw-3"}
 USER = "list-authority-user"
@@ -31,7 +36,7 @@ READS_A_TARGET = re.compile(r"\b(clients|secrets|secret_versions|client_keys|cli
 
 
 class Checks:
-    """The caller's checks on the rows only, and the granted clients from the grant rows."""
+    """The caller's checks on the rows only; a grant counts if its ledger head is unrevoked."""
 
     def organisation_key(self, s: Any, current: bytes) -> None:
         pass
@@ -40,9 +45,10 @@ class Checks:
         if row.certificate is None:
             raise UntrustedRecord("no certificate")
 
-    def granted_client_ids(self, s: Any, me: Any) -> Sequence[int]:
-        found = s.execute(select(m.Grant.client_id).where(m.Grant.engineer_id == me.id, m.Grant.revoked_at.is_(None)))
-        return sorted({r[0] for r in found})
+    def first_valid_grant(self, s: Any, grants: Sequence[Any], engineer: Any, signers: Sequence[Any]) -> int:
+        if not grants or grants[0].revoked_at is not None or grants[0].engineer_id != engineer.id:
+            raise NotFound("no grant")
+        return 0
 
 
 @dataclasses.dataclass
@@ -163,6 +169,8 @@ FORGED: dict[str, dict[str, Any]] = {
     "known versions not pairs": {"known_key_versions": ((1, 1, 1),)},
     "known version zero": {"known_key_versions": ((1, 0),)},
     "organisation key short": {"org_pin": b"\x00" * 31},
+    "another action": {"action": "secret-view"},
+    "named flag an int": {"named": 1},
 }
 
 
@@ -256,3 +264,162 @@ def test_a_revoked_grant_ends_the_listing(scene: Scene) -> None:
             s.execute(update(m.Grant).where(m.Grant.id == saved[0]).values(revoked_at=saved[1]))
     assert _pages(scene, _request(scene.alice, (scene.acme,)))[0].secrets
 
+
+# -- a grant that ended between the keyholder's scope and the authority's read -----------------------
+
+
+def test_a_listing_of_the_engineer_s_clients_drops_the_ids_no_longer_granted(scene: Scene) -> None:
+    """No client named (``named=False``): an id whose grant ended since the keyholder read its
+    scope is dropped, the others listed; naming that client is still refused."""
+    (page,) = _pages(scene, _request(scene.alice, (scene.acme, scene.beta), named=False))
+    assert page.secrets and {r.client_id for r in page.secrets} == {scene.acme}
+    assert [c.id for c in page.clients] == [scene.acme]
+    with scene.team.admin.store.transaction() as s:
+        grant = s.scalars(select(m.Grant).where(m.Grant.engineer_id == scene.alice[0])).one()
+        saved = (grant.id, grant.revoked_at)
+        s.execute(update(m.Grant).where(m.Grant.id == grant.id).values(revoked_at=scene.team.clock()))
+    try:
+        (page,) = _pages(scene, _request(scene.alice, (scene.acme,), named=False))
+        assert page.secrets == () and page.clients == () and page.sealed_keys == ()
+        with pytest.raises(NotFound, match="no grant"):
+            _pages(scene, _request(scene.alice, (scene.acme,), named=True))
+    finally:
+        with scene.team.admin.store.transaction() as s:
+            s.execute(update(m.Grant).where(m.Grant.id == saved[0]).values(revoked_at=saved[1]))
+
+
+# -- the real grant check (signatures), and nothing taken from the keyholder's memory ------------------
+
+
+@dataclasses.dataclass
+class Real:
+    carol: Any  # granted acme for two days; her Vault's checks are the authority's (in-process)
+    who: tuple[int, int]
+    grant_id: int
+
+
+@pytest.fixture(scope="module")
+def real(scene: Scene) -> Real:
+    team = scene.team
+    carol = team.engineer("carol")
+    team.admin.grants.grant("carol", "acme", until=team.clock() + dt.timedelta(days=2))
+    with team.admin.store.transaction() as s:
+        who = s.execute(select(m.Engineer.id, m.Engineer.key_generation).where(m.Engineer.name == "carol")).one()
+        grant_id = s.scalars(select(m.Grant.id).where(m.Grant.engineer_id == who[0])).one()
+    return Real(carol, (who[0], who[1]), grant_id)
+
+
+def _real_authority(scene: Scene, real: Real) -> SecretListAuthority:
+    return SecretListAuthority(scene.team.admin.store, secretparts._Checks(real.carol.secrets))
+
+
+@pytest.fixture
+def copied_onto_beta(scene: Scene, real: Real) -> Iterator[int]:
+    """The DBA's insert: carol's acme grant copied, row for row, onto beta (its signature names acme)."""
+    with scene.team.admin.store.transaction() as s:
+        row = s.execute(select(m.Grant.__table__).where(m.Grant.id == real.grant_id)).mappings().one()
+        forged = {k: v for k, v in row.items() if k != "id"} | {"client_id": scene.beta}
+        inserted = s.execute(insert(m.Grant.__table__).values(**forged)).inserted_primary_key[0]
+    try:
+        yield int(inserted)
+    finally:
+        with scene.team.admin.store.transaction() as s:
+            s.execute(delete(m.Grant).where(m.Grant.id == inserted))
+
+
+def test_the_real_check_lists_carol_s_granted_client(scene: Scene, real: Real) -> None:
+    """The control: the real grant check lets carol's genuine grant through."""
+    (page,) = list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,))))
+    assert page.secrets and {r.client_id for r in page.secrets} == {scene.acme}
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_the_real_check_refuses_a_grant_row_a_dba_copied_onto_another_client(
+    scene: Scene, real: Real, copied_onto_beta: int, statements: list[str], named: bool
+) -> None:
+    asked = (scene.beta,) if named else (scene.acme, scene.beta)
+    statements.clear()
+    with pytest.raises(UntrustedRecord):
+        list(_real_authority(scene, real).pages(_request(real.who, asked, named=named)))
+    assert not [st for st in statements if READS_A_TARGET.search(st)], statements
+
+
+def test_a_grant_the_keyholder_remembers_does_not_authorise_the_authority(
+    scene: Scene, real: Real, copied_onto_beta: int
+) -> None:
+    """The reviewer's repro: the forged beta row planted in carol's key cache as if verified
+    (what an authority sharing that memory would trust). The authority reads and checks the
+    ledger itself: beta's rows are not handed out."""
+    carol = real.carol.secrets
+    with scene.team.admin.store.read() as s:
+        org = carol.trust.org_public(s)
+        me = carol.trust.my_row(s)
+        for ledger in grant_rows.ledgers(srows.connection(s), me.id, GrantRow._fields, EngineerRow._fields):
+            if ledger.client_id == scene.beta:
+                head, signer = GrantRow._make(ledger.grants[0]), EngineerRow._make(ledger.signers[0])
+                carol.keys.client_keys.grants[scene.beta] = (head, signer, org, me.sealing_public, me.id)
+    try:
+        assert scene.beta in carol.keys.client_keys.grants  # the plant took
+        with pytest.raises(UntrustedRecord):
+            list(_real_authority(scene, real).pages(_request(real.who, (scene.beta,))))
+    finally:
+        carol.keys.client_keys.grants.clear()
+
+
+def test_the_authority_writes_nothing_into_the_keyholder_s_grant_memory(scene: Scene, real: Real) -> None:
+    """The cache the keyholder trusts holds only what the keyholder verified: a listing through
+    the authority leaves it as it was."""
+    grants = real.carol.secrets.keys.client_keys.grants
+    grants.clear()
+    (page,) = list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,))))
+    assert page.secrets
+    assert dict(grants) == {}
+
+
+def test_the_real_check_refuses_a_forged_grant_signature(scene: Scene, real: Real, statements: list[str]) -> None:
+    """A DBA flips a bit of carol's grant signature: refused as untrusted, for a client named or not."""
+    with scene.team.admin.store.transaction() as s:
+        signature = s.scalars(select(m.Grant.signature).where(m.Grant.id == real.grant_id)).one()
+        assert signature is not None
+        forged = bytes([signature[0] ^ 1]) + signature[1:]
+        s.execute(update(m.Grant).where(m.Grant.id == real.grant_id).values(signature=forged))
+    try:
+        for named in (True, False):
+            statements.clear()
+            with pytest.raises(UntrustedRecord):
+                list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,), named=named)))
+            assert not [st for st in statements if READS_A_TARGET.search(st)], statements
+    finally:
+        with scene.team.admin.store.transaction() as s:
+            s.execute(update(m.Grant).where(m.Grant.id == real.grant_id).values(signature=signature))
+
+
+def test_the_real_check_refuses_an_extended_grant(scene: Scene, real: Real) -> None:
+    """A DBA pushes carol's ``until`` a year out: the signature no longer covers it."""
+    with scene.team.admin.store.transaction() as s:
+        until = s.scalars(select(m.Grant.until).where(m.Grant.id == real.grant_id)).one()
+        assert until is not None
+        s.execute(update(m.Grant).where(m.Grant.id == real.grant_id).values(until=until + 365 * 86400))
+    try:
+        with pytest.raises(UntrustedRecord):
+            list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,))))
+    finally:
+        with scene.team.admin.store.transaction() as s:
+            s.execute(update(m.Grant).where(m.Grant.id == real.grant_id).values(until=until))
+
+
+def test_the_real_check_hides_an_expired_grant(scene: Scene, real: Real, statements: list[str]) -> None:
+    """Carol's genuine grant past its end: a client named is refused before any row of it is
+    read; her listing of her clients drops it."""
+    clock = scene.team.clock
+    saved = clock.now
+    clock.advance(days=3)
+    try:
+        statements.clear()
+        with pytest.raises(NotFound, match="no grant"):
+            list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,))))
+        assert not [st for st in statements if READS_A_TARGET.search(st)], statements
+        (page,) = list(_real_authority(scene, real).pages(_request(real.who, (scene.acme,), named=False)))
+        assert page.secrets == () and page.clients == ()
+    finally:
+        clock.now = saved

@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 
 from vault.authority.secret_requests import ListedSecretRow, SecretPage
 from vault.crypto import blobs
-from vault.errors import DecryptionFailed, IntegrityError, Locked, UntrustedRecord, VaultError
+from vault.errors import DecryptionFailed, IntegrityError, Locked, NotFound, UntrustedRecord, VaultError
+from vault.service import secretparts
 from vault.storage import models as m
 from vault.storage.rows import ClientRow, VersionRow
 
@@ -279,3 +280,52 @@ def test_pages_that_disagree_on_the_caller_are_refused(scene: Scene) -> None:
 
     with pytest.raises(UntrustedRecord, match="disagree"):
         _listing(scene, scene.alice, mixed)
+
+
+# -- a grant revoked between the keyholder's scope and the authority's read -------------------------------
+
+
+@pytest.fixture(scope="module")
+def erin(scene: Scene) -> Any:
+    """An engineer granted acme (beta is granted in each test, then revoked mid-listing)."""
+    vault = scene.team.engineer("erin")
+    scene.team.admin.grants.grant("erin", "acme")
+    return vault
+
+
+def _revoking_beta_after_scope(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admin's revocation of erin's beta grant lands between the keyholder's scope (its own
+    read unit) and the authority's read."""
+    real = secretparts._ListLookup.scope
+
+    def racing(self: Any, slug: str | None) -> Any:
+        scope = real(self, slug)
+        scene.team.admin.grants.revoke("erin", "beta")
+        return scope
+
+    monkeypatch.setattr(secretparts._ListLookup, "scope", racing)
+
+
+def test_a_grant_revoked_mid_listing_drops_that_client_from_the_listing_of_every_client(
+    scene: Scene, erin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No client named: the listing goes on with the clients still granted (never fails whole)."""
+    scene.team.admin.grants.grant("erin", "beta")
+    assert sorted(i.name for i in erin.secrets.list()) == ["fw01", "sw01", "vpn"]  # the control
+    _revoking_beta_after_scope(scene, monkeypatch)
+    before = _lists(scene)
+    listed = erin.secrets.list()
+    assert sorted(i.name for i in listed) == ["fw01", "sw01"]
+    assert {i.client for i in listed} == {"acme"}
+    assert _lists(scene) == before + 1
+
+
+def test_a_grant_revoked_mid_listing_refuses_the_listing_that_names_its_client(
+    scene: Scene, erin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene.team.admin.grants.grant("erin", "beta")
+    _revoking_beta_after_scope(scene, monkeypatch)
+    before = _lists(scene)
+    with pytest.raises(NotFound, match="no grant"):
+        erin.secrets.list("beta")
+    assert _lists(scene) == before, "a secret-list event was written for a listing refused"

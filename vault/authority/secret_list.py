@@ -3,9 +3,11 @@
 One read unit (``Store.read()``: no write lock on SQLite, no row lock on PostgreSQL) per
 listing, in this order: who calls (the caller's own rows, checked as for every secrets
 request: ``secrets.authorised_caller``); what they may list — an admin, every client or
-the ones named; an engineer, only clients they hold a live grant for (each id named must
-be one: the grant ledgers' heads verified by their admins' signatures), refused before any
-secret is read; then the secrets of those clients with their current version, one keyset
+the ones named; an engineer, only clients they hold a live grant for, read here from their
+grant ledgers and each head verified by the authority's own check (``first_valid_grant``),
+never taken from the keyholder's memory: a client named without one is refused before any
+secret is read, while a listing of their clients drops the ids whose grant ended since the
+keyholder read its scope; then the secrets of those clients with their current version, one keyset
 page per statement (``repositories/secrets.current_pages``), and per page one statement
 for the client rows first met on it and one for the client keys it needs that the
 keyholder did not name as held (signed records, their signers and the caller's sealed
@@ -30,16 +32,17 @@ from sqlalchemy.orm import Session
 from vault import validation
 from vault.authority.checkout_reads import ENGINEER_WIDTH, CallerRead
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
-from vault.authority.secret_requests import ListedSecretRow, ListSecretsRequest, SecretPage
+from vault.authority.secret_requests import LIST, ListedSecretRow, ListSecretsRequest, SecretPage
 from vault.authority.secrets import TAG_BYTES, CallerChecks, authorised_caller, org_chain
 from vault.crypto.blobs import blob_key_version
 from vault.errors import AccessDenied, InvalidInput, NotFound, VaultError
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.repositories import grants as grant_rows
 from vault.storage.repositories import paging
 from vault.storage.repositories import secrets as secret_rows
-from vault.storage.rows import ROLE_ADMIN, ClientRow, EngineerRecord, EngineerRow, VersionRow
+from vault.storage.rows import ROLE_ADMIN, ClientRow, EngineerRecord, EngineerRow, GrantRecord, GrantRow, VersionRow
 
 MAX_CLIENTS = 1_000_000  # client ids a listing may name: far more than a vault holds
 MAX_KNOWN_KEYS = 4 * MAX_CLIENTS  # (client, version) pairs a keyholder may name as held
@@ -51,16 +54,22 @@ BATCH = 10_000  # ids in one IN list at most
 
 
 class ListChecks(CallerChecks, Protocol):
-    """The caller's checks, and an engineer's granted clients (grant signatures verified)."""
+    """The caller's checks, and the check of an engineer's grant (its signature verified)."""
 
-    def granted_client_ids(self, s: Session, me: EngineerRecord) -> Sequence[int]:
-        """The clients ``me`` holds a live grant for: each ledger's head signed by an active admin."""
+    def first_valid_grant(
+        self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
+    ) -> int:
+        """The index of the grant that counts (the ledger head), else NotFound / GrantExpired."""
 
 
 def checked_request(request: object) -> ListSecretsRequest:
     """``request`` if every field is of its type and range, else InvalidInput (before any SQL)."""
     if not isinstance(request, ListSecretsRequest) or not isinstance(request.caller, Caller):
         raise InvalidInput("not a secret-list request")
+    if request.action != LIST:
+        raise InvalidInput(f"not a {LIST} request")
+    if not isinstance(request.named, bool):
+        raise InvalidInput("the request's named flag is not a bool")
     validation.number("engineer id", request.caller.engineer_id, 1)
     validation.number("key generation", request.caller.key_generation, 0)
     ids = request.client_ids
@@ -97,7 +106,7 @@ class SecretListAuthority:
         checked_request(request)  # before the unit: a forged request reads nothing
         with self.store.read() as s:
             caller = authorised_caller(s, self.checks, request.caller, 0)
-            ids = self._clients(s, caller, request.client_ids)
+            ids = self._clients(s, caller, request.client_ids, request.named)
             conn = rows.connection(s)
             chain = org_chain(conn, request.org_pin, caller.org_signing_public)
             known, sent = set(request.known_key_versions), set[int]()
@@ -108,17 +117,41 @@ class SecretListAuthority:
             if empty:
                 yield self._page(conn, caller, chain, (), known, sent)
 
-    def _clients(self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None) -> list[int] | None:
-        """The client ids to list (None: every client, an admin's), checked before any is read."""
+    def _clients(self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None, named: bool) -> list[int] | None:
+        """The client ids to list (None: every client, an admin's), checked before any is read.
+        An engineer's: the ids asked that they still hold a verified grant for; a client named
+        (``named``) without one is refused, while a listing of their clients drops the ids whose
+        grant was revoked or expired since the keyholder read its scope (never fails whole)."""
         me = caller.me
         if me.role == ROLE_ADMIN:
             return None if asked is None else sorted(set(asked))
         if asked is None:
             raise AccessDenied(f"{me.name!r} is not an admin", hint="list the clients your grants name")
-        granted = set(self.checks.granted_client_ids(s, me))
-        if not set(asked) <= granted:
+        granted = self._granted(s, me, set(asked))
+        if named and granted != set(asked):
             raise NotFound(NO_GRANT)
-        return sorted(set(asked))
+        return sorted(granted)
+
+    def _granted(self, s: Session, me: EngineerRecord, asked: set[int]) -> set[int]:
+        """The ids of ``asked`` that ``me`` holds a live grant for, read here (the caller's
+        ledgers, one statement) and each ledger head verified by the authority's own check
+        (``first_valid_grant``): nothing is taken from the keyholder's memory. A ledger with
+        no unrevoked row is passed over; an expired or revoked head hides its client; the
+        error of a forged or ill-signed head goes through."""
+        out: set[int] = set()
+        for ledger in grant_rows.ledgers(rows.connection(s), me.id, GrantRow._fields, EngineerRow._fields):
+            if ledger.client_id not in asked:
+                continue
+            grants = [GrantRow._make(g) for g in ledger.grants]
+            if all(g.revoked_at is not None for g in grants):
+                continue
+            signers = [None if r is None else EngineerRow._make(r) for r in ledger.signers]
+            try:
+                self.checks.first_valid_grant(s, grants, me, signers)
+            except (AccessDenied, NotFound):
+                continue  # expired or revoked: hidden
+            out.add(ledger.client_id)
+        return out
 
     def _page(
         self,

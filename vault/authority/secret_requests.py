@@ -27,6 +27,7 @@ from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
 from vault.storage.rows import ClientRow, EngineerRow, GrantRow, SecretRow, VersionRow
 
 VIEW, HISTORY, CREATE, UPDATE = "secret-view", "secret-history", "secret-create", "secret-update"
+LIST = "secret-list"
 READ_ACTIONS = (VIEW, HISTORY)
 NAME_TAKEN = "a secret of this client has this name tag already"
 NO_CURRENT_VERSION = "the secret's current version row is missing: the database was changed outside credvault"
@@ -119,12 +120,16 @@ class SecretRows:
 class ListSecretsRequest:
     """The secrets of ``client_ids`` (each one the keyholder learned and verified: an engineer's
     granted clients, or the one named), or of every client (None: an admin's listing alone).
-    ``known_key_versions``: the (client id, version) of the client keys the keyholder holds."""
+    ``known_key_versions``: the (client id, version) of the client keys the keyholder holds.
+    ``named``: one client was named, so an id asked that is not granted is refused; False (a
+    listing of the engineer's clients): such an id is dropped. ``action``: always ``LIST``."""
 
     caller: Caller
     client_ids: tuple[int, ...] | None
     known_key_versions: tuple[tuple[int, int], ...]
     org_pin: bytes
+    named: bool = True
+    action: str = LIST
 
     def __repr__(self) -> str:
         shown = "every" if self.client_ids is None else len(self.client_ids)

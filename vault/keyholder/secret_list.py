@@ -149,6 +149,7 @@ class SecretListKeyholder:
             client_ids=scope.client_ids,
             known_key_versions=tuple(sorted(self.secrets.cache)),
             org_pin=me.org_signing_public,
+            named=scope.slug is not None,
         )
         reader = _Reader(self.secrets, scope)
         out: list[ListedName] = []

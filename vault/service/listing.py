@@ -14,7 +14,10 @@ read is handed back only once that event is durably committed (fail closed).
 statement, and remembers each verified grant in the Vault object's key cache
 (``KeyCache.grants``: the exact rows verified, with the keys they were verified under) so
 that the next lookup verifies only what changed: with 10 grants or 1,000, the same
-statements. Nothing is trusted from memory that the rows read now do not match.
+statements. Nothing is trusted from memory that the rows read now do not match. That
+memory is the keyholder's: only the keyholder's own verifications (here, for its scope and
+the audit pages, and ``keyholder/clients.py``) write it, and no authority reads or writes
+it (``authority/secret_list.py`` reads the grant ledgers again and checks each head itself).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ transport (``vault/transport/secrets.py``): ``keyholders(secrets)`` builds them.
 ciphertext, each verified and opened by the listing's keyholder (never a password). A
 secret whose current-version row is missing is reported as damaged (``IntegrityError``),
 never passed over in silence: a writer of the database could otherwise hide a secret from
-every listing. An engineer's clients come from their grant index (``listing.py``): the
-authority's check of the clients named and the keyholder's scope both use it, in-process.
+every listing. An engineer's scope comes from their grant index (``listing.py``, the keyholder's
+memory of the grants it verified); the authority reads the grant ledgers again itself and
+verifies each head with ``first_valid_grant``, never trusting that memory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.keyholder.secret_list import ListScope, SecretListKeyholder
 from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
-from vault.service import listing, rows
+from vault.service import rows
 from vault.service.core import ROLE_ADMIN
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
 from vault.storage import models as m
@@ -42,7 +43,6 @@ class _Checks:
     """The authority's checks (signatures and public keys only), made by the Vault's trust."""
 
     def __init__(self, secrets: Secrets) -> None:
-        self._secrets = secrets
         self._trust, self._policies, self._holds = secrets.trust, secrets.policy_check, secrets.holds
 
     def organisation_key(self, s: Session, current: bytes) -> None:
@@ -58,9 +58,6 @@ class _Checks:
 
     def current_key_version(self, s: Session, client: m.Client) -> int:
         return self._trust.current_key_version(s, client)
-
-    def granted_client_ids(self, s: Session, me: EngineerRecord) -> list[int]:
-        return listing.granted_client_ids(self._secrets, s, me)  # each ledger head verified (cached per session)
 
     def retention(self, s: Session) -> int:
         return self._policies.retention(s)
