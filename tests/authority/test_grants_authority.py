@@ -10,6 +10,7 @@ with the ledger rows as stored.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import event, func, select
 from standins import Checks
 
-from vault.authority.grant_requests import NO_GRANT, GrantRequest, GrantRows, RevokeRequest, SealedCopy
+from vault.authority.grant_requests import GRANT, NO_GRANT, REVOKE, GrantRequest, GrantRows, RevokeRequest, SealedCopy
 from vault.authority.grants import GrantAuthority
 from vault.authority.requests import Caller
 from vault.crypto import signing
@@ -145,6 +146,19 @@ FORGED = {
     "caller id zero": lambda i: ("revoke", RevokeRequest(Caller(0, 0), "alice", i["tag"], PIN)),
     "short pin": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, None, b"\x00")),
     "revoke sent as grant": lambda i: ("grant", RevokeRequest(i["admin"], "alice", i["tag"], PIN)),
+    # an event of another action in the admin's name: a grant journalled as a revoke, or the reverse
+    "grant with action revoke": lambda i: (
+        "grant",
+        dataclasses.replace(GrantRequest(i["admin"], "alice", i["tag"], None, None, PIN), action=REVOKE),
+    ),
+    "revoke with action grant": lambda i: (
+        "revoke",
+        dataclasses.replace(RevokeRequest(i["admin"], "alice", i["tag"], PIN), action=GRANT),
+    ),
+    "revoke with action client-view": lambda i: (
+        "revoke",
+        dataclasses.replace(RevokeRequest(i["admin"], "alice", i["tag"], PIN), action="client-view"),
+    ),
 }
 
 

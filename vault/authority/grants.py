@@ -24,11 +24,13 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ACTIVE, CallerRead
-from vault.authority.clients import ClientChecks, authorise, checked_caller, org_chain, sealed_keys, tag
+from vault.authority.clients import ClientChecks, authorise, checked_action, checked_caller, org_chain, sealed_keys, tag
 from vault.authority.grant_requests import (
+    GRANT,
     NO_CLIENT,
     NO_ENGINEER,
     NO_GRANT,
+    REVOKE,
     GrantRequest,
     GrantRows,
     RevokeRequest,
@@ -74,6 +76,7 @@ class GrantAuthority:
     def grant(self, request: GrantRequest, seal: GrantSeal) -> GrantRows:
         if not isinstance(request, GrantRequest):
             raise InvalidInput("not a grant request")
+        action = checked_action(request.action, GRANT)
         caller = checked_caller(request.caller, request.org_pin)
         name = self._name(request.engineer)
         tag("slug tag", request.slug_tag)
@@ -121,7 +124,7 @@ class GrantAuthority:
                 "grant": grant.id,
                 "seq": grant.seq,
             }
-            grant.event_seq = self.recorder.append(s, request.action, client_id=client.id, details=details)
+            grant.event_seq = self.recorder.append(s, action, client_id=client.id, details=details)
             grant.signature = seal.sign_grant(draft, _row(grant))
             allowed = {k.record.version for k in keys}
             for copy in seal.seal_copies(draft):
@@ -134,6 +137,7 @@ class GrantAuthority:
     def revoke(self, request: RevokeRequest, seal: GrantSeal) -> GrantRows:
         if not isinstance(request, RevokeRequest):
             raise InvalidInput("not a revoke request")
+        action = checked_action(request.action, REVOKE)
         caller = checked_caller(request.caller, request.org_pin)
         name = self._name(request.engineer)
         tag("slug tag", request.slug_tag)
@@ -157,7 +161,7 @@ class GrantAuthority:
             )
             ids = [g.id for g in grants]
             details = {"engineer": name, "grants": len(grants), "grant_ids": ids}
-            seq = self.recorder.append(s, request.action, client_id=client.id, details=details)
+            seq = self.recorder.append(s, action, client_id=client.id, details=details)
             s.flush()
             return self._answer(s, draft, seq, ids, None, None)
 
