@@ -61,6 +61,9 @@ class TamperingTransport:
                 asked.append("seal")
                 return seal.seal_copies(change(draft))
 
+            def private_details(self, client_id: int, action: str) -> Any:
+                return seal.private_details(client_id, action)
+
         return Seal()
 
     def grant(self, request: Any, seal: Any) -> GrantRows:
@@ -232,3 +235,33 @@ def test_a_revocation_signed_here_verifies_under_the_layout_trust_signs(admin: A
             *revocation_fields(admin.vault_id(), plain),
             what="the revocation",
         )
+
+
+def test_the_grant_s_reason_never_crosses_to_the_authority_in_clear(admin: Any) -> None:
+    """A DBA or an engineer who reads the requests the authority is sent (logs of the team
+    server, a compromised authority) learns that a grant has a reason, never its text; the
+    reason is in the event's details all the same, sealed, and opens for the admin."""
+    reason = "ticket-SECRET-REASON-4711"
+    sent: list[Any] = []
+
+    class Spy(TamperingTransport):
+        def grant(self, request: Any, seal: Any) -> GrantRows:
+            sent.append(request)
+            return super().grant(request, seal)
+
+    _use(admin, Spy(None))
+    admin.grants.grant("bob", "acme", reason=reason)
+    (request,) = sent
+    assert request.has_reason is True
+    seen = repr(request) + repr(vars(request)) + repr(dataclasses.astuple(request))
+    assert reason not in seen and "SECRET" not in seen
+    with admin.store.transaction() as s:
+        stored = s.scalars(
+            select(m.AuditEvent).where(m.AuditEvent.action == "grant").order_by(m.AuditEvent.seq.desc())
+        ).first()
+        assert (
+            stored is not None
+            and reason.encode() not in (stored.details_blob or b"") + (stored.details_json or "").encode()
+        )
+    (event,) = [e for e in admin.audit.log(client="acme") if e.action == "grant" and e.details["engineer"] == "bob"]
+    assert event.details["reason"] == reason and event.seq == stored.seq

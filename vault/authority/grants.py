@@ -42,9 +42,24 @@ from vault.storage.engine import Store
 from vault.storage.rows import GRANT_ORDER, ROLE_ADMIN, EngineerRow, GrantRow, is_revoked
 
 
+class PrivateDetails(Protocol):
+    """The keyholder's part of an event's details (a grant's reason): only the journal's
+    sealing asks for it, inside the append, and encrypts it with the authority's facts."""
+
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]: ...
+
+
 class GrantRecorder(Protocol):
-    def append(self, s: Session, action: str, *, client_id: int | None, details: dict[str, Any] | None = None) -> int:
-        """The new event's seq."""
+    def append(
+        self,
+        s: Session,
+        action: str,
+        *,
+        client_id: int | None,
+        details: dict[str, Any] | None = None,
+        sealed_with: PrivateDetails | None = None,
+    ) -> int:
+        """The new event's seq; ``sealed_with``'s private details are sealed with ``details``."""
 
 
 class GrantSeal(Protocol):
@@ -61,6 +76,9 @@ class GrantSeal(Protocol):
 
     def seal_copies(self, draft: GrantRows) -> tuple[SealedCopy, ...]:
         """The draft's client keys sealed to its engineer."""
+
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]:
+        """The keyholder's part of the event's details (the reason), for the journal's sealing."""
 
 
 def _row(grant: m.Grant) -> GrantRow:
@@ -85,9 +103,8 @@ class GrantAuthority:
             validation.number("grant end", request.until, 1)
             if request.until <= int(now.timestamp()):
                 raise InvalidInput("the grant's --until time is in the past")
-        if request.reason is not None and not isinstance(request.reason, str):
-            raise InvalidInput("the request's reason is not text")
-        validation.field_value("reason", request.reason)
+        if not isinstance(request.has_reason, bool):
+            raise InvalidInput("the request's has_reason is not a boolean")
         with self.store.transaction() as s:
             read = self._admin(s, caller)
             target = self._engineer(s, name)
@@ -120,11 +137,11 @@ class GrantAuthority:
             details = {
                 "engineer": name,
                 "until": grant.until,
-                "reason": request.reason,
                 "grant": grant.id,
                 "seq": grant.seq,
             }
-            grant.event_seq = self.recorder.append(s, action, client_id=client.id, details=details)
+            # the reason: the keyholder's, sealed by the journal with these facts (never read here)
+            grant.event_seq = self.recorder.append(s, action, client_id=client.id, details=details, sealed_with=seal)
             grant.signature = seal.sign_grant(draft, _row(grant))
             allowed = {k.record.version for k in keys}
             for copy in seal.seal_copies(draft):

@@ -25,7 +25,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.grant_requests import (
+    GRANT,
     NO_CLIENT,
     NO_ENGINEER,
     NO_GRANT,
@@ -37,7 +39,7 @@ from vault.authority.grant_requests import (
 from vault.authority.requests import Caller
 from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
-from vault.errors import LookupMismatch, NotFound, UntrustedRecord
+from vault.errors import InvalidInput, LookupMismatch, NotFound, UntrustedRecord
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.clients import ClientKeyholder, ClientLookup, verified_caller
 from vault.keyholder.trust import grant_fields
@@ -72,9 +74,12 @@ class GrantTransport(Protocol):
 class _Seal:
     """The keyholder's side of ``GrantSeal``: every call is for the draft admitted."""
 
-    def __init__(self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys) -> None:
+    def __init__(
+        self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys, private: dict[str, Any] | None = None
+    ) -> None:
         self._verify: Callable[[GrantRows], dict[int, bytes]] | None = verify
         self._keys: SigningKeys | None = keys
+        self._private = private  # a grant's reason: sealed into its event, never sent in clear
         self._client_keys: dict[int, bytes] = {}
         self.admitted: GrantRows | None = None
         self.revoked: dict[int, GrantRow] = {}
@@ -126,7 +131,21 @@ class _Seal:
             self.sealed.add(version)
         return tuple(out)
 
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]:
+        """The reason, for the journal's sealing of the grant's event (and for no other event)."""
+        admitted = self.admitted
+        if (
+            self._private is None
+            or admitted is None
+            or admitted.new_grant is None
+            or client_id != admitted.client_id
+            or action != GRANT
+        ):
+            raise UntrustedRecord("the authority asked for details of an event this request did not make")
+        return dict(self._private)
+
     def close(self) -> None:
+        self._private = None
         self._verify = self._keys = None
         self._client_keys = {}
 
@@ -145,12 +164,20 @@ class GrantKeyholder:
         self.transport, self.keys, self.lookup, self.clients, self.clock = transport, keys, lookup, clients, clock
 
     def grant(self, engineer: str, slug: str, *, until: int | None, reason: str | None) -> GrantInfo:
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("a grant's reason is text")
+        validation.field_value("reason", reason)  # checked here: its text never reaches the authority
         me = self.keys.session()
         ctx = self.lookup.context(slug)
         if ctx.slug_tag is None:
             raise UntrustedRecord("only an admin names a client by its slug tag")
         request = GrantRequest(
-            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, until, reason, me.org_signing_public
+            Caller(me.engineer_id, me.key_generation),
+            engineer,
+            ctx.slug_tag,
+            until,
+            bool(reason),
+            me.org_signing_public,
         )
 
         def verify(draft: GrantRows) -> dict[int, bytes]:
@@ -179,7 +206,7 @@ class GrantKeyholder:
                 raise UntrustedRecord("the authority sent no client key to hand out")
             return keys
 
-        seal = _Seal(verify, self.keys)
+        seal = _Seal(verify, self.keys, {"reason": reason})
         try:
             answer = self.transport.grant(request, seal)
         except NotFound as error:
