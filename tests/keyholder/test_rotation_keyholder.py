@@ -180,6 +180,21 @@ START_ATTACKS: dict[str, Callable[[Scene], Callable[[StartDraft], StartDraft]]] 
         lambda d: dataclasses.replace(d, new_version=d.old_key.record.version)
     ),
     "the admin's own row demoted": lambda sc: lambda d: dataclasses.replace(d, me=d.me._replace(role="engineer")),
+    # the authority hides the log's word on alice's grant: her grant's own event left out
+    "the grantee's grant event left out": lambda sc: (
+        lambda d: dataclasses.replace(
+            d, grant_events=tuple(e for e in d.grant_events if e.seq != d.grantees[0].grant.event_seq)
+        )
+    ),
+    # another event's details put under alice's grant event's number (they do not open there)
+    "a grant event's details moved to another number": lambda sc: (
+        lambda d: dataclasses.replace(
+            d,
+            grant_events=tuple(
+                dataclasses.replace(e, seq=d.grantees[0].grant.event_seq + 1000) for e in d.grant_events
+            ),
+        )
+    ),
 }
 
 
@@ -312,3 +327,29 @@ def test_an_unchanged_grantee_row_with_a_forged_grant_signature_is_refused(scene
     with pytest.raises(UntrustedRecord):
         scene.team.admin.keys.rotate_client("acme")
     assert _state(scene) == before
+
+
+def test_a_revocation_blanked_in_the_database_keeps_the_new_key_from_the_revoked_grantee(
+    scene: Scene, sealed_to: list[bytes]
+) -> None:
+    """A DBA clears alice's revocation (revoked columns blanked, her grant's signature still
+    valid) and the authority hands her grant back as live: the revoke event of the audit log,
+    opened by the keyholder, refuses the rotation, and nothing is sealed to alice's key."""
+    admin = scene.team.admin
+    admin.grants.revoke("alice", "acme")
+    with admin.store.transaction() as s:
+        alice = _engineer_row(s, "alice")
+        grant = s.scalars(select(m.Grant).where(m.Grant.engineer_id == alice.id)).one()
+        row = GrantRow(*(getattr(grant, f) for f in GrantRow._fields))
+        signer = _engineer_row(s, admin.engineer_name)
+    blanked = row._replace(revoked_at=None, revoked_by=None, revocation=None)
+    before = _state(scene)
+    _tamper_with(scene, lambda d: dataclasses.replace(d, grantees=(*d.grantees, Grantee(alice, blanked, signer))))
+    with pytest.raises(UntrustedRecord, match="takes 'alice'"):
+        admin.keys.rotate_client("acme")
+    assert alice.sealing_public not in sealed_to and sealed_to == []
+    assert _state(scene) == before
+    # the control: the same rotation without alice handed back seals to the recovery key only
+    _tamper_with(scene, lambda d: d)
+    assert admin.keys.rotate_client("acme").state == "done"
+    assert alice.sealing_public not in sealed_to

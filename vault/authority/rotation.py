@@ -40,6 +40,7 @@ from vault.authority.rotation_requests import (
     DESTROYED,
     DONE,
     FINISH,
+    GRANT_ACTIONS,
     MAX_BATCH,
     NO_CLIENT,
     RETIRING,
@@ -52,6 +53,7 @@ from vault.authority.rotation_requests import (
     Finished,
     FinishRequest,
     Grantee,
+    GrantEvent,
     KeyVersionRow,
     ListRequest,
     NewClientKey,
@@ -203,6 +205,14 @@ class RotationAuthority:
             new_version=(newest or 0) + 1,
             root_version=caller.root_version or 0,
             grantees=tuple(self.checks.grantees(s, client.id)),
+            grant_events=tuple(
+                GrantEvent(*r)
+                for r in s.execute(
+                    select(m.AuditEvent.seq, m.AuditEvent.action, m.AuditEvent.key_version, m.AuditEvent.details_blob)
+                    .where(m.AuditEvent.client_id == client.id, m.AuditEvent.action.in_(GRANT_ACTIONS))
+                    .order_by(m.AuditEvent.seq)
+                )
+            ),
         )
         made = seal.new_key(draft)
         self._check_new_key(draft, made)
