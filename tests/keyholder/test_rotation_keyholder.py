@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from vault.authority.rotation_requests import Batch, Grantee, StartDraft
 from vault.crypto import sealing
@@ -353,3 +353,24 @@ def test_a_revocation_blanked_in_the_database_keeps_the_new_key_from_the_revoked
     _tamper_with(scene, lambda d: d)
     assert admin.keys.rotate_client("acme").state == "done"
     assert alice.sealing_public not in sealed_to
+
+
+def test_a_resumed_rotation_set_back_to_an_older_key_version_rewraps_nothing(scene: Scene) -> None:
+    """A DBA sets a running rotation's new version back to an older, still signed version (one
+    an offboarded engineer may hold): on resume, the keyholder learns the rotation from the
+    authority's listing, so the batch's own key records must show the version is the newest."""
+    admin = scene.team.admin
+    admin.keys.rotate_client("acme")  # v1 -> v2, done
+    with admin.store.transaction() as s:
+        rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))  # v2 -> v3
+    admin.secrets.add("acme/new", password="acme-Pw-new")  # wrapped under v3
+    with admin.store.transaction() as s:
+        s.execute(update(m.Rotation).where(m.Rotation.id == rotation_id).values(to_version=2))
+    keyholder = admin.keys._rotation_keyholder()
+    keyholder.known.clear()  # a resume: this Vault object did not start the rotation
+    keyholder.cache.clear()
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="newest admin-signed"):
+        admin.keys._rewrap_batch(rotation_id, 10, None)
+    assert _state(scene) == before
+    assert keyholder.cursors.get(rotation_id) is None

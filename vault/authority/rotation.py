@@ -331,6 +331,7 @@ class RotationAuthority:
                 _row(rotation),
                 page,
                 tuple(keys),
+                self._records(s, client_id, caller.root_version or 0),
             )
             answer = tuple(seal.rewrap(batch))
             if len(answer) != len(page) or any(
@@ -467,6 +468,13 @@ class RotationAuthority:
         keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
         start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
         return () if start is None else tuple(keys[start:])
+
+    @classmethod
+    def _records(cls, s: Session, client_id: int, root_version: int) -> tuple[SealedClientKey, ...]:
+        """The signed record of every client-key version of the client (with its signer)."""
+        versions = s.scalars(select(m.ClientKey.version).where(m.ClientKey.client_id == client_id)).all()
+        found = (cls._sealed_key(s, client_id, v, root_version) for v in sorted(versions))
+        return tuple(f for f in found if f is not None)
 
     @staticmethod
     def _sealed_key(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:

@@ -201,6 +201,9 @@ class Batch:
     rotation: RotationRow
     rows: tuple[WrappedKey, ...]
     keys: tuple[SealedClientKey, ...]
+    # every client-key version's signed record (copies not needed): the rotation's new version
+    # must be the newest one an admin signed, else the keys are re-wrapped under an older one
+    records: tuple[SealedClientKey, ...] = ()
 
     def __repr__(self) -> str:
         return f"Batch(rotation={self.rotation.id}, rows={len(self.rows)})"

@@ -331,6 +331,10 @@ class RotationKeyholder:
         client_id, new_version = rotation.client_id, rotation.to_version
         if expected is not None and (client_id, new_version) != expected:
             raise UntrustedRecord("the authority handed a batch for another client or key version")
+        if new_version != self._newest_signed(checks, client_id, batch.records):
+            raise UntrustedRecord(
+                "the rotation's new key version is not the client's newest admin-signed one: nothing is re-wrapped"
+            )
         keys = {}
         for sealed in batch.keys:
             if sealed.record.version in keys:
@@ -342,6 +346,20 @@ class RotationKeyholder:
         rows = [(row.secret_id, row.version, row.key_version, row.wrapped_dek) for row in batch.rows]
         rewrapped = blobs.rewrap_data_keys(keys, new_key, new_version, client_id, rows)
         return tuple(Rewrapped(row[0], row[1], dek) for row, dek in zip(rows, rewrapped, strict=True))
+
+    @staticmethod
+    def _newest_signed(checks: ResponseChecks, client_id: int, records: tuple[SealedClientKey, ...]) -> int:
+        """The newest client-key version whose record an admin signed and that is not destroyed
+        (0: none). A version set back by the database on a resumed rotation is not it."""
+        newest = 0
+        for sealed in records if isinstance(records, tuple) else ():
+            version = sealed.record.version
+            try:
+                checks.client_key(sealed, client_id, version)
+            except VaultError:
+                continue  # unsigned, forged or destroyed: never a version to re-wrap under
+            newest = max(newest, version)
+        return newest
 
     # -- finish and the listing ----------------------------------------------------------------
 
