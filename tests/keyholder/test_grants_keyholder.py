@@ -265,3 +265,22 @@ def test_the_grant_s_reason_never_crosses_to_the_authority_in_clear(admin: Any) 
         )
     (event,) = [e for e in admin.audit.log(client="acme") if e.action == "grant" and e.details["engineer"] == "bob"]
     assert event.details["reason"] == reason and event.seq == stored.seq
+
+
+def test_an_unknown_engineer_is_reported_before_an_unknown_client(admin: Any) -> None:
+    """The error precedence of the one-process vault: the engineer first, then whether they
+    are an admin, then the client (a typo in both names reports the engineer's)."""
+    from vault.errors import InvalidInput, NotFound
+
+    before = _state(admin)
+    with pytest.raises(NotFound, match="no engineer named 'nobody'"):
+        admin.grants.grant("nobody", "nonexistent")
+    with pytest.raises(NotFound, match="no engineer named 'nobody'"):
+        admin.grants.revoke("nobody", "nonexistent")
+    with pytest.raises(InvalidInput, match="is an admin and can already read every client"):
+        admin.grants.grant(admin.engineer_name, "nonexistent")
+    with pytest.raises(NotFound, match="no client 'nonexistent'"):
+        admin.grants.grant("bob", "nonexistent")
+    with pytest.raises(NotFound, match="no client 'nonexistent'"):
+        admin.grants.revoke("bob", "nonexistent")
+    assert _state(admin) == before

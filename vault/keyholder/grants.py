@@ -41,7 +41,7 @@ from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
 from vault.errors import InvalidInput, LookupMismatch, NotFound, UntrustedRecord
 from vault.keyholder.checkouts import EngineerKeys
-from vault.keyholder.clients import ClientKeyholder, ClientLookup, verified_caller
+from vault.keyholder.clients import ClientContext, ClientKeyholder, ClientLookup, verified_caller
 from vault.keyholder.trust import grant_fields
 from vault.records import GrantInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
@@ -168,13 +168,11 @@ class GrantKeyholder:
             raise InvalidInput("a grant's reason is text")
         validation.field_value("reason", reason)  # checked here: its text never reaches the authority
         me = self.keys.session()
-        ctx = self.lookup.context(slug)
-        if ctx.slug_tag is None:
-            raise UntrustedRecord("only an admin names a client by its slug tag")
+        ctx, slug_tag = self._context(slug)
         request = GrantRequest(
             Caller(me.engineer_id, me.key_generation),
             engineer,
-            ctx.slug_tag,
+            slug_tag,
             until,
             bool(reason),
             me.org_signing_public,
@@ -230,12 +228,8 @@ class GrantKeyholder:
 
     def revoke(self, engineer: str, slug: str) -> int:
         me = self.keys.session()
-        ctx = self.lookup.context(slug)
-        if ctx.slug_tag is None:
-            raise UntrustedRecord("only an admin names a client by its slug tag")
-        request = RevokeRequest(
-            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, me.org_signing_public
-        )
+        ctx, slug_tag = self._context(slug)
+        request = RevokeRequest(Caller(me.engineer_id, me.key_generation), engineer, slug_tag, me.org_signing_public)
 
         def verify(draft: GrantRows) -> dict[int, bytes]:
             self._common(me, ctx, engineer, draft)
@@ -259,7 +253,25 @@ class GrantKeyholder:
 
     # -- the checks ----------------------------------------------------------------------------
 
-    def _common(self, me: Any, ctx: Any, engineer: str, draft: GrantRows) -> Any:
+    def _context(self, slug: str) -> tuple[ClientContext | NotFound, bytes]:
+        """The client's context and slug tag; for a client the lookup does not find, the
+        lookup's error and the tag all the same: the request still goes, so that the
+        authority reports an unknown engineer (or an admin named) before the unknown client."""
+        ctx: ClientContext | NotFound
+        try:
+            ctx = self.lookup.context(slug)
+            slug_tag = ctx.slug_tag
+        except NotFound as missing:
+            ctx, slug_tag = missing, self.lookup.slug_tag(slug)
+            if slug_tag is None:
+                raise
+        if slug_tag is None:
+            raise UntrustedRecord("only an admin names a client by its slug tag")
+        return ctx, slug_tag
+
+    def _common(self, me: Any, ctx: ClientContext | NotFound, engineer: str, draft: GrantRows) -> Any:
+        if isinstance(ctx, NotFound):  # the authority found a client under a tag the lookup did not
+            raise ctx
         checks, admin = verified_caller(me, draft, self.keys.sealing_public(), self.clock())
         if not admin:
             raise UntrustedRecord("the authority answered as if this engineer were an admin")

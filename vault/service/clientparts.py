@@ -94,6 +94,13 @@ class _Lookup:
                 slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             return ClientContext(client.id, slug, slug_tag, client.slug_blob)
 
+    def slug_tag(self, slug: str) -> bytes | None:
+        c = self._clients
+        with c.core.store.read() as s:
+            if c.trust.my_row(s).role != ROLE_ADMIN:
+                return None
+            return signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+
 
 class SigningSessionKeys(SessionKeys):
     """``SessionKeys`` that also sign as the acting engineer (a grant's and a revocation's
