@@ -137,6 +137,24 @@ DRAFTS: dict[str, tuple[Tamper, type[VaultError]]] = {
         lambda r: dataclasses.replace(r, new_grant=r.new_grant._replace(until=1)) if r.new_grant else r,
         UntrustedRecord,
     ),
+    # a grant dated by the authority where the admin never signed one: backdated (to sit before
+    # a revocation in the ledger's order) or in the future
+    "the new grant backdated ten days": (
+        lambda r: (
+            dataclasses.replace(r, new_grant=r.new_grant._replace(signed_at=r.new_grant.signed_at - 864_000))
+            if r.new_grant
+            else r
+        ),
+        UntrustedRecord,
+    ),
+    "the new grant dated an hour ahead": (
+        lambda r: (
+            dataclasses.replace(r, new_grant=r.new_grant._replace(signed_at=r.new_grant.signed_at + 3600))
+            if r.new_grant
+            else r
+        ),
+        UntrustedRecord,
+    ),
     "a client-key record with a forged fingerprint": (
         lambda r: dataclasses.replace(
             r,

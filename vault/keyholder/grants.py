@@ -46,6 +46,8 @@ from vault.keyholder.trust import grant_fields
 from vault.records import GrantInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
 
+SIGNED_AT_SLACK = 300  # seconds a grant's date (set by the authority) may be from the keyholder's clock
+
 
 def revocation_fields(vault_id: bytes, grant: GrantRow) -> tuple[signing.ContextItem, ...]:
     """What a revocation's signature covers (``Trust.revoke_grant``: the same layout)."""
@@ -194,6 +196,8 @@ class GrantKeyholder:
                 until,
             ) or any((g.seq or 0) >= (new.seq or 0) for g in draft.grants):
                 raise UntrustedRecord("the authority's new grant is not the one asked for")
+            if not isinstance(new.signed_at, int) or abs(new.signed_at - self.clock().timestamp()) > SIGNED_AT_SLACK:
+                raise UntrustedRecord("the authority dates the new grant away from this keyholder's clock")
             keys = {}
             for sealed in draft.client_keys:
                 version = sealed.record.version
