@@ -240,6 +240,17 @@ FORGED = {
     "known pair not a pair": lambda s: ("list", ListRequest(Caller(*s.alice), ((1, 1, 1),), PIN)),
     "known as a list": lambda s: ("list", ListRequest(Caller(*s.alice), [(1, 1)], PIN)),  # type: ignore[arg-type]
     "not a request": lambda s: ("show", ListRequest(Caller(*s.alice), (), PIN)),
+    # a grantee names another action so that a ``revoke`` is journalled in their name
+    "show with action revoke": lambda s: ("show", _show(s, s.alice, action="revoke")),
+    "show with action client-list": lambda s: ("show", _show(s, s.alice, action=CLIENT_LIST)),
+    "list with action grant": lambda s: (
+        "list",
+        dataclasses.replace(ListRequest(Caller(*s.alice), (), PIN), action="grant"),
+    ),
+    "list with action not text": lambda s: (
+        "list",
+        dataclasses.replace(ListRequest(Caller(*s.alice), (), PIN), action=7),
+    ),
 }
 
 
@@ -252,3 +263,36 @@ def test_a_forged_request_field_is_refused_before_any_sql(scene: Scene, statemen
     with pytest.raises(InvalidInput):
         getattr(_authority(scene, recorder), call)(request, seal)
     assert statements == [] and seal.drafts == [] and recorder.events == []
+
+
+def test_a_grantee_s_show_forged_as_a_revoke_takes_no_one_s_access(team: Any) -> None:
+    """The reviewer's repro: alice, a grantee, sends ``client show`` with action ``revoke``.
+    Were it journalled, the audit log would doubt every grant of the client and the next
+    rotation would seal the new key to nobody: bob would lose access to what alice cannot take."""
+    if not team.url.startswith("sqlite"):
+        pytest.skip("the end-to-end repro runs on SQLite (the FORGED cases cover both engines)")
+    admin = team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password="Pw-fw01-xyz")
+    alice, bob = team.engineer("alice"), team.engineer("bob")
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("bob", "acme")
+    kh = alice.clients._client_keyholder()
+    real = kh.transport
+
+    class Forging:
+        def show(self, r: Any, seal: Any) -> Any:
+            return real.show(dataclasses.replace(r, action="revoke"), seal)
+
+        def list(self, r: Any, seal: Any) -> Any:
+            return real.list(r, seal)
+
+    kh.transport = Forging()
+    with pytest.raises(InvalidInput):
+        alice.clients.show("acme")
+    assert [e for e in admin.audit.log() if e.action == "revoke"] == []
+    admin.keys.rotate_client("acme")
+    bob.close()
+    bob = team.open("bob")
+    bob.engineers.unlock("bob", team.passphrases["bob"])
+    assert bob.checkouts.reveal("acme/fw01", reason="after") == "Pw-fw01-xyz"

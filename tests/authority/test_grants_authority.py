@@ -10,6 +10,7 @@ with the ledger rows as stored.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import event, func, select
 from standins import Checks
 
-from vault.authority.grant_requests import NO_GRANT, GrantRequest, GrantRows, RevokeRequest, SealedCopy
+from vault.authority.grant_requests import GRANT, NO_GRANT, REVOKE, GrantRequest, GrantRows, RevokeRequest, SealedCopy
 from vault.authority.grants import GrantAuthority
 from vault.authority.requests import Caller
 from vault.crypto import signing
@@ -36,8 +37,9 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, int | None, Any]] = []
 
-    def append(self, s: Any, action: str, *, client_id: Any, details: Any = None) -> int:
+    def append(self, s: Any, action: str, *, client_id: Any, details: Any = None, sealed_with: Any = None) -> int:
         self.events.append((action, client_id, details))
+        self.sealed_with = sealed_with
         return 3000 + len(self.events)
 
 
@@ -122,7 +124,7 @@ def test_an_engineer_is_refused_before_any_row_of_the_target_is_read(
     before, recorder, seal = _ledger(team), Recorder(), FakeSeal()
     alice = ids["alice"]
     request: Any = (
-        GrantRequest(alice, "alice", ids["tag"], None, None, PIN)
+        GrantRequest(alice, "alice", ids["tag"], None, False, PIN)
         if action == "grant"
         else RevokeRequest(alice, "alice", ids["tag"], PIN)
     )
@@ -135,16 +137,31 @@ def test_an_engineer_is_refused_before_any_row_of_the_target_is_read(
 
 
 FORGED = {
-    "engineer not a name": lambda i: ("grant", GrantRequest(i["admin"], 7, i["tag"], None, None, PIN)),
+    "engineer not a name": lambda i: ("grant", GrantRequest(i["admin"], 7, i["tag"], None, False, PIN)),
     "engineer name not valid": lambda i: ("revoke", RevokeRequest(i["admin"], "a b/c", i["tag"], PIN)),
     "slug given in place of its tag": lambda i: ("revoke", RevokeRequest(i["admin"], "alice", b"acme", PIN)),
-    "slug tag as text": lambda i: ("grant", GrantRequest(i["admin"], "alice", "acme", None, None, PIN)),
-    "until as text": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], "tomorrow", None, PIN)),
-    "until in the past": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], 5, None, PIN)),
-    "reason not text": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, b"T-1", PIN)),
+    "slug tag as text": lambda i: ("grant", GrantRequest(i["admin"], "alice", "acme", None, False, PIN)),
+    "until as text": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], "tomorrow", False, PIN)),
+    "until in the past": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], 5, False, PIN)),
+    "has_reason not a boolean": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, b"T-1", PIN)),
+    # the reason's text sent where only whether there is one may go
+    "reason text in has_reason": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, "T-1", PIN)),
     "caller id zero": lambda i: ("revoke", RevokeRequest(Caller(0, 0), "alice", i["tag"], PIN)),
-    "short pin": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, None, b"\x00")),
+    "short pin": lambda i: ("grant", GrantRequest(i["admin"], "alice", i["tag"], None, False, b"\x00")),
     "revoke sent as grant": lambda i: ("grant", RevokeRequest(i["admin"], "alice", i["tag"], PIN)),
+    # an event of another action in the admin's name: a grant journalled as a revoke, or the reverse
+    "grant with action revoke": lambda i: (
+        "grant",
+        dataclasses.replace(GrantRequest(i["admin"], "alice", i["tag"], None, False, PIN), action=REVOKE),
+    ),
+    "revoke with action grant": lambda i: (
+        "revoke",
+        dataclasses.replace(RevokeRequest(i["admin"], "alice", i["tag"], PIN), action=GRANT),
+    ),
+    "revoke with action client-view": lambda i: (
+        "revoke",
+        dataclasses.replace(RevokeRequest(i["admin"], "alice", i["tag"], PIN), action="client-view"),
+    ),
 }
 
 
@@ -165,7 +182,7 @@ def test_a_refused_draft_writes_nothing(scene: tuple[Any, dict[str, Any]]) -> No
     team, ids = scene
     before = _ledger(team)
     for action, request in (
-        ("grant", GrantRequest(ids["admin"], "alice", ids["tag"], None, "T-1", PIN)),
+        ("grant", GrantRequest(ids["admin"], "alice", ids["tag"], None, True, PIN)),
         ("revoke", RevokeRequest(ids["admin"], "alice", ids["tag"], PIN)),
     ):
         recorder, seal = Recorder(), FakeSeal(refuse=True)
@@ -180,7 +197,7 @@ def test_a_grant_to_an_admin_or_to_nobody_is_refused(scene: tuple[Any, dict[str,
     recorder, seal = Recorder(), FakeSeal()
     with pytest.raises(InvalidInput, match="is an admin"):
         _authority(team, recorder).grant(
-            GrantRequest(ids["admin"], team.admin.engineer_name, ids["tag"], None, None, PIN), seal
+            GrantRequest(ids["admin"], team.admin.engineer_name, ids["tag"], None, False, PIN), seal
         )
     with pytest.raises(NotFound):
         _authority(team, recorder).revoke(RevokeRequest(ids["admin"], "nobody", ids["tag"], PIN), seal)
@@ -214,7 +231,7 @@ def test_a_grant_stores_the_keyholder_s_signature_over_its_event_and_its_copies(
     ids = _ids(team)
     recorder, seal = Recorder(), FakeSeal()
     until = int(team.clock().timestamp()) + 3600
-    answer = _authority(team, recorder).grant(GrantRequest(ids["admin"], "alice", ids["tag"], until, "T-9", PIN), seal)
+    answer = _authority(team, recorder).grant(GrantRequest(ids["admin"], "alice", ids["tag"], until, True, PIN), seal)
     (draft,) = seal.drafts
     assert draft.new_grant is not None and draft.new_grant.signature is None and draft.new_grant.event_seq is None
     assert [k.kind for k in draft.client_keys] == ["recovery"], "the admin opens the recovery copy, never a grantee's"
@@ -222,13 +239,9 @@ def test_a_grant_stores_the_keyholder_s_signature_over_its_event_and_its_copies(
     assert signed.event_seq == answer.seq == 3001, "the grant is signed over the number of its own event"
     assert answer.new_grant is not None and answer.new_grant.signature == SIGNED and answer.copies == (1,)
     action, client, details = recorder.events[0]
-    assert (action, client, details["engineer"], details["until"], details["reason"]) == (
-        "grant",
-        ids["acme"],
-        "alice",
-        until,
-        "T-9",
-    )
+    assert (action, client, details["engineer"], details["until"]) == ("grant", ids["acme"], "alice", until)
+    assert "reason" not in details, "the reason is the keyholder's: the authority never holds its text"
+    assert recorder.sealed_with is seal, "the journal seals the keyholder's part of the details with the facts"
     with team.admin.store.transaction() as s:
         copy = s.get(m.ClientKeySeal, (ids["acme"], 1, "engineer", ids["alice"].engineer_id))
         assert copy is not None and copy.blob == COPY
@@ -246,6 +259,6 @@ def test_a_copy_of_a_version_not_handed_out_is_refused_and_nothing_is_written(te
     before = _ledger(team)
     with pytest.raises(InvalidInput):
         _authority(team, Recorder()).grant(
-            GrantRequest(ids["admin"], "alice", ids["tag"], None, None, PIN), WrongCopies()
+            GrantRequest(ids["admin"], "alice", ids["tag"], None, False, PIN), WrongCopies()
         )
     assert _ledger(team) == before

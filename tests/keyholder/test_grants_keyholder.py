@@ -61,6 +61,9 @@ class TamperingTransport:
                 asked.append("seal")
                 return seal.seal_copies(change(draft))
 
+            def private_details(self, client_id: int, action: str) -> Any:
+                return seal.private_details(client_id, action)
+
         return Seal()
 
     def grant(self, request: Any, seal: Any) -> GrantRows:
@@ -132,6 +135,24 @@ DRAFTS: dict[str, tuple[Tamper, type[VaultError]]] = {
     ),
     "the new grant with another end": (
         lambda r: dataclasses.replace(r, new_grant=r.new_grant._replace(until=1)) if r.new_grant else r,
+        UntrustedRecord,
+    ),
+    # a grant dated by the authority where the admin never signed one: backdated (to sit before
+    # a revocation in the ledger's order) or in the future
+    "the new grant backdated ten days": (
+        lambda r: (
+            dataclasses.replace(r, new_grant=r.new_grant._replace(signed_at=r.new_grant.signed_at - 864_000))
+            if r.new_grant
+            else r
+        ),
+        UntrustedRecord,
+    ),
+    "the new grant dated an hour ahead": (
+        lambda r: (
+            dataclasses.replace(r, new_grant=r.new_grant._replace(signed_at=r.new_grant.signed_at + 3600))
+            if r.new_grant
+            else r
+        ),
         UntrustedRecord,
     ),
     "a client-key record with a forged fingerprint": (
@@ -232,3 +253,52 @@ def test_a_revocation_signed_here_verifies_under_the_layout_trust_signs(admin: A
             *revocation_fields(admin.vault_id(), plain),
             what="the revocation",
         )
+
+
+def test_the_grant_s_reason_never_crosses_to_the_authority_in_clear(admin: Any) -> None:
+    """A DBA or an engineer who reads the requests the authority is sent (logs of the team
+    server, a compromised authority) learns that a grant has a reason, never its text; the
+    reason is in the event's details all the same, sealed, and opens for the admin."""
+    reason = "ticket-SECRET-REASON-4711"
+    sent: list[Any] = []
+
+    class Spy(TamperingTransport):
+        def grant(self, request: Any, seal: Any) -> GrantRows:
+            sent.append(request)
+            return super().grant(request, seal)
+
+    _use(admin, Spy(None))
+    admin.grants.grant("bob", "acme", reason=reason)
+    (request,) = sent
+    assert request.has_reason is True
+    seen = repr(request) + repr(vars(request)) + repr(dataclasses.astuple(request))
+    assert reason not in seen and "SECRET" not in seen
+    with admin.store.transaction() as s:
+        stored = s.scalars(
+            select(m.AuditEvent).where(m.AuditEvent.action == "grant").order_by(m.AuditEvent.seq.desc())
+        ).first()
+        assert (
+            stored is not None
+            and reason.encode() not in (stored.details_blob or b"") + (stored.details_json or "").encode()
+        )
+    (event,) = [e for e in admin.audit.log(client="acme") if e.action == "grant" and e.details["engineer"] == "bob"]
+    assert event.details["reason"] == reason and event.seq == stored.seq
+
+
+def test_an_unknown_engineer_is_reported_before_an_unknown_client(admin: Any) -> None:
+    """The error precedence of the one-process vault: the engineer first, then whether they
+    are an admin, then the client (a typo in both names reports the engineer's)."""
+    from vault.errors import InvalidInput, NotFound
+
+    before = _state(admin)
+    with pytest.raises(NotFound, match="no engineer named 'nobody'"):
+        admin.grants.grant("nobody", "nonexistent")
+    with pytest.raises(NotFound, match="no engineer named 'nobody'"):
+        admin.grants.revoke("nobody", "nonexistent")
+    with pytest.raises(InvalidInput, match="is an admin and can already read every client"):
+        admin.grants.grant(admin.engineer_name, "nonexistent")
+    with pytest.raises(NotFound, match="no client 'nonexistent'"):
+        admin.grants.grant("bob", "nonexistent")
+    with pytest.raises(NotFound, match="no client 'nonexistent'"):
+        admin.grants.revoke("bob", "nonexistent")
+    assert _state(admin) == before

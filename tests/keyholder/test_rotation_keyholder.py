@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from vault.authority.rotation_requests import Batch, Grantee, StartDraft
 from vault.crypto import sealing
@@ -180,6 +180,21 @@ START_ATTACKS: dict[str, Callable[[Scene], Callable[[StartDraft], StartDraft]]] 
         lambda d: dataclasses.replace(d, new_version=d.old_key.record.version)
     ),
     "the admin's own row demoted": lambda sc: lambda d: dataclasses.replace(d, me=d.me._replace(role="engineer")),
+    # the authority hides the log's word on alice's grant: her grant's own event left out
+    "the grantee's grant event left out": lambda sc: (
+        lambda d: dataclasses.replace(
+            d, grant_events=tuple(e for e in d.grant_events if e.seq != d.grantees[0].grant.event_seq)
+        )
+    ),
+    # another event's details put under alice's grant event's number (they do not open there)
+    "a grant event's details moved to another number": lambda sc: (
+        lambda d: dataclasses.replace(
+            d,
+            grant_events=tuple(
+                dataclasses.replace(e, seq=d.grantees[0].grant.event_seq + 1000) for e in d.grant_events
+            ),
+        )
+    ),
 }
 
 
@@ -312,3 +327,50 @@ def test_an_unchanged_grantee_row_with_a_forged_grant_signature_is_refused(scene
     with pytest.raises(UntrustedRecord):
         scene.team.admin.keys.rotate_client("acme")
     assert _state(scene) == before
+
+
+def test_a_revocation_blanked_in_the_database_keeps_the_new_key_from_the_revoked_grantee(
+    scene: Scene, sealed_to: list[bytes]
+) -> None:
+    """A DBA clears alice's revocation (revoked columns blanked, her grant's signature still
+    valid) and the authority hands her grant back as live: the revoke event of the audit log,
+    opened by the keyholder, refuses the rotation, and nothing is sealed to alice's key."""
+    admin = scene.team.admin
+    admin.grants.revoke("alice", "acme")
+    with admin.store.transaction() as s:
+        alice = _engineer_row(s, "alice")
+        grant = s.scalars(select(m.Grant).where(m.Grant.engineer_id == alice.id)).one()
+        row = GrantRow(*(getattr(grant, f) for f in GrantRow._fields))
+        signer = _engineer_row(s, admin.engineer_name)
+    blanked = row._replace(revoked_at=None, revoked_by=None, revocation=None)
+    before = _state(scene)
+    _tamper_with(scene, lambda d: dataclasses.replace(d, grantees=(*d.grantees, Grantee(alice, blanked, signer))))
+    with pytest.raises(UntrustedRecord, match="takes 'alice'"):
+        admin.keys.rotate_client("acme")
+    assert alice.sealing_public not in sealed_to and sealed_to == []
+    assert _state(scene) == before
+    # the control: the same rotation without alice handed back seals to the recovery key only
+    _tamper_with(scene, lambda d: d)
+    assert admin.keys.rotate_client("acme").state == "done"
+    assert alice.sealing_public not in sealed_to
+
+
+def test_a_resumed_rotation_set_back_to_an_older_key_version_rewraps_nothing(scene: Scene) -> None:
+    """A DBA sets a running rotation's new version back to an older, still signed version (one
+    an offboarded engineer may hold): on resume, the keyholder learns the rotation from the
+    authority's listing, so the batch's own key records must show the version is the newest."""
+    admin = scene.team.admin
+    admin.keys.rotate_client("acme")  # v1 -> v2, done
+    with admin.store.transaction() as s:
+        rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))  # v2 -> v3
+    admin.secrets.add("acme/new", password="acme-Pw-new")  # wrapped under v3
+    with admin.store.transaction() as s:
+        s.execute(update(m.Rotation).where(m.Rotation.id == rotation_id).values(to_version=2))
+    keyholder = admin.keys._rotation_keyholder()
+    keyholder.known.clear()  # a resume: this Vault object did not start the rotation
+    keyholder.cache.clear()
+    before = _state(scene)
+    with pytest.raises(UntrustedRecord, match="newest admin-signed"):
+        admin.keys._rewrap_batch(rotation_id, 10, None)
+    assert _state(scene) == before
+    assert keyholder.cursors.get(rotation_id) is None

@@ -30,7 +30,15 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, CallerRead
-from vault.authority.client_requests import MISSING_CLIENT, ClientEntry, ClientRows, ListRequest, ShowRequest
+from vault.authority.client_requests import (
+    CLIENT_LIST,
+    CLIENT_VIEW,
+    MISSING_CLIENT,
+    ClientEntry,
+    ClientRows,
+    ListRequest,
+    ShowRequest,
+)
 from vault.authority.policies_caller import org_chain as org_chain  # also the grants' (authority/grants.py)
 from vault.authority.requests import Caller, ClientKeyRow, SealedClientKey
 from vault.crypto.blobs import blob_key_version
@@ -51,6 +59,15 @@ def tag(label: str, value: object) -> bytes:
     if not isinstance(value, bytes) or len(value) != TAG_BYTES:
         raise InvalidInput(f"the request's {label} is not a {TAG_BYTES}-byte value")
     return value
+
+
+def checked_action(action: object, expected: str) -> str:
+    """The request's action, if it is the operation's own, else InvalidInput (before any SQL):
+    a caller may not have another operation journalled in their name (a ``revoke`` written by
+    a ``client show`` would be counted against every grant of the client)."""
+    if not isinstance(action, str) or action != expected:
+        raise InvalidInput(f"the request's action is not {expected!r}")
+    return action
 
 
 def checked_caller(caller: object, org_pin: object) -> Caller:
@@ -180,6 +197,7 @@ class ClientAuthority:
         """One client (``client-view``), after its event is committed."""
         if not isinstance(request, ShowRequest):
             raise InvalidInput("not a client show request")
+        action = checked_action(request.action, CLIENT_VIEW)
         caller = checked_caller(request.caller, request.org_pin)
         if (request.client_id is None) == (request.slug_tag is None):
             raise InvalidInput("a request names its client by id or by slug tag")
@@ -221,7 +239,7 @@ class ClientAuthority:
             wanted = {(client.id, v) for v in field_key_versions(client.slug_blob, client.name_blob) - set(known)}
             draft = self._draft(s, read, request.org_pin, (entry,), wanted)
             seal.admit(draft)
-            seq = self.recorder.append(s, request.action, client_id=client.id)
+            seq = self.recorder.append(s, action, client_id=client.id)
         return dataclasses.replace(draft, seq=seq)
 
     def list(self, request: ListRequest, seal: ClientSeal) -> ClientRows:
@@ -229,6 +247,7 @@ class ClientAuthority:
         after the keyholder admitted them, and the answer returned once it is committed."""
         if not isinstance(request, ListRequest):
             raise InvalidInput("not a client list request")
+        action = checked_action(request.action, CLIENT_LIST)
         caller = checked_caller(request.caller, request.org_pin)
         known = request.known_key_versions
         if not isinstance(known, tuple) or len(known) > MAX_KNOWN:
@@ -249,7 +268,7 @@ class ClientAuthority:
         seal.admit(draft)  # outside any unit: nothing is held while the keyholder opens the list
         with self.store.transaction() as s:
             authorise(s, self.checks, caller)  # still active and of this key generation
-            seq = self.recorder.append(s, request.action, client_id=None, public={"count": len(entries)})
+            seq = self.recorder.append(s, action, client_id=None, public={"count": len(entries)})
         return dataclasses.replace(draft, seq=seq)
 
     # -- the rows -----------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Frozen values of ints, bytes, strings and the storage layer's plain rows, as for secrets
 (``secret_requests.py``). A grant or a revoke is an admin's: it names the engineer (by
 name: engineer names are stored in clear) and the client by its slug tag under the root
-lookup key, never a slug; a grant also names its end and its reason (which only travels
-on into the sealed details of the audit event).
+lookup key, never a slug; a grant also names its end and whether it has a reason: the
+reason's text stays with the keyholder, which seals it into the audit event's details
+(``GrantSeal.private_details``, called by the journal's sealing, never by the authority).
 
 ``GrantRows`` is the draft the keyholder is shown inside the authority's unit of work
 (``admit``: a refusal writes nothing) and, read again after the writes, the committed
@@ -35,7 +36,7 @@ class GrantRequest:
     engineer: str
     slug_tag: bytes
     until: int | None
-    reason: str | None
+    has_reason: bool  # the text is the keyholder's, sealed into the event's details
     org_pin: bytes
     action: str = GRANT
 

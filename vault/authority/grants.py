@@ -24,11 +24,13 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ACTIVE, CallerRead
-from vault.authority.clients import ClientChecks, authorise, checked_caller, org_chain, sealed_keys, tag
+from vault.authority.clients import ClientChecks, authorise, checked_action, checked_caller, org_chain, sealed_keys, tag
 from vault.authority.grant_requests import (
+    GRANT,
     NO_CLIENT,
     NO_ENGINEER,
     NO_GRANT,
+    REVOKE,
     GrantRequest,
     GrantRows,
     RevokeRequest,
@@ -40,9 +42,24 @@ from vault.storage.engine import Store
 from vault.storage.rows import GRANT_ORDER, ROLE_ADMIN, EngineerRow, GrantRow, is_revoked
 
 
+class PrivateDetails(Protocol):
+    """The keyholder's part of an event's details (a grant's reason): only the journal's
+    sealing asks for it, inside the append, and encrypts it with the authority's facts."""
+
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]: ...
+
+
 class GrantRecorder(Protocol):
-    def append(self, s: Session, action: str, *, client_id: int | None, details: dict[str, Any] | None = None) -> int:
-        """The new event's seq."""
+    def append(
+        self,
+        s: Session,
+        action: str,
+        *,
+        client_id: int | None,
+        details: dict[str, Any] | None = None,
+        sealed_with: PrivateDetails | None = None,
+    ) -> int:
+        """The new event's seq; ``sealed_with``'s private details are sealed with ``details``."""
 
 
 class GrantSeal(Protocol):
@@ -60,6 +77,9 @@ class GrantSeal(Protocol):
     def seal_copies(self, draft: GrantRows) -> tuple[SealedCopy, ...]:
         """The draft's client keys sealed to its engineer."""
 
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]:
+        """The keyholder's part of the event's details (the reason), for the journal's sealing."""
+
 
 def _row(grant: m.Grant) -> GrantRow:
     return GrantRow(*(getattr(grant, name) for name in GrantRow._fields))
@@ -74,6 +94,7 @@ class GrantAuthority:
     def grant(self, request: GrantRequest, seal: GrantSeal) -> GrantRows:
         if not isinstance(request, GrantRequest):
             raise InvalidInput("not a grant request")
+        action = checked_action(request.action, GRANT)
         caller = checked_caller(request.caller, request.org_pin)
         name = self._name(request.engineer)
         tag("slug tag", request.slug_tag)
@@ -82,9 +103,8 @@ class GrantAuthority:
             validation.number("grant end", request.until, 1)
             if request.until <= int(now.timestamp()):
                 raise InvalidInput("the grant's --until time is in the past")
-        if request.reason is not None and not isinstance(request.reason, str):
-            raise InvalidInput("the request's reason is not text")
-        validation.field_value("reason", request.reason)
+        if not isinstance(request.has_reason, bool):
+            raise InvalidInput("the request's has_reason is not a boolean")
         with self.store.transaction() as s:
             read = self._admin(s, caller)
             target = self._engineer(s, name)
@@ -117,11 +137,11 @@ class GrantAuthority:
             details = {
                 "engineer": name,
                 "until": grant.until,
-                "reason": request.reason,
                 "grant": grant.id,
                 "seq": grant.seq,
             }
-            grant.event_seq = self.recorder.append(s, request.action, client_id=client.id, details=details)
+            # the reason: the keyholder's, sealed by the journal with these facts (never read here)
+            grant.event_seq = self.recorder.append(s, action, client_id=client.id, details=details, sealed_with=seal)
             grant.signature = seal.sign_grant(draft, _row(grant))
             allowed = {k.record.version for k in keys}
             for copy in seal.seal_copies(draft):
@@ -134,6 +154,7 @@ class GrantAuthority:
     def revoke(self, request: RevokeRequest, seal: GrantSeal) -> GrantRows:
         if not isinstance(request, RevokeRequest):
             raise InvalidInput("not a revoke request")
+        action = checked_action(request.action, REVOKE)
         caller = checked_caller(request.caller, request.org_pin)
         name = self._name(request.engineer)
         tag("slug tag", request.slug_tag)
@@ -157,7 +178,7 @@ class GrantAuthority:
             )
             ids = [g.id for g in grants]
             details = {"engineer": name, "grants": len(grants), "grant_ids": ids}
-            seq = self.recorder.append(s, request.action, client_id=client.id, details=details)
+            seq = self.recorder.append(s, action, client_id=client.id, details=details)
             s.flush()
             return self._answer(s, draft, seq, ids, None, None)
 

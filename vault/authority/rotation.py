@@ -40,6 +40,7 @@ from vault.authority.rotation_requests import (
     DESTROYED,
     DONE,
     FINISH,
+    GRANT_ACTIONS,
     MAX_BATCH,
     NO_CLIENT,
     RETIRING,
@@ -52,6 +53,7 @@ from vault.authority.rotation_requests import (
     Finished,
     FinishRequest,
     Grantee,
+    GrantEvent,
     KeyVersionRow,
     ListRequest,
     NewClientKey,
@@ -203,6 +205,14 @@ class RotationAuthority:
             new_version=(newest or 0) + 1,
             root_version=caller.root_version or 0,
             grantees=tuple(self.checks.grantees(s, client.id)),
+            grant_events=tuple(
+                GrantEvent(*r)
+                for r in s.execute(
+                    select(m.AuditEvent.seq, m.AuditEvent.action, m.AuditEvent.key_version, m.AuditEvent.details_blob)
+                    .where(m.AuditEvent.client_id == client.id, m.AuditEvent.action.in_(GRANT_ACTIONS))
+                    .order_by(m.AuditEvent.seq)
+                )
+            ),
         )
         made = seal.new_key(draft)
         self._check_new_key(draft, made)
@@ -321,6 +331,7 @@ class RotationAuthority:
                 _row(rotation),
                 page,
                 tuple(keys),
+                self._records(s, client_id, caller.root_version or 0),
             )
             answer = tuple(seal.rewrap(batch))
             if len(answer) != len(page) or any(
@@ -457,6 +468,13 @@ class RotationAuthority:
         keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
         start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
         return () if start is None else tuple(keys[start:])
+
+    @classmethod
+    def _records(cls, s: Session, client_id: int, root_version: int) -> tuple[SealedClientKey, ...]:
+        """The signed record of every client-key version of the client (with its signer)."""
+        versions = s.scalars(select(m.ClientKey.version).where(m.ClientKey.client_id == client_id)).all()
+        found = (cls._sealed_key(s, client_id, v, root_version) for v in sorted(versions))
+        return tuple(f for f in found if f is not None)
 
     @staticmethod
     def _sealed_key(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:

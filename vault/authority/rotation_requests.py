@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from vault.authority.grant_requests import GRANT, REVOKE
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
 from vault.storage.rows import EngineerRow, GrantRow
 
@@ -80,6 +81,25 @@ class Grantee:
         return f"Grantee(engineer={self.engineer.id}, grant={self.grant.id})"
 
 
+GRANT_ACTIONS = (GRANT, REVOKE)  # the events a start hands the keyholder (``StartDraft.grant_events``)
+
+
+@dataclass(frozen=True, repr=False)
+class GrantEvent:
+    """A grant or revoke event of the client as stored: its number, action and details
+    (ciphertext under the client's audit key, bound to the client, the number and the
+    action). The keyholder opens them: a revocation the database no longer shows on the
+    grant row (its columns blanked) still takes the grantee out of the rotation."""
+
+    seq: int
+    action: str
+    key_version: int | None
+    details_blob: bytes | None
+
+    def __repr__(self) -> str:
+        return f"GrantEvent(seq={self.seq}, action={self.action!r})"
+
+
 @dataclass(frozen=True, repr=False)
 class StartDraft:
     """What the keyholder is shown inside the start's unit of work, before anything is written."""
@@ -93,6 +113,7 @@ class StartDraft:
     new_version: int
     root_version: int  # the recovery key the new version is sealed to
     grantees: tuple[Grantee, ...]
+    grant_events: tuple[GrantEvent, ...]  # every grant and revoke event of the client, by seq
 
     def __repr__(self) -> str:
         return f"StartDraft(client={self.client.id}, new_version={self.new_version})"
@@ -180,6 +201,9 @@ class Batch:
     rotation: RotationRow
     rows: tuple[WrappedKey, ...]
     keys: tuple[SealedClientKey, ...]
+    # every client-key version's signed record (copies not needed): the rotation's new version
+    # must be the newest one an admin signed, else the keys are re-wrapped under an older one
+    records: tuple[SealedClientKey, ...] = ()
 
     def __repr__(self) -> str:
         return f"Batch(rotation={self.rotation.id}, rows={len(self.rows)})"

@@ -70,6 +70,9 @@ class ClientLookup(Protocol):
     def context(self, slug: str) -> ClientContext:
         """The client named ``slug``, or what the lookup finds (NotFound, GrantExpired, LookupMismatch)."""
 
+    def slug_tag(self, slug: str) -> bytes | None:
+        """An admin's lookup tag of ``slug`` (None for an engineer), whether a client holds it or not."""
+
 
 class ClientTransport(Protocol):
     def show(self, request: ShowRequest, seal: Any) -> ClientRows: ...

@@ -25,7 +25,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vault import validation
 from vault.authority.grant_requests import (
+    GRANT,
     NO_CLIENT,
     NO_ENGINEER,
     NO_GRANT,
@@ -37,12 +39,14 @@ from vault.authority.grant_requests import (
 from vault.authority.requests import Caller
 from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
-from vault.errors import LookupMismatch, NotFound, UntrustedRecord
+from vault.errors import InvalidInput, LookupMismatch, NotFound, UntrustedRecord
 from vault.keyholder.checkouts import EngineerKeys
-from vault.keyholder.clients import ClientKeyholder, ClientLookup, verified_caller
+from vault.keyholder.clients import ClientContext, ClientKeyholder, ClientLookup, verified_caller
 from vault.keyholder.trust import grant_fields
 from vault.records import GrantInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
+
+SIGNED_AT_SLACK = 300  # seconds a grant's date (set by the authority) may be from the keyholder's clock
 
 
 def revocation_fields(vault_id: bytes, grant: GrantRow) -> tuple[signing.ContextItem, ...]:
@@ -72,9 +76,12 @@ class GrantTransport(Protocol):
 class _Seal:
     """The keyholder's side of ``GrantSeal``: every call is for the draft admitted."""
 
-    def __init__(self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys) -> None:
+    def __init__(
+        self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys, private: dict[str, Any] | None = None
+    ) -> None:
         self._verify: Callable[[GrantRows], dict[int, bytes]] | None = verify
         self._keys: SigningKeys | None = keys
+        self._private = private  # a grant's reason: sealed into its event, never sent in clear
         self._client_keys: dict[int, bytes] = {}
         self.admitted: GrantRows | None = None
         self.revoked: dict[int, GrantRow] = {}
@@ -126,7 +133,21 @@ class _Seal:
             self.sealed.add(version)
         return tuple(out)
 
+    def private_details(self, client_id: int, action: str) -> dict[str, Any]:
+        """The reason, for the journal's sealing of the grant's event (and for no other event)."""
+        admitted = self.admitted
+        if (
+            self._private is None
+            or admitted is None
+            or admitted.new_grant is None
+            or client_id != admitted.client_id
+            or action != GRANT
+        ):
+            raise UntrustedRecord("the authority asked for details of an event this request did not make")
+        return dict(self._private)
+
     def close(self) -> None:
+        self._private = None
         self._verify = self._keys = None
         self._client_keys = {}
 
@@ -145,12 +166,18 @@ class GrantKeyholder:
         self.transport, self.keys, self.lookup, self.clients, self.clock = transport, keys, lookup, clients, clock
 
     def grant(self, engineer: str, slug: str, *, until: int | None, reason: str | None) -> GrantInfo:
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("a grant's reason is text")
+        validation.field_value("reason", reason)  # checked here: its text never reaches the authority
         me = self.keys.session()
-        ctx = self.lookup.context(slug)
-        if ctx.slug_tag is None:
-            raise UntrustedRecord("only an admin names a client by its slug tag")
+        ctx, slug_tag = self._context(slug)
         request = GrantRequest(
-            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, until, reason, me.org_signing_public
+            Caller(me.engineer_id, me.key_generation),
+            engineer,
+            slug_tag,
+            until,
+            bool(reason),
+            me.org_signing_public,
         )
 
         def verify(draft: GrantRows) -> dict[int, bytes]:
@@ -169,6 +196,8 @@ class GrantKeyholder:
                 until,
             ) or any((g.seq or 0) >= (new.seq or 0) for g in draft.grants):
                 raise UntrustedRecord("the authority's new grant is not the one asked for")
+            if not isinstance(new.signed_at, int) or abs(new.signed_at - self.clock().timestamp()) > SIGNED_AT_SLACK:
+                raise UntrustedRecord("the authority dates the new grant away from this keyholder's clock")
             keys = {}
             for sealed in draft.client_keys:
                 version = sealed.record.version
@@ -179,7 +208,7 @@ class GrantKeyholder:
                 raise UntrustedRecord("the authority sent no client key to hand out")
             return keys
 
-        seal = _Seal(verify, self.keys)
+        seal = _Seal(verify, self.keys, {"reason": reason})
         try:
             answer = self.transport.grant(request, seal)
         except NotFound as error:
@@ -203,12 +232,8 @@ class GrantKeyholder:
 
     def revoke(self, engineer: str, slug: str) -> int:
         me = self.keys.session()
-        ctx = self.lookup.context(slug)
-        if ctx.slug_tag is None:
-            raise UntrustedRecord("only an admin names a client by its slug tag")
-        request = RevokeRequest(
-            Caller(me.engineer_id, me.key_generation), engineer, ctx.slug_tag, me.org_signing_public
-        )
+        ctx, slug_tag = self._context(slug)
+        request = RevokeRequest(Caller(me.engineer_id, me.key_generation), engineer, slug_tag, me.org_signing_public)
 
         def verify(draft: GrantRows) -> dict[int, bytes]:
             self._common(me, ctx, engineer, draft)
@@ -232,7 +257,25 @@ class GrantKeyholder:
 
     # -- the checks ----------------------------------------------------------------------------
 
-    def _common(self, me: Any, ctx: Any, engineer: str, draft: GrantRows) -> Any:
+    def _context(self, slug: str) -> tuple[ClientContext | NotFound, bytes]:
+        """The client's context and slug tag; for a client the lookup does not find, the
+        lookup's error and the tag all the same: the request still goes, so that the
+        authority reports an unknown engineer (or an admin named) before the unknown client."""
+        ctx: ClientContext | NotFound
+        try:
+            ctx = self.lookup.context(slug)
+            slug_tag = ctx.slug_tag
+        except NotFound as missing:
+            ctx, slug_tag = missing, self.lookup.slug_tag(slug)
+            if slug_tag is None:
+                raise
+        if slug_tag is None:
+            raise UntrustedRecord("only an admin names a client by its slug tag")
+        return ctx, slug_tag
+
+    def _common(self, me: Any, ctx: ClientContext | NotFound, engineer: str, draft: GrantRows) -> Any:
+        if isinstance(ctx, NotFound):  # the authority found a client under a tag the lookup did not
+            raise ctx
         checks, admin = verified_caller(me, draft, self.keys.sealing_public(), self.clock())
         if not admin:
             raise UntrustedRecord("the authority answered as if this engineer were an admin")

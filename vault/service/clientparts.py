@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from vault.authority.clients import ClientAuthority
-from vault.authority.grants import GrantAuthority
+from vault.authority.grants import GrantAuthority, PrivateDetails
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
+from vault.errors import InvalidInput, UntrustedRecord
 from vault.keyholder.clients import ClientContext, ClientKeyholder
 from vault.keyholder.grants import GrantKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
@@ -66,7 +67,15 @@ class JournalRecorder:
         client_id: int | None,
         details: dict[str, Any] | None = None,
         public: dict[str, Any] | None = None,
+        sealed_with: PrivateDetails | None = None,
     ) -> int:
+        if sealed_with is not None:
+            if details is None or client_id is None:
+                raise InvalidInput("private details are sealed with an event's details, under its client")
+            private = sealed_with.private_details(client_id, action)
+            if not isinstance(private, dict) or set(private) & set(details):
+                raise UntrustedRecord("the keyholder's details would overwrite the authority's facts")
+            details = {**details, **private}  # encrypted by the journal, in this append
         return self._journal.append(s, action, client_id=client_id, details=details, public=public).seq
 
 
@@ -84,6 +93,13 @@ class _Lookup:
             if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
                 slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
             return ClientContext(client.id, slug, slug_tag, client.slug_blob)
+
+    def slug_tag(self, slug: str) -> bytes | None:
+        c = self._clients
+        with c.core.store.read() as s:
+            if c.trust.my_row(s).role != ROLE_ADMIN:
+                return None
+            return signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
 
 class SigningSessionKeys(SessionKeys):
