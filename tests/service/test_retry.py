@@ -39,7 +39,7 @@ from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.journal import Journal
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import ConcurrentChange, StoreBusy, StoreUnavailable, VaultError
-from vault.keyholder.keys import Keys
+from vault.keyholder import grants as grant_keyholder
 from vault.service.checkouts import Checkouts
 from vault.service.rotation import KeyRotation
 from vault.service.secrets import Secrets
@@ -538,15 +538,15 @@ def test_a_revoke_racing_a_new_grant_ends_as_one_or_the_other(shared, monkeypatc
     head = shared.admin.audit.head()[0]
     a, b = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
-    real_seal = Keys.seal_client_key
+    real_seal = grant_keyholder._Seal.seal_copies  # sealing the client keys to the engineer, in A's unit
 
-    def pausing_seal(vault: Any, s: Any, *args: Any) -> Any:
+    def pausing_seal(seal: Any, *args: Any) -> Any:
         if threading.current_thread().name == "A" and not paused.is_set():
             paused.set()
             assert release.wait(30)
-        return real_seal(vault, s, *args)
+        return real_seal(seal, *args)
 
-    monkeypatch.setattr(Keys, "seal_client_key", pausing_seal)
+    monkeypatch.setattr(grant_keyholder._Seal, "seal_copies", pausing_seal)
     errors: list[BaseException] = []
 
     def run(call: Callable[[], Any]) -> None:
