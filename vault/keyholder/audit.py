@@ -14,13 +14,26 @@ once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
 * each event's hash, recomputed from its fields and the hash it links to (format 2, or an
   old event in its canonical format 1): a changed field, a forged detail blob, is caught;
 * an unfiltered stream is the chain itself: from event 1 (its link the genesis hash) or
-  from where a limit starts, each event links to the one before it, without a gap, up to
-  the head;
-* signatures: events next to each other in the chain (``seq`` one apart) must link; a
-  run of such events, in a page, stands on the signature of its last signed event,
-  verified under its signer's certified key: through the links it covers every event of
-  the run before it. So an unfiltered page costs one signature check, and a filtered one
-  (gaps) one per run: each isolated event is verified on its own;
+  from where a limit starts (``--limit N``: exactly N before the head), each event links to
+  the one before it, without a gap, up to the head; whenever the stream stops (a last page,
+  or an empty one) it must have reached the head; an empty page that says more follows is
+  refused (it would end any stream silently);
+* signatures: events next to each other in the chain (``seq`` one apart) must link; a run
+  of such events may stand on one signature only while every signed event in it is of the
+  same signer (engineer, key generation): at each change of signer, and at each gap, the
+  last event of that signer's stretch is verified under that signer's certified key. So a
+  signer vouches, through the links, only for their own events (and the unsigned ones
+  among them), never for another engineer's; the checks of a page are made in one batch
+  (``chain.first_bad_signature``): an unfiltered page of one signer costs one check, a
+  filtered one (gaps) one per run;
+* key lifetimes: every signed event is signed within its key's certified lifetime in the
+  chain (``Signers.key_lifetimes``, as ``audit verify``): a removed engineer's key, or a
+  key used before the chain certified it, is refused;
+* enrolments: an ``enroll`` is signed by the key it enrols (in its details); once that slot
+  is certified, the certified key and an enrolment before its certification; an enrolment
+  nobody certified is verified under its own key, vouches for itself only (the events
+  before it stand on their own signers), is shown as it was before the split (signed, so
+  not marked unauthenticated), and is never a head a checkpoint is signed over;
 * a filtered stream has gaps: an event dropped between two that a filter keeps leaves
   no trace in it: ``audit verify`` (the whole chain) finds it; ``report at-risk``
   verifies the chain first.
@@ -74,7 +87,7 @@ class PageCheck:
         self.last_hash = b""
         self.actions = None if query.actions is None else frozenset(query.actions)
         self.unknown: set[tuple[int, int]] = set()  # keys not found even after a fresh read
-        self.stretch: ChainedRow | None = None  # the last signed event of the current signer's stretch
+        self.stretch: tuple[ChainedRow, bytes] | None = None  # the current signer's last event, their key
         self.jobs: list[chain.SignatureJob] = []  # the page's signature checks, made at its end
 
     def _bad(self, seq: int | None, problem: str) -> IntegrityError:
@@ -149,15 +162,14 @@ class PageCheck:
             raise self._bad(e.seq, "it is signed by an unknown or unverified engineer key")
         elif not entry[1] <= e.seq < entry[2]:
             raise self._bad(e.seq, "it is signed outside its key's certified lifetime")
-        if self.stretch is not None and (self.stretch.engineer_id, self.stretch.key_generation) != slot:
+        if self.stretch is not None and (self.stretch[0].engineer_id, self.stretch[0].key_generation) != slot:
             self._close_stretch()
-        self.stretch = e
+        self.stretch = (e, entry[0])
 
     def _close_stretch(self) -> None:
+        """The last event of the current signer's stretch, to verify under that signer's key."""
         if self.stretch is not None:
-            entry = self._entry(self.stretch)
-            assert entry is not None  # checked as the stretch grew
-            self.jobs.append((self.stretch.seq, entry[0], self.stretch.signature or b"", self.stretch.hash))
+            self._verify(*self.stretch)
             self.stretch = None
 
     def _flush(self) -> None:
@@ -230,8 +242,10 @@ class PageCheck:
             public = bytes.fromhex(json.loads(e.details_json or "{}")["signing_public"])
         except (ValueError, TypeError, KeyError):
             raise self._bad(e.seq, "the enrolment does not name the key it was signed with") from None
-        if entry is not None and (entry[0] != public or e.seq >= entry[1]):
+        if entry is not None and entry[0] != public:
             raise self._bad(e.seq, "the enrolment's key is not the key the organisation certified for it")
+        if entry is not None and e.seq >= entry[1]:
+            raise self._bad(e.seq, "the enrolment comes after its key was certified")
         return public
 
     def _entry(self, e: ChainedRow) -> tuple[bytes, int, int] | None:
