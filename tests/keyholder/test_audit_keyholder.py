@@ -420,7 +420,9 @@ def test_a_checkpoint_over_a_head_the_authority_made_up_is_refused(
         audit_world.alice.audit.checkpoint()
 
 
-def test_a_checkpoint_over_a_self_signed_enrolment_is_refused(audit_world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checkpoint_over_a_self_signed_enrolment_is_refused(
+    audit_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A compromised authority makes up a head: an ``enroll`` of an engineer 999 the
     organisation never certified, signed with the attacker's own key (an enrolment is signed
     by the key it enrols), linked to nothing real. Alice must not sign a checkpoint over it."""
