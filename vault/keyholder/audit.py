@@ -14,13 +14,26 @@ once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
 * each event's hash, recomputed from its fields and the hash it links to (format 2, or an
   old event in its canonical format 1): a changed field, a forged detail blob, is caught;
 * an unfiltered stream is the chain itself: from event 1 (its link the genesis hash) or
-  from where a limit starts, each event links to the one before it, without a gap, up to
-  the head;
-* signatures: events next to each other in the chain (``seq`` one apart) must link; a
-  run of such events, in a page, stands on the signature of its last signed event,
-  verified under its signer's certified key: through the links it covers every event of
-  the run before it. So an unfiltered page costs one signature check, and a filtered one
-  (gaps) one per run: each isolated event is verified on its own;
+  from where a limit starts (``--limit N``: exactly N before the head), each event links to
+  the one before it, without a gap, up to the head; whenever the stream stops (a last page,
+  or an empty one) it must have reached the head; an empty page that says more follows is
+  refused (it would end any stream silently);
+* signatures: events next to each other in the chain (``seq`` one apart) must link; a run
+  of such events may stand on one signature only while every signed event in it is of the
+  same signer (engineer, key generation): at each change of signer, and at each gap, the
+  last event of that signer's stretch is verified under that signer's certified key. So a
+  signer vouches, through the links, only for their own events (and the unsigned ones
+  among them), never for another engineer's; the checks of a page are made in one batch
+  (``chain.first_bad_signature``): an unfiltered page of one signer costs one check, a
+  filtered one (gaps) one per run;
+* key lifetimes: every signed event is signed within its key's certified lifetime in the
+  chain (``Signers.key_lifetimes``, as ``audit verify``): a removed engineer's key, or a
+  key used before the chain certified it, is refused;
+* enrolments: an ``enroll`` is signed by the key it enrols (in its details); once that slot
+  is certified, the certified key and an enrolment before its certification; an enrolment
+  nobody certified is verified under its own key, vouches for itself only (the events
+  before it stand on their own signers), is shown as it was before the split (signed, so
+  not marked unauthenticated), and is never a head a checkpoint is signed over;
 * a filtered stream has gaps: an event dropped between two that a filter keeps leaves
   no trace in it: ``audit verify`` (the whole chain) finds it; ``report at-risk``
   verifies the chain first.
@@ -51,8 +64,9 @@ from vault.errors import IntegrityError
 from vault.storage.repositories.audit import ChainedRow
 from vault.storage.repositories.paging import PAGE
 
-# (engineer id, key generation) -> (signing public key, name): certified, verified by the keyholder
-SignerKeys = Mapping[tuple[int, int], tuple[bytes, str]]
+# (engineer id, key generation) -> (signing public key, first seq it signs, seq it stops at):
+# certified (verified by the keyholder) and its lifetime read from the chain (Signers.key_lifetimes)
+SignerKeys = Mapping[tuple[int | None, int], tuple[bytes, int, int]]
 
 
 class AuditTransport(Protocol):
@@ -73,6 +87,8 @@ class PageCheck:
         self.last_hash = b""
         self.actions = None if query.actions is None else frozenset(query.actions)
         self.unknown: set[tuple[int, int]] = set()  # keys not found even after a fresh read
+        self.stretch: tuple[ChainedRow, bytes] | None = None  # the current signer's last event, their key
+        self.jobs: list[chain.SignatureJob] = []  # the page's signature checks, made at its end
 
     def _bad(self, seq: int | None, problem: str) -> IntegrityError:
         where = f"event {seq}" if seq is not None else "a page"
@@ -89,12 +105,14 @@ class PageCheck:
             self.until, self.until_hash = page.until, page.until_hash
             if request.limit is None and page.after != request.after:
                 raise self._bad(None, "it does not start where it was asked to")
+            newest = request.limit is not None and not self.query.filtered
+            if newest and page.after != max(0, page.until - (request.limit or 0)):
+                raise self._bad(None, "it does not start where the limit asked for")
             if not request.after <= page.after <= page.until:
                 raise self._bad(None, "it starts outside the log")
         elif page.until != self.until or page.after != request.after:
             raise self._bad(None, "it is not the next page of this stream")
         previous = page.after
-        run_signed: tuple[ChainedRow, int] | None = None  # the last signed event of the current run
         for event in page.events:
             if event.seq <= previous:
                 raise self._bad(event.seq, "the events are out of order or repeated")
@@ -108,20 +126,58 @@ class PageCheck:
             adjacent = self.last_seq is not None and event.seq == self.last_seq + 1
             if adjacent and event.prev_hash != self.last_hash:
                 raise self._bad(event.seq, "it does not link to the event before it")
-            if not adjacent and run_signed is not None:
-                self._signed(*run_signed)  # a gap: the run before it stands on its last signature
-                run_signed = None
-            if event.signature is None:
-                self._signed(event, fmt)  # unsigned: only as its action is written
-            else:
-                run_signed = (event, fmt)
+            if not adjacent:
+                self._close_stretch()  # a gap: the run before it stands on its signatures
+            self._add(event, fmt)
             self.last_seq, self.last_hash = event.seq, event.hash
-        if run_signed is not None:
-            self._signed(*run_signed)
-        ended = not self.query.filtered and not page.more and page.until > page.after
-        if ended and (self.last_seq, self.last_hash) != (self.until, self.until_hash):
+        self._close_stretch()
+        self._flush()
+        if page.more and not page.events:
+            raise self._bad(page.after + 1, "an empty page that says more follows (the stream cut short)")
+        if not page.more and not self.query.filtered and not self._at_head(page):
             first = page.after + 1 if self.last_seq is None else self.last_seq + 1
             raise self._bad(first, "the log ends before the chain's head (events left out?)")
+
+    def _at_head(self, page: EventPage) -> bool:
+        if self.last_seq is None:
+            return page.until == page.after
+        return (self.last_seq, self.last_hash) == (self.until, self.until_hash)
+
+    def _add(self, e: ChainedRow, fmt: int) -> None:
+        """One event into the current stretch: a signed event by the stretch's signer extends
+        it; another signer closes it (its last event verified under its own key); an
+        unsigned one is checked as its action is written and covered by the next signature."""
+        if e.signature is None:
+            self._signed(e, fmt)
+            return
+        slot = (e.engineer_id, e.key_generation)
+        entry = self._entry(e)
+        if e.action == "enroll":
+            public = self._enrolled(e, entry)
+            self._close_stretch()
+            if entry is None:  # uncertified: its signature covers itself only, never the run before it
+                self._verify(e, public)
+                return
+        elif entry is None:
+            raise self._bad(e.seq, "it is signed by an unknown or unverified engineer key")
+        elif not entry[1] <= e.seq < entry[2]:
+            raise self._bad(e.seq, "it is signed outside its key's certified lifetime")
+        if self.stretch is not None and (self.stretch[0].engineer_id, self.stretch[0].key_generation) != slot:
+            self._close_stretch()
+        self.stretch = (e, entry[0])
+
+    def _close_stretch(self) -> None:
+        """The last event of the current signer's stretch, to verify under that signer's key."""
+        if self.stretch is not None:
+            self._verify(*self.stretch)
+            self.stretch = None
+
+    def _flush(self) -> None:
+        """The page's signature checks, in one batch."""
+        jobs, self.jobs = self.jobs, []
+        bad = chain.first_bad_signature(self.vault_id, jobs) if jobs else None
+        if bad is not None:
+            raise self._bad(bad, "its signature is invalid")
 
     def _wanted(self, e: ChainedRow) -> None:
         q = self.query
@@ -161,19 +217,39 @@ class PageCheck:
 
     def event(self, e: ChainedRow) -> None:
         """One event on its own: its hash recomputed, its signature verified (or unsigned
-        as its action is written), else IntegrityError."""
-        self._signed(e, self._hashed(e))
+        as its action is written) under its signer's certified key within its lifetime,
+        else IntegrityError. An enrolment its organisation has not certified is refused:
+        it vouches only for itself."""
+        fmt = self._hashed(e)
+        if e.signature is not None and e.action == "enroll" and self._entry(e) is None:
+            raise self._bad(e.seq, "it is an enrolment the organisation has not certified")
+        self._add(e, fmt)
+        self._close_stretch()
+        self._flush()
 
     def _signed(self, e: ChainedRow, fmt: int) -> None:
-        if e.signature is None:
-            if e.action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
-                raise self._bad(e.seq, "it is not signed")
-            return
-        public = self._key(e)
-        if public is None or not self.codec.signature_valid(public, e.signature, e.seq, e.hash):
-            raise self._bad(e.seq, "its signature is invalid")
+        """An unsigned event: only as its action is written."""
+        if e.action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
+            raise self._bad(e.seq, "it is not signed")
 
-    def _key(self, e: ChainedRow) -> bytes | None:
+    def _verify(self, e: ChainedRow, public: bytes) -> None:
+        self.jobs.append((e.seq, public, e.signature or b"", e.hash))
+
+    def _enrolled(self, e: ChainedRow, entry: tuple[bytes, int, int] | None) -> bytes:
+        """The key an ``enroll`` names (it is signed by the key it enrols): once certified,
+        the certified key, and the enrolment before its certification."""
+        try:
+            public = bytes.fromhex(json.loads(e.details_json or "{}")["signing_public"])
+        except (ValueError, TypeError, KeyError):
+            raise self._bad(e.seq, "the enrolment does not name the key it was signed with") from None
+        if entry is not None and entry[0] != public:
+            raise self._bad(e.seq, "the enrolment's key is not the key the organisation certified for it")
+        if entry is not None and e.seq >= entry[1]:
+            raise self._bad(e.seq, "the enrolment comes after its key was certified")
+        return public
+
+    def _entry(self, e: ChainedRow) -> tuple[bytes, int, int] | None:
+        """The signer's certified key and its lifetime (first, end) in the chain, or None."""
         if e.engineer_id is None:
             return None
         slot = (e.engineer_id, e.key_generation)
@@ -181,13 +257,7 @@ class PageCheck:
             self.keys = self.signer_keys(True)  # a key certified since the stream began: read once
             if slot not in self.keys:
                 self.unknown.add(slot)
-        entry = self.keys.get(slot)
-        if entry is None and e.action == "enroll":  # signed by the key it enrols, before its certificate
-            try:
-                return bytes.fromhex(json.loads(e.details_json or "{}")["signing_public"])
-            except (ValueError, TypeError, KeyError):
-                return None
-        return None if entry is None else entry[0]
+        return self.keys.get(slot)
 
 
 class AuditKeyholder:

@@ -177,10 +177,12 @@ class Audit:
         me = self.keys.me()
         return Caller(me.engineer_id, me.key_generation)
 
-    def _signer_keys(self, _refresh: bool = False) -> dict[tuple[int, int], tuple[bytes, str]]:
-        """The chain's certified signing keys, verified in a read unit of the keyholder's own."""
+    def _signer_keys(self, _refresh: bool = False) -> auditverify.Keys:
+        """The chain's certified signing keys, verified, each with the sequence numbers it may
+        sign between (its lifetime in the chain), in a read unit of the keyholder's own."""
         with self.core.store.read() as s:
-            return self.signers.signing_keys(s)
+            keys, _, _ = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
+            return keys
 
     def export(self, **filters: Any) -> Iterator[str]:
         """The log as JSON lines (one event per line) for a SIEM, streamed: each line is

@@ -1,21 +1,20 @@
 """Audit events: read in pages of sequence numbers, with what showing them needs.
 
-``events`` walks the log by keyset on ``seq`` (one statement per page, bounded memory),
-filtered by client, engineer, time and a set of actions; ``newest`` reads the last
-``limit`` of them. ``names`` and ``purge_receipts`` answer, in one statement each, what
-a page of events refers to.
+``chained_page`` reads one page of the log (by keyset on ``seq``, filtered by client,
+engineer, time and a set of actions) with each event's links, for the keyholder to check;
+``newest_start`` finds where the last ``limit`` of them start. ``names`` and
+``purge_receipts`` answer, in one statement each, what a page of events refers to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from vault.storage import models as m
-from vault.storage.repositories import paging
 
 EVENTS, ENGINEERS, RECEIPTS = m.AuditEvent.__table__, m.Engineer.__table__, m.PurgeReceipt.__table__
 HEAD = m.AuditHead.__table__
@@ -51,44 +50,6 @@ def _query(
     if actions is not None:
         query = query.where(EVENTS.c.action.in_(sorted(actions)))
     return query
-
-
-def events(
-    conn: Connection,
-    *,
-    client_id: int | None = None,
-    engineer_ids: Collection[int] | None = None,
-    since_us: int | None = None,
-    actions: Collection[str] | None = None,
-    page: int = paging.PAGE,
-) -> Iterator[list[EventRow]]:
-    """The events that pass every filter given, oldest first, one page per statement."""
-    query = _query(client_id, engineer_ids, since_us, actions)
-    for found in paging.pages(conn, query, EVENTS.c.seq, size=page):
-        yield [EventRow._make(row) for row in found]
-
-
-def newest(
-    conn: Connection,
-    limit: int,
-    *,
-    client_id: int | None = None,
-    engineer_ids: Collection[int] | None = None,
-    since_us: int | None = None,
-    page: int = paging.PAGE,
-) -> Iterator[list[EventRow]]:
-    """The last ``limit`` events that pass the filters, oldest first, in pages (one
-    statement to find where they start, then one per page)."""
-    query = _query(client_id, engineer_ids, since_us, None)
-    offset = max(0, limit - 1)
-    start = conn.execute(
-        query.with_only_columns(EVENTS.c.seq).order_by(EVENTS.c.seq.desc()).offset(offset).limit(1)
-    ).scalar()
-    if start is None:  # fewer than ``limit`` events: all of them
-        yield from events(conn, client_id=client_id, engineer_ids=engineer_ids, since_us=since_us, page=page)
-        return
-    for found in paging.pages(conn, query.where(EVENTS.c.seq >= start), EVENTS.c.seq, size=page):
-        yield [EventRow._make(row) for row in found]
 
 
 def names(conn: Connection) -> dict[int, str]:
