@@ -108,8 +108,16 @@ def _check_grant_events(draft: StartDraft, ring: bytes) -> None:
         grant, name = grantee.grant, grantee.engineer.name
         after = grant.event_seq or 0
         own = grant.event_seq is None
+        legacy = False
         if grant.event_seq is None:  # an older grant row: its event is the one that names its id
             mine = [e.seq for e, d in opened if d is not None and e.action == "grant" and d.get("grant") == grant.id]
+            if not mine:  # from before grant events named their grant (issue 12): the engineer's last grant event
+                legacy = True
+                mine = [
+                    e.seq
+                    for e, d in opened
+                    if d is not None and e.action == "grant" and d.get("engineer") == name and "grant" not in d
+                ]
             after = max(mine, default=0)
         for event, details in opened:
             if event.seq == grant.event_seq or (grant.event_seq is None and event.seq == after):
@@ -117,7 +125,7 @@ def _check_grant_events(draft: StartDraft, ring: bytes) -> None:
                     details is not None
                     and event.action == "grant"
                     and details.get("engineer") == name
-                    and details.get("grant") == grant.id
+                    and (details.get("grant") == grant.id or (legacy and "grant" not in details))
                 )
                 continue
             ids = details.get("grant_ids") if details is not None else None
