@@ -114,7 +114,8 @@ def copy_with_clear(board: Clipboard, text: str, seconds: int = DEFAULT_CLEAR_SE
     key = os.urandom(32)  # what secrets.token_bytes returns, without importing secrets
     line = f"{key.hex()} {fingerprint(key, text)}\n".encode("ascii")
     try:
-        spawn_detached([sys.executable, "-m", "vault.cli.clipclear", str(int(seconds))], line)
+        # -P: the working directory is not put on sys.path (no `vault` folder there is imported)
+        spawn_detached([sys.executable, "-P", "-m", "vault.cli.clipclear", str(int(seconds))], line)
     except OSError as error:  # no clearer: the value must not stay on the clipboard
         try:
             board.copy("")

@@ -193,7 +193,7 @@ def test_the_clearer_gets_neither_the_value_on_its_command_line_nor_on_its_input
     monkeypatch.setattr(clipboard, "spawn_detached", fake)
     ok(ready.admin("checkout", REF, "--reason", "T-1", "--clear-after", "7"))
     [(args, stdin)] = calls
-    assert args == [sys.executable, "-m", "vault.cli.clipclear", "7"]
+    assert args == [sys.executable, "-P", "-m", "vault.cli.clipclear", "7"]
     sent = stdin.decode("ascii")
     assert SECRET not in sent
     key_hex, digest = sent.split()

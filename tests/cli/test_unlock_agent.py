@@ -199,6 +199,23 @@ def test_unlock_starts_the_agent_from_a_process_holding_many_descriptors(headles
     assert _pid(headless) is not None
 
 
+def test_a_vault_folder_where_unlock_runs_is_not_imported_into_the_agent(
+    headless: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m` puts the working directory first on sys.path: a `vault` folder where the
+    engineer runs `unlock` (a source checkout, or one an attacker left there) would be
+    imported into the process that holds the keys. The agent starts without it."""
+    planted = tmp_path / "here" / "vault"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('planted code ran')\n")
+    monkeypatch.chdir(planted.parent)
+    ok(headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN]))
+    assert not marker.exists(), "the agent imported the vault package of the working directory"
+    answer = agentclient.request(agentclient.socket_path(headless.url, ADMIN), {"op": "status"})
+    assert answer["ok"] and answer["result"]["clients"] == 1
+
+
 def test_unlock_after_unlock_leaves_exactly_one_agent_on_the_path(headless: Workspace) -> None:
     """Found in review: the old agent removed the socket path a second time as it ended,
     usually after the new agent had bound it; the new session sat in an agent nobody could

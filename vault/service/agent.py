@@ -440,7 +440,9 @@ def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta, *, replac
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.service.agent"],
+        # -P: the working directory is not put on sys.path, so a `vault` folder where the user
+        # runs `unlock` is never imported into the process that holds the keys
+        [sys.executable, "-P", "-m", "vault.service.agent"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
