@@ -33,7 +33,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
+from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
+from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.rotation_requests import (
     ALREADY_RUNNING,
@@ -68,11 +69,11 @@ from vault.authority.rotation_requests import (
 )
 from vault.authority.rotation_walk import next_rows, old_versions_in_use, write_rewrapped
 from vault.crypto.blobs import blob_key_version
-from vault.errors import AccessDenied, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
+from vault.errors import IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
-from vault.storage.rows import ENCRYPTION_LIMIT, ROLE_ADMIN, EngineerRecord, EngineerRow, GrantRecord
+from vault.storage.rows import ENCRYPTION_LIMIT, EngineerRecord, EngineerRow, GrantRecord
 
 TAG_BYTES = 32
 MAX_ID = 2**63 - 1
@@ -420,27 +421,7 @@ class RotationAuthority:
         """An active admin whose certificate verifies, of the key generation the request names
         (``client_id``: or an engineer holding the head of their grant ledger for it). Nothing
         of a client or a rotation is read before: the caller's read names the client's id only."""
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id or 0})
-        if not found:
-            raise Locked("the acting engineer no longer exists in this vault")
-        read = CallerRead(found, sqlite)
-        me = read.me
-        self.checks.organisation_key(s, read.org_signing_public)
-        self.checks.certificate(s, me)
-        if me.status != ACTIVE:
-            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != caller.key_generation:
-            raise Locked(
-                f"the keys of {me.name!r} have changed since this session was unlocked",
-                hint="run `credvault unlock` again",
-            )
-        if me.role != ROLE_ADMIN:
-            if client_id is None:
-                raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin")
-            self.checks.first_valid_grant(s, read.grants, me, read.signers)
-        return read
+        return CallerGate(self.checks).authorise(s, caller, admin=client_id is None, client_id=client_id)
 
     # -- rows ----------------------------------------------------------------------------------
 
