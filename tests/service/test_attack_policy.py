@@ -18,6 +18,7 @@ from sqlalchemy import insert, select, update
 
 from vault.crypto import chain
 from vault.errors import CheckoutConflict, InvalidInput, NotFound
+from vault.keyholder.settings import signed_settings
 from vault.storage import models as m
 
 REASON = "T-77 attack test"
@@ -304,6 +305,53 @@ def test_a_longer_cryptoperiod_in_the_row_does_not_silence_old_key_warnings(team
     admin.engineers.unlock(admin.engineer_name, team.passphrases[admin.engineer_name])
     warnings = admin.reports.status().warnings
     assert any("older than 365 days" in w for w in warnings)
+
+
+def test_a_retention_of_1_an_engineer_signed_with_her_own_key_prunes_nothing(team):  # type: ignore[no-untyped-def]
+    """Mallory has a certified key and database access: she signs retention 1 herself."""
+    admin = team.admin
+    admin.clients.add("acme", "Acme")
+    admin.secrets.add("acme/fw", password="p0", kind="equipment")
+    mallory = team.engineer("mallory")
+    with admin.store.transaction() as s:
+        mallory_id = s.scalars(select(m.Engineer.id).where(m.Engineer.name == "mallory")).one()
+    vault_id = admin.core.vault_id()
+    forged = signed_settings(mallory.keys.keys.my_signing_key().sign, vault_id, 1, 3650, mallory_id, 1_700_000_000)
+    with admin.store.transaction() as s:
+        s.execute(
+            update(m.VaultInfo).values(
+                retention_versions=1,
+                cryptoperiod_days=3650,
+                settings_signed_by=mallory_id,
+                settings_signed_at=forged.signed_at,
+                settings_signature=forged.signature,
+            )
+        )
+    for n in range(3):
+        admin.secrets.update("acme/fw", note=f"v{n}")
+    assert [v.version for v in admin.secrets.history("acme/fw")] == [1, 2, 3, 4]
+    assert any("the vault settings do not verify, so 10 versions" in w for w in admin.reports.status().warnings)
+
+
+def test_a_century_long_cryptoperiod_written_in_the_row_still_warns_after_365_days(team):  # type: ignore[no-untyped-def]
+    admin = team.admin
+    with admin.store.transaction() as s:
+        s.execute(update(m.VaultInfo).values(cryptoperiod_days=36500))
+    team.clock.advance(days=400)
+    admin.engineers.unlock(admin.engineer_name, team.passphrases[admin.engineer_name])
+    assert any("older than 365 days" in w for w in admin.reports.status().warnings)
+
+
+def test_an_admins_retention_change_does_not_sign_a_cryptoperiod_a_dba_raised(team):  # type: ignore[no-untyped-def]
+    admin = team.admin
+    admin.keys.set_cryptoperiod(30)
+    with admin.store.transaction() as s:
+        s.execute(update(m.VaultInfo).values(cryptoperiod_days=3650))  # no longer verifies
+    admin.keys.set_retention(5)  # signs the cryptoperiod as it applies: 30 falls back to the default
+    with admin.store.read() as s:
+        info = s.get(m.VaultInfo, 1)
+        assert (info.retention_versions, info.cryptoperiod_days) == (5, 365)
+        assert admin.policy_check.settings(s) == (5, 365, True)
 
 
 def test_settings_out_of_range_are_refused_by_the_setters(team):  # type: ignore[no-untyped-def]

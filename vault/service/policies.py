@@ -11,9 +11,11 @@ signature by an active admin over the vault id, the client id and every field
   the **strict policy**: a reason required, exclusive, the password flagged for change
   after each checkout, a checkout of at most the default length. An admin re-signs it
   with ``set_policy`` (which starts from the policy as read, so from the strict one);
-* settings that fail verification read as their defaults, bounded so that a forged row
-  can only keep *more* versions (``retention >= 10``) and warn *sooner*
-  (``cryptoperiod <= 365``); signed or not, both are clamped to their ranges where used.
+* settings that fail verification (or are signed but out of bounds) read as their
+  defaults, bounded so that a forged row can only keep *more* versions (``retention >=
+  10``) and warn *sooner* (``cryptoperiod <= 365``). Their signed layout, verification and
+  signing are the keyholder's (``vault/keyholder/settings.py``); a change goes through the
+  settings' authority (``vault/authority/settings.py``), never through this module.
 """
 
 from __future__ import annotations
@@ -28,22 +30,24 @@ from vault.authority.policy import MAX_STALE_DAYS as MAX_STALE_DAYS
 from vault.authority.policy import Policy as Policy
 from vault.authority.policy import policy_fields as policy_fields
 from vault.authority.policy import strict_policy as strict_policy
+from vault.authority.settings_requests import DEFAULT_CRYPTOPERIOD as DEFAULT_CRYPTOPERIOD
+from vault.authority.settings_requests import DEFAULT_RETENTION as DEFAULT_RETENTION
+from vault.authority.settings_requests import MAX_CRYPTOPERIOD as MAX_CRYPTOPERIOD
+from vault.authority.settings_requests import MAX_RETENTION as MAX_RETENTION
+from vault.authority.settings_requests import MIN_CRYPTOPERIOD as MIN_CRYPTOPERIOD
+from vault.authority.settings_requests import MIN_RETENTION as MIN_RETENTION
+from vault.authority.settings_requests import SettingsRow
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
-from vault.errors import (
-    UntrustedRecord,
-)
+from vault.crypto.labels import LABEL_SIG_POLICY
 from vault.keyholder import policies as keyholder_policies
+from vault.keyholder import settings as keyholder_settings
+from vault.keyholder.settings import Settings
 from vault.service.rows import EngineerRecord, PolicyRow
 from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
-
-
-DEFAULT_RETENTION, MIN_RETENTION, MAX_RETENTION = 10, 1, 1000
-DEFAULT_CRYPTOPERIOD, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD = 365, 1, 3650
 
 
 StoredPolicy = m.ClientPolicy | PolicyRow  # as read by the ORM or by the checkout's Core query
@@ -55,23 +59,24 @@ def sign_policy(key: signing.SigningKey, vault_id: bytes, row: m.ClientPolicy, a
     row.signature = key.sign(LABEL_SIG_POLICY, *policy_fields(vault_id, row.client_id, row))
 
 
-def settings_fields(vault_id: bytes, info: m.VaultInfo) -> tuple[signing.ContextItem, ...]:
-    return (
-        vault_id,
-        int(info.retention_versions),
-        int(info.cryptoperiod_days),
-        int(info.settings_signed_by or 0),
-        int(info.settings_signed_at or 0),
+def stored_settings(info: m.VaultInfo) -> SettingsRow:
+    """The settings of the vault's row as stored (unverified)."""
+    return SettingsRow(
+        info.retention_versions,
+        info.cryptoperiod_days,
+        info.settings_signed_by,
+        info.settings_signed_at,
+        info.settings_signature,
     )
 
 
 def sign_settings(key: signing.SigningKey, info: m.VaultInfo, admin_id: int, at: int) -> None:
-    info.settings_signed_by, info.settings_signed_at = admin_id, at
-    info.settings_signature = key.sign(LABEL_SIG_SETTINGS, *settings_fields(info.vault_id, info))
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else default
+    """Re-sign the row's settings as stored, as ``admin_id`` (an admin's removal adopts what the
+    departing admin signed, in its own unit of work); the layout is the keyholder's."""
+    row = keyholder_settings.signed_settings(
+        key.sign, info.vault_id, info.retention_versions, info.cryptoperiod_days, admin_id, at
+    )
+    info.settings_signed_by, info.settings_signed_at, info.settings_signature = admin_id, at, row.signature
 
 
 class PolicyCheck:
@@ -97,45 +102,35 @@ class PolicyCheck:
             self.core.vid(s), client_id, row, lambda signer_id: self._signer(s, signer_id, known)
         )
 
+    def settings(self, s: Session) -> Settings:
+        """The vault settings as they apply, verified in the keyholder (``keyholder/settings.py``)."""
+        return keyholder_settings.verified_settings(
+            self.core.vid(s), stored_settings(self.core.info(s)), lambda signer_id: self._signer(s, signer_id, ())
+        )
+
     def settings_signed(self, s: Session) -> bool:
-        info = self.core.info(s)
-        if info.settings_signature is None:
-            return False
-        try:
-            admin = self.trust.verified_admin(s, info.settings_signed_by or 0)
-            assert admin.signing_public is not None
-            signing.verify(
-                admin.signing_public,
-                info.settings_signature,
-                LABEL_SIG_SETTINGS,
-                *settings_fields(self.core.vid(s), info),
-                what="the vault settings",
-            )
-        except UntrustedRecord:
-            return False
-        return True
+        return self.settings(s).signed
 
     def retention(self, s: Session) -> int:
         """Versions kept per secret: bounded; at least the default unless an admin signed it."""
-        stored = _clamp(self.core.info(s).retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
-        return stored if self.settings_signed(s) else max(stored, DEFAULT_RETENTION)
+        return self.settings(s).retention_versions
 
     def cryptoperiod(self, s: Session) -> int:
         """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
-        stored = _clamp(self.core.info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
-        return stored if self.settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
+        return self.settings(s).cryptoperiod_days
 
     def settings_warnings(self, s: Session) -> list[str]:
         """For ``status``: settings an admin set that no longer verify (so do not apply)."""
         info = self.core.info(s)
-        if self.settings_signed(s):
+        applied = self.settings(s)
+        if applied.signed:
             return []
         stored = (info.retention_versions, info.cryptoperiod_days)
         if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
             return []  # never set: the defaults apply, as they always did
         return [
-            f"the vault settings do not verify, so {self.retention(s)} versions are kept per secret and keys are "
-            f"reported old after {self.cryptoperiod(s)} days: set them again with `credvault settings`"
+            f"the vault settings do not verify, so {applied.retention_versions} versions are kept per secret and "
+            f"keys are reported old after {applied.cryptoperiod_days} days: set them again with `credvault settings`"
         ]
 
     def policy(self, s: Session, client_id: int) -> Policy:

@@ -15,7 +15,10 @@ Each step runs as a request of the rotation's keyholder (``vault/keyholder/rotat
 every key made, signed, sealed and re-wrapped there, after it verified what it is handed)
 to its authority (``vault/authority/rotation.py``: the state machine over ids and
 ciphertext), through the in-process transport; ``rotationparts.py`` builds the three.
-The root key (and with it the organisation key) rotates in rootrotation.py.
+The root key (and with it the organisation key) rotates in rootrotation.py. The two
+settings (``set_retention``, ``set_cryptoperiod``) are signed by the settings' keyholder
+(``vault/keyholder/settings.py``) and stored by their authority (``vault/authority/
+settings.py``) through ``vault/transport/settings.py``.
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from vault.authority.rotation_requests import DESTROYED, DONE, RETIRING, RUNNING, SUPERSEDED, RotationRow
-from vault.errors import InvalidInput
+from vault.authority.settings import SettingsAuthority
+from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.keyholder.rotation import RotationKeyholder
-from vault.service import policies, rotationparts
-from vault.service.core import check_share_policy, epoch
+from vault.keyholder.settings import SettingsKeyholder
+from vault.service import rotationparts
+from vault.service.core import check_share_policy
 from vault.service.passwords import generate_password
+from vault.service.policyparts import CallerTrust, Recorder, SigningKeys
 from vault.service.records import RootRotation, RotationInfo, SecretInfo
 from vault.service.retrying import again_on_conflict
 from vault.storage import models as m
+from vault.transport.settings import InProcessSettingsTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -80,6 +87,7 @@ class KeyRotation:
         self.secrets = secrets
         self.root_rotator = root_rotator
         self._keyholder: RotationKeyholder | None = None
+        self._settings: SettingsKeyholder | None = None
 
     def rotate_client(
         self, client: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
@@ -172,16 +180,9 @@ class KeyRotation:
         return self.secrets.update(ref, password=password)
 
     def set_retention(self, versions: int) -> None:
-        """Versions kept per secret (admin); signs both settings as they now apply."""
-        if not policies.MIN_RETENTION <= versions <= policies.MAX_RETENTION:
-            raise InvalidInput("bad retention", hint="keep between 1 and 1000 versions")
-        with self.core.store.transaction() as s:
-            admin = self.trust.my_admin_row(s)
-            info = self.core.info(s)
-            info.cryptoperiod_days = self.policy_check.cryptoperiod(s)  # an unverified value is not signed as it stands
-            info.retention_versions = versions
-            policies.sign_settings(self.keys.my_signing_key(), info, admin.id, epoch(self.core.clock()))
-            self.journal.append(s, "settings", public={"retention_versions": versions})
+        """Versions kept per secret (admin): signed by the keyholder with the cryptoperiod as it
+        applies now, stored by the settings' authority (``keyholder/settings.py``)."""
+        self._settings_keyholder().set(RETENTION, versions)
 
     def versions(self, client: str) -> builtins.list[tuple[int, str]]:
         """The client's key versions and their states, oldest first."""
@@ -199,13 +200,17 @@ class KeyRotation:
             return self.root_rotator.rotate_root(s, shares=shares)
 
     def set_cryptoperiod(self, days: int) -> None:
-        """Days before keys are reported old (admin); signs both settings as they now apply."""
-        if not policies.MIN_CRYPTOPERIOD <= days <= policies.MAX_CRYPTOPERIOD:
-            raise InvalidInput("bad cryptoperiod", hint="use between 1 and 3650 days")
-        with self.core.store.transaction() as s:
-            admin = self.trust.my_admin_row(s)
-            info = self.core.info(s)
-            info.retention_versions = self.policy_check.retention(s)  # an unverified value is not signed as it stands
-            info.cryptoperiod_days = days
-            policies.sign_settings(self.keys.my_signing_key(), info, admin.id, epoch(self.core.clock()))
-            self.journal.append(s, "settings", public={"cryptoperiod_days": days})
+        """Days before keys are reported old (admin): signed by the keyholder with the retention
+        as it applies now, stored by the settings' authority (``keyholder/settings.py``)."""
+        self._settings_keyholder().set(CRYPTOPERIOD, days)
+
+    def _settings_keyholder(self) -> SettingsKeyholder:
+        """This Vault object's settings' keyholder, over the in-process transport to its authority."""
+        if self._settings is None:
+            authority = SettingsAuthority(
+                self.core.store, CallerTrust(self.trust), Recorder(self.journal), self.core.clock
+            )
+            self._settings = SettingsKeyholder(
+                InProcessSettingsTransport(authority), SigningKeys(self.keys), self.core.clock
+            )
+        return self._settings
