@@ -10,10 +10,13 @@ and the confirming admin both verify; a confirmation carries over only the grant
 admin signed over the engineer's previous key (both in ``invitations.py``), and
 ``pending_confirmation`` shows the admin what it will certify and carry before they do.
 
-Every operation but ``initialise``, ``pending_fingerprint`` and ``lock`` runs as a request to
-the engineers' authority (vault/authority/engineers.py) through their keyholder
-(vault/keyholder/engineers.py, unlocking.py) over the in-process transport
-(vault/transport/engineers.py); ``engineerparts.py`` builds the three.
+Every operation runs as a request to an authority through a keyholder over an in-process
+transport: the engineers' (vault/authority/engineers.py; vault/keyholder/engineers.py,
+unlocking.py; vault/transport/engineers.py; built by ``engineerparts.py``), and for the two
+without a session, ``initialise`` and ``pending_fingerprint``, the setup's
+(vault/authority/setup.py, vault/keyholder/setup.py, vault/transport/setup.py; built by
+``setupparts.py``). ``lock`` is keyholder-only: it forgets the keys this process holds and
+the session kept for it (no request, no event).
 """
 
 from __future__ import annotations
@@ -22,23 +25,18 @@ import builtins
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session
-
 from vault.authority.engineer_requests import Identity
-from vault.crypto import _primitives as prim
-from vault.crypto import keyrecord, sealing, shamir, signing
-from vault.crypto.labels import FORMAT_VERSION, LABEL_SIG_SHARE_POLICY
-from vault.errors import AlreadyExists, EnrolmentError, InvalidInput, UntrustedRecord
+from vault.crypto import keyrecord, signing
+from vault.errors import InvalidInput, UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
-from vault.keyholder.keys import RootBundle
+from vault.keyholder.setup import SetupKeyholder
 from vault.keyholder.unlocking import Unlocking
-from vault.service import engineerparts, validation
+from vault.service import engineerparts, setupparts, validation
 from vault.service.config import OrgKeyMemory
-from vault.service.core import ACTIVE, ROLE_ADMIN, ROLE_ENGINEER, check_share_policy, epoch, share_policy_fields
-from vault.service.offboarding import ENROLLED, INVITE_TTL, Offboarding
+from vault.service.core import ROLE_ADMIN, ROLE_ENGINEER, check_share_policy
+from vault.service.offboarding import INVITE_TTL, Offboarding
 from vault.service.records import EngineerInfo, InitResult, PendingConfirmation, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
-from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -54,12 +52,6 @@ if TYPE_CHECKING:
     from vault.service.rotation import KeyRotation
 
 MAX_SESSION_TTL = dt.timedelta(hours=12)
-
-
-def _fingerprint(row: m.Engineer) -> str | None:
-    if row.sealing_public is None or row.signing_public is None:
-        return None
-    return signing.engineer_fingerprint(row.sealing_public, row.signing_public)
 
 
 class Engineers(Offboarding):
@@ -91,73 +83,31 @@ class Engineers(Offboarding):
         self.rotation = rotation
         self.root_rotator = root_rotator
         self._keyholder: EngineerKeyholder | None = None
+        self._setup: SetupKeyholder | None = None
 
     def initialise(self, admin_name: str, passphrase: str, shares: tuple[int, int] | None) -> InitResult:
+        """Create the vault and its first admin: the keys are made, signed and sealed by the
+        setup keyholder, the rows written by the setup authority (``keyholder/setup.py``)."""
         validation.engineer_name(admin_name)
         keyrecord.normalise_passphrase(passphrase)
         if shares is not None:
             check_share_policy(*shares)
-        now = self.core.clock()
-        with self.core.store.transaction() as s:
-            if s.get(m.VaultInfo, 1) is not None:
-                raise AlreadyExists(
-                    "this database already holds a vault", hint="use it, or pass --db to create another"
-                )
-            vault_id = prim.random_bytes(16)
-            org = signing.SigningKey.generate()
-            bundle = RootBundle(prim.random_bytes(32) + org.seed, 1)
-            s.add(
-                m.VaultInfo(
-                    id=1,
-                    vault_id=vault_id,
-                    format_version=FORMAT_VERSION,
-                    org_signing_public=org.public,
-                    created_at=now,
-                )
-            )
-            s.add(m.RootKey(version=1, recovery_public=bundle.recovery.public, state=ACTIVE, created_at=now))
-            first = m.OrgKey(version=1, public=org.public, signed_at=epoch(now), signature=None, created_at=now)
-            s.add(first)
-            admin = m.Engineer(name=admin_name, role=ROLE_ADMIN, status=ACTIVE, key_generation=0, created_at=now)
-            s.add(admin)
-            s.flush()
-            self.core.cached_vault_id = vault_id
-            keys = self._make_keys(s, admin, passphrase, org.public)
-            self.trust.sign_certificate(s, admin, org)
-            self.trust.record_engineer_key(s, admin, org)
-            self.keys.seal_root_to(s, bundle, admin)
-            public = {"admin": admin_name, "root_version": 1, "fingerprint": _fingerprint(admin)}
-            self.journal.append(s, "vault-init", actor=admin, seed=keys.signing_seed, public=public)
-            share_texts: tuple[str, ...] = ()
-            if shares is not None:
-                k, n = shares
-                first.share_threshold, first.share_count = k, n  # signed: rotations issue new k-of-n shares
-                first.share_signature = org.sign(
-                    LABEL_SIG_SHARE_POLICY, *share_policy_fields(s, self.core, first, k, n)
-                )
-                share_texts = tuple(
-                    shamir.encode_share(vault_id, k, x, y) for x, y in shamir.split(bundle.to_bytes(), k, n)
-                )
-            assert admin.sealing_public is not None and admin.signing_public is not None
-            return InitResult(
-                vault_id=vault_id.hex(),
-                admin=admin_name,
-                admin_fingerprint=signing.engineer_fingerprint(admin.sealing_public, admin.signing_public),
-                org_fingerprint=signing.org_fingerprint(org.public)[:8].hex(),
-                db_url=self.core.store.url,
-                shares=share_texts,
-            )
-
-    def _make_keys(self, s: Session, row: m.Engineer, passphrase: str, org_public: bytes) -> keyrecord.PrivateBundle:
-        keypair = sealing.KeyPair.generate()
-        sign_key = signing.SigningKey.generate()
-        row.key_generation += 1
-        row.sealing_public, row.signing_public = keypair.public, sign_key.public
-        bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, org_public)
-        row.key_record = keyrecord.lock_record(
-            bundle, passphrase, self.core.vid(s), row.id, row.key_generation, self.core.kdf_params
+        founded = self._setup_keyholder().initialise(admin_name, passphrase, shares)
+        self.core.cached_vault_id = founded.vault_id
+        return InitResult(
+            vault_id=founded.vault_id.hex(),
+            admin=admin_name,
+            admin_fingerprint=founded.admin_fingerprint,
+            org_fingerprint=signing.org_fingerprint(founded.org_signing_public)[:8].hex(),
+            db_url=self.core.store.url,
+            shares=founded.shares,
         )
-        return bundle
+
+    def _setup_keyholder(self) -> SetupKeyholder:
+        """This Vault object's keyholder for the operations without a session."""
+        if self._setup is None:
+            self._setup = setupparts.setup_keyholder(self.core, self.journal)
+        return self._setup
 
     # -- invite, enrol, confirm -------------------------------------------------------
 
@@ -173,20 +123,11 @@ class Engineers(Offboarding):
         validation.engineer_name(name)
         return self._engineer_keyholder().enroll(name, code, passphrase)
 
-    @staticmethod
-    def _enrolled(row: m.Engineer, name: str) -> str:
-        fingerprint = _fingerprint(row)
-        if row.status != ENROLLED or fingerprint is None:
-            raise EnrolmentError(
-                f"engineer {name!r} has not enrolled yet (status: {row.status})",
-                hint="they run `credvault engineer enroll NAME` and type the code when asked",
-            )
-        return fingerprint
-
     def pending_fingerprint(self, name: str) -> str:
-        """The fingerprint an enrolled (not yet confirmed) engineer's keys show."""
-        with self.core.store.transaction() as s:
-            return self._enrolled(self._engineer(s, name), name)
+        """The fingerprint an enrolled (not yet confirmed) engineer's keys show (computed by the
+        setup keyholder from the row the authority reads: no session, nothing certified)."""
+        validation.engineer_name(name)
+        return self._setup_keyholder().pending_fingerprint(name)
 
     def pending_confirmation(self, name: str) -> PendingConfirmation:
         """What confirming ``name`` would certify (admin only): their name, the role their
@@ -271,7 +212,10 @@ class Engineers(Offboarding):
         return self.whoami()
 
     def lock(self) -> bool:
-        """Forget the unlocked session of the selected engineer; True if one was held."""
+        """Forget the unlocked session of the selected engineer; True if one was held.
+
+        Keyholder-only: no request, no authority, no event (it never wrote one). The keys
+        this process holds are dropped and the session kept for it deleted."""
         self.keys.session, self.keys.root = None, None
         self.keys.client_keys.clear()
         self.keys.slugs.clear()
