@@ -222,3 +222,26 @@ def test_an_engineer_cannot_change_the_settings(scene: Scene) -> None:
     with pytest.raises(Exception, match="not an admin"):
         holder.set(RETENTION, 1)
     assert transport.writes == [] and _row(scene) == before
+
+
+def test_two_admins_changing_the_two_settings_at_once_keep_both_changes(scene: Scene) -> None:
+    """Another admin's cryptoperiod lands between this admin's read and write: the write is
+    refused as stale (ConcurrentChange), the public call runs again, reads the new row and
+    signs the retention with the other admin's cryptoperiod, never the one it first read."""
+    url = scene.admin.core.store.url
+    other = Vault.open(url, engineer=ADMIN, clock=fixed_clock(), kdf_params=FAST_KDF, sessions=MemorySessionStore())
+    other.engineers.unlock(ADMIN, ADMIN_PASS)
+    reads: list[SettingsRows] = []
+
+    def land_between(r: SettingsRows) -> SettingsRows:
+        reads.append(r)
+        if len(reads) == 1:
+            other.keys.set_cryptoperiod(30)
+        return r
+
+    _, transport = _holder(scene.admin, read=land_between)
+    scene.admin.keys.set_retention(5)
+    assert [r.stored.cryptoperiod_days for r in reads] == [90, 30]
+    assert [w.signed.cryptoperiod_days for w in transport.writes] == [90, 30]  # the first was refused
+    assert _row(scene)[:2] == (5, 30)
+    assert _holder(scene.alice)[0].get() == Settings(5, 30, True)
