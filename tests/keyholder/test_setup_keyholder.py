@@ -25,8 +25,10 @@ from vault import Vault
 from vault.authority.setup_requests import InitAnswer, InitDraft, PendingKeyRequest, PendingKeyRows
 from vault.crypto import signing
 from vault.crypto.keyrecord import FLOOR as FAST_KDF
+from vault.crypto.labels import LABEL_SIG_SHARE_POLICY
 from vault.errors import EnrolmentError, UntrustedRecord
-from vault.keyholder.setup import SetupKeyholder
+from vault.keyholder.setup import SetupKeyholder, share_policy_fields
+from vault.service import core
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
@@ -193,3 +195,15 @@ def test_a_pending_fingerprint_answered_with_another_engineers_row_is_refused(tm
     admin.engineers.invite("bob")
     with pytest.raises(EnrolmentError, match="not enrolled yet"):
         holder.pending_fingerprint("bob")
+
+
+def test_the_share_policy_is_signed_in_the_layout_root_rotation_verifies(tmp_path: Path) -> None:
+    """The keyholder's copy of the layout (it may not import the service) is the service's."""
+    vault = _vault(tmp_path / "vault.db")
+    founded = vault.engineers._setup_keyholder().initialise(ADMIN, ADMIN_PASS, (2, 3))
+    with vault.core.store.transaction() as s:
+        head = s.get(m.OrgKey, 1)
+        assert head is not None and (head.share_threshold, head.share_count) == (2, 3)
+        fields = core.share_policy_fields(s, vault.core, head, 2, 3)
+        assert fields == share_policy_fields(founded.vault_id, 1, founded.org_signing_public, 2, 3)
+        signing.verify(head.public, head.share_signature, LABEL_SIG_SHARE_POLICY, *fields, what="the share policy")
