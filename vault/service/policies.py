@@ -34,6 +34,13 @@ from vault.errors import (
     UntrustedRecord,
 )
 from vault.keyholder import policies as keyholder_policies
+from vault.keyholder import settings as keyholder_settings
+from vault.keyholder.settings import DEFAULT_CRYPTOPERIOD as DEFAULT_CRYPTOPERIOD
+from vault.keyholder.settings import DEFAULT_RETENTION as DEFAULT_RETENTION
+from vault.keyholder.settings import MAX_CRYPTOPERIOD as MAX_CRYPTOPERIOD
+from vault.keyholder.settings import MAX_RETENTION as MAX_RETENTION
+from vault.keyholder.settings import MIN_CRYPTOPERIOD as MIN_CRYPTOPERIOD
+from vault.keyholder.settings import MIN_RETENTION as MIN_RETENTION
 from vault.service.rows import EngineerRecord, PolicyRow
 from vault.storage import models as m
 
@@ -42,8 +49,6 @@ if TYPE_CHECKING:
     from vault.service.core import Core
 
 
-DEFAULT_RETENTION, MIN_RETENTION, MAX_RETENTION = 10, 1, 1000
-DEFAULT_CRYPTOPERIOD, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD = 365, 1, 3650
 
 
 StoredPolicy = m.ClientPolicy | PolicyRow  # as read by the ORM or by the checkout's Core query
@@ -56,22 +61,15 @@ def sign_policy(key: signing.SigningKey, vault_id: bytes, row: m.ClientPolicy, a
 
 
 def settings_fields(vault_id: bytes, info: m.VaultInfo) -> tuple[signing.ContextItem, ...]:
-    return (
-        vault_id,
-        int(info.retention_versions),
-        int(info.cryptoperiod_days),
-        int(info.settings_signed_by or 0),
-        int(info.settings_signed_at or 0),
+    """What the settings' signature covers (``keyholder/settings.py``: the one definition)."""
+    return keyholder_settings.settings_fields(
+        vault_id, info.retention_versions, info.cryptoperiod_days, info.settings_signed_by, info.settings_signed_at
     )
 
 
 def sign_settings(key: signing.SigningKey, info: m.VaultInfo, admin_id: int, at: int) -> None:
     info.settings_signed_by, info.settings_signed_at = admin_id, at
     info.settings_signature = key.sign(LABEL_SIG_SETTINGS, *settings_fields(info.vault_id, info))
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 class PolicyCheck:
@@ -115,28 +113,21 @@ class PolicyCheck:
             return False
         return True
 
+    def settings(self, s: Session) -> keyholder_settings.Settings:
+        """The settings as stored and whether they verify (how they apply: ``keyholder/settings.py``)."""
+        info = self.core.info(s)
+        signed = self.settings_signed(s)
+        return keyholder_settings.Settings(
+            info.retention_versions, info.cryptoperiod_days, signed, info.settings_signature is not None
+        )
+
     def retention(self, s: Session) -> int:
         """Versions kept per secret: bounded; at least the default unless an admin signed it."""
-        stored = _clamp(self.core.info(s).retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
-        return stored if self.settings_signed(s) else max(stored, DEFAULT_RETENTION)
+        return self.settings(s).retention
 
     def cryptoperiod(self, s: Session) -> int:
         """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
-        stored = _clamp(self.core.info(s).cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
-        return stored if self.settings_signed(s) else min(stored, DEFAULT_CRYPTOPERIOD)
-
-    def settings_warnings(self, s: Session) -> list[str]:
-        """For ``status``: settings an admin set that no longer verify (so do not apply)."""
-        info = self.core.info(s)
-        if self.settings_signed(s):
-            return []
-        stored = (info.retention_versions, info.cryptoperiod_days)
-        if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
-            return []  # never set: the defaults apply, as they always did
-        return [
-            f"the vault settings do not verify, so {self.retention(s)} versions are kept per secret and keys are "
-            f"reported old after {self.cryptoperiod(s)} days: set them again with `credvault settings`"
-        ]
+        return self.settings(s).cryptoperiod
 
     def policy(self, s: Session, client_id: int) -> Policy:
         return self.verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))
