@@ -250,3 +250,21 @@ def test_stale_refuses_a_fresh_secret_listed_as_stale(scene: Scene) -> None:
 
 def test_stale_refuses_a_secret_of_a_client_it_did_not_list(scene: Scene) -> None:
     _refused(scene, lambda r: dataclasses.replace(r, clients=()), stale=True)
+
+
+def test_a_policy_relaxed_in_the_database_after_a_status_is_verified_again(scene: Scene) -> None:
+    """The keyholder remembers a verified policy by its exact rows: the DBA relaxing acme's
+    row after a first ``status`` (its signature kept) is not covered by that memory."""
+    admin, acme = scene.team.admin, scene.ids["acme"]
+    assert not any("client acme:" in w for w in admin.reports.status().warnings)  # verified and remembered
+    with admin.store.transaction() as s:
+        row = s.get(m.ClientPolicy, acme)
+        assert row is not None
+        original = bool(row.exclusive)
+        row.exclusive = not original
+    try:
+        assert any(w.startswith("client acme: its policy does not verify") for w in admin.reports.status().warnings)
+    finally:
+        with admin.store.transaction() as s:
+            s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == acme).values(exclusive=original))
+    assert not any("client acme:" in w for w in admin.reports.status().warnings)
