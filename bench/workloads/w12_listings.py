@@ -85,7 +85,7 @@ def _cli(mf: dataset.Manifest, reps: int, installed: bool, big: int) -> tuple[di
     commands = {
         f"secret list ({big:,} secrets)": (["secret", "list", slug], dataset.secret_name(big - 1)),
         f"client list ({mf.shape.clients:,} clients)": (["client", "list"], last_slug),
-        "status": (["status"], ""),
+        "status": (["status"], f"{mf.shape.clients} client(s), {mf.shape.secrets} secret(s)"),  # its counts line
     }
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cvbench-w12-") as tmp_name:
@@ -103,7 +103,8 @@ def _cli(mf: dataset.Manifest, reps: int, installed: bool, big: int) -> tuple[di
                 seconds, code, out, _r = user.run(*args)
                 ok = ok and code == 0 and expect in out
                 times.append(seconds)
-            checks.append((f"W12: every CLI `{' '.join(args)}` run exited 0 and printed the last name", ok))
+            what = "its counts" if args == ["status"] else "the last name"
+            checks.append((f"W12: every CLI `{' '.join(args)}` run exited 0 and printed {what}", ok))
             figures[label] = {"summary": summary(times), "peak": peak}
         user.stop()
     return {"commands": figures, "installed": copy, "agent": user.agent}, checks
@@ -140,7 +141,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
     checks.append(
         (
             f"W12: status counts {report.clients:,} clients and {report.secrets:,} secrets",
-            report.clients == mf.shape.clients,
+            (report.clients, report.secrets) == (mf.shape.clients, mf.shape.secrets),
         )
     )
     admin.close()
@@ -196,16 +197,20 @@ def run(ctx: Context) -> Outcome:
         )
     )
     for key, label in (("list_clients", "`list_clients`"), ("status", "`status`")):
+        seconds = v[key]["median"]
+        status = key == "status"  # issue 13: in-process `status` at 10,000 clients ≤ 1 s as well
+        target = f"≤ {ADMIN_TARGET_S:g} s" if status else "—"
+        verdict = (MET if seconds <= ADMIN_TARGET_S else NOT_MET) if status else REPORT
         out.rows.append(
             Row(
                 "W12",
                 f"{label} at {v['clients']:,} clients, admin, in-process: median",
-                v[key]["median"],
+                seconds,
                 "s",
                 None,
                 "",
-                "—",
-                REPORT,
+                target,
+                verdict,
                 peak,
                 n,
             )

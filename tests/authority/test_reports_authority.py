@@ -10,15 +10,18 @@ no plaintext (the reasons are sealed), and no ``report access`` names a client.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from vault.authority.audit import AuditAuthority
 from vault.authority.audit_requests import ACCESS, REVEAL_ACTIONS, EventQuery, PageRequest
+from vault.authority.report_requests import ReportRequest
+from vault.authority.reports import ReportAuthority
 from vault.authority.requests import Caller
 from vault.errors import AccessDenied, InvalidInput, UntrustedRecord
 from vault.storage import models as m
@@ -120,3 +123,80 @@ def test_report_access_names_one_engineer_and_no_client(scene: Scene, statements
         with pytest.raises(InvalidInput):
             scene.authority.page(PageRequest(query, after=0, until=None, size=3))
     assert statements == []
+
+
+# -- status and stale (authority/reports.py) ----------------------------------------------------
+
+READS_TARGETS = re.compile(
+    r"\b(clients|secrets|secret_versions|client_policies|client_keys|client_key_seals|rotations|engineer_keys"
+    r"|alembic_version)\b",
+    re.IGNORECASE,
+)
+
+
+def _reports(scene: Scene) -> Any:
+    return ReportAuthority(scene.store, Checks(), lambda: dt.datetime.now(dt.UTC))
+
+
+def _pin(scene: Scene) -> bytes:
+    with scene.store.read() as s:
+        return bytes(s.scalar(select(m.VaultInfo.org_signing_public)))
+
+
+@pytest.mark.parametrize("action", ["status", "stale"])
+@pytest.mark.parametrize("caller", ["alice", "bob"])
+def test_an_engineer_asking_for_status_or_stale_is_refused_before_any_row_is_read(
+    scene: Scene, statements: list[str], caller: str, action: str
+) -> None:
+    """An engineer with a certified key and database access sends the report request
+    themselves: refused after their own row, before any client, secret, policy or key row
+    (and before the schema's revision) is read."""
+    authority, pin = _reports(scene), _pin(scene)
+    statements.clear()
+    with pytest.raises(AccessDenied, match="not an admin"):
+        getattr(authority, action)(ReportRequest(action, scene.callers[caller], (), pin))
+    catalog = re.compile(r"sqlite_master|pg_catalog|information_schema|pg_class|pg_namespace", re.IGNORECASE)
+    rows_read = [s for s in statements if s.lstrip().upper().startswith("SELECT") and not catalog.search(s)]
+    assert len(rows_read) == 1 and not READS_TARGETS.search(rows_read[0]), rows_read  # the caller's own row
+
+
+def test_forged_report_requests_are_refused_before_any_sql(scene: Scene, statements: list[str]) -> None:
+    authority, pin = _reports(scene), _pin(scene)
+    admin = scene.callers["root-admin"]
+    statements.clear()
+    forged: list[tuple[str, Any]] = [
+        ("status", ReportRequest("stale", admin, (), pin)),  # another action under this one's name
+        ("stale", ReportRequest("status", admin, (), pin)),
+        ("status", ReportRequest("status", (admin.engineer_id, admin.key_generation), (), pin)),  # not a Caller
+        ("status", ReportRequest("status", Caller(0, 0), (), pin)),  # no such engineer id
+        ("status", ReportRequest("status", admin, (), pin[:16])),  # a short pin
+        ("status", ReportRequest("status", admin, ((1, 0),), pin)),  # a version below 1
+        ("status", ReportRequest("status", admin, ((1, True),), pin)),  # a bool is not a version
+        ("stale", ReportRequest("stale", admin, [(1, 1)], pin)),  # not a tuple
+        ("status", EventQuery(ACCESS, admin, engineer_id=1)),  # another noun's request
+    ]
+    for action, request in forged:
+        with pytest.raises(InvalidInput):
+            getattr(authority, action)(request)
+    assert statements == []
+
+
+def test_status_answers_ciphertext_ids_and_counts_only(scene: Scene, statements: list[str]) -> None:
+    authority, pin = _reports(scene), _pin(scene)
+    statements.clear()
+    rows = authority.status(ReportRequest("status", scene.callers["root-admin"], (), pin))
+    with scene.store.read() as s:
+        ids = list(s.scalars(select(m.Client.id).order_by(m.Client.id)))
+        secrets = s.scalar(select(func.count()).select_from(m.Secret))
+    assert [c.id for c in rows.clients] == ids and rows.counts is not None
+    assert (rows.counts.clients, rows.counts.secrets) == (len(ids), secrets)
+    assert rows.sealed_keys and {k.kind for k in rows.sealed_keys} == {"recovery"}  # copies, never a key
+    text = repr(rows) + "".join(repr(c) for c in rows.clients)
+    assert "acme" not in text and "globex" not in text
+    for client in rows.clients:
+        assert b"acme" not in client.slug_blob and b"globex" not in client.slug_blob
+    # set-based: a handful of statements, none per client
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) < 20
+    held = tuple((k.record.client_id, k.record.version) for k in rows.sealed_keys)
+    again = authority.status(ReportRequest("status", scene.callers["root-admin"], held, pin))
+    assert again.sealed_keys == ()  # what the keyholder holds is not sent again

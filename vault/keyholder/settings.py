@@ -117,6 +117,21 @@ def applies(checks: ResponseChecks, answer: SettingsRows) -> Settings:
     return verified_settings(checks.vault_id, answer.stored, lambda signer_id: checks.admin(answer.signer, signer_id))
 
 
+def settings_warnings(stored: SettingsRow, applied: Settings) -> list[str]:
+    """For ``status``: settings an admin set that no longer verify (so do not apply)."""
+    if applied.signed:
+        return []
+    if stored.signature is None and (stored.retention_versions, stored.cryptoperiod_days) == (
+        DEFAULT_RETENTION,
+        DEFAULT_CRYPTOPERIOD,
+    ):
+        return []  # never set: the defaults apply, as they always did
+    return [
+        f"the vault settings do not verify, so {applied.retention_versions} versions are kept per secret and "
+        f"keys are reported old after {applied.cryptoperiod_days} days: set them again with `credvault settings`"
+    ]
+
+
 class SettingsTransport(Protocol):
     def read(self, request: SettingsRequest) -> SettingsRows: ...
     def write(self, request: SettingsRequest) -> SettingsRows: ...
@@ -173,4 +188,12 @@ class SettingsKeyholder:
         return verified_caller(self.keys.session(), self.keys.sealing_public(), self.clock(), parts, admin=admin)
 
 
-__all__ = ["Settings", "SettingsKeyholder", "applies", "settings_fields", "signed_settings", "verified_settings"]
+__all__ = [
+    "Settings",
+    "SettingsKeyholder",
+    "applies",
+    "settings_fields",
+    "settings_warnings",
+    "signed_settings",
+    "verified_settings",
+]

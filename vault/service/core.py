@@ -25,12 +25,12 @@ from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import ACTIVE as ACTIVE
 from vault.storage.rows import ENCRYPTION_LIMIT as ENCRYPTION_LIMIT
+from vault.storage.rows import ENCRYPTION_WARNING as ENCRYPTION_WARNING
 from vault.storage.rows import ROLE_ADMIN as ROLE_ADMIN
 from vault.storage.rows import ROLE_ENGINEER as ROLE_ENGINEER
 from vault.storage.rows import is_revoked as is_revoked
 
 Clock = Callable[[], dt.datetime]
-ENCRYPTION_WARNING = 2**31
 
 
 def check_share_policy(k: int, n: int) -> None:

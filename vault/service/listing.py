@@ -22,7 +22,6 @@ it (``authority/secret_list.py`` reads the grant ledgers again and checks each h
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,13 +31,12 @@ from sqlalchemy.orm import Session
 from vault.crypto import blobs, sealing, signing
 from vault.errors import AccessDenied, NotFound, VaultError
 from vault.service import rows
-from vault.service.core import ENCRYPTION_WARNING, ROLE_ADMIN, epoch, is_revoked
+from vault.service.core import ROLE_ADMIN, epoch, is_revoked
 from vault.service.records import ClientInfo
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRow
 from vault.storage import models as m
 from vault.storage.repositories import clients as client_rows
 from vault.storage.repositories import grants as grant_rows
-from vault.storage.repositories import secrets as secret_rows
 
 BATCH = 10_000  # ids in one IN list at most (PostgreSQL takes 65,535 parameters a statement, SQLite 32,766)
 
@@ -48,7 +46,6 @@ if TYPE_CHECKING:
     from vault.keyholder.trust import Trust
     from vault.service.clients import Clients
     from vault.service.core import Core
-    from vault.service.reports import Reports
 
 
 class Reads(Protocol):
@@ -225,51 +222,3 @@ def client_infos(vault: Clients, s: Session, clients: Iterable[m.Client]) -> lis
         for client in listed
     ]
     return sorted(out, key=lambda c: c.slug)
-
-
-# -- status -----------------------------------------------------------------------------------------
-
-
-def client_warnings(vault: Reports, s: Session, old: dt.datetime, period: int) -> list[str]:
-    """``status``'s warnings about clients (an old or worn current key, a policy that does not
-    verify), a page of clients per statement with their current key, and their policies in
-    one more statement per page."""
-    conn = rows.connection(s)
-    warnings = []
-    me = vault.trust.my_row(s)
-    for page in client_rows.pages(conn):
-        unseal_client_keys(vault, s, me, page)
-        ids = [c.id for c in page]
-        stored = {p.client_id: p for p in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.client_id.in_(ids)))}
-        for client in page:
-            slug = vault.keys.client_field(s, client, client.slug_blob, "slug").decode("utf-8")
-            has_key = client.key_created_at is not None
-            if has_key and client.key_created_at < old:
-                warnings.append(f"client {slug}: key version {client.current_key_version} is older than {period} days")
-            if not vault.policy_check.verified_policy(s, client.id, stored.get(client.id)).signed:
-                warnings.append(
-                    f"client {slug}: its policy does not verify, so the strict one applies: review it "
-                    f"with `credvault policy show {slug}`, re-sign it with `credvault policy set {slug}`"
-                )
-            if has_key and (client.key_encryptions or 0) > ENCRYPTION_WARNING:
-                warnings.append(
-                    f"client {slug}: key version {client.current_key_version} has made {client.key_encryptions} "
-                    "encryptions; rotate it"
-                )
-    return warnings
-
-
-def must_change(vault: Reports, s: Session) -> list[str]:
-    """``client/name`` of each secret flagged to be changed after a checkout, a page per
-    statement (and their clients in one more)."""
-    conn = rows.connection(s)
-    out = []
-    flagged = list(secret_rows.flagged(conn))
-    owners = client_rows.by_ids(conn, {r.client_id for r in flagged})
-    for secret in flagged:
-        owner = owners.get(secret.client_id)
-        assert owner is not None
-        metadata = vault.secrets.open(s, owner, secret, secret).metadata
-        slug = vault.keys.client_field(s, owner, owner.slug_blob, "slug").decode("utf-8")
-        out.append(f"{slug}/{metadata['name']}")
-    return out

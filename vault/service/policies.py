@@ -119,19 +119,5 @@ class PolicyCheck:
         """Days before a key is reported old: bounded; at most the default unless an admin signed it."""
         return self.settings(s).cryptoperiod_days
 
-    def settings_warnings(self, s: Session) -> list[str]:
-        """For ``status``: settings an admin set that no longer verify (so do not apply)."""
-        info = self.core.info(s)
-        applied = self.settings(s)
-        if applied.signed:
-            return []
-        stored = (info.retention_versions, info.cryptoperiod_days)
-        if info.settings_signature is None and stored == (DEFAULT_RETENTION, DEFAULT_CRYPTOPERIOD):
-            return []  # never set: the defaults apply, as they always did
-        return [
-            f"the vault settings do not verify, so {applied.retention_versions} versions are kept per secret and "
-            f"keys are reported old after {applied.cryptoperiod_days} days: set them again with `credvault settings`"
-        ]
-
     def policy(self, s: Session, client_id: int) -> Policy:
         return self.verified_policy(s, client_id, s.get(m.ClientPolicy, client_id))

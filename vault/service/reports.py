@@ -23,24 +23,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.audit_requests import ACCESS, EventQuery
+from vault.authority.reports import ReportAuthority
 from vault.authority.requests import Caller
-from vault.errors import (
-    AccessDenied,
-    IntegrityError,
-    NotFound,
-    VaultError,
-)
+from vault.errors import IntegrityError, NotFound, VaultError
+from vault.keyholder.reports import ReportKeyholder
+from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import auditpages, listing, validation
-from vault.service.core import ACTIVE, ROLE_ADMIN
+from vault.service.clientparts import TrustChecks
 from vault.service.records import (
     AccessRecord,
     StaleSecret,
     StatusReport,
 )
-from vault.service.rotation import RUNNING
 from vault.service.secrets import sensitive_field_names
-from vault.storage import engine as storage
 from vault.storage import models as m
+from vault.transport.reports import InProcessReportTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -83,6 +80,7 @@ class Reports:
         self.secrets = secrets
         self.checkouts = checkouts
         self.audit = audit
+        self._keyholder: ReportKeyholder | None = None
 
     @overload
     def access(self, engineer: str, *, stream: Literal[False] = False) -> list[AccessRecord]: ...
@@ -220,77 +218,32 @@ class Reports:
             return False  # cannot tell: report it as still at risk
         return not hmac.compare_digest(old.encode("utf-8"), new.encode("utf-8"))
 
-    # -- status ------------------------------------------------------------------------------
+    # -- status and stale: split (authority/reports.py, keyholder/reports.py) -----------------
 
     def status(self) -> StatusReport:
         """Warnings an admin should act on: old keys, unfinished rotations, values to change,
-        a schema older than this version of credvault.
+        a schema older than this version of credvault, objects credvault did not create.
 
-        Read without the write lock, the clients a page per statement with their current
-        key and policy (listing.py: ``status_warnings``)."""
-        revision, head = storage.current_revision(self.core.store), storage.head_revision()  # before: own connection
-        with self.core.store.inspecting() as foreign, self.core.store.read() as s:  # names foreign objects, not refused
-            me = self.trust.my_row(s)
-            if me.role != ROLE_ADMIN:
-                raise AccessDenied("only an admin can see the vault's status")
-            period = self.policy_check.cryptoperiod(s)  # verified and bounded (policies.py)
-            now = self.core.clock()
-            old = now - dt.timedelta(days=period)
-            warnings: list[str] = []
-            if foreign:
-                warnings.append(
-                    f"the database holds {len(foreign)} object(s) credvault did not create ({', '.join(foreign)}): "
-                    "every other command refuses to work until an admin removes them"
-                )
-            if revision != head:
-                warnings.append(
-                    f"the database schema is at revision {revision}; this version of credvault brings {head}: "
-                    "run `credvault db upgrade`"
-                )
-            warnings += self.policy_check.settings_warnings(s)
-            root = self.trust.current_root(s)
-            if root.created_at < old:
-                warnings.append(f"the recovery key is older than {period} days: run `credvault rotate root`")
-            warnings += listing.client_warnings(self, s, old, period)
-            for key in s.scalars(select(m.EngineerKey).where(m.EngineerKey.state == ACTIVE)):
-                certified = dt.datetime.fromtimestamp(key.certified_at, dt.UTC)
-                engineer = s.get(m.Engineer, key.engineer_id)
-                if certified < old and engineer is not None and engineer.status == ACTIVE:
-                    warnings.append(f"engineer {engineer.name}: keys older than {period} days")
-            running = list(s.scalars(select(m.Rotation).where(m.Rotation.state == RUNNING)))
-            for rotation in running:
-                progress = f"{rotation.done}/{rotation.total}"
-                warnings.append(f"a client-key rotation is incomplete ({progress}): run `credvault rotate resume`")
-            must_change = listing.must_change(self, s)
-            if must_change:
-                warnings.append(f"{len(must_change)} secret(s) must be changed after checkout")
-            counts = [int(s.scalar(select(func.count()).select_from(t)) or 0) for t in (m.Client, m.Secret, m.Engineer)]
-            return StatusReport(
-                warnings, counts[0], counts[1], counts[2], len(running), sorted(must_change), schema_problems=foreign
-            )
-
-    # -- retention -----------------------------------------------------------------------------
+        An admin's (refused before any row but the caller's is read). The authority reads in
+        ``Store.read()``, set-based (``ReportAuthority.status``); the keyholder verifies what
+        it uses and opens the slugs and names (``ReportKeyholder.status``). No event."""
+        return self._report_keyholder().status()
 
     def stale(self) -> list[StaleSecret]:
-        """Secrets unused for longer than their client's stale_days (nothing is deleted)."""
-        with self.core.store.transaction() as s:
-            me = self.trust.my_row(s)
-            if me.role != ROLE_ADMIN:
-                raise AccessDenied("only an admin can list stale secrets", hint="ask an admin")
-            now = self.core.clock()
-            out = []
-            for policy in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.stale_days.is_not(None))):
-                client = s.get(m.Client, policy.client_id)
-                if client is None or policy.stale_days is None:
-                    continue
-                cutoff = now - dt.timedelta(days=policy.stale_days)
-                for secret in s.scalars(select(m.Secret).where(m.Secret.client_id == client.id)):
-                    last = secret.last_used_at or secret.created_at
-                    if last < cutoff:
-                        meta = self.secrets.open(s, client, secret, self.secrets.version(s, secret, None)).metadata
-                        out.append(
-                            StaleSecret(
-                                self.clients.slug(s, client), meta["name"], last, (now - last).days, policy.stale_days
-                            )
-                        )
-            return sorted(out, key=lambda x: (x.client, x.secret))
+        """Secrets unused for longer than their client's stale_days (nothing is deleted); an
+        admin's, read set-based and verified the same way. No event."""
+        return self._report_keyholder().stale()
+
+    def _report_keyholder(self) -> ReportKeyholder:
+        """This Vault object's reports keyholder, over the in-process transport to its authority."""
+        if self._keyholder is None:
+            core = self.core
+            authority = ReportAuthority(core.store, TrustChecks(self.trust), core.clock)
+            self._keyholder = ReportKeyholder(
+                InProcessReportTransport(authority),
+                SessionKeys(self.keys, core.store),
+                self.clients._client_keyholder(),
+                self.keys.client_keys,
+                core.clock,
+            )
+        return self._keyholder

@@ -277,6 +277,7 @@ ROLE_ENGINEER = "engineer"
 ACTIVE = "active"
 # NIST SP 800-38D bounds random 96-bit nonces to 2^32 encryptions per key; stop well short.
 ENCRYPTION_LIMIT = 2**32 - 2**24
+ENCRYPTION_WARNING = 2**31  # `status` warns of a client key past this many encryptions
 
 
 def is_revoked(grant: GrantRecord) -> bool:
