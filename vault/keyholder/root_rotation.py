@@ -285,7 +285,7 @@ class _Rotation:
             if sealed.blob is None or (sealed.kind, sealed.recipient_id) != ("recovery", old.version):
                 raise DecryptionFailed()
             context = (LABEL_CLIENT_KEY_SEAL, self.vault_id, client_id, version, "recovery", old.version)
-            key = sealing.open_sealed(old.recovery, old.version, sealed.blob, context)
+            key = sealing.open_sealed(old.recovery, version, sealed.blob, context)
         if signing.client_key_fingerprint(key) != sealed.record.fingerprint:
             self.keys.client_keys.pop((client_id, version), None)
             raise UntrustedRecord(f"the sealed client key does not match its signed version {version}")
