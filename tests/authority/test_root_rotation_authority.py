@@ -178,7 +178,7 @@ def test_a_plan_for_another_version_is_not_stored(scene: Scene) -> None:
                 self.inner = inner
 
             def plan(self, draft: RootDraft) -> Any:
-                return forge(self.inner.plan(draft), draft)  # noqa: B023
+                return forge(self.inner.plan(draft), draft)
 
             def reseal(self, page: ClientPage) -> Any:
                 return self.inner.reseal(page)
