@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from vault.authority.engineer_requests import RootCopy
 from vault.authority.root_rotation_requests import ClientPage, RootDraft
-from vault.errors import DecryptionFailed, UntrustedRecord
+from vault.errors import DecryptionFailed, IntegrityError, UntrustedRecord
 from vault.storage import models as m
 
 
@@ -217,3 +217,18 @@ def test_a_roster_row_raised_to_admin_gets_no_root_copy(scene: Scene) -> None:
     )
     result = team.admin.keys.rotate_root()
     assert "bob" not in result.admins and any("bob" in entry for entry in result.refused)
+
+
+def test_an_admins_removal_that_skips_the_root_rotation_is_reported(scene: Scene, monkeypatch: Any) -> None:
+    """A compromised authority removes admin2 but skips the root rotation (admin2 still holds
+    the current root bundle): the removing admin's keyholder holds no newer bundle after the
+    answer, and says so."""
+    team = scene.team
+    team.engineer("admin2", role="admin")
+    removal = team.admin.engineers._engineer_keyholder().transport.removal
+    monkeypatch.setattr(removal.seams, "rotate_root", lambda s: None)
+    with pytest.raises(IntegrityError, match="did not rotate the root key"):
+        team.admin.engineers.remove("admin2")
+    monkeypatch.undo()
+    team.engineer("admin3", role="admin")
+    team.admin.engineers.remove("admin3")  # the control: an honest authority rotates it
