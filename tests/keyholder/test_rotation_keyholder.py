@@ -13,14 +13,16 @@ start, nothing is ever sealed to a key the keyholder has not verified (counted a
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
-from vault.authority.rotation_requests import Batch, Grantee, StartDraft
-from vault.crypto import sealing
+from vault.authority.rotation_requests import Batch, Grantee, GrantEvent, StartDraft
+from vault.crypto import blobs, sealing
 from vault.errors import DecryptionFailed, UntrustedRecord
 from vault.keyholder import rotation as keyholder_rotation
 from vault.storage import models as m
@@ -374,3 +376,39 @@ def test_a_resumed_rotation_set_back_to_an_older_key_version_rewraps_nothing(sce
         admin.keys._rewrap_batch(rotation_id, 10, None)
     assert _state(scene) == before
     assert keyholder.cursors.get(rotation_id) is None
+
+
+# -- grant events from before issue 12 (no grant id in the details) -------------------------
+
+LEGACY_CLIENT = 7
+LEGACY_RING = b"\x11" * 32  # the client's audit-key ring: one key, version 1
+
+
+def _legacy_event(seq: int, action: str, details: dict[str, Any]) -> GrantEvent:
+    blob = blobs.encrypt_audit_detail(LEGACY_RING, 1, json.dumps(details).encode(), LEGACY_CLIENT, seq, action)
+    return GrantEvent(seq, action, 1, blob)
+
+
+def _legacy_draft(*events: GrantEvent) -> Any:
+    """A start's draft as the check reads it: alice's grant row from before issue 12 (no event
+    number on the row), and the client's grant and revoke events as the authority hands them."""
+    alice = EngineerRow(3, "alice", "engineer", "active", 1, None, None, None, None)
+    grant = GrantRow(21, alice.id, LEGACY_CLIENT, 1, 1_700_000_000, None, b"s" * 64, None, None, None, None, None)
+    return SimpleNamespace(
+        client=SimpleNamespace(id=LEGACY_CLIENT), grantees=(Grantee(alice, grant, None),), grant_events=events
+    )
+
+
+def test_a_grant_from_before_issue_12_is_confirmed_by_the_engineers_last_grant_event() -> None:
+    """Neither the grant row nor its events name the grant: the keyholder takes alice's last
+    grant event as her grant's own. A re-grant after a revoke (grant, revoke, grant) keeps her
+    a grantee; a revoke after her last grant refuses."""
+    grant, revoke = {"engineer": "alice", "client": "acme"}, {"engineer": "alice", "client": "acme"}
+    regranted = _legacy_draft(
+        _legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke), _legacy_event(9, "grant", grant)
+    )
+    keyholder_rotation._check_grant_events(regranted, LEGACY_RING)  # no error: the grant at 9 is hers
+    keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", grant)), LEGACY_RING)
+    taken_back = _legacy_draft(_legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke))
+    with pytest.raises(UntrustedRecord, match="takes 'alice'"):
+        keyholder_rotation._check_grant_events(taken_back, LEGACY_RING)

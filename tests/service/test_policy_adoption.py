@@ -71,3 +71,52 @@ def test_only_an_admin_adopts(upgraded):
         alice.policies.unsigned()
     with pytest.raises(AccessDenied):
         alice.policies.adopt([])
+
+
+# -- an admin's removal adopts what the departing admin signed ----------------------------
+
+
+def _signers(db):  # type: ignore[no-untyped-def]
+    rows = db.all(select(m.ClientPolicy.client_id, m.ClientPolicy.signed_by).order_by(m.ClientPolicy.client_id))
+    info = db.all(select(m.VaultInfo.settings_signed_by))[0][0]
+    return [tuple(r) for r in rows], info
+
+
+def test_an_admins_removal_adopts_the_policies_and_settings_they_signed(team, db):  # type: ignore[no-untyped-def]
+    """admin2 signed globex's relaxed policy and the settings; once admin2 is removed, they
+    still apply: the removing admin re-signed them (inside the removal's unit of work)."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    admin.clients.add("acme", "Acme")
+    admin.clients.add("globex", "Globex")
+    admin2.policies.set("globex", reason_required=False, exclusive=False)
+    admin2.keys.set_retention(4)
+    admin.secrets.add("globex/fw", password="globex-pw")
+    me = db.scalar(select(m.Engineer.id).where(m.Engineer.name == admin.engineer_name))
+    departing = db.scalar(select(m.Engineer.id).where(m.Engineer.name == "admin2"))
+    policies, settings = _signers(db)
+    assert departing in [by for _, by in policies] and settings == departing
+    admin.engineers.remove("admin2")
+    policies, settings = _signers(db)
+    assert all(by == me for _, by in policies) and settings == me
+    policy = admin.policies.get("globex")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (True, False, False)
+    assert admin.checkouts.reveal("globex/fw") == "globex-pw"  # no reason needed: still the relaxed policy
+    assert admin.audit.verify().ok
+
+
+def test_a_policy_planted_in_the_departing_admins_name_is_not_adopted(team, db):  # type: ignore[no-untyped-def]
+    """The insider (a DBA) relaxes acme's policy in admin2's name before admin2 is removed,
+    hoping the removal's adoption re-signs it: the signature does not cover the new values,
+    so it is not re-signed and the strict policy applies."""
+    admin = team.admin
+    admin2 = team.engineer("admin2", role="admin")
+    admin.clients.add("acme", "Acme")
+    admin2.policies.set("acme", reason_required=True, exclusive=True)
+    db.run(update(m.ClientPolicy).values(reason_required=False, exclusive=False))
+    departing = db.scalar(select(m.Engineer.id).where(m.Engineer.name == "admin2"))
+    admin.engineers.remove("admin2")
+    [(_, by)], _ = _signers(db)
+    assert by == departing  # left as stored: not adopted
+    policy = admin.policies.get("acme")
+    assert (policy.signed, policy.reason_required, policy.exclusive) == (False, True, True)

@@ -8,9 +8,17 @@ grant rows and signing a revocation of each one, and re-issuing their certificat
 status disabled (old events still verify); the revocations stored as signed; the records
 the engineer signed adopted; every sealed copy of theirs deleted, their key record destroyed
 (the public keys kept); for an admin, the root key rotated; a client-key rotation started
-for every exposed client (``RemovalSeams``: service/rotation.py and rootrotation.py, through
-their public methods); the ``engineer-remove`` event; the commit. The answer carries every
+for every exposed client; the ``engineer-remove`` event; the commit. The answer carries every
 grant row of the engineer as committed, which the keyholder checks are all revoked.
+
+``RemovalSeams`` runs the rest in this unit of work. The rotations are requests of their
+own, each authorised again and verified by its keyholder: the root rotation
+(``RootRotationAuthority`` / ``RootRotationKeyholder``) and each client-key start
+(``RotationAuthority.start`` / ``RotationKeyholder``), as is the adoption of the policies
+and settings the engineer signed (``DepartingPolicyAuthority`` / ``DepartingAdoption``).
+Still in-process with the keyholder's hands (``service/offboarding.py``): the clients exposed
+(grant ledger and verified audit log) and the adoption of the client-key records and grants
+the engineer signed.
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
 
 
 class RemovalSeams(Protocol):
-    """What a removal still does in-process (service): exposure, adoption, rotations."""
+    """What a removal runs inside its unit of work: exposure and adoption (in-process, service),
+    the root rotation and the client-key rotations (requests to their own authorities)."""
 
     def exposed(self, s: Session, engineer_id: int, log_verified: bool) -> set[int]: ...
     def adopt(self, s: Session, engineer_id: int) -> None: ...

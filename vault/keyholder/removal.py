@@ -8,7 +8,9 @@ revocation of exactly those grants (docs/format.md: the grant-revocation signatu
 the engineer was ever certified, a certificate of their row with the status disabled, under
 the organisation key of the root bundle sealed to this admin. The committed answer lists
 every grant row of the engineer: a removal the authority claims done while a grant of theirs
-is still live, or whose revocation is not the one signed here, is refused (``IntegrityError``).
+is still live, or whose revocation is not the one signed here, is refused (``IntegrityError``);
+so is the removal of an admin (the row shown) after which this keyholder holds no root bundle
+newer than the one the draft named: the root rotation the removal must start was skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from vault.errors import IntegrityError, UntrustedRecord
 from vault.keyholder.grants import revocation_fields
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.trust import certificate_fields
-from vault.storage.rows import ACTIVE, is_revoked
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, is_revoked
 
 if TYPE_CHECKING:
     from vault.keyholder.engineers import EngineerKeyholder
@@ -47,6 +49,8 @@ class _RemovalSeal:
         self._owner, self._name = owner, name
         self.engineer_id: int | None = None
         self.revoked: dict[int, bytes] = {}  # grant id -> the revocation signed here
+        self.was_admin = False  # the row shown was an admin's: the root key must be rotated
+        self.root_version = 0  # the recovery key the draft named (before the removal's rotation)
 
     def __repr__(self) -> str:
         return "RemovalSeal(<redacted>)"
@@ -77,6 +81,7 @@ class _RemovalSeal:
             disabled = row._replace(status=DISABLED, certified_at=certified_at)
             certificate = bundle.org.sign(LABEL_SIG_ENGINEER, *certificate_fields(vault_id, disabled))
         self.engineer_id, self.revoked = row.id, dict(revocations)
+        self.was_admin, self.root_version = row.role == ROLE_ADMIN, draft.root.version
         return Removal(tuple(revocations), certified_at, certificate)
 
 
@@ -121,3 +126,10 @@ class EngineerRemoval:
         missing = set(seal.revoked) - {grant.id for grant in answer.grants}
         if missing:
             raise IntegrityError(f"the removal of {name!r} answered without grant #{min(missing)}")
+        if seal.was_admin:  # they hold the root bundle: only a new one made here shuts them out
+            held = self.owner.keys.root
+            if not answer.was_admin or held is None or held.version <= seal.root_version:
+                raise IntegrityError(
+                    f"the removal of admin {name!r} did not rotate the root key",
+                    hint="run `credvault rotate root` now; the authority skipped it",
+                )

@@ -134,8 +134,10 @@ class _Adoption:
 
 
 class _RemovalSeams:
-    """What a removal still does in-process: the clients exposed (grant ledger, verified log),
-    the adoption, and the rotations (through rotation.py's and rootrotation.py's public methods)."""
+    """What a removal runs in its unit of work: the clients exposed (grant ledger, verified log)
+    and the adoption (in-process; the policies and settings through their own request, in
+    policyadmin.py), and the rotations: requests to the root rotation's and the client-key
+    rotation's authorities through their keyholders (rootrotation.py, rotation.py), in this unit."""
 
     def __init__(self, engineers: Engineers) -> None:
         self._engineers = engineers

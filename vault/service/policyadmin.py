@@ -7,8 +7,9 @@ one until an admin signs it. ``set`` changes and signs one client's policy;
 exactly those the admin reviewed (refused if any changed since), so that an upgrade need
 not be followed by one ``policy set`` per client. The keyholder verifies and signs, the
 authority reads and stores (vault/keyholder/policies.py, vault/authority/policies.py).
-``adopt_policies`` (an admin's removal re-signs what the departing admin signed) still runs
-in the removal's own unit of work.
+``adopt_policies`` (an admin's removal re-signs what the departing admin signed) is a
+request to ``DepartingPolicyAuthority`` run in the removal's own unit of work, signed by
+``DepartingAdoption`` (vault/authority/policy_adoption.py, vault/keyholder/policy_adoption.py).
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.policies import PolicyAuthority
+from vault.authority.policy_adoption import DepartingPolicyAuthority
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
-from vault.service import policies
-from vault.service.core import epoch
+from vault.keyholder.policy_adoption import DepartingAdoption
 from vault.service.policyparts import CallerTrust, ClientLookup, Recorder, SigningKeys
 from vault.service.records import PolicyInfo
 from vault.storage import models as m
 from vault.transport.policies import InProcessPolicyTransport
+from vault.transport.policy_adoption import InProcessAdoptionTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -58,6 +59,8 @@ class Policies:
         self.keyholder = PolicyKeyholder(
             InProcessPolicyTransport(authority), SigningKeys(keys), lookup, lookup, core.clock
         )
+        adoption = DepartingPolicyAuthority(CallerTrust(trust))
+        self.adoption = DepartingAdoption(InProcessAdoptionTransport(adoption), SigningKeys(keys), core.clock)
 
     def get(self, client: str) -> PolicyInfo:
         """The policy that applies (``signed`` False: the stored one fails verification, the strict one applies)."""
@@ -89,15 +92,10 @@ class Policies:
 
     def adopt_policies(self, s: Session, departing: m.Engineer) -> None:
         """Re-sign, as the acting admin, the policies and settings ``departing`` signed that
-        verify now (before they lose the admin role); the others stay unverified."""
-        me = self.trust.my_admin_row(s)
-        at = epoch(self.core.clock())
-        for stored in s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id)):
-            if self.policy_check.verified_policy(s, stored.client_id, stored).signed:
-                policies.sign_policy(self.keys.my_signing_key(), self.core.vid(s), stored, me.id, at)
-        info = self.core.info(s)
-        if info.settings_signed_by == departing.id and self.policy_check.settings_signed(s):
-            policies.sign_settings(self.keys.my_signing_key(), info, me.id, at)
+        verify now (before they lose the admin role); the others stay unverified. A request
+        to ``DepartingPolicyAuthority`` inside the removal's unit of work ``s``, signed by the
+        keyholder (``keyholder/policy_adoption.py``)."""
+        self.adoption.adopt(departing.id, s)
 
     def unsigned(self) -> builtins.list[PolicyInfo]:
         """Admin: every client whose stored policy does not verify, with the values as stored

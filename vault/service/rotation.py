@@ -196,8 +196,7 @@ class KeyRotation:
         them (``shares`` = (k, n) sets or changes that)."""
         if shares is not None:
             check_share_policy(*shares)
-        with self.core.store.transaction() as s:
-            return self.root_rotator.rotate_root(s, shares=shares)
+        return self.root_rotator.rotate_root(shares=shares)
 
     def set_cryptoperiod(self, days: int) -> None:
         """Days before keys are reported old (admin): signed by the keyholder with the retention
