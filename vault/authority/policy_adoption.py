@@ -27,6 +27,7 @@ from vault.authority.policies_caller import CallerChecks, CallerGate, checked_ca
 from vault.authority.policy import policy_fields
 from vault.authority.policy_requests import ClientPolicy
 from vault.authority.requests import Caller, OrgKeyRow
+from vault.authority.settings_requests import SettingsRow, settings_fields
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
 from vault.errors import InvalidInput, NotFound, UntrustedRecord
@@ -45,22 +46,6 @@ class AdoptDepartingRequest:
     engineer_id: int
     org_pin: bytes
     action: str = ADOPT_DEPARTING
-
-
-@dataclass(frozen=True)
-class SettingsRow:
-    """The vault settings as stored, with their signature."""
-
-    retention_versions: int
-    cryptoperiod_days: int
-    signed_by: int | None
-    signed_at: int | None
-    signature: bytes | None
-
-
-def settings_fields(vault_id: bytes, row: SettingsRow) -> tuple[signing.ContextItem, ...]:
-    """What the settings' signature covers (docs/format.md: the same fields as policies.py signs)."""
-    return (vault_id, int(row.retention_versions), int(row.cryptoperiod_days), row.signed_by or 0, row.signed_at or 0)
 
 
 @dataclass(frozen=True, repr=False)

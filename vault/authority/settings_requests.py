@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from vault.authority.requests import Caller, OrgKeyRow
+from vault.crypto.signing import ContextItem
 from vault.storage.rows import EngineerRow
 
 GET, SET = "settings-get", "settings-set"
@@ -43,6 +44,19 @@ class SettingsRow(NamedTuple):
     signed_at: int | None
     signature: bytes | None
 
+
+
+def settings_fields(vault_id: bytes, row: SettingsRow) -> tuple[ContextItem, ...]:
+    """What a settings signature covers (docs/format.md, "Signed policies and settings"): the one
+    definition, here beside the row so that the keyholder signs and verifies it and an authority
+    may check a signature over it with public keys only."""
+    return (
+        vault_id,
+        int(row.retention_versions),
+        int(row.cryptoperiod_days),
+        int(row.signed_by or 0),
+        int(row.signed_at or 0),
+    )
 
 def is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -25,10 +25,9 @@ from vault.authority.policy_adoption import (
     AdoptDepartingRequest,
     Adopted,
     DepartingDraft,
-    SettingsRow,
-    settings_fields,
 )
 from vault.authority.requests import Caller
+from vault.authority.settings_requests import SettingsRow, settings_fields
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_POLICY, LABEL_SIG_SETTINGS
 from vault.errors import UntrustedRecord

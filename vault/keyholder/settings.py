@@ -44,6 +44,7 @@ from vault.authority.settings_requests import (
     SettingsRows,
     in_bounds,
     is_count,
+    settings_fields,
 )
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_SETTINGS
@@ -64,17 +65,6 @@ class Settings(NamedTuple):
     retention_versions: int
     cryptoperiod_days: int
     signed: bool
-
-
-def settings_fields(vault_id: bytes, row: SettingsRow) -> tuple[signing.ContextItem, ...]:
-    """What a settings signature covers (docs/format.md, "Signed policies and settings")."""
-    return (
-        vault_id,
-        int(row.retention_versions),
-        int(row.cryptoperiod_days),
-        int(row.signed_by or 0),
-        int(row.signed_at or 0),
-    )
 
 
 def signed_settings(
