@@ -412,3 +412,14 @@ def test_a_grant_from_before_issue_12_is_confirmed_by_the_engineers_last_grant_e
     taken_back = _legacy_draft(_legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke))
     with pytest.raises(UntrustedRecord, match="takes 'alice'"):
         keyholder_rotation._check_grant_events(taken_back, LEGACY_RING)
+
+
+def test_a_grant_row_without_an_event_no_grant_event_vouches_for_is_refused() -> None:
+    """A grant row with no event number, and no grant event of the engineer in the log (a DBA
+    replays an old signed grant row with its event number blanked, or a log whose grant events
+    are gone): nothing in the audit log vouches for it, so no new client key is sealed to it."""
+    with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
+        keyholder_rotation._check_grant_events(_legacy_draft(), LEGACY_RING)
+    other = {"engineer": "bob", "client": "acme"}
+    with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
+        keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", other)), LEGACY_RING)

@@ -107,7 +107,7 @@ def _check_grant_events(draft: StartDraft, ring: bytes) -> None:
     for grantee in draft.grantees:
         grant, name = grantee.grant, grantee.engineer.name
         after = grant.event_seq or 0
-        own = grant.event_seq is None
+        own = False  # a grant no event of the log vouches for is refused, whatever its row says
         legacy = False
         if grant.event_seq is None:  # an older grant row: its event is the one that names its id
             mine = [e.seq for e, d in opened if d is not None and e.action == "grant" and d.get("grant") == grant.id]
