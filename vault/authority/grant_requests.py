@@ -29,8 +29,8 @@ NO_GRANT = "the engineer holds no grant for this client"
 
 
 def revocation_fields(vault_id: bytes, grant: GrantRow) -> tuple[signing.ContextItem, ...]:
-    """What a revocation's signature covers (docs/format.md §5; ``Trust.revoke_grant``, the
-    grants' keyholder and the sweep sign it, the sweep's authority verifies it)."""
+    """What a revocation's signature covers (docs/format.md §5): the grants' keyholder and
+    the sweep's sign it, the sweep's authority verifies it, ``Trust`` reads it."""
     assert grant.revoked_at is not None
     return (
         vault_id,
@@ -173,3 +173,57 @@ class SweepSigned:
 
     def __repr__(self) -> str:
         return f"SweepSigned(revocations={len(self.revocations)}, drop={len(self.drop)})"
+
+
+# -- grants.list ---------------------------------------------------------------------------------
+
+GRANT_LIST = "grant-list"  # a read: no event (as before the split)
+
+
+@dataclass(frozen=True)
+class GrantListRequest:
+    """The grant rows the caller may see (an admin: all; an engineer: their own), narrowed to
+    the engineer named (engineer names are stored in clear) and to one client, named by the
+    id the keyholder's checked lookup found (never its slug). ``known_key_versions``: the
+    (client, version) keys the keyholder holds already."""
+
+    caller: Caller
+    engineer: str | None
+    client_id: int | None
+    known_key_versions: tuple[tuple[int, int], ...]
+    org_pin: bytes
+    action: str = GRANT_LIST
+
+    def __repr__(self) -> str:
+        return f"GrantListRequest(engineer={self.caller.engineer_id}, client={self.client_id})"
+
+
+@dataclass(frozen=True, repr=False)
+class ListedGrant:
+    """One grant row as stored, with when it was made."""
+
+    row: GrantRow
+    created_at: dt.datetime
+
+    def __repr__(self) -> str:
+        return f"ListedGrant(id={self.row.id})"
+
+
+@dataclass(frozen=True, repr=False)
+class GrantListRows:
+    """What the authority read: the caller's row and pinned-key chain, the grant rows (newest
+    first within each (engineer, client) ledger), the rows of every engineer they name
+    (grantees and signers), each client's slug blob by id, and the client keys those slugs
+    are encrypted under that the keyholder does not hold (signed record, sealed copy)."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    grants: tuple[ListedGrant, ...]
+    engineers: tuple[EngineerRow, ...]
+    slugs: tuple[tuple[int, bytes], ...]
+    sealed_keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"GrantListRows(grants={len(self.grants)})"

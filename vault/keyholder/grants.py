@@ -140,7 +140,7 @@ class _Seal:
 
 
 class GrantKeyholder:
-    """An admin's grant and revoke (the listing and the sweep still run in the service)."""
+    """An admin's grant and revoke (the listing: grant_list.py; the sweep: grant_sweep.py)."""
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ from vault.crypto import blobs, chain
 from vault.errors import VaultError
 from vault.service import auditverify
 from vault.service.core import ROLE_ADMIN, epoch, is_revoked
-from vault.service.rows import GRANT_ORDER, EngineerRecord
+from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
 from vault.storage import models as m
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class GrantHistory:
             return True
         return any(bad > seq for bad in self.doubts.get(client_id, ()))
 
-    def confirms(self, name: str, client_id: int, grant: m.Grant) -> str | None:
+    def confirms(self, name: str, client_id: int, grant: GrantRecord) -> str | None:
         """None if ``grant`` is the log's last word about ``name`` and the client, else why not."""
         last = self.last(name, client_id)
         if last is None:
