@@ -136,6 +136,9 @@ def test_a_dba_forged_expiry_gets_no_signed_revocation_of_a_live_grant(acme: Any
     newest = acme.admin.audit.log()[-1]
     assert newest.action == "grants-expired" and newest.details is not None
     assert newest.details["grants"] == 0 and newest.details["not_verified"] == 1
+    events = _state(acme)[2]
+    assert acme.admin.grants.maintain() == 0 and _state(acme)[2] == events, "nothing done: no event each time"
+    assert _grant(acme, "alice").revocation is None
 
 
 def test_an_authority_clock_ahead_gets_no_signed_revocation_of_a_live_grant(acme: Any) -> None:

@@ -9,8 +9,10 @@ copies sealed to those engineers for those clients (a statement each, whatever t
 of ledgers). Nothing is decided here: the keyholder's seal is shown the draft and answers
 with the revocations it signed (each verified here under the caller's public key, of a row
 of the draft that is unrevoked and past its end) and the ledgers whose copies go (of the
-draft). The authority writes exactly that, appends ``grants-expired`` and answers with the
-ledgers as stored, which the keyholder checks against what it signed.
+draft). The authority writes exactly that, appends ``grants-expired`` (with ``not_verified``,
+the rows past their end the keyholder did not sign for; no event when nothing was revoked or
+deleted, so that such a row does not add an event to every admin operation) and answers
+with the ledgers as stored, which the keyholder checks against what it signed.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class GrantSweepAuthority:
             signed = seal.sign(draft)
             revoked = self._revoke(s, draft, signed, {g.id: g for g in expired})
             removed = self._drop(s, draft, signed)
+            if not revoked and not removed:
+                return draft  # nothing done (a row that does not verify stays as it is): no event each time
             public = {"grants": revoked, "sealed_copies_deleted": removed}
             if revoked < len(expired):
                 public["not_verified"] = len(expired) - revoked

@@ -122,7 +122,8 @@ class GrantSweepKeyholder:
                     g.id for g, signer in pairs if not is_revoked(g) and _verifies(checks, g, signer, ledger.engineer)
                 }
                 head = next((g for g, _ in pairs if is_revoked(g) or g.id in good), None)
-                if head is None or is_revoked(head) or (head.until is not None and head.until <= now):
+                ended = head is None or is_revoked(head) or (head.until is not None and head.until <= now)
+                if ended and ledger.copies:  # a ledger with no copy left has nothing to delete
                     drop.append((ledger.engineer_id, ledger.client_id))
                 for grant, _ in pairs:
                     if grant.id in good and grant.until is not None and grant.until <= now:
@@ -137,9 +138,9 @@ class GrantSweepKeyholder:
             answer = self.transport.sweep(request, seal)
         finally:
             seal.close()
-        if seal.signed is None:
-            if answer.seq != 0 or answer.ledgers:
-                raise UntrustedRecord("the authority swept without this keyholder's signatures")
+        if seal.signed is None or seal.signed == SweepSigned((), ()):
+            if answer.seq != 0 or (seal.signed is None and answer.ledgers):
+                raise UntrustedRecord("the authority recorded a sweep this keyholder signed nothing for")
             return 0
         return self._check_answer(seal, answer, revoked)
 
