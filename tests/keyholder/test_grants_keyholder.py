@@ -238,7 +238,7 @@ def test_a_grant_the_authority_claims_but_did_not_store_is_not_reported_done(adm
 
 def test_a_revocation_signed_here_verifies_under_the_layout_trust_signs(admin: Any) -> None:
     """One layout for a revocation's signature: the keyholder's (``revocation_fields``) is the
-    one ``Trust.revoke_grant`` signs (the sweep of expired grants still signs through it)."""
+    one ``Trust.revoke_grant`` signs (the sweep's keyholder signs the same ``revocation_fields``)."""
     assert admin.grants.revoke("alice", "acme") == 1
     with admin.store.transaction() as s:
         row = s.scalars(select(m.Grant)).one()

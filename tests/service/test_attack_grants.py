@@ -417,3 +417,21 @@ def test_a_revocation_cleared_with_its_audit_event_deleted_gets_no_key_at_the_ne
 
     assert _seals(db, alice_id, client_id) == 0  # the new key was not sealed to her
     assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}
+
+
+def test_an_end_forged_in_the_database_gets_no_signed_revocation_from_the_sweep(acme, db):
+    """The DBA moves alice's open-ended grant's end into the past and waits for an admin's
+    sweep (``grants.maintain``, or the one before ``clients.add``): the admin's keyholder
+    verifies the grant (its signature covers the end) before it signs a revocation, so no
+    revocation in the admin's name is recorded for a grant that never ended."""
+    team = acme
+    team.engineer("alice")
+    team.admin.grants.grant("alice", "acme")
+    alice_id = _id(db, "alice")
+    db.run(update(m.Grant).where(m.Grant.engineer_id == alice_id).values(until=int(team.clock().timestamp()) - 60))
+    team.admin.grants.maintain()
+    team.admin.clients.add("globex", "Globex")  # the sweep before an admin's operation, too
+    columns = (m.Grant.revoked_at, m.Grant.revoked_by, m.Grant.revocation)
+    (row,) = db.all(select(*columns).where(m.Grant.engineer_id == alice_id))
+    assert tuple(row) == (None, None, None)
+    assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}

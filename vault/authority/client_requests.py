@@ -89,3 +89,82 @@ class ClientRows:
 
     def __repr__(self) -> str:
         return f"ClientRows(seq={self.seq}, clients={len(self.clients)})"
+
+
+# -- clients.add ------------------------------------------------------------------------------
+
+CLIENT_CREATE = "client-create"
+DUPLICATE_CLIENT = "a client exists under this slug tag"
+NEW_CLIENT_POLICY = (True, False, False)  # reason required, not exclusive, no rotation after checkout
+NEW_CLIENT_FIELDS = 3  # encryptions under the new client key: slug, name, lookup key
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """``client-create``: a new client under ``slug_tag`` (the admin's lookup tag of its slug
+    under the root lookup key). The slug and the name stay with the keyholder: they reach the
+    store only encrypted under the new client key, and the event's details only sealed."""
+
+    caller: Caller
+    slug_tag: bytes
+    org_pin: bytes
+    action: str = CLIENT_CREATE
+
+    def __repr__(self) -> str:
+        return f"AddRequest(engineer={self.caller.engineer_id})"
+
+
+@dataclass(frozen=True, repr=False)
+class AddDraft:
+    """What the authority shows the keyholder inside its unit of work, once the client's row
+    exists: the caller's row and pinned-key chain (as in every answer), the id the new client
+    was given, when, and the recovery key version its key is to be sealed to."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    client_id: int
+    created_at: dt.datetime
+    root_version: int
+
+    def __repr__(self) -> str:
+        return f"AddDraft(client={self.client_id})"
+
+
+@dataclass(frozen=True, repr=False)
+class NewClient:
+    """What the keyholder made for the draft's client id: ciphertext and signatures only.
+    The client key (version 1) exists only in the keyholder; ``fingerprint`` and the record's
+    signature (``LABEL_SIG_CLIENT_KEY``) name it, ``recovery_copy`` is it sealed to the
+    recovery key; ``policy_signature`` signs the default policy (``NEW_CLIENT_POLICY``,
+    ``DEFAULT_CHECKOUT_MINUTES``) as the caller at ``signed_at``."""
+
+    slug_blob: bytes
+    name_blob: bytes
+    lookup_key_blob: bytes
+    fingerprint: bytes
+    signed_at: int
+    key_signature: bytes
+    recovery_copy: bytes
+    policy_signature: bytes
+
+    def __repr__(self) -> str:
+        return "NewClient(<ciphertext>)"
+
+
+@dataclass(frozen=True, repr=False)
+class AddAnswer:
+    """The committed client as stored: its event's number, its row's ciphertext, its key
+    record and recovery copy, and its policy row's signature, read back after the writes."""
+
+    seq: int
+    client_id: int
+    slug_tag: bytes
+    created_at: dt.datetime
+    stored: NewClient
+    key_signed_by: int
+    policy_signed_by: int
+
+    def __repr__(self) -> str:
+        return f"AddAnswer(seq={self.seq}, client={self.client_id})"

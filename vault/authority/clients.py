@@ -188,7 +188,7 @@ def field_key_versions(slug_blob: bytes, name_blob: bytes) -> set[int]:
 
 
 class ClientAuthority:
-    """Show and list of clients, given a request (``add``: clientadd.py)."""
+    """Show and list of clients, given a request (``add``: client_add.py)."""
 
     def __init__(self, store: Store, checks: ClientChecks, recorder: ClientRecorder, clock: Callable[[], dt.datetime]):
         self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock

@@ -246,6 +246,19 @@ class ClientKeyholder:
             raise DecryptionFailed() from None
         return ClientInfo(slug_text, name_text, entry.current_key_version, entry.secrets, entry.created_at)
 
+    def open_field(
+        self,
+        me: Me,
+        admin: bool,
+        checks: ResponseChecks,
+        client_id: int,
+        blob: bytes,
+        purpose: str,
+        sealed: dict[tuple[int, int], SealedClientKey],
+    ) -> bytes:
+        """A client field opened as ``_field`` does (the grants' listing opens the slugs with it)."""
+        return self._field(me, admin, checks, client_id, blob, purpose, sealed)
+
     def _field(
         self,
         me: Me,

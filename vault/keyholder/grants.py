@@ -36,6 +36,7 @@ from vault.authority.grant_requests import (
     RevokeRequest,
     SealedCopy,
 )
+from vault.authority.grant_requests import revocation_fields as revocation_fields  # the layout, shared
 from vault.authority.requests import Caller
 from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
@@ -47,20 +48,6 @@ from vault.records import GrantInfo
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
 
 SIGNED_AT_SLACK = 300  # seconds a grant's date (set by the authority) may be from the keyholder's clock
-
-
-def revocation_fields(vault_id: bytes, grant: GrantRow) -> tuple[signing.ContextItem, ...]:
-    """What a revocation's signature covers (``Trust.revoke_grant``: the same layout)."""
-    assert grant.revoked_at is not None
-    return (
-        vault_id,
-        grant.id,
-        grant.engineer_id,
-        grant.client_id,
-        grant.seq or 0,
-        int(grant.revoked_at.timestamp()),
-        grant.revoked_by,
-    )
 
 
 class SigningKeys(EngineerKeys, Protocol):
@@ -153,7 +140,7 @@ class _Seal:
 
 
 class GrantKeyholder:
-    """An admin's grant and revoke (the listing and the sweep still run in the service)."""
+    """An admin's grant and revoke (the listing: grant_list.py; the sweep: grant_sweep.py)."""
 
     def __init__(
         self,

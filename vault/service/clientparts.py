@@ -15,23 +15,35 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from vault.authority.client_add import ClientAddAuthority
 from vault.authority.clients import ClientAuthority
+from vault.authority.grant_list import GrantListAuthority
+from vault.authority.grant_sweep import GrantSweepAuthority
 from vault.authority.grants import GrantAuthority, PrivateDetails
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import InvalidInput, UntrustedRecord
+from vault.keyholder.client_add import ClientAddKeyholder
 from vault.keyholder.clients import ClientContext, ClientKeyholder
+from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.keyholder.grant_sweep import GrantSweepKeyholder
 from vault.keyholder.grants import GrantKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.service.core import ROLE_ADMIN
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
-from vault.transport.clients import InProcessClientTransport
-from vault.transport.grants import InProcessGrantTransport
+from vault.transport.clients import InProcessClientAddTransport, InProcessClientTransport
+from vault.transport.grants import (
+    InProcessGrantListTransport,
+    InProcessGrantSweepTransport,
+    InProcessGrantTransport,
+)
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
     from vault.keyholder.trust import Trust
     from vault.service.clients import Clients
+    from vault.service.core import Core
+    from vault.service.grantledger import GrantLedger
     from vault.service.grants import Grants
 
 
@@ -110,6 +122,16 @@ class SigningSessionKeys(SessionKeys):
         return self._keys.my_signing_key().sign(label, *fields)
 
 
+class AdminSessionKeys(SigningSessionKeys):
+    """``SigningSessionKeys`` of an admin that also name the recovery key their root bundle
+    opens to (read from the bundle itself, never from the vault's public row)."""
+
+    def recovery_public(self) -> tuple[int, bytes]:
+        with self._store.read() as s:
+            bundle = self._keys.root_bundle(s)
+        return bundle.version, bundle.recovery.public
+
+
 def grant_keyholder(grants: Grants) -> GrantKeyholder:
     """The grants' keyholder of this Vault object, over an in-process transport to its authority."""
     core, keys = grants.core, grants.keys
@@ -134,4 +156,52 @@ def client_keyholder(clients: Clients) -> ClientKeyholder:
         keys.client_keys,
         core.clock,
         lambda: keys.slugs,
+    )
+
+
+def client_add_keyholder(clients: Clients) -> ClientAddKeyholder:
+    """The keyholder of ``clients.add`` of this Vault object, over an in-process transport."""
+    core, keys = clients.core, clients.keys
+    authority = ClientAddAuthority(core.store, TrustChecks(clients.trust), JournalRecorder(clients.journal), core.clock)
+    return ClientAddKeyholder(
+        InProcessClientAddTransport(authority),
+        AdminSessionKeys(keys, core.store),
+        _Lookup(clients),
+        keys.client_keys,
+        core.clock,
+    )
+
+
+def grant_sweep_keyholder(core: Core, trust: Trust, journal: Journal) -> GrantSweepKeyholder:
+    """The keyholder of the expired-grant sweep, over an in-process transport to its authority."""
+    authority = GrantSweepAuthority(core.store, TrustChecks(trust), JournalRecorder(journal), core.clock)
+    return GrantSweepKeyholder(
+        InProcessGrantSweepTransport(authority), SigningSessionKeys(trust.keys, core.store), core.clock
+    )
+
+
+class LedgerHistory:
+    """What the verified audit log says about grants (``GrantLedger.grant_history``), read
+    for the admin's keyholder in a unit of its own: the in-process adapter the listing's
+    ``unconfirmed`` state still needs (the events are verified and opened with the admin's keys)."""
+
+    def __init__(self, ledger: GrantLedger, store: Any) -> None:
+        self._ledger, self._store = ledger, store
+
+    def confirmations(self, client_ids: set[int]) -> Confirms:
+        with self._store.transaction() as s:
+            return self._ledger.grant_history(s, client_ids).confirms
+
+
+def grant_list_keyholder(grants: Grants) -> GrantListKeyholder:
+    """The keyholder of ``grants.list`` of this Vault object, over an in-process transport."""
+    core = grants.core
+    authority = GrantListAuthority(core.store, TrustChecks(grants.trust), core.clock)
+    return GrantListKeyholder(
+        InProcessGrantListTransport(authority),
+        SessionKeys(grants.keys, core.store),
+        _Lookup(grants.clients),
+        grants.clients._client_keyholder(),
+        LedgerHistory(grants.ledger, core.store),
+        core.clock,
     )

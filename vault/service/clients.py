@@ -16,16 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import blobs, sealing, signing
-from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_TAG_CLIENT_SLUG
-from vault.errors import AlreadyExists, GrantExpired, LookupMismatch, NotFound, VaultError
-from vault.service import clientparts, listing, policies, validation
-from vault.service.core import ACTIVE, ROLE_ADMIN, epoch
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
+from vault.errors import GrantExpired, LookupMismatch, NotFound, VaultError
+from vault.service import clientparts, listing, validation
+from vault.service.core import ROLE_ADMIN, epoch
 from vault.service.records import ClientInfo
 from vault.service.rows import HasId
 from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.client_add import ClientAddKeyholder
     from vault.keyholder.clients import ClientKeyholder
     from vault.keyholder.keys import Keys
     from vault.keyholder.trust import Trust
@@ -43,6 +44,7 @@ class Clients:
         self.journal = journal
         self.ledger = ledger
         self._keyholder: ClientKeyholder | None = None
+        self._add_keyholder: ClientAddKeyholder | None = None
 
     def client(self, s: Session, slug: str) -> m.Client:
         """The client ``slug`` if the acting engineer may see it, else NotFound."""
@@ -128,60 +130,14 @@ class Clients:
     # -- clients ---------------------------------------------------------------------------
 
     def add(self, slug: str, name: str) -> ClientInfo:
+        """A new client: its key made, sealed and signed by the acting admin's keyholder, its
+        rows and ``client-create`` event written by the authority (keyholder/client_add.py)."""
         validation.client_slug(slug)
         name = validation.display_name(name)
         self.ledger.sweep()  # its own transaction: committed even if this operation fails
-        with self.core.store.transaction() as s:
-            admin = self.trust.my_admin_row(s)
-            bundle = self.keys.root_bundle(s)
-            tag = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-            if s.scalars(select(m.Client.id).where(m.Client.slug_tag == tag)).first() is not None:
-                raise AlreadyExists(f"client {slug!r} already exists")
-            now = self.core.clock()
-            client = m.Client(
-                slug_tag=tag, current_key_version=1, slug_blob=b"", name_blob=b"", lookup_key_blob=b"", created_at=now
-            )
-            s.add(client)
-            s.flush()
-            key = self.new_client_key_version(s, client.id, 1, admin)
-            self.keys.seal_client_key(s, client.id, 1, key, "recovery", bundle.version, bundle.recovery.public)
-            client.slug_blob = blobs.encrypt_client_field(key, 1, slug.encode("utf-8"), client.id, "slug")
-            client.name_blob = blobs.encrypt_client_field(key, 1, name.encode("utf-8"), client.id, "name")
-            client.lookup_key_blob = blobs.encrypt_client_field(key, 1, blobs.new_key(), client.id, "lookup-key")
-            self.keys.count_encryptions(s, client.id, 1, 3)
-            self.keys.client_keys[(client.id, 1)] = key
-            policy = m.ClientPolicy(
-                client_id=client.id,
-                reason_required=True,
-                exclusive=False,
-                rotate_after_checkout=False,
-                checkout_minutes=policies.DEFAULT_CHECKOUT_MINUTES,
-                updated_at=now,
-            )
-            policies.sign_policy(self.keys.my_signing_key(), self.core.vid(s), policy, admin.id, epoch(now))
-            s.add(policy)
-            self.journal.append(s, "client-create", client_id=client.id, details={"slug": slug})
-            return ClientInfo(slug=slug, name=name, key_version=1, secrets=0, created_at=now)
-
-    def new_client_key_version(self, s: Session, client_id: int, version: int, admin: m.Engineer) -> bytes:
-        """A fresh client key as ``version``: its record signed by the acting admin, cached."""
-        key = blobs.new_key()
-        now = self.core.clock()
-        ck = m.ClientKey(
-            client_id=client_id,
-            version=version,
-            state=ACTIVE,
-            fingerprint=signing.client_key_fingerprint(key),
-            signed_by=admin.id,
-            signed_at=epoch(now),
-            encryptions=0,
-            created_at=now,
-        )
-        ck.signature = self.keys.my_signing_key().sign(LABEL_SIG_CLIENT_KEY, *self.trust.client_key_fields(s, ck))
-        s.add(ck)
-        s.flush()
-        self.keys.client_keys[(client_id, version)] = key
-        return key
+        if self._add_keyholder is None:
+            self._add_keyholder = clientparts.client_add_keyholder(self)
+        return self._add_keyholder.add(slug, name)
 
     def list(self) -> builtins.list[ClientInfo]:
         """The clients the acting engineer may see (all of them for an admin): read by the

@@ -33,11 +33,12 @@ from vault.crypto import blobs, chain
 from vault.errors import VaultError
 from vault.service import auditverify
 from vault.service.core import ROLE_ADMIN, epoch, is_revoked
-from vault.service.rows import GRANT_ORDER, EngineerRecord
+from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
 from vault.storage import models as m
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
+    from vault.keyholder.grant_sweep import GrantSweepKeyholder
     from vault.keyholder.signers import Signers
     from vault.keyholder.trust import Trust
     from vault.service.core import Core
@@ -82,7 +83,7 @@ class GrantHistory:
             return True
         return any(bad > seq for bad in self.doubts.get(client_id, ()))
 
-    def confirms(self, name: str, client_id: int, grant: m.Grant) -> str | None:
+    def confirms(self, name: str, client_id: int, grant: GrantRecord) -> str | None:
         """None if ``grant`` is the log's last word about ``name`` and the client, else why not."""
         last = self.last(name, client_id)
         if last is None:
@@ -119,6 +120,7 @@ class GrantLedger:
         self.trust = trust
         self.signers = signers
         self.journal = journal
+        self._sweeper: GrantSweepKeyholder | None = None
 
     def grant_history(self, s: Session, client_ids: Collection[int] | None = None) -> GrantHistory:
         """The grant, revoke and client-key rotation events of the audit log, each verified
@@ -293,47 +295,13 @@ class GrantLedger:
 
     # -- expiry -----------------------------------------------------------------------------------------
 
-    def sweep_expired_grants(self, s: Session) -> int:
-        """Revoke (signed) the grants past their until, and delete the sealed key copies of
-        every (engineer, client) whose ledger has no live verified entry left; returns how
-        many copies were deleted. A row that does not verify never stops the sweep."""
-        now = epoch(self.core.clock())
-        expired = [
-            g
-            for g in s.scalars(select(m.Grant).where(m.Grant.until.is_not(None), m.Grant.until <= now))
-            if not is_revoked(g)
-        ]
-        if not expired:
-            return 0
-        admin = self.trust.my_admin_row(s)
-        removed = 0
-        for engineer_id, client_id in sorted({(g.engineer_id, g.client_id) for g in expired}):
-            target = s.get(m.Engineer, engineer_id)
-            ledger = s.scalars(
-                select(m.Grant)
-                .where(m.Grant.engineer_id == engineer_id, m.Grant.client_id == client_id)
-                .order_by(*GRANT_ORDER)
-            ).all()
-            head = self.ledger_head(s, ledger, target)[0] if target is not None else None
-            if self.is_live(head):
-                continue
-            removed += len(
-                s.scalars(
-                    select(m.ClientKeySeal.version).where(
-                        m.ClientKeySeal.client_id == client_id,
-                        m.ClientKeySeal.recipient_kind == "engineer",
-                        m.ClientKeySeal.recipient_id == engineer_id,
-                    )
-                ).all()
-            )
-            self.delete_seals(s, client_id, engineer_id)
-        for grant in expired:
-            self.trust.revoke_grant(s, grant, admin)
-        self.journal.append(s, "grants-expired", public={"grants": len(expired), "sealed_copies_deleted": removed})
-        return removed
-
     def sweep(self) -> int:
-        """Sweep expired grants as the acting admin, in a transaction of its own."""
-        with self.core.store.transaction() as s:
-            self.trust.my_admin_row(s)
-            return self.sweep_expired_grants(s)
+        """Sweep expired grants as the acting admin, in a unit of work of its own (``grants.maintain``
+        and the start of an admin's ``clients.add``, ``grant``, ``revoke``): the authority finds
+        the grants past their end, the keyholder signs the revocations of those it verifies
+        (keyholder/grant_sweep.py). Returns how many sealed copies were deleted."""
+        if self._sweeper is None:
+            from vault.service import clientparts  # clientparts builds the halves of these nouns
+
+            self._sweeper = clientparts.grant_sweep_keyholder(self.core, self.trust, self.journal)
+        return self._sweeper.sweep()

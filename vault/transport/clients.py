@@ -11,7 +11,8 @@ team-server issue replaces it with signed requests.
 
 from __future__ import annotations
 
-from vault.authority.client_requests import ClientRows, ListRequest, ShowRequest
+from vault.authority.client_add import ClientAddAuthority, ClientAddSeal
+from vault.authority.client_requests import AddAnswer, AddRequest, ClientRows, ListRequest, ShowRequest
 from vault.authority.clients import ClientAuthority, ClientSeal
 
 
@@ -29,3 +30,16 @@ class InProcessClientTransport:
 
     def list(self, request: ListRequest, seal: ClientSeal) -> ClientRows:
         return self.authority.list(request, seal)
+
+
+class InProcessClientAddTransport:
+    """Calls the authority of ``clients.add`` directly; ``seal`` is the keyholder's ``ClientAddSeal``."""
+
+    def __init__(self, authority: ClientAddAuthority) -> None:
+        self.authority = authority
+
+    def __repr__(self) -> str:
+        return "InProcessClientAddTransport()"
+
+    def add(self, request: AddRequest, seal: ClientAddSeal) -> AddAnswer:
+        return self.authority.add(request, seal)

@@ -11,7 +11,17 @@ requests that carry the signatures made before, against a draft the server commi
 
 from __future__ import annotations
 
-from vault.authority.grant_requests import GrantRequest, GrantRows, RevokeRequest
+from vault.authority.grant_list import GrantListAuthority
+from vault.authority.grant_requests import (
+    GrantListRequest,
+    GrantListRows,
+    GrantRequest,
+    GrantRows,
+    RevokeRequest,
+    SweepRequest,
+    SweepRows,
+)
+from vault.authority.grant_sweep import GrantSweepAuthority, SweepSeal
 from vault.authority.grants import GrantAuthority, GrantSeal
 
 
@@ -29,3 +39,29 @@ class InProcessGrantTransport:
 
     def revoke(self, request: RevokeRequest, seal: GrantSeal) -> GrantRows:
         return self.authority.revoke(request, seal)
+
+
+class InProcessGrantSweepTransport:
+    """Calls the sweep's authority directly; ``seal`` is the keyholder's ``SweepSeal``."""
+
+    def __init__(self, authority: GrantSweepAuthority) -> None:
+        self.authority = authority
+
+    def __repr__(self) -> str:
+        return "InProcessGrantSweepTransport()"
+
+    def sweep(self, request: SweepRequest, seal: SweepSeal) -> SweepRows:
+        return self.authority.sweep(request, seal)
+
+
+class InProcessGrantListTransport:
+    """Calls the listing's authority directly (a read: no seal)."""
+
+    def __init__(self, authority: GrantListAuthority) -> None:
+        self.authority = authority
+
+    def __repr__(self) -> str:
+        return "InProcessGrantListTransport()"
+
+    def list(self, request: GrantListRequest) -> GrantListRows:
+        return self.authority.list(request)
