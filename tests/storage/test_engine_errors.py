@@ -186,17 +186,17 @@ def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveal
 
 
 def test_a_driver_error_on_the_verifiers_own_cursor_raises_store_unavailable(team, monkeypatch):
-    """``auditverify.check_range`` reads events on a DB-API cursor of its own (the anchor of
+    """``auditchain.check_range`` reads events on a DB-API cursor of its own (the anchor of
     a root rotation's signers), below SQLAlchemy: the driver's raw exception is mapped too,
     not shown as a failed bug. ``audit verify`` reads its pages through the audit chain's
     authority (vault/authority/audit_verify.py): a driver error there is mapped alike."""
     from vault.authority import audit_verify
-    from vault.service import auditverify
+    from vault.keyholder import auditchain
 
-    monkeypatch.setattr(auditverify, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
+    monkeypatch.setattr(auditchain, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
     with pytest.raises(StoreUnavailable) as caught, team.admin.store.read() as s:
         connection = s.connection()
-        auditverify.check_range(connection.connection, connection.dialect, b"\x00" * 16, {}, 1, 1)
+        auditchain.check_range(connection.connection, connection.dialect, b"\x00" * 16, {}, 1, 1)
     assert_clean(caught.value)
     assert "no credvault schema" in str(caught.value)
 

@@ -25,16 +25,24 @@ Per event, beyond its hash and signature (docs/format.md §8):
 
 The first event of a run is checked against the run before it by the caller, as for its
 link: ``RangeResult`` carries its time and format and those of the last good event.
+
+``check_range`` reads a few events itself, on a DB-API cursor of the caller's unit (rows as
+plain tuples, never ORM objects), for the checks made inside a unit of the keyholder's own
+(``Signers.anchor_problem``: the anchor of a root rotation's signers).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Dialect
 
 from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
 from vault.crypto import chain
+from vault.storage import models as m
 
 NEVER = 2**63
 # Per (engineer id, key generation): the signing key and the sequence numbers it signs in,
@@ -197,3 +205,46 @@ def check_rows(
 
 def _fmt(running: bytes | None, current: bool) -> int | None:
     return None if running is None else (2 if current else 1)
+
+
+# -- a few events read in the caller's own unit (the anchor of a root rotation's signers) ----------------
+
+FETCH = 2_000
+_T = m.AuditEvent.__table__
+TABLE_COLUMNS = [_T.c[name] for name in COLUMNS]
+
+
+def _sql(dialect: Dialect, statement: Any) -> str:
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def check_range(
+    dbapi_connection: Any,
+    dialect: Dialect,
+    vault_id: bytes,
+    keys: Keys,
+    lo: int,
+    hi: int,
+    problems: Problems | None = None,
+) -> RangeResult:
+    """Check events ``lo``..``hi`` (all but the first one's link) on a DB-API connection."""
+    cursor = dbapi_connection.cursor()
+    try:
+        seq = _T.c.seq
+        cursor.execute(_sql(dialect, select(*TABLE_COLUMNS).where(seq >= lo, seq <= hi).order_by(seq)))
+        marked = {k: v for k, v in (problems or {}).items() if lo <= k <= hi}
+        result = check_rows(_fetched(cursor), chain.EventCodec(vault_id), keys, lo, marked)
+        missing = lo + result.good
+        if result.problem is None and missing <= hi:  # the rows stop before hi: what comes next?
+            cursor.execute(_sql(dialect, select(func.min(seq)).where(seq > missing)))
+            row = cursor.fetchone()
+            if row is not None and row[0] is not None:
+                result = result._replace(bad_seq=missing, problem=f"event {missing} is missing (next is {row[0]})")
+        return result
+    finally:
+        cursor.close()
+
+
+def _fetched(cursor: Any) -> Iterator[tuple[Any, ...]]:
+    while rows := cursor.fetchmany(FETCH):
+        yield from rows
