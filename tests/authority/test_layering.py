@@ -26,7 +26,7 @@ KEYHOLDER_NOT_MOVED_YET = {
     "secrets.py": {"vault.service.sessions"},
     "sessionkeys.py": {"vault.service.sessions"},
     "keys.py": {"vault.service.core", "vault.service.rows", "vault.service.sessions"},
-    "signers.py": {"vault.service", "vault.service.audit", "vault.service.core", "vault.service.validation"},
+    "signers.py": {"vault.service.audit", "vault.service.core", "vault.service.validation"},
     "trust.py": {"vault.service.core", "vault.service.rows", "vault.service.sessions"},
     "auditkeys.py": {"vault.service.rows"},
 }

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 
 from vault.crypto import chain
 from vault.errors import ConcurrentChange
-from vault.service import audit as audit_module
+from vault.keyholder import auditverify as verify_module
 from vault.storage import models as m
 
 
@@ -290,7 +290,7 @@ def test_an_old_format_event_with_an_empty_value_where_null_was_stored_is_refuse
     _refused_at(team, seq)
 
 
-class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
+class _CountingPool(verify_module.ProcessPoolExecutor):  # type: ignore[misc]
     submitted = 0
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -303,7 +303,7 @@ def test_parallel_ranges_refuse_a_backdated_or_old_format_event_at_a_range_bound
         team.admin.clients.list()
         team.clock.advance(seconds=1)
     monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
-    monkeypatch.setattr(audit_module, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", _CountingPool)
     assert team.admin.audit.verify(workers=2).ok
     assert _CountingPool.submitted > 1  # the ranges really went to worker processes
     head = team.admin.audit.head()[0]

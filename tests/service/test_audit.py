@@ -21,8 +21,9 @@ from vault.authority.journal import UNSIGNED_ACTIONS
 from vault.crypto import blobs, chain, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, UntrustedRecord, WrongPassphrase
-from vault.service import audit as audit_module
+from vault.keyholder import auditverify as verify_module
 from vault.storage import models as m
+from vault.transport.audit_verify import InProcessChainTransport
 
 REF, PW = "acme/fw01", "acme-pw-1"
 REASON = "T-5150 secret-reason-marker"
@@ -245,16 +246,16 @@ def test_events_appended_while_the_chain_is_checked_are_no_false_alarm(team, mon
     # Found by the benchmark (W14): a verification that read the newest event at its start and
     # the head at its end reported "events deleted?" whenever checkouts went on meanwhile.
     alice = _build(team)
-    real = audit_module.Audit._ranges
+    real = InProcessChainTransport.page
     appended: list[int] = []
 
-    def ranges_then_checkout(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def checkout_then_page(self, request):  # type: ignore[no-untyped-def]
         if not appended:  # another engineer's checkout commits while the chain is being read
             alice.checkouts.checkout(REF, reason=REASON)
             appended.append(team.admin.audit.head()[0])
-        yield from real(self, *args, **kwargs)
+        return real(self, request)
 
-    monkeypatch.setattr(audit_module.Audit, "_ranges", ranges_then_checkout)
+    monkeypatch.setattr(InProcessChainTransport, "page", checkout_then_page)
     result = team.admin.audit.verify()
     assert appended and result.ok and result.problem is None
     assert result.head_seq == appended[0] - 1  # the chain as it stood when the check began
@@ -657,7 +658,7 @@ def test_an_edited_or_missing_anchor_is_reported(team, how):
 # -- the parallel path ---------------------------------------------------------------------------------
 
 
-class _CountingPool(audit_module.ProcessPoolExecutor):  # type: ignore[misc]
+class _CountingPool(verify_module.ProcessPoolExecutor):  # type: ignore[misc]
     maps = 0
 
     def map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -675,7 +676,7 @@ def test_parallel_signature_checks_agree_with_the_serial_ones(team, monkeypatch)
         (alice.secrets.show(REF) if i % 2 else alice.checkouts.reveal(REF, reason=REASON))
     assert team.admin.audit.head()[0] >= 40
     monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
-    monkeypatch.setattr(audit_module, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", _CountingPool)
     _CountingPool.maps = 0
 
     serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)

@@ -186,11 +186,24 @@ def test_a_read_only_sqlite_database_serves_what_needs_no_audit_event_and_reveal
 
 
 def test_a_driver_error_on_the_verifiers_own_cursor_raises_store_unavailable(team, monkeypatch):
-    """``audit verify`` reads the events on a DB-API cursor of its own (auditverify.check_range),
-    below SQLAlchemy: the driver's raw exception is mapped too, not shown as a failed bug."""
-    from vault.service import auditverify
+    """``auditchain.check_range`` reads events on a DB-API cursor of its own (the anchor of
+    a root rotation's signers), below SQLAlchemy: the driver's raw exception is mapped too,
+    not shown as a failed bug. ``audit verify`` reads its pages through the audit chain's
+    authority (vault/authority/audit_verify.py): a driver error there is mapped alike."""
+    from vault.authority import audit_verify
+    from vault.keyholder import auditchain
 
-    monkeypatch.setattr(auditverify, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
+    monkeypatch.setattr(auditchain, "_sql", lambda _dialect, _statement: "SELECT * FROM no_such_table_here")
+    with pytest.raises(StoreUnavailable) as caught, team.admin.store.read() as s:
+        connection = s.connection()
+        auditchain.check_range(connection.connection, connection.dialect, b"\x00" * 16, {}, 1, 1)
+    assert_clean(caught.value)
+    assert "no credvault schema" in str(caught.value)
+
+    def broken(conn, *_args, **_kwargs):  # type: ignore[no-untyped-def]
+        return list(conn.exec_driver_sql("SELECT * FROM no_such_table_here"))
+
+    monkeypatch.setattr(audit_verify.event_rows, "chained_page", broken)
     with pytest.raises(StoreUnavailable) as caught:
         team.admin.audit.verify()
     assert_clean(caught.value)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from vault.crypto import chain
 from vault.errors import UntrustedRecord
-from vault.service import auditverify
+from vault.keyholder import auditchain
 from vault.service.audit import _details
 from vault.service.core import ACTIVE, ROLE_ADMIN
 from vault.service.validation import shown
@@ -27,7 +27,7 @@ class Signers:
 
     @staticmethod
     def anchor_problem(
-        s: Session, vault_id: bytes, keys: auditverify.Keys, problems: auditverify.Problems, seq: int
+        s: Session, vault_id: bytes, keys: auditchain.Keys, problems: auditchain.Problems, seq: int
     ) -> str | None:
         """The anchor of an incremental verify checked again: its hash from its fields, its
         signature in its key's lifetime, what the key-event pass found at it, and its link to
@@ -35,7 +35,7 @@ class Signers:
         if seq <= 0:
             return None
         connection = s.connection()
-        r = auditverify.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
+        r = auditchain.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
         if r.problem is not None:
             return r.problem
         before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None
@@ -67,7 +67,7 @@ class Signers:
 
     def key_lifetimes(
         self, s: Session, certified: dict[tuple[int, int], tuple[bytes, str]]
-    ) -> tuple[auditverify.Keys, dict[int, str], set[Any]]:
+    ) -> tuple[auditchain.Keys, dict[int, str], set[Any]]:
         """When each certified key may sign, from the chain's own signed events, read in order.
 
         The organisation's certificates say *which* keys are an engineer's; the chain says
@@ -124,7 +124,7 @@ class Signers:
                 if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
                     problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
                 continue
-            live = signer in start and start[signer] <= seq < end.get(signer, auditverify.NEVER)
+            live = signer in start and start[signer] <= seq < end.get(signer, auditchain.NEVER)
             if engineer_id not in admins or not live:
                 problems[seq] = f"{action} is not signed by an admin the chain has certified"
                 continue
@@ -149,8 +149,8 @@ class Signers:
                     for key in [k for k in start if k[0] == engineer]:
                         end.setdefault(key, seq)
                     admins.discard(engineer)
-        keys: auditverify.Keys = {
-            k: (public, start.get(k, auditverify.NEVER), end.get(k, auditverify.NEVER))
+        keys: auditchain.Keys = {
+            k: (public, start.get(k, auditchain.NEVER), end.get(k, auditchain.NEVER))
             for k, (public, _) in certified.items()
         }
         return keys, problems, admins

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.audit_requests import ACCESS, EventQuery
+from vault.authority.audit_verify_requests import AT_RISK
 from vault.authority.reports import ReportAuthority
 from vault.authority.requests import Caller
 from vault.errors import IntegrityError, NotFound, VaultError
@@ -124,8 +125,10 @@ class Reports:
 
     def verified_log(self, since: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
         """Verify the audit chain (from genesis, or on from ``since``, a (seq, hash) this
-        object verified moments ago); its head, or IntegrityError naming the first bad event."""
-        check = self.audit.verify(since=since if since is not None and since[0] > 0 else None)
+        object verified moments ago); its head, or IntegrityError naming the first bad event.
+        The authority streams the chain to an admin only (``report-at-risk``); the keyholder
+        verifies it (service/auditcheck.py, keyholder/auditverify.py)."""
+        check = self.audit.chain_check.run(AT_RISK, since=since if since is not None and since[0] > 0 else None)
         if not check.ok:
             raise IntegrityError(
                 f"the audit log does not verify ({check.problem}), so the at-risk list could be incomplete",

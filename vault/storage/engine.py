@@ -332,7 +332,7 @@ class Store:
         """Every driver error becomes an error of the tree: ConcurrentChange (retry-safe),
         StoreBusy (a lock held elsewhere), InvalidInput (a value the column cannot hold),
         or StoreUnavailable. The driver's own exceptions, raised on a DB-API cursor below
-        SQLAlchemy (``auditverify.check_range``), are wrapped first and mapped alike."""
+        SQLAlchemy (``keyholder.auditchain.check_range``), are wrapped first and mapped alike."""
         raw = self.engine.dialect.loaded_dbapi.Error
         try:
             try:
