@@ -17,7 +17,7 @@ import vault.authority
 AUTHORITY = Path(vault.authority.__file__).parent
 # module -> names it must not give the authority ("*" : the module itself is refused)
 FORBIDDEN = {
-    "vault.crypto.blobs": lambda name: name == "*" or name.startswith(("decrypt_", "unwrap_")),
+    "vault.crypto.blobs": lambda name: name in ("*", "SecretOpener") or name.startswith(("decrypt_", "unwrap_")),
     "vault.crypto.sealing": lambda name: name in ("*", "open_sealed"),
     "vault.crypto.keyrecord": lambda name: name in ("*", "unlock"),
     "vault.crypto._primitives": lambda name: True,
@@ -61,6 +61,7 @@ def test_no_authority_module_imports_a_decryption_recipe(module: Path) -> None:
     [
         "from vault.crypto.blobs import decrypt_secret_field",
         "from vault.crypto.blobs import unwrap_data_key as unwrap",
+        "from vault.crypto.blobs import SecretOpener",
         "from vault.crypto.blobs import *",
         "from vault.crypto.sealing import open_sealed",
         "from vault.crypto.keyrecord import unlock",

@@ -467,3 +467,97 @@ def test_rewrap_data_keys_refuses_what_unwrap_refuses(change: str) -> None:
         blobs.unwrap_data_key(old[row[2]], row[2], row[3], client, row[0], row[1])
     with pytest.raises(DecryptionFailed):
         blobs.rewrap_data_keys(old, new, 3, client, [row])
+
+
+# -- the batch opening of a listing ----------------------------------------------------------
+
+
+def _listed_secret(
+    client_key: bytes, ck_version: int, client_id: int, secret_id: int, version: int
+) -> tuple[bytes, bytes, bytes]:
+    data_key = bytes([secret_id % 256]) * 32
+    wrapped = blobs.wrap_data_key(client_key, ck_version, data_key, client_id, secret_id, version)
+    metadata = blobs.encrypt_secret_field(
+        data_key, ck_version, b'{"name":"n"}', client_id, secret_id, version, "metadata"
+    )
+    return data_key, wrapped, metadata
+
+
+def test_secret_opener_gives_what_unwrap_then_decrypt_gives() -> None:
+    key = b"\x01" * 32
+    opener = blobs.SecretOpener(key, 2, 7)
+    for secret_id, version in ((10, 1), (11, 3), (2**40, 2**33)):
+        data_key, wrapped, metadata = _listed_secret(key, 2, 7, secret_id, version)
+        assert opener.data_key(wrapped, secret_id, version) == data_key
+        assert opener.data_key(wrapped, secret_id, version) == blobs.unwrap_data_key(
+            key, 2, wrapped, 7, secret_id, version
+        )
+        expected = blobs.decrypt_secret_field(data_key, 2, metadata, 7, secret_id, version, "metadata")
+        assert opener.field(data_key, metadata, secret_id, version, "metadata") == expected == b'{"name":"n"}'
+    assert "\\x01" not in repr(opener) and "redacted" in repr(opener)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "flip",
+        "truncate",
+        "moved row",
+        "other version",
+        "other client",
+        "wrong key version",
+        "header rewritten",
+        "other purpose",
+        "wrong blob type",
+        "bool id",
+    ],
+)
+def test_secret_opener_refuses_what_the_single_recipes_refuse(change: str) -> None:
+    """Each tampering both ways: the per-secret recipes refuse it, and so does the batch."""
+    key = b"\x01" * 32
+    data_key, wrapped, metadata = _listed_secret(key, 1, 7, 10, 1)
+    client, secret_id, version, purpose, ck = 7, 10, 1, "metadata", 1
+    error: type[Exception] = DecryptionFailed
+    if change == "flip":
+        wrapped = wrapped[:-1] + bytes([wrapped[-1] ^ 1])
+        metadata = metadata[:-1] + bytes([metadata[-1] ^ 1])
+    elif change == "truncate":
+        wrapped, metadata = wrapped[:20], metadata[:20]
+    elif change == "moved row":
+        secret_id = 11
+    elif change == "other version":
+        version = 2
+    elif change == "other client":
+        client = 8
+    elif change == "wrong key version":
+        ck = 2
+    elif change == "header rewritten":
+        wrapped = wrapped[:2] + struct.pack(">I", 2) + wrapped[6:]
+        metadata = metadata[:2] + struct.pack(">I", 2) + metadata[6:]
+    elif change == "other purpose":
+        purpose = "password"
+    elif change == "wrong blob type":
+        wrapped, metadata = metadata, wrapped
+    elif change == "bool id":
+        secret_id, error = True, TypeError  # type: ignore[assignment]
+    opener = blobs.SecretOpener(key, ck, client)
+    if change != "other purpose":  # a purpose is the field's only
+        with pytest.raises(error):
+            blobs.unwrap_data_key(key, ck, wrapped, client, secret_id, version)
+        with pytest.raises(error):
+            opener.data_key(wrapped, secret_id, version)
+    if change == "wrong key version":
+        return  # the field's key version is its header's: only the data key names the client key's
+    with pytest.raises(error):
+        blobs.decrypt_secret_field(
+            data_key, blobs.blob_key_version(metadata), metadata, client, secret_id, version, purpose
+        )
+    with pytest.raises(error):
+        opener.field(data_key, metadata, secret_id, version, purpose)
+
+
+def test_secret_opener_refuses_a_key_version_no_blob_can_name() -> None:
+    with pytest.raises(DecryptionFailed):
+        blobs.SecretOpener(b"\x01" * 32, 2**32, 7)
+    with pytest.raises(ValueError, match="32 bytes"):
+        blobs.SecretOpener(b"\x01" * 31, 1, 7)

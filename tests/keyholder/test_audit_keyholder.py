@@ -685,3 +685,68 @@ def test_details_moved_onto_anothers_event_are_refused_or_unreadable_end_to_end(
     checkout = next(e for e in shown.values() if e.action == "checkout")
     assert honest[checkout.seq].readable and honest[checkout.seq].details.get("reason")  # the control
     assert not checkout.readable and "reason" not in (checkout.details or {})
+
+
+def test_a_signing_key_rewritten_after_it_was_verified_is_not_taken(audit_world: Any) -> None:
+    """The keyholder remembers the certificates it has verified (every stream needs every
+    signer's key): a DBA then puts a key of their own in bob's row and in his key record,
+    leaving the certificates as they were. The next stream must not take it for bob's: what
+    is remembered is the certificate with everything it signs, not the engineer."""
+    admin = audit_world.admin
+    list(admin.audit.log(limit=5))  # every certificate verified, and remembered
+    bob_id = _engineer_id(admin, "bob")
+    slots = [slot for slot in admin.audit._signer_keys() if slot[0] == bob_id]
+    assert slots, "bob's key is not among the chain's signers"
+    forged = bytes(32 - i for i in range(32))
+    with admin.store.engine.begin() as conn:
+        real = conn.execute(select(m.Engineer.signing_public).where(m.Engineer.id == bob_id)).scalar_one()
+        real_keys = conn.execute(
+            select(m.EngineerKey.generation, m.EngineerKey.signing_public).where(m.EngineerKey.engineer_id == bob_id)
+        ).all()
+        conn.execute(m.Engineer.__table__.update().where(m.Engineer.id == bob_id).values(signing_public=forged))
+        conn.execute(
+            m.EngineerKey.__table__.update().where(m.EngineerKey.engineer_id == bob_id).values(signing_public=forged)
+        )
+    try:
+        after = admin.audit._signer_keys()
+        assert all(after[slot][0] != forged for slot in slots if slot in after)
+        assert all(slot not in after for slot in slots), "a rewritten key record still verifies"
+    finally:
+        with admin.store.engine.begin() as conn:
+            conn.execute(m.Engineer.__table__.update().where(m.Engineer.id == bob_id).values(signing_public=real))
+            for generation, public in real_keys:
+                conn.execute(
+                    m.EngineerKey.__table__.update()
+                    .where(m.EngineerKey.engineer_id == bob_id, m.EngineerKey.generation == generation)
+                    .values(signing_public=public)
+                )
+    assert {slot for slot in admin.audit._signer_keys() if slot[0] == bob_id} == set(slots)
+
+
+def test_a_key_event_rewritten_after_the_lifetimes_were_read_is_seen(audit_world: Any) -> None:
+    """The keyholder keeps the key lifetimes it last read from the chain (every stream needs
+    them): a DBA then rewrites the ``engineer-confirm`` that certified bob's key so that it
+    certifies another generation. The next stream must read the lifetimes again and find bob's
+    key certified by no event (it may sign nothing), not reuse what it read before."""
+    from vault.service.auditverify import NEVER
+
+    admin = audit_world.admin
+    list(admin.audit.log(limit=5))
+    bob_id = _engineer_id(admin, "bob")
+    (slot,) = [slot for slot in admin.audit._signer_keys() if slot[0] == bob_id]
+    assert admin.audit._signer_keys()[slot][1] != NEVER, "bob's key signs from his confirmation on"
+    events = m.AuditEvent.__table__
+    with admin.store.engine.begin() as conn:
+        seq, details = conn.execute(
+            select(m.AuditEvent.seq, m.AuditEvent.details_json).where(
+                m.AuditEvent.action == "engineer-confirm", m.AuditEvent.details_json.contains('"bob"')
+            )
+        ).one()
+        rewritten = json.dumps({**json.loads(details), "key_generation": 99})
+        conn.execute(events.update().where(events.c.seq == seq).values(details_json=rewritten))
+    try:
+        assert admin.audit._signer_keys()[slot][1] == NEVER
+    finally:
+        with admin.store.engine.begin() as conn:
+            conn.execute(events.update().where(events.c.seq == seq).values(details_json=details))
+    assert admin.audit._signer_keys()[slot][1] != NEVER

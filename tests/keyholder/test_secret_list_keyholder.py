@@ -5,8 +5,8 @@ real listing on their way: a secret of a client alice holds no grant for slipped
 name blob swapped between secrets, a secret whose current version is missing dressed up
 with another version, a page repeated, a forged client-key record, another engineer's
 row. Each must be refused with its error before any of it is opened (no metadata
-decrypted: counted at ``blobs.decrypt_secret_field``) and without a ``secret-list``
-event. The scene is made once per module: the listings change nothing but the event count.
+decrypted: counted at ``blobs.decrypt_secret_field`` and ``blobs.SecretOpener.field``)
+and without a ``secret-list`` event. The scene is made once per module: the listings change nothing but the event count.
 """
 
 from __future__ import annotations
@@ -103,7 +103,15 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         seen.append(args[-1])
         return value
 
+    real_field = blobs.SecretOpener.field  # a listing's batch of secrets opens them here
+
+    def counting_field(opener: blobs.SecretOpener, *args: Any) -> bytes:
+        value = real_field(opener, *args)
+        seen.append(args[-1])
+        return value
+
     monkeypatch.setattr(blobs, "decrypt_secret_field", counting)
+    monkeypatch.setattr(blobs.SecretOpener, "field", counting_field)
     yield seen
 
 
@@ -266,6 +274,29 @@ def test_a_client_key_of_another_fingerprint_is_refused(scene: Scene, opened: li
         return _first(pages, sealed_keys=(forged, *pages[0].sealed_keys[1:]))
 
     _refused(scene, forge, UntrustedRecord, opened, drop_keys=True)
+
+
+def test_a_forged_client_key_record_on_a_later_page_is_refused(scene: Scene, opened: list[str]) -> None:
+    """The keys a page carries are verified on that page, however many secrets an earlier page
+    opened under the same client-key version: the authority splits the listing in two and
+    sends, with the second secret, a forged record of the key the first page sent genuine."""
+
+    def split(pages: list[SecretPage]) -> list[SecretPage]:
+        page = pages[0]
+        assert len(pages) == 1 and len(page.secrets) == 2 and page.sealed_keys, "one page, two secrets, their keys"
+        key = page.sealed_keys[0]
+        signature = key.record.signature or b"\x00"
+        forged = dataclasses.replace(
+            key, record=dataclasses.replace(key.record, signature=bytes([signature[0] ^ 1]) + signature[1:])
+        )
+        first = dataclasses.replace(page, secrets=page.secrets[:1])
+        return [first, dataclasses.replace(page, clients=(), secrets=page.secrets[1:], sealed_keys=(forged,))]
+
+    before = _lists(scene)
+    with pytest.raises(UntrustedRecord):
+        _listing(scene, scene.alice, split, drop_keys=True)
+    assert opened == ["metadata"], "the second secret was opened under a key its page sent forged"
+    assert _lists(scene) == before
 
 
 def test_another_engineer_s_row_is_refused(scene: Scene, opened: list[str]) -> None:

@@ -22,9 +22,10 @@ opens anything:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import builtins
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from vault.authority.requests import Caller, SealedClientKey
 from vault.authority.secret_requests import ListedSecretRow, ListSecretsRequest, SecretPage
@@ -34,6 +35,8 @@ from vault.keyholder import versions
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.secrets import SecretKeyholder
 from vault.storage.rows import ROLE_ADMIN, EngineerRow
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,11 @@ class ListedName:
 
 
 class _Reader:
-    """The checks of one listing's pages, in the order they come."""
+    """The checks of one listing's pages, in the order they come; each secret verified and
+    opened is handed to ``into`` (slug, row, metadata) as it comes."""
 
-    def __init__(self, secrets: SecretKeyholder, scope: ListScope) -> None:
-        self.k, self.scope = secrets, scope
+    def __init__(self, secrets: SecretKeyholder, scope: ListScope, into: Callable[..., Any]) -> None:
+        self.k, self.scope, self.into = secrets, scope, into
         self.me = secrets.keys.session()
         self.first: tuple[Any, ...] | None = None
         self.checks: ResponseChecks | None = None
@@ -80,7 +84,7 @@ class _Reader:
         self.slugs: dict[int, str] = {}
         self.last_id = 0
 
-    def page(self, page: SecretPage) -> Iterator[ListedName]:
+    def page(self, page: SecretPage) -> Iterator[Any]:
         head = (page.vault_id, page.org_signing_public, page.org_chain, page.me)
         if self.first is None:
             self.checks, self.row = self.k.me_checked(self.me, page)
@@ -92,6 +96,7 @@ class _Reader:
         sealed: dict[tuple[int, int], SealedClientKey] = {}
         for item in page.sealed_keys:
             sealed.setdefault((item.record.client_id, item.record.version), item)
+        openers: dict[tuple[int, int], blobs.SecretOpener] = {}  # this page's: its sealed keys checked once
         for client in page.clients:
             asked = self.scope.client_ids
             if (asked is not None and client.id not in asked) or client.id in self.slugs:
@@ -103,9 +108,14 @@ class _Reader:
                 raise LookupMismatch(f"the client found for {self.scope.slug!r} holds another slug")
             self.slugs[client.id] = slug
         for r in page.secrets:
-            yield self._secret(r, sealed)
+            yield self._secret(r, sealed, openers)
 
-    def _secret(self, r: ListedSecretRow, sealed: dict[tuple[int, int], SealedClientKey]) -> ListedName:
+    def _secret(
+        self,
+        r: ListedSecretRow,
+        sealed: dict[tuple[int, int], SealedClientKey],
+        openers: dict[tuple[int, int], blobs.SecretOpener],
+    ) -> Any:
         slug = self.slugs.get(r.client_id)
         if slug is None:
             raise UntrustedRecord("the authority listed a secret of a client this listing did not ask for")
@@ -121,8 +131,12 @@ class _Reader:
             )
         if v.version != r.current_version:
             raise UntrustedRecord("the authority listed another version than the secret's current one")
-        key = self._key(r.client_id, v.key_version, sealed)
-        return ListedName(slug, r, versions.open_metadata(key, r.client_id, r.secret_id, v).metadata)
+        slot = (r.client_id, v.key_version)
+        opener = openers.get(slot)
+        if opener is None:
+            key = self._key(r.client_id, v.key_version, sealed)
+            opener = openers[slot] = blobs.SecretOpener(key, v.key_version, r.client_id)
+        return self.into(slug, r, versions.open_listed(opener, r.secret_id, v))
 
     def _key(self, client_id: int, version: int, sealed: dict[tuple[int, int], SealedClientKey]) -> bytes:
         if self.checks is None or self.row is None:  # set by the first page, before any key is asked for
@@ -142,6 +156,14 @@ class SecretListKeyholder:
 
     def list(self, slug: str | None) -> tuple[ListScope, list[ListedName]]:
         """The scope listed and its secrets (in id order), every page verified before it is opened."""
+        return self.listed(slug, ListedName)
+
+    def listed(
+        self, slug: str | None, into: Callable[[str, ListedSecretRow, dict[str, Any]], T]
+    ) -> tuple[ListScope, builtins.list[T]]:
+        """``list``, each secret handed to ``into`` (its client's slug, its row, its metadata)
+        as soon as it is verified and opened: what the caller keeps of it is all that stays
+        (a listing of 10,000 secrets keeps no second object per secret for the collector)."""
         scope = self.lookup.scope(slug)
         me = self.secrets.keys.session()
         request = ListSecretsRequest(
@@ -151,8 +173,8 @@ class SecretListKeyholder:
             org_pin=me.org_signing_public,
             named=scope.slug is not None,
         )
-        reader = _Reader(self.secrets, scope)
-        out: list[ListedName] = []
+        reader = _Reader(self.secrets, scope, into)
+        out: builtins.list[T] = []
         pages = self.transport.list_secrets(request)
         try:
             for page in pages:

@@ -14,16 +14,33 @@ from vault.service.audit import _details
 from vault.service.core import ACTIVE, ROLE_ADMIN
 from vault.service.validation import shown
 from vault.storage import models as m
+from vault.storage.rows import EngineerRow
 
 if TYPE_CHECKING:
     from vault.keyholder.trust import Trust
+
+_ENGINEER_ROWS = select(*(m.Engineer.__table__.c[name] for name in EngineerRow._fields))
 
 
 class Signers:
     """Who signed the audit chain when: the engineers' signing keys and their lifetimes."""
 
+    VERIFIED_LIMIT = 100_000  # certificates remembered as verified, at most
+
     def __init__(self, trust: Trust) -> None:
         self.trust = trust
+        # Certificates verified already, by everything their check reads: the organisation key,
+        # the certificate and the fields it signs (a row rewritten is another entry, and checked).
+        self._verified: set[tuple[Any, ...]] = set()
+        self._lifetimes: tuple[Any, tuple[auditverify.Keys, dict[int, str], set[Any]]] | None = None  # the last
+
+    def _seen(self, proof: tuple[Any, ...]) -> bool:
+        return proof in self._verified
+
+    def _remember(self, proof: tuple[Any, ...]) -> None:
+        if len(self._verified) >= self.VERIFIED_LIMIT:
+            self._verified.clear()
+        self._verified.add(proof)
 
     @staticmethod
     def anchor_problem(
@@ -48,21 +65,32 @@ class Signers:
         each with the engineer's name its certificate binds."""
         keys: dict[tuple[int, int], tuple[bytes, str]] = {}
         names = {}
-        for row in s.scalars(select(m.Engineer)):
+        org = self.trust.org_public(s)  # every certificate below is checked under it
+        for found in s.execute(_ENGINEER_ROWS):  # plain rows: the identity map would cost more than the checks
+            row = EngineerRow._make(found)
             names[row.id] = row.name
             if row.signing_public is None:
                 continue
-            try:
-                self.trust.verify_certificate(s, row)
-            except UntrustedRecord:
-                continue
+            proof = ("engineer", org, row.certificate, row.certified_at, *self.trust.certificate_fields(s, row))
+            if not self._seen(proof):  # an audit-log page needs every signer's: verified once per Vault
+                try:
+                    self.trust.verify_certificate(s, row)
+                except UntrustedRecord:
+                    continue
+                self._remember(proof)
             keys[(row.id, row.key_generation)] = (row.signing_public, row.name)
         for key in s.scalars(select(m.EngineerKey)):
             name = names.get(key.engineer_id, "")
+            proof = ("key", org, key.certificate, key.signing_public, *self.trust.key_fields(s, key, name))
+            if self._seen(proof):
+                keys[(key.engineer_id, key.generation)] = (key.signing_public, name)
+                continue
             try:
                 keys[(key.engineer_id, key.generation)] = (self.trust.verified_key(s, key, name), name)
             except UntrustedRecord:
                 keys.pop((key.engineer_id, key.generation), None)
+                continue
+            self._remember(proof)
         return keys
 
     def key_lifetimes(
@@ -96,12 +124,21 @@ class Signers:
         problems: dict[int, str] = {}
         assumed: set[tuple[int, int]] = set()
         e = m.AuditEvent
-        events = s.execute(
-            select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
-            .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
-            .order_by(e.seq)
+        events: tuple[tuple[int, int | None, int, str, str | None], ...] = tuple(
+            (row[0], row[1], row[2], row[3], row[4])
+            for row in s.execute(
+                select(e.seq, e.engineer_id, e.key_generation, e.action, e.details_json)
+                .where(m.KEY_EVENTS)  # the predicate of the partial index ix_audit_events_key
+                .order_by(e.seq)
+            )
         )
         older_than_chain = s.scalar(select(e.action).where(e.seq == 1)) not in (None, "vault-init")
+        # What follows is a function of the certified keys and the key events alone (for a vault
+        # as old as its chain): the same inputs as the last call give its answer, recomputed never.
+        memo = None if older_than_chain else (tuple(sorted(certified.items())), events)
+        if memo is not None and self._lifetimes is not None and self._lifetimes[0] == memo:
+            known, found, chain_admins = self._lifetimes[1]
+            return dict(known), dict(found), set(chain_admins)
         if older_than_chain:
             # A vault older than its audit chain (made before migration 0002): its chain begins
             # after its keys were certified, so the keys certified now sign from event 1, its
@@ -153,6 +190,8 @@ class Signers:
             k: (public, start.get(k, auditchain.NEVER), end.get(k, auditchain.NEVER))
             for k, (public, _) in certified.items()
         }
+        if memo is not None:
+            self._lifetimes = (memo, (dict(keys), dict(problems), set(admins)))
         return keys, problems, admins
 
     def _active_admins(self, s: Session) -> set[Any]:

@@ -7,6 +7,8 @@ One place for what every keyholder does with a version (docs/format.md §4):
   under it and parsed; ``name`` given: it must be the name asked for (``LookupMismatch``
   otherwise: the lookup tag was moved), else the metadata must at least hold a name.
   Every failure to open is the one opaque ``DecryptionFailed``.
+* ``open_listed`` — ``open_metadata`` without a name, under a ``blobs.SecretOpener`` made once
+  per (client, client-key version) of a listing rather than per secret.
 * ``open_password`` — the password blob of a version opened by ``open_metadata``.
 * ``new_version`` — a fresh data key wrapped under the client key, the password and the
   metadata (sorted JSON) under it, for the (client, secret, version) the authority named:
@@ -53,6 +55,18 @@ def open_metadata(
     raw = blobs.decrypt_secret_field(
         dek, field, version.metadata_blob, client_id, secret_id, version.version, "metadata"
     )
+    return OpenedVersion(_parsed(raw, name), dek)
+
+
+def open_listed(opener: blobs.SecretOpener, secret_id: int, version: VersionRecord) -> dict[str, Any]:
+    """The metadata of ``version`` of a secret, as ``open_metadata`` opens it without a name,
+    under ``opener`` (its client and client-key version: ``version.key_version``, the caller's
+    choice of opener): a listing opens thousands under the same few client keys."""
+    dek = opener.data_key(version.wrapped_dek, secret_id, version.version)
+    return _parsed(opener.field(dek, version.metadata_blob, secret_id, version.version, "metadata"), None)
+
+
+def _parsed(raw: bytes, name: str | None) -> dict[str, Any]:
     try:
         metadata = json.loads(raw)
     except ValueError:
@@ -62,7 +76,7 @@ def open_metadata(
             raise DecryptionFailed()
     elif not isinstance(metadata, dict) or metadata.get("name") != name:
         raise LookupMismatch(f"the secret found for {name!r} holds another name: its lookup tag was moved")
-    return OpenedVersion(metadata, dek)
+    return metadata
 
 
 def open_password(data_key: bytes, client_id: int, secret_id: int, version: VersionRecord) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import operator
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -72,6 +73,9 @@ def field_is_sensitive(name: str, metadata: Mapping[str, Any]) -> bool:
 
 def sensitive_field_names(metadata: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in (metadata.get("fields") or {}) if field_is_sensitive(name, metadata))
+
+
+_BY_REF = operator.attrgetter("client", "name")
 
 
 class _Shown(NamedTuple):
@@ -212,7 +216,7 @@ class Secrets:
         """A secret's metadata: its public custom fields with their values, its sensitive
         ones by name only (their values are revealed by checkout)."""
         custom = metadata.get("fields") or {}
-        sensitive = sensitive_field_names(metadata)
+        sensitive = sensitive_field_names(metadata) if custom else []
         return SecretInfo(
             client=slug,
             name=metadata["name"],
@@ -341,16 +345,8 @@ class Secrets:
         statement; the keyholder verifies each page and opens the names (keyholder/
         secret_list.py). The ``secret-list`` event is appended after, and the list returned
         once it is committed."""
-        scope, listed = self._list_keyholder().list(client)
-        out = sorted(
-            (
-                self.info(
-                    x.slug, _Shown(x.row.kind, x.row.current_version, x.row.created_at, x.row.updated_at), x.metadata
-                )
-                for x in listed
-            ),
-            key=lambda info: (info.client, info.name),
-        )
+        scope, out = self._list_keyholder().listed(client, self.info)  # each row shown as it is opened
+        out.sort(key=_BY_REF)
         if scope.client_ids is not None and scope.slug is not None:
             listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
