@@ -23,9 +23,9 @@ The workloads of issue 13 (each module's docstring says exactly what it runs and
   --show``, ``checkout`` to the clipboard (the file backend the tests use; no X server here), ``audit log
   --limit 20``, ``checkin`` and ``secret add --password-stdin``, each as its own process of the installed
   console script with a session unlocked and the agent running; baseline ``pass show``; target ≤ 2×.
-* **W11** (``w11_cold_checkout.py``): in-process checkout of a secret not touched before in the process, by
-  a fresh ``Vault`` object each time (warm process, cold object); baseline the durable-commit floor (W1's);
-  target ≤ 3×.
+* **W11** (``w11_cold_checkout.py``): in-process checkout of a secret not touched before in the process,
+  each in a client no other sample used, through the one ``Vault`` object the process keeps (the session);
+  baseline the durable-commit floor (W1's); target ≤ 3×. A fresh ``Vault`` object per checkout is reported.
 * **W12** (``w12_listings.py``): ``list_secrets`` of one client of 10,000 secrets against one JOIN plus the
   same decryption with the library's recipes (target ≤ 2×); admin ``client list`` and ``status`` at 10,000
   clients, in-process and as CLI commands (target ≤ 1 s).

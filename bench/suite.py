@@ -180,7 +180,7 @@ class Plan:
             f"* W7: {self.w7_engineers} engineer processes for {self.w7_seconds:g} s on PostgreSQL",
             f"* W10: {self.w10_reps} runs of each everyday command "
             f"({'an installed copy' if self.w10_installed else 'the .venv console script'}); "
-            f"W11: {self.w11_samples} checkouts, each of a secret not touched before, by a fresh `Vault` object",
+            f"W11: {self.w11_samples} checkouts per series, each of a secret and client not touched before",
             f"* W12: one client with {self.w12_shape.big_client:,} secrets among {self.w12_shape.clients:,} clients, "
             f"{self.w12_reps} runs of each listing; W13: an engineer holding {self.w13_grants:,} grants and one "
             f"holding 10, {self.w13_samples} fresh-object checkouts each",

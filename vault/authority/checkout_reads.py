@@ -1,8 +1,8 @@
 """The reads of a checkout's authority, as prepared statements (compiled once).
 
 Who calls (``CALLER``: the vault's identity, the engineer, the root-key version, on SQLite
-the audit head, and the engineer's grants for the client, newest first, with their
-signers), read first so that a refused caller is refused before anything of the client
+the audit head and its event's time, and the engineer's grants for the client, newest
+first, with their signers), read first so that a refused caller is refused before anything of the client
 or secret is read; then what is acted on (``TARGET``: the client, the secret by its name
 tag, its policy, the version and, on SQLite, its open checkouts); and the smaller reads
 of the append, the holds' events and a sealed client key.
@@ -51,6 +51,7 @@ def _cols(table: Any, row: type[tuple[object, ...]]) -> list[Any]:
 
 
 _GRANTER = ENGINEERS.alias("granter")
+_HEAD_EVENT = EVENTS.alias("head_event")
 _ROOT_VERSION = (
     select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == ACTIVE).scalar_subquery().label("root_version")
 )
@@ -60,12 +61,14 @@ GRANT_WIDTH = len(GrantRow._fields)
 
 def caller_query(sqlite: bool) -> Select[Any]:
     """Who calls: the vault's identity, the engineer, the root-key version, (SQLite) the audit
-    head, and the engineer's grants for the client, newest first, each with its signer."""
+    head and its event's time, and the engineer's grants for the client, newest first, each
+    with its signer."""
     joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
     columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_cols(ENGINEERS, EngineerRow)]
     if sqlite:
         joined = joined.outerjoin(HEAD, HEAD.c.id == 1)  # a vault older than its chain has no head yet
-        columns += [HEAD.c.seq, HEAD.c.hash]
+        joined = joined.outerjoin(_HEAD_EVENT, _HEAD_EVENT.c.seq == HEAD.c.seq)  # its time: the next is not earlier
+        columns += [HEAD.c.seq, HEAD.c.hash, _HEAD_EVENT.c.at_us]
     mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
     joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
     columns += [*_cols(GRANTS, GrantRow), *_cols(_GRANTER, EngineerRow)]
@@ -109,7 +112,6 @@ HEAD_AND_TIME = Prepared(
 )
 _ORG = _table(m.OrgKey)
 ORG_KEYS = Prepared(select(_ORG.c.version, _ORG.c.public, _ORG.c.signed_at, _ORG.c.signature).order_by(_ORG.c.version))
-TIME_OF = Prepared(select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")))
 EVENT = Prepared(select(*EVENTS.c).where(EVENTS.c.seq == bindparam("seq")))
 NAME = Prepared(select(ENGINEERS.c.name).where(ENGINEERS.c.id == bindparam("id")))
 _KEYS, _SEALS = (_table(t) for t in (m.ClientKey, m.ClientKeySeal))
@@ -152,7 +154,8 @@ class CallerRead:
         self.me = EngineerRow._make(first[3:a])
         # None on PostgreSQL (the head is locked and read last) and where no head row exists yet
         self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite and first[a] is not None else None
-        e = a + (2 if sqlite else 0)
+        self.head_at: int | None = first[a + 2] if self.head is not None else None  # the head event's at_us
+        e = a + (3 if sqlite else 0)
         self.grants: list[GrantRow] = []
         self.signers: list[EngineerRow | None] = []
         for r in found:

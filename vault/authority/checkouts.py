@@ -33,7 +33,6 @@ from vault.authority.checkout_reads import (
     NAME,
     ORG_KEYS,
     TARGET,
-    TIME_OF,
     CallerRead,
 )
 from vault.authority.policy import Policy
@@ -405,10 +404,8 @@ class CheckoutAuthority:
         """The checkout's audit event, signed by the acting engineer, and the head moved to it.
         On PostgreSQL the head is locked here, last, and held to the commit."""
         me = caller.me
-        if caller.head is not None:
-            head = caller.head
-            before = TIME_OF.all(conn, {"seq": head[0]}) if head[0] else []
-            after = before[0][0] if before else None
+        if caller.head is not None:  # SQLite: read with the caller, under the write lock this unit holds
+            head, after = caller.head, caller.head_at
         else:
             found = HEAD_AND_TIME.all(conn, {"me": me.id})
             if not found:

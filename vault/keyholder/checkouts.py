@@ -62,6 +62,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.keyholder import versions
+from vault.keyholder.contexts import ContextLearner, ContextTransport
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.records import Revealed
 from vault.service.sessions import UnlockedSession
@@ -141,6 +142,9 @@ class EngineerKeys(Protocol):
     def recovery_version(self) -> int | None:
         """The version of the recovery key this admin holds unsealed (None: none yet)."""
 
+    def slug_tag(self, slug: str) -> bytes | None:
+        """An admin's: the slug's lookup tag under the recovery bundle held open (None: none open)."""
+
     def open_recovery(self) -> None:
         """An admin's: open the vault's current recovery key for this session (if not open yet)."""
 
@@ -209,9 +213,11 @@ class CheckoutKeyholder:
         lookup: ClientLookup,
         cache: KeyCache,
         clock: Callable[[], dt.datetime],
+        contexts: ContextTransport | None = None,
     ) -> None:
         self.transport, self.keys, self.lookup, self.cache, self.clock = transport, keys, lookup, cache, clock
         self._contexts: dict[tuple[int, str], ClientContext] = {}
+        self.learner = None if contexts is None else ContextLearner(contexts, self)
 
     def checkout(
         self,
@@ -281,14 +287,17 @@ class CheckoutKeyholder:
     # -- the client's key context ------------------------------------------------------------
 
     def context(self, me: UnlockedSession, slug: str, *, fresh: bool) -> ClientContext:
-        """The client's key context for ``slug`` (kept per session; learned again when ``fresh``)."""
+        """The client's key context for ``slug`` (kept per session): learned the short way
+        (``ContextLearner``: one read of the authority, verified here) where it applies, else
+        through the lookup; always through the lookup when ``fresh`` (after a stale answer)."""
         slot = (me.engineer_id, slug)
         ctx = self._contexts.get(slot)
         held = None if ctx is None else self.cache.get((ctx.client_id, blobs.blob_key_version(ctx.audit_keys_blob)))
         fits = ctx is not None and (ctx.slug_tag is not None or self.lookup.known(slug) == ctx.client_id)
         if not fresh and ctx is not None and held is ctx.ring_key and fits:
             return ctx
-        ctx = self.lookup.context(slug)
+        learned = None if fresh or self.learner is None else self.learner.learn(slug)
+        ctx = learned if learned is not None else self.lookup.context(slug)
         if len(self._contexts) >= 4096:  # a context per client used; bounded
             self._contexts.clear()
         self._contexts[slot] = ctx

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vault.crypto import sealing
+from vault.crypto import sealing, signing
+from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import DecryptionFailed
 from vault.keyholder.keys import Keys
 from vault.service.sessions import UnlockedSession
@@ -43,6 +44,10 @@ class SessionKeys:
         if kind != "engineer" or recipient_id != self._keys.me().engineer_id:
             raise DecryptionFailed()
         return sealing.open_sealed(self._keys.my_keypair(), version, blob, context)
+
+    def slug_tag(self, slug: str) -> bytes | None:
+        bundle = self._keys.root  # an admin's, opened when a client's context was first learned
+        return None if bundle is None else signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
     def recovery_version(self) -> int | None:
         bundle = self._keys.root  # opened when the client's context was learned

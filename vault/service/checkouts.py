@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from vault.authority.checkins import CheckinAuthority
+from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import BREAK, CHECKIN
@@ -208,6 +209,7 @@ class Checkouts:
                 authority,
                 CheckinAuthority(authority, checks),
                 CheckoutListAuthority(self.core.store, authority, self.core.clock),
+                ContextAuthority(self.core.store, authority),
             )
             self._transport = transport
             self._keyholder = CheckoutKeyholder(
@@ -216,6 +218,7 @@ class Checkouts:
                 _ClientLookup(self),
                 self.keys.client_keys,
                 self.core.clock,
+                transport,
             )
         return self._keyholder
 

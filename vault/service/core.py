@@ -110,7 +110,7 @@ class Core:
 
     def vault_id(self) -> bytes:
         if self.cached_vault_id is None:
-            with self.store.transaction() as s:
+            with self.store.read() as s:  # a read: no write lock for a value that never changes
                 self.info(s)
         assert self.cached_vault_id is not None
         return self.cached_vault_id
