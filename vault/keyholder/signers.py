@@ -32,7 +32,7 @@ class Signers:
         # Certificates verified already, by everything their check reads: the organisation key,
         # the certificate and the fields it signs (a row rewritten is another entry, and checked).
         self._verified: set[tuple[Any, ...]] = set()
-        self._lifetimes: tuple[Any, tuple[auditverify.Keys, dict[int, str], set[Any]]] | None = None  # the last
+        self._lifetimes: tuple[Any, tuple[auditchain.Keys, dict[int, str], set[Any]]] | None = None  # the last
 
     def _seen(self, proof: tuple[Any, ...]) -> bool:
         return proof in self._verified
