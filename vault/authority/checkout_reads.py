@@ -59,16 +59,19 @@ ENGINEER_WIDTH = len(EngineerRow._fields)
 GRANT_WIDTH = len(GrantRow._fields)
 
 
-def caller_query(sqlite: bool) -> Select[Any]:
+def caller_query(sqlite: bool, head_time: bool = False) -> Select[Any]:
     """Who calls: the vault's identity, the engineer, the root-key version, (SQLite) the audit
-    head and its event's time, and the engineer's grants for the client, newest first, each
-    with its signer."""
+    head, and the engineer's grants for the client, newest first, each with its signer. With
+    ``head_time`` (the checkout's own read, which appends next) also the head event's time:
+    no other caller check reads an audit event before it has authorised the caller."""
     joined = INFO.join(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
     columns = [INFO.c.vault_id, INFO.c.org_signing_public, _ROOT_VERSION, *_cols(ENGINEERS, EngineerRow)]
     if sqlite:
         joined = joined.outerjoin(HEAD, HEAD.c.id == 1)  # a vault older than its chain has no head yet
-        joined = joined.outerjoin(_HEAD_EVENT, _HEAD_EVENT.c.seq == HEAD.c.seq)  # its time: the next is not earlier
-        columns += [HEAD.c.seq, HEAD.c.hash, _HEAD_EVENT.c.at_us]
+        columns += [HEAD.c.seq, HEAD.c.hash]
+        if head_time:
+            joined = joined.outerjoin(_HEAD_EVENT, _HEAD_EVENT.c.seq == HEAD.c.seq)  # the next is not earlier
+            columns.append(_HEAD_EVENT.c.at_us)
     mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
     joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
     columns += [*_cols(GRANTS, GrantRow), *_cols(_GRANTER, EngineerRow)]
@@ -101,6 +104,7 @@ def target_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
 
 
 CALLER = {sqlite: Prepared(caller_query(sqlite)) for sqlite in (True, False)}
+CHECKOUT_CALLER = {sqlite: Prepared(caller_query(sqlite, head_time=True)) for sqlite in (True, False)}
 TARGET = {(tag, sqlite): Prepared(target_query(tag, sqlite)) for tag in (True, False) for sqlite in (True, False)}
 HEAD_AND_TIME = Prepared(
     select(HEAD.c.seq, HEAD.c.hash, EVENTS.c.at_us, ENGINEERS.c.status, ENGINEERS.c.key_generation)
@@ -145,7 +149,7 @@ SEALED_KEY = Prepared(
 class CallerRead:
     """The rows of ``CALLER`` split: identity, engineer, head (SQLite), grants with signers."""
 
-    def __init__(self, found: Sequence[Sequence[Any]], sqlite: bool) -> None:
+    def __init__(self, found: Sequence[Sequence[Any]], sqlite: bool, head_time: bool = False) -> None:
         first = found[0]
         self.vault_id: bytes = first[0]
         self.org_signing_public: bytes = first[1]
@@ -154,8 +158,9 @@ class CallerRead:
         self.me = EngineerRow._make(first[3:a])
         # None on PostgreSQL (the head is locked and read last) and where no head row exists yet
         self.head: tuple[int, bytes] | None = (first[a], first[a + 1]) if sqlite and first[a] is not None else None
-        self.head_at: int | None = first[a + 2] if self.head is not None else None  # the head event's at_us
-        e = a + (3 if sqlite else 0)
+        timed = sqlite and head_time
+        self.head_at: int | None = first[a + 2] if timed and self.head is not None else None  # its event's at_us
+        e = a + ((3 if head_time else 2) if sqlite else 0)
         self.grants: list[GrantRow] = []
         self.signers: list[EngineerRow | None] = []
         for r in found:

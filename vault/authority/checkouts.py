@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from vault.authority import versions
 from vault.authority.checkout_reads import (
     ACTIVE,
-    CALLER,
+    CHECKOUT_CALLER,
     EVENT,
     HEAD_AND_TIME,
     NAME,
@@ -301,10 +301,10 @@ class CheckoutAuthority:
     def _caller(self, s: Session, conn: Connection, sqlite: bool, who: Caller, client_id: int) -> CallerRead:
         """The acting engineer (with their grants for ``client_id``): present, certified,
         active, of the key generation the request names; else refused."""
-        found = CALLER[sqlite].all(conn, {"me": who.engineer_id, "client": client_id})
+        found = CHECKOUT_CALLER[sqlite].all(conn, {"me": who.engineer_id, "client": client_id})
         if not found:
             raise Locked("the acting engineer no longer exists in this vault")
-        caller = CallerRead(found, sqlite)
+        caller = CallerRead(found, sqlite, head_time=True)
         me = caller.me
         self.checks.organisation_key(s, caller.org_signing_public)
         self.checks.certificate(s, me)
