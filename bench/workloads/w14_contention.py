@@ -27,6 +27,7 @@ events appended meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -137,12 +138,15 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
     solo_end = time.monotonic()
     checks: list[tuple[str, bool]] = []
     ops: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}  # each admin command's (start, end): its own checkouts
+    load = {"start": os.getloadavg()[0]}
 
     def op(label: str, fn: Callable[[], Any]) -> Any:
         log(f"admin: {label}")
         start = time.monotonic()
         value = fn()
-        ops[label] = time.monotonic() - start
+        end = time.monotonic()
+        ops[label], windows[label] = end - start, (start, end)
         return value
 
     verified = op("audit verify --full", admin.audit.verify)
@@ -167,12 +171,23 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
         (f"W14 ({engine}): the export yields {exported:,} events (≥ {before_export:,})", exported >= before_export)
     )
     load_end = time.monotonic()
+    load["loaded"] = os.getloadavg()[0]
+    # A second solo window after the admin's work: the machine's other load drifts over minutes,
+    # so the solo p99 is taken over both windows (before and after), each reported too.
+    time.sleep(params["solo_seconds"])
+    after_end = time.monotonic()
+    load["end"] = os.getloadavg()[0]
     stop.set()
     answer = results.get()
     checker.join()
     samples = answer["samples"]
-    solo = [d for t, d, e in samples if solo_start <= t < solo_end and e is None]
-    loaded = [d for t, d, e in samples if solo_end <= t < load_end and e is None]
+
+    def window(start: float, end: float) -> list[float]:
+        return [d for t, d, e in samples if start <= t < end and e is None]
+
+    before, after_solo = window(solo_start, solo_end), window(load_end, after_end)
+    solo = before + after_solo
+    loaded = window(solo_end, load_end)
     failures = Counter(e for _t, _d, e in samples if e is not None)
     successes = sum(1 for _t, _d, e in samples if e is None) + answer["warm"]
     written = _count(admin, head[0], engineer)
@@ -199,7 +214,11 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "checks": checks,
         "solo": stats(solo),
+        "solo_before": stats(before),
+        "solo_after": stats(after_solo),
         "loaded": stats(loaded),
+        "per_op": {label: stats(window(a, b)) for label, (a, b) in windows.items()},
+        "load": load,
         "failures": dict(failures),
         "verify_problem": verify_problem,
         "ops": ops,
@@ -287,6 +306,20 @@ def _rows(out: Outcome, engine: str, v: dict[str, Any], peak: float) -> None:
         out.rows.append(
             Row("W14", f"admin `{label}` under that load, {engine}", seconds, "s", verdict=REPORT, samples="n=1")
         )
+        during = v.get("per_op", {}).get(label, {})
+        if during.get("n"):
+            out.rows.append(
+                Row(
+                    "W14",
+                    f"checkout p99 while the admin runs `{label}` alone, {engine}",
+                    during["p99"] * 1000,
+                    "ms",
+                    solo["p99"] * 1000,
+                    "solo p99",
+                    verdict=REPORT,
+                    samples=f"n={during['n']}",
+                )
+            )
     out.notes.append(
         f"**{engine} (p99 ≤ {TARGET_RATIO:g}× solo, no failure): {verdict}.** One checkout every 50 ms by "
         f"`engineer-000` in its own process: alone, median {solo['median'] * 1000:.1f} ms and p99 "
@@ -297,6 +330,7 @@ def _rows(out: Outcome, engine: str, v: dict[str, Any], peak: float) -> None:
         f"{v['ops'].get('audit export', 0):.1f} s), median {loaded['median'] * 1000:.1f} ms, p99 "
         f"{loaded['p99'] * 1000:.1f} ms, worst {loaded['max'] * 1000:.0f} ms ({loaded['n']} checkouts); failures: "
         f"{json.dumps(v['failures']) if v['failures'] else 'none'}."
+        + _windows_note(v)
         + (
             f" **`audit verify --full` failed while the checkouts went on** ({problem}), though the same chain "
             "verifies once they stopped (see the checks): the verifier reads the last event's number at its start "
@@ -306,3 +340,28 @@ def _rows(out: Outcome, engine: str, v: dict[str, Any], peak: float) -> None:
             else ""
         )
     )
+
+
+def _windows_note(v: dict[str, Any]) -> str:
+    """The solo windows (before and after the admin's work), each command's own window, the load average."""
+    before, after, load = v.get("solo_before", {}), v.get("solo_after", {}), v.get("load", {})
+    parts = []
+    if before.get("n") and after.get("n"):
+        parts.append(
+            f" Solo p99 before the admin's work {before['p99'] * 1000:.1f} ms (n={before['n']}), after it "
+            f"{after['p99'] * 1000:.1f} ms (n={after['n']}); the solo p99 above pools both."
+        )
+    during = [
+        f"`{label}` {s['p99'] * 1000:.0f} ms (median {s['median'] * 1000:.0f}, n={s['n']})"
+        for label, s in v.get("per_op", {}).items()
+        if s.get("n")
+    ]
+    if during:
+        parts.append(" Checkout p99 during each command: " + ", ".join(during) + ".")
+    if load:
+        parts.append(
+            " Load average (1 min, 2 cores shared with other work): "
+            + ", ".join(f"{k} {x:.1f}" for k, x in load.items())
+            + "."
+        )
+    return "".join(parts)
