@@ -211,7 +211,7 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
     def stats(xs: list[float]) -> dict[str, Any]:
         return {"n": len(xs), "median": median(xs), "p99": percentile(xs, 99), "max": max(xs)} if xs else {"n": 0}
 
-    return {
+    value = {
         "checks": checks,
         "solo": stats(solo),
         "solo_before": stats(before),
@@ -226,6 +226,9 @@ def contention_step(params: dict[str, Any]) -> dict[str, Any]:
         "records": len(records),
         "exported": exported,
     }
+    shown = ("solo_before", "solo_after", "loaded", "per_op", "load", "ops")
+    log(f"{engine}: {json.dumps({k: value[k] for k in shown})}")  # in the run's log as well
+    return value
 
 
 def run(ctx: Context) -> Outcome:
