@@ -185,7 +185,8 @@ class Plan:
             f"{self.w12_reps} runs of each listing; W13: an engineer holding {self.w13_grants:,} grants and one "
             f"holding 10, {self.w13_samples} fresh-object checkouts each",
             f"* W14: {self.audit_scale:,} generated audit events and one client with {self.w14_shape.big_client:,} "
-            f"secrets, checkouts every 50 ms ({self.w14_solo_seconds:g} s alone first), on SQLite and PostgreSQL; "
+            f"secrets, checkouts every 50 ms ({self.w14_solo_seconds:g} s alone before and after), on SQLite and "
+            "PostgreSQL; "
             f"W15: `audit export` of the same {self.audit_scale:,} events and more",
         ]
         return "\n".join(lines)

@@ -21,14 +21,14 @@ from typing import Any
 from bench import dataset
 from bench.report import MET, NOT_MET, REPORT, Outcome, Row
 from bench.suite import Context
-from bench.workloads.w14_contention import audit_dataset
+from bench.workloads.w14_contention import audit_dataset, open_for_step
 
 TARGET_MIB = 150.0
 
 
 def export_step(params: dict[str, Any]) -> dict[str, Any]:
     mf = dataset.load(params["manifest"])
-    admin = dataset.open_vault(mf, dataset.ADMIN)
+    admin = open_for_step(mf, dataset.ADMIN)  # a session that outlasts the export
     head = admin.audit.head()[0]
     if not params["export"]:  # the baseline: the same process without the export
         entries = admin.audit.log(limit=20)
