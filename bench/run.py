@@ -12,6 +12,7 @@ exit status is non-zero if any correctness check failed (never because of a time
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import shutil
 import sys
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="W1,W6", help="run only these workloads (W8 is every row's peak RSS)")
     parser.add_argument("--out", type=Path, help="write the report here (default docs/performance.md; none in --quick)")
     parser.add_argument("--audit-events", type=int, help="audit events for W6, W14 and W15 (default: the scale)")
+    parser.add_argument(
+        "--contention-events",
+        type=int,
+        help="audit events for W14 and W15 only (default: --audit-events); W14 at 1,000,000 takes about an hour",
+    )
     parser.add_argument("--workdir", type=Path, help="where the data sets go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the data sets afterwards")
     args = parser.parse_args(argv)
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scale must be at least 100")
     selected = _selection(args.only)
     plan = Plan.make(args.scale, args.quick, args.audit_events)
+    if args.contention_events:
+        plan = dataclasses.replace(plan, w14_events=args.contention_events)
     out_path = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
 
     pg = PgServer.connect()
