@@ -254,3 +254,47 @@ def test_an_admin_names_the_client_by_slug_tag_and_gets_the_recovery_seal(scene:
     response = _authority(scene).checkout(request, FakeSeal(None))
     assert response.client.id == scene.client_id and response.grant is None
     assert response.sealed_key is not None and response.sealed_key.kind == "recovery"
+
+
+# -- the client's context (ContextAuthority: one read, before a first checkout in a client) --
+
+READS_THE_CLIENT_OR_LOG = re.compile(r"\b(clients|client_keys|client_key_seals|audit_events)\b", re.IGNORECASE)
+
+
+def _context(scene: Scene, who: tuple[int, int], **changes: Any) -> Any:
+    from vault.authority.checkout_context import ContextAuthority, ContextRequest
+
+    request = ContextRequest(Caller(*who), scene.client_id, None, (), b"")
+    authority = ContextAuthority(scene.team.admin.store, _authority(scene))
+    return authority.read(dataclasses.replace(request, **changes))
+
+
+def test_a_context_read_without_a_grant_is_refused_before_the_client_or_the_log_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    """bob holds no grant for acme: refused before any row of the client, its keys or the
+    audit log is read (the head event's time comes with the caller only where a unit appends)."""
+    before = _state(scene)
+    statements.clear()
+    with pytest.raises(NotFound, match="no grant"):
+        _context(scene, scene.bob)
+    assert statements, "the authority read nothing"
+    assert not [st for st in statements if READS_THE_CLIENT_OR_LOG.search(st)], statements
+    assert _state(scene) == before
+
+
+def test_an_engineer_cannot_learn_a_context_by_slug_tag(scene: Scene, statements: list[str]) -> None:
+    statements.clear()
+    with pytest.raises(AccessDenied):
+        _context(scene, scene.alice, client_id=None, slug_tag=b"\x00" * 32)
+    assert not [st for st in statements if READS_THE_CLIENT_OR_LOG.search(st)], statements
+
+
+def test_a_context_carries_sealed_keys_only_for_versions_not_held(scene: Scene) -> None:
+    fresh = _context(scene, scene.alice)
+    assert fresh.client.id == scene.client_id and [k.record.version for k in fresh.sealed_keys] == [1]
+    held = _context(scene, scene.alice, known_key_versions=(1,))
+    assert held.sealed_keys == ()
+    assert PW.encode() not in repr(fresh).encode() and not any(
+        isinstance(v, str) and v == "acme" for v in _walk(fresh)
+    )

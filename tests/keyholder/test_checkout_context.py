@@ -212,10 +212,13 @@ def test_a_missing_grant_is_refused(scene: Scene) -> None:
 
 
 def test_a_revoked_grant_is_refused_the_short_way(scene: Scene) -> None:
+    """The authority finds no grant for the hint and says so (``NotFound``); the keyholder
+    cannot tell a revoked grant from a client purged and added again, so the lookup looks
+    once more, with the grants, and refuses in its turn: nothing revealed, nothing written."""
     scene.team.admin.grants.revoke("alice", "acme")
-    _, lookup = _short_way(scene.alice, drop=scene.acme)
+    contexts, lookup = _short_way(scene.alice, drop=scene.acme)
     _refused(scene, NotFound)
-    assert lookup.asked == 0
+    assert (contexts.asked, lookup.asked) == (1, 1)
 
 
 def test_a_client_key_record_with_a_forged_signature_is_refused(scene: Scene) -> None:
@@ -255,3 +258,24 @@ def test_a_stale_slug_hint_goes_the_long_way(scene: Scene) -> None:
     assert scene.alice.checkouts.checkout("acme/fw01", reason=REASON).value == PW
     assert (contexts.asked, lookup.asked) == (1, 1)
     assert keyholder.lookup.known("acme") == scene.acme
+
+
+def test_a_slug_hint_naming_a_client_that_is_gone_goes_the_long_way(scene: Scene) -> None:
+    """The hint names a client id with no row (the client was purged and added again under
+    the same slug): the short way finds nothing for it, and the lookup looks again."""
+    contexts, lookup = _short_way(scene.alice)
+    scene.alice.checkouts.keys.slugs["acme"] = 10_000_000
+    assert scene.alice.checkouts.checkout("acme/fw01", reason=REASON).value == PW
+    assert (contexts.asked, lookup.asked) == (1, 1)
+
+
+def test_an_admin_s_first_checkout_in_a_client_after_another_admin_rotated_the_root(scene: Scene) -> None:
+    """admin2 holds the recovery bundle open from a first checkout; root-admin rotates the
+    root, which re-tags every slug. admin2's tag under the old bundle finds no client: the
+    checkout goes the long way (which opens the current bundle) instead of failing."""
+    admin2 = scene.team.engineer("admin2", role="admin")
+    assert admin2.checkouts.reveal("acme/fw01", reason=REASON) == PW  # opens bundle v1
+    scene.team.admin.keys.rotate_root()
+    contexts, lookup = _short_way(admin2)
+    assert admin2.checkouts.reveal("beta/fw01", reason=REASON) == BETA_PW
+    assert (contexts.asked, lookup.asked) == (1, 1)

@@ -87,7 +87,7 @@ class ContextAuthority:
         with self.store.read() as s:
             conn = rows.connection(s)
             sqlite = conn.dialect.name == "sqlite"
-            caller = self.checkouts._authorise(s, conn, sqlite, request)  # refused before any row of the client
+            caller = self.checkouts._authorise(s, conn, sqlite, request, appends=False)  # before any client row
             by_tag = request.slug_tag is not None
             named = {"slug_tag": request.slug_tag} if by_tag else {"client": request.client_id}
             found = CLIENT[by_tag].all(conn, named)

@@ -90,7 +90,7 @@ class CheckoutListAuthority:
         with self.store.read() as s:
             conn = s.info["connection"]
             sqlite = conn.dialect.name == "sqlite"
-            caller = self.checkouts._caller(s, conn, sqlite, request.caller, 0)
+            caller = self.checkouts._caller(s, conn, sqlite, request.caller, 0, appends=False)
             me = caller.me
             own = me.role != ROLE_ADMIN
             found = LISTED[own].all(conn, {"now": self.clock(), "me": me.id})

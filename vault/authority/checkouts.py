@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from vault.authority import versions
 from vault.authority.checkout_reads import (
     ACTIVE,
+    CALLER,
     CHECKOUT_CALLER,
     EVENT,
     HEAD_AND_TIME,
@@ -279,7 +280,14 @@ class CheckoutAuthority:
         return [HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret_id, "now": now})]
 
     def _authorise(
-        self, s: Session, conn: Connection, sqlite: bool, request: Targeting, admins_only: str | None = None
+        self,
+        s: Session,
+        conn: Connection,
+        sqlite: bool,
+        request: Targeting,
+        admins_only: str | None = None,
+        *,
+        appends: bool = True,
     ) -> CallerRead:
         """Who may check out: an active, certified engineer of the key generation the request
         names, who is an admin or holds the grant ledger's head for the client (``admins_only``:
@@ -288,7 +296,7 @@ class CheckoutAuthority:
         if (request.client_id is None) == (request.slug_tag is None):
             raise InvalidInput("a checkout names its client by id or by slug tag")
         client_id = request.client_id if request.client_id is not None else 0  # an admin's: no grant needed
-        caller = self._caller(s, conn, sqlite, request.caller, client_id)
+        caller = self._caller(s, conn, sqlite, request.caller, client_id, appends=appends)
         me = caller.me
         if me.role != ROLE_ADMIN:
             if admins_only is not None:
@@ -298,13 +306,17 @@ class CheckoutAuthority:
             self.checks.first_valid_grant(s, caller.grants, me, caller.signers)
         return caller
 
-    def _caller(self, s: Session, conn: Connection, sqlite: bool, who: Caller, client_id: int) -> CallerRead:
+    def _caller(
+        self, s: Session, conn: Connection, sqlite: bool, who: Caller, client_id: int, *, appends: bool = True
+    ) -> CallerRead:
         """The acting engineer (with their grants for ``client_id``): present, certified,
-        active, of the key generation the request names; else refused."""
-        found = CHECKOUT_CALLER[sqlite].all(conn, {"me": who.engineer_id, "client": client_id})
+        active, of the key generation the request names; else refused. ``appends``: the unit
+        appends an event next, so on SQLite the head event's time comes with the caller
+        (a read that appends nothing reads no audit event before it has authorised)."""
+        found = (CHECKOUT_CALLER if appends else CALLER)[sqlite].all(conn, {"me": who.engineer_id, "client": client_id})
         if not found:
             raise Locked("the acting engineer no longer exists in this vault")
-        caller = CallerRead(found, sqlite, head_time=True)
+        caller = CallerRead(found, sqlite, head_time=appends)
         me = caller.me
         self.checks.organisation_key(s, caller.org_signing_public)
         self.checks.certificate(s, me)

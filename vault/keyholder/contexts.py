@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from vault.authority.checkout_context import ContextRequest, ContextResponse
 from vault.authority.requests import Caller
 from vault.crypto import blobs
-from vault.errors import DecryptionFailed, LookupMismatch, UntrustedRecord
+from vault.errors import DecryptionFailed, LookupMismatch, NotFound, UntrustedRecord
 from vault.storage.rows import ROLE_ADMIN
 
 if TYPE_CHECKING:
@@ -63,7 +63,14 @@ class ContextLearner:
         request = ContextRequest(
             Caller(me.engineer_id, me.key_generation), client_id, slug_tag, held, me.org_signing_public
         )
-        r = self.transport.context(request)
+        try:
+            r = self.transport.context(request)
+        except NotFound:
+            # The authority finds no client for the hint or the tag: the client was purged and
+            # added again under the same slug, or a root rotation re-tagged every slug since
+            # this admin's bundle was opened (or the grant ended). The lookup looks again, with
+            # the grants and the current bundle, and refuses in its turn if nothing is there.
+            return None
         checks, row = kh.me_checked(me, r)
         client = r.client
         if client_id is not None and client.id != client_id:
