@@ -154,9 +154,26 @@ ANSWERS: dict[str, Callable[[AddAnswer], AddAnswer]] = {
 
 @pytest.mark.parametrize("case", list(ANSWERS))
 def test_an_answer_that_is_not_what_was_made_is_not_reported_done(admin: Any, case: str) -> None:
-    _use(admin, TamperingTransport(None, answer=ANSWERS[case]))
+    transport = _use(admin, TamperingTransport(None, answer=ANSWERS[case]))
     with pytest.raises(UntrustedRecord, match="not the client this keyholder made"):
         admin.clients.add(SLUG, NAME)
+    assert len(transport.made) == 1
+    assert not [slot for slot in admin.keyholder.client_keys if slot[0] > 1], "no key kept for an answer refused"
+
+
+def test_a_draft_naming_a_client_the_session_holds_is_refused_before_anything_is_made(admin: Any) -> None:
+    """A compromised authority gives the new client the id of acme (whose key the session
+    holds): nothing is signed for it and acme's key stays the one the session verified."""
+    with admin.store.read() as s:
+        acme = s.scalars(select(m.Client.id)).one()
+    admin.clients.show("acme")
+    kept = admin.keyholder.client_keys[(acme, 1)]
+    transport = _use(admin, TamperingTransport(None, draft=lambda d: dataclasses.replace(d, client_id=acme)))
+    before = _state(admin)
+    with pytest.raises(UntrustedRecord, match="the id of a client this session holds"):
+        admin.clients.add(SLUG, NAME)
+    assert transport.made == [] and _state(admin) == before
+    assert admin.keyholder.client_keys[(acme, 1)] is kept
 
 
 def test_a_recovery_key_swapped_by_a_dba_gets_no_copy_of_the_new_client_key(admin: Any) -> None:
@@ -177,3 +194,28 @@ def test_a_recovery_key_swapped_by_a_dba_gets_no_copy_of_the_new_client_key(admi
         assert bundle is not None
         opened = sealing.open_sealed(bundle.recovery, 1, copy.blob, context)
         assert opened == admin.keyholder.client_keys[(client_id, 1)]
+
+
+def test_a_root_rotation_landing_during_the_add_does_not_store_a_tag_of_the_old_root(team: Any) -> None:
+    """admin2's role check reads the bundle; root-admin's root rotation commits right after
+    it (which re-tags every slug under the new lookup key). The client admin2 adds must be
+    stored under its tag of the root key the add names, so that it is found afterwards."""
+    admin2 = team.engineer("admin2", role="admin")
+    admin2.clients.add("acme", "Acme Ltd")  # admin2's bundle is open
+    keyholder = clientparts.client_add_keyholder(admin2.clients)
+    real = keyholder.lookup
+
+    class RotatingLookup:
+        def slug_tag(self, slug: str) -> bytes | None:
+            tag = real.slug_tag(slug)
+            team.admin.keys.rotate_root()  # lands between the role check and the bundle read
+            return tag
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    keyholder.lookup = RotatingLookup()  # type: ignore[assignment]
+    admin2.clients._add_keyholder = keyholder
+    admin2.clients.add(SLUG, NAME)
+    assert team.admin.clients.show(SLUG).name == NAME
+    assert admin2.clients.show(SLUG).name == NAME

@@ -42,8 +42,10 @@ from vault.storage.rows import ACTIVE, KeyCache
 
 
 class AdminKeys(SigningKeys, Protocol):
-    def recovery_public(self) -> tuple[int, bytes]:
-        """(version, public key) of the recovery key this admin's sealed root bundle opens to."""
+    def recovery_public(self, slug: str) -> tuple[int, bytes, bytes]:
+        """(version, public key) of the recovery key this admin's sealed root bundle opens to,
+        and ``slug``'s lookup tag under that same bundle (one bundle: a root rotation landing
+        between two reads cannot pair a tag of one root key with the version of another)."""
 
 
 class ClientAddTransport(Protocol):
@@ -107,10 +109,9 @@ class ClientAddKeyholder:
 
     def add(self, slug: str, name: str) -> ClientInfo:
         me = self.keys.session()
-        slug_tag = self.lookup.slug_tag(slug)
-        if slug_tag is None:
+        if self.lookup.slug_tag(slug) is None:  # not an admin (the role as the session verified it)
             raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin to do this")
-        root_version, recovery_public = self.keys.recovery_public()
+        root_version, recovery_public, slug_tag = self.keys.recovery_public(slug)
         request = AddRequest(Caller(me.engineer_id, me.key_generation), slug_tag, me.org_signing_public)
         slots: list[tuple[int, int]] = []
 
@@ -123,6 +124,8 @@ class ClientAddKeyholder:
             if not isinstance(draft.client_id, int) or isinstance(draft.client_id, bool) or draft.client_id < 1:
                 raise UntrustedRecord("the authority gave the new client no id")
             vault_id, client_id = draft.vault_id, draft.client_id
+            if (client_id, 1) in self.cache:
+                raise UntrustedRecord("the authority gave the new client the id of a client this session holds")
             key = blobs.new_key()
             signed_at = int(self.clock().timestamp())
             record = ClientKeyRow(
@@ -169,6 +172,7 @@ class ClientAddKeyholder:
             or answer.stored != made
             or (answer.key_signed_by, answer.policy_signed_by) != (me.engineer_id, me.engineer_id)
         ):
+            self._forget(slots)  # a key no stored record is known to match is not kept
             raise UntrustedRecord("the authority's answer is not the client this keyholder made")
         return ClientInfo(slug, name, 1, 0, answer.created_at)
 

@@ -126,10 +126,11 @@ class AdminSessionKeys(SigningSessionKeys):
     """``SigningSessionKeys`` of an admin that also name the recovery key their root bundle
     opens to (read from the bundle itself, never from the vault's public row)."""
 
-    def recovery_public(self) -> tuple[int, bytes]:
+    def recovery_public(self, slug: str) -> tuple[int, bytes, bytes]:
         with self._store.read() as s:
             bundle = self._keys.root_bundle(s)
-        return bundle.version, bundle.recovery.public
+        tag = signing.lookup_tag(bundle.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+        return bundle.version, bundle.recovery.public, tag
 
 
 def grant_keyholder(grants: Grants) -> GrantKeyholder:
