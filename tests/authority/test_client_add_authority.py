@@ -85,6 +85,19 @@ class KeylessSeal:
         return {"slug": "acme"}
 
 
+class PolicyForgingSeal(KeylessSeal):
+    """The key record signed by the caller, the default policy by another key (an insider
+    who wants a laxer policy stored as the admin's)."""
+
+    def make(self, draft: AddDraft) -> NewClient:
+        made = super().make(draft)
+        at = int(draft.created_at.timestamp())
+        forged = _forged_signer(None).sign(
+            LABEL_SIG_POLICY, *policy_fields(draft.vault_id, draft.client_id, _Terms(draft.me.id, at))
+        )
+        return dataclasses.replace(made, policy_signature=forged)
+
+
 def _tag(team: Any, slug: str) -> bytes:
     with team.admin.store.read() as s:
         return signing.lookup_tag(team.admin.keyholder.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
@@ -216,8 +229,10 @@ def _forged_signer(team: Any) -> signing.SigningKey:
         lambda team: KeylessSeal(_forged_signer(team)),
         # the fields under a key version the new client does not have
         lambda team: KeylessSeal(team.admin.keyholder.my_signing_key(), version=2),
+        # the key record the caller's, the policy signed by another key
+        lambda team: PolicyForgingSeal(team.admin.keyholder.my_signing_key()),
     ],
-    ids=["signatures not the caller's", "fields under version 2"],
+    ids=["signatures not the caller's", "fields under version 2", "policy not the caller's"],
 )
 def test_a_forged_new_client_is_refused_and_nothing_is_written(team: Any, seal_of: Any) -> None:
     before = _state(team)
