@@ -524,16 +524,12 @@ def test_a_vault_from_before_the_org_key_chain_upgrades_and_rotates(team, db, re
     assert reopen(admin).audit.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (pre-existing; session 8's review): a removal takes 'was an admin' from the row, so a "
-    "departing admin who rewrites her own row as an unconfirmed engineer is removed without a root rotation",
-)
 def test_a_departing_admin_who_rewrites_her_row_as_an_engineer_is_not_removed_without_a_root_rotation(team, db):
     """admin2, leaving, also has database access: she rewrites her own row to an engineer who
     never got a certificate, hoping the removal skips the root rotation and leaves her the
-    recovery key and the organisation seed she holds. The removal must rotate the root, or
-    refuse; it must never report success with the root key she holds still current."""
+    recovery key and the organisation seed she holds. The signed audit log made her an admin:
+    the removal is refused (nothing changes) until the row is restored; it never reports
+    success with the root key she holds still current."""
     team.engineer("admin2", role="admin")
     (before,) = db.all(select(m.RootKey.version).where(m.RootKey.state == "active"))[-1]
     db.run(
@@ -541,9 +537,8 @@ def test_a_departing_admin_who_rewrites_her_row_as_an_engineer_is_not_removed_wi
         .where(m.Engineer.name == "admin2")
         .values(role="engineer", status="enrolled", certified_at=None)
     )
-    try:
+    with pytest.raises(UntrustedRecord, match="signed audit log made them an admin"):
         team.admin.engineers.remove("admin2")
-    except VaultError:
-        return  # refused: acceptable
     (after,) = db.all(select(m.RootKey.version).where(m.RootKey.state == "active"))[-1]
-    assert after > before, "admin2 was removed and the root key she holds is still the current one"
+    assert after == before
+    assert db.all(select(m.Engineer.status).where(m.Engineer.name == "admin2")) == [("enrolled",)]

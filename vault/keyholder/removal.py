@@ -45,8 +45,8 @@ class Removed:
 class _RemovalSeal:
     """The keyholder's side of a removal: signs for the draft it verified, and remembers what."""
 
-    def __init__(self, owner: EngineerKeyholder, name: str) -> None:
-        self._owner, self._name = owner, name
+    def __init__(self, owner: EngineerKeyholder, name: str, chain_admins: frozenset[int] | None = None) -> None:
+        self._owner, self._name, self._chain_admins = owner, name, chain_admins
         self.engineer_id: int | None = None
         self.revoked: dict[int, bytes] = {}  # grant id -> the revocation signed here
         self.was_admin = False  # the row shown was an admin's: the root key must be rotated
@@ -61,6 +61,12 @@ class _RemovalSeal:
         row, vault_id, me = draft.engineer, draft.identity.vault_id, draft.identity.me
         if row.name != self._name or row.status == DISABLED or row.id == me.id:
             raise UntrustedRecord(f"the authority showed another engineer than {self._name!r} to remove")
+        if row.role != ROLE_ADMIN and self._chain_admins is not None and row.id in self._chain_admins:
+            # a departing admin who rewrote her row as an engineer would keep the root key she holds
+            raise UntrustedRecord(
+                f"the row of {self._name!r} says engineer, but the signed audit log made them an admin",
+                hint="the row was changed outside credvault: restore it from a backup, then remove them",
+            )
         if abs(draft.revoked_at - int(owner.clock().timestamp())) > CLOCK_SLACK:
             raise UntrustedRecord("the authority's revocation time is not now")
         sign = owner.keys.my_signing_key()
@@ -94,11 +100,13 @@ class EngineerRemoval:
     def __repr__(self) -> str:
         return "EngineerRemoval()"
 
-    def remove(self, name: str, *, log_verified: bool) -> Removed:
+    def remove(self, name: str, *, log_verified: bool, chain_admins: frozenset[int] | None = None) -> Removed:
+        """Remove ``name``; ``chain_admins``: the engineers a verified audit chain made admins
+        (None: the log did not verify), so that a row rewritten from admin to engineer is refused."""
         owner = self.owner
         me = owner.keys.me()
         request = RemoveRequest(owner.caller(), name, me.org_signing_public, log_verified)
-        seal = _RemovalSeal(owner, name)
+        seal = _RemovalSeal(owner, name, chain_admins)
         answer: RemovalAnswer = owner.transport.remove(request, seal)
         self.check(answer, seal, name)
         return Removed(answer.rotation_ids, answer.was_admin)

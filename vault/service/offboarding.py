@@ -116,7 +116,14 @@ class Offboarding:
         log_verified = check.ok
         self.core.last_root_rotation = None
         validation.engineer_name(name)
-        removed = EngineerRemoval(self._engineer_keyholder()).remove(name, log_verified=log_verified)
+        chain_admins = None
+        if log_verified:  # whom the verified chain made admins (a row's role alone can be rewritten)
+            signers = self.audit.signers
+            with self.core.store.read() as s:
+                chain_admins = frozenset(signers.key_lifetimes(s, signers.signing_keys(s))[2])
+        removed = EngineerRemoval(self._engineer_keyholder()).remove(
+            name, log_verified=log_verified, chain_admins=chain_admins
+        )
         rotation_ids = removed.rotation_ids
         rotations = [self.rotation.run_rotation(rotation_id, batch_size, progress) for rotation_id in rotation_ids]
         rotations += self.rotation.resume(batch_size=batch_size, progress=progress)
