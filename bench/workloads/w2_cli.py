@@ -112,6 +112,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
         checks.append(
             (f"W2: `credvault unlock` keeps a session in the test keyring ({out.strip()[:60]!r})", code_ == 0)
         )
+        _run([*base, "agent", "stop"], env)  # `unlock` starts an agent: this row is the keyring session alone
         session_times, ok1, cli_peak = _timed_runs(base + args, env, reps, expect)
         agent_times: list[float] = []
         dev_agent_times: list[float] = []
