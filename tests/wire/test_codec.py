@@ -15,6 +15,7 @@ import inspect
 import json
 import pkgutil
 import random
+import typing
 from typing import Any, NamedTuple
 
 import pytest
@@ -171,8 +172,6 @@ _DATETIMES = st.datetimes(
 
 
 def _strategy(tp: Any) -> st.SearchStrategy[Any]:
-    import typing
-
     scalars: dict[Any, st.SearchStrategy[Any]] = {
         int: st.integers(-(2**63) + 1, 2**63 - 1),
         bool: st.booleans(),
@@ -306,8 +305,7 @@ def test_nesting_deeper_than_the_limit_is_refused_before_parsing() -> None:
 def test_a_body_over_the_limit_is_refused() -> None:
     data = encode(_response())
     assert decode(data, CheckoutResponse, max_bytes=len(data)) == _response()
-    _refused_big = pytest.raises(InvalidInput, match="over the limit")
-    with _refused_big:
+    with pytest.raises(InvalidInput, match="over the limit"):
         decode(data, CheckoutResponse, max_bytes=len(data) - 1)
     with pytest.raises(InvalidInput, match="over the limit"):
         decode(b" " * (codec.MAX_BYTES + 1), Caller)
@@ -380,6 +378,26 @@ class _Nested:
 class _Computed:
     a: int
     b: int = dataclasses.field(init=False, default=0)
+
+
+def _nested(levels: int) -> tuple[type[Any], Any]:
+    """A value class whose one field is ``levels`` nested arrays, and a value that fills them."""
+    hint: Any = int
+    value: Any = 1
+    for _ in range(levels):
+        hint, value = tuple[hint, ...], (value,)
+    return dataclasses.make_dataclass(f"_Nested{levels}", [("rows", hint)], frozen=True), value
+
+
+def test_a_value_deeper_than_an_envelope_may_be_fails_at_registration() -> None:
+    deepest, rows = _nested(MAX_DEPTH - 2)  # the envelope's object, the body's, then the arrays
+    registry = Registry()
+    registry.register("tests.deepest", deepest)
+    data = registry.envelope("tests.deepest", deepest(rows), RID)
+    assert registry.open_envelope(data, "tests.deepest").body == deepest(rows)  # the parser's limit agrees
+    too_deep, _ = _nested(MAX_DEPTH - 1)
+    with pytest.raises(TypeError, match="_Nested15: nested deeper"):
+        registry.register("tests.too_deep", too_deep)
 
 
 @pytest.mark.parametrize(

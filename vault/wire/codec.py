@@ -16,10 +16,9 @@ array; a value → an object by field name; ``None`` → null.
 server, for a response) writes: no float, NaN or Infinity; no duplicate key; nesting at most
 ``MAX_DEPTH``; a size limit; no unknown, missing or mistyped field; a bool is not an int and
 an int is not a bool; base64url must be canonical (no padding, no stray bits); strings are
-valid UTF-8 without lone surrogates; and, by default, the bytes must be exactly the value's
-canonical encoding, so that one value has one encoding and two parsers cannot read one body
-two ways. Every refusal is ``InvalidInput`` naming the field's path, never its value (values
-are ciphertext, tags or names).
+valid UTF-8 without lone surrogates; by default the bytes must be the value's canonical
+encoding (one value, one encoding: two parsers cannot read one body two ways). A refusal is
+``InvalidInput`` naming the field's path, never its value (ciphertext, tags or names).
 
 The envelope ``{"type", "v", "request_id", "body"}`` names the operation (a name registered
 with ``register``: ``"checkouts.checkout"``), the wire version and the request's id (16
@@ -53,8 +52,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-# A JSON string (skipped whole: brackets inside it do not nest) or one bracket.
-_NESTING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_NESTING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)  # a whole string, or a bracket
 _STEP = {b"[": 1, b"{": 1, b"]": -1, b"}": -1}
 
 
@@ -249,13 +247,7 @@ class _Record(_Node):
         return self.cls(**values)
 
 
-_SCALARS: dict[object, _Node] = {
-    int: _INT,
-    bool: _BOOL,
-    str: _STR,
-    bytes: _Bytes(),
-    dt.datetime: _Time(),
-}
+_SCALARS: dict[object, _Node] = {int: _INT, bool: _BOOL, str: _STR, bytes: _Bytes(), dt.datetime: _Time()}
 _compiled: dict[type[Any], _Record] = {}
 
 
@@ -306,6 +298,14 @@ def _record(cls: type[Any], building: set[type[Any]]) -> _Record:
         building.discard(cls)
     _compiled[cls] = record
     return record
+
+
+def _depth(node: _Node) -> int:
+    if isinstance(node, _Optional):
+        return _depth(node.inner)
+    if isinstance(node, _Array):
+        return 1 + max(_depth(item) for item in node.items or (node.item,))
+    return 1 + max(map(_depth, node.fields.values()), default=0) if isinstance(node, _Record) else 0
 
 
 def compile_value(cls: type[Any]) -> _Node:
@@ -426,7 +426,8 @@ class Registry:
             raise ValueError(f"{name!r} is not a type name like 'checkouts.checkout'")
         if self._classes.get(name, cls) is not cls:
             raise ValueError(f"{name!r} is registered already, for another class")
-        compile_value(cls)
+        if 1 + _depth(compile_value(cls)) > MAX_DEPTH:  # the envelope's object, then the body's
+            raise TypeError(f"{cls.__qualname__}: nested deeper than an envelope may be ({MAX_DEPTH})")
         self._classes[name] = cls
 
     def names(self) -> tuple[str, ...]:
