@@ -1,0 +1,1 @@
+"""The wire between a keyholder and a remote authority (docs/server.md)."""
