@@ -4,8 +4,11 @@ authority tests: ``from standins import ...``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+from sqlalchemy import event
 
 from vault.authority.requests import CheckoutResponse
 from vault.errors import NotFound, UntrustedRecord
@@ -62,3 +65,19 @@ class FakeSeal:
 
     def hold_claim(self, *args: Any) -> bool | None:
         return None
+
+
+@contextmanager
+def recorded_statements(engine: Any) -> Iterator[list[str]]:
+    """Every SQL statement ``engine`` runs while the block is open, in order (the tests that a
+    refused caller is refused before any row of the target is read)."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)

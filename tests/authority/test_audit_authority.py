@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
+from standins import recorded_statements
 
 from vault.authority.audit import AuditAuthority
 from vault.authority.audit_requests import ACCESS, EXPORT, LOG, EventQuery, PageRequest
@@ -72,17 +73,9 @@ def scene(audit_world: Any) -> Scene:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _all(authority: AuditAuthority, query: EventQuery, size: int = 500, limit: int | None = None) -> list[Any]:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from standins import DETAILS, SIGNATURE, Checks, FakeSeal
+from sqlalchemy import select
+from standins import DETAILS, SIGNATURE, Checks, FakeSeal, recorded_statements
 
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import (
@@ -113,17 +113,9 @@ def _state(scene: Scene) -> tuple[Any, ...]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _walk(value: Any) -> Iterator[Any]:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from standins import Checks
+from sqlalchemy import func, select
+from standins import Checks, recorded_statements
 
 from vault.authority.client_add import ClientAddAuthority
 from vault.authority.client_requests import DUPLICATE_CLIENT, AddDraft, AddRequest, NewClient
@@ -126,16 +126,8 @@ def _authority(team: Any) -> tuple[ClientAddAuthority, Recorder]:
 
 @pytest.fixture
 def statements(team: Any) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(team.admin.store.engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(team.admin.store.engine) as seen:
         yield seen
-    finally:
-        event.remove(team.admin.store.engine, "before_cursor_execute", note)
 
 
 def test_an_engineer_is_refused_before_any_row_of_a_client_is_read(team: Any, statements: list[str]) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from standins import Checks
+from sqlalchemy import func, select
+from standins import Checks, recorded_statements
 
 from vault.authority.client_requests import (
     CLIENT_LIST,
@@ -88,17 +88,9 @@ def scene(module_team: Any) -> Scene:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def _authority(scene: Scene, recorder: Recorder) -> ClientAuthority:

@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import undefer
+from standins import recorded_statements
 
 from vault import Vault
 from vault.authority.engineer_removal import EngineerRemovalAuthority
@@ -224,17 +225,9 @@ def scene(module_db_url: str) -> Iterator[Scene]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.vault.store.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def _invite(scene: Scene, name: str, **changes: Any) -> InviteRequest:

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from standins import Checks
+from sqlalchemy import func, select
+from standins import Checks, recorded_statements
 
 from vault.authority.grant_requests import SweepRequest, SweepRows, SweepSigned, revocation_fields
 from vault.authority.grant_sweep import GrantSweepAuthority
@@ -103,16 +103,8 @@ def _authority(team: Any) -> tuple[GrantSweepAuthority, Recorder]:
 
 @pytest.fixture
 def statements(team: Any) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(team.admin.store.engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(team.admin.store.engine) as seen:
         yield seen
-    finally:
-        event.remove(team.admin.store.engine, "before_cursor_execute", note)
 
 
 def test_an_engineer_is_refused_before_any_grant_row_is_read(expired: Any, statements: list[str]) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
-from standins import Checks
+from sqlalchemy import func, select
+from standins import Checks, recorded_statements
 
 from vault.authority.grant_requests import GRANT, NO_GRANT, REVOKE, GrantRequest, GrantRows, RevokeRequest, SealedCopy
 from vault.authority.grants import GrantAuthority
@@ -91,17 +91,9 @@ def scene(module_team: Any) -> tuple[Any, dict[str, Any]]:
 
 @pytest.fixture
 def statements(scene: tuple[Any, dict[str, Any]]) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene[0].admin.store.engine
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def _authority(team: Any, recorder: Recorder) -> GrantAuthority:

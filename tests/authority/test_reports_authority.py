@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
+from standins import recorded_statements
 
 from vault.authority.audit import AuditAuthority
 from vault.authority.audit_requests import ACCESS, REVEAL_ACTIONS, EventQuery, PageRequest
@@ -61,16 +62,8 @@ def scene(audit_world: Any) -> Scene:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(scene.store.engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(scene.store.engine) as seen:
         yield seen
-    finally:
-        event.remove(scene.store.engine, "before_cursor_execute", count)
 
 
 def _access(scene: Scene, caller: str, engineer: str, actions: tuple[str, ...] | None = REVEAL_ACTIONS) -> list[Any]:

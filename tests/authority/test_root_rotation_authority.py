@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
+from standins import recorded_statements
 
 from vault.authority.requests import Caller
 from vault.authority.root_rotation import RootRotationAuthority
@@ -94,17 +95,9 @@ def _state(scene: Scene) -> tuple[Any, ...]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def test_an_engineer_calling_the_authority_directly_is_refused_before_any_row_is_read(

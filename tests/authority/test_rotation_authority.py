@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
+from standins import recorded_statements
 
 from vault.authority.requests import Caller
 from vault.authority.rotation import RotationAuthority
@@ -188,17 +189,9 @@ def _state(scene: Scene) -> tuple[Any, ...]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _start(scene: Scene, recorder: Recorder, seal: FakeSeal | None = None, **changes: Any) -> Any:

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, insert, select, update
+from sqlalchemy import delete, insert, select, update
+from standins import recorded_statements
 
 from vault.authority.requests import Caller
 from vault.authority.secret_list import SecretListAuthority
@@ -90,17 +91,9 @@ def _request(who: tuple[int, int], client_ids: tuple[int, ...] | None, **changes
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _pages(scene: Scene, request: ListSecretsRequest, page: int = 500) -> list[SecretPage]:

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, func, select
+from standins import recorded_statements
 
 from vault.authority.requests import MISSING_TARGET, Caller, NewVersion
 from vault.authority.secret_requests import (
@@ -164,17 +165,9 @@ def _state(scene: Scene) -> tuple[Any, ...]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
     engine = scene.team.admin.store.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(engine) as seen:
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _walk(value: Any) -> Iterator[Any]:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
-from standins import Checks
+from sqlalchemy import select, update
+from standins import Checks, recorded_statements
 
 from vault import Vault
 from vault.authority.requests import Caller
@@ -92,16 +92,8 @@ def scene(template: Path, tmp_path: Path) -> Iterator[Scene]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(scene.store.engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(scene.store.engine) as seen:
         yield seen
-    finally:
-        event.remove(scene.store.engine, "before_cursor_execute", note)
 
 
 def _authority(scene: Scene, recorder: Recorder) -> SettingsAuthority:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
+from standins import recorded_statements
 
 from vault import Vault
 from vault.authority.setup import SetupAuthority
@@ -81,16 +82,8 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
 
 @pytest.fixture
 def statements(scene: Scene) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(scene.store.engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(scene.store.engine) as seen:
         yield seen
-    finally:
-        event.remove(scene.store.engine, "before_cursor_execute", note)
 
 
 def _request(**changes: Any) -> InitRequest:
