@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, func, select
+from sqlalchemy.engine import Connection
 
+from vault.authority.requests import OrgKeyRow
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.prepared import Prepared
@@ -145,6 +147,16 @@ SEALED_KEY = Prepared(
     .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("version"))
 )
 
+
+
+def org_chain_rows(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
+    """The organisation keys from the one the keyholder pinned to the current one (none when
+    they are the same, or when the pinned one is unknown: the keyholder refuses then)."""
+    if pinned == current:
+        return ()
+    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
+    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
+    return () if start is None else tuple(keys[start:])
 
 class CallerRead:
     """The rows of ``CALLER`` split: identity, engineer, head (SQLite), grants with signers."""

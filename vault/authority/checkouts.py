@@ -32,9 +32,9 @@ from vault.authority.checkout_reads import (
     EVENT,
     HEAD_AND_TIME,
     NAME,
-    ORG_KEYS,
     TARGET,
     CallerRead,
+    org_chain_rows,
 )
 from vault.authority.policy import Policy
 from vault.authority.requests import (
@@ -462,13 +462,7 @@ class CheckoutAuthority:
 
     @staticmethod
     def _org_chain(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        """The organisation keys from the caller's pinned one on, if the current key is another
-        (none if the pinned key is not among them: the keyholder refuses that)."""
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])
+        return org_chain_rows(conn, pinned, current)
 
     @staticmethod
     def _sealed_key(conn: Connection, caller: CallerRead, client_id: int, version: int) -> SealedClientKey | None:

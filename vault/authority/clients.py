@@ -29,7 +29,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ENGINEER_WIDTH, CallerRead
+from vault.authority.checkout_reads import ENGINEER_WIDTH, CallerRead
 from vault.authority.client_requests import (
     CLIENT_LIST,
     CLIENT_VIEW,
@@ -39,10 +39,11 @@ from vault.authority.client_requests import (
     ListRequest,
     ShowRequest,
 )
+from vault.authority.policies_caller import caller_read
 from vault.authority.policies_caller import org_chain as org_chain  # also the grants' (authority/grants.py)
 from vault.authority.requests import Caller, ClientKeyRow, SealedClientKey
 from vault.crypto.blobs import blob_key_version
-from vault.errors import AccessDenied, InvalidInput, Locked, NotFound, VaultError
+from vault.errors import AccessDenied, InvalidInput, NotFound, VaultError
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
@@ -112,23 +113,7 @@ class ClientSeal(Protocol):
 def authorise(s: Session, checks: ClientChecks, caller: Caller, client_id: int = 0) -> CallerRead:
     """An active, certified engineer of the key generation the request names (with their
     grants for ``client_id``, newest first). Nothing of any client has been read."""
-    conn = rows.connection(s)
-    sqlite = conn.dialect.name == "sqlite"
-    found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id})
-    if not found:
-        raise Locked("the acting engineer no longer exists in this vault")
-    read = CallerRead(found, sqlite)
-    me = read.me
-    checks.organisation_key(s, read.org_signing_public)
-    checks.certificate(s, me)
-    if me.status != ACTIVE:
-        raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-    if me.key_generation != caller.key_generation:
-        raise Locked(
-            f"the keys of {me.name!r} have changed since this session was unlocked",
-            hint="run `credvault unlock` again",
-        )
-    return read
+    return caller_read(s, checks, caller, client_id)
 
 
 _SIGNER = ENGINEERS.alias("key_signer")

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import CALLER, ORG_KEYS, CallerRead
+from vault.authority.checkout_reads import CALLER, ORG_KEYS, CallerRead, org_chain_rows
 from vault.authority.engineer_requests import (
     CONFIRM,
     ENROLL,
@@ -408,11 +408,7 @@ class EngineerAuthority:
 
     @staticmethod
     def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])
+        return org_chain_rows(rows.connection(s), pinned, current)
 
     @staticmethod
     def root_copy(s: Session, me: EngineerRow) -> RootCopy:

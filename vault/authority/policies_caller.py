@@ -20,7 +20,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, ORG_KEYS, CallerRead
+from vault.authority.checkout_reads import ACTIVE, CALLER, CallerRead, org_chain_rows
 from vault.authority.requests import Caller, OrgKeyRow
 from vault.errors import AccessDenied, InvalidInput, Locked
 from vault.storage import rows
@@ -29,14 +29,18 @@ from vault.storage.rows import ROLE_ADMIN, EngineerRecord, EngineerRow, GrantRec
 KEY_BYTES = 32  # an organisation public key
 
 
-class CallerChecks(Protocol):
-    """The trust checks the authority makes on the caller: signatures and public keys only."""
+class IdentityChecks(Protocol):
+    """The checks of the caller's own rows: signatures and public keys only."""
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         """The vault's current organisation key, as read in this unit of work."""
 
     def certificate(self, s: Session, row: EngineerRecord) -> None:
         """The engineer's certificate verifies under the organisation key, else UntrustedRecord."""
+
+
+class CallerChecks(IdentityChecks, Protocol):
+    """The trust checks the authority makes on the caller: signatures and public keys only."""
 
     def first_valid_grant(
         self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
@@ -61,12 +65,32 @@ def checked_pin(pin: object) -> bytes:
 
 def org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
     """The organisation keys from the pinned one on (empty when the pin is the current key)."""
-    if pinned == current:
-        return ()
-    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-    return () if start is None else tuple(keys[start:])
+    return org_chain_rows(rows.connection(s), pinned, current)
 
+
+
+def caller_read(s: Session, checks: IdentityChecks, caller: Caller, client_id: int = 0) -> CallerRead:
+    """The caller's rows (with their grant ledger for ``client_id``, 0 for none, unchecked:
+    the caller's authorisation checks the head): an engineer of this vault, certified under
+    its current organisation key, active, of the key generation the request names; else
+    Locked / AccessDenied / UntrustedRecord. One statement, which reads nothing of a target."""
+    conn = rows.connection(s)
+    sqlite = conn.dialect.name == "sqlite"
+    found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id})
+    if not found:
+        raise Locked("the acting engineer no longer exists in this vault")
+    read = CallerRead(found, sqlite)
+    me = read.me
+    checks.organisation_key(s, read.org_signing_public)
+    checks.certificate(s, me)
+    if me.status != ACTIVE:
+        raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
+    if me.key_generation != caller.key_generation:
+        raise Locked(
+            f"the keys of {me.name!r} have changed since this session was unlocked",
+            hint="run `credvault unlock` again",
+        )
+    return read
 
 class CallerGate:
     """Authorises the caller of one request, first thing in its unit of work."""
@@ -78,22 +102,8 @@ class CallerGate:
         """The caller, checked: an active, certified engineer of the key generation named;
         ``admin``: an admin; else, with ``client_id``, an admin or the holder of the head of
         their grant ledger for it. Nothing of any target has been read when this refuses."""
-        conn = rows.connection(s)
-        sqlite = conn.dialect.name == "sqlite"
-        found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id or 0})
-        if not found:
-            raise Locked("the acting engineer no longer exists in this vault")
-        read = CallerRead(found, sqlite)
+        read = caller_read(s, self.checks, caller, client_id or 0)
         me = read.me
-        self.checks.organisation_key(s, read.org_signing_public)
-        self.checks.certificate(s, me)
-        if me.status != ACTIVE:
-            raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-        if me.key_generation != caller.key_generation:
-            raise Locked(
-                f"the keys of {me.name!r} have changed since this session was unlocked",
-                hint="run `credvault unlock` again",
-            )
         if me.role != ROLE_ADMIN:
             if admin:
                 raise AccessDenied(f"{me.name!r} is not an admin", hint="ask an admin to do this")

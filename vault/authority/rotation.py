@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, ORG_KEYS, SEALED_KEY, CallerRead
+from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, SEALED_KEY, CallerRead, org_chain_rows
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.rotation_requests import (
@@ -444,11 +444,7 @@ class RotationAuthority:
 
     @staticmethod
     def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-        if pinned == current:
-            return ()
-        keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(rows.connection(s), {})]
-        start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-        return () if start is None else tuple(keys[start:])
+        return org_chain_rows(rows.connection(s), pinned, current)
 
     @classmethod
     def _records(cls, s: Session, client_id: int, root_version: int) -> tuple[SealedClientKey, ...]:

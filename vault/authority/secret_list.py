@@ -31,9 +31,10 @@ from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ENGINEER_WIDTH, CallerRead
+from vault.authority.checkout_reads import org_chain_rows as org_chain
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.secret_requests import LIST, ListedSecretRow, ListSecretsRequest, SecretPage
-from vault.authority.secrets import TAG_BYTES, CallerChecks, authorised_caller, org_chain
+from vault.authority.secrets import TAG_BYTES, CallerChecks, authorised_caller
 from vault.crypto.blobs import blob_key_version
 from vault.errors import AccessDenied, InvalidInput, NotFound, VaultError
 from vault.storage import models as m

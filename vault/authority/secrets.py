@@ -23,14 +23,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from vault import validation
 from vault.authority import versions
-from vault.authority.checkout_reads import ACTIVE, CALLER, ORG_KEYS, CallerRead
-from vault.authority.requests import MISSING_TARGET, Caller, NewVersion, OrgKeyRow, SealedClientKey
+from vault.authority.checkout_reads import CallerRead
+from vault.authority.checkout_reads import org_chain_rows as org_chain
+from vault.authority.policies_caller import caller_read
+from vault.authority.requests import MISSING_TARGET, Caller, NewVersion, SealedClientKey
 from vault.authority.secret_requests import (
     CREATE,
     HISTORY,
@@ -47,7 +48,7 @@ from vault.authority.secret_requests import (
     UpdateRequest,
 )
 from vault.authority.versions import VersionChecks
-from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, Locked, NotFound
+from vault.errors import AccessDenied, AlreadyExists, CheckoutConflict, IntegrityError, InvalidInput, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
@@ -149,33 +150,7 @@ def authorised_caller(s: Session, checks: CallerChecks, caller: Caller, client_i
     of this vault, certified under its current organisation key, active, of the key
     generation the request names; else Locked / AccessDenied / UntrustedRecord. One
     statement, which reads nothing of any client or secret."""
-    conn = rows.connection(s)
-    sqlite = conn.dialect.name == "sqlite"
-    found = CALLER[sqlite].all(conn, {"me": caller.engineer_id, "client": client_id})
-    if not found:
-        raise Locked("the acting engineer no longer exists in this vault")
-    read = CallerRead(found, sqlite)
-    me = read.me
-    checks.organisation_key(s, read.org_signing_public)
-    checks.certificate(s, me)
-    if me.status != ACTIVE:
-        raise AccessDenied(f"the account of {me.name!r} is {me.status}", hint="ask an admin")
-    if me.key_generation != caller.key_generation:
-        raise Locked(
-            f"the keys of {me.name!r} have changed since this session was unlocked",
-            hint="run `credvault unlock` again",
-        )
-    return read
-
-
-def org_chain(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
-    """The organisation keys from the one the keyholder pinned to the current one (none when
-    they are the same, or when the pinned one is unknown: the keyholder refuses then)."""
-    if pinned == current:
-        return ()
-    keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
-    start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
-    return () if start is None else tuple(keys[start:])
+    return caller_read(s, checks, caller, client_id)
 
 
 class SecretAuthority:
