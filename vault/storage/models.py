@@ -369,3 +369,21 @@ class PurgeReceipt(Base):
     purged_at: Mapped[int] = mapped_column(BigInteger)
     event_seq: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class RequestNonce(Base):
+    """A nonce a signed server request used (docs/server.md §3): refused if seen again."""
+
+    __tablename__ = "request_nonces"
+    keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)  # the request's `created`, seconds
+
+
+class AuthFailure(Base):
+    """Failed authentications of one engineer in one fixed window (docs/server.md §3)."""
+
+    __tablename__ = "auth_failures"
+    engineer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
