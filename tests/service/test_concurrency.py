@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from vault import Vault
-from vault.errors import CheckoutConflict
+from vault.errors import CheckoutConflict, StoreBusy
 from vault.service.holds import Holds
 from vault.storage import models as m
 
@@ -301,12 +301,20 @@ def test_concurrent_new_versions_count_every_use_of_the_client_key(team):
     ]
     barrier = threading.Barrier(len(refs))
     errors: list[BaseException] = []
+    busy: list[str] = []
 
     def write(vault: Vault, ref: str) -> None:
         barrier.wait(timeout=60)
         try:
             for k in range(5):
-                vault.secrets.update(ref, password=f"v{k + 1}-password")
+                for _attempt in range(3):  # on a loaded machine a writer can wait out SQLite's busy timeout
+                    try:
+                        vault.secrets.update(ref, password=f"v{k + 1}-password")
+                        break
+                    except StoreBusy:  # documented: nothing was changed, so the user tries again
+                        busy.append(ref)
+                else:
+                    raise AssertionError(f"{ref}: busy three times in a row")
         except BaseException as error:  # reported below
             errors.append(error)
 
@@ -319,4 +327,5 @@ def test_concurrent_new_versions_count_every_use_of_the_client_key(team):
         vault.close()
     assert errors == []
     assert [team.admin.checkouts.reveal(ref, reason="T-check") for ref in refs] == ["v5-password"] * 4
-    assert encryptions() - start == 4 * 5  # one wrapped data key per new version
+    # one wrapped data key per new version: a busy refusal (retried above) counted none
+    assert encryptions() - start == 4 * 5, f"busy refusals: {len(busy)}"
