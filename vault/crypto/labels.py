@@ -60,3 +60,11 @@ LABEL_SESSION = b"credvault/v1/session"
 # before format 2 keep ``LABEL_AUDIT_EVENT`` and the plain ``ctx`` and still verify.
 AUDIT_EVENT_FORMAT = 2
 LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"
+
+# The team server's layer over wrapped data keys (docs/format.md §4.8–4.9, docs/server.md §5):
+# a server client key wrapped under the server master key, and a §4.2 wrapped data key
+# wrapped once more under that server client key. Only vault/server/ uses them.
+BLOB_SERVER_CLIENT_KEY = 0x08
+BLOB_SERVER_LAYER = 0x09
+LABEL_SERVER_CLIENT_KEY = b"credvault/v1/server-client-key"
+LABEL_SERVER_LAYER = b"credvault/v1/server-layer"
