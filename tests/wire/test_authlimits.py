@@ -329,3 +329,21 @@ def test_a_refusal_is_the_429_error_and_names_no_key_or_address(limits: Authenti
     assert type(error) is RateLimited and isinstance(error, VaultError)
     for text in (str(error), error.hint):
         assert MALLORY not in text and "e:7" not in text
+
+
+def test_the_engineers_count_is_read_in_the_servers_own_unit_when_given(
+    limits: AuthenticationLimits, db_store: storage.Store
+) -> None:
+    for n in range(20):
+        limits.record_failure(ALICE, f"198.51.100.{n}")
+    with db_store.read() as session:
+        assert "for this engineer" in str(_refusal_in(limits, ALICE, "192.0.2.1", session))
+        limits.check(BOB, "192.0.2.1", session)
+    with db_store.engine.connect() as conn:
+        assert _refusal_in(limits, ALICE, "192.0.2.1", conn).retry_after == 600
+
+
+def _refusal_in(limits: AuthenticationLimits, engineer_id: int, address: str, unit: object) -> RateLimited:
+    with pytest.raises(RateLimited) as caught:
+        limits.check(engineer_id, address, unit)  # type: ignore[arg-type]
+    return caught.value

@@ -29,6 +29,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
 from vault.errors import ConfigurationError, RateLimited
 from vault.storage.engine import Store
 from vault.storage.repositories import authentication
@@ -195,11 +198,16 @@ class EngineerLimit:
     def window_start(self, now: float) -> int:
         return int(now // self._period) * self._period
 
-    def retry_after(self, engineer_id: int, now: float) -> int | None:
-        """None if the engineer's window has room; else the whole seconds to its end."""
+    def retry_after(self, engineer_id: int, now: float, unit: Session | Connection | None = None) -> int | None:
+        """None if the engineer's window has room; else the whole seconds to its end. Read in
+        ``unit`` when given (the server's read of the signer's key), else in a read of its own."""
         start = self.window_start(now)
-        with self._store.read() as session:
-            count = authentication.failures_in(connection(session), engineer_id, start)
+        if unit is not None:
+            conn = unit if isinstance(unit, Connection) else connection(unit)
+            count = authentication.failures_in(conn, engineer_id, start)
+        else:
+            with self._store.read() as session:
+                count = authentication.failures_in(connection(session), engineer_id, start)
         if count < self._limit:
             return None
         return max(1, math.ceil(start + self._period - now))
@@ -228,15 +236,16 @@ class AuthenticationLimits:
         self._engineers = engineers
         self._clock = clock
 
-    def check(self, engineer_id: int | None, address: str) -> None:
+    def check(self, engineer_id: int | None, address: str, unit: Session | Connection | None = None) -> None:
         """Raise ``RateLimited`` if the address, or the engineer (None: the keyid names none),
-        is over its limit."""
+        is over its limit. The engineer's count is read in ``unit`` if given (no transaction
+        of its own on the hot path), and only when the address is under its limit."""
         now = self._clock()
         wait = self._addresses.retry_after(address, now)
         if wait is not None:
             raise _limited("from this address", wait)
         if engineer_id is not None:
-            wait = self._engineers.retry_after(engineer_id, now)
+            wait = self._engineers.retry_after(engineer_id, now, unit)
             if wait is not None:
                 raise _limited("for this engineer", wait)
 
