@@ -64,7 +64,7 @@ class Clock:
     """A clock tests can move: ``clock.advance(hours=3)``."""
 
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        self.now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -84,7 +84,7 @@ def pg_template() -> Iterator[str | None]:
         admin = _pg_admin_engine()
         with admin.connect() as conn:
             conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+    except Exception as exc:  # any failure means "no server here"
         if os.environ.get("CREDVAULT_REQUIRE_PG") == "1":
             pytest.fail(f"CREDVAULT_REQUIRE_PG=1 but PostgreSQL at {PG_URL} is unreachable: {type(exc).__name__}")
         yield None
@@ -324,6 +324,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path, sqlite_template, pg_databas
     url = pg_databases.take()
     yield url
     pg_databases.give_back(url)
+
+
+@pytest.fixture
+def db_store(db_url: str) -> Iterator[storage.Store]:
+    """A ``Store`` on ``db_url`` (each engine), closed after the test; a test that needs a
+    second server process opens another ``storage.Store(db_url)`` beside it."""
+    store = storage.Store(db_url)
+    yield store
+    store.close()
 
 
 @pytest.fixture

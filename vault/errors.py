@@ -13,7 +13,9 @@ ids, slugs the caller typed, and what to do next.
     ├── AlreadyExists             a client, secret or engineer of that name exists
     ├── NotFound                  no such client, secret or engineer (or not visible)
     ├── Locked                    no unlocked session for this engineer
-    │   └── SessionExpired        the session existed but is past its expiry
+    │   ├── SessionExpired        the session existed but is past its expiry
+    │   └── Unauthenticated       a server refused a request's signature (401)
+    ├── RateLimited               too many failed authentications: wait Retry-After (429)
     ├── AccessDenied              the engineer may not do this (role, grant, status)
     │   └── GrantExpired          the grant is past its --until time
     ├── EnrolmentError            a bad, expired or already used enrolment code
@@ -85,6 +87,24 @@ class Locked(VaultError):
 
 class SessionExpired(Locked):
     """An unlocked session existed but is past its expiry; it has been removed."""
+
+
+class Unauthenticated(Locked):
+    """A server refused a request's signature (docs/server.md §3); the message is the code:
+    ``unsigned``, ``bad-signature``, ``unknown-key``, ``stale`` or ``replayed``."""
+
+    hint = "sign every request afresh with your current key"
+
+
+class RateLimited(VaultError):
+    """Too many failed authentications from this address or for this engineer (docs/server.md
+    §3): refused before any signature check, for ``retry_after`` seconds."""
+
+    hint = "wait before trying again (the Retry-After time), and check the key this machine signs with"
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class AccessDenied(VaultError):

@@ -10,8 +10,8 @@ One fixed profile of RFC 9421 (HTTP Message Signatures) with Ed25519, over the b
 
 The verifier refuses every other profile (fewer or reordered components, other parameters,
 another label or algorithm) even when its signature is good: a request proves only what
-this list covers. Every refusal is ``Locked`` (the class docs/server.md answers with 401)
-whose message is one of the codes ``unsigned``, ``bad-signature``, ``unknown-key``,
+this list covers. Every refusal is ``Unauthenticated`` (a ``Locked``; the server answers
+401) whose message is one of the codes ``unsigned``, ``bad-signature``, ``unknown-key``,
 ``stale``, ``replayed``; the hint says which check failed and holds no secret.
 
 The server passes its configured ``--public-url`` host as ``authority`` (never the Host a
@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vault.crypto.signing import SigningKey, is_weak_signing_key
-from vault.errors import InvalidInput, Locked
+from vault.errors import InvalidInput, Unauthenticated
 
 LABEL = "cv"
 TAG = "credvault/v1/request"
@@ -56,7 +56,7 @@ _SIGNED_HEADERS = ("content-type", "content-digest", "signature-input", "signatu
 _MAX_INTEGER = 999_999_999_999_999  # RFC 8941 §3.3.1
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
-_KEYID = r'[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}'  # printable ASCII without '"' and '\'
+_KEYID = r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}"  # printable ASCII without '"' and '\'
 _SIGNATURE = re.compile(re.escape(f"{LABEL}=:") + r"([A-Za-z0-9+/]{86}==)" + re.escape(":"))
 
 Param = tuple[str, int | str]
@@ -275,8 +275,8 @@ def _parse_signature(value: str) -> bytes:
     return raw
 
 
-def _refused(code: str, hint: str) -> Locked:
-    return Locked(code, hint=hint)
+def _refused(code: str, hint: str) -> Unauthenticated:
+    return Unauthenticated(code, hint=hint)
 
 
 def _sf_string(value: str) -> str:
