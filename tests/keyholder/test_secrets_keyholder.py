@@ -68,8 +68,8 @@ class TamperingTransport:
     def add(self, request: Any, seal: Any) -> SecretRows:
         return self.tamper(self.real.add(self._request(request), self._seal(seal)))
 
-    def update(self, request: Any, seal: Any, unit: Any = None) -> SecretRows:
-        return self.tamper(self.real.update(self._request(request), self._seal(seal), unit))
+    def update(self, request: Any, seal: Any) -> SecretRows:
+        return self.tamper(self.real.update(self._request(request), self._seal(seal)))
 
 
 @dataclasses.dataclass
@@ -269,7 +269,7 @@ def test_a_version_asked_out_of_turn_is_not_encrypted(scene: Scene) -> None:
     real = keyholder.transport
 
     class Skipping:
-        def update(self, request: Any, seal: Any, unit: Any = None) -> SecretRows:
+        def update(self, request: Any, seal: Any) -> SecretRows:
             class Shown:
                 def admit(self, draft: SecretRows) -> None:
                     seal.admit(draft)
@@ -277,7 +277,7 @@ def test_a_version_asked_out_of_turn_is_not_encrypted(scene: Scene) -> None:
                 def encrypt(self, draft: SecretRows, version: int) -> Any:
                     return seal.encrypt(dataclasses.replace(draft, kind="changed"), version)
 
-            return real.update(request, Shown(), unit)
+            return real.update(request, Shown())
 
     keyholder.transport = Skipping()
     before = _state(scene)

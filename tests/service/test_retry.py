@@ -37,12 +37,13 @@ import vault.service.retrying as retrying
 from vault import Vault
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.journal import Journal
+from vault.authority.secrets import SecretAuthority
 from vault.crypto.keyrecord import FLOOR
 from vault.errors import ConcurrentChange, StoreBusy, StoreUnavailable, VaultError
 from vault.keyholder import grants as grant_keyholder
+from vault.keyholder.secrets import SecretKeyholder
 from vault.service.checkouts import Checkouts
 from vault.service.rotation import KeyRotation
-from vault.service.secrets import Secrets
 from vault.service.vault import BACKOFF_SECONDS, RETRIES
 from vault.storage import engine as storage
 from vault.storage import models as m
@@ -472,30 +473,35 @@ def test_a_checkin_with_a_new_password_that_loses_its_release_stores_the_passwor
 
 
 def test_two_updates_of_one_secret_at_once_both_land(shared, monkeypatch, request):
-    """The first update reads the secret's current version, then pauses before writing the
-    next one; the second update runs meanwhile. On SQLite the second waits at BEGIN
-    IMMEDIATE; on PostgreSQL at the secret's row lock, and once it has the lock it reads
-    the row again. Either way it then writes the version after the first's, at its first
-    attempt: before the re-read, on PostgreSQL it wrote the same version number as the
-    first, lost on the unique key and was only saved by a retry (and under heavy load ran
-    out of them: the slow load test saw 14 updates refused)."""
+    """The first update reads the secret's current version in its unit of work, then pauses
+    (in the keyholder's check of what it read) before writing the next one; the second
+    update runs meanwhile. On SQLite the second waits at BEGIN IMMEDIATE; on PostgreSQL at
+    the secret's row lock, and once it has the lock it reads the row again. Either way it
+    then writes the version after the first's, at its first attempt: before the re-read, on
+    PostgreSQL it wrote the same version number as the first, lost on the unique key and
+    was only saved by a retry (and under heavy load ran out of them: the slow load test saw
+    14 updates refused)."""
     client = shared.client()
     ref = f"{client}/fw01"
     shared.admin.secrets.add(ref, password=FIRST)
     first, second = _admin(shared), _admin(shared)
     paused, release = threading.Event(), threading.Event()
-    real_write = Secrets._write_version
+    real_verify, real_write = SecretKeyholder._verify, SecretAuthority._update
 
     writes: Counter[str] = Counter()
 
-    def pausing_write(vault: Any, s: Any, *args: Any) -> Any:
-        writes[threading.current_thread().name] += 1
+    def pausing_verify(keyholder: Any, *args: Any, **kwargs: Any) -> Any:
         if threading.current_thread().name == "first" and not paused.is_set():
             paused.set()
             assert release.wait(30)
-        return real_write(vault, s, *args)
+        return real_verify(keyholder, *args, **kwargs)
 
-    monkeypatch.setattr(Secrets, "_write_version", pausing_write)
+    def counted_write(authority: Any, *args: Any) -> Any:
+        writes[threading.current_thread().name] += 1  # each attempt of the authority's unit
+        return real_write(authority, *args)
+
+    monkeypatch.setattr(SecretKeyholder, "_verify", pausing_verify)
+    monkeypatch.setattr(SecretAuthority, "_update", counted_write)
     errors: list[BaseException] = []
 
     def update(vault: Vault, value: str) -> None:
@@ -610,7 +616,10 @@ def test_a_locked_sqlite_database_stays_store_unavailable_and_is_not_retried(db_
         for call, error_type in (
             (lambda: vault.secrets.add("acme/fw02", password=NEVER), StoreBusy),
             (lambda: vault.secrets.update("acme/fw01", password=NEVER), StoreBusy),
-            (lambda: vault.checkouts.checkout("acme/fw01", reason=REASON), StoreBusy),  # a StoreUnavailable that says why
+            (
+                lambda: vault.checkouts.checkout("acme/fw01", reason=REASON),
+                StoreBusy,
+            ),  # a StoreUnavailable that says why
         ):
             started = time.monotonic()
             with pytest.raises(VaultError) as caught:

@@ -207,15 +207,16 @@ class SecretAuthority:
             seq = self.recorder.append(s, CREATE, client_id=client.id, secret_id=secret.id, details={"kind": kind})
         return dataclasses.replace(written, seq=seq)
 
-    def update(self, request: UpdateRequest, seal: SecretSeal, *, s: Session | None = None) -> SecretRows:
-        """A new version of the secret (``s``: inside the caller's unit of work, which commits it)."""
+    def update(self, request: UpdateRequest, seal: SecretSeal) -> SecretRows:
+        """A new version of the secret, in one unit of work of its own."""
         if not isinstance(request, UpdateRequest) or not isinstance(request.password_changed, bool):
             raise InvalidInput("not an update request")
         checked_target(request.target)
         kind = None if request.kind is None else checked_kind(request.kind)
-        if s is None:
-            with self.store.transaction() as unit:
-                return self.update(request, seal, s=unit)
+        with self.store.transaction() as s:
+            return self._update(s, request, seal, kind)
+
+    def _update(self, s: Session, request: UpdateRequest, seal: SecretSeal, kind: str | None) -> SecretRows:
         caller = self._authorise(s, request.target)
         client, secret = self._target(s, request.target, lock=True)
         others = self.checks.exclusive_holds(s, client, secret, caller.me.id)  # checked under the lock

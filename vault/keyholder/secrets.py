@@ -78,14 +78,14 @@ class SecretLookup(Protocol):
     """Learns a client's context by its slug (grant, slug and lookup checks made), or raises
     what the lookup finds (NotFound, GrantExpired, LookupMismatch...)."""
 
-    def context(self, slug: str, unit: Any = None) -> SecretContext:
-        """``unit``: the caller's unit of work (an update inside a check-in), else one of its own."""
+    def context(self, slug: str) -> SecretContext:
+        """The client's context (its id, slug, lookup key), learned in a read of its own."""
 
 
 class SecretTransport(Protocol):
     def read(self, request: ReadRequest, seal: Any) -> SecretRows: ...
     def add(self, request: AddRequest, seal: Any) -> SecretRows: ...
-    def update(self, request: UpdateRequest, seal: Any, unit: Any = None) -> SecretRows: ...
+    def update(self, request: UpdateRequest, seal: Any) -> SecretRows: ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -233,14 +233,11 @@ class SecretKeyholder:
         self._check_written(seal, answer)
         return OpenedSecret(answer, slug, metadata)
 
-    def update(
-        self, ref: str, *, kind: str | None, password_changed: bool, compose: Compose, unit: Any = None
-    ) -> OpenedSecret:
+    def update(self, ref: str, *, kind: str | None, password_changed: bool, compose: Compose) -> OpenedSecret:
         """A new version made by ``compose`` from the current one (verified, then opened here: its
-        password only if it is kept, ``password_changed`` False); ``unit``: the caller's unit of
-        work, passed through to the authority."""
+        password only if it is kept, ``password_changed`` False)."""
         slug, name = validation.secret_ref(ref)
-        me, ctx, target = self._target(slug, name, unit)
+        me, ctx, target = self._target(slug, name)
         made: list[dict[str, Any]] = []
 
         def verify(draft: SecretRows) -> tuple[dict[str, Any] | None, str | None]:
@@ -262,7 +259,7 @@ class SecretKeyholder:
         seal = _Seal(verify, make)
         request = UpdateRequest(target, kind, password_changed)
         try:
-            answer = self.transport.update(request, seal, unit)
+            answer = self.transport.update(request, seal)
         except NotFound as error:
             raise self._missing(error, ref, slug) from None
         except CheckoutConflict as error:
@@ -274,9 +271,9 @@ class SecretKeyholder:
 
     # -- the request ------------------------------------------------------------------------
 
-    def _target(self, slug: str, name: str, unit: Any = None) -> tuple[UnlockedSession, SecretContext, SecretTarget]:
+    def _target(self, slug: str, name: str) -> tuple[UnlockedSession, SecretContext, SecretTarget]:
         me = self.keys.session()
-        ctx = self.lookup.context(slug, unit)
+        ctx = self.lookup.context(slug)
         target = SecretTarget(
             caller=Caller(me.engineer_id, me.key_generation),
             client_id=ctx.client_id if ctx.slug_tag is None else None,

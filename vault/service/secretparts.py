@@ -86,21 +86,19 @@ class _Recorder:
 
 class _Lookup:
     """A client's context, learned through the Vault's checked client lookup (the grant, the
-    slug, the lookup key), in a unit of work of its own or the caller's (``unit``)."""
+    slug, the lookup key), in a read of its own."""
 
     def __init__(self, secrets: Secrets) -> None:
         self._secrets = secrets
 
-    def context(self, slug: str, unit: Session | None = None) -> SecretContext:
-        if unit is None:
-            with self._secrets.core.store.read() as s:  # reads only: no write lock
-                return self.context(slug, s)
-        c, s = self._secrets, unit
-        client = c.clients.client(s, slug)
-        slug_tag = None
-        if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
-            slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
-        return SecretContext(client.id, slug, slug_tag, client.slug_blob, c.lookup_key(s, client))
+    def context(self, slug: str) -> SecretContext:
+        c = self._secrets
+        with c.core.store.read() as s:  # reads only: no write lock
+            client = c.clients.client(s, slug)
+            slug_tag = None
+            if c.trust.my_row(s).role == ROLE_ADMIN:  # by its slug tag, under the current recovery key
+                slug_tag = signing.lookup_tag(c.keys.root_bundle(s).lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
+            return SecretContext(client.id, slug, slug_tag, client.slug_blob, c.lookup_key(s, client))
 
 
 class _ListLookup:

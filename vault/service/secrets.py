@@ -280,38 +280,23 @@ class Secrets:
         if sensitive_fields or public_fields:
             changes[SENSITIVE_MARKS] = sensitive_fields or {}
             changes[PUBLIC_MARKS] = public_fields or {}
-        with self.core.store.transaction() as s:
-            return self._write_update(s, ref, password, changes, fields, kind)
-
-    def _write_update(
-        self,
-        s: Session,
-        ref: str,
-        password: str | None,
-        changes: dict[str, Any],
-        fields: dict[str, str] | None,
-        kind: str | None,
-    ) -> SecretInfo:
-        """``update`` inside the caller's transaction (check-in stores a new password and
-        releases the checkout in one transaction: a retry never stores it twice)."""
         if password is not None:
             validation.password(password)
         if kind is not None:
             validation.kind(kind)
-        return self._write_version(s, ref, password, changes, fields, kind)
+        return self._write_version(ref, password, changes, fields, kind)
 
     def _write_version(
         self,
-        s: Session,
         ref: str,
         password: str | None,
         changes: dict[str, Any],
         fields: dict[str, str] | None,
         kind: str | None,
     ) -> SecretInfo:
-        """The next version, through the keyholder and the authority in the caller's unit of work
-        ``s``: the authority reads the current version, the keyholder verifies and opens it and
-        encrypts the new one (``compose``: the changes applied), the authority writes it."""
+        """The next version: one request to the authority, which reads the current version in its
+        own unit of work, lets the keyholder verify and open it and encrypt the new one
+        (``compose``: the changes applied), and writes it."""
         changes = dict(changes)
         sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
 
@@ -335,7 +320,7 @@ class Secrets:
             return (old_password if password is None else password), metadata  # old: opened when kept
 
         changed = password is not None
-        opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose, unit=s)
+        opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose)
         return self._opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sqlalchemy.orm import Session
-
 from vault.authority.secret_list import SecretListAuthority
 from vault.authority.secret_requests import (
     AddRequest,
@@ -45,8 +43,8 @@ class InProcessSecretTransport:
     def add(self, request: AddRequest, seal: SecretSeal) -> SecretRows:
         return self.authority.add(request, seal)
 
-    def update(self, request: UpdateRequest, seal: SecretSeal, unit: Session | None = None) -> SecretRows:
-        return self.authority.update(request, seal, s=unit)
+    def update(self, request: UpdateRequest, seal: SecretSeal) -> SecretRows:
+        return self.authority.update(request, seal)
 
     def list_secrets(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
         """The listing's pages, as the authority reads them (its read unit open until the last)."""
