@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from server_harness import JSON, Served, database_state, keyid_of, signed_post, signing_key
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.pool import NullPool
 
 from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
@@ -293,3 +293,46 @@ def test_the_transport_raises_the_refusal_as_its_class(served: Served) -> None:
             transport.whoami()
     finally:
         transport.close()
+
+
+def test_an_organisation_key_the_dba_swapped_in_is_refused(served: Served, module_team) -> None:  # type: ignore[no-untyped-def]
+    """A DBA writes their own organisation key into the vault row and certifies a key of theirs for
+    an engineer under it: every signature checks out, but the key is on no chain from the one the
+    server pinned (here at its first request), so the request is refused and nothing is written."""
+    from vault.authority.certificates import certificate_fields
+    from vault.crypto.labels import LABEL_SIG_ENGINEER
+    from vault.storage.rows import EngineerRow
+
+    target = module_team.engineer("target")
+    assert signed_post(served, WHOAMI, whoami_body(), target).status_code == 200  # the server has pinned by now
+    dba_org, dba_key = SigningKey.generate(), SigningKey.generate()
+    engine = create_engine(served.db_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            info = conn.execute(select(m.VaultInfo.__table__)).one()
+            row = conn.execute(select(m.Engineer.__table__).where(m.Engineer.name == "target")).one()
+            forged = EngineerRow(*(getattr(row, f) for f in EngineerRow._fields))._replace(
+                signing_public=dba_key.public
+            )
+            certificate = dba_org.sign(LABEL_SIG_ENGINEER, *certificate_fields(info.vault_id, forged))
+            conn.execute(update(m.VaultInfo).values(org_signing_public=dba_org.public))
+            conn.execute(
+                update(m.Engineer)
+                .where(m.Engineer.name == "target")
+                .values(signing_public=dba_key.public, certificate=certificate)
+            )
+        try:
+            before = database_state(served.db_url)
+            response = signed_post(served, WHOAMI, whoami_body(), target, key=dba_key)
+        finally:
+            with engine.begin() as conn:
+                conn.execute(update(m.VaultInfo).values(org_signing_public=info.org_signing_public))
+                conn.execute(
+                    update(m.Engineer)
+                    .where(m.Engineer.name == "target")
+                    .values(signing_public=row.signing_public, certificate=row.certificate)
+                )
+    finally:
+        engine.dispose()
+    assert_refused(served, response, "unknown-key", before)
+    assert signed_post(served, WHOAMI, whoami_body(), target).status_code == 200  # the vault is as it was

@@ -37,10 +37,9 @@ from vault.authority.checkout_reads import ORG_KEYS
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
-from vault.server.authentication import Authenticator
+from vault.server.authentication import Authenticator, PinnedOrganisation
 from vault.server.handlers import Call, Operation, Operations, default_operations
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
-from vault.server.trust import PinnedOrganisation
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO

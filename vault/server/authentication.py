@@ -10,25 +10,71 @@ the row's signing key used. Whatever that check refuses (no such engineer, a cer
 does not verify, a removed or disabled account, an old key generation) answers as one
 ``unknown-key``: an unauthenticated sender learns nothing of the roster. The server's log
 names the refusal's class.
+
+A row's public key alone proves nothing (a DBA can write one): ``PinnedOrganisation`` is the
+``IdentityChecks`` ``caller_read`` asks. It trusts the organisation key it was given (what
+engineers pin), or else the one it reads first (trust on first use, per process), and follows
+the vault's signed chain of organisation keys forward from it, as a keyholder does; the
+certificate must verify under the key the chain leads to. The checks are the keyholder's own
+(``vault/authority/certificates.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from vault.authority.checkout_reads import CallerRead
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.authority.certificates import trusted_org_key, verify_certificate
+from vault.authority.checkout_reads import CallerRead, org_chain_rows
 from vault.authority.policies_caller import IdentityChecks, caller_read
 from vault.authority.requests import Caller
-from vault.errors import AccessDenied, IntegrityError, Locked, NotFound
+from vault.errors import AccessDenied, IntegrityError, Locked, NotFound, UntrustedRecord
+from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.rows import INFO, EngineerRecord
 from vault.wire.httpsig import NonceStore, Verified, verify_request
 
 LOGGER = logging.getLogger("credvault.server")
+_TRUSTED = "credvault.server.organisation"  # Session.info: (vault id, organisation key) checked in this unit
 KEYID = re.compile(r"e:([1-9][0-9]{0,17}):(0|[1-9][0-9]{0,8})")
+
+
+class PinnedOrganisation:
+    """``IdentityChecks`` under a pinned organisation key (``None``: pinned at first use)."""
+
+    def __init__(self, pinned: bytes | None = None) -> None:
+        self._pinned = pinned
+        self._lock = threading.Lock()
+
+    @property
+    def pinned(self) -> bytes | None:
+        return self._pinned
+
+    def organisation_key(self, s: Session, current: bytes) -> None:
+        with self._lock:
+            if self._pinned is None:
+                self._pinned = current
+            pinned = self._pinned
+        conn = rows.connection(s)
+        vault_id = conn.execute(select(INFO.c.vault_id).where(INFO.c.id == 1)).scalar_one()
+        trusted_org_key(vault_id, pinned, current, org_chain_rows(conn, pinned, current))
+        with self._lock:
+            if self._pinned == pinned:
+                self._pinned = current  # the signed chain leads here: later requests start from it
+        s.info[_TRUSTED] = (vault_id, current)
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        trusted = s.info.get(_TRUSTED)
+        if trusted is None:
+            raise UntrustedRecord("the organisation key was not checked before a certificate")
+        verify_certificate(trusted[0], trusted[1], row)
 
 
 class Authenticated(NamedTuple):
