@@ -148,12 +148,14 @@ def database_state(url: str) -> dict[str, object]:
         engine.dispose()
 
 
-def asgi_call(app: object, method: str, path: str) -> httpx.Response:
+def asgi_call(
+    app: object, method: str, path: str, content: bytes | None = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     """One request to ``app`` in this process (no server, no TLS): for apps over databases of their own."""
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8443") as client:
-            return await client.request(method, path)
+            return await client.request(method, path, content=content, headers=headers)
 
     return asyncio.run(call())

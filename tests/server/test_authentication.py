@@ -336,3 +336,31 @@ def test_an_organisation_key_the_dba_swapped_in_is_refused(served: Served, modul
         engine.dispose()
     assert_refused(served, response, "unknown-key", before)
     assert signed_post(served, WHOAMI, whoami_body(), target).status_code == 200  # the vault is as it was
+
+
+def test_a_schema_credvault_did_not_make_is_a_server_error_not_a_refusal(team) -> None:  # type: ignore[no-untyped-def]
+    """A DBA's trigger found while checking the caller is the server's 500 (``TamperedSchema``),
+    not a 401 that would send the engineer to unlock again."""
+    from server_harness import asgi_call
+    from sqlalchemy import text
+
+    from vault.server.app import build_app
+    from vault.storage.engine import Store
+    from vault.wire.httpsig import MemoryNonceStore
+
+    engine = create_engine(team.url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE copied_rows (x INTEGER)"))
+    engine.dispose()
+    store = Store(team.url)
+    try:
+        app = build_app(store, public_url="http://127.0.0.1:8443", nonce_store=MemoryNonceStore())
+        body = whoami_body()
+        headers = {"Content-Type": JSON} | httpsig.sign_request(
+            "POST", "127.0.0.1:8443", WHOAMI, JSON, body, signing_key(team.admin), keyid_of(team.admin)
+        )
+        response = asgi_call(app, "POST", WHOAMI, content=body, headers=headers)
+    finally:
+        store.close()
+    assert response.status_code == 500
+    assert (response.json()["type"], response.json()["error"]) == ("urn:credvault:tampered-schema", "TamperedSchema")

@@ -35,7 +35,7 @@ from vault.authority.certificates import trusted_org_key, verify_certificate
 from vault.authority.checkout_reads import CallerRead, org_chain_rows
 from vault.authority.policies_caller import IdentityChecks, caller_read
 from vault.authority.requests import Caller
-from vault.errors import AccessDenied, IntegrityError, Locked, NotFound, UntrustedRecord
+from vault.errors import AccessDenied, Locked, NotFound, UntrustedRecord
 from vault.storage import rows
 from vault.storage.engine import Store
 from vault.storage.rows import INFO, EngineerRecord
@@ -134,6 +134,6 @@ class Authenticator:
         try:
             with self.store.read() as s:
                 return caller_read(s, self.checks, caller)
-        except (Locked, AccessDenied, NotFound, IntegrityError) as refusal:
+        except (Locked, AccessDenied, NotFound, UntrustedRecord) as refusal:  # a damaged schema is not a refusal
             LOGGER.warning("a request's key was refused: %s", type(refusal).__name__)
             return None
