@@ -16,7 +16,7 @@ import click
 
 from vault import __version__
 
-from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets
+from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets, server
 from .context import ALLOW_READABLE_ENV, INSECURE_DB_ENV, AppContext
 from .errors import reported_errors
 
@@ -96,7 +96,7 @@ def cli(
             ctx.call_on_close(_set_for_this_command(name))
 
 
-for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo):
+for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo, server):
     for command in family.COMMANDS:
         cli.add_command(command)
 for command in keys.ENGINEER_COMMANDS:

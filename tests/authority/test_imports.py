@@ -82,3 +82,56 @@ def test_the_check_catches_each_way_of_importing_a_recipe(source: str) -> None:
 )
 def test_the_check_lets_public_key_and_hash_code_through(source: str) -> None:
     assert forbidden_imports(source) == []
+
+
+# -- the team server (vault/server/): no recipe either, and no keyholder or service --------------------
+
+SERVER = Path(vault.authority.__file__).parent.parent / "server"
+ABOVE_THE_SERVER = ("vault.keyholder", "vault.service", "vault.transport", "vault.cli")
+
+
+def server_layer_imports(source: str) -> list[str]:
+    """Each import in ``source`` of a keyholder, the service, a transport or the CLI (the server
+    calls the authority; the keyholder's hands never run in it)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "vault"]
+        found += [name for name in names if name.startswith(ABOVE_THE_SERVER)]
+    return found
+
+
+def _server_modules() -> list[Path]:
+    return sorted(SERVER.rglob("*.py"))
+
+
+def test_the_server_has_modules_to_check() -> None:
+    assert {"__init__.py", "app.py", "authentication.py"} <= {p.name for p in _server_modules()}
+
+
+@pytest.mark.parametrize("module", _server_modules(), ids=lambda p: p.name)
+def test_no_server_module_imports_a_decryption_recipe(module: Path) -> None:
+    assert forbidden_imports(module.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("module", _server_modules(), ids=lambda p: p.name)
+def test_no_server_module_imports_a_keyholder_or_the_service(module: Path) -> None:
+    assert server_layer_imports(module.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from vault.keyholder.trust import Trust",
+        "import vault.keyholder.keys",
+        "from vault import keyholder",
+        "from vault.service.sessions import UnlockedSession",
+        "from vault.transport.https import HttpsTransport",
+        "def f():\n    from vault.keyholder import responses\n",
+    ],
+)
+def test_the_server_check_catches_each_way_of_importing_a_keyholder(source: str) -> None:
+    assert server_layer_imports(source), source

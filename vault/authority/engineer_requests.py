@@ -396,3 +396,19 @@ class RemovalAnswer:
     grants: tuple[GrantRow, ...]
     rotation_ids: tuple[int, ...]
     was_admin: bool
+
+
+@dataclass(frozen=True)
+class WhoamiRequest:
+    """``engineers.whoami`` over HTTPS: an empty body, the request's signature names the caller."""
+
+
+@dataclass(frozen=True)
+class WhoamiAnswer:
+    """The authenticated caller's own row, as the server checked it (certified, active, current keys)."""
+
+    vault_id: bytes
+    engineer_id: int
+    name: str
+    role: str
+    key_generation: int

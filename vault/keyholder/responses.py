@@ -12,41 +12,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from vault.authority.certificates import trusted_org_key as trusted_org_key
+from vault.authority.certificates import verify_certificate
 from vault.authority.engineer_requests import DISABLED
 from vault.authority.purge_requests import EngineerKeyRow
-from vault.authority.requests import ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.requests import ClientKeyRow, SealedClientKey
 from vault.crypto import signing
 from vault.crypto.labels import (
     LABEL_SIG_CLIENT_KEY,
-    LABEL_SIG_ENGINEER,
     LABEL_SIG_ENGINEER_KEY,
     LABEL_SIG_GRANT,
-    LABEL_SIG_ORG_KEY,
 )
 from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
-from vault.keyholder.trust import certificate_fields, client_key_fields, grant_fields, org_key_fields
+from vault.keyholder.trust import client_key_fields, grant_fields
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, GrantRecord, is_revoked
-
-
-def trusted_org_key(vault_id: bytes, pinned: bytes, current: bytes, keys: tuple[OrgKeyRow, ...]) -> bytes:
-    """``current`` if it is the pinned organisation key, or if ``keys`` lead to it from the
-    pinned one, each signed by the one before; else UntrustedRecord."""
-    if current == pinned:
-        return current
-    if not keys or keys[0].public != pinned:
-        raise UntrustedRecord("the vault's organisation key is not the one this engineer enrolled with")
-    head = keys[0]
-    for key in keys[1:]:
-        if key.version != head.version + 1:
-            raise UntrustedRecord(f"the organisation key chain is broken before version {key.version}")
-        fields = org_key_fields(vault_id, key.version, key.public, head.public, key.signed_at)
-        signing.verify(
-            head.public, key.signature, LABEL_SIG_ORG_KEY, *fields, what=f"organisation key version {key.version}"
-        )
-        head = key
-    if head.public != current:
-        raise UntrustedRecord("the vault's organisation key is not on the chain this engineer trusts")
-    return current
 
 
 class ResponseChecks:
@@ -56,15 +35,7 @@ class ResponseChecks:
         self.vault_id, self.org_public, self.now = vault_id, org_public, now
 
     def certificate(self, row: EngineerRecord) -> None:
-        if row.sealing_public is None or row.signing_public is None or row.certified_at is None:
-            raise UntrustedRecord(f"engineer {row.name!r} has no confirmed keys")
-        signing.verify(
-            self.org_public,
-            row.certificate,
-            LABEL_SIG_ENGINEER,
-            *certificate_fields(self.vault_id, row),
-            what=f"the public keys of engineer {row.name!r}",
-        )
+        verify_certificate(self.vault_id, self.org_public, row)
 
     def admin(self, row: EngineerRecord | None, signer_id: int) -> EngineerRecord:
         """The signer of a record: the engineer it names, certified, an active admin."""

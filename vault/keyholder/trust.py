@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.certificates import certificate_fields as certificate_fields
+from vault.authority.certificates import org_key_fields as org_key_fields
 from vault.crypto import signing
 from vault.crypto.labels import (
     LABEL_SIG_CLIENT_KEY,
@@ -68,26 +70,6 @@ class _EngineerKeyRecord(Protocol):
 
 # What each signature covers (docs/format.md): one definition, used to sign and to verify,
 # in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py).
-
-
-def org_key_fields(
-    vault_id: bytes, version: int, public: bytes, previous: bytes, signed_at: int
-) -> tuple[signing.ContextItem, ...]:
-    return (vault_id, version, public, previous, signed_at)
-
-
-def certificate_fields(vault_id: bytes, row: EngineerRecord) -> tuple[signing.ContextItem, ...]:
-    return (
-        vault_id,
-        row.id,
-        row.name,
-        row.role,
-        row.status,
-        row.key_generation,
-        row.sealing_public,
-        row.signing_public,
-        row.certified_at,
-    )
 
 
 def engineer_key_fields(vault_id: bytes, key: _EngineerKeyRecord, name: str) -> tuple[signing.ContextItem, ...]:

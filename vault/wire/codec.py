@@ -37,6 +37,7 @@ import types
 import typing
 from typing import Any, NamedTuple, TypeVar
 
+from vault.authority import engineer_requests as engineer_values
 from vault.authority import requests as checkout_values
 from vault.errors import InvalidInput
 
@@ -496,3 +497,12 @@ def _register_checkouts(registry: Registry) -> None:
 
 
 _register_checkouts(REGISTRY)
+
+
+def _register_engineers(registry: Registry) -> None:
+    """The engineer noun's routes built so far (docs/server.md §2): ``whoami``."""
+    registry.register("engineers.whoami", engineer_values.WhoamiRequest)
+    registry.register("engineers.whoami.response", engineer_values.WhoamiAnswer)
+
+
+_register_engineers(REGISTRY)

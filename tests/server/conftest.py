@@ -1,0 +1,90 @@
+"""The team server under test: a real uvicorn on loopback over TLS (docs/server.md §7, third mode).
+
+``test_ca``: a CA and a server certificate for 127.0.0.1 made with ``cryptography``, written
+to files (uvicorn reads files). ``served``: one server per test module and engine, over that
+module's team (``module_team``: an admin; alice and bob enrolled here), uvicorn in a thread
+on a socket bound before it starts (``server.run(sockets=[sock])``), ready once
+``server.started``, stopped with ``server.should_exit``. ``signed_post`` signs a raw request
+as an engineer (any part of it can be changed, the way an insider with a key would), and
+``database_state`` is every table's row count and the audit head: "nothing written"
+(both in ``server_harness.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from server_harness import CertificateFiles, Served, loopback_socket, name, running
+
+from vault.server.app import build_app
+from vault.server.running import ServeOptions
+from vault.storage.engine import Store
+from vault.wire.httpsig import MemoryNonceStore
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    """A CA, and a certificate it signed for 127.0.0.1 and localhost."""
+    folder = tmp_path_factory.mktemp("tls")
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("credvault test CA"))
+        .issuer_name(name("credvault test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    found = CertificateFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    found.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    found.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    found.key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    found.key_file.chmod(0o600)
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(module_team, test_ca: CertificateFiles) -> Iterator[Served]:  # type: ignore[no-untyped-def]
+    """A TLS server on loopback over ``module_team``'s database (SQLite and PostgreSQL)."""
+    alice, bob = module_team.engineer("alice"), module_team.engineer("bob")
+    store = Store(module_team.url)
+    nonces = MemoryNonceStore()
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=nonces)
+    options = ServeOptions(
+        module_team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            yield Served(url, port, test_ca, module_team.url, nonces, module_team.admin, alice, bob)
+    finally:
+        store.close()

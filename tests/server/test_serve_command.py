@@ -1,0 +1,93 @@
+"""``credvault serve``: its option checks (TLS unless loopback), and the server it configures.
+
+The command itself is run through the click CLI up to the point where it would listen; the
+configuration it builds is the one the ``served`` fixture runs (``uvicorn_config``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from click.testing import CliRunner
+from server_harness import CertificateFiles
+from vault.cli.main import cli
+
+from vault.errors import ConfigurationError
+from vault.server import running
+from vault.server.running import ServeOptions, checked, is_loopback, split_bind
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8443", "10.0.0.5:8443", "[::]:8443", "vault.example.net:8443"])
+def test_serving_off_loopback_without_tls_is_refused(bind: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(running, "Store", lambda url: pytest.fail("the store was opened"))
+    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", bind])
+    assert result.exit_code == 1
+    host = bind.rpartition(":")[0].strip("[]")
+    assert f"credvault: error: refusing to serve on {host} without TLS" in result.stderr
+    assert "hint: pass --tls-cert FILE --tls-key FILE" in result.stderr
+
+
+def test_a_certificate_without_its_key_is_refused(test_ca: CertificateFiles, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "0.0.0.0:8443"]
+    result = CliRunner().invoke(cli, [*args, "--tls-cert", str(test_ca.cert_file)])
+    assert result.exit_code == 1
+    assert "credvault: error: --tls-cert and --tls-key go together" in result.stderr
+
+
+@pytest.mark.parametrize("bind", ["8443", ":8443", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:x"])
+def test_a_bind_that_is_not_host_port_is_refused(bind: str) -> None:
+    with pytest.raises(ConfigurationError):
+        split_bind(bind)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+    ],
+)
+def test_loopback_is_the_loopback_range_only(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_the_public_url_defaults_to_the_bind_address() -> None:
+    assert checked(ServeOptions("sqlite://", bind="127.0.0.1:9000"))[2] == "http://127.0.0.1:9000"
+    tls = ServeOptions("sqlite://", bind="0.0.0.0:9000", tls_cert="c", tls_key="k", public_url="https://v.example")
+    assert checked(tls) == ("0.0.0.0", 9000, "https://v.example")
+    assert checked(ServeOptions("sqlite://", bind="[::1]:9000"))[2] == "http://[::1]:9000"
+
+
+def test_serve_runs_uvicorn_with_the_options_given(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On loopback without TLS the command builds the app and hands uvicorn this configuration."""
+    seen = {}
+
+    class FakeServer:
+        def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+            seen["config"] = config
+
+        def run(self) -> None:
+            logging.getLogger("credvault.access").info("a line")
+
+    monkeypatch.setattr(running.uvicorn, "Server", FakeServer)
+    log = tmp_path / "access.log"
+    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "127.0.0.1:9443", "--access-log", str(log)]
+    result = CliRunner().invoke(cli, [*args, "--max-body", "1000"])
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.host, config.port, config.ssl_certfile, config.access_log, config.server_header) == (
+        "127.0.0.1",
+        9443,
+        None,
+        False,
+        False,
+    )
+    assert log.read_text() == "a line\n"
+    assert not logging.getLogger("credvault.access").handlers  # removed once the server stopped

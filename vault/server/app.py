@@ -1,0 +1,221 @@
+"""The team server's ASGI app (docs/server.md §2, §3, §6): ``build_app(store, …)``.
+
+Routes: ``GET /healthz`` (the process answers), ``GET /readyz`` (the database answers at
+the migration head, with no object credvault did not create; else 503 and the reasons),
+``GET /v1/identity`` (the vault id and the organisation key head, plus what an
+``identity_extra`` provider adds: the server key, later) and ``POST /v1/<noun>/<operation>``
+for each operation of ``handlers.Operations``.
+
+A request to an operation goes, in this order: the route (404), ``Content-Type:
+application/json`` (415), the body within the route's limit (413, ``limits.BodyLimit``),
+the signature (401, ``authentication.Authenticator``: the digest of the bytes received
+before anything parses them), the envelope (400: strict canonical JSON whose ``type`` names
+this route), the handler. Its answer is the canonical envelope ``<noun>.<operation>.response``
+with the request's ``request_id``. Middleware, outermost first: the access log (and the
+request id), the catch-all (500 ``internal``: the log names the class only), the body limit.
+Every refusal is problem+json (``problems``). ``debug=False``: no traceback is ever answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vault.authority.checkout_reads import ORG_KEYS
+from vault.errors import InvalidInput, NotFound, StoreUnavailable, VaultError
+from vault.server import problems
+from vault.server.accesslog import AccessLog, outcome_of
+from vault.server.authentication import Authenticator, PinnedOrganisation
+from vault.server.handlers import Call, Operation, Operations, default_operations
+from vault.server.limits import DEFAULT_LIMIT, BodyLimit
+from vault.storage import rows
+from vault.storage.engine import Store, current_revision, head_revision
+from vault.storage.rows import INFO
+from vault.wire import codec
+from vault.wire.httpsig import NonceStore
+
+LOGGER = logging.getLogger("credvault.server")
+JSON = "application/json"
+OPERATION_ROUTE = "/v1/{noun}/{operation}"
+
+IdentityExtra = Callable[[], Mapping[str, object]]
+
+
+def build_app(
+    store: Store,
+    *,
+    public_url: str,
+    nonce_store: NonceStore,
+    clock: Callable[[], float] = time.time,
+    org_pin: bytes | None = None,
+    identity_extra: IdentityExtra | None = None,
+    max_body: int = DEFAULT_LIMIT,
+    operations: Operations | None = None,
+) -> Starlette:
+    """The server's app over ``store``. ``public_url`` is what engineers sign requests for
+    (its host is the ``@authority``); ``org_pin`` the organisation key the server trusts
+    (None: the first one it reads, then the signed chain from it)."""
+    operations = operations or default_operations()
+    authenticator = Authenticator(store, PinnedOrganisation(org_pin), nonce_store, public_url, clock)
+    endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body)
+    return Starlette(
+        debug=False,
+        routes=[
+            Route("/healthz", endpoints.healthz, methods=["GET"]),
+            Route("/readyz", endpoints.readyz, methods=["GET"]),
+            Route("/v1/identity", endpoints.identity, methods=["GET"]),
+            Route(OPERATION_ROUTE, endpoints.operation, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(CatchAll),
+            Middleware(BodyLimit, default=max_body, routes=operations.body_limits()),
+        ],
+        exception_handlers={VaultError: _vault_error, HTTPException: _http_error},
+    )
+
+
+class _Endpoints:
+    def __init__(
+        self,
+        store: Store,
+        authenticator: Authenticator,
+        operations: Operations,
+        identity_extra: IdentityExtra | None,
+        max_body: int,
+    ) -> None:
+        self.store, self.authenticator, self.operations = store, authenticator, operations
+        self.identity_extra, self.max_body = identity_extra, max_body
+
+    async def healthz(self, request: Request) -> Response:
+        outcome_of(request.scope).route = "/healthz"
+        return _json(200, {"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        outcome_of(request.scope).route = "/readyz"
+        reasons = await run_in_threadpool(self._not_ready)
+        return _json(503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
+
+    def _not_ready(self) -> list[str]:
+        try:
+            if current_revision(self.store) != head_revision():
+                return ["schema-not-at-head"]
+            if self.store.foreign_objects():
+                return ["foreign-objects"]
+        except StoreUnavailable:
+            return ["database-unavailable"]
+        return []
+
+    async def identity(self, request: Request) -> Response:
+        outcome_of(request.scope).route = "/v1/identity"
+        return _json(200, await run_in_threadpool(self._identity))
+
+    def _identity(self) -> dict[str, object]:
+        with self.store.read() as s:
+            conn = rows.connection(s)
+            info = conn.execute(INFO.select().where(INFO.c.id == 1)).first()
+            if info is None:
+                raise NotFound("this database holds no vault yet", hint="an admin runs `credvault init`")
+            keys = ORG_KEYS.all(conn, {})
+        version = keys[-1][0] if keys else 1
+        answer: dict[str, object] = {
+            "vault_id": _b64url(info.vault_id),
+            "org_key": {"version": version, "public": _b64url(info.org_signing_public)},
+        }
+        extra = dict(self.identity_extra()) if self.identity_extra is not None else {}
+        if set(extra) & set(answer):
+            raise ValueError("identity_extra may not replace the vault id or the organisation key")
+        return answer | extra
+
+    async def operation(self, request: Request) -> Response:
+        outcome = outcome_of(request.scope)
+        outcome.route = OPERATION_ROUTE
+        found = self.operations.find(request.path_params["noun"], request.path_params["operation"])
+        if found is None:
+            raise NotFound(problems.NO_ROUTE, hint="see docs/server.md §2 for the routes")
+        outcome.route = found.path
+        if request.headers.getlist("content-type") != [JSON]:
+            raise InvalidInput(problems.NOT_JSON, hint="send the envelope as application/json")
+        body = await request.body()
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
+        data = await run_in_threadpool(self._answer, found, request.scope["path"], headers, body, request.scope)
+        return Response(data, 200, media_type=JSON)
+
+    def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
+        authenticated = self.authenticator.authenticate("POST", path, headers, body)
+        outcome_of(scope).engineer_id = authenticated.caller.me.id
+        envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
+        value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body))
+        return codec.envelope(f"{found.name}.response", value, envelope.request_id)
+
+
+class CatchAll:
+    """A bug becomes 500 ``internal`` with the request id; the log names its class, never its text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            request_id = outcome_of(scope).request_id
+            LOGGER.error("request %s failed: %s", request_id, type(error).__name__)
+            if started:
+                return  # the answer was under way: the connection ends short
+            status, headers, body = problems.internal(request_id)
+            await Response(body, status, headers=headers)(scope, receive, send)
+
+
+async def _vault_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, VaultError)
+    status, headers, body = problems.problem(error)
+    return Response(body, status, headers=headers)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (no route matched, a method a route does not take)."""
+    assert isinstance(error, HTTPException)
+    refusal: VaultError
+    if error.status_code == 404:
+        refusal = NotFound(problems.NO_ROUTE, hint="see docs/server.md §2 for the routes")
+    elif error.status_code == 405:
+        refusal = InvalidInput(
+            problems.METHOD_NOT_ALLOWED, hint="operations are POST; /healthz, /readyz, /v1/identity GET"
+        )
+    else:
+        refusal = InvalidInput("the request is malformed")
+    status, headers, body = problems.problem(refusal)
+    return Response(body, status, headers=headers)
+
+
+def _json(status: int, document: Mapping[str, object]) -> Response:
+    body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
+    headers = {"retry-after": "1"} if status == 503 else None
+    return Response(body, status, headers=headers, media_type=JSON)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

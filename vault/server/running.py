@@ -1,0 +1,122 @@
+"""``credvault serve``: the app under uvicorn, with the checks its options need (docs/server.md §6).
+
+TLS is required unless the bind host is loopback (``127.0.0.0/8``, ``::1``, ``localhost``):
+a server reachable from the network never answers in clear text. ``--public-url`` defaults
+to the bind address (``https://`` with TLS, else ``http://``); it is what engineers sign
+requests for. Uvicorn's own access log is off (it would print paths and client addresses):
+``AccessLog`` writes the one line per request, to ``--access-log`` (a file, or ``-`` for
+standard error).
+
+The nonces are kept in process memory until the shared store (``request_nonces``, migration
+0013) lands: one server process per database until then.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from vault.errors import ConfigurationError
+from vault.server.accesslog import LOGGER as ACCESS_LOGGER
+from vault.server.app import build_app
+from vault.server.limits import DEFAULT_LIMIT
+from vault.storage.engine import Store
+from vault.wire.httpsig import MemoryNonceStore
+
+DEFAULT_BIND = "127.0.0.1:8443"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``credvault serve`` was asked for."""
+
+    db_url: str
+    bind: str = DEFAULT_BIND
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    public_url: str | None = None
+    max_body: int = DEFAULT_LIMIT
+    access_log: str | None = None  # a file, "-" for standard error, None for none
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8443`` for IPv6) → host, port; else ConfigurationError."""
+    host, sep, port = bind.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"--bind {bind!r} is not HOST:PORT", hint="for example --bind 127.0.0.1:8443")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def checked(options: ServeOptions) -> tuple[str, int, str]:
+    """The host, port and public URL, after refusing what would serve insecurely."""
+    host, port = split_bind(options.bind)
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise ConfigurationError("--tls-cert and --tls-key go together", hint="pass both, or neither on loopback")
+    tls = options.tls_cert is not None
+    if not tls and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to serve on {host} without TLS",
+            hint="pass --tls-cert FILE --tls-key FILE, or bind to 127.0.0.1 behind a TLS proxy",
+        )
+    if options.max_body <= 0:
+        raise ConfigurationError("--max-body is a positive number of bytes")
+    shown = f"[{host}]" if ":" in host else host
+    public_url = options.public_url or f"{'https' if tls else 'http'}://{shown}:{port}"
+    return host, port, public_url
+
+
+def uvicorn_config(app: Starlette, options: ServeOptions) -> uvicorn.Config:
+    host, port, _ = checked(options)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=options.tls_cert,
+        ssl_keyfile=options.tls_key,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        log_config=None,
+        lifespan="off",
+    )
+
+
+def access_log_to(target: str | None) -> logging.Handler | None:
+    """Send the access log to ``target`` (a path or ``-``); the handler, to remove later."""
+    if target is None:
+        return None
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ACCESS_LOGGER.addHandler(handler)
+    ACCESS_LOGGER.setLevel(logging.INFO)
+    return handler
+
+
+def run(options: ServeOptions) -> None:
+    """Serve until interrupted."""
+    _, _, public_url = checked(options)
+    handler = access_log_to(options.access_log)
+    store = Store(options.db_url)
+    try:
+        app = build_app(store, public_url=public_url, nonce_store=MemoryNonceStore(), max_body=options.max_body)
+        uvicorn.Server(uvicorn_config(app, options)).run()
+    finally:
+        store.close()
+        if handler is not None:
+            ACCESS_LOGGER.removeHandler(handler)
+            handler.close()

@@ -1,0 +1,190 @@
+"""The HTTPS transport: a keyholder's requests to the team server (docs/server.md §2, §3).
+
+``HttpsTransport.call(name, body)`` writes the canonical envelope of ``body`` (a value the
+codec registered as ``name``, with 16 fresh random bytes as its ``request_id``), signs it
+with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
+``e:<engineer id>:<key generation>``, ``@authority`` the server URL's host), POSTs it to
+``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
+answer to another request id is refused: ``UntrustedRecord``).
+
+TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
+certificate) rather than the system's store; plain ``http://`` only to a loopback host.
+A refusal comes back as problem+json and is raised again as the ``vault/errors.py`` class
+its ``error`` names, looked up in ``ERRORS`` (a whitelist: a name is never evaluated); an
+unknown name, ``internal`` or an answer that is not a problem becomes a plain ``VaultError``.
+Responses are not signed yet (the server key is another step): the TLS pin is the trust.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import socket
+import ssl
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
+from vault.crypto.signing import SigningKey
+from vault.errors import (
+    AccessDenied,
+    AlreadyExists,
+    AuditUnavailable,
+    CheckoutConflict,
+    ConcurrentChange,
+    ConfigurationError,
+    DecryptionFailed,
+    EnrolmentError,
+    GrantExpired,
+    IntegrityError,
+    InvalidInput,
+    KeyRecordRejected,
+    Locked,
+    LookupMismatch,
+    NotFound,
+    RecoveryShareError,
+    SessionExpired,
+    StoreBusy,
+    StoreUnavailable,
+    TamperedSchema,
+    UntrustedRecord,
+    VaultError,
+)
+from vault.wire import codec, httpsig
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+MAX_SHOWN = 500  # characters of a server's detail or hint kept in the error raised here
+MAX_PROBLEM = 16 * 1024
+NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+# The classes a server may name, by name (WrongPassphrase is local: a server never opens a key record).
+ERRORS: dict[str, type[VaultError]] = {
+    cls.__name__: cls
+    for cls in (
+        ConfigurationError,
+        StoreUnavailable,
+        ConcurrentChange,
+        StoreBusy,
+        InvalidInput,
+        AlreadyExists,
+        NotFound,
+        Locked,
+        SessionExpired,
+        AccessDenied,
+        GrantExpired,
+        EnrolmentError,
+        RecoveryShareError,
+        AuditUnavailable,
+        CheckoutConflict,
+        IntegrityError,
+        DecryptionFailed,
+        UntrustedRecord,
+        LookupMismatch,
+        KeyRecordRejected,
+        TamperedSchema,
+    )
+}
+
+
+class _Session(Protocol):
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def key_generation(self) -> int: ...
+
+
+class SigningKeys(Protocol):
+    """Where the unlocked signing key is (``vault.keyholder.keys.Keys``)."""
+
+    def me(self) -> _Session: ...
+    def my_signing_key(self) -> SigningKey: ...
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpsTransport:
+    """Signed requests to one team server, over one pooled connection."""
+
+    def __init__(
+        self,
+        base_url: str,
+        keys: SigningKeys,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigurationError("the server URL is https://HOST[:PORT]")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ConfigurationError("refusing a server URL without TLS", hint="use https://")
+        if parts.scheme == "https" and ca_file is None and transport is None:
+            raise ConfigurationError("no pinned CA file for the server", hint="pass the server's CA certificate")
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+        self.keys, self.authority = keys, parts.netloc.lower()
+        # httpcore writes the headers and the body apart: without TCP_NODELAY the body waits for
+        # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
+        transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
+        self.client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, name: str, body: object) -> object:
+        """POST ``body`` as operation ``name``; its decoded ``name.response`` value."""
+        noun, operation = name.split(".")
+        path = f"/v1/{noun}/{operation}"
+        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        data = codec.envelope(name, body, request_id)
+        me = self.keys.me()
+        keyid = f"e:{me.engineer_id}:{me.key_generation}"
+        signed = httpsig.sign_request("POST", self.authority, path, JSON, data, self.keys.my_signing_key(), keyid)
+        try:
+            response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
+        except httpx.HTTPError as error:
+            raise StoreUnavailable(
+                f"the server could not be reached ({type(error).__name__})",
+                hint="check the server URL, that it runs, and the pinned CA certificate",
+            ) from None
+        if response.status_code != 200:
+            raise problem_error(response)
+        if response.headers.get("content-type") != JSON:
+            raise UntrustedRecord("the server's answer is not application/json")
+        answer = codec.open_envelope(response.content, f"{name}.response")
+        if answer.request_id != request_id:
+            raise UntrustedRecord("the server answered another request")
+        return answer.body
+
+    def whoami(self) -> WhoamiAnswer:
+        answer = self.call("engineers.whoami", WhoamiRequest())
+        assert isinstance(answer, WhoamiAnswer)
+        return answer
+
+
+def problem_error(response: httpx.Response) -> VaultError:
+    """The ``vault/errors.py`` error a problem+json answer names (whitelisted), else a ``VaultError``."""
+    document: object = None
+    if response.headers.get("content-type") == PROBLEM and len(response.content) <= MAX_PROBLEM:
+        try:
+            document = json.loads(response.content)
+        except ValueError:
+            document = None
+    if not isinstance(document, dict):
+        return VaultError(f"the server answered {response.status_code} without a problem document")
+    detail, hint, name = (document.get(key) for key in ("detail", "hint", "error"))
+    detail = detail[:MAX_SHOWN] if isinstance(detail, str) else f"the server answered {response.status_code}"
+    hint = hint[:MAX_SHOWN] if isinstance(hint, str) else None
+    cls = ERRORS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        return VaultError(detail, hint=hint)
+    return cls(detail, hint=hint or None)
