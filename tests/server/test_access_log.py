@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pytest
 from server_harness import Served, asgi_call, signed_post
@@ -20,8 +21,15 @@ LINE = re.compile(
 )
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "credvault.access"]
+def access_lines(caplog: pytest.LogCaptureFixture, expected: int = 0) -> list[str]:
+    """The access log's lines; ``expected``: wait (at most 5 s) until that many are written, since
+    the server thread writes a line once the response has gone out, maybe after the client read it."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == "credvault.access"]
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 def test_one_line_per_request_naming_no_value_it_carried(served: Served, caplog: pytest.LogCaptureFixture) -> None:
@@ -36,7 +44,7 @@ def test_one_line_per_request_naming_no_value_it_carried(served: Served, caplog:
         served.alice,
     )
     assert (refused.status_code, unrouted.status_code, answered.status_code) == (400, 404, 200)
-    lines = access_lines(caplog)
+    lines = access_lines(caplog, expected=3)
     assert len(lines) == 3
     matches = [LINE.fullmatch(line) for line in lines]
     assert all(matches), lines
@@ -77,4 +85,4 @@ def test_a_bug_answers_internal_and_logs_its_class_only(served: Served, caplog: 
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert SECRET not in logged
     assert f"request {request_id} failed: RuntimeError" in logged
-    assert any(f"request={request_id} route=/v1/identity status=500" in line for line in access_lines(caplog))
+    assert any(f"request={request_id} route=/v1/identity status=500" in line for line in access_lines(caplog, expected=1))

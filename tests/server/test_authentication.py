@@ -1,7 +1,7 @@
 """Who may call the server: docs/server.md §3's refusals that apply before any noun.
 
 Each attack is an insider's: an engineer with a certified key (alice or bob), or a DBA who
-writes rows. Each refusal is asserted as 401, the problem type ``urn:credvault:locked`` and
+writes rows. Each refusal is asserted as 401, the problem type ``urn:credvault:unauthenticated`` and
 the code naming the check, and every table's row count and the audit head unchanged.
 """
 
@@ -35,9 +35,9 @@ def assert_refused(served: Served, response: httpx.Response, code: str, before: 
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert (problem["type"], problem["status"], problem["error"], problem["code"]) == (
-        "urn:credvault:locked",
+        "urn:credvault:unauthenticated",
         401,
-        "Locked",
+        "Unauthenticated",
         code,
     )
     assert database_state(served.db_url) == before

@@ -18,12 +18,14 @@ TABLE = [
     (errors.RecoveryShareError("x"), 400),
     (errors.Locked("x"), 401),
     (errors.SessionExpired("x"), 401),
+    (errors.Unauthenticated("replayed"), 401),
     (errors.AccessDenied("x"), 403),
     (errors.GrantExpired("x"), 403),
     (errors.EnrolmentError("x"), 403),
     (errors.NotFound("x"), 404),
     (errors.AlreadyExists("x"), 409),
     (errors.CheckoutConflict("x"), 409),
+    (errors.RateLimited("x", retry_after=42), 429),
     (errors.InvalidInput(checkout_values.STALE_CONTEXT), 409),
     (errors.InvalidInput(problems.BODY_TOO_LARGE), 413),
     (errors.InvalidInput(problems.NOT_JSON), 415),
@@ -48,7 +50,14 @@ def test_each_error_class_answers_its_status(error: errors.VaultError, status: i
     assert document["error"] == type(error).__name__
     assert document["type"] == "urn:credvault:" + problems.kebab(type(error).__name__)
     assert (document["detail"], document["hint"]) == (str(error), error.hint)
-    assert ("retry-after" in headers) == (status == 503)
+    assert ("retry-after" in headers) == (status in (429, 503))
+
+
+def test_a_rate_limit_says_when_to_try_again_both_ways() -> None:
+    status, headers, body = problems.problem(errors.RateLimited("too many failed authentications", retry_after=42))
+    assert status == 429 and headers["retry-after"] == "42"
+    raised = problem_error(httpx.Response(status, headers=headers, content=body))
+    assert isinstance(raised, errors.RateLimited) and raised.retry_after == 42
 
 
 def test_a_marker_travels_as_its_code() -> None:

@@ -30,6 +30,7 @@ from vault.errors import (
     InvalidInput,
     Locked,
     NotFound,
+    RateLimited,
     RecoveryShareError,
     StoreUnavailable,
     VaultError,
@@ -53,6 +54,7 @@ STATUSES: tuple[tuple[type[VaultError], int], ...] = (
     (EnrolmentError, 403),
     (NotFound, 404),
     (AlreadyExists, 409),
+    (RateLimited, 429),  # too many failed authentications: Retry-After says when
     (CheckoutConflict, 409),
     (IntegrityError, 500),  # stored data failed a check on the server
     (ConfigurationError, 500),
@@ -88,7 +90,7 @@ RETRY_LATER = 503
 
 _TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}
 _TITLES |= {409: "Conflict", 413: "Content too large", 415: "Unsupported media type", 500: "Server error"}
-_TITLES |= {503: "Service unavailable"}
+_TITLES |= {429: "Too many requests", 503: "Service unavailable"}
 _WORD = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -125,6 +127,8 @@ def problem(error: VaultError) -> tuple[int, dict[str, str], bytes]:
     headers = {"content-type": MEDIA_TYPE}
     if status == RETRY_LATER:
         headers["retry-after"] = "1"
+    elif isinstance(error, RateLimited):
+        headers["retry-after"] = str(max(1, int(error.retry_after)))
     return status, headers, _dumps(document)
 
 

@@ -45,11 +45,13 @@ from vault.errors import (
     Locked,
     LookupMismatch,
     NotFound,
+    RateLimited,
     RecoveryShareError,
     SessionExpired,
     StoreBusy,
     StoreUnavailable,
     TamperedSchema,
+    Unauthenticated,
     UntrustedRecord,
     VaultError,
 )
@@ -74,6 +76,8 @@ ERRORS: dict[str, type[VaultError]] = {
         NotFound,
         Locked,
         SessionExpired,
+        Unauthenticated,
+        RateLimited,
         AccessDenied,
         GrantExpired,
         EnrolmentError,
@@ -187,4 +191,7 @@ def problem_error(response: httpx.Response) -> VaultError:
     cls = ERRORS.get(name) if isinstance(name, str) else None
     if cls is None:
         return VaultError(detail, hint=hint)
+    if cls is RateLimited:
+        after = response.headers.get("retry-after", "")
+        return RateLimited(detail, hint=hint or None, retry_after=int(after) if after.isdigit() else 1)
     return cls(detail, hint=hint or None)
