@@ -21,6 +21,13 @@ from .context import AppContext, pass_app
     "--max-body", type=click.IntRange(min=1), default=64 * 1024, show_default=True, help="Request body limit, bytes."
 )
 @click.option("--access-log", metavar="FILE|-", help="Write one line per request to FILE, or - for standard error.")
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy whose X-Forwarded-For names the client (repeatable).",
+)
 @pass_app
 def serve(
     app: AppContext,
@@ -31,6 +38,7 @@ def serve(
     public_url: str | None,
     max_body: int,
     access_log: str | None,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Run the team server: engineers' signed requests over HTTPS to this vault's database.
 
@@ -52,6 +60,7 @@ def serve(
         public_url=public_url,
         max_body=max_body,
         access_log=access_log,
+        trusted_proxies=tuple(trusted_proxies),
     )
     run(options)
 

@@ -85,4 +85,5 @@ def test_a_bug_answers_internal_and_logs_its_class_only(served: Served, caplog: 
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert SECRET not in logged
     assert f"request {request_id} failed: RuntimeError" in logged
-    assert any(f"request={request_id} route=/v1/identity status=500" in line for line in access_lines(caplog, expected=1))
+    lines = access_lines(caplog, expected=1)
+    assert any(f"request={request_id} route=/v1/identity status=500" in line for line in lines)

@@ -91,3 +91,11 @@ def test_serve_runs_uvicorn_with_the_options_given(tmp_path, monkeypatch) -> Non
     )
     assert log.read_text() == "a line\n"
     assert not logging.getLogger("credvault.access").handlers  # removed once the server stopped
+
+
+def test_a_trusted_proxy_that_is_not_a_cidr_is_refused_before_the_database_opens(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(running, "Store", lambda url: pytest.fail("the store was opened"))
+    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--trusted-proxy", "10.0.0.0/8"]
+    result = CliRunner().invoke(cli, [*args, "--trusted-proxy", "the-proxy"])
+    assert result.exit_code == 1
+    assert "credvault: error:" in result.stderr and "Traceback" not in result.stderr

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -34,20 +35,22 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.authority.checkout_reads import ORG_KEYS
-from vault.errors import InvalidInput, NotFound, StoreUnavailable, VaultError
+from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
-from vault.server.authentication import Authenticator, PinnedOrganisation
+from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.handlers import Call, Operation, Operations, default_operations
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
 from vault.wire import codec
-from vault.wire.httpsig import NonceStore
+from vault.wire.authlimits import AuthenticationLimits, ClientAddresses
+from vault.wire.httpsig import UNKNOWN_KEY, NonceStore
 
 LOGGER = logging.getLogger("credvault.server")
 JSON = "application/json"
+_SIGNER = re.compile(r'keyid="(e:[0-9]+:[0-9]+)"')
 OPERATION_ROUTE = "/v1/{noun}/{operation}"
 
 IdentityExtra = Callable[[], Mapping[str, object]]
@@ -63,13 +66,18 @@ def build_app(
     identity_extra: IdentityExtra | None = None,
     max_body: int = DEFAULT_LIMIT,
     operations: Operations | None = None,
+    limits: AuthenticationLimits | None = None,
+    addresses: ClientAddresses | None = None,
 ) -> Starlette:
     """The server's app over ``store``. ``public_url`` is what engineers sign requests for
     (its host is the ``@authority``); ``org_pin`` the organisation key the server trusts
-    (None: the first one it reads, then the signed chain from it)."""
+    (None: the first one it reads, then the signed chain from it); ``limits``: failed
+    authentications counted per address (``addresses`` says which: the peer, or what a
+    trusted proxy forwarded) and per engineer, checked before any signature (None: none)."""
     operations = operations or default_operations()
     authenticator = Authenticator(store, PinnedOrganisation(org_pin), nonce_store, public_url, clock)
-    endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body)
+    guard = _Guard(limits, addresses or ClientAddresses())
+    endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
     return Starlette(
         debug=False,
         routes=[
@@ -95,9 +103,10 @@ class _Endpoints:
         operations: Operations,
         identity_extra: IdentityExtra | None,
         max_body: int,
+        guard: _Guard,
     ) -> None:
         self.store, self.authenticator, self.operations = store, authenticator, operations
-        self.identity_extra, self.max_body = identity_extra, max_body
+        self.identity_extra, self.max_body, self.guard = identity_extra, max_body, guard
 
     async def healthz(self, request: Request) -> Response:
         outcome_of(request.scope).route = "/healthz"
@@ -154,11 +163,47 @@ class _Endpoints:
         return Response(data, 200, media_type=JSON)
 
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
-        authenticated = self.authenticator.authenticate("POST", path, headers, body)
+        address, engineer_id = self.guard.before(scope, headers)
+        try:
+            authenticated = self.authenticator.authenticate("POST", path, headers, body)
+        except Unauthenticated as refusal:
+            self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
+            raise
         outcome_of(scope).engineer_id = authenticated.caller.me.id
         envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
         value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body))
         return codec.envelope(f"{found.name}.response", value, envelope.request_id)
+
+
+class _Guard:
+    """Failed-authentication limits on the request path (docs/server.md §3): checked before the
+    signature (429 ``RateLimited``), counted after a refusal; an unknown key counts for the
+    address only. A limit's first trip in its window is logged (engineer id and count; the
+    server-signed ``auth-refused`` event comes with the server's signing key)."""
+
+    def __init__(self, limits: AuthenticationLimits | None, addresses: ClientAddresses) -> None:
+        self.limits, self.addresses = limits, addresses
+
+    def before(self, scope: Scope, headers: list[tuple[str, str]]) -> tuple[str, int | None]:
+        """(the client's address, the engineer the signature names, if any), after the check."""
+        peer = scope.get("client")
+        forwarded = [value for name, value in headers if name.lower() == "x-forwarded-for"]
+        address = self.addresses.resolve(peer[0] if peer else "", ", ".join(forwarded) or None)
+        inputs = [value for name, value in headers if name.lower() == "signature-input"]
+        named = _SIGNER.search(inputs[0]) if len(inputs) == 1 else None
+        match = KEYID.fullmatch(named.group(1)) if named is not None else None
+        engineer_id = int(match.group(1)) if match is not None else None
+        if self.limits is not None:
+            self.limits.check(engineer_id, address)
+        return address, engineer_id
+
+    def failed(self, address: str, engineer_id: int | None) -> None:
+        if self.limits is None:
+            return
+        for trip in self.limits.record_failure(engineer_id, address):
+            LOGGER.warning(
+                "authentication limit reached: %s, engineer %s, %d failures", trip.limit, trip.engineer_id, trip.count
+            )
 
 
 class CatchAll:

@@ -7,8 +7,10 @@ requests for. Uvicorn's own access log is off (it would print paths and client a
 ``AccessLog`` writes the one line per request, to ``--access-log`` (a file, or ``-`` for
 standard error).
 
-The nonces are kept in process memory until the shared store (``request_nonces``, migration
-0013) lands: one server process per database until then.
+Request nonces are kept in the database (``request_nonces``), shared by every server process
+on it, and failed authentications are limited per engineer (``auth_failures``, shared) and
+per client address (this process; ``--trusted-proxy`` names the proxies whose
+X-Forwarded-For is believed); a minute timer on each process prunes both.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from vault.server.accesslog import LOGGER as ACCESS_LOGGER
 from vault.server.app import build_app
 from vault.server.limits import DEFAULT_LIMIT
 from vault.storage.engine import Store
-from vault.wire.httpsig import MemoryNonceStore
+from vault.wire.authlimits import AddressLimit, AuthenticationLimits, ClientAddresses, EngineerLimit
+from vault.wire.nonces import DbNonceStore, Pruner
 
 DEFAULT_BIND = "127.0.0.1:8443"
 
@@ -42,6 +45,7 @@ class ServeOptions:
     public_url: str | None = None
     max_body: int = DEFAULT_LIMIT
     access_log: str | None = None  # a file, "-" for standard error, None for none
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -111,11 +115,24 @@ def run(options: ServeOptions) -> None:
     """Serve until interrupted."""
     _, _, public_url = checked(options)
     handler = access_log_to(options.access_log)
+    addresses = ClientAddresses(options.trusted_proxies)  # a bad CIDR: ConfigurationError before anything opens
     store = Store(options.db_url)
+    nonces = DbNonceStore(store)
+    limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
+    pruner = Pruner([nonces.prune, limits.prune])
     try:
-        app = build_app(store, public_url=public_url, nonce_store=MemoryNonceStore(), max_body=options.max_body)
+        app = build_app(
+            store,
+            public_url=public_url,
+            nonce_store=nonces,
+            max_body=options.max_body,
+            limits=limits,
+            addresses=addresses,
+        )
+        pruner.start()
         uvicorn.Server(uvicorn_config(app, options)).run()
     finally:
+        pruner.stop()
         store.close()
         if handler is not None:
             ACCESS_LOGGER.removeHandler(handler)
