@@ -60,3 +60,9 @@ LABEL_SESSION = b"credvault/v1/session"
 # before format 2 keep ``LABEL_AUDIT_EVENT`` and the plain ``ctx`` and still verify.
 AUDIT_EVENT_FORMAT = 2
 LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"
+# Audit events of format 3 (docs/format.md §8.2): appended by the team server, which signs each
+# with its own key (certified by the organisation key, §5) over the event's hash; the event
+# records the engineer's signed request.
+LABEL_AUDIT_EVENT_V3 = b"credvault/v3/audit-event"
+LABEL_SIG_AUDIT_SERVER = b"credvault/v1/sig/audit-event-server"
+LABEL_SIG_SERVER_KEY = b"credvault/v1/sig/server-key"
