@@ -8,6 +8,10 @@ Events are written in format 2 (``chain.event_hash``), and never dated before th
 they follow: a writer whose clock is behind the chain's last event (another machine's
 clock, or its own set back) dates its event at that event's time, since the verifier
 refuses a format-2 event earlier than its predecessor (a backdated insertion).
+
+A chain whose last event is in format 3 (appended by the team server, ``serverjournal.py``)
+takes no more events from here: the verifier refuses a format-2 event after a format-3 one
+(docs/format.md §8.2, no downgrade), so the append is refused instead of writing one.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import chain
-from vault.errors import ConcurrentChange
+from vault.errors import ConcurrentChange, ConfigurationError
 from vault.storage import models as m
 from vault.storage.rows import ACTIVE, EngineerRecord
 
@@ -102,7 +106,13 @@ class Journal:
         # The head (locked on PostgreSQL), its event's time and the actor's status and key
         # generation as committed now, in one statement.
         found = s.execute(
-            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
+            select(
+                m.AuditHead,
+                m.AuditEvent.at_us,
+                m.Engineer.status,
+                m.Engineer.key_generation,
+                m.AuditEvent.server_key_version,
+            )
             .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
             .outerjoin(m.Engineer, m.Engineer.id == (actor.id if actor is not None else None))
             .where(m.AuditHead.id == 1)
@@ -114,6 +124,11 @@ class Journal:
             s.flush()
         else:
             head, after = found[0], found[1]
+            if found[4] is not None:
+                raise ConfigurationError(
+                    "this vault's audit log is kept by its team server: an embedded append would not verify",
+                    hint="use the team server (credvault serve) for this vault",
+                )
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
                 _check_still_current(found[2], found[3], actor)
         audit_key = None

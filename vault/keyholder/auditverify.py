@@ -16,7 +16,11 @@ and checks what it is given, in order:
   deleted from the middle, a repeated or reordered one is named), its hash recomputed, its
   link, its format and time, its signature under its signer's certified key within that
   key's lifetime in the chain (``Signers.key_lifetimes``, read by the keyholder itself:
-  a signature of another signer is refused), an enrolment under the key it enrols;
+  a signature of another signer is refused), an enrolment under the key it enrols; a
+  format-3 event (docs/format.md §8.2) under a server key certified by the organisation key
+  (``server_keys``, verified by the keyholder) and its engineer's signed request, each
+  (engineer, request id, action) once: across runs, the requests of each run's first
+  ``REPEAT_US`` are checked against those of the runs before (``_Run``);
 * the end: the last event verified is the head the authority named at the start (seq and
   hash): a stream that stops early, or runs past it, does not verify; no event lies past
   the head (asked again at the end: an event no append made);
@@ -43,7 +47,7 @@ from vault.authority.audit_requests import MAX_PAGE, EventPage, EventQuery, Page
 from vault.authority.audit_verify_requests import ChainPoints, PointsRequest
 from vault.authority.requests import Caller
 from vault.crypto import chain
-from vault.keyholder.auditchain import Keys, Problems, RangeResult, check_rows
+from vault.keyholder.auditchain import REPEAT_US, Keys, Problems, RangeResult, RequestKey, ServerKeys, check_rows
 from vault.records import AuditVerification
 from vault.storage.repositories.audit import ChainedRow
 
@@ -79,14 +83,17 @@ def chunk_size(events: int, workers: int) -> int:
     return max(1, min(CHUNK, chain.PARALLEL_THRESHOLD, -(-events // (workers * CHUNKS_PER_WORKER))))
 
 
-def check_run(vault_id: bytes, keys: Keys, lo: int, rows: Sequence[Row], problems: Problems) -> RangeResult:
+def check_run(
+    vault_id: bytes, keys: Keys, lo: int, rows: Sequence[Row], problems: Problems, server_keys: ServerKeys
+) -> RangeResult:
     """One run of events in a worker process (``check_rows``)."""
-    return check_rows(rows, chain.EventCodec(vault_id), keys, lo, problems)
+    return check_rows(rows, chain.EventCodec(vault_id), keys, lo, problems, server_keys)
 
 
 def as_row(e: ChainedRow) -> Row:
-    """A ``ChainedRow`` in ``auditchain.COLUMNS`` order: the hashed fields, hash, signature."""
-    return (*e[:10], e.prev_hash, e.hash, e.signature)
+    """A ``ChainedRow`` in ``auditchain.COLUMNS`` order: the hashed fields, hash, signature,
+    then the format-3 columns."""
+    return (*e[:10], e.prev_hash, e.hash, e.signature, *e[13:])
 
 
 class ChainVerifier:
@@ -98,8 +105,10 @@ class ChainVerifier:
         vault_id: Callable[[], bytes],
         signer_keys: Callable[[], tuple[Keys, Problems]],
         page_size: int = MAX_PAGE,
+        server_keys: Callable[[], ServerKeys] = dict,
     ) -> None:
         self.transport, self.vault_id, self.signer_keys, self.page_size = transport, vault_id, signer_keys, page_size
+        self.server_keys = server_keys
 
     def __repr__(self) -> str:
         return "ChainVerifier()"
@@ -124,12 +133,13 @@ class ChainVerifier:
             return run.bad(start + 1, "the authority answered for another vault")
         stored = {e.seq: e for e in points.events if e.seq in asked}
         keys, problems = self.signer_keys()
+        servers = self.server_keys()
         prev_at, prev_format = None, None
         if since is not None:
             anchor = stored.get(start)
             if anchor is None or anchor.hash != running:
                 return run.bad(start, "the event this machine verified last is missing or changed")
-            problem = self._anchor_problem(vault_id, keys, problems, anchor, stored.get(start - 1))
+            problem = self._anchor_problem(vault_id, keys, problems, servers, anchor, stored.get(start - 1))
             if problem is not None:
                 return run.bad(start, problem + " (the anchor)")
             prev_at, prev_format = anchor.at_us, _format(vault_id, anchor)
@@ -137,7 +147,7 @@ class ChainVerifier:
         wanted = {k.seq for k in known if k.seq > start}
         seen: dict[int, bytes] = {}
         runs = self._runs(action, caller, vault_id, start, end, self._size(end - start, workers), wanted, seen)
-        results = _Results(vault_id, keys, problems, workers or os.cpu_count() or 1, end - start)
+        results = _Results(vault_id, keys, problems, servers, workers or os.cpu_count() or 1, end - start)
         outcome = run.walk(results.checked(runs), prev_at, prev_format)
         if outcome is not None:
             return outcome
@@ -161,12 +171,17 @@ class ChainVerifier:
 
     @staticmethod
     def _anchor_problem(
-        vault_id: bytes, keys: Keys, problems: Problems, anchor: ChainedRow, before: ChainedRow | None
+        vault_id: bytes,
+        keys: Keys,
+        problems: Problems,
+        servers: ServerKeys,
+        anchor: ChainedRow,
+        before: ChainedRow | None,
     ) -> str | None:
         """The anchor checked again: its hash from its fields, its signature in its key's
         lifetime, what the key-event pass found at it, its link to the event before it."""
         marked = {anchor.seq: problems[anchor.seq]} if anchor.seq in problems else {}
-        r = check_rows([as_row(anchor)], chain.EventCodec(vault_id), keys, anchor.seq, marked)
+        r = check_rows([as_row(anchor)], chain.EventCodec(vault_id), keys, anchor.seq, marked, servers)
         if r.problem is not None:
             return r.problem
         if anchor.prev_hash != (before.hash if before is not None else chain.GENESIS):
@@ -233,7 +248,10 @@ def _page_problem(request: PageRequest, page: EventPage, vault_id: bytes, expect
 
 
 def _format(vault_id: bytes, e: ChainedRow) -> int:
-    """2 for an event whose hash is of format 2, else 1 (the anchor, checked already)."""
+    """3 for an event the server signed, 2 for one whose hash is of format 2, else 1 (the
+    anchor, checked already)."""
+    if e.server_key_version is not None:
+        return 3
     return 2 if chain.EventCodec(vault_id).audit_event_hash(*as_row(e)[:11]) == e.hash else 1
 
 
@@ -248,8 +266,11 @@ def _known_problem(k: Known, hashes: dict[int, bytes], last: int) -> str | None:
 class _Results:
     """Runs checked in order: in worker processes for a long chain, else here."""
 
-    def __init__(self, vault_id: bytes, keys: Keys, problems: Problems, workers: int, events: int) -> None:
+    def __init__(
+        self, vault_id: bytes, keys: Keys, problems: Problems, servers: ServerKeys, workers: int, events: int
+    ) -> None:
         self.vault_id, self.keys, self.problems, self.workers = vault_id, keys, problems, workers
+        self.servers = servers
         self.parallel = workers >= 2 and events >= chain.PARALLEL_THRESHOLD
 
     def _marked(self, lo: int, rows: Sequence[Row]) -> dict[int, str]:
@@ -262,7 +283,9 @@ class _Results:
             for lo, rows in runs:
                 yield (
                     lo,
-                    rows if isinstance(rows, Stop) else check_rows(rows, codec, self.keys, lo, self._marked(lo, rows)),
+                    rows
+                    if isinstance(rows, Stop)
+                    else check_rows(rows, codec, self.keys, lo, self._marked(lo, rows), self.servers),
                 )
             return
         pool = ProcessPoolExecutor(max_workers=self.workers)
@@ -273,7 +296,8 @@ class _Results:
                     pending.append((lo, rows))
                 else:
                     marked = self._marked(lo, rows)
-                    pending.append((lo, pool.submit(check_run, self.vault_id, self.keys, lo, rows, marked)))
+                    job = pool.submit(check_run, self.vault_id, self.keys, lo, rows, marked, self.servers)
+                    pending.append((lo, job))
                 while len(pending) > self.workers * IN_FLIGHT_PER_WORKER:
                     yield _taken(pending.popleft())
             while pending:
@@ -292,6 +316,20 @@ class _Run:
 
     def __init__(self, start: int, running: bytes) -> None:
         self.start, self.running, self.last, self.checked = start, running, start, 0
+        # format-3 requests of the last REPEAT_US verified, by key: (seq, at_us)
+        self.requests: dict[RequestKey, tuple[int, int]] = {}
+
+    def _repeat(self, r: RangeResult) -> tuple[int, str] | None:
+        """The first event of run ``r`` whose request an event of a run before already used;
+        then the requests of ``r``'s last REPEAT_US remembered, older ones forgotten."""
+        for key, seq, _ in r.head_requests:
+            before = self.requests.get(key)
+            if before is not None and (r.bad_seq is None or seq < r.bad_seq):
+                return seq, f"its request already has a {key[2]} event (event {before[0]}): a request appended twice"
+        if r.last_at is not None:
+            self.requests = {k: v for k, v in self.requests.items() if v[1] >= r.last_at - REPEAT_US}
+        self.requests.update((key, (seq, at)) for key, seq, at in r.tail_requests)
+        return None
 
     def bad(self, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(
@@ -312,6 +350,9 @@ class _Run:
                 boundary = _boundary(r, prev_at, prev_format)
                 if boundary is not None:
                     return self.bad(lo, boundary)
+                repeat = self._repeat(r)
+                if repeat is not None:
+                    return self.bad(*repeat)
                 if r.last_hash is not None:
                     self.checked, self.last, self.running = self.checked + r.good, lo + r.good - 1, r.last_hash
                     prev_at, prev_format = r.last_at, r.last_format
@@ -326,8 +367,10 @@ class _Run:
 
 def _boundary(r: RangeResult, prev_at: int | None, prev_format: int | None) -> str | None:
     """The first event of a run against the last of the run before (its time, its format)."""
-    if r.first_format == 2 and prev_at is not None and r.first_at is not None and r.first_at < prev_at:
+    if (r.first_format or 0) >= 2 and prev_at is not None and r.first_at is not None and r.first_at < prev_at:
         return f"it is dated before the event before it (backdated: {r.first_at} < {prev_at})"
-    if r.first_format == 1 and prev_format == 2:
-        return "it is in the old event format (1) after an event in format 2"
+    if r.first_format == 1 and (prev_format or 0) >= 2:
+        return f"it is in the old event format (1) after an event in format {prev_format}"
+    if r.first_format == 2 and prev_format == 3:
+        return "it is in an older event format (2) after an event in format 3 (a downgrade)"
     return None

@@ -7,7 +7,9 @@ first, vault/authority/audit_verify.py), the (seq, hash) to start after, and wha
 machine saw before (the head it remembers, each signed checkpoint, verified here first:
 its signer's certificate and its signature). The chain's certified signing keys and their
 lifetimes are read by the keyholder's ``Signers`` in a read unit of its own, as for
-``audit log``.
+``audit log``; so are the team server's certified signing keys (``keyholder/serverkeys.py``:
+each certificate checked under the organisation key this engineer's pin leads to), which
+sign the events of format 3.
 
 A database holding objects credvault did not create (a trigger that deletes events at
 commit, a view, …) does not verify, whatever its events say (``Store.inspecting``).
@@ -26,10 +28,12 @@ from sqlalchemy.orm import Session
 from vault.authority.audit_verify import AuditChainAuthority
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller
+from vault.authority.server_keys import stored_rows
 from vault.crypto import chain
 from vault.errors import InvalidInput, UntrustedRecord
-from vault.keyholder.auditchain import Keys, Problems
+from vault.keyholder.auditchain import Keys, Problems, ServerKeys
 from vault.keyholder.auditverify import ChainVerifier, Known
+from vault.keyholder.serverkeys import verified_server_keys
 from vault.records import AuditVerification
 from vault.service.clientparts import TrustChecks
 from vault.storage import models as m
@@ -50,7 +54,9 @@ class ChainCheck:
     def __init__(self, core: Core, keys: SessionKeys, trust: Trust, signers: Signers) -> None:
         self.core, self.keys, self.trust, self.signers = core, keys, trust, signers
         authority = AuditChainAuthority(core.store, CallerGate(TrustChecks(trust)))
-        self.verifier = ChainVerifier(InProcessChainTransport(authority), core.vault_id, self._signer_keys)
+        self.verifier = ChainVerifier(
+            InProcessChainTransport(authority), core.vault_id, self._signer_keys, server_keys=self._server_keys
+        )
 
     def __repr__(self) -> str:
         return "ChainCheck()"
@@ -93,6 +99,11 @@ class ChainCheck:
         with self.core.store.read() as s:
             keys, problems, _ = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
             return keys, problems
+
+    def _server_keys(self) -> ServerKeys:
+        """The server keys whose certificates verify under the organisation key, in a read unit."""
+        with self.core.store.read() as s:
+            return verified_server_keys(stored_rows(s), self.core.vid(s), self.trust.org_public(s))
 
     def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
         parts = text.strip().split(":")

@@ -56,7 +56,7 @@ _SIGNED_HEADERS = ("content-type", "content-digest", "signature-input", "signatu
 _MAX_INTEGER = 999_999_999_999_999  # RFC 8941 §3.3.1
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
-_KEYID = r'[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}'  # printable ASCII without '"' and '\'
+_KEYID = r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,200}"  # printable ASCII without '"' and '\'
 _SIGNATURE = re.compile(re.escape(f"{LABEL}=:") + r"([A-Za-z0-9+/]{86}==)" + re.escape(":"))
 
 Param = tuple[str, int | str]
@@ -116,8 +116,12 @@ class MemoryNonceStore:
 
 def content_digest(body: bytes) -> str:
     """The ``Content-Digest`` field value of ``body`` (RFC 9530, sha-256)."""
-    digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-    return f"sha-256=:{digest}:"
+    return digest_field(hashlib.sha256(body).digest())
+
+
+def digest_field(sha256: bytes) -> str:
+    """The ``Content-Digest`` field value of a body whose SHA-256 is ``sha256``."""
+    return f"sha-256=:{base64.b64encode(sha256).decode('ascii')}:"
 
 
 def new_nonce() -> str:
@@ -224,6 +228,35 @@ def verify_request(
     if not nonces.remember(keyid, nonce, created):
         raise _refused(REPLAYED, "this nonce was already used; sign every request afresh")
     return Verified(keyid, created, nonce, signature, signature_params(COMPONENTS, params))
+
+
+def verify_recorded(
+    method: str,
+    authority: str,
+    path: str,
+    content_type: str,
+    digest: str,
+    signature_input: str,
+    signature: str,
+    public: bytes,
+) -> Verified:
+    """A request signature kept in the audit chain (docs/format.md §8.2) checked again, long
+    after the request: the same profile, base and key checks as ``verify_request``, from the
+    values the event kept (``digest`` is the ``Content-Digest`` the engineer signed), with no
+    window and no nonce store (the event's time and uniqueness are the verifier's to judge).
+    ``Locked`` (``bad-signature`` or ``unknown-key``) if it does not verify."""
+    created, nonce, keyid = _parse_input(signature_input)
+    raw = _parse_signature(signature)
+    if is_weak_signing_key(public):
+        raise _refused(UNKNOWN_KEY, "no usable key is known for this keyid")
+    params = _params(created, nonce, keyid)
+    try:
+        base = signature_base(_components(method, authority, path, content_type, digest), params)
+    except InvalidInput as exc:
+        raise _refused(BAD_SIGNATURE, "a covered component is not a plain field value") from exc
+    if not _ed25519_verify(public, raw, base):
+        raise _refused(BAD_SIGNATURE, "the signature does not verify under the keyid's key")
+    return Verified(keyid, created, nonce, raw, signature_params(COMPONENTS, params))
 
 
 def _params(created: int, nonce: str, keyid: str) -> list[Param]:
