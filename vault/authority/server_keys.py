@@ -117,10 +117,12 @@ class ServerKeyAuthority:
                 raise InvalidInput(f"server key version {newest + 1} comes next: nothing was stored")
             if s.scalar(select(m.ServerKey.version).where(m.ServerKey.signing_public == key.signing_public)):
                 raise AlreadyExists("this server key is certified already")
+            public = {"version": key.version, "signing_public": key.signing_public.hex()}
+            # the event first: the embedded journal appends nothing once the vault has a server key
+            seq = self.recorder.append(s, CERTIFY, client_id=None, secret_id=None, public=public)
             s.execute(update(m.ServerKey).where(m.ServerKey.state == ACTIVE).values(state=RETIRED))
             s.add(m.ServerKey(**key._asdict()))
-            public = {"version": key.version, "signing_public": key.signing_public.hex()}
-            return self.recorder.append(s, CERTIFY, client_id=None, secret_id=None, public=public)
+            return seq
 
 
 def stored_rows(s: Session) -> list[ServerKeyRow]:

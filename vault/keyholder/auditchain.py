@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.engine import Dialect
 
-from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
+from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, LOCAL_ACTIONS, UNSIGNED_ACTIONS
 from vault.crypto import chain
 from vault.storage import models as m
 from vault.wire.eventrequest import EVENT_WINDOW, request_problem
@@ -100,6 +100,7 @@ class RangeResult(NamedTuple):
     # checks the first against the runs before (a request's events are never further apart).
     head_requests: tuple[tuple[RequestKey, int, int], ...] = ()
     tail_requests: tuple[tuple[RequestKey, int, int], ...] = ()
+    first_local: bool = False  # event lo is a local unlock's (format 2 allowed after format 3)
 
 
 _INTS = (0, 1, 2, 3, 5, 6, 7)  # seq, at_us, engineer_id, key_generation, client_id, secret_id, key_version
@@ -221,6 +222,7 @@ def check_rows(
     marks = iter(sorted(problems or ()))
     mark = next(marks, None)
     first_at = first_format = last_at = None
+    first_local = False
     current = 0  # the format of the event before (in this range)
     problem = None
     for row in rows:
@@ -248,12 +250,13 @@ def check_rows(
                     problem = f"it is in the old event format (1) after an event in format {current}"
             else:
                 problem = "its contents were changed"
-            if fmt == 2 and running is not None and current == 3:
+            if fmt == 2 and running is not None and current == 3 and action not in LOCAL_ACTIONS:
                 problem = "it is in an older event format (2) after an event in format 3 (a downgrade)"
             if fmt >= 2 and problem is None and running is not None and at_us < last_at:
                 problem = f"it is dated before the event before it (backdated: {at_us} < {last_at})"
             if fmt and running is None:
                 first_at, first_format = at_us, fmt
+                first_local = action in LOCAL_ACTIONS
         if problem is None and seq == mark:
             problem = problems[seq]  # type: ignore[index]
         if problem is None:
@@ -287,10 +290,12 @@ def check_rows(
                 _fmt(running, current),
                 tuple(requests.head),
                 requests.tail(last_at),
+                first_local,
             )
         if seq == mark:
             mark = next(marks, None)
-        running, last_at, current = digest, at_us, fmt
+        # once format 3, always: a local unlock's format-2 event leaves the chain in format 3
+        running, last_at, current = digest, at_us, 3 if current == 3 and fmt == 2 else fmt
         expected += 1
     return RangeResult(
         expected - lo,
@@ -304,6 +309,7 @@ def check_rows(
         _fmt(running, current),
         tuple(requests.head),
         requests.tail(last_at),
+        first_local,
     )
 
 

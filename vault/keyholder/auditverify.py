@@ -45,6 +45,7 @@ from typing import Any, NamedTuple, Protocol
 
 from vault.authority.audit_requests import MAX_PAGE, EventPage, EventQuery, PageRequest
 from vault.authority.audit_verify_requests import ChainPoints, PointsRequest
+from vault.authority.journal import LOCAL_ACTIONS
 from vault.authority.requests import Caller
 from vault.crypto import chain
 from vault.keyholder.auditchain import REPEAT_US, Keys, Problems, RangeResult, RequestKey, ServerKeys, check_rows
@@ -142,7 +143,9 @@ class ChainVerifier:
             problem = self._anchor_problem(vault_id, keys, problems, servers, anchor, stored.get(start - 1))
             if problem is not None:
                 return run.bad(start, problem + " (the anchor)")
-            prev_at, prev_format = anchor.at_us, _format(vault_id, anchor)
+            prev_at, prev_format = anchor.at_us, _anchor_format(vault_id, anchor, stored.get(start - 1))
+            if prev_format is None:  # the format at the anchor is not known from it: check it all
+                return self.verify(action, caller, known=known, workers=workers)
         end = max(points.head_seq, start)
         wanted = {k.seq for k in known if k.seq > start}
         seen: dict[int, bytes] = {}
@@ -247,12 +250,28 @@ def _page_problem(request: PageRequest, page: EventPage, vault_id: bytes, expect
     return None
 
 
-def _format(vault_id: bytes, e: ChainedRow) -> int:
-    """3 for an event the server signed, 2 for one whose hash is of format 2, else 1 (the
-    anchor, checked already)."""
+def _format(vault_id: bytes, e: ChainedRow) -> int | None:
+    """The format whose hash ``e`` has (3, 2 or 1), or None if none (a row rewritten)."""
+    codec, row = chain.EventCodec(vault_id), as_row(e)
     if e.server_key_version is not None:
-        return 3
-    return 2 if chain.EventCodec(vault_id).audit_event_hash(*as_row(e)[:11]) == e.hash else 1
+        return 3 if codec.audit_event_hash_v3(row[:10], e.request_id, e.request_digest, e.prev_hash) == e.hash else None
+    if codec.audit_event_hash(*row[:11]) == e.hash:
+        return 2
+    return 1 if codec.audit_event_hash_v1(*row[:11]) == e.hash else None
+
+
+def _anchor_format(vault_id: bytes, anchor: ChainedRow, before: ChainedRow | None) -> int | None:
+    """The format the chain is in at the anchor (checked already): its own, but 3 for a local
+    unlock's format-2 event that follows a format-3 one (its event before, whose hash is the
+    anchor's link); None when that cannot be told from these two (a local event after another:
+    the caller verifies in full)."""
+    fmt = _format(vault_id, anchor)
+    if fmt != 2 or anchor.action not in LOCAL_ACTIONS or before is None:
+        return fmt
+    previous = _format(vault_id, before)
+    if previous is None or (previous == 2 and before.action in LOCAL_ACTIONS):
+        return None
+    return 3 if previous == 3 else 2
 
 
 def _known_problem(k: Known, hashes: dict[int, bytes], last: int) -> str | None:
@@ -371,6 +390,6 @@ def _boundary(r: RangeResult, prev_at: int | None, prev_format: int | None) -> s
         return f"it is dated before the event before it (backdated: {r.first_at} < {prev_at})"
     if r.first_format == 1 and (prev_format or 0) >= 2:
         return f"it is in the old event format (1) after an event in format {prev_format}"
-    if r.first_format == 2 and prev_format == 3:
+    if r.first_format == 2 and prev_format == 3 and not r.first_local:
         return "it is in an older event format (2) after an event in format 3 (a downgrade)"
     return None
