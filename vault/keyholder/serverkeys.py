@@ -28,12 +28,22 @@ from vault.errors import UntrustedRecord
 from vault.keyholder.auditchain import ServerKeys
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from vault.keyholder.keys import Keys
-    from vault.service.core import Core
+    from vault.storage.engine import Store
 
 
 class ServerKeyTransport(Protocol):
     def certify(self, request: ServerKeyRequest) -> int: ...
+
+
+class Core(Protocol):
+    """What the certifier uses of the service core: the store (a read unit) and the vault id."""
+
+    store: Store
+
+    def vid(self, s: Session) -> bytes: ...
 
 
 def verified_server_keys(rows: Iterable[ServerKeyRow], vault_id: bytes, org_public: bytes) -> ServerKeys:
