@@ -7,6 +7,7 @@ parameters and route, the body itself (NULL on bulk routes), and the version of 
 that signed the event. The new columns are nullable: format-1 and format-2 rows keep what they
 have, and their hashes are unchanged. Nothing here is secret: public keys, signatures, ids,
 digests, and a request body that holds only what the engineer sent (ciphertext, ids).
+The downgrade refuses while any event of format 3 exists (it would destroy what verifies it).
 
 Revision ID: 0014
 Revises: 0013
@@ -48,6 +49,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping the request and server-key columns would leave every format-3 event unverifiable.
+    kept = op.get_bind().execute(sa.text("SELECT count(*) FROM audit_events WHERE server_key_version IS NOT NULL"))
+    if kept.scalar():
+        raise RuntimeError("the audit log holds events of format 3 (signed by the server): 0014 cannot be undone")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         for name, _ in reversed(_EVENT_COLUMNS):
             batch_op.drop_column(name)
