@@ -256,7 +256,7 @@ def verify_recorded(
         raise _refused(BAD_SIGNATURE, "a covered component is not a plain field value") from exc
     if not _ed25519_verify(public, raw, base):
         raise _refused(BAD_SIGNATURE, "the signature does not verify under the keyid's key")
-    return Verified(keyid, created, nonce, raw, signature_params(COMPONENTS, params))
+    return Verified(keyid, created, nonce, raw, signature_input[len(LABEL) + 1 :])  # the profile matched: the params
 
 
 def _params(created: int, nonce: str, keyid: str) -> list[Param]:
@@ -312,8 +312,13 @@ def _refused(code: str, hint: str) -> Locked:
     return Locked(code, hint=hint)
 
 
+def _printable_ascii(value: str) -> bool:
+    """Whether every character is in 0x20-0x7E (for ASCII, ``isprintable`` is exactly that range)."""
+    return value.isascii() and value.isprintable()
+
+
 def _sf_string(value: str) -> str:
-    if any(not 0x20 <= ord(char) <= 0x7E for char in value):
+    if not _printable_ascii(value):
         raise InvalidInput("a structured-field string is printable ASCII")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -329,7 +334,7 @@ def _sf_item(value: int | str) -> str:
 
 
 def _field_value(value: str) -> str:
-    if any(not 0x20 <= ord(char) <= 0x7E for char in value):
+    if not _printable_ascii(value):
         raise InvalidInput("a covered component value is printable ASCII on one line")
     return value
 
