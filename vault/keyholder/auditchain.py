@@ -180,6 +180,7 @@ class _Requests:
 
     def __init__(self) -> None:
         self.seen: dict[RequestKey, tuple[int, int]] = {}
+        self.limit = 4096
         self.first_at: int | None = None
         self.head: list[tuple[RequestKey, int, int]] = []
 
@@ -191,8 +192,9 @@ class _Requests:
             self.first_at = at_us
         if at_us - self.first_at <= REPEAT_US:
             self.head.append((key, seq, at_us))
-        if len(self.seen) >= 4096:  # forget what no later event of the same request can be near
+        if len(self.seen) >= self.limit:  # forget what no later event of the same request can be near
             self.seen = {k: v for k, v in self.seen.items() if v[1] >= at_us - REPEAT_US}
+            self.limit = max(4096, 2 * len(self.seen))  # amortised: a busy window is not rebuilt per event
         self.seen[key] = (seq, at_us)
         return None
 
