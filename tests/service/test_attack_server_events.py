@@ -26,6 +26,7 @@ from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
 from vault.errors import ConfigurationError, InvalidInput
+from vault.keyholder import auditverify as verify_module
 from vault.service.serverkeys import certify_server_key, server_journal
 from vault.storage import models as m
 from vault.wire import codec, httpsig
@@ -452,3 +453,29 @@ def test_an_anchor_of_format_3_whose_server_signature_was_replaced_is_refused(wo
         e.signature = ServerSigningKey.generate(1).sign_event(team.admin.vault_id(), anchor, e.hash)
     problem = _refused_at(team, anchor, since=since)
     assert "server signature is invalid" in problem and "(the anchor)" in problem
+
+
+class _CountingPool(verify_module.ProcessPoolExecutor):  # type: ignore[misc]
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        type(self).submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_worker_processes_check_format_3_and_name_a_repeat_or_a_downgrade_as_one_process_does(
+    world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    request = _signed(team, facts, "eve")
+    _append(team, facts, "eve", request)
+    for _ in range(8):
+        _append(team, facts, "eve", _signed(team, facts, "eve"))
+    monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 5)
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", _CountingPool)
+    assert team.admin.audit.verify(workers=2).ok
+    assert _CountingPool.submitted > 1  # the runs really went to worker processes
+    again = _append(team, facts, "eve", request)
+    serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
+    assert (serial.ok, serial.first_bad_seq) == (False, again) and "appended twice" in str(serial.problem)
+    assert parallel == serial

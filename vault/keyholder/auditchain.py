@@ -96,9 +96,10 @@ class RangeResult(NamedTuple):
     first_format: int | None = None
     last_at: int | None = None  # at_us and format of the last event that verified
     last_format: int | None = None
-    # Format-3 requests of the run's first and last REPEAT_US (key, seq, at_us): the caller
+    # Format-3 requests of the run's first and last REPEAT_US (key, seq, at_us; the first also
+    # with the event's prev_hash, where a repeat found by the caller stops the run): the caller
     # checks the first against the runs before (a request's events are never further apart).
-    head_requests: tuple[tuple[RequestKey, int, int], ...] = ()
+    head_requests: tuple[tuple[RequestKey, int, int, bytes], ...] = ()
     tail_requests: tuple[tuple[RequestKey, int, int], ...] = ()
     first_local: bool = False  # event lo is a local unlock's (format 2 allowed after format 3)
 
@@ -182,16 +183,16 @@ class _Requests:
         self.seen: dict[RequestKey, tuple[int, int]] = {}
         self.limit = 4096
         self.first_at: int | None = None
-        self.head: list[tuple[RequestKey, int, int]] = []
+        self.head: list[tuple[RequestKey, int, int, bytes]] = []
 
-    def add(self, key: RequestKey, seq: int, at_us: int) -> str | None:
+    def add(self, key: RequestKey, seq: int, at_us: int, prev_hash: bytes) -> str | None:
         before = self.seen.get(key)
         if before is not None:
             return f"its request already has a {key[2]} event (event {before[0]}): a request appended twice"
         if self.first_at is None:
             self.first_at = at_us
         if at_us - self.first_at <= REPEAT_US:
-            self.head.append((key, seq, at_us))
+            self.head.append((key, seq, at_us, prev_hash))
         if len(self.seen) >= self.limit:  # forget what no later event of the same request can be near
             self.seen = {k: v for k, v in self.seen.items() if v[1] >= at_us - REPEAT_US}
             self.limit = max(4096, 2 * len(self.seen))  # amortised: a busy window is not rebuilt per event
@@ -265,7 +266,7 @@ def check_rows(
             if fmt == 3:
                 problem = _server_problem(row, codec, keys, servers, seq, digest)
                 if problem is None:
-                    problem = requests.add((engineer_id, row[13], action), seq, at_us)
+                    problem = requests.add((engineer_id, row[13], action), seq, at_us, prev_hash)
             elif signature is None:
                 if action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):
                     problem = "it is not signed"

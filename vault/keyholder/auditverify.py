@@ -338,12 +338,14 @@ class _Run:
         # format-3 requests of the last REPEAT_US verified, by key: (seq, at_us)
         self.requests: dict[RequestKey, tuple[int, int]] = {}
 
-    def _repeat(self, r: RangeResult) -> tuple[int, str] | None:
-        """The first event of run ``r`` whose request an event of a run before already used;
-        then the requests of ``r``'s last REPEAT_US remembered, older ones forgotten."""
-        for key, seq, _ in r.head_requests:
+    def _repeat(self, lo: int, r: RangeResult) -> tuple[int, str] | None:
+        """The first event of run ``r`` (from ``lo``) whose request an event of a run before
+        already used, the run's events before it counted as verified; else the requests of
+        ``r``'s last REPEAT_US remembered, older ones forgotten, and None."""
+        for key, seq, _, prev_hash in r.head_requests:
             before = self.requests.get(key)
             if before is not None and (r.bad_seq is None or seq < r.bad_seq):
+                self.checked, self.last, self.running = self.checked + seq - lo, seq - 1, prev_hash
                 return seq, f"its request already has a {key[2]} event (event {before[0]}): a request appended twice"
         if r.last_at is not None:
             self.requests = {k: v for k, v in self.requests.items() if v[1] >= r.last_at - REPEAT_US}
@@ -369,7 +371,7 @@ class _Run:
                 boundary = _boundary(r, prev_at, prev_format)
                 if boundary is not None:
                     return self.bad(lo, boundary)
-                repeat = self._repeat(r)
+                repeat = self._repeat(lo, r)
                 if repeat is not None:
                     return self.bad(*repeat)
                 if r.last_hash is not None:
