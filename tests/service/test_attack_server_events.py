@@ -401,10 +401,15 @@ def test_an_old_request_replayed_later_is_refused(world) -> None:  # type: ignor
 # -- the downgrade ------------------------------------------------------------------------------------
 
 
-def test_a_format_2_event_after_a_format_3_one_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("unlocks", [0, 1])
+def test_a_format_2_event_after_a_format_3_one_is_refused(world, unlocks: int) -> None:  # type: ignore[no-untyped-def]
     """The DBA who holds eve's certified key appends an event signed by eve alone (format 2),
-    bypassing the server: hash, link, time and eve's signature are all good."""
+    bypassing the server: hash, link, time and eve's signature are all good. The chain ends
+    with the admin's unlock (a local event, format 2, allowed); with a second one, an
+    incremental check from it cannot tell the format from its anchor and verifies in full."""
     team, facts = world
+    for _ in range(unlocks):
+        team.unlocked(ADMIN).close()
     eid, gen, seed = facts.engineers["eve"]
     vault_id = team.admin.vault_id()
     with team.admin.store.transaction() as s:
@@ -429,7 +434,9 @@ def test_a_format_2_event_after_a_format_3_one_is_refused(world) -> None:  # typ
         )
         head.seq, head.hash = seq, digest
     assert "a downgrade" in _refused_at(team, seq)
-    assert "a downgrade" in _refused_at(team, seq, since=(seq - 1, _prev_hash(team, seq)))
+    since = (seq - 1, _prev_hash(team, seq))
+    assert "a downgrade" in _refused_at(team, seq, since=since)
+    assert team.admin.audit.verify(since=since).first_seq == (1 if unlocks else seq)
 
 
 def _prev_hash(team: Any, seq: int) -> bytes:

@@ -102,6 +102,9 @@ class RangeResult(NamedTuple):
     head_requests: tuple[tuple[RequestKey, int, int, bytes], ...] = ()
     tail_requests: tuple[tuple[RequestKey, int, int], ...] = ()
     first_local: bool = False  # event lo is a local unlock's (format 2 allowed after format 3)
+    # The first format-2 event not a local unlock's before any format-3 one in the run, with its
+    # prev_hash: a downgrade if the runs before end in format 3 (the caller's to judge).
+    early_v2: tuple[int, bytes] | None = None
 
 
 _INTS = (0, 1, 2, 3, 5, 6, 7)  # seq, at_us, engineer_id, key_generation, client_id, secret_id, key_version
@@ -226,6 +229,7 @@ def check_rows(
     mark = next(marks, None)
     first_at = first_format = last_at = None
     first_local = False
+    early_v2: tuple[int, bytes] | None = None
     current = 0  # the format of the event before (in this range)
     problem = None
     for row in rows:
@@ -253,8 +257,11 @@ def check_rows(
                     problem = f"it is in the old event format (1) after an event in format {current}"
             else:
                 problem = "its contents were changed"
-            if fmt == 2 and running is not None and current == 3 and action not in LOCAL_ACTIONS:
-                problem = "it is in an older event format (2) after an event in format 3 (a downgrade)"
+            if fmt == 2 and action not in LOCAL_ACTIONS:
+                if running is not None and current == 3:
+                    problem = "it is in an older event format (2) after an event in format 3 (a downgrade)"
+                elif early_v2 is None and current != 3:
+                    early_v2 = (seq, prev_hash)
             if fmt >= 2 and problem is None and running is not None and at_us < last_at:
                 problem = f"it is dated before the event before it (backdated: {at_us} < {last_at})"
             if fmt and running is None:
@@ -294,6 +301,7 @@ def check_rows(
                 tuple(requests.head),
                 requests.tail(last_at),
                 first_local,
+                early_v2,
             )
         if seq == mark:
             mark = next(marks, None)
@@ -313,6 +321,7 @@ def check_rows(
         tuple(requests.head),
         requests.tail(last_at),
         first_local,
+        early_v2,
     )
 
 

@@ -371,12 +371,21 @@ class _Run:
                 boundary = _boundary(r, prev_at, prev_format)
                 if boundary is not None:
                     return self.bad(lo, boundary)
+                downgrade = r.early_v2 if prev_format == 3 else None
+                if downgrade is not None and (r.bad_seq is None or downgrade[0] < r.bad_seq):
+                    self.checked, self.last, self.running = (
+                        self.checked + downgrade[0] - lo,
+                        downgrade[0] - 1,
+                        downgrade[1],
+                    )
+                    return self.bad(downgrade[0], DOWNGRADE)
                 repeat = self._repeat(lo, r)
                 if repeat is not None:
                     return self.bad(*repeat)
                 if r.last_hash is not None:
                     self.checked, self.last, self.running = self.checked + r.good, lo + r.good - 1, r.last_hash
-                    prev_at, prev_format = r.last_at, r.last_format
+                    # once format 3, always (a run of local unlocks after it does not change that)
+                    prev_at, prev_format = r.last_at, 3 if prev_format == 3 else r.last_format
                 if r.bad_seq is not None:
                     return self.bad(r.bad_seq, str(r.problem))
             return None
@@ -393,5 +402,8 @@ def _boundary(r: RangeResult, prev_at: int | None, prev_format: int | None) -> s
     if r.first_format == 1 and (prev_format or 0) >= 2:
         return f"it is in the old event format (1) after an event in format {prev_format}"
     if r.first_format == 2 and prev_format == 3 and not r.first_local:
-        return "it is in an older event format (2) after an event in format 3 (a downgrade)"
+        return DOWNGRADE
     return None
+
+
+DOWNGRADE = "it is in an older event format (2) after an event in format 3 (a downgrade)"
