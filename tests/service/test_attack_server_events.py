@@ -401,12 +401,13 @@ def test_an_old_request_replayed_later_is_refused(world) -> None:  # type: ignor
 # -- the downgrade ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unlocks", [0, 1])
+@pytest.mark.parametrize("unlocks", [0, 1, 3])
 def test_a_format_2_event_after_a_format_3_one_is_refused(world, unlocks: int) -> None:  # type: ignore[no-untyped-def]
     """The DBA who holds eve's certified key appends an event signed by eve alone (format 2),
     bypassing the server: hash, link, time and eve's signature are all good. The chain ends
     with the admin's unlock (a local event, format 2, allowed); with a second one, an
-    incremental check from it cannot tell the format from its anchor and verifies in full."""
+    incremental check from it cannot tell the format from its anchor and verifies in full;
+    with three more, a whole run of the verification (two events each here) is unlocks."""
     team, facts = world
     for _ in range(unlocks):
         team.unlocked(ADMIN).close()
@@ -433,7 +434,7 @@ def test_a_format_2_event_after_a_format_3_one_is_refused(world, unlocks: int) -
             )
         )
         head.seq, head.hash = seq, digest
-    assert "a downgrade" in _refused_at(team, seq)
+    assert "a downgrade" in _refused_at(team, seq, workers=2)
     since = (seq - 1, _prev_hash(team, seq))
     assert "a downgrade" in _refused_at(team, seq, since=since)
     assert team.admin.audit.verify(since=since).first_seq == (1 if unlocks else seq)
