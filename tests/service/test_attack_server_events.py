@@ -25,7 +25,7 @@ from vault.authority.requests import Caller, CheckoutRequest
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
-from vault.errors import ConfigurationError, InvalidInput
+from vault.errors import ConfigurationError, IntegrityError, InvalidInput
 from vault.keyholder import auditverify as verify_module
 from vault.service.serverkeys import certify_server_key, server_journal
 from vault.storage import models as m
@@ -487,3 +487,25 @@ def test_worker_processes_check_format_3_and_name_a_repeat_or_a_downgrade_as_one
     serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
     assert (serial.ok, serial.first_bad_seq) == (False, again) and "appended twice" in str(serial.problem)
     assert parallel == serial
+
+
+# -- audit log over format 3 ------------------------------------------------------------------------
+
+
+def test_the_audit_log_shows_format_3_events_and_refuses_a_forged_one(world) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    entries = team.admin.audit.log()
+    shown = {e.seq: e for e in entries}
+    assert set(range(facts.first_v3, facts.first_v3 + 8)) <= set(shown)
+    assert shown[facts.first_v3].action == "checkout" and shown[facts.first_v3].engineer == "eve"
+    assert team.admin.audit.log(limit=3)  # a stream from the middle: the first shown is format 3
+    assert team.admin.audit.checkpoint()  # the head (the admin's unlock) after format-3 events
+    target = facts.first_v3 + 3
+    with team.admin.store.transaction() as s:
+        e = s.get(m.AuditEvent, target)
+        e.signature = ServerSigningKey.generate(1).sign_event(team.admin.vault_id(), target, e.hash)
+    with pytest.raises(IntegrityError, match=f"event {target}: its server signature is invalid"):
+        team.admin.audit.log()
+    _rewrite(team, target, signature=None, request_sig="POST h /v1/checkouts/checkout\na\nb")
+    with pytest.raises(IntegrityError, match=f"event {target}: "):
+        team.admin.audit.log()

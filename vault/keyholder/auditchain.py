@@ -155,8 +155,13 @@ def _enrolment(
     return None
 
 
-def _server_problem(
-    row: tuple[Any, ...], codec: chain.EventCodec, keys: Keys, server_keys: ServerKeys, seq: int, digest: bytes
+def server_problem(
+    row: tuple[Any, ...],
+    codec: chain.EventCodec,
+    keys: Mapping[tuple[int | None, int], tuple[bytes, int, int]],
+    server_keys: ServerKeys,
+    seq: int,
+    digest: bytes,
 ) -> str | None:
     """A format-3 event's signatures: the server's over it, the engineer's over its request."""
     at_us, engineer_id, generation, action, client_id, signature = row[1], row[2], row[3], row[4], row[5], row[12]
@@ -271,7 +276,7 @@ def check_rows(
             problem = problems[seq]  # type: ignore[index]
         if problem is None:
             if fmt == 3:
-                problem = _server_problem(row, codec, keys, servers, seq, digest)
+                problem = server_problem(row, codec, keys, servers, seq, digest)
                 if problem is None:
                     problem = requests.add((engineer_id, row[13], action), seq, at_us, prev_hash)
             elif signature is None:

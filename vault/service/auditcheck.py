@@ -28,14 +28,13 @@ from sqlalchemy.orm import Session
 from vault.authority.audit_verify import AuditChainAuthority
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller
-from vault.authority.server_keys import stored_rows
 from vault.crypto import chain
 from vault.errors import InvalidInput, UntrustedRecord
-from vault.keyholder.auditchain import Keys, Problems, ServerKeys
+from vault.keyholder.auditchain import Keys, Problems
 from vault.keyholder.auditverify import ChainVerifier, Known
-from vault.keyholder.serverkeys import verified_server_keys
 from vault.records import AuditVerification
 from vault.service.clientparts import TrustChecks
+from vault.service.serverkeys import ServerKeysRead
 from vault.storage import models as m
 from vault.transport.audit_verify import InProcessChainTransport
 
@@ -54,9 +53,8 @@ class ChainCheck:
     def __init__(self, core: Core, keys: SessionKeys, trust: Trust, signers: Signers) -> None:
         self.core, self.keys, self.trust, self.signers = core, keys, trust, signers
         authority = AuditChainAuthority(core.store, CallerGate(TrustChecks(trust)))
-        self.verifier = ChainVerifier(
-            InProcessChainTransport(authority), core.vault_id, self._signer_keys, server_keys=self._server_keys
-        )
+        transport, servers = InProcessChainTransport(authority), ServerKeysRead(core, trust)
+        self.verifier = ChainVerifier(transport, core.vault_id, self._signer_keys, server_keys=servers)
 
     def __repr__(self) -> str:
         return "ChainCheck()"
@@ -99,11 +97,6 @@ class ChainCheck:
         with self.core.store.read() as s:
             keys, problems, _ = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
             return keys, problems
-
-    def _server_keys(self) -> ServerKeys:
-        """The server keys whose certificates verify under the organisation key, in a read unit."""
-        with self.core.store.read() as s:
-            return verified_server_keys(stored_rows(s), self.core.vid(s), self.trust.org_public(s))
 
     def _parse_checkpoint(self, s: Session, vault_id: bytes, text: str) -> tuple[int, bytes]:
         parts = text.strip().split(":")
