@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from vault.crypto import chain, serverkey
+from vault.crypto import blobs, chain, serverkey
 from vault.crypto.labels import LABEL_SIG_AUDIT_SERVER, LABEL_SIG_ENGINEER, LABEL_SIG_SERVER_KEY
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
@@ -131,3 +131,17 @@ def test_a_server_key_never_shows_its_seed() -> None:
         ServerSigningKey(0, SERVER.key)
     with pytest.raises(TypeError):
         ServerSigningKey(1, SERVER.key.seed)  # type: ignore[arg-type]
+
+
+def test_format_3_details_open_only_with_their_request_and_never_as_format_2(rejects) -> None:  # type: ignore[no-untyped-def]
+    """The details a keyholder sealed for one request: moved to another request, another client
+    or action, or read as a format-2 blob (bound to a seq) they do not open, and back."""
+    key, plain = bytes([40]) * 32, b'{"reason": "T-7"}'
+    blob = blobs.encrypt_audit_detail_v3(key, 2, plain, 12, REQUEST_ID, "checkout")
+    assert blobs.decrypt_audit_detail_v3(key, 2, blob, 12, REQUEST_ID, "checkout") == plain
+    rejects(lambda: blobs.decrypt_audit_detail_v3(key, 2, blob, 12, bytes(16), "checkout"), plain, key)
+    rejects(lambda: blobs.decrypt_audit_detail_v3(key, 2, blob, 13, REQUEST_ID, "checkout"), plain, key)
+    rejects(lambda: blobs.decrypt_audit_detail_v3(key, 2, blob, 12, REQUEST_ID, "reveal"), plain, key)
+    rejects(lambda: blobs.decrypt_audit_detail(key, 2, blob, 12, 10, "checkout"), plain, key)
+    old = blobs.encrypt_audit_detail(key, 2, plain, 12, 10, "checkout")
+    rejects(lambda: blobs.decrypt_audit_detail_v3(key, 2, old, 12, REQUEST_ID, "checkout"), plain, key)

@@ -98,8 +98,10 @@ def _append(
     *,
     client_id: int | None = None,
     key: ServerSigningKey | None = None,
+    details: tuple[int, bytes] | None = None,
 ) -> int:
-    """The server's append of one event for ``request`` (as ``who``); its seq."""
+    """The server's append of one event for ``request`` (as ``who``), with the details the
+    keyholder sealed (audit-key generation, blob); its seq."""
     eid, gen, _ = facts.engineers[who]
     journal = server_journal(team.admin, key or ServerSigningKey(1, SigningKey(facts.server_seed)))
     with team.admin.store.transaction() as s:
@@ -111,6 +113,8 @@ def _append(
             key_generation=gen,
             client_id=facts.client_id if client_id is None else client_id,
             secret_id=facts.secret_id,
+            key_version=details[0] if details else None,
+            details_blob=details[1] if details else None,
         )
         return int(event.seq)
 
@@ -509,3 +513,25 @@ def test_the_audit_log_shows_format_3_events_and_refuses_a_forged_one(world) -> 
     _rewrite(team, target, signature=None, request_sig="POST h /v1/checkouts/checkout\na\nb")
     with pytest.raises(IntegrityError, match=f"event {target}: "):
         team.admin.audit.log()
+
+
+def test_details_sealed_by_the_keyholder_for_its_request_are_shown_and_only_with_that_request(world) -> None:  # type: ignore[no-untyped-def]
+    """eve seals her reason under the client's audit key, bound to her request's id, before
+    sending; the log opens it. The compromised server moves it to an event of another request
+    (its own hash and signature are good): it no longer opens."""
+    team, facts = world
+    eve = team.unlocked("eve")
+    request, other = _signed(team, facts, "eve"), _signed(team, facts, "eve")
+    with eve.store.transaction() as s:
+        client = s.get(m.Client, facts.client_id)
+        sealed = eve.journal.audit_keys.seal_request_details(
+            s, client, {"reason": "T-42"}, request.request_id, "checkout"
+        )
+    shown = _append(team, facts, "eve", request, details=sealed)
+    moved = _append(team, facts, "eve", other, details=sealed)
+    assert team.admin.audit.verify().ok  # the server signed both: only the details tell
+    entries = {e.seq: e for e in team.admin.audit.log()}
+    assert entries[shown].readable and entries[shown].details is not None
+    assert entries[shown].details["reason"] == "T-42"
+    assert not entries[moved].readable and "reason" not in (entries[moved].details or {})
+    eve.close()

@@ -66,3 +66,6 @@ LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"
 LABEL_AUDIT_EVENT_V3 = b"credvault/v3/audit-event"
 LABEL_SIG_AUDIT_SERVER = b"credvault/v1/sig/audit-event-server"
 LABEL_SIG_SERVER_KEY = b"credvault/v1/sig/server-key"
+# The details of a format-3 event, sealed by the keyholder before its request is sent: bound to
+# the request's id (the event's number is not known yet), not to a sequence number.
+LABEL_AUDIT_DETAIL_V3 = b"credvault/v3/audit-detail"
