@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ADMIN, ADMIN_PASS
 from sqlalchemy import select, update
 
 from vault.authority import serverjournal
@@ -33,6 +32,7 @@ from vault.wire import codec, httpsig
 from vault.wire.eventrequest import CONTENT_TYPE, RecordedRequest, keyid_of, record, route_path
 
 HOST = "vault.example.com"
+ADMIN = "root-admin"  # as tests/conftest.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,7 @@ def built(build_team: Any) -> Any:
 @pytest.fixture
 def world(built: Any, tmp_path: Any, pg_databases: Any) -> Iterator[tuple[Any, Facts]]:
     with built.restore(tmp_path, pg_databases) as team:
-        team.admin.engineers.unlock(ADMIN, ADMIN_PASS)
+        team.admin.engineers.unlock(ADMIN, team.passphrases[ADMIN])
         yield team, built.facts
 
 
