@@ -29,11 +29,14 @@ def test_0011_adds_the_key_event_index_to_a_vault_in_use_and_down_again(empty_ur
         config = storage._alembic_config(vault.store.engine)
         command.downgrade(config, "0010")
         assert "ix_audit_events_key" not in _indexes(vault.store)
-        assert vault.audit.verify().ok  # the same answer without the index
         command.upgrade(config, "0011")
         assert "ix_audit_events_key" in _indexes(vault.store)
+        command.upgrade(config, "head")  # the verifier reads 0014's columns (format 3) too
         vault.clients.list()
         assert vault.audit.verify().ok
+        with vault.store.engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_audit_events_key"))
+        assert vault.audit.verify().ok  # the same answer without the index
     finally:
         vault.close()
 

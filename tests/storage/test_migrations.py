@@ -195,3 +195,42 @@ def test_upgrading_a_database_a_newer_credvault_upgraded_is_a_clear_error(empty_
         assert storage.current_revision(store) == "0099"
     finally:
         store.close()
+
+
+def test_0014_adds_server_keys_and_the_format_3_columns_and_down_again_unless_format_3_events_exist(empty_url):
+    """A vault in use upgrades to 0014 with its rows and chain unchanged (the new columns NULL)
+    and goes back to 0013 the same; once the server has appended a format-3 event, the
+    downgrade is refused and changes nothing."""
+    from alembic import command
+
+    from vault.crypto.serverkey import ServerSigningKey
+    from vault.service.serverkeys import certify_server_key
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.engineers.unlock("root-admin", "pass")
+        vault.clients.add("acme", "Acme Ltd")
+        vault.secrets.add("acme/fw01", password="pw-1")
+        config = storage._alembic_config(vault.store.engine)
+
+        def events() -> list[object]:
+            with vault.store.transaction() as s:
+                return [tuple(r) for r in s.execute(select(m.AuditEvent.seq, m.AuditEvent.hash).order_by("seq"))]
+
+        before = events()
+        command.downgrade(config, "0013")
+        assert "server_keys" not in inspect(vault.store.engine).get_table_names()
+        assert "request_sig" not in _columns(vault.store, "audit_events")
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+        assert events() == before and vault.audit.verify().ok
+
+        certify_server_key(vault, 1, ServerSigningKey.generate(1).public)
+        with vault.store.transaction() as s:  # a format-3 event, as the server would append it
+            last = s.get(m.AuditEvent, s.scalar(select(func.max(m.AuditEvent.seq))))
+            last.server_key_version = 1
+        with pytest.raises(RuntimeError, match="format 3"):
+            command.downgrade(config, "0013")
+        assert storage.current_revision(vault.store) == _head(vault.store)
+        assert "server_keys" in inspect(vault.store.engine).get_table_names() and _drift(vault.store) == []
+    finally:
+        vault.close()

@@ -8,6 +8,11 @@ Events are written in format 2 (``chain.event_hash``), and never dated before th
 they follow: a writer whose clock is behind the chain's last event (another machine's
 clock, or its own set back) dates its event at that event's time, since the verifier
 refuses a format-2 event earlier than its predecessor (a backdated insertion).
+
+A vault with a certified server key (``server_keys``: it has gone to the team server, whose
+``serverjournal.py`` appends format 3) takes no more events from here but a local unlock's
+(``LOCAL_ACTIONS``): the verifier refuses any other format-2 event after a format-3 one
+(docs/format.md §8.2, no downgrade), so the append is refused instead of writing one.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.crypto import chain
-from vault.errors import ConcurrentChange
+from vault.errors import ConcurrentChange, ConfigurationError
 from vault.storage import models as m
 from vault.storage.rows import ACTIVE, EngineerRecord
 
@@ -45,6 +50,9 @@ UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
 # Format-1 events (written before format 2) also left ``enroll`` unsigned; format 2 signs it
 # with the key just made (docs/format.md §8).
 LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
+# The events of a local unlock: they authorise and reveal nothing, and an engineer's machine
+# may still write them in format 2 after the chain has format-3 events (docs/format.md §8.2).
+LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed"})
 
 # Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
 _NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
@@ -102,7 +110,13 @@ class Journal:
         # The head (locked on PostgreSQL), its event's time and the actor's status and key
         # generation as committed now, in one statement.
         found = s.execute(
-            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
+            select(
+                m.AuditHead,
+                m.AuditEvent.at_us,
+                m.Engineer.status,
+                m.Engineer.key_generation,
+                select(m.ServerKey.version).limit(1).scalar_subquery(),
+            )
             .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
             .outerjoin(m.Engineer, m.Engineer.id == (actor.id if actor is not None else None))
             .where(m.AuditHead.id == 1)
@@ -114,6 +128,11 @@ class Journal:
             s.flush()
         else:
             head, after = found[0], found[1]
+            if found[4] is not None and action not in LOCAL_ACTIONS:
+                raise ConfigurationError(
+                    "this vault has a team server, which keeps its audit log: an embedded append would not verify",
+                    hint="use the team server (credvault serve) for this vault",
+                )
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
                 _check_still_current(found[2], found[3], actor)
         audit_key = None

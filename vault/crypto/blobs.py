@@ -22,6 +22,7 @@ from vault.crypto.labels import (
     BLOB_SERVER_LAYER,
     FORMAT_VERSION,
     LABEL_AUDIT_DETAIL,
+    LABEL_AUDIT_DETAIL_V3,
     LABEL_BACKUP_SECTION,
     LABEL_CLIENT_FIELD,
     LABEL_DATA_KEY,
@@ -54,14 +55,19 @@ def _check_key(key: bytes) -> None:
 
 
 def encrypt_blob(
-    key: bytes, blob_type: int, key_version: int, plaintext: bytes, context: tuple[p.ContextItem, ...]
+    key: bytes,
+    blob_type: int,
+    key_version: int,
+    plaintext: bytes,
+    context: tuple[p.ContextItem, ...],
+    label: bytes | None = None,
 ) -> bytes:
     _check_key(key)
     if not 0 <= key_version < 2**32:
         raise ValueError("key version out of range")
     header = struct.pack(">BBI", FORMAT_VERSION, blob_type, key_version)
     nonce = p.new_nonce()
-    aad = p.ctx(_LABELS[blob_type], header, *context)
+    aad = p.ctx(label or _LABELS[blob_type], header, *context)
     return header + nonce + p.aead_encrypt(key, nonce, plaintext, aad)
 
 
@@ -73,7 +79,12 @@ def blob_key_version(blob: bytes) -> int:
 
 
 def decrypt_blob(
-    key: bytes, blob_type: int, key_version: int, blob: bytes, context: tuple[p.ContextItem, ...]
+    key: bytes,
+    blob_type: int,
+    key_version: int,
+    blob: bytes,
+    context: tuple[p.ContextItem, ...],
+    label: bytes | None = None,
 ) -> bytes:
     _check_key(key)
     if len(blob) < HEADER_SIZE + p.NONCE_SIZE + p.TAG_SIZE:
@@ -83,7 +94,7 @@ def decrypt_blob(
     if version != FORMAT_VERSION or found_type != blob_type or found_key_version != key_version:
         raise DecryptionFailed()
     nonce = blob[HEADER_SIZE : HEADER_SIZE + p.NONCE_SIZE]
-    aad = p.ctx(_LABELS[blob_type], header, *context)
+    aad = p.ctx(label or _LABELS[blob_type], header, *context)
     try:
         return p.aead_decrypt(key, nonce, blob[HEADER_SIZE + p.NONCE_SIZE :], aad)
     except p.PrimitiveFailure:
@@ -258,6 +269,23 @@ def decrypt_audit_detail(
     client_key: bytes, ck_version: int, blob: bytes, client_id: int, seq: int, action: str
 ) -> bytes:
     return decrypt_blob(client_key, BLOB_AUDIT_DETAIL, ck_version, blob, (client_id, seq, action))
+
+
+def encrypt_audit_detail_v3(
+    audit_key: bytes, generation: int, value: bytes, client_id: int, request_id: bytes, action: str
+) -> bytes:
+    """The details of a format-3 event, sealed before its request is sent (docs/format.md §4.3a)."""
+    return encrypt_blob(
+        audit_key, BLOB_AUDIT_DETAIL, generation, value, (client_id, request_id, action), LABEL_AUDIT_DETAIL_V3
+    )
+
+
+def decrypt_audit_detail_v3(
+    audit_key: bytes, generation: int, blob: bytes, client_id: int, request_id: bytes, action: str
+) -> bytes:
+    return decrypt_blob(
+        audit_key, BLOB_AUDIT_DETAIL, generation, blob, (client_id, request_id, action), LABEL_AUDIT_DETAIL_V3
+    )
 
 
 def encrypt_backup_section(key: bytes, value: bytes, vault_id: bytes, backup_id: bytes, section: str) -> bytes:

@@ -9,6 +9,10 @@ Events are hashed in format 2 (``event_hash``): a typed encoding (``typed_ctx``)
 the plain ``ctx`` where ``None``, ``""`` and ``b""`` all encode as an empty item) is only
 read: events written before format 2 still verify, and the verifier refuses a format-1
 event after a format-2 one.
+
+Format 3 (``event_hash_v3``, docs/format.md §8.2) is what the team server appends: the same
+typed encoding under its own label, with the request's id and digest before the previous
+hash, signed by the server's key (``server_signature_message``) instead of the engineer's.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from vault.crypto import _primitives as p
-from vault.crypto.labels import LABEL_AUDIT_EVENT, LABEL_AUDIT_EVENT_V2, LABEL_SIG_AUDIT, LABEL_SIG_CHECKPOINT
+from vault.crypto.labels import (
+    LABEL_AUDIT_EVENT,
+    LABEL_AUDIT_EVENT_V2,
+    LABEL_AUDIT_EVENT_V3,
+    LABEL_SIG_AUDIT,
+    LABEL_SIG_AUDIT_SERVER,
+    LABEL_SIG_CHECKPOINT,
+)
 
 GENESIS = bytes(32)
 PARALLEL_THRESHOLD = 20_000
@@ -60,6 +71,28 @@ def event_hash(vault_id: bytes, seq: int, *fields: ContextItem, prev_hash: bytes
 def event_hash_v1(vault_id: bytes, seq: int, *fields: ContextItem, prev_hash: bytes) -> bytes:
     """The hash of a format-1 event (written before format 2; verified, never written)."""
     return p.sha256(p.ctx(LABEL_AUDIT_EVENT, vault_id, seq, *fields, prev_hash))
+
+
+def event_hash_v3(
+    vault_id: bytes, seq: int, *fields: ContextItem, request_id: bytes, request_digest: bytes, prev_hash: bytes
+) -> bytes:
+    """The hash of a format-3 event (appended by the team server, docs/format.md §8.2)."""
+    return p.sha256(typed_ctx(LABEL_AUDIT_EVENT_V3, vault_id, seq, *fields, request_id, request_digest, prev_hash))
+
+
+def server_signature_message(vault_id: bytes, key_version: int, seq: int, digest: bytes) -> bytes:
+    """What the server key signs of a format-3 event: the key's version, the event's number and hash."""
+    return p.ctx(LABEL_SIG_AUDIT_SERVER, vault_id, key_version, seq, digest)
+
+
+def server_signature_valid(
+    public: bytes, signature: bytes, vault_id: bytes, key_version: int, seq: int, digest: bytes
+) -> bool:
+    try:
+        p.ed25519_verify(public, signature, server_signature_message(vault_id, key_version, seq, digest))
+    except p.PrimitiveFailure:
+        return False
+    return True
 
 
 def event_signature_message(vault_id: bytes, seq: int, digest: bytes) -> bytes:
@@ -179,6 +212,8 @@ class EventCodec:
         self.hash_prefix = typed_ctx(LABEL_AUDIT_EVENT_V2, vault_id)
         self.hash_prefix_v1 = p.ctx(LABEL_AUDIT_EVENT, vault_id)
         self.sig_prefix = p.ctx(LABEL_SIG_AUDIT, vault_id)
+        self.hash_prefix_v3 = typed_ctx(LABEL_AUDIT_EVENT_V3, vault_id)
+        self.server_sig_prefix = p.ctx(LABEL_SIG_AUDIT_SERVER, vault_id)
         self.audit_event_hash = functools.partial(_unrolled_hash, self.hash_prefix, self.typed)
         self.audit_event_hash_v1 = functools.partial(_unrolled_hash, self.hash_prefix_v1, self.item)
 
@@ -206,6 +241,35 @@ class EventCodec:
             return self._LEN(len(value)) + value.encode("ascii")  # type: ignore[arg-type, union-attr]  # NFC of ASCII is itself
         raw = p.encode_item(value)
         return self._LEN(len(raw)) + raw
+
+    def audit_event_hash_v3(
+        self, fields: Sequence[ContextItem], request_id: bytes | None, request_digest: bytes | None, prev_hash: bytes
+    ) -> bytes:
+        """``event_hash_v3`` of a row's fields (seq … details_json, as ``audit_event_hash``)."""
+        typed = self.typed
+        return p.sha256(
+            b"".join(
+                (
+                    self.hash_prefix_v3,
+                    *(typed(f) for f in fields),
+                    typed(request_id),
+                    typed(request_digest),
+                    typed(prev_hash),
+                )
+            )
+        )
+
+    def server_signature_valid(
+        self, public: bytes, signature: bytes, key_version: int, seq: int, digest: bytes
+    ) -> bool:
+        """Whether ``signature`` is the server key's over format-3 event ``seq`` (``server_signature_message``)."""
+        try:
+            p.ed25519_verify(
+                public, signature, self.server_sig_prefix + self.item(key_version) + self.item(seq) + self.item(digest)
+            )
+        except p.PrimitiveFailure:
+            return False
+        return True
 
     def signature_valid(self, public: bytes, signature: bytes, seq: int, digest: bytes) -> bool:
         """Whether ``signature`` is ``sign_event``'s for (seq, digest) under ``public``."""

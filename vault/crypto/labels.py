@@ -60,6 +60,15 @@ LABEL_SESSION = b"credvault/v1/session"
 # before format 2 keep ``LABEL_AUDIT_EVENT`` and the plain ``ctx`` and still verify.
 AUDIT_EVENT_FORMAT = 2
 LABEL_AUDIT_EVENT_V2 = b"credvault/v2/audit-event"
+# Audit events of format 3 (docs/format.md §8.2): appended by the team server, which signs each
+# with its own key (certified by the organisation key, §5) over the event's hash; the event
+# records the engineer's signed request.
+LABEL_AUDIT_EVENT_V3 = b"credvault/v3/audit-event"
+LABEL_SIG_AUDIT_SERVER = b"credvault/v1/sig/audit-event-server"
+LABEL_SIG_SERVER_KEY = b"credvault/v1/sig/server-key"
+# The details of a format-3 event, sealed by the keyholder before its request is sent: bound to
+# the request's id (the event's number is not known yet), not to a sequence number.
+LABEL_AUDIT_DETAIL_V3 = b"credvault/v3/audit-detail"
 
 # The team server's layer over wrapped data keys (docs/format.md §4.8–4.9, docs/server.md §5):
 # a server client key wrapped under the server master key, and a §4.2 wrapped data key

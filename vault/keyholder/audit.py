@@ -40,6 +40,13 @@ once ``PageCheck`` has found nothing wrong with it; what it finds wrong raises
 
 An unsigned event is shown marked ``unauthenticated`` (as before the split) if its action is
 one that is written unsigned; any other unsigned event is refused.
+
+An event of format 3 (appended by the team server, docs/format.md §8.2) stands on its own:
+its hash in format 3, the server's signature under a server key the organisation certified
+(``server_keys``, read once, when the first such event is met), and the engineer's signed
+request it keeps, under that engineer's key within its lifetime (``auditchain.server_problem``,
+as ``audit verify``); it closes the stretch before it. A request used twice and a format-2
+event after a format-3 one are ``audit verify``'s to find (the whole chain).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, UNSIGNED_ACTIONS
 from vault.authority.requests import Caller
 from vault.crypto import chain
 from vault.errors import IntegrityError
+from vault.keyholder.auditchain import ServerKeys, server_problem
 from vault.storage.repositories.audit import ChainedRow
 from vault.storage.repositories.paging import PAGE
 
@@ -77,8 +85,15 @@ class AuditTransport(Protocol):
 class PageCheck:
     """The checks on the pages of one stream (module docstring)."""
 
-    def __init__(self, query: EventQuery, vault_id: bytes, signer_keys: Callable[[bool], SignerKeys]) -> None:
-        self.query, self.vault_id, self.signer_keys = query, vault_id, signer_keys
+    def __init__(
+        self,
+        query: EventQuery,
+        vault_id: bytes,
+        signer_keys: Callable[[bool], SignerKeys],
+        server_keys: Callable[[], ServerKeys] = dict,
+    ) -> None:
+        self.query, self.vault_id, self.signer_keys, self.server_keys = query, vault_id, signer_keys, server_keys
+        self.servers: ServerKeys | None = None  # read when the first format-3 event is met
         self.codec = chain.EventCodec(vault_id)
         self.keys = signer_keys(False)
         self.until: int | None = None
@@ -147,6 +162,9 @@ class PageCheck:
         """One event into the current stretch: a signed event by the stretch's signer extends
         it; another signer closes it (its last event verified under its own key); an
         unsigned one is checked as its action is written and covered by the next signature."""
+        if fmt == 3:
+            self._server_signed(e)
+            return
         if e.signature is None:
             self._signed(e, fmt)
             return
@@ -165,6 +183,17 @@ class PageCheck:
         if self.stretch is not None and (self.stretch[0].engineer_id, self.stretch[0].key_generation) != slot:
             self._close_stretch()
         self.stretch = (e, entry[0])
+
+    def _server_signed(self, e: ChainedRow) -> None:
+        """A format-3 event: the server's signature and the engineer's request, on its own."""
+        self._close_stretch()
+        self._entry(e)  # the engineer's key, read afresh if certified since the stream began
+        if self.servers is None:
+            self.servers = self.server_keys()
+        row = (*e[:10], e.prev_hash, e.hash, e.signature, *e[13:])
+        problem = server_problem(row, self.codec, self.keys, self.servers, e.seq, e.hash)
+        if problem is not None:
+            raise self._bad(e.seq, problem)
 
     def _close_stretch(self) -> None:
         """The last event of the current signer's stretch, to verify under that signer's key."""
@@ -191,7 +220,14 @@ class PageCheck:
             raise self._bad(e.seq, "it is not of an action asked for")
 
     def _hashed(self, e: ChainedRow) -> int:
-        """The event's format (2, or 1 for an old event), its hash recomputed, else refused."""
+        """The event's format (3 for the server's, 2, or 1 for an old event), its hash
+        recomputed, else refused."""
+        if e.server_key_version is not None:
+            fields = (e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id)
+            row = (*fields, e.key_version, e.details_blob, e.details_json)
+            if self.codec.audit_event_hash_v3(row, e.request_id, e.request_digest, e.prev_hash) != e.hash:
+                raise self._bad(e.seq, "its contents were changed")
+            return 3
         for fmt, recompute in ((2, self.codec.audit_event_hash), (1, self.codec.audit_event_hash_v1)):
             if fmt == 1 and (e.details_blob == b"" or e.details_json == ""):
                 break  # format 1 stored NULL, never an empty value: not its canonical form
@@ -269,8 +305,10 @@ class AuditKeyholder:
         vault_id: Callable[[], bytes],
         signer_keys: Callable[[bool], SignerKeys],
         size: int = PAGE,
+        server_keys: Callable[[], ServerKeys] = dict,
     ) -> None:
         self.transport, self.vault_id, self.signer_keys, self.size = transport, vault_id, signer_keys, size
+        self.server_keys = server_keys
 
     def __repr__(self) -> str:
         return "AuditKeyholder()"
@@ -284,7 +322,7 @@ class AuditKeyholder:
         while True:
             page = self.transport.page(request)
             if check is None:
-                check = PageCheck(query, self.vault_id(), self.signer_keys)
+                check = PageCheck(query, self.vault_id(), self.signer_keys, self.server_keys)
             check.page(request, page)
             if page.events:
                 yield page.events
@@ -297,7 +335,8 @@ class AuditKeyholder:
         verified: of this vault, its hash recomputed and equal to the head's, its signature
         under its signer's certified key. A head the authority made up is refused."""
         answer = self.transport.head(HeadRequest(CHECKPOINT, caller))
-        check = PageCheck(EventQuery(LOG, caller, engineer_id=caller.engineer_id), self.vault_id(), self.signer_keys)
+        query = EventQuery(LOG, caller, engineer_id=caller.engineer_id)
+        check = PageCheck(query, self.vault_id(), self.signer_keys, self.server_keys)
         if answer.vault_id != check.vault_id:
             raise check._bad(None, "it is of another vault")
         event = answer.event

@@ -4,6 +4,7 @@ under the current one. Keyholder work: the ring opens only with the client key."
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -30,6 +31,15 @@ class AuditKeys:
         """An event's details under the audit key (generation, key), bound to its event."""
         generation, key = audit_key
         return blobs.encrypt_audit_detail(key, generation, raw, client_id, seq, action)
+
+    def seal_request_details(
+        self, s: Session, client: m.Client, details: dict[str, object], request_id: bytes, action: str
+    ) -> tuple[int, bytes]:
+        """A format-3 event's private details, sealed by the keyholder before its request is sent
+        (bound to the request's id, docs/format.md §4.3a): (audit-key generation, blob)."""
+        generation, key = self.current_audit_key(s, client)
+        raw = json.dumps(details, sort_keys=True).encode("utf-8")
+        return generation, blobs.encrypt_audit_detail_v3(key, generation, raw, client.id, request_id, action)
 
     def audit_ring(self, s: Session, client: m.Client) -> bytes:
         """All audit-key generations of a client (32 bytes each), oldest first."""

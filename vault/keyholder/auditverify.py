@@ -16,7 +16,11 @@ and checks what it is given, in order:
   deleted from the middle, a repeated or reordered one is named), its hash recomputed, its
   link, its format and time, its signature under its signer's certified key within that
   key's lifetime in the chain (``Signers.key_lifetimes``, read by the keyholder itself:
-  a signature of another signer is refused), an enrolment under the key it enrols;
+  a signature of another signer is refused), an enrolment under the key it enrols; a
+  format-3 event (docs/format.md §8.2) under a server key certified by the organisation key
+  (``server_keys``, verified by the keyholder) and its engineer's signed request, each
+  (engineer, request id, action) once: across runs, the requests of each run's first
+  ``REPEAT_US`` are checked against those of the runs before (``_Run``);
 * the end: the last event verified is the head the authority named at the start (seq and
   hash): a stream that stops early, or runs past it, does not verify; no event lies past
   the head (asked again at the end: an event no append made);
@@ -41,9 +45,10 @@ from typing import Any, NamedTuple, Protocol
 
 from vault.authority.audit_requests import MAX_PAGE, EventPage, EventQuery, PageRequest
 from vault.authority.audit_verify_requests import ChainPoints, PointsRequest
+from vault.authority.journal import LOCAL_ACTIONS
 from vault.authority.requests import Caller
 from vault.crypto import chain
-from vault.keyholder.auditchain import Keys, Problems, RangeResult, check_rows
+from vault.keyholder.auditchain import REPEAT_US, Keys, Problems, RangeResult, RequestKey, ServerKeys, check_rows
 from vault.records import AuditVerification
 from vault.storage.repositories.audit import ChainedRow
 
@@ -79,14 +84,17 @@ def chunk_size(events: int, workers: int) -> int:
     return max(1, min(CHUNK, chain.PARALLEL_THRESHOLD, -(-events // (workers * CHUNKS_PER_WORKER))))
 
 
-def check_run(vault_id: bytes, keys: Keys, lo: int, rows: Sequence[Row], problems: Problems) -> RangeResult:
+def check_run(
+    vault_id: bytes, keys: Keys, lo: int, rows: Sequence[Row], problems: Problems, server_keys: ServerKeys
+) -> RangeResult:
     """One run of events in a worker process (``check_rows``)."""
-    return check_rows(rows, chain.EventCodec(vault_id), keys, lo, problems)
+    return check_rows(rows, chain.EventCodec(vault_id), keys, lo, problems, server_keys)
 
 
 def as_row(e: ChainedRow) -> Row:
-    """A ``ChainedRow`` in ``auditchain.COLUMNS`` order: the hashed fields, hash, signature."""
-    return (*e[:10], e.prev_hash, e.hash, e.signature)
+    """A ``ChainedRow`` in ``auditchain.COLUMNS`` order: the hashed fields, hash, signature,
+    then the format-3 columns."""
+    return (*e[:10], e.prev_hash, e.hash, e.signature, *e[13:])
 
 
 class ChainVerifier:
@@ -98,8 +106,10 @@ class ChainVerifier:
         vault_id: Callable[[], bytes],
         signer_keys: Callable[[], tuple[Keys, Problems]],
         page_size: int = MAX_PAGE,
+        server_keys: Callable[[], ServerKeys] = dict,
     ) -> None:
         self.transport, self.vault_id, self.signer_keys, self.page_size = transport, vault_id, signer_keys, page_size
+        self.server_keys = server_keys
 
     def __repr__(self) -> str:
         return "ChainVerifier()"
@@ -124,20 +134,23 @@ class ChainVerifier:
             return run.bad(start + 1, "the authority answered for another vault")
         stored = {e.seq: e for e in points.events if e.seq in asked}
         keys, problems = self.signer_keys()
+        servers = self.server_keys()
         prev_at, prev_format = None, None
         if since is not None:
             anchor = stored.get(start)
             if anchor is None or anchor.hash != running:
                 return run.bad(start, "the event this machine verified last is missing or changed")
-            problem = self._anchor_problem(vault_id, keys, problems, anchor, stored.get(start - 1))
+            problem = self._anchor_problem(vault_id, keys, problems, servers, anchor, stored.get(start - 1))
             if problem is not None:
                 return run.bad(start, problem + " (the anchor)")
-            prev_at, prev_format = anchor.at_us, _format(vault_id, anchor)
+            prev_at, prev_format = anchor.at_us, _anchor_format(vault_id, anchor, stored.get(start - 1))
+            if prev_format is None:  # the format at the anchor is not known from it: check it all
+                return self.verify(action, caller, known=known, workers=workers)
         end = max(points.head_seq, start)
         wanted = {k.seq for k in known if k.seq > start}
         seen: dict[int, bytes] = {}
         runs = self._runs(action, caller, vault_id, start, end, self._size(end - start, workers), wanted, seen)
-        results = _Results(vault_id, keys, problems, workers or os.cpu_count() or 1, end - start)
+        results = _Results(vault_id, keys, problems, servers, workers or os.cpu_count() or 1, end - start)
         outcome = run.walk(results.checked(runs), prev_at, prev_format)
         if outcome is not None:
             return outcome
@@ -161,12 +174,17 @@ class ChainVerifier:
 
     @staticmethod
     def _anchor_problem(
-        vault_id: bytes, keys: Keys, problems: Problems, anchor: ChainedRow, before: ChainedRow | None
+        vault_id: bytes,
+        keys: Keys,
+        problems: Problems,
+        servers: ServerKeys,
+        anchor: ChainedRow,
+        before: ChainedRow | None,
     ) -> str | None:
         """The anchor checked again: its hash from its fields, its signature in its key's
         lifetime, what the key-event pass found at it, its link to the event before it."""
         marked = {anchor.seq: problems[anchor.seq]} if anchor.seq in problems else {}
-        r = check_rows([as_row(anchor)], chain.EventCodec(vault_id), keys, anchor.seq, marked)
+        r = check_rows([as_row(anchor)], chain.EventCodec(vault_id), keys, anchor.seq, marked, servers)
         if r.problem is not None:
             return r.problem
         if anchor.prev_hash != (before.hash if before is not None else chain.GENESIS):
@@ -232,9 +250,28 @@ def _page_problem(request: PageRequest, page: EventPage, vault_id: bytes, expect
     return None
 
 
-def _format(vault_id: bytes, e: ChainedRow) -> int:
-    """2 for an event whose hash is of format 2, else 1 (the anchor, checked already)."""
-    return 2 if chain.EventCodec(vault_id).audit_event_hash(*as_row(e)[:11]) == e.hash else 1
+def _format(vault_id: bytes, e: ChainedRow) -> int | None:
+    """The format whose hash ``e`` has (3, 2 or 1), or None if none (a row rewritten)."""
+    codec, row = chain.EventCodec(vault_id), as_row(e)
+    if e.server_key_version is not None:
+        return 3 if codec.audit_event_hash_v3(row[:10], e.request_id, e.request_digest, e.prev_hash) == e.hash else None
+    if codec.audit_event_hash(*row[:11]) == e.hash:
+        return 2
+    return 1 if codec.audit_event_hash_v1(*row[:11]) == e.hash else None
+
+
+def _anchor_format(vault_id: bytes, anchor: ChainedRow, before: ChainedRow | None) -> int | None:
+    """The format the chain is in at the anchor (checked already): its own, but 3 for a local
+    unlock's format-2 event that follows a format-3 one (its event before, whose hash is the
+    anchor's link); None when that cannot be told from these two (a local event after another:
+    the caller verifies in full)."""
+    fmt = _format(vault_id, anchor)
+    if fmt != 2 or anchor.action not in LOCAL_ACTIONS or before is None:
+        return fmt
+    previous = _format(vault_id, before)
+    if previous is None or (previous == 2 and before.action in LOCAL_ACTIONS):
+        return None
+    return 3 if previous == 3 else 2
 
 
 def _known_problem(k: Known, hashes: dict[int, bytes], last: int) -> str | None:
@@ -248,8 +285,11 @@ def _known_problem(k: Known, hashes: dict[int, bytes], last: int) -> str | None:
 class _Results:
     """Runs checked in order: in worker processes for a long chain, else here."""
 
-    def __init__(self, vault_id: bytes, keys: Keys, problems: Problems, workers: int, events: int) -> None:
+    def __init__(
+        self, vault_id: bytes, keys: Keys, problems: Problems, servers: ServerKeys, workers: int, events: int
+    ) -> None:
         self.vault_id, self.keys, self.problems, self.workers = vault_id, keys, problems, workers
+        self.servers = servers
         self.parallel = workers >= 2 and events >= chain.PARALLEL_THRESHOLD
 
     def _marked(self, lo: int, rows: Sequence[Row]) -> dict[int, str]:
@@ -262,7 +302,9 @@ class _Results:
             for lo, rows in runs:
                 yield (
                     lo,
-                    rows if isinstance(rows, Stop) else check_rows(rows, codec, self.keys, lo, self._marked(lo, rows)),
+                    rows
+                    if isinstance(rows, Stop)
+                    else check_rows(rows, codec, self.keys, lo, self._marked(lo, rows), self.servers),
                 )
             return
         pool = ProcessPoolExecutor(max_workers=self.workers)
@@ -273,7 +315,8 @@ class _Results:
                     pending.append((lo, rows))
                 else:
                     marked = self._marked(lo, rows)
-                    pending.append((lo, pool.submit(check_run, self.vault_id, self.keys, lo, rows, marked)))
+                    job = pool.submit(check_run, self.vault_id, self.keys, lo, rows, marked, self.servers)
+                    pending.append((lo, job))
                 while len(pending) > self.workers * IN_FLIGHT_PER_WORKER:
                     yield _taken(pending.popleft())
             while pending:
@@ -292,6 +335,22 @@ class _Run:
 
     def __init__(self, start: int, running: bytes) -> None:
         self.start, self.running, self.last, self.checked = start, running, start, 0
+        # format-3 requests of the last REPEAT_US verified, by key: (seq, at_us)
+        self.requests: dict[RequestKey, tuple[int, int]] = {}
+
+    def _repeat(self, lo: int, r: RangeResult) -> tuple[int, str] | None:
+        """The first event of run ``r`` (from ``lo``) whose request an event of a run before
+        already used, the run's events before it counted as verified; else the requests of
+        ``r``'s last REPEAT_US remembered, older ones forgotten, and None."""
+        for key, seq, _, prev_hash in r.head_requests:
+            before = self.requests.get(key)
+            if before is not None and (r.bad_seq is None or seq < r.bad_seq):
+                self.checked, self.last, self.running = self.checked + seq - lo, seq - 1, prev_hash
+                return seq, f"its request already has a {key[2]} event (event {before[0]}): a request appended twice"
+        if r.last_at is not None:
+            self.requests = {k: v for k, v in self.requests.items() if v[1] >= r.last_at - REPEAT_US}
+        self.requests.update((key, (seq, at)) for key, seq, at in r.tail_requests)
+        return None
 
     def bad(self, seq: int, problem: str) -> AuditVerification:
         return AuditVerification(
@@ -312,9 +371,21 @@ class _Run:
                 boundary = _boundary(r, prev_at, prev_format)
                 if boundary is not None:
                     return self.bad(lo, boundary)
+                downgrade = r.early_v2 if prev_format == 3 else None
+                if downgrade is not None and (r.bad_seq is None or downgrade[0] < r.bad_seq):
+                    self.checked, self.last, self.running = (
+                        self.checked + downgrade[0] - lo,
+                        downgrade[0] - 1,
+                        downgrade[1],
+                    )
+                    return self.bad(downgrade[0], DOWNGRADE)
+                repeat = self._repeat(lo, r)
+                if repeat is not None:
+                    return self.bad(*repeat)
                 if r.last_hash is not None:
                     self.checked, self.last, self.running = self.checked + r.good, lo + r.good - 1, r.last_hash
-                    prev_at, prev_format = r.last_at, r.last_format
+                    # once format 3, always (a run of local unlocks after it does not change that)
+                    prev_at, prev_format = r.last_at, 3 if prev_format == 3 else r.last_format
                 if r.bad_seq is not None:
                     return self.bad(r.bad_seq, str(r.problem))
             return None
@@ -326,8 +397,13 @@ class _Run:
 
 def _boundary(r: RangeResult, prev_at: int | None, prev_format: int | None) -> str | None:
     """The first event of a run against the last of the run before (its time, its format)."""
-    if r.first_format == 2 and prev_at is not None and r.first_at is not None and r.first_at < prev_at:
+    if (r.first_format or 0) >= 2 and prev_at is not None and r.first_at is not None and r.first_at < prev_at:
         return f"it is dated before the event before it (backdated: {r.first_at} < {prev_at})"
-    if r.first_format == 1 and prev_format == 2:
-        return "it is in the old event format (1) after an event in format 2"
+    if r.first_format == 1 and (prev_format or 0) >= 2:
+        return f"it is in the old event format (1) after an event in format {prev_format}"
+    if r.first_format == 2 and prev_format == 3 and not r.first_local:
+        return DOWNGRADE
     return None
+
+
+DOWNGRADE = "it is in an older event format (2) after an event in format 3 (a downgrade)"

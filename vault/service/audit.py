@@ -31,6 +31,7 @@ from vault.service import auditpages, rows, validation
 from vault.service.auditcheck import CHECKPOINT_PREFIX, ChainCheck
 from vault.service.core import ROLE_ADMIN, epoch
 from vault.service.records import AuditEntry, AuditVerification
+from vault.service.serverkeys import ServerKeysRead
 from vault.storage.repositories import audit as event_rows
 from vault.storage.rows import EngineerRow
 from vault.transport.audit import InProcessAuditTransport
@@ -90,7 +91,12 @@ class Audit:
         self.clients = clients
         self.secrets = secrets  # the names of the secrets events refer to
         authority = AuditAuthority(core.store, _CallerChecks(trust))
-        self.keyholder = AuditKeyholder(InProcessAuditTransport(authority), core.vault_id, self._signer_keys)
+        self.keyholder = AuditKeyholder(
+            InProcessAuditTransport(authority),
+            core.vault_id,
+            self._signer_keys,
+            server_keys=ServerKeysRead(core, trust),  # the signers of format-3 events
+        )
         self.chain_check = ChainCheck(core, keys, trust, signers)  # audit verify, report at-risk's chain check
 
     @overload

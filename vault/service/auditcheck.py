@@ -7,7 +7,9 @@ first, vault/authority/audit_verify.py), the (seq, hash) to start after, and wha
 machine saw before (the head it remembers, each signed checkpoint, verified here first:
 its signer's certificate and its signature). The chain's certified signing keys and their
 lifetimes are read by the keyholder's ``Signers`` in a read unit of its own, as for
-``audit log``.
+``audit log``; so are the team server's certified signing keys (``keyholder/serverkeys.py``:
+each certificate checked under the organisation key this engineer's pin leads to), which
+sign the events of format 3.
 
 A database holding objects credvault did not create (a trigger that deletes events at
 commit, a view, …) does not verify, whatever its events say (``Store.inspecting``).
@@ -32,6 +34,7 @@ from vault.keyholder.auditchain import Keys, Problems
 from vault.keyholder.auditverify import ChainVerifier, Known
 from vault.records import AuditVerification
 from vault.service.clientparts import TrustChecks
+from vault.service.serverkeys import ServerKeysRead
 from vault.storage import models as m
 from vault.transport.audit_verify import InProcessChainTransport
 
@@ -50,7 +53,8 @@ class ChainCheck:
     def __init__(self, core: Core, keys: SessionKeys, trust: Trust, signers: Signers) -> None:
         self.core, self.keys, self.trust, self.signers = core, keys, trust, signers
         authority = AuditChainAuthority(core.store, CallerGate(TrustChecks(trust)))
-        self.verifier = ChainVerifier(InProcessChainTransport(authority), core.vault_id, self._signer_keys)
+        transport, servers = InProcessChainTransport(authority), ServerKeysRead(core, trust)
+        self.verifier = ChainVerifier(transport, core.vault_id, self._signer_keys, server_keys=servers)
 
     def __repr__(self) -> str:
         return "ChainCheck()"

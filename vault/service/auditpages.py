@@ -174,9 +174,7 @@ class EntryReader:
                     slug = self._slug(client)
                     if e.details_blob is not None and e.key_version is not None:
                         key = self._audit_key(client, e.key_version)
-                        raw = blobs.decrypt_audit_detail(
-                            key, e.key_version, e.details_blob, e.client_id, e.seq, e.action
-                        )
+                        raw = _opened_details(key, e, e.client_id, e.key_version, e.details_blob)
                         details = {**(details or {}), **json.loads(raw)}
                         readable = True
                 except VaultError:
@@ -265,3 +263,11 @@ class AccessReader:
                 self.changed.clear()
             known = self.changed[key] = self.vault.changed_since(self.s, client_id, secret_id, version, field)
         return known
+
+
+def _opened_details(key: bytes, e: Event, client_id: int, generation: int, blob: bytes) -> bytes:
+    """An event's sealed details: bound to its request's id in format 3 (sealed before its
+    number was known, docs/format.md §4.3a), else to its sequence number."""
+    if isinstance(e, event_rows.ChainedRow) and e.server_key_version is not None and e.request_id is not None:
+        return blobs.decrypt_audit_detail_v3(key, generation, blob, client_id, e.request_id, e.action)
+    return blobs.decrypt_audit_detail(key, generation, blob, client_id, e.seq, e.action)

@@ -350,6 +350,13 @@ class AuditEvent(Base):
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    # Format 3 (docs/format.md §8.2, revision 0014): the engineer's signed request and the server
+    # key that signed the event (``signature``); NULL on format-1/2 rows.
+    request_id: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
+    request_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    request_sig: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request_body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    server_key_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class PurgeReceipt(Base):
@@ -387,3 +394,16 @@ class AuthFailure(Base):
     engineer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class ServerKey(Base):
+    """A version of the team server's signing key, certified by the organisation key
+    (docs/format.md §5, "Server signing keys"); ``state`` is the server's choice of key, signed
+    by nobody."""
+
+    __tablename__ = "server_keys"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    certified_at: Mapped[int] = mapped_column(BigInteger)  # seconds, signed in the certificate
+    certificate: Mapped[bytes] = mapped_column(LargeBinary(64))
+    state: Mapped[str] = mapped_column(String(16))

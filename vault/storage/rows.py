@@ -266,7 +266,10 @@ TOUCH_SECRET, TOUCH_AND_FLAG_SECRET = Prepared(_TOUCH), Prepared(_TOUCH.values(m
 # The audit chain's head (locked on PostgreSQL) and the append itself.
 HEAD_FOR_UPDATE = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update())
 EVENT_COLUMNS = tuple(c.name for c in EVENTS.columns)
-ADD_EVENT = Prepared(insert(EVENTS), EVENT_COLUMNS)
+# The columns only a format-3 event sets (docs/format.md §8.2); the in-process fast path appends
+# format 2 and leaves them NULL.
+FORMAT3_COLUMNS = ("request_id", "request_digest", "request_sig", "request_body", "server_key_version")
+ADD_EVENT = Prepared(insert(EVENTS), tuple(c for c in EVENT_COLUMNS if c not in FORMAT3_COLUMNS))
 MOVE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
 
 

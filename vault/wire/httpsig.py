@@ -116,8 +116,12 @@ class MemoryNonceStore:
 
 def content_digest(body: bytes) -> str:
     """The ``Content-Digest`` field value of ``body`` (RFC 9530, sha-256)."""
-    digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-    return f"sha-256=:{digest}:"
+    return digest_field(hashlib.sha256(body).digest())
+
+
+def digest_field(sha256: bytes) -> str:
+    """The ``Content-Digest`` field value of a body whose SHA-256 is ``sha256``."""
+    return f"sha-256=:{base64.b64encode(sha256).decode('ascii')}:"
 
 
 def new_nonce() -> str:
@@ -226,6 +230,35 @@ def verify_request(
     return Verified(keyid, created, nonce, signature, signature_params(COMPONENTS, params))
 
 
+def verify_recorded(
+    method: str,
+    authority: str,
+    path: str,
+    content_type: str,
+    digest: str,
+    signature_input: str,
+    signature: str,
+    public: bytes,
+) -> Verified:
+    """A request signature kept in the audit chain (docs/format.md §8.2) checked again, long
+    after the request: the same profile, base and key checks as ``verify_request``, from the
+    values the event kept (``digest`` is the ``Content-Digest`` the engineer signed), with no
+    window and no nonce store (the event's time and uniqueness are the verifier's to judge).
+    ``Locked`` (``bad-signature`` or ``unknown-key``) if it does not verify."""
+    created, nonce, keyid = _parse_input(signature_input)
+    raw = _parse_signature(signature)
+    if is_weak_signing_key(public):
+        raise _refused(UNKNOWN_KEY, "no usable key is known for this keyid")
+    params = _params(created, nonce, keyid)
+    try:
+        base = signature_base(_components(method, authority, path, content_type, digest), params)
+    except InvalidInput as exc:
+        raise _refused(BAD_SIGNATURE, "a covered component is not a plain field value") from exc
+    if not _ed25519_verify(public, raw, base):
+        raise _refused(BAD_SIGNATURE, "the signature does not verify under the keyid's key")
+    return Verified(keyid, created, nonce, raw, signature_input[len(LABEL) + 1 :])  # the profile matched: the params
+
+
 def _params(created: int, nonce: str, keyid: str) -> list[Param]:
     return [("created", created), ("nonce", nonce), ("keyid", keyid), ("alg", ALG), ("tag", TAG)]
 
@@ -279,8 +312,13 @@ def _refused(code: str, hint: str) -> Unauthenticated:
     return Unauthenticated(code, hint=hint)
 
 
+def _printable_ascii(value: str) -> bool:
+    """Whether every character is in 0x20-0x7E (for ASCII, ``isprintable`` is exactly that range)."""
+    return value.isascii() and value.isprintable()
+
+
 def _sf_string(value: str) -> str:
-    if any(not 0x20 <= ord(char) <= 0x7E for char in value):
+    if not _printable_ascii(value):
         raise InvalidInput("a structured-field string is printable ASCII")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -296,7 +334,7 @@ def _sf_item(value: int | str) -> str:
 
 
 def _field_value(value: str) -> str:
-    if any(not 0x20 <= ord(char) <= 0x7E for char in value):
+    if not _printable_ascii(value):
         raise InvalidInput("a covered component value is printable ASCII on one line")
     return value
 

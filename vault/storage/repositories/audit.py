@@ -93,6 +93,15 @@ class ChainedRow(NamedTuple):
     signature: bytes | None
     prev_hash: bytes
     hash: bytes
+    # format 3 (docs/format.md §8.2): the engineer's signed request and the server key's version
+    request_id: bytes | None = None
+    request_digest: bytes | None = None
+    request_sig: str | None = None
+    request_body: bytes | None = None
+    server_key_version: int | None = None
+
+
+FORMAT3 = ("request_id", "request_digest", "request_sig", "request_body", "server_key_version")
 
 
 def chained_page(
@@ -108,7 +117,9 @@ def chained_page(
 ) -> list[ChainedRow]:
     """One page (at most ``size``) of the events after ``after`` up to ``until`` that pass
     every filter given, oldest first: one statement (keyset on ``seq``)."""
-    query = _query(client_id, engineer_ids, since_us, actions).add_columns(EVENTS.c.prev_hash, EVENTS.c.hash)
+    query = _query(client_id, engineer_ids, since_us, actions).add_columns(
+        EVENTS.c.prev_hash, EVENTS.c.hash, *(EVENTS.c[name] for name in FORMAT3)
+    )
     query = query.where(EVENTS.c.seq > after, EVENTS.c.seq <= until).order_by(EVENTS.c.seq).limit(size)
     return [ChainedRow._make(row) for row in conn.execute(query)]
 

@@ -1,0 +1,148 @@
+"""Appending a format-3 event: the engineer signed the request, the server signs the event.
+
+docs/server.md §4 rule 1 and docs/format.md §8.2. The team server (step 4 of issue 14; until
+then, tests and the benchmark in-process) appends, inside the unit of work of the change it
+records, one event per action of a request it has verified (``httpsig.verify_request``):
+
+* ``ServerSeal`` is the server's part: the server signing key (``ServerSigningKey``, from the
+  key file) signs the hash the unit computed, under its version. Before the first signature
+  of a unit it checks that this key is the one ``server_keys`` holds as the active version
+  (a key file out of step with the database would write events no verifier believes);
+* ``ServerJournal.append`` locks the audit head, dates the event no earlier than the one
+  before it (as ``journal.Journal``), hashes it in format 3 over the request's id and digest,
+  has the seal sign it and writes the row with the request's record
+  (``eventrequest.RecordedRequest``: its signature and route, the body when kept).
+
+Nothing here opens a key of an engineer or a client: the details come sealed by the
+keyholder (``details_blob``, ``key_version``) or public (``details_json``, the server's facts).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.authority.journal import Core, us
+from vault.authority.server_keys import ACTIVE
+from vault.crypto import chain
+from vault.crypto.serverkey import ServerSigningKey
+from vault.errors import ConfigurationError, InvalidInput
+from vault.storage import models as m
+from vault.wire.eventrequest import ROUTE_ACTIONS, RecordedRequest, operation_of, parse_sig
+
+
+class ServerSeal:
+    """The server signing key's signature over the events a unit appends (module docstring)."""
+
+    def __init__(self, key: ServerSigningKey) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"ServerSeal(version={self.key.version})"
+
+    @property
+    def version(self) -> int:
+        return self.key.version
+
+    def check_active(self, s: Session) -> None:
+        """``ConfigurationError`` unless ``server_keys`` holds this key as the active version."""
+        row = s.get(m.ServerKey, self.key.version)
+        if row is None or row.state != ACTIVE or row.signing_public != self.key.public:
+            raise ConfigurationError(
+                f"server key version {self.key.version} is not the vault's active, certified server key",
+                hint="an admin certifies the server key (issue 14); the key file and the database must agree",
+            )
+
+    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
+        return self.key.sign_event(vault_id, seq, digest)
+
+
+class ServerJournal:
+    """Appends format-3 events in the caller's unit of work (module docstring)."""
+
+    def __init__(self, core: Core, seal: ServerSeal) -> None:
+        self.core, self.seal = core, seal
+
+    def __repr__(self) -> str:
+        return f"ServerJournal({self.seal!r})"
+
+    def append(
+        self,
+        s: Session,
+        action: str,
+        request: RecordedRequest,
+        *,
+        engineer_id: int,
+        key_generation: int,
+        client_id: int | None = None,
+        secret_id: int | None = None,
+        key_version: int | None = None,
+        details_blob: bytes | None = None,
+        public: dict[str, Any] | None = None,
+    ) -> m.AuditEvent:
+        """Append one event of ``request`` (an action its route appends)."""
+        lines = parse_sig(request.sig)
+        operation = operation_of(lines.path) if lines is not None else None
+        if operation is None or action not in ROUTE_ACTIONS[operation]:
+            raise InvalidInput("the request's route does not append this action")
+        if (details_blob is None) != (key_version is None):
+            raise InvalidInput("sealed details name the audit key version they are sealed under")
+        vault_id = self.core.info(s).vault_id
+        self.seal.check_active(s)
+        found = s.execute(
+            select(m.AuditHead, m.AuditEvent.at_us)
+            .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
+            .where(m.AuditHead.id == 1)
+            .with_for_update(of=m.AuditHead)
+        ).first()
+        if found is None:
+            head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
+            s.add(head)
+            s.flush()
+        else:
+            head, after = found[0], found[1]
+        seq, now = head.seq + 1, us(self.core.clock())
+        at_us = now if after is None else max(now, after)
+        details_json = json.dumps(public, sort_keys=True) if public else None
+        digest = chain.event_hash_v3(
+            vault_id,
+            seq,
+            at_us,
+            engineer_id,
+            key_generation,
+            action,
+            client_id,
+            secret_id,
+            key_version,
+            details_blob,
+            details_json,
+            request_id=request.request_id,
+            request_digest=request.digest,
+            prev_hash=head.hash,
+        )
+        event = m.AuditEvent(
+            seq=seq,
+            at_us=at_us,
+            engineer_id=engineer_id,
+            key_generation=key_generation,
+            action=action,
+            client_id=client_id,
+            secret_id=secret_id,
+            key_version=key_version,
+            details_blob=details_blob,
+            details_json=details_json,
+            prev_hash=head.hash,
+            hash=digest,
+            signature=self.seal.sign(vault_id, seq, digest),
+            request_id=request.request_id,
+            request_digest=request.digest,
+            request_sig=request.sig,
+            request_body=request.body,
+            server_key_version=self.seal.version,
+        )
+        s.add(event)
+        head.seq, head.hash = seq, digest
+        return event

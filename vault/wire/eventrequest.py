@@ -1,0 +1,186 @@
+"""The engineer's signed request, as a format-3 audit event keeps it (docs/format.md §8.2).
+
+The team server appends an event for a request the engineer signed (``httpsig``); the event
+keeps what ``audit verify`` needs to check that signature again, years later, without the
+server: the request's id (the envelope's ``request_id``), the SHA-256 of the envelope
+(``request_digest``), the signature with its parameters and the route (``request_sig``,
+three ASCII lines: ``method SP authority SP path``, the ``Signature-Input`` value, the
+``Signature`` value) and the envelope itself (``request_body``; none on a bulk route).
+
+``request_problem`` is the verifier's check of one event's request (pure: it runs in the
+chain's worker processes): the route appends this action (``ROUTE_ACTIONS``), the keyid is
+the event's engineer and key generation, the signature verifies (``httpsig.verify_recorded``,
+whose base builder is the one requests are signed with), the request was made within
+``EVENT_WINDOW`` of the event, and the body kept, if any, is the one signed and names the
+event's ``request_id``, caller, action and client. Whether the key may sign at that event (its lifetime) is the
+caller's to check, as for every other signature of the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from vault.errors import InvalidInput, Locked
+from vault.wire import codec, httpsig
+
+CONTENT_TYPE = "application/json"
+METHOD = "POST"
+KEPT_BODY_MAX = 16 * 1024  # larger envelopes (bulk routes) are kept as their digest only
+EVENT_WINDOW = 2 * httpsig.WINDOW  # seconds between a request's `created` and its event's time, at most
+ROUTE_PREFIX = "/v1/"
+
+# Operation (route) -> the actions its events may have (docs/server.md §2; each action once per
+# request: it stands for the event's part). Only routes whose values the codec registers.
+ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
+    "checkouts.checkout": frozenset({"checkout"}),
+    "checkouts.reveal": frozenset({"reveal"}),
+    "checkouts.checkin": frozenset({"secret-update", "checkin"}),
+    "checkouts.break_checkout": frozenset({"checkout-break"}),
+}
+
+
+def route_path(operation: str) -> str:
+    """``checkouts.checkout`` -> ``/v1/checkouts/checkout``."""
+    return ROUTE_PREFIX + operation.replace(".", "/")
+
+
+def operation_of(path: str) -> str | None:
+    """The operation a route's path names, or None if it names none this chain knows."""
+    if not path.startswith(ROUTE_PREFIX):
+        return None
+    operation = path[len(ROUTE_PREFIX) :].replace("/", ".")
+    return operation if operation in ROUTE_ACTIONS else None
+
+
+def keyid_of(engineer_id: int, key_generation: int) -> str:
+    """The ``keyid`` of an engineer's key generation (docs/server.md §3)."""
+    return f"e:{engineer_id}:{key_generation}"
+
+
+@dataclass(frozen=True, repr=False)
+class RecordedRequest:
+    """What a format-3 event keeps of the request that caused it (module docstring)."""
+
+    request_id: bytes
+    digest: bytes
+    sig: str
+    body: bytes | None
+
+    def __repr__(self) -> str:
+        return f"RecordedRequest(kept_body={self.body is not None})"
+
+
+class SigLines(NamedTuple):
+    method: str
+    authority: str
+    path: str
+    signature_input: str
+    signature: str
+
+
+def record(
+    method: str,
+    authority: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    request_id: bytes,
+    *,
+    keep_body: bool = True,
+) -> RecordedRequest:
+    """The record of a signed request (``headers`` as ``httpsig.sign_request`` made them) whose
+    envelope is ``body``; the body is kept when asked and at most ``KEPT_BODY_MAX`` bytes."""
+    lower = {name.lower(): value for name, value in headers.items()}
+    if lower.get("content-digest") != httpsig.content_digest(body):
+        raise InvalidInput("the request's Content-Digest is not its body's")
+    lines = (f"{method} {authority.lower()} {path}", lower["signature-input"], lower["signature"])
+    if any(" " in part for part in (method, authority, path)) or any("\n" in line for line in lines):
+        raise InvalidInput("a request's route and signature are single lines")
+    kept = body if keep_body and len(body) <= KEPT_BODY_MAX else None
+    return RecordedRequest(request_id, hashlib.sha256(body).digest(), "\n".join(lines), kept)
+
+
+def parse_sig(text: object) -> SigLines | None:
+    """``request_sig`` as its five parts, or None if it is not three lines of that shape."""
+    if not isinstance(text, str):
+        return None
+    lines = text.split("\n")
+    if len(lines) != 3:
+        return None
+    route = lines[0].split(" ")
+    if len(route) != 3:
+        return None
+    return SigLines(route[0], route[1], route[2], lines[1], lines[2])
+
+
+def request_problem(
+    engineer_id: int | None,
+    key_generation: int,
+    action: str,
+    client_id: int | None,
+    at_us: int,
+    request_id: bytes | None,
+    request_digest: bytes | None,
+    request_sig: str | None,
+    request_body: bytes | None,
+    public: bytes,
+) -> str | None:
+    """Why the request a format-3 event keeps does not vouch for it, or None (module docstring)."""
+    lines = parse_sig(request_sig)
+    if lines is None or type(request_id) is not bytes or type(request_digest) is not bytes:
+        return "it keeps no signed request"
+    operation = operation_of(lines.path)
+    if lines.method != METHOD or operation is None or action not in ROUTE_ACTIONS[operation]:
+        return "its request was made for another operation than its action"
+    if engineer_id is None:
+        return "its request is signed by an unknown engineer key"
+    try:
+        verified = httpsig.verify_recorded(
+            lines.method,
+            lines.authority,
+            lines.path,
+            CONTENT_TYPE,
+            httpsig.digest_field(request_digest),
+            lines.signature_input,
+            lines.signature,
+            public,
+        )
+    except (Locked, InvalidInput):
+        return "its request signature is invalid"
+    if verified.keyid != keyid_of(engineer_id, key_generation):
+        return "its request is signed under another engineer's key"
+    if abs(at_us // 1_000_000 - verified.created) > EVENT_WINDOW:
+        return f"its request was made more than {EVENT_WINDOW} s from the event (an old request replayed)"
+    if request_body is not None:
+        if not hmac.compare_digest(hashlib.sha256(request_body).digest(), request_digest):
+            return "its request body is not the one signed"
+        try:
+            # strict, but not re-encoded to compare: these bytes are the ones the engineer signed
+            envelope = codec.open_envelope(request_body, operation, max_bytes=KEPT_BODY_MAX, canonical=False)
+        except InvalidInput:
+            return "its request body is not an envelope of its route"
+        if envelope.request_id != request_id:
+            return "its request id is not the one its request names"
+        return _target_problem(envelope.body, engineer_id, key_generation, action, client_id)
+    return None
+
+
+def _target_problem(
+    body: object, engineer_id: int, key_generation: int, action: str, client_id: int | None
+) -> str | None:
+    """The request's own fields against the event's: the caller, the action (when the request
+    names one: a check-in's request also appends a ``secret-update``) and the client."""
+    caller = getattr(body, "caller", None)
+    if caller is None or (caller.engineer_id, caller.key_generation) != (engineer_id, key_generation):
+        return "its request names another caller"
+    named = getattr(body, "action", None)
+    if named is not None and named != action and not (named == "checkin" and action == "secret-update"):
+        return "its request names another action"
+    asked = getattr(body, "client_id", None)
+    if asked is not None and asked != client_id:
+        return "its request names another client"
+    return None
