@@ -25,6 +25,7 @@ from vault.authority.rotation_requests import Batch, Grantee, GrantEvent, StartD
 from vault.crypto import blobs, sealing
 from vault.errors import DecryptionFailed, UntrustedRecord
 from vault.keyholder import rotation as keyholder_rotation
+from vault.keyholder.rotation_grants import check_grant_events
 from vault.storage import models as m
 from vault.storage.rows import EngineerRow, GrantRow
 
@@ -407,11 +408,11 @@ def test_a_grant_from_before_issue_12_is_confirmed_by_the_engineers_last_grant_e
     regranted = _legacy_draft(
         _legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke), _legacy_event(9, "grant", grant)
     )
-    keyholder_rotation._check_grant_events(regranted, LEGACY_RING)  # no error: the grant at 9 is hers
-    keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", grant)), LEGACY_RING)
+    check_grant_events(regranted, LEGACY_RING)  # no error: the grant at 9 is hers
+    check_grant_events(_legacy_draft(_legacy_event(5, "grant", grant)), LEGACY_RING)
     taken_back = _legacy_draft(_legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke))
     with pytest.raises(UntrustedRecord, match="takes 'alice'"):
-        keyholder_rotation._check_grant_events(taken_back, LEGACY_RING)
+        check_grant_events(taken_back, LEGACY_RING)
 
 
 def test_a_grant_row_without_an_event_no_grant_event_vouches_for_is_refused() -> None:
@@ -419,7 +420,7 @@ def test_a_grant_row_without_an_event_no_grant_event_vouches_for_is_refused() ->
     replays an old signed grant row with its event number blanked, or a log whose grant events
     are gone): nothing in the audit log vouches for it, so no new client key is sealed to it."""
     with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
-        keyholder_rotation._check_grant_events(_legacy_draft(), LEGACY_RING)
+        check_grant_events(_legacy_draft(), LEGACY_RING)
     other = {"engineer": "bob", "client": "acme"}
     with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
-        keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", other)), LEGACY_RING)
+        check_grant_events(_legacy_draft(_legacy_event(5, "grant", other)), LEGACY_RING)
