@@ -15,7 +15,13 @@ requests naming ids only, and checks everything it is handed before it uses it:
   the head of their grant ledger for this client, signed by an active admin over that
   sealing key, unrevoked and unexpired. One that does not verify refuses the rotation:
   the new key is sealed to no key the keyholder has not verified;
-* in a batch: the rotation is the one asked for (client, new version), and every data key
+* once per run of the re-wrap (``open``: a rotation started or resumed), the rotation's
+  basis: the rotation is the one asked for (client, new version), its new version the
+  client's newest admin-signed one, and the versions' records and copies as above. The
+  keys opened and the basis's digest are kept (``_Opened``); each batch names that digest,
+  and the authority refuses the batch unless the rotation and its client-key versions are
+  still those rows (a DBA's change between two batches writes nothing);
+* in a batch: it is of the rotation opened, under the digest verified, and every data key
   unwraps under the client's key bound to (client, secret, version): a wrapped key of
   another client or row opens nothing, and the batch is refused whole.
 
@@ -41,7 +47,9 @@ from vault.authority.rotation_requests import (
     KeyVersionRow,
     ListRequest,
     NewClientKey,
+    OpenRequest,
     Rewrapped,
+    RotationBasis,
     RotationRow,
     StartDraft,
     Started,
@@ -50,7 +58,7 @@ from vault.authority.rotation_requests import (
 )
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY
-from vault.errors import DecryptionFailed, InvalidInput, Locked, UntrustedRecord, VaultError
+from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, Locked, UntrustedRecord, VaultError
 from vault.keyholder.keys import Keys
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.keyholder.rotation_grants import check_grant_events
@@ -79,8 +87,25 @@ class RotationKeys(SessionKeys):
         return self._held.my_signing_key().sign(label, *fields)
 
 
+class _Opened:
+    """A rotation's basis as this keyholder verified it at the open: the rotation, the digest
+    its batches name, the checks made under the organisation key it trusted, the client-key
+    versions' verified-to-be-handed records (opened when a row needs one) and the keys opened."""
+
+    __slots__ = ("checks", "digest", "keys", "records", "rotation")
+
+    def __init__(self, rotation: RotationRow, digest: bytes, checks: ResponseChecks) -> None:
+        self.rotation, self.digest, self.checks = rotation, digest, checks
+        self.records: dict[int, SealedClientKey] = {}
+        self.keys: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"OpenedRotation(rotation={self.rotation.id}, <keys redacted>)"
+
+
 class RotationTransport(Protocol):
     def start(self, request: StartRequest, seal: Any, unit: Any = None) -> Started: ...
+    def open(self, request: OpenRequest) -> RotationBasis: ...
     def rewrap(self, request: BatchRequest, seal: Any) -> BatchDone: ...
     def finish(self, request: FinishRequest) -> Finished: ...
     def list(self, request: ListRequest) -> tuple[RotationRow, ...]: ...
@@ -110,6 +135,7 @@ class RotationKeyholder:
         self.transport, self.keys, self.lookup, self.cache, self.clock = transport, keys, lookup, cache, clock
         self.cursors: dict[int, tuple[int, int]] = {}  # rotation id -> past the last re-wrapped (secret id, version)
         self.known: dict[int, tuple[int, int]] = {}  # rotation id -> (client id, new version), as started or listed
+        self.opened: dict[int, _Opened] = {}  # rotation id -> its basis as verified at the open, with its keys
 
     def __repr__(self) -> str:
         return "RotationKeyholder(<redacted>)"
@@ -238,30 +264,62 @@ class RotationKeyholder:
 
     # -- re-wrap -------------------------------------------------------------------------------
 
+    def open(self, rotation_id: int) -> _Opened:
+        """Rotation ``rotation_id``'s basis, asked once and verified here; kept (if the rotation
+        is running) for its batches, which name its digest."""
+        self.opened.pop(rotation_id, None)
+        me = self.keys.session()
+        self.lookup.open_recovery()
+        basis = self.transport.open(
+            OpenRequest(Caller(me.engineer_id, me.key_generation), rotation_id, me.org_signing_public)
+        )
+        if not isinstance(basis, RotationBasis) or not isinstance(basis.keys, tuple):
+            raise UntrustedRecord("the authority's answer is not a rotation's basis")
+        checks = self._check_me(basis.vault_id, basis.org_signing_public, basis.org_chain, basis.me)
+        rotation = basis.rotation
+        if rotation.id != rotation_id:
+            raise UntrustedRecord("the authority handed the basis of another rotation")
+        opened = _Opened(rotation, basis.digest(), checks)
+        if rotation.state != RUNNING:
+            return opened  # nothing to re-wrap: no key is opened, nothing kept
+        client_id, new_version = rotation.client_id, rotation.to_version
+        expected = self.known.get(rotation_id)
+        if expected is not None and (client_id, new_version) != expected:
+            raise UntrustedRecord("the authority handed a rotation of another client or key version")
+        if new_version != self._newest_signed(checks, client_id, basis.keys):
+            raise UntrustedRecord(
+                "the rotation's new key version is not the client's newest admin-signed one: nothing is re-wrapped"
+            )
+        for sealed in basis.keys:
+            if sealed.record.version in opened.records:
+                raise UntrustedRecord("the authority handed a client-key version twice")
+            opened.records[sealed.record.version] = sealed
+        opened.keys[new_version] = self._client_key(checks, client_id, opened.records.pop(new_version))
+        self.known.setdefault(rotation_id, (client_id, new_version))  # a later open must hand the same
+        self.opened[rotation_id] = opened
+        return opened
+
     def batch(self, rotation_id: int, size: int) -> BatchDone:
         """Re-wrap the next page of rotation ``rotation_id``; the cursor moves once it is committed."""
         me = self.keys.session()
-        self.lookup.open_recovery()
-        if rotation_id not in self.known:
-            self.list(running_only=True)
-        expected = self.known.get(rotation_id)
-        request = BatchRequest(
-            Caller(me.engineer_id, me.key_generation),
-            rotation_id,
-            self.cursors.get(rotation_id, (0, 0)),
-            size,
-            me.org_signing_public,
-        )
+        opened = self.opened.get(rotation_id) or self.open(rotation_id)
+        cursor, row = self.cursors.get(rotation_id, (0, 0)), opened.rotation
+        if row.state != RUNNING:
+            return BatchDone(rotation_id, 0, cursor, row.done, row.total)
+        request = BatchRequest(Caller(me.engineer_id, me.key_generation), rotation_id, cursor, size, opened.digest)
         made: list[int] = []
 
         def rewrap(batch: Batch) -> tuple[Rewrapped, ...]:
-            out = self._rewrap(rotation_id, expected, batch)
+            out = self._rewrap(opened, batch)
             made.append(len(out))
             return out
 
         seal = _Seal(rewrap=rewrap)
         try:
             done = self.transport.rewrap(request, seal)
+        except IntegrityError:
+            self.opened.pop(rotation_id, None)  # a refused basis or batch: the next run verifies afresh
+            raise
         finally:
             seal.close()
         if done.rotation_id != rotation_id or done.count != (made[0] if made else 0):
@@ -269,28 +327,22 @@ class RotationKeyholder:
         self.cursors[rotation_id] = done.cursor
         return done
 
-    def _rewrap(self, rotation_id: int, expected: tuple[int, int] | None, batch: Batch) -> tuple[Rewrapped, ...]:
-        checks = self._check_me(batch.vault_id, batch.org_signing_public, batch.org_chain, batch.me)
-        rotation = batch.rotation
-        if rotation.id != rotation_id or rotation.state != RUNNING:
-            raise UntrustedRecord("the authority handed a batch of another rotation")
-        client_id, new_version = rotation.client_id, rotation.to_version
-        if expected is not None and (client_id, new_version) != expected:
-            raise UntrustedRecord("the authority handed a batch for another client or key version")
-        if new_version != self._newest_signed(checks, client_id, batch.records):
-            raise UntrustedRecord(
-                "the rotation's new key version is not the client's newest admin-signed one: nothing is re-wrapped"
-            )
-        keys = {}
-        for sealed in batch.keys:
-            if sealed.record.version in keys:
-                raise UntrustedRecord("the authority handed a client-key version twice")
-            keys[sealed.record.version] = self._client_key(checks, client_id, sealed)
-        new_key = keys.pop(new_version, None)
-        if new_key is None or any(row.key_version not in keys for row in batch.rows):
-            raise DecryptionFailed()  # a row wrapped by no version handed over (or by the new one)
+    def _rewrap(self, opened: _Opened, batch: Batch) -> tuple[Rewrapped, ...]:
+        """The batch's rows re-wrapped with the keys of the basis verified at the open."""
+        if batch.rotation_id != opened.rotation.id or batch.basis != opened.digest:
+            raise UntrustedRecord("the authority handed a batch of another rotation, or under another basis")
+        client_id, new_version = opened.rotation.client_id, opened.rotation.to_version
+        keys = opened.keys
+        for version in {row.key_version for row in batch.rows} - keys.keys():
+            sealed = opened.records.get(version)
+            if sealed is None:
+                raise DecryptionFailed()  # a row wrapped by no version of the basis
+            keys[version] = self._client_key(opened.checks, client_id, sealed)
         rows = [(row.secret_id, row.version, row.key_version, row.wrapped_dek) for row in batch.rows]
-        rewrapped = blobs.rewrap_data_keys(keys, new_key, new_version, client_id, rows)
+        old = {version: key for version, key in keys.items() if version != new_version}
+        if any(row[2] == new_version for row in rows):
+            raise DecryptionFailed()  # a row said to be wrapped by the new version already
+        rewrapped = blobs.rewrap_data_keys(old, keys[new_version], new_version, client_id, rows)
         return tuple(Rewrapped(row[0], row[1], dek) for row, dek in zip(rows, rewrapped, strict=True))
 
     @staticmethod
@@ -324,6 +376,7 @@ class RotationKeyholder:
             self.cache.pop((row.client_id, version), None)
         if answer.ended:
             self.cursors.pop(rotation_id, None)
+            self.opened.pop(rotation_id, None)
         return answer
 
     def list(self, *, running_only: bool) -> tuple[RotationRow, ...]:

@@ -7,7 +7,9 @@ at any point leaves a vault that reads correctly and a rotation that ``resume`` 
    and to every current grantee; the client's own fields and audit-key ring move to it
    and it becomes current at once (new writes use it). The old version is *retiring*.
 2. **re-wrap**: data keys still wrapped by a retiring version are re-wrapped in batches.
-   Reads keep working throughout: each row names the version that wraps it.
+   Reads keep working throughout: each row names the version that wraps it. What the
+   batches share (the rotation, the client's key versions) is verified once per run and
+   named by its digest in each batch, which is refused if those rows changed since.
 3. **finish**: once nothing refers to a retiring version, its sealed copies are deleted
    and it is marked *destroyed* (its fingerprint stays, for purge receipts).
 
@@ -122,9 +124,12 @@ class KeyRotation:
         # nothing), a second walk from the start re-wraps it before the rotation finishes.
         # Each transaction that loses to a concurrent one is run again on its own: running
         # rotate_client again would find this rotation under way (retrying.py).
+        # What no batch changes (the rotation, its client's key versions, the admin's own row) is
+        # read and verified once per run, here; each batch names its digest (keyholder/rotation.py).
         def batch() -> int:
             return self._rewrap_batch(rotation_id, batch_size, progress)
 
+        again_on_conflict(self.core, "the opening of a rotation", lambda: self._rotation_keyholder().open(rotation_id))
         for walk in (1, 2):
             self._rotation_keyholder().cursors.pop(rotation_id, None)
             while again_on_conflict(self.core, "a re-wrap batch", batch):
