@@ -295,16 +295,17 @@ def _first_batch(scene: Scene, rotation_id: int, size: int = 10) -> BatchRequest
 BATCH_FORGERIES: dict[str, Any] = {
     "a row not handed out (another client's secret)": lambda sc, beta: (
         lambda b, made: [
-            dataclasses.replace(made[0], secret_id=beta),
+            made[0]._replace(secret_id=beta),
             *made[1:],
         ]
     ),
     "two rows swapped": lambda sc, beta: lambda b, made: [made[1], made[0], *made[2:]],
     "a row left out": lambda sc, beta: lambda b, made: made[:-1],
+    "a row that is not a re-wrapped key": lambda sc, beta: lambda b, made: [tuple(made[0]), *made[1:]],
     "a row added": lambda sc, beta: lambda b, made: [*made, Rewrapped(beta, 1, versioned_blob(2))],
     "a key under the old version": lambda sc, beta: (
         lambda b, made: [
-            dataclasses.replace(made[0], wrapped_dek=versioned_blob(1)),
+            made[0]._replace(wrapped_dek=versioned_blob(1)),
             *made[1:],
         ]
     ),
@@ -391,9 +392,7 @@ def _recovery_copy_of_beta(sc: Scene) -> Any:
 
 
 def _signer_certificate(sc: Scene) -> Any:
-    return lambda s: s.execute(
-        update(m.Engineer).where(m.Engineer.id == sc.admin.engineer_id).values(certificate=b"\x44" * 64)
-    )
+    return lambda s: s.execute(update(m.Engineer).where(m.Engineer.id == sc.admin.engineer_id).values(certified_at=1))
 
 
 # What a DBA rewrites between the open (or one batch) and the next batch.
@@ -405,7 +404,7 @@ BASIS_CHANGES: dict[str, Any] = {
     "a version's signature replaced": _version(1, signature=b"\x00" * 64),
     "a retiring version made active": _version(1, state="active"),
     "a recovery copy swapped for another client's": _recovery_copy_of_beta,
-    "the signer's certificate replaced": _signer_certificate,
+    "the signer's certification time rewritten": _signer_certificate,
 }
 
 

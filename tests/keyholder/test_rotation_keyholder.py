@@ -250,14 +250,14 @@ def _rows_of(scene: Scene, client_id: int) -> list[tuple[int, int, bytes]]:
 
 
 def _first_row(batch: Batch, **changes: Any) -> Batch:
-    return dataclasses.replace(batch, rows=(dataclasses.replace(batch.rows[0], **changes), *batch.rows[1:]))
+    return dataclasses.replace(batch, rows=(batch.rows[0]._replace(**changes), *batch.rows[1:]))
 
 
 def _swapped(batch: Batch) -> Batch:
     one, two = batch.rows[0], batch.rows[1]
     rows = (
-        dataclasses.replace(one, wrapped_dek=two.wrapped_dek),
-        dataclasses.replace(two, wrapped_dek=one.wrapped_dek),
+        one._replace(wrapped_dek=two.wrapped_dek),
+        two._replace(wrapped_dek=one.wrapped_dek),
     )
     return dataclasses.replace(batch, rows=rows + batch.rows[2:])
 
@@ -306,6 +306,7 @@ BATCH_ATTACKS: dict[str, Callable[[Scene], Callable[[Batch], Batch]]] = {
     "a row said to be wrapped by a version the basis does not hold": lambda sc: lambda b: _first_row(b, key_version=9),
     "a batch of another rotation": lambda sc: lambda b: dataclasses.replace(b, rotation_id=b.rotation_id + 1),
     "a batch under another basis": lambda sc: lambda b: dataclasses.replace(b, basis=b"\x00" * 32),
+    "rows that are not wrapped keys": lambda sc: lambda b: dataclasses.replace(b, rows=tuple(map(tuple, b.rows))),
 }
 
 

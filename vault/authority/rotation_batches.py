@@ -182,13 +182,13 @@ class RotationBatches:
             found, cursor = next_rows(s, client_id, new_version, request.after, request.size)
             if not found:
                 return BatchDone(rotation.id, 0, request.after, rotation.done, rotation.total)
-            page = tuple(WrappedKey(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in found)
+            page = tuple(map(WrappedKey._make, found))
             answer = tuple(seal.rewrap(Batch(rotation.id, request.basis, page)))
-            if len(answer) != len(page) or any(
-                not isinstance(new, Rewrapped)
-                or (new.secret_id, new.version) != (old.secret_id, old.version)
-                or blob_key_version(new.wrapped_dek) != new_version
-                for new, old in zip(answer, page, strict=False)
+            if (
+                len(answer) != len(page)
+                or not all(type(new) is Rewrapped for new in answer)
+                or [new[:2] for new in answer] != [old[:2] for old in page]
+                or any(blob_key_version(new.wrapped_dek) != new_version for new in answer)
             ):
                 raise UntrustedRecord("the re-wrapped keys are not the rows this batch handed out")
             write_rewrapped(conn, new_version, found, [new.wrapped_dek for new in answer])

@@ -39,6 +39,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vault.authority.grant_requests import GRANT, REVOKE
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
@@ -235,9 +236,11 @@ class BatchRequest:
     basis: bytes
 
 
-@dataclass(frozen=True, repr=False)
-class WrappedKey:
-    """One version's data key, wrapped by client-key version ``key_version``."""
+class WrappedKey(NamedTuple):
+    """One version's data key, wrapped by client-key version ``key_version``. A named tuple
+    (like the storage layer's rows): a page's rows are made from the driver's rows as they
+    come, a thousand at a time, without a constructor's checks (the keyholder's AEAD is
+    the check: a wrapped key opens only under its client, secret and version)."""
 
     secret_id: int
     version: int
@@ -261,8 +264,7 @@ class Batch:
         return f"Batch(rotation={self.rotation_id}, rows={len(self.rows)})"
 
 
-@dataclass(frozen=True, repr=False)
-class Rewrapped:
+class Rewrapped(NamedTuple):
     """A data key re-wrapped by the keyholder under the rotation's new version."""
 
     secret_id: int

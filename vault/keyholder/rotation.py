@@ -55,6 +55,7 @@ from vault.authority.rotation_requests import (
     Started,
     StartRequest,
     VersionsRequest,
+    WrappedKey,
 )
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY
@@ -332,16 +333,18 @@ class RotationKeyholder:
         if batch.rotation_id != opened.rotation.id or batch.basis != opened.digest:
             raise UntrustedRecord("the authority handed a batch of another rotation, or under another basis")
         client_id, new_version = opened.rotation.client_id, opened.rotation.to_version
+        rows = batch.rows
+        if not isinstance(rows, tuple) or not all(type(row) is WrappedKey for row in rows):
+            raise UntrustedRecord("the authority handed a batch that is not a page of wrapped keys")
         keys = opened.keys
-        for version in {row.key_version for row in batch.rows} - keys.keys():
+        for version in {row.key_version for row in rows} - keys.keys():
             sealed = opened.records.get(version)
             if sealed is None:
                 raise DecryptionFailed()  # a row wrapped by no version of the basis
             keys[version] = self._client_key(opened.checks, client_id, sealed)
-        rows = [(row.secret_id, row.version, row.key_version, row.wrapped_dek) for row in batch.rows]
-        old = {version: key for version, key in keys.items() if version != new_version}
-        if any(row[2] == new_version for row in rows):
+        if any(row.key_version == new_version for row in rows):
             raise DecryptionFailed()  # a row said to be wrapped by the new version already
+        old = {version: key for version, key in keys.items() if version != new_version}
         rewrapped = blobs.rewrap_data_keys(old, keys[new_version], new_version, client_id, rows)
         return tuple(Rewrapped(row[0], row[1], dek) for row, dek in zip(rows, rewrapped, strict=True))
 
