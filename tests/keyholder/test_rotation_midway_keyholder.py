@@ -53,21 +53,20 @@ def midway(team: Any) -> Midway:
     return Midway(team, rotation_id, acme, beta)
 
 
-def _written(mw: Midway) -> tuple[Any, ...]:
-    """What a batch writes: the wrapped data keys, the rotation's counter, the keys' encryption
-    counts, the audit head."""
-    with mw.team.admin.store.transaction() as s:
+def _written(mw: Midway | Any) -> tuple[Any, ...]:
+    """What a batch writes: the wrapped data keys, the rotations' counters, the client keys'
+    encryption counts, the audit head (``mw``: a Midway, or a team)."""
+    team = getattr(mw, "team", mw)
+    with team.admin.store.transaction() as s:
         keys = s.execute(
             select(m.SecretVersion.secret_id, m.SecretVersion.key_version, m.SecretVersion.wrapped_dek).order_by(
                 m.SecretVersion.secret_id, m.SecretVersion.version
             )
         ).all()
-        done = s.scalar(select(m.Rotation.done).where(m.Rotation.id == mw.rotation_id))
-        counts = s.execute(
-            select(m.ClientKey.version, m.ClientKey.encryptions).where(m.ClientKey.client_id == mw.acme)
-        ).all()
+        done = s.execute(select(m.Rotation.id, m.Rotation.done).order_by(m.Rotation.id)).all()
+        counts = s.execute(select(m.ClientKey.client_id, m.ClientKey.version, m.ClientKey.encryptions)).all()
         head = s.scalar(select(func.max(m.AuditEvent.seq)))
-    return tuple(keys), done, tuple(sorted(counts)), head
+    return tuple(keys), tuple(done), tuple(sorted(counts)), head
 
 
 def _rotation(**values: Any) -> Callable[[Midway], Any]:
@@ -133,3 +132,64 @@ def test_an_untouched_basis_lets_every_batch_through(midway: Midway) -> None:
     assert _written(midway) != before
     [info] = admin.keys.resume(batch_size=2)
     assert (info.state, info.done) == ("done", SECRETS)
+
+
+# -- during a run (rotate_client, resume): the run verifies the basis afresh, once a batch -------
+
+
+def _after_the_first_batch(admin: Any, monkeypatch: pytest.MonkeyPatch, act: Callable[[], None]) -> None:
+    """``act()`` once, right after the first batch of the next run commits."""
+    real, acted = admin.keys._rewrap_batch, []
+
+    def rewrap(rotation_id: int, batch_size: int, progress: Any) -> int:
+        count = real(rotation_id, batch_size, progress)
+        if not acted:
+            acted.append(act())
+        return count
+
+    monkeypatch.setattr(admin.keys, "_rewrap_batch", rewrap)
+
+
+def _acme(team: Any) -> None:
+    team.admin.clients.add("acme", "Acme Ltd")
+    for i in range(SECRETS):
+        team.admin.secrets.add(f"acme/s{i}", password=f"acme-Pw-{i}")
+
+
+def test_a_root_rotation_between_two_batches_of_a_run_is_verified_afresh_and_the_run_finishes(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root rotation re-seals every client-key version to a new recovery key: the next batch
+    is refused as stale, the run opens the rotation again (verifying the new copies) and ends."""
+    admin = team.admin
+    _acme(team)
+    keyholder = admin.keys._rotation_keyholder()
+    real_open, opened = keyholder.open, []
+    monkeypatch.setattr(keyholder, "open", lambda rotation_id: opened.append(rotation_id) or real_open(rotation_id))
+    _after_the_first_batch(admin, monkeypatch, admin.keys.rotate_root)
+    info = admin.keys.rotate_client("acme", batch_size=2)
+    assert (info.state, info.done, info.total) == ("done", SECRETS, SECRETS)
+    assert len(opened) == 2  # the run's open, and the one after the refused batch
+    assert admin.keys.versions("acme") == [(1, "destroyed"), (2, "active")]
+    fresh = team.unlocked(admin.engineer_name)
+    for i in range(SECRETS):
+        assert fresh.checkouts.reveal(f"acme/s{i}", reason="check after rotation") == f"acme-Pw-{i}"
+
+
+def test_a_dba_change_during_a_run_that_does_not_verify_stops_it_with_nothing_more_written(
+    team: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = team.admin
+    _acme(team)
+    seen: list[tuple[Any, ...]] = []
+
+    def dba() -> None:  # the new version's record re-fingerprinted: its signature no longer verifies
+        with admin.store.transaction() as s:
+            where = (m.ClientKey.client_id == s.scalar(select(m.Client.id)), m.ClientKey.version == 2)
+            s.execute(update(m.ClientKey).where(*where).values(fingerprint=b"\x33" * 16))
+        seen.append(_written(team))
+
+    _after_the_first_batch(admin, monkeypatch, dba)
+    with pytest.raises(IntegrityError, match="newest admin-signed"):
+        admin.keys.rotate_client("acme", batch_size=2)
+    assert seen and _written(team) == seen[0]
