@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
-from standins import recorded_statements
+from standins import (
+    SIGNATURE,
+    Recorder,
+    RotationChecks,
+    RotationSeal,
+    recorded_statements,
+    rows_restored_after,
+    versioned_blob,
+)
 
 from vault.authority.requests import Caller
 from vault.authority.rotation import RotationAuthority
@@ -28,109 +35,20 @@ from vault.authority.rotation_requests import (
     ALREADY_RUNNING,
     FINISH,
     START,
-    Batch,
     BatchRequest,
     FinishRequest,
-    Grantee,
     ListRequest,
-    NewClientKey,
+    OpenRequest,
     Rewrapped,
-    StartDraft,
     StartRequest,
     VersionsRequest,
 )
-from vault.errors import AccessDenied, InvalidInput, NotFound, UntrustedRecord
+from vault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.storage import models as m
-from vault.storage.rows import EngineerRow, GrantRow
 
 READS_A_TARGET = re.compile(r"\b(clients|rotations|secrets|secret_versions|client_keys|client_key_seals)\b", re.I)
 PIN = b"\x00" * 32
-SIGNATURE = b"\x5a" * 64
-
-
-def blob(version: int, body: bytes = b"ciphertext") -> bytes:
-    """Ciphertext-shaped bytes whose header names client-key ``version`` (format.md §1)."""
-    return b"\x01\x03" + struct.pack(">I", version) + body.ljust(40, b".")
-
-
-class Checks:
-    """Public-key checks that look at the rows only (the real ones verify signatures)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[int, int, bytes | None]] = []
-
-    def organisation_key(self, s: Any, current: bytes) -> None:
-        pass
-
-    def certificate(self, s: Any, row: Any) -> None:
-        if row.certificate is None:
-            raise UntrustedRecord("no certificate")
-
-    def current_key_version(self, s: Any, client: Any) -> int:
-        return int(client.current_key_version)
-
-    def client_key_record(self, s: Any, record: Any) -> None:
-        self.records.append((record.client_id, record.version, record.signature))
-        if record.signature != SIGNATURE:
-            raise UntrustedRecord("the record is not signed by the caller")
-
-    def first_valid_grant(self, s: Any, grants: Sequence[Any], engineer: Any, signers: Sequence[Any]) -> int:
-        if not grants or grants[0].revoked_at is not None:
-            raise NotFound("no such client, or you hold no grant for it")
-        return 0
-
-    def grantees(self, s: Any, client_id: int) -> list[Grantee]:
-        out = []
-        for grant in s.scalars(select(m.Grant).where(m.Grant.client_id == client_id, m.Grant.revoked_at.is_(None))):
-            engineer = s.get(m.Engineer, grant.engineer_id)
-            row = EngineerRow(*(getattr(engineer, f) for f in EngineerRow._fields))
-            out.append(Grantee(row, GrantRow(*(getattr(grant, f) for f in GrantRow._fields)), None))
-        return out
-
-
-class Recorder:
-    """Notes each event appended, in the unit of work (nothing signed: no key here)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int | None, dict[str, Any] | None]] = []
-
-    def append(self, s: Any, action: str, *, client_id: Any, details: Any) -> int:
-        self.events.append((action, client_id, details))
-        return 2000 + len(self.events)
-
-
-class FakeSeal:
-    """The keyholder's hands without a key: it notes what it is shown, answers fixed
-    ciphertext (``forge``: a change made to the answer)."""
-
-    def __init__(self, forge: Any = None) -> None:
-        self.forge = forge
-        self.drafts: list[StartDraft] = []
-        self.batches: list[Batch] = []
-
-    def new_key(self, draft: StartDraft) -> NewClientKey:
-        self.drafts.append(draft)
-        v = draft.new_version
-        made = NewClientKey(
-            version=v,
-            fingerprint=b"\x11" * 32,
-            signed_at=1_700_000_000,
-            signature=SIGNATURE,
-            recovery_seal=b"\x02recovery copy",
-            engineer_seals=tuple((g.engineer.id, b"\x02copy of %d" % g.engineer.id) for g in draft.grantees),
-            slug_blob=blob(v, b"slug"),
-            name_blob=blob(v, b"name"),
-            lookup_key_blob=blob(v, b"lookup"),
-            backup_key_blob=None if draft.client.backup_key_blob is None else blob(v, b"backup"),
-            audit_keys_blob=blob(v, b"audit ring"),
-        )
-        return made if self.forge is None else self.forge(draft, made)
-
-    def rewrap(self, batch: Batch) -> Sequence[Rewrapped]:
-        self.batches.append(batch)
-        v = batch.rotation.to_version
-        made = [Rewrapped(r.secret_id, r.version, blob(v, b"dek %d" % r.secret_id)) for r in batch.rows]
-        return made if self.forge is None else self.forge(batch, made)
+ANY_BASIS = b"\x00" * 32  # a digest no basis has
 
 
 @dataclasses.dataclass
@@ -167,8 +85,8 @@ def scene(team: Any) -> Scene:
     )
 
 
-def _authority(scene: Scene, recorder: Recorder, checks: Checks | None = None) -> RotationAuthority:
-    return RotationAuthority(scene.team.admin.store, checks or Checks(), recorder, scene.team.clock)
+def _authority(scene: Scene, recorder: Recorder, checks: RotationChecks | None = None) -> RotationAuthority:
+    return RotationAuthority(scene.team.admin.store, checks or RotationChecks(), recorder, scene.team.clock)
 
 
 def _state(scene: Scene) -> tuple[Any, ...]:
@@ -194,17 +112,18 @@ def statements(scene: Scene) -> Iterator[list[str]]:
         yield seen
 
 
-def _start(scene: Scene, recorder: Recorder, seal: FakeSeal | None = None, **changes: Any) -> Any:
+def _start(scene: Scene, recorder: Recorder, seal: RotationSeal | None = None, **changes: Any) -> Any:
     request = StartRequest(scene.admin, scene.acme, False, PIN)
-    return _authority(scene, recorder).start(dataclasses.replace(request, **changes), seal or FakeSeal())
+    return _authority(scene, recorder).start(dataclasses.replace(request, **changes), seal or RotationSeal())
 
 
 def _calls(scene: Scene, who: Caller, rotation_id: int) -> list[tuple[str, Any]]:
     authority = _authority(scene, Recorder())
-    seal = FakeSeal()
+    seal = RotationSeal()
     return [
         ("start", lambda: authority.start(StartRequest(who, scene.acme, True, PIN), seal)),
-        ("rewrap", lambda: authority.rewrap(BatchRequest(who, rotation_id, (0, 0), 10, PIN), seal)),
+        ("open", lambda: authority.open(OpenRequest(who, rotation_id, PIN))),
+        ("rewrap", lambda: authority.rewrap(BatchRequest(who, rotation_id, (0, 0), 10, ANY_BASIS), seal)),
         ("finish", lambda: authority.finish(FinishRequest(who, rotation_id, True))),
         ("list", lambda: authority.list(ListRequest(who, False))),
     ]
@@ -246,11 +165,16 @@ FORGED: dict[str, Any] = {
     "short organisation key": lambda sc: ("start", StartRequest(sc.admin, sc.acme, False, b"\x00" * 5)),
     "caller a tuple": lambda sc: ("start", StartRequest(tuple(dataclasses.astuple(sc.admin)), sc.acme, False, PIN)),
     "negative engineer id": lambda sc: ("list", ListRequest(Caller(-1, 0), False)),
-    "batch of none": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 0, PIN)),
-    "batch of a million": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 10**6, PIN)),
-    "cursor a list": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, [0, 0], 10, PIN)),
-    "cursor of three": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0, 0), 10, PIN)),
-    "negative cursor": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (-5, 0), 10, PIN)),
+    "batch of none": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 0, ANY_BASIS)),
+    "batch of a million": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 10**6, ANY_BASIS)),
+    "cursor a list": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, [0, 0], 10, ANY_BASIS)),
+    "cursor of three": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0, 0), 10, ANY_BASIS)),
+    "negative cursor": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (-5, 0), 10, ANY_BASIS)),
+    "a batch naming no basis": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 10, None)),
+    "a basis as text": lambda sc: ("rewrap", BatchRequest(sc.admin, 1, (0, 0), 10, "digest")),
+    "open of rotation zero": lambda sc: ("open", OpenRequest(sc.admin, 0, PIN)),
+    "open with a short organisation key": lambda sc: ("open", OpenRequest(sc.admin, 1, b"\x00" * 5)),
+    "a batch sent as an open": lambda sc: ("open", BatchRequest(sc.admin, 1, (0, 0), 10, ANY_BASIS)),
     "rotation id as text": lambda sc: ("finish", FinishRequest(sc.admin, "1", True)),
     "final not a bool": lambda sc: ("finish", FinishRequest(sc.admin, 1, 1)),
     "running_only not a bool": lambda sc: ("list", ListRequest(sc.admin, "no")),
@@ -263,7 +187,7 @@ FORGED: dict[str, Any] = {
 def test_a_forged_request_field_is_refused_before_any_sql(scene: Scene, statements: list[str]) -> None:
     before, recorder = _state(scene), Recorder()
     authority = _authority(scene, recorder)
-    seal = FakeSeal()
+    seal = RotationSeal()
     for case, forge in FORGED.items():
         method, request = forge(scene)
         statements.clear()
@@ -276,7 +200,7 @@ def test_a_forged_request_field_is_refused_before_any_sql(scene: Scene, statemen
 
 
 def test_a_start_stores_exactly_the_new_key_the_keyholder_made(scene: Scene) -> None:
-    recorder, seal = Recorder(), FakeSeal()
+    recorder, seal = Recorder(), RotationSeal()
     started = _start(scene, recorder, seal)
     draft = seal.drafts[0]
     assert (draft.client.id, draft.new_version, draft.old_key.record.version) == (scene.acme, 2, 1)
@@ -296,8 +220,8 @@ def test_a_start_stores_exactly_the_new_key_the_keyholder_made(scene: Scene) -> 
         assert client is not None
         assert (client.current_key_version, client.slug_blob, client.audit_keys_blob) == (
             2,
-            blob(2, b"slug"),
-            blob(2, b"audit ring"),
+            versioned_blob(2, b"slug"),
+            versioned_blob(2, b"audit ring"),
         )
         new, old = s.get(m.ClientKey, (scene.acme, 2)), s.get(m.ClientKey, (scene.acme, 1))
         assert new is not None and old is not None
@@ -327,7 +251,9 @@ NEW_KEY_FORGERIES: dict[str, Any] = {
         lambda d, made: dataclasses.replace(made, engineer_seals=made.engineer_seals * 2)
     ),
     "another version": lambda sc: lambda d, made: dataclasses.replace(made, version=made.version + 1),
-    "a field under the old version": lambda sc: lambda d, made: dataclasses.replace(made, slug_blob=blob(1, b"slug")),
+    "a field under the old version": lambda sc: (
+        lambda d, made: dataclasses.replace(made, slug_blob=versioned_blob(1, b"slug"))
+    ),
     "a record not signed by the caller": lambda sc: lambda d, made: dataclasses.replace(made, signature=b"\x00" * 64),
 }
 
@@ -339,7 +265,7 @@ def test_a_new_key_that_is_not_what_was_handed_out_is_refused_and_nothing_writte
     for case, forge in NEW_KEY_FORGERIES.items():
         recorder = Recorder()
         with pytest.raises(UntrustedRecord):
-            _start(scene, recorder, FakeSeal(forge(scene)))
+            _start(scene, recorder, RotationSeal(forge(scene)))
         assert recorder.events == [], case
         assert _state(scene) == before, case
 
@@ -360,19 +286,26 @@ def _rotated(scene: Scene) -> int:
     return int(_start(scene, Recorder()).rotation.id)
 
 
+def _first_batch(scene: Scene, rotation_id: int, size: int = 10) -> BatchRequest:
+    """The first batch of a rotation, naming the digest of its basis as the authority reads it."""
+    basis = _authority(scene, Recorder()).open(OpenRequest(scene.admin, rotation_id, PIN))
+    return BatchRequest(scene.admin, rotation_id, (0, 0), size, basis.digest())
+
+
 BATCH_FORGERIES: dict[str, Any] = {
     "a row not handed out (another client's secret)": lambda sc, beta: (
         lambda b, made: [
-            dataclasses.replace(made[0], secret_id=beta),
+            made[0]._replace(secret_id=beta),
             *made[1:],
         ]
     ),
     "two rows swapped": lambda sc, beta: lambda b, made: [made[1], made[0], *made[2:]],
     "a row left out": lambda sc, beta: lambda b, made: made[:-1],
-    "a row added": lambda sc, beta: lambda b, made: [*made, Rewrapped(beta, 1, blob(2))],
+    "a row that is not a re-wrapped key": lambda sc, beta: lambda b, made: [tuple(made[0]), *made[1:]],
+    "a row added": lambda sc, beta: lambda b, made: [*made, Rewrapped(beta, 1, versioned_blob(2))],
     "a key under the old version": lambda sc, beta: (
         lambda b, made: [
-            dataclasses.replace(made[0], wrapped_dek=blob(1)),
+            made[0]._replace(wrapped_dek=versioned_blob(1)),
             *made[1:],
         ]
     ),
@@ -385,18 +318,18 @@ def test_a_batch_stores_rewrapped_keys_only_for_the_rows_it_handed_out(scene: Sc
         beta_secret = int(s.scalar(select(m.Secret.id).where(m.Secret.client_id == scene.beta)))
     before = _state(scene)
     authority = _authority(scene, Recorder())
-    request = BatchRequest(scene.admin, rotation_id, (0, 0), 10, PIN)
+    request = _first_batch(scene, rotation_id)
     for case, forge in BATCH_FORGERIES.items():
-        seal = FakeSeal(forge(scene, beta_secret))
+        seal = RotationSeal(forge(scene, beta_secret))
         with pytest.raises(UntrustedRecord, match="not the rows this batch handed out"):
             authority.rewrap(request, seal)
         assert len(seal.batches) == 1, case
         assert _state(scene) == before, case
-    seal = FakeSeal()
+    seal = RotationSeal()
     done = authority.rewrap(request, seal)
     batch = seal.batches[0]
     assert {r.key_version for r in batch.rows} == {1} and len(batch.rows) == 3
-    assert sorted(k.record.version for k in batch.keys) == [1, 2]  # the records (and recovery copies) it needs
+    assert (batch.rotation_id, batch.basis) == (rotation_id, request.basis)  # rows only: the keys came at the open
     assert (done.count, done.done, done.total) == (3, 3, 3)
     with scene.team.admin.store.transaction() as s:
         stored = s.execute(
@@ -409,7 +342,100 @@ def test_a_batch_stores_rewrapped_keys_only_for_the_rows_it_handed_out(scene: Sc
         ).all()
     assert sorted(stored) == sorted((2, r.wrapped_dek) for r in seal.rewrap(batch))
     assert beta_rows == [(1,)]  # another client's rows are never touched
-    assert authority.rewrap(dataclasses.replace(request, after=done.cursor), FakeSeal()).count == 0
+    assert authority.rewrap(dataclasses.replace(request, after=done.cursor), RotationSeal()).count == 0
+
+
+def test_an_open_hands_the_rotation_and_every_version_with_its_signer_and_recovery_copy(scene: Scene) -> None:
+    rotation_id = _rotated(scene)
+    authority = _authority(scene, Recorder())
+    basis = authority.open(OpenRequest(scene.admin, rotation_id, PIN))
+    row = basis.rotation
+    assert (row.id, row.client_id, row.to_version, row.state) == (rotation_id, scene.acme, 2, "running")
+    assert basis.me.id == scene.admin.engineer_id
+    assert [(k.record.version, k.record.state, k.kind) for k in basis.keys] == [
+        (1, "retiring", "recovery"),
+        (2, "active", "recovery"),
+    ]
+    assert all(k.blob and k.recipient_id == basis.root_version and k.signer is not None for k in basis.keys)
+    assert authority.open(OpenRequest(scene.admin, rotation_id, PIN)).digest() == basis.digest()  # nothing changed
+    with pytest.raises(NotFound, match="no such rotation"):
+        authority.open(OpenRequest(scene.admin, rotation_id + 100, PIN))
+
+
+def _counters(scene: Scene) -> tuple[Any, ...]:
+    """The rotations' done counters and the client-key versions' encryption counts."""
+    with scene.team.admin.store.transaction() as s:
+        done = s.execute(select(m.Rotation.id, m.Rotation.done).order_by(m.Rotation.id)).all()
+        counts = s.execute(select(m.ClientKey.client_id, m.ClientKey.version, m.ClientKey.encryptions)).all()
+    return tuple(done), tuple(sorted(counts))
+
+
+def _rotation(**values: Any) -> Any:
+    return lambda sc: lambda s: s.execute(update(m.Rotation).where(m.Rotation.client_id == sc.acme).values(**values))
+
+
+def _version(version: int, **values: Any) -> Any:
+    def change(sc: Scene) -> Any:
+        where = (m.ClientKey.client_id == sc.acme, m.ClientKey.version == version)
+        return lambda s: s.execute(update(m.ClientKey).where(*where).values(**values))
+
+    return change
+
+
+def _recovery_copy_of_beta(sc: Scene) -> Any:
+    def swap(s: Any) -> None:
+        theirs = s.scalar(select(m.ClientKeySeal.blob).where(m.ClientKeySeal.client_id == sc.beta))
+        mine = (m.ClientKeySeal.client_id == sc.acme, m.ClientKeySeal.recipient_kind == "recovery")
+        s.execute(update(m.ClientKeySeal).where(*mine).values(blob=theirs))
+
+    return swap
+
+
+def _signer_certificate(sc: Scene) -> Any:
+    return lambda s: s.execute(update(m.Engineer).where(m.Engineer.id == sc.admin.engineer_id).values(certified_at=1))
+
+
+# What a DBA rewrites between the open (or one batch) and the next batch.
+BASIS_CHANGES: dict[str, Any] = {
+    "the rotation's new version set back": _rotation(to_version=1),
+    "the rotation's old version changed": _rotation(from_version=7),
+    "the rotation moved to another client": lambda sc: _rotation(client_id=sc.beta)(sc),
+    "a version's record re-fingerprinted": _version(2, fingerprint=b"\x33" * 16),
+    "a version's signature replaced": _version(1, signature=b"\x00" * 64),
+    "a retiring version made active": _version(1, state="active"),
+    "a recovery copy swapped for another client's": _recovery_copy_of_beta,
+    "the signer's certification time rewritten": _signer_certificate,
+}
+
+
+def test_a_batch_whose_basis_a_dba_changed_is_refused_before_any_data_key_is_read(
+    scene: Scene, statements: list[str]
+) -> None:
+    """The request names the digest of the basis the keyholder verified; the authority reads
+    the rotation and its client's key versions again in the batch's unit and refuses when
+    they differ: the keyholder is handed no row, nothing is written. (The caller check of
+    this stand-in only asks for a certificate, so the signer's row is the admin's own.)"""
+    store = scene.team.admin.store
+    rotation_id = _rotated(scene)
+    request = _first_batch(scene, rotation_id, size=1)
+    assert _authority(scene, Recorder()).rewrap(request, RotationSeal()).count == 1  # the first batch commits
+    before, counters = _state(scene), _counters(scene)
+    for case, change in {"a digest no basis has": None, **BASIS_CHANGES}.items():
+        with rows_restored_after(store, m.Rotation, m.ClientKey, m.ClientKeySeal, m.Engineer):
+            if change is not None:
+                with store.transaction() as s:
+                    change(scene)(s)
+            seal = RotationSeal()
+            statements.clear()
+            named = ANY_BASIS if change is None else request.basis
+            with pytest.raises(IntegrityError, match="changed since this admin verified them"):
+                _authority(scene, Recorder()).rewrap(dataclasses.replace(request, basis=named, after=(0, 0)), seal)
+            assert seal.batches == [], case  # the keyholder was handed nothing
+            assert not [st for st in statements if "secret_versions" in st], (case, statements)
+            assert _counters(scene) == counters, case
+        assert _state(scene) == before, case  # nothing written by the batch (the DBA's change undone)
+    # the control: the DBA's changes undone, the same request re-wraps the next row
+    assert _authority(scene, Recorder()).rewrap(dataclasses.replace(request, after=(0, 0)), RotationSeal()).count == 1
 
 
 def test_a_finish_never_destroys_a_version_a_data_key_still_refers_to(scene: Scene) -> None:
@@ -418,7 +444,7 @@ def test_a_finish_never_destroys_a_version_a_data_key_still_refers_to(scene: Sce
     copies (destroying it would make the row unreadable)."""
     rotation_id = _rotated(scene)
     authority = _authority(scene, Recorder())
-    authority.rewrap(BatchRequest(scene.admin, rotation_id, (0, 0), 10, PIN), FakeSeal())
+    authority.rewrap(_first_batch(scene, rotation_id), RotationSeal())
     with scene.team.admin.store.transaction() as s:
         first = s.scalar(select(m.Secret.id).where(m.Secret.client_id == scene.acme).order_by(m.Secret.id))
         s.execute(update(m.SecretVersion).where(m.SecretVersion.secret_id == first).values(key_version=1))
@@ -442,7 +468,7 @@ def test_a_finish_never_destroys_a_version_a_data_key_still_refers_to(scene: Sce
 def test_a_finish_destroys_a_retiring_version_nothing_refers_to(scene: Scene) -> None:
     rotation_id = _rotated(scene)
     authority = _authority(scene, Recorder())
-    authority.rewrap(BatchRequest(scene.admin, rotation_id, (0, 0), 10, PIN), FakeSeal())
+    authority.rewrap(_first_batch(scene, rotation_id), RotationSeal())
     final = authority.finish(FinishRequest(scene.admin, rotation_id, False))
     assert (final.ended, final.destroyed, final.rotation.state) == (True, (1,), "done")
     with scene.team.admin.store.transaction() as s:

@@ -21,35 +21,43 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from vault.authority.rotation_requests import Batch, Grantee, GrantEvent, StartDraft
+from vault.authority.rotation_requests import Batch, Grantee, GrantEvent, RotationBasis, StartDraft
 from vault.crypto import blobs, sealing
 from vault.errors import DecryptionFailed, UntrustedRecord
 from vault.keyholder import rotation as keyholder_rotation
+from vault.keyholder.rotation_grants import check_grant_events
 from vault.storage import models as m
 from vault.storage.rows import EngineerRow, GrantRow
 
 
 class TamperingTransport:
-    """Forwards to the real transport; the start's draft and each batch go through ``tamper``."""
+    """Forwards to the real transport; what the authority hands the keyholder (the start's
+    draft, a rotation's basis, each batch) goes through ``tamper`` if it is a ``kind``."""
 
-    def __init__(self, real: Any, tamper: Callable[[Any], Any]) -> None:
-        self.real, self.tamper = real, tamper
+    def __init__(self, real: Any, tamper: Callable[[Any], Any], kind: type) -> None:
+        self.real, self.tamper, self.kind = real, tamper, kind
+
+    def _through(self, value: Any) -> Any:
+        return self.tamper(value) if isinstance(value, self.kind) else value
 
     def start(self, request: Any, seal: Any, unit: Any = None) -> Any:
-        tamper = self.tamper
+        through = self._through
 
         class Seal:
             def new_key(self, draft: StartDraft) -> Any:
-                return seal.new_key(tamper(draft))
+                return seal.new_key(through(draft))
 
         return self.real.start(request, Seal(), unit)
 
+    def open(self, request: Any) -> Any:
+        return self._through(self.real.open(request))
+
     def rewrap(self, request: Any, seal: Any) -> Any:
-        tamper = self.tamper
+        through = self._through
 
         class Seal:
             def rewrap(self, batch: Batch) -> Any:
-                return seal.rewrap(tamper(batch))
+                return seal.rewrap(through(batch))
 
         return self.real.rewrap(request, Seal())
 
@@ -93,12 +101,12 @@ def scene(team: Any) -> Scene:
     return Scene(team, ids[0], ids[1], bob)
 
 
-def _tamper_with(scene: Scene, tamper: Callable[[Any], Any]) -> None:
+def _tamper_with(scene: Scene, tamper: Callable[[Any], Any], kind: type = StartDraft) -> None:
     keyholder = scene.team.admin.keys._rotation_keyholder()
     real = keyholder.transport
     while isinstance(real, TamperingTransport):
         real = real.real
-    keyholder.transport = TamperingTransport(real, tamper)
+    keyholder.transport = TamperingTransport(real, tamper, kind)
 
 
 def _state(scene: Scene) -> tuple[Any, ...]:
@@ -242,64 +250,83 @@ def _rows_of(scene: Scene, client_id: int) -> list[tuple[int, int, bytes]]:
 
 
 def _first_row(batch: Batch, **changes: Any) -> Batch:
-    return dataclasses.replace(batch, rows=(dataclasses.replace(batch.rows[0], **changes), *batch.rows[1:]))
+    return dataclasses.replace(batch, rows=(batch.rows[0]._replace(**changes), *batch.rows[1:]))
 
 
 def _swapped(batch: Batch) -> Batch:
     one, two = batch.rows[0], batch.rows[1]
     rows = (
-        dataclasses.replace(one, wrapped_dek=two.wrapped_dek),
-        dataclasses.replace(two, wrapped_dek=one.wrapped_dek),
+        one._replace(wrapped_dek=two.wrapped_dek),
+        two._replace(wrapped_dek=one.wrapped_dek),
     )
     return dataclasses.replace(batch, rows=rows + batch.rows[2:])
 
 
-def _new_record(batch: Batch, **changes: Any) -> Batch:
-    new = batch.rotation.to_version
+def _new_record(basis: RotationBasis, **changes: Any) -> RotationBasis:
+    new = basis.rotation.to_version
     keys = tuple(
         dataclasses.replace(k, record=dataclasses.replace(k.record, **changes)) if k.record.version == new else k
-        for k in batch.keys
+        for k in basis.keys
     )
-    return dataclasses.replace(batch, keys=keys)
+    return dataclasses.replace(basis, keys=keys)
 
 
+def _rotation(basis: RotationBasis, **changes: Any) -> RotationBasis:
+    return dataclasses.replace(basis, rotation=dataclasses.replace(basis.rotation, **changes))
+
+
+# What the authority hands at the open of a rotation's re-wrap, changed.
+BASIS_ATTACKS: dict[str, Callable[[Scene], Callable[[RotationBasis], RotationBasis]]] = {
+    "a basis of another client's rotation": lambda sc: lambda b: _rotation(b, client_id=sc.beta),
+    "a basis of another rotation": lambda sc: lambda b: _rotation(b, id=b.rotation.id + 1),
+    "the rotation's new version set back to the old one": lambda sc: lambda b: _rotation(b, to_version=1),
+    "the new version's record forged": lambda sc: lambda b: _new_record(b, fingerprint=b"\x02" * 32),
+    "the new version's record destroyed": lambda sc: lambda b: _new_record(b, state="destroyed"),
+    "the new version's copy missing": lambda sc: (
+        lambda b: dataclasses.replace(b, keys=tuple(k for k in b.keys if k.record.version != b.rotation.to_version))
+    ),
+    "the new version's recovery copy blanked": lambda sc: (
+        lambda b: dataclasses.replace(
+            b, keys=tuple(dataclasses.replace(k, blob=None) if k.record.version == 2 else k for k in b.keys)
+        )
+    ),
+    "a version handed twice": lambda sc: lambda b: dataclasses.replace(b, keys=b.keys + b.keys[-1:]),
+    "the admin's own row demoted": lambda sc: lambda b: dataclasses.replace(b, me=b.me._replace(role="engineer")),
+    "another vault's basis": lambda sc: lambda b: dataclasses.replace(b, vault_id=b"\x07" * 16),
+}
+
+# What the authority hands in a batch (after an untampered open), changed.
 BATCH_ATTACKS: dict[str, Callable[[Scene], Callable[[Batch], Batch]]] = {
     "a wrapped key of another client": lambda sc: (
         lambda dek: lambda b: _first_row(b, wrapped_dek=dek)  # read before the batch's unit of work
     )(_rows_of(sc, sc.beta)[0][2]),
     "wrapped keys swapped between two rows": lambda sc: _swapped,
     "a row said to be another secret's": lambda sc: lambda b: _first_row(b, secret_id=b.rows[1].secret_id),
-    "a row said to be wrapped by the new version": lambda sc: (
-        lambda b: _first_row(b, key_version=b.rotation.to_version)
-    ),
-    "a batch of another client's rotation": lambda sc: (
-        lambda b: dataclasses.replace(b, rotation=dataclasses.replace(b.rotation, client_id=sc.beta))
-    ),
-    "a batch of another rotation": lambda sc: (
-        lambda b: dataclasses.replace(b, rotation=dataclasses.replace(b.rotation, id=b.rotation.id + 1))
-    ),
-    "the new version's record forged": lambda sc: lambda b: _new_record(b, fingerprint=b"\x02" * 32),
-    "the new version's record destroyed": lambda sc: lambda b: _new_record(b, state="destroyed"),
-    "the new version's copy missing": lambda sc: (
-        lambda b: dataclasses.replace(b, keys=tuple(k for k in b.keys if k.record.version != b.rotation.to_version))
-    ),
+    "a row said to be wrapped by the new version": lambda sc: lambda b: _first_row(b, key_version=2),
+    "a row said to be wrapped by a version the basis does not hold": lambda sc: lambda b: _first_row(b, key_version=9),
+    "a batch of another rotation": lambda sc: lambda b: dataclasses.replace(b, rotation_id=b.rotation_id + 1),
+    "a batch under another basis": lambda sc: lambda b: dataclasses.replace(b, basis=b"\x00" * 32),
+    "rows that are not wrapped keys": lambda sc: lambda b: dataclasses.replace(b, rows=tuple(map(tuple, b.rows))),
 }
 
 
-def test_a_tampered_batch_is_refused_whole_and_nothing_is_rewrapped(scene: Scene) -> None:
+def test_a_tampered_basis_or_batch_is_refused_whole_and_nothing_is_rewrapped(scene: Scene) -> None:
     admin = scene.team.admin
     with admin.store.transaction() as s:
         rotation_id = admin.keys.start_client_rotation(s, admin.clients.client(s, "acme"))
     keyholder = admin.keys._rotation_keyholder()
     before = _state(scene)
-    for case, attack in BATCH_ATTACKS.items():
-        _tamper_with(scene, attack(scene))
-        keyholder.cache.pop((scene.acme, 2), None)  # the new key is opened from its sealed copy, as in a resume
-        with pytest.raises((UntrustedRecord, DecryptionFailed)):
-            admin.keys._rewrap_batch(rotation_id, 10, None)
-        assert _state(scene) == before, case
-        assert keyholder.cursors.get(rotation_id) is None, case
-    _tamper_with(scene, lambda b: b)
+    for kind, attacks in ((RotationBasis, BASIS_ATTACKS), (Batch, BATCH_ATTACKS)):
+        for case, attack in attacks.items():
+            _tamper_with(scene, attack(scene), kind)
+            keyholder.opened.clear()  # the basis is handed again, as in a resume
+            keyholder.cache.pop((scene.acme, 2), None)  # the new key is opened from its sealed copy, as in a resume
+            with pytest.raises((UntrustedRecord, DecryptionFailed)):
+                admin.keys._rewrap_batch(rotation_id, 10, None)
+            assert _state(scene) == before, case
+            assert keyholder.cursors.get(rotation_id) is None, case
+            assert rotation_id not in keyholder.opened, case  # nothing kept of a refused basis or batch
+    _tamper_with(scene, lambda b: b, Batch)
     assert admin.keys._rewrap_batch(rotation_id, 10, None) == 3
     with admin.store.transaction() as s:
         wrapped_by = dict(
@@ -407,11 +434,11 @@ def test_a_grant_from_before_issue_12_is_confirmed_by_the_engineers_last_grant_e
     regranted = _legacy_draft(
         _legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke), _legacy_event(9, "grant", grant)
     )
-    keyholder_rotation._check_grant_events(regranted, LEGACY_RING)  # no error: the grant at 9 is hers
-    keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", grant)), LEGACY_RING)
+    check_grant_events(regranted, LEGACY_RING)  # no error: the grant at 9 is hers
+    check_grant_events(_legacy_draft(_legacy_event(5, "grant", grant)), LEGACY_RING)
     taken_back = _legacy_draft(_legacy_event(5, "grant", grant), _legacy_event(6, "revoke", revoke))
     with pytest.raises(UntrustedRecord, match="takes 'alice'"):
-        keyholder_rotation._check_grant_events(taken_back, LEGACY_RING)
+        check_grant_events(taken_back, LEGACY_RING)
 
 
 def test_a_grant_row_without_an_event_no_grant_event_vouches_for_is_refused() -> None:
@@ -419,7 +446,7 @@ def test_a_grant_row_without_an_event_no_grant_event_vouches_for_is_refused() ->
     replays an old signed grant row with its event number blanked, or a log whose grant events
     are gone): nothing in the audit log vouches for it, so no new client key is sealed to it."""
     with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
-        keyholder_rotation._check_grant_events(_legacy_draft(), LEGACY_RING)
+        check_grant_events(_legacy_draft(), LEGACY_RING)
     other = {"engineer": "bob", "client": "acme"}
     with pytest.raises(UntrustedRecord, match="does not hold the event of 'alice'"):
-        keyholder_rotation._check_grant_events(_legacy_draft(_legacy_event(5, "grant", other)), LEGACY_RING)
+        check_grant_events(_legacy_draft(_legacy_event(5, "grant", other)), LEGACY_RING)

@@ -12,14 +12,15 @@ read (the caller's read names no client). Then:
   it). Stored only if it is for this version, signed by the caller (the signature checked
   here, public key only), with one copy per grantee handed out and no other, and fields
   naming the new version. A rotation already under way is refused, or superseded.
-* ``rewrap``: a page of wrapped data keys (``rotation_walk.next_rows``) with the signed
-  records and recovery copies of the versions they need; the keyholder's ``Rewrapped``
-  rows are stored only if they are exactly the rows handed out, in order, under the new
-  version; counted against the new key's encryption bound.
+* ``open`` and ``rewrap`` (``rotation_batches.RotationBatches``): the rotation's basis (its
+  row and its client's key versions, records and recovery copies) read once for the
+  keyholder to verify; then each batch, refused unless the basis is still what is stored,
+  a page of wrapped data keys whose ``Rewrapped`` rows are stored only if they are exactly
+  the rows handed out, in order, under the new version.
 * ``finish``: retiring versions no data key refers to are destroyed (their sealed copies
   deleted); one still referred to is never destroyed.
 
-The keyholder's hands inside a unit (``StartSeal``, ``RewrapSeal``) and the event's
+The keyholder's hands inside a unit (``StartSeal``, ``rotation_batches.RewrapSeal``) and the event's
 signature (``Recorder``: the Journal) are the in-process seam, as for the secrets.
 """
 
@@ -29,26 +30,25 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, SEALED_KEY, CallerRead, org_chain_rows
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.rotation_batches import RewrapSeal, RotationBatches, count_encryptions
 from vault.authority.rotation_requests import (
     ALREADY_RUNNING,
     DESTROYED,
     DONE,
     FINISH,
     GRANT_ACTIONS,
-    MAX_BATCH,
     NO_CLIENT,
     RETIRING,
     RUNNING,
     START,
     SUPERSEDED,
-    Batch,
     BatchDone,
     BatchRequest,
     Finished,
@@ -58,25 +58,24 @@ from vault.authority.rotation_requests import (
     KeyVersionRow,
     ListRequest,
     NewClientKey,
-    Rewrapped,
+    OpenRequest,
     RotatedClient,
+    RotationBasis,
     RotationRow,
     StartDraft,
     Started,
     StartRequest,
     VersionsRequest,
-    WrappedKey,
 )
-from vault.authority.rotation_walk import next_rows, old_versions_in_use, write_rewrapped
+from vault.authority.rotation_walk import old_versions_in_use
 from vault.crypto.blobs import blob_key_version
 from vault.errors import IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
-from vault.storage.rows import ENCRYPTION_LIMIT, EngineerRecord, EngineerRow, GrantRecord
+from vault.storage.rows import EngineerRecord, EngineerRow, GrantRecord
 
 TAG_BYTES = 32
-MAX_ID = 2**63 - 1
 
 
 class RotationChecks(Protocol):
@@ -117,13 +116,6 @@ class StartSeal(Protocol):
         """Verify ``draft``, then make the new version for it; raise to refuse (nothing written)."""
 
 
-class RewrapSeal(Protocol):
-    """The keyholder's hands inside a batch's unit of work."""
-
-    def rewrap(self, batch: Batch) -> Sequence[Rewrapped]:
-        """Verify ``batch``, then re-wrap its rows under the new version; raise to refuse."""
-
-
 def checked_caller(caller: object) -> Caller:
     if not isinstance(caller, Caller):
         raise InvalidInput("the request names no caller")
@@ -159,6 +151,7 @@ class RotationAuthority:
         self, store: Store, checks: RotationChecks, recorder: Recorder, clock: Callable[[], dt.datetime]
     ) -> None:
         self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
+        self.batches = RotationBatches(store, checks)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -293,59 +286,18 @@ class RotationAuthority:
         client.lookup_key_blob, client.audit_keys_blob = made.lookup_key_blob, made.audit_keys_blob
         if made.backup_key_blob is not None:  # the per-client backup key lives on (old backups need it)
             client.backup_key_blob = made.backup_key_blob
-        self._count(s, client.id, version, 4)
+        s.flush()
+        count_encryptions(rows.connection(s), client.id, version, 4)
 
-    # -- re-wrap -------------------------------------------------------------------------------
+    # -- re-wrap (rotation_batches.py) ---------------------------------------------------------
+
+    def open(self, request: OpenRequest) -> RotationBasis:
+        """What the rotation's batches share, for the keyholder to verify once."""
+        return self.batches.open(request)
 
     def rewrap(self, request: BatchRequest, seal: RewrapSeal) -> BatchDone:
-        """Re-wrap the next page of data keys; ``count`` 0 when none is left."""
-        if not isinstance(request, BatchRequest) or not isinstance(request.after, tuple) or len(request.after) != 2:
-            raise InvalidInput("not a batch request")
-        checked_caller(request.caller)
-        validation.number("rotation id", request.rotation_id, 1)
-        validation.number("batch size", request.size, 1, MAX_BATCH)
-        for part in request.after:
-            validation.number("cursor", part, 0, MAX_ID)
-        _pin(request.org_pin)
-        with self.store.transaction() as s:
-            caller = self._authorise(s, request.caller)
-            rotation = s.get(m.Rotation, request.rotation_id)
-            if rotation is None or rotation.state != RUNNING:
-                done = (0, 0) if rotation is None else (rotation.done, rotation.total)
-                return BatchDone(request.rotation_id, 0, request.after, *done)
-            client_id, new_version = rotation.client_id, rotation.to_version
-            found, cursor = next_rows(s, client_id, new_version, request.after, request.size)
-            if not found:
-                return BatchDone(rotation.id, 0, request.after, rotation.done, rotation.total)
-            page = tuple(WrappedKey(int(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in found)
-            keys = []
-            for version in sorted({row.key_version for row in page} | {new_version}):
-                sealed = self._sealed_key(s, client_id, version, caller.root_version or 0)
-                if sealed is None:
-                    raise IntegrityError(f"client key version {version} has no record")
-                keys.append(sealed)
-            batch = Batch(
-                caller.vault_id,
-                caller.org_signing_public,
-                self._org_chain(s, request.org_pin, caller.org_signing_public),
-                caller.me,
-                _row(rotation),
-                page,
-                tuple(keys),
-                self._records(s, client_id, caller.root_version or 0),
-            )
-            answer = tuple(seal.rewrap(batch))
-            if len(answer) != len(page) or any(
-                not isinstance(new, Rewrapped)
-                or (new.secret_id, new.version) != (old.secret_id, old.version)
-                or blob_key_version(new.wrapped_dek) != new_version
-                for new, old in zip(answer, page, strict=False)
-            ):
-                raise UntrustedRecord("the re-wrapped keys are not the rows this batch handed out")
-            write_rewrapped(s.connection(), new_version, found, [new.wrapped_dek for new in answer])
-            self._count(s, client_id, new_version, len(page))
-            rotation.done = rotation.done + len(page)
-            return BatchDone(rotation.id, len(page), cursor, rotation.done, rotation.total)
+        """Re-wrap the next page of data keys, if the basis the request names is still stored."""
+        return self.batches.rewrap(request, seal)
 
     # -- finish --------------------------------------------------------------------------------
 
@@ -426,32 +378,8 @@ class RotationAuthority:
     # -- rows ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _count(s: Session, client_id: int, version: int, n: int) -> None:
-        """Count ``n`` encryptions under a client-key version; refuse past the safe bound."""
-        s.flush()
-        count = s.execute(  # one atomic UPDATE: concurrent writers never lose a count
-            update(m.ClientKey)
-            .where(m.ClientKey.client_id == client_id, m.ClientKey.version == version)
-            .values(encryptions=m.ClientKey.encryptions + n)
-            .returning(m.ClientKey.encryptions)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        if count > ENCRYPTION_LIMIT:
-            raise IntegrityError(
-                f"client key version {version} has reached its encryption limit",
-                hint="rotate the client key: `credvault rotate client SLUG`",
-            )
-
-    @staticmethod
     def _org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
         return org_chain_rows(rows.connection(s), pinned, current)
-
-    @classmethod
-    def _records(cls, s: Session, client_id: int, root_version: int) -> tuple[SealedClientKey, ...]:
-        """The signed record of every client-key version of the client (with its signer)."""
-        versions = s.scalars(select(m.ClientKey.version).where(m.ClientKey.client_id == client_id)).all()
-        found = (cls._sealed_key(s, client_id, v, root_version) for v in sorted(versions))
-        return tuple(f for f in found if f is not None)
 
     @staticmethod
     def _sealed_key(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:

@@ -14,10 +14,17 @@ A rotation has three steps, each its own unit of work at the authority:
   certificate, grant head and signer); the keyholder verifies all of it, makes the new key,
   signs its record and seals it to the recovery key and each verified grantee, and
   re-encrypts the client's fields under it; the authority stores exactly that.
+* **open** (``OpenRequest`` → ``RotationBasis``), once per run of the re-wrap (a rotation
+  just started, or resumed): what no batch changes — the caller's own row and the
+  organisation chain, the rotation, and the signed record, signer and recovery copy of
+  every client-key version of the client. The keyholder verifies it once, keeps the keys
+  it opened from it and its ``digest``.
 * **re-wrap** (``BatchRequest`` → ``Batch`` → ``Rewrapped`` rows → ``BatchDone``): the
-  authority hands a page of wrapped data keys with the signed records (and recovery copies)
-  of the client-key versions they need; the keyholder re-wraps them under the new version;
-  the authority stores a re-wrapped key only for a row it handed out in this page.
+  request names the basis's digest; the authority reads the rotation and the client-key
+  versions again (one statement) and refuses (``STALE_BASIS``, nothing written) unless
+  they are the rows the keyholder verified; then it hands a page of wrapped data keys,
+  which the keyholder re-wraps under the new version with the keys it opened; the
+  authority stores a re-wrapped key only for a row it handed out in this page.
 * **finish** (``FinishRequest`` → ``Finished``): the authority destroys the retiring
   versions no data key refers to any more and marks the rotation done.
 
@@ -29,10 +36,14 @@ Refusals the keyholder says in the user's words: ``ALREADY_RUNNING`` and ``NO_CL
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vault.authority.grant_requests import GRANT, REVOKE
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
+from vault.crypto.chain import ContextItem, typed_ctx
 from vault.storage.rows import EngineerRow, GrantRow
 
 START, FINISH = "client-key-rotate", "client-key-rotated"
@@ -40,6 +51,8 @@ RUNNING, RETIRING, DESTROYED, DONE, SUPERSEDED = "running", "retiring", "destroy
 ALREADY_RUNNING = "a rotation of this client is already under way"
 NO_CLIENT = "no such client"
 MAX_BATCH = 100_000  # data keys re-wrapped in one unit of work, at most
+STALE_BASIS = "the rotation or its client-key versions changed since this admin verified them: nothing re-wrapped"
+BASIS_LABEL = b"credvault/v1/rotation-basis"  # the digest of a basis (``basis_digest``): compared, never stored
 
 
 @dataclass(frozen=True)
@@ -164,20 +177,70 @@ class Started:
 
 
 @dataclass(frozen=True)
+class OpenRequest:
+    """What the batches of rotation ``rotation_id`` share (``RotationBasis``), read once."""
+
+    caller: Caller
+    rotation_id: int
+    org_pin: bytes  # the organisation key the engineer trusts
+
+
+@dataclass(frozen=True, repr=False)
+class RotationBasis:
+    """What does not change from one batch of a rotation to the next, sent once per run of
+    the re-wrap: the caller's own row and the organisation chain (the keyholder checks
+    itself), the rotation, the recovery-key version the copies are sealed to, and every
+    client-key version of the client, oldest first: its signed record, its signer and its
+    recovery copy (``blob`` None for a destroyed version). ``digest`` covers all but the
+    caller's row and chain, which every batch's caller check reads again."""
+
+    vault_id: bytes
+    org_signing_public: bytes
+    org_chain: tuple[OrgKeyRow, ...]
+    me: EngineerRow
+    rotation: RotationRow
+    root_version: int
+    keys: tuple[SealedClientKey, ...]
+
+    def __repr__(self) -> str:
+        return f"RotationBasis(rotation={self.rotation.id}, versions={len(self.keys)})"
+
+    def digest(self) -> bytes:
+        return basis_digest(self.rotation, self.root_version, self.keys)
+
+
+def basis_digest(rotation: RotationRow, root_version: int, keys: Sequence[SealedClientKey]) -> bytes:
+    """SHA-256 of the typed encoding of the rotation's identity (not its counters), the
+    recovery-key version and each client-key version's record, recovery copy and signer:
+    the same rows give the same digest on both halves, any change to one another digest."""
+    items: list[ContextItem] = [BASIS_LABEL, rotation.id, rotation.client_id, rotation.from_version]
+    items += [rotation.to_version, rotation.state, root_version, len(keys)]
+    for key in keys:
+        record, signer = key.record, key.signer
+        items += [record.client_id, record.version, record.fingerprint, record.signed_at, record.signed_by]
+        items += [record.signature, record.state, key.kind, key.recipient_id, key.blob]
+        items += [0] if signer is None else [1, *signer]
+    return hashlib.sha256(typed_ctx(*items)).digest()
+
+
+@dataclass(frozen=True)
 class BatchRequest:
     """The next page of data keys of rotation ``rotation_id`` after ``after`` (secret id,
-    version), at most ``size`` of them, to be re-wrapped."""
+    version), at most ``size`` of them, to be re-wrapped; ``basis``: the digest of the
+    rotation's basis the keyholder verified (the batch is refused if the rows changed)."""
 
     caller: Caller
     rotation_id: int
     after: tuple[int, int]
     size: int
-    org_pin: bytes
+    basis: bytes
 
 
-@dataclass(frozen=True, repr=False)
-class WrappedKey:
-    """One version's data key, wrapped by client-key version ``key_version``."""
+class WrappedKey(NamedTuple):
+    """One version's data key, wrapped by client-key version ``key_version``. A named tuple
+    (like the storage layer's rows): a page's rows are made from the driver's rows as they
+    come, a thousand at a time, without a constructor's checks (the keyholder's AEAD is
+    the check: a wrapped key opens only under its client, secret and version)."""
 
     secret_id: int
     version: int
@@ -190,27 +253,18 @@ class WrappedKey:
 
 @dataclass(frozen=True, repr=False)
 class Batch:
-    """A page handed to the keyholder inside the batch's unit of work: the rotation, its rows,
-    and the signed record and recovery copy of every client-key version they need (the old
-    ones and the new one)."""
+    """A page handed to the keyholder inside the batch's unit of work: the rotation, the
+    digest of its basis the authority compared with what is stored, and the page's rows."""
 
-    vault_id: bytes
-    org_signing_public: bytes
-    org_chain: tuple[OrgKeyRow, ...]
-    me: EngineerRow
-    rotation: RotationRow
+    rotation_id: int
+    basis: bytes
     rows: tuple[WrappedKey, ...]
-    keys: tuple[SealedClientKey, ...]
-    # every client-key version's signed record (copies not needed): the rotation's new version
-    # must be the newest one an admin signed, else the keys are re-wrapped under an older one
-    records: tuple[SealedClientKey, ...] = ()
 
     def __repr__(self) -> str:
-        return f"Batch(rotation={self.rotation.id}, rows={len(self.rows)})"
+        return f"Batch(rotation={self.rotation_id}, rows={len(self.rows)})"
 
 
-@dataclass(frozen=True, repr=False)
-class Rewrapped:
+class Rewrapped(NamedTuple):
     """A data key re-wrapped by the keyholder under the rotation's new version."""
 
     secret_id: int

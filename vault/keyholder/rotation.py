@@ -15,7 +15,13 @@ requests naming ids only, and checks everything it is handed before it uses it:
   the head of their grant ledger for this client, signed by an active admin over that
   sealing key, unrevoked and unexpired. One that does not verify refuses the rotation:
   the new key is sealed to no key the keyholder has not verified;
-* in a batch: the rotation is the one asked for (client, new version), and every data key
+* once per run of the re-wrap (``open``: a rotation started or resumed), the rotation's
+  basis: the rotation is the one asked for (client, new version), its new version the
+  client's newest admin-signed one, and the versions' records and copies as above. The
+  keys opened and the basis's digest are kept (``_Opened``); each batch names that digest,
+  and the authority refuses the batch unless the rotation and its client-key versions are
+  still those rows (a DBA's change between two batches writes nothing);
+* in a batch: it is of the rotation opened, under the digest verified, and every data key
   unwraps under the client's key bound to (client, secret, version): a wrapped key of
   another client or row opens nothing, and the batch is refused whole.
 
@@ -26,7 +32,6 @@ and the re-wrapped data keys are made here; the authority stores them as given.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -39,22 +44,25 @@ from vault.authority.rotation_requests import (
     BatchRequest,
     Finished,
     FinishRequest,
-    GrantEvent,
     KeyVersionRow,
     ListRequest,
     NewClientKey,
+    OpenRequest,
     Rewrapped,
+    RotationBasis,
     RotationRow,
     StartDraft,
     Started,
     StartRequest,
     VersionsRequest,
+    WrappedKey,
 )
 from vault.crypto import blobs, sealing, signing
 from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_CLIENT_KEY
-from vault.errors import DecryptionFailed, InvalidInput, Locked, UntrustedRecord, VaultError
+from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, Locked, UntrustedRecord, VaultError
 from vault.keyholder.keys import Keys
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
+from vault.keyholder.rotation_grants import check_grant_events
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.keyholder.trust import client_key_fields
 from vault.storage.engine import Store
@@ -80,69 +88,25 @@ class RotationKeys(SessionKeys):
         return self._held.my_signing_key().sign(label, *fields)
 
 
-def _opened(event: GrantEvent, ring: bytes, client_id: int) -> dict[str, Any] | None:
-    """The event's details, opened under the client's audit key (bound to the client, the
-    number and the action), or None if they do not open."""
-    version, blob = event.key_version, event.details_blob
-    if not isinstance(version, int) or not isinstance(blob, bytes) or not 1 <= version <= len(ring) // 32:
-        return None
-    key = ring[(version - 1) * 32 : version * 32]
-    try:
-        details = json.loads(blobs.decrypt_audit_detail(key, version, blob, client_id, event.seq, event.action))
-    except (VaultError, ValueError):
-        return None
-    return details if isinstance(details, dict) else None
+class _Opened:
+    """A rotation's basis as this keyholder verified it at the open: the rotation, the digest
+    its batches name, the checks made under the organisation key it trusted, the client-key
+    versions' verified-to-be-handed records (opened when a row needs one) and the keys opened."""
 
+    __slots__ = ("checks", "digest", "keys", "records", "rotation")
 
-def _check_grant_events(draft: StartDraft, ring: bytes) -> None:
-    """Each grantee's grant is not taken back by a grant or revoke event the audit log holds
-    after it (opened here: the authority's word on the grant row is not enough, a DBA can
-    blank its revocation columns), and its own event, if the grant names one, is there and
-    is that grant's. An event after the grant that does not open refuses the grantee too."""
-    client_id = draft.client.id
-    events = sorted(draft.grant_events, key=lambda e: e.seq) if isinstance(draft.grant_events, tuple) else None
-    if events is None or len({e.seq for e in events}) != len(events):
-        raise UntrustedRecord("the authority's grant events are not a list of distinct events")
-    opened = [(e, _opened(e, ring, client_id)) for e in events]
-    for grantee in draft.grantees:
-        grant, name = grantee.grant, grantee.engineer.name
-        after = grant.event_seq or 0
-        own = False  # a grant no event of the log vouches for is refused, whatever its row says
-        legacy = False
-        if grant.event_seq is None:  # an older grant row: its event is the one that names its id
-            mine = [e.seq for e, d in opened if d is not None and e.action == "grant" and d.get("grant") == grant.id]
-            if not mine:  # from before grant events named their grant (issue 12): the engineer's last grant event
-                legacy = True
-                mine = [
-                    e.seq
-                    for e, d in opened
-                    if d is not None and e.action == "grant" and d.get("engineer") == name and "grant" not in d
-                ]
-            after = max(mine, default=0)
-        for event, details in opened:
-            if event.seq == grant.event_seq or (grant.event_seq is None and event.seq == after):
-                own = (
-                    details is not None
-                    and event.action == "grant"
-                    and details.get("engineer") == name
-                    and (details.get("grant") == grant.id or (legacy and "grant" not in details))
-                )
-                continue
-            ids = details.get("grant_ids") if details is not None else None
-            named = details is not None and details.get("engineer") == name
-            if (details is None and event.seq > after) or (named and event.seq > after):
-                raise UntrustedRecord(
-                    f"the audit log takes {name!r}'s grant back (or holds an event after it that does not "
-                    "open): the new client key is sealed to nobody unconfirmed"
-                )
-            if named and event.action == "revoke" and isinstance(ids, list) and grant.id in ids:
-                raise UntrustedRecord(f"the audit log records the revocation of {name!r}'s grant")
-        if not own:
-            raise UntrustedRecord(f"the audit log does not hold the event of {name!r}'s grant")
+    def __init__(self, rotation: RotationRow, digest: bytes, checks: ResponseChecks) -> None:
+        self.rotation, self.digest, self.checks = rotation, digest, checks
+        self.records: dict[int, SealedClientKey] = {}
+        self.keys: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"OpenedRotation(rotation={self.rotation.id}, <keys redacted>)"
 
 
 class RotationTransport(Protocol):
     def start(self, request: StartRequest, seal: Any, unit: Any = None) -> Started: ...
+    def open(self, request: OpenRequest) -> RotationBasis: ...
     def rewrap(self, request: BatchRequest, seal: Any) -> BatchDone: ...
     def finish(self, request: FinishRequest) -> Finished: ...
     def list(self, request: ListRequest) -> tuple[RotationRow, ...]: ...
@@ -172,6 +136,7 @@ class RotationKeyholder:
         self.transport, self.keys, self.lookup, self.cache, self.clock = transport, keys, lookup, cache, clock
         self.cursors: dict[int, tuple[int, int]] = {}  # rotation id -> past the last re-wrapped (secret id, version)
         self.known: dict[int, tuple[int, int]] = {}  # rotation id -> (client id, new version), as started or listed
+        self.opened: dict[int, _Opened] = {}  # rotation id -> its basis as verified at the open, with its keys
 
     def __repr__(self) -> str:
         return "RotationKeyholder(<redacted>)"
@@ -254,7 +219,7 @@ class RotationKeyholder:
                 ) from None
             seen.add(engineer.id)
         if client.audit_keys_blob is not None:  # a client without audit keys has no sealed grant events
-            _check_grant_events(draft, ring)
+            check_grant_events(draft, ring)
         # The new version: a fresh key, its record signed by this admin, sealed, fields moved to it.
         version, vault_id = draft.new_version, draft.vault_id
         key = blobs.new_key()
@@ -300,30 +265,62 @@ class RotationKeyholder:
 
     # -- re-wrap -------------------------------------------------------------------------------
 
+    def open(self, rotation_id: int) -> _Opened:
+        """Rotation ``rotation_id``'s basis, asked once and verified here; kept (if the rotation
+        is running) for its batches, which name its digest."""
+        self.opened.pop(rotation_id, None)
+        me = self.keys.session()
+        self.lookup.open_recovery()
+        basis = self.transport.open(
+            OpenRequest(Caller(me.engineer_id, me.key_generation), rotation_id, me.org_signing_public)
+        )
+        if not isinstance(basis, RotationBasis) or not isinstance(basis.keys, tuple):
+            raise UntrustedRecord("the authority's answer is not a rotation's basis")
+        checks = self._check_me(basis.vault_id, basis.org_signing_public, basis.org_chain, basis.me)
+        rotation = basis.rotation
+        if rotation.id != rotation_id:
+            raise UntrustedRecord("the authority handed the basis of another rotation")
+        opened = _Opened(rotation, basis.digest(), checks)
+        if rotation.state != RUNNING:
+            return opened  # nothing to re-wrap: no key is opened, nothing kept
+        client_id, new_version = rotation.client_id, rotation.to_version
+        expected = self.known.get(rotation_id)
+        if expected is not None and (client_id, new_version) != expected:
+            raise UntrustedRecord("the authority handed a rotation of another client or key version")
+        if new_version != self._newest_signed(checks, client_id, basis.keys):
+            raise UntrustedRecord(
+                "the rotation's new key version is not the client's newest admin-signed one: nothing is re-wrapped"
+            )
+        for sealed in basis.keys:
+            if sealed.record.version in opened.records:
+                raise UntrustedRecord("the authority handed a client-key version twice")
+            opened.records[sealed.record.version] = sealed
+        opened.keys[new_version] = self._client_key(checks, client_id, opened.records.pop(new_version))
+        self.known.setdefault(rotation_id, (client_id, new_version))  # a later open must hand the same
+        self.opened[rotation_id] = opened
+        return opened
+
     def batch(self, rotation_id: int, size: int) -> BatchDone:
         """Re-wrap the next page of rotation ``rotation_id``; the cursor moves once it is committed."""
         me = self.keys.session()
-        self.lookup.open_recovery()
-        if rotation_id not in self.known:
-            self.list(running_only=True)
-        expected = self.known.get(rotation_id)
-        request = BatchRequest(
-            Caller(me.engineer_id, me.key_generation),
-            rotation_id,
-            self.cursors.get(rotation_id, (0, 0)),
-            size,
-            me.org_signing_public,
-        )
+        opened = self.opened.get(rotation_id) or self.open(rotation_id)
+        cursor, row = self.cursors.get(rotation_id, (0, 0)), opened.rotation
+        if row.state != RUNNING:
+            return BatchDone(rotation_id, 0, cursor, row.done, row.total)
+        request = BatchRequest(Caller(me.engineer_id, me.key_generation), rotation_id, cursor, size, opened.digest)
         made: list[int] = []
 
         def rewrap(batch: Batch) -> tuple[Rewrapped, ...]:
-            out = self._rewrap(rotation_id, expected, batch)
+            out = self._rewrap(opened, batch)
             made.append(len(out))
             return out
 
         seal = _Seal(rewrap=rewrap)
         try:
             done = self.transport.rewrap(request, seal)
+        except IntegrityError:
+            self.opened.pop(rotation_id, None)  # a refused basis or batch: the next run verifies afresh
+            raise
         finally:
             seal.close()
         if done.rotation_id != rotation_id or done.count != (made[0] if made else 0):
@@ -331,28 +328,24 @@ class RotationKeyholder:
         self.cursors[rotation_id] = done.cursor
         return done
 
-    def _rewrap(self, rotation_id: int, expected: tuple[int, int] | None, batch: Batch) -> tuple[Rewrapped, ...]:
-        checks = self._check_me(batch.vault_id, batch.org_signing_public, batch.org_chain, batch.me)
-        rotation = batch.rotation
-        if rotation.id != rotation_id or rotation.state != RUNNING:
-            raise UntrustedRecord("the authority handed a batch of another rotation")
-        client_id, new_version = rotation.client_id, rotation.to_version
-        if expected is not None and (client_id, new_version) != expected:
-            raise UntrustedRecord("the authority handed a batch for another client or key version")
-        if new_version != self._newest_signed(checks, client_id, batch.records):
-            raise UntrustedRecord(
-                "the rotation's new key version is not the client's newest admin-signed one: nothing is re-wrapped"
-            )
-        keys = {}
-        for sealed in batch.keys:
-            if sealed.record.version in keys:
-                raise UntrustedRecord("the authority handed a client-key version twice")
-            keys[sealed.record.version] = self._client_key(checks, client_id, sealed)
-        new_key = keys.pop(new_version, None)
-        if new_key is None or any(row.key_version not in keys for row in batch.rows):
-            raise DecryptionFailed()  # a row wrapped by no version handed over (or by the new one)
-        rows = [(row.secret_id, row.version, row.key_version, row.wrapped_dek) for row in batch.rows]
-        rewrapped = blobs.rewrap_data_keys(keys, new_key, new_version, client_id, rows)
+    def _rewrap(self, opened: _Opened, batch: Batch) -> tuple[Rewrapped, ...]:
+        """The batch's rows re-wrapped with the keys of the basis verified at the open."""
+        if batch.rotation_id != opened.rotation.id or batch.basis != opened.digest:
+            raise UntrustedRecord("the authority handed a batch of another rotation, or under another basis")
+        client_id, new_version = opened.rotation.client_id, opened.rotation.to_version
+        rows = batch.rows
+        if not isinstance(rows, tuple) or not all(type(row) is WrappedKey for row in rows):
+            raise UntrustedRecord("the authority handed a batch that is not a page of wrapped keys")
+        keys = opened.keys
+        for version in {row.key_version for row in rows} - keys.keys():
+            sealed = opened.records.get(version)
+            if sealed is None:
+                raise DecryptionFailed()  # a row wrapped by no version of the basis
+            keys[version] = self._client_key(opened.checks, client_id, sealed)
+        if any(row.key_version == new_version for row in rows):
+            raise DecryptionFailed()  # a row said to be wrapped by the new version already
+        old = {version: key for version, key in keys.items() if version != new_version}
+        rewrapped = blobs.rewrap_data_keys(old, keys[new_version], new_version, client_id, rows)
         return tuple(Rewrapped(row[0], row[1], dek) for row, dek in zip(rows, rewrapped, strict=True))
 
     @staticmethod
@@ -386,6 +379,7 @@ class RotationKeyholder:
             self.cache.pop((row.client_id, version), None)
         if answer.ended:
             self.cursors.pop(rotation_id, None)
+            self.opened.pop(rotation_id, None)
         return answer
 
     def list(self, *, running_only: bool) -> tuple[RotationRow, ...]:

@@ -7,7 +7,9 @@ at any point leaves a vault that reads correctly and a rotation that ``resume`` 
    and to every current grantee; the client's own fields and audit-key ring move to it
    and it becomes current at once (new writes use it). The old version is *retiring*.
 2. **re-wrap**: data keys still wrapped by a retiring version are re-wrapped in batches.
-   Reads keep working throughout: each row names the version that wraps it.
+   Reads keep working throughout: each row names the version that wraps it. What the
+   batches share (the rotation, the client's key versions) is verified once per run and
+   named by its digest in each batch, which is refused if those rows changed since.
 3. **finish**: once nothing refers to a retiring version, its sealed copies are deleted
    and it is marked *destroyed* (its fingerprint stays, for purge receipts).
 
@@ -30,9 +32,18 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from vault.authority.rotation_requests import DESTROYED, DONE, RETIRING, RUNNING, SUPERSEDED, RotationRow
+from vault.authority.rotation_requests import (
+    DESTROYED,
+    DONE,
+    RETIRING,
+    RUNNING,
+    STALE_BASIS,
+    SUPERSEDED,
+    RotationRow,
+)
 from vault.authority.settings import SettingsAuthority
 from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
+from vault.errors import IntegrityError
 from vault.keyholder.rotation import RotationKeyholder
 from vault.keyholder.settings import SettingsKeyholder
 from vault.service import rotationparts
@@ -122,9 +133,24 @@ class KeyRotation:
         # nothing), a second walk from the start re-wraps it before the rotation finishes.
         # Each transaction that loses to a concurrent one is run again on its own: running
         # rotate_client again would find this rotation under way (retrying.py).
+        # What no batch changes (the rotation, its client's key versions, the admin's own row) is
+        # read and verified once per run, here; each batch names its digest (keyholder/rotation.py)
+        # and is refused, nothing written, if those rows changed since. A root rotation changes
+        # them (it re-seals every version), as may a DBA: the run then verifies them afresh, as a
+        # resume would, and sends the batch once more (refused again, the error goes through).
+        def open_rotation() -> object:
+            return self._rotation_keyholder().open(rotation_id)
+
         def batch() -> int:
+            try:
+                return self._rewrap_batch(rotation_id, batch_size, progress)
+            except IntegrityError as error:
+                if str(error) != STALE_BASIS:
+                    raise
+            again_on_conflict(self.core, "the opening of a rotation", open_rotation)
             return self._rewrap_batch(rotation_id, batch_size, progress)
 
+        again_on_conflict(self.core, "the opening of a rotation", open_rotation)
         for walk in (1, 2):
             self._rotation_keyholder().cursors.pop(rotation_id, None)
             while again_on_conflict(self.core, "a re-wrap batch", batch):
