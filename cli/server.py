@@ -28,6 +28,11 @@ from .context import AppContext, pass_app
     metavar="CIDR",
     help="A reverse proxy whose X-Forwarded-For names the client (repeatable).",
 )
+@click.option(
+    "--org-key",
+    metavar="HEX",
+    help="The organisation signing key to trust (64 hex digits); without it, the first one read is trusted.",
+)
 @pass_app
 def serve(
     app: AppContext,
@@ -39,6 +44,7 @@ def serve(
     max_body: int,
     access_log: str | None,
     trusted_proxies: tuple[str, ...],
+    org_key: str | None,
 ) -> None:
     """Run the team server: engineers' signed requests over HTTPS to this vault's database.
 
@@ -61,6 +67,7 @@ def serve(
         max_body=max_body,
         access_log=access_log,
         trusted_proxies=tuple(trusted_proxies),
+        org_key=org_key,
     )
     run(options)
 

@@ -99,3 +99,17 @@ def test_a_trusted_proxy_that_is_not_a_cidr_is_refused_before_the_database_opens
     result = CliRunner().invoke(cli, [*args, "--trusted-proxy", "the-proxy"])
     assert result.exit_code == 1
     assert "credvault: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("key", ["abc", "zz" * 32, "00" * 31, "00" * 33])
+def test_an_organisation_key_that_is_not_64_hex_digits_is_refused(key: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(running, "Store", lambda url: pytest.fail("the store was opened"))
+    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--org-key", key])
+    assert result.exit_code == 1
+    assert "credvault: error: --org-key is the organisation signing key as 64 hex digits" in result.stderr
+
+
+def test_the_organisation_key_given_is_the_one_pinned() -> None:
+    key = bytes(range(32))
+    assert running.org_pin(ServeOptions("sqlite://", org_key=key.hex().upper())) == key
+    assert running.org_pin(ServeOptions("sqlite://")) is None

@@ -46,6 +46,7 @@ class ServeOptions:
     max_body: int = DEFAULT_LIMIT
     access_log: str | None = None  # a file, "-" for standard error, None for none
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
+    org_key: str | None = None  # the organisation signing key (64 hex digits) the server trusts
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -84,6 +85,19 @@ def checked(options: ServeOptions) -> tuple[str, int, str]:
     return host, port, public_url
 
 
+def org_pin(options: ServeOptions) -> bytes | None:
+    """The organisation key ``--org-key`` pins (None: trusted on first read, with a warning)."""
+    if options.org_key is None:
+        return None
+    text = options.org_key.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigurationError(
+            "--org-key is the organisation signing key as 64 hex digits",
+            hint='an admin reads it from orgkey-<VAULT_ID>.json in their config directory ("head": [version, hex])',
+        )
+    return bytes.fromhex(text)
+
+
 def uvicorn_config(app: Starlette, options: ServeOptions) -> uvicorn.Config:
     host, port, _ = checked(options)
     return uvicorn.Config(
@@ -116,6 +130,11 @@ def run(options: ServeOptions) -> None:
     _, _, public_url = checked(options)
     handler = access_log_to(options.access_log)
     addresses = ClientAddresses(options.trusted_proxies)  # a bad CIDR: ConfigurationError before anything opens
+    pin = org_pin(options)
+    if pin is None:
+        logging.getLogger("credvault.server").warning(
+            "no --org-key: the organisation key read first is trusted (a database writer could have set it)"
+        )
     store = Store(options.db_url)
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
@@ -125,6 +144,7 @@ def run(options: ServeOptions) -> None:
             store,
             public_url=public_url,
             nonce_store=nonces,
+            org_pin=pin,
             max_body=options.max_body,
             limits=limits,
             addresses=addresses,
