@@ -70,11 +70,16 @@ class PinnedOrganisation:
                 self._pinned = current  # the signed chain leads here: later requests start from it
         s.info[_TRUSTED] = (vault_id, current)
 
-    def certificate(self, s: Session, row: EngineerRecord) -> None:
+    def trusted(self, s: Session) -> tuple[bytes, bytes]:
+        """(vault id, organisation key) as ``organisation_key`` checked them in this unit."""
         trusted = s.info.get(_TRUSTED)
         if trusted is None:
             raise UntrustedRecord("the organisation key was not checked before a certificate")
-        verify_certificate(trusted[0], trusted[1], row)
+        return trusted  # type: ignore[no-any-return]
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        vault_id, org = self.trusted(s)
+        verify_certificate(vault_id, org, row)
 
 
 class Authenticated(NamedTuple):
