@@ -23,6 +23,7 @@ from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import BREAK, CHECKIN
+from vault.authority.server_keys import certified_key
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
@@ -95,6 +96,9 @@ class _PublicChecks:
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+    def server_key(self, s: Session, version: int) -> bytes | None:
+        return certified_key(s, version, self._trust.core.vid(s), self._trust.org_public(s))
 
 
 class _ClientLookup:
