@@ -8,7 +8,9 @@ through ``ServerJournal`` in the checkout's unit of work: the keyholder's pre-se
 ``LABEL_AUDIT_DETAIL_V3``) and the server's facts in ``details_json`` (the version revealed;
 for a checkout the hold's ``exclusive`` and ``until``), under the server's signature.
 
-``vouched_hold`` is how a hold recorded so is believed by a later checkout: the event is a
+``genuine`` is which open checkouts of other engineers a checkout honours (their events
+vouch for them; in-process also format 2, opened by the keyholder's seal); ``vouched_hold``
+is how a hold recorded in format 3 is believed by a later checkout: the event is a
 ``checkout`` of that secret by that engineer, its format-3 hash verifies, its server
 signature verifies under a certified, active ``server_keys`` row, and its ``details_json``
 names the row's end; it says whether the hold is exclusive. A planted hold row, one
@@ -21,19 +23,38 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from vault.authority.checkout_reads import EVENT
 from vault.authority.requests import CHECKOUT, CheckoutRequest
 from vault.authority.serverjournal import ServerJournal, ServerSeal
 from vault.crypto import chain
 from vault.errors import InvalidInput
 from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.rows import HoldRow
 from vault.wire.eventrequest import RecordedRequest
 
 FACTS = {CHECKOUT: {"version", "exclusive", "until"}}
-REVEAL_FACTS = {"version"}
+
+
+class EventKeys(Protocol):
+    """The public keys an event is checked under (``PublicChecks``' part)."""
+
+    def event_key(self, s: Session, engineer_id: int, generation: int) -> bytes | None: ...
+
+    def server_key(self, s: Session, version: int) -> bytes | None: ...
+
+
+class HoldClaims(Protocol):
+    """The in-process keyholder's reading of a format-2 hold's sealed details (``EventSeal``)."""
+
+    def hold_claim(
+        self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
+    ) -> bool | None: ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -132,3 +153,72 @@ def vouched_hold(
         return None
     exclusive = facts["exclusive"]
     return exclusive if isinstance(exclusive, bool) else None
+
+
+def genuine(
+    conn: Connection,
+    s: Session,
+    checks: EventKeys,
+    vault_id: bytes,
+    client_id: int,
+    secret_id: int,
+    held: list[HoldRow],
+    claims: HoldClaims | None,
+) -> list[HoldRow]:
+    """Other engineers' open checkouts that their audit events vouch for, each marked
+    exclusive as its event says: a ``checkout`` of this secret by that engineer whose hash
+    and signature (by their certified key; format 3: by a certified server key) verify and
+    whose details match the row's end. Planted or edited holds block nobody.
+
+    ``claims``: the in-process keyholder's seal, which opens a format-2 event's details. On
+    the server (None) a format-2 hold (made in-process before the vault moved to the server)
+    is vouched for by its hash and the engineer's signature; its sealed details cannot be
+    opened there, so the row's own ``exclusive`` is taken (a DBA who flips it can delay a
+    checkout, never reveal one)."""
+    out = []
+    for hold in held:
+        found = EVENT.all(conn, {"seq": hold.event_seq})
+        e = dict(zip(rows.EVENT_COLUMNS, found[0], strict=True)) if found else None
+        if (
+            e is None
+            or e["action"] != CHECKOUT
+            or (e["engineer_id"], e["client_id"], e["secret_id"]) != (hold.engineer_id, client_id, secret_id)
+            or e["signature"] is None
+            or e["details_blob"] is None
+            or e["key_version"] is None
+        ):
+            continue
+        until = int(hold.expires_at.timestamp())
+        if e["server_key_version"] is not None:  # format 3: the server's facts, under its signature
+            claim = vouched_hold(e, vault_id, lambda v: checks.server_key(s, v), until)
+            if claim is not None:
+                out.append(hold._replace(exclusive=claim))
+            continue
+        codec = chain.EventCodec(vault_id)
+        fields = (
+            e["seq"],
+            e["at_us"],
+            e["engineer_id"],
+            e["key_generation"],
+            e["action"],
+            e["client_id"],
+            e["secret_id"],
+            e["key_version"],
+            e["details_blob"],
+            e["details_json"],
+            e["prev_hash"],
+        )
+        # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
+        if e["hash"] not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
+            continue
+        public = checks.event_key(s, hold.engineer_id, e["key_generation"])
+        if public is None or not codec.signature_valid(public, e["signature"], e["seq"], e["hash"]):
+            continue
+        if claims is None:
+            out.append(hold)
+            continue
+        exclusive = claims.hold_claim(client_id, e["seq"], e["action"], e["key_version"], e["details_blob"], until)
+        if exclusive is None:
+            continue
+        out.append(hold._replace(exclusive=exclusive))
+    return out

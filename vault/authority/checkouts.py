@@ -39,7 +39,6 @@ from vault.authority.checkout_reads import (
     ACTIVE,
     CALLER,
     CHECKOUT_CALLER,
-    EVENT,
     HEAD_AND_TIME,
     NAME,
     TARGET,
@@ -383,62 +382,9 @@ class CheckoutAuthority:
         held: list[HoldRow],
         seal: EventSeal | ServerEvent,
     ) -> list[HoldRow]:
-        """Other engineers' open checkouts that their audit events vouch for, each marked
-        exclusive as its event says: a ``checkout`` of this secret by that engineer whose hash
-        and signature (by their certified key; format 3: by a certified server key) verify and
-        whose details match the row's end. Planted or edited holds block nobody.
-
-        On the server a format-2 hold (made in-process before the vault moved to the server)
-        is vouched for by its hash and the engineer's signature; its sealed details cannot be
-        opened there, so the row's own ``exclusive`` is taken (a DBA who flips it can delay a
-        checkout, never reveal one)."""
-        out = []
-        for hold in held:
-            found = EVENT.all(conn, {"seq": hold.event_seq})
-            e = dict(zip(rows.EVENT_COLUMNS, found[0], strict=True)) if found else None
-            if (
-                e is None
-                or e["action"] != CHECKOUT
-                or (e["engineer_id"], e["client_id"], e["secret_id"]) != (hold.engineer_id, client_id, secret_id)
-                or e["signature"] is None
-                or e["details_blob"] is None
-                or e["key_version"] is None
-            ):
-                continue
-            until = int(hold.expires_at.timestamp())
-            if e["server_key_version"] is not None:  # format 3: the server's facts, under its signature
-                claim = checkout_events.vouched_hold(e, vault_id, lambda v: self.checks.server_key(s, v), until)
-                if claim is not None:
-                    out.append(hold._replace(exclusive=claim))
-                continue
-            codec = chain.EventCodec(vault_id)
-            fields = (
-                e["seq"],
-                e["at_us"],
-                e["engineer_id"],
-                e["key_generation"],
-                e["action"],
-                e["client_id"],
-                e["secret_id"],
-                e["key_version"],
-                e["details_blob"],
-                e["details_json"],
-                e["prev_hash"],
-            )
-            # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
-            if e["hash"] not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
-                continue
-            public = self.checks.event_key(s, hold.engineer_id, e["key_generation"])
-            if public is None or not codec.signature_valid(public, e["signature"], e["seq"], e["hash"]):
-                continue
-            if isinstance(seal, ServerEvent):
-                out.append(hold)
-                continue
-            exclusive = seal.hold_claim(client_id, e["seq"], e["action"], e["key_version"], e["details_blob"], until)
-            if exclusive is None:
-                continue
-            out.append(hold._replace(exclusive=exclusive))
-        return out
+        """Other engineers' open checkouts that their audit events vouch for (``checkout_events.genuine``)."""
+        claims = None if isinstance(seal, ServerEvent) else seal
+        return checkout_events.genuine(conn, s, self.checks, vault_id, client_id, secret_id, held, claims)
 
     def _append(
         self,
