@@ -28,6 +28,12 @@ from .context import AppContext, pass_app
     metavar="CIDR",
     help="A reverse proxy whose X-Forwarded-For names the client (repeatable).",
 )
+@click.option(
+    "--server-key",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="The server key file (JSON, mode 0600): signs the audit events of checkouts.",
+)
 @pass_app
 def serve(
     app: AppContext,
@@ -39,6 +45,7 @@ def serve(
     max_body: int,
     access_log: str | None,
     trusted_proxies: tuple[str, ...],
+    server_key: str | None,
 ) -> None:
     """Run the team server: engineers' signed requests over HTTPS to this vault's database.
 
@@ -48,7 +55,8 @@ def serve(
     Example:
       credvault serve --db postgresql+psycopg://vault@db.internal/credvault \\
         --bind 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key \\
-        --public-url https://vault.example.net:8443 --access-log -
+        --public-url https://vault.example.net:8443 --access-log - \\
+        --server-key /etc/credvault/server-key.json
     """
     from vault.server import ServeOptions, run
 
@@ -61,6 +69,7 @@ def serve(
         max_body=max_body,
         access_log=access_log,
         trusted_proxies=tuple(trusted_proxies),
+        server_key=server_key,
     )
     run(options)
 

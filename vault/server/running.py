@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from vault.errors import ConfigurationError
 from vault.server.accesslog import LOGGER as ACCESS_LOGGER
 from vault.server.app import build_app
+from vault.server.keyfile import read_server_key
 from vault.server.limits import DEFAULT_LIMIT
 from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, ClientAddresses, EngineerLimit
@@ -46,6 +47,7 @@ class ServeOptions:
     max_body: int = DEFAULT_LIMIT
     access_log: str | None = None  # a file, "-" for standard error, None for none
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
+    server_key: str | None = None  # the server key file (keyfile.py); None: the checkout routes answer 503
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -116,6 +118,7 @@ def run(options: ServeOptions) -> None:
     _, _, public_url = checked(options)
     handler = access_log_to(options.access_log)
     addresses = ClientAddresses(options.trusted_proxies)  # a bad CIDR: ConfigurationError before anything opens
+    server_key = read_server_key(options.server_key) if options.server_key is not None else None
     store = Store(options.db_url)
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
@@ -128,6 +131,7 @@ def run(options: ServeOptions) -> None:
             max_body=options.max_body,
             limits=limits,
             addresses=addresses,
+            server_key=server_key,
         )
         pruner.start()
         uvicorn.Server(uvicorn_config(app, options)).run()

@@ -37,9 +37,8 @@ import types
 import typing
 from typing import Any, NamedTuple, TypeVar
 
-from vault.authority import engineer_requests as engineer_values
-from vault.authority import requests as checkout_values
 from vault.errors import InvalidInput
+from vault.wire.routes import ROUTES
 
 T = TypeVar("T")
 
@@ -482,27 +481,11 @@ envelope = REGISTRY.envelope
 open_envelope = REGISTRY.open_envelope
 
 
-def _register_checkouts(registry: Registry) -> None:
-    """The checkout noun (docs/server.md §2): each route's request and its response."""
-    v = checkout_values
-    for operation, request, response in (
-        ("reveal", v.CheckoutRequest, v.CheckoutResponse),
-        ("checkout", v.CheckoutRequest, v.CheckoutResponse),
-        ("checkin", v.ReleaseRequest, v.ReleaseResponse),
-        ("break_checkout", v.ReleaseRequest, v.ReleaseResponse),
-        ("list", v.ListRequest, v.ListResponse),
-    ):
-        registry.register(f"checkouts.{operation}", request)
-        registry.register(f"checkouts.{operation}.response", response)
+def _register_routes(registry: Registry) -> None:
+    """Each route's request and response values (``vault/wire/routes.py``)."""
+    for name, request, response in ROUTES:
+        registry.register(name, request)
+        registry.register(f"{name}.response", response)
 
 
-_register_checkouts(REGISTRY)
-
-
-def _register_engineers(registry: Registry) -> None:
-    """The engineer noun's routes built so far (docs/server.md §2): ``whoami``."""
-    registry.register("engineers.whoami", engineer_values.WhoamiRequest)
-    registry.register("engineers.whoami.response", engineer_values.WhoamiAnswer)
-
-
-_register_engineers(REGISTRY)
+_register_routes(REGISTRY)
