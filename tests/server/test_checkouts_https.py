@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 from server_harness import Served, database_state, keyid_of, loopback_socket, running, signed_headers, signed_post
-from sqlalchemy import event, exc, insert, select, update
+from sqlalchemy import delete, event, exc, insert, select, update
 
+from vault.authority.checkout_context import ContextRequest
 from vault.authority.requests import Caller
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import (
@@ -42,6 +43,7 @@ from vault.service.serverkeys import certify_server_key
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
+from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.wire import codec
 from vault.wire.eventrequest import request_problem
 from vault.wire.httpsig import MemoryNonceStore
@@ -185,6 +187,60 @@ def test_an_engineer_without_a_grant_gets_404_and_nothing_is_written(keyed: Keye
     assert response.status_code == 404, response.text
     assert response.json()["error"] == "NotFound"
     assert database_state(served.db_url) == before
+
+
+def test_a_grant_the_dba_planted_is_refused_by_the_server_and_nothing_is_written(keyed: Keyed) -> None:
+    """The DBA copies alice's acme grant for carol: its admin signature covers alice, so the
+    server's check (``ServerChecks.first_valid_grant``) refuses it before anything is read or written."""
+    served = keyed.served
+    holder, sent = keyholder(served, served.alice)
+    checkout(holder, "acme/fw01")
+    body = checkout_body(served, sent, keyed.carol)
+    me, carol = served.alice.keyholder.me(), keyed.carol.keyholder.me()
+    store = Store(served.db_url)
+    try:
+        with store.transaction() as s:
+            grant = s.scalars(select(m.Grant).where(m.Grant.engineer_id == me.engineer_id)).first()
+            columns = {c.name: getattr(grant, c.name) for c in m.Grant.__table__.columns if c.name != "id"}
+            planted = s.execute(
+                insert(m.Grant).values(columns | {"engineer_id": carol.engineer_id})
+            ).inserted_primary_key
+        before = database_state(served.db_url)
+        response = signed_post(served, CHECKOUT, body, keyed.carol)
+        assert response.status_code == 500, response.text
+        assert response.json()["error"] == "UntrustedRecord"
+        assert database_state(served.db_url) == before
+    finally:
+        with store.transaction() as s:
+            s.execute(delete(m.Grant).where(m.Grant.id == planted[0]))
+        store.close()
+
+
+def test_the_context_route_answers_the_clients_rows_and_writes_nothing(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, _ = keyholder(served, served.alice)
+    before_events = event_count(served)
+    checkout(holder, "acme/fw02", hold=False)
+    client_id = events(served)[before_events].client_id
+    me = served.alice.keyholder.me()
+    https = HttpsTransport(served.url, served.alice.keyholder, ca_file=str(served.ca.ca_file))
+    transport = HttpsCheckoutTransport(https)
+    try:
+        state = database_state(served.db_url)
+        answer = transport.context(
+            ContextRequest(Caller(me.engineer_id, me.key_generation), client_id, None, (), me.org_signing_public)
+        )
+        assert (answer.client.id, answer.me.id) == (client_id, me.engineer_id)
+        assert answer.grant is not None and answer.grant.engineer_id == me.engineer_id
+        assert answer.sealed_keys  # the client key this request did not say it holds, sealed to alice
+        bob = served.bob.keyholder.me()
+        with pytest.raises(AccessDenied):  # alice's signature, bob named as the caller
+            transport.context(
+                ContextRequest(Caller(bob.engineer_id, bob.key_generation), client_id, None, (), me.org_signing_public)
+            )
+        assert database_state(served.db_url) == state
+    finally:
+        https.close()
 
 
 def test_another_engineers_caller_in_a_body_signed_by_alice_is_403(keyed: Keyed) -> None:
