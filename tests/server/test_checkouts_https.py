@@ -47,6 +47,7 @@ from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.wire import codec
 from vault.wire.eventrequest import request_problem
 from vault.wire.httpsig import MemoryNonceStore
+from vault.wire.nonces import DbNonceStore
 
 CHECKOUT, REVEAL = "/v1/checkouts/checkout", "/v1/checkouts/reveal"
 REASON = "T-1234 reset VPN"
@@ -78,7 +79,7 @@ def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-d
     sock = loopback_socket()
     port = sock.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=MemoryNonceStore(), server_key=key)
+    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=key)  # as credvault serve
     options = ServeOptions(
         module_team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
     )
@@ -119,6 +120,10 @@ def events(served: Served) -> list[m.AuditEvent]:
             return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
     finally:
         store.close()
+
+
+def without_nonces(state: dict[str, object]) -> dict[str, object]:
+    return {name: count for name, count in state.items() if name != "request_nonces"}
 
 
 def event_count(served: Served) -> int:
@@ -226,7 +231,7 @@ def test_the_context_route_answers_the_clients_rows_and_writes_nothing(keyed: Ke
     https = HttpsTransport(served.url, served.alice.keyholder, ca_file=str(served.ca.ca_file))
     transport = HttpsCheckoutTransport(https)
     try:
-        state = database_state(served.db_url)
+        state = without_nonces(database_state(served.db_url))
         answer = transport.context(
             ContextRequest(Caller(me.engineer_id, me.key_generation), client_id, None, (), me.org_signing_public)
         )
@@ -238,7 +243,7 @@ def test_the_context_route_answers_the_clients_rows_and_writes_nothing(keyed: Ke
             transport.context(
                 ContextRequest(Caller(bob.engineer_id, bob.key_generation), client_id, None, (), me.org_signing_public)
             )
-        assert database_state(served.db_url) == state
+        assert without_nonces(database_state(served.db_url)) == state  # a read: its nonce only
     finally:
         https.close()
 
@@ -266,9 +271,37 @@ def test_a_replayed_checkout_is_401_and_makes_one_event(keyed: Keyed) -> None:
     with served.client() as client:
         response = client.post(CHECKOUT, content=request.content, headers=dict(request.headers))
     assert response.status_code == 401, response.text
-    assert response.json()["code"] == "replayed"
+    assert response.json()["code"] == "replayed"  # the nonce the checkout's unit kept with its event
     assert database_state(served.db_url) == state
     assert event_count(served) == before + 1
+
+
+def test_a_refused_checkout_keeps_no_nonce_and_a_kept_one_commits_with_its_event(keyed: Keyed) -> None:
+    """The nonce goes into the checkout's own unit: none is kept for a refusal (409 here), one
+    with a checkout's event. (A ``checkouts.context`` read the keyholder makes on the way
+    writes nothing else, so its nonce is stored in a short transaction: counted apart.)"""
+    served = keyed.served
+    bob, _ = keyholder(served, served.bob)
+    alice, sent = keyholder(served, served.alice)
+    checkout(bob, "excl/sw03")  # exclusive
+    nonces = nonce_count(served)
+    with pytest.raises(CheckoutConflict):
+        checkout(alice, "excl/sw03")
+    assert nonce_count(served) == nonces + contexts(sent)
+    nonces, events_before = nonce_count(served), event_count(served)
+    sent.requests.clear()
+    checkout(alice, "acme/fw01", hold=False)
+    assert (nonce_count(served), event_count(served)) == (nonces + 1 + contexts(sent), events_before + 1)
+
+
+def nonce_count(served: Served) -> int:
+    count = database_state(served.db_url)["request_nonces"]
+    assert isinstance(count, int)
+    return count
+
+
+def contexts(sent: Sent) -> int:
+    return sum(1 for r in sent.requests if r.url.path == "/v1/checkouts/context")
 
 
 def test_a_changed_body_is_401(keyed: Keyed) -> None:
@@ -341,12 +374,13 @@ def test_identity_names_the_server_key(keyed: Keyed) -> None:
 def test_a_checkout_conflict_is_409_and_appends_no_event(keyed: Keyed) -> None:
     served = keyed.served
     bob, _ = keyholder(served, served.bob)
-    alice, _ = keyholder(served, served.alice)
+    alice, sent = keyholder(served, served.alice)
     assert checkout(bob, "excl/sw01") == "pw of excl/sw01"
     before = database_state(served.db_url)
     with pytest.raises(CheckoutConflict, match="bob"):
         checkout(alice, "excl/sw01")
-    assert database_state(served.db_url) == before
+    assert without_nonces(database_state(served.db_url)) == without_nonces(before)
+    assert nonce_count(served) == before["request_nonces"] + contexts(sent)  # the refused checkout's: none
 
 
 def test_an_in_process_checkout_on_a_server_keyed_vault_is_refused(keyed: Keyed) -> None:

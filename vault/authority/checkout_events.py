@@ -63,6 +63,7 @@ class ServerEvent:
 
     seal: ServerSeal
     request: RecordedRequest
+    nonce: Callable[[Session], None] | None = None  # the request's nonce, remembered in the unit first
 
     def __repr__(self) -> str:
         return f"ServerEvent({self.seal!r})"

@@ -205,6 +205,8 @@ class CheckoutAuthority:
         return response  # only now, after the commit
 
     def _checkout(self, s: Session, request: CheckoutRequest, seal: EventSeal | ServerEvent) -> CheckoutResponse:
+        if isinstance(seal, ServerEvent) and seal.nonce is not None:
+            seal.nonce(s)  # the request's nonce, in this unit: kept only if it commits
         conn = rows.connection(s)
         sqlite = conn.dialect.name == "sqlite"
         now = self.clock()

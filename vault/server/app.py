@@ -201,7 +201,7 @@ class _Endpoints:
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
         try:
-            authenticated = self.authenticator.authenticate("POST", path, headers, body)
+            authenticated = self.authenticator.authenticate("POST", path, headers, body, in_unit=found.writes)
         except Unauthenticated as refusal:
             self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
             raise
@@ -209,7 +209,8 @@ class _Endpoints:
         envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
         named = {name.lower(): value for name, value in headers}
         recorded = record("POST", self.authenticator.authority, path, named, body, envelope.request_id)
-        value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body, recorded))
+        nonce = authenticated.nonce.within if authenticated.nonce is not None else None
+        value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body, recorded, nonce))
         return codec.envelope(f"{found.name}.response", value, envelope.request_id)
 
 

@@ -15,14 +15,18 @@ The checkout noun (``CheckoutRoutes``): ``checkouts.checkout`` and ``checkouts.r
 answer leaves; ``checkouts.context`` the read a keyholder's client context is built on. The
 body's ``caller`` must be the request's signer (else 403 ``AccessDenied``, nothing read of
 the target); without a server signing key the writing routes answer 503 (``NO_SERVER_KEY``).
-The nonce is stored by the authenticator in a short transaction of its own before the
-handler runs (not yet in the checkout's unit).
+With a database nonce store (``credvault serve``) the checkout's nonce is remembered inside
+the checkout's own unit, first thing (``Call.nonce``): a refusal rolls it back with the rest,
+a second in-flight copy waits on its key and fails as ``replayed``; ``context`` and
+``whoami`` write nothing, so theirs is stored by the authenticator in a short transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from vault.authority.checkout_context import ContextAuthority, ContextRequest, ContextResponse
 from vault.authority.checkout_events import ServerEvent
@@ -46,6 +50,7 @@ class Call:
     request_id: bytes
     body: object
     recorded: RecordedRequest | None = None  # what a format-3 event keeps of the signed request
+    nonce: Callable[[Session], None] | None = None  # remembers the nonce in the operation's unit
 
 
 Handler = Callable[[Call], object]
@@ -56,6 +61,7 @@ class Operation:
     name: str  # "engineers.whoami"
     handler: Handler
     max_body: int | None  # None: the server's default limit
+    writes: bool = False  # the handler remembers the request's nonce in its own unit (``Call.nonce``)
 
     @property
     def path(self) -> str:
@@ -70,7 +76,7 @@ class Operations:
         self.registry = registry
         self._operations: dict[str, Operation] = {}
 
-    def add(self, name: str, handler: Handler, *, max_body: int | None = None) -> None:
+    def add(self, name: str, handler: Handler, *, max_body: int | None = None, writes: bool = False) -> None:
         """Route ``name``: it must be an operation of ``permissions.OPERATIONS`` whose request and
         response values the codec registry knows."""
         noun, _, operation = name.partition(".")
@@ -80,7 +86,7 @@ class Operations:
             raise ValueError(f"{name!r} has no registered request and response values")
         if name in self._operations:
             raise ValueError(f"{name!r} is routed already")
-        self._operations[name] = Operation(name, handler, max_body)
+        self._operations[name] = Operation(name, handler, max_body, writes)
 
     def find(self, noun: str, operation: str) -> Operation | None:
         return self._operations.get(f"{noun}.{operation}")
@@ -125,11 +131,11 @@ class CheckoutRoutes:
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
         assert call.recorded is not None
-        return self.authority.checkout(request, ServerEvent(self.seal, call.recorded))
+        return self.authority.checkout(request, ServerEvent(self.seal, call.recorded, call.nonce))
 
     def add_to(self, operations: Operations) -> None:
-        operations.add("checkouts.checkout", self.checkout)
-        operations.add("checkouts.reveal", self.reveal)
+        operations.add("checkouts.checkout", self.checkout, writes=True)
+        operations.add("checkouts.reveal", self.reveal, writes=True)
         operations.add("checkouts.context", self.context)
 
 
