@@ -3,12 +3,12 @@
     .venv/bin/python bench/server_checkout.py [--n 200]
 
 Two vaults made the same way (a client, a secret, an engineer granted it; SQLite files in a
-temporary folder): on the
-first, ``n`` in-process checkouts (event format 2); on the second, whose admin certified a
-server key, ``n`` checkouts by the same kind of engineer through ``credvault serve``'s app
-under uvicorn over TLS on 127.0.0.1 (``HttpsTransport``, kept-alive connection; event format
-3), the two measured in alternating blocks of 20. Prints the median and p99 of each, their
-ratio and the load average. Not part of ``bench/run.py`` (step 9 adds the bench rows).
+temporary folder): on the first, ``n`` in-process checkouts (event format 2); on the second,
+whose admin certified a server key, ``n`` checkouts by the same kind of engineer through
+``credvault serve``'s app under uvicorn over TLS on 127.0.0.1 (``HttpsTransport``, a kept-alive
+connection; event format 3, its nonce kept in the checkout's unit as ``serve`` does), the two
+measured in alternating blocks of 20. Prints the median and p99 of each, their ratio and the
+load average. Not part of ``bench/run.py`` (step 9 adds the bench rows).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from vault.service.serverkeys import certify_server_key
 from vault.service.sessions import MemorySessionStore
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
-from vault.wire.httpsig import MemoryNonceStore
+from vault.wire.nonces import DbNonceStore
 
 REASON = "T-1 bench"
 
@@ -123,7 +123,7 @@ def main() -> int:
         port = sock.getsockname()[1]
         base = f"https://127.0.0.1:{port}"
         store = Store(url)
-        app = build_app(store, public_url=base, nonce_store=MemoryNonceStore(), server_key=key)
+        app = build_app(store, public_url=base, nonce_store=DbNonceStore(store), server_key=key)  # as `serve`
         options = ServeOptions(url, bind=f"127.0.0.1:{port}", tls_cert=str(cert), tls_key=str(tls_key))
         server = uvicorn.Server(uvicorn_config(app, options))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
