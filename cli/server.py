@@ -33,6 +33,12 @@ from .context import AppContext, pass_app
     metavar="HEX",
     help="The organisation signing key to trust (64 hex digits); without it, the first one read is trusted.",
 )
+@click.option(
+    "--server-key",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="The server key file (JSON, mode 0600): signs the audit events of checkouts.",
+)
 @pass_app
 def serve(
     app: AppContext,
@@ -45,6 +51,7 @@ def serve(
     access_log: str | None,
     trusted_proxies: tuple[str, ...],
     org_key: str | None,
+    server_key: str | None,
 ) -> None:
     """Run the team server: engineers' signed requests over HTTPS to this vault's database.
 
@@ -54,7 +61,8 @@ def serve(
     Example:
       credvault serve --db postgresql+psycopg://vault@db.internal/credvault \\
         --bind 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key \\
-        --public-url https://vault.example.net:8443 --access-log -
+        --public-url https://vault.example.net:8443 --access-log - \\
+        --server-key /etc/credvault/server-key.json
     """
     from vault.server import ServeOptions, run
 
@@ -68,6 +76,7 @@ def serve(
         access_log=access_log,
         trusted_proxies=tuple(trusted_proxies),
         org_key=org_key,
+        server_key=server_key,
     )
     run(options)
 

@@ -46,6 +46,9 @@ class Checks:
     def event_key(self, s: Any, engineer_id: int, generation: int) -> bytes | None:
         return None
 
+    def server_key(self, s: Any, version: int) -> bytes | None:
+        return None
+
 
 class FakeSeal:
     """The acting engineer's seal, without a key: fixed blobs; it records what it is shown."""

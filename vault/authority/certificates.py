@@ -8,11 +8,28 @@ the signing key a row names. Public keys and signatures only: nothing here opens
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from vault.authority.requests import OrgKeyRow
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_ENGINEER, LABEL_SIG_ORG_KEY
+from vault.crypto.labels import LABEL_SIG_ENGINEER, LABEL_SIG_ENGINEER_KEY, LABEL_SIG_ORG_KEY
 from vault.errors import UntrustedRecord
 from vault.storage.rows import EngineerRecord
+
+
+class EngineerKeyRecord(Protocol):
+    """A certified generation of an engineer's public keys (``engineer_keys``: ORM or plain)."""
+
+    @property
+    def engineer_id(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def sealing_public(self) -> bytes | None: ...
+    @property
+    def signing_public(self) -> bytes | None: ...
+    @property
+    def certified_at(self) -> int | None: ...
 
 
 def org_key_fields(
@@ -67,3 +84,25 @@ def verify_certificate(vault_id: bytes, org_public: bytes, row: EngineerRecord) 
         *certificate_fields(vault_id, row),
         what=f"the public keys of engineer {row.name!r}",
     )
+
+
+def engineer_key_fields(vault_id: bytes, key: EngineerKeyRecord, name: str) -> tuple[signing.ContextItem, ...]:
+    """What an engineer-key record's certificate covers (one generation of an engineer's keys)."""
+    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
+
+
+def verify_engineer_key(
+    vault_id: bytes, org_public: bytes, key: EngineerKeyRecord, certificate: bytes | None, name: str
+) -> bytes:
+    """The signing key of an engineer-key record whose certificate verifies under ``org_public``,
+    else UntrustedRecord."""
+    signing.verify(
+        org_public,
+        certificate,
+        LABEL_SIG_ENGINEER_KEY,
+        *engineer_key_fields(vault_id, key, name),
+        what=f"key generation {key.generation} of engineer {name!r}",
+    )
+    if key.signing_public is None:
+        raise UntrustedRecord(f"key generation {key.generation} of engineer {name!r} has no signing key")
+    return key.signing_public

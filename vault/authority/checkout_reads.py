@@ -57,6 +57,7 @@ _HEAD_EVENT = EVENTS.alias("head_event")
 _ROOT_VERSION = (
     select(func.max(ROOT_KEYS.c.version)).where(ROOT_KEYS.c.state == ACTIVE).scalar_subquery().label("root_version")
 )
+_SERVER_KEY = select(_table(m.ServerKey).c.version).limit(1).scalar_subquery().label("server_key")
 ENGINEER_WIDTH = len(EngineerRow._fields)
 GRANT_WIDTH = len(GrantRow._fields)
 
@@ -74,6 +75,8 @@ def caller_query(sqlite: bool, head_time: bool = False) -> Select[Any]:
         if head_time:
             joined = joined.outerjoin(_HEAD_EVENT, _HEAD_EVENT.c.seq == HEAD.c.seq)  # the next is not earlier
             columns.append(_HEAD_EVENT.c.at_us)
+    if head_time:  # a vault with a server key takes no format-2 checkout event (``CallerRead.server_keyed``)
+        columns.append(_SERVER_KEY)
     mine = and_(GRANTS.c.engineer_id == bindparam("me"), GRANTS.c.client_id == bindparam("client"))
     joined = joined.outerjoin(GRANTS, mine).outerjoin(_GRANTER, _GRANTER.c.id == GRANTS.c.granted_by)
     columns += [*_cols(GRANTS, GrantRow), *_cols(_GRANTER, EngineerRow)]
@@ -148,7 +151,6 @@ SEALED_KEY = Prepared(
 )
 
 
-
 def org_chain_rows(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:
     """The organisation keys from the one the keyholder pinned to the current one (none when
     they are the same, or when the pinned one is unknown: the keyholder refuses then)."""
@@ -157,6 +159,7 @@ def org_chain_rows(conn: Connection, pinned: bytes, current: bytes) -> tuple[Org
     keys = [OrgKeyRow(*r) for r in ORG_KEYS.all(conn, {})]
     start = next((i for i, key in enumerate(keys) if key.public == pinned), None)
     return () if start is None else tuple(keys[start:])
+
 
 class CallerRead:
     """The rows of ``CALLER`` split: identity, engineer, head (SQLite), grants with signers."""
@@ -173,6 +176,9 @@ class CallerRead:
         timed = sqlite and head_time
         self.head_at: int | None = first[a + 2] if timed and self.head is not None else None  # its event's at_us
         e = a + ((3 if head_time else 2) if sqlite else 0)
+        # (the checkout's own read) whether the vault has a certified server key: the team server's
+        self.server_keyed: bool = head_time and first[e] is not None
+        e += 1 if head_time else 0
         self.grants: list[GrantRow] = []
         self.signers: list[EngineerRow | None] = []
         for r in found:

@@ -10,8 +10,17 @@ checkout row; the commit. Only then does the response leave, holding ciphertext 
 signed rows the keyholder verifies before it decrypts anything.
 
 What is checked here needs public keys and signatures only (``PublicChecks``). The audit
-event is made here too, with two hands of the acting engineer's keyholder lent for the
-append (``EventSeal``, the in-process seam of issue 13; see its docstring).
+event is made here too, per call, in one of two ways: in-process, in format 2, with two
+hands of the acting engineer's keyholder lent for the append (``EventSeal``, the in-process
+seam of issue 13; see its docstring); on the team server, in format 3, signed by the server
+over the engineer's signed request (``checkout_events.ServerEvent``). A vault with a
+certified server key takes no in-process checkout (``ConfigurationError``: its format-2
+event would read as a downgrade to ``audit verify``); whether it has one comes with the
+caller's read, no statement more.
+
+On the server, nothing is admitted before the event (docs/server.md open question 2): the
+keyholder's verdict needs its keys, so the event commits first, the answer leaves, and the
+keyholder verifies it after (a refusal then follows its event).
 """
 
 from __future__ import annotations
@@ -24,12 +33,12 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from vault.authority import versions
+from vault.authority import checkout_events, versions
+from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkout_reads import (
     ACTIVE,
     CALLER,
     CHECKOUT_CALLER,
-    EVENT,
     HEAD_AND_TIME,
     NAME,
     TARGET,
@@ -55,6 +64,7 @@ from vault.errors import (
     AuditUnavailable,
     CheckoutConflict,
     ConcurrentChange,
+    ConfigurationError,
     InvalidInput,
     Locked,
     NotFound,
@@ -100,6 +110,10 @@ class PublicChecks(Protocol):
     def organisation_key(self, s: Session, current: bytes) -> None:
         """The vault's current organisation key as read in this unit of work (certificates verify
         under it, reached from the trust anchor by the signed chain of organisation keys)."""
+
+    def server_key(self, s: Session, version: int) -> bytes | None:
+        """The signing key of server key ``version``: its row active, its certificate verifying
+        under the organisation key; else None."""
 
 
 class Acting(Protocol):
@@ -175,9 +189,10 @@ class CheckoutAuthority:
         self.checks = checks
         self.clock = clock
 
-    def checkout(self, request: CheckoutRequest, seal: EventSeal) -> CheckoutResponse:
+    def checkout(self, request: CheckoutRequest, seal: EventSeal | ServerEvent) -> CheckoutResponse:
         """Authorise, record durably, then return ciphertext (``AuditUnavailable`` if the
-        record could not be committed: nothing is returned then)."""
+        record could not be committed: nothing is returned then). ``seal``: the keyholder's
+        (in-process, format 2) or the server's (format 3; see the module docstring)."""
         if request.action not in (CHECKOUT, REVEAL):
             raise InvalidInput(f"unknown action {request.action!r}")
         try:
@@ -189,11 +204,18 @@ class CheckoutAuthority:
             raise AuditUnavailable(f"the access could not be recorded ({error}); nothing was revealed") from None
         return response  # only now, after the commit
 
-    def _checkout(self, s: Session, request: CheckoutRequest, seal: EventSeal) -> CheckoutResponse:
+    def _checkout(self, s: Session, request: CheckoutRequest, seal: EventSeal | ServerEvent) -> CheckoutResponse:
+        if isinstance(seal, ServerEvent) and seal.nonce is not None:
+            seal.nonce(s)  # the request's nonce, in this unit: kept only if it commits
         conn = rows.connection(s)
         sqlite = conn.dialect.name == "sqlite"
         now = self.clock()
         caller = self._authorise(s, conn, sqlite, request)
+        if caller.server_keyed and not isinstance(seal, ServerEvent):
+            raise ConfigurationError(
+                "this vault has a team server, which keeps its audit log: an embedded checkout would not verify",
+                hint="check out through the team server (credvault serve)",
+            )
         me = caller.me
         by_tag = request.slug_tag is not None
         params = {"tag": request.name_tag, "version": request.version, "now": now}
@@ -252,8 +274,12 @@ class CheckoutAuthority:
             expires_us=us(expires) if expires is not None else None,
             flagged=flag or secret.must_change,
         )
-        seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
-        seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
+        if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
+            args = (request, me.id, me.key_generation, client.id, secret.id, facts)
+            seq = checkout_events.append(s, seal, self.clock, *args)
+        else:
+            seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
+            seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
         if hold:
             mine = [c.id for c in holds if c.engineer_id == me.id]
             if mine:  # a new checkout by the same engineer replaces theirs
@@ -356,51 +382,11 @@ class CheckoutAuthority:
         client_id: int,
         secret_id: int,
         held: list[HoldRow],
-        seal: EventSeal,
+        seal: EventSeal | ServerEvent,
     ) -> list[HoldRow]:
-        """Other engineers' open checkouts that their audit events vouch for, each marked
-        exclusive as its event says: a ``checkout`` of this secret by that engineer whose hash
-        and signature (by their certified key) verify and whose details match the row's end.
-        Planted or edited holds block nobody."""
-        out = []
-        for hold in held:
-            found = EVENT.all(conn, {"seq": hold.event_seq})
-            e = dict(zip(rows.EVENT_COLUMNS, found[0], strict=True)) if found else None
-            if (
-                e is None
-                or e["action"] != CHECKOUT
-                or (e["engineer_id"], e["client_id"], e["secret_id"]) != (hold.engineer_id, client_id, secret_id)
-                or e["signature"] is None
-                or e["details_blob"] is None
-                or e["key_version"] is None
-            ):
-                continue
-            codec = chain.EventCodec(vault_id)
-            fields = (
-                e["seq"],
-                e["at_us"],
-                e["engineer_id"],
-                e["key_generation"],
-                e["action"],
-                e["client_id"],
-                e["secret_id"],
-                e["key_version"],
-                e["details_blob"],
-                e["details_json"],
-                e["prev_hash"],
-            )
-            # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
-            if e["hash"] not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
-                continue
-            public = self.checks.event_key(s, hold.engineer_id, e["key_generation"])
-            if public is None or not codec.signature_valid(public, e["signature"], e["seq"], e["hash"]):
-                continue
-            until = int(hold.expires_at.timestamp())
-            exclusive = seal.hold_claim(client_id, e["seq"], e["action"], e["key_version"], e["details_blob"], until)
-            if exclusive is None:
-                continue
-            out.append(hold._replace(exclusive=exclusive))
-        return out
+        """Other engineers' open checkouts that their audit events vouch for (``checkout_events.genuine``)."""
+        claims = None if isinstance(seal, ServerEvent) else seal
+        return checkout_events.genuine(conn, s, self.checks, vault_id, client_id, secret_id, held, claims)
 
     def _append(
         self,

@@ -133,6 +133,12 @@ REVEALS: dict[str, frozenset[str]] = {
     "checkouts": frozenset({"checkout", "reveal"}),
 }
 
+# Reads a keyholder makes on its own behalf, routed by the team server but not methods of a
+# noun (``checkouts.context``: the rows a client's key context is built on, read-only).
+KEYHOLDER_READS: dict[str, dict[str, Role]] = {
+    "checkouts": {"context": ENGINEER},
+}
+
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).
 COMPOSED: dict[str, frozenset[str]] = {

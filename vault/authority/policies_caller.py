@@ -68,7 +68,6 @@ def org_chain(s: Session, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...
     return org_chain_rows(rows.connection(s), pinned, current)
 
 
-
 def caller_read(s: Session, checks: IdentityChecks, caller: Caller, client_id: int = 0) -> CallerRead:
     """The caller's rows (with their grant ledger for ``client_id``, 0 for none, unchecked:
     the caller's authorisation checks the head): an engineer of this vault, certified under
@@ -91,6 +90,7 @@ def caller_read(s: Session, checks: IdentityChecks, caller: Caller, client_id: i
             hint="run `credvault unlock` again",
         )
     return read
+
 
 class CallerGate:
     """Authorises the caller of one request, first thing in its unit of work."""

@@ -9,9 +9,13 @@ applies when a stored one cannot be trusted, and what a policy signature covers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from vault.crypto import signing
+from vault.crypto.labels import LABEL_SIG_POLICY
+from vault.errors import UntrustedRecord
+from vault.storage.rows import EngineerRecord
 
 DEFAULT_CHECKOUT_MINUTES = 120
 MAX_CHECKOUT_MINUTES = 7 * 24 * 60
@@ -84,4 +88,40 @@ def policy_fields(vault_id: bytes, client_id: int, row: StoredPolicy) -> tuple[s
         int(row.stale_days or 0),
         int(row.signed_by or 0),
         int(row.signed_at or 0),
+    )
+
+
+class SignedRow(StoredPolicy, Protocol):
+    """A stored policy row (ORM or plain) with its signature, unverified."""
+
+    @property
+    def signature(self) -> bytes | None: ...
+
+
+def verified_policy(
+    vault_id: bytes, client_id: int, row: SignedRow | None, signer: Callable[[int], EngineerRecord]
+) -> Policy:
+    """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain):
+    verified under ``signer(id)`` (the row of the engineer it names, checked as an active
+    admin, else UntrustedRecord) and within bounds, else the strict policy. The one
+    definition: the service's ``PolicyCheck``, the policies' keyholder and the team server's
+    checks (``vault/server/checks.py``) call it with their own signer lookup."""
+    if row is None or row.signature is None:
+        return strict_policy(row)
+    try:
+        admin = signer(row.signed_by or 0)
+        assert admin.signing_public is not None
+        fields = policy_fields(vault_id, client_id, row)
+        signing.verify(admin.signing_public, row.signature, LABEL_SIG_POLICY, *fields, what="the client's policy")
+    except UntrustedRecord:
+        return strict_policy(row)
+    if not in_bounds(row.checkout_minutes, row.stale_days):
+        return strict_policy(row)  # signed, but out of range: never by this code
+    return Policy(
+        bool(row.reason_required),
+        bool(row.exclusive),
+        bool(row.rotate_after_checkout),
+        row.checkout_minutes,
+        row.stale_days,
+        True,
     )

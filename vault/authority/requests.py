@@ -40,6 +40,8 @@ class CheckoutRequest:
     The client is named by its id (an engineer's, from their grant) or by its slug tag
     (an admin's: only an admin may name a client so).
 
+    ``details_key_version``/``details_blob``: see ``authority/checkout_events.py``.
+
     ``audit_keys_blob`` is the client's audit-key ring (ciphertext) the event's details
     will be sealed under: the authority refuses with ``STALE_CONTEXT`` if it is no longer
     the client's. ``known_key_versions``: client-key versions the keyholder holds already;
@@ -58,6 +60,10 @@ class CheckoutRequest:
     audit_keys_blob: bytes
     known_key_versions: tuple[int, ...]
     org_pin: bytes  # the organisation key the engineer trusts: a later current key comes with its chain
+    # Through the team server (event format 3): the event's details, sealed by the keyholder under
+    # the client's current audit key and bound to the envelope's request id; None in-process.
+    details_key_version: int | None = None
+    details_blob: bytes | None = None
 
     def __repr__(self) -> str:
         return f"CheckoutRequest(action={self.action!r}, client={self.client_id}, version={self.version})"

@@ -131,3 +131,18 @@ def stored_rows(s: Session) -> list[ServerKeyRow]:
         ServerKeyRow(k.version, k.signing_public, k.certified_at, k.certificate, k.state)
         for k in s.scalars(select(m.ServerKey).order_by(m.ServerKey.version))
     ]
+
+
+def certified_key(s: Session, version: int, vault_id: bytes, org_public: bytes) -> bytes | None:
+    """The signing key of server key ``version`` if its row is the active one and its
+    certificate verifies under ``org_public``, else None."""
+    row = s.get(m.ServerKey, version)
+    if row is None or row.state != ACTIVE:
+        return None
+    try:
+        serverkey.verify_certificate(
+            org_public, row.certificate, vault_id, version, row.signing_public, row.certified_at
+        )
+    except UntrustedRecord:
+        return None
+    return bytes(row.signing_public)

@@ -45,7 +45,6 @@ class SettingsRow(NamedTuple):
     signature: bytes | None
 
 
-
 def settings_fields(vault_id: bytes, row: SettingsRow) -> tuple[ContextItem, ...]:
     """What a settings signature covers (docs/format.md, "Signed policies and settings"): the one
     definition, here beside the row so that the keyholder signs and verifies it and an authority
@@ -57,6 +56,7 @@ def settings_fields(vault_id: bytes, row: SettingsRow) -> tuple[ContextItem, ...
         int(row.signed_by or 0),
         int(row.signed_at or 0),
     )
+
 
 def is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -185,6 +185,17 @@ class _EventSeal:
     def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
         return chain.sign_event(self._seed, vault_id, seq, digest)
 
+    def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]:
+        """Through the team server (format 3): this request's own details (field, reason) sealed
+        before it is sent, under the client's current audit key, bound to ``request_id``:
+        (audit-key generation, blob). The server's facts go in its signed ``details_json``."""
+        if action not in (CHECKOUT, REVEAL):
+            raise UntrustedRecord("the event to seal is not the one this request asked for")
+        ring = self._ctx.ring
+        version = len(ring) // 32
+        raw = json.dumps(self._own, sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail_v3(ring[-32:], version, raw, self._ctx.client_id, request_id, action)
+
     def hold_claim(
         self, client_id: int, seq: int, action: str, key_version: int, blob: bytes, until: int
     ) -> bool | None:

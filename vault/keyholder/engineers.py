@@ -432,9 +432,7 @@ class EngineerKeyholder:
             raise AccessDenied(f"{row.name!r} is not an admin", hint="ask an admin to do this")
         return org
 
-    def shown_plan(
-        self, pending: PendingRows, org: bytes
-    ) -> tuple[tuple[CarriedGrant, ...], tuple[DroppedGrant, ...]]:
+    def shown_plan(self, pending: PendingRows, org: bytes) -> tuple[tuple[CarriedGrant, ...], tuple[DroppedGrant, ...]]:
         """The plan as the admin reads it: each slug opened here (the authority's plan holds ids
         and ciphertext); a carried grant whose slug does not open is refused."""
         opened = SlugOpener(self, pending, org)

@@ -24,11 +24,11 @@ from vault.authority.policy import (
     MAX_CHECKOUT_MINUTES,
     MAX_STALE_DAYS,
     Policy,
-    StoredPolicy,
     in_bounds,
     policy_fields,
-    strict_policy,
 )
+from vault.authority.policy import SignedRow as SignedRow
+from vault.authority.policy import verified_policy as verified_policy
 from vault.authority.policy_requests import (
     ADOPT,
     CHANGED_SINCE_SHOWN,
@@ -47,7 +47,7 @@ from vault.crypto.labels import LABEL_SIG_POLICY
 from vault.errors import AccessDenied, IntegrityError, InvalidInput, Locked, NotFound, UntrustedRecord
 from vault.keyholder.responses import ResponseChecks, trusted_org_key
 from vault.records import PolicyInfo
-from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, EngineerRow, PolicyRow
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRow, PolicyRow
 
 
 class Acting(Protocol):
@@ -118,41 +118,6 @@ def verified_caller(
     if admin and row.role != ROLE_ADMIN:
         raise AccessDenied(f"{row.name!r} is not an admin", hint="ask an admin to do this")
     return checks
-
-
-class SignedRow(StoredPolicy, Protocol):
-    """A stored policy row (ORM or plain) with its signature, unverified."""
-
-    @property
-    def signature(self) -> bytes | None: ...
-
-
-def verified_policy(
-    vault_id: bytes, client_id: int, row: SignedRow | None, signer: Callable[[int], EngineerRecord]
-) -> Policy:
-    """The policy that applies to ``client_id`` given its stored ``row`` (ORM or plain):
-    verified under ``signer(id)`` (the row of the engineer it names, checked as an active
-    admin, else UntrustedRecord) and within bounds, else the strict policy. The one
-    definition: the service's ``PolicyCheck`` calls it with its own signer lookup."""
-    if row is None or row.signature is None:
-        return strict_policy(row)
-    try:
-        admin = signer(row.signed_by or 0)
-        assert admin.signing_public is not None
-        fields = policy_fields(vault_id, client_id, row)
-        signing.verify(admin.signing_public, row.signature, LABEL_SIG_POLICY, *fields, what="the client's policy")
-    except UntrustedRecord:
-        return strict_policy(row)
-    if not in_bounds(row.checkout_minutes, row.stale_days):
-        return strict_policy(row)  # signed, but out of range: never by this code
-    return Policy(
-        bool(row.reason_required),
-        bool(row.exclusive),
-        bool(row.rotate_after_checkout),
-        row.checkout_minutes,
-        row.stale_days,
-        True,
-    )
 
 
 def applies(checks: ResponseChecks, p: ClientPolicy) -> Policy:

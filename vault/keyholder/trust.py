@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,29 +9,29 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.certificates import certificate_fields as certificate_fields
+from vault.authority.certificates import engineer_key_fields as engineer_key_fields
 from vault.authority.certificates import org_key_fields as org_key_fields
+from vault.authority.certificates import verify_engineer_key
+from vault.authority.grant_signatures import grant_fields as grant_fields
+from vault.authority.grant_signatures import head_grant, verify_grant
 from vault.crypto import signing
 from vault.crypto.labels import (
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_ENGINEER,
     LABEL_SIG_ENGINEER_KEY,
-    LABEL_SIG_GRANT,
     LABEL_SIG_GRANT_REVOCATION,
     LABEL_SIG_ORG_KEY,
 )
 from vault.errors import (
     AccessDenied,
-    GrantExpired,
     IntegrityError,
     Locked,
-    NotFound,
     UntrustedRecord,
 )
 from vault.service.core import (
     ACTIVE,
     ROLE_ADMIN,
     epoch,
-    is_revoked,
 )
 from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
 from vault.service.sessions import UnlockedSession
@@ -55,49 +54,12 @@ class _ClientKeyRecord(Protocol):
     def signed_at(self) -> int: ...
 
 
-class _EngineerKeyRecord(Protocol):
-    @property
-    def engineer_id(self) -> int: ...
-    @property
-    def generation(self) -> int: ...
-    @property
-    def sealing_public(self) -> bytes | None: ...
-    @property
-    def signing_public(self) -> bytes | None: ...
-    @property
-    def certified_at(self) -> int | None: ...
-
-
 # What each signature covers (docs/format.md): one definition, used to sign and to verify,
 # in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py).
 
 
-def engineer_key_fields(vault_id: bytes, key: _EngineerKeyRecord, name: str) -> tuple[signing.ContextItem, ...]:
-    """What an engineer-key record's certificate covers (one generation of an engineer's keys)."""
-    return (vault_id, key.engineer_id, name, key.generation, key.sealing_public, key.signing_public, key.certified_at)
-
-
 def client_key_fields(vault_id: bytes, ck: _ClientKeyRecord) -> tuple[signing.ContextItem, ...]:
     return (vault_id, ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
-
-
-def grant_fields(vault_id: bytes, grant: GrantRecord, sealing_public: bytes | None) -> tuple[signing.ContextItem, ...]:
-    """What a grant's signature covers. A grant of the ledger (``seq`` set, revision 0007
-    on) also covers its position among the grants of its (engineer, client) and the
-    audit event that recorded it; a row from before has the older, shorter layout (and
-    a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ)."""
-    fields: tuple[signing.ContextItem, ...] = (
-        vault_id,
-        grant.id,
-        grant.engineer_id,
-        sealing_public,
-        grant.client_id,
-        grant.signed_at,
-        grant.until or 0,
-    )
-    if grant.seq is not None:
-        fields += (grant.seq, grant.event_seq or 0)
-    return fields
 
 
 class Trust:
@@ -222,14 +184,7 @@ class Trust:
             s.add(key)
 
     def verified_key(self, s: Session, key: m.EngineerKey, name: str) -> bytes:
-        signing.verify(
-            self.org_public(s),
-            key.certificate,
-            LABEL_SIG_ENGINEER_KEY,
-            *self.key_fields(s, key, name),
-            what=f"key generation {key.generation} of engineer {name!r}",
-        )
-        return key.signing_public
+        return verify_engineer_key(self.core.vid(s), self.org_public(s), key, key.certificate, name)
 
     def verified_admin(self, s: Session, engineer_id: int) -> EngineerRecord:
         return self.check_admin(s, s.get(m.Engineer, engineer_id))
@@ -294,14 +249,7 @@ class Trust:
     ) -> None:
         """The grant's signature, by an active admin: ``signer`` (their row, already checked) or looked up."""
         admin = signer if signer is not None else self.verified_admin(s, grant.granted_by)
-        assert admin.signing_public is not None
-        signing.verify(
-            admin.signing_public,
-            grant.signature,
-            LABEL_SIG_GRANT,
-            *self.grant_fields(s, grant, engineer.sealing_public),
-            what="the grant",
-        )
+        verify_grant(self.core.vid(s), grant, engineer, admin)
 
     def _revocation_fields(self, s: Session, grant: GrantRecord) -> tuple[signing.ContextItem, ...]:
         from vault.keyholder.grants import revocation_fields  # grants.py imports this module: the layout is there
@@ -348,13 +296,11 @@ class Trust:
         ``signers`` are the signers' rows when the caller fetched them with the grants
         (each is checked here), or None to look each one up.
         """
-        if not grants:
-            raise NotFound("no such client, or you hold no grant for it")
-        head, signer = grants[0], signers[0]
-        if is_revoked(head):  # a mark of revocation only ever takes access away: no signature needed
-            raise NotFound("no such client, or you hold no grant for it")
-        self.verify_grant(s, head, engineer, self.check_admin(s, signer) if signer is not None else None)
-        if head.until is not None and head.until <= epoch(self.core.clock()):
-            until = dt.datetime.fromtimestamp(head.until, dt.UTC).isoformat(timespec="minutes")
-            raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")
-        return 0
+        return head_grant(
+            self.core.vid(s),
+            grants,
+            signers,
+            engineer,
+            lambda grant, row: self.check_admin(s, row) if row else self.verified_admin(s, grant.granted_by),
+            epoch(self.core.clock()),
+        )

@@ -19,6 +19,7 @@ Every refusal is problem+json (``problems``). ``debug=False``: no traceback is e
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import re
@@ -34,18 +35,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_reads import ORG_KEYS
+from vault.authority.checkouts import CheckoutAuthority
+from vault.authority.serverjournal import ServerSeal
+from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
-from vault.server.handlers import Call, Operation, Operations, default_operations
+from vault.server.checks import ServerChecks
+from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, default_operations
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
 from vault.wire import codec
 from vault.wire.authlimits import AuthenticationLimits, ClientAddresses
+from vault.wire.eventrequest import record
 from vault.wire.httpsig import UNKNOWN_KEY, NonceStore
 
 LOGGER = logging.getLogger("credvault.server")
@@ -68,14 +75,22 @@ def build_app(
     operations: Operations | None = None,
     limits: AuthenticationLimits | None = None,
     addresses: ClientAddresses | None = None,
+    server_key: ServerSigningKey | None = None,
 ) -> Starlette:
     """The server's app over ``store``. ``public_url`` is what engineers sign requests for
     (its host is the ``@authority``); ``org_pin`` the organisation key the server trusts
     (None: the first one it reads, then the signed chain from it); ``limits``: failed
     authentications counted per address (``addresses`` says which: the peer, or what a
-    trusted proxy forwarded) and per engineer, checked before any signature (None: none)."""
-    operations = operations or default_operations()
-    authenticator = Authenticator(store, PinnedOrganisation(org_pin), nonce_store, public_url, clock)
+    trusted proxy forwarded) and per engineer, checked before any signature (None: none);
+    ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it),
+    without which the checkout routes answer 503."""
+    organisation = PinnedOrganisation(org_pin)
+    authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
+    if operations is None:
+        checkouts = checkout_routes(store, organisation, server_key, clock)
+        operations = default_operations(checkouts)
+    if server_key is not None:
+        identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
     return Starlette(
@@ -93,6 +108,27 @@ def build_app(
         ],
         exception_handlers={VaultError: _vault_error, HTTPException: _http_error},
     )
+
+
+def checkout_routes(
+    store: Store, organisation: PinnedOrganisation, server_key: ServerSigningKey | None, clock: Callable[[], float]
+) -> CheckoutRoutes:
+    """The checkout noun over ``store``, checked under ``organisation``, signed by ``server_key``."""
+
+    def now() -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock(), dt.UTC)
+
+    authority = CheckoutAuthority(store, ServerChecks(organisation, now), now)
+    seal = ServerSeal(server_key) if server_key is not None else None
+    return CheckoutRoutes(authority, ContextAuthority(store, authority), seal)
+
+
+def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey) -> IdentityExtra:
+    def identity() -> Mapping[str, object]:
+        found = dict(extra()) if extra is not None else {}
+        return found | {"server_key": {"version": key.version, "public": _b64url(key.public)}}
+
+    return identity
 
 
 class _Endpoints:
@@ -165,13 +201,16 @@ class _Endpoints:
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
         try:
-            authenticated = self.authenticator.authenticate("POST", path, headers, body)
-        except Unauthenticated as refusal:
+            authenticated = self.authenticator.authenticate("POST", path, headers, body, in_unit=found.writes)
+            outcome_of(scope).engineer_id = authenticated.caller.me.id
+            envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
+            named = {name.lower(): value for name, value in headers}
+            recorded = record("POST", self.authenticator.authority, path, named, body, envelope.request_id)
+            nonce = authenticated.nonce.within if authenticated.nonce is not None else None
+            value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body, recorded, nonce))
+        except Unauthenticated as refusal:  # a write's nonce is checked in its own unit: a replay is refused there
             self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
             raise
-        outcome_of(scope).engineer_id = authenticated.caller.me.id
-        envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
-        value = found.handler(Call(authenticated.caller, envelope.request_id, envelope.body))
         return codec.envelope(f"{found.name}.response", value, envelope.request_id)
 
 

@@ -35,11 +35,12 @@ from vault.authority.certificates import trusted_org_key, verify_certificate
 from vault.authority.checkout_reads import CallerRead, org_chain_rows
 from vault.authority.policies_caller import IdentityChecks, caller_read
 from vault.authority.requests import Caller
-from vault.errors import AccessDenied, Locked, NotFound, UntrustedRecord
+from vault.errors import AccessDenied, Locked, NotFound, Unauthenticated, UntrustedRecord
 from vault.storage import rows
 from vault.storage.engine import Store
 from vault.storage.rows import INFO, EngineerRecord
-from vault.wire.httpsig import NonceStore, Verified, verify_request
+from vault.wire.httpsig import REPLAYED, NonceStore, Verified, verify_request
+from vault.wire.nonces import DbNonceStore
 
 LOGGER = logging.getLogger("credvault.server")
 _TRUSTED = "credvault.server.organisation"  # Session.info: (vault id, organisation key) checked in this unit
@@ -70,18 +71,49 @@ class PinnedOrganisation:
                 self._pinned = current  # the signed chain leads here: later requests start from it
         s.info[_TRUSTED] = (vault_id, current)
 
-    def certificate(self, s: Session, row: EngineerRecord) -> None:
+    def trusted(self, s: Session) -> tuple[bytes, bytes]:
+        """(vault id, organisation key) as ``organisation_key`` checked them in this unit."""
         trusted = s.info.get(_TRUSTED)
         if trusted is None:
             raise UntrustedRecord("the organisation key was not checked before a certificate")
-        verify_certificate(trusted[0], trusted[1], row)
+        return trusted  # type: ignore[no-any-return]
+
+    def certificate(self, s: Session, row: EngineerRecord) -> None:
+        vault_id, org = self.trusted(s)
+        verify_certificate(vault_id, org, row)
+
+
+class PendingNonce:
+    """A verified request's nonce, to be remembered inside the operation's own write unit
+    (docs/server.md §3: no extra commit on the hot path; a second in-flight copy waits on the
+    key, then fails as ``replayed``). ``verify_request`` hands it here instead of storing it."""
+
+    def __init__(self, nonces: DbNonceStore) -> None:
+        self.nonces = nonces
+        self.pair: tuple[str, str, int] | None = None
+
+    def __repr__(self) -> str:
+        return "PendingNonce()"
+
+    def remember(self, keyid: str, nonce: str, created: int) -> bool:
+        self.pair = (keyid, nonce, created)
+        return True
+
+    def within(self, unit: Session) -> None:
+        """Store the nonce in ``unit`` (kept if it commits); ``Unauthenticated`` if it is a replay."""
+        if self.pair is None:
+            raise UntrustedRecord("no verified nonce to remember")
+        if not self.nonces.remember_in(unit, *self.pair):
+            raise Unauthenticated(REPLAYED, hint="this nonce was already used; sign every request afresh")
 
 
 class Authenticated(NamedTuple):
-    """A verified request: its signature's facts and the caller's checked rows."""
+    """A verified request: its signature's facts and the caller's checked rows; ``nonce``: its
+    nonce still to be remembered in the operation's unit (else it was remembered already)."""
 
     verified: Verified
     caller: CallerRead
+    nonce: PendingNonce | None = None
 
 
 def keyid_of(engineer_id: int, key_generation: int) -> str:
@@ -110,9 +142,14 @@ class Authenticator:
         self.store, self.checks, self.nonces, self.clock = store, checks, nonces, clock
         self.authority = public_authority(public_url)
 
-    def authenticate(self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes) -> Authenticated:
-        """The request's signer, or ``Locked`` with the refusal's code (``unsigned`` …)."""
+    def authenticate(
+        self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes, *, in_unit: bool = False
+    ) -> Authenticated:
+        """The request's signer, or ``Locked`` with the refusal's code (``unsigned`` …).
+        ``in_unit``: the operation writes, so a database nonce store's nonce is left for its
+        unit (``Authenticated.nonce``); otherwise, and with another store, it is stored now."""
         found: list[CallerRead] = []
+        pending = PendingNonce(self.nonces) if in_unit and isinstance(self.nonces, DbNonceStore) else None
 
         def public_key_for(keyid: str) -> bytes | None:
             read = self._caller(keyid)
@@ -121,10 +158,11 @@ class Authenticator:
             found.append(read)
             return read.me.signing_public
 
+        nonces = pending if pending is not None else self.nonces
         verified = verify_request(
-            method, self.authority, path, list(headers), body, public_key_for, self.clock(), nonces=self.nonces
+            method, self.authority, path, list(headers), body, public_key_for, self.clock(), nonces=nonces
         )
-        return Authenticated(verified, found[-1])
+        return Authenticated(verified, found[-1], pending)
 
     def _caller(self, keyid: str) -> CallerRead | None:
         match = KEYID.fullmatch(keyid)

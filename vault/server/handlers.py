@@ -8,6 +8,17 @@ codec registered as ``<noun>.<operation>.response``. Each operation is also a na
 ``engineers.whoami`` is the first: it answers the caller's own row, which authentication
 has already read and checked (certificate under the trusted organisation key, active, the
 key generation the signature's ``keyid`` names). It reads nothing more and writes nothing.
+
+The checkout noun (``CheckoutRoutes``): ``checkouts.checkout`` and ``checkouts.reveal`` run
+``CheckoutAuthority.checkout`` with the server's seal and the signed request kept
+(``ServerEvent``): a format-3 event appended in the checkout's unit, committed before the
+answer leaves; ``checkouts.context`` the read a keyholder's client context is built on. The
+body's ``caller`` must be the request's signer (else 403 ``AccessDenied``, nothing read of
+the target); without a server signing key the writing routes answer 503 (``NO_SERVER_KEY``).
+With a database nonce store (``credvault serve``) the checkout's nonce is remembered inside
+the checkout's own unit, first thing (``Call.nonce``): a refusal rolls it back with the rest,
+a second in-flight copy waits on its key and fails as ``replayed``; ``context`` and
+``whoami`` write nothing, so theirs is stored by the authenticator in a short transaction.
 """
 
 from __future__ import annotations
@@ -15,10 +26,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
+from vault.authority.checkout_context import ContextAuthority, ContextRequest, ContextResponse
+from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkout_reads import CallerRead
+from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.engineer_requests import WhoamiAnswer
-from vault.authority.permissions import OPERATIONS
+from vault.authority.permissions import KEYHOLDER_READS, OPERATIONS
+from vault.authority.requests import Caller, CheckoutRequest, CheckoutResponse
+from vault.authority.serverjournal import ServerSeal
+from vault.errors import AccessDenied, ConfigurationError, InvalidInput
+from vault.server.problems import NO_SERVER_KEY
 from vault.wire import codec
+from vault.wire.eventrequest import RecordedRequest
 
 
 @dataclass(frozen=True)
@@ -28,6 +49,8 @@ class Call:
     caller: CallerRead
     request_id: bytes
     body: object
+    recorded: RecordedRequest | None = None  # what a format-3 event keeps of the signed request
+    nonce: Callable[[Session], None] | None = None  # remembers the nonce in the operation's unit
 
 
 Handler = Callable[[Call], object]
@@ -38,6 +61,7 @@ class Operation:
     name: str  # "engineers.whoami"
     handler: Handler
     max_body: int | None  # None: the server's default limit
+    writes: bool = False  # the handler remembers the request's nonce in its own unit (``Call.nonce``)
 
     @property
     def path(self) -> str:
@@ -52,17 +76,17 @@ class Operations:
         self.registry = registry
         self._operations: dict[str, Operation] = {}
 
-    def add(self, name: str, handler: Handler, *, max_body: int | None = None) -> None:
+    def add(self, name: str, handler: Handler, *, max_body: int | None = None, writes: bool = False) -> None:
         """Route ``name``: it must be an operation of ``permissions.OPERATIONS`` whose request and
         response values the codec registry knows."""
         noun, _, operation = name.partition(".")
-        if operation not in OPERATIONS.get(noun, {}):
+        if operation not in OPERATIONS.get(noun, {}) and operation not in KEYHOLDER_READS.get(noun, {}):
             raise ValueError(f"{name!r} is not an operation of permissions.OPERATIONS")
         if not {name, f"{name}.response"} <= set(self.registry.names()):
             raise ValueError(f"{name!r} has no registered request and response values")
         if name in self._operations:
             raise ValueError(f"{name!r} is routed already")
-        self._operations[name] = Operation(name, handler, max_body)
+        self._operations[name] = Operation(name, handler, max_body, writes)
 
     def find(self, noun: str, operation: str) -> Operation | None:
         return self._operations.get(f"{noun}.{operation}")
@@ -77,8 +101,55 @@ def whoami(call: Call) -> WhoamiAnswer:
     return WhoamiAnswer(call.caller.vault_id, me.id, me.name, me.role, me.key_generation)
 
 
-def default_operations() -> Operations:
-    """Every operation the server answers today."""
+class CheckoutRoutes:
+    """The checkout noun's handlers over the server's checkout authority (module docstring)."""
+
+    def __init__(self, authority: CheckoutAuthority, contexts: ContextAuthority, seal: ServerSeal | None) -> None:
+        self.authority, self.contexts, self.seal = authority, contexts, seal
+
+    def __repr__(self) -> str:
+        return f"CheckoutRoutes({self.seal!r})"
+
+    def checkout(self, call: Call) -> CheckoutResponse:
+        return self._checkout(call, "checkout")
+
+    def reveal(self, call: Call) -> CheckoutResponse:
+        return self._checkout(call, "reveal")
+
+    def context(self, call: Call) -> ContextResponse:
+        request = call.body
+        assert isinstance(request, ContextRequest)
+        _signer_only(call, request.caller)
+        return self.contexts.read(request)
+
+    def _checkout(self, call: Call, action: str) -> CheckoutResponse:
+        request = call.body
+        assert isinstance(request, CheckoutRequest)
+        _signer_only(call, request.caller)
+        if request.action != action:
+            raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
+        if self.seal is None:
+            raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
+        assert call.recorded is not None
+        return self.authority.checkout(request, ServerEvent(self.seal, call.recorded, call.nonce))
+
+    def add_to(self, operations: Operations) -> None:
+        operations.add("checkouts.checkout", self.checkout, writes=True)
+        operations.add("checkouts.reveal", self.reveal, writes=True)
+        operations.add("checkouts.context", self.context)
+
+
+def _signer_only(call: Call, named: Caller) -> None:
+    """A request acts for the engineer who signed it, of the key generation that signed it."""
+    me = call.caller.me
+    if named != Caller(me.id, me.key_generation):
+        raise AccessDenied("the request names another caller than the key that signed it")
+
+
+def default_operations(checkouts: CheckoutRoutes | None = None) -> Operations:
+    """Every operation the server answers today (the checkout noun when ``checkouts`` is given)."""
     operations = Operations()
     operations.add("engineers.whoami", whoami)
+    if checkouts is not None:
+        checkouts.add_to(operations)
     return operations

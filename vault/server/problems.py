@@ -43,6 +43,7 @@ MEDIA_TYPE = "application/problem+json"
 BODY_TOO_LARGE = "the request body is over this route's limit"
 NOT_JSON = "the request body is not application/json"
 NO_ROUTE = "no such route"
+NO_SERVER_KEY = "the server has no signing key"
 METHOD_NOT_ALLOWED = "this route does not take that method"
 
 # Class → status, most specific first (a subclass takes its parent's status unless listed).
@@ -78,6 +79,7 @@ MARKERS: dict[str, str] = {
     NOT_JSON: "unsupported-media-type",
     NO_ROUTE: "no-route",
     METHOD_NOT_ALLOWED: "method-not-allowed",
+    NO_SERVER_KEY: "no-server-key",
 }
 MARKER_STATUSES: dict[str, int] = {
     "STALE_CONTEXT": 409,
@@ -85,6 +87,7 @@ MARKER_STATUSES: dict[str, int] = {
     "unsupported-media-type": 415,
     "no-route": 404,
     "method-not-allowed": 405,
+    "no-server-key": 503,  # a ConfigurationError: the server runs without its signing key
 }
 RETRY_LATER = 503
 

@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from vault.errors import ConfigurationError
 from vault.server.accesslog import LOGGER as ACCESS_LOGGER
 from vault.server.app import build_app
+from vault.server.keyfile import read_server_key
 from vault.server.limits import DEFAULT_LIMIT
 from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, ClientAddresses, EngineerLimit
@@ -47,6 +48,7 @@ class ServeOptions:
     access_log: str | None = None  # a file, "-" for standard error, None for none
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
     org_key: str | None = None  # the organisation signing key (64 hex digits) the server trusts
+    server_key: str | None = None  # the server key file (keyfile.py); None: the checkout routes answer 503
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -135,6 +137,7 @@ def run(options: ServeOptions) -> None:
         logging.getLogger("credvault.server").warning(
             "no --org-key: the organisation key read first is trusted (a database writer could have set it)"
         )
+    server_key = read_server_key(options.server_key) if options.server_key is not None else None
     store = Store(options.db_url)
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
@@ -148,6 +151,7 @@ def run(options: ServeOptions) -> None:
             max_body=options.max_body,
             limits=limits,
             addresses=addresses,
+            server_key=server_key,
         )
         pruner.start()
         uvicorn.Server(uvicorn_config(app, options)).run()

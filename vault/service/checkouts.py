@@ -23,6 +23,7 @@ from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.requests import BREAK, CHECKIN
+from vault.authority.server_keys import certified_key
 from vault.crypto import blobs, signing
 from vault.crypto.labels import LABEL_TAG_CLIENT_SLUG
 from vault.errors import (
@@ -43,6 +44,7 @@ from vault.service.policies import Policy
 from vault.service.records import CheckoutInfo, Revealed
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord, HasId, PolicyRow, VersionRecord
 from vault.service.secrets import METADATA_FIELDS
+from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.transport.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from vault.service.policies import PolicyCheck
     from vault.service.secrets import Secrets
     from vault.storage import models as m
+    from vault.transport.https import HttpsTransport
 
 
 MAX_REASON = 500
@@ -95,6 +98,9 @@ class _PublicChecks:
 
     def organisation_key(self, s: Session, current: bytes) -> None:
         s.info["org_current"] = current  # the vault's current key as read in this unit: no second read
+
+    def server_key(self, s: Session, version: int) -> bytes | None:
+        return certified_key(s, version, self._trust.core.vid(s), self._trust.org_public(s))
 
 
 class _ClientLookup:
@@ -276,3 +282,19 @@ class Checkouts:
         without the write lock (``Store.read()``); the listing records no event."""
         self.keys.me()
         return self._checkin_keyholder().list()
+
+
+def https_checkout_keyholder(checkouts: Checkouts, https: HttpsTransport) -> CheckoutKeyholder:
+    """A checkout keyholder of this Vault's unlocked engineer over a team server (``https``):
+    its keys, key cache and client lookup, requests and client contexts through the server
+    (``HttpsCheckoutTransport``). The lookup still reads the local database: the CLI's wiring
+    over HTTPS comes later (docs/server.md §8 step 7)."""
+    transport = HttpsCheckoutTransport(https)
+    return CheckoutKeyholder(
+        transport,
+        SessionKeys(checkouts.keys, checkouts.core.store),
+        _ClientLookup(checkouts),
+        checkouts.keys.client_keys,
+        checkouts.core.clock,
+        transport,
+    )

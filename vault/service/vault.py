@@ -78,6 +78,7 @@ NOUNS: dict[str, type] = {
     "backups": Backups,
 }
 
+
 def _operations() -> None:
     """Wrap every public noun method declared in the permissions table: the role check first,
     then the call, both run again on a concurrent change (outermost call only). An operation

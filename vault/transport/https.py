@@ -144,11 +144,13 @@ class HttpsTransport:
     def close(self) -> None:
         self.client.close()
 
-    def call(self, name: str, body: object) -> object:
-        """POST ``body`` as operation ``name``; its decoded ``name.response`` value."""
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        """POST ``body`` as operation ``name``; its decoded ``name.response`` value. ``request_id``:
+        the envelope's id when the body binds it already (details sealed to it), else a fresh one."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
-        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        if request_id is None:
+            request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         data = codec.envelope(name, body, request_id)
         me = self.keys.me()
         keyid = f"e:{me.engineer_id}:{me.key_generation}"

@@ -38,7 +38,7 @@ import typing
 from typing import Any, NamedTuple, TypeVar
 
 from vault.errors import InvalidInput
-from vault.wire import routes
+from vault.wire.routes import ROUTES
 
 T = TypeVar("T")
 
@@ -481,6 +481,11 @@ envelope = REGISTRY.envelope
 open_envelope = REGISTRY.open_envelope
 
 
-for _operation, _request, _response in routes.ROUTES:
-    REGISTRY.register(_operation, _request)
-    REGISTRY.register(f"{_operation}.response", _response)
+def _register_routes(registry: Registry) -> None:
+    """Each route's request and response values (``vault/wire/routes.py``)."""
+    for name, request, response in ROUTES:
+        registry.register(name, request)
+        registry.register(f"{name}.response", response)
+
+
+_register_routes(REGISTRY)

@@ -1,20 +1,29 @@
-"""The routes the team server answers so far, each with its request and response value
-(docs/server.md §2): the codec registers them (``codec.REGISTRY``) under the operation's name
-and ``<operation>.response``. A new route adds a line here; its values must be encodable
-(``codec.compile_value`` checks every field type when it is registered)."""
+"""The values each route of the team server carries (docs/server.md §2), for the codec's registry.
+
+One row per operation: its name (``noun.operation``, a route ``POST /v1/noun/operation``), the
+request value and the response value. ``codec.REGISTRY`` registers each as ``name`` and
+``name.response`` when it is first imported, so that every value is compiled (and a field
+of a type the codec does not know is a ``TypeError``) before any request is decoded. A route
+of the server (``vault/server/handlers.py``) must be an operation of this table.
+
+The checkout noun: ``reveal``/``checkout`` (``CheckoutRequest``; through the server it carries
+the keyholder's sealed details), ``checkin``/``break_checkout``, ``list``, and ``context``
+(the read a keyholder builds a client's key context on; a keyholder's read, not a noun method:
+``permissions.KEYHOLDER_READS``). The engineer noun: ``whoami``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from vault.authority import checkout_context as c
+from vault.authority import engineer_requests as e
+from vault.authority import requests as v
 
-from vault.authority import engineer_requests as engineer_values
-from vault.authority import requests as checkout_values
-
-ROUTES: tuple[tuple[str, type[Any], type[Any]], ...] = (
-    ("checkouts.reveal", checkout_values.CheckoutRequest, checkout_values.CheckoutResponse),
-    ("checkouts.checkout", checkout_values.CheckoutRequest, checkout_values.CheckoutResponse),
-    ("checkouts.checkin", checkout_values.ReleaseRequest, checkout_values.ReleaseResponse),
-    ("checkouts.break_checkout", checkout_values.ReleaseRequest, checkout_values.ReleaseResponse),
-    ("checkouts.list", checkout_values.ListRequest, checkout_values.ListResponse),
-    ("engineers.whoami", engineer_values.WhoamiRequest, engineer_values.WhoamiAnswer),
+ROUTES: tuple[tuple[str, type, type], ...] = (
+    ("checkouts.reveal", v.CheckoutRequest, v.CheckoutResponse),
+    ("checkouts.checkout", v.CheckoutRequest, v.CheckoutResponse),
+    ("checkouts.checkin", v.ReleaseRequest, v.ReleaseResponse),
+    ("checkouts.break_checkout", v.ReleaseRequest, v.ReleaseResponse),
+    ("checkouts.list", v.ListRequest, v.ListResponse),
+    ("checkouts.context", c.ContextRequest, c.ContextResponse),
+    ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
 )

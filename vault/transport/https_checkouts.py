@@ -1,0 +1,61 @@
+"""The checkout over HTTPS: the keyholder's ``Transport`` and ``ContextTransport`` on the team server.
+
+``HttpsCheckoutTransport.call(request, seal)`` is what ``CheckoutKeyholder`` calls in-process
+on ``InProcessTransport``; here the seal's in-process hands (admit, details by seq, the event
+signature, another's hold opened) are not used: the server signs the event (format 3). The
+keyholder's seal seals the request's own details first (``seal_request``: field and reason,
+bound to a fresh request id, under the client's current audit key), the request carries
+them, and the envelope is sent under that id (``HttpsTransport.call``: signed, RFC 9421). The
+server commits the event before it answers; the keyholder verifies the answer in full, as it
+does any answer it was not shown before, and only then decrypts.
+
+``context`` is the read-only ``checkouts.context`` route (a client's key context).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Protocol
+
+from vault.authority.checkout_context import ContextRequest, ContextResponse
+from vault.authority.requests import CheckoutRequest, CheckoutResponse
+from vault.errors import UntrustedRecord
+from vault.wire import codec
+
+
+class RequestSeal(Protocol):
+    """The keyholder's seal, as this transport uses it: the request's details sealed before sending."""
+
+    def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]: ...
+
+
+class Calls(Protocol):
+    """``HttpsTransport``: a signed request, its decoded answer."""
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object: ...
+
+
+class HttpsCheckoutTransport:
+    """Checkouts, reveals and client contexts through a team server (module docstring)."""
+
+    def __init__(self, https: Calls) -> None:
+        self.https = https
+
+    def __repr__(self) -> str:
+        return "HttpsCheckoutTransport()"
+
+    def call(self, request: CheckoutRequest, seal: RequestSeal) -> CheckoutResponse:
+        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        version, blob = seal.seal_request(request_id, request.action)
+        sealed = dataclasses.replace(request, details_key_version=version, details_blob=blob)
+        answer = self.https.call(f"checkouts.{request.action}", sealed, request_id)
+        if not isinstance(answer, CheckoutResponse):
+            raise UntrustedRecord("the server's answer is not a checkout's")
+        return answer
+
+    def context(self, request: ContextRequest) -> ContextResponse:
+        answer = self.https.call("checkouts.context", request)
+        if not isinstance(answer, ContextResponse):
+            raise UntrustedRecord("the server's answer is not a client context")
+        return answer
