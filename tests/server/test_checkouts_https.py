@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 from server_harness import Served, database_state, keyid_of, loopback_socket, running, signed_headers, signed_post
-from sqlalchemy import delete, event, exc, insert, select, update
+from sqlalchemy import delete, event, exc, func, insert, select, update
 
+from vault import Vault
 from vault.authority.checkout_context import ContextRequest
 from vault.authority.requests import Caller
 from vault.crypto.serverkey import ServerSigningKey
@@ -45,6 +46,7 @@ from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.wire import codec
+from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.eventrequest import request_problem
 from vault.wire.httpsig import MemoryNonceStore
 from vault.wire.nonces import DbNonceStore
@@ -79,7 +81,10 @@ def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-d
     sock = loopback_socket()
     port = sock.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=key)  # as credvault serve
+    limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
+    app = build_app(  # as credvault serve wires it
+        store, public_url=url, nonce_store=DbNonceStore(store), server_key=key, limits=limits
+    )
     options = ServeOptions(
         module_team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
     )
@@ -260,6 +265,15 @@ def test_another_engineers_caller_in_a_body_signed_by_alice_is_403(keyed: Keyed)
     assert database_state(served.db_url) == before
 
 
+def failures_of(keyed: Keyed, vault: Vault) -> int:
+    """The failed authentications counted for ``vault``'s engineer (every window)."""
+    me = vault.keyholder.me().engineer_id
+    with keyed.store.read() as s:
+        return int(
+            s.scalar(select(func.coalesce(func.sum(m.AuthFailure.count), 0)).where(m.AuthFailure.engineer_id == me))
+        )
+
+
 def test_a_replayed_checkout_is_401_and_makes_one_event(keyed: Keyed) -> None:
     served = keyed.served
     holder, sent = keyholder(served, served.alice)
@@ -267,12 +281,15 @@ def test_a_replayed_checkout_is_401_and_makes_one_event(keyed: Keyed) -> None:
     checkout(holder, "acme/fw02")
     assert event_count(served) == before + 1
     request = next(r for r in reversed(sent.requests) if r.url.path == CHECKOUT)
-    state = database_state(served.db_url)
+    state, failed = database_state(served.db_url), failures_of(keyed, served.alice)
     with served.client() as client:
         response = client.post(CHECKOUT, content=request.content, headers=dict(request.headers))
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "replayed"  # the nonce the checkout's unit kept with its event
-    assert database_state(served.db_url) == state
+    after = database_state(served.db_url)
+    after.pop("auth_failures"), state.pop("auth_failures")
+    assert after == state  # no event, no checkout row: only the failed authentication is counted
+    assert failures_of(keyed, served.alice) == failed + 1  # a replay is a failed authentication
     assert event_count(served) == before + 1
 
 
