@@ -24,7 +24,7 @@ from vault.authority.requests import Caller, CheckoutRequest
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
-from vault.errors import ConfigurationError, IntegrityError, InvalidInput
+from vault.errors import ConcurrentChange, ConfigurationError, IntegrityError, InvalidInput
 from vault.keyholder import auditverify as verify_module
 from vault.service.serverkeys import certify_server_key, server_journal
 from vault.storage import models as m
@@ -334,6 +334,35 @@ def test_a_server_journal_refuses_a_key_the_vault_does_not_hold_as_active(world)
     assert team.admin.audit.verify().ok
 
 
+@pytest.mark.parametrize("change", ["removed", "re-keyed"])
+def test_an_engineer_removed_or_re_keyed_before_the_head_lock_gets_no_event(world, change: str) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL an admin's removal (or the engineer's key rotation) can commit between the
+    server's check of a request and its append: the event would carry a request signed outside
+    its key's lifetime and fail verification for good. Under the head lock the engineer is read
+    again and the append refused (retried as a concurrent change); nothing is written."""
+    team, facts = world
+    eid, gen, _ = facts.engineers["eve"]
+    head = team.admin.audit.head()
+    request = _signed(team, facts, "eve")
+    journal = server_journal(team.admin, ServerSigningKey(1, SigningKey(facts.server_seed)))
+    with pytest.raises(ConcurrentChange), team.admin.store.transaction() as s:
+        if change == "removed":
+            s.execute(update(m.Engineer).where(m.Engineer.id == eid).values(status="removed"))
+        else:
+            s.execute(update(m.Engineer).where(m.Engineer.id == eid).values(key_generation=gen + 1))
+        journal.append(
+            s,
+            "checkout",
+            request,
+            engineer_id=eid,
+            key_generation=gen,
+            client_id=facts.client_id,
+            secret_id=facts.secret_id,
+        )
+    assert team.admin.audit.head() == head
+    assert team.admin.audit.verify().ok
+
+
 # -- the compromised server (it holds the server key) ---------------------------------------------------
 
 
@@ -356,8 +385,13 @@ def test_a_request_appended_twice_in_a_row_is_named(world) -> None:  # type: ign
     assert "appended twice" in _refused_at(team, again)
 
 
-def test_a_request_of_a_removed_engineer_signed_after_the_removal_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_of_a_removed_engineer_signed_after_the_removal_is_refused(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The honest journal refuses to append for a removed engineer; a compromised server runs
+    code that does not, and the verifier names the event."""
     team, facts = world
+    with pytest.raises(ConcurrentChange):
+        _append(team, facts, "bob", _signed(team, facts, "bob"))
+    monkeypatch.setattr(serverjournal, "check_still_current", lambda *_: None)
     seq = _append(team, facts, "bob", _signed(team, facts, "bob"))
     assert seq > facts.removal
     assert f"retired at event {facts.removal}" in _refused_at(team, seq)

@@ -58,12 +58,14 @@ LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed"})
 _NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
 
 
-def _check_still_current(status: str | None, generation: int | None, actor: EngineerRecord) -> None:
+def check_still_current(status: str | None, generation: int | None, key_generation: int) -> None:
     """On PostgreSQL (read committed), a transaction that checked its engineer's certificate
     may reach the head lock after an admin removed them or rotated their keys: its event would
-    then be signed outside the key's lifetime and fail verification for good. Abort it instead
-    (retried as a concurrent change, the retry is refused with the usual error)."""
-    if status != ACTIVE or generation != actor.key_generation:
+    then be signed (or, on the team server, carry a request signed) outside the key's lifetime
+    and fail verification for good. Abort it instead (retried as a concurrent change, the retry
+    is refused with the usual error). ``status``/``generation``: the engineer's row as read
+    under the head lock; ``key_generation``: the one the unit checked."""
+    if status != ACTIVE or generation != key_generation:
         raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
 
 
@@ -134,7 +136,7 @@ class Journal:
                     hint="use the team server (credvault serve) for this vault",
                 )
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
-                _check_still_current(found[2], found[3], actor)
+                check_still_current(found[2], found[3], actor.key_generation)
         audit_key = None
         if details is not None:
             if client_id is None:

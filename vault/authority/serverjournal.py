@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import Core, us
+from vault.authority.journal import Core, check_still_current, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
@@ -93,8 +93,9 @@ class ServerJournal:
         vault_id = self.core.info(s).vault_id
         self.seal.check_active(s)
         found = s.execute(
-            select(m.AuditHead, m.AuditEvent.at_us)
+            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
             .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
+            .outerjoin(m.Engineer, m.Engineer.id == engineer_id)
             .where(m.AuditHead.id == 1)
             .with_for_update(of=m.AuditHead)
         ).first()
@@ -104,6 +105,8 @@ class ServerJournal:
             s.flush()
         else:
             head, after = found[0], found[1]
+            # the engineer as of the head lock: removed or re-keyed since the request was checked, no event
+            check_still_current(found[2], found[3], key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
         details_json = json.dumps(public, sort_keys=True) if public else None
