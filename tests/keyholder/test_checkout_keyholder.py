@@ -31,6 +31,11 @@ class TamperingTransport:
 
     def __init__(self, real: Any, tamper: Tamper, *, show_draft: bool = True, drop_key: Any = None) -> None:
         self.real, self.tamper, self.show_draft, self.drop_key = real, tamper, show_draft, drop_key
+        self.refused: list[str] = []  # the reasons the keyholder gave for answers it refused
+
+    def answer_refused(self, request: CheckoutRequest, response: CheckoutResponse, reason: str) -> None:
+        self.refused.append(reason)
+        self.real.answer_refused(request, response, reason)
 
     def call(self, request: CheckoutRequest, seal: Any) -> CheckoutResponse:
         if self.drop_key is not None:  # make the keyholder open the sealed client key returned

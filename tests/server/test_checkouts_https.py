@@ -27,13 +27,15 @@ from sqlalchemy import delete, event, exc, func, insert, select, update
 
 from vault import Vault
 from vault.authority.checkout_context import ContextRequest
-from vault.authority.requests import Caller
+from vault.authority.requests import AnswerRefusedRequest, Caller
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
     CheckoutConflict,
     ConfigurationError,
+    DecryptionFailed,
+    UntrustedRecord,
     VaultError,
 )
 from vault.keyholder.checkouts import CheckoutKeyholder
@@ -495,3 +497,81 @@ def test_an_edited_details_json_blocks_nobody(keyed: Keyed) -> None:
     finally:
         store.close()
     assert checkout(alice, "excl/sw04") == "pw of excl/sw04"
+
+
+# -- an answer the keyholder refuses, after its event was committed -----------------------------------
+
+
+class _Tampering:
+    """The keyholder's HTTPS transport with its answers changed on the way (a proxy or a
+    compromised server): ``tamper`` makes the answer the keyholder is given."""
+
+    def __init__(self, real: HttpsCheckoutTransport, tamper: Any) -> None:
+        self.real, self.tamper = real, tamper
+
+    def call(self, request: Any, seal: Any) -> Any:
+        answer = self.real.call(request, seal)
+        changed = self.tamper(answer)
+        self.real._sent[id(changed)] = (self.real._sent.pop(id(answer))[0], changed)  # as if received
+        return changed
+
+    def context(self, request: Any) -> Any:
+        return self.real.context(request)
+
+    def answer_refused(self, request: Any, response: Any, reason: str) -> None:
+        self.real.answer_refused(request, response, reason)
+
+
+def _changed_password_blob(r: Any) -> Any:
+    blob = r.version.password_blob
+    return dataclasses.replace(r, version=r.version._replace(password_blob=blob[:-1] + bytes([blob[-1] ^ 1])))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "raised", "reason"),
+    [
+        (_changed_password_blob, DecryptionFailed, "undecryptable"),
+        (lambda r: dataclasses.replace(r, grant=r.grant._replace(signature=bytes(64))), UntrustedRecord, "untrusted"),
+    ],
+    ids=["a ciphertext changed", "a grant's signature changed"],
+)  # fmt: skip
+def test_an_answer_refused_after_its_event_is_on_record_too(
+    keyed: Keyed, tamper: Any, raised: type, reason: str
+) -> None:
+    served = keyed.served
+    holder, _ = keyholder(served, served.alice)
+    holder.transport = _Tampering(holder.transport, tamper)  # type: ignore[assignment]
+    before = event_count(served)
+    anchor = served.admin.audit.head()  # earlier tests of the module tamper with events before this
+    with pytest.raises(raised):
+        checkout(holder, "acme/fw01")
+    new = events(served)[before:]
+    assert [e.action for e in new] == ["checkout", "answer-refused"]
+    assert json.loads(new[1].details_json) == {"refused_seq": new[0].seq, "reason": reason}
+    assert new[1].engineer_id == new[0].engineer_id and new[1].client_id == new[0].client_id
+    assert served.admin.audit.verify(since=anchor).ok  # both events verify, the refusal's kept request too
+
+
+def test_a_refusal_naming_another_engineers_answer_is_404_and_writes_nothing(keyed: Keyed) -> None:
+    """bob says alice's answer was refused; alice names her own event under another request id,
+    or an event that does not exist: 404 each, no event."""
+    served = keyed.served
+    holder, _ = keyholder(served, served.alice)
+    checkout(holder, "acme/fw02", hold=False)
+    alices = events(served)[-1]
+    assert alices.action == "reveal"
+    cases = (
+        (served.bob, alices.seq, alices.request_id),
+        (served.alice, alices.seq, os.urandom(16)),
+        (served.alice, 10**9, alices.request_id),
+    )
+    for who, seq, request_id in cases:
+        me = who.keyholder.me()
+        refusal = AnswerRefusedRequest(
+            Caller(me.engineer_id, me.key_generation), alices.client_id, seq, request_id, "untrusted"
+        )
+        body = codec.envelope("checkouts.answer_refused", refusal, os.urandom(codec.REQUEST_ID_BYTES))
+        state = without_nonces(database_state(served.db_url))
+        response = signed_post(served, "/v1/checkouts/answer_refused", body, who)
+        assert response.status_code == 404, response.text
+        assert without_nonces(database_state(served.db_url)) == state

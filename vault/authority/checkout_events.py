@@ -69,7 +69,7 @@ class ServerEvent:
         return f"ServerEvent({self.seal!r})"
 
 
-class _UnitCore:
+class UnitCore:
     """What ``ServerJournal`` reads of the vault: its identity row, in the unit; the clock."""
 
     def __init__(self, clock: Callable[[], dt.datetime]) -> None:
@@ -95,7 +95,7 @@ def append(
     """The checkout's format-3 event (flushed: the checkout row names it); its seq."""
     if request.details_blob is None or request.details_key_version is None:
         raise InvalidInput("a checkout through the server carries its details sealed by the engineer")
-    journal = ServerJournal(_UnitCore(clock), event.seal)
+    journal = ServerJournal(UnitCore(clock), event.seal)
     row = journal.append(
         s,
         request.action,

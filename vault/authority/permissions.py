@@ -133,10 +133,11 @@ REVEALS: dict[str, frozenset[str]] = {
     "checkouts": frozenset({"checkout", "reveal"}),
 }
 
-# Reads a keyholder makes on its own behalf, routed by the team server but not methods of a
-# noun (``checkouts.context``: the rows a client's key context is built on, read-only).
-KEYHOLDER_READS: dict[str, dict[str, Role]] = {
-    "checkouts": {"context": ENGINEER},
+# Requests a keyholder makes on its own behalf, routed by the team server but not methods of a
+# noun: ``checkouts.context`` (the rows a client's key context is built on, read-only) and
+# ``checkouts.answer_refused`` (an answer it refused after its event was committed).
+KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
+    "checkouts": {"context": ENGINEER, "answer_refused": ENGINEER},
 }
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of

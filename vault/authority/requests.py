@@ -237,3 +237,28 @@ class ListResponse:
 
     def __repr__(self) -> str:
         return f"ListResponse(checkouts={len(self.checkouts)})"
+
+
+# -- an answer the keyholder refused (team server: it verifies after the event, server.md §8) --------
+
+ANSWER_REFUSED = "answer-refused"
+REFUSAL_REASONS = frozenset({"untrusted", "undecryptable", "no-such-field"})
+
+
+@dataclass(frozen=True)
+class AnswerRefusedRequest:
+    """The keyholder refused the answer to its checkout or reveal ``refused_seq`` (whose request
+    was ``refused_request``) after the server had committed that event: through the server it
+    verifies the answer only after (docs/server.md, open question 2), so the log says so in an
+    ``answer-refused`` event of its own. ``reason``: one of ``REFUSAL_REASONS``."""
+
+    caller: Caller
+    client_id: int
+    refused_seq: int
+    refused_request: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnswerRefusedResponse:
+    seq: int

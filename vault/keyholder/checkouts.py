@@ -25,6 +25,7 @@ says it is stale, it is learned again once and the request sent again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -54,6 +55,7 @@ from vault.errors import (
     CheckoutConflict,
     ConcurrentChange,
     DecryptionFailed,
+    IntegrityError,
     InvalidInput,
     Locked,
     LookupMismatch,
@@ -151,6 +153,9 @@ class EngineerKeys(Protocol):
 
 class Transport(Protocol):
     def call(self, request: CheckoutRequest, seal: Any) -> CheckoutResponse: ...
+
+    def answer_refused(self, request: CheckoutRequest, response: CheckoutResponse, reason: str) -> None:
+        """Record that ``response`` was refused after its event was committed (best effort)."""
 
 
 class _EventSeal:
@@ -292,7 +297,19 @@ class CheckoutKeyholder:
             admitted = seal.admitted
             if admitted is not None and dataclasses.replace(response, seq=0) == admitted[0]:
                 return admitted[1]  # what was verified and opened before the event was written
-            return verify(response)  # an answer not shown before: verified now, in full
+            try:
+                return verify(response)  # an answer not shown before: verified now, in full
+            except (IntegrityError, NotFound) as refused:  # its event is committed: say it was refused
+                reason = (
+                    "undecryptable"
+                    if isinstance(refused, DecryptionFailed)
+                    else "no-such-field"
+                    if isinstance(refused, NotFound)
+                    else "untrusted"
+                )
+                with contextlib.suppress(VaultError):
+                    self.transport.answer_refused(request, response, reason)
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the client's key context ------------------------------------------------------------

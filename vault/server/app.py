@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vault.authority.answer_refusals import AnswerRefusals
 from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_reads import ORG_KEYS
 from vault.authority.checkouts import CheckoutAuthority
@@ -120,7 +121,7 @@ def checkout_routes(
 
     authority = CheckoutAuthority(store, ServerChecks(organisation, now), now)
     seal = ServerSeal(server_key) if server_key is not None else None
-    return CheckoutRoutes(authority, ContextAuthority(store, authority), seal)
+    return CheckoutRoutes(authority, ContextAuthority(store, authority), seal, AnswerRefusals(store, now))
 
 
 def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey) -> IdentityExtra:

@@ -28,13 +28,20 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from vault.authority.answer_refusals import AnswerRefusals
 from vault.authority.checkout_context import ContextAuthority, ContextRequest, ContextResponse
 from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkout_reads import CallerRead
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.engineer_requests import WhoamiAnswer
-from vault.authority.permissions import KEYHOLDER_READS, OPERATIONS
-from vault.authority.requests import Caller, CheckoutRequest, CheckoutResponse
+from vault.authority.permissions import KEYHOLDER_REQUESTS, OPERATIONS
+from vault.authority.requests import (
+    AnswerRefusedRequest,
+    AnswerRefusedResponse,
+    Caller,
+    CheckoutRequest,
+    CheckoutResponse,
+)
 from vault.authority.serverjournal import ServerSeal
 from vault.errors import AccessDenied, ConfigurationError, InvalidInput
 from vault.server.problems import NO_SERVER_KEY
@@ -80,7 +87,7 @@ class Operations:
         """Route ``name``: it must be an operation of ``permissions.OPERATIONS`` whose request and
         response values the codec registry knows."""
         noun, _, operation = name.partition(".")
-        if operation not in OPERATIONS.get(noun, {}) and operation not in KEYHOLDER_READS.get(noun, {}):
+        if operation not in OPERATIONS.get(noun, {}) and operation not in KEYHOLDER_REQUESTS.get(noun, {}):
             raise ValueError(f"{name!r} is not an operation of permissions.OPERATIONS")
         if not {name, f"{name}.response"} <= set(self.registry.names()):
             raise ValueError(f"{name!r} has no registered request and response values")
@@ -104,8 +111,14 @@ def whoami(call: Call) -> WhoamiAnswer:
 class CheckoutRoutes:
     """The checkout noun's handlers over the server's checkout authority (module docstring)."""
 
-    def __init__(self, authority: CheckoutAuthority, contexts: ContextAuthority, seal: ServerSeal | None) -> None:
-        self.authority, self.contexts, self.seal = authority, contexts, seal
+    def __init__(
+        self,
+        authority: CheckoutAuthority,
+        contexts: ContextAuthority,
+        seal: ServerSeal | None,
+        refusals: AnswerRefusals,
+    ) -> None:
+        self.authority, self.contexts, self.seal, self.refusals = authority, contexts, seal, refusals
 
     def __repr__(self) -> str:
         return f"CheckoutRoutes({self.seal!r})"
@@ -122,6 +135,15 @@ class CheckoutRoutes:
         _signer_only(call, request.caller)
         return self.contexts.read(request)
 
+    def answer_refused(self, call: Call) -> AnswerRefusedResponse:
+        request = call.body
+        assert isinstance(request, AnswerRefusedRequest)
+        _signer_only(call, request.caller)
+        if self.seal is None:
+            raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
+        assert call.recorded is not None
+        return self.refusals.record(request, request.caller, ServerEvent(self.seal, call.recorded, call.nonce))
+
     def _checkout(self, call: Call, action: str) -> CheckoutResponse:
         request = call.body
         assert isinstance(request, CheckoutRequest)
@@ -137,6 +159,7 @@ class CheckoutRoutes:
         operations.add("checkouts.checkout", self.checkout, writes=True)
         operations.add("checkouts.reveal", self.reveal, writes=True)
         operations.add("checkouts.context", self.context)
+        operations.add("checkouts.answer_refused", self.answer_refused, writes=True)
 
 
 def _signer_only(call: Call, named: Caller) -> None:

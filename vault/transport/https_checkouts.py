@@ -19,7 +19,7 @@ import secrets
 from typing import Protocol
 
 from vault.authority.checkout_context import ContextRequest, ContextResponse
-from vault.authority.requests import CheckoutRequest, CheckoutResponse
+from vault.authority.requests import AnswerRefusedRequest, AnswerRefusedResponse, CheckoutRequest, CheckoutResponse
 from vault.errors import UntrustedRecord
 from vault.wire import codec
 
@@ -41,6 +41,7 @@ class HttpsCheckoutTransport:
 
     def __init__(self, https: Calls) -> None:
         self.https = https
+        self._sent: dict[int, tuple[bytes, CheckoutResponse]] = {}  # id(answer) -> its request id (a few)
 
     def __repr__(self) -> str:
         return "HttpsCheckoutTransport()"
@@ -52,7 +53,22 @@ class HttpsCheckoutTransport:
         answer = self.https.call(f"checkouts.{request.action}", sealed, request_id)
         if not isinstance(answer, CheckoutResponse):
             raise UntrustedRecord("the server's answer is not a checkout's")
+        if len(self._sent) >= 64:
+            self._sent.clear()
+        self._sent[id(answer)] = (request_id, answer)
         return answer
+
+    def answer_refused(self, request: CheckoutRequest, response: CheckoutResponse, reason: str) -> None:
+        """Tell the server that ``response`` (an answer of this transport's) was refused: it appends
+        an ``answer-refused`` event naming the committed event. Best effort: the refusal stands
+        whatever the server answers, and a response this transport did not receive names nothing."""
+        sent = self._sent.pop(id(response), None)
+        if sent is None or sent[1] is not response or request.client_id is None:
+            return
+        refusal = AnswerRefusedRequest(request.caller, request.client_id, response.seq, sent[0], reason)
+        answer = self.https.call("checkouts.answer_refused", refusal)
+        if not isinstance(answer, AnswerRefusedResponse):
+            raise UntrustedRecord("the server's answer is not a refusal's")
 
     def context(self, request: ContextRequest) -> ContextResponse:
         answer = self.https.call("checkouts.context", request)

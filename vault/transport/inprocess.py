@@ -51,6 +51,10 @@ class InProcessTransport:
         """Send one checkout request; its response, or the authority's refusal."""
         return self.authority.checkout(request, seal)
 
+    def answer_refused(self, request: CheckoutRequest, response: CheckoutResponse, reason: str) -> None:
+        """Nothing to record in-process: the keyholder admitted the draft before the event was
+        written (``EventSeal.admit``), so an answer it refuses here was never the one recorded."""
+
     def release(self, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
         """Send one check-in or break; its response (after the commit), or the refusal."""
         if self.checkins is None:

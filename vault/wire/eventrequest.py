@@ -40,6 +40,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkouts.reveal": frozenset({"reveal"}),
     "checkouts.checkin": frozenset({"secret-update", "checkin"}),
     "checkouts.break_checkout": frozenset({"checkout-break"}),
+    "checkouts.answer_refused": frozenset({"answer-refused"}),
 }
 
 

@@ -9,7 +9,8 @@ of the server (``vault/server/handlers.py``) must be an operation of this table.
 The checkout noun: ``reveal``/``checkout`` (``CheckoutRequest``; through the server it carries
 the keyholder's sealed details), ``checkin``/``break_checkout``, ``list``, and ``context``
 (the read a keyholder builds a client's key context on; a keyholder's read, not a noun method:
-``permissions.KEYHOLDER_READS``). The engineer noun: ``whoami``.
+``permissions.KEYHOLDER_REQUESTS``), and ``answer_refused`` (the keyholder says it refused
+an answer after its event was committed). The engineer noun: ``whoami``.
 """
 
 from __future__ import annotations
@@ -25,5 +26,6 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.break_checkout", v.ReleaseRequest, v.ReleaseResponse),
     ("checkouts.list", v.ListRequest, v.ListResponse),
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
+    ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
 )
