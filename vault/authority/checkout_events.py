@@ -112,6 +112,26 @@ def append(
     return int(row.seq)
 
 
+def _hashed(e: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An event row's columns its hash covers, in order, up to (not including) the request's and
+    the previous hash: the same in every format (docs/format.md §8)."""
+    return tuple(e[name] for name in HASHED_COLUMNS)
+
+
+HASHED_COLUMNS = (
+    "seq",
+    "at_us",
+    "engineer_id",
+    "key_generation",
+    "action",
+    "client_id",
+    "secret_id",
+    "key_version",
+    "details_blob",
+    "details_json",
+)
+
+
 def vouched_hold(
     e: Mapping[str, Any],
     vault_id: bytes,
@@ -125,16 +145,7 @@ def vouched_hold(
         return None
     digest = chain.event_hash_v3(
         vault_id,
-        e["seq"],
-        e["at_us"],
-        e["engineer_id"],
-        e["key_generation"],
-        e["action"],
-        e["client_id"],
-        e["secret_id"],
-        e["key_version"],
-        e["details_blob"],
-        e["details_json"],
+        *_hashed(e),
         request_id=e["request_id"],
         request_digest=e["request_digest"],
         prev_hash=e["prev_hash"],
@@ -196,19 +207,7 @@ def genuine(
                 out.append(hold._replace(exclusive=claim))
             continue
         codec = chain.EventCodec(vault_id)
-        fields = (
-            e["seq"],
-            e["at_us"],
-            e["engineer_id"],
-            e["key_generation"],
-            e["action"],
-            e["client_id"],
-            e["secret_id"],
-            e["key_version"],
-            e["details_blob"],
-            e["details_json"],
-            e["prev_hash"],
-        )
+        fields = (*_hashed(e), e["prev_hash"])
         # A checkout written before event format 2 (credvault upgraded while it is held) still counts.
         if e["hash"] not in (codec.audit_event_hash(*fields), codec.audit_event_hash_v1(*fields)):
             continue

@@ -304,8 +304,8 @@ class CheckoutKeyholder:
                     "undecryptable"
                     if isinstance(refused, DecryptionFailed)
                     else "no-such-field"
-                    if isinstance(refused, NotFound)
-                    else "untrusted"
+                    if isinstance(refused, NotFound) and str(refused).endswith(" field")  # _reveal's
+                    else "untrusted"  # a row that does not verify, or a sealed key that is missing
                 )
                 with contextlib.suppress(VaultError):
                     self.transport.answer_refused(request, response, reason)
