@@ -42,7 +42,9 @@ from vault.storage import models as m
 
 PW, USER, REASON = "checkin-authority-Pw-1", "fw-admin", "T-9 checkin authority"
 READS_THE_SECRET = re.compile(r"\b(secrets|secret_versions|checkouts)\b", re.IGNORECASE)
-NEW = NewVersion(2, 1, b"\x01wrapped by the keyholder", b"\x01new password blob", b"\x01new metadata blob")
+NEW = NewVersion(
+    2, 1, b"\x01\x02\x00\x00\x00\x01wrapped by the keyholder", b"\x01new password blob", b"\x01new metadata blob"
+)
 
 
 class ReleaseChecks(Checks):

@@ -50,7 +50,7 @@ from vault.storage import models as m
 from vault.storage.rows import HoldRow
 
 PW, USER, NOTE = "authority-secret-Pw-1", "fw-admin", "rack 4, top"
-NEW = NewVersion(1, 1, b"\x01wrapped", b"\x01password blob", b"\x01metadata blob")
+NEW = NewVersion(1, 1, b"\x01\x02\x00\x00\x00\x01wrapped under key 1", b"\x01password blob", b"\x01metadata blob")
 READS_THE_TARGET = re.compile(r"\b(clients|secrets|secret_versions)\b", re.IGNORECASE)
 
 
@@ -307,6 +307,17 @@ def test_a_version_under_another_key_than_the_current_one_is_refused(scene: Scen
     before, recorder = _state(scene), Recorder()
     seal = FakeSeal(recorder, new=dataclasses.replace(NEW, key_version=2))
     with pytest.raises(InvalidInput, match="current key"):
+        _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), None, False), seal)
+    assert recorder.events == [] and _state(scene) == before
+
+
+@pytest.mark.parametrize("wrapped", [b"\x01\x02\x00\x00\x00\x02wrapped under key 2", b"\x01\x02"])
+def test_a_data_key_whose_header_names_another_key_is_refused(scene: Scene, wrapped: bytes) -> None:
+    """The version says key 1 but its wrapped data key's header (what a reader opens it by)
+    names key 2, or is too short to name any: refused, nothing written."""
+    before, recorder = _state(scene), Recorder()
+    seal = FakeSeal(recorder, new=dataclasses.replace(NEW, wrapped_dek=wrapped))
+    with pytest.raises(InvalidInput, match="not wrapped under the client's current key"):
         _authority(scene, recorder).update(UpdateRequest(_target(scene, scene.alice), None, False), seal)
     assert recorder.events == [] and _state(scene) == before
 

@@ -138,6 +138,7 @@ REVEALS: dict[str, frozenset[str]] = {
 # ``checkouts.answer_refused`` (an answer it refused after its event was committed).
 KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
     "checkouts": {"context": ENGINEER, "answer_refused": ENGINEER},
+    "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER},  # the drafts of add and update (server.md §4)
 }
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of

@@ -11,8 +11,9 @@ of work, so that a new version is named and stored one way:
   the version's number (the one after the secret's current version).
 * ``store_version`` — the ``NewVersion`` the keyholder encrypted for that ``WriteKey``
   (ciphertext only: this module never opens it), checked to be of that number and key
-  version and of bytes, stored as given, counted against the client key's encryption bound
-  (one atomic UPDATE: concurrent writers never lose a count), the secret moved to it
+  version and of bytes (the wrapped data key's header naming that key version), stored as
+  given, counted against the client key's encryption bound (one atomic UPDATE: concurrent
+  writers never lose a count), the secret moved to it
   (``clear_must_change``: its must-change flag cleared), versions beyond the signed
   retention deleted.
 
@@ -31,7 +32,8 @@ from sqlalchemy.orm import Session
 
 from vault.authority.checkout_reads import ENGINEER_WIDTH, SEALED_KEY, CallerRead
 from vault.authority.requests import ClientKeyRow, NewVersion, SealedClientKey, WriteKey
-from vault.errors import IntegrityError, InvalidInput
+from vault.crypto.blobs import blob_key_version
+from vault.errors import DecryptionFailed, IntegrityError, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.prepared import Prepared
@@ -102,6 +104,12 @@ def checked_version(new: object, write: WriteKey) -> NewVersion:
         raise InvalidInput("the new version is not ciphertext")
     if (new.version, new.key_version) != (write.next_version, write.key_version):
         raise InvalidInput("the new version is not the one this request asked for, under the client's current key")
+    try:  # the wrapped data key's own header must name that key too (a reader opens it by the header)
+        wrapped_under = blob_key_version(new.wrapped_dek)
+    except DecryptionFailed:
+        wrapped_under = None
+    if wrapped_under != write.key_version:
+        raise InvalidInput("the new version's data key is not wrapped under the client's current key")
     return new
 
 

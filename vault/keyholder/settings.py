@@ -7,7 +7,8 @@ writer could set the retention to 1 (and prune every old version at the next che
 the cryptoperiod to a century (and silence every old-key warning); so the row carries an
 admin's Ed25519 signature over the vault id, both values, the signer and the time
 (``settings_fields``; docs/format.md, "Signed policies and settings"), and every reader
-verifies it here (``verified_settings``): the service's ``PolicyCheck`` for the pruning and
+verifies it (``verified_settings``, in ``authority/record_signatures.py``: the server's too):
+the service's ``PolicyCheck`` for the pruning and
 ``status`` (its signer checked by the Vault's trust), and ``SettingsKeyholder`` for the rows
 the settings' authority answers (its signer checked under the pinned organisation key).
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from vault.authority.record_signatures import Settings, verified_settings
 from vault.authority.requests import Caller
 from vault.authority.settings_requests import (
     CRYPTOPERIOD,
@@ -42,29 +44,18 @@ from vault.authority.settings_requests import (
     SettingsRequest,
     SettingsRow,
     SettingsRows,
-    in_bounds,
     is_count,
     settings_fields,
 )
-from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_SETTINGS
 from vault.errors import InvalidInput, UntrustedRecord
 from vault.keyholder.policies import SigningKeys, verified_caller
 from vault.keyholder.responses import ResponseChecks
-from vault.storage.rows import EngineerRecord
 
 HINTS = {
     RETENTION: "keep between 1 and 1000 versions",
     CRYPTOPERIOD: "use between 1 and 3650 days",
 }
-
-
-class Settings(NamedTuple):
-    """The settings as they apply: verified, or the bounded defaults (``signed`` False)."""
-
-    retention_versions: int
-    cryptoperiod_days: int
-    signed: bool
 
 
 def signed_settings(
@@ -73,33 +64,6 @@ def signed_settings(
     """Both settings signed by ``sign`` (the acting admin's key) as ``signer_id`` at ``at``."""
     row = SettingsRow(retention, cryptoperiod, signer_id, at, None)
     return row._replace(signature=sign(LABEL_SIG_SETTINGS, *settings_fields(vault_id, row)))
-
-
-def _clamp(value: object, low: int, high: int, default: int) -> int:
-    return min(max(value, low), high) if is_count(value) else default  # type: ignore[call-overload]
-
-
-def verified_settings(vault_id: bytes, row: SettingsRow, signer: Callable[[int], EngineerRecord]) -> Settings:
-    """The settings that apply given the stored ``row``: as stored if signed by ``signer(id)``
-    (the row of the engineer it names, checked as an active admin, else UntrustedRecord) and
-    within bounds; else the defaults, bounded by the row only towards more versions kept and
-    an earlier warning. The one definition: ``PolicyCheck`` calls it with its own signer lookup."""
-    signed = False
-    if row.signature is not None and in_bounds(row.retention_versions, row.cryptoperiod_days):
-        try:
-            admin = signer(row.signed_by or 0)
-            if admin.signing_public is None:
-                raise UntrustedRecord("the settings' signer has no signing key")
-            fields = settings_fields(vault_id, row)
-            signing.verify(admin.signing_public, row.signature, LABEL_SIG_SETTINGS, *fields, what="the vault settings")
-            signed = True
-        except UntrustedRecord:
-            signed = False
-    retention = _clamp(row.retention_versions, MIN_RETENTION, MAX_RETENTION, DEFAULT_RETENTION)
-    cryptoperiod = _clamp(row.cryptoperiod_days, MIN_CRYPTOPERIOD, MAX_CRYPTOPERIOD, DEFAULT_CRYPTOPERIOD)
-    if signed:
-        return Settings(retention, cryptoperiod, True)
-    return Settings(max(retention, DEFAULT_RETENTION), min(cryptoperiod, DEFAULT_CRYPTOPERIOD), False)
 
 
 def applies(checks: ResponseChecks, answer: SettingsRows) -> Settings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +14,7 @@ from vault.authority.certificates import org_key_fields as org_key_fields
 from vault.authority.certificates import verify_engineer_key
 from vault.authority.grant_signatures import grant_fields as grant_fields
 from vault.authority.grant_signatures import head_grant, verify_grant
+from vault.authority.record_signatures import client_key_fields as client_key_fields
 from vault.crypto import signing
 from vault.crypto.labels import (
     LABEL_SIG_CLIENT_KEY,
@@ -43,23 +44,9 @@ if TYPE_CHECKING:
     from vault.service.core import Core
 
 
-class _ClientKeyRecord(Protocol):
-    @property
-    def client_id(self) -> int: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def fingerprint(self) -> bytes: ...
-    @property
-    def signed_at(self) -> int: ...
-
-
 # What each signature covers (docs/format.md): one definition, used to sign and to verify,
-# in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py).
-
-
-def client_key_fields(vault_id: bytes, ck: _ClientKeyRecord) -> tuple[signing.ContextItem, ...]:
-    return (vault_id, ck.client_id, ck.version, ck.fingerprint, ck.signed_at)
+# in a unit of work (``Trust``) and on the rows of an authority's answer (keyholder/checkouts.py);
+# a client-key record's is ``authority/record_signatures.py``'s (the server verifies it too).
 
 
 class Trust:

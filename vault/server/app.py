@@ -49,6 +49,7 @@ from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
+from vault.server.secret_routes import SecretServerChecks, secret_routes, utc_clock
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -93,6 +94,7 @@ def build_app(
     if operations is None:
         checkouts = checkout_routes(store, organisation, server_key, clock, layer)
         operations = default_operations(checkouts)
+        secret_routes(store, SecretServerChecks(organisation, utc_clock(clock)), checkouts.seal).add_to(operations)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())

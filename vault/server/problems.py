@@ -19,6 +19,7 @@ import json
 import re
 
 from vault.authority import requests as checkout_values
+from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
     AlreadyExists,
@@ -71,6 +72,7 @@ MARKERS: dict[str, str] = {
     checkout_values.NOT_HELD: "NOT_HELD",
     checkout_values.NOT_CHECKED_OUT: "NOT_CHECKED_OUT",
     checkout_values.ONLY_ADMINS_BREAK: "ONLY_ADMINS_BREAK",
+    STALE_DRAFT: "stale-draft",
     **{
         code: code
         for code in (httpsig.UNSIGNED, httpsig.BAD_SIGNATURE, httpsig.UNKNOWN_KEY, httpsig.STALE, httpsig.REPLAYED)
@@ -83,6 +85,7 @@ MARKERS: dict[str, str] = {
 }
 MARKER_STATUSES: dict[str, int] = {
     "STALE_CONTEXT": 409,
+    "stale-draft": 409,
     "body-too-large": 413,
     "unsupported-media-type": 415,
     "no-route": 404,

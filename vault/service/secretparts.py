@@ -3,7 +3,8 @@
 Adapters over the Vault object's trust, policies, journal and keys, handed to the
 secrets' authorities (``vault/authority/secrets.py``, ``secret_list.py``) and keyholders
 (``vault/keyholder/secrets.py``, ``secret_list.py``), which are joined by the in-process
-transport (``vault/transport/secrets.py``): ``keyholders(secrets)`` builds them.
+transport (``vault/transport/secrets.py``): ``keyholders(secrets)`` builds them;
+``over_https(secrets, https)`` the same noun with its writes through a team server.
 
 ``secret list`` reads in ``Store.read()`` (no write lock): the authority's keyset pages of
 ciphertext, each verified and opened by the listing's keyholder (never a password). A
@@ -16,6 +17,7 @@ verifies each head with ``first_valid_grant``, never trusting that memory.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +35,12 @@ from vault.service import rows
 from vault.service.core import ROLE_ADMIN
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
 from vault.storage import models as m
+from vault.transport.https_secrets import HttpsSecretTransport
 from vault.transport.secrets import InProcessSecretTransport
 
 if TYPE_CHECKING:
     from vault.service.secrets import Secrets
+    from vault.transport.https import HttpsTransport
 
 
 class _Checks:
@@ -136,3 +140,20 @@ def keyholders(secrets: Secrets) -> tuple[SecretKeyholder, SecretListKeyholder]:
         secrets.core.clock,
     )
     return keyholder, SecretListKeyholder(keyholder, _ListLookup(secrets, lookup), transport)
+
+
+def over_https(secrets: Secrets, https: HttpsTransport) -> Secrets:
+    """``secrets`` (a Vault's noun) with its adds and updates through a team server (``https``):
+    the same keys, key cache and client lookup, the writes drafted and committed over HTTPS
+    (``transport/https_secrets.py``). The lookup and the listing still read the local database:
+    the CLI's wiring over HTTPS comes later (docs/server.md §8 step 7)."""
+    keyholder = SecretKeyholder(
+        HttpsSecretTransport(https),
+        SessionKeys(secrets.keys, secrets.core.store),
+        _Lookup(secrets),
+        secrets.keys.client_keys,
+        secrets.core.clock,
+    )
+    served = copy.copy(secrets)
+    served._keyholder = (keyholder, secrets._list_keyholder())
+    return served

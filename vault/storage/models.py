@@ -418,3 +418,17 @@ class ServerKey(Base):
     certified_at: Mapped[int] = mapped_column(BigInteger)  # seconds, signed in the certificate
     certificate: Mapped[bytes] = mapped_column(LargeBinary(64))
     state: Mapped[str] = mapped_column(String(16))
+
+
+class IdReservation(Base):
+    """A new row's id handed out by a draft (docs/server.md §4 rule 2): the keyholder binds it in
+    associated data before the commit inserts the row. ``kind`` names the table ("secret"); taken
+    from that table's sequence, so an unused id is a gap, never reused; a row is deleted by the
+    commit that uses it, or once expired (5 minutes) by the next reservation."""
+
+    __tablename__ = "id_reservations"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    engineer_id: Mapped[int] = mapped_column(ForeignKey("engineers.id", ondelete="CASCADE"))
+    reserved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

@@ -11,6 +11,9 @@ the keyholder's sealed details), ``checkin``/``break_checkout``, ``list``, and `
 (the read a keyholder builds a client's key context on; a keyholder's read, not a noun method:
 ``permissions.KEYHOLDER_REQUESTS``), and ``answer_refused`` (the keyholder says it refused
 an answer after its event was committed). The engineer noun: ``whoami``.
+
+The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
+``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 from vault.authority import checkout_context as c
 from vault.authority import engineer_requests as e
 from vault.authority import requests as v
+from vault.authority import secret_draft_requests as sd
+from vault.authority import secret_requests as sr
 
 ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.reveal", v.CheckoutRequest, v.CheckoutResponse),
@@ -28,4 +33,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
+    ("secrets.add_draft", sd.AddDraftRequest, sd.SecretDraft),
+    ("secrets.add", sd.AddCommit, sr.SecretRows),
+    ("secrets.update_draft", sd.UpdateDraftRequest, sd.SecretDraft),
+    ("secrets.update", sd.UpdateCommit, sr.SecretRows),
 )

@@ -1,0 +1,285 @@
+"""Secrets' adds and updates over HTTPS (issue 14 step 6): a draft, then a commit.
+
+The ``keyed`` team (conftest.py): acme (a reason, not exclusive) and excl (exclusive) with
+their secrets, alice granted both, bob excl, carol nothing, the server running with a
+certified key. The keyholder drafts (``secrets.add_draft`` reserves the new secret's id;
+``secrets.update_draft`` is on record as a ``secret-view``), verifies the rows, encrypts the
+version for the id and number drafted and commits it with the draft's digest; the server
+recomputes the draft under its locks (409 ``stale-draft`` if it changed), stores the version
+and appends a format-3 ``secret-create`` / ``secret-update`` event in the same unit. A value
+written so is read back through the server's checkout route. Raw requests are an insider's,
+made from what the keyholder sent (``Sent``) and signed again (``signed_post``); every
+refusal asserts its status, its problem and that nothing was written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import httpx
+import pytest
+from server_harness import Keyed, Sent, Served, database_state, keyholder, signed_post
+from sqlalchemy import func, select
+
+from vault import Vault
+from vault.authority.requests import Caller
+from vault.authority.secret_draft_requests import STALE_DRAFT, SecretDraft
+from vault.errors import InvalidInput
+from vault.keyholder.checkouts import CheckoutKeyholder
+from vault.service.secretparts import over_https
+from vault.service.secrets import Secrets
+from vault.storage import models as m
+from vault.storage.engine import Store
+from vault.transport.https import HttpsTransport
+from vault.wire import codec
+from vault.wire.eventrequest import request_problem
+
+ADD, ADD_DRAFT = "/v1/secrets/add", "/v1/secrets/add_draft"
+UPDATE, UPDATE_DRAFT = "/v1/secrets/update", "/v1/secrets/update_draft"
+REASON = "T-3001 rotate the firewall password"
+
+
+def writer(served: Served, vault: Vault) -> tuple[Secrets, Sent]:
+    """``vault``'s secrets with their writes through the server, and what they send."""
+    https = HttpsTransport(served.url, vault.keyholder, ca_file=str(served.ca.ca_file))
+    sent = Sent()
+    https.client.event_hooks["request"].append(sent)
+    return over_https(vault.secrets, https), sent
+
+
+def read_back(served: Served, vault: Vault, ref: str) -> str:
+    """The current password of ``ref``, revealed through the server (``checkouts.reveal``)."""
+    holder, _ = keyholder(served, vault)
+    return reveal(holder, ref)
+
+
+def reveal(holder: CheckoutKeyholder, ref: str) -> str:
+    return holder.checkout(ref, reason=REASON, field="password", version=None, hold=False, hold_for=None).value
+
+
+def events(served: Served) -> list[m.AuditEvent]:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
+    finally:
+        store.close()
+
+
+def reservations(served: Served) -> int:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            return int(s.scalar(select(func.count()).select_from(m.IdReservation)) or 0)
+    finally:
+        store.close()
+
+
+def without_nonces(state: dict[str, object]) -> dict[str, object]:
+    return {name: count for name, count in state.items() if name != "request_nonces"}
+
+
+def last_body(sent: Sent, path: str) -> Any:
+    """The body of the last request ``sent`` carried to ``path``, decoded."""
+    request = next(r for r in reversed(sent.requests) if r.url.path == path)
+    return codec.open_envelope(request.content, path.removeprefix("/v1/").replace("/", ".")).body
+
+
+def envelope(path: str, body: object) -> bytes:
+    return codec.envelope(path.removeprefix("/v1/").replace("/", "."), body, os.urandom(codec.REQUEST_ID_BYTES))
+
+
+def refused(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    problem: dict[str, Any] = response.json()
+    assert problem["error"] == error
+    return problem
+
+
+def event_problem(vault: Vault, e: m.AuditEvent) -> str | None:
+    public = vault.keyholder.my_signing_key().public
+    return request_problem(
+        e.engineer_id, e.key_generation, e.action, e.client_id, e.at_us, e.request_id,
+        e.request_digest, e.request_sig, e.request_body, public,
+    )  # fmt: skip
+
+
+def test_an_engineer_adds_a_secret_through_the_server_and_it_reads_back(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    before = len(events(served))
+    info = secrets.add("acme/vpn01", password="a new vpn password", username="ops", kind="equipment")
+    assert (info.name, info.version, info.username, info.kind) == ("vpn01", 1, "ops", "equipment")
+    new = events(served)[before:]
+    assert [e.action for e in new] == ["secret-create"]  # the draft reserved an id and wrote no event
+    e = new[0]
+    assert (e.server_key_version, json.loads(e.details_json)) == (1, {"kind": "equipment", "version": 1})
+    commit = next(r for r in reversed(sent.requests) if r.url.path == ADD)
+    assert e.request_body == commit.content and event_problem(served.alice, e) is None
+    assert reservations(served) == 0  # used by the commit
+    assert read_back(served, served.alice, "acme/vpn01") == "a new vpn password"
+    assert served.admin.audit.verify().ok
+
+
+def test_an_engineer_updates_a_secret_through_the_server_and_it_reads_back(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, _ = writer(served, served.alice)
+    before = len(events(served))
+    info = secrets.update("acme/fw01", password="the new fw01 password", username="admin")
+    assert (info.version, info.username) == (2, "admin")
+    new = events(served)[before:]
+    assert [e.action for e in new] == ["secret-view", "secret-update"]  # the draft released the metadata
+    assert json.loads(new[0].details_json) == {"fields": "public-only", "version": 1}
+    assert json.loads(new[1].details_json) == {"version": 2, "password_changed": True}
+    assert all(event_problem(served.alice, e) is None for e in new)
+    assert read_back(served, served.alice, "acme/fw01") == "the new fw01 password"
+    assert served.admin.audit.verify().ok
+
+
+def test_the_draft_withholds_the_current_password_and_an_update_keeping_it_is_refused(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.update("acme/fw02", password="fw02 second")
+    draft = codec.open_envelope(
+        signed_post(served, UPDATE_DRAFT, envelope(UPDATE_DRAFT, last_body(sent, UPDATE_DRAFT)), served.alice).content,
+        "secrets.update_draft.response",
+    ).body
+    assert isinstance(draft, SecretDraft) and draft.rows.version is not None
+    assert draft.rows.version.password_blob == b""  # no reveal without its event: a draft is a view
+    state, count = database_state(served.db_url), len(sent.requests)
+    with pytest.raises(InvalidInput, match="keeps the password"):
+        secrets.update("acme/fw02", username="someone")
+    assert len(sent.requests) == count and database_state(served.db_url) == state
+
+
+def test_a_stale_draft_digest_is_409_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.update("excl/sw01", password="sw01 second")
+    old_commit = last_body(sent, UPDATE)
+    secrets.update("excl/sw01", password="sw01 third")  # the secret moved on since old_commit's draft
+    before = database_state(served.db_url)
+    for body in (old_commit, dataclasses.replace(last_body(sent, UPDATE), draft_digest=bytes(32))):
+        problem = refused(signed_post(served, UPDATE, envelope(UPDATE, body), served.alice), 409, "ConcurrentChange")
+        assert (problem["detail"], problem["code"]) == (STALE_DRAFT, "stale-draft")
+        assert database_state(served.db_url) == before  # its nonce too: rolled back with the unit
+    assert read_back(served, served.alice, "excl/sw01") == "sw01 third"
+
+
+def fresh_draft(served: Served, sent: Sent, vault: Vault) -> SecretDraft:
+    """A draft made now from the last update draft's body (a ``secret-view`` of its own)."""
+    response = signed_post(served, UPDATE_DRAFT, envelope(UPDATE_DRAFT, last_body(sent, UPDATE_DRAFT)), vault)
+    assert response.status_code == 200, response.text
+    draft = codec.open_envelope(response.content, "secrets.update_draft.response").body
+    assert isinstance(draft, SecretDraft)
+    return draft
+
+
+def test_a_version_for_another_number_secret_or_key_is_refused_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.update("excl/sw02", password="sw02 second")
+    commit = last_body(sent, UPDATE)
+    draft = fresh_draft(served, sent, served.alice)
+    current = dataclasses.replace(commit, draft_digest=draft.digest, new_version=dataclasses.replace(
+        commit.new_version, version=draft.next_version))  # fmt: skip
+    new = current.new_version
+    header = new.wrapped_dek[:2] + (7).to_bytes(4, "big") + new.wrapped_dek[6:]
+    other = another_secret_id(served, commit.secret_id)
+    cases = [
+        (dataclasses.replace(current, new_version=dataclasses.replace(new, version=new.version + 1)), 400, "number"),
+        (dataclasses.replace(current, new_version=dataclasses.replace(new, version=new.version - 1)), 400, "number"),
+        (dataclasses.replace(current, new_version=dataclasses.replace(new, key_version=7)), 400, "current key"),
+        (dataclasses.replace(current, new_version=dataclasses.replace(new, wrapped_dek=header)), 400, "wrapped"),
+        (dataclasses.replace(current, secret_id=other), 409, STALE_DRAFT),
+    ]
+    before = database_state(served.db_url)
+    for body, status, why in cases:
+        problem = refused(signed_post(served, UPDATE, envelope(UPDATE, body), served.alice), status,
+                          "InvalidInput" if status == 400 else "ConcurrentChange")  # fmt: skip
+        assert why in problem["detail"] or (why == "number" and "asked for" in problem["detail"])
+        assert database_state(served.db_url) == before
+    assert read_back(served, served.alice, "excl/sw02") == "sw02 second"
+
+
+def another_secret_id(served: Served, exclude: int) -> int:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            found = s.scalars(select(m.Secret.id).where(m.Secret.id != exclude).order_by(m.Secret.id)).first()
+            assert found is not None
+            return int(found)
+    finally:
+        store.close()
+
+
+def test_a_replayed_add_commit_finds_no_reservation_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.add("acme/db01", password="db01 first")
+    body = last_body(sent, ADD)
+    before = database_state(served.db_url)
+    problem = refused(signed_post(served, ADD, envelope(ADD, body), served.alice), 409, "ConcurrentChange")
+    assert problem["code"] == "stale-draft"
+    assert database_state(served.db_url) == before
+
+
+def test_another_engineers_reservation_is_not_theirs_to_commit(keyed: Keyed) -> None:
+    """bob (granted excl) commits under the id alice's draft reserved: refused, nothing written."""
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.add("excl/db02", password="db02 first")
+    draft_body = last_body(sent, ADD_DRAFT)
+    response = signed_post(served, ADD_DRAFT, envelope(ADD_DRAFT, dataclasses.replace(
+        draft_body, target=dataclasses.replace(draft_body.target, name_tag=os.urandom(32)))), served.alice)  # fmt: skip
+    assert response.status_code == 200, response.text
+    draft = codec.open_envelope(response.content, "secrets.add_draft.response").body
+    bob = served.bob.keyholder.me()
+    commit = last_body(sent, ADD)
+    body = dataclasses.replace(
+        commit,
+        target=dataclasses.replace(draft_body.target, caller=Caller(bob.engineer_id, bob.key_generation)),
+        secret_id=draft.rows.secret.id,
+        draft_digest=draft.digest,
+    )
+    before = database_state(served.db_url)
+    problem = refused(signed_post(served, ADD, envelope(ADD, body), served.bob), 409, "ConcurrentChange")
+    assert problem["code"] == "stale-draft"
+    assert database_state(served.db_url) == before
+
+
+@pytest.mark.parametrize("path", [ADD_DRAFT, UPDATE_DRAFT, ADD, UPDATE])
+def test_an_engineer_without_a_grant_is_404_and_nothing_is_written(keyed: Keyed, path: str) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    ref = "acme/g-" + path.rsplit("/", 1)[1].replace("_", "-")
+    secrets.add(ref, password="granted to alice")
+    secrets.update(ref, password="granted to alice, 2")
+    carol = keyed.carol.keyholder.me()
+    body = last_body(sent, path)
+    caller = Caller(carol.engineer_id, carol.key_generation)
+    body = dataclasses.replace(body, target=dataclasses.replace(body.target, caller=caller))
+    before = without_nonces(database_state(served.db_url))
+    problem = refused(signed_post(served, path, envelope(path, body), keyed.carol), 404, "NotFound")
+    assert problem["type"] == "urn:credvault:not-found"
+    assert without_nonces(database_state(served.db_url)) == before
+
+
+@pytest.mark.parametrize("path", [ADD_DRAFT, UPDATE_DRAFT, ADD, UPDATE])
+def test_a_body_naming_another_caller_is_403_and_nothing_is_written(keyed: Keyed, path: str) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    ref = "excl/c-" + path.rsplit("/", 1)[1].replace("_", "-")
+    secrets.add(ref, password="for alice")
+    secrets.update(ref, password="for alice, 2")
+    bob = served.bob.keyholder.me()
+    body = last_body(sent, path)
+    caller = Caller(bob.engineer_id, bob.key_generation)
+    body = dataclasses.replace(body, target=dataclasses.replace(body.target, caller=caller))
+    before = without_nonces(database_state(served.db_url))
+    problem = refused(signed_post(served, path, envelope(path, body), served.alice), 403, "AccessDenied")
+    assert problem["type"] == "urn:credvault:access-denied"
+    assert without_nonces(database_state(served.db_url)) == before

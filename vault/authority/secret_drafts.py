@@ -1,0 +1,251 @@
+"""Secrets' writes through the team server, where the database is: drafts, reservations, commits.
+
+docs/server.md §4 rule 2 (the values: ``secret_draft_requests.py``). The checks and rows are
+the in-process secrets authority's (``SecretAuthority``: who calls, before any row of the
+client or the secret is read; the client and the secret by their tags; the draft of the
+answer; ``versions.write_key`` / ``store_version``), driven in another order:
+
+* ``add_draft`` — one write unit: the caller, the client, the name tag still free, expired
+  reservations deleted, the next id taken from the secrets' sequence (PostgreSQL:
+  ``nextval``; SQLite: the AUTOINCREMENT counter moved on, so the id is never handed out
+  again) and reserved for the caller; the draft of the new secret (current version 0, dated
+  by the reservation) with the client key to write under. No event: nothing of a secret is
+  released.
+* ``update_draft`` — one write unit: the caller, the secret, its current version (password
+  blob withheld) and the client key to write under; the ``secret-view`` event (format 3,
+  the server's facts: ``fields`` public-only and the version shown) is appended in the same
+  unit, since the draft releases the version's metadata.
+* ``add`` / ``update`` — the commit, one write unit: the request's nonce first; the caller;
+  the target (an update: the secret's row locked, other engineers' exclusive holds refused,
+  each honoured only if its event vouches for it); the reservation (an add: the caller's,
+  unexpired, then deleted); the draft recomputed exactly as the draft route made it and its
+  digest compared with the commit's (``STALE_DRAFT``, 409, nothing written); the keyholder's
+  ``NewVersion`` stored (its number and key version checked by ``store_version``); the
+  ``secret-create`` / ``secret-update`` event (format 3, its facts public: the kind, the
+  version, whether the password changed); the commit; then the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from vault.authority import versions
+from vault.authority.checkout_events import ServerEvent, UnitCore
+from vault.authority.checkout_reads import CallerRead
+from vault.authority.requests import WriteKey
+from vault.authority.secret_draft_requests import (
+    RESERVATION_SECONDS,
+    RESERVED_SECRET_ID,
+    STALE_DRAFT,
+    WITHHELD,
+    AddCommit,
+    AddDraftRequest,
+    SecretDraft,
+    UpdateCommit,
+    UpdateDraftRequest,
+    draft_digest,
+)
+from vault.authority.secret_requests import CREATE, NAME_TAKEN, UPDATE, VIEW, SecretRows, SecretTarget
+from vault.authority.secrets import VIEW_PUBLIC_ONLY, SecretAuthority, checked_kind, checked_target
+from vault.authority.serverjournal import ServerJournal
+from vault.errors import AlreadyExists, CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput
+from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.rows import SecretRow
+
+NEXT_ID_PG = text("SELECT nextval(pg_get_serial_sequence('secrets', 'id'))")
+BUMP_ID_SQLITE = text("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'secrets' RETURNING seq")
+FIRST_ID_SQLITE = text(
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'secrets', coalesce(max(id), 0) + 1 FROM secrets RETURNING seq"
+)
+SIGNATURE_LIKE = 32  # a digest's bytes
+
+
+def _checked_digest(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != SIGNATURE_LIKE:
+        raise InvalidInput("the commit carries no draft digest")
+    return value
+
+
+class SecretDraftAuthority:
+    """Drafts and commits of secrets' writes, over the secrets authority's checks and rows."""
+
+    def __init__(self, secrets: SecretAuthority) -> None:
+        self.secrets = secrets
+        self.store, self.checks, self.clock = secrets.store, secrets.checks, secrets.clock
+
+    def __repr__(self) -> str:
+        return "SecretDraftAuthority()"
+
+    # -- add ----------------------------------------------------------------------------------
+
+    def add_draft(self, request: AddDraftRequest) -> SecretDraft:
+        """Reserve the new secret's id and draft its first version (module docstring)."""
+        if not isinstance(request, AddDraftRequest):
+            raise InvalidInput("not an add draft")
+        target, kind = checked_target(request.target), checked_kind(request.kind)
+        a = self.secrets
+        with self.store.transaction() as s:
+            caller = a._authorise(s, target)
+            client = a._client(s, target)
+            self._name_free(s, client.id, target.name_tag)
+            now = self.clock()
+            s.execute(delete(m.IdReservation).where(m.IdReservation.expires_at <= now))
+            secret_id = self._next_secret_id(s)
+            expires = now + dt.timedelta(seconds=RESERVATION_SECONDS)
+            s.add(m.IdReservation(kind=RESERVED_SECRET_ID, id=secret_id, engineer_id=caller.me.id, reserved_at=now,
+                                  expires_at=expires))  # fmt: skip
+            draft, _ = self._add_rows(s, caller, target, client, secret_id, kind, now)
+        return SecretDraft(draft, 1, draft_digest(draft, 1), 0, expires)
+
+    def add(self, request: AddCommit, event: ServerEvent) -> SecretRows:
+        """Insert the reserved secret with the keyholder's first version, if the draft still holds."""
+        if not isinstance(request, AddCommit):
+            raise InvalidInput("not an add commit")
+        target, kind = checked_target(request.target), checked_kind(request.kind)
+        digest = _checked_digest(request.draft_digest)
+        a = self.secrets
+        with self.store.transaction() as s:
+            if event.nonce is not None:
+                event.nonce(s)  # kept only if the unit commits
+            caller = a._authorise(s, target)
+            client = a._client(s, target)
+            now = self.clock()
+            held = s.get(m.IdReservation, (RESERVED_SECRET_ID, request.secret_id), with_for_update=True)
+            if held is None or held.engineer_id != caller.me.id or held.expires_at <= now:
+                raise ConcurrentChange(STALE_DRAFT)
+            self._name_free(s, client.id, target.name_tag)
+            draft, write = self._add_rows(s, caller, target, client, request.secret_id, kind, held.reserved_at)
+            if draft_digest(draft, 1) != digest:
+                raise ConcurrentChange(STALE_DRAFT)
+            s.delete(held)
+            secret = m.Secret(id=request.secret_id, client_id=client.id, name_tag=target.name_tag, kind=kind,
+                              current_version=0, must_change=False, created_at=now, updated_at=now)  # fmt: skip
+            s.add(secret)
+            s.flush()
+            stored = versions.store_version(s, self.checks, write, request.new_version, client_id=client.id,
+                                            secret_id=secret.id, created_by=caller.me.id, now=now,
+                                            clear_must_change=False)  # fmt: skip
+            seq = self._append(
+                s, event, CREATE, caller, client.id, secret.id, {"kind": kind, "version": stored.version}
+            )
+        row = SecretRow(secret.id, target.name_tag, stored.version, False)
+        return dataclasses.replace(draft, seq=seq, secret=row, version=stored, created_at=now, updated_at=now)
+
+    def _add_rows(
+        self, s: Session, caller: CallerRead, target: SecretTarget, client: m.Client, secret_id: int, kind: str,
+        at: dt.datetime,
+    ) -> tuple[SecretRows, WriteKey]:  # fmt: skip
+        """The draft of the new secret ``secret_id`` (not stored: version 0, dated ``at``)."""
+        write = self._write_key(s, caller, client, 0)
+        secret = m.Secret(id=secret_id, client_id=client.id, name_tag=target.name_tag, kind=kind, current_version=0,
+                          must_change=False, created_at=at, updated_at=at)  # fmt: skip
+        return self.secrets._draft(s, caller, target, client, secret, None, write.sealed, ()), write
+
+    @staticmethod
+    def _name_free(s: Session, client_id: int, name_tag: bytes) -> None:
+        taken = select(m.Secret.id).where(m.Secret.client_id == client_id, m.Secret.name_tag == name_tag)
+        if s.scalars(taken).first() is not None:
+            raise AlreadyExists(NAME_TAKEN)
+
+    @staticmethod
+    def _next_secret_id(s: Session) -> int:
+        """An id of the secrets' sequence, never handed out again (module docstring)."""
+        conn = rows.connection(s)
+        if conn.dialect.name == "sqlite":
+            bumped = conn.execute(BUMP_ID_SQLITE).scalar()
+            return int(bumped if bumped is not None else conn.execute(FIRST_ID_SQLITE).scalar_one())
+        return int(conn.execute(NEXT_ID_PG).scalar_one())
+
+    # -- update -------------------------------------------------------------------------------
+
+    def update_draft(self, request: UpdateDraftRequest, event: ServerEvent) -> SecretDraft:
+        """The current version (its password withheld) and the key to write under; ``secret-view``."""
+        if not isinstance(request, UpdateDraftRequest):
+            raise InvalidInput("not an update draft")
+        target = checked_target(request.target)
+        a = self.secrets
+        with self.store.transaction() as s:
+            if event.nonce is not None:
+                event.nonce(s)
+            caller = a._authorise(s, target)
+            client, secret = a._target(s, target)
+            draft, write = self._update_rows(s, caller, target, client, secret)
+            facts = {"fields": VIEW_PUBLIC_ONLY, "version": secret.current_version}
+            seq = self._append(s, event, VIEW, caller, client.id, secret.id, facts)
+        return SecretDraft(draft, write.next_version, draft_digest(draft, write.next_version), seq, None)
+
+    def update(self, request: UpdateCommit, event: ServerEvent) -> SecretRows:
+        """Store the keyholder's next version, if the draft still holds (module docstring)."""
+        if not isinstance(request, UpdateCommit) or not isinstance(request.password_changed, bool):
+            raise InvalidInput("not an update commit")
+        target = checked_target(request.target)
+        kind = None if request.kind is None else checked_kind(request.kind)
+        digest = _checked_digest(request.draft_digest)
+        a = self.secrets
+        with self.store.transaction() as s:
+            if event.nonce is not None:
+                event.nonce(s)
+            caller = a._authorise(s, target)
+            client, secret = a._target(s, target, lock=True)
+            others = self.checks.exclusive_holds(s, client, secret, caller.me.id)  # checked under the lock
+            if others:
+                until = others[0].expires_at.isoformat(timespec="minutes")
+                raise CheckoutConflict(f"checked out exclusively by another engineer until {until}")
+            if secret.id != request.secret_id:
+                raise ConcurrentChange(STALE_DRAFT)
+            draft, write = self._update_rows(s, caller, target, client, secret)
+            if draft_digest(draft, write.next_version) != digest:
+                raise ConcurrentChange(STALE_DRAFT)
+            now = self.clock()
+            stored = versions.store_version(s, self.checks, write, request.new_version, client_id=client.id,
+                                            secret_id=secret.id, created_by=caller.me.id, now=now,
+                                            clear_must_change=request.password_changed)  # fmt: skip
+            set_committed_value(secret, "current_version", stored.version)
+            set_committed_value(secret, "updated_at", now)
+            if request.password_changed:
+                set_committed_value(secret, "must_change", False)
+            if kind is not None:
+                secret.kind = kind
+            facts = {"version": stored.version, "password_changed": request.password_changed}
+            seq = self._append(s, event, UPDATE, caller, client.id, secret.id, facts)
+            answer = dataclasses.replace(draft, seq=seq, kind=secret.kind, secret=a._secret_row(secret),
+                                         version=stored, updated_at=now)  # fmt: skip
+        return answer
+
+    def _update_rows(
+        self, s: Session, caller: CallerRead, target: SecretTarget, client: m.Client, secret: m.Secret
+    ) -> tuple[SecretRows, WriteKey]:
+        """The draft of the next version of ``secret``: its current version, password blob withheld."""
+        current = self.secrets._version(s, secret, secret.current_version)
+        write = self._write_key(s, caller, client, secret.current_version)
+        draft = self.secrets._draft(s, caller, target, client, secret, current, write.sealed, ())
+        assert draft.version is not None
+        return dataclasses.replace(draft, version=draft.version._replace(password_blob=WITHHELD)), write
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _write_key(self, s: Session, caller: CallerRead, client: m.Client, current: int) -> WriteKey:
+        write = versions.write_key(s, self.checks, caller, client, current)
+        if write.sealed is None:
+            raise IntegrityError(f"client key version {write.key_version} has no record")
+        return write
+
+    def _append(
+        self, s: Session, event: ServerEvent, action: str, caller: CallerRead, client_id: int, secret_id: int,
+        facts: Mapping[str, object],
+    ) -> int:  # fmt: skip
+        """The request's format-3 event, the server's facts public under its signature; its seq."""
+        me = caller.me
+        row = ServerJournal(UnitCore(self.clock), event.seal).append(
+            s, action, event.request, engineer_id=me.id, key_generation=me.key_generation, client_id=client_id,
+            secret_id=secret_id, public=dict(facts),
+        )  # fmt: skip
+        s.flush()
+        return int(row.seq)

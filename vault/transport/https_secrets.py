@@ -1,0 +1,149 @@
+"""The secrets' writes over HTTPS: the keyholder's ``SecretTransport`` on the team server.
+
+``HttpsSecretTransport.add(request, seal)`` / ``update(request, seal)`` is what
+``SecretKeyholder`` calls in-process on ``InProcessSecretTransport``; here the seal's hands
+are used between two requests instead of inside the authority's unit (docs/server.md §4
+rule 2, ``authority/secret_draft_requests.py``):
+
+1. the draft (``secrets.add_draft``, which reserves the new secret's id, or
+   ``secrets.update_draft``, on record as a ``secret-view``): its digest must be the one this
+   side computes over the rows and number it was given (``draft_digest``), else the answer
+   is refused;
+2. ``seal.admit(rows)``: the keyholder verifies every row, as in-process;
+   ``seal.encrypt(rows, number)``: the new version, for the secret id and number drafted;
+3. the commit (``secrets.add`` / ``secrets.update``) with that version and the digest this
+   side computed. A 409 ``stale-draft`` (the secret or its client key changed between the
+   two) drafts once more; a second one is raised.
+
+The answer must be the draft as committed: the same rows, with only the event's number, the
+secret's new current version, the version stored and the times changed (and an update's
+kind, as asked); the keyholder then checks the version stored is the one it encrypted.
+
+An update through the server sets a new password: the draft withholds the current one (it
+would be a reveal without its event), so an update that keeps the password is refused here
+before anything is sent. ``read`` (``secret show``/``history``) is not served yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from vault.authority.requests import NewVersion
+from vault.authority.secret_draft_requests import (
+    STALE_DRAFT,
+    AddCommit,
+    AddDraftRequest,
+    SecretDraft,
+    UpdateCommit,
+    UpdateDraftRequest,
+    draft_digest,
+)
+from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.errors import ConcurrentChange, InvalidInput, UntrustedRecord
+
+DRAFTS = 2  # a stale draft is drafted once more, then the refusal stands
+
+
+class Calls(Protocol):
+    """``HttpsTransport``: a signed request, its decoded answer."""
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object: ...
+
+
+class DraftSeal(Protocol):
+    """The keyholder's ``SecretSeal``: verify a draft, encrypt the version it drafts."""
+
+    def admit(self, draft: SecretRows) -> None: ...
+
+    def encrypt(self, draft: SecretRows, version: int) -> NewVersion: ...
+
+
+class HttpsSecretTransport:
+    """Secrets' adds and updates through a team server (module docstring)."""
+
+    def __init__(self, https: Calls) -> None:
+        self.https = https
+
+    def __repr__(self) -> str:
+        return "HttpsSecretTransport()"
+
+    def read(self, request: ReadRequest, seal: DraftSeal) -> SecretRows:
+        raise InvalidInput("secret show and history do not go through the team server yet")
+
+    def add(self, request: AddRequest, seal: DraftSeal) -> SecretRows:
+        for attempt in range(DRAFTS):
+            draft = self._draft("secrets.add_draft", AddDraftRequest(request.target, request.kind))
+            rows, digest = draft.rows, _digest(draft)
+            seal.admit(rows)
+            new = seal.encrypt(rows, draft.next_version)
+            commit = AddCommit(request.target, request.kind, rows.secret.id, new, digest)
+            try:
+                answer = self.https.call("secrets.add", commit)
+            except ConcurrentChange as error:
+                if str(error) == STALE_DRAFT and attempt + 1 < DRAFTS:
+                    continue
+                raise
+            return _committed(rows, answer, draft.next_version, request.kind)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def update(self, request: UpdateRequest, seal: DraftSeal) -> SecretRows:
+        if not request.password_changed:
+            raise InvalidInput(
+                "an update that keeps the password does not go through the team server yet",
+                hint="give the new password too (--password or --generate)",
+            )
+        for attempt in range(DRAFTS):
+            draft = self._draft("secrets.update_draft", UpdateDraftRequest(request.target))
+            rows, digest = draft.rows, _digest(draft)
+            seal.admit(rows)
+            new = seal.encrypt(rows, draft.next_version)
+            commit = UpdateCommit(request.target, request.kind, True, rows.secret.id, new, digest)
+            try:
+                answer = self.https.call("secrets.update", commit)
+            except ConcurrentChange as error:
+                if str(error) == STALE_DRAFT and attempt + 1 < DRAFTS:
+                    continue
+                raise
+            return _committed(rows, answer, draft.next_version, request.kind or rows.kind)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _draft(self, operation: str, body: object) -> SecretDraft:
+        answer = self.https.call(operation, body)
+        if not isinstance(answer, SecretDraft):
+            raise UntrustedRecord("the server's answer is not a draft")
+        return answer
+
+
+def _digest(draft: SecretDraft) -> bytes:
+    """The digest of the rows and number this side was given, which must be the server's."""
+    digest = draft_digest(draft.rows, draft.next_version)
+    if digest != draft.digest:
+        raise UntrustedRecord("the server's draft digest is not the digest of the draft it sent")
+    return digest
+
+
+def _committed(rows: SecretRows, answer: object, number: int, kind: str) -> SecretRows:
+    """``answer`` if it is the draft ``rows`` as committed (module docstring), else UntrustedRecord."""
+    if not isinstance(answer, SecretRows):
+        raise UntrustedRecord("the server's answer is not a secret's")
+    written = answer.secret
+    if (written.id, written.name_tag, written.current_version, answer.kind) != (
+        rows.secret.id,
+        rows.secret.name_tag,
+        number,
+        kind,
+    ):
+        raise UntrustedRecord("the server's answer is not the version this keyholder wrote")
+    same = dataclasses.replace(
+        answer,
+        seq=0,
+        kind=rows.kind,
+        secret=rows.secret,
+        version=rows.version,
+        created_at=rows.created_at,
+        updated_at=rows.updated_at,
+    )
+    if same != rows or answer.seq < 1:
+        raise UntrustedRecord("the server's answer is not the draft this keyholder verified")
+    return answer
