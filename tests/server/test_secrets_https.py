@@ -283,3 +283,79 @@ def test_a_body_naming_another_caller_is_403_and_nothing_is_written(keyed: Keyed
     problem = refused(signed_post(served, path, envelope(path, body), served.alice), 403, "AccessDenied")
     assert problem["type"] == "urn:credvault:access-denied"
     assert without_nonces(database_state(served.db_url)) == before
+
+
+def test_an_expired_reservation_is_refused_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.add("acme/exp01", password="exp01 first")
+    draft_body = dataclasses.replace(last_body(sent, ADD_DRAFT), target=dataclasses.replace(
+        last_body(sent, ADD_DRAFT).target, name_tag=os.urandom(32)))  # fmt: skip
+    response = signed_post(served, ADD_DRAFT, envelope(ADD_DRAFT, draft_body), served.alice)
+    assert response.status_code == 200, response.text
+    draft = codec.open_envelope(response.content, "secrets.add_draft.response").body
+    with keyed.store.transaction() as s:  # five minutes pass
+        held = s.get(m.IdReservation, ("secret", draft.rows.secret.id))
+        assert held is not None and held.engineer_id == served.alice.keyholder.me().engineer_id
+        held.expires_at = held.reserved_at
+    commit = dataclasses.replace(
+        last_body(sent, ADD), target=draft_body.target, secret_id=draft.rows.secret.id, draft_digest=draft.digest
+    )
+    before = database_state(served.db_url)
+    problem = refused(signed_post(served, ADD, envelope(ADD, commit), served.alice), 409, "ConcurrentChange")
+    assert problem["code"] == "stale-draft"
+    assert database_state(served.db_url) == before
+
+
+def test_each_draft_reserves_a_new_id_and_an_unused_one_is_never_handed_out_again(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    secrets.add("acme/ids01", password="ids01")
+    body = last_body(sent, ADD_DRAFT)
+    body = dataclasses.replace(body, target=dataclasses.replace(body.target, name_tag=os.urandom(32)))
+    reserved = []
+    for _ in range(2):  # drafted, never committed: their ids are gaps
+        response = signed_post(served, ADD_DRAFT, envelope(ADD_DRAFT, body), served.alice)
+        assert response.status_code == 200, response.text
+        reserved.append(codec.open_envelope(response.content, "secrets.add_draft.response").body.rows.secret.id)
+    with keyed.store.transaction() as s:  # both lapse, and the next draft deletes them
+        for held in s.scalars(select(m.IdReservation)):
+            held.expires_at = held.reserved_at
+    assert secrets.add("acme/ids02", password="ids02").version == 1
+    with keyed.store.read() as s:
+        newest = s.scalar(select(func.max(m.Secret.id)))
+        left = s.scalar(select(func.count()).select_from(m.IdReservation))
+    assert reserved[0] < reserved[1] < int(newest or 0) and left == 0
+
+
+class Racing:
+    """An ``HttpsTransport`` that lets another update land between the first draft and its commit."""
+
+    def __init__(self, https: HttpsTransport, other: Secrets, ref: str) -> None:
+        self.https, self.other, self.ref, self.raced = https, other, ref, False
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        if name == "secrets.update" and not self.raced:
+            self.raced = True
+            self.other.update(self.ref, password="the racing password")
+        return self.https.call(name, body, request_id)
+
+
+def test_a_stale_draft_is_drafted_once_more_by_the_keyholder(keyed: Keyed) -> None:
+    served = keyed.served
+    other, _ = writer(served, served.alice)
+    https = HttpsTransport(served.url, served.alice.keyholder, ca_file=str(served.ca.ca_file))
+    racing = Racing(https, other, "acme/fw02")
+    secrets = over_https(served.alice.secrets, racing)  # type: ignore[arg-type]
+    before = len(events(served))
+    info = secrets.update("acme/fw02", password="the winning password")
+    assert racing.raced
+    new = events(served)[before:]
+    # the racer's view and update, then this writer's first view (stale), its second view and its update
+    assert [e.action for e in new] == ["secret-view", "secret-view", "secret-update", "secret-view", "secret-update"]
+    assert [json.loads(e.details_json)["version"] for e in new if e.action == "secret-update"] == [
+        info.version - 1,
+        info.version,
+    ]
+    assert read_back(served, served.alice, "acme/fw02") == "the winning password"
+    assert served.admin.audit.verify().ok
