@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 import threading
@@ -27,12 +28,15 @@ from vault import Vault
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
 from vault.keyholder.checkouts import CheckoutKeyholder
+from vault.server.app import build_app
+from vault.server.layer import ServerLayer
 from vault.server.running import ServeOptions, uvicorn_config
 from vault.service.checkouts import https_checkout_keyholder
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.wire import httpsig
 from vault.wire.httpsig import MemoryNonceStore
+from vault.wire.nonces import DbNonceStore
 
 JSON = "application/json"
 
@@ -199,3 +203,20 @@ def keyholder(served: Served, vault: Any, url: str | None = None) -> tuple[Check
     https.client.event_hooks["request"].append(sent)
     vault.keyholder.me()
     return https_checkout_keyholder(vault.checkouts, https), sent
+
+
+@contextlib.contextmanager
+def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None) -> Iterator[Served]:
+    """Another server on ``keyed``'s database, signing with its key, with ``layer`` (the server layer)."""
+    served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, layer=layer)
+    options = ServeOptions(
+        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            yield dataclasses.replace(served, url=url, port=port)
+    finally:
+        store.close()

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from server_harness import Keyed, Sent, Served, database_state, keyholder, signed_post
+from server_harness import CertificateFiles, Keyed, Sent, Served, database_state, keyholder, server_with, signed_post
 from sqlalchemy import func, select
 
 from vault import Vault
@@ -29,6 +30,7 @@ from vault.authority.requests import Caller
 from vault.authority.secret_draft_requests import STALE_DRAFT, SecretDraft
 from vault.errors import InvalidInput
 from vault.keyholder.checkouts import CheckoutKeyholder
+from vault.server.layer import MasterKey, ServerLayer, is_layered
 from vault.service.secretparts import over_https
 from vault.service.secrets import Secrets
 from vault.storage import models as m
@@ -359,3 +361,51 @@ def test_a_stale_draft_is_drafted_once_more_by_the_keyholder(keyed: Keyed) -> No
     ]
     assert read_back(served, served.alice, "acme/fw02") == "the winning password"
     assert served.admin.audit.verify().ok
+
+
+# -- with the server layer (last in the module: the layer goes on its whole database) ------------
+
+
+@pytest.fixture(scope="module")
+def layered(keyed: Keyed, test_ca: CertificateFiles) -> Iterator[Served]:
+    """A server with the layer (its master key) over the module's database, layered first."""
+    layer = ServerLayer(MasterKey(1, os.urandom(32)))
+    layer.layer_on(keyed.store)
+    with server_with(keyed, test_ca, layer) as served:
+        yield served
+
+
+def stored_keys(keyed: Keyed, secret_id: int) -> list[bytes]:
+    with keyed.store.read() as s:
+        found = s.scalars(select(m.SecretVersion.wrapped_dek).where(m.SecretVersion.secret_id == secret_id))
+        return [bytes(w) for w in found]
+
+
+def test_through_a_layered_server_a_write_is_stored_under_the_layer_and_reads_back(
+    keyed: Keyed, layered: Served
+) -> None:
+    secrets, sent = writer(layered, layered.alice)
+    secrets.add("acme/lay01", password="lay01 first", username="ops")
+    info = secrets.update("acme/lay01", password="lay01 second")  # the draft's version answered without the layer
+    assert (info.version, info.username) == (2, "ops")
+    secret_id = last_body(sent, UPDATE).secret_id
+    keys = stored_keys(keyed, secret_id)
+    assert len(keys) == 2 and all(is_layered(k) for k in keys)  # no database copy opens them
+    assert last_body(sent, UPDATE).new_version.wrapped_dek not in keys
+    assert read_back(layered, layered.alice, "acme/lay01") == "lay01 second"
+    assert layered.admin.audit.verify().ok
+
+
+def test_a_layered_server_refuses_a_data_key_that_is_not_a_wrapped_key(keyed: Keyed, layered: Served) -> None:
+    secrets, sent = writer(layered, layered.alice)
+    secrets.update("acme/lay01", password="lay01 third")
+    commit = last_body(sent, UPDATE)
+    draft = fresh_draft(layered, sent, layered.alice)
+    new = commit.new_version
+    short = dataclasses.replace(new, version=draft.next_version, wrapped_dek=new.wrapped_dek[:-1])  # header intact
+    body = dataclasses.replace(commit, new_version=short, draft_digest=draft.digest)
+    before = database_state(layered.db_url)
+    problem = refused(signed_post(layered, UPDATE, envelope(UPDATE, body), layered.alice), 400, "InvalidInput")
+    assert "not a wrapped data key" in problem["detail"]
+    assert database_state(layered.db_url) == before
+    assert read_back(layered, layered.alice, "acme/lay01") == "lay01 third"

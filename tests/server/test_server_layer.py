@@ -11,26 +11,21 @@ that opens; two layered keys swapped between rows open nowhere (one opaque error
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 from collections.abc import Iterator
 
 import pytest
-from server_harness import CertificateFiles, Keyed, Served, keyholder, loopback_socket, running
+from server_harness import CertificateFiles, Keyed, Served, keyholder, server_with
 from sqlalchemy import func, select, update
 
 from vault.crypto import blobs
 from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
 from vault.errors import DecryptionFailed
-from vault.server.app import build_app
 from vault.server.layer import Layered, MasterKey, ServerLayer
-from vault.server.running import ServeOptions
 from vault.storage import models as m
-from vault.storage.engine import Store
 from vault.storage.rows import VersionRow
-from vault.wire.nonces import DbNonceStore
 
 REASON = "T-3003 rotate the router password"
 
@@ -40,23 +35,6 @@ class Layer:
     served: Served  # the layered server
     layer: ServerLayer
     first_run: Layered
-
-
-@contextlib.contextmanager
-def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None) -> Iterator[Served]:
-    """Another server on the module's database, signing with the module's key, with ``layer``."""
-    served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
-    port = sock.getsockname()[1]
-    url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, layer=layer)
-    options = ServeOptions(
-        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
-    )
-    try:
-        with running(app, options, sock):
-            yield dataclasses.replace(served, url=url, port=port)
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")

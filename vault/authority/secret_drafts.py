@@ -14,13 +14,16 @@ answer; ``versions.write_key`` / ``store_version``), driven in another order:
 * ``update_draft`` — one write unit: the caller, the secret, its current version (password
   blob withheld) and the client key to write under; the ``secret-view`` event (format 3,
   the server's facts: ``fields`` public-only and the version shown) is appended in the same
-  unit, since the draft releases the version's metadata.
+  unit, since the draft releases the version's metadata. Its digest is over the rows as
+  stored (the data key layered); the server removes the layer from the one version after
+  the commit (vault/server/secret_routes.py).
 * ``add`` / ``update`` — the commit, one write unit: the request's nonce first; the caller;
   the target (an update: the secret's row locked, other engineers' exclusive holds refused,
   each honoured only if its event vouches for it); the reservation (an add: the caller's,
   unexpired, then deleted); the draft recomputed exactly as the draft route made it and its
   digest compared with the commit's (``STALE_DRAFT``, 409, nothing written); the keyholder's
-  ``NewVersion`` stored (its number and key version checked by ``store_version``); the
+  ``NewVersion`` stored (its number and key version checked by ``store_version``; on the
+  server, its data key under the server's layer, ``WriteLayer``: no database copy opens it); the
   ``secret-create`` / ``secret-update`` event (format 3, its facts public: the kind, the
   version, whether the password changed); the commit; then the answer.
 """
@@ -29,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
@@ -38,7 +42,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from vault.authority import versions
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.checkout_reads import CallerRead
-from vault.authority.requests import WriteKey
+from vault.authority.requests import NewVersion, WriteKey
 from vault.authority.secret_draft_requests import (
     RESERVATION_SECONDS,
     RESERVED_SECRET_ID,
@@ -57,7 +61,7 @@ from vault.authority.serverjournal import ServerJournal
 from vault.errors import AlreadyExists, CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
-from vault.storage.rows import SecretRow
+from vault.storage.rows import SecretRow, VersionRow
 
 NEXT_ID_PG = text("SELECT nextval(pg_get_serial_sequence('secrets', 'id'))")
 BUMP_ID_SQLITE = text("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'secrets' RETURNING seq")
@@ -67,17 +71,30 @@ FIRST_ID_SQLITE = text(
 SIGNATURE_LIKE = 32  # a digest's bytes
 
 
+def _as_sent(stored: VersionRow, request: AddCommit | UpdateCommit) -> VersionRow:
+    """The version stored, as the keyholder sent it (its data key without the server's layer:
+    the keyholder's own ciphertext, which it checks it was given back)."""
+    return stored._replace(wrapped_dek=request.new_version.wrapped_dek)
+
+
 def _checked_digest(value: object) -> bytes:
     if not isinstance(value, bytes) or len(value) != SIGNATURE_LIKE:
         raise InvalidInput("the commit carries no draft digest")
     return value
 
 
-class SecretDraftAuthority:
-    """Drafts and commits of secrets' writes, over the secrets authority's checks and rows."""
+class WriteLayer(Protocol):
+    """The team server's layer, put on a new version's data key in the unit that stores it."""
 
-    def __init__(self, secrets: SecretAuthority) -> None:
-        self.secrets = secrets
+    def __call__(self, s: Session, vault_id: bytes, client_id: int, secret_id: int, new: NewVersion) -> NewVersion: ...
+
+
+class SecretDraftAuthority:
+    """Drafts and commits of secrets' writes, over the secrets authority's checks and rows;
+    ``layer``: the server's layer on what is stored (None: stored as the keyholder sent it)."""
+
+    def __init__(self, secrets: SecretAuthority, layer: WriteLayer | None = None) -> None:
+        self.secrets, self.layer = secrets, layer
         self.store, self.checks, self.clock = secrets.store, secrets.checks, secrets.clock
 
     def __repr__(self) -> str:
@@ -131,12 +148,13 @@ class SecretDraftAuthority:
             s.flush()
             stored = versions.store_version(s, self.checks, write, request.new_version, client_id=client.id,
                                             secret_id=secret.id, created_by=caller.me.id, now=now,
-                                            clear_must_change=False)  # fmt: skip
+                                            clear_must_change=False,
+                                            layer=self._layer(s, caller, client.id, secret.id))  # fmt: skip
             seq = self._append(
                 s, event, CREATE, caller, client.id, secret.id, {"kind": kind, "version": stored.version}
             )
-        row = SecretRow(secret.id, target.name_tag, stored.version, False)
-        return dataclasses.replace(draft, seq=seq, secret=row, version=stored, created_at=now, updated_at=now)
+        row, sent = SecretRow(secret.id, target.name_tag, stored.version, False), _as_sent(stored, request)
+        return dataclasses.replace(draft, seq=seq, secret=row, version=sent, created_at=now, updated_at=now)
 
     def _add_rows(
         self, s: Session, caller: CallerRead, target: SecretTarget, client: m.Client, secret_id: int, kind: str,
@@ -206,7 +224,8 @@ class SecretDraftAuthority:
             now = self.clock()
             stored = versions.store_version(s, self.checks, write, request.new_version, client_id=client.id,
                                             secret_id=secret.id, created_by=caller.me.id, now=now,
-                                            clear_must_change=request.password_changed)  # fmt: skip
+                                            clear_must_change=request.password_changed,
+                                            layer=self._layer(s, caller, client.id, secret.id))  # fmt: skip
             set_committed_value(secret, "current_version", stored.version)
             set_committed_value(secret, "updated_at", now)
             if request.password_changed:
@@ -216,7 +235,7 @@ class SecretDraftAuthority:
             facts = {"version": stored.version, "password_changed": request.password_changed}
             seq = self._append(s, event, UPDATE, caller, client.id, secret.id, facts)
             answer = dataclasses.replace(draft, seq=seq, kind=secret.kind, secret=a._secret_row(secret),
-                                         version=stored, updated_at=now)  # fmt: skip
+                                         version=_as_sent(stored, request), updated_at=now)  # fmt: skip
         return answer
 
     def _update_rows(
@@ -230,6 +249,14 @@ class SecretDraftAuthority:
         return dataclasses.replace(draft, version=draft.version._replace(password_blob=WITHHELD)), write
 
     # -- shared ---------------------------------------------------------------------------------
+
+    def _layer(
+        self, s: Session, caller: CallerRead, client_id: int, secret_id: int
+    ) -> Callable[[NewVersion], NewVersion] | None:
+        layer = self.layer
+        if layer is None:
+            return None
+        return lambda new: layer(s, caller.vault_id, client_id, secret_id, new)
 
     def _write_key(self, s: Session, caller: CallerRead, client: m.Client, current: int) -> WriteKey:
         write = versions.write_key(s, self.checks, caller, client, current)

@@ -24,6 +24,7 @@ after, through its own seal.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, update
@@ -124,9 +125,13 @@ def store_version(
     created_by: int,
     now: dt.datetime,
     clear_must_change: bool,
+    layer: Callable[[NewVersion], NewVersion] | None = None,
 ) -> VersionRow:
-    """Store the keyholder's ``new`` version (see the module's docstring); the row stored."""
+    """Store the keyholder's ``new`` version (see the module's docstring); the row stored.
+    ``layer``: the team server's layer put on the checked version's data key before it is stored."""
     version = checked_version(new, write)
+    if layer is not None:
+        version = layer(version)
     conn = rows.connection(s)
     values: dict[str, Any] = {"secret_id": secret_id, "created_by": created_by, "created_at": now}
     values |= {f: getattr(version, f) for f in ("version", "key_version", *_BLOBS)}

@@ -94,7 +94,8 @@ def build_app(
     if operations is None:
         checkouts = checkout_routes(store, organisation, server_key, clock, layer)
         operations = default_operations(checkouts)
-        secret_routes(store, SecretServerChecks(organisation, utc_clock(clock)), checkouts.seal).add_to(operations)
+        secrets = secret_routes(store, SecretServerChecks(organisation, utc_clock(clock)), checkouts.seal, layer)
+        secrets.add_to(operations)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())

@@ -1,7 +1,7 @@
 """The server's layer over wrapped data keys, in use: "no log, no key" (docs/server.md §5).
 
 ``MasterKey`` is the server master key ``SMK[v]`` from the server key file: it never enters
-the database. ``ServerLayer(master)`` holds it and does three things:
+the database. ``ServerLayer(master)`` holds it and does these things:
 
 * **a client's server client key** ``SCK[c, w]`` (``client_key``): the newest row of
   ``server_client_keys`` for the client, opened under the SMK (kept per process; a row that does
@@ -15,6 +15,8 @@ the database. ``ServerLayer(master)`` holds it and does three things:
   (kept in the key file as ``previous_master_keys`` until this is done) moved to the current
   one, page by page, resumable, with no client taking part; ``credvault serve`` runs it at
   start, after ``layer_on``;
+* **layering a write** (``layered``): a new version a keyholder wrapped, layered in the unit
+  that stores it (``secrets.add``/``update`` through the server);
 * **removal** (``unlayered``): the §4.2 blob inside one row's layer, for an answer whose event
   has **committed**: the checkout route calls it after ``CheckoutAuthority.checkout`` returns,
   for the one version the event names, never before and never for another.
@@ -190,6 +192,27 @@ class ServerLayer:
             key_version=row.key_version,
         )
         return row._replace(wrapped_dek=inner)
+
+    def layered(
+        self, s: Session, vault_id: bytes, client_id: int, secret_id: int, version: int, key_version: int, inner: bytes
+    ) -> bytes:
+        """A new version's §4.2 wrapped data key (a keyholder's, sent through the server) with the
+        layer on, for storing in ``s``: under the client's server client key, a first one made and
+        stored in ``s`` if it has none (kept for the process only when read again after the commit).
+        A blob that is not a wrapped data key of ``key_version`` is refused (``DecryptionFailed``)."""
+        held = self._keys.get((vault_id, client_id)) or self._stored(s, vault_id, client_id)
+        if held is None:
+            held = self._new_client_key(s, vault_id, client_id)
+        return serverlayer.layer(
+            held[1],
+            held[0],
+            inner,
+            vault_id=vault_id,
+            client_id=client_id,
+            secret_id=secret_id,
+            version=version,
+            key_version=key_version,
+        )
 
     def layer_on(self, store: Store, *, page: int = PAGE, progress: Callable[[Layered], None] | None = None) -> Layered:
         """Layer every data key that has no layer yet, ``page`` rows per unit (module docstring).

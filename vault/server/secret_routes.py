@@ -8,6 +8,11 @@ routes that append an event (``update_draft``: ``secret-view``; ``add``: ``secre
 request kept, the nonce remembered in the operation's unit). ``add_draft`` appends nothing:
 its nonce is kept by the authenticator, its reservation in its own unit.
 
+With the server layer (``layer.ServerLayer``): a commit's new data key is layered in the unit
+that stores it (``ServerLayer.layered``; a blob that is not a wrapped data key of its key
+version is refused, 400); an update draft's current version is answered with its layer
+removed once the draft's ``secret-view`` has committed, for that one version only.
+
 ``SecretServerChecks`` adds to ``ServerChecks`` what a new version depends on, verified with
 public keys only under the organisation key the server trusts: the client-key version new
 data goes under (the newest admin-signed record, which must be the client's current and not
@@ -18,6 +23,7 @@ event vouches for it, as a checkout through the server checks them).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -28,7 +34,7 @@ from vault.authority import checkout_events
 from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.record_signatures import current_key_version, newest_signed_key, verified_settings
-from vault.authority.requests import Caller
+from vault.authority.requests import Caller, NewVersion
 from vault.authority.secret_draft_requests import (
     AddCommit,
     AddDraftRequest,
@@ -41,9 +47,10 @@ from vault.authority.secret_requests import SecretRows
 from vault.authority.secrets import SecretAuthority
 from vault.authority.serverjournal import ServerSeal
 from vault.authority.settings_requests import SettingsRow
-from vault.errors import AccessDenied, ConfigurationError, UntrustedRecord
+from vault.errors import AccessDenied, ConfigurationError, DecryptionFailed, InvalidInput, UntrustedRecord
 from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, Operations
+from vault.server.layer import ServerLayer, is_layered
 from vault.server.problems import NO_SERVER_KEY
 from vault.storage import models as m
 from vault.storage import rows
@@ -109,8 +116,10 @@ def _policy(p: m.ClientPolicy) -> rows.PolicyRow:
 class SecretRoutes:
     """The secrets' write routes over the server's secrets authority (module docstring)."""
 
-    def __init__(self, authority: SecretDraftAuthority, seal: ServerSeal | None) -> None:
-        self.authority, self.seal = authority, seal
+    def __init__(
+        self, authority: SecretDraftAuthority, seal: ServerSeal | None, layer: ServerLayer | None = None
+    ) -> None:
+        self.authority, self.seal, self.layer = authority, seal, layer
 
     def __repr__(self) -> str:
         return f"SecretRoutes({self.seal!r})"
@@ -131,7 +140,14 @@ class SecretRoutes:
         request = call.body
         assert isinstance(request, UpdateDraftRequest)
         _signer_only(call, request.caller)
-        return self.authority.update_draft(request, self._event(call))
+        draft = self.authority.update_draft(request, self._event(call))  # returns once its view committed
+        version = draft.rows.version
+        if self.layer is None or version is None or not is_layered(version.wrapped_dek):
+            return draft
+        with self.authority.store.read() as s:
+            r = draft.rows
+            opened = self.layer.unlayered(s, r.vault_id, r.client.id, r.secret.id, version)
+        return dataclasses.replace(draft, rows=dataclasses.replace(draft.rows, version=opened))
 
     def update(self, call: Call) -> SecretRows:
         request = call.body
@@ -152,11 +168,28 @@ class SecretRoutes:
         operations.add("secrets.update", self.update, writes=True)
 
 
-def secret_routes(store: Store, checks: SecretServerChecks, seal: ServerSeal | None) -> SecretRoutes:
-    """The secrets' write routes over ``store``, checked by ``checks``, signed by ``seal``."""
-    recorder = _NoRecorder()
-    authority = SecretAuthority(store, checks, recorder, checks.clock)
-    return SecretRoutes(SecretDraftAuthority(authority), seal)
+def secret_routes(
+    store: Store, checks: SecretServerChecks, seal: ServerSeal | None, layer: ServerLayer | None = None
+) -> SecretRoutes:
+    """The secrets' write routes over ``store``, checked by ``checks``, signed by ``seal``, what
+    they store put under ``layer`` (and an update draft's version taken from under it)."""
+    authority = SecretAuthority(store, checks, _NoRecorder(), checks.clock)
+    return SecretRoutes(SecretDraftAuthority(authority, _WriteLayer(layer) if layer else None), seal, layer)
+
+
+class _WriteLayer:
+    """``WriteLayer`` by the server's ``ServerLayer``."""
+
+    def __init__(self, layer: ServerLayer) -> None:
+        self.layer = layer
+
+    def __call__(self, s: Session, vault_id: bytes, client_id: int, secret_id: int, new: NewVersion) -> NewVersion:
+        try:
+            wrapped = self.layer.layered(s, vault_id, client_id, secret_id, new.version, new.key_version,
+                                         new.wrapped_dek)  # fmt: skip
+        except DecryptionFailed:
+            raise InvalidInput("the new version's data key is not a wrapped data key of its client key") from None
+        return dataclasses.replace(new, wrapped_dek=wrapped)
 
 
 class _NoRecorder:

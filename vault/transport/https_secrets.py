@@ -6,14 +6,14 @@ are used between two requests instead of inside the authority's unit (docs/serve
 rule 2, ``authority/secret_draft_requests.py``):
 
 1. the draft (``secrets.add_draft``, which reserves the new secret's id, or
-   ``secrets.update_draft``, on record as a ``secret-view``): its digest must be the one this
-   side computes over the rows and number it was given (``draft_digest``), else the answer
-   is refused;
+   ``secrets.update_draft``, on record as a ``secret-view``); its digest is the server's, over
+   the rows as stored (an update's current data key under the server's layer, answered here
+   without it), and is sent back as it came;
 2. ``seal.admit(rows)``: the keyholder verifies every row, as in-process;
    ``seal.encrypt(rows, number)``: the new version, for the secret id and number drafted;
-3. the commit (``secrets.add`` / ``secrets.update``) with that version and the digest this
-   side computed. A 409 ``stale-draft`` (the secret or its client key changed between the
-   two) drafts once more; a second one is raised.
+3. the commit (``secrets.add`` / ``secrets.update``) with that version and the draft's
+   digest. A 409 ``stale-draft`` (the secret or its client key changed between the two)
+   drafts once more; a second one is raised.
 
 The answer must be the draft as committed: the same rows, with only the event's number, the
 secret's new current version, the version stored and the times changed (and an update's
@@ -37,7 +37,6 @@ from vault.authority.secret_draft_requests import (
     SecretDraft,
     UpdateCommit,
     UpdateDraftRequest,
-    draft_digest,
 )
 from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
 from vault.errors import ConcurrentChange, InvalidInput, UntrustedRecord
@@ -74,7 +73,7 @@ class HttpsSecretTransport:
     def add(self, request: AddRequest, seal: DraftSeal) -> SecretRows:
         for attempt in range(DRAFTS):
             draft = self._draft("secrets.add_draft", AddDraftRequest(request.target, request.kind))
-            rows, digest = draft.rows, _digest(draft)
+            rows, digest = draft.rows, draft.digest
             seal.admit(rows)
             new = seal.encrypt(rows, draft.next_version)
             commit = AddCommit(request.target, request.kind, rows.secret.id, new, digest)
@@ -95,7 +94,7 @@ class HttpsSecretTransport:
             )
         for attempt in range(DRAFTS):
             draft = self._draft("secrets.update_draft", UpdateDraftRequest(request.target))
-            rows, digest = draft.rows, _digest(draft)
+            rows, digest = draft.rows, draft.digest
             seal.admit(rows)
             new = seal.encrypt(rows, draft.next_version)
             commit = UpdateCommit(request.target, request.kind, True, rows.secret.id, new, digest)
@@ -113,14 +112,6 @@ class HttpsSecretTransport:
         if not isinstance(answer, SecretDraft):
             raise UntrustedRecord("the server's answer is not a draft")
         return answer
-
-
-def _digest(draft: SecretDraft) -> bytes:
-    """The digest of the rows and number this side was given, which must be the server's."""
-    digest = draft_digest(draft.rows, draft.next_version)
-    if digest != draft.digest:
-        raise UntrustedRecord("the server's draft digest is not the digest of the draft it sent")
-    return digest
 
 
 def _committed(rows: SecretRows, answer: object, number: int, kind: str) -> SecretRows:
