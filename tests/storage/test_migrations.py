@@ -255,9 +255,34 @@ def test_0015_adds_server_client_keys_and_down_again_unless_a_data_key_is_layere
         with vault.store.transaction() as s:
             client = s.scalar(select(m.Client.id))
             s.add(m.ServerClientKey(client_id=client, version=1, blob=b"\x01\x08wrapped", state="active"))
+        command.downgrade(config, "0015")  # the revisions after 0015 first (no reservation: they go)
         with pytest.raises(RuntimeError, match="server's layer"):
             command.downgrade(config, "0014")
-        assert storage.current_revision(vault.store) == _head(vault.store)
-        assert "server_client_keys" in inspect(vault.store.engine).get_table_names() and _drift(vault.store) == []
+        assert storage.current_revision(vault.store) == "0015"
+        assert "server_client_keys" in inspect(vault.store.engine).get_table_names()
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+    finally:
+        vault.close()
+
+
+def test_0016_adds_id_reservations_and_down_again(empty_url):
+    """0016 adds ``id_reservations`` (a draft's reserved ids, five minutes each) and goes back to
+    0015; a reservation still held is dropped with it (its commit is then refused as a stale
+    draft and the keyholder drafts again), the vault's rows unchanged."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        config = storage._alembic_config(vault.store.engine)
+        with vault.store.transaction() as s:
+            now = vault.core.clock()
+            s.add(m.IdReservation(kind="secret", id=7, engineer_id=1, reserved_at=now, expires_at=now))
+            before = s.scalar(select(func.count()).select_from(m.Engineer))
+        command.downgrade(config, "0015")
+        assert "id_reservations" not in inspect(vault.store.engine).get_table_names()
+        assert vault.upgrade_schema() == _head(vault.store) == "0016" and _drift(vault.store) == []
+        with vault.store.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(m.IdReservation)) == 0
+            assert s.scalar(select(func.count()).select_from(m.Engineer)) == before
     finally:
         vault.close()
