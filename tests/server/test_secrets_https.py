@@ -141,6 +141,18 @@ def test_an_engineer_updates_a_secret_through_the_server_and_it_reads_back(keyed
     assert served.admin.audit.verify().ok
 
 
+def test_an_admin_adds_and_updates_by_slug_tag_through_the_server(keyed: Keyed) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.admin)
+    secrets.add("excl/adm01", password="adm01 first")
+    assert secrets.update("excl/adm01", password="adm01 second").version == 2
+    target = last_body(sent, UPDATE).target
+    assert target.client_id is None and target.slug_tag is not None  # an admin names the client by its tag
+    assert read_back(served, served.admin, "excl/adm01") == "adm01 second"
+    assert read_back(served, served.alice, "excl/adm01") == "adm01 second"  # alice is granted excl
+    assert served.admin.audit.verify().ok
+
+
 def test_the_draft_withholds_the_current_password_and_an_update_keeping_it_is_refused(keyed: Keyed) -> None:
     served = keyed.served
     secrets, sent = writer(served, served.alice)
