@@ -24,6 +24,7 @@ import httpx
 import pytest
 from server_harness import CertificateFiles, Keyed, Sent, Served, database_state, keyholder, server_with, signed_post
 from sqlalchemy import func, select
+from test_body_scan import Bodies, data_keys, forms, transport, word
 
 from vault import Vault
 from vault.authority.requests import Caller
@@ -373,6 +374,27 @@ def test_a_stale_draft_is_drafted_once_more_by_the_keyholder(keyed: Keyed) -> No
     ]
     assert read_back(served, served.alice, "acme/fw02") == "the winning password"
     assert served.admin.audit.verify().ok
+
+
+def test_no_body_of_an_add_and_an_update_holds_a_plaintext_or_a_key(keyed: Keyed) -> None:
+    """The body scan (test_body_scan.py) over the secrets' write routes: drafts and commits."""
+    served, bodies = keyed.served, Bodies()
+    secrets = over_https(served.alice.secrets, transport(keyed, served.alice, bodies))
+    meta = {"username": "scan-user-4711", "host": "scan-host.example.net", "note": "a note to scan 0815"}
+    secrets.add("acme/scan01", password="scan01 first pw", **meta)
+    secrets.update("acme/scan01", password="scan01 second pw", host=None, url="https://scan-url.example.net/login")
+    assert len(bodies.seen) == 2 * 4  # two drafts, two commits, and their answers
+    words = ["acme", "Acme Ltd", "acme/scan01", "scan01", "scan01 first pw", "scan01 second pw", *meta.values()]
+    words.append("https://scan-url.example.net/login")
+    session = served.alice.keyholder.me()
+    keys = [session.signing_seed, session.sealing_private, *data_keys(keyed, served.alice)]
+    keys += [key for key in served.alice.checkouts.keys.client_keys.values() if isinstance(key, bytes)]
+    assert len(keys) >= 2 + 2 + 1  # the private keys, the new versions' data keys, acme's client key
+    found = []
+    for body in bodies.seen:
+        found += [w for w in words if word(w).search(body)]
+        found += [key[:4].hex() for key in keys for form in forms(key) if form in body]
+    assert found == []
 
 
 # -- with the server layer (last in the module: the layer goes on its whole database) ------------
