@@ -6,8 +6,8 @@ through the server is a format-3 event (``checkin`` or ``checkout-break``) appen
 release's unit with the signed request kept, committed before the answer. An embedded
 release on a server-keyed vault would write a format-2 event after format-3 ones (a
 downgrade ``audit verify`` refuses): it is refused, nothing written. A check-in with a new
-value does not go through the server yet: the client refuses it before sending, the server
-refuses a crafted one. Each refusal asserts that nothing was written (every row count and
+value is encrypted for a ``secrets.update_draft`` and committed with the check-in; a crafted
+one without its version is refused. Each refusal asserts that nothing was written (every row count and
 the audit head; a read's nonce aside).
 """
 
@@ -145,15 +145,40 @@ def test_checking_in_another_engineers_hold_is_404_and_nothing_is_written(keyed:
     assert without_nonces(database_state(served.db_url)) == before
 
 
-def test_a_new_value_is_refused_before_anything_is_sent(keyed: Keyed) -> None:
+def test_a_checkin_with_a_new_value_stores_it_through_a_draft(keyed: Keyed) -> None:
+    """The new value is encrypted for a ``secrets.update_draft`` (its ``secret-view`` on record)
+    and committed with the check-in: ``secret-update`` and ``checkin`` in the release's unit."""
     served = keyed.served
     holder, checkins, sent = holders(served, served.alice)
     checkout(holder, "acme/fw02")
-    before, sent_before = database_state(served.db_url), len(sent.requests)
-    with pytest.raises(InvalidInput, match="team server"):
-        checkins.release("acme/fw02", CHECKIN, new_value="a new password")
-    assert len(sent.requests) == sent_before  # nothing went to the server
-    assert database_state(served.db_url) == before
+    before = len(events(served))
+    answer = checkins.release("acme/fw02", CHECKIN, new_value="a new password")
+    assert (answer.released, answer.holders, answer.must_change) == (1, (), False)
+    new = events(served)[before:]
+    assert [e.action for e in new] == ["secret-view", "secret-update", "checkin"]
+    assert json.loads(new[1].details_json) == {"version": answer.version, "password_changed": True}
+    assert json.loads(new[2].details_json) == {"new_version": True, "released": 1}
+    assert [r.url.path for r in sent.requests[-2:]] == ["/v1/secrets/update_draft", CHECKIN_PATH]
+    assert checkout(holder, "acme/fw02") == "a new password"
+    assert checkins.release("acme/fw02", CHECKIN).released == 1
+    assert served.admin.audit.verify().ok
+
+
+def test_a_new_value_committed_on_a_stale_draft_is_409_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    checkout(holder, "acme/fw01")
+    checkins.release("acme/fw01", CHECKIN, new_value="fw01 second")
+    stale = release_body(sent, CHECKIN_PATH, "checkouts.checkin")  # its draft was of the version before
+    checkout(holder, "acme/fw01")
+    before = database_state(served.db_url)
+    response = signed_post(served, CHECKIN_PATH, stale, served.alice)
+    assert response.status_code == 409, response.text
+    assert (response.json()["error"], response.json()["code"]) == ("ConcurrentChange", "stale-draft")
+    assert database_state(served.db_url) == before  # its nonce too: rolled back with the unit
+    assert checkins.release("acme/fw01", CHECKIN).released == 1
+    assert checkout(holder, "acme/fw01") == "fw01 second"
+    checkins.release("acme/fw01", CHECKIN)
 
 
 def test_a_crafted_new_value_release_is_400_and_nothing_is_written(keyed: Keyed) -> None:

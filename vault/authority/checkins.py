@@ -21,9 +21,12 @@ Through the team server (``ServerEvent`` in place of the keyholder's seal) the r
 nonce is remembered first in the unit, nothing is shown to the keyholder (a plain release
 opens nothing), and the event is format 3 (``checkout_events.append``: the keyholder's
 pre-sealed details, the server's facts in its signed ``details_json``, the signed request
-kept). A new value does not go through the server yet (it needs the version drafted by the
-keyholder before the unit: docs/server.md §8 step 6), and the server's authority holds no
-``VersionChecks``. On a vault with a certified server key an embedded release is refused
+kept). A new value goes through the server as the version the keyholder encrypted for a
+``secrets.update_draft`` (on record as its ``secret-view``) with that draft's digest: the
+draft recomputed in this unit after the holds are checked (409 ``stale-draft`` if it
+changed), the version stored (layered) and ``secret-update`` appended by
+``SecretDraftAuthority.store_drafted``, then the holds released and ``checkin`` appended.
+On a vault with a certified server key an embedded release is refused
 before any row of the client is read (``EMBEDDED_REFUSED``): its format-2 event would follow
 format-3 ones, a downgrade that ``audit verify`` refuses.
 """
@@ -57,6 +60,8 @@ from vault.authority.requests import (
     ReleaseResponse,
     WriteKey,
 )
+from vault.authority.secret_drafts import SecretDraftAuthority
+from vault.authority.secret_requests import SecretTarget
 from vault.authority.versions import VersionChecks
 from vault.errors import CheckoutConflict, ConcurrentChange, ConfigurationError, InvalidInput, NotFound
 from vault.storage import models as m
@@ -87,12 +92,19 @@ class _Action:
 class CheckinAuthority:
     """Check-ins and breaks, given a request, in one write unit of work each."""
 
-    def __init__(self, checkouts: CheckoutAuthority, checks: PublicChecks, versions: VersionChecks | None) -> None:
-        """``versions``: what a new version depends on; None (the team server's, for now): a
-        check-in stores no new value."""
+    def __init__(
+        self,
+        checkouts: CheckoutAuthority,
+        checks: PublicChecks,
+        versions: VersionChecks | None,
+        drafts: SecretDraftAuthority | None = None,
+    ) -> None:
+        """``versions``: what a new version depends on in-process; ``drafts``: on the team server,
+        the secrets' drafts a new value is stored by (None: a check-in through the server stores
+        no new value)."""
         self.checkouts = checkouts
         self.store, self.checks, self.clock = checkouts.store, checks, checkouts.clock
-        self.versions = versions
+        self.versions, self.drafts = versions, drafts
 
     def __repr__(self) -> str:
         return "CheckinAuthority()"
@@ -119,10 +131,10 @@ class CheckinAuthority:
         me = caller.me
         if caller.server_keyed and not served:
             raise ConfigurationError(EMBEDDED_REFUSED, hint="check in through the team server (credvault serve)")
-        if served and request.new_value:
+        if served and request.new_value and (self.drafts is None or request.new_version is None):
             raise InvalidInput(
-                "a check-in with a new value does not go through the team server yet",
-                hint="check in without --new-password, then change the secret",
+                "a check-in with a new value through the team server carries the version drafted for it",
+                hint="the keyholder drafts it first (secrets.update_draft)",
             )
         client, secret, stored_policy, current, holds = self._target(conn, sqlite, request, now)
         if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
@@ -151,6 +163,11 @@ class CheckinAuthority:
         if request.new_value and not isinstance(seal, ServerEvent):
             version = self._store_version(s, conn, caller, client.id, secret, seal, now)
             caller.head = None  # moved by that event: the next append reads it again
+            must_change = False
+        elif request.new_value and isinstance(seal, ServerEvent) and self.drafts is not None:
+            target = SecretTarget(request.caller, request.client_id, request.slug_tag, request.name_tag,
+                                  request.known_key_versions, request.org_pin)  # fmt: skip
+            version = self.drafts.store_drafted(s, seal, target, request.new_version, request.draft_digest)
             must_change = False
         if released:
             rows.RELEASE.run_many(conn, [{"checkout": c.id, "at": now, "by": me.id} for c in released])

@@ -154,6 +154,10 @@ class ReleaseRequest:
     # under the client's audit key and bound to the request id, as a ``CheckoutRequest``'s.
     details_key_version: int | None = None
     details_blob: bytes | None = None
+    # Through the team server, a new value: the keyholder's version, encrypted for the draft it
+    # verified (``secrets.update_draft``), and that draft's digest (docs/server.md §4 rule 2).
+    new_version: NewVersion | None = None
+    draft_digest: bytes | None = None
 
     def __repr__(self) -> str:
         return f"ReleaseRequest(action={self.action!r}, client={self.client_id}, new_value={self.new_value})"

@@ -71,10 +71,10 @@ FIRST_ID_SQLITE = text(
 SIGNATURE_LIKE = 32  # a digest's bytes
 
 
-def _as_sent(stored: VersionRow, request: AddCommit | UpdateCommit) -> VersionRow:
+def _as_sent(stored: VersionRow, new: NewVersion) -> VersionRow:
     """The version stored, as the keyholder sent it (its data key without the server's layer:
     the keyholder's own ciphertext, which it checks it was given back)."""
-    return stored._replace(wrapped_dek=request.new_version.wrapped_dek)
+    return stored._replace(wrapped_dek=new.wrapped_dek)
 
 
 def _checked_digest(value: object) -> bytes:
@@ -153,7 +153,7 @@ class SecretDraftAuthority:
             seq = self._append(
                 s, event, CREATE, caller, client.id, secret.id, {"kind": kind, "version": stored.version}
             )
-        row, sent = SecretRow(secret.id, target.name_tag, stored.version, False), _as_sent(stored, request)
+        row, sent = SecretRow(secret.id, target.name_tag, stored.version, False), _as_sent(stored, request.new_version)
         return dataclasses.replace(draft, seq=seq, secret=row, version=sent, created_at=now, updated_at=now)
 
     def _add_rows(
@@ -218,25 +218,45 @@ class SecretDraftAuthority:
                 raise CheckoutConflict(f"checked out exclusively by another engineer until {until}")
             if secret.id != request.secret_id:
                 raise ConcurrentChange(STALE_DRAFT)
-            draft, write = self._update_rows(s, caller, target, client, secret)
-            if draft_digest(draft, write.next_version) != digest:
-                raise ConcurrentChange(STALE_DRAFT)
-            now = self.clock()
-            stored = versions.store_version(s, self.checks, write, request.new_version, client_id=client.id,
-                                            secret_id=secret.id, created_by=caller.me.id, now=now,
-                                            clear_must_change=request.password_changed,
-                                            layer=self._layer(s, caller, client.id, secret.id))  # fmt: skip
-            set_committed_value(secret, "current_version", stored.version)
-            set_committed_value(secret, "updated_at", now)
-            if request.password_changed:
-                set_committed_value(secret, "must_change", False)
-            if kind is not None:
+            draft, stored, seq = self._store_next(s, event, caller, target, client, secret, request.new_version,
+                                                  digest, request.password_changed)  # fmt: skip
+            if kind is not None:  # after the draft is recomputed: the draft showed the kind as it was
                 secret.kind = kind
-            facts = {"version": stored.version, "password_changed": request.password_changed}
-            seq = self._append(s, event, UPDATE, caller, client.id, secret.id, facts)
             answer = dataclasses.replace(draft, seq=seq, kind=secret.kind, secret=a._secret_row(secret),
-                                         version=_as_sent(stored, request), updated_at=now)  # fmt: skip
+                                         version=_as_sent(stored, request.new_version),
+                                         updated_at=secret.updated_at)  # fmt: skip
         return answer
+
+    def store_drafted(self, s: Session, event: ServerEvent, target: SecretTarget, new: object, digest: object) -> int:
+        """A check-in's new value through the server, in the check-in's unit (its caller checked,
+        the secret's row locked and the holds checked there): the version drafted by
+        ``update_draft`` stored as an update that changes the password; its number."""
+        a = self.secrets
+        caller = a._authorise(s, target)
+        client, secret = a._target(s, target, lock=True)
+        _, stored, _ = self._store_next(s, event, caller, target, client, secret, new, _checked_digest(digest), True)
+        return stored.version
+
+    def _store_next(
+        self, s: Session, event: ServerEvent, caller: CallerRead, target: SecretTarget, client: m.Client,
+        secret: m.Secret, new: object, digest: bytes, password_changed: bool,
+    ) -> tuple[SecretRows, VersionRow, int]:  # fmt: skip
+        """The draft recomputed (``STALE_DRAFT`` if its digest is not ``digest``), ``new`` stored
+        as the next version (layered on the server), the ``secret-update`` event: (the draft, the
+        version stored, the event's seq)."""
+        draft, write = self._update_rows(s, caller, target, client, secret)
+        if draft_digest(draft, write.next_version) != digest:
+            raise ConcurrentChange(STALE_DRAFT)
+        now = self.clock()
+        stored = versions.store_version(s, self.checks, write, new, client_id=client.id, secret_id=secret.id,
+                                        created_by=caller.me.id, now=now, clear_must_change=password_changed,
+                                        layer=self._layer(s, caller, client.id, secret.id))  # fmt: skip
+        set_committed_value(secret, "current_version", stored.version)
+        set_committed_value(secret, "updated_at", now)
+        if password_changed:
+            set_committed_value(secret, "must_change", False)
+        facts = {"version": stored.version, "password_changed": password_changed}
+        return draft, stored, self._append(s, event, UPDATE, caller, client.id, secret.id, facts)
 
     def _update_rows(
         self, s: Session, caller: CallerRead, target: SecretTarget, client: m.Client, secret: m.Secret

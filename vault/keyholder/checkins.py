@@ -168,12 +168,14 @@ class _ReleaseSeal:
     def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]:
         """Through the team server (format 3): the request's own details sealed before it is sent,
         under the client's current audit key, bound to ``request_id``; the server's facts (holds
-        released, holders) go in its signed ``details_json``. Once per request, for its action;
-        not for a new value (the server stores none yet)."""
-        if action != self._request.action or self._request.new_value or self._request_sealed is not None:
+        released, holders) go in its signed ``details_json``. Once per request, for its action; a
+        new value only once it is encrypted for the draft this seal admitted."""
+        if action != self._request.action or self._request_sealed is not None:
             raise UntrustedRecord("the event to seal is not the one this request asked for")
-        if self.sealed or self.admitted is not None:
+        if self.sealed or (self.admitted is not None) != (self._written is not None):
             raise UntrustedRecord("a release sealed in-process is not sent to the team server")
+        if self._request.new_value and self._written is None:
+            raise UntrustedRecord("a new value is sealed once it is encrypted")
         self._request_sealed = request_id
         ring = self._ctx.ring
         version = len(ring) // 32
@@ -198,12 +200,15 @@ class _ReleaseSeal:
         return r
 
     def _served(self, r: ReleaseResponse) -> ReleaseResponse:
-        """A format-3 release's answer: a check-in released at least one hold of the caller's and
-        names no holder; a break released as many holds as it names holders, at least one."""
+        """A format-3 release's answer: a check-in released at least one hold of the caller's (with
+        a new value: perhaps none, and the version is the one encrypted here) and names no holder;
+        a break released as many holds as it names holders, at least one."""
         if isinstance(r.seq, bool) or not isinstance(r.seq, int) or r.seq < 1 or isinstance(r.released, bool):
             raise UntrustedRecord("the server's answer is not the change this request asked for")
         if self._request.action == BREAK:
             same = r.released >= 1 and r.released == len(r.holders)
+        elif self._request.new_value:  # a new value may be checked in with no hold of one's own
+            same = r.released >= 0 and not r.holders and r.version == self._written and not r.must_change
         else:
             same = r.released >= 1 and not r.holders
         if not same:

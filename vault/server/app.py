@@ -36,6 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.authority.answer_refusals import AnswerRefusals
+from vault.authority.checkins import CheckinAuthority
 from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_reads import ORG_KEYS
 from vault.authority.checkouts import CheckoutAuthority
@@ -96,6 +97,8 @@ def build_app(
         operations = default_operations(checkouts)
         secrets = secret_routes(store, SecretServerChecks(organisation, utc_clock(clock)), checkouts.seal, layer)
         secrets.add_to(operations)
+        # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)
+        checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())

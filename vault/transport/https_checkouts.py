@@ -11,7 +11,8 @@ does any answer it was not shown before, and only then decrypts.
 
 ``release`` is a check-in or break the same way (``checkouts.checkin``/``break_checkout``: the
 keyholder's release seal seals the request's details; the server's facts are in its signed
-event; no new value yet), ``list_checkouts`` the ``checkouts.list`` route, and ``context`` the
+event; a new value drafted first through ``secrets.update_draft``), ``list_checkouts`` the
+``checkouts.list`` route, and ``context`` the
 read-only ``checkouts.context`` route (a client's key context).
 """
 
@@ -30,10 +31,14 @@ from vault.authority.requests import (
     CheckoutResponse,
     ListRequest,
     ListResponse,
+    NewVersion,
     ReleaseRequest,
     ReleaseResponse,
+    WriteKey,
 )
-from vault.errors import InvalidInput, UntrustedRecord
+from vault.authority.secret_draft_requests import SecretDraft, UpdateDraftRequest
+from vault.authority.secret_requests import SecretTarget
+from vault.errors import UntrustedRecord
 from vault.wire import codec
 
 
@@ -41,6 +46,14 @@ class RequestSeal(Protocol):
     """The keyholder's seal, as this transport uses it: the request's details sealed before sending."""
 
     def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]: ...
+
+
+class DraftingSeal(RequestSeal, Protocol):
+    """The release seal with a new value: it verifies the draft's rows and encrypts the version."""
+
+    def admit(self, draft: CheckoutResponse) -> None: ...
+
+    def new_version(self, write: WriteKey) -> NewVersion: ...
 
 
 class Calls(Protocol):
@@ -83,15 +96,12 @@ class HttpsCheckoutTransport:
         if not isinstance(answer, AnswerRefusedResponse):
             raise UntrustedRecord("the server's answer is not a refusal's")
 
-    def release(self, request: ReleaseRequest, seal: RequestSeal) -> ReleaseResponse:
+    def release(self, request: ReleaseRequest, seal: DraftingSeal) -> ReleaseResponse:
         """A check-in or break through the server: the request's details sealed to a fresh request
         id, the envelope sent under it; the server appends the format-3 event and commits before
-        it answers. A new value does not go through the server yet: refused here, nothing sent."""
+        it answers. A new value is drafted first (``_drafted``)."""
         if request.new_value:
-            raise InvalidInput(
-                "a check-in with a new value does not go through the team server yet",
-                hint="check in without a new password, then change the secret",
-            )
+            request = self._drafted(request, seal)
         request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         version, blob = seal.seal_request(request_id, request.action)
         sealed = dataclasses.replace(request, details_key_version=version, details_blob=blob)
@@ -100,6 +110,30 @@ class HttpsCheckoutTransport:
         if not isinstance(answer, ReleaseResponse):
             raise UntrustedRecord("the server's answer is not a release's")
         return answer
+
+    def _drafted(self, request: ReleaseRequest, seal: DraftingSeal) -> ReleaseRequest:
+        """``request`` with its new version: the server's ``secrets.update_draft`` (on record as a
+        ``secret-view``; the password withheld) shown to the seal as a checkout's rows
+        (``admit``: every row verified), the version encrypted for the draft's key and number
+        (``new_version``), and the draft's digest, which the server recomputes at the commit
+        (409 ``stale-draft``: the service retries the whole check-in)."""
+        target = SecretTarget(request.caller, request.client_id, request.slug_tag, request.name_tag,
+                              request.known_key_versions, request.org_pin)  # fmt: skip
+        draft = self.https.call("secrets.update_draft", UpdateDraftRequest(target))
+        if not isinstance(draft, SecretDraft):
+            raise UntrustedRecord("the server's answer is not an update's draft")
+        r, version, write = draft.rows, draft.rows.version, draft.rows.write_key
+        if version is None or write is None:
+            raise UntrustedRecord("the server's answer is not an update's draft")
+        seal.admit(
+            CheckoutResponse(
+                seq=0, vault_id=r.vault_id, org_signing_public=r.org_signing_public, org_chain=r.org_chain,
+                me=r.me, grant=r.grant, grant_signer=r.grant_signer, client=r.client, secret=r.secret,
+                version=version, sealed_key=r.sealed_key, expires_us=None, flagged=r.secret.must_change,
+            )
+        )  # fmt: skip
+        new = seal.new_version(WriteKey(write.record.version, write, draft.next_version))
+        return dataclasses.replace(request, new_version=new, draft_digest=draft.digest)
 
     def list_checkouts(self, request: ListRequest) -> ListResponse:
         """The open checkouts the caller may see, through the server's ``checkouts.list``."""
