@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.authority.answer_refusals import AnswerRefusals
 from vault.authority.checkout_context import ContextAuthority
+from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkout_reads import ORG_KEYS
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.serverjournal import ServerSeal
@@ -48,6 +49,7 @@ from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, default_operations
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
+from vault.server.read_routes import read_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -89,7 +91,10 @@ def build_app(
     authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
     if operations is None:
         checkouts = checkout_routes(store, organisation, server_key, clock)
-        operations = default_operations(checkouts)
+        now = _utc(clock)
+        listing = CheckoutListAuthority(store, checkouts.authority, now)
+        reads = read_routes(store, ServerChecks(organisation, now), listing, now)
+        operations = default_operations(checkouts, reads)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())
@@ -115,13 +120,17 @@ def checkout_routes(
     store: Store, organisation: PinnedOrganisation, server_key: ServerSigningKey | None, clock: Callable[[], float]
 ) -> CheckoutRoutes:
     """The checkout noun over ``store``, checked under ``organisation``, signed by ``server_key``."""
-
-    def now() -> dt.datetime:
-        return dt.datetime.fromtimestamp(clock(), dt.UTC)
-
+    now = _utc(clock)
     authority = CheckoutAuthority(store, ServerChecks(organisation, now), now)
     seal = ServerSeal(server_key) if server_key is not None else None
     return CheckoutRoutes(authority, ContextAuthority(store, authority), seal, AnswerRefusals(store, now))
+
+
+def _utc(clock: Callable[[], float]) -> Callable[[], dt.datetime]:
+    def now() -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock(), dt.UTC)
+
+    return now
 
 
 def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey) -> IdentityExtra:

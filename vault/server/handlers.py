@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -132,13 +133,13 @@ class CheckoutRoutes:
     def context(self, call: Call) -> ContextResponse:
         request = call.body
         assert isinstance(request, ContextRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.contexts.read(request)
 
     def answer_refused(self, call: Call) -> AnswerRefusedResponse:
         request = call.body
         assert isinstance(request, AnswerRefusedRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
         assert call.recorded is not None
@@ -147,7 +148,7 @@ class CheckoutRoutes:
     def _checkout(self, call: Call, action: str) -> CheckoutResponse:
         request = call.body
         assert isinstance(request, CheckoutRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
         if self.seal is None:
@@ -162,17 +163,24 @@ class CheckoutRoutes:
         operations.add("checkouts.answer_refused", self.answer_refused, writes=True)
 
 
-def _signer_only(call: Call, named: Caller) -> None:
+def signer_only(call: Call, named: object) -> None:
     """A request acts for the engineer who signed it, of the key generation that signed it."""
     me = call.caller.me
-    if named != Caller(me.id, me.key_generation):
+    if not isinstance(named, Caller) or named != Caller(me.id, me.key_generation):
         raise AccessDenied("the request names another caller than the key that signed it")
 
 
-def default_operations(checkouts: CheckoutRoutes | None = None) -> Operations:
-    """Every operation the server answers today (the checkout noun when ``checkouts`` is given)."""
+class Routes(Protocol):
+    """A noun's handlers, added to the server's operations (``CheckoutRoutes``, ``ReadRoutes``)."""
+
+    def add_to(self, operations: Operations) -> None: ...
+
+
+def default_operations(*nouns: Routes) -> Operations:
+    """Every operation the server answers today: ``whoami``, and the routes of each of ``nouns``
+    (the checkout noun's, ``read_routes.ReadRoutes``)."""
     operations = Operations()
     operations.add("engineers.whoami", whoami)
-    if checkouts is not None:
-        checkouts.add_to(operations)
+    for noun in nouns:
+        noun.add_to(operations)
     return operations

@@ -298,3 +298,11 @@ def https_checkout_keyholder(checkouts: Checkouts, https: HttpsTransport) -> Che
         checkouts.core.clock,
         transport,
     )
+
+
+def https_checkin_keyholder(checkouts: Checkouts, https: HttpsTransport) -> CheckinKeyholder:
+    """A check-in keyholder over a team server (``https``): its listing (``checkouts.list``) read
+    through the server; a check-in or break is not served there yet (``ConfigurationError``)."""
+    keyholder = https_checkout_keyholder(checkouts, https)
+    assert isinstance(keyholder.transport, HttpsCheckoutTransport)
+    return CheckinKeyholder(keyholder, keyholder.transport)

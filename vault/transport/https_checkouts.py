@@ -9,18 +9,32 @@ them, and the envelope is sent under that id (``HttpsTransport.call``: signed, R
 server commits the event before it answers; the keyholder verifies the answer in full, as it
 does any answer it was not shown before, and only then decrypts.
 
-``context`` is the read-only ``checkouts.context`` route (a client's key context).
+``context`` is the read-only ``checkouts.context`` route (a client's key context);
+``list_checkouts`` the read-only ``checkouts.list`` (an admin sees every open checkout, an
+engineer their own; the keyholder verifies each row and key, as in-process). ``release`` (a
+check-in or break: a seal inside the authority's unit) is not served yet: ``ConfigurationError``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Protocol
+from typing import Any, Protocol
 
 from vault.authority.checkout_context import ContextRequest, ContextResponse
-from vault.authority.requests import AnswerRefusedRequest, AnswerRefusedResponse, CheckoutRequest, CheckoutResponse
+from vault.authority.requests import (
+    CHECKIN,
+    AnswerRefusedRequest,
+    AnswerRefusedResponse,
+    CheckoutRequest,
+    CheckoutResponse,
+    ListRequest,
+    ListResponse,
+    ReleaseRequest,
+    ReleaseResponse,
+)
 from vault.errors import UntrustedRecord
+from vault.transport.https import Calls, answer_of, not_served
 from vault.wire import codec
 
 
@@ -28,12 +42,6 @@ class RequestSeal(Protocol):
     """The keyholder's seal, as this transport uses it: the request's details sealed before sending."""
 
     def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]: ...
-
-
-class Calls(Protocol):
-    """``HttpsTransport``: a signed request, its decoded answer."""
-
-    def call(self, name: str, body: object, request_id: bytes | None = None) -> object: ...
 
 
 class HttpsCheckoutTransport:
@@ -75,3 +83,10 @@ class HttpsCheckoutTransport:
         if not isinstance(answer, ContextResponse):
             raise UntrustedRecord("the server's answer is not a client context")
         return answer
+
+    def list_checkouts(self, request: ListRequest) -> ListResponse:
+        """The open checkouts the caller may see (``checkouts.list``, a read: nothing is written)."""
+        return answer_of(self.https, "checkouts.list", request, ListResponse)
+
+    def release(self, request: ReleaseRequest, seal: Any) -> ReleaseResponse:
+        raise not_served("checkouts.checkin" if request.action == CHECKIN else "checkouts.break_checkout")

@@ -11,13 +11,23 @@ the keyholder's sealed details), ``checkin``/``break_checkout``, ``list``, and `
 (the read a keyholder builds a client's key context on; a keyholder's read, not a noun method:
 ``permissions.KEYHOLDER_REQUESTS``), and ``answer_refused`` (the keyholder says it refused
 an answer after its event was committed). The engineer noun: ``whoami``.
+
+The reads that take a request value and answer a value, with no seal and no event
+(``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
+``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
+carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above.
 """
 
 from __future__ import annotations
 
+from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
 from vault.authority import engineer_requests as e
+from vault.authority import grant_requests as g
+from vault.authority import report_requests as r
 from vault.authority import requests as v
+from vault.authority import rotation_reads as k
+from vault.authority import rotation_requests as kr
 
 ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.reveal", v.CheckoutRequest, v.CheckoutResponse),
@@ -28,4 +38,12 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
+    ("grants.list", g.GrantListRequest, g.GrantListRows),
+    ("reports.status", r.ReportRequest, r.ReportRows),
+    ("reports.stale", r.ReportRequest, r.ReportRows),
+    ("keys.list", kr.ListRequest, k.RotationList),
+    ("keys.versions", kr.VersionsRequest, k.KeyVersionList),
+    ("audit.log", a.PageRequest, a.EventPage),
+    ("audit.export", a.PageRequest, a.EventPage),
+    ("audit.head", a.HeadRequest, a.HeadAnswer),
 )
