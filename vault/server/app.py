@@ -49,6 +49,7 @@ from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, default_operations
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
+from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
@@ -93,8 +94,10 @@ def build_app(
         checkouts = checkout_routes(store, organisation, server_key, clock)
         now = _utc(clock)
         listing = CheckoutListAuthority(store, checkouts.authority, now)
-        reads = read_routes(store, ServerChecks(organisation, now), listing, now)
-        operations = default_operations(checkouts, reads)
+        checks = ServerChecks(organisation, now)
+        reads = read_routes(store, checks, listing, now)
+        engineers = EngineerListRoutes(store, checks, checkouts.seal, now)
+        operations = default_operations(checkouts, reads, engineers)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())

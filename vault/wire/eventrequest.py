@@ -41,6 +41,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkouts.checkin": frozenset({"secret-update", "checkin"}),
     "checkouts.break_checkout": frozenset({"checkout-break"}),
     "checkouts.answer_refused": frozenset({"answer-refused"}),
+    "engineers.list": frozenset({"engineer-list"}),
 }
 
 

@@ -15,7 +15,8 @@ an answer after its event was committed). The engineer noun: ``whoami``.
 The reads that take a request value and answer a value, with no seal and no event
 (``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
-carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above.
+carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
+appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
+    ("engineers.list", e.ListRequest, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
