@@ -19,6 +19,11 @@ With a database nonce store (``credvault serve``) the checkout's nonce is rememb
 the checkout's own unit, first thing (``Call.nonce``): a refusal rolls it back with the rest,
 a second in-flight copy waits on its key and fails as ``replayed``; ``context`` and
 ``whoami`` write nothing, so theirs is stored by the authenticator in a short transaction.
+
+The reads that need no seal (``checkouts.list``, ``grants.list``, ``reports.*``, ``keys.list``
+/``versions``, ``audit.log``/``export``/``head``) are ``read_routes.ReadRoutes``; the listing
+that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``.
+Each checks the body's caller with ``signer_only`` before its authority reads anything.
 """
 
 from __future__ import annotations
