@@ -17,7 +17,11 @@ through the server is the value the keyholder gets in-process:
   stream's cursor (``after``, ``until``); an engineer reads only their own events
   (``AuditAuthority``). ``report access`` pages (action ``report-access``) are refused here:
   the report appends its own event before it streams, which the server does not do yet;
-* ``audit.head``: the chain's head (any signed engineer), or a checkpoint's (the caller's).
+* ``audit.head``: the chain's head (any signed engineer), or a checkpoint's (the caller's);
+* ``policies.get`` (an admin, or an engineer holding a live grant for the client: else 404,
+  as in-process) and ``policies.unsigned`` (an admin's) (``PolicyAuthority.read``);
+* ``purge.preview`` and ``purge.receipts`` (an admin's: ``PurgeAuthority.preview``,
+  ``ReceiptAuthority.receipts``).
 
 Before the authority reads anything, every handler checks that the body's ``caller`` is the
 signer (else 403 ``AccessDenied``: ``handlers.signer_only``) and that the signer's role may
@@ -36,6 +40,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from vault.authority.audit import AuditAuthority
 from vault.authority.audit_requests import (
@@ -52,6 +59,11 @@ from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.grant_list import GrantListAuthority
 from vault.authority.grant_requests import GrantListRequest, GrantListRows
 from vault.authority.permissions import ADMIN, OPERATIONS
+from vault.authority.policies import PolicyAuthority
+from vault.authority.policy_requests import GET, UNSIGNED, PolicyRequest, PolicyRows
+from vault.authority.purge import PurgeAuthority
+from vault.authority.purge_receipts import ReceiptAuthority
+from vault.authority.purge_requests import PurgeRequest, PurgeRows, ReceiptRequest, ReceiptRows
 from vault.authority.report_requests import ReportRequest, ReportRows
 from vault.authority.reports import ReportAuthority
 from vault.authority.requests import ListRequest, ListResponse
@@ -63,6 +75,16 @@ from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, Operations, signer_only
 from vault.storage.engine import Store
 from vault.storage.rows import ROLE_ADMIN
+
+
+class NoEvents:
+    """The recorder the read authorities are built with here: a read appends nothing (a call is a bug)."""
+
+    def __repr__(self) -> str:
+        return "NoEvents()"
+
+    def append(self, s: Session, action: str, **fields: Any) -> int:
+        raise InvalidInput("a read route appends no event")
 
 
 def _body(call: Call, cls: type) -> object:
@@ -88,8 +110,12 @@ class ReadRoutes:
         reports: ReportAuthority,
         keys: RotationReads,
         audit: AuditAuthority,
+        policies: PolicyAuthority,
+        purges: PurgeAuthority,
+        receipts: ReceiptAuthority,
     ) -> None:
         self.checkouts, self.grants, self.reports, self.keys, self.audit = checkouts, grants, reports, keys, audit
+        self.policies, self.purges, self.receipts = policies, purges, receipts
 
     def __repr__(self) -> str:
         return "ReadRoutes()"
@@ -145,6 +171,32 @@ class ReadRoutes:
             raise InvalidInput("a head request names no caller; a checkpoint's names its caller")
         return self.audit.head(request)
 
+    def policy(self, call: Call) -> PolicyRows:
+        return self._policies(call, "policies.get", GET)
+
+    def unsigned(self, call: Call) -> PolicyRows:
+        return self._policies(call, "policies.unsigned", UNSIGNED)
+
+    def preview(self, call: Call) -> PurgeRows:
+        request = _body(call, PurgeRequest)
+        assert isinstance(request, PurgeRequest)
+        self._checked(call, "purge.preview", request.caller)
+        return self.purges.preview(request)
+
+    def list_receipts(self, call: Call) -> ReceiptRows:
+        request = _body(call, ReceiptRequest)
+        assert isinstance(request, ReceiptRequest)
+        self._checked(call, "purge.receipts", request.caller)
+        return self.receipts.receipts(request)
+
+    def _policies(self, call: Call, name: str, action: str) -> PolicyRows:
+        request = _body(call, PolicyRequest)
+        assert isinstance(request, PolicyRequest)
+        if request.action != action:
+            raise InvalidInput(f"this route is {action!r}, the request names another action")
+        self._checked(call, name, request.caller)
+        return self.policies.read(request)
+
     def _page(self, call: Call, name: str, action: str) -> EventPage:
         request = _body(call, PageRequest)
         assert isinstance(request, PageRequest)
@@ -168,6 +220,10 @@ class ReadRoutes:
         operations.add("audit.log", self.log)
         operations.add("audit.export", self.export)
         operations.add("audit.head", self.head)
+        operations.add("policies.get", self.policy)
+        operations.add("policies.unsigned", self.unsigned)
+        operations.add("purge.preview", self.preview)
+        operations.add("purge.receipts", self.list_receipts)
 
 
 def read_routes(
@@ -180,4 +236,7 @@ def read_routes(
         ReportAuthority(store, checks, clock),
         RotationReads(store, checks),
         AuditAuthority(store, checks),
+        PolicyAuthority(store, checks, NoEvents(), clock),
+        PurgeAuthority(store, checks, NoEvents(), clock),
+        ReceiptAuthority(store, checks),
     )

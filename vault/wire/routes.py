@@ -14,6 +14,7 @@ an answer after its event was committed). The engineer noun: ``whoami``.
 
 The reads that take a request value and answer a value, with no seal and no event
 (``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
+``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
 carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
 appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
@@ -25,6 +26,8 @@ from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
+from vault.authority import policy_requests as p
+from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
 from vault.authority import requests as v
 from vault.authority import rotation_reads as k
@@ -48,4 +51,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("audit.log", a.PageRequest, a.EventPage),
     ("audit.export", a.PageRequest, a.EventPage),
     ("audit.head", a.HeadRequest, a.HeadAnswer),
+    ("policies.get", p.PolicyRequest, p.PolicyRows),
+    ("policies.unsigned", p.PolicyRequest, p.PolicyRows),
+    ("purge.preview", pu.PurgeRequest, pu.PurgeRows),
+    ("purge.receipts", pu.ReceiptRequest, pu.ReceiptRows),
 )
