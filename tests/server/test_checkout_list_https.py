@@ -11,6 +11,8 @@ module's server keeps nonces in memory, so a read writes no row at all).
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 from server_harness import ReadWorld, caller_of, database_state, envelope, signed_post, with_extra_field
@@ -91,3 +93,11 @@ def test_a_checkin_through_the_https_transport_is_not_served_yet(read_world: Rea
     finally:
         https.close()
     assert database_state(served.db_url) == before
+
+
+def test_a_vault_opened_in_process_does_not_load_httpx() -> None:
+    """The HTTPS transports' shared helpers (``https_calls.py``) import no httpx: ``import vault``
+    and the service nouns stay as quick to load as before the read routes."""
+    code = "import sys, vault.service.vault; print('httpx' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert found.stdout.strip() == "False"

@@ -22,7 +22,7 @@ import json
 import secrets
 import socket
 import ssl
-from typing import Protocol, TypeVar
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -92,30 +92,6 @@ ERRORS: dict[str, type[VaultError]] = {
         TamperedSchema,
     )
 }
-
-
-T = TypeVar("T")
-
-
-class Calls(Protocol):
-    """``HttpsTransport``: a signed request, its decoded answer (what the noun transports use)."""
-
-    def call(self, name: str, body: object, request_id: bytes | None = None) -> object: ...
-
-
-def answer_of(https: Calls, name: str, body: object, cls: type[T]) -> T:
-    """``body`` sent as operation ``name``; the answer, which must be a ``cls`` (else ``UntrustedRecord``)."""
-    answer = https.call(name, body)
-    if not isinstance(answer, cls):
-        raise UntrustedRecord(f"the server's answer is not a {name} answer")
-    return answer
-
-
-def not_served(operation: str) -> ConfigurationError:
-    """The refusal of a transport method whose route the team server does not answer yet."""
-    return ConfigurationError(
-        f"{operation} is not served by the team server yet", hint="run it in-process (embedded mode) for now"
-    )
 
 
 class _Session(Protocol):

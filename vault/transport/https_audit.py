@@ -17,7 +17,7 @@ shows anything, whichever transport carried the page.
 from __future__ import annotations
 
 from vault.authority.audit_requests import EXPORT, LOG, EventPage, HeadAnswer, HeadRequest, PageRequest
-from vault.transport.https import Calls, answer_of, not_served
+from vault.transport.https_calls import Calls, answer_of, not_served
 
 ROUTES = {LOG: "audit.log", EXPORT: "audit.export"}
 

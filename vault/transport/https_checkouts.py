@@ -34,7 +34,7 @@ from vault.authority.requests import (
     ReleaseResponse,
 )
 from vault.errors import UntrustedRecord
-from vault.transport.https import Calls, answer_of, not_served
+from vault.transport.https_calls import Calls, answer_of, not_served
 from vault.wire import codec
 
 

@@ -13,7 +13,7 @@ carried: drafts and signed commits come with step 6's writes.
 from __future__ import annotations
 
 from vault.authority.grant_requests import GrantListRequest, GrantListRows
-from vault.transport.https import Calls, answer_of
+from vault.transport.https_calls import Calls, answer_of
 
 
 class HttpsGrantListTransport:

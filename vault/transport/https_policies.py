@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from vault.authority.policy_requests import GET, UNSIGNED, PolicyRequest, PolicyRows
-from vault.transport.https import Calls, answer_of, not_served
+from vault.transport.https_calls import Calls, answer_of, not_served
 
 ROUTES = {GET: "policies.get", UNSIGNED: "policies.unsigned"}
 

@@ -11,7 +11,7 @@ slugs and names, as in-process. Neither report writes an event, here or in-proce
 from __future__ import annotations
 
 from vault.authority.report_requests import ReportRequest, ReportRows
-from vault.transport.https import Calls, answer_of
+from vault.transport.https_calls import Calls, answer_of
 
 
 class HttpsReportTransport:

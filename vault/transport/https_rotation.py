@@ -29,7 +29,7 @@ from vault.authority.rotation_requests import (
     StartRequest,
     VersionsRequest,
 )
-from vault.transport.https import Calls, answer_of, not_served
+from vault.transport.https_calls import Calls, answer_of, not_served
 
 
 class HttpsRotationTransport:
