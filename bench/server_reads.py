@@ -41,7 +41,7 @@ from vault.server.app import build_app
 from vault.server.running import ServeOptions, uvicorn_config
 from vault.service import clientparts, engineerparts, rotationparts
 from vault.service.audit import https_audit_keyholder
-from vault.service.checkouts import https_checkin_keyholder
+from vault.service.checkouts import https_checkin_keyholder, https_checkout_keyholder
 from vault.service.reports import https_report_keyholder
 from vault.service.serverkeys import certify_server_key
 from vault.storage.engine import Store
@@ -67,7 +67,7 @@ def _reads(admin: Vault, alice: Vault, https: dict[str, HttpsTransport] | None) 
             "engineers.list": alice.engineers.list,
         }
     a, r = https["alice"], https["admin"]
-    checkins = https_checkin_keyholder(alice.checkouts, a)
+    checkins = https_checkin_keyholder(https_checkout_keyholder(alice.checkouts, a))
     grants = clientparts.https_grant_list_keyholder(alice.grants, a)
     keys = rotationparts.https_rotation_keyholder(alice.keys, a)
     audit = https_audit_keyholder(alice.audit, a)

@@ -50,14 +50,14 @@ LIST_PATH = "/v1/engineers/list"
 
 
 @dataclasses.dataclass
-class Keyed:
+class Listing:
     served: Served
     carol: Any
     in_process: dict[str, list[Any]]  # each engineer's listing, in-process, before the key was certified
 
 
 @pytest.fixture(scope="module")
-def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-def]
+def listing(module_team, test_ca) -> Iterator[Listing]:  # type: ignore[no-untyped-def]
     admin = module_team.admin
     alice, bob, carol = (module_team.engineer(n) for n in ("alice", "bob", "carol"))
     in_process = {name: vault.engineers.list() for name, vault in (("admin", admin), ("alice", alice))}
@@ -74,7 +74,7 @@ def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-d
     try:
         with running(app, options, sock):
             served = Served(url, port, test_ca, module_team.url, MemoryNonceStore(), admin, alice, bob)
-            yield Keyed(served, carol, in_process)
+            yield Listing(served, carol, in_process)
     finally:
         store.close()
 
@@ -93,8 +93,10 @@ def _request(vault: Any, action: str = LIST) -> ListRequest:
 
 
 @pytest.mark.parametrize("who", ["alice", "admin"])
-def test_the_listing_over_https_is_the_in_process_listing_and_appends_a_format3_event(keyed: Keyed, who: str) -> None:
-    served = keyed.served
+def test_the_listing_over_https_is_the_in_process_listing_and_appends_a_format3_event(
+    listing: Listing, who: str
+) -> None:
+    served = listing.served
     vault = getattr(served, who)
     https = HttpsTransport(served.url, vault.keyholder, ca_file=str(served.ca.ca_file))
     sent: list[Any] = []
@@ -104,7 +106,7 @@ def test_the_listing_over_https_is_the_in_process_listing_and_appends_a_format3_
         over_https = https_engineer_keyholder(vault.engineers, https).list()
     finally:
         https.close()
-    assert over_https == keyed.in_process[who]
+    assert over_https == listing.in_process[who]
     new = _events(served)[before:]
     assert [(e.action, e.engineer_id, e.server_key_version) for e in new] == [
         ("engineer-list", vault.keyholder.me().engineer_id, 1)
@@ -113,8 +115,8 @@ def test_the_listing_over_https_is_the_in_process_listing_and_appends_a_format3_
     assert served.admin.audit.verify().ok
 
 
-def test_another_caller_in_the_body_is_403_and_nothing_is_written(keyed: Keyed) -> None:
-    served = keyed.served
+def test_another_caller_in_the_body_is_403_and_nothing_is_written(listing: Listing) -> None:
+    served = listing.served
     before = database_state(served.db_url)
     response = signed_post(served, LIST_PATH, envelope("engineers.list", _request(served.admin)), served.alice)
     assert response.status_code == 403, response.text
@@ -123,9 +125,9 @@ def test_another_caller_in_the_body_is_403_and_nothing_is_written(keyed: Keyed) 
 
 
 @pytest.mark.parametrize("change", ["whoami through the listing", "extra field", "pin too short", "a bool generation"])
-def test_a_malformed_body_is_400_and_nothing_is_written(keyed: Keyed, change: str) -> None:
-    served = keyed.served
-    carol = keyed.carol
+def test_a_malformed_body_is_400_and_nothing_is_written(listing: Listing, change: str) -> None:
+    served = listing.served
+    carol = listing.carol
     request = _request(carol)
     if change == "whoami through the listing":
         body = envelope("engineers.list", _request(carol, WHOAMI))
@@ -143,8 +145,8 @@ def test_a_malformed_body_is_400_and_nothing_is_written(keyed: Keyed, change: st
     assert database_state(served.db_url) == before
 
 
-def test_a_replayed_listing_is_401_and_makes_one_event(keyed: Keyed) -> None:
-    served = keyed.served
+def test_a_replayed_listing_is_401_and_makes_one_event(listing: Listing) -> None:
+    served = listing.served
     body = envelope("engineers.list", _request(served.bob))
     headers = signed_headers(
         served, LIST_PATH, body, key=served.bob.keyholder.my_signing_key(), keyid=keyid_of(served.bob)
@@ -160,8 +162,8 @@ def test_a_replayed_listing_is_401_and_makes_one_event(keyed: Keyed) -> None:
     assert len(_events(served)) == before + 1
 
 
-def test_a_server_without_its_key_answers_503_and_writes_nothing(keyed: Keyed) -> None:
-    served = keyed.served
+def test_a_server_without_its_key_answers_503_and_writes_nothing(listing: Listing) -> None:
+    served = listing.served
     store = Store(served.db_url)
     try:
         app = build_app(store, public_url="http://127.0.0.1:8443", nonce_store=MemoryNonceStore())
@@ -183,8 +185,8 @@ def test_a_server_without_its_key_answers_503_and_writes_nothing(keyed: Keyed) -
         store.close()
 
 
-def test_the_other_engineer_operations_are_not_served_over_https_yet(keyed: Keyed) -> None:
-    served = keyed.served
+def test_the_other_engineer_operations_are_not_served_over_https_yet(listing: Listing) -> None:
+    served = listing.served
     https = HttpsTransport(served.url, served.admin.keyholder, ca_file=str(served.ca.ca_file))
     before = database_state(served.db_url)
     try:

@@ -213,7 +213,7 @@ class Checkouts:
             authority = CheckoutAuthority(self.core.store, checks, self.core.clock)
             transport = InProcessTransport(
                 authority,
-                CheckinAuthority(authority, checks),
+                CheckinAuthority(authority, checks, checks),
                 CheckoutListAuthority(self.core.store, authority, self.core.clock),
                 ContextAuthority(self.core.store, authority),
             )
@@ -300,9 +300,9 @@ def https_checkout_keyholder(checkouts: Checkouts, https: HttpsTransport) -> Che
     )
 
 
-def https_checkin_keyholder(checkouts: Checkouts, https: HttpsTransport) -> CheckinKeyholder:
-    """A check-in keyholder over a team server (``https``): its listing (``checkouts.list``) read
-    through the server; a check-in or break is not served there yet (``ConfigurationError``)."""
-    keyholder = https_checkout_keyholder(checkouts, https)
-    assert isinstance(keyholder.transport, HttpsCheckoutTransport)
+def https_checkin_keyholder(keyholder: CheckoutKeyholder) -> CheckinKeyholder:
+    """Check-ins and breaks over the same team server as ``keyholder`` (one made by
+    ``https_checkout_keyholder``): its keys, contexts and transport."""
+    if not isinstance(keyholder.transport, HttpsCheckoutTransport):
+        raise TypeError("not a keyholder over the team server")
     return CheckinKeyholder(keyholder, keyholder.transport)
