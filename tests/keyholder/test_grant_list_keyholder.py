@@ -90,6 +90,19 @@ def test_a_signer_swapped_by_a_dba_is_shown_unverified(scene: tuple[Any, Any]) -
     assert {g.state for g in listed} == {"unverified"} and {g.granted_by for g in listed} == {"bob"}
 
 
+def test_names_swapped_by_a_dba_never_show_a_grant_active_under_the_other_name(scene: tuple[Any, Any]) -> None:
+    """The DBA swaps the names of alice's and bob's rows: each certificate binds the old name to
+    its key, so no grant is listed active under a name its grantee does not hold."""
+    team, _alice = scene
+    alice_id, bob_id = _id(team, m.Engineer, name="alice"), _id(team, m.Engineer, name="bob")
+    with team.admin.store.transaction() as s:
+        for who, name in ((alice_id, "swap-tmp"), (bob_id, "alice"), (alice_id, "bob")):
+            s.execute(update(m.Engineer).where(m.Engineer.id == who).values(name=name))
+    listed = _states(team.admin, client="acme")
+    assert {name for name, _, _ in listed} == {"alice", "bob"}
+    assert {state for _, _, state in listed} == {"unverified"}
+
+
 def test_a_revocation_cleared_by_a_dba_is_not_shown_active_to_an_admin(scene: tuple[Any, Any]) -> None:
     """The DBA clears every mark of the revocation of bob's grant: the row verifies again, but
     the signed audit log records the revocation."""

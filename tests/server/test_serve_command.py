@@ -113,3 +113,50 @@ def test_the_organisation_key_given_is_the_one_pinned() -> None:
     key = bytes(range(32))
     assert running.org_pin(ServeOptions("sqlite://", org_key=key.hex().upper())) == key
     assert running.org_pin(ServeOptions("sqlite://")) is None
+
+
+def test_serve_with_a_master_key_layers_every_data_key_before_it_listens(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A key file holding a master key: every stored data key has the server's layer before
+    uvicorn starts: none is left that a database copy opens."""
+    import base64
+    import json
+    import os
+
+    from sqlalchemy import select
+
+    from vault import Vault
+    from vault.crypto.keyrecord import FLOOR
+    from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
+    from vault.storage import models as m
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    vault, _ = Vault.create(url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    vault.engineers.unlock("root-admin", "pass")
+    vault.clients.add("acme", "Acme Ltd")
+    for name in ("fw01", "fw02"):
+        vault.secrets.add(f"acme/{name}", password=f"pw of {name}")
+
+    def types() -> list[int]:
+        with vault.store.read() as s:
+            return [bytes(w)[1] for w in s.scalars(select(m.SecretVersion.wrapped_dek))]
+
+    assert types() == [BLOB_DATA_KEY, BLOB_DATA_KEY]
+    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    key_file = tmp_path / "server-key.json"
+    key_file.write_text(json.dumps({"version": 1, "signing_seed": b64(os.urandom(32)), "master_version": 1,
+                                    "master_key": b64(os.urandom(32))}))  # fmt: skip
+    key_file.chmod(0o600)
+    seen: dict[str, list[int]] = {}
+
+    class FakeServer:
+        def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def run(self) -> None:
+            seen["types"] = types()
+
+    monkeypatch.setattr(running.uvicorn, "Server", FakeServer)
+    result = CliRunner().invoke(cli, ["serve", "--db", url, "--bind", "127.0.0.1:9443", "--server-key", str(key_file)])
+    vault.close()
+    assert result.exit_code == 0, result.output
+    assert seen["types"] == [BLOB_SERVER_LAYER, BLOB_SERVER_LAYER]

@@ -18,7 +18,7 @@ from vault.cli.main import cli
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import ConfigurationError
 from vault.server import running
-from vault.server.keyfile import read_server_key
+from vault.server.keyfile import read_server_key, read_server_keys
 
 SEED = bytes(range(32))
 TEXT = base64.urlsafe_b64encode(SEED).rstrip(b"=").decode()
@@ -102,3 +102,35 @@ def test_serve_refuses_a_key_file_others_may_read(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "chmod 600" in result.stderr and TEXT not in result.stderr and "Traceback" not in result.stderr
+
+
+MASTER = bytes(range(32, 64))
+MASTER_TEXT = base64.urlsafe_b64encode(MASTER).rstrip(b"=").decode()
+
+
+def test_a_file_with_a_master_key_gives_both_and_shows_neither(tmp_path: Path) -> None:
+    path = key_file(tmp_path, {"version": 2, "signing_seed": TEXT, "master_version": 4, "master_key": MASTER_TEXT})
+    signing, master = read_server_keys(path)
+    assert (signing.version, signing.key.seed) == (2, SEED)
+    assert master is not None and (master.version, master.key) == (4, MASTER)
+    assert MASTER_TEXT not in repr(master) and MASTER.hex() not in repr(master)
+    assert read_server_keys(key_file(tmp_path, {"version": 2, "signing_seed": TEXT}))[1] is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"master_key": MASTER_TEXT}, id="key_without_version"),
+        pytest.param({"master_version": 1}, id="version_without_key"),
+        pytest.param({"master_version": 0, "master_key": MASTER_TEXT}, id="version_zero"),
+        pytest.param({"master_version": True, "master_key": MASTER_TEXT}, id="bool_version"),
+        pytest.param({"master_version": 1, "master_key": MASTER_TEXT[:-2]}, id="short_key"),
+        pytest.param({"master_version": 1, "master_key": MASTER_TEXT + "="}, id="padded_key"),
+        pytest.param({"master_version": 1, "master_key": 7}, id="not_a_string"),
+    ],
+)
+def test_a_bad_master_key_is_refused_without_its_contents(tmp_path: Path, extra: dict[str, object]) -> None:
+    path = key_file(tmp_path, {"version": 1, "signing_seed": TEXT, **extra})
+    with pytest.raises(ConfigurationError) as refused:
+        read_server_keys(path)
+    assert MASTER_TEXT not in str(refused.value) and TEXT not in str(refused.value)

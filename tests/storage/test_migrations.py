@@ -228,9 +228,36 @@ def test_0014_adds_server_keys_and_the_format_3_columns_and_down_again_unless_fo
         with vault.store.transaction() as s:  # a format-3 event, as the server would append it
             last = s.get(m.AuditEvent, s.scalar(select(func.max(m.AuditEvent.seq))))
             last.server_key_version = 1
+        command.downgrade(config, "0014")  # the revisions after 0014 first (nothing layered: they go)
         with pytest.raises(RuntimeError, match="format 3"):
             command.downgrade(config, "0013")
+        assert storage.current_revision(vault.store) == "0014"
+        assert "server_keys" in inspect(vault.store.engine).get_table_names()
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+    finally:
+        vault.close()
+
+
+def test_0015_adds_server_client_keys_and_down_again_unless_a_data_key_is_layered(empty_url):
+    """0015 adds ``server_client_keys`` and goes back to 0014; once a client has a server
+    client key (its data keys under the layer) the downgrade is refused and changes nothing:
+    without that row the layered keys would be lost for good."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.engineers.unlock("root-admin", "pass")
+        vault.clients.add("acme", "Acme Ltd")
+        config = storage._alembic_config(vault.store.engine)
+        command.downgrade(config, "0014")
+        assert "server_client_keys" not in inspect(vault.store.engine).get_table_names()
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+        with vault.store.transaction() as s:
+            client = s.scalar(select(m.Client.id))
+            s.add(m.ServerClientKey(client_id=client, version=1, blob=b"\x01\x08wrapped", state="active"))
+        with pytest.raises(RuntimeError, match="server's layer"):
+            command.downgrade(config, "0014")
         assert storage.current_revision(vault.store) == _head(vault.store)
-        assert "server_keys" in inspect(vault.store.engine).get_table_names() and _drift(vault.store) == []
+        assert "server_client_keys" in inspect(vault.store.engine).get_table_names() and _drift(vault.store) == []
     finally:
         vault.close()

@@ -258,6 +258,7 @@ class PurgeAuthority:
         s.execute(delete(m.Grant).where(m.Grant.client_id == client_id))
         s.execute(delete(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id))
         s.execute(delete(m.ClientKey).where(m.ClientKey.client_id == client_id))
+        s.execute(delete(m.ServerClientKey).where(m.ServerClientKey.client_id == client_id))  # its layer, destroyed
         s.execute(delete(m.Client).where(m.Client.id == client_id))
 
     @staticmethod

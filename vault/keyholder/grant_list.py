@@ -10,7 +10,8 @@ with rows (``GrantListRows``); then, before anything is shown:
   and refused whole, ``UntrustedRecord``);
 * each (engineer, client) ledger is ordered newest first (its signed ``seq``, then id) and
   its head is the newest row that is revoked or whose signature verifies (an active,
-  certified admin's, over the grantee's sealing key); the rows before it that do not
+  certified admin's, over the grantee's sealing key, the grantee's row certified: the name
+  shown is the one its certificate binds); the rows before it that do not
   verify are ``unverified``, the others ``revoked`` or ``superseded``; the head is
   ``expired`` by this keyholder's clock, and for an admin ``unconfirmed`` where the
   verified audit log does not back it (``GrantHistorySource``, the in-process adapter
@@ -89,7 +90,11 @@ def states(
 
 
 def _verifies(checks: ResponseChecks, grant: GrantRow, signer: EngineerRow | None, target: EngineerRow) -> bool:
+    """The grant is signed by an active, certified admin over the grantee's sealing key, and the
+    grantee's row is certified: its certificate binds the name shown to that key (a row renamed
+    by a database writer lists its grants as unverified, never under the new name)."""
     try:
+        checks.certificate(target)
         admin = checks.admin(signer, grant.granted_by)
         assert admin.signing_public is not None
         fields = grant_fields(checks.vault_id, grant, target.sealing_public)

@@ -47,7 +47,8 @@ from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
-from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, default_operations
+from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
+from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
@@ -80,6 +81,7 @@ def build_app(
     limits: AuthenticationLimits | None = None,
     addresses: ClientAddresses | None = None,
     server_key: ServerSigningKey | None = None,
+    layer: ServerLayer | None = None,
 ) -> Starlette:
     """The server's app over ``store``. ``public_url`` is what engineers sign requests for
     (its host is the ``@authority``); ``org_pin`` the organisation key the server trusts
@@ -87,11 +89,12 @@ def build_app(
     authentications counted per address (``addresses`` says which: the peer, or what a
     trusted proxy forwarded) and per engineer, checked before any signature (None: none);
     ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it),
-    without which the checkout routes answer 503."""
+    without which the checkout routes answer 503; ``layer``: the server layer (its master key),
+    removed from the one data key a checkout releases once its event has committed."""
     organisation = PinnedOrganisation(org_pin)
     authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
     if operations is None:
-        checkouts = checkout_routes(store, organisation, server_key, clock)
+        checkouts = checkout_routes(store, organisation, server_key, clock, layer)
         now = _utc(clock)
         listing = CheckoutListAuthority(store, checkouts.authority, now)
         checks = ServerChecks(organisation, now)
@@ -120,13 +123,20 @@ def build_app(
 
 
 def checkout_routes(
-    store: Store, organisation: PinnedOrganisation, server_key: ServerSigningKey | None, clock: Callable[[], float]
+    store: Store,
+    organisation: PinnedOrganisation,
+    server_key: ServerSigningKey | None,
+    clock: Callable[[], float],
+    layer: ServerLayer | None = None,
 ) -> CheckoutRoutes:
-    """The checkout noun over ``store``, checked under ``organisation``, signed by ``server_key``."""
+    """The checkout noun over ``store``, checked under ``organisation``, signed by ``server_key``,
+    its data key's layer removed with ``layer``."""
     now = _utc(clock)
     authority = CheckoutAuthority(store, ServerChecks(organisation, now), now)
     seal = ServerSeal(server_key) if server_key is not None else None
-    return CheckoutRoutes(authority, ContextAuthority(store, authority), seal, AnswerRefusals(store, now))
+    unlayer = Unlayer(store, layer) if layer is not None else None
+    contexts, refusals = ContextAuthority(store, authority), AnswerRefusals(store, now)
+    return CheckoutRoutes(authority, contexts, seal, refusals, unlayer=unlayer)
 
 
 def _utc(clock: Callable[[], float]) -> Callable[[], dt.datetime]:

@@ -29,6 +29,7 @@ Each checks the body's caller with ``signer_only`` before its authority reads an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,7 +57,9 @@ from vault.authority.requests import (
 )
 from vault.authority.serverjournal import ServerSeal
 from vault.errors import AccessDenied, ConfigurationError, InvalidInput
+from vault.server.layer import ServerLayer, is_layered
 from vault.server.problems import NO_SERVER_KEY
+from vault.storage.engine import Store
 from vault.wire import codec
 from vault.wire.eventrequest import RecordedRequest
 
@@ -130,8 +133,11 @@ class CheckoutRoutes:
         seal: ServerSeal | None,
         refusals: AnswerRefusals,
         checkins: CheckinAuthority | None = None,
+        *,
+        unlayer: Unlayer | None = None,
     ) -> None:
         self.authority, self.contexts, self.seal, self.refusals = authority, contexts, seal, refusals
+        self.unlayer = unlayer
         self.checkins = checkins if checkins is not None else CheckinAuthority(authority, authority.checks, None)
 
     def __repr__(self) -> str:
@@ -182,7 +188,8 @@ class CheckoutRoutes:
         signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
-        return self.authority.checkout(request, self._event(call))
+        response = self.authority.checkout(request, self._event(call))  # returns once the event committed
+        return response if self.unlayer is None else self.unlayer(response)
 
     def add_to(self, operations: Operations) -> None:
         operations.add("checkouts.checkout", self.checkout, writes=True)
@@ -191,6 +198,25 @@ class CheckoutRoutes:
         operations.add("checkouts.answer_refused", self.answer_refused, writes=True)
         operations.add("checkouts.checkin", self.checkin, writes=True)
         operations.add("checkouts.break_checkout", self.break_checkout, writes=True)
+
+
+class Unlayer:
+    """Removes the server's layer from the one data key of a committed checkout's answer, in a
+    short read of its own (the client's server client key: vault/server/layer.py)."""
+
+    def __init__(self, store: Store, layer: ServerLayer) -> None:
+        self.store, self.layer = store, layer
+
+    def __repr__(self) -> str:
+        return f"Unlayer({self.layer!r})"
+
+    def __call__(self, response: CheckoutResponse) -> CheckoutResponse:
+        if not is_layered(response.version.wrapped_dek):
+            return response
+        with self.store.read() as s:
+            r = response
+            version = self.layer.unlayered(s, r.vault_id, r.client.id, r.secret.id, r.version)
+        return dataclasses.replace(response, version=version)
 
 
 def signer_only(call: Call, named: object) -> None:

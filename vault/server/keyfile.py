@@ -2,10 +2,11 @@
 
 A JSON document ``{"version": N, "signing_seed": "<32 bytes, base64url without padding>"}``:
 the server signing key that signs format-3 events, of the version an admin certified
-(``server_keys``). It is a secret of the server machine, never of the database, so the file
-is refused (``ConfigurationError`` with a hint) unless only its owner may read or write it
-(mode 0600), and whatever is wrong with it is named without its contents. The server master
-key of the server layer joins it in step 5.
+(``server_keys``). It may also hold the server master key of the server layer (step 5:
+``"master_version": M, "master_key": "<32 bytes, base64url>"``, both or neither;
+``vault/server/layer.py``). It is a secret of the server machine, never of the database, so
+the file is refused (``ConfigurationError`` with a hint) unless only its owner may read or
+write it (mode 0600), and whatever is wrong with it is named without its contents.
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ from pathlib import Path
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
 from vault.errors import ConfigurationError
+from vault.server.layer import MasterKey
 
 FIELDS = {"version", "signing_seed"}
+MASTER_FIELDS = {"master_version", "master_key"}
 MAX_FILE = 4096
 HINT = 'write {"version": N, "signing_seed": "<base64url>"} to the file and `chmod 600` it'
 
 
 def read_server_key(path: str | os.PathLike[str]) -> ServerSigningKey:
     """The signing key in the server key file at ``path`` (module docstring)."""
+    return read_server_keys(path)[0]
+
+
+def read_server_keys(path: str | os.PathLike[str]) -> tuple[ServerSigningKey, MasterKey | None]:
+    """The signing key and the master key (None if the file holds none) at ``path``."""
     file = Path(path)
     try:
         mode = file.stat().st_mode
@@ -44,7 +52,7 @@ def read_server_key(path: str | os.PathLike[str]) -> ServerSigningKey:
     return _parsed(raw, file)
 
 
-def _parsed(raw: bytes, file: Path) -> ServerSigningKey:
+def _parsed(raw: bytes, file: Path) -> tuple[ServerSigningKey, MasterKey | None]:
     bad = ConfigurationError(f"the server key file {file} is not a server key", hint=HINT)
     if len(raw) > MAX_FILE:
         raise bad
@@ -52,17 +60,28 @@ def _parsed(raw: bytes, file: Path) -> ServerSigningKey:
         document = json.loads(raw)
     except ValueError:
         raise bad from None
-    if not isinstance(document, dict) or set(document) != FIELDS:
+    if not isinstance(document, dict) or set(document) not in (FIELDS, FIELDS | MASTER_FIELDS):
         raise bad
-    version, text = document["version"], document["signing_seed"]
-    if isinstance(version, bool) or not isinstance(version, int) or not isinstance(text, str):
+    signing = ServerSigningKey(_version(document["version"], bad), SigningKey(_key(document["signing_seed"], bad)))
+    if "master_key" not in document:
+        return signing, None
+    return signing, MasterKey(_version(document["master_version"], bad), _key(document["master_key"], bad))
+
+
+def _version(value: object, bad: ConfigurationError) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
         raise bad
-    if not 1 <= version < 2**31:
+    return value
+
+
+def _key(text: object, bad: ConfigurationError) -> bytes:
+    """32 bytes in canonical base64url without padding."""
+    if not isinstance(text, str):
         raise bad
     try:
-        seed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise bad from None
-    if len(seed) != 32 or base64.urlsafe_b64encode(seed).rstrip(b"=").decode("ascii") != text:
+    if len(key) != 32 or base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii") != text:
         raise bad
-    return ServerSigningKey(version, SigningKey(seed))
+    return key

@@ -26,7 +26,8 @@ from starlette.applications import Starlette
 from vault.errors import ConfigurationError
 from vault.server.accesslog import LOGGER as ACCESS_LOGGER
 from vault.server.app import build_app
-from vault.server.keyfile import read_server_key
+from vault.server.keyfile import read_server_keys
+from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT
 from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, ClientAddresses, EngineerLimit
@@ -137,12 +138,16 @@ def run(options: ServeOptions) -> None:
         logging.getLogger("credvault.server").warning(
             "no --org-key: the organisation key read first is trusted (a database writer could have set it)"
         )
-    server_key = read_server_key(options.server_key) if options.server_key is not None else None
+    server_key, master = read_server_keys(options.server_key) if options.server_key is not None else (None, None)
     store = Store(options.db_url)
+    layer = ServerLayer(master) if master is not None else None
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
     pruner = Pruner([nonces.prune, limits.prune])
     try:
+        if layer is not None:  # no data key left that a database copy opens, before the first answer
+            layered = layer.layer_on(store)
+            logging.getLogger("credvault.server").info("server layer: %d data keys layered", layered.rows)
         app = build_app(
             store,
             public_url=public_url,
@@ -152,6 +157,7 @@ def run(options: ServeOptions) -> None:
             limits=limits,
             addresses=addresses,
             server_key=server_key,
+            layer=layer,
         )
         pruner.start()
         uvicorn.Server(uvicorn_config(app, options)).run()

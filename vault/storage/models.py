@@ -396,6 +396,17 @@ class AuthFailure(Base):
     count: Mapped[int] = mapped_column(Integer)
 
 
+class ServerClientKey(Base):
+    """A client's server client key under the server master key (docs/format.md §4.8): the key
+    of the server's layer over that client's wrapped data keys; a purge deletes it."""
+
+    __tablename__ = "server_client_keys"
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+
+
 class ServerKey(Base):
     """A version of the team server's signing key, certified by the organisation key
     (docs/format.md §5, "Server signing keys"); ``state`` is the server's choice of key, signed

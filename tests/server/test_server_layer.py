@@ -1,0 +1,169 @@
+"""The server layer in use (issue 14 step 5, "no log, no key"), against the insider.
+
+The ``keyed`` team (conftest.py) is layered by a server that holds a master key
+(``ServerLayer.layer_on``, what ``credvault serve`` runs before it listens), and that server
+answers checkouts with the layer removed from the one data key, after the event committed.
+The insider is alice: a grantee with every client key she was ever given and a copy of the
+database. With the layer on, a stored data key does not open under her client key; it opens
+only through a checkout, which is on record. A server without the master key releases nothing
+that opens; two layered keys swapped between rows open nowhere (one opaque error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+from server_harness import CertificateFiles, Keyed, Served, keyholder, loopback_socket, running
+from sqlalchemy import func, select, update
+
+from vault.crypto import blobs
+from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
+from vault.errors import DecryptionFailed
+from vault.server.app import build_app
+from vault.server.layer import Layered, MasterKey, ServerLayer
+from vault.server.running import ServeOptions
+from vault.storage import models as m
+from vault.storage.engine import Store
+from vault.storage.rows import VersionRow
+from vault.wire.nonces import DbNonceStore
+
+REASON = "T-3003 rotate the router password"
+
+
+@dataclasses.dataclass
+class Layer:
+    served: Served  # the layered server
+    layer: ServerLayer
+    first_run: Layered
+
+
+@contextlib.contextmanager
+def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None) -> Iterator[Served]:
+    """Another server on the module's database, signing with the module's key, with ``layer``."""
+    served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, layer=layer)
+    options = ServeOptions(
+        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            yield dataclasses.replace(served, url=url, port=port)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def layered(keyed: Keyed, test_ca: CertificateFiles) -> Iterator[Layer]:
+    layer = ServerLayer(MasterKey(1, os.urandom(32)))
+    first = layer.layer_on(keyed.store, page=3)  # small pages: several units
+    with server_with(keyed, test_ca, layer) as served:
+        yield Layer(served, layer, first)
+
+
+def versions(keyed: Keyed) -> list[tuple[int, int, int, int, bytes]]:
+    """(client id, secret id, version, client-key version, stored wrapped key) of every row."""
+    v = m.SecretVersion
+    with keyed.store.read() as s:
+        rows = s.execute(
+            select(m.Secret.client_id, v.secret_id, v.version, v.key_version, v.wrapped_dek)
+            .join(m.Secret, m.Secret.id == v.secret_id)
+            .order_by(v.secret_id, v.version)
+        ).all()
+    return [(int(c), int(i), int(n), int(k), bytes(w)) for c, i, n, k, w in rows]
+
+
+def checkout(served: Served, vault: object, ref: str) -> str:
+    holder, _ = keyholder(served, vault)
+    return holder.checkout(ref, reason=REASON, field="password", version=None, hold=False, hold_for=None).value
+
+
+def test_layer_on_layers_every_data_key_once_and_a_second_run_layers_none(keyed: Keyed, layered: Layer) -> None:
+    rows = versions(keyed)
+    assert rows and all(w[1] == BLOB_SERVER_LAYER for *_, w in rows)
+    assert layered.first_run.rows == len(rows) and layered.first_run.pages >= len(rows) // 3
+    with keyed.store.read() as s:
+        clients = s.scalar(select(func.count(func.distinct(m.Secret.client_id))))
+        assert s.scalar(select(func.count()).select_from(m.ServerClientKey)) == clients
+    again = layered.layer.layer_on(keyed.store)
+    assert again.rows == 0 and versions(keyed) == rows  # nothing layered twice
+
+
+def test_the_stored_key_does_not_open_under_the_client_key_the_insider_holds(keyed: Keyed, layered: Layer) -> None:
+    served = keyed.served
+    assert checkout(layered.served, served.alice, "acme/fw01") == "pw of acme/fw01"  # her keys are cached now
+    cache = served.alice.checkouts.keys.client_keys
+    tried = 0
+    for client_id, secret_id, version, key_version, wrapped in versions(keyed):
+        client_key = cache.get((client_id, key_version))
+        if client_key is None:
+            continue
+        tried += 1
+        with pytest.raises(DecryptionFailed):  # the database copy: nothing opens without the server
+            blobs.unwrap_data_key(client_key, key_version, wrapped, client_id, secret_id, version)
+        with keyed.store.read() as s:  # the control: the same key opens what the server releases
+            vault_id = s.get(m.VaultInfo, 1).vault_id
+            row = VersionRow(version, key_version, wrapped, b"", b"")
+            inner = layered.layer.unlayered(s, vault_id, client_id, secret_id, row)
+        assert inner.wrapped_dek[1] == BLOB_DATA_KEY
+        opened = blobs.unwrap_data_key(client_key, key_version, inner.wrapped_dek, client_id, secret_id, version)
+        assert len(opened) == 32
+    assert tried >= 2  # acme's two secrets at least
+
+
+def test_a_checkout_through_the_layered_server_is_on_record_before_the_key(keyed: Keyed, layered: Layer) -> None:
+    served = keyed.served
+    before = _event_count(keyed)
+    assert checkout(layered.served, served.bob, "excl/sw03") == "pw of excl/sw03"
+    with keyed.store.read() as s:
+        last = s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq.desc()).limit(1)).one()
+    assert _event_count(keyed) == before + 1 and (last.action, last.server_key_version) == ("reveal", 1)
+    assert json.loads(last.details_json) == {"version": 1}
+
+
+def test_a_server_without_the_master_key_releases_nothing_that_opens(keyed: Keyed, layered: Layer) -> None:
+    served = keyed.served  # the module's first server: the same database and signing key, no master key
+    with pytest.raises(DecryptionFailed):
+        checkout(served, served.alice, "acme/fw02")
+    with keyed.store.read() as s:  # on record all the same, and its refusal after it
+        actions = [a for (a,) in s.execute(select(m.AuditEvent.action).order_by(m.AuditEvent.seq.desc()).limit(2))]
+    assert actions == ["answer-refused", "reveal"]
+
+
+def test_two_layered_keys_swapped_between_rows_open_nowhere(keyed: Keyed, layered: Layer) -> None:
+    served = keyed.served
+    rows = {(c, i, n): w for c, i, n, _, w in versions(keyed)}
+    excl = [key for key in rows if key[0] == _client_id(keyed, "excl")][:2]
+    (a, b) = excl
+    try:
+        _set(keyed, a, rows[b])
+        _set(keyed, b, rows[a])
+        with pytest.raises(DecryptionFailed):
+            checkout(layered.served, served.bob, "excl/sw01")
+    finally:
+        _set(keyed, a, rows[a])
+        _set(keyed, b, rows[b])
+    assert checkout(layered.served, served.bob, "excl/sw01") == "pw of excl/sw01"
+
+
+def _set(keyed: Keyed, row: tuple[int, int, int], wrapped: bytes) -> None:
+    v = m.SecretVersion
+    with keyed.store.transaction() as s:
+        s.execute(update(v).where(v.secret_id == row[1], v.version == row[2]).values(wrapped_dek=wrapped))
+
+
+def _client_id(keyed: Keyed, slug: str) -> int:
+    ids = {int(c) for c, *_ in versions(keyed)}
+    assert len(ids) == 2
+    return min(ids) if slug == "acme" else max(ids)  # acme was added first
+
+
+def _event_count(keyed: Keyed) -> int:
+    with keyed.store.read() as s:
+        return int(s.scalar(select(func.count()).select_from(m.AuditEvent)) or 0)

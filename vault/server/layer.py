@@ -1,0 +1,207 @@
+"""The server's layer over wrapped data keys, in use: "no log, no key" (docs/server.md §5).
+
+``MasterKey`` is the server master key ``SMK[v]`` from the server key file: it never enters
+the database. ``ServerLayer(master)`` holds it and does three things:
+
+* **a client's server client key** ``SCK[c, w]`` (``client_key``): the newest row of
+  ``server_client_keys`` for the client, opened under the SMK (kept per process; a row that does
+  not open is the one opaque ``DecryptionFailed``); a client's first one is made by layering,
+  stored wrapped under the SMK in the page's unit, and kept only once that unit committed;
+* **layering** (``layer_on``): every data key not yet layered gets the layer, page by page,
+  each page its own unit, each row changed only if it still holds the bytes read (two server
+  processes starting together layer each row once); run by ``credvault serve`` before it
+  listens, so that a server-keyed vault keeps no data key a database copy opens;
+* **removal** (``unlayered``): the §4.2 blob inside one row's layer, for an answer whose event
+  has **committed**: the checkout route calls it after ``CheckoutAuthority.checkout`` returns,
+  for the one version the event names, never before and never for another.
+
+A row without the layer is answered as it is (a vault layered while a write through an older
+server stored one: ``layer_on`` at the next start layers it). The recipes are
+``vault/crypto/serverlayer.py``, which only ``vault/server/`` imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from vault.crypto import serverlayer
+from vault.errors import ConcurrentChange, DecryptionFailed, StoreBusy, StoreUnavailable
+from vault.storage import models as m
+from vault.storage.engine import Store
+from vault.storage.rows import VersionRow
+
+ACTIVE = "active"
+PAGE = 500
+RETRIES = 3
+
+
+@dataclass(frozen=True, repr=False)
+class MasterKey:
+    """The server master key ``SMK[version]`` (32 bytes); ``repr`` shows the version only."""
+
+    version: int
+    key: bytes
+
+    def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or not 1 <= self.version < 2**31 or len(self.key) != 32:
+            raise ValueError("a server master key is 32 bytes of a positive version")
+
+    def __repr__(self) -> str:
+        return f"MasterKey(version={self.version})"
+
+
+@dataclass(frozen=True)
+class Layered:
+    """What one ``layer_on`` run did: rows layered, pages (units) committed."""
+
+    rows: int
+    pages: int
+
+
+def is_layered(blob: bytes) -> bool:
+    """Whether a stored wrapped data key has the server's layer on (§4.9)."""
+    return serverlayer.is_layered(blob)
+
+
+class ServerLayer:
+    """The server layer under one master key (module docstring)."""
+
+    def __init__(self, master: MasterKey) -> None:
+        self.master = master
+        self._keys: dict[tuple[bytes, int], tuple[int, bytes]] = {}  # (vault id, client) -> (w, SCK)
+
+    def __repr__(self) -> str:
+        return f"ServerLayer({self.master!r})"
+
+    def client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
+        """``(w, SCK[client_id, w])``: the client's newest server client key, opened (kept for
+        the process once read); DecryptionFailed if it has none or it does not open."""
+        held = self._keys.get((vault_id, client_id))
+        if held is None:
+            held = self._stored(s, vault_id, client_id)
+            if held is None:
+                raise DecryptionFailed()
+            self._keys[(vault_id, client_id)] = held
+        return held
+
+    def _stored(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes] | None:
+        row = s.execute(
+            select(m.ServerClientKey.version, m.ServerClientKey.blob)
+            .where(m.ServerClientKey.client_id == client_id, m.ServerClientKey.state == ACTIVE)
+            .order_by(m.ServerClientKey.version.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        version, blob = int(row[0]), bytes(row[1])
+        if serverlayer.smk_version(blob) != self.master.version:
+            raise DecryptionFailed()  # another master key's: its rotation is step 8
+        key = serverlayer.unwrap_client_key(
+            self.master.key, self.master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
+        )
+        return version, key
+
+    def _new_client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
+        """A first server client key for the client, stored (wrapped under the SMK) in ``s``: kept
+        for the process only once ``s`` has committed (the caller's to do)."""
+        key, version = serverlayer.new_server_key(), 1
+        blob = serverlayer.wrap_client_key(
+            self.master.key, self.master.version, key, vault_id=vault_id, client_id=client_id, sck_version=version
+        )
+        s.add(m.ServerClientKey(client_id=client_id, version=version, blob=blob, state=ACTIVE))
+        s.flush()
+        return version, key
+
+    def unlayered(self, s: Session, vault_id: bytes, client_id: int, secret_id: int, row: VersionRow) -> VersionRow:
+        """``row`` with its data key's layer removed (a row without one as it is). Only for an
+        answer whose audit event has committed (module docstring)."""
+        if not serverlayer.is_layered(row.wrapped_dek):
+            return row
+        version, key = self.client_key(s, vault_id, client_id)
+        if serverlayer.sck_version(row.wrapped_dek) != version:
+            raise DecryptionFailed()
+        inner = serverlayer.unlayer(
+            key,
+            version,
+            row.wrapped_dek,
+            vault_id=vault_id,
+            client_id=client_id,
+            secret_id=secret_id,
+            version=row.version,
+            key_version=row.key_version,
+        )
+        return row._replace(wrapped_dek=inner)
+
+    def layer_on(self, store: Store, *, page: int = PAGE, progress: Callable[[Layered], None] | None = None) -> Layered:
+        """Layer every data key that has no layer yet, ``page`` rows per unit (module docstring).
+        A page that loses a race with another server (the same client's first key stored by
+        both) is read again, at most ``RETRIES`` times."""
+        done, after, failures = Layered(0, 0), (0, 0), 0
+        while True:
+            try:
+                changed, last, fresh = self._layer_page(store, after, page)
+            except (ConcurrentChange, StoreBusy, StoreUnavailable):
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                continue
+            if last is None:
+                return done
+            self._keys.update(fresh)  # committed: the new client keys are stored
+            after = last
+            done = Layered(done.rows + changed, done.pages + 1)
+            if progress is not None:
+                progress(done)
+
+    def _layer_page(
+        self, store: Store, after: tuple[int, int], page: int
+    ) -> tuple[int, tuple[int, int] | None, dict[tuple[bytes, int], tuple[int, bytes]]]:
+        """One page in one unit: (rows layered, the last row's key or None at the end, the client
+        keys made in it)."""
+        fresh: dict[tuple[bytes, int], tuple[int, bytes]] = {}
+        with store.transaction() as s:
+            info = s.get(m.VaultInfo, 1)
+            if info is None:
+                return 0, None, fresh
+            vault_id = bytes(info.vault_id)
+            v = m.SecretVersion
+            found = s.execute(
+                select(v.secret_id, v.version, v.key_version, v.wrapped_dek, m.Secret.client_id)
+                .join(m.Secret, m.Secret.id == v.secret_id)
+                .where(tuple_(v.secret_id, v.version) > tuple_(*after))
+                .order_by(v.secret_id, v.version)
+                .limit(page)
+            ).all()
+            if not found:
+                return 0, None, fresh
+            changed = 0
+            for secret_id, version, key_version, wrapped, client_id in found:
+                old = bytes(wrapped)
+                if serverlayer.is_layered(old):
+                    continue
+                slot = (vault_id, client_id)
+                held = fresh.get(slot) or self._keys.get(slot) or self._stored(s, vault_id, client_id)
+                if held is None:
+                    held = fresh[slot] = self._new_client_key(s, vault_id, client_id)
+                new = serverlayer.layer(
+                    held[1],
+                    held[0],
+                    old,
+                    vault_id=vault_id,
+                    client_id=client_id,
+                    secret_id=secret_id,
+                    version=version,
+                    key_version=key_version,
+                )
+                result = s.execute(
+                    update(v)
+                    .where(and_(v.secret_id == secret_id, v.version == version, v.wrapped_dek == old))
+                    .values(wrapped_dek=new)
+                    .execution_options(synchronize_session=False)
+                )
+                changed += result.rowcount or 0  # type: ignore[attr-defined]
+            return changed, (found[-1][0], found[-1][1]), fresh
