@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from server_harness import CertificateFiles, Keyed, ReadWorld, Served, loopback_socket, name, running
+from server_harness import KEYED_METADATA, CertificateFiles, Keyed, ReadWorld, Served, loopback_socket, name, running
 from sqlalchemy import select
 
 from vault.crypto.serverkey import ServerSigningKey
@@ -137,7 +137,7 @@ def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-d
     admin.clients.add("excl", "Exclusive Ltd")
     admin.policies.set("excl", exclusive=True)
     for ref in ("acme/fw01", "acme/fw02", "excl/sw01", "excl/sw02", "excl/sw03", "excl/sw04", "excl/sw05"):
-        admin.secrets.add(ref, password=f"pw of {ref}")
+        admin.secrets.add(ref, password=f"pw of {ref}", **KEYED_METADATA.get(ref, {}))
     alice, bob, carol = (module_team.engineer(n) for n in ("alice", "bob", "carol"))
     admin.grants.grant("alice", "acme")
     admin.grants.grant("alice", "excl")

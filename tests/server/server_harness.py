@@ -38,6 +38,12 @@ from vault.wire.httpsig import MemoryNonceStore
 
 JSON = "application/json"
 
+# What the body scan (test_body_scan.py) looks for besides the passwords: never in a body.
+KEYED_METADATA = {
+    "acme/fw01": {"username": "fw-admin-7731", "url": "https://fw01.acme-internal.example", "note": "rack 4 shelf 2"},
+    "excl/sw01": {"host": "sw01.excl-lan.example", "username": "netops-4410"},
+}
+
 
 @dataclass(frozen=True)
 class CertificateFiles:

@@ -110,11 +110,26 @@ MASTER_TEXT = base64.urlsafe_b64encode(MASTER).rstrip(b"=").decode()
 
 def test_a_file_with_a_master_key_gives_both_and_shows_neither(tmp_path: Path) -> None:
     path = key_file(tmp_path, {"version": 2, "signing_seed": TEXT, "master_version": 4, "master_key": MASTER_TEXT})
-    signing, master = read_server_keys(path)
-    assert (signing.version, signing.key.seed) == (2, SEED)
+    read = read_server_keys(path)
+    signing, master = read.signing, read.master
+    assert (signing.version, signing.key.seed) == (2, SEED) and read.previous == ()
     assert master is not None and (master.version, master.key) == (4, MASTER)
     assert MASTER_TEXT not in repr(master) and MASTER.hex() not in repr(master)
-    assert read_server_keys(key_file(tmp_path, {"version": 2, "signing_seed": TEXT}))[1] is None
+    assert read_server_keys(key_file(tmp_path, {"version": 2, "signing_seed": TEXT})).master is None
+
+
+def test_older_master_keys_of_a_rotation_are_read_oldest_first(tmp_path: Path) -> None:
+    older = {"2": base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode(), "1": MASTER_TEXT}
+    document = {
+        "version": 1,
+        "signing_seed": TEXT,
+        "master_version": 3,
+        "master_key": TEXT,
+        "previous_master_keys": older,
+    }
+    read = read_server_keys(key_file(tmp_path, document))
+    assert read.master is not None and read.master.version == 3
+    assert [(k.version, k.key) for k in read.previous] == [(1, MASTER), (2, bytes(32))]
 
 
 @pytest.mark.parametrize(
@@ -127,6 +142,22 @@ def test_a_file_with_a_master_key_gives_both_and_shows_neither(tmp_path: Path) -
         pytest.param({"master_version": 1, "master_key": MASTER_TEXT[:-2]}, id="short_key"),
         pytest.param({"master_version": 1, "master_key": MASTER_TEXT + "="}, id="padded_key"),
         pytest.param({"master_version": 1, "master_key": 7}, id="not_a_string"),
+        pytest.param({"previous_master_keys": {"1": MASTER_TEXT}}, id="previous_without_master"),
+        pytest.param(
+            {"master_version": 2, "master_key": TEXT, "previous_master_keys": {"2": MASTER_TEXT}},
+            id="previous_not_older",
+        ),
+        pytest.param(
+            {"master_version": 2, "master_key": TEXT, "previous_master_keys": {"01": MASTER_TEXT}},
+            id="previous_version_not_canonical",
+        ),
+        pytest.param(
+            {"master_version": 2, "master_key": TEXT, "previous_master_keys": [MASTER_TEXT]},
+            id="previous_not_an_object",
+        ),
+        pytest.param(
+            {"master_version": 2, "master_key": TEXT, "previous_master_keys": {"1": "short"}}, id="previous_short"
+        ),
     ],
 )
 def test_a_bad_master_key_is_refused_without_its_contents(tmp_path: Path, extra: dict[str, object]) -> None:

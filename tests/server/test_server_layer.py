@@ -167,3 +167,26 @@ def _client_id(keyed: Keyed, slug: str) -> int:
 def _event_count(keyed: Keyed) -> int:
     with keyed.store.read() as s:
         return int(s.scalar(select(func.count()).select_from(m.AuditEvent)) or 0)
+
+
+def test_a_master_key_rotation_moves_every_client_key_and_needs_no_client(
+    keyed: Keyed, layered: Layer, test_ca: CertificateFiles
+) -> None:
+    """SMK 1 -> 2 (``ServerLayer.rewrap``, what ``credvault serve`` runs at start with the older
+    key still in the file): every server client key moves, resumably (a second run moves none);
+    then a server holding only SMK 2 answers checkouts, and SMK 1 alone opens nothing. Last in
+    the module: the module's layered server keeps the client keys it opened (they do not change)."""
+    served = keyed.served
+    newer = ServerLayer(MasterKey(2, os.urandom(32)), previous=(layered.layer.master,))
+    with keyed.store.read() as s:
+        stored = s.scalar(select(func.count()).select_from(m.ServerClientKey))
+    assert newer.rewrap(keyed.store, page=1).rows == stored >= 2
+    assert newer.rewrap(keyed.store).rows == 0
+    with keyed.store.read() as s:
+        blobs_now = [bytes(b) for b in s.scalars(select(m.ServerClientKey.blob))]
+    assert {int.from_bytes(b[2:6], "big") for b in blobs_now} == {2}  # the header's SMK version
+    with server_with(keyed, test_ca, ServerLayer(MasterKey(2, newer.master.key))) as rotated:
+        assert checkout(rotated, served.alice, "acme/fw02") == "pw of acme/fw02"
+    old_only = ServerLayer(layered.layer.master)
+    with keyed.store.read() as s, pytest.raises(DecryptionFailed):
+        old_only.client_key(s, s.get(m.VaultInfo, 1).vault_id, _client_id(keyed, "acme"))

@@ -4,9 +4,12 @@ A JSON document ``{"version": N, "signing_seed": "<32 bytes, base64url without p
 the server signing key that signs format-3 events, of the version an admin certified
 (``server_keys``). It may also hold the server master key of the server layer (step 5:
 ``"master_version": M, "master_key": "<32 bytes, base64url>"``, both or neither;
-``vault/server/layer.py``). It is a secret of the server machine, never of the database, so
-the file is refused (``ConfigurationError`` with a hint) unless only its owner may read or
-write it (mode 0600), and whatever is wrong with it is named without its contents.
+``vault/server/layer.py``), and during a master-key rotation the older ones
+(``"previous_master_keys": {"<version>": "<base64url>"}``, versions below M) until
+``credvault serve`` has moved every server client key to the current one. It is a secret of
+the server machine, never of the database, so the file is refused (``ConfigurationError``
+with a hint) unless only its owner may read or write it (mode 0600), and whatever is wrong
+with it is named without its contents.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import binascii
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from vault.crypto.serverkey import ServerSigningKey
@@ -25,17 +29,28 @@ from vault.server.layer import MasterKey
 
 FIELDS = {"version", "signing_seed"}
 MASTER_FIELDS = {"master_version", "master_key"}
+PREVIOUS = "previous_master_keys"
 MAX_FILE = 4096
 HINT = 'write {"version": N, "signing_seed": "<base64url>"} to the file and `chmod 600` it'
 
 
 def read_server_key(path: str | os.PathLike[str]) -> ServerSigningKey:
     """The signing key in the server key file at ``path`` (module docstring)."""
-    return read_server_keys(path)[0]
+    return read_server_keys(path).signing
 
 
-def read_server_keys(path: str | os.PathLike[str]) -> tuple[ServerSigningKey, MasterKey | None]:
-    """The signing key and the master key (None if the file holds none) at ``path``."""
+@dataclass(frozen=True)
+class ServerKeyFile:
+    """What the server key file holds: the signing key, the current master key (None if none)
+    and older master keys kept for a rotation in progress."""
+
+    signing: ServerSigningKey
+    master: MasterKey | None = None
+    previous: tuple[MasterKey, ...] = ()
+
+
+def read_server_keys(path: str | os.PathLike[str]) -> ServerKeyFile:
+    """Everything the server key file at ``path`` holds (module docstring)."""
     file = Path(path)
     try:
         mode = file.stat().st_mode
@@ -52,7 +67,7 @@ def read_server_keys(path: str | os.PathLike[str]) -> tuple[ServerSigningKey, Ma
     return _parsed(raw, file)
 
 
-def _parsed(raw: bytes, file: Path) -> tuple[ServerSigningKey, MasterKey | None]:
+def _parsed(raw: bytes, file: Path) -> ServerKeyFile:
     bad = ConfigurationError(f"the server key file {file} is not a server key", hint=HINT)
     if len(raw) > MAX_FILE:
         raise bad
@@ -60,12 +75,25 @@ def _parsed(raw: bytes, file: Path) -> tuple[ServerSigningKey, MasterKey | None]
         document = json.loads(raw)
     except ValueError:
         raise bad from None
-    if not isinstance(document, dict) or set(document) not in (FIELDS, FIELDS | MASTER_FIELDS):
+    if not isinstance(document, dict) or set(document) not in (
+        FIELDS,
+        FIELDS | MASTER_FIELDS,
+        FIELDS | MASTER_FIELDS | {PREVIOUS},
+    ):
         raise bad
     signing = ServerSigningKey(_version(document["version"], bad), SigningKey(_key(document["signing_seed"], bad)))
     if "master_key" not in document:
-        return signing, None
-    return signing, MasterKey(_version(document["master_version"], bad), _key(document["master_key"], bad))
+        return ServerKeyFile(signing)
+    master = MasterKey(_version(document["master_version"], bad), _key(document["master_key"], bad))
+    older = document.get(PREVIOUS, {})
+    if not isinstance(older, dict):
+        raise bad
+    previous = []
+    for text, key in older.items():
+        if not text.isdigit() or str(int(text)) != text or int(text) >= master.version:
+            raise bad
+        previous.append(MasterKey(_version(int(text), bad), _key(key, bad)))
+    return ServerKeyFile(signing, master, tuple(sorted(previous, key=lambda k: k.version)))
 
 
 def _version(value: object, bad: ConfigurationError) -> int:

@@ -11,6 +11,10 @@ the database. ``ServerLayer(master)`` holds it and does three things:
   each page its own unit, each row changed only if it still holds the bytes read (two server
   processes starting together layer each row once); run by ``credvault serve`` before it
   listens, so that a server-keyed vault keeps no data key a database copy opens;
+* **a master-key rotation** (``rewrap``): every server client key still under an older SMK
+  (kept in the key file as ``previous_master_keys`` until this is done) moved to the current
+  one, page by page, resumable, with no client taking part; ``credvault serve`` runs it at
+  start, after ``layer_on``;
 * **removal** (``unlayered``): the §4.2 blob inside one row's layer, for an answer whose event
   has **committed**: the checkout route calls it after ``CheckoutAuthority.checkout`` returns,
   for the one version the event names, never before and never for another.
@@ -70,8 +74,13 @@ def is_layered(blob: bytes) -> bool:
 class ServerLayer:
     """The server layer under one master key (module docstring)."""
 
-    def __init__(self, master: MasterKey) -> None:
+    def __init__(self, master: MasterKey, previous: tuple[MasterKey, ...] = ()) -> None:
+        """``master``: the current SMK, which wraps every new server client key; ``previous``:
+        older SMKs still in the key file, which open rows not yet moved (``rewrap``)."""
+        if any(old.version >= master.version for old in previous):
+            raise ValueError("a previous master key has a version below the current one's")
         self.master = master
+        self._masters = {key.version: key for key in (*previous, master)}
         self._keys: dict[tuple[bytes, int], tuple[int, bytes]] = {}  # (vault id, client) -> (w, SCK)
 
     def __repr__(self) -> str:
@@ -98,12 +107,58 @@ class ServerLayer:
         if row is None:
             return None
         version, blob = int(row[0]), bytes(row[1])
-        if serverlayer.smk_version(blob) != self.master.version:
-            raise DecryptionFailed()  # another master key's: its rotation is step 8
+        master = self._masters.get(serverlayer.smk_version(blob))
+        if master is None:
+            raise DecryptionFailed()  # under a master key this server does not hold
         key = serverlayer.unwrap_client_key(
-            self.master.key, self.master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
+            master.key, master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
         )
         return version, key
+
+    def rewrap(self, store: Store, *, page: int = PAGE) -> Layered:
+        """Move every server client key under an older master key to the current one, ``page``
+        rows per unit, each row changed only if it still holds the bytes read: resumable, and
+        after it the older master keys can leave the key file (docs/server.md §5, "Rotating the
+        server key"; no client takes part). A row under a master key this server does not hold
+        is DecryptionFailed, nothing of its page written."""
+        done, after = Layered(0, 0), (0, 0)
+        k = m.ServerClientKey
+        while True:
+            with store.transaction() as s:
+                info = s.get(m.VaultInfo, 1)
+                found = s.execute(
+                    select(k.client_id, k.version, k.blob)
+                    .where(tuple_(k.client_id, k.version) > tuple_(*after))
+                    .order_by(k.client_id, k.version)
+                    .limit(page)
+                ).all()
+                if info is None or not found:
+                    return done
+                changed = 0
+                for client_id, version, stored in found:
+                    old_blob = bytes(stored)
+                    old = self._masters.get(serverlayer.smk_version(old_blob))
+                    if old is None:
+                        raise DecryptionFailed()
+                    if old.version == self.master.version:
+                        continue
+                    new_blob = serverlayer.rewrap_client_key(
+                        (old.key, old.version),
+                        (self.master.key, self.master.version),
+                        old_blob,
+                        vault_id=bytes(info.vault_id),
+                        client_id=client_id,
+                        sck_version=version,
+                    )
+                    result = s.execute(
+                        update(k)
+                        .where(and_(k.client_id == client_id, k.version == version, k.blob == old_blob))
+                        .values(blob=new_blob)
+                        .execution_options(synchronize_session=False)
+                    )
+                    changed += result.rowcount or 0  # type: ignore[attr-defined]
+                after = (found[-1][0], found[-1][1])
+            done = Layered(done.rows + changed, done.pages + 1)
 
     def _new_client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
         """A first server client key for the client, stored (wrapped under the SMK) in ``s``: kept

@@ -138,16 +138,21 @@ def run(options: ServeOptions) -> None:
         logging.getLogger("credvault.server").warning(
             "no --org-key: the organisation key read first is trusted (a database writer could have set it)"
         )
-    server_key, master = read_server_keys(options.server_key) if options.server_key is not None else (None, None)
+    keys = read_server_keys(options.server_key) if options.server_key is not None else None
+    server_key = keys.signing if keys is not None else None
     store = Store(options.db_url)
-    layer = ServerLayer(master) if master is not None else None
+    layer = ServerLayer(keys.master, keys.previous) if keys is not None and keys.master is not None else None
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
     pruner = Pruner([nonces.prune, limits.prune])
     try:
         if layer is not None:  # no data key left that a database copy opens, before the first answer
-            layered = layer.layer_on(store)
-            logging.getLogger("credvault.server").info("server layer: %d data keys layered", layered.rows)
+            layered, moved = layer.layer_on(store), layer.rewrap(store)  # a master-key rotation finished first
+            logging.getLogger("credvault.server").info(
+                "server layer: %d data keys layered, %d client keys moved to the current master key",
+                layered.rows,
+                moved.rows,
+            )
         app = build_app(
             store,
             public_url=public_url,
