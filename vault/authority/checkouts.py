@@ -39,7 +39,8 @@ from vault.authority.checkout_reads import (
     ACTIVE,
     CALLER,
     CHECKOUT_CALLER,
-    HEAD_AND_TIME,
+    HEAD_LOCK,
+    HEAD_TIME_AND_ENGINEER,
     NAME,
     TARGET,
     CallerRead,
@@ -405,11 +406,13 @@ class CheckoutAuthority:
         if caller.head is not None:  # SQLite: read with the caller, under the write lock this unit holds
             head, after = caller.head, caller.head_at
         else:
-            found = HEAD_AND_TIME.all(conn, {"me": me.id})
-            if not found:
+            locked = HEAD_LOCK.all(conn, {})
+            if not locked:
                 raise StoreUnavailable("the audit chain has no head")
-            head, after = (found[0][0], found[0][1]), found[0][2]
-            if found[0][3] != ACTIVE or found[0][4] != me.key_generation:
+            head = (locked[0][0], locked[0][1])
+            found = HEAD_TIME_AND_ENGINEER.all(conn, {"seq": head[0], "me": me.id})
+            after = found[0][0]
+            if found[0][1] != ACTIVE or found[0][2] != me.key_generation:
                 raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
         seq = head[0] + 1
         key_version, details_blob = seal.details(client_id, seq, request.action, dict(facts))
