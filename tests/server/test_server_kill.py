@@ -12,14 +12,15 @@ byte), or half-way through the answer. Alice's keyholder gets no answer in every
 * a retry gives one event, not two. Re-sending the *same signed request* (same nonce) is a
   replay: refused (401 ``replayed``) if the first copy committed, answered once if it did not.
   A retry as the design defines it (server.md §3 "Retries are not replays": the same envelope
-  and ``request_id`` under a new signature and nonce) must answer from the event already
-  written: ``test_a_retry_under_a_new_signature_answers_from_the_committed_event``.
+  and ``request_id`` under a new signature and nonce) is answered from the event already
+  written, and the same ``request_id`` with another body is refused (409 ``request-id-reused``).
 
 The after-commit case runs by default (SQLite and PostgreSQL); the two others are ``slow``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -174,34 +175,57 @@ def test_a_server_killed_in_a_checkout_loses_no_committed_event_and_a_resent_req
         restarted.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built: server.md §3 'Retries are not replays' (the (engineer, request_id, action) lookup); "
-    "today the retry appends a second event",
-)
-def test_a_retry_under_a_new_signature_answers_from_the_committed_event(vaulted) -> None:  # type: ignore[no-untyped-def]
-    """server.md §3: a client with no answer re-sends the same envelope under a new signature and
-    nonce; the server answers from the event already committed and appends none."""
-    served, alice, _admin = vaulted
+def signed_anew(served: ServedVault, alice: Any, port: int, body: bytes) -> dict[str, str]:
+    """Headers of ``body`` signed again by alice: a new signature, a new nonce."""
+    me = alice.keyholder.me()
+    keyid = f"e:{me.engineer_id}:{me.key_generation}"
+    signed = httpsig.sign_request(
+        "POST", f"127.0.0.1:{port}", CHECKOUT, JSON, body, alice.keyholder.my_signing_key(), keyid
+    )
+    return {"Content-Type": JSON} | signed
+
+
+def test_a_retry_under_a_new_signature_is_answered_from_the_committed_event(vaulted) -> None:  # type: ignore[no-untyped-def]
+    """server.md §3 "Retries are not replays": alice got no answer (the server died after the
+    commit); she re-sends the same envelope under a new signature and nonce to the server started
+    again: the answer is the committed event's (its seq, the version it names), nothing is
+    appended, and her keyholder's checks of the answer pass."""
+    served, alice, admin = vaulted
     process, request = killed_checkout(served, alice, "after-commit")
     request_id = request_id_of(request)
-    assert len(events_of(served, request_id)) == 1
+    ((seq, _, _, _),) = events_of(served, request_id)
+    before = without_nonces(database_state(served.url))
     restarted = served.start(port=process.port)
     try:
-        me = alice.keyholder.me()
-        headers = {"Content-Type": JSON} | httpsig.sign_request(
-            "POST",
-            f"127.0.0.1:{process.port}",
-            CHECKOUT,
-            JSON,
-            request.content,
-            alice.keyholder.my_signing_key(),
-            f"e:{me.engineer_id}:{me.key_generation}",
-        )
         with served.client(restarted) as client:
-            retried = client.post(CHECKOUT, content=request.content, headers=headers)
+            retried = client.post(
+                CHECKOUT, content=request.content, headers=signed_anew(served, alice, process.port, request.content)
+            )
         assert retried.status_code == 200, retried.text
-        assert len(events_of(served, request_id)) == 1
+        answer = codec.open_envelope(retried.content, "checkouts.checkout.response")
+        assert answer.request_id == request_id and answer.body.seq == seq
+        assert answer.body.version.version == 1 and answer.body.expires_us is not None
+        assert events_of(served, request_id) == [(seq, "checkout", alice.keyholder.me().engineer_id, request_id)]
+        assert without_nonces(database_state(served.url)) == before  # no event, no hold, no touch
+        assert admin.audit.verify().ok
+    finally:
+        restarted.stop()
+
+
+def test_a_request_id_sent_again_with_another_body_is_refused_and_writes_nothing(vaulted) -> None:  # type: ignore[no-untyped-def]
+    served, alice, _admin = vaulted
+    process, request = killed_checkout(served, alice, "after-commit")
+    envelope = codec.open_envelope(request.content, "checkouts.checkout")
+    changed = dataclasses.replace(envelope.body, hold_seconds=3600)
+    body = codec.envelope("checkouts.checkout", changed, envelope.request_id)
+    before = database_state(served.url)
+    restarted = served.start(port=process.port)
+    try:
+        with served.client(restarted) as client:
+            refused = client.post(CHECKOUT, content=body, headers=signed_anew(served, alice, process.port, body))
+        assert refused.status_code == 409
+        assert (refused.json()["error"], refused.json()["code"]) == ("AlreadyExists", "request-id-reused")
+        assert database_state(served.url) == before  # not even the nonce: the unit rolled back
     finally:
         restarted.stop()
 

@@ -125,6 +125,14 @@ HEAD_TIME_AND_ENGINEER = Prepared(
 _ORG = _table(m.OrgKey)
 ORG_KEYS = Prepared(select(_ORG.c.version, _ORG.c.public, _ORG.c.signed_at, _ORG.c.signature).order_by(_ORG.c.version))
 EVENT = Prepared(select(*EVENTS.c).where(EVENTS.c.seq == bindparam("seq")))
+# The event of an engineer's request, by its id (a retry; the unique index of revision 0015).
+ANSWERED = Prepared(
+    select(EVENTS.c.seq, EVENTS.c.request_digest, EVENTS.c.details_json).where(
+        EVENTS.c.engineer_id == bindparam("me"),
+        EVENTS.c.request_id == bindparam("request_id"),
+        EVENTS.c.action == bindparam("action"),
+    )
+)
 NAME = Prepared(select(ENGINEERS.c.name).where(ENGINEERS.c.id == bindparam("id")))
 _KEYS, _SEALS = (_table(t) for t in (m.ClientKey, m.ClientKeySeal))
 SEALED_KEY = Prepared(

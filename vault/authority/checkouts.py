@@ -218,8 +218,11 @@ class CheckoutAuthority:
                 hint="check out through the team server (credvault serve)",
             )
         me = caller.me
+        # a retry (the same request under a new signature): answered from its event, nothing appended
+        answered = checkout_events.answered(conn, me.id, seal, request.action)
         by_tag = request.slug_tag is not None
-        params = {"tag": request.name_tag, "version": request.version, "now": now}
+        asked = answered.facts["version"] if answered is not None else request.version
+        params = {"tag": request.name_tag, "version": asked, "now": now}
         params |= {"slug_tag": request.slug_tag} if by_tag else {"client": request.client_id}
         found = TARGET[by_tag, sqlite].all(conn, params)
         if not found:
@@ -228,10 +231,13 @@ class CheckoutAuthority:
         policy = self.checks.policy(s, client.id, stored_policy, (me, *caller.signers))
         if policy.reason_required and not request.has_reason:
             raise InvalidInput(REASON_REQUIRED, hint='pass --reason "T-1234 reset VPN"')
-        if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
+        stale = client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob
+        if stale and answered is None:
             raise ConcurrentChange(STALE_CONTEXT)
         hold = request.action == CHECKOUT
-        if holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
+        if answered is not None:
+            holds = []  # its checkout was decided and recorded by the first copy
+        elif holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
             holds = self._lock_and_find_holds(conn, secret.id, now)
         blocking = [c for c in holds if c.engineer_id != me.id and (c.exclusive or (policy.exclusive and hold))]
         theirs = self._genuine(conn, s, caller.vault_id, client.id, secret.id, blocking, seal)
@@ -254,6 +260,8 @@ class CheckoutAuthority:
             if not MIN_HOLD <= length <= MAX_HOLD:
                 raise InvalidInput("bad checkout length", hint="use between 1m and 7d, e.g. --for 2h")
             expires = now + length
+            if answered is not None:  # the hold the first copy recorded
+                expires = dt.datetime.fromtimestamp(answered.facts["until"], dt.UTC)
             facts.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
         flag = policy.rotate_after_checkout and request.field_is_password
         sealed = None
@@ -275,6 +283,8 @@ class CheckoutAuthority:
             expires_us=us(expires) if expires is not None else None,
             flagged=flag or secret.must_change,
         )
+        if answered is not None:
+            return dataclasses.replace(draft, seq=answered.seq)
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
             seq = checkout_events.append(s, seal, self.clock, *args)
