@@ -112,7 +112,7 @@ def scene(built: Any, tmp_path: Any, pg_databases: Any) -> Iterator[Scene]:
 
 def _authority(scene: Scene) -> CheckinAuthority:
     checks = ReleaseChecks(Policy(True, False, False, 60, None, True))
-    return CheckinAuthority(CheckoutAuthority(scene.team.admin.store, checks, scene.team.clock), checks)
+    return CheckinAuthority(CheckoutAuthority(scene.team.admin.store, checks, scene.team.clock), checks, checks)
 
 
 def _lister(scene: Scene) -> CheckoutListAuthority:

@@ -20,12 +20,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from server_harness import CertificateFiles, Served, loopback_socket, name, running
+from server_harness import CertificateFiles, Keyed, Served, loopback_socket, name, running
 
+from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.running import ServeOptions
+from vault.service.serverkeys import certify_server_key
 from vault.storage.engine import Store
+from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.httpsig import MemoryNonceStore
+from vault.wire.nonces import DbNonceStore
 
 
 @pytest.fixture(scope="session")
@@ -86,5 +90,41 @@ def served(module_team, test_ca: CertificateFiles) -> Iterator[Served]:  # type:
     try:
         with running(app, options, sock):
             yield Served(url, port, test_ca, module_team.url, nonces, module_team.admin, alice, bob)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-def]
+    """A team whose vault has gone to the team server: acme (a reason, not exclusive) and excl
+    (exclusive) with their secrets, alice granted both, bob excl, carol nothing; the admin
+    certifies the server key and the server runs with it, its nonces in the database."""
+    admin = module_team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.clients.add("excl", "Exclusive Ltd")
+    admin.policies.set("excl", exclusive=True)
+    for ref in ("acme/fw01", "acme/fw02", "excl/sw01", "excl/sw02", "excl/sw03", "excl/sw04", "excl/sw05"):
+        admin.secrets.add(ref, password=f"pw of {ref}")
+    alice, bob, carol = (module_team.engineer(n) for n in ("alice", "bob", "carol"))
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("alice", "excl")
+    admin.grants.grant("bob", "excl")
+    key = ServerSigningKey.generate(1)
+    certify_server_key(admin, 1, key.public)
+    store = Store(module_team.url)
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
+    app = build_app(  # as credvault serve wires it
+        store, public_url=url, nonce_store=DbNonceStore(store), server_key=key, limits=limits
+    )
+    options = ServeOptions(
+        module_team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            served = Served(url, port, test_ca, module_team.url, MemoryNonceStore(), admin, alice, bob)
+            yield Keyed(served, carol, key, store)
     finally:
         store.close()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -23,8 +24,13 @@ from sqlalchemy import MetaData, create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from vault import Vault
+from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
+from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.server.running import ServeOptions, uvicorn_config
+from vault.service.checkouts import https_checkout_keyholder
+from vault.storage.engine import Store
+from vault.transport.https import HttpsTransport
 from vault.wire import httpsig
 from vault.wire.httpsig import MemoryNonceStore
 
@@ -159,3 +165,31 @@ def asgi_call(
             return await client.request(method, path, content=content, headers=headers)
 
     return asyncio.run(call())
+
+
+@dataclass
+class Keyed:
+    """A server running with a certified server key (``keyed`` in conftest.py), carol granted nothing."""
+
+    served: Served
+    carol: Any
+    key: ServerSigningKey
+    store: Store
+
+
+class Sent:
+    """What an ``HttpsTransport`` sent: each request's path, headers and body (an insider's capture)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        self.requests.append(request)
+
+
+def keyholder(served: Served, vault: Any, url: str | None = None) -> tuple[CheckoutKeyholder, Sent]:
+    https = HttpsTransport(url or served.url, vault.keyholder, ca_file=str(served.ca.ca_file))
+    sent = Sent()
+    https.client.event_hooks["request"].append(sent)
+    vault.keyholder.me()
+    return https_checkout_keyholder(vault.checkouts, https), sent

@@ -17,18 +17,26 @@ import dataclasses
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from server_harness import Served, database_state, keyid_of, loopback_socket, running, signed_headers, signed_post
+from server_harness import (
+    Keyed,
+    Sent,
+    Served,
+    database_state,
+    keyholder,
+    keyid_of,
+    loopback_socket,
+    running,
+    signed_headers,
+    signed_post,
+)
 from sqlalchemy import delete, event, exc, func, insert, select, update
 
 from vault import Vault
 from vault.authority.checkout_context import ContextRequest
 from vault.authority.requests import AnswerRefusedRequest, Caller
-from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import (
     AccessDenied,
     AuditUnavailable,
@@ -41,79 +49,16 @@ from vault.errors import (
 from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.server.app import build_app
 from vault.server.running import ServeOptions
-from vault.service.checkouts import https_checkout_keyholder
-from vault.service.serverkeys import certify_server_key
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.wire import codec
-from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.eventrequest import request_problem
 from vault.wire.httpsig import MemoryNonceStore
-from vault.wire.nonces import DbNonceStore
 
 CHECKOUT, REVEAL = "/v1/checkouts/checkout", "/v1/checkouts/reveal"
 REASON = "T-1234 reset VPN"
-
-
-@dataclasses.dataclass
-class Keyed:
-    served: Served
-    carol: Any
-    key: ServerSigningKey
-    store: Store
-
-
-@pytest.fixture(scope="module")
-def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-def]
-    admin = module_team.admin
-    admin.clients.add("acme", "Acme Ltd")
-    admin.clients.add("excl", "Exclusive Ltd")
-    admin.policies.set("excl", exclusive=True)
-    for ref in ("acme/fw01", "acme/fw02", "excl/sw01", "excl/sw02", "excl/sw03", "excl/sw04", "excl/sw05"):
-        admin.secrets.add(ref, password=f"pw of {ref}")
-    alice, bob, carol = (module_team.engineer(n) for n in ("alice", "bob", "carol"))
-    admin.grants.grant("alice", "acme")
-    admin.grants.grant("alice", "excl")
-    admin.grants.grant("bob", "excl")
-    key = ServerSigningKey.generate(1)
-    certify_server_key(admin, 1, key.public)
-    store = Store(module_team.url)
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    url = f"https://127.0.0.1:{port}"
-    limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
-    app = build_app(  # as credvault serve wires it
-        store, public_url=url, nonce_store=DbNonceStore(store), server_key=key, limits=limits
-    )
-    options = ServeOptions(
-        module_team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
-    )
-    try:
-        with running(app, options, sock):
-            served = Served(url, port, test_ca, module_team.url, MemoryNonceStore(), admin, alice, bob)
-            yield Keyed(served, carol, key, store)
-    finally:
-        store.close()
-
-
-class Sent:
-    """What an ``HttpsTransport`` sent: each request's path, headers and body (an insider's capture)."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> None:
-        self.requests.append(request)
-
-
-def keyholder(served: Served, vault: Any, url: str | None = None) -> tuple[CheckoutKeyholder, Sent]:
-    https = HttpsTransport(url or served.url, vault.keyholder, ca_file=str(served.ca.ca_file))
-    sent = Sent()
-    https.client.event_hooks["request"].append(sent)
-    vault.keyholder.me()
-    return https_checkout_keyholder(vault.checkouts, https), sent
 
 
 def checkout(holder: CheckoutKeyholder, ref: str, *, hold: bool = True, reason: str | None = REASON) -> str:

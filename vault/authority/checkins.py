@@ -16,6 +16,16 @@ the value and the unchanged metadata under it: ciphertext only crosses), stores 
 the encryption under the client key, prunes old versions and appends ``secret-update``.
 Then the holds are released and ``checkin`` (or ``checkout-break``) is appended; the
 commit follows, and only then the answer.
+
+Through the team server (``ServerEvent`` in place of the keyholder's seal) the request's
+nonce is remembered first in the unit, nothing is shown to the keyholder (a plain release
+opens nothing), and the event is format 3 (``checkout_events.append``: the keyholder's
+pre-sealed details, the server's facts in its signed ``details_json``, the signed request
+kept). A new value does not go through the server yet (it needs the version drafted by the
+keyholder before the unit: docs/server.md §8 step 6), and the server's authority holds no
+``VersionChecks``. On a vault with a certified server key an embedded release is refused
+before any row of the client is read (``EMBEDDED_REFUSED``): its format-2 event would follow
+format-3 ones, a downgrade that ``audit verify`` refuses.
 """
 
 from __future__ import annotations
@@ -28,9 +38,10 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from vault.authority import versions
+from vault.authority import checkout_events, versions
+from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkout_reads import NAME, TARGET, CallerRead
-from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority, EventSeal, PublicChecks
+from vault.authority.checkouts import EMBEDDED_REFUSED, ROLE_ADMIN, CheckoutAuthority, EventSeal, PublicChecks
 from vault.authority.requests import (
     BREAK,
     CHECKIN,
@@ -47,7 +58,7 @@ from vault.authority.requests import (
     WriteKey,
 )
 from vault.authority.versions import VersionChecks
-from vault.errors import CheckoutConflict, ConcurrentChange, InvalidInput, NotFound
+from vault.errors import CheckoutConflict, ConcurrentChange, ConfigurationError, InvalidInput, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.rows import (
@@ -57,10 +68,6 @@ from vault.storage.rows import (
     SecretRow,
     VersionRow,
 )
-
-
-class ReleaseChecks(PublicChecks, VersionChecks, Protocol):
-    """The checkout's public-key checks, and what a new version depends on (authority/versions.py)."""
 
 
 class ReleaseSeal(EventSeal, Protocol):
@@ -80,29 +87,43 @@ class _Action:
 class CheckinAuthority:
     """Check-ins and breaks, given a request, in one write unit of work each."""
 
-    def __init__(self, checkouts: CheckoutAuthority, checks: ReleaseChecks) -> None:
+    def __init__(self, checkouts: CheckoutAuthority, checks: PublicChecks, versions: VersionChecks | None) -> None:
+        """``versions``: what a new version depends on; None (the team server's, for now): a
+        check-in stores no new value."""
         self.checkouts = checkouts
         self.store, self.checks, self.clock = checkouts.store, checks, checkouts.clock
+        self.versions = versions
 
     def __repr__(self) -> str:
         return "CheckinAuthority()"
 
-    def release(self, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
+    def release(self, request: ReleaseRequest, seal: ReleaseSeal | ServerEvent) -> ReleaseResponse:
         """Release the caller's holds (a check-in, perhaps with a new version) or every hold (a
-        break), record it, commit; the answer leaves after the commit."""
+        break), record it, commit; the answer leaves after the commit. ``seal``: the keyholder's
+        (in-process, format 2) or the team server's (format 3: no new value yet, module docstring)."""
         if request.action not in (CHECKIN, BREAK) or (request.action == BREAK and request.new_value):
             raise InvalidInput(f"unknown release {request.action!r}")
         with self.store.unit() as s:
             response = self._release(s, request, seal)
         return response
 
-    def _release(self, s: Session, request: ReleaseRequest, seal: ReleaseSeal) -> ReleaseResponse:
+    def _release(self, s: Session, request: ReleaseRequest, seal: ReleaseSeal | ServerEvent) -> ReleaseResponse:
         a = self.checkouts
+        served = isinstance(seal, ServerEvent)
+        if isinstance(seal, ServerEvent) and seal.nonce is not None:
+            seal.nonce(s)  # the request's nonce, in this unit: kept only if it commits
         conn = rows.connection(s)
         sqlite = conn.dialect.name == "sqlite"
         now = self.clock()
         caller = a._authorise(s, conn, sqlite, request, ONLY_ADMINS_BREAK if request.action == BREAK else None)
         me = caller.me
+        if caller.server_keyed and not served:
+            raise ConfigurationError(EMBEDDED_REFUSED, hint="check in through the team server (credvault serve)")
+        if served and request.new_value:
+            raise InvalidInput(
+                "a check-in with a new value does not go through the team server yet",
+                hint="check in without --new-password, then change the secret",
+            )
         client, secret, stored_policy, current, holds = self._target(conn, sqlite, request, now)
         if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
             raise ConcurrentChange(STALE_CONTEXT)
@@ -124,6 +145,42 @@ class CheckinAuthority:
                 name = NAME.all(conn, {"id": others[0].engineer_id})
                 until = others[0].expires_at.isoformat(timespec="minutes")
                 raise CheckoutConflict(f"checked out exclusively by {name[0][0] if name else '?'} until {until}")
+        if not isinstance(seal, ServerEvent):  # format 3: the keyholder is shown nothing first (it opens nothing)
+            self._admit(conn, caller, request, client, secret, current, seal)
+        version, must_change = secret.current_version, secret.must_change
+        if request.new_value and not isinstance(seal, ServerEvent):
+            version = self._store_version(s, conn, caller, client.id, secret, seal, now)
+            caller.head = None  # moved by that event: the next append reads it again
+            must_change = False
+        if released:
+            rows.RELEASE.run_many(conn, [{"checkout": c.id, "at": now, "by": me.id} for c in released])
+        holders: list[str] = []
+        if request.action == BREAK:
+            for c in released:
+                found = NAME.all(conn, {"id": c.engineer_id})
+                holders.append(found[0][0] if found else "?")
+            facts: dict[str, Any] = {"holders": holders}
+        else:
+            facts = {"new_version": request.new_value, "released": len(released)}
+        if isinstance(seal, ServerEvent):
+            args = (request, me.id, me.key_generation, client.id, secret.id, facts)
+            seq = checkout_events.append(s, seal, self.clock, *args)
+        else:
+            seq = a._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
+        return ReleaseResponse(seq, len(released), tuple(holders), version, must_change)
+
+    def _admit(
+        self,
+        conn: Connection,
+        caller: CallerRead,
+        request: ReleaseRequest,
+        client: ClientRow,
+        secret: SecretRow,
+        current: VersionRow,
+        seal: ReleaseSeal,
+    ) -> None:
+        """Show the in-process keyholder the rows acted on, as a checkout's draft answer."""
+        a, me = self.checkouts, caller.me
         engineer = me.role != ROLE_ADMIN
         sealed = None
         if current.key_version not in request.known_key_versions:
@@ -145,23 +202,6 @@ class CheckinAuthority:
                 flagged=secret.must_change,
             )
         )
-        version, must_change = secret.current_version, secret.must_change
-        if request.new_value:
-            version = self._store_version(s, conn, caller, client.id, secret, seal, now)
-            caller.head = None  # moved by that event: the next append reads it again
-            must_change = False
-        if released:
-            rows.RELEASE.run_many(conn, [{"checkout": c.id, "at": now, "by": me.id} for c in released])
-        holders: list[str] = []
-        if request.action == BREAK:
-            for c in released:
-                found = NAME.all(conn, {"id": c.engineer_id})
-                holders.append(found[0][0] if found else "?")
-            facts: dict[str, Any] = {"holders": holders}
-        else:
-            facts = {"new_version": request.new_value, "released": len(released)}
-        seq = a._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
-        return ReleaseResponse(seq, len(released), tuple(holders), version, must_change)
 
     def _target(
         self, conn: Connection, sqlite: bool, request: ReleaseRequest, now: dt.datetime
@@ -193,10 +233,12 @@ class CheckinAuthority:
         client = s.get(m.Client, client_id)
         if client is None:  # removed since the target was read (PostgreSQL: no lock on the client row)
             raise NotFound(MISSING_TARGET)
-        write = versions.write_key(s, self.checks, caller, client, current)
+        if self.versions is None:
+            raise InvalidInput("this authority stores no new version", hint="check in without a new value")
+        write = versions.write_key(s, self.versions, caller, client, current)
         stored = versions.store_version(
             s,
-            self.checks,
+            self.versions,
             write,
             seal.new_version(write),
             client_id=client_id,

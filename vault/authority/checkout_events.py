@@ -12,7 +12,7 @@ for a checkout the hold's ``exclusive`` and ``until``), under the server's signa
 vouch for them; in-process also format 2, opened by the keyholder's seal); ``vouched_hold``
 is how a hold recorded in format 3 is believed by a later checkout: the event is a
 ``checkout`` of that secret by that engineer, its format-3 hash verifies, its server
-signature verifies under a certified, active ``server_keys`` row, and its ``details_json``
+signature verifies under a certified, unrevoked ``server_keys`` row, and its ``details_json``
 names the row's end; it says whether the hold is exclusive. A planted hold row, one
 pointing at another secret's or engineer's event, or an edited ``details_json`` blocks nobody.
 """
@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vault.authority.checkout_reads import ANSWERED, EVENT
-from vault.authority.requests import CHECKOUT, REQUEST_ID_REUSED, CheckoutRequest
+from vault.authority.requests import CHECKOUT, REQUEST_ID_REUSED
 from vault.authority.serverjournal import ServerJournal, ServerSeal
 from vault.crypto import chain
 from vault.errors import AlreadyExists, InvalidInput
@@ -81,20 +81,34 @@ class UnitCore:
         return info
 
 
+class SealedRequest(Protocol):
+    """A request whose event the server appends: its action and the keyholder's sealed details
+    (a ``CheckoutRequest`` or a ``ReleaseRequest`` through the server)."""
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def details_key_version(self) -> int | None: ...
+
+    @property
+    def details_blob(self) -> bytes | None: ...
+
+
 def append(
     s: Session,
     event: ServerEvent,
     clock: Callable[[], dt.datetime],
-    request: CheckoutRequest,
+    request: SealedRequest,
     engineer_id: int,
     key_generation: int,
     client_id: int,
     secret_id: int,
     facts: Mapping[str, Any],
 ) -> int:
-    """The checkout's format-3 event (flushed: the checkout row names it); its seq."""
+    """The request's format-3 event (flushed: a checkout row names it); its seq."""
     if request.details_blob is None or request.details_key_version is None:
-        raise InvalidInput("a checkout through the server carries its details sealed by the engineer")
+        raise InvalidInput("a request through the server carries its details sealed by the engineer")
     journal = ServerJournal(UnitCore(clock), event.seal)
     row = journal.append(
         s,

@@ -87,6 +87,9 @@ from vault.storage.rows import (
 
 ROLE_ADMIN = "admin"
 MIN_HOLD, MAX_HOLD = dt.timedelta(minutes=1), dt.timedelta(days=7)
+# A vault with a certified server key keeps its log on the team server: a format-2 checkout or
+# release event after its format-3 ones would not verify (a downgrade), so none is written.
+EMBEDDED_REFUSED = "this vault has a team server, which keeps its audit log: an embedded checkout would not verify"
 
 
 class PublicChecks(Protocol):
@@ -113,8 +116,8 @@ class PublicChecks(Protocol):
         under it, reached from the trust anchor by the signed chain of organisation keys)."""
 
     def server_key(self, s: Session, version: int) -> bytes | None:
-        """The signing key of server key ``version``: its row active, its certificate verifying
-        under the organisation key; else None."""
+        """The signing key of server key ``version``: its row not revoked (active or retired),
+        its certificate verifying under the organisation key; else None."""
 
 
 class Acting(Protocol):
@@ -213,10 +216,7 @@ class CheckoutAuthority:
         now = self.clock()
         caller = self._authorise(s, conn, sqlite, request)
         if caller.server_keyed and not isinstance(seal, ServerEvent):
-            raise ConfigurationError(
-                "this vault has a team server, which keeps its audit log: an embedded checkout would not verify",
-                hint="check out through the team server (credvault serve)",
-            )
+            raise ConfigurationError(EMBEDDED_REFUSED, hint="check out through the team server (credvault serve)")
         me = caller.me
         # a retry (the same request under a new signature): answered from its event, nothing appended
         answered = checkout_events.answered(conn, me.id, seal, request.action)

@@ -151,6 +151,10 @@ class ReleaseRequest:
     audit_keys_blob: bytes
     known_key_versions: tuple[int, ...]
     org_pin: bytes
+    # Through the team server (event format 3): the event's own details, sealed by the keyholder
+    # under the client's audit key and bound to the request id, as a ``CheckoutRequest``'s.
+    details_key_version: int | None = None
+    details_blob: bytes | None = None
 
     def __repr__(self) -> str:
         return f"ReleaseRequest(action={self.action!r}, client={self.client_id}, new_value={self.new_value})"

@@ -134,10 +134,13 @@ def stored_rows(s: Session) -> list[ServerKeyRow]:
 
 
 def certified_key(s: Session, version: int, vault_id: bytes, org_public: bytes) -> bytes | None:
-    """The signing key of server key ``version`` if its row is the active one and its
-    certificate verifies under ``org_public``, else None."""
+    """The signing key of server key ``version`` if its certificate verifies under
+    ``org_public`` and its row is not revoked, else None. A retired key still vouches for
+    what it signed while it was the server's (a hold made before a rotation blocks until its
+    end), as ``audit verify`` believes its events; ``state`` is unsigned, so a writer can only
+    make a key count for less (revoked), which a writer who deletes the hold row does anyway."""
     row = s.get(m.ServerKey, version)
-    if row is None or row.state != ACTIVE:
+    if row is None or row.state not in (ACTIVE, RETIRED):
         return None
     try:
         serverkey.verify_certificate(

@@ -90,6 +90,7 @@ class _ReleaseSeal:
         self._unsigned: int | None = None  # the seq of the event sealed and not yet signed
         self.sealed: dict[str, dict[str, Any]] = {}  # action -> the facts sealed (compared with the answer)
         self.last_seq: int | None = None
+        self._request_sealed: bytes | None = None  # through the team server: the request id its details are bound to
 
     def __repr__(self) -> str:
         return "ReleaseSeal(<redacted>)"
@@ -164,9 +165,27 @@ class _ReleaseSeal:
         self._unsigned = None  # one signature per event sealed
         return chain.sign_event(self._me.signing_seed, vault_id, seq, digest)
 
+    def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]:
+        """Through the team server (format 3): the request's own details sealed before it is sent,
+        under the client's current audit key, bound to ``request_id``; the server's facts (holds
+        released, holders) go in its signed ``details_json``. Once per request, for its action;
+        not for a new value (the server stores none yet)."""
+        if action != self._request.action or self._request.new_value or self._request_sealed is not None:
+            raise UntrustedRecord("the event to seal is not the one this request asked for")
+        if self.sealed or self.admitted is not None:
+            raise UntrustedRecord("a release sealed in-process is not sent to the team server")
+        self._request_sealed = request_id
+        ring = self._ctx.ring
+        version = len(ring) // 32
+        raw = json.dumps({}, sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail_v3(ring[-32:], version, raw, self._ctx.client_id, request_id, action)
+
     def answered(self, r: ReleaseResponse) -> ReleaseResponse:
         """The authority's answer, once committed, compared with what was sealed: every expected
-        event recorded, the holds and the version it reports the ones sealed."""
+        event recorded, the holds and the version it reports the ones sealed. Through the team
+        server (nothing sealed by seq): the answer is what this request can have done."""
+        if self._request_sealed is not None:
+            return self._served(r)
         facts = self.sealed.get(self._request.action)
         if self._expected or self._unsigned is not None or facts is None or r.seq != self.last_seq:
             raise UntrustedRecord("the authority's answer is not the change this keyholder sealed")
@@ -176,6 +195,19 @@ class _ReleaseSeal:
             same = r.released == facts["released"] and (self._written is None or r.version == self._written)
         if not same:
             raise UntrustedRecord("the authority's answer is not the change this keyholder sealed")
+        return r
+
+    def _served(self, r: ReleaseResponse) -> ReleaseResponse:
+        """A format-3 release's answer: a check-in released at least one hold of the caller's and
+        names no holder; a break released as many holds as it names holders, at least one."""
+        if isinstance(r.seq, bool) or not isinstance(r.seq, int) or r.seq < 1 or isinstance(r.released, bool):
+            raise UntrustedRecord("the server's answer is not the change this request asked for")
+        if self._request.action == BREAK:
+            same = r.released >= 1 and r.released == len(r.holders)
+        else:
+            same = r.released >= 1 and not r.holders
+        if not same:
+            raise UntrustedRecord("the server's answer is not the change this request asked for")
         return r
 
     def hold_claim(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from vault.authority.answer_refusals import AnswerRefusals
+from vault.authority.checkins import CheckinAuthority
 from vault.authority.checkout_context import ContextAuthority, ContextRequest, ContextResponse
 from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkout_reads import CallerRead
@@ -36,11 +37,15 @@ from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.engineer_requests import WhoamiAnswer
 from vault.authority.permissions import KEYHOLDER_REQUESTS, OPERATIONS
 from vault.authority.requests import (
+    BREAK,
+    CHECKIN,
     AnswerRefusedRequest,
     AnswerRefusedResponse,
     Caller,
     CheckoutRequest,
     CheckoutResponse,
+    ReleaseRequest,
+    ReleaseResponse,
 )
 from vault.authority.serverjournal import ServerSeal
 from vault.errors import AccessDenied, ConfigurationError, InvalidInput
@@ -117,8 +122,10 @@ class CheckoutRoutes:
         contexts: ContextAuthority,
         seal: ServerSeal | None,
         refusals: AnswerRefusals,
+        checkins: CheckinAuthority | None = None,
     ) -> None:
         self.authority, self.contexts, self.seal, self.refusals = authority, contexts, seal, refusals
+        self.checkins = checkins if checkins is not None else CheckinAuthority(authority, authority.checks, None)
 
     def __repr__(self) -> str:
         return f"CheckoutRoutes({self.seal!r})"
@@ -139,10 +146,28 @@ class CheckoutRoutes:
         request = call.body
         assert isinstance(request, AnswerRefusedRequest)
         _signer_only(call, request.caller)
+        return self.refusals.record(request, request.caller, self._event(call))
+
+    def checkin(self, call: Call) -> ReleaseResponse:
+        return self._release(call, CHECKIN)
+
+    def break_checkout(self, call: Call) -> ReleaseResponse:
+        return self._release(call, BREAK)
+
+    def _release(self, call: Call, action: str) -> ReleaseResponse:
+        request = call.body
+        assert isinstance(request, ReleaseRequest)
+        _signer_only(call, request.caller)
+        if request.action != action:
+            raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
+        return self.checkins.release(request, self._event(call))
+
+    def _event(self, call: Call) -> ServerEvent:
+        """The server's seal and the signed request kept: a writing route's format-3 event."""
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
         assert call.recorded is not None
-        return self.refusals.record(request, request.caller, ServerEvent(self.seal, call.recorded, call.nonce))
+        return ServerEvent(self.seal, call.recorded, call.nonce)
 
     def _checkout(self, call: Call, action: str) -> CheckoutResponse:
         request = call.body
@@ -150,16 +175,15 @@ class CheckoutRoutes:
         _signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
-        if self.seal is None:
-            raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
-        assert call.recorded is not None
-        return self.authority.checkout(request, ServerEvent(self.seal, call.recorded, call.nonce))
+        return self.authority.checkout(request, self._event(call))
 
     def add_to(self, operations: Operations) -> None:
         operations.add("checkouts.checkout", self.checkout, writes=True)
         operations.add("checkouts.reveal", self.reveal, writes=True)
         operations.add("checkouts.context", self.context)
         operations.add("checkouts.answer_refused", self.answer_refused, writes=True)
+        operations.add("checkouts.checkin", self.checkin, writes=True)
+        operations.add("checkouts.break_checkout", self.break_checkout, writes=True)
 
 
 def _signer_only(call: Call, named: Caller) -> None:

@@ -213,7 +213,7 @@ class Checkouts:
             authority = CheckoutAuthority(self.core.store, checks, self.core.clock)
             transport = InProcessTransport(
                 authority,
-                CheckinAuthority(authority, checks),
+                CheckinAuthority(authority, checks, checks),
                 CheckoutListAuthority(self.core.store, authority, self.core.clock),
                 ContextAuthority(self.core.store, authority),
             )
@@ -298,3 +298,11 @@ def https_checkout_keyholder(checkouts: Checkouts, https: HttpsTransport) -> Che
         checkouts.core.clock,
         transport,
     )
+
+
+def https_checkin_keyholder(keyholder: CheckoutKeyholder) -> CheckinKeyholder:
+    """Check-ins and breaks over the same team server as ``keyholder`` (one made by
+    ``https_checkout_keyholder``): its keys, contexts and transport."""
+    if not isinstance(keyholder.transport, HttpsCheckoutTransport):
+        raise TypeError("not a keyholder over the team server")
+    return CheckinKeyholder(keyholder, keyholder.transport)

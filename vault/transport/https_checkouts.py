@@ -9,7 +9,10 @@ them, and the envelope is sent under that id (``HttpsTransport.call``: signed, R
 server commits the event before it answers; the keyholder verifies the answer in full, as it
 does any answer it was not shown before, and only then decrypts.
 
-``context`` is the read-only ``checkouts.context`` route (a client's key context).
+``release`` is a check-in or break the same way (``checkouts.checkin``/``break_checkout``: the
+keyholder's release seal seals the request's details; the server's facts are in its signed
+event; no new value yet), ``list_checkouts`` the ``checkouts.list`` route, and ``context`` the
+read-only ``checkouts.context`` route (a client's key context).
 """
 
 from __future__ import annotations
@@ -19,8 +22,18 @@ import secrets
 from typing import Protocol
 
 from vault.authority.checkout_context import ContextRequest, ContextResponse
-from vault.authority.requests import AnswerRefusedRequest, AnswerRefusedResponse, CheckoutRequest, CheckoutResponse
-from vault.errors import UntrustedRecord
+from vault.authority.requests import (
+    CHECKIN,
+    AnswerRefusedRequest,
+    AnswerRefusedResponse,
+    CheckoutRequest,
+    CheckoutResponse,
+    ListRequest,
+    ListResponse,
+    ReleaseRequest,
+    ReleaseResponse,
+)
+from vault.errors import InvalidInput, UntrustedRecord
 from vault.wire import codec
 
 
@@ -69,6 +82,31 @@ class HttpsCheckoutTransport:
         answer = self.https.call("checkouts.answer_refused", refusal)
         if not isinstance(answer, AnswerRefusedResponse):
             raise UntrustedRecord("the server's answer is not a refusal's")
+
+    def release(self, request: ReleaseRequest, seal: RequestSeal) -> ReleaseResponse:
+        """A check-in or break through the server: the request's details sealed to a fresh request
+        id, the envelope sent under it; the server appends the format-3 event and commits before
+        it answers. A new value does not go through the server yet: refused here, nothing sent."""
+        if request.new_value:
+            raise InvalidInput(
+                "a check-in with a new value does not go through the team server yet",
+                hint="check in without a new password, then change the secret",
+            )
+        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        version, blob = seal.seal_request(request_id, request.action)
+        sealed = dataclasses.replace(request, details_key_version=version, details_blob=blob)
+        operation = "checkouts.checkin" if request.action == CHECKIN else "checkouts.break_checkout"
+        answer = self.https.call(operation, sealed, request_id)
+        if not isinstance(answer, ReleaseResponse):
+            raise UntrustedRecord("the server's answer is not a release's")
+        return answer
+
+    def list_checkouts(self, request: ListRequest) -> ListResponse:
+        """The open checkouts the caller may see, through the server's ``checkouts.list``."""
+        answer = self.https.call("checkouts.list", request)
+        if not isinstance(answer, ListResponse):
+            raise UntrustedRecord("the server's answer is not a checkout listing")
+        return answer
 
     def context(self, request: ContextRequest) -> ContextResponse:
         answer = self.https.call("checkouts.context", request)

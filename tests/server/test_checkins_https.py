@@ -1,0 +1,270 @@
+"""Check-in and break over HTTPS (issue 14): the release noun of the checkout, through the team server.
+
+The ``keyed`` team (conftest.py): acme (a reason, not exclusive), excl (exclusive), alice
+granted both, bob excl, carol nothing, the server running with a certified key. A release
+through the server is a format-3 event (``checkin`` or ``checkout-break``) appended in the
+release's unit with the signed request kept, committed before the answer. An embedded
+release on a server-keyed vault would write a format-2 event after format-3 ones (a
+downgrade ``audit verify`` refuses): it is refused, nothing written. A check-in with a new
+value does not go through the server yet: the client refuses it before sending, the server
+refuses a crafted one. Each refusal asserts that nothing was written (every row count and
+the audit head; a read's nonce aside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from server_harness import (
+    CertificateFiles,
+    Keyed,
+    Sent,
+    Served,
+    database_state,
+    keyholder,
+    loopback_socket,
+    running,
+    signed_post,
+)
+from sqlalchemy import delete, select, update
+
+from vault.authority.requests import BREAK, CHECKIN, Caller
+from vault.authority.server_keys import ServerKeyRow
+from vault.crypto import serverkey
+from vault.crypto.serverkey import ServerSigningKey
+from vault.errors import AccessDenied, CheckoutConflict, ConfigurationError, InvalidInput, NotFound
+from vault.keyholder.checkins import CheckinKeyholder
+from vault.keyholder.checkouts import CheckoutKeyholder
+from vault.server.app import build_app
+from vault.server.running import ServeOptions
+from vault.service.checkouts import https_checkin_keyholder
+from vault.storage import models as m
+from vault.storage.engine import Store
+from vault.wire import codec
+from vault.wire.eventrequest import request_problem
+from vault.wire.nonces import DbNonceStore
+
+CHECKIN_PATH, BREAK_PATH = "/v1/checkouts/checkin", "/v1/checkouts/break_checkout"
+REASON = "T-2001 patch firewall"
+
+
+def holders(served: Served, vault: Any) -> tuple[CheckoutKeyholder, CheckinKeyholder, Sent]:
+    holder, sent = keyholder(served, vault)
+    return holder, https_checkin_keyholder(holder), sent
+
+
+def checkout(holder: CheckoutKeyholder, ref: str) -> str:
+    return holder.checkout(ref, reason=REASON, field="password", version=None, hold=True, hold_for=None).value
+
+
+def events(served: Served) -> list[m.AuditEvent]:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
+    finally:
+        store.close()
+
+
+def without_nonces(state: dict[str, object]) -> dict[str, object]:
+    return {name: count for name, count in state.items() if name != "request_nonces"}
+
+
+def release_body(sent: Sent, path: str, operation: str, **changes: Any) -> bytes:
+    """The last body ``sent`` carried to ``path``, changed, under a new request id."""
+    request = next(r for r in reversed(sent.requests) if r.url.path == path)
+    opened = codec.open_envelope(request.content, operation)
+    return codec.envelope(operation, dataclasses.replace(opened.body, **changes), os.urandom(codec.REQUEST_ID_BYTES))
+
+
+def test_a_checkin_through_the_server_releases_the_hold_after_a_format3_event(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    assert checkout(holder, "acme/fw01") == "pw of acme/fw01"
+    before = len(events(served))
+    answer = checkins.release("acme/fw01", CHECKIN)
+    assert (answer.released, answer.holders) == (1, ())
+    new = events(served)[before:]
+    assert [e.action for e in new] == ["checkin"]
+    e, me = new[0], served.alice.keyholder.me()
+    assert (e.seq, e.engineer_id, e.server_key_version) == (answer.seq, me.engineer_id, 1)
+    request = next(r for r in reversed(sent.requests) if r.url.path == CHECKIN_PATH)
+    assert e.request_body == request.content  # the envelope alice signed, kept in the chain
+    public = served.alice.keyholder.my_signing_key().public
+    problem = request_problem(
+        e.engineer_id, e.key_generation, e.action, e.client_id, e.at_us, e.request_id,
+        e.request_digest, e.request_sig, e.request_body, public,
+    )  # fmt: skip
+    assert problem is None
+    assert json.loads(e.details_json) == {"new_version": False, "released": 1}
+    assert served.admin.audit.verify().ok
+    with pytest.raises(NotFound, match="you hold no checkout"):  # released: nothing left to check in
+        checkins.release("acme/fw01", CHECKIN)
+
+
+def test_an_admin_breaks_an_exclusive_hold_through_the_server(keyed: Keyed) -> None:
+    served = keyed.served
+    bob, _, _ = holders(served, served.bob)
+    alice, _, _ = holders(served, served.alice)
+    _, admin, _ = holders(served, served.admin)
+    assert checkout(bob, "excl/sw01") == "pw of excl/sw01"
+    answer = admin.release("excl/sw01", BREAK)
+    assert (answer.released, answer.holders) == (1, ("bob",))
+    last = events(served)[-1]
+    assert (last.action, json.loads(last.details_json)) == ("checkout-break", {"holders": ["bob"]})
+    assert checkout(alice, "excl/sw01") == "pw of excl/sw01"  # the hold no longer blocks
+    assert served.admin.audit.verify().ok
+
+
+def test_an_engineer_cannot_break_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    bob, _, _ = holders(served, served.bob)
+    _, alice, _ = holders(served, served.alice)
+    checkout(bob, "excl/sw02")
+    before = without_nonces(database_state(served.db_url))
+    with pytest.raises(AccessDenied, match="admin"):
+        alice.release("excl/sw02", BREAK)
+    assert without_nonces(database_state(served.db_url)) == before
+
+
+def test_checking_in_another_engineers_hold_is_404_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    bob, _, _ = holders(served, served.bob)
+    _, alice, _ = holders(served, served.alice)
+    checkout(bob, "excl/sw03")
+    before = without_nonces(database_state(served.db_url))
+    with pytest.raises(NotFound, match="you hold no checkout"):
+        alice.release("excl/sw03", CHECKIN)
+    assert without_nonces(database_state(served.db_url)) == before
+
+
+def test_a_new_value_is_refused_before_anything_is_sent(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    checkout(holder, "acme/fw02")
+    before, sent_before = database_state(served.db_url), len(sent.requests)
+    with pytest.raises(InvalidInput, match="team server"):
+        checkins.release("acme/fw02", CHECKIN, new_value="a new password")
+    assert len(sent.requests) == sent_before  # nothing went to the server
+    assert database_state(served.db_url) == before
+
+
+def test_a_crafted_new_value_release_is_400_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    checkout(holder, "excl/sw04")
+    checkins.release("excl/sw04", CHECKIN)
+    checkout(holder, "excl/sw04")
+    body = release_body(sent, CHECKIN_PATH, "checkouts.checkin", new_value=True)
+    before = database_state(served.db_url)
+    response = signed_post(served, CHECKIN_PATH, body, served.alice)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == InvalidInput.__name__
+    assert database_state(served.db_url) == before  # its nonce too: rolled back with the unit
+
+
+def test_a_release_naming_another_caller_is_403_and_nothing_is_written(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    checkout(holder, "excl/sw05")
+    checkins.release("excl/sw05", CHECKIN)
+    bob = served.bob.keyholder.me()
+    body = release_body(sent, CHECKIN_PATH, "checkouts.checkin", caller=Caller(bob.engineer_id, bob.key_generation))
+    before = database_state(served.db_url)
+    response = signed_post(served, CHECKIN_PATH, body, served.alice)
+    assert response.status_code == 403, response.text
+    assert database_state(served.db_url) == before
+
+
+def test_a_checkin_body_sent_to_the_break_route_is_refused(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, sent = holders(served, served.alice)
+    checkout(holder, "acme/fw02")
+    checkins.release("acme/fw02", CHECKIN)
+    opened = codec.open_envelope(next(r for r in reversed(sent.requests) if r.url.path == CHECKIN_PATH).content,
+                                 "checkouts.checkin")  # fmt: skip
+    body = codec.envelope("checkouts.break_checkout", opened.body, os.urandom(codec.REQUEST_ID_BYTES))
+    before = database_state(served.db_url)
+    response = signed_post(served, BREAK_PATH, body, served.alice)
+    assert response.status_code == 400, response.text
+    assert database_state(served.db_url) == before
+
+
+def test_an_embedded_checkin_on_a_server_keyed_vault_is_refused(keyed: Keyed) -> None:
+    served = keyed.served
+    holder, checkins, _ = holders(served, served.alice)
+    checkout(holder, "acme/fw01")
+    before = database_state(served.db_url)
+    with pytest.raises(ConfigurationError, match="team server"):
+        served.alice.checkouts.checkin("acme/fw01")
+    with pytest.raises(ConfigurationError, match="team server"):
+        served.admin.checkouts.break_checkout("acme/fw01")
+    assert database_state(served.db_url) == before  # no format-2 event after the format-3 ones
+    assert checkins.release("acme/fw01", CHECKIN).released == 1  # the server's way still works
+    assert served.admin.audit.verify().ok
+
+
+def rotate_server_key_rows(keyed: Keyed, newer: ServerSigningKey) -> None:
+    """The rows a server-key rotation leaves (docs/server.md §8 step 8, not built yet): the newer
+    key certified by the organisation key and active, the older one retired. Written directly:
+    on a server-keyed vault the in-process ``certify_server_key`` appends no (format-2) event."""
+    admin = keyed.served.admin
+    with keyed.store.read() as s:
+        org, vault_id = admin.keyholder.root_bundle(s).org, admin.core.vid(s)
+    at = int(dt.datetime.now(dt.UTC).timestamp())
+    certificate = serverkey.certify(org, vault_id, newer.version, newer.public, at)
+    row = ServerKeyRow(newer.version, newer.public, at, certificate)
+    with keyed.store.transaction() as s:
+        s.execute(update(m.ServerKey).where(m.ServerKey.version == 1).values(state="retired"))
+        s.add(m.ServerKey(**row._asdict()))
+
+
+@contextlib.contextmanager
+def server_signing_with(keyed: Keyed, test_ca: CertificateFiles, key: ServerSigningKey) -> Iterator[Served]:
+    """A second server on the module's database, signing with ``key``."""
+    served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=key)
+    options = ServeOptions(
+        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            yield dataclasses.replace(served, url=url, port=port)
+    finally:
+        store.close()
+
+
+def test_a_hold_signed_by_a_server_key_retired_since_still_blocks(keyed: Keyed, test_ca: CertificateFiles) -> None:
+    """A server-key rotation retires the key that signed an open hold: the hold still blocks
+    until its end (a revoked key's does not). Last in the module: it puts key 1 back after."""
+    served = keyed.served
+    bob, bob_in, _ = holders(served, served.bob)
+    checkout(bob, "excl/sw02")  # exclusive: bob holds it, under server key 1
+    newer = ServerSigningKey.generate(2)
+    rotate_server_key_rows(keyed, newer)
+    try:
+        with server_signing_with(keyed, test_ca, newer) as rotated:
+            alice, _ = keyholder(served, served.alice, url=rotated.url)
+            before = without_nonces(database_state(served.db_url))
+            with pytest.raises(CheckoutConflict, match="bob"):
+                checkout(alice, "excl/sw02")
+            assert without_nonces(database_state(served.db_url)) == before
+            with keyed.store.transaction() as s:  # a revoked key vouches for nothing: the hold blocks no more
+                s.execute(update(m.ServerKey).where(m.ServerKey.version == 1).values(state="revoked"))
+            assert checkout(alice, "excl/sw02") == "pw of excl/sw02"
+            last = events(served)[-1]
+            assert (last.action, last.server_key_version) == ("checkout", 2)
+    finally:
+        with keyed.store.transaction() as s:
+            s.execute(delete(m.ServerKey).where(m.ServerKey.version == 2))
+            s.execute(update(m.ServerKey).where(m.ServerKey.version == 1).values(state="active"))
+    bob_in.release("excl/sw02", CHECKIN)
