@@ -8,7 +8,8 @@ whose admin certified a server key, ``n`` checkouts by the same kind of engineer
 ``credvault serve``'s app under uvicorn over TLS on 127.0.0.1 (``HttpsTransport``, a kept-alive
 connection; event format 3, its nonce kept in the checkout's unit as ``serve`` does), the two
 measured in alternating blocks of 20. Prints the median and p99 of each, their ratio and the
-load average. Not part of ``bench/run.py`` (step 9 adds the bench rows).
+load average. ``round_trip_step`` is the same measure as a step of ``bench/run.py`` (W16);
+``make_certificates`` and ``make_vault`` are shared with W16's team load.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from vault.wire.nonces import DbNonceStore
 REASON = "T-1 bench"
 
 
-def _vault(url: str) -> tuple[Vault, Vault]:
+def make_vault(url: str) -> tuple[Vault, Vault]:
     """(admin, alice): a client, a secret, alice granted it."""
     admin, _ = Vault.create(url, admin="admin", passphrase="admin pass", kdf_params=FLOOR)
     admin.engineers.unlock("admin", "admin pass")
@@ -64,7 +65,7 @@ def _vault(url: str) -> tuple[Vault, Vault]:
     return admin, alice
 
 
-def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -105,19 +106,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200)
-    args = parser.parse_args()
-    load = os.getloadavg()
+def measure(n: int) -> dict[str, list[float]]:
+    """Milliseconds of ``n`` checkouts each way, in alternating blocks of 20 (module docstring)."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        _, local = _vault(f"sqlite:///{root / 'local.db'}")
+        _, local = make_vault(f"sqlite:///{root / 'local.db'}")
         url = f"sqlite:///{root / 'served.db'}"
-        admin, alice = _vault(url)
+        admin, alice = make_vault(url)
         key = ServerSigningKey.generate(1)
         certify_server_key(admin, 1, key.public)
-        ca, cert, tls_key = _certificates(root)
+        ca, cert, tls_key = make_certificates(root)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -130,10 +128,10 @@ def main() -> int:
         thread.start()
         while not server.started:
             time.sleep(0.01)
+        timings: dict[str, list[float]] = {"in-process": [], "https": []}
         try:
             https = HttpsTransport(base, alice.keyholder, ca_file=str(ca))
             holder = https_checkout_keyholder(alice.checkouts, https)
-            timings: dict[str, list[float]] = {"in-process": [], "https": []}
 
             def remote() -> Any:
                 return holder.checkout(
@@ -146,23 +144,42 @@ def main() -> int:
             for call in (remote, inprocess):  # warm both paths (contexts, tags, connections)
                 for _ in range(5):
                     call()
-            for _ in range(0, args.n, 20):
+            for _ in range(0, n, 20):
                 for label, call in (("in-process", inprocess), ("https", remote)):
-                    for _ in range(20):
+                    for _ in range(min(20, n)):
                         started = time.perf_counter()
-                        assert call().value == "pw"
+                        if call().value != "pw":
+                            raise AssertionError("a checkout returned another value")
                         timings[label].append((time.perf_counter() - started) * 1000)
             https.close()
         finally:
             server.should_exit = True
             thread.join(20)
             store.close()
-        print(f"load average (1, 5, 15 min) before: {load}, after: {os.getloadavg()}; n={len(timings['https'])} each")
-        for label, values in timings.items():
-            median, p99 = statistics.median(values), _percentile(values, 0.99)
-            print(f"{label:>10}: median {median:.2f} ms, p99 {p99:.2f} ms")
-        ratio = statistics.median(timings["https"]) / statistics.median(timings["in-process"])
-        print(f"https / in-process (medians): {ratio:.2f}x")
+            for vault in (local, admin, alice):
+                vault.close()
+    return timings
+
+
+def round_trip_step(params: dict[str, Any]) -> dict[str, Any]:
+    """Step entry (W16): ``measure(params["n"])`` and the load average around it."""
+    before = os.getloadavg()
+    timings = measure(params["n"])
+    return {"ms": timings, "load": [before, os.getloadavg()]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    args = parser.parse_args()
+    load = os.getloadavg()
+    timings = measure(args.n)
+    print(f"load average (1, 5, 15 min) before: {load}, after: {os.getloadavg()}; n={len(timings['https'])} each")
+    for label, values in timings.items():
+        median, p99 = statistics.median(values), _percentile(values, 0.99)
+        print(f"{label:>10}: median {median:.2f} ms, p99 {p99:.2f} ms")
+    ratio = statistics.median(timings["https"]) / statistics.median(timings["in-process"])
+    print(f"https / in-process (medians): {ratio:.2f}x")
     return 0
 
 

@@ -307,7 +307,19 @@ def test_an_admin_break_releases_every_hold_and_records_their_holders(scene: Sce
 
 
 def _list_request(scene: Scene, who: tuple[int, int], known: tuple[tuple[int, int], ...] = ()) -> ListRequest:
-    return ListRequest(Caller(*who), known, b"")
+    return ListRequest(Caller(*who), known, bytes(32))  # a pin the vault does not know: no chain
+
+
+@pytest.mark.parametrize("pin", [b"", bytes(31), bytes(33)])
+def test_the_listing_refuses_a_malformed_pin_before_any_sql(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch, pin: bytes
+) -> None:
+    def no_read(*_args: Any) -> Any:
+        raise AssertionError("the listing read before checking its fields")
+
+    monkeypatch.setattr(scene.team.admin.store, "read", no_read)
+    with pytest.raises(InvalidInput, match="organisation key"):
+        _lister(scene).list(ListRequest(Caller(*scene.alice), (), pin))
 
 
 def test_the_listing_reads_without_a_write_transaction(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:

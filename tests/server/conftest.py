@@ -20,12 +20,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from server_harness import KEYED_METADATA, CertificateFiles, Keyed, Served, loopback_socket, name, running
+from server_harness import KEYED_METADATA, CertificateFiles, Keyed, ReadWorld, Served, loopback_socket, name, running
+from sqlalchemy import select
 
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.running import ServeOptions
 from vault.service.serverkeys import certify_server_key
+from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.httpsig import MemoryNonceStore
@@ -92,6 +94,37 @@ def served(module_team, test_ca: CertificateFiles) -> Iterator[Served]:  # type:
             yield Served(url, port, test_ca, module_team.url, nonces, module_team.admin, alice, bob)
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def read_world(served: Served, module_team) -> ReadWorld:  # type: ignore[no-untyped-def]
+    """``served``'s team with something to read (``server_harness.ReadWorld``), made in-process."""
+    admin = served.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.clients.add("beta", "Beta GmbH")
+    admin.policies.set("acme", stale_days=1)
+    admin.secrets.add("acme/fw01", password="pw of acme/fw01")
+    admin.secrets.add("beta/db01", password="pw of beta/db01")
+    admin.grants.grant("alice", "acme")
+    admin.grants.grant("bob", "beta")
+    ids = []
+    for who, ref in ((served.alice, "acme/fw01"), (served.bob, "beta/db01")):
+        who.checkouts.checkout(ref, reason="T-1 read routes")
+        ids.append(_last_event_client(served.db_url))
+    admin.keys.rotate_client("acme")
+    carol = module_team.engineer("carol")
+    return ReadWorld(served, carol, *ids)
+
+
+def _last_event_client(url: str) -> int:
+    store = Store(url)
+    try:
+        with store.read() as s:
+            found = s.scalar(select(m.AuditEvent.client_id).order_by(m.AuditEvent.seq.desc()).limit(1))
+    finally:
+        store.close()
+    assert isinstance(found, int)
+    return found
 
 
 @pytest.fixture(scope="module")

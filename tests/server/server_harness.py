@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
 import socket
 import ssl
 import threading
@@ -162,6 +164,48 @@ def database_state(url: str) -> dict[str, object]:
         return state
     finally:
         engine.dispose()
+
+
+# -- a team with something to read, for the read routes' tests ------------------------------------------
+
+
+@dataclass
+class ReadWorld:
+    """``served`` with acme (alice granted; stale after a day) and beta (bob granted), a secret each,
+    each checked out by its grantee, acme's key rotated once, and carol (no grant)."""
+
+    served: Served
+    carol: Vault
+    acme: int  # client ids
+    beta: int
+
+    def https(self, vault: Vault) -> Any:
+        """An ``HttpsTransport`` signing as ``vault``'s engineer, pinned to the test CA."""
+        from vault.transport.https import HttpsTransport
+
+        vault.keyholder.me()
+        return HttpsTransport(self.served.url, vault.keyholder, ca_file=str(self.served.ca.ca_file))
+
+
+def caller_of(vault: Vault) -> Any:
+    from vault.authority.requests import Caller
+
+    me = vault.keyholder.me()
+    return Caller(me.engineer_id, me.key_generation)
+
+
+def envelope(name: str, body: object) -> bytes:
+    """``body``'s canonical envelope as operation ``name``, under a fresh request id."""
+    from vault.wire import codec
+
+    return codec.envelope(name, body, os.urandom(codec.REQUEST_ID_BYTES))
+
+
+def with_extra_field(data: bytes) -> bytes:
+    """``data`` (an envelope) with a field its body's value does not have (still canonical JSON)."""
+    document = json.loads(data)
+    document["body"]["zzz_extra"] = 1
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def asgi_call(

@@ -89,6 +89,14 @@ def _signed(
     return record("POST", HOST, path, headers, envelope, request_id, keep_body=keep_body)
 
 
+def _drop_request_index(team: Any) -> None:
+    """What a compromised server with the database's credentials does before it appends a request
+    twice: drop the unique index that refuses the second event (revision 0016). The verifier
+    does not rely on the index: it names the repeat from the chain alone."""
+    with team.admin.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ux_audit_events_request")
+
+
 def _append(
     team: Any,
     facts: Facts,
@@ -372,6 +380,7 @@ def test_a_request_appended_twice_is_named_near_or_far(world) -> None:  # type: 
     _append(team, facts, "eve", request)
     for _ in range(5):
         _append(team, facts, "eve", _signed(team, facts, "eve"))
+    _drop_request_index(team)
     again = _append(team, facts, "eve", request)
     for workers in (1, 2):  # runs of a few events: the repeat is found across runs as within one
         assert "appended twice" in _refused_at(team, again, workers=workers)
@@ -381,6 +390,7 @@ def test_a_request_appended_twice_in_a_row_is_named(world) -> None:  # type: ign
     team, facts = world
     request = _signed(team, facts, "eve")
     _append(team, facts, "eve", request)
+    _drop_request_index(team)
     again = _append(team, facts, "eve", request)
     assert "appended twice" in _refused_at(team, again)
 
@@ -521,6 +531,7 @@ def test_worker_processes_check_format_3_and_name_a_repeat_or_a_downgrade_as_one
     monkeypatch.setattr(verify_module, "ProcessPoolExecutor", _CountingPool)
     assert team.admin.audit.verify(workers=2).ok
     assert _CountingPool.submitted > 1  # the runs really went to worker processes
+    _drop_request_index(team)
     again = _append(team, facts, "eve", request)
     serial, parallel = team.admin.audit.verify(workers=1), team.admin.audit.verify(workers=2)
     assert (serial.ok, serial.first_bad_seq) == (False, again) and "appended twice" in str(serial.problem)

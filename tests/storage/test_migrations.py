@@ -255,19 +255,19 @@ def test_0015_adds_server_client_keys_and_down_again_unless_a_data_key_is_layere
         with vault.store.transaction() as s:
             client = s.scalar(select(m.Client.id))
             s.add(m.ServerClientKey(client_id=client, version=1, blob=b"\x01\x08wrapped", state="active"))
-        command.downgrade(config, "0015")  # the revisions after 0015 first (no reservation: they go)
+        command.downgrade(config, "0015")  # the revisions after 0015 first (nothing in them that is lost)
         with pytest.raises(RuntimeError, match="server's layer"):
             command.downgrade(config, "0014")
-        assert storage.current_revision(vault.store) == "0015"
+        assert storage.current_revision(vault.store) == "0015"  # the later revisions went first
         assert "server_client_keys" in inspect(vault.store.engine).get_table_names()
         assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
     finally:
         vault.close()
 
 
-def test_0016_adds_id_reservations_and_down_again(empty_url):
-    """0016 adds ``id_reservations`` (a draft's reserved ids, five minutes each) and goes back to
-    0015; a reservation still held is dropped with it (its commit is then refused as a stale
+def test_0017_adds_id_reservations_and_down_again(empty_url):
+    """0017 adds ``id_reservations`` (a draft's reserved ids, five minutes each) and goes back to
+    0016; a reservation still held is dropped with it (its commit is then refused as a stale
     draft and the keyholder drafts again), the vault's rows unchanged."""
     from alembic import command
 
@@ -278,11 +278,46 @@ def test_0016_adds_id_reservations_and_down_again(empty_url):
             now = vault.core.clock()
             s.add(m.IdReservation(kind="secret", id=7, engineer_id=1, reserved_at=now, expires_at=now))
             before = s.scalar(select(func.count()).select_from(m.Engineer))
-        command.downgrade(config, "0015")
+        command.downgrade(config, "0016")
         assert "id_reservations" not in inspect(vault.store.engine).get_table_names()
-        assert vault.upgrade_schema() == _head(vault.store) == "0016" and _drift(vault.store) == []
+        assert vault.upgrade_schema() == _head(vault.store) == "0017" and _drift(vault.store) == []
         with vault.store.transaction() as s:
             assert s.scalar(select(func.count()).select_from(m.IdReservation)) == 0
             assert s.scalar(select(func.count()).select_from(m.Engineer)) == before
+    finally:
+        vault.close()
+
+
+def test_0016_makes_an_engineers_request_id_unique_per_action_and_goes_down_again(empty_url):
+    """Two format-3 events of one engineer's request with the same action cannot both exist
+    (docs/server.md §3: a retry is answered from the first); another action of it, another
+    engineer's same id, and events without a request id are not constrained."""
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        config = storage._alembic_config(vault.store.engine)
+        command.downgrade(config, "0015")
+        assert "ux_audit_events_request" not in {
+            i["name"] for i in inspect(vault.store.engine).get_indexes("audit_events")
+        }
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+        with vault.store.engine.connect() as conn:
+            row = dict(conn.execute(select(m.AuditEvent.__table__)).mappings().first() or {})
+        assert row["request_id"] is None
+
+        def add(seq: int, engineer_id: int, request_id: bytes | None, action: str) -> None:
+            values = row | {"seq": seq, "engineer_id": engineer_id, "request_id": request_id, "action": action}
+            with vault.store.engine.begin() as conn:
+                conn.execute(m.AuditEvent.__table__.insert().values(**values))
+
+        add(100, 1, b"r" * 16, "checkout")
+        add(101, 1, b"r" * 16, "reveal")  # another action of the same request
+        add(102, 2, b"r" * 16, "checkout")  # another engineer's
+        add(103, 1, None, "checkout")
+        add(104, 1, None, "checkout")  # no request id: not in the index
+        with pytest.raises(IntegrityError):
+            add(105, 1, b"r" * 16, "checkout")
     finally:
         vault.close()

@@ -23,16 +23,16 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from vault.authority.checkout_reads import EVENT
-from vault.authority.requests import CHECKOUT
+from vault.authority.checkout_reads import ANSWERED, EVENT
+from vault.authority.requests import CHECKOUT, REQUEST_ID_REUSED
 from vault.authority.serverjournal import ServerJournal, ServerSeal
 from vault.crypto import chain
-from vault.errors import InvalidInput
+from vault.errors import AlreadyExists, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.rows import HoldRow
@@ -124,6 +124,33 @@ def append(
     )
     s.flush()
     return int(row.seq)
+
+
+class Answered(NamedTuple):
+    """The event a request's first copy committed: its seq and the server's facts."""
+
+    seq: int
+    facts: dict[str, Any]
+
+
+def answered(conn: Connection, engineer_id: int, seal: object, action: str) -> Answered | None:
+    """docs/server.md §3 "Retries are not replays": if ``seal`` is a ``ServerEvent`` whose request
+    (``request_id``) this engineer's ``action`` event already records, that event (the retry is
+    answered from it, nothing appended); a request id sent before with another body is refused
+    (``AlreadyExists``, ``REQUEST_ID_REUSED``: 409). None otherwise. The unique index on
+    ``(engineer_id, request_id, action)`` (revision 0016) stops a second copy that got past this."""
+    if not isinstance(seal, ServerEvent):
+        return None
+    found = ANSWERED.all(conn, {"me": engineer_id, "request_id": seal.request.request_id, "action": action})
+    if not found:
+        return None
+    seq, digest, details = found[0]
+    if bytes(digest) != seal.request.digest:
+        raise AlreadyExists(REQUEST_ID_REUSED)
+    facts = json.loads(details or "{}")
+    if not isinstance(facts, dict) or "version" not in facts:
+        raise InvalidInput("the event of this request names no version")
+    return Answered(int(seq), facts)
 
 
 def _hashed(e: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -2,9 +2,10 @@
 
 ``CheckoutListAuthority.list`` runs in ``Store.read()`` (on SQLite a deferred transaction,
 so a checkout in another connection is not blocked; on PostgreSQL one that locks no row).
-The caller is checked first (present, certified, active, of the key generation the request
-names); then one statement reads every open checkout the caller may see (an admin: all;
-an engineer: their own), oldest first, with its client, secret, current version and
+The request's fields are checked first (the pin's size, a short tuple of held key
+versions: ``InvalidInput`` before any SQL); then the caller (present, certified, active,
+of the key generation the request names); then one statement reads every open checkout
+the caller may see (an admin: all; an engineer: their own), oldest first, with its client, secret, current version and
 holder's name (a checkout whose current-version row is missing is reported as damaged,
 ``IntegrityError``, as ``secret list`` does, never left out); then the client keys those
 rows need that the keyholder does not hold (the version's, and the one the client's slug is
@@ -22,9 +23,11 @@ from sqlalchemy import Select, and_, bindparam, select
 
 from vault.authority.checkout_reads import CallerRead
 from vault.authority.checkouts import ROLE_ADMIN, CheckoutAuthority
+from vault.authority.clients import MAX_KNOWN
+from vault.authority.policies_caller import checked_pin
 from vault.authority.requests import ListedCheckout, ListRequest, ListResponse, SealedClientKey
 from vault.crypto.blobs import blob_key_version
-from vault.errors import IntegrityError
+from vault.errors import IntegrityError, InvalidInput
 from vault.storage.engine import Store
 from vault.storage.prepared import Prepared
 from vault.storage.rows import (
@@ -87,6 +90,11 @@ class CheckoutListAuthority:
         return "CheckoutListAuthority()"
 
     def list(self, request: ListRequest) -> ListResponse:
+        if not isinstance(request, ListRequest):
+            raise InvalidInput("not a checkout listing request")
+        checked_pin(request.org_pin)  # fields before any SQL (a request may come over HTTPS)
+        if not isinstance(request.known_key_versions, tuple) or len(request.known_key_versions) > MAX_KNOWN:
+            raise InvalidInput("the request's known key versions are not a short tuple")
         with self.store.read() as s:
             conn = s.info["connection"]
             sqlite = conn.dialect.name == "sqlite"

@@ -111,17 +111,28 @@ def target_query(by_slug_tag: bool, sqlite: bool) -> Select[Any]:
 CALLER = {sqlite: Prepared(caller_query(sqlite)) for sqlite in (True, False)}
 CHECKOUT_CALLER = {sqlite: Prepared(caller_query(sqlite, head_time=True)) for sqlite in (True, False)}
 TARGET = {(tag, sqlite): Prepared(target_query(tag, sqlite)) for tag in (True, False) for sqlite in (True, False)}
-HEAD_AND_TIME = Prepared(
-    select(HEAD.c.seq, HEAD.c.hash, EVENTS.c.at_us, ENGINEERS.c.status, ENGINEERS.c.key_generation)
-    .select_from(
-        HEAD.outerjoin(EVENTS, EVENTS.c.seq == HEAD.c.seq).outerjoin(ENGINEERS, ENGINEERS.c.id == bindparam("me"))
+# PostgreSQL's append: the head locked, then (a statement of its own: one that waited for the lock
+# keeps the joined rows it read before waiting; ``journal.lock_head``) its event's time and the
+# engineer's row as committed when the lock was granted.
+HEAD_LOCK = Prepared(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update())
+HEAD_TIME_AND_ENGINEER = Prepared(
+    select(
+        select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")).scalar_subquery(),
+        select(ENGINEERS.c.status).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
+        select(ENGINEERS.c.key_generation).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
     )
-    .where(HEAD.c.id == 1)
-    .with_for_update(of=HEAD)
 )
 _ORG = _table(m.OrgKey)
 ORG_KEYS = Prepared(select(_ORG.c.version, _ORG.c.public, _ORG.c.signed_at, _ORG.c.signature).order_by(_ORG.c.version))
 EVENT = Prepared(select(*EVENTS.c).where(EVENTS.c.seq == bindparam("seq")))
+# The event of an engineer's request, by its id (a retry; the unique index of revision 0016).
+ANSWERED = Prepared(
+    select(EVENTS.c.seq, EVENTS.c.request_digest, EVENTS.c.details_json).where(
+        EVENTS.c.engineer_id == bindparam("me"),
+        EVENTS.c.request_id == bindparam("request_id"),
+        EVENTS.c.action == bindparam("action"),
+    )
+)
 NAME = Prepared(select(ENGINEERS.c.name).where(ENGINEERS.c.id == bindparam("id")))
 _KEYS, _SEALS = (_table(t) for t in (m.ClientKey, m.ClientKeySeal))
 SEALED_KEY = Prepared(

@@ -39,7 +39,8 @@ from vault.authority.checkout_reads import (
     ACTIVE,
     CALLER,
     CHECKOUT_CALLER,
-    HEAD_AND_TIME,
+    HEAD_LOCK,
+    HEAD_TIME_AND_ENGINEER,
     NAME,
     TARGET,
     CallerRead,
@@ -217,8 +218,11 @@ class CheckoutAuthority:
         if caller.server_keyed and not isinstance(seal, ServerEvent):
             raise ConfigurationError(EMBEDDED_REFUSED, hint="check out through the team server (credvault serve)")
         me = caller.me
+        # a retry (the same request under a new signature): answered from its event, nothing appended
+        answered = checkout_events.answered(conn, me.id, seal, request.action)
         by_tag = request.slug_tag is not None
-        params = {"tag": request.name_tag, "version": request.version, "now": now}
+        asked = answered.facts["version"] if answered is not None else request.version
+        params = {"tag": request.name_tag, "version": asked, "now": now}
         params |= {"slug_tag": request.slug_tag} if by_tag else {"client": request.client_id}
         found = TARGET[by_tag, sqlite].all(conn, params)
         if not found:
@@ -227,10 +231,13 @@ class CheckoutAuthority:
         policy = self.checks.policy(s, client.id, stored_policy, (me, *caller.signers))
         if policy.reason_required and not request.has_reason:
             raise InvalidInput(REASON_REQUIRED, hint='pass --reason "T-1234 reset VPN"')
-        if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
+        stale = client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob
+        if stale and answered is None:
             raise ConcurrentChange(STALE_CONTEXT)
         hold = request.action == CHECKOUT
-        if holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
+        if answered is not None:
+            holds = []  # its checkout was decided and recorded by the first copy
+        elif holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
             holds = self._lock_and_find_holds(conn, secret.id, now)
         blocking = [c for c in holds if c.engineer_id != me.id and (c.exclusive or (policy.exclusive and hold))]
         theirs = self._genuine(conn, s, caller.vault_id, client.id, secret.id, blocking, seal)
@@ -253,6 +260,8 @@ class CheckoutAuthority:
             if not MIN_HOLD <= length <= MAX_HOLD:
                 raise InvalidInput("bad checkout length", hint="use between 1m and 7d, e.g. --for 2h")
             expires = now + length
+            if answered is not None:  # the hold the first copy recorded
+                expires = dt.datetime.fromtimestamp(answered.facts["until"], dt.UTC)
             facts.update({"exclusive": policy.exclusive, "until": int(expires.timestamp())})
         flag = policy.rotate_after_checkout and request.field_is_password
         sealed = None
@@ -274,6 +283,8 @@ class CheckoutAuthority:
             expires_us=us(expires) if expires is not None else None,
             flagged=flag or secret.must_change,
         )
+        if answered is not None:
+            return dataclasses.replace(draft, seq=answered.seq)
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
             seq = checkout_events.append(s, seal, self.clock, *args)
@@ -405,11 +416,13 @@ class CheckoutAuthority:
         if caller.head is not None:  # SQLite: read with the caller, under the write lock this unit holds
             head, after = caller.head, caller.head_at
         else:
-            found = HEAD_AND_TIME.all(conn, {"me": me.id})
-            if not found:
+            locked = HEAD_LOCK.all(conn, {})
+            if not locked:
                 raise StoreUnavailable("the audit chain has no head")
-            head, after = (found[0][0], found[0][1]), found[0][2]
-            if found[0][3] != ACTIVE or found[0][4] != me.key_generation:
+            head = (locked[0][0], locked[0][1])
+            found = HEAD_TIME_AND_ENGINEER.all(conn, {"seq": head[0], "me": me.id})
+            after = found[0][0]
+            if found[0][1] != ACTIVE or found[0][2] != me.key_generation:
                 raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
         seq = head[0] + 1
         key_version, details_blob = seal.details(client_id, seq, request.action, dict(facts))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -69,6 +69,40 @@ def check_still_current(status: str | None, generation: int | None, key_generati
         raise ConcurrentChange("the engineer's keys changed while this ran: nothing was changed")
 
 
+class LockedHead(NamedTuple):
+    """The audit head as ``lock_head`` read it, and what was committed when its lock was granted."""
+
+    head: m.AuditHead | None  # None: the chain is empty
+    after: int | None  # the head event's time (µs)
+    status: str | None  # the engineer's status and key generation (None: no such engineer)
+    generation: int | None
+    server_keyed: bool  # the vault has a server key (it went to the team server)
+
+
+def lock_head(s: Session, engineer_id: int | None) -> LockedHead:
+    """Lock the audit head (``FOR UPDATE`` on PostgreSQL), then read, in a statement of its own,
+    its event's time, the engineer's row and whether a server key exists.
+
+    Two statements, not one: on PostgreSQL (read committed) a statement that waited for the
+    lock re-checks the locked row only; the rows it joined are those it read before waiting.
+    Joined to the lock, the head's event would read as missing (its time unknown, so a writer
+    whose clock is behind would backdate its event) and the engineer as they were before an
+    admin removed them. The second statement reads what was committed when the lock was granted."""
+    locked = select(m.AuditHead).where(m.AuditHead.id == 1).with_for_update()
+    head = s.execute(locked.execution_options(populate_existing=True)).scalar_one_or_none()
+    at = select(m.AuditEvent.at_us).where(m.AuditEvent.seq == (head.seq if head is not None else -1))
+    engineer = select(m.Engineer.status, m.Engineer.key_generation).where(m.Engineer.id == engineer_id)
+    found = s.execute(
+        select(
+            at.scalar_subquery(),
+            engineer.with_only_columns(m.Engineer.status).scalar_subquery(),
+            engineer.with_only_columns(m.Engineer.key_generation).scalar_subquery(),
+            select(m.ServerKey.version).limit(1).scalar_subquery(),
+        )
+    ).one()
+    return LockedHead(head, found[0], found[1], found[2], found[3] is not None)
+
+
 def us(value: dt.datetime) -> int:
     return int(value.timestamp() * 1_000_000)
 
@@ -109,34 +143,22 @@ class Journal:
         info = self.core.info(s)
         if actor is None and sign:
             actor = s.get(m.Engineer, self.keys.me().engineer_id)
-        # The head (locked on PostgreSQL), its event's time and the actor's status and key
-        # generation as committed now, in one statement.
-        found = s.execute(
-            select(
-                m.AuditHead,
-                m.AuditEvent.at_us,
-                m.Engineer.status,
-                m.Engineer.key_generation,
-                select(m.ServerKey.version).limit(1).scalar_subquery(),
-            )
-            .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
-            .outerjoin(m.Engineer, m.Engineer.id == (actor.id if actor is not None else None))
-            .where(m.AuditHead.id == 1)
-            .with_for_update(of=m.AuditHead)
-        ).first()
-        if found is None:
+        # The head (locked on PostgreSQL), then its event's time and the actor's status and key
+        # generation as committed when the lock was granted (``lock_head``).
+        found = lock_head(s, actor.id if actor is not None else None)
+        if found.head is None:
             head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
             s.add(head)
             s.flush()
         else:
-            head, after = found[0], found[1]
-            if found[4] is not None and action not in LOCAL_ACTIONS:
+            head, after = found.head, found.after
+            if found.server_keyed and action not in LOCAL_ACTIONS:
                 raise ConfigurationError(
                     "this vault has a team server, which keeps its audit log: an embedded append would not verify",
                     hint="use the team server (credvault serve) for this vault",
                 )
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
-                check_still_current(found[2], found[3], actor.key_generation)
+                check_still_current(found.status, found.generation, actor.key_generation)
         audit_key = None
         if details is not None:
             if client_id is None:

@@ -23,6 +23,7 @@ CHECKOUT, REVEAL = "checkout", "reveal"
 MISSING_TARGET = "no such secret of this client"
 REASON_REQUIRED = "this client requires a reason for every checkout"
 STALE_CONTEXT = "the client's audit keys changed since this request was built: nothing was done"
+REQUEST_ID_REUSED = "this request id was sent before with another body: nothing was done"
 
 
 @dataclass(frozen=True)

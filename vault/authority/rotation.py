@@ -38,6 +38,7 @@ from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, SEALED_KEY, C
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
 from vault.authority.rotation_batches import RewrapSeal, RotationBatches, count_encryptions
+from vault.authority.rotation_reads import RotationReads, rotation_row
 from vault.authority.rotation_requests import (
     ALREADY_RUNNING,
     DESTROYED,
@@ -130,18 +131,7 @@ def _pin(value: object) -> bytes:
     return value
 
 
-def _row(rotation: m.Rotation) -> RotationRow:
-    return RotationRow(
-        rotation.id,
-        rotation.client_id,
-        rotation.from_version,
-        rotation.to_version,
-        rotation.state,
-        rotation.done,
-        rotation.total,
-        rotation.started_at,
-        rotation.finished_at,
-    )
+_row = rotation_row
 
 
 class RotationAuthority:
@@ -152,6 +142,7 @@ class RotationAuthority:
     ) -> None:
         self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
         self.batches = RotationBatches(store, checks)
+        self.reads = RotationReads(store, checks)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -339,33 +330,12 @@ class RotationAuthority:
     # -- the listing ---------------------------------------------------------------------------
 
     def list(self, request: ListRequest) -> tuple[RotationRow, ...]:
-        """The rotations, oldest first (read without the write lock)."""
-        if not isinstance(request, ListRequest) or not isinstance(request.running_only, bool):
-            raise InvalidInput("not a listing request")
-        checked_caller(request.caller)
-        with self.store.read() as s:
-            self._authorise(s, request.caller)
-            query = select(m.Rotation).order_by(m.Rotation.id)
-            if request.running_only:
-                query = query.where(m.Rotation.state == RUNNING)
-            return tuple(_row(r) for r in s.scalars(query))
+        """The rotations, oldest first (read without the write lock; ``rotation_reads.py``)."""
+        return self.reads.list(request).rotations
 
     def versions(self, request: VersionsRequest) -> tuple[KeyVersionRow, ...]:
-        """A client's key versions and their states, oldest first (read without the write lock)."""
-        if not isinstance(request, VersionsRequest):
-            raise InvalidInput("not a versions request")
-        checked_caller(request.caller)
-        validation.number("client id", request.client_id, 1)
-        with self.store.read() as s:
-            self._authorise(s, request.caller, client_id=request.client_id)
-            found = s.execute(
-                select(m.ClientKey.version, m.ClientKey.state)
-                .where(m.ClientKey.client_id == request.client_id)
-                .order_by(m.ClientKey.version)
-            ).all()
-            if not found and s.get(m.Client, request.client_id) is None:
-                raise NotFound(NO_CLIENT)
-            return tuple(KeyVersionRow(int(version), str(state)) for version, state in found)
+        """A client's key versions and their states, oldest first (``rotation_reads.py``)."""
+        return self.reads.versions(request).versions
 
     # -- who calls -----------------------------------------------------------------------------
 

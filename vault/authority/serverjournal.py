@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import Core, check_still_current, us
+from vault.authority.journal import Core, check_still_current, lock_head, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
@@ -92,21 +91,15 @@ class ServerJournal:
             raise InvalidInput("sealed details name the audit key version they are sealed under")
         vault_id = self.core.info(s).vault_id
         self.seal.check_active(s)
-        found = s.execute(
-            select(m.AuditHead, m.AuditEvent.at_us, m.Engineer.status, m.Engineer.key_generation)
-            .outerjoin(m.AuditEvent, m.AuditEvent.seq == m.AuditHead.seq)
-            .outerjoin(m.Engineer, m.Engineer.id == engineer_id)
-            .where(m.AuditHead.id == 1)
-            .with_for_update(of=m.AuditHead)
-        ).first()
-        if found is None:
+        found = lock_head(s, engineer_id)
+        if found.head is None:
             head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
             s.add(head)
             s.flush()
         else:
-            head, after = found[0], found[1]
+            head, after = found.head, found.after
             # the engineer as of the head lock: removed or re-keyed since the request was checked, no event
-            check_still_current(found[2], found[3], key_generation)
+            check_still_current(found.status, found.generation, key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
         details_json = json.dumps(public, sort_keys=True) if public else None

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vault.authority.answer_refusals import AnswerRefusals
 from vault.authority.checkins import CheckinAuthority
 from vault.authority.checkout_context import ContextAuthority
+from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkout_reads import ORG_KEYS
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.serverjournal import ServerSeal
@@ -50,7 +51,9 @@ from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
-from vault.server.secret_routes import SecretServerChecks, secret_routes, utc_clock
+from vault.server.listing_routes import EngineerListRoutes
+from vault.server.read_routes import read_routes
+from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -94,11 +97,15 @@ def build_app(
     authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
     if operations is None:
         checkouts = checkout_routes(store, organisation, server_key, clock, layer)
-        operations = default_operations(checkouts)
-        secrets = secret_routes(store, SecretServerChecks(organisation, utc_clock(clock)), checkouts.seal, layer)
-        secrets.add_to(operations)
+        now = _utc(clock)
+        listing = CheckoutListAuthority(store, checkouts.authority, now)
+        checks = ServerChecks(organisation, now)
+        reads = read_routes(store, checks, listing, now)
+        engineers = EngineerListRoutes(store, checks, checkouts.seal, now)
+        secrets = secret_routes(store, SecretServerChecks(organisation, now), checkouts.seal, layer)
         # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
+        operations = default_operations(checkouts, reads, engineers, secrets)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())
@@ -129,15 +136,19 @@ def checkout_routes(
 ) -> CheckoutRoutes:
     """The checkout noun over ``store``, checked under ``organisation``, signed by ``server_key``,
     its data key's layer removed with ``layer``."""
-
-    def now() -> dt.datetime:
-        return dt.datetime.fromtimestamp(clock(), dt.UTC)
-
+    now = _utc(clock)
     authority = CheckoutAuthority(store, ServerChecks(organisation, now), now)
     seal = ServerSeal(server_key) if server_key is not None else None
     unlayer = Unlayer(store, layer) if layer is not None else None
     contexts, refusals = ContextAuthority(store, authority), AnswerRefusals(store, now)
     return CheckoutRoutes(authority, contexts, seal, refusals, unlayer=unlayer)
+
+
+def _utc(clock: Callable[[], float]) -> Callable[[], dt.datetime]:
+    def now() -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock(), dt.UTC)
+
+    return now
 
 
 def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey) -> IdentityExtra:

@@ -19,6 +19,12 @@ With a database nonce store (``credvault serve``) the checkout's nonce is rememb
 the checkout's own unit, first thing (``Call.nonce``): a refusal rolls it back with the rest,
 a second in-flight copy waits on its key and fails as ``replayed``; ``context`` and
 ``whoami`` write nothing, so theirs is stored by the authenticator in a short transaction.
+
+The reads that need no seal (``checkouts.list``, ``grants.list``, ``reports.*``, ``keys.list``
+/``versions``, ``audit.log``/``export``/``head``, ``policies.get``/``unsigned``,
+``purge.preview``/``receipts``) are ``read_routes.ReadRoutes``; the listing
+that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``.
+Each checks the body's caller with ``signer_only`` before its authority reads anything.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -145,13 +152,13 @@ class CheckoutRoutes:
     def context(self, call: Call) -> ContextResponse:
         request = call.body
         assert isinstance(request, ContextRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.contexts.read(request)
 
     def answer_refused(self, call: Call) -> AnswerRefusedResponse:
         request = call.body
         assert isinstance(request, AnswerRefusedRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.refusals.record(request, request.caller, self._event(call))
 
     def checkin(self, call: Call) -> ReleaseResponse:
@@ -163,7 +170,7 @@ class CheckoutRoutes:
     def _release(self, call: Call, action: str) -> ReleaseResponse:
         request = call.body
         assert isinstance(request, ReleaseRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
         return self.checkins.release(request, self._event(call))
@@ -178,7 +185,7 @@ class CheckoutRoutes:
     def _checkout(self, call: Call, action: str) -> CheckoutResponse:
         request = call.body
         assert isinstance(request, CheckoutRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
         response = self.authority.checkout(request, self._event(call))  # returns once the event committed
@@ -212,17 +219,24 @@ class Unlayer:
         return dataclasses.replace(response, version=version)
 
 
-def _signer_only(call: Call, named: Caller) -> None:
+def signer_only(call: Call, named: object) -> None:
     """A request acts for the engineer who signed it, of the key generation that signed it."""
     me = call.caller.me
-    if named != Caller(me.id, me.key_generation):
+    if not isinstance(named, Caller) or named != Caller(me.id, me.key_generation):
         raise AccessDenied("the request names another caller than the key that signed it")
 
 
-def default_operations(checkouts: CheckoutRoutes | None = None) -> Operations:
-    """Every operation the server answers today (the checkout noun when ``checkouts`` is given)."""
+class Routes(Protocol):
+    """A noun's handlers, added to the server's operations (``CheckoutRoutes``, ``ReadRoutes``)."""
+
+    def add_to(self, operations: Operations) -> None: ...
+
+
+def default_operations(*nouns: Routes) -> Operations:
+    """Every operation the server answers today: ``whoami``, and the routes of each of ``nouns``
+    (the checkout noun's, ``read_routes.ReadRoutes``)."""
     operations = Operations()
     operations.add("engineers.whoami", whoami)
-    if checkouts is not None:
-        checkouts.add_to(operations)
+    for noun in nouns:
+        noun.add_to(operations)
     return operations

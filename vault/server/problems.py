@@ -73,6 +73,7 @@ MARKERS: dict[str, str] = {
     checkout_values.NOT_CHECKED_OUT: "NOT_CHECKED_OUT",
     checkout_values.ONLY_ADMINS_BREAK: "ONLY_ADMINS_BREAK",
     STALE_DRAFT: "stale-draft",
+    checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code
         for code in (httpsig.UNSIGNED, httpsig.BAD_SIGNATURE, httpsig.UNKNOWN_KEY, httpsig.STALE, httpsig.REPLAYED)

@@ -21,9 +21,10 @@ import sys
 from dataclasses import dataclass
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from vault.errors import ConfigurationError
+from vault.server import faults
 from vault.server.accesslog import LOGGER as ACCESS_LOGGER
 from vault.server.app import build_app
 from vault.server.keyfile import read_server_keys
@@ -101,7 +102,7 @@ def org_pin(options: ServeOptions) -> bytes | None:
     return bytes.fromhex(text)
 
 
-def uvicorn_config(app: Starlette, options: ServeOptions) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, options: ServeOptions) -> uvicorn.Config:
     host, port, _ = checked(options)
     return uvicorn.Config(
         app,
@@ -165,7 +166,7 @@ def run(options: ServeOptions) -> None:
             layer=layer,
         )
         pruner.start()
-        uvicorn.Server(uvicorn_config(app, options)).run()
+        uvicorn.Server(uvicorn_config(faults.armed(app, store), options)).run()  # armed: tests only (faults.py)
     finally:
         pruner.stop()
         store.close()

@@ -24,8 +24,6 @@ event vouches for it, as a checkout through the server checks them).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,7 +32,7 @@ from vault.authority import checkout_events
 from vault.authority.checkout_events import ServerEvent
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.record_signatures import current_key_version, newest_signed_key, verified_settings
-from vault.authority.requests import Caller, NewVersion
+from vault.authority.requests import NewVersion
 from vault.authority.secret_draft_requests import (
     AddCommit,
     AddDraftRequest,
@@ -47,9 +45,9 @@ from vault.authority.secret_requests import SecretRows
 from vault.authority.secrets import SecretAuthority
 from vault.authority.serverjournal import ServerSeal
 from vault.authority.settings_requests import SettingsRow
-from vault.errors import AccessDenied, ConfigurationError, DecryptionFailed, InvalidInput, UntrustedRecord
+from vault.errors import ConfigurationError, DecryptionFailed, InvalidInput, UntrustedRecord
 from vault.server.checks import ServerChecks
-from vault.server.handlers import Call, Operations
+from vault.server.handlers import Call, Operations, signer_only
 from vault.server.layer import ServerLayer, is_layered
 from vault.server.problems import NO_SERVER_KEY
 from vault.storage import models as m
@@ -102,13 +100,6 @@ class SecretServerChecks(ServerChecks):
         return [c for c in found if c.exclusive]
 
 
-def _signer_only(call: Call, named: object) -> None:
-    """A request acts for the engineer who signed it, of the key generation that signed it."""
-    me = call.caller.me
-    if not isinstance(named, Caller) or named != Caller(me.id, me.key_generation):
-        raise AccessDenied("the request names another caller than the key that signed it")
-
-
 def _policy(p: m.ClientPolicy) -> rows.PolicyRow:
     return rows.PolicyRow(*(getattr(p, f) for f in rows.PolicyRow._fields))
 
@@ -127,19 +118,19 @@ class SecretRoutes:
     def add_draft(self, call: Call) -> SecretDraft:
         request = call.body
         assert isinstance(request, AddDraftRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.authority.add_draft(request)
 
     def add(self, call: Call) -> SecretRows:
         request = call.body
         assert isinstance(request, AddCommit)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.authority.add(request, self._event(call))
 
     def update_draft(self, call: Call) -> SecretDraft:
         request = call.body
         assert isinstance(request, UpdateDraftRequest)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         draft = self.authority.update_draft(request, self._event(call))  # returns once its view committed
         version = draft.rows.version
         if self.layer is None or version is None or not is_layered(version.wrapped_dek):
@@ -152,7 +143,7 @@ class SecretRoutes:
     def update(self, call: Call) -> SecretRows:
         request = call.body
         assert isinstance(request, UpdateCommit)
-        _signer_only(call, request.caller)
+        signer_only(call, request.caller)
         return self.authority.update(request, self._event(call))
 
     def _event(self, call: Call) -> ServerEvent:
@@ -197,10 +188,3 @@ class _NoRecorder:
 
     def append(self, s: Session, action: str, **_: object) -> int:
         raise ConfigurationError("the team server appends format-3 events only")
-
-
-def utc_clock(clock: Callable[[], float]) -> Callable[[], dt.datetime]:
-    def now() -> dt.datetime:
-        return dt.datetime.fromtimestamp(clock(), dt.UTC)
-
-    return now

@@ -35,6 +35,7 @@ from vault.service.serverkeys import ServerKeysRead
 from vault.storage.repositories import audit as event_rows
 from vault.storage.rows import EngineerRow
 from vault.transport.audit import InProcessAuditTransport
+from vault.transport.https_audit import HttpsAuditTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from vault.service.clients import Clients
     from vault.service.core import Core
     from vault.service.secrets import Secrets
+    from vault.transport.https import HttpsTransport
 
 
 REVEAL_ACTIONS = ("reveal", "checkout")
@@ -232,3 +234,14 @@ class Audit:
         """The chain's head (seq, hash) as the authority records it (no session needed)."""
         answer = self.keyholder.transport.head(HeadRequest(HEAD))
         return answer.seq, answer.hash
+
+
+def https_audit_keyholder(audit: Audit, https: HttpsTransport) -> AuditKeyholder:
+    """An audit keyholder of this Vault object over a team server (``https``): pages and the head
+    read through the server, every event checked by the keyholder as in-process."""
+    return AuditKeyholder(
+        HttpsAuditTransport(https),
+        audit.core.vault_id,
+        audit._signer_keys,
+        server_keys=ServerKeysRead(audit.core, audit.trust),
+    )

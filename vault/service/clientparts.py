@@ -37,6 +37,7 @@ from vault.transport.grants import (
     InProcessGrantSweepTransport,
     InProcessGrantTransport,
 )
+from vault.transport.https_grants import HttpsGrantListTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from vault.service.core import Core
     from vault.service.grantledger import GrantLedger
     from vault.service.grants import Grants
+    from vault.transport.https import HttpsTransport
 
 
 class TrustChecks:
@@ -200,6 +202,21 @@ def grant_list_keyholder(grants: Grants) -> GrantListKeyholder:
     authority = GrantListAuthority(core.store, TrustChecks(grants.trust), core.clock)
     return GrantListKeyholder(
         InProcessGrantListTransport(authority),
+        SessionKeys(grants.keys, core.store),
+        _Lookup(grants.clients),
+        grants.clients._client_keyholder(),
+        LedgerHistory(grants.ledger, core.store),
+        core.clock,
+    )
+
+
+def https_grant_list_keyholder(grants: Grants, https: HttpsTransport) -> GrantListKeyholder:
+    """The keyholder of ``grants.list`` over a team server (``https``). The lookup and an admin's
+    grant history (``unconfirmed``, from the verified audit log) still read the local database:
+    the CLI's wiring over HTTPS comes later (docs/server.md §8 step 7)."""
+    core = grants.core
+    return GrantListKeyholder(
+        HttpsGrantListTransport(https),
         SessionKeys(grants.keys, core.store),
         _Lookup(grants.clients),
         grants.clients._client_keyholder(),

@@ -31,9 +31,11 @@ from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.rows import EngineerRow
 from vault.transport.engineers import InProcessEngineerTransport
+from vault.transport.https_engineers import HttpsEngineerTransport
 
 if TYPE_CHECKING:
     from vault.service.engineers import Engineers
+    from vault.transport.https import HttpsTransport
 
 _PLAN = "engineer-carry-plan"  # the plan made in this unit of work, kept for the carry (s.info)
 
@@ -172,4 +174,13 @@ def engineer_keyholder(engineers: Engineers) -> EngineerKeyholder:
         engineers.keys,
         lambda: core.clock(),
         lambda: core.kdf_params,
+    )
+
+
+def https_engineer_keyholder(engineers: Engineers, https: HttpsTransport) -> EngineerKeyholder:
+    """The engineers' keyholder of this Vault object over a team server (``https``): ``list``
+    through the server (its event appended there, in format 3); nothing else is served yet."""
+    core = engineers.core
+    return EngineerKeyholder(
+        HttpsEngineerTransport(https), engineers.keys, lambda: core.clock(), lambda: core.kdf_params
     )

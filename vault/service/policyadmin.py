@@ -29,6 +29,7 @@ from vault.keyholder.policy_adoption import DepartingAdoption
 from vault.service.policyparts import CallerTrust, ClientLookup, Recorder, SigningKeys
 from vault.service.records import PolicyInfo
 from vault.storage import models as m
+from vault.transport.https_policies import HttpsPolicyTransport
 from vault.transport.policies import InProcessPolicyTransport
 from vault.transport.policy_adoption import InProcessAdoptionTransport
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from vault.service.clients import Clients
     from vault.service.core import Core
     from vault.service.policies import PolicyCheck
+    from vault.transport.https import HttpsTransport
 
 
 class Policies:
@@ -108,3 +110,11 @@ class Policies:
         returned and the admin reviewed); one ``policy-set`` event per client. Nothing is
         signed if the stored policies changed since they were shown."""
         return self.keyholder.adopt(shown)
+
+
+def https_policy_keyholder(policies: Policies, https: HttpsTransport) -> PolicyKeyholder:
+    """A policies keyholder of this Vault object over a team server (``https``): ``get`` and
+    ``unsigned`` read through the server; the client lookup still reads the local database
+    (docs/server.md §8 step 7); ``set`` and ``adopt`` are not served yet."""
+    lookup = ClientLookup(policies.core, policies.clients)
+    return PolicyKeyholder(HttpsPolicyTransport(https), SigningKeys(policies.keys), lookup, lookup, policies.core.clock)

@@ -31,6 +31,7 @@ from vault.service.policyparts import CallerTrust, ClientLookup, Recorder, Signi
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.storage import models as m
 from vault.storage.engine import is_sqlite
+from vault.transport.https_purge import HttpsPurgeTransport
 from vault.transport.purge import InProcessPurgeTransport
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from vault.service.clients import Clients
     from vault.service.core import Core
     from vault.service.secrets import Secrets
+    from vault.transport.https import HttpsTransport
 
 
 MIN_QUERY = 3
@@ -172,3 +174,17 @@ class Purge:
         """Check the receipt's signature, that nothing it destroyed can be found in the store,
         and that the database holds no object (a trigger, a table …) that could have kept a copy."""
         return self.keyholder.verify(receipt_id)
+
+
+def https_purge_keyholder(purge: Purge, https: HttpsTransport) -> PurgeKeyholder:
+    """A purge keyholder of this Vault object over a team server (``https``): ``preview`` and
+    ``receipts`` read through the server; the client lookup still reads the local database
+    (docs/server.md §8 step 7); a purge and a receipt's check are not served yet."""
+    core = purge.core
+    return PurgeKeyholder(
+        HttpsPurgeTransport(https),
+        SigningKeys(purge.keys),
+        ClientLookup(core, purge.clients),
+        _DataKeys(core, purge.keys),
+        core.clock,
+    )

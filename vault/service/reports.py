@@ -38,6 +38,7 @@ from vault.service.records import (
 )
 from vault.service.secrets import sensitive_field_names
 from vault.storage import models as m
+from vault.transport.https_reports import HttpsReportTransport
 from vault.transport.reports import InProcessReportTransport
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from vault.service.core import Core
     from vault.service.policies import PolicyCheck
     from vault.service.secrets import Secrets
+    from vault.transport.https import HttpsTransport
 
 
 REVEAL_ACTIONS = ("reveal", "checkout")
@@ -250,3 +252,16 @@ class Reports:
                 core.clock,
             )
         return self._keyholder
+
+
+def https_report_keyholder(reports: Reports, https: HttpsTransport) -> ReportKeyholder:
+    """A reports keyholder of this Vault's unlocked admin over a team server (``https``): its keys,
+    client keyholder and key cache, ``status`` and ``stale`` read through the server."""
+    core = reports.core
+    return ReportKeyholder(
+        HttpsReportTransport(https),
+        SessionKeys(reports.keys, core.store),
+        reports.clients._client_keyholder(),
+        reports.keys.client_keys,
+        core.clock,
+    )

@@ -22,10 +22,12 @@ from vault.keyholder.rotation import RotationKeyholder, RotationKeys
 from vault.service.core import ACTIVE
 from vault.service.rows import GRANT_ORDER, EngineerRecord, EngineerRow, GrantRecord, GrantRow
 from vault.storage import models as m
+from vault.transport.https_rotation import HttpsRotationTransport
 from vault.transport.rotation import InProcessRotationTransport
 
 if TYPE_CHECKING:
     from vault.service.rotation import KeyRotation
+    from vault.transport.https import HttpsTransport
 
 
 def grant_row(row: m.Grant) -> GrantRow:
@@ -149,6 +151,19 @@ def rotation_keyholder(rotation: KeyRotation) -> RotationKeyholder:
     authority = RotationAuthority(rotation.core.store, _Checks(rotation), _Recorder(rotation), rotation.core.clock)
     return RotationKeyholder(
         InProcessRotationTransport(authority),
+        RotationKeys(rotation.keys, rotation.core.store),
+        _Lookup(rotation),
+        rotation.keys.client_keys,
+        rotation.core.clock,
+    )
+
+
+def https_rotation_keyholder(rotation: KeyRotation, https: HttpsTransport) -> RotationKeyholder:
+    """The rotation's keyholder of this Vault object over a team server (``https``): ``list`` and
+    ``versions`` through the server; the lookup (a client's id by its slug) still reads the
+    local database, as the checkout's does (docs/server.md §8 step 7)."""
+    return RotationKeyholder(
+        HttpsRotationTransport(https),
         RotationKeys(rotation.keys, rotation.core.store),
         _Lookup(rotation),
         rotation.keys.client_keys,

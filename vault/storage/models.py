@@ -332,11 +332,24 @@ KEY_EVENT_ACTIONS = (
     "engineer-remove",
 )
 KEY_EVENTS = text("action IN (" + ", ".join(f"'{a}'" for a in KEY_EVENT_ACTIONS) + ")")
+WITH_REQUEST = text("request_id IS NOT NULL")  # format-3 events: they name the request they record
 
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_key", "seq", sqlite_where=KEY_EVENTS, postgresql_where=KEY_EVENTS),)
+    __table_args__ = (
+        Index("ix_audit_events_key", "seq", sqlite_where=KEY_EVENTS, postgresql_where=KEY_EVENTS),
+        # One event per action of an engineer's request (revision 0016): a retry is answered from it.
+        Index(
+            "ux_audit_events_request",
+            "engineer_id",
+            "request_id",
+            "action",
+            unique=True,
+            sqlite_where=WITH_REQUEST,
+            postgresql_where=WITH_REQUEST,
+        ),
+    )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at_us: Mapped[int] = mapped_column(BigInteger)
     engineer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

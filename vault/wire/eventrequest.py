@@ -44,6 +44,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.update_draft": frozenset({"secret-view"}),
     "secrets.add": frozenset({"secret-create"}),
     "secrets.update": frozenset({"secret-update"}),
+    "engineers.list": frozenset({"engineer-list"}),
 }
 
 

@@ -12,15 +12,29 @@ the keyholder's sealed details), ``checkin``/``break_checkout``, ``list``, and `
 ``permissions.KEYHOLDER_REQUESTS``), and ``answer_refused`` (the keyholder says it refused
 an answer after its event was committed). The engineer noun: ``whoami``.
 
+The reads that take a request value and answer a value, with no seal and no event
+(``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
+``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
+``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
+carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
+appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
+
 The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
 """
 
 from __future__ import annotations
 
+from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
 from vault.authority import engineer_requests as e
+from vault.authority import grant_requests as g
+from vault.authority import policy_requests as p
+from vault.authority import purge_requests as pu
+from vault.authority import report_requests as r
 from vault.authority import requests as v
+from vault.authority import rotation_reads as k
+from vault.authority import rotation_requests as kr
 from vault.authority import secret_draft_requests as sd
 from vault.authority import secret_requests as sr
 
@@ -33,6 +47,19 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
+    ("engineers.list", e.ListRequest, e.EngineerAnswer),
+    ("grants.list", g.GrantListRequest, g.GrantListRows),
+    ("reports.status", r.ReportRequest, r.ReportRows),
+    ("reports.stale", r.ReportRequest, r.ReportRows),
+    ("keys.list", kr.ListRequest, k.RotationList),
+    ("keys.versions", kr.VersionsRequest, k.KeyVersionList),
+    ("audit.log", a.PageRequest, a.EventPage),
+    ("audit.export", a.PageRequest, a.EventPage),
+    ("audit.head", a.HeadRequest, a.HeadAnswer),
+    ("policies.get", p.PolicyRequest, p.PolicyRows),
+    ("policies.unsigned", p.PolicyRequest, p.PolicyRows),
+    ("purge.preview", pu.PurgeRequest, pu.PurgeRows),
+    ("purge.receipts", pu.ReceiptRequest, pu.ReceiptRows),
     ("secrets.add_draft", sd.AddDraftRequest, sd.SecretDraft),
     ("secrets.add", sd.AddCommit, sr.SecretRows),
     ("secrets.update_draft", sd.UpdateDraftRequest, sd.SecretDraft),

@@ -6,8 +6,8 @@ table's sequence and keeps it here, for the engineer who asked, for five minutes
 commit inserts the row under it and deletes the reservation. No secret is held: a table
 name, an id, an engineer id and times.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-05 18:00:00
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from vault.storage.models import UTCDateTime
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,249 @@
+"""A ``credvault serve`` process SIGKILLed in the middle of a checkout (docs/server.md §7 "SIGKILL").
+
+The server subprocess is armed with the test-only fault seam (``vault/server/faults.py``:
+``CREDVAULT_TEST_FAULTS=1``, ``CREDVAULT_FAULT=<point>``) and kills itself at one point of
+alice's checkout: before the unit commits, after it committed (before the answer's first
+byte), or half-way through the answer. Alice's keyholder gets no answer in every case. Then:
+
+* no answer without its committed event: before the commit nothing at all was written (row
+  counts, the audit head, the request's nonce); after it, the one event and the hold are there;
+* no acknowledged write lost: a server started again on the same port (what alice signed for)
+  keeps every committed row, and ``audit verify`` accepts the chain;
+* a retry gives one event, not two. Re-sending the *same signed request* (same nonce) is a
+  replay: refused (401 ``replayed``) if the first copy committed, answered once if it did not.
+  A retry as the design defines it (server.md §3 "Retries are not replays": the same envelope
+  and ``request_id`` under a new signature and nonce) is answered from the event already
+  written, and the same ``request_id`` with another body is refused (409 ``request-id-reused``).
+
+The after-commit case runs by default (SQLite and PostgreSQL); the two others are ``slow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from serve_process import ServedVault, ServeProcess
+from server_harness import JSON, database_state
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from vault.errors import StoreUnavailable
+from vault.storage import models as m
+from vault.wire import codec, httpsig
+
+CHECKOUT = "/v1/checkouts/checkout"
+REASON = "T-77 crash test"
+SIGNED = ("content-type", "content-digest", "signature-input", "signature")
+POINTS = [
+    pytest.param("after-commit", id="after_commit"),
+    pytest.param("before-commit", id="before_commit", marks=pytest.mark.slow),
+    pytest.param("mid-response", id="mid_response", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module")
+def vaulted(module_team, test_ca, tmp_path_factory) -> Iterator[tuple[ServedVault, Any, Any]]:  # type: ignore[no-untyped-def]
+    admin = module_team.admin
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password="pw of acme/fw01")
+    alice = module_team.engineer("alice")
+    admin.grants.grant("alice", "acme")
+    served = ServedVault.certify(admin, module_team.url, tmp_path_factory.mktemp("serve"), test_ca)
+    try:
+        yield served, alice, admin
+    finally:
+        served.stop_all()
+
+
+def killed_checkout(served: ServedVault, alice: Any, point: str) -> tuple[ServeProcess, httpx.Request]:
+    """Alice's checkout through a server armed at ``point``: it gets no answer; the request sent."""
+    process = served.start(CREDVAULT_TEST_FAULTS="1", CREDVAULT_FAULT=point)
+    https = served.transport(process, alice)
+    sent: list[httpx.Request] = []
+    https.client.event_hooks["request"].append(sent.append)
+    try:
+        with pytest.raises(StoreUnavailable, match="could not be reached"):
+            served.keyholder(https, alice).checkout(
+                "acme/fw01", reason=REASON, field="password", version=None, hold=True, hold_for=None
+            )
+    finally:
+        https.close()
+    assert process.proc.wait(20) == -signal.SIGKILL  # it died at the fault, not of something else
+    (request,) = [r for r in sent if r.url.path == CHECKOUT]
+    return process, request
+
+
+def request_id_of(request: httpx.Request) -> bytes:
+    return codec.open_envelope(request.content, "checkouts.checkout").request_id
+
+
+def resend(served: ServedVault, process: ServeProcess, request: httpx.Request) -> httpx.Response:
+    """The very request sent before (its bytes and signature: the same nonce)."""
+    with served.client(process) as client:
+        return client.post(CHECKOUT, content=request.content, headers={k: request.headers[k] for k in SIGNED})
+
+
+def events_of(served: ServedVault, request_id: bytes) -> list[tuple[int, str, int | None, bytes | None]]:
+    return [e for e in served.events() if e[3] == request_id]
+
+
+def nonce_of(request: httpx.Request) -> str:
+    return request.headers["signature-input"].split('nonce="')[1].split('"')[0]
+
+
+def nonce_kept(url: str, nonce: str) -> bool:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(m.RequestNonce).where(m.RequestNonce.nonce == nonce)).first() is not None
+    finally:
+        engine.dispose()
+
+
+def holds_named(url: str) -> set[int]:
+    """The events that checkout rows name."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return {int(s) for s in conn.execute(select(m.Checkout.event_seq)).scalars()}
+    finally:
+        engine.dispose()
+
+
+def counted_failures(url: str) -> int:
+    """Failed authentications counted in ``auth_failures`` (every engineer, every window)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(m.AuthFailure.count), 0))).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def without_nonces(state: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in state.items() if name != "request_nonces"}
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_server_killed_in_a_checkout_loses_no_committed_event_and_a_resent_request_gives_one(
+    vaulted, point: str
+) -> None:  # type: ignore[no-untyped-def]
+    served, alice, admin = vaulted
+    admin_state = database_state(served.url)
+    process, request = killed_checkout(served, alice, point)
+    request_id = request_id_of(request)
+    after_kill = database_state(served.url)
+    committed = point != "before-commit"
+    if committed:  # the event and the hold are durable; only the answer was lost
+        ((seq, action, engineer_id, _),) = events_of(served, request_id)
+        assert (action, engineer_id) == ("checkout", alice.keyholder.me().engineer_id)
+        assert seq in holds_named(served.url)  # the hold row names the committed event
+        assert after_kill["audit_events"] == admin_state["audit_events"] + 1
+        assert after_kill["checkouts"] == admin_state["checkouts"] + 1
+        assert after_kill["audit_head"] != admin_state["audit_head"]
+        assert nonce_kept(served.url, nonce_of(request))
+    else:  # no event, no hold, no nonce: nothing of the checkout was written
+        assert events_of(served, request_id) == []
+        assert without_nonces(after_kill) == without_nonces(admin_state)
+        assert not nonce_kept(served.url, nonce_of(request))
+
+    failures_before = counted_failures(served.url)
+    restarted = served.start(port=process.port)  # the same address: what the request was signed for
+    try:
+        again = resend(served, restarted, request)
+        if committed:
+            assert again.status_code == 401 and again.json()["code"] == "replayed"
+            assert counted_failures(served.url) == failures_before + 1  # a replay is a failed authentication
+            now = without_nonces(database_state(served.url))
+            assert now.pop("auth_failures") >= 1
+            assert now == {k: v for k, v in without_nonces(after_kill).items() if k != "auth_failures"}
+        else:
+            assert again.status_code == 200, again.text
+            assert codec.open_envelope(again.content, "checkouts.checkout.response").request_id == request_id
+            third = resend(served, restarted, request)
+            assert third.status_code == 401 and third.json()["code"] == "replayed"
+        assert len(events_of(served, request_id)) == 1  # one event for the request, whatever happened
+        seqs = [e[0] for e in served.events()]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert admin.audit.verify().ok
+    finally:
+        restarted.stop()
+
+
+def signed_anew(served: ServedVault, alice: Any, port: int, body: bytes) -> dict[str, str]:
+    """Headers of ``body`` signed again by alice: a new signature, a new nonce."""
+    me = alice.keyholder.me()
+    keyid = f"e:{me.engineer_id}:{me.key_generation}"
+    signed = httpsig.sign_request(
+        "POST", f"127.0.0.1:{port}", CHECKOUT, JSON, body, alice.keyholder.my_signing_key(), keyid
+    )
+    return {"Content-Type": JSON} | signed
+
+
+def test_a_retry_under_a_new_signature_is_answered_from_the_committed_event(vaulted) -> None:  # type: ignore[no-untyped-def]
+    """server.md §3 "Retries are not replays": alice got no answer (the server died after the
+    commit); she re-sends the same envelope under a new signature and nonce to the server started
+    again: the answer is the committed event's (its seq, the version it names), nothing is
+    appended, and her keyholder's checks of the answer pass."""
+    served, alice, admin = vaulted
+    process, request = killed_checkout(served, alice, "after-commit")
+    request_id = request_id_of(request)
+    ((seq, _, _, _),) = events_of(served, request_id)
+    before = without_nonces(database_state(served.url))
+    restarted = served.start(port=process.port)
+    try:
+        with served.client(restarted) as client:
+            retried = client.post(
+                CHECKOUT, content=request.content, headers=signed_anew(served, alice, process.port, request.content)
+            )
+        assert retried.status_code == 200, retried.text
+        answer = codec.open_envelope(retried.content, "checkouts.checkout.response")
+        assert answer.request_id == request_id and answer.body.seq == seq
+        assert answer.body.version.version == 1 and answer.body.expires_us is not None
+        assert events_of(served, request_id) == [(seq, "checkout", alice.keyholder.me().engineer_id, request_id)]
+        assert without_nonces(database_state(served.url)) == before  # no event, no hold, no touch
+        assert admin.audit.verify().ok
+    finally:
+        restarted.stop()
+
+
+def test_a_request_id_sent_again_with_another_body_is_refused_and_writes_nothing(vaulted) -> None:  # type: ignore[no-untyped-def]
+    served, alice, _admin = vaulted
+    process, request = killed_checkout(served, alice, "after-commit")
+    envelope = codec.open_envelope(request.content, "checkouts.checkout")
+    changed = dataclasses.replace(envelope.body, hold_seconds=3600)
+    body = codec.envelope("checkouts.checkout", changed, envelope.request_id)
+    before = database_state(served.url)
+    restarted = served.start(port=process.port)
+    try:
+        with served.client(restarted) as client:
+            refused = client.post(CHECKOUT, content=body, headers=signed_anew(served, alice, process.port, body))
+        assert refused.status_code == 409
+        assert (refused.json()["error"], refused.json()["code"]) == ("AlreadyExists", "request-id-reused")
+        assert database_state(served.url) == before  # not even the nonce: the unit rolled back
+    finally:
+        restarted.stop()
+
+
+def test_the_fault_seam_is_armed_only_when_tests_enable_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from vault.errors import ConfigurationError
+    from vault.server import faults
+    from vault.storage.engine import Store
+
+    assert faults.chosen({}) is None
+    assert faults.chosen({"CREDVAULT_FAULT": "before-commit"}) is None  # a stray variable alone does nothing
+    assert faults.chosen({"CREDVAULT_TEST_FAULTS": "1", "CREDVAULT_FAULT": "mid-response"}) == "mid-response"
+    with pytest.raises(ConfigurationError):
+        faults.chosen({"CREDVAULT_TEST_FAULTS": "1", "CREDVAULT_FAULT": "sometime"})
+    store = Store(f"sqlite:///{tmp_path / 'v.db'}")
+    try:
+        app = object()
+        assert faults.armed(app, store, {"CREDVAULT_FAULT": "after-commit"}) is app  # type: ignore[arg-type]
+        assert faults.armed(app, store, {"CREDVAULT_TEST_FAULTS": "1", "CREDVAULT_FAULT": "after-commit"}) is not app  # type: ignore[arg-type]
+    finally:
+        store.close()
