@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/server_secrets.py [--n 100]
 
-Two vaults made the same way (``server_checkout._vault``: a client, a secret, an engineer
+Two vaults made the same way (``server_checkout.make_vault``: a client, a secret, an engineer
 granted it; SQLite files in a temporary folder): on the first, ``n`` in-process updates
 (``vault.secrets.update``, a new password; event format 2); on the second, whose admin
 certified a server key and whose data keys are under the server layer, ``n`` updates by the
@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 import uvicorn
 
-from bench.server_checkout import _certificates, _percentile, _vault
+from bench.server_checkout import _percentile, make_certificates, make_vault
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.layer import MasterKey, ServerLayer
@@ -74,15 +74,15 @@ def main() -> int:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        _, local = _vault(f"sqlite:///{root / 'local.db'}")
+        _, local = make_vault(f"sqlite:///{root / 'local.db'}")
         url = f"sqlite:///{root / 'served.db'}"
-        admin, alice = _vault(url)
+        admin, alice = make_vault(url)
         key = ServerSigningKey.generate(1)
         certify_server_key(admin, 1, key.public)
         store = Store(url)
         layer = ServerLayer(MasterKey(1, os.urandom(32)))
         layer.layer_on(store)  # as `serve` does before it listens
-        ca, cert, tls_key = _certificates(root)
+        ca, cert, tls_key = make_certificates(root)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

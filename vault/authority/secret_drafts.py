@@ -68,7 +68,7 @@ BUMP_ID_SQLITE = text("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'se
 FIRST_ID_SQLITE = text(
     "INSERT INTO sqlite_sequence (name, seq) SELECT 'secrets', coalesce(max(id), 0) + 1 FROM secrets RETURNING seq"
 )
-SIGNATURE_LIKE = 32  # a digest's bytes
+DIGEST_BYTES = 32  # a draft digest: SHA-256
 
 
 def _as_sent(stored: VersionRow, new: NewVersion) -> VersionRow:
@@ -78,7 +78,7 @@ def _as_sent(stored: VersionRow, new: NewVersion) -> VersionRow:
 
 
 def _checked_digest(value: object) -> bytes:
-    if not isinstance(value, bytes) or len(value) != SIGNATURE_LIKE:
+    if not isinstance(value, bytes) or len(value) != DIGEST_BYTES:
         raise InvalidInput("the commit carries no draft digest")
     return value
 
