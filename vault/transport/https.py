@@ -5,7 +5,8 @@ codec registered as ``name``, with 16 fresh random bytes as its ``request_id``),
 with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
 ``e:<engineer id>:<key generation>``, ``@authority`` the server URL's host), POSTs it to
 ``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
-answer to another request id is refused: ``UntrustedRecord``).
+answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal or read of
+``RETRIED`` whose answer is lost is sent again with the same envelope (``call``).
 
 TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
 certificate) rather than the system's store; plain ``http://`` only to a loopback host.
@@ -22,6 +23,7 @@ import json
 import secrets
 import socket
 import ssl
+import time
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -115,6 +117,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
+# Operations sent again when their answer is lost: the server answers a retried checkout or
+# reveal from its committed event (one event per request id: revision 0016); the others write nothing.
+RETRIED = frozenset({"checkouts.checkout", "checkouts.reveal", "checkouts.context", "engineers.whoami"})
+RETRIES = 2
+RETRY_PAUSE = 0.2  # seconds, times the attempt
+
+
 class HttpsTransport:
     """Signed requests to one team server, over one pooled connection."""
 
@@ -146,22 +155,34 @@ class HttpsTransport:
 
     def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
         """POST ``body`` as operation ``name``; its decoded ``name.response`` value. ``request_id``:
-        the envelope's id when the body binds it already (details sealed to it), else a fresh one."""
+        the envelope's id when the body binds it already (details sealed to it), else a fresh one.
+
+        An operation of ``RETRIED`` whose answer was lost (the connection failed before a
+        response arrived) is sent again, at most ``RETRIES`` times: the same envelope, so the
+        same ``request_id``, under a new signature and nonce. The server answers a retried
+        checkout or reveal from the event it committed for that id, appending none (docs/server.md
+        §3, "Retries are not replays"); the reads of ``RETRIED`` write nothing."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
         if request_id is None:
             request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         data = codec.envelope(name, body, request_id)
-        me = self.keys.me()
-        keyid = f"e:{me.engineer_id}:{me.key_generation}"
-        signed = httpsig.sign_request("POST", self.authority, path, JSON, data, self.keys.my_signing_key(), keyid)
-        try:
-            response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
-        except httpx.HTTPError as error:
-            raise StoreUnavailable(
-                f"the server could not be reached ({type(error).__name__})",
-                hint="check the server URL, that it runs, and the pinned CA certificate",
-            ) from None
+        attempts = 1 + (RETRIES if name in RETRIED else 0)
+        for attempt in range(attempts):
+            me = self.keys.me()
+            keyid = f"e:{me.engineer_id}:{me.key_generation}"
+            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, self.keys.my_signing_key(), keyid)
+            try:
+                response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
+                break
+            except httpx.HTTPError as error:
+                if attempt + 1 < attempts:
+                    time.sleep(RETRY_PAUSE * (attempt + 1))
+                    continue
+                raise StoreUnavailable(
+                    f"the server could not be reached ({type(error).__name__})",
+                    hint="check the server URL, that it runs, and the pinned CA certificate",
+                ) from None
         if response.status_code != 200:
             raise problem_error(response)
         if response.headers.get("content-type") != JSON:

@@ -1,0 +1,109 @@
+"""The client's retry of a lost answer (docs/server.md §3, "Retries are not replays").
+
+The ``keyed`` team (conftest.py). A transport under ``HttpsTransport`` delivers the request to
+the server and then loses its answer (``httpx.ReadError``), as a connection dropped after the
+commit would. A checkout or reveal is sent again, the same envelope under a new signature:
+the server answers it from the event it committed, so the engineer gets the value and the log
+holds one event. An operation the server does not answer again (a check-in) is not re-sent:
+the error is the caller's, and the log holds the one committed event.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+import pytest
+from server_harness import Keyed
+from sqlalchemy import func, select
+
+from vault.authority.requests import CHECKIN
+from vault.errors import StoreUnavailable
+from vault.service.checkouts import https_checkin_keyholder, https_checkout_keyholder
+from vault.storage import models as m
+from vault.transport.https import HttpsTransport
+from vault.wire import codec
+
+REASON = "T-5150 lost answer"
+
+
+class LosingAnswers(httpx.BaseTransport):
+    """Sends every request; loses the answer to the first ``lose`` requests to ``path``."""
+
+    def __init__(self, inner: httpx.BaseTransport, path: str, lose: int = 1) -> None:
+        self.inner, self.path, self.lose = inner, path, lose
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        response = self.inner.handle_request(request)
+        if request.url.path == self.path and self.lose > 0:
+            self.lose -= 1
+            response.read()
+            response.close()  # the server committed and answered; the answer never arrives
+            raise httpx.ReadError("connection lost", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def losing(keyed: Keyed, vault: Any, path: str, lose: int = 1) -> tuple[HttpsTransport, LosingAnswers]:
+    inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(keyed.served.ca.ca_file)))
+    wrapper = LosingAnswers(inner, path, lose)
+    vault.keyholder.me()
+    return HttpsTransport(keyed.served.url, vault.keyholder, transport=wrapper), wrapper
+
+
+def event_count(keyed: Keyed) -> int:
+    with keyed.store.read() as s:
+        return int(s.scalar(select(func.count()).select_from(m.AuditEvent)) or 0)
+
+
+def request_ids(wrapper: LosingAnswers, path: str, operation: str) -> list[bytes]:
+    return [codec.open_envelope(r.content, operation).request_id for r in wrapper.sent if r.url.path == path]
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["checkout", "reveal"])
+def test_a_lost_answer_is_sent_again_and_answered_from_its_one_event(keyed: Keyed, hold: bool) -> None:
+    served = keyed.served
+    path = "/v1/checkouts/checkout" if hold else "/v1/checkouts/reveal"
+    https, wrapper = losing(keyed, served.alice, path)
+    holder = https_checkout_keyholder(served.alice.checkouts, https)
+    ref = "acme/fw01" if hold else "acme/fw02"
+    before = event_count(keyed)
+    value = holder.checkout(ref, reason=REASON, field="password", version=None, hold=hold, hold_for=None).value
+    assert value == f"pw of {ref}"
+    operation = "checkouts.checkout" if hold else "checkouts.reveal"
+    sent = request_ids(wrapper, path, operation)
+    assert len(sent) == 2 and sent[0] == sent[1]  # the same envelope, sent twice
+    signatures = {r.headers["signature"] for r in wrapper.sent if r.url.path == path}
+    assert len(signatures) == 2  # under a new signature (and nonce): not a replay
+    assert event_count(keyed) == before + 1  # one event for the request
+    if hold:
+        https_checkin_keyholder(holder).release(ref, CHECKIN)
+    assert served.admin.audit.verify().ok
+
+
+def test_an_answer_lost_every_time_is_an_error_after_the_retries_and_one_event(keyed: Keyed) -> None:
+    served = keyed.served
+    https, wrapper = losing(keyed, served.alice, "/v1/checkouts/reveal", lose=99)
+    holder = https_checkout_keyholder(served.alice.checkouts, https)
+    before = event_count(keyed)
+    with pytest.raises(StoreUnavailable, match="could not be reached"):
+        holder.checkout("acme/fw02", reason=REASON, field="password", version=None, hold=False, hold_for=None)
+    assert len(request_ids(wrapper, "/v1/checkouts/reveal", "checkouts.reveal")) == 3  # once and twice again
+    assert event_count(keyed) == before + 1  # on record once: the access happened as far as the log says
+
+
+def test_a_checkin_whose_answer_is_lost_is_not_sent_again(keyed: Keyed) -> None:
+    served = keyed.served
+    https, wrapper = losing(keyed, served.alice, "/v1/checkouts/checkin")
+    holder = https_checkout_keyholder(served.alice.checkouts, https)
+    holder.checkout("acme/fw01", reason=REASON, field="password", version=None, hold=True, hold_for=None)
+    before = event_count(keyed)
+    with pytest.raises(StoreUnavailable):
+        https_checkin_keyholder(holder).release("acme/fw01", CHECKIN)
+    assert len([r for r in wrapper.sent if r.url.path == "/v1/checkouts/checkin"]) == 1
+    assert event_count(keyed) == before + 1  # the check-in committed; its answer was lost
