@@ -112,7 +112,8 @@ class CheckinAuthority:
     def release(self, request: ReleaseRequest, seal: ReleaseSeal | ServerEvent) -> ReleaseResponse:
         """Release the caller's holds (a check-in, perhaps with a new version) or every hold (a
         break), record it, commit; the answer leaves after the commit. ``seal``: the keyholder's
-        (in-process, format 2) or the team server's (format 3: no new value yet, module docstring)."""
+        (in-process, format 2) or the team server's (format 3; a new value by its draft: see the
+        module docstring)."""
         if request.action not in (CHECKIN, BREAK) or (request.action == BREAK and request.new_value):
             raise InvalidInput(f"unknown release {request.action!r}")
         with self.store.unit() as s:
