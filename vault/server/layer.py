@@ -35,7 +35,7 @@ from sqlalchemy import and_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from vault.crypto import serverlayer
-from vault.errors import ConcurrentChange, DecryptionFailed, StoreBusy, StoreUnavailable
+from vault.errors import ConcurrentChange, ConfigurationError, DecryptionFailed, StoreBusy, StoreUnavailable
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import VersionRow
@@ -109,20 +109,28 @@ class ServerLayer:
         if row is None:
             return None
         version, blob = int(row[0]), bytes(row[1])
-        master = self._masters.get(serverlayer.smk_version(blob))
-        if master is None:
-            raise DecryptionFailed()  # under a master key this server does not hold
+        master = self._master(serverlayer.smk_version(blob))
         key = serverlayer.unwrap_client_key(
             master.key, master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
         )
         return version, key
+
+    def _master(self, version: int) -> MasterKey:
+        """Master key ``version``, or a ConfigurationError naming it (a version is not a secret)."""
+        master = self._masters.get(version)
+        if master is None:
+            raise ConfigurationError(
+                f"a server client key is under master key {version}, which the server key file does not hold",
+                hint="add it to the file's previous_master_keys until the server has moved every key",
+            )
+        return master
 
     def rewrap(self, store: Store, *, page: int = PAGE) -> Layered:
         """Move every server client key under an older master key to the current one, ``page``
         rows per unit, each row changed only if it still holds the bytes read: resumable, and
         after it the older master keys can leave the key file (docs/server.md §5, "Rotating the
         server key"; no client takes part). A row under a master key this server does not hold
-        is DecryptionFailed, nothing of its page written."""
+        is a ConfigurationError naming its version, nothing of its page written."""
         done, after = Layered(0, 0), (0, 0)
         k = m.ServerClientKey
         while True:
@@ -139,9 +147,7 @@ class ServerLayer:
                 changed = 0
                 for client_id, version, stored in found:
                     old_blob = bytes(stored)
-                    old = self._masters.get(serverlayer.smk_version(old_blob))
-                    if old is None:
-                        raise DecryptionFailed()
+                    old = self._master(serverlayer.smk_version(old_blob))
                     if old.version == self.master.version:
                         continue
                     new_blob = serverlayer.rewrap_client_key(

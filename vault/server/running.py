@@ -148,7 +148,7 @@ def run(options: ServeOptions) -> None:
     pruner = Pruner([nonces.prune, limits.prune])
     try:
         if layer is not None:  # no data key left that a database copy opens, before the first answer
-            layered, moved = layer.layer_on(store), layer.rewrap(store)  # a master-key rotation finished first
+            layered, moved = layer.layer_on(store), layer.rewrap(store)  # then a master-key rotation finished
             logging.getLogger("credvault.server").info(
                 "server layer: %d data keys layered, %d client keys moved to the current master key",
                 layered.rows,
