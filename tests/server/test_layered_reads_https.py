@@ -1,19 +1,19 @@
 """The read routes over a layered vault (issue 14 step 5 with step 6's reads): no key without an event.
 
 The ``keyed`` team (conftest.py) layered by a server holding a master key, as ``credvault
-serve`` layers it before it listens. The reads that answer version rows (``checkouts.list``'s
-``ListedCheckout.version``, ``reports.status``/``stale``'s ``SecretState``) append no event, so
-the server releases nothing: every data key they answer is still layered (server.md §7, "a
-password blob without an event"). The keyholder then cannot open the names it would show and
-refuses the listing (one opaque error) instead of showing anything; nothing is written. Until
-a listing's event names the versions it releases (server.md §5), these reads do not work over
-HTTPS on a layered vault.
+serve`` layers it before it listens. ``checkouts.list`` appends a ``checkout-list`` event
+naming the versions it releases, commits it, and only then answers those data keys without the
+layer (``vault/server/releases.py``). The reports (``reports.status``/``stale``'s
+``SecretState``) append no event, so the server releases nothing: every data key they answer is
+still layered (server.md §7, "a password blob without an event"), which the keyholder cannot
+open; nothing is written. They work over HTTPS on a layered vault once they release the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 from collections.abc import Iterator
 
@@ -30,12 +30,11 @@ from server_harness import (
     running,
     signed_post,
 )
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from vault.authority.report_requests import STALE, STATUS, ReportRequest
 from vault.authority.requests import ListRequest
-from vault.crypto.labels import BLOB_SERVER_LAYER
-from vault.errors import DecryptionFailed
+from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
 from vault.server.app import build_app
 from vault.server.layer import MasterKey, ServerLayer
 from vault.server.running import ServeOptions
@@ -43,6 +42,7 @@ from vault.service.checkouts import https_checkin_keyholder
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.wire import codec
+from vault.wire.eventrequest import request_problem
 from vault.wire.nonces import DbNonceStore
 
 
@@ -82,16 +82,50 @@ def _without_nonces(state: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in state.items() if k != "request_nonces"}
 
 
-def test_the_checkout_listing_answers_only_layered_keys_and_the_keyholder_refuses_it(layered: Served) -> None:
+def test_the_checkout_listing_is_on_record_before_it_releases_its_keys(layered: Served) -> None:
+    """``checkouts.list`` on a layered vault: one format-3 ``checkout-list`` event naming the
+    versions released (alice's own hold only), committed before the answer, whose keys then come
+    without the layer; the keyholder shows the listing; the chain and the kept request verify."""
     alice = layered.alice
     request = ListRequest(caller_of(alice), (), alice.keyholder.me().org_signing_public)
-    before = _without_nonces(database_state(layered.db_url))
+    before = _events(layered)
     answer = _answer(layered, "/v1/checkouts/list", "checkouts.list", request, alice)
-    assert answer.checkouts and all(c.version.wrapped_dek[1] == BLOB_SERVER_LAYER for c in answer.checkouts)  # type: ignore[attr-defined]
+    listed = answer.checkouts  # type: ignore[attr-defined]
+    assert listed and all(c.version.wrapped_dek[1] == BLOB_DATA_KEY for c in listed)
+    new = _events(layered)[len(before) :]
+    assert [e.action for e in new] == ["checkout-list"]
+    released = json.loads(new[0].details_json)["released"]
+    assert released == sorted([c.client.id, c.secret.id, c.version.version] for c in listed)
+    assert {c.engineer_id for c in listed} == {alice.keyholder.me().engineer_id}  # her own, nobody else's
+    public = alice.keyholder.my_signing_key().public
+    e = new[0]
+    problem = request_problem(
+        e.engineer_id, e.key_generation, e.action, e.client_id, e.at_us, e.request_id,
+        e.request_digest, e.request_sig, e.request_body, public,
+    )  # fmt: skip
+    assert problem is None
     holder, _ = keyholder(layered, alice)
-    with pytest.raises(DecryptionFailed):  # the opaque error: the layered key opens under no client key
-        https_checkin_keyholder(holder).list()
-    assert _without_nonces(database_state(layered.db_url)) == before  # a read: its nonces only
+    shown = https_checkin_keyholder(holder).list()
+    assert [(c.client, c.secret) for c in shown] == [("acme", "fw01")]
+    assert layered.admin.audit.verify().ok
+
+
+def test_a_listing_with_nothing_layered_to_release_appends_nothing(layered: Served) -> None:
+    carol = layered.bob  # bob holds nothing checked out in this module
+    request = ListRequest(caller_of(carol), (), carol.keyholder.me().org_signing_public)
+    before = _without_nonces(database_state(layered.db_url))
+    answer = _answer(layered, "/v1/checkouts/list", "checkouts.list", request, carol)
+    assert answer.checkouts == ()  # type: ignore[attr-defined]
+    assert _without_nonces(database_state(layered.db_url)) == before  # a read: its nonce only
+
+
+def _events(served: Served) -> list[m.AuditEvent]:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("action", [STATUS, STALE])

@@ -53,6 +53,7 @@ from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
+from vault.server.releases import ListingRelease
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
@@ -100,7 +101,9 @@ def build_app(
         now = _utc(clock)
         listing = CheckoutListAuthority(store, checkouts.authority, now)
         checks = ServerChecks(organisation, now)
-        reads = read_routes(store, checks, listing, now)
+        seal = checkouts.seal
+        release = ListingRelease(store, layer, seal, now) if layer is not None and seal is not None else None
+        reads = read_routes(store, checks, listing, now, release)
         engineers = EngineerListRoutes(store, checks, checkouts.seal, now)
         secrets = secret_routes(store, SecretServerChecks(organisation, now), checkouts.seal, layer)
         # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)

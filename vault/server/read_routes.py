@@ -73,6 +73,7 @@ from vault.authority.rotation_requests import VersionsRequest
 from vault.errors import AccessDenied, InvalidInput
 from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, Operations, signer_only
+from vault.server.releases import ListingRelease
 from vault.storage.engine import Store
 from vault.storage.rows import ROLE_ADMIN
 
@@ -113,9 +114,11 @@ class ReadRoutes:
         policies: PolicyAuthority,
         purges: PurgeAuthority,
         receipts: ReceiptAuthority,
+        release: ListingRelease | None = None,
     ) -> None:
         self.checkouts, self.grants, self.reports, self.keys, self.audit = checkouts, grants, reports, keys, audit
         self.policies, self.purges, self.receipts = policies, purges, receipts
+        self.release = release  # on a layered vault: the checkout listing's keys, after its event
 
     def __repr__(self) -> str:
         return "ReadRoutes()"
@@ -124,7 +127,8 @@ class ReadRoutes:
         request = _body(call, ListRequest)
         assert isinstance(request, ListRequest)
         self._checked(call, "checkouts.list", request.caller)
-        return self.checkouts.list(request)
+        response = self.checkouts.list(request)
+        return response if self.release is None else self.release.checkout_list(call, response)
 
     def list_grants(self, call: Call) -> GrantListRows:
         request = _body(call, GrantListRequest)
@@ -227,9 +231,14 @@ class ReadRoutes:
 
 
 def read_routes(
-    store: Store, checks: ServerChecks, checkouts: CheckoutListAuthority, clock: Callable[[], dt.datetime]
+    store: Store,
+    checks: ServerChecks,
+    checkouts: CheckoutListAuthority,
+    clock: Callable[[], dt.datetime],
+    release: ListingRelease | None = None,
 ) -> ReadRoutes:
-    """The read routes over ``store``, each authority checking callers with ``checks``."""
+    """The read routes over ``store``, each authority checking callers with ``checks``;
+    ``release``: on a layered vault, the checkout listing's data keys after its event."""
     return ReadRoutes(
         checkouts,
         GrantListAuthority(store, checks, clock),
@@ -239,4 +248,5 @@ def read_routes(
         PolicyAuthority(store, checks, NoEvents(), clock),
         PurgeAuthority(store, checks, NoEvents(), clock),
         ReceiptAuthority(store, checks),
+        release,
     )

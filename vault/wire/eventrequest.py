@@ -45,6 +45,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.add": frozenset({"secret-create"}),
     "secrets.update": frozenset({"secret-update"}),
     "engineers.list": frozenset({"engineer-list"}),
+    "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
 }
 
 
