@@ -34,6 +34,7 @@ from vault.server.app import build_app
 from vault.server.layer import ServerLayer
 from vault.server.running import ServeOptions, uvicorn_config
 from vault.service.checkouts import https_checkout_keyholder
+from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.wire import httpsig
@@ -264,3 +265,18 @@ def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | No
             yield dataclasses.replace(served, url=url, port=port)
     finally:
         store.close()
+
+
+def events(served: Served) -> list[m.AuditEvent]:
+    """Every audit event of ``served``'s database, in order (read on a store of its own)."""
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
+    finally:
+        store.close()
+
+
+def without_nonces(state: dict[str, object]) -> dict[str, object]:
+    """``database_state`` without the request nonces (what a read writes)."""
+    return {name: count for name, count in state.items() if name != "request_nonces"}

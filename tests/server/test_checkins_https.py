@@ -28,12 +28,14 @@ from server_harness import (
     Sent,
     Served,
     database_state,
+    events,
     keyholder,
     loopback_socket,
     running,
     signed_post,
+    without_nonces,
 )
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 
 from vault.authority.requests import BREAK, CHECKIN, Caller
 from vault.authority.server_keys import ServerKeyRow
@@ -64,17 +66,6 @@ def checkout(holder: CheckoutKeyholder, ref: str) -> str:
     return holder.checkout(ref, reason=REASON, field="password", version=None, hold=True, hold_for=None).value
 
 
-def events(served: Served) -> list[m.AuditEvent]:
-    store = Store(served.db_url)
-    try:
-        with store.read() as s:
-            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
-    finally:
-        store.close()
-
-
-def without_nonces(state: dict[str, object]) -> dict[str, object]:
-    return {name: count for name, count in state.items() if name != "request_nonces"}
 
 
 def release_body(sent: Sent, path: str, operation: str, **changes: Any) -> bytes:

@@ -25,12 +25,14 @@ from server_harness import (
     Sent,
     Served,
     database_state,
+    events,
     keyholder,
     keyid_of,
     loopback_socket,
     running,
     signed_headers,
     signed_post,
+    without_nonces,
 )
 from sqlalchemy import delete, event, exc, func, insert, select, update
 
@@ -65,17 +67,6 @@ def checkout(holder: CheckoutKeyholder, ref: str, *, hold: bool = True, reason: 
     return holder.checkout(ref, reason=reason, field="password", version=None, hold=hold, hold_for=None).value
 
 
-def events(served: Served) -> list[m.AuditEvent]:
-    store = Store(served.db_url)
-    try:
-        with store.read() as s:
-            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
-    finally:
-        store.close()
-
-
-def without_nonces(state: dict[str, object]) -> dict[str, object]:
-    return {name: count for name, count in state.items() if name != "request_nonces"}
 
 
 def event_count(served: Served) -> int:

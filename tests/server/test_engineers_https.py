@@ -24,6 +24,7 @@ from server_harness import (
     caller_of,
     database_state,
     envelope,
+    events,
     keyid_of,
     loopback_socket,
     running,
@@ -31,7 +32,6 @@ from server_harness import (
     signed_post,
     with_extra_field,
 )
-from sqlalchemy import select
 
 from vault.authority.engineer_requests import LIST, WHOAMI, ListRequest
 from vault.crypto.serverkey import ServerSigningKey
@@ -40,7 +40,6 @@ from vault.server.app import build_app
 from vault.server.running import ServeOptions
 from vault.service.engineerparts import https_engineer_keyholder
 from vault.service.serverkeys import certify_server_key
-from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.wire.httpsig import MemoryNonceStore
@@ -79,14 +78,6 @@ def listing(module_team, test_ca) -> Iterator[Listing]:  # type: ignore[no-untyp
         store.close()
 
 
-def _events(served: Served) -> list[m.AuditEvent]:
-    store = Store(served.db_url)
-    try:
-        with store.read() as s:
-            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
-    finally:
-        store.close()
-
 
 def _request(vault: Any, action: str = LIST) -> ListRequest:
     return ListRequest(caller_of(vault), vault.keyholder.me().org_signing_public, action)
@@ -101,13 +92,13 @@ def test_the_listing_over_https_is_the_in_process_listing_and_appends_a_format3_
     https = HttpsTransport(served.url, vault.keyholder, ca_file=str(served.ca.ca_file))
     sent: list[Any] = []
     https.client.event_hooks["request"].append(sent.append)
-    before = len(_events(served))
+    before = len(events(served))
     try:
         over_https = https_engineer_keyholder(vault.engineers, https).list()
     finally:
         https.close()
     assert over_https == listing.in_process[who]
-    new = _events(served)[before:]
+    new = events(served)[before:]
     assert [(e.action, e.engineer_id, e.server_key_version) for e in new] == [
         ("engineer-list", vault.keyholder.me().engineer_id, 1)
     ]
@@ -151,7 +142,7 @@ def test_a_replayed_listing_is_401_and_makes_one_event(listing: Listing) -> None
     headers = signed_headers(
         served, LIST_PATH, body, key=served.bob.keyholder.my_signing_key(), keyid=keyid_of(served.bob)
     )
-    before = len(_events(served))
+    before = len(events(served))
     with served.client() as client:
         assert client.post(LIST_PATH, content=body, headers=headers).status_code == 200
         state = database_state(served.db_url)
@@ -159,7 +150,7 @@ def test_a_replayed_listing_is_401_and_makes_one_event(listing: Listing) -> None
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "replayed"
     assert database_state(served.db_url) == state
-    assert len(_events(served)) == before + 1
+    assert len(events(served)) == before + 1
 
 
 def test_a_server_without_its_key_answers_503_and_writes_nothing(listing: Listing) -> None:

@@ -25,12 +25,14 @@ from server_harness import (
     caller_of,
     database_state,
     envelope,
+    events,
     keyholder,
     loopback_socket,
     running,
     signed_post,
+    without_nonces,
 )
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from vault.authority.report_requests import STALE, STATUS, ReportRequest
 from vault.authority.requests import ListRequest
@@ -78,9 +80,6 @@ def _answer(served: Served, path: str, name: str, body: object, vault: object) -
     return codec.open_envelope(response.content, f"{name}.response").body
 
 
-def _without_nonces(state: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in state.items() if k != "request_nonces"}
-
 
 def test_the_checkout_listing_is_on_record_before_it_releases_its_keys(layered: Served) -> None:
     """``checkouts.list`` on a layered vault: one format-3 ``checkout-list`` event naming the
@@ -88,11 +87,11 @@ def test_the_checkout_listing_is_on_record_before_it_releases_its_keys(layered: 
     without the layer; the keyholder shows the listing; the chain and the kept request verify."""
     alice = layered.alice
     request = ListRequest(caller_of(alice), (), alice.keyholder.me().org_signing_public)
-    before = _events(layered)
+    before = events(layered)
     answer = _answer(layered, "/v1/checkouts/list", "checkouts.list", request, alice)
     listed = answer.checkouts  # type: ignore[attr-defined]
     assert listed and all(c.version.wrapped_dek[1] == BLOB_DATA_KEY for c in listed)
-    new = _events(layered)[len(before) :]
+    new = events(layered)[len(before) :]
     assert [e.action for e in new] == ["checkout-list"]
     released = json.loads(new[0].details_json)["released"]
     assert released == sorted([c.client.id, c.secret.id, c.version.version] for c in listed)
@@ -113,26 +112,18 @@ def test_the_checkout_listing_is_on_record_before_it_releases_its_keys(layered: 
 def test_a_listing_with_nothing_layered_to_release_appends_nothing(layered: Served) -> None:
     carol = layered.bob  # bob holds nothing checked out in this module
     request = ListRequest(caller_of(carol), (), carol.keyholder.me().org_signing_public)
-    before = _without_nonces(database_state(layered.db_url))
+    before = without_nonces(database_state(layered.db_url))
     answer = _answer(layered, "/v1/checkouts/list", "checkouts.list", request, carol)
     assert answer.checkouts == ()  # type: ignore[attr-defined]
-    assert _without_nonces(database_state(layered.db_url)) == before  # a read: its nonce only
+    assert without_nonces(database_state(layered.db_url)) == before  # a read: its nonce only
 
-
-def _events(served: Served) -> list[m.AuditEvent]:
-    store = Store(served.db_url)
-    try:
-        with store.read() as s:
-            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
-    finally:
-        store.close()
 
 
 @pytest.mark.parametrize("action", [STATUS, STALE])
 def test_the_reports_answer_only_layered_keys(layered: Served, action: str) -> None:
     admin = layered.admin
     request = ReportRequest(action, caller_of(admin), (), admin.keyholder.me().org_signing_public)
-    before = _without_nonces(database_state(layered.db_url))
+    before = without_nonces(database_state(layered.db_url))
     answer = _answer(layered, f"/v1/reports/{action}", f"reports.{action}", request, admin)
     assert answer.secrets and all(s.wrapped_dek[1] == BLOB_SERVER_LAYER for s in answer.secrets)  # type: ignore[attr-defined]
-    assert _without_nonces(database_state(layered.db_url)) == before
+    assert without_nonces(database_state(layered.db_url)) == before

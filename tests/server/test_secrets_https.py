@@ -22,7 +22,18 @@ from typing import Any
 
 import httpx
 import pytest
-from server_harness import CertificateFiles, Keyed, Sent, Served, database_state, keyholder, server_with, signed_post
+from server_harness import (
+    CertificateFiles,
+    Keyed,
+    Sent,
+    Served,
+    database_state,
+    events,
+    keyholder,
+    server_with,
+    signed_post,
+    without_nonces,
+)
 from sqlalchemy import func, select
 from test_body_scan import Bodies, data_keys, forms, transport, word
 
@@ -63,14 +74,6 @@ def reveal(holder: CheckoutKeyholder, ref: str) -> str:
     return holder.checkout(ref, reason=REASON, field="password", version=None, hold=False, hold_for=None).value
 
 
-def events(served: Served) -> list[m.AuditEvent]:
-    store = Store(served.db_url)
-    try:
-        with store.read() as s:
-            return list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)))
-    finally:
-        store.close()
-
 
 def reservations(served: Served) -> int:
     store = Store(served.db_url)
@@ -80,9 +83,6 @@ def reservations(served: Served) -> int:
     finally:
         store.close()
 
-
-def without_nonces(state: dict[str, object]) -> dict[str, object]:
-    return {name: count for name, count in state.items() if name != "request_nonces"}
 
 
 def last_body(sent: Sent, path: str) -> Any:

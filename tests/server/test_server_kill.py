@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from serve_process import ServedVault, ServeProcess
-from server_harness import JSON, database_state
+from server_harness import JSON, database_state, without_nonces
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
@@ -127,9 +127,6 @@ def counted_failures(url: str) -> int:
     finally:
         engine.dispose()
 
-
-def without_nonces(state: dict[str, object]) -> dict[str, object]:
-    return {name: value for name, value in state.items() if name != "request_nonces"}
 
 
 @pytest.mark.parametrize("point", POINTS)
