@@ -47,6 +47,10 @@ def trust(app: AppContext, url: str, ca_file: str | None, yes: bool, replace: bo
 
     The server is then this machine's default (`credvault unlock`, `checkout`, ... go to it).
     A later change of its vault, organisation key, server key or certificate is refused.
+
+    \b
+    Example:
+      credvault server trust https://vault.example.net:8443 --ca-file team-ca.pem
     """
     from vault.service import serverjoin
 
@@ -84,6 +88,10 @@ def join(app: AppContext, url: str, name: str | None, local_passphrase_file: Pat
 
     Run it once, where you still reach the database; pin the server first (`server trust`).
     NAME defaults to --as, CREDVAULT_ENGINEER, or the engineer last unlocked here.
+
+    \b
+    Example:
+      credvault --db postgresql+psycopg://alice@db.internal/credvault server join https://vault.example.net:8443 alice
     """
     from vault.service import serverjoin
     from vault.service.serverpins import ServerPins
@@ -106,6 +114,10 @@ def keygen(path: Path) -> None:
 
     It holds the server's signing key and its master key (the layer over every stored data
     key): keep a copy as safe as the recovery key. An admin then certifies it (`server certify`).
+
+    \b
+    Example:
+      credvault server keygen /etc/credvault/server-key.json
     """
     from vault.server.keyfile import new_key_file
     from vault.transport.https_identity import fingerprint
@@ -122,6 +134,10 @@ def certify(app: AppContext, path: Path) -> None:
     """Admin: certify the server key in the key file PATH with the organisation key (--db).
 
     Engineers' machines then trust the server's signatures (`server trust` shows its fingerprint).
+
+    \b
+    Example:
+      credvault --db postgresql+psycopg://admin@db.internal/credvault server certify server-key.json
     """
     from vault.server.keyfile import read_server_key
     from vault.service.serverkeys import certify_server_key
