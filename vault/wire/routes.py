@@ -17,7 +17,9 @@ The reads that take a request value and answer a value, with no seal and no even
 ``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
 carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
-appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
+appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``). An
+enrolment (``enroll_draft``: the open invitation; ``enroll``: the keys made for it) is
+authenticated by the enrolment code instead of a certified key (``server/enrolment_routes.py``).
 
 The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
@@ -48,6 +50,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
+    ("engineers.enroll_draft", e.EnrollRequest, e.EnrolmentDraft),  # invite-authenticated (enrolment_routes.py)
+    ("engineers.enroll", e.EnrollCommit, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
