@@ -239,11 +239,11 @@ class _Endpoints:
 
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
-        if found.invited:  # an enrolment: the code authenticates it; a wrong one counts for the address
+        if found.invited:  # an enrolment: the code authenticates it; a refusal counts for the address only
             try:
                 return self.enrolment.answer(found.name, path, headers, body, found.max_body or self.max_body)
-            except Unauthenticated as refusal:
-                self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
+            except Unauthenticated:
+                self.guard.failed(address, None)  # not the invited engineer's: a stranger could lock them out
                 raise
         try:
             authenticated = self.authenticator.authenticate("POST", path, headers, body, in_unit=found.writes)
