@@ -16,10 +16,10 @@ The fields are defined once, here, for the keyholder that signs and the server t
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 from vault.authority.engineer_requests import NewKeys
-from vault.crypto import _primitives as prim
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_ENROLL_REQUEST
 
@@ -53,7 +53,7 @@ def proof_fields(vault_id: bytes, engineer_id: int, name: str, keys: NewKeys) ->
         keys.key_generation,
         keys.sealing_public,
         keys.signing_public,
-        prim.sha256(keys.key_record),
+        hashlib.sha256(keys.key_record).digest(),
         keys.enroll_mac,
     )
 
