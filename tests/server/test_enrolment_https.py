@@ -43,6 +43,8 @@ from vault.crypto import keyrecord, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.crypto.signing import SigningKey
 from vault.errors import (
+    AccessDenied,
+    ConcurrentChange,
     ConfigurationError,
     EnrolmentError,
     Unauthenticated,
@@ -51,15 +53,17 @@ from vault.errors import (
 )
 from vault.keyholder.enrolment import enrolment_keys
 from vault.server.app import build_app
+from vault.service.engineerparts import https_engineer_keyholder
 from vault.storage import models as m
 from vault.storage.engine import Store
+from vault.transport.https import HttpsTransport
 from vault.transport.https_enrolment import EnrolledRecord, enroll_over_https
 from vault.wire import codec
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.nonces import DbNonceStore
 
 DRAFT_PATH, COMMIT_PATH = "/v1/engineers/enroll_draft", "/v1/engineers/enroll"
-NAMES = ("dave", "erin", "frank", "gina", "hank", "ivy", "ivy2")
+NAMES = ("dave", "erin", "frank", "gina", "hank", "hank2", "ivy", "ivy2", "jack", "kate")
 
 
 @dataclasses.dataclass
@@ -209,14 +213,96 @@ def test_the_enrolment_event_is_bound_to_the_key_it_enrols(enrolment: Enrolment)
 
 
 def test_an_in_process_confirmation_on_the_server_keyed_vault_is_refused(enrolment: Enrolment) -> None:
-    """Not built yet: ``engineers.confirm`` through the server. In-process it would append a
-    format-2 event after format-3 ones (a downgrade ``audit verify`` refuses), so it is refused."""
+    """In-process it would append a format-2 event after format-3 ones (a downgrade ``audit
+    verify`` refuses), so it is refused, writing nothing: the admin confirms through the server."""
     admin = enrolment.keyed.served.admin
     fingerprint = admin.engineers.pending_fingerprint("dave")
     state = database_state(enrolment.keyed.served.db_url)
     with pytest.raises(ConfigurationError, match="team server"):
         admin.engineers.confirm("dave", fingerprint)
     assert database_state(enrolment.keyed.served.db_url) == state
+
+
+@dataclasses.dataclass
+class RecordKeys:
+    """The signing key of an enrolled record, opened here (what the lead's local key file will hold)."""
+
+    engineer_id: int
+    key_generation: int
+    seed: bytes
+
+    def me(self) -> RecordKeys:
+        return self
+
+    def my_signing_key(self) -> SigningKey:
+        return SigningKey(self.seed)
+
+
+def admin_over_https(enrolment: Enrolment) -> tuple[Any, HttpsTransport]:
+    served = enrolment.keyed.served
+    https = HttpsTransport(served.url, served.admin.keyholder, ca_file=str(served.ca.ca_file))
+    served.admin.keyholder.me()
+    return https_engineer_keyholder(served.admin.engineers, https), https
+
+
+def test_the_admin_confirms_over_https_and_the_engineer_signs_in_with_their_record(enrolment: Enrolment) -> None:
+    served = enrolment.keyed.served
+    record = enrol(enrolment, "erin", "erin's passphrase")
+    admin, https = admin_over_https(enrolment)
+    try:
+        pending = admin.pending("erin")
+        assert (pending.fingerprint, pending.role, pending.carried) == (record.fingerprint, "engineer", [])
+        before = len(events(served))
+        info = admin.confirm("erin", record.fingerprint, pending)
+        assert (info.name, info.status, info.key_generation) == ("erin", "active", 1)
+    finally:
+        https.close()
+    appended = events(served)[before:]
+    assert [(e.action, e.server_key_version is not None) for e in appended] == [("engineer-confirm", True)]
+    bundle = keyrecord.open_record(record.key_record, "erin's passphrase", record.vault_id, record.engineer_id, 1)
+    erin = HttpsTransport(
+        served.url, RecordKeys(record.engineer_id, 1, bundle.signing_seed), ca_file=str(served.ca.ca_file)
+    )
+    try:
+        me = erin.whoami()  # authenticated by the certified key of the record alone
+    finally:
+        erin.close()
+    assert (me.name, me.role, me.key_generation, me.vault_id) == ("erin", "engineer", 1, record.vault_id)
+    assert served.admin.audit.verify().ok
+
+
+def test_a_confirmation_of_rows_that_changed_since_read_is_409_and_writes_nothing(
+    enrolment: Enrolment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit's digest is not that of the rows the server recomputes in its unit (as when the
+    engineer re-enrolled between the read and the commit): 409 ``stale-draft``, nothing stored."""
+    served = enrolment.keyed.served
+    record = enrol(enrolment, "hank2", "hank2's passphrase")
+    monkeypatch.setattr("vault.transport.https_engineers.pending_digest", lambda rows: bytes(32))
+    admin, https = admin_over_https(enrolment)
+    state = database_state(served.db_url)
+    try:
+        with pytest.raises(ConcurrentChange, match="stale"):
+            admin.confirm("hank2", record.fingerprint, None)
+    finally:
+        https.close()
+    assert without_nonces(database_state(served.db_url)) == without_nonces(state)
+    with enrolment.keyed.store.read() as s:
+        assert s.get(m.Engineer, record.engineer_id).status == "enrolled"  # type: ignore[union-attr]
+
+
+def test_a_confirmation_by_an_engineer_is_refused(enrolment: Enrolment) -> None:
+    served = enrolment.keyed.served
+    https = HttpsTransport(served.url, served.alice.keyholder, ca_file=str(served.ca.ca_file))
+    served.alice.keyholder.me()
+    alice = https_engineer_keyholder(served.alice.engineers, https)
+    state = database_state(served.db_url)
+    try:
+        with pytest.raises(AccessDenied):
+            alice.pending("hank2")
+    finally:
+        https.close()
+    assert without_nonces(database_state(served.db_url)) == without_nonces(state)
 
 
 # -- refusals: nothing written ---------------------------------------------------------------------
@@ -230,16 +316,16 @@ def test_a_wrong_code_is_refused_and_writes_nothing(enrolment: Enrolment) -> Non
     )  # the right vault, a made-up secret
     state = database_state(served.db_url)
     with pytest.raises(Unauthenticated, match="unknown-key"):
-        enrol(enrolment, "erin", "erin's passphrase", code=wrong)
+        enrol(enrolment, "jack", "jack's passphrase", code=wrong)
     assert database_state(served.db_url) == state  # not even a nonce
 
 
 def test_another_vaults_code_is_refused_before_anything_is_sent(enrolment: Enrolment) -> None:
-    secret = signing.parse_enrolment_code(enrolment.codes["erin"])[0]
+    secret = signing.parse_enrolment_code(enrolment.codes["jack"])[0]
     other = signing.make_enrolment_code(secret, SigningKey.generate().public)  # the org fingerprint of another key
     state = database_state(enrolment.keyed.served.db_url)
     with pytest.raises(EnrolmentError, match="another vault"):
-        enrol(enrolment, "erin", "erin's passphrase", code=other)
+        enrol(enrolment, "jack", "jack's passphrase", code=other)
     assert without_nonces(database_state(enrolment.keyed.served.db_url)) == without_nonces(state)
 
 
@@ -265,16 +351,16 @@ def test_a_name_not_invited_with_this_code_is_refused(enrolment: Enrolment, as_n
     no invitation (not even another's) and stores nothing."""
     state = database_state(enrolment.keyed.served.db_url)
     with pytest.raises(EnrolmentError, match="no open invitation"):
-        enrol(enrolment, "erin", "erin's passphrase", as_name=as_name)
+        enrol(enrolment, "jack", "jack's passphrase", as_name=as_name)
     assert without_nonces(database_state(enrolment.keyed.served.db_url)) == without_nonces(state)
 
 
 def test_enrolling_twice_is_refused(enrolment: Enrolment) -> None:
     served = enrolment.keyed.served
-    first = enrol(enrolment, "erin", "erin's passphrase")
+    first = enrol(enrolment, "kate", "kate's passphrase")
     state = database_state(served.db_url)
     with pytest.raises(Unauthenticated, match="unknown-key"):  # the code's invitation is no longer open
-        enrol(enrolment, "erin", "another passphrase")
+        enrol(enrolment, "kate", "another passphrase")
     assert database_state(served.db_url) == state
     with enrolment.keyed.store.read() as s:
         assert s.get(m.Engineer, first.engineer_id).key_record == first.key_record  # type: ignore[union-attr]

@@ -48,6 +48,7 @@ from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
+from vault.server.confirm_routes import ConfirmRoutes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
 from vault.server.layer import ServerLayer
@@ -109,7 +110,8 @@ def build_app(
         secrets = secret_routes(store, SecretServerChecks(organisation, now), checkouts.seal, layer)
         # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
-        operations = default_operations(checkouts, reads, engineers, secrets)
+        confirmations = ConfirmRoutes(store, checks, checkouts.seal, now)
+        operations = default_operations(checkouts, reads, engineers, secrets, confirmations)
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

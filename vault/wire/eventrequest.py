@@ -47,6 +47,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.list": frozenset({"engineer-list"}),
     "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
     "engineers.enroll": frozenset({"enroll"}),  # signed by the key it enrols (keyholder/auditchain.py)
+    "engineers.confirm": frozenset({"engineer-confirm"}),
 }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
 from vault.authority import policy_requests as p
@@ -52,6 +53,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
     ("engineers.enroll_draft", e.EnrollRequest, e.EnrolmentDraft),  # invite-authenticated (enrolment_routes.py)
     ("engineers.enroll", e.EnrollCommit, e.EngineerAnswer),
+    ("engineers.pending_confirmation", e.ConfirmRequest, e.EngineerAnswer),  # PENDING: the rows to certify
+    ("engineers.confirm", cf.ConfirmCommit, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
