@@ -189,6 +189,13 @@ def test_an_engineer_enrols_over_https_and_holds_their_key_record(enrolment: Enr
     assert admin.audit.verify().ok
 
 
+def test_the_admins_audit_log_streams_through_the_https_enrolment(enrolment: Enrolment) -> None:
+    """The keyholder's page checks (``keyholder/audit.py``) accept the format-3 ``enroll`` as the
+    chain check does: signed by the key it enrols, before that key's certification."""
+    entries = enrolment.keyed.served.admin.audit.log(stream=False)
+    assert any(e.action == "enroll" for e in entries)
+
+
 def test_the_enrolment_event_is_bound_to_the_key_it_enrols(enrolment: Enrolment) -> None:
     """``audit verify`` checks a format-3 ``enroll`` under the key its details name: another key there fails."""
     served = enrolment.keyed.served
@@ -534,3 +541,35 @@ def test_no_body_of_an_enrolment_holds_the_passphrase_the_code_or_a_private_key(
     found = [t for t in texts for body in capture.bodies if t in body]
     found += [s[:4].hex() for s in seeds for form in forms(s) for body in capture.bodies if form in body]
     assert found == []
+
+
+# -- the code's key and its keyid ------------------------------------------------------------------
+
+
+def test_the_codes_key_is_derived_from_its_secret_alone() -> None:
+    secret = os.urandom(signing.INVITE_SECRET_SIZE)
+    assert signing.invite_auth_key(secret).public == signing.invite_auth_key(bytes(secret)).public
+    assert signing.invite_auth_key(secret).public != signing.invite_auth_key(os.urandom(16)).public
+    with pytest.raises(ValueError):
+        signing.invite_auth_key(secret[:15])
+    assert "seed" not in repr(signing.invite_auth_key(secret)) and secret.hex() not in repr(
+        signing.invite_auth_key(secret)
+    )
+
+
+@pytest.mark.parametrize(
+    "keyid",
+    ["i:", "e:1:1", "i:" + "A" * 42, "i:" + "A" * 44, "i:" + "A" * 42 + "B", "I:" + "A" * 43, "i:" + "+" * 43],
+)
+def test_a_keyid_that_is_not_one_code_key_names_none(keyid: str) -> None:
+    """``invite_key_of`` takes exactly 32 bytes in canonical base64url (``...B`` has stray bits)."""
+    from vault.authority.enrolment_proof import invite_key_of
+
+    assert invite_key_of(keyid) is None
+
+
+def test_a_code_keys_keyid_round_trips() -> None:
+    from vault.authority.enrolment_proof import invite_key_of
+
+    public = SigningKey.generate().public
+    assert invite_key_of(invite_keyid(public)) == public
