@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import os
 import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,7 +54,11 @@ from vault.errors import (
 )
 from vault.keyholder.enrolment import enrolment_keys
 from vault.server.app import build_app
+from vault.service import serverjoin
 from vault.service.engineerparts import https_engineer_keyholder
+from vault.service.remote import RemoteVault
+from vault.service.serverpins import KeyRecordFile
+from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
@@ -63,7 +68,7 @@ from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLi
 from vault.wire.nonces import DbNonceStore
 
 DRAFT_PATH, COMMIT_PATH = "/v1/engineers/enroll_draft", "/v1/engineers/enroll"
-NAMES = ("dave", "erin", "frank", "gina", "hank", "hank2", "ivy", "ivy2", "jack", "kate")
+NAMES = ("dave", "dave2", "erin", "frank", "gina", "hank", "hank2", "ivy", "ivy2", "jack", "kate")
 
 
 @dataclasses.dataclass
@@ -228,6 +233,37 @@ def test_an_in_process_confirmation_on_the_server_keyed_vault_is_refused(enrolme
     with pytest.raises(ConfigurationError, match="team server"):
         admin.engineers.confirm("dave", fingerprint)
     assert database_state(enrolment.keyed.served.db_url) == state
+
+
+def test_confirmed_on_the_host_and_granted_the_engineer_checks_out_with_their_record_alone(
+    enrolment: Enrolment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path: the HTTPS enrolment's record kept on the engineer's machine (``KeyRecordFile``),
+    the admin on the server's host (its key file) confirms and grants in-process (format 3), and
+    the engineer, with no database, unlocks that record and checks out through the server."""
+    served, admin = enrolment.keyed.served, enrolment.keyed.served.admin
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    record = enrol(enrolment, "dave2", "dave2's passphrase")
+    admin.core.server_key = enrolment.keyed.key
+    try:
+        assert admin.engineers.pending_fingerprint("dave2") == record.fingerprint
+        admin.engineers.confirm("dave2", record.fingerprint)
+        admin.grants.grant("dave2", "acme")
+    finally:
+        admin.core.server_key = None
+    r = record
+    KeyRecordFile(r.vault_id, r.engineer_id, r.name, r.key_generation, r.key_record).save()
+    pin = serverjoin.pin(served.url, serverjoin.trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
+    assert (pin.vault_id, pin.org_key) == (record.vault_id, record.org_signing_public)
+    dave = RemoteVault(pin, engineer="dave2", sessions=MemorySessionStore())
+    try:
+        dave.engineers.unlock("dave2", "dave2's passphrase")
+        assert dave.checkouts.checkout("acme/fw01", reason="T-88 first job").value == "pw of acme/fw01"
+    finally:
+        dave.close()
+    assert [e.action for e in events(served)][-1] == "checkout"
+    result = admin.audit.verify()
+    assert result.ok, result
 
 
 @dataclasses.dataclass
