@@ -20,12 +20,20 @@ import base64
 import dataclasses
 import datetime as dt
 import os
-import ssl
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from enrolment_harness import (
+    COMMIT_PATH,
+    DRAFT_PATH,
+    Capture,
+    Enrolment,
+    commit_of,
+    drafted,
+    enrol,
+    keyid,
+    post,
+    problem,
+)
 from server_harness import (
     Keyed,
     asgi_call,
@@ -37,44 +45,27 @@ from server_harness import (
 )
 from sqlalchemy import update
 
-from vault.authority.engineer_requests import EnrollCommit, EnrollRequest, EnrolmentDraft
-from vault.authority.enrolment_proof import invite_keyid, sign_proof
+from vault.authority.engineer_requests import EnrollCommit, EnrollRequest
+from vault.authority.enrolment_proof import invite_keyid
 from vault.authority.requests import Caller
 from vault.crypto import keyrecord, signing
 from vault.crypto.keyrecord import FLOOR
 from vault.crypto.signing import SigningKey
 from vault.errors import (
-    AccessDenied,
-    ConcurrentChange,
     ConfigurationError,
     EnrolmentError,
     Unauthenticated,
     UntrustedRecord,
     WrongPassphrase,
 )
-from vault.keyholder.enrolment import enrolment_keys
 from vault.server.app import build_app
-from vault.service import serverjoin
-from vault.service.engineerparts import https_engineer_keyholder
-from vault.service.remote import RemoteVault
-from vault.service.serverpins import KeyRecordFile
-from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
-from vault.transport.https import HttpsTransport
-from vault.transport.https_enrolment import EnrolledRecord, enroll_over_https
-from vault.wire import codec
+from vault.transport.https_enrolment import enroll_over_https
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.nonces import DbNonceStore
 
-DRAFT_PATH, COMMIT_PATH = "/v1/engineers/enroll_draft", "/v1/engineers/enroll"
-NAMES = ("dave", "dave2", "erin", "frank", "gina", "hank", "hank2", "ivy", "ivy2", "jack", "kate")
-
-
-@dataclasses.dataclass
-class Enrolment:
-    keyed: Keyed
-    codes: dict[str, str]
+NAMES = ("dave", "frank", "gina", "hank", "ivy", "ivy2", "jack", "kate")
 
 
 @pytest.fixture(scope="module")
@@ -86,87 +77,6 @@ def codes(module_team) -> dict[str, str]:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def enrolment(codes: dict[str, str], keyed: Keyed) -> Enrolment:
     return Enrolment(keyed, codes)
-
-
-class Capture(httpx.BaseTransport):
-    """An httpx transport to the test server that keeps every request and response (body scan, replays)."""
-
-    def __init__(self, keyed: Keyed) -> None:
-        context = ssl.create_default_context(cafile=str(keyed.served.ca.ca_file))
-        self.inner = httpx.HTTPTransport(verify=context)
-        self.requests: list[httpx.Request] = []
-        self.bodies: list[bytes] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        self.bodies.append(request.content)
-        response = self.inner.handle_request(request)
-        response.read()
-        self.bodies.append(response.content)
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def enrol(
-    enrolment: Enrolment, name: str, passphrase: str, capture: Capture | None = None, **changes: Any
-) -> EnrolledRecord:
-    served = enrolment.keyed.served
-    return enroll_over_https(
-        served.url,
-        ca_file=str(served.ca.ca_file),
-        name=changes.get("as_name", name),
-        code=changes.get("code", enrolment.codes[name]),
-        passphrase=passphrase,
-        kdf_params=FLOOR,
-        transport=capture,
-    )
-
-
-def post(enrolment: Enrolment, path: str, body: bytes, key: SigningKey, keyid: str, **changes: Any) -> httpx.Response:
-    """``body`` POSTed to ``path`` signed with ``key`` as ``keyid`` (``sent``: other bytes sent)."""
-    served = enrolment.keyed.served
-    sent = changes.pop("sent", body)
-    headers = signed_headers(served, path, body, key=key, keyid=keyid, **changes)
-    with served.client() as client:
-        return client.post(path, content=sent, headers=headers)
-
-
-def drafted(enrolment: Enrolment, name: str) -> tuple[bytes, EnrolmentDraft]:
-    """The invitation of ``name`` through a raw, code-signed draft request: (secret, draft)."""
-    secret, org_fp = signing.parse_enrolment_code(enrolment.codes[name])
-    key = signing.invite_auth_key(secret)
-    response = post(
-        enrolment,
-        DRAFT_PATH,
-        envelope("engineers.enroll_draft", EnrollRequest(name, org_fp)),
-        key,
-        invite_keyid(key.public),
-    )
-    assert response.status_code == 200, response.text
-    draft = codec.open_envelope(response.content, "engineers.enroll_draft.response").body
-    assert isinstance(draft, EnrolmentDraft)
-    return secret, draft
-
-
-def commit_of(name: str, secret: bytes, draft: EnrolmentDraft) -> tuple[EnrollCommit, SigningKey]:
-    """The commit a keyholder makes for ``draft``, and its new signing key."""
-    org_fp = signing.parse_enrolment_code(signing.make_enrolment_code(secret, draft.org_signing_public))[1]
-    now = dt.datetime.now(dt.UTC)
-    made, seed = enrolment_keys(draft, name, org_fp, f"pass of {name}", secret, now, FLOOR)
-    row = draft.engineer
-    proof = sign_proof(secret, draft.vault_id, row.id, row.name, made)
-    return EnrollCommit(Caller(row.id, made.key_generation), name, org_fp, made, proof), SigningKey(seed)
-
-
-def keyid(commit: EnrollCommit) -> str:
-    return f"e:{commit.caller.engineer_id}:{commit.caller.key_generation}"
-
-
-def problem(response: httpx.Response) -> tuple[int, str]:
-    return response.status_code, response.json().get("detail", "")
 
 
 # -- the happy path --------------------------------------------------------------------------------
@@ -233,119 +143,6 @@ def test_an_in_process_confirmation_on_the_server_keyed_vault_is_refused(enrolme
     with pytest.raises(ConfigurationError, match="team server"):
         admin.engineers.confirm("dave", fingerprint)
     assert database_state(enrolment.keyed.served.db_url) == state
-
-
-def test_confirmed_on_the_host_and_granted_the_engineer_checks_out_with_their_record_alone(
-    enrolment: Enrolment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The whole path: the HTTPS enrolment's record kept on the engineer's machine (``KeyRecordFile``),
-    the admin on the server's host (its key file) confirms and grants in-process (format 3), and
-    the engineer, with no database, unlocks that record and checks out through the server."""
-    served, admin = enrolment.keyed.served, enrolment.keyed.served.admin
-    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
-    record = enrol(enrolment, "dave2", "dave2's passphrase")
-    admin.core.server_key = enrolment.keyed.key
-    try:
-        assert admin.engineers.pending_fingerprint("dave2") == record.fingerprint
-        admin.engineers.confirm("dave2", record.fingerprint)
-        admin.grants.grant("dave2", "acme")
-    finally:
-        admin.core.server_key = None
-    r = record
-    KeyRecordFile(r.vault_id, r.engineer_id, r.name, r.key_generation, r.key_record).save()
-    pin = serverjoin.pin(served.url, serverjoin.trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
-    assert (pin.vault_id, pin.org_key) == (record.vault_id, record.org_signing_public)
-    dave = RemoteVault(pin, engineer="dave2", sessions=MemorySessionStore())
-    try:
-        dave.engineers.unlock("dave2", "dave2's passphrase")
-        assert dave.checkouts.checkout("acme/fw01", reason="T-88 first job").value == "pw of acme/fw01"
-    finally:
-        dave.close()
-    assert [e.action for e in events(served)][-1] == "checkout"
-    result = admin.audit.verify()
-    assert result.ok, result
-
-
-@dataclasses.dataclass
-class RecordKeys:
-    """The signing key of an enrolled record, opened here (what the lead's local key file will hold)."""
-
-    engineer_id: int
-    key_generation: int
-    seed: bytes
-
-    def me(self) -> RecordKeys:
-        return self
-
-    def my_signing_key(self) -> SigningKey:
-        return SigningKey(self.seed)
-
-
-def admin_over_https(enrolment: Enrolment) -> tuple[Any, HttpsTransport]:
-    served = enrolment.keyed.served
-    https = HttpsTransport(served.url, served.admin.keyholder, ca_file=str(served.ca.ca_file))
-    served.admin.keyholder.me()
-    return https_engineer_keyholder(served.admin.engineers, https), https
-
-
-def test_the_admin_confirms_over_https_and_the_engineer_signs_in_with_their_record(enrolment: Enrolment) -> None:
-    served = enrolment.keyed.served
-    record = enrol(enrolment, "erin", "erin's passphrase")
-    admin, https = admin_over_https(enrolment)
-    try:
-        pending = admin.pending("erin")
-        assert (pending.fingerprint, pending.role, pending.carried) == (record.fingerprint, "engineer", [])
-        before = len(events(served))
-        info = admin.confirm("erin", record.fingerprint, pending)
-        assert (info.name, info.status, info.key_generation) == ("erin", "active", 1)
-    finally:
-        https.close()
-    appended = events(served)[before:]
-    assert [(e.action, e.server_key_version is not None) for e in appended] == [("engineer-confirm", True)]
-    bundle = keyrecord.open_record(record.key_record, "erin's passphrase", record.vault_id, record.engineer_id, 1)
-    erin = HttpsTransport(
-        served.url, RecordKeys(record.engineer_id, 1, bundle.signing_seed), ca_file=str(served.ca.ca_file)
-    )
-    try:
-        me = erin.whoami()  # authenticated by the certified key of the record alone
-    finally:
-        erin.close()
-    assert (me.name, me.role, me.key_generation, me.vault_id) == ("erin", "engineer", 1, record.vault_id)
-    assert served.admin.audit.verify().ok
-
-
-def test_a_confirmation_of_rows_that_changed_since_read_is_409_and_writes_nothing(
-    enrolment: Enrolment, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The commit's digest is not that of the rows the server recomputes in its unit (as when the
-    engineer re-enrolled between the read and the commit): 409 ``stale-draft``, nothing stored."""
-    served = enrolment.keyed.served
-    record = enrol(enrolment, "hank2", "hank2's passphrase")
-    monkeypatch.setattr("vault.transport.https_engineers.pending_digest", lambda rows: bytes(32))
-    admin, https = admin_over_https(enrolment)
-    state = database_state(served.db_url)
-    try:
-        with pytest.raises(ConcurrentChange, match="stale"):
-            admin.confirm("hank2", record.fingerprint, None)
-    finally:
-        https.close()
-    assert without_nonces(database_state(served.db_url)) == without_nonces(state)
-    with enrolment.keyed.store.read() as s:
-        assert s.get(m.Engineer, record.engineer_id).status == "enrolled"  # type: ignore[union-attr]
-
-
-def test_a_confirmation_by_an_engineer_is_refused(enrolment: Enrolment) -> None:
-    served = enrolment.keyed.served
-    https = HttpsTransport(served.url, served.alice.keyholder, ca_file=str(served.ca.ca_file))
-    served.alice.keyholder.me()
-    alice = https_engineer_keyholder(served.alice.engineers, https)
-    state = database_state(served.db_url)
-    try:
-        with pytest.raises(AccessDenied):
-            alice.pending("hank2")
-    finally:
-        https.close()
-    assert without_nonces(database_state(served.db_url)) == without_nonces(state)
 
 
 # -- refusals: nothing written ---------------------------------------------------------------------
