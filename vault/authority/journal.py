@@ -56,7 +56,8 @@ LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
 LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed"})
 
 # Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
-_NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+_NOT_YET_ACTIVE = NOT_YET_ACTIVE
 
 
 def check_still_current(status: str | None, generation: int | None, key_generation: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import Core, check_still_current, lock_head, us
+from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, lock_head, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
@@ -98,8 +98,10 @@ class ServerJournal:
             s.flush()
         else:
             head, after = found.head, found.after
-            # the engineer as of the head lock: removed or re-keyed since the request was checked, no event
-            check_still_current(found.status, found.generation, key_generation)
+            # the engineer as of the head lock: removed or re-keyed since the request was checked, no
+            # event (an enrolment's engineer is not active yet: its unit holds their row's lock)
+            if action not in NOT_YET_ACTIVE:
+                check_still_current(found.status, found.generation, key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
         details_json = json.dumps(public, sort_keys=True) if public else None

@@ -169,9 +169,8 @@ class HttpsTransport:
         data = codec.envelope(name, body, request_id)
         attempts = 1 + (RETRIES if name in RETRIED else 0)
         for attempt in range(attempts):
-            me = self.keys.me()
-            keyid = f"e:{me.engineer_id}:{me.key_generation}"
-            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, self.keys.my_signing_key(), keyid)
+            key, keyid = self.signer()
+            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, key, keyid)
             try:
                 response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
                 break
@@ -191,6 +190,12 @@ class HttpsTransport:
         if answer.request_id != request_id:
             raise UntrustedRecord("the server answered another request")
         return answer.body
+
+    def signer(self) -> tuple[SigningKey, str]:
+        """The key requests are signed with and its ``keyid``: the engineer's unlocked signing key,
+        ``e:<engineer id>:<key generation>`` (an enrolment signs otherwise: ``https_enrolment.py``)."""
+        me = self.keys.me()
+        return self.keys.my_signing_key(), f"e:{me.engineer_id}:{me.key_generation}"
 
     def whoami(self) -> WhoamiAnswer:
         answer = self.call("engineers.whoami", WhoamiRequest())

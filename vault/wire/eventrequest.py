@@ -46,6 +46,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.update": frozenset({"secret-update"}),
     "engineers.list": frozenset({"engineer-list"}),
     "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
+    "engineers.enroll": frozenset({"enroll"}),  # signed by the key it enrols (keyholder/auditchain.py)
+    "engineers.confirm": frozenset({"engineer-confirm"}),
 }
 
 

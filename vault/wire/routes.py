@@ -17,7 +17,9 @@ The reads that take a request value and answer a value, with no seal and no even
 ``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
 carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
-appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
+appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``). An
+enrolment (``enroll_draft``: the open invitation; ``enroll``: the keys made for it) is
+authenticated by the enrolment code instead of a certified key (``server/enrolment_routes.py``).
 
 The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
@@ -50,6 +53,10 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
     ("local.record", lr.LocalRecord, lr.LocalRecord),  # kept in events only: no server serves it
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
+    ("engineers.enroll_draft", e.EnrollRequest, e.EnrolmentDraft),  # invite-authenticated (enrolment_routes.py)
+    ("engineers.enroll", e.EnrollCommit, e.EngineerAnswer),
+    ("engineers.pending_confirmation", e.ConfirmRequest, e.EngineerAnswer),  # PENDING: the rows to certify
+    ("engineers.confirm", cf.ConfirmCommit, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
