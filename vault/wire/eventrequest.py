@@ -46,6 +46,15 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.update": frozenset({"secret-update"}),
     "engineers.list": frozenset({"engineer-list"}),
     "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
+    "reports.status": frozenset({"report-status"}),  # likewise
+    "reports.stale": frozenset({"report-stale"}),
+}
+# A request's own ``action`` field -> the event actions it may append, where they differ from it
+# (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
+NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
+    "checkin": frozenset({"checkin", "secret-update"}),
+    "status": frozenset({"report-status"}),
+    "stale": frozenset({"report-stale"}),
 }
 
 
@@ -179,12 +188,12 @@ def _target_problem(
     body: object, engineer_id: int, key_generation: int, action: str, client_id: int | None
 ) -> str | None:
     """The request's own fields against the event's: the caller, the action (when the request
-    names one: a check-in's request also appends a ``secret-update``) and the client."""
+    names one: ``NAMED_ACTIONS``) and the client."""
     caller = getattr(body, "caller", None)
     if caller is None or (caller.engineer_id, caller.key_generation) != (engineer_id, key_generation):
         return "its request names another caller"
     named = getattr(body, "action", None)
-    if named is not None and named != action and not (named == "checkin" and action == "secret-update"):
+    if named is not None and action not in NAMED_ACTIONS.get(named, frozenset({named})):
         return "its request names another action"
     asked = getattr(body, "client_id", None)
     if asked is not None and asked != client_id:
