@@ -5,8 +5,9 @@ the server and then loses its answer (``httpx.ReadError``), as a connection drop
 commit would. A checkout or reveal is sent again, the same envelope under a new signature:
 the server answers it from the event it committed, so the engineer gets the value and the log
 holds one event. A check-in (with or without a new value) and a break likewise: answered from
-the events the first copy committed. An operation the server does not answer again (a new
-value's draft) is not re-sent: the error is the caller's, and the log holds its one event.
+the events the first copy committed, and so are the secrets' commits (``secrets.add`` /
+``update``). An operation the server does not answer again (a draft) is not re-sent: the error
+is the caller's, and the log holds its one event.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import func, select
 from vault.authority.requests import BREAK, CHECKIN
 from vault.errors import StoreUnavailable
 from vault.service.checkouts import https_checkin_keyholder, https_checkout_keyholder
+from vault.service.secretparts import over_https
 from vault.storage import models as m
 from vault.transport.https import HttpsTransport
 from vault.wire import codec
@@ -166,3 +168,35 @@ def test_an_answer_to_a_checkin_draft_that_is_lost_is_not_sent_again(keyed: Keye
     assert [r.url.path for r in wrapper.sent].count("/v1/checkouts/checkin") == 0
     assert events_since(keyed, before) == [("secret-view", served.alice.keyholder.me().engineer_id)]
     assert https_checkin_keyholder(holder).release("excl/sw04", CHECKIN).released == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/secrets/add", "/v1/secrets/update"])
+def test_a_secrets_commit_whose_answer_is_lost_is_sent_again_and_answered_from_its_event(
+    keyed: Keyed, path: str
+) -> None:
+    """An add or update committed and its answer lost: the commit (not its draft) is sent again,
+    answered from its ``secret-create`` / ``secret-update``; the keyholder accepts the answer
+    (the draft as committed, the version it encrypted), the log holds each event once, and the
+    value reads back."""
+    served = keyed.served
+    https, wrapper = losing(keyed, served.alice, path)
+    secrets = over_https(served.alice.secrets, https)
+    before = event_count(keyed)
+    if path.endswith("add"):
+        info = secrets.add("acme/rt03", password="rt03 after a lost answer", kind="service")
+        ref, expected = "acme/rt03", ["secret-create"]
+    else:
+        info = secrets.update("excl/sw05", password="sw05 after a lost answer")
+        ref, expected = "excl/sw05", ["secret-view", "secret-update"]
+    assert info.version == (1 if path.endswith("add") else 2)
+    operation = path.removeprefix("/v1/").replace("/", ".")
+    sent = request_ids(wrapper, path, operation)
+    assert len(sent) == 2 and sent[0] == sent[1]  # the same envelope, sent twice
+    drafts = [r for r in wrapper.sent if r.url.path == f"{path}_draft"]
+    assert len(drafts) == 1  # the draft once
+    me = served.alice.keyholder.me().engineer_id
+    assert events_since(keyed, before) == [(action, me) for action in expected]
+    holder = https_checkout_keyholder(served.alice.checkouts, https)
+    value = holder.checkout(ref, reason=REASON, field="password", version=None, hold=False, hold_for=None).value
+    assert value == f"{ref.split('/')[1]} after a lost answer"
+    assert served.admin.audit.verify().ok

@@ -6,7 +6,8 @@ with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
 ``e:<engineer id>:<key generation>``, ``@authority`` the server URL's host), POSTs it to
 ``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
 answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal, check-in,
-break or read of ``RETRIED`` whose answer is lost is sent again with the same envelope (``call``).
+break, secrets' commit or read of ``RETRIED`` whose answer is lost is sent again with the same
+envelope (``call``).
 
 TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
 certificate) rather than the system's store; plain ``http://`` only to a loopback host.
@@ -118,14 +119,16 @@ def _loopback(host: str) -> bool:
 
 
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
-# check-in or break from its committed events (one event per request id and action: revision 0016);
-# the others write nothing.
+# check-in, break or secrets' commit from its committed events (one event per request id and
+# action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
 RETRIED = frozenset(
     {
         "checkouts.checkout",
         "checkouts.reveal",
         "checkouts.checkin",
         "checkouts.break_checkout",
+        "secrets.add",
+        "secrets.update",
         "checkouts.context",
         "engineers.whoami",
     }
@@ -170,8 +173,9 @@ class HttpsTransport:
         An operation of ``RETRIED`` whose answer was lost (the connection failed before a
         response arrived) is sent again, at most ``RETRIES`` times: the same envelope, so the
         same ``request_id``, under a new signature and nonce. The server answers a retried
-        checkout, reveal, check-in or break from the events it committed for that id, appending
-        none (docs/server.md §3, "Retries are not replays"); the reads of ``RETRIED`` write nothing."""
+        checkout, reveal, check-in, break, ``secrets.add`` or ``secrets.update`` from the events it
+        committed for that id, appending none (docs/server.md §3, "Retries are not replays"); the
+        reads of ``RETRIED`` write nothing."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
         if request_id is None:
