@@ -65,7 +65,17 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
 LOCAL_OPERATION = "local.record"
 LOCAL_AUTHORITY = "local"
 SERVED_ONLY = frozenset(
-    {"checkout", "reveal", "checkin", "checkout-break", "checkout-list", "answer-refused", "secret-view"}
+    {
+        "checkout",
+        "reveal",
+        "checkin",
+        "checkout-break",
+        "checkout-list",
+        "report-status",
+        "report-stale",
+        "answer-refused",
+        "secret-view",
+    }
 )
 
 
