@@ -167,6 +167,7 @@ class Secrets:
         self.holds = holds
         self.clients = clients
         self._keyholder: tuple[SecretKeyholder, SecretListKeyholder] | None = None
+        self.listed_on_server = False  # through a team server, which appends the listing's event
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -332,6 +333,8 @@ class Secrets:
         once it is committed."""
         scope, out = self._list_keyholder().listed(client, self.info)  # each row shown as it is opened
         out.sort(key=_BY_REF)
+        if self.listed_on_server:  # its event committed on the server before the pages came
+            return out
         if scope.client_ids is not None and scope.slug is not None:
             listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
