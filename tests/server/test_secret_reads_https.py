@@ -338,16 +338,20 @@ def layered(keyed: Keyed, test_ca: CertificateFiles) -> Iterator[Layered]:
         yield Layered(served, layer, keyed.key)
 
 
-def test_a_layered_show_releases_the_one_version_its_committed_event_names(layered: Layered) -> None:
+@pytest.mark.parametrize("path", [SHOW, HISTORY_PATH])
+def test_a_layered_read_releases_the_one_version_its_committed_event_names(layered: Layered, path: str) -> None:
     served, alice = layered.served, layered.served.alice
-    body = ReadRequest(VIEW, target(alice, 1, "fw01"))
+    body = _bodies_for(alice)[path]
+    name = path.removeprefix("/v1/").replace("/", ".")
     before = len(events(served))
-    answer = answer_of(signed_post(served, SHOW, envelope("secrets.show", body), alice), "secrets.show")
+    answer = answer_of(signed_post(served, path, envelope(name, body), alice), name)
     assert answer.version.wrapped_dek[1] == BLOB_DATA_KEY  # released: the layer is off
+    assert answer.version.password_blob == b""
     new = events(served)[before:]
-    assert [e.action for e in new] == ["secret-view"] and answer.seq == new[0].seq
+    assert [e.action for e in new] == [body.action] and answer.seq == new[0].seq  # type: ignore[attr-defined]
     facts = json.loads(new[0].details_json)
     assert facts["released"] == [[answer.client.id, answer.secret.id, answer.version.version]]
+    assert problem_of(alice, new[0]) is None
     info = reader(served, alice).show("acme/fw01")  # the keyholder opens what was released
     assert info.username == KEYED_METADATA["acme/fw01"]["username"]
     assert served.admin.audit.verify().ok
@@ -383,7 +387,7 @@ def _fail_event_commits(store: Store) -> None:
     sa_event.listen(store._sessions, "before_commit", before_commit)
 
 
-@pytest.mark.parametrize("path", [SHOW, LIST_PATH])
+@pytest.mark.parametrize("path", [SHOW, HISTORY_PATH, LIST_PATH])
 def test_a_failed_commit_releases_nothing(layered: Layered, path: str) -> None:
     served, alice = layered.served, layered.served.alice
     store = Store(served.db_url)
@@ -413,6 +417,7 @@ def _bodies_for(alice: Vault) -> dict[str, object]:
     me = alice.keyholder.me()
     return {
         SHOW: ReadRequest(VIEW, target(alice, 1, "fw01")),
+        HISTORY_PATH: ReadRequest(HISTORY, target(alice, 1, "fw01")),
         LIST_PATH: ListSecretsRequest(caller_of(alice), (1, 2), (), me.org_signing_public, False),
     }
 
