@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vault.service.sessions import SessionStore, UnlockedSession
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
+SERVER_KEY_ENV = "CREDVAULT_SERVER_KEY_FILE"
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
 ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # as vault.storage.engine.ALLOW_READABLE_ENV
 DEFAULT_SESSION_TTL = "15m"
@@ -87,6 +88,7 @@ class AppContext:
     db: str | None = None
     as_engineer: str | None = None
     server: str | None = None
+    server_key: Path | None = None  # on the server's host: an admin's work recorded in format 3
     passphrase_file: Path | None = None
     trust_new_vault: bool = False
     _vaults: list[Vault] = field(default_factory=list)
@@ -169,6 +171,11 @@ class AppContext:
         url = url or self.db_url()
         vault = Vault.open(url, engineer=engineer, sessions=sessions)
         self._vaults.append(vault)
+        key_file = self.server_key or os.environ.get(SERVER_KEY_ENV)
+        if key_file:
+            from vault.server.keyfile import read_server_key
+
+            vault.core.server_key = read_server_key(key_file)
         self.check_pin(url, vault)
         return vault
 

@@ -45,6 +45,13 @@ class CredvaultGroup(click.Group):
     help="The team server (else CREDVAULT_SERVER, else the local config); pinned with `credvault server trust`.",
 )
 @click.option(
+    "--server-key",
+    "server_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="FILE",
+    help="On the team server's host: record an admin's work with the server key file (else CREDVAULT_SERVER_KEY_FILE).",
+)
+@click.option(
     "--as",
     "as_engineer",
     metavar="NAME",
@@ -77,6 +84,7 @@ def cli(
     ctx: click.Context,
     db: str | None,
     server: str | None,
+    server_key: Path | None,
     as_engineer: str | None,
     passphrase_file: Path | None,
     trust_new_vault: bool,
@@ -96,7 +104,12 @@ def cli(
       credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --generate
     """
     app = AppContext(
-        db=db, as_engineer=as_engineer, server=server, passphrase_file=passphrase_file, trust_new_vault=trust_new_vault
+        db=db,
+        as_engineer=as_engineer,
+        server=server,
+        server_key=server_key,
+        passphrase_file=passphrase_file,
+        trust_new_vault=trust_new_vault,
     )
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -118,9 +118,17 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
     listed = ok(run("checkouts", "--json"))
     assert [(c["client"], c["secret"]) for c in json.loads(listed.output)] == [("acme", "fw02")]
     ok(run("checkin", "acme/fw02"))
+    ok(run("secret", "add", "acme/cli-added", "--kind", "network", "--password-stdin", input="pw cli added\n"))
+    assert "pw cli added" in ok(run("checkout", "acme/cli-added", "--reason", "T-903", "--show")).output
+    ok(run("checkin", "acme/cli-added"))
+    grants = json.loads(ok(run("grants", "--json")).output)
+    assert sorted(g["client"] for g in grants) == ["acme", "excl"]
     actions = [(e.action, e.engineer_id, e.request_id is not None) for e in events(keyed.served)[before:]]
     alice = keyed.served.alice.keyholder.me().engineer_id
-    assert actions == [("checkout", alice, True), ("checkin", alice, True)]
+    assert actions == [
+        ("checkout", alice, True), ("checkin", alice, True),
+        ("secret-create", alice, True), ("checkout", alice, True), ("checkin", alice, True),
+    ]  # fmt: skip
     ok(run("lock"))
     refused(run("checkout", "acme/fw02", "--reason", "T-901", "--show"), "locked")
 
@@ -181,3 +189,27 @@ def test_only_an_admin_certifies_a_server_key(keyed: Keyed, home: Path, tmp_path
     ok(run("server", "keygen", str(path)))
     secret = passfile(tmp_path, "bob")
     refused(run("--db", keyed.served.db_url, "--as", "bob", "--passphrase-file", secret, "server", "certify", str(path)))
+
+
+def test_an_admin_works_on_the_servers_host_with_its_key_file(keyed: Keyed, home: Path, tmp_path: Path) -> None:
+    import base64
+
+    key_file = tmp_path / "server-key.json"
+    seed = base64.urlsafe_b64encode(keyed.key.key.seed).rstrip(b"=").decode("ascii")
+    key_file.write_text(json.dumps({"version": keyed.key.version, "signing_seed": seed}), encoding="utf-8")
+    key_file.chmod(0o600)
+    admin = keyed.served.admin.engineer_name
+    assert admin is not None
+    secret = tmp_path / "admin.pass"
+    secret.write_text("admin passphrase ✓\n", encoding="utf-8")
+    secret.chmod(0o600)
+    base = ["--db", keyed.served.db_url, "--as", admin, "--passphrase-file", str(secret)]
+    before = len(events(keyed.served))
+    stderr = refused(run(*base, "client", "add", "cli-hosted", "--name", "CLI Hosted"), "team server")
+    assert "--server-key" in stderr
+    assert [e.action for e in events(keyed.served)[before:]] == ["unlock"]  # its own unlock, nothing else
+    ok(run(*base, "--server-key", str(key_file), "client", "add", "cli-hosted", "--name", "CLI Hosted"))
+    ok(run(*base, "--server-key", str(key_file), "grant", "bob", "cli-hosted"))
+    added = [e for e in events(keyed.served)[before:] if e.action != "unlock"]
+    assert added and all(e.server_key_version == keyed.key.version and e.request_id for e in added)
+    assert keyed.served.admin.audit.verify().ok

@@ -160,3 +160,36 @@ def test_a_changed_identity_is_not_pinned_over_the_old_one(keyed: Keyed) -> None
     with pytest.raises(ConfigurationError, match="another identity"):
         serverjoin.pin(keyed.served.url, changed, str(keyed.served.ca.ca_file))
     assert ServerPins.load().get(keyed.served.url) == pin
+
+
+def test_an_engineer_lists_their_own_grants(keyed: Keyed) -> None:
+    pin, passphrase = joined(keyed)
+    vault = remote(keyed, pin, "alice")
+    vault.engineers.unlock("alice", passphrase)
+    listed = vault.grants.list()
+    assert sorted((g.engineer, g.client, g.state) for g in listed) == [
+        ("alice", "acme", "active"),
+        ("alice", "excl", "active"),
+    ]
+    assert [g.client for g in vault.grants.list(client="excl")] == ["excl"]
+    in_process = keyed.served.alice.grants.list()
+    assert sorted((g.engineer, g.client, g.granted_by) for g in listed) == sorted(
+        (g.engineer, g.client, g.granted_by) for g in in_process
+    )
+
+
+def test_an_engineer_adds_and_updates_a_secret_through_the_server(keyed: Keyed) -> None:
+    pin, passphrase = joined(keyed)
+    vault = remote(keyed, pin, "alice")
+    vault.engineers.unlock("alice", passphrase)
+    before = len(events(keyed.served))
+    info = vault.secrets.add("acme/remote-added", password="pw remote 1", kind="equipment", host="10.9.9.9")
+    assert (info.client, info.name, info.kind, info.version, info.host) == ("acme", "remote-added", "equipment", 1, "10.9.9.9")
+    updated = vault.secrets.update("acme/remote-added", password="pw remote 2", note="moved")
+    assert (updated.version, updated.host, updated.note) == (2, "10.9.9.9", "moved")
+    with pytest.raises(ConfigurationError, match="keeps the password"):
+        vault.secrets.update("acme/remote-added", note="only metadata")
+    assert vault.checkouts.reveal("acme/remote-added", reason="T-3 check") == "pw remote 2"
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[:3] == ["secret-create", "secret-view", "secret-update"]
+    assert keyed.served.admin.audit.verify().ok

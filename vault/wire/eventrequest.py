@@ -54,6 +54,24 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
 }
 
 
+# The admin's work on the server's host (``authority/local_events.py``): a format-3 event whose
+# request the admin's keyholder signed in-process for the one action it records. Any action but
+# those only the server's routes append (a reveal and what releases or lists it: the server layer
+# comes off only there).
+LOCAL_OPERATION = "local.record"
+LOCAL_AUTHORITY = "local"
+SERVED_ONLY = frozenset(
+    {"checkout", "reveal", "checkin", "checkout-break", "checkout-list", "answer-refused", "secret-view"}
+)
+
+
+def allows(operation: str, action: str) -> bool:
+    """Whether a request of ``operation`` may append an event of ``action``."""
+    if operation == LOCAL_OPERATION:
+        return action not in SERVED_ONLY
+    return action in ROUTE_ACTIONS.get(operation, frozenset())
+
+
 def route_path(operation: str) -> str:
     """``checkouts.checkout`` -> ``/v1/checkouts/checkout``."""
     return ROUTE_PREFIX + operation.replace(".", "/")
@@ -64,7 +82,7 @@ def operation_of(path: str) -> str | None:
     if not path.startswith(ROUTE_PREFIX):
         return None
     operation = path[len(ROUTE_PREFIX) :].replace("/", ".")
-    return operation if operation in ROUTE_ACTIONS else None
+    return operation if operation in ROUTE_ACTIONS or operation == LOCAL_OPERATION else None
 
 
 def keyid_of(engineer_id: int, key_generation: int) -> str:
@@ -145,7 +163,7 @@ def request_problem(
     if lines is None or type(request_id) is not bytes or type(request_digest) is not bytes:
         return "it keeps no signed request"
     operation = operation_of(lines.path)
-    if lines.method != METHOD or operation is None or action not in ROUTE_ACTIONS[operation]:
+    if lines.method != METHOD or operation is None or not allows(operation, action):
         return "its request was made for another operation than its action"
     if engineer_id is None:
         return "its request is signed by an unknown engineer key"
