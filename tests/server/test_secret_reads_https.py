@@ -53,9 +53,9 @@ from vault.server.app import build_app
 from vault.server.layer import MasterKey, ServerLayer
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
-from vault.service.remote_reads import grant_client_ids, history_of, remote_secret_keyholders, secret_info
+from vault.service.remote_reads import grant_client_ids, remote_secret_keyholders
 from vault.service.secretparts import over_https
-from vault.service.secrets import Secrets
+from vault.service.secrets import Secrets, opened_history, opened_info
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -306,9 +306,9 @@ def test_the_store_less_keyholders_show_and_list_through_the_server(
         secrets, listing = remote_secret_keyholders(
             keys, cache, remote.https, lookup.context, granted, served.alice.clock
         )
-        info = secret_info(secrets.show("acme/fw01"))
+        info = opened_info(secrets.show("acme/fw01"))
         assert info == reader(served, served.alice).show("acme/fw01")  # the Vault's record, through the server
-        assert history_of(secrets.history("acme/fw02")) == reader(served, served.alice).history("acme/fw02")
+        assert opened_history(secrets.history("acme/fw02")) == reader(served, served.alice).history("acme/fw02")
         assert granted() == (1, 2)
         scope, listed = listing.listed(None, Secrets.info)
         assert scope.client_ids == (1, 2)

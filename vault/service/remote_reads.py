@@ -19,16 +19,16 @@ caller provides instead:
 * ``hints``: the session's slug hints (``RemoteKeys.slugs``), which a client listing fills.
 
 An admin's listing of every client asks for ``None`` (``GrantScope(..., admin=True)``).
-What the keyholders answer becomes the records ``Vault`` returns by ``secret_info`` (show),
-``history_of`` (history) and ``Secrets.info`` (each listed secret: ``listing.listed(slug,
-Secrets.info)``), none of which reads a database.
+What the keyholders answer becomes the records ``Vault`` returns by ``secrets.opened_info``
+(show), ``secrets.opened_history`` (history) and ``Secrets.info`` (each listed secret:
+``listing.listed(slug, Secrets.info)``), none of which reads a database.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from vault.authority.grant_requests import GrantListRequest
 from vault.authority.requests import Caller
@@ -36,9 +36,7 @@ from vault.keyholder import clients as client_keyholder
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.clients import ClientKeyholder
 from vault.keyholder.secret_list import ListScope, SecretListKeyholder
-from vault.keyholder.secrets import OpenedSecret, SecretContext, SecretKeyholder
-from vault.records import SecretInfo, VersionInfo
-from vault.service.secrets import Secrets
+from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.storage.rows import KeyCache
 from vault.transport.https_calls import Calls
 from vault.transport.https_clients import HttpsClientTransport
@@ -152,27 +150,3 @@ def remote_client_keyholder(
 ) -> ClientKeyholder:
     """The clients' keyholder, store-less, through the server ``https``."""
     return ClientKeyholder(HttpsClientTransport(https), keys, ContextClientLookup(contexts), cache, clock, hints)
-
-
-class _Shown(NamedTuple):
-    kind: str
-    current_version: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-def secret_info(opened: OpenedSecret) -> SecretInfo:
-    """``secret show``'s record of a verified answer (``Vault.secrets.show``'s)."""
-    r = opened.rows
-    return Secrets.info(
-        opened.slug, _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at), opened.metadata
-    )
-
-
-def history_of(opened: OpenedSecret) -> list[VersionInfo]:
-    """``secret history``'s records of a verified answer (``Vault.secrets.history``'s)."""
-    current = opened.rows.secret.current_version
-    return [
-        VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
-        for r in opened.rows.history
-    ]

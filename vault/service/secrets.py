@@ -319,12 +319,7 @@ class Secrets:
         return opened_info(self._secret_keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
-        opened = self._secret_keyholder().history(ref)
-        current = opened.rows.secret.current_version
-        return [
-            VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
-            for r in opened.rows.history
-        ]
+        return opened_history(self._secret_keyholder().history(ref))
 
     def _secret_keyholder(self) -> SecretKeyholder:
         """This Vault object's secrets keyholder, over the in-process transport to its authority."""
@@ -421,3 +416,12 @@ def opened_info(opened: OpenedSecret) -> SecretInfo:
     r = opened.rows
     shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
     return Secrets.info(opened.slug, shown, opened.metadata)
+
+
+def opened_history(opened: OpenedSecret) -> builtins.list[VersionInfo]:
+    """The ``VersionInfo`` of each version of a history the keyholder verified."""
+    current = opened.rows.secret.current_version
+    return [
+        VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
+        for r in opened.rows.history
+    ]
