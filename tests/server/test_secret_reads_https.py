@@ -192,6 +192,15 @@ def test_an_engineer_lists_the_secrets_of_their_granted_clients_only(keyed: Keye
     assert served.admin.audit.verify().ok
 
 
+def test_an_admin_lists_every_secret_through_the_server(keyed: Keyed) -> None:
+    served = keyed.served
+    listed = reader(served, served.admin).list()
+    assert len(listed) == len(secrets_of(served, 1, 2)) and {i.client for i in listed} == {"acme", "excl"}
+    e = events(served)[-1]
+    assert (e.action, e.client_id, json.loads(e.details_json)) == ("secret-list", None, {"clients": 2})
+    assert problem_of(served.admin, e) is None
+
+
 def _name(served: Served, secret: m.Secret) -> str:
     """The secret's name, opened by the admin in-process (its metadata under the client key)."""
     admin = served.admin

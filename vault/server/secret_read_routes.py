@@ -18,8 +18,9 @@ appended and **committed before the answer leaves**; the keyholder verifies the 
 * ``list`` reads the pages as in-process (``SecretListAuthority``: an engineer's scope is the
   ids asked that the server finds a live, verified grant for; a client named without one is
   404), then appends ``secret-list`` in a unit of its own (the nonce in it): the client named
-  (``client_id``) or ``clients``, the number of clients whose rows the answer carries, and on a
-  layered vault ``released``, every version whose data key it answers. After the commit the
+  (``client_id``) or ``clients``, the number of clients listed (as in-process: the ids the
+  server checked, or every client for an admin), and on a layered vault ``released``, every
+  version whose data key it answers. After the commit the
   layer comes off those versions only. The pages travel in one answer (``SecretListing``).
 
 Every answer withholds the versions' password blobs (``WITHHELD``): with the data key the
@@ -37,9 +38,11 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.checkout_events import UnitCore
+from vault.authority.checkout_reads import CallerRead
 from vault.authority.requests import NewVersion
 from vault.authority.secret_draft_requests import WITHHELD
 from vault.authority.secret_list import SecretListAuthority
@@ -60,6 +63,7 @@ from vault.errors import ConfigurationError, InvalidInput
 from vault.server.handlers import Call, Operations, signer_only
 from vault.server.layer import ServerLayer, is_layered
 from vault.server.problems import NO_SERVER_KEY
+from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import VersionRow
 
@@ -118,7 +122,6 @@ class SecretReadRoutes:
         layer: ServerLayer | None = None,
     ) -> None:
         self.store, self.checks, self.seal, self.clock, self.layer = store, checks, seal, clock, layer
-        self.listing = SecretListAuthority(store, checks)
 
     def __repr__(self) -> str:
         return f"SecretReadRoutes({self.seal!r})"
@@ -153,8 +156,9 @@ class SecretReadRoutes:
         if request.action != LIST:
             raise InvalidInput(f"this route is {LIST!r}, the request names {request.action!r}")
         journal = self._journal()
-        pages = tuple(self.listing.pages(request))  # the read unit ends with the last page
-        client_id, public = _event_of(request, pages)
+        listing = _ScopedListing(self.store, self.checks)
+        pages = tuple(listing.pages(request))  # the read unit ends with the last page
+        client_id, public = _event_of(request, listing.clients, pages)
         me = call.caller.me
         assert call.recorded is not None
         with self.store.transaction() as s:
@@ -182,13 +186,16 @@ class SecretReadRoutes:
         operations.add("secrets.list", self.list_secrets, writes=True)
 
 
-def _event_of(request: ListSecretsRequest, pages: tuple[SecretPage, ...]) -> tuple[int | None, dict[str, Any]]:
-    """The listing event's client (one named) and public facts (module docstring)."""
+def _event_of(
+    request: ListSecretsRequest, clients: int, pages: tuple[SecretPage, ...]
+) -> tuple[int | None, dict[str, Any]]:
+    """The listing event's client (one named) or number of clients listed, and the versions it
+    releases (module docstring)."""
     public: dict[str, Any] = {}
     named = request.client_ids if request.named else None
     client_id = named[0] if named is not None and len(named) == 1 else None
     if client_id is None:
-        public["clients"] = len({c.id for p in pages for c in p.clients})
+        public["clients"] = clients
     released = sorted(
         (r.client_id, r.secret_id, r.version.version)
         for p in pages
@@ -198,6 +205,19 @@ def _event_of(request: ListSecretsRequest, pages: tuple[SecretPage, ...]) -> tup
     if released:
         public["released"] = [list(row) for row in released]
     return client_id, public
+
+
+class _ScopedListing(SecretListAuthority):
+    """``SecretListAuthority`` for one request, which remembers how many clients it lists: the
+    ids it checked (an engineer's, each grant verified here), or every client (an admin's), as
+    the in-process event counts the scope."""
+
+    clients = 0
+
+    def _clients(self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None, named: bool) -> list[int] | None:
+        ids = super()._clients(s, caller, asked, named)
+        self.clients = len(ids) if ids is not None else int(s.scalar(select(func.count()).select_from(m.Client)) or 0)
+        return ids
 
 
 def _withheld(rows: tuple[ListedSecretRow, ...]) -> tuple[ListedSecretRow, ...]:
