@@ -131,6 +131,16 @@ def test_show_through_the_server_is_the_stored_metadata_and_on_record_first(keye
     assert served.admin.audit.verify().ok
 
 
+def test_an_admin_shows_by_slug_tag_through_the_server(keyed: Keyed) -> None:
+    served = keyed.served
+    info = reader(served, served.admin).show("excl/sw01")
+    assert (info.host, info.username) == (KEYED_METADATA["excl/sw01"]["host"], KEYED_METADATA["excl/sw01"]["username"])
+    e = events(served)[-1]
+    assert (e.action, e.client_id) == ("secret-view", 2)
+    assert json.loads(e.request_body)["body"]["target"]["client_id"] is None  # asked by its slug tag
+    assert problem_of(served.admin, e) is None
+
+
 def test_the_answer_withholds_the_password_blob(keyed: Keyed) -> None:
     served, alice = keyed.served, keyed.served.alice
     body = ReadRequest(VIEW, target(alice, 1, "fw01"))
