@@ -48,6 +48,7 @@ from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
+from vault.server.client_routes import ClientRoutes
 from vault.server.confirm_routes import ConfirmRoutes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
@@ -56,6 +57,7 @@ from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
 from vault.server.releases import ListingRelease
+from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import models as m
 from vault.storage import rows
@@ -108,11 +110,14 @@ def build_app(
         release = ListingRelease(store, layer, seal, now) if layer is not None and seal is not None else None
         reads = read_routes(store, checks, listing, now, release)
         engineers = EngineerListRoutes(store, checks, checkouts.seal, now)
-        secrets = secret_routes(store, SecretServerChecks(organisation, now), checkouts.seal, layer)
+        secret_checks = SecretServerChecks(organisation, now)
+        secrets = secret_routes(store, secret_checks, checkouts.seal, layer)
+        secret_reads = SecretReadRoutes(store, secret_checks, checkouts.seal, now, layer)
+        clients = ClientRoutes(store, checks, checkouts.seal, now)
         # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
         confirmations = ConfirmRoutes(store, checks, checkouts.seal, now)
-        operations = default_operations(checkouts, reads, engineers, secrets, confirmations)
+        operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

@@ -23,7 +23,9 @@ a second in-flight copy waits on its key and fails as ``replayed``; ``context`` 
 The reads that need no seal (``checkouts.list``, ``grants.list``, ``reports.*``, ``keys.list``
 /``versions``, ``audit.log``/``export``/``head``, ``policies.get``/``unsigned``,
 ``purge.preview``/``receipts``) are ``read_routes.ReadRoutes``; the listing
-that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``.
+that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``;
+the engineer's everyday reads, each on record first, are ``secret_read_routes.SecretReadRoutes``
+and ``client_routes.ClientRoutes``.
 Each checks the body's caller with ``signer_only`` before its authority reads anything.
 """
 

@@ -44,6 +44,11 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.update_draft": frozenset({"secret-view"}),
     "secrets.add": frozenset({"secret-create"}),
     "secrets.update": frozenset({"secret-update"}),
+    "secrets.show": frozenset({"secret-view"}),
+    "secrets.history": frozenset({"secret-history"}),
+    "secrets.list": frozenset({"secret-list"}),
+    "clients.show": frozenset({"client-view"}),
+    "clients.list": frozenset({"client-list"}),
     "engineers.list": frozenset({"engineer-list"}),
     "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
     "engineers.enroll": frozenset({"enroll"}),  # signed by the key it enrols (keyholder/auditchain.py)

@@ -23,12 +23,17 @@ authenticated by the enrolment code instead of a certified key (``server/enrolme
 
 The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
+The engineer's everyday reads, each on record as a format-3 event before it answers
+(``server/secret_read_routes.py``, ``server/client_routes.py``): ``secrets.show``/``history``
+(``SecretRows``), ``secrets.list`` (``SecretListing``: its pages in one answer),
+``clients.show``/``list`` (``ClientRows``).
 """
 
 from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import client_requests as cl
 from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
@@ -73,4 +78,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("secrets.add", sd.AddCommit, sr.SecretRows),
     ("secrets.update_draft", sd.UpdateDraftRequest, sd.SecretDraft),
     ("secrets.update", sd.UpdateCommit, sr.SecretRows),
+    ("secrets.show", sr.ReadRequest, sr.SecretRows),
+    ("secrets.history", sr.ReadRequest, sr.SecretRows),
+    ("secrets.list", sr.ListSecretsRequest, sr.SecretListing),
+    ("clients.show", cl.ShowRequest, cl.ClientRows),
+    ("clients.list", cl.ListRequest, cl.ClientRows),
 )
