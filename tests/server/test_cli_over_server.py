@@ -118,6 +118,8 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
     listed = ok(run("checkouts", "--json"))
     assert [(c["client"], c["secret"]) for c in json.loads(listed.output)] == [("acme", "fw02")]
     ok(run("checkin", "acme/fw02"))
+    grants = json.loads(ok(run("grants", "--json")).output)
+    assert sorted(g["client"] for g in grants) == ["acme", "excl"]
     actions = [(e.action, e.engineer_id, e.request_id is not None) for e in events(keyed.served)[before:]]
     alice = keyed.served.alice.keyholder.me().engineer_id
     assert actions == [("checkout", alice, True), ("checkin", alice, True)]

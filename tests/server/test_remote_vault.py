@@ -160,3 +160,19 @@ def test_a_changed_identity_is_not_pinned_over_the_old_one(keyed: Keyed) -> None
     with pytest.raises(ConfigurationError, match="another identity"):
         serverjoin.pin(keyed.served.url, changed, str(keyed.served.ca.ca_file))
     assert ServerPins.load().get(keyed.served.url) == pin
+
+
+def test_an_engineer_lists_their_own_grants(keyed: Keyed) -> None:
+    pin, passphrase = joined(keyed)
+    vault = remote(keyed, pin, "alice")
+    vault.engineers.unlock("alice", passphrase)
+    listed = vault.grants.list()
+    assert sorted((g.engineer, g.client, g.state) for g in listed) == [
+        ("alice", "acme", "active"),
+        ("alice", "excl", "active"),
+    ]
+    assert [g.client for g in vault.grants.list(client="excl")] == ["excl"]
+    in_process = keyed.served.alice.grants.list()
+    assert sorted((g.engineer, g.client, g.granted_by) for g in listed) == sorted(
+        (g.engineer, g.client, g.granted_by) for g in in_process
+    )

@@ -7,7 +7,8 @@
 The same noun methods as ``Vault`` for the engineer's everyday work, by the same keyholders
 (which verify every row the server answers), over ``HttpsTransport`` to a server this
 machine pinned (``serverpins.py``): ``engineers.unlock/lock/whoami``,
-``checkouts.checkout/reveal/checkin/break_checkout/list``. The key record is opened here
+``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own).
+The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
 with a signed ``whoami``: an engineer the server no longer accepts (removed, disabled, a
@@ -41,10 +42,13 @@ from vault.errors import (
     NotFound,
     UntrustedRecord,
 )
+from vault.keyholder import clients as client_keyholder
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
+from vault.keyholder.clients import ClientKeyholder
+from vault.keyholder.grant_list import Confirms, GrantListKeyholder
 from vault.keyholder.remotekeys import RemoteKeys
-from vault.records import CheckoutInfo, Revealed, SessionInfo
+from vault.records import CheckoutInfo, GrantInfo, Revealed, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import MAX_REASON, new_value
 from vault.service.core import utcnow
@@ -248,6 +252,49 @@ class RemoteCheckouts(_Noun):
         return self.checkins.list()
 
 
+class _ClientNames:
+    """``RemoteLookup`` as the client keyholder's lookup asks: a client's id and slug by its slug."""
+
+    def __init__(self, lookup: RemoteLookup) -> None:
+        self.lookup = lookup
+
+    def context(self, slug: str) -> client_keyholder.ClientContext:
+        assert self.lookup.keyholder is not None
+        ctx = self.lookup.keyholder.context(self.lookup.keys.me(), slug, fresh=False)
+        return client_keyholder.ClientContext(ctx.client_id, ctx.slug, ctx.slug_tag, ctx.slug_blob)
+
+    def slug_tag(self, slug: str) -> bytes | None:
+        return None  # an engineer's: clients are named by id
+
+
+class _NoHistory:
+    """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
+
+    def confirmations(self, client_ids: set[int]) -> Confirms:
+        raise ConfigurationError(
+            "an admin's grant listing is not served through a team server yet", hint=NOT_SERVED_HINT
+        )
+
+
+class RemoteGrants(_Noun):
+    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here."""
+
+    def __init__(self, checkouts: RemoteCheckouts, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        keys = checkouts.keys
+        assert isinstance(checkouts.keyholder.lookup, RemoteLookup)
+        lookup = _ClientNames(checkouts.keyholder.lookup)
+        clients = ClientKeyholder(None, keys, lookup, keys.client_keys, clock, lambda: keys.slugs)  # type: ignore[arg-type]
+        self.keys = keys
+        self.keyholder = GrantListKeyholder(HttpsGrantListTransport(https), keys, lookup, clients, _NoHistory(), clock)
+
+    def __repr__(self) -> str:
+        return "RemoteGrants()"
+
+    def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
+        self.keys.me()
+        return self.keyholder.list(engineer=engineer, client=client)
+
+
 class RemoteVault:
     """An engineer's vault through a pinned team server (module docstring)."""
 
@@ -265,6 +312,7 @@ class RemoteVault:
         self.https = HttpsTransport(pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport)
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
+        self.grants = RemoteGrants(self.checkouts, self.https, clock)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
@@ -283,4 +331,3 @@ class RemoteVault:
         if name.startswith("_"):
             raise AttributeError(name)
         raise ConfigurationError(f"`{name}` is not served through a team server yet", hint=NOT_SERVED_HINT)
-
