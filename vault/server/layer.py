@@ -28,8 +28,9 @@ server stored one: ``layer_on`` at the next start layers it). The recipes are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -241,11 +242,21 @@ class ServerLayer:
             if progress is not None:
                 progress(done)
 
+    def layer_rows(self, store: Store, rows: Sequence[tuple[int, int]]) -> int:
+        """Layer the data keys of these (secret id, version) rows that have no layer, in one unit:
+        what an admin's client-key rotation on the server's host just re-wrapped and committed."""
+        if not rows:
+            return 0
+        v = m.SecretVersion
+        changed, _last, fresh = self._layer_page(store, (0, 0), len(rows), tuple_(v.secret_id, v.version).in_(rows))
+        self._keys.update(fresh)
+        return changed
+
     def _layer_page(
-        self, store: Store, after: tuple[int, int], page: int
+        self, store: Store, after: tuple[int, int], page: int, only: Any = None
     ) -> tuple[int, tuple[int, int] | None, dict[tuple[bytes, int], tuple[int, bytes]]]:
         """One page in one unit: (rows layered, the last row's key or None at the end, the client
-        keys made in it)."""
+        keys made in it); ``only``: a condition on the rows (``layer_rows``)."""
         fresh: dict[tuple[bytes, int], tuple[int, bytes]] = {}
         with store.transaction() as s:
             info = s.get(m.VaultInfo, 1)
@@ -253,13 +264,14 @@ class ServerLayer:
                 return 0, None, fresh
             vault_id = bytes(info.vault_id)
             v = m.SecretVersion
-            found = s.execute(
+            query = (
                 select(v.secret_id, v.version, v.key_version, v.wrapped_dek, m.Secret.client_id)
                 .join(m.Secret, m.Secret.id == v.secret_id)
                 .where(tuple_(v.secret_id, v.version) > tuple_(*after))
-                .order_by(v.secret_id, v.version)
-                .limit(page)
-            ).all()
+            )
+            if only is not None:
+                query = query.where(only)
+            found = s.execute(query.order_by(v.secret_id, v.version).limit(page)).all()
             if not found:
                 return 0, None, fresh
             changed = 0

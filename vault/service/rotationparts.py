@@ -20,10 +20,10 @@ from vault.authority.rotation_requests import Grantee
 from vault.errors import VaultError
 from vault.keyholder.rotation import RotationKeyholder, RotationKeys
 from vault.service.core import ACTIVE
+from vault.service.hostlayer import HostRotationTransport
 from vault.service.rows import GRANT_ORDER, EngineerRecord, EngineerRow, GrantRecord, GrantRow
 from vault.storage import models as m
 from vault.transport.https_rotation import HttpsRotationTransport
-from vault.transport.rotation import InProcessRotationTransport
 
 if TYPE_CHECKING:
     from vault.service.rotation import KeyRotation
@@ -150,7 +150,7 @@ def rotation_keyholder(rotation: KeyRotation) -> RotationKeyholder:
     """The rotation's keyholder of this Vault object, over an in-process transport to its authority."""
     authority = RotationAuthority(rotation.core.store, _Checks(rotation), _Recorder(rotation), rotation.core.clock)
     return RotationKeyholder(
-        InProcessRotationTransport(authority),
+        HostRotationTransport(authority, rotation.core),  # in-process; the host's layer handled (hostlayer.py)
         RotationKeys(rotation.keys, rotation.core.store),
         _Lookup(rotation),
         rotation.keys.client_keys,

@@ -33,10 +33,10 @@ from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import rows
 from vault.service.core import ROLE_ADMIN
+from vault.service.hostlayer import HostSecretTransport
 from vault.service.rows import EngineerRecord, EngineerRow, GrantRecord
 from vault.storage import models as m
 from vault.transport.https_secrets import HttpsSecretTransport
-from vault.transport.secrets import InProcessSecretTransport
 
 if TYPE_CHECKING:
     from vault.service.secrets import Secrets
@@ -130,7 +130,7 @@ def keyholders(secrets: Secrets) -> tuple[SecretKeyholder, SecretListKeyholder]:
     """The secrets' keyholder and the listing's, over one in-process transport to their authorities."""
     checks = _Checks(secrets)
     authority = SecretAuthority(secrets.core.store, checks, _Recorder(secrets), secrets.core.clock)
-    transport = InProcessSecretTransport(authority, SecretListAuthority(secrets.core.store, checks))
+    transport = HostSecretTransport(authority, SecretListAuthority(secrets.core.store, checks), secrets.core)
     lookup = _Lookup(secrets)
     keyholder = SecretKeyholder(
         transport,

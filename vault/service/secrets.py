@@ -261,7 +261,14 @@ class Secrets:
             sensitive_fields=sensitive_fields, public_fields=public_fields,
         )  # fmt: skip
         opened = self._secret_keyholder().add(ref, kind=kind, password=password, metadata=metadata)
+        self._layered(opened)
         return opened_info(opened)
+
+    def _layered(self, opened: OpenedSecret) -> None:
+        """On the team server's host (``core.host_layer``): the layer on the version just written."""
+        layer = self.core.host_layer
+        if layer is not None:
+            layer.layer_rows(self.core.store, [(opened.rows.secret.id, opened.rows.secret.current_version)])
 
     def update(
         self,
@@ -297,6 +304,7 @@ class Secrets:
         compose = composer(password, changes, fields, kind)
         changed = password is not None
         opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose)
+        self._layered(opened)
         return opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:

@@ -68,7 +68,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
 # The admin's work on the server's host (``authority/local_events.py``): a format-3 event whose
 # request the admin's keyholder signed in-process for the one action it records. Any action but
 # those only the server's routes append (a reveal and what releases or lists it: the server layer
-# comes off only there).
+# comes off only there for anyone but the host's admin, who holds the master key).
 LOCAL_OPERATION = "local.record"
 LOCAL_AUTHORITY = "local"
 SERVED_ONLY = frozenset(
@@ -81,7 +81,6 @@ SERVED_ONLY = frozenset(
         "report-status",
         "report-stale",
         "answer-refused",
-        "secret-view",
     }
 )
 

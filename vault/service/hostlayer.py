@@ -1,0 +1,126 @@
+"""The server's layer over data keys, removed in-process on the team server's host.
+
+``credvault serve`` layers every stored data key under its master key (``vault/server/layer.py``,
+docs/server.md §5) and removes the layer only for a request whose event has committed. An admin
+working on the server's host with its key file (``credvault --server-key FILE``) holds that master
+key anyway (``Core.host_layer``); there the admin's in-process work that must open or re-wrap data
+keys removes the layer itself: a secret's metadata opened (``Secrets.open``), a purge's
+fingerprints (``purge._DataKeys.inner``), and here a client-key rotation's pages
+(``HostRotationTransport``): each page's keys are unlayered before the keyholder re-wraps them
+under the new client-key version, and layered again, bound to that version, before the authority
+stores them. Nothing here decrypts a data key: the layer's recipes are the server's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from vault.authority.rotation_batches import RewrapSeal
+from vault.authority.rotation_requests import Batch, BatchDone, BatchRequest, Rewrapped, WrappedKey
+from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.storage import models as m
+from vault.storage.rows import VersionRow
+from vault.transport.rotation import InProcessRotationTransport
+from vault.transport.secrets import InProcessSecretTransport
+
+
+class _Unlayering:
+    """A rewrap seal whose pages come to the keyholder without the layer."""
+
+    def __init__(self, inner: RewrapSeal, layer: Any, core: Any) -> None:
+        self.inner, self.layer, self.core = inner, layer, core
+        self.rewrapped: list[tuple[int, int]] = []
+
+    def rewrap(self, batch: Batch) -> tuple[Rewrapped, ...]:
+        with self.core.store.read() as s:
+            vault_id = self.core.vid(s)
+            rotation = s.get(m.Rotation, batch.rotation_id)
+            if rotation is None:
+                return tuple(self.inner.rewrap(batch))  # the keyholder refuses a batch of no rotation
+            client_id = rotation.client_id
+            rows = tuple(row._replace(wrapped_dek=self._inner(s, vault_id, client_id, row)) for row in batch.rows)
+        done = tuple(self.inner.rewrap(dataclasses.replace(batch, rows=rows)))
+        self.rewrapped = [(r.secret_id, r.version) for r in done]
+        return done
+
+    def _inner(self, s: Any, vault_id: bytes, client_id: int, row: WrappedKey) -> bytes:
+        stored = VersionRow(row.version, row.key_version, row.wrapped_dek, b"", b"")
+        return bytes(self.layer.unlayered(s, vault_id, client_id, row.secret_id, stored).wrapped_dek)
+
+
+class HostRotationTransport(InProcessRotationTransport):
+    """The in-process rotation transport, its pages' layer removed and put back (``core.host_layer``)."""
+
+    def __init__(self, authority: Any, core: Any) -> None:
+        super().__init__(authority)
+        self.core = core
+
+    def __repr__(self) -> str:
+        return "HostRotationTransport()"
+
+    def rewrap(self, request: BatchRequest, seal: RewrapSeal) -> BatchDone:
+        layer = self.core.host_layer
+        if layer is None:
+            return self.authority.rewrap(request, seal)
+        unlayering = _Unlayering(seal, layer, self.core)
+        done = self.authority.rewrap(request, unlayering)
+        # committed under the new client-key version (the authority checks each key's header):
+        # the layer goes back on those rows at once, in a unit of their own
+        layer.layer_rows(self.core.store, unlayering.rewrapped)
+        return done
+
+
+class _UnlayeredSeal:
+    """A secrets seal shown each draft with its current version's layer removed (``core.host_layer``)."""
+
+    def __init__(self, inner: Any, layer: Any, core: Any) -> None:
+        self.inner, self.layer, self.core = inner, layer, core
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _plain(self, draft: SecretRows) -> SecretRows:
+        row = draft.version
+        if row is None:
+            return draft
+        with self.core.store.read() as s:
+            found = self.layer.unlayered(s, self.core.vid(s), draft.client.id, draft.secret.id, row)
+        return draft if found is row else dataclasses.replace(draft, version=found)
+
+    def admit(self, draft: SecretRows) -> None:
+        self.inner.admit(self._plain(draft))
+
+    def encrypt(self, draft: SecretRows, version: int) -> Any:
+        return self.inner.encrypt(self._plain(draft), version)
+
+
+class HostSecretTransport(InProcessSecretTransport):
+    """The in-process secrets transport whose seals see the current version without the layer; the
+    version an add or update writes is layered after its unit commits (``Secrets._layered``)."""
+
+    def __repr__(self) -> str:
+        return "HostSecretTransport()"
+
+    def __init__(self, authority: Any, listing: Any, core: Any) -> None:
+        super().__init__(authority, listing)
+        self.core = core
+
+    def _call(self, call: Any, request: Any, seal: Any) -> SecretRows:
+        """``call`` with ``seal`` shown plain drafts, and its answer plain as the seal admitted it."""
+        layer = self.core.host_layer
+        if layer is None:
+            return call(request, seal)  # type: ignore[no-any-return]
+        plain = _UnlayeredSeal(seal, layer, self.core)
+        return plain._plain(call(request, plain))
+
+    def read(self, request: ReadRequest, seal: Any) -> SecretRows:
+        return self._call(self.authority.read, request, seal)
+
+    def add(self, request: AddRequest, seal: Any) -> SecretRows:
+        return self._call(self.authority.add, request, seal)
+
+    def update(self, request: UpdateRequest, seal: Any) -> SecretRows:
+        return self._call(self.authority.update, request, seal)
