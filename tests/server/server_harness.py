@@ -251,12 +251,16 @@ def keyholder(served: Served, vault: Any, url: str | None = None) -> tuple[Check
 
 
 @contextlib.contextmanager
-def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None) -> Iterator[Served]:
-    """Another server on ``keyed``'s database, signing with its key, with ``layer`` (the server layer)."""
+def server_with(
+    keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None, *, keyless: bool = False
+) -> Iterator[Served]:
+    """Another server on ``keyed``'s database, signing with its key (none if ``keyless``), with
+    ``layer`` (the server layer)."""
     served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
     port = sock.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, layer=layer)
+    key = None if keyless else keyed.key
+    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=key, layer=layer)
     options = ServeOptions(
         served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
     )

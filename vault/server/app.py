@@ -12,7 +12,9 @@ the signature (401, ``authentication.Authenticator``: the digest of the bytes re
 before anything parses them), the envelope (400: strict canonical JSON whose ``type`` names
 this route), the handler. Its answer is the canonical envelope ``<noun>.<operation>.response``
 with the request's ``request_id``. Middleware, outermost first: the access log (and the
-request id), the catch-all (500 ``internal``: the log names the class only), the body limit.
+request id), the response signer (with a server key: every answer to a signed POST is signed,
+``response_signing``), the catch-all (500 ``internal``: the log names the class only), the
+body limit.
 Every refusal is problem+json (``problems``). ``debug=False``: no traceback is ever answered.
 """
 
@@ -54,6 +56,7 @@ from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
 from vault.server.releases import ListingRelease
+from vault.server.response_signing import ResponseSigner
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
@@ -91,8 +94,9 @@ def build_app(
     (None: the first one it reads, then the signed chain from it); ``limits``: failed
     authentications counted per address (``addresses`` says which: the peer, or what a
     trusted proxy forwarded) and per engineer, checked before any signature (None: none);
-    ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it),
-    without which the checkout routes answer 503; ``layer``: the server layer (its master key),
+    ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it; every
+    answer to a signed POST is signed with it, ``ResponseSigner``), without which the checkout
+    routes answer 503 and no answer is signed; ``layer``: the server layer (its master key),
     removed from the one data key a checkout releases once its event has committed."""
     organisation = PinnedOrganisation(org_pin)
     authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
@@ -113,6 +117,7 @@ def build_app(
         identity_extra = _with_server_key(identity_extra, server_key)
     guard = _Guard(limits, addresses or ClientAddresses())
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
+    signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
     return Starlette(
         debug=False,
         routes=[
@@ -123,6 +128,7 @@ def build_app(
         ],
         middleware=[
             Middleware(AccessLog),
+            *signer,
             Middleware(CatchAll),
             Middleware(BodyLimit, default=max_body, routes=operations.body_limits()),
         ],
