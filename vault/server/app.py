@@ -48,6 +48,7 @@ from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
+from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
@@ -62,7 +63,7 @@ from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
 from vault.wire import codec
-from vault.wire.authlimits import AuthenticationLimits, ClientAddresses
+from vault.wire.authlimits import AuthenticationLimits, ClientAddresses, OnTrip
 from vault.wire.eventrequest import record
 from vault.wire.httpsig import UNKNOWN_KEY, NonceStore
 
@@ -115,7 +116,8 @@ def build_app(
         operations = default_operations(checkouts, reads, engineers, secrets)
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key)
-    guard = _Guard(limits, addresses or ClientAddresses())
+    refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
+    guard = _Guard(limits, addresses or ClientAddresses(), refusals)
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
     signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
     return Starlette(
@@ -254,11 +256,14 @@ class _Endpoints:
 class _Guard:
     """Failed-authentication limits on the request path (docs/server.md §3): checked before the
     signature (429 ``RateLimited``), counted after a refusal; an unknown key counts for the
-    address only. A limit's first trip in its window is logged (engineer id and count; the
-    server-signed ``auth-refused`` event comes with the server's signing key)."""
+    address only. A limit's first trip in its window is logged (engineer id and count); an
+    engineer's, with a server key, also appends the server-signed ``auth-refused`` event in the
+    unit that counted it (``refusals``, ``auth_refusals.py``)."""
 
-    def __init__(self, limits: AuthenticationLimits | None, addresses: ClientAddresses) -> None:
-        self.limits, self.addresses = limits, addresses
+    def __init__(
+        self, limits: AuthenticationLimits | None, addresses: ClientAddresses, refusals: OnTrip | None = None
+    ) -> None:
+        self.limits, self.addresses, self.refusals = limits, addresses, refusals
 
     def before(self, scope: Scope, headers: list[tuple[str, str]]) -> tuple[str, int | None]:
         """(the client's address, the engineer the signature names, if any), after the check."""
@@ -276,7 +281,7 @@ class _Guard:
     def failed(self, address: str, engineer_id: int | None) -> None:
         if self.limits is None:
             return
-        for trip in self.limits.record_failure(engineer_id, address):
+        for trip in self.limits.record_failure(engineer_id, address, self.refusals):
             LOGGER.warning(
                 "authentication limit reached: %s, engineer %s, %d failures", trip.limit, trip.engineer_id, trip.count
             )
