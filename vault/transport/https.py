@@ -63,7 +63,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.wire import codec, httpsig, httpsig_response
-from vault.wire.httpsig_response import ServerPin
+from vault.wire.httpsig_response import PinnedServerKey
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -141,7 +141,7 @@ class HttpsTransport:
         ca_file: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
-        server_key: ServerPin | None = None,
+        server_key: PinnedServerKey | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
@@ -211,7 +211,7 @@ class HttpsTransport:
         return answer
 
 
-def _checked_pin(pin: ServerPin | None) -> ServerPin | None:
+def _checked_pin(pin: PinnedServerKey | None) -> PinnedServerKey | None:
     if pin is None:
         return None
     version, public = pin

@@ -68,7 +68,7 @@ _INPUT = re.compile(
     + re.escape(f'";alg="{ALG}";tag="{TAG}"')
 )
 
-ServerPin = tuple[int, bytes]  # (server key version, its Ed25519 public key)
+PinnedServerKey = tuple[int, bytes]  # (server key version, its Ed25519 public key)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def verify_response(
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes,
     request_signature_field: str,
-    pin: ServerPin,
+    pin: PinnedServerKey,
 ) -> VerifiedResponse:
     """Check a response signed under this profile by the pinned server key, in this order: the
     three headers there once each, the digest matches the body, the profile is exactly ours,
