@@ -42,6 +42,7 @@ WORKLOADS = {
     "W14": ("checkouts while an admin runs heavy commands", "bench.workloads.w14_contention"),
     "W15": ("audit export in flat memory", "bench.workloads.w15_export"),
     "W16": ("checkout through the team server", "bench.workloads.w16_server"),
+    "W17": ("CLI checkout through the team server against pass", "bench.workloads.w17_server_cli"),
 }
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 INTRO = (
@@ -69,7 +70,7 @@ METHOD = """\
   event, divided by the cores; W10, `pass show`; W11, W1's durable-commit floor; W12, one JOIN plus the same
   decryption with the library's recipes; W13, the same engineer set-up with 10 grants; W14, the same checkouts
   alone; W15, the same process reading 20 events; W16, the in-process checkout and a raw psycopg replay of the
-  server checkout's statements.
+  server checkout's statements; W17, `pass show`.
 * **Statistics**: medians (and nearest-rank p99) of repeated runs; `n=` gives the count. Nothing asserts on a
   time: the exit status is non-zero only when a correctness check fails."""
 
@@ -80,7 +81,7 @@ def _selection(text: str | None) -> list[str]:
     chosen = [w.strip().upper() for w in text.split(",") if w.strip()]
     unknown = [w for w in chosen if w not in WORKLOADS and w != "W8"]
     if unknown:
-        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W16)")
+        raise SystemExit(f"unknown workload(s): {', '.join(unknown)} (choose from W1…W17)")
     return [w for w in WORKLOADS if w in chosen]
 
 

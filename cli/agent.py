@@ -57,19 +57,21 @@ def start(app: AppContext, ttl: str | None, passphrase_file: Path | None) -> Non
     """
     name = engineer_name(app.require_engineer())
     lifetime = app.session_ttl(ttl)
-    url = app.db_url()
+    url = app.target()
     path = agentclient.socket_path(url, name)
     running = _ping(path)
     if running is not None:
         click.echo(f"An agent for {name} is already running, until {_until(running)}.")
         return
-    app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before any passphrase is typed
+    app.check_target(url)  # the pinned vault or server (`AppContext.check_pin`), before any passphrase is typed
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     from vault.service import agent as agent_service  # the server side: only `start` needs it
 
     answer = agent_service.start(url, name, passphrase, lifetime)
     local = config.LocalConfig.load()
-    local.engineer, local.db_url = name, local.db_url or url
+    local.engineer = name
+    if app.server_url() is None:
+        local.db_url = local.db_url or url
     local.save()
     click.echo(f"Started the agent for {name} until {_until(answer)}; `credvault agent stop` ends it.")
 
@@ -85,7 +87,7 @@ def status(app: AppContext, as_json: bool) -> None:
       credvault agent status
     """
     name = app.require_engineer()
-    running = _ping(agentclient.socket_path(app.db_url(), name))
+    running = _ping(agentclient.socket_path(app.target(), name))
     if as_json:
         echo_json({"engineer": name, "running": running is not None, "expires_at": (running or {}).get("expires_at")})
     elif running is None:
@@ -115,7 +117,7 @@ def stop_agent(app: AppContext, name: str, *, every: bool = False) -> bool:
     ``name`` in this user's private directory (whatever URL spelling started it: ``lock``
     must leave no session running); True if one answered."""
     try:
-        paths = [agentclient.socket_path(app.db_url(), name)]
+        paths = [agentclient.socket_path(app.target(), name)]
         if every:
             folder = agentclient.runtime_dir()
             paths += [os.path.join(folder, entry) for entry in sorted(os.listdir(folder)) if entry.endswith(".sock")]
@@ -136,7 +138,7 @@ def stop_agent(app: AppContext, name: str, *, every: bool = False) -> bool:
 def agent_running(app: AppContext, name: str) -> bool:
     """Whether an agent of ``name`` answers on the selected database."""
     try:
-        return _ping(agentclient.socket_path(app.db_url(), name)) is not None
+        return _ping(agentclient.socket_path(app.target(), name)) is not None
     except ConfigurationError:
         return False
 

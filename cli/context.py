@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vault.service.sessions import SessionStore, UnlockedSession
 
 SESSION_TTL_ENV = "CREDVAULT_SESSION_TTL"
+SERVER_KEY_ENV = "CREDVAULT_SERVER_KEY_FILE"
 INSECURE_DB_ENV = "CREDVAULT_INSECURE_DB"  # as vault.storage.engine.INSECURE_DB_ENV
 ALLOW_READABLE_ENV = "CREDVAULT_ALLOW_READABLE"  # as vault.storage.engine.ALLOW_READABLE_ENV
 DEFAULT_SESSION_TTL = "15m"
@@ -86,6 +87,8 @@ class AppContext:
 
     db: str | None = None
     as_engineer: str | None = None
+    server: str | None = None
+    server_key: Path | None = None  # on the server's host: an admin's work recorded in format 3
     passphrase_file: Path | None = None
     trust_new_vault: bool = False
     _vaults: list[Vault] = field(default_factory=list)
@@ -94,6 +97,37 @@ class AppContext:
 
     def db_url(self) -> str:
         return config.resolve_db_url(self.db)
+
+    def server_url(self) -> str | None:
+        """The team server selected (``--server``, CREDVAULT_SERVER, the config file), if any;
+        both ``--server`` and ``--db`` is refused."""
+        if self.server and self.db:
+            raise InvalidInput("give --server or --db, not both", hint="--server URL is the team server")
+        return config.resolve_server(self.server, self.db)
+
+    def target(self) -> str:
+        """What the selected engineer's agent serves: the team server, else the database URL."""
+        return self.server_url() or self.db_url()
+
+    def check_target(self, target: str) -> None:
+        """Refuse a target this machine has not pinned, before any passphrase is typed."""
+        if target == self.server_url():
+            from vault.service.serverpins import ServerPins
+
+            ServerPins.load().get(target)
+        else:
+            self.open(url=target)
+
+    def remote(self, engineer: str | None, sessions: SessionStore) -> Vault:
+        """The engineer's vault through the selected (pinned) team server."""
+        from vault.service.remote import RemoteVault
+        from vault.service.serverpins import ServerPins
+
+        server = self.server_url()
+        assert server is not None
+        vault = RemoteVault(ServerPins.load().get(server), engineer=engineer, sessions=sessions)
+        self._vaults.append(cast("Vault", vault))
+        return cast("Vault", vault)
 
     def engineer(self) -> str | None:
         return config.resolve_engineer(self.as_engineer)
@@ -129,9 +163,19 @@ class AppContext:
         """A Vault on the resolved database; closed when the command ends."""
         from vault import Vault
 
+        if url is None and self.server_url() is not None:
+            raise ConfigurationError(
+                "this command is not served through a team server yet",
+                hint="run it where the vault's database is, with --db URL (an admin's machine or the server's host)",
+            )
         url = url or self.db_url()
         vault = Vault.open(url, engineer=engineer, sessions=sessions)
         self._vaults.append(vault)
+        key_file = self.server_key or os.environ.get(SERVER_KEY_ENV)
+        if key_file:
+            from vault.server.keyfile import read_server_key
+
+            vault.core.server_key = read_server_key(key_file)
         self.check_pin(url, vault)
         return vault
 
@@ -160,6 +204,8 @@ class AppContext:
         """A Vault whose sessions live in the OS keyring (unlock, lock)."""
         from vault.service.sessions import KeyringSessionStore
 
+        if self.server_url() is not None:
+            return self.remote(engineer or self.engineer(), KeyringSessionStore())
         return self.open(engineer=engineer or self.engineer(), sessions=KeyringSessionStore())
 
     def session_vault(self) -> Vault:
@@ -175,7 +221,10 @@ class AppContext:
         from vault.service.sessions import MemorySessionStore
 
         name = self.require_engineer()
-        vault = self.open(engineer=name, sessions=MemorySessionStore())
+        if self.server_url() is not None:
+            vault = self.remote(name, MemorySessionStore())
+        else:
+            vault = self.open(engineer=name, sessions=MemorySessionStore())
         vault.engineers.unlock(
             name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory()
         )
@@ -184,7 +233,10 @@ class AppContext:
     def _keyring_session_vault(self, name: str | None) -> Vault:
         from vault.service.sessions import KeyringSessionStore
 
-        return self.open(engineer=name, sessions=AgentAwareSessions(KeyringSessionStore(), self, name))
+        sessions = AgentAwareSessions(KeyringSessionStore(), self, name)
+        if self.server_url() is not None:
+            return self.remote(name, sessions)
+        return self.open(engineer=name, sessions=sessions)
 
     def _beside_the_agent(self, name: str | None) -> Vault:
         """A Vault for a call the agent does not serve: the keyring's session if there is
@@ -199,7 +251,10 @@ class AppContext:
             from vault.service.sessions import MemorySessionStore
 
             passphrase = ask_passphrase(None, prompt=f"Passphrase for {name} (this command runs outside the agent)")
-            vault = self.open(engineer=name, sessions=MemorySessionStore())
+            if self.server_url() is not None:
+                vault = self.remote(name, MemorySessionStore())
+            else:
+                vault = self.open(engineer=name, sessions=MemorySessionStore())
             vault.engineers.unlock(name, passphrase, remember=False, org_memory=config.OrgKeyMemory())
         return vault
 
@@ -210,7 +265,7 @@ class AppContext:
         if not name:
             return None
         try:
-            path = agentclient.socket_path(self.db_url(), name)
+            path = agentclient.socket_path(self.target(), name)
             agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
         except (agentclient.AgentAbsent, ConfigurationError, StoreUnavailable):
             return None
@@ -231,7 +286,7 @@ class AppContext:
         from vault.service.records import Revealed
 
         answer = agentclient.checkout(
-            self.db_url(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for or None
+            self.target(), name, ref=ref, reason=reason, field=field, version=version, hold_for=hold_for or None
         )
         if answer is None:
             return None

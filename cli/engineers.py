@@ -332,7 +332,10 @@ def unlock(
     vault = app.keyring_vault(name)  # the pinned vault (see `AppContext.check_pin`), before the passphrase
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     info = vault.engineers.unlock(name, passphrase, ttl=lifetime, org_memory=config.OrgKeyMemory())
-    _remember(db_url=config.LocalConfig.load().db_url or app.db_url(), engineer=info.engineer)
+    if app.server_url() is not None:
+        _remember(engineer=info.engineer)
+    else:
+        _remember(db_url=config.LocalConfig.load().db_url or app.db_url(), engineer=info.engineer)
     say(f"Unlocked {info.engineer} ({info.role}) until {when(info.expires_at)}.")
 
 
@@ -340,13 +343,16 @@ def _unlock_agent(app: AppContext, name: str, lifetime: dt.timedelta, passphrase
     """``unlock`` into a new agent, replacing this engineer's agent on this database."""
     from vault.service import agent as agent_service  # the server side: only starting needs it
 
-    url = app.db_url()
-    app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before any passphrase is typed
+    url = app.target()
+    app.check_target(url)  # the pinned vault or server (`AppContext.check_pin`), before any passphrase is typed
     passphrase = app.passphrase(passphrase_file, prompt=f"Passphrase for {name}")
     # A new unlock replaces the session, as it does in the keyring; the new agent stops the
     # old one only once it has unlocked, so a wrong passphrase leaves the running session alone.
     answer = agent_service.start(url, name, passphrase, lifetime, replace=True)
-    _remember(db_url=config.LocalConfig.load().db_url or url, engineer=str(answer["engineer"]))
+    if app.server_url() is not None:
+        _remember(engineer=str(answer["engineer"]))
+    else:
+        _remember(db_url=config.LocalConfig.load().db_url or url, engineer=str(answer["engineer"]))
     expires = dt.datetime.fromisoformat(str(answer["expires_at"]))
     where = "the agent holds the session"
     try:  # where an OS keyring works, the commands the agent does not serve use it, unprompted

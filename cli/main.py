@@ -16,7 +16,7 @@ import click
 
 from vault import __version__
 
-from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets, server
+from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets, server, servers
 from .context import ALLOW_READABLE_ENV, INSECURE_DB_ENV, AppContext
 from .errors import reported_errors
 
@@ -37,6 +37,19 @@ class CredvaultGroup(click.Group):
     "db",
     metavar="URL",
     help="Database URL (else CREDVAULT_DB, else the local config, else a SQLite file in the data directory).",
+)
+@click.option(
+    "--server",
+    "server",
+    metavar="URL",
+    help="The team server (else CREDVAULT_SERVER, else the local config); pinned with `credvault server trust`.",
+)
+@click.option(
+    "--server-key",
+    "server_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="FILE",
+    help="On the team server's host: record an admin's work with the server key file (else CREDVAULT_SERVER_KEY_FILE).",
 )
 @click.option(
     "--as",
@@ -70,6 +83,8 @@ class CredvaultGroup(click.Group):
 def cli(
     ctx: click.Context,
     db: str | None,
+    server: str | None,
+    server_key: Path | None,
     as_engineer: str | None,
     passphrase_file: Path | None,
     trust_new_vault: bool,
@@ -88,7 +103,14 @@ def cli(
       credvault client add acme --name "Acme Ltd"
       credvault secret add acme/fw01-admin --kind equipment --host 10.0.0.1 --generate
     """
-    app = AppContext(db=db, as_engineer=as_engineer, passphrase_file=passphrase_file, trust_new_vault=trust_new_vault)
+    app = AppContext(
+        db=db,
+        as_engineer=as_engineer,
+        server=server,
+        server_key=server_key,
+        passphrase_file=passphrase_file,
+        trust_new_vault=trust_new_vault,
+    )
     ctx.obj = app
     ctx.call_on_close(app.close)
     for flag, name in ((insecure_db, INSECURE_DB_ENV), (allow_readable, ALLOW_READABLE_ENV)):
@@ -96,7 +118,7 @@ def cli(
             ctx.call_on_close(_set_for_this_command(name))
 
 
-for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo, server):
+for family in (engineers, clients, secrets, access, agent, audit, keys, purge, admin, demo, server, servers):
     for command in family.COMMANDS:
         cli.add_command(command)
 for command in keys.ENGINEER_COMMANDS:

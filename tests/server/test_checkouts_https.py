@@ -323,7 +323,15 @@ def test_the_server_without_a_key_answers_503_and_writes_nothing(keyed: Keyed, t
 def test_identity_names_the_server_key(keyed: Keyed) -> None:
     with keyed.served.client() as client:
         found = client.get("/v1/identity").json()["server_key"]
-    assert found == {"version": 1, "public": base64.urlsafe_b64encode(keyed.key.public).rstrip(b"=").decode()}
+    assert {k: found[k] for k in ("version", "public")} == {
+        "version": 1,
+        "public": base64.urlsafe_b64encode(keyed.key.public).rstrip(b"=").decode(),
+    }
+    with keyed.store.read() as s:  # and the organisation key's certificate of it, as certified
+        row = s.get(m.ServerKey, 1)
+        assert row is not None
+        assert base64.urlsafe_b64decode(found["certificate"] + "==") == row.certificate
+        assert found["certified_at"] == row.certified_at
 
 
 def test_a_checkout_conflict_is_409_and_appends_no_event(keyed: Keyed) -> None:

@@ -153,10 +153,24 @@ class Journal:
         else:
             head, after = found.head, found.after
             if found.server_keyed and action not in LOCAL_ACTIONS:
-                raise ConfigurationError(
-                    "this vault has a team server, which keeps its audit log: an embedded append would not verify",
-                    hint="use the team server (credvault serve) for this vault",
-                )
+                key = getattr(self.core, "server_key", None)
+                if key is None or not sign or actor is None:
+                    raise ConfigurationError(
+                        "this vault has a team server, which keeps its audit log: an embedded append would not verify",
+                        hint="engineers use the team server (credvault --server URL); an admin works on the server's "
+                        "host with its key file (credvault --db URL --server-key FILE ...)",
+                    )
+                from vault.authority.local_events import append_local, local_journal
+
+                audit_key = None
+                if details is not None:
+                    client = s.get(m.Client, client_id)
+                    assert client is not None
+                    audit_key = self.audit_keys.current_audit_key(s, client)
+                return append_local(
+                    local_journal(self.core, key), s, action, actor=actor, seed=seed or self.keys.me().signing_seed,
+                    audit_key=audit_key, client_id=client_id, secret_id=secret_id, details=details, public=public,
+                )  # fmt: skip
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
                 check_still_current(found.status, found.generation, actor.key_generation)
         audit_key = None

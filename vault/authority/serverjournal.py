@@ -30,7 +30,7 @@ from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import ConfigurationError, InvalidInput
 from vault.storage import models as m
-from vault.wire.eventrequest import ROUTE_ACTIONS, SERVER_ACTIONS, RecordedRequest, operation_of, parse_sig
+from vault.wire.eventrequest import SERVER_ACTIONS, RecordedRequest, allows, operation_of, parse_sig
 
 
 class ServerSeal:
@@ -85,7 +85,7 @@ class ServerJournal:
         """Append one event of ``request`` (an action its route appends)."""
         lines = parse_sig(request.sig)
         operation = operation_of(lines.path) if lines is not None else None
-        if operation is None or action not in ROUTE_ACTIONS[operation]:
+        if operation is None or not allows(operation, action):
             raise InvalidInput("the request's route does not append this action")
         if (details_blob is None) != (key_version is None):
             raise InvalidInput("sealed details name the audit key version they are sealed under")

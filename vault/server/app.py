@@ -59,6 +59,7 @@ from vault.server.read_routes import read_routes
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_routes import SecretServerChecks, secret_routes
+from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -115,7 +116,7 @@ def build_app(
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
         operations = default_operations(checkouts, reads, engineers, secrets)
     if server_key is not None:
-        identity_extra = _with_server_key(identity_extra, server_key)
+        identity_extra = _with_server_key(identity_extra, server_key, store)
     refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
     guard = _Guard(limits, addresses or ClientAddresses(), refusals)
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
@@ -162,10 +163,18 @@ def _utc(clock: Callable[[], float]) -> Callable[[], dt.datetime]:
     return now
 
 
-def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey) -> IdentityExtra:
+def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey, store: Store) -> IdentityExtra:
+    """``extra`` plus the server key: its version, public key and, once an admin certified it,
+    the organisation key's certificate (what ``credvault server trust`` verifies and pins)."""
+
     def identity() -> Mapping[str, object]:
         found = dict(extra()) if extra is not None else {}
-        return found | {"server_key": {"version": key.version, "public": _b64url(key.public)}}
+        named: dict[str, object] = {"version": key.version, "public": _b64url(key.public)}
+        with store.read() as s:
+            row = s.get(m.ServerKey, key.version)
+        if row is not None and row.signing_public == key.public:
+            named |= {"certificate": _b64url(row.certificate), "certified_at": row.certified_at}
+        return found | {"server_key": named}
 
     return identity
 

@@ -113,3 +113,34 @@ def _key(text: object, bad: ConfigurationError) -> bytes:
     if len(key) != 32 or base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii") != text:
         raise bad
     return key
+
+
+def new_key_file(path: str | os.PathLike[str]) -> ServerKeyFile:
+    """Write a new server key file at ``path`` (created, never replaced; mode 0600): signing key
+    version 1 and master key version 1, fresh from the operating system's generator."""
+    signing = ServerSigningKey.generate(1)
+    master = MasterKey(1, os.urandom(32))
+    document = {
+        "version": signing.version,
+        "signing_seed": _b64(signing.key.seed),
+        "master_version": master.version,
+        "master_key": _b64(master.key),
+    }
+    file = Path(path)
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{file} exists: a server key file is never replaced", hint="choose another path, or keep the one you have"
+        ) from None
+    except OSError as error:
+        raise ConfigurationError(f"the server key file {file} cannot be written ({error.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(document, indent=2) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return ServerKeyFile(signing, master)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

@@ -381,10 +381,8 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     try:
         order = json.loads(stdin.readline())
-        from vault import Vault
-
         url, engineer = str(order["url"]), str(order["engineer"])
-        vault = Vault.open(url, engineer=engineer)
+        vault = _opened(url, engineer)
         from vault.service.config import OrgKeyMemory
 
         info = vault.engineers.unlock(
@@ -426,6 +424,19 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
         _remove_own(path, listener.identity)  # at its expiry; after a stop it is gone or another's
         vault.close()
     return 0
+
+
+def _opened(url: str, engineer: str) -> Any:
+    """The vault the agent serves: through the team server this machine pinned for ``url``
+    (``https://…``), else the database at ``url``."""
+    if url.startswith(("https://", "http://")):
+        from vault.service.remote import RemoteVault
+        from vault.service.serverpins import ServerPins
+
+        return RemoteVault(ServerPins.load().get(url), engineer=engineer)
+    from vault import Vault
+
+    return Vault.open(url, engineer=engineer)
 
 
 def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta, *, replace: bool = False) -> dict[str, Any]:

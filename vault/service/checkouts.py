@@ -260,12 +260,7 @@ class Checkouts:
     ) -> Revealed | None:
         """Release the engineer's checkout; store a new password if given (or generated).
         The new version and the release commit together (one request to the authority)."""
-        if new_password is not None and generate:
-            raise InvalidInput("give a new password or --generate, not both")
-        if generate:
-            new_password = generate_password(length) if length is not None else generate_password()
-        if new_password is not None:
-            validation.password(new_password)
+        new_password = new_value(new_password, generate, length)
         self.keys.me()  # the session first: loading it may read the vault id in a transaction of its own
         response = self._checkin_keyholder().release(ref, CHECKIN, new_password)
         if response.must_change:
@@ -282,6 +277,17 @@ class Checkouts:
         without the write lock (``Store.read()``); the listing records no event."""
         self.keys.me()
         return self._checkin_keyholder().list()
+
+
+def new_value(new_password: str | None, generate: bool, length: int | None) -> str | None:
+    """A check-in's new password: the one given, or one generated (``length``), checked; else None."""
+    if new_password is not None and generate:
+        raise InvalidInput("give a new password or --generate, not both")
+    if generate:
+        new_password = generate_password(length) if length is not None else generate_password()
+    if new_password is not None:
+        validation.password(new_password)
+    return new_password
 
 
 def https_checkout_keyholder(checkouts: Checkouts, https: HttpsTransport) -> CheckoutKeyholder:

@@ -51,14 +51,18 @@ def config_path() -> Path:
 class LocalConfig:
     # A plain class, not a dataclass: the checkout fast path (cli/fast.py) reads this
     # file, and importing dataclasses (and with it inspect) costs it several milliseconds.
-    def __init__(self, db_url: str | None = None, engineer: str | None = None) -> None:
-        self.db_url, self.engineer = db_url, engineer
+    def __init__(self, db_url: str | None = None, engineer: str | None = None, server: str | None = None) -> None:
+        self.db_url, self.engineer, self.server = db_url, engineer, server
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, LocalConfig) and (self.db_url, self.engineer) == (other.db_url, other.engineer)
+        return isinstance(other, LocalConfig) and (self.db_url, self.engineer, self.server) == (
+            other.db_url,
+            other.engineer,
+            other.server,
+        )
 
     def __repr__(self) -> str:
-        return f"LocalConfig(db_url={self.db_url!r}, engineer={self.engineer!r})"
+        return f"LocalConfig(db_url={self.db_url!r}, engineer={self.engineer!r}, server={self.server!r})"
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -70,17 +74,40 @@ class LocalConfig:
         try:
             with open(path, encoding="utf-8") as file:
                 data = json.load(file)
-            return cls(db_url=data.get("db_url"), engineer=data.get("engineer"))
+            return cls(db_url=data.get("db_url"), engineer=data.get("engineer"), server=data.get("server"))
         except (OSError, ValueError):
             raise ConfigurationError(f"the config file {path} is unreadable", hint="fix or delete it") from None
 
     def save(self) -> None:
-        _write_private(config_path(), json.dumps({"db_url": self.db_url, "engineer": self.engineer}, indent=2))
+        data = {"db_url": self.db_url, "engineer": self.engineer}
+        if self.server is not None:
+            data["server"] = self.server
+        _write_private(config_path(), json.dumps(data, indent=2))
 
 
 def resolve_db_url(explicit: str | None) -> str:
     """--db, then CREDVAULT_DB, then the config file, then the embedded default."""
     return explicit or os.environ.get("CREDVAULT_DB") or LocalConfig.load().db_url or default_db_url()
+
+
+def resolve_server(explicit: str | None, explicit_db: str | None = None) -> str | None:
+    """The team server to use, if any: --server, else none when --db is given, else
+    CREDVAULT_SERVER, else none when CREDVAULT_DB is set, else the config file's ``server``."""
+    if explicit:
+        return explicit
+    if explicit_db:
+        return None
+    env = os.environ.get("CREDVAULT_SERVER")
+    if env:
+        return env
+    if os.environ.get("CREDVAULT_DB"):
+        return None
+    return LocalConfig.load().server or None
+
+
+def resolve_target(explicit_db: str | None, explicit_server: str | None = None) -> str:
+    """What the selected engineer's agent serves: the team server if one is selected, else the database."""
+    return resolve_server(explicit_server, explicit_db) or resolve_db_url(explicit_db)
 
 
 def resolve_engineer(explicit: str | None) -> str | None:

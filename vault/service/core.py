@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from vault.crypto import keyrecord, signing
+from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import (
     InvalidInput,
     StoreUnavailable,
@@ -60,6 +61,9 @@ class Core:
 
     retries = 0  # transactions run again after a ConcurrentChange (retrying.py), over this vault's life
     _retry_depth = 0
+    # On the team server's host: the server key that signs an admin's work in format 3
+    # (authority/local_events.py); None elsewhere.
+    server_key: ServerSigningKey | None = None
 
     def __init__(
         self,

@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
+from vault.authority.server_keys import stored_rows
 from vault.crypto import blobs, chain
 from vault.errors import VaultError
+from vault.keyholder.auditchain import ServerKeys
+from vault.keyholder.serverkeys import verified_server_keys
 from vault.service import auditverify
 from vault.service.core import ROLE_ADMIN, epoch, is_revoked
 from vault.service.rows import GRANT_ORDER, EngineerRecord, GrantRecord
@@ -128,6 +131,7 @@ class GrantLedger:
         must be able to open the clients' audit keys (an admin can)."""
         keys, admins = self._event_keys(s)
         codec = chain.EventCodec(self.core.vid(s))
+        servers = verified_server_keys(stored_rows(s), self.core.vid(s), self.trust.org_public(s))
         query = select(m.AuditEvent).where(m.AuditEvent.action.in_((*GRANT_ACTIONS, ROTATE_ACTION)))
         if client_ids is not None:
             query = query.where(m.AuditEvent.client_id.in_(list(client_ids)))
@@ -135,7 +139,7 @@ class GrantLedger:
         for event in s.scalars(query.order_by(m.AuditEvent.seq)):
             if event.client_id is None:
                 continue
-            details = self._verified_details(s, event, codec, keys)
+            details = self._verified_details(s, event, codec, keys, servers)
             if details is None:
                 history.doubts.setdefault(event.client_id, []).append(event.seq)
                 continue
@@ -201,20 +205,31 @@ class GrantLedger:
         return keys, admins
 
     def _verified_details(
-        self, s: Session, event: m.AuditEvent, codec: chain.EventCodec, keys: auditverify.Keys
+        self,
+        s: Session,
+        event: m.AuditEvent,
+        codec: chain.EventCodec,
+        keys: auditverify.Keys,
+        servers: ServerKeys,
     ) -> dict[str, Any] | None:
-        """The event's decrypted details if its hash and signature verify, else None."""
+        """The event's decrypted details if its hash and signature verify (an admin's work on
+        the server's host: format 3, signed by a certified server key), else None."""
         row = tuple(getattr(event, c.key) for c in auditverify._COLUMNS)
-        if auditverify._check([row], codec, keys, event.seq).problem is not None:
+        if auditverify._check([row], codec, keys, event.seq, server_keys=servers).problem is not None:
             return None
         client = s.get(m.Client, event.client_id)
         if client is None or event.details_blob is None or event.key_version is None:
             return None
         try:
             key = self.journal.audit_keys.audit_key(s, client, event.key_version)
-            raw = blobs.decrypt_audit_detail(
-                key, event.key_version, event.details_blob, client.id, event.seq, event.action
-            )
+            if event.request_id is not None:  # format 3: sealed to its request
+                raw = blobs.decrypt_audit_detail_v3(
+                    key, event.key_version, event.details_blob, client.id, event.request_id, event.action
+                )
+            else:
+                raw = blobs.decrypt_audit_detail(
+                    key, event.key_version, event.details_blob, client.id, event.seq, event.action
+                )
             details = json.loads(raw)
         except (VaultError, ValueError):
             return None

@@ -20,7 +20,7 @@ import builtins
 import datetime as dt
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import select
@@ -251,13 +251,12 @@ class Secrets:
         """Add a secret. ``fields`` are custom fields classified by their name (sensitive
         if it looks like a secret's); ``sensitive_fields`` are always revealed only by
         checkout, ``public_fields`` always shown with the metadata."""
-        _slug, name = validation.secret_ref(ref)
-        custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
-        metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
-        validation.kind(kind)
-        validation.password(password)
+        metadata = new_metadata(
+            ref, password, kind, username=username, url=url, host=host, note=note, fields=fields,
+            sensitive_fields=sensitive_fields, public_fields=public_fields,
+        )  # fmt: skip
         opened = self._secret_keyholder().add(ref, kind=kind, password=password, metadata=metadata)
-        return self._opened_info(opened)
+        return opened_info(opened)
 
     def update(
         self,
@@ -276,14 +275,7 @@ class Secrets:
         """Store a new version; fields left UNSET keep their value, None clears them.
         A custom field given in ``fields`` keeps its sensitive/public mark; one given in
         ``sensitive_fields`` or ``public_fields`` takes that mark."""
-        changes = {"username": username, "url": url, "host": host, "note": note}
-        if sensitive_fields or public_fields:
-            changes[SENSITIVE_MARKS] = sensitive_fields or {}
-            changes[PUBLIC_MARKS] = public_fields or {}
-        if password is not None:
-            validation.password(password)
-        if kind is not None:
-            validation.kind(kind)
+        changes = update_changes(password, kind, username, url, host, note, sensitive_fields, public_fields)
         return self._write_version(ref, password, changes, fields, kind)
 
     def _write_version(
@@ -297,31 +289,10 @@ class Secrets:
         """The next version: one request to the authority, which reads the current version in its
         own unit of work, lets the keyholder verify and open it and encrypt the new one
         (``compose``: the changes applied), and writes it."""
-        changes = dict(changes)
-        sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
-
-        def compose(opened: dict[str, Any], old_password: str, current_kind: str) -> tuple[str, dict[str, Any]]:
-            current = dict(opened)
-            for key, value in changes.items():
-                if value is not UNSET:
-                    current[key] = value
-            merged_fields, marks = _custom_fields(current, fields, sensitive, public)
-            metadata = _metadata(
-                current["name"],
-                username=current.get("username"),
-                url=current.get("url"),
-                host=current.get("host"),
-                note=current.get("note"),
-                fields=merged_fields,
-                marks=marks,
-            )
-            if password is None and kind in (None, current_kind) and metadata == opened:
-                raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
-            return (old_password if password is None else password), metadata  # old: opened when kept
-
+        compose = composer(password, changes, fields, kind)
         changed = password is not None
         opened = self._secret_keyholder().update(ref, kind=kind, password_changed=changed, compose=compose)
-        return self._opened_info(opened)
+        return opened_info(opened)
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         """Names and kinds of the secrets the acting engineer may see (never values).
@@ -342,7 +313,7 @@ class Secrets:
         """A secret's metadata; its password and sensitive fields are not shown. The
         ``secret-view`` event's details say "public-only": this view showed no sensitive
         field (views logged before it existed showed every field: reports.py counts those)."""
-        return self._opened_info(self._secret_keyholder().show(ref))
+        return opened_info(self._secret_keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
         opened = self._secret_keyholder().history(ref)
@@ -365,7 +336,85 @@ class Secrets:
             self._keyholder = secretparts.keyholders(self)
         return self._keyholder
 
-    def _opened_info(self, opened: OpenedSecret) -> SecretInfo:
-        r = opened.rows
-        shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
-        return self.info(opened.slug, shown, opened.metadata)
+
+# -- what an add or update writes (shared with ``RemoteVault``'s secrets) ------------------------------
+
+
+def new_metadata(
+    ref: str,
+    password: str,
+    kind: str,
+    *,
+    username: str | None,
+    url: str | None,
+    host: str | None,
+    note: str | None,
+    fields: dict[str, str] | None,
+    sensitive_fields: dict[str, str] | None,
+    public_fields: dict[str, str] | None,
+) -> dict[str, Any]:
+    """A new secret's metadata, every value checked (the password and kind too)."""
+    _slug, name = validation.secret_ref(ref)
+    custom, marks = _custom_fields({}, fields, sensitive_fields, public_fields)
+    metadata = _metadata(name, username=username, url=url, host=host, note=note, fields=custom, marks=marks)
+    validation.kind(kind)
+    validation.password(password)
+    return metadata
+
+
+def update_changes(
+    password: str | None,
+    kind: str | None,
+    username: Any,
+    url: Any,
+    host: Any,
+    note: Any,
+    sensitive_fields: dict[str, str] | None,
+    public_fields: dict[str, str] | None,
+) -> dict[str, Any]:
+    """An update's changes to the metadata (UNSET: kept), the password and kind checked."""
+    changes = {"username": username, "url": url, "host": host, "note": note}
+    if sensitive_fields or public_fields:
+        changes[SENSITIVE_MARKS] = sensitive_fields or {}
+        changes[PUBLIC_MARKS] = public_fields or {}
+    if password is not None:
+        validation.password(password)
+    if kind is not None:
+        validation.kind(kind)
+    return changes
+
+
+def composer(
+    password: str | None, changes: dict[str, Any], fields: dict[str, str] | None, kind: str | None
+) -> Callable[[dict[str, Any], str, str], tuple[str, dict[str, Any]]]:
+    """The keyholder's ``compose`` of an update: the opened version's metadata with ``changes`` applied."""
+    changes = dict(changes)
+    sensitive, public = changes.pop(SENSITIVE_MARKS, None), changes.pop(PUBLIC_MARKS, None)
+
+    def compose(opened: dict[str, Any], old_password: str, current_kind: str) -> tuple[str, dict[str, Any]]:
+        current = dict(opened)
+        for key, value in changes.items():
+            if value is not UNSET:
+                current[key] = value
+        merged_fields, marks = _custom_fields(current, fields, sensitive, public)
+        metadata = _metadata(
+            current["name"],
+            username=current.get("username"),
+            url=current.get("url"),
+            host=current.get("host"),
+            note=current.get("note"),
+            fields=merged_fields,
+            marks=marks,
+        )
+        if password is None and kind in (None, current_kind) and metadata == opened:
+            raise InvalidInput("nothing to change", hint="pass a new value, e.g. --username or --generate")
+        return (old_password if password is None else password), metadata  # old: opened when kept
+
+    return compose
+
+
+def opened_info(opened: OpenedSecret) -> SecretInfo:
+    """The ``SecretInfo`` of a secret the keyholder opened."""
+    r = opened.rows
+    shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
+    return Secrets.info(opened.slug, shown, opened.metadata)

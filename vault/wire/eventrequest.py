@@ -56,6 +56,26 @@ AUTH_REFUSED = "auth-refused"
 SERVER_ACTIONS = frozenset({AUTH_REFUSED})
 _SERVER_FACTS = {AUTH_REFUSED: ("count", "window_start")}
 
+# The admin's work on the server's host (``authority/local_events.py``): a format-3 event whose
+# request the admin's keyholder signed in-process for the one action it records. Any action but
+# those only the server's routes append (a reveal and what releases or lists it: the server layer
+# comes off only there).
+LOCAL_OPERATION = "local.record"
+LOCAL_AUTHORITY = "local"
+SERVED_ONLY = frozenset(
+    {"checkout", "reveal", "checkin", "checkout-break", "checkout-list", "answer-refused", "secret-view"}
+)
+
+
+def allows(operation: str, action: str) -> bool:
+    """Whether a request of ``operation`` may append an event of ``action`` (never one of the
+    server's own, ``SERVER_ACTIONS``: those keep no request)."""
+    if action in SERVER_ACTIONS:
+        return False
+    if operation == LOCAL_OPERATION:
+        return action not in SERVED_ONLY
+    return action in ROUTE_ACTIONS.get(operation, frozenset())
+
 
 def route_path(operation: str) -> str:
     """``checkouts.checkout`` -> ``/v1/checkouts/checkout``."""
@@ -67,7 +87,7 @@ def operation_of(path: str) -> str | None:
     if not path.startswith(ROUTE_PREFIX):
         return None
     operation = path[len(ROUTE_PREFIX) :].replace("/", ".")
-    return operation if operation in ROUTE_ACTIONS else None
+    return operation if operation in ROUTE_ACTIONS or operation == LOCAL_OPERATION else None
 
 
 def keyid_of(engineer_id: int, key_generation: int) -> str:
@@ -148,7 +168,7 @@ def request_problem(
     if lines is None or type(request_id) is not bytes or type(request_digest) is not bytes:
         return "it keeps no signed request"
     operation = operation_of(lines.path)
-    if lines.method != METHOD or operation is None or action not in ROUTE_ACTIONS[operation]:
+    if lines.method != METHOD or operation is None or not allows(operation, action):
         return "its request was made for another operation than its action"
     if engineer_id is None:
         return "its request is signed by an unknown engineer key"

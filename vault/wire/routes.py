@@ -29,6 +29,7 @@ from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
+from vault.authority import local_requests as lr
 from vault.authority import policy_requests as p
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
@@ -47,6 +48,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
+    ("local.record", lr.LocalRecord, lr.LocalRecord),  # kept in events only: no server serves it
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),

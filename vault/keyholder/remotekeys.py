@@ -1,0 +1,119 @@
+"""The acting engineer's keys on a machine that reaches the vault only through a team server.
+
+``RemoteKeys`` is ``Keys`` without a database: the unlocked session comes from the session
+store (the OS keyring, or memory), keyed by the vault id this machine pinned for the server
+and the engineer's name, and expires as every session does. It gives the HTTPS transport
+its signing key (``me``, ``my_signing_key``) and the keyholders of one operation the small
+``EngineerKeys`` protocol (``vault/keyholder/checkouts.py``): the session, its sealing key's
+public half, and opening a copy sealed to this engineer. It never opens the recovery key:
+an admin's work that needs it (a checkout by slug tag) is not served through a server yet.
+
+The slug hints (an engineer's client slug -> id, learned by ``RemoteLookup``) are kept per
+session in memory, as ``Keys.slugs`` keeps them: only where to look, verified on every use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from vault.crypto import sealing, signing
+from vault.errors import DecryptionFailed, Locked
+from vault.service.sessions import SessionStore, UnlockedSession, load_session
+from vault.storage.rows import KeyCache
+
+__all__ = ["RemoteKeys"]
+
+HINT_SLUGS = 20_000
+
+
+class RemoteKeys:
+    """An engineer's unlocked session for one pinned vault, read from ``sessions``."""
+
+    def __init__(
+        self, sessions: SessionStore, vault_id: bytes, name: str | None, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self.sessions, self.vault_id, self.name, self.clock = sessions, vault_id, name, clock
+        self.client_keys = KeyCache()
+        self._session: UnlockedSession | None = None
+        self._sealing: tuple[bytes, bytes] | None = None
+        self._slugs: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"RemoteKeys(engineer={self.name!r})"
+
+    # -- the session ---------------------------------------------------------------------------------
+
+    def me(self) -> UnlockedSession:
+        session = self._session
+        if session is not None and session.expires_at > self.clock():
+            return session
+        if not self.name:
+            raise Locked(
+                "no engineer is selected on this machine",
+                hint="pass --as NAME, set CREDVAULT_ENGINEER, or run `credvault unlock NAME`",
+            )
+        session = load_session(self.sessions, self.vault_id, self.name, self.clock())
+        if self._session is not None and session.signing_seed != self._session.signing_seed:
+            self.forget()  # another unlock since: nothing learned under the old one is kept
+        self._session = session
+        return session
+
+    def keep(self, session: UnlockedSession) -> None:
+        """Hold ``session`` (just unlocked) and put it in the session store."""
+        self.forget()
+        self.sessions.put(session)
+        self._session = session
+
+    def lock(self) -> bool:
+        """End the session here and in the store; whether the store held one."""
+        self.forget()
+        self._session = None
+        return bool(self.name) and self.sessions.delete(self.vault_id, str(self.name))
+
+    def forget(self) -> None:
+        """Forget every key and hint learned under the session."""
+        self.client_keys.clear()  # its fields, tags and grants too
+        self._slugs.clear()
+        self._sealing = None
+
+    @property
+    def slugs(self) -> dict[str, int]:
+        if len(self._slugs) > HINT_SLUGS:
+            self._slugs.clear()
+        return self._slugs
+
+    # -- what the HTTPS transport signs with ------------------------------------------------------
+
+    def my_signing_key(self) -> signing.SigningKey:
+        return signing.SigningKey(self.me().signing_seed)
+
+    def my_keypair(self) -> sealing.KeyPair:
+        return sealing.KeyPair(self.me().sealing_private)
+
+    # -- EngineerKeys (the keyholders of one operation) --------------------------------------------
+
+    def session(self) -> UnlockedSession:
+        return self.me()
+
+    def sealing_public(self) -> bytes:
+        me = self.me()
+        cached = self._sealing
+        if cached is None or cached[0] is not me.sealing_private:
+            cached = self._sealing = (me.sealing_private, sealing.KeyPair(me.sealing_private).public)
+        return cached[1]
+
+    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        if kind != "engineer" or recipient_id != self.me().engineer_id:
+            raise DecryptionFailed()  # a copy sealed to the recovery key: not opened on this machine
+        return sealing.open_sealed(self.my_keypair(), version, blob, context)
+
+    def slug_tag(self, slug: str) -> bytes | None:
+        return None  # no recovery bundle here: clients are named by the ids their grants give
+
+    def recovery_version(self) -> int | None:
+        return None
+
+    def open_recovery(self) -> None:
+        return None  # copies sealed to the recovery key stay closed (open_sealed refuses them)

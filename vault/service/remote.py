@@ -1,0 +1,410 @@
+"""``RemoteVault``: an engineer's vault through a team server, with no database on this machine.
+
+    vault = RemoteVault(ServerPins.load().get("https://vault.example.net:8443"), engineer="bob")
+    vault.engineers.unlock("bob", passphrase)
+    revealed = vault.checkouts.checkout("acme/fw01-admin", reason="ticket 4711")
+
+The same noun methods as ``Vault`` for the engineer's everyday work, by the same keyholders
+(which verify every row the server answers), over ``HttpsTransport`` to a server this
+machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
+signature when the pin names one): ``engineers.unlock/lock/whoami``,
+``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
+``secrets.add`` and ``secrets.update`` with a new password.
+The key record is opened here
+(``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
+not recorded on the server (there is no request to record). The session then proves itself
+with a signed ``whoami``: an engineer the server no longer accepts (removed, disabled, a
+rotated key) does not unlock.
+
+A client is named by its slug; the server is asked only for ids. ``RemoteLookup`` finds the
+client a slug names among the clients of the engineer's grants (their ids from the grant
+listing, each client's context verified and its slug opened here), and remembers the id for
+the session. Every other noun raises ``ConfigurationError`` saying it is not served through
+a server yet (docs/server.md, "Status"): it runs where the database is (embedded mode).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from vault import validation as checks
+from vault.authority.grant_requests import GrantListRequest, GrantListRows
+from vault.authority.requests import BREAK, CHECKIN, Caller
+from vault.crypto import keyrecord
+from vault.errors import (
+    AccessDenied,
+    ConfigurationError,
+    GrantExpired,
+    InvalidInput,
+    NotFound,
+    UntrustedRecord,
+)
+from vault.keyholder import clients as client_keyholder
+from vault.keyholder.checkins import CheckinKeyholder
+from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
+from vault.keyholder.clients import ClientKeyholder
+from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.keyholder.remotekeys import RemoteKeys
+from vault.keyholder.secrets import SecretContext, SecretKeyholder
+from vault.records import CheckoutInfo, GrantInfo, Revealed, SecretInfo, SessionInfo
+from vault.service import validation
+from vault.service.checkouts import MAX_REASON, new_value
+from vault.service.core import utcnow
+from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.secrets import UNSET, composer, new_metadata, opened_info, update_changes
+from vault.service.serverpins import KeyRecordFile, ServerPin
+from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
+from vault.transport.https import HttpsTransport
+from vault.transport.https_checkouts import HttpsCheckoutTransport
+from vault.transport.https_grants import HttpsGrantListTransport
+from vault.transport.https_secrets import HttpsSecretTransport
+
+__all__ = ["RemoteVault"]
+
+NOT_SERVED_HINT = "run it where the vault's database is (credvault --db URL ...), or ask an admin"
+
+
+class RemoteLookup:
+    """A client's key context by its slug, through the server: the ids of the engineer's grants
+    are only where to look; the context learned by id is verified and its slug opened here."""
+
+    def __init__(self, keys: RemoteKeys, grants: HttpsGrantListTransport) -> None:
+        self.keys, self.grants = keys, grants
+        self.keyholder: CheckoutKeyholder | None = None  # set once the keyholder exists
+
+    def __repr__(self) -> str:
+        return "RemoteLookup()"
+
+    def known(self, slug: str) -> int | None:
+        return self.keys.slugs.get(slug)
+
+    def context(self, slug: str) -> ClientContext:
+        keyholder = self.keyholder
+        assert keyholder is not None and keyholder.learner is not None
+        hinted = self.keys.slugs.pop(slug, None)
+        refused = False
+        for client_id in self._candidates(hinted):
+            self.keys.slugs[slug] = client_id
+            try:
+                found = keyholder.learner.learn(slug)
+            except (GrantExpired, AccessDenied, NotFound, UntrustedRecord):
+                found, refused = None, True  # another client's grant: not the one asked for, or not live
+            if found is not None:
+                return found
+            self.keys.slugs.pop(slug, None)
+        raise NotFound(
+            f"no client {slug!r} among the clients you hold a {'live ' if refused else ''}grant for",
+            hint="`credvault grant list` shows your grants; an admin grants access",
+        )
+
+    def _candidates(self, first: int | None) -> list[int]:
+        me = self.keys.me()
+        request = GrantListRequest(
+            Caller(me.engineer_id, me.key_generation), None, None, tuple(sorted(self.keys.client_keys)),
+            me.org_signing_public,
+        )  # fmt: skip
+        rows: GrantListRows = self.grants.list(request)
+        ids = [first] if first is not None else []
+        for listed in sorted(rows.grants, key=lambda g: g.row.id, reverse=True):  # newest grant first
+            row = listed.row
+            if row.engineer_id == me.engineer_id and row.client_id not in ids:
+                ids.append(row.client_id)
+        return ids
+
+
+class _Noun:
+    """A noun of ``RemoteVault``: a method it does not serve says so (``ConfigurationError``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        noun = type(self).__name__.removeprefix("Remote").lower()
+        raise ConfigurationError(f"`{noun}.{name}` is not served through a team server yet", hint=NOT_SERVED_HINT)
+
+
+class RemoteEngineers(_Noun):
+    """``engineers.unlock/lock/whoami`` on this machine's key record and the server's word."""
+
+    def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
+        self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
+
+    def __repr__(self) -> str:
+        return "RemoteEngineers()"
+
+    def unlock(
+        self,
+        name: str,
+        passphrase: str,
+        *,
+        ttl: dt.timedelta = DEFAULT_TTL,
+        remember: bool = True,
+        org_memory: object = None,
+    ) -> SessionInfo:
+        """Open ``name``'s key record kept here with ``passphrase``; the session is kept (in the
+        session store when ``remember``) only once the server accepted a request it signed."""
+        if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
+            raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
+        validation.engineer_name(name)
+        record = KeyRecordFile.load(self.pin.vault_id, name)
+        bundle = keyrecord.open_record(
+            record.record, passphrase, record.vault_id, record.engineer_id, record.key_generation
+        )
+        session = UnlockedSession(
+            vault_id=record.vault_id,
+            engineer_id=record.engineer_id,
+            name=name,
+            key_generation=record.key_generation,
+            sealing_private=bundle.sealing_private,
+            signing_seed=bundle.signing_seed,
+            org_signing_public=bundle.org_signing_public,
+            expires_at=self.clock() + ttl,
+        )
+        previous = self.keys.name
+        self.keys.name = name
+        self.keys.forget()
+        self.keys._session = session  # for the signed whoami only; kept below once the server accepts it
+        try:
+            answer = self.https.whoami()
+        except BaseException:
+            self.keys._session, self.keys.name = None, previous
+            raise
+        if (answer.vault_id, answer.engineer_id, answer.name, answer.key_generation) != (
+            record.vault_id, record.engineer_id, name, record.key_generation,
+        ):  # fmt: skip
+            self.keys._session, self.keys.name = None, previous
+            raise UntrustedRecord("the server answered for another engineer or key than this machine's record")
+        if remember:
+            self.keys.keep(session)
+        return SessionInfo(name, answer.role, session.expires_at, record.vault_id.hex())
+
+    def lock(self) -> bool:
+        return self.keys.lock()
+
+    def whoami(self) -> SessionInfo:
+        me = self.keys.me()
+        answer = self.https.whoami()
+        if (answer.vault_id, answer.engineer_id, answer.key_generation) != (
+            me.vault_id, me.engineer_id, me.key_generation,
+        ):  # fmt: skip
+            raise UntrustedRecord("the server answered for another engineer or key than this session's")
+        return SessionInfo(me.name, answer.role, me.expires_at, me.vault_id.hex())
+
+
+class RemoteCheckouts(_Noun):
+    """``checkouts.*`` through the server, by the in-process API's keyholders."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        transport = HttpsCheckoutTransport(https)
+        lookup = RemoteLookup(keys, HttpsGrantListTransport(https))
+        self.keys = keys
+        self.keyholder = CheckoutKeyholder(transport, keys, lookup, keys.client_keys, clock, transport)
+        lookup.keyholder = self.keyholder
+        self.checkins = CheckinKeyholder(self.keyholder, transport)
+
+    def __repr__(self) -> str:
+        return "RemoteCheckouts()"
+
+    def reveal(
+        self, ref: str, field: str = "password", *, version: int | None = None, reason: str | None = None
+    ) -> str:
+        return self.checkout(ref, field=field, version=version, reason=reason, hold=False).value
+
+    def checkout(
+        self,
+        ref: str,
+        *,
+        reason: str | None = None,
+        field: str = "password",
+        version: int | None = None,
+        hold: bool = True,
+        hold_for: dt.timedelta | None = None,
+    ) -> Revealed:
+        validation.field_name(field)
+        if version is not None:
+            validation.number("version", version, 1)
+        if reason is not None:
+            reason = reason.strip()
+            validation.field_value("reason", reason)
+            if len(reason) > MAX_REASON:
+                raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
+        checks.secret_ref(ref)
+        self.keys.me()
+        return self.keyholder.checkout(
+            ref, reason=reason or None, field=field, version=version, hold=hold, hold_for=hold_for
+        )
+
+    def checkin(
+        self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None
+    ) -> Revealed | None:
+        value = new_value(new_password, generate, length)
+        self.keys.me()
+        response = self.checkins.release(ref, CHECKIN, value)
+        if response.must_change:
+            return Revealed(ref, "password", response.version, "", None, True)
+        return None
+
+    def break_checkout(self, ref: str) -> str:
+        self.keys.me()
+        return ", ".join(self.checkins.release(ref, BREAK).holders)
+
+    def list(self) -> builtins.list[CheckoutInfo]:
+        self.keys.me()
+        return self.checkins.list()
+
+
+class _ClientNames:
+    """``RemoteLookup`` as the client keyholder's lookup asks: a client's id and slug by its slug."""
+
+    def __init__(self, lookup: RemoteLookup) -> None:
+        self.lookup = lookup
+
+    def context(self, slug: str) -> client_keyholder.ClientContext:
+        assert self.lookup.keyholder is not None
+        ctx = self.lookup.keyholder.context(self.lookup.keys.me(), slug, fresh=False)
+        return client_keyholder.ClientContext(ctx.client_id, ctx.slug, ctx.slug_tag, ctx.slug_blob)
+
+    def slug_tag(self, slug: str) -> bytes | None:
+        return None  # an engineer's: clients are named by id
+
+
+class _NoHistory:
+    """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
+
+    def confirmations(self, client_ids: set[int]) -> Confirms:
+        raise ConfigurationError(
+            "an admin's grant listing is not served through a team server yet", hint=NOT_SERVED_HINT
+        )
+
+
+class RemoteGrants(_Noun):
+    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here."""
+
+    def __init__(self, checkouts: RemoteCheckouts, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        keys = checkouts.keys
+        assert isinstance(checkouts.keyholder.lookup, RemoteLookup)
+        lookup = _ClientNames(checkouts.keyholder.lookup)
+        clients = ClientKeyholder(None, keys, lookup, keys.client_keys, clock, lambda: keys.slugs)  # type: ignore[arg-type]
+        self.keys = keys
+        self.keyholder = GrantListKeyholder(HttpsGrantListTransport(https), keys, lookup, clients, _NoHistory(), clock)
+
+    def __repr__(self) -> str:
+        return "RemoteGrants()"
+
+    def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
+        self.keys.me()
+        return self.keyholder.list(engineer=engineer, client=client)
+
+
+class _SecretNames(_ClientNames):
+    """``RemoteLookup`` as the secrets' keyholder asks: the client's id, slug and lookup key."""
+
+    def context(self, slug: str) -> SecretContext:  # type: ignore[override]
+        assert self.lookup.keyholder is not None
+        ctx = self.lookup.keyholder.context(self.lookup.keys.me(), slug, fresh=False)
+        return SecretContext(ctx.client_id, ctx.slug, ctx.slug_tag, ctx.slug_blob, ctx.lookup_key)
+
+
+class RemoteSecrets(_Noun):
+    """``secrets.add`` and ``secrets.update`` (with a new password) through the server's drafts."""
+
+    def __init__(self, checkouts: RemoteCheckouts, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        keys = checkouts.keys
+        assert isinstance(checkouts.keyholder.lookup, RemoteLookup)
+        lookup = _SecretNames(checkouts.keyholder.lookup)
+        self.keys = keys
+        self.keyholder = SecretKeyholder(HttpsSecretTransport(https), keys, lookup, keys.client_keys, clock)
+
+    def __repr__(self) -> str:
+        return "RemoteSecrets()"
+
+    def add(
+        self,
+        ref: str,
+        *,
+        password: str,
+        kind: str = "other",
+        username: str | None = None,
+        url: str | None = None,
+        host: str | None = None,
+        note: str | None = None,
+        fields: dict[str, str] | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        metadata = new_metadata(
+            ref, password, kind, username=username, url=url, host=host, note=note, fields=fields,
+            sensitive_fields=sensitive_fields, public_fields=public_fields,
+        )  # fmt: skip
+        self.keys.me()
+        return opened_info(self.keyholder.add(ref, kind=kind, password=password, metadata=metadata))
+
+    def update(
+        self,
+        ref: str,
+        *,
+        password: str | None = None,
+        username: Any = UNSET,
+        url: Any = UNSET,
+        host: Any = UNSET,
+        note: Any = UNSET,
+        fields: dict[str, str] | None = None,
+        kind: str | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        if password is None:
+            raise ConfigurationError(
+                "an update that keeps the password is not served through a team server yet",
+                hint="give the new password (--password-stdin or --generate), or run it where the database is",
+            )
+        changes = update_changes(password, kind, username, url, host, note, sensitive_fields, public_fields)
+        compose = composer(password, changes, fields, kind)
+        self.keys.me()
+        return opened_info(self.keyholder.update(ref, kind=kind, password_changed=True, compose=compose))
+
+
+class RemoteVault:
+    """An engineer's vault through a pinned team server (module docstring)."""
+
+    def __init__(
+        self,
+        pin: ServerPin,
+        *,
+        engineer: str | None = None,
+        sessions: SessionStore | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.pin = pin
+        self.keyholder = RemoteKeys(sessions or MemorySessionStore(), pin.vault_id, engineer, clock)
+        # every answer signed by the pinned server key, for its own request (docs/server.md §3)
+        self.https = HttpsTransport(
+            pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport, server_key=pin.server_key
+        )
+        self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
+        self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
+        self.grants = RemoteGrants(self.checkouts, self.https, clock)
+        self.secrets = RemoteSecrets(self.checkouts, self.https, clock)
+
+    def __repr__(self) -> str:
+        return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
+
+    @property
+    def engineer_name(self) -> str | None:
+        return self.keyholder.name
+
+    def vault_id(self) -> bytes:
+        return self.pin.vault_id
+
+    def close(self) -> None:
+        self.https.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise ConfigurationError(f"`{name}` is not served through a team server yet", hint=NOT_SERVED_HINT)
