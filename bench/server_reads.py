@@ -8,8 +8,10 @@ calls in-process on the first and ``n`` through ``credvault serve``'s app under 
 TLS on 127.0.0.1 on the second (whose admin certified a server key; nonces in the database),
 by the same keyholder method, in alternating blocks of 10: ``checkouts.list``,
 ``grants.list``, ``keys.versions``, ``audit.log`` (alice's own events, one page),
-``reports.status`` (the admin) and ``engineers.list`` (which appends its event: format 2
-in-process, format 3 through the server). Prints the median and p99 of each and the ratio.
+``reports.status`` (the admin), and the reads that append their event (format 2 in-process,
+format 3 through the server, committed before the answer): ``engineers.list``,
+``secrets.show``/``history``/``list`` and ``clients.show``/``list`` (alice's). Prints the median
+and p99 of each and the ratio.
 Not part of ``bench/run.py`` (step 9 adds the bench rows).
 """
 
@@ -32,14 +34,14 @@ if __package__ in (None, ""):
 
 import uvicorn
 
-from bench.server_checkout import REASON, _certificates, _percentile, _vault
+from bench.server_checkout import REASON, _percentile, make_certificates, make_vault
 from vault import Vault
 from vault.authority.audit_requests import LOG, EventQuery
 from vault.authority.requests import Caller
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.running import ServeOptions, uvicorn_config
-from vault.service import clientparts, engineerparts, rotationparts
+from vault.service import clientparts, engineerparts, rotationparts, secretparts
 from vault.service.audit import https_audit_keyholder
 from vault.service.checkouts import https_checkin_keyholder, https_checkout_keyholder
 from vault.service.reports import https_report_keyholder
@@ -65,6 +67,11 @@ def _reads(admin: Vault, alice: Vault, https: dict[str, HttpsTransport] | None) 
             "audit.log": lambda: list(audit.pages(_own_events(alice))),
             "reports.status": admin.reports.status,
             "engineers.list": alice.engineers.list,
+            "secrets.show": lambda: alice.secrets.show("acme/fw01"),
+            "secrets.history": lambda: alice.secrets.history("acme/fw01"),
+            "secrets.list": alice.secrets.list,
+            "clients.show": lambda: alice.clients.show("acme"),
+            "clients.list": alice.clients.list,
         }
     a, r = https["alice"], https["admin"]
     checkins = https_checkin_keyholder(https_checkout_keyholder(alice.checkouts, a))
@@ -73,6 +80,8 @@ def _reads(admin: Vault, alice: Vault, https: dict[str, HttpsTransport] | None) 
     audit = https_audit_keyholder(alice.audit, a)
     reports = https_report_keyholder(admin.reports, r)
     engineers = engineerparts.https_engineer_keyholder(alice.engineers, a)
+    secrets = secretparts.over_https(alice.secrets, a)
+    clients = clientparts.https_client_keyholder(alice.clients, a)
     return {
         "checkouts.list": checkins.list,
         "grants.list": grants.list,
@@ -80,6 +89,11 @@ def _reads(admin: Vault, alice: Vault, https: dict[str, HttpsTransport] | None) 
         "audit.log": lambda: list(audit.pages(_own_events(alice))),
         "reports.status": reports.status,
         "engineers.list": engineers.list,
+        "secrets.show": lambda: secrets.show("acme/fw01"),
+        "secrets.history": lambda: secrets.history("acme/fw01"),
+        "secrets.list": secrets.list,
+        "clients.show": lambda: clients.show("acme"),
+        "clients.list": clients.list,
     }
 
 
@@ -90,14 +104,14 @@ def main() -> int:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        local_admin, local = _vault(f"sqlite:///{root / 'local.db'}")
+        local_admin, local = make_vault(f"sqlite:///{root / 'local.db'}")
         local.checkouts.checkout("acme/fw01", reason=REASON)
         url = f"sqlite:///{root / 'served.db'}"
-        admin, alice = _vault(url)
+        admin, alice = make_vault(url)
         alice.checkouts.checkout("acme/fw01", reason=REASON)
         key = ServerSigningKey.generate(1)
         certify_server_key(admin, 1, key.public)
-        ca, cert, tls_key = _certificates(root)
+        ca, cert, tls_key = make_certificates(root)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -7,8 +7,10 @@ release's unit with the signed request kept, committed before the answer. An emb
 release on a server-keyed vault would write a format-2 event after format-3 ones (a
 downgrade ``audit verify`` refuses): it is refused, nothing written. A check-in with a new
 value is encrypted for a ``secrets.update_draft`` and committed with the check-in; a crafted
-one without its version is refused. Each refusal asserts that nothing was written (every row count and
-the audit head; a read's nonce aside).
+one without its version is refused. A release re-sent under a new signature (the same request id)
+is answered from its committed events, nothing appended; the same id with another body is 409.
+Each refusal asserts that nothing was written (every row count and the audit head; a read's
+nonce aside).
 """
 
 from __future__ import annotations
@@ -64,8 +66,6 @@ def holders(served: Served, vault: Any) -> tuple[CheckoutKeyholder, CheckinKeyho
 
 def checkout(holder: CheckoutKeyholder, ref: str) -> str:
     return holder.checkout(ref, reason=REASON, field="password", version=None, hold=True, hold_for=None).value
-
-
 
 
 def release_body(sent: Sent, path: str, operation: str, **changes: Any) -> bytes:
@@ -225,6 +225,69 @@ def test_an_embedded_checkin_on_a_server_keyed_vault_is_refused(keyed: Keyed) ->
     assert database_state(served.db_url) == before  # no format-2 event after the format-3 ones
     assert checkins.release("acme/fw01", CHECKIN).released == 1  # the server's way still works
     assert served.admin.audit.verify().ok
+
+
+def last_sent(sent: Sent, path: str) -> bytes:
+    return next(r for r in reversed(sent.requests) if r.url.path == path).content
+
+
+def _released_by(served: Served, kind: str) -> tuple[Any, str, Any, Sent, Any]:
+    """A release of ``kind`` done through the server: (the signer, its route, its answer, what was
+    sent, the releasing keyholder). Holds earlier tests left on the secret are broken first."""
+    _, admin, _ = holders(served, served.admin)
+    for ref in ("excl/sw01", "excl/sw03"):
+        with contextlib.suppress(NotFound):
+            admin.release(ref, BREAK)
+    if kind == "break":
+        bob, _, _ = holders(served, served.bob)
+        checkout(bob, "excl/sw01")
+        _, admin, sent = holders(served, served.admin)
+        return served.admin, BREAK_PATH, admin.release("excl/sw01", BREAK), sent, admin
+    holder, alice, sent = holders(served, served.alice)
+    checkout(holder, "excl/sw03")
+    new_value = "sw03 after a retry" if kind == "checkin with a new value" else None
+    return served.alice, CHECKIN_PATH, alice.release("excl/sw03", CHECKIN, new_value), sent, alice
+
+
+@pytest.mark.parametrize("kind", ["checkin", "checkin with a new value", "break"])
+def test_a_release_sent_again_under_a_new_signature_is_answered_from_its_events(keyed: Keyed, kind: str) -> None:
+    """server.md §3 "Retries are not replays": the same envelope (same request id) under a new
+    signature and nonce is answered from the committed events, the first copy's answer exactly;
+    nothing is appended, released or stored again (its nonce aside); the chain verifies."""
+    served = keyed.served
+    vault, path, answer, sent, _ = _released_by(served, kind)
+    operation = "checkouts.break_checkout" if path == BREAK_PATH else "checkouts.checkin"
+    body = last_sent(sent, path)
+    before = without_nonces(database_state(served.db_url))
+    response = signed_post(served, path, body, vault)
+    assert response.status_code == 200, response.text
+    again = codec.open_envelope(response.content, f"{operation}.response")
+    assert again.request_id == codec.open_envelope(body, operation).request_id
+    assert again.body == answer
+    assert without_nonces(database_state(served.db_url)) == before
+    assert served.admin.audit.verify().ok
+
+
+@pytest.mark.parametrize("kind", ["checkin", "break"])
+def test_a_release_request_id_sent_again_with_another_body_is_409_and_nothing_is_written(
+    keyed: Keyed, kind: str
+) -> None:
+    """The same request id with another body (its sealed details changed) is 409
+    ``request-id-reused``, even with a hold it could release: nothing written, not even the nonce."""
+    served = keyed.served
+    vault, path, _, sent, releaser = _released_by(served, kind)
+    operation = "checkouts.break_checkout" if path == BREAK_PATH else "checkouts.checkin"
+    opened = codec.open_envelope(last_sent(sent, path), operation)
+    ref = "excl/sw01" if kind == "break" else "excl/sw03"
+    checkout(holders(served, served.bob if kind == "break" else served.alice)[0], ref)  # held again
+    changed = dataclasses.replace(opened.body, details_blob=bytes(len(opened.body.details_blob)))
+    body = codec.envelope(operation, changed, opened.request_id)
+    before = database_state(served.db_url)
+    response = signed_post(served, path, body, vault)
+    assert response.status_code == 409, response.text
+    assert (response.json()["error"], response.json()["code"]) == ("AlreadyExists", "request-id-reused")
+    assert database_state(served.db_url) == before
+    assert releaser.release(ref, BREAK if kind == "break" else CHECKIN).released == 1  # a new request still can
 
 
 def rotate_server_key_rows(keyed: Keyed, newer: ServerSigningKey) -> None:

@@ -85,12 +85,12 @@ def test_trust_without_a_person_to_compare_pins_nothing(keyed: Keyed, home: Path
 
 
 def test_trust_with_another_ca_reaches_nothing(keyed: Keyed, home: Path, tmp_path: Path) -> None:
+    import datetime as dt
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from server_harness import name
-
-    import datetime as dt
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -188,7 +188,9 @@ def test_only_an_admin_certifies_a_server_key(keyed: Keyed, home: Path, tmp_path
     path = tmp_path / "server-key.json"
     ok(run("server", "keygen", str(path)))
     secret = passfile(tmp_path, "bob")
-    refused(run("--db", keyed.served.db_url, "--as", "bob", "--passphrase-file", secret, "server", "certify", str(path)))
+    refused(
+        run("--db", keyed.served.db_url, "--as", "bob", "--passphrase-file", secret, "server", "certify", str(path))
+    )
 
 
 def test_an_admin_works_on_the_servers_host_with_its_key_file(keyed: Keyed, home: Path, tmp_path: Path) -> None:

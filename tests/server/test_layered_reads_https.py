@@ -1,12 +1,14 @@
 """The read routes over a layered vault (issue 14 step 5 with step 6's reads): no key without an event.
 
 The ``keyed`` team (conftest.py) layered by a server holding a master key, as ``credvault
-serve`` layers it before it listens. ``checkouts.list`` appends a ``checkout-list`` event
-naming the versions it releases, commits it, and only then answers those data keys without the
-layer (``vault/server/releases.py``). The reports (``reports.status``/``stale``'s
-``SecretState``) append no event, so the server releases nothing: every data key they answer is
-still layered (server.md §7, "a password blob without an event"), which the keyholder cannot
-open; nothing is written. They work over HTTPS on a layered vault once they release the same way.
+serve`` layers it before it listens; every secret flagged to be changed and last used a week
+ago, every client's policy re-signed by the admin with a stale-after of one day, so that both
+reports name secrets. ``checkouts.list`` appends a ``checkout-list`` event naming the versions
+it releases, commits it, and only then answers those data keys without the layer; the reports
+(``reports.status``/``stale``: each named secret's current version, whose name is under its
+data key) append ``report-status``/``report-stale`` the same way (``vault/server/releases.py``).
+A listing or report that names nothing layered appends nothing; an engineer asking for a report
+is refused before anything is read, appended or released.
 """
 
 from __future__ import annotations
@@ -32,17 +34,20 @@ from server_harness import (
     signed_post,
     without_nonces,
 )
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from vault.authority.policy import policy_fields
 from vault.authority.report_requests import STALE, STATUS, ReportRequest
 from vault.authority.requests import ListRequest
-from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
+from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER, LABEL_SIG_POLICY
 from vault.server.app import build_app
 from vault.server.layer import MasterKey, ServerLayer
 from vault.server.running import ServeOptions
 from vault.service.checkouts import https_checkin_keyholder
+from vault.service.reports import https_report_keyholder
 from vault.storage import models as m
 from vault.storage.engine import Store
+from vault.transport.https import HttpsTransport
 from vault.wire import codec
 from vault.wire.eventrequest import request_problem
 from vault.wire.nonces import DbNonceStore
@@ -53,10 +58,16 @@ def layered(keyed: Keyed, test_ca: CertificateFiles) -> Iterator[Served]:
     """A server with a master key over ``keyed``'s database, layered first; alice holds acme/fw01."""
     layer = ServerLayer(MasterKey(1, os.urandom(32)))
     layer.layer_on(keyed.store)
-    with keyed.store.transaction() as s:  # rows for the reports (as stored: the server verifies no policy)
+    admin = keyed.served.admin
+    with keyed.store.transaction() as s:  # rows for the reports; the policies signed as an admin signs them
         week = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
         s.execute(update(m.Secret).values(last_used_at=week, must_change=True))
-        s.execute(update(m.ClientPolicy).values(stale_days=1))
+        vault_id, me = s.get(m.VaultInfo, 1).vault_id, admin.keyholder.me()  # type: ignore[union-attr]
+        for policy in s.scalars(select(m.ClientPolicy)):
+            policy.stale_days, policy.signed_by = 1, me.engineer_id
+            policy.signed_at = int(dt.datetime.now(dt.UTC).timestamp())
+            fields = policy_fields(vault_id, policy.client_id, policy)
+            policy.signature = admin.keyholder.my_signing_key().sign(LABEL_SIG_POLICY, *fields)
     store, sock = Store(keyed.served.db_url), loopback_socket()
     port = sock.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
@@ -78,7 +89,6 @@ def _answer(served: Served, path: str, name: str, body: object, vault: object) -
     response = signed_post(served, path, envelope(name, body), vault)  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     return codec.open_envelope(response.content, f"{name}.response").body
-
 
 
 def test_the_checkout_listing_is_on_record_before_it_releases_its_keys(layered: Served) -> None:
@@ -118,12 +128,104 @@ def test_a_listing_with_nothing_layered_to_release_appends_nothing(layered: Serv
     assert without_nonces(database_state(layered.db_url)) == before  # a read: its nonce only
 
 
+def _released(event: m.AuditEvent) -> list[list[int]]:
+    return json.loads(event.details_json)["released"]  # type: ignore[no-any-return]
+
+
+def _request_verifies(event: m.AuditEvent, vault: object) -> bool:
+    public = vault.keyholder.my_signing_key().public  # type: ignore[attr-defined]
+    e = event
+    problem = request_problem(
+        e.engineer_id, e.key_generation, e.action, e.client_id, e.at_us, e.request_id,
+        e.request_digest, e.request_sig, e.request_body, public,
+    )  # fmt: skip
+    return problem is None
+
+
+def _stored_deks(served: Served) -> dict[tuple[int, int], bytes]:
+    store = Store(served.db_url)
+    try:
+        with store.read() as s:
+            found = s.execute(select(m.SecretVersion.secret_id, m.SecretVersion.version, m.SecretVersion.wrapped_dek))
+            return {(secret, version): bytes(dek) for secret, version, dek in found}
+    finally:
+        store.close()
+
 
 @pytest.mark.parametrize("action", [STATUS, STALE])
-def test_the_reports_answer_only_layered_keys(layered: Served, action: str) -> None:
+def test_a_report_is_on_record_before_it_releases_exactly_the_versions_it_names(layered: Served, action: str) -> None:
+    """``reports.status``/``stale`` on a layered vault: one format-3 ``report-<action>`` event whose
+    ``released`` is exactly the (client, secret, version) of every secret the answer names, each
+    answered without the layer; nothing else written (the stored keys keep their layer); its kept
+    request verifies and so does the chain."""
     admin = layered.admin
     request = ReportRequest(action, caller_of(admin), (), admin.keyholder.me().org_signing_public)
-    before = without_nonces(database_state(layered.db_url))
+    before, stored = without_nonces(database_state(layered.db_url)), _stored_deks(layered)
+    old = events(layered)
     answer = _answer(layered, f"/v1/reports/{action}", f"reports.{action}", request, admin)
-    assert answer.secrets and all(s.wrapped_dek[1] == BLOB_SERVER_LAYER for s in answer.secrets)  # type: ignore[attr-defined]
+    named = answer.secrets  # type: ignore[attr-defined]
+    assert len(named) >= 2 and all(x.wrapped_dek[1] == BLOB_DATA_KEY for x in named)
+    new = events(layered)[len(old) :]
+    assert [e.action for e in new] == [f"report-{action}"]
+    assert _released(new[0]) == sorted([x.client_id, x.id, x.version] for x in named)
+    assert new[0].engineer_id == admin.keyholder.me().engineer_id and new[0].client_id is None
+    assert _request_verifies(new[0], admin)
+    after = without_nonces(database_state(layered.db_url))
+    assert {k: v for k, v in after.items() if k not in ("audit_events", "audit_head")} == {
+        k: v for k, v in before.items() if k not in ("audit_events", "audit_head")
+    }
+    assert _stored_deks(layered) == stored and all(dek[1] == BLOB_SERVER_LAYER for dek in stored.values())
+    assert admin.audit.verify().ok
+
+
+def test_the_admins_reports_over_https_show_the_names_on_a_layered_vault(layered: Served) -> None:
+    """The keyholder opens every name the reports name (none reported damaged, stale not refused)."""
+    admin = layered.admin
+    https = HttpsTransport(layered.url, admin.keyholder, ca_file=str(layered.ca.ca_file))
+    try:
+        holder = https_report_keyholder(admin.reports, https)
+        status, stale = holder.status(), holder.stale()
+    finally:
+        https.close()
+    refs = ["acme/fw01", "acme/fw02", "excl/sw01", "excl/sw02", "excl/sw03", "excl/sw04", "excl/sw05"]
+    assert status.must_change == refs
+    assert not [w for w in status.warnings if "does not open" in w or "does not verify" in w]
+    assert sorted(f"{x.client}/{x.secret}" for x in stale) == [r for r in refs if r != "acme/fw01"]  # fw01 used
+    assert admin.audit.verify().ok
+
+
+@pytest.mark.parametrize("action", [STATUS, STALE])
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_an_engineer_asking_for_a_report_gets_no_key_and_nothing_is_written(
+    layered: Served, action: str, who: str
+) -> None:
+    """Both reports are an admin's: an engineer (alice holds grants, bob one) is refused 403 before
+    the authority reads a row, so no event is appended and no key is released, whatever the
+    grants; a body naming the admin but signed by the engineer likewise."""
+    engineer = layered.alice if who == "alice" else layered.bob
+    before = without_nonces(database_state(layered.db_url))  # a read's nonce is stored before it is answered
+    for caller in (engineer, layered.admin):
+        request = ReportRequest(action, caller_of(caller), (), engineer.keyholder.me().org_signing_public)
+        response = signed_post(layered, f"/v1/reports/{action}", envelope(f"reports.{action}", request), engineer)
+        assert response.status_code == 403, response.text
+        assert response.json()["type"] == "urn:credvault:access-denied"
+        assert b"wrapped_dek" not in response.content
     assert without_nonces(database_state(layered.db_url)) == before
+
+
+def test_a_report_that_names_no_layered_version_appends_nothing(layered: Served) -> None:
+    """``status`` with no secret flagged: nothing to release, so no event (a read: its nonce only)."""
+    admin = layered.admin
+    store = Store(layered.db_url)
+    try:
+        with store.transaction() as s:
+            s.execute(update(m.Secret).values(must_change=False))
+        request = ReportRequest(STATUS, caller_of(admin), (), admin.keyholder.me().org_signing_public)
+        before = without_nonces(database_state(layered.db_url))
+        answer = _answer(layered, "/v1/reports/status", "reports.status", request, admin)
+        assert answer.secrets == ()  # type: ignore[attr-defined]
+        assert without_nonces(database_state(layered.db_url)) == before
+    finally:
+        with store.transaction() as s:
+            s.execute(update(m.Secret).values(must_change=True))
+        store.close()

@@ -74,8 +74,8 @@ def test_a_reveal_forged_as_a_local_record_is_named_by_verify(
         me = admin.trust.my_row(s)
         event = local_events.append_local(
             local_events.local_journal(admin.core, keyed.key), s, "reveal", actor=me,
-            seed=admin.keyholder.me().signing_seed, audit_key=None, client_id=None, secret_id=None,
-            details=None, public={"version": 1},
+            seed=admin.keyholder.me().signing_seed, request_id=bytes(range(16)), sealed=None, client_id=None,
+            secret_id=None, public={"version": 1},
         )  # fmt: skip
         seq = event.seq
     result = admin.audit.verify()

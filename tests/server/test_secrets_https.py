@@ -74,7 +74,6 @@ def reveal(holder: CheckoutKeyholder, ref: str) -> str:
     return holder.checkout(ref, reason=REASON, field="password", version=None, hold=False, hold_for=None).value
 
 
-
 def reservations(served: Served) -> int:
     store = Store(served.db_url)
     try:
@@ -82,7 +81,6 @@ def reservations(served: Served) -> int:
             return int(s.scalar(select(func.count()).select_from(m.IdReservation)) or 0)
     finally:
         store.close()
-
 
 
 def last_body(sent: Sent, path: str) -> Any:
@@ -395,6 +393,61 @@ def test_no_body_of_an_add_and_an_update_holds_a_plaintext_or_a_key(keyed: Keyed
         found += [w for w in words if word(w).search(body)]
         found += [key[:4].hex() for key in keys for form in forms(key) if form in body]
     assert found == []
+
+
+def resent(served: Served, sent: Sent, path: str, vault: Vault) -> tuple[bytes, httpx.Response]:
+    """The last envelope ``sent`` carried to ``path``, sent again as it was under a new signature."""
+    body = next(r for r in reversed(sent.requests) if r.url.path == path).content
+    return body, signed_post(served, path, body, vault)
+
+
+@pytest.mark.parametrize("path", [ADD, UPDATE])
+def test_a_commit_sent_again_under_a_new_signature_is_answered_from_its_event(keyed: Keyed, path: str) -> None:
+    """server.md §3 "Retries are not replays": the same envelope (same request id) of a committed
+    add or update, under a new signature and nonce, is answered from its ``secret-create`` /
+    ``secret-update``: that seq, the secret at the version stored, the version as the keyholder
+    sent it; nothing appended or stored (its nonce aside); the chain verifies."""
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    if path == ADD:
+        info = secrets.add("acme/rt01", password="rt01 first", kind="service")
+    else:
+        info = secrets.update("excl/sw05", password="sw05 second")
+    operation = path.removeprefix("/v1/").replace("/", ".")
+    committed = events(served)[-1]
+    before = without_nonces(database_state(served.db_url))
+    body, response = resent(served, sent, path, served.alice)
+    assert response.status_code == 200, response.text
+    answer = codec.open_envelope(response.content, f"{operation}.response")
+    request = codec.open_envelope(body, operation)
+    assert answer.request_id == request.request_id == committed.request_id
+    rows = answer.body
+    assert (rows.seq, rows.secret.id, rows.secret.current_version) == (committed.seq, committed.secret_id, info.version)
+    assert rows.version.wrapped_dek == request.body.new_version.wrapped_dek  # as the keyholder sent it
+    assert rows.version.version == info.version and not rows.secret.must_change
+    assert without_nonces(database_state(served.db_url)) == before
+    assert served.admin.audit.verify().ok
+
+
+@pytest.mark.parametrize("path", [ADD, UPDATE])
+def test_a_commits_request_id_sent_again_with_another_body_is_409_and_nothing_is_written(
+    keyed: Keyed, path: str
+) -> None:
+    served = keyed.served
+    secrets, sent = writer(served, served.alice)
+    if path == ADD:
+        secrets.add("acme/rt02", password="rt02 first", kind="service")
+    else:
+        secrets.update("excl/sw05", password="sw05 third")
+    operation = path.removeprefix("/v1/").replace("/", ".")
+    opened = codec.open_envelope(next(r for r in reversed(sent.requests) if r.url.path == path).content, operation)
+    changed = dataclasses.replace(opened.body, kind="equipment")
+    body = codec.envelope(operation, changed, opened.request_id)
+    before = database_state(served.db_url)
+    response = signed_post(served, path, body, served.alice)
+    assert response.status_code == 409, response.text
+    assert (response.json()["error"], response.json()["code"]) == ("AlreadyExists", "request-id-reused")
+    assert database_state(served.db_url) == before  # not even the nonce: the unit rolled back
 
 
 # -- with the server layer (last in the module: the layer goes on its whole database) ------------

@@ -15,7 +15,9 @@ byte), or half-way through the answer. Alice's keyholder gets no answer in every
   and ``request_id`` under a new signature and nonce) is answered from the event already
   written, and the same ``request_id`` with another body is refused (409 ``request-id-reused``).
 
-The after-commit case runs by default (SQLite and PostgreSQL); the two others are ``slow``.
+A check-in killed after its commit is answered the same way from its ``checkin`` event.
+
+The after-commit cases run by default (SQLite and PostgreSQL); the two others are ``slow``.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from server_harness import JSON, database_state, without_nonces
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
+from vault.authority.requests import CHECKIN
 from vault.errors import StoreUnavailable
+from vault.service.checkouts import https_checkin_keyholder
 from vault.storage import models as m
 from vault.transport.https import RETRIES
 from vault.wire import codec, httpsig
 
-CHECKOUT = "/v1/checkouts/checkout"
+CHECKOUT, CHECKIN_PATH = "/v1/checkouts/checkout", "/v1/checkouts/checkin"
 REASON = "T-77 crash test"
 SIGNED = ("content-type", "content-digest", "signature-input", "signature")
 POINTS = [
@@ -128,7 +132,6 @@ def counted_failures(url: str) -> int:
         engine.dispose()
 
 
-
 @pytest.mark.parametrize("point", POINTS)
 def test_a_server_killed_in_a_checkout_loses_no_committed_event_and_a_resent_request_gives_one(
     vaulted, point: str
@@ -175,12 +178,12 @@ def test_a_server_killed_in_a_checkout_loses_no_committed_event_and_a_resent_req
         restarted.stop()
 
 
-def signed_anew(served: ServedVault, alice: Any, port: int, body: bytes) -> dict[str, str]:
-    """Headers of ``body`` signed again by alice: a new signature, a new nonce."""
+def signed_anew(served: ServedVault, alice: Any, port: int, body: bytes, path: str = CHECKOUT) -> dict[str, str]:
+    """Headers of ``body`` signed again by alice for ``path``: a new signature, a new nonce."""
     me = alice.keyholder.me()
     keyid = f"e:{me.engineer_id}:{me.key_generation}"
     signed = httpsig.sign_request(
-        "POST", f"127.0.0.1:{port}", CHECKOUT, JSON, body, alice.keyholder.my_signing_key(), keyid
+        "POST", f"127.0.0.1:{port}", path, JSON, body, alice.keyholder.my_signing_key(), keyid
     )
     return {"Content-Type": JSON} | signed
 
@@ -226,6 +229,52 @@ def test_a_request_id_sent_again_with_another_body_is_refused_and_writes_nothing
         assert refused.status_code == 409
         assert (refused.json()["error"], refused.json()["code"]) == ("AlreadyExists", "request-id-reused")
         assert database_state(served.url) == before  # not even the nonce: the unit rolled back
+    finally:
+        restarted.stop()
+
+
+def test_a_server_killed_after_committing_a_checkin_answers_its_retry_from_the_event(vaulted) -> None:  # type: ignore[no-untyped-def]
+    """The check-in's noun too: the server dies after committing alice's check-in; her client sends
+    it again (to the dead server: no answer); re-sent under a new signature to the server started
+    again, it is answered from the committed ``checkin`` (its seq, the hold it released), with
+    nothing appended or released again."""
+    served, alice, admin = vaulted
+    normal = served.start()
+    https = served.transport(normal, alice)
+    try:
+        served.keyholder(https, alice).checkout(
+            "acme/fw01", reason=REASON, field="password", version=None, hold=True, hold_for=None
+        )
+    finally:
+        https.close()
+        normal.stop()
+    process = served.start(CREDVAULT_TEST_FAULTS="1", CREDVAULT_FAULT="after-commit")
+    https = served.transport(process, alice)
+    sent: list[httpx.Request] = []
+    https.client.event_hooks["request"].append(sent.append)
+    try:
+        with pytest.raises(StoreUnavailable, match="could not be reached"):
+            https_checkin_keyholder(served.keyholder(https, alice)).release("acme/fw01", CHECKIN)
+    finally:
+        https.close()
+    assert process.proc.wait(20) == -signal.SIGKILL
+    copies = [r for r in sent if r.url.path == CHECKIN_PATH]
+    assert len(copies) == 1 + RETRIES and {r.content for r in copies} == {copies[0].content}
+    request_id = codec.open_envelope(copies[0].content, "checkouts.checkin").request_id
+    ((seq, action, _, _),) = events_of(served, request_id)
+    assert action == "checkin"
+    before = without_nonces(database_state(served.url))
+    restarted = served.start(port=process.port)
+    try:
+        headers = signed_anew(served, alice, process.port, copies[0].content, CHECKIN_PATH)
+        with served.client(restarted) as client:
+            retried = client.post(CHECKIN_PATH, content=copies[0].content, headers=headers)
+        assert retried.status_code == 200, retried.text
+        answer = codec.open_envelope(retried.content, "checkouts.checkin.response")
+        assert answer.request_id == request_id and (answer.body.seq, answer.body.released) == (seq, 1)
+        assert events_of(served, request_id) == [(seq, "checkin", alice.keyholder.me().engineer_id, request_id)]
+        assert without_nonces(database_state(served.url)) == before
+        assert admin.audit.verify().ok
     finally:
         restarted.stop()
 

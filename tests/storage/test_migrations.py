@@ -280,10 +280,35 @@ def test_0017_adds_id_reservations_and_down_again(empty_url):
             before = s.scalar(select(func.count()).select_from(m.Engineer))
         command.downgrade(config, "0016")
         assert "id_reservations" not in inspect(vault.store.engine).get_table_names()
-        assert vault.upgrade_schema() == _head(vault.store) == "0017" and _drift(vault.store) == []
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
         with vault.store.transaction() as s:
             assert s.scalar(select(func.count()).select_from(m.IdReservation)) == 0
             assert s.scalar(select(func.count()).select_from(m.Engineer)) == before
+    finally:
+        vault.close()
+
+
+def test_0018_adds_the_invitations_code_key_and_down_again(empty_url):
+    """0018 adds ``engineers.invite_auth_public`` (the public key an invitation's code derives, for
+    enrolment over HTTPS) and goes back to 0017 without it, the engineers' rows unchanged; an
+    invitation made after the upgrade stores the key."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        config = storage._alembic_config(vault.store.engine)
+        vault.engineers.unlock("root-admin", "pass")
+        with vault.store.read() as s:
+            before = s.scalar(select(func.count()).select_from(m.Engineer))
+        command.downgrade(config, "0017")
+        columns = {c["name"] for c in inspect(vault.store.engine).get_columns("engineers")}
+        assert "invite_auth_public" not in columns and "invite_signature" in columns
+        assert vault.upgrade_schema() == _head(vault.store) == "0018" and _drift(vault.store) == []
+        vault.engineers.invite("newcomer")
+        with vault.store.read() as s:
+            assert s.scalar(select(func.count()).select_from(m.Engineer)) == before + 1
+            row = s.scalars(select(m.Engineer).where(m.Engineer.name == "newcomer")).one()
+            assert row.invite_auth_public is not None and len(row.invite_auth_public) == 32
     finally:
         vault.close()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from vault.authority.report_requests import STALE, STATUS, ReportRequest
 from vault.authority.requests import Caller, CheckoutRequest, ReleaseRequest
 from vault.crypto.signing import SigningKey
 from vault.errors import InvalidInput
@@ -93,6 +94,16 @@ def test_a_check_in_records_both_of_its_events() -> None:
     assert _problem(checkin, action="checkin") is None
     assert _problem(checkin, action="secret-update") is None
     assert "another operation" in str(_problem(checkin, action="checkout"))
+
+
+def test_a_report_records_its_release_event_only() -> None:
+    """On a layered vault a report appends ``report-<kind>``; its body names the kind (``status``)."""
+    status = _signed("reports.status", body=ReportRequest(STATUS, Caller(EVE_ID, EVE_GEN), (), bytes(32)))
+    assert _problem(status, action="report-status", client_id=None) is None
+    assert "another operation" in str(_problem(status, action="report-stale", client_id=None))
+    # a stale body signed for the status route: the route appends report-status, the body names stale
+    crossed = _signed("reports.status", body=ReportRequest(STALE, Caller(EVE_ID, EVE_GEN), (), bytes(32)))
+    assert "another action" in str(_problem(crossed, action="report-status", client_id=None))
 
 
 def test_the_record_keeps_the_signed_headers_and_route_on_three_lines() -> None:

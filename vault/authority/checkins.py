@@ -19,7 +19,9 @@ commit follows, and only then the answer.
 
 Through the team server (``ServerEvent`` in place of the keyholder's seal) the request's
 nonce is remembered first in the unit, nothing is shown to the keyholder (a plain release
-opens nothing), and the event is format 3 (``checkout_events.append``: the keyholder's
+opens nothing), a request whose events are committed already (a retry under a new signature:
+docs/server.md §3) is answered from them under the secret's lock, changing nothing, and the
+event is format 3 (``checkout_events.append``: the keyholder's
 pre-sealed details, the server's facts in its signed ``details_json``, the signed request
 kept). A new value goes through the server as the version the keyholder encrypted for a
 ``secrets.update_draft`` (on record as its ``secret-view``) with that draft's digest: the
@@ -138,12 +140,18 @@ class CheckinAuthority:
                 hint="the keyholder drafts it first (secrets.update_draft)",
             )
         client, secret, stored_policy, current, holds = self._target(conn, sqlite, request, now)
-        if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
-            raise ConcurrentChange(STALE_CONTEXT)
+        locked = holds is None
         if holds is None:  # PostgreSQL: lock the secret's row, then read its open checkouts
             holds = a._lock_and_find_holds(conn, secret.id, now)
-            if request.new_value:  # read again under the lock: the new version follows the last committed one
-                client, secret, stored_policy, current, _ = self._target(conn, sqlite, request, now)
+        # A retry (the same request under a new signature) is answered from its committed events and
+        # changes nothing; looked for under the secret's lock, so a first copy in flight has committed.
+        again = self._answered(conn, me.id, seal, request, secret)
+        if again is not None:
+            return again
+        if client.audit_keys_blob is None or client.audit_keys_blob != request.audit_keys_blob:
+            raise ConcurrentChange(STALE_CONTEXT)
+        if locked and request.new_value:  # read again under the lock: the new version follows the last committed one
+            client, secret, stored_policy, current, _ = self._target(conn, sqlite, request, now)
         if current is None:
             raise NotFound("the secret has no current version")
         released = holds if request.action == BREAK else [c for c in holds if c.engineer_id == me.id]
@@ -186,6 +194,36 @@ class CheckinAuthority:
         else:
             seq = a._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
         return ReleaseResponse(seq, len(released), tuple(holders), version, must_change)
+
+    @staticmethod
+    def _answered(
+        conn: Connection, engineer_id: int, seal: ReleaseSeal | ServerEvent, request: ReleaseRequest, secret: SecretRow
+    ) -> ReleaseResponse | None:
+        """docs/server.md §3 "Retries are not replays", for a release through the server: the first
+        copy's answer, rebuilt from its committed events — the seq and the holds released (a break:
+        their holders) of its ``checkin``/``checkout-break``; with a new value, the version its
+        ``secret-update`` stored (no longer to be changed); else the secret's current version and
+        flag as read now. None if the request has no event yet; the same request id with another
+        body is refused (``AlreadyExists``, ``REQUEST_ID_REUSED``: 409, ``checkout_events.answered``)."""
+        needs = ("holders",) if request.action == BREAK else ("new_version", "released")
+        found = checkout_events.answered(conn, engineer_id, seal, request.action, needs)
+        if found is None:
+            return None
+        facts = found.facts
+        if request.action == BREAK:
+            holders = facts["holders"]
+            if not isinstance(holders, list) or not holders or not all(isinstance(h, str) for h in holders):
+                raise InvalidInput("the event of this request is not a break")
+            return ReleaseResponse(found.seq, len(holders), tuple(holders), secret.current_version, secret.must_change)
+        released = facts["released"]
+        if type(released) is not int or facts["new_version"] is not request.new_value:
+            raise InvalidInput("the event of this request is not this check-in")
+        if not request.new_value:
+            return ReleaseResponse(found.seq, released, (), secret.current_version, secret.must_change)
+        stored = checkout_events.answered(conn, engineer_id, seal, SECRET_UPDATE)
+        if stored is None or type(stored.facts["version"]) is not int:
+            raise InvalidInput("the check-in of this request names no stored version")
+        return ReleaseResponse(found.seq, released, (), stored.facts["version"], False)
 
     def _admit(
         self,

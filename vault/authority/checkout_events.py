@@ -133,12 +133,15 @@ class Answered(NamedTuple):
     facts: dict[str, Any]
 
 
-def answered(conn: Connection, engineer_id: int, seal: object, action: str) -> Answered | None:
+def answered(
+    conn: Connection, engineer_id: int, seal: object, action: str, needs: tuple[str, ...] = ("version",)
+) -> Answered | None:
     """docs/server.md §3 "Retries are not replays": if ``seal`` is a ``ServerEvent`` whose request
     (``request_id``) this engineer's ``action`` event already records, that event (the retry is
-    answered from it, nothing appended); a request id sent before with another body is refused
-    (``AlreadyExists``, ``REQUEST_ID_REUSED``: 409). None otherwise. The unique index on
-    ``(engineer_id, request_id, action)`` (revision 0016) stops a second copy that got past this."""
+    answered from it, nothing appended; its facts must name ``needs``); a request id sent before
+    with another body is refused (``AlreadyExists``, ``REQUEST_ID_REUSED``: 409). None otherwise.
+    The unique index on ``(engineer_id, request_id, action)`` (revision 0016) stops a second copy
+    that got past this."""
     if not isinstance(seal, ServerEvent):
         return None
     found = ANSWERED.all(conn, {"me": engineer_id, "request_id": seal.request.request_id, "action": action})
@@ -148,8 +151,8 @@ def answered(conn: Connection, engineer_id: int, seal: object, action: str) -> A
     if bytes(digest) != seal.request.digest:
         raise AlreadyExists(REQUEST_ID_REUSED)
     facts = json.loads(details or "{}")
-    if not isinstance(facts, dict) or "version" not in facts:
-        raise InvalidInput("the event of this request names no version")
+    if not isinstance(facts, dict) or any(name not in facts for name in needs):
+        raise InvalidInput(f"the event of this request names no {' or '.join(needs)}")
     return Answered(int(seq), facts)
 
 

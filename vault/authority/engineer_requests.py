@@ -53,6 +53,24 @@ class EnrollRequest:
         return f"EnrollRequest(name={self.name!r})"
 
 
+@dataclass(frozen=True, repr=False)
+class EnrollCommit:
+    """An enrolment over HTTPS (``engineers.enroll``): the keys the enrolling keyholder made for
+    the invitation its draft showed, as ``caller`` (the engineer's id and the new key generation:
+    the request is signed by the new signing key, keyid ``e:<id>:<generation>``), and
+    ``invite_proof``: the code's derived key's signature over them (``keyholder/enrolment.py``)."""
+
+    caller: Caller
+    name: str
+    org_fingerprint: bytes
+    keys: NewKeys
+    invite_proof: bytes
+    action: str = ENROLL
+
+    def __repr__(self) -> str:
+        return f"EnrollCommit(engineer={self.caller.engineer_id}, generation={self.caller.key_generation})"
+
+
 @dataclass(frozen=True)
 class ConfirmRequest:
     """``PENDING`` (what confirming would do) or ``CONFIRM`` (certify the keys of ``name`` whose
@@ -170,6 +188,7 @@ class Invitation:
     signature: bytes | None
     signer: EngineerRow | None
     enroll_mac: bytes | None
+    auth_public: bytes | None = None  # the code's derived key (``signing.invite_auth_key``), revision 0018
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class SignedInvitation:
     prev_generation: int
     signed_by: int
     signature: bytes
+    auth_public: bytes | None = None  # the public key the code's secret derives (checked by the server)
 
     def __repr__(self) -> str:
         return f"SignedInvitation(signed_by={self.signed_by})"

@@ -199,7 +199,8 @@ class EngineerAuthority:
                     "this enrolment code is for another vault (or the vault's key was replaced)",
                     hint="check --db, or ask the admin",
                 )
-            row = s.scalars(select(m.Engineer).where(m.Engineer.name == name)).first()
+            # locked: two enrolments of one invitation in flight (PostgreSQL) store one set of keys
+            row = s.scalars(select(m.Engineer).where(m.Engineer.name == name).with_for_update()).first()
             if row is None or row.status != INVITED:
                 raise EnrolmentError(f"there is no open invitation for {name!r}")
             if row.invite_expires_at is None or row.invite_expires_at <= self.clock():
@@ -377,6 +378,8 @@ class EngineerAuthority:
         row.invite_prev_generation = signed.prev_generation
         row.invite_signed_by = signed.signed_by
         row.invite_signature = checked_bytes("invitation signature", signed.signature, SIGNATURE_BYTES)
+        auth = signed.auth_public
+        row.invite_auth_public = None if auth is None else checked_bytes("invitation's code key", auth, KEY_BYTES)
         public = {"engineer": row.name, "role": row.role, "key_generation": row.key_generation}
         return self.recorder.append(s, INVITE, public=public)
 
@@ -469,6 +472,7 @@ class EngineerAuthority:
             row.invite_signature,
             None if signer is None else engineer_row(signer),
             row.enroll_mac,
+            row.invite_auth_public,
         )
 
     @staticmethod
@@ -477,7 +481,7 @@ class EngineerAuthority:
         assert row.sealing_public is not None and row.signing_public is not None
         row.status = ACTIVE
         row.invite_seal = row.enroll_mac = row.invite_expires_at = row.invite_root_version = None
-        row.invite_signature = row.invite_signed_by = row.invite_prev_generation = None
+        row.invite_signature = row.invite_signed_by = row.invite_prev_generation = row.invite_auth_public = None
         row.certified_at = validation.number("certification time", made.certified_at, 1, 2**40)
         row.certificate = checked_bytes("certificate", made.certificate, SIGNATURE_BYTES)
         existing = s.get(m.EngineerKey, (row.id, row.key_generation))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -55,7 +56,8 @@ LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
 LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed"})
 
 # Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
-_NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})
+_NOT_YET_ACTIVE = NOT_YET_ACTIVE
 
 
 def check_still_current(status: str | None, generation: int | None, key_generation: int) -> None:
@@ -162,14 +164,19 @@ class Journal:
                     )
                 from vault.authority.local_events import append_local, local_journal
 
-                audit_key = None
+                request_id = secrets.token_bytes(16)
+                sealed = None
                 if details is not None:
-                    client = s.get(m.Client, client_id)
-                    assert client is not None
-                    audit_key = self.audit_keys.current_audit_key(s, client)
+                    found_client = s.get(m.Client, client_id)
+                    assert found_client is not None
+                    target: m.Client = found_client
+
+                    def sealed() -> tuple[int, bytes]:
+                        return self.audit_keys.seal_request_details(s, target, details, request_id, action)
+
                 return append_local(
                     local_journal(self.core, key), s, action, actor=actor, seed=seed or self.keys.me().signing_seed,
-                    audit_key=audit_key, client_id=client_id, secret_id=secret_id, details=details, public=public,
+                    request_id=request_id, sealed=sealed, client_id=client_id, secret_id=secret_id, public=public,
                 )  # fmt: skip
             if sign and actor is not None and action not in _NOT_YET_ACTIVE and s.get_bind().dialect.name != "sqlite":
                 check_still_current(found.status, found.generation, actor.key_generation)

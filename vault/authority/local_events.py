@@ -22,8 +22,7 @@ are refused here as before: the layer over data keys comes off only through the 
 
 from __future__ import annotations
 
-import json
-import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,7 +30,6 @@ from sqlalchemy.orm import Session
 from vault.authority.local_requests import LocalRecord
 from vault.authority.requests import Caller
 from vault.authority.serverjournal import ServerJournal, ServerSeal
-from vault.crypto import blobs
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
 from vault.errors import ConfigurationError
@@ -59,16 +57,16 @@ def append_local(
     *,
     actor: EngineerRecord,
     seed: bytes,
-    audit_key: tuple[int, bytes] | None,
+    request_id: bytes,
+    sealed: Callable[[], tuple[int, bytes]] | None,
     client_id: int | None,
     secret_id: int | None,
-    details: dict[str, Any] | None,
     public: dict[str, Any] | None,
 ) -> m.AuditEvent:
-    """Append ``action`` in format 3 for ``actor`` (signing its request with ``seed``)."""
+    """Append ``action`` in format 3 for ``actor`` (signing its request with ``seed``); ``sealed``:
+    the keyholder's private details, sealed to ``request_id`` (audit-key generation, blob)."""
     if action in SERVED_ONLY:
         raise ConfigurationError(f"a {action} is recorded only by the team server", hint=SERVED_ONLY_HINT)
-    request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
     body = codec.envelope(
         LOCAL_OPERATION, LocalRecord(Caller(actor.id, actor.key_generation), action, client_id, secret_id), request_id
     )
@@ -76,12 +74,7 @@ def append_local(
     keyid = keyid_of(actor.id, actor.key_generation)
     headers = httpsig.sign_request(METHOD, LOCAL_AUTHORITY, path, CONTENT_TYPE, body, SigningKey(seed), keyid)
     recorded = record(METHOD, LOCAL_AUTHORITY, path, headers, body, request_id)
-    key_version = blob = None
-    if details is not None:
-        assert client_id is not None and audit_key is not None
-        key_version, key = audit_key
-        raw = json.dumps(details, sort_keys=True).encode("utf-8")
-        blob = blobs.encrypt_audit_detail_v3(key, key_version, raw, client_id, request_id, action)
+    key_version, blob = sealed() if sealed is not None else (None, None)
     return journal.append(
         s,
         action,

@@ -139,6 +139,7 @@ REVEALS: dict[str, frozenset[str]] = {
 KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
     "checkouts": {"context": ENGINEER, "answer_refused": ENGINEER},
     "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER},  # the drafts of add and update (server.md §4)
+    "engineers": {"enroll_draft": NO_SESSION},  # the open invitation an enrolment is made for (invite code)
 }
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of

@@ -39,10 +39,10 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from vault.authority import versions
+from vault.authority import checkout_events, versions
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.checkout_reads import CallerRead
-from vault.authority.requests import NewVersion, WriteKey
+from vault.authority.requests import MISSING_TARGET, NewVersion, WriteKey
 from vault.authority.secret_draft_requests import (
     RESERVATION_SECONDS,
     RESERVED_SECRET_ID,
@@ -58,7 +58,7 @@ from vault.authority.secret_draft_requests import (
 from vault.authority.secret_requests import CREATE, NAME_TAKEN, UPDATE, VIEW, SecretRows, SecretTarget
 from vault.authority.secrets import VIEW_PUBLIC_ONLY, SecretAuthority, checked_kind, checked_target
 from vault.authority.serverjournal import ServerJournal
-from vault.errors import AlreadyExists, CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput
+from vault.errors import AlreadyExists, CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput, NotFound
 from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.rows import SecretRow, VersionRow
@@ -136,6 +136,10 @@ class SecretDraftAuthority:
             now = self.clock()
             held = s.get(m.IdReservation, (RESERVED_SECRET_ID, request.secret_id), with_for_update=True)
             if held is None or held.engineer_id != caller.me.id or held.expires_at <= now:
+                # the commit deleted its reservation: a retry of it is answered from its event
+                again = self._added_again(s, event, caller, target, client, request)
+                if again is not None:
+                    return again
                 raise ConcurrentChange(STALE_DRAFT)
             self._name_free(s, client.id, target.name_tag)
             draft, write = self._add_rows(s, caller, target, client, request.secret_id, kind, held.reserved_at)
@@ -212,6 +216,10 @@ class SecretDraftAuthority:
                 event.nonce(s)
             caller = a._authorise(s, target)
             client, secret = a._target(s, target, lock=True)
+            # a retry (under the secret's lock: a first copy in flight has committed) is answered again
+            again = self._updated_again(s, event, caller, target, client, secret, request)
+            if again is not None:
+                return again
             others = self.checks.exclusive_holds(s, client, secret, caller.me.id)  # checked under the lock
             if others:
                 until = others[0].expires_at.isoformat(timespec="minutes")
@@ -267,6 +275,59 @@ class SecretDraftAuthority:
         draft = self.secrets._draft(s, caller, target, client, secret, current, write.sealed, ())
         assert draft.version is not None
         return dataclasses.replace(draft, version=draft.version._replace(password_blob=WITHHELD)), write
+
+    # -- a retry ---------------------------------------------------------------------------------
+
+    def _added_again(
+        self, s: Session, event: ServerEvent, caller: CallerRead, target: SecretTarget, client: m.Client,
+        request: AddCommit,
+    ) -> SecretRows | None:  # fmt: skip
+        """docs/server.md §3 "Retries are not replays": the answer of an add whose ``secret-create``
+        this request committed already, rebuilt from that event and the rows (the draft as the
+        first copy made it, with the version stored as the keyholder sent it); None if there is
+        none. Another body under the same request id is 409 (``checkout_events.answered``)."""
+        conn = rows.connection(s)
+        found = checkout_events.answered(conn, caller.me.id, event, CREATE, ("kind", "version"))
+        if found is None:
+            return None
+        secret = s.get(m.Secret, request.secret_id)
+        if secret is None or secret.client_id != client.id or secret.name_tag != target.name_tag:
+            raise NotFound(MISSING_TARGET)  # removed since the first copy added it
+        number, kind = found.facts["version"], found.facts["kind"]
+        if type(number) is not int or not isinstance(kind, str):
+            raise InvalidInput("the event of this request is not an add")
+        stored = self.secrets._version(s, secret, number)
+        at = secret.created_at
+        draft, _ = self._add_rows(s, caller, target, client, secret.id, kind, at)
+        row = VersionRow(stored.version, stored.key_version, stored.wrapped_dek, stored.password_blob,
+                         stored.metadata_blob)  # fmt: skip
+        added = SecretRow(secret.id, target.name_tag, number, False)
+        return dataclasses.replace(draft, seq=found.seq, secret=added, version=_as_sent(row, request.new_version),
+                                   created_at=at, updated_at=at)  # fmt: skip
+
+    def _updated_again(
+        self, s: Session, event: ServerEvent, caller: CallerRead, target: SecretTarget, client: m.Client,
+        secret: m.Secret, request: UpdateCommit,
+    ) -> SecretRows | None:  # fmt: skip
+        """As ``_added_again``, for an update whose ``secret-update`` this request committed: the
+        draft of the version before it (its password withheld; the key of the version stored if
+        that one was pruned since), with the version stored, the secret at that version, its kind
+        and times as read now."""
+        conn = rows.connection(s)
+        found = checkout_events.answered(conn, caller.me.id, event, UPDATE, ("version", "password_changed"))
+        if found is None:
+            return None
+        number, changed = found.facts["version"], found.facts["password_changed"]
+        if type(number) is not int or number < 2 or not isinstance(changed, bool) or secret.id != request.secret_id:
+            raise InvalidInput("the event of this request is not an update of this secret")
+        stored = self.secrets._version(s, secret, number)
+        shown = s.get(m.SecretVersion, (secret.id, number - 1)) or stored
+        write = self._write_key(s, caller, client, number - 1)
+        draft = self.secrets._draft(s, caller, target, client, secret, shown, write.sealed, ())
+        row = VersionRow(stored.version, stored.key_version, stored.wrapped_dek, stored.password_blob,
+                         stored.metadata_blob)  # fmt: skip
+        updated = SecretRow(secret.id, secret.name_tag, number, False if changed else bool(secret.must_change))
+        return dataclasses.replace(draft, seq=found.seq, secret=updated, version=_as_sent(row, request.new_version))
 
     # -- shared ---------------------------------------------------------------------------------
 

@@ -56,6 +56,15 @@ class ReadRequest:
     action: str
     target: SecretTarget
 
+    @property
+    def caller(self) -> Caller:
+        """Who acts (what a format-3 event's kept request is checked against)."""
+        return self.target.caller
+
+    @property
+    def client_id(self) -> int | None:
+        return self.target.client_id
+
 
 @dataclass(frozen=True)
 class AddRequest:
@@ -171,3 +180,17 @@ class SecretPage:
 
     def __repr__(self) -> str:
         return f"SecretPage(secrets={len(self.secrets)})"
+
+
+@dataclass(frozen=True, repr=False)
+class SecretListing:
+    """``secrets.list`` through the team server: the listing's pages in one answer, after its
+    ``secret-list`` event (``seq``) committed. Each version's password blob is withheld
+    (``secret_draft_requests.WITHHELD``): the listing shows metadata, and a password with its
+    data key would be a reveal without its event."""
+
+    seq: int
+    pages: tuple[SecretPage, ...]
+
+    def __repr__(self) -> str:
+        return f"SecretListing(seq={self.seq}, pages={len(self.pages)})"

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import Core, check_still_current, lock_head, us
+from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, lock_head, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
@@ -130,8 +130,10 @@ class ServerJournal:
             s.flush()
         else:
             head, after = found.head, found.after
-            if request is not None:
-                # the engineer as of the head lock: removed or re-keyed since the request was checked, no event
+            # the engineer as of the head lock: removed or re-keyed since the request was checked, no
+            # event (an enrolment's engineer is not active yet: its unit holds their row's lock); the
+            # server's own events are about an engineer, not by one: whatever their state
+            if request is not None and action not in NOT_YET_ACTIVE:
                 check_still_current(found.status, found.generation, key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)

@@ -43,6 +43,10 @@ LABEL_SIG_SETTINGS = b"credvault/v1/sig/vault-settings"
 LABEL_SIG_ORG_KEY = b"credvault/v1/sig/org-key"
 LABEL_SIG_SHARE_POLICY = b"credvault/v1/sig/recovery-shares"
 LABEL_SIG_INVITE = b"credvault/v1/sig/invite"
+# Enrolment over HTTPS (docs/server.md §3): the key the enrolment code's secret derives, and
+# its signature over the keys an enrolment request stores.
+LABEL_INVITE_AUTH = b"credvault/v1/invite-auth"
+LABEL_SIG_ENROLL_REQUEST = b"credvault/v1/sig/enroll-request"
 
 # Blob types (docs/format.md §4): the second byte of every blob.
 BLOB_SECRET_FIELD = 0x01

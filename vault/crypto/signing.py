@@ -16,6 +16,7 @@ from vault.crypto.labels import (
     LABEL_FP_CLIENT_KEY,
     LABEL_FP_ENGINEER,
     LABEL_FP_ORG,
+    LABEL_INVITE_AUTH,
     LABEL_ROOT_LOOKUP,
     LABEL_ROOT_RECOVERY,
 )
@@ -132,6 +133,16 @@ def enrolment_mac(invite_secret: bytes, *fields: ContextItem) -> bytes:
 
 def check_enrolment_mac(invite_secret: bytes, mac: bytes | None, *fields: ContextItem) -> bool:
     return mac is not None and p.constant_time_equal(enrolment_mac(invite_secret, *fields), mac)
+
+
+def invite_auth_key(invite_secret: bytes) -> SigningKey:
+    """The Ed25519 key an enrolment code's secret derives (HKDF, labelled): the inviting admin
+    stores its public half with the invitation, so that the team server can check an enrolling
+    person's code without learning its secret; the secret itself still MACs the enrolled keys,
+    which only the confirming admin checks (it is sealed to the recovery key)."""
+    if len(invite_secret) != INVITE_SECRET_SIZE:
+        raise ValueError("an invite secret is 16 bytes")
+    return SigningKey(p.hkdf(invite_secret, LABEL_INVITE_AUTH))
 
 
 def make_enrolment_code(invite_secret: bytes, org_signing_public: bytes) -> str:

@@ -21,7 +21,8 @@ Per event, beyond its hash and signature (docs/format.md §8):
   numbers between which it may sign; ``Signers.key_lifetimes`` works them out in a first
   pass over the few events that certify and retire keys, and hands over the problems that
   pass found, reported here at their own sequence numbers);
-* ``enroll`` (format 2) is signed by the key it enrols, and that is the key later certified;
+* ``enroll`` is signed by the key it enrols (format 2: the event; format 3: its request, the
+  enrolment over HTTPS), and that is the key later certified;
 * format 3 (docs/format.md §8.2, the events the team server appends): the hash in format 3,
   the server's signature under a certified server key (``ServerKeys``, verified by the
   caller under the organisation key) dated no earlier than its certificate, the engineer's
@@ -143,16 +144,9 @@ def _enrolment(
 ) -> str | None:
     """An ``enroll`` is signed by the key it enrols (named in its details), before that key's
     certification; once certified, the certified key must be that one."""
-    try:
-        details = json.loads(details_json) if details_json else {}
-        public = bytes.fromhex(details["signing_public"])
-    except (ValueError, TypeError, KeyError):
-        return "the enrolment does not name the key it was signed with"
-    if entry is not None:
-        if entry[0] != public:
-            return "the enrolment's key is not the key the organisation certified for it"
-        if seq >= entry[1]:
-            return "the enrolment comes after its key was certified"
+    public = _enrolled_key(entry, details_json, seq)
+    if isinstance(public, str):
+        return public
     if not codec.signature_valid(public, signature, seq, digest):
         return "its signature is invalid"
     return None
@@ -180,13 +174,35 @@ def server_problem(
         sealed = row[6], row[7], row[8], row[9]  # secret_id, key_version, details_blob, details_json
         return server_event_problem(engineer_id, generation, action, client_id, *sealed, row[13:17])
     entry = keys.get((engineer_id, generation))
-    if entry is None:
+    if action == "enroll":  # its request is signed by the key it enrols, before that key's certification
+        public = _enrolled_key(entry, row[9], seq)
+        if isinstance(public, str):
+            return public
+    elif entry is None:
         return "its request is signed by an unknown or unverified engineer key"
-    if not entry[1] <= seq < entry[2]:
+    elif not entry[1] <= seq < entry[2]:
         return "its request: " + _lifetime(seq, entry[1], entry[2])
+    else:
+        public = entry[0]
     return request_problem(
-        engineer_id, generation, action, client_id, at_us, row[13], row[14], row[15], row[16], entry[0]
+        engineer_id, generation, action, client_id, at_us, row[13], row[14], row[15], row[16], public
     )
+
+
+def _enrolled_key(entry: tuple[bytes, int, int] | None, details_json: Any, seq: int) -> bytes | str:
+    """The key an ``enroll`` names in its details (it signed the enrolment), or the problem: once
+    certified, the certified key must be that one, certified after the enrolment."""
+    try:
+        details = json.loads(details_json) if details_json else {}
+        public = bytes.fromhex(details["signing_public"])
+    except (ValueError, TypeError, KeyError):
+        return "the enrolment does not name the key it was signed with"
+    if entry is not None:
+        if entry[0] != public:
+            return "the enrolment's key is not the key the organisation certified for it"
+        if seq >= entry[1]:
+            return "the enrolment comes after its key was certified"
+    return public
 
 
 class _Requests:

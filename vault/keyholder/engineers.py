@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 from vault.authority.engineer_requests import (
     ENROLLED,
-    INVITED,
     LIST,
     PENDING,
     WHOAMI,
@@ -70,6 +69,7 @@ from vault.crypto.labels import (
     LABEL_SIG_INVITE,
 )
 from vault.errors import AccessDenied, EnrolmentError, Locked, UntrustedRecord
+from vault.keyholder.enrolment import enrolment_keys
 from vault.keyholder.invitations import (
     engineer_key_fields,
     fingerprint_of,
@@ -160,7 +160,8 @@ class _Seal:
         fields = invite_fields(vault_id, draft.engineer_id, draft.name, draft.role, inv)
         signature = owner.keys.my_signing_key().sign(LABEL_SIG_INVITE, *fields)
         self.invite_secret, self.org, self.engineer_id = secret, org, draft.engineer_id
-        return SignedInvitation(blob, prev_generation, me.engineer_id, signature)
+        auth_public = signing.invite_auth_key(secret).public  # the server's check of the code (enrolment over HTTPS)
+        return SignedInvitation(blob, prev_generation, me.engineer_id, signature, auth_public)
 
     def rekey(self, draft: RekeyDraft) -> Rekeyed:
         """Before an engineer's keys are destroyed: their certificate verifies (the role they are
@@ -183,32 +184,19 @@ class _Seal:
         return Rekeyed(certificate)
 
     def enrol(self, draft: EnrolmentDraft) -> NewKeys:
-        request, engineer, inv = self._request, draft.engineer, draft.invitation
-        if not signing.org_matches(draft.org_signing_public, request.org_fingerprint):
-            raise EnrolmentError(
-                "this enrolment code is for another vault (or the vault's key was replaced)",
-                hint="check --db, or ask the admin",
-            )
-        if engineer.name != request.name:
-            raise UntrustedRecord(f"the authority showed another invitation than that of {request.name!r}")
-        if engineer.status != INVITED:
-            raise EnrolmentError(f"there is no open invitation for {request.name!r}")
-        now = self._owner.clock()
-        verified_invitation(draft.vault_id, draft.org_signing_public, now, engineer, inv)  # role, expiry: the admin's
-        if inv.expires_at is None or inv.expires_at <= int(now.timestamp()):
-            raise EnrolmentError(f"the invitation for {engineer.name!r} has expired")
-        keypair, sign_key = sealing.KeyPair.generate(), signing.SigningKey.generate()
-        generation = engineer.key_generation + 1
-        bundle = keyrecord.PrivateBundle(keypair.private, sign_key.seed, draft.org_signing_public)
-        record = keyrecord.lock_record(
-            bundle, self._passphrase, draft.vault_id, engineer.id, generation, self._owner.kdf_params()
+        request, owner = self._request, self._owner
+        made, seed = enrolment_keys(
+            draft,
+            request.name,
+            request.org_fingerprint,
+            self._passphrase,
+            self._secret,
+            owner.clock(),
+            owner.kdf_params(),
         )
-        mac = signing.enrolment_mac(
-            self._secret, draft.vault_id, engineer.id, engineer.name, keypair.public, sign_key.public
-        )
-        self._seed, self.engineer_id = sign_key.seed, engineer.id
-        self.certified = (keypair.public, sign_key.public)
-        return NewKeys(generation, keypair.public, sign_key.public, record, mac)
+        self._seed, self.engineer_id = seed, draft.engineer.id
+        self.certified = (made.sealing_public, made.signing_public)
+        return made
 
     def certify(self, draft: PendingRows) -> Certification:
         owner, request, row, inv = self._owner, self._request, draft.engineer, draft.invitation

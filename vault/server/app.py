@@ -51,6 +51,9 @@ from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
+from vault.server.client_routes import ClientRoutes
+from vault.server.confirm_routes import ConfirmRoutes
+from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
@@ -58,6 +61,7 @@ from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
+from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import models as m
 from vault.storage import rows
@@ -111,15 +115,24 @@ def build_app(
         release = ListingRelease(store, layer, seal, now) if layer is not None and seal is not None else None
         reads = read_routes(store, checks, listing, now, release)
         engineers = EngineerListRoutes(store, checks, checkouts.seal, now)
-        secrets = secret_routes(store, SecretServerChecks(organisation, now), checkouts.seal, layer)
+        secret_checks = SecretServerChecks(organisation, now)
+        secrets = secret_routes(store, secret_checks, checkouts.seal, layer)
+        secret_reads = SecretReadRoutes(store, secret_checks, checkouts.seal, now, layer)
+        clients = ClientRoutes(store, checks, checkouts.seal, now)
         # a check-in's new value is stored as the secrets' drafts store an update (docs/server.md §4 rule 2)
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
-        operations = default_operations(checkouts, reads, engineers, secrets)
+        confirmations = ConfirmRoutes(store, checks, checkouts.seal, now)
+        operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
+        enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
+        operations.add(DRAFT, _invited, invited=True)
+        operations.add(COMMIT, _invited, invited=True, writes=True)
+    else:
+        enrolment = EnrolmentRoutes(store, authenticator, ServerChecks(organisation, _utc(clock)), None, _utc(clock))
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key, store)
     refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
     guard = _Guard(limits, addresses or ClientAddresses(), refusals)
-    endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard)
+    endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard, enrolment)
     signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
     return Starlette(
         debug=False,
@@ -188,9 +201,11 @@ class _Endpoints:
         identity_extra: IdentityExtra | None,
         max_body: int,
         guard: _Guard,
+        enrolment: EnrolmentRoutes,
     ) -> None:
         self.store, self.authenticator, self.operations = store, authenticator, operations
         self.identity_extra, self.max_body, self.guard = identity_extra, max_body, guard
+        self.enrolment = enrolment
 
     async def healthz(self, request: Request) -> Response:
         outcome_of(request.scope).route = "/healthz"
@@ -248,6 +263,12 @@ class _Endpoints:
 
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
+        if found.invited:  # an enrolment: the code authenticates it; a refusal counts for the address only
+            try:
+                return self.enrolment.answer(found.name, path, headers, body, found.max_body or self.max_body)
+            except Unauthenticated:
+                self.guard.failed(address, None)  # not the invited engineer's: a stranger could lock them out
+                raise
         try:
             authenticated = self.authenticator.authenticate("POST", path, headers, body, in_unit=found.writes)
             outcome_of(scope).engineer_id = authenticated.caller.me.id
@@ -260,6 +281,11 @@ class _Endpoints:
             self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
             raise
         return codec.envelope(f"{found.name}.response", value, envelope.request_id)
+
+
+def _invited(call: Call) -> object:
+    """The handler slot of an invite-authenticated route: ``EnrolmentRoutes.answer`` runs it."""
+    raise InvalidInput("this route is authenticated by an enrolment code")
 
 
 class _Guard:

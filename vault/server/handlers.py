@@ -23,7 +23,9 @@ a second in-flight copy waits on its key and fails as ``replayed``; ``context`` 
 The reads that need no seal (``checkouts.list``, ``grants.list``, ``reports.*``, ``keys.list``
 /``versions``, ``audit.log``/``export``/``head``, ``policies.get``/``unsigned``,
 ``purge.preview``/``receipts``) are ``read_routes.ReadRoutes``; the listing
-that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``.
+that appends its event (``engineers.list``, format 3) is ``listing_routes.EngineerListRoutes``;
+the engineer's everyday reads, each on record first, are ``secret_read_routes.SecretReadRoutes``
+and ``client_routes.ClientRoutes``.
 Each checks the body's caller with ``signer_only`` before its authority reads anything.
 """
 
@@ -84,6 +86,7 @@ class Operation:
     handler: Handler
     max_body: int | None  # None: the server's default limit
     writes: bool = False  # the handler remembers the request's nonce in its own unit (``Call.nonce``)
+    invited: bool = False  # authenticated by an enrolment code, not an engineer's key (enrolment_routes.py)
 
     @property
     def path(self) -> str:
@@ -98,7 +101,9 @@ class Operations:
         self.registry = registry
         self._operations: dict[str, Operation] = {}
 
-    def add(self, name: str, handler: Handler, *, max_body: int | None = None, writes: bool = False) -> None:
+    def add(
+        self, name: str, handler: Handler, *, max_body: int | None = None, writes: bool = False, invited: bool = False
+    ) -> None:
         """Route ``name``: it must be an operation of ``permissions.OPERATIONS`` whose request and
         response values the codec registry knows."""
         noun, _, operation = name.partition(".")
@@ -108,7 +113,7 @@ class Operations:
             raise ValueError(f"{name!r} has no registered request and response values")
         if name in self._operations:
             raise ValueError(f"{name!r} is routed already")
-        self._operations[name] = Operation(name, handler, max_body, writes)
+        self._operations[name] = Operation(name, handler, max_body, writes, invited)
 
     def find(self, noun: str, operation: str) -> Operation | None:
         return self._operations.get(f"{noun}.{operation}")

@@ -15,11 +15,9 @@ server signing key the route answers 503 (``NO_SERVER_KEY``), as the checkout's 
 ``eventrequest.ROUTE_ACTIONS`` names the route's action, so ``audit verify`` checks the kept
 request (signer, route, caller, action) as it does a checkout's.
 
-Not served yet, though they append too: ``secrets.list``, ``clients.list``/``show``,
-``report access``/``at-risk``. Their event is appended after the read (or after the
-keyholder admitted a draft), with details the keyholder seals: over HTTPS they need the
-details sealed to the request id before sending, as the checkout does, and for ``clients``
-the seal's admit step replaced; left for step 6's next slice.
+The other reads that append an event are served by ``secret_read_routes.py``
+(``secrets.show``/``history``/``list``) and ``client_routes.py`` (``clients.show``/``list``);
+``report access``/``at-risk`` are not served yet.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import json
 import re
 
 from vault.authority import requests as checkout_values
+from vault.authority.confirm_requests import STALE_CONFIRM
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
@@ -73,6 +74,7 @@ MARKERS: dict[str, str] = {
     checkout_values.NOT_CHECKED_OUT: "NOT_CHECKED_OUT",
     checkout_values.ONLY_ADMINS_BREAK: "ONLY_ADMINS_BREAK",
     STALE_DRAFT: "stale-draft",
+    STALE_CONFIRM: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

@@ -1,4 +1,4 @@
-"""The reads the team server answers: a request value in, a value out; no seal, no event.
+"""The reads the team server answers: a request value in, a value out; no seal, no event but a release's.
 
 docs/server.md §2 and §8 step 6 (the first slice, before drafts and id reservations). Each
 route runs the same authority class the in-process transport calls (``vault/transport/*.py``),
@@ -10,7 +10,9 @@ through the server is the value the keyholder gets in-process:
   engineer, their own);
 * ``grants.list`` (``GrantListAuthority``: an admin, every grant row; an engineer, their own,
   whatever the request names);
-* ``reports.status`` and ``reports.stale`` (``ReportAuthority``: an admin's);
+* ``reports.status`` and ``reports.stale`` (``ReportAuthority``: an admin's); on a layered
+  vault each appends its ``report-status`` / ``report-stale`` event naming the versions whose
+  data keys it releases, then releases them (``releases.ListingRelease``);
 * ``keys.list`` (an admin's) and ``keys.versions`` (an admin, or an engineer holding the
   head of their grant ledger for the client: else 404, as in-process) (``RotationReads``);
 * ``audit.log`` and ``audit.export``: one page per request, the page request carrying the
@@ -27,8 +29,9 @@ Before the authority reads anything, every handler checks that the body's ``call
 signer (else 403 ``AccessDenied``: ``handlers.signer_only``) and that the signer's role may
 call the operation at all (``permissions.OPERATIONS``: an admin's operation answers 403 to an
 engineer, whatever the authority would say). The authorities then check the caller again in
-their own read unit, and every field before any SQL (400). None of these writes a row: the
-request's nonce is stored by the authenticator in a short transaction of its own.
+their own read unit, and every field before any SQL (400). None of these writes a row (but
+a layered vault's release event, in a unit of its own after the read): the request's nonce is
+stored by the authenticator in a short transaction of its own.
 
 Not served here: the reads whose event a listing appends after the read
 (``listing.append_after_read``: ``secrets.list``, ``clients.list``/``show``,
@@ -118,7 +121,7 @@ class ReadRoutes:
     ) -> None:
         self.checkouts, self.grants, self.reports, self.keys, self.audit = checkouts, grants, reports, keys, audit
         self.policies, self.purges, self.receipts = policies, purges, receipts
-        self.release = release  # on a layered vault: the checkout listing's keys, after its event
+        self.release = release  # on a layered vault: the checkout listing's and reports' keys, after their event
 
     def __repr__(self) -> str:
         return "ReadRoutes()"
@@ -140,13 +143,15 @@ class ReadRoutes:
         request = _body(call, ReportRequest)
         assert isinstance(request, ReportRequest)
         self._checked(call, "reports.status", request.caller)
-        return self.reports.status(request)
+        rows = self.reports.status(request)
+        return rows if self.release is None else self.release.report(call, rows)
 
     def stale(self, call: Call) -> ReportRows:
         request = _body(call, ReportRequest)
         assert isinstance(request, ReportRequest)
         self._checked(call, "reports.stale", request.caller)
-        return self.reports.stale(request)
+        rows = self.reports.stale(request)
+        return rows if self.release is None else self.release.report(call, rows)
 
     def list_rotations(self, call: Call) -> RotationList:
         request = _body(call, RotationListRequest)
@@ -238,7 +243,7 @@ def read_routes(
     release: ListingRelease | None = None,
 ) -> ReadRoutes:
     """The read routes over ``store``, each authority checking callers with ``checks``;
-    ``release``: on a layered vault, the checkout listing's data keys after its event."""
+    ``release``: on a layered vault, the checkout listing's and the reports' data keys after their event."""
     return ReadRoutes(
         checkouts,
         GrantListAuthority(store, checks, clock),

@@ -427,8 +427,7 @@ def run(stdin: Any = None, stdout: Any = None) -> int:
 
 
 def _opened(url: str, engineer: str) -> Any:
-    """The vault the agent serves: through the team server this machine pinned for ``url``
-    (``https://…``), else the database at ``url``."""
+    """Through the team server pinned for ``url`` (``https://…``), else the database at ``url``."""
     if url.startswith(("https://", "http://")):
         from vault.service.remote import RemoteVault
         from vault.service.serverpins import ServerPins
@@ -440,10 +439,9 @@ def _opened(url: str, engineer: str) -> Any:
 
 
 def start(url: str, engineer: str, passphrase: str, ttl: dt.timedelta, *, replace: bool = False) -> dict[str, Any]:
-    """Start an agent in the background; return its ``ok`` answer or raise its error. With
-    ``replace``, the agent already running for ``engineer`` on ``url`` is stopped by the new
-    one once it has unlocked (so not when the passphrase is wrong); else the new one refuses
-    to start beside it (``AlreadyExists``)."""
+    """Start an agent in the background; return its ``ok`` answer or raise its error. With ``replace``, the
+    agent running for ``engineer`` on ``url`` is stopped by the new one once it has unlocked (not when the
+    passphrase is wrong); else the new one refuses to start beside it (``AlreadyExists``)."""
     import subprocess
 
     order = json.dumps(

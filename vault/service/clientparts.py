@@ -3,7 +3,8 @@
 Adapters over the Vault object's trust, journal and keys, handed to the clients' authority
 (``vault/authority/clients.py``) and keyholder (``vault/keyholder/clients.py``), which are
 joined by the in-process transport (``vault/transport/clients.py``):
-``client_keyholder(clients)`` builds the three; ``grant_keyholder(grants)`` those of grants
+``client_keyholder(clients)`` builds the three (``https_client_keyholder``: over a team
+server); ``grant_keyholder(grants)`` those of grants
 (``vault/{authority,keyholder,transport}/grants.py``). The lookup learns a client's context (its
 id, an admin's slug tag) through ``Clients.client``, the checked lookup other nouns use.
 """
@@ -37,6 +38,7 @@ from vault.transport.grants import (
     InProcessGrantSweepTransport,
     InProcessGrantTransport,
 )
+from vault.transport.https_clients import HttpsClientTransport
 from vault.transport.https_grants import HttpsGrantListTransport
 
 if TYPE_CHECKING:
@@ -158,6 +160,22 @@ def client_keyholder(clients: Clients) -> ClientKeyholder:
         _Lookup(clients),
         keys.client_keys,
         core.clock,
+        lambda: keys.slugs,
+    )
+
+
+def https_client_keyholder(clients: Clients, https: HttpsTransport) -> ClientKeyholder:
+    """The clients' keyholder of this Vault object over a team server (``https``): its keys, key
+    cache and slug hints, ``show``/``list`` answered once their format-3 event committed
+    (``transport/https_clients.py``). The lookup still reads the local database; a store-less
+    caller gives its own (``vault/service/remote_reads.py``)."""
+    keys = clients.keys
+    return ClientKeyholder(
+        HttpsClientTransport(https),
+        SessionKeys(keys, clients.core.store),
+        _Lookup(clients),
+        keys.client_keys,
+        clients.core.clock,
         lambda: keys.slugs,
     )
 

@@ -49,13 +49,13 @@ from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
 from vault.keyholder.clients import ClientKeyholder
 from vault.keyholder.grant_list import Confirms, GrantListKeyholder
-from vault.keyholder.remotekeys import RemoteKeys
 from vault.keyholder.secrets import SecretContext, SecretKeyholder
 from vault.records import CheckoutInfo, GrantInfo, Revealed, SecretInfo, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import MAX_REASON, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.remotekeys import RemoteKeys
 from vault.service.secrets import UNSET, composer, new_metadata, opened_info, update_changes
 from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession

@@ -4,7 +4,7 @@ Adapters over the Vault object's trust, policies, journal and keys, handed to th
 secrets' authorities (``vault/authority/secrets.py``, ``secret_list.py``) and keyholders
 (``vault/keyholder/secrets.py``, ``secret_list.py``), which are joined by the in-process
 transport (``vault/transport/secrets.py``): ``keyholders(secrets)`` builds them;
-``over_https(secrets, https)`` the same noun with its writes through a team server.
+``over_https(secrets, https)`` the same noun through a team server (writes and reads).
 
 ``secret list`` reads in ``Store.read()`` (no write lock): the authority's keyset pages of
 ciphertext, each verified and opened by the listing's keyholder (never a password). A
@@ -143,17 +143,21 @@ def keyholders(secrets: Secrets) -> tuple[SecretKeyholder, SecretListKeyholder]:
 
 
 def over_https(secrets: Secrets, https: HttpsTransport) -> Secrets:
-    """``secrets`` (a Vault's noun) with its adds and updates through a team server (``https``):
-    the same keys, key cache and client lookup, the writes drafted and committed over HTTPS
-    (``transport/https_secrets.py``). The lookup and the listing still read the local database:
-    the CLI's wiring over HTTPS comes later (docs/server.md §8 step 7)."""
+    """``secrets`` (a Vault's noun) through a team server (``https``): the same keys, key cache
+    and client lookup; adds and updates drafted and committed over HTTPS, ``show``/``history``
+    and ``list`` answered once their format-3 event committed (``transport/https_secrets.py``).
+    The lookups (a client's context, a listing's scope) still read the local database; a
+    store-less caller gives its own (``vault/service/remote_reads.py``)."""
+    transport = HttpsSecretTransport(https)
+    lookup = _Lookup(secrets)
     keyholder = SecretKeyholder(
-        HttpsSecretTransport(https),
+        transport,
         SessionKeys(secrets.keys, secrets.core.store),
-        _Lookup(secrets),
+        lookup,
         secrets.keys.client_keys,
         secrets.core.clock,
     )
     served = copy.copy(secrets)
-    served._keyholder = (keyholder, secrets._list_keyholder())
+    served._keyholder = (keyholder, SecretListKeyholder(keyholder, _ListLookup(secrets, lookup), transport))
+    served.listed_on_server = True
     return served

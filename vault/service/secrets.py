@@ -167,6 +167,7 @@ class Secrets:
         self.holds = holds
         self.clients = clients
         self._keyholder: tuple[SecretKeyholder, SecretListKeyholder] | None = None
+        self.listed_on_server = False  # through a team server, which appends the listing's event
 
     def lookup_key(self, s: Session, client: m.Client) -> bytes:
         return self.keys.client_field(s, client, client.lookup_key_blob, "lookup-key")
@@ -303,6 +304,8 @@ class Secrets:
         once it is committed."""
         scope, out = self._list_keyholder().listed(client, self.info)  # each row shown as it is opened
         out.sort(key=_BY_REF)
+        if self.listed_on_server:  # its event committed on the server before the pages came
+            return out
         if scope.client_ids is not None and scope.slug is not None:
             listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
@@ -316,12 +319,7 @@ class Secrets:
         return opened_info(self._secret_keyholder().show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
-        opened = self._secret_keyholder().history(ref)
-        current = opened.rows.secret.current_version
-        return [
-            VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
-            for r in opened.rows.history
-        ]
+        return opened_history(self._secret_keyholder().history(ref))
 
     def _secret_keyholder(self) -> SecretKeyholder:
         """This Vault object's secrets keyholder, over the in-process transport to its authority."""
@@ -418,3 +416,12 @@ def opened_info(opened: OpenedSecret) -> SecretInfo:
     r = opened.rows
     shown = _Shown(r.kind, r.secret.current_version, r.created_at, r.updated_at)
     return Secrets.info(opened.slug, shown, opened.metadata)
+
+
+def opened_history(opened: OpenedSecret) -> builtins.list[VersionInfo]:
+    """The ``VersionInfo`` of each version of a history the keyholder verified."""
+    current = opened.rows.secret.current_version
+    return [
+        VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
+        for r in opened.rows.history
+    ]

@@ -138,6 +138,13 @@ class Engineer(Base):
     invite_prev_generation: Mapped[int | None] = mapped_column(
         Integer, nullable=True, deferred=True, deferred_group="invite"
     )
+    # The public half of the key the enrolment code's secret derives (``signing.invite_auth_key``,
+    # revision 0018): how the team server checks an enrolling person's code. Not signed by the
+    # admin: a writer who replaces it gets past the server's check only, never the confirming
+    # admin's check of the enrolment MAC (made with the secret itself).
+    invite_auth_public: Mapped[bytes | None] = mapped_column(
+        LargeBinary(32), nullable=True, deferred=True, deferred_group="invite"
+    )
 
 
 class EngineerKey(Base):

@@ -5,8 +5,9 @@ codec registered as ``name``, with 16 fresh random bytes as its ``request_id``),
 with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
 ``e:<engineer id>:<key generation>``, ``@authority`` the server URL's host), POSTs it to
 ``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
-answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal or read of
-``RETRIED`` whose answer is lost is sent again with the same envelope (``call``).
+answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal, check-in,
+break, secrets' commit or read of ``RETRIED`` whose answer is lost is sent again with the same
+envelope (``call``).
 
 TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
 certificate) rather than the system's store; plain ``http://`` only to a loopback host.
@@ -123,9 +124,21 @@ def _loopback(host: str) -> bool:
         return False
 
 
-# Operations sent again when their answer is lost: the server answers a retried checkout or
-# reveal from its committed event (one event per request id: revision 0016); the others write nothing.
-RETRIED = frozenset({"checkouts.checkout", "checkouts.reveal", "checkouts.context", "engineers.whoami"})
+# Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
+# check-in, break or secrets' commit from its committed events (one event per request id and
+# action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
+RETRIED = frozenset(
+    {
+        "checkouts.checkout",
+        "checkouts.reveal",
+        "checkouts.checkin",
+        "checkouts.break_checkout",
+        "secrets.add",
+        "secrets.update",
+        "checkouts.context",
+        "engineers.whoami",
+    }
+)
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 
@@ -168,8 +181,9 @@ class HttpsTransport:
         An operation of ``RETRIED`` whose answer was lost (the connection failed before a
         response arrived) is sent again, at most ``RETRIES`` times: the same envelope, so the
         same ``request_id``, under a new signature and nonce. The server answers a retried
-        checkout or reveal from the event it committed for that id, appending none (docs/server.md
-        §3, "Retries are not replays"); the reads of ``RETRIED`` write nothing."""
+        checkout, reveal, check-in, break, ``secrets.add`` or ``secrets.update`` from the events it
+        committed for that id, appending none (docs/server.md §3, "Retries are not replays"); the
+        reads of ``RETRIED`` write nothing."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
         if request_id is None:
@@ -177,9 +191,8 @@ class HttpsTransport:
         data = codec.envelope(name, body, request_id)
         attempts = 1 + (RETRIES if name in RETRIED else 0)
         for attempt in range(attempts):
-            me = self.keys.me()
-            keyid = f"e:{me.engineer_id}:{me.key_generation}"
-            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, self.keys.my_signing_key(), keyid)
+            key, keyid = self.signer()
+            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, key, keyid)
             try:
                 response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
                 break
@@ -204,6 +217,12 @@ class HttpsTransport:
         if answer.request_id != request_id:
             raise UntrustedRecord("the server answered another request")
         return answer.body
+
+    def signer(self) -> tuple[SigningKey, str]:
+        """The key requests are signed with and its ``keyid``: the engineer's unlocked signing key,
+        ``e:<engineer id>:<key generation>`` (an enrolment signs otherwise: ``https_enrolment.py``)."""
+        me = self.keys.me()
+        return self.keys.my_signing_key(), f"e:{me.engineer_id}:{me.key_generation}"
 
     def whoami(self) -> WhoamiAnswer:
         answer = self.call("engineers.whoami", WhoamiRequest())

@@ -4,7 +4,10 @@
 so the keyholder runs unchanged on it. ``list`` with the ``engineer-list`` action crosses as
 the signed ``engineers.list`` request: the server appends the listing's ``engineer-list``
 event in format 3 in the listing's unit and answers after the commit; the keyholder checks its
-own row in the answer as in-process. Everything else (invite, enrolment, confirmation,
+own row in the answer as in-process. ``confirm`` (a first enrolment's: no grants carried over)
+is a read of the pending rows and a commit of the admin's certification with their digest
+(``server/confirm_routes.py``). An enrolment over HTTPS needs no keyholder: it is
+``https_enrolment.enroll_over_https``. Everything else (invite, enrolment through this value,
 passphrase change, key records, unlock, rotation, removal, and ``whoami`` through this
 value: ``HttpsTransport.whoami`` answers that) needs a seal, a draft or the local key record:
 not served yet (``ConfigurationError``).
@@ -12,10 +15,14 @@ not served yet (``ConfigurationError``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from vault.authority.confirm_requests import ConfirmCommit, pending_digest
 from vault.authority.engineer_requests import (
+    CONFIRM,
     LIST,
+    PENDING,
     ConfirmRequest,
     EngineerAnswer,
     EnrollRequest,
@@ -29,6 +36,7 @@ from vault.authority.engineer_requests import (
     RotateRequest,
     UnlockRequest,
 )
+from vault.errors import UntrustedRecord
 from vault.transport.https_calls import Calls, answer_of, not_served
 
 
@@ -53,7 +61,24 @@ class HttpsEngineerTransport:
         raise not_served("engineers.enroll")
 
     def confirm(self, request: ConfirmRequest, seal: Any) -> EngineerAnswer:
-        raise not_served("engineers.confirm")
+        """``PENDING``: the pending rows (``engineers.pending_confirmation``, no event). ``CONFIRM``:
+        the same read, the keyholder's certification of the rows it was shown (``seal.certify``:
+        every check of the in-process confirmation), then the commit with their digest
+        (``engineers.confirm``: the server recomputes them in its unit, 409 ``stale-draft`` if they
+        changed, and appends ``engineer-confirm`` in format 3)."""
+        if request.action == PENDING:
+            return answer_of(self.https, "engineers.pending_confirmation", request, EngineerAnswer)
+        fingerprint = request.fingerprint
+        if request.action != CONFIRM or fingerprint is None:
+            raise not_served(f"engineers.confirm with the action {request.action!r}")
+        read = dataclasses.replace(request, action=PENDING)
+        shown = answer_of(self.https, "engineers.pending_confirmation", read, EngineerAnswer)
+        if shown.pending is None:
+            raise UntrustedRecord("the server answered no pending enrolment")
+        made = seal.certify(shown.pending)
+        r, digest = request, pending_digest(shown.pending)
+        commit = ConfirmCommit(r.caller, r.name, fingerprint, r.shown, r.org_pin, made, digest)
+        return answer_of(self.https, "engineers.confirm", commit, EngineerAnswer)
 
     def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer:
         raise not_served("engineers.change_passphrase")

@@ -5,7 +5,9 @@
 ``reports.stale`` request and decode the same ``ReportRows``. Both reports are an admin's:
 the server refuses an engineer (403) before the authority reads a row but the caller's, and
 the keyholder verifies the policies, settings and client keys it is given, then opens the
-slugs and names, as in-process. Neither report writes an event, here or in-process.
+slugs and names, as in-process. Neither report writes an event in-process; through the
+server, on a layered vault, each appends one naming the versions whose data keys it releases
+(``vault/server/releases.py``) before it answers.
 """
 
 from __future__ import annotations

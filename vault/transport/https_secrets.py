@@ -21,12 +21,21 @@ kind, as asked); the keyholder then checks the version stored is the one it encr
 
 An update through the server sets a new password: the draft withholds the current one (it
 would be a reveal without its event), so an update that keeps the password is refused here
-before anything is sent. ``read`` (``secret show``/``history``) is not served yet.
+before anything is sent.
+
+The reads (``server/secret_read_routes.py``): ``read`` sends ``secrets.show`` or
+``secrets.history`` (by the request's action); the server answers once the event committed,
+and the keyholder's seal admits the answer (its number set aside) *after* the event, as the
+checkout does: ``SecretKeyholder`` then checks that the answer is the draft it admitted.
+``list_secrets`` sends ``secrets.list`` and hands on the answer's pages (one answer, read
+whole) for ``SecretListKeyholder`` to verify page by page. The answers carry no password
+blob (withheld by the server), which neither read opens.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Protocol
 
 from vault.authority.requests import NewVersion
@@ -38,10 +47,21 @@ from vault.authority.secret_draft_requests import (
     UpdateCommit,
     UpdateDraftRequest,
 )
-from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.authority.secret_requests import (
+    HISTORY,
+    VIEW,
+    AddRequest,
+    ListSecretsRequest,
+    ReadRequest,
+    SecretListing,
+    SecretPage,
+    SecretRows,
+    UpdateRequest,
+)
 from vault.errors import ConcurrentChange, InvalidInput, UntrustedRecord
 
 DRAFTS = 2  # a stale draft is drafted once more, then the refusal stands
+READS = {VIEW: "secrets.show", HISTORY: "secrets.history"}
 
 
 class Calls(Protocol):
@@ -68,7 +88,22 @@ class HttpsSecretTransport:
         return "HttpsSecretTransport()"
 
     def read(self, request: ReadRequest, seal: DraftSeal) -> SecretRows:
-        raise InvalidInput("secret show and history do not go through the team server yet")
+        """``secret show`` / ``history``: the answer, admitted by ``seal`` after its event committed."""
+        operation = READS.get(request.action)
+        if operation is None:
+            raise InvalidInput("not a secret read")
+        answer = self.https.call(operation, request)
+        if not isinstance(answer, SecretRows) or answer.seq < 1:
+            raise UntrustedRecord("the server's answer is not a committed secret read")
+        seal.admit(dataclasses.replace(answer, seq=0))  # raises if it does not verify
+        return answer
+
+    def list_secrets(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
+        """``secret list``: the pages of the answer, once its event committed."""
+        answer = self.https.call("secrets.list", request)
+        if not isinstance(answer, SecretListing) or answer.seq < 1:
+            raise UntrustedRecord("the server's answer is not a committed secret listing")
+        return iter(answer.pages)
 
     def add(self, request: AddRequest, seal: DraftSeal) -> SecretRows:
         for attempt in range(DRAFTS):

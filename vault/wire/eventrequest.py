@@ -45,8 +45,24 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.update_draft": frozenset({"secret-view"}),
     "secrets.add": frozenset({"secret-create"}),
     "secrets.update": frozenset({"secret-update"}),
+    "secrets.show": frozenset({"secret-view"}),
+    "secrets.history": frozenset({"secret-history"}),
+    "secrets.list": frozenset({"secret-list"}),
+    "clients.show": frozenset({"client-view"}),
+    "clients.list": frozenset({"client-list"}),
     "engineers.list": frozenset({"engineer-list"}),
     "checkouts.list": frozenset({"checkout-list"}),  # on a layered vault: the versions it releases
+    "engineers.enroll": frozenset({"enroll"}),  # signed by the key it enrols (keyholder/auditchain.py)
+    "engineers.confirm": frozenset({"engineer-confirm"}),
+    "reports.status": frozenset({"report-status"}),  # on a layered vault: the versions it releases
+    "reports.stale": frozenset({"report-stale"}),
+}
+# A request's own ``action`` field -> the event actions it may append, where they differ from it
+# (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
+NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
+    "checkin": frozenset({"checkin", "secret-update"}),
+    "status": frozenset({"report-status"}),
+    "stale": frozenset({"report-stale"}),
 }
 
 
@@ -63,7 +79,17 @@ _SERVER_FACTS = {AUTH_REFUSED: ("count", "window_start")}
 LOCAL_OPERATION = "local.record"
 LOCAL_AUTHORITY = "local"
 SERVED_ONLY = frozenset(
-    {"checkout", "reveal", "checkin", "checkout-break", "checkout-list", "answer-refused", "secret-view"}
+    {
+        "checkout",
+        "reveal",
+        "checkin",
+        "checkout-break",
+        "checkout-list",
+        "report-status",
+        "report-stale",
+        "answer-refused",
+        "secret-view",
+    }
 )
 
 
@@ -207,12 +233,12 @@ def _target_problem(
     body: object, engineer_id: int, key_generation: int, action: str, client_id: int | None
 ) -> str | None:
     """The request's own fields against the event's: the caller, the action (when the request
-    names one: a check-in's request also appends a ``secret-update``) and the client."""
+    names one: ``NAMED_ACTIONS``) and the client."""
     caller = getattr(body, "caller", None)
     if caller is None or (caller.engineer_id, caller.key_generation) != (engineer_id, key_generation):
         return "its request names another caller"
     named = getattr(body, "action", None)
-    if named is not None and named != action and not (named == "checkin" and action == "secret-update"):
+    if named is not None and action not in NAMED_ACTIONS.get(named, frozenset({named})):
         return "its request names another action"
     asked = getattr(body, "client_id", None)
     if asked is not None and asked != client_id:

@@ -17,16 +17,24 @@ The reads that take a request value and answer a value, with no seal and no even
 ``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
 carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
-appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``).
+appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``). An
+enrolment (``enroll_draft``: the open invitation; ``enroll``: the keys made for it) is
+authenticated by the enrolment code instead of a certified key (``server/enrolment_routes.py``).
 
 The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft`` answer a
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
+The engineer's everyday reads, each on record as a format-3 event before it answers
+(``server/secret_read_routes.py``, ``server/client_routes.py``): ``secrets.show``/``history``
+(``SecretRows``), ``secrets.list`` (``SecretListing``: its pages in one answer),
+``clients.show``/``list`` (``ClientRows``).
 """
 
 from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import client_requests as cl
+from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
@@ -50,6 +58,10 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
     ("local.record", lr.LocalRecord, lr.LocalRecord),  # kept in events only: no server serves it
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
+    ("engineers.enroll_draft", e.EnrollRequest, e.EnrolmentDraft),  # invite-authenticated (enrolment_routes.py)
+    ("engineers.enroll", e.EnrollCommit, e.EngineerAnswer),
+    ("engineers.pending_confirmation", e.ConfirmRequest, e.EngineerAnswer),  # PENDING: the rows to certify
+    ("engineers.confirm", cf.ConfirmCommit, e.EngineerAnswer),
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
@@ -66,4 +78,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("secrets.add", sd.AddCommit, sr.SecretRows),
     ("secrets.update_draft", sd.UpdateDraftRequest, sd.SecretDraft),
     ("secrets.update", sd.UpdateCommit, sr.SecretRows),
+    ("secrets.show", sr.ReadRequest, sr.SecretRows),
+    ("secrets.history", sr.ReadRequest, sr.SecretRows),
+    ("secrets.list", sr.ListSecretsRequest, sr.SecretListing),
+    ("clients.show", cl.ShowRequest, cl.ClientRows),
+    ("clients.list", cl.ListRequest, cl.ClientRows),
 )
