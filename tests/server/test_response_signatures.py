@@ -11,8 +11,10 @@ Both engines.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +35,10 @@ from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
 from vault.authority.requests import AnswerRefusedRequest
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import NotFound, Unauthenticated, UntrustedRecord
+from vault.service import serverjoin
 from vault.service.checkouts import https_checkout_keyholder
+from vault.service.remote import RemoteVault
+from vault.service.sessions import MemorySessionStore
 from vault.transport.https import HttpsTransport
 from vault.wire import httpsig
 from vault.wire.httpsig_response import sign_response, verify_response
@@ -282,3 +287,27 @@ def test_the_raw_answer_verifies_for_its_request_only(keyed: Keyed) -> None:
                                  served.alice.keyholder.my_signing_key(), "e:1:1")["Signature"]
     with pytest.raises(UntrustedRecord):
         verify_response(200, answer.headers.multi_items(), answer.content, other, pin_of(keyed))
+
+
+# --- the engineer's RemoteVault pins the server key it trusted ----------------------------------------
+
+def test_a_remote_vault_checks_every_answer_against_its_pinned_server_key(
+    keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pin ``server trust`` wrote names the server key; a pin naming another key (the
+    server's identity changed, or another server answers) unlocks nothing: whoami's answer is refused."""
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    served = keyed.served
+    identity = serverjoin.trust(served.url, str(served.ca.ca_file))
+    pin = serverjoin.pin(served.url, identity, str(served.ca.ca_file))
+    assert pin.server_key == pin_of(keyed)
+    serverjoin.join(pin, served.alice, "alice", "pass of alice")
+    good = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock)
+    assert good.engineers.unlock("alice", "pass of alice").engineer == "alice"
+    other = ServerSigningKey.generate(keyed.key.version)
+    wrong = RemoteVault(dataclasses.replace(pin, server_key=(other.version, other.public)), engineer="alice",
+                        sessions=MemorySessionStore(), clock=served.alice.clock)
+    with pytest.raises(UntrustedRecord, match="not signed by the pinned server key"):
+        wrong.engineers.unlock("alice", "pass of alice")
+    good.close()
+    wrong.close()
