@@ -633,6 +633,8 @@ def test_auth_refused_events_verify_in_full_from_an_anchor_in_workers_and_show_i
         ("auth-refused", "eve"),
         ("auth-refused", "bob"),
     ]
+    assert shown[first].details == {"count": 20, "window_start": 1_733_400_000} and shown[first].readable
+    assert team.admin.audit.log(engineer="bob")[-1].seq == about_bob
 
 
 def _hash_of(team: Any, seq: int) -> bytes:
