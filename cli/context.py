@@ -172,10 +172,14 @@ class AppContext:
         vault = Vault.open(url, engineer=engineer, sessions=sessions)
         self._vaults.append(vault)
         key_file = self.server_key or os.environ.get(SERVER_KEY_ENV)
-        if key_file:
-            from vault.server.keyfile import read_server_key
+        if key_file:  # on the team server's host: an admin's work in format 3, the layer removable here
+            from vault.server.keyfile import read_server_keys
+            from vault.server.layer import ServerLayer
 
-            vault.core.server_key = read_server_key(key_file)
+            keys = read_server_keys(key_file)
+            vault.core.server_key = keys.signing
+            if keys.master is not None:
+                vault.core.host_layer = ServerLayer(keys.master, keys.previous)
         self.check_pin(url, vault)
         return vault
 

@@ -153,6 +153,7 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     click.echo("")
     click.echo(f"Give it to {name} in person or over a separate channel. On their own machine they run:")
     click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name}")
+    click.echo(f"or, with a team server: credvault server trust URL --ca-file CA; credvault engineer enroll {name}")
     click.echo("and type the code when asked (or pass --code-file PATH: a file only they can read).")
     click.echo(f"then read you their fingerprint, and you run: credvault engineer confirm {name}")
 
@@ -178,8 +179,12 @@ def enroll(
     read. You choose a passphrase (asked twice); only you know it. Then read the
     fingerprint this prints to your admin, who confirms it.
 
+    Through a team server (pinned first with `credvault server trust`), the key record is
+    kept on this machine and no database is used.
+
     \b
     Example:
+      credvault --server https://vault.example.net:8443 engineer enroll bob
       credvault --db postgresql+psycopg://vault@db.internal/credvault engineer enroll bob
     """
     engineer_name(name)  # before the prompts: the second one names them
@@ -188,15 +193,50 @@ def enroll(
             "the enrolment code is not taken on the command line (ps and shell history would show it)",
             hint="run the command without --code and type the code when asked, or pass --code-file PATH",
         )
+    server = app.server_url()
+    if server is not None:
+        _enroll_through(app, server, name, code_file, passphrase_file)
+        return
     url = app.db_url()
     vault = app.open(url=url)  # the pinned vault (see `AppContext.check_pin`), before anything is typed
-    if code_file is not None:
-        code = read_private_file(code_file, "enrolment code file").strip()
-    else:
-        code = str(click.prompt("Enrolment code", hide_input=True, err=True)).strip()
+    code = _code(code_file)
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
     fingerprint = vault.engineers.enroll(name, code, passphrase)
     _remember(db_url=url, engineer=name)
+    _enrolled(name, fingerprint)
+
+
+def _code(code_file: Path | None) -> str:
+    if code_file is not None:
+        return read_private_file(code_file, "enrolment code file").strip()
+    return str(click.prompt("Enrolment code", hide_input=True, err=True)).strip()
+
+
+def _enroll_through(
+    app: AppContext, server: str, name: str, code_file: Path | None, passphrase_file: Path | None
+) -> None:
+    """Enrol through the team server pinned for ``server``; the key record is kept on this machine."""
+    from vault.errors import UntrustedRecord
+    from vault.service.serverpins import KeyRecordFile, ServerPins
+    from vault.transport.https_enrolment import enroll_over_https
+
+    pin = ServerPins.load().get(server)  # pinned first (`server trust`), before anything is typed
+    code = _code(code_file)
+    passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
+    enrolled = enroll_over_https(pin.url, ca_file=pin.ca_file, name=name, code=code, passphrase=passphrase)
+    if enrolled.vault_id != pin.vault_id:
+        raise UntrustedRecord("the server enrolled you in another vault than the one this machine pinned")
+    record = KeyRecordFile(
+        enrolled.vault_id, enrolled.engineer_id, enrolled.name, enrolled.key_generation, enrolled.key_record
+    )
+    record.save()
+    local = config.LocalConfig.load()
+    local.server, local.engineer = pin.url, name
+    local.save()
+    _enrolled(name, enrolled.fingerprint)
+
+
+def _enrolled(name: str, fingerprint: str) -> None:
     click.echo(f"Enrolled {name}. Your fingerprint:")
     click.echo("")
     click.echo(f"  {fingerprint}")

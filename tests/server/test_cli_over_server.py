@@ -215,3 +215,45 @@ def test_an_admin_works_on_the_servers_host_with_its_key_file(keyed: Keyed, home
     added = [e for e in events(keyed.served)[before:] if e.action != "unlock"]
     assert added and all(e.server_key_version == keyed.key.version and e.request_id for e in added)
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_a_new_engineer_enrols_through_the_server_and_checks_out(
+    keyed: Keyed, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's team path: the admin invites on the server's host; dora pins the server, enrols
+    through it (no database), reads her fingerprint; the admin confirms and grants; she checks out."""
+    import re
+
+    import vault.crypto.keyrecord as keyrecord
+
+    monkeypatch.setattr(keyrecord, "DEFAULT_PARAMS", keyrecord.FLOOR)
+    admin = keyed.served.admin
+    admin.core.server_key = keyed.key  # the admin works on the server's host (--server-key)
+    try:
+        code = admin.engineers.invite("dora")
+        code_file, secret = tmp_path / "code", passfile(tmp_path, "dora")
+        code_file.write_text(code + "\n", encoding="utf-8")
+        code_file.chmod(0o600)
+        ok(run("server", "trust", keyed.served.url, "--ca-file", str(keyed.served.ca.ca_file), "--yes"))
+        before = len(events(keyed.served))
+        enrolled = ok(run("engineer", "enroll", "dora", "--code-file", str(code_file), "--passphrase-file", secret))
+        found = re.search(r"\b[0-9a-f]{4}(?: [0-9a-f]{4}){7}\b", enrolled.output)
+        assert found is not None, enrolled.output
+        assert code not in enrolled.output
+        assert [e.action for e in events(keyed.served)[before:]] == ["enroll"]
+        assert KeyRecordFile.path(admin.vault_id(), "dora").exists()
+        admin.engineers.confirm("dora", found.group(0))
+        admin.grants.grant("dora", "acme")
+    finally:
+        admin.core.server_key = None
+    ok(run("unlock", "dora", "--keyring", "--passphrase-file", secret))
+    assert "pw of acme/fw01" in ok(run("checkout", "acme/fw01", "--reason", "T-904 first day", "--show")).output
+    ok(run("checkin", "acme/fw01"))
+    assert [c["slug"] for c in json.loads(ok(run("client", "list", "--json")).output)] == ["acme"]
+    assert admin.audit.verify().ok
+
+
+def test_enrolment_through_an_unpinned_server_asks_for_nothing(keyed: Keyed, home: Path) -> None:
+    result = run("--server", keyed.served.url, "engineer", "enroll", "dora")
+    refused(result, "not pinned")
+    assert "Enrolment code" not in result.output

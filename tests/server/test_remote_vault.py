@@ -140,7 +140,9 @@ def test_a_noun_not_served_says_so(keyed: Keyed) -> None:
     pin, _ = joined(keyed)
     vault = remote(keyed, pin, "alice")
     with pytest.raises(ConfigurationError, match="not served through a team server"):
-        vault.clients.list()
+        vault.policies.get("acme")
+    with pytest.raises(ConfigurationError, match=r"clients\.add"):
+        vault.clients.add("new", "New Ltd")
     with pytest.raises(ConfigurationError, match=r"engineers\.invite"):
         vault.engineers.invite("dave")
 
@@ -202,4 +204,22 @@ def test_an_engineer_adds_and_updates_a_secret_through_the_server(keyed: Keyed) 
     assert vault.checkouts.reveal("acme/remote-added", reason="T-3 check") == "pw remote 2"
     actions = [e.action for e in events(keyed.served)[before:]]
     assert actions[:3] == ["secret-create", "secret-view", "secret-update"]
+    assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_engineer_reads_clients_and_secrets_through_the_server(keyed: Keyed) -> None:
+    pin, passphrase = joined(keyed)
+    vault = remote(keyed, pin, "alice")
+    vault.engineers.unlock("alice", passphrase)
+    before = len(events(keyed.served))
+    assert sorted(c.slug for c in vault.clients.list()) == ["acme", "excl"]
+    assert vault.clients.show("excl").name == "Exclusive Ltd"
+    listed = vault.secrets.list("excl")
+    assert [s.name for s in listed][:2] == ["sw01", "sw02"] and all(s.client == "excl" for s in listed)
+    assert {s.client for s in vault.secrets.list()} == {"acme", "excl"}
+    shown = vault.secrets.show("excl/sw01")
+    assert (shown.host, shown.username) == ("sw01.excl-lan.example", "netops-4410")
+    assert [v.version for v in vault.secrets.history("acme/fw01")][:1] == [1]
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions == ["client-list", "client-view", "secret-list", "secret-list", "secret-view", "secret-history"]
     assert keyed.served.admin.audit.verify().ok

@@ -34,6 +34,7 @@ from vault.authority.purge_requests import (
     NOTHING_MATCHES,
     PREVIEW,
     SECRET_COUNTS,
+    PurgedVersion,
     PurgePart,
     PurgeRequest,
     PurgeRows,
@@ -61,6 +62,10 @@ class DataKeys(Protocol):
 
     def client_key(self, client_id: int, version: int) -> bytes: ...
     def forget(self, client_id: int) -> None: ...
+
+    def inner(self, client_id: int, v: PurgedVersion) -> bytes:
+        """``v``'s wrapped data key without the server's layer (on the server's host, with its key
+        file), else as stored."""
 
 
 class PurgeTransport(Protocol):
@@ -289,7 +294,8 @@ class PurgeKeyholder:
                 raise UntrustedRecord("the authority drafted a version of a secret not asked for")
             seen.add((v.secret_id, v.version))
             key = self.data_keys.client_key(part.client_id, v.key_version)
-            dek = blobs.unwrap_data_key(key, v.key_version, v.wrapped_dek, part.client_id, v.secret_id, v.version)
+            wrapped = self.data_keys.inner(part.client_id, v)
+            dek = blobs.unwrap_data_key(key, v.key_version, wrapped, part.client_id, v.secret_id, v.version)
             out.append(_data_key_fingerprint(dek))
         return tuple(out)
 

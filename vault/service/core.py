@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -64,6 +65,9 @@ class Core:
     # On the team server's host: the server key that signs an admin's work in format 3
     # (authority/local_events.py); None elsewhere.
     server_key: ServerSigningKey | None = None
+    # and the server layer of its key file (``vault.server.layer.ServerLayer``), which a purge there
+    # removes from the data keys it fingerprints; None elsewhere
+    host_layer: Any = None
 
     def __init__(
         self,

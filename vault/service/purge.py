@@ -24,13 +24,14 @@ from sqlalchemy import select, text
 
 from vault.authority.purge import PurgeAuthority
 from vault.authority.purge_receipts import ReceiptAuthority
-from vault.authority.purge_requests import REQUEST_REF, SECRET
+from vault.authority.purge_requests import REQUEST_REF, SECRET, PurgedVersion
 from vault.errors import InvalidInput, StoreUnavailable
 from vault.keyholder.purge import PurgeKeyholder
 from vault.service.policyparts import CallerTrust, ClientLookup, Recorder, SigningKeys
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.storage import models as m
 from vault.storage.engine import is_sqlite
+from vault.storage.rows import VersionRow
 from vault.transport.https_purge import HttpsPurgeTransport
 from vault.transport.purge import InProcessPurgeTransport
 
@@ -72,6 +73,14 @@ class _DataKeys:
     def forget(self, client_id: int) -> None:
         for cached in [k for k in self._keys.client_keys if k[0] == client_id]:
             del self._keys.client_keys[cached]
+
+    def inner(self, client_id: int, v: PurgedVersion) -> bytes:
+        layer = self._core.host_layer  # on the server's host: the key file's master key
+        if layer is None:
+            return v.wrapped_dek
+        row = VersionRow(v.version, v.key_version, v.wrapped_dek, b"", b"")
+        with self._core.store.read() as s:
+            return bytes(layer.unlayered(s, self._core.vid(s), client_id, v.secret_id, row).wrapped_dek)
 
 
 class Purge:

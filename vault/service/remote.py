@@ -38,35 +38,27 @@ from vault.authority.requests import BREAK, CHECKIN, Caller
 from vault.crypto import keyrecord
 from vault.errors import (
     AccessDenied,
-    ConfigurationError,
     GrantExpired,
     InvalidInput,
     NotFound,
     UntrustedRecord,
 )
-from vault.keyholder import clients as client_keyholder
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
-from vault.keyholder.clients import ClientKeyholder
-from vault.keyholder.grant_list import Confirms, GrantListKeyholder
-from vault.keyholder.secrets import SecretContext, SecretKeyholder
-from vault.records import CheckoutInfo, GrantInfo, Revealed, SecretInfo, SessionInfo
+from vault.records import CheckoutInfo, Revealed, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import MAX_REASON, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
-from vault.service.secrets import UNSET, composer, new_metadata, opened_info, update_changes
 from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.transport.https_grants import HttpsGrantListTransport
-from vault.transport.https_secrets import HttpsSecretTransport
 
 __all__ = ["RemoteVault"]
-
-NOT_SERVED_HINT = "run it where the vault's database is (credvault --db URL ...), or ask an admin"
 
 
 class RemoteLookup:
@@ -115,16 +107,6 @@ class RemoteLookup:
             if row.engineer_id == me.engineer_id and row.client_id not in ids:
                 ids.append(row.client_id)
         return ids
-
-
-class _Noun:
-    """A noun of ``RemoteVault``: a method it does not serve says so (``ConfigurationError``)."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        noun = type(self).__name__.removeprefix("Remote").lower()
-        raise ConfigurationError(f"`{noun}.{name}` is not served through a team server yet", hint=NOT_SERVED_HINT)
 
 
 class RemoteEngineers(_Noun):
@@ -209,6 +191,10 @@ class RemoteCheckouts(_Noun):
     def __repr__(self) -> str:
         return "RemoteCheckouts()"
 
+    def context(self, slug: str) -> ClientContext:
+        """The verified key context of the client ``slug`` names (learned once per session)."""
+        return self.keyholder.context(self.keys.me(), slug, fresh=False)
+
     def reveal(
         self, ref: str, field: str = "password", *, version: int | None = None, reason: str | None = None
     ) -> str:
@@ -257,117 +243,6 @@ class RemoteCheckouts(_Noun):
         return self.checkins.list()
 
 
-class _ClientNames:
-    """``RemoteLookup`` as the client keyholder's lookup asks: a client's id and slug by its slug."""
-
-    def __init__(self, lookup: RemoteLookup) -> None:
-        self.lookup = lookup
-
-    def context(self, slug: str) -> client_keyholder.ClientContext:
-        assert self.lookup.keyholder is not None
-        ctx = self.lookup.keyholder.context(self.lookup.keys.me(), slug, fresh=False)
-        return client_keyholder.ClientContext(ctx.client_id, ctx.slug, ctx.slug_tag, ctx.slug_blob)
-
-    def slug_tag(self, slug: str) -> bytes | None:
-        return None  # an engineer's: clients are named by id
-
-
-class _NoHistory:
-    """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
-
-    def confirmations(self, client_ids: set[int]) -> Confirms:
-        raise ConfigurationError(
-            "an admin's grant listing is not served through a team server yet", hint=NOT_SERVED_HINT
-        )
-
-
-class RemoteGrants(_Noun):
-    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here."""
-
-    def __init__(self, checkouts: RemoteCheckouts, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
-        keys = checkouts.keys
-        assert isinstance(checkouts.keyholder.lookup, RemoteLookup)
-        lookup = _ClientNames(checkouts.keyholder.lookup)
-        clients = ClientKeyholder(None, keys, lookup, keys.client_keys, clock, lambda: keys.slugs)  # type: ignore[arg-type]
-        self.keys = keys
-        self.keyholder = GrantListKeyholder(HttpsGrantListTransport(https), keys, lookup, clients, _NoHistory(), clock)
-
-    def __repr__(self) -> str:
-        return "RemoteGrants()"
-
-    def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
-        self.keys.me()
-        return self.keyholder.list(engineer=engineer, client=client)
-
-
-class _SecretNames(_ClientNames):
-    """``RemoteLookup`` as the secrets' keyholder asks: the client's id, slug and lookup key."""
-
-    def context(self, slug: str) -> SecretContext:  # type: ignore[override]
-        assert self.lookup.keyholder is not None
-        ctx = self.lookup.keyholder.context(self.lookup.keys.me(), slug, fresh=False)
-        return SecretContext(ctx.client_id, ctx.slug, ctx.slug_tag, ctx.slug_blob, ctx.lookup_key)
-
-
-class RemoteSecrets(_Noun):
-    """``secrets.add`` and ``secrets.update`` (with a new password) through the server's drafts."""
-
-    def __init__(self, checkouts: RemoteCheckouts, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
-        keys = checkouts.keys
-        assert isinstance(checkouts.keyholder.lookup, RemoteLookup)
-        lookup = _SecretNames(checkouts.keyholder.lookup)
-        self.keys = keys
-        self.keyholder = SecretKeyholder(HttpsSecretTransport(https), keys, lookup, keys.client_keys, clock)
-
-    def __repr__(self) -> str:
-        return "RemoteSecrets()"
-
-    def add(
-        self,
-        ref: str,
-        *,
-        password: str,
-        kind: str = "other",
-        username: str | None = None,
-        url: str | None = None,
-        host: str | None = None,
-        note: str | None = None,
-        fields: dict[str, str] | None = None,
-        sensitive_fields: dict[str, str] | None = None,
-        public_fields: dict[str, str] | None = None,
-    ) -> SecretInfo:
-        metadata = new_metadata(
-            ref, password, kind, username=username, url=url, host=host, note=note, fields=fields,
-            sensitive_fields=sensitive_fields, public_fields=public_fields,
-        )  # fmt: skip
-        self.keys.me()
-        return opened_info(self.keyholder.add(ref, kind=kind, password=password, metadata=metadata))
-
-    def update(
-        self,
-        ref: str,
-        *,
-        password: str | None = None,
-        username: Any = UNSET,
-        url: Any = UNSET,
-        host: Any = UNSET,
-        note: Any = UNSET,
-        fields: dict[str, str] | None = None,
-        kind: str | None = None,
-        sensitive_fields: dict[str, str] | None = None,
-        public_fields: dict[str, str] | None = None,
-    ) -> SecretInfo:
-        if password is None:
-            raise ConfigurationError(
-                "an update that keeps the password is not served through a team server yet",
-                hint="give the new password (--password-stdin or --generate), or run it where the database is",
-            )
-        changes = update_changes(password, kind, username, url, host, note, sensitive_fields, public_fields)
-        compose = composer(password, changes, fields, kind)
-        self.keys.me()
-        return opened_info(self.keyholder.update(ref, kind=kind, password_changed=True, compose=compose))
-
-
 class RemoteVault:
     """An engineer's vault through a pinned team server (module docstring)."""
 
@@ -388,8 +263,10 @@ class RemoteVault:
         )
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
-        self.grants = RemoteGrants(self.checkouts, self.https, clock)
-        self.secrets = RemoteSecrets(self.checkouts, self.https, clock)
+        contexts, keys = self.checkouts.context, self.keyholder
+        self.grants = RemoteGrants(keys, self.https, contexts, clock)
+        self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
+        self.clients = RemoteClients(keys, self.https, contexts, clock)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
@@ -407,4 +284,4 @@ class RemoteVault:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        raise ConfigurationError(f"`{name}` is not served through a team server yet", hint=NOT_SERVED_HINT)
+        raise not_served(name)

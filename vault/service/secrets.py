@@ -42,6 +42,7 @@ from vault.service import listing, secretparts, validation
 from vault.service.records import SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
+from vault.storage.rows import VersionRow
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -206,6 +207,9 @@ class Secrets:
     def open(self, s: Session, client: HasId, secret: HasId, row: VersionRecord) -> OpenedVersion:
         """A version's metadata and data key, under the client key held (keyholder/versions.py)."""
         client_key = self.keys.client_key(s, client.id, row.key_version)
+        layer = self.core.host_layer  # on the team server's host, with its key file: the layer comes off here
+        if layer is not None:
+            row = layer.unlayered(s, self.core.vid(s), client.id, secret.id, VersionRow(*_version_fields(row)))
         return versions.open_metadata(client_key, client.id, secret.id, row)
 
     @staticmethod
@@ -425,3 +429,7 @@ def opened_history(opened: OpenedSecret) -> builtins.list[VersionInfo]:
         VersionInfo(r.version, r.created_at, r.created_by, r.key_version, r.version == current)
         for r in opened.rows.history
     ]
+
+
+def _version_fields(row: VersionRecord) -> tuple[int, int, bytes, bytes, bytes]:
+    return row.version, row.key_version, row.wrapped_dek, row.password_blob, row.metadata_blob

@@ -1,0 +1,177 @@
+"""``RemoteVault``'s reading and writing nouns: grants, secrets and clients through a team server.
+
+Each is the in-process API's keyholder over the HTTPS transports, its lookups store-less
+(``remote_reads.py``): a client is named by the context the checkout keyholder learned for its
+slug (``RemoteCheckouts.context``: the id among the engineer's grants, verified, its slug opened
+here). What the keyholders answer becomes the same records ``Vault`` returns. A method not served
+through a server raises ``ConfigurationError`` saying where it runs (``_Noun``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from vault.errors import ConfigurationError
+from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
+from vault.service import validation
+from vault.service.remote_reads import (
+    ContextClientLookup,
+    Contexts,
+    grant_client_ids,
+    remote_client_keyholder,
+    remote_secret_keyholders,
+)
+from vault.service.remotekeys import RemoteKeys
+from vault.service.secrets import (
+    _BY_REF,
+    UNSET,
+    Secrets,
+    composer,
+    new_metadata,
+    opened_history,
+    opened_info,
+    update_changes,
+)
+from vault.transport.https import HttpsTransport
+from vault.transport.https_grants import HttpsGrantListTransport
+
+NOT_SERVED_HINT = "run it where the vault's database is (credvault --db URL ...), or ask an admin"
+
+
+def not_served(what: str) -> ConfigurationError:
+    return ConfigurationError(f"`{what}` is not served through a team server yet", hint=NOT_SERVED_HINT)
+
+
+class _Noun:
+    """A noun of ``RemoteVault``: a method it does not serve says so (``ConfigurationError``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise not_served(f"{type(self).__name__.removeprefix('Remote').lower()}.{name}")
+
+
+class _NoHistory:
+    """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
+
+    def confirmations(self, client_ids: set[int]) -> Confirms:
+        raise not_served("grants.list (an admin's)")
+
+
+class RemoteGrants(_Noun):
+    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here."""
+
+    def __init__(
+        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+    ) -> None:
+        clients = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
+        self.keys = keys
+        self.keyholder = GrantListKeyholder(
+            HttpsGrantListTransport(https), keys, ContextClientLookup(contexts), clients, _NoHistory(), clock
+        )
+
+    def __repr__(self) -> str:
+        return "RemoteGrants()"
+
+    def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
+        self.keys.me()
+        return self.keyholder.list(engineer=engineer, client=client)
+
+
+class RemoteClients(_Noun):
+    """``clients.list`` and ``clients.show`` through the server (format-3 events appended there)."""
+
+    def __init__(
+        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self.keys = keys
+        self.keyholder = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
+
+    def __repr__(self) -> str:
+        return "RemoteClients()"
+
+    def list(self) -> builtins.list[ClientInfo]:
+        self.keys.me()
+        return self.keyholder.list()
+
+    def show(self, slug: str) -> ClientInfo:
+        validation.client_slug(slug)
+        self.keys.me()
+        return self.keyholder.show(slug)
+
+
+class RemoteSecrets(_Noun):
+    """``secrets.*`` through the server: show, history, list; add and update (with a new password) by drafts."""
+
+    def __init__(
+        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+    ) -> None:
+        granted = grant_client_ids(keys, keys.client_keys, https)
+        self.keys = keys
+        self.keyholder, self.listing = remote_secret_keyholders(keys, keys.client_keys, https, contexts, granted, clock)
+
+    def __repr__(self) -> str:
+        return "RemoteSecrets()"
+
+    def show(self, ref: str) -> SecretInfo:
+        self.keys.me()
+        return opened_info(self.keyholder.show(ref))
+
+    def history(self, ref: str) -> builtins.list[VersionInfo]:
+        self.keys.me()
+        return opened_history(self.keyholder.history(ref))
+
+    def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
+        self.keys.me()
+        _scope, out = self.listing.listed(client, Secrets.info)  # its event committed on the server first
+        out.sort(key=_BY_REF)
+        return out
+
+    def add(
+        self,
+        ref: str,
+        *,
+        password: str,
+        kind: str = "other",
+        username: str | None = None,
+        url: str | None = None,
+        host: str | None = None,
+        note: str | None = None,
+        fields: dict[str, str] | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        metadata = new_metadata(
+            ref, password, kind, username=username, url=url, host=host, note=note, fields=fields,
+            sensitive_fields=sensitive_fields, public_fields=public_fields,
+        )  # fmt: skip
+        self.keys.me()
+        return opened_info(self.keyholder.add(ref, kind=kind, password=password, metadata=metadata))
+
+    def update(
+        self,
+        ref: str,
+        *,
+        password: str | None = None,
+        username: Any = UNSET,
+        url: Any = UNSET,
+        host: Any = UNSET,
+        note: Any = UNSET,
+        fields: dict[str, str] | None = None,
+        kind: str | None = None,
+        sensitive_fields: dict[str, str] | None = None,
+        public_fields: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        if password is None:
+            raise ConfigurationError(
+                "an update that keeps the password is not served through a team server yet",
+                hint="give the new password (--password-stdin or --generate), or run it where the database is",
+            )
+        changes = update_changes(password, kind, username, url, host, note, sensitive_fields, public_fields)
+        compose = composer(password, changes, fields, kind)
+        self.keys.me()
+        return opened_info(self.keyholder.update(ref, kind=kind, password_changed=True, compose=compose))
