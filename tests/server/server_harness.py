@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.transport.https import HttpsTransport
 from vault.wire import httpsig
+from vault.wire.authlimits import AuthenticationLimits
 from vault.wire.httpsig import MemoryNonceStore
 from vault.wire.nonces import DbNonceStore
 
@@ -251,12 +252,29 @@ def keyholder(served: Served, vault: Any, url: str | None = None) -> tuple[Check
 
 
 @contextlib.contextmanager
-def server_with(keyed: Keyed, test_ca: CertificateFiles, layer: ServerLayer | None) -> Iterator[Served]:
-    """Another server on ``keyed``'s database, signing with its key, with ``layer`` (the server layer)."""
+def server_with(
+    keyed: Keyed,
+    test_ca: CertificateFiles,
+    layer: ServerLayer | None,
+    *,
+    keyless: bool = False,
+    key: ServerSigningKey | None = None,
+    limits: Callable[[Store], AuthenticationLimits] | None = None,
+) -> Iterator[Served]:
+    """Another server on ``keyed``'s database, signing with its key (``key`` if given; none if
+    ``keyless``), with ``layer`` (the server layer) and the limits ``limits`` makes over its store."""
     served, store, sock = keyed.served, Store(keyed.served.db_url), loopback_socket()
     port = sock.getsockname()[1]
     url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, layer=layer)
+    signing = None if keyless else key or keyed.key
+    app = build_app(
+        store,
+        public_url=url,
+        nonce_store=DbNonceStore(store),
+        server_key=signing,
+        layer=layer,
+        limits=limits(store) if limits is not None else None,
+    )
     options = ServeOptions(
         served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
     )

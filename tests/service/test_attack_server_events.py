@@ -580,3 +580,159 @@ def test_details_sealed_by_the_keyholder_for_its_request_are_shown_and_only_with
     assert entries[shown].details["reason"] == "T-42"
     assert not entries[moved].readable and "reason" not in (entries[moved].details or {})
     eve.close()
+
+
+# -- the server's own events: auth-refused (docs/server.md §3, "Failed authentication") -------------
+
+
+def _auth_refused(team: Any, facts: Facts, who: str = "eve", *, count: int = 20, window: int = 1_733_400_000) -> int:
+    """The server's ``auth-refused`` about ``who`` (no request: the requests were refused); its seq."""
+    eid = facts.engineers[who][0]
+    journal = server_journal(team.admin, ServerSigningKey(1, SigningKey(facts.server_seed)))
+    with team.admin.store.transaction() as s:
+        event = journal.append_server_event(
+            s, "auth-refused", engineer_id=eid, public={"count": count, "window_start": window}
+        )
+        return int(event.seq)
+
+
+def _resign_last(team: Any, facts: Facts, seq: int) -> None:
+    """A compromised server (it holds the server key) rehashes the last event and signs it again."""
+    _rehash_last(team, seq)
+    with team.admin.store.transaction() as s:
+        e = s.get(m.AuditEvent, seq)
+        e.signature = ServerSigningKey(1, SigningKey(facts.server_seed)).sign_event(team.admin.vault_id(), seq, e.hash)
+
+
+def test_auth_refused_events_verify_in_full_from_an_anchor_in_workers_and_show_in_the_log(
+    world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Two windows' events about eve and one about bob (removed: an event about, not by, him),
+    among eve's requests: verified without any request, in every way the chain is read."""
+    team, facts = world
+    first = _auth_refused(team, facts, "eve")
+    _append(team, facts, "eve", _signed(team, facts, "eve"))
+    second = _auth_refused(team, facts, "eve", window=1_733_400_600)
+    about_bob = _auth_refused(team, facts, "bob", count=3)
+    for _ in range(6):
+        _append(team, facts, "eve", _signed(team, facts, "eve"))
+    assert team.admin.audit.verify().ok
+    with team.admin.store.transaction() as s:
+        e = s.get(m.AuditEvent, first)
+        anchor = (first, bytes(e.hash))
+        shape = (e.key_generation, e.client_id, e.request_id, e.request_sig, e.server_key_version)
+        assert shape == (0, None, None, None, 1)
+        assert e.details_json == '{"count": 20, "window_start": 1733400000}'
+    assert team.admin.audit.verify(since=anchor).ok
+    assert team.admin.audit.verify(since=(first - 1, _hash_of(team, first - 1))).ok
+    monkeypatch.setattr(chain, "PARALLEL_THRESHOLD", 3)
+    assert team.admin.audit.verify(workers=2).ok
+    shown = {e.seq: e for e in team.admin.audit.log()}
+    assert [(shown[q].action, shown[q].engineer) for q in (first, second, about_bob)] == [
+        ("auth-refused", "eve"),
+        ("auth-refused", "eve"),
+        ("auth-refused", "bob"),
+    ]
+    assert shown[first].details == {"count": 20, "window_start": 1_733_400_000} and shown[first].readable
+    assert team.admin.audit.log(engineer="bob")[-1].seq == about_bob
+
+
+def _hash_of(team: Any, seq: int) -> bytes:
+    with team.admin.store.transaction() as s:
+        return bytes(s.get(m.AuditEvent, seq).hash)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("details_json", '{"count": 2, "window_start": 1733400000}'),
+        ("engineer_id", 1),
+        ("key_generation", 1),
+        ("action", "unlock"),
+        ("signature", bytes(64)),
+        ("server_key_version", None),
+    ],
+)
+def test_an_auth_refused_event_rewritten_by_a_dba_is_named(world, column: str, value: Any) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    seq = _auth_refused(team, facts)
+    _append(team, facts, "eve", _signed(team, facts, "eve"))
+    _rewrite(team, seq, **{column: value})
+    _refused_at(team, seq)
+
+
+@pytest.mark.parametrize("column", ["details_json", "engineer_id"])
+def test_an_auth_refused_event_rewritten_and_rehashed_by_a_dba_fails_the_server_signature(world, column: str) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    seq = _auth_refused(team, facts)
+    new = {"details_json": '{"count": 99, "window_start": 1733400000}', "engineer_id": facts.engineers[ADMIN][0]}
+    _rewrite(team, seq, **{column: new[column]})
+    _rehash_last(team, seq)
+    assert "server signature is invalid" in _refused_at(team, seq)
+
+
+def test_a_dba_cannot_turn_an_engineers_event_into_the_servers_own(world) -> None:  # type: ignore[no-untyped-def]
+    """eve's checkout made to look like an auth-refused (its request dropped, which would hide
+    it from the request checks): the server's signature no longer covers it."""
+    team, facts = world
+    seq = _append(team, facts, "eve", _signed(team, facts, "eve"))
+    _rewrite(
+        team,
+        seq,
+        action="auth-refused",
+        key_generation=0,
+        client_id=None,
+        secret_id=None,
+        details_json='{"count": 20, "window_start": 1733400000}',
+        request_id=None,
+        request_digest=None,
+        request_sig=None,
+        request_body=None,
+    )
+    _rehash_last(team, seq)
+    assert "server signature is invalid" in _refused_at(team, seq)
+
+
+def test_an_auth_refused_event_signed_by_an_uncertified_key_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    seq = _auth_refused(team, facts)
+    with team.admin.store.transaction() as s:
+        e = s.get(m.AuditEvent, seq)
+        e.signature = ServerSigningKey.generate(1).sign_event(team.admin.vault_id(), seq, e.hash)
+    assert "server signature is invalid" in _refused_at(team, seq)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"key_generation": 1}, "no key generation"),
+        ({"engineer_id": None}, "names one engineer"),
+        ({"client_id": 1}, "no client, secret or sealed details"),
+        ({"details_blob": b"sealed"}, "no client, secret or sealed details"),
+        ({"request_id": bytes(16)}, "keeps no request"),
+        ({"request_sig": "POST h /v1/checkouts/checkout\na\nb"}, "keeps no request"),
+        ({"details_json": '{"count": 20}'}, "not the server's auth-refused facts"),
+        ({"details_json": '{"count": 20, "window_start": 1, "reason": "x"}'}, "not the server's auth-refused facts"),
+        ({"details_json": '{"count": -1, "window_start": 1}'}, "not the server's auth-refused facts"),
+        ({"details_json": '{"count": true, "window_start": 1}'}, "not the server's auth-refused facts"),
+        ({"details_json": "[20]"}, "not the server's auth-refused facts"),
+        ({"details_json": None}, "not the server's auth-refused facts"),
+    ],
+)
+def test_an_auth_refused_event_out_of_shape_is_named_though_the_server_signed_it(world, values, problem) -> None:  # type: ignore[no-untyped-def]
+    """Its shape is fixed: even the server's signature does not make another one acceptable."""
+    team, facts = world
+    seq = _auth_refused(team, facts)
+    _rewrite(team, seq, **values)
+    _resign_last(team, facts, seq)
+    assert problem in _refused_at(team, seq)
+
+
+def test_a_server_journal_appends_on_its_own_only_the_servers_actions(world) -> None:  # type: ignore[no-untyped-def]
+    team, facts = world
+    journal = server_journal(team.admin, ServerSigningKey(1, SigningKey(facts.server_seed)))
+    with pytest.raises(InvalidInput), team.admin.store.transaction() as s:
+        journal.append_server_event(s, "checkout", engineer_id=facts.engineers["eve"][0], public={"count": 1})
+    with pytest.raises(InvalidInput):  # and no request's route appends auth-refused
+        _append(team, facts, "eve", _signed(team, facts, "eve"), "auth-refused")
+    assert team.admin.audit.verify().ok

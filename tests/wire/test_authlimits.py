@@ -347,3 +347,75 @@ def _refusal_in(limits: AuthenticationLimits, engineer_id: int, address: str, un
     with pytest.raises(RateLimited) as caught:
         limits.check(engineer_id, address, unit)  # type: ignore[arg-type]
     return caught.value
+
+
+# --- the hook of the engineer's trip (the server's auth-refused event) -----------------------------
+
+
+class _Hook:
+    """Records each call, in its unit (a row written there shows it committed with the count)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        self.fail = fail
+
+    def __call__(self, session: object, engineer_id: int, count: int, window_start: int) -> None:
+        self.calls.append((engineer_id, count, window_start))
+        if self.fail:
+            raise ConfigurationError("the server key is not the vault's active key")
+
+
+def test_the_hook_runs_once_at_the_trip_in_the_unit_that_counts_it(
+    limits: AuthenticationLimits, db_store: storage.Store, clock: FakeClock
+) -> None:
+    hook = _Hook()
+    for n in range(25):
+        limits.record_failure(ALICE, f"198.51.100.{n}", hook)
+    assert hook.calls == [(ALICE, 20, NOW)]
+    clock.now += 600
+    for n in range(20):
+        limits.record_failure(ALICE, f"192.0.2.{n}", hook)
+    assert hook.calls == [(ALICE, 20, NOW), (ALICE, 20, NOW + 600)]  # once per window
+    assert _counts(db_store) == [(ALICE, NOW, 25), (ALICE, NOW + 600, 20)]
+
+
+def test_a_hook_that_fails_leaves_the_failure_counted_and_the_trip_reported(
+    limits: AuthenticationLimits, db_store: storage.Store
+) -> None:
+    """The event could not be appended: the limit holds all the same (never lost to the journal)."""
+    hook = _Hook(fail=True)
+    for n in range(19):
+        assert limits.record_failure(ALICE, f"198.51.100.{n}", hook) == ()
+    assert limits.record_failure(ALICE, "198.51.100.19", hook) == (Trip(ENGINEER, ALICE, 20),)
+    assert hook.calls == [(ALICE, 20, NOW)]
+    assert _counts(db_store) == [(ALICE, NOW, 20)]  # counted once, though its first unit rolled back
+    _refusal(limits, ALICE, "192.0.2.1")
+
+
+def test_concurrent_failures_call_the_hook_once(db_url: str, clock: FakeClock) -> None:
+    stores = [storage.Store(db_url) for _ in range(4)]
+    hook, lock, errors = _Hook(), threading.Lock(), []
+
+    def locked(session: object, engineer_id: int, count: int, window_start: int) -> None:
+        with lock:
+            hook(session, engineer_id, count, window_start)
+
+    def attempts(store: storage.Store, worker: int) -> None:
+        server = AuthenticationLimits(AddressLimit(), EngineerLimit(store), clock)
+        for n in range(6):
+            try:
+                server.record_failure(ALICE, f"192.0.2.{worker * 10 + n}", locked)
+            except VaultError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=attempts, args=(store, i)) for i, store in enumerate(stores)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == [] and hook.calls == [(ALICE, 20, NOW)]
+        assert _counts(stores[0]) == [(ALICE, NOW, 24)]
+    finally:
+        for store in stores:
+            store.close()

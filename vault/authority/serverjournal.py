@@ -30,7 +30,7 @@ from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import ConfigurationError, InvalidInput
 from vault.storage import models as m
-from vault.wire.eventrequest import RecordedRequest, allows, operation_of, parse_sig
+from vault.wire.eventrequest import SERVER_ACTIONS, RecordedRequest, allows, operation_of, parse_sig
 
 
 class ServerSeal:
@@ -89,6 +89,38 @@ class ServerJournal:
             raise InvalidInput("the request's route does not append this action")
         if (details_blob is None) != (key_version is None):
             raise InvalidInput("sealed details name the audit key version they are sealed under")
+        return self._write(
+            s,
+            action,
+            request,
+            engineer_id,
+            key_generation,
+            (client_id, secret_id, key_version, details_blob),
+            json.dumps(public, sort_keys=True) if public else None,
+        )
+
+    def append_server_event(self, s: Session, action: str, *, engineer_id: int, public: dict[str, int]) -> m.AuditEvent:
+        """Append one event the server makes on its own (``SERVER_ACTIONS``: ``auth-refused``):
+        no request, no key generation (0), no client; ``public`` its facts. Whatever the engineer's
+        state: it is about them, not by them (docs/format.md §8.2, the verifier's
+        ``server_event_problem``)."""
+        if action not in SERVER_ACTIONS:
+            raise InvalidInput("not an event the server appends on its own")
+        details = json.dumps(public, sort_keys=True)
+        return self._write(s, action, None, engineer_id, 0, (None, None, None, None), details)
+
+    def _write(
+        self,
+        s: Session,
+        action: str,
+        request: RecordedRequest | None,
+        engineer_id: int,
+        key_generation: int,
+        target: tuple[int | None, int | None, int | None, bytes | None],
+        details_json: str | None,
+    ) -> m.AuditEvent:
+        """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any)."""
+        client_id, secret_id, key_version, details_blob = target
         vault_id = self.core.info(s).vault_id
         self.seal.check_active(s)
         found = lock_head(s, engineer_id)
@@ -99,12 +131,14 @@ class ServerJournal:
         else:
             head, after = found.head, found.after
             # the engineer as of the head lock: removed or re-keyed since the request was checked, no
-            # event (an enrolment's engineer is not active yet: its unit holds their row's lock)
-            if action not in NOT_YET_ACTIVE:
+            # event (an enrolment's engineer is not active yet: its unit holds their row's lock); the
+            # server's own events are about an engineer, not by one: whatever their state
+            if request is not None and action not in NOT_YET_ACTIVE:
                 check_still_current(found.status, found.generation, key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
-        details_json = json.dumps(public, sort_keys=True) if public else None
+        request_id = request.request_id if request is not None else None
+        request_digest = request.digest if request is not None else None
         digest = chain.event_hash_v3(
             vault_id,
             seq,
@@ -117,8 +151,8 @@ class ServerJournal:
             key_version,
             details_blob,
             details_json,
-            request_id=request.request_id,
-            request_digest=request.digest,
+            request_id=request_id,
+            request_digest=request_digest,
             prev_hash=head.hash,
         )
         event = m.AuditEvent(
@@ -135,10 +169,10 @@ class ServerJournal:
             prev_hash=head.hash,
             hash=digest,
             signature=self.seal.sign(vault_id, seq, digest),
-            request_id=request.request_id,
-            request_digest=request.digest,
-            request_sig=request.sig,
-            request_body=request.body,
+            request_id=request_id,
+            request_digest=request_digest,
+            request_sig=request.sig if request is not None else None,
+            request_body=request.body if request is not None else None,
             server_key_version=self.seal.version,
         )
         s.add(event)

@@ -74,9 +74,15 @@ def event_hash_v1(vault_id: bytes, seq: int, *fields: ContextItem, prev_hash: by
 
 
 def event_hash_v3(
-    vault_id: bytes, seq: int, *fields: ContextItem, request_id: bytes, request_digest: bytes, prev_hash: bytes
+    vault_id: bytes,
+    seq: int,
+    *fields: ContextItem,
+    request_id: bytes | None,
+    request_digest: bytes | None,
+    prev_hash: bytes,
 ) -> bytes:
-    """The hash of a format-3 event (appended by the team server, docs/format.md §8.2)."""
+    """The hash of a format-3 event (appended by the team server, docs/format.md §8.2); an event
+    the server appends on its own keeps no request (both None)."""
     return p.sha256(typed_ctx(LABEL_AUDIT_EVENT_V3, vault_id, seq, *fields, request_id, request_digest, prev_hash))
 
 

@@ -28,7 +28,10 @@ Per event, beyond its hash and signature (docs/format.md §8):
   caller under the organisation key) dated no earlier than its certificate, the engineer's
   request it keeps (``eventrequest.request_problem``) under the key of the event's engineer
   and generation within that key's lifetime, no two events of one (engineer, request id,
-  action), and no event of format 1 or 2 after one of format 3 (a downgrade).
+  action), and no event of format 1 or 2 after one of format 3 (a downgrade). An event the
+  server appends on its own (``eventrequest.SERVER_ACTIONS``: ``auth-refused``) keeps no
+  request: its server signature vouches for it, and its shape is fixed
+  (``eventrequest.server_event_problem``).
 
 The first event of a run is checked against the run before it by the caller, as for its
 link: ``RangeResult`` carries its time and format and those of the last good event.
@@ -50,7 +53,7 @@ from sqlalchemy.engine import Dialect
 from vault.authority.journal import LEGACY_UNSIGNED_ACTIONS, LOCAL_ACTIONS, UNSIGNED_ACTIONS
 from vault.crypto import chain
 from vault.storage import models as m
-from vault.wire.eventrequest import EVENT_WINDOW, request_problem
+from vault.wire.eventrequest import EVENT_WINDOW, SERVER_ACTIONS, request_problem, server_event_problem
 
 NEVER = 2**63
 # Per (engineer id, key generation): the signing key and the sequence numbers it signs in,
@@ -167,6 +170,9 @@ def server_problem(
         return "it is dated before its server key was certified"
     if signature is None or not codec.server_signature_valid(server[0], signature, version, seq, digest):
         return "its server signature is invalid"
+    if action in SERVER_ACTIONS:  # the server's own event: its signature vouches, no request
+        sealed = row[6], row[7], row[8], row[9]  # secret_id, key_version, details_blob, details_json
+        return server_event_problem(engineer_id, generation, action, client_id, *sealed, row[13:17])
     entry = keys.get((engineer_id, generation))
     if action == "enroll":  # its request is signed by the key it enrols, before that key's certification
         public = _enrolled_key(entry, row[9], seq)
@@ -293,7 +299,7 @@ def check_rows(
         if problem is None:
             if fmt == 3:
                 problem = server_problem(row, codec, keys, servers, seq, digest)
-                if problem is None:
+                if problem is None and action not in SERVER_ACTIONS:
                     problem = requests.add((engineer_id, row[13], action), seq, at_us, prev_hash)
             elif signature is None:
                 if action not in (UNSIGNED_ACTIONS if fmt == 2 else LEGACY_UNSIGNED_ACTIONS):

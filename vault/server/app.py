@@ -12,7 +12,9 @@ the signature (401, ``authentication.Authenticator``: the digest of the bytes re
 before anything parses them), the envelope (400: strict canonical JSON whose ``type`` names
 this route), the handler. Its answer is the canonical envelope ``<noun>.<operation>.response``
 with the request's ``request_id``. Middleware, outermost first: the access log (and the
-request id), the catch-all (500 ``internal``: the log names the class only), the body limit.
+request id), the response signer (with a server key: every answer to a signed POST is signed,
+``response_signing``), the catch-all (500 ``internal``: the log names the class only), the
+body limit.
 Every refusal is problem+json (``problems``). ``debug=False``: no traceback is ever answered.
 """
 
@@ -46,6 +48,7 @@ from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
+from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
@@ -57,6 +60,7 @@ from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
 from vault.server.releases import ListingRelease
+from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.storage import models as m
@@ -64,7 +68,7 @@ from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
 from vault.wire import codec
-from vault.wire.authlimits import AuthenticationLimits, ClientAddresses
+from vault.wire.authlimits import AuthenticationLimits, ClientAddresses, OnTrip
 from vault.wire.eventrequest import record
 from vault.wire.httpsig import UNKNOWN_KEY, NonceStore
 
@@ -96,8 +100,9 @@ def build_app(
     (None: the first one it reads, then the signed chain from it); ``limits``: failed
     authentications counted per address (``addresses`` says which: the peer, or what a
     trusted proxy forwarded) and per engineer, checked before any signature (None: none);
-    ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it),
-    without which the checkout routes answer 503; ``layer``: the server layer (its master key),
+    ``server_key``: the server's signing key (format-3 events; ``/v1/identity`` names it; every
+    answer to a signed POST is signed with it, ``ResponseSigner``), without which the checkout
+    routes answer 503 and no answer is signed; ``layer``: the server layer (its master key),
     removed from the one data key a checkout releases once its event has committed."""
     organisation = PinnedOrganisation(org_pin)
     authenticator = Authenticator(store, organisation, nonce_store, public_url, clock)
@@ -125,8 +130,10 @@ def build_app(
         enrolment = EnrolmentRoutes(store, authenticator, ServerChecks(organisation, _utc(clock)), None, _utc(clock))
     if server_key is not None:
         identity_extra = _with_server_key(identity_extra, server_key, store)
-    guard = _Guard(limits, addresses or ClientAddresses())
+    refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
+    guard = _Guard(limits, addresses or ClientAddresses(), refusals)
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard, enrolment)
+    signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
     return Starlette(
         debug=False,
         routes=[
@@ -137,6 +144,7 @@ def build_app(
         ],
         middleware=[
             Middleware(AccessLog),
+            *signer,
             Middleware(CatchAll),
             Middleware(BodyLimit, default=max_body, routes=operations.body_limits()),
         ],
@@ -283,11 +291,14 @@ def _invited(call: Call) -> object:
 class _Guard:
     """Failed-authentication limits on the request path (docs/server.md §3): checked before the
     signature (429 ``RateLimited``), counted after a refusal; an unknown key counts for the
-    address only. A limit's first trip in its window is logged (engineer id and count; the
-    server-signed ``auth-refused`` event comes with the server's signing key)."""
+    address only. A limit's first trip in its window is logged (engineer id and count); an
+    engineer's, with a server key, also appends the server-signed ``auth-refused`` event in the
+    unit that counted it (``refusals``, ``auth_refusals.py``)."""
 
-    def __init__(self, limits: AuthenticationLimits | None, addresses: ClientAddresses) -> None:
-        self.limits, self.addresses = limits, addresses
+    def __init__(
+        self, limits: AuthenticationLimits | None, addresses: ClientAddresses, refusals: OnTrip | None = None
+    ) -> None:
+        self.limits, self.addresses, self.refusals = limits, addresses, refusals
 
     def before(self, scope: Scope, headers: list[tuple[str, str]]) -> tuple[str, int | None]:
         """(the client's address, the engineer the signature names, if any), after the check."""
@@ -305,7 +316,7 @@ class _Guard:
     def failed(self, address: str, engineer_id: int | None) -> None:
         if self.limits is None:
             return
-        for trip in self.limits.record_failure(engineer_id, address):
+        for trip in self.limits.record_failure(engineer_id, address, self.refusals):
             LOGGER.warning(
                 "authentication limit reached: %s, engineer %s, %d failures", trip.limit, trip.engineer_id, trip.count
             )

@@ -6,7 +6,8 @@
 
 The same noun methods as ``Vault`` for the engineer's everyday work, by the same keyholders
 (which verify every row the server answers), over ``HttpsTransport`` to a server this
-machine pinned (``serverpins.py``): ``engineers.unlock/lock/whoami``,
+machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
+signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
 ``secrets.add`` and ``secrets.update`` with a new password.
 The key record is opened here
@@ -256,7 +257,10 @@ class RemoteVault:
     ) -> None:
         self.pin = pin
         self.keyholder = RemoteKeys(sessions or MemorySessionStore(), pin.vault_id, engineer, clock)
-        self.https = HttpsTransport(pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport)
+        # every answer signed by the pinned server key, for its own request (docs/server.md §3)
+        self.https = HttpsTransport(
+            pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport, server_key=pin.server_key
+        )
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
         contexts, keys = self.checkouts.context, self.keyholder

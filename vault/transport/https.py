@@ -14,7 +14,12 @@ certificate) rather than the system's store; plain ``http://`` only to a loopbac
 A refusal comes back as problem+json and is raised again as the ``vault/errors.py`` class
 its ``error`` names, looked up in ``ERRORS`` (a whitelist: a name is never evaluated); an
 unknown name, ``internal`` or an answer that is not a problem becomes a plain ``VaultError``.
-Responses are not signed yet (the server key is another step): the TLS pin is the trust.
+With ``server_key`` (the pinned server key: its version and Ed25519 public key), every
+answer, 200 or problem+json, must carry the server's response signature under that key,
+bound to the status, the body and the signature of the request it answers
+(``wire/httpsig_response.py``); any other answer is refused (``UntrustedRecord``) before it
+is read. Without a pin the TLS pin is the only trust (a server run without a server key
+signs nothing).
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
-from vault.wire import codec, httpsig
+from vault.wire import codec, httpsig, httpsig_response
+from vault.wire.httpsig_response import PinnedServerKey
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -148,6 +154,7 @@ class HttpsTransport:
         ca_file: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        server_key: PinnedServerKey | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
@@ -158,6 +165,7 @@ class HttpsTransport:
             raise ConfigurationError("no pinned CA file for the server", hint="pass the server's CA certificate")
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
         self.keys, self.authority = keys, parts.netloc.lower()
+        self.server_key = _checked_pin(server_key)
         # httpcore writes the headers and the body apart: without TCP_NODELAY the body waits for
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
         transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
@@ -196,6 +204,11 @@ class HttpsTransport:
                     f"the server could not be reached ({type(error).__name__})",
                     hint="check the server URL, that it runs, and the pinned CA certificate",
                 ) from None
+        if self.server_key is not None:
+            answered = response.headers.multi_items()
+            httpsig_response.verify_response(
+                response.status_code, answered, response.content, signed["Signature"], self.server_key
+            )
         if response.status_code != 200:
             raise problem_error(response)
         if response.headers.get("content-type") != JSON:
@@ -215,6 +228,17 @@ class HttpsTransport:
         answer = self.call("engineers.whoami", WhoamiRequest())
         assert isinstance(answer, WhoamiAnswer)
         return answer
+
+
+def _checked_pin(pin: PinnedServerKey | None) -> PinnedServerKey | None:
+    if pin is None:
+        return None
+    version, public = pin
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigurationError("the pinned server key's version is a positive number")
+    if not isinstance(public, bytes) or len(public) != 32:
+        raise ConfigurationError("the pinned server key is a 32-byte Ed25519 public key")
+    return version, public
 
 
 def problem_error(response: httpx.Response) -> VaultError:

@@ -14,15 +14,17 @@ Two limits, both checked before any signature check and both fed only by refusal
 
 Over a limit, ``check`` raises ``RateLimited`` with ``retry_after`` (the server's 429 and
 ``Retry-After``). ``record_failure`` returns the limits the failure *tripped*: each is reported
-once per window (per address: until its bucket refills), for the server's signed
-``auth-refused`` event. Requests refused over a limit are not counted again, so a client
-that stops is let in again after ``retry_after``. Nothing here holds a secret: ids, counts,
-addresses and times.
+once per window (per address: until its bucket refills). The engineer's trip is also handed,
+inside the unit that counted it, to the caller's ``on_engineer_trip``: the server's signed
+``auth-refused`` event (``vault/server/auth_refusals.py``). Requests refused over a limit
+are not counted again, so a client that stops is let in again after ``retry_after``.
+Nothing here holds a secret: ids, counts, addresses and times.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import threading
 import time
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from vault.errors import ConfigurationError, RateLimited
+from vault.errors import ConfigurationError, RateLimited, VaultError
 from vault.storage.engine import Store
 from vault.storage.repositories import authentication
 from vault.storage.rows import connection
@@ -44,6 +46,10 @@ MAX_ADDRESSES = 100_000  # buckets kept; beyond, the longest untouched is droppe
 ADDRESS, ENGINEER = "address", "engineer"
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What runs in the unit of the failure that trips an engineer's limit: (unit, engineer id, count,
+# window start in unix seconds): the server appends its ``auth-refused`` event.
+OnTrip = Callable[[Session, int, int, int], None]
+LOGGER = logging.getLogger("credvault.server")
 
 
 @dataclass(frozen=True)
@@ -212,11 +218,25 @@ class EngineerLimit:
             return None
         return max(1, math.ceil(start + self._period - now))
 
-    def fail(self, engineer_id: int, now: float) -> int | None:
+    def fail(self, engineer_id: int, now: float, on_trip: OnTrip | None = None) -> int | None:
         """Count one failure (committed before this returns); the count if it just reached
-        the limit (once per window, whatever the concurrency), else None."""
+        the limit (once per window, whatever the concurrency), else None. ``on_trip`` runs in
+        the unit that counts the failure reaching the limit (the server appends its
+        ``auth-refused`` event there: committed with the count, or neither). If it fails, the
+        failure is counted all the same in a unit of its own (logged): a trip is never lost
+        to a missing event, and the limit never depends on the journal."""
+        start = self.window_start(now)
+        if on_trip is not None:
+            try:
+                with self._store.unit() as session:
+                    count = authentication.add_failure(connection(session), engineer_id, start)
+                    if count == self._limit:
+                        on_trip(session, engineer_id, count, start)
+                return count if count == self._limit else None
+            except VaultError as error:
+                LOGGER.error("engineer %s: auth-refused not appended (%s)", engineer_id, type(error).__name__)
         with self._store.unit() as session:
-            count = authentication.add_failure(connection(session), engineer_id, self.window_start(now))
+            count = authentication.add_failure(connection(session), engineer_id, start)
         return count if count == self._limit else None
 
     def prune(self, now: float) -> int:
@@ -249,16 +269,19 @@ class AuthenticationLimits:
             if wait is not None:
                 raise _limited("for this engineer", wait)
 
-    def record_failure(self, engineer_id: int | None, address: str) -> tuple[Trip, ...]:
+    def record_failure(
+        self, engineer_id: int | None, address: str, on_engineer_trip: OnTrip | None = None
+    ) -> tuple[Trip, ...]:
         """Count a refused authentication against the address and the engineer (if the
-        keyid named one); the limits it tripped, each once per window."""
+        keyid named one); the limits it tripped, each once per window. ``on_engineer_trip``:
+        run in the unit of the failure that trips the engineer's limit (``EngineerLimit.fail``)."""
         now = self._clock()
         trips = []
         count = self._addresses.fail(address, now)
         if count is not None:
             trips.append(Trip(ADDRESS, engineer_id, count))
         if engineer_id is not None:
-            count = self._engineers.fail(engineer_id, now)
+            count = self._engineers.fail(engineer_id, now, on_engineer_trip)
             if count is not None:
                 trips.append(Trip(ENGINEER, engineer_id, count))
         return tuple(trips)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -65,6 +66,12 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
 }
 
 
+# Events the server appends on its own, for no engineer's request (docs/server.md §3, "Failed
+# authentication"): format 3, signed by the server key, keeping no request (``server_event_problem``).
+AUTH_REFUSED = "auth-refused"
+SERVER_ACTIONS = frozenset({AUTH_REFUSED})
+_SERVER_FACTS = {AUTH_REFUSED: ("count", "window_start")}
+
 # The admin's work on the server's host (``authority/local_events.py``): a format-3 event whose
 # request the admin's keyholder signed in-process for the one action it records. Any action but
 # those only the server's routes append (a reveal and what releases or lists it: the server layer
@@ -86,7 +93,10 @@ SERVED_ONLY = frozenset(
 
 
 def allows(operation: str, action: str) -> bool:
-    """Whether a request of ``operation`` may append an event of ``action``."""
+    """Whether a request of ``operation`` may append an event of ``action`` (never one of the
+    server's own, ``SERVER_ACTIONS``: those keep no request)."""
+    if action in SERVER_ACTIONS:
+        return False
     if operation == LOCAL_OPERATION:
         return action not in SERVED_ONLY
     return action in ROUTE_ACTIONS.get(operation, frozenset())
@@ -232,4 +242,40 @@ def _target_problem(
     asked = getattr(body, "client_id", None)
     if asked is not None and asked != client_id:
         return "its request names another client"
+    return None
+
+
+def server_event_problem(
+    engineer_id: int | None,
+    key_generation: int,
+    action: str,
+    client_id: int | None,
+    secret_id: int | None,
+    key_version: int | None,
+    details_blob: bytes | None,
+    details_json: str | None,
+    request: tuple[object, ...],
+) -> str | None:
+    """Why a format-3 event of ``SERVER_ACTIONS`` is not what the server appends on its own, or
+    None. Its server signature (checked by the caller) is all that vouches for it, so its shape
+    is fixed: it names the engineer it is about and no key generation (0), no client, secret or
+    sealed details, keeps no request (``request``: its id, digest, signature and body, all None),
+    and its public details are exactly the action's facts, each a non-negative integer."""
+    if type(engineer_id) is not int or key_generation != 0:
+        return "a server's own event names one engineer and no key generation"
+    if (client_id, secret_id, key_version, details_blob) != (None, None, None, None):
+        return "a server's own event names no client, secret or sealed details"
+    if any(part is not None for part in request):
+        return "a server's own event keeps no request"
+    try:
+        facts = json.loads(details_json) if details_json is not None else None
+    except ValueError:
+        facts = None
+    names = _SERVER_FACTS[action]
+    if (
+        not isinstance(facts, dict)
+        or sorted(facts) != sorted(names)
+        or any(type(facts[name]) is not int or facts[name] < 0 for name in names)
+    ):
+        return f"its details are not the server's {action} facts ({', '.join(names)})"
     return None
