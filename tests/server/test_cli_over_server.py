@@ -136,7 +136,7 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
 def test_a_command_not_served_says_where_to_run_it(keyed: Keyed, home: Path, tmp_path: Path) -> None:
     secret = joined(keyed, tmp_path)
     ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
-    stderr = refused(run("client", "list"), "not served through a team server")
+    stderr = refused(run("policy", "show", "acme"), "not served through a team server")
     assert "--db" in stderr
 
 
