@@ -74,6 +74,14 @@ def test_trust_shows_the_fingerprints_and_pins_the_server(keyed: Keyed, home: Pa
     result = ok(run("server", "trust", served.url, "--ca-file", str(served.ca.ca_file), "--yes"))
     assert keyed.served.admin.vault_id().hex()[:16] in result.output
     assert "server key" in result.output
+    from vault.crypto import signing
+    from vault.storage import models as m
+
+    with keyed.store.read() as s:
+        info = s.get(m.VaultInfo, 1)
+        assert info is not None
+        printed_by_init = signing.org_fingerprint(info.org_signing_public)[:8].hex()  # as `init` shows it
+    assert printed_by_init in result.output
     assert ServerPins.load().get(served.url).server_key == (keyed.key.version, keyed.key.public)
     assert config.LocalConfig.load().server == served.url
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from vault.crypto import serverkey
+from vault.crypto import serverkey, signing
 from vault.errors import ConfigurationError, StoreUnavailable, UntrustedRecord, VaultError
 from vault.transport.https import NO_DELAY, _loopback, problem_error
 
@@ -40,7 +40,8 @@ class ServerIdentity:
 
     def fingerprints(self) -> dict[str, str]:
         """What a person reads to their admin: short hex fingerprints of each part."""
-        out = {"vault": self.vault_id.hex()[:16], "organisation key": fingerprint(self.org_key[1])}
+        # as `credvault init` printed it ("org fingerprint"), for the admin to compare
+        out = {"vault": self.vault_id.hex()[:16], "org fingerprint": signing.org_fingerprint(self.org_key[1])[:8].hex()}
         if self.server_key is not None:
             out["server key"] = f"v{self.server_key[0]} {fingerprint(self.server_key[1])}"
         return out
