@@ -202,3 +202,4 @@ def test_identity_extra_adds_its_fields_and_may_not_replace_the_vaults(served: S
         store.close()
     assert response.status_code == 500
     assert response.json()["error"] == "internal"
+

@@ -160,3 +160,16 @@ def test_serve_with_a_master_key_layers_every_data_key_before_it_listens(tmp_pat
     vault.close()
     assert result.exit_code == 0, result.output
     assert seen["types"] == [BLOB_SERVER_LAYER, BLOB_SERVER_LAYER]
+
+
+@pytest.mark.parametrize(
+    "url", ["https://vault.example.net/credvault", "https://vault.example.net:8443/?x=1", "ftp://vault.example.net"]
+)
+def test_a_public_url_with_a_path_or_another_scheme_is_refused_with_a_hint(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="public-url") as raised:
+        checked(ServeOptions("sqlite:///x.db", bind="127.0.0.1:8443", public_url=url))
+    assert raised.value.hint
+
+
+def test_the_public_url_may_end_with_a_slash() -> None:
+    assert checked(ServeOptions("sqlite:///x.db", bind="127.0.0.1:8443", public_url="https://v.example.net/"))[2]

@@ -59,6 +59,7 @@ from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.read_routes import read_routes
+from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
@@ -133,6 +134,7 @@ def build_app(
     refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
     guard = _Guard(limits, addresses or ClientAddresses(), refusals)
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard, enrolment)
+    endpoints.keys = (server_key, layer)
     signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
     return Starlette(
         debug=False,
@@ -205,6 +207,7 @@ class _Endpoints:
     ) -> None:
         self.store, self.authenticator, self.operations = store, authenticator, operations
         self.identity_extra, self.max_body, self.guard = identity_extra, max_body, guard
+        self.keys: tuple[ServerSigningKey | None, ServerLayer | None] = (None, None)
         self.enrolment = enrolment
 
     async def healthz(self, request: Request) -> Response:
@@ -222,9 +225,9 @@ class _Endpoints:
                 return ["schema-not-at-head"]
             if self.store.foreign_objects():
                 return ["foreign-objects"]
+            return key_problems(self.store, *self.keys)
         except StoreUnavailable:
             return ["database-unavailable"]
-        return []
 
     async def identity(self, request: Request) -> Response:
         outcome_of(request.scope).route = "/v1/identity"

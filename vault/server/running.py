@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import sys
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -86,6 +87,12 @@ def checked(options: ServeOptions) -> tuple[str, int, str]:
         raise ConfigurationError("--max-body is a positive number of bytes")
     shown = f"[{host}]" if ":" in host else host
     public_url = options.public_url or f"{'https' if tls else 'http'}://{shown}:{port}"
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigurationError(
+            f"--public-url {public_url!r} is not https://HOST[:PORT]",
+            hint="engineers sign their requests for its host; serve credvault at the root of that name",
+        )
     return host, port, public_url
 
 
@@ -132,6 +139,9 @@ def access_log_to(target: str | None) -> logging.Handler | None:
 def run(options: ServeOptions) -> None:
     """Serve until interrupted."""
     _, _, public_url = checked(options)
+    ACCESS_LOGGER.propagate = False  # the access log goes only where --access-log says
+    if not logging.getLogger().handlers:  # what the server says (the layer at start, warnings) goes somewhere
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = access_log_to(options.access_log)
     addresses = ClientAddresses(options.trusted_proxies)  # a bad CIDR: ConfigurationError before anything opens
     pin = org_pin(options)
