@@ -1,0 +1,103 @@
+"""Every request and response body of an engineer's whole working life through the team server,
+scanned (issue 14's done-when): enrolment over HTTPS, then with ``RemoteVault`` (no database):
+unlock, the client and grant listings, a secret added with its metadata, shown, listed, its
+history, checked out, checked in with a new value, updated. The admin's part (invitation,
+confirmation, grant) runs on the server's host and sends no body. None of the bodies holds a
+passphrase, the enrolment code, a password, a secret or client name or slug, a username, host,
+URL, note or reason, nor a private, client or data key, raw or as hex or base64.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+from server_harness import KEYED_METADATA, Keyed
+from test_body_scan import forms, word
+
+from vault.crypto import keyrecord
+from vault.service.remote import RemoteVault
+from vault.service.serverjoin import pin, trust
+from vault.service.serverpins import KeyRecordFile
+from vault.service.sessions import MemorySessionStore
+from vault.transport.https_enrolment import enroll_over_https
+
+PASSPHRASE = "dora's long passphrase 4711"
+REASON = "T-5150 core switch replacement"
+ADDED = {"username": "sw-core-admin-9931", "url": "https://core-sw.acme-internal.example", "note": "cab 7 slot 3"}
+
+
+class Recording(httpx.BaseTransport):
+    """An httpx transport that keeps every request and response body it carries."""
+
+    def __init__(self, inner: httpx.BaseTransport, seen: list[bytes]) -> None:
+        self.inner, self.seen = inner, seen
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request.read())
+        response = self.inner.handle_request(request)
+        self.seen.append(response.read())
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def recording(keyed: Keyed, seen: list[bytes]) -> Recording:
+    verify = ssl.create_default_context(cafile=str(keyed.served.ca.ca_file))
+    return Recording(httpx.HTTPTransport(verify=verify), seen)
+
+
+def test_no_body_of_an_engineers_whole_workflow_holds_a_plaintext_or_a_key(
+    keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    served, admin, seen = keyed.served, keyed.served.admin, []
+    admin.core.server_key = keyed.key  # the admin's part, on the server's host
+    try:
+        code = admin.engineers.invite("dora")
+        pinned = pin(served.url, trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
+        enrolled = enroll_over_https(
+            served.url, ca_file=pinned.ca_file, name="dora", code=code, passphrase=PASSPHRASE,
+            kdf_params=keyrecord.FLOOR, transport=recording(keyed, seen),
+        )  # fmt: skip
+        KeyRecordFile(
+            enrolled.vault_id, enrolled.engineer_id, "dora", enrolled.key_generation, enrolled.key_record
+        ).save()
+        admin.engineers.confirm("dora", enrolled.fingerprint)
+        admin.grants.grant("dora", "acme")
+    finally:
+        admin.core.server_key = None
+    dora = RemoteVault(
+        pinned, engineer="dora", sessions=MemorySessionStore(), clock=served.alice.clock,
+        transport=recording(keyed, seen),
+    )  # fmt: skip
+    dora.engineers.unlock("dora", PASSPHRASE)
+    assert [c.slug for c in dora.clients.list()] == ["acme"]
+    assert [g.client for g in dora.grants.list()] == ["acme"]
+    dora.secrets.add("acme/core-sw", password="pw of acme/core-sw", kind="equipment", **ADDED)
+    assert dora.secrets.show("acme/core-sw").note == ADDED["note"]
+    assert "core-sw" in [s.name for s in dora.secrets.list("acme")]
+    assert [v.version for v in dora.secrets.history("acme/core-sw")] == [1]
+    assert dora.checkouts.checkout("acme/core-sw", reason=REASON).value == "pw of acme/core-sw"
+    dora.checkouts.checkin("acme/core-sw", new_password="pw of acme/core-sw, 2")
+    dora.secrets.update("acme/core-sw", password="pw of acme/core-sw, 3")
+    assert dora.checkouts.reveal("acme/fw01", reason=REASON) == "pw of acme/fw01"
+    assert len(seen) >= 2 * 14  # every request and its answer were kept
+
+    words = ["acme", "Acme Ltd", "core-sw", "acme/core-sw", "fw01", "acme/fw01", REASON, PASSPHRASE, code]
+    words += ["pw of acme/core-sw", "pw of acme/core-sw, 2", "pw of acme/core-sw, 3", "pw of acme/fw01"]
+    words += [*ADDED.values(), *KEYED_METADATA["acme/fw01"].values()]
+    session = dora.keyholder.me()
+    keys = [session.signing_seed, session.sealing_private, *dora.keyholder.client_keys.values()]
+    assert len(keys) >= 3
+    control = b'{"slug":"acme","key":"' + forms(keys[-1])[3] + b'"}'  # the scan finds what it looks for
+    assert word("acme").search(control) and any(form in control for form in forms(keys[-1]))
+    found = []
+    for body in seen:
+        found += [w for w in words if word(w).search(body)]
+        found += [key[:4].hex() for key in keys for form in forms(key) if form in body]
+    assert found == []
+    assert admin.audit.verify().ok
