@@ -126,7 +126,7 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
     listed = ok(run("checkouts", "--json"))
     assert [(c["client"], c["secret"]) for c in json.loads(listed.output)] == [("acme", "fw02")]
     ok(run("checkin", "acme/fw02"))
-    ok(run("secret", "add", "acme/cli-added", "--kind", "network", "--password-stdin", input="pw cli added\n"))
+    ok(run("secret", "add", "acme/cli-added", "--kind", "equipment", "--password-stdin", input="pw cli added\n"))
     assert "pw cli added" in ok(run("checkout", "acme/cli-added", "--reason", "T-903", "--show")).output
     ok(run("checkin", "acme/cli-added"))
     grants = json.loads(ok(run("grants", "--json")).output)
