@@ -12,6 +12,9 @@ a whole ``credvault checkout acme/fw01 --reason … --show`` process (one untime
 * **agent**: ``unlock`` (the default: the session in ``credvault agent``, which keeps one
   connection to the server); each process is the fast path's one request to the agent.
 
+The commands are those of a ``pip install .`` copy (``bench/clitools.installed_copy``, as W2's),
+else the development venv's (whose editable-install hook costs every start several ms).
+
 Baseline: ``pass show`` of the same value (``bench/clitools.pass_show``), in the same run.
 Checks: every run printed the value; the server's log holds one ``checkout`` event per run.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.clitools import pass_show, run, timed_runs
+from bench.clitools import installed_copy, pass_show, run, timed_runs
 from bench.server_checkout import make_certificates, make_vault
 from bench.server_team import _free_port, _wait_healthy, credvault_command
 from bench.step import child_env, log
@@ -107,11 +110,25 @@ def _engineer(
     keyring_times, ok1, peak1 = timed_runs(checkout, env, reps, VALUE)
     _s, code, out, _r = run([*cmd, "unlock", "alice", "--passphrase-file", str(secret)], env)
     checks.append((f"W17: `credvault unlock` into the agent ({out.strip()[:50]!r})", code == 0))
+    # as W2: the timed command from a `pip install .` copy (no editable-install hook at each start);
+    # the agent it asks is the one `unlock` started
+    installed = installed_copy(tmp)
+    if installed is not None:
+        own_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}  # not the source tree's vault/
+        checkout_installed = [installed, *checkout[len(cmd) :]]
     log(f"W17: {reps} CLI checkouts through the server, agent")
-    agent_times, ok2, peak2 = timed_runs(checkout, env, reps, VALUE)
+    if installed is not None:
+        agent_times, ok2, peak2 = timed_runs(checkout_installed, own_env, reps, VALUE)
+    else:
+        agent_times, ok2, peak2 = timed_runs(checkout, env, reps, VALUE)
     run([*cmd, "lock"], env)
     recorded = _checkouts(admin) - before
     runs = 2 * (reps + 1)
     checks.append(("W17: every CLI checkout through the server exited 0 and printed the value", ok1 and ok2))
     checks.append((f"W17: the {runs} CLI checkouts wrote {recorded} checkout events", recorded == runs))
-    return {"keyring": keyring_times, "agent": agent_times, "peak_mib": max(peak1, peak2)}
+    return {
+        "keyring": keyring_times,
+        "agent": agent_times,
+        "peak_mib": max(peak1, peak2),
+        "installed": installed is not None,
+    }

@@ -30,9 +30,10 @@ def run(ctx: Context) -> Outcome:
     pass_what = "pass show" if pass_ms is not None else passed.get("why", "pass unavailable")
     agent_ms, keyring_ms = median(v["agent"]) * 1000, median(v["keyring"]) * 1000
     samples = f"n={len(v['agent'])} each"
+    where = "installed with `pip install .`" if v.get("installed") else "editable install"
     verdict = "not measurable" if pass_ms is None else (MET if agent_ms <= GOAL * pass_ms else NOT_MET)
     out.rows += [
-        Row("W17", "CLI checkout through the server, session in `credvault agent`: median", agent_ms, "ms",
+        Row("W17", f"CLI checkout through the server, session in `credvault agent`, {where}: median", agent_ms, "ms",
             pass_ms, pass_what, f"≤ {GOAL:g}× pass", verdict, v["peak_mib"], samples),
         Row("W17", "CLI checkout through the server, session in `credvault agent`: p99",
             percentile(v["agent"], 99) * 1000, "ms", samples=samples),

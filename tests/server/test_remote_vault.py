@@ -223,3 +223,17 @@ def test_an_engineer_reads_clients_and_secrets_through_the_server(keyed: Keyed) 
     actions = [e.action for e in events(keyed.served)[before:]]
     assert actions == ["client-list", "client-view", "secret-list", "secret-list", "secret-view", "secret-history"]
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_a_refused_re_pin_leaves_the_pinned_ca_copy_as_it_was(keyed: Keyed) -> None:
+    """Another CA file for the same URL (the server's own certificate here, other bytes): refused
+    without --replace, and the CA copy TLS is checked against is not touched."""
+    first = pinned(keyed)
+    assert first.ca_file is not None
+    kept = Path(first.ca_file).read_bytes()
+    identity = serverjoin.trust(keyed.served.url, str(keyed.served.ca.ca_file))
+    with pytest.raises(ConfigurationError, match="another identity"):
+        serverjoin.pin(keyed.served.url, identity, str(keyed.served.ca.cert_file))
+    assert Path(first.ca_file).read_bytes() == kept
+    assert ServerPins.load().get(keyed.served.url) == first
+    assert serverjoin.pin(keyed.served.url, identity, str(keyed.served.ca.ca_file)) == first  # the same: kept

@@ -79,16 +79,20 @@ class RemoteLookup:
         keyholder = self.keyholder
         assert keyholder is not None and keyholder.learner is not None
         hinted = self.keys.slugs.pop(slug, None)
-        refused = False
+        refused, untrusted = False, None
         for client_id in self._candidates(hinted):
             self.keys.slugs[slug] = client_id
             try:
                 found = keyholder.learner.learn(slug)
-            except (GrantExpired, AccessDenied, NotFound, UntrustedRecord):
+            except (GrantExpired, AccessDenied, NotFound):
                 found, refused = None, True  # another client's grant: not the one asked for, or not live
+            except UntrustedRecord as error:  # a row that does not verify: said, if no other client is it
+                found, untrusted = None, untrusted or error
             if found is not None:
                 return found
             self.keys.slugs.pop(slug, None)
+        if untrusted is not None:
+            raise untrusted
         raise NotFound(
             f"no client {slug!r} among the clients you hold a {'live ' if refused else ''}grant for",
             hint="`credvault grant list` shows your grants; an admin grants access",
@@ -146,20 +150,16 @@ class RemoteEngineers(_Noun):
             org_signing_public=bundle.org_signing_public,
             expires_at=self.clock() + ttl,
         )
-        previous = self.keys.name
-        self.keys.name = name
-        self.keys.forget()
-        self.keys._session = session  # for the signed whoami only; kept below once the server accepts it
+        previous = self.keys.trying(name, session)  # for the signed whoami; kept once the server accepts it
         try:
             answer = self.https.whoami()
+            if (answer.vault_id, answer.engineer_id, answer.name, answer.key_generation) != (
+                record.vault_id, record.engineer_id, name, record.key_generation,
+            ):  # fmt: skip
+                raise UntrustedRecord("the server answered for another engineer or key than this machine's record")
         except BaseException:
-            self.keys._session, self.keys.name = None, previous
+            self.keys.drop(previous)
             raise
-        if (answer.vault_id, answer.engineer_id, answer.name, answer.key_generation) != (
-            record.vault_id, record.engineer_id, name, record.key_generation,
-        ):  # fmt: skip
-            self.keys._session, self.keys.name = None, previous
-            raise UntrustedRecord("the server answered for another engineer or key than this machine's record")
         if remember:
             self.keys.keep(session)
         return SessionInfo(name, answer.role, session.expires_at, record.vault_id.hex())

@@ -60,6 +60,19 @@ class RemoteKeys:
         self._session = session
         return session
 
+    def trying(self, name: str, session: UnlockedSession) -> str | None:
+        """Sign with ``session`` of ``name`` in this process only (an unlock's proof to the server),
+        nothing kept; the name it replaces (``drop`` puts it back if the server refuses)."""
+        previous = self.name
+        self.forget()
+        self.name, self._session = name, session
+        return previous
+
+    def drop(self, previous: str | None) -> None:
+        """Forget the session tried, and select ``previous`` again."""
+        self.forget()
+        self.name, self._session = previous, None
+
     def keep(self, session: UnlockedSession) -> None:
         """Hold ``session`` (just unlocked) and put it in the session store."""
         self.forget()

@@ -45,12 +45,29 @@ def pin(url: str, identity: ServerIdentity, ca_file: str | None, *, replace: boo
     key = server_key(url)
     pins = ServerPins.load()
     known = pins.pins.get(key)
+    same = known is not None and (known.vault_id, known.org_key, known.server_key) == (
+        identity.vault_id, identity.org_key[1], identity.server_key,
+    )  # fmt: skip
+    if known is not None and not replace and not (same and _same_ca(known.ca_file, ca_file)):
+        raise ConfigurationError(
+            f"the server {key} is pinned with another identity",
+            hint="compare the fingerprints with your admin; if the change is expected, run "
+            "`credvault server trust URL --replace`",
+        )  # checked before anything is written: the pinned CA copy stays as it was
     kept = keep_ca_file(key, ca_file) if ca_file is not None else None
     found = ServerPin(key, identity.vault_id, identity.org_key[1], identity.server_key, kept)
-    if known is not None and known != found and not replace:
-        pins.pin(found)  # raises: another identity is pinned for this URL
     pins.pin(found, replace=True)
     return found
+
+
+def _same_ca(kept: str | None, given: str | None) -> bool:
+    """Whether the CA file given now holds the bytes of the copy this machine kept."""
+    if kept is None or given is None:
+        return kept is None and given is None
+    try:
+        return Path(kept).read_bytes() == Path(given).read_bytes()
+    except OSError:
+        return False
 
 
 def join(server: ServerPin, vault: Vault, name: str, passphrase: str) -> Path:
