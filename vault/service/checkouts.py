@@ -174,15 +174,7 @@ class Checkouts:
         hold_for: dt.timedelta | None = None,
     ) -> Revealed:
         """Reveal a field of a secret after its audit event is durably committed."""
-        validation.field_name(field)
-        if version is not None:
-            validation.number("version", version, 1)
-        if reason is not None:
-            reason = reason.strip()
-            validation.field_value("reason", reason)
-            if len(reason) > MAX_REASON:
-                raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
-        return self._checkout(ref, reason or None, field, version, hold, hold_for)
+        return self._checkout(ref, checked_reason(field, version, reason), field, version, hold, hold_for)
 
     def _checkout(
         self,
@@ -277,6 +269,19 @@ class Checkouts:
         without the write lock (``Store.read()``); the listing records no event."""
         self.keys.me()
         return self._checkin_keyholder().list()
+
+
+def checked_reason(field: str, version: int | None, reason: str | None) -> str | None:
+    """A checkout's field and version checked, and its reason stripped and checked (None: none)."""
+    validation.field_name(field)
+    if version is not None:
+        validation.number("version", version, 1)
+    if reason is not None:
+        reason = reason.strip()
+        validation.field_value("reason", reason)
+        if len(reason) > MAX_REASON:
+            raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
+    return reason or None
 
 
 def new_value(new_password: str | None, generate: bool, length: int | None) -> str | None:

@@ -47,7 +47,7 @@ from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
 from vault.records import CheckoutInfo, Revealed, SessionInfo
 from vault.service import validation
-from vault.service.checkouts import MAX_REASON, new_value
+from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
@@ -210,19 +210,10 @@ class RemoteCheckouts(_Noun):
         hold: bool = True,
         hold_for: dt.timedelta | None = None,
     ) -> Revealed:
-        validation.field_name(field)
-        if version is not None:
-            validation.number("version", version, 1)
-        if reason is not None:
-            reason = reason.strip()
-            validation.field_value("reason", reason)
-            if len(reason) > MAX_REASON:
-                raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
+        reason = checked_reason(field, version, reason)
         checks.secret_ref(ref)
         self.keys.me()
-        return self.keyholder.checkout(
-            ref, reason=reason or None, field=field, version=version, hold=hold, hold_for=hold_for
-        )
+        return self.keyholder.checkout(ref, reason=reason, field=field, version=version, hold=hold, hold_for=hold_for)
 
     def checkin(
         self, ref: str, *, new_password: str | None = None, generate: bool = False, length: int | None = None
