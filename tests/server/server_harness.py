@@ -298,3 +298,13 @@ def events(served: Served) -> list[m.AuditEvent]:
 def without_nonces(state: dict[str, object]) -> dict[str, object]:
     """``database_state`` without the request nonces (what a read writes)."""
     return {name: count for name, count in state.items() if name != "request_nonces"}
+
+
+def mid_window() -> Callable[[], float]:
+    """A clock for the authentication limits: real time from the middle of the current window, so that
+    a test counting failures never straddles a window's real end (where counting starts afresh)."""
+    from vault.wire.authlimits import PERIOD
+
+    now = time.time()
+    offset = (now // PERIOD) * PERIOD + PERIOD / 2 - now
+    return lambda: time.time() + offset

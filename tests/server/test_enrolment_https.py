@@ -40,6 +40,7 @@ from server_harness import (
     database_state,
     envelope,
     events,
+    mid_window,
     signed_headers,
     without_nonces,
 )
@@ -314,7 +315,7 @@ def test_failed_codes_over_the_address_limit_are_429(enrolment: Enrolment) -> No
     keyed = enrolment.keyed
     store = Store(keyed.served.db_url)
     try:
-        limits = AuthenticationLimits(AddressLimit(limit=3), EngineerLimit(store))
+        limits = AuthenticationLimits(AddressLimit(limit=3), EngineerLimit(store), clock=mid_window())
         url = "http://127.0.0.1:8443"
         app = build_app(store, public_url=url, nonce_store=DbNonceStore(store), server_key=keyed.key, limits=limits)
         org = keyed.served.admin.keyholder.me().org_signing_public

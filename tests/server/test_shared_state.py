@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from server_harness import JSON, Served, database_state, keyid_of, loopback_socket, running, signing_key
+from server_harness import JSON, Served, database_state, keyid_of, loopback_socket, mid_window, running, signing_key
 from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.pool import NullPool
 
@@ -42,7 +42,7 @@ def server_process(team, test_ca, pair, *, trusted: tuple[str, ...] = ()) -> Ite
     sock = loopback_socket()
     port = sock.getsockname()[1]
     nonces = DbNonceStore(store)
-    limits = AuthenticationLimits(AddressLimit(limit=3), EngineerLimit(store, limit=2))
+    limits = AuthenticationLimits(AddressLimit(limit=3), EngineerLimit(store, limit=2), clock=mid_window())
     app = build_app(store, public_url=PUBLIC, nonce_store=nonces, limits=limits, addresses=ClientAddresses(trusted))
     options = ServeOptions(
         team.url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
