@@ -22,6 +22,8 @@ def _no_libpq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "postgresql+psycopg://vault@localhost/credvault?host=localhost&host=db.example.net",
         "postgresql+psycopg://vault@/credvault?host=/var/run/postgresql,db.example.net",
         "postgresql+psycopg://vault@db.example.net/credvault?host=/var/run/postgresql",
+        "postgresql+psycopg://vault@/credvault?host=127.0.0.1:5439&host=203.0.113.5:5432",
+        "postgresql+psycopg://vault@/credvault?host=localhost:5432,db.example.net:5432",
     ],
 )
 def test_a_remote_address_behind_a_local_host_name_needs_verified_tls(url: str) -> None:
@@ -43,6 +45,9 @@ def test_the_libpq_hostaddr_variable_is_judged_too(monkeypatch: pytest.MonkeyPat
         "postgresql+psycopg://vault@localhost/credvault?hostaddr=127.0.0.1",
         "postgresql+psycopg://vault@/credvault?host=/var/run/postgresql,localhost",
         "postgresql+psycopg://vault@localhost/credvault?host=localhost&host=::1",
+        # a multi-host URL gives each host its port (deployment.md: a primary and a standby on loopback)
+        "postgresql+psycopg://vault@/credvault?host=127.0.0.1:5439&host=127.0.0.1:5432",
+        "postgresql+psycopg://vault@/credvault?host=localhost:5439,[::1]:5432",
     ],
 )
 def test_local_addresses_still_need_no_tls(url: str) -> None:

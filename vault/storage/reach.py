@@ -25,12 +25,26 @@ def _is_local_host(host: str | None) -> bool:
     """A Unix socket (no host, or a directory) or a loopback address."""
     import ipaddress
 
-    if not host or host.startswith("/") or host.lower() == "localhost":
+    if not host or host.startswith("/"):
+        return True
+    host = _without_port(host)
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _without_port(host: str) -> str:
+    """``host`` without the ``:PORT`` a multi-host URL may give it (``host=127.0.0.1:5439``,
+    ``[::1]:5439``); a bare IPv6 address (several colons, no brackets) is left as it is."""
+    if host.startswith("[") and "]" in host:
+        return host[1 : host.index("]")]
+    name, colon, port = host.rpartition(":")
+    if colon and name and ":" not in name and port.isdigit():
+        return name
+    return host
 
 
 def _addresses(parsed: Any, name: str, variable: str | None) -> list[str | None]:
