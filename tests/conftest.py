@@ -314,7 +314,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path, sqlite_template, pg_databases) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """An empty, migrated database URL on each engine."""
-    if request.param == "sqlite":
+    yield from _empty_database(request.param, tmp_path, sqlite_template, pg_databases)
+
+
+def _empty_database(
+    engine: str, tmp_path: Path, sqlite_template: Path, pg_databases: PgDatabases | None
+) -> Iterator[str]:
+    if engine == "sqlite":
         path = tmp_path / "vault.db"
         shutil.copy(sqlite_template, path)  # the same bytes and mode (0600) as a file migrated here
         yield f"sqlite:///{path}"
@@ -382,6 +388,27 @@ def team(db_url: str, clock: Clock) -> Iterator[Team]:
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     yield Team(db_url, admin, clock, {ADMIN: ADMIN_PASS})
     admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
+def team3(request, tmp_path, sqlite_template, pg_databases, clock, monkeypatch):  # type: ignore[no-untyped-def]
+    """``team`` in three modes: on SQLite, on PostgreSQL, and through a real team server on loopback
+    TLS (``served.ServedTeam``: the engineers are ``RemoteVault``s with no database, the admin works
+    on the server's host). A test that needs what only the local modes have says so with ``served.only_local``."""
+    engine = "sqlite" if request.param == "https" else request.param
+    for url in _empty_database(engine, tmp_path, sqlite_template, pg_databases):
+        admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FAST_KDF)
+        admin.engineers.unlock(ADMIN, ADMIN_PASS)
+        if request.param != "https":
+            yield Team(url, admin, clock, {ADMIN: ADMIN_PASS})
+        else:
+            from served import make_test_ca, served_team
+
+            monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "engineer-home"))
+            ca = make_test_ca(tmp_path)
+            with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, ca, FAST_KDF) as served:
+                yield served
+        admin.close()
 
 
 @pytest.fixture(scope="module")

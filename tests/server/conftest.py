@@ -12,15 +12,11 @@ as an engineer (any part of it can be changed, the way an insider with a key wou
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from collections.abc import Iterator
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from server_harness import KEYED_METADATA, CertificateFiles, Keyed, ReadWorld, Served, loopback_socket, name, running
+from served import CertificateFiles, loopback_socket, make_test_ca, running
+from server_harness import KEYED_METADATA, Keyed, ReadWorld, Served
 from sqlalchemy import select
 
 from vault.crypto.serverkey import ServerSigningKey
@@ -37,43 +33,7 @@ from vault.wire.nonces import DbNonceStore
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     """A CA, and a certificate it signed for 127.0.0.1 and localhost."""
-    folder = tmp_path_factory.mktemp("tls")
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("credvault test CA"))
-        .issuer_name(name("credvault test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    found = CertificateFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    found.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    found.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    found.key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    found.key_file.chmod(0o600)
-    return found
+    return make_test_ca(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,14 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from served import CertificateFiles, loopback_socket, running
 from sqlalchemy import MetaData, create_engine, func, select
 from sqlalchemy.pool import NullPool
 
@@ -32,7 +27,7 @@ from vault.crypto.signing import SigningKey
 from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.server.app import build_app
 from vault.server.layer import ServerLayer
-from vault.server.running import ServeOptions, uvicorn_config
+from vault.server.running import ServeOptions
 from vault.service.checkouts import https_checkout_keyholder
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -49,42 +44,6 @@ KEYED_METADATA = {
     "acme/fw01": {"username": "fw-admin-7731", "url": "https://fw01.acme-internal.example", "note": "rack 4 shelf 2"},
     "excl/sw01": {"host": "sw01.excl-lan.example", "username": "netops-4410"},
 }
-
-
-@dataclass(frozen=True)
-class CertificateFiles:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
-def name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def loopback_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY on TCP only
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def running(app: object, options: ServeOptions, sock: socket.socket) -> Iterator[None]:
-    """``app`` under uvicorn (configured as ``credvault serve`` configures it) in a thread, on ``sock``."""
-    server = uvicorn.Server(uvicorn_config(app, options))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
 
 
 @dataclass

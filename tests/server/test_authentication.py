@@ -57,7 +57,7 @@ def test_the_transport_refuses_a_server_its_pinned_ca_did_not_certify(served: Se
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from server_harness import name
+    from served import name
 
     key = ec.generate_private_key(ec.SECP256R1())
     other = (

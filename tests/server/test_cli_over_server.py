@@ -98,7 +98,7 @@ def test_trust_with_another_ca_reaches_nothing(keyed: Keyed, home: Path, tmp_pat
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from server_harness import name
+    from served import name
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)

@@ -72,7 +72,10 @@ def append_local(
     )
     path = route_path(LOCAL_OPERATION)
     keyid = keyid_of(actor.id, actor.key_generation)
-    headers = httpsig.sign_request(METHOD, LOCAL_AUTHORITY, path, CONTENT_TYPE, body, SigningKey(seed), keyid)
+    created = int(journal.core.clock().timestamp())  # the event's own clock: the window is checked against it
+    headers = httpsig.sign_request(
+        METHOD, LOCAL_AUTHORITY, path, CONTENT_TYPE, body, SigningKey(seed), keyid, created=created
+    )
     recorded = record(METHOD, LOCAL_AUTHORITY, path, headers, body, request_id)
     key_version, blob = sealed() if sealed is not None else (None, None)
     return journal.append(

@@ -79,12 +79,16 @@ class RemoteLookup:
         keyholder = self.keyholder
         assert keyholder is not None and keyholder.learner is not None
         hinted = self.keys.slugs.pop(slug, None)
-        refused, untrusted = False, None
+        refused, expired, untrusted = False, 0, None
         for client_id in self._candidates(hinted):
             self.keys.slugs[slug] = client_id
             try:
                 found = keyholder.learner.learn(slug)
-            except (GrantExpired, AccessDenied, NotFound):
+            except GrantExpired:
+                if client_id == hinted:  # this slug's client (the hint came from its slug, opened here): say so
+                    raise
+                found, refused, expired = None, True, expired + 1  # its slug is not released any more
+            except (AccessDenied, NotFound):
                 found, refused = None, True  # another client's grant: not the one asked for, or not live
             except UntrustedRecord as error:  # a row that does not verify: said, if no other client is it
                 found, untrusted = None, untrusted or error
@@ -93,6 +97,12 @@ class RemoteLookup:
             self.keys.slugs.pop(slug, None)
         if untrusted is not None:
             raise untrusted
+        if expired:  # the server releases nothing of a client whose grant expired, not even its name
+            raise NotFound(
+                f"no client {slug!r} among the clients you hold a live grant for; {expired} of your grants "
+                "expired, and an expired grant's client cannot be named",
+                hint="if it is one of them, ask an admin to renew it; `credvault grant list` shows your grants",
+            )
         raise NotFound(
             f"no client {slug!r} among the clients you hold a {'live ' if refused else ''}grant for",
             hint="`credvault grant list` shows your grants; an admin grants access",
@@ -250,8 +260,9 @@ class RemoteVault:
         self.keyholder = RemoteKeys(sessions or MemorySessionStore(), pin.vault_id, engineer, clock)
         # every answer signed by the pinned server key, for its own request (docs/server.md §3)
         self.https = HttpsTransport(
-            pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport, server_key=pin.server_key
-        )
+            pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport, server_key=pin.server_key,
+            clock=lambda: clock().timestamp(),
+        )  # fmt: skip
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
         contexts, keys = self.checkouts.context, self.keyholder

@@ -30,6 +30,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -155,6 +156,7 @@ class HttpsTransport:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         server_key: PinnedServerKey | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
@@ -164,7 +166,7 @@ class HttpsTransport:
         if parts.scheme == "https" and ca_file is None and transport is None:
             raise ConfigurationError("no pinned CA file for the server", hint="pass the server's CA certificate")
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
-        self.keys, self.authority = keys, parts.netloc.lower()
+        self.keys, self.authority, self.clock = keys, parts.netloc.lower(), clock
         self.server_key = _checked_pin(server_key)
         # httpcore writes the headers and the body apart: without TCP_NODELAY the body waits for
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
@@ -192,7 +194,9 @@ class HttpsTransport:
         attempts = 1 + (RETRIES if name in RETRIED else 0)
         for attempt in range(attempts):
             key, keyid = self.signer()
-            signed = httpsig.sign_request("POST", self.authority, path, JSON, data, key, keyid)
+            signed = httpsig.sign_request(
+                "POST", self.authority, path, JSON, data, key, keyid, created=int(self.clock())
+            )
             try:
                 response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
                 break
