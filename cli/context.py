@@ -172,14 +172,11 @@ class AppContext:
         vault = Vault.open(url, engineer=engineer, sessions=sessions)
         self._vaults.append(vault)
         key_file = self.server_key or os.environ.get(SERVER_KEY_ENV)
-        if key_file:  # on the team server's host: an admin's work in format 3, the layer removable here
+        if key_file:  # on the team server's host: an admin's work in format 3, checkouts through the server's pipeline
+            from vault.server.host import on_host
             from vault.server.keyfile import read_server_keys
-            from vault.server.layer import ServerLayer
 
-            keys = read_server_keys(key_file)
-            vault.core.server_key = keys.signing
-            if keys.master is not None:
-                vault.core.host_layer = ServerLayer(keys.master, keys.previous)
+            on_host(vault, read_server_keys(key_file))
         self.check_pin(url, vault)
         return vault
 

@@ -6,7 +6,8 @@ unchanged over HTTPS when it takes ``team3`` (conftest.py: SQLite, PostgreSQL, t
 SQLite). The vault is made in-process, as ``credvault init`` makes it; the admin certifies a
 server key and then works on the server's host with it (``Core.server_key``, as ``credvault
 --server-key FILE``); the server is ``credvault serve``'s app under uvicorn on a loopback socket
-over TLS (a test CA), its nonces in the database, sharing the test's clock. Each engineer is
+over TLS (a test CA), its nonces in the database, every data key under its layer (a master key in
+the key file), sharing the test's clock. Each engineer is
 enrolled through the server (``enroll_over_https``, what ``credvault engineer enroll`` does
 with a pinned server), confirmed by the admin on the host, and works as a ``RemoteVault``: no
 database, every answer checked against the pinned server key.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -38,6 +40,9 @@ from vault import Vault
 from vault.crypto.keyrecord import Argon2Params
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
+from vault.server.host import on_host
+from vault.server.keyfile import ServerKeyFile
+from vault.server.layer import MasterKey
 from vault.server.running import ServeOptions, uvicorn_config
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
@@ -182,8 +187,9 @@ def served_team(
     """``admin``'s vault behind a team server: the server key certified and the admin on the host with it.
     ``CREDVAULT_HOME`` must point at a private folder (the pins and key records go there)."""
     key = ServerSigningKey.generate(1)
+    keys = ServerKeyFile(key, MasterKey(1, os.urandom(32)))  # every data key stored is layered under it
     certify_server_key(admin, 1, key.public)
-    admin.core.server_key = key
+    on_host(admin, keys)  # as `credvault --server-key FILE` on the server's host
     store = Store(url)
     sock = loopback_socket()
     port = sock.getsockname()[1]
@@ -197,6 +203,7 @@ def served_team(
         public_url=public,
         nonce_store=DbNonceStore(store),
         server_key=key,
+        layer=admin.core.host_layer,
         limits=AuthenticationLimits(AddressLimit(), EngineerLimit(store)),
         clock=now,
     )
@@ -211,7 +218,7 @@ def served_team(
             finally:
                 team.close()
     finally:
-        admin.core.server_key = None
+        admin.core.server_key = admin.core.host_layer = admin.core.host_server = None
         store.close()
 
 

@@ -45,9 +45,12 @@ from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_TAG_SECRET_NAME
 PRAGMAS = ("busy_timeout = 5000", "journal_mode = WAL", "foreign_keys = ON", "secure_delete = ON", "synchronous = FULL")
 
 
-def credvault_series(manifest: dataset.Manifest, n: int) -> tuple[list[tuple[str, tuple[Any, ...]]], list[float]]:
+def credvault_series(
+    manifest: dataset.Manifest, n: int
+) -> tuple[list[tuple[str, tuple[Any, ...]]], list[float], list[float]]:
     """W11's kept-engineer series (each checkout of a secret and client new to the session):
-    the statements of one of them (text, parameters), and ``n`` timed ones."""
+    the statements of one of them (text, parameters), ``n`` timed ones, and the time of each
+    durable commit inside them (the write unit's: the driver's ``commit``, timed around it)."""
     from bench.workloads.w11_cold_checkout import FreshObjects, _new_refs
 
     name, clients = dataset.engineer_name(0), manifest.shape.granted_clients(0)
@@ -63,9 +66,22 @@ def credvault_series(manifest: dataset.Manifest, n: int) -> tuple[list[tuple[str
     event.listen(vault.store.engine, "before_cursor_execute", listen)
     vault.checkouts.checkout(next(refs), reason="design floor")
     event.remove(vault.store.engine, "before_cursor_execute", listen)
-    times = [_timed(lambda: vault.checkouts.checkout(next(refs), reason="design floor")) for _ in range(n)]
+    commits: list[float] = []
+    dialect = type(vault.store.engine.dialect)
+    real_commit = dialect.do_commit
+
+    def do_commit(self: Any, connection: Any) -> None:
+        start = time.perf_counter()
+        real_commit(self, connection)
+        commits.append(time.perf_counter() - start)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    try:
+        times = [_timed(lambda: vault.checkouts.checkout(next(refs), reason="design floor")) for _ in range(n)]
+    finally:
+        dialect.do_commit = real_commit  # type: ignore[method-assign]
     vault.close()
-    return seen, times
+    return seen, times, commits
 
 
 def sql_floor(db: Path, statements: list[tuple[str, tuple[Any, ...]]], n: int) -> tuple[list[float], list[float]]:
@@ -157,7 +173,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
         manifest = dataset.load(source)
         shutil.copy(make_url(manifest.url).database or "", db)
         manifest = dataclasses.replace(manifest, url=f"sqlite:///{db}")
-        statements, real = credvault_series(manifest, n)
+        statements, real, commits = credvault_series(manifest, n)
         replay, floor = sql_floor(db, statements, n)
     crypto = crypto_floor(n)
     writes = [text.split(" (")[0] for text, _ in statements if not text.startswith(("SELECT", "BEGIN", "PRAGMA"))]
@@ -175,6 +191,7 @@ def measure(params: dict[str, Any]) -> dict[str, Any]:
         "sql": summary(replay),
         "crypto": summary(crypto),
         "credvault": summary(real),
+        "commit": summary(commits),
     }
 
 
@@ -189,6 +206,8 @@ def main() -> None:
     print(f"the minimum crypto, credvault's recipes    {c:.3f} ms  {c / f:.2f}x the floor")
     print(f"design floor (SQL + crypto)                {s + c:.3f} ms  {(s + c) / f:.2f}x the floor (target 3x)")
     print(f"credvault's checkout (the same series)     {r:.3f} ms  {r / f:.2f}x the floor")
+    k = v["commit"]["median"] * 1e3
+    print(f"  of which its write unit's commit         {k:.3f} ms  {k / f:.2f}x the floor")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class Checkouts:
         self.policy_check = policy_check
         self._keyholder: CheckoutKeyholder | None = None
         self._checkins: CheckinKeyholder | None = None
-        self._transport: InProcessTransport | None = None
+        self._transport: InProcessTransport | HttpsCheckoutTransport | None = None
         self.core = core
         self.keys = keys
         self.trust = trust
@@ -200,6 +200,10 @@ class Checkouts:
 
     def _checkout_keyholder(self) -> CheckoutKeyholder:
         """This Vault object's checkout keyholder, over an in-process transport to its authority."""
+        if self._keyholder is None and self.core.host_server is not None:  # the server's host (server/host.py)
+            self._keyholder = https_checkout_keyholder(self, self.core.host_server.https(self.keys))
+            assert isinstance(self._keyholder.transport, HttpsCheckoutTransport)
+            self._transport = self._keyholder.transport
         if self._keyholder is None:
             checks = _PublicChecks(self)
             authority = CheckoutAuthority(self.core.store, checks, self.core.clock)

@@ -68,6 +68,9 @@ class Core:
     # and the server layer of its key file (``vault.server.layer.ServerLayer``), which a purge there
     # removes from the data keys it fingerprints; None elsewhere
     host_layer: Any = None
+    # and the server's own pipeline in this process (``vault.server.host.HostServer``): an admin's
+    # checkouts, reveals, check-ins and breaks there go through it, recorded as the server records them
+    host_server: Any = None
 
     def __init__(
         self,
