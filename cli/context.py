@@ -177,7 +177,7 @@ class AppContext:
             from vault.server.layer import ServerLayer
 
             keys = read_server_keys(key_file)
-            vault.core.server_key = keys.signing
+            vault.core.server_key = keys.signing_keys  # a rotation: the version the vault holds active signs
             if keys.master is not None:
                 vault.core.host_layer = ServerLayer(keys.master, keys.previous)
         self.check_pin(url, vault)
