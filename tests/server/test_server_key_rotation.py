@@ -204,6 +204,15 @@ def test_the_server_signs_with_the_old_version_until_the_new_one_is_certified(
         identity = asgi_call(app, "GET", "/v1/identity").json()["server_key"]
         assert identity["version"] == 2 and "certificate" in identity
         assert asgi_call(app, "GET", "/readyz").status_code == 200
+        # a server (or an admin) still on the old file: named by /readyz, and it signs no event
+        old = keys.signing_keys.keys[0]
+        stale = build_app(store, public_url=PUBLIC_URL, nonce_store=DbNonceStore(store), server_key=old)
+        assert asgi_call(stale, "GET", "/readyz").json()["reasons"] == ["server-key-not-certified"]
+        admin.core.server_key = old
+        seq = last_event(store).seq
+        with pytest.raises(ConfigurationError, match="not the vault's active"):
+            admin.clients.add("gamma", "Gamma AG")
+        assert last_event(store).seq == seq
     finally:
         store.close()
         admin.core.server_key = None
