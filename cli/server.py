@@ -1,7 +1,9 @@
-"""The team server: ``credvault serve`` (docs/server.md §6).
+"""The team server: ``credvault serve`` (docs/server.md §6), and ``serve rotate-key``.
 
 The command checks its options and hands them to ``vault.server.run`` (uvicorn); the server
 itself lives in ``vault/server/``. TLS is required unless the bind host is loopback.
+``serve rotate-key`` adds the next server key to the key file, and ``--drop-old`` removes the
+older one once it is certified (``vault/server/keyfile_rotation.py``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import click
 
 from .context import AppContext, pass_app
+from .output import say
 
 
-@click.command("serve")
+@click.group("serve", invoke_without_command=True)
 @click.option("--db", "db", metavar="URL", help="The vault's database (else the global --db, CREDVAULT_DB, …).")
 @click.option("--bind", default="127.0.0.1:8443", show_default=True, metavar="HOST:PORT", help="Where to listen.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), metavar="FILE", help="TLS certificate (PEM).")
@@ -39,9 +42,9 @@ from .context import AppContext, pass_app
     metavar="FILE",
     help="The server key file (JSON, mode 0600): signs the audit events of checkouts.",
 )
-@pass_app
+@click.pass_context
 def serve(
-    app: AppContext,
+    ctx: click.Context,
     db: str | None,
     bind: str,
     tls_cert: str | None,
@@ -64,6 +67,10 @@ def serve(
         --public-url https://vault.example.net:8443 --access-log - \\
         --server-key /etc/credvault/server-key.json
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.find_object(AppContext)
+    assert app is not None
     from vault.server import ServeOptions, run
 
     options = ServeOptions(
@@ -79,6 +86,62 @@ def serve(
         server_key=server_key,
     )
     run(options)
+
+
+# -- rotating the server key (docs/server.md §5) ------------------------------------------------------
+
+
+@serve.command("rotate-key")
+@click.option(
+    "--server-key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="The server key file (JSON, mode 0600) to rotate.",
+)
+@click.option("--drop-old", is_flag=True, help="Remove the older keys, once the new one is certified and active.")
+@click.option("--db", "db", metavar="URL", help="The vault's database, for --drop-old (else the global --db, ...).")
+@pass_app
+def rotate_key(app: AppContext, key_file: str, drop_old: bool, db: str | None) -> None:
+    """Add the next signing key and master key to the server key file, keeping the old ones.
+
+    Then an admin certifies the new signing key (`server certify`); servers started on the new
+    file sign with the old version until then (`/readyz`: server-key-not-certified), then with
+    the new one. Once every server runs on the new file and it is certified, `--drop-old`
+    moves every server client key to the new master key and removes the old keys.
+
+    \b
+    Example:
+      credvault serve rotate-key --server-key /etc/credvault/server-key.json
+      credvault --db "$DB" --server-key /etc/credvault/server-key.json server certify /etc/credvault/server-key.json
+      credvault serve rotate-key --server-key /etc/credvault/server-key.json --drop-old --db "$DB"
+    """
+    from vault.server import keyfile_rotation
+    from vault.transport.https_identity import fingerprint
+
+    if drop_old:
+        kept, dropped = keyfile_rotation.drop_old_at(key_file, db or app.db_url())
+        if not dropped.signing and not dropped.master:
+            say(f"{key_file} holds no older key: nothing dropped.")
+            return
+        say(
+            f"Dropped signing key version(s) {_versions(dropped.signing)} and master key version(s) "
+            f"{_versions(dropped.master)} from {key_file} ({dropped.moved} server client keys moved first); "
+            f"it holds server key version {kept.signing.version}."
+        )
+        return
+    rotated = keyfile_rotation.rotate(key_file)
+    master = f", master key version {rotated.master.version}" if rotated.master is not None else ""
+    say(
+        f"Added server key version {rotated.signing.version} ({fingerprint(rotated.signing.public)}){master} "
+        f"to {key_file}; version {rotated.signing.version - 1} is kept and signs until the new one is certified."
+    )
+    say(f"An admin certifies it: credvault --db URL --server-key {key_file} server certify {key_file}")
+
+
+def _versions(versions: tuple[int, ...]) -> str:
+    return ", ".join(map(str, versions)) or "none"
 
 
 COMMANDS = [serve]

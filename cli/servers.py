@@ -134,17 +134,23 @@ def certify(app: AppContext, path: Path) -> None:
     """Admin: certify the server key in the key file PATH with the organisation key (--db).
 
     Engineers' machines then trust the server's signatures (`server trust` shows its fingerprint).
+    After `credvault serve rotate-key` it certifies the file's new version; the servers then sign
+    with it, and engineers' machines take it with its certificate.
 
     \b
     Example:
       credvault --db postgresql+psycopg://admin@db.internal/credvault server certify server-key.json
     """
-    from vault.server.keyfile import read_server_key
+    from vault.server.keyfile import read_server_keys
     from vault.service.serverkeys import certify_server_key
     from vault.transport.https_identity import fingerprint
 
-    key = read_server_key(path)
-    row = certify_server_key(app.session_vault(), key.version, key.public)
+    keys = read_server_keys(path)
+    vault = app.session_vault()
+    if vault.core.server_key is None:  # a next version (serve rotate-key): the file's active one records it
+        vault.core.server_key = keys.signing_keys
+    key = keys.signing  # the newest version the file holds
+    row = certify_server_key(vault, key.version, key.public)
     say(f"Certified server key version {row.version}: {fingerprint(row.signing_public)}.")
 
 

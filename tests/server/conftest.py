@@ -13,6 +13,7 @@ as an engineer (any part of it can be changed, the way an insider with a key wou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from served import CertificateFiles, loopback_socket, make_test_ca, running
@@ -121,3 +122,21 @@ def keyed(module_team, test_ca) -> Iterator[Keyed]:  # type: ignore[no-untyped-d
             yield Keyed(served, carol, key, store)
     finally:
         store.close()
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A config folder of this test's own (``CREDVAULT_HOME``) and an in-memory OS keyring, with no
+    ``CREDVAULT_*`` choice from the environment: what a CLI test on a server's host or an engineer's
+    machine writes (pins, key records, sessions) stays in it."""
+    import keyring
+    from memory_keyring import MemoryKeyring
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CREDVAULT_HOME", str(home))
+    for variable in ("CREDVAULT_DB", "CREDVAULT_SERVER", "CREDVAULT_ENGINEER", "CREDVAULT_SERVER_KEY_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    yield home
+    keyring.set_keyring(previous)

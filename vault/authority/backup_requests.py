@@ -77,6 +77,8 @@ class BackupRequest:
     action: str
     caller: Caller
     org_pin: bytes  # the organisation key the admin trusts
+    # a key export on the team server's host: the versions of the server master keys it carries
+    server_master_versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,10 @@ class BackupAuthority:
             caller = self.gate.authorise(s, request.caller, admin=True)  # nothing else read when it refuses
             context = self._context(s, caller, request, admins=True)
             self._store_new(s, context, seal.keys(context))
-            seq = self.recorder.append(s, EXPORT, public={"clients": len(context.clients)})
+            public: dict[str, Any] = {"clients": len(context.clients)}
+            if request.server_master_versions:  # the event says the export carries the server's master keys
+                public["server_master_keys"] = list(request.server_master_versions)
+            seq = self.recorder.append(s, EXPORT, public=public)
             seal.write_export()  # before the commit: no event without a file
         return BackupDone(seq, len(context.clients))
 
@@ -281,6 +284,15 @@ class BackupAuthority:
             raise InvalidInput("not a backup request of this action")
         checked_caller(request.caller)
         checked_pin(request.org_pin)
+        versions = request.server_master_versions
+        if (
+            not isinstance(versions, tuple)
+            or (versions and action != EXPORT)
+            or len(versions) > 16
+            or len(set(versions)) != len(versions)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**31 for v in versions)
+        ):
+            raise InvalidInput("the server master key versions of a key export are distinct positive numbers")
 
     # -- the backup keys ---------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from vault.authority.local_requests import LocalRecord
 from vault.authority.requests import Caller
 from vault.authority.serverjournal import ServerJournal, ServerSeal
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import SigningKeys
 from vault.crypto.signing import SigningKey
 from vault.errors import ConfigurationError
 from vault.storage import models as m
@@ -92,5 +92,5 @@ def append_local(
     )
 
 
-def local_journal(core: Any, key: ServerSigningKey) -> ServerJournal:
+def local_journal(core: Any, key: SigningKeys) -> ServerJournal:
     return ServerJournal(core, ServerSeal(key))

@@ -116,6 +116,7 @@ OPERATIONS: dict[str, dict[str, Role]] = {
         "export_keys": ADMIN,
         "create": ADMIN,
         "restore": NO_SESSION,
+        "server_master_keys": NO_SESSION,  # opened with a passphrase or the recovery shares, as restore
     },
 }
 

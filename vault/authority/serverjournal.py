@@ -27,36 +27,52 @@ from sqlalchemy.orm import Session
 from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, lock_head, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import ServerKeyring, ServerSigningKey, SigningKeys, keyring_of
 from vault.errors import ConfigurationError, InvalidInput
 from vault.storage import models as m
 from vault.wire.eventrequest import SERVER_ACTIONS, RecordedRequest, allows, operation_of, parse_sig
 
 
 class ServerSeal:
-    """The server signing key's signature over the events a unit appends (module docstring)."""
+    """The server signing key's signature over the events a unit appends (module docstring).
 
-    def __init__(self, key: ServerSigningKey) -> None:
-        self.key = key
+    ``keys``: one key, or the key file's ring during a rotation (``ServerKeyring``); each unit
+    signs with the version ``server_keys`` holds as active (``active_key``), so that once an admin
+    certifies the next version the server signs with it, without a restart."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self.ring = keyring_of(keys)
 
     def __repr__(self) -> str:
-        return f"ServerSeal(version={self.key.version})"
+        return f"ServerSeal({self.ring!r})"
 
     @property
-    def version(self) -> int:
-        return self.key.version
+    def key(self) -> ServerSigningKey:
+        """The newest key the seal holds (a unit signs with ``check_active``'s)."""
+        return self.ring.newest
 
-    def check_active(self, s: Session) -> None:
-        """``ConfigurationError`` unless ``server_keys`` holds this key as the active version."""
-        row = s.get(m.ServerKey, self.key.version)
-        if row is None or row.state != ACTIVE or row.signing_public != self.key.public:
+    def check_active(self, s: Session) -> ServerSigningKey:
+        """The key of the version ``server_keys`` holds as active, if the seal holds it (the same
+        public key); else ``ConfigurationError``."""
+        key = active_key(s, self.ring)
+        if key is None:
+            versions = ", ".join(str(k.version) for k in self.ring.keys)
             raise ConfigurationError(
-                f"server key version {self.key.version} is not the vault's active, certified server key",
+                f"server key version {versions} is not the vault's active, certified server key",
                 hint="an admin certifies the server key (issue 14); the key file and the database must agree",
             )
+        return key
 
-    def sign(self, vault_id: bytes, seq: int, digest: bytes) -> bytes:
-        return self.key.sign_event(vault_id, seq, digest)
+
+def active_key(s: Session, ring: ServerKeyring) -> ServerSigningKey | None:
+    """The newest key of ``ring`` that ``server_keys`` holds as the active version (same public
+    key), or None. Certifying a version retires the one before it, so this is the newest
+    certified version the ring holds."""
+    for key in ring.newest_first():
+        row = s.get(m.ServerKey, key.version)
+        if row is not None and row.state == ACTIVE and bytes(row.signing_public) == key.public:
+            return key
+    return None
 
 
 class ServerJournal:
@@ -122,7 +138,7 @@ class ServerJournal:
         """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any)."""
         client_id, secret_id, key_version, details_blob = target
         vault_id = self.core.info(s).vault_id
-        self.seal.check_active(s)
+        key = self.seal.check_active(s)
         found = lock_head(s, engineer_id)
         if found.head is None:
             head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
@@ -168,12 +184,12 @@ class ServerJournal:
             details_json=details_json,
             prev_hash=head.hash,
             hash=digest,
-            signature=self.seal.sign(vault_id, seq, digest),
+            signature=key.sign_event(vault_id, seq, digest),
             request_id=request_id,
             request_digest=request_digest,
             request_sig=request.sig if request is not None else None,
             request_body=request.body if request is not None else None,
-            server_key_version=self.seal.version,
+            server_key_version=key.version,
         )
         s.add(event)
         head.seq, head.hash = seq, digest

@@ -38,6 +38,7 @@ LABEL_FP_DATA_KEY = b"credvault/v1/fingerprint/data-key"
 LABEL_BACKUP_SECTION = b"credvault/v1/backup-section"
 LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"
 LABEL_BACKUP_VAULT_KEY = b"credvault/v1/backup-vault-key"
+LABEL_BACKUP_SERVER_KEYS = b"credvault/v1/backup-server-keys"  # the server master keys in a key export
 LABEL_SIG_POLICY = b"credvault/v1/sig/client-policy"
 LABEL_SIG_SETTINGS = b"credvault/v1/sig/vault-settings"
 LABEL_SIG_ORG_KEY = b"credvault/v1/sig/org-key"

@@ -76,3 +76,40 @@ def verify_certificate(
     )
     if signing.is_weak_signing_key(public):
         raise UntrustedRecord(f"server key version {version} is a weak (small-order) signing key")
+
+
+class ServerKeyring:
+    """Every version of the server's signing key a key file holds (during a rotation the current
+    one and the one before it), newest last; ``repr`` shows versions only. Which one signs is the
+    database's choice: the version ``server_keys`` holds as active (``serverjournal.active_key``)."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[ServerSigningKey, ...] | list[ServerSigningKey]) -> None:
+        ordered = tuple(sorted(keys, key=lambda k: k.version))
+        if not ordered or not all(isinstance(k, ServerSigningKey) for k in ordered):
+            raise TypeError("a server keyring holds at least one server signing key")
+        if len({k.version for k in ordered}) != len(ordered):
+            raise ValueError("a server keyring holds each version once")
+        self.keys = ordered
+
+    @property
+    def newest(self) -> ServerSigningKey:
+        return self.keys[-1]
+
+    def newest_first(self) -> tuple[ServerSigningKey, ...]:
+        return tuple(reversed(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"ServerKeyring(versions={[k.version for k in self.keys]})"
+
+
+SigningKeys = ServerSigningKey | ServerKeyring  # what a server signs with: one key, or a key file's ring
+
+
+def keyring_of(keys: SigningKeys) -> ServerKeyring:
+    """``keys`` as a ring (one key: a ring of one)."""
+    return keys if isinstance(keys, ServerKeyring) else ServerKeyring((keys,))

@@ -51,7 +51,12 @@ from vault.authority.backup_requests import (
 from vault.authority.requests import Caller, SealedClientKey
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, sealing, signing
-from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_VAULT_KEY, LABEL_CLIENT_KEY_SEAL
+from vault.crypto.labels import (
+    LABEL_BACKUP_KEYS,
+    LABEL_BACKUP_SERVER_KEYS,
+    LABEL_BACKUP_VAULT_KEY,
+    LABEL_CLIENT_KEY_SEAL,
+)
 from vault.errors import AlreadyExists, ConcurrentChange, DecryptionFailed, UntrustedRecord
 from vault.keyholder import backupfile
 from vault.keyholder.backupsections import (
@@ -122,10 +127,18 @@ class _BackupSeal:
     """The keyholder's side of ``BackupSeal`` for one backup or key export."""
 
     def __init__(
-        self, keys: BackupKeys, me: Session, path: Path, files: contextlib.ExitStack, now: dt.datetime, *, export: bool
+        self,
+        keys: BackupKeys,
+        me: Session,
+        path: Path,
+        files: contextlib.ExitStack,
+        now: dt.datetime,
+        *,
+        export: bool,
+        server_master_keys: tuple[tuple[int, bytes], ...] = (),
     ):
         self._keys, self._me, self._path, self._files, self._now = keys, me, path, files, now
-        self._export = export
+        self._export, self._server_master_keys = export, server_master_keys
         self.context: BackupContext | None = None
         self._vault_key = b""
         self._client_keys: dict[int, bytes] = {}
@@ -238,7 +251,22 @@ class _BackupSeal:
             "admins": admins,
             "recovery": backupfile.encode(sealing.seal(public, version, payload, sealed_to)),
         }
+        if self._server_master_keys:
+            document["server_master_keys"] = self._sealed_server_keys(context.vault_id, public, version)
         backupfile.write_private(self._path, json.dumps(document, indent=1))
+
+    def _sealed_server_keys(self, vault_id: bytes, public: bytes, version: int) -> dict[str, Any]:
+        """The team server's master keys (on its host), sealed like the backup keys: to the recovery
+        key and to each admin of the export, under their own label (docs/format.md §11)."""
+        keys = {str(v): key.hex() for v, key in self._server_master_keys}
+        payload = json.dumps(keys, sort_keys=True).encode("utf-8")
+        sealed_to = (LABEL_BACKUP_SERVER_KEYS, vault_id)
+
+        def sealed(recipient: bytes) -> Any:
+            return backupfile.encode(sealing.seal(recipient, version, payload, sealed_to))
+
+        admins = {str(a.row.id): sealed(a.row.sealing_public) for a in self._recipients if a.row.sealing_public}
+        return {"versions": [v for v, _ in self._server_master_keys], "recovery": sealed(public), "admins": admins}
 
     # -- a backup -------------------------------------------------------------------------------
 
@@ -320,8 +348,17 @@ class _BackupSeal:
 class BackupKeyholder:
     """Key export and backup for the admin whose keys ``keys`` holds."""
 
-    def __init__(self, transport: BackupTransport, keys: BackupKeys, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        transport: BackupTransport,
+        keys: BackupKeys,
+        clock: Callable[[], dt.datetime],
+        server_master_keys: tuple[tuple[int, bytes], ...] = (),
+    ) -> None:
+        """``server_master_keys``: on the team server's host, every live master key of its key file
+        (version, key), which a key export then carries sealed (``LABEL_BACKUP_SERVER_KEYS``)."""
         self.transport, self.keys, self.clock = transport, keys, clock
+        self.server_master_keys = server_master_keys
 
     def export_keys(self, path: Path) -> int:
         refuse_existing(path)
@@ -341,7 +378,9 @@ class BackupKeyholder:
         for attempt in range(2):
             me, request = self._request(action)
             with contextlib.ExitStack() as files:  # the file is removed if the unit fails after it began
-                seal = _BackupSeal(self.keys, me, path, files, self.clock(), export=action == EXPORT)
+                export = action == EXPORT
+                carried = self.server_master_keys if export else ()
+                seal = _BackupSeal(self.keys, me, path, files, self.clock(), export=export, server_master_keys=carried)
                 try:
                     send = self.transport.export_keys if action == EXPORT else self.transport.create
                     done = send(request, seal)
@@ -358,7 +397,8 @@ class BackupKeyholder:
     def _request(self, action: str) -> tuple[Session, BackupRequest]:
         me = self.keys.session()
         self.keys.open_recovery()  # the admin's recovery key, opened and checked (a read unit)
-        return me, BackupRequest(action, Caller(me.engineer_id, me.key_generation), me.org_signing_public)
+        versions = tuple(v for v, _ in self.server_master_keys) if action == EXPORT else ()
+        return me, BackupRequest(action, Caller(me.engineer_id, me.key_generation), me.org_signing_public, versions)
 
     @staticmethod
     def _check_done(seal: _BackupSeal, done: BackupDone) -> None:

@@ -16,6 +16,7 @@ after its sections pass, and a restore writes nothing unless every section passe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from vault.authority.backup_requests import (
@@ -30,7 +31,7 @@ from vault.authority.backup_requests import (
     Value,
 )
 from vault.crypto import keyrecord, sealing, shamir
-from vault.crypto.labels import LABEL_BACKUP_KEYS
+from vault.crypto.labels import LABEL_BACKUP_KEYS, LABEL_BACKUP_SERVER_KEYS
 from vault.errors import DecryptionFailed, InvalidInput, RecoveryShareError, UntrustedRecord
 from vault.keyholder.backupfile import decode, encode
 from vault.keyholder.keys import RootBundle
@@ -136,6 +137,54 @@ def open_key_export(
     """The backup keys in a key export: opened with the recovery shares, or with an admin's
     passphrase (their key record is in the export)."""
     context = (LABEL_BACKUP_KEYS, vault_id)
+    raw = _opened(keys, vault_id, admin, passphrase, shares, context, keys["recovery"], lambda entry: entry["keys"])
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise DecryptionFailed() from None
+    return cast(dict[str, Any], payload)
+
+
+def open_server_master_keys(
+    keys: dict[str, Any], vault_id: bytes, admin: str | None, passphrase: str | None, shares: list[str] | None
+) -> tuple[tuple[int, bytes], ...]:
+    """The team server's master keys a key export made on its host carries, as (version, key),
+    oldest first (docs/format.md §11): opened as ``open_key_export`` opens the backup keys. An
+    export without them is ``InvalidInput``; one whose sealed set was altered or moved from another
+    vault's export, ``DecryptionFailed``."""
+    carried = keys.get("server_master_keys")
+    if not isinstance(carried, dict):
+        raise InvalidInput(
+            "this key export carries no server master key",
+            hint="make the key export on the server's host with its key file "
+            "(credvault --server-key FILE backup export-keys)",
+        )
+    context = (LABEL_BACKUP_SERVER_KEYS, vault_id)
+    admins = carried["admins"]
+    raw = _opened(keys, vault_id, admin, passphrase, shares, context, carried["recovery"],
+                  lambda entry: admins[str(int(entry["id"]))])  # fmt: skip
+    try:
+        payload = json.loads(raw)
+        found = tuple(sorted((int(v), bytes.fromhex(k)) for v, k in payload.items()))
+    except (ValueError, AttributeError, TypeError):
+        raise DecryptionFailed() from None
+    if [v for v, _ in found] != sorted(int(v) for v in carried["versions"]) or any(len(k) != 32 for _, k in found):
+        raise UntrustedRecord("the key export's server master keys are not the versions it names")
+    return found
+
+
+def _opened(
+    keys: dict[str, Any],
+    vault_id: bytes,
+    admin: str | None,
+    passphrase: str | None,
+    shares: list[str] | None,
+    context: tuple[bytes, bytes],
+    recovery_blob: Any,
+    admin_blob: Callable[[dict[str, Any]], Any],
+) -> bytes:
+    """A set sealed in a key export (``context``), opened with the recovery shares (``recovery_blob``)
+    or with a listed admin's passphrase (``admin_blob`` of their entry)."""
     root_version = int(keys["root_version"])
     if shares:
         decoded = [shamir.decode_share(vault_id, text) for text in shares]
@@ -147,21 +196,13 @@ def open_key_export(
                 "the shares do not rebuild the recovery key of this key export",
                 hint="use shares printed for this vault since its last root rotation",
             )
-        raw = sealing.open_sealed(bundle.recovery, root_version, decode(keys["recovery"]), context)
-    else:
-        entry = next((a for a in keys["admins"] if a["name"] == admin), None)
-        if entry is None or passphrase is None:
-            raise InvalidInput(
-                "name an admin listed in the key export and give their passphrase, or use recovery shares"
-            )
-        private = keyrecord.open_record(
-            decode(entry["key_record"]), passphrase, vault_id, int(entry["id"]), int(entry["generation"])
-        )
-        raw = sealing.open_sealed(
-            sealing.KeyPair(private.sealing_private), root_version, decode(entry["keys"]), context
-        )
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        raise DecryptionFailed() from None
-    return cast(dict[str, Any], payload)
+        return sealing.open_sealed(bundle.recovery, root_version, decode(recovery_blob), context)
+    entry = next((a for a in keys["admins"] if a["name"] == admin), None)
+    if entry is None or passphrase is None:
+        raise InvalidInput("name an admin listed in the key export and give their passphrase, or use recovery shares")
+    private = keyrecord.open_record(
+        decode(entry["key_record"]), passphrase, vault_id, int(entry["id"]), int(entry["generation"])
+    )
+    return sealing.open_sealed(
+        sealing.KeyPair(private.sealing_private), root_version, decode(admin_blob(entry)), context
+    )

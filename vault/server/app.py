@@ -44,7 +44,7 @@ from vault.authority.checkout_list import CheckoutListAuthority
 from vault.authority.checkout_reads import ORG_KEYS
 from vault.authority.checkouts import CheckoutAuthority
 from vault.authority.serverjournal import ServerSeal
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import SigningKeys
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
@@ -64,7 +64,7 @@ from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
-from vault.storage import models as m
+from vault.server.signing_keys import ActiveSigningKey
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -93,7 +93,7 @@ def build_app(
     operations: Operations | None = None,
     limits: AuthenticationLimits | None = None,
     addresses: ClientAddresses | None = None,
-    server_key: ServerSigningKey | None = None,
+    server_key: SigningKeys | None = None,
     layer: ServerLayer | None = None,
 ) -> Starlette:
     """The server's app over ``store``. ``public_url`` is what engineers sign requests for
@@ -129,13 +129,15 @@ def build_app(
         operations.add(COMMIT, _invited, invited=True, writes=True)
     else:
         enrolment = EnrolmentRoutes(store, authenticator, ServerChecks(organisation, _utc(clock)), None, _utc(clock))
-    if server_key is not None:
-        identity_extra = _with_server_key(identity_extra, server_key, store)
+    # a key file's ring (a rotation): events, answers and /v1/identity use the active certified version
+    choice = ActiveSigningKey(store, server_key) if server_key is not None else None
+    if choice is not None:
+        identity_extra = _with_server_key(identity_extra, choice)
     refusals = AuthRefusals(ServerSeal(server_key), _utc(clock)) if server_key is not None else None
     guard = _Guard(limits, addresses or ClientAddresses(), refusals)
     endpoints = _Endpoints(store, authenticator, operations, identity_extra, max_body, guard, enrolment)
     endpoints.keys = (server_key, layer)
-    signer = [Middleware(ResponseSigner, key=server_key, clock=clock)] if server_key is not None else []
+    signer = [Middleware(ResponseSigner, key=choice, clock=clock)] if choice is not None else []
     return Starlette(
         debug=False,
         routes=[
@@ -157,7 +159,7 @@ def build_app(
 def checkout_routes(
     store: Store,
     organisation: PinnedOrganisation,
-    server_key: ServerSigningKey | None,
+    server_key: SigningKeys | None,
     clock: Callable[[], float],
     layer: ServerLayer | None = None,
 ) -> CheckoutRoutes:
@@ -178,17 +180,17 @@ def _utc(clock: Callable[[], float]) -> Callable[[], dt.datetime]:
     return now
 
 
-def _with_server_key(extra: IdentityExtra | None, key: ServerSigningKey, store: Store) -> IdentityExtra:
-    """``extra`` plus the server key: its version, public key and, once an admin certified it,
-    the organisation key's certificate (what ``credvault server trust`` verifies and pins)."""
+def _with_server_key(extra: IdentityExtra | None, choice: ActiveSigningKey) -> IdentityExtra:
+    """``extra`` plus the server key the server signs with: its version, public key and, once an
+    admin certified it, the organisation key's certificate (what ``credvault server trust``
+    verifies and pins, and an engineer's machine re-pins after a rotation)."""
 
     def identity() -> Mapping[str, object]:
         found = dict(extra()) if extra is not None else {}
+        key, certified = choice.refresh()
         named: dict[str, object] = {"version": key.version, "public": _b64url(key.public)}
-        with store.read() as s:
-            row = s.get(m.ServerKey, key.version)
-        if row is not None and row.signing_public == key.public:
-            named |= {"certificate": _b64url(row.certificate), "certified_at": row.certified_at}
+        if certified is not None:
+            named |= {"certificate": _b64url(certified.certificate), "certified_at": certified.certified_at}
         return found | {"server_key": named}
 
     return identity
@@ -207,7 +209,7 @@ class _Endpoints:
     ) -> None:
         self.store, self.authenticator, self.operations = store, authenticator, operations
         self.identity_extra, self.max_body, self.guard = identity_extra, max_body, guard
-        self.keys: tuple[ServerSigningKey | None, ServerLayer | None] = (None, None)
+        self.keys: tuple[SigningKeys | None, ServerLayer | None] = (None, None)
         self.enrolment = enrolment
 
     async def healthz(self, request: Request) -> Response:

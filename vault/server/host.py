@@ -29,7 +29,9 @@ from typing import Any
 
 import httpx
 
-from vault.crypto.serverkey import ServerSigningKey
+from vault.authority.serverjournal import active_key
+from vault.crypto.serverkey import SigningKeys as ServerKeys
+from vault.crypto.serverkey import keyring_of
 from vault.errors import ConfigurationError
 from vault.server.app import build_app
 from vault.server.keyfile import ServerKeyFile
@@ -76,9 +78,9 @@ class HostServer:
     signed transport to it for the engineer whose keys those are."""
 
     def __init__(
-        self, store: Store, signing: ServerSigningKey, layer: ServerLayer | None, clock: Callable[[], float] = time.time
+        self, store: Store, signing: ServerKeys, layer: ServerLayer | None, clock: Callable[[], float] = time.time
     ) -> None:
-        self.store, self.signing, self.layer, self.clock = store, signing, layer, clock
+        self.store, self.signing, self.layer, self.clock = store, keyring_of(signing), layer, clock
         self.app = build_app(
             store,
             public_url=HOST_URL,
@@ -89,7 +91,7 @@ class HostServer:
         )
 
     def __repr__(self) -> str:
-        return f"HostServer(server_key={self.signing.version})"
+        return f"HostServer({self.signing!r})"
 
     def https(self, keys: SigningKeys) -> HttpsTransport:
         """Refused (``ConfigurationError``) when the key file and the database disagree, before any
@@ -101,13 +103,18 @@ class HostServer:
                 hint="use the key file the running server uses; an admin certifies a new key with "
                 "`credvault server certify FILE`",
             )
-        pinned = (self.signing.version, self.signing.public)
+        with self.store.read() as s:
+            active = active_key(
+                s, self.signing
+            )  # the version the server signs with (the key problems say there is one)
+        assert active is not None
+        pinned = (active.version, active.public)
         return HttpsTransport(HOST_URL, keys, transport=InProcessAsgi(self.app), server_key=pinned, clock=self.clock)
 
 
 def on_host(vault: Any, keys: ServerKeyFile) -> None:
     """Equip ``vault`` (a ``Vault`` on the server's host) with the key file's ``keys`` (module docstring)."""
     core = vault.core
-    core.server_key = keys.signing
+    core.server_key = keys.signing_keys  # a rotation: the version the vault holds active signs
     core.host_layer = ServerLayer(keys.master, keys.previous) if keys.master is not None else None
-    core.host_server = HostServer(core.store, keys.signing, core.host_layer, lambda: core.clock().timestamp())
+    core.host_server = HostServer(core.store, keys.signing_keys, core.host_layer, lambda: core.clock().timestamp())

@@ -6,7 +6,10 @@ the server signing key that signs format-3 events, of the version an admin certi
 ``"master_version": M, "master_key": "<32 bytes, base64url>"``, both or neither;
 ``vault/server/layer.py``), and during a master-key rotation the older ones
 (``"previous_master_keys": {"<version>": "<base64url>"}``, versions below M) until
-``credvault serve`` has moved every server client key to the current one. It is a secret of
+``credvault serve`` has moved every server client key to the current one, and during a
+signing-key rotation (``credvault serve rotate-key``, ``keyfile_rotation.py``) the signing keys
+before ``version`` (``"previous_signing_keys": {"<version>": "<base64url seed>"}``) until the
+newest is certified and the older ones are dropped. It is a secret of
 the server machine, never of the database, so the file is refused (``ConfigurationError``
 with a hint) unless only its owner may read or write it (mode 0600), and whatever is wrong
 with it is named without its contents.
@@ -22,7 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import ServerKeyring, ServerSigningKey
 from vault.crypto.signing import SigningKey
 from vault.errors import ConfigurationError
 from vault.server.layer import MasterKey
@@ -30,6 +33,7 @@ from vault.server.layer import MasterKey
 FIELDS = {"version", "signing_seed"}
 MASTER_FIELDS = {"master_version", "master_key"}
 PREVIOUS = "previous_master_keys"
+PREVIOUS_SIGNING = "previous_signing_keys"
 MAX_FILE = 4096
 HINT = 'write {"version": N, "signing_seed": "<base64url>"} to the file and `chmod 600` it'
 
@@ -41,12 +45,18 @@ def read_server_key(path: str | os.PathLike[str]) -> ServerSigningKey:
 
 @dataclass(frozen=True)
 class ServerKeyFile:
-    """What the server key file holds: the signing key, the current master key (None if none)
-    and older master keys kept for a rotation in progress."""
+    """What the server key file holds: the (newest) signing key, the current master key (None if
+    none), older master keys and older signing keys kept for a rotation in progress."""
 
     signing: ServerSigningKey
     master: MasterKey | None = None
     previous: tuple[MasterKey, ...] = ()
+    previous_signing: tuple[ServerSigningKey, ...] = ()
+
+    @property
+    def signing_keys(self) -> ServerKeyring:
+        """Every signing key of the file (the server signs with the version the vault holds active)."""
+        return ServerKeyring((*self.previous_signing, self.signing))
 
 
 def read_server_keys(path: str | os.PathLike[str]) -> ServerKeyFile:
@@ -75,25 +85,35 @@ def _parsed(raw: bytes, file: Path) -> ServerKeyFile:
         document = json.loads(raw)
     except ValueError:
         raise bad from None
-    if not isinstance(document, dict) or set(document) not in (
+    if not isinstance(document, dict) or set(document) - {PREVIOUS_SIGNING} not in (
         FIELDS,
         FIELDS | MASTER_FIELDS,
         FIELDS | MASTER_FIELDS | {PREVIOUS},
     ):
         raise bad
     signing = ServerSigningKey(_version(document["version"], bad), SigningKey(_key(document["signing_seed"], bad)))
+    older_signing = tuple(
+        ServerSigningKey(version, SigningKey(key))
+        for version, key in _older(document.get(PREVIOUS_SIGNING, {}), signing.version, bad)
+    )
     if "master_key" not in document:
-        return ServerKeyFile(signing)
+        return ServerKeyFile(signing, previous_signing=older_signing)
     master = MasterKey(_version(document["master_version"], bad), _key(document["master_key"], bad))
-    older = document.get(PREVIOUS, {})
+    older = _older(document.get(PREVIOUS, {}), master.version, bad)
+    previous = tuple(MasterKey(version, key) for version, key in older)
+    return ServerKeyFile(signing, master, previous, older_signing)
+
+
+def _older(older: object, below: int, bad: ConfigurationError) -> list[tuple[int, bytes]]:
+    """``{"<version>": "<base64url>"}`` of versions below ``below``, as (version, key), oldest first."""
     if not isinstance(older, dict):
         raise bad
-    previous = []
+    found = []
     for text, key in older.items():
-        if not text.isdigit() or str(int(text)) != text or int(text) >= master.version:
+        if not text.isdigit() or str(int(text)) != text or int(text) >= below:
             raise bad
-        previous.append(MasterKey(_version(int(text), bad), _key(key, bad)))
-    return ServerKeyFile(signing, master, tuple(sorted(previous, key=lambda k: k.version)))
+        found.append((_version(int(text), bad), _key(key, bad)))
+    return sorted(found)
 
 
 def _version(value: object, bad: ConfigurationError) -> int:
@@ -115,17 +135,24 @@ def _key(text: object, bad: ConfigurationError) -> bytes:
     return key
 
 
+def document_of(keys: ServerKeyFile) -> dict[str, object]:
+    """The JSON document of ``keys`` (what ``read_server_keys`` reads back)."""
+    document: dict[str, object] = {"version": keys.signing.version, "signing_seed": _b64(keys.signing.key.seed)}
+    if keys.previous_signing:
+        document[PREVIOUS_SIGNING] = {str(k.version): _b64(k.key.seed) for k in keys.previous_signing}
+    if keys.master is not None:
+        document |= {"master_version": keys.master.version, "master_key": _b64(keys.master.key)}
+        if keys.previous:
+            document[PREVIOUS] = {str(k.version): _b64(k.key) for k in keys.previous}
+    return document
+
+
 def new_key_file(path: str | os.PathLike[str]) -> ServerKeyFile:
     """Write a new server key file at ``path`` (created, never replaced; mode 0600): signing key
     version 1 and master key version 1, fresh from the operating system's generator."""
     signing = ServerSigningKey.generate(1)
     master = MasterKey(1, os.urandom(32))
-    document = {
-        "version": signing.version,
-        "signing_seed": _b64(signing.key.seed),
-        "master_version": master.version,
-        "master_key": _b64(master.key),
-    }
+    document = document_of(ServerKeyFile(signing, master))
     file = Path(path)
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)

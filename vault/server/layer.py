@@ -89,6 +89,11 @@ class ServerLayer:
     def __repr__(self) -> str:
         return f"ServerLayer({self.master!r})"
 
+    def master_keys(self) -> tuple[tuple[int, bytes], ...]:
+        """Every master key this layer holds (the current one and those of a rotation under way), as
+        (version, key), oldest first: what a key export made on the host carries (``backups``)."""
+        return tuple((v, self._masters[v].key) for v in sorted(self._masters))
+
     def client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
         """``(w, SCK[client_id, w])``: the client's newest server client key, opened (kept for
         the process once read); DecryptionFailed if it has none or it does not open."""

@@ -6,7 +6,10 @@ refused by ``ServerSeal.check_active``); a master key that does not open the sto
 keys would record a checkout and then fail to remove the layer (the hold stays, no value). So
 ``/readyz`` reports, before a proxy sends engineers there:
 
-* ``server-key-not-certified``: the key file's signing key is not the active certified version;
+* ``server-key-not-certified``: none of the key file's signing keys is the vault's active certified
+  version. During a rotation (``credvault serve rotate-key``) the file holds the certified version
+  and the next one; until an admin certifies the next, the server signs with the one before it and
+  is ready: a restart between the rotation and the certification takes no server out of service;
 * ``master-key-mismatch``: a stored server client key does not open under the key file's master
   keys (the current one or a ``previous_master_keys`` one it names).
 
@@ -18,22 +21,21 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from vault.authority.serverjournal import ServerSeal
-from vault.crypto.serverkey import ServerSigningKey
-from vault.errors import ConfigurationError, VaultError
+from vault.authority.serverjournal import active_key
+from vault.crypto.serverkey import SigningKeys, keyring_of
+from vault.errors import VaultError
 from vault.server.layer import ServerLayer
 from vault.storage import models as m
 from vault.storage.engine import Store
 
 
-def key_problems(store: Store, server_key: ServerSigningKey | None, layer: ServerLayer | None) -> list[str]:
+def key_problems(store: Store, server_key: SigningKeys | None, layer: ServerLayer | None) -> list[str]:
     """The readiness reasons of the server's keys (module docstring); empty when both agree."""
     found: list[str] = []
     with store.read() as s:
         if server_key is not None:
-            try:
-                ServerSeal(server_key).check_active(s)
-            except ConfigurationError:
+            ring = keyring_of(server_key)
+            if active_key(s, ring) is None:
                 found.append("server-key-not-certified")
         if layer is not None:
             info = s.get(m.VaultInfo, 1)

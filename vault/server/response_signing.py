@@ -9,6 +9,9 @@ is answered unsigned (nothing to bind it to); so are the GET routes (``/healthz`
 ``/readyz``, ``/v1/identity``). A server run without a server key has no such middleware:
 its answers carry no signature, and a keyholder pinning a server key refuses them.
 
+With a key file's ring (a rotation under way) the key is the server's current choice
+(``signing_keys.ActiveSigningKey``), read again in the thread pool when it is older than a second.
+
 It sits inside the access log and outside the catch-all, so that the catch-all's 500 and
 the body limit's 413 are signed too.
 """
@@ -18,9 +21,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.crypto.serverkey import ServerSigningKey
+from vault.server.signing_keys import ActiveSigningKey
 from vault.wire import httpsig_response
 
 _REPLACED = {b"content-digest", b"signature-input", b"signature"}
@@ -29,8 +34,18 @@ _REPLACED = {b"content-digest", b"signature-input", b"signature"}
 class ResponseSigner:
     """Sign each answer to a signed POST with ``key`` (``created`` read from ``clock``)."""
 
-    def __init__(self, app: ASGIApp, *, key: ServerSigningKey, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, app: ASGIApp, *, key: ServerSigningKey | ActiveSigningKey, clock: Callable[[], float] = time.time
+    ) -> None:
         self.app, self.key, self.clock = app, key, clock
+
+    async def signing_key(self) -> ServerSigningKey:
+        """The key this answer is signed with (the current choice, read again once stale)."""
+        if not isinstance(self.key, ActiveSigningKey):
+            return self.key
+        if self.key.stale():
+            await run_in_threadpool(self.key.refresh)
+        return self.key.current()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -56,7 +71,8 @@ class ResponseSigner:
             if message.get("more_body", False):
                 return
             body = b"".join(chunks)
-            added = httpsig_response.sign_response(start["status"], body, request_sig, self.key, int(self.clock()))
+            key = await self.signing_key()
+            added = httpsig_response.sign_response(start["status"], body, request_sig, key, int(self.clock()))
             kept = [(name, value) for name, value in start.get("headers", []) if name.lower() not in _REPLACED]
             kept += [(name.lower().encode("ascii"), value.encode("ascii")) for name, value in added.items()]
             await send({**start, "headers": kept})

@@ -35,9 +35,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.backups import BackupAuthority
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, InvalidInput
+from vault.keyholder import backupfile
 from vault.keyholder.backuprestore import BackupRestorer
 from vault.keyholder.backups import BackupKeyholder, BackupSessionKeys
+from vault.keyholder.backupsections import open_server_master_keys
 from vault.service.records import BackupInfo
 from vault.service.rows import EngineerRecord, GrantRecord
 from vault.storage import models as m
@@ -95,8 +97,28 @@ class Backups:
     def export_keys(self, path: Path) -> int:
         """Write the key export: every live backup key, sealed to the recovery key and to
         each admin (with their key records, so that a passphrase can open it). Returns the
-        number of client keys in it. Keep it apart from the backups; keep only the newest."""
+        number of client keys in it. Keep it apart from the backups; keep only the newest.
+        On the team server's host (``--server-key``: ``core.host_layer``) it also carries every
+        master key of the key file, sealed the same way, and its event names their versions."""
         return self._keyholder().export_keys(Path(path))
+
+    def server_master_keys(
+        self,
+        keys_path: Path,
+        *,
+        admin: str | None = None,
+        passphrase: str | None = None,
+        shares: list[str] | None = None,
+    ) -> tuple[tuple[int, bytes], ...]:
+        """The team server's master keys (version, key) in a key export made on its host, opened
+        with an admin's passphrase or the recovery shares: with them a database copy (``pg_dump``)
+        opens the server layer again after the key file is lost (docs/deployment.md §8)."""
+        export = backupfile.load_json(Path(keys_path), backupfile.KEYS_MAGIC, "key export")
+        try:
+            vault_id = bytes.fromhex(export["vault_id"])
+            return open_server_master_keys(export, vault_id, admin, passphrase, shares)
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+            raise InvalidInput("the key export is malformed", hint="use an unmodified file") from None
 
     def create(self, path: Path) -> BackupInfo:
         """Write a consistent, encrypted copy of the whole vault to ``path``."""
@@ -137,4 +159,8 @@ class Backups:
 
     def _keyholder(self) -> BackupKeyholder:
         """The backups' keyholder of this Vault object, over the in-process transport."""
-        return BackupKeyholder(self._in_process(), BackupSessionKeys(self.keys, self.core.store), self.core.clock)
+        layer = self.core.host_layer  # on the team server's host: its key file's master keys go in a key export
+        carried = layer.master_keys() if layer is not None else ()
+        return BackupKeyholder(
+            self._in_process(), BackupSessionKeys(self.keys, self.core.store), self.core.clock, carried
+        )

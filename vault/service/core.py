@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vault.crypto import keyrecord, signing
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import SigningKeys
 from vault.errors import (
     InvalidInput,
     StoreUnavailable,
@@ -64,7 +64,7 @@ class Core:
     _retry_depth = 0
     # On the team server's host: the server key that signs an admin's work in format 3
     # (authority/local_events.py); None elsewhere.
-    server_key: ServerSigningKey | None = None
+    server_key: SigningKeys | None = None
     # and the server layer of its key file (``vault.server.layer.ServerLayer``), which a purge there
     # removes from the data keys it fingerprints; None elsewhere
     host_layer: Any = None

@@ -52,6 +52,7 @@ from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
+from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
 from vault.transport.https import HttpsTransport
@@ -256,12 +257,14 @@ class RemoteVault:
         clock: Callable[[], dt.datetime] = utcnow,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.pin = pin
         self.keyholder = RemoteKeys(sessions or MemorySessionStore(), pin.vault_id, engineer, clock)
-        # every answer signed by the pinned server key, for its own request (docs/server.md §3)
+        # every answer signed by the pinned server key, for its own request (docs/server.md §3); a
+        # newer version only with its certificate under the pinned organisation key, then re-pinned
+        self.renewal = ServerKeyRenewal(pin, transport)
         self.https = HttpsTransport(
             pin.url, self.keyholder, ca_file=pin.ca_file, transport=transport, server_key=pin.server_key,
             clock=lambda: clock().timestamp(),
+            renew=self.renewal,
         )  # fmt: skip
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
@@ -272,6 +275,11 @@ class RemoteVault:
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
+
+    @property
+    def pin(self) -> ServerPin:
+        """This machine's pin of the server (its server key re-pinned after a rotation)."""
+        return self.renewal.pin
 
     @property
     def engineer_name(self) -> str | None:

@@ -18,7 +18,10 @@ With ``server_key`` (the pinned server key: its version and Ed25519 public key),
 answer, 200 or problem+json, must carry the server's response signature under that key,
 bound to the status, the body and the signature of the request it answers
 (``wire/httpsig_response.py``); any other answer is refused (``UntrustedRecord``) before it
-is read. Without a pin the TLS pin is the only trust (a server run without a server key
+is read. An answer signed by a *newer* version goes to ``renew`` (a server key rotation: the
+new key taken only with its certificate under the pinned organisation key, then the answer
+checked under it); an older version than the pinned one is refused (no rollback).
+Without a pin the TLS pin is the only trust (a server run without a server key
 signs nothing).
 """
 
@@ -118,6 +121,13 @@ class SigningKeys(Protocol):
     def my_signing_key(self) -> SigningKey: ...
 
 
+class RenewServerKey(Protocol):
+    """Takes a newer server key version an answer names: the key, once its certificate checked
+    out and ``check`` (the answer under it) passed, re-pinned (``service/serverkey_renewal.py``)."""
+
+    def __call__(self, version: int, check: Callable[[PinnedServerKey], None]) -> PinnedServerKey: ...
+
+
 def _loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -157,6 +167,7 @@ class HttpsTransport:
         transport: httpx.BaseTransport | None = None,
         server_key: PinnedServerKey | None = None,
         clock: Callable[[], float] = time.time,
+        renew: RenewServerKey | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
@@ -168,6 +179,7 @@ class HttpsTransport:
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
         self.keys, self.authority, self.clock = keys, parts.netloc.lower(), clock
         self.server_key = _checked_pin(server_key)
+        self.renew = renew  # a newer server key version, with its certificate checked and re-pinned
         # httpcore writes the headers and the body apart: without TCP_NODELAY the body waits for
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
         transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
@@ -209,10 +221,7 @@ class HttpsTransport:
                     hint="check the server URL, that it runs, and the pinned CA certificate",
                 ) from None
         if self.server_key is not None:
-            answered = response.headers.multi_items()
-            httpsig_response.verify_response(
-                response.status_code, answered, response.content, signed["Signature"], self.server_key
-            )
+            self._check_signed(response, signed["Signature"])
         if response.status_code != 200:
             raise problem_error(response)
         if response.headers.get("content-type") != JSON:
@@ -221,6 +230,29 @@ class HttpsTransport:
         if answer.request_id != request_id:
             raise UntrustedRecord("the server answered another request")
         return answer.body
+
+    def _check_signed(self, response: httpx.Response, request_sig: str) -> None:
+        """The answer signed by the pinned server key for this request; or by the next version,
+        taken with its certificate (``renew``); else ``UntrustedRecord`` before it is read."""
+        pinned = self.server_key
+        assert pinned is not None
+        answered = response.headers.multi_items()
+
+        def check(key: PinnedServerKey) -> None:
+            httpsig_response.verify_response(response.status_code, answered, response.content, request_sig, key)
+
+        try:
+            check(pinned)
+        except UntrustedRecord:
+            version = httpsig_response.signed_version(answered)
+            if self.renew is None or version is None or version == pinned[0]:
+                raise
+            if version < pinned[0]:
+                raise UntrustedRecord(
+                    f"the server signed with server key version {version}, older than the pinned version {pinned[0]}",
+                    hint="a server key is never rolled back: tell your admin; nothing was accepted",
+                ) from None
+            self.server_key = _checked_pin(self.renew(version, check))
 
     def signer(self) -> tuple[SigningKey, str]:
         """The key requests are signed with and its ``keyid``: the engineer's unlocked signing key,

@@ -173,6 +173,16 @@ def verify_response(
     return VerifiedResponse(version, created)
 
 
+def signed_version(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> int | None:
+    """The server key version a response's one ``Signature-Input`` names under this profile, or
+    None (no such field, or not this profile). Read before anything is verified: only to ask
+    whether the server names a newer key than the pinned one (``HttpsTransport``)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found = [value for name, value in pairs if name.lower() == "signature-input"]
+    match = _INPUT.fullmatch(found[0]) if len(found) == 1 else None
+    return int(match.group(2)) if match is not None else None
+
+
 def _digest(body: bytes) -> bytes:
     return httpsig.content_digest(body).encode("ascii")
 
