@@ -17,12 +17,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from server_harness import CertificateFiles, Keyed, Served, keyholder, server_with
+from server_harness import CertificateFiles, Keyed, Served, database_state, keyholder, server_with, without_nonces
 from sqlalchemy import func, select, update
 
 from vault.crypto import blobs
 from vault.crypto.labels import BLOB_DATA_KEY, BLOB_SERVER_LAYER
-from vault.errors import ConfigurationError, DecryptionFailed
+from vault.errors import ConfigurationError, DecryptionFailed, StoreUnavailable
 from vault.server.layer import Layered, MasterKey, ServerLayer
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
@@ -112,6 +112,30 @@ def test_a_server_without_the_master_key_releases_nothing_that_opens(keyed: Keye
     with keyed.store.read() as s:  # on record all the same, and its refusal after it
         actions = [a for (a,) in s.execute(select(m.AuditEvent.action).order_by(m.AuditEvent.seq.desc()).limit(2))]
     assert actions == ["answer-refused", "reveal"]
+
+
+def test_a_server_on_another_master_key_records_nothing_and_holds_nothing(
+    keyed: Keyed, layered: Layer, test_ca: CertificateFiles
+) -> None:
+    """An old or wrong key file behind the proxy despite its 503 on /readyz: the checkout is refused
+    before anything is written (it would record a hold, then fail to remove the layer)."""
+    served = keyed.served
+    before, state = _event_count(keyed), database_state(served.db_url)
+    with server_with(keyed, test_ca, ServerLayer(MasterKey(1, os.urandom(32)))) as wrong:
+        assert wrong_ready(wrong) == ["master-key-mismatch"]
+        holder, _ = keyholder(wrong, served.bob)
+        with pytest.raises(StoreUnavailable, match="master-key-mismatch"):
+            holder.checkout("excl/sw04", reason=REASON, field="password", version=None, hold=True, hold_for=None)
+    assert _event_count(keyed) == before
+    assert without_nonces(database_state(served.db_url)) == without_nonces(state)
+    assert checkout(layered.served, served.bob, "excl/sw04") == "pw of excl/sw04"  # the right file: as before
+
+
+def wrong_ready(served: Served) -> list[str]:
+    with served.client() as client:
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    return list(answer.json()["reasons"])
 
 
 def test_two_layered_keys_swapped_between_rows_open_nowhere(keyed: Keyed, layered: Layer) -> None:

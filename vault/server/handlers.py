@@ -32,6 +32,7 @@ Each checks the body's caller with ``signer_only`` before its authority reads an
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,9 +59,10 @@ from vault.authority.requests import (
     ReleaseResponse,
 )
 from vault.authority.serverjournal import ServerSeal
-from vault.errors import AccessDenied, ConfigurationError, InvalidInput
+from vault.errors import AccessDenied, ConfigurationError, InvalidInput, StoreUnavailable
 from vault.server.layer import ServerLayer, is_layered
 from vault.server.problems import NO_SERVER_KEY
+from vault.server.readiness import key_problems
 from vault.storage.engine import Store
 from vault.wire import codec
 from vault.wire.eventrequest import RecordedRequest
@@ -193,6 +195,8 @@ class CheckoutRoutes:
         signer_only(call, request.caller)
         if request.action != action:
             raise InvalidInput(f"this route is {action!r}, the request names {request.action!r}")
+        if self.unlayer is not None:
+            self.unlayer.ready()  # a key file that cannot remove the layer records nothing
         response = self.authority.checkout(request, self._event(call))  # returns once the event committed
         return response if self.unlayer is None else self.unlayer(response)
 
@@ -207,10 +211,30 @@ class CheckoutRoutes:
 
 class Unlayer:
     """Removes the server's layer from the one data key of a committed checkout's answer, in a
-    short read of its own (the client's server client key: vault/server/layer.py)."""
+    short read of its own (the client's server client key: vault/server/layer.py).
 
-    def __init__(self, store: Store, layer: ServerLayer) -> None:
-        self.store, self.layer = store, layer
+    ``ready()`` is asked before the checkout is recorded: a server whose key file's master key does
+    not open the stored server client keys (an old file, put behind the proxy despite its 503 on
+    ``/readyz``) would record the checkout and its hold, then fail to remove the layer; it is refused
+    instead (503, nothing written). What ``/readyz`` checks (``readiness.key_problems``), read at
+    most every ``ttl`` seconds."""
+
+    def __init__(self, store: Store, layer: ServerLayer, *, ttl: float = 5.0) -> None:
+        self.store, self.layer, self.ttl = store, layer, ttl
+        self._checked: tuple[float, list[str]] = (float("-inf"), [])
+
+    def ready(self) -> None:
+        checked_at, problems = self._checked
+        now = time.monotonic()
+        if now - checked_at > self.ttl:
+            problems = key_problems(self.store, None, self.layer)
+            self._checked = (now, problems)
+        if problems:
+            raise StoreUnavailable(
+                f"this server's key file does not open the vault's server keys ({', '.join(problems)}); "
+                "nothing was recorded",
+                hint="the server must run with the current key file (see /readyz); try again later",
+            )
 
     def __repr__(self) -> str:
         return f"Unlayer({self.layer!r})"
