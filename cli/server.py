@@ -42,6 +42,12 @@ from .output import say
     metavar="FILE",
     help="The server key file (JSON, mode 0600): signs the audit events of checkouts.",
 )
+@click.option(
+    "--db-pool",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="At most N database connections, and N requests served at once (default: 15 and 40).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -55,6 +61,7 @@ def serve(
     trusted_proxies: tuple[str, ...],
     org_key: str | None,
     server_key: str | None,
+    db_pool: int | None,
 ) -> None:
     """Run the team server: engineers' signed requests over HTTPS to this vault's database.
 
@@ -65,7 +72,7 @@ def serve(
       credvault serve --db postgresql+psycopg://vault@db.internal/credvault \\
         --bind 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key \\
         --public-url https://vault.example.net:8443 --access-log - \\
-        --server-key /etc/credvault/server-key.json
+        --server-key /etc/credvault/server-key.json --db-pool 20
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -84,6 +91,7 @@ def serve(
         trusted_proxies=tuple(trusted_proxies),
         org_key=org_key,
         server_key=server_key,
+        db_pool=db_pool,
     )
     run(options)
 

@@ -173,3 +173,80 @@ def test_a_public_url_with_a_path_or_another_scheme_is_refused_with_a_hint(url: 
 
 def test_the_public_url_may_end_with_a_slash() -> None:
     assert checked(ServeOptions("sqlite:///x.db", bind="127.0.0.1:8443", public_url="https://v.example.net/"))[2]
+
+
+def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--db-pool 3``: the store keeps at most 3 connections (no overflow) and the app lets at most 3
+    requests into the thread pool, set on the server's loop at its first request."""
+    import asyncio
+
+    import anyio.to_thread
+    import httpx
+
+    seen: dict[str, object] = {}
+    real_store = running.Store
+
+    def store(url: str, **kwargs: object) -> object:
+        made = real_store(url, **kwargs)  # type: ignore[arg-type]
+        seen["store"] = made
+        return made
+
+    class FakeServer:
+        def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+            seen["app"] = config.app
+
+        def run(self) -> None:
+            async def first_request() -> tuple[int, float]:
+                transport = httpx.ASGITransport(app=seen["app"])  # type: ignore[arg-type]
+                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9443") as client:
+                    status = (await client.get("/healthz")).status_code
+                return status, anyio.to_thread.current_default_thread_limiter().total_tokens
+
+            seen["answer"] = asyncio.run(first_request())
+            pool = seen["store"].engine.pool  # type: ignore[attr-defined]
+            seen["pool"] = (pool.size(), pool._max_overflow)
+
+    monkeypatch.setattr(running, "Store", store)
+    monkeypatch.setattr(running.uvicorn, "Server", FakeServer)
+    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "127.0.0.1:9443", "--db-pool", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert seen["answer"] == (200, 3)
+    assert seen["pool"] == (3, 0)
+    refused = CliRunner().invoke(cli, [*args[:-1], "0"])
+    assert refused.exit_code == 2 and "--db-pool" in refused.output
+
+
+def test_serve_with_a_rotated_key_file_signs_with_the_certified_version(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After ``serve rotate-key`` and before an admin certifies the next version, a (re)started server
+    signs with the version the vault holds active: it is ready, and its identity names version 1."""
+    from server_harness import asgi_call
+
+    from vault import Vault
+    from vault.crypto.keyrecord import FLOOR
+    from vault.server.keyfile import new_key_file, read_server_keys
+    from vault.service.serverkeys import certify_server_key
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    vault, _ = Vault.create(url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    vault.engineers.unlock("root-admin", "pass")
+    key_file = tmp_path / "server-key.json"
+    made = new_key_file(key_file)
+    certify_server_key(vault, made.signing.version, made.signing.public)
+    vault.close()
+    assert CliRunner().invoke(cli, ["serve", "rotate-key", "--server-key", str(key_file)]).exit_code == 0
+    assert read_server_keys(key_file).signing.version == 2
+    seen: dict[str, object] = {}
+
+    class FakeServer:
+        def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+            seen["app"] = config.app
+
+        def run(self) -> None:
+            seen["ready"] = asgi_call(seen["app"], "GET", "/readyz").status_code
+            seen["version"] = asgi_call(seen["app"], "GET", "/v1/identity").json()["server_key"]["version"]
+
+    monkeypatch.setattr(running.uvicorn, "Server", FakeServer)
+    result = CliRunner().invoke(cli, ["serve", "--db", url, "--bind", "127.0.0.1:9443", "--server-key", str(key_file)])
+    assert result.exit_code == 0, result.output
+    assert (seen["ready"], seen["version"]) == (200, 1)

@@ -21,8 +21,9 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vault.errors import ConfigurationError
 from vault.server import faults
@@ -52,6 +53,7 @@ class ServeOptions:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client
     org_key: str | None = None  # the organisation signing key (64 hex digits) the server trusts
     server_key: str | None = None  # the server key file (keyfile.py); None: the checkout routes answer 503
+    db_pool: int | None = None  # at most this many database connections and request threads (None: defaults)
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -150,8 +152,8 @@ def run(options: ServeOptions) -> None:
             "no --org-key: the organisation key read first is trusted (a database writer could have set it)"
         )
     keys = read_server_keys(options.server_key) if options.server_key is not None else None
-    server_key = keys.signing if keys is not None else None
-    store = Store(options.db_url)
+    server_key = keys.signing_keys if keys is not None else None  # during a rotation: the certified version signs
+    store = Store(options.db_url, pool_size=options.db_pool)
     layer = ServerLayer(keys.master, keys.previous) if keys is not None and keys.master is not None else None
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
@@ -176,10 +178,31 @@ def run(options: ServeOptions) -> None:
             layer=layer,
         )
         pruner.start()
-        uvicorn.Server(uvicorn_config(faults.armed(app, store), options)).run()  # armed: tests only (faults.py)
+        served = faults.armed(app, store)  # armed: tests only (faults.py)
+        if options.db_pool is not None:
+            served = ThreadLimit(served, options.db_pool)
+        uvicorn.Server(uvicorn_config(served, options)).run()
     finally:
         pruner.stop()
         store.close()
         if handler is not None:
             ACCESS_LOGGER.removeHandler(handler)
             handler.close()
+
+
+class ThreadLimit:
+    """``app`` with at most ``threads`` requests in the thread pool at once (``--db-pool``): the
+    endpoints are synchronous and run in anyio's default thread limiter (40 by default), each
+    holding a database connection, so that the pool and the threads agree. Set on the server's
+    event loop at its first request."""
+
+    def __init__(self, app: ASGIApp, threads: int) -> None:
+        if threads < 1:
+            raise ConfigurationError("--db-pool is at least 1")
+        self.app, self.threads, self._set = app, threads, False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._set:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
+            self._set = True
+        await self.app(scope, receive, send)

@@ -171,8 +171,11 @@ def make_engine(
     *,
     insecure: bool | None = None,
     allow_readable: bool | None = None,
+    pool_size: int | None = None,
 ) -> Engine:
-    """An engine for ``url`` with ``timeouts`` (default: from the environment). ``insecure``
+    """An engine for ``url`` with ``timeouts`` (default: from the environment); ``pool_size``: at
+    most that many connections, none beyond (``credvault serve --db-pool``; default SQLAlchemy's
+    pool, 5 kept and 10 more on demand). ``insecure``
     (default: ``CREDVAULT_INSECURE_DB=1``) allows a remote PostgreSQL URL without
     ``sslmode=verify-full``; ``allow_readable`` (default: ``CREDVAULT_ALLOW_READABLE=1``) a
     SQLite file that other users may read."""
@@ -184,10 +187,11 @@ def make_engine(
             "the database URL is not valid", hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         ) from None
     timeouts = timeouts or Timeouts.from_environment()
+    pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0} if pool_size is not None else {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             private_sqlite_file(Path(parsed.database).expanduser(), allow_readable)
-        engine = create_engine(parsed, connect_args={"timeout": timeouts.lock})
+        engine = create_engine(parsed, connect_args={"timeout": timeouts.lock}, **pool)
         event.listen(engine, "connect", functools.partial(_sqlite_pragmas, timeouts.milliseconds("lock")))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -195,7 +199,7 @@ def make_engine(
         require_verified_tls(parsed, insecure)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **pool)
         event.listen(engine, "connect", functools.partial(_postgres_timeouts, timeouts))
         return engine
     raise ConfigurationError(
@@ -211,9 +215,11 @@ class Store:
     changed (checked in every unit of work), on PostgreSQL every ``SCHEMA_RECHECK_SECONDS``.
     """
 
-    def __init__(self, url: str, *, timeouts: Timeouts | None = None, guarded: bool = True) -> None:
+    def __init__(
+        self, url: str, *, timeouts: Timeouts | None = None, guarded: bool = True, pool_size: int | None = None
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, timeouts)
+        self.engine = make_engine(url, timeouts, pool_size=pool_size)
         self.guarded = guarded
         self._checked_at: float | None = None  # time.monotonic() of the last check that found nothing
         self._schema_cookie: object = None  # SQLite's schema_version at that check
