@@ -20,10 +20,18 @@ bound to the status, the body and the signature of the request it answers
 (``wire/httpsig_response.py``); any other answer is refused (``UntrustedRecord``) before it
 is read. Without a pin the TLS pin is the only trust (a server run without a server key
 signs nothing).
+
+A refused answer is put on record, best effort, when a server key is pinned (``report_refused``:
+``audit.answer_refused``, naming the request's operation and id and the reason, never anything
+of the answer): one not so signed (``unsigned``), one signed but not an answer to this request
+(``untrusted``), and, when a noun's keyholder refuses the rows of the answer it took last
+(``vault/service/remote_nouns.py``), that one. Whatever the report meets, the refusal it
+reports is what the caller gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import secrets
@@ -36,6 +44,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
+from vault.authority.requests import UNSIGNED, Caller, RefusedAnswerRequest
 from vault.crypto.signing import SigningKey
 from vault.errors import (
     AccessDenied,
@@ -141,6 +150,8 @@ RETRIED = frozenset(
 )
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
+REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
+UNTRUSTED = "untrusted"
 
 
 class HttpsTransport:
@@ -170,6 +181,7 @@ class HttpsTransport:
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
         transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
         self.client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=timeout, transport=transport)
+        self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
 
     def close(self) -> None:
         self.client.close()
@@ -186,6 +198,7 @@ class HttpsTransport:
         reads of ``RETRIED`` write nothing."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
+        self.answered = None
         if request_id is None:
             request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         data = codec.envelope(name, body, request_id)
@@ -206,17 +219,40 @@ class HttpsTransport:
                 ) from None
         if self.server_key is not None:
             answered = response.headers.multi_items()
-            httpsig_response.verify_response(
-                response.status_code, answered, response.content, signed["Signature"], self.server_key
-            )
+            try:
+                httpsig_response.verify_response(
+                    response.status_code, answered, response.content, signed["Signature"], self.server_key
+                )
+            except UntrustedRecord:
+                self.report_refused(UNSIGNED, (name, request_id))
+                raise
         if response.status_code != 200:
             raise problem_error(response)
-        if response.headers.get("content-type") != JSON:
-            raise UntrustedRecord("the server's answer is not application/json")
-        answer = codec.open_envelope(response.content, f"{name}.response")
-        if answer.request_id != request_id:
-            raise UntrustedRecord("the server answered another request")
+        try:
+            if response.headers.get("content-type") != JSON:
+                raise UntrustedRecord("the server's answer is not application/json")
+            answer = codec.open_envelope(response.content, f"{name}.response")
+            if answer.request_id != request_id:
+                raise UntrustedRecord("the server answered another request")
+        except (UntrustedRecord, InvalidInput):
+            self.report_refused(UNTRUSTED, (name, request_id))
+            raise
+        self.answered = (name, request_id)
         return answer.body
+
+    def report_refused(self, reason: str, refused: tuple[str, bytes] | None = None) -> None:
+        """Put a refused answer on record (``audit.answer_refused``): ``refused`` (its operation and
+        request id), else the last answer this transport took (``answered``). Only to a pinned
+        server (an unpinned one signs no event), never about a report, and best effort: a report
+        that fails is dropped, so the refusal the caller is about to raise is the one it sees. The
+        request names the operation, the request id and ``reason``: nothing of the answer."""
+        target = refused if refused is not None else self.answered
+        self.answered = None
+        if target is None or self.server_key is None or target[0] == REPORT:
+            return
+        with contextlib.suppress(VaultError):
+            me = self.keys.me()
+            self.call(REPORT, RefusedAnswerRequest(Caller(me.engineer_id, me.key_generation), *target, reason))
 
     def signer(self) -> tuple[SigningKey, str]:
         """The key requests are signed with and its ``keyid``: the engineer's unlocked signing key,

@@ -42,6 +42,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkouts.checkin": frozenset({"secret-update", "checkin"}),
     "checkouts.break_checkout": frozenset({"checkout-break"}),
     "checkouts.answer_refused": frozenset({"answer-refused"}),
+    "audit.answer_refused": frozenset({"answer-refused"}),
     "secrets.update_draft": frozenset({"secret-view"}),
     "secrets.add": frozenset({"secret-create"}),
     "secrets.update": frozenset({"secret-update"}),

@@ -55,6 +55,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.list", v.ListRequest, v.ListResponse),
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
+    ("audit.answer_refused", v.RefusedAnswerRequest, v.AnswerRefusedResponse),  # any answer refused
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
     ("local.record", lr.LocalRecord, lr.LocalRecord),  # kept in events only: no server serves it
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
