@@ -139,7 +139,8 @@ REVEALS: dict[str, frozenset[str]] = {
 # ``audit.answer_refused`` (any answer the engineer's client refused: unsigned, or rows refused).
 KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
     "checkouts": {"context": ENGINEER, "answer_refused": ENGINEER},
-    "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER},  # the drafts of add and update (server.md §4)
+    # the drafts of add and update (server.md §4), and a listing's page through the server
+    "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER, "list_page": ENGINEER},
     "engineers": {"enroll_draft": NO_SESSION},  # the open invitation an enrolment is made for (invite code)
     "audit": {"answer_refused": ENGINEER},
 }

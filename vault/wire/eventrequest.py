@@ -49,6 +49,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "secrets.show": frozenset({"secret-view"}),
     "secrets.history": frozenset({"secret-history"}),
     "secrets.list": frozenset({"secret-list"}),
+    "secrets.list_page": frozenset({"secret-list"}),
     "clients.show": frozenset({"client-view"}),
     "clients.list": frozenset({"client-list"}),
     "engineers.list": frozenset({"engineer-list"}),
