@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import ssl
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -34,10 +32,8 @@ from server_harness import (
 from vault.authority.requests import Caller, RefusedAnswerRequest
 from vault.authority.secret_requests import SecretRows
 from vault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, UntrustedRecord
-from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.secretparts import over_https
-from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.transport.https import HttpsTransport
 from vault.wire import codec
@@ -84,27 +80,19 @@ def forged(request: httpx.Request, response: httpx.Response | None) -> httpx.Res
 
 
 @pytest.fixture
-def remote(keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[RemoteVault, Between]]:
+def remote(remote_alice: Callable[..., RemoteVault]) -> Callable[..., tuple[RemoteVault, Between]]:
     """alice's ``RemoteVault`` (unlocked) through a ``Between`` of ``path`` and ``change``."""
-    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
-    served = keyed.served
-    identity = serverjoin.trust(served.url, str(served.ca.ca_file))
-    pin = serverjoin.pin(served.url, identity, str(served.ca.ca_file))
-    serverjoin.join(pin, served.alice, "alice", "pass of alice")
-    opened: list[RemoteVault] = []
 
     def make(path: str, change: Change, *, forward: bool = True) -> tuple[RemoteVault, Between]:
-        inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served.ca.ca_file)))
-        between = Between(inner, path, change, forward=forward)
-        vault = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock,
-                            transport=between)  # fmt: skip
-        vault.engineers.unlock("alice", "pass of alice")
-        opened.append(vault)
-        return vault, between
+        made: list[Between] = []
 
-    yield make
-    for vault in opened:
-        vault.close()
+        def wrap(inner: httpx.BaseTransport) -> Between:
+            made.append(Between(inner, path, change, forward=forward))
+            return made[0]
+
+        return remote_alice(wrap), made[0]
+
+    return make
 
 
 def new_events(keyed: Keyed, before: int) -> list[m.AuditEvent]:

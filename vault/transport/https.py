@@ -7,7 +7,7 @@ with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
 ``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
 answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal, check-in,
 break, secrets' commit or read of ``RETRIED`` whose answer is lost is sent again with the same
-envelope (``call``).
+envelope, a read that appends its event (``READS_RETRIED``) as a new request (``call``).
 
 TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
 certificate) rather than the system's store; plain ``http://`` only to a loopback host.
@@ -146,7 +146,15 @@ RETRIED = frozenset(
         "secrets.update",
         "checkouts.context",
         "engineers.whoami",
+        "grants.list",
     }
+)
+# Reads sent again when their answer is lost, each time as a new request (a new envelope and
+# request id): each appends its own event, and the server answers a read once, so the read whose
+# answer was lost stays on record as what it was (the answer left the server) and the retry is a
+# read of its own. Not when the caller gave the request id (a body bound to it).
+READS_RETRIED = frozenset(
+    {"secrets.show", "secrets.history", "secrets.list", "secrets.list_page", "clients.show", "clients.list"}
 )
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
@@ -195,15 +203,20 @@ class HttpsTransport:
         same ``request_id``, under a new signature and nonce. The server answers a retried
         checkout, reveal, check-in, break, ``secrets.add`` or ``secrets.update`` from the events it
         committed for that id, appending none (docs/server.md §3, "Retries are not replays"); the
-        reads of ``RETRIED`` write nothing."""
+        reads of ``RETRIED`` write nothing. A read of ``READS_RETRIED`` is sent again as often, each
+        time under a new ``request_id`` (a new read, with an event of its own)."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
         self.answered = None
+        renewed = request_id is None and name in READS_RETRIED  # each attempt a new read
         if request_id is None:
             request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         data = codec.envelope(name, body, request_id)
-        attempts = 1 + (RETRIES if name in RETRIED else 0)
+        attempts = 1 + (RETRIES if name in RETRIED or renewed else 0)
         for attempt in range(attempts):
+            if attempt and renewed:
+                request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+                data = codec.envelope(name, body, request_id)
             key, keyid = self.signer()
             signed = httpsig.sign_request("POST", self.authority, path, JSON, data, key, keyid)
             try:
