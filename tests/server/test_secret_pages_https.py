@@ -156,6 +156,30 @@ def test_a_listing_of_every_granted_client_pages_across_clients(
     assert sorted(set(again)) == [ACME, EXCL] and len(again) > 2  # rows sent again on later pages
 
 
+def test_a_page_too_large_for_its_answer_is_trimmed_and_the_listing_goes_on_after_it(
+    paged: Keyed, lister: Callable[[Vault], Lister], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server keeps a page's encoding within ``PAGE_BYTES``: fewer secrets than asked, the
+    cursor after the last one kept, each page's event naming what it answered."""
+    served = paged.served
+    whole = [(i.client, i.name) for i in lister(served.alice).secrets.list("acme")]  # one page: about 5.6 KB
+    monkeypatch.setattr(secret_read_routes, "PAGE_BYTES", 2500)
+    alice = lister(served.alice)
+    before = len(events(served))
+    assert [(i.client, i.name) for i in alice.secrets.list("acme")] == whole
+    sizes = [len(p.page.secrets) for p in alice.pages]
+    assert len(sizes) > 2 and sum(sizes) == ACME_SECRETS and all(n >= 1 for n in sizes)
+    assert all(len(codec.encode(p.page)) <= 2500 for p in alice.pages if len(p.page.secrets) > 1)
+    ids = secret_ids(served, ACME)
+    assert [r.secret_id for p in alice.pages for r in p.page.secrets] == ids
+    cursors = [p.page.secrets[-1].secret_id for p in alice.pages[:-1]]
+    assert [p.next_after for p in alice.pages] == [*cursors, None]
+    new = events(served)[before:]
+    assert [json.loads(e.details_json) if e.details_json else None for e in new] == [
+        None, *({"after": c} for c in cursors)
+    ]  # fmt: skip
+
+
 def page_body(vault: Vault, client_ids: tuple[int, ...] | None, named: bool, after: int, limit: int) -> bytes:
     me = vault.keyholder.me()
     request = SecretPageRequest(caller_of(vault), client_ids, (), me.org_signing_public, named, after, limit)
@@ -242,6 +266,19 @@ def test_a_cursor_that_does_not_move_past_the_page_is_refused(rows: tuple[int, .
         next(pages)
 
 
+def test_a_page_over_the_codecs_default_limit_is_taken(paged: Keyed, lister: Callable[[Vault], Lister]) -> None:
+    """A page of 250 secrets is larger than an answer's default 64 KiB: the client decodes a
+    listing's page up to ``RESPONSE_LIMITS`` (a listing of this size failed as one answer)."""
+    served = paged.served
+    alice = lister(served.alice)
+    for n in range(160 - len(secret_ids(served, EXCL))):
+        alice.secrets.add(f"excl/bulk{n:03d}", password=f"pw {n}")
+    alice.pages.clear()
+    listed = alice.secrets.list("excl")
+    assert len(listed) == 160 and len(alice.pages) == 1
+    assert len(codec.encode(alice.pages[0])) > codec.MAX_BYTES
+
+
 # --- on a layered vault (last in the module: the layer goes on its whole database) ---------------------
 
 
@@ -258,7 +295,7 @@ def test_each_page_on_a_layered_vault_releases_exactly_the_versions_its_own_even
             listed = alice.secrets.list("acme")
         finally:
             alice.close()
-        assert len(listed) == ACME_SECRETS and len(alice.pages) == 3
+        assert len(listed) == ACME_SECRETS and len(alice.pages) == 3  # pages of 4
         new = events(served)[before:]
         for event, answer in zip(new, alice.pages, strict=True):
             rows = answer.page.secrets

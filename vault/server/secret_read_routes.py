@@ -28,8 +28,11 @@ appended and **committed before the answer leaves**; the keyholder verifies the 
   (a cursor is only a position: whoever sends it is answered their own scope after it, nothing
   else). Each page appends its own ``secret-list`` event, the first one's facts those of a whole
   listing and a later one's with ``after`` too: a page releases data keys (``released``) that
-  must be on record before they leave, and no server keeps a listing between requests. The
-  answer (``SecretListPage``) names the next cursor, the last id read, or None after a short page.
+  must be on record before they leave, and no server keeps a listing between requests. A page
+  whose answer would pass ``PAGE_BYTES`` keeps only its first secrets that fit (at least one),
+  before its event names them: the client decodes a page up to ``https.RESPONSE_LIMITS``. The
+  answer (``SecretListPage``) names the next cursor (the last id read, or the last kept of a
+  trimmed page), or None after a short page.
 
 Every answer withholds the versions' password blobs (``WITHHELD``): with the data key the
 keyholder holds, a password blob would be a reveal without its ``reveal`` event. No request of
@@ -77,8 +80,10 @@ from vault.server.problems import NO_SERVER_KEY
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import VersionRow
+from vault.wire import codec
 
 MAX_LIST_PAGE = 250  # secrets in one page of ``secrets.list_page``, at most
+PAGE_BYTES = 256 * 1024  # a page's encoded size, at most (unless its one secret is larger)
 
 
 def withheld(version: VersionRow | None) -> VersionRow | None:
@@ -204,6 +209,7 @@ class SecretReadRoutes:
             page = next(pages)  # at least one, perhaps empty
         finally:
             pages.close()  # the read unit ends here: the next page is another request
+        page, trimmed = _within(page, PAGE_BYTES)
         client_id, public = _event_of(request.listing(), listing.clients, (page,))
         if request.after:
             public["after"] = request.after
@@ -222,6 +228,8 @@ class SecretReadRoutes:
             with self.store.read() as s:  # committed: the layer comes off the versions the event names
                 page = _unlayered(self.layer, s, page, released)
         last = listing.last_read if listing.read == size else None
+        if trimmed:
+            last = page.secrets[-1].secret_id
         return SecretListPage(seq, dataclasses.replace(page, secrets=_withheld(page.secrets)), last)
 
     def _journal(self) -> ServerJournal:
@@ -274,6 +282,18 @@ class _ScopedListing(SecretListAuthority):
         self.read = len(found)  # before any row is set aside (a client removed meanwhile)
         self.last_read = found[-1].id if found else 0
         return super()._page(conn, caller, chain, found, known, sent)
+
+
+def _within(page: SecretPage, budget: int) -> tuple[SecretPage, bool]:
+    """``page`` with as many of its first secrets as keep its encoding within ``budget`` bytes (at
+    least one), and whether any were left for the next page (its client rows and keys all kept)."""
+    rows, keep = page.secrets, len(page.secrets)
+    while keep > 1:
+        size = len(codec.encode(dataclasses.replace(page, secrets=_withheld(rows[:keep]))))
+        if size <= budget:
+            break
+        keep = max(1, keep * budget // size)  # smaller each time: size > budget
+    return dataclasses.replace(page, secrets=rows[:keep]), keep < len(rows)
 
 
 def _withheld(rows: tuple[ListedSecretRow, ...]) -> tuple[ListedSecretRow, ...]:

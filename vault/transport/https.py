@@ -156,6 +156,9 @@ RETRIED = frozenset(
 READS_RETRIED = frozenset(
     {"secrets.show", "secrets.history", "secrets.list", "secrets.list_page", "clients.show", "clients.list"}
 )
+# Answers decoded past the codec's default limit (64 KiB): a page of a listing (the server keeps one
+# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger).
+RESPONSE_LIMITS = {"secrets.list_page": 1024 * 1024}
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
@@ -244,7 +247,8 @@ class HttpsTransport:
         try:
             if response.headers.get("content-type") != JSON:
                 raise UntrustedRecord("the server's answer is not application/json")
-            answer = codec.open_envelope(response.content, f"{name}.response")
+            limit = RESPONSE_LIMITS.get(name, codec.MAX_BYTES)
+            answer = codec.open_envelope(response.content, f"{name}.response", max_bytes=limit)
             if answer.request_id != request_id:
                 raise UntrustedRecord("the server answered another request")
         except (UntrustedRecord, InvalidInput):
