@@ -30,7 +30,7 @@ from server_harness import (
 )
 
 from vault.authority.requests import Caller, RefusedAnswerRequest
-from vault.authority.secret_requests import SecretRows
+from vault.authority.secret_requests import SecretListPage, SecretRows
 from vault.errors import AccessDenied, IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.service.secretparts import over_https
@@ -184,6 +184,36 @@ def test_rows_a_compromised_server_signs_are_refused_by_the_keyholder_and_on_rec
     assert (view.action, refused.action) == ("secret-view", "answer-refused")
     assert json.loads(refused.details_json) == {"operation": "secrets.show", "reason": "untrusted",
                                                 "refused_seq": view.seq}  # fmt: skip
+    assert keyed.served.admin.audit.verify().ok
+
+
+def test_a_page_of_a_listing_that_does_not_open_is_refused_and_on_record(keyed: Keyed, remote: Callable) -> None:
+    """A compromised server signs a page whose secret's metadata was changed: it does not open
+    (``undecryptable``), and the report names that page's request and event."""
+
+    def tampered(request: httpx.Request, response: httpx.Response | None) -> httpx.Response:
+        assert response is not None and response.status_code == 200
+        answer = codec.open_envelope(response.content, "secrets.list_page.response", max_bytes=1 << 20)
+        listing = answer.body
+        assert isinstance(listing, SecretListPage) and listing.page.secrets
+        first = listing.page.secrets[0]
+        assert first.version is not None
+        blob = first.version.metadata_blob
+        changed = first.version._replace(metadata_blob=blob[:-1] + bytes([blob[-1] ^ 1]))
+        rows = (dataclasses.replace(first, version=changed), *listing.page.secrets[1:])
+        bad = dataclasses.replace(listing, page=dataclasses.replace(listing.page, secrets=rows))
+        content = codec.envelope("secrets.list_page.response", bad, answer.request_id)
+        signed = sign_response(200, content, request.headers["signature"].removeprefix("cv="), keyed.key)
+        return httpx.Response(200, headers={"content-type": "application/json", **signed}, content=content)
+
+    vault, _ = remote("/v1/secrets/list_page", tampered)
+    before = last_seq(keyed)
+    with pytest.raises(IntegrityError):
+        vault.secrets.list("acme")
+    listing, refused = new_events(keyed, before)
+    assert (listing.action, refused.action) == ("secret-list", "answer-refused")
+    assert json.loads(refused.details_json) == {"operation": "secrets.list_page", "reason": "undecryptable",
+                                                "refused_seq": listing.seq}  # fmt: skip
     assert keyed.served.admin.audit.verify().ok
 
 
