@@ -140,3 +140,37 @@ def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     keyring.set_keyring(MemoryKeyring())
     yield home
     keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def remote_alice(keyed: Keyed, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """alice's ``RemoteVault`` on the ``keyed`` server (pinned, joined, unlocked), each made by
+    ``make(wrap)``: ``wrap`` puts a transport of the test's (a man in the middle, a lost answer)
+    between it and the server, given the real one."""
+    import ssl
+
+    import httpx
+
+    from vault.service import serverjoin
+    from vault.service.remote import RemoteVault
+    from vault.service.sessions import MemorySessionStore
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    served = keyed.served
+    identity = serverjoin.trust(served.url, str(served.ca.ca_file))
+    pin = serverjoin.pin(served.url, identity, str(served.ca.ca_file))
+    serverjoin.join(pin, served.alice, "alice", "pass of alice")
+    opened: list[RemoteVault] = []
+
+    def make(wrap):  # type: ignore[no-untyped-def]
+        inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served.ca.ca_file)))
+        vault = RemoteVault(
+            pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock, transport=wrap(inner)
+        )
+        vault.engineers.unlock("alice", "pass of alice")
+        opened.append(vault)
+        return vault
+
+    yield make
+    for vault in opened:
+        vault.close()

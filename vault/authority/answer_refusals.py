@@ -11,6 +11,16 @@ Refused, with nothing written: a request naming an event that is not a checkout 
 of this engineer, of this client, under that request id (``NotFound``: nobody records a
 refusal of another's answer), and a reason outside ``REFUSAL_REASONS`` (``InvalidInput``).
 The request's nonce is remembered in the same unit as the event.
+
+``record_request`` is the same for any answer the engineer's client refused, as
+``audit.answer_refused`` sends it (``RefusedAnswerRequest``): an answer whose response signature
+did not verify under the pinned server key (``unsigned``: nothing in it was believed, not even a
+seq) or rows a read's keyholder refused. It names the refused request's id and operation; the
+server finds that request's events itself. Any of them another engineer's, or of an action the
+operation does not append (``eventrequest.ROUTE_ACTIONS``), and nothing is written
+(``NotFound``); none at all (the answer came from whoever sat between, or the operation writes
+no event) and the event names no seq. The event's public details: the operation, the reason and
+``refused_seq`` (the request's first event), its client the refused event's.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from sqlalchemy import select
 
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.requests import (
+    ANSWER_REASONS,
     ANSWER_REFUSED,
     CHECKOUT,
     REFUSAL_REASONS,
@@ -29,11 +40,18 @@ from vault.authority.requests import (
     AnswerRefusedRequest,
     AnswerRefusedResponse,
     Caller,
+    RefusedAnswerRequest,
 )
 from vault.authority.serverjournal import ServerJournal
 from vault.errors import InvalidInput, NotFound
 from vault.storage import models as m
 from vault.storage.engine import Store
+from vault.wire.eventrequest import ROUTE_ACTIONS
+from vault.wire.routes import ROUTES
+
+REPORT_OPERATION = "audit.answer_refused"
+REFUSED_OPERATIONS = frozenset(name for name, _, _ in ROUTES) - {REPORT_OPERATION, "local.record"}
+REQUEST_ID_BYTES = 16
 
 
 class AnswerRefusals:
@@ -71,6 +89,43 @@ class AnswerRefusals:
                 key_generation=signer.key_generation,
                 client_id=request.client_id,
                 public={"refused_seq": int(refused), "reason": request.reason},
+            )
+            s.flush()
+            return AnswerRefusedResponse(int(row.seq))
+
+    def record_request(
+        self, request: RefusedAnswerRequest, signer: Caller, event: ServerEvent
+    ) -> AnswerRefusedResponse:
+        """The ``answer-refused`` event of a ``RefusedAnswerRequest`` (module docstring)."""
+        if request.reason not in ANSWER_REASONS:
+            raise InvalidInput("a refused answer's reason is not one the server records")
+        if request.operation not in REFUSED_OPERATIONS:
+            raise InvalidInput("a refused answer names an operation of the server")
+        if len(request.refused_request) != REQUEST_ID_BYTES:
+            raise InvalidInput(f"a refused answer names a {REQUEST_ID_BYTES}-byte request id")
+        e = m.AuditEvent
+        with self.store.transaction() as s:
+            if event.nonce is not None:
+                event.nonce(s)  # first: a replay of this request is refused before anything is read
+            found = s.execute(
+                select(e.seq, e.engineer_id, e.action, e.client_id)
+                .where(e.request_id == request.refused_request)
+                .order_by(e.seq)
+            ).all()
+            actions = ROUTE_ACTIONS.get(request.operation, frozenset())
+            if any(row.engineer_id != signer.engineer_id or row.action not in actions for row in found):
+                raise NotFound("no request of yours for that operation under that id", hint="nothing was recorded")
+            public: dict[str, object] = {"operation": request.operation, "reason": request.reason}
+            if found:
+                public["refused_seq"] = int(found[0].seq)
+            row = ServerJournal(UnitCore(self.clock), event.seal).append(
+                s,
+                ANSWER_REFUSED,
+                event.request,
+                engineer_id=signer.engineer_id,
+                key_generation=signer.key_generation,
+                client_id=found[0].client_id if found else None,
+                public=public,
             )
             s.flush()
             return AnswerRefusedResponse(int(row.seq))

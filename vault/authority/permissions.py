@@ -135,12 +135,15 @@ REVEALS: dict[str, frozenset[str]] = {
 }
 
 # Requests a keyholder makes on its own behalf, routed by the team server but not methods of a
-# noun: ``checkouts.context`` (the rows a client's key context is built on, read-only) and
-# ``checkouts.answer_refused`` (an answer it refused after its event was committed).
+# noun: ``checkouts.context`` (the rows a client's key context is built on, read-only),
+# ``checkouts.answer_refused`` (an answer it refused after its event was committed) and
+# ``audit.answer_refused`` (any answer the engineer's client refused: unsigned, or rows refused).
 KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
     "checkouts": {"context": ENGINEER, "answer_refused": ENGINEER},
-    "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER},  # the drafts of add and update (server.md §4)
+    # the drafts of add and update (server.md §4), and a listing's page through the server
+    "secrets": {"add_draft": ENGINEER, "update_draft": ENGINEER, "list_page": ENGINEER},
     "engineers": {"enroll_draft": NO_SESSION},  # the open invitation an enrolment is made for (invite code)
+    "audit": {"answer_refused": ENGINEER},
 }
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of

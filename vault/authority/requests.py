@@ -271,3 +271,22 @@ class AnswerRefusedRequest:
 @dataclass(frozen=True)
 class AnswerRefusedResponse:
     seq: int
+
+
+# The answer's response signature did not verify under the pinned server key (or it had none).
+UNSIGNED = "unsigned"
+ANSWER_REASONS = REFUSAL_REASONS | {UNSIGNED}
+
+
+@dataclass(frozen=True)
+class RefusedAnswerRequest:
+    """The engineer's client refused the answer to its own request ``refused_request`` of
+    ``operation`` (``audit.answer_refused``): an answer not signed by the pinned server key
+    (``unsigned``: none of it was believed, so it names no seq), or rows its keyholder refused
+    (``untrusted``, ``undecryptable``). It carries ids and names only, never the answer: the
+    server finds this engineer's events of that request itself (``AnswerRefusals.record_request``)."""
+
+    caller: Caller
+    operation: str
+    refused_request: bytes
+    reason: str

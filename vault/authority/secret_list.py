@@ -22,7 +22,7 @@ keyholder (``keyholder/secret_list.py``) verifies each page and opens the slugs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Protocol, cast
 
 from sqlalchemy import Table, and_, select
@@ -101,9 +101,10 @@ class SecretListAuthority:
     def __repr__(self) -> str:
         return "SecretListAuthority()"
 
-    def pages(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
+    def pages(self, request: ListSecretsRequest, *, after: int = 0) -> Generator[SecretPage, None, None]:
         """The pages, in secret-id order (at least one). A generator: the read unit stays open
-        while the pages are consumed, one page in memory at a time."""
+        while the pages are consumed, one page in memory at a time. ``after``: the secrets with
+        a greater id only (a page of the team server's ``secrets.list_page``)."""
         checked_request(request)  # before the unit: a forged request reads nothing
         with self.store.read() as s:
             caller = authorised_caller(s, self.checks, request.caller, 0)
@@ -112,7 +113,7 @@ class SecretListAuthority:
             chain = org_chain(conn, request.org_pin, caller.org_signing_public)
             known, sent = set(request.known_key_versions), set[int]()
             empty = True
-            for found in secret_rows.current_pages(conn, ids, page=self.page, missing=True):
+            for found in secret_rows.current_pages(conn, ids, page=self.page, missing=True, after=after):
                 empty = False
                 yield self._page(conn, caller, chain, found, known, sent)
             if empty:

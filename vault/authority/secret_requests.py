@@ -194,3 +194,43 @@ class SecretListing:
 
     def __repr__(self) -> str:
         return f"SecretListing(seq={self.seq}, pages={len(self.pages)})"
+
+
+@dataclass(frozen=True)
+class SecretPageRequest:
+    """One page of a listing through the team server (``secrets.list_page``): the fields of a
+    ``ListSecretsRequest`` and the cursor, the secrets with an id above ``after`` (0: from the
+    first), at most ``limit`` of them (the server caps it). ``action``: always ``LIST``."""
+
+    caller: Caller
+    client_ids: tuple[int, ...] | None
+    known_key_versions: tuple[tuple[int, int], ...]
+    org_pin: bytes
+    named: bool
+    after: int
+    limit: int
+    action: str = LIST
+
+    def __repr__(self) -> str:
+        shown = "every" if self.client_ids is None else len(self.client_ids)
+        return f"SecretPageRequest(engineer={self.caller.engineer_id}, clients={shown}, after={self.after})"
+
+    def listing(self) -> ListSecretsRequest:
+        """The listing this page is of."""
+        return ListSecretsRequest(
+            self.caller, self.client_ids, self.known_key_versions, self.org_pin, self.named, self.action
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class SecretListPage:
+    """A page of ``secrets.list_page``, after its ``secret-list`` event (``seq``) committed:
+    ``page`` (its password blobs withheld, as ``SecretListing``'s) and ``next_after``, the
+    cursor of the next page (the last secret id read), or None when the listing is complete."""
+
+    seq: int
+    page: SecretPage
+    next_after: int | None
+
+    def __repr__(self) -> str:
+        return f"SecretListPage(seq={self.seq}, secrets={len(self.page.secrets)}, more={self.next_after is not None})"

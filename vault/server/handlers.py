@@ -12,7 +12,9 @@ key generation the signature's ``keyid`` names). It reads nothing more and write
 The checkout noun (``CheckoutRoutes``): ``checkouts.checkout`` and ``checkouts.reveal`` run
 ``CheckoutAuthority.checkout`` with the server's seal and the signed request kept
 (``ServerEvent``): a format-3 event appended in the checkout's unit, committed before the
-answer leaves; ``checkouts.context`` the read a keyholder's client context is built on. The
+answer leaves; ``checkouts.context`` the read a keyholder's client context is built on;
+``checkouts.answer_refused`` and ``audit.answer_refused`` put an answer the engineer's client
+refused on record (``authority/answer_refusals.py``). The
 body's ``caller`` must be the request's signer (else 403 ``AccessDenied``, nothing read of
 the target); without a server signing key the writing routes answer 503 (``NO_SERVER_KEY``).
 With a database nonce store (``credvault serve``) the checkout's nonce is remembered inside
@@ -55,6 +57,7 @@ from vault.authority.requests import (
     Caller,
     CheckoutRequest,
     CheckoutResponse,
+    RefusedAnswerRequest,
     ReleaseRequest,
     ReleaseResponse,
 )
@@ -168,6 +171,13 @@ class CheckoutRoutes:
         signer_only(call, request.caller)
         return self.refusals.record(request, request.caller, self._event(call))
 
+    def refused_answer(self, call: Call) -> AnswerRefusedResponse:
+        """``audit.answer_refused``: any answer the engineer's client refused (``RefusedAnswerRequest``)."""
+        request = call.body
+        assert isinstance(request, RefusedAnswerRequest)
+        signer_only(call, request.caller)
+        return self.refusals.record_request(request, request.caller, self._event(call))
+
     def checkin(self, call: Call) -> ReleaseResponse:
         return self._release(call, CHECKIN)
 
@@ -205,6 +215,7 @@ class CheckoutRoutes:
         operations.add("checkouts.reveal", self.reveal, writes=True)
         operations.add("checkouts.context", self.context)
         operations.add("checkouts.answer_refused", self.answer_refused, writes=True)
+        operations.add("audit.answer_refused", self.refused_answer, writes=True)  # any refused answer
         operations.add("checkouts.checkin", self.checkin, writes=True)
         operations.add("checkouts.break_checkout", self.break_checkout, writes=True)
 

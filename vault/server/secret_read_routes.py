@@ -22,6 +22,17 @@ appended and **committed before the answer leaves**; the keyholder verifies the 
   server checked, or every client for an admin), and on a layered vault ``released``, every
   version whose data key it answers. After the commit the
   layer comes off those versions only. The pages travel in one answer (``SecretListing``).
+* ``list_page`` (``secrets.list_page``, what the engineer's client sends now) is ``list`` for one
+  bounded page: the secrets after the request's cursor (``after``, a secret id: keyset order), at
+  most its ``limit`` and never more than ``MAX_LIST_PAGE``, its scope checked again on every page
+  (a cursor is only a position: whoever sends it is answered their own scope after it, nothing
+  else). Each page appends its own ``secret-list`` event, the first one's facts those of a whole
+  listing and a later one's with ``after`` too: a page releases data keys (``released``) that
+  must be on record before they leave, and no server keeps a listing between requests. A page
+  whose answer would pass ``PAGE_BYTES`` keeps only its first secrets that fit (at least one),
+  before its event names them: the client decodes a page up to ``https.RESPONSE_LIMITS``. The
+  answer (``SecretListPage``) names the next cursor (the last id read, or the last kept of a
+  trimmed page), or None after a short page.
 
 Every answer withholds the versions' password blobs (``WITHHELD``): with the data key the
 keyholder holds, a password blob would be a reveal without its ``reveal`` event. No request of
@@ -39,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from vault.authority.checkout_events import UnitCore
@@ -54,7 +66,9 @@ from vault.authority.secret_requests import (
     ListSecretsRequest,
     ReadRequest,
     SecretListing,
+    SecretListPage,
     SecretPage,
+    SecretPageRequest,
     SecretRows,
 )
 from vault.authority.secrets import SecretAuthority, SecretChecks
@@ -66,6 +80,10 @@ from vault.server.problems import NO_SERVER_KEY
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import VersionRow
+from vault.wire import codec
+
+MAX_LIST_PAGE = 250  # secrets in one page of ``secrets.list_page``, at most
+PAGE_BYTES = 256 * 1024  # a page's encoded size, at most (unless its one secret is larger)
 
 
 def withheld(version: VersionRow | None) -> VersionRow | None:
@@ -175,6 +193,45 @@ class SecretReadRoutes:
                 pages = tuple(_unlayered(self.layer, s, p, released) for p in pages)
         return SecretListing(seq, tuple(dataclasses.replace(p, secrets=_withheld(p.secrets)) for p in pages))
 
+    def list_page(self, call: Call) -> SecretListPage:
+        request = call.body
+        if not isinstance(request, SecretPageRequest):
+            raise InvalidInput("the body is not this route's request")
+        signer_only(call, request.caller)
+        if request.action != LIST:
+            raise InvalidInput(f"this route is {LIST!r}, the request names {request.action!r}")
+        if type(request.after) is not int or request.after < 0 or type(request.limit) is not int or request.limit < 1:
+            raise InvalidInput("a page's cursor is a secret id (0: the first page) and its limit at least 1")
+        journal, size = self._journal(), min(request.limit, MAX_LIST_PAGE)
+        listing = _ScopedListing(self.store, self.checks, page=size)
+        pages = listing.pages(request.listing(), after=request.after)
+        try:
+            page = next(pages)  # at least one, perhaps empty
+        finally:
+            pages.close()  # the read unit ends here: the next page is another request
+        page, trimmed = _within(page, PAGE_BYTES)
+        client_id, public = _event_of(request.listing(), listing.clients, (page,))
+        if request.after:
+            public["after"] = request.after
+        me = call.caller.me
+        assert call.recorded is not None
+        with self.store.transaction() as s:
+            if call.nonce is not None:
+                call.nonce(s)
+            event = journal.append(
+                s, LIST, call.recorded, engineer_id=me.id, key_generation=me.key_generation,
+                client_id=client_id, public=public or None,
+            )  # fmt: skip
+            seq = event.seq
+        released = {tuple(row) for row in public.get("released", ())}
+        if released and self.layer is not None:
+            with self.store.read() as s:  # committed: the layer comes off the versions the event names
+                page = _unlayered(self.layer, s, page, released)
+        last = listing.last_read if listing.read == size else None
+        if trimmed:
+            last = page.secrets[-1].secret_id
+        return SecretListPage(seq, dataclasses.replace(page, secrets=_withheld(page.secrets)), last)
+
     def _journal(self) -> ServerJournal:
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
@@ -184,6 +241,7 @@ class SecretReadRoutes:
         operations.add("secrets.show", self.show, writes=True)
         operations.add("secrets.history", self.history, writes=True)
         operations.add("secrets.list", self.list_secrets, writes=True)
+        operations.add("secrets.list_page", self.list_page, writes=True)
 
 
 def _event_of(
@@ -213,11 +271,29 @@ class _ScopedListing(SecretListAuthority):
     the in-process event counts the scope."""
 
     clients = 0
+    read = last_read = 0  # the rows of the last page read, and its last secret id (a page's cursor)
 
     def _clients(self, s: Session, caller: CallerRead, asked: tuple[int, ...] | None, named: bool) -> list[int] | None:
         ids = super()._clients(s, caller, asked, named)
         self.clients = len(ids) if ids is not None else int(s.scalar(select(func.count()).select_from(m.Client)) or 0)
         return ids
+
+    def _page(self, conn: Connection, caller: CallerRead, chain: Any, found: Any, known: Any, sent: Any) -> SecretPage:
+        self.read = len(found)  # before any row is set aside (a client removed meanwhile)
+        self.last_read = found[-1].id if found else 0
+        return super()._page(conn, caller, chain, found, known, sent)
+
+
+def _within(page: SecretPage, budget: int) -> tuple[SecretPage, bool]:
+    """``page`` with as many of its first secrets as keep its encoding within ``budget`` bytes (at
+    least one), and whether any were left for the next page (its client rows and keys all kept)."""
+    rows, keep = page.secrets, len(page.secrets)
+    while keep > 1:
+        size = len(codec.encode(dataclasses.replace(page, secrets=_withheld(rows[:keep]))))
+        if size <= budget:
+            break
+        keep = max(1, keep * budget // size)  # smaller each time: size > budget
+    return dataclasses.replace(page, secrets=rows[:keep]), keep < len(rows)
 
 
 def _withheld(rows: tuple[ListedSecretRow, ...]) -> tuple[ListedSecretRow, ...]:

@@ -5,16 +5,22 @@ Each is the in-process API's keyholder over the HTTPS transports, its lookups st
 slug (``RemoteCheckouts.context``: the id among the engineer's grants, verified, its slug opened
 here). What the keyholders answer becomes the same records ``Vault`` returns. A method not served
 through a server raises ``ConfigurationError`` saying where it runs (``_Noun``).
+
+A read whose rows the keyholder refuses (an ``IntegrityError``: a row that does not verify or
+does not open) is put on record first (``reported``: ``HttpsTransport.report_refused`` names
+the answer the transport took last, which is the one being checked), then the refusal is raised
+as it came. An answer the transport itself refused was reported there and is not reported again.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, DecryptionFailed, IntegrityError
 from vault.keyholder.grant_list import Confirms, GrantListKeyholder
 from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
 from vault.service import validation
@@ -55,6 +61,17 @@ class _Noun:
         raise not_served(f"{type(self).__name__.removeprefix('Remote').lower()}.{name}")
 
 
+@contextlib.contextmanager
+def reported(https: HttpsTransport) -> Iterator[None]:
+    """Runs a read; rows its keyholder refuses are reported to the server, then raised (module docstring)."""
+    https.answered = None  # an answer taken before this read is not this read's
+    try:
+        yield
+    except IntegrityError as refused:
+        https.report_refused("undecryptable" if isinstance(refused, DecryptionFailed) else "untrusted")
+        raise
+
+
 class _NoHistory:
     """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
 
@@ -69,7 +86,7 @@ class RemoteGrants(_Noun):
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
         clients = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
-        self.keys = keys
+        self.keys, self.https = keys, https
         self.keyholder = GrantListKeyholder(
             HttpsGrantListTransport(https), keys, ContextClientLookup(contexts), clients, _NoHistory(), clock
         )
@@ -79,7 +96,8 @@ class RemoteGrants(_Noun):
 
     def list(self, *, engineer: str | None = None, client: str | None = None) -> builtins.list[GrantInfo]:
         self.keys.me()
-        return self.keyholder.list(engineer=engineer, client=client)
+        with reported(self.https):
+            return self.keyholder.list(engineer=engineer, client=client)
 
 
 class RemoteClients(_Noun):
@@ -88,7 +106,7 @@ class RemoteClients(_Noun):
     def __init__(
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
-        self.keys = keys
+        self.keys, self.https = keys, https
         self.keyholder = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
 
     def __repr__(self) -> str:
@@ -96,12 +114,14 @@ class RemoteClients(_Noun):
 
     def list(self) -> builtins.list[ClientInfo]:
         self.keys.me()
-        return self.keyholder.list()
+        with reported(self.https):
+            return self.keyholder.list()
 
     def show(self, slug: str) -> ClientInfo:
         validation.client_slug(slug)
         self.keys.me()
-        return self.keyholder.show(slug)
+        with reported(self.https):
+            return self.keyholder.show(slug)
 
 
 class RemoteSecrets(_Noun):
@@ -111,7 +131,7 @@ class RemoteSecrets(_Noun):
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
         granted = grant_client_ids(keys, keys.client_keys, https)
-        self.keys = keys
+        self.keys, self.https = keys, https
         self.keyholder, self.listing = remote_secret_keyholders(keys, keys.client_keys, https, contexts, granted, clock)
 
     def __repr__(self) -> str:
@@ -119,15 +139,18 @@ class RemoteSecrets(_Noun):
 
     def show(self, ref: str) -> SecretInfo:
         self.keys.me()
-        return opened_info(self.keyholder.show(ref))
+        with reported(self.https):
+            return opened_info(self.keyholder.show(ref))
 
     def history(self, ref: str) -> builtins.list[VersionInfo]:
         self.keys.me()
-        return opened_history(self.keyholder.history(ref))
+        with reported(self.https):
+            return opened_history(self.keyholder.history(ref))
 
     def list(self, client: str | None = None) -> builtins.list[SecretInfo]:
         self.keys.me()
-        _scope, out = self.listing.listed(client, Secrets.info)  # its event committed on the server first
+        with reported(self.https):
+            _scope, out = self.listing.listed(client, Secrets.info)  # each page's event committed first
         out.sort(key=_BY_REF)
         return out
 

@@ -7,7 +7,7 @@ with the engineer's unlocked signing key (``Keys.my_signing_key``; ``keyid``
 ``/v1/<noun>/<operation>`` and decodes the answer strictly as ``<name>.response`` (an
 answer to another request id is refused: ``UntrustedRecord``). A checkout, reveal, check-in,
 break, secrets' commit or read of ``RETRIED`` whose answer is lost is sent again with the same
-envelope (``call``).
+envelope, a read that appends its event (``READS_RETRIED``) as a new request (``call``).
 
 TLS is checked against a pinned CA file (``ca_file``: the test CA, or the server's own
 certificate) rather than the system's store; plain ``http://`` only to a loopback host.
@@ -23,10 +23,18 @@ new key taken only with its certificate under the pinned organisation key, then 
 checked under it); an older version than the pinned one is refused (no rollback).
 Without a pin the TLS pin is the only trust (a server run without a server key
 signs nothing).
+
+A refused answer is put on record, best effort, when a server key is pinned (``report_refused``:
+``audit.answer_refused``, naming the request's operation and id and the reason, never anything
+of the answer): one not so signed (``unsigned``), one signed but not an answer to this request
+(``untrusted``), and, when a noun's keyholder refuses the rows of the answer it took last
+(``vault/service/remote_nouns.py``), that one. Whatever the report meets, the refusal it
+reports is what the caller gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import secrets
@@ -40,6 +48,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
+from vault.authority.requests import UNSIGNED, Caller, RefusedAnswerRequest
 from vault.crypto.signing import SigningKey
 from vault.errors import (
     AccessDenied,
@@ -148,10 +157,23 @@ RETRIED = frozenset(
         "secrets.update",
         "checkouts.context",
         "engineers.whoami",
+        "grants.list",
     }
 )
+# Reads sent again when their answer is lost, each time as a new request (a new envelope and
+# request id): each appends its own event, and the server answers a read once, so the read whose
+# answer was lost stays on record as what it was (the answer left the server) and the retry is a
+# read of its own. Not when the caller gave the request id (a body bound to it).
+READS_RETRIED = frozenset(
+    {"secrets.show", "secrets.history", "secrets.list", "secrets.list_page", "clients.show", "clients.list"}
+)
+# Answers decoded past the codec's default limit (64 KiB): a page of a listing (the server keeps one
+# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger).
+RESPONSE_LIMITS = {"secrets.list_page": 1024 * 1024}
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
+REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
+UNTRUSTED = "untrusted"
 
 
 class HttpsTransport:
@@ -184,6 +206,7 @@ class HttpsTransport:
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
         transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
         self.client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=timeout, transport=transport)
+        self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
 
     def close(self) -> None:
         self.client.close()
@@ -197,14 +220,20 @@ class HttpsTransport:
         same ``request_id``, under a new signature and nonce. The server answers a retried
         checkout, reveal, check-in, break, ``secrets.add`` or ``secrets.update`` from the events it
         committed for that id, appending none (docs/server.md §3, "Retries are not replays"); the
-        reads of ``RETRIED`` write nothing."""
+        reads of ``RETRIED`` write nothing. A read of ``READS_RETRIED`` is sent again as often, each
+        time under a new ``request_id`` (a new read, with an event of its own)."""
         noun, operation = name.split(".")
         path = f"/v1/{noun}/{operation}"
+        self.answered = None
+        renewed = request_id is None and name in READS_RETRIED  # each attempt a new read
         if request_id is None:
             request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         data = codec.envelope(name, body, request_id)
-        attempts = 1 + (RETRIES if name in RETRIED else 0)
+        attempts = 1 + (RETRIES if name in RETRIED or renewed else 0)
         for attempt in range(attempts):
+            if attempt and renewed:
+                request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+                data = codec.envelope(name, body, request_id)
             key, keyid = self.signer()
             signed = httpsig.sign_request(
                 "POST", self.authority, path, JSON, data, key, keyid, created=int(self.clock())
@@ -221,14 +250,24 @@ class HttpsTransport:
                     hint="check the server URL, that it runs, and the pinned CA certificate",
                 ) from None
         if self.server_key is not None:
-            self._check_signed(response, signed["Signature"])
+            try:
+                self._check_signed(response, signed["Signature"])
+            except UntrustedRecord:
+                self.report_refused(UNSIGNED, (name, request_id))
+                raise
         if response.status_code != 200:
             raise problem_error(response)
-        if response.headers.get("content-type") != JSON:
-            raise UntrustedRecord("the server's answer is not application/json")
-        answer = codec.open_envelope(response.content, f"{name}.response")
-        if answer.request_id != request_id:
-            raise UntrustedRecord("the server answered another request")
+        try:
+            if response.headers.get("content-type") != JSON:
+                raise UntrustedRecord("the server's answer is not application/json")
+            limit = RESPONSE_LIMITS.get(name, codec.MAX_BYTES)
+            answer = codec.open_envelope(response.content, f"{name}.response", max_bytes=limit)
+            if answer.request_id != request_id:
+                raise UntrustedRecord("the server answered another request")
+        except (UntrustedRecord, InvalidInput):
+            self.report_refused(UNTRUSTED, (name, request_id))
+            raise
+        self.answered = (name, request_id)
         return answer.body
 
     def _check_signed(self, response: httpx.Response, request_sig: str) -> None:
@@ -253,6 +292,20 @@ class HttpsTransport:
                     hint="a server key is never rolled back: tell your admin; nothing was accepted",
                 ) from None
             self.server_key = _checked_pin(self.renew(version, check))
+
+    def report_refused(self, reason: str, refused: tuple[str, bytes] | None = None) -> None:
+        """Put a refused answer on record (``audit.answer_refused``): ``refused`` (its operation and
+        request id), else the last answer this transport took (``answered``). Only to a pinned
+        server (an unpinned one signs no event), never about a report, and best effort: a report
+        that fails is dropped, so the refusal the caller is about to raise is the one it sees. The
+        request names the operation, the request id and ``reason``: nothing of the answer."""
+        target = refused if refused is not None else self.answered
+        self.answered = None
+        if target is None or self.server_key is None or target[0] == REPORT:
+            return
+        with contextlib.suppress(VaultError):
+            me = self.keys.me()
+            self.call(REPORT, RefusedAnswerRequest(Caller(me.engineer_id, me.key_generation), *target, reason))
 
     def signer(self) -> tuple[SigningKey, str]:
         """The key requests are signed with and its ``keyid``: the engineer's unlocked signing key,

@@ -27,9 +27,14 @@ The reads (``server/secret_read_routes.py``): ``read`` sends ``secrets.show`` or
 ``secrets.history`` (by the request's action); the server answers once the event committed,
 and the keyholder's seal admits the answer (its number set aside) *after* the event, as the
 checkout does: ``SecretKeyholder`` then checks that the answer is the draft it admitted.
-``list_secrets`` sends ``secrets.list`` and hands on the answer's pages (one answer, read
-whole) for ``SecretListKeyholder`` to verify page by page. The answers carry no password
-blob (withheld by the server), which neither read opens.
+``list_secrets`` walks the listing one bounded page at a time (``secrets.list_page``, each
+page on record before it is answered; ``LIST_PAGE`` asked, the server caps it) and hands each
+on as it comes for ``SecretListKeyholder`` to verify, so that the next page is asked for only
+once this one verified. The cursor is the server's ``next_after``, which must move past every
+secret of the page (else ``UntrustedRecord``). A later page sends again the row of a client an
+earlier one did: the same row is dropped here (the keyholder opens each client once), another
+one is handed on, and the keyholder refuses it. The answers carry no password blob (withheld
+by the server), which neither read opens.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ from vault.authority.secret_requests import (
     AddRequest,
     ListSecretsRequest,
     ReadRequest,
-    SecretListing,
+    SecretListPage,
     SecretPage,
+    SecretPageRequest,
     SecretRows,
     UpdateRequest,
 )
@@ -62,6 +68,7 @@ from vault.errors import ConcurrentChange, InvalidInput, UntrustedRecord
 
 DRAFTS = 2  # a stale draft is drafted once more, then the refusal stands
 READS = {VIEW: "secrets.show", HISTORY: "secrets.history"}
+LIST_PAGE = 250  # secrets asked for in one page of a listing (the server may answer fewer)
 
 
 class Calls(Protocol):
@@ -99,11 +106,24 @@ class HttpsSecretTransport:
         return answer
 
     def list_secrets(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
-        """``secret list``: the pages of the answer, once its event committed."""
-        answer = self.https.call("secrets.list", request)
-        if not isinstance(answer, SecretListing) or answer.seq < 1:
-            raise UntrustedRecord("the server's answer is not a committed secret listing")
-        return iter(answer.pages)
+        """``secret list``: its pages, one request each, each once its event committed (module docstring)."""
+        after, sent = 0, dict[int, object]()
+        while True:
+            ask = SecretPageRequest(
+                request.caller, request.client_ids, request.known_key_versions, request.org_pin, request.named,
+                after, LIST_PAGE,
+            )  # fmt: skip
+            answer = self.https.call("secrets.list_page", ask)
+            if not isinstance(answer, SecretListPage) or answer.seq < 1:
+                raise UntrustedRecord("the server's answer is not a committed page of a secret listing")
+            page, cursor = answer.page, answer.next_after
+            if cursor is not None and (cursor <= after or any(r.secret_id > cursor for r in page.secrets)):
+                raise UntrustedRecord("the listing's next page does not start after this one")
+            clients = tuple(c for c in page.clients if sent.setdefault(c.id, c) is c or sent[c.id] != c)
+            yield dataclasses.replace(page, clients=clients)
+            if cursor is None:
+                return
+            after = cursor
 
     def add(self, request: AddRequest, seal: DraftSeal) -> SecretRows:
         for attempt in range(DRAFTS):

@@ -25,7 +25,8 @@ The secrets' writes (``secret_draft_requests.py``): ``add_draft``/``update_draft
 ``SecretDraft``, ``add``/``update`` commit the keyholder's version and answer ``SecretRows``.
 The engineer's everyday reads, each on record as a format-3 event before it answers
 (``server/secret_read_routes.py``, ``server/client_routes.py``): ``secrets.show``/``history``
-(``SecretRows``), ``secrets.list`` (``SecretListing``: its pages in one answer),
+(``SecretRows``), ``secrets.list`` (``SecretListing``: its pages in one answer; kept for older
+clients), ``secrets.list_page`` (``SecretListPage``: one bounded page after a cursor),
 ``clients.show``/``list`` (``ClientRows``).
 """
 
@@ -55,6 +56,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.list", v.ListRequest, v.ListResponse),
     ("checkouts.context", c.ContextRequest, c.ContextResponse),
     ("checkouts.answer_refused", v.AnswerRefusedRequest, v.AnswerRefusedResponse),
+    ("audit.answer_refused", v.RefusedAnswerRequest, v.AnswerRefusedResponse),  # any answer refused
     ("engineers.whoami", e.WhoamiRequest, e.WhoamiAnswer),
     ("local.record", lr.LocalRecord, lr.LocalRecord),  # kept in events only: no server serves it
     ("engineers.list", e.ListRequest, e.EngineerAnswer),
@@ -81,6 +83,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("secrets.show", sr.ReadRequest, sr.SecretRows),
     ("secrets.history", sr.ReadRequest, sr.SecretRows),
     ("secrets.list", sr.ListSecretsRequest, sr.SecretListing),
+    ("secrets.list_page", sr.SecretPageRequest, sr.SecretListPage),  # one bounded page, its own event
     ("clients.show", cl.ShowRequest, cl.ClientRows),
     ("clients.list", cl.ListRequest, cl.ClientRows),
 )

@@ -73,10 +73,18 @@ def current(
 
 
 def current_pages(
-    conn: Connection, client_ids: Collection[int] | None, *, page: int = paging.PAGE, missing: bool = False
+    conn: Connection,
+    client_ids: Collection[int] | None,
+    *,
+    page: int = paging.PAGE,
+    missing: bool = False,
+    after: int = 0,
 ) -> Iterator[list[ListedSecret]]:
-    """``current`` a page at a time (one statement each): what a listing hands on page by page."""
+    """``current`` a page at a time (one statement each): what a listing hands on page by page;
+    ``after``: only the secrets with a greater id (a listing resumed at its cursor)."""
     query = _current_versions(outer=missing)
+    if after:
+        query = query.where(SECRETS.c.id > after)
     if client_ids is not None:
         if not client_ids:
             return
