@@ -36,6 +36,7 @@ from vault.authority import checkout_context as c
 from vault.authority import client_requests as cl
 from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
+from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
 from vault.authority import policy_requests as p
@@ -83,4 +84,10 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("secrets.list", sr.ListSecretsRequest, sr.SecretListing),
     ("clients.show", cl.ShowRequest, cl.ClientRows),
     ("clients.list", cl.ListRequest, cl.ClientRows),
+    # an admin's grant and revoke: drafts and signed commits (grant_draft_requests.py, server/grant_routes.py)
+    ("grants.grant_draft", gd.GrantDraftRequest, gd.GrantDraft),
+    ("grants.grant", gd.GrantCommit, g.GrantRows),
+    ("grants.revoke_draft", gd.RevokeDraftRequest, gd.GrantDraft),
+    ("grants.revoke", gd.RevokeCommit, g.GrantRows),
+    ("engineers.root_seal", gd.RootSealRequest, gd.RootSealAnswer),
 )
