@@ -279,7 +279,8 @@ def test_an_admin_grants_and_revokes_through_the_server(keyed: Keyed, home: Path
     ok(run("--db", served.db_url, "server", "join", served.url, admin, "--passphrase-file", str(secret)))
     ok(run("unlock", admin, "--keyring", "--passphrase-file", str(secret)))
     before = len(events(served))
-    assert "Granted carol access to acme" in ok(run("grant", "carol", "acme", "--until", "8h", "--reason", "T-950")).output
+    granted = ok(run("grant", "carol", "acme", "--until", "8h", "--reason", "T-950"))
+    assert "Granted carol access to acme" in granted.output
     assert "Revoked 1 grant of carol for acme" in ok(run("revoke", "carol", "acme")).output
     refused(run("revoke", "carol", "acme"), "holds no grant")
     me = keyed.served.admin.keyholder.me().engineer_id

@@ -9,6 +9,7 @@ raw signed requests by insiders with valid keys: each is refused with nothing wr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -20,15 +21,17 @@ from server_harness import Keyed, database_state, events, signed_post, without_n
 from sqlalchemy import select, update
 
 from vault import Vault
+from vault.authority.client_requests import AddRequest
 from vault.authority.grant_draft_requests import GrantCommit, GrantDraftRequest, RevokeCommit, RootSealRequest
 from vault.authority.requests import Caller
-from vault.errors import AccessDenied, NotFound
+from vault.errors import AccessDenied, AlreadyExists, NotFound
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.serverpins import ServerPin
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
+from vault.transport.https_client_add import HttpsClientAddTransport
 from vault.transport.https_grant_writes import HttpsGrantTransport
 from vault.wire import codec
 
@@ -329,3 +332,83 @@ def test_an_engineer_through_the_server_cannot_grant(world: Keyed) -> None:
     with pytest.raises((AccessDenied, NotFound)):
         alice.grants.grant("alice", "excl")
     assert without_nonces(database_state(world.served.db_url)) == before
+
+
+# -- an admin's new client ----------------------------------------------------------------------------------
+
+
+def test_an_admin_adds_a_client_with_no_database(world: Keyed, carol_remote: RemoteVault) -> None:
+    admin = admin_remote(world)
+    before = len(events(world.served))
+    info = admin.clients.add("newco", "NewCo Ltd")
+    assert (info.slug, info.name) == ("newco", "NewCo Ltd")
+    admin.grants.grant("carol", "newco")
+    carol_remote.secrets.add("newco/rtr01", password="pw of newco/rtr01")
+    assert carol_remote.checkouts.checkout("newco/rtr01", reason="T-20").value == "pw of newco/rtr01"
+    assert carol_remote.checkouts.checkin("newco/rtr01") is None
+    after = [(e.action, e.request_id is not None) for e in events(world.served)[before:]]
+    assert after == [("client-create", True), ("grant", True), ("secret-create", True), ("checkout", True),
+                     ("checkin", True)]  # fmt: skip
+    assert world.served.admin.audit.verify().ok
+    with pytest.raises(AlreadyExists):
+        admin.clients.add("newco", "Again")
+    assert admin.grants.revoke("carol", "newco") == 1
+
+
+def test_an_engineer_who_adds_a_client_is_refused(world: Keyed) -> None:
+    alice = world.served.alice
+    me = alice.keyholder.me()
+    before = without_nonces(database_state(world.served.db_url))
+    body = AddRequest(Caller(me.engineer_id, me.key_generation), TAG, me.org_signing_public)
+    answer = post(world, "clients.add_draft", body, alice)
+    assert answer.status_code == 403 and answer.json()["error"] == "AccessDenied"
+    assert without_nonces(database_state(world.served.db_url)) == before
+
+
+def test_a_client_commit_with_a_changed_record_or_another_id_is_refused(world: Keyed) -> None:
+    admin = admin_remote(world)
+    capture = CapturedClient(admin.https)
+    adding = admin.clients.adding
+    adding.transport, original = capture, adding.transport
+    try:
+        with pytest.raises(_Stop):
+            adding.add("otherco", "Other Co")
+    finally:
+        adding.transport = original
+    assert capture.commit is not None
+    commit, request_id = capture.commit
+    before = without_nonces(database_state(world.served.db_url))
+    forged_made = dataclasses.replace(commit.made, key_signature=bytes(64))
+    forged = dataclasses.replace(commit, made=forged_made)
+    assert post(world, "clients.add", forged, world.served.admin, request_id).status_code == 403
+    moved = dataclasses.replace(commit, client_id=commit.client_id + 1000)
+    answer = post(world, "clients.add", moved, world.served.admin, request_id)
+    assert answer.status_code == 409 and answer.json()["code"] == "stale-draft"
+    assert without_nonces(database_state(world.served.db_url)) == before
+    assert post(world, "clients.add", commit, world.served.admin, request_id).status_code == 200
+    assert world.served.admin.audit.verify().ok
+
+
+class CapturedClient(HttpsClientAddTransport):
+    """Drafts a new client through the server, lets the keyholder make it, keeps the commit unsent."""
+
+    commit: tuple[Any, bytes] | None = None
+
+    def add(self, request: Any, seal: Any) -> Any:
+        https, self.https = self.https, _Keeping(self.https, self)
+        try:
+            return super().add(request, seal)
+        finally:
+            self.https = https
+
+
+class _Keeping:
+    def __init__(self, https: Any, owner: CapturedClient) -> None:
+        self.https, self.owner = https, owner
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        if name == "clients.add":
+            assert request_id is not None
+            self.owner.commit = (body, request_id)
+            raise _Stop
+        return self.https.call(name, body, request_id)

@@ -322,4 +322,3 @@ class GrantDraftAuthority:
         )  # fmt: skip
         s.flush()
         return int(row.seq)
-

@@ -1,9 +1,11 @@
-"""An admin's grant and revoke on the team server: ``grants.grant_draft``/``grant``, ``revoke_draft``/``revoke``.
+"""An admin's grant, revoke and new client on the team server: ``grants.grant_draft``/``grant``,
+``revoke_draft``/``revoke``, ``clients.add_draft``/``add``.
 
-docs/server.md §4 rule 2; the authority is ``authority/grant_drafts.py``, its values
-``authority/grant_draft_requests.py``. Each handler refuses an engineer who is not an admin
-and a body whose caller is not the request's signer (403) before the authority reads any row
-of the target; the commits append their format-3 ``grant``/``revoke`` event with a
+docs/server.md §4 rule 2; the authorities are ``authority/grant_drafts.py`` (its values
+``authority/grant_draft_requests.py``) and ``authority/client_add_drafts.py``. Each handler
+refuses an engineer who is not an admin and a body whose caller is not the request's signer
+(403) before the authority reads any row of the target; the commits append their format-3
+``grant``/``revoke``/``client-create`` event with a
 ``ServerEvent`` (the server's seal, the signed request kept, the nonce remembered in the
 commit's unit). The drafts append nothing: a grant draft's id reservation is written in its
 own unit, the nonce by the authenticator.
@@ -17,6 +19,10 @@ tags and to open the client keys' recovery copies. It appends nothing, as in-pro
 from __future__ import annotations
 
 from vault.authority.checkout_events import ServerEvent
+from vault.authority.client_add import ClientAddAuthority
+from vault.authority.client_add_drafts import ClientAddDraftAuthority
+from vault.authority.client_add_values import ClientCommit, ClientDraft
+from vault.authority.client_requests import AddAnswer, AddRequest
 from vault.authority.clients import authorise, checked_caller
 from vault.authority.grant_draft_requests import (
     GrantCommit,
@@ -53,8 +59,10 @@ def admin_only(call: Call, named: object) -> None:
 class GrantRoutes:
     """The grants' write routes and an admin's root seal (module docstring)."""
 
-    def __init__(self, authority: GrantDraftAuthority, seal: ServerSeal | None) -> None:
-        self.authority, self.seal = authority, seal
+    def __init__(
+        self, authority: GrantDraftAuthority, seal: ServerSeal | None, clients: ClientAddDraftAuthority | None = None
+    ) -> None:
+        self.authority, self.seal, self.clients = authority, seal, clients
 
     def __repr__(self) -> str:
         return f"GrantRoutes({self.seal!r})"
@@ -96,6 +104,18 @@ class GrantRoutes:
                 raise AccessDenied(f"no copy of the recovery key is sealed to {read.me.name!r}", hint=RECONFIRM)
             return RootSealAnswer(read.vault_id, version, row.blob)
 
+    def add_client_draft(self, call: Call) -> ClientDraft:
+        request = call.body
+        assert isinstance(request, AddRequest) and self.clients is not None
+        admin_only(call, request.caller)
+        return self.clients.add_draft(request)
+
+    def add_client(self, call: Call) -> AddAnswer:
+        request = call.body
+        assert isinstance(request, ClientCommit) and self.clients is not None
+        admin_only(call, request.caller)
+        return self.clients.add(request, self._event(call))
+
     def _event(self, call: Call) -> ServerEvent:
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
@@ -108,12 +128,16 @@ class GrantRoutes:
         operations.add("grants.revoke_draft", self.revoke_draft)
         operations.add("grants.revoke", self.revoke, writes=True)
         operations.add("engineers.root_seal", self.root_seal)
+        if self.clients is not None:
+            operations.add("clients.add_draft", self.add_client_draft)
+            operations.add("clients.add", self.add_client, writes=True)
 
 
 def grant_routes(store: Store, checks: ServerChecks, seal: ServerSeal | None) -> GrantRoutes:
     """The grants' write routes over ``store``, checked by ``checks``, their events signed by ``seal``."""
     authority = GrantAuthority(store, checks, _NoRecorder(), checks.clock)
-    return GrantRoutes(GrantDraftAuthority(authority), seal)
+    clients = ClientAddDraftAuthority(ClientAddAuthority(store, checks, _NoRecorder(), checks.clock))
+    return GrantRoutes(GrantDraftAuthority(authority), seal, clients)
 
 
 class _NoRecorder:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.errors import ConfigurationError, InvalidInput
+from vault.keyholder.client_add import ClientAddKeyholder
 from vault.keyholder.grant_list import Confirms, GrantListKeyholder
 from vault.keyholder.grants import GrantKeyholder
 from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
@@ -40,6 +41,7 @@ from vault.service.secrets import (
     update_changes,
 )
 from vault.transport.https import HttpsTransport
+from vault.transport.https_client_add import HttpsClientAddTransport
 from vault.transport.https_grant_writes import HttpsGrantTransport
 from vault.transport.https_grants import HttpsGrantListTransport
 
@@ -120,13 +122,23 @@ def _no_context(slug: str) -> LearnedContext:
 
 
 class RemoteClients(_Noun):
-    """``clients.list`` and ``clients.show`` through the server (format-3 events appended there)."""
+    """``clients.list`` and ``clients.show`` through the server (format-3 events appended there);
+    an admin's ``clients.add`` by a draft (the id reserved) and a signed commit."""
 
     def __init__(
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
         self.keys = keys
         self.keyholder = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
+        lookup = AdminLookup(keys, _no_context)
+        self.adding = ClientAddKeyholder(HttpsClientAddTransport(https), keys, lookup, keys.client_keys, clock)
+
+    def add(self, slug: str, name: str) -> ClientInfo:
+        """As ``Vault.clients.add``, through the server (the sweep of expired grants is not run here)."""
+        validation.client_slug(slug)
+        name = validation.display_name(name)
+        self.keys.me()
+        return self.adding.add(slug, name)
 
     def __repr__(self) -> str:
         return "RemoteClients()"

@@ -23,7 +23,7 @@ from typing import Any
 
 from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_ROOT_BUNDLE, LABEL_TAG_CLIENT_SLUG
-from vault.errors import DecryptionFailed, Locked, UntrustedRecord
+from vault.errors import AccessDenied, DecryptionFailed, Locked, UntrustedRecord
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage.rows import KeyCache
 
@@ -165,6 +165,15 @@ class RemoteKeys:
 
     def recovery_version(self) -> int | None:
         return None if self._root is None else self._root.version
+
+    def recovery_public(self, slug: str) -> tuple[int, bytes, bytes]:
+        """An admin's (a new client's key is sealed to it): the version and public half of the
+        recovery key their root bundle opens to, and ``slug``'s lookup tag under that bundle."""
+        self.open_recovery()
+        root = self._root
+        if root is None:
+            raise AccessDenied(f"{self.me().name!r} is not an admin", hint="ask an admin to do this")
+        return root.version, root.recovery.public, signing.lookup_tag(root.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
     def open_recovery(self) -> None:
         """An admin's: the copy of the current root bundle sealed to them, from the server, opened

@@ -59,6 +59,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     # an admin's grant and revoke through the server (server/grant_routes.py)
     "grants.grant": frozenset({"grant"}),
     "grants.revoke": frozenset({"revoke"}),
+    "clients.add": frozenset({"client-create"}),
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
 from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
@@ -90,4 +91,6 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("grants.revoke_draft", gd.RevokeDraftRequest, gd.GrantDraft),
     ("grants.revoke", gd.RevokeCommit, g.GrantRows),
     ("engineers.root_seal", gd.RootSealRequest, gd.RootSealAnswer),
+    ("clients.add_draft", cl.AddRequest, ca.ClientDraft),  # a new client: its id reserved (client_add_drafts.py)
+    ("clients.add", ca.ClientCommit, cl.AddAnswer),
 )
