@@ -9,6 +9,7 @@ raw signed requests by insiders with valid keys: each is refused with nothing wr
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import time
@@ -412,3 +413,28 @@ class _Keeping:
             self.owner.commit = (body, request_id)
             raise _Stop
         return self.https.call(name, body, request_id)
+
+
+def test_no_request_or_answer_of_an_admins_writes_holds_a_slug_name_or_reason(world: Keyed) -> None:
+    """A grant's reason, a new client's slug and name reach the server only encrypted or sealed."""
+    admin = admin_remote(world)
+    bodies: list[bytes] = []
+
+    def keep_request(request: Any) -> None:
+        bodies.append(request.content)
+
+    def keep_response(response: Any) -> None:
+        bodies.append(response.read())
+
+    hooks = admin.https.client.event_hooks
+    hooks["request"].append(keep_request)
+    hooks["response"].append(keep_response)
+    admin.clients.add("zebra-slug-77", "Zebra Secret Name Ltd")
+    admin.grants.grant("carol", "zebra-slug-77", reason="reason-text-4411 for the record")
+    assert admin.grants.revoke("carol", "zebra-slug-77") == 1
+    names = [b"zebra-slug-77", b"Zebra Secret Name", b"reason-text-4411"]
+    assert len(bodies) >= 10 and all(body for body in bodies)
+    for body in bodies:
+        for name in names:
+            assert name not in body
+            assert base64.urlsafe_b64encode(name).rstrip(b"=")[:12] not in body

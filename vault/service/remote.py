@@ -9,8 +9,8 @@ The same noun methods as ``Vault`` for the engineer's everyday work, by the same
 machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
 signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
-``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant`` and
-``grants.revoke`` (a draft, then a signed commit: ``remote_admin.py``).
+``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
+``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
