@@ -438,3 +438,22 @@ def test_no_request_or_answer_of_an_admins_writes_holds_a_slug_name_or_reason(wo
         for name in names:
             assert name not in body
             assert base64.urlsafe_b64encode(name).rstrip(b"=")[:12] not in body
+
+
+def test_a_rotation_on_the_host_keeps_a_grant_made_through_the_server(world: Keyed, carol_remote: RemoteVault) -> None:
+    """The host's rotation verifies the format-3 grant and its event (details sealed by the admin's
+    keyholder) and seals the new client key to carol, who then checks out through the server."""
+    admin = admin_remote(world)
+    admin.grants.grant("carol", "excl", reason="T-30 rotation")
+    host = world.served.admin
+    host.core.server_key = world.key
+    try:
+        host.keys.rotate_client("excl")
+    finally:
+        host.core.server_key = None
+    fresh = RemoteVault(carol_remote.pin, engineer="carol", sessions=carol_remote.keyholder.sessions,
+                        clock=world.served.alice.clock)  # fmt: skip
+    assert fresh.checkouts.checkout("excl/sw05", reason="T-31 after rotation").value == "pw of excl/sw05"
+    assert fresh.checkouts.checkin("excl/sw05") is None
+    assert admin.grants.revoke("carol", "excl") == 1
+    assert world.served.admin.audit.verify().ok

@@ -51,7 +51,7 @@ from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
-from vault.service.remote_admin import root_seal
+from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -257,7 +257,7 @@ class RemoteVault:
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
         contexts, keys = self.checkouts.context, self.keyholder
-        self.grants = RemoteGrants(keys, self.https, contexts, clock, contexts)
+        self.grants = RemoteGrants(keys, self.https, contexts, clock, fresh_contexts(self.checkouts.keyholder))
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)

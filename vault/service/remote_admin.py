@@ -20,7 +20,7 @@ from typing import Protocol
 
 from vault.authority.grant_draft_requests import RootSealAnswer, RootSealRequest
 from vault.authority.requests import Caller
-from vault.errors import UntrustedRecord
+from vault.errors import NotFound, UntrustedRecord
 from vault.keyholder import clients as client_keyholder
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https_calls import Calls, answer_of
@@ -53,6 +53,31 @@ def root_seal(https: Calls, keys: RemoteKeys) -> Callable[[], tuple[int, bytes]]
         return answer.root_version, answer.blob
 
     return fetch
+
+
+class Learner(Protocol):
+    def learn(self, slug: str) -> LearnedContext | None: ...
+
+
+class Learns(Protocol):
+    """The checkout keyholder, as ``fresh_contexts`` uses it: its context learner."""
+
+    @property
+    def learner(self) -> Learner | None: ...
+
+
+def fresh_contexts(keyholder: Learns) -> Callable[[str], LearnedContext]:
+    """A client's context learned afresh for each admin's write (one read of the server, every row
+    verified; a context kept from before a key rotation would show the slug blob of an old key)."""
+
+    def learn(slug: str) -> LearnedContext:
+        learner = keyholder.learner
+        found = learner.learn(slug) if learner is not None else None
+        if found is None:
+            raise NotFound(f"no client {slug!r}", hint="`credvault client list` shows them")
+        return found
+
+    return learn
 
 
 class AdminLookup:
