@@ -25,7 +25,7 @@ from vault import Vault
 from vault.authority.client_requests import AddRequest
 from vault.authority.grant_draft_requests import GrantCommit, GrantDraftRequest, RevokeCommit, RootSealRequest
 from vault.authority.requests import Caller
-from vault.errors import AccessDenied, AlreadyExists, NotFound
+from vault.errors import AccessDenied, AlreadyExists, LookupMismatch, NotFound, UntrustedRecord
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.serverpins import ServerPin
@@ -457,3 +457,41 @@ def test_a_rotation_on_the_host_keeps_a_grant_made_through_the_server(world: Key
     assert fresh.checkouts.checkin("excl/sw05") is None
     assert admin.grants.revoke("carol", "excl") == 1
     assert world.served.admin.audit.verify().ok
+
+
+class _Tampering:
+    """The admin's HTTPS calls, with the server's grant draft altered on the way (a compromised
+    server): what was sent is kept."""
+
+    def __init__(self, https: Any, change: Any) -> None:
+        self.https, self.change, self.sent = https, change, []  # type: ignore[var-annotated]
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        self.sent.append(name)
+        answer = self.https.call(name, body, request_id)
+        return self.change(answer) if name == "grants.grant_draft" else answer
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda rows: dataclasses.replace(rows, new_grant=rows.new_grant._replace(until=4_000_000_000)),
+        lambda rows: dataclasses.replace(rows, new_grant=rows.new_grant._replace(granted_by=rows.engineer.id)),
+        lambda rows: dataclasses.replace(rows, engineer=rows.engineer._replace(name="bob")),
+        lambda rows: dataclasses.replace(rows, client_id=rows.client_id + 1000),
+    ],
+    ids=["another-end", "another-signer", "another-engineer", "another-client"],
+)
+def test_a_draft_a_compromised_server_altered_is_signed_for_nothing(world: Keyed, change: Any) -> None:
+    admin = admin_remote(world)
+    keyholder = admin.grants.writes
+    tampering = _Tampering(admin.https, lambda d: dataclasses.replace(d, rows=change(d.rows)))
+    keyholder.transport = HttpsGrantTransport(tampering)  # type: ignore[arg-type]
+    before = without_nonces(database_state(world.served.db_url))
+    with pytest.raises((UntrustedRecord, LookupMismatch)):
+        keyholder.grant("carol", "acme", until=None, reason=None)
+    assert "grants.grant" not in tampering.sent  # refused before anything was signed or sent
+    after = without_nonces(database_state(world.served.db_url))
+    assert {k: v for k, v in after.items() if k != "id_reservations"} == {
+        k: v for k, v in before.items() if k != "id_reservations"
+    }  # only the draft's reservation, which lapses
