@@ -270,3 +270,25 @@ def test_enrolment_through_an_unpinned_server_asks_for_nothing(keyed: Keyed, hom
     result = run("--server", keyed.served.url, "engineer", "enroll", "dora")
     refused(result, "not pinned")
     assert "Enrolment code" not in result.output
+
+
+def test_an_admin_grants_and_revokes_through_the_server(keyed: Keyed, home: Path, tmp_path: Path) -> None:
+    """``credvault grant``/``revoke`` with no database: a draft and a signed commit each (format 3)."""
+    admin = keyed.served.admin.engineer_name
+    assert admin is not None
+    served = keyed.served
+    ok(run("server", "trust", served.url, "--ca-file", str(served.ca.ca_file), "--yes"))
+    secret = tmp_path / "admin.pass"
+    secret.write_text("admin passphrase ✓\n", encoding="utf-8")
+    secret.chmod(0o600)
+    ok(run("--db", served.db_url, "server", "join", served.url, admin, "--passphrase-file", str(secret)))
+    ok(run("unlock", admin, "--keyring", "--passphrase-file", str(secret)))
+    before = len(events(served))
+    granted = ok(run("grant", "carol", "acme", "--until", "8h", "--reason", "T-950"))
+    assert "Granted carol access to acme" in granted.output
+    assert "Revoked 1 grant of carol for acme" in ok(run("revoke", "carol", "acme")).output
+    refused(run("revoke", "carol", "acme"), "holds no grant")
+    me = keyed.served.admin.keyholder.me().engineer_id
+    actions = [(e.action, e.engineer_id, e.request_id is not None) for e in events(served)[before:]]
+    assert actions == [("grant", me, True), ("revoke", me, True)]
+    assert keyed.served.admin.audit.verify().ok

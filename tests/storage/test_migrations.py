@@ -303,7 +303,7 @@ def test_0018_adds_the_invitations_code_key_and_down_again(empty_url):
         command.downgrade(config, "0017")
         columns = {c["name"] for c in inspect(vault.store.engine).get_columns("engineers")}
         assert "invite_auth_public" not in columns and "invite_signature" in columns
-        assert vault.upgrade_schema() == _head(vault.store) == "0018" and _drift(vault.store) == []
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
         vault.engineers.invite("newcomer")
         with vault.store.read() as s:
             assert s.scalar(select(func.count()).select_from(m.Engineer)) == before + 1
@@ -344,5 +344,36 @@ def test_0016_makes_an_engineers_request_id_unique_per_action_and_goes_down_agai
         add(104, 1, None, "checkout")  # no request id: not in the index
         with pytest.raises(IntegrityError):
             add(105, 1, b"r" * 16, "checkout")
+    finally:
+        vault.close()
+
+
+def test_0019_adds_the_grants_request_id_and_down_again(empty_url):
+    """0019 adds ``grants.request_id`` (what a grant through the team server's signature binds) and
+    goes back to 0018 without it, the grant rows unchanged; an in-process grant leaves it NULL."""
+    from alembic import command
+
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        config = storage._alembic_config(vault.store.engine)
+        vault.engineers.unlock("root-admin", "pass")
+        command.downgrade(config, "0018")
+        assert "request_id" not in {c["name"] for c in inspect(vault.store.engine).get_columns("grants")}
+        assert vault.upgrade_schema() == _head(vault.store) and _drift(vault.store) == []
+        assert "request_id" in {c["name"] for c in inspect(vault.store.engine).get_columns("grants")}
+        vault.clients.add("acme", "Acme Ltd")
+        code = vault.engineers.invite("bob")
+        bob = Vault.open(empty_url, engineer="bob", kdf_params=FLOOR)
+        try:
+            vault.engineers.confirm("bob", bob.engineers.enroll("bob", code, "pass of bob"))
+        finally:
+            bob.close()
+        vault.grants.grant("bob", "acme")
+        with vault.store.read() as s:
+            rows = s.scalars(select(m.Grant)).all()
+            assert len(rows) == 1 and rows[0].request_id is None and rows[0].signature is not None
+        command.downgrade(config, "0018")
+        with vault.store.read() as s:
+            assert s.scalar(select(func.count()).select_from(m.Grant)) == 1
     finally:
         vault.close()

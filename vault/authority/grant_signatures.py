@@ -12,18 +12,38 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_GRANT
+from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_GRANT_V3
 from vault.errors import GrantExpired, NotFound
 from vault.storage.rows import EngineerRecord, GrantRecord, is_revoked
 
 NO_GRANT = "no such client, or you hold no grant for it"
 
 
+def grant_label(grant: GrantRecord) -> bytes:
+    """The label a grant's signature is made under: ``LABEL_SIG_GRANT_V3`` for a grant made
+    through the team server (it names the request that committed it), else ``LABEL_SIG_GRANT``."""
+    return LABEL_SIG_GRANT if grant.request_id is None else LABEL_SIG_GRANT_V3
+
+
 def grant_fields(vault_id: bytes, grant: GrantRecord, sealing_public: bytes | None) -> tuple[signing.ContextItem, ...]:
-    """What a grant's signature covers. A grant of the ledger (``seq`` set, revision 0007
-    on) also covers its position among the grants of its (engineer, client) and the
-    audit event that recorded it; a row from before has the older, shorter layout (and
-    a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ)."""
+    """What a grant's signature covers (under ``grant_label``). A grant of the ledger (``seq``
+    set, revision 0007 on) also covers its position among the grants of its (engineer, client)
+    and the audit event that recorded it; a row from before has the older, shorter layout (and
+    a ledger row whose ``seq`` is cleared no longer verifies: the layouts differ). A grant made
+    through the team server (``request_id`` set, revision 0019) is signed before its event
+    exists: it covers the id of the request that commits it in place of the event's number."""
+    if grant.request_id is not None:
+        return (
+            vault_id,
+            grant.id,
+            grant.engineer_id,
+            sealing_public,
+            grant.client_id,
+            grant.signed_at,
+            grant.until or 0,
+            grant.seq or 0,
+            grant.request_id,
+        )
     fields: tuple[signing.ContextItem, ...] = (
         vault_id,
         grant.id,
@@ -44,7 +64,7 @@ def verify_grant(vault_id: bytes, grant: GrantRecord, engineer: EngineerRecord, 
     signing.verify(
         admin.signing_public,
         grant.signature,
-        LABEL_SIG_GRANT,
+        grant_label(grant),
         *grant_fields(vault_id, grant, engineer.sealing_public),
         what="the grant",
     )

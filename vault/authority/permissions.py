@@ -145,6 +145,11 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
     "engineers": {"enroll_draft": NO_SESSION},  # the open invitation an enrolment is made for (invite code)
     "audit": {"answer_refused": ENGINEER},
 }
+# An admin's grant and revoke through the team server: their drafts, and the admin's own copy of
+# the root bundle their keyholder opens off the database (server/grant_routes.py).
+KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
+KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
+KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

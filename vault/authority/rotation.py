@@ -193,7 +193,13 @@ class RotationAuthority:
             grant_events=tuple(
                 GrantEvent(*r)
                 for r in s.execute(
-                    select(m.AuditEvent.seq, m.AuditEvent.action, m.AuditEvent.key_version, m.AuditEvent.details_blob)
+                    select(
+                        m.AuditEvent.seq,
+                        m.AuditEvent.action,
+                        m.AuditEvent.key_version,
+                        m.AuditEvent.details_blob,
+                        m.AuditEvent.request_id,
+                    )
                     .where(m.AuditEvent.client_id == client.id, m.AuditEvent.action.in_(GRANT_ACTIONS))
                     .order_by(m.AuditEvent.seq)
                 )

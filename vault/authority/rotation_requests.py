@@ -108,6 +108,7 @@ class GrantEvent:
     action: str
     key_version: int | None
     details_blob: bytes | None
+    request_id: bytes | None = None  # format 3: the details are bound to the request's id instead
 
     def __repr__(self) -> str:
         return f"GrantEvent(seq={self.seq}, action={self.action!r})"

@@ -20,6 +20,7 @@ LABEL_SIG_ENGINEER = b"credvault/v1/sig/engineer-certificate"
 LABEL_SIG_CLIENT_KEY = b"credvault/v1/sig/client-key-version"
 LABEL_SIG_GRANT = b"credvault/v1/sig/grant"
 LABEL_SIG_GRANT_REVOCATION = b"credvault/v1/sig/grant-revocation"
+LABEL_SIG_GRANT_V3 = b"credvault/v3/sig/grant"  # a grant through the team server: binds its request id
 LABEL_ENROLL_MAC = b"credvault/v1/enroll"
 LABEL_FP_ENGINEER = b"credvault/v1/fingerprint/engineer"
 LABEL_FP_CLIENT_KEY = b"credvault/v1/fingerprint/client-key"

@@ -17,6 +17,7 @@ The answer is the client's rows as stored: anything else than what this keyholde
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -63,11 +64,18 @@ class _Policy(NamedTuple):
 
 
 class _Seal:
-    """The keyholder's side of ``ClientAddSeal``: one client made, for one draft."""
+    """The keyholder's side of ``ClientAddSeal``: one client made, for one draft. Through a team
+    server (``transport/https_client_add.py``) it also makes the client's audit-key ring
+    (``audit_keys``) and seals the ``client-create`` details to the commit's request id under it
+    (``seal_request``): in-process the journal does both inside the unit."""
 
-    def __init__(self, make: Callable[[AddDraft], NewClient], slug: str) -> None:
+    def __init__(
+        self, make: Callable[[AddDraft], NewClient], slug: str, key_of: Callable[[int], bytes] | None = None
+    ) -> None:
         self._make: Callable[[AddDraft], NewClient] | None = make
         self._slug: str | None = slug
+        self._key_of = key_of
+        self._ring: bytes | None = None
         self.draft: AddDraft | None = None
         self.made: NewClient | None = None
 
@@ -87,8 +95,25 @@ class _Seal:
             raise UntrustedRecord("the authority asked for details of an event this request did not make")
         return {"slug": self._slug}
 
+    def audit_keys(self) -> bytes:
+        """The new client's audit-key ring (one fresh generation), encrypted under its client key."""
+        draft = self.draft
+        if draft is None or self._key_of is None or self._ring is not None:
+            raise UntrustedRecord("no client was made for an audit ring")
+        self._ring = blobs.new_key()
+        key = self._key_of(draft.client_id)
+        return blobs.encrypt_client_field(key, 1, self._ring, draft.client_id, "audit-keys")
+
+    def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]:
+        """The ``client-create`` details (the slug) sealed under the ring's first key to ``request_id``."""
+        draft, ring = self.draft, self._ring
+        if draft is None or ring is None or self._slug is None or action != CLIENT_CREATE:
+            raise UntrustedRecord("the event to seal is not the one this request asked for")
+        raw = json.dumps({"slug": self._slug}, sort_keys=True).encode("utf-8")
+        return 1, blobs.encrypt_audit_detail_v3(ring, 1, raw, draft.client_id, request_id, action)
+
     def close(self) -> None:
-        self._make, self._slug = None, None
+        self._make, self._slug, self._key_of, self._ring = None, None, None, None
 
 
 class ClientAddKeyholder:
@@ -148,7 +173,7 @@ class ClientAddKeyholder:
             self.cache[(client_id, 1)] = key  # the journal seals the event's details under this client's keys
             return made
 
-        seal = _Seal(make, slug)
+        seal = _Seal(make, slug, lambda client_id: self.cache[(client_id, 1)])
         try:
             answer = self.transport.add(request, seal)
         except AlreadyExists as error:

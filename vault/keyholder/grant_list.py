@@ -32,12 +32,11 @@ from typing import Protocol
 from vault.authority.grant_requests import NO_ENGINEER, GrantListRequest, GrantListRows, ListedGrant
 from vault.authority.requests import Caller, SealedClientKey
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_GRANT
 from vault.errors import AccessDenied, DecryptionFailed, NotFound, UntrustedRecord, VaultError
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.clients import ClientKeyholder, ClientLookup, Me, verified_caller
 from vault.keyholder.responses import ResponseChecks
-from vault.keyholder.trust import grant_fields
+from vault.keyholder.trust import grant_fields, grant_label
 from vault.records import GrantInfo
 from vault.storage.rows import EngineerRow, GrantRow, is_revoked
 
@@ -98,7 +97,7 @@ def _verifies(checks: ResponseChecks, grant: GrantRow, signer: EngineerRow | Non
         admin = checks.admin(signer, grant.granted_by)
         assert admin.signing_public is not None
         fields = grant_fields(checks.vault_id, grant, target.sealing_public)
-        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
+        signing.verify(admin.signing_public, grant.signature, grant_label(grant), *fields, what="the grant")
     except VaultError:
         return False
     return True

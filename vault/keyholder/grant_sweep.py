@@ -34,12 +34,12 @@ from vault.authority.grant_requests import (
 )
 from vault.authority.requests import Caller
 from vault.crypto import signing
-from vault.crypto.labels import LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
+from vault.crypto.labels import LABEL_SIG_GRANT_REVOCATION
 from vault.errors import UntrustedRecord, VaultError
 from vault.keyholder.clients import verified_caller
 from vault.keyholder.grants import SIGNED_AT_SLACK, SigningKeys
 from vault.keyholder.responses import ResponseChecks
-from vault.keyholder.trust import grant_fields
+from vault.keyholder.trust import grant_fields, grant_label
 from vault.storage.rows import EngineerRow, GrantRow, is_revoked
 
 
@@ -61,7 +61,7 @@ def _verifies(
         admin = checks.admin(signer, grant.granted_by)
         assert admin.signing_public is not None
         fields = grant_fields(checks.vault_id, grant, engineer.sealing_public)
-        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
+        signing.verify(admin.signing_public, grant.signature, grant_label(grant), *fields, what="the grant")
     except VaultError:
         return False
     return True

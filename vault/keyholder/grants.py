@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from vault.authority.grant_requests import (
     NO_CLIENT,
     NO_ENGINEER,
     NO_GRANT,
+    REVOKE,
     GrantRequest,
     GrantRows,
     RevokeRequest,
@@ -38,8 +40,8 @@ from vault.authority.grant_requests import (
 )
 from vault.authority.grant_requests import revocation_fields as revocation_fields  # the layout, shared
 from vault.authority.requests import Caller
-from vault.crypto import sealing, signing
-from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION
+from vault.crypto import blobs, sealing, signing
+from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_SIG_GRANT, LABEL_SIG_GRANT_REVOCATION, LABEL_SIG_GRANT_V3
 from vault.errors import InvalidInput, LookupMismatch, NotFound, UntrustedRecord
 from vault.keyholder.checkouts import EngineerKeys
 from vault.keyholder.clients import ClientContext, ClientKeyholder, ClientLookup, verified_caller
@@ -60,19 +62,31 @@ class GrantTransport(Protocol):
     def revoke(self, request: RevokeRequest, seal: Any) -> GrantRows: ...
 
 
+Rings = Callable[[int], bytes]  # a client's audit-key ring by its id, opened by the lookup (a server's keyholder)
+
+
 class _Seal:
-    """The keyholder's side of ``GrantSeal``: every call is for the draft admitted."""
+    """The keyholder's side of ``GrantSeal``: every call is for the draft admitted. Through a
+    team server (``transport/https_grant_writes.py``) the same seal is shown the server's draft,
+    signs the grant in format 3 (``sign_grant_v3``: over the commit's request id) and seals the
+    event's details to that request id (``seal_request``) before the commit is sent."""
 
     def __init__(
-        self, verify: Callable[[GrantRows], dict[int, bytes]], keys: SigningKeys, private: dict[str, Any] | None = None
+        self,
+        verify: Callable[[GrantRows], dict[int, bytes]],
+        keys: SigningKeys,
+        private: dict[str, Any] | None = None,
+        rings: Rings | None = None,
     ) -> None:
         self._verify: Callable[[GrantRows], dict[int, bytes]] | None = verify
         self._keys: SigningKeys | None = keys
         self._private = private  # a grant's reason: sealed into its event, never sent in clear
+        self._rings = rings
         self._client_keys: dict[int, bytes] = {}
         self.admitted: GrantRows | None = None
         self.revoked: dict[int, GrantRow] = {}
         self.signed: bytes | None = None
+        self.request_id: bytes | None = None  # what a format-3 grant's signature binds
         self.sealed: set[int] = set()
 
     def __repr__(self) -> str:
@@ -82,6 +96,7 @@ class _Seal:
         self.admitted = None
         if self._verify is None:
             raise UntrustedRecord("this request is over")
+        self.revoked, self.signed, self.request_id, self.sealed = {}, None, None, set()
         self._client_keys = self._verify(draft)
         self.admitted = draft
 
@@ -107,6 +122,41 @@ class _Seal:
             raise UntrustedRecord("the authority asked to sign another grant than the one admitted")
         self.signed = keys.sign(LABEL_SIG_GRANT, *grant_fields(draft.vault_id, grant, draft.engineer.sealing_public))
         return self.signed
+
+    def sign_grant_v3(self, draft: GrantRows, request_id: bytes) -> bytes:
+        """Through the server: the draft's new grant signed before its event exists, over the id
+        of the request that commits it (``LABEL_SIG_GRANT_V3``)."""
+        keys = self._check(draft)
+        new = draft.new_grant
+        if new is None or new.request_id is not None or not isinstance(request_id, bytes) or len(request_id) != 16:
+            raise UntrustedRecord("the draft's new grant cannot be signed for a request")
+        grant = new._replace(request_id=request_id)
+        self.signed = keys.sign(LABEL_SIG_GRANT_V3, *grant_fields(draft.vault_id, grant, draft.engineer.sealing_public))
+        self.request_id = request_id
+        return self.signed
+
+    def seal_request(self, request_id: bytes, action: str) -> tuple[int, bytes]:
+        """Through the server: the event's details (what the in-process journal seals: for a grant
+        the engineer, end, grant id, ledger position and the reason; for a revoke the engineer and
+        the grants revoked) sealed under the client's current audit key, bound to ``request_id``."""
+        draft = self.admitted
+        if draft is None or self._rings is None or action not in (GRANT, REVOKE):
+            raise UntrustedRecord("the event to seal is not the one this request asked for")
+        new = draft.new_grant
+        if action == GRANT:
+            if new is None:
+                raise UntrustedRecord("the event to seal is not the one this request asked for")
+            details: dict[str, Any] = {"engineer": draft.engineer.name, "until": new.until, "grant": new.id,
+                                       "seq": new.seq, **(self._private or {})}  # fmt: skip
+        else:
+            ids = [g.id for g in draft.grants]
+            details = {"engineer": draft.engineer.name, "grants": len(ids), "grant_ids": ids}
+        ring = self._rings(draft.client_id)
+        if not ring or len(ring) % 32:
+            raise UntrustedRecord("the client's audit keys are not open")
+        version = len(ring) // 32
+        raw = json.dumps(details, sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail_v3(ring[-32:], version, raw, draft.client_id, request_id, action)
 
     def seal_copies(self, draft: GrantRows) -> tuple[SealedCopy, ...]:
         self._check(draft)
@@ -135,7 +185,7 @@ class _Seal:
 
     def close(self) -> None:
         self._private = None
-        self._verify = self._keys = None
+        self._verify = self._keys = self._rings = None
         self._client_keys = {}
 
 
@@ -149,8 +199,10 @@ class GrantKeyholder:
         lookup: ClientLookup,
         clients: ClientKeyholder,
         clock: Callable[[], dt.datetime],
+        rings: Rings | None = None,
     ) -> None:
         self.transport, self.keys, self.lookup, self.clients, self.clock = transport, keys, lookup, clients, clock
+        self.rings = rings  # through a team server: the audit keys a request's details are sealed under
 
     def grant(self, engineer: str, slug: str, *, until: int | None, reason: str | None) -> GrantInfo:
         if reason is not None and not isinstance(reason, str):
@@ -174,7 +226,8 @@ class GrantKeyholder:
             if target.status != ACTIVE or target.role == ROLE_ADMIN:
                 raise UntrustedRecord("the authority would grant a client to an engineer who may not hold one")
             new = draft.new_grant
-            if new is None or new.signature is not None or new.event_seq is not None or is_revoked(new):
+            fresh = new is not None and new.signature is None and new.event_seq is None and new.request_id is None
+            if new is None or not fresh or is_revoked(new):
                 raise UntrustedRecord("the authority's new grant is not a fresh, unsigned row")
             if (new.engineer_id, new.client_id, new.granted_by, new.until) != (
                 target.id,
@@ -195,7 +248,7 @@ class GrantKeyholder:
                 raise UntrustedRecord("the authority sent no client key to hand out")
             return keys
 
-        seal = _Seal(verify, self.keys, {"reason": reason})
+        seal = _Seal(verify, self.keys, {"reason": reason}, self.rings)
         try:
             answer = self.transport.grant(request, seal)
         except NotFound as error:
@@ -209,6 +262,7 @@ class GrantKeyholder:
             or seal.signed is None
             or new.signature != seal.signed
             or new.event_seq != answer.seq
+            or new.request_id != seal.request_id
             or is_revoked(new)
             or set(answer.copies) != seal.sealed
             or answer.created_at is None
@@ -228,7 +282,7 @@ class GrantKeyholder:
                 raise UntrustedRecord("the authority's draft is not a revocation")
             return {}
 
-        seal = _Seal(verify, self.keys)
+        seal = _Seal(verify, self.keys, None, self.rings)
         try:
             answer = self.transport.revoke(request, seal)
         except NotFound as error:

@@ -21,10 +21,9 @@ from vault.crypto import signing
 from vault.crypto.labels import (
     LABEL_SIG_CLIENT_KEY,
     LABEL_SIG_ENGINEER_KEY,
-    LABEL_SIG_GRANT,
 )
 from vault.errors import DecryptionFailed, GrantExpired, NotFound, UntrustedRecord
-from vault.keyholder.trust import client_key_fields, grant_fields
+from vault.keyholder.trust import client_key_fields, grant_fields, grant_label
 from vault.storage.rows import ACTIVE, ROLE_ADMIN, EngineerRecord, GrantRecord, is_revoked
 
 
@@ -57,7 +56,7 @@ class ResponseChecks:
         admin = self.admin(signer, grant.granted_by)
         assert admin.signing_public is not None
         fields = grant_fields(self.vault_id, grant, me.sealing_public)
-        signing.verify(admin.signing_public, grant.signature, LABEL_SIG_GRANT, *fields, what="the grant")
+        signing.verify(admin.signing_public, grant.signature, grant_label(grant), *fields, what="the grant")
         if grant.until is not None and grant.until <= int(self.now.timestamp()):
             until = dt.datetime.fromtimestamp(grant.until, dt.UTC).isoformat(timespec="minutes")
             raise GrantExpired(f"your grant for this client expired at {until}", hint="ask an admin to renew it")

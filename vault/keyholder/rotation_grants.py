@@ -20,13 +20,19 @@ from vault.errors import UntrustedRecord, VaultError
 
 def _opened(event: GrantEvent, ring: bytes, client_id: int) -> dict[str, Any] | None:
     """The event's details, opened under the client's audit key (bound to the client, the
-    number and the action), or None if they do not open."""
+    number and the action; in format 3, the request's id in place of the number: an admin's
+    grant through the team server or on its host), or None if they do not open."""
     version, blob = event.key_version, event.details_blob
     if not isinstance(version, int) or not isinstance(blob, bytes) or not 1 <= version <= len(ring) // 32:
         return None
     key = ring[(version - 1) * 32 : version * 32]
+    request_id = event.request_id
     try:
-        details = json.loads(blobs.decrypt_audit_detail(key, version, blob, client_id, event.seq, event.action))
+        if isinstance(request_id, bytes):
+            raw = blobs.decrypt_audit_detail_v3(key, version, blob, client_id, request_id, event.action)
+        else:
+            raw = blobs.decrypt_audit_detail(key, version, blob, client_id, event.seq, event.action)
+        details = json.loads(raw)
     except (VaultError, ValueError):
         return None
     return details if isinstance(details, dict) else None

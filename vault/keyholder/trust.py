@@ -13,6 +13,7 @@ from vault.authority.certificates import engineer_key_fields as engineer_key_fie
 from vault.authority.certificates import org_key_fields as org_key_fields
 from vault.authority.certificates import verify_engineer_key
 from vault.authority.grant_signatures import grant_fields as grant_fields
+from vault.authority.grant_signatures import grant_label as grant_label
 from vault.authority.grant_signatures import head_grant, verify_grant
 from vault.authority.record_signatures import client_key_fields as client_key_fields
 from vault.crypto import signing

@@ -54,6 +54,7 @@ from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
 from vault.server.confirm_routes import ConfirmRoutes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
+from vault.server.grant_routes import grant_routes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
@@ -124,6 +125,7 @@ def build_app(
         checkouts.checkins = CheckinAuthority(checkouts.authority, checkouts.authority.checks, None, secrets.authority)
         confirmations = ConfirmRoutes(store, checks, checkouts.seal, now)
         operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
+        grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

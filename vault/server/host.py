@@ -5,18 +5,18 @@ FILE``, docs/server.md "Status"), records their changes as format-3 ``local.reco
 (``authority/local_events.py``). A checkout, a reveal, a check-in or a break is not such a change:
 only the server's routes append those (``eventrequest.SERVED_ONLY``), because the server is what
 makes "no log, no key" true: the event is committed before the layer comes off the one data key
-the request asked for. On the host the admin holds the key file, so the host *is* a server: here
-the admin's keyholder sends its requests, signed with the admin's key exactly as over HTTPS
-(``HttpsTransport``), to the server's app (``build_app``) running in this process
-(``InProcessAsgi``), which authenticates them, appends the format-3 event, commits, removes the
-layer (``Unlayer``) and signs its answer, which the keyholder checks against the key file's public
-key. Nothing is new about the trust: the same routes, the same checks, the same events; only the
-socket is missing. The requests are signed for the authority ``local`` (``HOST_URL``), as the
-admin's other host events are.
+the request asked for. On the host the admin holds the key file, so the host *is* a server: there
+the admin's keyholder signs its requests exactly as over HTTPS (``HttpsTransport``, built by
+``service/checkouts.py``) and sends them to the server's app (``build_app``) running in this
+process (``InProcessAsgi``), which authenticates them, appends the format-3 event, commits, removes
+the layer (``Unlayer``) and signs its answer, which the keyholder checks against the key the vault
+holds active (``HostServer.pinned``). Nothing is new about the trust: the same routes, the same
+checks, the same events; only the socket is missing. The requests are signed for the authority
+``local`` (``HOST_URL``), as the admin's other host events are.
 
-``on_host(vault, keys)`` equips a ``Vault`` on the host: the server key and layer on its ``Core``
-(what ``local_events`` and ``hostlayer`` use) and ``Core.host_server``, the factory of that
-in-process transport (``service/checkouts.py`` takes it instead of the embedded one).
+``on_host(vault, keys)`` equips a ``Vault`` on the host: the server keys and layer on its ``Core``
+(what ``local_events`` and ``hostlayer`` use) and ``Core.host_server``, this in-process server
+(``service/checkouts.py`` takes it instead of the embedded transport).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from vault.server.keyfile import ServerKeyFile
 from vault.server.layer import ServerLayer
 from vault.server.readiness import key_problems
 from vault.storage.engine import Store
-from vault.transport.https import HttpsTransport, SigningKeys
 from vault.wire.eventrequest import LOCAL_AUTHORITY
 from vault.wire.nonces import DbNonceStore
 
@@ -74,13 +73,15 @@ class InProcessAsgi(httpx.BaseTransport):
 
 
 class HostServer:
-    """The server's app over the host's database, with the key file's keys; ``https(keys)`` is a
-    signed transport to it for the engineer whose keys those are."""
+    """The server's app over the host's database, with the key file's keys: ``transport`` reaches it
+    in this process, ``pinned()`` is the key its answers are checked against (``service/checkouts.py``
+    signs requests to it as ``HttpsTransport`` does to a server over the network)."""
 
     def __init__(
         self, store: Store, signing: ServerKeys, layer: ServerLayer | None, clock: Callable[[], float] = time.time
     ) -> None:
         self.store, self.signing, self.layer, self.clock = store, keyring_of(signing), layer, clock
+        self.url = HOST_URL
         self.app = build_app(
             store,
             public_url=HOST_URL,
@@ -89,13 +90,15 @@ class HostServer:
             layer=layer,
             clock=clock,
         )
+        self.transport = InProcessAsgi(self.app)
 
     def __repr__(self) -> str:
         return f"HostServer({self.signing!r})"
 
-    def https(self, keys: SigningKeys) -> HttpsTransport:
-        """Refused (``ConfigurationError``) when the key file and the database disagree, before any
-        request: a checkout would be recorded and then fail (``readiness.key_problems``)."""
+    def pinned(self) -> tuple[int, bytes]:
+        """The server key version its answers are signed with, and its public key, to pin; refused
+        (``ConfigurationError``) when the key file and the database disagree, before any request: a
+        checkout would be recorded and then fail (``readiness.key_problems``)."""
         problems = key_problems(self.store, self.signing, self.layer)
         if problems:
             raise ConfigurationError(
@@ -104,12 +107,9 @@ class HostServer:
                 "`credvault server certify FILE`",
             )
         with self.store.read() as s:
-            active = active_key(
-                s, self.signing
-            )  # the version the server signs with (the key problems say there is one)
+            active = active_key(s, self.signing)  # the version the server signs with (there is one: no problem)
         assert active is not None
-        pinned = (active.version, active.public)
-        return HttpsTransport(HOST_URL, keys, transport=InProcessAsgi(self.app), server_key=pinned, clock=self.clock)
+        return active.version, active.public
 
 
 def on_host(vault: Any, keys: ServerKeyFile) -> None:

@@ -19,7 +19,9 @@ import json
 import re
 
 from vault.authority import requests as checkout_values
+from vault.authority.client_add_values import STALE_CLIENT
 from vault.authority.confirm_requests import STALE_CONFIRM
+from vault.authority.grant_draft_requests import STALE_GRANT
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
@@ -75,6 +77,8 @@ MARKERS: dict[str, str] = {
     checkout_values.ONLY_ADMINS_BREAK: "ONLY_ADMINS_BREAK",
     STALE_DRAFT: "stale-draft",
     STALE_CONFIRM: "stale-draft",
+    STALE_GRANT: "stale-draft",
+    STALE_CLIENT: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

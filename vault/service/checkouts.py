@@ -201,7 +201,13 @@ class Checkouts:
     def _checkout_keyholder(self) -> CheckoutKeyholder:
         """This Vault object's checkout keyholder, over an in-process transport to its authority."""
         if self._keyholder is None and self.core.host_server is not None:  # the server's host (server/host.py)
-            self._keyholder = https_checkout_keyholder(self, self.core.host_server.https(self.keys))
+            from vault.transport.https import HttpsTransport
+
+            host = self.core.host_server
+            https = HttpsTransport(
+                host.url, self.keys, transport=host.transport, server_key=host.pinned(), clock=host.clock
+            )
+            self._keyholder = https_checkout_keyholder(self, https)
             assert isinstance(self._keyholder.transport, HttpsCheckoutTransport)
             self._transport = self._keyholder.transport
         if self._keyholder is None:

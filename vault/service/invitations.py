@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.engineers import EngineerAuthority, engineer_row
-from vault.crypto.labels import LABEL_SIG_GRANT
+from vault.authority.grant_signatures import grant_label
 from vault.errors import IntegrityError, UntrustedRecord, VaultError
 from vault.keyholder.invitations import verified_invitation
 from vault.service.core import epoch, is_revoked
@@ -163,7 +163,7 @@ class Invitations:
         for grant in [g for g, _ in plan.carried] + plan.expired:
             grant.granted_by = self.keys.me().engineer_id
             grant.signature = self.keys.my_signing_key().sign(
-                LABEL_SIG_GRANT, *self.trust.grant_fields(s, grant, row.sealing_public)
+                grant_label(grant), *self.trust.grant_fields(s, grant, row.sealing_public)
             )
         for grant, _ in plan.carried:
             for ck in s.scalars(

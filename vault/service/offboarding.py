@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vault.crypto.labels import (
-    LABEL_SIG_CLIENT_KEY,
-    LABEL_SIG_GRANT,
-)
+from vault.authority.grant_signatures import grant_label
+from vault.crypto.labels import LABEL_SIG_CLIENT_KEY
 from vault.errors import (
     DecryptionFailed,
     IntegrityError,
@@ -203,7 +201,7 @@ class Offboarding:
                 self._drop_forged_grant(s, grant, engineer)
                 continue
             grant.granted_by = me.id
-            grant.signature = sign.sign(LABEL_SIG_GRANT, *self.trust.grant_fields(s, grant, engineer.sealing_public))
+            grant.signature = sign.sign(grant_label(grant), *self.trust.grant_fields(s, grant, engineer.sealing_public))
         self.policies.adopt_policies(s, row)
         self.core.adoption_skipped = skipped
         if skipped:

@@ -9,7 +9,8 @@ The same noun methods as ``Vault`` for the engineer's everyday work, by the same
 machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
 signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
-``secrets.add`` and ``secrets.update`` with a new password.
+``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
+``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -50,6 +51,7 @@ from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
@@ -269,7 +271,8 @@ class RemoteVault:
         self.engineers = RemoteEngineers(pin, self.keyholder, self.https, clock)
         self.checkouts = RemoteCheckouts(self.keyholder, self.https, clock)
         contexts, keys = self.checkouts.context, self.keyholder
-        self.grants = RemoteGrants(keys, self.https, contexts, clock)
+        self.grants = RemoteGrants(keys, self.https, contexts, clock, fresh_contexts(self.checkouts.keyholder))
+        keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
 

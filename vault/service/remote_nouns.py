@@ -20,10 +20,14 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vault.errors import ConfigurationError, DecryptionFailed, IntegrityError
+from vault.errors import ConfigurationError, DecryptionFailed, IntegrityError, InvalidInput
+from vault.keyholder.client_add import ClientAddKeyholder
 from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.keyholder.grants import GrantKeyholder
 from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
 from vault.service import validation
+from vault.service.core import epoch
+from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_reads import (
     ContextClientLookup,
     Contexts,
@@ -43,6 +47,8 @@ from vault.service.secrets import (
     update_changes,
 )
 from vault.transport.https import HttpsTransport
+from vault.transport.https_client_add import HttpsClientAddTransport
+from vault.transport.https_grant_writes import HttpsGrantTransport
 from vault.transport.https_grants import HttpsGrantListTransport
 
 NOT_SERVED_HINT = "run it where the vault's database is (credvault --db URL ...), or ask an admin"
@@ -80,16 +86,24 @@ class _NoHistory:
 
 
 class RemoteGrants(_Noun):
-    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here."""
+    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here;
+    an admin's ``grant`` and ``revoke`` by a draft and a signed commit (``remote_admin.py``)."""
 
     def __init__(
-        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        contexts: Contexts,
+        clock: Callable[[], dt.datetime],
+        learned: Callable[[str], LearnedContext] | None = None,
     ) -> None:
         clients = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
-        self.keys, self.https = keys, https
+        self.keys, self.https, self.clock = keys, https, clock
         self.keyholder = GrantListKeyholder(
             HttpsGrantListTransport(https), keys, ContextClientLookup(contexts), clients, _NoHistory(), clock
         )
+        lookup = AdminLookup(keys, learned if learned is not None else _no_context)
+        self.writes = GrantKeyholder(HttpsGrantTransport(https), keys, lookup, clients, clock, lookup.ring)
 
     def __repr__(self) -> str:
         return "RemoteGrants()"
@@ -99,15 +113,50 @@ class RemoteGrants(_Noun):
         with reported(self.https):
             return self.keyholder.list(engineer=engineer, client=client)
 
+    def grant(
+        self, engineer: str, client: str, *, until: dt.datetime | None = None, reason: str | None = None
+    ) -> GrantInfo:
+        """As ``Vault.grants.grant``, through the server (the sweep of expired grants is not run here)."""
+        validation.field_value("reason", reason)
+        if until is not None and until.tzinfo is None:
+            until = until.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
+        if until is not None and until <= self.clock():
+            raise InvalidInput("the grant's --until time is in the past")
+        validation.engineer_name(engineer)
+        validation.client_slug(client)
+        self.keys.me()
+        return self.writes.grant(engineer, client, until=epoch(until) if until else None, reason=reason)
+
+    def revoke(self, engineer: str, client: str) -> int:
+        """As ``Vault.grants.revoke``, through the server."""
+        validation.engineer_name(engineer)
+        validation.client_slug(client)
+        self.keys.me()
+        return self.writes.revoke(engineer, client)
+
+
+def _no_context(slug: str) -> LearnedContext:
+    raise not_served("grants.grant (no client context)")
+
 
 class RemoteClients(_Noun):
-    """``clients.list`` and ``clients.show`` through the server (format-3 events appended there)."""
+    """``clients.list`` and ``clients.show`` through the server (format-3 events appended there);
+    an admin's ``clients.add`` by a draft (the id reserved) and a signed commit."""
 
     def __init__(
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
         self.keys, self.https = keys, https
         self.keyholder = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
+        lookup = AdminLookup(keys, _no_context)
+        self.adding = ClientAddKeyholder(HttpsClientAddTransport(https), keys, lookup, keys.client_keys, clock)
+
+    def add(self, slug: str, name: str) -> ClientInfo:
+        """As ``Vault.clients.add``, through the server (the sweep of expired grants is not run here)."""
+        validation.client_slug(slug)
+        name = validation.display_name(name)
+        self.keys.me()
+        return self.adding.add(slug, name)
 
     def __repr__(self) -> str:
         return "RemoteClients()"

@@ -5,8 +5,11 @@ store (the OS keyring, or memory), keyed by the vault id this machine pinned for
 and the engineer's name, and expires as every session does. It gives the HTTPS transport
 its signing key (``me``, ``my_signing_key``) and the keyholders of one operation the small
 ``EngineerKeys`` protocol (``vault/keyholder/checkouts.py``): the session, its sealing key's
-public half, and opening a copy sealed to this engineer. It never opens the recovery key:
-an admin's work that needs it (a checkout by slug tag) is not served through a server yet.
+public half, and opening a copy sealed to this engineer. An admin's copy of the root bundle
+is opened here only when their work through the server needs it (``open_recovery``: a grant
+or revoke names the client by its slug tag and hands out client keys from their recovery
+copies); it is fetched from the server (``recovery_source``: ``engineers.root_seal``, sealed
+to this engineer's key) and believed only if the organisation key inside it is the pinned one.
 
 The slug hints (an engineer's client slug -> id, learned by ``RemoteLookup``) are kept per
 session in memory, as ``Keys.slugs`` keeps them: only where to look, verified on every use.
@@ -19,13 +22,33 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.crypto import sealing, signing
-from vault.errors import DecryptionFailed, Locked
+from vault.crypto.labels import LABEL_ROOT_BUNDLE, LABEL_TAG_CLIENT_SLUG
+from vault.errors import AccessDenied, DecryptionFailed, Locked, UntrustedRecord
 from vault.service.sessions import SessionStore, UnlockedSession, load_session
 from vault.storage.rows import KeyCache
 
 __all__ = ["RemoteKeys"]
 
 HINT_SLUGS = 20_000
+RecoverySource = Callable[[], tuple[int, bytes]]  # (root version, the copy of its bundle sealed to this engineer)
+
+
+class _Root:
+    """An admin's opened root bundle: the recovery key pair and the organisation lookup key."""
+
+    __slots__ = ("lookup_key", "recovery", "version")
+
+    def __init__(self, raw: bytes, version: int, org_public: bytes) -> None:
+        if len(raw) != 64:
+            raise DecryptionFailed()
+        if signing.SigningKey(raw[32:]).public != org_public:
+            raise UntrustedRecord("the recovery key the server sealed to you is not under the organisation key pinned")
+        self.recovery = sealing.KeyPair(signing.recovery_private_from_root(raw[:32]))
+        self.lookup_key = signing.lookup_key_from_root(raw[:32])
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"_Root(version={self.version}, <redacted>)"
 
 
 class RemoteKeys:
@@ -39,6 +62,8 @@ class RemoteKeys:
         self._session: UnlockedSession | None = None
         self._sealing: tuple[bytes, bytes] | None = None
         self._slugs: dict[str, int] = {}
+        self._root: _Root | None = None
+        self.recovery_source: RecoverySource | None = None  # set by RemoteVault: its server's root seal
 
     def __repr__(self) -> str:
         return f"RemoteKeys(engineer={self.name!r})"
@@ -90,6 +115,7 @@ class RemoteKeys:
         self.client_keys.clear()  # its fields, tags and grants too
         self._slugs.clear()
         self._sealing = None
+        self._root = None
 
     @property
     def slugs(self) -> dict[str, int]:
@@ -101,6 +127,10 @@ class RemoteKeys:
 
     def my_signing_key(self) -> signing.SigningKey:
         return signing.SigningKey(self.me().signing_seed)
+
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes:
+        """The acting engineer's signature over ``fields`` (an admin's grant and revocations)."""
+        return self.my_signing_key().sign(label, *fields)
 
     def my_keypair(self) -> sealing.KeyPair:
         return sealing.KeyPair(self.me().sealing_private)
@@ -118,15 +148,40 @@ class RemoteKeys:
         return cached[1]
 
     def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        if kind == "recovery":
+            root = self._root  # an admin's, opened by open_recovery
+            if root is None or root.version != recipient_id:
+                raise DecryptionFailed()
+            return sealing.open_sealed(root.recovery, version, blob, context)
         if kind != "engineer" or recipient_id != self.me().engineer_id:
-            raise DecryptionFailed()  # a copy sealed to the recovery key: not opened on this machine
+            raise DecryptionFailed()
         return sealing.open_sealed(self.my_keypair(), version, blob, context)
 
     def slug_tag(self, slug: str) -> bytes | None:
-        return None  # no recovery bundle here: clients are named by the ids their grants give
+        """An admin's lookup tag of ``slug`` under the root bundle held open (None: none open; an
+        engineer names clients by the ids their grants give)."""
+        root = self._root
+        return None if root is None else signing.lookup_tag(root.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
     def recovery_version(self) -> int | None:
-        return None
+        return None if self._root is None else self._root.version
+
+    def recovery_public(self, slug: str) -> tuple[int, bytes, bytes]:
+        """An admin's (a new client's key is sealed to it): the version and public half of the
+        recovery key their root bundle opens to, and ``slug``'s lookup tag under that bundle."""
+        self.open_recovery()
+        root = self._root
+        if root is None:
+            raise AccessDenied(f"{self.me().name!r} is not an admin", hint="ask an admin to do this")
+        return root.version, root.recovery.public, signing.lookup_tag(root.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
     def open_recovery(self) -> None:
-        return None  # copies sealed to the recovery key stay closed (open_sealed refuses them)
+        """An admin's: the copy of the current root bundle sealed to them, from the server, opened
+        here (if not open yet); without a source (or for an engineer: the server refuses) none."""
+        if self._root is not None or self.recovery_source is None:
+            return
+        me = self.me()
+        version, blob = self.recovery_source()
+        context = (LABEL_ROOT_BUNDLE, me.vault_id, version, me.engineer_id)
+        self._root = _Root(sealing.open_sealed(self.my_keypair(), version, blob, context), version,
+                           me.org_signing_public)  # fmt: skip

@@ -249,6 +249,9 @@ class Grant(Base):
     event_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     revoked_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     revocation: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    # A grant made through the team server (revision 0019): the request id its signature
+    # binds in place of ``event_seq`` (format 3 of the grant, docs/format.md §5); else NULL.
+    request_id: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
 
 
 class Secret(Base):

@@ -90,6 +90,8 @@ class GrantRecord(Protocol):
     def revoked_by(self) -> int | None: ...
     @property
     def revocation(self) -> bytes | None: ...
+    @property
+    def request_id(self) -> bytes | None: ...
 
 
 class HasId(Protocol):
@@ -142,6 +144,7 @@ class GrantRow(NamedTuple):
     revoked_at: dt.datetime | None
     revoked_by: int | None
     revocation: bytes | None
+    request_id: bytes | None = None  # a grant through the team server: what its signature binds
 
 
 class ClientRow(NamedTuple):

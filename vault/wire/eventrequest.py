@@ -58,6 +58,10 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.confirm": frozenset({"engineer-confirm"}),
     "reports.status": frozenset({"report-status"}),  # on a layered vault: the versions it releases
     "reports.stale": frozenset({"report-stale"}),
+    # an admin's grant and revoke through the server (server/grant_routes.py)
+    "grants.grant": frozenset({"grant"}),
+    "grants.revoke": frozenset({"revoke"}),
+    "clients.add": frozenset({"client-create"}),
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import checkout_context as c
+from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
 from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
+from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
 from vault.authority import policy_requests as p
@@ -86,4 +88,12 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("secrets.list_page", sr.SecretPageRequest, sr.SecretListPage),  # one bounded page, its own event
     ("clients.show", cl.ShowRequest, cl.ClientRows),
     ("clients.list", cl.ListRequest, cl.ClientRows),
+    # an admin's grant and revoke: drafts and signed commits (grant_draft_requests.py, server/grant_routes.py)
+    ("grants.grant_draft", gd.GrantDraftRequest, gd.GrantDraft),
+    ("grants.grant", gd.GrantCommit, g.GrantRows),
+    ("grants.revoke_draft", gd.RevokeDraftRequest, gd.GrantDraft),
+    ("grants.revoke", gd.RevokeCommit, g.GrantRows),
+    ("engineers.root_seal", gd.RootSealRequest, gd.RootSealAnswer),
+    ("clients.add_draft", cl.AddRequest, ca.ClientDraft),  # a new client: its id reserved (client_add_drafts.py)
+    ("clients.add", ca.ClientCommit, cl.AddAnswer),
 )
