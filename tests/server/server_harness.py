@@ -267,3 +267,19 @@ def mid_window() -> Callable[[], float]:
     now = time.time()
     offset = (now // PERIOD) * PERIOD + PERIOD / 2 - now
     return lambda: time.time() + offset
+
+
+def remote_engineer(keyed: Keyed, vault: Vault, name: str, passphrase: str) -> Any:
+    """``name`` on a machine with no database (``RemoteVault``): the server pinned, their key record
+    copied once from ``vault``'s database (``serverjoin.join``), then unlocked. ``CREDVAULT_HOME``
+    must be a folder of the test's own."""
+    from vault.service import serverjoin
+    from vault.service.remote import RemoteVault
+    from vault.service.sessions import MemorySessionStore
+
+    served = keyed.served
+    pin = serverjoin.pin(served.url, serverjoin.trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
+    serverjoin.join(pin, vault, name, passphrase)
+    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock)
+    mine.engineers.unlock(name, passphrase)
+    return mine
