@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from vault import Vault
+from vault.service.remote import RemoteVault
 from vault.crypto.keyrecord import FLOOR
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
@@ -116,9 +117,15 @@ def reopen() -> Callable[[Vault], Vault]:
     """
 
     def _reopen(vault: Vault) -> Vault:
-        return Vault(
+        if isinstance(vault, RemoteVault):  # team3's HTTPS mode: the same pin, session store and clock
+            keys = vault.keyholder
+            return RemoteVault(vault.pin, engineer=keys.name, sessions=keys.sessions, clock=keys.clock)  # type: ignore[return-value]
+        again = Vault(
             vault.store, engineer=vault.engineer_name, sessions=vault.sessions, clock=vault.clock, kdf_params=FLOOR
         )
+        for part in ("server_key", "host_layer", "host_server"):  # on the server's host (team3): the key file too
+            setattr(again.core, part, getattr(vault.core, part))
+        return again
 
     return _reopen
 

@@ -53,6 +53,7 @@ from vault.authority.root_rotation_requests import (
     RootRotateRequest,
     ShareRecord,
 )
+from vault.authority.server_keys import stored_rows
 from vault.crypto import signing
 from vault.crypto.blobs import blob_key_version
 from vault.crypto.labels import LABEL_SIG_ORG_KEY
@@ -171,6 +172,7 @@ class RootRotationAuthority:
                 )
             ),
             tuple(refused),
+            tuple(stored_rows(s)),
         )
         plan = seal.plan(draft)
         self._check_plan(draft, plan, shares)
@@ -201,6 +203,7 @@ class RootRotationAuthority:
             "by": me.name,
             "org_version": plan.org_version,
             "admins": len(admins),
+            "server_keys": len(plan.server_certificates),
             "shares": f"{plan.share_policy[0]}-of-{plan.share_policy[1]}" if plan.share_policy else None,
         }
         if refusals:
@@ -255,6 +258,9 @@ class RootRotationAuthority:
             raise UntrustedRecord("the vault backup key does not follow the recovery key")
         if shares is not None and (plan.share_policy is None or plan.share_policy[:2] != shares):
             raise UntrustedRecord("the keyholder's share policy is not the one asked for")
+        servers = [version for version, _ in plan.server_certificates]
+        if len(set(servers)) != len(servers) or not set(servers) <= {k.version for k in draft.server_keys}:
+            raise UntrustedRecord("the keyholder certified server keys the vault does not hold")
 
     def _write_plan(
         self,
@@ -282,6 +288,10 @@ class RootRotationAuthority:
         generations = {(k.engineer_id, k.generation): k for k in keys}
         for engineer_id, generation, certificate in plan.key_certificates:
             generations[(engineer_id, generation)].certificate = _bytes("certificate", certificate, SIGNATURE_BYTES)
+        for version, certificate in plan.server_certificates:  # the same key and time, under the new key
+            server = s.get(m.ServerKey, version)
+            assert server is not None
+            server.certificate = _bytes("certificate", certificate, SIGNATURE_BYTES)
         for engineer_id, blob in plan.root_seals:
             s.add(m.RootSeal(root_version=plan.root_version, engineer_id=engineer_id, blob=_blob("root seal", blob)))
         if plan.backup_key_seal is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from vault.authority.engineer_requests import EngineerKeyRow, Identity, RootCopy
 from vault.authority.requests import Caller, SealedClientKey
+from vault.authority.server_keys import ServerKeyRow
 from vault.storage.rows import EngineerRow
 
 ROTATE_ROOT = "root-key-rotate"
@@ -68,6 +69,9 @@ class RootDraft:
     keys: tuple[EngineerKeyRow, ...]
     names: tuple[tuple[int, str], ...]  # engineer id -> name, for every key generation's owner
     refused: tuple[str, ...]  # roster rows the audit chain does not vouch for (never re-issued)
+    # the team server's keys as stored (their certificates under the current organisation key: the
+    # keyholder re-issues those that verify, with the same certification time)
+    server_keys: tuple[ServerKeyRow, ...] = ()
 
 
 @dataclass(frozen=True, repr=False)
@@ -86,6 +90,7 @@ class RootPlan:
     backup_key_seal: bytes | None
     share_policy: tuple[int, int, bytes] | None  # (k, n, signature by the new organisation key)
     refused: tuple[str, ...]  # roster rows the keyholder did not re-issue
+    server_certificates: tuple[tuple[int, bytes], ...] = ()  # server key version -> certificate under the new key
 
 
 @dataclass(frozen=True, repr=False)

@@ -43,7 +43,7 @@ from vault.authority.root_rotation_requests import (
     RootRotated,
     RootRotateRequest,
 )
-from vault.crypto import blobs, sealing, shamir, signing
+from vault.crypto import blobs, sealing, serverkey, shamir, signing
 from vault.crypto.labels import (
     LABEL_BACKUP_VAULT_KEY,
     LABEL_CLIENT_KEY_SEAL,
@@ -142,6 +142,16 @@ class _Rotation:
                 refused.append(f"key generation {key.generation} of engineer {validation.shown(name)}")
                 continue
             keys.append((key, name))
+        servers = []
+        for server in draft.server_keys:  # the team server's keys: re-issued as the engineers' are
+            try:
+                serverkey.verify_certificate(
+                    org, server.certificate, vault_id, server.version, server.signing_public, server.certified_at
+                )
+            except VaultError:
+                refused.append(f"the certificate of server key {server.version}")
+                continue
+            servers.append(server)
         new_org = signing.SigningKey.generate()
         new = RootBundle(blobs.new_key() + new_org.seed, draft.root.version + 1)
         self.new = new
@@ -179,6 +189,10 @@ class _Rotation:
             backup_key_seal=backup,
             share_policy=policy,
             refused=tuple(refused),
+            server_certificates=tuple(
+                (k.version, serverkey.certify(new_org, vault_id, k.version, k.signing_public, k.certified_at))
+                for k in servers
+            ),
         )
         return self.plan_made
 

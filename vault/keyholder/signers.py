@@ -44,15 +44,23 @@ class Signers:
 
     @staticmethod
     def anchor_problem(
-        s: Session, vault_id: bytes, keys: auditchain.Keys, problems: auditchain.Problems, seq: int
+        s: Session,
+        vault_id: bytes,
+        keys: auditchain.Keys,
+        problems: auditchain.Problems,
+        seq: int,
+        server_keys: auditchain.ServerKeys | None = None,
     ) -> str | None:
         """The anchor of an incremental verify checked again: its hash from its fields, its
-        signature in its key's lifetime, what the key-event pass found at it, and its link to
-        the event before it (its stored hash)."""
+        signature in its key's lifetime (a format-3 event's: a server key of ``server_keys``, the
+        certified ones), what the key-event pass found at it, and its link to the event before it
+        (its stored hash)."""
         if seq <= 0:
             return None
         connection = s.connection()
-        r = auditchain.check_range(connection.connection, connection.dialect, vault_id, keys, seq, seq, problems)
+        r = auditchain.check_range(
+            connection.connection, connection.dialect, vault_id, keys, seq, seq, problems, server_keys
+        )
         if r.problem is not None:
             return r.problem
         before = s.get(m.AuditEvent, seq - 1) if seq > 1 else None

@@ -14,11 +14,19 @@ stores them. Nothing here decrypts a data key: the layer's recipes are the serve
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 from vault.authority.rotation_batches import RewrapSeal
 from vault.authority.rotation_requests import Batch, BatchDone, BatchRequest, Rewrapped, WrappedKey
-from vault.authority.secret_requests import AddRequest, ReadRequest, SecretRows, UpdateRequest
+from vault.authority.secret_requests import (
+    AddRequest,
+    ListSecretsRequest,
+    ReadRequest,
+    SecretPage,
+    SecretRows,
+    UpdateRequest,
+)
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
 from vault.transport.rotation import InProcessRotationTransport
@@ -124,3 +132,24 @@ class HostSecretTransport(InProcessSecretTransport):
 
     def update(self, request: UpdateRequest, seal: Any) -> SecretRows:
         return self._call(self.authority.update, request, seal)
+
+    def list_secrets(self, request: ListSecretsRequest) -> Iterator[SecretPage]:
+        """The listing's pages, each version's data key without the layer (the host's admin lists
+        as the server's route lists after its event; the listing's event is appended after, as
+        in-process)."""
+        layer = self.core.host_layer
+        for page in super().list_secrets(request):
+            if layer is None or not page.secrets:
+                yield page
+                continue
+            with self.core.store.read() as s:
+                vault_id = self.core.vid(s)
+                rows = tuple(
+                    row
+                    if row.version is None
+                    else dataclasses.replace(
+                        row, version=layer.unlayered(s, vault_id, row.client_id, row.secret_id, row.version)
+                    )
+                    for row in page.secrets
+                )
+            yield dataclasses.replace(page, secrets=rows)

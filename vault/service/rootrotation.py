@@ -24,9 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.root_rotation import RootRotationAuthority
+from vault.authority.server_keys import stored_rows
 from vault.crypto import signing
 from vault.errors import UntrustedRecord
 from vault.keyholder.root_rotation import RootRotationKeyholder
+from vault.keyholder.serverkeys import verified_server_keys
 from vault.service import auditverify, validation
 from vault.service.audit import _details
 from vault.service.core import ACTIVE, ROLE_ADMIN
@@ -89,6 +91,9 @@ class _Roster:
         admin must be one the chain made."""
         lifetimes, problems, chain_admins = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
         vault_id = self.core.vid(s)
+        # a confirmation made on the server's host or through the server is a format-3 event: the
+        # server key signed it (certified under the organisation key), the admin's request inside
+        servers = verified_server_keys(stored_rows(s), vault_id, self.trust.org_public(s))
         checked: dict[int, bool] = {}
 
         def vouched(engineer_id: int, generation: int, fingerprint: str | None) -> bool:
@@ -97,7 +102,8 @@ class _Roster:
                 return False
             seq = max(start - 1, 1)  # the confirmation that certified it (vault-init: event 1)
             if seq not in checked:
-                bad = seq in problems or self.signers.anchor_problem(s, vault_id, lifetimes, problems, seq) is not None
+                anchor = self.signers.anchor_problem(s, vault_id, lifetimes, problems, seq, servers)
+                bad = seq in problems or anchor is not None
                 checked[seq] = not bad
             event = s.get(m.AuditEvent, seq)
             signed = _details(event.details_json) if event is not None else {}
