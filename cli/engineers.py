@@ -216,24 +216,21 @@ def _enroll_through(
     app: AppContext, server: str, name: str, code_file: Path | None, passphrase_file: Path | None
 ) -> None:
     """Enrol through the team server pinned for ``server``; the key record is kept on this machine."""
-    from vault.errors import UntrustedRecord
-    from vault.service.serverpins import KeyRecordFile, ServerPins
-    from vault.transport.https_enrolment import enroll_over_https
+    from vault.service.remote import RemoteVault
+    from vault.service.serverpins import ServerPins
 
     pin = ServerPins.load().get(server)  # pinned first (`server trust`), before anything is typed
     code = _code(code_file)
     passphrase = app.passphrase(passphrase_file, new=True, prompt=f"New passphrase for {name}")
-    enrolled = enroll_over_https(pin.url, ca_file=pin.ca_file, name=name, code=code, passphrase=passphrase)
-    if enrolled.vault_id != pin.vault_id:
-        raise UntrustedRecord("the server enrolled you in another vault than the one this machine pinned")
-    record = KeyRecordFile(
-        enrolled.vault_id, enrolled.engineer_id, enrolled.name, enrolled.key_generation, enrolled.key_record
-    )
-    record.save()
+    remote = RemoteVault(pin, engineer=name)
+    try:
+        fingerprint = remote.engineers.enroll(name, code, passphrase)  # the key record kept on this machine
+    finally:
+        remote.close()
     local = config.LocalConfig.load()
     local.server, local.engineer = pin.url, name
     local.save()
-    _enrolled(name, enrolled.fingerprint)
+    _enrolled(name, fingerprint)
 
 
 def _enrolled(name: str, fingerprint: str) -> None:

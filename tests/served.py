@@ -47,10 +47,9 @@ from vault.server.running import ServeOptions, uvicorn_config
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.serverkeys import certify_server_key
-from vault.service.serverpins import KeyRecordFile, ServerPin
+from vault.service.serverpins import ServerPin
 from vault.service.sessions import MemorySessionStore
 from vault.storage.engine import Store
-from vault.transport.https_enrolment import enroll_over_https
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.nonces import DbNonceStore
 
@@ -150,6 +149,7 @@ class ServedTeam:
     def open(self, name: str | None = None) -> RemoteVault:
         """A fresh, locked ``RemoteVault`` (its own caches) for ``name``."""
         vault = RemoteVault(self.pin, engineer=name, sessions=MemorySessionStore(), clock=self.clock)
+        vault.engineers.kdf_params = self.kdf_params  # a key record made through it (enroll) as the suite's
         self.opened.append(vault)
         return vault
 
@@ -157,14 +157,8 @@ class ServedTeam:
         """Invite (admin, on the host), enrol through the server, confirm, unlock: their ``RemoteVault``."""
         passphrase = passphrase or f"pass of {name}"
         code = self.admin.engineers.invite(name, role=role)
-        enrolled = enroll_over_https(
-            self.pin.url, ca_file=self.pin.ca_file, name=name, code=code, passphrase=passphrase,
-            kdf_params=self.kdf_params,
-        )  # fmt: skip
-        KeyRecordFile(
-            enrolled.vault_id, enrolled.engineer_id, enrolled.name, enrolled.key_generation, enrolled.key_record
-        ).save()
-        self.admin.engineers.confirm(name, enrolled.fingerprint)
+        fingerprint = self.open(name).engineers.enroll(name, code, passphrase)  # through the server
+        self.admin.engineers.confirm(name, fingerprint)
         self.passphrases[name] = passphrase
         return self.unlocked(name)
 

@@ -59,6 +59,7 @@ from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
+from vault.transport.https_enrolment import enroll_over_https
 from vault.transport.https_grants import HttpsGrantListTransport
 
 __all__ = ["RemoteVault"]
@@ -151,10 +152,25 @@ class RemoteLookup:
 
 
 class RemoteEngineers(_Noun):
-    """``engineers.unlock/lock/whoami`` on this machine's key record and the server's word."""
+    """``engineers.enroll/unlock/lock/whoami`` on this machine's key record and the server's word."""
 
     def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
         self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
+        self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
+
+    def enroll(self, name: str, code: str, passphrase: str) -> str:
+        """As ``Vault.engineers.enroll``, through the server (``enroll_over_https``: the key record made
+        here and kept on this machine, ``keys/<vault>/<name>.json``); the fingerprint to read to an admin."""
+        enrolled = enroll_over_https(
+            self.pin.url, ca_file=self.pin.ca_file, name=name, code=code, passphrase=passphrase,
+            kdf_params=self.kdf_params,
+        )  # fmt: skip
+        if enrolled.vault_id != self.pin.vault_id:
+            raise UntrustedRecord("the server enrolled you in another vault than the one this machine pinned")
+        KeyRecordFile(
+            enrolled.vault_id, enrolled.engineer_id, enrolled.name, enrolled.key_generation, enrolled.key_record
+        ).save()
+        return enrolled.fingerprint
 
     def __repr__(self) -> str:
         return "RemoteEngineers()"
