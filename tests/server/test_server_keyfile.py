@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from vault.cli.main import cli
 
-from vault.crypto.serverkey import ServerSigningKey
+from vault.crypto.serverkey import ServerKeyring, ServerSigningKey
 from vault.errors import ConfigurationError
 from vault.server import running
 from vault.server.keyfile import read_server_key, read_server_keys
@@ -92,7 +92,9 @@ def test_serve_reads_the_key_file_and_gives_the_key_to_the_app(tmp_path: Path, m
     args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "127.0.0.1:9443", "--server-key", str(path)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    key = seen["server_key"]
+    ring = seen["server_key"]  # every signing key of the file: the version the vault holds active signs
+    assert isinstance(ring, ServerKeyring) and len(ring) == 1
+    key = ring.newest
     assert isinstance(key, ServerSigningKey) and (key.version, key.key.seed) == (2, SEED)
 
 
