@@ -66,3 +66,47 @@ def test_an_engineer_without_a_grant_gets_no_root_seal_and_no_client(keyed: Keye
         carol.keyholder.recovery_source()  # the raw ask: refused by the server
     assert carol.keyholder.recovery_version() is None
     assert without_nonces(database_state(keyed.served.db_url)) == state
+
+
+class _Relabelled:
+    """A compromised server (or a proxy it fooled): the admin's real root seal, with the answer's
+    organisation key and chain replaced by ``change``."""
+
+    def __init__(self, https: object, change: object) -> None:
+        self.https, self.change = https, change
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        answer = self.https.call(name, body, request_id)  # type: ignore[attr-defined]
+        return self.change(answer)  # type: ignore[operator]
+
+
+@pytest.mark.usefixtures("home")
+def test_a_root_seal_under_an_organisation_key_the_pin_does_not_lead_to_is_refused(keyed: Keyed) -> None:
+    """After a root rotation the admin's bundle holds the new organisation key, believed only along
+    the chain signed from the pinned one: a made-up key, or a chain link not signed by the key
+    before it, is refused before the bundle is opened (test_rotation.py's third mode follows a real
+    chain after a real root rotation)."""
+    import dataclasses
+
+    from vault.authority.requests import OrgKeyRow
+    from vault.crypto import signing
+    from vault.errors import UntrustedRecord
+    from vault.service.remote_admin import root_seal
+
+    admin = remote_engineer(keyed, keyed.served.admin, ADMIN, ADMIN_PASS)
+    stranger = signing.SigningKey.generate().public
+    pinned = admin.keyholder.me().org_signing_public
+    forged_link = OrgKeyRow(2, stranger, 1_800_000_000, bytes(64))
+    changes = {
+        "a key with no chain": lambda a: dataclasses.replace(a, org_signing_public=stranger, org_chain=()),
+        "a link not signed by the pinned key": lambda a: dataclasses.replace(
+            a, org_signing_public=stranger, org_chain=(OrgKeyRow(1, pinned, 1, None), forged_link)
+        ),
+    }
+    for what, change in changes.items():
+        fetch = root_seal(_Relabelled(admin.https, change), admin.keyholder)
+        with pytest.raises(UntrustedRecord):
+            fetch()
+        assert admin.keyholder.recovery_version() is None, what
+    version, _blob, org = root_seal(admin.https, admin.keyholder)()  # the real one: the pinned key
+    assert org == pinned and version >= 1

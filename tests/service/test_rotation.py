@@ -282,7 +282,6 @@ def test_audit_details_stay_readable_to_admins_and_the_old_client_key_reads_noth
 
 
 def test_rotate_root_keeps_every_client_readable_and_destroys_the_old_root(team, db, reopen):
-    only_local(team, "a remote admin re-pinning the rotated organisation key is not built (docs/server.md)")
     admin = team.admin
     acme, globex = _fill(admin, "acme", 3), _fill(admin, "globex", 2)
     alice = team.engineer("alice")

@@ -34,7 +34,7 @@ import hashlib
 from dataclasses import dataclass
 
 from vault.authority.grant_requests import GRANT, REVOKE, GrantRows, SealedCopy
-from vault.authority.requests import Caller
+from vault.authority.requests import Caller, OrgKeyRow
 
 STALE_GRANT = "the draft this grant or revoke was made on is stale: the engineer's grants or the client changed since"
 LABEL_GRANT_DRAFT_DIGEST = b"credvault/v1/draft-digest/grant"
@@ -155,6 +155,11 @@ class RootSealAnswer:
     vault_id: bytes
     root_version: int
     blob: bytes
+    # the vault's current organisation key and the signed chain to it from the caller's pin (empty:
+    # the pin is current); a bundle made by a root rotation holds the new key (the keyholder follows
+    # the chain, each link signed by the key before it, as a checkout's context does)
+    org_signing_public: bytes = b""
+    org_chain: tuple[OrgKeyRow, ...] = ()
 
     def __repr__(self) -> str:
         return f"RootSealAnswer(version={self.root_version}, <ciphertext>)"

@@ -36,6 +36,7 @@ from vault.authority.grant_draft_requests import (
 from vault.authority.grant_drafts import GrantDraftAuthority
 from vault.authority.grant_requests import GrantRows
 from vault.authority.grants import GrantAuthority
+from vault.authority.policies_caller import org_chain
 from vault.authority.serverjournal import ServerSeal
 from vault.errors import AccessDenied, ConfigurationError
 from vault.server.checks import ServerChecks
@@ -102,7 +103,8 @@ class GrantRoutes:
             row = s.get(m.RootSeal, (version, read.me.id)) if version is not None else None
             if version is None or row is None:
                 raise AccessDenied(f"no copy of the recovery key is sealed to {read.me.name!r}", hint=RECONFIRM)
-            return RootSealAnswer(read.vault_id, version, row.blob)
+            chain = org_chain(s, request.org_pin, read.org_signing_public)  # the pin to the current key
+            return RootSealAnswer(read.vault_id, version, row.blob, read.org_signing_public, chain)
 
     def add_client_draft(self, call: Call) -> ClientDraft:
         request = call.body

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from vault.authority.certificates import trusted_org_key
 from vault.authority.grant_draft_requests import RootSealAnswer, RootSealRequest
 from vault.authority.requests import Caller
 from vault.errors import NotFound, UntrustedRecord
@@ -41,16 +42,20 @@ class LearnedContext(Protocol):
     def ring(self) -> bytes: ...
 
 
-def root_seal(https: Calls, keys: RemoteKeys) -> Callable[[], tuple[int, bytes]]:
-    """``RemoteKeys.recovery_source`` through ``https``: the session's admin's sealed root bundle."""
+def root_seal(https: Calls, keys: RemoteKeys) -> Callable[[], tuple[int, bytes, bytes]]:
+    """``RemoteKeys.recovery_source`` through ``https``: the session's admin's sealed root bundle and
+    the organisation key it must hold: the pinned one, or (after a root rotation) the current one
+    the signed chain leads to from it (``trusted_org_key``: each link signed by the key before)."""
 
-    def fetch() -> tuple[int, bytes]:
+    def fetch() -> tuple[int, bytes, bytes]:
         me = keys.me()
         request = RootSealRequest(Caller(me.engineer_id, me.key_generation), me.org_signing_public)
         answer = answer_of(https, "engineers.root_seal", request, RootSealAnswer)
         if answer.vault_id != me.vault_id:
             raise UntrustedRecord("the server answered a root seal of another vault")
-        return answer.root_version, answer.blob
+        current = answer.org_signing_public or me.org_signing_public
+        org = trusted_org_key(me.vault_id, me.org_signing_public, current, answer.org_chain)
+        return answer.root_version, answer.blob, org
 
     return fetch
 

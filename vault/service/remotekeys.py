@@ -30,7 +30,8 @@ from vault.storage.rows import KeyCache
 __all__ = ["RemoteKeys"]
 
 HINT_SLUGS = 20_000
-RecoverySource = Callable[[], tuple[int, bytes]]  # (root version, the copy of its bundle sealed to this engineer)
+# (root version, the copy of its bundle sealed to this engineer, the organisation key it must hold)
+RecoverySource = Callable[[], tuple[int, bytes, bytes]]
 
 
 class _Root:
@@ -42,7 +43,7 @@ class _Root:
         if len(raw) != 64:
             raise DecryptionFailed()
         if signing.SigningKey(raw[32:]).public != org_public:
-            raise UntrustedRecord("the recovery key the server sealed to you is not under the organisation key pinned")
+            raise UntrustedRecord("the recovery key the server sealed to you is not under the organisation key trusted")
         self.recovery = sealing.KeyPair(signing.recovery_private_from_root(raw[:32]))
         self.lookup_key = signing.lookup_key_from_root(raw[:32])
         self.version = version
@@ -181,7 +182,6 @@ class RemoteKeys:
         if self._root is not None or self.recovery_source is None:
             return
         me = self.me()
-        version, blob = self.recovery_source()
+        version, blob, org = self.recovery_source()  # org: the pinned key, or the current one its chain reaches
         context = (LABEL_ROOT_BUNDLE, me.vault_id, version, me.engineer_id)
-        self._root = _Root(sealing.open_sealed(self.my_keypair(), version, blob, context), version,
-                           me.org_signing_public)  # fmt: skip
+        self._root = _Root(sealing.open_sealed(self.my_keypair(), version, blob, context), version, org)
