@@ -303,3 +303,29 @@ def test_each_page_on_a_layered_vault_releases_exactly_the_versions_its_own_even
             released = json.loads(event.details_json)["released"]
             assert released == sorted([r.client_id, r.secret_id, r.version.version] for r in rows if r.version)
         assert served.admin.audit.verify().ok
+
+
+def test_the_unpaged_listing_of_more_than_a_page_is_refused_and_writes_nothing(
+    paged: Keyed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insider's raw ``secrets.list`` (the route before pages) of a client with more secrets than a
+    page: refused (400) before its event, so the server never builds an unbounded answer; within a
+    page it is answered as before."""
+    from server_harness import caller_of
+
+    from vault.authority.secret_requests import ListSecretsRequest
+
+    served, alice = paged.served, paged.served.alice
+    me = alice.keyholder.me()
+    body = envelope("secrets.list", ListSecretsRequest(caller_of(alice), (ACME,), (), me.org_signing_public, True))
+    monkeypatch.setattr(secret_read_routes, "MAX_LIST_PAGE", ACME_SECRETS - 1)
+    state = without_nonces(database_state(served.db_url))
+    refused = signed_post(served, "/v1/secrets/list", body, alice)
+    assert refused.status_code == 400 and "by pages" in refused.text
+    assert without_nonces(database_state(served.db_url)) == state
+    monkeypatch.setattr(secret_read_routes, "MAX_LIST_PAGE", ACME_SECRETS)
+    body = envelope("secrets.list", ListSecretsRequest(caller_of(alice), (ACME,), (), me.org_signing_public, True))
+    answered = signed_post(served, "/v1/secrets/list", body, alice)
+    assert answered.status_code == 200
+    listing = codec.open_envelope(answered.content, "secrets.list.response").body
+    assert sum(len(p.secrets) for p in listing.pages) == ACME_SECRETS

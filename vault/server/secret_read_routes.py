@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import func, select
@@ -175,7 +175,7 @@ class SecretReadRoutes:
             raise InvalidInput(f"this route is {LIST!r}, the request names {request.action!r}")
         journal = self._journal()
         listing = _ScopedListing(self.store, self.checks)
-        pages = tuple(listing.pages(request))  # the read unit ends with the last page
+        pages = _bounded(listing.pages(request))  # the read unit ends with the last page
         client_id, public = _event_of(request, listing.clients, pages)
         me = call.caller.me
         assert call.recorded is not None
@@ -308,3 +308,25 @@ def _unlayered(layer: ServerLayer, s: Session, page: SecretPage, released: set[t
             v = layer.unlayered(s, page.vault_id, r.client_id, r.secret_id, v)
         out.append(dataclasses.replace(r, version=v))
     return dataclasses.replace(page, secrets=tuple(out))
+
+
+def _bounded(pages: Iterator[SecretPage]) -> tuple[SecretPage, ...]:
+    """The whole listing of the unpaged ``secrets.list``, at most ``MAX_LIST_PAGE`` secrets: a larger
+    one is refused before its event (400, nothing written; the server never holds an unbounded answer):
+    credvault's client reads by pages (``secrets.list_page``)."""
+    kept: list[SecretPage] = []
+    count = 0
+    try:
+        for page in pages:
+            count += len(page.secrets)
+            if count > MAX_LIST_PAGE:
+                raise InvalidInput(
+                    f"a listing of more than {MAX_LIST_PAGE} secrets is read by pages",
+                    hint="send secrets.list_page (credvault does since this release)",
+                )
+            kept.append(page)
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()  # the read unit ends here, refused or not
+    return tuple(kept)
