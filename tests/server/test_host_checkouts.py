@@ -9,6 +9,7 @@ be committed; each reveals nothing.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -115,3 +116,31 @@ def test_without_the_hosts_pipeline_a_checkout_stays_refused(acme: ServedTeam) -
             admin.checkouts.checkout(REF, reason="T-7")
     finally:
         admin.core.host_server = server
+
+
+def test_a_root_rotation_recertifies_only_the_server_keys_the_chain_certified(acme: ServedTeam) -> None:
+    """An insider who holds the organisation seed (a removed admin) and writes the database plants
+    server key 2 with a certificate that verifies under the current organisation key, but no
+    ``server-key-certify`` event: the root rotation re-certifies key 1 (its event is in the chain)
+    and not key 2, whose old certificate verifies under no key after it."""
+    from vault.authority.server_keys import stored_rows
+    from vault.crypto import serverkey
+    from vault.keyholder.serverkeys import verified_server_keys
+
+    admin = acme.admin
+    planted = ServerSigningKey.generate(2)
+    with admin.store.transaction() as s:
+        org = admin.checkouts.keys.root_bundle(s).org  # the organisation seed, as a removed admin kept it
+        certified_at = int(acme.clock().timestamp())
+        certificate = serverkey.certify(org, admin.vault_id(), 2, planted.public, certified_at)
+        s.add(m.ServerKey(version=2, signing_public=planted.public, certified_at=certified_at,
+                          certificate=certificate, state="retired"))  # fmt: skip
+    result = admin.keys.rotate_root()
+    assert result.refused == ()
+    with admin.store.read() as s:
+        trusted = verified_server_keys(stored_rows(s), admin.vault_id(), admin.trust.org_public(s))
+        rotation = s.scalars(select(m.AuditEvent).where(m.AuditEvent.action == "root-key-rotate")).one()
+    assert set(trusted) == {1}  # key 1 re-certified under the new organisation key; the planted one not
+    assert json.loads(rotation.details_json)["server_keys"] == 1
+    assert admin.audit.verify().ok
+    assert admin.checkouts.checkout(REF, reason="T-8 after the rotation").value == PW

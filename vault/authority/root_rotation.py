@@ -53,7 +53,7 @@ from vault.authority.root_rotation_requests import (
     RootRotateRequest,
     ShareRecord,
 )
-from vault.authority.server_keys import stored_rows
+from vault.authority.server_keys import ServerKeyRow
 from vault.crypto import signing
 from vault.crypto.blobs import blob_key_version
 from vault.crypto.labels import LABEL_SIG_ORG_KEY
@@ -72,6 +72,11 @@ class RootChecks(CallerChecks, Protocol):
     def roster(self, s: Session) -> tuple[Sequence[m.Engineer], Sequence[m.EngineerKey], Sequence[str]]:
         """The engineers and key generations whose certificate verifies and that the audit
         chain vouches for, and the names of the others (never re-issued)."""
+
+    def server_keys(self, s: Session) -> Sequence[ServerKeyRow]:
+        """The team server's keys whose certification the signed audit chain vouches for (a
+        ``server-key-certify`` event naming the version and the key): the only ones a rotation
+        re-certifies, so that a row planted with the old organisation seed is not carried over."""
 
 
 class Recorder(Protocol):
@@ -172,7 +177,7 @@ class RootRotationAuthority:
                 )
             ),
             tuple(refused),
-            tuple(stored_rows(s)),
+            tuple(self.checks.server_keys(s)),
         )
         plan = seal.plan(draft)
         self._check_plan(draft, plan, shares)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.root_rotation import RootRotationAuthority
-from vault.authority.server_keys import stored_rows
+from vault.authority.server_keys import ServerKeyRow, stored_rows
 from vault.crypto import signing
 from vault.errors import UntrustedRecord
 from vault.keyholder.root_rotation import RootRotationKeyholder
@@ -72,6 +72,29 @@ class _Roster:
         self, s: Session, grants: Sequence[GrantRecord], engineer: EngineerRecord, signers: Sequence[EngineerRow | None]
     ) -> int:
         return self.trust.first_valid_grant(s, grants, engineer, signers)
+
+    def server_keys(self, s: Session) -> list[ServerKeyRow]:
+        """Each stored server key whose ``server-key-certify`` event (naming its version and public
+        key) the signed chain holds and checks (hash, signature, link): a key row a database writer
+        planted, even with a certificate made by the old organisation seed, is not re-certified."""
+        vault_id = self.core.vid(s)
+        lifetimes, problems, _admins = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
+        servers = verified_server_keys(stored_rows(s), vault_id, self.trust.org_public(s))
+        events = s.execute(
+            select(m.AuditEvent.seq, m.AuditEvent.details_json).where(m.AuditEvent.action == "server-key-certify")
+        ).all()
+        vouched: list[ServerKeyRow] = []
+        for row in stored_rows(s):
+            named = {"version": row.version, "signing_public": row.signing_public.hex()}
+            for seq, text in events:
+                if (
+                    _details(text) == named
+                    and seq not in problems
+                    and self.signers.anchor_problem(s, vault_id, lifetimes, problems, seq, servers) is None
+                ):
+                    vouched.append(row)
+                    break
+        return vouched
 
     def roster(self, s: Session) -> tuple[list[m.Engineer], list[m.EngineerKey], list[str]]:
         certified, keys, refused = self._verified_certificates(s)
