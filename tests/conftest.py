@@ -333,6 +333,29 @@ def _empty_database(
 
 
 @pytest.fixture
+def empty_databases(tmp_path, sqlite_template, pg_databases):  # type: ignore[no-untyped-def]
+    """``take(engine)``: the URL of another new, empty, migrated database on ``engine`` ("sqlite" or
+    "postgresql"; a restore's target), each given back after the test."""
+    taken: list[str] = []
+
+    def take(engine: str) -> str:
+        if engine == "sqlite":
+            path = tmp_path / f"empty-{len(taken)}.db"
+            shutil.copy(sqlite_template, path)
+            taken.append("")
+            return f"sqlite:///{path}"
+        if pg_databases is None:
+            pytest.skip("no PostgreSQL server reachable (set CREDVAULT_TEST_PG)")
+        taken.append(pg_databases.take())
+        return taken[-1]
+
+    yield take
+    for url in taken:
+        if url:
+            pg_databases.give_back(url)
+
+
+@pytest.fixture
 def db_store(db_url: str) -> Iterator[storage.Store]:
     """A ``Store`` on ``db_url`` (each engine), closed after the test; a test that needs a
     second server process opens another ``storage.Store(db_url)`` beside it."""

@@ -42,7 +42,7 @@ from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.host import on_host
 from vault.server.keyfile import ServerKeyFile
-from vault.server.layer import MasterKey
+from vault.server.layer import MasterKey, ServerLayer
 from vault.server.running import ServeOptions, uvicorn_config
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
@@ -185,27 +185,8 @@ def served_team(
     certify_server_key(admin, 1, key.public)
     on_host(admin, keys)  # as `credvault --server-key FILE` on the server's host
     store = Store(url)
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    public = f"https://127.0.0.1:{port}"
-
-    def now() -> float:
-        return clock().timestamp()
-
-    app = build_app(  # as credvault serve wires it, on the test's clock
-        store,
-        public_url=public,
-        nonce_store=DbNonceStore(store),
-        server_key=key,
-        layer=admin.core.host_layer,
-        limits=AuthenticationLimits(AddressLimit(), EngineerLimit(store)),
-        clock=now,
-    )
-    options = ServeOptions(url, bind=f"127.0.0.1:{port}", tls_cert=str(ca.cert_file), tls_key=str(ca.key_file))
     try:
-        with running(app, options, sock):
-            identity = serverjoin.trust(public, str(ca.ca_file))
-            pin = serverjoin.pin(public, identity, str(ca.ca_file))
+        with serving(store, key, admin.core.host_layer, clock, ca) as (_public, pin):
             team = ServedTeam(url, admin, clock, passphrases, pin, key, kdf_params, store)
             try:
                 yield team
@@ -214,6 +195,39 @@ def served_team(
     finally:
         admin.core.server_key = admin.core.host_layer = admin.core.host_server = None
         store.close()
+
+
+@contextlib.contextmanager
+def serving(
+    store: Store,
+    key: ServerSigningKey,
+    layer: ServerLayer | None,
+    clock: Callable[[], dt.datetime],
+    ca: CertificateFiles,
+) -> Iterator[tuple[str, ServerPin]]:
+    """A team server over ``store`` on loopback TLS (as ``credvault serve`` wires it, on ``clock``),
+    signing with ``key`` and removing ``layer``: its public URL and this machine's pin of it."""
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    public = f"https://127.0.0.1:{port}"
+
+    def now() -> float:
+        return clock().timestamp()
+
+    app = build_app(
+        store,
+        public_url=public,
+        nonce_store=DbNonceStore(store),
+        server_key=key,
+        layer=layer,
+        limits=AuthenticationLimits(AddressLimit(), EngineerLimit(store)),
+        clock=now,
+    )
+    db_url = store.engine.url.render_as_string(hide_password=False)
+    options = ServeOptions(db_url, bind=f"127.0.0.1:{port}", tls_cert=str(ca.cert_file), tls_key=str(ca.key_file))
+    with running(app, options, sock):
+        identity = serverjoin.trust(public, str(ca.ca_file))
+        yield public, serverjoin.pin(public, identity, str(ca.ca_file))
 
 
 def only_local(team: object, why: str) -> None:

@@ -117,13 +117,3 @@ def test_a_secret_updated_on_the_host_of_a_layered_vault_stays_layered(layered_h
     with layered_host.store.read() as s:
         assert {v.wrapped_dek[1] for v in s.scalars(select(m.SecretVersion))} == {0x09}
     assert admin.audit.verify().ok
-
-
-def test_a_credvault_backup_of_a_layered_vault_is_refused_before_writing(layered_host: Keyed, tmp_path: Any) -> None:
-    from vault.errors import ConfigurationError
-
-    target = tmp_path / "vault.backup"
-    with pytest.raises(ConfigurationError, match="layer") as raised:
-        layered_host.served.admin.backups.create(target)
-    assert "pg_dump" in (raised.value.hint or "")
-    assert not target.exists()

@@ -38,8 +38,10 @@ AUDIT, CLIENT, GLOBAL = "audit", "client", "global"
 # A column value as a backup carries it (no float column exists: refused).
 Value = int | str | bytes | dt.datetime | None
 
-# The tables of the global section, parents first: the first six are written before any
+# The tables of the global section, parents first: the first seven are written before any
 # client's rows (their parents), the rest after (a format-1 backup has its audit log here).
+# ``server_keys``: the team server's certified signing keys, which format-3 events are signed
+# with (a backup made before session 13 has none; its vault had no server).
 GLOBAL_TABLES = (
     "vault_info",
     "org_keys",
@@ -47,16 +49,20 @@ GLOBAL_TABLES = (
     "engineers",
     "engineer_keys",
     "root_seals",
+    "server_keys",
     "audit_head",
     "audit_events",
     "purge_receipts",
 )
-GLOBAL_PARENTS = 6
+GLOBAL_PARENTS = 7
 AUDIT_TABLE = "audit_events"
 # The tables of a client's section, parents first, and how each row names its client: by a
 # column holding the client's id, or (``secret_versions``) by the secret it belongs to.
+# ``server_client_keys``: the key of the server's layer over the client's data keys, wrapped
+# under the server's master key (docs/format.md §4.8), so that a restored layered vault opens.
 CLIENT_BINDING = {
     "clients": "id",
+    "server_client_keys": "client_id",
     "client_keys": "client_id",
     "client_key_seals": "client_id",
     "client_policies": "client_id",

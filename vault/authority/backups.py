@@ -68,7 +68,7 @@ MODELS: dict[str, type[m.Base]] = {
     for model in (
         m.VaultInfo, m.OrgKey, m.RootKey, m.Engineer, m.EngineerKey, m.RootSeal, m.AuditHead, m.AuditEvent,
         m.PurgeReceipt, m.Client, m.ClientKey, m.ClientKeySeal, m.ClientPolicy, m.Grant, m.Secret,
-        m.SecretVersion, m.Checkout, m.Rotation,
+        m.SecretVersion, m.Checkout, m.Rotation, m.ServerKey, m.ServerClientKey,
     )
 }  # fmt: skip
 _VALUE_TYPES = (int, str, bytes, dt.datetime, type(None))
@@ -366,6 +366,7 @@ class BackupAuthority:
         secret_ids = select(m.Secret.id).where(m.Secret.client_id == client_id)
         filters: dict[type[m.Base], Any] = {
             m.Client: m.Client.id == client_id,
+            m.ServerClientKey: m.ServerClientKey.client_id == client_id,
             m.ClientKey: m.ClientKey.client_id == client_id,
             m.ClientKeySeal: m.ClientKeySeal.client_id == client_id,
             m.ClientPolicy: m.ClientPolicy.client_id == client_id,

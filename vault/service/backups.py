@@ -31,11 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.backups import BackupAuthority
-from vault.errors import ConfigurationError, InvalidInput
+from vault.errors import InvalidInput
 from vault.keyholder import backupfile
 from vault.keyholder.backuprestore import BackupRestorer
 from vault.keyholder.backups import BackupKeyholder, BackupSessionKeys
@@ -121,22 +120,12 @@ class Backups:
             raise InvalidInput("the key export is malformed", hint="use an unmodified file") from None
 
     def create(self, path: Path) -> BackupInfo:
-        """Write a consistent, encrypted copy of the whole vault to ``path``."""
-        self._refuse_layered()
+        """Write a consistent, encrypted copy of the whole vault to ``path``. A vault under the
+        team server's layer is carried as it is stored (its data keys layered, each client's
+        server client key wrapped under the master key, the server's signing keys): a restore
+        opens on a server with the key file, or with the master keys of a key export made on
+        the host (``server_master_keys``)."""
         return self._keyholder().create(Path(path))
-
-    def _refuse_layered(self) -> None:
-        """A vault under the team server's layer: its backup would carry data keys that no restore
-        could open (the server client keys and the master key are not in the format yet)."""
-        with self.core.store.read() as s:
-            layered = s.scalar(select(m.ServerClientKey.client_id).limit(1)) is not None
-        if layered:
-            raise ConfigurationError(
-                "this vault's data keys are under the team server's layer, which a credvault backup "
-                "does not carry yet: a restore from it could open no secret",
-                hint="back up the database with pg_dump (or the SQLite file) and keep the server key file "
-                "apart (docs/deployment.md)",
-            )
 
     def restore(
         self,
