@@ -109,9 +109,14 @@ def serve(
     help="The server key file (JSON, mode 0600) to rotate.",
 )
 @click.option("--drop-old", is_flag=True, help="Remove the older keys, once the new one is certified and active.")
-@click.option("--db", "db", metavar="URL", help="The vault's database, for --drop-old (else the global --db, ...).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="After a suspected theft of the file: a new server client key for every client, every data key re-layered.",
+)
+@click.option("--db", "db", metavar="URL", help="The vault's database, for --drop-old/--full (else the global --db).")
 @pass_app
-def rotate_key(app: AppContext, key_file: str, drop_old: bool, db: str | None) -> None:
+def rotate_key(app: AppContext, key_file: str, drop_old: bool, full: bool, db: str | None) -> None:
     """Add the next signing key and master key to the server key file, keeping the old ones.
 
     Then an admin certifies the new signing key (`server certify`); servers started on the new
@@ -119,14 +124,35 @@ def rotate_key(app: AppContext, key_file: str, drop_old: bool, db: str | None) -
     the new one. Once every server runs on the new file and it is certified, `--drop-old`
     moves every server client key to the new master key and removes the old keys.
 
+    After a suspected theft of the key file, rotate, certify and drop the old keys, then run
+    `--full`: every client gets a new server client key (under the new master key), every data
+    key is re-layered under it and the old ones are deleted, with the servers running. A copy
+    of the database made before then still opens with the stolen file; none made after does.
+
     \b
     Example:
       credvault serve rotate-key --server-key /etc/credvault/server-key.json
       credvault --db "$DB" --server-key /etc/credvault/server-key.json server certify /etc/credvault/server-key.json
       credvault serve rotate-key --server-key /etc/credvault/server-key.json --drop-old --db "$DB"
+      credvault serve rotate-key --server-key /etc/credvault/server-key.json --full --db "$DB"
     """
     from vault.server import keyfile_rotation
     from vault.transport.https_identity import fingerprint
+
+    if full and drop_old:
+        raise click.UsageError("--full and --drop-old are separate steps: drop the old keys first, then run --full")
+    if full:
+        done = keyfile_rotation.relayer_at(key_file, db or app.db_url())
+        say(
+            f"New server client keys for {done.clients} client(s); {done.rows} data key(s) re-layered; "
+            f"{done.retired} old server client key(s) deleted."
+        )
+        if done.left:
+            say(
+                f"{done.left} old server client key(s) kept: a server wrote under them during the run. "
+                "Run `credvault serve rotate-key --full` again."
+            )
+        return
 
     if drop_old:
         kept, dropped = keyfile_rotation.drop_old_at(key_file, db or app.db_url())

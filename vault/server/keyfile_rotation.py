@@ -32,6 +32,7 @@ from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import ConfigurationError
 from vault.server.keyfile import ServerKeyFile, document_of, read_server_keys
 from vault.server.layer import MasterKey, ServerLayer
+from vault.server.layer_rotation import Relayered, relayer
 from vault.storage import models as m
 from vault.storage.engine import Store
 
@@ -127,5 +128,20 @@ def drop_old_at(path: str | os.PathLike[str], db_url: str) -> tuple[ServerKeyFil
     store = Store(db_url)
     try:
         return drop_old(path, store)
+    finally:
+        store.close()
+
+
+def relayer_at(path: str | os.PathLike[str], db_url: str) -> Relayered:
+    """``rotate-key --full``: every client's server client key rotated and every data key of the
+    vault at ``db_url`` re-layered under the file's master key (``layer_rotation``)."""
+    keys = read_server_keys(path)
+    if keys.master is None:
+        raise ConfigurationError(
+            f"the server key file {path} holds no master key: the vault has no server layer to rotate",
+        )
+    store = Store(db_url)
+    try:
+        return relayer(ServerLayer(keys.master, keys.previous), store)
     finally:
         store.close()

@@ -84,7 +84,7 @@ class ServerLayer:
             raise ValueError("a previous master key has a version below the current one's")
         self.master = master
         self._masters = {key.version: key for key in (*previous, master)}
-        self._keys: dict[tuple[bytes, int], tuple[int, bytes]] = {}  # (vault id, client) -> (w, SCK)
+        self._keys: dict[tuple[bytes, int, int], bytes] = {}  # (vault id, client, w) -> SCK[client, w]
 
     def __repr__(self) -> str:
         return f"ServerLayer({self.master!r})"
@@ -94,32 +94,51 @@ class ServerLayer:
         (version, key), oldest first: what a key export made on the host carries (``backups``)."""
         return tuple((v, self._masters[v].key) for v in sorted(self._masters))
 
-    def client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
-        """``(w, SCK[client_id, w])``: the client's newest server client key, opened (kept for
-        the process once read); DecryptionFailed if it has none or it does not open."""
-        held = self._keys.get((vault_id, client_id))
+    def client_key(self, s: Session, vault_id: bytes, client_id: int, *, lock: bool = False) -> tuple[int, bytes]:
+        """``(w, SCK[client_id, w])``: the client's newest active server client key, its row read in
+        ``s`` (a ``--full`` rotation in another process makes a newer one), opened once per process;
+        DecryptionFailed if it has none or it does not open. ``lock``: the row held (``FOR SHARE``
+        on PostgreSQL) until ``s`` ends, so that a rotation cannot retire it under a write."""
+        held = self._stored(s, vault_id, client_id, lock=lock)
         if held is None:
-            held = self._stored(s, vault_id, client_id)
-            if held is None:
-                raise DecryptionFailed()
-            self._keys[(vault_id, client_id)] = held
+            raise DecryptionFailed()
         return held
 
-    def _stored(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes] | None:
-        row = s.execute(
+    def version_key(self, s: Session, vault_id: bytes, client_id: int, version: int) -> bytes:
+        """``SCK[client_id, version]``, active or retiring (what a stored blob names), opened once
+        per process; DecryptionFailed if the vault has no such key or it does not open."""
+        key = self._keys.get((vault_id, client_id, version))
+        if key is None:
+            k = m.ServerClientKey
+            blob = s.scalar(select(k.blob).where(k.client_id == client_id, k.version == version))
+            if blob is None:
+                raise DecryptionFailed()
+            key = self._opened(vault_id, client_id, version, bytes(blob))
+        return key
+
+    def _stored(self, s: Session, vault_id: bytes, client_id: int, *, lock: bool = False) -> tuple[int, bytes] | None:
+        query = (
             select(m.ServerClientKey.version, m.ServerClientKey.blob)
             .where(m.ServerClientKey.client_id == client_id, m.ServerClientKey.state == ACTIVE)
             .order_by(m.ServerClientKey.version.desc())
             .limit(1)
-        ).first()
+        )
+        row = s.execute(query.with_for_update(read=True) if lock else query).first()
         if row is None:
             return None
-        version, blob = int(row[0]), bytes(row[1])
-        master = self._master(serverlayer.smk_version(blob))
-        key = serverlayer.unwrap_client_key(
-            master.key, master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
-        )
-        return version, key
+        version = int(row[0])
+        return version, self._opened(vault_id, client_id, version, bytes(row[1]))
+
+    def _opened(self, vault_id: bytes, client_id: int, version: int, blob: bytes) -> bytes:
+        """A committed §4.8 row's key, opened under the master key it names, kept for the process."""
+        key = self._keys.get((vault_id, client_id, version))
+        if key is None:
+            master = self._master(serverlayer.smk_version(blob))
+            key = serverlayer.unwrap_client_key(
+                master.key, master.version, blob, vault_id=vault_id, client_id=client_id, sck_version=version
+            )
+            self._keys[(vault_id, client_id, version)] = key
+        return key
 
     def _master(self, version: int) -> MasterKey:
         """Master key ``version``, or a ConfigurationError naming it (a version is not a secret)."""
@@ -174,10 +193,11 @@ class ServerLayer:
                 after = (found[-1][0], found[-1][1])
             done = Layered(done.rows + changed, done.pages + 1)
 
-    def _new_client_key(self, s: Session, vault_id: bytes, client_id: int) -> tuple[int, bytes]:
-        """A first server client key for the client, stored (wrapped under the SMK) in ``s``: kept
-        for the process only once ``s`` has committed (the caller's to do)."""
-        key, version = serverlayer.new_server_key(), 1
+    def new_client_key(self, s: Session, vault_id: bytes, client_id: int, version: int = 1) -> tuple[int, bytes]:
+        """A new server client key ``version`` for the client (its first, or a ``--full`` rotation's),
+        stored active (wrapped under the SMK) in ``s``; never kept by this object, so that a unit
+        rolled back leaves no key in the process (``client_key`` opens it once committed)."""
+        key = serverlayer.new_server_key()
         blob = serverlayer.wrap_client_key(
             self.master.key, self.master.version, key, vault_id=vault_id, client_id=client_id, sck_version=version
         )
@@ -190,9 +210,8 @@ class ServerLayer:
         answer whose audit event has committed (module docstring)."""
         if not serverlayer.is_layered(row.wrapped_dek):
             return row
-        version, key = self.client_key(s, vault_id, client_id)
-        if serverlayer.sck_version(row.wrapped_dek) != version:
-            raise DecryptionFailed()
+        version = serverlayer.sck_version(row.wrapped_dek)
+        key = self.version_key(s, vault_id, client_id, version)
         inner = serverlayer.unlayer(
             key,
             version,
@@ -212,9 +231,9 @@ class ServerLayer:
         layer on, for storing in ``s``: under the client's server client key, a first one made and
         stored in ``s`` if it has none (kept for the process only when read again after the commit).
         A blob that is not a wrapped data key of ``key_version`` is refused (``DecryptionFailed``)."""
-        held = self._keys.get((vault_id, client_id)) or self._stored(s, vault_id, client_id)
+        held = self._stored(s, vault_id, client_id, lock=True)  # a rotation retires no key under a write
         if held is None:
-            held = self._new_client_key(s, vault_id, client_id)
+            held = self.new_client_key(s, vault_id, client_id)
         return serverlayer.layer(
             held[1],
             held[0],
@@ -233,7 +252,7 @@ class ServerLayer:
         done, after, failures = Layered(0, 0), (0, 0), 0
         while True:
             try:
-                changed, last, fresh = self._layer_page(store, after, page)
+                changed, last = self._layer_page(store, after, page)
             except (ConcurrentChange, StoreBusy, StoreUnavailable):
                 failures += 1
                 if failures > RETRIES:
@@ -241,7 +260,6 @@ class ServerLayer:
                 continue
             if last is None:
                 return done
-            self._keys.update(fresh)  # committed: the new client keys are stored
             after = last
             done = Layered(done.rows + changed, done.pages + 1)
             if progress is not None:
@@ -253,20 +271,19 @@ class ServerLayer:
         if not rows:
             return 0
         v = m.SecretVersion
-        changed, _last, fresh = self._layer_page(store, (0, 0), len(rows), tuple_(v.secret_id, v.version).in_(rows))
-        self._keys.update(fresh)
+        changed, _last = self._layer_page(store, (0, 0), len(rows), tuple_(v.secret_id, v.version).in_(rows))
         return changed
 
     def _layer_page(
         self, store: Store, after: tuple[int, int], page: int, only: Any = None
-    ) -> tuple[int, tuple[int, int] | None, dict[tuple[bytes, int], tuple[int, bytes]]]:
-        """One page in one unit: (rows layered, the last row's key or None at the end, the client
-        keys made in it); ``only``: a condition on the rows (``layer_rows``)."""
-        fresh: dict[tuple[bytes, int], tuple[int, bytes]] = {}
+    ) -> tuple[int, tuple[int, int] | None]:
+        """One page in one unit: (rows layered, the last row's key or None at the end); ``only``: a
+        condition on the rows (``layer_rows``)."""
+        fresh: dict[int, tuple[int, bytes]] = {}  # client -> its key in this unit (one made here too)
         with store.transaction() as s:
             info = s.get(m.VaultInfo, 1)
             if info is None:
-                return 0, None, fresh
+                return 0, None
             vault_id = bytes(info.vault_id)
             v = m.SecretVersion
             query = (
@@ -278,16 +295,16 @@ class ServerLayer:
                 query = query.where(only)
             found = s.execute(query.order_by(v.secret_id, v.version).limit(page)).all()
             if not found:
-                return 0, None, fresh
+                return 0, None
             changed = 0
             for secret_id, version, key_version, wrapped, client_id in found:
                 old = bytes(wrapped)
                 if serverlayer.is_layered(old):
                     continue
-                slot = (vault_id, client_id)
-                held = fresh.get(slot) or self._keys.get(slot) or self._stored(s, vault_id, client_id)
+                held = fresh.get(client_id) or self._stored(s, vault_id, client_id, lock=True)
                 if held is None:
-                    held = fresh[slot] = self._new_client_key(s, vault_id, client_id)
+                    held = self.new_client_key(s, vault_id, client_id)
+                fresh[client_id] = held
                 new = serverlayer.layer(
                     held[1],
                     held[0],
@@ -305,4 +322,4 @@ class ServerLayer:
                     .execution_options(synchronize_session=False)
                 )
                 changed += result.rowcount or 0  # type: ignore[attr-defined]
-            return changed, (found[-1][0], found[-1][1]), fresh
+            return changed, (found[-1][0], found[-1][1])
