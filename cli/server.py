@@ -8,9 +8,12 @@ older one once it is certified (``vault/server/keyfile_rotation.py``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from .context import AppContext, pass_app
+from .context import AppContext, pass_app, read_passphrase_file
+from .errors import CommandFailed
 from .output import say
 
 
@@ -172,6 +175,76 @@ def rotate_key(app: AppContext, key_file: str, drop_old: bool, full: bool, db: s
         f"to {key_file}; version {rotated.signing.version - 1} is kept and signs until the new one is certified."
     )
     say(f"An admin certifies it: credvault --db URL --server-key {key_file} server certify {key_file}")
+
+
+@serve.command("recover-key")
+@click.option(
+    "--keys",
+    "keys",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A key export made on the server's host (it carries the master keys).",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="The new server key file (written 0600; must not exist).",
+)  # fmt: skip
+@click.option("--admin", metavar="NAME", help="An admin named in the key export (asks for their passphrase).")
+@click.option(
+    "--shares-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="PATH",
+    help="Recovery shares instead of an admin, one per line, from PATH (only you may read it) or - (typed).",
+)
+@click.option("--db", "db", metavar="URL", help="The vault's database (else the global --db).")
+@pass_app
+def recover_key(
+    app: AppContext, keys: Path, out: Path, admin: str | None, shares_file: Path | None, db: str | None
+) -> None:
+    """After every copy of the server key file is lost: a new one from a key export.
+
+    It holds the master keys the key export carries (so the stored layer opens again) and a new
+    signing key, the version after the vault's newest. An admin certifies it with `server
+    certify FILE --recover` (no server key is left to sign that event: it is the admin's, in the
+    older event format, which `audit verify` accepts for this action only); then start the
+    servers on it. Engineers' machines take the new version with its certificate.
+
+    \b
+    Example:
+      credvault serve recover-key --keys backup-keys.json --admin alice --out /etc/credvault/server-key.json --db "$DB"
+      credvault --db "$DB" server certify /etc/credvault/server-key.json --recover
+    """
+    from vault import Vault
+    from vault.server import keyfile_rotation
+    from vault.transport.https_identity import fingerprint
+
+    from .purge import _read_shares
+
+    if not admin and shares_file is None:
+        raise click.UsageError("give --admin NAME or --shares-file PATH")
+    if out.exists():
+        raise CommandFailed(f"{out} already exists", hint="choose a new file name")
+    url = db or app.db_url()
+    shares = _read_shares(shares_file) if shares_file is not None else ()
+    passphrase = None
+    if admin:
+        passphrase = (
+            read_passphrase_file(app.passphrase_file)
+            if app.passphrase_file
+            else app.passphrase(prompt=f"Passphrase of {admin}")
+        )
+    vault = Vault.open(url)
+    try:
+        opened = vault.backups.server_master_keys
+        masters = opened(keys, admin=admin, passphrase=passphrase, shares=list(shares) or None)
+    finally:
+        vault.close()
+    made = keyfile_rotation.write_recovered(out, masters, url)
+    say(
+        f"Wrote {out} (mode 0600): server key version {made.signing.version} ({fingerprint(made.signing.public)}), "
+        f"master key version(s) {_versions(tuple(k.version for k in (*made.previous, made.master) if k))}."
+    )
+    say(f"An admin certifies it: credvault --db URL server certify {out} --recover")
 
 
 def _versions(versions: tuple[int, ...]) -> str:

@@ -129,17 +129,27 @@ def keygen(path: Path) -> None:
 
 @server.command("certify")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--recover",
+    is_flag=True,
+    help="The key file was lost and PATH is `serve recover-key`'s: no server key is left to sign the event.",
+)
 @pass_app
-def certify(app: AppContext, path: Path) -> None:
+def certify(app: AppContext, path: Path, recover: bool) -> None:
     """Admin: certify the server key in the key file PATH with the organisation key (--db).
 
     Engineers' machines then trust the server's signatures (`server trust` shows its fingerprint).
     After `credvault serve rotate-key` it certifies the file's new version; the servers then sign
     with it, and engineers' machines take it with its certificate.
 
+    With `--recover` (after `credvault serve recover-key`, every copy of the old file lost) the
+    event is the admin's own `server-key-recover`, in the older format, since no server key is
+    left to sign it.
+
     \b
     Example:
       credvault --db postgresql+psycopg://admin@db.internal/credvault server certify server-key.json
+      credvault --db "$DB" server certify /etc/credvault/server-key.json --recover
     """
     from vault.server.keyfile import read_server_keys
     from vault.service.serverkeys import certify_server_key
@@ -147,10 +157,10 @@ def certify(app: AppContext, path: Path) -> None:
 
     keys = read_server_keys(path)
     vault = app.session_vault()
-    if vault.core.server_key is None:  # a next version (serve rotate-key): the file's active one records it
-        vault.core.server_key = keys.signing_keys
+    if vault.core.server_key is None and not recover:  # a next version (serve rotate-key): the file's active one
+        vault.core.server_key = keys.signing_keys  # records it
     key = keys.signing  # the newest version the file holds
-    row = certify_server_key(vault, key.version, key.public)
+    row = certify_server_key(vault, key.version, key.public, recover=recover)
     say(f"Certified server key version {row.version}: {fingerprint(row.signing_public)}.")
 
 

@@ -11,7 +11,8 @@ refuses a format-2 event earlier than its predecessor (a backdated insertion).
 
 A vault with a certified server key (``server_keys``: it has gone to the team server, whose
 ``serverjournal.py`` appends format 3) takes no more events from here but a local unlock's
-(``LOCAL_ACTIONS``): the verifier refuses any other format-2 event after a format-3 one
+and an admin's ``server-key-recover`` (``LOCAL_ACTIONS``): the verifier refuses any other
+format-2 event after a format-3 one
 (docs/format.md §8.2, no downgrade), so the append is refused instead of writing one.
 """
 
@@ -53,7 +54,10 @@ UNSIGNED_ACTIONS = frozenset({"unlock-failed"})
 LEGACY_UNSIGNED_ACTIONS = frozenset({"unlock-failed", "enroll"})
 # The events of a local unlock: they authorise and reveal nothing, and an engineer's machine
 # may still write them in format 2 after the chain has format-3 events (docs/format.md §8.2).
-LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed"})
+# Appended in format 2 on a vault with a server key: a local unlock's, and an admin's
+# certification of a new server key after the key file was lost (``server-key-recover``: no
+# server key is left to sign it; docs/format.md §8.2).
+LOCAL_ACTIONS = frozenset({"unlock", "unlock-failed", "server-key-recover"})
 
 # Actions signed by a key that is not (yet) an active engineer's: the first admin's, the enrolling one's.
 NOT_YET_ACTIVE = frozenset({"vault-init", "enroll"})

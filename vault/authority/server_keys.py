@@ -11,7 +11,9 @@ half with the organisation signing key (``keyholder/serverkeys.py``) and sends t
 * the version the next one (versions are contiguous from 1, never reused), the key not one
   the vault certified before; the key is stored ``active`` and the version before it, if
   any, marked ``retired`` (the server signs new events with the active one);
-* one ``server-key-certify`` event, naming the version and the public key.
+* one ``server-key-certify`` event, naming the version and the public key; or, when the key
+  file was lost (``recover``), one ``server-key-recover`` event, the same but appended in
+  format 2 and signed by the admin, since no server key is left to sign it.
 
 The authority never trusts the row itself: every verifier checks the certificate again
 under the organisation key it reached from its own pin.
@@ -33,6 +35,7 @@ from vault.storage import models as m
 from vault.storage.engine import Store
 
 CERTIFY = "server-key-certify"  # the event of a certification
+RECOVER = "server-key-recover"  # the same after the key file was lost: appended in format 2 (journal.LOCAL_ACTIONS)
 ACTIVE, RETIRED, REVOKED = "active", "retired", "revoked"
 _KEY_BYTES, _SIGNATURE_BYTES, _MAX_VERSION = 32, 64, 2**31 - 1
 
@@ -49,10 +52,12 @@ class ServerKeyRow(NamedTuple):
 
 @dataclass(frozen=True)
 class ServerKeyRequest:
-    """``server-key-certify``: an admin's certified server key."""
+    """``server-key-certify``: an admin's certified server key; with ``recover``, a
+    ``server-key-recover`` (the key file lost: no server key can sign the event)."""
 
     caller: Caller
     key: ServerKeyRow
+    recover: bool = False
 
 
 class Recorder(Protocol):
@@ -84,6 +89,8 @@ def checked_request(request: object) -> ServerKeyRequest:
         raise InvalidInput("a server key's certificate is a signature")
     if key.state != ACTIVE:
         raise InvalidInput("a server key is certified active")
+    if not isinstance(request.recover, bool):
+        raise InvalidInput("a server key's recovery is yes or no")
     return request
 
 
@@ -113,13 +120,16 @@ class ServerKeyAuthority:
             except UntrustedRecord:
                 raise InvalidInput("the server key's certificate does not verify under the organisation key") from None
             newest = s.scalar(select(func.max(m.ServerKey.version))) or 0
+            if request.recover and not newest:
+                raise InvalidInput("the vault has no server key to recover: certify its first one")
             if key.version != newest + 1:
                 raise InvalidInput(f"server key version {newest + 1} comes next: nothing was stored")
             if s.scalar(select(m.ServerKey.version).where(m.ServerKey.signing_public == key.signing_public)):
                 raise AlreadyExists("this server key is certified already")
             public = {"version": key.version, "signing_public": key.signing_public.hex()}
             # the event first: the embedded journal appends nothing once the vault has a server key
-            seq = self.recorder.append(s, CERTIFY, client_id=None, secret_id=None, public=public)
+            action = RECOVER if request.recover else CERTIFY
+            seq = self.recorder.append(s, action, client_id=None, secret_id=None, public=public)
             s.execute(update(m.ServerKey).where(m.ServerKey.state == ACTIVE).values(state=RETIRED))
             s.add(m.ServerKey(**key._asdict()))
             return seq

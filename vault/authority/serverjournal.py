@@ -59,7 +59,9 @@ class ServerSeal:
             versions = ", ".join(str(k.version) for k in self.ring.keys)
             raise ConfigurationError(
                 f"server key version {versions} is not the vault's active, certified server key",
-                hint="an admin certifies the server key (issue 14); the key file and the database must agree",
+                hint="an admin certifies it on the server's host (credvault --db URL --server-key FILE server "
+                "certify FILE); after every copy of the old key file was lost: serve recover-key, then "
+                "server certify FILE --recover (docs/deployment.md §8)",
             )
         return key
 

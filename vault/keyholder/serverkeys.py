@@ -71,8 +71,9 @@ class ServerKeyCertifier:
     def __repr__(self) -> str:
         return "ServerKeyCertifier()"
 
-    def certify(self, version: int, signing_public: bytes) -> ServerKeyRow:
-        """Certify ``signing_public`` as server key ``version`` and have it stored; the row."""
+    def certify(self, version: int, signing_public: bytes, *, recover: bool = False) -> ServerKeyRow:
+        """Certify ``signing_public`` as server key ``version`` and have it stored; the row.
+        ``recover``: the key file was lost (a ``server-key-recover`` event, in format 2)."""
         with self.core.store.read() as s:
             bundle = self.keys.root_bundle(s)  # the caller's admin row verified, their root seal opened
             vault_id = self.core.vid(s)
@@ -80,5 +81,5 @@ class ServerKeyCertifier:
         certificate = serverkey.certify(bundle.org, vault_id, version, signing_public, certified_at)
         row = ServerKeyRow(version, signing_public, certified_at, certificate, ACTIVE)
         me = self.keys.me()
-        self.transport.certify(ServerKeyRequest(Caller(me.engineer_id, me.key_generation), row))
+        self.transport.certify(ServerKeyRequest(Caller(me.engineer_id, me.key_generation), row, recover))
         return row

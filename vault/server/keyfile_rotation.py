@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from vault.authority.serverjournal import active_key
 from vault.crypto import serverlayer
@@ -33,6 +33,7 @@ from vault.errors import ConfigurationError
 from vault.server.keyfile import ServerKeyFile, document_of, read_server_keys
 from vault.server.layer import MasterKey, ServerLayer
 from vault.server.layer_rotation import Relayered, relayer
+from vault.server.readiness import key_problems
 from vault.storage import models as m
 from vault.storage.engine import Store
 
@@ -145,3 +146,41 @@ def relayer_at(path: str | os.PathLike[str], db_url: str) -> Relayered:
         return relayer(ServerLayer(keys.master, keys.previous), store)
     finally:
         store.close()
+
+
+def write_recovered(
+    path: str | os.PathLike[str], master_keys: tuple[tuple[int, bytes], ...], db_url: str
+) -> ServerKeyFile:
+    """After every copy of the key file is lost: a new one at ``path`` with the master keys opened
+    from a key export made on the host (``Backups.server_master_keys``) and a new signing key of
+    the version after the vault's newest, which an admin certifies with ``server certify
+    --recover`` (docs/deployment.md §8). Refused, nothing written, if ``path`` exists, the export
+    carries no master key, the vault has no server key, or the master keys do not open the vault's
+    server client keys (an export older than a master-key rotation)."""
+    file = Path(path)
+    if file.exists() or file.is_symlink():
+        raise ConfigurationError(f"{file} exists: a recovered key file is written to a new path")
+    if not master_keys:
+        raise ConfigurationError(
+            "the key export carries no server master key", hint="use a key export made on the server's host"
+        )
+    masters = sorted((MasterKey(version, key) for version, key in master_keys), key=lambda k: k.version)
+    store = Store(db_url)
+    try:
+        with store.read() as s:
+            newest = s.scalar(select(func.max(m.ServerKey.version))) or 0
+        if not newest:
+            raise ConfigurationError(
+                "this vault has no server key to recover", hint="make one: credvault server keygen FILE"
+            )
+        layer = ServerLayer(masters[-1], tuple(masters[:-1]))
+        if key_problems(store, None, layer):
+            raise ConfigurationError(
+                "the key export's master keys do not open this vault's server client keys",
+                hint="use the newest key export made on the server's host",
+            )
+    finally:
+        store.close()
+    keys = ServerKeyFile(ServerSigningKey.generate(newest + 1), masters[-1], tuple(masters[:-1]))
+    replace_key_file(file, keys)
+    return keys

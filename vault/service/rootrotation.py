@@ -74,14 +74,16 @@ class _Roster:
         return self.trust.first_valid_grant(s, grants, engineer, signers)
 
     def server_keys(self, s: Session) -> list[ServerKeyRow]:
-        """Each stored server key whose ``server-key-certify`` event (naming its version and public
+        """Each stored server key whose ``server-key-certify`` (or ``-recover``) event (naming its version and public
         key) the signed chain holds and checks (hash, signature, link): a key row a database writer
         planted, even with a certificate made by the old organisation seed, is not re-certified."""
         vault_id = self.core.vid(s)
         lifetimes, problems, _admins = self.signers.key_lifetimes(s, self.signers.signing_keys(s))
         servers = verified_server_keys(stored_rows(s), vault_id, self.trust.org_public(s))
         events = s.execute(
-            select(m.AuditEvent.seq, m.AuditEvent.details_json).where(m.AuditEvent.action == "server-key-certify")
+            select(m.AuditEvent.seq, m.AuditEvent.details_json).where(
+                m.AuditEvent.action.in_(("server-key-certify", "server-key-recover"))
+            )
         ).all()
         vouched: list[ServerKeyRow] = []
         for row in stored_rows(s):

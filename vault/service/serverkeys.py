@@ -34,13 +34,14 @@ if TYPE_CHECKING:
     from vault.service.vault import Vault
 
 
-def certify_server_key(vault: Vault, version: int, signing_public: bytes) -> ServerKeyRow:
-    """Certify ``signing_public`` as server key ``version`` (the vault's unlocked admin) and store it."""
+def certify_server_key(vault: Vault, version: int, signing_public: bytes, *, recover: bool = False) -> ServerKeyRow:
+    """Certify ``signing_public`` as server key ``version`` (the vault's unlocked admin) and store it;
+    ``recover``: after the key file was lost (docs/deployment.md §8)."""
     authority = ServerKeyAuthority(vault.core.store, CallerTrust(vault.trust), Recorder(vault.journal))
     certifier = ServerKeyCertifier(
         vault.core, vault.keyholder, InProcessServerKeyTransport(authority), vault.core.clock
     )
-    return certifier.certify(version, signing_public)
+    return certifier.certify(version, signing_public, recover=recover)
 
 
 def server_journal(vault: Vault, key: ServerSigningKey) -> ServerJournal:
