@@ -197,3 +197,26 @@ def test_a_root_rotation_after_the_recovery_re_certifies_the_recovered_key(lost:
         assert lost.admin.audit.verify().ok
     finally:
         lost.admin.core.server_key = lost.admin.core.host_layer = lost.admin.core.host_server = None
+
+
+def test_a_recover_event_signed_by_an_engineer_is_refused_and_vouches_for_nothing(lost: Lost) -> None:
+    """An insider with an engineer's key and the database signs a ``server-key-recover`` of their own
+    (the authority would refuse it: they write it by hand through the journal). Its signature is
+    valid, but its signer is no admin the chain made: ``audit verify`` names it (and, being a
+    problem of the key-event pass, it vouches for no key at a root rotation)."""
+    bob = Vault.open(lost.url, engineer="bob", sessions=MemorySessionStore(), kdf_params=FLOOR)
+    try:
+        bob.engineers.unlock("bob", lost.team.passphrases["bob"])  # a local unlock: allowed in format 2
+        assert lost.admin.audit.verify().ok
+        out = recovered(lost)
+        key = read_server_keys(out).signing
+        with bob.core.store.transaction() as s:
+            event = bob.journal.append(
+                s, "server-key-recover", public={"version": 2, "signing_public": key.public.hex()}
+            )
+            seq = event.seq
+    finally:
+        bob.close()
+    result = lost.admin.audit.verify()
+    assert not result.ok and result.first_bad_seq == seq
+    assert "not signed by an admin" in (result.problem or "")

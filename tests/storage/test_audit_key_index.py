@@ -51,3 +51,31 @@ def test_the_key_events_are_read_from_the_partial_index(sqlite_url):
         assert "ix_audit_events_key" in plan, plan
     finally:
         vault.close()
+
+
+def _predicate(store: storage.Store) -> str:
+    """The index's WHERE as the engine keeps it (SQLite: its CREATE INDEX text; PostgreSQL: pg_indexes)."""
+    with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            found = conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = 'ix_audit_events_key'"))
+        else:
+            found = conn.scalar(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_audit_events_key'"))
+    return str(found)
+
+
+def test_0023_adds_server_key_recover_to_the_index_and_down_again(empty_url):
+    """0023: the index also holds the admin's ``server-key-recover`` (format 2, its signer checked as
+    the other key events'); down to 0019 it holds the six actions again, the chain verifying."""
+    vault, _ = Vault.create(empty_url, admin="root-admin", passphrase="pass", kdf_params=FLOOR)
+    try:
+        vault.engineers.unlock("root-admin", "pass")
+        assert "server-key-recover" in _predicate(vault.store)
+        config = storage._alembic_config(vault.store.engine)
+        command.downgrade(config, "0019")
+        assert "server-key-recover" not in _predicate(vault.store) and "engineer-remove" in _predicate(vault.store)
+        command.upgrade(config, "head")
+        assert "server-key-recover" in _predicate(vault.store)
+        vault.clients.add("acme", "Acme Ltd")
+        assert vault.audit.verify().ok
+    finally:
+        vault.close()

@@ -340,6 +340,7 @@ KEY_EVENT_ACTIONS = (
     "engineer-confirm",
     "engineer-key-rotate",
     "engineer-remove",
+    "server-key-recover",  # an admin's, in format 2 (revision 0023): the verifier checks the signer was one
 )
 KEY_EVENTS = text("action IN (" + ", ".join(f"'{a}'" for a in KEY_EVENT_ACTIONS) + ")")
 WITH_REQUEST = text("request_id IS NOT NULL")  # format-3 events: they name the request they record
