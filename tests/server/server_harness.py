@@ -64,7 +64,10 @@ class Served:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca.ca_file)))
+        # 30 s, not httpx's 5: a raw request on a loaded 2-core CI machine is slow, not hung
+        return httpx.Client(
+            base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca.ca_file)), timeout=30.0
+        )
 
 
 # -- signing raw requests as an insider would ------------------------------------------------------
