@@ -7,7 +7,7 @@
 The same noun methods as ``Vault`` for the engineer's everyday work, by the same keyholders
 (which verify every row the server answers), over ``HttpsTransport`` to a server this
 machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
-signature when the pin names one): ``engineers.unlock/lock/whoami``,
+signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphrase``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
 ``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
 ``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
@@ -53,6 +53,7 @@ from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
+from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -157,6 +158,7 @@ class RemoteEngineers(_Noun):
     def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
         self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
         self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
+        self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
         """As ``Vault.engineers.enroll``, through the server (``enroll_over_https``: the key record made
@@ -219,6 +221,10 @@ class RemoteEngineers(_Noun):
 
     def lock(self) -> bool:
         return self.keys.lock()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """As ``Vault.engineers.change_passphrase``, through the server (``remote_passphrase.py``)."""
+        self.passphrase.change(old, new)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
