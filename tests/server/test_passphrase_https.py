@@ -56,10 +56,10 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(module_team, request: pytest.FixtureRequest) -> World:  # type: ignore[no-untyped-def]
+def world(keyed_more: tuple[Keyed, dict[str, Vault]]) -> World:
     """``keyed``, with dave and erin enrolled before the vault went to the team server."""
-    dave, erin = module_team.engineer("dave"), module_team.engineer("erin")
-    return World(request.getfixturevalue("keyed"), dave, erin)
+    keyed, more = keyed_more
+    return World(keyed, more["dave"], more["erin"])
 
 
 @pytest.fixture

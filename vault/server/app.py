@@ -66,6 +66,7 @@ from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
+from vault.server.signer_routes import SignerRoutes
 from vault.server.signing_keys import ActiveSigningKey
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
@@ -128,6 +129,7 @@ def build_app(
         operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
+        SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

@@ -9,7 +9,9 @@ The same noun methods as ``Vault`` for the engineer's everyday work, by the same
 machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
 signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphrase``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
-``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
+``secrets.add`` and ``secrets.update`` with a new password, ``policies.get``,
+``audit.log/export/head/checkpoint`` (an engineer's, every page checked here: ``remote_audit.py``),
+``engineers.change_passphrase`` (``remote_passphrase.py``), and an admin's ``grants.grant``,
 ``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
@@ -52,8 +54,10 @@ from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
+from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
+from vault.service.remote_policies import RemotePolicies
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -321,6 +325,8 @@ class RemoteVault:
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
+        self.policies = RemotePolicies(keys, self.https, contexts, clock)
+        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
@@ -336,6 +342,11 @@ class RemoteVault:
 
     def vault_id(self) -> bytes:
         return self.pin.vault_id
+
+    def _live_slugs(self) -> builtins.list[str]:
+        """The slugs of the clients of the session's engineer's live grants (verified by the grants' keyholder)."""
+        me = self.keyholder.me()
+        return sorted({g.client for g in self.grants.list() if g.state == "active" and g.engineer == me.name})
 
     def close(self) -> None:
         self.https.close()

@@ -33,6 +33,7 @@ clients), ``secrets.list_page`` (``SecretListPage``: one bounded page after a cu
 from __future__ import annotations
 
 from vault.authority import audit_requests as a
+from vault.authority import audit_signers as au
 from vault.authority import checkout_context as c
 from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
@@ -100,4 +101,6 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an engineer's passphrase change: their stored key record read, then the re-locked one committed
     ("engineers.passphrase_draft", e.PassphraseRequest, e.KeyRecordDraft),
     ("engineers.change_passphrase", pp.PassphraseCommit, e.EngineerAnswer),
+    # the rows an engineer's machine checks the audit log's signatures under (authority/audit_signers.py)
+    ("audit.signers", au.SignersRequest, au.SignerRows),
 )
