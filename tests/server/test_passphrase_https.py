@@ -38,7 +38,7 @@ from vault import Vault
 from vault.authority.engineer_requests import PassphraseRequest
 from vault.authority.passphrase_requests import PassphraseCommit, record_digest
 from vault.crypto import keyrecord
-from vault.errors import WrongPassphrase
+from vault.errors import Locked, WrongPassphrase
 from vault.service.remote import RemoteVault
 from vault.service.serverpins import KeyRecordFile
 from vault.service.sessions import MemorySessionStore
@@ -182,4 +182,27 @@ def test_no_body_of_a_passphrase_change_holds_a_passphrase_or_a_key(world: World
     found = [w for body in seen for w in (OLD["erin"], new) if word(w).search(body)]
     found += [key[:4].hex() for body in seen for key in keys for form in forms(key) if form in body]
     assert found == []
+    erin.engineers.change_passphrase(new, OLD["erin"])  # back, for the other tests of this module
+
+
+def test_another_machines_old_copy_no_longer_unlocks_with_the_old_passphrase(world: World, home: Path) -> None:
+    """erin changes her passphrase on one machine; her other machine still holds the old copy of
+    the record: the old passphrase unlocks nothing there, the new one does and replaces the copy."""
+    erin = remote(world, "erin", OLD["erin"])
+    other_copy = KeyRecordFile.load(erin.pin.vault_id, "erin")  # the other machine's, as it was
+    new = "erin's passphrase from the laptop 2718"
+    erin.engineers.change_passphrase(OLD["erin"], new)
+    other_copy.save()  # this machine is now the other one, with its old copy
+    other = RemoteVault(erin.pin, engineer="erin", sessions=MemorySessionStore(), clock=world.keyed.served.alice.clock)
+    sessions_before = other.keyholder.sessions
+    with pytest.raises(WrongPassphrase) as refused:
+        other.engineers.unlock("erin", OLD["erin"])
+    assert "another machine" in (refused.value.hint or "")
+    assert sessions_before.get(erin.pin.vault_id, "erin") is None  # no session kept
+    with pytest.raises(Locked):
+        other.checkouts.list()
+    assert KeyRecordFile.load(erin.pin.vault_id, "erin").record == stored_record(world, "erin")  # replaced
+    with pytest.raises(WrongPassphrase):
+        other.engineers.unlock("erin", OLD["erin"])
+    assert other.engineers.unlock("erin", new).engineer == "erin"
     erin.engineers.change_passphrase(new, OLD["erin"])  # back, for the other tests of this module

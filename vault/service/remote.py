@@ -216,6 +216,7 @@ class RemoteEngineers(_Noun):
                 record.vault_id, record.engineer_id, name, record.key_generation,
             ):  # fmt: skip
                 raise UntrustedRecord("the server answered for another engineer or key than this machine's record")
+            self.passphrase.check_kept(record, passphrase)  # a passphrase changed from another machine
         except BaseException:
             self.keys.drop(previous)
             raise

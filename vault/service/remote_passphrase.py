@@ -8,7 +8,11 @@ signed by the engineer's certified key: the server stores it for that engineer o
 the ``passphrase-change`` event in format 3). The passphrases never leave this machine; the
 request carries the new record locked under the new passphrase. Once the server has stored it,
 the key record kept on this machine (``serverpins.KeyRecordFile``, what a remote unlock opens) is
-replaced by it: the old passphrase opens neither.
+replaced by it: the old passphrase opens neither. Another machine of the same engineer still
+holds the old copy: at its next unlock (``check_kept``) the server's record is read, found to
+differ, and must open with the passphrase typed: the old passphrase unlocks nothing there either
+(the unlock is refused, and that machine's copy replaced by the server's record), and the new
+one then unlocks.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.authority.engineer_requests import EngineerAnswer, KeyRecordDraft, PassphraseRequest
+from vault.authority.requests import Caller
 from vault.crypto import keyrecord, sealing
-from vault.errors import UntrustedRecord
+from vault.errors import UntrustedRecord, WrongPassphrase
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverpins import KeyRecordFile
 from vault.service.sessions import UnlockedSession
 from vault.transport.https import HttpsTransport
+from vault.transport.https_calls import answer_of
 from vault.transport.https_engineers import HttpsEngineerTransport
 
 __all__ = ["RemotePassphrase"]
@@ -100,6 +106,30 @@ class RemotePassphrase:
 
     def __repr__(self) -> str:
         return "RemotePassphrase()"
+
+    def check_kept(self, kept: KeyRecordFile, passphrase: str) -> None:
+        """After an unlock with this machine's copy of the key record (its session being tried): the
+        record the server stores, if it is another, must open with the same passphrase (else the
+        passphrase was changed from another machine: ``WrongPassphrase``, the old one unlocks
+        nothing) and hold this session's keys; it then replaces this machine's copy."""
+        me = self.keys.me()
+        request = PassphraseRequest(Caller(me.engineer_id, me.key_generation), me.org_signing_public)
+        draft = answer_of(self.https, "engineers.passphrase_draft", request, KeyRecordDraft)
+        if draft.key_record == kept.record:
+            return
+        self.keyholder.verified_me(draft.identity, admin=False)
+        try:
+            bundle = keyrecord.open_record(draft.key_record, passphrase, me.vault_id, me.engineer_id, me.key_generation)
+        except WrongPassphrase:
+            # changed from another machine: the old passphrase unlocks nothing; this machine keeps the
+            # record as the server stores it now (its own copy no longer unlocks), which the new one opens
+            KeyRecordFile(me.vault_id, me.engineer_id, me.name, me.key_generation, draft.key_record).save()
+            error = WrongPassphrase()
+            error.hint = "your passphrase was changed from another machine: unlock with the new passphrase"
+            raise error from None
+        if bundle.signing_seed != me.signing_seed or bundle.sealing_private != me.sealing_private:
+            raise UntrustedRecord("the key record the server stores holds other keys than this machine's")
+        KeyRecordFile(me.vault_id, me.engineer_id, me.name, me.key_generation, draft.key_record).save()
 
     def change(self, old: str, new: str) -> None:
         """Re-lock the acting engineer's key record under ``new``, on the server and on this machine."""
