@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,8 +27,9 @@ from vault.authority.audit_signers import SignerRows, SignersRequest
 from vault.authority.certificates import certificate_fields
 from vault.crypto import serverkey, signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
-from vault.errors import IntegrityError, UntrustedRecord
+from vault.errors import ConfigurationError, IntegrityError, UntrustedRecord
 from vault.service.remote import RemoteVault
+from vault.service.remote_audit import _Checked
 from vault.wire import codec
 from vault.wire.httpsig_response import sign_response
 
@@ -220,3 +222,42 @@ def test_the_signers_are_answered_to_their_signer_only(keyed: Keyed) -> None:
     own = signed_post(served, SIGNERS, envelope("audit.signers", SignersRequest(caller_of(served.bob))), served.bob)
     assert own.status_code == 200, own.text
     assert without_nonces(database_state(served.db_url)) == state
+
+
+def test_an_admins_log_through_the_server_is_not_served_but_their_checkpoint_is(
+    keyed: Keyed,
+    module_team,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """An admin's log is every engineer's events with every client's slug: not read through a
+    server yet (said, nothing shown); the head and a checkpoint are theirs as an engineer's."""
+    from server_harness import remote_engineer
+
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    name = keyed.served.admin.keyholder.me().name
+    admin = remote_engineer(keyed, keyed.served.admin, name, module_team.passphrases[name])
+    with pytest.raises(ConfigurationError, match="not served through a team server"):
+        admin.audit.log()
+    assert keyed.served.admin.audit.verify(checkpoints=[admin.audit.checkpoint()]).ok
+
+
+def test_a_signer_row_that_does_not_verify_is_left_out(keyed: Keyed, remote_alice: Callable[..., RemoteVault]) -> None:
+    """The rows as the server answered them, bob's signing key (or his archived keys) replaced:
+    bob's slots are not believed (his events would be refused), the others are; his name is not
+    shown from a row whose certificate does not verify."""
+    alice = remote_alice(lambda inner: inner)
+    honest = alice.audit.signers.checked(refresh=True)
+    bob = keyed.served.bob.keyholder.me()
+    slot = (bob.engineer_id, bob.key_generation)
+    assert slot in honest.certified
+    forged = signing.SigningKey(bytes(32)).public
+    mine = bob.engineer_id
+    engineers = tuple(r._replace(signing_public=forged) if r.id == mine else r for r in honest.rows.engineers)
+    keys = tuple(
+        dataclasses.replace(k, signing_public=forged) if k.engineer_id == mine else k for k in honest.rows.keys
+    )
+    rows = dataclasses.replace(honest.rows, engineers=engineers, keys=keys)
+    checked = _Checked(rows, honest.org, honest.checks)
+    assert slot not in checked.certified and all(eid != bob.engineer_id for eid, _ in checked.certified)
+    assert set(checked.certified) == {s for s in honest.certified if s[0] != bob.engineer_id}
