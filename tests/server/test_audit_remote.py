@@ -261,3 +261,32 @@ def test_a_signer_row_that_does_not_verify_is_left_out(keyed: Keyed, remote_alic
     checked = _Checked(rows, honest.org, honest.checks)
     assert slot not in checked.certified and all(eid != bob.engineer_id for eid, _ in checked.certified)
     assert set(checked.certified) == {s for s in honest.certified if s[0] != bob.engineer_id}
+
+
+def test_a_long_log_streams_in_pages_through_the_server(keyed: Keyed, remote_alice: Callable[..., RemoteVault]) -> None:
+    """Pages of the log are one request each, every one checked; a page whose events keep their
+    requests' bodies is past the codec's 64 KiB default and still read (the log's own limit)."""
+    alice = remote_alice(lambda inner: inner)
+    for n in range(60):  # format-3 events, each keeping its request (~1 KiB)
+        alice.checkouts.reveal("acme/fw01", reason=f"T-45{n:02d} a long log")
+    local = compared(keyed.served.alice.audit.log())
+    assert compared(alice.audit.log()) == local and len(local) > 60
+    sent: list[bytes] = []
+
+    class Counting(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = self.inner.handle_request(request)
+            if request.url.path == PAGE:
+                sent.append(response.read())
+            return response
+
+    counted = remote_alice(Counting)
+    assert compared(counted.audit.log()) == local
+    assert max(len(body) for body in sent) > 64 * 1024
+    counted.audit.keyholder.size = 7
+    sent.clear()
+    assert compared(counted.audit.log(since=local[0][1])) == local
+    assert len(sent) >= len(local) // 7

@@ -39,7 +39,7 @@ from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import EngineerRow
 
-MAX_SIGNER_ROWS = 20_000  # engineers, archived keys or key events: a bound on one answer
+MAX_SIGNER_ROWS = 4_000  # engineers, archived keys or key events: one answer within 8 MiB (https.RESPONSE_LIMITS)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ from vault.transport.https_calls import answer_of
 __all__ = ["RemoteAudit", "RemoteSigners"]
 
 CACHE_LIMIT = 50_000  # client contexts remembered per stream (as auditpages.CACHE_LIMIT)
+# Events per page through the server: a format-3 event keeps its request's body (at most 16 KiB),
+# so a page stays within the transport's limit for the log (https.RESPONSE_LIMITS, 4 MiB).
+PAGE_EVENTS = 100
 
 
 class _Checked:
@@ -227,6 +230,7 @@ class RemoteAudit(_Noun):
             HttpsAuditTransport(https),
             lambda: keys.vault_id,
             self.signers.signer_keys,
+            size=PAGE_EVENTS,
             server_keys=self.signers.server_keys,
         )
 
