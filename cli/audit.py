@@ -81,6 +81,10 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
     """
     from vault.service.config import AuditMemory
 
+    if app.server_url() is not None:  # the whole chain is verified where the database is (docs/server.md)
+        from vault.service.remote_nouns import not_served
+
+        raise not_served("audit verify")
     vault = app.session_vault()
     texts = [line for path in checkpoints for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     now = dt.datetime.now(dt.UTC)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from served import CertificateFiles, loopback_socket, make_test_ca, running
@@ -174,3 +175,12 @@ def remote_alice(keyed: Keyed, tmp_path, monkeypatch):  # type: ignore[no-untype
     yield make
     for vault in opened:
         vault.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_more(module_team, request: pytest.FixtureRequest) -> tuple[Keyed, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """``keyed``, with dave and erin (engineers, no grant) enrolled in-process just before the vault
+    went to the team server: engineers whose key record a module may change (``keyed`` and their
+    in-process Vaults, by name; their passphrases are ``pass of NAME``)."""
+    more = {name: module_team.engineer(name) for name in ("dave", "erin")}
+    return request.getfixturevalue("keyed"), more

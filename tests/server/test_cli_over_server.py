@@ -13,10 +13,9 @@ from pathlib import Path
 
 import keyring
 import pytest
-from click.testing import CliRunner, Result
+from cli_harness import joined, ok, passfile, refused, run
 from memory_keyring import MemoryKeyring
 from server_harness import Keyed, events
-from vault.cli.main import cli
 
 from vault.service import config
 from vault.service.serverpins import KeyRecordFile, ServerPins
@@ -32,41 +31,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     keyring.set_keyring(MemoryKeyring())
     yield home
     keyring.set_keyring(previous)
-
-
-def run(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    return result
-
-
-def refused(result: Result, *words: str) -> str:
-    """The CLI's error contract: exit 1, an error line and a hint, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert "credvault: error: " in result.stderr and "\nhint: " in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in result.stderr, result.stderr
-    return result.stderr
-
-
-def passfile(tmp_path: Path, name: str) -> str:
-    path = tmp_path / f"{name}.pass"
-    path.write_text(f"pass of {name}\n", encoding="utf-8")
-    path.chmod(0o600)
-    return str(path)
-
-
-def joined(keyed: Keyed, tmp_path: Path, name: str = "alice") -> str:
-    """``server trust`` then ``server join`` for ``name``: their pass file."""
-    served = keyed.served
-    ok(run("server", "trust", served.url, "--ca-file", str(served.ca.ca_file), "--yes"))
-    secret = passfile(tmp_path, name)
-    ok(run("--db", served.db_url, "server", "join", served.url, name, "--passphrase-file", secret))
-    return secret
 
 
 def test_trust_shows_the_fingerprints_and_pins_the_server(keyed: Keyed, home: Path) -> None:
@@ -144,7 +108,7 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
 def test_a_command_not_served_says_where_to_run_it(keyed: Keyed, home: Path, tmp_path: Path) -> None:
     secret = joined(keyed, tmp_path)
     ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
-    stderr = refused(run("policy", "show", "acme"), "not served through a team server")
+    stderr = refused(run("report", "access", "alice"), "not served through a team server")
     assert "--db" in stderr
 
 

@@ -150,6 +150,10 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
 KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
+# An engineer's passphrase change through the team server: their own stored key record, read first.
+KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
+# The rows an engineer's machine with no database checks the audit log's signatures under.
+KEYHOLDER_REQUESTS["audit"]["signers"] = ENGINEER
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

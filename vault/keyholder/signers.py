@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -120,17 +121,6 @@ class Signers:
         returned: the ids of the engineers the chain has made admins and not removed (a
         root rotation seals only to them).
         """
-        by_name_gen: dict[tuple[Any, int], list[int]] = {}
-        by_name: dict[str, set[int]] = {}
-        for (eid, gen), (_, who) in certified.items():
-            by_name_gen.setdefault((who, gen), []).append(eid)
-            by_name.setdefault(who, set()).add(eid)
-        start: dict[tuple[Any, Any], int] = {}
-        end: dict[tuple[Any, Any], int] = {}
-        admins: set[Any] = set()
-        invited: set[tuple[Any, Any]] = set()
-        problems: dict[int, str] = {}
-        assumed: set[tuple[int, int]] = set()
         e = m.AuditEvent
         events: tuple[tuple[int, int | None, int, str, str | None], ...] = tuple(
             (row[0], row[1], row[2], row[3], row[4])
@@ -147,57 +137,9 @@ class Signers:
         if memo is not None and self._lifetimes is not None and self._lifetimes[0] == memo:
             known, found, chain_admins = self._lifetimes[1]
             return dict(known), dict(found), set(chain_admins)
-        if older_than_chain:
-            # A vault older than its audit chain (made before migration 0002): its chain begins
-            # after its keys were certified, so the keys certified now sign from event 1, its
-            # active admins are admins, and an enrolment may follow an invitation made before
-            # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
-            assumed = set(certified)
-            start = dict.fromkeys(assumed, 1)
-            admins = self._active_admins(s)
-        for seq, engineer_id, generation, action, text in events:
-            details = _details(text)
-            signer = (engineer_id, generation)
-            name = details.get("engineer")
-            if action == "vault-init":
-                if seq != 1:
-                    problems[seq] = "a vault-init event after the first event"
-                else:
-                    start[signer], admins = 1, {engineer_id}
-                continue
-            if action == "enroll":
-                if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
-                    problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
-                continue
-            live = signer in start and start[signer] <= seq < end.get(signer, auditchain.NEVER)
-            if engineer_id not in admins or not live:
-                problems[seq] = f"{action} is not signed by an admin the chain has certified"
-                continue
-            if action == "engineer-invite":
-                invited_gen = details.get("key_generation")
-                invited.add((name, invited_gen if type(invited_gen) is int else None))
-            elif action == "engineer-confirm":
-                confirmed = details.get("key_generation")
-                for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
-                    if (engineer, confirmed) in assumed:
-                        assumed.discard((engineer, confirmed))  # confirmed after the chain began
-                    elif (engineer, confirmed) in start:
-                        problems[seq] = "it certifies again a key generation the chain certified before"
-                        break
-                    start[(engineer, confirmed)] = seq + 1
-                    (admins.add if details.get("role") == ROLE_ADMIN else admins.discard)(engineer)
-            elif action == "engineer-key-rotate":
-                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
-                    end.setdefault((engineer, details.get("old_generation")), seq)
-            elif action == "engineer-remove":
-                for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
-                    for key in [k for k in start if k[0] == engineer]:
-                        end.setdefault(key, seq)
-                    admins.discard(engineer)
-        keys: auditchain.Keys = {
-            k: (public, start.get(k, auditchain.NEVER), end.get(k, auditchain.NEVER))
-            for k, (public, _) in certified.items()
-        }
+        keys, problems, admins = chain_lifetimes(
+            certified, events, older_than_chain, lambda: self._active_admins(s)
+        )
         if memo is not None:
             self._lifetimes = (memo, (dict(keys), dict(problems), set(admins)))
         return keys, problems, admins
@@ -212,3 +154,81 @@ class Signers:
                 continue
             admins.add(row.id)
         return admins
+
+
+KeyEvents = Sequence[tuple[int, int | None, int, str, str | None]]  # (seq, engineer id, generation, action, details)
+
+
+def chain_lifetimes(
+    certified: dict[tuple[int, int], tuple[bytes, str]],
+    events: KeyEvents,
+    older_than_chain: bool,
+    active_admins: Callable[[], set[Any]],
+) -> tuple[auditchain.Keys, dict[int, str], set[Any]]:
+    """``Signers.key_lifetimes`` as a function of what it reads (the certified keys, the chain's
+    key events in order, whether the vault is older than its chain, and, only then, its active
+    admins by their certificates): the same answer wherever the rows were read (in-process, or
+    on an engineer's machine from the team server's ``audit.signers``)."""
+    by_name_gen: dict[tuple[Any, int], list[int]] = {}
+    by_name: dict[str, set[int]] = {}
+    for (eid, gen), (_, who) in certified.items():
+        by_name_gen.setdefault((who, gen), []).append(eid)
+        by_name.setdefault(who, set()).add(eid)
+    start: dict[tuple[Any, Any], int] = {}
+    end: dict[tuple[Any, Any], int] = {}
+    admins: set[Any] = set()
+    invited: set[tuple[Any, Any]] = set()
+    problems: dict[int, str] = {}
+    assumed: set[tuple[int, int]] = set()
+    if older_than_chain:
+        # A vault older than its audit chain (made before migration 0002): its chain begins
+        # after its keys were certified, so the keys certified now sign from event 1, its
+        # active admins are admins, and an enrolment may follow an invitation made before
+        # the chain. Event 1 is signed: no writer can make a newer vault look like this one.
+        assumed = set(certified)
+        start = dict.fromkeys(assumed, 1)
+        admins = active_admins()
+    for seq, engineer_id, generation, action, text in events:
+        details = _details(text)
+        signer = (engineer_id, generation)
+        name = details.get("engineer")
+        if action == "vault-init":
+            if seq != 1:
+                problems[seq] = "a vault-init event after the first event"
+            else:
+                start[signer], admins = 1, {engineer_id}
+            continue
+        if action == "enroll":
+            if not older_than_chain and (name, generation - 1) not in invited and (name, None) not in invited:
+                problems[seq] = f"an enrolment of {shown(str(name))} without an invitation before it"
+            continue
+        live = signer in start and start[signer] <= seq < end.get(signer, auditchain.NEVER)
+        if engineer_id not in admins or not live:
+            problems[seq] = f"{action} is not signed by an admin the chain has certified"
+            continue
+        if action == "engineer-invite":
+            invited_gen = details.get("key_generation")
+            invited.add((name, invited_gen if type(invited_gen) is int else None))
+        elif action == "engineer-confirm":
+            confirmed = details.get("key_generation")
+            for engineer in by_name_gen.get((name, confirmed), []) if type(confirmed) is int else []:
+                if (engineer, confirmed) in assumed:
+                    assumed.discard((engineer, confirmed))  # confirmed after the chain began
+                elif (engineer, confirmed) in start:
+                    problems[seq] = "it certifies again a key generation the chain certified before"
+                    break
+                start[(engineer, confirmed)] = seq + 1
+                (admins.add if details.get("role") == ROLE_ADMIN else admins.discard)(engineer)
+        elif action == "engineer-key-rotate":
+            for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                end.setdefault((engineer, details.get("old_generation")), seq)
+        elif action == "engineer-remove":
+            for engineer in by_name.get(name, ()) if isinstance(name, str) else ():
+                for key in [k for k in start if k[0] == engineer]:
+                    end.setdefault(key, seq)
+                admins.discard(engineer)
+    keys: auditchain.Keys = {
+        k: (public, start.get(k, auditchain.NEVER), end.get(k, auditchain.NEVER))
+        for k, (public, _) in certified.items()
+    }
+    return keys, problems, admins

@@ -59,12 +59,14 @@ from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, U
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
+from vault.server.passphrase_routes import PassphraseRoutes
 from vault.server.read_routes import read_routes
 from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
+from vault.server.signer_routes import SignerRoutes
 from vault.server.signing_keys import ActiveSigningKey
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
@@ -126,6 +128,8 @@ def build_app(
         confirmations = ConfirmRoutes(store, checks, checkouts.seal, now)
         operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
+        PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
+        SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

@@ -7,9 +7,11 @@
 The same noun methods as ``Vault`` for the engineer's everyday work, by the same keyholders
 (which verify every row the server answers), over ``HttpsTransport`` to a server this
 machine pinned (``serverpins.py``; every answer must carry the pinned server key's response
-signature when the pin names one): ``engineers.unlock/lock/whoami``,
+signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphrase``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
-``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
+``secrets.add`` and ``secrets.update`` with a new password, ``policies.get``,
+``audit.log/export/head/checkpoint`` (an engineer's, every page checked here: ``remote_audit.py``),
+``engineers.change_passphrase`` (``remote_passphrase.py``), and an admin's ``grants.grant``,
 ``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
@@ -52,7 +54,10 @@ from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
+from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
+from vault.service.remote_passphrase import RemotePassphrase
+from vault.service.remote_policies import RemotePolicies
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -157,6 +162,7 @@ class RemoteEngineers(_Noun):
     def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
         self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
         self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
+        self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
         """As ``Vault.engineers.enroll``, through the server (``enroll_over_https``: the key record made
@@ -210,6 +216,7 @@ class RemoteEngineers(_Noun):
                 record.vault_id, record.engineer_id, name, record.key_generation,
             ):  # fmt: skip
                 raise UntrustedRecord("the server answered for another engineer or key than this machine's record")
+            self.passphrase.check_kept(record, passphrase)  # a passphrase changed from another machine
         except BaseException:
             self.keys.drop(previous)
             raise
@@ -219,6 +226,10 @@ class RemoteEngineers(_Noun):
 
     def lock(self) -> bool:
         return self.keys.lock()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """As ``Vault.engineers.change_passphrase``, through the server (``remote_passphrase.py``)."""
+        self.passphrase.change(old, new)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
@@ -315,6 +326,8 @@ class RemoteVault:
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
+        self.policies = RemotePolicies(keys, self.https, contexts, clock)
+        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
@@ -330,6 +343,11 @@ class RemoteVault:
 
     def vault_id(self) -> bytes:
         return self.pin.vault_id
+
+    def _live_slugs(self) -> builtins.list[str]:
+        """The slugs of the clients of the session's engineer's live grants (verified by the grants' keyholder)."""
+        me = self.keyholder.me()
+        return sorted({g.client for g in self.grants.list() if g.state == "active" and g.engineer == me.name})
 
     def close(self) -> None:
         self.https.close()

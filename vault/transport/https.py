@@ -169,7 +169,14 @@ READS_RETRIED = frozenset(
 )
 # Answers decoded past the codec's default limit (64 KiB): a page of a listing (the server keeps one
 # within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger).
-RESPONSE_LIMITS = {"secrets.list_page": 1024 * 1024}
+# A page of the audit log (``service/remote_audit.PAGE_EVENTS`` events, each keeping a request body
+# of at most 16 KiB, eventrequest.KEPT_BODY_MAX) and the chain's signers (authority/audit_signers.py).
+RESPONSE_LIMITS = {
+    "secrets.list_page": 1024 * 1024,
+    "audit.log": 4 * 1024 * 1024,
+    "audit.export": 4 * 1024 * 1024,
+    "audit.signers": 8 * 1024 * 1024,
+}
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)

@@ -6,9 +6,11 @@ the signed ``engineers.list`` request: the server appends the listing's ``engine
 event in format 3 in the listing's unit and answers after the commit; the keyholder checks its
 own row in the answer as in-process. ``confirm`` (a first enrolment's: no grants carried over)
 is a read of the pending rows and a commit of the admin's certification with their digest
-(``server/confirm_routes.py``). An enrolment over HTTPS needs no keyholder: it is
+(``server/confirm_routes.py``). ``change_passphrase`` is a read of the caller's stored key
+record and a commit of the record the keyholder re-locked with its digest
+(``server/passphrase_routes.py``). An enrolment over HTTPS needs no keyholder: it is
 ``https_enrolment.enroll_over_https``. Everything else (invite, enrolment through this value,
-passphrase change, key records, unlock, rotation, removal, and ``whoami`` through this
+key records, unlock, rotation, removal, and ``whoami`` through this
 value: ``HttpsTransport.whoami`` answers that) needs a seal, a draft or the local key record:
 not served yet (``ConfigurationError``).
 """
@@ -27,6 +29,7 @@ from vault.authority.engineer_requests import (
     EngineerAnswer,
     EnrollRequest,
     InviteRequest,
+    KeyRecordDraft,
     KeyRecordRequest,
     KeyRecordRows,
     ListRequest,
@@ -36,6 +39,7 @@ from vault.authority.engineer_requests import (
     RotateRequest,
     UnlockRequest,
 )
+from vault.authority.passphrase_requests import PassphraseCommit, record_digest
 from vault.errors import UntrustedRecord
 from vault.transport.https_calls import Calls, answer_of, not_served
 
@@ -81,7 +85,15 @@ class HttpsEngineerTransport:
         return answer_of(self.https, "engineers.confirm", commit, EngineerAnswer)
 
     def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer:
-        raise not_served("engineers.change_passphrase")
+        """The caller's stored key record (``engineers.passphrase_draft``), re-locked by the keyholder
+        (``seal.relock``: opened with the old passphrase, its keys this session's), then the commit
+        with the digest of the record it re-locked (``engineers.change_passphrase``: the server
+        compares it in its unit, 409 ``stale-draft`` if the record changed, stores the new one and
+        appends ``passphrase-change`` in format 3)."""
+        draft = answer_of(self.https, "engineers.passphrase_draft", request, KeyRecordDraft)
+        made = seal.relock(draft)
+        commit = PassphraseCommit(request.caller, request.org_pin, made, record_digest(draft.key_record))
+        return answer_of(self.https, "engineers.change_passphrase", commit, EngineerAnswer)
 
     def key_record(self, request: KeyRecordRequest) -> KeyRecordRows:
         raise not_served("reading a key record")

@@ -62,6 +62,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "grants.grant": frozenset({"grant"}),
     "grants.revoke": frozenset({"revoke"}),
     "clients.add": frozenset({"client-create"}),
+    # an engineer's passphrase change (server/passphrase_routes.py): kept as its digest, never its body
+    "engineers.change_passphrase": frozenset({"passphrase-change"}),
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

@@ -33,6 +33,7 @@ clients), ``secrets.list_page`` (``SecretListPage``: one bounded page after a cu
 from __future__ import annotations
 
 from vault.authority import audit_requests as a
+from vault.authority import audit_signers as au
 from vault.authority import checkout_context as c
 from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
@@ -41,6 +42,7 @@ from vault.authority import engineer_requests as e
 from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
+from vault.authority import passphrase_requests as pp
 from vault.authority import policy_requests as p
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
@@ -96,4 +98,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.root_seal", gd.RootSealRequest, gd.RootSealAnswer),
     ("clients.add_draft", cl.AddRequest, ca.ClientDraft),  # a new client: its id reserved (client_add_drafts.py)
     ("clients.add", ca.ClientCommit, cl.AddAnswer),
+    # an engineer's passphrase change: their stored key record read, then the re-locked one committed
+    ("engineers.passphrase_draft", e.PassphraseRequest, e.KeyRecordDraft),
+    ("engineers.change_passphrase", pp.PassphraseCommit, e.EngineerAnswer),
+    # the rows an engineer's machine checks the audit log's signatures under (authority/audit_signers.py)
+    ("audit.signers", au.SignersRequest, au.SignerRows),
 )
