@@ -10,7 +10,8 @@ machine pinned (``serverpins.py``; every answer must carry the pinned server key
 signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
 ``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
-``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
+``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
+``policies.set`` (``remote_admin2.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -52,6 +53,7 @@ from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
+from vault.service.remote_admin2 import RemotePolicies
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
@@ -315,6 +317,7 @@ class RemoteVault:
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
+        self.policies = RemotePolicies(keys, self.https, clock, fresh_contexts(self.checkouts.keyholder))
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

@@ -62,6 +62,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "grants.grant": frozenset({"grant"}),
     "grants.revoke": frozenset({"revoke"}),
     "clients.add": frozenset({"client-create"}),
+    "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

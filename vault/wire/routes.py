@@ -41,6 +41,7 @@ from vault.authority import engineer_requests as e
 from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
+from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
@@ -96,4 +97,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.root_seal", gd.RootSealRequest, gd.RootSealAnswer),
     ("clients.add_draft", cl.AddRequest, ca.ClientDraft),  # a new client: its id reserved (client_add_drafts.py)
     ("clients.add", ca.ClientCommit, cl.AddAnswer),
+    # an admin's policy change: a draft and a signed commit (policy_draft_values.py, server/policy_routes.py)
+    ("policies.set_draft", pd.PolicySetDraftRequest, pd.PolicyDraft),
+    ("policies.set", pd.PolicyCommit, p.PolicyRows),
 )

@@ -1,0 +1,112 @@
+"""An admin's policy change (and, below, a client's purge) through a team server, with no database here.
+
+``RemoteVault.policies.set`` runs the in-process ``PolicyKeyholder`` unchanged over
+``HttpsPolicyWriteTransport`` (``transport/https_policy_writes.py``: a draft, then a signed
+commit). What the keyholder needs off the database comes from the server and is verified here,
+as for an admin's grant (``remote_admin.py``): the client by its slug's tag under the admin's
+root bundle (``AdminLookup``: its context learned afresh, every row verified, the slug opened
+and compared), whose audit-key ring the ``policy-set`` details are sealed under, bound to the
+commit's request id (``_PolicyLookup.seal_details``). The server never sees a client key, an
+audit key or the details in clear.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Sequence
+
+from vault.crypto import blobs
+from vault.errors import UntrustedRecord
+from vault.keyholder.policies import PolicyKeyholder, wanted_values
+from vault.records import PolicyInfo
+from vault.service import validation
+from vault.service.remote_admin import AdminLookup, LearnedContext
+from vault.service.remote_nouns import _Noun, not_served
+from vault.service.remotekeys import RemoteKeys
+from vault.transport.https import HttpsTransport
+from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
+
+RING_KEY_BYTES = 32
+
+
+class _PolicyLookup:
+    """``ClientLookup`` of the policies keyholder for an admin through the server: the client by its
+    slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
+
+    def __init__(self, admin: AdminLookup) -> None:
+        self.admin = admin
+        self._tags: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "PolicyLookup()"
+
+    def client(self, slug: str) -> tuple[int, bytes]:
+        found = self.admin.context(slug)
+        if found.slug_tag is None:
+            raise UntrustedRecord("the client's context has no slug tag")
+        if len(self._tags) >= 1024:
+            self._tags.clear()
+        self._tags[found.client_id] = found.slug_tag
+        return found.client_id, found.slug_blob
+
+    def slugs(self, clients: Sequence[tuple[int, bytes]]) -> dict[int, str]:
+        raise not_served("policies.unsigned")
+
+    def slug_tag(self, client_id: int) -> bytes:
+        """The slug tag of a client this lookup found, else refused."""
+        found = self._tags.get(client_id)
+        if found is None:
+            raise UntrustedRecord("the policy request names a client this lookup did not find")
+        return found
+
+    def seal_details(self, client_id: int, request_id: bytes, action: str, details_json: str) -> tuple[int, bytes]:
+        """The event's details (as the in-process journal seals them: sorted JSON) under the client's
+        current audit key, bound to ``request_id`` (docs/format.md §4.3a)."""
+        ring = self.admin.ring(client_id)
+        if not ring or len(ring) % RING_KEY_BYTES:
+            raise UntrustedRecord("the client's audit keys are not open")
+        version = len(ring) // RING_KEY_BYTES
+        raw = json.dumps(json.loads(details_json), sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail_v3(
+            ring[-RING_KEY_BYTES:], version, raw, client_id, request_id, action
+        )
+
+
+class RemotePolicies(_Noun):
+    """An admin's ``policies.set`` through the server: a draft and a signed commit (module docstring)."""
+
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        learned: Callable[[str], LearnedContext],
+    ) -> None:
+        self.keys = keys
+        self.lookup = _PolicyLookup(AdminLookup(keys, learned))
+        transport = HttpsPolicyWriteTransport(https, self.lookup.slug_tag, self.lookup.seal_details)
+        self.writes = PolicyKeyholder(transport, keys, self.lookup, self.lookup, clock)
+
+    def __repr__(self) -> str:
+        return "RemotePolicies()"
+
+    def set(
+        self,
+        client: str,
+        *,
+        reason_required: bool | None = None,
+        exclusive: bool | None = None,
+        rotate_after_checkout: bool | None = None,
+        checkout_for: dt.timedelta | None = None,
+        stale_days: int | None = None,
+    ) -> PolicyInfo:
+        """As ``Vault.policies.set``, through the server (an admin's)."""
+        validation.client_slug(client)
+        self.keys.me()
+        wanted = functools.partial(
+            wanted_values, reason_required=reason_required, exclusive=exclusive,
+            rotate_after_checkout=rotate_after_checkout, checkout_for=checkout_for, stale_days=stale_days,
+        )  # fmt: skip
+        return self.writes.set(client, wanted)
