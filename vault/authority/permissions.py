@@ -151,6 +151,7 @@ KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
+KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

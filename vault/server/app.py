@@ -60,6 +60,7 @@ from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.policy_routes import policy_routes
+from vault.server.purge_routes import purge_routes
 from vault.server.read_routes import read_routes
 from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
@@ -128,6 +129,7 @@ def build_app(
         operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
+        purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

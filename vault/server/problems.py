@@ -23,6 +23,7 @@ from vault.authority.client_add_values import STALE_CLIENT
 from vault.authority.confirm_requests import STALE_CONFIRM
 from vault.authority.grant_draft_requests import STALE_GRANT
 from vault.authority.policy_draft_values import STALE_POLICY
+from vault.authority.purge_draft_values import STALE_PURGE
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
@@ -81,6 +82,7 @@ MARKERS: dict[str, str] = {
     STALE_GRANT: "stale-draft",
     STALE_CLIENT: "stale-draft",
     STALE_POLICY: "stale-draft",
+    STALE_PURGE: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

@@ -11,7 +11,7 @@ signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
 ``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
 ``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
-``policies.set`` (``remote_admin2.py``).
+``policies.set``, ``purge.client`` with its receipt and ``purge.verify_receipt`` (``remote_admin2.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -53,7 +53,7 @@ from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
-from vault.service.remote_admin2 import RemotePolicies
+from vault.service.remote_admin2 import RemotePolicies, RemotePurge
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
@@ -318,6 +318,7 @@ class RemoteVault:
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
         self.policies = RemotePolicies(keys, self.https, clock, fresh_contexts(self.checkouts.keyholder))
+        self.purge = RemotePurge(keys, self.https, clock, fresh_contexts(self.checkouts.keyholder))
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

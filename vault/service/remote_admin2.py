@@ -1,4 +1,4 @@
-"""An admin's policy change (and, below, a client's purge) through a team server, with no database here.
+"""An admin's policy change and a client's purge through a team server, with no database on this machine.
 
 ``RemoteVault.policies.set`` runs the in-process ``PolicyKeyholder`` unchanged over
 ``HttpsPolicyWriteTransport`` (``transport/https_policy_writes.py``: a draft, then a signed
@@ -6,8 +6,15 @@ commit). What the keyholder needs off the database comes from the server and is 
 as for an admin's grant (``remote_admin.py``): the client by its slug's tag under the admin's
 root bundle (``AdminLookup``: its context learned afresh, every row verified, the slug opened
 and compared), whose audit-key ring the ``policy-set`` details are sealed under, bound to the
-commit's request id (``_PolicyLookup.seal_details``). The server never sees a client key, an
+commit's request id (``_AdminClients.seal_details``). The server never sees a client key, an
 audit key or the details in clear.
+
+``RemoteVault.purge.client`` runs the in-process ``PurgeKeyholder`` over ``HttpsPurgeTransport``
+(a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
+commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyone's: ``purge
+check``) are its reads. The client is found as for a policy; once purged, this session forgets
+its keys and its slug. Scrubbing the freed pages of the server's database is the host's
+(``credvault purge scrub``): a purge through the server does not vacuum.
 """
 
 from __future__ import annotations
@@ -17,30 +24,34 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 
+from vault.authority.purge_requests import PurgedVersion
 from vault.crypto import blobs
 from vault.errors import UntrustedRecord
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
-from vault.records import PolicyInfo
+from vault.keyholder.purge import PurgeKeyholder
+from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.service import validation
+from vault.service.purge import _request as checked_request_ref
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
+from vault.transport.https_purge import HttpsPurgeTransport
 
 RING_KEY_BYTES = 32
 
 
-class _PolicyLookup:
-    """``ClientLookup`` of the policies keyholder for an admin through the server: the client by its
-    slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
+class _AdminClients:
+    """``ClientLookup`` of the policies and purge keyholders for an admin through the server: the client
+    by its slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
 
     def __init__(self, admin: AdminLookup) -> None:
         self.admin = admin
         self._tags: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
-        return "PolicyLookup()"
+        return "AdminClients()"
 
     def client(self, slug: str) -> tuple[int, bytes]:
         found = self.admin.context(slug)
@@ -85,7 +96,7 @@ class RemotePolicies(_Noun):
         learned: Callable[[str], LearnedContext],
     ) -> None:
         self.keys = keys
-        self.lookup = _PolicyLookup(AdminLookup(keys, learned))
+        self.lookup = _AdminClients(AdminLookup(keys, learned))
         transport = HttpsPolicyWriteTransport(https, self.lookup.slug_tag, self.lookup.seal_details)
         self.writes = PolicyKeyholder(transport, keys, self.lookup, self.lookup, clock)
 
@@ -110,3 +121,68 @@ class RemotePolicies(_Noun):
             rotate_after_checkout=rotate_after_checkout, checkout_for=checkout_for, stale_days=stale_days,
         )  # fmt: skip
         return self.writes.set(client, wanted)
+
+
+class _PurgedKeys:
+    """``DataKeys`` of the purge keyholder through the server: a client purge fingerprints key records
+    only (no data key is opened here); a purged client's keys and slug are forgotten."""
+
+    def __init__(self, keys: RemoteKeys) -> None:
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return "PurgedKeys()"
+
+    def client_key(self, client_id: int, version: int) -> bytes:
+        raise not_served("purge.secret")
+
+    def inner(self, client_id: int, v: PurgedVersion) -> bytes:
+        raise not_served("purge.secret")
+
+    def forget(self, client_id: int) -> None:
+        for cached in [k for k in self.keys.client_keys if k[0] == client_id]:
+            del self.keys.client_keys[cached]
+        for slug in [slug for slug, known in self.keys.slugs.items() if known == client_id]:
+            del self.keys.slugs[slug]
+
+
+class RemotePurge(_Noun):
+    """An admin's client purge through the server (a draft and a signed commit), its preview and the
+    receipts; any engineer's check of a receipt (module docstring)."""
+
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        learned: Callable[[str], LearnedContext],
+    ) -> None:
+        self.keys = keys
+        self.lookup = _AdminClients(AdminLookup(keys, learned))
+        transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
+        self.keyholder = PurgeKeyholder(transport, keys, self.lookup, _PurgedKeys(keys), clock)
+
+    def __repr__(self) -> str:
+        return "RemotePurge()"
+
+    def preview(self, client: str) -> PurgePreview:
+        validation.client_slug(client)
+        self.keys.me()
+        return self.keyholder.preview(client)
+
+    def client(self, client: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+        """As ``Vault.purge.client``, through the server; freed pages are scrubbed on the host."""
+        checked_request_ref(request)
+        validation.client_slug(client)
+        if vacuum:
+            raise not_served("purge.client --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
+        self.keys.me()
+        return self.keyholder.client(client, request)
+
+    def receipts(self) -> list[ReceiptInfo]:
+        self.keys.me()
+        return self.keyholder.receipts()
+
+    def verify_receipt(self, receipt_id: int) -> ReceiptCheck:
+        self.keys.me()
+        return self.keyholder.verify(receipt_id)

@@ -43,6 +43,7 @@ from vault.authority import grant_requests as g
 from vault.authority import local_requests as lr
 from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
+from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
 from vault.authority import requests as v
@@ -100,4 +101,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's policy change: a draft and a signed commit (policy_draft_values.py, server/policy_routes.py)
     ("policies.set_draft", pd.PolicySetDraftRequest, pd.PolicyDraft),
     ("policies.set", pd.PolicyCommit, p.PolicyRows),
+    # an admin's client purge: a draft (its receipt id reserved) and a signed commit; a receipt's check
+    ("purge.client_draft", pud.PurgeClientDraftRequest, pud.PurgeDraft),
+    ("purge.client", pud.PurgeClientCommit, pu.PurgeRows),
+    ("purge.verify_receipt", pu.ReceiptRequest, pu.ReceiptRows),
 )
