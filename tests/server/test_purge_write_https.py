@@ -14,6 +14,7 @@ than the one drafted: each is refused with nothing written.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -290,3 +291,26 @@ def test_a_purge_of_another_client_than_its_slug_tag_is_refused(world: Keyed, ad
     draft = PurgeClientDraftRequest(commit.caller, commit.slug_tag, other, "DSR-11", commit.org_pin)
     assert post(world, "purge.client_draft", draft, world.served.admin).status_code == 400
     assert without_nonces(database_state(world.served.db_url)) == before
+
+
+def test_a_commit_on_a_lapsed_or_another_engineers_reservation_is_refused(world: Keyed, admin: RemoteVault) -> None:
+    commit, request_id, _ = captured(admin, a_client(world, admin))
+    key = ("purge-receipt", commit.receipt_id)
+    alice_id = world.served.alice.keyholder.me().engineer_id
+    for change in ({"expires_at": dt.datetime(2000, 1, 1, tzinfo=dt.UTC)}, {"engineer_id": alice_id}):
+        with world.store.transaction() as s:
+            held = s.get(m.IdReservation, key)
+            assert held is not None
+            kept = {name: getattr(held, name) for name in change}
+            for name, value in change.items():
+                setattr(held, name, value)
+        before = without_nonces(database_state(world.served.db_url))
+        answer = post(world, "purge.client", commit, world.served.admin, request_id)
+        assert answer.status_code == 409 and answer.json()["code"] == "stale-draft"
+        assert without_nonces(database_state(world.served.db_url)) == before
+        with world.store.transaction() as s:
+            held = s.get(m.IdReservation, key)
+            assert held is not None
+            for name, value in kept.items():
+                setattr(held, name, value)
+    assert post(world, "purge.client", commit, world.served.admin, request_id).status_code == 200
