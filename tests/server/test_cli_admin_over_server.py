@@ -4,6 +4,7 @@ its own (``cli_home``); what it did is then checked in the server's database thr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,26 @@ def test_an_engineer_cannot_set_a_policy_through_the_server(keyed: Keyed, tmp_pa
     refused(run("policy", "set", "acme", "--exclusive"), "not an admin")
     assert len(events(keyed.served)) == before
     assert keyed.served.admin.policies.get("acme").exclusive is False
+
+
+def test_an_admin_purges_a_client_through_the_server_and_anyone_checks_the_receipt(
+    keyed: Keyed, tmp_path: Path
+) -> None:
+    admin_joined(keyed, tmp_path)
+    ok(run("client", "add", "cli-gone", "--name", "CLI Gone Ltd"))
+    before = len(events(keyed.served))
+    refused(run("purge", "client", "cli-gone", "--request", "DSR-7", "--yes", "--vacuum"), "not served")
+    purged = ok(run("purge", "client", "cli-gone", "--request", "DSR-7", "--yes", "--json"))
+    receipt = json.loads(purged.stdout)
+    assert (receipt["kind"], receipt["request"]) == ("client", "DSR-7")
+    assert f"Receipt #{receipt['id']} verifies" in ok(run("receipts", "verify", str(receipt["id"]))).output
+    refused(run("purge", "client", "cli-gone", "--request", "DSR-8", "--yes"), "no client")
+    added = [(e.action, e.request_id is not None) for e in events(keyed.served)[before:]]
+    assert added == [("purge-client", True)]
+    ok(run("lock"))
+    secret = joined(keyed, tmp_path)  # alice, an engineer, on the same machine
+    ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
+    assert "verifies" in ok(run("receipts", "verify", str(receipt["id"]))).output
+    refused(run("purge", "client", "acme", "--request", "DSR-9", "--yes"), "not an admin")
+    assert keyed.served.admin.purge.verify_receipt(receipt["id"]).ok
+    assert keyed.served.admin.audit.verify().ok
