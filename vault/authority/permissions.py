@@ -149,6 +149,7 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
 # the root bundle their keyholder opens off the database (server/grant_routes.py).
 KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
+KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
 KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py

@@ -11,7 +11,8 @@ signature when the pin names one): ``engineers.unlock/lock/whoami``,
 ``checkouts.checkout/reveal/checkin/break_checkout/list``, ``grants.list`` (an engineer's own),
 ``secrets.add`` and ``secrets.update`` with a new password, and an admin's ``grants.grant``,
 ``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
-``policies.set``, ``purge.client`` with its receipt and ``purge.verify_receipt`` (``remote_admin2.py``).
+``policies.set``, ``purge.client`` with its receipt, ``purge.verify_receipt`` and
+``engineers.invite`` (``remote_admin2.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -52,13 +53,15 @@ from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
-from vault.service.remote_admin2 import RemotePolicies, RemotePurge
+from vault.service.remote_admin2 import RemoteInvitations, RemotePolicies, RemotePurge
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
+from vault.storage.rows import ROLE_ENGINEER
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.transport.https_enrolment import enroll_over_https
@@ -221,6 +224,10 @@ class RemoteEngineers(_Noun):
 
     def lock(self) -> bool:
         return self.keys.lock()
+
+    def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
+        """As ``Vault.engineers.invite``, through the server (an admin's): the code, made on this machine."""
+        return RemoteInvitations(self.keys, self.https, self.clock).invite(name, role=role, valid_for=valid_for)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()

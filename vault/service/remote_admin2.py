@@ -15,6 +15,11 @@ commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyon
 check``) are its reads. The client is found as for a policy; once purged, this session forgets
 its keys and its slug. Scrubbing the freed pages of the server's database is the host's
 (``credvault purge scrub``): a purge through the server does not vacuum.
+
+``RemoteVault.engineers.invite`` runs the in-process ``EngineerKeyholder`` over
+``HttpsInviteTransport``: the invite secret is made on this machine and the code shown only here;
+the server is given the secret sealed to the recovery key and the public key it derives, with
+which it can check an enrolment's proof but make none (docs/server.md, session 13).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 
+from vault import validation as checks
+from vault.authority.engineer_requests import ROLES
 from vault.authority.purge_requests import PurgedVersion
-from vault.crypto import blobs
-from vault.errors import UntrustedRecord
+from vault.crypto import blobs, keyrecord, sealing, signing
+from vault.errors import InvalidInput, UntrustedRecord
+from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
 from vault.keyholder.purge import PurgeKeyholder
 from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
@@ -35,7 +43,9 @@ from vault.service.purge import _request as checked_request_ref
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
+from vault.service.sessions import UnlockedSession
 from vault.transport.https import HttpsTransport
+from vault.transport.https_invite import HttpsInviteTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
 from vault.transport.https_purge import HttpsPurgeTransport
 
@@ -186,3 +196,47 @@ class RemotePurge(_Noun):
     def verify_receipt(self, receipt_id: int) -> ReceiptCheck:
         self.keys.me()
         return self.keyholder.verify(receipt_id)
+
+
+class _InviteKeys:
+    """``Keys`` of the engineers keyholder for an invitation through the server: this session's keys
+    and the root bundle the keyholder opens from its sealed copy (``RemoteKeys``)."""
+
+    def __init__(self, keys: RemoteKeys) -> None:
+        self.keys = keys
+        self.root: object = None  # the root bundle the keyholder opened (``EngineerKeyholder.root_bundle``)
+
+    def __repr__(self) -> str:
+        return "InviteKeys()"
+
+    def me(self) -> UnlockedSession:
+        return self.keys.me()
+
+    def session_sealing_public(self, me: UnlockedSession) -> bytes:
+        return self.keys.sealing_public()
+
+    def my_keypair(self) -> sealing.KeyPair:
+        return self.keys.my_keypair()
+
+    def my_signing_key(self) -> signing.SigningKey:
+        return self.keys.my_signing_key()
+
+
+class RemoteInvitations:
+    """An admin's ``engineers.invite`` through the server: a draft and a signed commit (module docstring)."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        self.keys = keys
+        params = keyrecord.DEFAULT_PARAMS
+        self.keyholder = EngineerKeyholder(HttpsInviteTransport(https), _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return "RemoteInvitations()"
+
+    def invite(self, name: str, *, role: str, valid_for: dt.timedelta) -> str:
+        """As ``Vault.engineers.invite``, through the server: the one-time enrolment code, made here."""
+        validation.engineer_name(name)
+        if role not in ROLES:
+            raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer or admin")
+        self.keys.me()
+        return self.keyholder.invite(name, role, valid_for)

@@ -40,6 +40,7 @@ from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
+from vault.authority import invite_draft_values as iv
 from vault.authority import local_requests as lr
 from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
@@ -105,4 +106,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("purge.client_draft", pud.PurgeClientDraftRequest, pud.PurgeDraft),
     ("purge.client", pud.PurgeClientCommit, pu.PurgeRows),
     ("purge.verify_receipt", pu.ReceiptRequest, pu.ReceiptRows),
+    # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
+    ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
+    ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
 )
