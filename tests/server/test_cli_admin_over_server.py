@@ -73,3 +73,12 @@ def test_an_admin_purges_a_client_through_the_server_and_anyone_checks_the_recei
     refused(run("purge", "client", "acme", "--request", "DSR-9", "--yes"), "not an admin")
     assert keyed.served.admin.purge.verify_receipt(receipt["id"]).ok
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admin_invites_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = ok(run("engineer", "invite", "cli-newcomer", "--valid-for", "24h")).output
+    assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown and "--db" not in shown
+    assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite"]
+    assert keyed.served.admin.audit.verify().ok
