@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"  # 0020 is another helper's (session 13): the lead orders them when merging
+down_revision = "0019"  # main's 0023 also revises 0019 (merged after this branch began): the lead orders them
 branch_labels = None
 depends_on = None
 
