@@ -152,8 +152,12 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     click.echo(f"  {code}")
     click.echo("")
     click.echo(f"Give it to {name} in person or over a separate channel. On their own machine they run:")
-    click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name}")
-    click.echo(f"or, with a team server: credvault server trust URL --ca-file CA; credvault engineer enroll {name}")
+    server = app.server_url()
+    if server is not None:  # invited through the team server: they enrol through it
+        click.echo(f"  credvault server trust {server} --ca-file CA; credvault engineer enroll {name}")
+    else:
+        click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name}")
+        click.echo(f"or, with a team server: credvault server trust URL --ca-file CA; credvault engineer enroll {name}")
     click.echo("and type the code when asked (or pass --code-file PATH: a file only they can read).")
     click.echo(f"then read you their fingerprint, and you run: credvault engineer confirm {name}")
 

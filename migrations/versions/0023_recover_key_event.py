@@ -7,7 +7,7 @@ events that change who may sign; it reads those from this index (revision 0011),
 holds the new action too. Recreating a partial index rewrites no row.
 
 Revision ID: 0023
-Revises: 0019
+Revises: 0021
 Create Date: 2026-12-06 02:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0023"
-down_revision = "0019"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

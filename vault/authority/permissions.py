@@ -149,11 +149,14 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
 # the root bundle their keyholder opens off the database (server/grant_routes.py).
 KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
+KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 # An engineer's passphrase change through the team server: their own stored key record, read first.
 KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
 # The rows an engineer's machine with no database checks the audit log's signatures under.
 KEYHOLDER_REQUESTS["audit"]["signers"] = ENGINEER
+KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
+KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

@@ -375,4 +375,5 @@ def receipt_row(
         r.event_seq,
         r.signature if signature is None else signature,
         admin,
+        r.request_id,
     )

@@ -92,6 +92,7 @@ class ReceiptAuthority:
                 foreign=tuple(foreign),
                 survivors=self._survivors(s, row),
                 event_action=None if event is None else event.action,
+                event_request_id=None if event is None else event.request_id,
             )
 
     @staticmethod

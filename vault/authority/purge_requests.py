@@ -105,6 +105,7 @@ class ReceiptRow:
     event_seq: int
     signature: bytes
     admin: str = "?"
+    request_id: bytes | None = None  # through the team server: what its signature binds (format.md §10)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class ReceiptRows:
     foreign: tuple[str, ...] = ()
     survivors: Survivors | None = None
     event_action: str | None = None
+    event_request_id: bytes | None = None  # the request its event records (format 3)
 
 
 def counts_json(counts: Counts) -> str:
@@ -192,3 +194,11 @@ def receipt_fields(vault_id: bytes, r: ReceiptRow) -> tuple[signing.ContextItem,
         r.purged_at,
         r.event_seq,
     )
+
+
+def receipt_fields_v3(vault_id: bytes, r: ReceiptRow) -> tuple[signing.ContextItem, ...]:
+    """What a receipt signed through the team server covers: its request id in place of its event's
+    number (``LABEL_SIG_RECEIPT_V3``, docs/format.md §10)."""
+    if r.request_id is None:
+        raise ValueError("a receipt signed through the team server names its request")
+    return (*receipt_fields(vault_id, r)[:-1], r.request_id)

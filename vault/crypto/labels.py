@@ -35,6 +35,7 @@ LABEL_SIG_AUDIT = b"credvault/v1/sig/audit-event"
 LABEL_SIG_CHECKPOINT = b"credvault/v1/sig/audit-checkpoint"
 LABEL_SIG_ENGINEER_KEY = b"credvault/v1/sig/engineer-key"
 LABEL_SIG_RECEIPT = b"credvault/v1/sig/purge-receipt"
+LABEL_SIG_RECEIPT_V3 = b"credvault/v3/sig/purge-receipt"  # a receipt through the team server: binds its request id
 LABEL_FP_DATA_KEY = b"credvault/v1/fingerprint/data-key"
 LABEL_BACKUP_SECTION = b"credvault/v1/backup-section"
 LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"

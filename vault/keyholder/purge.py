@@ -44,17 +44,19 @@ from vault.authority.purge_requests import (
     ReceiptRows,
     Survivors,
     receipt_fields,
+    receipt_fields_v3,
 )
 from vault.authority.requests import Caller
 from vault.crypto import _primitives as prim
 from vault.crypto import blobs, signing
-from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT
+from vault.crypto.labels import LABEL_FP_DATA_KEY, LABEL_SIG_RECEIPT, LABEL_SIG_RECEIPT_V3
 from vault.errors import NotFound, UntrustedRecord
 from vault.keyholder.policies import ClientLookup, SigningKeys, verified_caller
 from vault.keyholder.responses import ResponseChecks
 from vault.records import PurgePreview, ReceiptCheck, ReceiptInfo
 
 CLOCK_SKEW_SECONDS = 300  # a receipt dated further from this keyholder's clock is not signed
+REQUEST_ID_BYTES = 16
 
 
 class DataKeys(Protocol):
@@ -73,6 +75,16 @@ class PurgeTransport(Protocol):
     def purge(self, request: PurgeRequest, seal: Any) -> PurgeRows: ...
     def receipts(self, request: ReceiptRequest) -> ReceiptRows: ...
     def check(self, request: ReceiptRequest) -> ReceiptRows: ...
+
+
+def _as_signed(r: ReceiptRow) -> ReceiptRow:
+    """An answered receipt as its keyholder signed it: no signer's name; through the team server
+    (``request_id``) no event number either (the server's, unsigned, set once the event exists)."""
+    if r.request_id is not None:
+        if r.event_seq < 1:
+            raise UntrustedRecord("the authority's receipt names no event")
+        return dataclasses.replace(r, admin="?", event_seq=0)
+    return dataclasses.replace(r, admin="?")
 
 
 def _data_key_fingerprint(dek: bytes) -> str:
@@ -129,12 +141,45 @@ class _Seal:
         self._admitted, self.me, self.vault_id = admitted, (draft.me.id, draft.me.key_generation), checks.vault_id
 
     def sign(self, receipt: ReceiptRow, survivors: Survivors) -> ReceiptRow:
+        self._expected(receipt)
+        if receipt.event_seq < 1 or receipt.request_id is not None:
+            raise UntrustedRecord("the receipt does not state the purge this keyholder admitted")
+        if not isinstance(survivors, Survivors) or any(dataclasses.astuple(survivors)):
+            raise UntrustedRecord("the authority reports the purge done while some of it survives")
+        self._signed.add(receipt.client_id)
+        signed = dataclasses.replace(receipt, fingerprints=self._fingerprints(receipt))
+        signature = self._holder.keys.sign(LABEL_SIG_RECEIPT, *receipt_fields(self.vault_id, signed))
+        self.made.append(dataclasses.replace(signed, signature=signature, admin="?"))
+        return dataclasses.replace(signed, signature=signature)
+
+    def sign_v3(self, receipt: ReceiptRow, request_id: bytes) -> ReceiptRow:
+        """Through the team server: the draft's receipt (its id reserved, no event yet) signed before
+        anything is deleted, over the id of the request that commits it (``LABEL_SIG_RECEIPT_V3``).
+        The server counts what survives in the commit's unit (anything: nothing is committed), and
+        ``purge check`` counts it again afterwards."""
+        self._expected(receipt)
+        if receipt.event_seq != 0 or receipt.request_id is not None or self._request.kind != CLIENT:
+            raise UntrustedRecord("the receipt does not state the purge this keyholder admitted")
+        if not isinstance(request_id, bytes) or len(request_id) != REQUEST_ID_BYTES:
+            raise UntrustedRecord("the receipt cannot be signed for a request")
+        self._signed.add(receipt.client_id)
+        signed = dataclasses.replace(receipt, fingerprints=self._fingerprints(receipt), request_id=request_id)
+        signature = self._holder.keys.sign(LABEL_SIG_RECEIPT_V3, *receipt_fields_v3(self.vault_id, signed))
+        self.made.append(dataclasses.replace(signed, signature=signature, admin="?"))
+        return dataclasses.replace(signed, signature=signature)
+
+    def _fingerprints(self, receipt: ReceiptRow) -> tuple[str, ...]:
+        assert self._admitted is not None
+        return self._admitted[receipt.client_id][1]
+
+    def _expected(self, receipt: ReceiptRow) -> None:
+        """``receipt`` states exactly the purge admitted (its id, time and event number the authority's)."""
         if self._admitted is None or self.me is None:
             raise UntrustedRecord("the authority asked to sign a receipt before its draft was admitted")
         found = self._admitted.get(receipt.client_id)
         if found is None or receipt.client_id in self._signed:
             raise UntrustedRecord("the authority asked to sign a receipt for a client not admitted")
-        part, fingerprints = found
+        part = found[0]
         expected = ReceiptRow(
             receipt.id,
             self._request.kind,
@@ -150,7 +195,8 @@ class _Seal:
             b"",
             receipt.admin,
         )
-        if receipt != expected or receipt.id < 1 or receipt.event_seq < 1:
+        expected = dataclasses.replace(expected, request_id=receipt.request_id)
+        if receipt != expected or receipt.id < 1:
             raise UntrustedRecord("the receipt does not state the purge this keyholder admitted")
         if self._request.kind != CLIENT:
             counts = dict(receipt.counts)
@@ -163,13 +209,6 @@ class _Seal:
                 raise UntrustedRecord("the receipt's counts are not those of the secrets admitted")
         if abs(receipt.purged_at - int(self._holder.clock().timestamp())) > CLOCK_SKEW_SECONDS:
             raise UntrustedRecord("the receipt is dated away from now")
-        if not isinstance(survivors, Survivors) or any(dataclasses.astuple(survivors)):
-            raise UntrustedRecord("the authority reports the purge done while some of it survives")
-        self._signed.add(receipt.client_id)
-        signed = dataclasses.replace(receipt, fingerprints=fingerprints)
-        signature = self._holder.keys.sign(LABEL_SIG_RECEIPT, *receipt_fields(self.vault_id, signed))
-        self.made.append(dataclasses.replace(signed, signature=signature, admin="?"))
-        return dataclasses.replace(signed, signature=signature)
 
     def close(self) -> None:
         self._admitted = {}
@@ -235,9 +274,13 @@ class PurgeKeyholder:
         ]
         try:
             public = self._signer_key(checks, answer)
-            signing.verify(
-                public, r.signature, LABEL_SIG_RECEIPT, *receipt_fields(checks.vault_id, r), what=f"receipt #{r.id}"
-            )
+            if r.request_id is None:
+                label, fields = LABEL_SIG_RECEIPT, receipt_fields(checks.vault_id, r)
+            else:  # signed through the team server, before its event: over the request that committed it
+                label, fields = LABEL_SIG_RECEIPT_V3, receipt_fields_v3(checks.vault_id, r)
+                if answer.event_request_id != r.request_id:
+                    problems.append("the receipt's audit event is not the request it was signed for")
+            signing.verify(public, r.signature, label, *fields, what=f"receipt #{r.id}")
         except UntrustedRecord as error:
             problems.append(str(error))
         if left.secrets:
@@ -310,7 +353,7 @@ class PurgeKeyholder:
             answer = self._send(lambda: self.transport.purge(request, seal))
         finally:
             seal.close()
-        if [dataclasses.replace(r, admin="?") for r in answer.receipts] != seal.made:
+        if [_as_signed(r) for r in answer.receipts] != seal.made:
             raise UntrustedRecord("the authority's receipts are not those this keyholder signed")
         return [receipt_info(dataclasses.replace(r, admin=answer.me.name)) for r in answer.receipts]
 

@@ -56,10 +56,13 @@ from vault.server.confirm_routes import ConfirmRoutes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.grant_routes import grant_routes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
+from vault.server.invite_routes import invite_routes
 from vault.server.layer import ServerLayer
 from vault.server.limits import DEFAULT_LIMIT, BodyLimit
 from vault.server.listing_routes import EngineerListRoutes
 from vault.server.passphrase_routes import PassphraseRoutes
+from vault.server.policy_routes import policy_routes
+from vault.server.purge_routes import purge_routes
 from vault.server.read_routes import read_routes
 from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
@@ -130,6 +133,9 @@ def build_app(
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
         SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
+        policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
+        purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
+        invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

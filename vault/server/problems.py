@@ -22,7 +22,10 @@ from vault.authority import requests as checkout_values
 from vault.authority.client_add_values import STALE_CLIENT
 from vault.authority.confirm_requests import STALE_CONFIRM
 from vault.authority.grant_draft_requests import STALE_GRANT
+from vault.authority.invite_draft_values import STALE_INVITE
 from vault.authority.passphrase_requests import STALE_RECORD
+from vault.authority.policy_draft_values import STALE_POLICY
+from vault.authority.purge_draft_values import STALE_PURGE
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
@@ -81,6 +84,9 @@ MARKERS: dict[str, str] = {
     STALE_GRANT: "stale-draft",
     STALE_CLIENT: "stale-draft",
     STALE_RECORD: "stale-draft",
+    STALE_POLICY: "stale-draft",
+    STALE_PURGE: "stale-draft",
+    STALE_INVITE: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

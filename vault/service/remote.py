@@ -12,7 +12,9 @@ signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphr
 ``secrets.add`` and ``secrets.update`` with a new password, ``policies.get``,
 ``audit.log/export/head/checkpoint`` (an engineer's, every page checked here: ``remote_audit.py``),
 ``engineers.change_passphrase`` (``remote_passphrase.py``), and an admin's ``grants.grant``,
-``grants.revoke`` and ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``).
+``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
+``policies.set``, ``purge.client`` with its receipt, ``purge.verify_receipt`` and
+``engineers.invite`` (``remote_admin2.py``).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -53,7 +55,9 @@ from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
+from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
+from vault.service.remote_admin2 import RemoteInvitations, RemotePolicyWrites, RemotePurge
 from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
@@ -62,6 +66,7 @@ from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
+from vault.storage.rows import ROLE_ENGINEER
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.transport.https_enrolment import enroll_over_https
@@ -231,6 +236,10 @@ class RemoteEngineers(_Noun):
         """As ``Vault.engineers.change_passphrase``, through the server (``remote_passphrase.py``)."""
         self.passphrase.change(old, new)
 
+    def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
+        """As ``Vault.engineers.invite``, through the server (an admin's): the code, made on this machine."""
+        return RemoteInvitations(self.keys, self.https, self.clock).invite(name, role=role, valid_for=valid_for)
+
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
         answer = self.https.whoami()
@@ -326,8 +335,11 @@ class RemoteVault:
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
-        self.policies = RemotePolicies(keys, self.https, contexts, clock)
+        learned = fresh_contexts(self.checkouts.keyholder)
+        writes = RemotePolicyWrites(keys, self.https, clock, learned)
+        self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock)
+        self.purge = RemotePurge(keys, self.https, clock, learned)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

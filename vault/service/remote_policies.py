@@ -7,18 +7,21 @@ admin's by the slug's tag), the server answers the stored policy with its signer
 keyholder decides what applies here, as in-process: a policy whose signature, signer (an active
 admin certified under the organisation key the pin leads to) or bounds do not verify reads as
 the strict policy. An engineer asking for a client they hold no live grant for gets ``NotFound``
-(no grant names it; the server would answer 404). ``set``, ``unsigned`` and ``adopt`` are an
-admin's and are not served here (``ConfigurationError``).
+(no grant names it; the server would answer 404). An admin's ``set`` is ``RemotePolicyWrites``'s
+(``remote_admin2.py``: a draft and a signed commit); ``unsigned`` and ``adopt`` are not served
+(``ConfigurationError``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from vault.keyholder.policies import PolicyKeyholder
 from vault.records import PolicyInfo
 from vault.service import validation
+from vault.service.remote_admin2 import RemotePolicyWrites
 from vault.service.remote_nouns import _Noun, reported
 from vault.service.remote_reads import Contexts
 from vault.service.remotekeys import RemoteKeys
@@ -46,12 +49,17 @@ class _ContextLookup:
 
 
 class RemotePolicies(_Noun):
-    """``policies.get`` through the server (module docstring)."""
+    """``policies.get`` and an admin's ``policies.set`` through the server (module docstring)."""
 
     def __init__(
-        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        contexts: Contexts,
+        clock: Callable[[], dt.datetime],
+        writes: RemotePolicyWrites,
     ) -> None:
-        self.keys, self.https = keys, https
+        self.keys, self.https, self.writes = keys, https, writes
         lookup = _ContextLookup(contexts)
         self.keyholder = PolicyKeyholder(HttpsPolicyTransport(https), keys, lookup, lookup, clock)
 
@@ -65,3 +73,7 @@ class RemotePolicies(_Noun):
         self.keys.me()
         with reported(self.https):
             return self.keyholder.get(client)
+
+    def set(self, client: str, **wanted: Any) -> PolicyInfo:
+        """As ``Vault.policies.set``, through the server (an admin's: ``RemotePolicyWrites``)."""
+        return self.writes.set(client, **wanted)

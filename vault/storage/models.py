@@ -400,6 +400,9 @@ class PurgeReceipt(Base):
     purged_at: Mapped[int] = mapped_column(BigInteger)
     event_seq: Mapped[int] = mapped_column(BigInteger)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # A client purge through the team server (revision 0021): the request id its signature binds
+    # in place of ``event_seq`` (``LABEL_SIG_RECEIPT_V3``, docs/format.md §10); else NULL.
+    request_id: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
 
 
 class RequestNonce(Base):

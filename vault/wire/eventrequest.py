@@ -64,6 +64,9 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "clients.add": frozenset({"client-create"}),
     # an engineer's passphrase change (server/passphrase_routes.py): kept as its digest, never its body
     "engineers.change_passphrase": frozenset({"passphrase-change"}),
+    "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
+    "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
+    "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

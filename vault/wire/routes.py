@@ -41,9 +41,12 @@ from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
+from vault.authority import invite_draft_values as iv
 from vault.authority import local_requests as lr
 from vault.authority import passphrase_requests as pp
+from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
+from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
 from vault.authority import requests as v
@@ -103,4 +106,14 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.change_passphrase", pp.PassphraseCommit, e.EngineerAnswer),
     # the rows an engineer's machine checks the audit log's signatures under (authority/audit_signers.py)
     ("audit.signers", au.SignersRequest, au.SignerRows),
+    # an admin's policy change: a draft and a signed commit (policy_draft_values.py, server/policy_routes.py)
+    ("policies.set_draft", pd.PolicySetDraftRequest, pd.PolicyDraft),
+    ("policies.set", pd.PolicyCommit, p.PolicyRows),
+    # an admin's client purge: a draft (its receipt id reserved) and a signed commit; a receipt's check
+    ("purge.client_draft", pud.PurgeClientDraftRequest, pud.PurgeDraft),
+    ("purge.client", pud.PurgeClientCommit, pu.PurgeRows),
+    ("purge.verify_receipt", pu.ReceiptRequest, pu.ReceiptRows),
+    # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
+    ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
+    ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
 )

@@ -1,0 +1,72 @@
+"""An admin's client purge on the team server: ``purge.client_draft``, ``purge.client``, and the
+check of a receipt (``purge.verify_receipt``, any engineer's).
+
+docs/server.md §4 rule 2 and §5 ("a purge destroys it for the purged client"); the authorities
+are ``authority/purge_drafts.py`` (its values ``authority/purge_draft_values.py``) and
+``authority/purge_receipts.py``. The draft and the commit refuse an engineer who is not an admin
+and a body whose caller is not the request's signer (403, ``grant_routes.admin_only``) before the
+authority reads any row of the client; the commit deletes the client's rows (its server client
+keys among them: the server's layer of its data keys is destroyed with them) and appends the
+format-3 ``purge-client`` event with a ``ServerEvent`` in the same unit. The check is a read, as
+in-process: the receipt, its signer, what survives and its event, for the engineer's keyholder
+to judge; nothing written (its nonce by the authenticator).
+"""
+
+from __future__ import annotations
+
+from vault.authority.checkout_events import ServerEvent
+from vault.authority.purge_draft_values import PurgeClientCommit, PurgeClientDraftRequest, PurgeDraft
+from vault.authority.purge_drafts import PurgeDraftAuthority
+from vault.authority.purge_receipts import ReceiptAuthority
+from vault.authority.purge_requests import PurgeRows, ReceiptRequest, ReceiptRows
+from vault.authority.serverjournal import ServerSeal
+from vault.errors import ConfigurationError, InvalidInput
+from vault.server.checks import ServerChecks
+from vault.server.grant_routes import admin_only
+from vault.server.handlers import Call, Operations, signer_only
+from vault.server.problems import NO_SERVER_KEY
+from vault.storage.engine import Store
+
+
+class PurgeRoutes:
+    """``purge.client_draft``, ``purge.client`` and ``purge.verify_receipt`` (module docstring)."""
+
+    def __init__(self, authority: PurgeDraftAuthority, receipts: ReceiptAuthority, seal: ServerSeal | None) -> None:
+        self.authority, self.receipts, self.seal = authority, receipts, seal
+
+    def __repr__(self) -> str:
+        return f"PurgeRoutes({self.seal!r})"
+
+    def client_draft(self, call: Call) -> PurgeDraft:
+        request = call.body
+        if not isinstance(request, PurgeClientDraftRequest):
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        return self.authority.client_draft(request)
+
+    def client(self, call: Call) -> PurgeRows:
+        request = call.body
+        if not isinstance(request, PurgeClientCommit):
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        if self.seal is None:
+            raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
+        assert call.recorded is not None
+        return self.authority.client(request, ServerEvent(self.seal, call.recorded, call.nonce))
+
+    def verify_receipt(self, call: Call) -> ReceiptRows:
+        request = call.body
+        if not isinstance(request, ReceiptRequest):
+            raise InvalidInput("the body is not this route's request")
+        signer_only(call, request.caller)
+        return self.receipts.check(request)
+
+    def add_to(self, operations: Operations) -> None:
+        operations.add("purge.client_draft", self.client_draft)
+        operations.add("purge.client", self.client, writes=True)
+        operations.add("purge.verify_receipt", self.verify_receipt)
+
+
+def purge_routes(store: Store, checks: ServerChecks, seal: ServerSeal | None) -> PurgeRoutes:
+    """The purges' write routes and a receipt's check over ``store``, their events signed by ``seal``."""
+    return PurgeRoutes(PurgeDraftAuthority(store, checks, checks.clock), ReceiptAuthority(store, checks), seal)

@@ -1,0 +1,243 @@
+"""An admin's policy change and a client's purge through a team server, with no database on this machine.
+
+``RemoteVault.policies.set`` (``RemotePolicyWrites``) runs the in-process ``PolicyKeyholder`` unchanged over
+``HttpsPolicyWriteTransport`` (``transport/https_policy_writes.py``: a draft, then a signed
+commit). What the keyholder needs off the database comes from the server and is verified here,
+as for an admin's grant (``remote_admin.py``): the client by its slug's tag under the admin's
+root bundle (``AdminLookup``: its context learned afresh, every row verified, the slug opened
+and compared), whose audit-key ring the ``policy-set`` details are sealed under, bound to the
+commit's request id (``_AdminClients.seal_details``). The server never sees a client key, an
+audit key or the details in clear.
+
+``RemoteVault.purge.client`` runs the in-process ``PurgeKeyholder`` over ``HttpsPurgeTransport``
+(a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
+commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyone's: ``purge
+check``) are its reads. The client is found as for a policy; once purged, this session forgets
+its keys and its slug. Scrubbing the freed pages of the server's database is the host's
+(``credvault purge scrub``): a purge through the server does not vacuum.
+
+``RemoteVault.engineers.invite`` runs the in-process ``EngineerKeyholder`` over
+``HttpsInviteTransport``: the invite secret is made on this machine and the code shown only here;
+the server is given the secret sealed to the recovery key and the public key it derives, with
+which it can check an enrolment's proof but make none (docs/server.md, session 13).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Sequence
+
+from vault import validation as checks
+from vault.authority.engineer_requests import ROLES
+from vault.authority.purge_requests import PurgedVersion
+from vault.crypto import blobs, keyrecord, sealing, signing
+from vault.errors import InvalidInput, UntrustedRecord
+from vault.keyholder.engineers import EngineerKeyholder
+from vault.keyholder.policies import PolicyKeyholder, wanted_values
+from vault.keyholder.purge import PurgeKeyholder
+from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
+from vault.service import validation
+from vault.service.purge import _request as checked_request_ref
+from vault.service.remote_admin import AdminLookup, LearnedContext
+from vault.service.remote_nouns import _Noun, not_served
+from vault.service.remotekeys import RemoteKeys
+from vault.service.sessions import UnlockedSession
+from vault.transport.https import HttpsTransport
+from vault.transport.https_invite import HttpsInviteTransport
+from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
+from vault.transport.https_purge import HttpsPurgeTransport
+
+RING_KEY_BYTES = 32
+
+
+class _AdminClients:
+    """``ClientLookup`` of the policies and purge keyholders for an admin through the server: the client
+    by its slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
+
+    def __init__(self, admin: AdminLookup) -> None:
+        self.admin = admin
+        self._tags: dict[int, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "AdminClients()"
+
+    def client(self, slug: str) -> tuple[int, bytes]:
+        found = self.admin.context(slug)
+        if found.slug_tag is None:
+            raise UntrustedRecord("the client's context has no slug tag")
+        if len(self._tags) >= 1024:
+            self._tags.clear()
+        self._tags[found.client_id] = found.slug_tag
+        return found.client_id, found.slug_blob
+
+    def slugs(self, clients: Sequence[tuple[int, bytes]]) -> dict[int, str]:
+        raise not_served("policies.unsigned")
+
+    def slug_tag(self, client_id: int) -> bytes:
+        """The slug tag of a client this lookup found, else refused."""
+        found = self._tags.get(client_id)
+        if found is None:
+            raise UntrustedRecord("the policy request names a client this lookup did not find")
+        return found
+
+    def seal_details(self, client_id: int, request_id: bytes, action: str, details_json: str) -> tuple[int, bytes]:
+        """The event's details (as the in-process journal seals them: sorted JSON) under the client's
+        current audit key, bound to ``request_id`` (docs/format.md §4.3a)."""
+        ring = self.admin.ring(client_id)
+        if not ring or len(ring) % RING_KEY_BYTES:
+            raise UntrustedRecord("the client's audit keys are not open")
+        version = len(ring) // RING_KEY_BYTES
+        raw = json.dumps(json.loads(details_json), sort_keys=True).encode("utf-8")
+        return version, blobs.encrypt_audit_detail_v3(
+            ring[-RING_KEY_BYTES:], version, raw, client_id, request_id, action
+        )
+
+
+class RemotePolicyWrites(_Noun):
+    """An admin's ``policies.set`` through the server: a draft and a signed commit (module docstring);
+    ``RemoteVault.policies`` (``remote_policies.py``) hands its ``set`` here."""
+
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        learned: Callable[[str], LearnedContext],
+    ) -> None:
+        self.keys = keys
+        self.lookup = _AdminClients(AdminLookup(keys, learned))
+        transport = HttpsPolicyWriteTransport(https, self.lookup.slug_tag, self.lookup.seal_details)
+        self.writes = PolicyKeyholder(transport, keys, self.lookup, self.lookup, clock)
+
+    def __repr__(self) -> str:
+        return "RemotePolicyWrites()"
+
+    def set(
+        self,
+        client: str,
+        *,
+        reason_required: bool | None = None,
+        exclusive: bool | None = None,
+        rotate_after_checkout: bool | None = None,
+        checkout_for: dt.timedelta | None = None,
+        stale_days: int | None = None,
+    ) -> PolicyInfo:
+        """As ``Vault.policies.set``, through the server (an admin's)."""
+        validation.client_slug(client)
+        self.keys.me()
+        wanted = functools.partial(
+            wanted_values, reason_required=reason_required, exclusive=exclusive,
+            rotate_after_checkout=rotate_after_checkout, checkout_for=checkout_for, stale_days=stale_days,
+        )  # fmt: skip
+        return self.writes.set(client, wanted)
+
+
+class _PurgedKeys:
+    """``DataKeys`` of the purge keyholder through the server: a client purge fingerprints key records
+    only (no data key is opened here); a purged client's keys and slug are forgotten."""
+
+    def __init__(self, keys: RemoteKeys) -> None:
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return "PurgedKeys()"
+
+    def client_key(self, client_id: int, version: int) -> bytes:
+        raise not_served("purge.secret")
+
+    def inner(self, client_id: int, v: PurgedVersion) -> bytes:
+        raise not_served("purge.secret")
+
+    def forget(self, client_id: int) -> None:
+        for cached in [k for k in self.keys.client_keys if k[0] == client_id]:
+            del self.keys.client_keys[cached]
+        for slug in [slug for slug, known in self.keys.slugs.items() if known == client_id]:
+            del self.keys.slugs[slug]
+
+
+class RemotePurge(_Noun):
+    """An admin's client purge through the server (a draft and a signed commit), its preview and the
+    receipts; any engineer's check of a receipt (module docstring)."""
+
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        learned: Callable[[str], LearnedContext],
+    ) -> None:
+        self.keys = keys
+        self.lookup = _AdminClients(AdminLookup(keys, learned))
+        transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
+        self.keyholder = PurgeKeyholder(transport, keys, self.lookup, _PurgedKeys(keys), clock)
+
+    def __repr__(self) -> str:
+        return "RemotePurge()"
+
+    def preview(self, client: str) -> PurgePreview:
+        validation.client_slug(client)
+        self.keys.me()
+        return self.keyholder.preview(client)
+
+    def client(self, client: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+        """As ``Vault.purge.client``, through the server; freed pages are scrubbed on the host."""
+        checked_request_ref(request)
+        validation.client_slug(client)
+        if vacuum:
+            raise not_served("purge.client --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
+        self.keys.me()
+        return self.keyholder.client(client, request)
+
+    def receipts(self) -> list[ReceiptInfo]:
+        self.keys.me()
+        return self.keyholder.receipts()
+
+    def verify_receipt(self, receipt_id: int) -> ReceiptCheck:
+        self.keys.me()
+        return self.keyholder.verify(receipt_id)
+
+
+class _InviteKeys:
+    """``Keys`` of the engineers keyholder for an invitation through the server: this session's keys
+    and the root bundle the keyholder opens from its sealed copy (``RemoteKeys``)."""
+
+    def __init__(self, keys: RemoteKeys) -> None:
+        self.keys = keys
+        self.root: object = None  # the root bundle the keyholder opened (``EngineerKeyholder.root_bundle``)
+
+    def __repr__(self) -> str:
+        return "InviteKeys()"
+
+    def me(self) -> UnlockedSession:
+        return self.keys.me()
+
+    def session_sealing_public(self, me: UnlockedSession) -> bytes:
+        return self.keys.sealing_public()
+
+    def my_keypair(self) -> sealing.KeyPair:
+        return self.keys.my_keypair()
+
+    def my_signing_key(self) -> signing.SigningKey:
+        return self.keys.my_signing_key()
+
+
+class RemoteInvitations:
+    """An admin's ``engineers.invite`` through the server: a draft and a signed commit (module docstring)."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        self.keys = keys
+        params = keyrecord.DEFAULT_PARAMS
+        self.keyholder = EngineerKeyholder(HttpsInviteTransport(https), _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return "RemoteInvitations()"
+
+    def invite(self, name: str, *, role: str, valid_for: dt.timedelta) -> str:
+        """As ``Vault.engineers.invite``, through the server: the one-time enrolment code, made here."""
+        validation.engineer_name(name)
+        if role not in ROLES:
+            raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer or admin")
+        self.keys.me()
+        return self.keyholder.invite(name, role, valid_for)
