@@ -71,8 +71,8 @@ class _Capturing:
 
 def captured(admin: RemoteVault, client: str, **wanted: Any) -> tuple[PolicyCommit, bytes]:
     """The commit ``admin``'s keyholder signs for a real draft of ``policy set client`` (not sent)."""
-    keyholder = admin.policies.writes
-    lookup = admin.policies.lookup
+    keyholder = admin.policies.writes.writes  # RemotePolicies -> RemotePolicyWrites -> PolicyKeyholder
+    lookup = admin.policies.writes.lookup
     capture = _Capturing(admin.https)
     original = keyholder.transport
     keyholder.transport = HttpsPolicyWriteTransport(capture, lookup.slug_tag, lookup.seal_details)
