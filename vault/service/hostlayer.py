@@ -5,7 +5,10 @@ docs/server.md §5) and removes the layer only for a request whose event has com
 working on the server's host with its key file (``credvault --server-key FILE``) holds that master
 key anyway (``Core.host_layer``); there the admin's in-process work that must open or re-wrap data
 keys removes the layer itself: a secret's metadata opened (``Secrets.open``), a purge's
-fingerprints (``purge._DataKeys.inner``), and here a client-key rotation's pages
+fingerprints (``purge._DataKeys.inner``), a subject search's versions (``HostSubjectTransport``: the
+keyholder's search opens each version's metadata; with the layer on, every version was passed over as
+one that does not open, and a search on a served vault found nothing but client names), and here a
+client-key rotation's pages
 (``HostRotationTransport``): each page's keys are unlayered before the keyholder re-wraps them
 under the new client-key version, and layered again, bound to that version, before the authority
 stores them. Nothing here decrypts a data key: the layer's recipes are the server's.
@@ -27,10 +30,12 @@ from vault.authority.secret_requests import (
     SecretRows,
     UpdateRequest,
 )
+from vault.authority.subjects import SubjectRequest, SubjectRows, SubjectSeal, SubjectVersion
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
 from vault.transport.rotation import InProcessRotationTransport
 from vault.transport.secrets import InProcessSecretTransport
+from vault.transport.subjects import InProcessSubjectTransport
 
 
 class _Unlayering:
@@ -153,3 +158,52 @@ class HostSecretTransport(InProcessSecretTransport):
                     for row in page.secrets
                 )
             yield dataclasses.replace(page, secrets=rows)
+
+
+class _UnlayeredSubjects:
+    """A subjects seal shown every version's data key without the layer (``core.host_layer``)."""
+
+    def __init__(self, inner: SubjectSeal, layer: Any, core: Any) -> None:
+        self.inner, self.layer, self.core = inner, layer, core
+
+    def __repr__(self) -> str:
+        return "UnlayeredSubjectSeal()"
+
+    def plain(self, rows: SubjectRows) -> SubjectRows:
+        with self.core.store.read() as s:
+            vault_id = self.core.vid(s)
+            clients = tuple(
+                dataclasses.replace(
+                    c,
+                    versions=tuple(
+                        dataclasses.replace(v, wrapped_dek=self._inner(s, vault_id, c.client_id, v)) for v in c.versions
+                    ),
+                )
+                for c in rows.clients
+            )
+        return dataclasses.replace(rows, clients=clients)
+
+    def _inner(self, s: Any, vault_id: bytes, client_id: int, v: SubjectVersion) -> bytes:
+        stored = VersionRow(v.version, v.key_version, v.wrapped_dek, b"", b"")
+        return bytes(self.layer.unlayered(s, vault_id, client_id, v.secret_id, stored).wrapped_dek)
+
+    def search(self, draft: SubjectRows) -> int:
+        return self.inner.search(self.plain(draft))
+
+
+class HostSubjectTransport(InProcessSubjectTransport):
+    """The in-process subjects transport whose seal, and answer, show data keys without the layer."""
+
+    def __init__(self, authority: Any, core: Any) -> None:
+        super().__init__(authority)
+        self.core = core
+
+    def __repr__(self) -> str:
+        return "HostSubjectTransport()"
+
+    def search(self, request: SubjectRequest, seal: SubjectSeal) -> SubjectRows:
+        layer = self.core.host_layer
+        if layer is None:
+            return self.authority.search(request, seal)
+        plain = _UnlayeredSubjects(seal, layer, self.core)
+        return plain.plain(self.authority.search(request, plain))
