@@ -168,8 +168,20 @@ READS_RETRIED = frozenset(
     {"secrets.show", "secrets.history", "secrets.list", "secrets.list_page", "clients.show", "clients.list"}
 )
 # Answers decoded past the codec's default limit (64 KiB): a page of a listing (the server keeps one
-# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger).
-RESPONSE_LIMITS = {"secrets.list_page": 1024 * 1024}
+# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger), and the answers
+# that carry one version's blobs: a field may hold 64 KiB (``validation.MAX_FIELD_BYTES``), so a
+# version's password and metadata, in base64url, pass 64 KiB (``codec.ONE_VERSION_BYTES``; before,
+# a secret with a field of 64 KiB was written but not readable through a server).
+RESPONSE_LIMITS = {
+    "secrets.list_page": 1024 * 1024,
+    **dict.fromkeys(
+        (
+            "checkouts.checkout", "checkouts.reveal", "secrets.show", "secrets.history",
+            "secrets.add", "secrets.update_draft", "secrets.update",
+        ),
+        codec.ONE_VERSION_BYTES,
+    ),
+}  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
