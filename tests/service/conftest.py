@@ -230,6 +230,18 @@ class ServedShared(Shared):
     def server_store(self) -> Store:
         return self.server.server_store
 
+    @contextlib.contextmanager
+    def later(self, **delta: float) -> Iterator[None]:
+        """Move the clock forward, and leave it there: a served vault's events keep requests signed
+        on the clock, which the chain holds to within ``EVENT_WINDOW`` of the event's time, and an
+        event is never dated before the one before it (the server refuses to append on a clock set
+        back: ``serverjournal``). The admin is unlocked again for the tests that follow."""
+        self.now = self.now + dt.timedelta(**delta)
+        try:
+            yield
+        finally:
+            self.admin.engineers.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
+
     def open(self, name: str | None = None) -> Vault:
         """A fresh, locked ``RemoteVault`` for ``name`` (its own caches and session store)."""
         return self.server.open(name)  # type: ignore[return-value]
