@@ -7,8 +7,9 @@ key anyway (``Core.host_layer``); there the admin's in-process work that must op
 keys removes the layer itself: a secret's metadata opened (``Secrets.open``), a purge's
 fingerprints (``purge._DataKeys.inner``), a subject search's versions (``HostSubjectTransport``: the
 keyholder's search opens each version's metadata; with the layer on, every version was passed over as
-one that does not open, and a search on a served vault found nothing but client names), and here a
-client-key rotation's pages
+one that does not open, and a search on a served vault found nothing but client names), the reports'
+secrets (``HostReportTransport``: a secret's name is read from its metadata; ``reports.stale`` failed
+and ``reports.status`` called every secret to change damaged), and here a client-key rotation's pages
 (``HostRotationTransport``): each page's keys are unlayered before the keyholder re-wraps them
 under the new client-key version, and layered again, bound to that version, before the authority
 stores them. Nothing here decrypts a data key: the layer's recipes are the server's.
@@ -20,6 +21,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+from vault.authority.report_requests import ReportRequest, ReportRows, SecretState
 from vault.authority.rotation_batches import RewrapSeal
 from vault.authority.rotation_requests import Batch, BatchDone, BatchRequest, Rewrapped, WrappedKey
 from vault.authority.secret_requests import (
@@ -33,6 +35,7 @@ from vault.authority.secret_requests import (
 from vault.authority.subjects import SubjectRequest, SubjectRows, SubjectSeal, SubjectVersion
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
+from vault.transport.reports import InProcessReportTransport
 from vault.transport.rotation import InProcessRotationTransport
 from vault.transport.secrets import InProcessSecretTransport
 from vault.transport.subjects import InProcessSubjectTransport
@@ -207,3 +210,36 @@ class HostSubjectTransport(InProcessSubjectTransport):
             return self.authority.search(request, seal)
         plain = _UnlayeredSubjects(seal, layer, self.core)
         return plain.plain(self.authority.search(request, plain))
+
+
+class HostReportTransport(InProcessReportTransport):
+    """The in-process reports transport whose answers show each secret's data key without the layer."""
+
+    def __init__(self, authority: Any, core: Any) -> None:
+        super().__init__(authority)
+        self.core = core
+
+    def __repr__(self) -> str:
+        return "HostReportTransport()"
+
+    def status(self, request: ReportRequest) -> ReportRows:
+        return self._plain(self.authority.status(request))
+
+    def stale(self, request: ReportRequest) -> ReportRows:
+        return self._plain(self.authority.stale(request))
+
+    def _plain(self, rows: ReportRows) -> ReportRows:
+        layer = self.core.host_layer
+        if layer is None or not rows.secrets:
+            return rows
+        with self.core.store.read() as s:
+            vault_id = self.core.vid(s)
+            secrets = tuple(
+                dataclasses.replace(x, wrapped_dek=self._inner(s, layer, vault_id, x)) for x in rows.secrets
+            )
+        return dataclasses.replace(rows, secrets=secrets)
+
+    @staticmethod
+    def _inner(s: Any, layer: Any, vault_id: bytes, x: SecretState) -> bytes:
+        stored = VersionRow(x.version, x.key_version, x.wrapped_dek, b"", b"")
+        return bytes(layer.unlayered(s, vault_id, x.client_id, x.id, stored).wrapped_dek)
