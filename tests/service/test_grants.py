@@ -295,6 +295,7 @@ def test_access_follows_every_sequence_of_grants_revocations_and_expiries(shared
         def teardown(self) -> None:
             for name in list(self.until):
                 self._revoke(name)
-            shared.now = start
+            if not getattr(shared, "served", False):  # a served vault's events are never dated back
+                shared.now = start
 
     run_state_machine_as_test(Grants, settings=settings(max_examples=5, stateful_step_count=6, deadline=None))

@@ -167,8 +167,8 @@ class ServerJournal:
             # dated at the event before it, far ahead of this clock (a clock stepped back, servers out
             # of step): the event would keep a request the chain refuses as replayed; nothing written
             raise AuditUnavailable(
-                "this server's clock is behind the audit log's last event by more than "
-                f"{EVENT_WINDOW} s: an event appended now would not verify",
+                f"the event would be dated more than {EVENT_WINDOW} s from its request (this server's clock "
+                "behind the audit log's last event, or an old request) and would not verify",
                 hint="set the clocks of the team servers and of this host right (NTP), then retry",
             )
         request_id = request.request_id if request is not None else None
