@@ -111,16 +111,21 @@ def db(team) -> Db:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def reopen() -> Callable[[Vault], Vault]:
+def reopen() -> Iterator[Callable[[Vault], Vault]]:
     """A new Vault object for the same engineer, clock and session store: no cached keys.
 
     It shares the old object's database connection pool, which caches nothing of the vault.
+    A ``RemoteVault`` made so is closed after the test (an open connection held the team
+    server's shutdown for its 20 s grace at the end of a module).
     """
+    remote: list[RemoteVault] = []
 
     def _reopen(vault: Vault) -> Vault:
         if isinstance(vault, RemoteVault):  # team3's HTTPS mode: the same pin, session store and clock
             keys = vault.keyholder
-            return RemoteVault(vault.pin, engineer=keys.name, sessions=keys.sessions, clock=keys.clock)  # type: ignore[return-value]
+            again = RemoteVault(vault.pin, engineer=keys.name, sessions=keys.sessions, clock=keys.clock)
+            remote.append(again)
+            return again  # type: ignore[return-value]
         again = Vault(
             vault.store, engineer=vault.engineer_name, sessions=vault.sessions, clock=vault.clock, kdf_params=FLOOR
         )
@@ -128,7 +133,9 @@ def reopen() -> Callable[[Vault], Vault]:
             setattr(again.core, part, getattr(vault.core, part))
         return again
 
-    return _reopen
+    yield _reopen
+    for vault in remote:
+        vault.close()
 
 
 # -- one vault per engine and module ------------------------------------------------------
