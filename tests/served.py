@@ -232,5 +232,5 @@ def serving(
 
 def only_local(team: object, why: str) -> None:
     """Skip the HTTPS mode of a ``team3`` test, saying why (what it reaches that a server never serves)."""
-    if isinstance(team, ServedTeam):
+    if getattr(team, "served", False):  # a ServedTeam, or tests/service's ServedShared
         pytest.skip(f"not over HTTPS: {why}")

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from served import ServedTeam, make_test_ca, served_team
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from vault import Vault
-from vault.service.remote import RemoteVault
 from vault.crypto.keyrecord import FLOOR
+from vault.service.remote import RemoteVault
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -110,16 +111,21 @@ def db(team) -> Db:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def reopen() -> Callable[[Vault], Vault]:
+def reopen() -> Iterator[Callable[[Vault], Vault]]:
     """A new Vault object for the same engineer, clock and session store: no cached keys.
 
     It shares the old object's database connection pool, which caches nothing of the vault.
+    A ``RemoteVault`` made so is closed after the test (an open connection held the team
+    server's shutdown for its 20 s grace at the end of a module).
     """
+    remote: list[RemoteVault] = []
 
     def _reopen(vault: Vault) -> Vault:
         if isinstance(vault, RemoteVault):  # team3's HTTPS mode: the same pin, session store and clock
             keys = vault.keyholder
-            return RemoteVault(vault.pin, engineer=keys.name, sessions=keys.sessions, clock=keys.clock)  # type: ignore[return-value]
+            again = RemoteVault(vault.pin, engineer=keys.name, sessions=keys.sessions, clock=keys.clock)
+            remote.append(again)
+            return again  # type: ignore[return-value]
         again = Vault(
             vault.store, engineer=vault.engineer_name, sessions=vault.sessions, clock=vault.clock, kdf_params=FLOOR
         )
@@ -127,7 +133,9 @@ def reopen() -> Callable[[Vault], Vault]:
             setattr(again.core, part, getattr(vault.core, part))
         return again
 
-    return _reopen
+    yield _reopen
+    for vault in remote:
+        vault.close()
 
 
 # -- one vault per engine and module ------------------------------------------------------
@@ -188,8 +196,12 @@ class Shared:
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def shared(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[Shared]:  # type: ignore[no-untyped-def]
+    yield from _local_shared(request.param, tmp_path_factory, pg_template)
+
+
+def _local_shared(engine: str, tmp_path_factory: pytest.TempPathFactory, pg_template: str | None) -> Iterator[Shared]:
     drop: Callable[[], None] | None = None
-    if request.param == "sqlite":
+    if engine == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('shared') / 'vault.db'}"
     else:
         if pg_template is None:
@@ -205,6 +217,77 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Ite
     admin.close()
     if drop is not None:
         drop()
+
+
+@dataclass
+class ServedShared(Shared):
+    """``Shared`` through a team server (``served.ServedTeam``): the admin on the server's host, each
+    engineer a ``RemoteVault`` enrolled through the server. One server per module, on its clock."""
+
+    served_team: ServedTeam | None = None
+
+    served = True
+
+    @property
+    def server(self) -> ServedTeam:
+        assert self.served_team is not None
+        return self.served_team
+
+    @property
+    def server_store(self) -> Store:
+        return self.server.server_store
+
+    @contextlib.contextmanager
+    def later(self, **delta: float) -> Iterator[None]:
+        """Move the clock forward, and leave it there: a served vault's events keep requests signed
+        on the clock, which the chain holds to within ``EVENT_WINDOW`` of the event's time, and an
+        event is never dated before the one before it (the server refuses to append on a clock set
+        back: ``serverjournal``). The admin is unlocked again for the tests that follow."""
+        self.now = self.now + dt.timedelta(**delta)
+        try:
+            yield
+        finally:
+            self.admin.engineers.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
+
+    def open(self, name: str | None = None) -> Vault:
+        """A fresh, locked ``RemoteVault`` for ``name`` (its own caches and session store)."""
+        return self.server.open(name)  # type: ignore[return-value]
+
+    def engineer(self, base: str, *, role: str = "engineer") -> Vault:
+        """Invite (on the host), enrol through the server, confirm, unlock: ``base-N``'s ``RemoteVault``."""
+        name = self.name(base)
+        passphrase = f"pass of {name}"
+        code = self.admin.engineers.invite(name, role=role)
+        self.admin.engineers.confirm(name, self.open(name).engineers.enroll(name, code, passphrase))
+        mine = self.open(name)
+        mine.engineers.unlock(name, passphrase, ttl=LONG_SESSION)
+        self.passphrases[name] = passphrase
+        self.server.passphrases[name] = passphrase
+        return mine
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
+def shared3(request: pytest.FixtureRequest, tmp_path_factory, pg_template) -> Iterator[Shared]:  # type: ignore[no-untyped-def]
+    """``shared`` in three modes: SQLite, PostgreSQL, then through one team server per module on
+    loopback TLS over SQLite (``ServedShared``). A module opts in with ``def shared(shared3)``; a
+    case that needs what only the local modes have says so with ``served.only_local``."""
+    if request.param != "https":
+        yield from _local_shared(request.param, tmp_path_factory, pg_template)
+        return
+    folder = tmp_path_factory.mktemp("shared-served")
+    url = f"sqlite:///{folder / 'vault.db'}"
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=lambda: now, kdf_params=FLOOR)
+    env = ServedShared(url, admin, Db(admin.store), now)
+    admin.clock = env.clock
+    admin.engineers.unlock(ADMIN, ADMIN_PASS, ttl=LONG_SESSION)
+    env.passphrases[ADMIN] = ADMIN_PASS
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CREDVAULT_HOME", str(folder / "engineer-home"))
+        with served_team(url, admin, env.clock, {ADMIN: ADMIN_PASS}, make_test_ca(folder), FLOOR) as team:
+            env.served_team = team
+            yield env
+    admin.close()
 
 
 def _clone_pg(template: str) -> tuple[str, Callable[[], None]]:

@@ -24,7 +24,7 @@ from vault.authority.requests import Caller, CheckoutRequest
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerSigningKey
 from vault.crypto.signing import SigningKey
-from vault.errors import ConcurrentChange, ConfigurationError, IntegrityError, InvalidInput
+from vault.errors import AuditUnavailable, ConcurrentChange, ConfigurationError, IntegrityError, InvalidInput
 from vault.keyholder import auditverify as verify_module
 from vault.service.serverkeys import certify_server_key, server_journal
 from vault.storage import models as m
@@ -438,10 +438,13 @@ def test_a_request_naming_another_keyid_is_refused(world) -> None:  # type: igno
     assert "another engineer's key" in _refused_at(team, seq)
 
 
-def test_an_old_request_replayed_later_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+def test_an_old_request_replayed_later_is_refused(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     team, facts = world
     old = _signed(team, facts, "eve")
     team.clock.advance(minutes=10)
+    with pytest.raises(AuditUnavailable):  # the server's journal refuses to write it
+        _append(team, facts, "eve", old)
+    monkeypatch.setattr(serverjournal, "out_of_window", lambda at_us, sig: False)  # a compromised server's code
     seq = _append(team, facts, "eve", old)
     assert "old request replayed" in _refused_at(team, seq)
 

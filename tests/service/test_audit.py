@@ -14,16 +14,32 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from served import ServedTeam, only_local
+from sqlalchemy import delete, func, select, update
 
 from vault import Vault
 from vault.authority.journal import UNSIGNED_ACTIONS
+from vault.authority.secrets import VIEW_PUBLIC_ONLY
 from vault.crypto import blobs, chain, signing
 from vault.crypto.keyrecord import FLOOR
-from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, UntrustedRecord, WrongPassphrase
+from vault.errors import (
+    AuditUnavailable,
+    DecryptionFailed,
+    IntegrityError,
+    InvalidInput,
+    UntrustedRecord,
+    WrongPassphrase,
+)
 from vault.keyholder import auditverify as verify_module
 from vault.storage import models as m
 from vault.transport.audit_verify import InProcessChainTransport
+
+
+@pytest.fixture
+def team(team3):  # type: ignore[no-untyped-def]
+    """In each of ``team3``'s modes: SQLite, PostgreSQL, through a team server."""
+    return team3
+
 
 REF, PW = "acme/fw01", "acme-pw-1"
 REASON = "T-5150 secret-reason-marker"
@@ -48,21 +64,20 @@ def _seq_of(team, action: str, nth: int = 0) -> int:  # type: ignore[no-untyped-
 
 
 def _hash(vault_id: bytes, e: m.AuditEvent, prev: bytes) -> bytes:
-    """An event's hash as docs/format.md defines it (the field order of journal.py)."""
-    return chain.event_hash(
-        vault_id,
-        e.seq,
-        e.at_us,
-        e.engineer_id,
-        e.key_generation,
-        e.action,
-        e.client_id,
-        e.secret_id,
-        e.key_version,
-        e.details_blob,
-        e.details_json,
-        prev_hash=prev,
-    )
+    """An event's hash as docs/format.md defines it (the field order of journal.py); in format 3
+    (appended by a team server: it names its server key) over its request's id and digest too."""
+    fields = (e.seq, e.at_us, e.engineer_id, e.key_generation, e.action, e.client_id, e.secret_id)
+    fields += (e.key_version, e.details_blob, e.details_json)  # type: ignore[assignment]
+    if e.server_key_version is not None:
+        return chain.event_hash_v3(
+            vault_id, *fields, request_id=e.request_id, request_digest=e.request_digest, prev_hash=prev
+        )
+    return chain.event_hash(vault_id, *fields, prev_hash=prev)
+
+
+def _as_format_2(e: m.AuditEvent) -> None:
+    """An attacker's rewrite of a served event: without the server's key she cannot sign format 3."""
+    e.server_key_version = e.request_id = e.request_digest = e.request_sig = e.request_body = None
 
 
 def _rechain(
@@ -143,12 +158,17 @@ def test_every_action_family_appends_its_event(team):
     alice = team.open("alice")
     fingerprint = expect(["enroll"], lambda: alice.engineers.enroll("alice", code, "alice's passphrase"))
     expect(["engineer-confirm"], lambda: admin.engineers.confirm("alice", fingerprint))
-    expect(["unlock"], lambda: alice.engineers.unlock("alice", "alice's passphrase"))
+    served = isinstance(team, ServedTeam)  # an unlock opens the key record on the engineer's machine
+    expect([] if served else ["unlock"], lambda: alice.engineers.unlock("alice", "alice's passphrase"))
     with pytest.raises(WrongPassphrase):
-        expect(["unlock-failed"], lambda: team.open("alice").engineers.unlock("alice", "not alice's passphrase"))
-    assert _actions_since(team, admin.audit.head()[0] - 1) == ["unlock-failed"]  # recorded although it raised
-    assert _events(team)[-1].engineer_id == _engineer_id(team, "alice")
-    signed["unlock-failed"] = _events(team)[-1].signature is not None
+        expect(
+            [] if served else ["unlock-failed"],
+            lambda: team.open("alice").engineers.unlock("alice", "not alice's passphrase"),
+        )
+    if not served:  # through a server a wrong passphrase never leaves the engineer's machine
+        assert _actions_since(team, admin.audit.head()[0] - 1) == ["unlock-failed"]  # recorded although it raised
+        assert _events(team)[-1].engineer_id == _engineer_id(team, "alice")
+        signed["unlock-failed"] = _events(team)[-1].signature is not None
     expect(["grant"], lambda: admin.grants.grant("alice", "acme", reason="on call"))
     expect(["client-list"], alice.clients.list)
     expect(["client-view"], lambda: alice.clients.show("acme"))
@@ -166,7 +186,7 @@ def test_every_action_family_appends_its_event(team):
 
     for action, is_signed in signed.items():
         assert is_signed == (action not in UNSIGNED_ACTIONS), action
-    assert {"enroll", "unlock-failed"} <= set(signed)
+    assert ({"enroll"} if served else {"enroll", "unlock-failed"}) <= set(signed)
     assert team.admin.audit.verify().ok
 
 
@@ -178,7 +198,11 @@ def test_listing_and_revealing_are_distinct_actions_with_the_field_revealed(team
     alice.checkouts.checkout(REF, reason=REASON)
     entries = [e for e in team.admin.audit.log() if e.seq > head]
     assert [e.action for e in entries] == ["secret-list", "reveal", "checkout"]
-    assert entries[0].details is None  # a listing reveals no field
+    if isinstance(team, ServedTeam):  # a layered page's listing names the versions it released, no field
+        assert entries[0].details is not None and "field" not in entries[0].details
+        assert set(entries[0].details) == {"released"}
+    else:
+        assert entries[0].details is None  # a listing reveals no field
     assert [e.details["field"] for e in entries[1:] if e.details] == ["username", "password"]
 
 
@@ -191,7 +215,11 @@ def test_details_of_client_events_are_encrypted_under_the_client_key(team):
         e.action for e in client_events
     }
     for e in client_events:
-        assert e.details_json is None, e.action
+        if e.server_key_version is not None and e.details_json is not None:  # the server's public facts
+            facts = json.loads(e.details_json)  # numbers and flags only: no name, slug or reason
+            assert all(_ints(v) or v == VIEW_PUBLIC_ONLY for v in facts.values()), (e.action, facts)
+        else:
+            assert e.details_json is None, e.action
         if e.details_blob is not None:
             for plain in (REASON, "secret-reason-marker", "grant-reason-marker", "fw01", "acme", "alice"):
                 assert plain.encode() not in e.details_blob, (e.action, plain)
@@ -203,6 +231,20 @@ def test_details_of_client_events_are_encrypted_under_the_client_key(team):
     assert REASON in reasons
     grant = [e for e in readable.values() if e.action == "grant"][-1]
     assert grant.details is not None and grant.details["reason"] == "grant-reason-marker"
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, int) or (isinstance(value, list) and all(_ints(v) for v in value))
+
+
+def _open_detail(key: bytes, e: m.AuditEvent, blob: bytes, seq: int, request_id: bytes | None) -> bytes:
+    """``blob`` opened as the details of ``e``'s client and action at ``seq`` (format 3: sealed to
+    ``request_id``, the request of the event it is opened as)."""
+    assert e.key_version is not None and e.client_id is not None
+    if e.server_key_version is not None:
+        assert request_id is not None
+        return blobs.decrypt_audit_detail_v3(key, e.key_version, blob, e.client_id, request_id, e.action)
+    return blobs.decrypt_audit_detail(key, e.key_version, blob, e.client_id, seq, e.action)
 
 
 def test_details_moved_to_another_event_do_not_decrypt(team):
@@ -220,9 +262,10 @@ def test_details_moved_to_another_event_do_not_decrypt(team):
         client = s.get(m.Client, moved.client_id)
         assert client is not None and moved.key_version is not None
         key = team.admin.journal.audit_keys.audit_key(s, client, moved.key_version)
-    assert blobs.decrypt_audit_detail(key, moved.key_version, blob, moved.client_id, first, "checkout")  # control
+    original = next(e for e in _events(team) if e.seq == first)
+    assert _open_detail(key, original, blob, first, original.request_id)  # control
     with pytest.raises(DecryptionFailed):
-        blobs.decrypt_audit_detail(key, moved.key_version, blob, moved.client_id, second, moved.action)
+        _open_detail(key, moved, blob, second, moved.request_id)
 
 
 # -- verification: every kind of tampering, at the right event ----------------------------------------
@@ -263,6 +306,29 @@ def test_events_appended_while_the_chain_is_checked_are_no_false_alarm(team, mon
     assert team.admin.audit.verify().head_seq == appended[0]  # the next check takes in the new event
 
 
+def test_a_clock_set_back_never_leaves_an_event_the_chain_refuses(team):
+    """A writer whose clock is behind the last event's (a clock stepped back, two servers out of
+    step) dates its event no earlier than that one. Through a team server the event also keeps its
+    request, signed on the writer's clock, which the chain holds to within ``EVENT_WINDOW`` of the
+    event's time: such an event is refused before anything is written, never written unverifiable."""
+    team.admin.clients.add("acme", "Acme Ltd")
+    team.clock.advance(minutes=11)
+    team.admin.clients.add("globex", "Globex Corp")
+    team.clock.advance(minutes=-11)
+    head = team.admin.audit.head()
+    if isinstance(team, ServedTeam):
+        with pytest.raises(AuditUnavailable, match="clock"):
+            team.admin.clients.add("initech", "Initech")
+        assert team.admin.audit.head() == head
+        with team.admin.store.read() as s:  # every read appends its event too: the table, by hand
+            assert s.scalar(select(func.count()).select_from(m.Client)) == 2
+        team.clock.advance(minutes=11)  # the clock set right: the server appends again
+    else:
+        team.admin.clients.add("initech", "Initech")
+    verified = team.admin.audit.verify()
+    assert (verified.ok, verified.problem) == (True, None)
+
+
 def test_an_event_planted_past_the_recorded_head_is_caught(team):
     _build(team)
     head_seq, _ = team.admin.audit.head()
@@ -270,7 +336,10 @@ def test_an_event_planted_past_the_recorded_head_is_caught(team):
         last = s.get(m.AuditEvent, head_seq)
         assert last is not None
         columns = {c.name: getattr(last, c.name) for c in m.AuditEvent.__table__.columns}
-        s.add(m.AuditEvent(**(columns | {"seq": head_seq + 1, "prev_hash": last.hash})))
+        planted = {"seq": head_seq + 1, "prev_hash": last.hash}
+        if last.request_id is not None:  # a served event: one event per request id (migration 0016)
+            planted["request_id"] = os.urandom(16)
+        s.add(m.AuditEvent(**(columns | planted)))
     result = team.admin.audit.verify()
     assert not result.ok and result.first_bad_seq == head_seq + 1
     assert result.problem == f"event {head_seq + 1}: events lie beyond the chain's recorded head"
@@ -467,8 +536,15 @@ def test_an_engineer_rewriting_the_tail_as_her_own_events_is_caught_by_a_checkpo
 
     def edit(e: m.AuditEvent) -> None:
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
+        _as_format_2(e)
 
     _rechain(team, target, sign_with=me.signing_seed, edit=edit)
+    if isinstance(team, ServedTeam):  # served events are the server's (format 3): hers are a downgrade
+        admin = team.admin.audit
+        for result in (admin.verify(), admin.verify(known_head=seen), admin.verify(checkpoints=[checkpoint])):
+            assert (result.ok, result.first_bad_seq) == (False, target)
+            assert result.problem is not None and "downgrade" in result.problem
+        return
     assert team.admin.audit.verify().ok  # a limit of per-engineer signatures, stated in the threat model
     for result in (team.admin.audit.verify(known_head=seen), team.admin.audit.verify(checkpoints=[checkpoint])):
         assert (result.ok, result.first_bad_seq) == (False, seen[0])
@@ -484,11 +560,14 @@ def test_an_engineer_rewriting_events_from_before_her_certification_is_caught(te
 
     def edit(e: m.AuditEvent) -> None:
         e.engineer_id, e.key_generation = me.engineer_id, me.key_generation
+        _as_format_2(e)
 
     _rechain(team, target, sign_with=me.signing_seed, edit=edit)
     result = team.admin.audit.verify()
     assert (result.ok, result.first_bad_seq) == (False, target)
-    assert result.problem is not None and "certified" in result.problem
+    # served: her format-2 events after the server's format 3 are a downgrade, caught first
+    expected = "downgrade" if isinstance(team, ServedTeam) else "certified"
+    assert result.problem is not None and expected in result.problem
 
 
 # -- truncation and checkpoints -------------------------------------------------------------------------
@@ -540,6 +619,7 @@ def test_checkpoints_of_an_untouched_chain_verify_later(team):
     alice = _build(team)
     early = team.admin.audit.checkpoint()
     alice.secrets.show(REF)
+    only_local(team, "audit.log/checkpoint through the server are not served yet (session 13: helper A/B)")
     by_engineer = alice.audit.checkpoint()
     alice.secrets.show(REF)
     assert team.admin.audit.verify(checkpoints=[early, by_engineer], known_head=team.admin.audit.head()).ok
@@ -702,6 +782,7 @@ def test_engineers_see_their_own_events_and_the_admin_sees_all_decrypted(team):
     team.admin.grants.grant("bob", "acme")
     bob.checkouts.reveal(REF, reason="T-bob")
     alice.checkouts.reveal(REF, reason="T-alice")
+    only_local(team, "audit.log/checkpoint through the server are not served yet (session 13: helper A/B)")
 
     mine = alice.audit.log()
     assert mine and {e.engineer for e in mine} == {"alice"}
@@ -745,6 +826,7 @@ def test_a_revoked_engineer_no_longer_reads_the_clients_names_or_details_in_the_
     # Found in review: the agent's long-lived Vault still held the client key after a
     # revocation, and the audit log opened the client's slug, secret names and reasons with it.
     alice = _build(team)
+    only_local(team, "audit.log/checkpoint through the server are not served yet (session 13: helper A/B)")
     assert any(e.client == "acme" and e.readable for e in alice.audit.log())
     team.admin.grants.revoke("alice", "acme")
     entries = [e for e in alice.audit.log() if e.client_id is not None]  # the same Vault object

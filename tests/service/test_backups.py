@@ -691,7 +691,10 @@ def test_any_two_of_three_recovery_shares_restore_a_backup(with_shares, database
         info = env.opened(target).backups.restore(env.tmp / "b1.cvbk", env.tmp / "k1.json", shares=list(pair))
         assert (info.clients, info.skipped_clients, info.secrets) == (3, 0, 3)
         admin = env.opened(target, ADMIN, ADMIN_PASS)
-        assert admin.checkouts.reveal("globex-w3z/mail-tenant-gx", reason=REASON) == SECRETS["globex-w3z/mail-tenant-gx"][0]
+        assert (
+            admin.checkouts.reveal("globex-w3z/mail-tenant-gx", reason=REASON)
+            == SECRETS["globex-w3z/mail-tenant-gx"][0]
+        )
     # reordered, with all three, and in lower case with spaces: still the same bundle
     target = databases.new("sqlite")
     shares = [env.shares[2].lower(), " " + env.shares[0] + " "]

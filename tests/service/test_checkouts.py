@@ -359,7 +359,9 @@ def test_rotate_after_checkout_flags_the_secret_until_check_in_stores_a_new_valu
     assert alice.checkouts.checkout(REF, reason=REASON, field="username").value == "fw-admin"
 
     result = (
-        alice.checkouts.checkin(REF, generate=True) if how == "generate" else alice.checkouts.checkin(REF, new_password="brand-new pw 2")
+        alice.checkouts.checkin(REF, generate=True)
+        if how == "generate"
+        else alice.checkouts.checkin(REF, new_password="brand-new pw 2")
     )
     assert result is None or result.must_change is False
     secret = _secret_row(acme)
@@ -464,7 +466,10 @@ def test_an_expired_grant_stops_working_at_once_and_maintain_deletes_its_key_cop
 
     acme.clock.advance(hours=2)
     head = acme.admin.audit.head()
-    for call in (lambda: alice.checkouts.checkout(REF, reason="T-late"), lambda: alice.checkouts.reveal(OTHER_REF, reason="T-late")):
+    for call in (
+        lambda: alice.checkouts.checkout(REF, reason="T-late"),
+        lambda: alice.checkouts.reveal(OTHER_REF, reason="T-late"),
+    ):
         with pytest.raises((AccessDenied, NotFound)) as caught:
             call()
         assert PW not in str(caught.value)

@@ -10,11 +10,18 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from served import only_local
 from sqlalchemy import func, select
 
 from vault import Vault
 from vault.errors import AccessDenied, GrantExpired, InvalidInput, NotFound
 from vault.storage import models as m
+
+
+@pytest.fixture
+def shared(shared3):  # type: ignore[no-untyped-def]
+    """The module's vault in each of ``shared3``'s modes (SQLite, PostgreSQL, through a team server)."""
+    return shared3
 
 
 @dataclass
@@ -155,12 +162,14 @@ def test_a_grant_past_its_until_hides_the_client(shared, world, reveal, reopen):
 
 def test_a_grant_past_its_until_raises_grant_expired(shared, world, reveal, reopen):
     shared.admin.grants.grant(world.name, world.acme, until=shared.clock() + dt.timedelta(minutes=10))
+    # through a team server the engineer's machine learns no client of an expired grant, not even its slug
+    expired = (NotFound, "1 of your grants expired") if getattr(shared, "served", False) else (GrantExpired, None)
     with shared.later(minutes=11):
         for vault in (world.alice, reopen(world.alice)):
-            with pytest.raises(GrantExpired) as caught:
+            with pytest.raises(expired[0], match=expired[1]) as caught:
                 reveal(vault, f"{world.acme}/fw01")
             assert "acme-pw" not in str(caught.value)
-            with pytest.raises(GrantExpired):
+            with pytest.raises(expired[0], match=expired[1]):
                 vault.clients.show(world.acme)
 
 
@@ -169,20 +178,27 @@ def test_only_an_admin_grants_revokes_invites_and_adds_clients(shared, world):
     admin.grants.grant(world.name, world.acme)
     bob = shared.engineer("bob").engineer_name
     before = shared.db.counts()
-    for call in (
+    calls = [
         lambda: alice.grants.grant(bob, world.acme),
         lambda: alice.grants.grant(world.name, world.globex),
         lambda: alice.grants.revoke(world.name, world.acme),
         lambda: alice.clients.add(shared.name("initech"), "Initech"),
-        lambda: alice.engineers.invite(shared.name("mallory")),
-        lambda: alice.engineers.invite(shared.name("mallory"), role="admin"),
-    ):
+    ]
+    if not getattr(shared, "served", False):  # engineers.invite through a server: below, skipped there
+        calls += [
+            lambda: alice.engineers.invite(shared.name("mallory")),
+            lambda: alice.engineers.invite(shared.name("mallory"), role="admin"),
+        ]
+    for call in calls:
         with pytest.raises(AccessDenied):
             call()
     after = shared.db.counts()
     after.pop("audit_events", None), before.pop("audit_events", None)  # a refusal may be audited
     after.pop("audit_head", None), before.pop("audit_head", None)
+    # through a server a refused request's nonce is kept (replay defence) before the refusal
+    after.pop("request_nonces", None), before.pop("request_nonces", None)
     assert after == before
+    only_local(shared, "engineers.invite is not served yet (session 13: helper A/B)")
 
 
 def test_grants_to_unknown_engineers_or_clients_or_admins_are_refused(shared, world):
@@ -279,6 +295,7 @@ def test_access_follows_every_sequence_of_grants_revocations_and_expiries(shared
         def teardown(self) -> None:
             for name in list(self.until):
                 self._revoke(name)
-            shared.now = start
+            if not getattr(shared, "served", False):  # a served vault's events are never dated back
+                shared.now = start
 
     run_state_machine_as_test(Grants, settings=settings(max_examples=5, stateful_step_count=6, deadline=None))

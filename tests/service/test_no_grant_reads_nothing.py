@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 
 from vault.crypto import blobs, sealing
-from vault.crypto.labels import LABEL_CLIENT_KEY_SEAL, LABEL_INVITE, LABEL_ROOT_BUNDLE
+from vault.crypto.labels import BLOB_SERVER_LAYER, LABEL_CLIENT_KEY_SEAL, LABEL_INVITE, LABEL_ROOT_BUNDLE
 from vault.errors import DecryptionFailed, NotFound
+from vault.server.layer import is_layered
+from vault.service.remote import RemoteVault
+
+
+@pytest.fixture
+def team(team3):  # type: ignore[no-untyped-def]
+    """In each of ``team3``'s modes: SQLite, PostgreSQL, through a team server."""
+    return team3
+
 
 ACME_PLAINTEXTS = [
     "acme",
@@ -99,6 +108,11 @@ def _field_contexts(blob_type: int, ids: dict[str, set[Any]]) -> list[tuple[Any,
     return [(*t, p) for t in triples for p in ("password", "metadata")]
 
 
+def _layer_contexts(vault_id: bytes, ids: dict[str, set[Any]]) -> list[tuple[Any, ...]]:
+    keyed = itertools.product(ids["clients"], ids["secrets"], ids["versions"], ids["key_versions"])
+    return [(vault_id, *t) for t in keyed]
+
+
 def _owned_by(table: str, row: dict[str, Any], client_id: int, secret_ids: set[int], engineer_id: int) -> bool:
     """Whether a row is one the engineer may legitimately open (her own grant's client)."""
     if table == "clients":
@@ -112,7 +126,7 @@ def _owned_by(table: str, row: dict[str, Any], client_id: int, secret_ids: set[i
     return row.get("client_id") == client_id
 
 
-def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene, db):
+def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(team, scene, db):  # type: ignore[no-untyped-def]
     alice = scene
     me = alice.keyholder.me()
     rows = db.rows()
@@ -135,11 +149,13 @@ def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene,
 
     # 2. Every sealed blob she does not legitimately hold stays shut, under every context.
     mine = [sealing.KeyPair(me.sealing_private), sealing.KeyPair(me.signing_seed)]
-    with alice.store.transaction() as s:
-        globex_key = alice.keyholder.client_key(s, globex_id, 1)  # the key she does hold
+    # through a team server her machine keeps no store: the same client key, as the admin holds it
+    holder = team.admin if isinstance(alice, RemoteVault) else alice
+    with holder.store.transaction() as s:
+        globex_key = holder.keyholder.client_key(s, globex_id, 1)  # the key she does hold
     symmetric_keys = [globex_key, me.sealing_private, me.signing_seed]
     seal_contexts = _seal_contexts(vault_id, ids)
-    sealed_tried = fields_tried = 0
+    sealed_tried = fields_tried = layered_tried = 0
     for table, row in rows:
         if _owned_by(table, row, globex_id, globex_secrets, me.engineer_id):
             continue
@@ -147,6 +163,13 @@ def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene,
             if not isinstance(value, (bytes, bytearray, memoryview)) or len(value) < 6 or bytes(value[:1]) != b"\x01":
                 continue
             blob, blob_type = bytes(value), value[1]
+            if is_layered(blob):  # a data key under a served vault's layer (its server client key)
+                layered_tried += 1
+                version = blobs.blob_key_version(blob)  # its server client key's
+                for key, context in itertools.product(symmetric_keys, _layer_contexts(vault_id, ids)):
+                    with pytest.raises(DecryptionFailed):
+                        blobs.decrypt_blob(key, BLOB_SERVER_LAYER, version, blob, context)
+                continue
             key_version = blobs.blob_key_version(blob)
             if blob_type == 0x04:
                 sealed_tried += 1
@@ -160,7 +183,8 @@ def test_an_engineer_without_a_grant_finds_no_plaintext_and_opens_no_blob(scene,
                         blobs.decrypt_blob(key, blob_type, key_version, blob, context)
     # root seal, acme's recovery and bob's seals, globex's recovery seal, carol's invite
     assert sealed_tried >= 5
-    assert fields_tried >= 4 * 3 + 4  # acme's client fields and secret versions at least
+    # acme's client fields and secret versions at least (a served vault's data keys under its layer)
+    assert fields_tried + layered_tried >= 4 * 3 + 4
 
     # 3. And through the service she is told nothing either.
     assert [c.slug for c in alice.clients.list()] == ["globex"]

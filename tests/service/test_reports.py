@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from served import only_local
 
 from vault.errors import AccessDenied, NotFound
+
+
+@pytest.fixture
+def team(team3):  # type: ignore[no-untyped-def]
+    """In each of ``team3``'s modes: SQLite, PostgreSQL, through a team server."""
+    return team3
+
 
 REF, PW = "acme/fw01", "acme-pw-1"
 OTHER_REF = "acme/sw01"
@@ -86,14 +94,16 @@ def test_reports_are_for_admins_only(world):
     team, alice, _bob = world
     alice.checkouts.reveal(REF, reason="T-1")
     head = team.admin.audit.head()
-    for call in (
+    served = getattr(team, "served", False)  # an engineer's reports through a server: below, skipped there
+    for call in () if served else (
         lambda: alice.reports.access("alice"),
         lambda: alice.reports.at_risk("alice"),
         lambda: alice.reports.access("bob"),
-    ):
+    ):  # fmt: skip
         with pytest.raises(AccessDenied):
             call()
     assert team.admin.audit.head() == head
     with pytest.raises(NotFound):
         team.admin.reports.access("nobody")
     assert team.admin.reports.access("root-admin") == []
+    only_local(team, "reports are not served through the server yet (docs/server.md): an engineer's refusal")

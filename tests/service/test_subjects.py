@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from served import make_test_ca, only_local, served_team
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -63,6 +64,7 @@ class World:
     eve: Vault
     clock: Clock
     vaults: list[Vault] = field(default_factory=list)
+    served: bool = False  # through a team server (``served.only_local``)
 
 
 def _database(engine: str, tmp: Path, pg_template: str | None) -> tuple[str, Callable[[], None]]:
@@ -88,12 +90,34 @@ def _database(engine: str, tmp: Path, pg_template: str | None) -> tuple[str, Cal
     return make_url(base).set(database=name).render_as_string(hide_password=False), drop
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"]
+)  # fmt: skip
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_template: str | None):  # type: ignore[no-untyped-def]
-    url, drop = _database(request.param, tmp_path_factory.mktemp(f"subjects-{request.param}"), pg_template)
+    """The vault, on SQLite, PostgreSQL, then through a team server (over SQLite: the admin on the
+    server's host, every data key under the server's layer, eve a ``RemoteVault``)."""
+    engine = "sqlite" if request.param == "https" else request.param
+    tmp = tmp_path_factory.mktemp(f"subjects-{request.param}")
+    url, drop = _database(engine, tmp, pg_template)
     clock = Clock()
     admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    if request.param != "https":
+        eve = _populate(admin, lambda code: Vault.open(url, engineer="eve", clock=clock, kdf_params=FLOOR,
+                                                       sessions=MemorySessionStore()))  # fmt: skip
+        yield World(url, admin, eve, clock)
+        eve.close()
+    else:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CREDVAULT_HOME", str(tmp / "engineer-home"))
+            with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, make_test_ca(tmp), FLOOR) as team:
+                yield World(url, admin, _populate(admin, lambda code: team.open("eve")), clock, served=True)
+    admin.close()
+    drop()
+
+
+def _populate(admin: Vault, eves: Callable[[str], Vault]) -> Vault:
+    """Three clients, the person in several places, and eve (her vault from ``eves``) granted acme."""
     for slug, name in (("acme", "Acme Ltd"), ("globex", "Globex Corp"), ("initech", "Initech")):
         admin.clients.add(slug, name)
     pw = PASSWORDS
@@ -110,14 +134,11 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     )
     admin.secrets.add("initech/backup-nas", password=pw["initech/backup-nas"], username="nas-admin")
     code = admin.engineers.invite("eve")
-    eve = Vault.open(url, engineer="eve", clock=clock, kdf_params=FLOOR, sessions=MemorySessionStore())
+    eve = eves(code)
     admin.engineers.confirm("eve", eve.engineers.enroll("eve", code, "pass of eve"))
     eve.engineers.unlock("eve", "pass of eve")
     admin.grants.grant("eve", "acme")
-    yield World(url, admin, eve, clock)
-    eve.close()
-    admin.close()
-    drop()
+    return eve
 
 
 def _where(matches: list) -> set[tuple]:  # type: ignore[type-arg]
@@ -174,6 +195,8 @@ def test_short_queries_and_non_admins_are_refused(world):
             with pytest.raises(InvalidInput):
                 call(query)
     assert admin.subjects.find("Ab1") == []  # three characters are enough
+    assert _where(admin.subjects.find(EMAIL))
+    only_local(world, "subjects are not served through the server yet (docs/server.md)")
     for call in (
         lambda: eve.subjects.find(EMAIL),
         lambda: eve.subjects.report(EMAIL),
@@ -247,5 +270,6 @@ def test_report_stale_lists_secrets_unused_past_the_client_setting_and_deletes_n
 
 
 def test_only_an_admin_may_list_stale_secrets(world):
+    only_local(world, "reports are not served through the server yet (docs/server.md)")
     with pytest.raises(AccessDenied):
         world.eve.reports.stale()

@@ -15,6 +15,13 @@ from vault import Vault
 from vault.errors import DecryptionFailed, IntegrityError
 from vault.storage import models as m
 
+
+@pytest.fixture
+def shared(shared3):  # type: ignore[no-untyped-def]
+    """The module's vault in each of ``shared3``'s modes (SQLite, PostgreSQL, through a team server)."""
+    return shared3
+
+
 OPAQUE = str(DecryptionFailed())
 # the header's format version and key version, the nonce, the ciphertext, the tag
 POSITIONS = (0, 5, 6, 18, -1)

@@ -9,7 +9,9 @@ records, one event per action of a request it has verified (``httpsig.verify_req
   of a unit it checks that this key is the one ``server_keys`` holds as the active version
   (a key file out of step with the database would write events no verifier believes);
 * ``ServerJournal.append`` locks the audit head, dates the event no earlier than the one
-  before it (as ``journal.Journal``), hashes it in format 3 over the request's id and digest,
+  before it (as ``journal.Journal``; an event so dated more than ``EVENT_WINDOW`` after its
+  request was made is refused, ``AuditUnavailable``: the chain would call it replayed),
+  hashes it in format 3 over the request's id and digest,
   has the seal sign it and writes the row with the request's record
   (``eventrequest.RecordedRequest``: its signature and route, the body when kept).
 
@@ -28,9 +30,17 @@ from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, l
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerKeyring, ServerSigningKey, SigningKeys, keyring_of
-from vault.errors import ConfigurationError, InvalidInput
+from vault.errors import AuditUnavailable, ConfigurationError, InvalidInput
 from vault.storage import models as m
-from vault.wire.eventrequest import SERVER_ACTIONS, RecordedRequest, allows, operation_of, parse_sig
+from vault.wire.eventrequest import (
+    EVENT_WINDOW,
+    SERVER_ACTIONS,
+    RecordedRequest,
+    allows,
+    operation_of,
+    out_of_window,
+    parse_sig,
+)
 
 
 class ServerSeal:
@@ -155,6 +165,14 @@ class ServerJournal:
                 check_still_current(found.status, found.generation, key_generation)
         seq, now = head.seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
+        if request is not None and out_of_window(at_us, request.sig):
+            # dated at the event before it, far ahead of this clock (a clock stepped back, servers out
+            # of step): the event would keep a request the chain refuses as replayed; nothing written
+            raise AuditUnavailable(
+                f"the event would be dated more than {EVENT_WINDOW} s from its request (this server's clock "
+                "behind the audit log's last event, or an old request) and would not verify",
+                hint="set the clocks of the team servers and of this host right (NTP), then retry",
+            )
         request_id = request.request_id if request is not None else None
         request_digest = request.digest if request is not None else None
         digest = chain.event_hash_v3(

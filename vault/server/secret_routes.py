@@ -54,6 +54,7 @@ from vault.storage import models as m
 from vault.storage import rows
 from vault.storage.engine import Store
 from vault.storage.rows import EngineerRecord, HoldRow
+from vault.wire import codec
 
 
 class SecretServerChecks(ServerChecks):
@@ -154,9 +155,10 @@ class SecretRoutes:
 
     def add_to(self, operations: Operations) -> None:
         operations.add("secrets.add_draft", self.add_draft)
-        operations.add("secrets.add", self.add, writes=True)
+        # a commit carries the new version's blobs: a field may hold 64 KiB (codec.ONE_VERSION_BYTES)
+        operations.add("secrets.add", self.add, writes=True, max_body=codec.ONE_VERSION_BYTES)
         operations.add("secrets.update_draft", self.update_draft, writes=True)
-        operations.add("secrets.update", self.update, writes=True)
+        operations.add("secrets.update", self.update, writes=True, max_body=codec.ONE_VERSION_BYTES)
 
 
 def secret_routes(

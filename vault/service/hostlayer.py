@@ -5,7 +5,11 @@ docs/server.md §5) and removes the layer only for a request whose event has com
 working on the server's host with its key file (``credvault --server-key FILE``) holds that master
 key anyway (``Core.host_layer``); there the admin's in-process work that must open or re-wrap data
 keys removes the layer itself: a secret's metadata opened (``Secrets.open``), a purge's
-fingerprints (``purge._DataKeys.inner``), and here a client-key rotation's pages
+fingerprints (``purge._DataKeys.inner``), a subject search's versions (``HostSubjectTransport``: the
+keyholder's search opens each version's metadata; with the layer on, every version was passed over as
+one that does not open, and a search on a served vault found nothing but client names), the reports'
+secrets (``HostReportTransport``: a secret's name is read from its metadata; ``reports.stale`` failed
+and ``reports.status`` called every secret to change damaged), and here a client-key rotation's pages
 (``HostRotationTransport``): each page's keys are unlayered before the keyholder re-wraps them
 under the new client-key version, and layered again, bound to that version, before the authority
 stores them. Nothing here decrypts a data key: the layer's recipes are the server's.
@@ -17,6 +21,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+from vault.authority.report_requests import ReportRequest, ReportRows, SecretState
 from vault.authority.rotation_batches import RewrapSeal
 from vault.authority.rotation_requests import Batch, BatchDone, BatchRequest, Rewrapped, WrappedKey
 from vault.authority.secret_requests import (
@@ -27,10 +32,13 @@ from vault.authority.secret_requests import (
     SecretRows,
     UpdateRequest,
 )
+from vault.authority.subjects import SubjectRequest, SubjectRows, SubjectSeal, SubjectVersion
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
+from vault.transport.reports import InProcessReportTransport
 from vault.transport.rotation import InProcessRotationTransport
 from vault.transport.secrets import InProcessSecretTransport
+from vault.transport.subjects import InProcessSubjectTransport
 
 
 class _Unlayering:
@@ -153,3 +161,85 @@ class HostSecretTransport(InProcessSecretTransport):
                     for row in page.secrets
                 )
             yield dataclasses.replace(page, secrets=rows)
+
+
+class _UnlayeredSubjects:
+    """A subjects seal shown every version's data key without the layer (``core.host_layer``)."""
+
+    def __init__(self, inner: SubjectSeal, layer: Any, core: Any) -> None:
+        self.inner, self.layer, self.core = inner, layer, core
+
+    def __repr__(self) -> str:
+        return "UnlayeredSubjectSeal()"
+
+    def plain(self, rows: SubjectRows) -> SubjectRows:
+        with self.core.store.read() as s:
+            vault_id = self.core.vid(s)
+            clients = tuple(
+                dataclasses.replace(
+                    c,
+                    versions=tuple(
+                        dataclasses.replace(v, wrapped_dek=self._inner(s, vault_id, c.client_id, v)) for v in c.versions
+                    ),
+                )
+                for c in rows.clients
+            )
+        return dataclasses.replace(rows, clients=clients)
+
+    def _inner(self, s: Any, vault_id: bytes, client_id: int, v: SubjectVersion) -> bytes:
+        stored = VersionRow(v.version, v.key_version, v.wrapped_dek, b"", b"")
+        return bytes(self.layer.unlayered(s, vault_id, client_id, v.secret_id, stored).wrapped_dek)
+
+    def search(self, draft: SubjectRows) -> int:
+        return self.inner.search(self.plain(draft))
+
+
+class HostSubjectTransport(InProcessSubjectTransport):
+    """The in-process subjects transport whose seal, and answer, show data keys without the layer."""
+
+    def __init__(self, authority: Any, core: Any) -> None:
+        super().__init__(authority)
+        self.core = core
+
+    def __repr__(self) -> str:
+        return "HostSubjectTransport()"
+
+    def search(self, request: SubjectRequest, seal: SubjectSeal) -> SubjectRows:
+        layer = self.core.host_layer
+        if layer is None:
+            return self.authority.search(request, seal)
+        plain = _UnlayeredSubjects(seal, layer, self.core)
+        return plain.plain(self.authority.search(request, plain))
+
+
+class HostReportTransport(InProcessReportTransport):
+    """The in-process reports transport whose answers show each secret's data key without the layer."""
+
+    def __init__(self, authority: Any, core: Any) -> None:
+        super().__init__(authority)
+        self.core = core
+
+    def __repr__(self) -> str:
+        return "HostReportTransport()"
+
+    def status(self, request: ReportRequest) -> ReportRows:
+        return self._plain(self.authority.status(request))
+
+    def stale(self, request: ReportRequest) -> ReportRows:
+        return self._plain(self.authority.stale(request))
+
+    def _plain(self, rows: ReportRows) -> ReportRows:
+        layer = self.core.host_layer
+        if layer is None or not rows.secrets:
+            return rows
+        with self.core.store.read() as s:
+            vault_id = self.core.vid(s)
+            secrets = tuple(
+                dataclasses.replace(x, wrapped_dek=self._inner(s, layer, vault_id, x)) for x in rows.secrets
+            )
+        return dataclasses.replace(rows, secrets=secrets)
+
+    @staticmethod
+    def _inner(s: Any, layer: Any, vault_id: bytes, x: SecretState) -> bytes:
+        stored = VersionRow(x.version, x.key_version, x.wrapped_dek, b"", b"")
+        return bytes(layer.unlayered(s, vault_id, x.client_id, x.id, stored).wrapped_dek)

@@ -174,7 +174,7 @@ class RemoteEngineers(_Noun):
         here and kept on this machine, ``keys/<vault>/<name>.json``); the fingerprint to read to an admin."""
         enrolled = enroll_over_https(
             self.pin.url, ca_file=self.pin.ca_file, name=name, code=code, passphrase=passphrase,
-            kdf_params=self.kdf_params,
+            kdf_params=self.kdf_params, clock=self.clock,
         )  # fmt: skip
         if enrolled.vault_id != self.pin.vault_id:
             raise UntrustedRecord("the server enrolled you in another vault than the one this machine pinned")

@@ -31,6 +31,7 @@ from vault.keyholder.reports import ReportKeyholder
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.service import auditpages, listing, validation
 from vault.service.clientparts import TrustChecks
+from vault.service.hostlayer import HostReportTransport
 from vault.service.records import (
     AccessRecord,
     StaleSecret,
@@ -39,7 +40,6 @@ from vault.service.records import (
 from vault.service.secrets import sensitive_field_names
 from vault.storage import models as m
 from vault.transport.https_reports import HttpsReportTransport
-from vault.transport.reports import InProcessReportTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -245,7 +245,7 @@ class Reports:
             core = self.core
             authority = ReportAuthority(core.store, TrustChecks(self.trust), core.clock)
             self._keyholder = ReportKeyholder(
-                InProcessReportTransport(authority),
+                HostReportTransport(authority, core),  # on the server's host: the layer removed
                 SessionKeys(self.keys, core.store),
                 self.clients._client_keyholder(),
                 self.keys.client_keys,

@@ -20,11 +20,11 @@ from vault.errors import InvalidInput, NotFound
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.keyholder.subjects import SubjectKeyholder
 from vault.service import validation
+from vault.service.hostlayer import HostSubjectTransport
 from vault.service.policyparts import CallerTrust, Recorder
 from vault.service.purge import MIN_QUERY, _request
 from vault.service.records import ReceiptInfo, SubjectMatch
 from vault.service.secrets import SENSITIVE_NOT_SHOWN, sensitive_field_names
-from vault.transport.subjects import InProcessSubjectTransport
 
 if TYPE_CHECKING:
     from vault.authority.journal import Journal
@@ -100,7 +100,7 @@ class Subjects:
         self.purges = purges
         authority = SubjectAuthority(core.store, CallerTrust(trust), Recorder(journal))
         self.keyholder = SubjectKeyholder(
-            InProcessSubjectTransport(authority), SessionKeys(keys, core.store), keys.client_keys, core.clock
+            HostSubjectTransport(authority, core), SessionKeys(keys, core.store), keys.client_keys, core.clock
         )
 
     # -- subjects (a person's access and erasure requests) ---------------------------------------

@@ -168,15 +168,25 @@ READS_RETRIED = frozenset(
     {"secrets.show", "secrets.history", "secrets.list", "secrets.list_page", "clients.show", "clients.list"}
 )
 # Answers decoded past the codec's default limit (64 KiB): a page of a listing (the server keeps one
-# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger).
+# within 256 KiB, ``secret_read_routes.PAGE_BYTES``, unless its one secret is larger), and the answers
+# that carry one version's blobs: a field may hold 64 KiB (``validation.MAX_FIELD_BYTES``), so a
+# version's password and metadata, in base64url, pass 64 KiB (``codec.ONE_VERSION_BYTES``; before,
+# a secret with a field of 64 KiB was written but not readable through a server).
 # A page of the audit log (``service/remote_audit.PAGE_EVENTS`` events, each keeping a request body
 # of at most 16 KiB, eventrequest.KEPT_BODY_MAX) and the chain's signers (authority/audit_signers.py).
 RESPONSE_LIMITS = {
     "secrets.list_page": 1024 * 1024,
+    **dict.fromkeys(
+        (
+            "checkouts.checkout", "checkouts.reveal", "secrets.show", "secrets.history",
+            "secrets.add", "secrets.update_draft", "secrets.update",
+        ),
+        codec.ONE_VERSION_BYTES,
+    ),
     "audit.log": 4 * 1024 * 1024,
     "audit.export": 4 * 1024 * 1024,
     "audit.signers": 8 * 1024 * 1024,
-}
+}  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)

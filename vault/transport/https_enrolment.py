@@ -23,6 +23,7 @@ their admin. The passphrase, the code's secret and the private keys never leave 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,10 @@ class _NoSession:
 class _EnrolmentTransport(HttpsTransport):
     """``HttpsTransport`` signing with the enrolment's keys: the code's, then the new one."""
 
-    def __init__(self, url: str, ca_file: str | None, transport: httpx.BaseTransport | None) -> None:
-        super().__init__(url, _NoSession(), ca_file=ca_file, transport=transport)
+    def __init__(
+        self, url: str, ca_file: str | None, transport: httpx.BaseTransport | None, clock: Callable[[], float]
+    ) -> None:
+        super().__init__(url, _NoSession(), ca_file=ca_file, transport=transport, clock=clock)
         self._signer: tuple[SigningKey, str] | None = None
 
     def __repr__(self) -> str:
@@ -99,20 +102,24 @@ def enroll_over_https(
     passphrase: str,
     kdf_params: keyrecord.Argon2Params | None = None,
     transport: httpx.BaseTransport | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> EnrolledRecord:
     """Enrol ``name`` with the enrolment ``code`` at the team server ``url`` (module docstring).
     ``ca_file``: the pinned CA (or the server's own certificate); ``transport``: an httpx
-    transport for tests (as ``HttpsTransport``'s)."""
+    transport for tests (as ``HttpsTransport``'s); ``clock``: the time the requests are signed at and
+    the key record made (a ``RemoteVault``'s, which signs every other request on it; the wall clock
+    by default)."""
+    now_of = clock or (lambda: dt.datetime.now(dt.UTC))
     secret, org_fingerprint = signing.parse_enrolment_code(code)
     keyrecord.normalise_passphrase(passphrase)
     invite = signing.invite_auth_key(secret)
-    https = _EnrolmentTransport(url, ca_file, transport)
+    https = _EnrolmentTransport(url, ca_file, transport, lambda: now_of().timestamp())
     try:
         https.use(invite, invite_keyid(invite.public))
         draft = answer_of(https, DRAFT, EnrollRequest(name, org_fingerprint), EnrolmentDraft)
         if draft.invitation.auth_public != invite.public:
             raise UntrustedRecord("the server showed the invitation of another code")
-        now = dt.datetime.now(dt.UTC)
+        now = now_of()
         params = kdf_params or keyrecord.DEFAULT_PARAMS
         made, seed = enrolment_keys(draft, name, org_fingerprint, passphrase, secret, now, params)
         row = draft.engineer

@@ -44,6 +44,10 @@ T = TypeVar("T")
 
 MAX_DEPTH = 16  # objects and arrays, the envelope included
 MAX_BYTES = 64 * 1024  # a body's default limit (the bulk routes pass their own)
+# A body that carries one secret version's blobs (an add or update, its answer, a checkout's): a
+# field may hold 64 KiB (``validation.MAX_FIELD_BYTES``), in base64url a third more, so one version
+# with its password and a few such fields passes the default limit.
+ONE_VERSION_BYTES = 1024 * 1024
 INT_LIMIT = 2**63  # |x| < INT_LIMIT: a signed 64-bit column
 WIRE_VERSION = 1
 REQUEST_ID_BYTES = 16

@@ -187,6 +187,19 @@ def parse_sig(text: object) -> SigLines | None:
     return SigLines(route[0], route[1], route[2], lines[1], lines[2])
 
 
+def out_of_window(at_us: int, sig: str) -> bool:
+    """Whether an event dated ``at_us`` would keep a request (``sig``, as ``request_sig``) made more
+    than ``EVENT_WINDOW`` from it, which ``request_problem`` refuses: the writer refuses it first."""
+    lines = parse_sig(sig)
+    if lines is None:
+        return True
+    try:
+        created = httpsig.created_of(lines.signature_input)
+    except (Locked, InvalidInput):
+        return True
+    return abs(at_us // 1_000_000 - created) > EVENT_WINDOW
+
+
 def request_problem(
     engineer_id: int | None,
     key_generation: int,

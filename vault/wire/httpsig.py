@@ -288,6 +288,11 @@ def _single_fields(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
     return found
 
 
+def created_of(signature_input: str) -> int:
+    """The ``created`` time a Signature-Input of credvault's profile names (``Unauthenticated`` else)."""
+    return _parse_input(signature_input)[0]
+
+
 def _parse_input(value: str) -> tuple[int, str, str]:
     match = _INPUT.fullmatch(value)
     if match is None:
