@@ -10,7 +10,6 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from served import only_local
 from sqlalchemy import func, select
 
 from vault import Vault
@@ -198,7 +197,6 @@ def test_only_an_admin_grants_revokes_invites_and_adds_clients(shared, world):
     # through a server a refused request's nonce is kept (replay defence) before the refusal
     after.pop("request_nonces", None), before.pop("request_nonces", None)
     assert after == before
-    only_local(shared, "engineers.invite is not served yet (session 13: helper A/B)")
 
 
 def test_grants_to_unknown_engineers_or_clients_or_admins_are_refused(shared, world):

@@ -259,8 +259,8 @@ def test_a_role_or_status_changed_in_the_database_is_refused(shared, setup, reop
                     vault.clients.list,
                     lambda: vault.clients.add(shared.name("evil"), "Evil"),
                 ]
-                if not isinstance(vault, RemoteVault):  # engineers.invite through a server: helper A/B
-                    calls.append(lambda: vault.engineers.invite(shared.name("mallory")))
+                if not isinstance(vault, RemoteVault):  # over HTTPS each refused call counts towards the
+                    calls.append(lambda: vault.engineers.invite(shared.name("mallory")))  # address's limit
                 for call in calls:
                     with pytest.raises(expected):
                         call()
