@@ -44,6 +44,7 @@ from vault.authority.checkout_reads import (
     NAME,
     TARGET,
     CallerRead,
+    note_vault_id,
     org_chain_rows,
 )
 from vault.authority.policy import Policy
@@ -355,6 +356,7 @@ class CheckoutAuthority:
             raise Locked("the acting engineer no longer exists in this vault")
         caller = CallerRead(found, sqlite, head_time=appends)
         me = caller.me
+        note_vault_id(s, caller)  # read with the organisation key: its check and the append read it no more
         self.checks.organisation_key(s, caller.org_signing_public)
         self.checks.certificate(s, me)
         if me.status != ACTIVE:
