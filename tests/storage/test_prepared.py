@@ -1,8 +1,7 @@
 """Prepared statements (vault/storage/prepared.py) read and write exactly what
 ``Connection.execute`` does, raise the same exceptions, and are seen by the engine's
 statement listeners. Every statement of the checkout path is compared, on both engines
-(on PostgreSQL a Prepared statement *is* ``Connection.execute``: the comparison holds
-the two paths of the code to one behaviour)."""
+(each runs on its driver: sqlite3, psycopg), against ``Connection.execute``."""
 
 from __future__ import annotations
 
@@ -148,12 +147,34 @@ def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
 
 
 def test_a_statement_whose_text_depends_on_its_values_is_refused_on_first_use(acme):
-    """An IN list is compiled per call; a statement compiled once cannot take one."""
+    """An IN list is compiled per call; a statement compiled once cannot take one (SQLite and
+    psycopg both run on the driver)."""
     in_list = Prepared(select(m.Secret.id).where(m.Secret.id.in_([acme.ids["secret"], -1])))
     with acme.admin.store.unit() as s:
         conn = rows.connection(s)
-        if conn.dialect.name != "sqlite":
-            assert in_list.all(conn) == [(acme.ids["secret"],)]  # Connection.execute compiles it per call
-            return
         with pytest.raises(ValueError, match="expanding"):
             in_list.all(conn)
+
+
+def test_a_lost_server_connection_is_invalidated_as_execute_would(acme):
+    """PostgreSQL: the server ends the connection mid-unit; the statement on the driver fails as
+    ``Connection.execute`` would (mapped, the connection and the pool invalidated), and the next
+    unit works on a fresh connection."""
+    store = acme.admin.store
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("a server connection is PostgreSQL's")
+    with store.engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(exc.DBAPIError) as caught:
+            reads.NAME.all(conn, {"id": acme.ids["alice"]})
+        assert caught.value.connection_invalidated and conn.invalidated
+    with pytest.raises(StoreUnavailable), store.unit() as s:
+        conn = rows.connection(s)
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        reads.NAME.all(conn, {"id": acme.ids["alice"]})
+    with store.unit() as s:
+        assert reads.NAME.all(rows.connection(s), {"id": acme.ids["alice"]}) == [("alice",)]
