@@ -169,7 +169,7 @@ class Authenticator:
         found: list[CallerRead] = []
         pending = PendingNonce(self.nonces) if in_unit and isinstance(self.nonces, DbNonceStore) else None
         held = pending if pending is not None else PendingNonce(self.nonces)  # else: stored once the read closed
-        with self.store.read() as s:
+        with self.store.lookup() as s:  # SELECTs only: no transaction's round trips on PostgreSQL
             if limit is not None:
                 limit(s)  # before anything of the request is checked, as before its own read
 
