@@ -92,7 +92,8 @@ def test_writes_store_what_execute_stores(acme):
         assert new[0].started_at == start and new[0].exclusive is True
         # And the same bytes in the database, not only equal once read back through the ORM.
         raw = conn.exec_driver_sql(
-            f"SELECT started_at, expires_at, exclusive, released_at FROM checkouts WHERE id IN ({new[0].id}, {new[1].id}) ORDER BY id"
+            "SELECT started_at, expires_at, exclusive, released_at FROM checkouts "
+            f"WHERE id IN ({new[0].id}, {new[1].id}) ORDER BY id"
         ).all()
         assert raw[0] == raw[1]
         rows.REPLACE.run_many(conn, [{"checkout": c.id, "at": now} for c in new])
@@ -129,16 +130,15 @@ def test_listeners_see_each_statement_and_an_empty_batch_sends_nothing(acme):
 def test_a_missing_parameter_is_refused_before_anything_is_sent(acme):
     with acme.admin.store.unit() as s:
         conn = rows.connection(s)
-        with pytest.raises(exc.SQLAlchemyError, match="(?i)a value is required for bind parameter 'now'"):
+        with pytest.raises(exc.SQLAlchemyError, match=r"(?i)a value is required for bind parameter 'now'"):
             rows.HOLDS.all(conn, {"secret": acme.ids["secret"]})
 
 
 def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
     values = {c: 1 for c in rows.CHECKOUT_COLUMNS} | {"secret_id": 999_999, "exclusive": False}
     values |= {"started_at": acme.clock(), "expires_at": acme.clock()}
-    with pytest.raises(exc.IntegrityError):  # no such secret: the foreign key refuses it
-        with acme.admin.store.engine.begin() as conn:
-            rows.ADD_CHECKOUT.run(conn, values)
+    with pytest.raises(exc.IntegrityError), acme.admin.store.engine.begin() as conn:  # no such secret: the FK
+        rows.ADD_CHECKOUT.run(conn, values)
     with pytest.raises(StoreUnavailable) as caught, acme.admin.store.unit() as s:
         rows.ADD_CHECKOUT.run(rows.connection(s), values)
     assert "999999" not in str(caught.value) and caught.value.__cause__ is None
