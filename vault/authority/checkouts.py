@@ -287,15 +287,16 @@ class CheckoutAuthority:
         if answered is not None:
             return dataclasses.replace(draft, seq=answered.seq)
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
+            # what needs no seq is written before the append: the audit head's lock (held to the
+            # commit, every writer queues on it) is held for as few statements as can be
+            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
             seq = checkout_events.append(s, seal, self.clock, *args)
         else:
             seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
             seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
+            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
         if hold:
-            mine = [c.id for c in holds if c.engineer_id == me.id]
-            if mine:  # a new checkout by the same engineer replaces theirs
-                rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
             rows.ADD_CHECKOUT.run(
                 conn,
                 {
@@ -308,8 +309,18 @@ class CheckoutAuthority:
                     "expires_at": expires,
                 },
             )
-        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
         return dataclasses.replace(draft, seq=seq)
+
+    @staticmethod
+    def _touch_and_replace(
+        conn: Connection, secret_id: int, me: int, holds: list[HoldRow], now: dt.datetime, *, hold: bool, flag: bool
+    ) -> None:
+        """The secret's last use (and its flag), and the engineer's own open checkouts of it ended
+        when a new one replaces them: the checkout's writes that name no event."""
+        mine = [c.id for c in holds if c.engineer_id == me] if hold else []
+        if mine:  # a new checkout by the same engineer replaces theirs
+            rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
+        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret_id, "at": now})
 
     @staticmethod
     def _lock_and_find_holds(conn: Connection, secret_id: int, now: dt.datetime) -> list[HoldRow]:
