@@ -290,8 +290,9 @@ class Replay:
                 p |= {"seq": seq, "engineer_id": self.engineer_id, "client_id": client_id, "secret_id": secret_id}
                 p |= {"prev_hash": head_hash, "hash": digest, "signature": os.urandom(64)}
                 p |= {"request_id": os.urandom(16), "at_us": int(time.time() * 1e6)}
-            elif text.startswith("UPDATE audit_head"):
-                p |= {"seq": seq, "hash": digest}
+            elif text.startswith("UPDATE audit_head"):  # its parameters' names: the ORM's or a Core statement's
+                p |= {name: seq for name in ("seq", "new_seq") if name in p}
+                p |= {name: digest for name in ("hash", "new_hash") if name in p}
             elif text.startswith("UPDATE checkouts"):
                 for checkout in mine:
                     self.conn.execute(text, p | {"checkout": checkout, "at": now})
@@ -309,7 +310,8 @@ class Replay:
             found = self.conn.execute(text, p)
             if text.startswith("SELECT audit_head"):
                 row = found.fetchone()
-                seq, head_hash = row[1] + 1, bytes(row[2])
+                names = [column.name for column in found.description]
+                seq, head_hash = row[names.index("seq")] + 1, bytes(row[names.index("hash")])
             elif text.startswith("SELECT checkouts.id"):
                 mine = [r[0] for r in found.fetchall() if r[1] == self.engineer_id]
             elif found.description is not None:

@@ -41,7 +41,6 @@ from server_harness import (
 )
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from vault import Vault
 from vault.authority.secret_requests import HISTORY, VIEW, ListSecretsRequest, ReadRequest, SecretTarget
@@ -395,15 +394,22 @@ def test_a_layered_listing_releases_exactly_the_versions_its_event_names(layered
 
 
 def _fail_event_commits(store: Store) -> None:
-    """Every commit of a unit that appends an audit event fails, as a lost database would."""
+    """Every commit of a unit that appends an audit event fails, as a lost database would (the
+    append is a Core INSERT: the statement marks its connection, the commit then fails)."""
     error = store.engine.dialect.loaded_dbapi.OperationalError
+    appended = "test.appended"
 
-    def before_commit(session: Session) -> None:
-        pending = list(session.new) + list(session.identity_map.values())
-        if any(isinstance(o, m.AuditEvent) for o in pending):
+    def mark(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS"):
+            conn.info[appended] = True
+
+    def commit(conn: Any) -> None:
+        if conn.info.pop(appended, False):
             raise error("injected: the commit failed")
 
-    sa_event.listen(store._sessions, "before_commit", before_commit)
+    sa_event.listen(store.engine, "before_cursor_execute", mark)
+    sa_event.listen(store.engine, "rollback", lambda conn: conn.info.pop(appended, None))
+    sa_event.listen(store.engine, "commit", commit)
 
 
 @pytest.mark.parametrize("path", [SHOW, HISTORY_PATH, LIST_PATH])

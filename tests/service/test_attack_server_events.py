@@ -342,6 +342,32 @@ def test_a_server_journal_refuses_a_key_the_vault_does_not_hold_as_active(world)
     assert team.admin.audit.verify().ok
 
 
+@pytest.mark.parametrize("state", ["retired", "revoked"])
+def test_a_server_key_whose_row_is_no_longer_active_signs_no_event(world, state: str) -> None:  # type: ignore[no-untyped-def]
+    """The key file's key, same public key, but its ``server_keys`` row no longer active (the key
+    read under the head lock with the head's time): no event, nothing written."""
+    team, facts = world
+    head = team.admin.audit.head()
+    request = _signed(team, facts, "eve")
+    with team.admin.store.transaction() as s:
+        s.execute(update(m.ServerKey).where(m.ServerKey.version == 1).values(state=state))
+    with pytest.raises(ConfigurationError):
+        _append(team, facts, "eve", request)
+    assert team.admin.audit.head() == head
+
+
+def test_a_server_key_row_with_another_public_key_signs_no_event(world) -> None:  # type: ignore[no-untyped-def]
+    """The file's key of the active version, but the row names another public key: refused."""
+    team, facts = world
+    head = team.admin.audit.head()
+    request = _signed(team, facts, "eve")
+    with team.admin.store.transaction() as s:
+        s.execute(update(m.ServerKey).where(m.ServerKey.version == 1).values(signing_public=os.urandom(32)))
+    with pytest.raises(ConfigurationError):
+        _append(team, facts, "eve", request)
+    assert team.admin.audit.head() == head
+
+
 @pytest.mark.parametrize("change", ["removed", "re-keyed"])
 def test_an_engineer_removed_or_re_keyed_before_the_head_lock_gets_no_event(world, change: str) -> None:  # type: ignore[no-untyped-def]
     """On PostgreSQL an admin's removal (or the engineer's key rotation) can commit between the

@@ -1,8 +1,7 @@
 """Prepared statements (vault/storage/prepared.py) read and write exactly what
 ``Connection.execute`` does, raise the same exceptions, and are seen by the engine's
 statement listeners. Every statement of the checkout path is compared, on both engines
-(on PostgreSQL a Prepared statement *is* ``Connection.execute``: the comparison holds
-the two paths of the code to one behaviour)."""
+(each runs on its driver: sqlite3, psycopg), against ``Connection.execute``."""
 
 from __future__ import annotations
 
@@ -93,7 +92,8 @@ def test_writes_store_what_execute_stores(acme):
         assert new[0].started_at == start and new[0].exclusive is True
         # And the same bytes in the database, not only equal once read back through the ORM.
         raw = conn.exec_driver_sql(
-            f"SELECT started_at, expires_at, exclusive, released_at FROM checkouts WHERE id IN ({new[0].id}, {new[1].id}) ORDER BY id"
+            "SELECT started_at, expires_at, exclusive, released_at FROM checkouts "
+            f"WHERE id IN ({new[0].id}, {new[1].id}) ORDER BY id"
         ).all()
         assert raw[0] == raw[1]
         rows.REPLACE.run_many(conn, [{"checkout": c.id, "at": now} for c in new])
@@ -130,16 +130,15 @@ def test_listeners_see_each_statement_and_an_empty_batch_sends_nothing(acme):
 def test_a_missing_parameter_is_refused_before_anything_is_sent(acme):
     with acme.admin.store.unit() as s:
         conn = rows.connection(s)
-        with pytest.raises(exc.SQLAlchemyError, match="(?i)a value is required for bind parameter 'now'"):
+        with pytest.raises(exc.SQLAlchemyError, match=r"(?i)a value is required for bind parameter 'now'"):
             rows.HOLDS.all(conn, {"secret": acme.ids["secret"]})
 
 
 def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
     values = {c: 1 for c in rows.CHECKOUT_COLUMNS} | {"secret_id": 999_999, "exclusive": False}
     values |= {"started_at": acme.clock(), "expires_at": acme.clock()}
-    with pytest.raises(exc.IntegrityError):  # no such secret: the foreign key refuses it
-        with acme.admin.store.engine.begin() as conn:
-            rows.ADD_CHECKOUT.run(conn, values)
+    with pytest.raises(exc.IntegrityError), acme.admin.store.engine.begin() as conn:  # no such secret: the FK
+        rows.ADD_CHECKOUT.run(conn, values)
     with pytest.raises(StoreUnavailable) as caught, acme.admin.store.unit() as s:
         rows.ADD_CHECKOUT.run(rows.connection(s), values)
     assert "999999" not in str(caught.value) and caught.value.__cause__ is None
@@ -148,12 +147,34 @@ def test_a_driver_error_is_sqlalchemys_exception_and_the_store_maps_it(acme):
 
 
 def test_a_statement_whose_text_depends_on_its_values_is_refused_on_first_use(acme):
-    """An IN list is compiled per call; a statement compiled once cannot take one."""
+    """An IN list is compiled per call; a statement compiled once cannot take one (SQLite and
+    psycopg both run on the driver)."""
     in_list = Prepared(select(m.Secret.id).where(m.Secret.id.in_([acme.ids["secret"], -1])))
     with acme.admin.store.unit() as s:
         conn = rows.connection(s)
-        if conn.dialect.name != "sqlite":
-            assert in_list.all(conn) == [(acme.ids["secret"],)]  # Connection.execute compiles it per call
-            return
         with pytest.raises(ValueError, match="expanding"):
             in_list.all(conn)
+
+
+def test_a_lost_server_connection_is_invalidated_as_execute_would(acme):
+    """PostgreSQL: the server ends the connection mid-unit; the statement on the driver fails as
+    ``Connection.execute`` would (mapped, the connection and the pool invalidated), and the next
+    unit works on a fresh connection."""
+    store = acme.admin.store
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("a server connection is PostgreSQL's")
+    with store.engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(exc.DBAPIError) as caught:
+            reads.NAME.all(conn, {"id": acme.ids["alice"]})
+        assert caught.value.connection_invalidated and conn.invalidated
+    with pytest.raises(StoreUnavailable), store.unit() as s:
+        conn = rows.connection(s)
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        reads.NAME.all(conn, {"id": acme.ids["alice"]})
+    with store.unit() as s:
+        assert reads.NAME.all(rows.connection(s), {"id": acme.ids["alice"]}) == [("alice",)]

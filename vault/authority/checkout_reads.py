@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from vault.authority.requests import OrgKeyRow
 from vault.storage import models as m
@@ -42,6 +43,10 @@ from vault.storage.rows import (
 )
 
 ACTIVE = "active"
+# Session.info: the vault id the unit's caller read returned (with the organisation key, in one
+# statement), so that the unit's later steps (the organisation key's check, a format-3 append)
+# need not read it again. Only ``note_vault_id`` sets it, from a row read in that same unit.
+_UNIT_VAULT_ID = "credvault.unit.vault_id"
 
 
 def _table(model: type[m.Base]) -> Table:
@@ -160,6 +165,17 @@ SEALED_KEY = Prepared(
     )
     .where(_KEYS.c.client_id == bindparam("client"), _KEYS.c.version == bindparam("version"))
 )
+
+
+def note_vault_id(s: Session, read: CallerRead) -> None:
+    """Keep the vault id of ``read`` (a caller read of this unit ``s``) for the unit's later steps."""
+    s.info[_UNIT_VAULT_ID] = read.vault_id
+
+
+def unit_vault_id(s: Session) -> bytes | None:
+    """The vault id this unit's caller read returned (``note_vault_id``), or None if none was kept."""
+    found = s.info.get(_UNIT_VAULT_ID)
+    return bytes(found) if found is not None else None
 
 
 def org_chain_rows(conn: Connection, pinned: bytes, current: bytes) -> tuple[OrgKeyRow, ...]:

@@ -44,6 +44,7 @@ from vault.authority.checkout_reads import (
     NAME,
     TARGET,
     CallerRead,
+    note_vault_id,
     org_chain_rows,
 )
 from vault.authority.policy import Policy
@@ -286,15 +287,16 @@ class CheckoutAuthority:
         if answered is not None:
             return dataclasses.replace(draft, seq=answered.seq)
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
+            # what needs no seq is written before the append: the audit head's lock (held to the
+            # commit, every writer queues on it) is held for as few statements as can be
+            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
             seq = checkout_events.append(s, seal, self.clock, *args)
         else:
             seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
             seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
+            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
         if hold:
-            mine = [c.id for c in holds if c.engineer_id == me.id]
-            if mine:  # a new checkout by the same engineer replaces theirs
-                rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
             rows.ADD_CHECKOUT.run(
                 conn,
                 {
@@ -307,8 +309,18 @@ class CheckoutAuthority:
                     "expires_at": expires,
                 },
             )
-        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret.id, "at": now})
         return dataclasses.replace(draft, seq=seq)
+
+    @staticmethod
+    def _touch_and_replace(
+        conn: Connection, secret_id: int, me: int, holds: list[HoldRow], now: dt.datetime, *, hold: bool, flag: bool
+    ) -> None:
+        """The secret's last use (and its flag), and the engineer's own open checkouts of it ended
+        when a new one replaces them: the checkout's writes that name no event."""
+        mine = [c.id for c in holds if c.engineer_id == me] if hold else []
+        if mine:  # a new checkout by the same engineer replaces theirs
+            rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
+        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret_id, "at": now})
 
     @staticmethod
     def _lock_and_find_holds(conn: Connection, secret_id: int, now: dt.datetime) -> list[HoldRow]:
@@ -355,6 +367,7 @@ class CheckoutAuthority:
             raise Locked("the acting engineer no longer exists in this vault")
         caller = CallerRead(found, sqlite, head_time=appends)
         me = caller.me
+        note_vault_id(s, caller)  # read with the organisation key: its check and the append read it no more
         self.checks.organisation_key(s, caller.org_signing_public)
         self.checks.certificate(s, me)
         if me.status != ACTIVE:

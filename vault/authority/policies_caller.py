@@ -20,7 +20,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from vault import validation
-from vault.authority.checkout_reads import ACTIVE, CALLER, CallerRead, org_chain_rows
+from vault.authority.checkout_reads import ACTIVE, CALLER, CallerRead, note_vault_id, org_chain_rows
 from vault.authority.requests import Caller, OrgKeyRow
 from vault.errors import AccessDenied, InvalidInput, Locked
 from vault.storage import rows
@@ -80,6 +80,7 @@ def caller_read(s: Session, checks: IdentityChecks, caller: Caller, client_id: i
         raise Locked("the acting engineer no longer exists in this vault")
     read = CallerRead(found, sqlite)
     me = read.me
+    note_vault_id(s, read)  # read with the organisation key: its check reads it no more
     checks.organisation_key(s, read.org_signing_public)
     checks.certificate(s, me)
     if me.status != ACTIVE:

@@ -15,6 +15,13 @@ records, one event per action of a request it has verified (``httpsig.verify_req
   has the seal sign it and writes the row with the request's record
   (``eventrequest.RecordedRequest``: its signature and route, the body when kept).
 
+The append is on every writing request's hot path, so it runs as Core statements compiled once
+(``storage/prepared.py``), not through the ORM: the head locked (``FOR UPDATE``), then in a
+statement of its own (``journal.lock_head`` says why) the head event's time, the engineer's row
+and the seal's newest key's ``server_keys`` row as committed when the lock was granted, then the
+insert and the head's update. The vault id is the one the unit's caller read returned
+(``checkout_reads.unit_vault_id``), else it is read.
+
 Nothing here opens a key of an engineer or a client: the details come sealed by the
 keyholder (``details_blob``, ``key_version``) or public (``details_json``, the server's facts).
 """
@@ -24,14 +31,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, lock_head, us
+from vault.authority.checkout_reads import unit_vault_id
+from vault.authority.journal import NOT_YET_ACTIVE, Core, check_still_current, us
 from vault.authority.server_keys import ACTIVE
 from vault.crypto import chain
 from vault.crypto.serverkey import ServerKeyring, ServerSigningKey, SigningKeys, keyring_of
 from vault.errors import AuditUnavailable, ConfigurationError, InvalidInput
 from vault.storage import models as m
+from vault.storage import rows
+from vault.storage.prepared import Prepared
+from vault.storage.rows import ENGINEERS, EVENTS
 from vault.wire.eventrequest import (
     EVENT_WINDOW,
     SERVER_ACTIONS,
@@ -41,6 +53,20 @@ from vault.wire.eventrequest import (
     out_of_window,
     parse_sig,
 )
+
+_SERVER_KEYS: Table = m.ServerKey.__table__  # type: ignore[assignment]
+_KEY_ROW = _SERVER_KEYS.c.version == bindparam("version")
+# after the lock, in a statement of its own (``journal.lock_head``): what was committed when it was granted
+_AFTER_LOCK = Prepared(
+    select(
+        select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")).scalar_subquery(),
+        select(ENGINEERS.c.status).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
+        select(ENGINEERS.c.key_generation).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
+        select(_SERVER_KEYS.c.state).where(_KEY_ROW).scalar_subquery(),
+        select(_SERVER_KEYS.c.signing_public).where(_KEY_ROW).scalar_subquery(),
+    )
+)
+_ADD_EVENT = Prepared(insert(EVENTS), rows.EVENT_COLUMNS)
 
 
 class ServerSeal:
@@ -147,23 +173,33 @@ class ServerJournal:
         target: tuple[int | None, int | None, int | None, bytes | None],
         details_json: str | None,
     ) -> m.AuditEvent:
-        """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any)."""
+        """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any);
+        the row written, as a transient ``AuditEvent`` (module docstring: Core statements)."""
         client_id, secret_id, key_version, details_blob = target
-        vault_id = self.core.info(s).vault_id
-        key = self.seal.check_active(s)
-        found = lock_head(s, engineer_id)
-        if found.head is None:
-            head, after = m.AuditHead(id=1, seq=0, hash=chain.GENESIS), None
-            s.add(head)
+        s.flush()  # what the unit added through the ORM (an enrolment's engineer) is written before its event
+        conn = rows.connection(s)
+        vault_id = unit_vault_id(s)
+        if vault_id is None:
+            vault_id = self.core.info(s).vault_id
+        newest = self.seal.ring.newest
+        locked = rows.HEAD_FOR_UPDATE.all(conn, {})
+        if locked:
+            head_seq, head_hash = int(locked[0][0]), bytes(locked[0][1])
+        else:  # an empty chain: its head row is made here, locked by this unit's insert
+            s.add(m.AuditHead(id=1, seq=0, hash=chain.GENESIS))
             s.flush()
-        else:
-            head, after = found.head, found.after
-            # the engineer as of the head lock: removed or re-keyed since the request was checked, no
-            # event (an enrolment's engineer is not active yet: its unit holds their row's lock); the
-            # server's own events are about an engineer, not by one: whatever their state
-            if request is not None and action not in NOT_YET_ACTIVE:
-                check_still_current(found.status, found.generation, key_generation)
-        seq, now = head.seq + 1, us(self.core.clock())
+            head_seq, head_hash = 0, chain.GENESIS
+        found = _AFTER_LOCK.all(conn, {"seq": head_seq if locked else -1, "me": engineer_id, "version": newest.version})
+        after, status, generation, state, public = found[0]
+        # the engineer as of the head lock: removed or re-keyed since the request was checked, no
+        # event (an enrolment's engineer is not active yet: its unit holds their row's lock); the
+        # server's own events are about an engineer, not by one: whatever their state
+        if locked and request is not None and action not in NOT_YET_ACTIVE:
+            check_still_current(status, generation, key_generation)
+        # the key signs only as the version ``server_keys`` holds active (a rotation's older one: read again)
+        key = newest if state == ACTIVE and public is not None and bytes(public) == newest.public else None
+        key = key if key is not None else self.seal.check_active(s)
+        seq, now = head_seq + 1, us(self.core.clock())
         at_us = now if after is None else max(now, after)
         if request is not None and out_of_window(at_us, request.sig):
             # dated at the event before it, far ahead of this clock (a clock stepped back, servers out
@@ -189,28 +225,28 @@ class ServerJournal:
             details_json,
             request_id=request_id,
             request_digest=request_digest,
-            prev_hash=head.hash,
+            prev_hash=head_hash,
         )
-        event = m.AuditEvent(
-            seq=seq,
-            at_us=at_us,
-            engineer_id=engineer_id,
-            key_generation=key_generation,
-            action=action,
-            client_id=client_id,
-            secret_id=secret_id,
-            key_version=key_version,
-            details_blob=details_blob,
-            details_json=details_json,
-            prev_hash=head.hash,
-            hash=digest,
-            signature=key.sign_event(vault_id, seq, digest),
-            request_id=request_id,
-            request_digest=request_digest,
-            request_sig=request.sig if request is not None else None,
-            request_body=request.body if request is not None else None,
-            server_key_version=key.version,
-        )
-        s.add(event)
-        head.seq, head.hash = seq, digest
-        return event
+        values = {
+            "seq": seq,
+            "at_us": at_us,
+            "engineer_id": engineer_id,
+            "key_generation": key_generation,
+            "action": action,
+            "client_id": client_id,
+            "secret_id": secret_id,
+            "key_version": key_version,
+            "details_blob": details_blob,
+            "details_json": details_json,
+            "prev_hash": head_hash,
+            "hash": digest,
+            "signature": key.sign_event(vault_id, seq, digest),
+            "request_id": request_id,
+            "request_digest": request_digest,
+            "request_sig": request.sig if request is not None else None,
+            "request_body": request.body if request is not None else None,
+            "server_key_version": key.version,
+        }
+        _ADD_EVENT.run(conn, values)
+        rows.MOVE_HEAD.run(conn, {"new_seq": seq, "new_hash": digest})
+        return m.AuditEvent(**values)

@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -281,13 +282,17 @@ class _Endpoints:
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
         if found.invited:  # an enrolment: the code authenticates it; a refusal counts for the address only
+            self.guard.engineer(engineer_id, address, None)
             try:
                 return self.enrolment.answer(found.name, path, headers, body, found.max_body or self.max_body)
             except Unauthenticated:
                 self.guard.failed(address, None)  # not the invited engineer's: a stranger could lock them out
                 raise
         try:
-            authenticated = self.authenticator.authenticate("POST", path, headers, body, in_unit=found.writes)
+            limit = self.guard.in_read(engineer_id, address)  # the engineer's count: in the key's read
+            authenticated = self.authenticator.authenticate(
+                "POST", path, headers, body, in_unit=found.writes, limit=limit
+            )
             outcome_of(scope).engineer_id = authenticated.caller.me.id
             envelope = codec.open_envelope(body, found.name, max_bytes=found.max_body or self.max_body)
             named = {name.lower(): value for name, value in headers}
@@ -318,7 +323,8 @@ class _Guard:
         self.limits, self.addresses, self.refusals = limits, addresses, refusals
 
     def before(self, scope: Scope, headers: list[tuple[str, str]]) -> tuple[str, int | None]:
-        """(the client's address, the engineer the signature names, if any), after the check."""
+        """(the client's address, the engineer the signature names, if any), after the address's
+        check; the engineer's is ``in_read`` (or ``engineer``), before any signature all the same."""
         peer = scope.get("client")
         forwarded = [value for name, value in headers if name.lower() == "x-forwarded-for"]
         address = self.addresses.resolve(peer[0] if peer else "", ", ".join(forwarded) or None)
@@ -327,8 +333,19 @@ class _Guard:
         match = KEYID.fullmatch(named.group(1)) if named is not None else None
         engineer_id = int(match.group(1)) if match is not None else None
         if self.limits is not None:
-            self.limits.check(engineer_id, address)
+            self.limits.check(None, address)
         return address, engineer_id
+
+    def engineer(self, engineer_id: int | None, address: str, unit: Session | None) -> None:
+        """The engineer's limit (``RateLimited``), read in ``unit`` (None: a read of its own)."""
+        if self.limits is not None and engineer_id is not None:
+            self.limits.check(engineer_id, address, unit)
+
+    def in_read(self, engineer_id: int | None, address: str) -> Callable[[Session], None] | None:
+        """``engineer`` as the authenticator runs it, first in the read that resolves the keyid."""
+        if self.limits is None or engineer_id is None:
+            return None
+        return lambda unit: self.engineer(engineer_id, address, unit)
 
     def failed(self, address: str, engineer_id: int | None) -> None:
         if self.limits is None:

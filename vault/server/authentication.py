@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.authority.certificates import trusted_org_key, verify_certificate
-from vault.authority.checkout_reads import CallerRead, org_chain_rows
+from vault.authority.checkout_reads import CallerRead, org_chain_rows, unit_vault_id
 from vault.authority.policies_caller import IdentityChecks, caller_read
 from vault.authority.requests import Caller
 from vault.errors import AccessDenied, Locked, NotFound, Unauthenticated, UntrustedRecord
@@ -64,7 +64,9 @@ class PinnedOrganisation:
                 self._pinned = current
             pinned = self._pinned
         conn = rows.connection(s)
-        vault_id = conn.execute(select(INFO.c.vault_id).where(INFO.c.id == 1)).scalar_one()
+        vault_id = unit_vault_id(s)  # read with ``current`` by the unit's caller read, else read here
+        if vault_id is None:
+            vault_id = conn.execute(select(INFO.c.vault_id).where(INFO.c.id == 1)).scalar_one()
         trusted_org_key(vault_id, pinned, current, org_chain_rows(conn, pinned, current))
         with self._lock:
             if self._pinned == pinned:
@@ -88,7 +90,7 @@ class PendingNonce:
     (docs/server.md §3: no extra commit on the hot path; a second in-flight copy waits on the
     key, then fails as ``replayed``). ``verify_request`` hands it here instead of storing it."""
 
-    def __init__(self, nonces: DbNonceStore) -> None:
+    def __init__(self, nonces: NonceStore) -> None:
         self.nonces = nonces
         self.pair: tuple[str, str, int] | None = None
 
@@ -103,7 +105,14 @@ class PendingNonce:
         """Store the nonce in ``unit`` (kept if it commits); ``Unauthenticated`` if it is a replay."""
         if self.pair is None:
             raise UntrustedRecord("no verified nonce to remember")
-        if not self.nonces.remember_in(unit, *self.pair):
+        if not isinstance(self.nonces, DbNonceStore) or not self.nonces.remember_in(unit, *self.pair):
+            raise Unauthenticated(REPLAYED, hint="this nonce was already used; sign every request afresh")
+
+    def now(self) -> None:
+        """Store the nonce now, in the store's own way; ``Unauthenticated`` if it is a replay."""
+        if self.pair is None:
+            raise UntrustedRecord("no verified nonce to remember")
+        if not self.nonces.remember(*self.pair):
             raise Unauthenticated(REPLAYED, hint="this nonce was already used; sign every request afresh")
 
 
@@ -143,35 +152,48 @@ class Authenticator:
         self.authority = public_authority(public_url)
 
     def authenticate(
-        self, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes, *, in_unit: bool = False
+        self,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        in_unit: bool = False,
+        limit: Callable[[Session], None] | None = None,
     ) -> Authenticated:
         """The request's signer, or ``Locked`` with the refusal's code (``unsigned`` …).
         ``in_unit``: the operation writes, so a database nonce store's nonce is left for its
-        unit (``Authenticated.nonce``); otherwise, and with another store, it is stored now."""
+        unit (``Authenticated.nonce``); otherwise it is stored once the signature verified.
+        ``limit``: the failed-authentication limit's check (``RateLimited``), run first in the
+        read that then resolves the keyid (one read unit: no transaction of its own)."""
         found: list[CallerRead] = []
         pending = PendingNonce(self.nonces) if in_unit and isinstance(self.nonces, DbNonceStore) else None
+        held = pending if pending is not None else PendingNonce(self.nonces)  # else: stored once the read closed
+        with self.store.lookup() as s:  # SELECTs only: no transaction's round trips on PostgreSQL
+            if limit is not None:
+                limit(s)  # before anything of the request is checked, as before its own read
 
-        def public_key_for(keyid: str) -> bytes | None:
-            read = self._caller(keyid)
-            if read is None:
-                return None
-            found.append(read)
-            return read.me.signing_public
+            def public_key_for(keyid: str) -> bytes | None:
+                read = self._caller(s, keyid)
+                if read is None:
+                    return None
+                found.append(read)
+                return read.me.signing_public
 
-        nonces = pending if pending is not None else self.nonces
-        verified = verify_request(
-            method, self.authority, path, list(headers), body, public_key_for, self.clock(), nonces=nonces
-        )
+            verified = verify_request(
+                method, self.authority, path, list(headers), body, public_key_for, self.clock(), nonces=held
+            )
+        if pending is None:
+            held.now()  # a nonce store's own short transaction: never while this read holds a connection
         return Authenticated(verified, found[-1], pending)
 
-    def _caller(self, keyid: str) -> CallerRead | None:
+    def _caller(self, s: Session, keyid: str) -> CallerRead | None:
         match = KEYID.fullmatch(keyid)
         if match is None:
             return None
         caller = Caller(int(match.group(1)), int(match.group(2)))
         try:
-            with self.store.read() as s:
-                return caller_read(s, self.checks, caller)
+            return caller_read(s, self.checks, caller)
         except (Locked, AccessDenied, NotFound, UntrustedRecord) as refusal:  # a damaged schema is not a refusal
             LOGGER.warning("a request's key was refused: %s", type(refusal).__name__)
             return None

@@ -286,6 +286,29 @@ class Store:
                     session.close()
                     transaction.rollback()
 
+    @contextlib.contextmanager
+    def lookup(self) -> Iterator[Session]:
+        """``read()`` for a hot path's few independent reads (the team server's authentication):
+        on PostgreSQL in autocommit, so no ``BEGIN`` and no ``ROLLBACK`` travel (under read
+        committed each statement of a read transaction takes its own snapshot anyway, so nothing
+        is lost); a statement that wrote would commit, so a lookup runs SELECTs only. On SQLite
+        it is ``read()`` (one WAL snapshot)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.read() as session:
+                yield session
+            return
+        with self._mapped_errors(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY_OPTION: True})
+            if self._check_due():
+                self._guard(conn)
+            session = Session(bind=conn, expire_on_commit=False, autoflush=False)
+            session.info["connection"] = conn
+            session.info["read_only"] = True
+            try:
+                yield session
+            finally:
+                session.close()
+
     # -- objects credvault did not create ---------------------------------------------------
 
     def foreign_objects(self) -> list[str]:

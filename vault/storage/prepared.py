@@ -1,20 +1,24 @@
 """Prepared statements for the hot path: a Core statement compiled once, run on the driver.
 
 SQLAlchemy's per-statement work (building an execution context, processing every
-parameter, wrapping the cursor in a result) costs about 14 µs a statement on SQLite,
-as much as SQLite's own work for the small statements a checkout sends (issue 7,
-workload W1). A ``Prepared`` statement does that work once: on SQLite it compiles the
-statement for the dialect, keeps the SQL text, the order of its parameters and the
-type processors SQLAlchemy itself would apply (through the public ``bind_processor`` /
-``result_processor`` of each type), and then runs on the connection's own sqlite3
-cursor, inside the transaction SQLAlchemy began. On any other dialect it is a plain
-``Connection.execute``: PostgreSQL's round trip dwarfs that cost.
+parameter, generating the statement's cache key, wrapping the cursor in a result) costs
+about 14 µs a statement on SQLite, as much as SQLite's own work for the small statements a
+checkout sends (issue 7, workload W1), and on PostgreSQL, where a team server's processes,
+its engineers and the database share the cores, a share of each checkout's CPU of the same
+order as psycopg's own (issue 14, W16). A ``Prepared`` statement does that work once: it
+compiles the statement for the connection's dialect, keeps the SQL text, the order (SQLite:
+positional) or the names (psycopg: ``%(name)s``) of its parameters and the type processors
+SQLAlchemy itself would apply (through the public ``bind_processor`` / ``result_processor``
+of each type), and then runs on the connection's own driver cursor, inside the transaction
+SQLAlchemy began. Any other dialect gets a plain ``Connection.execute``.
 
 What stays the same either way, and is tested on both engines:
 
 * the values bound and returned are those of ``Connection.execute`` (same processors);
-* driver errors are raised as SQLAlchemy's exceptions (``DBAPIError.instance``), so
-  ``Store``'s error mapping applies unchanged;
+* driver errors are raised as SQLAlchemy's exceptions (SQLite: ``DBAPIError.instance``;
+  psycopg: through the connection's own handling, so that a lost server connection
+  invalidates it and the pool as ``Connection.execute`` would), so ``Store``'s error mapping
+  applies unchanged;
 * the engine's ``before_cursor_execute`` listeners are called with the statement, so
   what watches statements (tests counting them, fault injection, the benchmark's cost
   counts) sees these too.
@@ -35,19 +39,25 @@ Processor = Callable[[Any], Any] | None
 
 
 class _Compiled:
-    """One statement compiled for SQLite: its text, parameter order, defaults and processors."""
+    """One statement compiled for a dialect: its text, parameters, defaults and processors."""
 
-    __slots__ = ("binds", "defaults", "order", "results", "sql")
+    __slots__ = ("binds", "defaults", "named", "order", "results", "sql")
 
     def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = cast(ClauseElement, statement).compile(
             dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
-        assert isinstance(compiled, SQLCompiler) and compiled.positiontup is not None
+        assert isinstance(compiled, SQLCompiler)
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("a prepared statement takes no expanding (IN) or literal-execute parameters")
         self.sql: str = compiled.string
-        self.order: tuple[str, ...] = tuple(compiled.positiontup)
+        if compiled.positiontup is not None:  # SQLite: ``?`` in this order
+            self.order: tuple[str, ...] = tuple(compiled.positiontup)
+            self.named: tuple[str, ...] | None = None
+        else:  # psycopg: ``%(name)s``, under the name the compiler wrote (escaped if it had to)
+            escaped: Mapping[str, str] = compiled.escaped_bind_names or {}
+            self.order = tuple(compiled.binds)
+            self.named = tuple(escaped.get(name, name) for name in self.order)
         self.defaults = {name: bind.value for name, bind in compiled.binds.items() if bind.value is not None}
         self.binds: dict[str, Processor] = {
             name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
@@ -60,7 +70,7 @@ class _Compiled:
             if p is not None
         )
 
-    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         out = []
         for name in self.order:
             if name in values:
@@ -71,7 +81,7 @@ class _Compiled:
                 raise exc.ArgumentError(f"a value is required for bind parameter {name!r}")
             process = self.binds[name]
             out.append(process(value) if process is not None and value is not None else value)
-        return tuple(out)
+        return tuple(out) if self.named is None else dict(zip(self.named, out, strict=True))
 
 
 class Prepared:
@@ -81,12 +91,12 @@ class Prepared:
     database), as ``Connection.execute`` would infer from its parameters.
     """
 
-    __slots__ = ("_sqlite", "keys", "statement")
+    __slots__ = ("_by_dialect", "keys", "statement")
 
     def __init__(self, statement: Executable, keys: Iterable[str] | None = None) -> None:
         self.statement = statement
         self.keys = tuple(keys) if keys is not None else None
-        self._sqlite: _Compiled | None = None
+        self._by_dialect: dict[str, _Compiled] = {}
 
     def __repr__(self) -> str:
         return f"Prepared({self.statement!s})"
@@ -128,15 +138,35 @@ class Prepared:
             self._cursor(conn, compiled, compiled.parameters(one))
 
     def _compiled(self, conn: Connection) -> _Compiled | None:
-        if conn.dialect.name != "sqlite":
-            return None
-        if self._sqlite is None:
-            self._sqlite = _Compiled(self.statement, conn.dialect, self.keys)
-        return self._sqlite
+        dialect = conn.dialect
+        name = dialect.name if dialect.name == "sqlite" else f"{dialect.name}+{dialect.driver}"
+        compiled = self._by_dialect.get(name)
+        if compiled is None:
+            if name not in ("sqlite", "postgresql+psycopg"):
+                return None
+            compiled = self._by_dialect[name] = _Compiled(self.statement, dialect, self.keys)
+        return compiled
 
     @staticmethod
-    def _cursor(conn: Connection, compiled: _Compiled, parameters: tuple[Any, ...]) -> Any:
-        return on_driver(conn, compiled.sql, parameters)
+    def _cursor(conn: Connection, compiled: _Compiled, parameters: tuple[Any, ...] | dict[str, Any]) -> Any:
+        if compiled.named is None:
+            return on_driver(conn, compiled.sql, cast(tuple[Any, ...], parameters))
+        return _on_psycopg(conn, compiled.sql, cast(dict[str, Any], parameters))
+
+
+def _on_psycopg(conn: Connection, sql: str, parameters: dict[str, Any]) -> Any:
+    """Run ``sql`` on the psycopg connection's own cursor, in its current transaction: the
+    listeners first, and a driver error handled by the connection as ``Connection.execute``
+    does (wrapped as SQLAlchemy's; a lost server connection invalidated). Returns the cursor."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        for listener in conn.dispatch.before_cursor_execute:
+            listener(conn, cursor, sql, parameters, None, False)
+        cursor.execute(sql, parameters)
+    except dbapi_error as error:
+        conn._handle_dbapi_exception(error, sql, parameters, cursor, None)
+    return cursor
 
 
 def on_driver(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:

@@ -223,6 +223,7 @@ class HttpsTransport:
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
         transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
         self.client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=timeout, transport=transport)
+        self._urls: dict[str, httpx.URL] = {}  # each route's absolute URL, parsed once (not per request)
         self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
 
     def close(self) -> None:
@@ -256,7 +257,7 @@ class HttpsTransport:
                 "POST", self.authority, path, JSON, data, key, keyid, created=int(self.clock())
             )
             try:
-                response = self.client.post(path, content=data, headers={"Content-Type": JSON, **signed})
+                response = self.client.post(self._url(path), content=data, headers={"Content-Type": JSON, **signed})
                 break
             except httpx.HTTPError as error:
                 if attempt + 1 < attempts:
@@ -286,6 +287,12 @@ class HttpsTransport:
             raise
         self.answered = (name, request_id)
         return answer.body
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.client.base_url.join(path)
+        return url
 
     def _check_signed(self, response: httpx.Response, request_sig: str) -> None:
         """The answer signed by the pinned server key for this request; or by the next version,

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from vault.storage import models as m
+from vault.storage.prepared import Prepared
 
 NONCES = cast(Table, m.RequestNonce.__table__)
 FAILURES = cast(Table, m.AuthFailure.__table__)
@@ -34,17 +35,31 @@ def _insert(conn: Connection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
+def _insert_nonce(insert: Any) -> Prepared:
+    statement = (
+        insert(NONCES)
+        .values(keyid=bindparam("keyid"), nonce=bindparam("nonce"), created_at=bindparam("created_at"))
+        .on_conflict_do_nothing(index_elements=[NONCES.c.keyid, NONCES.c.nonce])
+        .returning(NONCES.c.created_at)  # a row only if inserted (rowcount is not kept for an INSERT)
+    )
+    return Prepared(statement)
+
+
+# every writing request's: compiled once per dialect (``Prepared``), not built per call
+_INSERT_NONCE = {"postgresql": _insert_nonce(postgresql.insert), "sqlite": _insert_nonce(sqlite.insert)}
+_FAILURES_IN = Prepared(
+    select(FAILURES.c["count"]).where(
+        FAILURES.c.engineer_id == bindparam("engineer_id"), FAILURES.c.window_start == bindparam("window_start")
+    )
+)
+
+
 def insert_nonce(conn: Connection, keyid: str, nonce: str, created: int) -> bool:
     """Store (keyid, nonce) in the connection's transaction: True if it is new, False if a
     row with that key exists (committed, or committed meanwhile by the transaction that
     held it)."""
-    statement = (
-        _insert(conn, NONCES)
-        .values(keyid=keyid, nonce=nonce, created_at=created)
-        .on_conflict_do_nothing(index_elements=[NONCES.c.keyid, NONCES.c.nonce])
-        .returning(NONCES.c.created_at)  # a row only if inserted (rowcount is not kept for an INSERT)
-    )
-    return conn.execute(statement).first() is not None
+    statement = _INSERT_NONCE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    return bool(statement.all(conn, {"keyid": keyid, "nonce": nonce, "created_at": created}))
 
 
 def delete_nonces_before(conn: Connection, cutoff: int) -> int:
@@ -54,10 +69,8 @@ def delete_nonces_before(conn: Connection, cutoff: int) -> int:
 
 def failures_in(conn: Connection, engineer_id: int, window_start: int) -> int:
     """The failed authentications counted for ``engineer_id`` in the window starting then."""
-    query = select(FAILURES.c["count"]).where(
-        FAILURES.c.engineer_id == engineer_id, FAILURES.c.window_start == window_start
-    )
-    return int(conn.execute(query).scalar() or 0)
+    found = _FAILURES_IN.all(conn, {"engineer_id": engineer_id, "window_start": window_start})
+    return int(found[0][0] or 0) if found else 0
 
 
 def add_failure(conn: Connection, engineer_id: int, window_start: int) -> int:
