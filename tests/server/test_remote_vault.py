@@ -150,8 +150,10 @@ def test_a_noun_not_served_says_so(keyed: Keyed) -> None:
         vault.reports.access("bob")
     with pytest.raises(Locked):  # served now (an admin's, tests/server/test_grants_write_https.py): a session first
         vault.clients.add("new", "New Ltd")
-    with pytest.raises(ConfigurationError, match=r"engineers\.invite"):
+    with pytest.raises(Locked):  # served since session 13 (tests/server/test_invite_write_https.py)
         vault.engineers.invite("dave")
+    with pytest.raises(ConfigurationError, match=r"engineers\.remove"):
+        vault.engineers.remove("dave")
 
 
 def test_a_forged_server_key_certificate_is_refused(keyed: Keyed) -> None:
