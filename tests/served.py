@@ -230,6 +230,27 @@ def serving(
         yield public, serverjoin.pin(public, identity, str(ca.ca_file))
 
 
+# The admin of a vault made for a served test (``served_vault``, tests/server/conftest.py).
+ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
+
+
+@dataclass
+class ServedVault:
+    """A new vault behind a running team server (``served_vault``): its ``team`` (the admin on the
+    host with the key file, every stored data key layered), database ``url`` and ``engine``, the
+    ``ca`` the server's certificate is under, and a private ``folder``."""
+
+    team: ServedTeam
+    url: str
+    engine: str
+    ca: CertificateFiles
+    folder: Path
+
+    @property
+    def admin(self) -> Vault:
+        return self.team.admin
+
+
 def only_local(team: object, why: str) -> None:
     """Skip the HTTPS mode of a ``team3`` test, saying why (what it reaches that a server never serves)."""
     if getattr(team, "served", False):  # a ServedTeam, or tests/service's ServedShared

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from served import CertificateFiles, loopback_socket, make_test_ca, running
+from served import ADMIN, ADMIN_PASS, CertificateFiles, ServedVault, loopback_socket, make_test_ca, running, served_team
 from server_harness import KEYED_METADATA, Keyed, ReadWorld, Served
 from sqlalchemy import select
 
+from vault import Vault
+from vault.crypto.keyrecord import FLOOR
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.app import build_app
 from vault.server.running import ServeOptions
@@ -184,3 +186,20 @@ def keyed_more(module_team, request: pytest.FixtureRequest) -> tuple[Keyed, dict
     in-process Vaults, by name; their passphrases are ``pass of NAME``)."""
     more = {name: module_team.engineer(name) for name in ("dave", "erin")}
     return request.getfixturevalue("keyed"), more
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served_vault(request, tmp_path, empty_databases, clock, monkeypatch) -> Iterator[ServedVault]:  # type: ignore[no-untyped-def]
+    """A new vault (its admin ``served.ADMIN``, unlocked) behind a real team server on loopback TLS,
+    on each engine, with ``CREDVAULT_HOME`` a folder of the test's own (``served.served_team``)."""
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    url = empty_databases(request.param)
+    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    ca = make_test_ca(tmp_path)
+    try:
+        with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, ca, FLOOR) as team:
+            yield ServedVault(team, url, request.param, ca, tmp_path)
+    finally:
+        admin.close()
+

@@ -10,19 +10,16 @@ that a slow server still wrote under is kept, not deleted, and the next run move
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from served import ServedTeam, make_test_ca, served_team
+from served import ServedTeam, ServedVault
 from sqlalchemy import select
 
-from vault import Vault
 from vault.crypto import serverlayer
-from vault.crypto.keyrecord import FLOOR
 from vault.errors import DecryptionFailed
 from vault.server import layer_rotation
 from vault.server.keyfile import ServerKeyFile
@@ -32,7 +29,6 @@ from vault.service.remote import RemoteVault
 from vault.storage import models as m
 from vault.storage.engine import Store
 
-ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 PASSWORDS = {"acme/fw01": "acme fw pw 1", "acme/sw02": "acme sw pw 2", "globex/mail": "globex mail pw"}
 
 
@@ -44,25 +40,20 @@ class Rotating:
     url: str
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def rotating(request, tmp_path, empty_databases, clock, monkeypatch) -> Iterator[Rotating]:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
-    url = empty_databases(request.param)
-    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
-    admin.engineers.unlock(ADMIN, ADMIN_PASS)
-    with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, make_test_ca(tmp_path), FLOOR) as team:
-        layer = admin.core.host_layer
-        assert isinstance(layer, ServerLayer)
-        for slug in ("acme", "globex"):
-            admin.clients.add(slug, slug.title())
-        for ref, password in PASSWORDS.items():
-            admin.secrets.add(ref, password=password, kind="equipment")
-        bob = team.engineer("bob")
-        for slug in ("acme", "globex"):
-            admin.grants.grant("bob", slug)
-        assert checked_out(bob) == PASSWORDS  # the server's cache now holds every old key
-        yield Rotating(team, layer, bob, url)
-    admin.close()
+@pytest.fixture
+def rotating(served_vault: ServedVault) -> Rotating:
+    team, admin = served_vault.team, served_vault.admin
+    layer = admin.core.host_layer
+    assert isinstance(layer, ServerLayer)
+    for slug in ("acme", "globex"):
+        admin.clients.add(slug, slug.title())
+    for ref, password in PASSWORDS.items():
+        admin.secrets.add(ref, password=password, kind="equipment")
+    bob = team.engineer("bob")
+    for slug in ("acme", "globex"):
+        admin.grants.grant("bob", slug)
+    assert checked_out(bob) == PASSWORDS  # the server's cache now holds every old key
+    return Rotating(team, layer, bob, served_vault.url)
 
 
 def checked_out(bob: RemoteVault) -> dict[str, str]:

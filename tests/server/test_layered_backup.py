@@ -12,12 +12,12 @@ layer opens nothing. Both engines.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from served import ServedTeam, make_test_ca, served_team, serving
+from served import ADMIN, ADMIN_PASS, ServedTeam, ServedVault, make_test_ca, serving
 from sqlalchemy import select
 
 from vault import Vault
@@ -31,7 +31,6 @@ from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 from vault.storage.engine import Store
 
-ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 PASSWORD = "layered pw 4711"
 
 
@@ -46,25 +45,20 @@ class Backed:
     layer: ServerLayer
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backed(request, tmp_path, empty_databases, clock, monkeypatch) -> Iterator[Backed]:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
-    url = empty_databases(request.param)
-    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
-    admin.engineers.unlock(ADMIN, ADMIN_PASS)
-    with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, make_test_ca(tmp_path), FLOOR) as team:
-        layer = admin.core.host_layer
-        assert isinstance(layer, ServerLayer)
-        admin.clients.add("acme", "Acme Ltd")
-        admin.secrets.add("acme/fw01", password=PASSWORD, kind="equipment")
-        bob = team.engineer("bob")
-        admin.grants.grant("bob", "acme")
-        assert bob.checkouts.checkout("acme/fw01", reason="T-1 before the backup").value == PASSWORD
-        bob.checkouts.checkin("acme/fw01")
-        admin.backups.export_keys(tmp_path / "vault.keys")
-        admin.backups.create(tmp_path / "vault.cvbk")
-        yield Backed(team, request.param, tmp_path / "vault.cvbk", tmp_path / "vault.keys", layer)
-    admin.close()
+@pytest.fixture
+def backed(served_vault: ServedVault) -> Backed:
+    team, admin, folder = served_vault.team, served_vault.admin, served_vault.folder
+    layer = admin.core.host_layer
+    assert isinstance(layer, ServerLayer)
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password=PASSWORD, kind="equipment")
+    bob = team.engineer("bob")
+    admin.grants.grant("bob", "acme")
+    assert bob.checkouts.checkout("acme/fw01", reason="T-1 before the backup").value == PASSWORD
+    bob.checkouts.checkin("acme/fw01")
+    admin.backups.export_keys(folder / "vault.keys")
+    admin.backups.create(folder / "vault.cvbk")
+    return Backed(team, served_vault.engine, folder / "vault.cvbk", folder / "vault.keys", layer)
 
 
 def restored(backed: Backed, target: str, clock: Callable[[], dt.datetime]) -> Vault:

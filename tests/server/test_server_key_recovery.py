@@ -12,13 +12,12 @@ the pinned organisation key. Both engines.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from served import CertificateFiles, ServedTeam, make_test_ca, served_team, serving
+from served import ADMIN, ADMIN_PASS, CertificateFiles, ServedTeam, ServedVault, serving
 from sqlalchemy import select, update
 
 from vault import Vault
@@ -33,7 +32,6 @@ from vault.service.serverpins import ServerPins
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
-ADMIN, ADMIN_PASS = "root-admin", "admin passphrase ✓"
 PASSWORD = "recovered pw 1138"
 
 
@@ -47,24 +45,18 @@ class Lost:
     folder: Path
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def lost(request, tmp_path, empty_databases, clock, monkeypatch) -> Iterator[Lost]:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
-    url = empty_databases(request.param)
-    admin, _ = Vault.create(url, admin=ADMIN, passphrase=ADMIN_PASS, clock=clock, kdf_params=FLOOR)
-    admin.engineers.unlock(ADMIN, ADMIN_PASS)
-    ca = make_test_ca(tmp_path)
-    with served_team(url, admin, clock, {ADMIN: ADMIN_PASS}, ca, FLOOR) as team:
-        admin.clients.add("acme", "Acme Ltd")
-        admin.secrets.add("acme/fw01", password=PASSWORD, kind="equipment")
-        bob = team.engineer("bob")
-        admin.grants.grant("bob", "acme")
-        assert bob.checkouts.checkout("acme/fw01", reason="T-1 before the loss").value == PASSWORD
-        bob.checkouts.checkin("acme/fw01")
-        admin.backups.export_keys(tmp_path / "vault.keys")  # on the host: it carries the master key
-        admin.core.server_key = admin.core.host_layer = admin.core.host_server = None  # the file is gone
-        yield Lost(team, admin, url, tmp_path / "vault.keys", ca, tmp_path)
-    admin.close()
+@pytest.fixture
+def lost(served_vault: ServedVault) -> Lost:
+    team, admin, folder = served_vault.team, served_vault.admin, served_vault.folder
+    admin.clients.add("acme", "Acme Ltd")
+    admin.secrets.add("acme/fw01", password=PASSWORD, kind="equipment")
+    bob = team.engineer("bob")
+    admin.grants.grant("bob", "acme")
+    assert bob.checkouts.checkout("acme/fw01", reason="T-1 before the loss").value == PASSWORD
+    bob.checkouts.checkin("acme/fw01")
+    admin.backups.export_keys(folder / "vault.keys")  # on the host: it carries the master key
+    admin.core.server_key = admin.core.host_layer = admin.core.host_server = None  # the file is gone
+    return Lost(team, admin, served_vault.url, folder / "vault.keys", served_vault.ca, folder)
 
 
 def run(*args: str) -> Result:
