@@ -18,6 +18,7 @@ from server_harness import KEYED_METADATA, Keyed
 from test_body_scan import forms, word
 
 from vault.crypto import keyrecord
+from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.serverjoin import pin, trust
 from vault.service.serverpins import KeyRecordFile
@@ -25,6 +26,7 @@ from vault.service.sessions import MemorySessionStore
 from vault.transport.https_enrolment import enroll_over_https
 
 PASSPHRASE = "dora's long passphrase 4711"
+ADMIN_PASSPHRASE = "admin passphrase ✓"  # the suite's first admin's (tests/conftest.py)
 REASON = "T-5150 core switch replacement"
 ADDED = {"username": "sw-core-admin-9931", "url": "https://core-sw.acme-internal.example", "note": "cab 7 slot 3"}
 
@@ -101,3 +103,70 @@ def test_no_body_of_an_engineers_whole_workflow_holds_a_plaintext_or_a_key(
         found += [key[:4].hex() for key in keys for form in forms(key) if form in body]
     assert found == []
     assert admin.audit.verify().ok
+
+
+def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
+    keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's part from their own machine too (``RemoteVault``, no database): an invitation,
+    a new client, a grant, a client-key rotation and the client's purge; the engineer enrols, adds a
+    secret and checks it out between. Only the confirmation (comparing a fingerprint) runs on the
+    server's host, and sends no body."""
+    monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
+    served, host, seen = keyed.served, keyed.served.admin, []
+    name = host.engineer_name
+    assert name is not None
+    pinned = pin(served.url, trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
+    serverjoin.join(pinned, host, name, ADMIN_PASSPHRASE)
+    admin = RemoteVault(
+        pinned, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock,
+        transport=recording(keyed, seen),
+    )  # fmt: skip
+    admin.engineers.unlock(name, ADMIN_PASSPHRASE)
+    code = admin.engineers.invite("frank")
+    enrolled = enroll_over_https(
+        served.url, ca_file=pinned.ca_file, name="frank", code=code, passphrase=PASSPHRASE,
+        kdf_params=keyrecord.FLOOR, transport=recording(keyed, seen),
+    )  # fmt: skip
+    KeyRecordFile(enrolled.vault_id, enrolled.engineer_id, "frank", enrolled.key_generation, enrolled.key_record).save()
+    host.core.server_key = keyed.key  # the confirmation, on the server's host
+    try:
+        host.engineers.confirm("frank", enrolled.fingerprint)
+    finally:
+        host.core.server_key = None
+    admin.clients.add("zeta-holdings", "Zeta Holdings plc")
+    admin.grants.grant("frank", "zeta-holdings")
+    frank = RemoteVault(
+        pinned, engineer="frank", sessions=MemorySessionStore(), clock=served.alice.clock,
+        transport=recording(keyed, seen),
+    )  # fmt: skip
+    frank.engineers.unlock("frank", PASSPHRASE)
+    frank.secrets.add("zeta-holdings/vpn-gw", password="pw of zeta vpn", kind="equipment", **ADDED)
+    assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
+    frank.checkouts.checkin("zeta-holdings/vpn-gw")
+    keys = [*admin.keyholder.client_keys.values()]  # the version the rotation retires
+    info = admin.keys.rotate_client("zeta-holdings")
+    assert (info.to_version, info.state, info.done) == (2, "done", 1)
+    assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
+    frank.checkouts.checkin("zeta-holdings/vpn-gw")
+    keys += [*admin.keyholder.client_keys.values(), *frank.keyholder.client_keys.values()]
+    receipt = admin.purge.client("zeta-holdings", request="DSR-4242")
+    assert receipt.request == "DSR-4242"
+
+    words = ["zeta-holdings", "Zeta Holdings plc", "vpn-gw", "zeta-holdings/vpn-gw", "pw of zeta vpn", REASON]
+    words += [PASSPHRASE, ADMIN_PASSPHRASE, code, *ADDED.values()]
+    for vault in (admin, frank):
+        session = vault.keyholder.me()
+        keys += [session.signing_seed, session.sealing_private]
+    recovery = admin.keyholder._root  # the admin's opened root bundle: its recovery key and lookup key
+    assert recovery is not None
+    keys += [recovery.recovery.private, recovery.lookup_key]
+    assert len(keys) >= 7 and len(seen) >= 2 * 20
+    control = b'{"slug":"zeta-holdings","key":"' + forms(keys[0])[3] + b'"}'  # the scan finds what it looks for
+    assert word("zeta-holdings").search(control) and any(form in control for form in forms(keys[0]))
+    found = []
+    for body in seen:
+        found += [w for w in words if word(w).search(body)]
+        found += [key[:4].hex() for key in keys for form in forms(key) if form in body]
+    assert found == []
+    assert host.audit.verify().ok

@@ -82,3 +82,21 @@ def test_an_admin_invites_through_the_server(keyed: Keyed, tmp_path: Path) -> No
     assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown and "--db" not in shown
     assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite"]
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admin_rotates_a_client_key_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = ok(run("rotate", "client", "excl")).output
+    assert "Rotated excl: key version 1 -> 2, 5 data key(s) re-wrapped" in shown
+    assert keyed.served.admin.keys.versions("excl") == [(1, "destroyed"), (2, "active")]  # where the database is
+    refused(run("rotate", "root"), "not served")
+    refused(run("rotate", "client", "nobody"), "no client")
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions == ["client-key-rotate", "client-key-rotated"]  # the server layers nothing here: no release
+    ok(run("lock"))
+    secret = joined(keyed, tmp_path)  # alice, an engineer, on the same machine
+    ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
+    refused(run("rotate", "client", "acme"), "not an admin")
+    assert keyed.served.admin.keys.versions("acme") == [(1, "active")]
+    assert keyed.served.admin.audit.verify().ok

@@ -118,12 +118,14 @@ def test_a_malformed_body_is_400_and_nothing_is_written(read_world: ReadWorld, c
     assert database_state(served.db_url) == before
 
 
-def test_a_rotation_through_the_https_transport_is_not_served_yet(read_world: ReadWorld) -> None:
+def test_a_rotation_through_a_server_without_its_signing_key_writes_nothing(read_world: ReadWorld) -> None:
+    """The rotation is served (tests/server/test_rotation_https.py); a server that cannot sign its
+    event answers the draft (a read) and refuses the commit, with nothing written."""
     admin = read_world.served.admin
     https = read_world.https(admin)
     before = database_state(read_world.served.db_url)
     try:
-        with pytest.raises(ConfigurationError, match="not served"):
+        with pytest.raises(ConfigurationError, match="no signing key"):
             rotationparts.https_rotation_keyholder(admin.keys, https).rotate("beta")
     finally:
         https.close()

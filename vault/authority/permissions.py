@@ -151,6 +151,8 @@ KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
+# An admin's client-key rotation through the team server (server/rotation_routes.py): each step's request.
+KEYHOLDER_REQUESTS["keys"] = dict.fromkeys(("start_draft", "start", "open", "rewrap_draft", "rewrap", "finish"), ADMIN)
 # An engineer's passphrase change through the team server: their own stored key record, read first.
 KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
 # The rows an engineer's machine with no database checks the audit log's signatures under.

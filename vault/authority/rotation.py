@@ -37,7 +37,7 @@ from vault import validation
 from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, SEALED_KEY, CallerRead, org_chain_rows
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
-from vault.authority.rotation_batches import RewrapSeal, RotationBatches, count_encryptions
+from vault.authority.rotation_batches import Outer, RewrapSeal, RotationBatches, count_encryptions
 from vault.authority.rotation_reads import RotationReads, rotation_row
 from vault.authority.rotation_requests import (
     ALREADY_RUNNING,
@@ -292,46 +292,52 @@ class RotationAuthority:
         """What the rotation's batches share, for the keyholder to verify once."""
         return self.batches.open(request)
 
-    def rewrap(self, request: BatchRequest, seal: RewrapSeal) -> BatchDone:
-        """Re-wrap the next page of data keys, if the basis the request names is still stored."""
-        return self.batches.rewrap(request, seal)
+    def rewrap(
+        self, request: BatchRequest, seal: RewrapSeal, *, s: Session | None = None, outer: Outer | None = None
+    ) -> BatchDone:
+        """Re-wrap the next page of data keys, if the basis the request names is still stored
+        (``s`` and ``outer``: the team server's, ``rotation_batches.RotationBatches.rewrap``)."""
+        return self.batches.rewrap(request, seal, s=s, outer=outer)
 
     # -- finish --------------------------------------------------------------------------------
 
-    def finish(self, request: FinishRequest) -> Finished:
-        """End the rotation: destroy the retiring versions nothing refers to any more."""
+    def finish(self, request: FinishRequest, *, s: Session | None = None) -> Finished:
+        """End the rotation: destroy the retiring versions nothing refers to any more (``s``: inside
+        the caller's unit of work: the team server's, its nonce remembered first)."""
         if not isinstance(request, FinishRequest) or not isinstance(request.final, bool):
             raise InvalidInput("not a finish request")
         checked_caller(request.caller)
         validation.number("rotation id", request.rotation_id, 1)
-        with self.store.transaction() as s:
-            self._authorise(s, request.caller)
-            rotation = s.get(m.Rotation, request.rotation_id)
-            if rotation is None:
-                raise NotFound("no such rotation")
-            if rotation.state != RUNNING:
-                return Finished(_row(rotation), True, ())
-            in_use = old_versions_in_use(s, rotation.client_id, rotation.to_version)
-            if in_use and not request.final:
-                return Finished(_row(rotation), False, ())
-            now = self.clock()
-            destroyed = []
-            for ck in s.scalars(
-                select(m.ClientKey).where(m.ClientKey.client_id == rotation.client_id, m.ClientKey.state == RETIRING)
-            ):
-                if in_use.get(ck.version):  # a data key still needs it: never destroyed
-                    continue
-                s.execute(
-                    delete(m.ClientKeySeal).where(
-                        m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
-                    )
+        if s is None:
+            with self.store.transaction() as unit:
+                return self.finish(request, s=unit)
+        self._authorise(s, request.caller)
+        rotation = s.get(m.Rotation, request.rotation_id)
+        if rotation is None:
+            raise NotFound("no such rotation")
+        if rotation.state != RUNNING:
+            return Finished(_row(rotation), True, ())
+        in_use = old_versions_in_use(s, rotation.client_id, rotation.to_version)
+        if in_use and not request.final:
+            return Finished(_row(rotation), False, ())
+        now = self.clock()
+        destroyed = []
+        for ck in s.scalars(
+            select(m.ClientKey).where(m.ClientKey.client_id == rotation.client_id, m.ClientKey.state == RETIRING)
+        ):
+            if in_use.get(ck.version):  # a data key still needs it: never destroyed
+                continue
+            s.execute(
+                delete(m.ClientKeySeal).where(
+                    m.ClientKeySeal.client_id == ck.client_id, m.ClientKeySeal.version == ck.version
                 )
-                ck.state, ck.destroyed_at = DESTROYED, now
-                destroyed.append(ck.version)
-            rotation.state, rotation.finished_at = DONE, now
-            details = {"to_version": rotation.to_version, "data_keys": rotation.done}
-            self.recorder.append(s, FINISH, client_id=rotation.client_id, details=details)
-            return Finished(_row(rotation), True, tuple(destroyed))
+            )
+            ck.state, ck.destroyed_at = DESTROYED, now
+            destroyed.append(ck.version)
+        rotation.state, rotation.finished_at = DONE, now
+        details = {"to_version": rotation.to_version, "data_keys": rotation.done}
+        self.recorder.append(s, FINISH, client_id=rotation.client_id, details=details)
+        return Finished(_row(rotation), True, tuple(destroyed))
 
     # -- the listing ---------------------------------------------------------------------------
 

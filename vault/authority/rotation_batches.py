@@ -18,10 +18,11 @@ the new key's encryption bound; the rotation's counter advanced (plain UPDATEs).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from sqlalchemy import Connection, Table, and_, bindparam, literal, select, update
+from sqlalchemy.orm import Session
 
 from vault import validation
 from vault.authority.checkout_reads import ENGINEER_WIDTH, org_chain_rows
@@ -96,6 +97,11 @@ _COUNT = Prepared(  # one atomic UPDATE: concurrent writers never lose a count
 )
 
 
+# The server's hands on a checked page before it is stored: (unit, client id, new version, the
+# re-wrapped rows) -> the blobs to store, one per row, in order (``rotation_drafts.py``).
+Outer = Callable[[Session, int, int, Sequence[Rewrapped]], list[bytes]]
+
+
 class RewrapSeal(Protocol):
     """The keyholder's hands inside a batch's unit of work."""
 
@@ -157,8 +163,12 @@ class RotationBatches:
                 caller.vault_id, caller.org_signing_public, chain, caller.me, rotation, root_version, keys
             )
 
-    def rewrap(self, request: BatchRequest, seal: RewrapSeal) -> BatchDone:
-        """Re-wrap the next page of data keys; ``count`` 0 when none is left."""
+    def rewrap(
+        self, request: BatchRequest, seal: RewrapSeal, *, s: Session | None = None, outer: Outer | None = None
+    ) -> BatchDone:
+        """Re-wrap the next page of data keys; ``count`` 0 when none is left. ``s``: inside the
+        caller's unit of work (the team server's, its nonce remembered first); ``outer``: what the
+        server stores in place of each checked re-wrapped key (its layer put back on, in the unit)."""
         if not isinstance(request, BatchRequest) or not isinstance(request.after, tuple) or len(request.after) != 2:
             raise InvalidInput("not a batch request")
         checked_caller(request.caller)
@@ -168,30 +178,39 @@ class RotationBatches:
             validation.number("cursor", part, 0, MAX_ID)
         if not isinstance(request.basis, bytes):
             raise InvalidInput("the batch request names no basis")
-        with self.store.transaction() as s:
-            caller = self.gate.authorise(s, request.caller, admin=True)
-            conn = rows.connection(s)
-            root_version = caller.root_version or 0
-            rotation, keys = read_basis(conn, request.rotation_id, root_version)
-            if rotation is None or rotation.state != RUNNING:
-                done = (0, 0) if rotation is None else (rotation.done, rotation.total)
-                return BatchDone(request.rotation_id, 0, request.after, *done)
-            if basis_digest(rotation, root_version, keys) != request.basis:
-                raise IntegrityError(STALE_BASIS, hint="run `credvault rotate resume` to verify them again")
-            client_id, new_version = rotation.client_id, rotation.to_version
-            found, cursor = next_rows(s, client_id, new_version, request.after, request.size)
-            if not found:
-                return BatchDone(rotation.id, 0, request.after, rotation.done, rotation.total)
-            page = tuple(map(WrappedKey._make, found))
-            answer = tuple(seal.rewrap(Batch(rotation.id, request.basis, page)))
-            if (
-                len(answer) != len(page)
-                or not all(type(new) is Rewrapped for new in answer)
-                or [new[:2] for new in answer] != [old[:2] for old in page]
-                or any(blob_key_version(new.wrapped_dek) != new_version for new in answer)
-            ):
-                raise UntrustedRecord("the re-wrapped keys are not the rows this batch handed out")
-            write_rewrapped(conn, new_version, found, [new.wrapped_dek for new in answer])
-            count_encryptions(conn, client_id, new_version, len(page))
-            [(done,)] = _ADVANCE.all(conn, {"rotation": rotation.id, "n": len(page)})
-            return BatchDone(rotation.id, len(page), cursor, int(done), rotation.total)
+        if s is None:
+            with self.store.transaction() as unit:
+                return self.rewrap(request, seal, s=unit, outer=outer)
+        return self._rewrap(s, request, seal, outer)
+
+    def _rewrap(self, s: Session, request: BatchRequest, seal: RewrapSeal, outer: Outer | None) -> BatchDone:
+        """The batch in the unit ``s`` (``rewrap``)."""
+        caller = self.gate.authorise(s, request.caller, admin=True)
+        conn = rows.connection(s)
+        root_version = caller.root_version or 0
+        rotation, keys = read_basis(conn, request.rotation_id, root_version)
+        if rotation is None or rotation.state != RUNNING:
+            done = (0, 0) if rotation is None else (rotation.done, rotation.total)
+            return BatchDone(request.rotation_id, 0, request.after, *done)
+        if basis_digest(rotation, root_version, keys) != request.basis:
+            raise IntegrityError(STALE_BASIS, hint="run `credvault rotate resume` to verify them again")
+        client_id, new_version = rotation.client_id, rotation.to_version
+        found, cursor = next_rows(s, client_id, new_version, request.after, request.size)
+        if not found:
+            return BatchDone(rotation.id, 0, request.after, rotation.done, rotation.total)
+        page = tuple(map(WrappedKey._make, found))
+        answer = tuple(seal.rewrap(Batch(rotation.id, request.basis, page)))
+        if (
+            len(answer) != len(page)
+            or not all(type(new) is Rewrapped for new in answer)
+            or [new[:2] for new in answer] != [old[:2] for old in page]
+            or any(blob_key_version(new.wrapped_dek) != new_version for new in answer)
+        ):
+            raise UntrustedRecord("the re-wrapped keys are not the rows this batch handed out")
+        wrapped = [new.wrapped_dek for new in answer]
+        if outer is not None:
+            wrapped = outer(s, client_id, new_version, answer)
+        write_rewrapped(conn, new_version, found, wrapped)
+        count_encryptions(conn, client_id, new_version, len(page))
+        [(done,)] = _ADVANCE.all(conn, {"rotation": rotation.id, "n": len(page)})
+        return BatchDone(rotation.id, len(page), cursor, int(done), rotation.total)

@@ -88,6 +88,19 @@ class RotationKeys(SessionKeys):
         return self._held.my_signing_key().sign(label, *fields)
 
 
+class RotationKeyring(Protocol):
+    """What the rotation's keyholder asks of the admin's unlocked keys (``RotationKeys`` in-process,
+    ``service/remotekeys.RemoteKeys`` through a team server): no private key leaves them."""
+
+    def session(self) -> Any: ...
+    def sealing_public(self) -> bytes: ...
+    def open_sealed(
+        self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]
+    ) -> bytes: ...
+    def recovery(self) -> tuple[int, bytes] | None: ...
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes: ...
+
+
 class _Opened:
     """A rotation's basis as this keyholder verified it at the open: the rotation, the digest
     its batches name, the checks made under the organisation key it trusted, the client-key
@@ -128,7 +141,7 @@ class RotationKeyholder:
     def __init__(
         self,
         transport: RotationTransport,
-        keys: RotationKeys,
+        keys: RotationKeyring,
         lookup: RotationLookup,
         cache: KeyCache,
         clock: Callable[[], dt.datetime],

@@ -68,6 +68,7 @@ from vault.server.read_routes import read_routes
 from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
+from vault.server.rotation_routes import RotationServerChecks, rotation_routes
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.server.signer_routes import SignerRoutes
@@ -137,6 +138,8 @@ def build_app(
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
         purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
+        rotation = RotationServerChecks(organisation, now)
+        rotation_routes(store, rotation, checkouts.seal, layer).add_to(operations)  # an admin's client-key rotation
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

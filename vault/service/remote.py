@@ -62,6 +62,7 @@ from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
+from vault.service.remote_rotation import RemoteKeyRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -340,6 +341,7 @@ class RemoteVault:
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
+        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

@@ -164,6 +164,12 @@ class RemoteKeys:
         root = self._root
         return None if root is None else signing.lookup_tag(root.lookup_key, LABEL_TAG_CLIENT_SLUG, slug)
 
+    def recovery(self) -> tuple[int, bytes] | None:
+        """An admin's recovery key as a client-key rotation seals to it: the version and public half
+        of the root bundle opened (None: none open)."""
+        root = self._root
+        return None if root is None else (root.version, root.recovery.public)
+
     def recovery_version(self) -> int | None:
         return None if self._root is None else self._root.version
 

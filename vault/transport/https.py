@@ -186,6 +186,10 @@ RESPONSE_LIMITS = {
     "audit.log": 4 * 1024 * 1024,
     "audit.export": 4 * 1024 * 1024,
     "audit.signers": 8 * 1024 * 1024,
+    # a rotation's draft (every grant event of the client), its basis and a page of data keys
+    "keys.start_draft": 8 * 1024 * 1024,
+    "keys.open": 1024 * 1024,
+    "keys.rewrap_draft": 1024 * 1024,
 }  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt

@@ -67,6 +67,10 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
+    # an admin's client-key rotation (server/rotation_routes.py): its start, a page released, its end
+    "keys.start": frozenset({"client-key-rotate"}),
+    "keys.rewrap_draft": frozenset({"client-key-rewrap"}),
+    "keys.finish": frozenset({"client-key-rotated"}),
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
@@ -99,6 +103,7 @@ SERVED_ONLY = frozenset(
         "report-status",
         "report-stale",
         "answer-refused",
+        "client-key-rewrap",
     }
 )
 

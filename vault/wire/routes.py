@@ -50,6 +50,7 @@ from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import report_requests as r
 from vault.authority import requests as v
+from vault.authority import rotation_draft_values as kd
 from vault.authority import rotation_reads as k
 from vault.authority import rotation_requests as kr
 from vault.authority import secret_draft_requests as sd
@@ -116,4 +117,11 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
+    # an admin's client-key rotation: drafts and commits (rotation_draft_values.py, server/rotation_routes.py)
+    ("keys.start_draft", kr.StartRequest, kd.StartDrafted),
+    ("keys.start", kd.StartCommit, kr.Started),
+    ("keys.open", kr.OpenRequest, kr.RotationBasis),
+    ("keys.rewrap_draft", kr.BatchRequest, kd.BatchDrafted),
+    ("keys.rewrap", kd.BatchCommit, kr.BatchDone),
+    ("keys.finish", kr.FinishRequest, kr.Finished),
 )
