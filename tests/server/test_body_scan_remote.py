@@ -108,10 +108,11 @@ def test_no_body_of_an_engineers_whole_workflow_holds_a_plaintext_or_a_key(
 def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The admin's part from their own machine too (``RemoteVault``, no database): an invitation,
-    a new client, a grant, a client-key rotation and the client's purge; the engineer enrols, adds a
-    secret and checks it out between. Only the confirmation (comparing a fingerprint) runs on the
-    server's host, and sends no body."""
+    """The admin's part from their own machine too (``RemoteVault``, no database): an invitation and
+    its confirmation, a new client, a grant, a client-key rotation and the client's purge; the
+    engineer enrols, adds a secret and checks it out between."""
+    if keyed.served.db_url.startswith("postgresql"):
+        pytest.skip("the bodies a server sends and receives do not depend on its database (SQLite runs it)")
     monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
     served, host, seen = keyed.served, keyed.served.admin, []
     name = host.engineer_name
@@ -129,11 +130,9 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
         kdf_params=keyrecord.FLOOR, transport=recording(keyed, seen),
     )  # fmt: skip
     KeyRecordFile(enrolled.vault_id, enrolled.engineer_id, "frank", enrolled.key_generation, enrolled.key_record).save()
-    host.core.server_key = keyed.key  # the confirmation, on the server's host
-    try:
-        host.engineers.confirm("frank", enrolled.fingerprint)
-    finally:
-        host.core.server_key = None
+    shown = admin.engineers.pending_confirmation("frank")
+    assert shown.fingerprint == enrolled.fingerprint  # what frank read to the admin
+    admin.engineers.confirm("frank", enrolled.fingerprint, shown=shown)
     admin.clients.add("zeta-holdings", "Zeta Holdings plc")
     admin.grants.grant("frank", "zeta-holdings")
     frank = RemoteVault(

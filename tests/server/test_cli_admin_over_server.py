@@ -5,11 +5,17 @@ its own (``cli_home``); what it did is then checked in the server's database thr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from server_harness import Keyed, events
+from sqlalchemy import select
 from test_cli_over_server import joined, ok, refused, run
+
+from vault.crypto import keyrecord
+from vault.storage import models as m
+from vault.transport.https_enrolment import enroll_over_https
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
@@ -81,6 +87,19 @@ def test_an_admin_invites_through_the_server(keyed: Keyed, tmp_path: Path) -> No
     shown = ok(run("engineer", "invite", "cli-newcomer", "--valid-for", "24h")).output
     assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown and "--db" not in shown
     assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite"]
+    code = re.search(r"CV1-[A-Za-z0-9-]+", shown)
+    assert code is not None
+    enrolled = enroll_over_https(
+        keyed.served.url, ca_file=str(keyed.served.ca.ca_file), name="cli-newcomer", code=code.group(0),
+        passphrase="newcomer's passphrase", kdf_params=keyrecord.FLOOR,
+    )  # fmt: skip
+    refused(run("engineer", "confirm", "cli-newcomer", "--fingerprint", "0000 1111"), "fingerprint")
+    confirmed = ok(run("engineer", "confirm", "cli-newcomer", "--fingerprint", enrolled.fingerprint)).output
+    assert enrolled.fingerprint in confirmed and "Confirmed cli-newcomer (engineer)" in confirmed
+    assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite", "enroll", "engineer-confirm"]
+    with keyed.store.read() as s:  # where the database is: active, with a certificate
+        row = s.scalars(select(m.Engineer).where(m.Engineer.name == "cli-newcomer")).one()
+        assert row.status == "active" and row.certificate is not None and row.certified_at is not None
     assert keyed.served.admin.audit.verify().ok
 
 

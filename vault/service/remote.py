@@ -50,7 +50,7 @@ from vault.errors import (
 )
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
-from vault.records import CheckoutInfo, Revealed, SessionInfo
+from vault.records import CheckoutInfo, EngineerInfo, PendingConfirmation, Revealed, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
@@ -240,6 +240,20 @@ class RemoteEngineers(_Noun):
     def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.invite``, through the server (an admin's): the code, made on this machine."""
         return RemoteInvitations(self.keys, self.https, self.clock).invite(name, role=role, valid_for=valid_for)
+
+    def pending_confirmation(self, name: str) -> PendingConfirmation:
+        """As ``Vault.engineers.pending_confirmation``, through the server (an admin's): the pending
+        rows read (``engineers.pending_confirmation``) and verified on this machine."""
+        validation.engineer_name(name)
+        self.keys.me()
+        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.pending(name)
+
+    def confirm(self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None) -> EngineerInfo:
+        """As ``Vault.engineers.confirm``, through the server (an admin's): the rows certified on this
+        machine, committed with their digest (``engineers.confirm``: 409 if they changed since)."""
+        validation.engineer_name(name)
+        self.keys.me()
+        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
