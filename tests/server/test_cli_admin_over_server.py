@@ -110,6 +110,7 @@ def test_an_admin_rotates_a_client_key_through_the_server(keyed: Keyed, tmp_path
     assert "Rotated excl: key version 1 -> 2, 5 data key(s) re-wrapped" in shown
     assert keyed.served.admin.keys.versions("excl") == [(1, "destroyed"), (2, "active")]  # where the database is
     refused(run("rotate", "root"), "not served")
+    assert "Deleted 0 sealed key copy(ies)" in ok(run("maintain")).output  # nothing past its end: no event
     refused(run("rotate", "client", "nobody"), "no client")
     actions = [e.action for e in events(keyed.served)[before:]]
     assert actions == ["client-key-rotate", "client-key-rotated"]  # the server layers nothing here: no release

@@ -147,7 +147,7 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
 }
 # An admin's grant and revoke through the team server: their drafts, and the admin's own copy of
 # the root bundle their keyholder opens off the database (server/grant_routes.py).
-KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
+KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN, "sweep_draft": ADMIN, "sweep": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}

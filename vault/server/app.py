@@ -73,6 +73,7 @@ from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
 from vault.server.signer_routes import SignerRoutes
 from vault.server.signing_keys import ActiveSigningKey
+from vault.server.sweep_routes import sweep_routes
 from vault.storage import rows
 from vault.storage.engine import Store, current_revision, head_revision
 from vault.storage.rows import INFO
@@ -140,6 +141,7 @@ def build_app(
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
         rotation = RotationServerChecks(organisation, now)
         rotation_routes(store, rotation, checkouts.seal, layer).add_to(operations)  # an admin's client-key rotation
+        sweep_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's sweep of expired grants
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

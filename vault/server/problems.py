@@ -22,6 +22,7 @@ from vault.authority import requests as checkout_values
 from vault.authority.client_add_values import STALE_CLIENT
 from vault.authority.confirm_requests import STALE_CONFIRM
 from vault.authority.grant_draft_requests import STALE_GRANT
+from vault.authority.grant_sweep_values import STALE_SWEEP
 from vault.authority.invite_draft_values import STALE_INVITE
 from vault.authority.passphrase_requests import STALE_RECORD
 from vault.authority.policy_draft_values import STALE_POLICY
@@ -89,6 +90,7 @@ MARKERS: dict[str, str] = {
     STALE_PURGE: "stale-draft",
     STALE_INVITE: "stale-draft",
     STALE_ROTATION: "stale-draft",
+    STALE_SWEEP: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

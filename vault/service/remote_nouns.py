@@ -23,6 +23,7 @@ from typing import Any
 from vault.errors import ConfigurationError, DecryptionFailed, IntegrityError, InvalidInput
 from vault.keyholder.client_add import ClientAddKeyholder
 from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.keyholder.grant_sweep import GrantSweepKeyholder
 from vault.keyholder.grants import GrantKeyholder
 from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
 from vault.service import validation
@@ -50,6 +51,7 @@ from vault.transport.https import HttpsTransport
 from vault.transport.https_client_add import HttpsClientAddTransport
 from vault.transport.https_grant_writes import HttpsGrantTransport
 from vault.transport.https_grants import HttpsGrantListTransport
+from vault.transport.https_sweep import HttpsSweepTransport
 
 NOT_SERVED_HINT = "run it where the vault's database is (credvault --db URL ...), or ask an admin"
 
@@ -133,6 +135,13 @@ class RemoteGrants(_Noun):
         validation.client_slug(client)
         self.keys.me()
         return self.writes.revoke(engineer, client)
+
+    def maintain(self) -> int:
+        """As ``Vault.grants.maintain``, through the server (an admin's): the grants past their end
+        revoked under this admin's signature and the key copies no live grant backs deleted; the
+        copies deleted (``transport/https_sweep.py``)."""
+        self.keys.me()
+        return GrantSweepKeyholder(HttpsSweepTransport(self.https), self.keys, self.clock).sweep()
 
 
 def _no_context(slug: str) -> LearnedContext:

@@ -71,6 +71,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "keys.start": frozenset({"client-key-rotate"}),
     "keys.rewrap_draft": frozenset({"client-key-rewrap"}),
     "keys.finish": frozenset({"client-key-rotated"}),
+    "grants.sweep": frozenset({"grants-expired"}),  # server/sweep_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

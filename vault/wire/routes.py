@@ -41,6 +41,7 @@ from vault.authority import confirm_requests as cf
 from vault.authority import engineer_requests as e
 from vault.authority import grant_draft_requests as gd
 from vault.authority import grant_requests as g
+from vault.authority import grant_sweep_values as gs
 from vault.authority import invite_draft_values as iv
 from vault.authority import local_requests as lr
 from vault.authority import passphrase_requests as pp
@@ -124,4 +125,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("keys.rewrap_draft", kr.BatchRequest, kd.BatchDrafted),
     ("keys.rewrap", kd.BatchCommit, kr.BatchDone),
     ("keys.finish", kr.FinishRequest, kr.Finished),
+    # an admin's sweep of expired grants: a draft and a signed commit (grant_sweep_drafts.py, server/sweep_routes.py)
+    ("grants.sweep_draft", g.SweepRequest, gs.SweepDrafted),
+    ("grants.sweep", gs.SweepCommit, g.SweepRows),
 )
