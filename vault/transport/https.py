@@ -186,6 +186,8 @@ RESPONSE_LIMITS = {
     "audit.log": 4 * 1024 * 1024,
     "audit.export": 4 * 1024 * 1024,
     "audit.signers": 8 * 1024 * 1024,
+    "audit.chain": 4 * 1024 * 1024,  # a page of the whole chain, as of the log (service/remote_chain.py)
+    "audit.points": 1024 * 1024,
 }  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt

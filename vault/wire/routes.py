@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import audit_signers as au
+from vault.authority import audit_verify_requests as av
 from vault.authority import checkout_context as c
 from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
@@ -106,6 +107,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.change_passphrase", pp.PassphraseCommit, e.EngineerAnswer),
     # the rows an engineer's machine checks the audit log's signatures under (authority/audit_signers.py)
     ("audit.signers", au.SignersRequest, au.SignerRows),
+    # the whole chain for an admin's `audit verify` off the database (server/chain_routes.py)
+    ("audit.points", av.PointsRequest, av.ChainPoints),
+    ("audit.chain", a.PageRequest, a.EventPage),
     # an admin's policy change: a draft and a signed commit (policy_draft_values.py, server/policy_routes.py)
     ("policies.set_draft", pd.PolicySetDraftRequest, pd.PolicyDraft),
     ("policies.set", pd.PolicyCommit, p.PolicyRows),
