@@ -51,7 +51,7 @@ from vault.errors import (
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
 from vault.keyholder.contexts import ContextLearner
-from vault.records import CheckoutInfo, Revealed, SessionInfo
+from vault.records import CheckoutInfo, ReceiptInfo, Revealed, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
@@ -339,7 +339,7 @@ class RemoteVault:
         learned = fresh_contexts(self.checkouts.keyholder)
         writes = RemotePolicyWrites(keys, self.https, clock, learned)
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
-        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id)
+        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
         self.purge = RemotePurge(keys, self.https, clock, learned)
 
     def __repr__(self) -> str:
@@ -360,6 +360,10 @@ class RemoteVault:
     def _by_id(self) -> ContextLearner | None:
         """The checkout keyholder's context learner: an admin's client contexts by id (their audit log)."""
         return self.checkouts.keyholder.learner
+
+    def _receipts(self) -> builtins.list[ReceiptInfo]:
+        """The purge receipts (an admin's), naming the purged clients of their audit log."""
+        return self.purge.receipts()
 
     def _live_slugs(self) -> builtins.list[str]:
         """The slugs of the clients of the session's engineer's live grants (verified by the grants' keyholder)."""

@@ -49,7 +49,7 @@ from vault.keyholder.audit import AuditKeyholder
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.serverkeys import verified_server_keys
 from vault.keyholder.signers import chain_lifetimes
-from vault.records import AuditEntry, AuditVerification
+from vault.records import AuditEntry, AuditVerification, ReceiptInfo
 from vault.service import validation
 from vault.service.auditcheck import CHECKPOINT_PREFIX
 from vault.service.auditpages import _opened_details
@@ -193,8 +193,13 @@ class _Entries:
     """Audit entries of verified event rows, as ``auditpages.EntryReader.entry`` makes them
     (module docstring: what a machine without the database names differently)."""
 
-    def __init__(self, signers: RemoteSigners, context: Callable[[int], LearnedContext | None]) -> None:
-        self.signers, self.context = signers, context
+    def __init__(
+        self,
+        signers: RemoteSigners,
+        context: Callable[[int], LearnedContext | None],
+        purged: Callable[[int], int | None] = lambda _: None,
+    ) -> None:
+        self.signers, self.context, self.purged = signers, context, purged
 
     def entry(self, e: ChainedRow) -> AuditEntry:
         details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
@@ -202,7 +207,8 @@ class _Entries:
         slug = None
         if e.client_id is not None:
             context = self.context(e.client_id)
-            slug = f"(client #{e.client_id})"
+            receipt = self.purged(e.client_id) if context is None else None
+            slug = f"(purged client #{e.client_id}, receipt #{receipt})" if receipt else f"(client #{e.client_id})"
             if context is not None:
                 slug = context.slug
                 if e.details_blob is not None and e.key_version is not None:
@@ -241,6 +247,7 @@ class RemoteAudit(_Noun):
         live_slugs: Callable[[], Sequence[str]],
         clock: Callable[[], dt.datetime],
         by_id: Callable[[], ByIdLearner | None] = lambda: None,
+        receipts: Callable[[], Sequence[ReceiptInfo]] = tuple,
     ) -> None:
         self.keys, self.https, self.contexts, self.live_slugs, self.clock = keys, https, contexts, live_slugs, clock
         self.signers = RemoteSigners(keys, https, clock)
@@ -251,7 +258,7 @@ class RemoteAudit(_Noun):
             size=PAGE_EVENTS,
             server_keys=self.signers.server_keys,
         )
-        self.admin_contexts = AdminContexts(keys, by_id)  # an admin's log: every client by its id
+        self.admin_contexts = AdminContexts(keys, by_id, receipts)  # an admin's log: every client by its id
         self.chain = RemoteChain(keys, https, self.signers, self.keyholder)
 
     def __repr__(self) -> str:
@@ -314,7 +321,10 @@ class RemoteAudit(_Noun):
             engineer_id = me.engineer_id
         since_us = us(since) if since is not None else None
         query = EventQuery(LOG, Caller(me.engineer_id, me.key_generation), client_id, engineer_id, since_us)
-        reader = _Entries(self.signers, self.admin_contexts.get if admin else self._live_context())
+        if admin:
+            reader = _Entries(self.signers, self.admin_contexts.get, self.admin_contexts.purged)
+        else:
+            reader = _Entries(self.signers, self._live_context())
         pages = self.keyholder.pages(query, limit)
         while True:
             with reported(self.https):

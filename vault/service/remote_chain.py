@@ -27,7 +27,10 @@ unauthenticated ``audit.head`` answers anyone.
 **An admin's log** names each client by its slug (``AdminContexts``: the client's rows by id,
 ``checkouts.context``, verified by the checkout keyholder as for a checkout under the admin's
 root bundle, the slug opened and bound to the id by its associated data), its details opened
-with the client's audit-key ring; a client the server no longer has (purged) is ``(client #id)``.
+with the client's audit-key ring; a client the server no longer has (purged) is named by its
+purge receipt as in-process (``(purged client #id, receipt #r)``, from ``purge.receipts``, an
+admin's). An engineer's log names such a client ``(client #id)``: the receipt's number counts
+every purge of the vault, other clients' too, which the server does not tell an engineer.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from vault.crypto import chain
 from vault.errors import IntegrityError, InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.keyholder.audit import AuditKeyholder
 from vault.keyholder.auditverify import ChainVerifier, Known
-from vault.records import AuditVerification
+from vault.records import AuditVerification, ReceiptInfo
 from vault.service.auditcheck import CHECKPOINT_PREFIX
 from vault.service.remote_reads import LearnedContext
 from vault.service.remotekeys import RemoteKeys
@@ -67,9 +70,15 @@ class ByIdLearner(Protocol):
 class AdminContexts:
     """An admin's verified client contexts by id, for the entries of their log (module docstring)."""
 
-    def __init__(self, keys: RemoteKeys, learner: Callable[[], ByIdLearner | None]) -> None:
-        self.keys, self.learner = keys, learner
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        learner: Callable[[], ByIdLearner | None],
+        receipts: Callable[[], Sequence[ReceiptInfo]] = tuple,
+    ) -> None:
+        self.keys, self.learner, self.receipts = keys, learner, receipts
         self.found: dict[int, LearnedContext | None] = {}
+        self._purged: dict[int, int] | None = None
 
     def __repr__(self) -> str:
         return "AdminContexts()"
@@ -91,6 +100,16 @@ class AdminContexts:
                 context = None  # purged, or not openable: named by its id
         self.found[client_id] = context
         return context
+
+    def purged(self, client_id: int) -> int | None:
+        """The purge receipt of a client the server no longer has (the first, if several, as
+        in-process), from the receipts the admin's purge keyholder reads (read once per reader)."""
+        if self._purged is None:
+            self._purged = {}
+            for r in sorted(self.receipts(), key=lambda r: r.id, reverse=True):
+                if r.kind == "client":
+                    self._purged[r.client_id] = r.id
+        return self._purged.get(client_id) if self.found.get(client_id, False) is None else None
 
 
 class RemoteChain:
