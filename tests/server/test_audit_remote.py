@@ -473,3 +473,48 @@ def test_an_engineer_is_never_sent_the_chain_nor_other_clients_events(
             continue
         page = codec.open_envelope(content, "audit.log.response", max_bytes=1 << 22).body
         assert isinstance(page, EventPage) and all(e.engineer_id == me for e in page.events)
+
+
+def test_an_admins_log_names_no_client_by_another_clients_row(
+    keyed: Keyed,
+    remote_admin: RemoteVault,
+    remote_alice: Callable[..., RemoteVault],
+    module_team,  # type: ignore[no-untyped-def]
+) -> None:
+    """A compromised server answers the admin's context of one client (by id) with another client's
+    row: as it is, refused (another client than asked); with its id changed to the one asked, its
+    slug does not open under that id (associated data), so the client is named by its id only."""
+    from vault.authority.checkout_context import ContextResponse
+
+    passphrase = module_team.passphrases[remote_admin.engineer_name]
+    remote_alice(lambda inner: inner).checkouts.reveal("acme/fw01", reason="T-4490 a swapped context")
+    acme = next(e.client_id for e in keyed.served.admin.audit.log(client="acme"))
+    excl = next(e.client_id for e in keyed.served.admin.audit.log(client="excl"))
+    with keyed.store.read() as s:
+        from vault.storage import models as m
+
+        row = s.get(m.Client, excl)
+        assert row is not None
+        excl_blobs = (row.slug_blob, row.lookup_key_blob, row.audit_keys_blob)
+
+    def swapped(keep_id: bool) -> Change:
+        def change(answer: object) -> ContextResponse:
+            assert isinstance(answer, ContextResponse)
+            if answer.client.id != acme:
+                return answer
+            slug, lookup, ring = excl_blobs
+            other = answer.client._replace(slug_blob=slug, lookup_key_blob=lookup, audit_keys_blob=ring)
+            return dataclasses.replace(answer, client=other if keep_id else other._replace(id=excl))
+
+        return change
+
+    def through_context(keep_id: bool) -> RemoteVault:
+        answer = resigned(keyed, "checkouts.context", swapped(keep_id))
+        return admin_through(keyed, remote_admin, passphrase, "/v1/checkouts/context", answer)
+
+    with pytest.raises(UntrustedRecord, match="another client"):
+        through_context(False).audit.log(engineer="alice")
+    renamed = through_context(True)
+    shown = renamed.audit.log(engineer="alice")
+    named = {e.client for e in shown if e.client_id == acme}
+    assert named == {f"(client #{acme})"}

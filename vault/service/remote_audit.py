@@ -1,4 +1,4 @@
-"""``RemoteVault.audit``: an engineer's audit log through a team server, checked on their machine.
+"""``RemoteVault.audit``: an engineer's or an admin's audit log through a team server, checked on their machine.
 
 ``audit.log``, ``audit.export``, ``audit.head`` and ``audit.checkpoint`` as in-process, by the
 same ``AuditKeyholder`` over ``HttpsAuditTransport`` (``audit.log``/``export``: one signed
@@ -25,8 +25,8 @@ sealed details are opened here with the client's audit-key ring; another client 
 ``(client #id)`` (in-process a purged one names its purge receipt); a secret is ``(secret #id)``
 (its name is in its metadata, read only with an event through the server). An engineer's name
 is the one their certificate binds (the raw name for an engineer without a certificate, e.g.
-removed). An admin's log through the server (every engineer's events, every client) and ``audit
-verify`` (the whole chain, a database-side pass) are not served (``ConfigurationError``).
+removed). An admin's log through the server is every engineer's events, each client learned by its
+id and verified (``remote_chain.AdminContexts``); ``audit verify`` is ``remote_chain.RemoteChain``'s.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class _Entries:
 
 
 class RemoteAudit(_Noun):
-    """``audit.log/export/head/checkpoint`` through the server (module docstring)."""
+    """``audit.log/export/verify/head/checkpoint`` through the server (module docstring)."""
 
     def __init__(
         self,
@@ -258,7 +258,7 @@ class RemoteAudit(_Noun):
             size=PAGE_EVENTS,
             server_keys=self.signers.server_keys,
         )
-        self.admin_contexts = AdminContexts(keys, by_id, receipts)  # an admin's log: every client by its id
+        self.by_id, self.receipts = by_id, receipts  # an admin's log: every client by its id, the purged by receipt
         self.chain = RemoteChain(keys, https, self.signers, self.keyholder)
 
     def __repr__(self) -> str:
@@ -281,7 +281,7 @@ class RemoteAudit(_Noun):
         limit: int | None = None,
         stream: bool = False,
     ) -> list[AuditEntry] | Iterator[AuditEntry]:
-        """As ``Vault.audit.log`` for an engineer: their own events, each page verified here."""
+        """As ``Vault.audit.log``: an engineer's own events, an admin's every event, each page verified here."""
         entries = self._entries(client=client, engineer=engineer, since=since, limit=limit)
         return entries if stream else list(entries)
 
@@ -322,7 +322,8 @@ class RemoteAudit(_Noun):
         since_us = us(since) if since is not None else None
         query = EventQuery(LOG, Caller(me.engineer_id, me.key_generation), client_id, engineer_id, since_us)
         if admin:
-            reader = _Entries(self.signers, self.admin_contexts.get, self.admin_contexts.purged)
+            found = AdminContexts(self.keys, self.by_id, self.receipts)  # learned afresh for each stream
+            reader = _Entries(self.signers, found.get, found.purged)
         else:
             reader = _Entries(self.signers, self._live_context())
         pages = self.keyholder.pages(query, limit)

@@ -44,7 +44,7 @@ from vault.authority.audit_requests import LOG, EventQuery
 from vault.authority.audit_verify_requests import VERIFY
 from vault.authority.requests import Caller
 from vault.crypto import chain
-from vault.errors import IntegrityError, InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.keyholder.audit import AuditKeyholder
 from vault.keyholder.auditverify import ChainVerifier, Known
 from vault.records import AuditVerification, ReceiptInfo
@@ -68,7 +68,8 @@ class ByIdLearner(Protocol):
 
 
 class AdminContexts:
-    """An admin's verified client contexts by id, for the entries of their log (module docstring)."""
+    """An admin's verified client contexts by id, for the entries of one stream of their log (module
+    docstring); a row that does not verify is refused (``UntrustedRecord``), as every answer."""
 
     def __init__(
         self,
@@ -94,10 +95,8 @@ class AdminContexts:
             self.keys.open_recovery()
             try:
                 context = learner.learn_id(client_id)
-            except UntrustedRecord:
-                raise  # rows that do not verify: refused, as every answer of the server
-            except (NotFound, VaultError):
-                context = None  # purged, or not openable: named by its id
+            except (NotFound, DecryptionFailed):
+                context = None  # purged, or a field that does not open: named by its id, as in-process
         self.found[client_id] = context
         return context
 
