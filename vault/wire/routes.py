@@ -16,7 +16,8 @@ The reads that take a request value and answer a value, with no seal and no even
 (``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
 ``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
-carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
+carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above; ``audit.points``/
+``chain`` (the whole chain for an admin's ``audit verify``: ``server/chain_routes.py``). ``engineers.list``
 appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``). An
 enrolment (``enroll_draft``: the open invitation; ``enroll``: the keys made for it) is
 authenticated by the enrolment code instead of a certified key (``server/enrolment_routes.py``).
