@@ -27,7 +27,7 @@ from vault.authority.audit_signers import SignerRows, SignersRequest
 from vault.authority.certificates import certificate_fields
 from vault.crypto import serverkey, signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
-from vault.errors import ConfigurationError, IntegrityError, UntrustedRecord
+from vault.errors import IntegrityError, UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.service.remote_audit import _Checked
 from vault.wire import codec
@@ -224,22 +224,36 @@ def test_the_signers_are_answered_to_their_signer_only(keyed: Keyed) -> None:
     assert without_nonces(database_state(served.db_url)) == state
 
 
-def test_an_admins_log_through_the_server_is_not_served_but_their_checkpoint_is(
-    keyed: Keyed,
-    module_team,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
-) -> None:
-    """An admin's log is every engineer's events with every client's slug: not read through a
-    server yet (said, nothing shown); the head and a checkpoint are theirs as an engineer's."""
+@pytest.fixture
+def remote_admin(keyed: Keyed, module_team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RemoteVault:  # type: ignore[no-untyped-def]
+    """The ``keyed`` team's admin on a machine with no database (``RemoteVault``)."""
     from server_harness import remote_engineer
 
     monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
     name = keyed.served.admin.keyholder.me().name
-    admin = remote_engineer(keyed, keyed.served.admin, name, module_team.passphrases[name])
-    with pytest.raises(ConfigurationError, match="not served through a team server"):
-        admin.audit.log()
-    assert keyed.served.admin.audit.verify(checkpoints=[admin.audit.checkpoint()]).ok
+    admin: RemoteVault = remote_engineer(keyed, keyed.served.admin, name, module_team.passphrases[name])
+    return admin
+
+
+def test_an_admins_log_through_the_server_is_the_in_process_log(
+    keyed: Keyed, remote_admin: RemoteVault, remote_alice: Callable[..., RemoteVault]
+) -> None:
+    """Every engineer's events, every client named by its slug and its details opened on the
+    admin's machine, filters included; the head and a checkpoint are theirs as an engineer's."""
+    remote_alice(lambda inner: inner).checkouts.reveal("excl/sw02", reason="T-4460 admin log")
+    local = keyed.served.admin.audit.log()
+    over = remote_admin.audit.log()
+    assert compared(over) == compared(local)
+    assert {"alice", keyed.served.admin.keyholder.me().name} <= {e.engineer for e in over}
+    assert {"acme", "excl"} <= {e.client for e in over}
+    assert any(e.details and e.details.get("reason") == "T-4460 admin log" and e.readable for e in over)
+    assert compared(remote_admin.audit.log(client="excl")) == compared(keyed.served.admin.audit.log(client="excl"))
+    assert compared(remote_admin.audit.log(engineer="alice", limit=3)) == compared(
+        keyed.served.admin.audit.log(engineer="alice", limit=3)
+    )
+    exported = [json.loads(line) for line in remote_admin.audit.export(engineer="bob")]
+    assert [e["seq"] for e in exported] == [e.seq for e in keyed.served.admin.audit.log(engineer="bob")]
+    assert keyed.served.admin.audit.verify(checkpoints=[remote_admin.audit.checkpoint()]).ok
 
 
 def test_a_signer_row_that_does_not_verify_is_left_out(keyed: Keyed, remote_alice: Callable[..., RemoteVault]) -> None:
@@ -290,3 +304,217 @@ def test_a_long_log_streams_in_pages_through_the_server(keyed: Keyed, remote_ali
     sent.clear()
     assert compared(counted.audit.log(since=local[0][1])) == local
     assert len(sent) >= len(local) // 7
+
+
+# --- audit verify through the server ------------------------------------------------------------------
+
+CHAIN, POINTS = "/v1/audit/chain", "/v1/audit/points"
+
+
+def admin_through(keyed: Keyed, admin: RemoteVault, passphrase: str, path: str, answer: object) -> RemoteVault:
+    """The admin again (their key record joined by ``remote_admin``), a man in the middle on ``path``."""
+    import ssl
+
+    from vault.service.sessions import MemorySessionStore
+
+    served = keyed.served
+    name = admin.engineer_name
+    assert name is not None
+    inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served.ca.ca_file)))
+    vault = RemoteVault(
+        admin.pin, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock,
+        transport=Between(inner, path, answer),  # type: ignore[arg-type]
+    )  # fmt: skip
+    vault.engineers.unlock(name, passphrase)
+    return vault
+
+
+def verified(result: object) -> tuple:  # type: ignore[type-arg]
+    from vault.records import AuditVerification
+
+    assert isinstance(result, AuditVerification)
+    return (result.ok, result.checked, result.first_seq, result.head_seq, result.head_hash, result.first_bad_seq,
+            result.problem)  # fmt: skip
+
+
+def test_an_admins_verify_through_the_server_is_the_in_process_one(
+    keyed: Keyed, remote_admin: RemoteVault, remote_alice: Callable[..., RemoteVault]
+) -> None:
+    """The whole chain streamed in pages and checked on the admin's machine; a checkpoint verified
+    there; an incremental verify from the head it verified; reading it appends nothing."""
+    alice = remote_alice(lambda inner: inner)
+    alice.checkouts.reveal("acme/fw02", reason="T-4470 verify")
+    before = len(events(keyed.served))
+    over = remote_admin.audit.verify()
+    assert over.ok and remote_admin.audit.whole_chain
+    assert verified(over) == verified(keyed.served.admin.audit.verify())
+    line = alice.audit.checkpoint()
+    assert remote_admin.audit.verify(checkpoints=[line]).ok
+    head = (over.head_seq, bytes.fromhex(over.head_hash))
+    again = remote_admin.audit.verify(since=head, known_head=head)
+    assert again.ok and again.checked == 0 and again.head_seq == over.head_seq
+    assert len(events(keyed.served)) == before
+
+
+def test_a_dba_rewrite_is_named_by_the_admins_verify_through_the_server_as_in_process(
+    keyed: Keyed, remote_admin: RemoteVault, remote_alice: Callable[..., RemoteVault]
+) -> None:
+    """A DBA changes one of alice's events in the database (the server honest): the admin's verify
+    through the server names the same event with the same problem as the in-process one."""
+    from sqlalchemy import update
+
+    from vault.storage import models as m
+
+    remote_alice(lambda inner: inner).checkouts.reveal("acme/fw01", reason="T-4471 to be rewritten")
+    target = events(keyed.served)[-1]
+    assert target.action == "reveal"
+    with keyed.store.transaction() as s:
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == target.seq).values(action="checkout"))
+    try:
+        local = keyed.served.admin.audit.verify()
+        over = remote_admin.audit.verify()
+        assert not over.ok and over.first_bad_seq == target.seq
+        assert verified(over) == verified(local)
+    finally:
+        with keyed.store.transaction() as s:
+            s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == target.seq).values(action="reveal"))
+    assert remote_admin.audit.verify().ok
+
+
+def test_a_chain_page_changed_by_the_server_is_named_by_the_admins_verify(
+    keyed: Keyed,
+    remote_admin: RemoteVault,
+    module_team,  # type: ignore[no-untyped-def]
+) -> None:
+    """A compromised server re-signs a page of the chain with one event altered: not verified, at it."""
+    first: list[int] = []
+
+    def altered(page: object) -> EventPage:
+        changed = _altered(page)
+        first.append(changed.events[0].seq)
+        return changed
+
+    passphrase = module_team.passphrases[remote_admin.engineer_name]
+    admin = admin_through(keyed, remote_admin, passphrase, CHAIN, resigned(keyed, "audit.chain", altered))
+    result = admin.audit.verify()
+    assert not result.ok and result.first_bad_seq == first[0]
+
+
+def test_an_engineers_verify_through_the_server_checks_her_own_events_and_the_head(
+    keyed: Keyed, remote_alice: Callable[..., RemoteVault]
+) -> None:
+    """alice's verify through the server: her own events checked as her log is, and the head's event;
+    not the whole chain (said), a head behind one she saw refused, a tampered event of hers named."""
+    from sqlalchemy import update
+
+    from vault.storage import models as m
+
+    alice = remote_alice(lambda inner: inner)
+    alice.checkouts.reveal("acme/fw01", reason="T-4480 own verify")
+    mine = [e for e in events(keyed.served) if e.engineer_id == keyed.served.alice.keyholder.me().engineer_id]
+    result = alice.audit.verify()
+    assert result.ok and not alice.audit.whole_chain
+    assert (result.checked, result.first_seq) == (len(mine), mine[0].seq)
+    assert (result.head_seq, bytes.fromhex(result.head_hash)) == keyed.served.admin.audit.head()
+    ahead = alice.audit.verify(known_head=(result.head_seq + 5, bytes(32)))
+    assert not ahead.ok and "head is behind" in (ahead.problem or "")
+    other = alice.audit.verify(known_head=(mine[-1].seq, bytes(32)))
+    assert not other.ok and other.first_bad_seq == mine[-1].seq
+    with keyed.store.transaction() as s:
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == mine[-1].seq).values(action="checkout"))
+    try:
+        bad = alice.audit.verify()
+        assert not bad.ok and f"event {mine[-1].seq}" in (bad.problem or "")
+    finally:
+        with keyed.store.transaction() as s:
+            s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == mine[-1].seq).values(action="reveal"))
+
+
+def test_an_engineer_is_never_sent_the_chain_nor_other_clients_events(
+    keyed: Keyed, remote_alice: Callable[..., RemoteVault]
+) -> None:
+    """Attack: alice, with her own certified key, asks ``audit.points`` and ``audit.chain`` herself
+    (403, no row, nothing written); her verify through the server receives no event but her own,
+    no count of the chain but the head (which ``audit.head`` answers anyone)."""
+    from vault.authority.audit_requests import EventQuery, PageRequest
+    from vault.authority.audit_verify_requests import VERIFY, PointsRequest
+
+    served = keyed.served
+    state = without_nonces(database_state(served.db_url))
+    caller = caller_of(served.alice)
+    asks = {
+        POINTS: envelope("audit.points", PointsRequest(VERIFY, caller)),
+        CHAIN: envelope("audit.chain", PageRequest(EventQuery(VERIFY, caller), after=0, until=10**6, size=100)),
+    }
+    for path, body in asks.items():
+        response = signed_post(served, path, body, served.alice)
+        assert response.status_code == 403, response.text
+        refusal = {"code", "detail", "error", "hint", "status", "title", "type"}
+        assert set(response.json()) <= refusal  # a refusal, no row
+    assert without_nonces(database_state(served.db_url)) == state
+    received: list[bytes] = []
+
+    class Recording(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = self.inner.handle_request(request)
+            received.append(request.url.path.encode() + b" " + response.read())
+            return response
+
+    alice = remote_alice(Recording)
+    assert alice.audit.verify().ok
+    assert not any(r.startswith((CHAIN.encode(), POINTS.encode())) for r in received)
+    me = served.alice.keyholder.me().engineer_id
+    for raw in received:
+        path, _, content = raw.partition(b" ")
+        if path.decode() != PAGE:
+            continue
+        page = codec.open_envelope(content, "audit.log.response", max_bytes=1 << 22).body
+        assert isinstance(page, EventPage) and all(e.engineer_id == me for e in page.events)
+
+
+def test_an_admins_log_names_no_client_by_another_clients_row(
+    keyed: Keyed,
+    remote_admin: RemoteVault,
+    remote_alice: Callable[..., RemoteVault],
+    module_team,  # type: ignore[no-untyped-def]
+) -> None:
+    """A compromised server answers the admin's context of one client (by id) with another client's
+    row: as it is, refused (another client than asked); with its id changed to the one asked, its
+    slug does not open under that id (associated data), so the client is named by its id only."""
+    from vault.authority.checkout_context import ContextResponse
+
+    passphrase = module_team.passphrases[remote_admin.engineer_name]
+    remote_alice(lambda inner: inner).checkouts.reveal("acme/fw01", reason="T-4490 a swapped context")
+    acme = next(e.client_id for e in keyed.served.admin.audit.log(client="acme"))
+    excl = next(e.client_id for e in keyed.served.admin.audit.log(client="excl"))
+    with keyed.store.read() as s:
+        from vault.storage import models as m
+
+        row = s.get(m.Client, excl)
+        assert row is not None
+        excl_blobs = (row.slug_blob, row.lookup_key_blob, row.audit_keys_blob)
+
+    def swapped(keep_id: bool) -> Change:
+        def change(answer: object) -> ContextResponse:
+            assert isinstance(answer, ContextResponse)
+            if answer.client.id != acme:
+                return answer
+            slug, lookup, ring = excl_blobs
+            other = answer.client._replace(slug_blob=slug, lookup_key_blob=lookup, audit_keys_blob=ring)
+            return dataclasses.replace(answer, client=other if keep_id else other._replace(id=excl))
+
+        return change
+
+    def through_context(keep_id: bool) -> RemoteVault:
+        answer = resigned(keyed, "checkouts.context", swapped(keep_id))
+        return admin_through(keyed, remote_admin, passphrase, "/v1/checkouts/context", answer)
+
+    with pytest.raises(UntrustedRecord, match="another client"):
+        through_context(False).audit.log(engineer="alice")
+    renamed = through_context(True)
+    shown = renamed.audit.log(engineer="alice")
+    named = {e.client for e in shown if e.client_id == acme}
+    assert named == {f"(client #{acme})"}

@@ -120,3 +120,26 @@ def test_an_admin_rotates_a_client_key_through_the_server(keyed: Keyed, tmp_path
     refused(run("rotate", "client", "acme"), "not an admin")
     assert keyed.served.admin.keys.versions("acme") == [(1, "active")]
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admins_audit_log_and_verify_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """``audit log`` (every engineer's events, checked on the admin's machine) and ``audit verify``
+    (the whole chain): the log is the in-process one; the head verified is the in-process head,
+    remembered on this machine for the next, incremental, verify; nothing is appended."""
+    from vault.service.config import AuditMemory
+
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = json.loads(ok(run("audit", "log", "--json")).output)
+    local = keyed.served.admin.audit.log()
+    assert [(e["seq"], e["engineer"], e["action"], e["client"]) for e in shown] == [
+        (e.seq, e.engineer, e.action, e.client) for e in local
+    ]
+    assert {e["engineer"] for e in shown} >= {"alice", keyed.served.admin.engineer_name}
+    out = ok(run("audit", "verify")).output
+    assert "The audit log verifies" in out
+    head = keyed.served.admin.audit.head()
+    memory = AuditMemory.load(keyed.served.admin.vault_id().hex())
+    assert memory.verified == head and memory.seen == head
+    assert json.loads(ok(run("audit", "verify", "--json")).output)["whole_chain"] is True
+    assert len(events(keyed.served)) == before

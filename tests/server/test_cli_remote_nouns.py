@@ -18,6 +18,7 @@ from server_harness import Keyed, events
 from vault import Vault
 from vault.crypto import keyrecord
 from vault.errors import WrongPassphrase
+from vault.service.config import AuditMemory
 from vault.service.serverpins import KeyRecordFile
 from vault.storage import models as m
 
@@ -76,8 +77,11 @@ def test_audit_log_export_and_checkpoint_through_the_server(keyed: Keyed, cli_ho
     line = ok(run("audit", "checkpoint")).output.strip()
     assert keyed.served.admin.audit.verify(checkpoints=[line]).ok
     assert len(events(keyed.served)) == before  # reading and checkpointing append nothing
-    stderr = refused(run("audit", "verify"), "not served through a team server")
-    assert "--db" in stderr
+    out = ok(run("audit", "verify")).output  # her own events and the head; the whole chain is an admin's
+    assert "whole chain is verified by an admin" in out
+    memory = AuditMemory.load(keyed.served.admin.vault_id().hex())
+    assert memory.verified is None and memory.seen == keyed.served.admin.audit.head()
+    assert json.loads(ok(run("audit", "verify", "--json")).output)["whole_chain"] is False
 
 
 def test_the_agent_serves_audit_log_through_the_server(keyed: Keyed, cli_home: Path, tmp_path: Path) -> None:

@@ -157,6 +157,9 @@ KEYHOLDER_REQUESTS["keys"] = dict.fromkeys(("start_draft", "start", "open", "rew
 KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
 # The rows an engineer's machine with no database checks the audit log's signatures under.
 KEYHOLDER_REQUESTS["audit"]["signers"] = ENGINEER
+# The whole chain for an admin's `audit verify` off the database (server/chain_routes.py).
+KEYHOLDER_REQUESTS["audit"]["points"] = ADMIN
+KEYHOLDER_REQUESTS["audit"]["chain"] = ADMIN
 KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
 KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py
 

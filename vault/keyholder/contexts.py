@@ -51,11 +51,22 @@ class ContextLearner:
     def learn(self, slug: str) -> ClientContext | None:
         """The verified context of ``slug`` for the session's engineer, or None where the short
         way does not apply."""
+        return self._learn(slug, None)
+
+    def learn_id(self, client_id: int) -> ClientContext | None:
+        """An admin's verified context of the client ``client_id`` whatever its slug (the audit log of
+        a machine with no database): its slug opened, not compared, bound to the client's id and
+        purpose by its associated data as every field; None where the short way does not apply.
+        NotFound: no client of that id (purged)."""
+        return self._learn(None, client_id)
+
+    def _learn(self, asked: str | None, by_id: int | None) -> ClientContext | None:
         from vault.keyholder.checkouts import ClientContext
 
         kh = self.keyholder
         me = kh.keys.session()
-        client_id = kh.lookup.known(slug)
+        slug = asked or ""
+        client_id = by_id if asked is None else kh.lookup.known(slug)
         slug_tag = None if client_id is not None else kh.keys.slug_tag(slug)
         if client_id is None and slug_tag is None:
             return None
@@ -66,6 +77,8 @@ class ContextLearner:
         try:
             r = self.transport.context(request)
         except NotFound:
+            if asked is None:
+                raise  # no client of that id: the caller names it so
             # The authority finds no client for the hint or the tag: the client was purged and
             # added again under the same slug, or a root rotation re-tagged every slug since
             # this admin's bundle was opened (or the grant ended). The lookup looks again, with
@@ -76,6 +89,8 @@ class ContextLearner:
         if client_id is not None and client.id != client_id:
             raise UntrustedRecord("the authority answered for another client than the one asked for")
         if row.role != ROLE_ADMIN:
+            if asked is None:
+                raise UntrustedRecord("a client's context by its id alone is an admin's")
             checks.grant(r.grant, r.grant_signer, row, client.id)
         elif r.root_version is None or r.root_version != kh.keys.recovery_version():
             return None  # the recovery key was rotated: the lookup opens the current one
@@ -88,7 +103,10 @@ class ContextLearner:
             key = kh.client_key(me, row, checks, client.id, version, sealed.get(version))
             return self._field(client.id, version, key, blob, purpose)
 
-        if opened(client.slug_blob, "slug") != slug.encode("utf-8"):
+        opened_slug = opened(client.slug_blob, "slug")
+        if asked is None:
+            slug = opened_slug.decode("utf-8")
+        elif opened_slug != slug.encode("utf-8"):
             if slug_tag is None:
                 return None  # a stale slug hint: the lookup forgets it and looks again
             raise LookupMismatch(f"the client found for {slug!r} holds another slug: its lookup tag was moved")

@@ -51,6 +51,7 @@ from vault.server import problems
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
+from vault.server.chain_routes import ChainRoutes
 from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
 from vault.server.confirm_routes import ConfirmRoutes
@@ -136,6 +137,7 @@ def build_app(
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
         SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
+        ChainRoutes(store, checks).add_to(operations)  # the whole chain, for an admin's audit verify
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
         purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation

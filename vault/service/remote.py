@@ -50,7 +50,8 @@ from vault.errors import (
 )
 from vault.keyholder.checkins import CheckinKeyholder
 from vault.keyholder.checkouts import CheckoutKeyholder, ClientContext
-from vault.records import CheckoutInfo, EngineerInfo, PendingConfirmation, Revealed, SessionInfo
+from vault.keyholder.contexts import ContextLearner
+from vault.records import CheckoutInfo, EngineerInfo, PendingConfirmation, ReceiptInfo, Revealed, SessionInfo
 from vault.service import validation
 from vault.service.checkouts import checked_reason, new_value
 from vault.service.core import utcnow
@@ -353,7 +354,7 @@ class RemoteVault:
         learned = fresh_contexts(self.checkouts.keyholder)
         writes = RemotePolicyWrites(keys, self.https, clock, learned)
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
-        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock)
+        self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
         self.purge = RemotePurge(keys, self.https, clock, learned)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list)
 
@@ -371,6 +372,14 @@ class RemoteVault:
 
     def vault_id(self) -> bytes:
         return self.pin.vault_id
+
+    def _by_id(self) -> ContextLearner | None:
+        """The checkout keyholder's context learner: an admin's client contexts by id (their audit log)."""
+        return self.checkouts.keyholder.learner
+
+    def _receipts(self) -> builtins.list[ReceiptInfo]:
+        """The purge receipts (an admin's), naming the purged clients of their audit log."""
+        return self.purge.receipts()
 
     def _live_slugs(self) -> builtins.list[str]:
         """The slugs of the clients of the session's engineer's live grants (verified by the grants' keyholder)."""

@@ -1,4 +1,4 @@
-"""``RemoteVault.audit``: an engineer's audit log through a team server, checked on their machine.
+"""``RemoteVault.audit``: an engineer's or an admin's audit log through a team server, checked on their machine.
 
 ``audit.log``, ``audit.export``, ``audit.head`` and ``audit.checkpoint`` as in-process, by the
 same ``AuditKeyholder`` over ``HttpsAuditTransport`` (``audit.log``/``export``: one signed
@@ -25,8 +25,8 @@ sealed details are opened here with the client's audit-key ring; another client 
 ``(client #id)`` (in-process a purged one names its purge receipt); a secret is ``(secret #id)``
 (its name is in its metadata, read only with an event through the server). An engineer's name
 is the one their certificate binds (the raw name for an engineer without a certificate, e.g.
-removed). An admin's log through the server (every engineer's events, every client) and ``audit
-verify`` (the whole chain, a database-side pass) are not served (``ConfigurationError``).
+removed). An admin's log through the server is every engineer's events, each client learned by its
+id and verified (``remote_chain.AdminContexts``); ``audit verify`` is ``remote_chain.RemoteChain``'s.
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ from vault.keyholder.audit import AuditKeyholder
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.serverkeys import verified_server_keys
 from vault.keyholder.signers import chain_lifetimes
-from vault.records import AuditEntry
+from vault.records import AuditEntry, AuditVerification, ReceiptInfo
 from vault.service import validation
 from vault.service.auditcheck import CHECKPOINT_PREFIX
 from vault.service.auditpages import _opened_details
 from vault.service.core import epoch
-from vault.service.remote_nouns import _Noun, not_served, reported
+from vault.service.remote_chain import AdminContexts, ByIdLearner, RemoteChain
+from vault.service.remote_nouns import _Noun, reported
 from vault.service.remote_reads import LearnedContext
 from vault.service.remotekeys import RemoteKeys
 from vault.storage.repositories.audit import ChainedRow
@@ -133,6 +134,11 @@ class RemoteSigners:
 
     def signer_keys(self, refresh: bool = False) -> auditchain.Keys:
         """``AuditKeyholder``'s ``signer_keys``: (engineer, generation) -> (key, first seq, end seq)."""
+        return self.lifetimes(refresh)[0]
+
+    def lifetimes(self, refresh: bool = False) -> tuple[auditchain.Keys, auditchain.Problems]:
+        """``ChainVerifier``'s ``signer_keys``: the keys with their lifetimes, and what the pass over
+        the key events found at each seq (``chain_lifetimes``, as in-process)."""
         checked = self.checked(refresh)
         rows = checked.rows
         seqs = [e.seq for e in rows.key_events]
@@ -148,8 +154,22 @@ class RemoteSigners:
                 if r.role == ROLE_ADMIN and r.status == ACTIVE and (r.id, r.key_generation) in checked.certified
             }
 
-        keys, _, _ = chain_lifetimes(checked.certified, events, older_than_chain, active_admins)
-        return keys
+        keys, problems, _ = chain_lifetimes(checked.certified, events, older_than_chain, active_admins)
+        return keys, problems
+
+    def admin(self) -> bool:
+        """Whether this session's engineer is an admin, as their certified row says."""
+        me = self.checked().me
+        return me is not None and me.role == ROLE_ADMIN
+
+    def checkpoint_key(self, name: str) -> bytes:
+        """The signing key of the engineer a checkpoint names, their certificate verified here."""
+        checked = self.checked()
+        row = next((r for r in checked.rows.engineers if r.name == name), None)
+        if row is None or row.signing_public is None:
+            raise UntrustedRecord("the checkpoint's signer is unknown")
+        checked.checks.certificate(row)
+        return row.signing_public
 
     def server_keys(self) -> auditchain.ServerKeys:
         """``AuditKeyholder``'s ``server_keys``: the server keys certified under the trusted organisation key."""
@@ -173,19 +193,22 @@ class _Entries:
     """Audit entries of verified event rows, as ``auditpages.EntryReader.entry`` makes them
     (module docstring: what a machine without the database names differently)."""
 
-    def __init__(self, signers: RemoteSigners, clients: Callable[[], dict[int, LearnedContext]]) -> None:
-        self.signers, self.clients = signers, clients
-        self.opened: dict[int, LearnedContext] | None = None
+    def __init__(
+        self,
+        signers: RemoteSigners,
+        context: Callable[[int], LearnedContext | None],
+        purged: Callable[[int], int | None] = lambda _: None,
+    ) -> None:
+        self.signers, self.context, self.purged = signers, context, purged
 
     def entry(self, e: ChainedRow) -> AuditEntry:
         details: dict[str, Any] | None = json.loads(e.details_json) if e.details_json else None
         readable = e.details_blob is None
         slug = None
         if e.client_id is not None:
-            if self.opened is None:
-                self.opened = self.clients()
-            context = self.opened.get(e.client_id)
-            slug = f"(client #{e.client_id})"
+            context = self.context(e.client_id)
+            receipt = self.purged(e.client_id) if context is None else None
+            slug = f"(purged client #{e.client_id}, receipt #{receipt})" if receipt else f"(client #{e.client_id})"
             if context is not None:
                 slug = context.slug
                 if e.details_blob is not None and e.key_version is not None:
@@ -214,7 +237,7 @@ class _Entries:
 
 
 class RemoteAudit(_Noun):
-    """``audit.log/export/head/checkpoint`` through the server (module docstring)."""
+    """``audit.log/export/verify/head/checkpoint`` through the server (module docstring)."""
 
     def __init__(
         self,
@@ -223,6 +246,8 @@ class RemoteAudit(_Noun):
         contexts: Callable[[str], LearnedContext],
         live_slugs: Callable[[], Sequence[str]],
         clock: Callable[[], dt.datetime],
+        by_id: Callable[[], ByIdLearner | None] = lambda: None,
+        receipts: Callable[[], Sequence[ReceiptInfo]] = tuple,
     ) -> None:
         self.keys, self.https, self.contexts, self.live_slugs, self.clock = keys, https, contexts, live_slugs, clock
         self.signers = RemoteSigners(keys, https, clock)
@@ -233,6 +258,8 @@ class RemoteAudit(_Noun):
             size=PAGE_EVENTS,
             server_keys=self.signers.server_keys,
         )
+        self.by_id, self.receipts = by_id, receipts  # an admin's log: every client by its id, the purged by receipt
+        self.chain = RemoteChain(keys, https, self.signers, self.keyholder)
 
     def __repr__(self) -> str:
         return "RemoteAudit()"
@@ -254,7 +281,7 @@ class RemoteAudit(_Noun):
         limit: int | None = None,
         stream: bool = False,
     ) -> list[AuditEntry] | Iterator[AuditEntry]:
-        """As ``Vault.audit.log`` for an engineer: their own events, each page verified here."""
+        """As ``Vault.audit.log``: an engineer's own events, an admin's every event, each page verified here."""
         entries = self._entries(client=client, engineer=engineer, since=since, limit=limit)
         return entries if stream else list(entries)
 
@@ -275,8 +302,7 @@ class RemoteAudit(_Noun):
         with reported(self.https):
             checked = self.signers.checked(refresh=True)  # a stream's signers, read afresh
         assert checked.me is not None
-        if checked.me.role == ROLE_ADMIN:
-            raise not_served("audit.log (an admin's: every engineer's events)")
+        admin = checked.me.role == ROLE_ADMIN
         client_id = self.contexts(client).client_id if client is not None else None
         engineer_id: int | None = None
         if engineer is not None:
@@ -286,11 +312,20 @@ class RemoteAudit(_Noun):
                 raise NotFound(f"no engineer named {engineer!r}")
         if limit is not None:
             validation.number("limit", limit, 1)
-        if engineer is not None and engineer_id != me.engineer_id:
+        if admin:
+            if engineer is not None and engineer_id is None:
+                engineer_id = next(i for i, n in checked.names.items() if n == engineer)  # no certificate: as stored
+        elif engineer is not None and engineer_id != me.engineer_id:
             return  # another engineer's events: none of them for an engineer who is not an admin
+        else:
+            engineer_id = me.engineer_id
         since_us = us(since) if since is not None else None
-        query = EventQuery(LOG, Caller(me.engineer_id, me.key_generation), client_id, me.engineer_id, since_us)
-        reader = _Entries(self.signers, self._live_contexts)
+        query = EventQuery(LOG, Caller(me.engineer_id, me.key_generation), client_id, engineer_id, since_us)
+        if admin:
+            found = AdminContexts(self.keys, self.by_id, self.receipts)  # learned afresh for each stream
+            reader = _Entries(self.signers, found.get, found.purged)
+        else:
+            reader = _Entries(self.signers, self._live_context())
         pages = self.keyholder.pages(query, limit)
         while True:
             with reported(self.https):
@@ -298,6 +333,19 @@ class RemoteAudit(_Noun):
             if events is None:
                 return
             yield from [reader.entry(e) for e in events]
+
+    def _live_context(self) -> Callable[[int], LearnedContext | None]:
+        """A client's verified context by id, among the clients of the engineer's live grants (read
+        once per stream, when the first event naming a client is met)."""
+        live: dict[int, LearnedContext] | None = None
+
+        def context(client_id: int) -> LearnedContext | None:
+            nonlocal live
+            if live is None:
+                live = self._live_contexts()
+            return live.get(client_id)
+
+        return context
 
     def _live_contexts(self) -> dict[int, LearnedContext]:
         """The verified contexts of the clients of the engineer's live grants, by id."""
@@ -311,6 +359,24 @@ class RemoteAudit(_Noun):
             if len(out) >= CACHE_LIMIT:
                 break
         return out
+
+    def verify(
+        self,
+        *,
+        since: tuple[int, bytes] | None = None,
+        known_head: tuple[int, bytes] | None = None,
+        checkpoints: Sequence[str] = (),
+        workers: int | None = None,
+    ) -> AuditVerification:
+        """As ``Vault.audit.verify`` for an admin (the whole chain, checked here); an engineer's
+        checks their own events and the head (``remote_chain.py``; ``whole_chain`` says which)."""
+        with reported(self.https):
+            return self.chain.verify(since=since, known_head=known_head, checkpoints=checkpoints, workers=workers)
+
+    @property
+    def whole_chain(self) -> bool:
+        """Whether the last ``verify`` checked the whole chain (an admin's) or an engineer's own events."""
+        return self.chain.whole_chain
 
     def head(self) -> tuple[int, bytes]:
         """As ``Vault.audit.head``: the chain's head (seq, hash) as the server records it."""

@@ -190,6 +190,8 @@ RESPONSE_LIMITS = {
     "keys.start_draft": 8 * 1024 * 1024,
     "keys.open": 1024 * 1024,
     "keys.rewrap_draft": 1024 * 1024,
+    "audit.chain": 4 * 1024 * 1024,  # a page of the whole chain, as of the log (service/remote_chain.py)
+    "audit.points": 1024 * 1024,
 }  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt

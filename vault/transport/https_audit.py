@@ -12,11 +12,16 @@ before it streams, which the server does not do yet (``ConfigurationError``). ``
 
 The keyholder recomputes every event's hash and checks the links and signatures before it
 shows anything, whichever transport carried the page.
+
+``HttpsChainTransport`` has the methods of ``InProcessChainTransport`` (``audit_verify.py``):
+``points`` and ``page`` of ``audit verify``, as ``audit.points`` and ``audit.chain``, an admin's
+only (``server/chain_routes.py``); ``ChainVerifier`` checks every row on the admin's machine.
 """
 
 from __future__ import annotations
 
 from vault.authority.audit_requests import EXPORT, LOG, EventPage, HeadAnswer, HeadRequest, PageRequest
+from vault.authority.audit_verify_requests import ChainPoints, PointsRequest
 from vault.transport.https_calls import Calls, answer_of, not_served
 
 ROUTES = {LOG: "audit.log", EXPORT: "audit.export"}
@@ -39,3 +44,19 @@ class HttpsAuditTransport:
 
     def head(self, request: HeadRequest) -> HeadAnswer:
         return answer_of(self.https, "audit.head", request, HeadAnswer)
+
+
+class HttpsChainTransport:
+    """The whole audit chain, for an admin's ``audit verify``, through a team server."""
+
+    def __init__(self, https: Calls) -> None:
+        self.https = https
+
+    def __repr__(self) -> str:
+        return "HttpsChainTransport()"
+
+    def points(self, request: PointsRequest) -> ChainPoints:
+        return answer_of(self.https, "audit.points", request, ChainPoints)
+
+    def page(self, request: PageRequest) -> EventPage:
+        return answer_of(self.https, "audit.chain", request, EventPage)

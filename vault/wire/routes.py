@@ -16,7 +16,8 @@ The reads that take a request value and answer a value, with no seal and no even
 (``vault/server/read_routes.py``): ``grants.list``, ``reports.status``/``stale``,
 ``policies.get``/``unsigned``, ``purge.preview``/``receipts``,
 ``keys.list``/``versions``, ``audit.log``/``export`` (one page per request, the page request
-carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above. ``engineers.list``
+carrying the stream's cursor) and ``audit.head``; ``checkouts.list`` above; ``audit.points``/
+``chain`` (the whole chain for an admin's ``audit verify``: ``server/chain_routes.py``). ``engineers.list``
 appends its ``engineer-list`` event on the server (format 3: ``listing_routes.py``). An
 enrolment (``enroll_draft``: the open invitation; ``enroll``: the keys made for it) is
 authenticated by the enrolment code instead of a certified key (``server/enrolment_routes.py``).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from vault.authority import audit_requests as a
 from vault.authority import audit_signers as au
+from vault.authority import audit_verify_requests as av
 from vault.authority import checkout_context as c
 from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
@@ -108,6 +110,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.change_passphrase", pp.PassphraseCommit, e.EngineerAnswer),
     # the rows an engineer's machine checks the audit log's signatures under (authority/audit_signers.py)
     ("audit.signers", au.SignersRequest, au.SignerRows),
+    # the whole chain for an admin's `audit verify` off the database (server/chain_routes.py)
+    ("audit.points", av.PointsRequest, av.ChainPoints),
+    ("audit.chain", a.PageRequest, a.EventPage),
     # an admin's policy change: a draft and a signed commit (policy_draft_values.py, server/policy_routes.py)
     ("policies.set_draft", pd.PolicySetDraftRequest, pd.PolicyDraft),
     ("policies.set", pd.PolicyCommit, p.PolicyRows),
