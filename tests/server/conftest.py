@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from served import ADMIN, ADMIN_PASS, CertificateFiles, ServedVault, loopback_socket, make_test_ca, running, served_team
-from server_harness import KEYED_METADATA, Keyed, ReadWorld, Served
+from server_harness import KEYED_METADATA, Keyed, ReadWorld, Served, ticking
 from sqlalchemy import select
 
 from vault import Vault
@@ -168,7 +168,8 @@ def remote_alice(keyed: Keyed, tmp_path, monkeypatch):  # type: ignore[no-untype
     def make(wrap):  # type: ignore[no-untyped-def]
         inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served.ca.ca_file)))
         vault = RemoteVault(
-            pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock, transport=wrap(inner)
+            pin, engineer="alice", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
+            transport=wrap(inner),
         )
         vault.engineers.unlock("alice", "pass of alice")
         opened.append(vault)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from server_harness import Keyed, signed_post
+from server_harness import Keyed, signed_post, ticking
 from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
@@ -34,7 +34,7 @@ def remote(keyed: Keyed, vault: Vault, name: str, passphrase: str) -> RemoteVaul
     """``name`` on a machine with no database: their record copied once, then unlocked."""
     pin = pinned(keyed)
     serverjoin.join(pin, vault, name, passphrase)
-    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=keyed.served.alice.clock)
+    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=ticking(keyed.served.alice.clock))
     mine.engineers.unlock(name, passphrase)
     return mine
 

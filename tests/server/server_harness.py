@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import os
 import ssl
@@ -68,6 +69,14 @@ class Served:
         return httpx.Client(
             base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca.ca_file)), timeout=30.0
         )
+
+
+def ticking(clock: Callable[[], dt.datetime]) -> Callable[[], dt.datetime]:
+    """A machine's clock for signing requests to a server on the wall clock (``keyed``, ``served``):
+    the module's clock, or the wall's once that is later. The module's clock stands still, and a
+    request signed more than ``httpsig.WINDOW`` (60 s) after it was made is refused as stale: under
+    load a module's later requests were (``Unauthenticated: stale``)."""
+    return lambda: max(clock(), dt.datetime.now(dt.UTC))
 
 
 # -- signing raw requests as an insider would ------------------------------------------------------
@@ -283,6 +292,6 @@ def remote_engineer(keyed: Keyed, vault: Vault, name: str, passphrase: str) -> A
     served = keyed.served
     pin = serverjoin.pin(served.url, serverjoin.trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
     serverjoin.join(pin, vault, name, passphrase)
-    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock)
+    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=ticking(served.alice.clock))
     mine.engineers.unlock(name, passphrase)
     return mine

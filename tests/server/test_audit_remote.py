@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import Keyed, caller_of, database_state, envelope, events, signed_post, without_nonces
+from server_harness import Keyed, caller_of, database_state, envelope, events, signed_post, ticking, without_nonces
 from test_refused_answers_https import Between
 
 from vault.authority.audit_requests import EventPage
@@ -322,7 +322,7 @@ def admin_through(keyed: Keyed, admin: RemoteVault, passphrase: str, path: str, 
     assert name is not None
     inner = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served.ca.ca_file)))
     vault = RemoteVault(
-        admin.pin, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock,
+        admin.pin, engineer=name, sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
         transport=Between(inner, path, answer),  # type: ignore[arg-type]
     )  # fmt: skip
     vault.engineers.unlock(name, passphrase)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import KEYED_METADATA, Keyed
+from server_harness import KEYED_METADATA, Keyed, ticking
 from test_body_scan import forms, word
 
 from vault.crypto import keyrecord
@@ -73,7 +73,7 @@ def test_no_body_of_an_engineers_whole_workflow_holds_a_plaintext_or_a_key(
     finally:
         admin.core.server_key = None
     dora = RemoteVault(
-        pinned, engineer="dora", sessions=MemorySessionStore(), clock=served.alice.clock,
+        pinned, engineer="dora", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
         transport=recording(keyed, seen),
     )  # fmt: skip
     dora.engineers.unlock("dora", PASSPHRASE)
@@ -120,7 +120,7 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     pinned = pin(served.url, trust(served.url, str(served.ca.ca_file)), str(served.ca.ca_file))
     serverjoin.join(pinned, host, name, ADMIN_PASSPHRASE)
     admin = RemoteVault(
-        pinned, engineer=name, sessions=MemorySessionStore(), clock=served.alice.clock,
+        pinned, engineer=name, sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
         transport=recording(keyed, seen),
     )  # fmt: skip
     admin.engineers.unlock(name, ADMIN_PASSPHRASE)
@@ -136,7 +136,7 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     admin.clients.add("zeta-holdings", "Zeta Holdings plc")
     admin.grants.grant("frank", "zeta-holdings")
     frank = RemoteVault(
-        pinned, engineer="frank", sessions=MemorySessionStore(), clock=served.alice.clock,
+        pinned, engineer="frank", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
         transport=recording(keyed, seen),
     )  # fmt: skip
     frank.engineers.unlock("frank", PASSPHRASE)

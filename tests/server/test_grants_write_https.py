@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_harness import Keyed, database_state, events, signed_post, without_nonces
+from server_harness import Keyed, database_state, events, signed_post, ticking, without_nonces
 from sqlalchemy import select, update
 
 from vault import Vault
@@ -72,7 +72,7 @@ def remote(keyed: Keyed, vault: Vault, name: str, passphrase: str) -> RemoteVaul
     """``name`` on a machine with no database: their record copied once, then unlocked."""
     pin = pinned(keyed)
     serverjoin.join(pin, vault, name, passphrase)
-    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=keyed.served.alice.clock)
+    mine = RemoteVault(pin, engineer=name, sessions=MemorySessionStore(), clock=ticking(keyed.served.alice.clock))
     mine.engineers.unlock(name, passphrase)
     return mine
 
@@ -149,7 +149,7 @@ def test_an_admin_grants_and_revokes_with_no_database(world: Keyed, carol_remote
     assert [g.state for g in listed] == ["active"]
     assert admin.grants.revoke("carol", "acme") == 1
     later = RemoteVault(carol_remote.pin, engineer="carol", sessions=carol_remote.keyholder.sessions,
-                        clock=world.served.alice.clock)  # fmt: skip
+                        clock=ticking(world.served.alice.clock))  # fmt: skip
     with pytest.raises(NotFound):
         later.checkouts.checkout("acme/fw01", reason="T-13 revoked")
     after = events(world.served)[before:]
@@ -452,7 +452,7 @@ def test_a_rotation_on_the_host_keeps_a_grant_made_through_the_server(world: Key
     finally:
         host.core.server_key = None
     fresh = RemoteVault(carol_remote.pin, engineer="carol", sessions=carol_remote.keyholder.sessions,
-                        clock=world.served.alice.clock)  # fmt: skip
+                        clock=ticking(world.served.alice.clock))  # fmt: skip
     assert fresh.checkouts.checkout("excl/sw05", reason="T-31 after rotation").value == "pw of excl/sw05"
     assert fresh.checkouts.checkin("excl/sw05") is None
     assert admin.grants.revoke("carol", "excl") == 1

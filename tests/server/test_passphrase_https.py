@@ -29,6 +29,7 @@ from server_harness import (
     events,
     remote_engineer,
     signed_post,
+    ticking,
     without_nonces,
 )
 from test_body_scan import forms, word
@@ -98,7 +99,8 @@ def test_an_engineer_changes_their_passphrase_through_the_server(world: World, h
     kept = KeyRecordFile.load(dave.pin.vault_id, "dave").record
     assert kept == stored_record(world, "dave")
     assert opens(kept, NEW, world.dave) and not opens(kept, OLD["dave"], world.dave)
-    again = RemoteVault(dave.pin, engineer="dave", sessions=MemorySessionStore(), clock=world.keyed.served.alice.clock)
+    machine = ticking(world.keyed.served.alice.clock)
+    again = RemoteVault(dave.pin, engineer="dave", sessions=MemorySessionStore(), clock=machine)
     with pytest.raises(WrongPassphrase):
         again.engineers.unlock("dave", OLD["dave"])
     assert again.engineers.unlock("dave", NEW).engineer == "dave"
@@ -169,7 +171,7 @@ def test_no_body_of_a_passphrase_change_holds_a_passphrase_or_a_key(world: World
     served, seen = world.keyed.served, []
     changing = remote(world, "erin", OLD["erin"])
     erin = RemoteVault(
-        changing.pin, engineer="erin", sessions=MemorySessionStore(), clock=served.alice.clock,
+        changing.pin, engineer="erin", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
         transport=recording(world.keyed, seen),
     )  # fmt: skip
     erin.engineers.kdf_params = keyrecord.FLOOR
@@ -193,7 +195,8 @@ def test_another_machines_old_copy_no_longer_unlocks_with_the_old_passphrase(wor
     new = "erin's passphrase from the laptop 2718"
     erin.engineers.change_passphrase(OLD["erin"], new)
     other_copy.save()  # this machine is now the other one, with its old copy
-    other = RemoteVault(erin.pin, engineer="erin", sessions=MemorySessionStore(), clock=world.keyed.served.alice.clock)
+    machine = ticking(world.keyed.served.alice.clock)
+    other = RemoteVault(erin.pin, engineer="erin", sessions=MemorySessionStore(), clock=machine)
     sessions_before = other.keyholder.sessions
     with pytest.raises(WrongPassphrase) as refused:
         other.engineers.unlock("erin", OLD["erin"])

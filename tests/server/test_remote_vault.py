@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from server_harness import Keyed, events
+from server_harness import Keyed, events, ticking
 
 from vault.errors import (
     ConfigurationError,
@@ -51,7 +51,8 @@ def joined(keyed: Keyed, name: str = "alice") -> tuple[ServerPin, str]:
 
 
 def remote(keyed: Keyed, pin: ServerPin, name: str, sessions: MemorySessionStore | None = None) -> RemoteVault:
-    return RemoteVault(pin, engineer=name, sessions=sessions or MemorySessionStore(), clock=keyed.served.alice.clock)
+    machine = ticking(keyed.served.alice.clock)
+    return RemoteVault(pin, engineer=name, sessions=sessions or MemorySessionStore(), clock=machine)
 
 
 def test_the_identity_is_pinned_with_its_certified_server_key(keyed: Keyed) -> None:

@@ -29,6 +29,7 @@ from server_harness import (
     events,
     server_with,
     signed_post,
+    ticking,
 )
 
 from vault.authority.engineer_requests import WhoamiAnswer, WhoamiRequest
@@ -302,11 +303,11 @@ def test_a_remote_vault_checks_every_answer_against_its_pinned_server_key(
     pin = serverjoin.pin(served.url, identity, str(served.ca.ca_file))
     assert pin.server_key == pin_of(keyed)
     serverjoin.join(pin, served.alice, "alice", "pass of alice")
-    good = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock)
+    good = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=ticking(served.alice.clock))
     assert good.engineers.unlock("alice", "pass of alice").engineer == "alice"
     other = ServerSigningKey.generate(keyed.key.version)
     wrong = RemoteVault(dataclasses.replace(pin, server_key=(other.version, other.public)), engineer="alice",
-                        sessions=MemorySessionStore(), clock=served.alice.clock)
+                        sessions=MemorySessionStore(), clock=ticking(served.alice.clock))
     with pytest.raises(UntrustedRecord, match="not signed by the pinned server key"):
         wrong.engineers.unlock("alice", "pass of alice")
     good.close()

@@ -37,6 +37,7 @@ from server_harness import (
     server_with,
     signed_headers,
     signed_post,
+    ticking,
     with_extra_field,
 )
 from sqlalchemy import event as sa_event
@@ -315,7 +316,7 @@ def test_the_store_less_keyholders_show_and_list_through_the_server(
     identity = serverjoin.trust(served.url, str(served.ca.ca_file))
     pin = serverjoin.pin(served.url, identity, str(served.ca.ca_file))
     serverjoin.join(pin, served.alice, "alice", "pass of alice")
-    remote = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=served.alice.clock)
+    remote = RemoteVault(pin, engineer="alice", sessions=MemorySessionStore(), clock=ticking(served.alice.clock))
     try:
         remote.engineers.unlock("alice", "pass of alice")
         keys, cache = remote.keyholder, remote.keyholder.client_keys
