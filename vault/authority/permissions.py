@@ -156,7 +156,7 @@ KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
 # The rows an engineer's machine with no database checks the audit log's signatures under.
 KEYHOLDER_REQUESTS["audit"]["signers"] = ENGINEER
 KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
-KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py
+KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN, "secret_draft": ADMIN}  # server/purge_routes.py
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

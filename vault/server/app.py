@@ -135,7 +135,7 @@ def build_app(
         PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
         SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
-        purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
+        purge_routes(store, checks, checkouts.seal, layer).add_to(operations)  # an admin's purges, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)

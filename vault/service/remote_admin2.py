@@ -16,6 +16,15 @@ check``) are its reads. The client is found as for a policy; once purged, this s
 its keys and its slug. Scrubbing the freed pages of the server's database is the host's
 (``credvault purge scrub``): a purge through the server does not vacuum.
 
+``RemoteVault.purge.secret`` (session 14) runs the same keyholder's secret purge: the secret is
+named to the server by its name tag (made here under the client's lookup key), the draft is on
+record on the server before it answers the secret's wrapped data keys with the server's layer
+removed, the current version's metadata is opened here under the client key and must hold the
+name asked for (a moved name tag: ``LookupMismatch``, nothing signed), then the keyholder
+fingerprints every data key, signs the receipt over the commit's request id, and commits. The
+client keys are those this session opened with the client's context (its current version): a
+version still under an older client key (a rotation not finished) is refused here.
+
 ``RemoteVault.engineers.invite`` runs the in-process ``EngineerKeyholder`` over
 ``HttpsInviteTransport``: the invite secret is made on this machine and the code shown only here;
 the server is given the secret sealed to the recovery key and the public key it derives, with
@@ -31,12 +40,16 @@ from collections.abc import Callable, Sequence
 
 from vault import validation as checks
 from vault.authority.engineer_requests import ROLES
-from vault.authority.purge_requests import PurgedVersion
+from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
+from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
+from vault.authority.requests import Caller
 from vault.crypto import blobs, keyrecord, sealing, signing
-from vault.errors import InvalidInput, UntrustedRecord
+from vault.crypto.labels import LABEL_TAG_SECRET_NAME
+from vault.errors import InvalidInput, NotFound, UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
 from vault.keyholder.purge import PurgeKeyholder
+from vault.keyholder.versions import open_metadata
 from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.service import validation
 from vault.service.purge import _request as checked_request_ref
@@ -136,7 +149,9 @@ class RemotePolicyWrites(_Noun):
 
 class _PurgedKeys:
     """``DataKeys`` of the purge keyholder through the server: a client purge fingerprints key records
-    only (no data key is opened here); a purged client's keys and slug are forgotten."""
+    only; a secret's purge opens its data keys under the client keys this session holds (learned with
+    the client's context), as the server's draft answered them (its layer removed there, on record);
+    a purged client's keys and slug are forgotten."""
 
     def __init__(self, keys: RemoteKeys) -> None:
         self.keys = keys
@@ -145,10 +160,13 @@ class _PurgedKeys:
         return "PurgedKeys()"
 
     def client_key(self, client_id: int, version: int) -> bytes:
-        raise not_served("purge.secret")
+        key = self.keys.client_keys.get((client_id, version))
+        if key is None:
+            raise not_served("purge.secret of a version under an older client key (finish the client's key rotation)")
+        return key
 
     def inner(self, client_id: int, v: PurgedVersion) -> bytes:
-        raise not_served("purge.secret")
+        return v.wrapped_dek
 
     def forget(self, client_id: int) -> None:
         for cached in [k for k in self.keys.client_keys if k[0] == client_id]:
@@ -170,8 +188,9 @@ class RemotePurge(_Noun):
     ) -> None:
         self.keys = keys
         self.lookup = _AdminClients(AdminLookup(keys, learned))
-        transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
-        self.keyholder = PurgeKeyholder(transport, keys, self.lookup, _PurgedKeys(keys), clock)
+        self.transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
+        self.data_keys = _PurgedKeys(keys)
+        self.keyholder = PurgeKeyholder(self.transport, keys, self.lookup, self.data_keys, clock)
 
     def __repr__(self) -> str:
         return "RemotePurge()"
@@ -189,6 +208,41 @@ class RemotePurge(_Noun):
             raise not_served("purge.client --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
         self.keys.me()
         return self.keyholder.client(client, request)
+
+    def secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+        """As ``Vault.purge.secret``, through the server (module docstring); freed pages are scrubbed on the host."""
+        checked_request_ref(request)
+        slug, name = checks.secret_ref(ref)
+        if vacuum:
+            raise not_served("purge.secret --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
+        me = self.keys.me()
+        client_id, slug_blob = self.lookup.client(slug)
+        name_tag = signing.lookup_tag(self.lookup.admin.lookup_key(client_id), LABEL_TAG_SECRET_NAME, name)
+        asked = PurgeSecretDraftRequest(
+            Caller(me.engineer_id, me.key_generation), self.lookup.slug_tag(client_id), client_id, name_tag,
+            request, me.org_signing_public,
+        )  # fmt: skip
+        try:
+            draft = self.transport.secret_draft(asked)
+        except NotFound as error:
+            if str(error) == NOTHING_MATCHES:
+                raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets") from None
+            raise
+        secret_id = self._named(draft, client_id, name)
+        return self.keyholder.secrets("secret", [(client_id, slug_blob, (secret_id,))], request)[0]
+
+    def _named(self, draft: PurgeSecretDraft, client_id: int, name: str) -> int:
+        """The drafted secret's id, once its current version, one of those drafted, holds ``name``."""
+        parts = draft.rows.parts
+        if len(parts) != 1 or parts[0].client_id != client_id or len(parts[0].secret_ids) != 1:
+            raise UntrustedRecord("the server drafted the purge of another secret than the one asked for")
+        secret_id, current = parts[0].secret_ids[0], draft.current
+        drafted = {(v.version, v.key_version, v.wrapped_dek) for v in parts[0].versions}
+        if (current.version, current.key_version, current.wrapped_dek) not in drafted:
+            raise UntrustedRecord("the server's current version is not one of the versions it drafted")
+        key = self.data_keys.client_key(client_id, current.key_version)
+        open_metadata(key, client_id, secret_id, current, name)  # LookupMismatch: the name tag was moved
+        return secret_id
 
     def receipts(self) -> list[ReceiptInfo]:
         self.keys.me()

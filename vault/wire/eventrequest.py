@@ -66,6 +66,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.change_passphrase": frozenset({"passphrase-change"}),
     "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
+    "purge.secret_draft": frozenset({"purge-secret-draft"}),  # it releases the secret's data keys
+    "purge.secret": frozenset({"purge-secret"}),
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it

@@ -48,6 +48,7 @@ from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
 from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
+from vault.authority import purge_secret_values as ps
 from vault.authority import report_requests as r
 from vault.authority import requests as v
 from vault.authority import rotation_reads as k
@@ -113,6 +114,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("purge.client_draft", pud.PurgeClientDraftRequest, pud.PurgeDraft),
     ("purge.client", pud.PurgeClientCommit, pu.PurgeRows),
     ("purge.verify_receipt", pu.ReceiptRequest, pu.ReceiptRows),
+    # an admin's purge of one secret: a draft on record (its data keys released), a signed commit
+    ("purge.secret_draft", ps.PurgeSecretDraftRequest, ps.PurgeSecretDraft),
+    ("purge.secret", ps.PurgeSecretCommit, pu.PurgeRows),
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
