@@ -11,6 +11,8 @@ import pytest
 from server_harness import Keyed, events
 from test_cli_over_server import joined, ok, refused, run
 
+from vault.storage import models as m
+
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 
@@ -82,3 +84,21 @@ def test_an_admin_invites_through_the_server(keyed: Keyed, tmp_path: Path) -> No
     assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown and "--db" not in shown
     assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite"]
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    ok(run("secret", "add", "acme/cli-old", "--generate", "--kind", "equipment"))
+    before = len(events(keyed.served))
+    refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--vacuum"), "not served")
+    purged = ok(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--json"))
+    receipt = json.loads(purged.stdout)
+    assert (receipt["kind"], receipt["request"], len(receipt["fingerprints"])) == ("secret", "DSR-12", 1)
+    refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-13", "--yes"), "no secret")
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[-2:] == ["purge-secret-draft", "purge-secret"] and "purge-secret" not in actions[:-2]
+    stored = keyed.served.admin  # where the database is: the secret is gone, its receipt verifies
+    with keyed.store.read() as s:
+        assert s.get(m.Secret, receipt["secret_ids"][0]) is None
+    assert stored.purge.verify_receipt(receipt["id"]).ok
+    assert stored.audit.verify().ok
