@@ -155,8 +155,8 @@ class _Seal:
 
     def sign_v3(self, receipt: ReceiptRow, request_id: bytes) -> ReceiptRow:
         """Through the team server (a client's or one secret's purge): the draft's receipt (its id
-        reserved, no event yet) signed before
-        anything is deleted, over the id of the request that commits it (``LABEL_SIG_RECEIPT_V3``).
+        reserved, no event yet) signed before anything is deleted, over the id of the request that
+        commits it (``LABEL_SIG_RECEIPT_V3``).
         The server counts what survives in the commit's unit (anything: nothing is committed), and
         ``purge check`` counts it again afterwards."""
         self._expected(receipt)
