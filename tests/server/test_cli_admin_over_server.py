@@ -102,3 +102,16 @@ def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Pat
         assert s.get(m.Secret, receipt["secret_ids"][0]) is None
     assert stored.purge.verify_receipt(receipt["id"]).ok
     assert stored.audit.verify().ok
+
+
+def test_an_admin_changes_the_settings_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    assert "Settings saved." in ok(run("settings", "--retention", "6", "--cryptoperiod", "300")).output
+    refused(run("settings", "--retention", "0"), "retention")
+    assert [e.action for e in events(keyed.served)[before:]] == ["settings", "settings"]
+    with keyed.store.read() as s:  # where the database is: the row the admin signed
+        info = s.get(m.VaultInfo, 1)
+        assert info is not None and (info.retention_versions, info.cryptoperiod_days) == (6, 300)
+        assert info.settings_signed_by == keyed.served.admin.keyholder.me().engineer_id
+    assert keyed.served.admin.audit.verify().ok

@@ -70,6 +70,7 @@ from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
+from vault.server.settings_routes import settings_routes
 from vault.server.signer_routes import SignerRoutes
 from vault.server.signing_keys import ActiveSigningKey
 from vault.storage import rows
@@ -137,6 +138,7 @@ def build_app(
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
         purge_routes(store, checks, checkouts.seal, layer).add_to(operations)  # an admin's purges, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
+        settings_routes(store, checks, checkouts.seal).add_to(operations)  # the settings, an admin's change
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

@@ -27,6 +27,7 @@ from vault.authority.passphrase_requests import STALE_RECORD
 from vault.authority.policy_draft_values import STALE_POLICY
 from vault.authority.purge_draft_values import STALE_PURGE
 from vault.authority.secret_draft_requests import STALE_DRAFT
+from vault.authority.settings_requests import CHANGED_SINCE_READ
 from vault.errors import (
     AccessDenied,
     AlreadyExists,
@@ -87,6 +88,7 @@ MARKERS: dict[str, str] = {
     STALE_POLICY: "stale-draft",
     STALE_PURGE: "stale-draft",
     STALE_INVITE: "stale-draft",
+    CHANGED_SINCE_READ: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

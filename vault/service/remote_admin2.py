@@ -25,6 +25,10 @@ fingerprints every data key, signs the receipt over the commit's request id, and
 client keys are those this session opened with the client's context (its current version): a
 version still under an older client key (a rotation not finished) is refused here.
 
+``RemoteVault.keys.set_retention`` / ``set_cryptoperiod`` (``credvault settings``) run the in-process
+``SettingsKeyholder`` over ``HttpsSettingsTransport``: the row as stored read and verified here,
+the change signed here over it, the server's checks in ``authority/settings_drafts.py``.
+
 ``RemoteVault.engineers.invite`` runs the in-process ``EngineerKeyholder`` over
 ``HttpsInviteTransport``: the invite secret is made on this machine and the code shown only here;
 the server is given the secret sealed to the recovery key and the public key it derives, with
@@ -37,18 +41,21 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from vault import validation as checks
 from vault.authority.engineer_requests import ROLES
 from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
 from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
 from vault.authority.requests import Caller
+from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.crypto import blobs, keyrecord, sealing, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
 from vault.errors import InvalidInput, NotFound, UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
 from vault.keyholder.purge import PurgeKeyholder
+from vault.keyholder.settings import SettingsKeyholder
 from vault.keyholder.versions import open_metadata
 from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.service import validation
@@ -61,6 +68,7 @@ from vault.transport.https import HttpsTransport
 from vault.transport.https_invite import HttpsInviteTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
 from vault.transport.https_purge import HttpsPurgeTransport
+from vault.transport.https_settings import HttpsSettingsTransport
 
 RING_KEY_BYTES = 32
 
@@ -295,3 +303,30 @@ class RemoteInvitations:
             raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer or admin")
         self.keys.me()
         return self.keyholder.invite(name, role, valid_for)
+
+
+class RemoteSettings(_Noun):
+    """``RemoteVault.keys``: an admin's change of the vault settings through the server (module
+    docstring); the other key operations are not served."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        self.keys = keys
+        self.keyholder = SettingsKeyholder(HttpsSettingsTransport(https), keys, clock)
+
+    def __repr__(self) -> str:
+        return "RemoteSettings()"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise not_served(f"keys.{name}")
+
+    def set_retention(self, versions: int) -> None:
+        """As ``Vault.keys.set_retention``, through the server (an admin's)."""
+        self.keys.me()
+        self.keyholder.set(RETENTION, versions)
+
+    def set_cryptoperiod(self, days: int) -> None:
+        """As ``Vault.keys.set_cryptoperiod``, through the server (an admin's)."""
+        self.keys.me()
+        self.keyholder.set(CRYPTOPERIOD, days)

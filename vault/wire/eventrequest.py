@@ -68,6 +68,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
     "purge.secret_draft": frozenset({"purge-secret-draft"}),  # it releases the secret's data keys
     "purge.secret": frozenset({"purge-secret"}),
+    "settings.set": frozenset({"settings"}),  # server/settings_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
@@ -76,6 +77,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkin": frozenset({"checkin", "secret-update"}),
     "status": frozenset({"report-status"}),
     "stale": frozenset({"report-stale"}),
+    "settings-set": frozenset({"settings"}),
 }
 
 

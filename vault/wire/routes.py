@@ -55,6 +55,7 @@ from vault.authority import rotation_reads as k
 from vault.authority import rotation_requests as kr
 from vault.authority import secret_draft_requests as sd
 from vault.authority import secret_requests as sr
+from vault.authority import settings_requests as st
 
 ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.reveal", v.CheckoutRequest, v.CheckoutResponse),
@@ -120,4 +121,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
+    # the vault settings: read (the row an admin's change is signed over) and an admin's signed change
+    ("settings.get", st.SettingsRequest, st.SettingsRows),
+    ("settings.set", st.SettingsRequest, st.SettingsRows),
 )
