@@ -9,6 +9,13 @@ and compared), whose audit-key ring the ``policy-set`` details are sealed under,
 commit's request id (``_AdminClients.seal_details``). The server never sees a client key, an
 audit key or the details in clear.
 
+``RemoteVault.policies.unsigned`` (session 14) is the same keyholder's read over the server's
+``policies.unsigned``: the slug of each client whose stored policy does not verify is opened here
+(``ClientSlugs``: the client's context read by id, every row verified, its slug under the client key
+opened from the root-sealed copy), as in-process: a client whose keys do not open is not shown.
+``adopt`` is not served (it signs each client's policy with details sealed under each client's
+audit key: a draft and commit spanning clients, not built).
+
 ``RemoteVault.purge.client`` runs the in-process ``PurgeKeyholder`` over ``HttpsPurgeTransport``
 (a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
 commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyone's: ``purge
@@ -44,6 +51,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vault import validation as checks
+from vault.authority.checkout_context import ContextRequest
 from vault.authority.engineer_requests import ROLES
 from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
 from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
@@ -51,7 +59,8 @@ from vault.authority.requests import Caller
 from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.crypto import blobs, keyrecord, sealing, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
-from vault.errors import InvalidInput, NotFound, UntrustedRecord
+from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
 from vault.keyholder.purge import PurgeKeyholder
@@ -64,6 +73,7 @@ from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ROLE_ADMIN
 from vault.transport.https import HttpsTransport
 from vault.transport.https_invite import HttpsInviteTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
@@ -77,8 +87,8 @@ class _AdminClients:
     """``ClientLookup`` of the policies and purge keyholders for an admin through the server: the client
     by its slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
 
-    def __init__(self, admin: AdminLookup) -> None:
-        self.admin = admin
+    def __init__(self, admin: AdminLookup, by_id: Callable[[int, bytes], str | None] | None = None) -> None:
+        self.admin, self.by_id = admin, by_id
         self._tags: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -94,7 +104,14 @@ class _AdminClients:
         return found.client_id, found.slug_blob
 
     def slugs(self, clients: Sequence[tuple[int, bytes]]) -> dict[int, str]:
-        raise not_served("policies.unsigned")
+        if self.by_id is None:
+            raise not_served("policies.unsigned")
+        out = {}
+        for client_id, slug_blob in clients:
+            slug = self.by_id(client_id, slug_blob)
+            if slug is not None:
+                out[client_id] = slug
+        return out
 
     def slug_tag(self, client_id: int) -> bytes:
         """The slug tag of a client this lookup found, else refused."""
@@ -126,9 +143,10 @@ class RemotePolicyWrites(_Noun):
         https: HttpsTransport,
         clock: Callable[[], dt.datetime],
         learned: Callable[[str], LearnedContext],
+        slugs: Callable[[int, bytes], str | None] | None = None,
     ) -> None:
         self.keys = keys
-        self.lookup = _AdminClients(AdminLookup(keys, learned))
+        self.lookup = _AdminClients(AdminLookup(keys, learned), slugs)
         transport = HttpsPolicyWriteTransport(https, self.lookup.slug_tag, self.lookup.seal_details)
         self.writes = PolicyKeyholder(transport, keys, self.lookup, self.lookup, clock)
 
@@ -153,6 +171,51 @@ class RemotePolicyWrites(_Noun):
             rotate_after_checkout=rotate_after_checkout, checkout_for=checkout_for, stale_days=stale_days,
         )  # fmt: skip
         return self.writes.set(client, wanted)
+
+    def unsigned(self) -> list[PolicyInfo]:
+        """As ``Vault.policies.unsigned``, through the server (an admin's)."""
+        self.keys.me()
+        self.keys.open_recovery()
+        return self.writes.unsigned()
+
+
+class ClientSlugs:
+    """An admin's slug of a client named by id (module docstring): the client's context read by id
+    (``checkouts.context``, no event), checked by the checkout keyholder, the slug opened under the
+    client key it opens from the root-sealed copy; None where it does not open (as in-process)."""
+
+    def __init__(self, keyholder: CheckoutKeyholder) -> None:
+        self.keyholder = keyholder
+
+    def __repr__(self) -> str:
+        return "ClientSlugs()"
+
+    def __call__(self, client_id: int, slug_blob: bytes) -> str | None:
+        kh = self.keyholder
+        learner = kh.learner
+        if learner is None:
+            return None
+        me = kh.keys.session()
+        held = tuple(v for (c, v) in kh.cache if c == client_id)
+        request = ContextRequest(
+            Caller(me.engineer_id, me.key_generation), client_id, None, held, me.org_signing_public
+        )
+        try:
+            r = learner.transport.context(request)
+        except NotFound:
+            return None
+        checks, row = kh.me_checked(me, r)
+        if r.client.id != client_id or r.client.slug_blob != slug_blob:
+            raise UntrustedRecord("the server answered for another client than the one asked for")
+        if row.role != ROLE_ADMIN or r.root_version is None or r.root_version != kh.keys.recovery_version():
+            return None
+        version = blobs.blob_key_version(slug_blob)
+        sealed = {k.record.version: k for k in r.sealed_keys}.get(version)
+        try:
+            key = kh.client_key(me, row, checks, client_id, version, sealed)
+            return blobs.decrypt_client_field(key, version, slug_blob, client_id, "slug").decode("utf-8")
+        except (VaultError, UnicodeDecodeError):
+            return None
 
 
 class _PurgedKeys:

@@ -1,11 +1,13 @@
-"""An admin's change of the vault settings through the team server (both engines).
+"""An admin's change of the vault settings, and their list of unsigned policies, through the team
+server (both engines).
 
 The admin works from a machine with no database (``RemoteVault.keys.set_retention`` /
 ``set_cryptoperiod``): their keyholder reads the row as stored (``settings.get``), signs the change
 over it and sends it (``settings.set``); the server checks the caller, that the stored row is still
 the one read, the bounds, the time and the signature under the caller's certified key before it
 stores the row with its format-3 ``settings`` event. The attacks are raw signed requests by insiders
-with valid keys, each refused with nothing written.
+with valid keys, each refused with nothing written. ``policies.unsigned``: the slugs of the clients
+whose stored policy does not verify are opened on the admin's machine (their contexts read by id).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from remote_admin_harness import caller, post, remote
 from server_harness import Keyed, database_state, events, without_nonces
+from sqlalchemy import update
 
 from vault import Vault
 from vault.authority.settings_requests import SET, SettingsRequest, SettingsRow, settings_fields
@@ -122,3 +125,26 @@ def test_an_engineer_through_the_server_cannot_change_the_settings(world: Keyed,
         alice.keys.set_retention(3)
     alice.close()
     assert without_nonces(database_state(world.served.db_url)) == before
+
+
+def test_an_admin_lists_the_unsigned_policies_with_no_database(world: Keyed, admin: RemoteVault) -> None:
+    """A DBA loosens excl's policy: the admin's machine lists it as stored, named by its slug."""
+    before = {p.client for p in admin.policies.unsigned()}  # acme's default row was never signed
+    assert "excl" not in before
+    excl = m.ClientPolicy.client_id == admin.checkouts.context("excl").client_id
+    with world.store.transaction() as s:
+        s.execute(update(m.ClientPolicy).where(excl).values(exclusive=False))
+    try:
+        shown = {p.client: p for p in admin.policies.unsigned()}
+        assert set(shown) == before | {"excl"}
+        assert (shown["excl"].exclusive, shown["excl"].signed) == (False, False)
+        alice = remote(world, world.served.alice, "alice", "pass of alice")
+        with pytest.raises(AccessDenied):
+            alice.policies.unsigned()
+        alice.close()
+        with pytest.raises(Exception, match="not served"):
+            admin.policies.adopt([shown["excl"]])
+    finally:
+        with world.store.transaction() as s:
+            s.execute(update(m.ClientPolicy).where(excl).values(exclusive=True))
+    assert {p.client for p in admin.policies.unsigned()} == before
