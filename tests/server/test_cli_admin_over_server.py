@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from server_harness import Keyed, events
+from sqlalchemy import select, update
 from test_cli_over_server import joined, ok, refused, run
 
 from vault.storage import models as m
@@ -115,3 +116,22 @@ def test_an_admin_changes_the_settings_through_the_server(keyed: Keyed, tmp_path
         assert info is not None and (info.retention_versions, info.cryptoperiod_days) == (6, 300)
         assert info.settings_signed_by == keyed.served.admin.keyholder.me().engineer_id
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed, tmp_path: Path) -> None:
+    """The unsigned policies are listed from the admin's machine; their signing is not served."""
+    admin_joined(keyed, tmp_path)
+    with keyed.store.read() as s:
+        excl = s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.exclusive.is_(True))).one()
+        client_id, signature = excl.client_id, excl.signature
+    with keyed.store.transaction() as s:  # a DBA loosens excl's policy: its signature no longer covers it
+        s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=False))
+    try:
+        result = run("policy", "adopt", "--yes")
+        refused(result, "not served")
+        assert "excl" in result.stdout  # listed, slug opened on the admin's machine
+        with keyed.store.read() as s:
+            assert s.get(m.ClientPolicy, client_id).signature == signature  # type: ignore[union-attr]  # nothing signed
+    finally:
+        with keyed.store.transaction() as s:
+            s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))
