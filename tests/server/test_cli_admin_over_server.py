@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from server_harness import Keyed, events
-from sqlalchemy import select
+from sqlalchemy import select, update
 from test_cli_over_server import joined, ok, refused, run
 
 from vault.crypto import keyrecord
@@ -143,3 +143,51 @@ def test_an_admins_audit_log_and_verify_through_the_server(keyed: Keyed, tmp_pat
     assert memory.verified == head and memory.seen == head
     assert json.loads(ok(run("audit", "verify", "--json")).output)["whole_chain"] is True
     assert len(events(keyed.served)) == before
+def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    ok(run("secret", "add", "acme/cli-old", "--generate", "--kind", "equipment"))
+    before = len(events(keyed.served))
+    refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--vacuum"), "not served")
+    purged = ok(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--json"))
+    receipt = json.loads(purged.stdout)
+    assert (receipt["kind"], receipt["request"], len(receipt["fingerprints"])) == ("secret", "DSR-12", 1)
+    refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-13", "--yes"), "no secret")
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[-2:] == ["purge-secret-draft", "purge-secret"] and "purge-secret" not in actions[:-2]
+    stored = keyed.served.admin  # where the database is: the secret is gone, its receipt verifies
+    with keyed.store.read() as s:
+        assert s.get(m.Secret, receipt["secret_ids"][0]) is None
+    assert stored.purge.verify_receipt(receipt["id"]).ok
+    assert stored.audit.verify().ok
+
+
+def test_an_admin_changes_the_settings_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    assert "Settings saved." in ok(run("settings", "--retention", "6", "--cryptoperiod", "300")).output
+    refused(run("settings", "--retention", "0"), "retention")
+    assert [e.action for e in events(keyed.served)[before:]] == ["settings", "settings"]
+    with keyed.store.read() as s:  # where the database is: the row the admin signed
+        info = s.get(m.VaultInfo, 1)
+        assert info is not None and (info.retention_versions, info.cryptoperiod_days) == (6, 300)
+        assert info.settings_signed_by == keyed.served.admin.keyholder.me().engineer_id
+    assert keyed.served.admin.audit.verify().ok
+
+
+def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed, tmp_path: Path) -> None:
+    """The unsigned policies are listed from the admin's machine; their signing is not served."""
+    admin_joined(keyed, tmp_path)
+    with keyed.store.read() as s:
+        excl = s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.exclusive.is_(True))).one()
+        client_id, signature = excl.client_id, excl.signature
+    with keyed.store.transaction() as s:  # a DBA loosens excl's policy: its signature no longer covers it
+        s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=False))
+    try:
+        result = run("policy", "adopt", "--yes")
+        refused(result, "not served")
+        assert "excl" in result.stdout  # listed, slug opened on the admin's machine
+        with keyed.store.read() as s:
+            assert s.get(m.ClientPolicy, client_id).signature == signature  # type: ignore[union-attr]  # nothing signed
+    finally:
+        with keyed.store.transaction() as s:
+            s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))

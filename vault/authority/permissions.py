@@ -161,7 +161,10 @@ KEYHOLDER_REQUESTS["audit"]["signers"] = ENGINEER
 KEYHOLDER_REQUESTS["audit"]["points"] = ADMIN
 KEYHOLDER_REQUESTS["audit"]["chain"] = ADMIN
 KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
-KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN}  # server/purge_routes.py
+KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN, "secret_draft": ADMIN}  # server/purge_routes.py
+# The vault settings through the team server: the settings' keyholder's own read and change (the
+# Vault's nouns are ``keys.set_retention`` / ``set_cryptoperiod``): server/settings_routes.py
+KEYHOLDER_REQUESTS["settings"] = {"get": ENGINEER, "set": ADMIN}
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

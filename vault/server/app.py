@@ -72,6 +72,7 @@ from vault.server.response_signing import ResponseSigner
 from vault.server.rotation_routes import RotationServerChecks, rotation_routes
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
+from vault.server.settings_routes import settings_routes
 from vault.server.signer_routes import SignerRoutes
 from vault.server.signing_keys import ActiveSigningKey
 from vault.server.sweep_routes import sweep_routes
@@ -139,11 +140,12 @@ def build_app(
         SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
         ChainRoutes(store, checks).add_to(operations)  # the whole chain, for an admin's audit verify
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
-        purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
+        purge_routes(store, checks, checkouts.seal, layer).add_to(operations)  # an admin's purges, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
         rotation = RotationServerChecks(organisation, now)
         rotation_routes(store, rotation, checkouts.seal, layer).add_to(operations)  # an admin's client-key rotation
         sweep_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's sweep of expired grants
+        settings_routes(store, checks, checkouts.seal).add_to(operations)  # the settings, an admin's change
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

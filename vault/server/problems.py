@@ -29,6 +29,7 @@ from vault.authority.policy_draft_values import STALE_POLICY
 from vault.authority.purge_draft_values import STALE_PURGE
 from vault.authority.rotation_draft_values import STALE_DRAFT as STALE_ROTATION
 from vault.authority.secret_draft_requests import STALE_DRAFT
+from vault.authority.settings_requests import CHANGED_SINCE_READ
 from vault.errors import (
     AccessDenied,
     AlreadyExists,
@@ -91,6 +92,7 @@ MARKERS: dict[str, str] = {
     STALE_INVITE: "stale-draft",
     STALE_ROTATION: "stale-draft",
     STALE_SWEEP: "stale-draft",
+    CHANGED_SINCE_READ: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

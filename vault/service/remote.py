@@ -58,7 +58,7 @@ from vault.service.core import utcnow
 from vault.service.engineers import MAX_SESSION_TTL
 from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
-from vault.service.remote_admin2 import RemoteInvitations, RemotePolicyWrites, RemotePurge
+from vault.service.remote_admin2 import ClientSlugs, RemoteInvitations, RemotePolicyWrites, RemotePurge, RemoteSettings
 from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
@@ -352,11 +352,12 @@ class RemoteVault:
         self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
         learned = fresh_contexts(self.checkouts.keyholder)
-        writes = RemotePolicyWrites(keys, self.https, clock, learned)
+        writes = RemotePolicyWrites(keys, self.https, clock, learned, ClientSlugs(self.checkouts.keyholder))
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
         self.purge = RemotePurge(keys, self.https, clock, learned)
-        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list)
+        settings = RemoteSettings(keys, self.https, clock)
+        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

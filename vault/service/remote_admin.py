@@ -40,6 +40,8 @@ class LearnedContext(Protocol):
     def slug_blob(self) -> bytes: ...
     @property
     def ring(self) -> bytes: ...
+    @property
+    def lookup_key(self) -> bytes: ...
 
 
 def root_seal(https: Calls, keys: RemoteKeys) -> Callable[[], tuple[int, bytes, bytes]]:
@@ -91,6 +93,7 @@ class AdminLookup:
     def __init__(self, keys: RemoteKeys, contexts: Callable[[str], LearnedContext]) -> None:
         self.keys, self.contexts = keys, contexts
         self._rings: dict[int, bytes] = {}
+        self._lookup_keys: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
         return "AdminLookup()"
@@ -100,12 +103,21 @@ class AdminLookup:
         learned = self.contexts(slug)
         if len(self._rings) >= 1024:
             self._rings.clear()
+            self._lookup_keys.clear()
         self._rings[learned.client_id] = learned.ring
+        self._lookup_keys[learned.client_id] = learned.lookup_key
         return client_keyholder.ClientContext(learned.client_id, learned.slug, learned.slug_tag, learned.slug_blob)
 
     def slug_tag(self, slug: str) -> bytes | None:
         self.keys.open_recovery()
         return self.keys.slug_tag(slug)
+
+    def lookup_key(self, client_id: int) -> bytes:
+        """The lookup key of a client this lookup found (its context verified), else refused."""
+        key = self._lookup_keys.get(client_id)
+        if key is None:
+            raise UntrustedRecord("the server drafted for a client this lookup did not find")
+        return key
 
     def ring(self, client_id: int) -> bytes:
         """The audit-key ring of a client this lookup found (its context verified), else refused."""

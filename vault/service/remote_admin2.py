@@ -9,12 +9,32 @@ and compared), whose audit-key ring the ``policy-set`` details are sealed under,
 commit's request id (``_AdminClients.seal_details``). The server never sees a client key, an
 audit key or the details in clear.
 
+``RemoteVault.policies.unsigned`` (session 14) is the same keyholder's read over the server's
+``policies.unsigned``: the slug of each client whose stored policy does not verify is opened here
+(``ClientSlugs``: the client's context read by id, every row verified, its slug under the client key
+opened from the root-sealed copy), as in-process: a client whose keys do not open is not shown.
+``adopt`` is not served (it signs each client's policy with details sealed under each client's
+audit key: a draft and commit spanning clients, not built).
+
 ``RemoteVault.purge.client`` runs the in-process ``PurgeKeyholder`` over ``HttpsPurgeTransport``
 (a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
 commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyone's: ``purge
 check``) are its reads. The client is found as for a policy; once purged, this session forgets
 its keys and its slug. Scrubbing the freed pages of the server's database is the host's
 (``credvault purge scrub``): a purge through the server does not vacuum.
+
+``RemoteVault.purge.secret`` (session 14) runs the same keyholder's secret purge: the secret is
+named to the server by its name tag (made here under the client's lookup key), the draft is on
+record on the server before it answers the secret's wrapped data keys with the server's layer
+removed, the current version's metadata is opened here under the client key and must hold the
+name asked for (a moved name tag: ``LookupMismatch``, nothing signed), then the keyholder
+fingerprints every data key, signs the receipt over the commit's request id, and commits. The
+client keys are those this session opened with the client's context (its current version): a
+version still under an older client key (a rotation not finished) is refused here.
+
+``RemoteVault.keys.set_retention`` / ``set_cryptoperiod`` (``credvault settings``) run the in-process
+``SettingsKeyholder`` over ``HttpsSettingsTransport``: the row as stored read and verified here,
+the change signed here over it, the server's checks in ``authority/settings_drafts.py``.
 
 ``RemoteVault.engineers.invite`` runs the in-process ``EngineerKeyholder`` over
 ``HttpsInviteTransport``: the invite secret is made on this machine and the code shown only here;
@@ -28,15 +48,24 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from vault import validation as checks
+from vault.authority.checkout_context import ContextRequest
 from vault.authority.engineer_requests import ROLES
-from vault.authority.purge_requests import PurgedVersion
+from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
+from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
+from vault.authority.requests import Caller
+from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.crypto import blobs, keyrecord, sealing, signing
-from vault.errors import InvalidInput, UntrustedRecord
+from vault.crypto.labels import LABEL_TAG_SECRET_NAME
+from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
 from vault.keyholder.purge import PurgeKeyholder
+from vault.keyholder.settings import SettingsKeyholder
+from vault.keyholder.versions import open_metadata
 from vault.records import PolicyInfo, PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.service import validation
 from vault.service.purge import _request as checked_request_ref
@@ -44,10 +73,12 @@ from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.service.sessions import UnlockedSession
+from vault.storage.rows import ROLE_ADMIN
 from vault.transport.https import HttpsTransport
 from vault.transport.https_invite import HttpsInviteTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
 from vault.transport.https_purge import HttpsPurgeTransport
+from vault.transport.https_settings import HttpsSettingsTransport
 
 RING_KEY_BYTES = 32
 
@@ -56,8 +87,8 @@ class _AdminClients:
     """``ClientLookup`` of the policies and purge keyholders for an admin through the server: the client
     by its slug tag (``AdminLookup``), remembered with its slug tag and audit-key ring for the commit."""
 
-    def __init__(self, admin: AdminLookup) -> None:
-        self.admin = admin
+    def __init__(self, admin: AdminLookup, by_id: Callable[[int, bytes], str | None] | None = None) -> None:
+        self.admin, self.by_id = admin, by_id
         self._tags: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -73,7 +104,14 @@ class _AdminClients:
         return found.client_id, found.slug_blob
 
     def slugs(self, clients: Sequence[tuple[int, bytes]]) -> dict[int, str]:
-        raise not_served("policies.unsigned")
+        if self.by_id is None:
+            raise not_served("policies.unsigned")
+        out = {}
+        for client_id, slug_blob in clients:
+            slug = self.by_id(client_id, slug_blob)
+            if slug is not None:
+                out[client_id] = slug
+        return out
 
     def slug_tag(self, client_id: int) -> bytes:
         """The slug tag of a client this lookup found, else refused."""
@@ -105,9 +143,10 @@ class RemotePolicyWrites(_Noun):
         https: HttpsTransport,
         clock: Callable[[], dt.datetime],
         learned: Callable[[str], LearnedContext],
+        slugs: Callable[[int, bytes], str | None] | None = None,
     ) -> None:
         self.keys = keys
-        self.lookup = _AdminClients(AdminLookup(keys, learned))
+        self.lookup = _AdminClients(AdminLookup(keys, learned), slugs)
         transport = HttpsPolicyWriteTransport(https, self.lookup.slug_tag, self.lookup.seal_details)
         self.writes = PolicyKeyholder(transport, keys, self.lookup, self.lookup, clock)
 
@@ -133,10 +172,57 @@ class RemotePolicyWrites(_Noun):
         )  # fmt: skip
         return self.writes.set(client, wanted)
 
+    def unsigned(self) -> list[PolicyInfo]:
+        """As ``Vault.policies.unsigned``, through the server (an admin's)."""
+        self.keys.me()
+        self.keys.open_recovery()
+        return self.writes.unsigned()
+
+
+class ClientSlugs:
+    """An admin's slug of a client named by id (module docstring): the client's context read by id
+    (``checkouts.context``, no event), checked by the checkout keyholder, the slug opened under the
+    client key it opens from the root-sealed copy; None where it does not open (as in-process)."""
+
+    def __init__(self, keyholder: CheckoutKeyholder) -> None:
+        self.keyholder = keyholder
+
+    def __repr__(self) -> str:
+        return "ClientSlugs()"
+
+    def __call__(self, client_id: int, slug_blob: bytes) -> str | None:
+        kh = self.keyholder
+        learner = kh.learner
+        if learner is None:
+            return None
+        me = kh.keys.session()
+        held = tuple(v for (c, v) in kh.cache if c == client_id)
+        request = ContextRequest(
+            Caller(me.engineer_id, me.key_generation), client_id, None, held, me.org_signing_public
+        )
+        try:
+            r = learner.transport.context(request)
+        except NotFound:
+            return None
+        checks, row = kh.me_checked(me, r)
+        if r.client.id != client_id or r.client.slug_blob != slug_blob:
+            raise UntrustedRecord("the server answered for another client than the one asked for")
+        if row.role != ROLE_ADMIN or r.root_version is None or r.root_version != kh.keys.recovery_version():
+            return None
+        version = blobs.blob_key_version(slug_blob)
+        sealed = {k.record.version: k for k in r.sealed_keys}.get(version)
+        try:
+            key = kh.client_key(me, row, checks, client_id, version, sealed)
+            return blobs.decrypt_client_field(key, version, slug_blob, client_id, "slug").decode("utf-8")
+        except (VaultError, UnicodeDecodeError):
+            return None
+
 
 class _PurgedKeys:
     """``DataKeys`` of the purge keyholder through the server: a client purge fingerprints key records
-    only (no data key is opened here); a purged client's keys and slug are forgotten."""
+    only; a secret's purge opens its data keys under the client keys this session holds (learned with
+    the client's context), as the server's draft answered them (its layer removed there, on record);
+    a purged client's keys and slug are forgotten."""
 
     def __init__(self, keys: RemoteKeys) -> None:
         self.keys = keys
@@ -145,10 +231,13 @@ class _PurgedKeys:
         return "PurgedKeys()"
 
     def client_key(self, client_id: int, version: int) -> bytes:
-        raise not_served("purge.secret")
+        key = self.keys.client_keys.get((client_id, version))
+        if key is None:
+            raise not_served("purge.secret of a version under an older client key (finish the client's key rotation)")
+        return key
 
     def inner(self, client_id: int, v: PurgedVersion) -> bytes:
-        raise not_served("purge.secret")
+        return v.wrapped_dek
 
     def forget(self, client_id: int) -> None:
         for cached in [k for k in self.keys.client_keys if k[0] == client_id]:
@@ -170,8 +259,9 @@ class RemotePurge(_Noun):
     ) -> None:
         self.keys = keys
         self.lookup = _AdminClients(AdminLookup(keys, learned))
-        transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
-        self.keyholder = PurgeKeyholder(transport, keys, self.lookup, _PurgedKeys(keys), clock)
+        self.transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
+        self.data_keys = _PurgedKeys(keys)
+        self.keyholder = PurgeKeyholder(self.transport, keys, self.lookup, self.data_keys, clock)
 
     def __repr__(self) -> str:
         return "RemotePurge()"
@@ -189,6 +279,41 @@ class RemotePurge(_Noun):
             raise not_served("purge.client --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
         self.keys.me()
         return self.keyholder.client(client, request)
+
+    def secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
+        """As ``Vault.purge.secret``, through the server (module docstring); freed pages are scrubbed on the host."""
+        checked_request_ref(request)
+        slug, name = checks.secret_ref(ref)
+        if vacuum:
+            raise not_served("purge.secret --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
+        me = self.keys.me()
+        client_id, slug_blob = self.lookup.client(slug)
+        name_tag = signing.lookup_tag(self.lookup.admin.lookup_key(client_id), LABEL_TAG_SECRET_NAME, name)
+        asked = PurgeSecretDraftRequest(
+            Caller(me.engineer_id, me.key_generation), self.lookup.slug_tag(client_id), client_id, name_tag,
+            request, me.org_signing_public,
+        )  # fmt: skip
+        try:
+            draft = self.transport.secret_draft(asked)
+        except NotFound as error:
+            if str(error) == NOTHING_MATCHES:
+                raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets") from None
+            raise
+        secret_id = self._named(draft, client_id, name)
+        return self.keyholder.secrets("secret", [(client_id, slug_blob, (secret_id,))], request)[0]
+
+    def _named(self, draft: PurgeSecretDraft, client_id: int, name: str) -> int:
+        """The drafted secret's id, once its current version, one of those drafted, holds ``name``."""
+        parts = draft.rows.parts
+        if len(parts) != 1 or parts[0].client_id != client_id or len(parts[0].secret_ids) != 1:
+            raise UntrustedRecord("the server drafted the purge of another secret than the one asked for")
+        secret_id, current = parts[0].secret_ids[0], draft.current
+        drafted = {(v.version, v.key_version, v.wrapped_dek) for v in parts[0].versions}
+        if (current.version, current.key_version, current.wrapped_dek) not in drafted:
+            raise UntrustedRecord("the server's current version is not one of the versions it drafted")
+        key = self.data_keys.client_key(client_id, current.key_version)
+        open_metadata(key, client_id, secret_id, current, name)  # LookupMismatch: the name tag was moved
+        return secret_id
 
     def receipts(self) -> list[ReceiptInfo]:
         self.keys.me()
@@ -241,3 +366,30 @@ class RemoteInvitations:
             raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer or admin")
         self.keys.me()
         return self.keyholder.invite(name, role, valid_for)
+
+
+class RemoteSettings(_Noun):
+    """``RemoteVault.keys``: an admin's change of the vault settings through the server (module
+    docstring); the other key operations are not served."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        self.keys = keys
+        self.keyholder = SettingsKeyholder(HttpsSettingsTransport(https), keys, clock)
+
+    def __repr__(self) -> str:
+        return "RemoteSettings()"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise not_served(f"keys.{name}")
+
+    def set_retention(self, versions: int) -> None:
+        """As ``Vault.keys.set_retention``, through the server (an admin's)."""
+        self.keys.me()
+        self.keyholder.set(RETENTION, versions)
+
+    def set_cryptoperiod(self, days: int) -> None:
+        """As ``Vault.keys.set_cryptoperiod``, through the server (an admin's)."""
+        self.keys.me()
+        self.keyholder.set(CRYPTOPERIOD, days)

@@ -31,6 +31,7 @@ from vault.keyholder.rotation import RotationKeyholder
 from vault.records import RotationInfo
 from vault.service import validation
 from vault.service.remote_admin import AdminLookup, LearnedContext
+from vault.service.remote_admin2 import RemoteSettings
 from vault.service.remote_nouns import _Noun
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -69,7 +70,8 @@ class _Lookup:
 
 
 class RemoteKeyRotation(_Noun):
-    """``keys.rotate_client``, ``resume``, ``list`` and ``versions`` through the server (module docstring)."""
+    """``keys.rotate_client``, ``resume``, ``list`` and ``versions`` through the server (module docstring);
+    the settings (``set_retention``, ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
 
     def __init__(
         self,
@@ -78,8 +80,9 @@ class RemoteKeyRotation(_Noun):
         clock: Callable[[], dt.datetime],
         learned: Callable[[str], LearnedContext],
         list_clients: Callable[[], object],
+        settings: RemoteSettings,
     ) -> None:
-        self.keys = keys
+        self.keys, self.settings = keys, settings
         self.lookup = _Lookup(keys, AdminLookup(keys, learned), list_clients)
         self.keyholder = RotationKeyholder(HttpsRotationTransport(https), keys, self.lookup, keys.client_keys, clock)
 
@@ -111,6 +114,14 @@ class RemoteKeyRotation(_Noun):
         validation.client_slug(client)
         self.keys.me()
         return [(row.version, row.state) for row in self.keyholder.versions(client)]
+
+    def set_retention(self, versions: int) -> None:
+        """As ``Vault.keys.set_retention``, through the server (``remote_admin2.RemoteSettings``)."""
+        self.settings.set_retention(versions)
+
+    def set_cryptoperiod(self, days: int) -> None:
+        """As ``Vault.keys.set_cryptoperiod``, through the server (``remote_admin2.RemoteSettings``)."""
+        self.settings.set_cryptoperiod(days)
 
     def run(self, rotation_id: int, batch_size: int, progress: Progress | None) -> RotationInfo:
         """Open, re-wrap page by page, finish (a second walk if the finish finds rows behind the cursor)."""

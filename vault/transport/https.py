@@ -176,6 +176,7 @@ READS_RETRIED = frozenset(
 # of at most 16 KiB, eventrequest.KEPT_BODY_MAX) and the chain's signers (authority/audit_signers.py).
 RESPONSE_LIMITS = {
     "secrets.list_page": 1024 * 1024,
+    "purge.secret_draft": 1024 * 1024,  # every version's wrapped data key and the current metadata
     **dict.fromkeys(
         (
             "checkouts.checkout", "checkouts.reveal", "secrets.show", "secrets.history",

@@ -22,7 +22,13 @@ hands outside the server's unit instead of inside it (docs/server.md §4 rule 2,
    which the keyholder compares with the one it signed.
 
 A stale draft (409 ``stale-draft``) destroys nothing; the seal signs once per request, so the
-caller runs the purge again. A purge of secrets or of a subject is not served (``not_served``).
+caller runs the purge again.
+
+``purge`` of one secret runs the same way over ``purge.secret_draft`` / ``purge.secret``
+(``authority/purge_secret_values.py``), except that its draft is asked for first by the caller
+(``secret_draft``: the secret named by its name tag, its id learned from the draft, its current
+version's name checked on the admin's machine before anything is signed) and kept here for the
+one purge that follows. A purge of a subject is not served (``not_served``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.authority.purge_draft_values import PurgeClientCommit, PurgeClientDraftRequest, PurgeDraft
-from vault.authority.purge_requests import CLIENT, PurgeRequest, PurgeRows, ReceiptRequest, ReceiptRows
+from vault.authority.purge_requests import CLIENT, SECRET, PurgeRequest, PurgeRows, ReceiptRequest, ReceiptRows
+from vault.authority.purge_secret_values import PurgeSecretCommit, PurgeSecretDraft, PurgeSecretDraftRequest
 from vault.errors import UntrustedRecord
 from vault.transport.https_calls import Calls, answer_of, not_served
 from vault.wire import codec
@@ -43,6 +50,7 @@ class HttpsPurgeTransport:
 
     def __init__(self, https: Calls, slug_tags: Callable[[int], bytes] | None = None) -> None:
         self.https, self.slug_tags = https, slug_tags
+        self._secret_draft: tuple[PurgeSecretDraftRequest, PurgeSecretDraft] | None = None
 
     def __repr__(self) -> str:
         return "HttpsPurgeTransport()"
@@ -56,7 +64,16 @@ class HttpsPurgeTransport:
     def check(self, request: ReceiptRequest) -> ReceiptRows:
         return answer_of(self.https, "purge.verify_receipt", request, ReceiptRows)
 
+    def secret_draft(self, asked: PurgeSecretDraftRequest) -> PurgeSecretDraft:
+        """The draft of one secret's purge (on record on the server), kept for the ``purge`` that follows."""
+        self._secret_draft = None
+        draft = answer_of(self.https, "purge.secret_draft", asked, PurgeSecretDraft)
+        self._secret_draft = (asked, draft)
+        return draft
+
     def purge(self, request: PurgeRequest, seal: Any) -> PurgeRows:
+        if request.kind == SECRET and self._secret_draft is not None:
+            return self._purge_secret(request, seal)
         if request.kind != CLIENT or self.slug_tags is None or len(request.targets) != 1:
             raise not_served(f"purge.{request.kind}")
         client_id = request.targets[0].client_id
@@ -73,4 +90,26 @@ class HttpsPurgeTransport:
         answer = self.https.call("purge.client", commit, request_id)
         if not isinstance(answer, PurgeRows):
             raise UntrustedRecord("the server's answer is not a purge.client answer")
+        return answer
+
+    def _purge_secret(self, request: PurgeRequest, seal: Any) -> PurgeRows:
+        """The kept draft admitted, its receipt signed over a fresh request id, the commit sent."""
+        assert self._secret_draft is not None
+        asked, draft = self._secret_draft
+        self._secret_draft = None  # one purge per draft
+        target = request.targets[0]
+        if (target.client_id, request.request_ref, request.caller) != (
+            asked.client_id, asked.request_ref, asked.caller
+        ):  # fmt: skip
+            raise UntrustedRecord("the secret's purge is not the one drafted")
+        seal.admit(draft.rows)  # the secret asked for, every version's data key opened here; a refusal sends nothing
+        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        signed = seal.sign_v3(draft.receipt, request_id)
+        commit = PurgeSecretCommit(
+            request.caller, asked.slug_tag, target.client_id, target.secret_ids[0], request.request_ref,
+            request.org_pin, draft.receipt.id, signed.fingerprints, signed.signature, draft.digest,
+        )  # fmt: skip
+        answer = self.https.call("purge.secret", commit, request_id)
+        if not isinstance(answer, PurgeRows):
+            raise UntrustedRecord("the server's answer is not a purge.secret answer")
         return answer

@@ -66,6 +66,9 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.change_passphrase": frozenset({"passphrase-change"}),
     "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
+    "purge.secret_draft": frozenset({"purge-secret-draft"}),  # it releases the secret's data keys
+    "purge.secret": frozenset({"purge-secret"}),
+    "settings.set": frozenset({"settings"}),  # server/settings_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
     # an admin's client-key rotation (server/rotation_routes.py): its start, a page released, its end
     "keys.start": frozenset({"client-key-rotate"}),
@@ -79,6 +82,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkin": frozenset({"checkin", "secret-update"}),
     "status": frozenset({"report-status"}),
     "stale": frozenset({"report-stale"}),
+    "settings-set": frozenset({"settings"}),
 }
 
 

@@ -51,6 +51,7 @@ from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
 from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
+from vault.authority import purge_secret_values as ps
 from vault.authority import report_requests as r
 from vault.authority import requests as v
 from vault.authority import rotation_draft_values as kd
@@ -58,6 +59,7 @@ from vault.authority import rotation_reads as k
 from vault.authority import rotation_requests as kr
 from vault.authority import secret_draft_requests as sd
 from vault.authority import secret_requests as sr
+from vault.authority import settings_requests as st
 
 ROUTES: tuple[tuple[str, type, type], ...] = (
     ("checkouts.reveal", v.CheckoutRequest, v.CheckoutResponse),
@@ -120,6 +122,9 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("purge.client_draft", pud.PurgeClientDraftRequest, pud.PurgeDraft),
     ("purge.client", pud.PurgeClientCommit, pu.PurgeRows),
     ("purge.verify_receipt", pu.ReceiptRequest, pu.ReceiptRows),
+    # an admin's purge of one secret: a draft on record (its data keys released), a signed commit
+    ("purge.secret_draft", ps.PurgeSecretDraftRequest, ps.PurgeSecretDraft),
+    ("purge.secret", ps.PurgeSecretCommit, pu.PurgeRows),
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
@@ -133,4 +138,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's sweep of expired grants: a draft and a signed commit (grant_sweep_drafts.py, server/sweep_routes.py)
     ("grants.sweep_draft", g.SweepRequest, gs.SweepDrafted),
     ("grants.sweep", gs.SweepCommit, g.SweepRows),
+    # the vault settings: read (the row an admin's change is signed over) and an admin's signed change
+    ("settings.get", st.SettingsRequest, st.SettingsRows),
+    ("settings.set", st.SettingsRequest, st.SettingsRows),
 )
