@@ -79,8 +79,14 @@ def credvault_command() -> list[str]:
     return [sys.executable, "-c", "from vault.cli.fast import main; main()"]
 
 
+class Served(list[str]):
+    """The servers' base URLs, and their process ids (for their CPU time, ``CpuProbe``)."""
+
+    pids: list[int]
+
+
 @contextmanager
-def serve_processes(url: str, folder: Path, count: int, key: ServerSigningKey, org_key: bytes) -> Iterator[list[str]]:
+def serve_processes(url: str, folder: Path, count: int, key: ServerSigningKey, org_key: bytes) -> Iterator[Served]:
     """``count`` ``credvault serve`` subprocesses over ``url``; their base URLs, once each answers."""
     key_file = folder / "server-key.json"
     seed = base64.urlsafe_b64encode(key.key.seed).rstrip(b"=").decode("ascii")
@@ -88,7 +94,7 @@ def serve_processes(url: str, folder: Path, count: int, key: ServerSigningKey, o
     key_file.chmod(0o600)
     ca, cert, tls_key = make_certificates(folder)
     procs: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
+    urls = Served()
     try:
         for i in range(count):
             port = _free_port()
@@ -99,6 +105,7 @@ def serve_processes(url: str, folder: Path, count: int, key: ServerSigningKey, o
             urls.append(f"https://127.0.0.1:{port}")
         for proc, base in zip(procs, urls, strict=True):
             _wait_healthy(proc, base, ca)
+        urls.pids = [proc.pid for proc in procs]
         yield urls
     finally:
         for proc in procs:
@@ -123,6 +130,58 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base: str, ca: Path, timeout: f
             pass
         time.sleep(0.1)
     raise RuntimeError("credvault serve did not answer /healthz in time")
+
+
+# -- where the CPU goes ---------------------------------------------------------------------------
+
+
+def _ticks(pid: int) -> int:
+    """User + system CPU of ``pid`` in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+
+
+def _backends(database: str) -> list[int]:
+    """PostgreSQL's backends connected to ``database`` (their process titles name it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuProbe:
+    """CPU seconds of the servers' processes and of the data set's PostgreSQL backends over a window
+    (``/proc/<pid>/stat``); the engineers' processes report their own (``time.process_time``)."""
+
+    def __init__(self, database: str, servers: list[int] | None = None) -> None:
+        self.database, self.servers = database, servers or []
+        self._start: dict[str, dict[int, int]] = {}
+
+    def _now(self) -> dict[str, dict[int, int]]:
+        return {
+            "server": {pid: _ticks(pid) for pid in self.servers},
+            "postgres": {pid: _ticks(pid) for pid in _backends(self.database)},
+        }
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds of each group since ``start`` (a backend new since then: all of its own)."""
+        end, hz = self._now(), os.sysconf("SC_CLK_TCK")
+        return {
+            group: sum(t - self._start[group].get(pid, 0) for pid, t in ticks.items()) / hz
+            for group, ticks in end.items()
+        }
 
 
 # -- the engineers -------------------------------------------------------------------------------
@@ -155,9 +214,10 @@ def _engineer(index: int, manifest: dict[str, Any], base: str, ca: str, seconds:
         failures[type(error).__name__] += 1
         barrier.wait()
         out.put({"latencies": [], "failures": dict(failures), "wrong": wrong, "warm": warm, "window": 0.0})
+        barrier.wait()  # the CPU probe has read every process (``_team``)
         return
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         ref = rng.choice(refs)
         t0 = time.perf_counter()
@@ -168,14 +228,21 @@ def _engineer(index: int, manifest: dict[str, Any], base: str, ca: str, seconds:
             continue
         latencies.append(time.perf_counter() - t0)
         wrong += value != mf.password(ref)
-    window = time.perf_counter() - start
+    window, cpu = time.perf_counter() - start, time.process_time() - cpu
     https.close()
     vault.close()
-    out.put({"latencies": latencies, "failures": dict(failures), "wrong": wrong, "warm": warm, "window": window})
+    out.put({"latencies": latencies, "failures": dict(failures), "wrong": wrong, "warm": warm, "window": window,
+             "cpu": cpu})  # fmt: skip
+    barrier.wait()
 
 
-def _team(count: int, target: Callable[..., None], args: Callable[[int], tuple[Any, ...]]) -> dict[str, Any]:
-    """``count`` forked processes running ``target(i, *args(i), barrier, queue)``; their results."""
+def _team(
+    count: int, target: Callable[..., None], args: Callable[[int], tuple[Any, ...]], probe: CpuProbe
+) -> dict[str, Any]:
+    """``count`` forked processes running ``target(i, *args(i), barrier, queue)``; their results,
+    with the CPU seconds each group of processes spent in the window (``cpu``). The barrier is
+    passed twice: at the window's start, and once each process has put its result (so that its
+    database connection is still open when the probe reads its backend's CPU)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
@@ -185,7 +252,10 @@ def _team(count: int, target: Callable[..., None], args: Callable[[int], tuple[A
         p.start()
     barrier.wait()
     started = time.perf_counter()
+    probe.start()
     collected = [results.get() for _ in procs]
+    cpu = probe.stop() | {"engineers": sum(r.get("cpu", 0.0) for r in collected)}
+    barrier.wait()  # each process waits for the probe before it closes anything
     wall = time.perf_counter() - started
     for p in procs:
         p.join()
@@ -204,6 +274,7 @@ def _team(count: int, target: Callable[..., None], args: Callable[[int], tuple[A
         "median": median(latencies) if latencies else None,
         "p99": percentile(latencies, 99) if latencies else None,
         "seconds": window,
+        "cpu": cpu,
     }
 
 
@@ -337,7 +408,7 @@ def _replayer(
         replay = Replay(conn, statements, engineer_id, [tuple(t) for t in targets])
         replay.checkout(rng)
         barrier.wait()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
             try:
@@ -347,8 +418,9 @@ def _replayer(
                 failures[type(error).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - t0)
-        window = time.perf_counter() - start
-    out.put({"latencies": latencies, "failures": dict(failures), "window": window})
+        window, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out.put({"latencies": latencies, "failures": dict(failures), "window": window, "cpu": cpu})
+        barrier.wait()  # the connection (its backend's CPU) until the probe has read it
 
 
 def _conninfo(url: str) -> str:
@@ -393,13 +465,17 @@ def team_step(params: dict[str, Any]) -> dict[str, Any]:
         head = admin.audit.head()[0]
         admin.close()  # nothing open is inherited by the forked engineers
         ca = str(folder / "ca.pem")
+        database = str(make_url(mf.url).database)
         with serve_processes(mf.url, folder, servers, key, org_key) as urls:
             log(f"{servers} credvault serve processes answer; {count} engineers for {seconds:g} s")
-            served = _team(count, _engineer, lambda i: (mf.to_json(), urls[i % servers], ca, seconds))
+            probe = CpuProbe(database, urls.pids)
+            served = _team(count, _engineer, lambda i: (mf.to_json(), urls[i % servers], ca, seconds), probe)
+        log(f"CPU ms per checkout through the servers: {_per_checkout(served)}")
         checks = _checks(mf, head, served)
         conninfo = _conninfo(mf.url)
         log(f"raw psycopg replay: {count} processes for {seconds:g} s")
-        raw = _team(count, _replayer, lambda i: (conninfo, statements, who[i], seconds))
+        raw = _team(count, _replayer, lambda i: (conninfo, statements, who[i], seconds), CpuProbe(database))
+        log(f"CPU ms per raw replay: {_per_checkout(raw)}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     writes = [t.split(" (")[0] for t, _ in statements if t.startswith(("INSERT", "UPDATE"))]
@@ -412,6 +488,12 @@ def team_step(params: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return {"checks": checks, "served": served, "raw": raw, "servers": servers, "statements": len(statements)}
+
+
+def _per_checkout(team: dict[str, Any]) -> dict[str, float]:
+    """Each group's CPU milliseconds per checkout of the window (``_team``'s ``cpu``)."""
+    done = max(team["done"], 1)
+    return {group: round(seconds * 1000 / done, 2) for group, seconds in team["cpu"].items()}
 
 
 def _checks(mf: dataset.Manifest, head: int, served: dict[str, Any]) -> list[tuple[str, bool]]:

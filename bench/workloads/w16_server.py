@@ -139,6 +139,16 @@ def run(ctx: Context) -> Outcome:
     return out
 
 
+def _cpu(team: dict[str, Any]) -> str:
+    """``server 7.1, postgres 2.5, engineers 2.9 (total 12.5)`` from a team's ``cpu`` seconds."""
+    cpu, done = team.get("cpu"), max(team["done"], 1)
+    if not cpu:
+        return ""
+    shares = {group: seconds * 1000 / done for group, seconds in cpu.items() if seconds}
+    parts = ", ".join(f"{group} {ms:.2f}" for group, ms in shares.items())
+    return f"{parts} (total {sum(shares.values()):.2f})"
+
+
 def _discussion(trip: dict[str, Any] | None, team: dict[str, Any] | None) -> list[str]:
     notes = []
     if trip is not None:
@@ -161,4 +171,11 @@ def _discussion(trip: dict[str, Any] | None, team: dict[str, Any] | None) -> lis
             "machine's cores, so the engineers' own CPU work (key derivation is not in the loop; signing, "
             "verifying and decrypting are) competes with the servers'."
         )
+        cpu = [_cpu(s), _cpu(r)]
+        if all(cpu):
+            notes.append(
+                f"CPU per checkout in the window (ms; /proc ticks of the servers and of the data set's PostgreSQL "
+                f"backends, each engineer process's own process time): through the servers {cpu[0]}; raw replay "
+                f"{cpu[1]}."
+            )
     return notes

@@ -15,6 +15,7 @@ X-Forwarded-For is believed); a minute timer on each process prunes both.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import sys
@@ -124,7 +125,18 @@ def uvicorn_config(app: ASGIApp, options: ServeOptions) -> uvicorn.Config:
         proxy_headers=False,
         log_config=None,
         lifespan="off",
+        loop="auto",  # uvloop when installed (a dependency): its TLS and loop are C
+        http=_http_protocol(),
     )
+
+
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """httptools under h11's bound on a request's head (``http_protocol.py``), else h11."""
+    try:
+        from vault.server.http_protocol import BoundedHttpTools
+    except ImportError:  # httptools is not installed
+        return "h11"
+    return BoundedHttpTools
 
 
 def access_log_to(target: str | None) -> logging.Handler | None:

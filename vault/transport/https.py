@@ -76,6 +76,7 @@ from vault.errors import (
     UntrustedRecord,
     VaultError,
 )
+from vault.transport import https_wire
 from vault.wire import codec, httpsig, httpsig_response
 from vault.wire.httpsig_response import PinnedServerKey
 
@@ -228,8 +229,10 @@ class HttpsTransport:
         self.renew = renew  # a newer server key version, with its certificate checked and re-pinned
         # httpcore writes the headers and the body apart: without TCP_NODELAY the body waits for
         # the server's delayed ACK (≈40 ms on Linux) on every request of a kept-alive connection.
-        transport = transport or httpx.HTTPTransport(verify=verify, socket_options=[NO_DELAY])
+        # One write per request, and requests sent past httpx.Client's own per-request work (https_wire.py).
+        transport = transport or https_wire.coalescing_transport(verify, [NO_DELAY])
         self.client = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}", timeout=timeout, transport=transport)
+        self.transport = transport
         self._urls: dict[str, httpx.URL] = {}  # each route's absolute URL, parsed once (not per request)
         self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
 
@@ -264,7 +267,8 @@ class HttpsTransport:
                 "POST", self.authority, path, JSON, data, key, keyid, created=int(self.clock())
             )
             try:
-                response = self.client.post(self._url(path), content=data, headers={"Content-Type": JSON, **signed})
+                headers = {"Content-Type": JSON, **signed}
+                response = https_wire.send(self.client, self.transport, self._url(path), data, headers)
                 break
             except httpx.HTTPError as error:
                 if attempt + 1 < attempts:

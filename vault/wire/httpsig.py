@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from vault.crypto import _primitives as prim
 from vault.crypto.signing import SigningKey, is_weak_signing_key
 from vault.errors import InvalidInput, Unauthenticated
 
@@ -346,8 +347,9 @@ def _field_value(value: str) -> str:
 
 def _ed25519_sign(seed: bytes, message: bytes) -> bytes:
     """Raw Ed25519 (RFC 8032) over the signature base: ``SigningKey.sign`` signs labelled
-    contexts only, and RFC 9421 signs the base's bytes as they are."""
-    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    contexts only, and RFC 9421 signs the base's bytes as they are. The primitive keeps the
+    expanded key of the few seeds in use (every request of a session, every answer of a server)."""
+    return prim.ed25519_sign(seed, message)
 
 
 def _ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
