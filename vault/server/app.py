@@ -54,6 +54,7 @@ from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
 from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
 from vault.server.confirm_routes import ConfirmRoutes
+from vault.server.engineer_write_routes import engineer_write_routes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.grant_routes import grant_routes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
@@ -137,6 +138,7 @@ def build_app(
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set
         purge_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's client purge, a receipt's check
         invite_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's invitation
+        engineer_write_routes(store, checks, checkouts.seal).add_to(operations)  # a re-key, a removal
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

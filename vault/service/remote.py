@@ -59,6 +59,7 @@ from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_admin2 import RemoteInvitations, RemotePolicyWrites, RemotePurge
 from vault.service.remote_audit import RemoteAudit
+from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
@@ -239,6 +240,10 @@ class RemoteEngineers(_Noun):
     def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.invite``, through the server (an admin's): the code, made on this machine."""
         return RemoteInvitations(self.keys, self.https, self.clock).invite(name, role=role, valid_for=valid_for)
+
+    def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
+        """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
+        return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()

@@ -67,6 +67,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "policies.set": frozenset({"policy-set"}),  # server/policy_routes.py
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
+    "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
@@ -74,6 +75,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "checkin": frozenset({"checkin", "secret-update"}),
     "status": frozenset({"report-status"}),
     "stale": frozenset({"report-stale"}),
+    "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # a re-key re-invites
 }
 
 

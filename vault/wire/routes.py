@@ -48,6 +48,7 @@ from vault.authority import policy_draft_values as pd
 from vault.authority import policy_requests as p
 from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
+from vault.authority import rekey_draft_values as rk
 from vault.authority import report_requests as r
 from vault.authority import requests as v
 from vault.authority import rotation_reads as k
@@ -116,4 +117,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
+    # an admin's re-key of an engineer (a lost laptop): a draft and a signed commit (server/engineer_write_routes.py)
+    ("engineers.rotate_draft", e.RotateRequest, rk.RekeyDraftAnswer),
+    ("engineers.rotate", rk.RekeyCommit, e.EngineerAnswer),
 )
