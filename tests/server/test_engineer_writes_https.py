@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 from typing import Any
 
@@ -21,10 +22,11 @@ from server_harness import Keyed, database_state, events, without_nonces
 from sqlalchemy import select
 
 from vault import Vault
-from vault.authority.engineer_requests import RotateRequest
+from vault.authority.engineer_requests import RemoveRequest, RotateRequest
 from vault.authority.rekey_draft_values import RekeyCommit
+from vault.authority.removal_draft_values import RemovalCommit
 from vault.crypto import keyrecord, signing
-from vault.crypto.labels import LABEL_SIG_INVITE
+from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT_REVOCATION, LABEL_SIG_INVITE
 from vault.errors import AccessDenied, InvalidInput, NotFound
 from vault.service.remote import RemoteVault
 from vault.service.remote_engineers import RemoteEngineerWrites
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
 PASSPHRASES: dict[str, str] = {}
-TARGETS = ("lost1", "lost2", "lost3", "lost4")
+TARGETS = ("lost1", "lost2", "lost3", "gone1", "gone2")
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "clients", "rotations")
 
 
@@ -80,6 +82,15 @@ def captured_rekey(admin: RemoteVault, name: str) -> RekeyCommit:
     with pytest.raises(Stop):
         writes.rotate(name, valid_for=dt.timedelta(days=1))
     assert isinstance(capture.commit, RekeyCommit)
+    return capture.commit  # type: ignore[no-any-return]
+
+
+def captured_removal(admin: RemoteVault, name: str) -> RemovalCommit:
+    capture = _Capturing(admin.https, "engineers.remove")
+    writes = RemoteEngineerWrites(admin.keyholder, capture, admin.keyholder.clock)  # type: ignore[arg-type]
+    with pytest.raises(Stop):
+        writes.remove(name)
+    assert isinstance(capture.commit, RemovalCommit)
     return capture.commit  # type: ignore[no-any-return]
 
 
@@ -202,3 +213,119 @@ def test_a_rekey_signed_otherwise_is_refused(world: Keyed, admin: RemoteVault, s
         assert answer.status_code == 403 and answer.json()["error"] == "AccessDenied"
     assert state(world) == before
     assert post(world, "engineers.rotate", commit, world.served.admin).status_code == 200
+
+
+# -- a removal -------------------------------------------------------------------------------------------------
+
+
+def test_an_admin_removes_an_engineer_with_no_database(world: Keyed, admin: RemoteVault) -> None:
+    """Every grant revoked under the admin's signature, the account disabled (re-certified so), their
+    copies gone, a new key for every client sealed to the other grantees; the host re-wraps the data
+    keys, the chain verifies, and alice (granted both clients) still checks out through the server."""
+    name = "gone1"
+    admin.grants.grant(name, "acme")
+    admin.grants.grant(name, "excl")
+    with world.store.read() as s:
+        engineer_id = s.scalars(select(m.Engineer.id).where(m.Engineer.name == name)).one()
+        versions = dict(s.execute(select(m.Client.id, m.Client.current_key_version)).all())
+    before = len(events(world.served))
+    at_risk, rotations = admin.engineers.remove(name)
+    assert (at_risk, rotations) == ([], [])  # the at-risk report and the re-wrapping are the host's
+    started = admin.engineers.started
+    assert len(started) == len(versions)  # every client: this machine holds no verified audit log
+    after = events(world.served)[before:]
+    me = world.served.admin.keyholder.me().engineer_id
+    assert [(e.action, e.engineer_id, e.server_key_version, e.client_id) for e in after] == [
+        ("engineer-remove", me, 1, None)
+    ]
+    rotated = json.loads(after[0].details_json or "{}")["rotations"]
+    assert sorted((r["client"], r["from_version"], r["to_version"]) for r in rotated) == sorted(
+        (client_id, version, version + 1) for client_id, version in versions.items()
+    )
+    with world.store.read() as s:
+        row = s.get(m.Engineer, engineer_id)
+        assert row is not None and row.status == "disabled" and row.key_record is None
+        grants = s.scalars(select(m.Grant).where(m.Grant.engineer_id == engineer_id)).all()
+        assert len(grants) == 2 and all(g.revoked_by == me and g.revocation for g in grants)
+        mine = (m.ClientKeySeal.recipient_kind == "engineer", m.ClientKeySeal.recipient_id == engineer_id)
+        assert s.scalars(select(m.ClientKeySeal).where(*mine)).first() is None
+        assert dict(s.execute(select(m.Client.id, m.Client.current_key_version)).all()) == {
+            client_id: version + 1 for client_id, version in versions.items()
+        }
+        assert {r.state for r in s.scalars(select(m.Rotation).where(m.Rotation.id.in_(started)))} == {"running"}
+    host = world.served.admin
+    host.core.server_key = world.key  # the re-wrapping on the server's host (--server-key)
+    try:
+        assert len(host.keys.resume()) == len(versions)
+    finally:
+        host.core.server_key = None
+    assert host.audit.verify().ok
+    alice = remote(world, world.served.alice, "alice", "pass of alice")
+    assert alice.checkouts.reveal("acme/fw01", reason="after the removal") == "pw of acme/fw01"
+
+
+def test_an_engineer_who_drafts_or_commits_a_removal_is_refused(world: Keyed, admin: RemoteVault) -> None:
+    admin.grants.grant("gone2", "acme")
+    commit = captured_removal(admin, "gone2")
+    alice = world.served.alice
+    before = state(world)
+    answer = post(world, "engineers.remove_draft", RemoveRequest(caller(alice), "gone2", commit.org_pin, False), alice)
+    assert answer.status_code == 403 and "is not an admin" in answer.json()["detail"]
+    assert post(world, "engineers.remove", dataclasses.replace(commit, caller=caller(alice)), alice).status_code == 403
+    assert post(world, "engineers.remove", commit, alice).status_code == 403  # another caller than the signer
+    assert state(world) == before
+
+
+def test_a_stale_or_retargeted_removal_is_refused(world: Keyed, admin: RemoteVault) -> None:
+    commit = captured_removal(admin, "gone2")
+    before = state(world)
+    for changed in (dataclasses.replace(commit, draft_digest=os.urandom(32)),
+                    dataclasses.replace(commit, revoked_at=commit.revoked_at + 1),
+                    dataclasses.replace(commit, revoked_at=commit.revoked_at - 3600)):  # fmt: skip
+        answer = post(world, "engineers.remove", changed, world.served.admin)
+        assert answer.status_code == 409 and answer.json()["code"] == "stale-draft"
+    answer = post(world, "engineers.remove", dataclasses.replace(commit, name=ADMIN), world.served.admin)
+    assert answer.status_code == 400 and "yourself" in answer.json()["detail"]
+    answer = post(world, "engineers.remove", dataclasses.replace(commit, name="admin2"), world.served.admin)
+    assert answer.status_code == 400 and "server-key FILE engineer remove admin2" in answer.json()["hint"]
+    assert state(world) == before
+    with pytest.raises(InvalidInput, match="not served through a team server"):
+        admin.engineers.remove("admin2")
+    assert state(world) == before
+
+
+def test_a_removal_signed_otherwise_is_refused(world: Keyed, admin: RemoteVault, second_admin: Vault) -> None:
+    """A revocation list missing a grant; a revocation or a new client key signed by another admin; a
+    client's new key left out; the whole commit by another admin than its signatures': each 403 with
+    nothing written; the commit as signed then passes."""
+    admin.grants.grant("gone2", "excl")
+    commit = captured_removal(admin, "gone2")
+    removal = commit.removal
+    assert len(removal.revocations) == 2 and len(commit.new_keys) >= 2
+    other = second_admin.keyholder.my_signing_key()
+    grant_id, _ = removal.revocations[0]
+    client_id, key = commit.new_keys[0]
+    vault_id = world.served.admin.vault_id()
+    key_fields = (vault_id, client_id, key.version, key.fingerprint, key.signed_at)
+    mine = world.served.admin.keyholder.my_signing_key()
+    assert mine.sign(LABEL_SIG_CLIENT_KEY, *key_fields) == key.signature  # the fields are what is signed
+    forged_key = dataclasses.replace(key, signature=other.sign(LABEL_SIG_CLIENT_KEY, *key_fields))
+    forged_revocation = other.sign(LABEL_SIG_GRANT_REVOCATION, b"anything")
+    before = state(world)
+    forged = [
+        dataclasses.replace(commit, removal=dataclasses.replace(removal, revocations=removal.revocations[1:])),
+        dataclasses.replace(commit, removal=dataclasses.replace(
+            removal, revocations=((grant_id, forged_revocation), *removal.revocations[1:]))),
+        dataclasses.replace(commit, new_keys=((client_id, forged_key), *commit.new_keys[1:])),
+        dataclasses.replace(commit, new_keys=commit.new_keys[1:]),
+    ]  # fmt: skip
+    for bad in forged:
+        answer = post(world, "engineers.remove", bad, world.served.admin)
+        assert answer.status_code == 403 and answer.json()["error"] == "AccessDenied"
+    as_other = dataclasses.replace(commit, caller=caller(second_admin))
+    answer = post(world, "engineers.remove", as_other, second_admin)  # admin2 commits what root-admin signed
+    assert answer.status_code in (403, 409)
+    assert state(world) == before
+    assert post(world, "engineers.remove", commit, world.served.admin).status_code == 200
+    with world.store.read() as s:
+        assert s.scalars(select(m.Engineer.status).where(m.Engineer.name == "gone2")).one() == "disabled"

@@ -151,6 +151,7 @@ KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["engineers"]["rotate_draft"] = ADMIN  # server/engineer_write_routes.py
+KEYHOLDER_REQUESTS["engineers"]["remove_draft"] = ADMIN
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 # An engineer's passphrase change through the team server: their own stored key record, read first.
 KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED

@@ -27,6 +27,7 @@ from vault.authority.passphrase_requests import STALE_RECORD
 from vault.authority.policy_draft_values import STALE_POLICY
 from vault.authority.purge_draft_values import STALE_PURGE
 from vault.authority.rekey_draft_values import STALE_REKEY
+from vault.authority.removal_draft_values import STALE_REMOVAL
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.errors import (
     AccessDenied,
@@ -89,6 +90,7 @@ MARKERS: dict[str, str] = {
     STALE_PURGE: "stale-draft",
     STALE_INVITE: "stale-draft",
     STALE_REKEY: "stale-draft",
+    STALE_REMOVAL: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

@@ -168,6 +168,7 @@ class RemoteEngineers(_Noun):
     def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
         self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
         self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
+        self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -244,6 +245,12 @@ class RemoteEngineers(_Noun):
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
+
+    def remove(self, name: str, *, batch_size: int = 0, progress: object = None) -> tuple[list[Any], list[Any]]:
+        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
+        rotations are started, not run (``started``), and the at-risk list is the host's: both empty."""
+        self.started = RemoteEngineerWrites(self.keys, self.https, self.clock).remove(name)
+        return [], []
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()

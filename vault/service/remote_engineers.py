@@ -9,18 +9,32 @@ made here and the code shown only here; the server is given the secret sealed to
 and the public key it derives (docs/server.md, session 14, helper B). Through the server only an
 engineer (not an admin) who signed no record is served: an admin's re-key adopts the records they
 signed, which opens client keys; the server refuses it with the host's command in the hint.
+
+``RemoteVault.engineers.remove`` runs the in-process ``EngineerRemoval`` over the same transport: the
+revocation of each live grant and the disabled certificate signed here (``keyholder/removal.py``), and
+a client-key rotation started for every client (this machine has no verified audit log: every client
+is exposed, as in-process when the log does not verify), each new key made here by the in-process
+``RotationKeyholder`` (the old key opened with the recovery key of the root bundle sealed to this
+admin, the grantees verified, the client's fields moved to the new key). The re-wrapping of the
+clients' data keys and the at-risk report are not served: the host runs them (``rotate resume``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
-from vault.crypto import keyrecord
+from vault.authority.rotation_requests import NewClientKey, StartDraft
+from vault.crypto import keyrecord, signing
 from vault.keyholder.engineers import EngineerKeyholder
+from vault.keyholder.removal import EngineerRemoval
+from vault.keyholder.rotation import RotationKeyholder
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
+from vault.service.remote_nouns import not_served
 from vault.service.remotekeys import RemoteKeys
+from vault.service.sessions import UnlockedSession
 from vault.transport.https import HttpsTransport
 from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport
 
@@ -31,7 +45,7 @@ class RemoteEngineerWrites:
     def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
         self.keys, self.https, self.clock = keys, https, clock
         params = keyrecord.DEFAULT_PARAMS
-        transport = HttpsEngineerWriteTransport(https)
+        transport = HttpsEngineerWriteTransport(https, self._new_key)
         self.keyholder = EngineerKeyholder(transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -42,3 +56,51 @@ class RemoteEngineerWrites:
         validation.engineer_name(name)
         self.keys.me()
         return self.keyholder.rotate(name, valid_for)
+
+    def remove(self, name: str) -> tuple[int, ...]:
+        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module docstring)."""
+        validation.engineer_name(name)
+        self.keys.me()
+        self.keys.open_recovery()
+        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False)
+        return removed.rotation_ids
+
+    def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
+        rotations = RotationKeyholder(None, _RotationKeys(self.keys), _NoLookup(), self.keys.client_keys, self.clock)  # type: ignore[arg-type]
+        return rotations._new_key(client_id, draft)  # verified row by row, then made (keyholder/rotation.py)
+
+
+class _RotationKeys:
+    """``RotationKeys`` of the rotation keyholder on this machine: the session's keys and the recovery key
+    of the root bundle sealed to this admin (``RemoteKeys``, opened from the server's copy)."""
+
+    def __init__(self, keys: RemoteKeys) -> None:
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return "RemoteRotationKeys()"
+
+    def session(self) -> UnlockedSession:
+        return self.keys.session()
+
+    def sealing_public(self) -> bytes:
+        return self.keys.sealing_public()
+
+    def open_sealed(self, kind: str, recipient_id: int, version: int, blob: bytes, context: tuple[Any, ...]) -> bytes:
+        return self.keys.open_sealed(kind, recipient_id, version, blob, context)
+
+    def recovery(self) -> tuple[int, bytes] | None:
+        if self.keys.recovery_version() is None:
+            return None
+        version, public, _ = self.keys.recovery_public("-")  # the bundle open already: its public half
+        return version, public
+
+    def sign(self, label: bytes, *fields: signing.ContextItem) -> bytes:
+        return self.keys.sign(label, *fields)
+
+
+class _NoLookup:
+    """A removal's starts name their clients by id: no slug is looked up."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise not_served(f"rotate.{name}")

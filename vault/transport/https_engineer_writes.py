@@ -13,23 +13,46 @@ the values ``authority/rekey_draft_values.py``):
 3. ``engineers.rotate``: the commit under a fresh request id; the server checks both signatures and
    writes in one unit; the keyholder checks the answer and makes the code here.
 
+``remove(request, seal)`` runs the same way (``authority/removal_draft_values.py``):
+``engineers.remove_draft`` answers the ``RemovalDraft`` and every client's ``StartDraft``; the removal
+seal verifies and signs the first, the rotation keyholder (``new_key``: ``RotationKeyholder`` on this
+machine) verifies each start and makes its new client key, refused here if it would be sealed to the
+engineer removed; ``engineers.remove`` commits them all in one unit.
+
 A stale draft (409 ``stale-draft``) writes nothing; the seal signs once per request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-from vault.authority.engineer_requests import EngineerAnswer, Rekeyed, RotateRequest, SignedInvitation
+from vault.authority.engineer_requests import (
+    EngineerAnswer,
+    Rekeyed,
+    Removal,
+    RemovalAnswer,
+    RemoveRequest,
+    RotateRequest,
+    SignedInvitation,
+)
 from vault.authority.rekey_draft_values import RekeyCommit, RekeyDraftAnswer
+from vault.authority.removal_draft_values import RemovalCommit, RemovalDraftAnswer
+from vault.authority.rotation_requests import NewClientKey, StartDraft
 from vault.errors import UntrustedRecord
-from vault.transport.https_calls import answer_of
+from vault.transport.https_calls import Calls, answer_of
 from vault.transport.https_invite import HttpsInviteTransport
+
+NewKey = Callable[[int, StartDraft], NewClientKey]  # the rotation keyholder's: verify a start, make its key
 
 
 class HttpsEngineerWriteTransport(HttpsInviteTransport):
     """The engineers' listing, a confirmation, an invitation, a re-key and a removal through a team server."""
+
+    def __init__(self, https: Calls, new_key: NewKey | None = None) -> None:
+        super().__init__(https)
+        self.new_key = new_key
 
     def __repr__(self) -> str:
         return "HttpsEngineerWriteTransport()"
@@ -58,3 +81,27 @@ class HttpsEngineerWriteTransport(HttpsInviteTransport):
         commit = RekeyCommit(r.caller, r.name, r.expires_at, r.org_pin, rekey.engineer.id, made.key_certificate,
                              signed, draft.digest)  # fmt: skip
         return answer_of(self.https, "engineers.rotate", commit, EngineerAnswer)
+
+    def remove(self, request: RemoveRequest, seal: Any) -> RemovalAnswer:
+        if self.new_key is None:
+            raise UntrustedRecord("this transport makes no client key")
+        draft = answer_of(self.https, "engineers.remove_draft", request, RemovalDraftAnswer)
+        rows = draft.rows
+        made = seal.remove(rows.removal)  # the removal verified and signed first: a refusal sends nothing more
+        if not isinstance(made, Removal):
+            raise UntrustedRecord("the keyholder signed no removal")
+        leaving, me = rows.removal.engineer.id, rows.removal.identity.me
+        new_keys: list[tuple[int, NewClientKey]] = []
+        for start in rows.starts:
+            if start.me != me or any(g.engineer.id == leaving for g in start.grantees):
+                raise UntrustedRecord("a client key the removal starts would be sealed to the engineer removed")
+            if start.client.id in {client_id for client_id, _ in new_keys}:
+                raise UntrustedRecord("the removal starts a client's key twice")
+            new_keys.append((start.client.id, self.new_key(start.client.id, start)))
+        r = request
+        commit = RemovalCommit(r.caller, r.name, r.org_pin, leaving, rows.removal.revoked_at, made, tuple(new_keys),
+                               draft.digest)  # fmt: skip
+        answer = answer_of(self.https, "engineers.remove", commit, RemovalAnswer)
+        if len(answer.rotation_ids) != len(new_keys):
+            raise UntrustedRecord("the server started other rotations than the keys made here")
+        return answer

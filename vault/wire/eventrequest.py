@@ -68,6 +68,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
     "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
+    "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
