@@ -17,8 +17,8 @@ import os
 from typing import Any
 
 import pytest
-from remote_admin_harness import Stop, caller, post, remote, row_values
-from server_harness import Keyed, database_state, events, without_nonces
+from remote_admin_harness import Stop, caller, post, remote, stored_state
+from server_harness import Keyed, events
 from sqlalchemy import select
 
 from vault import Vault
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("cli_home")
 ADMIN = "root-admin"
 PASSPHRASES: dict[str, str] = {}
 TARGETS = ("lost1", "lost2", "lost3", "gone1", "gone2")
-CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "clients", "rotations")
+CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "clients", "rotations")
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,7 @@ def captured_removal(admin: RemoteVault, name: str) -> RemovalCommit:
 
 def state(world: Keyed) -> dict[str, object]:
     """Row counts and every row a re-key or removal changes in place."""
-    url = world.served.db_url
-    return without_nonces(database_state(url)) | {f"{t} rows": row_values(url, t) for t in CHANGED_IN_PLACE}
+    return stored_state(world.served.db_url, CHANGED_IN_PLACE)
 
 
 # -- a re-key (lost laptop) ----------------------------------------------------------------------------------
