@@ -154,6 +154,9 @@ def rotate_engineer(app: AppContext, name: str) -> None:
     click.echo(f"The keys of {name} are destroyed; their grants wait for new keys.")
     click.echo(f"Give {name} this one-time code (valid 72 h) to enrol again, by a separate channel:")
     click.echo(f"  {code}")
+    server = app.server_url()
+    if server is not None:  # re-keyed through the team server: they enrol through it
+        click.echo(f"On a new machine they first run `credvault server trust {server} --ca-file CA`.")
     click.echo(f"They run `credvault engineer enroll {name}` and type it when asked (or use --code-file PATH);")
     click.echo(f"then you confirm with `credvault engineer confirm {name}`.")
 
@@ -271,6 +274,9 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
     with progress_bar("rotating client keys") as progress:
         vault = app.session_vault()
         at_risk, rotations = vault.engineers.remove(name, batch_size=batch_size, progress=progress)
+    if app.server_url() is not None:  # through the team server: the rotations started, re-wrapped on the host
+        _removed_through_server(name, len(getattr(vault.engineers, "started", ())), as_json)
+        return
     root = vault.last_root_rotation
     if as_json:
         out: dict[str, Any] = {"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]}
@@ -297,6 +303,16 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
         )
     else:
         click.echo(f"Nothing {name} revealed is unchanged.")
+
+
+def _removed_through_server(name: str, started: int, as_json: bool) -> None:
+    host = "credvault --server-key FILE rotate resume"
+    if as_json:
+        echo_json({"rotations_started": started, "rewrap_on_host": host, "at_risk": None})
+        return
+    click.echo(f"Removed {name}: every client has a new key ({started} rotation(s) started).")
+    click.echo(f"Their data keys are re-wrapped on the server's host: {host}")
+    click.echo(f"What {name} saw and is unchanged is listed there too: credvault report access {name}")
 
 
 @click.command("rotate")

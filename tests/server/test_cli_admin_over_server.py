@@ -82,3 +82,30 @@ def test_an_admin_invites_through_the_server(keyed: Keyed, tmp_path: Path) -> No
     assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown and "--db" not in shown
     assert [e.action for e in events(keyed.served)[before:]] == ["engineer-invite"]
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """``rotate engineer`` (a lost laptop) and ``engineer remove`` with ``--server``: the stored state then
+    checked through the library (carol re-invited; bob disabled, his grant revoked, every client re-keyed)."""
+    from sqlalchemy import select
+
+    from vault.storage import models as m
+
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = ok(run("rotate", "engineer", "carol")).output
+    assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown
+    removed = json.loads(ok(run("engineer", "remove", "bob", "--yes", "--json")).output)
+    assert removed["rotations_started"] >= 1 and "rotate resume" in removed["rewrap_on_host"]
+    refused(run("engineer", "remove", "bob", "--yes"), "already removed")
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions == ["engineer-invite", "engineer-key-rotate", "engineer-remove"]
+    with keyed.store.read() as s:
+        rows = {r.name: r for r in s.scalars(select(m.Engineer).where(m.Engineer.name.in_(("bob", "carol"))))}
+        assert (rows["carol"].status, rows["carol"].key_record) == ("invited", None)
+        assert rows["bob"].status == "disabled"
+        bobs = s.scalars(select(m.Grant).where(m.Grant.engineer_id == rows["bob"].id)).all()
+        assert bobs and all(g.revoked_at is not None and g.revocation for g in bobs)
+        running = s.scalars(select(m.Rotation).where(m.Rotation.state == "running")).all()
+        assert len(running) == removed["rotations_started"]
+    assert keyed.served.admin.audit.verify().ok
