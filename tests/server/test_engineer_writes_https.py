@@ -25,9 +25,10 @@ from vault import Vault
 from vault.authority.engineer_requests import RemoveRequest, RotateRequest
 from vault.authority.rekey_draft_values import RekeyCommit
 from vault.authority.removal_draft_values import RemovalCommit
+from vault.authority.rotation_requests import Grantee
 from vault.crypto import keyrecord, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT_REVOCATION, LABEL_SIG_INVITE
-from vault.errors import AccessDenied, InvalidInput, NotFound
+from vault.errors import AccessDenied, InvalidInput, NotFound, UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.storage import models as m
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
 PASSPHRASES: dict[str, str] = {}
-TARGETS = ("lost1", "lost2", "lost3", "gone1", "gone2")
+TARGETS = ("lost1", "lost2", "lost3", "gone1", "gone2", "gone3")
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "clients", "rotations")
 
 
@@ -328,3 +329,39 @@ def test_a_removal_signed_otherwise_is_refused(world: Keyed, admin: RemoteVault,
     assert post(world, "engineers.remove", commit, world.served.admin).status_code == 200
     with world.store.read() as s:
         assert s.scalars(select(m.Engineer.status).where(m.Engineer.name == "gone2")).one() == "disabled"
+
+
+class _SealingToTheLeaver:
+    """A compromised server's draft: the first client's new key to be sealed to the engineer removed too
+    (one of their live grants as the ledger head); a commit would be kept, not sent."""
+
+    def __init__(self, https: Any) -> None:
+        self.https = https
+        self.committed = False
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        if name == "engineers.remove":
+            self.committed = True
+            raise Stop
+        answer = self.https.call(name, body, request_id)
+        if name == "engineers.remove_draft":
+            rows = answer.rows  # type: ignore[attr-defined]
+            leaver, grant = rows.removal.engineer, rows.removal.grants[0]
+            signer = rows.removal.identity.me
+            first = rows.starts[0]
+            tampered = dataclasses.replace(first, grantees=(*first.grantees, Grantee(leaver, grant, signer)))
+            rows = dataclasses.replace(rows, starts=(tampered, *rows.starts[1:]))
+            answer = dataclasses.replace(answer, rows=rows)
+        return answer
+
+
+def test_a_draft_sealing_a_new_key_to_the_engineer_removed_is_refused_on_the_admins_machine(
+    world: Keyed, admin: RemoteVault
+) -> None:
+    admin.grants.grant("gone3", "acme")
+    tampering = _SealingToTheLeaver(admin.https)
+    writes = RemoteEngineerWrites(admin.keyholder, tampering, admin.keyholder.clock)  # type: ignore[arg-type]
+    before = state(world)
+    with pytest.raises(UntrustedRecord, match="sealed to the engineer removed"):
+        writes.remove("gone3")
+    assert not tampering.committed and state(world) == before

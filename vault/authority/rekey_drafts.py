@@ -69,6 +69,7 @@ from vault.storage.engine import Store
 from vault.storage.rows import ACTIVE, ROLE_ADMIN
 
 DIGEST_BYTES = 32
+REKEY_COMMAND, REMOVE_COMMAND = "rotate engineer", "engineer remove"  # the host's commands, for a refusal's hint
 NOT_CERTIFIED = "the commit carries a key-record certificate the organisation key did not sign for this draft"
 
 
@@ -83,10 +84,11 @@ def served_target(
         e.engineer(s, name)  # NotFound, as in-process
     assert row is not None
     host = f"run `credvault --server-key FILE {verb} {name}` on the server's host"
+    what = "removal" if verb == REMOVE_COMMAND else "re-key"
     if row.id == identity.me.id:
         raise InvalidInput("you cannot do this to yourself", hint="another admin can")
     if row.role == ROLE_ADMIN:
-        raise InvalidInput(f"an admin's {verb} is not served through a team server yet", hint=host)
+        raise InvalidInput(f"an admin's {what} is not served through a team server yet", hint=host)
     if _signed_records(s, row.id):
         raise InvalidInput(f"records signed by {name!r} must be adopted on the server's host", hint=host)
     return row
@@ -142,7 +144,7 @@ class RekeyDraftAuthority:
         e = self.engineers
         with e.store.read() as s:
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
-            row = served_target(s, e, identity, name, "rotate engineer", lock=False)
+            row = served_target(s, e, identity, name, REKEY_COMMAND, lock=False)
             if row.status != ACTIVE:
                 raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
             rows = rekey_rows(s, e, identity, row, expires_at)
@@ -166,7 +168,7 @@ class RekeyDraftAuthority:
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
-            row = served_target(s, e, identity, name, "rotate engineer", lock=True)
+            row = served_target(s, e, identity, name, REKEY_COMMAND, lock=True)
             if row.id != commit.engineer_id or row.status != ACTIVE:
                 raise ConcurrentChange(STALE_REKEY)
             rows = rekey_rows(s, e, identity, row, expires_at)

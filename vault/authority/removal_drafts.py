@@ -60,7 +60,7 @@ from vault.authority.engineers import (
 from vault.authority.grant_requests import revocation_fields
 from vault.authority.invite_drafts import _NoCarry, _NoEvent
 from vault.authority.record_signatures import client_key_fields
-from vault.authority.rekey_drafts import EventRecorder, served_target
+from vault.authority.rekey_drafts import REMOVE_COMMAND, EventRecorder, served_target
 from vault.authority.removal_draft_values import (
     STALE_REMOVAL,
     RemovalCommit,
@@ -82,7 +82,6 @@ from vault.storage.rows import ACTIVE, GrantRow, is_revoked
 DIGEST_BYTES = 32
 CLOCK_SLACK = 300  # seconds, as the removal keyholder's (keyholder/removal.py)
 NOT_SIGNED = "the commit carries a removal the calling admin did not sign for this draft"
-VERB = "engineer remove"
 
 
 class _Shown(Exception):
@@ -254,7 +253,7 @@ class RemovalDraftAuthority:
 
     @staticmethod
     def _target(s: Session, e: EngineerAuthority, identity: Identity, name: str, *, lock: bool) -> m.Engineer:
-        row = served_target(s, e, identity, name, VERB, lock=lock)
+        row = served_target(s, e, identity, name, REMOVE_COMMAND, lock=lock)
         if row.status == DISABLED:
             raise InvalidInput(f"engineer {name!r} is already removed")
         return row

@@ -49,7 +49,7 @@ class RemovalChecks(SecretServerChecks):
                        *client_key_fields(vault_id, record), what=f"client key version {record.version}")  # fmt: skip
 
 
-REMOVAL_BODY = 4 * 1024 * 1024  # a new key per client (about 1 KiB each, more with many grantees)
+REMOVAL_BODY = 8 * 1024 * 1024  # a new key per client (about 1 KiB each, more with many grantees)
 
 
 class EngineerWriteRoutes:

@@ -186,6 +186,7 @@ RESPONSE_LIMITS = {
     "audit.log": 4 * 1024 * 1024,
     "audit.export": 4 * 1024 * 1024,
     "audit.signers": 8 * 1024 * 1024,
+    "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
 }  # fmt: skip
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
