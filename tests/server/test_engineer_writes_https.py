@@ -25,6 +25,7 @@ from vault import Vault
 from vault.authority.engineer_requests import RemoveRequest, RotateRequest
 from vault.authority.rekey_draft_values import RekeyCommit
 from vault.authority.removal_draft_values import RemovalCommit
+from vault.authority.removal_draft_values import draft_digest as removal_digest
 from vault.authority.rotation_requests import Grantee
 from vault.crypto import keyrecord, signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_GRANT_REVOCATION, LABEL_SIG_INVITE
@@ -69,12 +70,14 @@ class _Capturing:
     def __init__(self, https: Any, commit: str) -> None:
         self.https, self.name = https, commit
         self.commit: Any = None
+        self.answers: dict[str, Any] = {}
 
     def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
         if name == self.name:
             self.commit = body
             raise Stop
-        return self.https.call(name, body, request_id)
+        self.answers[name] = self.https.call(name, body, request_id)
+        return self.answers[name]
 
 
 def captured_rekey(admin: RemoteVault, name: str) -> RekeyCommit:
@@ -86,12 +89,15 @@ def captured_rekey(admin: RemoteVault, name: str) -> RekeyCommit:
     return capture.commit  # type: ignore[no-any-return]
 
 
-def captured_removal(admin: RemoteVault, name: str) -> RemovalCommit:
+def captured_removal(admin: RemoteVault, name: str, drafts: list[Any] | None = None) -> RemovalCommit:
+    """The removal ``admin``'s machine would commit (its draft's answer appended to ``drafts``)."""
     capture = _Capturing(admin.https, "engineers.remove")
     writes = RemoteEngineerWrites(admin.keyholder, capture, admin.keyholder.clock)  # type: ignore[arg-type]
     with pytest.raises(Stop):
         writes.remove(name)
     assert isinstance(capture.commit, RemovalCommit)
+    if drafts is not None:
+        drafts.append(capture.answers["engineers.remove_draft"])
     return capture.commit  # type: ignore[no-any-return]
 
 
@@ -277,11 +283,18 @@ def test_an_engineer_who_drafts_or_commits_a_removal_is_refused(world: Keyed, ad
 
 
 def test_a_stale_or_retargeted_removal_is_refused(world: Keyed, admin: RemoteVault) -> None:
-    commit = captured_removal(admin, "gone2")
+    """Another digest or revocation time (409); a removal drafted and signed an hour ago, its digest
+    matching that time (409: the revocation time is not now); the caller or an admin as target (400)."""
+    drafts: list[Any] = []
+    commit = captured_removal(admin, "gone2", drafts)
+    rows = drafts[0].rows
+    old = commit.revoked_at - 3600
+    old_rows = dataclasses.replace(rows, removal=dataclasses.replace(rows.removal, revoked_at=old))
+    an_hour_ago = dataclasses.replace(commit, revoked_at=old, draft_digest=removal_digest(old_rows))
     before = state(world)
     for changed in (dataclasses.replace(commit, draft_digest=os.urandom(32)),
                     dataclasses.replace(commit, revoked_at=commit.revoked_at + 1),
-                    dataclasses.replace(commit, revoked_at=commit.revoked_at - 3600)):  # fmt: skip
+                    an_hour_ago):  # fmt: skip
         answer = post(world, "engineers.remove", changed, world.served.admin)
         assert answer.status_code == 409 and answer.json()["code"] == "stale-draft"
     answer = post(world, "engineers.remove", dataclasses.replace(commit, name=ADMIN), world.served.admin)
