@@ -283,9 +283,7 @@ def _checked(caller: object, name: object, pin: object) -> tuple[Caller, str, by
     return checked_caller(caller), checked_name(name), checked_bytes("organisation key", pin, KEY_BYTES)
 
 
-def _verified(
-    rows: RemovalDraftRows, made: Removal, new_keys: object
-) -> dict[int, bytes]:
+def _verified(rows: RemovalDraftRows, made: Removal, new_keys: object) -> dict[int, bytes]:
     """Every signature of the commit, for exactly what was drafted (module docstring); the revocations."""
     draft = rows.removal
     identity, me = draft.identity, draft.identity.me
