@@ -191,3 +191,30 @@ def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed
     finally:
         with keyed.store.transaction() as s:
             s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))
+def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """``rotate engineer`` (a lost laptop) and ``engineer remove`` with ``--server``: the stored state then
+    checked through the library (carol re-invited; bob disabled, his grant revoked, every client re-keyed)."""
+    from sqlalchemy import select
+
+    from vault.storage import models as m
+
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = ok(run("rotate", "engineer", "carol")).output
+    assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown
+    removed = json.loads(ok(run("engineer", "remove", "bob", "--yes", "--json")).output)
+    assert len(removed["rotations"]) >= 2 and {r["state"] for r in removed["rotations"]} == {"done"}
+    assert "report access bob" in removed["report_on_host"]
+    refused(run("engineer", "remove", "bob", "--yes"), "already removed")
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[:3] == ["engineer-invite", "engineer-key-rotate", "engineer-remove"]
+    rotated = ["client-key-rotated"] * len(removed["rotations"])  # re-wrapped through the server, named by a listing
+    assert sorted(actions[3:]) == [*rotated, "client-list"]
+    with keyed.store.read() as s:
+        rows = {r.name: r for r in s.scalars(select(m.Engineer).where(m.Engineer.name.in_(("bob", "carol"))))}
+        assert (rows["carol"].status, rows["carol"].key_record) == ("invited", None)
+        assert rows["bob"].status == "disabled"
+        bobs = s.scalars(select(m.Grant).where(m.Grant.engineer_id == rows["bob"].id)).all()
+        assert bobs and all(g.revoked_at is not None and g.revocation for g in bobs)
+        assert s.scalars(select(m.Rotation).where(m.Rotation.state == "running")).all() == []  # all run through
+    assert keyed.served.admin.audit.verify().ok

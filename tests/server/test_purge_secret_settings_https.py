@@ -267,7 +267,7 @@ def test_an_admin_changes_the_settings_with_no_database(world: Keyed, admin: Rem
     public = world.served.admin.keyholder.my_signing_key().public
     fields = settings_fields(world.served.admin.vault_id(), row)
     signing.verify(public, row.signature, LABEL_SIG_SETTINGS, *fields, what="the settings")
-    assert admin.keys.keyholder.get().signed  # read back through the server, verified on this machine
+    assert admin.keys.settings.keyholder.get().signed  # read back through the server, verified on this machine
     added = [(e.action, e.engineer_id, e.request_id is not None) for e in events(world.served)[before:]]
     assert added == [("settings", me.engineer_id, True)] * 2
     with pytest.raises(InvalidInput):

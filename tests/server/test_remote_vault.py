@@ -153,8 +153,10 @@ def test_a_noun_not_served_says_so(keyed: Keyed) -> None:
         vault.clients.add("new", "New Ltd")
     with pytest.raises(Locked):  # served since session 13 (tests/server/test_invite_write_https.py)
         vault.engineers.invite("dave")
-    with pytest.raises(ConfigurationError, match=r"engineers\.remove"):
+    with pytest.raises(Locked):  # served since session 14 (tests/server/test_engineer_writes_https.py)
         vault.engineers.remove("dave")
+    with pytest.raises(ConfigurationError, match=r"engineers\.pending"):
+        vault.engineers.pending("dave")
 
 
 def test_a_forged_server_key_certificate_is_refused(keyed: Keyed) -> None:

@@ -150,6 +150,8 @@ KEYHOLDER_REQUESTS: dict[str, dict[str, Role]] = {
 KEYHOLDER_REQUESTS["grants"] = {"grant_draft": ADMIN, "revoke_draft": ADMIN, "sweep_draft": ADMIN, "sweep": ADMIN}
 KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
+KEYHOLDER_REQUESTS["engineers"]["rotate_draft"] = ADMIN  # server/engineer_write_routes.py
+KEYHOLDER_REQUESTS["engineers"]["remove_draft"] = ADMIN
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 # An admin's client-key rotation through the team server (server/rotation_routes.py): each step's request.
 KEYHOLDER_REQUESTS["keys"] = dict.fromkeys(("start_draft", "start", "open", "rewrap_draft", "rewrap", "finish"), ADMIN)

@@ -55,6 +55,7 @@ from vault.server.chain_routes import ChainRoutes
 from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
 from vault.server.confirm_routes import ConfirmRoutes
+from vault.server.engineer_write_routes import engineer_write_routes
 from vault.server.enrolment_routes import COMMIT, DRAFT, EnrolmentRoutes
 from vault.server.grant_routes import grant_routes
 from vault.server.handlers import Call, CheckoutRoutes, Operation, Operations, Unlayer, default_operations
@@ -146,6 +147,7 @@ def build_app(
         rotation_routes(store, rotation, checkouts.seal, layer).add_to(operations)  # an admin's client-key rotation
         sweep_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's sweep of expired grants
         settings_routes(store, checks, checkouts.seal).add_to(operations)  # the settings, an admin's change
+        engineer_write_routes(store, checks, checkouts.seal).add_to(operations)  # a re-key, a removal
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

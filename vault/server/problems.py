@@ -27,6 +27,8 @@ from vault.authority.invite_draft_values import STALE_INVITE
 from vault.authority.passphrase_requests import STALE_RECORD
 from vault.authority.policy_draft_values import STALE_POLICY
 from vault.authority.purge_draft_values import STALE_PURGE
+from vault.authority.rekey_draft_values import STALE_REKEY
+from vault.authority.removal_draft_values import STALE_REMOVAL
 from vault.authority.rotation_draft_values import STALE_DRAFT as STALE_ROTATION
 from vault.authority.secret_draft_requests import STALE_DRAFT
 from vault.authority.settings_requests import CHANGED_SINCE_READ
@@ -93,6 +95,8 @@ MARKERS: dict[str, str] = {
     STALE_ROTATION: "stale-draft",
     STALE_SWEEP: "stale-draft",
     CHANGED_SINCE_READ: "stale-draft",
+    STALE_REKEY: "stale-draft",
+    STALE_REMOVAL: "stale-draft",
     checkout_values.REQUEST_ID_REUSED: "request-id-reused",
     **{
         code: code

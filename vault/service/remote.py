@@ -60,10 +60,11 @@ from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_admin2 import ClientSlugs, RemoteInvitations, RemotePolicyWrites, RemotePurge, RemoteSettings
 from vault.service.remote_audit import RemoteAudit
+from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
-from vault.service.remote_rotation import RemoteKeyRotation
+from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -169,6 +170,8 @@ class RemoteEngineers(_Noun):
     def __init__(self, pin: ServerPin, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]):
         self.pin, self.keys, self.https, self.clock = pin, keys, https, clock
         self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
+        self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
+        self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -255,6 +258,19 @@ class RemoteEngineers(_Noun):
         validation.engineer_name(name)
         self.keys.me()
         return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+    def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
+        """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
+        return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
+
+    def remove(self, name: str, *, batch_size: int = 0, progress: Any = None) -> tuple[list[Any], list[Any]]:
+        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
+        removal committed with a client-key rotation started for every client (``started``), then
+        every rotation under way run to its end through the server (``rotate resume``); the at-risk
+        list (``report access``) is the host's: empty here."""
+        self.started = RemoteEngineerWrites(self.keys, self.https, self.clock).remove(name)
+        if self.rotations is None:
+            return [], []
+        return [], self.rotations.resume(batch_size=batch_size or DEFAULT_BATCH, progress=progress)
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
@@ -358,6 +374,7 @@ class RemoteVault:
         self.purge = RemotePurge(keys, self.https, clock, learned)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
+        self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

@@ -75,6 +75,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "keys.rewrap_draft": frozenset({"client-key-rewrap"}),
     "keys.finish": frozenset({"client-key-rotated"}),
     "grants.sweep": frozenset({"grants-expired"}),  # server/sweep_routes.py
+    "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
+    "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).
@@ -83,6 +85,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "status": frozenset({"report-status"}),
     "stale": frozenset({"report-stale"}),
     "settings-set": frozenset({"settings"}),
+    "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # a re-key re-invites
 }
 
 

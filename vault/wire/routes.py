@@ -52,6 +52,8 @@ from vault.authority import policy_requests as p
 from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import purge_secret_values as ps
+from vault.authority import rekey_draft_values as rk
+from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
 from vault.authority import requests as v
 from vault.authority import rotation_draft_values as kd
@@ -141,4 +143,10 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # the vault settings: read (the row an admin's change is signed over) and an admin's signed change
     ("settings.get", st.SettingsRequest, st.SettingsRows),
     ("settings.set", st.SettingsRequest, st.SettingsRows),
+    # an admin's re-key of an engineer (a lost laptop): a draft and a signed commit (server/engineer_write_routes.py)
+    ("engineers.rotate_draft", e.RotateRequest, rk.RekeyDraftAnswer),
+    ("engineers.rotate", rk.RekeyCommit, e.EngineerAnswer),
+    # an admin's removal of an engineer: a draft (every client's start shown) and a signed commit
+    ("engineers.remove_draft", e.RemoveRequest, rm.RemovalDraftAnswer),
+    ("engineers.remove", rm.RemovalCommit, e.RemovalAnswer),
 )

@@ -1,0 +1,223 @@
+"""An engineer's re-key (a lost laptop) through the team server, where the database is: a draft, a commit.
+
+docs/server.md (session 14, helper B; the values ``rekey_draft_values.py``). The checks and rows are
+the in-process rotation's (``engineer_rotation.EngineerRotationAuthority``: the caller an active,
+certified admin of the key generation named, read before the engineer acted on; the engineer not
+the caller, active; their current key record certified if missing; their keys destroyed;
+``issue_invitation``; the ``engineer-key-rotate`` event), driven in another order:
+
+* ``rotate_draft`` — a read unit: the caller; the engineer (``served_target``: not the caller, active,
+  not an admin, no record signed by them to adopt); the ``RekeyDraft`` and the ``InvitationDraft`` the
+  in-process seal is shown, and their digest. Nothing is written.
+* ``rotate`` — the commit, one write unit: the request's nonce first; the caller; the engineer (row
+  locked) checked again; the draft recomputed and its digest compared (``STALE_REKEY``, 409); then,
+  before anything is written, the key record's certificate verified under the organisation key and
+  the invitation's signature under the caller's certified key over the recomputed invitation (403);
+  then the key record stored, the keys destroyed (``destroy_keys``), the invitation issued and the
+  format-3 ``engineer-invite`` and ``engineer-key-rotate`` events appended in the same unit.
+
+**Adoption.** In-process the acting admin re-signs the records the engineer signed (client-key
+versions, grants, policies, settings: an admin's records; opening client keys to check them). Through
+the server only an engineer who signed none is served: an admin, or an engineer a record names as its
+signer (planted: a non-admin signs none of these), is refused with the host's command in the hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vault import validation
+from vault.authority.certificates import engineer_key_fields
+from vault.authority.checkout_events import ServerEvent, UnitCore
+from vault.authority.engineer_requests import (
+    INVITE,
+    ROTATE,
+    EngineerAnswer,
+    EngineerKeyRow,
+    Identity,
+    InvitationDraft,
+    RekeyDraft,
+    RotateRequest,
+)
+from vault.authority.engineer_rotation import destroy_keys
+from vault.authority.engineers import (
+    KEY_BYTES,
+    SIGNATURE_BYTES,
+    EngineerAuthority,
+    EngineerChecks,
+    checked_bytes,
+    checked_caller,
+    checked_name,
+    engineer_row,
+)
+from vault.authority.invite_draft_values import InviteCommit
+from vault.authority.invite_draft_values import draft_digest as invitation_digest
+from vault.authority.invite_drafts import _CommitSeal, _NoCarry, _NoEvent
+from vault.authority.rekey_draft_values import STALE_REKEY, RekeyCommit, RekeyDraftAnswer, RekeyDraftRows, draft_digest
+from vault.authority.serverjournal import ServerJournal
+from vault.crypto import signing
+from vault.crypto.labels import LABEL_SIG_ENGINEER_KEY
+from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, UntrustedRecord
+from vault.storage import models as m
+from vault.storage.engine import Store
+from vault.storage.rows import ACTIVE, ROLE_ADMIN
+
+DIGEST_BYTES = 32
+REKEY_COMMAND, REMOVE_COMMAND = "rotate engineer", "engineer remove"  # the host's commands, for a refusal's hint
+NOT_CERTIFIED = "the commit carries a key-record certificate the organisation key did not sign for this draft"
+
+
+def served_target(
+    s: Session, e: EngineerAuthority, identity: Identity, name: str, verb: str, *, lock: bool
+) -> m.Engineer:
+    """The engineer a re-key or removal through the server acts on (module docstring); ``lock``: the
+    row locked for the commit's unit."""
+    query = select(m.Engineer).where(m.Engineer.name == name)
+    row = s.scalars(query.with_for_update() if lock else query).first()
+    if row is None:
+        e.engineer(s, name)  # NotFound, as in-process
+    assert row is not None
+    host = f"run `credvault --server-key FILE {verb} {name}` on the server's host"
+    what = "removal" if verb == REMOVE_COMMAND else "re-key"
+    if row.id == identity.me.id:
+        raise InvalidInput("you cannot do this to yourself", hint="another admin can")
+    if row.role == ROLE_ADMIN:
+        raise InvalidInput(f"an admin's {what} is not served through a team server yet", hint=host)
+    if _signed_records(s, row.id):
+        raise InvalidInput(f"records signed by {name!r} must be adopted on the server's host", hint=host)
+    return row
+
+
+def _signed_records(s: Session, engineer_id: int) -> int:
+    """Records naming the engineer as their signer that an adoption would re-sign (none for a non-admin)."""
+    counts = (
+        select(func.count()).select_from(m.ClientKey)
+        .where(m.ClientKey.signed_by == engineer_id, m.ClientKey.state != "destroyed"),
+        select(func.count()).select_from(m.Grant)
+        .where(m.Grant.granted_by == engineer_id, m.Grant.revoked_at.is_(None)),
+        select(func.count()).select_from(m.ClientPolicy).where(m.ClientPolicy.signed_by == engineer_id),
+        select(func.count()).select_from(m.VaultInfo).where(m.VaultInfo.settings_signed_by == engineer_id),
+    )  # fmt: skip
+    return sum(int(s.scalar(count) or 0) for count in counts)
+
+
+def rekey_rows(
+    s: Session, e: EngineerAuthority, identity: Identity, row: m.Engineer, expires_at: int
+) -> RekeyDraftRows:
+    """The draft of ``row``'s re-key as the in-process seal is shown it (module docstring)."""
+    root = e.root_copy(s, identity.me)
+    key = s.get(m.EngineerKey, (row.id, row.key_generation))
+    rekey = RekeyDraft(identity, root, engineer_row(row), key is not None)
+    if key is not None:
+        previous = e._newest_key(s, row.id)
+    elif row.sealing_public is None or row.signing_public is None:
+        raise InvalidInput(f"engineer {row.name!r} has no confirmed keys")
+    else:
+        previous = EngineerKeyRow(row.id, row.key_generation, row.sealing_public, row.signing_public,
+                                  row.certified_at, None)  # fmt: skip
+    invitation = InvitationDraft(identity, root, row.id, row.name, row.role, row.key_generation, previous, expires_at)
+    return RekeyDraftRows(rekey, invitation)
+
+
+class RekeyDraftAuthority:
+    """Drafts and commits of an engineer's re-key through the server (module docstring)."""
+
+    def __init__(self, store: Store, checks: EngineerChecks, clock: Callable[[], dt.datetime]) -> None:
+        self.store, self.checks, self.clock = store, checks, clock
+        self.engineers = EngineerAuthority(store, checks, _NoEvent(), _NoCarry(), clock)  # the draft's reads
+
+    def __repr__(self) -> str:
+        return "RekeyDraftAuthority()"
+
+    def rotate_draft(self, request: RotateRequest) -> RekeyDraftAnswer:
+        if not isinstance(request, RotateRequest) or request.action != ROTATE:
+            raise InvalidInput("not a key-rotation request")
+        caller, name = checked_caller(request.caller), checked_name(request.name)
+        expires_at = validation.number("invitation expiry", request.expires_at, 1, 2**40)
+        pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
+        e = self.engineers
+        with e.store.read() as s:
+            identity = e.authorise(s, caller, org_pin=pin, admin=True)
+            row = served_target(s, e, identity, name, REKEY_COMMAND, lock=False)
+            if row.status != ACTIVE:
+                raise InvalidInput(f"engineer {name!r} is {row.status}, not active")
+            rows = rekey_rows(s, e, identity, row, expires_at)
+        return RekeyDraftAnswer(rows, draft_digest(rows))
+
+    def rotate(self, commit: RekeyCommit, event: ServerEvent) -> EngineerAnswer:
+        if not isinstance(commit, RekeyCommit) or commit.action != ROTATE:
+            raise InvalidInput("not a re-key commit")
+        caller, name = checked_caller(commit.caller), checked_name(commit.name)
+        expires_at = validation.number("invitation expiry", commit.expires_at, 1, 2**40)
+        pin = checked_bytes("organisation key", commit.org_pin, KEY_BYTES)
+        digest = checked_bytes("draft digest", commit.draft_digest, DIGEST_BYTES)
+        certificate = commit.key_certificate
+        if certificate is not None:
+            certificate = checked_bytes("key record's certificate", certificate, SIGNATURE_BYTES)
+        with self.store.transaction() as s:
+            if event.nonce is not None:
+                event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
+            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {INVITE, ROTATE})
+            e = EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+            identity = e.authorise(s, caller, org_pin=pin, admin=True)
+            me = identity.me
+            recorder.me = (me.id, me.key_generation)
+            row = served_target(s, e, identity, name, REKEY_COMMAND, lock=True)
+            if row.id != commit.engineer_id or row.status != ACTIVE:
+                raise ConcurrentChange(STALE_REKEY)
+            rows = rekey_rows(s, e, identity, row, expires_at)
+            if draft_digest(rows) != digest:
+                raise ConcurrentChange(STALE_REKEY)
+            previous = rows.invitation.previous_key
+            assert previous is not None
+            if rows.rekey.key_recorded != (certificate is None):
+                raise InvalidInput("the commit's key-record certificate is not for this draft")
+            if certificate is not None:
+                fields = engineer_key_fields(identity.vault_id, previous, name)
+                try:
+                    signing.verify(identity.org_signing_public, certificate, LABEL_SIG_ENGINEER_KEY, *fields,
+                                   what="the commit")  # fmt: skip
+                except UntrustedRecord:
+                    raise AccessDenied(NOT_CERTIFIED, hint="draft again and sign what the draft shows") from None
+                previous = dataclasses.replace(previous, certificate=certificate)
+            invitation = dataclasses.replace(rows.invitation, previous_key=previous)
+            signed_for = invitation_digest(invitation)
+            held = InviteCommit(caller, name, row.role, expires_at, pin, row.id, commit.signed, signed_for)
+            seal = _CommitSeal(held, signed_for, identity.vault_id, me.signing_public, me.id)
+            seal.sign_invitation(invitation)  # the invitation's signature checked before anything is written
+            if certificate is not None:
+                s.add(m.EngineerKey(engineer_id=row.id, generation=row.key_generation, state=ACTIVE,
+                                    sealing_public=previous.sealing_public, signing_public=previous.signing_public,
+                                    certified_at=previous.certified_at, certificate=certificate))  # fmt: skip
+                s.flush()
+            generation = row.key_generation
+            destroy_keys(s, row, self.clock(), keep_public=False)
+            e.issue_invitation(s, identity, rows.rekey.root, row, row.role, expires_at, seal)  # type: ignore[arg-type]
+            seq = recorder.append(s, ROTATE, public={"engineer": name, "old_generation": generation})
+            return EngineerAnswer(seq, identity, engineer_row(row), row.created_at)
+
+
+class EventRecorder:
+    """``engineers.Recorder`` of a commit's unit: its own events only, in format 3 (the signed request kept)."""
+
+    def __init__(self, journal: ServerJournal, event: ServerEvent, actions: set[str]) -> None:
+        self.journal, self.event, self.actions = journal, event, frozenset(actions)
+        self.me: tuple[int, int] | None = None  # the caller (id, key generation), once authorised
+
+    def __repr__(self) -> str:
+        return "EngineerWriteRecorder()"
+
+    def append(
+        self, s: Session, action: str, *, public: dict[str, Any], enrolment: Any = None, unsigned_by: int | None = None
+    ) -> int:
+        if enrolment is not None or unsigned_by is not None or action not in self.actions or self.me is None:
+            raise InvalidInput("this commit appends only its own events")
+        row = self.journal.append(s, action, self.event.request, engineer_id=self.me[0], key_generation=self.me[1],
+                                  public=public or None)  # fmt: skip
+        return int(row.seq)

@@ -1,0 +1,77 @@
+"""An admin's re-key (a lost laptop) and removal of an engineer through a team server, with no database
+on this machine.
+
+``RemoteVault.engineers.rotate`` runs the in-process ``EngineerKeyholder`` unchanged over
+``HttpsEngineerWriteTransport`` (``transport/https_engineer_writes.py``: a draft, then a signed
+commit): the engineer's row and certificate verified here, their current key record certified here
+under the organisation key of the root bundle sealed to this admin if it has none, the invite secret
+made here and the code shown only here; the server is given the secret sealed to the recovery key
+and the public key it derives (docs/server.md, session 14, helper B). Through the server only an
+engineer (not an admin) who signed no record is served: an admin's re-key adopts the records they
+signed, which opens client keys; the server refuses it with the host's command in the hint.
+
+``RemoteVault.engineers.remove`` runs the in-process ``EngineerRemoval`` over the same transport: the
+revocation of each live grant and the disabled certificate signed here (``keyholder/removal.py``), and
+a client-key rotation started for every client (this machine has no verified audit log: every client
+is exposed, as in-process when the log does not verify), each new key made here by the in-process
+``RotationKeyholder`` (the old key opened with the recovery key of the root bundle sealed to this
+admin, the grantees verified, the client's fields moved to the new key). ``RemoteVault`` then runs
+the rotations to their end through the server (``remote_rotation.RemoteKeyRotation.resume``); the
+at-risk report is not served (the host's ``report access``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from vault.authority.rotation_requests import NewClientKey, StartDraft
+from vault.crypto import keyrecord
+from vault.keyholder.engineers import EngineerKeyholder
+from vault.keyholder.removal import EngineerRemoval
+from vault.keyholder.rotation import RotationKeyholder
+from vault.service import validation
+from vault.service.remote_admin2 import _InviteKeys
+from vault.service.remote_nouns import not_served
+from vault.service.remotekeys import RemoteKeys
+from vault.transport.https import HttpsTransport
+from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport
+
+
+class RemoteEngineerWrites:
+    """An admin's ``engineers.rotate`` (and ``remove``) through the server (module docstring)."""
+
+    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+        self.keys, self.https, self.clock = keys, https, clock
+        params = keyrecord.DEFAULT_PARAMS
+        transport = HttpsEngineerWriteTransport(https, self._new_key)
+        self.keyholder = EngineerKeyholder(transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return "RemoteEngineerWrites()"
+
+    def rotate(self, name: str, *, valid_for: dt.timedelta) -> str:
+        """As ``Vault.engineers.rotate``, through the server: the new enrolment code, made here."""
+        validation.engineer_name(name)
+        self.keys.me()
+        return self.keyholder.rotate(name, valid_for)
+
+    def remove(self, name: str) -> tuple[int, ...]:
+        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module docstring)."""
+        validation.engineer_name(name)
+        self.keys.me()
+        self.keys.open_recovery()
+        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False)
+        return removed.rotation_ids
+
+    def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
+        rotations = RotationKeyholder(None, self.keys, _NoLookup(), self.keys.client_keys, self.clock)  # type: ignore[arg-type]
+        return rotations._new_key(client_id, draft)  # verified row by row, then made (keyholder/rotation.py)
+
+
+class _NoLookup:
+    """A removal's starts name their clients by id: no slug is looked up."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise not_served(f"rotate.{name}")
