@@ -125,7 +125,11 @@ def running(app: object, options: ServeOptions, sock: socket.socket) -> Iterator
     try:
         yield
     finally:
-        server.should_exit = True
+        # force_exit: without it uvicorn waits for every open connection to close, and an idle TLS
+        # connection of a client the test still holds waits for its peer's close_notify (20 s each
+        # here, the join's bound, in about forty places of the suite). The test is over: no request
+        # is in flight.
+        server.should_exit = server.force_exit = True
         thread.join(20)
         sock.close()
 

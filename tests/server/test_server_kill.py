@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -296,3 +297,25 @@ def test_the_fault_seam_is_armed_only_when_tests_enable_it(tmp_path) -> None:  #
         assert faults.armed(app, store, {"CREDVAULT_TEST_FAULTS": "1", "CREDVAULT_FAULT": "after-commit"}) is not app  # type: ignore[arg-type]
     finally:
         store.close()
+
+
+def test_a_stopped_server_does_not_wait_for_an_idle_client(vaulted: tuple[ServedVault, Any, Any]) -> None:
+    """SIGTERM with a client's kept-alive TLS connection open and idle: the server exits within its
+    graceful-shutdown bound (``running.GRACEFUL_SHUTDOWN``), not when the client lets go (uvicorn's
+    default waits for every connection, and an idle client never answers the TLS close)."""
+    from vault.server.running import GRACEFUL_SHUTDOWN
+
+    served, alice, _admin = vaulted
+    if served.url.startswith("postgresql"):
+        pytest.skip("a stop does not depend on the database (SQLite runs it)")
+    process = served.start()
+    https = served.transport(process, alice)
+    try:
+        https.whoami()  # the connection is open, kept alive, idle
+        started = time.monotonic()
+        process.proc.terminate()
+        process.proc.wait(GRACEFUL_SHUTDOWN + 10)  # raises TimeoutExpired if it waited for the client
+        assert time.monotonic() - started < GRACEFUL_SHUTDOWN + 5
+        assert process.proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once stopped
+    finally:
+        https.close()

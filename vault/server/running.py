@@ -112,6 +112,9 @@ def org_pin(options: ServeOptions) -> bytes | None:
     return bytes.fromhex(text)
 
 
+GRACEFUL_SHUTDOWN = 10  # seconds
+
+
 def uvicorn_config(app: ASGIApp, options: ServeOptions) -> uvicorn.Config:
     host, port, _ = checked(options)
     return uvicorn.Config(
@@ -127,6 +130,10 @@ def uvicorn_config(app: ASGIApp, options: ServeOptions) -> uvicorn.Config:
         lifespan="off",
         loop="auto",  # uvloop when installed (a dependency): its TLS and loop are C
         http=_http_protocol(),
+        # On SIGTERM a request in flight has this long to finish; an idle kept-alive TLS connection is
+        # not waited for (uvicorn's default waits for every connection, and an idle client never
+        # answers the TLS close: a stop or a rolling restart hung on it).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
 
 
