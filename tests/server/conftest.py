@@ -204,3 +204,23 @@ def served_vault(request, tmp_path, empty_databases, clock, monkeypatch) -> Iter
     finally:
         admin.close()
 
+
+@pytest.fixture(scope="module")
+def world(module_team, request: pytest.FixtureRequest) -> Keyed:  # type: ignore[no-untyped-def]
+    """``keyed``, named as the admin-write modules name it (a module needing more, such as a second
+    admin, defines its own ``world`` over ``keyed``)."""
+    keyed: Keyed = request.getfixturevalue("keyed")
+    return keyed
+
+
+@pytest.fixture
+def admin(world: Keyed, module_team) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """The suite's first admin on a machine with no database (``remote_admin_harness.remote``: the key
+    record copied once, unlocked), on the module's ``world``; closed after the test."""
+    from remote_admin_harness import remote
+
+    name = world.served.admin.engineer_name
+    assert name is not None
+    mine = remote(world, world.served.admin, name, module_team.passphrases[name])
+    yield mine
+    mine.close()

@@ -38,7 +38,6 @@ from vault.transport.https_enrolment import enroll_over_https
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
-PASSPHRASES: dict[str, str] = {}
 TARGETS = ("lost1", "lost2", "lost3", "gone1", "gone2", "gone3")
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "clients", "rotations")
 
@@ -53,15 +52,8 @@ def second_admin(module_team: Any) -> Vault:
 @pytest.fixture(scope="module")
 def world(second_admin: Vault, module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     keyed: Keyed = request.getfixturevalue("keyed")
-    PASSPHRASES.update(module_team.passphrases)
     return keyed
 
-
-@pytest.fixture
-def admin(world: Keyed) -> Any:
-    mine = remote(world, world.served.admin, ADMIN, PASSPHRASES[ADMIN])
-    yield mine
-    mine.close()
 
 
 class _Capturing:

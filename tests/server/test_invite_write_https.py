@@ -38,7 +38,6 @@ from vault.wire import codec
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
-PASSPHRASES: dict[str, str] = {}
 NAMES = iter(f"new{n}" for n in range(100))
 
 
@@ -50,15 +49,8 @@ def second_admin(module_team: Any) -> Vault:
 @pytest.fixture(scope="module")
 def world(second_admin: Vault, module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     keyed: Keyed = request.getfixturevalue("keyed")
-    PASSPHRASES.update(module_team.passphrases)
     return keyed
 
-
-@pytest.fixture
-def admin(world: Keyed) -> Any:
-    mine = remote(world, world.served.admin, ADMIN, PASSPHRASES[ADMIN])
-    yield mine
-    mine.close()
 
 
 class _Capturing:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +31,6 @@ from vault.wire import codec
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
-PASSPHRASES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +41,8 @@ def second_admin(module_team: Any) -> Vault:
 @pytest.fixture(scope="module")
 def world(second_admin: Vault, module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     keyed: Keyed = request.getfixturevalue("keyed")
-    PASSPHRASES.update(module_team.passphrases)
     return keyed
 
-
-@pytest.fixture
-def admin(world: Keyed) -> Iterator[RemoteVault]:
-    mine = remote(world, world.served.admin, ADMIN, PASSPHRASES[ADMIN])
-    yield mine
-    mine.close()
 
 
 class _Capturing:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from remote_admin_harness import Stop, caller, post, remote
+from served import ADMIN_PASS  # the suite's first admin's passphrase
 from server_harness import Keyed, database_state, events, server_with, without_nonces
 from sqlalchemy import select, update
 
@@ -43,22 +43,9 @@ from vault.storage import models as m
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
-PASSPHRASES: dict[str, str] = {}
 NAMES = iter(f"sp{n}" for n in range(100))
 
 
-@pytest.fixture(scope="module")
-def world(module_team: Any, request: pytest.FixtureRequest) -> Keyed:
-    keyed: Keyed = request.getfixturevalue("keyed")
-    PASSPHRASES.update(module_team.passphrases)
-    return keyed
-
-
-@pytest.fixture
-def admin(world: Keyed) -> Iterator[RemoteVault]:
-    mine = remote(world, world.served.admin, ADMIN, PASSPHRASES[ADMIN])
-    yield mine
-    mine.close()
 
 
 def a_client(world: Keyed, admin: RemoteVault) -> str:
@@ -358,7 +345,7 @@ def test_a_purge_through_a_layered_server_opens_and_destroys_the_layered_keys(
     layer = ServerLayer(MasterKey(1, os.urandom(32)))
     layer.layer_on(world.store)
     with server_with(world, test_ca, layer) as layered:
-        mine = remote(dataclasses.replace(world, served=layered), world.served.admin, ADMIN, PASSPHRASES[ADMIN])
+        mine = remote(dataclasses.replace(world, served=layered), world.served.admin, ADMIN, ADMIN_PASS)
         receipt = mine.purge.secret(f"{slug}/db01", request="DSR-S7")
         assert len(receipt.fingerprints) == 2 and not set(receipt.fingerprints) & set(plain)
         assert secret_ids(world, client_id) == [] and versions_of(world, db01) == 0

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from remote_admin_harness import Stop, caller, post, remote
+from served import ADMIN_PASS  # the suite's first admin's passphrase
 from server_harness import (
     Keyed,
     database_state,
@@ -46,22 +46,9 @@ from vault.wire import codec
 pytestmark = pytest.mark.usefixtures("cli_home")
 
 ADMIN = "root-admin"
-PASSPHRASES: dict[str, str] = {}
 NAMES = iter(f"gone{n}" for n in range(100))
 
 
-@pytest.fixture(scope="module")
-def world(module_team: Any, request: pytest.FixtureRequest) -> Keyed:
-    keyed: Keyed = request.getfixturevalue("keyed")
-    PASSPHRASES.update(module_team.passphrases)
-    return keyed
-
-
-@pytest.fixture
-def admin(world: Keyed) -> Iterator[RemoteVault]:
-    mine = remote(world, world.served.admin, ADMIN, PASSPHRASES[ADMIN])
-    yield mine
-    mine.close()
 
 
 def a_client(world: Keyed, admin: RemoteVault) -> str:
@@ -162,7 +149,7 @@ def test_a_purge_through_a_layered_server_destroys_its_layer_of_the_client(
     layer.layer_on(world.store)
     assert client_rows(world, client_id)["server_client_keys"] == 1
     with server_with(world, test_ca, layer) as layered:
-        mine = remote(dataclasses.replace(world, served=layered), world.served.admin, ADMIN, PASSPHRASES[ADMIN])
+        mine = remote(dataclasses.replace(world, served=layered), world.served.admin, ADMIN, ADMIN_PASS)
         receipt = mine.purge.client(slug, request="DSR-2026-2")
         assert client_rows(world, client_id)["server_client_keys"] == 0
         assert mine.purge.verify_receipt(receipt.id).ok
