@@ -153,23 +153,7 @@ class PurgeDraftAuthority:
             PurgeAuthority._delete_client(s, part.client_id)
             if any(dataclasses.astuple(PurgeAuthority._survivors(s, CLIENT, part))):
                 raise IntegrityError("something of the purged client survives its deletion: nothing was committed")
-            row = m.PurgeReceipt(
-                id=signed.id, kind=CLIENT, request_ref=signed.request_ref, client_id=signed.client_id,
-                secret_ids=json.dumps(list(signed.secret_ids)), counts=counts_json(signed.counts),
-                fingerprints=json.dumps(list(fingerprints)),
-                admin_id=me.id, admin_generation=me.key_generation, purged_at=signed.purged_at, event_seq=0,
-                signature=signature, request_id=signed.request_id,
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            public = {"receipt": row.id, "request": signed.request_ref, "counts": dict(signed.counts)}
-            appended = ServerJournal(UnitCore(self.clock), event.seal).append(
-                s, PURGE_CLIENT, event.request, engineer_id=me.id, key_generation=me.key_generation,
-                client_id=part.client_id, public=public,
-            )  # fmt: skip
-            row.event_seq = int(appended.seq)
-            s.flush()
-            stored = receipt_row(row, signed.counts, fingerprints, signature, admin=me.name)
+            stored = stored_receipt(s, signed, signature, me, event, self.clock, PURGE_CLIENT)
         return dataclasses.replace(rows, receipts=(stored,))
 
     @staticmethod
@@ -191,6 +175,31 @@ class PurgeDraftAuthority:
         receipt = ReceiptRow(receipt_id, CLIENT, ref, client_id, part.secret_ids, part.counts, (), me.id,
                              me.key_generation, int(at.timestamp()), 0, b"")  # fmt: skip
         return rows, receipt
+
+
+def stored_receipt(
+    s: Session, signed: ReceiptRow, signature: bytes, me: storage_rows.EngineerRow, event: ServerEvent,
+    clock: Callable[[], dt.datetime], action: str, secret_id: int | None = None,
+) -> ReceiptRow:
+    """The signed receipt stored and its format-3 ``action`` event (public facts: the receipt, the
+    request, the counts) appended in ``s``, the receipt naming the event; as ``receipt_row`` reads it."""
+    row = m.PurgeReceipt(
+        id=signed.id, kind=signed.kind, request_ref=signed.request_ref, client_id=signed.client_id,
+        secret_ids=json.dumps(list(signed.secret_ids)), counts=counts_json(signed.counts),
+        fingerprints=json.dumps(list(signed.fingerprints)),
+        admin_id=me.id, admin_generation=me.key_generation, purged_at=signed.purged_at, event_seq=0,
+        signature=signature, request_id=signed.request_id,
+    )  # fmt: skip
+    s.add(row)
+    s.flush()
+    public = {"receipt": row.id, "request": signed.request_ref, "counts": dict(signed.counts)}
+    appended = ServerJournal(UnitCore(clock), event.seal).append(
+        s, action, event.request, engineer_id=me.id, key_generation=me.key_generation,
+        client_id=signed.client_id, secret_id=secret_id, public=public,
+    )  # fmt: skip
+    row.event_seq = int(appended.seq)
+    s.flush()
+    return receipt_row(row, signed.counts, signed.fingerprints, signature, admin=me.name)
 
 
 def _checked(kind: object, caller: object, pin: object, slug_tag: object, client_id: object, ref: object) -> None:

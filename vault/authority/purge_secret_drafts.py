@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import re
 from collections.abc import Callable
 
@@ -40,9 +39,9 @@ from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.checkout_reads import CallerRead
 from vault.authority.clients import tag
 from vault.authority.policies_caller import CallerChecks, CallerGate, checked_caller, checked_pin, org_chain
-from vault.authority.purge import PurgeAuthority, receipt_row
+from vault.authority.purge import PurgeAuthority
 from vault.authority.purge_draft_values import RESERVATION_SECONDS, RESERVED_RECEIPT_ID, STALE_PURGE, draft_digest
-from vault.authority.purge_drafts import NOT_SIGNED, PurgeDraftAuthority, _next_receipt_id, _verified
+from vault.authority.purge_drafts import NOT_SIGNED, PurgeDraftAuthority, _next_receipt_id, _verified, stored_receipt
 from vault.authority.purge_requests import (
     NOTHING_MATCHES,
     REQUEST_REF,
@@ -51,7 +50,6 @@ from vault.authority.purge_requests import (
     PurgeRows,
     PurgeTarget,
     ReceiptRow,
-    counts_json,
 )
 from vault.authority.purge_secret_values import (
     PURGE_SECRET,
@@ -158,23 +156,7 @@ class SecretPurgeDraftAuthority:
                 raise IntegrityError("the secret changed while it was purged: nothing was committed")
             if any(dataclasses.astuple(PurgeAuthority._survivors(s, SECRET, part))):
                 raise IntegrityError("something of the purged secret survives its deletion: nothing was committed")
-            row = m.PurgeReceipt(
-                id=signed.id, kind=SECRET, request_ref=signed.request_ref, client_id=signed.client_id,
-                secret_ids=json.dumps(list(signed.secret_ids)), counts=counts_json(signed.counts),
-                fingerprints=json.dumps(list(fingerprints)),
-                admin_id=me.id, admin_generation=me.key_generation, purged_at=signed.purged_at, event_seq=0,
-                signature=signature, request_id=signed.request_id,
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            public = {"receipt": row.id, "request": signed.request_ref, "counts": dict(signed.counts)}
-            appended = ServerJournal(UnitCore(self.clock), event.seal).append(
-                s, PURGE_SECRET, event.request, engineer_id=me.id, key_generation=me.key_generation,
-                client_id=part.client_id, secret_id=request.secret_id, public=public,
-            )  # fmt: skip
-            row.event_seq = int(appended.seq)
-            s.flush()
-            stored = receipt_row(row, signed.counts, fingerprints, signature, admin=me.name)
+            stored = stored_receipt(s, signed, signature, me, event, self.clock, PURGE_SECRET, request.secret_id)
         return dataclasses.replace(rows, receipts=(stored,))
 
     @staticmethod
