@@ -218,3 +218,33 @@ def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, 
         assert bobs and all(g.revoked_at is not None and g.revocation for g in bobs)
         assert s.scalars(select(m.Rotation).where(m.Rotation.state == "running")).all() == []  # all run through
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_an_admins_reports_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """``report access``/``at-risk``, ``status`` and ``report stale`` from the admin's machine: every
+    reveal of the engineer's, each report's event on record on the server (tests/server/
+    test_report_access_https.py compares them with the host's in-process reports)."""
+    secret = joined(keyed, tmp_path)  # alice reveals, then her admin reports it on the same machine
+    ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
+    ok(run("checkout", "acme/fw01", "--reason", "T-77", "--show"))
+    ok(run("checkin", "acme/fw01"))
+    ok(run("lock"))
+    admin_joined(keyed, tmp_path)
+    before = len(events(keyed.served))
+    shown = json.loads(ok(run("report", "access", "alice", "--json")).output)
+    with keyed.store.read() as s:
+        alice = s.scalars(select(m.Engineer.id).where(m.Engineer.name == "alice")).one()
+    revealed = [e.seq for e in events(keyed.served) if e.engineer_id == alice and e.action in ("reveal", "checkout")]
+    assert [r["seq"] for r in shown] == revealed and shown, "alice revealed something in this module's world"
+    at_risk = json.loads(ok(run("report", "at-risk", "alice", "--json")).output)
+    unchanged = {(r["client"], r["secret"], r["field"]) for r in shown if not r["changed_since"]}
+    assert {(r["client"], r["secret"], r["field"]) for r in at_risk} == unchanged
+    assert "client(s)" in ok(run("status")).output
+    ok(run("report", "stale"))
+    refused(run("report", "access", "nobody"), "no engineer")
+    ours = [e.action for e in events(keyed.served)[before:] if e.action.startswith("report-")]
+    assert ours[:1] == ["report-access"] and "report-at-risk" in ours
+    ok(run("lock"))
+    ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
+    refused(run("report", "access", "alice"), "not an admin")
+    assert keyed.served.admin.audit.verify().ok

@@ -108,8 +108,9 @@ def test_an_engineer_works_through_the_server_with_no_database(keyed: Keyed, hom
 def test_a_command_not_served_says_where_to_run_it(keyed: Keyed, home: Path, tmp_path: Path) -> None:
     secret = joined(keyed, tmp_path)
     ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
-    stderr = refused(run("report", "access", "alice"), "not served through a team server")
+    stderr = refused(run("backup", "create", str(tmp_path / "vault.backup")), "not served through a team server")
     assert "--db" in stderr
+    assert not (tmp_path / "vault.backup").exists()
 
 
 def test_an_unpinned_server_is_refused_before_any_passphrase(keyed: Keyed, home: Path) -> None:

@@ -148,7 +148,7 @@ def test_a_noun_not_served_says_so(keyed: Keyed) -> None:
     pin, _ = joined(keyed)
     vault = remote(keyed, pin, "alice")
     with pytest.raises(ConfigurationError, match="not served through a team server"):
-        vault.reports.access("bob")
+        vault.backups.create("vault.backup")
     with pytest.raises(Locked):  # served now (an admin's, tests/server/test_grants_write_https.py): a session first
         vault.clients.add("new", "New Ltd")
     with pytest.raises(Locked):  # served since session 13 (tests/server/test_invite_write_https.py)

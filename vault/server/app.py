@@ -48,6 +48,7 @@ from vault.authority.serverjournal import ServerSeal
 from vault.crypto.serverkey import SigningKeys
 from vault.errors import InvalidInput, NotFound, StoreUnavailable, Unauthenticated, VaultError
 from vault.server import problems
+from vault.server.access_routes import AccessRoutes
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
@@ -138,6 +139,7 @@ def build_app(
         operations = default_operations(checkouts, reads, engineers, secrets, secret_reads, clients, confirmations)
         grant_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's grant and revoke
         PassphraseRoutes(store, checks, checkouts.seal, now).add_to(operations)  # an engineer's own key record
+        AccessRoutes(store, checks, checkouts.seal, now, layer).add_to(operations)  # report access / at-risk
         SignerRoutes(store, checks).add_to(operations)  # the chain's signers, for a machine with no database
         ChainRoutes(store, checks).add_to(operations)  # the whole chain, for an admin's audit verify
         policy_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's policy set

@@ -17,7 +17,7 @@ request (signer, route, caller, action) as it does a checkout's.
 
 The other reads that append an event are served by ``secret_read_routes.py``
 (``secrets.show``/``history``/``list``) and ``client_routes.py`` (``clients.show``/``list``);
-``report access``/``at-risk`` are not served yet.
+``report access``/``at-risk`` by ``access_routes.py``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ through the server is the value the keyholder gets in-process:
 * ``audit.log`` and ``audit.export``: one page per request, the page request carrying the
   stream's cursor (``after``, ``until``); an engineer reads only their own events
   (``AuditAuthority``). ``report access`` pages (action ``report-access``) are refused here:
-  the report appends its own event before it streams, which the server does not do yet;
+  an admin's report reads the reveals as its log and compares on ``reports.access``
+  (``access_routes.py``), which appends the report's events;
 * ``audit.head``: the chain's head (any signed engineer), or a checkpoint's (the caller's);
 * ``policies.get`` (an admin, or an engineer holding a live grant for the client: else 404,
   as in-process) and ``policies.unsigned`` (an admin's) (``PolicyAuthority.read``);

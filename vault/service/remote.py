@@ -64,6 +64,7 @@ from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
+from vault.service.remote_reports import RemoteReports
 from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
@@ -258,6 +259,7 @@ class RemoteEngineers(_Noun):
         validation.engineer_name(name)
         self.keys.me()
         return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
@@ -371,6 +373,7 @@ class RemoteVault:
         writes = RemotePolicyWrites(keys, self.https, clock, learned, ClientSlugs(self.checkouts.keyholder))
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
+        self.reports = RemoteReports(keys, self.https, self.clients.keyholder, self.audit, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)

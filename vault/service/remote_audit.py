@@ -321,11 +321,7 @@ class RemoteAudit(_Noun):
             engineer_id = me.engineer_id
         since_us = us(since) if since is not None else None
         query = EventQuery(LOG, Caller(me.engineer_id, me.key_generation), client_id, engineer_id, since_us)
-        if admin:
-            found = AdminContexts(self.keys, self.by_id, self.receipts)  # learned afresh for each stream
-            reader = _Entries(self.signers, found.get, found.purged)
-        else:
-            reader = _Entries(self.signers, self._live_context())
+        reader = self.admin_entries() if admin else _Entries(self.signers, self._live_context())  # afresh per stream
         pages = self.keyholder.pages(query, limit)
         while True:
             with reported(self.https):
@@ -333,6 +329,12 @@ class RemoteAudit(_Noun):
             if events is None:
                 return
             yield from [reader.entry(e) for e in events]
+
+    def admin_entries(self) -> _Entries:
+        """The entries of an admin's stream: every client named by its slug, learned afresh
+        (``AdminContexts``), the purged by their receipts."""
+        found = AdminContexts(self.keys, self.by_id, self.receipts)
+        return _Entries(self.signers, found.get, found.purged)
 
     def _live_context(self) -> Callable[[int], LearnedContext | None]:
         """A client's verified context by id, among the clients of the engineer's live grants (read

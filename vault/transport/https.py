@@ -194,6 +194,7 @@ RESPONSE_LIMITS = {
     "keys.rewrap_draft": 1024 * 1024,
     "audit.chain": 4 * 1024 * 1024,  # a page of the whole chain, as of the log (service/remote_chain.py)
     "audit.points": 1024 * 1024,
+    "reports.access": 16 * 1024 * 1024,  # a page of reveals' versions (service/remote_reports.py)
     "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
 }  # fmt: skip
 RETRIES = 2

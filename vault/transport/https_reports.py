@@ -12,6 +12,7 @@ server, on a layered vault, each appends one naming the versions whose data keys
 
 from __future__ import annotations
 
+from vault.authority.access_report_values import AccessAnswer, AccessReportRequest
 from vault.authority.report_requests import ReportRequest, ReportRows
 from vault.transport.https_calls import Calls, answer_of
 
@@ -30,3 +31,7 @@ class HttpsReportTransport:
 
     def stale(self, request: ReportRequest) -> ReportRows:
         return answer_of(self.https, "reports.stale", request, ReportRows)
+
+    def access(self, request: AccessReportRequest) -> AccessAnswer:
+        """``reports.access``: a report's start, or a page of reveals' versions (server/access_routes.py)."""
+        return answer_of(self.https, "reports.access", request, AccessAnswer)

@@ -58,6 +58,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.confirm": frozenset({"engineer-confirm"}),
     "reports.status": frozenset({"report-status"}),  # on a layered vault: the versions it releases
     "reports.stale": frozenset({"report-stale"}),
+    "reports.access": frozenset({"report-access", "report-at-risk"}),  # server/access_routes.py
     # an admin's grant and revoke through the server (server/grant_routes.py)
     "grants.grant": frozenset({"grant"}),
     "grants.revoke": frozenset({"revoke"}),

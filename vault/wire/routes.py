@@ -33,6 +33,7 @@ clients), ``secrets.list_page`` (``SecretListPage``: one bounded page after a cu
 
 from __future__ import annotations
 
+from vault.authority import access_report_values as ar
 from vault.authority import audit_requests as a
 from vault.authority import audit_signers as au
 from vault.authority import audit_verify_requests as av
@@ -82,6 +83,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("grants.list", g.GrantListRequest, g.GrantListRows),
     ("reports.status", r.ReportRequest, r.ReportRows),
     ("reports.stale", r.ReportRequest, r.ReportRows),
+    ("reports.access", ar.AccessReportRequest, ar.AccessAnswer),  # server/access_routes.py
     ("keys.list", kr.ListRequest, k.RotationList),
     ("keys.versions", kr.VersionsRequest, k.KeyVersionList),
     ("audit.log", a.PageRequest, a.EventPage),
