@@ -90,6 +90,7 @@ class AppContext:
     server: str | None = None
     server_key: Path | None = None  # on the server's host: an admin's work recorded in format 3
     passphrase_file: Path | None = None
+    key_file: Path | None = None  # a service identity's key file (vault/service/servicekeys.py)
     trust_new_vault: bool = False
     _vaults: list[Vault] = field(default_factory=list)
 
@@ -211,6 +212,8 @@ class AppContext:
 
     def session_vault(self) -> Vault:
         """A Vault acting as the selected engineer, unlocked or ready to use a session."""
+        if self.key_file is not None:
+            return self._service_vault(self.key_file)
         if self.passphrase_file is None:
             name = self.engineer()
             path = self._agent_path(name)
@@ -230,6 +233,30 @@ class AppContext:
             name, read_passphrase_file(self.passphrase_file), remember=False, org_memory=config.OrgKeyMemory()
         )
         return vault
+
+    def _service_vault(self, key_file: Path) -> Vault:
+        """The service identity of ``key_file`` through its team server, unlocked for this command
+        alone (no keyring, no agent, nothing kept)."""
+        from vault.service.remote import RemoteVault
+        from vault.service.serverpins import ServerPins
+        from vault.service.servicekeys import ServiceKeyFile
+        from vault.service.sessions import MemorySessionStore
+
+        if self.db:
+            raise InvalidInput(
+                "a key file acts through a team server, not --db", hint="drop --db, or give --server URL"
+            )
+        found = ServiceKeyFile.load(key_file)
+        if self.passphrase_file is not None or (self.as_engineer and self.as_engineer != found.record.name):
+            raise InvalidInput(
+                "give --key-file alone: it names its service identity and needs no passphrase",
+                hint="drop --as and --passphrase-file",
+            )
+        server = self.server_url() or found.server
+        vault = RemoteVault(ServerPins.load().get(server), engineer=found.record.name, sessions=MemorySessionStore())
+        self._vaults.append(cast("Vault", vault))
+        vault.engineers.unlock_key_file(key_file)
+        return cast("Vault", vault)
 
     def _keyring_session_vault(self, name: str | None) -> Vault:
         from vault.service.sessions import KeyringSessionStore
@@ -281,7 +308,7 @@ class AppContext:
         runs the same audited ``Vault.checkout``; its errors are raised here as they are.
         """
         name = self.engineer()
-        if self.passphrase_file is not None or not name:
+        if self.passphrase_file is not None or self.key_file is not None or not name:
             return None
         from vault.service import agentclient
         from vault.service.records import Revealed

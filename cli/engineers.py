@@ -128,6 +128,12 @@ def engineer() -> None:
     "--admin", "make_admin", is_flag=True, help="Invite as an admin (can read every client and manage engineers)."
 )
 @click.option(
+    "--service",
+    "make_service",
+    is_flag=True,
+    help="Invite a service identity (an RMM script, a CI job): enrolled with a key file, never an admin.",
+)
+@click.option(
     "--valid-for",
     default="72h",
     show_default=True,
@@ -135,17 +141,21 @@ def engineer() -> None:
     help="How long the code can be used, e.g. 24h or 7d.",
 )
 @pass_app
-def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None:
+def invite(app: AppContext, name: str, make_admin: bool, make_service: bool, valid_for: str) -> None:
     """Create a one-time enrolment code for a new engineer (admin only).
 
     \b
     Example:
       credvault engineer invite bob --valid-for 24h
+      credvault engineer invite rmm-nightly --service
     """
     from vault.service.validation import duration
 
+    if make_admin and make_service:
+        raise InvalidInput("a service identity is never an admin", hint="give --admin or --service, not both")
     lifetime = duration(valid_for)
-    code = app.session_vault().engineers.invite(name, role="admin" if make_admin else "engineer", valid_for=lifetime)
+    role = "admin" if make_admin else "service" if make_service else "engineer"
+    code = app.session_vault().engineers.invite(name, role=role, valid_for=lifetime)
     expires = dt.datetime.now(dt.UTC) + lifetime
     click.echo(f"One-time enrolment code for {name} (valid until {when(expires)}):")
     click.echo("")
@@ -153,7 +163,11 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     click.echo("")
     click.echo(f"Give it to {name} in person or over a separate channel. On their own machine they run:")
     server = app.server_url()
-    if server is not None:  # invited through the team server: they enrol through it
+    if make_service:  # a script's identity: its key file, made on the machine that runs it
+        where = server or "URL"
+        click.echo(f"  credvault server trust {where} --ca-file CA")
+        click.echo(f"  credvault --server {where} engineer enroll {name} --key-file FILE")
+    elif server is not None:  # invited through the team server: they enrol through it
         click.echo(f"  credvault server trust {server} --ca-file CA; credvault engineer enroll {name}")
     else:
         click.echo(f"  credvault --db {safe_url(app.db_url())} engineer enroll {name}")
@@ -171,10 +185,22 @@ def invite(app: AppContext, name: str, make_admin: bool, valid_for: str) -> None
     help="Read the enrolment code from PATH (a file only you can read); else it is asked for.",
 )
 @click.option("--code", "code_in_argv", metavar="CODE", hidden=True, help="Refused: the code never goes in argv.")
+@click.option(
+    "--key-file",
+    "service_key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A service identity: write its key file to FILE (created, mode 0600) instead of asking a passphrase.",
+)
 @PASSPHRASE_FILE
 @pass_app
 def enroll(
-    app: AppContext, name: str, code_file: Path | None, code_in_argv: str | None, passphrase_file: Path | None
+    app: AppContext,
+    name: str,
+    code_file: Path | None,
+    code_in_argv: str | None,
+    service_key_file: Path | None,
+    passphrase_file: Path | None,
 ) -> None:
     """Make your keys on this machine with the code an admin gave you.
 
@@ -198,6 +224,9 @@ def enroll(
             hint="run the command without --code and type the code when asked, or pass --code-file PATH",
         )
     server = app.server_url()
+    if service_key_file is not None:
+        _enroll_service(server, name, code_file, service_key_file)
+        return
     if server is not None:
         _enroll_through(app, server, name, code_file, passphrase_file)
         return
@@ -235,6 +264,33 @@ def _enroll_through(
     local.server, local.engineer = pin.url, name
     local.save()
     _enrolled(name, fingerprint)
+
+
+def _enroll_service(server: str | None, name: str, code_file: Path | None, key_file: Path) -> None:
+    """A service identity's enrolment through the team server: its key file, no passphrase."""
+    from vault.service.remote import RemoteVault
+    from vault.service.serverpins import ServerPins
+    from vault.service.servicekeys import ServiceKeyFile
+
+    if server is None:
+        raise InvalidInput(
+            "a service identity enrols through a team server", hint="pass --server URL (pinned with `server trust`)"
+        )
+    pin = ServerPins.load().get(server)
+    ServiceKeyFile.refuse_existing(key_file)  # before the code is typed
+    code = _code(code_file)
+    remote = RemoteVault(pin, engineer=name)
+    try:
+        fingerprint = remote.engineers.enroll_service(name, code, key_file)
+    finally:
+        remote.close()
+    click.echo(f"Enrolled the service identity {name}; its key file is {key_file} (mode 0600). Its fingerprint:")
+    click.echo("")
+    click.echo(f"  {fingerprint}")
+    click.echo("")
+    click.echo(f"Read it to your admin, who runs `credvault engineer confirm {name}` and grants it its clients.")
+    click.echo(f"Then: credvault --server {pin.url} --key-file {key_file} checkout CLIENT/SECRET --reason TEXT --show")
+    click.echo("Whoever can read the key file acts as this identity: keep it like an SSH private key.", err=True)
 
 
 def _enrolled(name: str, fingerprint: str) -> None:

@@ -64,6 +64,13 @@ class CredvaultGroup(click.Group):
     help="Unlock for this one command from the passphrase in PATH, without the OS keyring (automation).",
 )
 @click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CREDVAULT_KEY_FILE",
+    metavar="FILE",
+    help="Act as the service identity whose key file this is, for this one command (scripts; else CREDVAULT_KEY_FILE).",
+)
+@click.option(
     "--trust-new-vault",
     is_flag=True,
     help="Accept a database whose vault this machine has not pinned for its URL (a new or replaced vault).",
@@ -87,6 +94,7 @@ def cli(
     server_key: Path | None,
     as_engineer: str | None,
     passphrase_file: Path | None,
+    key_file: Path | None,
     trust_new_vault: bool,
     insecure_db: bool,
     allow_readable: bool,
@@ -109,6 +117,7 @@ def cli(
         server=server,
         server_key=server_key,
         passphrase_file=passphrase_file,
+        key_file=key_file,
         trust_new_vault=trust_new_vault,
     )
     ctx.obj = app

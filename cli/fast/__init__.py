@@ -17,6 +17,7 @@ Served: ``whoami``, ``status``, ``client list``, ``secret list [CLIENT]``, ``sec
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .parse import Order, parse
@@ -26,7 +27,7 @@ __all__ = ["Order", "main", "parse", "via_agent"]
 
 def main() -> None:
     """Console-script entry point: the agent fast path, else the click CLI."""
-    order = parse(sys.argv[1:])
+    order = None if os.environ.get("CREDVAULT_KEY_FILE") else parse(sys.argv[1:])  # a service: click's
     if order is not None:
         from .serve import serve
 

@@ -248,3 +248,32 @@ def test_an_admins_reports_through_the_server(keyed: Keyed, tmp_path: Path) -> N
     ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
     refused(run("report", "access", "alice"), "not an admin")
     assert keyed.served.admin.audit.verify().ok
+
+
+def test_a_service_identity_from_invitation_to_checkout_by_cli(keyed: Keyed, tmp_path: Path) -> None:
+    """An admin invites a service through the server; the script's machine enrols it with a key file
+    (no passphrase asked), the admin confirms and grants it; then one command with ``--key-file``
+    checks out, with no unlock, no keyring and no agent."""
+    admin_joined(keyed, tmp_path)
+    invited = ok(run("engineer", "invite", "cli-rmm", "--service")).output
+    code = re.search(r"CV1-[A-Z0-9-]+", invited)
+    assert code is not None and "--key-file FILE" in invited
+    refused(run("engineer", "invite", "cli-both", "--service", "--admin"), "never an admin")
+    key_file = tmp_path / "rmm.key"
+    enrolled = ok(run("engineer", "enroll", "cli-rmm", "--key-file", str(key_file), input=code.group(0) + "\n"))
+    assert "Passphrase" not in enrolled.output and key_file.stat().st_mode & 0o777 == 0o600
+    fingerprint = re.search(r"\b[0-9a-f]{4}(?: [0-9a-f]{4}){7}\b", enrolled.stdout)
+    assert fingerprint is not None
+    ok(run("engineer", "confirm", "cli-rmm", "--fingerprint", fingerprint.group(0)))
+    ok(run("grant", "cli-rmm", "acme"))
+    ok(run("lock"))
+    shown = ok(run("--key-file", str(key_file), "checkout", "acme/fw01", "--reason", "RMM 4711", "--show")).stdout
+    assert "pw of acme/fw01" in shown
+    ok(run("--key-file", str(key_file), "checkin", "acme/fw01"))
+    with keyed.store.read() as s:
+        row = s.scalars(select(m.Engineer).where(m.Engineer.name == "cli-rmm")).one()
+    assert row.role == "service"
+    assert [e.action for e in events(keyed.served) if e.engineer_id == row.id][-2:] == ["checkout", "checkin"]
+    refused(run("--key-file", str(key_file), "engineer", "invite", "cli-eve"), "not an admin")
+    key_file.chmod(0o644)
+    refused(run("--key-file", str(key_file), "whoami"), "read by other users")

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
-from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, EngineerRow, GrantRow
+from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, ROLE_SERVICE, EngineerRow, GrantRow
 
 INVITE, ENROLL, CONFIRM, LIST = "engineer-invite", "enroll", "engineer-confirm", "engineer-list"
 RELOCK = "passphrase-change"
@@ -26,7 +26,7 @@ ROTATE, REMOVE = "engineer-key-rotate", "engineer-remove"
 UNLOCK, UNLOCK_FAILED, KEY_RECORD = "unlock", "unlock-failed", "key-record"
 PENDING, WHOAMI = "engineer-pending", "whoami"  # reads: no event (they never wrote one)
 INVITED, ENROLLED, DISABLED = "invited", "enrolled", "disabled"
-ROLES = (ROLE_ENGINEER, ROLE_ADMIN)
+ROLES = (ROLE_ENGINEER, ROLE_ADMIN, ROLE_SERVICE)
 
 
 @dataclass(frozen=True)

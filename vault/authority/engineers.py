@@ -167,7 +167,7 @@ class EngineerAuthority:
         caller, name = checked_caller(request.caller), checked_name(request.name)
         pin = checked_bytes("organisation key", request.org_pin, KEY_BYTES)
         if request.role not in ROLES:
-            raise InvalidInput(f"bad role {validation.shown(str(request.role))}", hint="use engineer or admin")
+            raise InvalidInput(f"bad role {validation.shown(str(request.role))}", hint="use engineer, admin or service")
         expires_at = validation.number("invitation expiry", request.expires_at, 1, 2**40)
         with self.store.transaction() as s:
             identity = self.authorise(s, caller, org_pin=pin, admin=True)

@@ -172,7 +172,7 @@ def _checked(caller: object, name: object, role: object, expires_at: object, pin
     from vault import validation
 
     if role not in ROLES:
-        raise InvalidInput(f"bad role {validation.shown(str(role))}", hint="use engineer or admin")
+        raise InvalidInput(f"bad role {validation.shown(str(role))}", hint="use engineer, admin or service")
     assert isinstance(role, str)
     checked = validation.number("invitation expiry", expires_at, 1, 2**40)
     return checked_caller(caller), checked_name(name), role, checked, checked_bytes("organisation key", pin, KEY_BYTES)

@@ -25,7 +25,7 @@ import builtins
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from vault.authority.engineer_requests import Identity
+from vault.authority.engineer_requests import ROLES, Identity
 from vault.crypto import keyrecord, signing
 from vault.errors import InvalidInput, UntrustedRecord
 from vault.keyholder.engineers import EngineerKeyholder
@@ -33,7 +33,7 @@ from vault.keyholder.setup import SetupKeyholder
 from vault.keyholder.unlocking import Unlocking
 from vault.service import engineerparts, setupparts, validation
 from vault.service.config import OrgKeyMemory
-from vault.service.core import ROLE_ADMIN, ROLE_ENGINEER, check_share_policy
+from vault.service.core import ROLE_ENGINEER, check_share_policy
 from vault.service.offboarding import INVITE_TTL, Offboarding
 from vault.service.records import EngineerInfo, InitResult, PendingConfirmation, SessionInfo
 from vault.service.sessions import DEFAULT_TTL, UnlockedSession
@@ -114,8 +114,8 @@ class Engineers(Offboarding):
     def invite(self, name: str, *, role: str = ROLE_ENGINEER, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """Create (or renew) an invitation; returns the one-time enrolment code."""
         validation.engineer_name(name)
-        if role not in (ROLE_ENGINEER, ROLE_ADMIN):
-            raise InvalidInput(f"bad role {validation.shown(role)}", hint="use engineer or admin")
+        if role not in ROLES:
+            raise InvalidInput(f"bad role {validation.shown(role)}", hint="use engineer, admin or service")
         return self._engineer_keyholder().invite(name, role, valid_for)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +44,7 @@ from vault.authority.requests import BREAK, CHECKIN, Caller
 from vault.crypto import keyrecord
 from vault.errors import (
     AccessDenied,
+    ConfigurationError,
     GrantExpired,
     InvalidInput,
     NotFound,
@@ -69,8 +71,9 @@ from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
+from vault.service.servicekeys import ServiceKeyFile, new_token
 from vault.service.sessions import DEFAULT_TTL, MemorySessionStore, SessionStore, UnlockedSession
-from vault.storage.rows import ROLE_ENGINEER
+from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, ROLE_SERVICE
 from vault.transport.https import HttpsTransport
 from vault.transport.https_checkouts import HttpsCheckoutTransport
 from vault.transport.https_enrolment import enroll_over_https
@@ -178,16 +181,33 @@ class RemoteEngineers(_Noun):
     def enroll(self, name: str, code: str, passphrase: str) -> str:
         """As ``Vault.engineers.enroll``, through the server (``enroll_over_https``: the key record made
         here and kept on this machine, ``keys/<vault>/<name>.json``); the fingerprint to read to an admin."""
+        record, fingerprint = self._enrolled(name, code, passphrase, self.kdf_params, (ROLE_ENGINEER, ROLE_ADMIN))
+        record.save()
+        return fingerprint
+
+    def enroll_service(self, name: str, code: str, key_file: Path) -> str:
+        """A service identity's enrolment (``servicekeys.py``): a fresh token as its passphrase, the key
+        record and the token written to ``key_file`` (created, mode 0600; refused if it exists, before
+        anything is enrolled); only for an invitation an admin signed for the role ``service``."""
+        ServiceKeyFile.refuse_existing(key_file)
+        token = new_token()
+        record, fingerprint = self._enrolled(name, code, token, keyrecord.FLOOR, (ROLE_SERVICE,))
+        ServiceKeyFile(self.pin.url, record, token).save(key_file)
+        return fingerprint
+
+    def _enrolled(
+        self, name: str, code: str, passphrase: str, kdf: keyrecord.Argon2Params | None, roles: tuple[str, ...]
+    ) -> tuple[KeyRecordFile, str]:
         enrolled = enroll_over_https(
             self.pin.url, ca_file=self.pin.ca_file, name=name, code=code, passphrase=passphrase,
-            kdf_params=self.kdf_params, clock=self.clock,
+            kdf_params=kdf, clock=self.clock, roles=roles,
         )  # fmt: skip
         if enrolled.vault_id != self.pin.vault_id:
             raise UntrustedRecord("the server enrolled you in another vault than the one this machine pinned")
-        KeyRecordFile(
+        record = KeyRecordFile(
             enrolled.vault_id, enrolled.engineer_id, enrolled.name, enrolled.key_generation, enrolled.key_record
-        ).save()
-        return enrolled.fingerprint
+        )
+        return record, enrolled.fingerprint
 
     def __repr__(self) -> str:
         return "RemoteEngineers()"
@@ -206,7 +226,23 @@ class RemoteEngineers(_Noun):
         if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
             raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
         validation.engineer_name(name)
-        record = KeyRecordFile.load(self.pin.vault_id, name)
+        return self._unlock(KeyRecordFile.load(self.pin.vault_id, name), passphrase, ttl, remember)
+
+    def unlock_key_file(self, key_file: Path, *, ttl: dt.timedelta = DEFAULT_TTL) -> SessionInfo:
+        """A service identity's session from its key file, for this process only (never kept in a
+        session store): refused if the file names another server or vault than this pin."""
+        found = ServiceKeyFile.load(key_file)
+        if found.server.rstrip("/") != self.pin.url.rstrip("/") or found.record.vault_id != self.pin.vault_id:
+            raise ConfigurationError(
+                f"the key file {key_file} is for another server or vault than {self.pin.url}",
+                hint="pass --server with the URL the service enrolled at",
+            )
+        if not dt.timedelta(seconds=1) <= ttl <= MAX_SESSION_TTL:
+            raise InvalidInput("bad session length", hint="use between 1s and 12h, e.g. --ttl 15m")
+        return self._unlock(found.record, found.token, ttl, False)
+
+    def _unlock(self, record: KeyRecordFile, passphrase: str, ttl: dt.timedelta, remember: bool) -> SessionInfo:
+        name = record.name
         bundle = keyrecord.open_record(
             record.record, passphrase, record.vault_id, record.engineer_id, record.key_generation
         )

@@ -363,7 +363,7 @@ class RemoteInvitations:
         """As ``Vault.engineers.invite``, through the server: the one-time enrolment code, made here."""
         validation.engineer_name(name)
         if role not in ROLES:
-            raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer or admin")
+            raise InvalidInput(f"bad role {checks.shown(role)}", hint="use engineer, admin or service")
         self.keys.me()
         return self.keyholder.invite(name, role, valid_for)
 

@@ -280,6 +280,7 @@ MOVE_HEAD = Prepared(update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("ne
 
 ROLE_ADMIN = "admin"
 ROLE_ENGINEER = "engineer"
+ROLE_SERVICE = "service"  # a script's identity (RMM, CI): never an admin (vault/service/servicekeys.py)
 ACTIVE = "active"
 # NIST SP 800-38D bounds random 96-bit nonces to 2^32 encryptions per key; stop well short.
 ENCRYPTION_LIMIT = 2**32 - 2**24

@@ -34,8 +34,9 @@ from vault.authority.enrolment_proof import invite_keyid, sign_proof
 from vault.authority.requests import Caller
 from vault.crypto import keyrecord, signing
 from vault.crypto.signing import SigningKey
-from vault.errors import ConfigurationError, UntrustedRecord
+from vault.errors import ConfigurationError, InvalidInput, UntrustedRecord
 from vault.keyholder.enrolment import enrolment_keys
+from vault.storage.rows import ROLE_SERVICE
 from vault.transport.https import HttpsTransport
 from vault.transport.https_calls import answer_of
 
@@ -103,12 +104,15 @@ def enroll_over_https(
     kdf_params: keyrecord.Argon2Params | None = None,
     transport: httpx.BaseTransport | None = None,
     clock: Callable[[], dt.datetime] | None = None,
+    roles: tuple[str, ...] | None = None,
 ) -> EnrolledRecord:
     """Enrol ``name`` with the enrolment ``code`` at the team server ``url`` (module docstring).
     ``ca_file``: the pinned CA (or the server's own certificate); ``transport``: an httpx
     transport for tests (as ``HttpsTransport``'s); ``clock``: the time the requests are signed at and
     the key record made (a ``RemoteVault``'s, which signs every other request on it; the wall clock
-    by default)."""
+    by default); ``roles``: the roles this enrolment is for (a service identity's key file is made only
+    for a ``service`` invitation, an engineer's passphrase-locked record never for one), checked on the
+    admin-signed invitation before anything is committed."""
     now_of = clock or (lambda: dt.datetime.now(dt.UTC))
     secret, org_fingerprint = signing.parse_enrolment_code(code)
     keyrecord.normalise_passphrase(passphrase)
@@ -122,6 +126,12 @@ def enroll_over_https(
         now = now_of()
         params = kdf_params or keyrecord.DEFAULT_PARAMS
         made, seed = enrolment_keys(draft, name, org_fingerprint, passphrase, secret, now, params)
+        if roles is not None and draft.engineer.role not in roles:  # the role the admin signed (verified above)
+            how = "with --key-file FILE" if draft.engineer.role == ROLE_SERVICE else "without --key-file"
+            raise InvalidInput(
+                f"this invitation is for the role {draft.engineer.role!r}: enrol it {how}",
+                hint="a service identity (role service) enrols with a key file; an engineer or admin with a passphrase",
+            )
         row = draft.engineer
         proof = sign_proof(secret, draft.vault_id, row.id, row.name, made)
         commit = EnrollCommit(Caller(row.id, made.key_generation), row.name, org_fingerprint, made, proof)
