@@ -19,7 +19,7 @@ from served import ServedTeam, ServedVault
 from sqlalchemy import select, update
 
 from vault import Vault
-from vault.errors import AccessDenied, ConfigurationError, InvalidInput, UntrustedRecord, Unauthenticated
+from vault.errors import AccessDenied, ConfigurationError, InvalidInput, Unauthenticated, UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -79,7 +79,8 @@ def test_a_service_checks_out_with_its_key_file_and_no_passphrase(services: Serv
     key_file = enrolled(services)
     assert key_file.stat().st_mode & 0o777 == 0o600
     document = json.loads(key_file.read_text(encoding="utf-8"))
-    assert (document["type"], document["name"], document["server"]) == ("credvault-service-key", "rmm", services.team.pin.url)
+    expected = ("credvault-service-key", "rmm", services.team.pin.url)
+    assert (document["type"], document["name"], document["server"]) == expected
     row = _row(services.url, "rmm")
     assert (row.role, row.status) == ("service", "active") and row.certificate is not None
     vault = unlocked(services, key_file)
