@@ -164,4 +164,18 @@ def certify(app: AppContext, path: Path, recover: bool) -> None:
     say(f"Certified server key version {row.version}: {fingerprint(row.signing_public)}.")
 
 
+@server.command("openapi")
+def openapi() -> None:
+    """Print the team server's API as an OpenAPI 3.1 document (JSON), made from the wire codec's schemas.
+
+    \b
+    Example:
+      credvault server openapi > openapi.json
+    """
+    from vault import __version__
+    from vault.wire import openapi as document
+
+    click.echo(document.dumps(__version__), nl=False)
+
+
 COMMANDS = [server]

@@ -15,12 +15,11 @@ import inspect
 import json
 import pkgutil
 import random
-import typing
 from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from wire_values import strategy
 
 import vault.authority
 from vault.authority.requests import (
@@ -166,40 +165,13 @@ def test_every_request_and_row_value_compiles_but_the_backup_rows() -> None:
     assert len(_value_classes()) > 100
 
 
-_DATETIMES = st.datetimes(
-    min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30), timezones=st.sampled_from([UTC, None])
-).map(lambda t: t if t.tzinfo else t.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))))
-
-
-def _strategy(tp: Any) -> st.SearchStrategy[Any]:
-    scalars: dict[Any, st.SearchStrategy[Any]] = {
-        int: st.integers(-(2**63) + 1, 2**63 - 1),
-        bool: st.booleans(),
-        str: st.text(max_size=8),
-        bytes: st.binary(max_size=12),
-        dt.datetime: _DATETIMES,
-    }
-    if tp in scalars:
-        return scalars[tp]
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return st.lists(_strategy(args[0]), max_size=2).map(tuple)
-        return st.tuples(*(_strategy(a) for a in args))
-    if args and type(None) in args:
-        return st.none() | _strategy(next(a for a in args if a is not type(None)))
-    hints = typing.get_type_hints(tp)
-    names = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else list(tp._fields)
-    return st.builds(tp, **{name: _strategy(hints[name]) for name in names})
-
-
 ROUND_TRIPPED = sorted({*(c for c in _value_classes() if _compiles(c))}, key=lambda c: c.__qualname__)
 
 
 @pytest.mark.parametrize("cls", ROUND_TRIPPED, ids=lambda c: c.__qualname__)
 def test_every_value_round_trips_and_encodes_once(cls: type[Any]) -> None:
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(_strategy(cls))
+    @given(strategy(cls))
     def check(value: Any) -> None:
         data = encode(value)
         back = decode(data, cls, max_bytes=1 << 20)

@@ -84,7 +84,7 @@ class _Pairs(list[tuple[str, object]]):
 # -- the schema: one node per field type ----------------------------------------------------------
 
 
-class _Node:
+class Node:
     """How one type is written and read."""
 
     def dump(self, value: object) -> object:
@@ -106,7 +106,7 @@ def _utf8(text: Any) -> None:
         raise _Refused("a string that is not valid UTF-8 (a lone surrogate)") from None
 
 
-class _Scalar(_Node):
+class ScalarNode(Node):
     """``int``, ``bool`` or ``str``: that exact type (a bool is not an int), then ``check``."""
 
     def __init__(self, kind: type[Any], word: str, check: typing.Callable[[Any], None] | None = None) -> None:
@@ -126,13 +126,13 @@ class _Scalar(_Node):
 
 
 _INT, _STR, _BOOL = (
-    _Scalar(int, "an integer", _in_range),
-    _Scalar(str, "a string", _utf8),
-    _Scalar(bool, "true or false"),
+    ScalarNode(int, "an integer", _in_range),
+    ScalarNode(str, "a string", _utf8),
+    ScalarNode(bool, "true or false"),
 )
 
 
-class _Bytes(_Node):
+class BytesNode(Node):
     def dump(self, value: object) -> object:
         if not isinstance(value, bytes):
             raise TypeError(f"expected bytes, got {type(value).__name__}")
@@ -149,7 +149,7 @@ class _Bytes(_Node):
         return decoded
 
 
-class _Time(_Node):
+class TimeNode(Node):
     def dump(self, value: object) -> object:
         if not isinstance(value, dt.datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
@@ -169,8 +169,8 @@ class _Time(_Node):
             raise _Refused("a time out of range") from None
 
 
-class _Optional(_Node):
-    def __init__(self, inner: _Node) -> None:
+class OptionalNode(Node):
+    def __init__(self, inner: Node) -> None:
         self.inner = inner
 
     def dump(self, value: object) -> object:
@@ -180,13 +180,13 @@ class _Optional(_Node):
         return None if raw is None else self.inner.load(raw)
 
 
-class _Array(_Node):
+class ArrayNode(Node):
     """``tuple[X, ...]`` (``items`` None), or ``tuple[X, Y]``: an array of exactly those items."""
 
-    def __init__(self, item: _Node, items: tuple[_Node, ...] | None = None) -> None:
+    def __init__(self, item: Node, items: tuple[Node, ...] | None = None) -> None:
         self.item, self.items = item, items
 
-    def _nodes(self, n: int) -> typing.Iterable[_Node]:
+    def _nodes(self, n: int) -> typing.Iterable[Node]:
         return itertools.repeat(self.item, n) if self.items is None else self.items
 
     def dump(self, value: object) -> object:
@@ -211,12 +211,12 @@ class _Array(_Node):
         return out
 
 
-class _Record(_Node):
+class RecordNode(Node):
     """A frozen dataclass or a ``NamedTuple``: an object with exactly its fields."""
 
     def __init__(self, cls: type[Any]) -> None:
         self.cls = cls
-        self.fields: dict[str, _Node] = {}
+        self.fields: dict[str, Node] = {}
 
     def dump(self, value: object) -> object:
         if type(value) is not self.cls:
@@ -251,15 +251,15 @@ class _Record(_Node):
         return self.cls(**values)
 
 
-_SCALARS: dict[object, _Node] = {int: _INT, bool: _BOOL, str: _STR, bytes: _Bytes(), dt.datetime: _Time()}
-_compiled: dict[type[Any], _Record] = {}
+_SCALARS: dict[object, Node] = {int: _INT, bool: _BOOL, str: _STR, bytes: BytesNode(), dt.datetime: TimeNode()}
+_compiled: dict[type[Any], RecordNode] = {}
 
 
 def _is_value(tp: object) -> bool:
     return isinstance(tp, type) and (dataclasses.is_dataclass(tp) or (issubclass(tp, tuple) and hasattr(tp, "_fields")))
 
 
-def _node(tp: object, where: str, building: set[type[Any]]) -> _Node:
+def _node(tp: object, where: str, building: set[type[Any]]) -> Node:
     scalar = _SCALARS.get(tp)
     if scalar is not None:
         return scalar
@@ -267,20 +267,20 @@ def _node(tp: object, where: str, building: set[type[Any]]) -> _Node:
     if origin in (typing.Union, types.UnionType):
         others = [arg for arg in args if arg is not type(None)]
         if len(args) == 2 and len(others) == 1:
-            return _Optional(_node(others[0], where, building))
+            return OptionalNode(_node(others[0], where, building))
         raise TypeError(f"{where}: the codec knows only `X | None` of unions, not {tp!r}")
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return _Array(_node(args[0], f"{where}[]", building))
+            return ArrayNode(_node(args[0], f"{where}[]", building))
         if args and Ellipsis not in args:
             items = tuple(_node(arg, f"{where}[{i}]", building) for i, arg in enumerate(args))
-            return _Array(items[0], items)
+            return ArrayNode(items[0], items)
     if _is_value(tp):
         return _record(typing.cast(type[Any], tp), building)
     raise TypeError(f"{where}: the codec does not know the type {tp!r}")
 
 
-def _record(cls: type[Any], building: set[type[Any]]) -> _Record:
+def _record(cls: type[Any], building: set[type[Any]]) -> RecordNode:
     known = _compiled.get(cls)
     if known is not None:
         return known
@@ -296,7 +296,7 @@ def _record(cls: type[Any], building: set[type[Any]]) -> _Record:
         else:
             names = list(cls._fields)
         hints = typing.get_type_hints(cls)
-        record = _Record(cls)
+        record = RecordNode(cls)
         record.fields = {name: _node(hints[name], f"{cls.__qualname__}.{name}", building) for name in sorted(names)}
     finally:
         building.discard(cls)
@@ -304,15 +304,15 @@ def _record(cls: type[Any], building: set[type[Any]]) -> _Record:
     return record
 
 
-def _depth(node: _Node) -> int:
-    if isinstance(node, _Optional):
+def _depth(node: Node) -> int:
+    if isinstance(node, OptionalNode):
         return _depth(node.inner)
-    if isinstance(node, _Array):
+    if isinstance(node, ArrayNode):
         return 1 + max(_depth(item) for item in node.items or (node.item,))
-    return 1 + max(map(_depth, node.fields.values()), default=0) if isinstance(node, _Record) else 0
+    return 1 + max(map(_depth, node.fields.values()), default=0) if isinstance(node, RecordNode) else 0
 
 
-def compile_value(cls: type[Any]) -> _Node:
+def compile_value(cls: type[Any]) -> Node:
     """Read a value's schema now: a ``TypeError`` names the first field the codec cannot write."""
     if not _is_value(cls):
         raise TypeError(f"{cls!r} is not a dataclass or a NamedTuple")
@@ -396,10 +396,10 @@ class Envelope(NamedTuple):
         return f"Envelope(type={self.type!r}, v={self.v})"
 
 
-class _Exact(_Node):
+class _Exact(Node):
     """A field that must hold one value (the route's operation, the wire version)."""
 
-    def __init__(self, node: _Node, expected: object, refusal: str) -> None:
+    def __init__(self, node: Node, expected: object, refusal: str) -> None:
         self.node, self.expected, self.refusal = node, expected, refusal
 
     def dump(self, value: object) -> object:
@@ -411,7 +411,7 @@ class _Exact(_Node):
         return self.expected
 
 
-class _RequestId(_Bytes):
+class _RequestId(BytesNode):
     def load(self, raw: object) -> object:
         if len(typing.cast(bytes, decoded := super().load(raw))) != REQUEST_ID_BYTES:
             raise _Refused(f"not {REQUEST_ID_BYTES} bytes")
@@ -437,13 +437,13 @@ class Registry:
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._classes))
 
-    def _schema(self, name: str) -> _Record:
+    def _schema(self, name: str) -> RecordNode:
         """The envelope of operation ``name``: its fields checked in this order, the body last."""
         try:
             body = _record(self._classes[name], set())
         except KeyError:
             raise InvalidInput("envelope.type: not a registered operation") from None
-        schema = _Record(Envelope)
+        schema = RecordNode(Envelope)
         schema.fields = {
             "type": _Exact(_STR, name, "not the operation of this route"),
             "v": _Exact(_INT, WIRE_VERSION, f"not wire version {WIRE_VERSION}"),
