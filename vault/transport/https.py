@@ -190,6 +190,9 @@ RESPONSE_LIMITS = {
     "audit.signers": 8 * 1024 * 1024,
     # a rotation's draft (every grant event of the client), its basis and a page of data keys
     "keys.start_draft": 8 * 1024 * 1024,
+    # a root rotation's draft (the roster: every certificate) and a page of clients with their key versions
+    "keys.root_draft": 8 * 1024 * 1024,
+    "keys.root_page": 4 * 1024 * 1024,
     "keys.open": 1024 * 1024,
     "keys.rewrap_draft": 1024 * 1024,
     "audit.chain": 4 * 1024 * 1024,  # a page of the whole chain, as of the log (service/remote_chain.py)
