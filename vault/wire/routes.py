@@ -56,10 +56,10 @@ from vault.authority import rekey_draft_values as rk
 from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
 from vault.authority import requests as v
-from vault.authority import rotation_draft_values as kd
-from vault.authority import rotation_reads as k
 from vault.authority import root_draft_values as rd
 from vault.authority import root_rotation_requests as rr
+from vault.authority import rotation_draft_values as kd
+from vault.authority import rotation_reads as k
 from vault.authority import rotation_requests as kr
 from vault.authority import secret_draft_requests as sd
 from vault.authority import secret_requests as sr
