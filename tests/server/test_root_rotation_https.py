@@ -182,6 +182,33 @@ def _left_out(honest: Made) -> RootCommit:
     return honest.commit(plan=dataclasses.replace(honest.plan, certificates=kept))
 
 
+def _forged_key_certificate(honest: Made) -> RootCommit:
+    """A key generation's certificate made by another key (an old generation's signature no longer checks)."""
+    forger = signing.SigningKey.generate()
+    keys = tuple((e, g, forger.sign(LABEL_SIG_ENGINEER, b"x")) for e, g, _c in honest.plan.key_certificates)
+    return honest.commit(plan=dataclasses.replace(honest.plan, key_certificates=keys))
+
+
+def _forged_server_certificate(honest: Made) -> RootCommit:
+    """The server key certified by another key than the new organisation key."""
+    forger = signing.SigningKey.generate()
+    servers = tuple((v, forger.sign(LABEL_SIG_ENGINEER, b"x")) for v, _c in honest.plan.server_certificates)
+    return honest.commit(plan=dataclasses.replace(honest.plan, server_certificates=servers))
+
+
+def _sealed_to_an_engineer(honest: Made) -> RootCommit:
+    """The new bundle sealed to an engineer who is not an admin as well."""
+    bob = next(row.id for row in honest.drafted.draft.engineers if row.name == "bob")
+    seals = (*honest.plan.root_seals, (bob, honest.plan.root_seals[0][1]))
+    return honest.commit(plan=dataclasses.replace(honest.plan, root_seals=seals))
+
+
+def _forged_share_policy(honest: Made) -> RootCommit:
+    """A recovery-share policy the new organisation key did not sign."""
+    forger = signing.SigningKey.generate()
+    return honest.commit(plan=dataclasses.replace(honest.plan, share_policy=(2, 3, forger.sign(b"credvault/x"))))
+
+
 def _forged_org_key(honest: Made) -> RootCommit:
     """A new organisation key whose link no old organisation key signed."""
     forger = signing.SigningKey.generate()
@@ -213,6 +240,10 @@ def _page_added(honest: Made) -> RootCommit:
 ATTACKS: list[tuple[Callable[[Made], RootCommit], type[VaultError], str]] = [
     (_forged_certificate, AccessDenied, "not made for the rows drafted"),
     (_left_out, AccessDenied, "not made for the rows drafted"),
+    (_forged_key_certificate, AccessDenied, "not made for the rows drafted"),
+    (_forged_server_certificate, AccessDenied, "not made for the rows drafted"),
+    (_sealed_to_an_engineer, AccessDenied, "not made for the rows drafted"),
+    (_forged_share_policy, AccessDenied, "not made for the rows drafted"),
     (_forged_org_key, IntegrityError, "organisation key"),
     (_row_left_out, AccessDenied, "not the rows of the page"),
     (_row_added, AccessDenied, "not the rows of the page"),
@@ -227,6 +258,7 @@ def test_a_commit_that_is_not_what_was_drafted_writes_nothing(rooting: Rooting, 
     tamper, error, message = attack
     honest = made(admin, team.clock)
     assert len(honest.pages) == 1 and len(honest.pages[0][1].seals) == 2
+    assert honest.plan.key_certificates and honest.plan.server_certificates  # rows the attacks change
     before = state(team)
     with pytest.raises(error, match=message):
         admin.https.call("keys.rotate_root", tamper(honest))
