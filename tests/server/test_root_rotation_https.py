@@ -266,16 +266,19 @@ def test_a_commit_that_is_not_what_was_drafted_writes_nothing(rooting: Rooting, 
     assert isinstance(admin.https.call("keys.rotate_root", honest.commit()), RootRotated)  # the honest one commits
 
 
-@pytest.mark.parametrize("change", ["draft", "page"])
+@pytest.mark.parametrize("change", ["draft", "page", "client"])
 def test_a_draft_changed_before_the_commit_is_409_and_writes_nothing(rooting: Rooting, change: str) -> None:
-    """A DBA's change between the drafts and the commit that leaves every row's id as it was: the
-    vault backup key's sealed copy (in the plan's draft) or a client key's state (in a page)."""
+    """A change between the drafts and the commit: a DBA's that leaves every row's id as it was (the
+    vault backup key's sealed copy in the plan's draft, a client key's state in a page), or a client
+    added on the host."""
     team, admin = rooting.team, rooting.admin
     honest = made(admin, team.clock)
+    if change == "client":
+        team.admin.clients.add("initech", "Initech")
     with team.server_store.transaction() as s:
         if change == "draft":
             s.execute(update(m.VaultInfo).values(backup_key_seal=b"\x01" * 90))
-        else:
+        elif change == "page":
             s.execute(update(m.ClientKey).where(m.ClientKey.version == 1).values(state="retired"))
     before = state(team)
     with pytest.raises(ConcurrentChange, match="stale"):
