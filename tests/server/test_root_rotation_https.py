@@ -38,7 +38,7 @@ from vault.authority.root_draft_values import (
 from vault.authority.root_rotation_requests import Resealed, RootPlan, RootRotated, RootRotateRequest
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
-from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, VaultError
+from vault.errors import AccessDenied, ConcurrentChange, VaultError
 from vault.keyholder.root_rotation import _Rotation
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
@@ -244,7 +244,7 @@ ATTACKS: list[tuple[Callable[[Made], RootCommit], type[VaultError], str]] = [
     (_forged_server_certificate, AccessDenied, "not made for the rows drafted"),
     (_sealed_to_an_engineer, AccessDenied, "not made for the rows drafted"),
     (_forged_share_policy, AccessDenied, "not made for the rows drafted"),
-    (_forged_org_key, IntegrityError, "organisation key"),
+    (_forged_org_key, AccessDenied, "not made for the rows drafted"),
     (_row_left_out, AccessDenied, "not the rows of the page"),
     (_row_added, AccessDenied, "not the rows of the page"),
     (_page_left_out, ConcurrentChange, "stale"),

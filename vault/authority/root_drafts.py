@@ -17,10 +17,10 @@ keyholder's hands are:
   is handed to the authority, everything in it that can be checked with public keys is
   (``verified_plan``, 403 ``NOT_MADE``): the certificates, key-generation certificates and server-key
   certificates re-issued under the new organisation key for exactly the rows drafted, the new bundle
-  sealed to exactly the drafted active admins, the share policy signed by the new key; the chain link
-  under the old organisation key is the authority's own check. Each page's answer must name exactly
-  its rows (a copy or a refusal for each version handed out, a slug tag for each client: 403
-  ``OTHER_ROWS``). The authority's checks then run as in-process, and the event is format 3 (the
+  sealed to exactly the drafted active admins, the share policy signed by the new key, the new key
+  linked under the old organisation key (the authority checks the link again). Each page's answer must
+  name exactly its rows (a copy or a refusal for each version handed out, a slug tag for each client:
+  403 ``OTHER_ROWS``). The authority's checks then run as in-process, and the event is format 3 (the
   caller's signed request kept, the server's signature).
 
 The server's layer is on data keys only (§5); a root rotation re-seals client keys' recovery copies and
@@ -64,7 +64,7 @@ from vault.authority.root_rotation_requests import (
 )
 from vault.authority.serverjournal import ServerJournal
 from vault.crypto import serverkey, signing
-from vault.crypto.labels import LABEL_SIG_ENGINEER, LABEL_SIG_SHARE_POLICY
+from vault.crypto.labels import LABEL_SIG_ENGINEER, LABEL_SIG_ORG_KEY, LABEL_SIG_SHARE_POLICY
 from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, InvalidInput, UntrustedRecord
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -109,11 +109,14 @@ def _exactly(given: list[Any], drafted: set[Any]) -> None:
 
 def verified_plan(draft: RootDraft, plan: RootPlan) -> None:
     """Everything of ``plan`` public keys can check, for exactly the rows of ``draft`` (module
-    docstring); else AccessDenied (``NOT_MADE``). The chain link is the authority's check."""
+    docstring); else AccessDenied (``NOT_MADE``)."""
     vault_id, new = draft.identity.vault_id, plan.org_public
     try:
         if not isinstance(plan, RootPlan) or not isinstance(new, bytes):
             raise UntrustedRecord("no plan")
+        head = draft.head.public  # the new key linked under the old one (the authority checks it again)
+        signing.verify(head, plan.org_signature, LABEL_SIG_ORG_KEY, vault_id, plan.org_version, new, head,
+                       plan.org_signed_at, what="the commit")  # fmt: skip
         engineers = {row.id: row for row in draft.engineers}
         certificates = dict(plan.certificates)
         _exactly([engineer_id for engineer_id, _ in plan.certificates], set(engineers))
