@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from served import ADMIN, ADMIN_PASS, ServedTeam, ServedVault
 from sqlalchemy import func, select, update
@@ -43,6 +45,7 @@ from vault.keyholder.root_rotation import _Rotation
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.service.remote_root import _RootKeys
+from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
 PASSWORDS = {"acme/fw01": "acme fw pw 1", "acme/sw02": "acme sw pw 2", "globex/mail": "globex mail pw"}
@@ -294,3 +297,26 @@ def test_the_same_commit_again_is_refused_and_writes_nothing(rooting: Rooting) -
     with pytest.raises(ConcurrentChange, match="stale"):  # the root it was drafted for is destroyed
         admin.https.call("keys.rotate_root", honest.commit())
     assert state(team) == before
+
+
+class ReadTimeouts(httpx.BaseTransport):
+    """An httpx transport that notes each request's read timeout by its path."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner, self.read = inner, dict[str, float]()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.read[request.url.path] = request.extensions["timeout"]["read"]
+        return self.inner.handle_request(request)
+
+
+def test_the_commit_waits_longer_than_other_requests(rooting: Rooting, served_vault: ServedVault) -> None:
+    """The commit's one unit re-seals every client: its answer is awaited up to 600 s, not the client's 10 s."""
+    team = rooting.team
+    timeouts = ReadTimeouts(httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served_vault.ca.ca_file))))
+    admin = RemoteVault(team.pin, engineer=ADMIN, sessions=MemorySessionStore(), clock=team.clock, transport=timeouts)
+    admin.engineers.unlock(ADMIN, ADMIN_PASS)
+    assert admin.keys.rotate_root().root_version == 2
+    assert timeouts.read["/v1/keys/rotate_root"] == 600.0
+    assert timeouts.read["/v1/keys/root_draft"] == timeouts.read["/v1/keys/root_page"] == 10.0
+    admin.close()

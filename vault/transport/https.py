@@ -145,6 +145,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
+# Operations whose one unit of work may outlast the client's read timeout: a root rotation's commit
+# re-seals every client's key versions in one unit (about 1 ms a client on the suite's machine).
+READ_TIMEOUTS = {"keys.rotate_root": 600.0}
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
 # check-in, break or secrets' commit from its committed events (one event per request id and
 # action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
@@ -272,7 +275,9 @@ class HttpsTransport:
             )
             try:
                 headers = {"Content-Type": JSON, **signed}
-                response = https_wire.send(self.client, self.transport, self._url(path), data, headers)
+                response = https_wire.send(
+                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name)
+                )
                 break
             except httpx.HTTPError as error:
                 if attempt + 1 < attempts:
