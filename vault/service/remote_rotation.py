@@ -72,7 +72,8 @@ class _Lookup:
 
 class RemoteKeyRotation(_Noun):
     """``keys.rotate_client``, ``resume``, ``list`` and ``versions`` through the server (module docstring);
-    the settings (``set_retention``, ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
+    ``rotate_root`` by ``RemoteRootRotation`` (``remote_root.py``); the settings (``set_retention``,
+    ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
 
     def __init__(
         self,
