@@ -11,8 +11,8 @@ recovery key, and ``audit verify`` accepts the chain.
 The attacks are raw requests with valid keys: an engineer asking for the draft, a page or the commit;
 an admin's commit naming another caller; and a commit that is not what was drafted: a certificate
 forged or left out, an organisation key not signed by the old one, a draft or a page changed since
-(409), a page's row left out or added, a page left out or added, the same commit again. Each is
-refused with nothing written.
+(409), a page's row left out or added, a page left out or added, the same commit again (signed anew:
+409; its signed bytes again: 401). Each is refused with nothing written.
 """
 
 from __future__ import annotations
@@ -299,24 +299,33 @@ def test_the_same_commit_again_is_refused_and_writes_nothing(rooting: Rooting) -
     assert state(team) == before
 
 
-class ReadTimeouts(httpx.BaseTransport):
-    """An httpx transport that notes each request's read timeout by its path."""
+class Kept(httpx.BaseTransport):
+    """An httpx transport that keeps each request and notes its read timeout, by path."""
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.inner, self.read = inner, dict[str, float]()
+        self.inner, self.read, self.sent = inner, dict[str, float](), dict[str, httpx.Request]()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.read[request.url.path] = request.extensions["timeout"]["read"]
+        self.sent[request.url.path] = request
         return self.inner.handle_request(request)
 
 
-def test_the_commit_waits_longer_than_other_requests(rooting: Rooting, served_vault: ServedVault) -> None:
-    """The commit's one unit re-seals every client: its answer is awaited up to 600 s, not the client's 10 s."""
+def test_the_commit_is_awaited_longer_and_its_replay_is_refused(rooting: Rooting, served_vault: ServedVault) -> None:
+    """The commit's one unit re-seals every client: its answer is awaited up to 600 s, not the client's
+    10 s. Its signed bytes posted again are refused as replayed (401), nothing written."""
     team = rooting.team
-    timeouts = ReadTimeouts(httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(served_vault.ca.ca_file))))
-    admin = RemoteVault(team.pin, engineer=ADMIN, sessions=MemorySessionStore(), clock=team.clock, transport=timeouts)
+    verify = ssl.create_default_context(cafile=str(served_vault.ca.ca_file))
+    kept = Kept(httpx.HTTPTransport(verify=verify))
+    admin = RemoteVault(team.pin, engineer=ADMIN, sessions=MemorySessionStore(), clock=team.clock, transport=kept)
     admin.engineers.unlock(ADMIN, ADMIN_PASS)
     assert admin.keys.rotate_root().root_version == 2
-    assert timeouts.read["/v1/keys/rotate_root"] == 600.0
-    assert timeouts.read["/v1/keys/root_draft"] == timeouts.read["/v1/keys/root_page"] == 10.0
+    assert kept.read["/v1/keys/rotate_root"] == 600.0
+    assert kept.read["/v1/keys/root_draft"] == kept.read["/v1/keys/root_page"] == 10.0
+    before = state(team)
+    commit = kept.sent["/v1/keys/rotate_root"]
+    with httpx.Client(verify=verify) as client:
+        again = client.post(commit.url, content=commit.content, headers=dict(commit.headers))
+    assert again.status_code == 401 and again.json()["code"] == "replayed"
+    assert state(team) == before
     admin.close()
