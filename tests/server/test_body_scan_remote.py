@@ -109,8 +109,9 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The admin's part from their own machine too (``RemoteVault``, no database): an invitation and
-    its confirmation, a new client, a grant, a client-key rotation and the client's purge; the
-    engineer enrols, adds a secret and checks it out between."""
+    its confirmation, a new client, a grant, a client-key rotation, a root rotation (its recovery
+    shares and both bundles' keys scanned for) and the client's purge; the engineer enrols, adds a
+    secret and checks it out between."""
     if keyed.served.db_url.startswith("postgresql"):
         pytest.skip("the bodies a server sends and receives do not depend on its database (SQLite runs it)")
     monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
@@ -149,15 +150,20 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
     frank.checkouts.checkin("zeta-holdings/vpn-gw")
     keys += [*admin.keyholder.client_keys.values(), *frank.keyholder.client_keys.values()]
+    old_root = admin.keyholder._root  # the bundle the root rotation destroys
+    assert old_root is not None
+    keys += [old_root.recovery.private, old_root.lookup_key]
+    rotated = admin.keys.rotate_root(shares=(2, 3))  # made on the admin's machine; the shares never sent
+    assert len(rotated.shares) == 3
     receipt = admin.purge.client("zeta-holdings", request="DSR-4242")
     assert receipt.request == "DSR-4242"
 
     words = ["zeta-holdings", "Zeta Holdings plc", "vpn-gw", "zeta-holdings/vpn-gw", "pw of zeta vpn", REASON]
-    words += [PASSPHRASE, ADMIN_PASSPHRASE, code, *ADDED.values()]
+    words += [PASSPHRASE, ADMIN_PASSPHRASE, code, *ADDED.values(), *rotated.shares]
     for vault in (admin, frank):
         session = vault.keyholder.me()
         keys += [session.signing_seed, session.sealing_private]
-    recovery = admin.keyholder._root  # the admin's opened root bundle: its recovery key and lookup key
+    recovery = admin.keyholder._root  # the admin's opened root bundle (the new one): its recovery and lookup keys
     assert recovery is not None
     keys += [recovery.recovery.private, recovery.lookup_key]
     assert len(keys) >= 7 and len(seen) >= 2 * 20

@@ -109,7 +109,6 @@ def test_an_admin_rotates_a_client_key_through_the_server(keyed: Keyed, tmp_path
     shown = ok(run("rotate", "client", "excl")).output
     assert "Rotated excl: key version 1 -> 2, 5 data key(s) re-wrapped" in shown
     assert keyed.served.admin.keys.versions("excl") == [(1, "destroyed"), (2, "active")]  # where the database is
-    refused(run("rotate", "root"), "not served")
     assert "Deleted 0 sealed key copy(ies)" in ok(run("maintain")).output  # nothing past its end: no event
     refused(run("rotate", "client", "nobody"), "no client")
     actions = [e.action for e in events(keyed.served)[before:]]
@@ -143,6 +142,8 @@ def test_an_admins_audit_log_and_verify_through_the_server(keyed: Keyed, tmp_pat
     assert memory.verified == head and memory.seen == head
     assert json.loads(ok(run("audit", "verify", "--json")).output)["whole_chain"] is True
     assert len(events(keyed.served)) == before
+
+
 def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     admin_joined(keyed, tmp_path)
     ok(run("secret", "add", "acme/cli-old", "--generate", "--kind", "equipment"))
@@ -191,6 +192,8 @@ def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed
     finally:
         with keyed.store.transaction() as s:
             s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))
+
+
 def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     """``rotate engineer`` (a lost laptop) and ``engineer remove`` with ``--server``: the stored state then
     checked through the library (carol re-invited; bob disabled, his grant revoked, every client re-keyed)."""
@@ -277,3 +280,33 @@ def test_a_service_identity_from_invitation_to_checkout_by_cli(keyed: Keyed, tmp
     refused(run("--key-file", str(key_file), "engineer", "invite", "cli-eve"), "not an admin")
     key_file.chmod(0o644)
     refused(run("--key-file", str(key_file), "whoami"), "read by other users")
+
+
+def test_an_admin_rotates_the_root_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """``rotate root --shares`` with ``--server`` (last in the module: the organisation key changes); the
+    stored state then checked through the library; an engineer refused with nothing written."""
+    with keyed.store.read() as s:
+        old = max(r.version for r in s.scalars(select(m.RootKey)))
+    secret = joined(keyed, tmp_path)  # alice, an engineer, first
+    ok(run("unlock", "alice", "--keyring", "--passphrase-file", secret))
+    before = len(events(keyed.served))
+    refused(run("rotate", "root"), "not an admin")
+    assert len(events(keyed.served)) == before
+    ok(run("lock"))
+    admin_joined(keyed, tmp_path)
+    shown = ok(run("rotate", "root", "--shares", "2-of-3")).output
+    assert f"Rotated the recovery key (version {old + 1})" in shown and "NEW RECOVERY SHARES: any 2 of these 3" in shown
+    me = keyed.served.admin.keyholder.me().engineer_id
+    assert [(e.action, e.engineer_id, e.request_id is not None) for e in events(keyed.served)[before:]] == [
+        ("root-key-rotate", me, True)
+    ]
+    with keyed.store.read() as s:
+        states = {r.version: r.state for r in s.scalars(select(m.RootKey))}
+        assert (states[old], states[old + 1]) == ("destroyed", "active")
+        recovery = {
+            r.recipient_id
+            for r in s.scalars(select(m.ClientKeySeal).where(m.ClientKeySeal.recipient_kind == "recovery"))
+        }
+        assert recovery == {old + 1}
+    assert "Rotated excl" in ok(run("rotate", "client", "excl")).output  # the new recovery key opens its key
+    assert keyed.served.admin.audit.verify().ok

@@ -155,6 +155,8 @@ KEYHOLDER_REQUESTS["engineers"]["remove_draft"] = ADMIN
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 # An admin's client-key rotation through the team server (server/rotation_routes.py): each step's request.
 KEYHOLDER_REQUESTS["keys"] = dict.fromkeys(("start_draft", "start", "open", "rewrap_draft", "rewrap", "finish"), ADMIN)
+# An admin's root rotation through the team server (server/root_routes.py); its commit is ``rotate_root``.
+KEYHOLDER_REQUESTS["keys"].update(dict.fromkeys(("root_draft", "root_page"), ADMIN))
 # An engineer's passphrase change through the team server: their own stored key record, read first.
 KEYHOLDER_REQUESTS["engineers"]["passphrase_draft"] = ANYONE_UNLOCKED
 # The rows an engineer's machine with no database checks the audit log's signatures under.

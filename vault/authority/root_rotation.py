@@ -123,8 +123,10 @@ def _shares(value: object) -> tuple[int, int] | None:
 class RootRotationAuthority:
     """``rotate``: a new root bundle and organisation key, in one unit of work."""
 
-    def __init__(self, store: Store, checks: RootChecks, recorder: Recorder, clock: Callable[[], dt.datetime]) -> None:
-        self.store, self.checks, self.recorder, self.clock = store, checks, recorder, clock
+    def __init__(
+        self, store: Store, checks: RootChecks, recorder: Recorder, clock: Callable[[], dt.datetime], page: int = PAGE
+    ) -> None:
+        self.store, self.checks, self.recorder, self.clock, self.page = store, checks, recorder, clock, page
 
     def __repr__(self) -> str:
         return "RootRotationAuthority()"
@@ -314,17 +316,25 @@ class RootRotationAuthority:
         after, clients = 0, 0
         dropped: list[tuple[int, int]] = []
         while True:
-            page = s.execute(
-                select(m.Client.id, m.Client.slug_blob).where(m.Client.id > after).order_by(m.Client.id).limit(PAGE)
-            ).all()
-            if not page:
+            page = self.client_page(s, after, old, new)
+            if page is None:
                 return clients, dropped
-            ids = [int(r[0]) for r in page]
-            keys = self._page_keys(s, ids, old)
-            answer = seal.reseal(ClientPage(old, new, tuple((int(r[0]), bytes(r[1])) for r in page), keys))
-            dropped += self._store_page(s, ids, keys, answer, new)
+            ids = [client_id for client_id, _ in page.clients]
+            answer = seal.reseal(page)
+            dropped += self._store_page(s, ids, page.keys, answer, new)
             clients += len(ids)
             after = ids[-1]
+
+    def client_page(self, s: Session, after: int, old: int, new: int) -> ClientPage | None:
+        """The page of clients after id ``after`` (at most ``page``), with every live key version's
+        recovery copy for root version ``old``; None when no client is left."""
+        page = s.execute(
+            select(m.Client.id, m.Client.slug_blob).where(m.Client.id > after).order_by(m.Client.id).limit(self.page)
+        ).all()
+        if not page:
+            return None
+        ids = [int(r[0]) for r in page]
+        return ClientPage(old, new, tuple((int(r[0]), bytes(r[1])) for r in page), self._page_keys(s, ids, old))
 
     @staticmethod
     def _page_keys(s: Session, client_ids: list[int], root_version: int) -> tuple[SealedClientKey, ...]:

@@ -71,6 +71,7 @@ from vault.server.read_routes import read_routes
 from vault.server.readiness import key_problems
 from vault.server.releases import ListingRelease
 from vault.server.response_signing import ResponseSigner
+from vault.server.root_routes import root_routes
 from vault.server.rotation_routes import RotationServerChecks, rotation_routes
 from vault.server.secret_read_routes import SecretReadRoutes
 from vault.server.secret_routes import SecretServerChecks, secret_routes
@@ -150,6 +151,7 @@ def build_app(
         sweep_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's sweep of expired grants
         settings_routes(store, checks, checkouts.seal).add_to(operations)  # the settings, an admin's change
         engineer_write_routes(store, checks, checkouts.seal).add_to(operations)  # a re-key, a removal
+        root_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's root rotation
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)

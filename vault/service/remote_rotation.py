@@ -28,11 +28,12 @@ from typing import Any
 from vault.authority.rotation_requests import STALE_BASIS, RotationRow
 from vault.errors import ConcurrentChange, IntegrityError
 from vault.keyholder.rotation import RotationKeyholder
-from vault.records import RotationInfo
+from vault.records import RootRotation, RotationInfo
 from vault.service import validation
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_admin2 import RemoteSettings
 from vault.service.remote_nouns import _Noun
+from vault.service.remote_root import RemoteRootRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_rotation import HttpsRotationTransport
@@ -71,7 +72,8 @@ class _Lookup:
 
 class RemoteKeyRotation(_Noun):
     """``keys.rotate_client``, ``resume``, ``list`` and ``versions`` through the server (module docstring);
-    the settings (``set_retention``, ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
+    ``rotate_root`` by ``RemoteRootRotation`` (``remote_root.py``); the settings (``set_retention``,
+    ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class RemoteKeyRotation(_Noun):
         settings: RemoteSettings,
     ) -> None:
         self.keys, self.settings = keys, settings
+        self.root = RemoteRootRotation(keys, https, clock)
         self.lookup = _Lookup(keys, AdminLookup(keys, learned), list_clients)
         self.keyholder = RotationKeyholder(HttpsRotationTransport(https), keys, self.lookup, keys.client_keys, clock)
 
@@ -114,6 +117,10 @@ class RemoteKeyRotation(_Noun):
         validation.client_slug(client)
         self.keys.me()
         return [(row.version, row.state) for row in self.keyholder.versions(client)]
+
+    def rotate_root(self, *, shares: tuple[int, int] | None = None) -> RootRotation:
+        """As ``Vault.keys.rotate_root``, through the server (``remote_root.RemoteRootRotation``)."""
+        return self.root.rotate_root(shares=shares)
 
     def set_retention(self, versions: int) -> None:
         """As ``Vault.keys.set_retention``, through the server (``remote_admin2.RemoteSettings``)."""

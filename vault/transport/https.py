@@ -145,6 +145,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
+# Operations whose one unit of work may outlast the client's read timeout: a root rotation's commit
+# re-seals every client's key versions in one unit (about 1 ms a client on the suite's machine).
+READ_TIMEOUTS = {"keys.rotate_root": 600.0}
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
 # check-in, break or secrets' commit from its committed events (one event per request id and
 # action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
@@ -190,6 +193,9 @@ RESPONSE_LIMITS = {
     "audit.signers": 8 * 1024 * 1024,
     # a rotation's draft (every grant event of the client), its basis and a page of data keys
     "keys.start_draft": 8 * 1024 * 1024,
+    # a root rotation's draft (the roster: every certificate) and a page of clients with their key versions
+    "keys.root_draft": 8 * 1024 * 1024,
+    "keys.root_page": 4 * 1024 * 1024,
     "keys.open": 1024 * 1024,
     "keys.rewrap_draft": 1024 * 1024,
     "audit.chain": 4 * 1024 * 1024,  # a page of the whole chain, as of the log (service/remote_chain.py)
@@ -270,7 +276,9 @@ class HttpsTransport:
             )
             try:
                 headers = {"Content-Type": JSON, **signed}
-                response = https_wire.send(self.client, self.transport, self._url(path), data, headers)
+                response = https_wire.send(
+                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name)
+                )
                 break
             except httpx.HTTPError as error:
                 if attempt + 1 < attempts:

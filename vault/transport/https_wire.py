@@ -97,11 +97,19 @@ def coalescing_transport(verify: ssl.SSLContext | bool, socket_options: list[Soc
 
 
 def send(
-    client: httpx.Client, transport: httpx.BaseTransport, url: httpx.URL, content: bytes, headers: Mapping[str, str]
+    client: httpx.Client,
+    transport: httpx.BaseTransport,
+    url: httpx.URL,
+    content: bytes,
+    headers: Mapping[str, str],
+    read_timeout: float | None = None,
 ) -> httpx.Response:
     """POST ``content`` to ``url`` through ``transport`` (``client``'s), with ``client``'s timeout
-    and event hooks (module docstring); the answer, read."""
+    (its read timeout ``read_timeout`` when given: an operation whose one unit is long) and event
+    hooks (module docstring); the answer, read."""
     timeout = {"timeout": client.timeout.as_dict()}
+    if read_timeout is not None:
+        timeout["timeout"]["read"] = read_timeout
     request = httpx.Request("POST", url, content=content, headers=headers, extensions=timeout)
     for hook in client.event_hooks["request"]:
         hook(request)

@@ -78,6 +78,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "grants.sweep": frozenset({"grants-expired"}),  # server/sweep_routes.py
     "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
     "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
+    "keys.rotate_root": frozenset({"root-key-rotate"}),  # server/root_routes.py: kept as its digest (a bulk body)
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

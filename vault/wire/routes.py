@@ -57,6 +57,8 @@ from vault.authority import rekey_draft_values as rk
 from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
 from vault.authority import requests as v
+from vault.authority import root_draft_values as rd
+from vault.authority import root_rotation_requests as rr
 from vault.authority import rotation_draft_values as kd
 from vault.authority import rotation_reads as k
 from vault.authority import rotation_requests as kr
@@ -151,4 +153,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's removal of an engineer: a draft (every client's start shown) and a signed commit
     ("engineers.remove_draft", e.RemoveRequest, rm.RemovalDraftAnswer),
     ("engineers.remove", rm.RemovalCommit, e.RemovalAnswer),
+    # an admin's root rotation: a draft, its pages of clients, one signed commit (server/root_routes.py)
+    ("keys.root_draft", rr.RootRotateRequest, rd.RootDrafted),
+    ("keys.root_page", rd.RootPageRequest, rd.RootPageDrafted),
+    ("keys.rotate_root", rd.RootCommit, rr.RootRotated),
 )
