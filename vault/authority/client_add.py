@@ -38,6 +38,7 @@ from vault.authority.client_requests import (
 )
 from vault.authority.clients import ClientChecks, authorise, checked_action, checked_caller, org_chain, tag
 from vault.authority.policy import DEFAULT_CHECKOUT_MINUTES, policy_fields
+from vault.authority.root_lock import hold_root
 from vault.crypto import signing
 from vault.crypto.blobs import blob_key_version
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_POLICY
@@ -155,8 +156,7 @@ class ClientAddAuthority:
             read = authorise(s, self.checks, caller)
             if read.me.role != ROLE_ADMIN:
                 raise AccessDenied(f"{read.me.name!r} is not an admin", hint="ask an admin to do this")
-            if read.root_version is None:
-                raise UntrustedRecord("the vault has no active recovery key")
+            root_version = hold_root(s, read.root_version)  # against a root rotation's walk (root_lock.py)
             if s.scalars(select(m.Client.id).where(m.Client.slug_tag == slug_tag)).first() is not None:
                 raise AlreadyExists(DUPLICATE_CLIENT)
             now = self.clock()
@@ -177,7 +177,7 @@ class ClientAddAuthority:
                 read.me,
                 client.id,
                 now,
-                read.root_version,
+                root_version,
             )
             made = _checked(seal.make(draft), draft)
             client.slug_blob, client.name_blob = made.slug_blob, made.name_blob
@@ -200,7 +200,7 @@ class ClientAddAuthority:
                     client_id=client.id,
                     version=1,
                     recipient_kind="recovery",
-                    recipient_id=read.root_version,
+                    recipient_id=root_version,
                     blob=made.recovery_copy,
                 )
             )

@@ -45,6 +45,7 @@ from vault.authority.client_requests import (
 )
 from vault.authority.clients import authorise, checked_action, checked_caller, org_chain, tag
 from vault.authority.requests import Caller
+from vault.authority.root_lock import hold_root
 from vault.authority.serverjournal import ServerJournal
 from vault.crypto.blobs import blob_key_version
 from vault.errors import AccessDenied, AlreadyExists, ConcurrentChange, InvalidInput, UntrustedRecord, VaultError
@@ -110,6 +111,7 @@ class ClientAddDraftAuthority:
             if event.nonce is not None:
                 event.nonce(s)
             read = self._admin(s, caller)
+            hold_root(s, read.root_version)  # against a root rotation's walk (root_lock.py)
             now = self.clock()
             held = s.get(m.IdReservation, (RESERVED_CLIENT_ID, request.client_id), with_for_update=True)
             if held is None or held.engineer_id != read.me.id or held.expires_at <= now:

@@ -65,6 +65,7 @@ from vault.authority.engineer_requests import (
     UnlockRequest,
 )
 from vault.authority.requests import Caller, OrgKeyRow
+from vault.authority.root_lock import hold_root
 from vault.crypto import signing
 from vault.errors import AccessDenied, AlreadyExists, EnrolmentError, InvalidInput, Locked, NotFound, UntrustedRecord
 from vault.storage import models as m
@@ -493,6 +494,7 @@ class EngineerAuthority:
             s.add(key)
         if made.root_seal is not None:
             blob = checked_bytes("sealed root bundle", made.root_seal)
+            hold_root(s, made.root_version)  # an admin's bundle: against a root rotation's walk (root_lock.py)
             copy = s.get(m.RootSeal, (made.root_version, row.id))
             if copy is None:
                 s.add(m.RootSeal(root_version=made.root_version, engineer_id=row.id, blob=blob))

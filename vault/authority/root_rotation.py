@@ -42,6 +42,7 @@ from vault.authority.checkout_reads import ENGINEER_WIDTH
 from vault.authority.engineer_requests import EngineerKeyRow, Identity, RootCopy
 from vault.authority.policies_caller import CallerChecks, CallerGate, checked_caller, checked_pin, org_chain
 from vault.authority.requests import ClientKeyRow, SealedClientKey
+from vault.authority.root_lock import take_root
 from vault.authority.root_rotation_requests import (
     PAGE,
     ROTATE_ROOT,
@@ -142,11 +143,7 @@ class RootRotationAuthority:
         read = CallerGate(self.checks).authorise(s, caller, admin=True)
         me = read.me
         identity = Identity(read.vault_id, read.org_signing_public, org_chain(s, pin, read.org_signing_public), me)
-        old_root = s.scalars(
-            select(m.RootKey).where(m.RootKey.state == ACTIVE).order_by(m.RootKey.version.desc())
-        ).first()
-        if old_root is None:
-            raise UntrustedRecord("the vault has no active recovery key")
+        old_root = take_root(s)  # FOR UPDATE: a unit sealing to it waits, then refuses (root_lock.py)
         sealed = s.get(m.RootSeal, (old_root.version, me.id))
         if sealed is None:
             raise AccessDenied(

@@ -37,6 +37,7 @@ from vault import validation
 from vault.authority.checkout_reads import ACTIVE, ENGINEER_WIDTH, SEALED_KEY, CallerRead, org_chain_rows
 from vault.authority.policies_caller import CallerGate
 from vault.authority.requests import Caller, ClientKeyRow, OrgKeyRow, SealedClientKey
+from vault.authority.root_lock import hold_root
 from vault.authority.rotation_batches import Outer, RewrapSeal, RotationBatches, count_encryptions
 from vault.authority.rotation_reads import RotationReads, rotation_row
 from vault.authority.rotation_requests import (
@@ -158,6 +159,7 @@ class RotationAuthority:
                 return self.start(request, seal, s=unit)
         s.flush()  # a caller's unit (an engineer's removal): its changes are read by the statements below
         caller = self._authorise(s, request.caller)
+        hold_root(s, caller.root_version)  # its new key sealed to the recovery key: against a root rotation
         client = s.get(m.Client, request.client_id)
         if client is None:
             raise NotFound(NO_CLIENT)
