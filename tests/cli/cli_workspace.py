@@ -75,6 +75,11 @@ class Workspace:
     def as_engineer(self, name: str, *args: str, input: str | None = None) -> Result:
         return run(*args, input=input, env=self.home(name))
 
+    def reach(self, name: str) -> tuple[str, ...]:
+        """What ``name`` passes on their machine to reach the vault before they hold a key (``engineer
+        enroll``): the database here; nothing through a team server (their pin, made by this call)."""
+        return ("--db", self.url)
+
     def init(self) -> Result:
         result = ok(
             run("--db", self.url, "init", "--admin", ADMIN, "--passphrase-file", self.passfile(ADMIN, ADMIN_PASS))
@@ -89,8 +94,7 @@ class Workspace:
         enrolled = ok(
             self.as_engineer(
                 name,
-                "--db",
-                self.url,
+                *self.reach(name),
                 "engineer",
                 "enroll",
                 name,
@@ -104,6 +108,12 @@ class Workspace:
         ok(self.admin("engineer", "confirm", name, "--fingerprint", fingerprint.group(0)))
         ok(self.as_engineer(name, "unlock", "--passphrase-file", self.passfiles[name]))
         return fingerprint.group(0)
+
+    def opened(self) -> None:
+        """The workspace's files are in place (a snapshot's copy): nothing to do here (a served one serves them)."""
+
+    def close(self) -> None:
+        """The workspace's files are to be copied: nothing holds them here (a served one stops serving)."""
 
     def library(self, name: str = ADMIN) -> Vault:
         """The library's view of the vault as `name`, unlocked with their passphrase."""
@@ -129,9 +139,15 @@ class Snapshots:
     homes and the keyring are copied.
     """
 
-    def __init__(self, factory: pytest.TempPathFactory, url: str | None = None) -> None:
+    def __init__(
+        self,
+        factory: pytest.TempPathFactory,
+        url: str | None = None,
+        make: Callable[[str, Path], Workspace] = Workspace,
+    ) -> None:
         self.factory = factory
         self.url = url
+        self.make = make  # the workspace's kind (served_workspace.served_snapshots: through a team server)
         self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
 
     def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
@@ -140,7 +156,7 @@ class Snapshots:
         base, items, passphrases = self.built[recipe.__name__]
         for entry in base.iterdir():
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
-        ws = Workspace(url=self.url or f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
+        ws = self.make(self.url or f"sqlite:///{tmp / 'vault.db'}", tmp)
         for name, passphrase in passphrases.items():
             ws.passfile(name, passphrase)
         for path in tmp.glob("home*/config.json"):
@@ -149,6 +165,7 @@ class Snapshots:
             text = path.read_text(encoding="utf-8").replace(str(base / "vault.db"), str(tmp / "vault.db"))
             path.write_text(text, encoding="utf-8")
         backend.items.update(items)
+        ws.opened()
         return ws
 
     def _build(self, recipe: Callable[[Workspace], None]) -> tuple[Path, dict[tuple[str, str], str], dict[str, str]]:
@@ -157,9 +174,10 @@ class Snapshots:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CREDVAULT_HOME", str(base / "home"))
             keyring.set_keyring(backend)
+            ws = self.make(self.url or f"sqlite:///{base / 'vault.db'}", base)
             try:
-                ws = Workspace(url=self.url or f"sqlite:///{base / 'vault.db'}", tmp=base)
                 recipe(ws)
             finally:
                 keyring.set_keyring(previous)
+                ws.close()
         return base, dict(backend.items), dict(ws.passphrases)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, ENGINEER, ENGINEER_PASS, Workspace, ok, run
+from served import only_local
 
 from vault.service.config import LocalConfig
 
@@ -151,6 +152,7 @@ def test_interactive_confirm_asks_whether_the_fingerprint_matches(workspace: Wor
 
 def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
+    only_local(ready, "not served yet: a secret update that keeps the password")
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--host", "10.0.0.2", "--note", "moved"))
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--username", "", "--password-stdin", input="new-Passw0rd\n"))
     history = ok(ready.admin("secret", "history", "acme/fw01-admin", "--json"))
@@ -172,6 +174,7 @@ def test_secret_update_with_generate_stores_an_unseen_password(ready: Workspace)
 
 def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
+    only_local(ready, "not served yet: an admin's grant list (grants --client, --engineer)")
     ok(ready.admin("grant", ENGINEER, "acme"))
     listed = ok(ready.admin("grants", "--client", "acme", "--json"))
     assert [(g["engineer"], g["state"]) for g in json.loads(listed.stdout)] == [(ENGINEER, "active")]

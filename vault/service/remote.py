@@ -116,7 +116,7 @@ class RemoteLookup:
             self.keys.slugs.pop(slug, None)
         if untrusted is not None:
             raise untrusted
-        if self._admin():  # no grant names it: an admin names any client by its tag
+        if self.is_admin():  # no grant names it: an admin names any client by its tag
             return self._by_tag(slug)
         if expired:  # the server releases nothing of a client whose grant expired, not even its name
             raise NotFound(
@@ -129,7 +129,7 @@ class RemoteLookup:
             hint="`credvault grant list` shows your grants; an admin grants access",
         )
 
-    def _admin(self) -> bool:
+    def is_admin(self) -> bool:
         """Whether the session's engineer is an admin: the server answers their root bundle's sealed
         copy (``engineers.root_seal``, opened and checked here) to admins only."""
         try:
@@ -258,6 +258,7 @@ class RemoteEngineers(_Noun):
         validation.engineer_name(name)
         self.keys.me()
         return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
@@ -287,7 +288,7 @@ class RemoteCheckouts(_Noun):
 
     def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
         transport = HttpsCheckoutTransport(https)
-        lookup = RemoteLookup(keys, HttpsGrantListTransport(https))
+        self.lookup = lookup = RemoteLookup(keys, HttpsGrantListTransport(https))
         self.keys = keys
         self.keyholder = CheckoutKeyholder(transport, keys, lookup, keys.client_keys, clock, transport)
         lookup.keyholder = self.keyholder
@@ -365,7 +366,7 @@ class RemoteVault:
         contexts, keys = self.checkouts.context, self.keyholder
         self.grants = RemoteGrants(keys, self.https, contexts, clock, fresh_contexts(self.checkouts.keyholder))
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
-        self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
+        self.secrets = RemoteSecrets(keys, self.https, contexts, clock, self.checkouts.lookup.is_admin)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
         learned = fresh_contexts(self.checkouts.keyholder)
         writes = RemotePolicyWrites(keys, self.https, clock, learned, ClientSlugs(self.checkouts.keyholder))
