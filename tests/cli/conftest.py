@@ -75,6 +75,17 @@ def served_snapshots(tmp_path_factory: pytest.TempPathFactory, cli_server: CliSe
     return served_workspace.served_snapshots(tmp_path_factory, cli_server)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "https"])
+def snapshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
+    """A module's workspaces built once per recipe and copied per test (``Snapshots``): on SQLite, and
+    through a real team server (``served_snapshots``). A test that needs what a server never serves
+    says so with ``served.only_local``; a command not served yet: ``only_local(ws, "not served yet: ...")``."""
+    if request.param == "https":
+        served: Snapshots = request.getfixturevalue("served_snapshots")
+        return served
+    return Snapshots(tmp_path_factory)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
 def ready_any_engine(request: pytest.FixtureRequest, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
     """The same as ``ready``, on SQLite, on PostgreSQL, and through a real team server on loopback TLS

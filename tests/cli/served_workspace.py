@@ -14,13 +14,14 @@ the pins (one URL per module) still hold.
 the server and enrols through it (``engineer enroll`` with the code typed at the prompt). ``host``
 runs a command where the database is, as the admin does for what is not served; ``library``
 looks at the stored state through the library on the server's database (the host's key file in
-hand, as ``--server-key``).
+hand, as ``--server-key``); ``admin_home`` is the admin's own machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from vault.server.host import on_host
 from vault.server.keyfile import read_server_keys
 from vault.server.layer import ServerLayer
 from vault.server.running import ServeOptions
-from vault.service.sessions import MemorySessionStore
 from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.nonces import DbNonceStore
@@ -112,14 +112,15 @@ class ServedWorkspace(Workspace):
         return run("--as", ADMIN, *args, input=input, env=self.home(ADMIN))
 
     def host(self, *args: str, input: str | None = None) -> Result:
-        """The admin where the database is (the server's host), for what a server does not serve."""
-        return run("--db", self.url, "--as", ADMIN, *args, input=input)
+        """The admin on the server's host (``--db``, ``--server-key``), for what a server does not serve."""
+        where = ("--db", self.url, "--as", ADMIN, "--passphrase-file", self.passfiles[ADMIN])
+        return run(*where, "--server-key", str(self.key_file), *args, input=input)
 
     def serve(self) -> None:
         assert self.server is not None
         self.server.serve(self.url, self.key_file)
 
-    def opened(self) -> None:
+    def copied(self) -> None:
         self.serve()  # this copy's vault, behind the module's server
 
     def close(self) -> None:
@@ -131,7 +132,8 @@ class ServedWorkspace(Workspace):
             run("--db", self.url, "init", "--admin", ADMIN, "--passphrase-file", self.passfile(ADMIN, ADMIN_PASS))
         )
         ok(run("server", "keygen", str(self.key_file)))
-        ok(self.host("--passphrase-file", self.passfiles[ADMIN], "server", "certify", str(self.key_file)))
+        ok(run("--db", self.url, "--as", ADMIN, "--passphrase-file", self.passfiles[ADMIN], "server", "certify",
+               str(self.key_file)))  # fmt: skip
         self.serve()
         self.trust(ADMIN)
         ok(run("--db", self.url, "server", "join", self.server_url, ADMIN, "--passphrase-file", self.passfiles[ADMIN],
@@ -154,12 +156,15 @@ class ServedWorkspace(Workspace):
         ca_file = str(self.server.ca.ca_file)
         ok(self.as_engineer(name, "server", "trust", self.server.url, "--ca-file", ca_file, "--yes"))
 
-    def library(self, name: str = ADMIN) -> Vault:
-        """The library on the server's database as ``name``, with the host's key file (its layer)."""
-        vault = Vault.open(self.url, engineer=name, sessions=MemorySessionStore())
+    def open(self, name: str | None = ADMIN, clock: Callable[[], dt.datetime] | None = None) -> Vault:
+        """The library on the server's database as ``name``, locked, with the host's key file (its layer,
+        and an admin's work in format 3, as ``--server-key``)."""
+        vault = super().open(name, clock)
         on_host(vault, read_server_keys(self.key_file))
-        vault.engineers.unlock(name, self.passphrases[name])
         return vault
+
+    def admin_home(self) -> Path:
+        return Path(self.home(ADMIN)["CREDVAULT_HOME"])  # where they joined the server
 
 
 def served_snapshots(factory: pytest.TempPathFactory, server: CliServer) -> Snapshots:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, ok
 from click.testing import Result
+from served import only_local
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from vault.cli import fast
@@ -165,11 +166,6 @@ def populated(ws: Workspace) -> None:
     secret = (REF, "--kind", "equipment", "--host", "10.0.0.1", "--username", "netadmin")
     ok(ws.admin("secret", "add", *secret, "--password-stdin", input=SECRET + "\n"))
     ws.enrol()
-
-
-@pytest.fixture(scope="module")
-def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
-    return Snapshots(tmp_path_factory)
 
 
 @pytest.fixture
@@ -326,6 +322,9 @@ def planted(ready: Workspace) -> Workspace:
     return ready
 
 
+NOT_SERVED = {"status": "status (the reports)", "engineer": "engineer list", "purge": "purge subject"}
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -342,6 +341,8 @@ def planted(ready: Workspace) -> Workspace:
     ids=lambda args: " ".join(args[:4]),
 )
 def test_names_from_the_database_are_shown_neutralised(planted: Workspace, args: tuple[str, ...]) -> None:
+    if args[0] in NOT_SERVED:
+        only_local(planted, f"not served yet: {NOT_SERVED[args[0]]}")
     result = planted.admin(*args)
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.output

@@ -298,7 +298,9 @@ class RemoteCheckouts(_Noun):
         return "RemoteCheckouts()"
 
     def context(self, slug: str) -> ClientContext:
-        """The verified key context of the client ``slug`` names (learned once per session)."""
+        """The verified key context of the client ``slug`` names (learned once per session); a slug
+        that is no client's is refused first, as in-process (its tag is never computed)."""
+        validation.client_slug(slug)
         return self.keyholder.context(self.keys.me(), slug, fresh=False)
 
     def reveal(
