@@ -75,6 +75,25 @@ def served_snapshots(tmp_path_factory: pytest.TempPathFactory, cli_server: CliSe
     return served_workspace.served_snapshots(tmp_path_factory, cli_server)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
+def workspace_any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
+    """An empty workspace (nothing initialised yet) on SQLite, on PostgreSQL, and through a real team
+    server (its ``init`` makes the server key and serves the vault from the module's ``cli_server``)."""
+    if request.param == "https":
+        server: CliServer = request.getfixturevalue("cli_server")
+        return served_workspace.ServedWorkspace(f"sqlite:///{tmp_path / 'vault.db'}", tmp_path, server=server)
+    return Workspace(url=request.getfixturevalue("empty_databases")(request.param), tmp=tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "https"])
+def ready_or_served(request: pytest.FixtureRequest, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
+    """``ready`` on SQLite, and through a real team server (``ready_any_engine`` without PostgreSQL)."""
+    if request.param == "https":
+        snapshots: Snapshots = request.getfixturevalue("served_snapshots")
+        return snapshots.clone(_populate, tmp_path, fake_keyring)
+    return _populate(Workspace(url=f"sqlite:///{tmp_path / 'vault.db'}", tmp=tmp_path))
+
+
 @pytest.fixture(scope="module", params=["sqlite", "https"])
 def snapshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
     """A module's workspaces built once per recipe and copied per test (``Snapshots``): on SQLite, and
