@@ -326,6 +326,7 @@ def test_report_tables(ready: Workspace) -> None:
 
 
 def test_an_engineer_cannot_read_reports(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-42", "--show"))
     before = head(ready)
     for kind in ("access", "at-risk"):

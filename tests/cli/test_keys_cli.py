@@ -205,6 +205,7 @@ def test_rotate_root_reseals_every_client_and_destroys_the_old_key(ready: Worksp
 
 
 def test_rotate_root_by_an_engineer_is_refused(ready: Workspace) -> None:
+    only_local(ready, ROOT)
     assert_clean_error(ready.as_engineer(ENGINEER, "rotate", "root"), SECRET)
     assert query(ready, "SELECT version, state FROM root_keys") == [(1, "active")]
 
@@ -329,6 +330,7 @@ def test_status_warns_about_keys_older_than_the_cryptoperiod(ready: Workspace) -
 
 
 def test_status_is_for_admins(ready: Workspace) -> None:
+    only_local(ready, STATUS)
     result = ready.as_engineer(ENGINEER, "status")
     assert_clean_error(result, SECRET)
     assert "admin" in result.stderr
