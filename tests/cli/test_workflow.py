@@ -287,3 +287,18 @@ def test_unlock_remembers_the_engineer_and_the_database(ready: Workspace, monkey
     assert ok(run("client", "list", "--json", env=other_home)).stdout.count('"slug"') == 1
     monkeypatch.setenv("CREDVAULT_HOME", other_home["CREDVAULT_HOME"])
     assert LocalConfig.load() == LocalConfig(db_url=ready.url, engineer=ADMIN)
+
+
+def test_an_admin_lists_every_clients_secrets_and_an_engineer_those_of_their_grants(
+    ready_any_engine: Workspace,
+) -> None:
+    """Through a team server the admin's `secret list` asked for the clients of their own grants
+    (none): it printed "(none)". An admin lists every client's, as in-process; alice her grants'."""
+    ready = ready_any_engine
+    ok(ready.admin("client", "add", "globex", "--name", "Globex"))
+    ok(ready.admin("secret", "add", "globex/vpn", "--kind", "service", "--generate"))
+    ok(ready.admin("grant", ENGINEER, "acme"))
+    listed = json.loads(ok(ready.admin("secret", "list", "--json")).stdout)
+    assert sorted((s["client"], s["name"]) for s in listed) == [("acme", "fw01-admin"), ("globex", "vpn")]
+    mine = json.loads(ok(ready.as_engineer(ENGINEER, "secret", "list", "--json")).stdout)
+    assert [(s["client"], s["name"]) for s in mine] == [("acme", "fw01-admin")]
