@@ -115,7 +115,9 @@ def test_unknown_secret(ready_any_engine: Workspace) -> None:
     ],
     ids=["ansi-slug", "rtl-slug", "osc-secret-name", "zero-width-engineer"],
 )
-def test_bad_names_are_refused_without_echoing_control_characters(ready_or_served: Workspace, args: tuple[str, ...]) -> None:
+def test_bad_names_are_refused_without_echoing_control_characters(
+    ready_or_served: Workspace, args: tuple[str, ...]
+) -> None:
     ready = ready_or_served
     result = ready.admin(*args)
     assert_clean_error(result)
