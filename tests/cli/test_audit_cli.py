@@ -347,8 +347,8 @@ def test_report_on_an_unknown_engineer(ready: Workspace) -> None:
 
 
 def test_a_streamed_table_or_json_prints_what_the_whole_list_printed(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
-    from cli.output import echo_json, echo_table
+    from vault.cli import audit as cli_audit
+    from vault.cli.output import echo_json, echo_table
 
     rows = [(i, f"name-{'x' * (i % 7)}", None, i % 2 == 0) for i in range(40)]
     for items in (rows, []):
@@ -365,7 +365,7 @@ def test_a_streamed_table_or_json_prints_what_the_whole_list_printed(capsys: pyt
 
 
 def test_a_streamed_table_prints_its_first_block_before_reading_on(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
+    from vault.cli import audit as cli_audit
 
     def rows():  # type: ignore[no-untyped-def]
         for i in range(cli_audit.BLOCK + 1):
@@ -379,7 +379,7 @@ def test_a_streamed_table_prints_its_first_block_before_reading_on(capsys: pytes
 
 
 def test_an_error_of_the_stream_comes_before_any_output(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
+    from vault.cli import audit as cli_audit
 
     def broken():  # type: ignore[no-untyped-def]
         raise RuntimeError("refused")
