@@ -165,7 +165,8 @@ def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_
     assert "new-Passw0rd" not in history.output
 
 
-def test_secret_update_with_generate_stores_an_unseen_password(ready: Workspace) -> None:
+def test_secret_update_with_generate_stores_an_unseen_password(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ok(ready.admin("secret", "update", "acme/fw01-admin", "--generate"))
     password = ready.library().checkouts.reveal("acme/fw01-admin", reason="test")
     assert len(password) == 24 and password != "fw-Passw0rd-stdin"
@@ -184,7 +185,8 @@ def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     assert run("--db", ready.url, "grants", "--engineer", ENGINEER, "--client", "acme").exit_code == 2
 
 
-def test_lock_forgets_the_session_and_whoami_reports_it(ready: Workspace, fake_keyring) -> None:  # type: ignore[no-untyped-def]
+def test_lock_forgets_the_session_and_whoami_reports_it(ready_or_served: Workspace, fake_keyring) -> None:  # type: ignore[no-untyped-def]
+    ready = ready_or_served
     me = json.loads(ok(ready.admin("whoami", "--json")).stdout)
     assert (me["engineer"], me["role"]) == (ADMIN, "admin")
     assert ok(ready.admin("lock")).exit_code == 0
@@ -193,8 +195,9 @@ def test_lock_forgets_the_session_and_whoami_reports_it(ready: Workspace, fake_k
 
 
 def test_unlock_ttl_comes_from_the_option_or_the_environment(
-    ready: Workspace, fake_keyring, monkeypatch: pytest.MonkeyPatch
+    ready_or_served: Workspace, fake_keyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
+    ready = ready_or_served
     import time
 
     ok(ready.admin("unlock", "--ttl", "2h", "--passphrase-file", ready.passfiles[ADMIN]))
