@@ -4,10 +4,12 @@ workspace that makes a vault through the CLI and looks at it through the library
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +74,17 @@ class Workspace:
     def admin(self, *args: str, input: str | None = None) -> Result:
         return run("--db", self.url, "--as", ADMIN, *args, input=input)
 
+    def host(self, *args: str, input: str | None = None) -> Result:
+        """The admin where the database is (through a team server: its host, with the server key file)."""
+        return self.admin(*args, input=input)
+
     def as_engineer(self, name: str, *args: str, input: str | None = None) -> Result:
         return run(*args, input=input, env=self.home(name))
+
+    def reach(self, name: str) -> tuple[str, ...]:
+        """What ``name`` passes on their machine to reach the vault before they hold a key (``engineer
+        enroll``): the database here; nothing through a team server (their pin, made by this call)."""
+        return ("--db", self.url)
 
     def init(self) -> Result:
         result = ok(
@@ -89,8 +100,7 @@ class Workspace:
         enrolled = ok(
             self.as_engineer(
                 name,
-                "--db",
-                self.url,
+                *self.reach(name),
                 "engineer",
                 "enroll",
                 name,
@@ -105,11 +115,34 @@ class Workspace:
         ok(self.as_engineer(name, "unlock", "--passphrase-file", self.passfiles[name]))
         return fingerprint.group(0)
 
+    def copied(self) -> None:
+        """The workspace's files are in place (a snapshot's copy): nothing to do here (a served one serves them)."""
+
+    def close(self) -> None:
+        """The workspace's files are to be copied: nothing holds them here (a served one stops serving)."""
+
+    def open(self, name: str | None = ADMIN, clock: Callable[[], dt.datetime] | None = None) -> Vault:
+        """The library on the vault's database as ``name``, locked (``clock``: the wall's if None)."""
+        if clock is None:
+            return Vault.open(self.url, engineer=name, sessions=MemorySessionStore())
+        return Vault.open(self.url, engineer=name, sessions=MemorySessionStore(), clock=clock)
+
     def library(self, name: str = ADMIN) -> Vault:
         """The library's view of the vault as `name`, unlocked with their passphrase."""
-        vault = Vault.open(self.url, engineer=name, sessions=MemorySessionStore())
+        vault = self.open(name)
         vault.engineers.unlock(name, self.passphrases[name])
         return vault
+
+    def admin_home(self) -> Path:
+        """The admin's config folder (what their machine remembers: audit heads, pins)."""
+        return self.tmp / "home"  # conftest's isolated_home: where `init` ran
+
+    @contextlib.contextmanager
+    def at_admins_machine(self) -> Iterator[Path]:
+        """``CREDVAULT_HOME`` is the admin's config folder inside (``AuditMemory.load`` reads theirs)."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CREDVAULT_HOME", str(self.admin_home()))
+            yield self.admin_home()
 
     def session_text(self, backend: MemoryKeyring, name: str) -> tuple[tuple[str, str], dict[str, object]]:
         """The keyring entry holding `name`'s unlocked session, and its JSON."""
@@ -129,9 +162,15 @@ class Snapshots:
     homes and the keyring are copied.
     """
 
-    def __init__(self, factory: pytest.TempPathFactory, url: str | None = None) -> None:
+    def __init__(
+        self,
+        factory: pytest.TempPathFactory,
+        url: str | None = None,
+        make: Callable[[str, Path], Workspace] = Workspace,
+    ) -> None:
         self.factory = factory
         self.url = url
+        self.make = make  # the workspace's kind (served_workspace.served_snapshots: through a team server)
         self.built: dict[str, tuple[Path, dict[tuple[str, str], str], dict[str, str]]] = {}
 
     def clone(self, recipe: Callable[[Workspace], None], tmp: Path, backend: MemoryKeyring) -> Workspace:
@@ -140,7 +179,7 @@ class Snapshots:
         base, items, passphrases = self.built[recipe.__name__]
         for entry in base.iterdir():
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
-        ws = Workspace(url=self.url or f"sqlite:///{tmp / 'vault.db'}", tmp=tmp)
+        ws = self.make(self.url or f"sqlite:///{tmp / 'vault.db'}", tmp)
         for name, passphrase in passphrases.items():
             ws.passfile(name, passphrase)
         for path in tmp.glob("home*/config.json"):
@@ -149,6 +188,7 @@ class Snapshots:
             text = path.read_text(encoding="utf-8").replace(str(base / "vault.db"), str(tmp / "vault.db"))
             path.write_text(text, encoding="utf-8")
         backend.items.update(items)
+        ws.copied()
         return ws
 
     def _build(self, recipe: Callable[[Workspace], None]) -> tuple[Path, dict[tuple[str, str], str], dict[str, str]]:
@@ -157,9 +197,10 @@ class Snapshots:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CREDVAULT_HOME", str(base / "home"))
             keyring.set_keyring(backend)
+            ws = self.make(self.url or f"sqlite:///{base / 'vault.db'}", base)
             try:
-                ws = Workspace(url=self.url or f"sqlite:///{base / 'vault.db'}", tmp=base)
                 recipe(ws)
             finally:
                 keyring.set_keyring(previous)
+                ws.close()
         return base, dict(backend.items), dict(ws.passphrases)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import keyring
 import pytest
-from cli_workspace import Workspace, ok
+import served_workspace
+from cli_workspace import Snapshots, Workspace, ok
 from memory_keyring import MemoryKeyring
+from served_workspace import CliServer
 
 import vault.crypto.keyrecord as keyrecord
 
@@ -60,7 +62,56 @@ def ready(workspace: Workspace) -> Workspace:
     return _populate(workspace)
 
 
-@pytest.fixture
-def ready_any_engine(db_url: str, tmp_path: Path) -> Workspace:
-    """The same as ``ready``, on SQLite and on PostgreSQL (tests/conftest.py's db_url)."""
-    return _populate(Workspace(url=db_url, tmp=tmp_path))
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliServer]:
+    """A team server on loopback TLS for this module, serving one test's vault at a time (served_workspace.py)."""
+    with served_workspace.cli_server(tmp_path_factory.mktemp("cli-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served_snapshots(tmp_path_factory: pytest.TempPathFactory, cli_server: CliServer) -> Snapshots:
+    """Workspaces through ``cli_server``, built once per module and recipe, then copied per test."""
+    return served_workspace.served_snapshots(tmp_path_factory, cli_server)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
+def workspace_any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
+    """An empty workspace (nothing initialised yet) on SQLite, on PostgreSQL, and through a real team
+    server (its ``init`` makes the server key and serves the vault from the module's ``cli_server``)."""
+    if request.param == "https":
+        server: CliServer = request.getfixturevalue("cli_server")
+        return served_workspace.ServedWorkspace(f"sqlite:///{tmp_path / 'vault.db'}", tmp_path, server=server)
+    return Workspace(url=request.getfixturevalue("empty_databases")(request.param), tmp=tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "https"])
+def ready_or_served(request: pytest.FixtureRequest, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
+    """``ready`` on SQLite, and through a real team server (``ready_any_engine`` without PostgreSQL)."""
+    if request.param == "https":
+        snapshots: Snapshots = request.getfixturevalue("served_snapshots")
+        return snapshots.clone(_populate, tmp_path, fake_keyring)
+    return _populate(Workspace(url=f"sqlite:///{tmp_path / 'vault.db'}", tmp=tmp_path))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "https"])
+def snapshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
+    """A module's workspaces built once per recipe and copied per test (``Snapshots``): on SQLite, and
+    through a real team server (``served_snapshots``). A test that needs what a server never serves
+    says so with ``served.only_local``; a command not served yet: ``only_local(ws, "not served yet: ...")``."""
+    if request.param == "https":
+        served: Snapshots = request.getfixturevalue("served_snapshots")
+        return served
+    return Snapshots(tmp_path_factory)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "https"])
+def ready_any_engine(request: pytest.FixtureRequest, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
+    """The same as ``ready``, on SQLite, on PostgreSQL, and through a real team server on loopback TLS
+    (``served_workspace.ServedWorkspace``: the admin and alice with no database; a test that needs
+    what a server never serves says so with ``served.only_local``)."""
+    if request.param == "https":
+        snapshots: Snapshots = request.getfixturevalue("served_snapshots")
+        return snapshots.clone(_populate, tmp_path, fake_keyring)
+    url = request.getfixturevalue("empty_databases")(request.param)
+    return _populate(Workspace(url=url, tmp=tmp_path))

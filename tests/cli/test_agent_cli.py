@@ -141,9 +141,7 @@ def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
     # No agent and no keyring session: the ordinary clean "locked" error, not a socket error.
     assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
     # With --passphrase-file the command unlocks for itself and never asks the agent.
-    own = ok(
-        ws.admin("--passphrase-file", ws.passfiles[ADMIN], "checkout", "acme/fw01-admin", "-r", "T-1", "--show")
-    )
+    own = ok(ws.admin("--passphrase-file", ws.passfiles[ADMIN], "checkout", "acme/fw01-admin", "-r", "T-1", "--show"))
     assert own.stdout == PASSWORD + "\n"
     ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
     assert ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-2", "--show")).stdout == PASSWORD + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import Workspace, assert_clean_error, ok
+from served import only_local
 from sqlalchemy import create_engine, exc, text
 
 from vault import Vault
@@ -108,6 +109,7 @@ def test_a_command_reads_the_postgresql_catalog_at_most_once_more_to_report_it(
     more only where the command reports what it finds: never once per unit of work."""
     from vault.storage import engine
 
+    only_local(ready_any_engine, "the --db mode's catalog guard, one per command (a server's is per request)")
     calls = []
     real = engine.foreign_objects
 

@@ -20,12 +20,7 @@ def enrolled(ws: Workspace) -> None:
     ws.init()
     ok(ws.admin("client", "add", "acme", "--name", "Acme Ltd"))
     ws.enrol()
-    ok(ws.admin("engineer", "list"))  # an event with no details: details_json is NULL
-
-
-@pytest.fixture(scope="module")
-def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
-    return Snapshots(tmp_path_factory)
+    ok(ws.host("engineer", "list"))  # an event with no details: details_json is NULL
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, assert_clean_error, ok, run
 from click.testing import Result
+from served import only_local
 from sqlalchemy import create_engine, text
 
 from vault import Vault
@@ -38,15 +39,12 @@ def granted(ws: Workspace) -> None:
     ok(ws.admin("grant", ENGINEER, "acme"))
 
 
-@pytest.fixture(scope="module")
-def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
-    return Snapshots(tmp_path_factory)
-
-
 @pytest.fixture
 def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
     return snapshots.clone(granted, tmp_path, fake_keyring)
 
+
+REPORTS = "not served yet: report access, report at-risk (the host's: docs/server.md)"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -94,13 +92,14 @@ def activity(ws: Workspace) -> None:
 # -- audit verify ----------------------------------------------------------------------------------
 
 
-def test_verify_passes_and_remembers_the_head_on_this_machine(ready: Workspace, isolated_home: Path) -> None:
+def test_verify_passes_and_remembers_the_head_on_this_machine(ready: Workspace) -> None:
     result = ok(ready.admin("audit", "verify"))
     seq, digest = head(ready)
     assert f"head at event {seq}" in result.stdout
-    assert AuditMemory.path(vault_id(ready)) == isolated_home / f"audit-{vault_id(ready)}.json"
-    assert AuditMemory.path(vault_id(ready)).exists()
-    memory = AuditMemory.load(vault_id(ready))
+    with ready.at_admins_machine() as home:
+        assert AuditMemory.path(vault_id(ready)) == home / f"audit-{vault_id(ready)}.json"
+        assert AuditMemory.path(vault_id(ready)).exists()
+        memory = AuditMemory.load(vault_id(ready))
     assert memory.verified == memory.seen == (seq, digest)
 
 
@@ -112,7 +111,8 @@ def test_second_verify_checks_only_the_new_events(ready: Workspace) -> None:
     assert second > first
     result = ok(ready.admin("audit", "verify"))
     assert f"{second - first} new event(s) checked (events {first + 1}-{second})" in result.stdout
-    assert AuditMemory.load(vault_id(ready)).verified == (second, digest)
+    with ready.at_admins_machine():
+        assert AuditMemory.load(vault_id(ready)).verified == (second, digest)
     data = json.loads(ok(ready.admin("audit", "verify", "--json")).stdout)
     assert (data["ok"], data["checked"], data["head_seq"]) == (True, 0, second)
 
@@ -154,8 +154,9 @@ def test_a_truncated_tail_is_caught_against_the_head_this_machine_saw(ready: Wor
     full = ready.admin("audit", "verify", "--full")
     assert_clean_error(full, SECRET)
     assert "truncated" in full.stderr and "the head this machine saw" in full.stderr
-    assert AuditMemory.load(vault_id(ready)).seen is not None
-    assert AuditMemory.load(vault_id(ready)).seen[0] == seen  # type: ignore[index]  # a failure forgets nothing
+    with ready.at_admins_machine():
+        assert AuditMemory.load(vault_id(ready)).seen is not None
+        assert AuditMemory.load(vault_id(ready)).seen[0] == seen  # type: ignore[index]  # a failure forgets nothing
 
 
 def test_a_checkpoint_kept_elsewhere_catches_truncation_on_a_fresh_machine(ready: Workspace) -> None:
@@ -281,6 +282,7 @@ def test_audit_export_jsonl_has_one_event_per_line(ready: Workspace) -> None:
 
 
 def test_report_access_and_at_risk_follow_reveals_and_changes(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-42 reset VPN", "--show"))
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--field", "username", "--reason", "T-43", "--show"))
     access = json.loads(ok(ready.admin("report", "access", ENGINEER, "--json")).stdout)
@@ -305,6 +307,7 @@ def test_report_access_and_at_risk_follow_reveals_and_changes(ready: Workspace) 
 
 
 def test_report_at_risk_keeps_the_latest_reveal_of_each_value(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     for reason in ("T-1", "T-2"):
         ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", reason, "--show"))
     assert len(json.loads(ok(ready.admin("report", "access", ENGINEER, "--json")).stdout)) == 2
@@ -313,6 +316,7 @@ def test_report_at_risk_keeps_the_latest_reveal_of_each_value(ready: Workspace) 
 
 
 def test_report_tables(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-42", "--show"))
     for kind in ("access", "at-risk"):
         table = ok(ready.admin("report", kind, ENGINEER)).stdout
@@ -322,6 +326,7 @@ def test_report_tables(ready: Workspace) -> None:
 
 
 def test_an_engineer_cannot_read_reports(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-42", "--show"))
     before = head(ready)
     for kind in ("access", "at-risk"):
@@ -332,6 +337,7 @@ def test_an_engineer_cannot_read_reports(ready: Workspace) -> None:
 
 
 def test_report_on_an_unknown_engineer(ready: Workspace) -> None:
+    only_local(ready, REPORTS)
     result = ready.admin("report", "access", "nobody")
     assert_clean_error(result, SECRET)
     assert "nobody" in result.stderr
@@ -341,8 +347,8 @@ def test_report_on_an_unknown_engineer(ready: Workspace) -> None:
 
 
 def test_a_streamed_table_or_json_prints_what_the_whole_list_printed(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
-    from cli.output import echo_json, echo_table
+    from vault.cli import audit as cli_audit
+    from vault.cli.output import echo_json, echo_table
 
     rows = [(i, f"name-{'x' * (i % 7)}", None, i % 2 == 0) for i in range(40)]
     for items in (rows, []):
@@ -359,7 +365,7 @@ def test_a_streamed_table_or_json_prints_what_the_whole_list_printed(capsys: pyt
 
 
 def test_a_streamed_table_prints_its_first_block_before_reading_on(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
+    from vault.cli import audit as cli_audit
 
     def rows():  # type: ignore[no-untyped-def]
         for i in range(cli_audit.BLOCK + 1):
@@ -373,7 +379,7 @@ def test_a_streamed_table_prints_its_first_block_before_reading_on(capsys: pytes
 
 
 def test_an_error_of_the_stream_comes_before_any_output(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli import audit as cli_audit
+    from vault.cli import audit as cli_audit
 
     def broken():  # type: ignore[no-untyped-def]
         raise RuntimeError("refused")

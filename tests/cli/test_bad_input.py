@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, ok
 from click.testing import Result
+from served import only_local
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from vault.cli import fast
@@ -167,11 +168,6 @@ def populated(ws: Workspace) -> None:
     ws.enrol()
 
 
-@pytest.fixture(scope="module")
-def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
-    return Snapshots(tmp_path_factory)
-
-
 @pytest.fixture
 def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
     return snapshots.clone(populated, tmp_path, fake_keyring)
@@ -242,6 +238,9 @@ def _cases(slots: list[tuple[str, ...]], values: dict[str, str]) -> list[object]
     + _cases(TIME_SLOTS, TIMES),
 )
 def test_bad_input_is_a_clear_error(ready: Workspace, slot: tuple[str, ...], value: str) -> None:
+    for command, what in SLOTS_NOT_SERVED.items():  # refused as not served, before the value is looked at
+        if slot[: len(command)] == command and "--password-stdin" not in slot:
+            only_local(ready, f"not served yet: {what}")
     before = _state(ready)
     assert_refused_cleanly(ready.admin(*_fill(slot, value)))
     assert _state(ready) == before, "a refused command changed the vault"
@@ -326,6 +325,15 @@ def planted(ready: Workspace) -> Workspace:
     return ready
 
 
+NOT_SERVED = {"status": "status (the reports)", "engineer": "engineer list", "purge": "purge subject"}
+SLOTS_NOT_SERVED = {
+    ("purge", "subject"): "purge subject",
+    ("subject",): "subject find, subject report",
+    ("report",): "report access, report at-risk",
+    ("secret", "update"): "a secret update that keeps the password",
+}
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -342,6 +350,8 @@ def planted(ready: Workspace) -> Workspace:
     ids=lambda args: " ".join(args[:4]),
 )
 def test_names_from_the_database_are_shown_neutralised(planted: Workspace, args: tuple[str, ...]) -> None:
+    if args[0] in NOT_SERVED:
+        only_local(planted, f"not served yet: {NOT_SERVED[args[0]]}")
     result = planted.admin(*args)
     assert result.exit_code in (0, 1), result.output
     assert "Traceback" not in result.output

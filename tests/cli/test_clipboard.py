@@ -43,11 +43,6 @@ def admin_only(ws: Workspace) -> None:
     ok(ws.admin("secret", "add", REF, "--kind", "equipment", "--password-stdin", input=SECRET + "\n"))
 
 
-@pytest.fixture(scope="module")
-def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
-    return Snapshots(tmp_path_factory)
-
-
 @pytest.fixture
 def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> Workspace:
     return snapshots.clone(admin_only, tmp_path, fake_keyring)

@@ -10,6 +10,7 @@ import datetime as dt
 
 import pytest
 from cli_workspace import CODE, ENGINEER, FINGERPRINT, Workspace, assert_clean_error, ok
+from served import only_local
 from sqlalchemy import func, insert, select, update
 
 from vault.errors import VaultError
@@ -27,7 +28,7 @@ def _re_enrol(ws: Workspace, name: str, code: str) -> str:
     passfile = ws.passfile(name, f"second passphrase of {name}")
     enrolled = ok(
         ws.as_engineer(
-            name, "--db", ws.url, "engineer", "enroll", name, "--passphrase-file", passfile, input=code + "\n"
+            name, *ws.reach(name), "engineer", "enroll", name, "--passphrase-file", passfile, input=code + "\n"
         )
     )
     fingerprint = FINGERPRINT.search(enrolled.stdout)
@@ -39,6 +40,7 @@ def test_confirm_shows_name_role_fingerprint_and_the_grants_it_carries_before_as
     ready_any_engine: Workspace,
 ) -> None:
     ws = ready_any_engine
+    only_local(ws, "not served yet: confirming a re-invited engineer (the carry-over of their grants)")
     ok(ws.admin("client", "add", "globex", "--name", "Globex Corp"))
     ok(ws.admin("grant", ENGINEER, "acme"))
     code = CODE.search(ok(ws.admin("rotate", "engineer", ENGINEER)).stdout)

@@ -23,26 +23,30 @@ from vault.service import config
 SECRET = "fw-Passw0rd-stdin"  # the password the `ready` fixture stored
 
 
-def test_wrong_passphrase_on_unlock(ready: Workspace) -> None:
+def test_wrong_passphrase_on_unlock(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     wrong = ready.passfile("wrong", "not the passphrase")
     result = ready.admin("unlock", "--passphrase-file", wrong)
     assert_clean_error(result, "not the passphrase", ADMIN_PASS, SECRET)
     assert "wrong passphrase" in result.stderr
 
 
-def test_wrong_passphrase_on_the_automation_path(ready: Workspace) -> None:
+def test_wrong_passphrase_on_the_automation_path(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     wrong = ready.passfile("wrong", "not the passphrase")
     result = run("--db", ready.url, "--as", ADMIN, "--passphrase-file", wrong, "secret", "list")
     assert_clean_error(result, "not the passphrase", ADMIN_PASS, SECRET)
 
 
-def test_missing_passphrase_file(ready: Workspace) -> None:
+def test_missing_passphrase_file(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ready.admin("unlock", "--passphrase-file", str(ready.tmp / "nope.pass"))
     assert_clean_error(result)
     assert "passphrase file" in result.stderr
 
 
-def test_locked_session(ready: Workspace) -> None:
+def test_locked_session(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     ok(ready.admin("lock"))
     result = ready.admin("secret", "show", "acme/fw01-admin")
     assert_clean_error(result, SECRET)
@@ -55,7 +59,8 @@ def test_no_engineer_selected(workspace: Workspace, isolated_home: Path) -> None
     assert_clean_error(run("client", "list"))
 
 
-def test_edited_session_expiry(ready: Workspace, fake_keyring: MemoryKeyring) -> None:
+def test_edited_session_expiry(ready_or_served: Workspace, fake_keyring: MemoryKeyring) -> None:
+    ready = ready_or_served
     import json
 
     key, data = ready.session_text(fake_keyring, ADMIN)
@@ -67,7 +72,8 @@ def test_edited_session_expiry(ready: Workspace, fake_keyring: MemoryKeyring) ->
     assert key not in fake_keyring.items  # an altered session is removed
 
 
-def test_expired_session_after_a_short_ttl(ready: Workspace) -> None:
+def test_expired_session_after_a_short_ttl(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     ok(ready.admin("unlock", "--ttl", "1s", "--passphrase-file", ready.passfiles[ADMIN]))
     time.sleep(1.1)
     result = ready.admin("whoami")
@@ -75,7 +81,8 @@ def test_expired_session_after_a_short_ttl(ready: Workspace) -> None:
     assert "expired" in result.stderr
 
 
-def test_no_os_keyring(ready: Workspace) -> None:
+def test_no_os_keyring(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     import keyring
     from keyring.backends import fail
 
@@ -85,7 +92,8 @@ def test_no_os_keyring(ready: Workspace) -> None:
     assert "--passphrase-file" in result.stderr
 
 
-def test_unknown_client(ready: Workspace) -> None:
+def test_unknown_client(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     assert_clean_error(ready.admin("client", "show", "nope"))
     assert_clean_error(ready.admin("secret", "list", "nope"))
 
@@ -107,7 +115,10 @@ def test_unknown_secret(ready_any_engine: Workspace) -> None:
     ],
     ids=["ansi-slug", "rtl-slug", "osc-secret-name", "zero-width-engineer"],
 )
-def test_bad_names_are_refused_without_echoing_control_characters(ready: Workspace, args: tuple[str, ...]) -> None:
+def test_bad_names_are_refused_without_echoing_control_characters(
+    ready_or_served: Workspace, args: tuple[str, ...]
+) -> None:
+    ready = ready_or_served
     result = ready.admin(*args)
     assert_clean_error(result)
     for char in ("\x1b", "\u202e", "\u200b", "\x07"):
@@ -122,7 +133,8 @@ def test_missing_grant(ready_any_engine: Workspace) -> None:
     assert ok(ready.as_engineer(ENGINEER, "client", "list")).stdout.strip() == "(none)"
 
 
-def test_engineer_cannot_do_admin_work(ready: Workspace) -> None:
+def test_engineer_cannot_do_admin_work(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     assert_clean_error(ready.as_engineer(ENGINEER, "client", "add", "globex", "--name", "Globex"))
     assert_clean_error(ready.as_engineer(ENGINEER, "grant", ENGINEER, "acme"))
 
@@ -224,19 +236,22 @@ def test_confirmation_mismatch_then_end_of_input(workspace: Workspace) -> None:
     assert_clean_error(result, "first passphrase", "second passphrase")
 
 
-def test_password_prompt_mismatch_stores_nothing(ready: Workspace) -> None:
+def test_password_prompt_mismatch_stores_nothing(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ready.admin("secret", "add", "acme/new", "--kind", "other", input="one-Passw0rd\ntwo-Passw0rd\n")
     assert_clean_error(result, "one-Passw0rd", "two-Passw0rd")
     assert [s.name for s in ready.library().secrets.list()] == ["fw01-admin"]
 
 
-def test_session_length_out_of_bounds(ready: Workspace) -> None:
+def test_session_length_out_of_bounds(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ready.admin("unlock", "--ttl", "13h", "--passphrase-file", ready.passfiles[ADMIN])
     assert_clean_error(result, ADMIN_PASS)
     assert "12h" in result.stderr
 
 
-def test_duplicate_secret(ready: Workspace) -> None:
+def test_duplicate_secret(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ready.admin(
         "secret", "add", "acme/fw01-admin", "--kind", "other", "--password-stdin", input="another-Passw0rd\n"
     )
@@ -255,7 +270,8 @@ def test_duplicate_secret(ready: Workspace) -> None:
         ("unlock", "--bogus"),
     ],
 )
-def test_usage_errors_keep_exit_code_2(ready: Workspace, args: tuple[str, ...]) -> None:
+def test_usage_errors_keep_exit_code_2(ready_or_served: Workspace, args: tuple[str, ...]) -> None:
+    ready = ready_or_served
     result = ready.admin(*args, input="x\n")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -293,7 +309,8 @@ def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bad_input_without_a_hint_of_its_own_gets_a_usage_hint(ready: Workspace) -> None:
+def test_bad_input_without_a_hint_of_its_own_gets_a_usage_hint(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ready.admin(
         "secret", "add", "acme/x", "--kind", "service", "--url", "https://a", "--host", "b", "--generate"
     )

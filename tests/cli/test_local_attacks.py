@@ -24,9 +24,7 @@ def test_a_longer_expiry_written_into_the_keyring_is_refused(ready: Workspace, f
     assert key not in fake_keyring.items
 
 
-def test_a_keyring_copy_taken_before_lock_opens_nothing_after_it(
-    ready: Workspace, fake_keyring: MemoryKeyring
-) -> None:
+def test_a_keyring_copy_taken_before_lock_opens_nothing_after_it(ready: Workspace, fake_keyring: MemoryKeyring) -> None:
     key, _ = ready.session_text(fake_keyring, ADMIN)
     stolen = fake_keyring.items[key]
     ok(ready.admin("lock"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ENGINEER, Workspace, assert_clean_error, ok, run
+from served import only_local
 from sqlalchemy import update
 
 from vault import Vault
@@ -47,7 +48,8 @@ def _open(url: str, ws: Workspace, name: str = ADMIN) -> Vault:
 # -- purge client, receipts -----------------------------------------------------------------------
 
 
-def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(ready: Workspace) -> None:
+def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     ws = ready
     missing = ws.admin("purge", "client", "acme")
     assert missing.exit_code == 2 and "--request" in missing.output  # a usage error: nothing is asked
@@ -85,7 +87,9 @@ def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(read
     assert not ws.library().purge.verify_receipt(1).ok
 
 
-def test_purge_secret_and_subject_remove_only_what_was_named(ready: Workspace) -> None:
+def test_purge_secret_and_subject_remove_only_what_was_named(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
+    only_local(ready, "not served yet: purge subject")
     ws = ready
     email = "jane.doe@example.org"
     _add_secret(ws, "acme/jane-mailbox", "Jane-Mail-Pw-1", "--username", email)
@@ -121,7 +125,9 @@ def test_purge_secret_and_subject_remove_only_what_was_named(ready: Workspace) -
 # -- subject find / report, report stale ---------------------------------------------------------------
 
 
-def test_subject_find_and_report_and_report_stale(ready: Workspace, tmp_path: Path) -> None:
+def test_subject_find_and_report_and_report_stale(ready_or_served: Workspace, tmp_path: Path) -> None:
+    ready = ready_or_served
+    only_local(ready, "not served yet: subject find, subject report, report stale")
     ws = ready
     found = ok(ws.admin("subject", "find", "NetAdmin"))
     assert "acme" in found.stdout and "fw01-admin" in found.stdout
@@ -159,7 +165,9 @@ def test_subject_find_and_report_and_report_stale(ready: Workspace, tmp_path: Pa
     assert json.loads(ok(ws.admin("report", "stale", "--json")).stdout) == []  # and now it was used
 
 
-def test_a_refused_subject_report_is_not_logged(ready: Workspace, tmp_path: Path) -> None:
+def test_a_refused_subject_report_is_not_logged(ready_or_served: Workspace, tmp_path: Path) -> None:
+    ready = ready_or_served
+    only_local(ready, "not served yet: subject report")
     out = tmp_path / "existing.json"
     out.write_text("{}", encoding="utf-8")
     assert_clean_error(ready.admin("subject", "report", "netadmin", "--out", str(out)))
@@ -169,7 +177,9 @@ def test_a_refused_subject_report_is_not_logged(ready: Workspace, tmp_path: Path
 # -- backups ------------------------------------------------------------------------------------------
 
 
-def test_backup_create_export_keys_and_restore_round_trip(ready: Workspace, tmp_path: Path) -> None:
+def test_backup_create_export_keys_and_restore_round_trip(ready_or_served: Workspace, tmp_path: Path) -> None:
+    ready = ready_or_served
+    only_local(ready, "not served yet: backups")
     ws = ready
     backup, keys = tmp_path / "vault.cvbk", tmp_path / "keys.json"
     ok(ws.admin("backup", "create", str(backup)))

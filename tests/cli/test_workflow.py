@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, ENGINEER, ENGINEER_PASS, Workspace, ok, run
+from served import only_local
 
 from vault.service.config import LocalConfig
 
@@ -151,6 +152,7 @@ def test_interactive_confirm_asks_whether_the_fingerprint_matches(workspace: Wor
 
 def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
+    only_local(ready, "not served yet: a secret update that keeps the password")
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--host", "10.0.0.2", "--note", "moved"))
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--username", "", "--password-stdin", input="new-Passw0rd\n"))
     history = ok(ready.admin("secret", "history", "acme/fw01-admin", "--json"))
@@ -163,7 +165,8 @@ def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_
     assert "new-Passw0rd" not in history.output
 
 
-def test_secret_update_with_generate_stores_an_unseen_password(ready: Workspace) -> None:
+def test_secret_update_with_generate_stores_an_unseen_password(ready_or_served: Workspace) -> None:
+    ready = ready_or_served
     result = ok(ready.admin("secret", "update", "acme/fw01-admin", "--generate"))
     password = ready.library().checkouts.reveal("acme/fw01-admin", reason="test")
     assert len(password) == 24 and password != "fw-Passw0rd-stdin"
@@ -172,6 +175,7 @@ def test_secret_update_with_generate_stores_an_unseen_password(ready: Workspace)
 
 def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
+    only_local(ready, "not served yet: an admin's grant list (grants --client, --engineer)")
     ok(ready.admin("grant", ENGINEER, "acme"))
     listed = ok(ready.admin("grants", "--client", "acme", "--json"))
     assert [(g["engineer"], g["state"]) for g in json.loads(listed.stdout)] == [(ENGINEER, "active")]
@@ -181,7 +185,8 @@ def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     assert run("--db", ready.url, "grants", "--engineer", ENGINEER, "--client", "acme").exit_code == 2
 
 
-def test_lock_forgets_the_session_and_whoami_reports_it(ready: Workspace, fake_keyring) -> None:  # type: ignore[no-untyped-def]
+def test_lock_forgets_the_session_and_whoami_reports_it(ready_or_served: Workspace, fake_keyring) -> None:  # type: ignore[no-untyped-def]
+    ready = ready_or_served
     me = json.loads(ok(ready.admin("whoami", "--json")).stdout)
     assert (me["engineer"], me["role"]) == (ADMIN, "admin")
     assert ok(ready.admin("lock")).exit_code == 0
@@ -190,8 +195,9 @@ def test_lock_forgets_the_session_and_whoami_reports_it(ready: Workspace, fake_k
 
 
 def test_unlock_ttl_comes_from_the_option_or_the_environment(
-    ready: Workspace, fake_keyring, monkeypatch: pytest.MonkeyPatch
+    ready_or_served: Workspace, fake_keyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
+    ready = ready_or_served
     import time
 
     ok(ready.admin("unlock", "--ttl", "2h", "--passphrase-file", ready.passfiles[ADMIN]))
@@ -284,3 +290,18 @@ def test_unlock_remembers_the_engineer_and_the_database(ready: Workspace, monkey
     assert ok(run("client", "list", "--json", env=other_home)).stdout.count('"slug"') == 1
     monkeypatch.setenv("CREDVAULT_HOME", other_home["CREDVAULT_HOME"])
     assert LocalConfig.load() == LocalConfig(db_url=ready.url, engineer=ADMIN)
+
+
+def test_an_admin_lists_every_clients_secrets_and_an_engineer_those_of_their_grants(
+    ready_any_engine: Workspace,
+) -> None:
+    """Through a team server the admin's `secret list` asked for the clients of their own grants
+    (none): it printed "(none)". An admin lists every client's, as in-process; alice her grants'."""
+    ready = ready_any_engine
+    ok(ready.admin("client", "add", "globex", "--name", "Globex"))
+    ok(ready.admin("secret", "add", "globex/vpn", "--kind", "service", "--generate"))
+    ok(ready.admin("grant", ENGINEER, "acme"))
+    listed = json.loads(ok(ready.admin("secret", "list", "--json")).stdout)
+    assert sorted((s["client"], s["name"]) for s in listed) == [("acme", "fw01-admin"), ("globex", "vpn")]
+    mine = json.loads(ok(ready.as_engineer(ENGINEER, "secret", "list", "--json")).stdout)
+    assert [(s["client"], s["name"]) for s in mine] == [("acme", "fw01-admin")]

@@ -120,7 +120,7 @@ class RemoteLookup:
             self.keys.slugs.pop(slug, None)
         if untrusted is not None:
             raise untrusted
-        if self._admin():  # no grant names it: an admin names any client by its tag
+        if self.is_admin():  # no grant names it: an admin names any client by its tag
             return self._by_tag(slug)
         if expired:  # the server releases nothing of a client whose grant expired, not even its name
             raise NotFound(
@@ -133,7 +133,7 @@ class RemoteLookup:
             hint="`credvault grant list` shows your grants; an admin grants access",
         )
 
-    def _admin(self) -> bool:
+    def is_admin(self) -> bool:
         """Whether the session's engineer is an admin: the server answers their root bundle's sealed
         copy (``engineers.root_seal``, opened and checked here) to admins only."""
         try:
@@ -325,7 +325,7 @@ class RemoteCheckouts(_Noun):
 
     def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
         transport = HttpsCheckoutTransport(https)
-        lookup = RemoteLookup(keys, HttpsGrantListTransport(https))
+        self.lookup = lookup = RemoteLookup(keys, HttpsGrantListTransport(https))
         self.keys = keys
         self.keyholder = CheckoutKeyholder(transport, keys, lookup, keys.client_keys, clock, transport)
         lookup.keyholder = self.keyholder
@@ -335,7 +335,9 @@ class RemoteCheckouts(_Noun):
         return "RemoteCheckouts()"
 
     def context(self, slug: str) -> ClientContext:
-        """The verified key context of the client ``slug`` names (learned once per session)."""
+        """The verified key context of the client ``slug`` names (learned once per session); a slug
+        that is no client's is refused first, as in-process (its tag is never computed)."""
+        validation.client_slug(slug)
         return self.keyholder.context(self.keys.me(), slug, fresh=False)
 
     def reveal(
@@ -403,7 +405,7 @@ class RemoteVault:
         contexts, keys = self.checkouts.context, self.keyholder
         self.grants = RemoteGrants(keys, self.https, contexts, clock, fresh_contexts(self.checkouts.keyholder))
         keys.recovery_source = root_seal(self.https, keys)  # an admin's root bundle, when their work needs it
-        self.secrets = RemoteSecrets(keys, self.https, contexts, clock)
+        self.secrets = RemoteSecrets(keys, self.https, contexts, clock, self.checkouts.lookup.is_admin)
         self.clients = RemoteClients(keys, self.https, contexts, clock)
         learned = fresh_contexts(self.checkouts.keyholder)
         writes = RemotePolicyWrites(keys, self.https, clock, learned, ClientSlugs(self.checkouts.keyholder))

@@ -186,11 +186,18 @@ class RemoteSecrets(_Noun):
     """``secrets.*`` through the server: show, history, list; add and update (with a new password) by drafts."""
 
     def __init__(
-        self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        contexts: Contexts,
+        clock: Callable[[], dt.datetime],
+        admin: Callable[[], bool],
     ) -> None:
         granted = grant_client_ids(keys, keys.client_keys, https)
         self.keys, self.https = keys, https
-        self.keyholder, self.listing = remote_secret_keyholders(keys, keys.client_keys, https, contexts, granted, clock)
+        self.keyholder, self.listing = remote_secret_keyholders(
+            keys, keys.client_keys, https, contexts, granted, clock, admin
+        )  # an admin lists every client's secrets, as in-process
 
     def __repr__(self) -> str:
         return "RemoteSecrets()"

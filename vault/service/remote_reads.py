@@ -18,7 +18,8 @@ caller provides instead:
   itself (``SecretListAuthority``), and the keyholder refuses a client it did not ask for;
 * ``hints``: the session's slug hints (``RemoteKeys.slugs``), which a client listing fills.
 
-An admin's listing of every client asks for ``None`` (``GrantScope(..., admin=True)``).
+An admin's listing of every client asks for ``None`` (``GrantScope``'s ``admin()``: the server
+answers their root bundle's sealed copy to admins only).
 What the keyholders answer becomes the records ``Vault`` returns by ``secrets.opened_info``
 (show), ``secrets.opened_history`` (history) and ``Secrets.info`` (each listed secret:
 ``listing.listed(slug, Secrets.info)``), none of which reads a database.
@@ -97,16 +98,18 @@ class GrantScope:
     """``ListLookup``: the client named (its context), else the clients of the engineer's grants
     (an admin's: every client)."""
 
-    def __init__(self, contexts: Contexts, granted: Callable[[], tuple[int, ...]], *, admin: bool = False) -> None:
+    def __init__(
+        self, contexts: Contexts, granted: Callable[[], tuple[int, ...]], admin: Callable[[], bool] = lambda: False
+    ) -> None:
         self.contexts, self.granted, self.admin = contexts, granted, admin
 
     def __repr__(self) -> str:
-        return f"GrantScope(admin={self.admin})"
+        return "GrantScope()"
 
     def scope(self, slug: str | None) -> ListScope:
         if slug is not None:
             return ListScope((self.contexts(slug).client_id,), 1, slug)
-        if self.admin:
+        if self.admin():  # asked when listed: whether the session's engineer is an admin is the server's word
             return ListScope(None, 0, None)
         ids = self.granted()
         return ListScope(ids, len(ids), None)
@@ -133,11 +136,12 @@ def remote_secret_keyholders(
     contexts: Contexts,
     granted: Callable[[], tuple[int, ...]],
     clock: Callable[[], dt.datetime],
+    admin: Callable[[], bool] = lambda: False,
 ) -> tuple[SecretKeyholder, SecretListKeyholder]:
     """The secrets' keyholder and the listing's, store-less, through the server ``https``."""
     transport = HttpsSecretTransport(https)
     keyholder = SecretKeyholder(transport, keys, ContextSecretLookup(contexts), cache, clock)
-    return keyholder, SecretListKeyholder(keyholder, GrantScope(contexts, granted), transport)
+    return keyholder, SecretListKeyholder(keyholder, GrantScope(contexts, granted, admin), transport)
 
 
 def remote_client_keyholder(
