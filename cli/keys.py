@@ -274,9 +274,6 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
     with progress_bar("rotating client keys") as progress:
         vault = app.session_vault()
         at_risk, rotations = vault.engineers.remove(name, batch_size=batch_size, progress=progress)
-    if app.server_url() is not None:  # through the team server: the at-risk report is the host's
-        _removed_through_server(name, rotations, as_json)
-        return
     root = vault.last_root_rotation
     if as_json:
         out: dict[str, Any] = {"at_risk": [r.to_json() for r in at_risk], "rotations": [r.to_json() for r in rotations]}
@@ -303,15 +300,6 @@ def remove_engineer(app: AppContext, name: str, yes: bool, batch_size: int, as_j
         )
     else:
         click.echo(f"Nothing {name} revealed is unchanged.")
-
-
-def _removed_through_server(name: str, rotations: list[Any], as_json: bool) -> None:
-    report = f"credvault --server-key FILE report access {name}"
-    if as_json:
-        echo_json({"rotations": [r.to_json() for r in rotations], "at_risk": None, "report_on_host": report})
-        return
-    click.echo(f"Removed {name}: {len(rotations)} client key(s) rotated.")
-    click.echo(f"What {name} saw and is unchanged is listed on the server's host: {report}")
 
 
 @click.command("rotate")

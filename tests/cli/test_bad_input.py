@@ -325,11 +325,10 @@ def planted(ready: Workspace) -> Workspace:
     return ready
 
 
-NOT_SERVED = {"status": "status (the reports)", "engineer": "engineer list", "purge": "purge subject"}
+NOT_SERVED = {"engineer": "engineer list", "purge": "purge subject"}
 SLOTS_NOT_SERVED = {
     ("purge", "subject"): "purge subject",
     ("subject",): "subject find, subject report",
-    ("report",): "report access, report at-risk",
     ("secret", "update"): "a secret update that keeps the password",
 }
 

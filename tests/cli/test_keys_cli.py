@@ -58,11 +58,7 @@ def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> 
 
 
 # What the third mode (through a team server) skips: not served yet (docs/server.md, "Not built").
-STATUS = "not served yet: status (the reports)"
-ROOT = "not served yet: rotate root"
 RE_INVITED = "not served yet: confirming a re-invited engineer (the carry-over of their grants)"
-SECRET_ROTATE = "not served yet: secret rotate"
-AT_RISK = "not served yet: the at-risk list after a removal (the host's `report access`)"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -136,7 +132,6 @@ class Crash(Exception):
 
 
 def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) -> None:
-    only_local(ready, STATUS)
     library = ready.library()
     for i in range(3):
         library.secrets.add(f"acme/extra-{i}", password=f"extra-Passw0rd-{i}")
@@ -189,7 +184,6 @@ def test_an_interrupted_rotation_is_finished_by_rotate_resume(ready: Workspace) 
 
 
 def test_rotate_root_reseals_every_client_and_destroys_the_old_key(ready: Workspace) -> None:
-    only_local(ready, ROOT)
     ok(ready.admin("client", "add", "globex", "--name", "Globex"))
     result = ok(ready.admin("rotate", "root"))
     assert "2 client(s) re-sealed" in result.stdout
@@ -205,7 +199,6 @@ def test_rotate_root_reseals_every_client_and_destroys_the_old_key(ready: Worksp
 
 
 def test_rotate_root_by_an_engineer_is_refused(ready: Workspace) -> None:
-    only_local(ready, ROOT)
     assert_clean_error(ready.as_engineer(ENGINEER, "rotate", "root"), SECRET)
     assert query(ready, "SELECT version, state FROM root_keys") == [(1, "active")]
 
@@ -291,7 +284,6 @@ def test_passwd_confirmation_mismatch_changes_nothing(ready: Workspace) -> None:
 
 
 def test_status_without_anything_to_do(ready: Workspace) -> None:
-    only_local(ready, STATUS)
     result = ok(ready.admin("status"))
     assert "1 client(s), 1 secret(s), 2 engineer(s)" in result.stdout
     assert "No warnings." in result.stdout
@@ -300,7 +292,6 @@ def test_status_without_anything_to_do(ready: Workspace) -> None:
 
 
 def test_status_lists_secrets_that_must_change(ready: Workspace) -> None:
-    only_local(ready, STATUS)
     ok(ready.admin("policy", "set", "acme", "--rotate-after-checkout"))
     alice_reads(ready)
     result = ok(ready.admin("status"))
@@ -313,7 +304,6 @@ def test_status_lists_secrets_that_must_change(ready: Workspace) -> None:
 
 
 def test_status_warns_about_keys_older_than_the_cryptoperiod(ready: Workspace) -> None:
-    only_local(ready, STATUS)
     ok(ready.admin("settings", "--cryptoperiod", "30"))
     assert "No warnings." in ok(ready.admin("status")).stdout
     forty_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
@@ -330,7 +320,6 @@ def test_status_warns_about_keys_older_than_the_cryptoperiod(ready: Workspace) -
 
 
 def test_status_is_for_admins(ready: Workspace) -> None:
-    only_local(ready, STATUS)
     result = ready.as_engineer(ENGINEER, "status")
     assert_clean_error(result, SECRET)
     assert "admin" in result.stderr
@@ -363,7 +352,6 @@ def test_maintain_is_for_admins(ready: Workspace) -> None:
 
 
 def test_retention_keeps_the_last_n_versions(ready: Workspace) -> None:
-    only_local(ready, SECRET_ROTATE)
     ok(ready.admin("settings", "--retention", "3"))
     outputs = [ok(ready.admin("secret", "rotate", REF)).output for _ in range(5)]
     library = ready.library()
@@ -378,7 +366,6 @@ def test_retention_keeps_the_last_n_versions(ready: Workspace) -> None:
 
 
 def test_secret_rotate_json_and_length(ready: Workspace) -> None:
-    only_local(ready, SECRET_ROTATE)
     data = json.loads(ok(ready.admin("secret", "rotate", REF, "--length", "40", "--json")).stdout)
     assert (data["client"], data["name"], data["version"]) == ("acme", "fw01-admin", 2)
     assert "password" not in data
@@ -386,7 +373,6 @@ def test_secret_rotate_json_and_length(ready: Workspace) -> None:
 
 
 def test_secret_rotate_by_an_engineer_with_a_grant(ready: Workspace) -> None:
-    only_local(ready, SECRET_ROTATE)
     ok(ready.as_engineer(ENGINEER, "secret", "rotate", REF))
     assert ready.library().checkouts.reveal(REF, reason="test") not in (SECRET, "")
 
@@ -412,7 +398,6 @@ def test_settings_are_for_admins(ready: Workspace) -> None:
 
 
 def test_engineer_remove_prints_the_at_risk_list_and_the_engineer_can_do_nothing(ready: Workspace) -> None:
-    only_local(ready, AT_RISK)
     alice_reads(ready)
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--field", "username", "--reason", "T-2", "--show"))
     result = ok(ready.admin("engineer", "remove", ENGINEER, "--yes"))
@@ -436,7 +421,6 @@ def test_engineer_remove_prints_the_at_risk_list_and_the_engineer_can_do_nothing
 
 
 def test_engineer_remove_json(ready: Workspace) -> None:
-    only_local(ready, AT_RISK)
     alice_reads(ready)
     data = json.loads(ok(ready.admin("engineer", "remove", ENGINEER, "--yes", "--json")).stdout)
     assert [(r["client"], r["secret"], r["field"]) for r in data["at_risk"]] == [("acme", "fw01-admin", "password")]
@@ -446,7 +430,6 @@ def test_engineer_remove_json(ready: Workspace) -> None:
 
 
 def test_engineer_remove_when_nothing_was_revealed(ready: Workspace) -> None:
-    only_local(ready, AT_RISK)
     result = ok(ready.admin("engineer", "remove", ENGINEER, "--yes"))
     assert "Nothing alice revealed is unchanged." in result.stdout
 

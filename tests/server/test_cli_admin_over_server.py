@@ -207,12 +207,13 @@ def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, 
     assert "CV1-" in shown and f"credvault server trust {keyed.served.url}" in shown
     removed = json.loads(ok(run("engineer", "remove", "bob", "--yes", "--json")).output)
     assert len(removed["rotations"]) >= 2 and {r["state"] for r in removed["rotations"]} == {"done"}
-    assert "report access bob" in removed["report_on_host"]
+    assert isinstance(removed["at_risk"], list) and "report_on_host" not in removed  # the at-risk list made here
     refused(run("engineer", "remove", "bob", "--yes"), "already removed")
     actions = [e.action for e in events(keyed.served)[before:]]
     assert actions[:3] == ["engineer-invite", "engineer-key-rotate", "engineer-remove"]
     rotated = ["client-key-rotated"] * len(removed["rotations"])  # re-wrapped through the server, named by a listing
-    assert sorted(actions[3:]) == [*rotated, "client-list"]
+    assert sorted(a for a in actions[3:] if not a.startswith("report-")) == [*rotated, "client-list"]
+    assert "report-at-risk" in actions  # the removal's at-risk list, on record on the server
     with keyed.store.read() as s:
         rows = {r.name: r for r in s.scalars(select(m.Engineer).where(m.Engineer.name.in_(("bob", "carol"))))}
         assert (rows["carol"].status, rows["carol"].key_record) == ("invited", None)

@@ -176,6 +176,7 @@ class RemoteEngineers(_Noun):
         self.kdf_params: keyrecord.Argon2Params | None = None  # the key record's (None: the default)
         self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
         self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
+        self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -303,12 +304,14 @@ class RemoteEngineers(_Noun):
     def remove(self, name: str, *, batch_size: int = 0, progress: Any = None) -> tuple[list[Any], list[Any]]:
         """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
         removal committed with a client-key rotation started for every client (``started``), then
-        every rotation under way run to its end through the server (``rotate resume``); the at-risk
-        list (``report access``) is the host's: empty here."""
+        every rotation under way run to its end through the server (``rotate resume``), then the at-risk
+        list as in-process (``reports.at_risk``: the whole chain verified on this machine first)."""
         self.started = RemoteEngineerWrites(self.keys, self.https, self.clock).remove(name)
-        if self.rotations is None:
-            return [], []
-        return [], self.rotations.resume(batch_size=batch_size or DEFAULT_BATCH, progress=progress)
+        rotations = []
+        if self.rotations is not None:
+            rotations = self.rotations.resume(batch_size=batch_size or DEFAULT_BATCH, progress=progress)
+        at_risk = [] if self.reports is None else self.reports.at_risk(name)
+        return at_risk, rotations
 
     def whoami(self) -> SessionInfo:
         me = self.keys.me()
@@ -416,6 +419,12 @@ class RemoteVault:
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
+        self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
+        self.engineers.reports = self.reports  # and its at-risk list
+        # what an admin's removal in-process also reports: through the server no root rotation runs in a
+        # removal (an admin's is refused) and no record is adopted (an engineer with records to adopt is refused)
+        self.last_root_rotation: Any = None
+        self.adoption_skipped: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

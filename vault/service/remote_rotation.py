@@ -30,9 +30,10 @@ from vault.errors import ConcurrentChange, IntegrityError
 from vault.keyholder.rotation import RotationKeyholder
 from vault.records import RootRotation, RotationInfo
 from vault.service import validation
+from vault.service.passwords import generate_password
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_admin2 import RemoteSettings
-from vault.service.remote_nouns import _Noun
+from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remote_root import RemoteRootRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -73,7 +74,8 @@ class _Lookup:
 class RemoteKeyRotation(_Noun):
     """``keys.rotate_client``, ``resume``, ``list`` and ``versions`` through the server (module docstring);
     ``rotate_root`` by ``RemoteRootRotation`` (``remote_root.py``); the settings (``set_retention``,
-    ``set_cryptoperiod``) by ``RemoteSettings``; the rest not served."""
+    ``set_cryptoperiod``) by ``RemoteSettings``; ``rotate_secret`` as a new password through the
+    secrets' update (``secrets``, set by ``RemoteVault``); the rest not served."""
 
     def __init__(
         self,
@@ -85,12 +87,22 @@ class RemoteKeyRotation(_Noun):
         settings: RemoteSettings,
     ) -> None:
         self.keys, self.settings = keys, settings
+        self.secrets: Any = None  # RemoteVault.secrets: a secret's rotation is an update with a new password
         self.root = RemoteRootRotation(keys, https, clock)
         self.lookup = _Lookup(keys, AdminLookup(keys, learned), list_clients)
         self.keyholder = RotationKeyholder(HttpsRotationTransport(https), keys, self.lookup, keys.client_keys, clock)
 
     def __repr__(self) -> str:
         return "RemoteKeyRotation()"
+
+    def rotate_secret(self, ref: str, *, password: str | None = None, length: int | None = None) -> Any:
+        """As ``Vault.keys.rotate_secret``: a new value (generated unless given) as a new version, through
+        the server's update of a secret (``secrets.update_draft``/``update``, on record as in-process)."""
+        if self.secrets is None:
+            raise not_served("keys.rotate_secret")
+        if password is None:
+            password = generate_password(length) if length else generate_password()
+        return self.secrets.update(ref, password=password)
 
     def rotate_client(
         self, client: str, *, batch_size: int = DEFAULT_BATCH, progress: Progress | None = None
