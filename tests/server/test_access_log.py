@@ -87,3 +87,20 @@ def test_a_bug_answers_internal_and_logs_its_class_only(served: Served, caplog: 
     assert f"request {request_id} failed: RuntimeError" in logged
     lines = access_lines(caplog, expected=1)
     assert any(f"request={request_id} route=/v1/identity status=500" in line for line in lines)
+
+
+def test_a_line_nobody_would_receive_is_not_built() -> None:
+    """``credvault serve`` without ``--access-log``: the logger has no handler and does not
+    propagate, so the line (a time, a format) is skipped; with a handler it is written."""
+    from vault.server.accesslog import AccessLog
+
+    logger = logging.getLogger("credvault.test-access-unheard")
+    logger.propagate, logger.level = False, logging.INFO
+    log = AccessLog(None, logger)  # type: ignore[arg-type]
+    assert not log.listened()
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    try:
+        assert log.listened()
+    finally:
+        logger.removeHandler(handler)

@@ -176,9 +176,11 @@ def test_the_public_url_may_end_with_a_slash() -> None:
     assert checked(ServeOptions("sqlite:///x.db", bind="127.0.0.1:8443", public_url="https://v.example.net/"))[2]
 
 
-def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("pool", "threads"), [(["--db-pool", "3"], 3), ([], 40)])
+def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkeypatch, pool, threads) -> None:  # type: ignore[no-untyped-def]
     """``--db-pool 3``: the store keeps at most 3 connections (no overflow) and the app lets at most 3
-    requests into the thread pool, set on the server's loop at its first request."""
+    requests into the thread pool, set on the server's loop at its first request. Without it: 15
+    connections, all kept (none opened on demand and closed on its return), anyio's 40 threads."""
     import asyncio
 
     import anyio.to_thread
@@ -209,12 +211,12 @@ def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkey
 
     monkeypatch.setattr(running, "Store", store)
     monkeypatch.setattr(running.uvicorn, "Server", FakeServer)
-    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "127.0.0.1:9443", "--db-pool", "3"]
+    args = ["serve", "--db", f"sqlite:///{tmp_path / 'v.db'}", "--bind", "127.0.0.1:9443", *pool]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert seen["answer"] == (200, 3)
-    assert seen["pool"] == (3, 0)
-    refused = CliRunner().invoke(cli, [*args[:-1], "0"])
+    assert seen["answer"] == (200, threads)
+    assert seen["pool"] == (3, 0) if pool else (15, 0)
+    refused = CliRunner().invoke(cli, [*args[:5], "--db-pool", "0"])
     assert refused.exit_code == 2 and "--db-pool" in refused.output
 
 

@@ -88,17 +88,25 @@ class AccessLog:
         try:
             await self.app(scope, counted_receive, counted_send)
         finally:
-            ms = (time.perf_counter() - started) * 1000
-            engineer = "-" if outcome.engineer_id is None else str(outcome.engineer_id)
-            now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            self.logger.info(
-                "time=%s request=%s route=%s status=%d ms=%.1f engineer=%s in=%d out=%d",
-                now,
-                outcome.request_id,
-                outcome.route,
-                status,
-                ms,
-                engineer,
-                read,
-                written,
-            )
+            if self.listened():  # else (serve without --access-log) the line is not even built
+                self._log(outcome, status, started, read, written)
+
+    def listened(self) -> bool:
+        """Whether a line would reach a handler (``credvault serve`` without ``--access-log``: none)."""
+        return self.logger.isEnabledFor(logging.INFO) and self.logger.hasHandlers()
+
+    def _log(self, outcome: Outcome, status: int, started: float, read: int, written: int) -> None:
+        ms = (time.perf_counter() - started) * 1000
+        engineer = "-" if outcome.engineer_id is None else str(outcome.engineer_id)
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.logger.info(
+            "time=%s request=%s route=%s status=%d ms=%.1f engineer=%s in=%d out=%d",
+            now,
+            outcome.request_id,
+            outcome.route,
+            status,
+            ms,
+            engineer,
+            read,
+            written,
+        )

@@ -295,6 +295,12 @@ class _Endpoints:
         return Response(data, 200, media_type=JSON)
 
     def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
+        with self.store.request():  # one pooled connection (one pre-ping) for the request's units of work
+            return self._answer_held(found, path, headers, body, scope)
+
+    def _answer_held(
+        self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope
+    ) -> bytes:
         address, engineer_id = self.guard.before(scope, headers)
         if found.invited:  # an enrolment: the code authenticates it; a refusal counts for the address only
             self.guard.engineer(engineer_id, address, None)

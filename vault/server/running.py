@@ -57,6 +57,12 @@ class ServeOptions:
     db_pool: int | None = None  # at most this many database connections and request threads (None: defaults)
 
 
+# Connections a server keeps without --db-pool: SQLAlchemy's default most (5 kept, 10 more on demand),
+# all kept. An on-demand connection was closed when it came back to a full pool of 5, so a busy server
+# opened a PostgreSQL backend (a fork, an authentication, the session's settings) for every busy moment.
+DEFAULT_POOL = 15
+
+
 def split_bind(bind: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8443`` for IPv6) → host, port; else ConfigurationError."""
     host, sep, port = bind.rpartition(":")
@@ -172,7 +178,7 @@ def run(options: ServeOptions) -> None:
         )
     keys = read_server_keys(options.server_key) if options.server_key is not None else None
     server_key = keys.signing_keys if keys is not None else None  # during a rotation: the certified version signs
-    store = Store(options.db_url, pool_size=options.db_pool)
+    store = Store(options.db_url, pool_size=options.db_pool or DEFAULT_POOL)
     layer = ServerLayer(keys.master, keys.previous) if keys is not None and keys.master is not None else None
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))

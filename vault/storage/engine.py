@@ -63,6 +63,7 @@ from vault.storage.failures import (  # noqa: F401  (re-exported: tests name the
 from vault.storage.failures import (
     is_sqlite as is_sqlite,
 )
+from vault.storage.held import READ_ONLY_OPTION, HeldConnection
 from vault.storage.prepared import on_driver
 from vault.storage.reach import (  # noqa: F401  (re-exported: the CLI and tests name them here)
     ALLOW_READABLE_ENV,
@@ -135,9 +136,6 @@ def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous = FULL")
     finally:
         cursor.close()
-
-
-READ_ONLY_OPTION = "credvault_read"  # a Connection execution option: a read unit of work (``Store.read``)
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -230,6 +228,7 @@ class Store:
             f"credvault_inspecting_{id(self)}", default=None
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._held = HeldConnection(self.engine)  # a request's one connection (``request``)
         # Checked when a session first takes its connection (and so, on SQLite, the write lock):
         # a unit of work that opens another one before its first statement must not wait for itself.
         event.listen(self._sessions, "after_begin", self._session_began)
@@ -237,8 +236,14 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: committed durably on success, rolled back on any error."""
+        self._held.release()  # a request's idle connection, given back before this one is taken
         with self._mapped_errors(), self._sessions.begin() as session:
             yield session
+
+    def request(self) -> contextlib.AbstractContextManager[None]:
+        """The units of work (``unit``, ``read``, ``lookup``) opened inside, one after another in
+        this thread, share one pooled connection: a team server's request (``storage/held.py``)."""
+        return self._held.request()
 
     def _session_began(self, _session: Session, _transaction: Any, conn: Connection) -> None:
         if self._check_due():
@@ -249,7 +254,7 @@ class Store:
         """``transaction()`` for a hot path: a Core transaction on one connection, kept in
         ``session.info["connection"]`` for Core statements, with a Session joined to it that
         costs nothing unless the ORM is used (flushed before the same durable commit)."""
-        with self._mapped_errors(), self.engine.begin() as conn:
+        with self._mapped_errors(), self._held.connection() as conn, conn.begin():
             if self._check_due():
                 self._guard(conn)
             session = Session(bind=conn, expire_on_commit=False)  # joins conn's transaction
@@ -258,7 +263,7 @@ class Store:
                 yield session
                 session.flush()
             finally:
-                session.close()  # leaves conn's transaction to engine.begin(): commit or roll back
+                session.close()  # leaves conn's transaction to conn.begin(): commit or roll back
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -272,7 +277,7 @@ class Store:
         and returns what it read only once that event is committed. The Core connection is
         kept in ``session.info["connection"]`` (``rows.connection``) for set-based queries.
         """
-        with self._mapped_errors(), self.engine.connect() as conn:
+        with self._mapped_errors(), self._held.connection() as conn:
             conn.execution_options(**{READ_ONLY_OPTION: True})
             with conn.begin() as transaction:
                 if self._check_due():
@@ -297,7 +302,7 @@ class Store:
             with self.read() as session:
                 yield session
             return
-        with self._mapped_errors(), self.engine.connect() as conn:
+        with self._mapped_errors(), self._held.connection() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY_OPTION: True})
             if self._check_due():
                 self._guard(conn)
@@ -314,6 +319,7 @@ class Store:
     def foreign_objects(self) -> list[str]:
         """Every object in the database that credvault's migrations did not create, described
         for a person ("trigger 'x' on audit_events"); read now, on a connection of its own."""
+        self._held.release()
         with self._mapped_errors(), self.engine.connect() as conn:
             found = foreign_objects(conn)
             conn.rollback()
