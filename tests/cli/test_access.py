@@ -31,7 +31,6 @@ BOB, BOB_PASS = "bob", "bob's own passphrase"
 # Through a server the checkout's event commits before the engineer's machine opens the metadata
 # (the server cannot: it is under the client key); a refusal after is reported (answer_refused).
 RELEASED_FIRST = "a release through a server is on record before the field is looked for"
-KEEPS_THE_PASSWORD = "not served yet: a secret update that keeps the password"
 
 
 def head(ws: Workspace) -> tuple[int, bytes]:
@@ -450,7 +449,6 @@ def test_a_policy_relaxed_in_the_database_shows_unsigned_and_the_strict_policy_a
 
 def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_the_record(ready: Workspace) -> None:
     """Issue 12 item 16: `secret show` printed MFA seeds and enable secrets, unlogged."""
-    only_local(ready, KEEPS_THE_PASSWORD)
     seed, enable = "JBSWY3DPEHPK3PXP", "En4ble-S3cret"
     ok(
         ready.admin(
@@ -486,7 +484,6 @@ def test_secret_show_lists_a_sensitive_field_by_name_and_checkout_reveals_it_on_
 
 
 def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(ready: Workspace) -> None:
-    only_local(ready, KEEPS_THE_PASSWORD)
     value = "Rec0very-1111-2222"
     result = ok(ready.admin("secret", "update", REF, "--sensitive-field", "rescue", input=f"{value}\n{value}\n"))
     assert value not in result.stdout

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from cli_workspace import ADMIN, ENGINEER, MemoryKeyring, Snapshots, Workspace, assert_clean_error, ok, run
 from click.testing import Result
-from served import only_local
 from sqlalchemy import create_engine, text
 
 from vault import Vault
@@ -281,7 +280,6 @@ def test_audit_export_jsonl_has_one_event_per_line(ready: Workspace) -> None:
 
 
 def test_report_access_and_at_risk_follow_reveals_and_changes(ready: Workspace) -> None:
-    only_local(ready, "not served yet: a secret update that keeps the password")
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--reason", "T-42 reset VPN", "--show"))
     ok(ready.as_engineer(ENGINEER, "checkout", REF, "--field", "username", "--reason", "T-43", "--show"))
     access = json.loads(ok(ready.admin("report", "access", ENGINEER, "--json")).stdout)

@@ -329,7 +329,6 @@ NOT_SERVED = {"engineer": "engineer list", "purge": "purge subject"}
 SLOTS_NOT_SERVED = {
     ("purge", "subject"): "purge subject",
     ("subject",): "subject find, subject report",
-    ("secret", "update"): "a secret update that keeps the password",
 }
 
 

@@ -152,7 +152,6 @@ def test_interactive_confirm_asks_whether_the_fingerprint_matches(workspace: Wor
 
 def test_secret_update_makes_new_versions_and_keeps_what_is_not_given(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
-    only_local(ready, "not served yet: a secret update that keeps the password")
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--host", "10.0.0.2", "--note", "moved"))
     ok(ready.admin("secret", "update", "acme/fw01-admin", "--username", "", "--password-stdin", input="new-Passw0rd\n"))
     history = ok(ready.admin("secret", "history", "acme/fw01-admin", "--json"))

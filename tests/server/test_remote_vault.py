@@ -8,6 +8,7 @@ server answers is verified here, as in-process.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -211,11 +212,13 @@ def test_an_engineer_adds_and_updates_a_secret_through_the_server(keyed: Keyed) 
     )
     updated = vault.secrets.update("acme/remote-added", password="pw remote 2", note="moved")
     assert (updated.version, updated.host, updated.note) == (2, "10.9.9.9", "moved")
-    with pytest.raises(ConfigurationError, match="keeps the password"):
-        vault.secrets.update("acme/remote-added", note="only metadata")
+    kept = vault.secrets.update("acme/remote-added", note="only metadata")  # the password kept: its view on record
+    assert (kept.version, kept.note) == (3, "only metadata")
     assert vault.checkouts.reveal("acme/remote-added", reason="T-3 check") == "pw remote 2"
-    actions = [e.action for e in events(keyed.served)[before:]]
-    assert actions[:3] == ["secret-create", "secret-view", "secret-update"]
+    after = events(keyed.served)[before:]
+    assert [e.action for e in after[:5]] == ["secret-create", *["secret-view", "secret-update"] * 2]
+    shown = [json.loads(e.details_json or "{}").get("fields") for e in (after[1], after[3])]
+    assert shown == ["public-only", "password-kept"]
     assert keyed.served.admin.audit.verify().ok
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from vault import Vault
 from vault.authority.access_report_values import ACCESS, AccessAnswer, AccessReportRequest
 from vault.authority.requests import Caller
+from vault.authority.secrets import KEPT_REASON
 from vault.errors import AccessDenied, NotFound
 from vault.server.layer import is_layered
 from vault.service import serverjoin
@@ -169,3 +170,17 @@ def test_a_planted_current_version_does_not_hide_a_value_at_risk(reporting: Repo
     assert (remote[0].field, remote[0].version, remote[0].changed_since) == ("password", 1, False)  # fw01: at risk
     assert remote[0].secret == f"(secret #{fw01})"  # its planted current version does not open: no name
     assert [(r.secret, r.changed_since) for r in reporting.admin.reports.at_risk("bob")] == [(remote[0].secret, False)]
+
+
+def test_an_update_that_kept_the_password_counts_as_its_reveal(reporting: Reporting) -> None:
+    """Through the server an update that keeps the password hands it to the updater's machine (the
+    draft's ``password-kept`` view): both reports list it as a reveal of that version's password, so
+    a modified client cannot read a password through an update and stay off the at-risk list."""
+    reporting.bob.secrets.update("acme/fw01", note="a new note, the password kept")
+    remote = reporting.admin.reports.access("bob")
+    assert _seen(remote) == _seen(reporting.host.reports.access("bob"))
+    kept = [r for r in remote if r.reason == KEPT_REASON]
+    assert [(r.secret, r.field, r.version, r.changed_since) for r in kept] == [("fw01", "password", 1, False)]
+    at_risk = reporting.admin.reports.at_risk("bob")
+    assert [(r.secret, r.field, r.reason) for r in at_risk] == [("fw01", "password", KEPT_REASON)]
+    assert reporting.host.audit.verify().ok

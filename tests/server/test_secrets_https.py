@@ -40,7 +40,6 @@ from test_body_scan import Bodies, data_keys, forms, transport, word
 from vault import Vault
 from vault.authority.requests import Caller
 from vault.authority.secret_draft_requests import STALE_DRAFT, SecretDraft
-from vault.errors import InvalidInput
 from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.server.layer import MasterKey, ServerLayer, is_layered
 from vault.service.secretparts import over_https
@@ -152,7 +151,10 @@ def test_an_admin_adds_and_updates_by_slug_tag_through_the_server(keyed: Keyed) 
     assert served.admin.audit.verify().ok
 
 
-def test_the_draft_withholds_the_current_password_and_an_update_keeping_it_is_refused(keyed: Keyed) -> None:
+def test_the_draft_withholds_the_current_password_unless_the_update_keeps_it(keyed: Keyed) -> None:
+    """A draft for a new password answers no password blob (no reveal without its event); one for an
+    update that keeps it answers the blob, only with its ``secret-view`` of the password committed first
+    (``password-kept``: the reports count it as a reveal), and the version stored keeps the value."""
     served = keyed.served
     secrets, sent = writer(served, served.alice)
     secrets.update("acme/fw02", password="fw02 second")
@@ -162,10 +164,17 @@ def test_the_draft_withholds_the_current_password_and_an_update_keeping_it_is_re
     ).body
     assert isinstance(draft, SecretDraft) and draft.rows.version is not None
     assert draft.rows.version.password_blob == b""  # no reveal without its event: a draft is a view
-    state, count = database_state(served.db_url), len(sent.requests)
-    with pytest.raises(InvalidInput, match="keeps the password"):
-        secrets.update("acme/fw02", username="someone")
-    assert len(sent.requests) == count and database_state(served.db_url) == state
+    before = len(events(served))
+    secrets.update("acme/fw02", username="someone")  # the password kept
+    kept = codec.open_envelope(
+        signed_post(served, UPDATE_DRAFT, envelope(UPDATE_DRAFT, last_body(sent, UPDATE_DRAFT)), served.alice).content,
+        "secrets.update_draft.response",
+    ).body
+    assert isinstance(kept, SecretDraft) and kept.rows.version is not None and kept.rows.version.password_blob != b""
+    view, update = events(served)[before : before + 2]
+    assert (view.action, json.loads(view.details_json or "{}")["fields"]) == ("secret-view", "password-kept")
+    assert (update.action, json.loads(update.details_json or "{}")["password_changed"]) == ("secret-update", False)
+    assert read_back(served, served.alice, "acme/fw02") == "fw02 second"
 
 
 def test_a_stale_draft_digest_is_409_and_nothing_is_written(keyed: Keyed) -> None:

@@ -67,9 +67,12 @@ class AddDraftRequest:
 
 @dataclass(frozen=True)
 class UpdateDraftRequest:
-    """Draft the next version of the secret under ``target``'s name tag."""
+    """Draft the next version of the secret under ``target``'s name tag; ``keep_password``: the
+    draft answers the current password's blob too (an update that keeps it, on record as a
+    ``secret-view`` of the password: ``VIEW_KEPT``)."""
 
     target: SecretTarget
+    keep_password: bool = False
 
     @property
     def caller(self) -> Caller:

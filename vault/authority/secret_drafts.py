@@ -56,7 +56,7 @@ from vault.authority.secret_draft_requests import (
     draft_digest,
 )
 from vault.authority.secret_requests import CREATE, NAME_TAKEN, UPDATE, VIEW, SecretRows, SecretTarget
-from vault.authority.secrets import VIEW_PUBLIC_ONLY, SecretAuthority, checked_kind, checked_target
+from vault.authority.secrets import VIEW_KEPT, VIEW_PUBLIC_ONLY, SecretAuthority, checked_kind, checked_target
 from vault.authority.serverjournal import ServerJournal
 from vault.errors import AlreadyExists, CheckoutConflict, ConcurrentChange, IntegrityError, InvalidInput, NotFound
 from vault.storage import models as m
@@ -188,8 +188,10 @@ class SecretDraftAuthority:
     # -- update -------------------------------------------------------------------------------
 
     def update_draft(self, request: UpdateDraftRequest, event: ServerEvent) -> SecretDraft:
-        """The current version (its password withheld) and the key to write under; ``secret-view``."""
-        if not isinstance(request, UpdateDraftRequest):
+        """The current version (its password withheld, unless the request keeps it: then on record
+        as a view of the password, ``VIEW_KEPT``) and the key to write under; ``secret-view``.
+        The digest is over the draft as the commit recomputes it (the password withheld)."""
+        if not isinstance(request, UpdateDraftRequest) or not isinstance(request.keep_password, bool):
             raise InvalidInput("not an update draft")
         target = checked_target(request.target)
         a = self.secrets
@@ -199,9 +201,17 @@ class SecretDraftAuthority:
             caller = a._authorise(s, target)
             client, secret = a._target(s, target)
             draft, write = self._update_rows(s, caller, target, client, secret)
-            facts = {"fields": VIEW_PUBLIC_ONLY, "version": secret.current_version}
+            shown = VIEW_PUBLIC_ONLY
+            if request.keep_password:  # the password's blob too: the view is of the password, on record so
+                stored = self.secrets._version(s, secret, secret.current_version)
+                shown = VIEW_KEPT
+            facts = {"fields": shown, "version": secret.current_version}
             seq = self._append(s, event, VIEW, caller, client.id, secret.id, facts)
-        return SecretDraft(draft, write.next_version, draft_digest(draft, write.next_version), seq, None)
+        digest = draft_digest(draft, write.next_version)
+        if request.keep_password:
+            assert draft.version is not None
+            draft = dataclasses.replace(draft, version=draft.version._replace(password_blob=stored.password_blob))
+        return SecretDraft(draft, write.next_version, digest, seq, None)
 
     def update(self, request: UpdateCommit, event: ServerEvent) -> SecretRows:
         """Store the keyholder's next version, if the draft still holds (module docstring)."""

@@ -63,6 +63,8 @@ from vault.storage.rows import (
     VersionRow,
 )
 
+VIEW_KEPT = "password-kept"  # an update draft's view that answered the password (the reports count it)
+KEPT_REASON = "(an update that kept the password, through the team server)"  # such a view's reason in reports
 VIEW_PUBLIC_ONLY = "public-only"  # a view's details: it showed no sensitive field (reports.py counts the others)
 MAX_KNOWN_VERSIONS = 4096  # client-key versions a keyholder may name as held: far more than rotations happen
 TAG_BYTES = 32  # a lookup tag (an HMAC-SHA256) and an organisation public key: 32 bytes each

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from sqlalchemy.orm import Session
 
 from vault.authority.journal import from_us
+from vault.authority.secrets import KEPT_REASON
 from vault.crypto import blobs
 from vault.errors import DecryptionFailed, VaultError
 from vault.service import listing, rows
 from vault.service.core import ROLE_ADMIN
 from vault.service.records import AccessRecord, AuditEntry
-from vault.service.secrets import VIEW_PUBLIC_ONLY
+from vault.service.secrets import VIEW_KEPT, VIEW_PUBLIC_ONLY
 from vault.storage import models as m
 from vault.storage.repositories import audit as event_rows
 from vault.storage.repositories import clients as client_rows
@@ -235,6 +236,12 @@ class AccessReader:
 
     def _records(self, event: Event, entry: AuditEntry) -> Iterator[AccessRecord]:
         details = entry.details or {}
+        if event.action == VIEW and details.get("fields") == VIEW_KEPT:  # an update through the server that kept it
+            version = int(details.get("version", 0))
+            changed = self.changed_since(event.client_id, event.secret_id, version, "password")
+            secret, client = entry.secret or f"#{event.secret_id}", entry.client or "?"
+            yield AccessRecord(event.seq, entry.at, client, secret, "password", version, KEPT_REASON, changed)
+            return
         if event.action == VIEW:
             if details.get("fields") != VIEW_PUBLIC_ONLY:
                 # an old event (rare): the vault's own rules, on its row

@@ -254,12 +254,8 @@ class RemoteSecrets(_Noun):
         sensitive_fields: dict[str, str] | None = None,
         public_fields: dict[str, str] | None = None,
     ) -> SecretInfo:
-        if password is None:
-            raise ConfigurationError(
-                "an update that keeps the password is not served through a team server yet",
-                hint="give the new password (--password-stdin or --generate), or run it where the database is",
-            )
         changes = update_changes(password, kind, username, url, host, note, sensitive_fields, public_fields)
         compose = composer(password, changes, fields, kind)
         self.keys.me()
-        return opened_info(self.keyholder.update(ref, kind=kind, password_changed=True, compose=compose))
+        changed = password is not None  # kept: the draft's view of the password on record (https_secrets.py)
+        return opened_info(self.keyholder.update(ref, kind=kind, password_changed=changed, compose=compose))

@@ -33,7 +33,7 @@ from vault.authority.access_report_values import ACCESS, AT_RISK
 from vault.authority.audit_requests import LOG, EventQuery
 from vault.authority.journal import us
 from vault.authority.requests import Caller
-from vault.authority.secrets import VIEW_PUBLIC_ONLY
+from vault.authority.secrets import KEPT_REASON, VIEW_KEPT, VIEW_PUBLIC_ONLY
 from vault.errors import IntegrityError
 from vault.keyholder.access_report import AccessReportKeyholder, Comparison
 from vault.keyholder.reports import ClientKeys, ReportKeyholder
@@ -137,7 +137,7 @@ class RemoteReports(_Noun):
             if e.client_id is None or e.secret_id is None:
                 continue
             details = entry.details or {}
-            if e.action == VIEW:
+            if e.action == VIEW and details.get("fields") != VIEW_KEPT:
                 if details.get("fields") != VIEW_PUBLIC_ONLY:
                     items.add((e.client_id, e.secret_id, 0, us(entry.at)))  # an old view: the version then
                 continue
@@ -156,6 +156,13 @@ def _records(e: ChainedRow, entry: AuditEntry, comparison: Comparison | None) ->
     if comparison is not None and e.client_id is not None and e.secret_id is not None:
         name = comparison.name(e.client_id, e.secret_id)
     secret = name if name is not None else (entry.secret or f"#{e.secret_id}")
+    if e.action == VIEW and details.get("fields") == VIEW_KEPT:  # an update through the server that kept it
+        version = int(details.get("version", 0))
+        changed = True
+        if comparison is not None and e.client_id is not None and e.secret_id is not None:
+            changed = comparison.changed(e.client_id, e.secret_id, version, "password")
+        yield AccessRecord(e.seq, entry.at, client, secret, "password", version, KEPT_REASON, changed)
+        return
     if e.action == VIEW:
         if details.get("fields") != VIEW_PUBLIC_ONLY and comparison is not None and e.client_id and e.secret_id:
             old = comparison.at(e.client_id, e.secret_id, us(entry.at))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.secrets import VIEW_KEPT as VIEW_KEPT
 from vault.authority.secrets import VIEW_PUBLIC_ONLY as VIEW_PUBLIC_ONLY
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME

@@ -19,9 +19,10 @@ The answer must be the draft as committed: the same rows, with only the event's 
 secret's new current version, the version stored and the times changed (and an update's
 kind, as asked); the keyholder then checks the version stored is the one it encrypted.
 
-An update through the server sets a new password: the draft withholds the current one (it
-would be a reveal without its event), so an update that keeps the password is refused here
-before anything is sent.
+An update that sets a new password is drafted with the current one withheld. One that keeps the
+password asks the draft for it (``keep_password``): the server answers its blob, its data key's
+layer removed, only after the draft's ``secret-view`` naming the password (``password-kept``) has
+committed, and the reports count that view as a reveal of the password.
 
 The reads (``server/secret_read_routes.py``): ``read`` sends ``secrets.show`` or
 ``secrets.history`` (by the request's action); the server answers once the event committed,
@@ -142,17 +143,13 @@ class HttpsSecretTransport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def update(self, request: UpdateRequest, seal: DraftSeal) -> SecretRows:
-        if not request.password_changed:
-            raise InvalidInput(
-                "an update that keeps the password does not go through the team server yet",
-                hint="give the new password too (--password or --generate)",
-            )
+        keep = not request.password_changed  # the draft answers the password too, on record as its view
         for attempt in range(DRAFTS):
-            draft = self._draft("secrets.update_draft", UpdateDraftRequest(request.target))
+            draft = self._draft("secrets.update_draft", UpdateDraftRequest(request.target, keep_password=keep))
             rows, digest = draft.rows, draft.digest
             seal.admit(rows)
             new = seal.encrypt(rows, draft.next_version)
-            commit = UpdateCommit(request.target, request.kind, True, rows.secret.id, new, digest)
+            commit = UpdateCommit(request.target, request.kind, not keep, rows.secret.id, new, digest)
             try:
                 answer = self.https.call("secrets.update", commit)
             except ConcurrentChange as error:
