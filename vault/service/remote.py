@@ -65,6 +65,7 @@ from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecret
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
 from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
+from vault.service.remote_subjects import RemoteSubjects
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -258,6 +259,7 @@ class RemoteEngineers(_Noun):
         validation.engineer_name(name)
         self.keys.me()
         return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
@@ -372,6 +374,7 @@ class RemoteVault:
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
         self.purge = RemotePurge(keys, self.https, clock, learned)
+        self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server

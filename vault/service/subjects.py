@@ -15,7 +15,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from vault.authority.purge_requests import SUBJECT
-from vault.authority.subjects import SubjectAuthority
+from vault.authority.subjects import SubjectAuthority, SubjectRows
 from vault.errors import InvalidInput, NotFound
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.keyholder.subjects import SubjectKeyholder
@@ -85,6 +85,18 @@ class _Match:
         return out
 
 
+def purge_targets(matches: list[SubjectMatch], rows: SubjectRows) -> list[tuple[int, bytes, tuple[int, ...]]]:
+    """The secrets a subject purge destroys, per client in id order (id, slug blob, secret ids); none: NotFound."""
+    by_client: dict[int, set[int]] = {}
+    for match in matches:
+        if match.secret_id is not None:
+            by_client.setdefault(match.client_id, set()).add(match.secret_id)
+    if not by_client:
+        raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
+    blobs = {c.client_id: c.slug_blob for c in rows.clients}
+    return [(client_id, blobs[client_id], tuple(sorted(ids))) for client_id, ids in sorted(by_client.items())]
+
+
 class Subjects:
     """Data subjects: ``vault.subjects.find/report/purge``."""
 
@@ -124,14 +136,7 @@ class Subjects:
         """Purge every secret whose metadata matches (one receipt per client)."""
         _request(request)
         matches, rows = self.keyholder.select(_Match(_needle(query)))
-        by_client: dict[int, set[int]] = {}
-        for match in matches:
-            if match.secret_id is not None:
-                by_client.setdefault(match.client_id, set()).add(match.secret_id)
-        if not by_client:
-            raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
-        blobs = {c.client_id: c.slug_blob for c in rows.clients}
-        targets = [(client_id, blobs[client_id], tuple(sorted(ids))) for client_id, ids in sorted(by_client.items())]
+        targets = purge_targets(matches, rows)
         receipts = self.purges.keyholder.secrets(SUBJECT, targets, request)  # one unit: every client's receipt
         self.purges.scrub(vacuum=vacuum)
         return receipts
