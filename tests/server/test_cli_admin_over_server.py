@@ -143,6 +143,8 @@ def test_an_admins_audit_log_and_verify_through_the_server(keyed: Keyed, tmp_pat
     assert memory.verified == head and memory.seen == head
     assert json.loads(ok(run("audit", "verify", "--json")).output)["whole_chain"] is True
     assert len(events(keyed.served)) == before
+
+
 def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     admin_joined(keyed, tmp_path)
     ok(run("secret", "add", "acme/cli-old", "--generate", "--kind", "equipment"))
@@ -158,6 +160,29 @@ def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Pat
     with keyed.store.read() as s:
         assert s.get(m.Secret, receipt["secret_ids"][0]) is None
     assert stored.purge.verify_receipt(receipt["id"]).ok
+    assert stored.audit.verify().ok
+
+
+def test_an_admin_finds_and_purges_a_subject_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    person = "cli.subject@dsr.example"
+    ok(run("secret", "add", "acme/cli-person", "--generate", "--kind", "service", "--username", person))
+    ok(run("secret", "add", "excl/cli-person", "--generate", "--kind", "service", "--username", person))
+    found = json.loads(ok(run("subject", "find", person, "--json")).stdout)
+    assert sorted((x["client"], x["secret"], x["field"]) for x in found) == [
+        ("acme", "cli-person", "username"), ("excl", "cli-person", "username"),
+    ]  # fmt: skip
+    refused(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--vacuum"), "not served")
+    before = len(events(keyed.served))
+    purged = json.loads(ok(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--json")).stdout)
+    assert [(r["kind"], r["request"], len(r["fingerprints"])) for r in purged] == [("subject", "DSR-14", 1)] * 2
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[-2:] == ["purge-subject"] * 2 and set(actions[:-2]) == {"subject-search"}
+    refused(run("purge", "subject", person, "--request", "DSR-15", "--yes"), "no secret matches")
+    stored = keyed.served.admin  # where the database is: the secrets are gone, the receipts verify
+    with keyed.store.read() as s:
+        assert all(s.get(m.Secret, r["secret_ids"][0]) is None for r in purged)
+    assert all(stored.purge.verify_receipt(r["id"]).ok for r in purged)
     assert stored.audit.verify().ok
 
 
@@ -191,6 +216,8 @@ def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed
     finally:
         with keyed.store.transaction() as s:
             s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))
+
+
 def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     """``rotate engineer`` (a lost laptop) and ``engineer remove`` with ``--server``: the stored state then
     checked through the library (carol re-invited; bob disabled, his grant revoked, every client re-keyed)."""
