@@ -10,11 +10,17 @@ is refused on the admin's machine with nothing signed.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
-from remote_admin_harness import remote
+from remote_admin_harness import Stop, caller, post, remote
 from server_harness import Keyed, database_state, events, without_nonces
 from sqlalchemy import select, update
 
+from vault.authority.policy import policy_fields
+from vault.authority.policy_draft_values import PolicyCommit
+from vault.crypto.labels import LABEL_SIG_POLICY
 from vault.errors import AccessDenied, IntegrityError
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
@@ -81,3 +87,59 @@ def test_an_engineer_cannot_adopt(world: Keyed, admin: RemoteVault) -> None:
         alice.policies.adopt(shown)
     alice.close()
     assert signatures(world) == stored
+
+
+class _Kept:
+    """The policy transport's calls, except that the commit is kept, not sent."""
+
+    def __init__(self, https: Any) -> None:
+        self.https = https
+        self.commit: tuple[PolicyCommit, bytes] | None = None
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        if name == "policies.set":
+            assert isinstance(body, PolicyCommit) and request_id is not None
+            self.commit = (body, request_id)
+            raise Stop
+        return self.https.call(name, body, request_id)
+
+
+def test_insiders_adoption_commits_are_refused_with_nothing_written(world: Keyed, admin: RemoteVault) -> None:
+    """The commit an adoption signs, posted by an engineer, in an engineer's name, with the row changed
+    or signed by another key, after the stored row changed (409); then as signed, then replayed."""
+    loosened(world, admin, "excl", stale_days=12)
+    shown = admin.policies.unsigned()
+    excl = next(p for p in shown if p.client == "excl")
+    transport = admin.policies.writes.writes.transport
+    kept = _Kept(transport.https)
+    original, transport.https = transport.https, kept
+    try:
+        with pytest.raises(Stop):
+            admin.policies.writes.writes.adopt_one("excl", excl)
+    finally:
+        transport.https = original
+    assert kept.commit is not None
+    commit, request_id = kept.commit
+    served, alice = world.served, world.served.alice
+    before = without_nonces(database_state(served.db_url))
+    assert post(world, "policies.set", commit, alice, request_id).status_code == 403  # not the signer
+    as_alice = dataclasses.replace(commit, caller=caller(alice))
+    assert post(world, "policies.set", as_alice, alice, request_id).status_code == 403  # an engineer's
+    changed = dataclasses.replace(commit, row=commit.row._replace(stale_days=90))
+    assert post(world, "policies.set", changed, served.admin, request_id).status_code == 403
+    row = commit.row._replace(signature=None)
+    forged = alice.keyholder.my_signing_key().sign(
+        LABEL_SIG_POLICY, *policy_fields(admin.vault_id(), commit.client_id, row)
+    )
+    assert post(world, "policies.set", dataclasses.replace(commit, row=row._replace(signature=forged)), served.admin,
+                request_id).status_code == 403  # fmt: skip
+    loosened(world, admin, "excl", stale_days=13)
+    answer = post(world, "policies.set", commit, served.admin, request_id)
+    assert answer.status_code == 409 and answer.json()["code"] == "stale-draft"
+    loosened(world, admin, "excl", stale_days=12)
+    assert without_nonces(database_state(served.db_url)) == before
+    assert post(world, "policies.set", commit, served.admin, request_id).status_code == 200  # as signed
+    after = without_nonces(database_state(served.db_url))
+    assert post(world, "policies.set", commit, served.admin, request_id).status_code in (401, 409)  # replayed
+    assert without_nonces(database_state(served.db_url)) == after
+    assert admin.policies.get("excl").signed
