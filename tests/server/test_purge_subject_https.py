@@ -14,6 +14,7 @@ each refused, nothing deleted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -116,6 +117,11 @@ def test_an_admin_finds_and_purges_a_subject_with_no_database(world: Keyed, admi
     assert sorted((x.client, x.secret, x.version, x.field) for x in found) == [
         (first, "vpn", 1, "username"), (first, "vpn", 2, "username"), (second, "vpn", 1, "username"),
     ]  # fmt: skip
+    mark = len(events(world.served))
+    report = admin.subjects.report(person)
+    assert report["matches"] == [x.to_json() for x in found] and report["generated_by"] == ADMIN
+    [searched] = events(world.served)[mark:]
+    assert (searched.action, json.loads(searched.details_json or "")["purpose"]) == ("subject-search", "report")
     before = len(events(world.served))
     receipts = admin.subjects.purge(person, request="DSR-2026-J1")
     assert [(r.kind, r.request, r.client_id, len(r.secret_ids)) for r in receipts] == [

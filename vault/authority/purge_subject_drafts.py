@@ -46,6 +46,7 @@ from vault.authority.purge_subject_values import (
     PURGE,
     PURGE_SUBJECT,
     PURGE_SUBJECT_DRAFT,
+    REPORT,
     SUBJECT_SEARCH,
     PurgeSubjectCommit,
     PurgeSubjectDraft,
@@ -79,8 +80,8 @@ class SubjectPurgeDraftAuthority:
         checked_caller(request.caller)
         checked_pin(request.org_pin)
         validation.number("after", request.after, 0)
-        if request.purpose not in (FIND, PURGE) or (request.purpose == FIND) != (request.request_ref == ""):
-            raise InvalidInput("a search is to find (no reference) or to purge (a request reference)")
+        if request.purpose not in (FIND, REPORT, PURGE) or (request.purpose == PURGE) == (request.request_ref == ""):
+            raise InvalidInput("a search is to find or report (no reference) or to purge (a request reference)")
         ref = request.request_ref
         if request.purpose == PURGE and not (isinstance(ref, str) and REQUEST_REF.fullmatch(ref)):
             raise InvalidInput("bad request reference")

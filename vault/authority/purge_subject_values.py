@@ -34,12 +34,12 @@ from vault.authority.subjects import SubjectRows
 SUBJECT_SEARCH = "subject-search"  # a page of the search: it releases every data key it answers
 PURGE_SUBJECT = "purge-subject"  # the commit's event (as in-process: ``purge-<kind>``)
 PURGE_SUBJECT_DRAFT = "purge-subject-draft"  # the draft's request action (no event: it releases nothing)
-FIND, PURGE = "find", "purge"  # what a search is for (the event's public ``purpose``)
+FIND, REPORT, PURGE = "find", "report", "purge"  # what a search is for (the event's public ``purpose``)
 
 
 @dataclass(frozen=True)
 class SubjectSearchRequest:
-    """A page of the search of every client (``purpose`` ``find``, or ``purge`` under ``request_ref``)."""
+    """A page of the search of every client (``purpose`` ``find``, ``report``, or ``purge`` under ``request_ref``)."""
 
     caller: Caller
     org_pin: bytes

@@ -1,6 +1,7 @@
 """An admin's search for a data subject and its purge through a team server, with no database on this machine.
 
-``RemoteVault.subjects.find`` and ``purge`` (``credvault --server URL subject find`` / ``purge subject``)
+``RemoteVault.subjects.find``, ``report`` and ``purge`` (``credvault --server URL subject find`` / ``subject
+report`` / ``purge subject``)
 run the in-process ``SubjectKeyholder`` unchanged over ``HttpsSubjectTransport``: the server answers
 every client's rows page by page, each page on record first (``subject-search``) and its data keys'
 layer removed after; this machine verifies every row (the client keys opened from the copies sealed
@@ -14,17 +15,19 @@ client its own request and unit), fingerprinting the data keys this search opene
 a version the search did not open (added since) is refused here (``ConcurrentChange``: run the purge
 again). In-process every client's purge is one unit; through the server, an error at one client
 leaves the clients before it purged (each with its receipt and event) and the rest untouched: running
-the purge again searches again and purges what still matches. ``report`` is not served; freed pages
-are scrubbed on the host (``--vacuum`` refused).
+the purge again searches again and purges what still matches. ``report`` is ``find`` with the
+in-process report's shape (its search's event says ``report``); freed pages are scrubbed on the host
+(``--vacuum`` refused).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 from vault.authority.purge_requests import SUBJECT, PurgedVersion
-from vault.authority.purge_subject_values import PURGE
+from vault.authority.purge_subject_values import PURGE, REPORT
 from vault.authority.subjects import SubjectRows, SubjectVersion
 from vault.crypto import serverlayer
 from vault.errors import ConcurrentChange, UntrustedRecord
@@ -35,7 +38,7 @@ from vault.service.purge import _request as checked_request_ref
 from vault.service.remote_admin2 import RemotePurge
 from vault.service.remote_nouns import _Noun, not_served
 from vault.service.remotekeys import RemoteKeys
-from vault.service.subjects import _Match, _needle, purge_targets
+from vault.service.subjects import _Match, _needle, purge_targets, report_of
 from vault.storage.rows import KeyCache
 from vault.transport.https import HttpsTransport
 from vault.transport.https_subjects import HttpsSubjectTransport
@@ -77,7 +80,7 @@ class _SearchedKeys:
 
 
 class RemoteSubjects(_Noun):
-    """An admin's ``subjects.find`` and ``subjects.purge`` through the server (module docstring)."""
+    """An admin's ``subjects.find``, ``report`` and ``purge`` through the server (module docstring)."""
 
     def __init__(
         self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], purge: RemotePurge
@@ -93,6 +96,13 @@ class RemoteSubjects(_Noun):
         self.keys.me()
         matches, _ = self._keyholder(HttpsSubjectTransport(self.https)).find(_Match(needle))
         return matches
+
+    def report(self, query: str) -> dict[str, Any]:
+        """As ``Vault.subjects.report``, through the server (an admin's)."""
+        needle = _needle(query)
+        self.keys.me()
+        matches, rows = self._keyholder(HttpsSubjectTransport(self.https, REPORT)).report(_Match(needle))
+        return report_of(matches, rows, self.clock())
 
     def purge(self, query: str, *, request: str, vacuum: bool = False) -> list[ReceiptInfo]:
         """As ``Vault.subjects.purge``, through the server: one receipt per client, each committed on its own."""

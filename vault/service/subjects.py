@@ -11,6 +11,7 @@ client, all in one unit of work).
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,16 @@ class _Match:
         return out
 
 
+def report_of(matches: list[SubjectMatch], rows: SubjectRows, now: dt.datetime) -> dict[str, Any]:
+    """A subject report: every match with the metadata held alongside it, and who made it when."""
+    return {
+        "generated_at": now.isoformat(),
+        "generated_by": rows.me.name,
+        "matches": [x.to_json() for x in matches],
+        "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
+    }
+
+
 def purge_targets(matches: list[SubjectMatch], rows: SubjectRows) -> list[tuple[int, bytes, tuple[int, ...]]]:
     """The secrets a subject purge destroys, per client in id order (id, slug blob, secret ids); none: NotFound."""
     by_client: dict[int, set[int]] = {}
@@ -125,12 +136,7 @@ class Subjects:
     def report(self, query: str) -> dict[str, Any]:
         """What is held about a person: every match with the metadata held alongside it."""
         matches, rows = self.keyholder.report(_Match(_needle(query)))
-        return {
-            "generated_at": self.core.clock().isoformat(),
-            "generated_by": rows.me.name,
-            "matches": [x.to_json() for x in matches],
-            "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
-        }
+        return report_of(matches, rows, self.core.clock())
 
     def purge(self, query: str, *, request: str, vacuum: bool = False) -> list[ReceiptInfo]:
         """Purge every secret whose metadata matches (one receipt per client)."""

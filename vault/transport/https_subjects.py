@@ -10,8 +10,8 @@ the search runs inside the authority's unit (``SubjectSeal.search``); through th
 2. every page must be for the same vault, organisation key and caller, and the clients of all of
    them, put together, one each in id order (the keyholder checks that too);
 3. the seal searches the whole (every row verified, everything opened on this machine: the server
-   never sees the query); the answer is the whole with the last page's event (``find``), or none
-   (``select``: the search before a purge, whose own events follow).
+   never sees the query); the answer is the whole with the last page's event (``find``, ``report``),
+   or none (``select``: the search before a purge, whose own events follow).
 
 The server decides which clients exist: one it leaves out is not searched (as in-process, where the
 authority reads the clients). What the search finds is the keyholder's.
@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vault.authority.purge_subject_values import FIND, PURGE, SubjectPage, SubjectSearchRequest
+from vault.authority.purge_subject_values import FIND, PURGE, REPORT, SubjectPage, SubjectSearchRequest
+from vault.authority.subjects import REPORT as REPORT_ACTION
 from vault.authority.subjects import SELECT, SubjectRequest, SubjectRows
 from vault.errors import InvalidInput, UntrustedRecord
 from vault.transport.https_calls import Calls, answer_of
@@ -31,18 +32,21 @@ MAX_PAGES = 100_000  # a search that does not end is the server's fault
 
 
 class HttpsSubjectTransport:
-    """A subject's search through a team server, for ``purpose`` (``find``, or ``purge`` under ``request_ref``)."""
+    """A subject's search through a team server, for ``purpose`` (``find``, ``report``, or ``purge`` under
+    ``request_ref``)."""
 
     def __init__(self, https: Calls, purpose: str = FIND, request_ref: str = "") -> None:
-        if purpose not in (FIND, PURGE) or (purpose == PURGE) != bool(request_ref):
-            raise InvalidInput("a search is to find (no reference) or to purge (a request reference)")
+        if purpose not in (FIND, REPORT, PURGE) or (purpose == PURGE) != bool(request_ref):
+            raise InvalidInput("a search is to find or report (no reference) or to purge (a request reference)")
         self.https, self.purpose, self.request_ref = https, purpose, request_ref
 
     def __repr__(self) -> str:
         return f"HttpsSubjectTransport({self.purpose})"
 
     def search(self, request: SubjectRequest, seal: Any) -> SubjectRows:
-        if (request.action == SELECT) != (self.purpose == PURGE):
+        if (request.action == SELECT) != (self.purpose == PURGE) or (request.action == REPORT_ACTION) != (
+            self.purpose == REPORT
+        ):
             raise InvalidInput("the search asked for is not the one this transport sends")
         first: SubjectRows | None = None
         clients: list[Any] = []
