@@ -24,15 +24,17 @@ from served import ADMIN_PASS  # the suite's first admin's passphrase
 from server_harness import Keyed, database_state, events, server_with, without_nonces
 from sqlalchemy import select
 
+from vault.authority import purge_subject_drafts
 from vault.authority.purge_requests import SUBJECT
 from vault.authority.purge_subject_values import (
     FIND,
     PurgeSubjectCommit,
     PurgeSubjectDraftRequest,
+    SubjectPage,
     SubjectSearchRequest,
 )
 from vault.crypto.labels import LABEL_SIG_RECEIPT_V3
-from vault.errors import AccessDenied, ConcurrentChange, NotFound
+from vault.errors import AccessDenied, ConcurrentChange, NotFound, UntrustedRecord
 from vault.server.layer import MasterKey, ServerLayer
 from vault.service.remote import RemoteVault
 from vault.service.subjects import _Match, _needle
@@ -235,6 +237,56 @@ def test_a_secret_changed_since_the_search_or_the_draft_is_refused(world: Keyed,
     assert names_of(world, client_id) == 2
     with world.store.read() as s:
         assert s.scalar(select(m.PurgeReceipt.id).where(m.PurgeReceipt.client_id == client_id)) is None
+
+
+class _Pages:
+    """The admin's ``HttpsTransport`` for the search, each page answered as ``change`` makes it."""
+
+    def __init__(self, https: Any, change: Any) -> None:
+        self.https, self.change, self.pages = https, change, 0
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        found = self.https.call(name, body, request_id)
+        if name != "purge.subject_search":
+            return found
+        self.pages += 1
+        return self.change(self.pages, found)
+
+
+def test_the_search_pages_through_every_client(
+    world: Keyed, admin: RemoteVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client a page (``PAGE_BYTES`` made tiny): every client searched, one ``subject-search`` event
+    a page; pages a server repeats, leaves empty while saying more follow, or answers for another caller
+    are refused on the admin's machine before anything is searched."""
+    person = "paged.subject@subject.example"
+    subject_clients(world, admin, person)
+    monkeypatch.setattr(purge_subject_drafts, "PAGE_BYTES", 1)
+    with world.store.read() as s:
+        clients = len(list(s.scalars(select(m.Client.id))))
+    mark = len(events(world.served))
+    pages = _Pages(admin.subjects.https, lambda n, page: page)
+    admin.subjects.https = pages
+    found = admin.subjects.find(person)
+    assert len(found) == 3 and pages.pages == clients
+    assert [e.action for e in events(world.served)[mark:]] == ["subject-search"] * clients
+
+    def repeated(n: int, page: SubjectPage) -> SubjectPage:
+        kept.append(page)
+        return kept[0] if n == 2 else page
+
+    def empty(n: int, page: SubjectPage) -> SubjectPage:
+        return dataclasses.replace(page, rows=dataclasses.replace(page.rows, clients=())) if n == 2 else page
+
+    def other_caller(n: int, page: SubjectPage) -> SubjectPage:
+        me = page.rows.me._replace(name="someone else")
+        return dataclasses.replace(page, rows=dataclasses.replace(page.rows, me=me)) if n == 2 else page
+
+    for change in (repeated, empty, other_caller):
+        kept: list[SubjectPage] = []
+        admin.subjects.https = _Pages(pages.https, change)
+        with pytest.raises(UntrustedRecord):
+            admin.subjects.find(person)
 
 
 # -- last: the module's vault goes under a server layer ---------------------------------------------------
