@@ -16,6 +16,11 @@ A secret's draft is a write: its ``purge-secret-draft`` event commits first, the
 layer) the versions it answers have their layer removed, for those versions only, so that the
 admin's keyholder can fingerprint their data keys. Its commit deletes the versions (their layered
 data keys) and appends ``purge-secret``.
+
+A data subject's search and purge (``authority/purge_subject_drafts.py``): ``purge.subject_search``
+is a write per page, its ``subject-search`` event committed before the layer comes off the data keys
+the page answers (those only); ``purge.subject_draft`` reserves a client's receipt and releases
+nothing; ``purge.subject`` deletes that client's matching secrets and appends ``purge-subject``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ from vault.storage.rows import VersionRow
 
 
 class PurgeRoutes:
-    """``purge.client_draft``, ``purge.client`` and ``purge.verify_receipt`` (module docstring)."""
+    """The purges' routes: a client's, a secret's and a subject's drafts and commits, a receipt's check
+    (module docstring)."""
 
     def __init__(
         self,
