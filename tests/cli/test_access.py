@@ -497,7 +497,6 @@ def test_a_sensitive_field_given_by_name_alone_is_asked_for_not_taken_from_argv(
 
 def test_policy_adopt_lists_the_unsigned_policies_and_signs_them_only_when_agreed(ready: Workspace) -> None:
     """After the upgrade to signed policies: `policy adopt` shows the stored values first."""
-    only_local(ready, "not served yet: policy adopt")
     engine = create_engine(ready.url)
     with Session(engine) as s, s.begin():
         s.execute(update(m.ClientPolicy).values(signature=None, signed_by=None, signed_at=None))

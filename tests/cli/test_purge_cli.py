@@ -89,7 +89,6 @@ def test_purge_client_asks_for_the_slug_then_prints_a_receipt_that_verifies(read
 
 def test_purge_secret_and_subject_remove_only_what_was_named(ready_or_served: Workspace) -> None:
     ready = ready_or_served
-    only_local(ready, "not served yet: purge subject")
     ws = ready
     email = "jane.doe@example.org"
     _add_secret(ws, "acme/jane-mailbox", "Jane-Mail-Pw-1", "--username", email)
@@ -127,7 +126,6 @@ def test_purge_secret_and_subject_remove_only_what_was_named(ready_or_served: Wo
 
 def test_subject_find_and_report_and_report_stale(ready_or_served: Workspace, tmp_path: Path) -> None:
     ready = ready_or_served
-    only_local(ready, "not served yet: subject find, subject report, report stale")
     ws = ready
     found = ok(ws.admin("subject", "find", "NetAdmin"))
     assert "acme" in found.stdout and "fw01-admin" in found.stdout
@@ -167,7 +165,6 @@ def test_subject_find_and_report_and_report_stale(ready_or_served: Workspace, tm
 
 def test_a_refused_subject_report_is_not_logged(ready_or_served: Workspace, tmp_path: Path) -> None:
     ready = ready_or_served
-    only_local(ready, "not served yet: subject report")
     out = tmp_path / "existing.json"
     out.write_text("{}", encoding="utf-8")
     assert_clean_error(ready.admin("subject", "report", "netadmin", "--out", str(out)))

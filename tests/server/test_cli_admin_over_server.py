@@ -162,6 +162,29 @@ def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Pat
     assert stored.audit.verify().ok
 
 
+def test_an_admin_finds_and_purges_a_subject_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    admin_joined(keyed, tmp_path)
+    person = "cli.subject@dsr.example"
+    ok(run("secret", "add", "acme/cli-person", "--generate", "--kind", "service", "--username", person))
+    ok(run("secret", "add", "excl/cli-person", "--generate", "--kind", "service", "--username", person))
+    found = json.loads(ok(run("subject", "find", person, "--json")).stdout)
+    assert sorted((x["client"], x["secret"], x["field"]) for x in found) == [
+        ("acme", "cli-person", "username"), ("excl", "cli-person", "username"),
+    ]  # fmt: skip
+    refused(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--vacuum"), "not served")
+    before = len(events(keyed.served))
+    purged = json.loads(ok(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--json")).stdout)
+    assert [(r["kind"], r["request"], len(r["fingerprints"])) for r in purged] == [("subject", "DSR-14", 1)] * 2
+    actions = [e.action for e in events(keyed.served)[before:]]
+    assert actions[-2:] == ["purge-subject"] * 2 and set(actions[:-2]) == {"subject-search"}
+    refused(run("purge", "subject", person, "--request", "DSR-15", "--yes"), "no secret matches")
+    stored = keyed.served.admin  # where the database is: the secrets are gone, the receipts verify
+    with keyed.store.read() as s:
+        assert all(s.get(m.Secret, r["secret_ids"][0]) is None for r in purged)
+    assert all(stored.purge.verify_receipt(r["id"]).ok for r in purged)
+    assert stored.audit.verify().ok
+
+
 def test_an_admin_changes_the_settings_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     admin_joined(keyed, tmp_path)
     before = len(events(keyed.served))
@@ -175,23 +198,23 @@ def test_an_admin_changes_the_settings_through_the_server(keyed: Keyed, tmp_path
     assert keyed.served.admin.audit.verify().ok
 
 
-def test_policy_adopt_through_the_server_lists_then_refuses_to_sign(keyed: Keyed, tmp_path: Path) -> None:
-    """The unsigned policies are listed from the admin's machine; their signing is not served."""
+def test_policy_adopt_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
+    """The unsigned policies are listed from the admin's machine and signed there as stored."""
     admin_joined(keyed, tmp_path)
     with keyed.store.read() as s:
         excl = s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.exclusive.is_(True))).one()
         client_id, signature = excl.client_id, excl.signature
     with keyed.store.transaction() as s:  # a DBA loosens excl's policy: its signature no longer covers it
-        s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=False))
-    try:
-        result = run("policy", "adopt", "--yes")
-        refused(result, "not served")
-        assert "excl" in result.stdout  # listed, slug opened on the admin's machine
-        with keyed.store.read() as s:
-            assert s.get(m.ClientPolicy, client_id).signature == signature  # type: ignore[union-attr]  # nothing signed
-    finally:
-        with keyed.store.transaction() as s:
-            s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(exclusive=True))
+        s.execute(update(m.ClientPolicy).where(m.ClientPolicy.client_id == client_id).values(stale_days=40))
+    before = len(events(keyed.served))
+    result = ok(run("policy", "adopt", "--yes"))
+    assert "excl" in result.stdout and "Signed" in result.stdout  # listed (slug opened here), then signed
+    assert set(e.action for e in events(keyed.served)[before:]) == {"policy-set"}
+    with keyed.store.read() as s:
+        adopted = s.get(m.ClientPolicy, client_id)
+        assert adopted is not None and adopted.signature != signature and adopted.stale_days == 40
+    assert "nothing to adopt" in ok(run("policy", "adopt", "--yes")).stdout
+    assert keyed.served.admin.audit.verify().ok
 
 
 def test_an_admin_rekeys_and_removes_engineers_through_the_server(keyed: Keyed, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from vault.authority.grant_requests import SweepRequest, SweepSigned, revocation
 from vault.authority.grant_sweep_values import SweepCommit, SweepDrafted
 from vault.authority.requests import Caller
 from vault.crypto.labels import LABEL_SIG_GRANT_REVOCATION
-from vault.errors import AccessDenied, ConcurrentChange, InvalidInput
+from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, NotFound
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
@@ -142,4 +142,37 @@ def test_a_sweep_commit_not_drafted_writes_nothing(sweeping: Sweeping) -> None:
     assert admin.grants.maintain() == 0  # drafted afresh: bob's grant revoked, no copy left to delete
     revoked = [g for g in state(team)[0] if g[1] == ids["bob"]]
     assert revoked[0][3] == ids[ADMIN] and revoked[0][4] is not None
+    assert team.admin.audit.verify().ok
+
+
+def actions_since(team: ServedTeam, count: int) -> list[str]:
+    with team.server_store.read() as s:
+        return [e.action for e in s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq))][count:]
+
+
+@pytest.mark.parametrize("write", ["client add", "grant", "revoke", "a grant refused"])
+def test_an_admins_write_through_the_server_sweeps_expired_grants_first(sweeping: Sweeping, write: str) -> None:
+    """As in-process (``GrantLedger.sweep`` before ``clients.add``, ``grant``, ``revoke``): bob's grant past
+    its end is revoked under the admin's signature and his copy deleted, in a unit of its own committed
+    before the write, even when the write is refused."""
+    team = sweeping.team
+    ids = names(team)
+    admin, bob = later(sweeping, hours=2)
+    before = state(team)
+    with pytest.raises(AccessDenied):
+        bob.clients.add("beta", "Beta GmbH")  # an engineer: refused at the sweep's draft, nothing written
+    assert state(team) == before
+    if write == "client add":
+        admin.clients.add("beta", "Beta GmbH")
+    elif write == "grant":
+        admin.grants.grant("bob", "acme")  # bob's expired grant swept, then a new one
+    elif write == "revoke":
+        admin.grants.revoke("carol", "acme")
+    else:
+        with pytest.raises(NotFound):
+            admin.grants.grant("nobody", "acme")
+    done = {"client add": ["client-create"], "grant": ["grant"], "revoke": ["revoke"], "a grant refused": []}
+    assert actions_since(team, before[2]) == ["grants-expired", *done[write]]
+    revoked = [g for g in state(team)[0] if g[1] == ids["bob"] and g[2] is not None]
+    assert len(revoked) == 1 and revoked[0][3] == ids[ADMIN] and revoked[0][4] is not None
     assert team.admin.audit.verify().ok

@@ -9,7 +9,6 @@ writer relaxing a policy after the review gets nothing signed).
 from __future__ import annotations
 
 import pytest
-from served import only_local
 from sqlalchemy import select, update
 
 from vault.errors import AccessDenied, IntegrityError
@@ -74,7 +73,6 @@ def test_an_out_of_range_row_is_not_offered(upgraded):
 
 def test_only_an_admin_adopts(upgraded):
     team, _db = upgraded
-    only_local(team, "policies.adopt is not served through the server yet (docs/server.md)")
     alice = team.engineer("alice")
     with pytest.raises(AccessDenied):
         alice.policies.unsigned()

@@ -196,7 +196,6 @@ def test_short_queries_and_non_admins_are_refused(world):
                 call(query)
     assert admin.subjects.find("Ab1") == []  # three characters are enough
     assert _where(admin.subjects.find(EMAIL))
-    only_local(world, "subjects are not served through the server yet (docs/server.md)")
     for call in (
         lambda: eve.subjects.find(EMAIL),
         lambda: eve.subjects.report(EMAIL),

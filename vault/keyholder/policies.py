@@ -125,6 +125,14 @@ def applies(checks: ResponseChecks, p: ClientPolicy) -> Policy:
     return verified_policy(checks.vault_id, p.client_id, p.stored, lambda signer_id: checks.admin(p.signer, signer_id))
 
 
+def _as_stored(r: PolicyRow) -> Policy:
+    """A stored policy row's values, as stored (not signed: what ``unsigned`` shows)."""
+    return Policy(
+        bool(r.reason_required), bool(r.exclusive), bool(r.rotate_after_checkout), r.checkout_minutes, r.stale_days,
+        False,
+    )  # fmt: skip
+
+
 def info(slug: str, p: Policy) -> PolicyInfo:
     return PolicyInfo(
         slug, p.reason_required, p.exclusive, p.rotate_after_checkout, p.checkout_minutes, p.stale_days, p.signed
@@ -238,6 +246,33 @@ class PolicyKeyholder:
         self._check_written(written, seal.signed)
         return adopted
 
+    def adopt_one(self, slug: str, shown: PolicyInfo) -> PolicyInfo:
+        """Through the team server (a request and a unit per client): sign, as stored, the unverified
+        policy ``shown`` of the client ``slug``, with the details in-process ``adopt`` records; nothing
+        if the stored policy is no longer the one shown, or verifies now."""
+        client_id, slug_blob = self.lookup.client(slug)
+        adopted: list[PolicyInfo] = []
+
+        def sign(draft: PolicyRows) -> list[SignedPolicy]:
+            checks = self._checks(draft, admin=True)
+            p = self._one(draft, client_id, slug_blob)
+            if p.stored is None or applies(checks, p).signed or info(slug, _as_stored(p.stored)) != shown:
+                raise IntegrityError(
+                    CHANGED_SINCE_SHOWN, hint="run `credvault policy adopt` again and check what it shows"
+                )
+            policy = _as_stored(p.stored)._replace(signed=True)
+            details = {"adopted": True, **{k: v for k, v in policy._asdict().items() if k != "signed"}}
+            adopted.append(info(slug, policy))
+            return [self._signed(draft, client_id, policy, details)]
+
+        seal = _Seal(sign)
+        try:
+            written = self._send(lambda: self.transport.write(self._request(SET, client_id), seal))
+        finally:
+            seal.close()
+        self._check_written(written, seal.signed)
+        return adopted[0]
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _request(self, action: str, client_id: int | None) -> PolicyRequest:
@@ -286,16 +321,7 @@ class PolicyKeyholder:
             slug = slugs.get(p.client_id)
             if slug is None or p.stored is None:
                 continue  # a client whose keys do not open: nothing to show, nothing signed
-            r = p.stored
-            as_stored = Policy(
-                bool(r.reason_required),
-                bool(r.exclusive),
-                bool(r.rotate_after_checkout),
-                r.checkout_minutes,
-                r.stale_days,
-                False,
-            )
-            out.append((p.client_id, info(slug, as_stored)))
+            out.append((p.client_id, info(slug, _as_stored(p.stored))))
         return out
 
     def _signed(self, draft: PolicyRows, client_id: int, policy: Policy, details: dict[str, object]) -> SignedPolicy:

@@ -33,7 +33,7 @@ from vault.authority.purge_requests import (
     MISSING_CLIENT,
     NOTHING_MATCHES,
     PREVIEW,
-    SECRET,
+    PURGE_KINDS,
     SECRET_COUNTS,
     PurgedVersion,
     PurgePart,
@@ -154,13 +154,13 @@ class _Seal:
         return dataclasses.replace(signed, signature=signature)
 
     def sign_v3(self, receipt: ReceiptRow, request_id: bytes) -> ReceiptRow:
-        """Through the team server (a client's or one secret's purge): the draft's receipt (its id
-        reserved, no event yet) signed before anything is deleted, over the id of the request that
-        commits it (``LABEL_SIG_RECEIPT_V3``).
+        """Through the team server (a client's, one secret's, or one client's of a subject's purge): the
+        draft's receipt (its id reserved, no event yet) signed before anything is deleted, over the id of
+        the request that commits it (``LABEL_SIG_RECEIPT_V3``).
         The server counts what survives in the commit's unit (anything: nothing is committed), and
         ``purge check`` counts it again afterwards."""
         self._expected(receipt)
-        if receipt.event_seq != 0 or receipt.request_id is not None or self._request.kind not in (CLIENT, SECRET):
+        if receipt.event_seq != 0 or receipt.request_id is not None or self._request.kind not in PURGE_KINDS:
             raise UntrustedRecord("the receipt does not state the purge this keyholder admitted")
         if not isinstance(request_id, bytes) or len(request_id) != REQUEST_ID_BYTES:
             raise UntrustedRecord("the receipt cannot be signed for a request")

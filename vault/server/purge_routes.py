@@ -16,6 +16,11 @@ A secret's draft is a write: its ``purge-secret-draft`` event commits first, the
 layer) the versions it answers have their layer removed, for those versions only, so that the
 admin's keyholder can fingerprint their data keys. Its commit deletes the versions (their layered
 data keys) and appends ``purge-secret``.
+
+A data subject's search and purge (``authority/purge_subject_drafts.py``): ``purge.subject_search``
+is a write per page, its ``subject-search`` event committed before the layer comes off the data keys
+the page answers (those only); ``purge.subject_draft`` reserves a client's receipt and releases
+nothing; ``purge.subject`` deletes that client's matching secrets and appends ``purge-subject``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from vault.authority.purge_receipts import ReceiptAuthority
 from vault.authority.purge_requests import PurgedVersion, PurgeRows, ReceiptRequest, ReceiptRows
 from vault.authority.purge_secret_drafts import SecretPurgeDraftAuthority
 from vault.authority.purge_secret_values import PurgeSecretCommit, PurgeSecretDraft, PurgeSecretDraftRequest
+from vault.authority.purge_subject_drafts import SubjectPurgeDraftAuthority
+from vault.authority.purge_subject_values import (
+    PurgeSubjectCommit,
+    PurgeSubjectDraft,
+    PurgeSubjectDraftRequest,
+    SubjectPage,
+    SubjectSearchRequest,
+)
 from vault.authority.serverjournal import ServerSeal
+from vault.authority.subjects import SubjectVersion
 from vault.errors import ConfigurationError, InvalidInput
 from vault.server.checks import ServerChecks
 from vault.server.grant_routes import admin_only
@@ -41,7 +55,8 @@ from vault.storage.rows import VersionRow
 
 
 class PurgeRoutes:
-    """``purge.client_draft``, ``purge.client`` and ``purge.verify_receipt`` (module docstring)."""
+    """The purges' routes: a client's, a secret's and a subject's drafts and commits, a receipt's check
+    (module docstring)."""
 
     def __init__(
         self,
@@ -50,8 +65,10 @@ class PurgeRoutes:
         seal: ServerSeal | None,
         secrets: SecretPurgeDraftAuthority | None = None,
         layer: ServerLayer | None = None,
+        subjects: SubjectPurgeDraftAuthority | None = None,
     ) -> None:
         self.authority, self.receipts, self.seal, self.secrets, self.layer = authority, receipts, seal, secrets, layer
+        self.subjects = subjects
 
     def __repr__(self) -> str:
         return f"PurgeRoutes({self.seal!r})"
@@ -104,6 +121,44 @@ class PurgeRoutes:
         admin_only(call, request.caller)
         return self.secrets.secret(request, self._event(call))
 
+    def subject_search(self, call: Call) -> SubjectPage:
+        request = call.body
+        if not isinstance(request, SubjectSearchRequest) or self.subjects is None:
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        page = self.subjects.search(request, self._event(call))  # returns once its event committed
+        if self.layer is None:
+            return page
+        rows = page.rows
+        with self.subjects.store.read() as s:
+
+            def opened(client_id: int, v: SubjectVersion) -> SubjectVersion:
+                if not is_layered(v.wrapped_dek):
+                    return v
+                assert self.layer is not None
+                row = VersionRow(v.version, v.key_version, v.wrapped_dek, b"", b"")
+                inner = self.layer.unlayered(s, rows.vault_id, client_id, v.secret_id, row)
+                return dataclasses.replace(v, wrapped_dek=inner.wrapped_dek)
+
+            clients = tuple(
+                dataclasses.replace(c, versions=tuple(opened(c.client_id, v) for v in c.versions)) for c in rows.clients
+            )
+        return dataclasses.replace(page, rows=dataclasses.replace(rows, clients=clients))
+
+    def subject_draft(self, call: Call) -> PurgeSubjectDraft:
+        request = call.body
+        if not isinstance(request, PurgeSubjectDraftRequest) or self.subjects is None:
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        return self.subjects.subject_draft(request)
+
+    def subject(self, call: Call) -> PurgeRows:
+        request = call.body
+        if not isinstance(request, PurgeSubjectCommit) or self.subjects is None:
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        return self.subjects.subject(request, self._event(call))
+
     def _event(self, call: Call) -> ServerEvent:
         if self.seal is None:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
@@ -123,6 +178,9 @@ class PurgeRoutes:
         operations.add("purge.verify_receipt", self.verify_receipt)
         operations.add("purge.secret_draft", self.secret_draft, writes=True)
         operations.add("purge.secret", self.secret, writes=True)
+        operations.add("purge.subject_search", self.subject_search, writes=True)
+        operations.add("purge.subject_draft", self.subject_draft)
+        operations.add("purge.subject", self.subject, writes=True)
 
 
 def _as_row(v: PurgedVersion) -> VersionRow:
@@ -137,4 +195,5 @@ def purge_routes(
     return PurgeRoutes(
         PurgeDraftAuthority(store, checks, checks.clock), ReceiptAuthority(store, checks), seal,
         SecretPurgeDraftAuthority(store, checks, checks.clock), layer,
+        SubjectPurgeDraftAuthority(store, checks, checks.clock),
     )  # fmt: skip

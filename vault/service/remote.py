@@ -68,6 +68,7 @@ from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
 from vault.service.remote_reports import RemoteReports
 from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
+from vault.service.remote_subjects import RemoteSubjects
 from vault.service.remotekeys import RemoteKeys
 from vault.service.serverkey_renewal import ServerKeyRenewal
 from vault.service.serverpins import KeyRecordFile, ServerPin
@@ -416,6 +417,7 @@ class RemoteVault:
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
         self.reports = RemoteReports(keys, self.https, self.clients.keyholder, self.audit, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
+        self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server

@@ -13,8 +13,11 @@ audit key or the details in clear.
 ``policies.unsigned``: the slug of each client whose stored policy does not verify is opened here
 (``ClientSlugs``: the client's context read by id, every row verified, its slug under the client key
 opened from the root-sealed copy), as in-process: a client whose keys do not open is not shown.
-``adopt`` is not served (it signs each client's policy with details sealed under each client's
-audit key: a draft and commit spanning clients, not built).
+``adopt`` (session 15) checks that the unsigned policies are still exactly those shown, then signs
+each as stored with the keyholder's ``adopt_one``: per client a ``policies.set`` draft and commit as for
+``set`` (the client's context learned by its slug, its ``policy-set`` details — ``adopted`` and the
+values — sealed here under its audit key to the commit's request id). In-process every client is
+adopted in one unit; here each client is its own: an error leaves the clients before it adopted.
 
 ``RemoteVault.purge.client`` runs the in-process ``PurgeKeyholder`` over ``HttpsPurgeTransport``
 (a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
@@ -53,13 +56,14 @@ from typing import Any
 from vault import validation as checks
 from vault.authority.checkout_context import ContextRequest
 from vault.authority.engineer_requests import ROLES
+from vault.authority.policy_requests import CHANGED_SINCE_SHOWN
 from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
 from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
 from vault.authority.requests import Caller
 from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.crypto import blobs, keyrecord, sealing, signing
 from vault.crypto.labels import LABEL_TAG_SECRET_NAME
-from vault.errors import InvalidInput, NotFound, UntrustedRecord, VaultError
+from vault.errors import IntegrityError, InvalidInput, NotFound, UntrustedRecord, VaultError
 from vault.keyholder.checkouts import CheckoutKeyholder
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.policies import PolicyKeyholder, wanted_values
@@ -177,6 +181,14 @@ class RemotePolicyWrites(_Noun):
         self.keys.me()
         self.keys.open_recovery()
         return self.writes.unsigned()
+
+    def adopt(self, shown: Sequence[PolicyInfo]) -> list[PolicyInfo]:
+        """As ``Vault.policies.adopt``, through the server (an admin's): nothing signed unless the
+        unsigned policies are still exactly those ``shown``; then each client's a ``policies.set``
+        draft and signed commit of its own (module docstring)."""
+        if self.unsigned() != list(shown):
+            raise IntegrityError(CHANGED_SINCE_SHOWN, hint="run `credvault policy adopt` again and check what it shows")
+        return [self.writes.adopt_one(p.client, p) for p in shown]
 
 
 class ClientSlugs:

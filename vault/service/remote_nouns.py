@@ -118,7 +118,7 @@ class RemoteGrants(_Noun):
     def grant(
         self, engineer: str, client: str, *, until: dt.datetime | None = None, reason: str | None = None
     ) -> GrantInfo:
-        """As ``Vault.grants.grant``, through the server (the sweep of expired grants is not run here)."""
+        """As ``Vault.grants.grant``, through the server: the sweep of expired grants first, as in-process."""
         validation.field_value("reason", reason)
         if until is not None and until.tzinfo is None:
             until = until.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
@@ -127,13 +127,15 @@ class RemoteGrants(_Noun):
         validation.engineer_name(engineer)
         validation.client_slug(client)
         self.keys.me()
+        swept(self.keys, self.https, self.clock)  # committed on its own, even if the grant fails (as in-process)
         return self.writes.grant(engineer, client, until=epoch(until) if until else None, reason=reason)
 
     def revoke(self, engineer: str, client: str) -> int:
-        """As ``Vault.grants.revoke``, through the server."""
+        """As ``Vault.grants.revoke``, through the server: the sweep of expired grants first, as in-process."""
         validation.engineer_name(engineer)
         validation.client_slug(client)
         self.keys.me()
+        swept(self.keys, self.https, self.clock)
         return self.writes.revoke(engineer, client)
 
     def maintain(self) -> int:
@@ -141,7 +143,15 @@ class RemoteGrants(_Noun):
         revoked under this admin's signature and the key copies no live grant backs deleted; the
         copies deleted (``transport/https_sweep.py``)."""
         self.keys.me()
-        return GrantSweepKeyholder(HttpsSweepTransport(self.https), self.keys, self.clock).sweep()
+        return swept(self.keys, self.https, self.clock)
+
+
+def swept(keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> int:
+    """The sweep of expired grants as the acting admin, through the server (``grants.sweep_draft``, and
+    ``grants.sweep`` when a grant is past its end), in units of its own: what in-process ``maintain`` and
+    the start of an admin's ``clients.add``, ``grant`` and ``revoke`` run (``GrantLedger.sweep``). With
+    nothing past its end it is one read, nothing written. The key copies deleted."""
+    return GrantSweepKeyholder(HttpsSweepTransport(https), keys, clock).sweep()
 
 
 def _no_context(slug: str) -> LearnedContext:
@@ -155,16 +165,17 @@ class RemoteClients(_Noun):
     def __init__(
         self, keys: RemoteKeys, https: HttpsTransport, contexts: Contexts, clock: Callable[[], dt.datetime]
     ) -> None:
-        self.keys, self.https = keys, https
+        self.keys, self.https, self.clock = keys, https, clock
         self.keyholder = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
         lookup = AdminLookup(keys, _no_context)
         self.adding = ClientAddKeyholder(HttpsClientAddTransport(https), keys, lookup, keys.client_keys, clock)
 
     def add(self, slug: str, name: str) -> ClientInfo:
-        """As ``Vault.clients.add``, through the server (the sweep of expired grants is not run here)."""
+        """As ``Vault.clients.add``, through the server: the sweep of expired grants first, as in-process."""
         validation.client_slug(slug)
         name = validation.display_name(name)
         self.keys.me()
+        swept(self.keys, self.https, self.clock)  # committed on its own, even if the add fails (as in-process)
         return self.adding.add(slug, name)
 
     def __repr__(self) -> str:

@@ -8,8 +8,8 @@ keyholder decides what applies here, as in-process: a policy whose signature, si
 admin certified under the organisation key the pin leads to) or bounds do not verify reads as
 the strict policy. An engineer asking for a client they hold no live grant for gets ``NotFound``
 (no grant names it; the server would answer 404). An admin's ``set`` is ``RemotePolicyWrites``'s
-(``remote_admin2.py``: a draft and a signed commit), and so is ``unsigned`` (session 14); ``adopt``
-is not served (``ConfigurationError``).
+(``remote_admin2.py``: a draft and a signed commit), and so are ``unsigned`` (session 14) and
+``adopt`` (session 15: a draft and a signed commit per client).
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class RemotePolicies(_Noun):
     def unsigned(self) -> list[PolicyInfo]:
         """As ``Vault.policies.unsigned``, through the server (an admin's: ``RemotePolicyWrites``)."""
         return self.writes.unsigned()
+
+    def adopt(self, shown: Sequence[PolicyInfo]) -> list[PolicyInfo]:
+        """As ``Vault.policies.adopt``, through the server (an admin's: ``RemotePolicyWrites``)."""
+        return self.writes.adopt(shown)
 
     def set(self, client: str, **wanted: Any) -> PolicyInfo:
         """As ``Vault.policies.set``, through the server (an admin's: ``RemotePolicyWrites``)."""

@@ -11,11 +11,12 @@ client, all in one unit of work).
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from vault.authority.purge_requests import SUBJECT
-from vault.authority.subjects import SubjectAuthority
+from vault.authority.subjects import SubjectAuthority, SubjectRows
 from vault.errors import InvalidInput, NotFound
 from vault.keyholder.sessionkeys import SessionKeys
 from vault.keyholder.subjects import SubjectKeyholder
@@ -85,6 +86,28 @@ class _Match:
         return out
 
 
+def report_of(matches: list[SubjectMatch], rows: SubjectRows, now: dt.datetime) -> dict[str, Any]:
+    """A subject report: every match with the metadata held alongside it, and who made it when."""
+    return {
+        "generated_at": now.isoformat(),
+        "generated_by": rows.me.name,
+        "matches": [x.to_json() for x in matches],
+        "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
+    }
+
+
+def purge_targets(matches: list[SubjectMatch], rows: SubjectRows) -> list[tuple[int, bytes, tuple[int, ...]]]:
+    """The secrets a subject purge destroys, per client in id order (id, slug blob, secret ids); none: NotFound."""
+    by_client: dict[int, set[int]] = {}
+    for match in matches:
+        if match.secret_id is not None:
+            by_client.setdefault(match.client_id, set()).add(match.secret_id)
+    if not by_client:
+        raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
+    blobs = {c.client_id: c.slug_blob for c in rows.clients}
+    return [(client_id, blobs[client_id], tuple(sorted(ids))) for client_id, ids in sorted(by_client.items())]
+
+
 class Subjects:
     """Data subjects: ``vault.subjects.find/report/purge``."""
 
@@ -113,25 +136,13 @@ class Subjects:
     def report(self, query: str) -> dict[str, Any]:
         """What is held about a person: every match with the metadata held alongside it."""
         matches, rows = self.keyholder.report(_Match(_needle(query)))
-        return {
-            "generated_at": self.core.clock().isoformat(),
-            "generated_by": rows.me.name,
-            "matches": [x.to_json() for x in matches],
-            "note": "Passwords held for matched accounts are not reproduced here; they exist as encrypted values.",
-        }
+        return report_of(matches, rows, self.core.clock())
 
     def purge(self, query: str, *, request: str, vacuum: bool = False) -> list[ReceiptInfo]:
         """Purge every secret whose metadata matches (one receipt per client)."""
         _request(request)
         matches, rows = self.keyholder.select(_Match(_needle(query)))
-        by_client: dict[int, set[int]] = {}
-        for match in matches:
-            if match.secret_id is not None:
-                by_client.setdefault(match.client_id, set()).add(match.secret_id)
-        if not by_client:
-            raise NotFound("no secret matches that query", hint="`credvault subject find QUERY` shows the matches")
-        blobs = {c.client_id: c.slug_blob for c in rows.clients}
-        targets = [(client_id, blobs[client_id], tuple(sorted(ids))) for client_id, ids in sorted(by_client.items())]
+        targets = purge_targets(matches, rows)
         receipts = self.purges.keyholder.secrets(SUBJECT, targets, request)  # one unit: every client's receipt
         self.purges.scrub(vacuum=vacuum)
         return receipts

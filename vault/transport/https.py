@@ -181,6 +181,9 @@ READS_RETRIED = frozenset(
 RESPONSE_LIMITS = {
     "secrets.list_page": 1024 * 1024,
     "purge.secret_draft": 1024 * 1024,  # every version's wrapped data key and the current metadata
+    # a page of a subject's search (about 1 MiB of blobs, more for one large client) and a client's draft
+    "purge.subject_search": 16 * 1024 * 1024,
+    "purge.subject_draft": 1024 * 1024,
     **dict.fromkeys(
         (
             "checkouts.checkout", "checkouts.reveal", "secrets.show", "secrets.history",

@@ -28,7 +28,13 @@ caller runs the purge again.
 (``authority/purge_secret_values.py``), except that its draft is asked for first by the caller
 (``secret_draft``: the secret named by its name tag, its id learned from the draft, its current
 version's name checked on the admin's machine before anything is signed) and kept here for the
-one purge that follows. A purge of a subject is not served (``not_served``).
+one purge that follows.
+
+``purge`` of a subject's secrets (session 15) runs once per client (the caller's keyholder runs one
+purge per client, each its own request and unit) over ``purge.subject_draft`` / ``purge.subject``
+(``authority/purge_subject_values.py``): the client named by id and the secrets of it that matched
+the search made on the admin's machine; the draft releases nothing (the seal fingerprints the data
+keys that search opened, ``service/remote_subjects.py``).
 """
 
 from __future__ import annotations
@@ -38,8 +44,17 @@ from collections.abc import Callable
 from typing import Any
 
 from vault.authority.purge_draft_values import PurgeClientCommit, PurgeClientDraftRequest, PurgeDraft
-from vault.authority.purge_requests import CLIENT, SECRET, PurgeRequest, PurgeRows, ReceiptRequest, ReceiptRows
+from vault.authority.purge_requests import (
+    CLIENT,
+    SECRET,
+    SUBJECT,
+    PurgeRequest,
+    PurgeRows,
+    ReceiptRequest,
+    ReceiptRows,
+)
 from vault.authority.purge_secret_values import PurgeSecretCommit, PurgeSecretDraft, PurgeSecretDraftRequest
+from vault.authority.purge_subject_values import PurgeSubjectCommit, PurgeSubjectDraft, PurgeSubjectDraftRequest
 from vault.errors import UntrustedRecord
 from vault.transport.https_calls import Calls, answer_of, not_served
 from vault.wire import codec
@@ -74,6 +89,8 @@ class HttpsPurgeTransport:
     def purge(self, request: PurgeRequest, seal: Any) -> PurgeRows:
         if request.kind == SECRET and self._secret_draft is not None:
             return self._purge_secret(request, seal)
+        if request.kind == SUBJECT and len(request.targets) == 1:
+            return self._purge_subject(request, seal)
         if request.kind != CLIENT or self.slug_tags is None or len(request.targets) != 1:
             raise not_served(f"purge.{request.kind}")
         client_id = request.targets[0].client_id
@@ -112,4 +129,23 @@ class HttpsPurgeTransport:
         answer = self.https.call("purge.secret", commit, request_id)
         if not isinstance(answer, PurgeRows):
             raise UntrustedRecord("the server's answer is not a purge.secret answer")
+        return answer
+
+    def _purge_subject(self, request: PurgeRequest, seal: Any) -> PurgeRows:
+        """One client's matching secrets: the draft admitted, its receipt signed over a fresh request id, committed."""
+        target = request.targets[0]
+        asked = PurgeSubjectDraftRequest(
+            request.caller, target.client_id, target.secret_ids, request.request_ref, request.org_pin
+        )
+        draft = answer_of(self.https, "purge.subject_draft", asked, PurgeSubjectDraft)
+        seal.admit(draft.rows)  # the secrets asked for (or fewer), every data key the search opened; else nothing sent
+        request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
+        signed = seal.sign_v3(draft.receipt, request_id)
+        commit = PurgeSubjectCommit(
+            request.caller, target.client_id, target.secret_ids, request.request_ref, request.org_pin,
+            draft.receipt.id, signed.fingerprints, signed.signature, draft.digest,
+        )  # fmt: skip
+        answer = self.https.call("purge.subject", commit, request_id)
+        if not isinstance(answer, PurgeRows):
+            raise UntrustedRecord("the server's answer is not a purge.subject answer")
         return answer

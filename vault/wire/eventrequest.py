@@ -69,6 +69,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "purge.client": frozenset({"purge-client"}),  # server/purge_routes.py
     "purge.secret_draft": frozenset({"purge-secret-draft"}),  # it releases the secret's data keys
     "purge.secret": frozenset({"purge-secret"}),
+    "purge.subject_search": frozenset({"subject-search"}),  # a page: it releases the data keys it answers
+    "purge.subject": frozenset({"purge-subject"}),
     "settings.set": frozenset({"settings"}),  # server/settings_routes.py
     "engineers.invite": frozenset({"engineer-invite"}),  # server/invite_routes.py
     # an admin's client-key rotation (server/rotation_routes.py): its start, a page released, its end

@@ -53,6 +53,7 @@ from vault.authority import policy_requests as p
 from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import purge_secret_values as ps
+from vault.authority import purge_subject_values as pj
 from vault.authority import rekey_draft_values as rk
 from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
@@ -131,6 +132,11 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # an admin's purge of one secret: a draft on record (its data keys released), a signed commit
     ("purge.secret_draft", ps.PurgeSecretDraftRequest, ps.PurgeSecretDraft),
     ("purge.secret", ps.PurgeSecretCommit, pu.PurgeRows),
+    # an admin's purge of a data subject: search pages on record (their data keys released), per client
+    # a draft (its receipt id reserved) and a signed commit (authority/purge_subject_drafts.py)
+    ("purge.subject_search", pj.SubjectSearchRequest, pj.SubjectPage),
+    ("purge.subject_draft", pj.PurgeSubjectDraftRequest, pj.PurgeSubjectDraft),
+    ("purge.subject", pj.PurgeSubjectCommit, pu.PurgeRows),
     # an admin's invitation: a draft (a new engineer's id reserved) and a signed commit (server/invite_routes.py)
     ("engineers.invite_draft", e.InviteRequest, iv.InviteDraft),
     ("engineers.invite", iv.InviteCommit, e.EngineerAnswer),
