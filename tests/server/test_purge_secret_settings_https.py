@@ -257,8 +257,6 @@ def test_an_admin_changes_the_settings_with_no_database(world: Keyed, admin: Rem
     assert added == [("settings", me.engineer_id, True)] * 2
     with pytest.raises(InvalidInput):
         admin.keys.set_retention(0)  # refused on the admin's machine: out of bounds
-    with pytest.raises(Exception, match="not served"):
-        admin.keys.rotate_root()  # the client-key rotation is served (test_rotation_https.py), the root's is not
     assert world.served.admin.audit.verify().ok
 
 
