@@ -292,6 +292,8 @@ def test_a_service_identity_from_invitation_to_checkout_by_cli(keyed: Keyed, tmp
     fingerprint = re.search(r"\b[0-9a-f]{4}(?: [0-9a-f]{4}){7}\b", enrolled.stdout)
     assert fingerprint is not None
     ok(run("engineer", "confirm", "cli-rmm", "--fingerprint", fingerprint.group(0)))
+    listed = {e["name"]: e["role"] for e in json.loads(ok(run("engineer", "list", "--json")).output)}
+    assert listed["cli-rmm"] == "service" and listed["alice"] == "engineer"  # the listing through the server
     ok(run("grant", "cli-rmm", "acme"))
     ok(run("lock"))
     shown = ok(run("--key-file", str(key_file), "checkout", "acme/fw01", "--reason", "RMM 4711", "--show")).stdout

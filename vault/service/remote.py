@@ -63,7 +63,7 @@ from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_admin2 import ClientSlugs, RemoteInvitations, RemotePolicyWrites, RemotePurge, RemoteSettings
 from vault.service.remote_audit import RemoteAudit
 from vault.service.remote_engineers import RemoteEngineerWrites
-from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served
+from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served, reported
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
 from vault.service.remote_reports import RemoteReports
@@ -284,6 +284,13 @@ class RemoteEngineers(_Noun):
         """As ``Vault.engineers.invite``, through the server (an admin's): the code, made on this machine."""
         return RemoteInvitations(self.keys, self.https, self.clock).invite(name, role=role, valid_for=valid_for)
 
+    def list(self) -> builtins.list[EngineerInfo]:
+        """As ``Vault.engineers.list``, through the server (``engineers.list``: on record as ``engineer-list``,
+        the caller's own row verified here)."""
+        self.keys.me()
+        with reported(self.https):
+            return RemoteInvitations(self.keys, self.https, self.clock).keyholder.list()
+
     def pending_confirmation(self, name: str) -> PendingConfirmation:
         """As ``Vault.engineers.pending_confirmation``, through the server (an admin's): the pending
         rows read (``engineers.pending_confirmation``) and verified on this machine."""
@@ -302,7 +309,7 @@ class RemoteEngineers(_Noun):
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
 
-    def remove(self, name: str, *, batch_size: int = 0, progress: Any = None) -> tuple[list[Any], list[Any]]:
+    def remove(self, name: str, *, batch_size: int = 0, progress: Any = None) -> tuple[builtins.list[Any], builtins.list[Any]]:
         """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
         removal committed with a client-key rotation started for every client (``started``), then
         every rotation under way run to its end through the server (``rotate resume``), then the at-risk
