@@ -225,7 +225,9 @@ def enroll(
         )
     server = app.server_url()
     if service_key_file is not None:
-        _enroll_service(server, name, code_file, service_key_file)
+        from .servers import enroll_service
+
+        enroll_service(server, name, lambda: _code(code_file), service_key_file)
         return
     if server is not None:
         _enroll_through(app, server, name, code_file, passphrase_file)
@@ -264,33 +266,6 @@ def _enroll_through(
     local.server, local.engineer = pin.url, name
     local.save()
     _enrolled(name, fingerprint)
-
-
-def _enroll_service(server: str | None, name: str, code_file: Path | None, key_file: Path) -> None:
-    """A service identity's enrolment through the team server: its key file, no passphrase."""
-    from vault.service.remote import RemoteVault
-    from vault.service.serverpins import ServerPins
-    from vault.service.servicekeys import ServiceKeyFile
-
-    if server is None:
-        raise InvalidInput(
-            "a service identity enrols through a team server", hint="pass --server URL (pinned with `server trust`)"
-        )
-    pin = ServerPins.load().get(server)
-    ServiceKeyFile.refuse_existing(key_file)  # before the code is typed
-    code = _code(code_file)
-    remote = RemoteVault(pin, engineer=name)
-    try:
-        fingerprint = remote.engineers.enroll_service(name, code, key_file)
-    finally:
-        remote.close()
-    click.echo(f"Enrolled the service identity {name}; its key file is {key_file} (mode 0600). Its fingerprint:")
-    click.echo("")
-    click.echo(f"  {fingerprint}")
-    click.echo("")
-    click.echo(f"Read it to your admin, who runs `credvault engineer confirm {name}` and grants it its clients.")
-    click.echo(f"Then: credvault --server {pin.url} --key-file {key_file} checkout CLIENT/SECRET --reason TEXT --show")
-    click.echo("Whoever can read the key file acts as this identity: keep it like an SSH private key.", err=True)
 
 
 def _enrolled(name: str, fingerprint: str) -> None:

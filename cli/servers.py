@@ -9,6 +9,7 @@ from it to this machine, so that from then on no database credential is needed h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -176,6 +177,34 @@ def openapi() -> None:
     from vault.wire import openapi as document
 
     click.echo(document.dumps(__version__), nl=False)
+
+
+def enroll_service(server: str | None, name: str, code: Callable[[], str], key_file: Path) -> None:
+    """A service identity's enrolment through the team server: its key file, no passphrase."""
+    from vault.service.remote import RemoteVault
+    from vault.service.serverpins import ServerPins
+    from vault.service.servicekeys import ServiceKeyFile
+
+    if server is None:
+        raise InvalidInput(
+            "a service identity enrols through a team server", hint="pass --server URL (pinned with `server trust`)"
+        )
+    pin = ServerPins.load().get(server)
+    ServiceKeyFile.refuse_existing(key_file)  # before the code is typed
+    typed = code()
+    remote = RemoteVault(pin, engineer=name)
+    try:
+        fingerprint = remote.engineers.enroll_service(name, typed, key_file)
+    finally:
+        remote.close()
+    click.echo(f"Enrolled the service identity {name}; its key file is {key_file} (mode 0600). Its fingerprint:")
+    click.echo("")
+    click.echo(f"  {fingerprint}")
+    click.echo("")
+    click.echo(f"Read it to your admin, who runs `credvault engineer confirm {name}` and grants it its clients.")
+    click.echo(f"Then: credvault --server {pin.url} --key-file {key_file} checkout CLIENT/SECRET --reason TEXT --show")
+    click.echo("Whoever can read the key file acts as this identity: keep it like an SSH private key.", err=True)
+
 
 
 COMMANDS = [server]

@@ -1,18 +1,16 @@
 """Engineers, where the database is: authorise, read or write engineer rows, record, commit.
 
-One unit of work per request, in this order: who calls (an active engineer whose
-certificate verifies, with the key generation the request names, and for invite and
-confirm an admin with a sealed copy of the current root bundle) — a refused caller is
-refused here, before any row of the engineer acted on is read; then that engineer's row
-(created for a first invitation); the keyholder's part, made for the draft it is shown
-inside the unit (``EngineerSeal``: sign an invitation, make an enrolling engineer's keys,
-certify a pending engineer's keys: a refusal writes nothing); the rows written as the
-keyholder made them; the audit event; the commit. An enrolment has no caller: the open,
-unexpired, signed invitation authorises it, and the keyholder verifies that invitation.
+One unit of work per request, in this order: who calls (an active engineer whose certificate verifies,
+with the key generation the request names, and for invite and confirm an admin with a sealed copy of the
+current root bundle) — a refused caller is refused here, before any row of the engineer acted on is
+read; then that engineer's row (created for a first invitation); the keyholder's part, made for the
+draft it is shown inside the unit (``EngineerSeal``: sign an invitation, make an enrolling engineer's
+keys, certify a pending engineer's keys: a refusal writes nothing); the rows written as the keyholder
+made them; the audit event; the commit. An enrolment has no caller: the open, unexpired, signed
+invitation authorises it, and the keyholder verifies that invitation.
 
-What a confirmation carries over (the grants an admin signed over the engineer's previous
-key: re-signed and re-sealed) is still made in-process by ``Carry`` (service/invitations.py)
-in this unit of work: the seam the team-server issue replaces. What crosses in the answer
+A confirmation's carry-over (the grants signed over the engineer's previous key, re-signed and
+re-sealed) is made in-process by ``Carry`` (service/invitations.py) in this unit; the answer
 (``CarryPlan``) is ids and ciphertext only: the confirming admin's keyholder opens each slug.
 """
 

@@ -309,7 +309,9 @@ class RemoteEngineers(_Noun):
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
         return RemoteEngineerWrites(self.keys, self.https, self.clock).rotate(name, valid_for=valid_for)
 
-    def remove(self, name: str, *, batch_size: int = 0, progress: Any = None) -> tuple[builtins.list[Any], builtins.list[Any]]:
+    def remove(
+        self, name: str, *, batch_size: int = 0, progress: Any = None
+    ) -> tuple[builtins.list[Any], builtins.list[Any]]:
         """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
         removal committed with a client-key rotation started for every client (``started``), then
         every rotation under way run to its end through the server (``rotate resume``), then the at-risk
