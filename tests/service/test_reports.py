@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from served import only_local
 
 from vault.errors import AccessDenied, NotFound
 
@@ -94,8 +93,7 @@ def test_reports_are_for_admins_only(world):
     team, alice, _bob = world
     alice.checkouts.reveal(REF, reason="T-1")
     head = team.admin.audit.head()
-    served = getattr(team, "served", False)  # an engineer's reports through a server: below, skipped there
-    for call in () if served else (
+    for call in (
         lambda: alice.reports.access("alice"),
         lambda: alice.reports.at_risk("alice"),
         lambda: alice.reports.access("bob"),
@@ -106,4 +104,3 @@ def test_reports_are_for_admins_only(world):
     with pytest.raises(NotFound):
         team.admin.reports.access("nobody")
     assert team.admin.reports.access("root-admin") == []
-    only_local(team, "reports are not served through the server yet (docs/server.md): an engineer's refusal")

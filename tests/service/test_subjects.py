@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from served import make_test_ca, only_local, served_team
+from served import make_test_ca, served_team
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -269,6 +269,5 @@ def test_report_stale_lists_secrets_unused_past_the_client_setting_and_deletes_n
 
 
 def test_only_an_admin_may_list_stale_secrets(world):
-    only_local(world, "reports are not served through the server yet (docs/server.md)")
     with pytest.raises(AccessDenied):
         world.eve.reports.stale()

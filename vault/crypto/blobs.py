@@ -71,6 +71,11 @@ def encrypt_blob(
     return header + nonce + p.aead_encrypt(key, nonce, plaintext, aad)
 
 
+def has_type(blob: bytes, blob_type: int) -> bool:
+    """Whether ``blob``'s header (format 1) names ``blob_type`` (unauthenticated: a header only)."""
+    return len(blob) >= HEADER_SIZE and blob[0] == 1 and blob[1] == blob_type
+
+
 def blob_key_version(blob: bytes) -> int:
     """The key version named in a blob's header (unauthenticated until decrypted)."""
     if len(blob) < HEADER_SIZE:

@@ -114,7 +114,7 @@ def sck_version(blob: bytes) -> int:
 
 def is_layered(blob: bytes) -> bool:
     """Whether ``blob`` has the §4.9 header (the server's layer on)."""
-    return len(blob) >= blobs.HEADER_SIZE and blob[0] == 1 and blob[1] == BLOB_SERVER_LAYER
+    return blobs.has_type(blob, BLOB_SERVER_LAYER)
 
 
 def is_wrapped_data_key(blob: bytes) -> bool:

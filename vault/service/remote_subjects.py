@@ -29,7 +29,8 @@ from typing import Any
 from vault.authority.purge_requests import SUBJECT, PurgedVersion
 from vault.authority.purge_subject_values import PURGE, REPORT
 from vault.authority.subjects import SubjectRows, SubjectVersion
-from vault.crypto import serverlayer
+from vault.crypto import blobs
+from vault.crypto.labels import BLOB_SERVER_LAYER
 from vault.errors import ConcurrentChange, UntrustedRecord
 from vault.keyholder.purge import PurgeKeyholder
 from vault.keyholder.subjects import SubjectKeyholder
@@ -71,7 +72,7 @@ class _SearchedKeys:
         searched = self.versions.get((client_id, v.secret_id, v.version))
         if searched is None or searched.key_version != v.key_version:
             raise ConcurrentChange(SEARCH_AGAIN)
-        if not serverlayer.is_layered(v.wrapped_dek) and v.wrapped_dek != searched.wrapped_dek:
+        if not blobs.has_type(v.wrapped_dek, BLOB_SERVER_LAYER) and v.wrapped_dek != searched.wrapped_dek:
             raise UntrustedRecord("the purge's draft names another data key than the one searched")
         return searched.wrapped_dek
 
