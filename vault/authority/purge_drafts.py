@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 
 from sqlalchemy import delete, text
@@ -67,6 +68,7 @@ from vault.storage.engine import Store
 
 DIGEST_BYTES = 32
 SIGNATURE_BYTES = 64
+KEY_FINGERPRINT = re.compile(r"[0-9a-f]+")  # a client-key record's fingerprint, in hex (compared with it after)
 NOT_SIGNED = "the commit carries a receipt the calling admin did not sign for this purge"
 OTHER_CLIENT = "the request's client id is not the client its slug tag names"
 NEXT_ID_PG = text("SELECT nextval(pg_get_serial_sequence('purge_receipts', 'id'))")
@@ -77,7 +79,7 @@ FIRST_ID_SQLITE = text(
 )
 
 
-def _next_receipt_id(s: Session) -> int:
+def next_receipt_id(s: Session) -> int:
     """An id of the receipts' sequence, never handed out again (as ``next_grant_id``)."""
     conn = storage_rows.connection(s)
     if conn.dialect.name == "sqlite":
@@ -108,7 +110,7 @@ class PurgeDraftAuthority:
             self._client(s, request.client_id, request.slug_tag)
             now = self.clock()
             s.execute(delete(m.IdReservation).where(m.IdReservation.expires_at <= now))
-            receipt_id = _next_receipt_id(s)
+            receipt_id = next_receipt_id(s)
             expires = now + dt.timedelta(seconds=RESERVATION_SECONDS)
             s.add(m.IdReservation(kind=RESERVED_RECEIPT_ID, id=receipt_id, engineer_id=caller.me.id, reserved_at=now,
                                   expires_at=expires))  # fmt: skip
@@ -123,22 +125,14 @@ class PurgeDraftAuthority:
             raise InvalidInput(f"the request's action is not {PURGE_CLIENT!r}")
         _checked(CLIENT, request.caller, request.org_pin, request.slug_tag, request.client_id, request.request_ref)
         validation.number("receipt id", request.receipt_id, 1)
-        digest, signature = request.draft_digest, request.signature
-        if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
-            raise InvalidInput(f"the commit's draft digest is not a {DIGEST_BYTES}-byte value")
-        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
-            raise InvalidInput("the receipt's signature is not a signature")
-        fingerprints = request.fingerprints
-        if not isinstance(fingerprints, tuple) or not all(isinstance(f, str) for f in fingerprints):
-            raise InvalidInput("the receipt's fingerprints are not text")
+        digest, signature, fingerprints = request.draft_digest, request.signature, request.fingerprints
+        checked_signed(digest, signature, fingerprints, KEY_FINGERPRINT)
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
             caller = self.gate.authorise(s, request.caller, admin=True)
             me, now = caller.me, self.clock()
-            held = s.get(m.IdReservation, (RESERVED_RECEIPT_ID, request.receipt_id), with_for_update=True)
-            if held is None or held.engineer_id != me.id or held.expires_at <= now:
-                raise ConcurrentChange(STALE_PURGE)
+            held = held_receipt(s, request.receipt_id, me.id, now)
             self._client(s, request.client_id, request.slug_tag)
             rows, drafted = self._draft(s, caller, request.client_id, request.request_ref, request.org_pin,
                                         request.receipt_id, held.reserved_at)  # fmt: skip
@@ -175,6 +169,28 @@ class PurgeDraftAuthority:
         receipt = ReceiptRow(receipt_id, CLIENT, ref, client_id, part.secret_ids, part.counts, (), me.id,
                              me.key_generation, int(at.timestamp()), 0, b"")  # fmt: skip
         return rows, receipt
+
+
+def checked_signed(digest: object, signature: object, fingerprints: object, fingerprint: re.Pattern[str]) -> None:
+    """A purge commit's draft digest, receipt signature and fingerprints, of their types and sizes (400
+    otherwise, before any SQL); each fingerprint must match ``fingerprint``."""
+    if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
+        raise InvalidInput(f"the commit's draft digest is not a {DIGEST_BYTES}-byte value")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise InvalidInput("the receipt's signature is not a signature")
+    if not isinstance(fingerprints, tuple) or not all(
+        isinstance(f, str) and fingerprint.fullmatch(f) for f in fingerprints
+    ):
+        raise InvalidInput("the receipt's fingerprints are not the fingerprints a receipt names")
+
+
+def held_receipt(s: Session, receipt_id: int, engineer_id: int, now: dt.datetime) -> m.IdReservation:
+    """The caller's unexpired reservation of ``receipt_id`` (locked), else ``ConcurrentChange``: the draft
+    went stale (it expired, or is another admin's)."""
+    held = s.get(m.IdReservation, (RESERVED_RECEIPT_ID, receipt_id), with_for_update=True)
+    if held is None or held.engineer_id != engineer_id or held.expires_at <= now:
+        raise ConcurrentChange(STALE_PURGE)
+    return held
 
 
 def stored_receipt(

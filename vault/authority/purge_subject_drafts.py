@@ -38,9 +38,16 @@ from vault.authority.checkout_reads import CallerRead
 from vault.authority.policies_caller import CallerChecks, CallerGate, checked_caller, checked_pin, org_chain
 from vault.authority.purge import MAX_SECRETS, PurgeAuthority
 from vault.authority.purge_draft_values import RESERVATION_SECONDS, RESERVED_RECEIPT_ID, STALE_PURGE, draft_digest
-from vault.authority.purge_drafts import NOT_SIGNED, _next_receipt_id, _verified, stored_receipt
+from vault.authority.purge_drafts import (
+    NOT_SIGNED,
+    _verified,
+    checked_signed,
+    held_receipt,
+    next_receipt_id,
+    stored_receipt,
+)
 from vault.authority.purge_requests import NOTHING_MATCHES, REQUEST_REF, SUBJECT, PurgeRows, PurgeTarget, ReceiptRow
-from vault.authority.purge_secret_drafts import DIGEST_BYTES, FINGERPRINT, SIGNATURE_BYTES
+from vault.authority.purge_secret_drafts import FINGERPRINT
 from vault.authority.purge_subject_values import (
     FIND,
     PURGE,
@@ -125,7 +132,7 @@ class SubjectPurgeDraftAuthority:
             caller = self.gate.authorise(s, request.caller, admin=True)  # before any row of the client
             now = self.clock()
             s.execute(delete(m.IdReservation).where(m.IdReservation.expires_at <= now))
-            receipt_id = _next_receipt_id(s)
+            receipt_id = next_receipt_id(s)
             expires = now + dt.timedelta(seconds=RESERVATION_SECONDS)
             s.add(m.IdReservation(kind=RESERVED_RECEIPT_ID, id=receipt_id, engineer_id=caller.me.id, reserved_at=now,
                                   expires_at=expires))  # fmt: skip
@@ -140,22 +147,13 @@ class SubjectPurgeDraftAuthority:
         _checked(request.caller, request.org_pin, request.client_id, request.secret_ids, request.request_ref)
         validation.number("receipt id", request.receipt_id, 1)
         digest, signature, fingerprints = request.draft_digest, request.signature, request.fingerprints
-        if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
-            raise InvalidInput(f"the commit's draft digest is not a {DIGEST_BYTES}-byte value")
-        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
-            raise InvalidInput("the receipt's signature is not a signature")
-        if not isinstance(fingerprints, tuple) or not all(
-            isinstance(f, str) and FINGERPRINT.fullmatch(f) for f in fingerprints
-        ):
-            raise InvalidInput("the receipt's fingerprints are not data keys' fingerprints")
+        checked_signed(digest, signature, fingerprints, FINGERPRINT)
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
             caller = self.gate.authorise(s, request.caller, admin=True)
             me, now = caller.me, self.clock()
-            held = s.get(m.IdReservation, (RESERVED_RECEIPT_ID, request.receipt_id), with_for_update=True)
-            if held is None or held.engineer_id != me.id or held.expires_at <= now:
-                raise ConcurrentChange(STALE_PURGE)
+            held = held_receipt(s, request.receipt_id, me.id, now)
             rows, drafted = self._draft(s, caller, request.client_id, request.secret_ids, request.request_ref,
                                         request.org_pin, request.receipt_id, held.reserved_at)  # fmt: skip
             if draft_digest(rows, drafted) != digest:
