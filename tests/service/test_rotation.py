@@ -493,7 +493,6 @@ def test_status_warns_about_keys_older_than_the_cryptoperiod(team):
 
 
 def test_every_key_operation_is_an_audit_event(team, db):
-    only_local(team, "engineers.change_passphrase is not served through the server yet (docs/server.md)")
     admin = team.admin
     _fill(admin, "acme", 2)
     team.engineer("alice")
