@@ -72,6 +72,33 @@ class GrantHistory:
     rotations: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)  # client -> version -> (seq, at_us)
     last_missing: int | None = None  # the newest sequence number missing from the log (a deleted event), if any
 
+    def add(
+        self, seq: int, at_us: int, client_id: int, action: str, by_admin: bool, details: dict[str, Any] | None
+    ) -> None:
+        """One grant, revoke or rotation event about ``client_id`` whose hash and signature verified,
+        with its opened details (None: they did not open, a doubt about the client from ``seq``)."""
+        if details is None:
+            self.doubts.setdefault(client_id, []).append(seq)
+            return
+        if action == ROTATE_ACTION:
+            version = details.get("to_version")
+            if by_admin and isinstance(version, int):
+                self.rotations.setdefault(client_id, {})[version] = (seq, at_us)
+            return
+        name, until, grant_id = details.get("engineer"), details.get("until"), details.get("grant")
+        if not isinstance(name, str):
+            self.doubts.setdefault(client_id, []).append(seq)
+            return
+        word = Word(
+            seq,
+            at_us,
+            action,
+            by_admin,
+            until if isinstance(until, int) else None,
+            grant_id if isinstance(grant_id, int) else None,
+        )
+        self.words.setdefault((name, client_id), []).append(word)
+
     def last(self, name: str, client_id: int) -> Word | None:
         words = self.words.get((name, client_id))
         return words[-1] if words else None
@@ -115,6 +142,21 @@ class GrantHistory:
         return last.until is not None and last.until <= now and last.until * 1_000_000 < made_at
 
 
+def public_rotation(action: str, request_id: bytes | None, details_json: str | None) -> dict[str, Any] | None:
+    """The public details of a client-key rotation's format-3 event (a rotation through the team
+    server: ``{"data_keys", "from_version", "to_version"}`` in ``details_json``, covered by the
+    event's hash and the server key's signature, with nothing sealed), else None. Only a rotation:
+    a grant or revoke event's details (the engineer's name) are always sealed, so public ones on
+    such an event are refused (a doubt), as details that do not open are."""
+    if action != ROTATE_ACTION or request_id is None or details_json is None:
+        return None
+    try:
+        details = json.loads(details_json)
+    except ValueError:
+        return None
+    return details if isinstance(details, dict) else None
+
+
 class GrantLedger:
     """The grant ledger: what the signed audit events say about each grant."""
 
@@ -140,28 +182,7 @@ class GrantLedger:
             if event.client_id is None:
                 continue
             details = self._verified_details(s, event, codec, keys, servers)
-            if details is None:
-                history.doubts.setdefault(event.client_id, []).append(event.seq)
-                continue
-            by_admin = event.engineer_id in admins
-            if event.action == ROTATE_ACTION:
-                version = details.get("to_version")
-                if by_admin and isinstance(version, int):
-                    history.rotations.setdefault(event.client_id, {})[version] = (event.seq, event.at_us)
-                continue
-            name, until, grant_id = details.get("engineer"), details.get("until"), details.get("grant")
-            if not isinstance(name, str):
-                history.doubts.setdefault(event.client_id, []).append(event.seq)
-                continue
-            word = Word(
-                event.seq,
-                event.at_us,
-                event.action,
-                by_admin,
-                until if isinstance(until, int) else None,
-                grant_id if isinstance(grant_id, int) else None,
-            )
-            history.words.setdefault((name, event.client_id), []).append(word)
+            history.add(event.seq, event.at_us, event.client_id, event.action, event.engineer_id in admins, details)
         return history
 
     def _last_missing_event(self, s: Session) -> int | None:
@@ -217,6 +238,8 @@ class GrantLedger:
         row = tuple(getattr(event, c.key) for c in auditverify._COLUMNS)
         if auditverify._check([row], codec, keys, event.seq, server_keys=servers).problem is not None:
             return None
+        if event.details_blob is None:
+            return public_rotation(event.action, event.request_id, event.details_json)
         client = s.get(m.Client, event.client_id)
         if client is None or event.details_blob is None or event.key_version is None:
             return None
