@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, ENGINEER, ENGINEER_PASS, Workspace, ok, run
-from served import only_local
 
 from vault.service.config import LocalConfig
 
@@ -174,7 +173,6 @@ def test_secret_update_with_generate_stores_an_unseen_password(ready_or_served: 
 
 def test_grants_and_revoke(ready_any_engine: Workspace) -> None:
     ready = ready_any_engine
-    only_local(ready, "not served yet: an admin's grant list (grants --client, --engineer)")
     ok(ready.admin("grant", ENGINEER, "acme"))
     listed = ok(ready.admin("grants", "--client", "acme", "--json"))
     assert [(g["engineer"], g["state"]) for g in json.loads(listed.stdout)] == [(ENGINEER, "active")]

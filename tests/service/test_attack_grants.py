@@ -435,3 +435,24 @@ def test_an_end_forged_in_the_database_gets_no_signed_revocation_from_the_sweep(
     (row,) = db.all(select(*columns).where(m.Grant.engineer_id == alice_id))
     assert tuple(row) == (None, None, None)
     assert "active" not in {g.state for g in team.admin.grants.list(engineer="alice")}
+
+
+def test_public_details_count_only_for_a_client_key_rotation_through_the_server() -> None:
+    """A rotation through the server keeps its details public (format 3: a request id, the details
+    covered by the event's hash and the server key's signature): they count. A grant or revoke
+    event's details are always sealed, so public ones on such an event (or on a rotation event that
+    is not format 3) are a doubt about the client, never a word of the ledger."""
+    from vault.service.grantledger import GrantHistory, public_rotation
+
+    request_id = bytes(16)
+    assert public_rotation("client-key-rotate", request_id, '{"to_version": 2}') == {"to_version": 2}
+    assert public_rotation("client-key-rotate", None, '{"to_version": 2}') is None  # not format 3
+    assert public_rotation("client-key-rotate", request_id, "[2]") is None
+    forged = public_rotation("grant", request_id, '{"engineer": "bob", "grant": 1}')
+    assert forged is None
+    history = GrantHistory()
+    history.add(5, 0, 1, "grant", True, forged)
+    history.add(
+        6, 0, 1, "client-key-rotate", True, public_rotation("client-key-rotate", request_id, '{"to_version": 3}')
+    )
+    assert history.doubts == {1: [5]} and history.words == {} and history.rotations == {1: {3: (6, 0)}}

@@ -122,8 +122,11 @@ class ChainVerifier:
         since: tuple[int, bytes] | None = None,
         known: Sequence[Known] = (),
         workers: int | None = None,
+        observe: Callable[[ChainedRow], None] | None = None,
     ) -> AuditVerification:
-        """The chain from ``since`` (or event 1) to the head the authority names, verified."""
+        """The chain from ``since`` (or event 1) to the head the authority names, verified.
+        ``observe`` is shown each event as it arrives, before it is checked: what it keeps counts
+        only if the result is ok, or for the events before the ``first_bad_seq`` it names."""
         vault_id = self.vault_id()
         start, running = since if since is not None else (0, chain.GENESIS)
         before = [k.seq for k in known if 0 < k.seq <= start]
@@ -145,11 +148,12 @@ class ChainVerifier:
                 return run.bad(start, problem + " (the anchor)")
             prev_at, prev_format = anchor.at_us, _anchor_format(vault_id, anchor, stored.get(start - 1))
             if prev_format is None:  # the format at the anchor is not known from it: check it all
-                return self.verify(action, caller, known=known, workers=workers)
+                return self.verify(action, caller, known=known, workers=workers, observe=observe)
         end = max(points.head_seq, start)
         wanted = {k.seq for k in known if k.seq > start}
         seen: dict[int, bytes] = {}
-        runs = self._runs(action, caller, vault_id, start, end, self._size(end - start, workers), wanted, seen)
+        size = self._size(end - start, workers)
+        runs = self._runs(action, caller, vault_id, start, end, size, wanted, seen, observe)
         results = _Results(vault_id, keys, problems, servers, workers or os.cpu_count() or 1, end - start)
         outcome = run.walk(results.checked(runs), prev_at, prev_format)
         if outcome is not None:
@@ -201,6 +205,7 @@ class ChainVerifier:
         size: int,
         wanted: set[int],
         seen: dict[int, bytes],
+        observe: Callable[[ChainedRow], None] | None = None,
     ) -> Iterator[tuple[int, list[Row] | Stop]]:
         """The events after ``start`` up to ``end`` as runs of ``size`` (seq of its first
         event as it should be, rows), a page asked for when the runs before are taken; a
@@ -220,6 +225,8 @@ class ChainVerifier:
             for e in page.events:
                 if e.seq in wanted:
                     seen[e.seq] = e.hash
+                if observe is not None:
+                    observe(e)
                 run.append(as_row(e))
                 if len(run) == size:
                     yield lo, run

@@ -424,6 +424,7 @@ class RemoteVault:
         writes = RemotePolicyWrites(keys, self.https, clock, learned, ClientSlugs(self.checkouts.keyholder))
         self.policies = RemotePolicies(keys, self.https, contexts, clock, writes)
         self.audit = RemoteAudit(keys, self.https, contexts, self._live_slugs, clock, self._by_id, self._receipts)
+        self.grants.history.audit = self.audit  # an admin's grant list: confirmed against the chain verified here
         self.reports = RemoteReports(keys, self.https, self.clients.keyholder, self.audit, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
         self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)

@@ -46,6 +46,7 @@ from vault.crypto import chain
 from vault.errors import NotFound, UntrustedRecord, VaultError
 from vault.keyholder import auditchain
 from vault.keyholder.audit import AuditKeyholder
+from vault.keyholder.auditverify import Known
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.serverkeys import verified_server_keys
 from vault.keyholder.signers import chain_lifetimes
@@ -333,8 +334,12 @@ class RemoteAudit(_Noun):
     def admin_entries(self) -> _Entries:
         """The entries of an admin's stream: every client named by its slug, learned afresh
         (``AdminContexts``), the purged by their receipts."""
-        found = AdminContexts(self.keys, self.by_id, self.receipts)
+        found = self.admin_contexts()
         return _Entries(self.signers, found.get, found.purged)
+
+    def admin_contexts(self) -> AdminContexts:
+        """An admin's verified client contexts by id, learned afresh (their audit-key rings)."""
+        return AdminContexts(self.keys, self.by_id, self.receipts)
 
     def _live_context(self) -> Callable[[int], LearnedContext | None]:
         """A client's verified context by id, among the clients of the engineer's live grants (read
@@ -374,6 +379,12 @@ class RemoteAudit(_Noun):
         checks their own events and the head (``remote_chain.py``; ``whole_chain`` says which)."""
         with reported(self.https):
             return self.chain.verify(since=since, known_head=known_head, checkpoints=checkpoints, workers=workers)
+
+    def verify_whole(self, observe: Callable[[ChainedRow], None], known: Sequence[Known] = ()) -> AuditVerification:
+        """An admin's whole chain verified here, each event shown to ``observe`` as it streams
+        (``RemoteChain.verify_whole``: an admin's grant history, ``remote_grant_history.py``)."""
+        with reported(self.https):
+            return self.chain.verify_whole(observe, known)
 
     @property
     def whole_chain(self) -> bool:

@@ -44,13 +44,14 @@ from vault.authority.audit_requests import LOG, EventQuery
 from vault.authority.audit_verify_requests import VERIFY
 from vault.authority.requests import Caller
 from vault.crypto import chain
-from vault.errors import DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
+from vault.errors import AccessDenied, DecryptionFailed, IntegrityError, InvalidInput, NotFound, UntrustedRecord
 from vault.keyholder.audit import AuditKeyholder
 from vault.keyholder.auditverify import ChainVerifier, Known
 from vault.records import AuditVerification, ReceiptInfo
 from vault.service.auditcheck import CHECKPOINT_PREFIX
 from vault.service.remote_reads import LearnedContext
 from vault.service.remotekeys import RemoteKeys
+from vault.storage.repositories.audit import ChainedRow
 from vault.transport.https import HttpsTransport
 from vault.transport.https_audit import HttpsChainTransport
 
@@ -148,6 +149,17 @@ class RemoteChain:
         if self.whole_chain:
             return self.verifier.verify(VERIFY, caller, since=since, known=known, workers=workers)
         return self._own(caller, known)
+
+    def verify_whole(self, observe: Callable[[ChainedRow], None], known: Sequence[Known] = ()) -> AuditVerification:
+        """An admin's verification of the whole chain, each event shown to ``observe`` as it
+        streams (the grant history of an admin's ``grants.list``: ``remote_grant_history.py``),
+        each of ``known`` an event of it; an engineer is refused here (``AccessDenied``), as the
+        server refuses them the chain (403) before reading a row."""
+        me = self.keys.me()
+        self.signers.checked(refresh=True)
+        if not self.signers.admin():
+            raise AccessDenied(f"{me.name!r} is not an admin: the whole chain is read by an admin")
+        return self.verifier.verify(VERIFY, Caller(me.engineer_id, me.key_generation), known=known, observe=observe)
 
     def _own(self, caller: Caller, known: Sequence[Known]) -> AuditVerification:
         """An engineer's: their own events and the head event checked (module docstring)."""

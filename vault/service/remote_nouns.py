@@ -22,13 +22,14 @@ from typing import Any
 
 from vault.errors import ConfigurationError, DecryptionFailed, IntegrityError, InvalidInput
 from vault.keyholder.client_add import ClientAddKeyholder
-from vault.keyholder.grant_list import Confirms, GrantListKeyholder
+from vault.keyholder.grant_list import GrantListKeyholder
 from vault.keyholder.grant_sweep import GrantSweepKeyholder
 from vault.keyholder.grants import GrantKeyholder
 from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
 from vault.service import validation
 from vault.service.core import epoch
 from vault.service.remote_admin import AdminLookup, LearnedContext
+from vault.service.remote_grant_history import RemoteGrantHistory
 from vault.service.remote_reads import (
     ContextClientLookup,
     Contexts,
@@ -80,16 +81,10 @@ def reported(https: HttpsTransport) -> Iterator[None]:
         raise
 
 
-class _NoHistory:
-    """An admin's grant history (the verified audit log's confirmations): not read through a server yet."""
-
-    def confirmations(self, client_ids: set[int]) -> Confirms:
-        raise not_served("grants.list (an admin's)")
-
-
 class RemoteGrants(_Noun):
-    """``grants.list`` through the server: the caller's own grants (an engineer's), verified here;
-    an admin's ``grant`` and ``revoke`` by a draft and a signed commit (``remote_admin.py``)."""
+    """``grants.list`` through the server: the caller's own grants (an engineer's), or every grant (an
+    admin's, each confirmed against the whole audit chain verified here: ``remote_grant_history.py``),
+    verified here; an admin's ``grant`` and ``revoke`` by a draft and a signed commit (``remote_admin.py``)."""
 
     def __init__(
         self,
@@ -101,8 +96,9 @@ class RemoteGrants(_Noun):
     ) -> None:
         clients = remote_client_keyholder(keys, keys.client_keys, https, contexts, lambda: keys.slugs, clock)
         self.keys, self.https, self.clock = keys, https, clock
+        self.history = RemoteGrantHistory()  # an admin's: the whole chain verified here (its audit set by RemoteVault)
         self.keyholder = GrantListKeyholder(
-            HttpsGrantListTransport(https), keys, ContextClientLookup(contexts), clients, _NoHistory(), clock
+            HttpsGrantListTransport(https), keys, ContextClientLookup(contexts), clients, self.history, clock
         )
         lookup = AdminLookup(keys, learned if learned is not None else _no_context)
         self.writes = GrantKeyholder(HttpsGrantTransport(https), keys, lookup, clients, clock, lookup.ring)
