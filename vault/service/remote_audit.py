@@ -46,7 +46,6 @@ from vault.crypto import chain
 from vault.errors import NotFound, UntrustedRecord, VaultError
 from vault.keyholder import auditchain
 from vault.keyholder.audit import AuditKeyholder
-from vault.keyholder.auditverify import Known
 from vault.keyholder.responses import ResponseChecks
 from vault.keyholder.serverkeys import verified_server_keys
 from vault.keyholder.signers import chain_lifetimes
@@ -380,11 +379,14 @@ class RemoteAudit(_Noun):
         with reported(self.https):
             return self.chain.verify(since=since, known_head=known_head, checkpoints=checkpoints, workers=workers)
 
-    def verify_whole(self, observe: Callable[[ChainedRow], None], known: Sequence[Known] = ()) -> AuditVerification:
-        """An admin's whole chain verified here, each event shown to ``observe`` as it streams
-        (``RemoteChain.verify_whole``: an admin's grant history, ``remote_grant_history.py``)."""
+    def verify_whole(
+        self, observe: Callable[[ChainedRow], None], *, since: tuple[int, bytes] | None = None
+    ) -> AuditVerification:
+        """An admin's whole chain verified here (from ``since``, an event this machine verified, when
+        given), each event shown to ``observe`` as it streams (``RemoteChain.verify_whole``: an
+        admin's grant history, ``remote_grant_history.py``)."""
         with reported(self.https):
-            return self.chain.verify_whole(observe, known)
+            return self.chain.verify_whole(observe, since=since)
 
     @property
     def whole_chain(self) -> bool:

@@ -150,16 +150,18 @@ class RemoteChain:
             return self.verifier.verify(VERIFY, caller, since=since, known=known, workers=workers)
         return self._own(caller, known)
 
-    def verify_whole(self, observe: Callable[[ChainedRow], None], known: Sequence[Known] = ()) -> AuditVerification:
-        """An admin's verification of the whole chain, each event shown to ``observe`` as it
-        streams (the grant history of an admin's ``grants.list``: ``remote_grant_history.py``),
-        each of ``known`` an event of it; an engineer is refused here (``AccessDenied``), as the
-        server refuses them the chain (403) before reading a row."""
+    def verify_whole(
+        self, observe: Callable[[ChainedRow], None], *, since: tuple[int, bytes] | None = None
+    ) -> AuditVerification:
+        """An admin's verification of the whole chain (incremental from ``since``: its anchor checked
+        again, as ``audit verify``'s), each event shown to ``observe`` as it streams (the grant history
+        of an admin's ``grants.list``: ``remote_grant_history.py``); an engineer is refused here
+        (``AccessDenied``), as the server refuses them the chain (403) before reading a row."""
         me = self.keys.me()
         self.signers.checked(refresh=True)
         if not self.signers.admin():
             raise AccessDenied(f"{me.name!r} is not an admin: the whole chain is read by an admin")
-        return self.verifier.verify(VERIFY, Caller(me.engineer_id, me.key_generation), known=known, observe=observe)
+        return self.verifier.verify(VERIFY, Caller(me.engineer_id, me.key_generation), since=since, observe=observe)
 
     def _own(self, caller: Caller, known: Sequence[Known]) -> AuditVerification:
         """An engineer's: their own events and the head event checked (module docstring)."""

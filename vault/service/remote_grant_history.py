@@ -38,7 +38,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from vault.errors import IntegrityError, VaultError
-from vault.keyholder.auditverify import Known
 from vault.keyholder.grant_list import Confirms
 from vault.service.auditpages import _opened_details
 from vault.service.grantledger import GRANT_ACTIONS, ROTATE_ACTION, GrantHistory, public_rotation
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["RemoteGrantHistory"]
 
 ACTIONS = frozenset((*GRANT_ACTIONS, ROTATE_ACTION))
+KEPT_EVENTS = 200_000  # grant, revoke and rotation events kept between listings, at most
 
 
 class RemoteGrantHistory:
@@ -60,7 +60,8 @@ class RemoteGrantHistory:
 
     def __init__(self) -> None:
         self.audit: RemoteAudit | None = None
-        self.seen: Known | None = None  # the newest head this object verified: a later chain must hold it
+        self.seen: tuple[int, bytes] | None = None  # the head verified last: the next check starts there
+        self.events: dict[int, ChainedRow] = {}  # every grant, revoke, rotation event up to it, by seq
 
     def __repr__(self) -> str:
         return "RemoteGrantHistory()"
@@ -69,17 +70,23 @@ class RemoteGrantHistory:
         audit = self.audit
         if audit is None:
             raise IntegrityError("no audit chain to confirm the grants against")
-        kept: list[ChainedRow] = []
+        new: dict[int, ChainedRow] = {}
 
         def keep(e: ChainedRow) -> None:
-            if e.action in ACTIONS and e.client_id in client_ids:
-                kept.append(e)
+            if e.action in ACTIONS and e.client_id is not None:
+                new[e.seq] = e
 
-        check = audit.verify_whole(keep, () if self.seen is None else (self.seen,))
+        check = audit.verify_whole(keep, since=self.seen)
         if not check.ok:
+            # what was verified up to ``seen`` stays: the next listing starts there again (a server that
+            # cut the tail before it, or rewrote an event after it, is refused again)
             why = f"the audit chain does not verify at event {check.first_bad_seq} ({check.problem})"
             return lambda name, client_id, grant: why
-        self.seen = Known(check.head_seq, bytes.fromhex(check.head_hash), "the head this machine verified before")
+        self.events.update(new)
+        self.seen = (check.head_seq, bytes.fromhex(check.head_hash))
+        if len(self.events) > KEPT_EVENTS:
+            self.seen, self.events = None, {}  # too many to keep: verified whole each time
+        kept = [e for seq, e in sorted({**self.events, **new}.items()) if e.client_id in client_ids]
         history = self.history(audit, kept)
         return lambda name, client_id, grant: history.confirms(name, client_id, grant)
 
