@@ -28,8 +28,14 @@ or a verdict of the server's:
 
 If the chain does not verify, no grant is confirmed (each is ``unconfirmed``): in-process only the
 grants of the clients whose events fail are, since the host reads each event itself; through the
-server, nothing after a break can be placed. What it costs: the whole chain is read and verified
-on the admin's machine once per listing that holds a grant (about as long as ``audit verify``).
+server, nothing after a break can be placed.
+
+The history keeps the head it verified last and the grant, revoke and rotation events up to it
+(``KEPT_EVENTS`` at most); the next listing verifies from that head as an incremental ``audit
+verify`` does (the anchor checked again, then every event after it), so a server that answers a
+shorter chain, consistently cut before a ``revoke``, is refused at the anchor. A failed check keeps
+what was verified before. What it costs: the first listing of a ``RemoteVault`` reads and verifies the
+whole chain (about as long as ``audit verify``); the next ones the events since.
 """
 
 from __future__ import annotations
