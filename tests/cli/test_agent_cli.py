@@ -3,6 +3,9 @@
 The agent is a real background process (`python -m vault.service.agent`); the session
 keyring of these tests is empty, so a checkout that succeeds without --passphrase-file
 can only have gone through the agent. What was recorded is checked through the library.
+Each test runs on SQLite and through a real team server (``short_workspace``): there the
+agent holds the admin's keys and talks HTTPS to the server, and its socket is keyed by the
+server's URL.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
@@ -26,15 +28,9 @@ PASSWORD = "fw-Passw0rd-stdin"
 
 
 @pytest.fixture
-def short_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="cvag") as tmp:
-        monkeypatch.setenv("CREDVAULT_HOME", tmp)
-        yield Path(tmp)
-
-
-@pytest.fixture
-def vault_ws(workspace: Workspace, short_home: Path, fake_keyring: object) -> Iterator[Workspace]:
-    """acme/fw01-admin, the admin's keyring session dropped; any agent is killed at the end."""
+def vault_ws(short_workspace: Workspace, fake_keyring: object) -> Workspace:
+    """acme/fw01-admin, the admin's keyring session dropped (any agent is stopped at the end)."""
+    workspace = short_workspace
     workspace.init()
     ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
     ok(
@@ -43,10 +39,7 @@ def vault_ws(workspace: Workspace, short_home: Path, fake_keyring: object) -> It
         )
     )
     ok(workspace.admin("lock"))
-    yield workspace
-    path = Path(agentclient.socket_path(workspace.url, ADMIN))
-    with contextlib.suppress(agentclient.AgentAbsent):
-        agentclient.request(path, {"op": "stop"})
+    return workspace
 
 
 def _checkouts(ws: Workspace) -> int:
@@ -66,7 +59,7 @@ def test_start_checkout_status_stop(vault_ws: Workspace) -> None:
     started = ok(ws.admin("agent", "start", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))
     assert "Started the agent for root until" in started.stdout
     assert ADMIN_PASS not in started.output
-    path = Path(agentclient.socket_path(ws.url, ADMIN))
+    path = Path(ws.agent_socket(ADMIN))
     assert path.exists() and oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert oct(path.parent.stat().st_mode & 0o777) == oct(0o700)
     before = _checkouts(ws)
@@ -106,7 +99,7 @@ def test_wrong_passphrase_starts_nothing(vault_ws: Workspace) -> None:
     result = ws.admin("agent", "start", "--passphrase-file", str(wrong))
     assert_clean_error(result, ADMIN_PASS)
     assert "No agent runs" in ok(ws.admin("agent", "status")).stdout
-    assert not os.path.exists(agentclient.socket_path(ws.url, ADMIN))
+    assert not os.path.exists(ws.agent_socket(ADMIN))
 
 
 def test_lock_stops_the_agent(vault_ws: Workspace) -> None:
@@ -123,9 +116,7 @@ def test_lock_stops_an_agent_started_with_another_spelling_of_the_url(vault_ws: 
     ws = vault_ws
     ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
     pid = _agent_pid(ws)
-    folder, _, file = ws.url.rpartition("/")
-    same_database = f"{folder}/./{file}"  # another URL (another socket) for the same file
-    locked = ok(run("--db", same_database, "--as", ADMIN, "lock"))
+    locked = ok(run(*ws.elsewhere(), "--as", ADMIN, "lock", env=ws.admin_env()))  # another URL, another socket
     assert "Stopped the agent for root." in locked.stdout
     _wait_gone(pid)
 
@@ -137,7 +128,7 @@ def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
     pid = _agent_pid(ws)
     os.kill(pid, signal.SIGKILL)
     _wait_gone(pid)
-    assert os.path.exists(agentclient.socket_path(ws.url, ADMIN))  # stale
+    assert os.path.exists(ws.agent_socket(ADMIN))  # stale
     # No agent and no keyring session: the ordinary clean "locked" error, not a socket error.
     assert_clean_error(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show"), PASSWORD)
     # With --passphrase-file the command unlocks for itself and never asks the agent.
@@ -148,12 +139,10 @@ def test_a_killed_agent_leaves_the_cli_working(vault_ws: Workspace) -> None:
 
 
 def _agent_pid(ws: Workspace) -> int:
-    return int(agentclient.request(agentclient.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
+    return int(agentclient.request(ws.agent_socket(ADMIN), {"op": "ping"})["pid"])
 
 
 def _wait_gone(pid: int) -> None:
-    import time
-
     for _ in range(100):
         try:
             os.kill(pid, 0)
