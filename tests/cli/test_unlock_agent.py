@@ -26,9 +26,7 @@ from vault.service import agentclient
 
 
 @pytest.fixture
-def headless(
-    short_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object
-) -> Iterator[Workspace]:
+def headless(short_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object) -> Iterator[Workspace]:
     """A vault with acme (made with the in-memory keyring), then no keyring at all."""
     workspace = short_workspace  # a socket path must fit in 100 bytes
     workspace.init()
