@@ -121,10 +121,15 @@ class Workspace:
         return self.url
 
     def agent_socket(self, name: str = ADMIN) -> str:
-        """The socket path of ``name``'s agent on their machine (``agentclient.socket_path``)."""
+        """The socket path of ``name``'s agent on their machine (``agentclient.socket_path``): the
+        admin's is the test's CREDVAULT_HOME, an engineer's their own home."""
         from vault.service import agentclient
 
-        return agentclient.socket_path(self.target, name)
+        if name == ADMIN:
+            return agentclient.socket_path(self.target, name)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CREDVAULT_HOME", self.home(name)["CREDVAULT_HOME"])
+            return agentclient.socket_path(self.target, name)
 
     def admin_env(self) -> dict[str, str] | None:
         """The environment ``admin`` runs in: the test's own (CREDVAULT_HOME is the admin's machine)."""

@@ -171,9 +171,11 @@ class ServedWorkspace(Workspace):
         return self.server_url  # the agent serves the pinned server
 
     def agent_socket(self, name: str = ADMIN) -> str:
-        with pytest.MonkeyPatch.context() as patch:  # their machine's private directory
+        from vault.service import agentclient
+
+        with pytest.MonkeyPatch.context() as patch:  # everyone's machine is their own home, the admin's too
             patch.setenv("CREDVAULT_HOME", self.home(name)["CREDVAULT_HOME"])
-            return super().agent_socket(name)
+            return agentclient.socket_path(self.target, name)
 
     def admin_env(self) -> dict[str, str] | None:
         return self.home(ADMIN)

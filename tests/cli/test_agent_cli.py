@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok, run
+from cli_workspace import ADMIN, ADMIN_PASS, ENGINEER, Workspace, assert_clean_error, ok, run
 from sqlalchemy import func, select
 
 from vault.service import agentclient
@@ -152,3 +152,41 @@ def _wait_gone(pid: int) -> None:
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
     raise AssertionError(f"agent {pid} still runs")
+
+
+def test_an_engineer_removed_while_their_agent_runs_gets_nothing_more(short_workspace: Workspace) -> None:
+    """alice's agent holds her session when an admin removes her: her next checkout through it is a
+    clean refusal that reveals nothing and records no checkout. Through a server the refusal is the
+    server's one answer to an unknown key, ``Unauthenticated`` (a ``Locked``: the agent ends). Found
+    in session 16: the CLI then printed the bare wire code (``credvault: error: unknown-key``, the
+    hint "no usable key is known for this keyid"); it now says what it means to her."""
+    ws = short_workspace
+    ws.init()
+    ok(ws.admin("client", "add", "acme", "--name", "Acme Ltd"))
+    ok(ws.admin("secret", "add", "acme/fw01-admin", "--kind", "equipment", "--password-stdin", input=PASSWORD + "\n"))
+    ws.enrol()
+    ok(ws.admin("grant", ENGINEER, "acme"))
+    ok(ws.as_engineer(ENGINEER, "lock"))
+    ok(ws.as_engineer(ENGINEER, "agent", "start", "--passphrase-file", ws.passfiles[ENGINEER]))
+    assert ok(ws.as_engineer(ENGINEER, "checkout", "acme/fw01-admin", "-r", "T-1", "--show")).stdout == PASSWORD + "\n"
+    ok(ws.admin("engineer", "remove", ENGINEER, "--yes"))
+    before = _checkouts(ws)
+    refused = ws.as_engineer(ENGINEER, "checkout", "acme/fw01-admin", "-r", "T-2", "--show")
+    assert_clean_error(refused, PASSWORD)
+    assert _checkouts(ws) == before
+    if ws.admin_env():  # through the server
+        assert "the server accepts no key of yours (unknown-key)" in refused.stderr, refused.stderr
+        assert "an admin may have removed, disabled or re-keyed your account" in refused.stderr
+        assert _ping(ws.agent_socket(ENGINEER)) is None  # Locked: the agent ended with her session
+    else:
+        assert "the account of 'alice' is disabled" in refused.stderr, refused.stderr
+
+
+def _ping(path: str) -> dict[str, object] | None:
+    for _ in range(100):  # the agent closes its socket as it answers its last request
+        try:
+            agentclient.request(path, {"op": "ping"}, timeout=agentclient.CONNECT_TIMEOUT)
+        except agentclient.AgentAbsent:
+            return None
+        time.sleep(0.05)
+    return {"running": True}

@@ -206,6 +206,17 @@ RESPONSE_LIMITS = {
     "reports.access": 16 * 1024 * 1024,  # a page of reveals' versions (service/remote_reports.py)
     "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
 }  # fmt: skip
+# What a refused signature means to an engineer whose key signed the request (``explained``).
+SIGNATURE_REFUSALS = {
+    httpsig.UNKNOWN_KEY: (
+        "the server accepts no key of yours",
+        "an admin may have removed, disabled or re-keyed your account (the server says no more): ask an admin",
+    ),
+    httpsig.STALE: (
+        "the server refused the request's time",
+        f"this machine's clock is more than {httpsig.WINDOW} s from the server's: set it (NTP) and try again",
+    ),
+}
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
@@ -298,7 +309,7 @@ class HttpsTransport:
                 self.report_refused(UNSIGNED, (name, request_id))
                 raise
         if response.status_code != 200:
-            raise problem_error(response)
+            raise self.explained(problem_error(response))
         try:
             if response.headers.get("content-type") != JSON:
                 raise UntrustedRecord("the server's answer is not application/json")
@@ -311,6 +322,14 @@ class HttpsTransport:
             raise
         self.answered = (name, request_id)
         return answer.body
+
+    def explained(self, error: VaultError) -> VaultError:
+        """A refused signature (401) said in the engineer's words: the server names only its code, to
+        anyone (an unknown key learns nothing of the roster); the code stays in the message."""
+        if isinstance(error, Unauthenticated) and str(error) in SIGNATURE_REFUSALS:
+            message, hint = SIGNATURE_REFUSALS[str(error)]
+            return Unauthenticated(f"{message} ({error})", hint=hint)
+        return error
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
