@@ -505,3 +505,6 @@ def test_the_server_named_on_the_command_line_is_the_agents(served: Workspace) -
         slow = _run("vault.cli.main", ["--server", url, "--as", ADMIN, *args], env=elsewhere)
         assert fast[:3] == slow[:3] and fast[0] == 0, fast
         assert fast[3] == (), f"the fast path imported {fast[3]}"
+    by_environment = {**elsewhere, "CREDVAULT_SERVER": url}  # CREDVAULT_SERVER before CREDVAULT_DB
+    fast = _run("vault.cli.fast", ["--as", ADMIN, "checkout", REF, "-r", "T-2", "--show"], env=by_environment)
+    assert (fast[0], fast[1], fast[3]) == (0, PASSWORD + "\n", ())
