@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import ADMIN, ADMIN_PASS, ENGINEER, Workspace, assert_clean_error, ok, run
+from served_workspace import ServedWorkspace
 from sqlalchemy import func, select
 
 from vault.service import agentclient
@@ -190,3 +191,39 @@ def _ping(path: str) -> dict[str, object] | None:
             return None
         time.sleep(0.05)
     return {"running": True}
+
+
+def test_a_server_that_stops_answering_is_named_before_the_cli_stops_waiting(vault_ws: Workspace) -> None:
+    """The team server hangs (or the network drops its packets) while the agent runs. Found in
+    session 16: a checkout's two calls took up to 3 × 10 s each (read timeout, two retries), the
+    CLI gave up on the agent after 30 s and said "the credvault agent did not answer; run
+    `credvault agent stop`" about a healthy agent, and the next command said it again while the
+    agent still waited. Now the agent gives the server SERVER_BUDGET (25 s) per request and
+    answers with the server's failure; once the server answers again, so does the agent."""
+    import asyncio
+
+    from vault.service.agent import SERVER_BUDGET
+
+    ws = vault_ws
+    if not isinstance(ws, ServedWorkspace) or ws.server is None:
+        pytest.skip("embedded: the agent opens the database itself; there is no server to stop answering")
+    ok(ws.admin("agent", "start", "--passphrase-file", ws.passfiles[ADMIN]))
+    assert ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-1", "--show")).stdout == PASSWORD + "\n"
+    server = ws.server
+    serving = server.app
+
+    async def hung(scope: dict[str, object], receive: object, send: object) -> None:
+        await asyncio.sleep(3 * agentclient.REPLY_TIMEOUT)
+
+    server.app = hung
+    try:
+        started = time.monotonic()
+        refused = ws.admin("checkout", "acme/fw01-admin", "-r", "T-2", "--show")
+        waited = time.monotonic() - started
+    finally:
+        server.app = serving
+    assert_clean_error(refused, PASSWORD)
+    assert "the credvault agent did not answer" not in refused.stderr, refused.stderr
+    assert "the server" in refused.stderr and "agent stop" not in refused.stderr, refused.stderr
+    assert SERVER_BUDGET - 1 <= waited < agentclient.REPLY_TIMEOUT, waited
+    assert ok(ws.admin("checkout", "acme/fw01-admin", "-r", "T-3", "--show")).stdout == PASSWORD + "\n"

@@ -41,7 +41,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -257,6 +257,7 @@ class HttpsTransport:
         self.transport = transport
         self._urls: dict[str, httpx.URL] = {}  # each route's absolute URL, parsed once (not per request)
         self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
+        self.deadline: float | None = None  # ``within``'s end (time.monotonic), if a caller set a budget
 
     def close(self) -> None:
         self.client.close()
@@ -281,6 +282,7 @@ class HttpsTransport:
         data = codec.envelope(name, body, request_id)
         attempts = 1 + (RETRIES if name in RETRIED or renewed else 0)
         for attempt in range(attempts):
+            left = self._left()
             if attempt and renewed:
                 request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
                 data = codec.envelope(name, body, request_id)
@@ -291,11 +293,11 @@ class HttpsTransport:
             try:
                 headers = {"Content-Type": JSON, **signed}
                 response = https_wire.send(
-                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name)
+                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name), left
                 )
                 break
             except httpx.HTTPError as error:
-                if attempt + 1 < attempts:
+                if attempt + 1 < attempts and (self.deadline is None or time.monotonic() < self.deadline):
                     time.sleep(RETRY_PAUSE * (attempt + 1))
                     continue
                 raise StoreUnavailable(
@@ -322,6 +324,29 @@ class HttpsTransport:
             raise
         self.answered = (name, request_id)
         return answer.body
+
+    @contextlib.contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Every request sent inside ends within ``seconds`` in all, its retries included (each phase's
+        timeout cut to what is left; none sent once it is spent): an agent answers its client before the
+        client gives up on it (vault/service/agent.py), with the server's failure, not its own silence."""
+        self.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.deadline = None
+
+    def _left(self) -> float | None:
+        """The seconds left of ``within``'s budget (None: no budget); ``StoreUnavailable`` once spent."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(
+                "the server did not answer in time",
+                hint="check the server URL, that it runs, and the network between (a VPN, a firewall)",
+            )
+        return left
 
     def explained(self, error: VaultError) -> VaultError:
         """A refused signature (401) said in the engineer's words: the server names only its code, to
