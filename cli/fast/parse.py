@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-GLOBAL_OPTIONS = {"--db": "db", "--as": "as_engineer"}
+GLOBAL_OPTIONS = {"--db": "db", "--server": "server", "--as": "as_engineer"}
 KINDS = ("equipment", "service", "other")  # as vault.cli.secrets.KINDS
 MAX_DIGITS = 18  # a longer number is left to click (and the library) to refuse
 
@@ -66,7 +66,7 @@ class Spec:
     ) -> None:
         self.words, self.args = words, args
         self.flags, self.options, self.pairs = flags or {}, options or {}, pairs or {}
-        self.defaults: dict[str, object] = {"db": None, "as_engineer": None}
+        self.defaults: dict[str, object] = {"db": None, "server": None, "as_engineer": None}
         self.defaults.update({name: None for name, _ in args})
         self.defaults.update({name: False for name in self.flags.values()})
         self.defaults.update({name: None for name, _ in self.options.values()})
@@ -168,6 +168,8 @@ def parse(argv: list[str]) -> Order | None:
         if name is None or name in values or value is None:
             return None
         values[name] = value
+    if "db" in values and "server" in values:
+        return None  # click refuses both (cli/context.py `AppContext.server_url`)
     spec = SPECS.get(tuple(args[:1])) or SPECS.get(tuple(args[:2]))
     if spec is None:
         return None

@@ -50,7 +50,7 @@ class Served:
         if not name:
             raise NoAgent()
         try:
-            self.path = agentclient.socket_path(config.resolve_target(_text(order.db)), name)
+            self.path = agentclient.socket_path(config.resolve_target(_text(order.db), _text(order.server)), name)
         except errors.ConfigurationError:
             raise NoAgent() from None  # no usable private directory: no agent can be running there
 

@@ -115,6 +115,31 @@ class Workspace:
         ok(self.as_engineer(name, "unlock", "--passphrase-file", self.passfiles[name]))
         return fingerprint.group(0)
 
+    @property
+    def target(self) -> str:
+        """What an engineer's agent serves here (its socket is keyed by it): the database URL."""
+        return self.url
+
+    def agent_socket(self, name: str = ADMIN) -> str:
+        """The socket path of ``name``'s agent on their machine (``agentclient.socket_path``): the
+        admin's is the test's CREDVAULT_HOME, an engineer's their own home."""
+        from vault.service import agentclient
+
+        if name == ADMIN:
+            return agentclient.socket_path(self.target, name)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CREDVAULT_HOME", self.home(name)["CREDVAULT_HOME"])
+            return agentclient.socket_path(self.target, name)
+
+    def admin_env(self) -> dict[str, str] | None:
+        """The environment ``admin`` runs in: the test's own (CREDVAULT_HOME is the admin's machine)."""
+        return None
+
+    def elsewhere(self) -> tuple[str, ...]:
+        """Global options naming the same vault with another spelling (another agent socket)."""
+        folder, _, file = self.url.rpartition("/")
+        return ("--db", f"{folder}/./{file}")
+
     def copied(self) -> None:
         """The workspace's files are in place (a snapshot's copy): nothing to do here (a served one serves them)."""
 

@@ -9,17 +9,21 @@ what they stored is then checked through the library, not by parsing their outpu
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import keyring
 import pytest
 import served_workspace
-from cli_workspace import Snapshots, Workspace, ok
+from cli_workspace import ADMIN, Snapshots, Workspace, ok
 from memory_keyring import MemoryKeyring
-from served_workspace import CliServer
+from served_workspace import CliServer, ServedWorkspace
 
 import vault.crypto.keyrecord as keyrecord
+from vault.errors import ConfigurationError
+from vault.service import agentclient
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +119,26 @@ def ready_any_engine(request: pytest.FixtureRequest, tmp_path: Path, fake_keyrin
         return snapshots.clone(_populate, tmp_path, fake_keyring)
     url = request.getfixturevalue("empty_databases")(request.param)
     return _populate(Workspace(url=url, tmp=tmp_path))
+
+
+@pytest.fixture(params=["sqlite", "https"])
+def short_workspace(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """An empty workspace in a folder with a short path, on SQLite and through a real team server
+    (``cli_server``): an agent's socket lives in its home's ``run/`` folder and its path must fit in
+    100 bytes, which a pytest ``tmp_path`` does not leave room for. ``CREDVAULT_HOME`` is short too
+    (the embedded mode's machine). The admin's agent, if one still runs, is stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="cva") as folder:
+        tmp = Path(folder)
+        monkeypatch.setenv("CREDVAULT_HOME", str(tmp / "home"))
+        url = f"sqlite:///{tmp / 'vault.db'}"
+        if request.param == "https":
+            ws: Workspace = ServedWorkspace(url, tmp, server=request.getfixturevalue("cli_server"))
+        else:
+            ws = Workspace(url=url, tmp=tmp)
+        try:
+            yield ws
+        finally:
+            for name in [ADMIN, *ws.passfiles]:
+                with contextlib.suppress(agentclient.AgentAbsent, ConfigurationError):
+                    agentclient.request(ws.agent_socket(name), {"op": "stop"})
+            ws.close()

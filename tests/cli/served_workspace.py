@@ -166,6 +166,23 @@ class ServedWorkspace(Workspace):
     def admin_home(self) -> Path:
         return Path(self.home(ADMIN)["CREDVAULT_HOME"])  # where they joined the server
 
+    @property
+    def target(self) -> str:
+        return self.server_url  # the agent serves the pinned server
+
+    def agent_socket(self, name: str = ADMIN) -> str:
+        from vault.service import agentclient
+
+        with pytest.MonkeyPatch.context() as patch:  # everyone's machine is their own home, the admin's too
+            patch.setenv("CREDVAULT_HOME", self.home(name)["CREDVAULT_HOME"])
+            return agentclient.socket_path(self.target, name)
+
+    def admin_env(self) -> dict[str, str] | None:
+        return self.home(ADMIN)
+
+    def elsewhere(self) -> tuple[str, ...]:
+        return ("--server", self.server_url + "/")  # the same server, spelled with a trailing slash
+
 
 def served_snapshots(factory: pytest.TempPathFactory, server: CliServer) -> Snapshots:
     """``Snapshots`` of workspaces through ``server``: each copy's vault served in turn."""

@@ -3,14 +3,14 @@
 The keyring here is keyring's own "fail" backend (what a headless Linux machine has):
 the session can only live in the agent. The in-process commands the agent does not
 serve say how to get a session they can use, and `unlock --keyring` keeps today's
-keyring session where one exists.
+keyring session where one exists. Each test runs on SQLite and through a real team server
+(``short_workspace``), where the agent holds the admin's keys and talks HTTPS to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,27 +26,24 @@ from vault.service import agentclient
 
 
 @pytest.fixture
-def headless(workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object) -> Iterator[Workspace]:
+def headless(short_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, fake_keyring: object) -> Iterator[Workspace]:
     """A vault with acme (made with the in-memory keyring), then no keyring at all."""
-    with tempfile.TemporaryDirectory(prefix="cvul") as home:  # a socket path must fit in 100 bytes
-        monkeypatch.setenv("CREDVAULT_HOME", home)
-        workspace.init()
-        ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
-        ok(workspace.admin("lock"))
-        monkeypatch.delenv("CREDVAULT_UNLOCK")
-        previous = keyring.get_keyring()
-        keyring.set_keyring(fail.Keyring())
-        try:
-            yield workspace
-        finally:
-            keyring.set_keyring(previous)
-            with contextlib.suppress(agentclient.AgentAbsent):
-                agentclient.request(agentclient.socket_path(workspace.url, ADMIN), {"op": "stop"})
+    workspace = short_workspace  # a socket path must fit in 100 bytes
+    workspace.init()
+    ok(workspace.admin("client", "add", "acme", "--name", "Acme Ltd"))
+    ok(workspace.admin("lock"))
+    monkeypatch.delenv("CREDVAULT_UNLOCK")
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield workspace
+    finally:
+        keyring.set_keyring(previous)  # short_workspace stops the agent
 
 
 def _pid(ws: Workspace) -> int | None:
     try:
-        return int(agentclient.request(agentclient.socket_path(ws.url, ADMIN), {"op": "ping"})["pid"])
+        return int(agentclient.request(ws.agent_socket(ADMIN), {"op": "ping"})["pid"])
     except agentclient.AgentAbsent:
         return None
 
@@ -212,7 +209,7 @@ def test_a_vault_folder_where_unlock_runs_is_not_imported_into_the_agent(
     monkeypatch.chdir(planted.parent)
     ok(headless.admin("unlock", "--passphrase-file", headless.passfiles[ADMIN]))
     assert not marker.exists(), "the agent imported the vault package of the working directory"
-    answer = agentclient.request(agentclient.socket_path(headless.url, ADMIN), {"op": "status"})
+    answer = agentclient.request(headless.agent_socket(ADMIN), {"op": "status"})
     assert answer["ok"] and answer["result"]["clients"] == 1
 
 
@@ -222,7 +219,7 @@ def test_unlock_after_unlock_leaves_exactly_one_agent_on_the_path(headless: Work
     reach and `lock` could not stop. Five unlocks in a row: after each, the new agent
     answers on the path, the one before has ended, and `lock` ends the last one."""
     ws = headless
-    path = agentclient.socket_path(ws.url, ADMIN)
+    path = ws.agent_socket(ADMIN)
     earlier: list[int] = []
     for _ in range(5):
         ok(ws.admin("unlock", "--ttl", "10m", "--passphrase-file", ws.passfiles[ADMIN]))

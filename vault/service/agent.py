@@ -59,6 +59,7 @@ REQUEST_TIMEOUT = 5.0  # a client has this long to send its request line (one co
 READS = ("whoami", "client-list", "secret-list", "secret-show", "audit-log", "status")
 REQUEST_HINT = "see the agent's socket protocol in docs/format.md §12"
 START_TIMEOUT = 120.0  # Argon2id and opening the database
+SERVER_BUDGET = REPLY_TIMEOUT - 5.0  # a request's time at a team server, its retries included
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -190,9 +191,11 @@ class Agent:
         return {"ok": True, "result": info.to_json()}
 
     def answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """``handle`` with every failure turned into an error answer (never a traceback)."""
+        """``handle``, every failure an error answer (no traceback); a server's time within SERVER_BUDGET."""
+        within = getattr(self.vault, "within", None)  # RemoteVault's
         try:
-            return self.handle(message)
+            with within(SERVER_BUDGET) if within is not None else contextlib.nullcontext():
+                return self.handle(message)
         except errors.VaultError as error:
             if isinstance(error, errors.Locked):
                 self.running = False  # expired, or the engineer's keys changed: nothing more to serve
@@ -303,11 +306,6 @@ def _failure(error: errors.VaultError) -> dict[str, Any]:
     return {"ok": False, "error": type(error).__name__, "message": str(error), "hint": error.hint}
 
 
-def _remove(path: str | os.PathLike[str]) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the file at ``path``, or None when there is none."""
     try:
@@ -321,7 +319,8 @@ def _remove_own(path: str | os.PathLike[str], own: tuple[int, int] | None) -> No
     """Remove ``path`` only if it is still the socket this agent bound (``own``): a newer
     agent that renamed its socket over it keeps its own."""
     if own is not None and _identity(path) == own:
-        _remove(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def bind(path: str | os.PathLike[str], *, replace: bool = False) -> Listener:
@@ -348,7 +347,8 @@ def bind(path: str | os.PathLike[str], *, replace: bool = False) -> Listener:
         os.rename(temporary, path)
     except BaseException:
         listener.close()
-        _remove(temporary)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
     finally:
         os.umask(old)

@@ -31,6 +31,7 @@ a server yet (docs/server.md, "Status"): it runs where the database is (embedded
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
@@ -440,6 +441,10 @@ class RemoteVault:
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"
+
+    def within(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Every call made inside gives the server ``seconds`` in all (``HttpsTransport.within``)."""
+        return self.https.within(seconds)
 
     @property
     def pin(self) -> ServerPin:

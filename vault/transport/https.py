@@ -41,7 +41,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -206,6 +206,17 @@ RESPONSE_LIMITS = {
     "reports.access": 16 * 1024 * 1024,  # a page of reveals' versions (service/remote_reports.py)
     "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
 }  # fmt: skip
+# What a refused signature means to an engineer whose key signed the request (``explained``).
+SIGNATURE_REFUSALS = {
+    httpsig.UNKNOWN_KEY: (
+        "the server accepts no key of yours",
+        "an admin may have removed, disabled or re-keyed your account (the server says no more): ask an admin",
+    ),
+    httpsig.STALE: (
+        "the server refused the request's time",
+        f"this machine's clock is more than {httpsig.WINDOW} s from the server's: set it (NTP) and try again",
+    ),
+}
 RETRIES = 2
 RETRY_PAUSE = 0.2  # seconds, times the attempt
 REPORT = "audit.answer_refused"  # a refused answer, on record (``report_refused``)
@@ -246,6 +257,7 @@ class HttpsTransport:
         self.transport = transport
         self._urls: dict[str, httpx.URL] = {}  # each route's absolute URL, parsed once (not per request)
         self.answered: tuple[str, bytes] | None = None  # the operation and request id of the last answer taken
+        self.deadline: float | None = None  # ``within``'s end (time.monotonic), if a caller set a budget
 
     def close(self) -> None:
         self.client.close()
@@ -270,6 +282,7 @@ class HttpsTransport:
         data = codec.envelope(name, body, request_id)
         attempts = 1 + (RETRIES if name in RETRIED or renewed else 0)
         for attempt in range(attempts):
+            left = self._left()
             if attempt and renewed:
                 request_id = secrets.token_bytes(codec.REQUEST_ID_BYTES)
                 data = codec.envelope(name, body, request_id)
@@ -280,11 +293,11 @@ class HttpsTransport:
             try:
                 headers = {"Content-Type": JSON, **signed}
                 response = https_wire.send(
-                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name)
+                    self.client, self.transport, self._url(path), data, headers, READ_TIMEOUTS.get(name), left
                 )
                 break
             except httpx.HTTPError as error:
-                if attempt + 1 < attempts:
+                if attempt + 1 < attempts and (self.deadline is None or time.monotonic() < self.deadline):
                     time.sleep(RETRY_PAUSE * (attempt + 1))
                     continue
                 raise StoreUnavailable(
@@ -298,7 +311,7 @@ class HttpsTransport:
                 self.report_refused(UNSIGNED, (name, request_id))
                 raise
         if response.status_code != 200:
-            raise problem_error(response)
+            raise self.explained(problem_error(response))
         try:
             if response.headers.get("content-type") != JSON:
                 raise UntrustedRecord("the server's answer is not application/json")
@@ -311,6 +324,37 @@ class HttpsTransport:
             raise
         self.answered = (name, request_id)
         return answer.body
+
+    @contextlib.contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Every request sent inside ends within ``seconds`` in all, its retries included (each phase's
+        timeout cut to what is left; none sent once it is spent): an agent answers its client before the
+        client gives up on it (vault/service/agent.py), with the server's failure, not its own silence."""
+        self.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.deadline = None
+
+    def _left(self) -> float | None:
+        """The seconds left of ``within``'s budget (None: no budget); ``StoreUnavailable`` once spent."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(
+                "the server did not answer in time",
+                hint="check the server URL, that it runs, and the network between (a VPN, a firewall)",
+            )
+        return left
+
+    def explained(self, error: VaultError) -> VaultError:
+        """A refused signature (401) said in the engineer's words: the server names only its code, to
+        anyone (an unknown key learns nothing of the roster); the code stays in the message."""
+        if isinstance(error, Unauthenticated) and str(error) in SIGNATURE_REFUSALS:
+            message, hint = SIGNATURE_REFUSALS[str(error)]
+            return Unauthenticated(f"{message} ({error})", hint=hint)
+        return error
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)

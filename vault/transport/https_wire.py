@@ -103,13 +103,17 @@ def send(
     content: bytes,
     headers: Mapping[str, str],
     read_timeout: float | None = None,
+    cap: float | None = None,
 ) -> httpx.Response:
     """POST ``content`` to ``url`` through ``transport`` (``client``'s), with ``client``'s timeout
-    (its read timeout ``read_timeout`` when given: an operation whose one unit is long) and event
-    hooks (module docstring); the answer, read."""
+    (its read timeout ``read_timeout`` when given: an operation whose one unit is long; each phase's
+    at most ``cap`` seconds when given: what is left of a caller's budget) and event hooks (module
+    docstring); the answer, read."""
     timeout = {"timeout": client.timeout.as_dict()}
     if read_timeout is not None:
         timeout["timeout"]["read"] = read_timeout
+    if cap is not None:
+        timeout["timeout"] = {phase: cap if s is None else min(s, cap) for phase, s in timeout["timeout"].items()}
     request = httpx.Request("POST", url, content=content, headers=headers, extensions=timeout)
     for hook in client.event_hooks["request"]:
         hook(request)
