@@ -35,6 +35,7 @@ from vault.crypto import chain
 from vault.errors import AlreadyExists, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
+from vault.storage.prepared import Step
 from vault.storage.rows import HoldRow
 from vault.wire.eventrequest import RecordedRequest
 
@@ -105,8 +106,10 @@ def append(
     client_id: int,
     secret_id: int,
     facts: Mapping[str, Any],
+    writes: list[Step] | None = None,
 ) -> int:
-    """The request's format-3 event (flushed: a checkout row names it); its seq."""
+    """The request's format-3 event (flushed: a checkout row names it); its seq. ``writes``: its
+    insert and the head's move are added to it for the caller to run (``ServerJournal.append``)."""
     if request.details_blob is None or request.details_key_version is None:
         raise InvalidInput("a request through the server carries its details sealed by the engineer")
     journal = ServerJournal(UnitCore(clock), event.seal)
@@ -121,6 +124,7 @@ def append(
         key_version=request.details_key_version,
         details_blob=request.details_blob,
         public=dict(facts),
+        writes=writes,
     )
     s.flush()
     return int(row.seq)

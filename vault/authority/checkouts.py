@@ -75,6 +75,7 @@ from vault.errors import (
 )
 from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.prepared import Step, pipelined
 from vault.storage.rows import (
     ClientRow,
     EngineerRecord,
@@ -286,29 +287,30 @@ class CheckoutAuthority:
         )
         if answered is not None:
             return dataclasses.replace(draft, seq=answered.seq)
+        writes: list[Step] = []
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
-            # what needs no seq is written before the append: the audit head's lock (held to the
-            # commit, every writer queues on it) is held for as few statements as can be
+            # what needs no seq is written before the append, and what needs it in one round trip
+            # after: the audit head's lock (held to the commit, every writer queues on it) is held
+            # for as few round trips as can be (``serverjournal`` module docstring)
             self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
-            seq = checkout_events.append(s, seal, self.clock, *args)
+            seq = checkout_events.append(s, seal, self.clock, *args, writes=writes)
         else:
             seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
             seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
             self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
         if hold:
-            rows.ADD_CHECKOUT.run(
-                conn,
-                {
-                    "secret_id": secret.id,
-                    "client_id": client.id,
-                    "engineer_id": me.id,
-                    "exclusive": policy.exclusive,
-                    "event_seq": seq,
-                    "started_at": now,
-                    "expires_at": expires,
-                },
-            )
+            hold_row = {
+                "secret_id": secret.id,
+                "client_id": client.id,
+                "engineer_id": me.id,
+                "exclusive": policy.exclusive,
+                "event_seq": seq,
+                "started_at": now,
+                "expires_at": expires,
+            }
+            writes.append((rows.ADD_CHECKOUT, hold_row))
+        pipelined(conn, writes)
         return dataclasses.replace(draft, seq=seq)
 
     @staticmethod
