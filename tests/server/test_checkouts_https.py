@@ -388,9 +388,9 @@ def test_the_answer_is_sent_only_after_the_commit(keyed: Keyed, test_ca) -> None
 
 
 def test_on_postgresql_the_head_lock_is_held_for_two_round_trips_before_the_commit(keyed: Keyed, test_ca) -> None:  # type: ignore[no-untyped-def]
-    """Every writer queues on the audit head's lock until the commit (W16): its read and the
-    after-lock read travel in one round trip, then the event, the head's move and the hold in
-    one more (``prepared.pipelined``); on SQLite (one writer) one by one. The value comes back."""
+    """Every writer queues on the audit head's lock until the commit (W16): the secret's last use,
+    the lock and the after-lock read travel in one round trip, then the event, the head's move and
+    the hold in one more (``prepared.pipelined``); on SQLite (one writer) one by one."""
     served = keyed.served
     store = Store(served.db_url)
     sent: list[tuple[str, bool]] = []  # (statement's first words, sent in pipeline mode)
@@ -421,7 +421,12 @@ def test_on_postgresql_the_head_lock_is_held_for_two_round_trips_before_the_comm
         ("UPDATE AUDIT_HEAD SET", pipelining),
         ("INSERT INTO CHECKOUTS", pipelining),
     ]
-    assert sent[locked][1] == sent[locked + 1][1] == pipelining and len(sent) == locked + 5
+    assert sent[locked - 1 : locked + 2] == [  # the secret's last use, sent with the lock
+        ("UPDATE SECRETS SET", pipelining),
+        ("SELECT AUDIT_HEAD.SEQ, AUDIT_HEAD.HASH", pipelining),
+        ("SELECT (SELECT AUDIT_EVENTS.AT_US", pipelining),
+    ]
+    assert len(sent) == locked + 5
 
 
 # -- the insider: planted and edited holds block nobody ------------------------------------------------

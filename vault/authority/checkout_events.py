@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -107,9 +107,11 @@ def append(
     secret_id: int,
     facts: Mapping[str, Any],
     writes: list[Step] | None = None,
+    leading: Sequence[Step] = (),
 ) -> int:
     """The request's format-3 event (flushed: a checkout row names it); its seq. ``writes``: its
-    insert and the head's move are added to it for the caller to run (``ServerJournal.append``)."""
+    insert and the head's move are added to it for the caller to run; ``leading``: writes sent
+    with the head's lock, before it (``ServerJournal.append``)."""
     if request.details_blob is None or request.details_key_version is None:
         raise InvalidInput("a request through the server carries its details sealed by the engineer")
     journal = ServerJournal(UnitCore(clock), event.seal)
@@ -125,6 +127,7 @@ def append(
         details_blob=request.details_blob,
         public=dict(facts),
         writes=writes,
+        leading=leading,
     )
     s.flush()
     return int(row.seq)

@@ -32,6 +32,7 @@ keyholder (``details_blob``, ``key_version``) or public (``details_json``, the s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select
@@ -140,11 +141,13 @@ class ServerJournal:
         details_blob: bytes | None = None,
         public: dict[str, Any] | None = None,
         writes: list[Step] | None = None,
+        leading: Sequence[Step] = (),
     ) -> m.AuditEvent:
         """Append one event of ``request`` (an action its route appends). ``writes``: the event's
         insert and the head's move are added to it, not run (the caller runs them, with what else
-        it writes, in one round trip: ``prepared.pipelined``); the event returned
-        is not in the database until then."""
+        it writes, in one round trip: ``prepared.pipelined``); the event returned is not in the
+        database until then. ``leading``: statements of the unit sent first, in the head lock's
+        round trip (writes that need no seq)."""
         lines = parse_sig(request.sig)
         operation = operation_of(lines.path) if lines is not None else None
         if operation is None or not allows(operation, action):
@@ -153,7 +156,8 @@ class ServerJournal:
             raise InvalidInput("sealed details name the audit key version they are sealed under")
         target = (client_id, secret_id, key_version, details_blob)
         details = json.dumps(public, sort_keys=True) if public else None
-        return m.AuditEvent(**self._write(s, action, request, engineer_id, key_generation, target, details, writes))
+        written = self._write(s, action, request, engineer_id, key_generation, target, details, writes, leading)
+        return m.AuditEvent(**written)
 
     def append_server_event(self, s: Session, action: str, *, engineer_id: int, public: dict[str, int]) -> m.AuditEvent:
         """Append one event the server makes on its own (``SERVER_ACTIONS``: ``auth-refused``):
@@ -175,6 +179,7 @@ class ServerJournal:
         target: tuple[int | None, int | None, int | None, bytes | None],
         details_json: str | None,
         writes: list[Step] | None = None,
+        leading: Sequence[Step] = (),
     ) -> dict[str, Any]:
         """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any;
         ``writes``: add the writes to it instead); the row's values (module docstring)."""
@@ -186,9 +191,8 @@ class ServerJournal:
             vault_id = self.core.info(s).vault_id
         newest = self.seal.ring.newest
         # the lock, then (its own statement, in the same round trip) what was committed when it was granted
-        locked, found = pipelined(
-            conn, [(rows.HEAD_FOR_UPDATE, {}), (_AFTER_LOCK, {"me": engineer_id, "version": newest.version})]
-        )
+        sent = [*leading, (rows.HEAD_FOR_UPDATE, {}), (_AFTER_LOCK, {"me": engineer_id, "version": newest.version})]
+        *_, locked, found = pipelined(conn, sent)
         if locked:
             head_seq, head_hash = int(locked[0][0]), bytes(locked[0][1])
         else:  # an empty chain: its head row is made here, locked by this unit's insert
