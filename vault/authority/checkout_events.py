@@ -115,22 +115,11 @@ def append(
     if request.details_blob is None or request.details_key_version is None:
         raise InvalidInput("a request through the server carries its details sealed by the engineer")
     journal = ServerJournal(UnitCore(clock), event.seal)
-    row = journal.append(
-        s,
-        request.action,
-        event.request,
-        engineer_id=engineer_id,
-        key_generation=key_generation,
-        client_id=client_id,
-        secret_id=secret_id,
-        key_version=request.details_key_version,
-        details_blob=request.details_blob,
-        public=dict(facts),
-        writes=writes,
-        leading=leading,
-    )
+    target = (client_id, secret_id, request.details_key_version, request.details_blob)
+    args = (s, request.action, event.request, engineer_id, key_generation, target, dict(facts))
+    written = journal.append_values(*args, writes=writes, leading=leading)
     s.flush()
-    return int(row.seq)
+    return int(written["seq"])
 
 
 class Answered(NamedTuple):

@@ -140,24 +140,37 @@ class ServerJournal:
         key_version: int | None = None,
         details_blob: bytes | None = None,
         public: dict[str, Any] | None = None,
+    ) -> m.AuditEvent:
+        """Append one event of ``request`` (an action its route appends); the row written."""
+        target = (client_id, secret_id, key_version, details_blob)
+        return m.AuditEvent(**self.append_values(s, action, request, engineer_id, key_generation, target, public))
+
+    def append_values(
+        self,
+        s: Session,
+        action: str,
+        request: RecordedRequest,
+        engineer_id: int,
+        key_generation: int,
+        target: tuple[int | None, int | None, int | None, bytes | None],
+        public: dict[str, Any] | None,
         writes: list[Step] | None = None,
         leading: Sequence[Step] = (),
-    ) -> m.AuditEvent:
-        """Append one event of ``request`` (an action its route appends). ``writes``: the event's
-        insert and the head's move are added to it, not run (the caller runs them, with what else
-        it writes, in one round trip: ``prepared.pipelined``); the event returned is not in the
+    ) -> dict[str, Any]:
+        """``append`` on the hot path: the row's values, no ORM object (a checkout needs its seq).
+        ``target``: (client id, secret id, audit key version, sealed details). ``writes``: the
+        event's insert and the head's move are added to it, not run (the caller runs them, with
+        what else it writes, in one round trip: ``prepared.pipelined``); the event is not in the
         database until then. ``leading``: statements of the unit sent first, in the head lock's
         round trip (writes that need no seq)."""
         lines = parse_sig(request.sig)
         operation = operation_of(lines.path) if lines is not None else None
         if operation is None or not allows(operation, action):
             raise InvalidInput("the request's route does not append this action")
-        if (details_blob is None) != (key_version is None):
+        if (target[3] is None) != (target[2] is None):
             raise InvalidInput("sealed details name the audit key version they are sealed under")
-        target = (client_id, secret_id, key_version, details_blob)
         details = json.dumps(public, sort_keys=True) if public else None
-        written = self._write(s, action, request, engineer_id, key_generation, target, details, writes, leading)
-        return m.AuditEvent(**written)
+        return self._write(s, action, request, engineer_id, key_generation, target, details, writes, leading)
 
     def append_server_event(self, s: Session, action: str, *, engineer_id: int, public: dict[str, int]) -> m.AuditEvent:
         """Append one event the server makes on its own (``SERVER_ACTIONS``: ``auth-refused``):
