@@ -27,6 +27,7 @@ Then:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -59,7 +60,9 @@ from vault.storage import models as m
 from vault.transport.https import HttpsTransport
 
 REASON = "bench team load over the server"
-Statement = tuple[str, Any]  # (SQL text, parameters), or ("COMMIT" | "ROLLBACK", None)
+# (SQL text, parameters, the psycopg pipeline it was sent in: 0 for none, else 1, 2, … in order), or
+# ("COMMIT" | "ROLLBACK", None, 0)
+Statement = tuple[str, Any, int]
 
 
 # -- the servers ---------------------------------------------------------------------------------
@@ -306,8 +309,14 @@ def capture(url: str, key: ServerSigningKey, mf: dataset.Manifest, folder: Path)
         time.sleep(0.01)
     seen: list[Statement] = []
 
-    def statement(_c: Any, _cur: Any, text: str, parameters: Any, _x: Any, _many: bool) -> None:
-        seen.append((text, dict(parameters) if isinstance(parameters, dict) else parameters))
+    pipelines: list[Any] = [None]  # the last pipeline seen (kept alive: compared by identity)
+
+    def statement(conn: Any, _cur: Any, text: str, parameters: Any, _x: Any, _many: bool) -> None:
+        pipeline = getattr(conn.connection.driver_connection, "_pipeline", None)  # psycopg's, while in one
+        if pipeline is not None and pipeline is not pipelines[-1]:
+            pipelines.append(pipeline)
+        block = len(pipelines) - 1 if pipeline is not None else 0
+        seen.append((text, dict(parameters) if isinstance(parameters, dict) else parameters, block))
 
     vault = dataset.open_vault(mf, dataset.engineer_name(0))
     https = HttpsTransport(base, vault.keyholder, ca_file=str(ca))
@@ -317,8 +326,8 @@ def capture(url: str, key: ServerSigningKey, mf: dataset.Manifest, folder: Path)
         for _ in range(2):  # the client context and the connection: not part of a kept session's checkout
             holder.checkout(ref, reason=REASON, field="password", version=None, hold=True, hold_for=None)
         event.listen(store.engine, "before_cursor_execute", statement)
-        event.listen(store.engine, "commit", lambda _conn: seen.append(("COMMIT", None)))
-        event.listen(store.engine, "rollback", lambda _conn: seen.append(("ROLLBACK", None)))
+        event.listen(store.engine, "commit", lambda _conn: seen.append(("COMMIT", None, 0)))
+        event.listen(store.engine, "rollback", lambda _conn: seen.append(("ROLLBACK", None, 0)))
         holder.checkout(ref, reason=REASON, field="password", version=None, hold=True, hold_for=None)
     finally:
         https.close()
@@ -329,11 +338,32 @@ def capture(url: str, key: ServerSigningKey, mf: dataset.Manifest, folder: Path)
     return seen
 
 
-class Replay:
-    """One engineer's raw replay of the captured statements (module docstring), in ``conn``."""
+def round_trips(statements: list[Statement], pipelined: bool) -> list[list[Statement]]:
+    """The statements grouped by round trip: one each, or (``pipelined``) each run of statements
+    the server sent in pipeline mode together, as it sent them."""
+    groups: list[list[Statement]] = []
+    for one in statements:
+        if pipelined and one[2] and groups and groups[-1][-1][2] == one[2]:
+            groups[-1].append(one)
+        else:
+            groups.append([one])
+    return groups
 
-    def __init__(self, conn: Any, statements: list[Statement], engineer_id: int, targets: list[tuple[Any, ...]]):
-        self.conn, self.statements, self.engineer_id, self.targets = conn, statements, engineer_id, targets
+
+class Replay:
+    """One engineer's raw replay of the captured statements (module docstring), in ``conn``:
+    one round trip per statement, or (``pipelined``) in the server's round trips."""
+
+    def __init__(
+        self,
+        conn: Any,
+        statements: list[Statement],
+        engineer_id: int,
+        targets: list[tuple[Any, ...]],
+        pipelined: bool = False,
+    ):
+        self.conn, self.engineer_id, self.targets = conn, engineer_id, targets
+        self.groups = round_trips(statements, pipelined)
         self.count = 0
 
     def checkout(self, rng: random.Random) -> None:
@@ -342,51 +372,61 @@ class Replay:
         secret_id, client_id, tag = rng.choice(self.targets)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         self.count += 1
-        seq, head_hash, mine = 0, b"", []
-        digest = os.urandom(32)
-        for text, captured in self.statements:
-            if text in ("COMMIT", "ROLLBACK"):
-                (self.conn.commit if text == "COMMIT" else self.conn.rollback)()
-                continue
-            p = dict(captured)
-            if text.startswith("INSERT INTO request_nonces"):
-                p |= {"keyid": f"e:{self.engineer_id}:1", "nonce": os.urandom(16).hex(), "created_at": int(time.time())}
-            elif text.startswith("SELECT secrets.id"):
-                p["secret"] = secret_id
-            elif text.startswith("SELECT checkouts.id"):
-                p |= {"secret": secret_id, "now": now}
-            elif text.startswith("SELECT clients.id"):
-                p |= {"tag": tag, "client": client_id}
-            elif text.startswith("INSERT INTO audit_events"):
-                p |= {"seq": seq, "engineer_id": self.engineer_id, "client_id": client_id, "secret_id": secret_id}
-                p |= {"prev_hash": head_hash, "hash": digest, "signature": os.urandom(64)}
-                p |= {"request_id": os.urandom(16), "at_us": int(time.time() * 1e6)}
-            elif text.startswith("UPDATE audit_head"):  # its parameters' names: the ORM's or a Core statement's
-                p |= {name: seq for name in ("seq", "new_seq") if name in p}
-                p |= {name: digest for name in ("hash", "new_hash") if name in p}
-            elif text.startswith("UPDATE checkouts"):
-                for checkout in mine:
-                    self.conn.execute(text, p | {"checkout": checkout, "at": now})
-                continue
-            elif text.startswith("INSERT INTO checkouts"):
-                p |= {"secret_id": secret_id, "client_id": client_id, "engineer_id": self.engineer_id}
-                p |= {"event_seq": seq, "started_at": now}
-            elif text.startswith("UPDATE secrets"):
-                p |= {"secret": secret_id, "at": now}
-            for name in ("me", "id_1") if "engineers" in text else ():
-                if name in p:
-                    p[name] = self.engineer_id
-            if "client" in p and text.startswith("SELECT vault_info.vault_id, vault_info.org_signing_public"):
-                p["client"] = client_id if p["client"] else 0
-            found = self.conn.execute(text, p)
-            if text.startswith("SELECT audit_head"):
-                row = found.fetchone()
-                names = [column.name for column in found.description]
-                seq, head_hash = row[names.index("seq")] + 1, bytes(row[names.index("hash")])
-            elif text.startswith("SELECT checkouts.id"):
-                mine = [r[0] for r in found.fetchall() if r[1] == self.engineer_id]
-            elif found.description is not None:
-                found.fetchall()
+        self.seq, self.head_hash, self.mine = 0, b"", []
+        self.digest = os.urandom(32)
+        for group in self.groups:
+            sent: list[tuple[str, Any]] = []
+            with self.conn.pipeline() if len(group) > 1 else contextlib.nullcontext():
+                for text, captured, _ in group:
+                    if text in ("COMMIT", "ROLLBACK"):
+                        (self.conn.commit if text == "COMMIT" else self.conn.rollback)()
+                        continue
+                    if text.startswith("UPDATE checkouts"):
+                        for checkout in self.mine:
+                            self.conn.execute(text, dict(captured) | {"checkout": checkout, "at": now})
+                        continue
+                    p = self._parameters(text, dict(captured), secret_id, client_id, tag, now)
+                    sent.append((text, self.conn.execute(text, p)))
+            for text, found in sent:
+                self._read(text, found)
+
+    def _parameters(self, text: str, p: dict[str, Any], secret_id: int, client_id: int, tag: bytes, now: Any) -> Any:
+        if text.startswith("INSERT INTO request_nonces"):
+            p |= {"keyid": f"e:{self.engineer_id}:1", "nonce": os.urandom(16).hex(), "created_at": int(time.time())}
+        elif text.startswith("SELECT secrets.id"):
+            p["secret"] = secret_id
+        elif text.startswith("SELECT checkouts.id"):
+            p |= {"secret": secret_id, "now": now}
+        elif text.startswith("SELECT clients.id"):
+            p |= {"tag": tag, "client": client_id}
+        elif text.startswith("INSERT INTO audit_events"):
+            p |= {"seq": self.seq, "engineer_id": self.engineer_id, "client_id": client_id, "secret_id": secret_id}
+            p |= {"prev_hash": self.head_hash, "hash": self.digest, "signature": os.urandom(64)}
+            p |= {"request_id": os.urandom(16), "at_us": int(time.time() * 1e6)}
+        elif text.startswith("UPDATE audit_head"):  # its parameters' names: the ORM's or a Core statement's
+            p |= {name: self.seq for name in ("seq", "new_seq") if name in p}
+            p |= {name: self.digest for name in ("hash", "new_hash") if name in p}
+        elif text.startswith("INSERT INTO checkouts"):
+            p |= {"secret_id": secret_id, "client_id": client_id, "engineer_id": self.engineer_id}
+            p |= {"event_seq": self.seq, "started_at": now}
+        elif text.startswith("UPDATE secrets"):
+            p |= {"secret": secret_id, "at": now}
+        for name in ("me", "id_1") if "engineers" in text else ():
+            if name in p:
+                p[name] = self.engineer_id
+        if "client" in p and text.startswith("SELECT vault_info.vault_id, vault_info.org_signing_public"):
+            p["client"] = client_id if p["client"] else 0
+        return p
+
+    def _read(self, text: str, found: Any) -> None:
+        if text.startswith("SELECT audit_head"):
+            row = found.fetchone()
+            names = [column.name for column in found.description]
+            self.seq, self.head_hash = row[names.index("seq")] + 1, bytes(row[names.index("hash")])
+        elif text.startswith("SELECT checkouts.id"):
+            self.mine = [r[0] for r in found.fetchall() if r[1] == self.engineer_id]
+        elif found.description is not None:
+            found.fetchall()
 
 
 def _replayer(
@@ -395,6 +435,7 @@ def _replayer(
     statements: list[Statement],
     who: tuple[int, list[Any]],
     seconds: float,
+    pipelined: bool,
     barrier: Any,
     out: Any,
 ) -> None:
@@ -405,7 +446,7 @@ def _replayer(
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     with psycopg.connect(conninfo) as conn:
-        replay = Replay(conn, statements, engineer_id, [tuple(t) for t in targets])
+        replay = Replay(conn, statements, engineer_id, [tuple(t) for t in targets], pipelined)
         replay.checkout(rng)
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
@@ -474,11 +515,16 @@ def team_step(params: dict[str, Any]) -> dict[str, Any]:
         checks = _checks(mf, head, served)
         conninfo = _conninfo(mf.url)
         log(f"raw psycopg replay: {count} processes for {seconds:g} s")
-        raw = _team(count, _replayer, lambda i: (conninfo, statements, who[i], seconds), CpuProbe(database))
+        raw = _team(count, _replayer, lambda i: (conninfo, statements, who[i], seconds, False), CpuProbe(database))
         log(f"CPU ms per raw replay: {_per_checkout(raw)}")
+        trips = len(round_trips(statements, True))
+        log(f"raw psycopg replay in the server's {trips} round trips (pipelined as it sends them)")
+        args = lambda i: (conninfo, statements, who[i], seconds, True)  # noqa: E731
+        piped = _team(count, _replayer, args, CpuProbe(database))
+        log(f"CPU ms per pipelined raw replay: {_per_checkout(piped)}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    writes = [t.split(" (")[0] for t, _ in statements if t.startswith(("INSERT", "UPDATE"))]
+    writes = [t.split(" (")[0] for t, _, _ in statements if t.startswith(("INSERT", "UPDATE"))]
     checks.append(
         (
             f"W16: the replayed transaction holds the writes of one checkout ({len(statements)} statements: "
@@ -487,7 +533,15 @@ def team_step(params: dict[str, Any]) -> dict[str, Any]:
             and any(w.startswith("INSERT INTO checkouts") for w in writes),
         )
     )
-    return {"checks": checks, "served": served, "raw": raw, "servers": servers, "statements": len(statements)}
+    return {
+        "checks": checks,
+        "served": served,
+        "raw": raw,
+        "raw_pipelined": piped,
+        "servers": servers,
+        "statements": len(statements),
+        "round_trips": trips,
+    }
 
 
 def _per_checkout(team: dict[str, Any]) -> dict[str, float]:

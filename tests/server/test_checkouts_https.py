@@ -387,6 +387,48 @@ def test_the_answer_is_sent_only_after_the_commit(keyed: Keyed, test_ca) -> None
         store.close()
 
 
+def test_on_postgresql_the_head_lock_is_held_for_two_round_trips_before_the_commit(keyed: Keyed, test_ca) -> None:  # type: ignore[no-untyped-def]
+    """Every writer queues on the audit head's lock until the commit (W16): the secret's last use,
+    the lock and the after-lock read travel in one round trip, then the event, the head's move and
+    the hold in one more (``prepared.pipelined``); on SQLite (one writer) one by one."""
+    served = keyed.served
+    store = Store(served.db_url)
+    sent: list[tuple[str, bool]] = []  # (statement's first words, sent in pipeline mode)
+
+    def keep(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
+        sent.append((" ".join(sql.split()[:3]).upper(), pgconn is not None and bool(pgconn.pipeline_status)))
+
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=MemoryNonceStore(), server_key=keyed.key)
+    options = ServeOptions(
+        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    try:
+        with running(app, options, sock):
+            holder, _ = keyholder(served, served.alice, url)
+            checkout(holder, "acme/fw01")  # the context and the connection first
+            event.listen(store.engine, "before_cursor_execute", keep)
+            assert checkout(holder, "acme/fw01") == "pw of acme/fw01"
+    finally:
+        store.close()
+    pipelining = not served.db_url.startswith("sqlite")
+    locked = next(i for i, (sql, _) in enumerate(sent) if sql.startswith("SELECT AUDIT_HEAD.SEQ,"))
+    assert sent[locked + 2 : locked + 5] == [
+        ("INSERT INTO AUDIT_EVENTS", pipelining),
+        ("UPDATE AUDIT_HEAD SET", pipelining),
+        ("INSERT INTO CHECKOUTS", pipelining),
+    ]
+    assert sent[locked - 1 : locked + 2] == [  # the secret's last use, sent with the lock
+        ("UPDATE SECRETS SET", pipelining),
+        ("SELECT AUDIT_HEAD.SEQ, AUDIT_HEAD.HASH", pipelining),
+        ("SELECT (SELECT AUDIT_EVENTS.AT_US", pipelining),
+    ]
+    assert len(sent) == locked + 5
+
+
 # -- the insider: planted and edited holds block nobody ------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -35,6 +35,7 @@ from vault.crypto import chain
 from vault.errors import AlreadyExists, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
+from vault.storage.prepared import Step
 from vault.storage.rows import HoldRow
 from vault.wire.eventrequest import RecordedRequest
 
@@ -105,25 +106,20 @@ def append(
     client_id: int,
     secret_id: int,
     facts: Mapping[str, Any],
+    writes: list[Step] | None = None,
+    leading: Sequence[Step] = (),
 ) -> int:
-    """The request's format-3 event (flushed: a checkout row names it); its seq."""
+    """The request's format-3 event (flushed: a checkout row names it); its seq. ``writes``: its
+    insert and the head's move are added to it for the caller to run; ``leading``: writes sent
+    with the head's lock, before it (``ServerJournal.append``)."""
     if request.details_blob is None or request.details_key_version is None:
         raise InvalidInput("a request through the server carries its details sealed by the engineer")
     journal = ServerJournal(UnitCore(clock), event.seal)
-    row = journal.append(
-        s,
-        request.action,
-        event.request,
-        engineer_id=engineer_id,
-        key_generation=key_generation,
-        client_id=client_id,
-        secret_id=secret_id,
-        key_version=request.details_key_version,
-        details_blob=request.details_blob,
-        public=dict(facts),
-    )
+    target = (client_id, secret_id, request.details_key_version, request.details_blob)
+    args = (s, request.action, event.request, engineer_id, key_generation, target, dict(facts))
+    written = journal.append_values(*args, writes=writes, leading=leading)
     s.flush()
-    return int(row.seq)
+    return int(written["seq"])
 
 
 class Answered(NamedTuple):

@@ -75,6 +75,7 @@ from vault.errors import (
 )
 from vault.storage import rows
 from vault.storage.engine import Store
+from vault.storage.prepared import Step, pipelined
 from vault.storage.rows import (
     ClientRow,
     EngineerRecord,
@@ -286,47 +287,49 @@ class CheckoutAuthority:
         )
         if answered is not None:
             return dataclasses.replace(draft, seq=answered.seq)
+        writes: list[Step] = []
         if isinstance(seal, ServerEvent):  # format 3: the keyholder verifies after the commit
-            # what needs no seq is written before the append: the audit head's lock (held to the
-            # commit, every writer queues on it) is held for as few statements as can be
-            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
+            # what needs no seq is written before the append, and what needs it in one round trip
+            # after: the audit head's lock (held to the commit, every writer queues on it) is held
+            # for as few round trips as can be (``serverjournal`` module docstring)
+            touch = self._touch_and_replace(secret.id, me.id, holds, now, hold=hold, flag=flag)
             args = (request, me.id, me.key_generation, client.id, secret.id, facts)
-            seq = checkout_events.append(s, seal, self.clock, *args)
+            seq = checkout_events.append(s, seal, self.clock, *args, writes=writes, leading=touch)
         else:
             seal.admit(draft)  # the keyholder's verdict on what it will be given: a refusal writes nothing
             seq = self._append(conn, sqlite, caller, request, client.id, secret.id, facts, seal)
-            self._touch_and_replace(conn, secret.id, me.id, holds, now, hold=hold, flag=flag)
+            for prepared, values in self._touch_and_replace(secret.id, me.id, holds, now, hold=hold, flag=flag):
+                prepared.run(conn, values)
         if hold:
-            rows.ADD_CHECKOUT.run(
-                conn,
-                {
-                    "secret_id": secret.id,
-                    "client_id": client.id,
-                    "engineer_id": me.id,
-                    "exclusive": policy.exclusive,
-                    "event_seq": seq,
-                    "started_at": now,
-                    "expires_at": expires,
-                },
-            )
+            hold_row = {
+                "secret_id": secret.id,
+                "client_id": client.id,
+                "engineer_id": me.id,
+                "exclusive": policy.exclusive,
+                "event_seq": seq,
+                "started_at": now,
+                "expires_at": expires,
+            }
+            writes.append((rows.ADD_CHECKOUT, hold_row))
+        pipelined(conn, writes)
         return dataclasses.replace(draft, seq=seq)
 
     @staticmethod
     def _touch_and_replace(
-        conn: Connection, secret_id: int, me: int, holds: list[HoldRow], now: dt.datetime, *, hold: bool, flag: bool
-    ) -> None:
+        secret_id: int, me: int, holds: list[HoldRow], now: dt.datetime, *, hold: bool, flag: bool
+    ) -> list[Step]:
         """The secret's last use (and its flag), and the engineer's own open checkouts of it ended
-        when a new one replaces them: the checkout's writes that name no event."""
+        when a new one replaces them: the checkout's writes that name no event (to run or to send)."""
         mine = [c.id for c in holds if c.engineer_id == me] if hold else []
-        if mine:  # a new checkout by the same engineer replaces theirs
-            rows.REPLACE.run_many(conn, [{"checkout": i, "at": now} for i in mine])
-        (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET).run(conn, {"secret": secret_id, "at": now})
+        steps: list[Step] = [(rows.REPLACE, {"checkout": i, "at": now}) for i in mine]  # replaced by the new one
+        return [*steps, (rows.TOUCH_AND_FLAG_SECRET if flag else rows.TOUCH_SECRET, {"secret": secret_id, "at": now})]
 
     @staticmethod
     def _lock_and_find_holds(conn: Connection, secret_id: int, now: dt.datetime) -> list[HoldRow]:
-        """The secret's row lock (``FOR UPDATE``), then its open checkouts (PostgreSQL)."""
-        rows.LOCK_SECRET.all(conn, {"secret": secret_id})
-        return [HoldRow._make(r) for r in rows.HOLDS.all(conn, {"secret": secret_id, "now": now})]
+        """The secret's row lock (``FOR UPDATE``), then its open checkouts (PostgreSQL; one round
+        trip, ``prepared.pipelined``: the read still runs once the lock is granted)."""
+        steps: list[Step] = [(rows.LOCK_SECRET, {"secret": secret_id}), (rows.HOLDS, {"secret": secret_id, "now": now})]
+        return [HoldRow._make(r) for r in pipelined(conn, steps)[1]]
 
     def _authorise(
         self,

@@ -18,9 +18,12 @@ records, one event per action of a request it has verified (``httpsig.verify_req
 The append is on every writing request's hot path, so it runs as Core statements compiled once
 (``storage/prepared.py``), not through the ORM: the head locked (``FOR UPDATE``), then in a
 statement of its own (``journal.lock_head`` says why) the head event's time, the engineer's row
-and the seal's newest key's ``server_keys`` row as committed when the lock was granted, then the
-insert and the head's update. The vault id is the one the unit's caller read returned
-(``checkout_reads.unit_vault_id``), else it is read.
+and the seal's newest key's ``server_keys`` row as committed when the lock was granted (on
+PostgreSQL the two statements travel in one round trip, ``prepared.pipelined``: the second still
+runs after the first has the lock), then the insert and the head's update (a checkout hands them
+to its caller, which sends them with its own write in one round trip: every round trip under
+the head's lock is one more wait for every writer queued on it). The vault id
+is the one the unit's caller read returned (``checkout_reads.unit_vault_id``), else it is read.
 
 Nothing here opens a key of an engineer or a client: the details come sealed by the
 keyholder (``details_blob``, ``key_version``) or public (``details_json``, the server's facts).
@@ -29,6 +32,7 @@ keyholder (``details_blob``, ``key_version``) or public (``details_json``, the s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select
@@ -42,8 +46,8 @@ from vault.crypto.serverkey import ServerKeyring, ServerSigningKey, SigningKeys,
 from vault.errors import AuditUnavailable, ConfigurationError, InvalidInput
 from vault.storage import models as m
 from vault.storage import rows
-from vault.storage.prepared import Prepared
-from vault.storage.rows import ENGINEERS, EVENTS
+from vault.storage.prepared import Prepared, Step, pipelined
+from vault.storage.rows import ENGINEERS, EVENTS, HEAD
 from vault.wire.eventrequest import (
     EVENT_WINDOW,
     SERVER_ACTIONS,
@@ -57,9 +61,10 @@ from vault.wire.eventrequest import (
 _SERVER_KEYS: Table = m.ServerKey.__table__  # type: ignore[assignment]
 _KEY_ROW = _SERVER_KEYS.c.version == bindparam("version")
 # after the lock, in a statement of its own (``journal.lock_head``): what was committed when it was granted
+_HEAD_SEQ = select(HEAD.c.seq).where(HEAD.c.id == 1).scalar_subquery()
 _AFTER_LOCK = Prepared(
     select(
-        select(EVENTS.c.at_us).where(EVENTS.c.seq == bindparam("seq")).scalar_subquery(),
+        select(EVENTS.c.at_us).where(EVENTS.c.seq == _HEAD_SEQ).scalar_subquery(),
         select(ENGINEERS.c.status).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
         select(ENGINEERS.c.key_generation).where(ENGINEERS.c.id == bindparam("me")).scalar_subquery(),
         select(_SERVER_KEYS.c.state).where(_KEY_ROW).scalar_subquery(),
@@ -136,22 +141,36 @@ class ServerJournal:
         details_blob: bytes | None = None,
         public: dict[str, Any] | None = None,
     ) -> m.AuditEvent:
-        """Append one event of ``request`` (an action its route appends)."""
+        """Append one event of ``request`` (an action its route appends); the row written."""
+        target = (client_id, secret_id, key_version, details_blob)
+        return m.AuditEvent(**self.append_values(s, action, request, engineer_id, key_generation, target, public))
+
+    def append_values(
+        self,
+        s: Session,
+        action: str,
+        request: RecordedRequest,
+        engineer_id: int,
+        key_generation: int,
+        target: tuple[int | None, int | None, int | None, bytes | None],
+        public: dict[str, Any] | None,
+        writes: list[Step] | None = None,
+        leading: Sequence[Step] = (),
+    ) -> dict[str, Any]:
+        """``append`` on the hot path: the row's values, no ORM object (a checkout needs its seq).
+        ``target``: (client id, secret id, audit key version, sealed details). ``writes``: the
+        event's insert and the head's move are added to it, not run (the caller runs them, with
+        what else it writes, in one round trip: ``prepared.pipelined``); the event is not in the
+        database until then. ``leading``: statements of the unit sent first, in the head lock's
+        round trip (writes that need no seq)."""
         lines = parse_sig(request.sig)
         operation = operation_of(lines.path) if lines is not None else None
         if operation is None or not allows(operation, action):
             raise InvalidInput("the request's route does not append this action")
-        if (details_blob is None) != (key_version is None):
+        if (target[3] is None) != (target[2] is None):
             raise InvalidInput("sealed details name the audit key version they are sealed under")
-        return self._write(
-            s,
-            action,
-            request,
-            engineer_id,
-            key_generation,
-            (client_id, secret_id, key_version, details_blob),
-            json.dumps(public, sort_keys=True) if public else None,
-        )
+        details = json.dumps(public, sort_keys=True) if public else None
+        return self._write(s, action, request, engineer_id, key_generation, target, details, writes, leading)
 
     def append_server_event(self, s: Session, action: str, *, engineer_id: int, public: dict[str, int]) -> m.AuditEvent:
         """Append one event the server makes on its own (``SERVER_ACTIONS``: ``auth-refused``):
@@ -161,7 +180,7 @@ class ServerJournal:
         if action not in SERVER_ACTIONS:
             raise InvalidInput("not an event the server appends on its own")
         details = json.dumps(public, sort_keys=True)
-        return self._write(s, action, None, engineer_id, 0, (None, None, None, None), details)
+        return m.AuditEvent(**self._write(s, action, None, engineer_id, 0, (None, None, None, None), details))
 
     def _write(
         self,
@@ -172,9 +191,11 @@ class ServerJournal:
         key_generation: int,
         target: tuple[int | None, int | None, int | None, bytes | None],
         details_json: str | None,
-    ) -> m.AuditEvent:
-        """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any);
-        the row written, as a transient ``AuditEvent`` (module docstring: Core statements)."""
+        writes: list[Step] | None = None,
+        leading: Sequence[Step] = (),
+    ) -> dict[str, Any]:
+        """Lock the head, hash event n+1 in format 3, sign it, write it (``request`` kept, if any;
+        ``writes``: add the writes to it instead); the row's values (module docstring)."""
         client_id, secret_id, key_version, details_blob = target
         s.flush()  # what the unit added through the ORM (an enrolment's engineer) is written before its event
         conn = rows.connection(s)
@@ -182,14 +203,15 @@ class ServerJournal:
         if vault_id is None:
             vault_id = self.core.info(s).vault_id
         newest = self.seal.ring.newest
-        locked = rows.HEAD_FOR_UPDATE.all(conn, {})
+        # the lock, then (its own statement, in the same round trip) what was committed when it was granted
+        sent = [*leading, (rows.HEAD_FOR_UPDATE, {}), (_AFTER_LOCK, {"me": engineer_id, "version": newest.version})]
+        *_, locked, found = pipelined(conn, sent)
         if locked:
             head_seq, head_hash = int(locked[0][0]), bytes(locked[0][1])
         else:  # an empty chain: its head row is made here, locked by this unit's insert
             s.add(m.AuditHead(id=1, seq=0, hash=chain.GENESIS))
             s.flush()
             head_seq, head_hash = 0, chain.GENESIS
-        found = _AFTER_LOCK.all(conn, {"seq": head_seq if locked else -1, "me": engineer_id, "version": newest.version})
         after, status, generation, state, public = found[0]
         # the engineer as of the head lock: removed or re-keyed since the request was checked, no
         # event (an enrolment's engineer is not active yet: its unit holds their row's lock); the
@@ -247,6 +269,10 @@ class ServerJournal:
             "request_body": request.body if request is not None else None,
             "server_key_version": key.version,
         }
-        _ADD_EVENT.run(conn, values)
-        rows.MOVE_HEAD.run(conn, {"new_seq": seq, "new_hash": digest})
-        return m.AuditEvent(**values)
+        steps: list[Step] = [(_ADD_EVENT, values), (rows.MOVE_HEAD, {"new_seq": seq, "new_hash": digest})]
+        if writes is not None:
+            writes.extend(steps)
+        else:
+            for prepared, step in steps:
+                prepared.run(conn, step)
+        return values

@@ -70,6 +70,19 @@ class _Compiled:
             if p is not None
         )
 
+    def rows(self, fetched: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Fetched rows with the result processors SQLAlchemy would apply (times, booleans)."""
+        if not self.results:
+            return fetched
+        out = []
+        for r in fetched:
+            row = list(r)
+            for i, process in self.results:
+                if row[i] is not None:
+                    row[i] = process(row[i])
+            out.append(tuple(row))
+        return out
+
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         out = []
         for name in self.order:
@@ -106,17 +119,16 @@ class Prepared:
         compiled = self._compiled(conn)
         if compiled is None:
             return [tuple(r) for r in conn.execute(self.statement, dict(values or {}))]
-        rows: list[tuple[Any, ...]] = self._cursor(conn, compiled, compiled.parameters(values or {})).fetchall()
-        if not compiled.results:
-            return rows
-        out = []
-        for r in rows:
-            row = list(r)
-            for i, process in compiled.results:
-                if row[i] is not None:
-                    row[i] = process(row[i])
-            out.append(tuple(row))
-        return out
+        return compiled.rows(self._cursor(conn, compiled, compiled.parameters(values or {})).fetchall())
+
+    def returned(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute the statement: its rows if it returns any (a SELECT's, a RETURNING's), else []."""
+        compiled = self._compiled(conn)
+        if compiled is None:
+            result = conn.execute(self.statement, dict(values))
+            return [tuple(r) for r in result] if result.returns_rows else []
+        cursor = self._cursor(conn, compiled, compiled.parameters(values))
+        return compiled.rows(cursor.fetchall()) if cursor.description is not None else []
 
     def run(self, conn: Connection, values: Mapping[str, Any] | None = None) -> None:
         """Execute a statement that returns no rows."""
@@ -152,6 +164,47 @@ class Prepared:
         if compiled.named is None:
             return on_driver(conn, compiled.sql, cast(tuple[Any, ...], parameters))
         return _on_psycopg(conn, compiled.sql, cast(dict[str, Any], parameters))
+
+
+Step = tuple[Prepared, Mapping[str, Any]]
+
+
+def pipelined(conn: Connection, steps: Sequence[Step]) -> list[list[tuple[Any, ...]]]:
+    """Run ``steps`` in order, each a statement of its own, and return each one's rows ([] for
+    a statement that returns none).
+
+    On psycopg they travel in one round trip (psycopg's pipeline mode): the server still runs
+    them one after another, each with its own snapshot under read committed, so a step reads
+    what the steps before it wrote and what was committed before it began, as it would one
+    round trip each; no step's values may depend on an earlier step's rows. A step that fails
+    fails the rest, and the unit of work rolls back, as it would. The commit stays the unit's:
+    its listeners, its error handling and its rollback are those of every unit. Elsewhere
+    (SQLite, other dialects), and for a single step, each step runs as ``returned`` would."""
+    compiled = [prepared._compiled(conn) for prepared, _ in steps]
+    if len(steps) < 2 or any(c is None or c.named is None for c in compiled):
+        return [prepared.returned(conn, values) for prepared, values in steps]
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursors: list[Any] = []
+    sql, parameters = "", cast(dict[str, Any], {})
+    try:
+        with driver.pipeline():
+            for (_, values), one in zip(steps, compiled, strict=True):
+                assert one is not None
+                sql, parameters = one.sql, cast(dict[str, Any], one.parameters(values))
+                cursor = driver.cursor()
+                for listener in conn.dispatch.before_cursor_execute:
+                    listener(conn, cursor, sql, parameters, None, False)
+                cursor.execute(sql, parameters)
+                cursors.append(cursor)
+    except dbapi_error as error:  # a step's, raised when the pipeline was sent
+        conn._handle_dbapi_exception(error, sql, parameters, None, None)
+    return [
+        one.rows(cursor.fetchall()) if cursor.description is not None else []
+        for one, cursor in zip(compiled, cursors, strict=True)
+        if one is not None
+    ]
 
 
 def _on_psycopg(conn: Connection, sql: str, parameters: dict[str, Any]) -> Any:
