@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from vault.errors import InvalidInput
+from vault.errors import ConfigurationError, InvalidInput
 
 from .context import AppContext, pass_app, read_passphrase_file, read_private_file
 from .errors import CommandFailed
@@ -365,6 +365,12 @@ def backup_restore(
       credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --admin alice
       credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --shares-file -
     """
+    if app.server_url() is not None:  # it writes a whole database: where the database is, never through a server
+        raise ConfigurationError(
+            "a restore is a host operation: it is not served through a team server",
+            hint="run `credvault --db URL backup restore FILE --keys KEYS` on a new, empty database on the server's "
+            "host, then serve it with the key file",
+        )
     if share_in_argv:
         raise InvalidInput(
             "recovery shares are not taken on the command line (ps and shell history would show them)",

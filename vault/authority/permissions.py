@@ -171,6 +171,9 @@ KEYHOLDER_REQUESTS["purge"].update(dict.fromkeys(("subject_search", "subject_dra
 # The vault settings through the team server: the settings' keyholder's own read and change (the
 # Vault's nouns are ``keys.set_retention`` / ``set_cryptoperiod``): server/settings_routes.py
 KEYHOLDER_REQUESTS["settings"] = {"get": ENGINEER, "set": ADMIN}
+# An admin's backup through the team server: the backup keys' context its keyholder verifies first
+# (server/backup_routes.py; the create is the noun's ``backups.create``).
+KEYHOLDER_REQUESTS["backups"] = {"context": ADMIN}
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

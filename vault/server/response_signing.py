@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.signing_keys import ActiveSigningKey
 from vault.wire import httpsig_response
+from vault.wire.backupstream import MEDIA_TYPE as STREAMED
 
 _REPLACED = {b"content-digest", b"signature-input", b"signature"}
 
@@ -58,11 +59,21 @@ class ResponseSigner:
             return
         start: Message | None = None
         chunks: list[bytes] = []
+        streamed = False
 
         async def signed(message: Message) -> None:
-            nonlocal start
+            nonlocal start, streamed
             if message["type"] == "http.response.start":
+                streamed = (b"content-type", STREAMED.encode("ascii")) in [
+                    (name.lower(), value) for name, value in message.get("headers", [])
+                ]
+                if streamed:  # a stream of lines signs its own end line (wire/backupstream.py): not buffered
+                    await send(message)
+                    return
                 start = message
+                return
+            if streamed:
+                await send(message)
                 return
             if message["type"] != "http.response.body" or start is None:
                 await send(message)

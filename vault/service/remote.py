@@ -62,6 +62,7 @@ from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_admin2 import ClientSlugs, RemoteInvitations, RemotePolicyWrites, RemotePurge, RemoteSettings
 from vault.service.remote_audit import RemoteAudit
+from vault.service.remote_backups import RemoteBackups
 from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served, reported
 from vault.service.remote_passphrase import RemotePassphrase
@@ -427,6 +428,7 @@ class RemoteVault:
         self.reports = RemoteReports(keys, self.https, self.clients.keyholder, self.audit, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
         self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
+        self.backups = RemoteBackups(keys, self.https, clock)  # an admin's backup, streamed (restore: the host's)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server

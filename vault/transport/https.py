@@ -179,6 +179,7 @@ READS_RETRIED = frozenset(
 # A page of the audit log (``service/remote_audit.PAGE_EVENTS`` events, each keeping a request body
 # of at most 16 KiB, eventrequest.KEPT_BODY_MAX) and the chain's signers (authority/audit_signers.py).
 RESPONSE_LIMITS = {
+    "backups.context": 64 * 1024 * 1024,  # every client's backup key and signed client-key records (about 1 KiB each)
     "secrets.list_page": 1024 * 1024,
     "purge.secret_draft": 1024 * 1024,  # every version's wrapped data key and the current metadata
     # a page of a subject's search (about 1 MiB of blobs, more for one large client) and a client's draft
