@@ -295,15 +295,25 @@ def backup() -> None:
 def backup_create(app: AppContext, file: Path) -> None:
     """Write a consistent, encrypted copy of the vault to FILE (admin).
 
+    Through a team server (--server) the server streams the rows as stored and this machine
+    checks and seals them; the file is the same as one made on the server's host.
+
     \b
     Example:
       credvault backup create vault-2026-11-24.cvbk
+      credvault --server https://vault.example.net:8443 backup create vault-2026-11-24.cvbk
     """
     if file.exists():
         raise CommandFailed(f"{file} already exists", hint="choose a new file name")
+    served = app.server_url() is not None
     info = app.session_vault().backups.create(file)
     click.echo(f"Wrote {file}: {info.clients} client(s), {info.secrets} secret(s), audit head {info.audit_head}.")
-    click.echo("It needs a key export to restore: `credvault backup export-keys FILE` (keep it apart).", err=True)
+    where = (
+        "`credvault --db URL --server-key FILE backup export-keys FILE` on the server's host"
+        if served
+        else "`credvault backup export-keys FILE`"
+    )
+    click.echo(f"It needs a key export to restore: {where} (keep it apart).", err=True)
 
 
 @backup.command("export-keys")
