@@ -30,6 +30,7 @@ from test_layered_backup import Backed, checkout_through, restored, server_rows
 from vault.authority.backup_requests import CREATE, BackupCommit, BackupRequest, NewBackupKeys
 from vault.authority.requests import Caller
 from vault.crypto.labels import LABEL_SIG_BACKUP_STREAM
+from vault.crypto.serverkey import ServerSigningKey
 from vault.errors import AccessDenied, AlreadyExists, ConcurrentChange, ConfigurationError, UntrustedRecord
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
@@ -167,20 +168,30 @@ class _Server(httpx.BaseTransport):
         return httpx.Response(200, headers=response.headers, stream=_Stream(changed))
 
 
-def _resigned(team: ServedTeam, vault_id: bytes) -> Callable[[list[bytes], bytes], list[bytes]]:
-    """A compromised server (its own key in hand) that leaves the last client's section out and signs the rest."""
+def _resigned(
+    key: ServerSigningKey, vault_id: bytes, change_lines: Callable[[list[bytes]], list[bytes]]
+) -> Callable[[list[bytes], bytes], list[bytes]]:
+    """A stream changed by ``change_lines``, its end line made again and signed by ``key`` (the server's
+    own: a compromised server; another: a man in the middle)."""
 
     def change(lines: list[bytes], request_id: bytes) -> list[bytes]:
-        body = lines[:-1]
-        client_lines = [i for i, line in enumerate(body) if json.loads(line).get("section") == "client"]
-        del body[client_lines[-1]]
+        body = change_lines(lines[:-1])
         seq = json.loads(body[0])["backup"]["seq"]
         digest = hashlib.sha256(b"".join(body)).digest()
         fields = backupstream.stream_fields(vault_id, request_id, seq, len(body), digest)
-        signature = team.server_key.key.sign(LABEL_SIG_BACKUP_STREAM, *fields)
-        return [*body, backupstream.end_line(len(body), digest, team.server_key.version, signature)]
+        signature = key.key.sign(LABEL_SIG_BACKUP_STREAM, *fields)
+        return [*body, backupstream.end_line(len(body), digest, key.version, signature)]
 
     return change
+
+
+def _without_last_client(lines: list[bytes]) -> list[bytes]:
+    at = [i for i, line in enumerate(lines) if json.loads(line).get("section") == "client"][-1]
+    return [*lines[:at], *lines[at + 1 :]]
+
+
+def _client_flipped(lines: list[bytes]) -> list[bytes]:
+    return _flip([*lines, b""], b"")[:-1]
 
 
 def _flip(lines: list[bytes], _: bytes) -> list[bytes]:
@@ -200,6 +211,7 @@ def _flip(lines: list[bytes], _: bytes) -> list[bytes]:
         ("a line changed", "does not match its end line"),
         ("lines swapped", "does not match its end line|out of order|not whole"),
         ("re-signed without a client", "left clients out"),
+        ("a line changed, signed by another key", "signature"),
     ],
 )
 def test_a_compromised_servers_stream_is_refused_and_no_file_is_left(
@@ -212,7 +224,8 @@ def test_a_compromised_servers_stream_is_refused_and_no_file_is_left(
         "cut mid-line": lambda lines, _: [*lines[:-2], lines[-2][: len(lines[-2]) // 2]],
         "a line changed": _flip,
         "lines swapped": lambda lines, _: [lines[0], lines[2], lines[1], *lines[3:]],
-        "re-signed without a client": _resigned(team, vault_id),
+        "re-signed without a client": _resigned(team.server_key, vault_id, _without_last_client),
+        "a line changed, signed by another key": _resigned(ServerSigningKey.generate(1), vault_id, _client_flipped),
     }[name]
     mine = _remote_admin(team, lambda inner: _Server(inner, change))
     folder = served_vault.folder
