@@ -60,6 +60,7 @@ def _echo_receipt(receipt: object, as_json: bool) -> None:
             ("counts", ", ".join(f"{k}={v}" for k, v in sorted(receipt.counts.items()))),
             ("destroyed key fingerprints", " ".join(receipt.fingerprints) or "-"),
             ("audit event", receipt.event_seq),
+            *([("vacuum", receipt.scrubbed)] if receipt.scrubbed else []),
         ]
     )
 

@@ -168,6 +168,8 @@ KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
 KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN, "secret_draft": ADMIN}  # server/purge_routes.py
 # A data subject's search pages, and per client its purge's draft and commit (the noun's ``subjects.purge``).
 KEYHOLDER_REQUESTS["purge"].update(dict.fromkeys(("subject_search", "subject_draft", "subject"), ADMIN))
+# ``--vacuum`` on a purge through the server: the vacuum its host runs after the commit (authority/purge_vacuum.py).
+KEYHOLDER_REQUESTS["purge"]["vacuum"] = ADMIN
 # The vault settings through the team server: the settings' keyholder's own read and change (the
 # Vault's nouns are ``keys.set_retention`` / ``set_cryptoperiod``): server/settings_routes.py
 KEYHOLDER_REQUESTS["settings"] = {"get": ENGINEER, "set": ADMIN}

@@ -147,7 +147,7 @@ def _loopback(host: str) -> bool:
 
 # Operations whose one unit of work may outlast the client's read timeout: a root rotation's commit
 # re-seals every client's key versions in one unit (about 1 ms a client on the suite's machine).
-READ_TIMEOUTS = {"keys.rotate_root": 600.0}
+READ_TIMEOUTS = {"keys.rotate_root": 600.0, "purge.vacuum": 3600.0}  # VACUUM FULL rewrites the purged tables
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
 # check-in, break or secrets' commit from its committed events (one event per request id and
 # action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).

@@ -55,6 +55,7 @@ from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import purge_secret_values as ps
 from vault.authority import purge_subject_values as pj
+from vault.authority import purge_vacuum as pv
 from vault.authority import rekey_draft_values as rk
 from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
@@ -168,6 +169,8 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     # ``backups.create`` answers a stream of lines (``STREAMED``, wire/backupstream.py), not an envelope
     ("backups.context", bk.BackupRequest, bk.BackupContext),
     ("backups.create", bk.BackupCommit, bk.BackupRecorded),
+    # ``--vacuum`` on a purge: run on the server's host once the purge committed (authority/purge_vacuum.py)
+    ("purge.vacuum", pv.VacuumRequest, pv.VacuumDone),
 )
 # Routes whose answer is ``application/x-ndjson`` lines (their registered response names what the
 # header line says); the end line carries the server's own signature (wire/backupstream.py).
