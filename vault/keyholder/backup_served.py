@@ -92,7 +92,9 @@ class _Received:
         elif self.finished:
             raise UntrustedRecord("the server's backup stream goes on after its counters")
         elif "section" in document:
-            self._section(backupstream.section_of(document))
+            section = backupstream.section_of(document)
+            del document  # one copy of the section's rows while it is sealed
+            self._section(section)
         elif "counters" in document and self.pending_global is not None:
             self.seal.finish(self.pending_global, backupstream.counters_of(document))
             self.finished = True
@@ -166,6 +168,7 @@ class ServedBackupKeyholder:
                 with self.transport.create(commit, request_id) as lines:
                     for raw in lines:
                         received.line(raw, self.transport)
+                        del raw
                 if not received.ended:
                     raise UntrustedRecord(CUT_SHORT, hint="run `credvault backup create` again")
             _publish(part, path)

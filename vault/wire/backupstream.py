@@ -1,4 +1,4 @@
-"""The answer of ``backups.create``: a backup's rows as a stream of JSON lines (docs/format.md §11.3).
+"""The answer of ``backups.create``: a backup's rows as a stream of JSON lines (docs/format.md §11.1).
 
 A backup is gigabytes for a large vault, so its answer is not an envelope but
 ``application/x-ndjson``, written a section at a time by the server and read a line at a time

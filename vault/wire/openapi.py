@@ -157,7 +157,7 @@ def document(version: str) -> dict[str, Any]:
 
 
 def _streamed(operation: str) -> dict[str, Any]:
-    """A streamed answer: JSON lines whose last one is signed by the server key (docs/format.md §11.3)."""
+    """A streamed answer: JSON lines whose last one is signed by the server key (docs/format.md §11.1)."""
     return {
         "description": f"{operation}: JSON lines (a header, sections, counters), the end line signed by the server key",
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
