@@ -95,9 +95,11 @@ def _lines(response: httpx.Response) -> Iterator[bytes]:
             search = len(pending)
             pending += chunk
             while (end := pending.find(b"\n", search)) >= 0:
-                yield bytes(pending[: end + 1])
-                del pending[: end + 1]
+                line = bytes(pending[: end + 1])
+                del pending[: end + 1]  # before the yield: one copy of a line while it is checked and sealed
                 search = 0
+                yield line
+                del line
             if len(pending) > MAX_LINE:
                 raise UntrustedRecord("the server's backup stream has a line longer than any section")
     except httpx.HTTPError:
