@@ -252,6 +252,14 @@ def test_an_engineer_asking_for_a_backup_is_refused_before_any_row_is_read(serve
         bob.backups.keyholder.transport.create(commit, os.urandom(16)),
     ):
         pass
+    admin = served_vault.admin.keyholder.me()  # the admin's request, signed by bob: not the signer's
+    as_admin = BackupRequest(CREATE, Caller(admin.engineer_id, admin.key_generation), me.org_signing_public)
+    with pytest.raises(AccessDenied):
+        bob.backups.keyholder.transport.context(as_admin)
+    with pytest.raises(AccessDenied), bob.backups.keyholder.transport.create(
+        BackupCommit(as_admin, NewBackupKeys(None, ()), ()), os.urandom(16)
+    ):
+        pass
     assert len(_events(team, CREATE)) == before and _left(folder) == []
 
 

@@ -11,7 +11,8 @@ application/json`` (415), the body within the route's limit (413, ``limits.BodyL
 the signature (401, ``authentication.Authenticator``: the digest of the bytes received
 before anything parses them), the envelope (400: strict canonical JSON whose ``type`` names
 this route), the handler. Its answer is the canonical envelope ``<noun>.<operation>.response``
-with the request's ``request_id``. Middleware, outermost first: the access log (and the
+with the request's ``request_id`` (or, for ``backups.create``, a stream of lines: ``StreamedAnswer``,
+``server/backup_routes.py``). Middleware, outermost first: the access log (and the
 request id), the response signer (with a server key: every answer to a signed POST is signed,
 ``response_signing``), the catch-all (500 ``internal``: the log names the class only), the
 body limit.

@@ -13,7 +13,10 @@ With a key file's ring (a rotation under way) the key is the server's current ch
 (``signing_keys.ActiveSigningKey``), read again in the thread pool when it is older than a second.
 
 It sits inside the access log and outside the catch-all, so that the catch-all's 500 and
-the body limit's 413 are signed too.
+the body limit's 413 are signed too. A streamed answer (``application/x-ndjson``: a backup's rows,
+``server/backup_routes.py``) is passed through unbuffered and unsigned here: buffering it would
+hold the whole backup, and its own end line carries the server's signature over every line before
+it (``wire/backupstream.py``); a refusal before the stream is problem+json and signed as above.
 """
 
 from __future__ import annotations

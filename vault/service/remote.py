@@ -14,7 +14,8 @@ signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphr
 ``engineers.change_passphrase`` (``remote_passphrase.py``), and an admin's ``grants.grant``,
 ``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
 ``policies.set``, ``purge.client`` with its receipt, ``purge.verify_receipt`` and
-``engineers.invite`` (``remote_admin2.py``).
+``engineers.invite`` (``remote_admin2.py``), ``backups.create`` (an admin's backup streamed by the server
+and sealed here: ``remote_backups.py``) and ``--vacuum`` on a purge (run on the server's host).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
