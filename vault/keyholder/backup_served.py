@@ -126,6 +126,8 @@ class _Received:
         """The backup's own event (``seq``) is in its audit log, and is this request's ``backup-create``."""
         [events] = section.tables
         columns = events.columns
+        if "action" not in columns:  # ``seq`` is there: the seal checked the log's order by it
+            raise UntrustedRecord("the backup's audit events have no action")
         for row in events.rows:
             if row[columns.index("seq")] == self.seq:
                 if row[columns.index("action")] != CREATE:
