@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from vault.errors import InvalidInput
+from vault.errors import ConfigurationError, InvalidInput
 
 from .context import AppContext, pass_app, read_passphrase_file, read_private_file
 from .errors import CommandFailed
@@ -60,6 +60,7 @@ def _echo_receipt(receipt: object, as_json: bool) -> None:
             ("counts", ", ".join(f"{k}={v}" for k, v in sorted(receipt.counts.items()))),
             ("destroyed key fingerprints", " ".join(receipt.fingerprints) or "-"),
             ("audit event", receipt.event_seq),
+            *([("vacuum", receipt.scrubbed)] if receipt.scrubbed else []),
         ]
     )
 
@@ -295,15 +296,25 @@ def backup() -> None:
 def backup_create(app: AppContext, file: Path) -> None:
     """Write a consistent, encrypted copy of the vault to FILE (admin).
 
+    Through a team server (--server) the server streams the rows as stored and this machine
+    checks and seals them; the file is the same as one made on the server's host.
+
     \b
     Example:
       credvault backup create vault-2026-11-24.cvbk
+      credvault --server https://vault.example.net:8443 backup create vault-2026-11-24.cvbk
     """
     if file.exists():
         raise CommandFailed(f"{file} already exists", hint="choose a new file name")
+    served = app.server_url() is not None
     info = app.session_vault().backups.create(file)
     click.echo(f"Wrote {file}: {info.clients} client(s), {info.secrets} secret(s), audit head {info.audit_head}.")
-    click.echo("It needs a key export to restore: `credvault backup export-keys FILE` (keep it apart).", err=True)
+    where = (
+        "`credvault --db URL --server-key FILE backup export-keys FILE` on the server's host"
+        if served
+        else "`credvault backup export-keys FILE`"
+    )
+    click.echo(f"It needs a key export to restore: {where} (keep it apart).", err=True)
 
 
 @backup.command("export-keys")
@@ -365,6 +376,12 @@ def backup_restore(
       credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --admin alice
       credvault --db sqlite:///restored.db backup restore vault.cvbk --keys backup-keys.json --shares-file -
     """
+    if app.server_url() is not None:  # it writes a whole database: where the database is, never through a server
+        raise ConfigurationError(
+            "a restore is a host operation: it is not served through a team server",
+            hint="run `credvault --db URL backup restore FILE --keys KEYS` on a new, empty database on the server's "
+            "host, then serve it with the key file",
+        )
     if share_in_argv:
         raise InvalidInput(
             "recovery shares are not taken on the command line (ps and shell history would show them)",

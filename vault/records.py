@@ -270,6 +270,7 @@ class ReceiptInfo(_Record):
     admin: str
     purged_at: dt.datetime
     event_seq: int
+    scrubbed: str | None = None  # with ``--vacuum``: what the database's host ran once the purge committed
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,44 @@ def test_a_refused_subject_report_is_not_logged(ready_or_served: Workspace, tmp_
 # -- backups ------------------------------------------------------------------------------------------
 
 
+def test_backup_create_through_the_server_is_a_backup_the_host_restores(
+    ready_or_served: Workspace, tmp_path: Path
+) -> None:
+    """`backup create` by an admin with no database (the server streams, this machine seals and checks),
+    or on the host in the embedded mode; its file restores as any backup. An engineer is refused and
+    no file is left; restore and key export through the server say they are the host's."""
+    ws = ready_or_served
+    served = bool(getattr(ws, "served", False))
+    backup, keys = tmp_path / "vault.cvbk", tmp_path / "keys.json"
+    made = ok(ws.admin("backup", "create", str(backup)))
+    assert "1 client(s)" in made.stdout
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert FW_PASSWORD.encode() not in backup.read_bytes() and b"netadmin" not in backup.read_bytes()
+    assert_clean_error(ws.admin("backup", "create", str(backup)))  # never overwritten
+    assert_clean_error(ws.as_engineer(ENGINEER, "backup", "create", str(tmp_path / "alice.cvbk")))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".cvbk", ".part")) == ["vault.cvbk"]
+    if served:
+        refused = ws.admin("backup", "export-keys", str(keys))
+        assert_clean_error(refused)
+        assert "server's host" in refused.stderr and not keys.exists()
+        ok(ws.host("backup", "export-keys", str(keys)))  # where the key file is
+        restore = ws.admin("backup", "restore", str(backup), "--keys", str(keys), "--admin", ADMIN)
+        assert_clean_error(restore)
+        assert "host operation" in restore.stderr and "--db" in restore.stderr
+    else:
+        ok(ws.admin("backup", "export-keys", str(keys)))
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    restore_args = ("backup", "restore", str(backup), "--keys", str(keys), "--admin", ADMIN)
+    restored = ok(run("--db", target, "--passphrase-file", ws.passfiles[ADMIN], *restore_args))
+    assert "Restored 1 client(s) and 1 secret(s)" in restored.stdout
+    copy = _open(target, ws)
+    try:
+        assert copy.audit.verify().ok
+        assert "backup-create" in [e.action for e in copy.audit.log()]
+    finally:
+        copy.close()
+
+
 def test_backup_create_export_keys_and_restore_round_trip(ready_or_served: Workspace, tmp_path: Path) -> None:
     ready = ready_or_served
     only_local(ready, "not served yet: backups")

@@ -34,6 +34,13 @@ def admin_joined(keyed: Keyed, tmp_path: Path) -> str:
     return admin
 
 
+def assert_vacuumed(receipt: dict[str, object]) -> None:
+    """The receipt says the server's host vacuumed its database once the purge committed."""
+    said = str(receipt["scrubbed"])
+    assert said.startswith("on the server's host: ")
+    assert "file vacuumed" in said or "VACUUM FULL run on the purged tables" in said
+
+
 def test_an_admin_sets_a_policy_through_the_server(keyed: Keyed, tmp_path: Path) -> None:
     admin_joined(keyed, tmp_path)
     before = len(events(keyed.served))
@@ -64,10 +71,10 @@ def test_an_admin_purges_a_client_through_the_server_and_anyone_checks_the_recei
     admin_joined(keyed, tmp_path)
     ok(run("client", "add", "cli-gone", "--name", "CLI Gone Ltd"))
     before = len(events(keyed.served))
-    refused(run("purge", "client", "cli-gone", "--request", "DSR-7", "--yes", "--vacuum"), "not served")
-    purged = ok(run("purge", "client", "cli-gone", "--request", "DSR-7", "--yes", "--json"))
+    purged = ok(run("purge", "client", "cli-gone", "--request", "DSR-7", "--yes", "--vacuum", "--json"))
     receipt = json.loads(purged.stdout)
     assert (receipt["kind"], receipt["request"]) == ("client", "DSR-7")
+    assert_vacuumed(receipt)
     assert f"Receipt #{receipt['id']} verifies" in ok(run("receipts", "verify", str(receipt["id"]))).output
     refused(run("purge", "client", "cli-gone", "--request", "DSR-8", "--yes"), "no client")
     added = [(e.action, e.request_id is not None) for e in events(keyed.served)[before:]]
@@ -148,9 +155,9 @@ def test_an_admin_purges_a_secret_through_the_server(keyed: Keyed, tmp_path: Pat
     admin_joined(keyed, tmp_path)
     ok(run("secret", "add", "acme/cli-old", "--generate", "--kind", "equipment"))
     before = len(events(keyed.served))
-    refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--vacuum"), "not served")
-    purged = ok(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--json"))
-    receipt = json.loads(purged.stdout)
+    purged = ok(run("purge", "secret", "acme/cli-old", "--request", "DSR-12", "--yes", "--vacuum"))
+    assert re.search(r"vacuum:\s+on the server's host: (sqlite|postgresql)", purged.stdout), purged.stdout
+    receipt = json.loads(ok(run("receipts", "--json")).stdout)[-1]
     assert (receipt["kind"], receipt["request"], len(receipt["fingerprints"])) == ("secret", "DSR-12", 1)
     refused(run("purge", "secret", "acme/cli-old", "--request", "DSR-13", "--yes"), "no secret")
     actions = [e.action for e in events(keyed.served)[before:]]
@@ -171,10 +178,12 @@ def test_an_admin_finds_and_purges_a_subject_through_the_server(keyed: Keyed, tm
     assert sorted((x["client"], x["secret"], x["field"]) for x in found) == [
         ("acme", "cli-person", "username"), ("excl", "cli-person", "username"),
     ]  # fmt: skip
-    refused(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--vacuum"), "not served")
     before = len(events(keyed.served))
-    purged = json.loads(ok(run("purge", "subject", person, "--request", "DSR-14", "--yes", "--json")).stdout)
+    subject = ("purge", "subject", person, "--request", "DSR-14", "--yes")
+    purged = json.loads(ok(run(*subject, "--vacuum", "--json")).stdout)
     assert [(r["kind"], r["request"], len(r["fingerprints"])) for r in purged] == [("subject", "DSR-14", 1)] * 2
+    assert purged[0]["scrubbed"] is None  # the host vacuums once, after the last client's purge committed
+    assert_vacuumed(purged[-1])
     actions = [e.action for e in events(keyed.served)[before:]]
     assert actions[-2:] == ["purge-subject"] * 2 and set(actions[:-2]) == {"subject-search"}
     refused(run("purge", "subject", person, "--request", "DSR-15", "--yes"), "no secret matches")

@@ -100,7 +100,7 @@ def test_another_media_type_is_415(served: Served) -> None:
     assert_problem(response, 415, "InvalidInput", "unsupported-media-type")
 
 
-@pytest.mark.parametrize("path", ["/v1/subjects/find", "/v1/backups/create", "/v1/nouns/x", "/v2/engineers/whoami"])
+@pytest.mark.parametrize("path", ["/v1/subjects/find", "/v1/backups/restore", "/v1/nouns/x", "/v2/engineers/whoami"])
 def test_an_unknown_route_is_404(served: Served, path: str) -> None:
     response = signed_post(served, path, envelope_text(), served.alice)
     assert_problem(response, 404, "NotFound", "no-route")

@@ -113,7 +113,7 @@ def test_the_record_keeps_the_signed_headers_and_route_on_three_lines() -> None:
     assert lines.signature_input.startswith('cv=("@method"') and lines.signature.startswith("cv=:")
     assert r.digest == hashlib.sha256(r.body or b"").digest() and "kept_body=True" in repr(r)
     assert operation_of("/v1/checkouts/checkout") == "checkouts.checkout"
-    assert operation_of("/v1/backups/create") is None and operation_of("/v2/checkouts/checkout") is None
+    assert operation_of("/v1/backups/restore") is None and operation_of("/v2/checkouts/checkout") is None
 
 
 def test_a_body_larger_than_kept_is_recorded_as_its_digest() -> None:

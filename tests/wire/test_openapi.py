@@ -24,7 +24,7 @@ from vault.authority.access_report_values import ACCESS, AccessReportRequest
 from vault.authority.permissions import KEYHOLDER_REQUESTS, OPERATIONS
 from vault.authority.requests import Caller
 from vault.wire import codec, openapi
-from vault.wire.routes import ROUTES
+from vault.wire.routes import ROUTES, STREAMED
 
 DOC = openapi.document(__version__)
 CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -59,13 +59,18 @@ def test_every_route_is_documented_with_the_role_it_needs() -> None:
 @pytest.mark.parametrize(("name", "request_cls", "response_cls"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_what_the_codec_writes_is_valid_under_the_document(name: str, request_cls: Any, response_cls: Any) -> None:
     path = "/v1/" + name.replace(".", "/")
-    requests, answers = _validator(path, "request"), _validator(path, "response")
+    if name in STREAMED:  # its answer is JSON lines (wire/backupstream.py), not an envelope
+        assert set(DOC["paths"][path]["post"]["responses"]["200"]["content"]) == {"application/x-ndjson"}
+    requests = _validator(path, "request")
+    answers = requests if name in STREAMED else _validator(path, "response")
 
     @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(strategy(request_cls), strategy(response_cls))
     def check(request: Any, response: Any) -> None:
         rid = secrets.token_bytes(codec.REQUEST_ID_BYTES)
         requests.validate(json.loads(codec.envelope(name, request, rid)))
+        if name in STREAMED:
+            return
         answers.validate(json.loads(codec.envelope(f"{name}.response", response, rid)))
 
     check()

@@ -187,3 +187,36 @@ class RestorePlan:
 
     def __repr__(self) -> str:
         return "RestorePlan()"
+
+
+# -- through the team server (authority/backup_served.py) ------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class BackupCommit:
+    """An admin's ``backups.create`` through the server: the request, the backup keys their
+    keyholder made for rows that had none (ciphertext only), and the clients it opened keys for."""
+
+    request: BackupRequest
+    new_keys: NewBackupKeys
+    client_ids: tuple[int, ...]  # the clients of the context the keyholder verified, in order
+
+    @property
+    def caller(self) -> Caller:
+        """The request's caller (what ``audit verify`` compares with the event's engineer)."""
+        return self.request.caller
+
+    @property
+    def action(self) -> str:
+        return self.request.action
+
+    def __repr__(self) -> str:
+        return f"BackupCommit({self.new_keys!r})"
+
+
+@dataclass(frozen=True)
+class BackupRecorded:
+    """The committed ``backup-create`` event: its seq and the number of clients of its context."""
+
+    seq: int
+    clients: int

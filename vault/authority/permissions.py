@@ -168,9 +168,14 @@ KEYHOLDER_REQUESTS["policies"] = {"set_draft": ADMIN}  # server/policy_routes.py
 KEYHOLDER_REQUESTS["purge"] = {"client_draft": ADMIN, "secret_draft": ADMIN}  # server/purge_routes.py
 # A data subject's search pages, and per client its purge's draft and commit (the noun's ``subjects.purge``).
 KEYHOLDER_REQUESTS["purge"].update(dict.fromkeys(("subject_search", "subject_draft", "subject"), ADMIN))
+# ``--vacuum`` on a purge through the server: the vacuum its host runs after the commit (authority/purge_vacuum.py).
+KEYHOLDER_REQUESTS["purge"]["vacuum"] = ADMIN
 # The vault settings through the team server: the settings' keyholder's own read and change (the
 # Vault's nouns are ``keys.set_retention`` / ``set_cryptoperiod``): server/settings_routes.py
 KEYHOLDER_REQUESTS["settings"] = {"get": ENGINEER, "set": ADMIN}
+# An admin's backup through the team server: the backup keys' context its keyholder verifies first
+# (server/backup_routes.py; the create is the noun's ``backups.create``).
+KEYHOLDER_REQUESTS["backups"] = {"context": ADMIN}
 
 # Public methods of a noun that are not operations: other nouns call them inside a unit of
 # work of their own (an engineer's removal runs the rotations and the at-risk report it needs).

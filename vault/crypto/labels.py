@@ -41,6 +41,9 @@ LABEL_BACKUP_SECTION = b"credvault/v1/backup-section"
 LABEL_BACKUP_KEYS = b"credvault/v1/backup-keys"
 LABEL_BACKUP_VAULT_KEY = b"credvault/v1/backup-vault-key"
 LABEL_BACKUP_SERVER_KEYS = b"credvault/v1/backup-server-keys"  # the server master keys in a key export
+# The end line of a backup streamed by the team server (docs/format.md §11.1): its server key's
+# signature over the vault, the request, the event, the line count and the digest of the lines.
+LABEL_SIG_BACKUP_STREAM = b"credvault/v1/sig/backup-stream"
 LABEL_SIG_POLICY = b"credvault/v1/sig/client-policy"
 LABEL_SIG_SETTINGS = b"credvault/v1/sig/vault-settings"
 LABEL_SIG_ORG_KEY = b"credvault/v1/sig/org-key"

@@ -11,7 +11,8 @@ application/json`` (415), the body within the route's limit (413, ``limits.BodyL
 the signature (401, ``authentication.Authenticator``: the digest of the bytes received
 before anything parses them), the envelope (400: strict canonical JSON whose ``type`` names
 this route), the handler. Its answer is the canonical envelope ``<noun>.<operation>.response``
-with the request's ``request_id``. Middleware, outermost first: the access log (and the
+with the request's ``request_id`` (or, for ``backups.create``, a stream of lines: ``StreamedAnswer``,
+``server/backup_routes.py``). Middleware, outermost first: the access log (and the
 request id), the response signer (with a server key: every answer to a signed POST is signed,
 ``response_signing``), the catch-all (500 ``internal``: the log names the class only), the
 body limit.
@@ -34,11 +35,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vault.authority.answer_refusals import AnswerRefusals
+from vault.authority.backup_served import ServedBackupAuthority
 from vault.authority.checkins import CheckinAuthority
 from vault.authority.checkout_context import ContextAuthority
 from vault.authority.checkout_list import CheckoutListAuthority
@@ -52,6 +54,7 @@ from vault.server.access_routes import AccessRoutes
 from vault.server.accesslog import AccessLog, outcome_of
 from vault.server.auth_refusals import AuthRefusals
 from vault.server.authentication import KEYID, Authenticator, PinnedOrganisation
+from vault.server.backup_routes import BackupRoutes, StreamedAnswer
 from vault.server.chain_routes import ChainRoutes
 from vault.server.checks import ServerChecks
 from vault.server.client_routes import ClientRoutes
@@ -152,6 +155,8 @@ def build_app(
         settings_routes(store, checks, checkouts.seal).add_to(operations)  # the settings, an admin's change
         engineer_write_routes(store, checks, checkouts.seal).add_to(operations)  # a re-key, a removal
         root_routes(store, checks, checkouts.seal).add_to(operations)  # an admin's root rotation
+        backups = ServedBackupAuthority(store, secret_checks, now)  # an admin's backup, streamed
+        BackupRoutes(backups, checkouts.seal).add_to(operations)
         enrolment = EnrolmentRoutes(store, authenticator, checks, checkouts.seal, now)
         operations.add(DRAFT, _invited, invited=True)
         operations.add(COMMIT, _invited, invited=True, writes=True)
@@ -292,15 +297,19 @@ class _Endpoints:
         body = await request.body()
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
         data = await run_in_threadpool(self._answer, found, request.scope["path"], headers, body, request.scope)
+        if isinstance(data, StreamedAnswer):  # a backup's lines, sent as they are read (backup_routes.py)
+            return StreamingResponse(data.chunks(), 200, media_type=data.media_type)
         return Response(data, 200, media_type=JSON)
 
-    def _answer(self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope) -> bytes:
+    def _answer(
+        self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope
+    ) -> bytes | StreamedAnswer:
         with self.store.request():  # one pooled connection (one pre-ping) for the request's units of work
             return self._answer_held(found, path, headers, body, scope)
 
     def _answer_held(
         self, found: Operation, path: str, headers: list[tuple[str, str]], body: bytes, scope: Scope
-    ) -> bytes:
+    ) -> bytes | StreamedAnswer:
         address, engineer_id = self.guard.before(scope, headers)
         if found.invited:  # an enrolment: the code authenticates it; a refusal counts for the address only
             self.guard.engineer(engineer_id, address, None)
@@ -323,6 +332,8 @@ class _Endpoints:
         except Unauthenticated as refusal:  # a write's nonce is checked in its own unit: a replay is refused there
             self.guard.failed(address, None if str(refusal) == UNKNOWN_KEY else engineer_id)
             raise
+        if isinstance(value, StreamedAnswer):
+            return value
         return codec.envelope(f"{found.name}.response", value, envelope.request_id)
 
 

@@ -21,6 +21,9 @@ A data subject's search and purge (``authority/purge_subject_drafts.py``): ``pur
 is a write per page, its ``subject-search`` event committed before the layer comes off the data keys
 the page answers (those only); ``purge.subject_draft`` reserves a client's receipt and releases
 nothing; ``purge.subject`` deletes that client's matching secrets and appends ``purge-subject``.
+
+``purge.vacuum`` (an admin's ``--vacuum``): once a purge committed, its host scrubs the database
+(``authority/purge_vacuum.py``); no event, nothing read but the caller and the receipt's existence.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from vault.authority.purge_subject_values import (
     SubjectPage,
     SubjectSearchRequest,
 )
+from vault.authority.purge_vacuum import VacuumAuthority, VacuumDone, VacuumRequest
 from vault.authority.serverjournal import ServerSeal
 from vault.authority.subjects import SubjectVersion
 from vault.errors import ConfigurationError, InvalidInput
@@ -69,6 +73,7 @@ class PurgeRoutes:
     ) -> None:
         self.authority, self.receipts, self.seal, self.secrets, self.layer = authority, receipts, seal, secrets, layer
         self.subjects = subjects
+        self.vacuums = VacuumAuthority(authority.store, authority.checks)
 
     def __repr__(self) -> str:
         return f"PurgeRoutes({self.seal!r})"
@@ -172,6 +177,13 @@ class PurgeRoutes:
         signer_only(call, request.caller)
         return self.receipts.check(request)
 
+    def vacuum(self, call: Call) -> VacuumDone:
+        request = call.body
+        if not isinstance(request, VacuumRequest):
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        return self.vacuums.vacuum(request)
+
     def add_to(self, operations: Operations) -> None:
         operations.add("purge.client_draft", self.client_draft)
         operations.add("purge.client", self.client, writes=True)
@@ -181,6 +193,7 @@ class PurgeRoutes:
         operations.add("purge.subject_search", self.subject_search, writes=True)
         operations.add("purge.subject_draft", self.subject_draft)
         operations.add("purge.subject", self.subject, writes=True)
+        operations.add("purge.vacuum", self.vacuum)  # after a purge's commit, on the server's host
 
 
 def _as_row(v: PurgedVersion) -> VersionRow:

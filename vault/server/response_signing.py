@@ -13,7 +13,10 @@ With a key file's ring (a rotation under way) the key is the server's current ch
 (``signing_keys.ActiveSigningKey``), read again in the thread pool when it is older than a second.
 
 It sits inside the access log and outside the catch-all, so that the catch-all's 500 and
-the body limit's 413 are signed too.
+the body limit's 413 are signed too. A streamed answer (``application/x-ndjson``: a backup's rows,
+``server/backup_routes.py``) is passed through unbuffered and unsigned here: buffering it would
+hold the whole backup, and its own end line carries the server's signature over every line before
+it (``wire/backupstream.py``); a refusal before the stream is problem+json and signed as above.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vault.crypto.serverkey import ServerSigningKey
 from vault.server.signing_keys import ActiveSigningKey
 from vault.wire import httpsig_response
+from vault.wire.backupstream import MEDIA_TYPE as STREAMED
 
 _REPLACED = {b"content-digest", b"signature-input", b"signature"}
 
@@ -58,11 +62,21 @@ class ResponseSigner:
             return
         start: Message | None = None
         chunks: list[bytes] = []
+        streamed = False
 
         async def signed(message: Message) -> None:
-            nonlocal start
+            nonlocal start, streamed
             if message["type"] == "http.response.start":
+                streamed = (b"content-type", STREAMED.encode("ascii")) in [
+                    (name.lower(), value) for name, value in message.get("headers", [])
+                ]
+                if streamed:  # a stream of lines signs its own end line (wire/backupstream.py): not buffered
+                    await send(message)
+                    return
                 start = message
+                return
+            if streamed:
+                await send(message)
                 return
             if message["type"] != "http.response.body" or start is None:
                 await send(message)

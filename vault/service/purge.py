@@ -18,9 +18,10 @@ that and nothing of it survives. A subject's purge (subjects.py) is a purge of k
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from vault.authority.purge import PurgeAuthority
 from vault.authority.purge_receipts import ReceiptAuthority
@@ -30,8 +31,8 @@ from vault.keyholder.purge import PurgeKeyholder
 from vault.service.policyparts import CallerTrust, ClientLookup, Recorder, SigningKeys
 from vault.service.records import PurgePreview, ReceiptCheck, ReceiptInfo
 from vault.storage import models as m
-from vault.storage.engine import is_sqlite
 from vault.storage.rows import VersionRow
+from vault.storage.scrub import scrub
 from vault.transport.https_purge import HttpsPurgeTransport
 from vault.transport.purge import InProcessPurgeTransport
 
@@ -114,8 +115,8 @@ class Purge:
         """Crypto-shred a client: every key copy destroyed, every row deleted, a signed receipt."""
         _request(request)
         receipt = self.keyholder.client(client, request)
-        self.scrub(vacuum=vacuum)
-        return receipt
+        done = self.scrub(vacuum=vacuum)
+        return dataclasses.replace(receipt, scrubbed=done) if vacuum else receipt
 
     def secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
         """Destroy one secret: every version and its data key; a signed receipt."""
@@ -128,46 +129,17 @@ class Purge:
                 self.keys.client_key(s, client.id, version)  # opened now: the keyholder fingerprints its data keys
             target = (client.id, client.slug_blob, (secret.id,))
         receipt = self.keyholder.secrets(SECRET, [target], request)[0]
-        self.scrub(vacuum=vacuum)
-        return receipt
+        done = self.scrub(vacuum=vacuum)
+        return dataclasses.replace(receipt, scrubbed=done) if vacuum else receipt
 
     # -- scrubbing ---------------------------------------------------------------------------
 
     def scrub(self, *, vacuum: bool = False) -> str:
-        """Remove freed data from disk after a purge; returns what was done.
-
-        SQLite: ``secure_delete`` already zeroed freed pages; a ``wal_checkpoint(TRUNCATE)``
-        moves them into the database file and empties the WAL; ``vacuum`` rebuilds the
-        file. PostgreSQL: deleted rows stay in their pages until ``VACUUM`` marks them
-        reusable, and whole-file rewrite needs ``VACUUM FULL`` (run when ``vacuum``);
-        WAL segments and replicas keep old row images until they are recycled.
-        """
+        """Remove freed data from disk after a purge; returns what was done (``storage/scrub.py``:
+        SQLite's WAL checkpointed and, with ``vacuum``, the file rebuilt; PostgreSQL's ``VACUUM``,
+        ``VACUUM FULL`` with ``vacuum``, on the purged tables)."""
         try:
-            if is_sqlite(self.core.store.engine):
-                raw = self.core.store.engine.raw_connection()  # outside any transaction, as these need
-                try:
-                    cursor = raw.cursor()
-                    if vacuum:
-                        cursor.execute("VACUUM")
-                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                    cursor.close()
-                finally:
-                    raw.close()
-                return "sqlite: freed pages zeroed (secure_delete), WAL checkpointed and truncated" + (
-                    ", file vacuumed" if vacuum else ""
-                )
-            with self.core.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for table in (
-                    "secret_versions",
-                    "secrets",
-                    "client_key_seals",
-                    "client_keys",
-                    "clients",
-                    "grants",
-                    "checkouts",
-                ):
-                    conn.execute(text(f"VACUUM {'FULL ' if vacuum else ''}{table}"))
-            return "postgresql: VACUUM" + (" FULL" if vacuum else "") + " run on the purged tables"
+            return scrub(self.core.store, vacuum=vacuum)
         except Exception as error:  # the purge itself is committed; scrubbing is best effort
             raise StoreUnavailable(
                 f"the purge is committed but scrubbing failed ({type(error).__name__})",

@@ -14,7 +14,8 @@ signature when the pin names one): ``engineers.unlock/lock/whoami/change_passphr
 ``engineers.change_passphrase`` (``remote_passphrase.py``), and an admin's ``grants.grant``,
 ``grants.revoke``, ``clients.add`` (a draft, then a signed commit: ``remote_admin.py``) and
 ``policies.set``, ``purge.client`` with its receipt, ``purge.verify_receipt`` and
-``engineers.invite`` (``remote_admin2.py``).
+``engineers.invite`` (``remote_admin2.py``), ``backups.create`` (an admin's backup streamed by the server
+and sealed here: ``remote_backups.py``) and ``--vacuum`` on a purge (run on the server's host).
 The key record is opened here
 (``serverpins.KeyRecordFile``): the server never sees the passphrase, and a wrong one is
 not recorded on the server (there is no request to record). The session then proves itself
@@ -63,6 +64,7 @@ from vault.service.offboarding import INVITE_TTL
 from vault.service.remote_admin import fresh_contexts, root_seal
 from vault.service.remote_admin2 import ClientSlugs, RemoteInvitations, RemotePolicyWrites, RemotePurge, RemoteSettings
 from vault.service.remote_audit import RemoteAudit
+from vault.service.remote_backups import RemoteBackups
 from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecrets, _Noun, not_served, reported
 from vault.service.remote_passphrase import RemotePassphrase
@@ -429,6 +431,7 @@ class RemoteVault:
         self.reports = RemoteReports(keys, self.https, self.clients.keyholder, self.audit, clock)
         self.purge = RemotePurge(keys, self.https, clock, learned)
         self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
+        self.backups = RemoteBackups(keys, self.https, clock)  # an admin's backup, streamed (restore: the host's)
         settings = RemoteSettings(keys, self.https, clock)
         self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server

@@ -23,8 +23,8 @@ adopted in one unit; here each client is its own: an error leaves the clients be
 (a draft with the receipt's id reserved, the receipt signed over the commit's request id, a
 commit); ``preview`` and ``receipts`` (an admin's) and ``verify_receipt`` (anyone's: ``purge
 check``) are its reads. The client is found as for a policy; once purged, this session forgets
-its keys and its slug. Scrubbing the freed pages of the server's database is the host's
-(``credvault purge scrub``): a purge through the server does not vacuum.
+its keys and its slug. With ``--vacuum``, once the receipt is back (the purge committed) the server's
+host vacuums its database (``purge.vacuum``, authority/purge_vacuum.py) and the receipt says what it ran.
 
 ``RemoteVault.purge.secret`` (session 14) runs the same keyholder's secret purge: the secret is
 named to the server by its name tag (made here under the client's lookup key), the draft is on
@@ -47,6 +47,7 @@ which it can check an enrolment's proof but make none (docs/server.md, session 1
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -59,6 +60,7 @@ from vault.authority.engineer_requests import ROLES
 from vault.authority.policy_requests import CHANGED_SINCE_SHOWN
 from vault.authority.purge_requests import NOTHING_MATCHES, PurgedVersion
 from vault.authority.purge_secret_values import PurgeSecretDraft, PurgeSecretDraftRequest
+from vault.authority.purge_vacuum import VacuumDone, VacuumRequest
 from vault.authority.requests import Caller
 from vault.authority.settings_requests import CRYPTOPERIOD, RETENTION
 from vault.crypto import blobs, keyrecord, sealing, signing
@@ -79,6 +81,7 @@ from vault.service.remotekeys import RemoteKeys
 from vault.service.sessions import UnlockedSession
 from vault.storage.rows import ROLE_ADMIN
 from vault.transport.https import HttpsTransport
+from vault.transport.https_calls import answer_of
 from vault.transport.https_invite import HttpsInviteTransport
 from vault.transport.https_policy_writes import HttpsPolicyWriteTransport
 from vault.transport.https_purge import HttpsPurgeTransport
@@ -269,7 +272,7 @@ class RemotePurge(_Noun):
         clock: Callable[[], dt.datetime],
         learned: Callable[[str], LearnedContext],
     ) -> None:
-        self.keys = keys
+        self.keys, self.https = keys, https
         self.lookup = _AdminClients(AdminLookup(keys, learned))
         self.transport = HttpsPurgeTransport(https, self.lookup.slug_tag)
         self.data_keys = _PurgedKeys(keys)
@@ -287,17 +290,24 @@ class RemotePurge(_Noun):
         """As ``Vault.purge.client``, through the server; freed pages are scrubbed on the host."""
         checked_request_ref(request)
         validation.client_slug(client)
-        if vacuum:
-            raise not_served("purge.client --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
         self.keys.me()
-        return self.keyholder.client(client, request)
+        receipt = self.keyholder.client(client, request)
+        return self.vacuumed(receipt) if vacuum else receipt
+
+    def vacuumed(self, receipt: ReceiptInfo) -> ReceiptInfo:
+        """``receipt`` (its purge committed) once the server's host ran the vacuum (``purge.vacuum``),
+        saying what it ran."""
+        me = self.keys.me()
+        asked = VacuumRequest(Caller(me.engineer_id, me.key_generation), receipt.id)
+        done = answer_of(self.https, "purge.vacuum", asked, VacuumDone)
+        if done.receipt_id != receipt.id:
+            raise UntrustedRecord("the server answered the vacuum of another purge")
+        return dataclasses.replace(receipt, scrubbed=f"on the server's host: {done.done}")
 
     def secret(self, ref: str, *, request: str, vacuum: bool = False) -> ReceiptInfo:
         """As ``Vault.purge.secret``, through the server (module docstring); freed pages are scrubbed on the host."""
         checked_request_ref(request)
         slug, name = checks.secret_ref(ref)
-        if vacuum:
-            raise not_served("purge.secret --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
         me = self.keys.me()
         client_id, slug_blob = self.lookup.client(slug)
         name_tag = signing.lookup_tag(self.lookup.admin.lookup_key(client_id), LABEL_TAG_SECRET_NAME, name)
@@ -312,7 +322,8 @@ class RemotePurge(_Noun):
                 raise NotFound(f"no secret {ref!r}", hint=f"`credvault secret list {slug}` shows its secrets") from None
             raise
         secret_id = self._named(draft, client_id, name)
-        return self.keyholder.secrets("secret", [(client_id, slug_blob, (secret_id,))], request)[0]
+        receipt = self.keyholder.secrets("secret", [(client_id, slug_blob, (secret_id,))], request)[0]
+        return self.vacuumed(receipt) if vacuum else receipt
 
     def _named(self, draft: PurgeSecretDraft, client_id: int, name: str) -> int:
         """The drafted secret's id, once its current version, one of those drafted, holds ``name``."""

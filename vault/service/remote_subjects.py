@@ -17,7 +17,7 @@ again). In-process every client's purge is one unit; through the server, an erro
 leaves the clients before it purged (each with its receipt and event) and the rest untouched: running
 the purge again searches again and purges what still matches. ``report`` is ``find`` with the
 in-process report's shape (its search's event says ``report``); freed pages are scrubbed on the host
-(``--vacuum`` refused).
+(``--vacuum``: the server's host vacuums once the last client's purge committed).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from vault.keyholder.subjects import SubjectKeyholder
 from vault.records import ReceiptInfo, SubjectMatch
 from vault.service.purge import _request as checked_request_ref
 from vault.service.remote_admin2 import RemotePurge
-from vault.service.remote_nouns import _Noun, not_served
+from vault.service.remote_nouns import _Noun
 from vault.service.remotekeys import RemoteKeys
 from vault.service.subjects import _Match, _needle, purge_targets, report_of
 from vault.storage.rows import KeyCache
@@ -109,8 +109,6 @@ class RemoteSubjects(_Noun):
         """As ``Vault.subjects.purge``, through the server: one receipt per client, each committed on its own."""
         checked_request_ref(request)
         needle = _needle(query)
-        if vacuum:
-            raise not_served("subjects.purge --vacuum (run `credvault purge scrub --vacuum` on the server's host)")
         self.keys.me()
         matches, rows = self._keyholder(HttpsSubjectTransport(self.https, PURGE, request)).select(_Match(needle))
         targets = purge_targets(matches, rows)
@@ -120,6 +118,8 @@ class RemoteSubjects(_Noun):
         receipts: list[ReceiptInfo] = []
         for target in targets:
             receipts.extend(keyholder.secrets(SUBJECT, [target], request))
+        if vacuum and receipts:  # once, after the last client's purge committed: the host vacuums them all
+            receipts[-1] = self.purges.vacuumed(receipts[-1])
         return receipts
 
     def _keyholder(self, transport: HttpsSubjectTransport) -> SubjectKeyholder:

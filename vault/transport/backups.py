@@ -6,8 +6,8 @@ and returns its answer: no copy, no serialisation. ``seal`` is the keyholder's
 the keyholder's hands inside its unit of work (verify the backup-key context and open the
 keys; write the key export, or seal and write each section, before the commit). A restore's
 ``source`` hands the authority the sections the keyholder opened and checked, one at a
-time. Only a transport inside one process can carry either; the team-server issue
-replaces both with values that cross alone.
+time. Only a transport inside one process can carry either; through the team server a backup
+is split into values that cross alone (``https_backups.py``, ``authority/backup_served.py``).
 """
 
 from __future__ import annotations

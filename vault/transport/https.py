@@ -147,7 +147,7 @@ def _loopback(host: str) -> bool:
 
 # Operations whose one unit of work may outlast the client's read timeout: a root rotation's commit
 # re-seals every client's key versions in one unit (about 1 ms a client on the suite's machine).
-READ_TIMEOUTS = {"keys.rotate_root": 600.0}
+READ_TIMEOUTS = {"keys.rotate_root": 600.0, "purge.vacuum": 3600.0}  # VACUUM FULL rewrites the purged tables
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
 # check-in, break or secrets' commit from its committed events (one event per request id and
 # action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
@@ -179,6 +179,7 @@ READS_RETRIED = frozenset(
 # A page of the audit log (``service/remote_audit.PAGE_EVENTS`` events, each keeping a request body
 # of at most 16 KiB, eventrequest.KEPT_BODY_MAX) and the chain's signers (authority/audit_signers.py).
 RESPONSE_LIMITS = {
+    "backups.context": 64 * 1024 * 1024,  # every client's backup key and signed client-key records (about 1 KiB each)
     "secrets.list_page": 1024 * 1024,
     "purge.secret_draft": 1024 * 1024,  # every version's wrapped data key and the current metadata
     # a page of a subject's search (about 1 MiB of blobs, more for one large client) and a client's draft

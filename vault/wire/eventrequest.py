@@ -81,6 +81,7 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
     "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
     "keys.rotate_root": frozenset({"root-key-rotate"}),  # server/root_routes.py: kept as its digest (a bulk body)
+    "backups.create": frozenset({"backup-create"}),  # server/backup_routes.py: committed before the rows leave
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
 # (a check-in with a new value also appends ``secret-update``; a report's action is its kind).

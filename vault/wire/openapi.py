@@ -24,7 +24,7 @@ from typing import Any
 
 from vault.wire import codec
 from vault.wire.codec import ArrayNode, BytesNode, Node, OptionalNode, RecordNode, ScalarNode, TimeNode
-from vault.wire.routes import ROUTES
+from vault.wire.routes import ROUTES, STREAMED
 
 INT_MAX = codec.INT_LIMIT - 1
 DESCRIPTION = (
@@ -129,7 +129,9 @@ def document(version: str) -> dict[str, Any]:
                     "content": {"application/json": {"schema": schemas.envelope(operation, request)}},
                 },
                 "responses": {
-                    "200": {
+                    "200": _streamed(operation)
+                    if operation in STREAMED
+                    else {
                         "description": f"{operation}.response, signed by the server key",
                         "content": {
                             "application/json": {"schema": schemas.envelope(f"{operation}.response", response)}
@@ -151,6 +153,14 @@ def document(version: str) -> dict[str, Any]:
         "info": {"title": "credvault team server", "version": version, "description": DESCRIPTION},
         "paths": paths,
         "components": {"schemas": dict(sorted(schemas.components.items()))},
+    }
+
+
+def _streamed(operation: str) -> dict[str, Any]:
+    """A streamed answer: JSON lines whose last one is signed by the server key (docs/format.md §11.1)."""
+    return {
+        "description": f"{operation}: JSON lines (a header, sections, counters), the end line signed by the server key",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
     }
 
 

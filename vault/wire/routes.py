@@ -37,6 +37,7 @@ from vault.authority import access_report_values as ar
 from vault.authority import audit_requests as a
 from vault.authority import audit_signers as au
 from vault.authority import audit_verify_requests as av
+from vault.authority import backup_requests as bk
 from vault.authority import checkout_context as c
 from vault.authority import client_add_values as ca
 from vault.authority import client_requests as cl
@@ -54,6 +55,7 @@ from vault.authority import purge_draft_values as pud
 from vault.authority import purge_requests as pu
 from vault.authority import purge_secret_values as ps
 from vault.authority import purge_subject_values as pj
+from vault.authority import purge_vacuum as pv
 from vault.authority import rekey_draft_values as rk
 from vault.authority import removal_draft_values as rm
 from vault.authority import report_requests as r
@@ -163,4 +165,13 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("keys.root_draft", rr.RootRotateRequest, rd.RootDrafted),
     ("keys.root_page", rd.RootPageRequest, rd.RootPageDrafted),
     ("keys.rotate_root", rd.RootCommit, rr.RootRotated),
+    # an admin's backup (server/backup_routes.py): the backup keys' context, then the event and the rows;
+    # ``backups.create`` answers a stream of lines (``STREAMED``, wire/backupstream.py), not an envelope
+    ("backups.context", bk.BackupRequest, bk.BackupContext),
+    ("backups.create", bk.BackupCommit, bk.BackupRecorded),
+    # ``--vacuum`` on a purge: run on the server's host once the purge committed (authority/purge_vacuum.py)
+    ("purge.vacuum", pv.VacuumRequest, pv.VacuumDone),
 )
+# Routes whose answer is ``application/x-ndjson`` lines (their registered response names what the
+# header line says); the end line carries the server's own signature (wire/backupstream.py).
+STREAMED = frozenset({"backups.create"})
