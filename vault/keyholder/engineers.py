@@ -27,6 +27,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vault.authority.carry_draft_values import CarryMade
 from vault.authority.engineer_requests import (
     ENROLLED,
     LIST,
@@ -69,6 +70,7 @@ from vault.crypto.labels import (
     LABEL_SIG_INVITE,
 )
 from vault.errors import AccessDenied, EnrolmentError, Locked, UntrustedRecord
+from vault.keyholder.carry import carry_made
 from vault.keyholder.enrolment import enrolment_keys
 from vault.keyholder.invitations import (
     engineer_key_fields,
@@ -249,6 +251,13 @@ class _Seal:
             root_seal = sealing.seal(row.sealing_public, bundle.version, bundle.to_bytes(), context)
         self.org, self.certified, self.engineer_id = org, (row.sealing_public, row.signing_public), row.id
         return Certification(certified_at, certificate, key_certificate, bundle.version, root_seal)
+
+    def carry(self, draft: PendingRows) -> CarryMade | None:
+        """After ``certify`` of the same rows: the carry-over they draft, verified and made here
+        (through the team server; in-process the authority's unit makes it: ``keyholder/carry.py``)."""
+        if self.org is None or self.engineer_id != draft.engineer.id:
+            raise UntrustedRecord("a carry-over is made only for the rows this keyholder certified")
+        return carry_made(self._owner, draft, self.org)
 
     def relock(self, draft: KeyRecordDraft) -> bytes:
         """The caller's own key record, opened with the old passphrase and locked under the new
