@@ -210,15 +210,11 @@ class ServedCarry:
     def carry(self, s: Session, engineer_id: int) -> None:
         if self.kept is None or self.kept[0] != engineer_id:
             raise UntrustedRecord("no confirmation plan was made for this engineer in this unit of work")
-        draft, made = self.kept[1], self.made
+        draft, made = self.kept[1], self.made or CarryMade((), ())  # none: nothing may be drafted
         row, caller = s.get(m.Engineer, engineer_id), s.get(m.Engineer, self.caller_id)
         assert row is not None and row.sealing_public is not None and caller is not None  # read in this unit
         resign = {kept.grant.id: kept for kept in draft.resign}
         drafted = {(c.client_id, k.record.version) for c in draft.clients for k in c.keys}
-        if made is None:
-            if resign or drafted:
-                raise AccessDenied(NOT_DRAFTED)
-            made = CarryMade((), ())
         signatures = dict(made.signatures)
         seals = {(client_id, version): blob for client_id, version, blob in made.seals}
         if (

@@ -7,8 +7,8 @@ the audit log's sealed details or open a client key. Before anything is signed o
   drafted clients exactly theirs;
 * the previous key generation is the one the signed invitation names, older than the enrolled one, and
   its ``engineer_keys`` record is certified under the organisation key trusted from this session's pin;
-* each drafted row is the engineer's, unrevoked, signed over that previous key by a certified, active
-  admin; expired exactly when the plan says so;
+* each drafted row is unrevoked and signed over that previous key (so the engineer's) by a certified,
+  active admin; expired by this machine's clock exactly when the plan says so;
 * each client's key versions: records signed by an active admin, the copies sealed to the recovery key
   this admin's root bundle holds, each key matching its signed fingerprint; the client's audit keys
   opened under its current version and its grant and revoke events checked as a rotation's start
@@ -75,8 +75,8 @@ def carry_made(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> Ca
     previous = _previous(draft, pending, vault_id, org) if resign else row
     for gid, kept in resign.items():
         grant = kept.grant
-        if grant.engineer_id != row.id or is_revoked(grant):
-            raise UntrustedRecord("the authority's plan would carry over a revoked grant, or another engineer's")
+        if is_revoked(grant):  # another engineer's row does not verify over this engineer's previous key
+            raise UntrustedRecord("the authority's plan would carry over a revoked grant")
         verify_grant(vault_id, grant, previous, checks.admin(kept.signer, grant.granted_by))
         if (gid in draft.expired) != (grant.until is not None and grant.until <= now):
             raise UntrustedRecord(NOT_DRAFTED)
