@@ -58,7 +58,7 @@ from vault.authority.engineers import (
 )
 from vault.authority.invite_draft_values import InviteCommit
 from vault.authority.invite_draft_values import draft_digest as invitation_digest
-from vault.authority.invite_drafts import _CommitSeal, _NoCarry, _NoEvent
+from vault.authority.invite_drafts import InviteCommitSeal, NoCarry, NoEvent
 from vault.authority.rekey_draft_values import STALE_REKEY, RekeyCommit, RekeyDraftAnswer, RekeyDraftRows, draft_digest
 from vault.authority.serverjournal import ServerJournal
 from vault.crypto import signing
@@ -130,7 +130,7 @@ class RekeyDraftAuthority:
 
     def __init__(self, store: Store, checks: EngineerChecks, clock: Callable[[], dt.datetime]) -> None:
         self.store, self.checks, self.clock = store, checks, clock
-        self.engineers = EngineerAuthority(store, checks, _NoEvent(), _NoCarry(), clock)  # the draft's reads
+        self.engineers = EngineerAuthority(store, checks, NoEvent(), NoCarry(), clock)  # the draft's reads
 
     def __repr__(self) -> str:
         return "RekeyDraftAuthority()"
@@ -164,7 +164,7 @@ class RekeyDraftAuthority:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
             recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {INVITE, ROTATE})
-            e = EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+            e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
@@ -189,7 +189,7 @@ class RekeyDraftAuthority:
             invitation = dataclasses.replace(rows.invitation, previous_key=previous)
             signed_for = invitation_digest(invitation)
             held = InviteCommit(caller, name, row.role, expires_at, pin, row.id, commit.signed, signed_for)
-            seal = _CommitSeal(held, signed_for, identity.vault_id, me.signing_public, me.id)
+            seal = InviteCommitSeal(held, signed_for, identity.vault_id, me.signing_public, me.id)
             seal.sign_invitation(invitation)  # the invitation's signature checked before anything is written
             if certificate is not None:
                 s.add(m.EngineerKey(engineer_id=row.id, generation=row.key_generation, state=ACTIVE,

@@ -58,7 +58,7 @@ from vault.authority.engineers import (
     engineer_row,
 )
 from vault.authority.grant_requests import revocation_fields
-from vault.authority.invite_drafts import _NoCarry, _NoEvent
+from vault.authority.invite_drafts import NoCarry, NoEvent
 from vault.authority.record_signatures import client_key_fields
 from vault.authority.rekey_drafts import REMOVE_COMMAND, EventRecorder, served_target
 from vault.authority.removal_draft_values import (
@@ -191,7 +191,7 @@ class RemovalDraftAuthority:
         revoked_at = int(self.clock().timestamp())
         try:
             with self.store.transaction() as s:
-                e = EngineerAuthority(self.store, self.checks, _NoEvent(), _NoCarry(), self.clock)
+                e = EngineerAuthority(self.store, self.checks, NoEvent(), NoCarry(), self.clock)
                 identity = e.authorise(s, caller, org_pin=pin, admin=True)
                 row = self._target(s, e, identity, name, lock=False)
                 raise _Drafted(self._rows(s, e, identity, row, caller, pin, revoked_at))
@@ -212,7 +212,7 @@ class RemovalDraftAuthority:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
             recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE})
-            e = EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+            e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
