@@ -168,7 +168,7 @@ class ServedCarry:
         return None
 
     @staticmethod
-    def _sealed(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:
+    def sealed(s: Session, client_id: int, version: int, root_version: int) -> SealedClientKey | None:
         params = {"client": client_id, "version": version, "kind": "recovery", "recipient": root_version}
         for r in SEALED_KEY.all(rows.connection(s), params)[:1]:
             signer = None if r[8] is None else EngineerRow._make(r[8 : 8 + ENGINEER_WIDTH])
@@ -183,7 +183,7 @@ class ServedCarry:
             .where(m.ClientKey.client_id == client_id, m.ClientKey.state != "destroyed")
             .order_by(m.ClientKey.version)
         )
-        keys = tuple(k for v in versions if (k := self._sealed(s, client_id, v, root_version)) is not None)
+        keys = tuple(k for v in versions if (k := self.sealed(s, client_id, v, root_version)) is not None)
         events = s.execute(
             select(m.AuditEvent.seq, m.AuditEvent.action, m.AuditEvent.key_version, m.AuditEvent.details_blob,
                    m.AuditEvent.request_id)
@@ -200,7 +200,7 @@ class ServedCarry:
         for client_id, blob in slugs:
             if blob is None or (client_id, blob_key_version(blob)) in found:
                 continue
-            sealed = self._sealed(s, client_id, blob_key_version(blob), root_version)
+            sealed = self.sealed(s, client_id, blob_key_version(blob), root_version)
             if sealed is not None:
                 found[(client_id, blob_key_version(blob))] = sealed
         return tuple(found[k] for k in sorted(found))
