@@ -156,13 +156,16 @@ def test_a_compromised_servers_adoption_draft_signs_nothing_it_should_not(
     with world.store.read() as s:
         root = s.scalars(select(m.ClientKey).where(m.ClientKey.client_id == 1)).first()  # acme: not adm3's
         assert root is not None
+        recovery = s.scalars(select(m.ClientKeySeal.blob).where(
+            m.ClientKeySeal.client_id == root.client_id, m.ClientKeySeal.version == root.version,
+            m.ClientKeySeal.recipient_kind == "recovery")).one()  # fmt: skip
 
     def tampered(draft: AdoptionDraft) -> AdoptionDraft:
         copy = draft.client_keys[0]
         if change == "relabelled":  # acme's record, its signer named as adm3
             record = dataclasses.replace(copy.record, client_id=root.client_id, version=root.version,
                                          fingerprint=root.fingerprint, signature=root.signature)  # fmt: skip
-            relabelled = dataclasses.replace(copy, record=record)
+            relabelled = dataclasses.replace(copy, record=record, blob=recovery)  # its genuine recovery copy
             return dataclasses.replace(draft, client_keys=(*draft.client_keys, relabelled))
         if change == "another signer":
             record = dataclasses.replace(copy.record, signed_by=root.signed_by)
@@ -223,6 +226,7 @@ def test_commits_the_admin_did_not_make_or_an_engineer_posts_are_refused_with_no
         adopted(client_keys=((c, v, by_alice), *rest)),  # a signature the caller did not make
         adopted(client_keys=((c, v, gsig), *rest)),  # another record's signature
         adopted(skipped_keys=(*made.skipped_keys, (c, v))),  # adopted and set aside at once
+        adopted(skipped_grants=(*made.skipped_grants, g)),  # a grant adopted and set aside at once
         adopted(grants=((g, sig),)),  # a grant under a client key's signature
         adopted(grants=((g, gsig), (g + 1000, gsig))),  # a grant not drafted
         dataclasses.replace(commit, adopted=None),  # no adoption at all
