@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from remote_admin_harness import Stop, caller, post, remote, stored_state
 from server_harness import Keyed, events
 from sqlalchemy import insert, select
+from test_cli_admin_over_server import admin_joined
+from test_cli_over_server import ok, run
 
 from vault import Vault
 from vault.authority.adoption_draft_values import AdoptionDraft
@@ -38,7 +41,7 @@ from vault.transport.https_enrolment import enroll_over_https
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
-SECOND, THIRD, GRANTEE = "adm2", "adm3", "eng9"
+SECOND, THIRD, FOURTH, GRANTEE = "adm2", "adm3", "adm4", "eng9"
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "client_policies",
                     "clients", "vault_info", "root_seals")  # fmt: skip
 
@@ -51,6 +54,7 @@ def world(module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     VAULTS.clear()
     VAULTS[SECOND] = module_team.engineer(SECOND, role="admin")
     VAULTS[THIRD] = module_team.engineer(THIRD, role="admin")
+    VAULTS[FOURTH] = module_team.engineer(FOURTH, role="admin")
     VAULTS[GRANTEE] = module_team.engineer(GRANTEE)
     keyed: Keyed = request.getfixturevalue("keyed")
     return keyed
@@ -243,3 +247,21 @@ def test_commits_the_admin_did_not_make_or_an_engineer_posts_are_refused_with_no
     after = state(world)
     again = post(world, "engineers.rotate", commit, host)  # the same commit again: the draft is gone
     assert again.status_code in (400, 409) and state(world) == after
+
+
+def test_an_admins_re_key_by_cli_through_the_server(world: Keyed, module_team: Any, tmp_path: Path) -> None:
+    """``credvault --server URL rotate engineer ADMIN``: the code shown, the admin's records adopted
+    (checked through the library), the planted grant named in ``adoption-refused``."""
+    signed_by(world, module_team, FOURTH, "umbrella").close()
+    admin_joined(world, tmp_path)
+    before = len(events(world.served))
+    shown = ok(run("rotate", "engineer", FOURTH)).output
+    assert "CV1-" in shown
+    appended = events(world.served)[before:]
+    assert [e.action for e in appended] == ["engineer-invite", "adoption-refused", "engineer-key-rotate"]
+    with world.store.read() as s:
+        fourth = s.scalars(select(m.Engineer).where(m.Engineer.name == FOURTH)).one()
+        assert fourth.status == "invited" and fourth.role == "admin"
+        assert s.scalars(select(m.ClientKey).where(m.ClientKey.signed_by == fourth.id)).first() is None
+        assert s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == fourth.id)).first() is None
+    assert world.served.admin.audit.verify().ok
