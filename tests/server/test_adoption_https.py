@@ -41,7 +41,7 @@ from vault.transport.https_enrolment import enroll_over_https
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
-SECOND, THIRD, FOURTH, GRANTEE = "adm2", "adm3", "adm4", "eng9"
+SECOND, THIRD, FOURTH, GRANTEE, PLANTED = "adm2", "adm3", "adm4", "eng9", "eng8"
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "client_policies",
                     "clients", "vault_info", "root_seals")  # fmt: skip
 
@@ -56,6 +56,7 @@ def world(module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     VAULTS[THIRD] = module_team.engineer(THIRD, role="admin")
     VAULTS[FOURTH] = module_team.engineer(FOURTH, role="admin")
     VAULTS[GRANTEE] = module_team.engineer(GRANTEE)
+    VAULTS[PLANTED] = module_team.engineer(PLANTED)
     keyed: Keyed = request.getfixturevalue("keyed")
     return keyed
 
@@ -264,4 +265,31 @@ def test_an_admins_re_key_by_cli_through_the_server(world: Keyed, module_team: A
         assert fourth.status == "invited" and fourth.role == "admin"
         assert s.scalars(select(m.ClientKey).where(m.ClientKey.signed_by == fourth.id)).first() is None
         assert s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == fourth.id)).first() is None
+    assert world.served.admin.audit.verify().ok
+
+
+def test_an_engineer_named_as_a_records_signer_is_re_keyed_through_the_server_and_nothing_of_theirs_is_adopted(
+    world: Keyed, admin: RemoteVault
+) -> None:
+    """A DBA names ``eng8`` (no admin) as the signer of a client-key version and of a grant to carol: the
+    re-key through the server sets both aside (a non-admin signs none), as in-process; nothing is re-signed."""
+    with world.store.transaction() as s:
+        eng8 = s.scalars(select(m.Engineer.id).where(m.Engineer.name == PLANTED)).one()
+        carol = s.scalars(select(m.Engineer.id).where(m.Engineer.name == "carol")).one()
+        now = dt.datetime.now(dt.UTC)
+        s.add(m.ClientKey(client_id=1, version=99, state="active", fingerprint=os.urandom(16), signed_by=eng8,
+                          signature=bytes(64), signed_at=1, encryptions=0, created_at=now))  # fmt: skip
+        grant = m.Grant(engineer_id=carol, client_id=1, granted_by=eng8, signed_at=1, signature=bytes(64),
+                        created_at=now)  # fmt: skip
+        s.add(grant)
+        s.flush()
+        planted = grant.id
+    before = len(events(world.served))
+    assert admin.engineers.rotate(PLANTED).startswith("CV1-")
+    appended = events(world.served)[before:]
+    assert [e.action for e in appended] == ["engineer-invite", "adoption-refused", "engineer-key-rotate"]
+    with world.store.read() as s:
+        assert s.get(m.Grant, planted).revoked_at is not None  # type: ignore[union-attr]
+        assert s.get(m.ClientKey, (1, 99)).signed_by == eng8  # type: ignore[union-attr]  # never re-signed
+        assert s.get(m.Client, 1).current_key_version != 99  # type: ignore[union-attr]
     assert world.served.admin.audit.verify().ok
