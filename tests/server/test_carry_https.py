@@ -40,7 +40,7 @@ from vault.wire import codec
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
-TARGETS = ("carry1", "carry2", "carry3", "carry4", "carry5", "carry6")
+TARGETS = ("carry1", "carry2", "carry3", "carry4", "carry5", "carry6", "carry7")
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_key_seals", "root_seals")
 NEW_PASS = "the second passphrase"
 
@@ -341,3 +341,38 @@ def test_an_engineer_may_not_read_a_re_invited_engineers_pending_carry_over(
     answer = post(world, "engineers.pending_confirmation", request, alice)
     assert answer.status_code == 403 and "is not an admin" in answer.json()["detail"]
     assert "slug_blob" not in answer.text and state(world) == before
+
+
+class _Sized:
+    """The admin's transport, keeping each answer's canonical size by operation."""
+
+    def __init__(self, https: Any) -> None:
+        self.https, self.sizes = https, dict[str, int]()
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        answer = self.https.call(name, body, request_id)
+        self.sizes[name] = len(codec.encode(answer))
+        return answer
+
+
+def test_a_carry_over_of_many_clients_crosses(
+    world: Keyed, admin: RemoteVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 clients carried: the pending rows (every client's grant events) pass the codec's default 64 KiB
+    answer limit, and the confirmation's answer does not echo them back (it failed so before)."""
+    monkeypatch.setattr(keyrecord, "DEFAULT_PARAMS", keyrecord.FLOOR)
+    name = "carry7"
+    for i in range(30):
+        admin.clients.add(f"many{i}", f"Many {i}")
+        admin.grants.grant(name, f"many{i}")
+    code = admin.engineers.rotate(name)
+    served = world.served
+    record = enroll_over_https(served.url, ca_file=str(served.ca.ca_file), name=name, code=code,
+                               passphrase=NEW_PASS, kdf_params=keyrecord.FLOOR)  # fmt: skip
+    engineers: Any = admin.engineers
+    tap = _Sized(admin.https)
+    info = RemoteInvitations(engineers.keys, tap, engineers.clock).keyholder.confirm(name, record.fingerprint, None)
+    assert info.status == "active"
+    assert tap.sizes["engineers.pending_confirmation"] > codec.MAX_BYTES > tap.sizes["engineers.confirm"]
+    me = served.admin.keyholder.me().engineer_id
+    assert {g.granted_by for g in grants_of(world, record.engineer_id)} == {me}

@@ -19,6 +19,7 @@ certified key before the carry's writes, in the confirmation's unit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -102,7 +103,10 @@ class ConfirmRoutes:
         authority = EngineerAuthority(self.store, self.checks, recorder, carry, self.clock)
         c = commit
         request = ConfirmRequest(c.caller, c.name, c.fingerprint, c.shown, c.org_pin, CONFIRM)
-        return authority.confirm(request, _Seal(commit))  # type: ignore[arg-type]
+        answer = authority.confirm(request, _Seal(commit))  # type: ignore[arg-type]
+        # the rows certified are the admin's own (they sent their digest): not answered again, so that
+        # a carry-over's draft (each client's grant events) does not cross twice
+        return dataclasses.replace(answer, pending=None)
 
     def add_to(self, operations: Operations) -> None:
         operations.add("engineers.pending_confirmation", self.pending)
