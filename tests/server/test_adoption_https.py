@@ -41,7 +41,7 @@ from vault.transport.https_enrolment import enroll_over_https
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
-SECOND, THIRD, FOURTH, GRANTEE, PLANTED = "adm2", "adm3", "adm4", "eng9", "eng8"
+SECOND, THIRD, FOURTH, GRANTEE, PLANTED, REMOVED = "adm2", "adm3", "adm4", "eng9", "eng8", "eng7"
 CHANGED_IN_PLACE = ("engineers", "engineer_keys", "grants", "client_keys", "client_key_seals", "client_policies",
                     "clients", "vault_info", "root_seals")  # fmt: skip
 
@@ -57,6 +57,7 @@ def world(module_team: Any, request: pytest.FixtureRequest) -> Keyed:
     VAULTS[FOURTH] = module_team.engineer(FOURTH, role="admin")
     VAULTS[GRANTEE] = module_team.engineer(GRANTEE)
     VAULTS[PLANTED] = module_team.engineer(PLANTED)
+    VAULTS[REMOVED] = module_team.engineer(REMOVED)
     keyed: Keyed = request.getfixturevalue("keyed")
     return keyed
 
@@ -292,4 +293,35 @@ def test_an_engineer_named_as_a_records_signer_is_re_keyed_through_the_server_an
         assert s.get(m.Grant, planted).revoked_at is not None  # type: ignore[union-attr]
         assert s.get(m.ClientKey, (1, 99)).signed_by == eng8  # type: ignore[union-attr]  # never re-signed
         assert s.get(m.Client, 1).current_key_version != 99  # type: ignore[union-attr]
+    assert world.served.admin.audit.verify().ok
+
+
+def test_an_engineer_named_as_a_records_signer_is_removed_through_the_server_their_records_set_aside(
+    world: Keyed, admin: RemoteVault
+) -> None:
+    """The same plant on ``eng7``, removed through the server: the server sets both records aside in the
+    removal's unit (no signature needed: it only takes access away), before the removal's rotations."""
+    with world.store.transaction() as s:
+        eng7 = s.scalars(select(m.Engineer.id).where(m.Engineer.name == REMOVED)).one()
+        carol = s.scalars(select(m.Engineer.id).where(m.Engineer.name == "carol")).one()
+        now = dt.datetime.now(dt.UTC)
+        s.add(m.ClientKey(client_id=2, version=98, state="active", fingerprint=os.urandom(16), signed_by=eng7,
+                          signature=bytes(64), signed_at=1, encryptions=0, created_at=now))  # fmt: skip
+        s.flush()
+        s.add(m.ClientKeySeal(client_id=2, version=98, recipient_kind="engineer", recipient_id=carol,
+                              blob=os.urandom(80)))  # fmt: skip
+        grant = m.Grant(engineer_id=carol, client_id=2, granted_by=eng7, signed_at=1, signature=bytes(64),
+                        created_at=now)  # fmt: skip
+        s.add(grant)
+        s.flush()
+        planted = grant.id
+    before = len(events(world.served))
+    admin.engineers.remove(REMOVED)
+    actions = [e.action for e in events(world.served)[before:]]
+    assert actions[:2] == ["adoption-refused", "engineer-remove"]
+    with world.store.read() as s:
+        assert s.get(m.Engineer, eng7).status == "disabled"  # type: ignore[union-attr]
+        assert s.get(m.Grant, planted).revoked_at is not None  # type: ignore[union-attr]
+        copies = select(m.ClientKeySeal).where(m.ClientKeySeal.client_id == 2, m.ClientKeySeal.version == 98)
+        assert s.scalars(copies).all() == []
     assert world.served.admin.audit.verify().ok

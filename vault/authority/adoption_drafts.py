@@ -47,6 +47,9 @@ class AdminCheck(Protocol):
     def admin(self, s: Session, row: EngineerRecord | None) -> EngineerRecord:
         """The signer of a record: certified, an admin, active; else UntrustedRecord."""
 
+    def trusted(self, s: Session) -> tuple[bytes, bytes]:
+        """(vault id, organisation key) as checked in this unit."""
+
 
 def signed_records(s: Session, engineer_id: int) -> int:
     """Records naming the engineer as their signer that an adoption would re-sign."""
@@ -178,3 +181,34 @@ def _drop_forged_grant(
     s.execute(delete(m.ClientKeySeal).where(m.ClientKeySeal.client_id == grant.client_id,
                                             m.ClientKeySeal.recipient_kind == "engineer",
                                             m.ClientKeySeal.recipient_id == grant.engineer_id))  # fmt: skip
+
+
+def set_aside_unsigned(s: Session, row: m.Engineer, checks: AdminCheck, now: dt.datetime) -> list[str]:
+    """A removal through the server of an engineer who is not an admin, whom a DBA named as a record's
+    signer: no record of theirs verifies (a non-admin signs no client key or grant), so, as the
+    in-process adoption would, every live client-key version naming them loses its copies (its client
+    pointed at its newest admin-signed version) and every unrevoked grant naming them is revoked, with
+    its grantee's copies unless another of their grants verifies. It only takes access away: no
+    signature is needed. Policies and settings naming them are left as stored (they read as the strict
+    policy, or the default settings). What was set aside, for the ``adoption-refused`` event."""
+    vault_id, _ = checks.trusted(s)
+    skipped = []
+    keys = s.scalars(select(m.ClientKey).where(m.ClientKey.signed_by == row.id, m.ClientKey.state != "destroyed")
+                     .order_by(m.ClientKey.client_id, m.ClientKey.version)).all()  # fmt: skip
+    for ck in keys:
+        s.execute(delete(m.ClientKeySeal).where(m.ClientKeySeal.client_id == ck.client_id,
+                                                m.ClientKeySeal.version == ck.version))  # fmt: skip
+        skipped.append(f"client #{ck.client_id} key version {ck.version}")
+    s.flush()
+    for client_id in sorted({ck.client_id for ck in keys}):
+        _repair_current_version(s, client_id, vault_id, checks)
+    for grant in s.scalars(select(m.Grant).where(m.Grant.granted_by == row.id, m.Grant.revoked_at.is_(None))
+                           .order_by(m.Grant.id)).all():  # fmt: skip
+        grantee = s.get(m.Engineer, grant.engineer_id)
+        if grantee is None:
+            continue
+        _drop_forged_grant(s, grant, AdoptedGrant(GrantRow(*(getattr(grant, f) for f in GrantRow._fields)),
+                                                  engineer_row(grantee)), vault_id, checks, now)  # fmt: skip
+        skipped.append(f"grant #{grant.id} to {grantee.name}")
+    s.flush()
+    return skipped

@@ -34,6 +34,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.adoption_draft_values import ADOPTION_REFUSED
+from vault.authority.adoption_drafts import set_aside_unsigned
 from vault.authority.certificates import certificate_fields
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.engineer_removal import grant_row
@@ -194,6 +196,7 @@ class RemovalDraftAuthority:
                 e = EngineerAuthority(self.store, self.checks, NoEvent(), NoCarry(), self.clock)
                 identity = e.authorise(s, caller, org_pin=pin, admin=True)
                 row = self._target(s, e, identity, name, lock=False)
+                set_aside_unsigned(s, row, self.checks, self.clock())  # as the commit will, before its starts
                 raise _Drafted(self._rows(s, e, identity, row, caller, pin, revoked_at))
         except _Drafted as drafted:
             return RemovalDraftAnswer(drafted.rows, draft_digest(drafted.rows))
@@ -211,7 +214,7 @@ class RemovalDraftAuthority:
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
-            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE})
+            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE, ADOPTION_REFUSED})
             e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
@@ -219,6 +222,7 @@ class RemovalDraftAuthority:
             row = self._target(s, e, identity, name, lock=True)
             if row.id != commit.engineer_id:
                 raise ConcurrentChange(STALE_REMOVAL)
+            skipped = set_aside_unsigned(s, row, self.checks, self.clock())  # rolled back with any refusal below
             rows = self._rows(s, e, identity, row, caller, pin, commit.revoked_at)
             if draft_digest(rows) != digest:
                 raise ConcurrentChange(STALE_REMOVAL)
@@ -243,6 +247,9 @@ class RemovalDraftAuthority:
             rotation_ids = tuple(done.rotation.id for done in started)
             public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": False,
                       "audit_log_verified": False, "rotations": starts.started}  # fmt: skip
+            if skipped:
+                recorder.append(s, ADOPTION_REFUSED, public={"engineer": name, "count": len(skipped),
+                                                             "records": skipped[:20]})  # fmt: skip
             seq = recorder.append(s, REMOVE, public=public)
             s.flush()
             after = tuple(

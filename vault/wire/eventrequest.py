@@ -80,7 +80,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "grants.sweep": frozenset({"grants-expired"}),  # server/sweep_routes.py
     # server/engineer_write_routes.py; ``adoption-refused`` names what an adoption set aside (adoption_drafts.py)
     "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
-    "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
+    # each start's facts in it (authority/removal_drafts.py); what a signer's removal set aside
+    "engineers.remove": frozenset({"engineer-remove", "adoption-refused"}),
     "keys.rotate_root": frozenset({"root-key-rotate"}),  # server/root_routes.py: kept as its digest (a bulk body)
 }
 # A request's own ``action`` field -> the event actions it may append, where they differ from it
@@ -92,6 +93,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "settings-set": frozenset({"settings"}),
     # a re-key re-invites, and names what its adoption set aside (authority/adoption_drafts.py)
     "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
+    "engineer-remove": frozenset({"engineer-remove", "adoption-refused"}),
 }
 
 
