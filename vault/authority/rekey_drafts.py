@@ -6,9 +6,9 @@ certified admin of the key generation named, read before the engineer acted on; 
 the caller, active; their current key record certified if missing; their keys destroyed;
 ``issue_invitation``; the ``engineer-key-rotate`` event), driven in another order:
 
-* ``rotate_draft`` — a read unit: the caller; the engineer (``served_target``: not the caller, active,
-  not an admin, no record signed by them to adopt); the ``RekeyDraft`` and the ``InvitationDraft`` the
-  in-process seal is shown, and their digest. Nothing is written.
+* ``rotate_draft`` — a read unit: the caller; the engineer (``served_target``: not the caller, active);
+  the ``RekeyDraft`` and the ``InvitationDraft`` the in-process seal is shown, the ``AdoptionDraft`` of
+  what they signed, and their digest. Nothing is written.
 * ``rotate`` — the commit, one write unit: the request's nonce first; the caller; the engineer (row
   locked) checked again; the draft recomputed and its digest compared (``STALE_REKEY``, 409); then,
   before anything is written, the key record's certificate verified under the organisation key and
@@ -20,8 +20,9 @@ the caller, active; their current key record certified if missing; their keys de
 (client-key versions, grants, policies, settings: an admin's, or planted on a non-admin). Through the
 server the draft carries them (``adoption_drafts.adoption_rows``) and the commit the admin's adoption,
 checked in full before any write (``store_adoption``); an admin or a signer is re-keyed through the
-server, the ``adoption-refused`` event naming what was set aside. Their removal stays on the host
-(an admin's removal rotates the root key in the removal's unit).
+server, the ``adoption-refused`` event naming what was set aside. An admin's removal stays on the
+host (it rotates the root key in the removal's unit); a non-admin signer's removal sets their records
+aside in its unit (``adoption_drafts.set_aside_unsigned``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
 (``rotation.RotationAuthority.start``, run unchanged inside the unit), driven in another order:
 
 * ``remove_draft`` — one unit, rolled back whole: the caller; the engineer (``served_target``: not the
-  caller, not an admin, no record signed by them to adopt; not removed already); their unrevoked
-  grants and the revocation time; then a start of every client's key, each run up to the rotation
+  caller, not an admin; not removed already); the records a DBA named them as signing set aside
+  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit); their unrevoked grants and the
+  revocation time; then a start of every client's key, each run up to the rotation
   keyholder's seal, which keeps the ``StartDraft`` it is shown and stops it (``_Shown``); the grantees
   are those of ``grantees`` without the engineer. Nothing is written (a rotation under way the start
   supersedes is rolled back with the rest).
