@@ -10,7 +10,6 @@ import datetime as dt
 
 import pytest
 from cli_workspace import CODE, ENGINEER, FINGERPRINT, Workspace, assert_clean_error, ok
-from served import only_local
 from sqlalchemy import func, insert, select, update
 
 from vault.errors import VaultError
@@ -40,7 +39,6 @@ def test_confirm_shows_name_role_fingerprint_and_the_grants_it_carries_before_as
     ready_any_engine: Workspace,
 ) -> None:
     ws = ready_any_engine
-    only_local(ws, "not served yet: confirming a re-invited engineer (the carry-over of their grants)")
     ok(ws.admin("client", "add", "globex", "--name", "Globex Corp"))
     ok(ws.admin("grant", ENGINEER, "acme"))
     code = CODE.search(ok(ws.admin("rotate", "engineer", ENGINEER)).stdout)

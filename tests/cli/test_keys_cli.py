@@ -58,7 +58,6 @@ def ready(snapshots: Snapshots, tmp_path: Path, fake_keyring: MemoryKeyring) -> 
 
 
 # What the third mode (through a team server) skips: not served yet (docs/server.md, "Not built").
-RE_INVITED = "not served yet: confirming a re-invited engineer (the carry-over of their grants)"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -207,7 +206,6 @@ def test_rotate_root_by_an_engineer_is_refused(ready: Workspace) -> None:
 
 
 def test_rotate_engineer_then_re_enrol_confirm_and_the_grants_work_again(ready: Workspace) -> None:
-    only_local(ready, RE_INVITED)
     result = ok(ready.admin("rotate", "engineer", ENGINEER))
     code = CODE.search(result.stdout)
     assert code is not None

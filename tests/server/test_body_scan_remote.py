@@ -109,7 +109,8 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The admin's part from their own machine too (``RemoteVault``, no database): an invitation and
-    its confirmation, a new client, a grant, a client-key rotation, a root rotation (its recovery
+    its confirmation, a new client, a grant, a re-key and the confirmation carrying the grant over
+    (session 16), a client-key rotation, a root rotation (its recovery
     shares and both bundles' keys scanned for) and the client's purge; the engineer enrols, adds a
     secret and checks it out between."""
     if keyed.served.db_url.startswith("postgresql"):
@@ -144,7 +145,25 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     frank.secrets.add("zeta-holdings/vpn-gw", password="pw of zeta vpn", kind="equipment", **ADDED)
     assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
     frank.checkouts.checkin("zeta-holdings/vpn-gw")
+    lost = frank.keyholder.me()  # frank's laptop is lost: re-keyed, enrolled again, confirmed with his grant
+    second = admin.engineers.rotate("frank")
+    again = enroll_over_https(
+        served.url, ca_file=pinned.ca_file, name="frank", code=second, passphrase=PASSPHRASE + " two",
+        kdf_params=keyrecord.FLOOR, transport=recording(keyed, seen),
+    )  # fmt: skip
+    KeyRecordFile(again.vault_id, again.engineer_id, "frank", again.key_generation, again.key_record).save()
+    assert [g.client for g in admin.engineers.pending_confirmation("frank").carried] == ["zeta-holdings"]
+    admin.engineers.confirm("frank", again.fingerprint)  # the carry-over made on the admin's machine
+    frank.close()
+    frank = RemoteVault(
+        pinned, engineer="frank", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
+        transport=recording(keyed, seen),
+    )  # fmt: skip
+    frank.engineers.unlock("frank", PASSPHRASE + " two")
+    assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
+    frank.checkouts.checkin("zeta-holdings/vpn-gw")
     keys = [*admin.keyholder.client_keys.values()]  # the version the rotation retires
+    keys += [lost.signing_seed, lost.sealing_private]  # the keys of the lost laptop
     info = admin.keys.rotate_client("zeta-holdings")
     assert (info.to_version, info.state, info.done) == (2, "done", 1)
     assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
@@ -159,7 +178,7 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     assert receipt.request == "DSR-4242"
 
     words = ["zeta-holdings", "Zeta Holdings plc", "vpn-gw", "zeta-holdings/vpn-gw", "pw of zeta vpn", REASON]
-    words += [PASSPHRASE, ADMIN_PASSPHRASE, code, *ADDED.values(), *rotated.shares]
+    words += [PASSPHRASE, PASSPHRASE + " two", ADMIN_PASSPHRASE, code, second, *ADDED.values(), *rotated.shares]
     for vault in (admin, frank):
         session = vault.keyholder.me()
         keys += [session.signing_seed, session.sealing_private]

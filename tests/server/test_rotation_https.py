@@ -148,7 +148,7 @@ def test_a_commit_not_drafted_is_refused_with_nothing_written(rotating: Rotating
     keyholder.lookup.open_recovery()
     drafted = admin.https.call("keys.start_draft", request)
     assert isinstance(drafted, StartDrafted)
-    made = keyholder._new_key(acme, drafted.draft)  # the admin's keyholder makes the new version
+    made = keyholder.new_key(acme, drafted.draft)  # the admin's keyholder makes the new version
     state, count = stored(team), len(events(team.server_store))
 
     # another key's signature over the same record: not what this admin signed

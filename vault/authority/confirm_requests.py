@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from vault.authority.carry_draft_values import CarryMade
 from vault.authority.engineer_requests import CONFIRM, Certification, PendingRows
 from vault.authority.requests import Caller
 
@@ -40,6 +41,7 @@ class ConfirmCommit:
     certification: Certification
     draft_digest: bytes
     action: str = CONFIRM
+    carry: CarryMade | None = None  # a re-invitation's carry-over (carry_draft_values.py)
 
     def __repr__(self) -> str:
         return f"ConfirmCommit(name={self.name!r})"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from vault.authority.carry_draft_values import CarryDraft
 from vault.authority.requests import Caller, OrgKeyRow, SealedClientKey
 from vault.storage.rows import ROLE_ADMIN, ROLE_ENGINEER, ROLE_SERVICE, EngineerRow, GrantRow
 
@@ -293,6 +294,7 @@ class CarryPlan:
     carried: tuple[CarriedRow, ...]
     dropped: tuple[DroppedRow, ...]
     keys: tuple[SealedClientKey, ...] = ()
+    draft: CarryDraft | None = None  # through the team server: what the admin's machine re-signs and re-seals
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,10 @@ class InviteDraftAuthority:
 
     def __init__(self, store: Store, checks: EngineerChecks, clock: Callable[[], dt.datetime]) -> None:
         self.store, self.checks, self.clock = store, checks, clock
-        self.engineers = self._authority(_NoEvent())  # the draft's reads
+        self.engineers = self._authority(NoEvent())  # the draft's reads
 
     def _authority(self, recorder: Any) -> EngineerAuthority:
-        return EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+        return EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
 
     def __repr__(self) -> str:
         return "InviteDraftAuthority()"
@@ -160,7 +160,7 @@ class InviteDraftAuthority:
                 raise ConcurrentChange(STALE_INVITE)
             elif row.status not in (INVITED, ENROLLED):
                 raise AlreadyExists(f"engineer {name!r} already exists ({row.status})")
-            seal = _CommitSeal(commit, digest, identity.vault_id, me.signing_public, me.id)
+            seal = InviteCommitSeal(commit, digest, identity.vault_id, me.signing_public, me.id)
             seq = engineers.issue_invitation(s, identity, root, row, role, expires_at, seal)  # type: ignore[arg-type]
             return EngineerAnswer(seq, identity, engineer_row(row), row.created_at)
 
@@ -178,7 +178,7 @@ def _checked(caller: object, name: object, role: object, expires_at: object, pin
     return checked_caller(caller), checked_name(name), role, checked, checked_bytes("organisation key", pin, KEY_BYTES)
 
 
-class _CommitSeal:
+class InviteCommitSeal:
     """``EngineerSeal.sign_invitation`` on the server: the commit's invitation, for the draft it was
     signed over (its digest) and under the caller's certified key (module docstring)."""
 
@@ -224,14 +224,14 @@ class _EventRecorder:
         return int(row.seq)
 
 
-class _NoEvent:
+class NoEvent:
     """A draft appends nothing."""
 
     def append(self, *_: object, **__: object) -> int:
         raise InvalidInput("an invitation's draft appends no event")
 
 
-class _NoCarry:
+class NoCarry:
     """An invitation carries nothing over (a confirmation does)."""
 
     def plan(self, s: Session, engineer_id: int, root_version: int) -> CarryPlan:

@@ -118,55 +118,72 @@ class DepartingPolicyAuthority:
             raise NotFound("no such engineer")
         if departing.id == me.id:
             raise InvalidInput("an admin does not adopt their own records")
-        stored = s.scalars(
-            select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id).order_by(m.ClientPolicy.client_id)
-        ).all()
-        clients = select(m.Client.id, m.Client.slug_blob).where(m.Client.id.in_([p.client_id for p in stored]))
-        slugs = {int(client_id): bytes(blob) for client_id, blob in s.execute(clients)}
-        row = engineer_row(departing)
-        info = s.get(m.VaultInfo, 1)
-        assert info is not None
-        settings = None
-        if info.settings_signed_by == departing.id:
-            settings = SettingsRow(
-                info.retention_versions,
-                info.cryptoperiod_days,
-                info.settings_signed_by,
-                info.settings_signed_at,
-                info.settings_signature,
-            )
-        draft = DepartingDraft(
-            read.vault_id,
-            read.org_signing_public,
-            org_chain(s, pin, read.org_signing_public),
-            me,
-            row,
-            tuple(ClientPolicy(p.client_id, slugs.get(p.client_id, b""), _policy_row(p), row) for p in stored),
-            settings,
-        )
+        draft = departing_draft(s, read.vault_id, read.org_signing_public, org_chain(s, pin, read.org_signing_public),
+                                me, departing)  # fmt: skip
         adopted = seal.adopt(draft)
-        if not isinstance(adopted, Adopted):
-            raise UntrustedRecord("the keyholder's answer is not an adoption")
-        assert me.signing_public is not None  # certified: checked by the gate
-        by_client = {p.client_id: p for p in stored}
-        seen: set[int] = set()
-        for client_id, at, signature in adopted.policies:
-            policy = by_client.get(client_id)
-            if policy is None or client_id in seen:
-                raise UntrustedRecord("the keyholder adopted a policy it was not shown")
-            seen.add(client_id)
-            when, sig = _signed("policy", at, signature)
-            new = _policy_row(policy)._replace(signed_by=me.id, signed_at=when)
-            signing.verify(
-                me.signing_public, sig, LABEL_SIG_POLICY, *policy_fields(read.vault_id, client_id, new), what="a policy"
-            )
-            policy.signed_by, policy.signed_at, policy.signature = me.id, when, sig
-        if adopted.settings is not None:
-            if settings is None:
-                raise UntrustedRecord("the keyholder adopted settings it was not shown")
-            when, sig = _signed("settings", *adopted.settings)
-            new_settings = SettingsRow(settings.retention_versions, settings.cryptoperiod_days, me.id, when, None)
-            fields = settings_fields(read.vault_id, new_settings)
-            signing.verify(me.signing_public, sig, LABEL_SIG_SETTINGS, *fields, what="the vault settings")
-            info.settings_signed_by, info.settings_signed_at, info.settings_signature = me.id, when, sig
-        return len(seen) + (adopted.settings is not None)
+        return store_adopted(s, draft, adopted)
+
+
+def departing_draft(
+    s: Session, vault_id: bytes, org_public: bytes, chain: tuple[OrgKeyRow, ...], me: EngineerRow, departing: m.Engineer
+) -> DepartingDraft:
+    """The policies and settings ``departing`` signed, as the keyholder is shown them (also the draft of
+    an adoption through the team server: ``adoption_drafts.py``)."""
+    stored = s.scalars(
+        select(m.ClientPolicy).where(m.ClientPolicy.signed_by == departing.id).order_by(m.ClientPolicy.client_id)
+    ).all()
+    clients = select(m.Client.id, m.Client.slug_blob).where(m.Client.id.in_([p.client_id for p in stored]))
+    slugs = {int(client_id): bytes(blob) for client_id, blob in s.execute(clients)}
+    row = engineer_row(departing)
+    info = s.get(m.VaultInfo, 1)
+    assert info is not None
+    settings = None
+    if info.settings_signed_by == departing.id:
+        settings = SettingsRow(
+            info.retention_versions,
+            info.cryptoperiod_days,
+            info.settings_signed_by,
+            info.settings_signed_at,
+            info.settings_signature,
+        )
+    return DepartingDraft(
+        vault_id,
+        org_public,
+        chain,
+        me,
+        row,
+        tuple(ClientPolicy(p.client_id, slugs.get(p.client_id, b""), _policy_row(p), row) for p in stored),
+        settings,
+    )
+
+
+def store_adopted(s: Session, draft: DepartingDraft, adopted: object) -> int:
+    """Store the keyholder's new signatures for the rows ``draft`` showed, each checked under the
+    caller's certified key (``UntrustedRecord`` otherwise); the number of records adopted."""
+    if not isinstance(adopted, Adopted):
+        raise UntrustedRecord("the keyholder's answer is not an adoption")
+    me, vault_id = draft.me, draft.vault_id
+    assert me.signing_public is not None  # certified: checked by the caller's gate
+    stored = s.scalars(select(m.ClientPolicy).where(m.ClientPolicy.signed_by == draft.departing.id)).all()
+    by_client = {p.client_id: p for p in stored if p.client_id in {d.client_id for d in draft.policies}}
+    seen: set[int] = set()
+    for client_id, at, signature in adopted.policies:
+        policy = by_client.get(client_id)
+        if policy is None or client_id in seen:
+            raise UntrustedRecord("the keyholder adopted a policy it was not shown")
+        seen.add(client_id)
+        when, sig = _signed("policy", at, signature)
+        new = _policy_row(policy)._replace(signed_by=me.id, signed_at=when)
+        signing.verify(me.signing_public, sig, LABEL_SIG_POLICY, *policy_fields(vault_id, client_id, new),
+                       what="a policy")  # fmt: skip
+        policy.signed_by, policy.signed_at, policy.signature = me.id, when, sig
+    if adopted.settings is not None:
+        settings, info = draft.settings, s.get(m.VaultInfo, 1)
+        if settings is None or info is None:
+            raise UntrustedRecord("the keyholder adopted settings it was not shown")
+        when, sig = _signed("settings", *adopted.settings)
+        new_settings = SettingsRow(settings.retention_versions, settings.cryptoperiod_days, me.id, when, None)
+        fields = settings_fields(vault_id, new_settings)
+        signing.verify(me.signing_public, sig, LABEL_SIG_SETTINGS, *fields, what="the vault settings")
+        info.settings_signed_by, info.settings_signed_at, info.settings_signature = me.id, when, sig
+    return len(seen) + (adopted.settings is not None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from vault.authority.adoption_draft_values import AdoptionDraft, AdoptionMade
 from vault.authority.engineer_requests import ROTATE, InvitationDraft, RekeyDraft, SignedInvitation
 from vault.authority.requests import Caller
 
@@ -29,6 +30,7 @@ class RekeyDraftRows:
 
     rekey: RekeyDraft
     invitation: InvitationDraft
+    adoption: AdoptionDraft | None = None  # what the engineer signed, for the caller to adopt
 
     def __repr__(self) -> str:
         return f"RekeyDraftRows(engineer={self.rekey.engineer.id})"
@@ -65,6 +67,7 @@ class RekeyCommit:
     signed: SignedInvitation
     draft_digest: bytes
     action: str = ROTATE
+    adopted: AdoptionMade | None = None  # the caller's adoption of what the engineer signed
 
     def __repr__(self) -> str:
         return f"RekeyCommit(engineer={self.engineer_id})"

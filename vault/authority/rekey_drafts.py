@@ -6,9 +6,9 @@ certified admin of the key generation named, read before the engineer acted on; 
 the caller, active; their current key record certified if missing; their keys destroyed;
 ``issue_invitation``; the ``engineer-key-rotate`` event), driven in another order:
 
-* ``rotate_draft`` — a read unit: the caller; the engineer (``served_target``: not the caller, active,
-  not an admin, no record signed by them to adopt); the ``RekeyDraft`` and the ``InvitationDraft`` the
-  in-process seal is shown, and their digest. Nothing is written.
+* ``rotate_draft`` — a read unit: the caller; the engineer (``served_target``: not the caller, active);
+  the ``RekeyDraft`` and the ``InvitationDraft`` the in-process seal is shown, the ``AdoptionDraft`` of
+  what they signed, and their digest. Nothing is written.
 * ``rotate`` — the commit, one write unit: the request's nonce first; the caller; the engineer (row
   locked) checked again; the draft recomputed and its digest compared (``STALE_REKEY``, 409); then,
   before anything is written, the key record's certificate verified under the organisation key and
@@ -16,10 +16,13 @@ the caller, active; their current key record certified if missing; their keys de
   then the key record stored, the keys destroyed (``destroy_keys``), the invitation issued and the
   format-3 ``engineer-invite`` and ``engineer-key-rotate`` events appended in the same unit.
 
-**Adoption.** In-process the acting admin re-signs the records the engineer signed (client-key
-versions, grants, policies, settings: an admin's records; opening client keys to check them). Through
-the server only an engineer who signed none is served: an admin, or an engineer a record names as its
-signer (planted: a non-admin signs none of these), is refused with the host's command in the hint.
+**Adoption** (session 16). In-process the acting admin re-signs the records the engineer signed
+(client-key versions, grants, policies, settings: an admin's, or planted on a non-admin). Through the
+server the draft carries them (``adoption_drafts.adoption_rows``) and the commit the admin's adoption,
+checked in full before any write (``store_adoption``); an admin or a signer is re-keyed through the
+server, the ``adoption-refused`` event naming what was set aside. An admin's removal stays on the
+host (it rotates the root key in the removal's unit); a non-admin signer's removal sets their records
+aside in its unit (``adoption_drafts.set_aside_unsigned``).
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault import validation
+from vault.authority.adoption_draft_values import ADOPTION_REFUSED
+from vault.authority.adoption_drafts import NOT_ADOPTED, AdminCheck, adoption_rows, store_adoption
 from vault.authority.certificates import engineer_key_fields
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.engineer_requests import (
@@ -58,7 +63,7 @@ from vault.authority.engineers import (
 )
 from vault.authority.invite_draft_values import InviteCommit
 from vault.authority.invite_draft_values import draft_digest as invitation_digest
-from vault.authority.invite_drafts import _CommitSeal, _NoCarry, _NoEvent
+from vault.authority.invite_drafts import InviteCommitSeal, NoCarry, NoEvent
 from vault.authority.rekey_draft_values import STALE_REKEY, RekeyCommit, RekeyDraftAnswer, RekeyDraftRows, draft_digest
 from vault.authority.serverjournal import ServerJournal
 from vault.crypto import signing
@@ -67,6 +72,11 @@ from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, Untrusted
 from vault.storage import models as m
 from vault.storage.engine import Store
 from vault.storage.rows import ACTIVE, ROLE_ADMIN
+
+
+class RekeyChecks(EngineerChecks, AdminCheck, Protocol):
+    """The server's checks of a re-key: the authority's, and a record's signer (an adoption's)."""
+
 
 DIGEST_BYTES = 32
 REKEY_COMMAND, REMOVE_COMMAND = "rotate engineer", "engineer remove"  # the host's commands, for a refusal's hint
@@ -87,24 +97,11 @@ def served_target(
     what = "removal" if verb == REMOVE_COMMAND else "re-key"
     if row.id == identity.me.id:
         raise InvalidInput("you cannot do this to yourself", hint="another admin can")
+    if verb == REKEY_COMMAND:
+        return row  # an admin's or a signer's re-key adopts what they signed (adoption_drafts.py)
     if row.role == ROLE_ADMIN:
         raise InvalidInput(f"an admin's {what} is not served through a team server yet", hint=host)
-    if _signed_records(s, row.id):
-        raise InvalidInput(f"records signed by {name!r} must be adopted on the server's host", hint=host)
-    return row
-
-
-def _signed_records(s: Session, engineer_id: int) -> int:
-    """Records naming the engineer as their signer that an adoption would re-sign (none for a non-admin)."""
-    counts = (
-        select(func.count()).select_from(m.ClientKey)
-        .where(m.ClientKey.signed_by == engineer_id, m.ClientKey.state != "destroyed"),
-        select(func.count()).select_from(m.Grant)
-        .where(m.Grant.granted_by == engineer_id, m.Grant.revoked_at.is_(None)),
-        select(func.count()).select_from(m.ClientPolicy).where(m.ClientPolicy.signed_by == engineer_id),
-        select(func.count()).select_from(m.VaultInfo).where(m.VaultInfo.settings_signed_by == engineer_id),
-    )  # fmt: skip
-    return sum(int(s.scalar(count) or 0) for count in counts)
+    return row  # a non-admin named as a signer: their records set aside (adoption_drafts.set_aside_unsigned)
 
 
 def rekey_rows(
@@ -122,15 +119,15 @@ def rekey_rows(
         previous = EngineerKeyRow(row.id, row.key_generation, row.sealing_public, row.signing_public,
                                   row.certified_at, None)  # fmt: skip
     invitation = InvitationDraft(identity, root, row.id, row.name, row.role, row.key_generation, previous, expires_at)
-    return RekeyDraftRows(rekey, invitation)
+    return RekeyDraftRows(rekey, invitation, adoption_rows(s, identity, row, root.version))
 
 
 class RekeyDraftAuthority:
     """Drafts and commits of an engineer's re-key through the server (module docstring)."""
 
-    def __init__(self, store: Store, checks: EngineerChecks, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, store: Store, checks: RekeyChecks, clock: Callable[[], dt.datetime]) -> None:
         self.store, self.checks, self.clock = store, checks, clock
-        self.engineers = EngineerAuthority(store, checks, _NoEvent(), _NoCarry(), clock)  # the draft's reads
+        self.engineers = EngineerAuthority(store, checks, NoEvent(), NoCarry(), clock)  # the draft's reads
 
     def __repr__(self) -> str:
         return "RekeyDraftAuthority()"
@@ -163,8 +160,9 @@ class RekeyDraftAuthority:
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
-            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {INVITE, ROTATE})
-            e = EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+            actions = {INVITE, ROTATE, ADOPTION_REFUSED}
+            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, actions)
+            e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
@@ -189,8 +187,13 @@ class RekeyDraftAuthority:
             invitation = dataclasses.replace(rows.invitation, previous_key=previous)
             signed_for = invitation_digest(invitation)
             held = InviteCommit(caller, name, row.role, expires_at, pin, row.id, commit.signed, signed_for)
-            seal = _CommitSeal(held, signed_for, identity.vault_id, me.signing_public, me.id)
+            seal = InviteCommitSeal(held, signed_for, identity.vault_id, me.signing_public, me.id)
             seal.sign_invitation(invitation)  # the invitation's signature checked before anything is written
+            skipped: list[str] = []
+            if rows.adoption is not None:  # checked in full before its writes, as in-process before the keys go
+                skipped = store_adoption(s, rows.adoption, commit.adopted, self.checks, self.clock())
+            elif commit.adopted is not None:
+                raise AccessDenied(NOT_ADOPTED)
             if certificate is not None:
                 s.add(m.EngineerKey(engineer_id=row.id, generation=row.key_generation, state=ACTIVE,
                                     sealing_public=previous.sealing_public, signing_public=previous.signing_public,
@@ -199,6 +202,9 @@ class RekeyDraftAuthority:
             generation = row.key_generation
             destroy_keys(s, row, self.clock(), keep_public=False)
             e.issue_invitation(s, identity, rows.rekey.root, row, row.role, expires_at, seal)  # type: ignore[arg-type]
+            if skipped:
+                public = {"engineer": name, "count": len(skipped), "records": skipped[:20]}
+                recorder.append(s, ADOPTION_REFUSED, public=public)
             seq = recorder.append(s, ROTATE, public={"engineer": name, "old_generation": generation})
             return EngineerAnswer(seq, identity, engineer_row(row), row.created_at)
 

@@ -5,8 +5,9 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
 (``rotation.RotationAuthority.start``, run unchanged inside the unit), driven in another order:
 
 * ``remove_draft`` — one unit, rolled back whole: the caller; the engineer (``served_target``: not the
-  caller, not an admin, no record signed by them to adopt; not removed already); their unrevoked
-  grants and the revocation time; then a start of every client's key, each run up to the rotation
+  caller, not an admin; not removed already); the records a DBA named them as signing set aside
+  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit); their unrevoked grants and the
+  revocation time; then a start of every client's key, each run up to the rotation
   keyholder's seal, which keeps the ``StartDraft`` it is shown and stops it (``_Shown``); the grantees
   are those of ``grantees`` without the engineer. Nothing is written (a rotation under way the start
   supersedes is rolled back with the rest).
@@ -34,6 +35,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.adoption_draft_values import ADOPTION_REFUSED
+from vault.authority.adoption_drafts import set_aside_unsigned
 from vault.authority.certificates import certificate_fields
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.engineer_removal import grant_row
@@ -58,7 +61,7 @@ from vault.authority.engineers import (
     engineer_row,
 )
 from vault.authority.grant_requests import revocation_fields
-from vault.authority.invite_drafts import _NoCarry, _NoEvent
+from vault.authority.invite_drafts import NoCarry, NoEvent
 from vault.authority.record_signatures import client_key_fields
 from vault.authority.rekey_drafts import REMOVE_COMMAND, EventRecorder, served_target
 from vault.authority.removal_draft_values import (
@@ -191,9 +194,10 @@ class RemovalDraftAuthority:
         revoked_at = int(self.clock().timestamp())
         try:
             with self.store.transaction() as s:
-                e = EngineerAuthority(self.store, self.checks, _NoEvent(), _NoCarry(), self.clock)
+                e = EngineerAuthority(self.store, self.checks, NoEvent(), NoCarry(), self.clock)
                 identity = e.authorise(s, caller, org_pin=pin, admin=True)
                 row = self._target(s, e, identity, name, lock=False)
+                set_aside_unsigned(s, row, self.checks, self.clock())  # as the commit will, before its starts
                 raise _Drafted(self._rows(s, e, identity, row, caller, pin, revoked_at))
         except _Drafted as drafted:
             return RemovalDraftAnswer(drafted.rows, draft_digest(drafted.rows))
@@ -211,14 +215,15 @@ class RemovalDraftAuthority:
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
-            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE})
-            e = EngineerAuthority(self.store, self.checks, recorder, _NoCarry(), self.clock)
+            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE, ADOPTION_REFUSED})
+            e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
             row = self._target(s, e, identity, name, lock=True)
             if row.id != commit.engineer_id:
                 raise ConcurrentChange(STALE_REMOVAL)
+            skipped = set_aside_unsigned(s, row, self.checks, self.clock())  # rolled back with any refusal below
             rows = self._rows(s, e, identity, row, caller, pin, commit.revoked_at)
             if draft_digest(rows) != digest:
                 raise ConcurrentChange(STALE_REMOVAL)
@@ -243,6 +248,9 @@ class RemovalDraftAuthority:
             rotation_ids = tuple(done.rotation.id for done in started)
             public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": False,
                       "audit_log_verified": False, "rotations": starts.started}  # fmt: skip
+            if skipped:
+                recorder.append(s, ADOPTION_REFUSED, public={"engineer": name, "count": len(skipped),
+                                                             "records": skipped[:20]})  # fmt: skip
             seq = recorder.append(s, REMOVE, public=public)
             s.flush()
             after = tuple(

@@ -27,6 +27,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from vault.authority.adoption_draft_values import AdoptionDraft, AdoptionMade
+from vault.authority.carry_draft_values import CarryMade
 from vault.authority.engineer_requests import (
     ENROLLED,
     LIST,
@@ -69,6 +71,8 @@ from vault.crypto.labels import (
     LABEL_SIG_INVITE,
 )
 from vault.errors import AccessDenied, EnrolmentError, Locked, UntrustedRecord
+from vault.keyholder.adoption import adoption_made
+from vault.keyholder.carry import carry_made
 from vault.keyholder.enrolment import enrolment_keys
 from vault.keyholder.invitations import (
     engineer_key_fields,
@@ -123,6 +127,7 @@ class _Seal:
         self.certified: tuple[bytes, bytes] | None = None  # (sealing, signing) public keys certified
         self.engineer_id: int | None = None
         self._seed: bytes | None = None
+        self._rekeyed: tuple[RekeyDraft, bytes, RootBundle] | None = None
 
     def __repr__(self) -> str:
         return "EngineerSeal(<redacted>)"
@@ -181,7 +186,16 @@ class _Seal:
             key = EngineerKeyRow(row.id, row.key_generation, *public, row.certified_at, None)
             certificate = bundle.org.sign(LABEL_SIG_ENGINEER_KEY, *engineer_key_fields(vault_id, key, row.name))
         self.expected = (row.name, row.role, request.expires_at)
+        self._rekeyed = (draft, org, bundle)
         return Rekeyed(certificate)
+
+    def adopt(self, draft: AdoptionDraft) -> AdoptionMade:
+        """After ``rekey``: what its engineer signed, adopted by this admin (through the team server;
+        in-process the authority's unit adopts: ``keyholder/adoption.py``)."""
+        if self._rekeyed is None:
+            raise UntrustedRecord("an adoption is made only for the engineer this keyholder re-keys")
+        rekey, org, bundle = self._rekeyed
+        return adoption_made(self._owner.keys, self._owner.clock(), rekey, org, bundle, draft)
 
     def enrol(self, draft: EnrolmentDraft) -> NewKeys:
         request, owner = self._request, self._owner
@@ -249,6 +263,13 @@ class _Seal:
             root_seal = sealing.seal(row.sealing_public, bundle.version, bundle.to_bytes(), context)
         self.org, self.certified, self.engineer_id = org, (row.sealing_public, row.signing_public), row.id
         return Certification(certified_at, certificate, key_certificate, bundle.version, root_seal)
+
+    def carry(self, draft: PendingRows) -> CarryMade | None:
+        """After ``certify`` of the same rows: the carry-over they draft, verified and made here
+        (through the team server; in-process the authority's unit makes it: ``keyholder/carry.py``)."""
+        if self.org is None or self.engineer_id != draft.engineer.id:
+            raise UntrustedRecord("a carry-over is made only for the rows this keyholder certified")
+        return carry_made(self._owner, draft, self.org)
 
     def relock(self, draft: KeyRecordDraft) -> bytes:
         """The caller's own key record, opened with the old passphrase and locked under the new

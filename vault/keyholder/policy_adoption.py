@@ -75,7 +75,7 @@ class DepartingAdoption:
         def sign(draft: DepartingDraft) -> Adopted:
             if made:
                 raise UntrustedRecord("the authority asked for a second adoption in one request")
-            made.append(self._sign(engineer_id, draft))
+            made.append(self.sign_draft(engineer_id, draft))
             return made[0]
 
         seal = _Seal(sign)
@@ -87,7 +87,9 @@ class DepartingAdoption:
             raise UntrustedRecord("the authority's answer is not the adoption this keyholder signed")
         return count
 
-    def _sign(self, engineer_id: int, draft: DepartingDraft) -> Adopted:
+    def sign_draft(self, engineer_id: int, draft: DepartingDraft) -> Adopted:
+        """The draft verified, then what verifies re-signed by this admin (also a re-key's adoption through
+        the team server: ``keyholder/adoption.py``)."""
         answer = (draft.vault_id, draft.org_signing_public, draft.org_chain, draft.me)
         checks = verified_caller(self.keys.session(), self.keys.sealing_public(), self.clock(), answer, admin=True)
         departing = draft.departing

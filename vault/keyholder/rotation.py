@@ -175,13 +175,13 @@ class RotationKeyholder:
         request = StartRequest(Caller(me.engineer_id, me.key_generation), client_id, supersede, me.org_signing_public)
         made: list[NewClientKey] = []
 
-        def new_key(draft: StartDraft) -> NewClientKey:
+        def made_for(draft: StartDraft) -> NewClientKey:
             if made:
                 raise UntrustedRecord("the authority asked for a second new key in one start")
-            made.append(self._new_key(client_id, draft))
+            made.append(self.new_key(client_id, draft))
             return made[0]
 
-        seal = _Seal(start=new_key)
+        seal = _Seal(start=made_for)
         try:
             started = self.transport.start(request, seal, unit)
         finally:
@@ -192,8 +192,9 @@ class RotationKeyholder:
         self.known[row.id] = (row.client_id, row.to_version)
         return started
 
-    def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
-        """``draft`` verified row by row, then the new version made for it."""
+    def new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
+        """``draft`` verified row by row, then the new version made for it (a start's seal; a removal
+        through the team server hands each drafted start here: ``service/remote_engineers.py``)."""
         checks = self._check_me(draft.vault_id, draft.org_signing_public, draft.org_chain, draft.me)
         client = draft.client
         if client.id != client_id:

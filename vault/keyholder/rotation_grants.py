@@ -11,9 +11,10 @@ for by its own event and taken back by none after it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from vault.authority.rotation_requests import GrantEvent, StartDraft
+from vault.authority.rotation_requests import Grantee, GrantEvent, StartDraft
 from vault.crypto import blobs
 from vault.errors import UntrustedRecord, VaultError
 
@@ -43,12 +44,17 @@ def check_grant_events(draft: StartDraft, ring: bytes) -> None:
     after it (opened here: the authority's word on the grant row is not enough, a DBA can
     blank its revocation columns), and its own event, if the grant names one, is there and
     is that grant's. An event after the grant that does not open refuses the grantee too."""
-    client_id = draft.client.id
-    events = sorted(draft.grant_events, key=lambda e: e.seq) if isinstance(draft.grant_events, tuple) else None
+    check_events(draft.client.id, draft.grant_events, draft.grantees, ring)
+
+
+def check_events(client_id: int, grant_events: object, grantees: Sequence[Grantee], ring: bytes) -> None:
+    """``check_grant_events`` for the grantees of ``client_id`` and its events (a client-key
+    rotation's start, or a re-invited engineer's carry-over: ``keyholder/carry.py``)."""
+    events = sorted(grant_events, key=lambda e: e.seq) if isinstance(grant_events, tuple) else None
     if events is None or len({e.seq for e in events}) != len(events):
         raise UntrustedRecord("the authority's grant events are not a list of distinct events")
     opened = [(e, _opened(e, ring, client_id)) for e in events]
-    for grantee in draft.grantees:
+    for grantee in grantees:
         grant, name = grantee.grant, grantee.engineer.name
         after = grant.event_seq or 0
         own = False  # a grant no event of the log vouches for is refused, whatever its row says

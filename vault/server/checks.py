@@ -48,6 +48,10 @@ class ServerChecks:
     def certificate(self, s: Session, row: EngineerRecord) -> None:
         self.organisation.certificate(s, row)
 
+    def trusted(self, s: Session) -> tuple[bytes, bytes]:
+        """(vault id, organisation key) as ``organisation_key`` checked them in this unit."""
+        return self.organisation.trusted(s)
+
     def admin(self, s: Session, row: EngineerRecord | None) -> EngineerRecord:
         """The signer of a record: certified, an admin, active; else UntrustedRecord."""
         if row is None:

@@ -10,64 +10,40 @@ seal comparing the rows recomputed in the unit with that digest (409 ``stale-dra
 kept, the nonce remembered first in the unit). Both routes: the body's caller must be the signer
 (403), an admin (the authority's check).
 
-Served for a first enrolment only: the carry-over of grants an engineer held before (a key
-rotation's re-invitation) re-signs and re-seals client keys with the admin's keys inside the
-unit, which the server does not hold; such a confirmation is refused here (``ConfigurationError``)
-and stays in-process, which a vault that went to the team server refuses (no format-2 event
-after format 3): the carry needs its own draft and commit (docs/server.md §4).
+A re-invited engineer's confirmation (a key rotation's re-invitation: the grants they held carried
+over) is served too (session 16): ``ServedCarry`` (``authority/carry_drafts.py``) drafts the carry-over
+in the pending rows (``CarryPlan.draft``, covered by their digest); the admin's machine verifies it and
+re-signs and re-seals (``keyholder/carry.py``); the commit's ``carry`` is checked under the caller's
+certified key before the carry's writes, in the confirmation's unit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.authority.carry_drafts import ServedCarry
 from vault.authority.checkout_events import UnitCore
 from vault.authority.confirm_requests import STALE_CONFIRM, ConfirmCommit, pending_digest
 from vault.authority.engineer_requests import (
     CONFIRM,
     PENDING,
-    CarryPlan,
     Certification,
     ConfirmRequest,
     EngineerAnswer,
     PendingRows,
 )
-from vault.authority.engineers import EngineerAuthority, EngineerChecks
+from vault.authority.engineers import EngineerAuthority
 from vault.authority.serverjournal import ServerJournal, ServerSeal
 from vault.errors import ConcurrentChange, ConfigurationError, InvalidInput
+from vault.server.checks import ServerChecks
 from vault.server.handlers import Call, Operations, signer_only
 from vault.server.listing_routes import CallRecorder
 from vault.server.problems import NO_SERVER_KEY
-from vault.storage import models as m
 from vault.storage.engine import Store
-
-NOT_SERVED_CARRY = "confirming an engineer who held keys or grants before (a re-invitation) is not served yet"
-
-
-class _FirstEnrolment:
-    """``engineers.Carry`` on the server: nothing to carry (a first enrolment), else refused."""
-
-    def plan(self, s: Session, engineer_id: int, root_version: int) -> CarryPlan:
-        row = s.get(m.Engineer, engineer_id)
-        assert row is not None  # the authority read it in this unit
-        grants = s.scalar(
-            select(func.count())
-            .select_from(m.Grant)
-            .where(m.Grant.engineer_id == engineer_id, m.Grant.revoked_at.is_(None))
-        )
-        if (row.invite_prev_generation or 0) > 0 or grants:
-            raise ConfigurationError(
-                NOT_SERVED_CARRY, hint="this needs the carry-over through the team server (issue 14)"
-            )
-        signer = s.get(m.Engineer, row.invite_signed_by or 0)
-        return CarryPlan(signer.name if signer is not None else "", (), ())
-
-    def carry(self, s: Session, engineer_id: int) -> None:
-        return None  # the plan carries nothing
 
 
 class _Seal:
@@ -98,7 +74,7 @@ class ConfirmRoutes:
     """The two routes of a confirmation (module docstring)."""
 
     def __init__(
-        self, store: Store, checks: EngineerChecks, seal: ServerSeal | None, clock: Callable[[], dt.datetime]
+        self, store: Store, checks: ServerChecks, seal: ServerSeal | None, clock: Callable[[], dt.datetime]
     ) -> None:
         self.store, self.checks, self.seal, self.clock = store, checks, seal, clock
 
@@ -110,7 +86,8 @@ class ConfirmRoutes:
         if not isinstance(request, ConfirmRequest) or request.action != PENDING:
             raise InvalidInput("the body is not a pending confirmation's request")
         signer_only(call, request.caller)
-        authority = EngineerAuthority(self.store, self.checks, _NoRecorder(), _FirstEnrolment(), self.clock)
+        carry = ServedCarry(self.checks, self.clock, None, request.caller.engineer_id)
+        authority = EngineerAuthority(self.store, self.checks, _NoRecorder(), carry, self.clock)
         return authority.confirm(request, None)  # type: ignore[arg-type]  # a PENDING read uses no seal
 
     def confirm(self, call: Call) -> EngineerAnswer:
@@ -122,10 +99,14 @@ class ConfirmRoutes:
             raise ConfigurationError(NO_SERVER_KEY, hint="start the server with --server-key FILE")
         assert call.recorded is not None
         recorder = CallRecorder(ServerJournal(UnitCore(self.clock), self.seal), call.recorded, call, call.nonce)
-        authority = EngineerAuthority(self.store, self.checks, recorder, _FirstEnrolment(), self.clock)
+        carry = ServedCarry(self.checks, self.clock, commit.carry, commit.caller.engineer_id)
+        authority = EngineerAuthority(self.store, self.checks, recorder, carry, self.clock)
         c = commit
         request = ConfirmRequest(c.caller, c.name, c.fingerprint, c.shown, c.org_pin, CONFIRM)
-        return authority.confirm(request, _Seal(commit))  # type: ignore[arg-type]
+        answer = authority.confirm(request, _Seal(commit))  # type: ignore[arg-type]
+        # the rows certified are the admin's own (they sent their digest): not answered again, so that
+        # a carry-over's draft (each client's grant events) does not cross twice
+        return dataclasses.replace(answer, pending=None)
 
     def add_to(self, operations: Operations) -> None:
         operations.add("engineers.pending_confirmation", self.pending)

@@ -97,7 +97,7 @@ class EngineerWriteRoutes:
 
     def add_to(self, operations: Operations) -> None:
         operations.add("engineers.rotate_draft", self.rotate_draft)
-        operations.add("engineers.rotate", self.rotate, writes=True)
+        operations.add("engineers.rotate", self.rotate, writes=True, max_body=REMOVAL_BODY)  # an adoption's signatures
         operations.add("engineers.remove_draft", self.remove_draft)
         operations.add("engineers.remove", self.remove, writes=True, max_body=REMOVAL_BODY)
 

@@ -67,7 +67,7 @@ class RemoteEngineerWrites:
 
     def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
         rotations = RotationKeyholder(None, self.keys, _NoLookup(), self.keys.client_keys, self.clock)  # type: ignore[arg-type]
-        return rotations._new_key(client_id, draft)  # verified row by row, then made (keyholder/rotation.py)
+        return rotations.new_key(client_id, draft)  # verified row by row, then made (keyholder/rotation.py)
 
 
 class _NoLookup:

@@ -206,6 +206,8 @@ RESPONSE_LIMITS = {
     "audit.points": 1024 * 1024,
     "reports.access": 16 * 1024 * 1024,  # a page of reveals' versions (service/remote_reports.py)
     "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
+    "engineers.rotate_draft": 8 * 1024 * 1024,  # an adoption: every record the engineer signed (adoption_drafts.py)
+    "engineers.pending_confirmation": 8 * 1024 * 1024,  # a carry-over: each carried client's grant events
 }  # fmt: skip
 # What a refused signature means to an engineer whose key signed the request (``explained``).
 SIGNATURE_REFUSALS = {

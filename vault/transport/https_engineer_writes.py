@@ -77,9 +77,11 @@ class HttpsEngineerWriteTransport(HttpsInviteTransport):
         signed = seal.sign_invitation(dataclasses.replace(invitation, previous_key=previous))
         if not isinstance(signed, SignedInvitation):
             raise UntrustedRecord("the keyholder signed no invitation")
+        adoption = draft.rows.adoption  # what the engineer signed: verified and adopted there
+        adopted = None if adoption is None else seal.adopt(adoption)
         r = request
         commit = RekeyCommit(r.caller, r.name, r.expires_at, r.org_pin, rekey.engineer.id, made.key_certificate,
-                             signed, draft.digest)  # fmt: skip
+                             signed, draft.digest, adopted=adopted)  # fmt: skip
         return answer_of(self.https, "engineers.rotate", commit, EngineerAnswer)
 
     def remove(self, request: RemoveRequest, seal: Any) -> RemovalAnswer:

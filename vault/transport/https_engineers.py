@@ -4,10 +4,11 @@
 so the keyholder runs unchanged on it. ``list`` with the ``engineer-list`` action crosses as
 the signed ``engineers.list`` request: the server appends the listing's ``engineer-list``
 event in format 3 in the listing's unit and answers after the commit; the keyholder checks its
-own row in the answer as in-process. ``confirm`` (a first enrolment's: no grants carried over)
-is a read of the pending rows and a commit of the admin's certification with their digest
-(``server/confirm_routes.py``). ``change_passphrase`` is a read of the caller's stored key
-record and a commit of the record the keyholder re-locked with its digest
+own row in the answer as in-process. ``confirm`` is a read of the pending rows and a commit of
+the admin's certification with their digest (``server/confirm_routes.py``); for a re-invited
+engineer the commit also carries the carry-over the keyholder made (``keyholder/carry.py``).
+``change_passphrase`` is a read of the caller's stored key record and a commit of the record the
+keyholder re-locked with its digest
 (``server/passphrase_routes.py``). An enrolment over HTTPS needs no keyholder: it is
 ``https_enrolment.enroll_over_https``. Everything else (invite, enrolment through this value,
 key records, unlock, rotation, removal, and ``whoami`` through this
@@ -80,8 +81,9 @@ class HttpsEngineerTransport:
         if shown.pending is None:
             raise UntrustedRecord("the server answered no pending enrolment")
         made = seal.certify(shown.pending)
+        carried = seal.carry(shown.pending)  # a re-invitation's carry-over, verified and made there
         r, digest = request, pending_digest(shown.pending)
-        commit = ConfirmCommit(r.caller, r.name, fingerprint, r.shown, r.org_pin, made, digest)
+        commit = ConfirmCommit(r.caller, r.name, fingerprint, r.shown, r.org_pin, made, digest, carry=carried)
         return answer_of(self.https, "engineers.confirm", commit, EngineerAnswer)
 
     def change_passphrase(self, request: PassphraseRequest, seal: Any) -> EngineerAnswer:

@@ -78,8 +78,10 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     "keys.rewrap_draft": frozenset({"client-key-rewrap"}),
     "keys.finish": frozenset({"client-key-rotated"}),
     "grants.sweep": frozenset({"grants-expired"}),  # server/sweep_routes.py
-    "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # server/engineer_write_routes.py
-    "engineers.remove": frozenset({"engineer-remove"}),  # each start's facts in it (authority/removal_drafts.py)
+    # server/engineer_write_routes.py; ``adoption-refused`` names what an adoption set aside (adoption_drafts.py)
+    "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
+    # each start's facts in it (authority/removal_drafts.py); what a signer's removal set aside
+    "engineers.remove": frozenset({"engineer-remove", "adoption-refused"}),
     "keys.rotate_root": frozenset({"root-key-rotate"}),  # server/root_routes.py: kept as its digest (a bulk body)
     "backups.create": frozenset({"backup-create"}),  # server/backup_routes.py: committed before the rows leave
 }
@@ -90,7 +92,9 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "status": frozenset({"report-status"}),
     "stale": frozenset({"report-stale"}),
     "settings-set": frozenset({"settings"}),
-    "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate"}),  # a re-key re-invites
+    # a re-key re-invites, and names what its adoption set aside (authority/adoption_drafts.py)
+    "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
+    "engineer-remove": frozenset({"engineer-remove", "adoption-refused"}),
 }
 
 
