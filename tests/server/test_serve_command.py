@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -180,8 +181,9 @@ def test_the_public_url_may_end_with_a_slash() -> None:
 @pytest.mark.parametrize(("pool", "threads"), [(["--db-pool", "3"], 3), ([], 40)])
 def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkeypatch, pool, threads) -> None:  # type: ignore[no-untyped-def]
     """``--db-pool 3``: the store keeps at most 3 connections (no overflow) and the app lets at most 3
-    requests into the thread pool, set on the server's loop at its first request. Without it: 15
-    connections, all kept (none opened on demand and closed on its return), anyio's 40 threads."""
+    requests into the thread pool, set on the server's loop at its first request. Without it:
+    ``default_pool()`` connections, all kept (none opened on demand and closed on its return),
+    anyio's 40 threads."""
     import asyncio
 
     import anyio.to_thread
@@ -216,7 +218,7 @@ def test_db_pool_bounds_the_connections_and_the_request_threads(tmp_path, monkey
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert seen["answer"] == (200, threads)
-    assert seen["pool"] == (3, 0) if pool else (15, 0)
+    assert seen["pool"] == (3, 0) if pool else (running.default_pool(), 0)
     refused = CliRunner().invoke(cli, [*args[:5], "--db-pool", "0"])
     assert refused.exit_code == 2 and "--db-pool" in refused.output
 
@@ -266,3 +268,13 @@ def test_settle_heap_moves_what_the_server_holds_out_of_the_collectors_generatio
         assert sum(gc.get_count()) < 100  # a collection ran just before
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(("cores", "pool"), [(1, 4), (2, 4), (3, 6), (7, 14), (8, 15), (64, 15)])
+def test_the_default_pool_is_twice_the_cores_between_4_and_15(cores: int, pool: int) -> None:
+    assert running.default_pool(cores) == pool
+
+
+def test_the_default_pool_counts_the_cores_this_process_may_run_on() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    assert running.default_pool() == max(4, min(15, 2 * cores))

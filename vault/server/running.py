@@ -19,6 +19,7 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -58,10 +59,20 @@ class ServeOptions:
     db_pool: int | None = None  # at most this many database connections and request threads (None: defaults)
 
 
-# Connections a server keeps without --db-pool: SQLAlchemy's default most (5 kept, 10 more on demand),
-# all kept. An on-demand connection was closed when it came back to a full pool of 5, so a busy server
-# opened a PostgreSQL backend (a fork, an authentication, the session's settings) for every busy moment.
-DEFAULT_POOL = 15
+def default_pool(cores: int | None = None) -> int:
+    """Connections a server process keeps without --db-pool, all kept (an on-demand connection was
+    closed when it came back to a full pool, so a busy server opened a PostgreSQL backend for every
+    busy moment): twice the cores this process may run on, at least 4 and at most 15.
+
+    Every writer queues on the audit head's lock, and a process runs one thread of Python at a
+    time: more transactions in flight than that only add waiting (PostgreSQL's lock queue, the
+    interpreter's lock). W16 on 2 cores (docs/performance-server.md, session 16): 254 checkouts/s
+    with 4, 227 with 6, 220 with 8, 212–221 with 15, each server and PostgreSQL using less CPU per
+    checkout the fewer there were. A larger machine, or long requests (a backup), may want more:
+    ``--db-pool``."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(4, min(15, 2 * cores))
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -189,7 +200,7 @@ def run(options: ServeOptions) -> None:
         )
     keys = read_server_keys(options.server_key) if options.server_key is not None else None
     server_key = keys.signing_keys if keys is not None else None  # during a rotation: the certified version signs
-    store = Store(options.db_url, pool_size=options.db_pool or DEFAULT_POOL)
+    store = Store(options.db_url, pool_size=options.db_pool or default_pool())
     layer = ServerLayer(keys.master, keys.previous) if keys is not None and keys.master is not None else None
     nonces = DbNonceStore(store)
     limits = AuthenticationLimits(AddressLimit(), EngineerLimit(store))
