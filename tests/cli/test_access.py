@@ -182,10 +182,10 @@ def test_checkout_reveals_nothing_when_the_access_cannot_be_recorded(
             raise exc.OperationalError("INSERT INTO audit_events", {}, sqlite3.OperationalError("disk I/O error"))
         return original(self, conn, sqlite, caller, request, *rest)
 
-    def failing_on_the_server(s: Any, event: Any, clock: Any, request: Any, *rest: Any) -> int:
+    def failing_on_the_server(s: Any, event: Any, clock: Any, request: Any, *rest: Any, **kwargs: Any) -> int:
         if request.action == "checkout":  # the format-3 append, where the team server is
             raise exc.OperationalError("INSERT INTO audit_events", {}, sqlite3.OperationalError("disk I/O error"))
-        return server_append(s, event, clock, request, *rest)
+        return server_append(s, event, clock, request, *rest, **kwargs)
 
     server_append = checkout_events.append
     monkeypatch.setattr(CheckoutAuthority, "_append", failing)

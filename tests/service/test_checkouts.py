@@ -174,10 +174,10 @@ def test_when_the_audit_event_cannot_be_written_nothing_is_revealed(acme, monkey
     monkeypatch.setattr(CheckoutAuthority, "_append", append)
     real_served = checkout_events.append
 
-    def served_append(s, event, clock, request, *rest):  # type: ignore[no-untyped-def]
+    def served_append(s, event, clock, request, *rest, **kwargs):  # type: ignore[no-untyped-def]
         if request.action in ("checkout", "reveal"):  # through the server (team3's HTTPS mode)
             raise StoreUnavailable("disk full")
-        return real_served(s, event, clock, request, *rest)
+        return real_served(s, event, clock, request, *rest, **kwargs)
 
     monkeypatch.setattr(checkout_events, "append", served_append)
     outcomes = []
