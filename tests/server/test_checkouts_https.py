@@ -17,6 +17,8 @@ import dataclasses
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -269,11 +271,14 @@ def test_a_changed_body_is_401(keyed: Keyed) -> None:
     headers = signed_headers(
         served, REVEAL, request.content, key=served.alice.keyholder.my_signing_key(), keyid=keyid_of(served.alice)
     )
-    state = database_state(served.db_url)
+    state, failures = database_state(served.db_url), failures_of(keyed, served.alice)
     with served.client() as client:
         response = client.post(REVEAL, content=changed, headers=headers)
     assert response.status_code == 401, response.text
-    assert database_state(served.db_url) == state
+    after = database_state(served.db_url)
+    after.pop("auth_failures"), state.pop("auth_failures")  # a row per window: new, or counted up
+    assert after == state  # nothing else written
+    assert failures_of(keyed, served.alice) == failures + 1  # the failed authentication is counted
 
 
 def test_a_reveal_body_sent_to_the_checkout_route_is_refused(keyed: Keyed) -> None:
@@ -354,6 +359,21 @@ def test_an_in_process_checkout_on_a_server_keyed_vault_is_refused(keyed: Keyed)
     assert database_state(served.db_url) == before
 
 
+@contextmanager
+def watched_server(keyed: Keyed, test_ca: Any, store: Store) -> Iterator[str]:
+    """The server's app over ``store`` (one the test watches: its listeners see the server's
+    statements and commits) on loopback TLS, with the team's server key; its URL."""
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    app = build_app(store, public_url=url, nonce_store=MemoryNonceStore(), server_key=keyed.key)
+    options = ServeOptions(
+        keyed.served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
+    )
+    with running(app, options, sock):
+        yield url
+
+
 def test_the_answer_is_sent_only_after_the_commit(keyed: Keyed, test_ca) -> None:  # type: ignore[no-untyped-def]
     """A commit that fails (a fault at the commit) answers an error, and the client gets no value."""
     served = keyed.served
@@ -365,15 +385,8 @@ def test_the_answer_is_sent_only_after_the_commit(keyed: Keyed, test_ca) -> None
             raise exc.OperationalError("COMMIT", {}, Exception("disk I/O error (fault seam)"))
 
     event.listen(store.engine, "commit", commit)
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=MemoryNonceStore(), server_key=keyed.key)
-    options = ServeOptions(
-        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
-    )
     try:
-        with running(app, options, sock):
+        with watched_server(keyed, test_ca, store) as url:
             holder, _ = keyholder(served, served.alice, url)
             holder.keys.session()  # the session is loaded before the fault is armed
             count = event_count(served)
@@ -399,15 +412,8 @@ def test_on_postgresql_the_head_lock_is_held_for_two_round_trips_before_the_comm
         pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
         sent.append((" ".join(sql.split()[:3]).upper(), pgconn is not None and bool(pgconn.pipeline_status)))
 
-    sock = loopback_socket()
-    port = sock.getsockname()[1]
-    url = f"https://127.0.0.1:{port}"
-    app = build_app(store, public_url=url, nonce_store=MemoryNonceStore(), server_key=keyed.key)
-    options = ServeOptions(
-        served.db_url, bind=f"127.0.0.1:{port}", tls_cert=str(test_ca.cert_file), tls_key=str(test_ca.key_file)
-    )
     try:
-        with running(app, options, sock):
+        with watched_server(keyed, test_ca, store) as url:
             holder, _ = keyholder(served, served.alice, url)
             checkout(holder, "acme/fw01")  # the context and the connection first
             event.listen(store.engine, "before_cursor_execute", keep)
