@@ -70,7 +70,7 @@ class Tap:
 
 def tapped(admin: RemoteVault, tap: Tap) -> Any:
     engineers: Any = admin.engineers
-    return RemoteInvitations(engineers.keys, tap, engineers.clock).keyholder  # type: ignore[arg-type]
+    return RemoteInvitations(engineers.keys, tap, engineers.clock, engineers.history.live_grants).keyholder  # type: ignore[arg-type]
 
 
 def captured(admin: RemoteVault, name: str, fingerprint: str) -> ConfirmCommit:

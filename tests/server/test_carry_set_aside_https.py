@@ -8,7 +8,9 @@ admin's machine can read the audit log's word (``keyholder/carry.py``): it names
 the rows set aside and the rows re-signed to be exactly the drafted ones, disjoint, and the copies to
 be exactly those of the clients still carried, before it revokes the rows set aside. The attacks are
 raw signed commits by the confirming admin's own keys (an insider with a valid admin key and a
-patched client), and a compromised server's draft with a client's audit keys left out.
+patched client), and a compromised server's draft with a client's audit keys left out, or with a live
+grant row left out of the plan altogether (refused: ``named_in_plan`` checks the plan against the grants
+the whole audit chain, verified on the admin's machine, says the engineer holds).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from sqlalchemy import select, update
 
 from vault.authority.confirm_requests import ConfirmCommit
 from vault.authority.grant_signatures import grant_fields, grant_label
+from vault.errors import UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
 from vault.transport.https_enrolment import EnrolledRecord
 
 pytestmark = pytest.mark.usefixtures("cli_home")
 
-TARGETS = ("aside1", "aside2", "aside3")
+TARGETS = ("aside1", "aside2", "aside3", "aside4")
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +152,44 @@ def test_a_client_drafted_without_its_audit_keys_is_set_aside_not_carried(
     made = tap.commit.carry
     assert made.set_aside == (grants_of(world, record.engineer_id)[1].id,)
     assert {c for c, _, _ in made.seals} == {grants_of(world, record.engineer_id)[0].client_id}
+
+
+@pytest.mark.parametrize("left_out", ["excl's row", "every row"])
+def test_a_plan_that_leaves_out_a_live_grant_is_refused_on_the_admins_machine(
+    world: Keyed, admin: RemoteVault, monkeypatch: pytest.MonkeyPatch, left_out: str
+) -> None:
+    """A compromised server drafts the plan without excl's grant (consistently: not carried, not dropped,
+    not in the draft), or with no row at all (no draft: a first enrolment's plan). The row would stay
+    unrevoked and never be carried over; the chain verified on the admin's machine says the grant is live,
+    so the pending read and the confirmation are refused, and no commit is sent."""
+    name = "aside4"
+    with world.store.read() as s:
+        ready = s.scalars(select(m.Engineer.status).where(m.Engineer.name == name)).one() == "enrolled"
+    record = None if ready else re_enrolled(world, admin, name, monkeypatch)
+    fingerprint = record.fingerprint if record else admin.engineers.pending_confirmation(name).fingerprint
+    with world.store.read() as s:
+        engineer_id = s.scalars(select(m.Engineer.id).where(m.Engineer.name == name)).one()
+    excl = grants_of(world, engineer_id)[1]
+
+    def without(pending: Any) -> Any:
+        plan, draft = pending.plan, pending.plan.draft
+        if left_out == "every row":
+            return dataclasses.replace(pending, plan=dataclasses.replace(plan, carried=(), dropped=(), draft=None))
+        draft = dataclasses.replace(
+            draft,
+            resign=tuple(k for k in draft.resign if k.grant.id != excl.id),
+            clients=tuple(c for c in draft.clients if c.client_id != excl.client_id),
+        )
+        carried = tuple(c for c in plan.carried if c.grant_id != excl.id)
+        return dataclasses.replace(pending, plan=dataclasses.replace(plan, carried=carried, draft=draft))
+
+    before = state(world)
+    for step in ("pending", "confirm"):
+        tap = Tap(admin.https, without)
+        with pytest.raises(UntrustedRecord, match="leaves out a grant"):
+            if step == "pending":
+                tapped(admin, tap).pending(name)
+            else:
+                tapped(admin, tap).confirm(name, fingerprint, None)
+        assert "engineers.confirm" not in tap.sent
+    assert state(world) == before

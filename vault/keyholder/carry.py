@@ -22,6 +22,10 @@ audit log's reason (``shown_plan``).
 
 Then: each other drafted row signed by this admin over the engineer's new sealing key (``grant_fields``:
 only the key changes), and every live version of a carried client's key sealed to that key.
+
+Before any of it (``named_in_plan``, through the server only): every grant the whole audit chain,
+verified on this machine, says the engineer holds (``RemoteGrantHistory.live_grants``) must be a row
+the plan carries or drops; a plan that leaves one out refuses the confirmation.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
 
 NOT_DRAFTED = "the authority's carry-over is not the plan it showed: not confirmed"
 TAKEN_BACK = "set aside (revoked): the audit log does not confirm it"
+LEFT_OUT = "the server's plan leaves out a grant the verified audit log says the engineer holds: not confirmed"
+LEFT_OUT_HINT = "the server's database or the server itself may be tampered with: tell its operator"
 
 
 class CheckedCarry(NamedTuple):
@@ -112,8 +118,23 @@ def checked_carry(owner: EngineerKeyholder, pending: PendingRows, org: bytes) ->
     return CheckedCarry(resign, opened, aside)
 
 
+def named_in_plan(owner: EngineerKeyholder, pending: PendingRows) -> None:
+    """Through the team server, with the verified audit chain's grant history (``owner.live_grants``):
+    each grant the chain says the engineer holds is a row the plan carries or drops (a server that leaves
+    a row out of the plan leaves it unrevoked and not carried: the engineer loses it silently)."""
+    if owner.live_grants is None:
+        return
+    plan = pending.plan
+    named = {(r.client_id, r.grant_id) for r in plan.carried} | {(r.client_id, r.grant_id) for r in plan.dropped}
+    clients = {client_id for client_id, _ in named}
+    for client_id, grant_id in owner.live_grants(pending.engineer.name, int(owner.clock().timestamp())).items():
+        if (client_id, grant_id) not in named and (grant_id is not None or client_id not in clients):
+            raise UntrustedRecord(LEFT_OUT + f" (grant {grant_id} of client {client_id})", hint=LEFT_OUT_HINT)
+
+
 def carry_made(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> CarryMade | None:
     """The admin's part of the carry-over ``pending`` drafts (module docstring), or None if it drafts none."""
+    named_in_plan(owner, pending)
     checked = checked_carry(owner, pending, org)
     if checked is None:
         return None

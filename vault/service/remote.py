@@ -181,6 +181,7 @@ class RemoteEngineers(_Noun):
         self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
         self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
         self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
+        self.history: Any = None  # RemoteVault.grants.history: a re-invite's plan checked against the chain
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -299,14 +300,19 @@ class RemoteEngineers(_Noun):
         rows read (``engineers.pending_confirmation``) and verified on this machine."""
         validation.engineer_name(name)
         self.keys.me()
-        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.pending(name)
+        return self._confirming().keyholder.pending(name)
 
     def confirm(self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None) -> EngineerInfo:
         """As ``Vault.engineers.confirm``, through the server (an admin's): the rows certified on this
         machine, committed with their digest (``engineers.confirm``: 409 if they changed since)."""
         validation.engineer_name(name)
         self.keys.me()
-        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+        return self._confirming().keyholder.confirm(name, fingerprint, shown)
+
+    def _confirming(self) -> RemoteInvitations:
+        """A confirmation's keyholder: the plan checked against the grants the verified chain says live."""
+        live = None if self.history is None else self.history.live_grants
+        return RemoteInvitations(self.keys, self.https, self.clock, live)
 
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
@@ -437,6 +443,7 @@ class RemoteVault:
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list
+        self.engineers.history = self.grants.history  # a re-invite's confirmation: the plan against the chain
         # what an admin's removal in-process also reports: through the server no root rotation runs in a
         # removal (an admin's is refused) and no record is adopted (an engineer with records to adopt is refused)
         self.last_root_rotation: Any = None
