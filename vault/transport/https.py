@@ -138,7 +138,10 @@ class RenewServerKey(Protocol):
     """Takes a newer server key version an answer names: the key, once its certificate checked
     out and ``check`` (the answer under it) passed, re-pinned (``service/serverkey_renewal.py``)."""
 
-    def __call__(self, version: int, check: Callable[[PinnedServerKey], None]) -> PinnedServerKey: ...
+    def __call__(
+        self, version: int, check: Callable[[PinnedServerKey], None], left: float | None = None
+    ) -> PinnedServerKey:
+        """``left``: the seconds ``HttpsTransport.within`` leaves (None: no budget) for reading the identity."""
 
 
 def _loopback(host: str) -> bool:
@@ -391,7 +394,7 @@ class HttpsTransport:
                     f"the server signed with server key version {version}, older than the pinned version {pinned[0]}",
                     hint="a server key is never rolled back: tell your admin; nothing was accepted",
                 ) from None
-            self.server_key = _checked_pin(self.renew(version, check))
+            self.server_key = _checked_pin(self.renew(version, check, self._left()))  # within ``within``'s budget
 
     def report_refused(self, reason: str, refused: tuple[str, bytes] | None = None) -> None:
         """Put a refused answer on record (``audit.answer_refused``): ``refused`` (its operation and
