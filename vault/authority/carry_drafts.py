@@ -72,6 +72,24 @@ class CarryChecks(Protocol):
         """(vault id, organisation key) as checked in this unit."""
 
 
+def invited_key(s: Session, row: m.Engineer, vault_id: bytes, org: bytes) -> tuple[m.EngineerKey | None, str]:
+    """The engineer's keys as they were when invited (the generation the signed invitation names),
+    their ``engineer_keys`` record certified under ``org`` for this vault; else None and why. A
+    confirmation carries over only the grants signed over them: in-process (``Invitations``,
+    service/invitations.py) and through the team server (``ServedCarry``) alike."""
+    generation = row.invite_prev_generation or 0
+    if generation <= 0:
+        return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
+    key = s.get(m.EngineerKey, (row.id, generation))
+    try:
+        if key is None or generation >= row.key_generation:
+            raise UntrustedRecord(f"key generation {generation} is missing")
+        verify_engineer_key(vault_id, org, key, key.certificate, row.name)
+    except UntrustedRecord as error:
+        return None, f"the engineer's previous keys do not verify: {error}"
+    return key, ""
+
+
 def _grant_row(grant: m.Grant) -> GrantRow:
     return GrantRow(*(getattr(grant, f) for f in GrantRow._fields))
 
@@ -143,16 +161,9 @@ class ServedCarry:
         )
 
     def _previous(self, s: Session, row: m.Engineer, vault_id: bytes, org: bytes) -> tuple[PreviousKey | None, str]:
-        generation = row.invite_prev_generation or 0
-        if generation <= 0:
-            return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
-        key = s.get(m.EngineerKey, (row.id, generation))
-        try:
-            if key is None or generation >= row.key_generation:
-                raise UntrustedRecord(f"key generation {generation} is missing")
-            verify_engineer_key(vault_id, org, key, key.certificate, row.name)
-        except UntrustedRecord as error:
-            return None, f"the engineer's previous keys do not verify: {error}"
+        key, why_none = invited_key(s, row, vault_id, org)
+        if key is None:
+            return None, why_none
         found = PreviousKey(key.generation, key.sealing_public, key.signing_public, key.certified_at, key.certificate)
         return found, ""
 
