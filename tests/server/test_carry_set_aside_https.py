@@ -26,7 +26,8 @@ from sqlalchemy import select, update
 
 from vault.authority.confirm_requests import ConfirmCommit
 from vault.authority.grant_signatures import grant_fields, grant_label
-from vault.errors import UntrustedRecord
+from vault.errors import IntegrityError, UntrustedRecord
+from vault.records import AuditVerification
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
 from vault.transport.https_enrolment import EnrolledRecord
@@ -193,3 +194,21 @@ def test_a_plan_that_leaves_out_a_live_grant_is_refused_on_the_admins_machine(
                 tapped(admin, tap).confirm(name, fingerprint, None)
         assert "engineers.confirm" not in tap.sent
     assert state(world) == before
+
+
+def test_a_chain_that_does_not_verify_refuses_the_confirmation(
+    world: Keyed, admin: RemoteVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's machine cannot tell which grants are live when the chain it reads does not verify (a
+    server cutting or rewriting it): the confirmation is refused with the break named, no commit sent."""
+    name = "aside4"  # still waiting: every confirmation above was refused
+    fingerprint = admin.engineers.pending_confirmation(name).fingerprint
+    broken = AuditVerification(False, 3, 1, 3, "00" * 32, 2, "the hash does not match")
+    audit: Any = admin.engineers.history.audit
+    monkeypatch.setattr(audit, "verify_whole", lambda observe, since=None: broken)
+    before = state(world)
+    tap = Tap(admin.https)
+    with pytest.raises(IntegrityError, match="does not verify at event 2") as refused:
+        tapped(admin, tap).confirm(name, fingerprint, None)
+    assert "audit verify" in (refused.value.hint or "")
+    assert "engineers.confirm" not in tap.sent and state(world) == before

@@ -36,6 +36,10 @@ verify`` does (the anchor checked again, then every event after it), so a server
 shorter chain, consistently cut before a ``revoke``, is refused at the anchor. A failed check keeps
 what was verified before. What it costs: the first listing of a ``RemoteVault`` reads and verifies the
 whole chain (about as long as ``audit verify``); the next ones the events since.
+
+``live_grants`` (session 17) answers from the same verified events which grants the log says an engineer
+holds: a re-invited engineer's confirmation through the server requires the server's plan to name each
+(``keyholder/carry.py``, ``named_in_plan``).
 """
 
 from __future__ import annotations
