@@ -119,6 +119,8 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
         )
         return
     scope = "all" if full or result.first_seq == 1 else f"events {result.first_seq}-{result.head_seq}"
+    if result.checked == 0 and not full:
+        scope = "none since the head verified last"  # not "events 11-10"
     if periodic:
         scope += f"; the periodic full verify, due every {FULL_EVERY_DAYS} days or {FULL_EVERY_EVENTS} events"
     click.echo(
