@@ -70,7 +70,7 @@ def test_unlock_without_any_keyring_starts_the_agent_and_lock_ends_it(headless: 
     assert pid is not None
     assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout  # the click command, through the agent
     assert "acme" in ok(ws.admin("client", "list")).stdout
-    refused = ws.admin("rotate", "client", "acme")  # not served (it reports progress): needs the keys here
+    refused = ws.admin("audit", "export")  # not served (it streams): needs the keys here
     assert_clean_error(refused, ADMIN_PASS)
     assert "the agent holds the session" in refused.stderr and "unlock --keyring" in refused.stderr
     again = ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))  # a new unlock replaces the agent
@@ -129,24 +129,24 @@ def test_the_unlock_mode_comes_from_the_environment(headless: Workspace, monkeyp
 def test_at_a_terminal_a_command_the_agent_does_not_serve_asks_the_passphrase(
     headless: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The agent lends no key: `rotate client` (not served: it reports progress as it runs)
-    asks the passphrase once for itself."""
+    """The agent lends no key: `audit export` (not served: it streams) asks the passphrase
+    once for itself."""
     from vault.cli import context
 
     ws = headless
     ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))
     monkeypatch.setattr(context, "interactive", lambda: True)
-    wrong = ws.admin("rotate", "client", "acme", input="not the passphrase\n")
+    wrong = ws.admin("audit", "export", input="not the passphrase\n")
     assert_clean_error(wrong, "not the passphrase")
-    rotated = ok(ws.admin("rotate", "client", "acme", input=ADMIN_PASS + "\n"))
-    assert "Passphrase for root (this command runs outside the agent)" in rotated.stderr
-    assert ADMIN_PASS not in rotated.output
-    assert [c.key_version for c in ws.library(ADMIN).clients.list()] == [2]
+    exported = ok(ws.admin("audit", "export", input=ADMIN_PASS + "\n"))
+    assert "Passphrase for root (this command runs outside the agent)" in exported.stderr
+    assert ADMIN_PASS not in exported.output
+    assert '"action": "vault-init"' in exported.stdout
     added = ok(ws.admin("client", "add", "globex", "--name", "Globex"))  # served by the agent: no prompt
     assert "Passphrase" not in added.output
     assert "globex" in ok(ws.admin("client", "list")).stdout
     monkeypatch.setattr(context, "interactive", lambda: False)
-    assert_clean_error(ws.admin("rotate", "client", "acme", input=ADMIN_PASS + "\n"))
+    assert_clean_error(ws.admin("audit", "export", input=ADMIN_PASS + "\n"))
 
 
 class _RefusingKeyring(KeyringBackend):
@@ -253,6 +253,7 @@ def test_with_no_keyring_every_command_the_agent_can_make_goes_through_it(headle
         ("policy", "set", "acme", "--exclusive", "--for", "45m"),
         ("settings", "--retention", "5"),
         ("client", "add", "globex", "--name", "Globex"),
+        ("rotate", "client", "acme"),
         ("checkout", "acme/fw", "-r", "T-1", "--show"),
     ):
         done = ok(ws.admin(*args, input="pw-two\n"))
@@ -279,6 +280,6 @@ def test_with_no_keyring_every_command_the_agent_can_make_goes_through_it(headle
     assert len(library.checkouts.reveal("acme/fw", reason="T-2")) == 30
     policy = library.policies.get("acme")
     assert policy.exclusive and policy.checkout_minutes == 45
-    assert [c.slug for c in library.clients.list()] == ["acme", "globex"]
+    assert [(c.slug, c.key_version) for c in library.clients.list()] == [("acme", 2), ("globex", 1)]
     assert {e.name: e.status for e in library.engineers.list()}["bob"] == "invited"
     assert [c.secret for c in library.checkouts.list()] == ["fw"]

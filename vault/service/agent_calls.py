@@ -15,9 +15,10 @@ record again here (``result``), so a click command prints the same whether the a
 in-process ``Vault`` answered.
 
 Not in the table, so run in the command's own process: what asks a passphrase or reads a file
-there (``unlock``, ``passwd``, ``enroll``, backups, ``restore``), what streams without bound
-(``audit export``, ``report access``) and what reports progress as it runs (rotations, an
-engineer's removal, a purge). This module imports only the standard library and
+there (``unlock``, ``passwd``, ``enroll``, ``engineer confirm``, backups, ``restore``), what
+streams without bound (``audit export``, ``report access``) and what returns more than records
+(``rotate root``'s shares, an engineer's removal, ``policy adopt``). A progress callback stays
+in the command's process (kind ``here``): a rotation through the agent reports at its end. This module imports only the standard library and
 ``vault.records``: the command's side must not pay for SQLAlchemy or cryptography.
 """
 
@@ -52,6 +53,7 @@ def _c(result: str | type, *params: tuple[str, str], long: bool = False) -> Call
 
 
 S, S_, B_ = "str", "str?", "bool?"
+HERE = "here"  # an argument that stays in the command's process (a progress callback): never sent
 CALLS: dict[tuple[str, str], Call] = {
     ("", "vault_id"): _c("bytes"),
     ("engineers", "list"): _c(records.EngineerInfo),
@@ -89,6 +91,10 @@ CALLS: dict[tuple[str, str], Call] = {
         ("stale_days", "int?"),
     ),
     ("keys", "rotate_secret"): _c(records.SecretInfo, ("ref", S), ("length", "int?")),
+    ("keys", "rotate_client"): _c(
+        records.RotationInfo, ("client", S), ("batch_size", "int"), ("progress", HERE), long=True
+    ),
+    ("keys", "resume"): _c(records.RotationInfo, ("batch_size", "int"), ("progress", HERE), long=True),
     ("keys", "set_retention"): _c("none", ("versions", "int")),
     ("keys", "set_cryptoperiod"): _c("none", ("days", "int")),
     ("audit", "head"): _c("seqhash"),
@@ -124,6 +130,7 @@ LISTS = frozenset(
         ("purge", "receipts"),
         ("subjects", "find"),
         ("subjects", "purge"),
+        ("keys", "resume"),
     }
 )
 NOUNS = frozenset(noun for noun, _ in CALLS if noun)
@@ -161,7 +168,7 @@ def arguments(call: Call, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> d
     if unknown:
         raise TypeError(f"an agent call takes no argument {sorted(unknown)[0]!r}")
     kinds = dict(call.params)
-    return {name: _out(kinds[name], value) for name, value in given.items()}
+    return {name: _out(kinds[name], value) for name, value in given.items() if kinds[name] != HERE}
 
 
 def _out(kind: str, value: Any) -> Any:
@@ -223,7 +230,7 @@ def serve(vault: Any, message: Mapping[str, Any]) -> Any:
     raw = message.get("args", {})
     if not isinstance(raw, dict):
         raise errors.InvalidInput("the agent call's args are not an object", hint=HINT)
-    kinds = dict(call.params)
+    kinds = {name: kind for name, kind in call.params if kind != HERE}
     unknown = set(raw) - set(kinds)
     if unknown:
         raise errors.InvalidInput("the agent call has an argument it does not take", hint=HINT)
