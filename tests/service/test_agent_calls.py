@@ -127,6 +127,11 @@ def test_writes_through_the_agent_are_the_library_s(served: Served, admin: Vault
     _server, path, _clock = served
     team.engineer("bob")
     assert _call(path, "clients", "add", "globex", "Globex Inc").slug == "globex"
+    seen: list[object] = []
+    rotated = _call(path, "keys", "rotate_client", "globex", batch_size=10, progress=seen.append)
+    assert (rotated.to_version, rotated.state) == (2, "done") and admin.keys.versions("globex")[-1] == (2, "active")
+    assert seen == []  # the callback stays here: the agent reports at the end
+    assert _call(path, "keys", "resume") == []
     granted = _call(path, "grants", "grant", "bob", "globex", until=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
     assert granted.state == "active" and [g.client for g in admin.grants.list(engineer="bob")] == ["globex"]
     updated = _call(path, "secrets", "update", "agentco/fw", password="new-pw-2", host="10.0.0.9", note=None)
