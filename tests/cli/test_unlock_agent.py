@@ -18,7 +18,7 @@ from pathlib import Path
 import keyring
 import keyring.errors
 import pytest
-from cli_workspace import ADMIN, ADMIN_PASS, CODE, Workspace, assert_clean_error, ok
+from cli_workspace import ADMIN, ADMIN_PASS, Workspace, assert_clean_error, ok
 from keyring.backend import KeyringBackend
 from keyring.backends import fail
 
@@ -258,8 +258,11 @@ def test_with_no_keyring_every_command_the_agent_can_make_goes_through_it(headle
     ):
         done = ok(ws.admin(*args, input="pw-two\n"))
         assert "Passphrase" not in done.output and "agent holds the session" not in done.output, args
-    invited = ok(ws.admin("engineer", "invite", "bob"))
-    assert CODE.search(invited.stdout) is not None
+    ws.enrol("bob")  # the admin's invite and confirm (its shown plan compared) through the agent
+    confirmed = ws.admin("engineer", "confirm", "bob", "--fingerprint", "0000")
+    assert_clean_error(confirmed)
+    assert "Passphrase" not in confirmed.output and "agent holds the session" not in confirmed.output
+    ok(ws.admin("grant", "bob", "acme"))
     for args in (
         ("checkouts",),
         ("client", "show", "acme"),
@@ -281,5 +284,6 @@ def test_with_no_keyring_every_command_the_agent_can_make_goes_through_it(headle
     policy = library.policies.get("acme")
     assert policy.exclusive and policy.checkout_minutes == 45
     assert [(c.slug, c.key_version) for c in library.clients.list()] == [("acme", 2), ("globex", 1)]
-    assert {e.name: e.status for e in library.engineers.list()}["bob"] == "invited"
+    assert {e.name: e.status for e in library.engineers.list()}["bob"] == "active"
+    assert [(g.client, g.state) for g in library.grants.list(engineer="bob")] == [("acme", "active")]
     assert [c.secret for c in library.checkouts.list()] == ["fw"]

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import inspect
+import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from agent_harness import ADMIN, PASSWORD, Clock
 from sqlalchemy import func, select, text
 
 from vault import Vault, records
-from vault.errors import ConfigurationError, InvalidInput, NotFound, TamperedSchema
+from vault.errors import ConfigurationError, EnrolmentError, InvalidInput, NotFound, TamperedSchema
 from vault.service import agent, agent_calls, agentclient
 from vault.service.remote import RemoteVault
 from vault.storage import models as m
@@ -74,7 +75,7 @@ def test_every_call_is_a_method_of_a_served_engineer_s_vault_too(team3: Any) -> 
 
 def _sample(hint: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, types.UnionType):
         return _sample(next(a for a in args if a is not type(None)))
     if hint is dt.datetime:
         return dt.datetime(2026, 12, 6, 14, 45, 7, 123456, tzinfo=dt.UTC)
@@ -90,7 +91,10 @@ def _sample(hint: Any) -> Any:
         return [_sample(args[0])] if args else []
     if origin is dict or hint is dict:
         return {"key": "value"}
-    return "x"
+    if dataclasses.is_dataclass(hint):  # a record inside a record
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: _sample(hints[f.name]) for f in dataclasses.fields(hint)})
+    raise AssertionError(f"no sample of {hint!r}")
 
 
 def test_every_record_comes_back_as_it_left() -> None:
@@ -149,7 +153,47 @@ def test_writes_through_the_agent_are_the_library_s(served: Served, admin: Vault
     assert code.startswith("CV1-") and "carol" in {e.name for e in admin.engineers.list()}
 
 
+def test_a_confirmation_through_the_agent_compares_what_the_admin_was_shown(
+    served: Served, admin: Vault, team: Any
+) -> None:
+    _server, path, _clock = served
+    code = admin.engineers.invite("dave")
+    fingerprint = team.open("dave").engineers.enroll("dave", code, "pass of dave")
+    pending = _call(path, "engineers", "pending_confirmation", "dave")
+    assert pending == admin.engineers.pending_confirmation("dave") and pending.fingerprint == fingerprint
+    before = _rows(admin)
+    changed = dataclasses.replace(pending, role="admin")
+    with pytest.raises(EnrolmentError, match="changed since it was shown"):
+        _call(path, "engineers", "confirm", "dave", fingerprint, shown=changed)
+    assert _rows(admin) == before
+    assert _call(path, "engineers", "confirm", "dave", fingerprint, shown=pending).status == "active"
+
+
 REFUSED: dict[str, dict[str, Any]] = {
+    "shown-list": {
+        "op": "call",
+        "noun": "engineers",
+        "method": "confirm",
+        "args": {"name": "x", "fingerprint": "y", "shown": [1]},
+    },
+    "shown-carried-null": {
+        "op": "call",
+        "noun": "engineers",
+        "method": "confirm",
+        "args": {
+            "name": "x",
+            "fingerprint": "y",
+            "shown": {
+                "name": "x",
+                "role": "engineer",
+                "fingerprint": "y",
+                "key_generation": 1,
+                "invited_by": "r",
+                "carried": None,
+                "dropped": [],
+            },
+        },
+    },
     "no-noun": {"op": "call", "method": "list"},
     "noun-int": {"op": "call", "noun": 3, "method": "list"},
     "unknown-method": {"op": "call", "noun": "engineers", "method": "remove", "args": {"name": "bob"}},

@@ -15,11 +15,12 @@ record again here (``result``), so a click command prints the same whether the a
 in-process ``Vault`` answered.
 
 Not in the table, so run in the command's own process: what asks a passphrase or reads a file
-there (``unlock``, ``passwd``, ``enroll``, ``engineer confirm``, backups, ``restore``), what
-streams without bound (``audit export``, ``report access``) and what returns more than records
-(``rotate root``'s shares, an engineer's removal, ``policy adopt``). A progress callback stays
-in the command's process (kind ``here``): a rotation through the agent reports at its end. This module imports only the standard library and
-``vault.records``: the command's side must not pay for SQLAlchemy or cryptography.
+there (``unlock``, ``passwd``, ``enroll``, backups, ``restore``), what streams without bound
+(``audit export``, ``report access``) and what returns more than records (``rotate root``'s
+shares, an engineer's removal, ``policy adopt``). A progress callback stays in the command's
+process (kind ``here``): a rotation through the agent reports at its end. This module imports
+only the standard library and ``vault.records``: the command's side must not pay for
+SQLAlchemy or cryptography.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -58,6 +60,8 @@ CALLS: dict[tuple[str, str], Call] = {
     ("", "vault_id"): _c("bytes"),
     ("engineers", "list"): _c(records.EngineerInfo),
     ("engineers", "invite"): _c("str", ("name", S), ("role", S), ("valid_for", "timedelta")),
+    ("engineers", "pending_confirmation"): _c(records.PendingConfirmation, ("name", S)),
+    ("engineers", "confirm"): _c(records.EngineerInfo, ("name", S), ("fingerprint", S), ("shown", "pending?")),
     ("clients", "show"): _c(records.ClientInfo, ("slug", S)),
     ("clients", "add"): _c(records.ClientInfo, ("slug", S), ("name", S)),
     ("grants", "list"): _c(records.GrantInfo, ("engineer", S_), ("client", S_)),
@@ -182,6 +186,8 @@ def _out(kind: str, value: Any) -> Any:
         return [value[0], value[1].hex()]
     if kind == "lines":
         return list(value)
+    if kind.startswith("pending"):
+        return value.to_json()
     return value
 
 
@@ -202,19 +208,25 @@ def result(noun: str, method: str, value: Any) -> Any:
 
 
 def record(cls: type, data: Mapping[str, Any]) -> Any:
-    """A record from its ``to_json``: times parsed, tuples made tuples again."""
+    """A record from its ``to_json``: times parsed, tuples made tuples again, records inside
+    made records (``PendingConfirmation.carried``). A member that is not there: the field's default."""
     hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value, hint = data[f.name], str(hints[f.name])
-        if value is not None and "datetime" in hint:
-            value = dt.datetime.fromisoformat(value)
-        elif value is not None and hint.startswith("tuple"):
-            value = tuple(value)
-        values[f.name] = value
-    return cls(**values)
+    return cls(**{f.name: _typed(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _typed(next(a for a in args if a is not type(None)), value)
+    if hint is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if origin is tuple:
+        return tuple(value)
+    if origin is list and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+        return [record(args[0], item) for item in value]
+    return value
 
 
 # -- the agent's side: arguments checked, the call made, its answer as JSON ----------------------
@@ -308,6 +320,17 @@ def _seconds(value: Any) -> dt.timedelta:
     return dt.timedelta(seconds=value)
 
 
+def _pending(value: Any) -> records.PendingConfirmation:
+    """What the admin was shown before confirming (the confirmation compares it, member by
+    member, with what it would do: a member of another kind is a difference, so refused there)."""
+    if not isinstance(value, dict):
+        raise TypeError("pending")
+    pending: records.PendingConfirmation = record(records.PendingConfirmation, value)
+    if not (isinstance(pending.carried, list) and isinstance(pending.dropped, list)):
+        raise TypeError("pending")
+    return pending
+
+
 def _time(value: Any) -> dt.datetime:
     if not isinstance(value, str):
         raise TypeError("datetime")
@@ -323,4 +346,5 @@ _READERS: dict[str, Callable[[Any], Any]] = {
     "seqhash": _seqhash,
     "timedelta": _seconds,
     "datetime": _time,
+    "pending": _pending,
 }
