@@ -508,3 +508,26 @@ def test_the_server_named_on_the_command_line_is_the_agents(served: Workspace) -
     by_environment = {**elsewhere, "CREDVAULT_SERVER": url}  # CREDVAULT_SERVER before CREDVAULT_DB
     fast = _run("vault.cli.fast", ["--as", ADMIN, "checkout", REF, "-r", "T-2", "--show"], env=by_environment)
     assert (fast[0], fast[1], fast[3]) == (0, PASSWORD + "\n", ())
+
+
+CALLED = [
+    ["checkouts"],
+    ["client", "show", "acme"],
+    ["secret", "history", REF],
+    ["grants", "--json"],
+    ["engineer", "list"],
+    ["policy", "show", "acme"],
+    ["audit", "checkpoint"],
+    ["audit", "verify"],
+]
+
+
+@pytest.mark.parametrize("args", CALLED, ids=[" ".join(a) for a in CALLED])
+def test_a_command_the_agent_makes_by_call_imports_neither_sqlalchemy_nor_cryptography(
+    served: Workspace, args: list[str]
+) -> None:
+    """The click command's call goes to the agent (``agent_calls``), its answer comes back as
+    the library's records: the command's process imports click alone of the heavy modules."""
+    status, out, err, imported = _run("vault.cli.main", [*_where(served), "--as", ADMIN, *args])
+    assert status == 0 and out, err
+    assert imported == ("click",), f"{args} imported {imported}"

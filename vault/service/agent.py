@@ -1,13 +1,12 @@
 """The credvault agent: one engineer's unlocked session, held by a resident process.
 
-A command-line checkout pays Python's start-up, SQLAlchemy's and cryptography's
-imports and, without a keyring session, Argon2id: hundreds of milliseconds. Like
-ssh-agent and gpg-agent, ``credvault agent start`` unlocks once into a background
-process that keeps the ``Vault`` open (``credvault unlock`` does so by default); an
-everyday command (checkout, checkin, whoami, client and secret listings, secret show
-and add, audit log, an admin's status) then sends one request over a Unix socket and the agent makes the
-same audited public ``Vault`` call the command would have made (the audit event is
-committed before the value leaves the agent). The requests are in docs/format.md §12.
+A command-line checkout pays Python's start-up, SQLAlchemy's and cryptography's imports
+and, without a keyring session, Argon2id: hundreds of milliseconds. Like ssh-agent,
+``credvault agent start`` (``credvault unlock`` by default) unlocks once into a background
+process that keeps the ``Vault`` open; a command then sends one request over a Unix socket
+and the agent makes the same audited public ``Vault`` call the command would have made
+(the audit event committed before the value leaves it): the everyday ones by an op each,
+the rest by ``call`` (``agent_calls``). The requests are in docs/format.md §12.
 
 * **Who may ask.** The socket lives in a directory only the user can enter (0700,
   owned by them, checked), the socket itself is 0600, and the agent refuses any peer
@@ -16,9 +15,9 @@ committed before the value leaves the agent). The requests are in docs/format.md
 * **How long.** Until the session expires (``--ttl``, at most 12 h), ``credvault agent
   stop`` or ``credvault lock``; the socket file is removed when it ends.
 * **What crosses the socket.** One JSON line each way: the request (never a key or a
-  passphrase; a new password for ``secret add``/``checkin`` from the CLI's stdin or
-  generator), and the records as JSON, the revealed value, or an error (class name,
-  message, hint). No request returns a key or the session.
+  passphrase; a new password for ``secret add``/``update``/``checkin`` from the CLI's stdin
+  or generator), and the records as JSON, the revealed value, an invitation's code, or an
+  error (class name, message, hint). No request returns a key or the session.
 * **Bad requests.** A line that is not one JSON object of at most 64 KiB, or a member of
   the wrong type, is answered with ``InvalidInput``; no request ends the agent (only
   ``stop``, its expiry or a ``Locked`` session does).

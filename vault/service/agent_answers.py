@@ -2,11 +2,13 @@
 
 ``Agent`` holds one engineer's unlocked ``Vault`` (or ``RemoteVault``) and answers the requests of
 docs/format.md §12 (checkout, checkin, whoami, client and secret listings, secret show and add, audit
-log, an admin's status, ping and stop) with the same audited public call the command would have made;
+log, an admin's status, ping and stop, and ``call``: the table of ``agent_calls``) with the same
+audited public call the command would have made;
 a peer of another uid gets nothing, a malformed line ``InvalidInput``, and no request ends the agent
-(only ``stop``, its expiry or a ``Locked`` session does). Through a team server every request is given
-``SERVER_BUDGET`` in all (``RemoteVault.within``). The process around it (the start order, the socket
-file's binding and replacement, ``credvault agent start``) is ``vault/service/agent.py``.
+(only ``stop``, its expiry or a ``Locked`` session does). Through a team server every request but a
+call that may run long is given ``SERVER_BUDGET`` in all (``RemoteVault.within``). The process around
+it (the start order, the socket file's binding and replacement, ``credvault agent start``) is
+``vault/service/agent.py``.
 
 This module imports only the standard library and ``vault.errors`` at the top.
 """
@@ -74,6 +76,10 @@ class Agent:
             return self._checkin(message)
         if op == "secret-add":
             return self._add_secret(message)
+        if op == "call":  # any other call the agent makes (vault/service/agent_calls.py)
+            from vault.service import agent_calls
+
+            return {"ok": True, "result": agent_calls.serve(self.vault, message)}
         from vault.service.validation import shown
 
         raise errors.InvalidInput(f"{UNKNOWN_REQUEST} {shown(op)}", hint=REQUEST_HINT)
@@ -161,8 +167,11 @@ class Agent:
         return {"ok": True, "result": info.to_json()}
 
     def answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """``handle``, every failure an error answer (no traceback); a server's time within SERVER_BUDGET."""
-        within = getattr(self.vault, "within", None)  # RemoteVault's
+        """``handle``, every failure an error answer (no traceback); a server's time within
+        SERVER_BUDGET, except for a call that may run long (``agent_calls.Call.long``)."""
+        from vault.service.agent_calls import runs_long
+
+        within = None if runs_long(message) else getattr(self.vault, "within", None)  # RemoteVault's
         try:
             with within(SERVER_BUDGET) if within is not None else contextlib.nullcontext():
                 return self.handle(message)
