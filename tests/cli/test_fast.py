@@ -117,7 +117,7 @@ def test_parse_takes_what_it_can_answer(argv: list[str], expected: Order) -> Non
         ["--trust-new-vault", "whoami"],
         ["--as", "checkout", REF, "--show"],
         ["checkout", REF, "--show", "-r", "x", "--unknown"],
-        ["secret", "history", REF],
+        ["secret", "history", REF, "--all"],  # an option it does not know
         ["secret", "update", REF, "--generate"],
         ["secret", "show"],
         ["secret", "show", REF, "extra"],
@@ -256,6 +256,12 @@ READS = [
     ["checkout", REF, "-r", "T-1", "--show", "--version", "7"],
     ["checkout", "Not A Ref", "-r", "T-1", "--show"],
     ["checkin", "acme/nope"],
+    ["checkouts"],
+    ["checkouts", "--json"],
+    ["secret", "history", REF],
+    ["secret", "history", REF, "--json"],
+    ["secret", "history", "acme/nope"],
+    ["secret", "history", "Not A Ref"],
     ["secret", "add", REF, "--kind", "other", "--generate"],  # it exists: the same error both ways
     ["secret", "add", "acme/x", "--kind", "other", "--generate", "--length", "5"],
     ["secret", "add", "acme/x", "--kind", "other", "--generate", "--field", "no pe=1"],
@@ -511,9 +517,7 @@ def test_the_server_named_on_the_command_line_is_the_agents(served: Workspace) -
 
 
 CALLED = [
-    ["checkouts"],
     ["client", "show", "acme"],
-    ["secret", "history", REF],
     ["grants", "--json"],
     ["engineer", "list"],
     ["policy", "show", "acme"],
