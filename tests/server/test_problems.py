@@ -110,9 +110,16 @@ def test_a_name_outside_the_whitelist_is_a_plain_vault_error(name: object) -> No
         httpx.Response(500, headers={"content-type": "application/problem+json"}, content=b"[1, 2]"),
     ],
 )
-def test_an_answer_that_is_not_a_problem_is_a_plain_vault_error(response: httpx.Response) -> None:
+def test_a_5xx_that_is_not_a_problem_is_unavailable_naming_its_status(response: httpx.Response) -> None:
+    """Not the server's word (a proxy's page, or a server that failed before answering): unavailable
+    with its status (tests/server/test_proxy_failures.py has the unsigned pages themselves)."""
     raised = problem_error(response)
-    assert type(raised) is errors.VaultError and str(response.status_code) in str(raised)
+    assert type(raised) is errors.StoreUnavailable and str(response.status_code) in str(raised) and raised.hint
+
+
+def test_a_4xx_that_is_not_a_problem_is_a_plain_vault_error() -> None:
+    raised = problem_error(httpx.Response(404, headers={"content-type": "text/html"}, content=b"<html>gone</html>"))
+    assert type(raised) is errors.VaultError and "404" in str(raised)
 
 
 def test_a_long_detail_is_cut() -> None:
