@@ -181,6 +181,9 @@ class RemoteEngineers(_Noun):
         self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
         self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
         self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
+        self.audit: Any = None  # RemoteVault.audit: an admin's removal verifies the whole chain first
+        self.root: Any = None  # the root rotation of the last removal (an admin's)
+        self.skipped: tuple[str, ...] = ()  # what its adoption set aside
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -319,7 +322,9 @@ class RemoteEngineers(_Noun):
         removal committed with a client-key rotation started for every client (``started``), then
         every rotation under way run to its end through the server (``rotate resume``), then the at-risk
         list as in-process (``reports.at_risk``: the whole chain verified on this machine first)."""
-        self.started = RemoteEngineerWrites(self.keys, self.https, self.clock).remove(name)
+        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit)
+        self.started = writes.remove(name)
+        self.root, self.skipped = writes.root, writes.skipped  # an admin's: the root rotation made here
         rotations = []
         if self.rotations is not None:
             rotations = self.rotations.resume(batch_size=batch_size or DEFAULT_BATCH, progress=progress)
@@ -437,10 +442,17 @@ class RemoteVault:
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list
-        # what an admin's removal in-process also reports: through the server no root rotation runs in a
-        # removal (an admin's is refused) and no record is adopted (an engineer with records to adopt is refused)
-        self.last_root_rotation: Any = None
-        self.adoption_skipped: tuple[str, ...] = ()
+        self.engineers.audit = self.audit  # an admin's removal: the whole chain verified here first
+
+    @property
+    def last_root_rotation(self) -> Any:
+        """The root rotation of the last admin's removal (``remote_admin_removal.py``), as in-process."""
+        return self.engineers.root
+
+    @property
+    def adoption_skipped(self) -> tuple[str, ...]:
+        """What the last admin's removal did not adopt (set aside), as in-process."""
+        return self.engineers.skipped
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

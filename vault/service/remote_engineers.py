@@ -31,8 +31,10 @@ from vault.crypto import keyrecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.removal import EngineerRemoval
 from vault.keyholder.rotation import RotationKeyholder
+from vault.records import RootRotation
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
+from vault.service.remote_admin_removal import AdminRemovalHands, WholeChain
 from vault.service.remote_nouns import not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -42,11 +44,15 @@ from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport
 class RemoteEngineerWrites:
     """An admin's ``engineers.rotate`` (and ``remove``) through the server (module docstring)."""
 
-    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
-        self.keys, self.https, self.clock = keys, https, clock
+    def __init__(
+        self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], chain: WholeChain | None = None
+    ) -> None:
+        self.keys, self.https, self.clock, self.chain = keys, https, clock, chain
         params = keyrecord.DEFAULT_PARAMS
-        transport = HttpsEngineerWriteTransport(https, self._new_key)
-        self.keyholder = EngineerKeyholder(transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+        self.transport = HttpsEngineerWriteTransport(https, self._new_key)
+        self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+        self.root: RootRotation | None = None  # an admin's removal: the root rotation made here
+        self.skipped: tuple[str, ...] = ()  # and what its adoption set aside
 
     def __repr__(self) -> str:
         return "RemoteEngineerWrites()"
@@ -58,11 +64,18 @@ class RemoteEngineerWrites:
         return self.keyholder.rotate(name, valid_for)
 
     def remove(self, name: str) -> tuple[int, ...]:
-        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module docstring)."""
+        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module
+        docstring); an admin's also adopts what they signed and rotates the root key
+        (``remote_admin_removal.py``: ``root`` and ``skipped`` say what it did)."""
         validation.engineer_name(name)
         self.keys.me()
         self.keys.open_recovery()
+        hands = AdminRemovalHands(self.keyholder, self.keys, self.chain, self.clock, name)
+        self.transport.admin_hands = hands
         removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False)
+        if removed.was_admin:
+            hands.check_held()
+            self.root, self.skipped = hands.result, hands.skipped
         return removed.rotation_ids
 
     def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:
