@@ -128,8 +128,8 @@ def verified_plan(draft: RootDraft, plan: RootPlan, *, exact: bool = True) -> No
         engineers = {row.id: row for row in draft.engineers}
         certificates = dict(plan.certificates)
         cover([engineer_id for engineer_id, _ in plan.certificates], set(engineers))
-        for engineer_id, row in engineers.items():
-            signing.verify(new, certificates[engineer_id], LABEL_SIG_ENGINEER, *certificate_fields(vault_id, row),
+        for engineer_id, certificate in certificates.items():
+            signing.verify(new, certificate, LABEL_SIG_ENGINEER, *certificate_fields(vault_id, engineers[engineer_id]),
                            what="the commit")  # fmt: skip
         names, keys = dict(draft.names), {(k.engineer_id, k.generation): k for k in draft.keys}
         cover([(engineer_id, generation) for engineer_id, generation, _ in plan.key_certificates], set(keys))
