@@ -29,10 +29,11 @@ from served import ADMIN, ADMIN_PASS, ServedTeam, ServedVault
 from sqlalchemy import select, update
 
 from vault.authority.certificates import certificate_fields
+from vault.authority.engineers import engineer_row
 from vault.authority.removal_draft_values import RemovalCommit, RemovalRoot
 from vault.crypto import sealing, signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
-from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, Unauthenticated
+from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, InvalidInput, Unauthenticated, UntrustedRecord
 from vault.service.remote import RemoteVault
 from vault.service.remote_engineers import RemoteEngineerWrites
 from vault.service.sessions import MemorySessionStore
@@ -99,6 +100,12 @@ def captured(r: Removing) -> tuple[RemovalCommit, Any]:
     return capture.commit, writes.transport.admin_hands
 
 
+def with_root(commit: RemovalCommit, **changes: Any) -> RemovalCommit:
+    """``commit`` with its root rotation changed."""
+    assert commit.root is not None
+    return dataclasses.replace(commit, root=dataclasses.replace(commit.root, **changes))
+
+
 def _id(r: Removing, name: str) -> int:
     with r.team.server_store.read() as s:
         return int(s.scalars(select(m.Engineer.id).where(m.Engineer.name == name)).one())
@@ -123,7 +130,8 @@ def test_an_admin_removes_an_admin_through_the_server(removing: Removing) -> Non
         assert row is not None and row.status == "disabled" and row.key_record is None
         live = s.scalars(select(m.Grant).where(m.Grant.revoked_at.is_(None))).all()
         assert live and admin2_id not in {g.granted_by for g in live}
-        assert admin2_id not in {k.signed_by for k in s.scalars(select(m.ClientKey).where(m.ClientKey.state != "destroyed"))}
+        keys = s.scalars(select(m.ClientKey).where(m.ClientKey.state != "destroyed"))
+        assert admin2_id not in {k.signed_by for k in keys}
         events = s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq.desc()).limit(8)).all()
         removal = [e for e in events if e.action in ("root-key-rotate", "engineer-remove")]
         assert [e.action for e in removal] == ["engineer-remove", "root-key-rotate"]
@@ -152,10 +160,12 @@ def test_the_removed_admin_kept_in_the_new_root_or_roster_is_refused(removing: R
     before = state(r)
     for changed in (
         dataclasses.replace(plan, root_seals=(*plan.root_seals, (admin2_id, sealed))),
-        dataclasses.replace(plan, certificates=tuple((e, as_active if e == admin2_id else c) for e, c in plan.certificates)),
+        dataclasses.replace(
+            plan, certificates=tuple((e, as_active if e == admin2_id else c) for e, c in plan.certificates)
+        ),
     ):
         with pytest.raises(AccessDenied, match="not made for the rows drafted"):
-            r.admin.https.call("engineers.remove", dataclasses.replace(commit, root=dataclasses.replace(root, plan=changed)))
+            r.admin.https.call("engineers.remove", with_root(commit, plan=changed))
     assert state(r) == before
 
 
@@ -175,12 +185,12 @@ def test_the_root_rotation_left_out_or_forged_is_refused(removing: Removing) -> 
     with pytest.raises(AccessDenied):  # no root rotation
         r.admin.https.call("engineers.remove", dataclasses.replace(commit, root=None))
     with pytest.raises(AccessDenied, match="not made for the rows drafted"):  # a certificate not the new key's
-        r.admin.https.call("engineers.remove", dataclasses.replace(
-            commit, root=dataclasses.replace(root, plan=dataclasses.replace(root.plan, certificates=forged))))  # fmt: skip
+        forged_plan = dataclasses.replace(root.plan, certificates=forged)
+        r.admin.https.call("engineers.remove", with_root(commit, plan=forged_plan))
     with pytest.raises(ConcurrentChange, match="stale"):  # another root draft
-        r.admin.https.call("engineers.remove", dataclasses.replace(commit, root=dataclasses.replace(root, digest=bytes(32))))
+        r.admin.https.call("engineers.remove", with_root(commit, digest=bytes(32)))
     with pytest.raises(ConcurrentChange, match="stale"):  # a page left out
-        r.admin.https.call("engineers.remove", dataclasses.replace(commit, root=dataclasses.replace(root, pages=())))
+        r.admin.https.call("engineers.remove", with_root(commit, pages=()))
     assert state(r) == before
     r.admin.https.call("engineers.remove", commit)  # the honest commit still commits
     assert state(r) != before
@@ -280,3 +290,59 @@ def test_a_row_the_removed_admin_recertified_with_the_seed_gets_no_new_root(remo
     assert any("admin3" in entry and "vouch" in entry for entry in root.refused)
     with r.team.server_store.read() as s:
         assert [x.engineer_id for x in s.scalars(select(m.RootSeal))] == [_id(r, ADMIN)]
+
+
+def test_an_adoption_left_out_or_a_page_added_is_refused(removing: Removing) -> None:
+    r = removing
+    commit, _hands = captured(r)
+    root = commit.root
+    assert root is not None
+    before = state(r)
+    with pytest.raises(AccessDenied, match="adoption"):  # admin2's records left as theirs
+        r.admin.https.call("engineers.remove", dataclasses.replace(commit, adopted=None))
+    with pytest.raises(ConcurrentChange, match="stale"):  # a page the walk never reaches
+        r.admin.https.call("engineers.remove", with_root(commit, pages=root.pages * 2))
+    assert state(r) == before
+
+
+class _Lying:
+    """A compromised server: the root draft shows the admin removed as the active admin they were."""
+
+    def __init__(self, https: Any, row: Any) -> None:
+        self.https, self.row, self.sent = https, row, list[str]()
+
+    def call(self, name: str, body: object, request_id: bytes | None = None) -> object:
+        self.sent.append(name)
+        answer = self.https.call(name, body, request_id)
+        if name == "engineers.remove_root_draft":
+            draft = answer.root.draft
+            engineers = tuple(self.row if e.id == self.row.id else e for e in draft.engineers)
+            root = dataclasses.replace(answer.root, draft=dataclasses.replace(draft, engineers=engineers))
+            answer = dataclasses.replace(answer, root=root)
+        return answer
+
+
+def test_a_server_showing_the_removed_admin_active_gets_no_root_plan(removing: Removing) -> None:
+    """Refused on the admin's machine before anything is committed: no seal of the new bundle is made for them."""
+    r = removing
+    with r.team.server_store.read() as s:
+        row = s.get(m.Engineer, _id(r, "admin2"))
+        assert row is not None
+        active = engineer_row(row)  # as certified while an admin: the certificate verifies
+    lying = _Lying(r.admin.https, active)
+    writes = RemoteEngineerWrites(r.admin.keyholder, lying, r.admin.keyholder.clock, r.admin.audit)  # type: ignore[arg-type]
+    before = state(r)
+    with pytest.raises(UntrustedRecord, match="removed as disabled"):
+        writes.remove("admin2")
+    assert "engineers.remove" not in lying.sent and state(r) == before
+
+
+def test_a_chain_that_does_not_verify_refuses_the_removal(removing: Removing) -> None:
+    """The roster cannot be checked against a chain that does not verify: refused before the commit."""
+    r = removing
+    with r.team.server_store.transaction() as s:
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == 2).values(at_us=m.AuditEvent.at_us + 1))
+    before = state(r)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        r.admin.engineers.remove("admin2")
+    assert state(r) == before

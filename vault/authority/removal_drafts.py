@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.adoption_draft_values import ADOPTION_REFUSED
-from vault.authority.adoption_drafts import NOT_ADOPTED, adoption_rows, set_aside_unsigned, store_adoption
+from vault.authority.adoption_drafts import adoption_rows, set_aside_unsigned, store_adoption
 from vault.authority.certificates import certificate_fields
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.engineer_removal import grant_row
@@ -256,8 +256,6 @@ class RemovalDraftAuthority:
             row = applied.row
             if applied.admin:  # the root rotated in this unit, after the removal's writes
                 self.roots.rotate(s, caller, pin, commit.root, recorder)
-            elif commit.root is not None:
-                raise AccessDenied(NOT_SIGNED, hint="only an admin's removal rotates the root key")
             public = {"engineer": name, "clients_rotated": len(applied.rotation_ids), "admin": applied.admin,
                       "audit_log_verified": False, "rotations": applied.started}  # fmt: skip
             if applied.skipped:
@@ -301,8 +299,6 @@ class RemovalDraftAuthority:
             raise ConcurrentChange(STALE_REMOVAL)
         made = commit.removal
         revocations = _verified(rows, made, commit.new_keys)
-        if rows.adoption is None and commit.adopted is not None:
-            raise AccessDenied(NOT_ADOPTED)
         # Each start first, on the rows drafted (an admin's signer rows and grants as they were shown:
         # the adoption and the disabled row below would change them); one unit, so the order is unseen.
         new_keys = dict(commit.new_keys)

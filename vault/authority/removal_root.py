@@ -44,10 +44,8 @@ from vault.authority.root_draft_values import (
 from vault.authority.root_drafts import NOT_MADE, Drafted, DraftingSeal, NoRootEvent, ReplayingSeal
 from vault.authority.root_rotation import Recorder, RootChecks, RootRotationAuthority
 from vault.authority.root_rotation_requests import RootRotated, RootRotateRequest
-from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, InvalidInput
+from vault.errors import AccessDenied, ConcurrentChange, IntegrityError
 from vault.storage.engine import Store
-
-MAX_PAGES = 1000  # 100,000 clients: the commit's 32 MiB holds some 80,000 of two live versions
 
 
 class RemovalRootAuthority:
@@ -75,9 +73,6 @@ class RemovalRootAuthority:
         pages: list[RootPageDrafted] = []
         after = 0
         while (page := authority.client_page(s, after, old, old + 1)) is not None:
-            if len(pages) >= MAX_PAGES:
-                host = "run `credvault --server-key FILE engineer remove NAME` on the server's host"
-                raise InvalidInput("too many clients for an admin's removal through the server", hint=host)
             pages.append(RootPageDrafted(page, page_digest(page)))
             after = page.clients[-1][0]
         return RemovalRootDraft(RootDrafted(draft, root_digest(draft)), tuple(pages))
@@ -85,7 +80,7 @@ class RemovalRootAuthority:
     def rotate(self, s: Session, caller: Caller, pin: bytes, root: object, recorder: Recorder) -> RootRotated:
         """The rotation in the commit's unit, storing the keyholder's plan and pages for what was
         drafted (module docstring)."""
-        if not isinstance(root, RemovalRoot) or not isinstance(root.pages, tuple):
+        if not isinstance(root, RemovalRoot):
             raise AccessDenied(NOT_MADE, hint="an admin's removal carries its root rotation")
         commit = RootCommit.of(RootRotateRequest(caller, pin, None), root.digest, root.plan, root.pages)
         seal = ReplayingSeal(commit, exact=False)

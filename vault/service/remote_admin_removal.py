@@ -35,7 +35,7 @@ from vault.authority.engineer_requests import RekeyDraft, RemovalDraft
 from vault.authority.removal_draft_values import RemovalRoot, RemovalRootDraft
 from vault.authority.root_draft_values import RootPageCommit
 from vault.crypto import shamir
-from vault.errors import IntegrityError, UntrustedRecord
+from vault.errors import IntegrityError
 from vault.keyholder.adoption import adoption_made
 from vault.keyholder.removal_roster import ChainEvents, vouched_draft
 from vault.keyholder.root_rotation import RootHands
@@ -54,7 +54,7 @@ class AdminRemovalHands:
     """The adoption and the root rotation of an admin's removal, made here (module docstring)."""
 
     def __init__(
-        self, owner: Any, keys: RemoteKeys, chain: WholeChain | None, clock: Callable[[], dt.datetime], name: str
+        self, owner: Any, keys: RemoteKeys, chain: WholeChain, clock: Callable[[], dt.datetime], name: str
     ) -> None:
         self.owner, self.keys, self.chain, self.clock, self.name = owner, keys, chain, clock, name
         self.rotation: RootHands | None = None
@@ -79,8 +79,6 @@ class AdminRemovalHands:
         return made
 
     def root(self, removal: RemovalDraft, drafted: RemovalRootDraft) -> RemovalRoot:
-        if self.chain is None:
-            raise UntrustedRecord("no verified audit chain on this machine", hint=HOST.format(name=self.name))
         events = ChainEvents()
         verified = self.chain.verify_whole(events.observe)
         if not verified.ok:
@@ -94,15 +92,8 @@ class AdminRemovalHands:
         rotation = RootHands(RemoteRootKeys(self.keys), self.clock, None)  # type: ignore[arg-type]
         plan = rotation.plan(draft)
         pages: list[RootPageCommit] = []
-        after = 0
-        for page in drafted.pages:
-            if page.page is None:
-                raise UntrustedRecord("the server's root draft holds an empty page")
-            ids = [client_id for client_id, _ in page.page.clients]
-            if not ids or ids != sorted(set(ids)) or ids[0] <= after:
-                raise UntrustedRecord("the server's page of clients is not the one after the page before")
-            pages.append(RootPageCommit(page.digest, rotation.reseal(page.page)))  # verified and re-sealed here
-            after = ids[-1]
+        for page in drafted.pages:  # each verified and re-sealed here (``RootHands.reseal``: a client twice refused)
+            pages.append(RootPageCommit(page.digest, rotation.reseal(page.page)))  # type: ignore[arg-type]
         self.rotation = rotation
         return RemovalRoot(drafted.root.digest, plan, tuple(pages))
 
@@ -110,8 +101,7 @@ class AdminRemovalHands:
         """The server answered the commit: the new bundle is this session's (``EngineerRemoval.check``
         reads it), its shares made here."""
         rotation = self.rotation
-        if rotation is None or rotation.new is None or rotation.plan_made is None:
-            raise UntrustedRecord("the removal of an admin was answered before its root rotation was made")
+        assert rotation is not None and rotation.new is not None and rotation.plan_made is not None  # made by ``root``
         new, plan = rotation.new, rotation.plan_made
         self.owner.keys.root = new
         shares: tuple[str, ...] = ()
