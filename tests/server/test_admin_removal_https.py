@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from vault.authority.certificates import certificate_fields
 from vault.authority.engineers import engineer_row
 from vault.authority.removal_draft_values import RemovalCommit, RemovalRoot
-from vault.crypto import sealing, signing
+from vault.crypto import sealing, serverkey, signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
 from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, InvalidInput, Unauthenticated, UntrustedRecord
 from vault.service.remote import RemoteVault
@@ -271,9 +271,7 @@ def test_a_row_the_removed_admin_recertified_with_the_seed_gets_no_new_root(remo
     confirmation event the chain verified on the admin's machine names admin3's real keys."""
     r = removing
     r.team.engineer("admin3", role="admin")
-    admin3_id = _id(r, "admin3")
-    with r.team.admin.store.transaction() as s:
-        seed = signing.SigningKey(r.team.admin.keyholder.root_bundle(s).org.seed)  # what admin2 holds too
+    admin3_id, seed = _id(r, "admin3"), _seed(r)
     vault_id = r.admin.keyholder.me().vault_id
     with r.team.server_store.transaction() as s:
         row = s.get(m.Engineer, admin3_id)
@@ -346,3 +344,51 @@ def test_a_chain_that_does_not_verify_refuses_the_removal(removing: Removing) ->
     with pytest.raises(IntegrityError, match="does not verify"):
         r.admin.engineers.remove("admin2")
     assert state(r) == before
+
+
+def _seed(r: Removing) -> signing.SigningKey:
+    """The organisation seed admin2 could copy while an admin (the host's copy is the same)."""
+    with r.team.admin.store.transaction() as s:
+        return signing.SigningKey(r.team.admin.keyholder.root_bundle(s).org.seed)
+
+
+def test_an_engineer_the_removed_admin_raised_to_admin_gets_no_new_root(removing: Removing) -> None:
+    """admin2 re-certifies alice's row as an admin with the seed (one UPDATE): the chain never made her an
+    admin, so the new bundle is not sealed to her and her certificate is not carried over as an admin's."""
+    r = removing
+    alice_id, vault_id, seed = _id(r, "alice"), r.admin.keyholder.me().vault_id, _seed(r)
+    with r.team.server_store.transaction() as s:
+        row = s.get(m.Engineer, alice_id)
+        assert row is not None
+        raised = engineer_row(row)._replace(role="admin")
+        certificate = seed.sign(LABEL_SIG_ENGINEER, *certificate_fields(vault_id, raised))
+        s.execute(update(m.Engineer).where(m.Engineer.id == alice_id).values(role="admin", certificate=certificate))
+
+    r.admin.engineers.remove("admin2")
+
+    root = r.admin.last_root_rotation
+    assert root is not None and root.admins == (ADMIN,) and any("alice" in entry for entry in root.refused)
+    with r.team.server_store.read() as s:
+        assert [x.engineer_id for x in s.scalars(select(m.RootSeal))] == [_id(r, ADMIN)]
+
+
+def test_a_server_key_the_removed_admin_certified_with_the_seed_is_not_carried_over(removing: Removing) -> None:
+    """admin2 plants a server key of his own, certified with the seed: no ``server-key-certify`` event of
+    the chain names it, so the new organisation key does not certify it (it could sign the server's answers)."""
+    r = removing
+    vault_id, planted, seed = r.admin.keyholder.me().vault_id, signing.SigningKey.generate(), _seed(r)
+    at = int(r.team.clock().timestamp())
+    certificate = serverkey.certify(seed, vault_id, 7, planted.public, at)
+    with r.team.server_store.transaction() as s:
+        s.add(m.ServerKey(version=7, signing_public=planted.public, certified_at=at, state="retired",
+                          certificate=certificate))  # fmt: skip
+    with r.team.server_store.read() as s:
+        before = {k.version: k.certificate for k in s.scalars(select(m.ServerKey))}
+
+    r.admin.engineers.remove("admin2")
+
+    root = r.admin.last_root_rotation
+    assert root is not None and any("server key 7" in entry for entry in root.refused)
+    with r.team.server_store.read() as s:
+        after = {k.version: k.certificate for k in s.scalars(select(m.ServerKey))}
+    assert after[7] == before[7] and after[1] != before[1]  # the real key re-certified, the planted one not
