@@ -18,6 +18,7 @@ admin's row given the removed admin's sealing key and re-certified, which the ch
 from __future__ import annotations
 
 import dataclasses
+import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -392,3 +393,26 @@ def test_a_server_key_the_removed_admin_certified_with_the_seed_is_not_carried_o
     with r.team.server_store.read() as s:
         after = {k.version: k.certificate for k in s.scalars(select(m.ServerKey))}
     assert after[7] == before[7] and after[1] != before[1]  # the real key re-certified, the planted one not
+
+
+@pytest.mark.usefixtures("cli_home")
+def test_the_cli_removes_an_admin_through_the_server(removing: Removing, served_vault: ServedVault) -> None:
+    """``credvault --server URL engineer remove admin2 --json`` on a machine with no database; the stored
+    state then checked through the library."""
+    from test_cli_over_server import ok, refused, run
+
+    r = removing
+    ok(run("server", "trust", r.team.pin.url, "--ca-file", str(served_vault.ca.ca_file), "--yes"))
+    secret = served_vault.folder / "admin.pass"
+    secret.write_text(ADMIN_PASS + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    ok(run("unlock", ADMIN, "--keyring", "--passphrase-file", str(secret)))
+    removed = json.loads(ok(run("engineer", "remove", "admin2", "--yes", "--json")).output)
+    assert sorted(x["client"] for x in removed["rotations"]) == ["acme", "globex"]
+    assert removed["root_rotation"]["admins"] == [ADMIN] and removed["not_adopted"] == []
+    refused(run("engineer", "remove", "admin2", "--yes"), "already removed")
+    with r.team.server_store.read() as s:
+        assert [x.engineer_id for x in s.scalars(select(m.RootSeal))] == [_id(r, ADMIN)]
+        assert [k.state for k in s.scalars(select(m.RootKey).order_by(m.RootKey.version))] == ["destroyed", "active"]
+    assert r.alice.checkouts.reveal("globex/x", reason=REASON) == "globex-pw"
+    assert r.team.admin.audit.verify().ok
