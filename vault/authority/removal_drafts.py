@@ -5,8 +5,9 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
 (``rotation.RotationAuthority.start``, run unchanged inside the unit), driven in another order:
 
 * ``remove_draft`` — one unit, rolled back whole: the caller; the engineer (``served_target``: not the
-  caller, not an admin; not removed already); the records a DBA named them as signing set aside
-  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit); their unrevoked grants and the
+  caller; not removed already); for a non-admin, the records a DBA named them as signing set aside
+  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit), for an admin, what they signed
+  drafted for adoption (``adoption_drafts.adoption_rows``); their unrevoked grants and the
   revocation time; then a start of every client's key, each run up to the rotation
   keyholder's seal, which keeps the ``StartDraft`` it is shown and stops it (``_Shown``); the grantees
   are those of ``grantees`` without the engineer. Nothing is written (a rotation under way the start
@@ -16,14 +17,20 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
   recomputed at that time and its digest compared (``STALE_REMOVAL``, 409); then, before any row is
   changed, every signature: each revocation under the caller's certified key over exactly the grants
   drafted, the disabled certificate under the organisation key, each new client key's record under the
-  caller's key, for exactly the clients drafted (403); then the grants revoked, the keys destroyed (the
-  public keys kept), the row disabled and re-certified, each start run with the commit's new key (the
-  start's own draft must be the one drafted: 409) and the format-3 ``engineer-remove`` event appended
-  in the same unit, each start's facts in it (``_StartRecorder``).
+  caller's key, for exactly the clients drafted (403); then each start run with the commit's new key
+  (first, on the rows drafted: the start's own draft must be the one drafted, 409), the grants
+  revoked, an admin's adoption (``store_adoption``, checked in full before its writes: 403), the keys
+  destroyed (the public keys kept), the row disabled and re-certified (``_apply``); for an admin, the
+  root key rotated in the same unit (``removal_root.RemovalRootAuthority``: session 17, helper I);
+  and the format-3 events appended in the same unit (``adoption-refused``, ``root-key-rotate``,
+  ``engineer-remove``, each start's facts in the last: ``_StartRecorder``).
+* ``remove_root_draft`` — an admin's removal: the commit's checks and writes (``_apply``) in a unit
+  rolled back, and in it the root rotation's draft and every page as the commit's unit will show them.
 
 **Exposure.** The admin's machine has no verified audit log (``audit verify`` is not served), so, as
-in-process when the log does not verify, every client is exposed: each gets a start. The re-wrapping
-of their data keys is not served: ``credvault --server-key FILE rotate resume`` on the host runs it.
+in-process when the log does not verify, every client is exposed: each gets a start (an admin's
+removal exposes every client in-process too). ``RemoteVault`` runs the re-wrapping of their data keys
+through the server after the commit.
 """
 
 from __future__ import annotations
