@@ -416,3 +416,12 @@ def test_the_cli_removes_an_admin_through_the_server(removing: Removing, served_
         assert [k.state for k in s.scalars(select(m.RootKey).order_by(m.RootKey.version))] == ["destroyed", "active"]
     assert r.alice.checkouts.reveal("globex/x", reason=REASON) == "globex-pw"
     assert r.team.admin.audit.verify().ok
+
+
+def test_an_admin_lists_more_than_a_hundred_clients_through_the_server(removing: Removing) -> None:
+    """The listing a removal's re-wraps name their clients by (``RemoteKeyRotation.slugs``): past 64 KiB
+    at some 90 clients, it was refused on the admin's machine before the re-wraps of a removal ran."""
+    r = removing
+    for i in range(110):
+        r.team.admin.clients.add(f"c{i:03d}", f"Client {i}")
+    assert len(r.admin.clients.list()) == 112

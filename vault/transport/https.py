@@ -217,6 +217,9 @@ RESPONSE_LIMITS = {
     "engineers.remove_root_draft": 32 * 1024 * 1024,
     "engineers.rotate_draft": 8 * 1024 * 1024,  # an adoption: every record the engineer signed (adoption_drafts.py)
     "engineers.pending_confirmation": 8 * 1024 * 1024,  # a carry-over: each carried client's grant events
+    # an admin's client listing (every client's row with its blobs, about 0.7 KiB each): past 64 KiB at some 90
+    # clients, which stopped a removal's re-wraps through the server (they name the clients by a listing)
+    "clients.list": 16 * 1024 * 1024,
 }  # fmt: skip
 # What a refused signature means to an engineer whose key signed the request (``explained``).
 SIGNATURE_REFUSALS = {
