@@ -425,3 +425,22 @@ def test_an_admin_lists_more_than_a_hundred_clients_through_the_server(removing:
     for i in range(110):
         r.team.admin.clients.add(f"c{i:03d}", f"Client {i}")
     assert len(r.admin.clients.list()) == 112
+
+
+def test_an_admin_rewritten_as_an_engineer_is_not_removed_without_the_root(removing: Removing) -> None:
+    """admin3's row rewritten as an engineer's and re-certified with the seed (admin2, or a DBA with his
+    copy): removed as an engineer, admin3 would keep a current root key. The chain verified on the admin's
+    machine made admin3 an admin: refused there before anything is written (as in-process: ``chain_admins``)."""
+    r = removing
+    r.team.engineer("admin3", role="admin")  # signed nothing: the server's own checks see nothing amiss
+    admin3_id, vault_id, seed = _id(r, "admin3"), r.admin.keyholder.me().vault_id, _seed(r)
+    with r.team.server_store.transaction() as s:
+        row = s.get(m.Engineer, admin3_id)
+        assert row is not None
+        lowered = engineer_row(row)._replace(role="engineer")
+        certificate = seed.sign(LABEL_SIG_ENGINEER, *certificate_fields(vault_id, lowered))
+        s.execute(update(m.Engineer).where(m.Engineer.id == admin3_id).values(role="engineer", certificate=certificate))
+    before = state(r)
+    with pytest.raises(UntrustedRecord, match="made them an admin"):
+        r.admin.engineers.remove("admin3")
+    assert state(r) == before

@@ -72,6 +72,15 @@ class ChainEvents:
             self.servers.append(_details(e.details_json))
 
 
+def chain_admins(chain: ChainEvents, certified: dict[tuple[int, int], tuple[bytes, str]]) -> frozenset[int]:
+    """The engineers the verified chain made admins and has not removed (``signers.chain_lifetimes``, over
+    the certified keys): the removal keyholder refuses a row that says engineer for one of them
+    (``keyholder/removal.py``: a removed admin's row rewritten as an engineer's would keep their root key)."""
+    older = chain.first_action not in (None, "vault-init")
+    _keys, _problems, admins = chain_lifetimes(certified, chain.keys, older, lambda: set())
+    return frozenset(admins)
+
+
 def vouched_draft(draft: RootDraft, chain: ChainEvents, leaving: int) -> RootDraft:
     """``draft`` with only the rows the chain vouches for (module docstring); the others named in its
     refusals. Refused (``UntrustedRecord``) if the admin removed is not shown disabled."""

@@ -322,7 +322,9 @@ class RemoteEngineers(_Noun):
         removal committed with a client-key rotation started for every client (``started``), then
         every rotation under way run to its end through the server (``rotate resume``), then the at-risk
         list as in-process (``reports.at_risk``: the whole chain verified on this machine first)."""
-        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit)
+        audit = self.audit
+        certified = None if audit is None else (lambda: audit.signers.checked().certified)
+        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, audit, certified)
         self.started = writes.remove(name)
         self.root, self.skipped = writes.root, writes.skipped  # an admin's: the root rotation made here
         rotations = []

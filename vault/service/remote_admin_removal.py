@@ -12,8 +12,10 @@ commits their copy of the recovery key and organisation seed opens and signs not
   server), over the removal's draft: what verifies under the admin's certified key is re-signed here,
   the rest set aside;
 * ``root``: the root rotation's draft, answered after the removal's writes (``engineers.
-  remove_root_draft``), checked against the whole audit chain verified here first (``RemoteChain.
-  verify_whole``, every event's hash, link and signature): only what it vouches for is re-certified and
+  remove_root_draft``), checked against the whole audit chain verified here before the removal was
+  drafted (``VerifiedChain``: ``RemoteChain.verify_whole``, every event's hash, link and signature; the
+  same verification gives every removal's keyholder the admins the chain made, so that a removed
+  admin's row rewritten as an engineer's is refused, as in-process): only what it vouches for is re-certified and
   sealed to (``keyholder/removal_roster.py``); then the in-process root keyholder's hands
   (``root_rotation.RootHands``) make the new bundle and organisation key and re-seal every page.
   A chain that does not verify refuses the removal before anything is sent (the host can remove then);
@@ -50,11 +52,23 @@ class WholeChain(Protocol):
     def verify_whole(self, observe: Callable[[Any], None]) -> AuditVerification: ...
 
 
+class VerifiedChain:
+    """The whole chain verified on this machine once, before a removal's draft, and the events of it a
+    removal needs (``removal_roster.ChainEvents``)."""
+
+    def __init__(self, chain: WholeChain) -> None:
+        self.events = ChainEvents()
+        self.verified = chain.verify_whole(self.events.observe)
+
+    def __repr__(self) -> str:
+        return f"VerifiedChain(ok={self.verified.ok})"
+
+
 class AdminRemovalHands:
     """The adoption and the root rotation of an admin's removal, made here (module docstring)."""
 
     def __init__(
-        self, owner: Any, keys: RemoteKeys, chain: WholeChain, clock: Callable[[], dt.datetime], name: str
+        self, owner: Any, keys: RemoteKeys, chain: VerifiedChain, clock: Callable[[], dt.datetime], name: str
     ) -> None:
         self.owner, self.keys, self.chain, self.clock, self.name = owner, keys, chain, clock, name
         self.rotation: RootHands | None = None
@@ -79,8 +93,7 @@ class AdminRemovalHands:
         return made
 
     def root(self, removal: RemovalDraft, drafted: RemovalRootDraft) -> RemovalRoot:
-        events = ChainEvents()
-        verified = self.chain.verify_whole(events.observe)
+        events, verified = self.chain.events, self.chain.verified
         if not verified.ok:
             raise IntegrityError(
                 f"the audit chain does not verify ({verified.problem}): the roster of the new root key cannot be "

@@ -30,11 +30,12 @@ from vault.authority.rotation_requests import NewClientKey, StartDraft
 from vault.crypto import keyrecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.removal import EngineerRemoval
+from vault.keyholder.removal_roster import chain_admins
 from vault.keyholder.rotation import RotationKeyholder
 from vault.records import RootRotation
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
-from vault.service.remote_admin_removal import AdminRemovalHands, WholeChain
+from vault.service.remote_admin_removal import AdminRemovalHands, VerifiedChain, WholeChain
 from vault.service.remote_nouns import not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -45,9 +46,14 @@ class RemoteEngineerWrites:
     """An admin's ``engineers.rotate`` (and ``remove``) through the server (module docstring)."""
 
     def __init__(
-        self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], chain: WholeChain | None = None
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        chain: WholeChain | None = None,
+        certified: Callable[[], dict[tuple[int, int], tuple[bytes, str]]] | None = None,
     ) -> None:
-        self.keys, self.https, self.clock, self.chain = keys, https, clock, chain
+        self.keys, self.https, self.clock, self.chain, self.certified = keys, https, clock, chain, certified
         params = keyrecord.DEFAULT_PARAMS
         self.transport = HttpsEngineerWriteTransport(https, self._new_key)
         self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
@@ -70,11 +76,14 @@ class RemoteEngineerWrites:
         validation.engineer_name(name)
         self.keys.me()
         self.keys.open_recovery()
-        hands = (
-            None if self.chain is None else AdminRemovalHands(self.keyholder, self.keys, self.chain, self.clock, name)
-        )
+        hands, admins = None, None
+        if self.chain is not None:  # the whole chain verified here first, as in-process before a removal
+            chain = VerifiedChain(self.chain)
+            hands = AdminRemovalHands(self.keyholder, self.keys, chain, self.clock, name)
+            if chain.verified.ok and self.certified is not None:
+                admins = chain_admins(chain.events, self.certified())
         self.transport.admin_hands = hands  # without: an admin's removal is sent with no root rotation (403)
-        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False)
+        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False, chain_admins=admins)
         if removed.was_admin and hands is not None:
             hands.check_held()
             self.root, self.skipped = hands.result, hands.skipped
