@@ -6,18 +6,18 @@ on this machine.
 commit): the engineer's row and certificate verified here, their current key record certified here
 under the organisation key of the root bundle sealed to this admin if it has none, the invite secret
 made here and the code shown only here; the server is given the secret sealed to the recovery key
-and the public key it derives (docs/server.md, session 14, helper B). Through the server only an
-engineer (not an admin) who signed no record is served: an admin's re-key adopts the records they
-signed, which opens client keys; the server refuses it with the host's command in the hint.
+and the public key it derives (docs/server.md, session 14, helper B); an admin's re-key (or a
+signer's) adopts the records they signed, re-signed here (session 16, helper F).
 
 ``RemoteVault.engineers.remove`` runs the in-process ``EngineerRemoval`` over the same transport: the
 revocation of each live grant and the disabled certificate signed here (``keyholder/removal.py``), and
-a client-key rotation started for every client (this machine has no verified audit log: every client
-is exposed, as in-process when the log does not verify), each new key made here by the in-process
+a client-key rotation started for every client (every client is exposed, as in-process when the log
+does not verify; the whole chain is verified here first, for the admins it made), each new key made
+here by the in-process
 ``RotationKeyholder`` (the old key opened with the recovery key of the root bundle sealed to this
 admin, the grantees verified, the client's fields moved to the new key). ``RemoteVault`` then runs
-the rotations to their end through the server (``remote_rotation.RemoteKeyRotation.resume``); the
-at-risk report is not served (the host's ``report access``).
+the rotations to their end through the server (``remote_rotation.RemoteKeyRotation.resume``) and
+the at-risk list.
 """
 
 from __future__ import annotations
