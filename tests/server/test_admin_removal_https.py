@@ -11,8 +11,10 @@ The attacks are raw signed requests by insiders with valid keys, each ending wit
 admin kept in the new root seals, or certified as an active admin under the new key; the root rotation
 left out; a certificate in the plan not made by the new organisation key; the commit sent by the
 admin removed, or by an engineer; a stale draft (409); the same signed bytes again (401) and the same
-body anew (400). And the removed admin's attack with the organisation seed they still hold: another
-admin's row given the removed admin's sealing key and re-certified, which the chain does not vouch for.
+body anew (400). And the removed admin's attacks with the organisation seed they still hold, which the
+chain verified on the admin's machine does not vouch for: another admin's row given their sealing key,
+an engineer raised to admin, a server key of their own, an admin's row rewritten as an engineer's; a
+compromised server's root draft showing the removed admin active; a chain that does not verify.
 """
 
 from __future__ import annotations
