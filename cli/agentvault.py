@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vault import errors
-from vault.service import agentclient
+from vault.service import agent_calls, agentclient
 from vault.service.records import AuditEntry, ClientInfo, Revealed, SecretInfo, SessionInfo, StatusReport
 
 
@@ -47,6 +47,8 @@ class _AgentNoun:
             raise AttributeError(name)
         served = SERVED.get(self._noun, {}).get(name)
         if served is None:
+            if (self._noun, name) in agent_calls.CALLS:
+                return self._owner._call(self._noun, name)
             return getattr(getattr(self._owner._in_process(), self._noun), name)
         ask = getattr(self._owner, served)
 
@@ -75,12 +77,40 @@ class AgentVault:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in SERVED:
+        if name in SERVED or name in agent_calls.NOUNS:
             return _AgentNoun(self, name)
+        if ("", name) in agent_calls.CALLS:
+            return self._call("", name)
         return getattr(self._in_process(), name)
 
-    def _ask(self, op: str, **values: object) -> Any:
+    def _call(self, noun: str, method: str) -> Any:
+        """``noun.method`` made by the agent (``agent_calls``); an agent of an earlier release,
+        or one that has ended: in this process."""
+        call = agent_calls.CALLS[noun, method]
+
+        def in_process() -> Any:
+            vault = self._in_process()
+            return getattr(getattr(vault, noun) if noun else vault, method)
+
+        def ask(*args: Any, **kwargs: Any) -> Any:
+            try:
+                message = {"noun": noun, "method": method, "args": agent_calls.arguments(call, args, kwargs)}
+                answer = self._ask("call", timeout=agent_calls.LONG_REPLY if call.long else None, **message)
+            except agentclient.AgentAbsent:
+                return in_process()(*args, **kwargs)
+            return agent_calls.result(noun, method, answer["result"])
+
+        if call.attribute:
+            try:
+                return agent_calls.result(noun, method, self._ask("call", noun=noun, method=method)["result"])
+            except agentclient.AgentAbsent:
+                return in_process()
+        return ask
+
+    def _ask(self, op: str, timeout: float | None = None, **values: object) -> Any:
         try:
+            if timeout is not None:
+                return agentclient.request(self.path, {"op": op, **values}, timeout=timeout)
             return agentclient.request(self.path, {"op": op, **values})
         except errors.InvalidInput as error:
             if agentclient.unknown_request(error):  # an agent of an earlier release: no agent for this

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .agentvault import AgentVault
 from .context import AppContext, pass_app
 from .errors import CommandFailed
 from .fast.printing import BLOCK, block_lines
@@ -86,7 +87,8 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
     now = dt.datetime.now(dt.UTC)
     vault: Any = app.session_vault()
     served = app.server_url() is not None  # through the server: an admin's the whole chain, else one's own events
-    with contextlib.nullcontext() if served else vault.store.inspecting():  # foreign objects reported, not refused
+    local = not served and not isinstance(vault, AgentVault)  # the agent verifies in its own inspecting()
+    with vault.store.inspecting() if local else contextlib.nullcontext():  # foreign objects reported, not refused
         memory = AuditMemory.load(vault.vault_id().hex())
         due = memory.verified is not None and full_verify_due(memory.full, vault.audit.head()[0], now)
         periodic = not full and due
@@ -117,6 +119,8 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
         )
         return
     scope = "all" if full or result.first_seq == 1 else f"events {result.first_seq}-{result.head_seq}"
+    if result.checked == 0 and not full:
+        scope = "none since the head verified last"  # not "events 11-10"
     if periodic:
         scope += f"; the periodic full verify, due every {FULL_EVERY_DAYS} days or {FULL_EVERY_EVENTS} events"
     click.echo(

@@ -11,8 +11,9 @@ path cannot do exactly as the click command would, it leaves to it;
 ``tests/cli/test_fast.py`` runs both on the same command lines and compares them.
 
 Served: ``whoami``, ``status``, ``client list``, ``secret list [CLIENT]``, ``secret show REF``,
-``secret add REF --kind K ... (--password-stdin | --generate)``, ``checkout REF``
-(``--show``, ``--json`` or the clipboard), ``checkin REF``, ``audit log``.
+``secret history REF``, ``secret add REF --kind K ... (--password-stdin | --generate)``,
+``checkout REF`` (``--show``, ``--json`` or the clipboard), ``checkin REF``, ``checkouts``,
+``audit log``.
 """
 
 from __future__ import annotations

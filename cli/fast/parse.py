@@ -84,6 +84,8 @@ SPECS = {
         Spec(("client", "list"), flags=JSON_FLAG),
         Spec(("secret", "list"), args=(("client", False),), flags=JSON_FLAG),
         Spec(("secret", "show"), args=(("ref", True),), flags=JSON_FLAG),
+        Spec(("secret", "history"), args=(("ref", True),), flags=JSON_FLAG),
+        Spec(("checkouts",), flags=JSON_FLAG),
         Spec(
             ("checkout",),
             args=(("ref", True),),

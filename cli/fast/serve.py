@@ -293,6 +293,34 @@ def secret_add(served: Served) -> None:
         echo(f"A random {len(password)}-character password was generated and stored; it is not shown.")
 
 
+def checkouts(served: Served) -> None:
+    """``vault.cli.access.checkouts`` (the agent's ``call`` of ``checkouts.list``)."""
+    rows = served.ask("call", noun="checkouts", method="list")["result"]
+    if served.order.as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        ["secret", "engineer", "exclusive", "since", "until"],
+        [(f"{c['client']}/{c['secret']}", c["engineer"], c["exclusive"], *_times(c)) for c in rows],
+    )
+
+
+def _times(checkout: dict[str, Any]) -> tuple[Time, Time]:
+    return Time(checkout["started_at"]), Time(checkout["expires_at"])
+
+
+def secret_history(served: Served) -> None:
+    """``vault.cli.secrets.history`` (the agent's ``call`` of ``secrets.history``)."""
+    rows = served.ask("call", noun="secrets", method="history", args={"ref": served.order.ref})["result"]
+    if served.order.as_json:
+        echo_json(rows)
+        return
+    echo_table(
+        ["version", "created", "by", "key version", "current"],
+        [(v["version"], Time(v["created_at"]), v["created_by"], v["key_version"], v["current"]) for v in rows],
+    )
+
+
 def _strip_newline(text: str) -> str:  # as vault.cli.context.strip_newline
     if text.endswith("\r\n"):
         return text[:-2]
@@ -309,4 +337,6 @@ SERVERS = {
     ("checkout",): checkout,
     ("checkin",): checkin,
     ("secret", "add"): secret_add,
+    ("checkouts",): checkouts,
+    ("secret", "history"): secret_history,
 }

@@ -113,6 +113,8 @@ def test_second_verify_checks_only_the_new_events(ready: Workspace) -> None:
         assert AuditMemory.load(vault_id(ready)).verified == (second, digest)
     data = json.loads(ok(ready.admin("audit", "verify", "--json")).stdout)
     assert (data["ok"], data["checked"], data["head_seq"]) == (True, 0, second)
+    again = ok(ready.admin("audit", "verify")).stdout
+    assert f"0 new event(s) checked (none since the head verified last), head at event {second}." in again
 
 
 def test_full_verify_checks_every_event(ready: Workspace) -> None:

@@ -117,7 +117,7 @@ def test_parse_takes_what_it_can_answer(argv: list[str], expected: Order) -> Non
         ["--trust-new-vault", "whoami"],
         ["--as", "checkout", REF, "--show"],
         ["checkout", REF, "--show", "-r", "x", "--unknown"],
-        ["secret", "history", REF],
+        ["secret", "history", REF, "--all"],  # an option it does not know
         ["secret", "update", REF, "--generate"],
         ["secret", "show"],
         ["secret", "show", REF, "extra"],
@@ -256,6 +256,12 @@ READS = [
     ["checkout", REF, "-r", "T-1", "--show", "--version", "7"],
     ["checkout", "Not A Ref", "-r", "T-1", "--show"],
     ["checkin", "acme/nope"],
+    ["checkouts"],
+    ["checkouts", "--json"],
+    ["secret", "history", REF],
+    ["secret", "history", REF, "--json"],
+    ["secret", "history", "acme/nope"],
+    ["secret", "history", "Not A Ref"],
     ["secret", "add", REF, "--kind", "other", "--generate"],  # it exists: the same error both ways
     ["secret", "add", "acme/x", "--kind", "other", "--generate", "--length", "5"],
     ["secret", "add", "acme/x", "--kind", "other", "--generate", "--field", "no pe=1"],
@@ -508,3 +514,24 @@ def test_the_server_named_on_the_command_line_is_the_agents(served: Workspace) -
     by_environment = {**elsewhere, "CREDVAULT_SERVER": url}  # CREDVAULT_SERVER before CREDVAULT_DB
     fast = _run("vault.cli.fast", ["--as", ADMIN, "checkout", REF, "-r", "T-2", "--show"], env=by_environment)
     assert (fast[0], fast[1], fast[3]) == (0, PASSWORD + "\n", ())
+
+
+CALLED = [
+    ["client", "show", "acme"],
+    ["grants", "--json"],
+    ["engineer", "list"],
+    ["policy", "show", "acme"],
+    ["audit", "checkpoint"],
+    ["audit", "verify"],
+]
+
+
+@pytest.mark.parametrize("args", CALLED, ids=[" ".join(a) for a in CALLED])
+def test_a_command_the_agent_makes_by_call_imports_neither_sqlalchemy_nor_cryptography(
+    served: Workspace, args: list[str]
+) -> None:
+    """The click command's call goes to the agent (``agent_calls``), its answer comes back as
+    the library's records: the command's process imports click alone of the heavy modules."""
+    status, out, err, imported = _run("vault.cli.main", [*_where(served), "--as", ADMIN, *args])
+    assert status == 0 and out, err
+    assert imported == ("click",), f"{args} imported {imported}"

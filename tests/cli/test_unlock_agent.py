@@ -70,7 +70,7 @@ def test_unlock_without_any_keyring_starts_the_agent_and_lock_ends_it(headless: 
     assert pid is not None
     assert f"engineer:       {ADMIN}" in ok(ws.admin("whoami")).stdout  # the click command, through the agent
     assert "acme" in ok(ws.admin("client", "list")).stdout
-    refused = ws.admin("client", "add", "globex", "--name", "Globex")  # not served: needs the keys here
+    refused = ws.admin("audit", "export")  # not served (it streams): needs the keys here
     assert_clean_error(refused, ADMIN_PASS)
     assert "the agent holds the session" in refused.stderr and "unlock --keyring" in refused.stderr
     again = ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))  # a new unlock replaces the agent
@@ -129,20 +129,24 @@ def test_the_unlock_mode_comes_from_the_environment(headless: Workspace, monkeyp
 def test_at_a_terminal_a_command_the_agent_does_not_serve_asks_the_passphrase(
     headless: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The agent lends no key: `client add` asks the passphrase once for itself."""
+    """The agent lends no key: `audit export` (not served: it streams) asks the passphrase
+    once for itself."""
     from vault.cli import context
 
     ws = headless
     ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))
     monkeypatch.setattr(context, "interactive", lambda: True)
-    wrong = ws.admin("client", "add", "globex", "--name", "Globex", input="not the passphrase\n")
+    wrong = ws.admin("audit", "export", input="not the passphrase\n")
     assert_clean_error(wrong, "not the passphrase")
-    added = ok(ws.admin("client", "add", "globex", "--name", "Globex", input=ADMIN_PASS + "\n"))
-    assert "Passphrase for root (this command runs outside the agent)" in added.stderr
-    assert ADMIN_PASS not in added.output
-    assert "globex" in ok(ws.admin("client", "list")).stdout  # through the agent, no prompt
+    exported = ok(ws.admin("audit", "export", input=ADMIN_PASS + "\n"))
+    assert "Passphrase for root (this command runs outside the agent)" in exported.stderr
+    assert ADMIN_PASS not in exported.output
+    assert '"action": "vault-init"' in exported.stdout
+    added = ok(ws.admin("client", "add", "globex", "--name", "Globex"))  # served by the agent: no prompt
+    assert "Passphrase" not in added.output
+    assert "globex" in ok(ws.admin("client", "list")).stdout
     monkeypatch.setattr(context, "interactive", lambda: False)
-    assert_clean_error(ws.admin("client", "add", "initech", "--name", "Initech", input=ADMIN_PASS + "\n"))
+    assert_clean_error(ws.admin("audit", "export", input=ADMIN_PASS + "\n"))
 
 
 class _RefusingKeyring(KeyringBackend):
@@ -233,3 +237,53 @@ def test_unlock_after_unlock_leaves_exactly_one_agent_on_the_path(headless: Work
     assert ok(ws.admin("lock")).stdout == f"Stopped the agent for {ADMIN}.\n"
     _wait_gone(earlier[-1])
     assert _pid(ws) is None and not os.path.exists(path)
+
+
+def test_with_no_keyring_every_command_the_agent_can_make_goes_through_it(headless: Workspace) -> None:
+    """Headless (no keyring: a command that needs the session here is refused), the admin's
+    everyday and admin commands run through the agent (``agent_calls``) and print what the same
+    command prints in-process (``--passphrase-file``); the writes are checked through the library."""
+    ws = headless
+    here = ("--passphrase-file", ws.passfiles[ADMIN])  # in-process, its own unlock
+    ok(ws.admin("unlock", "--passphrase-file", ws.passfiles[ADMIN]))
+    ok(ws.admin("secret", "add", "acme/fw", "--kind", "other", "--username", "root", "--password-stdin", input="pw-one\n"))
+    for args in (
+        ("secret", "update", "acme/fw", "--host", "10.0.0.5", "--password-stdin"),
+        ("secret", "rotate", "acme/fw", "--length", "30"),
+        ("policy", "set", "acme", "--exclusive", "--for", "45m"),
+        ("settings", "--retention", "5"),
+        ("client", "add", "globex", "--name", "Globex"),
+        ("rotate", "client", "acme"),
+        ("checkout", "acme/fw", "-r", "T-1", "--show"),
+    ):
+        done = ok(ws.admin(*args, input="pw-two\n"))
+        assert "Passphrase" not in done.output and "agent holds the session" not in done.output, args
+    ws.enrol("bob")  # the admin's invite and confirm (its shown plan compared) through the agent
+    confirmed = ws.admin("engineer", "confirm", "bob", "--fingerprint", "0000")
+    assert_clean_error(confirmed)
+    assert "Passphrase" not in confirmed.output and "agent holds the session" not in confirmed.output
+    ok(ws.admin("grant", "bob", "acme"))
+    for args in (
+        ("checkouts",),
+        ("client", "show", "acme"),
+        ("secret", "history", "acme/fw"),
+        ("grants",),
+        ("policy", "show", "acme", "--json"),
+        ("engineer", "list"),
+        ("receipts",),
+        ("subject", "find", "root", "--json"),
+    ):
+        assert ok(ws.admin(*args)).stdout == ok(ws.admin(*here, *args)).stdout, args
+    verified = ok(ws.admin("audit", "verify"))
+    assert "verif" in verified.stdout
+    assert ok(ws.admin("audit", "checkpoint")).stdout.startswith("credvault-checkpoint:")
+    library = ws.library(ADMIN)
+    secret = library.secrets.show("acme/fw")
+    assert (secret.version, secret.host, secret.username) == (3, "10.0.0.5", "root")
+    assert len(library.checkouts.reveal("acme/fw", reason="T-2")) == 30
+    policy = library.policies.get("acme")
+    assert policy.exclusive and policy.checkout_minutes == 45
+    assert [(c.slug, c.key_version) for c in library.clients.list()] == [("acme", 2), ("globex", 1)]
+    assert {e.name: e.status for e in library.engineers.list()}["bob"] == "active"
+    assert [(g.client, g.state) for g in library.grants.list(engineer="bob")] == [("acme", "active")]
+    assert [c.secret for c in library.checkouts.list()] == ["fw"]

@@ -17,11 +17,15 @@ import contextlib
 import datetime as dt
 import itertools
 import os
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import agent_harness
 import pytest
 from served import ServedTeam, make_test_ca, served_team
 from sqlalchemy import create_engine, func, inspect, select, text
@@ -29,6 +33,8 @@ from sqlalchemy.engine import Engine, make_url
 
 from vault import Vault
 from vault.crypto.keyrecord import FLOOR
+from vault.service import agentclient
+from vault.service.agent import Agent, bind
 from vault.service.remote import RemoteVault
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
@@ -302,3 +308,39 @@ def _clone_pg(template: str) -> tuple[str, Callable[[], None]]:
         admin.dispose()
 
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False), drop
+
+
+# -- the agent (tests/service/test_agent.py, test_agent_calls.py) ---------------------------------
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short CREDVAULT_HOME (a socket path must fit in 100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="cvag") as tmp:
+        monkeypatch.setenv("CREDVAULT_HOME", tmp)
+        yield Path(tmp)
+
+
+@pytest.fixture
+def admin(team: Any) -> Vault:
+    """``team``'s admin, with client agentco and its secret fw (``agent_harness.PASSWORD``)."""
+    vault: Vault = team.admin
+    vault.clients.add("agentco", "Agent Co")
+    vault.secrets.add("agentco/fw", password=agent_harness.PASSWORD, username="root")
+    return vault
+
+
+@pytest.fixture
+def served(admin: Vault, home: Path) -> Iterator[tuple[Agent, Path, agent_harness.Clock]]:
+    """An agent for ``admin``, serving in a thread on a real Unix socket: (agent, socket, clock)."""
+    clock = agent_harness.Clock()
+    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
+    server = Agent(admin, clock() + dt.timedelta(minutes=5), clock)
+    listener = bind(path)
+    thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
+    thread.start()
+    yield server, path, clock
+    server.running = False
+    thread.join(timeout=5)
+    listener.close()
+    assert not thread.is_alive()

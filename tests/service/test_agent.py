@@ -13,13 +13,12 @@ import io
 import json
 import os
 import socket
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_harness import ADMIN, PASSWORD, Clock
 from sqlalchemy import func, select
 
 from vault import Vault
@@ -27,52 +26,10 @@ from vault.errors import ConfigurationError, InvalidInput, Locked, NotFound, Sto
 from vault.service import agent, agentclient
 from vault.storage import models as m
 
-ADMIN = "root-admin"  # as tests/conftest.py
-PASSWORD = "agent-Secret-pw ✓"
-
-
-@pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short CREDVAULT_HOME (a socket path must fit in 100 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="cvag") as tmp:
-        monkeypatch.setenv("CREDVAULT_HOME", tmp)
-        yield Path(tmp)
-
-
-@pytest.fixture
-def admin(team: Any) -> Vault:
-    vault: Vault = team.admin
-    vault.clients.add("agentco", "Agent Co")
-    vault.secrets.add("agentco/fw", password=PASSWORD, username="root")
-    return vault
-
 
 def _events(vault: Vault, action: str) -> int:
     with vault.store.transaction() as s:
         return int(s.scalar(select(func.count()).select_from(m.AuditEvent).where(m.AuditEvent.action == action)))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture
-def served(admin: Vault, home: Path) -> Iterator[tuple[agent.Agent, Path, Clock]]:
-    clock = Clock()
-    path = Path(agentclient.socket_path(admin.store.url, ADMIN))
-    server = agent.Agent(admin, clock() + dt.timedelta(minutes=5), clock)
-    listener = agent.bind(path)
-    thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
-    thread.start()
-    yield server, path, clock
-    server.running = False
-    thread.join(timeout=5)
-    listener.close()
-    assert not thread.is_alive()
 
 
 def test_checkout_through_the_socket_is_audited(served: tuple[agent.Agent, Path, Clock], admin: Vault) -> None:

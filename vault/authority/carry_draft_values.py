@@ -16,10 +16,12 @@ in ``CarryPlan.draft``, a ``CarryDraft`` — ids, public keys, signatures and ci
   rotation's start does, that the audit log does not take the grant back (``rotation_grants.py``).
 
 The confirming admin's keyholder verifies all of it (``keyholder/carry.py``) and answers ``CarryMade``
-in the commit (``ConfirmCommit.carry``): a signature per re-signed grant (made by the calling admin,
-over the new sealing key) and a copy of each live client-key version sealed to the new key. The server
-checks the signatures under the caller's certified key and that the copies are exactly the drafted
-versions before it writes (``server/carry_routes.py``).
+in the commit (``ConfirmCommit.carry``): the carried rows the audit log takes back, set aside; a
+signature per other re-signed grant (made by the calling admin, over the new sealing key) and a copy
+of each live client-key version of a client still carried, sealed to the new key. The server checks
+that the rows set aside are carried ones, the signatures exactly the rest, each under the caller's
+certified key, and the copies exactly the drafted versions of the clients still carried, before it
+writes (``ServedCarry.carry``, ``authority/carry_drafts.py``).
 """
 
 from __future__ import annotations
@@ -76,11 +78,14 @@ class CarryDraft:
 
 @dataclass(frozen=True, repr=False)
 class CarryMade:
-    """The admin's part of the carry-over: ``(grant id, signature)`` per re-signed grant and
-    ``(client id, version, sealed copy)`` per live client-key version of a carried grant."""
+    """The admin's part of the carry-over: ``(grant id, signature)`` per re-signed grant,
+    ``(client id, version, sealed copy)`` per live client-key version of a carried grant, and the ids
+    of the carried grants the audit log takes back (``set_aside``: not re-signed, their clients'
+    keys not sealed; the server revokes them, as in-process)."""
 
     signatures: tuple[tuple[int, bytes], ...]
     seals: tuple[tuple[int, int, bytes], ...]
+    set_aside: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
-        return f"CarryMade(grants={len(self.signatures)}, seals={len(self.seals)})"
+        return f"CarryMade(grants={len(self.signatures)}, seals={len(self.seals)}, set_aside={len(self.set_aside)})"

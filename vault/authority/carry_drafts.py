@@ -14,11 +14,14 @@ carry are ``Invitations.confirmation_plan`` and ``carry_grants`` (service/invita
   grant's client sealed to the recovery key, the client's audit keys and its grant and revoke events
   (the audit log's word, which the server cannot read: the admin's machine opens them).
 * ``carry`` — after the admin's certification was compared with the rows recomputed in the unit (the
-  draft's digest), before anything of the carry is written: a signature for exactly each row drafted
-  for re-signing, each verifying under the calling admin's certified key over the engineer's new
-  sealing key; a sealed copy for exactly each drafted client-key version. Else ``AccessDenied`` (403)
-  and the unit, the certification with it, is rolled back. Then the grants are re-signed (signed by
-  the caller), the copies stored, the rows set aside revoked.
+  draft's digest), before anything of the carry is written: the rows the admin's machine set aside
+  (the audit log takes them back: ``CarryMade.set_aside``) distinct and among the live carried ones; a
+  signature for exactly each other row drafted for re-signing (none for a row set aside), each
+  verifying under the calling admin's certified key over the engineer's new sealing key; a sealed
+  copy for exactly each drafted client-key version of a client still carried. Else ``AccessDenied``
+  (403) and the unit, the certification with it, is rolled back. Then the grants are re-signed
+  (signed by the caller), the copies stored, the rows set aside (the server's and the admin's)
+  revoked, as in-process the ledger's refusals are (``Invitations.carry_grants``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,24 @@ class CarryChecks(Protocol):
 
     def trusted(self, s: Session) -> tuple[bytes, bytes]:
         """(vault id, organisation key) as checked in this unit."""
+
+
+def invited_key(s: Session, row: m.Engineer, vault_id: bytes, org: bytes) -> tuple[m.EngineerKey | None, str]:
+    """The engineer's keys as they were when invited (the generation the signed invitation names),
+    their ``engineer_keys`` record certified under ``org`` for this vault; else None and why. A
+    confirmation carries over only the grants signed over them: in-process (``Invitations``,
+    service/invitations.py) and through the team server (``ServedCarry``) alike."""
+    generation = row.invite_prev_generation or 0
+    if generation <= 0:
+        return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
+    key = s.get(m.EngineerKey, (row.id, generation))
+    try:
+        if key is None or generation >= row.key_generation:
+            raise UntrustedRecord(f"key generation {generation} is missing")
+        verify_engineer_key(vault_id, org, key, key.certificate, row.name)
+    except UntrustedRecord as error:
+        return None, f"the engineer's previous keys do not verify: {error}"
+    return key, ""
 
 
 def _grant_row(grant: m.Grant) -> GrantRow:
@@ -140,16 +161,9 @@ class ServedCarry:
         )
 
     def _previous(self, s: Session, row: m.Engineer, vault_id: bytes, org: bytes) -> tuple[PreviousKey | None, str]:
-        generation = row.invite_prev_generation or 0
-        if generation <= 0:
-            return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
-        key = s.get(m.EngineerKey, (row.id, generation))
-        try:
-            if key is None or generation >= row.key_generation:
-                raise UntrustedRecord(f"key generation {generation} is missing")
-            verify_engineer_key(vault_id, org, key, key.certificate, row.name)
-        except UntrustedRecord as error:
-            return None, f"the engineer's previous keys do not verify: {error}"
+        key, why_none = invited_key(s, row, vault_id, org)
+        if key is None:
+            return None, why_none
         found = PreviousKey(key.generation, key.sealing_public, key.signing_public, key.certified_at, key.certificate)
         return found, ""
 
@@ -214,19 +228,25 @@ class ServedCarry:
         row, caller = s.get(m.Engineer, engineer_id), s.get(m.Engineer, self.caller_id)
         assert row is not None and row.sealing_public is not None and caller is not None  # read in this unit
         resign = {kept.grant.id: kept for kept in draft.resign}
-        drafted = {(c.client_id, k.record.version) for c in draft.clients for k in c.keys}
+        aside = set(made.set_aside)  # carried rows the audit log takes back: the admin's machine read it
+        live = {gid: kept.grant.client_id for gid, kept in resign.items() if gid not in draft.expired}
+        kept_out = {live[gid] for gid in aside if gid in live}
+        carried = [c for c in draft.clients if c.client_id not in kept_out]
+        drafted = {(c.client_id, k.record.version) for c in carried for k in c.keys}
         signatures = dict(made.signatures)
         seals = {(client_id, version): blob for client_id, version, blob in made.seals}
         if (
-            len(signatures) != len(made.signatures)
-            or set(signatures) != set(resign)
+            len(aside) != len(made.set_aside)
+            or not aside <= set(live)
+            or len(signatures) != len(made.signatures)
+            or set(signatures) != set(resign) - aside
             or len(seals) != len(made.seals)
             or set(seals) != drafted
             or any(not isinstance(b, bytes) or not 0 < len(b) <= MAX_SEAL for b in seals.values())
         ):
             raise AccessDenied(NOT_DRAFTED)
         vault_id, _ = self.checks.trusted(s)
-        grants = {grant_id: s.get(m.Grant, grant_id) for grant_id in resign}
+        grants = {grant_id: s.get(m.Grant, grant_id) for grant_id in resign if grant_id not in aside}
         for grant_id, grant in grants.items():
             assert grant is not None and caller.signing_public is not None  # drafted, authorised in this unit
             fields = grant_fields(vault_id, grant, row.sealing_public)
@@ -245,7 +265,7 @@ class ServedCarry:
                                       recipient_id=row.id, blob=blob))  # fmt: skip
             else:
                 existing.blob = blob
-        for grant_id in draft.set_aside:
-            aside = s.get(m.Grant, grant_id)
-            assert aside is not None
-            aside.revoked_at = self.clock()
+        for grant_id in (*draft.set_aside, *sorted(aside)):  # revoked, as in-process (``carry_grants``)
+            found = s.get(m.Grant, grant_id)
+            assert found is not None
+            found.revoked_at = self.clock()

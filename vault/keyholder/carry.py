@@ -11,19 +11,28 @@ the audit log's sealed details or open a client key. Before anything is signed o
   active admin; expired by this machine's clock exactly when the plan says so;
 * each client's key versions: records signed by an active admin, the copies sealed to the recovery key
   this admin's root bundle holds, each key matching its signed fingerprint; the client's audit keys
-  opened under its current version and its grant and revoke events checked as a rotation's start
-  checks its grantees (``rotation_grants.check_events``): a grant the audit log takes back (a
-  revocation a DBA cleared) or that no event vouches for refuses the whole confirmation.
+  opened under its current version (a client drafted with none opens no event) and its grant and
+  revoke events checked as a rotation's start checks its grantees (``rotation_grants.check_events``).
 
-Then: each drafted row signed by this admin over the engineer's new sealing key (``grant_fields``:
+A carried grant the audit log takes back (a revocation a DBA cleared) or that no event vouches for is
+set aside, as the in-process ledger sets it aside (``Invitations.confirmation_plan``): not re-signed,
+nothing sealed for its client, and named in the commit's ``CarryMade.set_aside`` so that the server
+revokes it (``authority/carry_drafts.py``); the plan shown to the admin lists it as dropped with the
+audit log's reason (``shown_plan``).
+
+Then: each other drafted row signed by this admin over the engineer's new sealing key (``grant_fields``:
 only the key changes), and every live version of a carried client's key sealed to that key.
+
+Before any of it (``named_in_plan``, through the server only): every grant the whole audit chain,
+verified on this machine, says the engineer holds (``RemoteGrantHistory.live_grants``) must be a row
+the plan carries or drops; a plan that leaves one out refuses the confirmation.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from vault.authority.carry_draft_values import CarryDraft, CarryMade
+from vault.authority.carry_draft_values import CarriedGrantRow, CarryDraft, CarryMade
 from vault.authority.certificates import verify_engineer_key
 from vault.authority.engineer_requests import EngineerKeyRow, PendingRows
 from vault.authority.grant_signatures import grant_fields, grant_label, verify_grant
@@ -41,15 +50,22 @@ if TYPE_CHECKING:
     from vault.keyholder.engineers import EngineerKeyholder
 
 NOT_DRAFTED = "the authority's carry-over is not the plan it showed: not confirmed"
-TAKEN_BACK = (
-    "the audit log does not confirm a grant the plan carries over (a revocation cleared in the database?): "
-    "not confirmed"
-)
-TAKEN_BACK_HINT = "revoke that client's grant for the engineer (`credvault revoke NAME CLIENT`) and confirm again"
+TAKEN_BACK = "set aside (revoked): the audit log does not confirm it"
+LEFT_OUT = "the server's plan leaves out a grant the verified audit log says the engineer holds: not confirmed"
+LEFT_OUT_HINT = "the server's database or the server itself may be tampered with: tell its operator"
 
 
-def carry_made(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> CarryMade | None:
-    """The admin's part of the carry-over ``pending`` drafts (module docstring), or None if it drafts none."""
+class CheckedCarry(NamedTuple):
+    """A draft verified here: the rows to re-sign, each carried client's opened key versions, and the
+    carried rows the audit log takes back (grant id -> why), set aside."""
+
+    resign: dict[int, CarriedGrantRow]
+    keys: dict[int, dict[int, bytes]]
+    set_aside: dict[int, str]
+
+
+def checked_carry(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> CheckedCarry | None:
+    """The carry-over ``pending`` drafts, verified (module docstring), or None if it drafts none."""
     draft, plan = pending.plan.draft, pending.plan
     if draft is None:
         if plan.carried:
@@ -81,29 +97,61 @@ def carry_made(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> Ca
         if (gid in draft.expired) != (grant.until is not None and grant.until <= now):
             raise UntrustedRecord(NOT_DRAFTED)
     bundle = owner.root_bundle(identity, pending.root, org)
-    seals: list[tuple[int, int, bytes]] = []
+    opened: dict[int, dict[int, bytes]] = {}
+    aside: dict[int, str] = {}
     for client in draft.clients:
         keys = _opened_keys(checks, bundle, client.client_id, client.keys)
         kept = by_client[client.client_id]
+        ring = b""  # no audit keys drafted: no event opens, so none vouches for the grant
         if client.audit_keys_blob is not None:
             version = blobs.blob_key_version(client.audit_keys_blob)
             if version not in keys:
                 raise DecryptionFailed()
             ring = blobs.decrypt_client_field(keys[version], version, client.audit_keys_blob, client.client_id,
                                               "audit-keys")  # fmt: skip
-            try:
-                check_events(client.client_id, client.grant_events, (Grantee(previous, kept.grant, kept.signer),), ring)
-            except UntrustedRecord as error:
-                raise UntrustedRecord(TAKEN_BACK, hint=TAKEN_BACK_HINT) from error
+        try:
+            check_events(client.client_id, client.grant_events, (Grantee(previous, kept.grant, kept.signer),), ring)
+        except UntrustedRecord as error:
+            aside[kept.grant.id] = f"{TAKEN_BACK}: {error}"
+            continue
+        opened[client.client_id] = keys
+    return CheckedCarry(resign, opened, aside)
+
+
+def named_in_plan(owner: EngineerKeyholder, pending: PendingRows) -> None:
+    """Through the team server, with the verified audit chain's grant history (``owner.live_grants``):
+    each grant the chain says the engineer holds is a row the plan carries or drops (a server that leaves
+    a row out of the plan leaves it unrevoked and not carried: the engineer loses it silently)."""
+    if owner.live_grants is None:
+        return
+    plan = pending.plan
+    named = {(r.client_id, r.grant_id) for r in plan.carried} | {(r.client_id, r.grant_id) for r in plan.dropped}
+    clients = {client_id for client_id, _ in named}
+    for client_id, grant_id in owner.live_grants(pending.engineer.name, int(owner.clock().timestamp())).items():
+        if (client_id, grant_id) not in named and (grant_id is not None or client_id not in clients):
+            raise UntrustedRecord(LEFT_OUT + f" (grant {grant_id} of client {client_id})", hint=LEFT_OUT_HINT)
+
+
+def carry_made(owner: EngineerKeyholder, pending: PendingRows, org: bytes) -> CarryMade | None:
+    """The admin's part of the carry-over ``pending`` drafts (module docstring), or None if it drafts none."""
+    named_in_plan(owner, pending)
+    checked = checked_carry(owner, pending, org)
+    if checked is None:
+        return None
+    vault_id, row = pending.identity.vault_id, pending.engineer
+    assert row.sealing_public is not None  # checked_carry refuses a row without one
+    seals: list[tuple[int, int, bytes]] = []
+    for client_id, keys in checked.keys.items():
         for version, key in sorted(keys.items()):
-            context = (LABEL_CLIENT_KEY_SEAL, vault_id, client.client_id, version, "engineer", row.id)
-            seals.append((client.client_id, version, sealing.seal(row.sealing_public, version, key, context)))
+            context = (LABEL_CLIENT_KEY_SEAL, vault_id, client_id, version, "engineer", row.id)
+            seals.append((client_id, version, sealing.seal(row.sealing_public, version, key, context)))
     signer = owner.keys.my_signing_key()
     signatures = tuple(
         (gid, signer.sign(grant_label(kept.grant), *grant_fields(vault_id, kept.grant, row.sealing_public)))
-        for gid, kept in resign.items()
+        for gid, kept in checked.resign.items()
+        if gid not in checked.set_aside
     )
-    return CarryMade(signatures, tuple(seals))
+    return CarryMade(signatures, tuple(seals), tuple(sorted(checked.set_aside)))
 
 
 def _previous(draft: CarryDraft, pending: PendingRows, vault_id: bytes, org: bytes) -> EngineerRow:

@@ -72,7 +72,7 @@ from vault.crypto.labels import (
 )
 from vault.errors import AccessDenied, EnrolmentError, Locked, UntrustedRecord
 from vault.keyholder.adoption import adoption_made
-from vault.keyholder.carry import carry_made
+from vault.keyholder.carry import carry_made, checked_carry, named_in_plan
 from vault.keyholder.enrolment import enrolment_keys
 from vault.keyholder.invitations import (
     engineer_key_fields,
@@ -298,6 +298,8 @@ class EngineerKeyholder:
         kdf_params: Callable[[], keyrecord.Argon2Params],
     ) -> None:
         self.transport, self.keys, self.clock, self.kdf_params = transport, keys, clock, kdf_params
+        # through the team server: (name, now) -> each client whose grant the verified chain says is live
+        self.live_grants: Callable[[str, int], dict[int, int | None]] | None = None
 
     def __repr__(self) -> str:
         return "EngineerKeyholder()"
@@ -443,16 +445,24 @@ class EngineerKeyholder:
 
     def shown_plan(self, pending: PendingRows, org: bytes) -> tuple[tuple[CarriedGrant, ...], tuple[DroppedGrant, ...]]:
         """The plan as the admin reads it: each slug opened here (the authority's plan holds ids
-        and ciphertext); a carried grant whose slug does not open is refused."""
+        and ciphertext); a carried grant whose slug does not open is refused. Through the team server
+        the draft is verified here first (``keyholder/carry.py``) and a carried grant the audit log
+        takes back is shown dropped, with why (in-process the authority's ledger drops it)."""
+        named_in_plan(self, pending)
         opened = SlugOpener(self, pending, org)
-        carried = []
+        checked = checked_carry(self, pending, org) if pending.plan.draft is not None else None
+        aside = {} if checked is None else checked.set_aside
+        carried, dropped = [], []
         for row in pending.plan.carried:
             slug = opened.slug(row.client_id, row.slug_blob)
             if slug is None:
                 raise UntrustedRecord("a grant the plan carries over is of a client whose keys do not open")
+            if row.grant_id in aside:
+                dropped.append(DroppedGrant(row.grant_id, slug, aside[row.grant_id]))
+                continue
             until = None if row.until is None else dt.datetime.fromtimestamp(row.until, dt.UTC)
             carried.append(CarriedGrant(slug, until))
-        dropped = [
+        dropped += [
             DroppedGrant(row.grant_id, opened.slug(row.client_id, row.slug_blob), row.reason)
             for row in pending.plan.dropped
         ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.authority.carry_drafts import invited_key
 from vault.authority.engineers import EngineerAuthority, engineer_row
 from vault.authority.grant_signatures import grant_label
 from vault.errors import IntegrityError, UntrustedRecord, VaultError
@@ -71,16 +72,9 @@ class Invitations:
     def _previous_keys(self, s: Session, row: m.Engineer) -> tuple[EngineerRow | None, str]:
         """The engineer's keys as they were when invited (the generation the signed invitation
         names), verified against the organisation key; else None and why."""
-        generation = row.invite_prev_generation or 0
-        if generation <= 0:
-            return None, "the engineer had no certified keys when invited, so no admin signed a grant for them"
-        key = s.get(m.EngineerKey, (row.id, generation))
-        try:
-            if key is None or generation >= row.key_generation:
-                raise UntrustedRecord(f"key generation {generation} is missing")
-            self.trust.verified_key(s, key, row.name)
-        except UntrustedRecord as error:
-            return None, f"the engineer's previous keys do not verify: {error}"
+        key, why_none = invited_key(s, row, self.core.vid(s), self.trust.org_public(s))
+        if key is None:
+            return None, why_none
         return (
             EngineerRow(
                 row.id,

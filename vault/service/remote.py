@@ -181,7 +181,8 @@ class RemoteEngineers(_Noun):
         self.started: tuple[int, ...] = ()  # the client-key rotations the last removal started
         self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
         self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
-        self.audit: Any = None  # RemoteVault.audit: an admin's removal verifies the whole chain first
+        self.history: Any = None  # RemoteVault.grants.history: a re-invite's plan checked against the chain
+        self.audit: Any = None  # RemoteVault.audit: a removal verifies the whole chain first
         self.root: Any = None  # the root rotation of the last removal (an admin's)
         self.skipped: tuple[str, ...] = ()  # what its adoption set aside
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
@@ -302,14 +303,19 @@ class RemoteEngineers(_Noun):
         rows read (``engineers.pending_confirmation``) and verified on this machine."""
         validation.engineer_name(name)
         self.keys.me()
-        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.pending(name)
+        return self._confirming().keyholder.pending(name)
 
     def confirm(self, name: str, fingerprint: str, *, shown: PendingConfirmation | None = None) -> EngineerInfo:
         """As ``Vault.engineers.confirm``, through the server (an admin's): the rows certified on this
         machine, committed with their digest (``engineers.confirm``: 409 if they changed since)."""
         validation.engineer_name(name)
         self.keys.me()
-        return RemoteInvitations(self.keys, self.https, self.clock).keyholder.confirm(name, fingerprint, shown)
+        return self._confirming().keyholder.confirm(name, fingerprint, shown)
+
+    def _confirming(self) -> RemoteInvitations:
+        """A confirmation's keyholder: the plan checked against the grants the verified chain says live."""
+        live = None if self.history is None else self.history.live_grants
+        return RemoteInvitations(self.keys, self.https, self.clock, live)
 
     def rotate(self, name: str, *, valid_for: dt.timedelta = INVITE_TTL) -> str:
         """As ``Vault.engineers.rotate``, through the server (an admin's; ``remote_engineers.py``)."""
@@ -318,13 +324,9 @@ class RemoteEngineers(_Noun):
     def remove(
         self, name: str, *, batch_size: int = 0, progress: Any = None
     ) -> tuple[builtins.list[Any], builtins.list[Any]]:
-        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
-        removal committed with a client-key rotation started for every client (``started``), then
-        every rotation under way run to its end through the server (``rotate resume``), then the at-risk
-        list as in-process (``reports.at_risk``: the whole chain verified on this machine first)."""
-        audit = self.audit
-        certified = None if audit is None else (lambda: audit.signers.checked().certified)
-        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, audit, certified)
+        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): committed
+        (``started``: every client's rotation), each rotation run through the server, then the at-risk list."""
+        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit)
         self.started = writes.remove(name)
         self.root, self.skipped = writes.root, writes.skipped  # an admin's: the root rotation made here
         rotations = []
@@ -444,7 +446,8 @@ class RemoteVault:
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list
-        self.engineers.audit = self.audit  # an admin's removal: the whole chain verified here first
+        self.engineers.history = self.grants.history  # a re-invite's confirmation: the plan against the chain
+        self.engineers.audit = self.audit  # a removal: the whole chain verified here first
 
     @property
     def last_root_rotation(self) -> Any:

@@ -374,10 +374,17 @@ class _InviteKeys:
 class RemoteInvitations:
     """An admin's ``engineers.invite`` through the server: a draft and a signed commit (module docstring)."""
 
-    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        live_grants: Callable[[str, int], dict[int, int | None]] | None = None,
+    ) -> None:
         self.keys = keys
         params = keyrecord.DEFAULT_PARAMS
         self.keyholder = EngineerKeyholder(HttpsInviteTransport(https), _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+        self.keyholder.live_grants = live_grants  # a confirmation's plan checked against the verified chain
 
     def __repr__(self) -> str:
         return "RemoteInvitations()"

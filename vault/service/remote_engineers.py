@@ -35,7 +35,7 @@ from vault.keyholder.rotation import RotationKeyholder
 from vault.records import RootRotation
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
-from vault.service.remote_admin_removal import AdminRemovalHands, VerifiedChain, WholeChain
+from vault.service.remote_admin_removal import AdminRemovalHands, VerifiedChain
 from vault.service.remote_nouns import not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -50,10 +50,10 @@ class RemoteEngineerWrites:
         keys: RemoteKeys,
         https: HttpsTransport,
         clock: Callable[[], dt.datetime],
-        chain: WholeChain | None = None,
-        certified: Callable[[], dict[tuple[int, int], tuple[bytes, str]]] | None = None,
+        audit: Any = None,
     ) -> None:
-        self.keys, self.https, self.clock, self.chain, self.certified = keys, https, clock, chain, certified
+        """``audit``: ``RemoteAudit`` (its whole chain verified before a removal, its checked signers)."""
+        self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
         params = keyrecord.DEFAULT_PARAMS
         self.transport = HttpsEngineerWriteTransport(https, self._new_key)
         self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
@@ -77,11 +77,11 @@ class RemoteEngineerWrites:
         self.keys.me()
         self.keys.open_recovery()
         hands, admins = None, None
-        if self.chain is not None:  # the whole chain verified here first, as in-process before a removal
-            chain = VerifiedChain(self.chain)
+        if self.audit is not None:  # the whole chain verified here first, as in-process before a removal
+            chain = VerifiedChain(self.audit)
             hands = AdminRemovalHands(self.keyholder, self.keys, chain, self.clock, name)
-            if chain.verified.ok and self.certified is not None:
-                admins = chain_admins(chain.events, self.certified())
+            if chain.verified.ok:
+                admins = chain_admins(chain.events, self.audit.signers.checked().certified)
         self.transport.admin_hands = hands  # without: an admin's removal is sent with no root rotation (403)
         removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False, chain_admins=admins)
         if removed.was_admin and hands is not None:

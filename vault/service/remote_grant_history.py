@@ -36,6 +36,10 @@ verify`` does (the anchor checked again, then every event after it), so a server
 shorter chain, consistently cut before a ``revoke``, is refused at the anchor. A failed check keeps
 what was verified before. What it costs: the first listing of a ``RemoteVault`` reads and verifies the
 whole chain (about as long as ``audit verify``); the next ones the events since.
+
+``live_grants`` (session 17) answers from the same verified events which grants the log says an engineer
+holds: a re-invited engineer's confirmation through the server requires the server's plan to name each
+(``keyholder/carry.py``, ``named_in_plan``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,35 @@ class RemoteGrantHistory:
         return "RemoteGrantHistory()"
 
     def confirmations(self, client_ids: set[int]) -> Confirms:
+        verified = self._verified()
+        if isinstance(verified, str):
+            return lambda name, client_id, grant: verified
+        audit, events = verified
+        history = self.history(audit, [e for e in events if e.client_id in client_ids])
+        return lambda name, client_id, grant: history.confirms(name, client_id, grant)
+
+    def live_grants(self, name: str, now: int) -> dict[int, int | None]:
+        """Each client the verified chain says ``name`` holds a live grant of: the log's last word
+        about them and the client a ``grant`` by an admin, its until not passed by ``now`` and nothing
+        doubtful after it, with the grant's id (None: an event from before grant events named it).
+        A re-invited engineer's confirmation checks that the server's plan names each (``keyholder/
+        carry.py``, ``named_in_plan``). ``IntegrityError`` if the chain does not verify."""
+        verified = self._verified()
+        if isinstance(verified, str):
+            raise IntegrityError(verified, hint="run `credvault audit verify` and tell the server's operator")
+        history = self.history(*verified)
+        live: dict[int, int | None] = {}
+        for client_id in history.clients_of(name):
+            last = history.last(name, client_id)
+            if last is None or last.action != "grant" or not last.by_admin:
+                continue
+            if (last.until is None or last.until > now) and not history.doubted_after(client_id, last.seq):
+                live[client_id] = last.grant_id
+        return live
+
+    def _verified(self) -> tuple[RemoteAudit, list[ChainedRow]] | str:
+        """The whole chain verified from the head verified last (module docstring), and every grant,
+        revoke and rotation event up to its head in chain order; or why it does not verify."""
         audit = self.audit
         if audit is None:
             raise IntegrityError("no audit chain to confirm the grants against")
@@ -86,15 +119,12 @@ class RemoteGrantHistory:
         if not check.ok:
             # what was verified up to ``seen`` stays: the next listing starts there again (a server that
             # cut the tail before it, or rewrote an event after it, is refused again)
-            why = f"the audit chain does not verify at event {check.first_bad_seq} ({check.problem})"
-            return lambda name, client_id, grant: why
+            return f"the audit chain does not verify at event {check.first_bad_seq} ({check.problem})"
         self.events.update(new)
         self.seen = (check.head_seq, bytes.fromhex(check.head_hash))
         if len(self.events) > KEPT_EVENTS:
             self.seen, self.events = None, {}  # too many to keep: verified whole each time
-        kept = [e for seq, e in sorted({**self.events, **new}.items()) if e.client_id in client_ids]
-        history = self.history(audit, kept)
-        return lambda name, client_id, grant: history.confirms(name, client_id, grant)
+        return audit, [e for _, e in sorted({**self.events, **new}.items())]
 
     @staticmethod
     def history(audit: RemoteAudit, events: list[ChainedRow]) -> GrantHistory:

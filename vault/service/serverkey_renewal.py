@@ -13,7 +13,9 @@ pinned one to ``ServerKeyRenewal``, which takes it only this way:
 4. only then is it pinned (``server-pins.json``: the vault id and the CA copy kept as they were).
 
 Anything else is ``UntrustedRecord`` with a hint, and the pins stay as they were. An older
-version than the pinned one is refused by the transport before this is asked (no rollback).
+version than the pinned one is refused by the transport before this is asked (no rollback). Inside
+``HttpsTransport.within`` (an agent's request) the identity's read has what is left of the budget,
+and a server that does not answer it in time is ``StoreUnavailable`` (session 17), as any request.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from collections.abc import Callable
 
 import httpx
 
-from vault.errors import UntrustedRecord, VaultError
+from vault.errors import StoreUnavailable, UntrustedRecord, VaultError
 from vault.service.serverpins import ServerPin, ServerPins
 from vault.transport.https_identity import read_identity
 from vault.wire.httpsig_response import PinnedServerKey
 
+IDENTITY_TIMEOUT = 10.0  # seconds for reading ``/v1/identity`` when no budget is set (read_identity's own)
 HINT = (
     "the server's key changed without a certificate this machine can check: compare the fingerprints with "
     "your admin, then `credvault server trust URL --replace`"
@@ -43,16 +46,23 @@ class ServerKeyRenewal:
     def __repr__(self) -> str:
         return f"ServerKeyRenewal(server={self.pin.url!r})"
 
-    def __call__(self, version: int, check: Callable[[PinnedServerKey], None]) -> PinnedServerKey:
+    def __call__(
+        self, version: int, check: Callable[[PinnedServerKey], None], left: float | None = None
+    ) -> PinnedServerKey:
+        """The newer key, re-pinned (module docstring); the identity read within ``left`` seconds if a
+        budget is set (``HttpsTransport.within``): past it, ``StoreUnavailable`` and nothing pinned."""
         pinned = self.pin.server_key
         if pinned is None or version <= pinned[0]:
             raise _refused(f"the server named server key version {version}, not newer than the pinned one")
+        timeout = IDENTITY_TIMEOUT if left is None else min(IDENTITY_TIMEOUT, left)
         try:
-            identity = read_identity(self.pin.url, ca_file=self.pin.ca_file, transport=self.transport)
+            identity = read_identity(self.pin.url, ca_file=self.pin.ca_file, transport=self.transport, timeout=timeout)
         except UntrustedRecord:
             raise _refused(
                 f"the server's key version {version} has no valid certificate under the organisation key"
             ) from None
+        except StoreUnavailable:
+            raise  # not reached, or not in time: nothing is believed and nothing pinned; said as unavailable
         except VaultError:
             raise _refused(f"the server's identity could not be read to check key version {version}") from None
         if identity.vault_id != self.pin.vault_id or identity.org_key[1] != self.pin.org_key:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -84,6 +85,8 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 MAX_SHOWN = 500  # characters of a server's detail or hint kept in the error raised here
 MAX_PROBLEM = 16 * 1024
+EXCERPT = 80  # characters of an unsigned 5xx answer's body shown, neutralised (``excerpt``)
+_MARKUP = re.compile(r"<[^>]{0,200}>")
 NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 # The classes a server may name, by name (WrongPassphrase is local: a server never opens a key record).
@@ -135,7 +138,10 @@ class RenewServerKey(Protocol):
     """Takes a newer server key version an answer names: the key, once its certificate checked
     out and ``check`` (the answer under it) passed, re-pinned (``service/serverkey_renewal.py``)."""
 
-    def __call__(self, version: int, check: Callable[[PinnedServerKey], None]) -> PinnedServerKey: ...
+    def __call__(
+        self, version: int, check: Callable[[PinnedServerKey], None], left: float | None = None
+    ) -> PinnedServerKey:
+        """``left``: the seconds ``HttpsTransport.within`` leaves (None: no budget) for reading the identity."""
 
 
 def _loopback(host: str) -> bool:
@@ -324,6 +330,8 @@ class HttpsTransport:
                 self._check_signed(response, signed["Signature"])
             except UntrustedRecord:
                 self.report_refused(UNSIGNED, (name, request_id))
+                if response.status_code >= 500 and not _names_a_signature(response):
+                    raise failed_answer(response) from None  # a proxy's page, or a server that failed before signing
                 raise
         if response.status_code != 200:
             raise self.explained(problem_error(response))
@@ -398,7 +406,7 @@ class HttpsTransport:
                     f"the server signed with server key version {version}, older than the pinned version {pinned[0]}",
                     hint="a server key is never rolled back: tell your admin; nothing was accepted",
                 ) from None
-            self.server_key = _checked_pin(self.renew(version, check))
+            self.server_key = _checked_pin(self.renew(version, check, self._left()))  # within ``within``'s budget
 
     def report_refused(self, reason: str, refused: tuple[str, bytes] | None = None) -> None:
         """Put a refused answer on record (``audit.answer_refused``): ``refused`` (its operation and
@@ -446,6 +454,8 @@ def problem_error(response: httpx.Response) -> VaultError:
         except ValueError:
             document = None
     if not isinstance(document, dict):
+        if response.status_code >= 500:
+            return failed_answer(response)
         return VaultError(f"the server answered {response.status_code} without a problem document")
     detail, hint, name = (document.get(key) for key in ("detail", "hint", "error"))
     detail = detail[:MAX_SHOWN] if isinstance(detail, str) else f"the server answered {response.status_code}"
@@ -457,3 +467,29 @@ def problem_error(response: httpx.Response) -> VaultError:
         after = response.headers.get("retry-after", "")
         return RateLimited(detail, hint=hint or None, retry_after=int(after) if after.isdigit() else 1)
     return cls(detail, hint=hint or None)
+
+
+def failed_answer(response: httpx.Response) -> StoreUnavailable:
+    """A 5xx answer that is not the server's word (unsigned, or no problem document): its status and
+    a neutralised excerpt of its body (``excerpt``), never the body itself; a proxy in front of the
+    server, or the server itself, failed."""
+    shown = excerpt(response.content)
+    said = f' (it said: "{shown}")' if shown else ""
+    return StoreUnavailable(
+        f"the server's address answered HTTP {response.status_code}, not signed by the server{said}",
+        hint="a proxy in front of the server, or the server itself, failed: try again later; if it persists, "
+        "tell the server's operator (the proxy's and the server's logs)",
+    )
+
+
+def excerpt(body: bytes) -> str:
+    """At most ``EXCERPT`` characters of an answer's start for a person to recognise (a proxy's
+    "502 Bad Gateway"): markup dropped, only printable ASCII kept (no terminal escape, no line break)."""
+    text = _MARKUP.sub(" ", body[: EXCERPT * 16].decode("utf-8", "replace"))
+    kept = "".join(c if c.isascii() and c.isprintable() and c != '"' else " " for c in text)
+    return " ".join(kept.split())[:EXCERPT]
+
+
+def _names_a_signature(response: httpx.Response) -> bool:
+    """Whether an answer carries a response signature's field at all (a proxy's page carries none)."""
+    return any(name in response.headers for name in ("signature", "signature-input"))
