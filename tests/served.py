@@ -172,6 +172,12 @@ class ServedTeam:
         mine.engineers.unlock(name, self.passphrases[name])
         return mine
 
+    def remote(self, name: str) -> RemoteVault:
+        """``name`` (made on the host, e.g. the vault's first admin) working through the server: their key
+        record copied to this machine once (``credvault server join``), then unlocked."""
+        serverjoin.join(self.pin, self.admin, name, self.passphrases[name])
+        return self.unlocked(name)
+
     def close(self) -> None:
         for vault in self.opened:
             vault.close()

@@ -111,8 +111,9 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     """The admin's part from their own machine too (``RemoteVault``, no database): an invitation and
     its confirmation, a new client, a grant, a re-key and the confirmation carrying the grant over
     (session 16), a client-key rotation, a root rotation (its recovery
-    shares and both bundles' keys scanned for) and the client's purge; the engineer enrols, adds a
-    secret and checks it out between."""
+    shares and both bundles' keys scanned for), an admin's removal (session 17: her grant adopted, the
+    root rotated again, its new shares and the old bundle's keys scanned for) and the client's purge;
+    the engineer enrols, adds a secret and checks it out between."""
     if keyed.served.db_url.startswith("postgresql"):
         pytest.skip("the bodies a server sends and receives do not depend on its database (SQLite runs it)")
     monkeypatch.setenv("CREDVAULT_HOME", str(tmp_path / "home"))
@@ -169,6 +170,38 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
     frank.checkouts.checkin("zeta-holdings/vpn-gw")
     keys += [*admin.keyholder.client_keys.values(), *frank.keyholder.client_keys.values()]
+    # an admin's removal (session 17): gina grants frank, then is removed; her grant adopted, the root rotated
+    # (before `rotate root`: a purge right after a removal is refused, "the client's context has no slug tag",
+    # see docs/server.md session 17, helper I)
+    third = admin.engineers.invite("gina", role="admin")
+    gina_keys = enroll_over_https(
+        served.url, ca_file=pinned.ca_file, name="gina", code=third, passphrase=PASSPHRASE + " gina",
+        kdf_params=keyrecord.FLOOR, transport=recording(keyed, seen),
+    )  # fmt: skip
+    KeyRecordFile(gina_keys.vault_id, gina_keys.engineer_id, "gina", gina_keys.key_generation,
+                  gina_keys.key_record).save()  # fmt: skip
+    admin.engineers.confirm("gina", gina_keys.fingerprint)
+    gina = RemoteVault(
+        pinned, engineer="gina", sessions=MemorySessionStore(), clock=ticking(served.alice.clock),
+        transport=recording(keyed, seen),
+    )  # fmt: skip
+    gina.engineers.unlock("gina", PASSPHRASE + " gina")
+    gina.grants.revoke("frank", "zeta-holdings")
+    gina.grants.grant("frank", "zeta-holdings")  # signed by gina: adopted by the admin on her removal
+    gina_root = gina.keyholder._root
+    keys += [gina.keyholder.me().signing_seed, gina.keyholder.me().sealing_private]
+    keys += [] if gina_root is None else [gina_root.recovery.private, gina_root.lookup_key]
+    admin.keyholder.open_recovery()
+    roots = admin.keyholder._root  # the bundle the removal's root rotation destroys
+    assert roots is not None
+    keys += [roots.recovery.private, roots.lookup_key]
+    admin.engineers.remove("gina")
+    removal = admin.last_root_rotation  # made on the admin's machine: the new shares never sent
+    assert removal is not None and "gina" not in removal.admins
+    keys += [*admin.keyholder.client_keys.values()]
+    assert frank.checkouts.checkout("zeta-holdings/vpn-gw", reason=REASON).value == "pw of zeta vpn"
+    frank.checkouts.checkin("zeta-holdings/vpn-gw")
+    keys += [*frank.keyholder.client_keys.values()]
     old_root = admin.keyholder._root  # the bundle the root rotation destroys
     assert old_root is not None
     keys += [old_root.recovery.private, old_root.lookup_key]
@@ -179,6 +212,7 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
 
     words = ["zeta-holdings", "Zeta Holdings plc", "vpn-gw", "zeta-holdings/vpn-gw", "pw of zeta vpn", REASON]
     words += [PASSPHRASE, PASSPHRASE + " two", ADMIN_PASSPHRASE, code, second, *ADDED.values(), *rotated.shares]
+    words += [PASSPHRASE + " gina", third, *removal.shares]
     for vault in (admin, frank):
         session = vault.keyholder.me()
         keys += [session.signing_seed, session.sealing_private]

@@ -41,10 +41,10 @@ from vault.authority.root_rotation_requests import Resealed, RootPlan, RootRotat
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
 from vault.errors import AccessDenied, ConcurrentChange, VaultError
-from vault.keyholder.root_rotation import _Rotation
+from vault.keyholder.root_rotation import RootHands
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
-from vault.service.remote_root import _RootKeys
+from vault.service.remote_root import RemoteRootKeys
 from vault.service.sessions import MemorySessionStore
 from vault.storage import models as m
 
@@ -111,7 +111,7 @@ def made(admin: RemoteVault, clock: Callable[[], dt.datetime]) -> Made:
     me = admin.keyholder.me()
     request = RootRotateRequest(Caller(me.engineer_id, me.key_generation), me.org_signing_public, None)
     drafted = admin.https.call("keys.root_draft", request)
-    rotation = _Rotation(_RootKeys(admin.keyholder), clock, None)  # type: ignore[arg-type]
+    rotation = RootHands(RemoteRootKeys(admin.keyholder), clock, None)  # type: ignore[arg-type]
     plan = rotation.plan(drafted.draft)
     pages, after = [], 0
     while True:

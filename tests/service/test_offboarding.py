@@ -490,10 +490,13 @@ def test_records_signed_by_a_removed_admin_stay_trusted(team, db, reopen):
     admin2.grants.grant("alice", "acme")
     admin2.keys.rotate_client("acme")  # acme's version 2 signed by admin2 as well
     admin2_id = db.engineer_id("admin2")
+    served = isinstance(team, ServedTeam)
+    remover = team.remote("root-admin") if served else admin  # through the server: from a machine with no database
 
-    at_risk, rotations = admin.engineers.remove("admin2")
+    at_risk, rotations = remover.engineers.remove("admin2")
 
     assert at_risk == []
+    assert remover.last_root_rotation is not None and remover.last_root_rotation.admins == ("root-admin",)
     assert sorted((r.client, r.to_version, r.state) for r in rotations) == [("acme", 3, "done"), ("globex", 2, "done")]
     for vault in (alice, reopen(alice)):
         assert vault.checkouts.reveal("globex/x", reason=REASON) == "globex-pw"
@@ -513,6 +516,8 @@ def test_records_signed_by_a_removed_admin_stay_trusted(team, db, reopen):
     with pytest.raises(Unauthenticated if isinstance(team, ServedTeam) else AccessDenied):  # the server: unknown key
         admin2.clients.list()
     assert admin.audit.verify().ok
+    if served:  # the remover works on with the new bundle sealed to them, and verifies the chain on their machine
+        assert remover.audit.verify().ok and [c.slug for c in remover.clients.list()] == ["acme", "globex"]
 
 
 def test_removing_yourself_or_removing_twice_is_invalid_input(team):

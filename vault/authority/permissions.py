@@ -152,6 +152,7 @@ KEYHOLDER_REQUESTS["engineers"]["root_seal"] = ADMIN
 KEYHOLDER_REQUESTS["engineers"]["invite_draft"] = ADMIN  # server/invite_routes.py
 KEYHOLDER_REQUESTS["engineers"]["rotate_draft"] = ADMIN  # server/engineer_write_routes.py
 KEYHOLDER_REQUESTS["engineers"]["remove_draft"] = ADMIN
+KEYHOLDER_REQUESTS["engineers"]["remove_root_draft"] = ADMIN  # an admin's removal: its root rotation drafted
 KEYHOLDER_REQUESTS["clients"] = {"add_draft": ADMIN}
 # An admin's client-key rotation through the team server (server/rotation_routes.py): each step's request.
 KEYHOLDER_REQUESTS["keys"] = dict.fromkeys(("start_draft", "start", "open", "rewrap_draft", "rewrap", "finish"), ADMIN)

@@ -21,8 +21,9 @@ the caller, active; their current key record certified if missing; their keys de
 server the draft carries them (``adoption_drafts.adoption_rows``) and the commit the admin's adoption,
 checked in full before any write (``store_adoption``); an admin or a signer is re-keyed through the
 server, the ``adoption-refused`` event naming what was set aside. An admin's removal stays on the
-host (it rotates the root key in the removal's unit); a non-admin signer's removal sets their records
-aside in its unit (``adoption_drafts.set_aside_unsigned``).
+host until session 17 (helper I: it adopts and rotates the root key in the removal's unit,
+``removal_root.py``); a non-admin signer's removal sets their records aside in its unit
+(``adoption_drafts.set_aside_unsigned``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from vault.crypto.labels import LABEL_SIG_ENGINEER_KEY
 from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, UntrustedRecord
 from vault.storage import models as m
 from vault.storage.engine import Store
-from vault.storage.rows import ACTIVE, ROLE_ADMIN
+from vault.storage.rows import ACTIVE
 
 
 class RekeyChecks(EngineerChecks, AdminCheck, Protocol):
@@ -93,15 +94,12 @@ def served_target(
     if row is None:
         e.engineer(s, name)  # NotFound, as in-process
     assert row is not None
-    host = f"run `credvault --server-key FILE {verb} {name}` on the server's host"
-    what = "removal" if verb == REMOVE_COMMAND else "re-key"
     if row.id == identity.me.id:
         raise InvalidInput("you cannot do this to yourself", hint="another admin can")
-    if verb == REKEY_COMMAND:
-        return row  # an admin's or a signer's re-key adopts what they signed (adoption_drafts.py)
-    if row.role == ROLE_ADMIN:
-        raise InvalidInput(f"an admin's {what} is not served through a team server yet", hint=host)
-    return row  # a non-admin named as a signer: their records set aside (adoption_drafts.set_aside_unsigned)
+    # an admin's or a signer's re-key adopts what they signed (adoption_drafts.py); an admin's removal
+    # adopts it and rotates the root key in its unit (removal_root.py); a non-admin named as a signer
+    # has their records set aside (adoption_drafts.set_aside_unsigned)
+    return row
 
 
 def rekey_rows(

@@ -5,8 +5,9 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
 (``rotation.RotationAuthority.start``, run unchanged inside the unit), driven in another order:
 
 * ``remove_draft`` — one unit, rolled back whole: the caller; the engineer (``served_target``: not the
-  caller, not an admin; not removed already); the records a DBA named them as signing set aside
-  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit); their unrevoked grants and the
+  caller; not removed already); for a non-admin, the records a DBA named them as signing set aside
+  (``adoption_drafts.set_aside_unsigned``, again in the commit's unit), for an admin, what they signed
+  drafted for adoption (``adoption_drafts.adoption_rows``); their unrevoked grants and the
   revocation time; then a start of every client's key, each run up to the rotation
   keyholder's seal, which keeps the ``StartDraft`` it is shown and stops it (``_Shown``); the grantees
   are those of ``grantees`` without the engineer. Nothing is written (a rotation under way the start
@@ -16,27 +17,34 @@ the in-process removal's (``engineer_removal.EngineerRemovalAuthority``) and eac
   recomputed at that time and its digest compared (``STALE_REMOVAL``, 409); then, before any row is
   changed, every signature: each revocation under the caller's certified key over exactly the grants
   drafted, the disabled certificate under the organisation key, each new client key's record under the
-  caller's key, for exactly the clients drafted (403); then the grants revoked, the keys destroyed (the
-  public keys kept), the row disabled and re-certified, each start run with the commit's new key (the
-  start's own draft must be the one drafted: 409) and the format-3 ``engineer-remove`` event appended
-  in the same unit, each start's facts in it (``_StartRecorder``).
+  caller's key, for exactly the clients drafted (403); then each start run with the commit's new key
+  (first, on the rows drafted: the start's own draft must be the one drafted, 409), the grants
+  revoked, an admin's adoption (``store_adoption``, checked in full before its writes: 403), the keys
+  destroyed (the public keys kept), the row disabled and re-certified (``_apply``); for an admin, the
+  root key rotated in the same unit (``removal_root.RemovalRootAuthority``: session 17, helper I);
+  and the format-3 events appended in the same unit (``adoption-refused``, ``root-key-rotate``,
+  ``engineer-remove``, each start's facts in the last: ``_StartRecorder``).
+* ``remove_root_draft`` — an admin's removal: the commit's checks and writes (``_apply``) in a unit
+  rolled back, and in it the root rotation's draft and every page as the commit's unit will show them.
 
 **Exposure.** The admin's machine has no verified audit log (``audit verify`` is not served), so, as
-in-process when the log does not verify, every client is exposed: each gets a start. The re-wrapping
-of their data keys is not served: ``credvault --server-key FILE rotate resume`` on the host runs it.
+in-process when the log does not verify, every client is exposed: each gets a start (an admin's
+removal exposes every client in-process too). ``RemoteVault`` runs the re-wrapping of their data keys
+through the server after the commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.authority.adoption_draft_values import ADOPTION_REFUSED
-from vault.authority.adoption_drafts import set_aside_unsigned
+from vault.authority.adoption_drafts import adoption_rows, set_aside_unsigned, store_adoption
 from vault.authority.certificates import certificate_fields
 from vault.authority.checkout_events import ServerEvent, UnitCore
 from vault.authority.engineer_removal import grant_row
@@ -69,9 +77,12 @@ from vault.authority.removal_draft_values import (
     RemovalCommit,
     RemovalDraftAnswer,
     RemovalDraftRows,
+    RemovalRootDraft,
     draft_digest,
 )
+from vault.authority.removal_root import RemovalRootAuthority
 from vault.authority.requests import Caller, ClientKeyRow
+from vault.authority.root_rotation_requests import ROTATE_ROOT
 from vault.authority.rotation import RotationAuthority
 from vault.authority.rotation_requests import START, Grantee, NewClientKey, StartDraft, StartRequest
 from vault.authority.serverjournal import ServerJournal
@@ -80,7 +91,7 @@ from vault.crypto.labels import LABEL_SIG_CLIENT_KEY, LABEL_SIG_ENGINEER, LABEL_
 from vault.errors import AccessDenied, ConcurrentChange, InvalidInput, UntrustedRecord, VaultError
 from vault.storage import models as m
 from vault.storage.engine import Store
-from vault.storage.rows import ACTIVE, GrantRow, is_revoked
+from vault.storage.rows import ACTIVE, ROLE_ADMIN, GrantRow, is_revoked
 
 DIGEST_BYTES = 32
 CLOCK_SLACK = 300  # seconds, as the removal keyholder's (keyholder/removal.py)
@@ -94,9 +105,21 @@ class _Shown(Exception):
 class _Drafted(Exception):
     """Raised at the end of the draft's unit: everything it did is rolled back."""
 
-    def __init__(self, rows: RemovalDraftRows) -> None:
+    def __init__(self, rows: RemovalDraftRows | RemovalRootDraft) -> None:
         super().__init__("drafted")
         self.rows = rows
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What the commit's writes before the root rotation did: the row, whether an admin's, what an
+    adoption or a set-aside refused, the rotations started and their facts."""
+
+    row: m.Engineer
+    admin: bool
+    skipped: list[str]
+    rotation_ids: tuple[int, ...]
+    started: list[dict[str, int]]
 
 
 class _Grantees:
@@ -179,8 +202,10 @@ class _NoStartEvent:
 class RemovalDraftAuthority:
     """Drafts and commits of an engineer's removal through the server (module docstring)."""
 
-    def __init__(self, store: Store, checks: Any, clock: Callable[[], dt.datetime]) -> None:
-        self.store, self.checks, self.clock = store, checks, clock
+    def __init__(
+        self, store: Store, checks: Any, clock: Callable[[], dt.datetime], roots: RemovalRootAuthority
+    ) -> None:
+        self.store, self.checks, self.clock, self.roots = store, checks, clock, roots
 
     def __repr__(self) -> str:
         return "RemovalDraftAuthority()"
@@ -197,67 +222,112 @@ class RemovalDraftAuthority:
                 e = EngineerAuthority(self.store, self.checks, NoEvent(), NoCarry(), self.clock)
                 identity = e.authorise(s, caller, org_pin=pin, admin=True)
                 row = self._target(s, e, identity, name, lock=False)
-                set_aside_unsigned(s, row, self.checks, self.clock())  # as the commit will, before its starts
+                if row.role != ROLE_ADMIN:
+                    set_aside_unsigned(s, row, self.checks, self.clock())  # as the commit will, before its starts
                 raise _Drafted(self._rows(s, e, identity, row, caller, pin, revoked_at))
         except _Drafted as drafted:
+            assert isinstance(drafted.rows, RemovalDraftRows)
             return RemovalDraftAnswer(drafted.rows, draft_digest(drafted.rows))
 
+    def remove_root_draft(self, commit: RemovalCommit) -> RemovalRootDraft:
+        """An admin's removal: the root rotation as the commit's unit will show it, after the commit's
+        writes (made here, every check of the commit's with them, and rolled back)."""
+        checked = self._commit_fields(commit)
+        if commit.root is not None:
+            raise InvalidInput("the root rotation is drafted for a commit without one")
+        try:
+            with self.store.transaction() as s:
+                e = EngineerAuthority(self.store, self.checks, NoEvent(), NoCarry(), self.clock)
+                identity = e.authorise(s, checked[0], org_pin=checked[2], admin=True)
+                applied = self._apply(s, e, identity, commit, checked)
+                if not applied.admin:
+                    raise InvalidInput("only an admin's removal rotates the root key")
+                raise _Drafted(self.roots.draft(s, checked[0], checked[2]))
+        except _Drafted as drafted:
+            assert isinstance(drafted.rows, RemovalRootDraft)
+            return drafted.rows
+
     def remove(self, commit: RemovalCommit, event: ServerEvent) -> RemovalAnswer:
-        if not isinstance(commit, RemovalCommit) or commit.action != REMOVE:
-            raise InvalidInput("not a removal commit")
-        caller, name, pin = _checked(commit.caller, commit.name, commit.org_pin)
-        digest = checked_bytes("draft digest", commit.draft_digest, DIGEST_BYTES)
-        made = commit.removal
-        if not isinstance(made, Removal) or not isinstance(commit.revoked_at, int):
-            raise InvalidInput("the commit carries no removal")
-        if abs(commit.revoked_at - int(self.clock().timestamp())) > CLOCK_SLACK:
-            raise ConcurrentChange(STALE_REMOVAL)
+        checked = self._commit_fields(commit)
+        caller, name, pin = checked
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed
-            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, {REMOVE, ADOPTION_REFUSED})
+            actions = {REMOVE, ADOPTION_REFUSED, ROTATE_ROOT}
+            recorder = EventRecorder(ServerJournal(UnitCore(self.clock), event.seal), event, actions)
             e = EngineerAuthority(self.store, self.checks, recorder, NoCarry(), self.clock)
             identity = e.authorise(s, caller, org_pin=pin, admin=True)
             me = identity.me
             recorder.me = (me.id, me.key_generation)
-            row = self._target(s, e, identity, name, lock=True)
-            if row.id != commit.engineer_id:
-                raise ConcurrentChange(STALE_REMOVAL)
-            skipped = set_aside_unsigned(s, row, self.checks, self.clock())  # rolled back with any refusal below
-            rows = self._rows(s, e, identity, row, caller, pin, commit.revoked_at)
-            if draft_digest(rows) != digest:
-                raise ConcurrentChange(STALE_REMOVAL)
-            revocations = _verified(rows, made, commit.new_keys)
-            at = dt.datetime.fromtimestamp(commit.revoked_at, dt.UTC)
-            grants = {g.id: g for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id))}
-            for grant_id, signature in revocations.items():
-                grant = grants[grant_id]
-                grant.revoked_at, grant.revoked_by, grant.revocation = at, me.id, signature
-            destroy_keys(s, row, self.clock(), keep_public=True)
-            row.status, row.disabled_at = DISABLED, self.clock()
-            if rows.removal.recertify:
-                row.certified_at, row.certificate = made.certified_at, made.certificate
-            s.flush()
-            new_keys = dict(commit.new_keys)
-            starts = _StartRecorder()
-            rotation = RotationAuthority(self.store, _Grantees(self.checks, row.id), starts, self.clock)
-            started = [
-                rotation.start(StartRequest(caller, d.client.id, True, pin), _Given(d, new_keys[d.client.id]), s=s)
-                for d in rows.starts
-            ]
-            rotation_ids = tuple(done.rotation.id for done in started)
-            public = {"engineer": name, "clients_rotated": len(rotation_ids), "admin": False,
-                      "audit_log_verified": False, "rotations": starts.started}  # fmt: skip
-            if skipped:
-                recorder.append(s, ADOPTION_REFUSED, public={"engineer": name, "count": len(skipped),
-                                                             "records": skipped[:20]})  # fmt: skip
+            applied = self._apply(s, e, identity, commit, checked)
+            row = applied.row
+            if applied.admin:  # the root rotated in this unit, after the removal's writes
+                self.roots.rotate(s, caller, pin, commit.root, recorder)
+            public = {"engineer": name, "clients_rotated": len(applied.rotation_ids), "admin": applied.admin,
+                      "audit_log_verified": False, "rotations": applied.started}  # fmt: skip
+            if applied.skipped:
+                recorder.append(s, ADOPTION_REFUSED, public={"engineer": name, "count": len(applied.skipped),
+                                                             "records": applied.skipped[:20]})  # fmt: skip
             seq = recorder.append(s, REMOVE, public=public)
             s.flush()
             after = tuple(
                 grant_row(g)
                 for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id).order_by(m.Grant.id))
             )
-            return RemovalAnswer(seq, identity, engineer_row(row), after, rotation_ids, False)
+            return RemovalAnswer(seq, identity, engineer_row(row), after, applied.rotation_ids, applied.admin)
+
+    def _commit_fields(self, commit: object) -> tuple[Caller, str, bytes]:
+        if not isinstance(commit, RemovalCommit) or commit.action != REMOVE:
+            raise InvalidInput("not a removal commit")
+        checked = _checked(commit.caller, commit.name, commit.org_pin)
+        checked_bytes("draft digest", commit.draft_digest, DIGEST_BYTES)
+        if not isinstance(commit.removal, Removal) or not isinstance(commit.revoked_at, int):
+            raise InvalidInput("the commit carries no removal")
+        if abs(commit.revoked_at - int(self.clock().timestamp())) > CLOCK_SLACK:
+            raise ConcurrentChange(STALE_REMOVAL)
+        return checked
+
+    def _apply(
+        self, s: Session, e: EngineerAuthority, identity: Identity, commit: RemovalCommit,
+        checked: tuple[Caller, str, bytes],
+    ) -> _Applied:  # fmt: skip
+        """The commit's checks and writes up to the root rotation (module docstring): the engineer, the
+        draft's digest, every signature, then each client's start, the revocations, an admin's adoption
+        (checked in full before its writes), the keys destroyed, the row disabled and re-certified."""
+        caller, name, pin = checked
+        me = identity.me
+        row = self._target(s, e, identity, name, lock=True)
+        if row.id != commit.engineer_id:
+            raise ConcurrentChange(STALE_REMOVAL)
+        admin = row.role == ROLE_ADMIN
+        skipped = [] if admin else set_aside_unsigned(s, row, self.checks, self.clock())  # rolled back on refusal
+        rows = self._rows(s, e, identity, row, caller, pin, commit.revoked_at)
+        if draft_digest(rows) != commit.draft_digest:
+            raise ConcurrentChange(STALE_REMOVAL)
+        made = commit.removal
+        revocations = _verified(rows, made, commit.new_keys)
+        # Each start first, on the rows drafted (an admin's signer rows and grants as they were shown:
+        # the adoption and the disabled row below would change them); one unit, so the order is unseen.
+        new_keys = dict(commit.new_keys)
+        starts = _StartRecorder()
+        rotation = RotationAuthority(self.store, _Grantees(self.checks, row.id), starts, self.clock)
+        started = [
+            rotation.start(StartRequest(caller, d.client.id, True, pin), _Given(d, new_keys[d.client.id]), s=s)
+            for d in rows.starts
+        ]
+        at = dt.datetime.fromtimestamp(commit.revoked_at, dt.UTC)
+        grants = {g.id: g for g in s.scalars(select(m.Grant).where(m.Grant.engineer_id == row.id))}
+        for grant_id, signature in revocations.items():
+            grant = grants[grant_id]
+            grant.revoked_at, grant.revoked_by, grant.revocation = at, me.id, signature
+        if rows.adoption is not None:  # checked in full before its writes, as in-process before the keys go
+            skipped = store_adoption(s, rows.adoption, commit.adopted, self.checks, self.clock())
+        destroy_keys(s, row, self.clock(), keep_public=True)
+        row.status, row.disabled_at = DISABLED, self.clock()
+        if rows.removal.recertify:
+            row.certified_at, row.certificate = made.certified_at, made.certificate
+        s.flush()
+        return _Applied(row, admin, skipped, tuple(done.rotation.id for done in started), starts.started)
 
     @staticmethod
     def _target(s: Session, e: EngineerAuthority, identity: Identity, name: str, *, lock: bool) -> m.Engineer:
@@ -284,7 +354,8 @@ class RemovalDraftAuthority:
                 rotation.start(StartRequest(caller, client_id, True, pin), shows, s=s)
             except _Shown:
                 continue
-        return RemovalDraftRows(removal, tuple(shows.shown))
+        adoption = adoption_rows(s, identity, row, root.version) if row.role == ROLE_ADMIN else None
+        return RemovalDraftRows(removal, tuple(shows.shown), adoption)
 
 
 def _checked(caller: object, name: object, pin: object) -> tuple[Caller, str, bytes]:

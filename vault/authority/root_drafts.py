@@ -11,7 +11,7 @@ keyholder's hands are:
 * ``page`` reads one page of clients as the rotation's walk hands it, after the caller is authorised,
   in a read unit;
 * ``rotate`` runs the rotation again in one write unit, the request's nonce remembered first, with a
-  seal (``_Replaying``) that answers the commit's plan only for the draft digested and each page's
+  seal (``ReplayingSeal``) that answers the commit's plan only for the draft digested and each page's
   answer only for the page digested in that place (``STALE_ROOT``, 409); a page the walk reaches past
   the commit's last, or a page of the commit the walk never reaches, is stale as well. Before the plan
   is handed to the authority, everything in it that can be checked with public keys is
@@ -75,11 +75,11 @@ NOT_MADE = "the commit carries a root plan that is not made for the rows drafted
 OTHER_ROWS = "the commit's re-sealed keys are not the rows of the page drafted"
 
 
-class _Drafted(Exception):
+class Drafted(Exception):
     """Raised by the drafting seal once it has the draft: the unit stops, nothing written."""
 
 
-class _Drafting:
+class DraftingSeal:
     """A ``RootSeal`` that keeps the plan's draft and stops the rotation."""
 
     def __init__(self) -> None:
@@ -90,10 +90,10 @@ class _Drafting:
 
     def plan(self, draft: RootDraft) -> RootPlan:
         self.draft = draft
-        raise _Drafted
+        raise Drafted
 
     def reseal(self, page: ClientPage) -> Resealed:
-        raise _Drafted  # never reached: the plan stops the unit
+        raise Drafted  # never reached: the plan stops the unit
 
 
 def _digest(value: object) -> bytes:
@@ -107,9 +107,17 @@ def _exactly(given: list[Any], drafted: set[Any]) -> None:
         raise UntrustedRecord("not the rows drafted")
 
 
-def verified_plan(draft: RootDraft, plan: RootPlan) -> None:
+def _within(given: list[Any], drafted: set[Any]) -> None:
+    if len(set(given)) != len(given) or not set(given) <= drafted:
+        raise UntrustedRecord("rows not drafted")
+
+
+def verified_plan(draft: RootDraft, plan: RootPlan, *, exact: bool = True) -> None:
     """Everything of ``plan`` public keys can check, for exactly the rows of ``draft`` (module
-    docstring); else AccessDenied (``NOT_MADE``)."""
+    docstring); else AccessDenied (``NOT_MADE``). ``exact`` False (an admin's removal: the admin's
+    machine leaves out the certificates the verified audit chain does not vouch for): certificates for
+    some of the rows drafted, and the bundle sealed to exactly the active admins among them."""
+    cover = _exactly if exact else _within
     vault_id, new = draft.identity.vault_id, plan.org_public
     try:
         if not isinstance(plan, RootPlan) or not isinstance(new, bytes):
@@ -119,20 +127,21 @@ def verified_plan(draft: RootDraft, plan: RootPlan) -> None:
                        plan.org_signed_at, what="the commit")  # fmt: skip
         engineers = {row.id: row for row in draft.engineers}
         certificates = dict(plan.certificates)
-        _exactly([engineer_id for engineer_id, _ in plan.certificates], set(engineers))
-        for engineer_id, row in engineers.items():
-            signing.verify(new, certificates[engineer_id], LABEL_SIG_ENGINEER, *certificate_fields(vault_id, row),
+        cover([engineer_id for engineer_id, _ in plan.certificates], set(engineers))
+        for engineer_id, certificate in certificates.items():
+            signing.verify(new, certificate, LABEL_SIG_ENGINEER, *certificate_fields(vault_id, engineers[engineer_id]),
                            what="the commit")  # fmt: skip
         names, keys = dict(draft.names), {(k.engineer_id, k.generation): k for k in draft.keys}
-        _exactly([(engineer_id, generation) for engineer_id, generation, _ in plan.key_certificates], set(keys))
+        cover([(engineer_id, generation) for engineer_id, generation, _ in plan.key_certificates], set(keys))
         for engineer_id, generation, certificate in plan.key_certificates:
             verify_engineer_key(vault_id, new, keys[(engineer_id, generation)], certificate, names.get(engineer_id, ""))
         servers = {k.version: k for k in draft.server_keys}
-        _exactly([version for version, _ in plan.server_certificates], set(servers))
+        cover([version for version, _ in plan.server_certificates], set(servers))
         for version, certificate in plan.server_certificates:
             k = servers[version]
             serverkey.verify_certificate(new, certificate, vault_id, version, k.signing_public, k.certified_at)
-        admins = {row.id for row in draft.engineers if row.role == ROLE_ADMIN and row.status == ACTIVE}
+        admins = {row.id for row in draft.engineers if row.role == ROLE_ADMIN and row.status == ACTIVE
+                  and row.id in certificates}  # fmt: skip
         _exactly([engineer_id for engineer_id, _ in plan.root_seals], admins)
         if plan.share_policy is not None:
             k_of, n_of, signature = plan.share_policy
@@ -154,11 +163,11 @@ def _same_rows(page: ClientPage, answer: Resealed) -> None:
         raise AccessDenied(OTHER_ROWS, hint="draft the rotation again")
 
 
-class _Replaying:
+class ReplayingSeal:
     """A ``RootSeal`` that answers the commit's plan and pages for what was drafted, and nothing else."""
 
-    def __init__(self, commit: RootCommit) -> None:
-        self.commit, self.used = commit, 0
+    def __init__(self, commit: RootCommit, *, exact: bool = True) -> None:
+        self.commit, self.used, self.exact = commit, 0, exact
 
     def __repr__(self) -> str:
         return "RootReplayingSeal()"
@@ -166,7 +175,7 @@ class _Replaying:
     def plan(self, draft: RootDraft) -> RootPlan:
         if root_digest(draft) != self.commit.digest:
             raise ConcurrentChange(STALE_ROOT, hint="run the rotation again")
-        verified_plan(draft, self.commit.plan)
+        verified_plan(draft, self.commit.plan, exact=self.exact)
         return self.commit.plan
 
     def reseal(self, page: ClientPage) -> Resealed:
@@ -193,7 +202,7 @@ class _EventRecorder:
         return int(row.seq)
 
 
-class _NoRecorder:
+class NoRootEvent:
     def append(self, s: Session, action: str, *, public: dict[str, Any]) -> int:
         raise InvalidInput("a draft appends no event")
 
@@ -205,15 +214,15 @@ class RootDraftAuthority:
         self, store: Store, checks: RootChecks, clock: Callable[[], dt.datetime], page: int = SERVED_ROOT_PAGE
     ) -> None:
         self.store, self.checks, self.clock, self.page = store, checks, clock, page
-        self.reads = RootRotationAuthority(store, checks, _NoRecorder(), clock, page)
+        self.reads = RootRotationAuthority(store, checks, NoRootEvent(), clock, page)
 
     def __repr__(self) -> str:
         return "RootDraftAuthority()"
 
     def draft(self, request: RootRotateRequest) -> RootDrafted:
         """What the rotation would show the keyholder's plan, and its digest; nothing written."""
-        seal = _Drafting()
-        with self.store.read() as s, contextlib.suppress(_Drafted):
+        seal = DraftingSeal()
+        with self.store.read() as s, contextlib.suppress(Drafted):
             self.reads.rotate(request, seal, s=s)
         if seal.draft is None:
             raise IntegrityError("the root rotation showed the keyholder no draft")
@@ -242,7 +251,7 @@ class RootDraftAuthority:
         _digest(commit.digest)
         if not isinstance(commit.pages, tuple) or not all(isinstance(p, RootPageCommit) for p in commit.pages):
             raise InvalidInput("the commit's pages are not a list of re-sealed pages")
-        seal = _Replaying(commit)
+        seal = ReplayingSeal(commit)
         with self.store.transaction() as s:
             if event.nonce is not None:
                 event.nonce(s)  # a second in-flight copy waits here, then fails as replayed

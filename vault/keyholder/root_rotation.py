@@ -85,7 +85,7 @@ def share_policy_ok(k: object, n: object) -> bool:
     return isinstance(k, int) and isinstance(n, int) and 2 <= k <= n <= 16 and k <= 9
 
 
-class _Rotation:
+class RootHands:
     """One rotation's keyholder state: the bundles, and what it verified and made."""
 
     def __init__(self, keys: Keys, clock: Callable[[], dt.datetime], shares: tuple[int, int] | None) -> None:
@@ -312,8 +312,8 @@ class _Rotation:
 class _Seal:
     """The keyholder's hands lent to the authority for one rotation, and for nothing after it."""
 
-    def __init__(self, rotation: _Rotation) -> None:
-        self._rotation: _Rotation | None = rotation
+    def __init__(self, rotation: RootHands) -> None:
+        self._rotation: RootHands | None = rotation
 
     def __repr__(self) -> str:
         return "RootRotationSeal(<redacted>)"
@@ -349,7 +349,7 @@ class RootRotationKeyholder:
             )
         me = self.keys.me()
         request = RootRotateRequest(Caller(me.engineer_id, me.key_generation), me.org_signing_public, shares)
-        rotation = _Rotation(self.keys, self.clock, shares)
+        rotation = RootHands(self.keys, self.clock, shares)
         seal = _Seal(rotation)
         try:
             answer = self.transport.rotate_root(request, seal, unit)

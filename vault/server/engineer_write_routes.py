@@ -2,7 +2,9 @@
 ``engineers.rotate`` (a re-key after a lost laptop) and ``engineers.remove_draft`` / ``engineers.remove``.
 
 docs/server.md (session 14, helper B); the authorities are ``authority/rekey_drafts.py`` and
-``authority/removal_drafts.py``. Every route refuses an engineer who is not an admin and a body whose
+``authority/removal_drafts.py``; an admin's removal drafts its root rotation after the commit's writes
+(``engineers.remove_root_draft``, the commit without its root: ``authority/removal_root.py``, session 17)
+and its commit carries it (``ROOT_BODY``). Every route refuses an engineer who is not an admin and a body whose
 caller is not the request's signer (403, ``grant_routes.admin_only``) before the authority reads any
 row of the engineer acted on; a commit appends its format-3 events with a ``ServerEvent`` (the
 server's seal, the signed request kept, the nonce remembered in the commit's unit). A draft writes
@@ -18,8 +20,10 @@ from vault.authority.engineer_requests import EngineerAnswer, RemovalAnswer, Rem
 from vault.authority.record_signatures import client_key_fields
 from vault.authority.rekey_draft_values import RekeyCommit, RekeyDraftAnswer
 from vault.authority.rekey_drafts import RekeyDraftAuthority
-from vault.authority.removal_draft_values import RemovalCommit, RemovalDraftAnswer
+from vault.authority.removal_draft_values import RemovalCommit, RemovalDraftAnswer, RemovalRootDraft
 from vault.authority.removal_drafts import RemovalDraftAuthority
+from vault.authority.removal_root import RemovalRootAuthority
+from vault.authority.root_draft_values import ROOT_BODY
 from vault.authority.serverjournal import ServerSeal
 from vault.crypto import signing
 from vault.crypto.labels import LABEL_SIG_CLIENT_KEY
@@ -28,6 +32,7 @@ from vault.server.checks import ServerChecks
 from vault.server.grant_routes import admin_only
 from vault.server.handlers import Call, Operations
 from vault.server.problems import NO_SERVER_KEY
+from vault.server.root_routes import RootServerChecks
 from vault.server.secret_routes import SecretServerChecks
 from vault.storage import models as m
 from vault.storage.engine import Store
@@ -88,6 +93,13 @@ class EngineerWriteRoutes:
         admin_only(call, request.caller)
         return self.removals.remove_draft(request)
 
+    def remove_root_draft(self, call: Call) -> RemovalRootDraft:
+        request = call.body
+        if not isinstance(request, RemovalCommit):
+            raise InvalidInput("the body is not this route's request")
+        admin_only(call, request.caller)
+        return self.removals.remove_root_draft(request)
+
     def remove(self, call: Call) -> RemovalAnswer:
         request = call.body
         if not isinstance(request, RemovalCommit):
@@ -99,10 +111,12 @@ class EngineerWriteRoutes:
         operations.add("engineers.rotate_draft", self.rotate_draft)
         operations.add("engineers.rotate", self.rotate, writes=True, max_body=REMOVAL_BODY)  # an adoption's signatures
         operations.add("engineers.remove_draft", self.remove_draft)
-        operations.add("engineers.remove", self.remove, writes=True, max_body=REMOVAL_BODY)
+        operations.add("engineers.remove_root_draft", self.remove_root_draft, max_body=REMOVAL_BODY)
+        operations.add("engineers.remove", self.remove, writes=True, max_body=ROOT_BODY)  # an admin's: the root too
 
 
 def engineer_write_routes(store: Store, checks: ServerChecks, seal: ServerSeal | None) -> EngineerWriteRoutes:
     """The engineer writes' routes over ``store``, checked by ``checks``, their events signed by ``seal``."""
-    removals = RemovalDraftAuthority(store, RemovalChecks(checks.organisation, checks.clock), checks.clock)
+    roots = RemovalRootAuthority(store, RootServerChecks(checks.organisation, checks.clock), checks.clock)
+    removals = RemovalDraftAuthority(store, RemovalChecks(checks.organisation, checks.clock), checks.clock, roots)
     return EngineerWriteRoutes(RekeyDraftAuthority(store, checks, checks.clock), removals, seal)

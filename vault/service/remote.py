@@ -182,6 +182,9 @@ class RemoteEngineers(_Noun):
         self.rotations: Any = None  # RemoteVault.keys (remote_rotation.RemoteKeyRotation): a removal's re-wrap
         self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
         self.history: Any = None  # RemoteVault.grants.history: a re-invite's plan checked against the chain
+        self.audit: Any = None  # RemoteVault.audit: a removal verifies the whole chain first
+        self.root: Any = None  # the root rotation of the last removal (an admin's)
+        self.skipped: tuple[str, ...] = ()  # what its adoption set aside
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
 
     def enroll(self, name: str, code: str, passphrase: str) -> str:
@@ -321,11 +324,11 @@ class RemoteEngineers(_Noun):
     def remove(
         self, name: str, *, batch_size: int = 0, progress: Any = None
     ) -> tuple[builtins.list[Any], builtins.list[Any]]:
-        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): the
-        removal committed with a client-key rotation started for every client (``started``), then
-        every rotation under way run to its end through the server (``rotate resume``), then the at-risk
-        list as in-process (``reports.at_risk``: the whole chain verified on this machine first)."""
-        self.started = RemoteEngineerWrites(self.keys, self.https, self.clock).remove(name)
+        """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): committed
+        (``started``: every client's rotation), each rotation run through the server, then the at-risk list."""
+        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit)
+        self.started = writes.remove(name)
+        self.root, self.skipped = writes.root, writes.skipped  # an admin's: the root rotation made here
         rotations = []
         if self.rotations is not None:
             rotations = self.rotations.resume(batch_size=batch_size or DEFAULT_BATCH, progress=progress)
@@ -444,10 +447,17 @@ class RemoteVault:
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list
         self.engineers.history = self.grants.history  # a re-invite's confirmation: the plan against the chain
-        # what an admin's removal in-process also reports: through the server no root rotation runs in a
-        # removal (an admin's is refused) and no record is adopted (an engineer with records to adopt is refused)
-        self.last_root_rotation: Any = None
-        self.adoption_skipped: tuple[str, ...] = ()
+        self.engineers.audit = self.audit  # a removal: the whole chain verified here first
+
+    @property
+    def last_root_rotation(self) -> Any:
+        """The root rotation of the last admin's removal (``remote_admin_removal.py``), as in-process."""
+        return self.engineers.root
+
+    @property
+    def adoption_skipped(self) -> tuple[str, ...]:
+        """What the last admin's removal did not adopt (set aside), as in-process."""
+        return self.engineers.skipped
 
     def __repr__(self) -> str:
         return f"RemoteVault(server={self.pin.url!r}, engineer={self.keyholder.name!r})"

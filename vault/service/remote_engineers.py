@@ -6,18 +6,18 @@ on this machine.
 commit): the engineer's row and certificate verified here, their current key record certified here
 under the organisation key of the root bundle sealed to this admin if it has none, the invite secret
 made here and the code shown only here; the server is given the secret sealed to the recovery key
-and the public key it derives (docs/server.md, session 14, helper B). Through the server only an
-engineer (not an admin) who signed no record is served: an admin's re-key adopts the records they
-signed, which opens client keys; the server refuses it with the host's command in the hint.
+and the public key it derives (docs/server.md, session 14, helper B); an admin's re-key (or a
+signer's) adopts the records they signed, re-signed here (session 16, helper F).
 
 ``RemoteVault.engineers.remove`` runs the in-process ``EngineerRemoval`` over the same transport: the
 revocation of each live grant and the disabled certificate signed here (``keyholder/removal.py``), and
-a client-key rotation started for every client (this machine has no verified audit log: every client
-is exposed, as in-process when the log does not verify), each new key made here by the in-process
+a client-key rotation started for every client (every client is exposed, as in-process when the log
+does not verify; the whole chain is verified here first, for the admins it made), each new key made
+here by the in-process
 ``RotationKeyholder`` (the old key opened with the recovery key of the root bundle sealed to this
 admin, the grantees verified, the client's fields moved to the new key). ``RemoteVault`` then runs
-the rotations to their end through the server (``remote_rotation.RemoteKeyRotation.resume``); the
-at-risk report is not served (the host's ``report access``).
+the rotations to their end through the server (``remote_rotation.RemoteKeyRotation.resume``) and
+the at-risk list.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from vault.authority.rotation_requests import NewClientKey, StartDraft
 from vault.crypto import keyrecord
 from vault.keyholder.engineers import EngineerKeyholder
 from vault.keyholder.removal import EngineerRemoval
+from vault.keyholder.removal_roster import chain_admins
 from vault.keyholder.rotation import RotationKeyholder
+from vault.records import RootRotation
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
+from vault.service.remote_admin_removal import AdminRemovalHands, VerifiedChain
 from vault.service.remote_nouns import not_served
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
@@ -42,11 +45,20 @@ from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport
 class RemoteEngineerWrites:
     """An admin's ``engineers.rotate`` (and ``remove``) through the server (module docstring)."""
 
-    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
-        self.keys, self.https, self.clock = keys, https, clock
+    def __init__(
+        self,
+        keys: RemoteKeys,
+        https: HttpsTransport,
+        clock: Callable[[], dt.datetime],
+        audit: Any = None,
+    ) -> None:
+        """``audit``: ``RemoteAudit`` (its whole chain verified before a removal, its checked signers)."""
+        self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
         params = keyrecord.DEFAULT_PARAMS
-        transport = HttpsEngineerWriteTransport(https, self._new_key)
-        self.keyholder = EngineerKeyholder(transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+        self.transport = HttpsEngineerWriteTransport(https, self._new_key)
+        self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
+        self.root: RootRotation | None = None  # an admin's removal: the root rotation made here
+        self.skipped: tuple[str, ...] = ()  # and what its adoption set aside
 
     def __repr__(self) -> str:
         return "RemoteEngineerWrites()"
@@ -58,11 +70,23 @@ class RemoteEngineerWrites:
         return self.keyholder.rotate(name, valid_for)
 
     def remove(self, name: str) -> tuple[int, ...]:
-        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module docstring)."""
+        """As ``Vault.engineers.remove``, through the server: the client-key rotations started (module
+        docstring); an admin's also adopts what they signed and rotates the root key
+        (``remote_admin_removal.py``: ``root`` and ``skipped`` say what it did)."""
         validation.engineer_name(name)
         self.keys.me()
         self.keys.open_recovery()
-        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False)
+        hands, admins = None, None
+        if self.audit is not None:  # the whole chain verified here first, as in-process before a removal
+            chain = VerifiedChain(self.audit)
+            hands = AdminRemovalHands(self.keyholder, self.keys, chain, self.clock, name)
+            if chain.verified.ok:
+                admins = chain_admins(chain.events, self.audit.signers.checked().certified)
+        self.transport.admin_hands = hands  # without: an admin's removal is sent with no root rotation (403)
+        removed = EngineerRemoval(self.keyholder).remove(name, log_verified=False, chain_admins=admins)
+        if removed.was_admin and hands is not None:
+            hands.check_held()
+            self.root, self.skipped = hands.result, hands.skipped
         return removed.rotation_ids
 
     def _new_key(self, client_id: int, draft: StartDraft) -> NewClientKey:

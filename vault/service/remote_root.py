@@ -34,7 +34,7 @@ from vault.transport.https_root import HttpsRootTransport
 STALE_RETRIES = 3
 
 
-class _RootKeys:
+class RemoteRootKeys:
     """The ``Keys`` the root rotation's keyholder reads: this session's, and no bundle held (it opens
     the one sealed to this admin from the draft, and is no older than it)."""
 
@@ -78,7 +78,7 @@ class RemoteRootRotation:
 
     def _again(self, shares: tuple[int, int] | None) -> RootResult:
         for attempt in range(STALE_RETRIES + 1):
-            keyholder = RootRotationKeyholder(HttpsRootTransport(self.https), _RootKeys(self.keys), self.clock)  # type: ignore[arg-type]
+            keyholder = RootRotationKeyholder(HttpsRootTransport(self.https), RemoteRootKeys(self.keys), self.clock)  # type: ignore[arg-type]
             try:
                 return keyholder.rotate(shares=shares)
             except ConcurrentChange:

@@ -153,7 +153,14 @@ def _loopback(host: str) -> bool:
 
 # Operations whose one unit of work may outlast the client's read timeout: a root rotation's commit
 # re-seals every client's key versions in one unit (about 1 ms a client on the suite's machine).
-READ_TIMEOUTS = {"keys.rotate_root": 600.0, "purge.vacuum": 3600.0}  # VACUUM FULL rewrites the purged tables
+# An admin's removal (session 17) rotates the root key in its commit's unit, and drafts it in a unit
+# that makes the commit's writes first.
+READ_TIMEOUTS = {
+    "keys.rotate_root": 600.0,
+    "engineers.remove_root_draft": 600.0,
+    "engineers.remove": 600.0,
+    "purge.vacuum": 3600.0,  # VACUUM FULL rewrites the purged tables
+}
 # Operations sent again when their answer is lost: the server answers a retried checkout, reveal,
 # check-in, break or secrets' commit from its committed events (one event per request id and
 # action: revision 0016); the others write nothing. Drafts are not re-sent (a secret-view each).
@@ -212,8 +219,13 @@ RESPONSE_LIMITS = {
     "audit.points": 1024 * 1024,
     "reports.access": 16 * 1024 * 1024,  # a page of reveals' versions (service/remote_reports.py)
     "engineers.remove_draft": 8 * 1024 * 1024,  # every client's start (server/engineer_write_routes.py)
+    # an admin's removal: the root rotation's draft and every page of clients (authority/removal_root.py)
+    "engineers.remove_root_draft": 32 * 1024 * 1024,
     "engineers.rotate_draft": 8 * 1024 * 1024,  # an adoption: every record the engineer signed (adoption_drafts.py)
     "engineers.pending_confirmation": 8 * 1024 * 1024,  # a carry-over: each carried client's grant events
+    # an admin's client listing (every client's row with its blobs, about 0.7 KiB each): past 64 KiB at some 90
+    # clients, which stopped a removal's re-wraps through the server (they name the clients by a listing)
+    "clients.list": 16 * 1024 * 1024,
 }  # fmt: skip
 # What a refused signature means to an engineer whose key signed the request (``explained``).
 SIGNATURE_REFUSALS = {

@@ -19,6 +19,13 @@ seal verifies and signs the first, the rotation keyholder (``new_key``: ``Rotati
 machine) verifies each start and makes its new client key, refused here if it would be sealed to the
 engineer removed; ``engineers.remove`` commits them all in one unit.
 
+**An admin's removal** (session 17, helper I) adds two steps, made by ``admin_hands`` on this machine:
+the adoption of what the admin signed (``adopt``, over the draft's ``AdoptionDraft``), and, once the
+removal, its starts and adoption are signed, ``engineers.remove_root_draft`` (the commit without its
+root) answers the root rotation as the commit's unit will show it after the removal's writes; the
+hands verify it against the chain and make the plan and every page's answer (``root``); the commit
+carries them, and the hands take the new bundle once it is answered (``committed``).
+
 A stale draft (409 ``stale-draft``) writes nothing; the seal signs once per request.
 """
 
@@ -26,33 +33,46 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from vault.authority.adoption_draft_values import AdoptionDraft, AdoptionMade
 from vault.authority.engineer_requests import (
     EngineerAnswer,
     Rekeyed,
     Removal,
     RemovalAnswer,
+    RemovalDraft,
     RemoveRequest,
     RotateRequest,
     SignedInvitation,
 )
 from vault.authority.rekey_draft_values import RekeyCommit, RekeyDraftAnswer
-from vault.authority.removal_draft_values import RemovalCommit, RemovalDraftAnswer
+from vault.authority.removal_draft_values import RemovalCommit, RemovalDraftAnswer, RemovalRoot, RemovalRootDraft
 from vault.authority.rotation_requests import NewClientKey, StartDraft
 from vault.errors import UntrustedRecord
+from vault.storage.rows import ROLE_ADMIN
 from vault.transport.https_calls import Calls, answer_of
 from vault.transport.https_invite import HttpsInviteTransport
 
 NewKey = Callable[[int, StartDraft], NewClientKey]  # the rotation keyholder's: verify a start, make its key
 
 
+class AdminRemovalHands(Protocol):
+    """What an admin's removal needs made on the admin's machine (service/remote_admin_removal.py)."""
+
+    def adopt(self, removal: RemovalDraft, draft: AdoptionDraft) -> AdoptionMade: ...
+    def root(self, removal: RemovalDraft, drafted: RemovalRootDraft) -> RemovalRoot: ...
+    def committed(self) -> None: ...
+
+
 class HttpsEngineerWriteTransport(HttpsInviteTransport):
     """The engineers' listing, a confirmation, an invitation, a re-key and a removal through a team server."""
 
-    def __init__(self, https: Calls, new_key: NewKey | None = None) -> None:
+    def __init__(
+        self, https: Calls, new_key: NewKey | None = None, admin_hands: AdminRemovalHands | None = None
+    ) -> None:
         super().__init__(https)
-        self.new_key = new_key
+        self.new_key, self.admin_hands = new_key, admin_hands
 
     def __repr__(self) -> str:
         return "HttpsEngineerWriteTransport()"
@@ -100,10 +120,19 @@ class HttpsEngineerWriteTransport(HttpsInviteTransport):
             if start.client.id in {client_id for client_id, _ in new_keys}:
                 raise UntrustedRecord("the removal starts a client's key twice")
             new_keys.append((start.client.id, self.new_key(start.client.id, start)))
+        admin, hands = rows.removal.engineer.role == ROLE_ADMIN, self.admin_hands
+        adopted = None
+        if admin and hands is not None and rows.adoption is not None:
+            adopted = hands.adopt(rows.removal, rows.adoption)
         r = request
         commit = RemovalCommit(r.caller, r.name, r.org_pin, leaving, rows.removal.revoked_at, made, tuple(new_keys),
-                               draft.digest)  # fmt: skip
+                               draft.digest, adopted=adopted)  # fmt: skip
+        if admin and hands is not None:  # the root rotation drafted after the removal's writes, made here
+            drafted = answer_of(self.https, "engineers.remove_root_draft", commit, RemovalRootDraft)
+            commit = dataclasses.replace(commit, root=hands.root(rows.removal, drafted))
         answer = answer_of(self.https, "engineers.remove", commit, RemovalAnswer)
         if len(answer.rotation_ids) != len(new_keys):
             raise UntrustedRecord("the server started other rotations than the keys made here")
+        if admin and hands is not None:
+            hands.committed()
         return answer

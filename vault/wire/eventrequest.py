@@ -81,7 +81,8 @@ ROUTE_ACTIONS: Mapping[str, frozenset[str]] = {
     # server/engineer_write_routes.py; ``adoption-refused`` names what an adoption set aside (adoption_drafts.py)
     "engineers.rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
     # each start's facts in it (authority/removal_drafts.py); what a signer's removal set aside
-    "engineers.remove": frozenset({"engineer-remove", "adoption-refused"}),
+    # an admin's removal rotates the root key in its unit (authority/removal_root.py, session 17)
+    "engineers.remove": frozenset({"engineer-remove", "adoption-refused", "root-key-rotate"}),
     "keys.rotate_root": frozenset({"root-key-rotate"}),  # server/root_routes.py: kept as its digest (a bulk body)
     "backups.create": frozenset({"backup-create"}),  # server/backup_routes.py: committed before the rows leave
 }
@@ -94,7 +95,7 @@ NAMED_ACTIONS: Mapping[str, frozenset[str]] = {
     "settings-set": frozenset({"settings"}),
     # a re-key re-invites, and names what its adoption set aside (authority/adoption_drafts.py)
     "engineer-key-rotate": frozenset({"engineer-invite", "engineer-key-rotate", "adoption-refused"}),
-    "engineer-remove": frozenset({"engineer-remove", "adoption-refused"}),
+    "engineer-remove": frozenset({"engineer-remove", "adoption-refused", "root-key-rotate"}),
 }
 
 

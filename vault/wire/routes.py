@@ -160,6 +160,7 @@ ROUTES: tuple[tuple[str, type, type], ...] = (
     ("engineers.rotate", rk.RekeyCommit, e.EngineerAnswer),
     # an admin's removal of an engineer: a draft (every client's start shown) and a signed commit
     ("engineers.remove_draft", e.RemoveRequest, rm.RemovalDraftAnswer),
+    ("engineers.remove_root_draft", rm.RemovalCommit, rm.RemovalRootDraft),  # an admin's removal's root
     ("engineers.remove", rm.RemovalCommit, e.RemovalAnswer),
     # an admin's root rotation: a draft, its pages of clients, one signed commit (server/root_routes.py)
     ("keys.root_draft", rr.RootRotateRequest, rd.RootDrafted),
