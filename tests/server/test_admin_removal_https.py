@@ -446,3 +446,14 @@ def test_an_admin_rewritten_as_an_engineer_is_not_removed_without_the_root(remov
     with pytest.raises(UntrustedRecord, match="made them an admin"):
         r.admin.engineers.remove("admin3")
     assert state(r) == before
+
+
+def test_after_a_removal_the_same_admin_s_purge_and_policy_find_their_clients(removing: Removing) -> None:
+    """A removal learns its clients by id (their slug hints); an admin's later write naming a client by
+    slug on the same ``RemoteVault`` still finds it by its slug tag (it was refused: "the client's
+    context has no slug tag")."""
+    r = removing
+    r.admin.engineers.remove("alice")
+    assert r.admin.policies.set("acme", exclusive=True).exclusive
+    receipt = r.admin.purge.client("globex", request="DSR-17")
+    assert receipt.request == "DSR-17" and [c.slug for c in r.admin.clients.list()] == ["acme"]

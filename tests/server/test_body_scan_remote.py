@@ -171,8 +171,6 @@ def test_no_body_of_an_admins_workflow_holds_a_plaintext_or_a_key(
     frank.checkouts.checkin("zeta-holdings/vpn-gw")
     keys += [*admin.keyholder.client_keys.values(), *frank.keyholder.client_keys.values()]
     # an admin's removal (session 17): gina grants frank, then is removed; her grant adopted, the root rotated
-    # (before `rotate root`: a purge right after a removal is refused, "the client's context has no slug tag",
-    # see docs/server.md session 17, helper I)
     third = admin.engineers.invite("gina", role="admin")
     gina_keys = enroll_over_https(
         served.url, ca_file=pinned.ca_file, name="gina", code=third, passphrase=PASSPHRASE + " gina",

@@ -103,11 +103,14 @@ class _AdminClients:
 
     def client(self, slug: str) -> tuple[int, bytes]:
         found = self.admin.context(slug)
-        if found.slug_tag is None:
+        # learned by the id a slug hint names (a removal's rotations learn their clients so), the
+        # context was verified to hold ``slug``: its tag is the one the admin's open bundle makes
+        tag = found.slug_tag if found.slug_tag is not None else self.admin.slug_tag(slug)
+        if tag is None:
             raise UntrustedRecord("the client's context has no slug tag")
         if len(self._tags) >= 1024:
             self._tags.clear()
-        self._tags[found.client_id] = found.slug_tag
+        self._tags[found.client_id] = tag
         return found.client_id, found.slug_blob
 
     def slugs(self, clients: Sequence[tuple[int, bytes]]) -> dict[int, str]:
