@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .agentvault import AgentVault
 from .context import AppContext, pass_app
 from .errors import CommandFailed
 from .fast.printing import BLOCK, block_lines
@@ -82,6 +81,8 @@ def verify(app: AppContext, full: bool, checkpoints: tuple[Path, ...], as_json: 
       credvault audit verify --full --checkpoint head-2026-11-01.txt
     """
     from vault.service.config import AuditMemory
+
+    from .agentvault import AgentVault
 
     texts = [line for path in checkpoints for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     now = dt.datetime.now(dt.UTC)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -250,6 +249,8 @@ def serve(vault: Any, message: Mapping[str, Any]) -> Any:
     target = getattr(vault, noun) if noun else vault
     if call.attribute:
         return bool(getattr(target, method, True))
+    import inspect  # the agent's side only: the command's side does not pay for it
+
     function = getattr(target, method)
     try:
         inspect.signature(function).bind(**kwargs)
