@@ -122,20 +122,6 @@ CALLS: dict[tuple[str, str], Call] = {
     ("subjects", "report"): _c("json", ("query", S)),
     ("subjects", "purge"): _c(records.ReceiptInfo, ("query", S), ("request", S), ("vacuum", "bool"), long=True),
 }
-LISTS = frozenset(
-    {
-        ("engineers", "list"),
-        ("grants", "list"),
-        ("secrets", "history"),
-        ("checkouts", "list"),
-        ("reports", "stale"),
-        ("reports", "at_risk"),
-        ("purge", "receipts"),
-        ("subjects", "find"),
-        ("subjects", "purge"),
-        ("keys", "resume"),
-    }
-)
 NOUNS = frozenset(noun for noun, _ in CALLS if noun)
 # What ``audit verify`` reads before it verifies (``cli/audit.py``): in the command's process they
 # run in ``store.inspecting()`` with the verification (which runs in its own), so that objects in
@@ -195,10 +181,8 @@ def result(noun: str, method: str, value: Any) -> Any:
     kind = CALLS[noun, method].result
     if value is None:
         return None
-    if isinstance(kind, type):
-        if (noun, method) in LISTS:
-            return [record(kind, item) for item in value]
-        return record(kind, value)
+    if isinstance(kind, type):  # a record, or a list of them (a listing's answer)
+        return [record(kind, item) for item in value] if isinstance(value, list) else record(kind, value)
     if kind == "bytes":
         return bytes.fromhex(value)
     if kind == "seqhash":
