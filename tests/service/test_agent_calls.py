@@ -220,6 +220,12 @@ REFUSED: dict[str, dict[str, Any]] = {
         "method": "grant",
         "args": {"engineer": "x", "client": "agentco", "until": "next week"},
     },
+    "datetime-naive": {
+        "op": "call",
+        "noun": "grants",
+        "method": "grant",
+        "args": {"engineer": "x", "client": "agentco", "until": "2027-01-01T00:00:00"},
+    },
     "texts-list": {"op": "call", "noun": "secrets", "method": "update", "args": {"ref": "agentco/fw", "fields": ["a"]}},
     "texts-int-value": {
         "op": "call",

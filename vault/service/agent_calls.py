@@ -317,9 +317,13 @@ def _pending(value: Any) -> records.PendingConfirmation:
 
 
 def _time(value: Any) -> dt.datetime:
+    """An aware ISO-8601 time (a grant's end): a time without a zone is refused, as ``audit-log``'s ``since``."""
     if not isinstance(value, str):
         raise TypeError("datetime")
-    return dt.datetime.fromisoformat(value)
+    found = dt.datetime.fromisoformat(value)
+    if found.tzinfo is None:
+        raise TypeError("datetime")
+    return found
 
 
 _READERS: dict[str, Callable[[Any], Any]] = {
