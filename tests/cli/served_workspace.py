@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
+import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,19 @@ from vault.storage.engine import Store
 from vault.wire.authlimits import AddressLimit, AuthenticationLimits, EngineerLimit
 from vault.wire.nonces import DbNonceStore
 
+LOG = logging.getLogger("credvault.tests.server")
+SLOW = 5.0  # seconds: half the client's read timeout (``HttpsTransport``)
+
+
+def _stacks(path: str) -> None:
+    frames = sys._current_frames()
+    text = "".join(
+        f"--- thread {t.name}\n" + "".join(traceback.format_stack(frames[t.ident]))
+        for t in threading.enumerate()
+        if t.ident in frames
+    )
+    LOG.warning("%s unanswered after %.0f s; every thread:\n%s", path, SLOW, text)
+
 
 class CliServer:
     """A team server on loopback TLS for one test module, serving one workspace's vault at a time."""
@@ -52,7 +70,19 @@ class CliServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.app is not None, "no vault is served"
-        await self.app(scope, receive, send)
+        # A request still unanswered after SLOW seconds logs every thread's stack (shown with a failed
+        # test's captured log): a CLI test once met the client's 10 s read timeout under the full
+        # suite's load, and the cause could not be seen afterwards.
+        watch = threading.Timer(SLOW, _stacks, (str(scope.get("path")),))
+        watch.daemon = True
+        watch.start()
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            watch.cancel()
+            if time.monotonic() - started > SLOW:
+                LOG.warning("%s answered in %.1f s", scope.get("path"), time.monotonic() - started)
 
     def serve(self, db_url: str, key_file: Path) -> None:
         """Serve the vault at ``db_url`` from now on, as ``credvault serve --server-key key_file`` does."""

@@ -62,11 +62,15 @@ def names(count: int) -> list[str]:
 
 
 class Engineer(threading.Thread):
-    """One engineer's loop: checkouts and reveals through one server until ``stop``."""
+    """One engineer's loop: checkouts and reveals through one server from ``go`` until ``stop``, and
+    at least one however slow the machine (``ready`` once unlocked: Argon2id is not the window's)."""
 
-    def __init__(self, served: ServedVault, team: Any, name: str, index: int, stop: threading.Event) -> None:
+    def __init__(
+        self, served: ServedVault, team: Any, name: str, index: int, go: threading.Event, stop: threading.Event
+    ) -> None:
         super().__init__(daemon=True)
-        self.served, self.team, self.name, self.index, self.stop = served, team, name, index, stop
+        self.served, self.team, self.name, self.index, self.go, self.stop = served, team, name, index, go, stop
+        self.ready = threading.Event()
         self.acknowledged: list[bytes] = []
         self.failures: Counter[str] = Counter()
         self.wrong = 0
@@ -85,7 +89,9 @@ class Engineer(threading.Thread):
         holder = self.served.keyholder(https, vault)
         turn = 0
         try:
-            while not self.stop.is_set():
+            self.ready.set()
+            self.go.wait()
+            while turn == 0 or not self.stop.is_set():
                 ref = SECRETS[(self.index + turn) % len(SECRETS)]
                 hold, turn = turn % 2 == 0, turn + 1
                 try:
@@ -103,10 +109,15 @@ class Engineer(threading.Thread):
 
 
 def run_team(served: ServedVault, team: Any, count: int, seconds: float) -> list[Engineer]:
-    stop = threading.Event()
-    engineers = [Engineer(served, team, name, i, stop) for i, name in enumerate(names(count))]
+    """Every engineer unlocked, then all at once for ``seconds``. Found in session 17: under the full
+    suite's load the four unlocks took the 3 s window and no request was acknowledged in it."""
+    go, stop = threading.Event(), threading.Event()
+    engineers = [Engineer(served, team, name, i, go, stop) for i, name in enumerate(names(count))]
     for engineer in engineers:
         engineer.start()
+    for engineer in engineers:
+        assert engineer.ready.wait(120), f"{engineer.name} did not unlock"
+    go.set()
     time.sleep(seconds)
     stop.set()
     for engineer in engineers:
@@ -128,7 +139,7 @@ def test_engineers_on_two_servers_get_one_event_per_acknowledged_request(
     acknowledged = [r for e in engineers for r in e.acknowledged]
     failures = sum((e.failures for e in engineers), Counter())
     appended = [e for e in served.events() if e[0] > head and e[1] not in LOCAL_ACTIONS]
-    assert len(acknowledged) >= count  # every engineer got answers
+    assert all(e.acknowledged for e in engineers)  # every engineer got answers
     assert not failures, failures
     assert sum(e.wrong for e in engineers) == 0
     by_request = Counter(e[3] for e in appended)
