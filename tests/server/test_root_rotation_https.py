@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import pytest
 from served import ADMIN, ADMIN_PASS, ServedTeam, ServedVault
 from sqlalchemy import func, select, update
 
+from vault.authority.certificates import certificate_fields
+from vault.authority.engineers import engineer_row
 from vault.authority.requests import Caller
 from vault.authority.root_draft_values import (
     RootCommit,
@@ -38,9 +41,9 @@ from vault.authority.root_draft_values import (
     RootPageRequest,
 )
 from vault.authority.root_rotation_requests import Resealed, RootPlan, RootRotated, RootRotateRequest
-from vault.crypto import signing
+from vault.crypto import serverkey, signing
 from vault.crypto.labels import LABEL_SIG_ENGINEER
-from vault.errors import AccessDenied, ConcurrentChange, VaultError
+from vault.errors import AccessDenied, ConcurrentChange, IntegrityError, VaultError
 from vault.keyholder.root_rotation import RootHands
 from vault.service import serverjoin
 from vault.service.remote import RemoteVault
@@ -329,3 +332,104 @@ def test_the_commit_is_awaited_longer_and_its_replay_is_refused(rooting: Rooting
     assert again.status_code == 401 and again.json()["code"] == "replayed"
     assert state(team) == before
     admin.close()
+
+
+# -- C82: the roster is what the audit chain, verified on the admin's machine, vouches for -------------
+
+
+def _seed(team: ServedTeam) -> signing.SigningKey:
+    """The current organisation seed, as a holder of it who is not an admin has it (a demoted admin, a
+    copy of a bundle): the host's copy is the same."""
+    with team.admin.store.transaction() as s:
+        return signing.SigningKey(team.admin.keyholder.root_bundle(s).org.seed)
+
+
+def _id(team: ServedTeam, name: str) -> int:
+    with team.server_store.read() as s:
+        return int(s.scalars(select(m.Engineer.id).where(m.Engineer.name == name)).one())
+
+
+def test_an_engineer_raised_to_admin_with_the_seed_gets_no_new_root(rooting: Rooting) -> None:
+    """A holder of the organisation seed raises bob to admin and signs his row again (one UPDATE by a DBA
+    ally): the server's roster has only signatures to go by and shows him as an admin. The chain never
+    made him one, so the admin's machine leaves his row out, names it, and seals the new bundle to no
+    one but the admin; the row keeps the old key's certificate, which the new key does not vouch for."""
+    team, admin = rooting.team, rooting.admin
+    bob_id, vault_id, seed = _id(team, "bob"), admin.keyholder.me().vault_id, _seed(team)
+    with team.server_store.transaction() as s:
+        row = s.get(m.Engineer, bob_id)
+        assert row is not None
+        raised = engineer_row(row)._replace(role="admin")
+        planted = seed.sign(LABEL_SIG_ENGINEER, *certificate_fields(vault_id, raised))
+        s.execute(update(m.Engineer).where(m.Engineer.id == bob_id).values(role="admin", certificate=planted))
+    drafted = admin.https.call("keys.root_draft", RootRotateRequest(_caller(admin), _pin(admin), None))
+    assert any(e.id == bob_id and e.role == "admin" for e in drafted.draft.engineers)  # the server would carry it
+
+    result = admin.keys.rotate_root()
+
+    assert result.admins == (ADMIN,) and any("'bob'" in entry and "vouch" in entry for entry in result.refused)
+    with team.server_store.read() as s:
+        assert [x.engineer_id for x in s.scalars(select(m.RootSeal))] == [_id(team, ADMIN)]
+        bob = s.get(m.Engineer, bob_id)
+        assert bob is not None and bob.certificate == planted  # not re-issued under the new key
+        event = s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq.desc())).first()
+        assert event is not None and event.action == "root-key-rotate"
+        assert json.loads(event.details_json or "{}").get("refused") == 1  # the row left out, on record
+    assert team.admin.audit.verify().ok
+
+
+def test_a_server_key_planted_with_the_seed_is_not_carried_over(rooting: Rooting) -> None:
+    """A server key of the seed holder's own, certified with the seed: no ``server-key-certify`` event of
+    the chain names it, so the new organisation key does not certify it (it could sign the server's
+    answers); the real server key is re-certified."""
+    team, admin = rooting.team, rooting.admin
+    vault_id, planted, at = admin.keyholder.me().vault_id, signing.SigningKey.generate(), int(team.clock().timestamp())
+    certificate = serverkey.certify(_seed(team), vault_id, 7, planted.public, at)
+    with team.server_store.transaction() as s:
+        s.add(m.ServerKey(version=7, signing_public=planted.public, certified_at=at, state="retired",
+                          certificate=certificate))  # fmt: skip
+    before = state(team)["server_keys"]
+
+    result = admin.keys.rotate_root()
+
+    assert any("server key 7" in entry for entry in result.refused)
+    after = dict(state(team)["server_keys"])
+    assert after[7] == dict(before)[7] and after[1] != dict(before)[1]
+
+
+def test_a_chain_that_does_not_verify_refuses_the_root_rotation_before_any_draft(rooting: Rooting) -> None:
+    team, admin = rooting.team, rooting.admin
+    with team.server_store.transaction() as s:
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == 2).values(at_us=m.AuditEvent.at_us + 1))
+    sent: list[str] = []
+    admin.https.client.event_hooks["request"].append(lambda request: sent.append(request.url.path))
+    before = state(team)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        admin.keys.rotate_root()
+    assert state(team) == before and "/v1/keys/root_draft" not in sent
+
+
+def test_a_row_left_out_must_be_named_and_one_named_is_accepted(rooting: Rooting) -> None:
+    """The server cannot tell which rows the chain vouches for, so it takes a plan that certifies some
+    of the drafted rows, but only with a refusal for each left out: the event counts them."""
+    team, admin = rooting.team, rooting.admin
+    honest = made(admin, team.clock)
+    me = honest.drafted.draft.identity.me.id
+    kept = tuple(c for c in honest.plan.certificates if c[0] == me)
+    unnamed = dataclasses.replace(honest.plan, certificates=kept)
+    before = state(team)
+    with pytest.raises(AccessDenied, match="not made for the rows drafted"):
+        admin.https.call("keys.rotate_root", honest.commit(plan=unnamed))
+    assert state(team) == before
+    named = dataclasses.replace(unnamed, refused=(*honest.plan.refused, "the certificate of engineer 'bob'"))
+    answer = admin.https.call("keys.rotate_root", honest.commit(plan=named))
+    assert isinstance(answer, RootRotated) and "the certificate of engineer 'bob'" in answer.refused
+
+
+def _caller(admin: RemoteVault) -> Caller:
+    me = admin.keyholder.me()
+    return Caller(me.engineer_id, me.key_generation)
+
+
+def _pin(admin: RemoteVault) -> bytes:
+    return bytes(admin.keyholder.me().org_signing_public)

@@ -88,9 +88,7 @@ def adoption_rows(s: Session, identity: Identity, row: m.Engineer, root_version:
     return AdoptionDraft(tuple(keys), tuple(grants), policies)
 
 
-def store_adoption(
-    s: Session, draft: AdoptionDraft, made: object, checks: AdminCheck, now: dt.datetime
-) -> list[str]:
+def store_adoption(s: Session, draft: AdoptionDraft, made: object, checks: AdminCheck, now: dt.datetime) -> list[str]:
     """Check the admin's answer in full, then write it (module docstring); what was set aside."""
     if not isinstance(made, AdoptionMade):
         raise AccessDenied(NOT_ADOPTED)

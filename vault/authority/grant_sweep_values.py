@@ -46,5 +46,3 @@ class SweepCommit:
 
     def __repr__(self) -> str:
         return f"SweepCommit(engineer={self.caller.engineer_id})"
-
-

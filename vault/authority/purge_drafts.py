@@ -194,8 +194,14 @@ def held_receipt(s: Session, receipt_id: int, engineer_id: int, now: dt.datetime
 
 
 def stored_receipt(
-    s: Session, signed: ReceiptRow, signature: bytes, me: storage_rows.EngineerRow, event: ServerEvent,
-    clock: Callable[[], dt.datetime], action: str, secret_id: int | None = None,
+    s: Session,
+    signed: ReceiptRow,
+    signature: bytes,
+    me: storage_rows.EngineerRow,
+    event: ServerEvent,
+    clock: Callable[[], dt.datetime],
+    action: str,
+    secret_id: int | None = None,
 ) -> ReceiptRow:
     """The signed receipt stored and its format-3 ``action`` event (public facts: the receipt, the
     request, the counts) appended in ``s``, the receipt naming the event; as ``receipt_row`` reads it."""

@@ -16,7 +16,7 @@ place of the removal's unit; only the keyholder's hands are elsewhere:
   the page digested in that place (409 ``STALE_ROOT``), the plan's signatures and rows checked first
   (``verified_plan``, 403), then the authority's own checks and writes and the ``root-key-rotate``
   event (through the removal's recorder: one request, its events). The plan may certify *some* of the
-  rows drafted (``exact=False``): the admin's machine leaves out what the verified audit chain does
+  rows drafted (a refusal named for each left out): the admin's machine leaves out what the verified audit chain does
   not vouch for, as in-process; the new bundle must then be sealed to exactly the active admins among
   those it certifies. The removed admin's row is disabled in the draft: a seal or an active
   certificate for them never verifies (403).
@@ -83,7 +83,7 @@ class RemovalRootAuthority:
         if not isinstance(root, RemovalRoot):
             raise AccessDenied(NOT_MADE, hint="an admin's removal carries its root rotation")
         commit = RootCommit.of(RootRotateRequest(caller, pin, None), root.digest, root.plan, root.pages)
-        seal = ReplayingSeal(commit, exact=False)
+        seal = ReplayingSeal(commit)
         authority = RootRotationAuthority(self.store, self.checks, recorder, self.clock, self.page)
         done = authority.rotate(commit.request, seal, s=s)
         if seal.used != len(root.pages):  # a page the walk never reached: rolled back with the rest

@@ -16,11 +16,12 @@ keyholder's hands are:
   the commit's last, or a page of the commit the walk never reaches, is stale as well. Before the plan
   is handed to the authority, everything in it that can be checked with public keys is
   (``verified_plan``, 403 ``NOT_MADE``): the certificates, key-generation certificates and server-key
-  certificates re-issued under the new organisation key for exactly the rows drafted, the new bundle
-  sealed to exactly the drafted active admins, the share policy signed by the new key, the new key
-  linked under the old organisation key (the authority checks the link again). Each page's answer must
-  name exactly its rows (a copy or a refusal for each version handed out, a slug tag for each client:
-  403 ``OTHER_ROWS``). The authority's checks then run as in-process, and the event is format 3 (the
+  certificates re-issued under the new organisation key for rows drafted (since session 18 the admin's
+  machine leaves out what the audit chain it verified does not vouch for, each named in the plan's
+  refusals), the new bundle sealed to exactly the active admins certified, the share policy signed by
+  the new key, the new key linked under the old organisation key (the authority checks the link
+  again). Each page's answer must name exactly its rows (a copy or a refusal for each version handed
+  out, a slug tag for each client: 403 ``OTHER_ROWS``). The authority's checks then run as in-process, and the event is format 3 (the
   caller's signed request kept, the server's signature).
 
 The server's layer is on data keys only (§5); a root rotation re-seals client keys' recovery copies and
@@ -112,12 +113,13 @@ def _within(given: list[Any], drafted: set[Any]) -> None:
         raise UntrustedRecord("rows not drafted")
 
 
-def verified_plan(draft: RootDraft, plan: RootPlan, *, exact: bool = True) -> None:
-    """Everything of ``plan`` public keys can check, for exactly the rows of ``draft`` (module
-    docstring); else AccessDenied (``NOT_MADE``). ``exact`` False (an admin's removal: the admin's
-    machine leaves out the certificates the verified audit chain does not vouch for): certificates for
-    some of the rows drafted, and the bundle sealed to exactly the active admins among them."""
-    cover = _exactly if exact else _within
+def verified_plan(draft: RootDraft, plan: RootPlan) -> None:
+    """Everything of ``plan`` public keys can check, for the rows of ``draft`` (module docstring); else
+    AccessDenied (``NOT_MADE``). The admin's machine leaves out the certificates the audit chain it
+    verified does not vouch for (``keyholder/removal_roster.py``, threat row C82): certificates for some
+    of the rows drafted, a refusal named for each row left out (the event counts them), and the bundle
+    sealed to exactly the active admins among them."""
+    cover = _within
     vault_id, new = draft.identity.vault_id, plan.org_public
     try:
         if not isinstance(plan, RootPlan) or not isinstance(new, bytes):
@@ -140,6 +142,10 @@ def verified_plan(draft: RootDraft, plan: RootPlan, *, exact: bool = True) -> No
         for version, certificate in plan.server_certificates:
             k = servers[version]
             serverkey.verify_certificate(new, certificate, vault_id, version, k.signing_public, k.certified_at)
+        left_out = (len(draft.engineers) - len(certificates) + len(keys) - len(plan.key_certificates)
+                    + len(servers) - len(plan.server_certificates))  # fmt: skip
+        if not isinstance(plan.refused, tuple) or len(plan.refused) < len(draft.refused) + left_out:
+            raise UntrustedRecord("a row left out unnamed")
         admins = {row.id for row in draft.engineers if row.role == ROLE_ADMIN and row.status == ACTIVE
                   and row.id in certificates}  # fmt: skip
         _exactly([engineer_id for engineer_id, _ in plan.root_seals], admins)
@@ -166,8 +172,8 @@ def _same_rows(page: ClientPage, answer: Resealed) -> None:
 class ReplayingSeal:
     """A ``RootSeal`` that answers the commit's plan and pages for what was drafted, and nothing else."""
 
-    def __init__(self, commit: RootCommit, *, exact: bool = True) -> None:
-        self.commit, self.used, self.exact = commit, 0, exact
+    def __init__(self, commit: RootCommit) -> None:
+        self.commit, self.used = commit, 0
 
     def __repr__(self) -> str:
         return "RootReplayingSeal()"
@@ -175,7 +181,7 @@ class ReplayingSeal:
     def plan(self, draft: RootDraft) -> RootPlan:
         if root_digest(draft) != self.commit.digest:
             raise ConcurrentChange(STALE_ROOT, hint="run the rotation again")
-        verified_plan(draft, self.commit.plan, exact=self.exact)
+        verified_plan(draft, self.commit.plan)
         return self.commit.plan
 
     def reseal(self, page: ClientPage) -> Resealed:

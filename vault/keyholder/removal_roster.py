@@ -1,5 +1,6 @@
-"""The roster of an admin's removal's root rotation, vouched for by the signed audit chain, on the
-admin's machine (an admin's removal through the team server: docs/server.md, session 17, helper I).
+"""The roster of a root rotation through the team server, vouched for by the signed audit chain, on the
+admin's machine: an admin's removal's (docs/server.md, session 17, helper I) and, since session 18, an
+admin's ``rotate root`` (``service/remote_root.py``; threat row C82).
 
 Until the removal's root rotation commits, the removed admin holds the current organisation seed: with
 it they can certify a row no admin made (an engineer row of their own, an admin's row with keys they
@@ -16,12 +17,13 @@ verified itself, whole (``RemoteChain.verify_whole``), before the plan is made:
   active admin must be one the chain made an admin;
 * each server key: a ``server-key-certify`` (or ``-recover``) event of the chain names its version and
   public key;
-* the admin removed is in the roster as disabled (the certificate this machine signed for the removal):
-  a draft showing them otherwise is refused, so that no seal of the new bundle can reach them.
+* in a removal, the admin removed is in the roster as disabled (the certificate this machine signed for
+  the removal): a draft showing them otherwise is refused, so that no seal of the new bundle reaches them.
 
 What fails is left out of the plan and named in its refusals (never re-certified, never sealed to);
-the server accepts a plan that certifies some of the rows it drafted (``root_drafts.verified_plan``,
-``exact=False``), as long as every signature it carries verifies.
+the server accepts a plan that certifies some of the rows it drafted (``root_drafts.verified_plan``),
+as long as every signature it carries verifies and it names a refusal for each row
+it leaves out.
 """
 
 from __future__ import annotations
@@ -81,11 +83,11 @@ def chain_admins(chain: ChainEvents, certified: dict[tuple[int, int], tuple[byte
     return frozenset(admins)
 
 
-def vouched_draft(draft: RootDraft, chain: ChainEvents, leaving: int) -> RootDraft:
+def vouched_draft(draft: RootDraft, chain: ChainEvents, leaving: int | None = None) -> RootDraft:
     """``draft`` with only the rows the chain vouches for (module docstring); the others named in its
-    refusals. Refused (``UntrustedRecord``) if the admin removed is not shown disabled."""
+    refusals. ``leaving``: the admin a removal removes; refused (``UntrustedRecord``) if not shown disabled."""
     shown = [row for row in draft.engineers if row.id == leaving]
-    if len(shown) != 1 or shown[0].status != DISABLED:
+    if leaving is not None and (len(shown) != 1 or shown[0].status != DISABLED):
         raise UntrustedRecord("the root rotation's roster does not show the admin removed as disabled")
     names = dict(draft.names)
     certified: dict[tuple[int, int], tuple[bytes, str]] = {}

@@ -137,9 +137,7 @@ class Signers:
         if memo is not None and self._lifetimes is not None and self._lifetimes[0] == memo:
             known, found, chain_admins = self._lifetimes[1]
             return dict(known), dict(found), set(chain_admins)
-        keys, problems, admins = chain_lifetimes(
-            certified, events, older_than_chain, lambda: self._active_admins(s)
-        )
+        keys, problems, admins = chain_lifetimes(certified, events, older_than_chain, lambda: self._active_admins(s))
         if memo is not None:
             self._lifetimes = (memo, (dict(keys), dict(problems), set(admins)))
         return keys, problems, admins

@@ -13,7 +13,9 @@ roster is every engineer certificate and key-generation certificate that verifie
 server keys every stored one whose certificate does. The admin's keyholder verifies each again under
 the organisation key its own pin leads to. What the in-process roster adds (``service/rootrotation.py``:
 only certificates the signed audit chain vouches for, a key row a holder of the old organisation
-seed planted left out) is not made here: the server has no chain verifier; docs/threat-model.md C82.
+seed planted left out) the server cannot make, having no chain verifier: the admin's machine makes it
+from the whole chain it verified (``service/remote_root.py``), and the plan may leave those rows out,
+each named in its refusals (``root_drafts.verified_plan``; docs/threat-model.md C82).
 """
 
 from __future__ import annotations

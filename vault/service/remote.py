@@ -442,7 +442,7 @@ class RemoteVault:
         self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
         self.backups = RemoteBackups(keys, self.https, clock)  # an admin's backup, streamed (restore: the host's)
         settings = RemoteSettings(keys, self.https, clock)
-        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings)
+        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings, self.audit)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from vault.authority.adoption_draft_values import AdoptionDraft, AdoptionMade
 from vault.authority.engineer_requests import RekeyDraft, RemovalDraft
@@ -39,29 +39,13 @@ from vault.authority.root_draft_values import RootPageCommit
 from vault.crypto import shamir
 from vault.errors import IntegrityError
 from vault.keyholder.adoption import adoption_made
-from vault.keyholder.removal_roster import ChainEvents, vouched_draft
+from vault.keyholder.removal_roster import vouched_draft
 from vault.keyholder.root_rotation import RootHands
-from vault.records import AuditVerification, RootRotation
-from vault.service.remote_root import RemoteRootKeys
+from vault.records import RootRotation
+from vault.service.remote_root import RemoteRootKeys, VerifiedChain
 from vault.service.remotekeys import RemoteKeys
 
 HOST = "run `credvault --server-key FILE engineer remove {name}` on the server's host"
-
-
-class WholeChain(Protocol):
-    def verify_whole(self, observe: Callable[[Any], None]) -> AuditVerification: ...
-
-
-class VerifiedChain:
-    """The whole chain verified on this machine once, before a removal's draft, and the events of it a
-    removal needs (``removal_roster.ChainEvents``)."""
-
-    def __init__(self, chain: WholeChain) -> None:
-        self.events = ChainEvents()
-        self.verified = chain.verify_whole(self.events.observe)
-
-    def __repr__(self) -> str:
-        return f"VerifiedChain(ok={self.verified.ok})"
 
 
 class AdminRemovalHands:

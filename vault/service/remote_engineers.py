@@ -35,8 +35,9 @@ from vault.keyholder.rotation import RotationKeyholder
 from vault.records import RootRotation
 from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
-from vault.service.remote_admin_removal import AdminRemovalHands, VerifiedChain
+from vault.service.remote_admin_removal import AdminRemovalHands
 from vault.service.remote_nouns import not_served
+from vault.service.remote_root import VerifiedChain
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport

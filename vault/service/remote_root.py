@@ -10,6 +10,14 @@ active admin and its recovery copy opened with the old recovery key. The new bun
 organisation key, the certificates, the seals and the recovery shares are made here; the shares are
 shown once and never sent.
 
+The roster the new organisation key re-certifies and the new bundle is sealed to is only what the
+signed audit chain vouches for, as in-process (``service/rootrotation._Roster``): before each draft the
+whole chain is verified here (``VerifiedChain``: every event's hash, link and signature), and the draft's
+rows it does not vouch for are left out of the plan and named in its refusals
+(``keyholder/removal_roster.vouched_draft``): a row a holder of the current organisation seed who is not
+an admin certified (a DBA's ally, a demoted admin) is never carried over to the new key, nor sealed to.
+A chain that does not verify refuses the rotation before anything is sent (threat row C82).
+
 The old root bundle this session held is forgotten afterwards (it is destroyed on the server). A commit
 refused as stale (409: a client, the roster or a root key changed between the draft and the commit) is
 drafted again with a new bundle, ``STALE_RETRIES`` times at most. If the commit's answer is lost (the
@@ -21,17 +29,67 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from vault.errors import ConcurrentChange
+from vault.authority.root_rotation_requests import ClientPage, Resealed, RootDraft, RootPlan, RootRotated
+from vault.errors import ConcurrentChange, IntegrityError, UntrustedRecord
 from vault.keyholder.keys import RootBundle
+from vault.keyholder.removal_roster import ChainEvents, vouched_draft
 from vault.keyholder.root_rotation import RootResult, RootRotationKeyholder
-from vault.records import RootRotation
+from vault.records import AuditVerification, RootRotation
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_root import HttpsRootTransport
 
 STALE_RETRIES = 3
+ON_HOST = "run `credvault --server-key FILE rotate root` on the server's host, or repair the chain first"
+
+
+class WholeChain(Protocol):
+    def verify_whole(self, observe: Callable[[Any], None]) -> AuditVerification: ...
+
+
+class VerifiedChain:
+    """The whole chain verified on this machine once, and the events of it a root rotation's roster
+    needs (``removal_roster.ChainEvents``): before an admin's removal or root rotation is drafted."""
+
+    def __init__(self, chain: WholeChain) -> None:
+        self.events = ChainEvents()
+        self.verified = chain.verify_whole(self.events.observe)
+
+    def __repr__(self) -> str:
+        return f"VerifiedChain(ok={self.verified.ok})"
+
+
+class _VouchedSeal:
+    """The keyholder's seal, shown only the rows of the draft the verified chain vouches for."""
+
+    def __init__(self, seal: Any, chain: ChainEvents) -> None:
+        self.seal, self.chain = seal, chain
+
+    def __repr__(self) -> str:
+        return "VouchedSeal(<redacted>)"
+
+    def plan(self, draft: RootDraft) -> RootPlan:
+        if not isinstance(draft, RootDraft):
+            raise UntrustedRecord("the server's answer is not a root draft")
+        return self.seal.plan(vouched_draft(draft, self.chain))  # type: ignore[no-any-return]
+
+    def reseal(self, page: ClientPage) -> Resealed:
+        return self.seal.reseal(page)  # type: ignore[no-any-return]
+
+
+class VouchedRootTransport:
+    """``HttpsRootTransport`` whose seal plans for the vouched rows only (module docstring)."""
+
+    def __init__(self, https: HttpsRootTransport, chain: ChainEvents) -> None:
+        self.https, self.chain = https, chain
+
+    def __repr__(self) -> str:
+        return "VouchedRootTransport()"
+
+    def rotate_root(self, request: Any, seal: Any, unit: Any = None) -> RootRotated:
+        return self.https.rotate_root(request, _VouchedSeal(seal, self.chain), unit)
 
 
 class RemoteRootKeys:
@@ -58,8 +116,10 @@ class RemoteRootKeys:
 class RemoteRootRotation:
     """``keys.rotate_root`` through the server (module docstring)."""
 
-    def __init__(self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime]) -> None:
-        self.keys, self.https, self.clock = keys, https, clock
+    def __init__(
+        self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], audit: WholeChain | None
+    ) -> None:
+        self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
 
     def __repr__(self) -> str:
         return "RemoteRootRotation()"
@@ -78,10 +138,24 @@ class RemoteRootRotation:
 
     def _again(self, shares: tuple[int, int] | None) -> RootResult:
         for attempt in range(STALE_RETRIES + 1):
-            keyholder = RootRotationKeyholder(HttpsRootTransport(self.https), RemoteRootKeys(self.keys), self.clock)  # type: ignore[arg-type]
+            transport = VouchedRootTransport(HttpsRootTransport(self.https), self._verified())
+            keyholder = RootRotationKeyholder(transport, RemoteRootKeys(self.keys), self.clock)  # type: ignore[arg-type]
             try:
                 return keyholder.rotate(shares=shares)
             except ConcurrentChange:
                 if attempt == STALE_RETRIES:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _verified(self) -> ChainEvents:
+        """The chain verified whole here, again for each draft (a retry's draft may show rows certified since)."""
+        if self.audit is None:
+            raise IntegrityError("no audit chain to check the root rotation's roster against", hint=ON_HOST)
+        chain = VerifiedChain(self.audit)
+        if not chain.verified.ok:
+            raise IntegrityError(
+                f"the audit chain does not verify ({chain.verified.problem}): the roster of the new root key cannot "
+                "be checked against it",
+                hint=ON_HOST,
+            )
+        return chain.events

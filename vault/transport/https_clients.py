@@ -46,4 +46,3 @@ class HttpsClientTransport:
             raise UntrustedRecord(f"the server's answer is not a committed {operation} answer")
         seal.admit(dataclasses.replace(answer, seq=0))  # raises if it does not verify
         return answer
-
