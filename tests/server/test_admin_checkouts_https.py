@@ -2,7 +2,7 @@
 
 An admin holds no grant: they name any client by its slug's lookup tag under their root bundle,
 whose copy sealed to them the server answers (``engineers.root_seal``) and their keyholder opens
-and checks under the pinned organisation key (``RemoteLookup._by_tag``). The checkout is then the
+and checks under the pinned organisation key (``remote_lookup.RemoteLookup._by_tag``). The checkout is then the
 engineer's: the signed request, the format-3 event committed before the answer, every row verified
 here. An engineer without a grant gets no root seal and no client. Both engines.
 """
