@@ -433,3 +433,35 @@ def _caller(admin: RemoteVault) -> Caller:
 
 def _pin(admin: RemoteVault) -> bytes:
     return bytes(admin.keyholder.me().org_signing_public)
+
+
+class _Counting:
+    """``RemoteAudit.verify_whole`` with what each call started from and how many events it checked."""
+
+    def __init__(self, audit: Any) -> None:
+        self.audit, self.calls = audit, list[tuple[Any, int]]()
+
+    def verify_whole(self, observe: Any, *, since: Any = None) -> Any:
+        check = self.audit.verify_whole(observe, since=since)
+        self.calls.append((since, check.checked))
+        return check
+
+
+def test_the_chain_is_verified_whole_once_a_session_and_a_cut_tail_is_refused(rooting: Rooting) -> None:
+    """A second root rotation on the same ``RemoteVault`` (an agent's session) verifies only the events
+    since the head it verified; a DBA who then deletes the chain's last event gets the next refused."""
+    team, admin = rooting.team, rooting.admin
+    counting = _Counting(admin.audit)
+    admin.keys.root.chain.chain = counting
+    admin.keys.rotate_root()
+    admin.keys.rotate_root()
+    (first, whole), (since, checked) = counting.calls
+    assert first is None and whole > 10 and since is not None and checked <= 3
+    with team.server_store.transaction() as s:
+        last = s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq.desc())).first()
+        assert last is not None and last.action == "root-key-rotate"
+        s.delete(last)
+    before = state(team)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        admin.keys.rotate_root()
+    assert state(team) == before

@@ -21,8 +21,8 @@ keyholder's hands are:
   refusals), the new bundle sealed to exactly the active admins certified, the share policy signed by
   the new key, the new key linked under the old organisation key (the authority checks the link
   again). Each page's answer must name exactly its rows (a copy or a refusal for each version handed
-  out, a slug tag for each client: 403 ``OTHER_ROWS``). The authority's checks then run as in-process, and the event is format 3 (the
-  caller's signed request kept, the server's signature).
+  out, a slug tag for each client: 403 ``OTHER_ROWS``). The authority's checks then run as in-process,
+  and the event is format 3 (the caller's signed request kept, the server's signature).
 
 The server's layer is on data keys only (§5); a root rotation re-seals client keys' recovery copies and
 re-tags slugs, so it removes the layer from nothing and releases no key.

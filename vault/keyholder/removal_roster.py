@@ -65,6 +65,12 @@ class ChainEvents:
     def __repr__(self) -> str:
         return f"ChainEvents(keys={len(self.keys)})"
 
+    def extend(self, later: ChainEvents) -> None:
+        """The events of ``later``, observed after these (the next part of the same chain)."""
+        self.first_action = self.first_action or later.first_action
+        self.keys.extend(later.keys)
+        self.servers.extend(later.servers)
+
     def observe(self, e: Any) -> None:
         if e.seq == 1:
             self.first_action = e.action

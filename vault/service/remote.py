@@ -65,6 +65,7 @@ from vault.service.remote_nouns import RemoteClients, RemoteGrants, RemoteSecret
 from vault.service.remote_passphrase import RemotePassphrase
 from vault.service.remote_policies import RemotePolicies
 from vault.service.remote_reports import RemoteReports
+from vault.service.remote_root import SessionChain
 from vault.service.remote_rotation import DEFAULT_BATCH, RemoteKeyRotation
 from vault.service.remote_subjects import RemoteSubjects
 from vault.service.remotekeys import RemoteKeys
@@ -92,6 +93,7 @@ class RemoteEngineers(_Noun):
         self.reports: Any = None  # RemoteVault.reports (remote_reports.RemoteReports): a removal's at-risk list
         self.history: Any = None  # RemoteVault.grants.history: a re-invite's plan checked against the chain
         self.audit: Any = None  # RemoteVault.audit: a removal verifies the whole chain first
+        self.chain: SessionChain | None = None  # the session's chain verified (remote_root.SessionChain)
         self.root: Any = None  # the root rotation of the last removal (an admin's)
         self.skipped: tuple[str, ...] = ()  # what its adoption set aside
         self.passphrase = RemotePassphrase(keys, https, clock, lambda: self.kdf_params)
@@ -235,7 +237,7 @@ class RemoteEngineers(_Noun):
     ) -> tuple[builtins.list[Any], builtins.list[Any]]:
         """As ``Vault.engineers.remove``, through the server (an admin's; ``remote_engineers.py``): committed
         (``started``: every client's rotation), each rotation run through the server, then the at-risk list."""
-        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit)
+        writes = RemoteEngineerWrites(self.keys, self.https, self.clock, self.audit, self.chain)
         self.started = writes.remove(name)
         self.root, self.skipped = writes.root, writes.skipped  # an admin's: the root rotation made here
         rotations = []
@@ -351,12 +353,13 @@ class RemoteVault:
         self.subjects = RemoteSubjects(keys, self.https, clock, self.purge)
         self.backups = RemoteBackups(keys, self.https, clock)  # an admin's backup, streamed (restore: the host's)
         settings = RemoteSettings(keys, self.https, clock)
-        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings, self.audit)
+        chain = SessionChain(self.audit)  # verified whole once a session, for a removal's or a rotation's roster
+        self.keys = RemoteKeyRotation(keys, self.https, clock, learned, self.clients.list, settings, chain)
         self.engineers.rotations = self.keys  # a removal's rotations re-wrapped through the server
         self.keys.secrets = self.secrets  # a secret's rotation: an update with a new password
         self.engineers.reports = self.reports  # and its at-risk list
         self.engineers.history = self.grants.history  # a re-invite's confirmation: the plan against the chain
-        self.engineers.audit = self.audit  # a removal: the whole chain verified here first
+        self.engineers.audit, self.engineers.chain = self.audit, chain  # a removal: the chain verified here first
 
     @property
     def last_root_rotation(self) -> Any:

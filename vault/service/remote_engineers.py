@@ -37,7 +37,7 @@ from vault.service import validation
 from vault.service.remote_admin2 import _InviteKeys
 from vault.service.remote_admin_removal import AdminRemovalHands
 from vault.service.remote_nouns import not_served
-from vault.service.remote_root import VerifiedChain
+from vault.service.remote_root import SessionChain
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_engineer_writes import HttpsEngineerWriteTransport
@@ -52,9 +52,12 @@ class RemoteEngineerWrites:
         https: HttpsTransport,
         clock: Callable[[], dt.datetime],
         audit: Any = None,
+        chain: SessionChain | None = None,
     ) -> None:
-        """``audit``: ``RemoteAudit`` (its whole chain verified before a removal, its checked signers)."""
+        """``audit``: ``RemoteAudit`` (its whole chain verified before a removal, its checked signers);
+        ``chain``: the session's verified chain (``remote_root.SessionChain``; else verified whole)."""
         self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
+        self.chain = chain or SessionChain(audit)
         params = keyrecord.DEFAULT_PARAMS
         self.transport = HttpsEngineerWriteTransport(https, self._new_key)
         self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
@@ -79,7 +82,7 @@ class RemoteEngineerWrites:
         self.keys.open_recovery()
         hands, admins = None, None
         if self.audit is not None:  # the whole chain verified here first, as in-process before a removal
-            chain = VerifiedChain(self.audit)
+            chain = self.chain.verify()
             hands = AdminRemovalHands(self.keyholder, self.keys, chain, self.clock, name)
             if chain.verified.ok:
                 admins = chain_admins(chain.events, self.audit.signers.checked().certified)

@@ -46,19 +46,45 @@ ON_HOST = "run `credvault --server-key FILE rotate root` on the server's host, o
 
 
 class WholeChain(Protocol):
-    def verify_whole(self, observe: Callable[[Any], None]) -> AuditVerification: ...
+    def verify_whole(
+        self, observe: Callable[[Any], None], *, since: tuple[int, bytes] | None = None
+    ) -> AuditVerification: ...
 
 
 class VerifiedChain:
-    """The whole chain verified on this machine once, and the events of it a root rotation's roster
-    needs (``removal_roster.ChainEvents``): before an admin's removal or root rotation is drafted."""
+    """The whole chain as verified on this machine, and the events of it a root rotation's roster needs
+    (``removal_roster.ChainEvents``): before an admin's removal or root rotation is drafted."""
 
-    def __init__(self, chain: WholeChain) -> None:
-        self.events = ChainEvents()
-        self.verified = chain.verify_whole(self.events.observe)
+    def __init__(self, events: ChainEvents, verified: AuditVerification) -> None:
+        self.events, self.verified = events, verified
 
     def __repr__(self) -> str:
         return f"VerifiedChain(ok={self.verified.ok})"
+
+
+class SessionChain:
+    """The chain verified whole here the first time a ``RemoteVault`` needs it, then from the head verified
+    last (its anchor checked again, as ``audit verify --since``): an admin offboarding several people in one
+    agent session pays for the whole chain once. Only the events of a chain that verifies are kept."""
+
+    def __init__(self, chain: WholeChain | None) -> None:
+        self.chain = chain
+        self.events = ChainEvents()
+        self.seen: tuple[int, bytes] | None = None  # the head verified last
+
+    def __repr__(self) -> str:
+        return f"SessionChain(seen={self.seen[0] if self.seen else None})"
+
+    def verify(self) -> VerifiedChain:
+        if self.chain is None:
+            raise IntegrityError("no audit chain to check the root key's roster against", hint=ON_HOST)
+        new = ChainEvents()
+        check = self.chain.verify_whole(new.observe, since=self.seen)
+        if not check.ok:
+            return VerifiedChain(new, check)  # what was verified up to ``seen`` stays; this refuses
+        self.events.extend(new)
+        self.seen = (check.head_seq, bytes.fromhex(check.head_hash))
+        return VerifiedChain(self.events, check)
 
 
 class _VouchedSeal:
@@ -117,9 +143,9 @@ class RemoteRootRotation:
     """``keys.rotate_root`` through the server (module docstring)."""
 
     def __init__(
-        self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], audit: WholeChain | None
+        self, keys: RemoteKeys, https: HttpsTransport, clock: Callable[[], dt.datetime], chain: SessionChain
     ) -> None:
-        self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
+        self.keys, self.https, self.clock, self.chain = keys, https, clock, chain
 
     def __repr__(self) -> str:
         return "RemoteRootRotation()"
@@ -148,10 +174,8 @@ class RemoteRootRotation:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _verified(self) -> ChainEvents:
-        """The chain verified whole here, again for each draft (a retry's draft may show rows certified since)."""
-        if self.audit is None:
-            raise IntegrityError("no audit chain to check the root rotation's roster against", hint=ON_HOST)
-        chain = VerifiedChain(self.audit)
+        """The chain verified here, again for each draft (a retry's draft may show rows certified since)."""
+        chain = self.chain.verify()
         if not chain.verified.ok:
             raise IntegrityError(
                 f"the audit chain does not verify ({chain.verified.problem}): the roster of the new root key cannot "

@@ -34,7 +34,7 @@ from vault.service.passwords import generate_password
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_admin2 import RemoteSettings
 from vault.service.remote_nouns import _Noun, not_served
-from vault.service.remote_root import RemoteRootRotation, WholeChain
+from vault.service.remote_root import RemoteRootRotation, SessionChain
 from vault.service.remotekeys import RemoteKeys
 from vault.transport.https import HttpsTransport
 from vault.transport.https_rotation import HttpsRotationTransport
@@ -85,11 +85,11 @@ class RemoteKeyRotation(_Noun):
         learned: Callable[[str], LearnedContext],
         list_clients: Callable[[], object],
         settings: RemoteSettings,
-        audit: WholeChain | None = None,
+        chain: SessionChain | None = None,
     ) -> None:
         self.keys, self.settings = keys, settings
         self.secrets: Any = None  # RemoteVault.secrets: a secret's rotation is an update with a new password
-        self.root = RemoteRootRotation(keys, https, clock, audit)  # its roster: what the chain vouches for
+        self.root = RemoteRootRotation(keys, https, clock, chain or SessionChain(None))  # its roster: the chain's
         self.lookup = _Lookup(keys, AdminLookup(keys, learned), list_clients)
         self.keyholder = RotationKeyholder(HttpsRotationTransport(https), keys, self.lookup, keys.client_keys, clock)
 
