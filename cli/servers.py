@@ -206,5 +206,4 @@ def enroll_service(server: str | None, name: str, code: Callable[[], str], key_f
     click.echo("Whoever can read the key file acts as this identity: keep it like an SSH private key.", err=True)
 
 
-
 COMMANDS = [server]
