@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cli_workspace import ADMIN, ENGINEER, Workspace, assert_clean_error, ok
+from click.testing import Result
 from sqlalchemy import func, select
 
 from vault.errors import StoreUnavailable
@@ -131,20 +132,23 @@ def test_a_refused_import_writes_nothing(ready_any_engine: Workspace, tmp_path: 
     assert _created(ws) == before
 
 
-def _failing_at(count: int) -> Any:
-    """A ``secrets.add`` (in-process or remote) that fails at its ``count``-th call."""
+def _import_failing(ws: Workspace, patch: pytest.MonkeyPatch, count: int, error: BaseException, *args: str) -> Result:
+    """``secret import ARGS`` with ``secrets.add`` (in-process or remote) raising ``error`` at its ``count``-th call."""
     calls = {"n": 0}
 
     def wrap(original: Any) -> Any:
         def add(self: Any, ref: str, **kwargs: Any) -> Any:
             calls["n"] += 1
             if calls["n"] == count:
-                raise StoreUnavailable("the database failed")
+                raise error
             return original(self, ref, **kwargs)
 
         return add
 
-    return wrap
+    with patch.context() as patched:
+        patched.setattr(Secrets, "add", wrap(Secrets.add))
+        patched.setattr(RemoteSecrets, "add", wrap(RemoteSecrets.add))
+        return ws.admin("secret", "import", *args)
 
 
 def test_an_import_stopped_half_way_is_finished_by_skip_existing(
@@ -154,14 +158,15 @@ def test_an_import_stopped_half_way_is_finished_by_skip_existing(
     before = _created(ws)
     rows = [*ROWS, f"nas,,,{PASSWORDS[4]},,,", f"ups,,,{PASSWORDS[5]},,,"]
     file = _csv(tmp_path, *rows)
-    wrap = _failing_at(3)
-    with monkeypatch.context() as patch:
-        patch.setattr(Secrets, "add", wrap(Secrets.add))
-        patch.setattr(RemoteSecrets, "add", wrap(RemoteSecrets.add))
-        stopped = ws.admin("secret", "import", file, "--client", "acme")
-    assert_clean_error(stopped, *PASSWORDS)
-    assert "2 of 5 secret(s) were added to acme and stay" in stopped.stderr
-    assert "again with --skip-existing" in stopped.stderr
+    failed = _import_failing(ws, monkeypatch, 3, StoreUnavailable("the database failed"), file, "--client", "acme")
+    assert_clean_error(failed, *PASSWORDS)
+    assert "The import stopped: 2 of 5 secret(s) were added to acme and stay." in failed.stderr
+    interrupted = _import_failing(ws, monkeypatch, 1, KeyboardInterrupt(), file, "--client", "acme", "--skip-existing")
+    assert interrupted.exit_code == 130 and "credvault: error: interrupted" in interrupted.stderr  # Ctrl-C
+    assert "The import stopped: nothing was added." in interrupted.stderr
+    for stopped in (failed, interrupted):
+        assert "Run the same command again with --skip-existing to add the rest" in stopped.stderr
+        _no_password(stopped.output)
     assert _created(ws) == (before[0] + 2, before[1] + 2)
 
     assert_clean_error(ws.admin("secret", "import", file, "--client", "acme"))  # two exist: refused
@@ -169,7 +174,7 @@ def test_an_import_stopped_half_way_is_finished_by_skip_existing(
     rest = ok(ws.as_engineer(ENGINEER, "secret", "import", "-", "--client", "acme", "--skip-existing",
                              input="name,kind,username,password,url,host,note\n" + "\n".join(rows)))  # fmt: skip
     assert "Added 3 secret(s) to acme; 2 the client already has left as they are." in rest.stdout
-    _no_password(stopped.output, rest.output)
+    _no_password(rest.output)
     assert _created(ws) == (before[0] + 5, before[1] + 5)
     admin = ws.library()
     creators = {e.secret: e.engineer for e in admin.audit.log(client="acme") if e.action == "secret-create"}
