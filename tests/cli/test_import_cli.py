@@ -96,9 +96,9 @@ def test_a_refused_import_writes_nothing(ready_any_engine: Workspace, tmp_path: 
     bad = _csv(tmp_path, ROWS[0], f"bad name,weird,,{PASSWORDS[1]},,,", f",,,{PASSWORDS[2]},,,", ROWS[0])
     refused = ws.admin("secret", "import", bad, "--client", "acme")
     assert_clean_error(refused, *PASSWORDS)
-    assert "line 4: bad secret name 'bad name'" in refused.stderr
-    assert "line 4: bad secret kind 'weird'" in refused.stderr
-    assert "line 5: no name" in refused.stderr and "line 6: the name 'sw01' is also on line 2" in refused.stderr
+    assert "line 4: the name is not one a secret may have" in refused.stderr
+    assert "line 4: the kind is not one of: equipment, service, other" in refused.stderr
+    assert "line 5: no name" in refused.stderr and "line 6: the name is also on line 2" in refused.stderr
     assert "3 row(s) of the file cannot be imported: nothing was written" in refused.stderr
 
     exists = _csv(tmp_path, ROWS[1], f"fw01-admin,,,{PASSWORDS[3]},,,", name="exists.csv")

@@ -54,6 +54,11 @@ def test_a_good_csv_becomes_rows_with_their_metadata() -> None:
     _no_password_in(plan)
 
 
+def test_a_header_after_blank_lines_is_named_by_its_own_line() -> None:
+    with pytest.raises(InvalidInput, match=r"^line 3: unknown column 'x'"):
+        imports.parse(b"\n\nname,password,x\n", "csv")
+
+
 def test_columns_may_come_in_any_order_and_case_and_kind_defaults_to_other() -> None:
     parsed = imports.parse(f"\ufeffPassword, NAME\n{PASSWORDS[0]},router\n\n".encode(), "csv")
     (row,) = _plan(parsed).to_add
@@ -65,11 +70,12 @@ def test_columns_may_come_in_any_order_and_case_and_kind_defaults_to_other() -> 
     [
         ("name,password,colour\n", "unknown column 'colour'"),
         ("name,password,\x1b[31mx\n", "unknown column '?[31mx'"),
-        ("name,username\n", "no 'password' column"),
-        ("password,url\n", "no 'name' column"),
+        ("name,username\n", "line 1 is not a header: it names no 'password' column"),
+        ("password,url\n", "line 1 is not a header: it names no 'name' column"),
         ("name,password,name\n", "column 'name' is given twice"),
         ("", "the file is empty"),
         ("\n\n", "the file is empty"),
+        ('"name,password\n', "line 1: not readable as CSV from here"),
     ],
 )
 def test_a_bad_header_refuses_the_file_naming_why(header: str, says: str) -> None:
@@ -82,10 +88,10 @@ def test_a_bad_header_refuses_the_file_naming_why(header: str, says: str) -> Non
     [
         (f",,,{PASSWORDS[0]},,,", "line 2: no name"),
         ("fw01,,,,,,", "line 2: no password"),
-        (f"fw 01,,,{PASSWORDS[0]},,,", "line 2: bad secret name 'fw 01'"),
-        (f"fw/01,,,{PASSWORDS[0]},,,", "line 2: bad secret name 'fw/01'"),
-        (f"\x1b[2Jfw,,,{PASSWORDS[0]},,,", "line 2: bad secret name '?[2Jfw'"),
-        (f"fw01,printer,,{PASSWORDS[0]},,,", "line 2: bad secret kind 'printer'"),
+        (f"fw 01,,,{PASSWORDS[0]},,,", "line 2: the name is not one a secret may have: 1-128 letters"),
+        (f"fw/01,,,{PASSWORDS[0]},,,", "line 2: the name is not one a secret may have"),
+        (f"\x1b[2Jfw,,,{PASSWORDS[0]},,,", "line 2: the name is not one a secret may have"),
+        (f"fw01,printer,,{PASSWORDS[0]},,,", "line 2: the kind is not one of: equipment, service, other"),
         (f"fw01,,,{PASSWORDS[0]},https://a.example,10.0.0.1,", "line 2: both a url and a host are given"),
         (f"fw01,,adm\x07in,{PASSWORDS[0]},,,", "line 2: the username contains control characters"),
         (f"fw01,,,{PASSWORDS[0]}\x00,,,", "line 2: the password contains a NUL character"),
@@ -100,14 +106,26 @@ def test_each_bad_row_is_named_by_its_line_and_reason_never_its_password(line: s
     _no_password_in(plan)
 
 
+def test_cells_out_of_place_are_never_quoted() -> None:
+    """A file without a header, or with its columns misnamed: a password in the name or kind
+    column, or on the first line, is not echoed back."""
+    with pytest.raises(InvalidInput) as caught:
+        imports.parse(f"fw01,equipment,{PASSWORDS[0]}\n".encode(), "csv")
+    assert str(caught.value) == "line 1 is not a header: it names no 'name' column"
+    plan = _plan(imports.parse(f"kind,password,name\n{PASSWORDS[0]},fw01,{PASSWORDS[1]} x\n".encode(), "csv"))
+    assert len(plan.problems) == 2
+    _no_password_in(plan)
+
+
 def test_every_bad_row_is_reported_not_only_the_first() -> None:
     plan = _plan(_csv(",,,x,,,", "a b,weird,,,,,", f"ok,,,{PASSWORDS[0]},,,", "ok,,,again,,,"))
     assert _reasons(plan) == [
         "line 2: no name",
-        "line 3: bad secret name 'a b': use 1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin)",
+        "line 3: the name is not one a secret may have: 1-128 letters, digits, '.', '_', '@', '+' or '-'"
+        " (e.g. fw01-admin; no spaces)",
         "line 3: no password",
-        "line 3: bad secret kind 'weird': use one of: equipment, service, other",
-        "line 5: the name 'ok' is also on line 4",
+        "line 3: the kind is not one of: equipment, service, other",
+        "line 5: the name is also on line 4",
     ]
 
 
@@ -135,7 +153,7 @@ def test_names_the_client_has_are_refused_unless_skipped() -> None:
 
 def test_a_bad_row_is_reported_even_if_its_name_exists() -> None:
     plan = _plan(_csv("fw01,weird,,x,,,"), ("fw01",), skip=True)
-    assert _reasons(plan) == ["line 2: bad secret kind 'weird': use one of: equipment, service, other"]
+    assert _reasons(plan) == ["line 2: the kind is not one of: equipment, service, other"]
 
 
 # -- the file as a whole -------------------------------------------------------------------------
@@ -219,7 +237,7 @@ def test_bitwarden_items_that_are_not_logins_are_left_out_and_named() -> None:
     [
         (_login(password=None), "item 1 ('Acme-VPN'): no password"),
         (_login(name=None), "item 1: no name"),
-        (_login(name="Acme VPN"), "item 1 ('Acme VPN'): bad secret name 'Acme VPN'"),
+        (_login(name="Acme VPN"), "item 1 ('Acme VPN'): the name is not one a secret may have"),
         (_login(password=12345), "item 1 ('Acme-VPN'): its login.password is not text"),
         (_login(uris="https://x"), "item 1 ('Acme-VPN'): its login.uris is not a list of objects"),
         ({"type": 1, "name": "x"}, "item 1 ('x'): it has no login"),

@@ -9,8 +9,11 @@ it goes, so that an import stopped half way says how many were added, and runnin
 with ``skip_existing`` adds only the rest.
 
 A row's ``repr`` never shows its password, and no problem quotes a password: a reason names
-the row (``line 3``, ``item 2 ('Acme VPN')``) and what is wrong, any text of the file in it
-passed through ``validation.shown`` (ASCII, control characters as '?', cut short).
+the row (``line 3``, ``item 2 ('Acme VPN')``) and what is wrong. It quotes no cell of a CSV row
+(cells out of place would put a password in the name column) nor a first line that does not
+name the name and password columns (a file without a header); what it quotes (a header's
+column, a Bitwarden item's or custom field's name) goes through ``validation.shown`` (ASCII,
+control characters as '?', cut short).
 
     csv        a header row naming columns among CSV_COLUMNS (name and password required)
     bitwarden  Bitwarden's unencrypted JSON export: its login items (other items are left out,
@@ -39,6 +42,7 @@ BITWARDEN_LOGIN = 1
 BITWARDEN_TYPES = {1: "login", 2: "secure note", 3: "card", 4: "identity", 5: "SSH key"}
 BITWARDEN_TEXT, BITWARDEN_HIDDEN, BITWARDEN_BOOLEAN = 0, 1, 2  # a field's type; 3 (linked) holds no value
 FIELD_TYPES = (BITWARDEN_TEXT, BITWARDEN_HIDDEN, BITWARDEN_BOOLEAN)
+NAME_RULE = "1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin; no spaces)"
 TOTP_FIELD = "totp"  # a login's authenticator key: a sensitive custom field (revealed by checkout)
 
 
@@ -183,21 +187,21 @@ def _too_many() -> InvalidInput:
     )
 
 
-def _header(row: list[str]) -> list[str]:
+def _header(where: str, row: list[str]) -> list[str]:
+    """The columns the header ``row`` names. A first line that names no name and password column is
+    not quoted: it may be a row of data (a file without a header), password and all."""
     columns = [cell.strip().lower() for cell in row]
+    hint = "the first line names the columns, e.g. name,kind,username,password,url,host,note"
+    missing = [c for c in CSV_REQUIRED if c not in columns]
+    if missing:
+        raise InvalidInput(f"{where} is not a header: it names no {missing[0]!r} column", hint=hint)
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if unknown:
         names = ", ".join(validation.shown(c) for c in unknown[:5])
-        raise InvalidInput(f"line 1: unknown column {names}", hint="use columns among: " + ", ".join(CSV_COLUMNS))
+        raise InvalidInput(f"{where}: unknown column {names}", hint="use columns among: " + ", ".join(CSV_COLUMNS))
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
-        raise InvalidInput(f"line 1: column {twice[0]!r} is given twice", hint="name each column once")
-    missing = [c for c in CSV_REQUIRED if c not in columns]
-    if missing:
-        raise InvalidInput(
-            f"line 1: no {missing[0]!r} column",
-            hint="the first line names the columns, e.g. name,kind,username,password,url,host,note",
-        )
+        raise InvalidInput(f"{where}: column {twice[0]!r} is given twice", hint="name each column once")
     return columns
 
 
@@ -214,7 +218,7 @@ def parse_csv(text: str) -> Parsed:
             if not any(cells):
                 continue  # a blank line
             if columns is None:
-                columns = _header(cells)
+                columns = _header(where, cells)
                 continue
             if len(cells) != len(columns):
                 problems.append(Problem(where, f"has {len(cells)} cells, the header names {len(columns)}"))
@@ -225,6 +229,8 @@ def parse_csv(text: str) -> Parsed:
     except csv.Error as error:  # a NUL, a stray quote, a cell over csv's own limit: the rest is unreadable
         problems.append(Problem(f"line {start}", f"not readable as CSV from here ({_csv_reason(error)})"))
     if columns is None:
+        if problems:  # the header itself is not readable
+            raise InvalidInput(str(problems[0]), hint="the first line names the columns, e.g. name,password")
         raise InvalidInput("the file is empty", hint="the first line names the columns, e.g. name,password")
     return Parsed(tuple(rows), tuple(problems))
 
@@ -375,7 +381,7 @@ def check(parsed: Parsed, client: str, existing: Collection[str], *, skip_existi
     for row in parsed.rows:
         reasons = row_reasons(client, row)
         if row.name in first:
-            reasons.append(f"the name {validation.shown(row.name)} is also on {first[row.name]}")
+            reasons.append(f"the name is also on {first[row.name]}")
         elif row.name:
             first[row.name] = row.where.split(" (")[0]
         if row.name in existing and not reasons:
@@ -397,17 +403,21 @@ def _position(problem: Problem) -> int:
 
 
 def row_reasons(client: str, row: ImportRow) -> list[str]:
-    """Why ``secrets.add`` would refuse ``row`` (each reason once; empty if it would not)."""
+    """Why ``secrets.add`` would refuse ``row`` (each reason once; empty if it would not). The
+    name and kind are not quoted: in a CSV row whose cells are out of place they may be a
+    password; each reason names what is wrong and what is accepted."""
     reasons: list[str] = []
     name, password = row.name, row.password
-    for what, value, checked in (("name", name, validation.secret_name), ("password", password, validation.password)):
-        if not value:
-            reasons.append(f"no {what}")
-        elif (reason := _refusal(checked, value)) is not None:
-            reasons.append(reason)
-    kind = _refusal(validation.kind, row.kind)
-    if kind is not None:
-        reasons.append(kind)
+    if not name:
+        reasons.append("no name")
+    elif not validation.SECRET_NAME.fullmatch(name):
+        reasons.append("the name is not one a secret may have: " + NAME_RULE)
+    if not password:
+        reasons.append("no password")
+    elif (reason := _refusal(validation.password, password)) is not None:
+        reasons.append(reason)  # says what is wrong with it (empty, too long, a NUL), never the value
+    if row.kind not in validation.KINDS:
+        reasons.append("the kind is not one of: " + ", ".join(validation.KINDS))
     if row.url and row.host:
         reasons.append("both a url and a host are given (a secret has one or the other)")
         return reasons
