@@ -9,11 +9,11 @@ it goes, so that an import stopped half way says how many were added, and runnin
 with ``skip_existing`` adds only the rest.
 
 A row's ``repr`` never shows its password, and no problem quotes a password: a reason names
-the row (``line 3``, ``item 2 ('Acme VPN')``) and what is wrong. It quotes no cell of a CSV row
-(cells out of place would put a password in the name column) nor a first line that does not
-name the name and password columns (a file without a header); what it quotes (a header's
-column, a Bitwarden item's or custom field's name) goes through ``validation.shown`` (ASCII,
-control characters as '?', cut short).
+the row (``line 3``, ``item 2 ('Acme VPN')``) and what is wrong. It quotes no cell of a CSV file
+(cells out of place would put a password in the name column; a header run into the first row
+would hold one): a bad column is named by its position. What it quotes (a Bitwarden item's or
+custom field's name) goes through ``validation.shown`` (ASCII, control characters as '?', cut
+short).
 
     csv        a header row naming columns among CSV_COLUMNS (name and password required)
     bitwarden  Bitwarden's unencrypted JSON export: its login items (other items are left out,
@@ -188,17 +188,20 @@ def _too_many() -> InvalidInput:
 
 
 def _header(where: str, row: list[str]) -> list[str]:
-    """The columns the header ``row`` names. A first line that names no name and password column is
-    not quoted: it may be a row of data (a file without a header), password and all."""
+    """The columns the header ``row`` names. No cell of it is quoted: a first line that names no
+    name and password column may be a row of data (a file without a header), and a header whose
+    line break is lost runs into the first row, password and all."""
     columns = [cell.strip().lower() for cell in row]
     hint = "the first line names the columns, e.g. name,kind,username,password,url,host,note"
     missing = [c for c in CSV_REQUIRED if c not in columns]
     if missing:
         raise InvalidInput(f"{where} is not a header: it names no {missing[0]!r} column", hint=hint)
-    unknown = [c for c in columns if c not in CSV_COLUMNS]
-    if unknown:
-        names = ", ".join(validation.shown(c) for c in unknown[:5])
-        raise InvalidInput(f"{where}: unknown column {names}", hint="use columns among: " + ", ".join(CSV_COLUMNS))
+    unknown = [str(n) for n, c in enumerate(columns, start=1) if c not in CSV_COLUMNS]
+    if unknown:  # by position: a header run into the first row of data would quote its password
+        raise InvalidInput(
+            f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:10])} (counted from 1)",
+            hint="use columns among: " + ", ".join(CSV_COLUMNS),
+        )
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
         raise InvalidInput(f"{where}: column {twice[0]!r} is given twice", hint="name each column once")
