@@ -116,7 +116,7 @@ def _warn_plaintext(file: str) -> None:
     others = " Other users of this machine may read it." if readable else ""
     say(
         f"warning: {file} holds passwords in plain text.{others} Delete it securely once imported "
-        "(e.g. `shred -u FILE`), and any copy of it.",
+        f"(e.g. `shred -u {file}`), and any copy of it.",
         err=True,
     )
 

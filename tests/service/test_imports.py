@@ -234,7 +234,7 @@ def test_bitwarden_items_that_are_not_logins_are_left_out_and_named() -> None:
     assert [row.name for row in parsed.rows] == ["Acme-VPN"]
     assert parsed.left_out == (
         "item 2 ('Wifi notes'): a secure note, not a login",
-        "item 3 ('odd'): a item, not a login",
+        "item 3 ('odd'): another item, not a login",
     )
 
 

@@ -294,8 +294,8 @@ def parse_bitwarden(text: str) -> Parsed:
             where += f" ({validation.shown(item['name'])})"
         kind = item.get("type")
         if not _is(kind, BITWARDEN_LOGIN):
-            known = next((label for number, label in BITWARDEN_TYPES.items() if _is(kind, number)), "item")
-            left_out.append(f"{where}: a {known}, not a login")
+            known = next((f"a {label}" for n, label in BITWARDEN_TYPES.items() if _is(kind, n)), "another item")
+            left_out.append(f"{where}: {known}, not a login")
             continue
         try:
             rows.append(_login(where, item))
