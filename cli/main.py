@@ -16,7 +16,21 @@ import click
 
 from vault import __version__
 
-from . import access, admin, agent, audit, clients, demo, engineers, keys, purge, secrets, server, servers
+from . import (
+    access,
+    admin,
+    agent,
+    audit,
+    clients,
+    demo,
+    engineers,
+    keys,
+    purge,
+    secret_import,
+    secrets,
+    server,
+    servers,
+)
 from .context import ALLOW_READABLE_ENV, INSECURE_DB_ENV, AppContext
 from .errors import reported_errors
 
@@ -132,7 +146,7 @@ for family in (engineers, clients, secrets, access, agent, audit, keys, purge, a
         cli.add_command(command)
 for command in keys.ENGINEER_COMMANDS:
     engineers.engineer.add_command(command)
-for command in keys.SECRET_COMMANDS:
+for command in (*keys.SECRET_COMMANDS, *secret_import.SECRET_COMMANDS):
     secrets.secret.add_command(command)
 for command in purge.REPORT_COMMANDS:
     audit.report.add_command(command)
