@@ -47,12 +47,20 @@ MAX_SHOWN = 50  # bad rows printed; the count says how many more
 )
 @click.option("--dry-run", is_flag=True, help="Check the file and say what would be added; write nothing.")
 @click.option(
+    "--fix-names",
+    is_flag=True,
+    help="Make each name a secret or custom field may not have into one it may (e.g. 'Acme VPN' -> "
+    "Acme-VPN); each is listed.",
+)
+@click.option(
     "--skip-existing",
     is_flag=True,
     help="Leave a secret the client already has as it is (not compared) instead of refusing the file.",
 )
 @pass_app
-def import_secrets(app: AppContext, file: str, client: str, fmt: str, dry_run: bool, skip_existing: bool) -> None:
+def import_secrets(
+    app: AppContext, file: str, client: str, fmt: str, dry_run: bool, fix_names: bool, skip_existing: bool
+) -> None:
     """Add a client's secrets from FILE, or from standard input if FILE is -.
 
     Every row is checked first: if any is bad, each is named (line or item number and
@@ -63,7 +71,7 @@ def import_secrets(app: AppContext, file: str, client: str, fmt: str, dry_run: b
     Example:
       credvault secret import acme.csv --client acme --dry-run
       credvault secret import acme.csv --client acme
-      credvault secret import export.json --client acme --format bitwarden --skip-existing
+      credvault secret import export.json --client acme --format bitwarden --fix-names
     """
     from vault.service import imports
 
@@ -71,6 +79,10 @@ def import_secrets(app: AppContext, file: str, client: str, fmt: str, dry_run: b
     if file != "-":
         _warn_plaintext(file)
     parsed = imports.parse(data, fmt)
+    if fix_names:
+        parsed = imports.fix_names(parsed)
+        for line in parsed.renamed:
+            say(line, err=True)
     vault = app.session_vault()
     existing = {info.name for info in vault.secrets.list(client)}
     plan = imports.check(parsed, client, existing, skip_existing=skip_existing)

@@ -89,6 +89,14 @@ def test_an_import_stores_each_row_as_an_add(ready_any_engine: Workspace, tmp_pa
     assert {e.secret for e in created} >= {"sw01", "xero", "printer", "vpn"}
     assert {e.engineer for e in created} == {ADMIN}
 
+    titled = json.dumps({"encrypted": False, "items": [{**item, "name": "Acme VPN (site 2)"}]})
+    refused = ws.admin("secret", "import", "-", "--client", "acme", "--format", "bitwarden", input=titled)
+    assert_clean_error(refused, *PASSWORDS)  # a title `secret add` refuses, as it is
+    fixed = ok(ws.admin("secret", "import", "-", "--client", "acme", "--format", "bitwarden", "--fix-names",
+                        input=titled))  # fmt: skip
+    assert "item 1: named Acme-VPN-site-2" in fixed.stderr and "Added 1 secret(s)" in fixed.stdout
+    assert ws.library().checkouts.reveal("acme/Acme-VPN-site-2", reason="test") == PASSWORDS[3]
+
 
 def test_a_refused_import_writes_nothing(ready_any_engine: Workspace, tmp_path: Path) -> None:
     ws = ready_any_engine

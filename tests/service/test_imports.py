@@ -227,6 +227,32 @@ def test_a_bitwarden_login_becomes_a_row_with_url_fields_and_totp() -> None:
     _no_password_in(plan)
 
 
+def test_fix_names_makes_titles_and_field_names_ones_secret_add_takes_and_lists_each() -> None:
+    """A real export's titles ("Acme VPN", "Xero (accounts)") and field names ("API key") are not names
+    `secret add` takes: refused as they are, made into ones it takes with --fix-names, each listed."""
+    vpn, xero = _login("Acme VPN"), _login("Xéro (accounts) ")
+    vpn["fields"] = [{"name": "API key", "value": "k", "type": 0}, {"name": "2fa code", "value": "c", "type": 1}]
+    parsed = _bitwarden(vpn, xero, _login("…"))
+    assert {p.where.split(" (")[0] for p in _plan(parsed).problems} == {"item 1", "item 2", "item 3"}  # as they are
+    fixed = imports.fix_names(parsed)
+    plan = _plan(fixed)
+    assert [row.name for row in plan.to_add] == ["Acme-VPN", "Xero-accounts"]
+    assert plan.to_add[0].fields == {"API-key": "k"} and plan.to_add[0].sensitive_fields == {"f-2fa-code": "c"}
+    assert [p.where for p in plan.problems] == ["item 3 ('?')"]  # nothing is left of the title: named, not fixed
+    assert fixed.renamed == (
+        "item 1: named Acme-VPN", "item 1: field 'API key' named API-key", "item 1: field '2fa code' named f-2fa-code",
+        "item 2: named Xero-accounts",
+    )  # fmt: skip
+
+
+def test_names_fix_names_makes_the_same_are_refused_as_a_name_twice_and_no_field_is_lost() -> None:
+    twice = _login("Acme VPN")
+    twice["fields"] = [{"name": "API key", "value": "1", "type": 0}, {"name": "API-key", "value": "2", "type": 0}]
+    plan = _plan(imports.fix_names(_bitwarden(twice, _login("Acme-VPN"))))
+    assert plan.to_add == () and any("also on item 1" in p.reason for p in plan.problems)
+    assert any(p.where.startswith("item 1") and "field" in p.reason for p in plan.problems)  # 'API key' kept, refused
+
+
 def test_bitwarden_items_that_are_not_logins_are_left_out_and_named() -> None:
     note = {"type": 2, "name": "Wifi notes", "secureNote": {"type": 0}}
     odd = {"type": True, "name": "odd"}

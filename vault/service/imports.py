@@ -26,6 +26,8 @@ import csv
 import dataclasses
 import io
 import json
+import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -43,6 +45,7 @@ BITWARDEN_TYPES = {1: "login", 2: "secure note", 3: "card", 4: "identity", 5: "S
 BITWARDEN_TEXT, BITWARDEN_HIDDEN, BITWARDEN_BOOLEAN = 0, 1, 2  # a field's type; 3 (linked) holds no value
 FIELD_TYPES = (BITWARDEN_TEXT, BITWARDEN_HIDDEN, BITWARDEN_BOOLEAN)
 NAME_RULE = "1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin; no spaces)"
+FIELD_KINDS = ("fields", "sensitive_fields", "public_fields")
 TOTP_FIELD = "totp"  # a login's authenticator key: a sensitive custom field (revealed by checkout)
 
 
@@ -95,6 +98,7 @@ class Parsed:
     rows: tuple[ImportRow, ...]
     problems: tuple[Problem, ...] = ()
     left_out: tuple[str, ...] = ()
+    renamed: tuple[str, ...] = ()  # what ``fix_names`` changed, a line each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +374,46 @@ def _fields(value: Any) -> tuple[dict[str, str], dict[str, str]]:
 
 
 # -- checking the rows against what ``secret add`` accepts and what the client holds ----------
+
+
+def fix_names(parsed: Parsed) -> Parsed:
+    """``parsed`` with each secret or custom field name ``secrets.add`` refuses made into one it takes
+    (``--fix-names``: a Bitwarden item's title such as "Acme VPN" becomes ``Acme-VPN``; accents dropped,
+    every run of other characters one '-', cut to the rule's length), each change named in ``renamed``.
+    A name nothing is left of stays as it is (``check`` names it); two names made the same are a name
+    given twice, as in the file."""
+    rows, renamed = [], []
+    for row in parsed.rows:
+        name = row.name
+        if name and not validation.SECRET_NAME.fullmatch(name):
+            name = _fixed(name, "", 128) or name
+            if name != row.name:
+                renamed.append(f"{row.where.split(' (')[0]}: named {name}")
+        fields: dict[str, dict[str, str]] = {}
+        taken = {key for kind in FIELD_KINDS for key in getattr(row, kind)}
+        for kind in FIELD_KINDS:
+            fields[kind] = {}
+            for key, value in getattr(row, kind).items():
+                fixed = key if validation.FIELD_NAME.fullmatch(key) else _fixed(key, "f-", 32)
+                if fixed and fixed != key and fixed not in taken:  # else left as it is: ``check`` names it
+                    renamed.append(f"{row.where.split(' (')[0]}: field {validation.shown(key)} named {fixed}")
+                    taken.add(fixed)
+                    key = fixed
+                fields[kind][key] = value
+        plain, sensitive, public = (fields[kind] for kind in FIELD_KINDS)
+        rows.append(dataclasses.replace(row, name=name, fields=plain, sensitive_fields=sensitive, public_fields=public))
+    return dataclasses.replace(parsed, rows=tuple(rows), renamed=tuple(renamed))
+
+
+def _fixed(name: str, lead: str, most: int) -> str:
+    """``name`` in ASCII letters, digits and ``-`` (secret names keep '.', '_', '@', '+'), starting with a
+    letter or digit (``lead`` first when a field's starts with a digit), at most ``most`` characters."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    allowed = r"[^A-Za-z0-9_-]+" if lead else r"[^A-Za-z0-9._@+-]+"
+    text = re.sub(allowed, "-", text).strip("-._@+")
+    if lead and text[:1].isdigit():
+        text = lead + text
+    return text[:most].rstrip("-._@+")
 
 
 def check(parsed: Parsed, client: str, existing: Collection[str], *, skip_existing: bool = False) -> ImportPlan:
