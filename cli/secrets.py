@@ -271,7 +271,8 @@ def search_secrets(app: AppContext, query: str, client_slug: str | None, as_json
     """Find secrets by name, username, host, URL, note or public field (never a password).
 
     Searches the secrets `secret list` shows you, case-insensitively, on this machine:
-    the query is sent to no server and kept in no log. Sensitive fields are not searched.
+    the query is sent to no server and written to no audit log or database (the search is
+    on record as the listing it reads). Sensitive fields are not searched.
 
     \b
     Example:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_workspace import ENGINEER, Workspace, assert_clean_error, ok
+from cli_workspace import ENGINEER, Workspace, assert_clean_error, ok, run
 from sqlalchemy import create_engine, select, text
+from vault.cli.context import AppContext
 
+from vault.records import SearchMatch
 from vault.storage import models as m
 
 PASSWORD = "fw-Passw0rd-stdin"  # acme/fw01-admin's, as ``ready_any_engine`` stored it
@@ -98,3 +100,22 @@ def test_a_bad_query_is_a_clean_error_and_nothing_is_recorded(searchable: Worksp
     assert_clean_error(result)
     assert "\x1b" not in result.output
     assert len(_events(ws)) == before
+
+
+def test_what_a_search_prints_is_neutralised(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name or field read back with terminal escapes (a database someone else edited): printed as '?'."""
+    hostile = SearchMatch("acme", "fw\x1b[2J01\u202e", "equipment", 1, ("field \x1b]0;x\x07",))
+
+    class _Secrets:
+        def search(self, query: str, client: str | None = None) -> list[SearchMatch]:
+            return [hostile] if query == "fw" and client is None else []
+
+    class _Vault:
+        secrets = _Secrets()
+
+    monkeypatch.setattr(AppContext, "session_vault", lambda _self: _Vault())
+    shown = ok(run("--db", workspace.url, "secret", "search", "fw")).stdout
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
+    assert shown.splitlines()[1].split()[:3] == ["acme", "fw?[2J01?", "equipment"]
+    as_json = ok(run("--db", workspace.url, "secret", "search", "fw", "--json")).stdout
+    assert "\x1b" not in as_json and json.loads(as_json)[0]["name"] == hostile.name  # escaped, exact
