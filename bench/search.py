@@ -1,6 +1,6 @@
 """``secret search`` against ``secret list`` over the same 10,000 secrets (not part of ``run.py``).
 
-    .venv/bin/python -m bench.search [--secrets 10000] [--clients 10] [--reps 7] [--cli-reps 5]
+    .venv/bin/python -m bench.search [--secrets 10000] [--clients 10] [--reps 7] [--cli-reps 5] [--served]
 
 The data set is the benchmark's own (``dataset.build``: generated names, hosts ``10.0.C.J`` on
 equipment, URLs on services; three engineers, each granted every client). Measured in one
@@ -9,13 +9,19 @@ and ``secrets.search(...)`` over every client (a query matching about 1 in 250 s
 matching none), the same with one client named, and an engineer's over their granted clients;
 the peak of Python's allocations during one listing and one search (``tracemalloc``); then the
 CLI as a user runs it, with the agent started (``bench/clitools.py``): ``secret list`` and
-``secret search`` over every client.
+``secret search`` over every client. ``--served``: also the engineer's and the admin's
+``RemoteVault`` through a team server on loopback TLS (the test suite's ``tests/served.py``:
+uvicorn in this process, the admin on the host with the key file), list against search.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import json
+import os
+import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -36,12 +42,38 @@ def _peak_kib(fn: Any) -> float:
         tracemalloc.stop()
 
 
+def _served(manifest: dataset.Manifest, tmp: Path, query: str, reps: int) -> dict[str, Any]:
+    """The engineer's and the admin's ``RemoteVault`` through a team server: list against search."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from served import make_test_ca, served_team  # the suite's third mode, reused here
+
+    from vault.crypto.keyrecord import FLOOR
+
+    os.environ["CREDVAULT_HOME"] = str(tmp / "served-home")
+    admin = dataset.open_vault(manifest, dataset.ADMIN)
+    name = dataset.engineer_name(0)
+    words = {n: dataset.passphrase(n) for n in (dataset.ADMIN, name)}
+    out: dict[str, Any] = {}
+    with served_team(manifest.url, admin, lambda: dt.datetime.now(dt.UTC), words, make_test_ca(tmp), FLOOR) as team:
+        for who in (name, dataset.ADMIN):
+            remote = team.remote(who)
+            assert len(remote.secrets.list()) == manifest.shape.secrets
+            found = remote.secrets.search(query)
+            assert found and all(x.matched == ("host",) for x in found)
+            out[f"{who} list (all)"] = summary(repeat(remote.secrets.list, reps, warmup=1))
+            search = functools.partial(remote.secrets.search, query)
+            out[f"{who} search (all, {len(found)} found)"] = summary(repeat(search, reps))
+    admin.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--cli-reps", type=int, default=5)
+    parser.add_argument("--served", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cvbench-search-") as tmp_name:
@@ -89,6 +121,8 @@ def main() -> None:
             cli[label] = summary(times)
         user.stop()
         out["cli"] = cli
+        if args.served:
+            out["served"] = _served(manifest, tmp, some, args.reps)
     print(json.dumps(out, indent=2))
 
 
