@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from vault.errors import InvalidInput, NotFound
+from vault.errors import IntegrityError, InvalidInput, NotFound
 from vault.records import SearchMatch
 from vault.service.secret_search import MAX_QUERY
 from vault.storage import models as m
@@ -133,3 +133,27 @@ def test_the_longest_query_allowed_is_searched(shared: Any) -> None:
     c = _client_with_secrets(shared)
     assert shared.admin.secrets.search("q" * MAX_QUERY, c) == []
     assert [x.name for x in shared.admin.secrets.search("  XERO  ", c)] == ["xero"]  # stripped
+
+
+def test_a_search_over_a_tampered_listing_fails_closed_as_the_listing_does(shared: Any) -> None:
+    """A metadata blob moved from one secret to another (a writer of the database): the search is
+    refused as ``secret list`` is, never answered with that secret left out or read as the other."""
+    c = _client_with_secrets(shared)
+    bob = shared.engineer("bob")
+    shared.admin.grants.grant(bob.engineer_name, c)
+    fw, xero = shared.db.secret_ids(shared.db.newest_client_id())
+    version = m.SecretVersion
+    blobs = dict(
+        shared.db.all(select(version.secret_id, version.metadata_blob).where(version.secret_id.in_((fw, xero))))
+    )
+    moved = update(version).where(version.secret_id == xero).values(metadata_blob=blobs[fw])
+    shared.db.run(moved)
+    try:
+        for vault in (bob, shared.admin):
+            with pytest.raises(IntegrityError):
+                vault.secrets.search("10.0.0.1", c)
+            with pytest.raises(IntegrityError):
+                vault.secrets.list(c)
+    finally:
+        shared.db.run(update(version).where(version.secret_id == xero).values(metadata_blob=blobs[xero]))
+    assert [x.name for x in bob.secrets.search("10.0.0.1", c)] == ["fw01-admin"]
