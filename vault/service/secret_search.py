@@ -88,6 +88,6 @@ class Matcher:
         return isinstance(value, str) and self.needle in fold(value)
 
 
-def found(listed: Iterable[SearchMatch | None]) -> list[SearchMatch]:
+def found(listed: Iterable[SearchMatch]) -> list[SearchMatch]:
     """The matches of a listing searched, by client and name."""
-    return sorted((m for m in listed if m is not None), key=lambda m: (m.client, m.name))
+    return sorted(listed, key=lambda m: (m.client, m.name))
