@@ -1,4 +1,4 @@
-"""Secrets: secret add/list/show/update/history.
+"""Secrets: secret add/list/search/show/update/history.
 
 A password is never taken from the command line and never printed here: it comes
 from a hidden prompt (typed twice), from standard input (``--password-stdin``), or is
@@ -259,6 +259,33 @@ def list_secrets(app: AppContext, client_slug: str | None, as_json: bool) -> Non
     echo_table(
         ["secret", "kind", "username", "version", "updated"],
         [(s.ref, s.kind, s.username, s.version, s.updated_at) for s in rows],
+    )
+
+
+@secret.command("search")
+@click.argument("query")
+@click.option("--client", "client_slug", metavar="SLUG", help="Search this client's secrets only.")
+@JSON
+@pass_app
+def search_secrets(app: AppContext, query: str, client_slug: str | None, as_json: bool) -> None:
+    """Find secrets by name, username, host, URL, note or public field (never a password).
+
+    Searches the secrets `secret list` shows you, case-insensitively, on this machine:
+    the query is sent to no server and written to no audit log or database (the search is
+    on record as the listing it reads). Sensitive fields are not searched.
+
+    \b
+    Example:
+      credvault secret search 10.0.0.1
+      credvault secret search xero --client acme --json
+    """
+    rows = app.session_vault().secrets.search(query, client_slug)
+    if as_json:
+        echo_records(rows)
+        return
+    echo_table(
+        ["client", "secret", "kind", "matched"],
+        [(s.client, s.name, s.kind, ", ".join(s.matched)) for s in rows],
     )
 
 

@@ -294,6 +294,22 @@ class SubjectMatch(_Record):
 
 
 @dataclass(frozen=True)
+class SearchMatch(_Record):
+    """A secret ``secret search`` found: where it is and which of its non-sensitive fields
+    held the query (``name``, ``username``, ``host``, ``url``, ``note``, ``field KEY``)."""
+
+    client: str
+    name: str
+    kind: str
+    version: int
+    matched: tuple[str, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.client}/{self.name}"
+
+
+@dataclass(frozen=True)
 class StaleSecret(_Record):
     client: str
     secret: str

@@ -119,6 +119,9 @@ def test_reads_through_the_agent_answer_what_the_library_answers(served: Served,
     assert _call(path, "policies", "get", "agentco") == admin.policies.get("agentco")
     assert _call(path, "purge", "preview", "agentco") == admin.purge.preview("agentco")
     assert _call(path, "subjects", "find", "root") == admin.subjects.find("root") != []
+    assert _call(path, "secrets", "search", "ROOT") == admin.secrets.search("root", "agentco") != []
+    with pytest.raises(InvalidInput, match="control characters"):
+        _call(path, "secrets", "search", "fw\x1b[2J")  # refused by the library, as in the command's process
     assert _call(path, "", "vault_id") == admin.vault_id()
     head = _call(path, "audit", "head")
     assert head == admin.audit.head() and isinstance(head[1], bytes)

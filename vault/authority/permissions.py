@@ -45,6 +45,7 @@ OPERATIONS: dict[str, dict[str, Role]] = {
         "add": ENGINEER,
         "update": ENGINEER,
         "list": ENGINEER,
+        "search": ENGINEER,  # the listing's pages, searched on the caller's machine (service/secret_search.py)
         "show": ENGINEER,
         "history": ENGINEER,
     },

@@ -159,11 +159,12 @@ class SecretListKeyholder:
         return self.listed(slug, ListedName)
 
     def listed(
-        self, slug: str | None, into: Callable[[str, ListedSecretRow, dict[str, Any]], T]
+        self, slug: str | None, into: Callable[[str, ListedSecretRow, dict[str, Any]], T | None]
     ) -> tuple[ListScope, builtins.list[T]]:
         """``list``, each secret handed to ``into`` (its client's slug, its row, its metadata)
         as soon as it is verified and opened: what the caller keeps of it is all that stays
-        (a listing of 10,000 secrets keeps no second object per secret for the collector)."""
+        (a listing of 10,000 secrets keeps no second object per secret for the collector; a
+        search's ``into`` answers None for a secret it does not keep, and nothing is kept)."""
         scope = self.lookup.scope(slug)
         me = self.secrets.keys.session()
         request = ListSecretsRequest(
@@ -178,7 +179,7 @@ class SecretListKeyholder:
         pages = self.transport.list_secrets(request)
         try:
             for page in pages:
-                out.extend(reader.page(page))
+                out.extend(kept for kept in reader.page(page) if kept is not None)
         finally:  # a refused page ends the authority's read unit now, not when the pages are collected
             close = getattr(pages, "close", None)
             if close is not None:

@@ -68,6 +68,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("grants", "revoke"): _c("int", ("engineer", S), ("client", S)),
     ("grants", "maintain"): _c("int"),
     ("secrets", "history"): _c(records.VersionInfo, ("ref", S)),
+    ("secrets", "search"): _c(records.SearchMatch, ("query", S), ("client", S_)),
     ("secrets", "update"): _c(
         records.SecretInfo,
         ("ref", S),

@@ -25,8 +25,8 @@ from vault.keyholder.client_add import ClientAddKeyholder
 from vault.keyholder.grant_list import GrantListKeyholder
 from vault.keyholder.grant_sweep import GrantSweepKeyholder
 from vault.keyholder.grants import GrantKeyholder
-from vault.records import ClientInfo, GrantInfo, SecretInfo, VersionInfo
-from vault.service import validation
+from vault.records import ClientInfo, GrantInfo, SearchMatch, SecretInfo, VersionInfo
+from vault.service import secret_search, validation
 from vault.service.core import epoch
 from vault.service.remote_admin import AdminLookup, LearnedContext
 from vault.service.remote_grant_history import RemoteGrantHistory
@@ -46,6 +46,7 @@ from vault.service.secrets import (
     new_metadata,
     opened_history,
     opened_info,
+    sensitive_field_names,
     update_changes,
 )
 from vault.transport.https import HttpsTransport
@@ -225,6 +226,15 @@ class RemoteSecrets(_Noun):
             _scope, out = self.listing.listed(client, Secrets.info)  # each page's event committed first
         out.sort(key=_BY_REF)
         return out
+
+    def search(self, query: str, client: str | None = None) -> builtins.list[SearchMatch]:
+        """As ``Vault.secrets.search``: the listing's pages (``secrets.list_page``, each page's
+        ``secret-list`` committed on the server first) searched here; the query is never sent."""
+        match = secret_search.Matcher(secret_search.needle(query), sensitive_field_names)
+        self.keys.me()
+        with reported(self.https):
+            _scope, listed = self.listing.listed(client, match)
+        return secret_search.found(listed)
 
     def add(
         self,

@@ -36,11 +36,11 @@ from vault.errors import (
     NotFound,
 )
 from vault.keyholder import versions
-from vault.keyholder.secret_list import SecretListKeyholder
+from vault.keyholder.secret_list import ListScope, SecretListKeyholder
 from vault.keyholder.secrets import OpenedSecret, SecretKeyholder
 from vault.keyholder.versions import OpenedVersion
-from vault.service import listing, secretparts, validation
-from vault.service.records import SecretInfo, VersionInfo
+from vault.service import listing, secret_search, secretparts, validation
+from vault.service.records import SearchMatch, SecretInfo, VersionInfo
 from vault.service.rows import HasId, SecretRecord, VersionRecord
 from vault.storage import models as m
 from vault.storage.rows import VersionRow
@@ -149,7 +149,7 @@ def _metadata(
 
 
 class Secrets:
-    """Secrets: ``vault.secrets.add/update/list/show/history``."""
+    """Secrets: ``vault.secrets.add/update/list/search/show/history``."""
 
     def __init__(
         self,
@@ -317,13 +317,30 @@ class Secrets:
         once it is committed."""
         scope, out = self._list_keyholder().listed(client, self.info)  # each row shown as it is opened
         out.sort(key=_BY_REF)
+        self._listed(scope)
+        return out
+
+    def search(self, query: str, client: str | None = None) -> builtins.list[SearchMatch]:
+        """The secrets whose name or non-sensitive metadata holds ``query`` (case-insensitive),
+        among those ``list(client)`` shows; never a password or a sensitive field.
+
+        The search runs here, over the listing's pages as they are opened (service/
+        secret_search.py): the query is sent nowhere, and what goes on record is the listing
+        read (``secret-list``), never the query."""
+        match = secret_search.Matcher(secret_search.needle(query), sensitive_field_names)
+        scope, listed = self._list_keyholder().listed(client, match)
+        out = secret_search.found(listed)
+        self._listed(scope)
+        return out
+
+    def _listed(self, scope: ListScope) -> None:
+        """The ``secret-list`` event of a listing read (the client named, or how many clients)."""
         if self.listed_on_server:  # its event committed on the server before the pages came
-            return out
+            return
         if scope.client_ids is not None and scope.slug is not None:
             listing.append_after_read(self, "secret-list", client_id=scope.client_ids[0])
         else:
             listing.append_after_read(self, "secret-list", public={"clients": scope.clients})
-        return out
 
     def show(self, ref: str) -> SecretInfo:
         """A secret's metadata; its password and sensitive fields are not shown. The
