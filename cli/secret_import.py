@@ -28,7 +28,7 @@ from .output import say
 if TYPE_CHECKING:
     from vault.service.imports import Problem
 
-FORMATS = ("csv", "bitwarden")  # vault.service.imports.FORMATS, named here so that --help imports nothing
+FORMATS = ("csv", "keepassxc", "bitwarden")  # vault.service.imports.FORMATS, named here so that --help imports nothing
 MAX_BYTES = 10 * 1024 * 1024  # imports.MAX_BYTES: read one byte more, and the library refuses the file
 MAX_SHOWN = 50  # bad rows printed; the count says how many more
 
@@ -43,7 +43,7 @@ MAX_SHOWN = 50  # bad rows printed; the count says how many more
     default="csv",
     show_default=True,
     help="csv: a header row naming columns among name, kind, username, password, url, host, note. "
-    "bitwarden: Bitwarden's unencrypted JSON export (its login items).",
+    "keepassxc: KeePassXC's CSV export. bitwarden: Bitwarden's unencrypted JSON export (its login items).",
 )
 @click.option("--dry-run", is_flag=True, help="Check the file and say what would be added; write nothing.")
 @click.option(
@@ -73,14 +73,14 @@ def import_secrets(
       credvault secret import acme.csv --client acme
       credvault secret import export.json --client acme --format bitwarden --fix-names
     """
-    from vault.service import imports
+    from vault.service import imports, imports_names
 
     data = _read(file)
     if file != "-":
         _warn_plaintext(file)
     parsed = imports.parse(data, fmt)
     if fix_names:
-        parsed = imports.fix_names(parsed)
+        parsed = imports_names.fix_names(parsed)
         for line in parsed.renamed:
             say(line, err=True)
     vault = app.session_vault()

@@ -97,6 +97,15 @@ def test_an_import_stores_each_row_as_an_add(ready_any_engine: Workspace, tmp_pa
     assert "item 1: named Acme-VPN-site-2" in fixed.stderr and "Added 1 secret(s)" in fixed.stdout
     assert ws.library().checkouts.reveal("acme/Acme-VPN-site-2", reason="test") == PASSWORDS[3]
 
+    keepassxc = (
+        '"Group","Title","Username","Password","URL","Notes","TOTP","Icon","Last Modified","Created"\n'
+        f'"Root","core switch","admin","{PASSWORDS[5]}","","","{TOTP}","0","",""\n'
+    )
+    kept = ok(ws.admin("secret", "import", "-", "--client", "acme", "--format", "keepassxc", "--fix-names",
+                       input=keepassxc))  # fmt: skip
+    _no_password(kept.output)
+    assert ws.library().checkouts.reveal("acme/core-switch", reason="test", field="totp") == TOTP
+
 
 def test_a_refused_import_writes_nothing(ready_any_engine: Workspace, tmp_path: Path) -> None:
     ws = ready_any_engine

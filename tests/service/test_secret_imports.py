@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vault.errors import InvalidInput, StoreUnavailable
-from vault.service import imports
+from vault.service import imports, imports_names
 from vault.service.imports import ImportPlan, Parsed, Progress
 
 HEADER = "name,kind,username,password,url,host,note\n"
@@ -192,6 +192,44 @@ def test_an_unknown_format_is_refused() -> None:
         imports.parse(b"", "keepass")
 
 
+# -- KeePassXC ---------------------------------------------------------------------------------
+
+KEEPASSXC_HEADER = '"Group","Title","Username","Password","URL","Notes","TOTP","Icon","Last Modified","Created"\n'
+
+
+def test_a_keepassxc_export_becomes_rows_its_group_icon_and_dates_not_imported() -> None:
+    """KeePassXC's CSV export as it writes it (every cell quoted): Title is the name, Notes the note,
+    TOTP the sensitive field ``totp``; a title with a space is a name to fix (``--fix-names``)."""
+    text = KEEPASSXC_HEADER + (
+        f'"Root/Acme","fw01-admin","admin","{PASSWORDS[0]}","","rack 4","{PASSWORDS[1]}","0",'
+        '"2026-01-02T03:04:05Z","2025-01-02T03:04:05Z"\n'
+        f'"Root/Acme","Acme VPN","ops","{PASSWORDS[2]}","https://vpn.acme.example","","","0","",""\n'
+    )
+    parsed = imports.parse(text.encode(), "keepassxc")
+    fw01, vpn = parsed.rows
+    assert (fw01.name, fw01.username, fw01.password, fw01.note, fw01.kind) == (
+        "fw01-admin", "admin", PASSWORDS[0], "rack 4", "other",
+    )  # fmt: skip
+    assert fw01.sensitive_fields == {"totp": PASSWORDS[1]} and fw01.public_fields == {} and fw01.fields == {}
+    assert (vpn.url, vpn.sensitive_fields) == ("https://vpn.acme.example", {})
+    assert [p.where for p in _plan(parsed).problems] == ["line 3"]  # "Acme VPN": not a name as it is
+    assert [r.name for r in _plan(imports_names.fix_names(parsed)).to_add] == ["fw01-admin", "Acme-VPN"]
+    _no_password_in(_plan(parsed))
+
+
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        ('"Group","Username","Password"\n', "names no 'title' column"),
+        ('"Title","Password","Colour"\n', "unknown column 3"),
+        ('"name","password"\n', "names no 'title' column"),  # a csv file is not a KeePassXC export
+    ],
+)
+def test_a_keepassxc_header_it_does_not_write_is_refused(header: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        imports.parse((header + '"a","b","c"\n').encode(), "keepassxc")
+
+
 # -- Bitwarden ---------------------------------------------------------------------------------
 
 
@@ -234,7 +272,7 @@ def test_fix_names_makes_titles_and_field_names_ones_secret_add_takes_and_lists_
     vpn["fields"] = [{"name": "API key", "value": "k", "type": 0}, {"name": "2fa code", "value": "c", "type": 1}]
     parsed = _bitwarden(vpn, xero, _login("…"))
     assert {p.where.split(" (")[0] for p in _plan(parsed).problems} == {"item 1", "item 2", "item 3"}  # as they are
-    fixed = imports.fix_names(parsed)
+    fixed = imports_names.fix_names(parsed)
     plan = _plan(fixed)
     assert [row.name for row in plan.to_add] == ["Acme-VPN", "Xero-accounts"]
     assert plan.to_add[0].fields == {"API-key": "k"} and plan.to_add[0].sensitive_fields == {"f-2fa-code": "c"}
@@ -248,7 +286,7 @@ def test_fix_names_makes_titles_and_field_names_ones_secret_add_takes_and_lists_
 def test_names_fix_names_makes_the_same_are_refused_as_a_name_twice_and_no_field_is_lost() -> None:
     twice = _login("Acme VPN")
     twice["fields"] = [{"name": "API key", "value": "1", "type": 0}, {"name": "API-key", "value": "2", "type": 0}]
-    plan = _plan(imports.fix_names(_bitwarden(twice, _login("Acme-VPN"))))
+    plan = _plan(imports_names.fix_names(_bitwarden(twice, _login("Acme-VPN"))))
     assert plan.to_add == () and any("also on item 1" in p.reason for p in plan.problems)
     assert any(p.where.startswith("item 1") and "field" in p.reason for p in plan.problems)  # 'API key' kept, refused
 

@@ -16,6 +16,9 @@ custom field's name) goes through ``validation.shown`` (ASCII, control character
 short).
 
     csv        a header row naming columns among CSV_COLUMNS (name and password required)
+    keepassxc  KeePassXC's CSV export (Database > Export > CSV): Title as the name, Username,
+               Password, URL, Notes as the note, TOTP as the sensitive field ``totp``; its
+               Group, Icon and dates are not imported
     bitwarden  Bitwarden's unencrypted JSON export: its login items (other items are left out,
                each named in ``Parsed.left_out``)
 """
@@ -26,8 +29,6 @@ import csv
 import dataclasses
 import io
 import json
-import re
-import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -35,7 +36,7 @@ from vault.errors import InvalidInput
 from vault.service import validation
 from vault.service.secrets import new_metadata
 
-FORMATS = ("csv", "bitwarden")
+FORMATS = ("csv", "keepassxc", "bitwarden")
 MAX_BYTES = 10 * 1024 * 1024  # far more than any client's passwords: a bigger file is a mistake
 MAX_ROWS = 10_000
 CSV_COLUMNS = ("name", "kind", "username", "password", "url", "host", "note")
@@ -47,6 +48,9 @@ FIELD_TYPES = (BITWARDEN_TEXT, BITWARDEN_HIDDEN, BITWARDEN_BOOLEAN)
 NAME_RULE = "1-128 letters, digits, '.', '_', '@', '+' or '-' (e.g. fw01-admin; no spaces)"
 FIELD_KINDS = ("fields", "sensitive_fields", "public_fields")
 TOTP_FIELD = "totp"  # a login's authenticator key: a sensitive custom field (revealed by checkout)
+# KeePassXC's CSV export: each of its columns, as the column of ours it fills (None: not imported)
+KEEPASSXC = {"group": None, "title": "name", "username": "username", "password": "password", "url": "url",
+             "notes": "note", "totp": TOTP_FIELD, "icon": None, "last modified": None, "created": None}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +186,9 @@ def parse(data: bytes, fmt: str) -> Parsed:
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {validation.shown(fmt)}", hint="use one of: " + ", ".join(FORMATS))
     text = decoded(data)
-    return parse_csv(text) if fmt == "csv" else parse_bitwarden(text)
+    if fmt == "bitwarden":
+        return parse_bitwarden(text)
+    return parse_csv(text, KEEPASSXC if fmt == "keepassxc" else {c: c for c in CSV_COLUMNS})
 
 
 def _too_many() -> InvalidInput:
@@ -191,33 +197,37 @@ def _too_many() -> InvalidInput:
     )
 
 
-def _header(where: str, row: list[str]) -> list[str]:
-    """The columns the header ``row`` names. No cell of it is quoted: a first line that names no
-    name and password column may be a row of data (a file without a header), and a header whose
-    line break is lost runs into the first row, password and all."""
-    columns = [cell.strip().lower() for cell in row]
-    hint = "the first line names the columns, e.g. name,kind,username,password,url,host,note"
+def _header(where: str, row: list[str], known: Mapping[str, str | None]) -> list[str | None]:
+    """The columns of ours the header ``row`` names (``known``: each column a file of its format may
+    have, as ours; None: not imported). No cell of it is quoted: a first line that names no name and
+    password column may be a row of data (a file without a header), and a header whose line break is
+    lost runs into the first row, password and all."""
+    named = [cell.strip().lower() for cell in row]
+    columns = [known.get(c) for c in named]
+    hint = "the first line names the columns, e.g. " + ",".join(c for c in known if known[c] is not None)
     missing = [c for c in CSV_REQUIRED if c not in columns]
     if missing:
-        raise InvalidInput(f"{where} is not a header: it names no {missing[0]!r} column", hint=hint)
-    unknown = [str(n) for n, c in enumerate(columns, start=1) if c not in CSV_COLUMNS]
+        given = next(c for c in known if known[c] == missing[0])
+        raise InvalidInput(f"{where} is not a header: it names no {given!r} column", hint=hint)
+    unknown = [str(n) for n, c in enumerate(named, start=1) if c not in known]
     if unknown:  # by position: a header run into the first row of data would quote its password
         raise InvalidInput(
             f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:10])} (counted from 1)",
-            hint="use columns among: " + ", ".join(CSV_COLUMNS),
+            hint="use columns among: " + ", ".join(known),
         )
-    twice = sorted({c for c in columns if columns.count(c) > 1})
+    twice = sorted({c for c in named if named.count(c) > 1})
     if twice:
         raise InvalidInput(f"{where}: column {twice[0]!r} is given twice", hint="name each column once")
     return columns
 
 
-def parse_csv(text: str) -> Parsed:
-    """A CSV file: a header line, then one secret a line (a quoted cell may span lines)."""
+def parse_csv(text: str, known: Mapping[str, str | None]) -> Parsed:
+    """A CSV file: a header line naming columns of ``known`` (``_header``), then one secret a line
+    (a quoted cell may span lines)."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[ImportRow] = []
     problems: list[Problem] = []
-    columns: list[str] | None = None
+    columns: list[str | None] | None = None
     start = 1
     try:
         for cells in reader:
@@ -225,12 +235,12 @@ def parse_csv(text: str) -> Parsed:
             if not any(cells):
                 continue  # a blank line
             if columns is None:
-                columns = _header(where, cells)
+                columns = _header(where, cells, known)
                 continue
             if len(cells) != len(columns):
                 problems.append(Problem(where, f"has {len(cells)} cells, the header names {len(columns)}"))
             else:
-                rows.append(_csv_row(where, dict(zip(columns, cells, strict=True))))
+                rows.append(_csv_row(where, {c: v for c, v in zip(columns, cells, strict=True) if c is not None}))
             if len(rows) + len(problems) > MAX_ROWS:
                 raise _too_many()
     except csv.Error as error:  # a NUL, a stray quote, a cell over csv's own limit: the rest is unreadable
@@ -260,6 +270,7 @@ def _csv_row(where: str, cells: dict[str, str]) -> ImportRow:
         url=cell("url"),
         host=cell("host"),
         note=cell("note"),
+        sensitive_fields={TOTP_FIELD: totp} if (totp := cell(TOTP_FIELD)) else {},
     )
 
 
@@ -374,46 +385,6 @@ def _fields(value: Any) -> tuple[dict[str, str], dict[str, str]]:
 
 
 # -- checking the rows against what ``secret add`` accepts and what the client holds ----------
-
-
-def fix_names(parsed: Parsed) -> Parsed:
-    """``parsed`` with each secret or custom field name ``secrets.add`` refuses made into one it takes
-    (``--fix-names``: a Bitwarden item's title such as "Acme VPN" becomes ``Acme-VPN``; accents dropped,
-    every run of other characters one '-', cut to the rule's length), each change named in ``renamed``.
-    A name nothing is left of stays as it is (``check`` names it); two names made the same are a name
-    given twice, as in the file."""
-    rows, renamed = [], []
-    for row in parsed.rows:
-        name = row.name
-        if name and not validation.SECRET_NAME.fullmatch(name):
-            name = _fixed(name, "", 128) or name
-            if name != row.name:
-                renamed.append(f"{row.where.split(' (')[0]}: named {name}")
-        fields: dict[str, dict[str, str]] = {}
-        taken = {key for kind in FIELD_KINDS for key in getattr(row, kind)}
-        for kind in FIELD_KINDS:
-            fields[kind] = {}
-            for key, value in getattr(row, kind).items():
-                fixed = key if validation.FIELD_NAME.fullmatch(key) else _fixed(key, "f-", 32)
-                if fixed and fixed != key and fixed not in taken:  # else left as it is: ``check`` names it
-                    renamed.append(f"{row.where.split(' (')[0]}: field {validation.shown(key)} named {fixed}")
-                    taken.add(fixed)
-                    key = fixed
-                fields[kind][key] = value
-        plain, sensitive, public = (fields[kind] for kind in FIELD_KINDS)
-        rows.append(dataclasses.replace(row, name=name, fields=plain, sensitive_fields=sensitive, public_fields=public))
-    return dataclasses.replace(parsed, rows=tuple(rows), renamed=tuple(renamed))
-
-
-def _fixed(name: str, lead: str, most: int) -> str:
-    """``name`` in ASCII letters, digits and ``-`` (secret names keep '.', '_', '@', '+'), starting with a
-    letter or digit (``lead`` first when a field's starts with a digit), at most ``most`` characters."""
-    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    allowed = r"[^A-Za-z0-9_-]+" if lead else r"[^A-Za-z0-9._@+-]+"
-    text = re.sub(allowed, "-", text).strip("-._@+")
-    if lead and text[:1].isdigit():
-        text = lead + text
-    return text[:most].rstrip("-._@+")
 
 
 def check(parsed: Parsed, client: str, existing: Collection[str], *, skip_existing: bool = False) -> ImportPlan:
