@@ -213,3 +213,12 @@ def test_an_import_through_the_agent_is_on_record_as_adds(short_workspace: Works
     _no_password(result.output)
     assert _created(ws) == (3, 3)
     assert ws.library().checkouts.reveal("acme/xero", reason="test") == PASSWORDS[1]
+
+
+def test_the_commands_formats_and_size_bound_are_the_librarys() -> None:
+    """Named again in the command so that its --help imports nothing: they must not drift apart."""
+    from vault.cli import secret_import
+
+    from vault.service import imports
+
+    assert (secret_import.FORMATS, secret_import.MAX_BYTES) == (imports.FORMATS, imports.MAX_BYTES)
