@@ -133,7 +133,7 @@ def _generated_note(how: str, password: str | None) -> None:
 
 @click.group()
 def secret() -> None:
-    """Add, import, list, show and update a client's secrets.
+    """Add, import, list, search, show and update a client's secrets.
 
     \b
     Example:

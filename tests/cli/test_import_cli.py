@@ -92,6 +92,7 @@ def test_an_import_stores_each_row_as_an_add(ready_any_engine: Workspace, tmp_pa
     titled = json.dumps({"encrypted": False, "items": [{**item, "name": "Acme VPN (site 2)"}]})
     refused = ws.admin("secret", "import", "-", "--client", "acme", "--format", "bitwarden", input=titled)
     assert_clean_error(refused, *PASSWORDS)  # a title `secret add` refuses, as it is
+    assert "--fix-names makes each name above into one a secret may have" in refused.stderr
     fixed = ok(ws.admin("secret", "import", "-", "--client", "acme", "--format", "bitwarden", "--fix-names",
                         input=titled))  # fmt: skip
     assert "item 1: named Acme-VPN-site-2" in fixed.stderr and "Added 1 secret(s)" in fixed.stdout
