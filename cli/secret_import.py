@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "keepassxc", "bitwarden")  # vault.service.imports.FORMATS, named here so that --help imports nothing
 MAX_BYTES = 10 * 1024 * 1024  # imports.MAX_BYTES: read one byte more, and the library refuses the file
 MAX_SHOWN = 50  # bad rows printed; the count says how many more
-NAME_REASONS = ("the name is not one", "bad field name")  # what --fix-names mends (imports.row_reasons, secrets)
 
 
 @click.command("import")
@@ -90,7 +89,7 @@ def import_secrets(
     for line in plan.left_out:
         say(f"left out: {line}", err=True)
     if plan.problems:
-        _refuse(plan.problems, fix_names)
+        _refuse(plan.problems, not fix_names and bool(imports_names.fix_names(parsed).renamed))
     skipped = f"; {len(plan.existing)} the client already has left as they are" if plan.existing else ""
     if dry_run:
         for row in plan.to_add:
@@ -134,13 +133,13 @@ def _warn_plaintext(file: str) -> None:
     )
 
 
-def _refuse(problems: tuple[Problem, ...], fixing: bool) -> None:
+def _refuse(problems: tuple[Problem, ...], fixable: bool) -> None:
+    """``fixable``: ``--fix-names`` (not given) would rename a row, so the hint names it."""
     for problem in problems[:MAX_SHOWN]:
         say(str(problem), err=True)
     if len(problems) > MAX_SHOWN:
         say(f"… and {len(problems) - MAX_SHOWN} more", err=True)
-    names = not fixing and any(r.startswith(NAME_REASONS) for r in (p.reason for p in problems))
-    fix = "; --fix-names makes each name above into one a secret may have" if names else ""
+    fix = "; --fix-names makes each name above into one a secret may have" if fixable else ""
     raise CommandFailed(
         f"{len({p.where for p in problems})} row(s) of the file cannot be imported: nothing was written",
         hint=f"fix or remove the rows named above and run the command again (--dry-run checks without writing){fix}",

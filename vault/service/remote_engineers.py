@@ -57,7 +57,7 @@ class RemoteEngineerWrites:
         """``audit``: ``RemoteAudit`` (its whole chain verified before a removal, its checked signers);
         ``chain``: the session's verified chain (``remote_root.SessionChain``; else verified whole)."""
         self.keys, self.https, self.clock, self.audit = keys, https, clock, audit
-        self.chain = chain or SessionChain(audit)
+        self.chain = chain
         params = keyrecord.DEFAULT_PARAMS
         self.transport = HttpsEngineerWriteTransport(https, self._new_key)
         self.keyholder = EngineerKeyholder(self.transport, _InviteKeys(keys), clock, lambda: params)  # type: ignore[arg-type]
@@ -82,7 +82,7 @@ class RemoteEngineerWrites:
         self.keys.open_recovery()
         hands, admins = None, None
         if self.audit is not None:  # the whole chain verified here first, as in-process before a removal
-            chain = self.chain.verify()
+            chain = (self.chain or SessionChain(self.audit)).verify()
             hands = AdminRemovalHands(self.keyholder, self.keys, chain, self.clock, name)
             if chain.verified.ok:
                 admins = chain_admins(chain.events, self.audit.signers.checked().certified)

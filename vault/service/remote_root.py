@@ -67,7 +67,7 @@ class SessionChain:
     last (its anchor checked again, as ``audit verify --since``): an admin offboarding several people in one
     agent session pays for the whole chain once. Only the events of a chain that verifies are kept."""
 
-    def __init__(self, chain: WholeChain | None) -> None:
+    def __init__(self, chain: WholeChain) -> None:
         self.chain = chain
         self.events = ChainEvents()
         self.seen: tuple[int, bytes] | None = None  # the head verified last
@@ -76,8 +76,6 @@ class SessionChain:
         return f"SessionChain(seen={self.seen[0] if self.seen else None})"
 
     def verify(self) -> VerifiedChain:
-        if self.chain is None:
-            raise IntegrityError("no audit chain to check the root key's roster against", hint=ON_HOST)
         new = ChainEvents()
         check = self.chain.verify_whole(new.observe, since=self.seen)
         if not check.ok:

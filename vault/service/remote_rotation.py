@@ -85,11 +85,11 @@ class RemoteKeyRotation(_Noun):
         learned: Callable[[str], LearnedContext],
         list_clients: Callable[[], object],
         settings: RemoteSettings,
-        chain: SessionChain | None = None,
+        chain: SessionChain,
     ) -> None:
         self.keys, self.settings = keys, settings
         self.secrets: Any = None  # RemoteVault.secrets: a secret's rotation is an update with a new password
-        self.root = RemoteRootRotation(keys, https, clock, chain or SessionChain(None))  # its roster: the chain's
+        self.root = RemoteRootRotation(keys, https, clock, chain)  # its roster: what the chain vouches for
         self.lookup = _Lookup(keys, AdminLookup(keys, learned), list_clients)
         self.keyholder = RotationKeyholder(HttpsRotationTransport(https), keys, self.lookup, keys.client_keys, clock)
 
